@@ -1,0 +1,25 @@
+//! `clock`: wall-clock time.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::HostState;
+use crate::bindings::superapp::plugin::clock::{self as wit, Instant};
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl wit::Host for HostState {
+    async fn now(&mut self) -> wasmtime::Result<Instant> {
+        // A clock before 1970 is a broken host; report the epoch, not a trap.
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(Instant {
+            seconds: d.as_secs(),
+            nanoseconds: d.subsec_nanos(),
+        })
+    }
+}

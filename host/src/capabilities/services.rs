@@ -1,0 +1,165 @@
+//! The services behind the capabilities, each behind a small trait so the
+//! dev loop runs on in-memory versions and the server on durable ones.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use ring::hmac;
+
+use crate::contract::Capability;
+use crate::manifest::Manifest;
+use crate::store::{KvBackend, MemoryKv, Quota};
+
+/// Everything the capabilities need from the host, shared by all instances.
+pub struct Services {
+    pub kv: Arc<dyn KvBackend>,
+    /// The host's cap on per-namespace storage.
+    pub quota: Quota,
+    pub pseudonyms: Pseudonyms,
+    pub consent: Arc<dyn ConsentGate>,
+    pub profiles: Arc<dyn ProfileDirectory>,
+    pub notifier: Arc<dyn Notifier>,
+}
+
+impl Services {
+    /// Everything in memory, every consent granted except `denied`: the
+    /// provider's dev loop and tests.
+    pub fn in_memory(denied: BTreeSet<Capability>) -> Services {
+        Services {
+            kv: Arc::new(MemoryKv::new()),
+            quota: Quota::default(),
+            pseudonyms: Pseudonyms::new(b"superapp dev-loop pseudonym secret"),
+            consent: Arc::new(DevConsent { denied }),
+            profiles: Arc::new(DevProfiles),
+            notifier: Arc::new(DevNotifier::default()),
+        }
+    }
+}
+
+/// Per-app pseudonymous user ids: HMAC-SHA256 under a host secret of
+/// (user id, app id), base64url. Stable per user per app, unlinkable across
+/// apps without the secret.
+pub struct Pseudonyms {
+    key: hmac::Key,
+}
+
+impl Pseudonyms {
+    pub fn new(secret: &[u8]) -> Self {
+        Pseudonyms {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    pub fn for_app(&self, user: &str, app: &str) -> String {
+        // Length-prefix the user id so ("ab", "c") and ("a", "bc") differ.
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(&(user.len() as u64).to_be_bytes());
+        ctx.update(user.as_bytes());
+        ctx.update(app.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ctx.sign().as_ref())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentState {
+    Granted,
+    Denied,
+    /// Not answered yet: the gate has asked the user.
+    Required,
+}
+
+/// Answers "may this app use this capability for this user now?".
+pub trait ConsentGate: Send + Sync {
+    fn check(&self, user: &str, app: &Manifest, capability: Capability) -> ConsentState;
+}
+
+/// The dev loop's gate: the provider is the user and allows everything
+/// except what they chose to deny (`plugin run --deny CAP`).
+pub struct DevConsent {
+    pub denied: BTreeSet<Capability>,
+}
+
+impl ConsentGate for DevConsent {
+    fn check(&self, _user: &str, _app: &Manifest, capability: Capability) -> ConsentState {
+        if self.denied.contains(&capability) {
+            ConsentState::Denied
+        } else {
+            ConsentState::Granted
+        }
+    }
+}
+
+/// What the host knows about a user's public profile.
+pub struct ProfileInfo {
+    pub display_name: String,
+    /// 0 none, 1 phone, 2 government id.
+    pub verification: u8,
+}
+
+pub trait ProfileDirectory: Send + Sync {
+    fn profile(&self, user: &str) -> Option<ProfileInfo>;
+}
+
+/// The dev loop's users: the display name is the user name.
+pub struct DevProfiles;
+
+impl ProfileDirectory for DevProfiles {
+    fn profile(&self, user: &str) -> Option<ProfileInfo> {
+        Some(ProfileInfo {
+            display_name: user.to_string(),
+            verification: 0,
+        })
+    }
+}
+
+/// Delivers service-account messages into a user's chat list.
+pub trait Notifier: Send + Sync {
+    fn send(&self, user: &str, app: &Manifest, text: &str) -> Result<(), String>;
+}
+
+/// The dev loop's notifier: keeps messages and prints them to stderr.
+#[derive(Default)]
+pub struct DevNotifier {
+    pub sent: Mutex<Vec<(String, String, String)>>,
+}
+
+impl Notifier for DevNotifier {
+    fn send(&self, user: &str, app: &Manifest, text: &str) -> Result<(), String> {
+        eprintln!("notify [{} -> {user}]: {text}", app.label());
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).push((
+            user.to_string(),
+            app.id.clone(),
+            text.to_string(),
+        ));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_stable_per_app_and_differ_across_apps() {
+        let p = Pseudonyms::new(b"secret");
+        assert_eq!(
+            p.for_app("alice", "org.a.app"),
+            p.for_app("alice", "org.a.app")
+        );
+        assert_ne!(
+            p.for_app("alice", "org.a.app"),
+            p.for_app("alice", "org.b.app")
+        );
+        assert_ne!(
+            p.for_app("alice", "org.a.app"),
+            p.for_app("bob", "org.a.app")
+        );
+        assert_ne!(p.for_app("ab", "c.x"), p.for_app("a", "bc.x"));
+        assert_ne!(
+            Pseudonyms::new(b"other").for_app("alice", "org.a.app"),
+            p.for_app("alice", "org.a.app")
+        );
+        assert_eq!(p.for_app("alice", "org.a.app").len(), 43);
+    }
+}

@@ -1,0 +1,92 @@
+//! `shared-storage`: key-value data shared by all users of one app, with
+//! compare-and-swap and atomic increment for slots and counters.
+
+use wasmtime::component::{HasSelf, Linker};
+
+use super::HostState;
+use crate::bindings::superapp::plugin::shared_storage as wit;
+use crate::bindings::superapp::plugin::types::Error;
+use crate::contract::Capability;
+use crate::store::Namespace;
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl HostState {
+    /// The app-wide namespace; `Err` if shared storage is not granted.
+    fn app_space(&self) -> Result<Namespace, Error> {
+        self.require(Capability::SharedStorage)?;
+        Ok(Namespace::App {
+            app: self.app.id.clone(),
+        })
+    }
+}
+
+impl wit::Host for HostState {
+    async fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        Ok(self
+            .app_space()
+            .and_then(|ns| Ok(self.services.kv.get(&ns, &key)?)))
+    }
+
+    async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+        Ok(self.app_space().and_then(|ns| {
+            Ok(self
+                .services
+                .kv
+                .set(&ns, &key, &value, &self.services.quota)?)
+        }))
+    }
+
+    async fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<bool, Error>> {
+        Ok(self
+            .app_space()
+            .and_then(|ns| Ok(self.services.kv.delete(&ns, &key)?)))
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<Vec<u8>>, Error>> {
+        Ok(self.app_space().and_then(|ns| {
+            let limit = limit.min(super::storage::MAX_LIST) as usize;
+            Ok(self
+                .services
+                .kv
+                .list_keys(&ns, &prefix, start_after.as_deref(), limit)?)
+        }))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> wasmtime::Result<Result<bool, Error>> {
+        Ok(self.app_space().and_then(|ns| {
+            Ok(self.services.kv.compare_and_swap(
+                &ns,
+                &key,
+                expected.as_deref(),
+                new.as_deref(),
+                &self.services.quota,
+            )?)
+        }))
+    }
+
+    async fn increment(
+        &mut self,
+        key: Vec<u8>,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, Error>> {
+        Ok(self.app_space().and_then(|ns| {
+            Ok(self
+                .services
+                .kv
+                .increment(&ns, &key, delta, &self.services.quota)?)
+        }))
+    }
+}

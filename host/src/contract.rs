@@ -1,0 +1,362 @@
+//! The capability table: which WIT interface each capability is, how much
+//! consent it needs, and how it is linked. The static import check and the
+//! linker both read this one table, so they cannot disagree.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker};
+use wasmtime::Engine;
+
+use crate::capabilities::{self, HostState};
+use crate::manifest::Manifest;
+
+/// The WIT package every mini-program is written against.
+pub const PACKAGE: &str = "superapp:plugin";
+/// The contract version this host implements.
+pub const VERSION: &str = "0.1.0";
+/// The type-only interface; importing it grants nothing.
+const TYPES_INTERFACE: &str = "types";
+
+/// Everything a mini-program may ask the host for, one WIT interface each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    Log,
+    Identity,
+    Profile,
+    Storage,
+    SharedStorage,
+    Notify,
+    Payments,
+    Documents,
+    Clock,
+    Random,
+}
+
+/// What the user must agree to before a capability call succeeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consent {
+    /// Declaring it in the manifest is enough.
+    None,
+    /// The user is asked once per app (and again if a new version adds it).
+    OncePerApp,
+    /// Every single use is confirmed by the user in a host-drawn sheet.
+    EveryUse,
+}
+
+type LinkFn = fn(&mut Linker<HostState>) -> wasmtime::Result<()>;
+
+struct Entry {
+    capability: Capability,
+    name: &'static str,
+    consent: Consent,
+    link: LinkFn,
+}
+
+/// The table. Order is the order users and auditors see.
+const TABLE: [Entry; 10] = [
+    Entry {
+        capability: Capability::Log,
+        name: "log",
+        consent: Consent::None,
+        link: capabilities::log::add_to_linker,
+    },
+    Entry {
+        capability: Capability::Identity,
+        name: "identity",
+        consent: Consent::None,
+        link: capabilities::identity::add_to_linker,
+    },
+    Entry {
+        capability: Capability::Profile,
+        name: "profile",
+        consent: Consent::OncePerApp,
+        link: capabilities::profile::add_to_linker,
+    },
+    Entry {
+        capability: Capability::Storage,
+        name: "storage",
+        consent: Consent::None,
+        link: capabilities::storage::add_to_linker,
+    },
+    Entry {
+        capability: Capability::SharedStorage,
+        name: "shared-storage",
+        consent: Consent::None,
+        link: capabilities::shared_storage::add_to_linker,
+    },
+    Entry {
+        capability: Capability::Notify,
+        name: "notify",
+        consent: Consent::OncePerApp,
+        link: capabilities::notify::add_to_linker,
+    },
+    Entry {
+        capability: Capability::Payments,
+        name: "payments",
+        consent: Consent::EveryUse,
+        link: capabilities::payments::add_to_linker,
+    },
+    Entry {
+        capability: Capability::Documents,
+        name: "documents",
+        consent: Consent::EveryUse,
+        link: capabilities::documents::add_to_linker,
+    },
+    Entry {
+        capability: Capability::Clock,
+        name: "clock",
+        consent: Consent::None,
+        link: capabilities::clock::add_to_linker,
+    },
+    Entry {
+        capability: Capability::Random,
+        name: "random",
+        consent: Consent::None,
+        link: capabilities::random::add_to_linker,
+    },
+];
+
+impl Capability {
+    /// Every capability, in table order.
+    pub fn all() -> impl Iterator<Item = Capability> {
+        TABLE.iter().map(|e| e.capability)
+    }
+
+    fn entry(self) -> &'static Entry {
+        // The table holds every variant; a missing one is caught by the
+        // `table_covers_every_capability` test.
+        TABLE
+            .iter()
+            .find(|e| e.capability == self)
+            .expect("capability in table")
+    }
+
+    /// The manifest and WIT name, e.g. `shared-storage`.
+    pub fn name(self) -> &'static str {
+        self.entry().name
+    }
+
+    /// The full WIT interface name, e.g. `superapp:plugin/storage@0.1.0`.
+    pub fn interface(self) -> String {
+        format!("{PACKAGE}/{}@{VERSION}", self.name())
+    }
+
+    pub fn consent(self) -> Consent {
+        self.entry().consent
+    }
+
+    pub fn from_name(name: &str) -> Option<Capability> {
+        TABLE.iter().find(|e| e.name == name).map(|e| e.capability)
+    }
+
+    /// Add this capability's host functions to `linker`.
+    pub fn add_to_linker(self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        (self.entry().link)(linker)
+    }
+
+    /// The names of all capabilities, for error messages.
+    pub fn known_names() -> String {
+        TABLE.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a component's imports are not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error("the component imports `{interface}` but plugin.toml has no [capabilities.{capability}] (add it with a `reason`)")]
+    Undeclared {
+        interface: String,
+        capability: Capability,
+    },
+    #[error("the component imports `{0}`, which is outside the superapp contract: mini-programs can use only `{PACKAGE}` interfaces (no WASI, no other packages)")]
+    Foreign(String),
+    #[error("the component imports `{0}`, which is not an interface of `{PACKAGE}` (known: {known})", known = Capability::known_names())]
+    UnknownInterface(String),
+    #[error("the component imports `{0}`, but this host implements `{PACKAGE}@{VERSION}`")]
+    UnsupportedVersion(String),
+    #[error("the component imports `{0}` as something other than an interface instance")]
+    NotAnInstance(String),
+    #[error("the component imports `{0}` with functions, but that interface holds only types")]
+    TypesWithFunctions(String),
+}
+
+/// Map one import name to what it means in the contract: `Ok(None)` for the
+/// type-only interface, `Ok(Some(cap))` for a capability.
+fn classify(name: &str) -> Result<Option<Capability>, ImportError> {
+    let Some(rest) = name.strip_prefix(PACKAGE).and_then(|r| r.strip_prefix('/')) else {
+        return Err(ImportError::Foreign(name.to_string()));
+    };
+    let (interface, version) = match rest.split_once('@') {
+        Some((i, v)) => (i, Some(v)),
+        None => (rest, None),
+    };
+    if version != Some(VERSION) {
+        return Err(ImportError::UnsupportedVersion(name.to_string()));
+    }
+    if interface == TYPES_INTERFACE {
+        return Ok(None);
+    }
+    Capability::from_name(interface)
+        .map(Some)
+        .ok_or_else(|| ImportError::UnknownInterface(name.to_string()))
+}
+
+/// What a component really imports, as capabilities, in table order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub imported: Vec<Capability>,
+    /// Declared in the manifest but never imported: harmless, but an auditor
+    /// may ask the publisher to drop them.
+    pub declared_unused: Vec<Capability>,
+}
+
+/// The static check: every import is a contract interface and every
+/// capability imported is declared in the manifest. Returns every problem,
+/// not just the first, so a provider can fix them in one go.
+pub fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    manifest: &Manifest,
+) -> Result<ImportReport, Vec<ImportError>> {
+    let mut errors = Vec::new();
+    let mut imported = Vec::new();
+    for (name, item) in component.component_type().imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            errors.push(ImportError::NotAnInstance(name.to_string()));
+            continue;
+        };
+        match classify(name) {
+            Ok(None) => {
+                let has_funcs = instance
+                    .exports(engine)
+                    .any(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)));
+                if has_funcs {
+                    errors.push(ImportError::TypesWithFunctions(name.to_string()));
+                }
+            }
+            Ok(Some(capability)) => {
+                if !manifest.declares(capability) {
+                    errors.push(ImportError::Undeclared {
+                        interface: name.to_string(),
+                        capability,
+                    });
+                }
+                imported.push(capability);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    imported.sort();
+    imported.dedup();
+    let declared_unused = manifest
+        .capabilities()
+        .filter(|c| !imported.contains(c))
+        .collect();
+    Ok(ImportReport {
+        imported,
+        declared_unused,
+    })
+}
+
+/// One row of what auditors and providers see: a declared capability with
+/// its reason, and whether the component really imports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapabilitySummary {
+    pub name: &'static str,
+    pub consent: Consent,
+    pub reason: String,
+    pub imported: bool,
+}
+
+/// Declared capabilities side by side with the component's real imports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportSummary {
+    pub capabilities: Vec<CapabilitySummary>,
+}
+
+impl ImportSummary {
+    pub fn of(manifest: &Manifest, report: &ImportReport) -> ImportSummary {
+        let capabilities = manifest
+            .declared
+            .iter()
+            .map(|d| CapabilitySummary {
+                name: d.capability.name(),
+                consent: d.capability.consent(),
+                reason: d.reason.clone(),
+                imported: report.imported.contains(&d.capability),
+            })
+            .collect();
+        ImportSummary { capabilities }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_covers_every_capability() {
+        use Capability::*;
+        for cap in [
+            Log,
+            Identity,
+            Profile,
+            Storage,
+            SharedStorage,
+            Notify,
+            Payments,
+            Documents,
+            Clock,
+            Random,
+        ] {
+            assert_eq!(Capability::from_name(cap.name()), Some(cap));
+        }
+        assert_eq!(Capability::all().count(), 10);
+    }
+
+    #[test]
+    fn classify_maps_names_to_capabilities() {
+        assert_eq!(
+            classify("superapp:plugin/storage@0.1.0"),
+            Ok(Some(Capability::Storage))
+        );
+        assert_eq!(
+            classify("superapp:plugin/shared-storage@0.1.0"),
+            Ok(Some(Capability::SharedStorage))
+        );
+        assert_eq!(classify("superapp:plugin/types@0.1.0"), Ok(None));
+        assert!(matches!(
+            classify("wasi:cli/environment@0.2.0"),
+            Err(ImportError::Foreign(_))
+        ));
+        assert!(matches!(
+            classify("superapp:pluginx/log@0.1.0"),
+            Err(ImportError::Foreign(_))
+        ));
+        assert!(matches!(
+            classify("superapp:plugin/log@0.2.0"),
+            Err(ImportError::UnsupportedVersion(_))
+        ));
+        assert!(matches!(
+            classify("superapp:plugin/log"),
+            Err(ImportError::UnsupportedVersion(_))
+        ));
+        assert!(matches!(
+            classify("superapp:plugin/files@0.1.0"),
+            Err(ImportError::UnknownInterface(_))
+        ));
+    }
+}

@@ -1,0 +1,18 @@
+//! The superapp host: runs mini-programs — WebAssembly components — in a
+//! capability-gated sandbox, and the tools providers and auditors use.
+//!
+//! Start at [`runtime::Runtime`]: it checks a component against its
+//! [`manifest::Manifest`] with [`contract::check_imports`], links only the
+//! declared [`capabilities`], and runs every event in a fresh instance.
+
+#[allow(unsafe_code)]
+pub mod bindings;
+pub mod capabilities;
+pub mod cli;
+pub mod contract;
+pub mod manifest;
+pub mod plugin_build;
+pub mod runtime;
+pub mod scaffold;
+pub mod store;
+pub mod view;

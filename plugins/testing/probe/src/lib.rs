@@ -1,0 +1,84 @@
+//! Test fixture: each action calls one capability and returns the answer as
+//! text, `ok: …` or `err: <kind>: …`, so host tests can check every
+//! capability's allowed and denied cases through a real guest.
+
+use superapp_sdk::prelude::*;
+
+struct Probe;
+
+fn kind(e: &Error) -> &'static str {
+    match e {
+        Error::Denied(_) => "denied",
+        Error::ConsentRequired(_) => "consent-required",
+        Error::QuotaExceeded(_) => "quota-exceeded",
+        Error::Invalid(_) => "invalid",
+        Error::NotFound(_) => "not-found",
+        Error::Unavailable(_) => "unavailable",
+    }
+}
+
+fn report<T: std::fmt::Debug>(result: Result<T, Error>) -> String {
+    match result {
+        Ok(v) => format!("ok: {v:?}"),
+        Err(e) => format!("err: {}: {e:?}", kind(&e)),
+    }
+}
+
+fn bytes(value: &Option<String>) -> Vec<u8> {
+    value.clone().unwrap_or_default().into_bytes()
+}
+
+impl App for Probe {
+    fn launch(_ctx: &Context) -> Result<View, AppError> {
+        Ok(View::new("probe").text("ready"))
+    }
+
+    fn event(_ctx: &Context, event: Event) -> Result<View, AppError> {
+        let Event::Action(a) = event else {
+            return Ok(View::new("probe").text(format!("event: {event:?}")));
+        };
+        let key = a.field("key").unwrap_or("k").as_bytes().to_vec();
+        let out = match a.name.as_str() {
+            "log" => {
+                log::info("probe line");
+                "ok: logged".to_string()
+            }
+            "identity" => report(identity::user_id()),
+            "profile" => report(profile::get().map(|p| p.display_name)),
+            "storage-get" => report(storage::get(&key)),
+            "storage-set" => report(storage::set(&key, bytes(&a.value))),
+            "storage-set-size" => {
+                let size: usize = a.value.as_deref().unwrap_or("0").parse().unwrap_or(0);
+                report(storage::set(&key, vec![7u8; size]))
+            }
+            "storage-delete" => report(storage::delete(&key)),
+            "storage-list" => report(storage::list_keys(&key, None, 100)),
+            "storage-usage" => report(storage::usage().map(|u| (u.bytes_used, u.keys))),
+            "shared-get" => report(shared_storage::get(&key)),
+            "shared-set" => report(shared_storage::set(&key, bytes(&a.value))),
+            "shared-cas" => {
+                let expected = a.field("expected").map(|s| s.as_bytes().to_vec());
+                report(shared_storage::compare_and_swap(&key, expected.as_deref(), Some(&bytes(&a.value))))
+            }
+            "shared-increment" => {
+                let delta = a.value.as_deref().unwrap_or("1").parse().unwrap_or(1);
+                report(shared_storage::increment(&key, delta))
+            }
+            "notify" => report(notify::send(a.value.as_deref().unwrap_or("hello"))),
+            "share-card" => report(notify::share_card(AppCard::new("dev.superapp.hello", "Hello"))),
+            "payments" => report(payments::request(&payments::PaymentRequest {
+                amount: 500,
+                currency: "EUR".into(),
+                description: "probe".into(),
+                idempotency_key: "probe-1".into(),
+            })),
+            "documents" => report(documents::request("insurance-card", &["policy-number".to_string()], "probe")),
+            "clock" => format!("ok: {}", clock::unix_seconds()),
+            "random" => format!("ok: {}", random::bytes(64).len()),
+            other => return Err(AppError::BadRequest(format!("unknown probe `{other}`"))),
+        };
+        Ok(View::new("probe").text(out))
+    }
+}
+
+superapp_sdk::export_app!(Probe);

@@ -1,0 +1,259 @@
+//! The provider's commands, run as a provider would: `superapp plugin
+//! new/build/check/run`.
+
+use std::path::PathBuf;
+
+use crate::common::*;
+
+#[test]
+fn hello_checks_and_runs_an_event() {
+    let hello = component("hello");
+    let check = superapp()
+        .args(["plugin", "check"])
+        .arg(&hello)
+        .arg("--manifest")
+        .arg(manifest("hello"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+    let report = stdout(&check);
+    assert!(
+        report.starts_with("ok: dev.superapp.hello@0.1.0"),
+        "{report}"
+    );
+    for cap in ["log", "identity", "storage"] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.trim_start().starts_with(cap) && l.contains("imported")),
+            "{report}"
+        );
+    }
+
+    let run = superapp()
+        .args(["plugin", "run"])
+        .arg(&hello)
+        .arg("--manifest")
+        .arg(manifest("hello"))
+        .args(["--event", "save-name", "--payload", r#"{"name":"Ada"}"#])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let view: serde_json::Value = serde_json::from_str(&stdout(&run)).expect("the view is JSON");
+    assert_eq!(view["title"], "Hello");
+    assert_eq!(view["body"]["children"][0]["text"], "Hello, Ada!");
+}
+
+#[test]
+fn check_json_reports_declared_capabilities_against_imports() {
+    let out = superapp()
+        .args(["plugin", "check", "--json"])
+        .arg(component("testing/probe"))
+        .arg("--manifest")
+        .arg(manifest("testing/probe"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["ok"], true);
+    let caps = report["imports"]["capabilities"].as_array().unwrap();
+    assert_eq!(caps.len(), 10);
+    let payments = caps.iter().find(|c| c["name"] == "payments").unwrap();
+    assert_eq!(payments["consent"], "every-use");
+    assert_eq!(payments["imported"], true);
+    assert_eq!(payments["reason"], "Probe.");
+}
+
+#[test]
+fn undeclared_import_is_rejected_by_check_and_by_run() {
+    let sneaky = component("testing/undeclared-payments");
+    for verb in ["check", "run"] {
+        let out = superapp()
+            .args(["plugin", verb])
+            .arg(&sneaky)
+            .arg("--manifest")
+            .arg(manifest("testing/undeclared-payments"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{verb}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("superapp:plugin/payments@0.1.0")
+                && err.contains("[capabilities.payments]"),
+            "{verb}: {err}"
+        );
+        assert!(stdout(&out).is_empty(), "{verb} printed a view");
+    }
+}
+
+#[test]
+fn manifest_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(manifest("hello")).unwrap();
+    let cases = [
+        (
+            original.replace("time-ms = 500", "time-ms = 500\ncpu = 3"),
+            "cpu",
+        ),
+        (
+            original.replace("version = \"0.1.0\"", "version = \"one\""),
+            "version",
+        ),
+        (
+            original.replace("[capabilities.log]", "[capabilities.camera]"),
+            "capabilities.camera",
+        ),
+        (
+            original.replace(
+                "reason = \"Remembers your name and how often you visited.\"",
+                "",
+            ),
+            "reason",
+        ),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("plugin.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = superapp()
+            .args(["plugin", "check"])
+            .arg(component("hello"))
+            .arg("--manifest")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains(key),
+            "expected `{key}` in: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn run_reports_limits_and_bad_input_with_nonzero_exit() {
+    let out = superapp()
+        .args(["plugin", "run"])
+        .arg(component("testing/memory-bomb"))
+        .arg("--manifest")
+        .arg(manifest("testing/memory-bomb"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("error[limit-exceeded]") && stderr(&out).contains("memory limit"),
+        "{}",
+        stderr(&out)
+    );
+
+    let bad = superapp()
+        .args(["plugin", "run"])
+        .arg(component("hello"))
+        .arg("--manifest")
+        .arg(manifest("hello"))
+        .args(["--event", "save-name", "--payload", "{not json"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("--payload is not valid JSON"),
+        "{}",
+        stderr(&bad)
+    );
+
+    let missing = superapp()
+        .args(["plugin", "run", "/nonexistent.wasm", "--manifest"])
+        .arg(manifest("hello"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("/nonexistent.wasm"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn rebuild_without_changes_leaves_the_component_untouched() {
+    let first = component("hello");
+    let before = std::fs::metadata(&first).unwrap().modified().unwrap();
+    let out = superapp()
+        .args(["plugin", "build", "--quiet"])
+        .arg(plugin_dir("hello"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = PathBuf::from(stdout(&out).lines().last().unwrap().trim());
+    assert_eq!(again, first);
+    assert_eq!(
+        std::fs::metadata(&again).unwrap().modified().unwrap(),
+        before
+    );
+}
+
+#[test]
+fn build_refuses_an_unknown_toolchain_choice() {
+    let out = superapp()
+        .args(["plugin", "build", "--quiet"])
+        .arg(plugin_dir("hello"))
+        .env("SUPERAPP_WASM_TOOLCHAIN", "gcc")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("SUPERAPP_WASM_TOOLCHAIN must be `rustup` or `debian`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn new_plugin_builds_and_runs_as_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let crate_dir = dir.path().join("my-clinic");
+    let new = superapp()
+        .args(["plugin", "new", "my-clinic", "--dir"])
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(new.status.success(), "{}", stderr(&new));
+    // Reuse the bundled plugins' target directory so std is built once.
+    let build = superapp()
+        .args(["plugin", "build", "--quiet"])
+        .arg(&crate_dir)
+        .env("CARGO_TARGET_DIR", repo().join("plugins/target"))
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", stderr(&build));
+    let component = PathBuf::from(stdout(&build).lines().last().unwrap().trim());
+    let run = superapp()
+        .args(["plugin", "run"])
+        .arg(&component)
+        .arg("--manifest")
+        .arg(crate_dir.join("plugin.toml"))
+        .args(["--event", "press"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stdout(&run).contains("The button was pressed 1 times."),
+        "{}",
+        stdout(&run)
+    );
+
+    let again = superapp()
+        .args(["plugin", "new", "my-clinic", "--dir"])
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already exists"));
+    let bad = superapp()
+        .args(["plugin", "new", "My Clinic"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("not a valid plugin name"));
+}

@@ -1,0 +1,160 @@
+//! Hostile mini-programs are contained: each ends with a typed error naming
+//! the limit or trap, and the host and other apps carry on.
+
+use std::time::{Duration, Instant};
+
+use superapp_host::runtime::{Call, Limit, RunError};
+
+use crate::common::*;
+
+/// A good app still works after a hostile one failed, in the same runtime.
+async fn hello_still_works(rt: &superapp_host::runtime::Runtime) {
+    let hello = load(rt, "hello");
+    let view = run(rt, &hello, &services(&[]), "alice", Call::Launch)
+        .await
+        .expect("hello launches");
+    assert_eq!(view.title, "Hello");
+}
+
+#[tokio::test]
+async fn infinite_loop_is_stopped_at_the_time_limit() {
+    let rt = runtime();
+    let app = load(&rt, "testing/infinite-loop");
+    assert_eq!(app.limits().time_ms, 200);
+    let started = Instant::now();
+    let err = run(&rt, &app, &services(&[]), "alice", Call::Launch)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.limit(), Some(&Limit::Time { limit_ms: 200 }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("dev.superapp.testing.infinite-loop@0.1.0"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(200),
+        "stopped early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(200 + 150),
+        "stopped late: {took:?}"
+    );
+    hello_still_works(&rt).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_app_does_not_block_others_on_the_same_thread() {
+    // One executor thread: the looping guest must yield at epoch ticks so
+    // that hello's event completes long before the loop's deadline.
+    let rt = runtime();
+    let spin = load(&rt, "testing/infinite-loop");
+    let hello = load(&rt, "hello");
+    let svc = services(&[]);
+    let started = Instant::now();
+    let spinning = run(&rt, &spin, &svc, "alice", Call::Launch);
+    let greeting = async {
+        let v = run(&rt, &hello, &svc, "bob", Call::Launch).await;
+        (v, started.elapsed())
+    };
+    let (spun, (greeted, greeted_at)) = tokio::join!(spinning, greeting);
+    assert!(matches!(
+        spun.unwrap_err(),
+        RunError::Limit {
+            limit: Limit::Time { .. },
+            ..
+        }
+    ));
+    assert!(greeted.is_ok());
+    assert!(
+        greeted_at < Duration::from_millis(150),
+        "hello waited for the loop: {greeted_at:?}"
+    );
+}
+
+#[tokio::test]
+async fn memory_bomb_is_stopped_at_the_memory_limit() {
+    let rt = runtime();
+    let app = load(&rt, "testing/memory-bomb");
+    let err = run(&rt, &app, &services(&[]), "alice", Call::Launch)
+        .await
+        .unwrap_err();
+    match err.limit() {
+        Some(Limit::Memory {
+            limit_bytes,
+            requested_bytes,
+        }) => {
+            assert_eq!(*limit_bytes, 16 << 20);
+            assert!(requested_bytes > limit_bytes);
+        }
+        other => panic!("expected a memory limit, got {other:?}: {err}"),
+    }
+    hello_still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn deep_recursion_traps_as_stack_overflow() {
+    let rt = runtime();
+    let app = load(&rt, "testing/deep-recursion");
+    let err = run(&rt, &app, &services(&[]), "alice", Call::Launch)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RunError::Trap { reason, .. } if reason.contains("stack overflow")),
+        "{err}"
+    );
+    hello_still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn panic_traps_and_reports_its_message() {
+    let rt = runtime();
+    let app = load(&rt, "testing/panic");
+    let err = run(&rt, &app, &services(&[]), "alice", Call::Launch)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RunError::Panic { message, .. } if message.contains("the fixture panicked on purpose")),
+        "{err}"
+    );
+    assert_eq!(err.code(), "app-panicked");
+    hello_still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn oversize_view_is_refused() {
+    let rt = runtime();
+    let app = load(&rt, "testing/oversize-view");
+    let err = run(&rt, &app, &services(&[]), "alice", Call::Launch)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.limit(), Some(Limit::View { detail }) if detail.contains("10002 nodes")),
+        "{err}"
+    );
+    hello_still_works(&rt).await;
+}
+
+#[tokio::test]
+async fn every_event_gets_a_fresh_instance() {
+    let rt = runtime();
+    let app = load(&rt, "testing/static-state");
+    let svc = services(&[]);
+    for user in ["alice", "alice", "bob"] {
+        let view = run(&rt, &app, &svc, user, Call::Launch).await.unwrap();
+        assert_eq!(texts(&view), vec!["launches seen by this instance: 1"]);
+    }
+}
+
+#[tokio::test]
+async fn host_caps_limit_what_a_manifest_asks_for() {
+    let mut config = superapp_host::runtime::RuntimeConfig::default();
+    config.cap.time_ms = 50;
+    let rt = superapp_host::runtime::Runtime::new(config).unwrap();
+    let app = load(&rt, "testing/infinite-loop");
+    assert_eq!(app.limits().time_ms, 50);
+    let err = run(&rt, &app, &services(&[]), "alice", Call::Launch)
+        .await
+        .unwrap_err();
+    assert_eq!(err.limit(), Some(&Limit::Time { limit_ms: 50 }));
+}

@@ -3,6 +3,9 @@
 //! Mini-programs normally use the typed wrappers in this crate instead; the
 //! raw bindings stay public for anything the wrappers do not cover.
 
+// Generated signatures mirror the WIT; clippy's style lints do not apply.
+#![allow(clippy::all)]
+
 wit_bindgen::generate!({
     path: "wit",
     world: "mini-program",

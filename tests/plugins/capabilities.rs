@@ -8,7 +8,7 @@ use std::sync::Arc;
 use superapp_host::capabilities::Services;
 use superapp_host::contract::{Capability, ImportError};
 use superapp_host::manifest::Manifest;
-use superapp_host::runtime::{Call, LoadError, Runtime};
+use superapp_host::runtime::{LoadError, Runtime};
 
 use crate::common::*;
 

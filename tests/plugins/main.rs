@@ -7,3 +7,4 @@ mod capabilities;
 mod cli;
 mod common;
 mod containment;
+mod imports;

@@ -48,6 +48,9 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Where precompiled components are kept; `None` compiles every load.
     pub cache_dir: Option<PathBuf>,
+    /// Pooling only: bytes of each linear memory reset by zeroing rather
+    /// than by returning pages to the OS when an instance ends.
+    pub keep_resident: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +66,7 @@ impl Default for RuntimeConfig {
             },
             epoch_tick: Duration::from_millis(1),
             cache_dir: None,
+            keep_resident: 64 << 10,
         }
     }
 }
@@ -183,10 +187,8 @@ impl Runtime {
                 .max_tables_per_component(limits::MAX_TABLES as u32)
                 .table_elements(limits::MAX_TABLE_ELEMENTS)
                 .max_memory_size(config.cap.memory_bytes as usize)
-                // Reset small memories by zeroing instead of unmapping, so a
-                // reused slot costs no page faults.
-                .linear_memory_keep_resident(1 << 20)
-                .table_keep_resident(64 << 10);
+                .linear_memory_keep_resident(config.keep_resident)
+                .table_keep_resident(config.keep_resident);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;

@@ -3,7 +3,9 @@
 //! with and without the pooling allocator. Prints a table.
 //!
 //! Run with `cargo bench -p superapp-host --bench runtime`. Set
-//! `SUPERAPP_BENCH_EVENTS` to change the number of timed events (default 10000).
+//! `SUPERAPP_BENCH_EVENTS` to change the number of timed events (default 10000),
+//! `SUPERAPP_BENCH_KEEP_RESIDENT=0,65536,…` to compare pooling reset sizes, and
+//! `SUPERAPP_BENCH_ON_DEMAND=0` to skip the on-demand allocator.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -97,7 +99,11 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![RuntimeConfig::default().keep_resident]);
-    let variants = keep.iter().map(|&k| (true, k)).chain([(false, 0)]);
+    let on_demand = std::env::var("SUPERAPP_BENCH_ON_DEMAND").map_or(true, |v| v != "0");
+    let variants = keep
+        .iter()
+        .map(|&k| (true, k))
+        .chain(on_demand.then_some((false, 0)));
     for (pooling, keep_resident) in variants {
         let rt = Runtime::new(RuntimeConfig {
             pooling,

@@ -329,34 +329,30 @@ mod tests {
 
     #[test]
     fn classify_maps_names_to_capabilities() {
-        assert_eq!(
-            classify("superapp:plugin/storage@0.1.0"),
-            Ok(Some(Capability::Storage))
-        );
-        assert_eq!(
-            classify("superapp:plugin/shared-storage@0.1.0"),
-            Ok(Some(Capability::SharedStorage))
-        );
-        assert_eq!(classify("superapp:plugin/types@0.1.0"), Ok(None));
-        assert!(matches!(
-            classify("wasi:cli/environment@0.2.0"),
-            Err(ImportError::Foreign(_))
-        ));
-        assert!(matches!(
-            classify("superapp:pluginx/log@0.1.0"),
-            Err(ImportError::Foreign(_))
-        ));
-        assert!(matches!(
-            classify("superapp:plugin/log@0.2.0"),
-            Err(ImportError::UnsupportedVersion(_))
-        ));
-        assert!(matches!(
-            classify("superapp:plugin/log"),
-            Err(ImportError::UnsupportedVersion(_))
-        ));
-        assert!(matches!(
-            classify("superapp:plugin/files@0.1.0"),
-            Err(ImportError::UnknownInterface(_))
-        ));
+        use ImportError::*;
+        type Expected = Result<Option<Capability>, fn(String) -> ImportError>;
+        let cases: [(&str, Expected); 8] = [
+            (
+                "superapp:plugin/storage@0.1.0",
+                Ok(Some(Capability::Storage)),
+            ),
+            (
+                "superapp:plugin/shared-storage@0.1.0",
+                Ok(Some(Capability::SharedStorage)),
+            ),
+            ("superapp:plugin/types@0.1.0", Ok(None)),
+            ("wasi:cli/environment@0.2.0", Err(Foreign)),
+            ("superapp:pluginx/log@0.1.0", Err(Foreign)),
+            ("superapp:plugin/log@0.2.0", Err(UnsupportedVersion)),
+            ("superapp:plugin/log", Err(UnsupportedVersion)),
+            ("superapp:plugin/files@0.1.0", Err(UnknownInterface)),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(
+                classify(name),
+                expected.map_err(|make| make(name.to_string())),
+                "{name}"
+            );
+        }
     }
 }

@@ -38,6 +38,8 @@ pub struct HostState {
     /// The message the guest's panic hook reported, if it panicked.
     pub(crate) panic_message: Option<String>,
     pub(crate) log_lines: u32,
+    /// Notifications sent during this event.
+    pub(crate) notifications: u32,
 }
 
 impl HostState {
@@ -54,6 +56,7 @@ impl HostState {
             meter,
             panic_message: None,
             log_lines: 0,
+            notifications: 0,
         }
     }
 

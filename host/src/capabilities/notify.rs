@@ -27,8 +27,8 @@ impl wit::Host for HostState {
                 "text must be 1 to {MAX_TEXT} bytes"
             ))));
         }
-        self.meter.notifications += 1;
-        if self.meter.notifications > MAX_PER_EVENT {
+        self.notifications += 1;
+        if self.notifications > MAX_PER_EVENT {
             return Ok(Err(Error::QuotaExceeded(format!(
                 "at most {MAX_PER_EVENT} notifications per event"
             ))));

@@ -24,8 +24,6 @@ pub const MAX_MEMORIES: usize = 2;
 pub struct Meter {
     memory_limit: u64,
     pub(crate) breach: Option<Breach>,
-    /// Notifications sent during this event.
-    pub(crate) notifications: u32,
 }
 
 impl Meter {
@@ -33,7 +31,6 @@ impl Meter {
         Meter {
             memory_limit,
             breach: None,
-            notifications: 0,
         }
     }
 }

@@ -5,14 +5,19 @@
 //! [`manifest::Manifest`] with [`contract::check_imports`], links only the
 //! declared [`capabilities`], and runs every event in a fresh instance.
 
+pub mod api;
 #[allow(unsafe_code)]
 pub mod bindings;
 pub mod capabilities;
 pub mod cli;
+pub mod config;
 pub mod contract;
+pub mod identity;
 pub mod manifest;
+pub mod messaging;
 pub mod plugin_build;
 pub mod runtime;
 pub mod scaffold;
+pub mod server;
 pub mod store;
 pub mod view;

@@ -2,6 +2,7 @@
 //! end here as a readable message and a non-zero exit code.
 
 mod plugin;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the host: HTTP API and WebSocket pushes, all data in one directory.
+    ///
+    /// Every option can also be set in the config file (kebab-case keys) or
+    /// with a `SUPERAPP_*` environment variable (upper case, `_` for `-`);
+    /// flags win over the environment, which wins over the file. Keys only
+    /// the file and environment set: password-iterations,
+    /// session-ttl-hours, login-max-failures-per-user,
+    /// login-max-failures-per-client, login-window-secs, max-body-bytes,
+    /// request-timeout-secs, max-message-bytes, ws-queue, heartbeat-secs,
+    /// cookie-secure.
+    Serve(serve::ServeArgs),
     /// Write, build, check and try mini-programs.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -28,6 +40,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Plugin(cmd) => plugin::run(cmd),
     };
     match result {
@@ -44,7 +57,7 @@ pub fn main() -> ExitCode {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,guest=info"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,guest=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,9 +1,16 @@
-//! Storage backends behind small traits. Capabilities talk to these traits,
-//! never to a database directly, so a deployment can swap the engine.
+//! Storage behind small traits: the durable record store (`Store`, on sled
+//! by default) and the key-value namespaces of the storage capabilities
+//! (`KvBackend`). Only `sled_backend.rs` touches sled.
 
 mod memory;
+mod records;
+mod sled_backend;
 
 pub use memory::MemoryKv;
+pub use records::{
+    decode, encode, txn_get, txn_put, Abort, Backend, Entry, Store, StoreError, Tree, Txn,
+    FORMAT_VERSION,
+};
 
 /// A key-value namespace. Namespaces are structured values, not string
 /// prefixes, so no key — however crafted — can name another namespace.

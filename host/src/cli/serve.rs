@@ -1,0 +1,42 @@
+//! `superapp serve`: run the host.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::config::FileConfig;
+
+/// Options of `superapp serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where all data lives (default: ./superapp-data).
+    #[arg(long, env = "SUPERAPP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (default: 127.0.0.1:8080; port 0 picks a free one).
+    #[arg(long, env = "SUPERAPP_LISTEN")]
+    listen: Option<String>,
+    /// A TOML config file.
+    #[arg(long, env = "SUPERAPP_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    file.apply_env()?;
+    if let Some(d) = args.data_dir {
+        file.data_dir = Some(d);
+    }
+    if let Some(l) = args.listen {
+        file.listen = Some(l);
+    }
+    let config = file.resolve()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::server::serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,81 @@
+//! `superapp serve`: open the store, build the services and the API, listen,
+//! and shut down gracefully on SIGINT/SIGTERM (stop accepting, close live
+//! connections, drain requests, flush the store).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::api::{self, Inner};
+use crate::config::ServerConfig;
+use crate::identity::{load_or_create_secret, Identity};
+use crate::messaging::{Hub, Messaging};
+use crate::store::Store;
+
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let secret = load_or_create_secret(&config.data_dir)?;
+    let store = Store::open(&config.data_dir.join("store"))?;
+    let hub = Arc::new(Hub::new(config.ws_queue));
+    let identity = Identity::new(store.clone(), config.identity.clone(), &secret);
+    let messaging = Messaging::new(store.clone(), hub, config.messaging.clone());
+    let (stop, shutdown) = watch::channel(false);
+    let state = Arc::new(Inner {
+        identity,
+        messaging,
+        config: config.api.clone(),
+        shutdown,
+    });
+    let app = api::router(state);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port.
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
+
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    })
+    .await
+    .context("the server failed")?;
+    store.close()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

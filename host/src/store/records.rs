@@ -1,0 +1,351 @@
+//! The durable store: record trees behind the `Backend` trait, typed
+//! transactions, and group commit so every acknowledged write is on disk
+//! without costing one fsync per write.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::sled_backend::SledBackend;
+
+/// Record kinds, one tree each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Store metadata: the format version.
+    Meta,
+    /// user id → user record.
+    Users,
+    /// lowercase username → user id.
+    Usernames,
+    /// SHA-256 of a session token → session record.
+    Sessions,
+    /// conversation id → conversation record (members, last seq).
+    Conversations,
+    /// user id ‖ conversation id → () : the conversations of a user.
+    Memberships,
+    /// sorted pair of user ids → direct conversation id.
+    DirectPairs,
+    /// conversation id ‖ seq (big-endian) → message.
+    Messages,
+    /// conversation id ‖ sender ‖ client message id → seq.
+    ClientIds,
+    /// conversation id ‖ user id → last read seq.
+    ReadMarks,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 10] = [
+        Tree::Meta,
+        Tree::Users,
+        Tree::Usernames,
+        Tree::Sessions,
+        Tree::Conversations,
+        Tree::Memberships,
+        Tree::DirectPairs,
+        Tree::Messages,
+        Tree::ClientIds,
+        Tree::ReadMarks,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Users => "users",
+            Tree::Usernames => "usernames",
+            Tree::Sessions => "sessions",
+            Tree::Conversations => "conversations",
+            Tree::Memberships => "memberships",
+            Tree::DirectPairs => "direct-pairs",
+            Tree::Messages => "messages",
+            Tree::ClientIds => "client-ids",
+            Tree::ReadMarks => "read-marks",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        Tree::ALL
+            .iter()
+            .position(|t| *t == self)
+            .expect("every tree is in ALL")
+    }
+}
+
+/// The on-disk format this host writes. Opening a newer one is refused.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_KEY: &[u8] = b"format-version";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failed: {0}")]
+    Backend(String),
+    #[error("the data directory holds format version {found}, but this host supports up to {supported}; upgrade the host")]
+    NewerFormat { found: u32, supported: u32 },
+    #[error("a stored record is unreadable: {0}")]
+    Corrupt(String),
+    /// A concurrent transaction touched the same keys; the engine retries.
+    #[error("transaction conflict")]
+    Conflict,
+}
+
+/// A key-ordered entry.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Operations inside a transaction. Reads see the transaction's own writes.
+pub trait Txn {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
+}
+
+/// Why a transaction body stopped.
+#[derive(Debug)]
+pub enum Abort<E> {
+    /// The caller's own reason; nothing was written.
+    User(E),
+    Store(StoreError),
+}
+
+impl<E> From<StoreError> for Abort<E> {
+    fn from(e: StoreError) -> Self {
+        Abort::Store(e)
+    }
+}
+
+/// What a storage engine provides. Only implementations of this trait touch
+/// the engine; a multi-node deployment swaps in another one.
+pub trait Backend: Send + Sync {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Entries whose key starts with `prefix`, after `after` (exclusive), in
+    /// key order (or reverse order), at most `limit`.
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError>;
+    /// Run `body` atomically across trees. The engine may run it more than
+    /// once on conflict, so it must only act through the `Txn`. Returns
+    /// `Ok(false)` if the body aborted.
+    fn transact(
+        &self,
+        body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError>;
+    /// Make every write so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A request to be told when everything written before it is on disk.
+struct Waiter {
+    /// Runs after the flush, in the order waiters registered: used to
+    /// publish events in the order their writes were made.
+    after: Option<Box<dyn FnOnce() + Send>>,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The store: typed access over a `Backend` plus group commit.
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    commits: Mutex<Option<mpsc::Sender<Waiter>>>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Open (or create) the sled store in `dir` and check its format.
+    pub fn open(dir: &std::path::Path) -> Result<Arc<Store>, StoreError> {
+        let backend = Arc::new(SledBackend::open(dir)?);
+        Store::with_backend(backend)
+    }
+
+    pub fn with_backend(backend: Arc<dyn Backend>) -> Result<Arc<Store>, StoreError> {
+        match backend.get(Tree::Meta, FORMAT_KEY)? {
+            None => {
+                backend
+                    .transact(&|t| t.put(Tree::Meta, FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()))?;
+                backend.flush()?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("format-version is not 4 bytes".into()))?;
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::NewerFormat {
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Waiter>();
+        let flusher_backend = backend.clone();
+        let flusher = std::thread::Builder::new()
+            .name("superapp-group-commit".into())
+            .spawn(move || group_commit(flusher_backend, rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the flusher: {e}")))?;
+        Ok(Arc::new(Store {
+            backend,
+            commits: Mutex::new(Some(tx)),
+            flusher: Mutex::new(Some(flusher)),
+        }))
+    }
+
+    pub fn get_raw(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.get(tree, key)
+    }
+
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.backend
+            .get(tree, key)?
+            .map(|v| decode(tree, &v))
+            .transpose()
+    }
+
+    pub fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.backend.scan(tree, prefix, after, limit, reverse)
+    }
+
+    /// Run `body` atomically; see [`Backend::transact`]. `Abort::User`
+    /// rolls back and returns the caller's error.
+    pub fn transact<R, E>(
+        &self,
+        body: impl Fn(&dyn Txn) -> Result<R, Abort<E>>,
+    ) -> Result<R, Abort<E>> {
+        let out: Mutex<Option<Result<R, Abort<E>>>> = Mutex::new(None);
+        let committed = self.backend.transact(&|txn| {
+            let result = body(txn);
+            let failed = match &result {
+                Ok(_) => None,
+                Err(Abort::Store(e)) => Some(e.clone()),
+                Err(Abort::User(_)) => Some(StoreError::Backend("aborted".into())),
+            };
+            *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+            match failed {
+                None => Ok(()),
+                Some(e) => Err(e),
+            }
+        });
+        let result = out.into_inner().unwrap_or_else(|p| p.into_inner());
+        match (committed, result) {
+            (Ok(true), Some(Ok(r))) => Ok(r),
+            (_, Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(Abort::Store(e)),
+            (Ok(_), _) => Err(Abort::Store(StoreError::Backend(
+                "transaction did not run".into(),
+            ))),
+        }
+    }
+
+    /// Wait until every write made before this call is on disk. Concurrent
+    /// callers share one flush.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.commit_then(None).await
+    }
+
+    /// Register for the next flush now, and run `after` once it is done, in
+    /// registration order relative to other callers (so events can be
+    /// published in the order their writes were made). The returned future
+    /// resolves when the flush is done.
+    pub fn commit_then(
+        &self,
+        after: Option<Box<dyn FnOnce() + Send>>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let sent = {
+            let commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+            match commits.as_ref() {
+                Some(tx) => tx.send(Waiter { after, done }).is_ok(),
+                None => false,
+            }
+        };
+        async move {
+            if !sent {
+                return Err(StoreError::Backend("the store is closed".into()));
+            }
+            wait.await
+                .map_err(|_| StoreError::Backend("the flusher stopped".into()))?
+        }
+    }
+
+    /// Flush and stop the flusher: the last step of a graceful shutdown.
+    pub fn close(&self) -> Result<(), StoreError> {
+        drop(
+            self.commits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        if let Some(handle) = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = handle.join();
+        }
+        self.backend.flush()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// The flusher: take every waiting request, flush once, answer them all.
+fn group_commit(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Waiter>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let result = backend.flush();
+        for waiter in batch {
+            if result.is_ok() {
+                if let Some(after) = waiter.after {
+                    after();
+                }
+            }
+            let _ = waiter.done.send(result.clone());
+        }
+    }
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Records are plain data structs; serializing them cannot fail.
+    serde_json::to_vec(value).expect("records serialize")
+}
+
+pub fn decode<T: DeserializeOwned>(tree: Tree, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{}: {e}", tree.name())))
+}
+
+/// Typed helpers inside a transaction.
+pub fn txn_get<T: DeserializeOwned>(
+    txn: &dyn Txn,
+    tree: Tree,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    txn.get(tree, key)?.map(|v| decode(tree, &v)).transpose()
+}
+
+pub fn txn_put<T: Serialize>(
+    txn: &dyn Txn,
+    tree: Tree,
+    key: &[u8],
+    value: &T,
+) -> Result<(), StoreError> {
+    txn.put(tree, key, &encode(value))
+}

@@ -21,7 +21,7 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub password_iterations: Option<u32>,
-    pub session_ttl_hours: Option<u64>,
+    pub session_ttl_secs: Option<u64>,
     pub login_max_failures_per_user: Option<u32>,
     pub login_max_failures_per_client: Option<u32>,
     pub login_window_secs: Option<u64>,
@@ -71,7 +71,7 @@ impl FileConfig {
         env_value("listen", &mut self.listen)?;
         env_value("data-dir", &mut self.data_dir)?;
         env_value("password-iterations", &mut self.password_iterations)?;
-        env_value("session-ttl-hours", &mut self.session_ttl_hours)?;
+        env_value("session-ttl-secs", &mut self.session_ttl_secs)?;
         env_value(
             "login-max-failures-per-user",
             &mut self.login_max_failures_per_user,
@@ -115,10 +115,8 @@ impl FileConfig {
                 .unwrap_or_else(|| PathBuf::from("./superapp-data")),
             identity: IdentityConfig {
                 password_iterations,
-                session_ttl: positive("session-ttl-hours", self.session_ttl_hours)?
-                    .map_or(identity_defaults.session_ttl, |h| {
-                        Duration::from_secs(h * 3600)
-                    }),
+                session_ttl: positive("session-ttl-secs", self.session_ttl_secs)?
+                    .map_or(identity_defaults.session_ttl, Duration::from_secs),
                 max_failures_per_user: self
                     .login_max_failures_per_user
                     .unwrap_or(identity_defaults.max_failures_per_user),

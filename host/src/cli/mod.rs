@@ -24,7 +24,7 @@ enum Command {
     /// with a `SUPERAPP_*` environment variable (upper case, `_` for `-`);
     /// flags win over the environment, which wins over the file. Keys only
     /// the file and environment set: password-iterations,
-    /// session-ttl-hours, login-max-failures-per-user,
+    /// session-ttl-secs, login-max-failures-per-user,
     /// login-max-failures-per-client, login-window-secs, max-body-bytes,
     /// request-timeout-secs, max-message-bytes, ws-queue, heartbeat-secs,
     /// cookie-secure.

@@ -1,0 +1,209 @@
+//! Registration, login, sessions and throttling.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn register_login_me_and_wrong_password() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let (s, me) = alice.get("/me").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["display_name"], "ALICE");
+
+    let anon = Client::new(&server);
+    let (s, body) = anon
+        .post(
+            "/sessions",
+            json!({"username": "alice", "password": "wrong-password"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "bad-credentials");
+    let (s, body) = anon
+        .post(
+            "/sessions",
+            json!({"username": "nobody", "password": "whatever1"}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "an unknown user looks like a wrong password"
+    );
+    assert_eq!(body["error"]["code"], "bad-credentials");
+
+    let (s, body) = anon
+        .post(
+            "/accounts",
+            json!({"username": "ALICE", "display_name": "x", "password": "password9"}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "usernames are case-insensitive: {body}"
+    );
+    for bad in ["al", "9lives", "has space", "a".repeat(33).as_str()] {
+        let (s, body) = anon
+            .post(
+                "/accounts",
+                json!({"username": bad, "display_name": "x", "password": "password9"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (s, _) = anon
+        .post(
+            "/accounts",
+            json!({"username": "shorty", "display_name": "x", "password": "short"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = anon.get("/me").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_username() {
+    let server = Server::start(&[("SUPERAPP_LOGIN_MAX_FAILURES_PER_USER", "3")]);
+    let _alice = Client::signed_up(&server, "alice").await;
+    let anon = Client::new(&server);
+    for _ in 0..3 {
+        let (s, _) = anon
+            .post(
+                "/sessions",
+                json!({"username": "alice", "password": "guess-guess"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let resp = anon
+        .raw(
+            Method::POST,
+            "/sessions",
+            Some(br#"{"username":"alice","password":"alice-password"}"#.to_vec()),
+            "application/json",
+        )
+        .await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+    assert!(resp.headers().get("retry-after").is_some());
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too-many-attempts");
+    // Other accounts are unaffected.
+    let _bob = Client::signed_up(&server, "bob").await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_client_address() {
+    let server = Server::start(&[("SUPERAPP_LOGIN_MAX_FAILURES_PER_CLIENT", "4")]);
+    let anon = Client::new(&server);
+    for i in 0..4 {
+        let (s, _) = anon
+            .post(
+                "/sessions",
+                json!({"username": format!("user{i}"), "password": "guess-guess"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    let (s, body) = anon
+        .post(
+            "/sessions",
+            json!({"username": "user9", "password": "guess-guess"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+}
+
+#[tokio::test]
+async fn logout_revokes_and_sessions_expire() {
+    let server = Server::start(&[("SUPERAPP_SESSION_TTL_SECS", "1")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let second = Client {
+        token: Some(alice.login("alice", "alice-password").await),
+        ..alice.clone()
+    };
+    let (s, _) = alice.call(Method::DELETE, "/sessions/current", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, body) = alice.get("/me").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{body}"
+    );
+    // Another session of the same user was not revoked, but it expires.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (s, body) = second.get("/me").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_httponly_and_authenticates() {
+    let server = Server::start(&[]);
+    let _ = Client::signed_up(&server, "alice").await;
+    let anon = Client::new(&server);
+    let resp = anon
+        .raw(
+            Method::POST,
+            "/sessions",
+            Some(br#"{"username":"alice","password":"alice-password"}"#.to_vec()),
+            "application/json",
+        )
+        .await;
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let me = anon
+        .http
+        .get(format!("{}/me", server.base))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_host_secret_is_created_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start(&[]);
+    let mode = std::fs::metadata(server.data_dir.join("host-secret"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        std::fs::metadata(server.data_dir.join("host-secret"))
+            .unwrap()
+            .len(),
+        32
+    );
+}

@@ -1,0 +1,230 @@
+//! Start the real server and talk to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A server on a fresh data directory.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut s = Server::start_in(&dir, env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on `data_dir` (kept by the caller), with fast password
+    /// hashing and any extra `SUPERAPP_*` settings.
+    pub fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_superapp"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("SUPERAPP_PASSWORD_ITERATIONS", "1000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Server {
+            child,
+            base: format!("{addr}/api/v1"),
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("{}/ws", self.base.replacen("http://", "ws://", 1))
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client, optionally signed in.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+}
+
+impl Client {
+    pub fn new(server: &Server) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: server.base.clone(),
+            token: None,
+        }
+    }
+
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> reqwest::Response {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", content_type).body(b);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .raw(
+                method,
+                path,
+                body.map(|b| serde_json::to_vec(&b).unwrap()),
+                "application/json",
+            )
+            .await;
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Register `name` (password `name-password`) and sign in.
+    pub async fn signed_up(server: &Server, name: &str) -> Client {
+        let mut c = Client::new(server);
+        let (s, body) = c
+            .post("/accounts", json!({"username": name, "display_name": name.to_uppercase(), "password": format!("{name}-password")}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        c.token = Some(c.login(name, &format!("{name}-password")).await);
+        c
+    }
+
+    pub async fn login(&self, name: &str, password: &str) -> String {
+        let (s, body) = self
+            .post("/sessions", json!({"username": name, "password": password}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn direct_with(&self, other: &str) -> String {
+        let (s, body) = self
+            .post("/conversations", json!({"kind": "direct", "with": other}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn send(
+        &self,
+        conversation: &str,
+        client_id: &str,
+        text: &str,
+    ) -> (StatusCode, Value) {
+        self.post(
+            &format!("/conversations/{conversation}/messages"),
+            json!({"client_id": client_id, "text": text}),
+        )
+        .await
+    }
+
+    pub async fn messages(&self, conversation: &str, after: u64) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = after;
+        loop {
+            let (s, body) = self
+                .get(&format!(
+                    "/conversations/{conversation}/messages?after={after}&limit=500"
+                ))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            let page = body["messages"].as_array().unwrap().clone();
+            let Some(last) = page.last() else { return all };
+            after = last["seq"].as_u64().unwrap();
+            all.extend(page);
+        }
+    }
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn ws_connect(server: &Server, token: &str) -> Ws {
+    let mut req = server.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws
+}
+
+/// The next pushed message frame (skipping pings), within `wait`.
+pub async fn next_message(ws: &mut Ws, wait: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await.ok()?? {
+            Ok(WsMessage::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
+            Ok(WsMessage::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}

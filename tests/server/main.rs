@@ -1,0 +1,8 @@
+//! Black-box tests of `superapp serve`: the real binary on an ephemeral
+//! loopback port, real HTTP and WebSocket clients.
+
+mod accounts;
+mod common;
+mod durability;
+mod live;
+mod messaging;

@@ -1,0 +1,235 @@
+//! Conversations and messages over HTTP: membership, idempotency, sync,
+//! read markers, and bad input.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn only_members_can_read_or_write_a_conversation() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let carol = Client::signed_up(&server, "carol").await;
+    let direct = alice.direct_with("bob").await;
+    assert_eq!(
+        bob.direct_with("alice").await,
+        direct,
+        "one direct conversation per pair"
+    );
+    let (s, _) = alice.send(&direct, "a1", "hi bob").await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    for path in [
+        format!("/conversations/{direct}"),
+        format!("/conversations/{direct}/messages"),
+        format!("/conversations/{direct}/members"),
+    ] {
+        let (s, body) = carol.get(&path).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not-found");
+    }
+    let (s, _) = carol.send(&direct, "c1", "let me in").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = carol
+        .post(&format!("/conversations/{direct}/read"), json!({"seq": 1}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(bob.messages(&direct, 0).await.len(), 1);
+    let (_, list) = carol.get("/conversations").await;
+    assert_eq!(list.as_array().unwrap().len(), 0);
+
+    let (s, group) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": "Trip", "members": ["bob", "carol"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let gid = group["id"].as_str().unwrap();
+    let (s, members) = carol.get(&format!("/conversations/{gid}/members")).await;
+    assert_eq!(s, StatusCode::OK);
+    let names: Vec<_> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    let (s, body) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": "x", "members": ["nobody"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+}
+
+#[tokio::test]
+async fn resending_a_client_id_returns_the_same_message() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let _bob = Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+    let (s1, first) = alice.send(&c, "same-id", "hello").await;
+    let (s2, again) = alice.send(&c, "same-id", "hello").await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(first, again);
+    let (_, next) = alice.send(&c, "other-id", "second").await;
+    assert_eq!(next["seq"], 2);
+    assert_eq!(alice.messages(&c, 0).await.len(), 2);
+}
+
+#[tokio::test]
+async fn sync_after_seq_list_unread_and_read_markers() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+    for i in 1..=5 {
+        alice
+            .send(&c, &format!("m{i}"), &format!("message {i}"))
+            .await;
+    }
+    let after_two = bob.messages(&c, 2).await;
+    let seqs: Vec<u64> = after_two
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    let (_, page) = bob
+        .get(&format!("/conversations/{c}/messages?after=0&limit=2"))
+        .await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 2);
+
+    let (_, list) = bob.get("/conversations").await;
+    assert_eq!(list[0]["unread"], 5);
+    assert_eq!(list[0]["last_message"]["text"], "message 5");
+    let (_, alice_list) = alice.get("/conversations").await;
+    assert_eq!(alice_list[0]["unread"], 0, "your own messages are read");
+    let (s, read) = bob
+        .post(&format!("/conversations/{c}/read"), json!({"seq": 3}))
+        .await;
+    assert_eq!((s, read["read_seq"].as_u64()), (StatusCode::OK, Some(3)));
+    let (_, read) = bob
+        .post(&format!("/conversations/{c}/read"), json!({"seq": 1}))
+        .await;
+    assert_eq!(read["read_seq"], 3, "markers never move back");
+    let (_, list) = bob.get("/conversations").await;
+    assert_eq!(list[0]["unread"], 2);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_4xx() {
+    let server = Server::start(&[
+        ("SUPERAPP_MAX_MESSAGE_BYTES", "100"),
+        ("SUPERAPP_MAX_BODY_BYTES", "4096"),
+    ]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let _ = Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+    let path = format!("/conversations/{c}/messages");
+    let cases: Vec<(Vec<u8>, &str, StatusCode, &str)> = vec![
+        (
+            b"{not json".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid-json",
+        ),
+        (
+            b"{\"client_id\":\"x\"}".to_vec(),
+            "application/json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-json",
+        ),
+        (
+            b"{\"client_id\":\"x\",\"text\":\"\xff\xfe\"}".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid-json",
+        ),
+        (
+            b"{\"client_id\":\"x\",\"text\":\"hi\"}".to_vec(),
+            "text/plain",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        ),
+        (
+            serde_json::to_vec(&json!({"client_id": "x", "text": "a".repeat(8000)})).unwrap(),
+            "application/json",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+        ),
+        (
+            serde_json::to_vec(&json!({"client_id": "x", "text": "a".repeat(200)})).unwrap(),
+            "application/json",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+        ),
+        (
+            serde_json::to_vec(&json!({"client_id": "", "text": "hi"})).unwrap(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+        ),
+        (
+            serde_json::to_vec(&json!({"client_id": "x", "text": "hi", "extra": 1})).unwrap(),
+            "application/json",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-json",
+        ),
+    ];
+    for (body, content_type, status, code) in cases {
+        let resp = alice
+            .raw(Method::POST, &path, Some(body.clone()), content_type)
+            .await;
+        assert_eq!(
+            resp.status(),
+            status,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(60)])
+        );
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{v}");
+    }
+    assert!(alice.messages(&c, 0).await.is_empty(), "nothing was stored");
+    let (s, v) = alice.get("/conversations/no-such-id").await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not-found"))
+    );
+    let (s, v) = alice.get("/no/such/route").await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not-found"))
+    );
+    let (s, v) = alice.call(Method::PUT, "/me", None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method-not-allowed"))
+    );
+    let (s, v) = alice
+        .get(&format!("/conversations/{c}/messages?after=minus-one"))
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-request"))
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_lists_the_routes() {
+    let server = Server::start(&[]);
+    let (s, doc) = Client::new(&server).get("/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/accounts",
+        "/sessions",
+        "/conversations/{id}/messages",
+        "/ws",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path}");
+    }
+}

@@ -65,6 +65,15 @@ async fn register_login_me_and_wrong_password() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = anon.get("/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Every response carries a request id, for matching it to the logs.
+    let resp = anon.raw(Method::GET, "/me", None, "").await;
+    let id = resp
+        .headers()
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap();
+    assert_eq!(id.len(), 36, "{id}");
 }
 
 #[tokio::test]

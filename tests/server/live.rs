@@ -146,3 +146,56 @@ async fn sigterm_closes_live_connections_and_exits_cleanly() {
     };
     assert_eq!(u16::from(close.unwrap().code), 1001);
 }
+
+#[tokio::test]
+async fn a_silent_peer_is_closed_after_missed_heartbeats() {
+    let server = Server::start(&[("SUPERAPP_HEARTBEAT_SECS", "1")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let mut ws = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    // Not reading means not answering pings: after three silent heartbeats
+    // the server gives up on the connection. (What the client library
+    // reports then depends on its own pending pongs: a close frame, or an
+    // error writing them to the closed socket.)
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // Reading now answers pings, so a server that had not given up would
+    // keep the connection open past this deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(WsMessage::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => break,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("the server kept a silent peer connected"),
+        }
+    }
+    // Sending to that user now reaches nobody, and the server is fine.
+    let _bob = Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+    assert_eq!(
+        alice.send(&c, "after", "hello").await.0,
+        reqwest::StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn a_responsive_peer_stays_connected() {
+    let server = Server::start(&[("SUPERAPP_HEARTBEAT_SECS", "1")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let _bob = Client::signed_up(&server, "bob").await;
+    let mut ws = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    // Reading answers pings; after several heartbeats a message still arrives.
+    let c = alice.direct_with("bob").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(4500);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(200), ws.next()).await {
+            assert!(
+                matches!(msg, Ok(WsMessage::Ping(_)) | Ok(WsMessage::Pong(_))),
+                "{msg:?}"
+            );
+        }
+    }
+    alice.send(&c, "late", "still there?").await;
+    let frame = next_message(&mut ws, Duration::from_secs(5))
+        .await
+        .expect("still connected");
+    assert_eq!(frame["message"]["text"], "still there?");
+}

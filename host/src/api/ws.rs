@@ -17,8 +17,18 @@ use super::AppState;
 /// Close code for "you fell behind; resync by seq".
 pub const CLOSE_LAGGING: u16 = 4008;
 
+/// Clients only send pongs and closes; frames this large are refused.
+const MAX_INCOMING: usize = 4 << 10;
+
 pub async fn upgrade(State(state): State<AppState>, auth: Auth, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| session(state, auth.user.id, socket))
+    // Small buffers keep an idle connection cheap; they grow while a large
+    // frame passes through. The defaults (128 KiB each way) would make
+    // every idle connection cost a quarter of a megabyte.
+    ws.read_buffer_size(4 << 10)
+        .write_buffer_size(0)
+        .max_message_size(MAX_INCOMING)
+        .max_frame_size(MAX_INCOMING)
+        .on_upgrade(move |socket| session(state, auth.user.id, socket))
 }
 
 async fn session(state: AppState, user: String, socket: WebSocket) {
@@ -26,7 +36,7 @@ async fn session(state: AppState, user: String, socket: WebSocket) {
     let mut sub = hub.subscribe(&user);
     let (mut sink, mut stream) = socket.split();
     let heartbeat = state.config.heartbeat;
-    let mut ticker = tokio::time::interval(heartbeat);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut shutdown = state.shutdown.clone();
     let mut last_heard = Instant::now();
     let close = loop {

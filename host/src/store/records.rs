@@ -349,3 +349,111 @@ pub fn txn_put<T: Serialize>(
 ) -> Result<(), StoreError> {
     txn.put(tree, key, &encode(value))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// The sled backend, counting flushes and making each one slow enough
+    /// that concurrent writers pile up behind it.
+    struct CountingFlushes {
+        inner: SledBackend,
+        flushes: AtomicUsize,
+    }
+
+    impl Backend for CountingFlushes {
+        fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(tree, key)
+        }
+        fn scan(
+            &self,
+            tree: Tree,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+            reverse: bool,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan(tree, prefix, after, limit, reverse)
+        }
+        fn transact(
+            &self,
+            body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
+        ) -> Result<bool, StoreError> {
+            self.inner.transact(body)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            self.inner.flush()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(CountingFlushes {
+            inner: SledBackend::open(dir.path()).unwrap(),
+            flushes: AtomicUsize::new(0),
+        });
+        let store = Store::with_backend(backend.clone()).unwrap();
+        let before = backend.flushes.load(Ordering::SeqCst);
+        let mut writers = Vec::new();
+        for i in 0..100u32 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                store
+                    .transact(|t| Ok::<_, Abort<()>>(t.put(Tree::Users, &i.to_be_bytes(), b"x")?))
+                    .unwrap();
+                store.durable().await.unwrap();
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        let flushes = backend.flushes.load(Ordering::SeqCst) - before;
+        assert!(
+            (1..=10).contains(&flushes),
+            "100 writers took {flushes} flushes"
+        );
+        assert_eq!(
+            store
+                .scan(Tree::Users, b"", None, 1000, false)
+                .unwrap()
+                .len(),
+            100
+        );
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_and_an_aborted_transaction_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let r = store.transact(|t| {
+                t.put(Tree::Users, b"k", b"v")?;
+                Err::<(), _>(Abort::User("changed my mind"))
+            });
+            assert!(matches!(r, Err(Abort::User("changed my mind"))));
+            assert_eq!(store.get_raw(Tree::Users, b"k").unwrap(), None);
+            store
+                .transact(|t| {
+                    Ok::<_, Abort<()>>(t.put(
+                        Tree::Meta,
+                        FORMAT_KEY,
+                        &(FORMAT_VERSION + 1).to_be_bytes(),
+                    )?)
+                })
+                .unwrap();
+            store.close().unwrap();
+        }
+        match Store::open(dir.path()) {
+            Err(StoreError::NewerFormat { found, supported }) => {
+                assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION));
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("a newer format was opened"),
+        }
+    }
+}

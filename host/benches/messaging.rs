@@ -4,7 +4,8 @@
 //!
 //! Run with `cargo bench -p superapp-host --bench messaging`.
 //! `SUPERAPP_BENCH_SECONDS` (default 5) sets the throughput run length,
-//! `SUPERAPP_BENCH_IDLE` (default 10000) the idle connection count.
+//! `SUPERAPP_BENCH_IDLE` (default 10000) the idle connection count,
+//! `SUPERAPP_BENCH_SENDERS` (default 64) the concurrent senders.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -122,12 +123,13 @@ async fn throughput(
     token: &str,
     conversations: &[String],
     secs: u64,
+    senders: usize,
 ) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for t in 0..64usize {
+    for t in 0..senders {
         let (http, base, token, done) = (
             http.clone(),
             base.to_string(),
@@ -168,6 +170,10 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
+    let senders: usize = std::env::var("SUPERAPP_BENCH_SENDERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     let tmp = tempfile::tempdir().unwrap();
     let server = start(&tmp.path().join("data"));
     let base = server.base.clone();
@@ -184,7 +190,7 @@ async fn main() {
         ));
     }
 
-    // Throughput: 64 concurrent senders over 64 direct conversations, then into one group.
+    // Throughput: concurrent senders over 64 direct conversations, then into one group.
     let mut directs = Vec::new();
     for (name, _) in members.iter().take(64) {
         let (_, c) = post(
@@ -196,9 +202,9 @@ async fn main() {
         .await;
         directs.push(c["id"].as_str().unwrap().to_string());
     }
-    let spread = throughput(&http, &base, &sender, &directs, secs).await;
+    let spread = throughput(&http, &base, &sender, &directs, secs, senders).await;
     rows.push((
-        "durable messages/s, 64 senders over 64 conversations".into(),
+        format!("durable messages/s, {senders} senders over 64 conversations"),
         format!("{spread:.0}"),
     ));
     let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
@@ -210,9 +216,17 @@ async fn main() {
     )
     .await;
     let group = group["id"].as_str().unwrap().to_string();
-    let hot = throughput(&http, &base, &sender, std::slice::from_ref(&group), secs).await;
+    let hot = throughput(
+        &http,
+        &base,
+        &sender,
+        std::slice::from_ref(&group),
+        secs,
+        senders,
+    )
+    .await;
     rows.push((
-        "durable messages/s, 64 senders into one conversation".into(),
+        format!("durable messages/s, {senders} senders into one conversation"),
         format!("{hot:.0}"),
     ));
 

@@ -218,14 +218,15 @@ impl Identity {
             user: user.clone(),
             password: hash,
         };
-        self.store.transact(|txn| {
-            if txn.get(Tree::Usernames, username.as_bytes())?.is_some() {
-                return Err(Abort::User(IdentityError::UsernameTaken));
-            }
-            txn.put(Tree::Usernames, username.as_bytes(), user.id.as_bytes())?;
-            txn_put(txn, Tree::Users, user.id.as_bytes(), &stored)?;
-            Ok(())
-        })?;
+        self.store
+            .transact(&[Tree::Usernames, Tree::Users], |txn| {
+                if txn.get(Tree::Usernames, username.as_bytes())?.is_some() {
+                    return Err(Abort::User(IdentityError::UsernameTaken));
+                }
+                txn.put(Tree::Usernames, username.as_bytes(), user.id.as_bytes())?;
+                txn_put(txn, Tree::Users, user.id.as_bytes(), &stored)?;
+                Ok(())
+            })?;
         self.store.durable().await?;
         Ok(user)
     }
@@ -278,7 +279,7 @@ impl Identity {
             revoked: false,
         };
         let key = token_key(&token);
-        self.store.transact(|txn| {
+        self.store.transact(&[Tree::Sessions], |txn| {
             Ok::<_, Abort<IdentityError>>(txn_put(txn, Tree::Sessions, &key, &session)?)
         })?;
         self.store.durable().await?;
@@ -310,7 +311,7 @@ impl Identity {
     /// Revoke a session. Revoking twice is not an error.
     pub async fn logout(&self, token: &str) -> Result<(), IdentityError> {
         let key = token_key(token);
-        self.store.transact(|txn| {
+        self.store.transact(&[Tree::Sessions], |txn| {
             if let Some(mut s) = txn_get::<Session>(txn, Tree::Sessions, &key)? {
                 s.revoked = true;
                 txn_put(txn, Tree::Sessions, &key, &s)?;

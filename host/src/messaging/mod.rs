@@ -171,7 +171,8 @@ impl Messaging {
             created_at: now_secs(),
             last_seq: 0,
         };
-        let conversation = self.store.transact(|txn| {
+        let trees = [Tree::DirectPairs, Tree::Conversations, Tree::Memberships];
+        let conversation = self.store.transact(&trees, |txn| {
             if let Some(id) = txn.get(Tree::DirectPairs, &pair)? {
                 return txn_get::<Conversation>(txn, Tree::Conversations, &id)?.ok_or_else(|| {
                     Abort::Store(StoreError::Corrupt(
@@ -221,7 +222,9 @@ impl Messaging {
             last_seq: 0,
         };
         self.store
-            .transact(|txn| Ok::<_, Abort<MessagingError>>(self.insert(txn, &conversation)?))?;
+            .transact(&[Tree::Conversations, Tree::Memberships], |txn| {
+                Ok::<_, Abort<MessagingError>>(self.insert(txn, &conversation)?)
+            })?;
         self.store.durable().await?;
         Ok(conversation)
     }
@@ -316,7 +319,13 @@ impl Messaging {
         }
         let dedup_key = key(&[id, &me.id, client_id]);
         let stripe = self.stripe(id).lock().await;
-        let outcome = self.store.transact(|txn| {
+        let trees = [
+            Tree::Conversations,
+            Tree::ClientIds,
+            Tree::Messages,
+            Tree::ReadMarks,
+        ];
+        let outcome = self.store.transact(&trees, |txn| {
             let mut conversation =
                 txn_get::<Conversation>(txn, Tree::Conversations, id.as_bytes())?
                     .filter(|c| c.members.contains(&me.id))
@@ -390,7 +399,7 @@ impl Messaging {
         let conversation = self.get(me, id)?;
         let seq = seq.min(conversation.last_seq);
         let mark = key(&[id, &me.id]);
-        let stored = self.store.transact(|txn| {
+        let stored = self.store.transact(&[Tree::ReadMarks], |txn| {
             let current = txn_get::<u64>(txn, Tree::ReadMarks, &mark)?.unwrap_or(0);
             let next = current.max(seq);
             txn_put(txn, Tree::ReadMarks, &mark, &next)?;

@@ -127,11 +127,12 @@ pub trait Backend: Send + Sync {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<Entry>, StoreError>;
-    /// Run `body` atomically across trees. The engine may run it more than
-    /// once on conflict, so it must only act through the `Txn`. Returns
-    /// `Ok(false)` if the body aborted.
+    /// Run `body` atomically across `trees`, the only trees it may touch.
+    /// The engine may run it more than once on conflict, so it must only
+    /// act through the `Txn`. Returns `Ok(false)` if the body aborted.
     fn transact(
         &self,
+        trees: &[Tree],
         body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
     ) -> Result<bool, StoreError>;
     /// Make every write so far durable.
@@ -163,8 +164,9 @@ impl Store {
     pub fn with_backend(backend: Arc<dyn Backend>) -> Result<Arc<Store>, StoreError> {
         match backend.get(Tree::Meta, FORMAT_KEY)? {
             None => {
-                backend
-                    .transact(&|t| t.put(Tree::Meta, FORMAT_KEY, &FORMAT_VERSION.to_be_bytes()))?;
+                backend.transact(&[Tree::Meta], &|t| {
+                    t.put(Tree::Meta, FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                })?;
                 backend.flush()?;
             }
             Some(v) => {
@@ -218,14 +220,15 @@ impl Store {
         self.backend.scan(tree, prefix, after, limit, reverse)
     }
 
-    /// Run `body` atomically; see [`Backend::transact`]. `Abort::User`
-    /// rolls back and returns the caller's error.
+    /// Run `body` atomically over `trees`; see [`Backend::transact`].
+    /// `Abort::User` rolls back and returns the caller's error.
     pub fn transact<R, E>(
         &self,
+        trees: &[Tree],
         body: impl Fn(&dyn Txn) -> Result<R, Abort<E>>,
     ) -> Result<R, Abort<E>> {
         let out: Mutex<Option<Result<R, Abort<E>>>> = Mutex::new(None);
-        let committed = self.backend.transact(&|txn| {
+        let committed = self.backend.transact(trees, &|txn| {
             let result = body(txn);
             let failed = match &result {
                 Ok(_) => None,
@@ -379,9 +382,10 @@ mod tests {
         }
         fn transact(
             &self,
+            trees: &[Tree],
             body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
         ) -> Result<bool, StoreError> {
-            self.inner.transact(body)
+            self.inner.transact(trees, body)
         }
         fn flush(&self) -> Result<(), StoreError> {
             self.flushes.fetch_add(1, Ordering::SeqCst);
@@ -404,7 +408,9 @@ mod tests {
             let store = store.clone();
             writers.push(tokio::spawn(async move {
                 store
-                    .transact(|t| Ok::<_, Abort<()>>(t.put(Tree::Users, &i.to_be_bytes(), b"x")?))
+                    .transact(&[Tree::Users], |t| {
+                        Ok::<_, Abort<()>>(t.put(Tree::Users, &i.to_be_bytes(), b"x")?)
+                    })
                     .unwrap();
                 store.durable().await.unwrap();
             }));
@@ -431,14 +437,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            let r = store.transact(|t| {
+            let r = store.transact(&[Tree::Users], |t| {
                 t.put(Tree::Users, b"k", b"v")?;
                 Err::<(), _>(Abort::User("changed my mind"))
             });
             assert!(matches!(r, Err(Abort::User("changed my mind"))));
             assert_eq!(store.get_raw(Tree::Users, b"k").unwrap(), None);
             store
-                .transact(|t| {
+                .transact(&[Tree::Meta], |t| {
                     Ok::<_, Abort<()>>(t.put(
                         Tree::Meta,
                         FORMAT_KEY,

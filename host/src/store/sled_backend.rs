@@ -41,7 +41,20 @@ impl SledBackend {
 }
 
 struct SledTxn<'a> {
+    names: &'a [Tree],
     trees: &'a [TransactionalTree],
+}
+
+impl SledTxn<'_> {
+    fn tree(&self, tree: Tree) -> Result<&TransactionalTree, StoreError> {
+        let i = self.names.iter().position(|t| *t == tree).ok_or_else(|| {
+            StoreError::Backend(format!(
+                "tree `{}` is not part of this transaction",
+                tree.name()
+            ))
+        })?;
+        Ok(&self.trees[i])
+    }
 }
 
 /// Inside sled's closure every error must be a conflictable one; a storage
@@ -55,24 +68,21 @@ fn txn_error(e: sled::transaction::UnabortableTransactionError) -> StoreError {
 
 impl Txn for SledTxn<'_> {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.trees[tree.index()]
+        self.tree(tree)?
             .get(key)
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(txn_error)
     }
 
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.trees[tree.index()]
+        self.tree(tree)?
             .insert(key, value)
             .map(|_| ())
             .map_err(txn_error)
     }
 
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
-        self.trees[tree.index()]
-            .remove(key)
-            .map(|_| ())
-            .map_err(txn_error)
+        self.tree(tree)?.remove(key).map(|_| ()).map_err(txn_error)
     }
 }
 
@@ -126,13 +136,16 @@ impl Backend for SledBackend {
 
     fn transact(
         &self,
+        names: &[Tree],
         body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .trees
+        // Only the named trees take part: sled stages and locks every tree
+        // of a transaction, so fewer trees make a cheaper commit.
+        let selected: Vec<sled::Tree> = names.iter().map(|t| self.tree(*t).clone()).collect();
+        let result = selected
             .as_slice()
             .transaction(|trees: &Vec<TransactionalTree>| {
-                body(&SledTxn { trees }).map_err(|e| match e {
+                body(&SledTxn { names, trees }).map_err(|e| match e {
                     // A conflict makes sled run the body again.
                     StoreError::Conflict => ConflictableTransactionError::Conflict,
                     other => ConflictableTransactionError::Abort(other),

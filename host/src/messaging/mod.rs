@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use hub::{Frame, Hub, Subscription};
 
 use crate::identity::{new_id, now_secs, User};
-use crate::store::{txn_get, txn_put, Abort, Store, StoreError, Tree};
+use crate::store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -22,7 +22,22 @@ pub enum Kind {
     Group,
 }
 
+/// A conversation as stored. Its newest seq is not stored here: it is the
+/// highest seq in the messages tree, so appending a message rewrites nothing
+/// but the message itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    id: String,
+    kind: Kind,
+    title: Option<String>,
+    /// User ids, in the order they joined.
+    members: Vec<String>,
+    created_by: String,
+    created_at: u64,
+}
+
+/// A conversation as the API shows it.
+#[derive(Debug, Clone, Serialize)]
 pub struct Conversation {
     pub id: String,
     pub kind: Kind,
@@ -33,6 +48,20 @@ pub struct Conversation {
     pub created_at: u64,
     /// Seq of the newest message (0: none yet).
     pub last_seq: u64,
+}
+
+impl Stored {
+    fn with_last_seq(self, last_seq: u64) -> Conversation {
+        Conversation {
+            id: self.id,
+            kind: self.kind,
+            title: self.title,
+            members: self.members,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            last_seq,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,16 +124,34 @@ impl From<Abort<MessagingError>> for MessagingError {
     }
 }
 
+/// The messages tree holds two kinds of entries, so that a message and its
+/// client-id entry are written in one atomic single-tree batch:
+/// `m\0conversation\0seq` → message and `c\0conversation\0sender\0client id` → seq.
+fn messages_prefix(conversation: &str) -> Vec<u8> {
+    key(&["m", conversation, ""])
+}
+
 fn message_key(conversation: &str, seq: u64) -> Vec<u8> {
-    let mut key = conversation.as_bytes().to_vec();
-    key.push(0);
+    let mut key = messages_prefix(conversation);
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+fn client_key(conversation: &str, sender: &str, client_id: &str) -> Vec<u8> {
+    key(&["c", conversation, sender, client_id])
 }
 
 /// Join key parts with NUL, which ids and usernames never contain.
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
+}
+
+fn insert(txn: &dyn Txn, c: &Stored) -> Result<(), StoreError> {
+    txn_put(txn, Tree::Conversations, c.id.as_bytes(), c)?;
+    for member in &c.members {
+        txn.put(Tree::Memberships, &key(&[member, &c.id]), b"")?;
+    }
+    Ok(())
 }
 
 /// Sends to one conversation are serialized by one of these locks (chosen
@@ -116,6 +163,9 @@ pub struct Messaging {
     hub: Arc<Hub>,
     config: MessagingConfig,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Newest seq per conversation, read from the store on first use and
+    /// kept current by `send` under the conversation's lock stripe.
+    last_seqs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// A frame the WebSocket sends for a new message.
@@ -135,6 +185,7 @@ impl Messaging {
             hub,
             config,
             stripes,
+            last_seqs: Default::default(),
         }
     }
 
@@ -162,30 +213,30 @@ impl Messaging {
             (&other.id, &me.id)
         };
         let pair = key(&[a, b]);
-        let fresh = Conversation {
+        let fresh = Stored {
             id: new_id(),
             kind: Kind::Direct,
             title: None,
             members: vec![me.id.clone(), other.id.clone()],
             created_by: me.id.clone(),
             created_at: now_secs(),
-            last_seq: 0,
         };
         let trees = [Tree::DirectPairs, Tree::Conversations, Tree::Memberships];
-        let conversation = self.store.transact(&trees, |txn| {
+        let stored = self.store.transact(&trees, |txn| {
             if let Some(id) = txn.get(Tree::DirectPairs, &pair)? {
-                return txn_get::<Conversation>(txn, Tree::Conversations, &id)?.ok_or_else(|| {
+                return txn_get::<Stored>(txn, Tree::Conversations, &id)?.ok_or_else(|| {
                     Abort::Store(StoreError::Corrupt(
                         "direct pair without conversation".into(),
                     ))
                 });
             }
             txn.put(Tree::DirectPairs, &pair, fresh.id.as_bytes())?;
-            self.insert(txn, &fresh)?;
+            insert(txn, &fresh)?;
             Ok::<_, Abort<MessagingError>>(fresh.clone())
         })?;
         self.store.durable().await?;
-        Ok(conversation)
+        let last_seq = self.last_seq(&stored.id)?;
+        Ok(stored.with_last_seq(last_seq))
     }
 
     pub async fn group(
@@ -212,37 +263,63 @@ impl Messaging {
                 self.config.max_group_members
             )));
         }
-        let conversation = Conversation {
+        let stored = Stored {
             id: new_id(),
             kind: Kind::Group,
             title: Some(title.to_string()),
             members,
             created_by: me.id.clone(),
             created_at: now_secs(),
-            last_seq: 0,
         };
         self.store
             .transact(&[Tree::Conversations, Tree::Memberships], |txn| {
-                Ok::<_, Abort<MessagingError>>(self.insert(txn, &conversation)?)
+                Ok::<_, Abort<MessagingError>>(insert(txn, &stored)?)
             })?;
         self.store.durable().await?;
-        Ok(conversation)
+        Ok(stored.with_last_seq(0))
     }
 
-    fn insert(&self, txn: &dyn crate::store::Txn, c: &Conversation) -> Result<(), StoreError> {
-        txn_put(txn, Tree::Conversations, c.id.as_bytes(), c)?;
-        for member in &c.members {
-            txn.put(Tree::Memberships, &key(&[member, &c.id]), b"")?;
+    /// The stored conversation, if `me` is a member.
+    fn stored(&self, me: &User, id: &str) -> Result<Stored, MessagingError> {
+        self.store
+            .get::<Stored>(Tree::Conversations, id.as_bytes())?
+            .filter(|c| c.members.contains(&me.id))
+            .ok_or(MessagingError::NotFound)
+    }
+
+    /// The highest seq in a conversation (0: no messages).
+    fn last_seq(&self, id: &str) -> Result<u64, MessagingError> {
+        if let Some(seq) = self
+            .last_seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Ok(*seq);
         }
-        Ok(())
+        let seq = self.stored_last_seq(id)?;
+        // A concurrent send may have stored a newer seq meanwhile; keep the larger.
+        let mut cache = self.last_seqs.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = cache.entry(id.to_string()).or_insert(seq);
+        *entry = (*entry).max(seq);
+        Ok(*entry)
+    }
+
+    /// The highest seq in the store: the last key of the conversation's messages.
+    fn stored_last_seq(&self, id: &str) -> Result<u64, MessagingError> {
+        let prefix = messages_prefix(id);
+        let last = self.store.scan(Tree::Messages, &prefix, None, 1, true)?;
+        Ok(last
+            .first()
+            .and_then(|(k, _)| k.get(prefix.len()..))
+            .and_then(|seq| <[u8; 8]>::try_from(seq).ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     /// The conversation, if `me` is a member.
     pub fn get(&self, me: &User, id: &str) -> Result<Conversation, MessagingError> {
-        self.store
-            .get::<Conversation>(Tree::Conversations, id.as_bytes())?
-            .filter(|c| c.members.contains(&me.id))
-            .ok_or(MessagingError::NotFound)
+        let stored = self.stored(me, id)?;
+        Ok(stored.with_last_seq(self.last_seq(id)?))
     }
 
     /// `me`'s conversations, newest activity first, with last message and
@@ -255,13 +332,14 @@ impl Messaging {
             .scan(Tree::Memberships, &prefix, None, usize::MAX, false)?
         {
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let Some(conversation) = self
+            let Some(stored) = self
                 .store
-                .get::<Conversation>(Tree::Conversations, id.as_bytes())?
+                .get::<Stored>(Tree::Conversations, id.as_bytes())?
             else {
                 continue;
             };
-            let last_message = match conversation.last_seq {
+            let last_seq = self.last_seq(&id)?;
+            let last_message = match last_seq {
                 0 => None,
                 seq => self
                     .store
@@ -269,10 +347,10 @@ impl Messaging {
             };
             let read_seq = self.read_seq(&id, &me.id)?;
             out.push(Summary {
-                unread: conversation.last_seq.saturating_sub(read_seq),
+                unread: last_seq.saturating_sub(read_seq),
                 read_seq,
                 last_message,
-                conversation,
+                conversation: stored.with_last_seq(last_seq),
             });
         }
         out.sort_by_key(|s| {
@@ -294,6 +372,11 @@ impl Messaging {
 
     /// Append a message. Returns it and whether it is new: resending the
     /// same `client_id` returns the first message, never a duplicate.
+    ///
+    /// Appends to one conversation are serialized by its lock stripe, and
+    /// the next seq is the highest stored one plus one. A crash can lose only writes
+    /// that were never flushed, and so never acknowledged: their seqs are
+    /// reused, and the seq sequence stays gapless.
     pub async fn send(
         &self,
         me: &User,
@@ -317,63 +400,73 @@ impl Messaging {
                 "a message needs some text".into(),
             ));
         }
-        let dedup_key = key(&[id, &me.id, client_id]);
+        let dedup = client_key(id, &me.id, client_id);
         let stripe = self.stripe(id).lock().await;
-        let trees = [
-            Tree::Conversations,
-            Tree::ClientIds,
-            Tree::Messages,
-            Tree::ReadMarks,
-        ];
-        let outcome = self.store.transact(&trees, |txn| {
-            let mut conversation =
-                txn_get::<Conversation>(txn, Tree::Conversations, id.as_bytes())?
-                    .filter(|c| c.members.contains(&me.id))
-                    .ok_or(Abort::User(MessagingError::NotFound))?;
-            if let Some(seq) = txn_get::<u64>(txn, Tree::ClientIds, &dedup_key)? {
-                let existing = txn_get::<Message>(txn, Tree::Messages, &message_key(id, seq))?
-                    .ok_or_else(|| {
-                        Abort::Store(StoreError::Corrupt("client id without message".into()))
-                    })?;
-                return Ok((existing, false, conversation.members));
-            }
-            let seq = conversation.last_seq + 1;
-            let message = Message {
-                conversation_id: id.to_string(),
-                seq,
-                sender: me.id.clone(),
-                client_id: client_id.to_string(),
-                text: text.to_string(),
-                sent_at: now_secs(),
-            };
-            txn_put(txn, Tree::Messages, &message_key(id, seq), &message)?;
-            txn_put(txn, Tree::ClientIds, &dedup_key, &seq)?;
-            // The sender has read their own message.
-            txn_put(txn, Tree::ReadMarks, &key(&[id, &me.id]), &seq)?;
-            conversation.last_seq = seq;
-            txn_put(txn, Tree::Conversations, id.as_bytes(), &conversation)?;
-            Ok((message, true, conversation.members))
-        });
-        let (message, created, members) = outcome?;
+        let conversation = self.stored(me, id)?;
+        if let Some(existing) = self.sent_before(id, &me.id, client_id, &dedup)? {
+            drop(stripe);
+            // The first send may not be flushed yet: answer once it is.
+            self.store.durable().await?;
+            return Ok((existing, false));
+        }
+        let seq = self.last_seq(id)? + 1;
+        let message = Message {
+            conversation_id: id.to_string(),
+            seq,
+            sender: me.id.clone(),
+            client_id: client_id.to_string(),
+            text: text.to_string(),
+            sent_at: now_secs(),
+        };
+        // Index first, then the message: recovery keeps a prefix of the
+        // writes, so a message never survives without its index entry (which
+        // would let a retry store it twice). An index entry that survives
+        // without its message is ignored by `sent_before`.
+        self.store.put(Tree::Messages, &dedup, &seq)?;
+        self.store
+            .put(Tree::Messages, &message_key(id, seq), &message)?;
+        self.last_seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), seq);
+        // The sender has read their own message.
+        self.store.put(Tree::ReadMarks, &key(&[id, &me.id]), &seq)?;
         // Register for the flush while still holding the conversation's
         // lock, so pushes go out in seq order; wait for it after releasing.
-        let after: Option<Box<dyn FnOnce() + Send>> = if created {
-            let hub = self.hub.clone();
-            let frame: Frame = Arc::from(
-                serde_json::to_string(&MessageFrame {
-                    r#type: "message",
-                    message: &message,
-                })
-                .expect("frames serialize"),
-            );
-            Some(Box::new(move || hub.publish(&members, &frame)))
-        } else {
-            None
-        };
-        let durable = self.store.commit_then(after);
+        let hub = self.hub.clone();
+        let frame: Frame = Arc::from(
+            serde_json::to_string(&MessageFrame {
+                r#type: "message",
+                message: &message,
+            })
+            .expect("frames serialize"),
+        );
+        let members = conversation.members;
+        let durable = self
+            .store
+            .commit_then(Some(Box::new(move || hub.publish(&members, &frame))));
         drop(stripe);
         durable.await?;
-        Ok((message, created))
+        Ok((message, true))
+    }
+
+    /// The message `sender` already stored under `client_id`, if any. The
+    /// index entry is only a hint: it counts when the message at that seq
+    /// really is this sender's message with this client id.
+    fn sent_before(
+        &self,
+        id: &str,
+        sender: &str,
+        client_id: &str,
+        dedup: &[u8],
+    ) -> Result<Option<Message>, MessagingError> {
+        let Some(seq) = self.store.get::<u64>(Tree::Messages, dedup)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get::<Message>(Tree::Messages, &message_key(id, seq))?
+            .filter(|m| m.sender == sender && m.client_id == client_id))
     }
 
     /// Messages with seq > `after`, oldest first, at most `limit`.
@@ -384,8 +477,8 @@ impl Messaging {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Message>, MessagingError> {
-        self.get(me, id)?;
-        let prefix = key(&[id, ""]);
+        self.stored(me, id)?;
+        let prefix = messages_prefix(id);
         let start = message_key(id, after);
         self.store
             .scan(Tree::Messages, &prefix, Some(&start), limit, false)?
@@ -407,5 +500,55 @@ impl Messaging {
         })?;
         self.store.durable().await?;
         Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> User {
+        User {
+            id: id.into(),
+            username: id.into(),
+            display_name: id.into(),
+            created_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_index_entry_without_its_message_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let messaging = Messaging::new(
+            store.clone(),
+            Arc::new(Hub::new(8)),
+            MessagingConfig::default(),
+        );
+        let (alice, bob) = (user("alice"), user("bob"));
+        let c = messaging.direct(&alice, &bob).await.unwrap();
+        // What a crash between the two writes of a send can leave behind.
+        store
+            .put(Tree::Messages, &client_key(&c.id, &alice.id, "lost"), &1u64)
+            .unwrap();
+        // Another message takes seq 1; the stale hint must not match it.
+        let (first, created) = messaging.send(&bob, &c.id, "b1", "hello").await.unwrap();
+        assert!(created);
+        assert_eq!(first.seq, 1);
+        let (retried, created) = messaging
+            .send(&alice, &c.id, "lost", "retry")
+            .await
+            .unwrap();
+        assert!(
+            created,
+            "the retry is stored, not answered with bob's message"
+        );
+        assert_eq!((retried.seq, retried.text.as_str()), (2, "retry"));
+        let (again, created) = messaging
+            .send(&alice, &c.id, "lost", "retry")
+            .await
+            .unwrap();
+        assert!(!created);
+        assert_eq!(again, retried);
     }
 }

@@ -27,16 +27,15 @@ pub enum Tree {
     Memberships,
     /// sorted pair of user ids → direct conversation id.
     DirectPairs,
-    /// conversation id ‖ seq (big-endian) → message.
+    /// Messages (conversation ‖ seq → message), and the client-id index
+    /// (conversation ‖ sender ‖ client id → seq) that makes sends idempotent.
     Messages,
-    /// conversation id ‖ sender ‖ client message id → seq.
-    ClientIds,
     /// conversation id ‖ user id → last read seq.
     ReadMarks,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Meta,
         Tree::Users,
         Tree::Usernames,
@@ -45,7 +44,6 @@ impl Tree {
         Tree::Memberships,
         Tree::DirectPairs,
         Tree::Messages,
-        Tree::ClientIds,
         Tree::ReadMarks,
     ];
 
@@ -59,7 +57,6 @@ impl Tree {
             Tree::Memberships => "memberships",
             Tree::DirectPairs => "direct-pairs",
             Tree::Messages => "messages",
-            Tree::ClientIds => "client-ids",
             Tree::ReadMarks => "read-marks",
         }
     }
@@ -135,6 +132,11 @@ pub trait Backend: Send + Sync {
         trees: &[Tree],
         body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
     ) -> Result<bool, StoreError>;
+    /// Write one key, outside any transaction: the cheap path. A backend
+    /// must recover writes in the order they were made (after a crash, a
+    /// prefix of them survives), which callers may rely on to order
+    /// dependent single-key writes.
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     /// Make every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 }
@@ -250,6 +252,11 @@ impl Store {
                 "transaction did not run".into(),
             ))),
         }
+    }
+
+    /// See [`Backend::put`].
+    pub fn put<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
+        self.backend.put(tree, key, &encode(value))
     }
 
     /// Wait until every write made before this call is on disk. Concurrent
@@ -386,6 +393,9 @@ mod tests {
             body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
         ) -> Result<bool, StoreError> {
             self.inner.transact(trees, body)
+        }
+        fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+            self.inner.put(tree, key, value)
         }
         fn flush(&self) -> Result<(), StoreError> {
             self.flushes.fetch_add(1, Ordering::SeqCst);

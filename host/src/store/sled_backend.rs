@@ -158,6 +158,15 @@ impl Backend for SledBackend {
         }
     }
 
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        // sled's log is sequential and recovery replays a prefix of it,
+        // which gives the ordering `Backend::put` promises.
+        self.tree(tree)
+            .insert(key, value)
+            .map(|_| ())
+            .map_err(backend_error)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(backend_error)
     }

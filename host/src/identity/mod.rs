@@ -168,13 +168,20 @@ pub struct Identity {
     /// costs the same time as a wrong password.
     decoy: PasswordHash,
     pseudonyms: Pseudonyms,
+    /// Sessions checked recently: token digest → (user, expiry). Sessions
+    /// are revoked only through `logout`, which evicts, so a hit is current.
+    live_sessions: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (User, u64)>>,
 }
+
+/// Sessions kept in `live_sessions` before it starts over.
+const SESSION_CACHE: usize = 100_000;
 
 impl Identity {
     /// `secret` keys the per-app pseudonymous ids (see `load_or_create_secret`).
     pub fn new(store: Arc<Store>, config: IdentityConfig, secret: &[u8]) -> Identity {
         Identity {
             pseudonyms: Pseudonyms::new(secret),
+            live_sessions: Default::default(),
             users_throttle: Throttle::new(config.max_failures_per_user, config.failure_window),
             clients_throttle: Throttle::new(config.max_failures_per_client, config.failure_window),
             decoy: PasswordHash::new("decoy password", config.password_iterations),
@@ -292,9 +299,20 @@ impl Identity {
 
     /// The user a session token belongs to, if the session is live.
     pub fn authenticate(&self, token: &str) -> Result<User, IdentityError> {
+        let key = token_key(token);
+        if let Some((user, expires_at)) = self
+            .live_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if *expires_at > now_secs() {
+                return Ok(user.clone());
+            }
+        }
         let session: Session = self
             .store
-            .get(Tree::Sessions, &token_key(token))?
+            .get(Tree::Sessions, &key)?
             .ok_or(IdentityError::Unauthenticated("unknown session"))?;
         if session.revoked {
             return Err(IdentityError::Unauthenticated("the session was revoked"));
@@ -302,15 +320,26 @@ impl Identity {
         if session.expires_at <= now_secs() {
             return Err(IdentityError::Unauthenticated("the session has expired"));
         }
-        self.user(&session.user_id)?
+        let user = self
+            .user(&session.user_id)?
             .ok_or(IdentityError::Unauthenticated(
                 "the account no longer exists",
-            ))
+            ))?;
+        let mut cache = self.live_sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= SESSION_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, (user.clone(), session.expires_at));
+        Ok(user)
     }
 
     /// Revoke a session. Revoking twice is not an error.
     pub async fn logout(&self, token: &str) -> Result<(), IdentityError> {
         let key = token_key(token);
+        self.live_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
         self.store.transact(&[Tree::Sessions], |txn| {
             if let Some(mut s) = txn_get::<Session>(txn, Tree::Sessions, &key)? {
                 s.revoked = true;

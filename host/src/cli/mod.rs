@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and the commands' output. Errors
 //! end here as a readable message and a non-zero exit code.
 
+mod audit;
 mod plugin;
 mod serve;
 
@@ -29,6 +30,9 @@ enum Command {
     /// request-timeout-secs, max-message-bytes, ws-queue, heartbeat-secs,
     /// cookie-secure.
     Serve(serve::ServeArgs),
+    /// Auditors' tools: verify the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Write, build, check and try mini-programs.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -41,6 +45,7 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
     };
     match result {

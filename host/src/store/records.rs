@@ -32,10 +32,12 @@ pub enum Tree {
     Messages,
     /// conversation id ‖ user id → last read seq.
     ReadMarks,
+    /// seq (big-endian) → audit entry, hash-chained.
+    Audit,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Meta,
         Tree::Users,
         Tree::Usernames,
@@ -45,6 +47,7 @@ impl Tree {
         Tree::DirectPairs,
         Tree::Messages,
         Tree::ReadMarks,
+        Tree::Audit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Tree {
             Tree::DirectPairs => "direct-pairs",
             Tree::Messages => "messages",
             Tree::ReadMarks => "read-marks",
+            Tree::Audit => "audit",
         }
     }
 
@@ -73,7 +77,7 @@ impl Tree {
 pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_KEY: &[u8] = b"format-version";
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("storage failed: {0}")]
     Backend(String),

@@ -20,6 +20,7 @@ use crate::messaging::MessagingConfig;
 pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub apps_dir: Option<PathBuf>,
     pub password_iterations: Option<u32>,
     pub session_ttl_secs: Option<u64>,
     pub login_max_failures_per_user: Option<u32>,
@@ -38,6 +39,8 @@ pub struct FileConfig {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Installed mini-programs: one subdirectory per app.
+    pub apps_dir: Option<PathBuf>,
     pub identity: IdentityConfig,
     pub messaging: MessagingConfig,
     pub api: ApiConfig,
@@ -70,6 +73,7 @@ impl FileConfig {
     pub fn apply_env(&mut self) -> anyhow::Result<()> {
         env_value("listen", &mut self.listen)?;
         env_value("data-dir", &mut self.data_dir)?;
+        env_value("apps-dir", &mut self.apps_dir)?;
         env_value("password-iterations", &mut self.password_iterations)?;
         env_value("session-ttl-secs", &mut self.session_ttl_secs)?;
         env_value(
@@ -113,6 +117,7 @@ impl FileConfig {
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./superapp-data")),
+            apps_dir: self.apps_dir,
             identity: IdentityConfig {
                 password_iterations,
                 session_ttl: positive("session-ttl-secs", self.session_ttl_secs)?

@@ -6,6 +6,7 @@
 //! declared [`capabilities`], and runs every event in a fresh instance.
 
 pub mod api;
+pub mod apps;
 pub mod audit;
 #[allow(unsafe_code)]
 pub mod bindings;

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::api::{self, Inner};
+use crate::apps::Apps;
 use crate::config::ServerConfig;
 use crate::identity::{load_or_create_secret, Identity};
 use crate::messaging::{Hub, Messaging};
@@ -24,10 +25,22 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let secret = load_or_create_secret(&config.data_dir)?;
     let store = Store::open(&config.data_dir.join("store"))?;
     let hub = Arc::new(Hub::new(config.ws_queue));
-    let identity = Identity::new(store.clone(), config.identity.clone(), &secret);
+    let identity = Arc::new(Identity::new(
+        store.clone(),
+        config.identity.clone(),
+        &secret,
+    ));
+    let apps = Apps::load(
+        config.apps_dir.as_deref(),
+        &config.data_dir,
+        store.clone(),
+        identity.clone(),
+        &secret,
+    )?;
     let messaging = Messaging::new(store.clone(), hub, config.messaging.clone());
     let (stop, shutdown) = watch::channel(false);
     let state = Arc::new(Inner {
+        apps,
         identity,
         messaging,
         config: config.api.clone(),

@@ -2,6 +2,7 @@
 //! loopback port, real HTTP and WebSocket clients.
 
 mod accounts;
+mod apps;
 mod audit;
 mod common;
 mod durability;

@@ -2,6 +2,7 @@
 //! tracing spans, body limits, timeouts, JSON errors) and shared state.
 
 mod accounts;
+mod apps;
 mod auth;
 mod conversations;
 mod error;
@@ -51,7 +52,8 @@ impl Default for ApiConfig {
 }
 
 pub struct Inner {
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
+    pub apps: crate::apps::Apps,
     pub messaging: Messaging,
     pub config: ApiConfig,
     /// Flips to `true` when the server starts shutting down.
@@ -113,6 +115,9 @@ fn routes() -> Routes {
         post(conversations::read),
     )
     .add(Method::GET, "/ws", get(ws::upgrade))
+    .add(Method::GET, "/apps", get(apps::list))
+    .add(Method::POST, "/apps/{app}/launch", post(apps::launch))
+    .add(Method::POST, "/apps/{app}/events", post(apps::event))
     .add(Method::GET, "/openapi.json", on(MethodFilter::GET, openapi))
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 pub use services::{
     ConsentGate, ConsentState, DevConsent, DevNotifier, DevProfiles, Notifier, ProfileDirectory,
-    Pseudonyms, Services,
+    ProfileInfo, Pseudonyms, Services,
 };
 
 use crate::bindings::superapp::plugin::types::Error;

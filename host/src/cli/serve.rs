@@ -16,6 +16,10 @@ pub struct ServeArgs {
     /// Address to listen on (default: 127.0.0.1:8080; port 0 picks a free one).
     #[arg(long, env = "SUPERAPP_LISTEN")]
     listen: Option<String>,
+    /// Installed mini-programs: one subdirectory per app, each with its
+    /// plugin.toml and one .wasm component.
+    #[arg(long = "apps", env = "SUPERAPP_APPS_DIR")]
+    apps_dir: Option<PathBuf>,
     /// A TOML config file.
     #[arg(long, env = "SUPERAPP_CONFIG")]
     config: Option<PathBuf>,
@@ -29,6 +33,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     file.apply_env()?;
     if let Some(d) = args.data_dir {
         file.data_dir = Some(d);
+    }
+    if let Some(a) = args.apps_dir {
+        file.apps_dir = Some(a);
     }
     if let Some(l) = args.listen {
         file.listen = Some(l);

@@ -2,10 +2,12 @@
 //! by default) and the key-value namespaces of the storage capabilities
 //! (`KvBackend`). Only `sled_backend.rs` touches sled.
 
+mod app_data;
 mod memory;
 mod records;
 mod sled_backend;
 
+pub use app_data::StoreKv;
 pub use memory::MemoryKv;
 pub use records::{
     decode, encode, txn_get, txn_put, Abort, Backend, Entry, Store, StoreError, Tree, Txn,

@@ -34,10 +34,12 @@ pub enum Tree {
     ReadMarks,
     /// seq (big-endian) → audit entry, hash-chained.
     Audit,
+    /// The storage capabilities' namespaces (see `app_data.rs`).
+    AppData,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 10] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Meta,
         Tree::Users,
         Tree::Usernames,
@@ -48,6 +50,7 @@ impl Tree {
         Tree::Messages,
         Tree::ReadMarks,
         Tree::Audit,
+        Tree::AppData,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Tree {
             Tree::Messages => "messages",
             Tree::ReadMarks => "read-marks",
             Tree::Audit => "audit",
+            Tree::AppData => "app-data",
         }
     }
 

@@ -1,0 +1,146 @@
+//! Mini-programs for the signed-in user: list, launch, send an action.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Auth, Json};
+use super::error::ApiError;
+use super::AppState;
+use crate::bindings::superapp::plugin::types::{Action, Event};
+use crate::contract::ImportSummary;
+use crate::runtime::{App, Call, Invocation, RunError};
+
+#[derive(Serialize)]
+struct Listing<'a> {
+    id: &'a str,
+    name: &'a str,
+    version: String,
+    publisher: &'a str,
+    description: &'a str,
+    capabilities: ImportSummary,
+}
+
+pub async fn list(State(state): State<AppState>, _auth: Auth) -> Response {
+    let apps: Vec<Listing> = state
+        .apps
+        .all()
+        .map(|app| {
+            let m = app.manifest();
+            Listing {
+                id: &m.id,
+                name: &m.name,
+                version: m.version.to_string(),
+                publisher: &m.publisher,
+                description: &m.description,
+                capabilities: ImportSummary::of(m, app.imports()),
+            }
+        })
+        .collect();
+    axum::Json(apps).into_response()
+}
+
+fn find<'a>(state: &'a AppState, id: &str) -> Result<&'a App, ApiError> {
+    state
+        .apps
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("no app `{id}`")))
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> Self {
+        // The app failed, not the request or the host: a gateway error,
+        // with the app's error code and a message that names app and limit.
+        ApiError::new(StatusCode::BAD_GATEWAY, e.code(), e.to_string())
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Launch {
+    #[serde(default)]
+    locale: Option<String>,
+    #[serde(default)]
+    params: Vec<(String, String)>,
+}
+
+async fn run(
+    state: &AppState,
+    auth: &Auth,
+    id: &str,
+    locale: Option<String>,
+    params: Vec<(String, String)>,
+    call: Call,
+) -> Result<Response, ApiError> {
+    let app = find(state, id)?;
+    let invocation = Invocation {
+        user: auth.user.id.clone(),
+        locale: locale.unwrap_or_else(|| "en".into()),
+        params,
+    };
+    let view = state
+        .apps
+        .runtime
+        .run(app, &state.apps.services, &invocation, &call)
+        .await?;
+    // What the app stored during the event is durable before the answer.
+    state.apps.store.durable().await?;
+    Ok(axum::Json(serde_json::json!({ "view": view })).into_response())
+}
+
+pub async fn launch(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Json(body): Json<Launch>,
+) -> Result<Response, ApiError> {
+    run(&state, &auth, &id, body.locale, body.params, Call::Launch).await
+}
+
+/// A user action: the only event a client may send. Host events (consent
+/// answers, payment results) come from the host itself.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    name: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    fields: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    locale: Option<String>,
+}
+
+pub async fn event(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Json(body): Json<ActionBody>,
+) -> Result<Response, ApiError> {
+    let ok = !body.name.is_empty()
+        && body.name.len() <= 64
+        && body
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        return Err(ApiError::bad_request(
+            "an action name is 1-64 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    let action = Action {
+        name: body.name,
+        value: body.value,
+        fields: body.fields.into_iter().collect(),
+    };
+    run(
+        &state,
+        &auth,
+        &id,
+        body.locale,
+        Vec::new(),
+        Call::Event(Event::Action(action)),
+    )
+    .await
+}

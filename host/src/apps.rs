@@ -1,0 +1,130 @@
+//! Mini-programs served to signed-in users: the installed apps, loaded and
+//! checked at startup from an apps directory (one subdirectory per app with
+//! its `plugin.toml` and its component), and the services their
+//! capabilities use on the server.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+
+use crate::capabilities::{
+    ConsentGate, ConsentState, Notifier, ProfileDirectory, ProfileInfo, Pseudonyms, Services,
+};
+use crate::contract::Capability;
+use crate::identity::Identity;
+use crate::manifest::Manifest;
+use crate::runtime::{App, Runtime, RuntimeConfig};
+use crate::store::{Quota, Store, StoreKv};
+
+/// Consent until the prompt flow exists: nothing that needs the user's
+/// agreement is granted, so such calls answer `consent-required`.
+struct NoConsentYet;
+
+impl ConsentGate for NoConsentYet {
+    fn check(&self, _user: &str, _app: &Manifest, _capability: Capability) -> ConsentState {
+        ConsentState::Required
+    }
+}
+
+/// Display names from the account store.
+struct AccountProfiles(Arc<Identity>);
+
+impl ProfileDirectory for AccountProfiles {
+    fn profile(&self, user: &str) -> Option<ProfileInfo> {
+        let user = self.0.user(user).ok().flatten()?;
+        Some(ProfileInfo {
+            display_name: user.display_name,
+            verification: 0,
+        })
+    }
+}
+
+/// Service-account messages need the consent flow; until then, none.
+struct NoNotifications;
+
+impl Notifier for NoNotifications {
+    fn send(&self, _user: &str, _app: &Manifest, _text: &str) -> Result<(), String> {
+        Err("service-account messages are not available yet".into())
+    }
+}
+
+pub struct Apps {
+    pub runtime: Runtime,
+    pub services: Arc<Services>,
+    pub store: Arc<Store>,
+    apps: BTreeMap<String, App>,
+}
+
+impl Apps {
+    /// Load every app under `dir` (if given). A broken app stops the start,
+    /// with its name in the message: better than serving half the apps.
+    pub fn load(
+        dir: Option<&Path>,
+        data_dir: &Path,
+        store: Arc<Store>,
+        identity: Arc<Identity>,
+        secret: &[u8],
+    ) -> anyhow::Result<Apps> {
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(data_dir.join("cache")),
+            ..RuntimeConfig::default()
+        })?;
+        let services = Arc::new(Services {
+            kv: Arc::new(StoreKv::new(store.clone())),
+            quota: Quota::default(),
+            pseudonyms: Pseudonyms::new(secret),
+            consent: Arc::new(NoConsentYet),
+            profiles: Arc::new(AccountProfiles(identity)),
+            notifier: Arc::new(NoNotifications),
+        });
+        let mut apps = BTreeMap::new();
+        if let Some(dir) = dir {
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot read the apps directory {}", dir.display()))?
+                .collect::<Result<_, _>>()?;
+            entries.sort_by_key(|e| e.path());
+            for entry in entries.into_iter().filter(|e| e.path().is_dir()) {
+                let app_dir = entry.path();
+                let app = load_one(&runtime, &app_dir)
+                    .with_context(|| format!("app {}", app_dir.display()))?;
+                let id = app.manifest().id.clone();
+                if apps.insert(id.clone(), app).is_some() {
+                    bail!("two apps in {} have the id {id}", dir.display());
+                }
+                tracing::info!(app = %id, "loaded");
+            }
+        }
+        Ok(Apps {
+            runtime,
+            services,
+            store,
+            apps,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&App> {
+        self.apps.get(id)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &App> {
+        self.apps.values()
+    }
+}
+
+/// An app directory holds `plugin.toml` and exactly one `.wasm` component.
+fn load_one(runtime: &Runtime, dir: &Path) -> anyhow::Result<App> {
+    let components: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    let [component] = components.as_slice() else {
+        bail!(
+            "expected exactly one .wasm component, found {}",
+            components.len()
+        );
+    };
+    Ok(runtime.load_files(&dir.join("plugin.toml"), component)?)
+}

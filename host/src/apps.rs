@@ -9,24 +9,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 
-use crate::capabilities::{
-    ConsentGate, ConsentState, Notifier, ProfileDirectory, ProfileInfo, Pseudonyms, Services,
-};
-use crate::contract::Capability;
+use crate::audit::Audit;
+use crate::capabilities::{Notifier, ProfileDirectory, ProfileInfo, Pseudonyms, Services};
+use crate::consent::Consent;
 use crate::identity::Identity;
 use crate::manifest::Manifest;
 use crate::runtime::{App, Runtime, RuntimeConfig};
 use crate::store::{Quota, Store, StoreKv};
-
-/// Consent until the prompt flow exists: nothing that needs the user's
-/// agreement is granted, so such calls answer `consent-required`.
-struct NoConsentYet;
-
-impl ConsentGate for NoConsentYet {
-    fn check(&self, _user: &str, _app: &Manifest, _capability: Capability) -> ConsentState {
-        ConsentState::Required
-    }
-}
 
 /// Display names from the account store.
 struct AccountProfiles(Arc<Identity>);
@@ -52,6 +41,8 @@ impl Notifier for NoNotifications {
 
 pub struct Apps {
     pub runtime: Runtime,
+    pub consent: Arc<Consent>,
+    pub audit: Arc<Audit>,
     pub services: Arc<Services>,
     pub store: Arc<Store>,
     apps: BTreeMap<String, App>,
@@ -67,6 +58,8 @@ impl Apps {
         identity: Arc<Identity>,
         secret: &[u8],
     ) -> anyhow::Result<Apps> {
+        let audit = Arc::new(Audit::open(store.clone())?);
+        let consent = Arc::new(Consent::new(store.clone(), audit.clone()));
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(data_dir.join("cache")),
             ..RuntimeConfig::default()
@@ -75,7 +68,7 @@ impl Apps {
             kv: Arc::new(StoreKv::new(store.clone())),
             quota: Quota::default(),
             pseudonyms: Pseudonyms::new(secret),
-            consent: Arc::new(NoConsentYet),
+            consent: consent.clone(),
             profiles: Arc::new(AccountProfiles(identity)),
             notifier: Arc::new(NoNotifications),
         });
@@ -98,6 +91,8 @@ impl Apps {
         }
         Ok(Apps {
             runtime,
+            consent,
+            audit,
             services,
             store,
             apps,

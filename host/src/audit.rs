@@ -94,6 +94,13 @@ fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
+fn user_key(user: &str, seq: u64) -> Vec<u8> {
+    let mut k = user.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 /// Appends to the chain. One per store: appends are serialized here.
 pub struct Audit {
     store: Arc<Store>,
@@ -132,6 +139,10 @@ impl Audit {
             hash,
         };
         self.store.put(Tree::Audit, &key(seq), &entry)?;
+        if let Some(user) = &entry.event.user {
+            self.store
+                .put(Tree::AuditByUser, &user_key(user, seq), &())?;
+        }
         *head = (seq, entry.hash.clone());
         Ok(entry)
     }
@@ -139,6 +150,28 @@ impl Audit {
     /// Entries with seq > `after`, oldest first, at most `limit`.
     pub fn entries(&self, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         read(&self.store, after, limit)
+    }
+
+    /// One user's entries, newest first, at most `limit`: their privacy report.
+    pub fn for_user(&self, user: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let mut prefix = user.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for (k, _) in self
+            .store
+            .scan(Tree::AuditByUser, &prefix, None, limit, true)?
+        {
+            let Some(seq) = k
+                .get(prefix.len()..)
+                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            else {
+                continue;
+            };
+            if let Some(entry) = self.store.get::<Entry>(Tree::Audit, &seq)? {
+                out.push(entry);
+            }
+        }
+        Ok(out)
     }
 }
 

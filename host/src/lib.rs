@@ -13,6 +13,7 @@ pub mod bindings;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod contract;
 pub mod identity;
 pub mod manifest;

@@ -168,36 +168,157 @@ async fn hello_runs_per_user_and_its_storage_survives_a_restart() {
     );
 }
 
+async fn probe(client: &Client, name: &str, value: Option<&str>) -> String {
+    let (status, v) = client
+        .post(
+            "/apps/dev.superapp.testing.probe/events",
+            json!({"name": name, "value": value, "fields": {"key": "k"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    texts(&v)[0].clone()
+}
+
 #[tokio::test]
-async fn consent_gated_capabilities_wait_for_consent_and_storage_works() {
+async fn consent_prompts_grants_revocation_and_the_access_log() {
     let s = setup(&["testing/probe"]);
     let server = serve(&s);
     let alice = Client::signed_up(&server, "alice").await;
-    let call = |name: &'static str, value: Option<&'static str>| {
-        let alice = alice.clone();
-        async move {
-            let (status, v) = alice
-                .post(
-                    "/apps/dev.superapp.testing.probe/events",
-                    json!({"name": name, "value": value, "fields": {"key": "k"}}),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{v}");
-            texts(&v)[0].clone()
-        }
-    };
-    assert!(call("profile", None)
+    let bob = Client::signed_up(&server, "bob").await;
+
+    // No decision yet: the call waits for consent and the host asks, once.
+    assert!(probe(&alice, "profile", None)
         .await
         .starts_with("err: consent-required"));
-    assert!(call("notify", Some("hi"))
+    assert!(probe(&alice, "profile", None)
         .await
         .starts_with("err: consent-required"));
-    assert_eq!(call("storage-set", Some("v")).await, "ok: ()");
+    let (_, prompts) = alice.get("/prompts").await;
+    let prompts = prompts.as_array().unwrap().clone();
+    assert_eq!(prompts.len(), 1, "{prompts:?}");
     assert_eq!(
-        call("storage-get", None).await,
-        format!("ok: Some({:?})", b"v".to_vec())
+        (
+            prompts[0]["capability"].as_str(),
+            prompts[0]["reason"].as_str()
+        ),
+        (Some("profile"), Some("Probe."))
     );
-    assert_eq!(call("shared-increment", Some("2")).await, "ok: 2");
+    let id = prompts[0]["id"].as_str().unwrap().to_string();
+
+    // Only alice can answer alice's prompt.
+    let (status, _) = bob.post(&format!("/prompts/{id}/approve"), json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, answered) = alice
+        .post(&format!("/prompts/{id}/approve"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    let heard = texts(&answered)[0].clone();
+    assert!(
+        heard.contains("Consent") && heard.contains("granted: true"),
+        "the app heard the answer: {heard}"
+    );
+    let (status, _) = alice.post(&format!("/prompts/{id}/deny"), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a prompt is answered once");
+    assert_eq!(probe(&alice, "profile", None).await, "ok: \"ALICE\"");
+    assert!(
+        probe(&bob, "profile", None)
+            .await
+            .starts_with("err: consent-required"),
+        "consent is per user"
+    );
+
+    let (_, grants) = alice.get("/me/grants").await;
+    assert_eq!(grants[0]["capability"], "profile");
+    assert_eq!(grants[0]["decision"], "granted");
+
+    // Revoking takes effect on the next call, which asks again; a denial sticks.
+    let (status, _) = alice
+        .call(
+            reqwest::Method::DELETE,
+            "/me/grants/dev.superapp.testing.probe/profile",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(probe(&alice, "profile", None)
+        .await
+        .starts_with("err: consent-required"));
+    let (_, prompts) = alice.get("/prompts").await;
+    let id = prompts[0]["id"].as_str().unwrap().to_string();
+    let (_, answered) = alice.post(&format!("/prompts/{id}/deny"), json!({})).await;
+    assert!(texts(&answered)[0].contains("granted: false"));
+    assert!(probe(&alice, "profile", None)
+        .await
+        .starts_with("err: denied"));
+    assert!(probe(&alice, "profile", None)
+        .await
+        .starts_with("err: denied"));
+    let (_, prompts) = alice.get("/prompts").await;
+    assert!(
+        prompts.as_array().unwrap().is_empty(),
+        "a remembered denial does not ask again"
+    );
+
+    // Storage needs no consent.
+    assert_eq!(probe(&alice, "storage-set", Some("v")).await, "ok: ()");
+
+    // The privacy report shows every consent-gated call and decision, newest first.
+    let (_, log) = alice
+        .get("/me/access-log?app=dev.superapp.testing.probe")
+        .await;
+    let kinds: Vec<String> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["kind"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "capability.call denied",
+            "capability.call denied",
+            "consent.deny denied",
+            "capability.call consent-required",
+            "consent.revoke revoked",
+            "capability.call allowed",
+            "consent.grant granted",
+            "capability.call consent-required",
+            "capability.call consent-required",
+        ]
+    );
+    let (_, bobs) = bob.get("/me/access-log").await;
+    assert_eq!(
+        bobs["entries"].as_array().unwrap().len(),
+        1,
+        "each user sees their own slice"
+    );
+
+    // The whole chain verifies once the server has stopped.
+    assert!(tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap()
+        .success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
+        .args(["audit", "verify-log", "--data-dir"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10 entries"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test]

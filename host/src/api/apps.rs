@@ -41,6 +41,28 @@ pub async fn list(State(state): State<AppState>, _auth: Auth) -> Response {
     axum::Json(apps).into_response()
 }
 
+/// Traps, timeouts and limit breaches go into the audit log.
+pub(super) fn record_failure(state: &AppState, user: &str, app: &App, error: &RunError) {
+    let m = app.manifest();
+    let mut details = std::collections::BTreeMap::new();
+    details.insert("error".to_string(), error.code().to_string());
+    if let Some(limit) = error.limit() {
+        details.insert("limit".to_string(), limit.to_string());
+    }
+    let event = crate::audit::Event {
+        kind: "app.failed".into(),
+        user: Some(user.to_string()),
+        app: Some(m.id.clone()),
+        version: Some(m.version.to_string()),
+        outcome: "failed".into(),
+        details,
+        ..Default::default()
+    };
+    if let Err(e) = state.apps.audit.append(event) {
+        tracing::error!(error = %e, "cannot append to the audit log");
+    }
+}
+
 fn find<'a>(state: &'a AppState, id: &str) -> Result<&'a App, ApiError> {
     state
         .apps
@@ -79,11 +101,19 @@ async fn run(
         locale: locale.unwrap_or_else(|| "en".into()),
         params,
     };
-    let view = state
+    let view = match state
         .apps
         .runtime
         .run(app, &state.apps.services, &invocation, &call)
-        .await?;
+        .await
+    {
+        Ok(view) => view,
+        Err(e) => {
+            record_failure(state, &auth.user.id, app, &e);
+            state.apps.store.durable().await?;
+            return Err(e.into());
+        }
+    };
     // What the app stored during the event is durable before the answer.
     state.apps.store.durable().await?;
     Ok(axum::Json(serde_json::json!({ "view": view })).into_response())

@@ -4,6 +4,7 @@
 mod accounts;
 mod apps;
 mod auth;
+mod consent;
 mod conversations;
 mod error;
 mod ws;
@@ -118,6 +119,20 @@ fn routes() -> Routes {
     .add(Method::GET, "/apps", get(apps::list))
     .add(Method::POST, "/apps/{app}/launch", post(apps::launch))
     .add(Method::POST, "/apps/{app}/events", post(apps::event))
+    .add(Method::GET, "/prompts", get(consent::prompts))
+    .add(
+        Method::POST,
+        "/prompts/{id}/approve",
+        post(consent::approve),
+    )
+    .add(Method::POST, "/prompts/{id}/deny", post(consent::deny))
+    .add(Method::GET, "/me/grants", get(consent::grants))
+    .add(
+        Method::DELETE,
+        "/me/grants/{app}/{capability}",
+        delete(consent::revoke),
+    )
+    .add(Method::GET, "/me/access-log", get(consent::access_log))
     .add(Method::GET, "/openapi.json", on(MethodFilter::GET, openapi))
 }
 

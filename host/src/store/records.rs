@@ -36,10 +36,16 @@ pub enum Tree {
     Audit,
     /// The storage capabilities' namespaces (see `app_data.rs`).
     AppData,
+    /// user ‖ app ‖ capability → the user's consent decision.
+    Grants,
+    /// user ‖ prompt id → a host prompt for that user.
+    Prompts,
+    /// user ‖ audit seq → () : each user's slice of the audit log.
+    AuditByUser,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 14] = [
         Tree::Meta,
         Tree::Users,
         Tree::Usernames,
@@ -51,6 +57,9 @@ impl Tree {
         Tree::ReadMarks,
         Tree::Audit,
         Tree::AppData,
+        Tree::Grants,
+        Tree::Prompts,
+        Tree::AuditByUser,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +75,9 @@ impl Tree {
             Tree::ReadMarks => "read-marks",
             Tree::Audit => "audit",
             Tree::AppData => "app-data",
+            Tree::Grants => "grants",
+            Tree::Prompts => "prompts",
+            Tree::AuditByUser => "audit-by-user",
         }
     }
 

@@ -1,0 +1,125 @@
+//! Host prompts, the user's consent decisions, and their privacy report.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{Auth, Params};
+use super::error::ApiError;
+use super::AppState;
+use crate::bindings::superapp::plugin::types::{ConsentAnswer, Event};
+use crate::consent::ConsentError;
+use crate::contract::Capability;
+use crate::runtime::{Call, Invocation};
+
+impl From<ConsentError> for ApiError {
+    fn from(e: ConsentError) -> Self {
+        match e {
+            ConsentError::NotFound => ApiError::not_found(e.to_string()),
+            ConsentError::Answered => {
+                ApiError::new(StatusCode::CONFLICT, "already-answered", e.to_string())
+            }
+            ConsentError::Store(e) => e.into(),
+        }
+    }
+}
+
+pub async fn prompts(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    Ok(axum::Json(state.apps.consent.pending(&auth.user.id)?).into_response())
+}
+
+async fn answer(
+    state: AppState,
+    auth: Auth,
+    id: String,
+    approve: bool,
+) -> Result<Response, ApiError> {
+    let prompt = state.apps.consent.answer(&auth.user.id, &id, approve)?;
+    state.apps.store.durable().await?;
+    // The app hears the answer as a `consent` event and draws what follows.
+    let view = match state.apps.get(&prompt.app) {
+        Some(app) => {
+            let event = Event::Consent(ConsentAnswer {
+                capability: prompt.capability.name().to_string(),
+                granted: approve,
+            });
+            let invocation = Invocation::new(auth.user.id.clone());
+            match state
+                .apps
+                .runtime
+                .run(app, &state.apps.services, &invocation, &Call::Event(event))
+                .await
+            {
+                Ok(view) => Some(serde_json::to_value(view).expect("views serialize")),
+                Err(e) => {
+                    super::apps::record_failure(&state, &auth.user.id, app, &e);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    state.apps.store.durable().await?;
+    Ok(axum::Json(json!({ "prompt": prompt, "view": view })).into_response())
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    answer(state, auth, id, true).await
+}
+
+pub async fn deny(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    answer(state, auth, id, false).await
+}
+
+pub async fn grants(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    Ok(axum::Json(state.apps.consent.grants(&auth.user.id)?).into_response())
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((app, capability)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let capability = Capability::from_name(&capability)
+        .ok_or_else(|| ApiError::not_found(format!("no capability `{capability}`")))?;
+    if !state.apps.consent.revoke(&auth.user.id, &app, capability)? {
+        return Err(ApiError::not_found("no such grant"));
+    }
+    state.apps.store.durable().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    app: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The user's privacy report: what each app asked for, when, and the answer.
+pub async fn access_log(
+    State(state): State<AppState>,
+    auth: Auth,
+    Params(q): Params<LogQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(200).clamp(1, 1000);
+    let mut entries = state.apps.audit.for_user(
+        &auth.user.id,
+        if q.app.is_some() { usize::MAX } else { limit },
+    )?;
+    if let Some(app) = &q.app {
+        entries.retain(|e| e.event.app.as_deref() == Some(app.as_str()));
+        entries.truncate(limit);
+    }
+    Ok(axum::Json(json!({ "entries": entries })).into_response())
+}

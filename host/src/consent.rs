@@ -1,0 +1,294 @@
+//! Consent: the user's decisions per (user, app, capability), and the host
+//! prompts that ask for them. A call to a consent-gated capability without
+//! a decision creates a prompt and answers `consent-required`; the user
+//! approves or denies in the host's own UI, and the app hears the answer as
+//! a `consent` event. A denial is remembered until the user resets it.
+//! Prompts are host data: nothing a mini-program returns can create, alter
+//! or answer one.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{Audit, Event};
+use crate::capabilities::{ConsentGate, ConsentState};
+use crate::contract::Capability;
+use crate::identity::{new_id, now_secs};
+use crate::manifest::Manifest;
+use crate::store::{Store, StoreError, Tree};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    Granted,
+    Denied,
+}
+
+/// A user's standing decision for one capability of one app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub app: String,
+    pub capability: Capability,
+    pub decision: Decision,
+    /// The app version the user decided for.
+    pub version: String,
+    pub decided_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptStatus {
+    Pending,
+    Approved,
+    Denied,
+}
+
+/// A question the host puts to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prompt {
+    pub id: String,
+    pub app: String,
+    pub app_name: String,
+    pub publisher: String,
+    pub version: String,
+    pub capability: Capability,
+    /// The manifest's reason, shown to the user.
+    pub reason: String,
+    pub status: PromptStatus,
+    pub created_at: u64,
+}
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    #[error("no such prompt")]
+    NotFound,
+    #[error("this prompt was already answered")]
+    Answered,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Consent {
+    store: Arc<Store>,
+    audit: Arc<Audit>,
+}
+
+impl Consent {
+    pub fn new(store: Arc<Store>, audit: Arc<Audit>) -> Consent {
+        Consent { store, audit }
+    }
+
+    fn record(
+        &self,
+        kind: &str,
+        user: &str,
+        app: &str,
+        version: &str,
+        capability: Capability,
+        outcome: &str,
+    ) {
+        let event = Event {
+            kind: kind.into(),
+            user: Some(user.into()),
+            app: Some(app.into()),
+            version: Some(version.into()),
+            capability: Some(capability.name().into()),
+            outcome: outcome.into(),
+            ..Event::default()
+        };
+        if let Err(e) = self.audit.append(event) {
+            tracing::error!(error = %e, "cannot append to the audit log");
+        }
+    }
+
+    pub fn grants(&self, user: &str) -> Result<Vec<Grant>, ConsentError> {
+        let prefix = key(&[user, ""]);
+        Ok(self
+            .store
+            .scan(Tree::Grants, &prefix, None, usize::MAX, false)?
+            .iter()
+            .map(|(_, v)| crate::store::decode(Tree::Grants, v))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Forget a decision: the next call asks again. Returns whether there was one.
+    pub fn revoke(
+        &self,
+        user: &str,
+        app: &str,
+        capability: Capability,
+    ) -> Result<bool, ConsentError> {
+        let k = key(&[user, app, capability.name()]);
+        let Some(grant) = self.store.get::<Grant>(Tree::Grants, &k)? else {
+            return Ok(false);
+        };
+        self.store
+            .transact(&[Tree::Grants], |t| {
+                Ok::<_, crate::store::Abort<()>>(t.delete(Tree::Grants, &k)?)
+            })
+            .map_err(|e| match e {
+                crate::store::Abort::Store(e) => ConsentError::Store(e),
+                crate::store::Abort::User(()) => ConsentError::NotFound,
+            })?;
+        self.record(
+            "consent.revoke",
+            user,
+            app,
+            &grant.version,
+            capability,
+            "revoked",
+        );
+        Ok(true)
+    }
+
+    /// The user's pending prompts, oldest first.
+    pub fn pending(&self, user: &str) -> Result<Vec<Prompt>, ConsentError> {
+        let prefix = key(&[user, ""]);
+        let mut out: Vec<Prompt> = self
+            .store
+            .scan(Tree::Prompts, &prefix, None, usize::MAX, false)?
+            .iter()
+            .map(|(_, v)| crate::store::decode::<Prompt>(Tree::Prompts, v))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|p| p.status == PromptStatus::Pending)
+            .collect();
+        out.sort_by_key(|p| p.created_at);
+        Ok(out)
+    }
+
+    /// Answer a prompt: record the decision and return the prompt, whose
+    /// app then receives the answer as a `consent` event.
+    pub fn answer(
+        &self,
+        user: &str,
+        prompt_id: &str,
+        approve: bool,
+    ) -> Result<Prompt, ConsentError> {
+        let pk = key(&[user, prompt_id]);
+        let mut prompt = self
+            .store
+            .get::<Prompt>(Tree::Prompts, &pk)?
+            .ok_or(ConsentError::NotFound)?;
+        if prompt.status != PromptStatus::Pending {
+            return Err(ConsentError::Answered);
+        }
+        prompt.status = if approve {
+            PromptStatus::Approved
+        } else {
+            PromptStatus::Denied
+        };
+        let grant = Grant {
+            app: prompt.app.clone(),
+            capability: prompt.capability,
+            decision: if approve {
+                Decision::Granted
+            } else {
+                Decision::Denied
+            },
+            version: prompt.version.clone(),
+            decided_at: now_secs(),
+        };
+        let gk = key(&[user, &prompt.app, prompt.capability.name()]);
+        self.store.put(Tree::Grants, &gk, &grant)?;
+        self.store.put(Tree::Prompts, &pk, &prompt)?;
+        let (kind, outcome) = if approve {
+            ("consent.grant", "granted")
+        } else {
+            ("consent.deny", "denied")
+        };
+        self.record(
+            kind,
+            user,
+            &prompt.app,
+            &prompt.version,
+            prompt.capability,
+            outcome,
+        );
+        Ok(prompt)
+    }
+
+    /// A pending prompt for this (user, app, capability), if one exists.
+    fn pending_for(
+        &self,
+        user: &str,
+        app: &str,
+        capability: Capability,
+    ) -> Result<bool, StoreError> {
+        let prefix = key(&[user, ""]);
+        Ok(self
+            .store
+            .scan(Tree::Prompts, &prefix, None, usize::MAX, false)?
+            .iter()
+            .any(|(_, v)| {
+                crate::store::decode::<Prompt>(Tree::Prompts, v).is_ok_and(|p| {
+                    p.status == PromptStatus::Pending && p.app == app && p.capability == capability
+                })
+            }))
+    }
+
+    fn ask(&self, user: &str, app: &Manifest, capability: Capability) -> Result<(), StoreError> {
+        if self.pending_for(user, &app.id, capability)? {
+            return Ok(());
+        }
+        let reason = app
+            .declared
+            .iter()
+            .find(|d| d.capability == capability)
+            .map(|d| d.reason.clone())
+            .unwrap_or_default();
+        let prompt = Prompt {
+            id: new_id(),
+            app: app.id.clone(),
+            app_name: app.name.clone(),
+            publisher: app.publisher.clone(),
+            version: app.version.to_string(),
+            capability,
+            reason,
+            status: PromptStatus::Pending,
+            created_at: now_secs(),
+        };
+        self.store
+            .put(Tree::Prompts, &key(&[user, &prompt.id]), &prompt)
+    }
+}
+
+impl ConsentGate for Consent {
+    fn check(&self, user: &str, app: &Manifest, capability: Capability) -> ConsentState {
+        let k = key(&[user, &app.id, capability.name()]);
+        let state = match self.store.get::<Grant>(Tree::Grants, &k) {
+            Ok(Some(g)) if g.decision == Decision::Granted => ConsentState::Granted,
+            Ok(Some(_)) => ConsentState::Denied,
+            Ok(None) => match self.ask(user, app, capability) {
+                Ok(()) => ConsentState::Required,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot create a consent prompt");
+                    ConsentState::Denied
+                }
+            },
+            Err(e) => {
+                // Fail closed: without the record, nothing is granted.
+                tracing::error!(error = %e, "cannot read a consent decision");
+                ConsentState::Denied
+            }
+        };
+        let outcome = match state {
+            ConsentState::Granted => "allowed",
+            ConsentState::Denied => "denied",
+            ConsentState::Required => "consent-required",
+        };
+        self.record(
+            "capability.call",
+            user,
+            &app.id,
+            &app.version.to_string(),
+            capability,
+            outcome,
+        );
+        state
+    }
+}

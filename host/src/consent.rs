@@ -292,3 +292,58 @@ impl ConsentGate for Consent {
         state
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(version: &str, caps: &[&str]) -> Manifest {
+        let mut text = format!(
+            "id = \"org.example.clinic\"\nname = \"Clinic\"\nversion = \"{version}\"\npublisher = \"Example\"\ndescription = \"d\"\n"
+        );
+        for c in caps {
+            text.push_str(&format!("[capabilities.{c}]\nreason = \"because\"\n"));
+        }
+        Manifest::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn a_new_version_asking_for_more_asks_again_only_for_the_new_capability() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let consent = Consent::new(store.clone(), Arc::new(Audit::open(store).unwrap()));
+        let v1 = manifest("1.0.0", &["profile"]);
+        assert_eq!(
+            consent.check("u", &v1, Capability::Profile),
+            ConsentState::Required
+        );
+        let prompt = consent.pending("u").unwrap().remove(0);
+        consent.answer("u", &prompt.id, true).unwrap();
+        assert_eq!(
+            consent.check("u", &v1, Capability::Profile),
+            ConsentState::Granted
+        );
+
+        let v2 = manifest("2.0.0", &["profile", "notify"]);
+        assert_eq!(
+            consent.check("u", &v2, Capability::Profile),
+            ConsentState::Granted,
+            "kept"
+        );
+        assert_eq!(
+            consent.check("u", &v2, Capability::Notify),
+            ConsentState::Required,
+            "never inherited"
+        );
+        let pending = consent.pending("u").unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (pending[0].capability, pending[0].version.as_str()),
+            (Capability::Notify, "2.0.0")
+        );
+        assert!(matches!(
+            consent.answer("other-user", &pending[0].id, true),
+            Err(ConsentError::NotFound)
+        ));
+    }
+}

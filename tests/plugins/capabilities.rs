@@ -8,7 +8,7 @@ use std::sync::Arc;
 use superapp_host::capabilities::Services;
 use superapp_host::contract::{Capability, ImportError};
 use superapp_host::manifest::Manifest;
-use superapp_host::runtime::{LoadError, Runtime};
+use superapp_host::runtime::{Call, LoadError, Runtime};
 
 use crate::common::*;
 
@@ -295,4 +295,78 @@ async fn payments_and_documents_are_unavailable_until_their_services_exist() {
     assert!(pay.starts_with("err: unavailable:"), "{pay}");
     let doc = probe(&rt, &svc, "alice", "documents", None, &[]).await;
     assert!(doc.starts_with("err: unavailable:"), "{doc}");
+}
+
+#[tokio::test]
+async fn crafted_keys_stay_inside_their_namespace() {
+    let rt = runtime();
+    let svc = services(&[]);
+    let hello = load(&rt, "hello");
+    run(
+        &rt,
+        &hello,
+        &svc,
+        "alice",
+        action("save-name", None, &[("name", "Ada")]),
+    )
+    .await
+    .unwrap();
+    // The probe (another app) writes keys shaped like paths, NULs and other
+    // apps' names for the same user, and for another user's id.
+    for key in [
+        "name",
+        "../name",
+        "..\\name",
+        "dev.superapp.hello/name",
+        "name\0",
+        "\0name",
+        "alice/name",
+    ] {
+        assert_eq!(
+            probe(
+                &rt,
+                &svc,
+                "alice",
+                "storage-set",
+                Some("\"Mallory\""),
+                &[("key", key)]
+            )
+            .await,
+            "ok: ()",
+            "{key:?}"
+        );
+        assert_eq!(
+            probe(
+                &rt,
+                &svc,
+                "bob",
+                "storage-set",
+                Some("\"Mallory\""),
+                &[("key", key)]
+            )
+            .await,
+            "ok: ()",
+            "{key:?}"
+        );
+    }
+    let view = run(&rt, &hello, &svc, "alice", Call::Launch).await.unwrap();
+    assert_eq!(texts(&view)[0], "Hello, Ada!");
+    let bobs = run(&rt, &hello, &svc, "bob", Call::Launch).await.unwrap();
+    assert_eq!(texts(&bobs)[0], "Hello!");
+    // A key over the host's limit is refused, and nothing is written.
+    let long = "k".repeat(2000);
+    let refused = probe(
+        &rt,
+        &svc,
+        "alice",
+        "storage-set",
+        Some("v"),
+        &[("key", &long)],
+    )
+    .await;
+    assert!(refused.starts_with("err: invalid:"), "{refused}");
+    assert_eq!(
+        probe(&rt, &svc, "alice", "storage-get", None, &[("key", &long)]).await,
+        "ok: None"
+    );
 }

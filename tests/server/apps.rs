@@ -386,3 +386,31 @@ fn the_server_refuses_to_start_with_an_app_that_fails_its_check() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn fifty_users_racing_a_compare_and_swap_one_wins() {
+    let s = setup(&["testing/probe"]);
+    let server = serve(&s);
+    let mut clients = Vec::new();
+    for i in 0..50 {
+        clients.push(Client::signed_up(&server, &format!("racer{i}")).await);
+    }
+    let races = clients.into_iter().enumerate().map(|(i, c)| {
+        tokio::spawn(async move {
+            let (status, v) = c
+                .post("/apps/dev.superapp.testing.probe/events", json!({"name": "shared-cas", "value": format!("racer{i}"), "fields": {"key": "slot-9am"}}))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            texts(&v)[0].clone()
+        })
+    });
+    let mut wins = 0;
+    for race in races.collect::<Vec<_>>() {
+        match race.await.unwrap().as_str() {
+            "ok: true" => wins += 1,
+            "ok: false" => {}
+            other => panic!("unexpected answer {other}"),
+        }
+    }
+    assert_eq!(wins, 1);
+}

@@ -10,10 +10,15 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 
 use crate::audit::Audit;
-use crate::capabilities::{Notifier, ProfileDirectory, ProfileInfo, Pseudonyms, Services};
+use crate::bindings::superapp::plugin::types::Error as WitError;
+use crate::capabilities::{
+    BoxFuture, Notifier, ProfileDirectory, ProfileInfo, Pseudonyms, Services,
+};
 use crate::consent::Consent;
 use crate::identity::Identity;
+use crate::identity::Throttle;
 use crate::manifest::Manifest;
+use crate::messaging::Messaging;
 use crate::runtime::{App, Runtime, RuntimeConfig};
 use crate::store::{Quota, Store, StoreKv};
 
@@ -30,12 +35,40 @@ impl ProfileDirectory for AccountProfiles {
     }
 }
 
-/// Service-account messages need the consent flow; until then, none.
-struct NoNotifications;
+/// Service-account messages through the messaging path (pushes included),
+/// at most `NOTIFY_PER_HOUR` per user per app.
+struct ChatNotifier {
+    messaging: Arc<Messaging>,
+    window: Throttle,
+}
 
-impl Notifier for NoNotifications {
-    fn send(&self, _user: &str, _app: &Manifest, _text: &str) -> Result<(), String> {
-        Err("service-account messages are not available yet".into())
+/// Notifications one app may send one user per hour.
+pub const NOTIFY_PER_HOUR: u32 = 10;
+
+impl Notifier for ChatNotifier {
+    fn send<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), WitError>> {
+        Box::pin(async move {
+            let key = format!("{user}\0{}", app.id);
+            if self.window.check(&key).is_err() {
+                return Err(WitError::QuotaExceeded(format!(
+                    "at most {NOTIFY_PER_HOUR} notifications per hour"
+                )));
+            }
+            self.window.record(&key);
+            self.messaging
+                .notify(user, &app.id, &app.name, text)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    tracing::error!(app = %app.id, error = %e, "notification delivery failed");
+                    WitError::Unavailable("notifications are temporarily unavailable".into())
+                })
+        })
     }
 }
 
@@ -56,6 +89,7 @@ impl Apps {
         data_dir: &Path,
         store: Arc<Store>,
         identity: Arc<Identity>,
+        messaging: Arc<Messaging>,
         secret: &[u8],
     ) -> anyhow::Result<Apps> {
         let audit = Arc::new(Audit::open(store.clone())?);
@@ -70,7 +104,10 @@ impl Apps {
             pseudonyms: Pseudonyms::new(secret),
             consent: consent.clone(),
             profiles: Arc::new(AccountProfiles(identity)),
-            notifier: Arc::new(NoNotifications),
+            notifier: Arc::new(ChatNotifier {
+                messaging,
+                window: Throttle::new(NOTIFY_PER_HOUR, std::time::Duration::from_secs(3600)),
+            }),
         });
         let mut apps = BTreeMap::new();
         if let Some(dir) = dir {

@@ -30,14 +30,15 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         config.identity.clone(),
         &secret,
     ));
+    let messaging = Arc::new(Messaging::new(store.clone(), hub, config.messaging.clone()));
     let apps = Apps::load(
         config.apps_dir.as_deref(),
         &config.data_dir,
         store.clone(),
         identity.clone(),
+        messaging.clone(),
         &secret,
     )?;
-    let messaging = Messaging::new(store.clone(), hub, config.messaging.clone());
     let (stop, shutdown) = watch::channel(false);
     let state = Arc::new(Inner {
         apps,

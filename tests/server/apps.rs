@@ -414,3 +414,34 @@ async fn fifty_users_racing_a_compare_and_swap_one_wins() {
     }
     assert_eq!(wins, 1);
 }
+
+#[tokio::test]
+async fn notify_writes_from_the_service_account_and_is_rate_limited() {
+    let s = setup(&["testing/probe"]);
+    let server = serve(&s);
+    let alice = Client::signed_up(&server, "alice").await;
+    let mut ws = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    assert!(probe(&alice, "notify", Some("first")).await.starts_with("err: consent-required"));
+    let (_, prompts) = alice.get("/prompts").await;
+    let id = prompts[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(prompts[0]["capability"], "notify");
+    alice.post(&format!("/prompts/{id}/approve"), json!({})).await;
+    assert_eq!(probe(&alice, "notify", Some("Your 9:00 slot is booked")).await, "ok: ()");
+
+    let frame = next_message(&mut ws, std::time::Duration::from_secs(5)).await.expect("a push");
+    assert_eq!(frame["message"]["text"], "Your 9:00 slot is booked");
+    assert_eq!(frame["message"]["sender"], "app:dev.superapp.testing.probe");
+    let (_, list) = alice.get("/conversations").await;
+    assert_eq!(list[0]["kind"], "service");
+    assert_eq!(list[0]["title"], "Capability probe");
+    assert_eq!(list[0]["unread"], 1);
+    let c = list[0]["id"].as_str().unwrap().to_string();
+    let (status, _) = alice.send(&c, "reply", "can I write here?").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "users read service conversations, they do not write into them");
+
+    for i in 2..=10 {
+        assert_eq!(probe(&alice, "notify", Some("again")).await, "ok: ()", "notification {i}");
+    }
+    assert!(probe(&alice, "notify", Some("one too many")).await.starts_with("err: quota-exceeded"));
+    assert_eq!(alice.messages(&c, 0).await.len(), 10);
+}

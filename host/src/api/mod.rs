@@ -55,7 +55,7 @@ impl Default for ApiConfig {
 pub struct Inner {
     pub identity: Arc<Identity>,
     pub apps: crate::apps::Apps,
-    pub messaging: Messaging,
+    pub messaging: Arc<Messaging>,
     pub config: ApiConfig,
     /// Flips to `true` when the server starts shutting down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

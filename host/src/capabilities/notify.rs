@@ -33,14 +33,8 @@ impl wit::Host for HostState {
                 "at most {MAX_PER_EVENT} notifications per event"
             ))));
         }
-        Ok(self
-            .services
-            .notifier
-            .send(&self.user, &self.app, &text)
-            .map_err(|e| {
-                tracing::error!(app = %self.app.id, error = %e, "notification delivery failed");
-                Error::Unavailable("notifications are temporarily unavailable".into())
-            }))
+        let services = self.services.clone();
+        Ok(services.notifier.send(&self.user, &self.app, &text).await)
     }
 
     async fn share_card(&mut self, _card: AppCard) -> wasmtime::Result<Result<(), Error>> {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use ring::hmac;
 
+use crate::bindings::superapp::plugin::types::Error;
 use crate::contract::Capability;
 use crate::manifest::Manifest;
 use crate::store::{KvBackend, MemoryKv, Quota};
@@ -113,9 +114,18 @@ impl ProfileDirectory for DevProfiles {
     }
 }
 
-/// Delivers service-account messages into a user's chat list.
+/// A boxed future, for the async methods of the service traits.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Delivers service-account messages into a user's chat list. The error is
+/// what the mini-program sees.
 pub trait Notifier: Send + Sync {
-    fn send(&self, user: &str, app: &Manifest, text: &str) -> Result<(), String>;
+    fn send<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>>;
 }
 
 /// The dev loop's notifier: keeps messages and prints them to stderr.
@@ -125,14 +135,21 @@ pub struct DevNotifier {
 }
 
 impl Notifier for DevNotifier {
-    fn send(&self, user: &str, app: &Manifest, text: &str) -> Result<(), String> {
-        eprintln!("notify [{} -> {user}]: {text}", app.label());
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).push((
-            user.to_string(),
-            app.id.clone(),
-            text.to_string(),
-        ));
-        Ok(())
+    fn send<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            eprintln!("notify [{} -> {user}]: {text}", app.label());
+            self.sent.lock().unwrap_or_else(|p| p.into_inner()).push((
+                user.to_string(),
+                app.id.clone(),
+                text.to_string(),
+            ));
+            Ok(())
+        })
     }
 }
 

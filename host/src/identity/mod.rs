@@ -271,8 +271,8 @@ impl Identity {
             .await
             .map_err(|e| StoreError::Backend(format!("hashing task failed: {e}")))?;
         let Some(user) = user.filter(|_| matches) else {
-            self.users_throttle.fail(&user_key);
-            self.clients_throttle.fail(&client_key);
+            self.users_throttle.record(&user_key);
+            self.clients_throttle.record(&client_key);
             return Err(IdentityError::BadCredentials);
         };
         self.users_throttle.clear(&user_key);

@@ -1,6 +1,6 @@
-//! Failed-login throttling: a sliding window of failures per key (a username
-//! or a client address). Kept in memory: a restart forgets it, which only
-//! gives an attacker one more window.
+//! A sliding window of events per key: failed logins per username or client
+//! address, notifications per user and app. Kept in memory: a restart
+//! forgets it, which only gives one more window.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -46,7 +46,7 @@ impl Throttle {
         Ok(())
     }
 
-    pub fn fail(&self, key: &str) {
+    pub fn record(&self, key: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let list = map.entry(key.to_string()).or_default();
         list.push_back(Instant::now());
@@ -72,15 +72,15 @@ mod tests {
     fn blocks_after_the_limit_and_recovers_after_the_window() {
         let t = Throttle::new(2, Duration::from_millis(50));
         assert!(t.check("u").is_ok());
-        t.fail("u");
+        t.record("u");
         assert!(t.check("u").is_ok());
-        t.fail("u");
+        t.record("u");
         assert!(t.check("u").is_err());
         assert!(t.check("other").is_ok());
         std::thread::sleep(Duration::from_millis(60));
         assert!(t.check("u").is_ok());
-        t.fail("u");
-        t.fail("u");
+        t.record("u");
+        t.record("u");
         t.clear("u");
         assert!(t.check("u").is_ok());
     }

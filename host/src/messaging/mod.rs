@@ -20,6 +20,13 @@ use crate::store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 pub enum Kind {
     Direct,
     Group,
+    /// An app's service account writing to one user.
+    Service,
+}
+
+/// The sender id of an app's service account.
+pub fn service_account(app_id: &str) -> String {
+    format!("app:{app_id}")
 }
 
 /// A conversation as stored. Its newest seq is not stored here: it is the
@@ -287,6 +294,19 @@ impl Messaging {
             .ok_or(MessagingError::NotFound)
     }
 
+    /// The stored conversation, if `sender` may append to it: members of
+    /// direct and group conversations; for a service conversation, only the
+    /// app's service account (users read it, they do not write into it).
+    fn stored_for(&self, sender: &str, id: &str) -> Result<Stored, MessagingError> {
+        self.store
+            .get::<Stored>(Tree::Conversations, id.as_bytes())?
+            .filter(|c| match c.kind {
+                Kind::Service => c.created_by == sender,
+                Kind::Direct | Kind::Group => c.members.iter().any(|m| m == sender),
+            })
+            .ok_or(MessagingError::NotFound)
+    }
+
     /// The highest seq in a conversation (0: no messages).
     fn last_seq(&self, id: &str) -> Result<u64, MessagingError> {
         if let Some(seq) = self
@@ -384,6 +404,49 @@ impl Messaging {
         client_id: &str,
         text: &str,
     ) -> Result<(Message, bool), MessagingError> {
+        self.append(&me.id, id, client_id, text).await
+    }
+
+    /// A message from an app's service account into the user's chat list:
+    /// the (user, app) service conversation is created on first use.
+    pub async fn notify(
+        &self,
+        user: &str,
+        app_id: &str,
+        app_name: &str,
+        text: &str,
+    ) -> Result<Message, MessagingError> {
+        let pair = key(&["app", app_id, user]);
+        let fresh = Stored {
+            id: new_id(),
+            kind: Kind::Service,
+            title: Some(app_name.to_string()),
+            members: vec![user.to_string()],
+            created_by: service_account(app_id),
+            created_at: now_secs(),
+        };
+        let trees = [Tree::DirectPairs, Tree::Conversations, Tree::Memberships];
+        let conversation = self.store.transact(&trees, |txn| {
+            if let Some(id) = txn.get(Tree::DirectPairs, &pair)? {
+                return Ok(String::from_utf8_lossy(&id).into_owned());
+            }
+            txn.put(Tree::DirectPairs, &pair, fresh.id.as_bytes())?;
+            insert(txn, &fresh)?;
+            Ok::<_, Abort<MessagingError>>(fresh.id.clone())
+        })?;
+        let (message, _) = self
+            .append(&service_account(app_id), &conversation, &new_id(), text)
+            .await?;
+        Ok(message)
+    }
+
+    async fn append(
+        &self,
+        sender: &str,
+        id: &str,
+        client_id: &str,
+        text: &str,
+    ) -> Result<(Message, bool), MessagingError> {
         if client_id.is_empty() || client_id.len() > 64 || client_id.contains('\0') {
             return Err(MessagingError::InvalidInput(
                 "client_id is 1-64 bytes".into(),
@@ -400,10 +463,10 @@ impl Messaging {
                 "a message needs some text".into(),
             ));
         }
-        let dedup = client_key(id, &me.id, client_id);
+        let dedup = client_key(id, sender, client_id);
         let stripe = self.stripe(id).lock().await;
-        let conversation = self.stored(me, id)?;
-        if let Some(existing) = self.sent_before(id, &me.id, client_id, &dedup)? {
+        let conversation = self.stored_for(sender, id)?;
+        if let Some(existing) = self.sent_before(id, sender, client_id, &dedup)? {
             drop(stripe);
             // The first send may not be flushed yet: answer once it is.
             self.store.durable().await?;
@@ -413,7 +476,7 @@ impl Messaging {
         let message = Message {
             conversation_id: id.to_string(),
             seq,
-            sender: me.id.clone(),
+            sender: sender.to_string(),
             client_id: client_id.to_string(),
             text: text.to_string(),
             sent_at: now_secs(),
@@ -430,7 +493,7 @@ impl Messaging {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), seq);
         // The sender has read their own message.
-        self.store.put(Tree::ReadMarks, &key(&[id, &me.id]), &seq)?;
+        self.store.put(Tree::ReadMarks, &key(&[id, sender]), &seq)?;
         // Register for the flush while still holding the conversation's
         // lock, so pushes go out in seq order; wait for it after releasing.
         let hub = self.hub.clone();

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# The main job: build the host and the hello mini-program, then run hello's
-# launch and one event in the sandbox and print the resulting views.
+# The main job: build the host and the bundled mini-programs, install them
+# into an apps directory, and serve them on sled at 127.0.0.1:8080 (stop
+# with Ctrl-C). Data lives in ./superapp-data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/wasm-toolchain.sh
 cargo build --release --locked -p superapp-host
 superapp=target/release/superapp
-component=$("$superapp" plugin build plugins/hello | tail -n 1)
-"$superapp" plugin check "$component" --manifest plugins/hello/plugin.toml
-"$superapp" plugin run "$component" --manifest plugins/hello/plugin.toml \
-  --event save-name --payload '{"name":"Ada"}'
+apps=target/apps
+for plugin in hello; do
+  component=$("$superapp" plugin build --quiet "plugins/$plugin" | tail -n 1)
+  "$superapp" plugin check "$component" --manifest "plugins/$plugin/plugin.toml" >/dev/null
+  mkdir -p "$apps/$plugin"
+  cp "plugins/$plugin/plugin.toml" "$apps/$plugin/plugin.toml"
+  cp "$component" "$apps/$plugin/$plugin.wasm"
+done
+exec "$superapp" serve --data-dir "${SUPERAPP_DATA_DIR:-./superapp-data}" --apps "$apps" \
+  --listen "${SUPERAPP_LISTEN:-127.0.0.1:8080}"

@@ -18,7 +18,7 @@ use crate::consent::Consent;
 use crate::identity::Identity;
 use crate::identity::Throttle;
 use crate::manifest::Manifest;
-use crate::messaging::Messaging;
+use crate::messaging::{Card, Messaging};
 use crate::runtime::{App, Runtime, RuntimeConfig};
 use crate::store::{Quota, Store, StoreKv};
 
@@ -39,6 +39,7 @@ impl ProfileDirectory for AccountProfiles {
 /// at most `NOTIFY_PER_HOUR` per user per app.
 struct ChatNotifier {
     messaging: Arc<Messaging>,
+    consent: Arc<Consent>,
     window: Throttle,
 }
 
@@ -68,6 +69,20 @@ impl Notifier for ChatNotifier {
                     tracing::error!(app = %app.id, error = %e, "notification delivery failed");
                     WitError::Unavailable("notifications are temporarily unavailable".into())
                 })
+        })
+    }
+
+    fn share_card<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        card: Card,
+    ) -> BoxFuture<'a, Result<(), WitError>> {
+        Box::pin(async move {
+            self.consent.ask_share(user, app, card).map_err(|e| {
+                tracing::error!(app = %app.id, error = %e, "cannot create a share prompt");
+                WitError::Unavailable("sharing is temporarily unavailable".into())
+            })
         })
     }
 }
@@ -106,6 +121,7 @@ impl Apps {
             profiles: Arc::new(AccountProfiles(identity)),
             notifier: Arc::new(ChatNotifier {
                 messaging,
+                consent: consent.clone(),
                 window: Throttle::new(NOTIFY_PER_HOUR, std::time::Duration::from_secs(3600)),
             }),
         });

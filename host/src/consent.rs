@@ -43,9 +43,24 @@ pub enum PromptStatus {
     Denied,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptKind {
+    /// May the app use `capability`?
+    #[default]
+    Consent,
+    /// Share `card` into a chat the user picks (capability: notify).
+    ShareCard,
+}
+
 /// A question the host puts to the user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prompt {
+    #[serde(default)]
+    pub kind: PromptKind,
+    /// For a share-card prompt: the card the app wants shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<crate::messaging::Card>,
     pub id: String,
     pub app: String,
     pub app_name: String,
@@ -182,6 +197,20 @@ impl Consent {
         } else {
             PromptStatus::Denied
         };
+        if prompt.kind == PromptKind::ShareCard {
+            // A share is a one-off answer, not a standing decision.
+            self.store.put(Tree::Prompts, &pk, &prompt)?;
+            let outcome = if approve { "shared" } else { "declined" };
+            self.record(
+                "card.share",
+                user,
+                &prompt.app,
+                &prompt.version,
+                prompt.capability,
+                outcome,
+            );
+            return Ok(prompt);
+        }
         let grant = Grant {
             app: prompt.app.clone(),
             capability: prompt.capability,
@@ -212,6 +241,44 @@ impl Consent {
         Ok(prompt)
     }
 
+    /// One of the user's prompts.
+    pub fn prompt(&self, user: &str, prompt_id: &str) -> Result<Prompt, ConsentError> {
+        self.store
+            .get::<Prompt>(Tree::Prompts, &key(&[user, prompt_id]))?
+            .ok_or(ConsentError::NotFound)
+    }
+
+    /// Ask the user to pick a chat for `card`; the answer reaches the app as
+    /// a `card-shared` event.
+    pub fn ask_share(
+        &self,
+        user: &str,
+        app: &Manifest,
+        card: crate::messaging::Card,
+    ) -> Result<(), StoreError> {
+        let reason = app
+            .declared
+            .iter()
+            .find(|d| d.capability == Capability::Notify)
+            .map(|d| d.reason.clone())
+            .unwrap_or_default();
+        let prompt = Prompt {
+            kind: PromptKind::ShareCard,
+            card: Some(card),
+            id: new_id(),
+            app: app.id.clone(),
+            app_name: app.name.clone(),
+            publisher: app.publisher.clone(),
+            version: app.version.to_string(),
+            capability: Capability::Notify,
+            reason,
+            status: PromptStatus::Pending,
+            created_at: now_secs(),
+        };
+        self.store
+            .put(Tree::Prompts, &key(&[user, &prompt.id]), &prompt)
+    }
+
     /// A pending prompt for this (user, app, capability), if one exists.
     fn pending_for(
         &self,
@@ -226,7 +293,10 @@ impl Consent {
             .iter()
             .any(|(_, v)| {
                 crate::store::decode::<Prompt>(Tree::Prompts, v).is_ok_and(|p| {
-                    p.status == PromptStatus::Pending && p.app == app && p.capability == capability
+                    p.kind == PromptKind::Consent
+                        && p.status == PromptStatus::Pending
+                        && p.app == app
+                        && p.capability == capability
                 })
             }))
     }
@@ -242,6 +312,8 @@ impl Consent {
             .map(|d| d.reason.clone())
             .unwrap_or_default();
         let prompt = Prompt {
+            kind: PromptKind::Consent,
+            card: None,
             id: new_id(),
             app: app.id.clone(),
             app_name: app.name.clone(),

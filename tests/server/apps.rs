@@ -421,14 +421,23 @@ async fn notify_writes_from_the_service_account_and_is_rate_limited() {
     let server = serve(&s);
     let alice = Client::signed_up(&server, "alice").await;
     let mut ws = ws_connect(&server, alice.token.as_ref().unwrap()).await;
-    assert!(probe(&alice, "notify", Some("first")).await.starts_with("err: consent-required"));
+    assert!(probe(&alice, "notify", Some("first"))
+        .await
+        .starts_with("err: consent-required"));
     let (_, prompts) = alice.get("/prompts").await;
     let id = prompts[0]["id"].as_str().unwrap().to_string();
     assert_eq!(prompts[0]["capability"], "notify");
-    alice.post(&format!("/prompts/{id}/approve"), json!({})).await;
-    assert_eq!(probe(&alice, "notify", Some("Your 9:00 slot is booked")).await, "ok: ()");
+    alice
+        .post(&format!("/prompts/{id}/approve"), json!({}))
+        .await;
+    assert_eq!(
+        probe(&alice, "notify", Some("Your 9:00 slot is booked")).await,
+        "ok: ()"
+    );
 
-    let frame = next_message(&mut ws, std::time::Duration::from_secs(5)).await.expect("a push");
+    let frame = next_message(&mut ws, std::time::Duration::from_secs(5))
+        .await
+        .expect("a push");
     assert_eq!(frame["message"]["text"], "Your 9:00 slot is booked");
     assert_eq!(frame["message"]["sender"], "app:dev.superapp.testing.probe");
     let (_, list) = alice.get("/conversations").await;
@@ -437,11 +446,98 @@ async fn notify_writes_from_the_service_account_and_is_rate_limited() {
     assert_eq!(list[0]["unread"], 1);
     let c = list[0]["id"].as_str().unwrap().to_string();
     let (status, _) = alice.send(&c, "reply", "can I write here?").await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "users read service conversations, they do not write into them");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "users read service conversations, they do not write into them"
+    );
 
     for i in 2..=10 {
-        assert_eq!(probe(&alice, "notify", Some("again")).await, "ok: ()", "notification {i}");
+        assert_eq!(
+            probe(&alice, "notify", Some("again")).await,
+            "ok: ()",
+            "notification {i}"
+        );
     }
-    assert!(probe(&alice, "notify", Some("one too many")).await.starts_with("err: quota-exceeded"));
+    assert!(probe(&alice, "notify", Some("one too many"))
+        .await
+        .starts_with("err: quota-exceeded"));
     assert_eq!(alice.messages(&c, 0).await.len(), 10);
+}
+
+#[tokio::test]
+async fn share_card_goes_through_a_host_prompt_into_a_chat_the_user_picks() {
+    let s = setup(&["testing/probe"]);
+    let server = serve(&s);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let carol = Client::signed_up(&server, "carol").await;
+    let chat = alice.direct_with("bob").await;
+    let carols = carol.direct_with("bob").await;
+
+    // notify needs consent first; then sharing asks which chat.
+    assert!(probe(&alice, "share-card", None)
+        .await
+        .starts_with("err: consent-required"));
+    let (_, prompts) = alice.get("/prompts").await;
+    alice
+        .post(
+            &format!("/prompts/{}/approve", prompts[0]["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(probe(&alice, "share-card", None).await, "ok: ()");
+    let (_, prompts) = alice.get("/prompts").await;
+    assert_eq!(prompts[0]["kind"], "share-card");
+    assert_eq!(prompts[0]["card"]["app_id"], "dev.superapp.hello");
+    let id = prompts[0]["id"].as_str().unwrap().to_string();
+
+    let (status, _) = alice
+        .post(&format!("/prompts/{id}/approve"), json!({}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "approving a share names the chat"
+    );
+    let (status, _) = alice
+        .post(
+            &format!("/prompts/{id}/approve"),
+            json!({"conversation_id": carols}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "only into the user's own chats"
+    );
+    let (status, answered) = alice
+        .post(
+            &format!("/prompts/{id}/approve"),
+            json!({"conversation_id": chat}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    assert!(
+        texts(&answered)[0].contains("CardShared(true)"),
+        "{answered}"
+    );
+
+    let messages = bob.messages(&chat, 0).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["card"]["app_id"], "dev.superapp.hello");
+    assert_eq!(messages[0]["text"], "Hello");
+    assert_eq!(messages[0]["sender"], alice.get("/me").await.1["id"]);
+
+    // Declining delivers card-shared(false) and posts nothing.
+    assert_eq!(probe(&alice, "share-card", None).await, "ok: ()");
+    let (_, prompts) = alice.get("/prompts").await;
+    let (_, declined) = alice
+        .post(
+            &format!("/prompts/{}/deny", prompts[0]["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert!(texts(&declined)[0].contains("CardShared(false)"));
+    assert_eq!(bob.messages(&chat, 0).await.len(), 1);
 }

@@ -1,5 +1,6 @@
 //! Host prompts, the user's consent decisions, and their privacy report.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +11,7 @@ use super::auth::{Auth, Params};
 use super::error::ApiError;
 use super::AppState;
 use crate::bindings::superapp::plugin::types::{ConsentAnswer, Event};
-use crate::consent::ConsentError;
+use crate::consent::{ConsentError, PromptKind};
 use crate::contract::Capability;
 use crate::runtime::{Call, Invocation};
 
@@ -30,21 +31,49 @@ pub async fn prompts(State(state): State<AppState>, auth: Auth) -> Result<Respon
     Ok(axum::Json(state.apps.consent.pending(&auth.user.id)?).into_response())
 }
 
+/// The chat a share-card prompt is approved into.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pick {
+    conversation_id: String,
+}
+
 async fn answer(
     state: AppState,
     auth: Auth,
     id: String,
     approve: bool,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    let pending = state.apps.consent.prompt(&auth.user.id, &id)?;
+    // Approving a share names the chat, which must be one of the user's.
+    let target = if pending.kind == PromptKind::ShareCard && approve {
+        let pick: Pick = serde_json::from_slice(&body).map_err(|_| {
+            ApiError::bad_request("approving a share needs a body {\"conversation_id\": \"…\"}")
+        })?;
+        state.messaging.get(&auth.user, &pick.conversation_id)?;
+        Some(pick.conversation_id)
+    } else {
+        None
+    };
     let prompt = state.apps.consent.answer(&auth.user.id, &id, approve)?;
+    if let (Some(conversation), Some(card)) = (target, prompt.card.clone()) {
+        state
+            .messaging
+            .share_card(&auth.user, &conversation, card)
+            .await?;
+    }
     state.apps.store.durable().await?;
-    // The app hears the answer as a `consent` event and draws what follows.
+    // The app hears the answer as an event and draws what follows.
+    let event = match prompt.kind {
+        PromptKind::Consent => Event::Consent(ConsentAnswer {
+            capability: prompt.capability.name().to_string(),
+            granted: approve,
+        }),
+        PromptKind::ShareCard => Event::CardShared(approve),
+    };
     let view = match state.apps.get(&prompt.app) {
         Some(app) => {
-            let event = Event::Consent(ConsentAnswer {
-                capability: prompt.capability.name().to_string(),
-                granted: approve,
-            });
             let invocation = Invocation::new(auth.user.id.clone());
             match state
                 .apps
@@ -69,16 +98,18 @@ pub async fn approve(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    answer(state, auth, id, true).await
+    answer(state, auth, id, true, body).await
 }
 
 pub async fn deny(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    answer(state, auth, id, false).await
+    answer(state, auth, id, false, body).await
 }
 
 pub async fn grants(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {

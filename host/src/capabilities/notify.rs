@@ -7,6 +7,7 @@ use super::HostState;
 use crate::bindings::superapp::plugin::notify as wit;
 use crate::bindings::superapp::plugin::types::{AppCard, Error};
 use crate::contract::Capability;
+use crate::messaging::Card;
 
 /// Longest notification text, in bytes.
 pub const MAX_TEXT: usize = 2000;
@@ -37,14 +38,29 @@ impl wit::Host for HostState {
         Ok(services.notifier.send(&self.user, &self.app, &text).await)
     }
 
-    async fn share_card(&mut self, _card: AppCard) -> wasmtime::Result<Result<(), Error>> {
+    async fn share_card(&mut self, card: AppCard) -> wasmtime::Result<Result<(), Error>> {
         if let Err(e) = self.require(Capability::Notify) {
             return Ok(Err(e));
         }
-        // The chat picker is drawn by the web shell, which this host does
-        // not serve yet.
-        Ok(Err(Error::Unavailable(
-            "sharing cards needs the host's chat picker, which is not available here".into(),
-        )))
+        let fields = [&card.app_id, &card.title, &card.description];
+        if card.title.trim().is_empty()
+            || fields.iter().any(|f| f.len() > 200)
+            || card.params.len() > 16
+        {
+            return Ok(Err(Error::Invalid(
+                "a card has a title, fields up to 200 bytes and at most 16 params".into(),
+            )));
+        }
+        let card = Card {
+            app_id: card.app_id,
+            title: card.title,
+            description: card.description,
+            params: card.params,
+        };
+        let services = self.services.clone();
+        Ok(services
+            .notifier
+            .share_card(&self.user, &self.app, card)
+            .await)
     }
 }

@@ -10,6 +10,7 @@ use ring::hmac;
 use crate::bindings::superapp::plugin::types::Error;
 use crate::contract::Capability;
 use crate::manifest::Manifest;
+use crate::messaging::Card;
 use crate::store::{KvBackend, MemoryKv, Quota};
 
 /// Everything the capabilities need from the host, shared by all instances.
@@ -126,6 +127,13 @@ pub trait Notifier: Send + Sync {
         app: &'a Manifest,
         text: &'a str,
     ) -> BoxFuture<'a, Result<(), Error>>;
+    /// Ask the user, in a host prompt, which chat to share `card` into.
+    fn share_card<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        card: Card,
+    ) -> BoxFuture<'a, Result<(), Error>>;
 }
 
 /// The dev loop's notifier: keeps messages and prints them to stderr.
@@ -148,6 +156,23 @@ impl Notifier for DevNotifier {
                 app.id.clone(),
                 text.to_string(),
             ));
+            Ok(())
+        })
+    }
+
+    fn share_card<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        card: Card,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            eprintln!(
+                "share card [{} -> {user}]: {} {:?}",
+                app.label(),
+                card.title,
+                card.params
+            );
             Ok(())
         })
     }

@@ -71,6 +71,15 @@ impl Stored {
     }
 }
 
+/// An app card shared into a chat: opening it launches the app with `params`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Card {
+    pub app_id: String,
+    pub title: String,
+    pub description: String,
+    pub params: Vec<(String, String)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     pub conversation_id: String,
@@ -79,6 +88,9 @@ pub struct Message {
     pub client_id: String,
     pub text: String,
     pub sent_at: u64,
+    /// Set when the message is a shared app card (`text` is its title).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<Card>,
 }
 
 /// A conversation as one member sees it in their list.
@@ -404,7 +416,21 @@ impl Messaging {
         client_id: &str,
         text: &str,
     ) -> Result<(Message, bool), MessagingError> {
-        self.append(&me.id, id, client_id, text).await
+        self.append(&me.id, id, client_id, text, None).await
+    }
+
+    /// Post an app card into one of `me`'s conversations, as `me`.
+    pub async fn share_card(
+        &self,
+        me: &User,
+        id: &str,
+        card: Card,
+    ) -> Result<Message, MessagingError> {
+        let title = card.title.clone();
+        Ok(self
+            .append(&me.id, id, &new_id(), &title, Some(card))
+            .await?
+            .0)
     }
 
     /// A message from an app's service account into the user's chat list:
@@ -435,7 +461,13 @@ impl Messaging {
             Ok::<_, Abort<MessagingError>>(fresh.id.clone())
         })?;
         let (message, _) = self
-            .append(&service_account(app_id), &conversation, &new_id(), text)
+            .append(
+                &service_account(app_id),
+                &conversation,
+                &new_id(),
+                text,
+                None,
+            )
             .await?;
         Ok(message)
     }
@@ -446,6 +478,7 @@ impl Messaging {
         id: &str,
         client_id: &str,
         text: &str,
+        card: Option<Card>,
     ) -> Result<(Message, bool), MessagingError> {
         if client_id.is_empty() || client_id.len() > 64 || client_id.contains('\0') {
             return Err(MessagingError::InvalidInput(
@@ -480,6 +513,7 @@ impl Messaging {
             client_id: client_id.to_string(),
             text: text.to_string(),
             sent_at: now_secs(),
+            card,
         };
         // Index first, then the message: recovery keeps a prefix of the
         // writes, so a message never survives without its index entry (which

@@ -330,7 +330,13 @@ impl Consent {
 }
 
 impl ConsentGate for Consent {
-    fn check(&self, user: &str, app: &Manifest, capability: Capability) -> ConsentState {
+    fn check(
+        &self,
+        user: &str,
+        app: &Manifest,
+        capability: Capability,
+        args: Option<&[u8]>,
+    ) -> ConsentState {
         let k = key(&[user, &app.id, capability.name()]);
         let state = match self.store.get::<Grant>(Tree::Grants, &k) {
             Ok(Some(g)) if g.decision == Decision::Granted => ConsentState::Granted,
@@ -353,14 +359,19 @@ impl ConsentGate for Consent {
             ConsentState::Denied => "denied",
             ConsentState::Required => "consent-required",
         };
-        self.record(
-            "capability.call",
-            user,
-            &app.id,
-            &app.version.to_string(),
-            capability,
-            outcome,
-        );
+        let event = Event {
+            kind: "capability.call".into(),
+            user: Some(user.into()),
+            app: Some(app.id.clone()),
+            version: Some(app.version.to_string()),
+            capability: Some(capability.name().into()),
+            outcome: outcome.into(),
+            args_sha256: args.map(crate::audit::digest_hex),
+            ..Event::default()
+        };
+        if let Err(e) = self.audit.append(event) {
+            tracing::error!(error = %e, "cannot append to the audit log");
+        }
         state
     }
 }
@@ -386,24 +397,24 @@ mod tests {
         let consent = Consent::new(store.clone(), Arc::new(Audit::open(store).unwrap()));
         let v1 = manifest("1.0.0", &["profile"]);
         assert_eq!(
-            consent.check("u", &v1, Capability::Profile),
+            consent.check("u", &v1, Capability::Profile, None),
             ConsentState::Required
         );
         let prompt = consent.pending("u").unwrap().remove(0);
         consent.answer("u", &prompt.id, true).unwrap();
         assert_eq!(
-            consent.check("u", &v1, Capability::Profile),
+            consent.check("u", &v1, Capability::Profile, None),
             ConsentState::Granted
         );
 
         let v2 = manifest("2.0.0", &["profile", "notify"]);
         assert_eq!(
-            consent.check("u", &v2, Capability::Profile),
+            consent.check("u", &v2, Capability::Profile, None),
             ConsentState::Granted,
             "kept"
         );
         assert_eq!(
-            consent.check("u", &v2, Capability::Notify),
+            consent.check("u", &v2, Capability::Notify, None),
             ConsentState::Required,
             "never inherited"
         );

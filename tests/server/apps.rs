@@ -435,6 +435,18 @@ async fn notify_writes_from_the_service_account_and_is_rate_limited() {
         "ok: ()"
     );
 
+    // The audit log names the call and a digest of its text, not the text.
+    let (_, log) = alice.get("/me/access-log").await;
+    let call = &log["entries"][0];
+    assert_eq!(
+        (call["kind"].as_str(), call["outcome"].as_str()),
+        (Some("capability.call"), Some("allowed"))
+    );
+    assert_eq!(
+        call["args_sha256"],
+        superapp_host::audit::digest_hex(b"Your 9:00 slot is booked").as_str()
+    );
+    assert!(!log.to_string().contains("slot is booked"));
     let frame = next_message(&mut ws, std::time::Duration::from_secs(5))
         .await
         .expect("a push");

@@ -65,6 +65,16 @@ impl HostState {
     /// The linker already holds only declared capabilities; this is the
     /// second line, and the place where consent is read at call time.
     pub(crate) fn require(&self, capability: Capability) -> Result<(), Error> {
+        self.require_with(capability, None)
+    }
+
+    /// [`require`](Self::require) for a call with arguments, whose digest
+    /// goes into the audit record of a consent-gated call.
+    pub(crate) fn require_with(
+        &self,
+        capability: Capability,
+        args: Option<&[u8]>,
+    ) -> Result<(), Error> {
         if !self.app.declares(capability) {
             return Err(Error::Denied(format!(
                 "`{capability}` is not declared in plugin.toml"
@@ -73,7 +83,7 @@ impl HostState {
         if capability.consent() == Consent::None {
             return Ok(());
         }
-        match self.services.consent.check(&self.user, &self.app, capability) {
+        match self.services.consent.check(&self.user, &self.app, capability, args) {
             ConsentState::Granted => Ok(()),
             ConsentState::Denied => Err(Error::Denied(format!("the user has not allowed `{capability}`"))),
             ConsentState::Required => Err(Error::ConsentRequired(format!(

@@ -20,7 +20,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 impl wit::Host for HostState {
     async fn send(&mut self, text: String) -> wasmtime::Result<Result<(), Error>> {
-        if let Err(e) = self.require(Capability::Notify) {
+        if let Err(e) = self.require_with(Capability::Notify, Some(text.as_bytes())) {
             return Ok(Err(e));
         }
         if text.trim().is_empty() || text.len() > MAX_TEXT {

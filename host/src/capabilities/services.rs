@@ -73,7 +73,15 @@ pub enum ConsentState {
 
 /// Answers "may this app use this capability for this user now?".
 pub trait ConsentGate: Send + Sync {
-    fn check(&self, user: &str, app: &Manifest, capability: Capability) -> ConsentState;
+    /// `args` is the call's arguments (hashed into the audit record, never
+    /// stored as such), when the call has any.
+    fn check(
+        &self,
+        user: &str,
+        app: &Manifest,
+        capability: Capability,
+        args: Option<&[u8]>,
+    ) -> ConsentState;
 }
 
 /// The dev loop's gate: the provider is the user and allows everything
@@ -83,7 +91,13 @@ pub struct DevConsent {
 }
 
 impl ConsentGate for DevConsent {
-    fn check(&self, _user: &str, _app: &Manifest, capability: Capability) -> ConsentState {
+    fn check(
+        &self,
+        _user: &str,
+        _app: &Manifest,
+        capability: Capability,
+        _args: Option<&[u8]>,
+    ) -> ConsentState {
         if self.denied.contains(&capability) {
             ConsentState::Denied
         } else {

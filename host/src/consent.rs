@@ -130,34 +130,52 @@ impl Consent {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Forget a decision: the next call asks again. Returns whether there was one.
+    /// The user changes a decision: a grant becomes a denial (revocation,
+    /// effective on the next call), and deleting a denial forgets it (the
+    /// next call asks again). Returns what happened, or `None` if there was
+    /// no decision.
     pub fn revoke(
         &self,
         user: &str,
         app: &str,
         capability: Capability,
-    ) -> Result<bool, ConsentError> {
+    ) -> Result<Option<Decision>, ConsentError> {
         let k = key(&[user, app, capability.name()]);
-        let Some(grant) = self.store.get::<Grant>(Tree::Grants, &k)? else {
-            return Ok(false);
+        let Some(mut grant) = self.store.get::<Grant>(Tree::Grants, &k)? else {
+            return Ok(None);
         };
-        self.store
-            .transact(&[Tree::Grants], |t| {
-                Ok::<_, crate::store::Abort<()>>(t.delete(Tree::Grants, &k)?)
-            })
-            .map_err(|e| match e {
-                crate::store::Abort::Store(e) => ConsentError::Store(e),
-                crate::store::Abort::User(()) => ConsentError::NotFound,
-            })?;
-        self.record(
-            "consent.revoke",
-            user,
-            app,
-            &grant.version,
-            capability,
-            "revoked",
-        );
-        Ok(true)
+        let was = grant.decision;
+        if was == Decision::Granted {
+            grant.decision = Decision::Denied;
+            grant.decided_at = now_secs();
+            self.store.put(Tree::Grants, &k, &grant)?;
+            self.record(
+                "consent.revoke",
+                user,
+                app,
+                &grant.version,
+                capability,
+                "revoked",
+            );
+        } else {
+            self.store
+                .transact(&[Tree::Grants], |t| {
+                    Ok::<_, crate::store::Abort<()>>(t.delete(Tree::Grants, &k)?)
+                })
+                .map_err(|e| match e {
+                    crate::store::Abort::Store(e) => ConsentError::Store(e),
+                    crate::store::Abort::User(()) => ConsentError::NotFound,
+                })?;
+            self.record(
+                "consent.reset",
+                user,
+                app,
+                &grant.version,
+                capability,
+                "reset",
+            );
+        }
+        Ok(Some(was))
     }
 
     /// The user's pending prompts, oldest first.

@@ -231,15 +231,23 @@ async fn consent_prompts_grants_revocation_and_the_access_log() {
     assert_eq!(grants[0]["capability"], "profile");
     assert_eq!(grants[0]["decision"], "granted");
 
-    // Revoking takes effect on the next call, which asks again; a denial sticks.
-    let (status, _) = alice
-        .call(
-            reqwest::Method::DELETE,
-            "/me/grants/dev.superapp.testing.probe/profile",
-            None,
-        )
-        .await;
+    // Revoking takes effect on the next call, which is denied without asking.
+    let grant = "/me/grants/dev.superapp.testing.probe/profile";
+    let (status, _) = alice.call(reqwest::Method::DELETE, grant, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(probe(&alice, "profile", None)
+        .await
+        .starts_with("err: denied"));
+    let (_, grants) = alice.get("/me/grants").await;
+    assert_eq!(grants[0]["decision"], "denied");
+    let (_, prompts) = alice.get("/prompts").await;
+    assert!(prompts.as_array().unwrap().is_empty());
+    // Deleting the denial forgets it: the next call asks again, and a new
+    // denial sticks.
+    let (status, _) = alice.call(reqwest::Method::DELETE, grant, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = alice.call(reqwest::Method::DELETE, grant, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(probe(&alice, "profile", None)
         .await
         .starts_with("err: consent-required"));
@@ -285,6 +293,8 @@ async fn consent_prompts_grants_revocation_and_the_access_log() {
             "capability.call denied",
             "consent.deny denied",
             "capability.call consent-required",
+            "consent.reset reset",
+            "capability.call denied",
             "consent.revoke revoked",
             "capability.call allowed",
             "consent.grant granted",
@@ -315,7 +325,7 @@ async fn consent_prompts_grants_revocation_and_the_access_log() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("10 entries"),
+        String::from_utf8_lossy(&out.stdout).contains("12 entries"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );

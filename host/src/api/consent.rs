@@ -123,7 +123,12 @@ pub async fn revoke(
 ) -> Result<Response, ApiError> {
     let capability = Capability::from_name(&capability)
         .ok_or_else(|| ApiError::not_found(format!("no capability `{capability}`")))?;
-    if !state.apps.consent.revoke(&auth.user.id, &app, capability)? {
+    if state
+        .apps
+        .consent
+        .revoke(&auth.user.id, &app, capability)?
+        .is_none()
+    {
         return Err(ApiError::not_found("no such grant"));
     }
     state.apps.store.durable().await?;

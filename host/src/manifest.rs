@@ -57,6 +57,7 @@ struct RawLimits {
     time_ms: Option<u64>,
     view_nodes: Option<u32>,
     view_bytes: Option<u64>,
+    storage_mib: Option<u64>,
 }
 
 /// Limits a manifest asks for. The host caps each by its own policy.
@@ -70,6 +71,8 @@ pub struct Limits {
     pub view_nodes: u32,
     /// Total bytes of text in one view.
     pub view_bytes: u64,
+    /// Storage quota per user (and for the app's shared storage), in bytes.
+    pub storage_bytes: u64,
 }
 
 impl Default for Limits {
@@ -79,6 +82,7 @@ impl Default for Limits {
             time_ms: 1_000,
             view_nodes: 500,
             view_bytes: 256 << 10,
+            storage_bytes: 10 << 20,
         }
     }
 }
@@ -91,6 +95,7 @@ impl Limits {
             time_ms: self.time_ms.min(cap.time_ms),
             view_nodes: self.view_nodes.min(cap.view_nodes),
             view_bytes: self.view_bytes.min(cap.view_bytes),
+            storage_bytes: self.storage_bytes.min(cap.storage_bytes),
         }
     }
 }
@@ -168,6 +173,8 @@ impl Manifest {
                 .map_or(defaults.view_nodes, |n| n as u32),
             view_bytes: positive("limits.view-bytes", raw.limits.view_bytes)?
                 .unwrap_or(defaults.view_bytes),
+            storage_bytes: positive("limits.storage-mib", raw.limits.storage_mib)?
+                .map_or(defaults.storage_bytes, |mib| mib.saturating_mul(1 << 20)),
         };
 
         Ok(Manifest {
@@ -308,12 +315,14 @@ time-ms = 250
             time_ms: 100,
             view_nodes: 10,
             view_bytes: 1 << 30,
+            storage_bytes: 1 << 20,
         };
         let cap = Limits {
             memory_bytes: 32 << 20,
             time_ms: 5_000,
             view_nodes: 1_000,
             view_bytes: 1 << 20,
+            storage_bytes: 10 << 20,
         };
         assert_eq!(
             asked.capped_by(cap),
@@ -321,7 +330,8 @@ time-ms = 250
                 memory_bytes: 32 << 20,
                 time_ms: 100,
                 view_nodes: 10,
-                view_bytes: 1 << 20
+                view_bytes: 1 << 20,
+                storage_bytes: 1 << 20,
             }
         );
     }

@@ -370,3 +370,40 @@ async fn crafted_keys_stay_inside_their_namespace() {
         "ok: None"
     );
 }
+
+#[tokio::test]
+async fn the_manifest_storage_quota_applies_and_writes_nothing_over_it() {
+    let rt = runtime();
+    let svc = services(&[]);
+    let text = std::fs::read_to_string(manifest(PROBE)).unwrap();
+    let tight = Manifest::parse(&format!("{text}\n[limits]\nstorage-mib = 1\n")).unwrap();
+    let app = rt
+        .load(tight, &std::fs::read(component(PROBE)).unwrap())
+        .unwrap();
+    let write = |key: &'static str| {
+        let (rt, app, svc) = (&rt, &app, &svc);
+        async move {
+            let view = run(
+                rt,
+                app,
+                svc,
+                "alice",
+                action("storage-set-size", Some("600000"), &[("key", key)]),
+            )
+            .await
+            .unwrap();
+            texts(&view).join("")
+        }
+    };
+    assert_eq!(write("a").await, "ok: ()");
+    let refused = write("b").await;
+    assert!(refused.starts_with("err: quota-exceeded"), "{refused}");
+    let view = run(&rt, &app, &svc, "alice", action("storage-usage", None, &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&view).join(""),
+        "ok: (600001, 1)",
+        "nothing of the refused write was kept"
+    );
+}

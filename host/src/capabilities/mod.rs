@@ -64,6 +64,15 @@ impl HostState {
     /// it, and the user has agreed where the capability needs agreement.
     /// The linker already holds only declared capabilities; this is the
     /// second line, and the place where consent is read at call time.
+    /// The storage quota of this app: its manifest's, capped by the host's.
+    pub(crate) fn quota(&self) -> crate::store::Quota {
+        let host = self.services.quota;
+        crate::store::Quota {
+            total_bytes: self.app.limits.storage_bytes.min(host.total_bytes),
+            ..host
+        }
+    }
+
     pub(crate) fn require(&self, capability: Capability) -> Result<(), Error> {
         self.require_with(capability, None)
     }

@@ -31,12 +31,9 @@ impl wit::Host for HostState {
     }
 
     async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
-        Ok(self.app_space().and_then(|ns| {
-            Ok(self
-                .services
-                .kv
-                .set(&ns, &key, &value, &self.services.quota)?)
-        }))
+        Ok(self
+            .app_space()
+            .and_then(|ns| Ok(self.services.kv.set(&ns, &key, &value, &self.quota())?)))
     }
 
     async fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<bool, Error>> {
@@ -72,7 +69,7 @@ impl wit::Host for HostState {
                 &key,
                 expected.as_deref(),
                 new.as_deref(),
-                &self.services.quota,
+                &self.quota(),
             )?)
         }))
     }
@@ -86,7 +83,7 @@ impl wit::Host for HostState {
             Ok(self
                 .services
                 .kv
-                .increment(&ns, &key, delta, &self.services.quota)?)
+                .increment(&ns, &key, delta, &self.quota())?)
         }))
     }
 }

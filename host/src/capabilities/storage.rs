@@ -34,12 +34,9 @@ impl wit::Host for HostState {
     }
 
     async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
-        Ok(self.user_space().and_then(|ns| {
-            Ok(self
-                .services
-                .kv
-                .set(&ns, &key, &value, &self.services.quota)?)
-        }))
+        Ok(self
+            .user_space()
+            .and_then(|ns| Ok(self.services.kv.set(&ns, &key, &value, &self.quota())?)))
     }
 
     async fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<bool, Error>> {
@@ -68,7 +65,7 @@ impl wit::Host for HostState {
             let u = self.services.kv.usage(&ns)?;
             Ok(QuotaUsage {
                 bytes_used: u.bytes,
-                bytes_quota: self.services.quota.total_bytes,
+                bytes_quota: self.quota().total_bytes,
                 keys: u.keys,
             })
         }))

@@ -247,11 +247,12 @@ fn check(component: &Path, manifest: &Path, json: bool) -> anyhow::Result<ExitCo
         }
         let l = app.limits();
         println!(
-            "limits: memory {} MiB, {} ms per event, {} view nodes, {} view bytes",
+            "limits: memory {} MiB, {} ms per event, {} view nodes, {} view bytes, storage {} MiB",
             l.memory_bytes >> 20,
             l.time_ms,
             l.view_nodes,
-            l.view_bytes
+            l.view_bytes,
+            l.storage_bytes >> 20
         );
     } else {
         for e in &report.errors {

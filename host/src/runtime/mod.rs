@@ -65,6 +65,7 @@ impl Default for RuntimeConfig {
                 time_ms: 10_000,
                 view_nodes: 2_000,
                 view_bytes: 1 << 20,
+                storage_bytes: 10 << 20,
             },
             epoch_tick: Duration::from_millis(1),
             cache_dir: None,

@@ -551,6 +551,17 @@ async fn share_card_goes_through_a_host_prompt_into_a_chat_the_user_picks() {
     assert_eq!(messages[0]["text"], "Hello");
     assert_eq!(messages[0]["sender"], alice.get("/me").await.1["id"]);
 
+    // Opening a card launches an app with the card's parameters (the probe
+    // shows what it was launched with).
+    let (status, opened) = bob
+        .post(
+            "/apps/dev.superapp.testing.probe/launch",
+            json!({"params": [["slot", "9am"], ["clinic", "north"]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{opened}");
+    assert_eq!(texts(&opened)[0], r#"ready [("slot", "9am"), ("clinic", "north")]"#);
+
     // Declining delivers card-shared(false) and posts nothing.
     assert_eq!(probe(&alice, "share-card", None).await, "ok: ()");
     let (_, prompts) = alice.get("/prompts").await;

@@ -29,8 +29,9 @@ fn bytes(value: &Option<String>) -> Vec<u8> {
 }
 
 impl App for Probe {
-    fn launch(_ctx: &Context) -> Result<View, AppError> {
-        Ok(View::new("probe").text("ready"))
+    fn launch(ctx: &Context) -> Result<View, AppError> {
+        // Launch parameters come from app cards and links.
+        Ok(View::new("probe").text(format!("ready {:?}", ctx.params)))
     }
 
     fn event(_ctx: &Context, event: Event) -> Result<View, AppError> {

@@ -560,7 +560,10 @@ async fn share_card_goes_through_a_host_prompt_into_a_chat_the_user_picks() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{opened}");
-    assert_eq!(texts(&opened)[0], r#"ready [("slot", "9am"), ("clinic", "north")]"#);
+    assert_eq!(
+        texts(&opened)[0],
+        r#"ready [("slot", "9am"), ("clinic", "north")]"#
+    );
 
     // Declining delivers card-shared(false) and posts nothing.
     assert_eq!(probe(&alice, "share-card", None).await, "ok: ()");

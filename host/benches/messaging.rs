@@ -7,8 +7,6 @@
 //! `SUPERAPP_BENCH_IDLE` (default 10000) the idle connection count,
 //! `SUPERAPP_BENCH_SENDERS` (default 64) the concurrent senders.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,41 +16,11 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_superapp"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("SUPERAPP_PASSWORD_ITERATIONS", "1000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_string();
-    Server {
-        child,
-        base: format!("{addr}/api/v1"),
-    }
-}
+// The black-box tests' server harness: the real binary on an ephemeral
+// loopback port, with fast password hashing.
+#[allow(dead_code)]
+#[path = "../../tests/server/common.rs"]
+mod common;
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -175,7 +143,7 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(64);
     let tmp = tempfile::tempdir().unwrap();
-    let server = start(&tmp.path().join("data"));
+    let server = common::Server::start_in(&tmp.path().join("data"), &[]);
     let base = server.base.clone();
     let http = reqwest::Client::new();
     let mut rows: Vec<(String, String)> = Vec::new();
@@ -286,7 +254,7 @@ async fn main() {
     ));
 
     // Idle connections: server memory per held WebSocket.
-    let pid = server.child.id();
+    let pid = server.pid();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid);
     let mut held = Vec::with_capacity(idle);

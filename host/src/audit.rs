@@ -147,6 +147,14 @@ impl Audit {
         Ok(entry)
     }
 
+    /// Append where the action being recorded has already happened and must
+    /// not fail because of the log: a failure goes to the host's error log.
+    pub fn record(&self, event: Event) {
+        if let Err(e) = self.append(event) {
+            tracing::error!(error = %e, "cannot append to the audit log");
+        }
+    }
+
     /// Entries with seq > `after`, oldest first, at most `limit`.
     pub fn entries(&self, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         read(&self.store, after, limit)

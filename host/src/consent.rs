@@ -73,6 +73,26 @@ pub struct Prompt {
     pub created_at: u64,
 }
 
+/// An audit event about one user, app and capability.
+fn event(
+    kind: &str,
+    user: &str,
+    app: &str,
+    version: &str,
+    capability: Capability,
+    outcome: &str,
+) -> Event {
+    Event {
+        kind: kind.into(),
+        user: Some(user.into()),
+        app: Some(app.into()),
+        version: Some(version.into()),
+        capability: Some(capability.name().into()),
+        outcome: outcome.into(),
+        ..Event::default()
+    }
+}
+
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
@@ -106,18 +126,8 @@ impl Consent {
         capability: Capability,
         outcome: &str,
     ) {
-        let event = Event {
-            kind: kind.into(),
-            user: Some(user.into()),
-            app: Some(app.into()),
-            version: Some(version.into()),
-            capability: Some(capability.name().into()),
-            outcome: outcome.into(),
-            ..Event::default()
-        };
-        if let Err(e) = self.audit.append(event) {
-            tracing::error!(error = %e, "cannot append to the audit log");
-        }
+        self.audit
+            .record(event(kind, user, app, version, capability, outcome));
     }
 
     pub fn grants(&self, user: &str) -> Result<Vec<Grant>, ConsentError> {
@@ -377,19 +387,17 @@ impl ConsentGate for Consent {
             ConsentState::Denied => "denied",
             ConsentState::Required => "consent-required",
         };
-        let event = Event {
-            kind: "capability.call".into(),
-            user: Some(user.into()),
-            app: Some(app.id.clone()),
-            version: Some(app.version.to_string()),
-            capability: Some(capability.name().into()),
-            outcome: outcome.into(),
-            args_sha256: args.map(crate::audit::digest_hex),
-            ..Event::default()
-        };
-        if let Err(e) = self.audit.append(event) {
-            tracing::error!(error = %e, "cannot append to the audit log");
-        }
+        let version = app.version.to_string();
+        let mut call = event(
+            "capability.call",
+            user,
+            &app.id,
+            &version,
+            capability,
+            outcome,
+        );
+        call.args_sha256 = args.map(crate::audit::digest_hex);
+        self.audit.record(call);
         state
     }
 }

@@ -58,6 +58,12 @@ impl Server {
         }
     }
 
+    /// The server's process id (the messaging benchmark reads its memory).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn ws_url(&self) -> String {
         format!("{}/ws", self.base.replacen("http://", "ws://", 1))
     }

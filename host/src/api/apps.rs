@@ -58,9 +58,7 @@ pub(super) fn record_failure(state: &AppState, user: &str, app: &App, error: &Ru
         details,
         ..Default::default()
     };
-    if let Err(e) = state.apps.audit.append(event) {
-        tracing::error!(error = %e, "cannot append to the audit log");
-    }
+    state.apps.audit.record(event);
 }
 
 fn find<'a>(state: &'a AppState, id: &str) -> Result<&'a App, ApiError> {

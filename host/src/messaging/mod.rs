@@ -240,19 +240,7 @@ impl Messaging {
             created_by: me.id.clone(),
             created_at: now_secs(),
         };
-        let trees = [Tree::DirectPairs, Tree::Conversations, Tree::Memberships];
-        let stored = self.store.transact(&trees, |txn| {
-            if let Some(id) = txn.get(Tree::DirectPairs, &pair)? {
-                return txn_get::<Stored>(txn, Tree::Conversations, &id)?.ok_or_else(|| {
-                    Abort::Store(StoreError::Corrupt(
-                        "direct pair without conversation".into(),
-                    ))
-                });
-            }
-            txn.put(Tree::DirectPairs, &pair, fresh.id.as_bytes())?;
-            insert(txn, &fresh)?;
-            Ok::<_, Abort<MessagingError>>(fresh.clone())
-        })?;
+        let stored = self.open_pair(&pair, fresh)?;
         self.store.durable().await?;
         let last_seq = self.last_seq(&stored.id)?;
         Ok(stored.with_last_seq(last_seq))
@@ -433,6 +421,24 @@ impl Messaging {
             .0)
     }
 
+    /// The conversation registered under `pair` (a direct pair of users, or
+    /// a (user, app) service pair), or `fresh`, created now.
+    fn open_pair(&self, pair: &[u8], fresh: Stored) -> Result<Stored, MessagingError> {
+        let trees = [Tree::DirectPairs, Tree::Conversations, Tree::Memberships];
+        Ok(self.store.transact(&trees, |txn| {
+            if let Some(id) = txn.get(Tree::DirectPairs, pair)? {
+                return txn_get::<Stored>(txn, Tree::Conversations, &id)?.ok_or_else(|| {
+                    Abort::Store(StoreError::Corrupt(
+                        "conversation pair without conversation".into(),
+                    ))
+                });
+            }
+            txn.put(Tree::DirectPairs, pair, fresh.id.as_bytes())?;
+            insert(txn, &fresh)?;
+            Ok::<_, Abort<MessagingError>>(fresh.clone())
+        })?)
+    }
+
     /// A message from an app's service account into the user's chat list:
     /// the (user, app) service conversation is created on first use.
     pub async fn notify(
@@ -451,15 +457,7 @@ impl Messaging {
             created_by: service_account(app_id),
             created_at: now_secs(),
         };
-        let trees = [Tree::DirectPairs, Tree::Conversations, Tree::Memberships];
-        let conversation = self.store.transact(&trees, |txn| {
-            if let Some(id) = txn.get(Tree::DirectPairs, &pair)? {
-                return Ok(String::from_utf8_lossy(&id).into_owned());
-            }
-            txn.put(Tree::DirectPairs, &pair, fresh.id.as_bytes())?;
-            insert(txn, &fresh)?;
-            Ok::<_, Abort<MessagingError>>(fresh.id.clone())
-        })?;
+        let conversation = self.open_pair(&pair, fresh)?.id;
         let (message, _) = self
             .append(
                 &service_account(app_id),

@@ -171,3 +171,36 @@ impl Backend for SledBackend {
         self.db.flush().map(|_| ()).map_err(backend_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The architecture invariant: no other file of the host names sled.
+    #[test]
+    fn only_this_file_touches_sled() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        assert!(files.len() > 10);
+        let offenders: Vec<_> = files
+            .iter()
+            .filter(|p| !p.ends_with("store/sled_backend.rs"))
+            .filter(|p| std::fs::read_to_string(p).unwrap().contains("sled::"))
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "sled used outside store/sled_backend.rs: {offenders:?}"
+        );
+    }
+}

@@ -17,6 +17,8 @@ use crate::capabilities::{
 use crate::consent::Consent;
 use crate::identity::Identity;
 use crate::identity::Throttle;
+use crate::ledger::orders::Orders;
+use crate::ledger::Ledger;
 use crate::manifest::Manifest;
 use crate::messaging::{Card, Messaging};
 use crate::runtime::{App, Runtime, RuntimeConfig};
@@ -93,7 +95,24 @@ pub struct Apps {
     pub audit: Arc<Audit>,
     pub services: Arc<Services>,
     pub store: Arc<Store>,
+    pub ledger: Arc<Ledger>,
+    pub orders: Arc<Orders>,
     apps: BTreeMap<String, App>,
+}
+
+/// What the server configures about apps and their services.
+#[derive(Debug, Clone)]
+pub struct AppsConfig {
+    /// How long a payment sheet waits for the user.
+    pub order_ttl: std::time::Duration,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        AppsConfig {
+            order_ttl: crate::ledger::orders::DEFAULT_TTL,
+        }
+    }
 }
 
 impl Apps {
@@ -106,9 +125,12 @@ impl Apps {
         identity: Arc<Identity>,
         messaging: Arc<Messaging>,
         secret: &[u8],
+        config: &AppsConfig,
     ) -> anyhow::Result<Apps> {
         let audit = Arc::new(Audit::open(store.clone())?);
         let consent = Arc::new(Consent::new(store.clone(), audit.clone()));
+        let ledger = Arc::new(Ledger::new(store.clone()));
+        let orders = Arc::new(Orders::new(store.clone(), audit.clone(), config.order_ttl));
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(data_dir.join("cache")),
             ..RuntimeConfig::default()
@@ -124,6 +146,7 @@ impl Apps {
                 consent: consent.clone(),
                 window: Throttle::new(NOTIFY_PER_HOUR, std::time::Duration::from_secs(3600)),
             }),
+            payments: orders.clone(),
         });
         let mut apps = BTreeMap::new();
         if let Some(dir) = dir {
@@ -148,6 +171,8 @@ impl Apps {
             audit,
             services,
             store,
+            ledger,
+            orders,
             apps,
         })
     }

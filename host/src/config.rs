@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
 use crate::api::ApiConfig;
+use crate::apps::AppsConfig;
 use crate::identity::IdentityConfig;
 use crate::messaging::MessagingConfig;
 
@@ -32,6 +33,7 @@ pub struct FileConfig {
     pub ws_queue: Option<usize>,
     pub heartbeat_secs: Option<u64>,
     pub cookie_secure: Option<bool>,
+    pub payment_ttl_secs: Option<u64>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -45,6 +47,7 @@ pub struct ServerConfig {
     pub messaging: MessagingConfig,
     pub api: ApiConfig,
     pub ws_queue: usize,
+    pub apps: AppsConfig,
 }
 
 fn env_value<T: std::str::FromStr>(key: &str, slot: &mut Option<T>) -> anyhow::Result<()>
@@ -91,6 +94,7 @@ impl FileConfig {
         env_value("ws-queue", &mut self.ws_queue)?;
         env_value("heartbeat-secs", &mut self.heartbeat_secs)?;
         env_value("cookie-secure", &mut self.cookie_secure)?;
+        env_value("payment-ttl-secs", &mut self.payment_ttl_secs)?;
         Ok(())
     }
 
@@ -146,6 +150,10 @@ impl FileConfig {
                 cookie_secure: self.cookie_secure.unwrap_or(api_defaults.cookie_secure),
             },
             ws_queue: self.ws_queue.unwrap_or(256),
+            apps: AppsConfig {
+                order_ttl: positive("payment-ttl-secs", self.payment_ttl_secs)?
+                    .map_or(AppsConfig::default().order_ttl, Duration::from_secs),
+            },
         })
     }
 }

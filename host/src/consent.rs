@@ -41,6 +41,8 @@ pub enum PromptStatus {
     Pending,
     Approved,
     Denied,
+    /// Nobody answered in time (payment sheets expire with their order).
+    Expired,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +53,22 @@ pub enum PromptKind {
     Consent,
     /// Share `card` into a chat the user picks (capability: notify).
     ShareCard,
+    /// Pay `payment.amount` to the app's publisher (capability: payments).
+    /// Approving needs the user's password; the prompt id is the order id.
+    Payment,
+}
+
+/// What a payment sheet shows: everything the user agrees to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSheet {
+    pub order_id: String,
+    /// The publisher whose merchant account receives the money.
+    pub merchant: String,
+    /// Minor units.
+    pub amount: u64,
+    pub currency: String,
+    pub description: String,
+    pub expires_at: u64,
 }
 
 /// A question the host puts to the user.
@@ -61,6 +79,9 @@ pub struct Prompt {
     /// For a share-card prompt: the card the app wants shared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<crate::messaging::Card>,
+    /// For a payment prompt: the sheet the user confirms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<PaymentSheet>,
     pub id: String,
     pub app: String,
     pub app_name: String,
@@ -97,12 +118,20 @@ fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
 
+/// Where a user's prompt is stored: for modules that write prompts inside
+/// their own transactions (payment sheets).
+pub(crate) fn prompt_key(user: &str, prompt_id: &str) -> Vec<u8> {
+    key(&[user, prompt_id])
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConsentError {
     #[error("no such prompt")]
     NotFound,
     #[error("this prompt was already answered")]
     Answered,
+    #[error("a payment sheet is answered through its order")]
+    WrongKind,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -220,6 +249,9 @@ impl Consent {
         if prompt.status != PromptStatus::Pending {
             return Err(ConsentError::Answered);
         }
+        if prompt.kind == PromptKind::Payment {
+            return Err(ConsentError::WrongKind);
+        }
         prompt.status = if approve {
             PromptStatus::Approved
         } else {
@@ -293,6 +325,7 @@ impl Consent {
         let prompt = Prompt {
             kind: PromptKind::ShareCard,
             card: Some(card),
+            payment: None,
             id: new_id(),
             app: app.id.clone(),
             app_name: app.name.clone(),
@@ -342,6 +375,7 @@ impl Consent {
         let prompt = Prompt {
             kind: PromptKind::Consent,
             card: None,
+            payment: None,
             id: new_id(),
             app: app.id.clone(),
             app_name: app.name.clone(),
@@ -366,9 +400,13 @@ impl ConsentGate for Consent {
         args: Option<&[u8]>,
     ) -> ConsentState {
         let k = key(&[user, &app.id, capability.name()]);
+        let every_use = capability.consent() == crate::contract::Consent::EveryUse;
         let state = match self.store.get::<Grant>(Tree::Grants, &k) {
             Ok(Some(g)) if g.decision == Decision::Granted => ConsentState::Granted,
             Ok(Some(_)) => ConsentState::Denied,
+            // Each use is confirmed in its own sheet, so the call itself
+            // needs no standing grant (a recorded denial still blocks it).
+            Ok(None) if every_use => ConsentState::Granted,
             Ok(None) => match self.ask(user, app, capability) {
                 Ok(()) => ConsentState::Required,
                 Err(e) => {

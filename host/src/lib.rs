@@ -16,6 +16,7 @@ pub mod config;
 pub mod consent;
 pub mod contract;
 pub mod identity;
+pub mod ledger;
 pub mod manifest;
 pub mod messaging;
 pub mod plugin_build;

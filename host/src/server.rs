@@ -38,6 +38,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         identity.clone(),
         messaging.clone(),
         &secret,
+        &config.apps,
     )?;
     let (stop, shutdown) = watch::channel(false);
     let state = Arc::new(Inner {
@@ -47,6 +48,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         config: config.api.clone(),
         shutdown,
     });
+    let sweeper = tokio::spawn(api::expire_orders(state.clone()));
     let app = api::router(state);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -68,6 +70,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     })
     .await
     .context("the server failed")?;
+    let _ = sweeper.await;
     store.close()?;
     tracing::info!("stopped");
     Ok(())

@@ -18,7 +18,7 @@ fn repo() -> PathBuf {
 
 /// Build a bundled plugin with the real CLI (once per run) and install it
 /// into `apps` as `apps/<name>/{plugin.toml, <name>.wasm}`.
-fn install(apps: &Path, plugin: &str) {
+pub(crate) fn install(apps: &Path, plugin: &str) {
     static BUILD: OnceLock<Mutex<()>> = OnceLock::new();
     let _one_build_at_a_time = BUILD
         .get_or_init(Default::default)
@@ -49,7 +49,7 @@ fn install(apps: &Path, plugin: &str) {
     std::fs::copy(component, target.join(format!("{name}.wasm"))).unwrap();
 }
 
-fn texts(view: &Value) -> Vec<String> {
+pub(crate) fn texts(view: &Value) -> Vec<String> {
     fn walk(node: &Value, out: &mut Vec<String>) {
         if let Some(t) = node.get("text").and_then(Value::as_str) {
             out.push(t.to_string());
@@ -68,13 +68,13 @@ fn texts(view: &Value) -> Vec<String> {
     out
 }
 
-struct Setup {
+pub(crate) struct Setup {
     _tmp: tempfile::TempDir,
-    data: PathBuf,
-    apps: PathBuf,
+    pub data: PathBuf,
+    pub apps: PathBuf,
 }
 
-fn setup(plugins: &[&str]) -> Setup {
+pub(crate) fn setup(plugins: &[&str]) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let (data, apps) = (tmp.path().join("data"), tmp.path().join("apps"));
     std::fs::create_dir_all(&apps).unwrap();
@@ -88,8 +88,14 @@ fn setup(plugins: &[&str]) -> Setup {
     }
 }
 
-fn serve(s: &Setup) -> Server {
-    Server::start_in(&s.data, &[("SUPERAPP_APPS_DIR", s.apps.to_str().unwrap())])
+pub(crate) fn serve(s: &Setup) -> Server {
+    serve_with(s, &[])
+}
+
+pub(crate) fn serve_with(s: &Setup, env: &[(&str, &str)]) -> Server {
+    let mut env = env.to_vec();
+    env.push(("SUPERAPP_APPS_DIR", s.apps.to_str().unwrap()));
+    Server::start_in(&s.data, &env)
 }
 
 #[tokio::test]

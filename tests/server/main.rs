@@ -8,3 +8,4 @@ mod common;
 mod durability;
 mod live;
 mod messaging;
+mod payments;

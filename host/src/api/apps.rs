@@ -61,6 +61,31 @@ pub(super) fn record_failure(state: &AppState, user: &str, app: &App, error: &Ru
     state.apps.audit.record(event);
 }
 
+/// Deliver a host event (consent answer, payment result, …) to `app` for
+/// `user`, and return the view it draws; an app that fails is recorded and
+/// yields no view. A removed app yields none either.
+pub(super) async fn deliver(
+    state: &AppState,
+    user: &str,
+    app: &str,
+    event: Event,
+) -> Option<serde_json::Value> {
+    let app = state.apps.get(app)?;
+    let invocation = Invocation::new(user.to_string());
+    match state
+        .apps
+        .runtime
+        .run(app, &state.apps.services, &invocation, &Call::Event(event))
+        .await
+    {
+        Ok(view) => Some(serde_json::to_value(view).expect("views serialize")),
+        Err(e) => {
+            record_failure(state, user, app, &e);
+            None
+        }
+    }
+}
+
 fn find<'a>(state: &'a AppState, id: &str) -> Result<&'a App, ApiError> {
     state
         .apps

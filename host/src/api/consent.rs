@@ -7,13 +7,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{Auth, Params};
+use std::net::IpAddr;
+
+use super::auth::{Auth, ClientAddr, Params};
 use super::error::ApiError;
 use super::AppState;
 use crate::bindings::superapp::plugin::types::{ConsentAnswer, Event};
 use crate::consent::{ConsentError, PromptKind};
 use crate::contract::Capability;
-use crate::runtime::{Call, Invocation};
 
 impl From<ConsentError> for ApiError {
     fn from(e: ConsentError) -> Self {
@@ -22,6 +23,7 @@ impl From<ConsentError> for ApiError {
             ConsentError::Answered => {
                 ApiError::new(StatusCode::CONFLICT, "already-answered", e.to_string())
             }
+            ConsentError::WrongKind => ApiError::bad_request(e.to_string()),
             ConsentError::Store(e) => e.into(),
         }
     }
@@ -41,11 +43,15 @@ struct Pick {
 async fn answer(
     state: AppState,
     auth: Auth,
+    client: IpAddr,
     id: String,
     approve: bool,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pending = state.apps.consent.prompt(&auth.user.id, &id)?;
+    if pending.kind == PromptKind::Payment {
+        return super::wallet::answer_payment(&state, &auth, client, &id, approve, &body).await;
+    }
     // Approving a share names the chat, which must be one of the user's.
     let target = if pending.kind == PromptKind::ShareCard && approve {
         let pick: Pick = serde_json::from_slice(&body).map_err(|_| {
@@ -66,30 +72,13 @@ async fn answer(
     state.apps.store.durable().await?;
     // The app hears the answer as an event and draws what follows.
     let event = match prompt.kind {
-        PromptKind::Consent => Event::Consent(ConsentAnswer {
+        PromptKind::ShareCard => Event::CardShared(approve),
+        _ => Event::Consent(ConsentAnswer {
             capability: prompt.capability.name().to_string(),
             granted: approve,
         }),
-        PromptKind::ShareCard => Event::CardShared(approve),
     };
-    let view = match state.apps.get(&prompt.app) {
-        Some(app) => {
-            let invocation = Invocation::new(auth.user.id.clone());
-            match state
-                .apps
-                .runtime
-                .run(app, &state.apps.services, &invocation, &Call::Event(event))
-                .await
-            {
-                Ok(view) => Some(serde_json::to_value(view).expect("views serialize")),
-                Err(e) => {
-                    super::apps::record_failure(&state, &auth.user.id, app, &e);
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+    let view = super::apps::deliver(&state, &auth.user.id, &prompt.app, event).await;
     state.apps.store.durable().await?;
     Ok(axum::Json(json!({ "prompt": prompt, "view": view })).into_response())
 }
@@ -97,19 +86,21 @@ async fn answer(
 pub async fn approve(
     State(state): State<AppState>,
     auth: Auth,
+    ClientAddr(client): ClientAddr,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    answer(state, auth, id, true, body).await
+    answer(state, auth, client, id, true, body).await
 }
 
 pub async fn deny(
     State(state): State<AppState>,
     auth: Auth,
+    ClientAddr(client): ClientAddr,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    answer(state, auth, id, false, body).await
+    answer(state, auth, client, id, false, body).await
 }
 
 pub async fn grants(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {

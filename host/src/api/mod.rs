@@ -7,6 +7,7 @@ mod auth;
 mod consent;
 mod conversations;
 mod error;
+mod wallet;
 mod ws;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::SESSION_COOKIE;
 pub use error::ApiError;
+pub use wallet::expire_orders;
 pub use ws::CLOSE_LAGGING;
 
 use crate::identity::Identity;
@@ -133,6 +135,13 @@ fn routes() -> Routes {
         delete(consent::revoke),
     )
     .add(Method::GET, "/me/access-log", get(consent::access_log))
+    .add(Method::GET, "/wallet", get(wallet::balances))
+    .add(
+        Method::GET,
+        "/wallet/transactions",
+        get(wallet::transactions),
+    )
+    .add(Method::POST, "/wallet/transfers", post(wallet::transfer))
     .add(Method::GET, "/openapi.json", on(MethodFilter::GET, openapi))
 }
 

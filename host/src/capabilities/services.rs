@@ -7,8 +7,10 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use ring::hmac;
 
+use crate::bindings::superapp::plugin::payments::OrderStatus;
 use crate::bindings::superapp::plugin::types::Error;
 use crate::contract::Capability;
+use crate::ledger::orders::NewOrder;
 use crate::manifest::Manifest;
 use crate::messaging::Card;
 use crate::store::{KvBackend, MemoryKv, Quota};
@@ -22,6 +24,7 @@ pub struct Services {
     pub consent: Arc<dyn ConsentGate>,
     pub profiles: Arc<dyn ProfileDirectory>,
     pub notifier: Arc<dyn Notifier>,
+    pub payments: Arc<dyn PaymentDesk>,
 }
 
 impl Services {
@@ -35,6 +38,7 @@ impl Services {
             consent: Arc::new(DevConsent { denied }),
             profiles: Arc::new(DevProfiles),
             notifier: Arc::new(DevNotifier::default()),
+            payments: Arc::new(NoPayments),
         }
     }
 }
@@ -148,6 +152,35 @@ pub trait Notifier: Send + Sync {
         app: &'a Manifest,
         card: Card,
     ) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+/// Takes payment orders for the `payments` capability. The error is what
+/// the mini-program sees.
+pub trait PaymentDesk: Send + Sync {
+    /// Create a pending order and its payment sheet; returns the order id.
+    fn request(&self, user: &str, app: &Manifest, order: NewOrder) -> Result<String, Error>;
+    fn status(&self, app: &Manifest, order_id: &str) -> Result<OrderStatus, Error>;
+    fn refund(&self, app: &Manifest, order_id: &str, amount: u64) -> Result<(), Error>;
+}
+
+/// Where no ledger exists (the provider's dev loop): every payment call
+/// answers `unavailable`, so an app's handling of that can be tried.
+pub struct NoPayments;
+
+impl PaymentDesk for NoPayments {
+    fn request(&self, _: &str, _: &Manifest, _: NewOrder) -> Result<String, Error> {
+        Err(no_ledger())
+    }
+    fn status(&self, _: &Manifest, _: &str) -> Result<OrderStatus, Error> {
+        Err(no_ledger())
+    }
+    fn refund(&self, _: &Manifest, _: &str, _: u64) -> Result<(), Error> {
+        Err(no_ledger())
+    }
+}
+
+fn no_ledger() -> Error {
+    Error::Unavailable("payments need the host's ledger: try them on `superapp serve`".into())
 }
 
 /// The dev loop's notifier: keeps messages and prints them to stderr.

@@ -3,11 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Subcommand;
 
 use crate::audit::{verify, ChainError};
-use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -24,19 +22,7 @@ pub enum AuditCommand {
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCommand::VerifyLog { data_dir } => {
-            let path = data_dir.join("store");
-            if !path.exists() {
-                anyhow::bail!(
-                    "{} has no store (is it a superapp data directory?)",
-                    data_dir.display()
-                );
-            }
-            let store = Store::open(&path).with_context(|| {
-                format!(
-                    "cannot open the store in {} (a running server holds it locked)",
-                    data_dir.display()
-                )
-            })?;
+            let store = super::open_store(&data_dir)?;
             match verify(&store) {
                 Ok(count) => {
                     println!("ok: the audit log's {count} entries form an unbroken chain");

@@ -4,6 +4,7 @@
 mod audit;
 mod plugin;
 mod serve;
+mod wallet;
 
 use std::process::ExitCode;
 
@@ -28,11 +29,14 @@ enum Command {
     /// session-ttl-secs, login-max-failures-per-user,
     /// login-max-failures-per-client, login-window-secs, max-body-bytes,
     /// request-timeout-secs, max-message-bytes, ws-queue, heartbeat-secs,
-    /// cookie-secure.
+    /// cookie-secure, payment-ttl-secs.
     Serve(serve::ServeArgs),
     /// Auditors' tools: verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Operators' ledger tools: top up a wallet, check the ledger.
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
     /// Write, build, check and try mini-programs.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -47,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Wallet(cmd) => wallet::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -55,6 +60,24 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Open the store of a server's data directory, for the offline tools.
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<crate::store::Store>> {
+    use anyhow::Context as _;
+    let path = data_dir.join("store");
+    if !path.exists() {
+        anyhow::bail!(
+            "{} has no store (is it a superapp data directory?)",
+            data_dir.display()
+        );
+    }
+    crate::store::Store::open(&path).with_context(|| {
+        format!(
+            "cannot open the store in {} (a running server holds it locked)",
+            data_dir.display()
+        )
+    })
 }
 
 /// Log to stderr; `RUST_LOG` overrides the default (warnings, plus what

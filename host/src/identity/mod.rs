@@ -238,25 +238,25 @@ impl Identity {
         Ok(user)
     }
 
-    pub async fn login(
+    /// Check `password` for `username` under the failed-attempt throttles
+    /// (per username, per client address). Login and step-up confirmation
+    /// share the counters, so a stolen session cannot be used to guess the
+    /// password through a payment sheet.
+    async fn check_password(
         &self,
         username: &str,
         password: &str,
         client: IpAddr,
-    ) -> Result<NewSession, IdentityError> {
+    ) -> Result<User, IdentityError> {
         let username = normalize_username(username).map_err(|_| IdentityError::BadCredentials)?;
         let user_key = format!("user:{username}");
         let client_key = format!("client:{client}");
-        for key in [&user_key, &client_key] {
-            let throttle = if key == &user_key {
-                &self.users_throttle
-            } else {
-                &self.clients_throttle
-            };
-            throttle
-                .check(key)
-                .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
-        }
+        self.users_throttle
+            .check(&user_key)
+            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
+        self.clients_throttle
+            .check(&client_key)
+            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
         let stored: Option<StoredUser> =
             match self.store.get_raw(Tree::Usernames, username.as_bytes())? {
                 Some(id) => self.store.get(Tree::Users, &id)?,
@@ -276,6 +276,33 @@ impl Identity {
             return Err(IdentityError::BadCredentials);
         };
         self.users_throttle.clear(&user_key);
+        Ok(user)
+    }
+
+    /// Step-up authentication: the signed-in `user` proves presence by
+    /// entering the password again (to confirm a payment, for example).
+    pub async fn confirm_password(
+        &self,
+        user: &User,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<(), IdentityError> {
+        let found = self
+            .check_password(&user.username, password, client)
+            .await?;
+        if found.id != user.id {
+            return Err(IdentityError::BadCredentials);
+        }
+        Ok(())
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<NewSession, IdentityError> {
+        let user = self.check_password(username, password, client).await?;
 
         let token = B64URL.encode(random_bytes::<32>());
         let now = now_secs();
@@ -364,12 +391,18 @@ impl Identity {
     }
 
     pub fn find_by_username(&self, username: &str) -> Result<Option<User>, IdentityError> {
-        let Ok(name) = normalize_username(username) else {
-            return Ok(None);
-        };
-        match self.store.get_raw(Tree::Usernames, name.as_bytes())? {
-            Some(id) => self.user(&String::from_utf8_lossy(&id)),
-            None => Ok(None),
-        }
+        find_user(&self.store, username)
     }
+}
+
+/// Look a user up by username in `store`: for offline admin tools, which
+/// have no running identity service.
+pub fn find_user(store: &Store, username: &str) -> Result<Option<User>, IdentityError> {
+    let Ok(name) = normalize_username(username) else {
+        return Ok(None);
+    };
+    let Some(id) = store.get_raw(Tree::Usernames, name.as_bytes())? else {
+        return Ok(None);
+    };
+    Ok(store.get::<StoredUser>(Tree::Users, &id)?.map(|s| s.user))
 }

@@ -42,10 +42,18 @@ pub enum Tree {
     Prompts,
     /// user ‖ audit seq → () : each user's slice of the audit log.
     AuditByUser,
+    /// Ledger account key → account record (balance, posting count).
+    Accounts,
+    /// Ledger account key ‖ posting seq → one leg of a transfer.
+    Postings,
+    /// Transfers by id, and idempotency keys (scope ‖ key → transfer id).
+    Transfers,
+    /// Payment orders by id, their idempotency keys and expiry index.
+    Orders,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 14] = [
+    pub const ALL: [Tree; 18] = [
         Tree::Meta,
         Tree::Users,
         Tree::Usernames,
@@ -60,6 +68,10 @@ impl Tree {
         Tree::Grants,
         Tree::Prompts,
         Tree::AuditByUser,
+        Tree::Accounts,
+        Tree::Postings,
+        Tree::Transfers,
+        Tree::Orders,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +90,10 @@ impl Tree {
             Tree::Grants => "grants",
             Tree::Prompts => "prompts",
             Tree::AuditByUser => "audit-by-user",
+            Tree::Accounts => "ledger-accounts",
+            Tree::Postings => "ledger-postings",
+            Tree::Transfers => "ledger-transfers",
+            Tree::Orders => "payment-orders",
         }
     }
 

@@ -36,7 +36,11 @@ impl App for Probe {
 
     fn event(_ctx: &Context, event: Event) -> Result<View, AppError> {
         let Event::Action(a) = event else {
-            return Ok(View::new("probe").text(format!("event: {event:?}")));
+            // Host events are also kept, so a test can read the last one
+            // even when nobody saw the view drawn for it.
+            let text = format!("event: {event:?}");
+            let _ = storage::set(b"last-event", text.as_bytes());
+            return Ok(View::new("probe").text(text));
         };
         let key = a.field("key").unwrap_or("k").as_bytes().to_vec();
         let out = match a.name.as_str() {
@@ -68,12 +72,20 @@ impl App for Probe {
             "notify" => report(notify::send(a.value.as_deref().unwrap_or("hello"))),
             "share-card" => report(notify::share_card(AppCard::new("dev.superapp.hello", "Hello"))),
             "payments" => report(payments::request(&payments::PaymentRequest {
-                amount: 500,
-                currency: "EUR".into(),
-                description: "probe".into(),
-                idempotency_key: "probe-1".into(),
+                amount: a.field("amount").and_then(|v| v.parse().ok()).unwrap_or(500),
+                currency: a.field("currency").unwrap_or("EUR").into(),
+                description: a.field("description").unwrap_or("probe").into(),
+                idempotency_key: a.field("idempotency-key").unwrap_or("probe-1").into(),
             })),
+            "payment-status" => report(payments::status(a.value.as_deref().unwrap_or(""))),
+            "refund" => {
+                let amount = a.field("amount").and_then(|v| v.parse().ok()).unwrap_or(0);
+                report(payments::refund(a.value.as_deref().unwrap_or(""), amount))
+            }
             "documents" => report(documents::request("insurance-card", &["policy-number".to_string()], "probe")),
+            "last-event" => report(
+                storage::get(b"last-event").map(|v| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned()),
+            ),
             "clock" => format!("ok: {}", clock::unix_seconds()),
             "random" => format!("ok: {}", random::bytes(64).len()),
             other => return Err(AppError::BadRequest(format!("unknown probe `{other}`"))),

@@ -1,0 +1,547 @@
+//! The payments capability and the wallet: money moves only when the user
+//! confirms a host-drawn sheet with their password, and the ledger's sums
+//! hold through concurrency and crashes.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::apps::{serve, serve_with, setup, texts, Setup};
+use crate::common::*;
+
+const PROBE: &str = "dev.superapp.testing.probe";
+
+/// `superapp wallet …` against a stopped server's data directory.
+fn wallet_cli(data: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
+        .arg("wallet")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn topup(data: &Path, user: &str, amount: u64) {
+    let (ok, out) = wallet_cli(data, &["topup", user, &amount.to_string()]);
+    assert!(ok, "{out}");
+}
+
+/// Stop the server, top every user up through the admin CLI, start again
+/// and sign the users back in.
+async fn with_money(
+    s: &Setup,
+    server: Server,
+    users: &[(&str, u64)],
+    env: &[(&str, &str)],
+) -> (Server, Vec<Client>) {
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+    for (user, amount) in users.iter().filter(|(_, a)| *a > 0) {
+        topup(&s.data, user, *amount);
+    }
+    let server = serve_with(s, env);
+    let mut clients = Vec::new();
+    for (user, _) in users {
+        let mut c = Client::new(&server);
+        c.token = Some(c.login(user, &format!("{user}-password")).await);
+        clients.push(c);
+    }
+    (server, clients)
+}
+
+async fn action(
+    client: &Client,
+    app: &str,
+    name: &str,
+    value: Option<&str>,
+    fields: Value,
+) -> String {
+    let (status, v) = client
+        .post(
+            &format!("/apps/{app}/events"),
+            json!({"name": name, "value": value, "fields": fields}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    texts(&v)[0].clone()
+}
+
+/// Ask for a payment through the probe; returns the order id.
+async fn request(client: &Client, app: &str, amount: u64, key: &str) -> String {
+    let out = action(
+        client,
+        app,
+        "payments",
+        None,
+        json!({"amount": amount.to_string(), "idempotency-key": key, "description": "Consultation"}),
+    )
+    .await;
+    out.strip_prefix("ok: \"")
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no order id in {out}"))
+        .to_string()
+}
+
+async fn balance(client: &Client) -> i64 {
+    let (status, w) = client.get("/wallet").await;
+    assert_eq!(status, StatusCode::OK, "{w}");
+    w["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["currency"] == "EUR")
+        .map_or(0, |a| a["balance"].as_i64().unwrap())
+}
+
+async fn confirm(client: &Client, order: &str, password: &str) -> (StatusCode, Value) {
+    client
+        .post(
+            &format!("/prompts/{order}/approve"),
+            json!({"password": password}),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn payment_moves_money_only_after_the_user_confirms_with_the_password() {
+    let s = setup(&["testing/probe"]);
+    let server = serve(&s);
+    Client::signed_up(&server, "alice").await;
+    let (server, clients) = with_money(&s, server, &[("alice", 10_000)], &[]).await;
+    let alice = &clients[0];
+    assert_eq!(balance(alice).await, 10_000);
+
+    let order = request(alice, PROBE, 1_500, "visit-1").await;
+    // Asking moves nothing: the order waits for the user.
+    assert_eq!(balance(alice).await, 10_000);
+    let (_, prompts) = alice.get("/prompts").await;
+    let prompts = prompts.as_array().unwrap().clone();
+    assert_eq!(prompts.len(), 1, "{prompts:?}");
+    let sheet = &prompts[0];
+    assert_eq!(sheet["kind"], "payment");
+    assert_eq!(sheet["id"], order.as_str());
+    assert_eq!(sheet["payment"]["merchant"], "superapp tests");
+    assert_eq!(sheet["payment"]["amount"], 1_500);
+    assert_eq!(sheet["payment"]["currency"], "EUR");
+    assert_eq!(sheet["payment"]["description"], "Consultation");
+
+    // The same key and request is the same order; a different request
+    // under that key is refused.
+    assert_eq!(request(alice, PROBE, 1_500, "visit-1").await, order);
+    let reused = action(
+        alice,
+        PROBE,
+        "payments",
+        None,
+        json!({"amount": "9999", "idempotency-key": "visit-1", "description": "Consultation"}),
+    )
+    .await;
+    assert!(reused.starts_with("err: invalid"), "{reused}");
+    assert_eq!(alice.get("/prompts").await.1.as_array().unwrap().len(), 1);
+
+    // Step-up: no password, or the wrong one, pays nothing.
+    let (status, body) = alice
+        .post(&format!("/prompts/{order}/approve"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = confirm(alice, &order, "not-the-password").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "wrong-password");
+    assert_eq!(balance(alice).await, 10_000);
+    assert_eq!(alice.get("/prompts").await.1.as_array().unwrap().len(), 1);
+
+    let (status, body) = confirm(alice, &order, "alice-password").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["order"]["state"], "paid");
+    assert_eq!(body["prompt"]["status"], "approved");
+    let seen = texts(&json!({"view": body["view"]}))[0].clone();
+    assert!(seen.contains(&order) && seen.contains("Paid"), "{seen}");
+    assert_eq!(balance(alice).await, 8_500);
+
+    // Confirming again (a double click, a replayed request) pays once.
+    let (status, body) = confirm(alice, &order, "alice-password").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(balance(alice).await, 8_500);
+    let (_, history) = alice.get("/wallet/transactions?currency=EUR").await;
+    let items = history["transactions"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{history}");
+    assert_eq!(items[0]["kind"], "payment");
+    assert_eq!(items[0]["amount"], -1_500);
+    assert_eq!(items[0]["counterparty"]["name"], "superapp tests");
+    assert_eq!(items[0]["order"], order.as_str());
+    assert_eq!(items[1]["kind"], "topup");
+
+    // The app sees the outcome, and refunds up to what was paid.
+    assert_eq!(
+        action(alice, PROBE, "payment-status", Some(&order), json!({})).await,
+        "ok: OrderStatus::Settled(PaymentOutcome::Paid)"
+    );
+    assert_eq!(
+        action(
+            alice,
+            PROBE,
+            "refund",
+            Some(&order),
+            json!({"amount": "1000"})
+        )
+        .await,
+        "ok: ()"
+    );
+    assert_eq!(
+        action(alice, PROBE, "payment-status", Some(&order), json!({})).await,
+        "ok: OrderStatus::Refunded(1000)"
+    );
+    let over = action(
+        alice,
+        PROBE,
+        "refund",
+        Some(&order),
+        json!({"amount": "501"}),
+    )
+    .await;
+    assert!(over.starts_with("err: invalid"), "{over}");
+    assert_eq!(balance(alice).await, 9_500);
+    assert_eq!(
+        action(
+            alice,
+            PROBE,
+            "refund",
+            Some(&order),
+            json!({"amount": "500"})
+        )
+        .await,
+        "ok: ()"
+    );
+    assert_eq!(balance(alice).await, 10_000);
+    let unknown = action(
+        alice,
+        PROBE,
+        "payment-status",
+        Some("no-such-order"),
+        json!({}),
+    )
+    .await;
+    assert!(unknown.starts_with("err: not-found"), "{unknown}");
+
+    // The privacy report names every step, with amounts and no password.
+    let (_, log) = alice.get(&format!("/me/access-log?app={PROBE}")).await;
+    let kinds: Vec<(String, String)> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"].as_str().unwrap().starts_with("payment."))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("payment.request", "pending"),
+        ("payment.confirm", "wrong-password"),
+        ("payment.confirm", "paid"),
+        ("payment.refund", "refunded"),
+    ] {
+        assert!(
+            kinds.contains(&(expected.0.to_string(), expected.1.to_string())),
+            "{expected:?} missing from {kinds:?}"
+        );
+    }
+    assert!(!log.to_string().contains("alice-password"));
+    drop(server);
+}
+
+#[tokio::test]
+async fn decline_insufficient_funds_and_expiry_reach_the_app() {
+    let s = setup(&["testing/probe"]);
+    let server = serve(&s);
+    Client::signed_up(&server, "alice").await;
+    Client::signed_up(&server, "bob").await;
+    let ttl = [("SUPERAPP_PAYMENT_TTL_SECS", "2")];
+    let (server, clients) = with_money(&s, server, &[("alice", 1_000), ("bob", 0)], &ttl).await;
+    let (alice, bob) = (&clients[0], &clients[1]);
+
+    let declined = request(alice, PROBE, 300, "a").await;
+    let (status, body) = alice
+        .post(&format!("/prompts/{declined}/deny"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["order"]["state"], "declined");
+    let seen = texts(&json!({"view": body["view"]}))[0].clone();
+    assert!(seen.contains("Declined"), "{seen}");
+    assert_eq!(balance(alice).await, 1_000);
+    let (status, _) = confirm(alice, &declined, "alice-password").await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a declined order stays declined"
+    );
+
+    // Not enough money: nothing moves, and the sheet stays open.
+    let broke = request(bob, PROBE, 300, "b").await;
+    let (status, body) = confirm(bob, &broke, "bob-password").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient-funds");
+    assert_eq!(bob.get("/prompts").await.1.as_array().unwrap().len(), 1);
+    // Another user cannot answer bob's sheet.
+    let (status, _) = confirm(alice, &broke, "alice-password").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Unanswered sheets expire and the app is told.
+    let expiring = request(alice, PROBE, 200, "c").await;
+    let mut waited = 0;
+    while !alice.get("/prompts").await.1.as_array().unwrap().is_empty() {
+        assert!(waited < 100, "the sheet never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let last = action(alice, PROBE, "last-event", None, json!({})).await;
+    assert!(
+        last.contains(&expiring) && last.contains("Expired"),
+        "{last}"
+    );
+    assert_eq!(
+        action(alice, PROBE, "payment-status", Some(&expiring), json!({})).await,
+        "ok: OrderStatus::Settled(PaymentOutcome::Expired)"
+    );
+    let (status, _) = confirm(alice, &expiring, "alice-password").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(balance(alice).await, 1_000);
+    assert!(
+        bob.get("/prompts").await.1.as_array().unwrap().is_empty(),
+        "bob's expired too"
+    );
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_plugin_cannot_refund_or_read_another_publishers_order() {
+    let s = setup(&["testing/probe"]);
+    // A second app from another publisher: same component, its own manifest.
+    let other = s.apps.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let manifest = std::fs::read_to_string(s.apps.join("probe/plugin.toml"))
+        .unwrap()
+        .replace(PROBE, "dev.superapp.testing.other")
+        .replace(
+            "publisher = \"superapp tests\"",
+            "publisher = \"another publisher\"",
+        );
+    std::fs::write(other.join("plugin.toml"), manifest).unwrap();
+    std::fs::copy(s.apps.join("probe/probe.wasm"), other.join("other.wasm")).unwrap();
+    let server = serve(&s);
+    Client::signed_up(&server, "alice").await;
+    let (server, clients) = with_money(&s, server, &[("alice", 1_000)], &[]).await;
+    let alice = &clients[0];
+    let order = request(alice, PROBE, 700, "k").await;
+    let (status, body) = confirm(alice, &order, "alice-password").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let other = "dev.superapp.testing.other";
+    let refund = action(
+        alice,
+        other,
+        "refund",
+        Some(&order),
+        json!({"amount": "700"}),
+    )
+    .await;
+    assert!(refund.starts_with("err: denied"), "{refund}");
+    let status = action(alice, other, "payment-status", Some(&order), json!({})).await;
+    assert!(status.starts_with("err: denied"), "{status}");
+    assert_eq!(balance(alice).await, 300);
+    drop(server);
+}
+
+/// A small deterministic generator, so a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+/// Fire `count` random transfers among `users` at once; returns how many
+/// the server accepted.
+async fn burst(
+    users: &[Client],
+    names: &[String],
+    count: usize,
+    seed: u64,
+    answered: Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<Option<bool>>> {
+    let mut rng = Lcg(seed);
+    (0..count)
+        .map(|i| {
+            let from = rng.next(users.len() as u64) as usize;
+            let to = (from + 1 + rng.next(users.len() as u64 - 1) as usize) % users.len();
+            let amount = 1 + rng.next(3_000);
+            let client = users[from].clone();
+            let answered = answered.clone();
+            let body = json!({
+                "to": names[to],
+                "amount": amount,
+                "currency": "EUR",
+                "idempotency_key": format!("{seed}-{i}"),
+                "password": format!("{}-password", names[from]),
+            });
+            tokio::spawn(async move {
+                // Not `Client::post`: a request cut off by a crash is an
+                // expected outcome here, not a test failure.
+                let resp = client
+                    .http
+                    .post(format!("{}/wallet/transfers", client.base))
+                    .bearer_auth(client.token.as_deref().unwrap_or_default())
+                    .json(&body)
+                    .send()
+                    .await
+                    .ok()?;
+                let status = resp.status();
+                let body: Value = resp.json().await.ok()?;
+                answered.fetch_add(1, Ordering::SeqCst);
+                assert!(
+                    status == StatusCode::CREATED || body["error"]["code"] == "insufficient-funds",
+                    "{status} {body}"
+                );
+                Some(status == StatusCode::CREATED)
+            })
+        })
+        .collect()
+}
+
+async fn total(users: &[Client]) -> i64 {
+    let mut sum = 0;
+    for u in users {
+        let b = balance(u).await;
+        assert!(b >= 0, "a negative balance: {b}");
+        sum += b;
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_and_a_crash_keep_every_balance_summing_to_what_was_issued() {
+    let s = setup(&[]);
+    let server = serve(&s);
+    let names: Vec<String> = (0..10).map(|i| format!("user{i}")).collect();
+    for n in &names {
+        Client::signed_up(&server, n).await;
+    }
+    let money: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 10_000)).collect();
+    let (server, users) = with_money(&s, server, &money, &[]).await;
+    let issued = 100_000;
+
+    // An idempotent retry pays once.
+    let retry = json!({"to": "user1", "amount": 5, "currency": "EUR", "idempotency_key": "once", "password": "user0-password"});
+    for _ in 0..2 {
+        let (status, body) = users[0].post("/wallet/transfers", retry.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    assert_eq!(balance(&users[0]).await, 9_995);
+    // A wrong password moves nothing.
+    let (status, _) = users[0]
+        .post("/wallet/transfers", json!({"to": "user1", "amount": 5, "currency": "EUR", "idempotency_key": "x", "password": "wrong-password"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let mut accepted = 0;
+    for t in burst(&users, &names, 1_000, 7, Default::default()).await {
+        accepted += t.await.unwrap().expect("no crash in this burst") as usize;
+    }
+    assert!(
+        accepted > 500,
+        "only {accepted} of 1000 transfers went through"
+    );
+    assert_eq!(total(&users).await, issued);
+
+    // kill -9 in the middle of the next burst.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let tasks = burst(&users, &names, 1_000, 8, answered.clone()).await;
+    while answered.load(Ordering::SeqCst) < 100 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::task::spawn_blocking(move || server.kill9())
+        .await
+        .unwrap();
+    let (mut done, mut cut) = (0, 0);
+    for t in tasks {
+        // Requests cut off by the kill fail on the client side.
+        match t.await.unwrap() {
+            Some(_) => done += 1,
+            None => cut += 1,
+        }
+    }
+    eprintln!("the kill cut {cut} of 1000 transfers; {done} were answered");
+    assert!(cut > 0, "the server was killed after the burst, not in it");
+    let (ok, report) = wallet_cli(&s.data, &["check"]);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains(&format!("EUR: issued {issued}, held {issued}")),
+        "{report}"
+    );
+
+    let server = serve(&s);
+    let mut again = Vec::new();
+    for n in &names {
+        let mut c = Client::new(&server);
+        c.token = Some(c.login(n, &format!("{n}-password")).await);
+        again.push(c);
+    }
+    assert_eq!(total(&again).await, issued);
+}
+
+#[test]
+fn wallet_topup_refuses_unknown_users_and_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (ok, out) = wallet_cli(&data, &["topup", "nobody", "100"]);
+    assert!(!ok && out.contains("no store"), "{out}");
+    let server = Server::start_in(&data, &[]);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(Client::signed_up(&server, "alice"));
+    // A running server holds the store: the tool says so.
+    let (ok, out) = wallet_cli(&data, &["topup", "alice", "100"]);
+    assert!(!ok && out.contains("running server"), "{out}");
+    assert!(server.terminate().success());
+    let (ok, out) = wallet_cli(&data, &["topup", "nobody", "100"]);
+    assert!(!ok && out.contains("no user `nobody`"), "{out}");
+    let (ok, out) = wallet_cli(&data, &["topup", "alice", "100", "--currency", "eur"]);
+    assert!(!ok && out.contains("not a currency code"), "{out}");
+    let (ok, out) = wallet_cli(&data, &["topup", "alice", "12.50"]);
+    assert!(!ok && out.contains("invalid value"), "{out}");
+    let (ok, out) = wallet_cli(
+        &data,
+        &["topup", "alice", "1250", "--idempotency-key", "t1"],
+    );
+    assert!(ok && out.contains("balance 1250 EUR"), "{out}");
+    let (ok, out) = wallet_cli(
+        &data,
+        &["topup", "alice", "1250", "--idempotency-key", "t1"],
+    );
+    assert!(
+        ok && out.contains("balance 1250 EUR"),
+        "a retried top-up issues once: {out}"
+    );
+    let (ok, out) = wallet_cli(&data, &["check"]);
+    assert!(ok && out.contains("EUR: issued 1250, held 1250"), "{out}");
+}

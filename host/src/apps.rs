@@ -15,6 +15,8 @@ use crate::capabilities::{
     BoxFuture, Notifier, ProfileDirectory, ProfileInfo, Pseudonyms, Services,
 };
 use crate::consent::Consent;
+use crate::documents::requests::Requests;
+use crate::documents::{Documents, HostKey};
 use crate::identity::Identity;
 use crate::identity::Throttle;
 use crate::ledger::orders::Orders;
@@ -97,6 +99,9 @@ pub struct Apps {
     pub store: Arc<Store>,
     pub ledger: Arc<Ledger>,
     pub orders: Arc<Orders>,
+    pub documents: Arc<Documents>,
+    pub requests: Arc<Requests>,
+    pub host_key: Arc<HostKey>,
     apps: BTreeMap<String, App>,
 }
 
@@ -131,6 +136,14 @@ impl Apps {
         let consent = Arc::new(Consent::new(store.clone(), audit.clone()));
         let ledger = Arc::new(Ledger::new(store.clone()));
         let orders = Arc::new(Orders::new(store.clone(), audit.clone(), config.order_ttl));
+        let documents = Arc::new(Documents::new(store.clone()));
+        let host_key = Arc::new(HostKey::load_or_create(data_dir)?);
+        let requests = Arc::new(Requests::new(
+            store.clone(),
+            audit.clone(),
+            documents.clone(),
+            host_key.clone(),
+        ));
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(data_dir.join("cache")),
             ..RuntimeConfig::default()
@@ -147,6 +160,7 @@ impl Apps {
                 window: Throttle::new(NOTIFY_PER_HOUR, std::time::Duration::from_secs(3600)),
             }),
             payments: orders.clone(),
+            documents: requests.clone(),
         });
         let mut apps = BTreeMap::new();
         if let Some(dir) = dir {
@@ -173,6 +187,9 @@ impl Apps {
             store,
             ledger,
             orders,
+            documents,
+            requests,
+            host_key,
             apps,
         })
     }

@@ -56,6 +56,24 @@ pub enum PromptKind {
     /// Pay `payment.amount` to the app's publisher (capability: payments).
     /// Approving needs the user's password; the prompt id is the order id.
     Payment,
+    /// Disclose fields of a credential (capability: documents); the user
+    /// may untick fields. The prompt id is the request id.
+    Document,
+}
+
+/// What a document sheet shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentSheet {
+    pub request_id: String,
+    pub credential_type: String,
+    /// The fields the app asks for, in its order.
+    pub fields: Vec<String>,
+    pub purpose: String,
+    /// The issuer of the user's credential of this type, if the user has
+    /// one; `None` means there is nothing to share (only declining works).
+    pub issuer: Option<String>,
+    /// Of `fields`, those the credential holds.
+    pub available: Vec<String>,
 }
 
 /// What a payment sheet shows: everything the user agrees to.
@@ -82,6 +100,9 @@ pub struct Prompt {
     /// For a payment prompt: the sheet the user confirms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment: Option<PaymentSheet>,
+    /// For a document prompt: the fields asked for and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<DocumentSheet>,
     pub id: String,
     pub app: String,
     pub app_name: String,
@@ -130,7 +151,7 @@ pub enum ConsentError {
     NotFound,
     #[error("this prompt was already answered")]
     Answered,
-    #[error("a payment sheet is answered through its order")]
+    #[error("payment and document sheets are answered through their own requests")]
     WrongKind,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -249,7 +270,7 @@ impl Consent {
         if prompt.status != PromptStatus::Pending {
             return Err(ConsentError::Answered);
         }
-        if prompt.kind == PromptKind::Payment {
+        if matches!(prompt.kind, PromptKind::Payment | PromptKind::Document) {
             return Err(ConsentError::WrongKind);
         }
         prompt.status = if approve {
@@ -316,16 +337,12 @@ impl Consent {
         app: &Manifest,
         card: crate::messaging::Card,
     ) -> Result<(), StoreError> {
-        let reason = app
-            .declared
-            .iter()
-            .find(|d| d.capability == Capability::Notify)
-            .map(|d| d.reason.clone())
-            .unwrap_or_default();
+        let reason = app.reason(Capability::Notify);
         let prompt = Prompt {
             kind: PromptKind::ShareCard,
             card: Some(card),
             payment: None,
+            document: None,
             id: new_id(),
             app: app.id.clone(),
             app_name: app.name.clone(),
@@ -366,16 +383,12 @@ impl Consent {
         if self.pending_for(user, &app.id, capability)? {
             return Ok(());
         }
-        let reason = app
-            .declared
-            .iter()
-            .find(|d| d.capability == capability)
-            .map(|d| d.reason.clone())
-            .unwrap_or_default();
+        let reason = app.reason(capability);
         let prompt = Prompt {
             kind: PromptKind::Consent,
             card: None,
             payment: None,
+            document: None,
             id: new_id(),
             app: app.id.clone(),
             app_name: app.name.clone(),

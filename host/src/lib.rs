@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod consent;
 pub mod contract;
+pub mod documents;
 pub mod identity;
 pub mod ledger;
 pub mod manifest;

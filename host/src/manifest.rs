@@ -192,6 +192,16 @@ impl Manifest {
         self.declared.iter().any(|d| d.capability == capability)
     }
 
+    /// The reason the manifest gives for `capability` (empty if undeclared):
+    /// what users and auditors are shown.
+    pub fn reason(&self, capability: Capability) -> String {
+        self.declared
+            .iter()
+            .find(|d| d.capability == capability)
+            .map(|d| d.reason.clone())
+            .unwrap_or_default()
+    }
+
     pub fn capabilities(&self) -> impl Iterator<Item = Capability> + '_ {
         self.declared.iter().map(|d| d.capability)
     }

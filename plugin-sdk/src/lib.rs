@@ -60,6 +60,7 @@ extern crate self as superapp_sdk;
 
 pub mod bindings;
 pub mod capabilities;
+pub mod credentials;
 mod export;
 pub mod view;
 

@@ -288,7 +288,7 @@ async fn shared_storage_is_shared_by_users_with_cas_and_increment() {
 }
 
 #[tokio::test]
-async fn payments_and_documents_are_unavailable_until_their_services_exist() {
+async fn payments_and_documents_are_unavailable_in_the_dev_loop_without_a_ledger_or_wallet() {
     let rt = runtime();
     let svc = services(&[]);
     let pay = probe(&rt, &svc, "alice", "payments", None, &[]).await;

@@ -5,6 +5,7 @@ mod accounts;
 mod apps;
 mod audit;
 mod common;
+mod documents;
 mod durability;
 mod live;
 mod messaging;

@@ -49,8 +49,14 @@ async fn answer(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pending = state.apps.consent.prompt(&auth.user.id, &id)?;
-    if pending.kind == PromptKind::Payment {
-        return super::wallet::answer_payment(&state, &auth, client, &id, approve, &body).await;
+    match pending.kind {
+        PromptKind::Payment => {
+            return super::wallet::answer_payment(&state, &auth, client, &id, approve, &body).await
+        }
+        PromptKind::Document => {
+            return super::documents::answer_document(&state, &auth, &id, approve, &body).await
+        }
+        PromptKind::Consent | PromptKind::ShareCard => {}
     }
     // Approving a share names the chat, which must be one of the user's.
     let target = if pending.kind == PromptKind::ShareCard && approve {

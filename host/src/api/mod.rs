@@ -6,6 +6,7 @@ mod apps;
 mod auth;
 mod consent;
 mod conversations;
+mod documents;
 mod error;
 mod wallet;
 mod ws;
@@ -142,6 +143,24 @@ fn routes() -> Routes {
         get(wallet::transactions),
     )
     .add(Method::POST, "/wallet/transfers", post(wallet::transfer))
+    .add(Method::GET, "/me/documents", get(documents::wallet))
+    .add(
+        Method::POST,
+        "/credentials",
+        post(documents::submit_credential),
+    )
+    .add(
+        Method::POST,
+        "/revocations",
+        post(documents::submit_revocation),
+    )
+    .add(Method::GET, "/issuers", get(documents::issuers))
+    .add(
+        Method::GET,
+        "/issuers/{id}/revoked",
+        get(documents::revoked),
+    )
+    .add(Method::GET, "/host-key", get(documents::host_key))
     .add(Method::GET, "/openapi.json", on(MethodFilter::GET, openapi))
 }
 

@@ -1,13 +1,17 @@
 //! `documents`: credential fields disclosed with the user's field-by-field
-//! approval. The document wallet is not part of this host yet, so every call
-//! that passes the manifest check answers `unavailable`.
+//! approval in a host-drawn sheet. The call only creates the request; the
+//! app hears the answer as a `document` event holding the approved claims
+//! and a presentation its backend can verify offline.
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::HostState;
+use super::{DocumentDesk, HostState};
 use crate::bindings::superapp::plugin::documents as wit;
 use crate::bindings::superapp::plugin::types::Error;
 use crate::contract::Capability;
+use crate::documents::requests::Requests;
+use crate::documents::DocumentError;
+use crate::manifest::Manifest;
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
@@ -16,14 +20,39 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 impl wit::Host for HostState {
     async fn request(
         &mut self,
-        _credential_type: String,
-        _fields: Vec<String>,
-        _purpose: String,
+        credential_type: String,
+        fields: Vec<String>,
+        purpose: String,
     ) -> wasmtime::Result<Result<String, Error>> {
-        Ok(self
-            .require(Capability::Documents)
-            .and(Err(Error::Unavailable(
-                "the document wallet is not available on this host".into(),
-            ))))
+        let args = serde_json::json!([credential_type, fields, purpose]).to_string();
+        if let Err(e) = self.require_with(Capability::Documents, Some(args.as_bytes())) {
+            return Ok(Err(e));
+        }
+        Ok(self.services.documents.request(
+            &self.user,
+            &self.app,
+            &credential_type,
+            &fields,
+            &purpose,
+        ))
+    }
+}
+
+impl DocumentDesk for Requests {
+    fn request(
+        &self,
+        user: &str,
+        app: &Manifest,
+        credential_type: &str,
+        fields: &[String],
+        purpose: &str,
+    ) -> Result<String, Error> {
+        Requests::request(self, user, app, credential_type, fields, purpose).map_err(|e| match e {
+            DocumentError::Store(e) => {
+                tracing::error!(error = %e, "document store failed");
+                Error::Unavailable("documents are temporarily unavailable".into())
+            }
+            other => Error::Invalid(other.to_string()),
+        })
     }
 }

@@ -18,8 +18,9 @@ mod services;
 use std::sync::Arc;
 
 pub use services::{
-    BoxFuture, ConsentGate, ConsentState, DevConsent, DevNotifier, DevProfiles, NoPayments,
-    Notifier, PaymentDesk, ProfileDirectory, ProfileInfo, Pseudonyms, Services,
+    BoxFuture, ConsentGate, ConsentState, DevConsent, DevNotifier, DevProfiles, DocumentDesk,
+    NoDocuments, NoPayments, Notifier, PaymentDesk, ProfileDirectory, ProfileInfo, Pseudonyms,
+    Services,
 };
 
 use crate::bindings::superapp::plugin::types::Error;

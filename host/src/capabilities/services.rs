@@ -25,6 +25,7 @@ pub struct Services {
     pub profiles: Arc<dyn ProfileDirectory>,
     pub notifier: Arc<dyn Notifier>,
     pub payments: Arc<dyn PaymentDesk>,
+    pub documents: Arc<dyn DocumentDesk>,
 }
 
 impl Services {
@@ -39,6 +40,7 @@ impl Services {
             profiles: Arc::new(DevProfiles),
             notifier: Arc::new(DevNotifier::default()),
             payments: Arc::new(NoPayments),
+            documents: Arc::new(NoDocuments),
         }
     }
 }
@@ -181,6 +183,38 @@ impl PaymentDesk for NoPayments {
 
 fn no_ledger() -> Error {
     Error::Unavailable("payments need the host's ledger: try them on `superapp serve`".into())
+}
+
+/// Takes document disclosure requests for the `documents` capability.
+pub trait DocumentDesk: Send + Sync {
+    /// Put a sheet asking for `fields` of a `credential_type` credential in
+    /// front of the user; returns the request id.
+    fn request(
+        &self,
+        user: &str,
+        app: &Manifest,
+        credential_type: &str,
+        fields: &[String],
+        purpose: &str,
+    ) -> Result<String, Error>;
+}
+
+/// Where no document wallet exists (the provider's dev loop).
+pub struct NoDocuments;
+
+impl DocumentDesk for NoDocuments {
+    fn request(
+        &self,
+        _: &str,
+        _: &Manifest,
+        _: &str,
+        _: &[String],
+        _: &str,
+    ) -> Result<String, Error> {
+        Err(Error::Unavailable(
+            "documents need the host's wallet: try them on `superapp serve`".into(),
+        ))
+    }
 }
 
 /// The dev loop's notifier: keeps messages and prints them to stderr.

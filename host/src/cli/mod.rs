@@ -2,6 +2,7 @@
 //! end here as a readable message and a non-zero exit code.
 
 mod audit;
+mod documents;
 mod plugin;
 mod serve;
 mod wallet;
@@ -34,6 +35,12 @@ enum Command {
     /// Auditors' tools: verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Document issuers' tools: keys, registration, issuing, revoking.
+    #[command(subcommand)]
+    Issuer(documents::IssuerCommand),
+    /// Verify document presentations offline.
+    #[command(subcommand)]
+    Documents(documents::DocumentsCommand),
     /// Operators' ledger tools: top up a wallet, check the ledger.
     #[command(subcommand)]
     Wallet(wallet::WalletCommand),
@@ -52,6 +59,8 @@ pub fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Wallet(cmd) => wallet::run(cmd),
+        Command::Issuer(cmd) => documents::run_issuer(cmd),
+        Command::Documents(cmd) => documents::run_documents(cmd),
     };
     match result {
         Ok(code) => code,

@@ -18,7 +18,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 pub use password::PasswordHash;
-pub use secret::load_or_create_secret;
+pub use secret::{load_or_create_private, load_or_create_secret};
 pub use throttle::Throttle;
 
 use crate::capabilities::Pseudonyms;

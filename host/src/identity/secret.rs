@@ -14,25 +14,39 @@ pub const SECRET_FILE: &str = "host-secret";
 
 pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<[u8; SECRET_LEN]> {
     let path = data_dir.join(SECRET_FILE);
+    let bytes = load_or_create_private(&path, || {
+        let mut secret = [0u8; SECRET_LEN];
+        SystemRandom::new()
+            .fill(&mut secret)
+            .map_err(|_| anyhow::anyhow!("system random number generator failed"))?;
+        Ok(secret.to_vec())
+    })?;
+    <[u8; SECRET_LEN]>::try_from(bytes.as_slice())
+        .map_err(|_| anyhow::anyhow!("{} is not {SECRET_LEN} bytes long", path.display()))
+}
+
+/// A file only the host's user may read (mode 0600): created with what
+/// `create` returns if missing, refused if others can read it.
+pub fn load_or_create_private(
+    path: &Path,
+    create: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
     {
         Ok(mut file) => {
-            let mut secret = [0u8; SECRET_LEN];
-            SystemRandom::new()
-                .fill(&mut secret)
-                .map_err(|_| anyhow::anyhow!("system random number generator failed"))?;
-            file.write_all(&secret)
+            let bytes = create()?;
+            file.write_all(&bytes)
                 .and_then(|()| file.sync_all())
                 .with_context(|| format!("writing {}", path.display()))?;
-            Ok(secret)
+            Ok(bytes)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mut file = std::fs::File::open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
+            let mut file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let mode = file.metadata()?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 bail!(
@@ -40,16 +54,9 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<[u8; SECRET_LEN]
                     path.display()
                 );
             }
-            let mut secret = [0u8; SECRET_LEN];
-            let mut rest = Vec::new();
-            file.read_exact(&mut secret).with_context(|| {
-                format!("{} is shorter than {SECRET_LEN} bytes", path.display())
-            })?;
-            file.read_to_end(&mut rest)?;
-            if !rest.is_empty() {
-                bail!("{} is longer than {SECRET_LEN} bytes", path.display());
-            }
-            Ok(secret)
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            Ok(bytes)
         }
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }

@@ -238,12 +238,7 @@ impl Orders {
             expires_at: now + self.ttl.as_secs(),
             transfer: None,
         };
-        let reason = app
-            .declared
-            .iter()
-            .find(|d| d.capability == Capability::Payments)
-            .map(|d| d.reason.clone())
-            .unwrap_or_default();
+        let reason = app.reason(Capability::Payments);
         let prompt = Prompt {
             kind: PromptKind::Payment,
             card: None,
@@ -255,6 +250,7 @@ impl Orders {
                 description: fresh.description.clone(),
                 expires_at: fresh.expires_at,
             }),
+            document: None,
             id: fresh.id.clone(),
             app: app.id.clone(),
             app_name: app.name.clone(),

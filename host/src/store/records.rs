@@ -50,10 +50,16 @@ pub enum Tree {
     Transfers,
     /// Payment orders by id, their idempotency keys and expiry index.
     Orders,
+    /// Document issuers (`i` ‖ id) and their revocations (`r` ‖ issuer ‖ credential).
+    Issuers,
+    /// user ‖ credential id → a credential in the user's document wallet.
+    Credentials,
+    /// Document requests by id.
+    DocRequests,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 18] = [
+    pub const ALL: [Tree; 21] = [
         Tree::Meta,
         Tree::Users,
         Tree::Usernames,
@@ -72,6 +78,9 @@ impl Tree {
         Tree::Postings,
         Tree::Transfers,
         Tree::Orders,
+        Tree::Issuers,
+        Tree::Credentials,
+        Tree::DocRequests,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +103,9 @@ impl Tree {
             Tree::Postings => "ledger-postings",
             Tree::Transfers => "ledger-transfers",
             Tree::Orders => "payment-orders",
+            Tree::Issuers => "document-issuers",
+            Tree::Credentials => "document-wallet",
+            Tree::DocRequests => "document-requests",
         }
     }
 

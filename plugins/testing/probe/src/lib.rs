@@ -3,6 +3,7 @@
 //! capability's allowed and denied cases through a real guest.
 
 use superapp_sdk::prelude::*;
+use superapp_sdk::DocumentOutcome;
 
 struct Probe;
 
@@ -38,6 +39,9 @@ impl App for Probe {
         let Event::Action(a) = event else {
             // Host events are also kept, so a test can read the last one
             // even when nobody saw the view drawn for it.
+            if let Event::Document(DocumentOutcome::Shared(p)) = &event {
+                let _ = storage::set(b"last-envelope", p.envelope.as_bytes());
+            }
             let text = format!("event: {event:?}");
             let _ = storage::set(b"last-event", text.as_bytes());
             return Ok(View::new("probe").text(text));
@@ -82,7 +86,21 @@ impl App for Probe {
                 let amount = a.field("amount").and_then(|v| v.parse().ok()).unwrap_or(0);
                 report(payments::refund(a.value.as_deref().unwrap_or(""), amount))
             }
-            "documents" => report(documents::request("insurance-card", &["policy-number".to_string()], "probe")),
+            "documents" => {
+                let fields: Vec<String> = a
+                    .field("fields")
+                    .unwrap_or("policy-number")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+                let kind = a.field("type").unwrap_or("insurance-card");
+                report(documents::request(kind, &fields, a.field("purpose").unwrap_or("probe")))
+            }
+            // The raw envelope, for a test to verify offline.
+            "last-envelope" => match storage::get(b"last-envelope") {
+                Ok(Some(v)) => format!("ok: {}", String::from_utf8_lossy(&v)),
+                other => report(other),
+            },
             "last-event" => report(
                 storage::get(b"last-event").map(|v| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned()),
             ),

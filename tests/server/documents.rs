@@ -1,0 +1,379 @@
+//! The document wallet: issuers' tools, field-by-field disclosure through a
+//! host-drawn sheet, and offline verification of what an app receives.
+
+use std::path::Path;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use superapp_sdk::credentials::{
+    self as format, PresentationEnvelope, ReplayGuard, Trust, VerifyError,
+};
+
+use crate::apps::{serve, setup, texts};
+use crate::common::*;
+
+const PROBE: &str = "dev.superapp.testing.probe";
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (ok, out, err) = cli(args);
+    assert!(ok, "{args:?}: {out}{err}");
+    out
+}
+
+async fn action(client: &Client, name: &str, fields: Value) -> String {
+    let (status, v) = client
+        .post(
+            &format!("/apps/{PROBE}/events"),
+            json!({"name": name, "fields": fields}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    texts(&v)[0].clone()
+}
+
+async fn ask(client: &Client, fields: &str) -> String {
+    let out = action(
+        client,
+        "documents",
+        json!({"type": "insurance-card", "fields": fields, "purpose": "Book an appointment"}),
+    )
+    .await;
+    out.strip_prefix("ok: \"")
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no request id in {out}"))
+        .to_string()
+}
+
+fn verify(file: &Path, app: &str, issuer: &str, host: &str) -> (bool, String) {
+    let (ok, out, err) = cli(&[
+        "documents",
+        "verify",
+        file.to_str().unwrap(),
+        "--app",
+        app,
+        "--issuer-key",
+        issuer,
+        "--host-key",
+        host,
+    ]);
+    (ok, format!("{out}{err}"))
+}
+
+#[tokio::test]
+async fn documents_are_disclosed_field_by_field_and_verify_offline() {
+    let s = setup(&["testing/probe"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = serve(&s);
+    Client::signed_up(&server, "alice").await;
+    Client::signed_up(&server, "bob").await;
+    assert!(server.terminate().success());
+
+    // The issuer makes a key; the operator registers it; the issuer issues.
+    let data = s.data.to_str().unwrap();
+    let key = tmp.path().join("issuer.json");
+    let issuer_pk = ok(&[
+        "issuer",
+        "keygen",
+        "--id",
+        "gov.health",
+        "--out",
+        key.to_str().unwrap(),
+    ]);
+    let issuer_pk = issuer_pk.trim();
+    let (again, _, err) = cli(&[
+        "issuer",
+        "keygen",
+        "--id",
+        "gov.health",
+        "--out",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        !again && err.contains("cannot create"),
+        "a key file is never replaced: {err}"
+    );
+    ok(&[
+        "issuer",
+        "add",
+        "--id",
+        "gov.health",
+        "--name",
+        "Health Insurance Agency",
+        "--public-key",
+        issuer_pk,
+        "--data-dir",
+        data,
+    ]);
+    let claims = tmp.path().join("claims.json");
+    std::fs::write(
+        &claims,
+        r#"{"policy-number": "P-4711", "insurer": "AOK", "birth-date": "1990-01-01"}"#,
+    )
+    .unwrap();
+    let key_s = key.to_str().unwrap();
+    let claims_s = claims.to_str().unwrap();
+    ok(&[
+        "issuer",
+        "issue",
+        "--key",
+        key_s,
+        "--user",
+        "alice",
+        "--type",
+        "insurance-card",
+        "--claims",
+        claims_s,
+        "--data-dir",
+        data,
+    ]);
+    // An already expired credential is refused at issuance.
+    let (issued, _, err) = cli(&[
+        "issuer",
+        "issue",
+        "--key",
+        key_s,
+        "--user",
+        "alice",
+        "--type",
+        "insurance-card",
+        "--claims",
+        claims_s,
+        "--valid-days",
+        "0",
+        "--data-dir",
+        data,
+    ]);
+    assert!(!issued && err.contains("expired"), "{err}");
+    // Bob's credential goes through the API, signed by the issuer.
+    let bobs = tmp.path().join("bob.json");
+    ok(&[
+        "issuer",
+        "issue",
+        "--key",
+        key_s,
+        "--user",
+        "bob",
+        "--type",
+        "insurance-card",
+        "--claims",
+        claims_s,
+        "--out",
+        bobs.to_str().unwrap(),
+    ]);
+
+    let server = serve(&s);
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "alice-password").await);
+    let anyone = Client::new(&server);
+    let issuance: Value = serde_json::from_str(&std::fs::read_to_string(&bobs).unwrap()).unwrap();
+    let mut stolen = issuance.clone();
+    stolen["subject"]["username"] = json!("alice");
+    let (status, body) = anyone.post("/credentials", stolen).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "bound to bob, not alice: {body}"
+    );
+    let (status, body) = anyone.post("/credentials", issuance).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let (_, wallet) = alice.get("/me/documents").await;
+    let docs = wallet["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 1, "{wallet}");
+    assert_eq!(docs[0]["issuer_name"], "Health Insurance Agency");
+    assert_eq!(docs[0]["claims"].as_array().unwrap().len(), 3);
+    let credential_id = docs[0]["id"].as_str().unwrap().to_string();
+
+    // The app asks for two fields; the sheet lists exactly those.
+    let request = ask(&alice, "policy-number,birth-date").await;
+    let (_, prompts) = alice.get("/prompts").await;
+    let sheet = &prompts[0];
+    assert_eq!(sheet["kind"], "document");
+    assert_eq!(sheet["app_name"], "Capability probe");
+    assert_eq!(
+        sheet["document"]["fields"],
+        json!(["policy-number", "birth-date"])
+    );
+    assert_eq!(sheet["document"]["purpose"], "Book an appointment");
+    assert_eq!(sheet["document"]["issuer"], "Health Insurance Agency");
+    assert!(
+        !prompts.to_string().contains("P-4711"),
+        "the sheet shows no values to anyone but its drawer"
+    );
+
+    // Fields outside the request cannot be approved.
+    let (status, _) = alice
+        .post(
+            &format!("/prompts/{request}/approve"),
+            json!({"fields": ["insurer"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // The user unticks the birth date.
+    let (status, answer) = alice
+        .post(
+            &format!("/prompts/{request}/approve"),
+            json!({"fields": ["policy-number"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["request"]["shared"], json!(["policy-number"]));
+    let seen = action(&alice, "last-event", json!({})).await;
+    assert!(seen.contains("P-4711"), "{seen}");
+    for withheld in ["1990-01-01", "AOK"] {
+        assert!(!seen.contains(withheld), "the app saw {withheld}: {seen}");
+        assert!(!answer.to_string().contains(withheld));
+    }
+    let envelope = action(&alice, "last-envelope", json!({})).await;
+    let envelope = envelope.strip_prefix("ok: ").unwrap().to_string();
+    let parsed: PresentationEnvelope = serde_json::from_str(&envelope).unwrap();
+    assert_eq!(parsed.disclosures.len(), 1);
+
+    // A provider's backend verifies it offline with two public keys.
+    let (_, host) = anyone.get("/host-key").await;
+    let host_pk = host["public_key"].as_str().unwrap().to_string();
+    let file = tmp.path().join("presentation.json");
+    std::fs::write(&file, &envelope).unwrap();
+    let (good, out) = verify(&file, PROBE, issuer_pk, &host_pk);
+    assert!(good && out.contains("policy-number = P-4711"), "{out}");
+    assert!(!out.contains("birth-date"), "{out}");
+
+    // Attacks: a changed claim, the wrong issuer, another app.
+    let claim = format::open(&parsed.disclosures[0]).unwrap();
+    let mut forged = parsed.clone();
+    forged.disclosures[0] = format::disclosure(&claim.salt, "policy-number", "P-9999");
+    let forged_file = tmp.path().join("forged.json");
+    std::fs::write(&forged_file, serde_json::to_string(&forged).unwrap()).unwrap();
+    let (good, out) = verify(&forged_file, PROBE, issuer_pk, &host_pk);
+    assert!(!good && out.contains("not one the issuer signed"), "{out}");
+    let other_key = tmp.path().join("other.json");
+    let other_pk = ok(&[
+        "issuer",
+        "keygen",
+        "--id",
+        "gov.other",
+        "--out",
+        other_key.to_str().unwrap(),
+    ]);
+    let (good, out) = verify(&file, PROBE, other_pk.trim(), &host_pk);
+    assert!(!good && out.contains("issuer's signature"), "{out}");
+    let (good, out) = verify(&file, "dev.superapp.hello", issuer_pk, &host_pk);
+    assert!(!good && out.contains("made for app"), "{out}");
+
+    // A replay is caught by its nonce; a fresh presentation is not.
+    let trust = Trust {
+        issuer_key: format::public_key(issuer_pk).unwrap(),
+        host_key: format::public_key(&host_pk).unwrap(),
+        app: PROBE.into(),
+        max_age_secs: 600,
+        revoked: vec![],
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Expired (a year and a day on) or on the issuer's status list: refused.
+    assert_eq!(
+        format::verify_presentation(&parsed, &trust, now + 366 * 86_400),
+        Err(VerifyError::Expired)
+    );
+    let listed = Trust {
+        revoked: vec![credential_id.clone()],
+        ..trust.clone()
+    };
+    assert_eq!(
+        format::verify_presentation(&parsed, &listed, now),
+        Err(VerifyError::Revoked)
+    );
+    let mut guard = ReplayGuard::default();
+    let first = format::verify_presentation(&parsed, &trust, now).unwrap();
+    guard.admit(&first).unwrap();
+    assert_eq!(guard.admit(&first), Err(VerifyError::Replayed));
+    let second = ask(&alice, "policy-number").await;
+    let (status, _) = alice
+        .post(&format!("/prompts/{second}/approve"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let fresh: PresentationEnvelope = serde_json::from_str(
+        action(&alice, "last-envelope", json!({}))
+            .await
+            .strip_prefix("ok: ")
+            .unwrap(),
+    )
+    .unwrap();
+    guard
+        .admit(&format::verify_presentation(&fresh, &trust, now).unwrap())
+        .unwrap();
+
+    // Declining tells the app, and nothing is disclosed.
+    let declined = ask(&alice, "insurer").await;
+    let (status, _) = alice
+        .post(&format!("/prompts/{declined}/deny"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = action(&alice, "last-event", json!({})).await;
+    assert!(seen.contains("Declined") && !seen.contains("AOK"), "{seen}");
+
+    // The privacy report names the fields disclosed, never their values.
+    let (_, log) = alice.get(&format!("/me/access-log?app={PROBE}")).await;
+    let disclosed: Vec<&Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "document.disclose")
+        .collect();
+    assert_eq!(disclosed.len(), 2, "{log}");
+    assert_eq!(
+        disclosed.last().unwrap()["details"]["fields"],
+        "policy-number"
+    );
+    assert!(!log.to_string().contains("P-4711"));
+
+    // The issuer revokes: verification against the status list fails, and
+    // the wallet no longer offers the credential.
+    assert!(server.terminate().success());
+    ok(&[
+        "issuer",
+        "revoke",
+        "--key",
+        key_s,
+        "--credential",
+        &credential_id,
+        "--data-dir",
+        data,
+    ]);
+    let (good, out, err) = cli(&[
+        "documents",
+        "verify",
+        file.to_str().unwrap(),
+        "--app",
+        PROBE,
+        "--data-dir",
+        data,
+    ]);
+    assert!(!good && err.contains("revoked"), "{out}{err}");
+    let server = serve(&s);
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "alice-password").await);
+    let (_, revoked) = alice.get("/issuers/gov.health/revoked").await;
+    assert_eq!(revoked["revoked"], json!([credential_id]));
+    let after = ask(&alice, "policy-number").await;
+    let (_, prompts) = alice.get("/prompts").await;
+    assert_eq!(prompts[0]["document"]["issuer"], Value::Null);
+    let (status, _) = alice
+        .post(&format!("/prompts/{after}/approve"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

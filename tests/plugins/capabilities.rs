@@ -295,6 +295,13 @@ async fn payments_and_documents_are_unavailable_in_the_dev_loop_without_a_ledger
     assert!(pay.starts_with("err: unavailable:"), "{pay}");
     let doc = probe(&rt, &svc, "alice", "documents", None, &[]).await;
     assert!(doc.starts_with("err: unavailable:"), "{doc}");
+    // A user's standing refusal stops both before any sheet is drawn (the
+    // allowed cases, with real sheets, are in the server tests).
+    let refusing = services(&[Capability::Payments, Capability::Documents]);
+    for cap in ["payments", "documents"] {
+        let refused = probe(&rt, &refusing, "alice", cap, None, &[]).await;
+        assert!(refused.starts_with("err: denied:"), "{cap}: {refused}");
+    }
 }
 
 #[tokio::test]

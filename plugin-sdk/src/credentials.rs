@@ -188,11 +188,16 @@ pub fn open_signed<T: serde::de::DeserializeOwned>(
     if key.verify_strict(signed.payload.as_bytes(), &sig).is_err() {
         return Ok(None);
     }
+    peek(signed).map(Some)
+}
+
+/// Decode the payload of `signed` *without* checking its signature: only to
+/// learn whose key to check it with (the issuer id), never to trust it.
+pub fn peek<T: serde::de::DeserializeOwned>(signed: &Signed) -> Result<T, VerifyError> {
     let bytes = B64
         .decode(&signed.payload)
         .map_err(|_| VerifyError::Malformed("a payload is not base64url".into()))?;
     serde_json::from_slice(&bytes)
-        .map(Some)
         .map_err(|e| VerifyError::Malformed(format!("a payload does not parse: {e}")))
 }
 

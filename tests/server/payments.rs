@@ -95,6 +95,11 @@ async fn request(client: &Client, app: &str, amount: u64, key: &str) -> String {
         .to_string()
 }
 
+async fn refund(client: &Client, app: &str, order: &str, amount: u64) -> String {
+    let amount = json!({"amount": amount.to_string()});
+    action(client, app, "refund", Some(order), amount).await
+}
+
 async fn balance(client: &Client) -> i64 {
     let (status, w) = client.get("/wallet").await;
     assert_eq!(status, StatusCode::OK, "{w}");
@@ -189,42 +194,15 @@ async fn payment_moves_money_only_after_the_user_confirms_with_the_password() {
         action(alice, PROBE, "payment-status", Some(&order), json!({})).await,
         "ok: OrderStatus::Settled(PaymentOutcome::Paid)"
     );
-    assert_eq!(
-        action(
-            alice,
-            PROBE,
-            "refund",
-            Some(&order),
-            json!({"amount": "1000"})
-        )
-        .await,
-        "ok: ()"
-    );
+    assert_eq!(refund(alice, PROBE, &order, 1000).await, "ok: ()");
     assert_eq!(
         action(alice, PROBE, "payment-status", Some(&order), json!({})).await,
         "ok: OrderStatus::Refunded(1000)"
     );
-    let over = action(
-        alice,
-        PROBE,
-        "refund",
-        Some(&order),
-        json!({"amount": "501"}),
-    )
-    .await;
+    let over = refund(alice, PROBE, &order, 501).await;
     assert!(over.starts_with("err: invalid"), "{over}");
     assert_eq!(balance(alice).await, 9_500);
-    assert_eq!(
-        action(
-            alice,
-            PROBE,
-            "refund",
-            Some(&order),
-            json!({"amount": "500"})
-        )
-        .await,
-        "ok: ()"
-    );
+    assert_eq!(refund(alice, PROBE, &order, 500).await, "ok: ()");
     assert_eq!(balance(alice).await, 10_000);
     let unknown = action(
         alice,
@@ -352,14 +330,7 @@ async fn a_plugin_cannot_refund_or_read_another_publishers_order() {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     let other = "dev.superapp.testing.other";
-    let refund = action(
-        alice,
-        other,
-        "refund",
-        Some(&order),
-        json!({"amount": "700"}),
-    )
-    .await;
+    let refund = refund(alice, other, &order, 700).await;
     assert!(refund.starts_with("err: denied"), "{refund}");
     let status = action(alice, other, "payment-status", Some(&order), json!({})).await;
     assert!(status.starts_with("err: denied"), "{status}");
@@ -544,4 +515,28 @@ fn wallet_topup_refuses_unknown_users_and_bad_input() {
     );
     let (ok, out) = wallet_cli(&data, &["check"]);
     assert!(ok && out.contains("EUR: issued 1250, held 1250"), "{out}");
+}
+
+#[tokio::test]
+async fn a_stolen_session_cannot_guess_the_password_through_step_up() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    Client::signed_up(&server, "bob").await;
+    let guess = |password: &str| json!({"to": "bob", "amount": 1, "currency": "EUR", "idempotency_key": "g", "password": password});
+    // The step-up counts failures with logins: five wrong guesses lock both.
+    for _ in 0..5 {
+        let (status, body) = alice.post("/wallet/transfers", guess("wrong-guess")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    }
+    let (status, body) = alice
+        .post("/wallet/transfers", guess("alice-password"))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let (status, _) = Client::new(&server)
+        .post(
+            "/sessions",
+            json!({"username": "alice", "password": "alice-password"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "login is locked too");
 }

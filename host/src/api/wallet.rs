@@ -56,25 +56,16 @@ struct StepUp {
     password: String,
 }
 
-async fn step_up(
-    state: &AppState,
-    auth: &Auth,
-    client: IpAddr,
-    password: &str,
-) -> Result<(), ApiError> {
-    match state
-        .identity
-        .confirm_password(&auth.user, password, client)
-        .await
-    {
-        Ok(()) => Ok(()),
+/// The step-up's refusal as the API answers it.
+fn refused(e: IdentityError) -> ApiError {
+    match e {
         // Not 401: the session is fine, the confirmation is not.
-        Err(IdentityError::BadCredentials) => Err(ApiError::new(
+        IdentityError::BadCredentials => ApiError::new(
             StatusCode::FORBIDDEN,
             "wrong-password",
-            "the password is wrong; nothing was paid",
-        )),
-        Err(e) => Err(e.into()),
+            "the password is wrong; no money moved",
+        ),
+        other => other.into(),
     }
 }
 
@@ -109,12 +100,16 @@ pub(super) async fn answer_payment(
         if pending.state != OrderState::Pending {
             return Err(OrderError::NotPending.into());
         }
-        if let Err(e) = step_up(state, auth, client, &step.password).await {
-            if e.code == "wrong-password" {
+        let confirmed = state
+            .identity
+            .confirm_password(&auth.user, &step.password, client)
+            .await;
+        if let Err(e) = confirmed {
+            if matches!(e, IdentityError::BadCredentials) {
                 orders.record_failed_step_up(&pending);
                 state.apps.store.durable().await?;
             }
-            return Err(e);
+            return Err(refused(e));
         }
         orders.confirm(&auth.user.id, id)
     } else {
@@ -269,7 +264,11 @@ pub async fn transfer(
         .identity
         .find_by_username(&body.to)?
         .ok_or_else(|| ApiError::not_found(format!("no user `{}`", body.to)))?;
-    step_up(&state, &auth, client, &body.password).await?;
+    state
+        .identity
+        .confirm_password(&auth.user, &body.password, client)
+        .await
+        .map_err(refused)?;
     let transfer = state.apps.ledger.transfer(&TransferRequest {
         kind: TransferKind::Transfer,
         from: AccountRef::user(&auth.user.id, &body.currency),

@@ -233,13 +233,9 @@ pub fn run_documents(cmd: DocumentsCommand) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{} is not a presentation envelope", file.display()))?;
     let (issuer_key, host_key) = match (data_dir, issuer_key, host_key) {
         (Some(dir), _, _) => {
-            let iss = serde_json::from_slice::<format::CredentialPayload>(&base64_decode(
-                &envelope.credential.payload,
-            )?)
-            .context("the credential payload does not parse")?
-            .iss;
+            let iss = format::peek::<format::CredentialPayload>(&envelope.credential)?.iss;
             let store = super::open_store(&dir)?;
-            let host = HostKey::load_or_create(&dir)?.public_key();
+            let host = HostKey::load(&dir)?.public_key();
             let docs = Documents::new(store.clone());
             let issuer = docs
                 .issuer(&iss)?
@@ -278,11 +274,4 @@ pub fn run_documents(cmd: DocumentsCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
-}
-
-fn base64_decode(s: &str) -> anyhow::Result<Vec<u8>> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .context("not base64url")
 }

@@ -261,7 +261,20 @@ impl HostKey {
                 .map(|k| k.as_ref().to_vec())
                 .map_err(|_| anyhow::anyhow!("cannot generate the host signing key"))
         })?;
-        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8)
+        HostKey::parse(&path, &pkcs8)
+    }
+
+    /// The existing key of a data directory (for offline tools, which must
+    /// never create one).
+    pub fn load(data_dir: &Path) -> anyhow::Result<HostKey> {
+        let path = data_dir.join(HOST_KEY_FILE);
+        let pkcs8 =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        HostKey::parse(&path, &pkcs8)
+    }
+
+    fn parse(path: &Path, pkcs8: &[u8]) -> anyhow::Result<HostKey> {
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
             .map_err(|_| anyhow::anyhow!("{} is not an Ed25519 key", path.display()))?;
         Ok(HostKey { pair })
     }
@@ -353,11 +366,7 @@ impl Documents {
 
     /// Accept an issuer-signed revocation.
     pub fn revoke(&self, signed: &Signed) -> Result<RevocationPayload, DocumentError> {
-        let unverified: RevocationPayload = serde_json::from_slice(
-            &B64.decode(&signed.payload)
-                .map_err(|_| DocumentError::Invalid("the payload is not base64url".into()))?,
-        )
-        .map_err(|e| DocumentError::Invalid(format!("not a revocation: {e}")))?;
+        let unverified: RevocationPayload = format::peek(signed)?;
         let key = self.issuer_public_key(&unverified.iss)?;
         let payload: RevocationPayload =
             format::open_signed(signed, &key)?.ok_or(VerifyError::IssuerSignature)?;
@@ -377,7 +386,7 @@ impl Documents {
     /// the issuer is registered, its signature, validity, every disclosure,
     /// and that the subject binding opens to `holder`.
     pub fn accept(&self, issuance: &Issuance, holder: &User) -> Result<Held, DocumentError> {
-        let unverified = payload_of(&issuance.credential)?;
+        let unverified: CredentialPayload = format::peek(&issuance.credential)?;
         let key = self.issuer_public_key(&unverified.iss)?;
         let (payload, claims) = format::verify_credential(
             &issuance.credential,
@@ -448,14 +457,4 @@ impl Documents {
         }
         Ok(found)
     }
-}
-
-/// A credential's payload, before its signature is checked (to find which
-/// issuer's key to check it with).
-fn payload_of(signed: &Signed) -> Result<CredentialPayload, DocumentError> {
-    let bytes = B64
-        .decode(&signed.payload)
-        .map_err(|_| DocumentError::Invalid("the payload is not base64url".into()))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| DocumentError::Invalid(format!("not a credential: {e}")))
 }

@@ -295,9 +295,8 @@ pub fn apply(txn: &dyn Txn, req: &TransferRequest) -> Result<Transfer, Abort<Led
     };
     let mut from = load(&req.from)?;
     let mut to = load(&req.to)?;
-    let from_after = from.balance.checked_sub(amount);
-    match from_after {
-        Some(b) if b >= 0 || from.id.kind == AccountKind::Mint => {}
+    let from_after = match from.balance.checked_sub(amount) {
+        Some(b) if b >= 0 || from.id.kind == AccountKind::Mint => b,
         _ => {
             return Err(user(LedgerError::InsufficientFunds {
                 balance: from.balance,
@@ -305,7 +304,7 @@ pub fn apply(txn: &dyn Txn, req: &TransferRequest) -> Result<Transfer, Abort<Led
                 currency: req.from.currency.clone(),
             }))
         }
-    }
+    };
     let Some(to_after) = to.balance.checked_add(amount) else {
         return Err(user(LedgerError::Invalid(
             "the receiving account cannot hold that much".into(),
@@ -323,7 +322,7 @@ pub fn apply(txn: &dyn Txn, req: &TransferRequest) -> Result<Transfer, Abort<Led
         at: now,
     };
     for (account, delta, after, counterparty) in [
-        (&mut from, -amount, from_after.unwrap_or_default(), &req.to),
+        (&mut from, -amount, from_after, &req.to),
         (&mut to, amount, to_after, &req.from),
     ] {
         let posting = Posting {

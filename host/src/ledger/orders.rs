@@ -179,9 +179,14 @@ impl Orders {
     }
 
     fn record(&self, kind: &str, order: &Order, outcome: &str) {
+        self.record_amount(kind, order, outcome, order.amount);
+    }
+
+    /// Audit one step of an order; `amount` is what this step moved.
+    fn record_amount(&self, kind: &str, order: &Order, outcome: &str, amount: u64) {
         let mut details = std::collections::BTreeMap::new();
         details.insert("order".to_string(), order.id.clone());
-        details.insert("amount".to_string(), order.amount.to_string());
+        details.insert("amount".to_string(), amount.to_string());
         details.insert("currency".to_string(), order.currency.clone());
         details.insert("merchant".to_string(), order.publisher.clone());
         self.audit.record(Event {
@@ -440,9 +445,7 @@ impl Orders {
             txn_put(t, Tree::Orders, &order_key(&order.id), &order)?;
             Ok(order)
         })?;
-        let mut details_order = order.clone();
-        details_order.amount = amount;
-        self.record("payment.refund", &details_order, "refunded");
+        self.record_amount("payment.refund", &order, "refunded", amount);
         Ok(order)
     }
 }

@@ -279,19 +279,22 @@ async fn decline_insufficient_funds_and_expiry_reach_the_app() {
     let (status, _) = confirm(alice, &broke, "alice-password").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // Unanswered sheets expire and the app is told.
+    // Unanswered sheets expire and the app is told. The sweeper closes the
+    // sheet first and tells the app after the flush, so wait for the event.
     let expiring = request(alice, PROBE, 200, "c").await;
-    let mut waited = 0;
-    while !alice.get("/prompts").await.1.as_array().unwrap().is_empty() {
-        assert!(waited < 100, "the sheet never expired");
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = action(alice, PROBE, "last-event", None, json!({})).await;
+        if last.contains(&expiring) {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += 1;
     }
-    let last = action(alice, PROBE, "last-event", None, json!({})).await;
     assert!(
         last.contains(&expiring) && last.contains("Expired"),
         "{last}"
     );
+    assert!(alice.get("/prompts").await.1.as_array().unwrap().is_empty());
     assert_eq!(
         action(alice, PROBE, "payment-status", Some(&expiring), json!({})).await,
         "ok: OrderStatus::Settled(PaymentOutcome::Expired)"

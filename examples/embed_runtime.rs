@@ -4,16 +4,16 @@
 //! Build the hello plugin first, then run this example with its paths:
 //!
 //! ```text
-//! cargo run -p superapp-host --example embed-runtime -- \
-//!     "$(cargo run -q -p superapp-host -- plugin build plugins/hello | tail -n 1)" \
+//! cargo run -p superapp-runtime --example embed-runtime -- \
+//!     "$(cargo run -q -p superapp -- plugin build plugins/hello | tail -n 1)" \
 //!     plugins/hello/plugin.toml
 //! ```
 
 use std::sync::Arc;
 
-use superapp_host::bindings::superapp::plugin::types::{Action, Event};
-use superapp_host::capabilities::Services;
-use superapp_host::runtime::{Call, Invocation, Runtime, RuntimeConfig};
+use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
+use superapp_runtime::Services;
+use superapp_runtime::{Call, Invocation, Runtime, RuntimeConfig};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {

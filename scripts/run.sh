@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/wasm-toolchain.sh
-cargo build --release --locked -p superapp-host
+cargo build --release --locked -p superapp
 superapp=target/release/superapp
 apps=target/apps
 for plugin in hello; do

@@ -1,7 +1,7 @@
 //! Precompiled components: a restart loads instead of compiling, and a
 //! damaged cache entry is recompiled rather than trusted.
 
-use superapp_host::runtime::{Call, Origin, Runtime, RuntimeConfig};
+use superapp_runtime::{Call, Origin, Runtime, RuntimeConfig};
 
 use crate::common::*;
 

@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use superapp_host::capabilities::Services;
-use superapp_host::contract::{Capability, ImportError};
-use superapp_host::manifest::Manifest;
-use superapp_host::runtime::{Call, LoadError, Runtime};
+use superapp_core::Capability;
+use superapp_core::Manifest;
+use superapp_runtime::contract::ImportError;
+use superapp_runtime::Services;
+use superapp_runtime::{Call, LoadError, Runtime};
 
 use crate::common::*;
 

@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use superapp_host::bindings::superapp::plugin::types::{Action, Event};
-use superapp_host::capabilities::Services;
-use superapp_host::contract::Capability;
-use superapp_host::runtime::{App, Call, Invocation, RunError, Runtime, RuntimeConfig};
-use superapp_host::view::{Node, View};
+use superapp_core::Capability;
+use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
+use superapp_runtime::view::{Node, View};
+use superapp_runtime::Services;
+use superapp_runtime::{App, Call, Invocation, RunError, Runtime, RuntimeConfig};
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }

@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use superapp_host::runtime::{Call, Limit, RunError};
+use superapp_runtime::{Call, Limit, RunError};
 
 use crate::common::*;
 
 /// A good app still works after a hostile one failed, in the same runtime.
-async fn hello_still_works(rt: &superapp_host::runtime::Runtime) {
+async fn hello_still_works(rt: &superapp_runtime::Runtime) {
     let hello = load(rt, "hello");
     let view = run(rt, &hello, &services(&[]), "alice", Call::Launch)
         .await
@@ -148,9 +148,9 @@ async fn every_event_gets_a_fresh_instance() {
 
 #[tokio::test]
 async fn host_caps_limit_what_a_manifest_asks_for() {
-    let mut config = superapp_host::runtime::RuntimeConfig::default();
+    let mut config = superapp_runtime::RuntimeConfig::default();
     config.cap.time_ms = 50;
-    let rt = superapp_host::runtime::Runtime::new(config).unwrap();
+    let rt = superapp_runtime::Runtime::new(config).unwrap();
     let app = load(&rt, "testing/infinite-loop");
     assert_eq!(app.limits().time_ms, 50);
     let err = run(&rt, &app, &services(&[]), "alice", Call::Launch)

@@ -1,9 +1,9 @@
 //! The static check on components that no SDK would produce: imports from
 //! outside the contract, unknown interfaces, other contract versions.
 
-use superapp_host::contract::ImportError;
-use superapp_host::manifest::Manifest;
-use superapp_host::runtime::LoadError;
+use superapp_core::Manifest;
+use superapp_runtime::contract::ImportError;
+use superapp_runtime::LoadError;
 use wit_component::{ComponentEncoder, StringEncoding};
 use wit_parser::{ManglingAndAbi, Resolve};
 

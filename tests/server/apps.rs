@@ -5,13 +5,14 @@ use std::sync::{Mutex, OnceLock};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use superapp_host::capabilities::Pseudonyms;
+use superapp_services::identity::Pseudonyms;
 
 use crate::common::*;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }
@@ -460,7 +461,7 @@ async fn notify_writes_from_the_service_account_and_is_rate_limited() {
     );
     assert_eq!(
         call["args_sha256"],
-        superapp_host::audit::digest_hex(b"Your 9:00 slot is booked").as_str()
+        superapp_services::audit::digest_hex(b"Your 9:00 slot is booked").as_str()
     );
     assert!(!log.to_string().contains("slot is booked"));
     let frame = next_message(&mut ws, std::time::Duration::from_secs(5))

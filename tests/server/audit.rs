@@ -1,7 +1,7 @@
 //! `superapp audit verify-log` on a data directory whose log was tampered with.
 
-use superapp_host::audit::{Audit, Entry, Event};
-use superapp_host::store::{Store, Tree};
+use superapp_services::audit::{Audit, Entry, Event};
+use superapp_store::{Store, Tree};
 
 fn verify_log(dir: &std::path::Path) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))

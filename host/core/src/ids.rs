@@ -1,0 +1,31 @@
+//! Identifiers and time, shared by every service: random ids and the Unix
+//! clock.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// `N` bytes from the operating system's secure random source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // The OS random source failing is not something a host can run without.
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random source works");
+    bytes
+}
+
+/// A fresh random id: 128 bits, base64url.
+pub fn new_id() -> String {
+    B64URL.encode(random_bytes::<16>())
+}

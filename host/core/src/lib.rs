@@ -1,0 +1,11 @@
+//! What every layer of the host shares and none owns: the capability names
+//! and consent levels, the manifest (`plugin.toml`), and ids and time. No
+//! storage, no wasm, no HTTP.
+
+pub mod capability;
+pub mod ids;
+pub mod manifest;
+
+pub use capability::{Capability, ConsentLevel, PACKAGE, VERSION};
+pub use ids::{new_id, now_secs};
+pub use manifest::{Limits, Manifest, ManifestError};

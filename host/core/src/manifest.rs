@@ -1,0 +1,348 @@
+//! `plugin.toml`: a mini-program's identity, the capabilities it asks for
+//! (each with a reason users and auditors read), and the limits it needs.
+//! Parsing is strict: an unknown key or a bad value is an error naming it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capability::Capability;
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("plugin.toml: {0}")]
+    Syntax(String),
+    #[error("plugin.toml: `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ManifestError {
+    ManifestError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    id: String,
+    name: String,
+    version: String,
+    publisher: String,
+    description: String,
+    #[serde(default)]
+    capabilities: BTreeMap<String, RawCapability>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapability {
+    reason: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLimits {
+    memory_mib: Option<u64>,
+    time_ms: Option<u64>,
+    view_nodes: Option<u32>,
+    view_bytes: Option<u64>,
+    storage_mib: Option<u64>,
+}
+
+/// Limits a manifest asks for. The host caps each by its own policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Wall time per event, in milliseconds, host calls included.
+    pub time_ms: u64,
+    /// Nodes in one view.
+    pub view_nodes: u32,
+    /// Total bytes of text in one view.
+    pub view_bytes: u64,
+    /// Storage quota per user (and for the app's shared storage), in bytes.
+    pub storage_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 16 << 20,
+            time_ms: 1_000,
+            view_nodes: 500,
+            view_bytes: 256 << 10,
+            storage_bytes: 10 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The stricter of `self` and `cap`, field by field.
+    pub fn capped_by(self, cap: Limits) -> Limits {
+        Limits {
+            memory_bytes: self.memory_bytes.min(cap.memory_bytes),
+            time_ms: self.time_ms.min(cap.time_ms),
+            view_nodes: self.view_nodes.min(cap.view_nodes),
+            view_bytes: self.view_bytes.min(cap.view_bytes),
+            storage_bytes: self.storage_bytes.min(cap.storage_bytes),
+        }
+    }
+}
+
+/// A declared capability with the reason shown to users and auditors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Declared {
+    pub capability: Capability,
+    pub reason: String,
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Manifest {
+    pub id: String,
+    pub name: String,
+    pub version: semver::Version,
+    pub publisher: String,
+    pub description: String,
+    /// In table order.
+    pub declared: Vec<Declared>,
+    pub limits: Limits,
+}
+
+const MAX_REASON: usize = 500;
+const MAX_TEXT: usize = 200;
+const MAX_DESCRIPTION: usize = 2_000;
+
+impl Manifest {
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Manifest::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|e| ManifestError::Syntax(e.to_string().trim_end().to_string()))?;
+        check_app_id(&raw.id)?;
+        let version = semver::Version::parse(&raw.version).map_err(|e| {
+            invalid(
+                "version",
+                format!("`{}` is not a semantic version: {e}", raw.version),
+            )
+        })?;
+        check_text("name", &raw.name, MAX_TEXT)?;
+        check_text("publisher", &raw.publisher, MAX_TEXT)?;
+        check_text("description", &raw.description, MAX_DESCRIPTION)?;
+
+        let mut declared = Vec::new();
+        for (name, cap) in raw.capabilities {
+            let key = format!("capabilities.{name}");
+            let capability = Capability::from_name(&name).ok_or_else(|| {
+                invalid(
+                    &key,
+                    format!("unknown capability (known: {})", Capability::known_names()),
+                )
+            })?;
+            check_text(&format!("{key}.reason"), &cap.reason, MAX_REASON)?;
+            declared.push(Declared {
+                capability,
+                reason: cap.reason.trim().to_string(),
+            });
+        }
+        declared.sort_by_key(|d| d.capability);
+
+        let defaults = Limits::default();
+        let limits = Limits {
+            memory_bytes: positive("limits.memory-mib", raw.limits.memory_mib)?
+                .map_or(defaults.memory_bytes, |mib| mib.saturating_mul(1 << 20)),
+            time_ms: positive("limits.time-ms", raw.limits.time_ms)?.unwrap_or(defaults.time_ms),
+            view_nodes: positive("limits.view-nodes", raw.limits.view_nodes.map(u64::from))?
+                .map_or(defaults.view_nodes, |n| n as u32),
+            view_bytes: positive("limits.view-bytes", raw.limits.view_bytes)?
+                .unwrap_or(defaults.view_bytes),
+            storage_bytes: positive("limits.storage-mib", raw.limits.storage_mib)?
+                .map_or(defaults.storage_bytes, |mib| mib.saturating_mul(1 << 20)),
+        };
+
+        Ok(Manifest {
+            id: raw.id,
+            name: raw.name.trim().to_string(),
+            version,
+            publisher: raw.publisher.trim().to_string(),
+            description: raw.description.trim().to_string(),
+            declared,
+            limits,
+        })
+    }
+
+    pub fn declares(&self, capability: Capability) -> bool {
+        self.declared.iter().any(|d| d.capability == capability)
+    }
+
+    /// The reason the manifest gives for `capability` (empty if undeclared):
+    /// what users and auditors are shown.
+    pub fn reason(&self, capability: Capability) -> String {
+        self.declared
+            .iter()
+            .find(|d| d.capability == capability)
+            .map(|d| d.reason.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn capabilities(&self) -> impl Iterator<Item = Capability> + '_ {
+        self.declared.iter().map(|d| d.capability)
+    }
+
+    /// `id@version`, the name used in logs and errors.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.id, self.version)
+    }
+}
+
+fn positive(key: &str, value: Option<u64>) -> Result<Option<u64>, ManifestError> {
+    match value {
+        Some(0) => Err(invalid(key, "must be greater than 0")),
+        other => Ok(other),
+    }
+}
+
+fn check_text(key: &str, value: &str, max: usize) -> Result<(), ManifestError> {
+    if value.trim().is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(invalid(key, format!("longer than {max} characters")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(invalid(key, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// Reverse-DNS: at least two dot-separated labels of lowercase ASCII
+/// letters, digits and hyphens, each starting with a letter.
+fn check_app_id(id: &str) -> Result<(), ManifestError> {
+    let labels: Vec<&str> = id.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.starts_with(|c: char| c.is_ascii_lowercase())
+            && !l.ends_with('-')
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if id.len() > 255 || labels.len() < 2 || !labels.iter().all(label_ok) {
+        return Err(invalid(
+            "id",
+            format!("`{id}` is not a reverse-DNS id like `org.example.app` (lowercase letters, digits, hyphens)"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = "org.example.hello"
+name = "Hello"
+version = "1.2.3"
+publisher = "Example Org"
+description = "Says hello."
+
+[capabilities.storage]
+reason = "Remembers your name."
+
+[capabilities.log]
+reason = "Diagnostics."
+
+[limits]
+memory-mib = 8
+time-ms = 250
+"#;
+
+    #[test]
+    fn parses_a_good_manifest() {
+        let m = Manifest::parse(GOOD).unwrap();
+        assert_eq!(m.id, "org.example.hello");
+        assert_eq!(m.version, semver::Version::new(1, 2, 3));
+        assert_eq!(
+            m.capabilities().collect::<Vec<_>>(),
+            vec![Capability::Log, Capability::Storage]
+        );
+        assert_eq!(m.limits.memory_bytes, 8 << 20);
+        assert_eq!(m.limits.time_ms, 250);
+        assert_eq!(m.limits.view_nodes, Limits::default().view_nodes);
+    }
+
+    fn error_of(text: &str) -> String {
+        Manifest::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = error_of(&format!("{GOOD}\nhomepage = \"x\""));
+        // A top-level key after a table lands in that table.
+        assert!(e.contains("homepage"), "{e}");
+        let e = error_of(&GOOD.replace("memory-mib = 8", "memory = 8"));
+        assert!(e.contains("memory"), "{e}");
+        let e = error_of(&GOOD.replace("reason = \"Diagnostics.\"", "reason = \"d\"\nwhy = \"x\""));
+        assert!(e.contains("why"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(error_of(&GOOD.replace("1.2.3", "1.2")).contains("`version`"));
+        assert!(error_of(&GOOD.replace("org.example.hello", "Hello")).contains("`id`"));
+        assert!(
+            error_of(&GOOD.replace("[capabilities.log]", "[capabilities.files]"))
+                .contains("capabilities.files")
+        );
+        assert!(error_of(&GOOD.replace("Diagnostics.", " ")).contains("capabilities.log.reason"));
+        assert!(error_of(&GOOD.replace("time-ms = 250", "time-ms = 0")).contains("limits.time-ms"));
+        assert!(error_of(&GOOD.replace("time-ms = 250", "time-ms = \"fast\"")).contains("time-ms"));
+        assert!(error_of(&GOOD.replace("publisher = \"Example Org\"\n", "")).contains("publisher"));
+    }
+
+    #[test]
+    fn limits_are_capped_field_by_field() {
+        let asked = Limits {
+            memory_bytes: 64 << 20,
+            time_ms: 100,
+            view_nodes: 10,
+            view_bytes: 1 << 30,
+            storage_bytes: 1 << 20,
+        };
+        let cap = Limits {
+            memory_bytes: 32 << 20,
+            time_ms: 5_000,
+            view_nodes: 1_000,
+            view_bytes: 1 << 20,
+            storage_bytes: 10 << 20,
+        };
+        assert_eq!(
+            asked.capped_by(cap),
+            Limits {
+                memory_bytes: 32 << 20,
+                time_ms: 100,
+                view_nodes: 10,
+                view_bytes: 1 << 20,
+                storage_bytes: 1 << 20,
+            }
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! `documents`: credential fields disclosed with the user's field-by-field
+//! approval in a host-drawn sheet. The call only creates the request; the
+//! app hears the answer as a `document` event holding the approved claims
+//! and a presentation its backend can verify offline.
+
+use wasmtime::component::{HasSelf, Linker};
+
+use superapp_core::{Capability, Manifest};
+use superapp_services::documents::requests::Requests;
+
+use super::HostState;
+use crate::bindings::superapp::plugin::documents as wit;
+use crate::bindings::superapp::plugin::types::Error;
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl wit::Host for HostState {
+    async fn request(
+        &mut self,
+        credential_type: String,
+        fields: Vec<String>,
+        purpose: String,
+    ) -> wasmtime::Result<Result<String, Error>> {
+        let args = serde_json::json!([credential_type, fields, purpose]).to_string();
+        if let Err(e) = self.require_with(Capability::Documents, Some(args.as_bytes())) {
+            return Ok(Err(e));
+        }
+        Ok(self.services.documents.request(
+            &self.user,
+            &self.app,
+            &credential_type,
+            &fields,
+            &purpose,
+        ))
+    }
+}
+
+/// Takes document disclosure requests for the `documents` capability.
+pub trait DocumentDesk: Send + Sync {
+    /// Put a sheet asking for `fields` of a `credential_type` credential in
+    /// front of the user; returns the request id.
+    fn request(
+        &self,
+        user: &str,
+        app: &Manifest,
+        credential_type: &str,
+        fields: &[String],
+        purpose: &str,
+    ) -> Result<String, Error>;
+}
+
+/// Where no document wallet exists (the provider's dev loop).
+pub struct NoDocuments;
+
+impl DocumentDesk for NoDocuments {
+    fn request(
+        &self,
+        _: &str,
+        _: &Manifest,
+        _: &str,
+        _: &[String],
+        _: &str,
+    ) -> Result<String, Error> {
+        Err(Error::Unavailable(
+            "documents need the host's wallet: try them on `superapp serve`".into(),
+        ))
+    }
+}
+
+/// The server's desk: the wallet's document requests.
+impl DocumentDesk for Requests {
+    fn request(
+        &self,
+        user: &str,
+        app: &Manifest,
+        credential_type: &str,
+        fields: &[String],
+        purpose: &str,
+    ) -> Result<String, Error> {
+        Ok(Requests::request(
+            self,
+            user,
+            app,
+            credential_type,
+            fields,
+            purpose,
+        )?)
+    }
+}

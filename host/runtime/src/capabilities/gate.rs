@@ -1,0 +1,58 @@
+//! The consent gate: "may this app use this capability for this user now?",
+//! asked by [`HostState::require_with`](super::HostState) before every call
+//! of a consent-gated capability. The server answers with the consent
+//! service; the provider's dev loop with [`DevConsent`].
+
+use std::collections::BTreeSet;
+
+use superapp_core::{Capability, Manifest};
+use superapp_services::consent::Consent;
+
+pub use superapp_services::consent::ConsentState;
+
+pub trait ConsentGate: Send + Sync {
+    /// `args` is the call's arguments (hashed into the audit record, never
+    /// stored as such), when the call has any.
+    fn check(
+        &self,
+        user: &str,
+        app: &Manifest,
+        capability: Capability,
+        args: Option<&[u8]>,
+    ) -> ConsentState;
+}
+
+/// The server's gate: the user's recorded decisions, prompts and audit.
+impl ConsentGate for Consent {
+    fn check(
+        &self,
+        user: &str,
+        app: &Manifest,
+        capability: Capability,
+        args: Option<&[u8]>,
+    ) -> ConsentState {
+        Consent::check(self, user, app, capability, args)
+    }
+}
+
+/// The dev loop's gate: the provider is the user and allows everything
+/// except what they chose to deny (`plugin run --deny CAP`).
+pub struct DevConsent {
+    pub denied: BTreeSet<Capability>,
+}
+
+impl ConsentGate for DevConsent {
+    fn check(
+        &self,
+        _user: &str,
+        _app: &Manifest,
+        capability: Capability,
+        _args: Option<&[u8]>,
+    ) -> ConsentState {
+        if self.denied.contains(&capability) {
+            ConsentState::Denied
+        } else {
+            ConsentState::Granted
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The host side of every capability, one folder each. A folder links its
+//! WIT interface, checks the call, owns its per-instance state and limits,
+//! and holds the port to the service behind it with that port's dev-loop and
+//! server implementations. This file holds what they share: the state of
+//! one instance, the check every call makes first, and [`link`], the
+//! registry that maps each capability to its folder.
+
+pub mod clock;
+pub mod documents;
+mod errors;
+pub mod gate;
+pub mod identity;
+pub mod log;
+pub mod notify;
+pub mod payments;
+pub mod profile;
+pub mod random;
+pub mod shared_storage;
+pub mod storage;
+
+mod services;
+
+use std::sync::Arc;
+
+use superapp_core::{Capability, ConsentLevel, Manifest};
+use superapp_store::Quota;
+use wasmtime::component::Linker;
+
+pub(crate) use errors::unavailable;
+pub use gate::{ConsentGate, ConsentState, DevConsent};
+pub use services::{BoxFuture, Services};
+
+use crate::bindings::superapp::plugin::types::Error;
+use crate::limits::Meter;
+
+/// Add `capability`'s host functions to `linker`. The match is exhaustive,
+/// so a new capability does not compile until it is linked here; the static
+/// import check reads the same enum, so the two cannot disagree.
+pub fn link(capability: Capability, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    match capability {
+        Capability::Log => log::add_to_linker(linker),
+        Capability::Identity => identity::add_to_linker(linker),
+        Capability::Profile => profile::add_to_linker(linker),
+        Capability::Storage => storage::add_to_linker(linker),
+        Capability::SharedStorage => shared_storage::add_to_linker(linker),
+        Capability::Notify => notify::add_to_linker(linker),
+        Capability::Payments => payments::add_to_linker(linker),
+        Capability::Documents => documents::add_to_linker(linker),
+        Capability::Clock => clock::add_to_linker(linker),
+        Capability::Random => random::add_to_linker(linker),
+    }
+}
+
+/// The data of one store: one instance, one user, one event.
+pub struct HostState {
+    pub(crate) app: Arc<Manifest>,
+    /// The host's internal user id (never shown to the mini-program).
+    pub(crate) user: String,
+    pub(crate) services: Arc<Services>,
+    pub(crate) meter: Meter,
+    /// The message the guest's panic hook reported, if it panicked.
+    pub(crate) panic_message: Option<String>,
+    pub(crate) log: log::State,
+    pub(crate) notify: notify::State,
+}
+
+impl HostState {
+    pub(crate) fn new(
+        app: Arc<Manifest>,
+        user: String,
+        services: Arc<Services>,
+        meter: Meter,
+    ) -> Self {
+        HostState {
+            app,
+            user,
+            services,
+            meter,
+            panic_message: None,
+            log: log::State::default(),
+            notify: notify::State::default(),
+        }
+    }
+
+    /// The storage quota of this app: its manifest's, capped by the host's.
+    pub(crate) fn quota(&self) -> Quota {
+        let host = self.services.quota;
+        Quota {
+            total_bytes: self.app.limits.storage_bytes.min(host.total_bytes),
+            ..host
+        }
+    }
+
+    /// The check every capability call makes first: the manifest declares
+    /// it, and the user has agreed where the capability needs agreement.
+    /// The linker already holds only declared capabilities; this is the
+    /// second line, and the place where consent is read at call time.
+    pub(crate) fn require(&self, capability: Capability) -> Result<(), Error> {
+        self.require_with(capability, None)
+    }
+
+    /// [`require`](Self::require) for a call with arguments, whose digest
+    /// goes into the audit record of a consent-gated call.
+    pub(crate) fn require_with(
+        &self,
+        capability: Capability,
+        args: Option<&[u8]>,
+    ) -> Result<(), Error> {
+        if !self.app.declares(capability) {
+            return Err(Error::Denied(format!(
+                "`{capability}` is not declared in plugin.toml"
+            )));
+        }
+        if capability.consent() == ConsentLevel::None {
+            return Ok(());
+        }
+        match self.services.consent.check(&self.user, &self.app, capability, args) {
+            ConsentState::Granted => Ok(()),
+            ConsentState::Denied => Err(Error::Denied(format!("the user has not allowed `{capability}`"))),
+            ConsentState::Required => Err(Error::ConsentRequired(format!(
+                "the user has been asked to allow `{capability}`; the answer arrives as a consent event"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! `notify`: messages from the app's service account into the user's chat
+//! list, and app cards the user shares into a chat they pick, behind the
+//! user's consent and two rate limits (per event, and per user per app per
+//! hour).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use superapp_core::{Capability, Manifest};
+use superapp_services::consent::Consent;
+use superapp_services::identity::Throttle;
+use superapp_services::messaging::{Card, Messaging};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::{unavailable, BoxFuture, HostState};
+use crate::bindings::superapp::plugin::notify as wit;
+use crate::bindings::superapp::plugin::types::{AppCard, Error};
+
+/// Longest notification text, in bytes.
+pub const MAX_TEXT: usize = 2000;
+/// Notifications one event may send.
+pub const MAX_PER_EVENT: u32 = 3;
+/// Notifications one app may send one user per hour.
+pub const MAX_PER_HOUR: u32 = 10;
+
+/// What `notify` counts during one event.
+#[derive(Debug, Default)]
+pub struct State {
+    sent: u32,
+}
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl wit::Host for HostState {
+    async fn send(&mut self, text: String) -> wasmtime::Result<Result<(), Error>> {
+        if let Err(e) = self.require_with(Capability::Notify, Some(text.as_bytes())) {
+            return Ok(Err(e));
+        }
+        if text.trim().is_empty() || text.len() > MAX_TEXT {
+            return Ok(Err(Error::Invalid(format!(
+                "text must be 1 to {MAX_TEXT} bytes"
+            ))));
+        }
+        self.notify.sent += 1;
+        if self.notify.sent > MAX_PER_EVENT {
+            return Ok(Err(Error::QuotaExceeded(format!(
+                "at most {MAX_PER_EVENT} notifications per event"
+            ))));
+        }
+        let services = self.services.clone();
+        Ok(services.notifier.send(&self.user, &self.app, &text).await)
+    }
+
+    async fn share_card(&mut self, card: AppCard) -> wasmtime::Result<Result<(), Error>> {
+        if let Err(e) = self.require(Capability::Notify) {
+            return Ok(Err(e));
+        }
+        let fields = [&card.app_id, &card.title, &card.description];
+        if card.title.trim().is_empty()
+            || fields.iter().any(|f| f.len() > 200)
+            || card.params.len() > 16
+        {
+            return Ok(Err(Error::Invalid(
+                "a card has a title, fields up to 200 bytes and at most 16 params".into(),
+            )));
+        }
+        let card = Card {
+            app_id: card.app_id,
+            title: card.title,
+            description: card.description,
+            params: card.params,
+        };
+        let services = self.services.clone();
+        Ok(services
+            .notifier
+            .share_card(&self.user, &self.app, card)
+            .await)
+    }
+}
+
+/// Delivers service-account messages into a user's chat list. The error is
+/// what the mini-program sees.
+pub trait Notifier: Send + Sync {
+    fn send<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+    /// Ask the user, in a host prompt, which chat to share `card` into.
+    fn share_card<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        card: Card,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+/// The server's notifier: service-account messages through the messaging
+/// path (pushes included), at most [`MAX_PER_HOUR`] per user per app, and
+/// share prompts through consent.
+pub struct ChatNotifier {
+    messaging: Arc<Messaging>,
+    consent: Arc<Consent>,
+    window: Throttle,
+}
+
+impl ChatNotifier {
+    pub fn new(messaging: Arc<Messaging>, consent: Arc<Consent>) -> Self {
+        ChatNotifier {
+            messaging,
+            consent,
+            window: Throttle::new(MAX_PER_HOUR, Duration::from_secs(3600)),
+        }
+    }
+}
+
+impl Notifier for ChatNotifier {
+    fn send<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let key = format!("{user}\0{}", app.id);
+            if self.window.check(&key).is_err() {
+                return Err(Error::QuotaExceeded(format!(
+                    "at most {MAX_PER_HOUR} notifications per hour"
+                )));
+            }
+            self.window.record(&key);
+            self.messaging
+                .notify(user, &app.id, &app.name, text)
+                .await
+                .map(|_| ())
+                .map_err(|e| unavailable("notifications", &e))
+        })
+    }
+
+    fn share_card<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        card: Card,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            self.consent
+                .ask_share(user, app, card)
+                .map_err(|e| unavailable("sharing", &e))
+        })
+    }
+}
+
+/// The dev loop's notifier: keeps messages and prints them to stderr.
+#[derive(Default)]
+pub struct DevNotifier {
+    pub sent: Mutex<Vec<(String, String, String)>>,
+}
+
+impl Notifier for DevNotifier {
+    fn send<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            eprintln!("notify [{} -> {user}]: {text}", app.label());
+            self.sent.lock().unwrap_or_else(|p| p.into_inner()).push((
+                user.to_string(),
+                app.id.clone(),
+                text.to_string(),
+            ));
+            Ok(())
+        })
+    }
+
+    fn share_card<'a>(
+        &'a self,
+        user: &'a str,
+        app: &'a Manifest,
+        card: Card,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            eprintln!(
+                "share card [{} -> {user}]: {} {:?}",
+                app.label(),
+                card.title,
+                card.params
+            );
+            Ok(())
+        })
+    }
+}

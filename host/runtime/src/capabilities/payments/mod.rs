@@ -1,0 +1,110 @@
+//! `payments`: orders the user confirms in a host-drawn sheet. The call
+//! only creates the order; money moves when the user confirms with their
+//! password, and the app hears the outcome as a `payment` event.
+
+use wasmtime::component::{HasSelf, Linker};
+
+use superapp_core::{Capability, Manifest};
+use superapp_services::ledger::orders::{NewOrder, OrderState, Orders};
+
+use super::HostState;
+use crate::bindings::superapp::plugin::payments::{self as wit, OrderStatus, PaymentRequest};
+use crate::bindings::superapp::plugin::types::{Error, PaymentOutcome};
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl wit::Host for HostState {
+    async fn request(&mut self, req: PaymentRequest) -> wasmtime::Result<Result<String, Error>> {
+        let args = serde_json::json!([req.amount, req.currency, req.description]).to_string();
+        if let Err(e) = self.require_with(Capability::Payments, Some(args.as_bytes())) {
+            return Ok(Err(e));
+        }
+        let order = NewOrder {
+            amount: req.amount,
+            currency: req.currency,
+            description: req.description,
+            idempotency_key: req.idempotency_key,
+        };
+        Ok(self.services.payments.request(&self.user, &self.app, order))
+    }
+
+    async fn status(&mut self, order_id: String) -> wasmtime::Result<Result<OrderStatus, Error>> {
+        if let Err(e) = self.require(Capability::Payments) {
+            return Ok(Err(e));
+        }
+        Ok(self.services.payments.status(&self.app, &order_id))
+    }
+
+    async fn refund(
+        &mut self,
+        order_id: String,
+        amount: u64,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        if let Err(e) = self.require(Capability::Payments) {
+            return Ok(Err(e));
+        }
+        Ok(self.services.payments.refund(&self.app, &order_id, amount))
+    }
+}
+
+/// The outcome of a settled order, as the WIT contract names it.
+pub fn outcome(state: &OrderState) -> Option<PaymentOutcome> {
+    match state {
+        OrderState::Pending => None,
+        OrderState::Paid => Some(PaymentOutcome::Paid),
+        OrderState::Declined => Some(PaymentOutcome::Declined),
+        OrderState::Expired => Some(PaymentOutcome::Expired),
+        OrderState::Failed(reason) => Some(PaymentOutcome::Failed(reason.clone())),
+    }
+}
+
+/// Takes payment orders for the `payments` capability. The error is what
+/// the mini-program sees.
+pub trait PaymentDesk: Send + Sync {
+    /// Create a pending order and its payment sheet; returns the order id.
+    fn request(&self, user: &str, app: &Manifest, order: NewOrder) -> Result<String, Error>;
+    fn status(&self, app: &Manifest, order_id: &str) -> Result<OrderStatus, Error>;
+    fn refund(&self, app: &Manifest, order_id: &str, amount: u64) -> Result<(), Error>;
+}
+
+/// Where no ledger exists (the provider's dev loop): every payment call
+/// answers `unavailable`, so an app's handling of that can be tried.
+pub struct NoPayments;
+
+impl PaymentDesk for NoPayments {
+    fn request(&self, _: &str, _: &Manifest, _: NewOrder) -> Result<String, Error> {
+        Err(no_ledger())
+    }
+    fn status(&self, _: &Manifest, _: &str) -> Result<OrderStatus, Error> {
+        Err(no_ledger())
+    }
+    fn refund(&self, _: &Manifest, _: &str, _: u64) -> Result<(), Error> {
+        Err(no_ledger())
+    }
+}
+
+fn no_ledger() -> Error {
+    Error::Unavailable("payments need the host's ledger: try them on `superapp serve`".into())
+}
+
+/// The server's desk: the ledger's payment orders.
+impl PaymentDesk for Orders {
+    fn request(&self, user: &str, app: &Manifest, order: NewOrder) -> Result<String, Error> {
+        Ok(Orders::request(self, user, app, &order)?.id)
+    }
+
+    fn status(&self, app: &Manifest, order_id: &str) -> Result<OrderStatus, Error> {
+        let order = self.status_for(&app.publisher, order_id)?;
+        Ok(match outcome(&order.state) {
+            None => OrderStatus::Pending,
+            Some(_) if order.refunded > 0 => OrderStatus::Refunded(order.refunded),
+            Some(o) => OrderStatus::Settled(o),
+        })
+    }
+
+    fn refund(&self, app: &Manifest, order_id: &str, amount: u64) -> Result<(), Error> {
+        Ok(Orders::refund(self, &app.publisher, order_id, amount).map(|_| ())?)
+    }
+}

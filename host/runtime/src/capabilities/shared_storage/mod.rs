@@ -1,0 +1,71 @@
+//! `shared-storage`: key-value data shared by all users of one app, with
+//! compare-and-swap and atomic increment for slots and counters. The
+//! operations are `storage`'s [`Space`] over the app-wide namespace.
+
+use superapp_core::Capability;
+use superapp_store::Namespace;
+use wasmtime::component::{HasSelf, Linker};
+
+use super::storage::Space;
+use super::HostState;
+use crate::bindings::superapp::plugin::shared_storage as wit;
+use crate::bindings::superapp::plugin::types::Error;
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl HostState {
+    /// The app-wide namespace; `Err` if shared storage is not granted.
+    fn app_space(&self) -> Result<Space<'_>, Error> {
+        self.require(Capability::SharedStorage)?;
+        let ns = Namespace::App {
+            app: self.app.id.clone(),
+        };
+        Ok(Space::new(self, ns))
+    }
+}
+
+impl wit::Host for HostState {
+    async fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        Ok(self.app_space().and_then(|s| s.get(&key)))
+    }
+
+    async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+        Ok(self.app_space().and_then(|s| s.set(&key, &value)))
+    }
+
+    async fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<bool, Error>> {
+        Ok(self.app_space().and_then(|s| s.delete(&key)))
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<Vec<u8>>, Error>> {
+        Ok(self
+            .app_space()
+            .and_then(|s| s.list_keys(&prefix, start_after.as_deref(), limit)))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> wasmtime::Result<Result<bool, Error>> {
+        Ok(self
+            .app_space()
+            .and_then(|s| s.compare_and_swap(&key, expected.as_deref(), new.as_deref())))
+    }
+
+    async fn increment(
+        &mut self,
+        key: Vec<u8>,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, Error>> {
+        Ok(self.app_space().and_then(|s| s.increment(&key, delta)))
+    }
+}

@@ -1,0 +1,131 @@
+//! `storage`: key-value data private to one app and one user, within quota.
+//! [`Space`] holds the operations it shares with `shared-storage`; the two
+//! differ only in which namespace a call reaches.
+
+use superapp_core::Capability;
+use superapp_store::Namespace;
+use wasmtime::component::{HasSelf, Linker};
+
+use super::HostState;
+use crate::bindings::superapp::plugin::storage::{self as wit, QuotaUsage};
+use crate::bindings::superapp::plugin::types::Error;
+
+/// Most keys one `list-keys` call returns.
+pub const MAX_LIST: u32 = 1000;
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+/// One namespace of the storage capabilities, reached by a call that has
+/// passed its capability check, under this app's quota.
+pub(crate) struct Space<'a> {
+    state: &'a HostState,
+    ns: Namespace,
+}
+
+impl<'a> Space<'a> {
+    pub(crate) fn new(state: &'a HostState, ns: Namespace) -> Self {
+        Space { state, ns }
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.state.services.kv.get(&self.ns, key)?)
+    }
+
+    pub(crate) fn set(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let quota = self.state.quota();
+        Ok(self.state.services.kv.set(&self.ns, key, value, &quota)?)
+    }
+
+    pub(crate) fn delete(&self, key: &[u8]) -> Result<bool, Error> {
+        Ok(self.state.services.kv.delete(&self.ns, key)?)
+    }
+
+    pub(crate) fn list_keys(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let limit = limit.min(MAX_LIST) as usize;
+        Ok(self
+            .state
+            .services
+            .kv
+            .list_keys(&self.ns, prefix, start_after, limit)?)
+    }
+
+    pub(crate) fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, Error> {
+        let quota = self.state.quota();
+        Ok(self
+            .state
+            .services
+            .kv
+            .compare_and_swap(&self.ns, key, expected, new, &quota)?)
+    }
+
+    pub(crate) fn increment(&self, key: &[u8], delta: i64) -> Result<i64, Error> {
+        let quota = self.state.quota();
+        Ok(self
+            .state
+            .services
+            .kv
+            .increment(&self.ns, key, delta, &quota)?)
+    }
+
+    pub(crate) fn usage(&self) -> Result<QuotaUsage, Error> {
+        let u = self.state.services.kv.usage(&self.ns)?;
+        Ok(QuotaUsage {
+            bytes_used: u.bytes,
+            bytes_quota: self.state.quota().total_bytes,
+            keys: u.keys,
+        })
+    }
+}
+
+impl HostState {
+    /// The caller's private namespace; `Err` if storage is not granted.
+    fn user_space(&self) -> Result<Space<'_>, Error> {
+        self.require(Capability::Storage)?;
+        let ns = Namespace::User {
+            app: self.app.id.clone(),
+            user: self.user.clone(),
+        };
+        Ok(Space::new(self, ns))
+    }
+}
+
+impl wit::Host for HostState {
+    async fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        Ok(self.user_space().and_then(|s| s.get(&key)))
+    }
+
+    async fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+        Ok(self.user_space().and_then(|s| s.set(&key, &value)))
+    }
+
+    async fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<Result<bool, Error>> {
+        Ok(self.user_space().and_then(|s| s.delete(&key)))
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<Vec<u8>>, Error>> {
+        Ok(self
+            .user_space()
+            .and_then(|s| s.list_keys(&prefix, start_after.as_deref(), limit)))
+    }
+
+    async fn usage(&mut self) -> wasmtime::Result<Result<QuotaUsage, Error>> {
+        Ok(self.user_space().and_then(|s| s.usage()))
+    }
+}

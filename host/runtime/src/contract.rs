@@ -1,0 +1,182 @@
+//! The static check of a component against the contract: every import is a
+//! `superapp:plugin` interface of this version, and every capability it
+//! imports is declared in the manifest. The linker links exactly the
+//! declared capabilities (`capabilities::link`, an exhaustive match over
+//! the same `Capability` enum), so the check and the linker cannot disagree.
+
+use serde::Serialize;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+use superapp_core::{Capability, ConsentLevel, Manifest, PACKAGE, VERSION};
+
+/// The type-only interface; importing it grants nothing.
+const TYPES_INTERFACE: &str = "types";
+
+/// Why a component's imports are not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error("the component imports `{interface}` but plugin.toml has no [capabilities.{capability}] (add it with a `reason`)")]
+    Undeclared {
+        interface: String,
+        capability: Capability,
+    },
+    #[error("the component imports `{0}`, which is outside the superapp contract: mini-programs can use only `{PACKAGE}` interfaces (no WASI, no other packages)")]
+    Foreign(String),
+    #[error("the component imports `{0}`, which is not an interface of `{PACKAGE}` (known: {known})", known = Capability::known_names())]
+    UnknownInterface(String),
+    #[error("the component imports `{0}`, but this host implements `{PACKAGE}@{VERSION}`")]
+    UnsupportedVersion(String),
+    #[error("the component imports `{0}` as something other than an interface instance")]
+    NotAnInstance(String),
+    #[error("the component imports `{0}` with functions, but that interface holds only types")]
+    TypesWithFunctions(String),
+}
+
+/// Map one import name to what it means in the contract: `Ok(None)` for the
+/// type-only interface, `Ok(Some(cap))` for a capability.
+fn classify(name: &str) -> Result<Option<Capability>, ImportError> {
+    let Some(rest) = name.strip_prefix(PACKAGE).and_then(|r| r.strip_prefix('/')) else {
+        return Err(ImportError::Foreign(name.to_string()));
+    };
+    let (interface, version) = match rest.split_once('@') {
+        Some((i, v)) => (i, Some(v)),
+        None => (rest, None),
+    };
+    if version != Some(VERSION) {
+        return Err(ImportError::UnsupportedVersion(name.to_string()));
+    }
+    if interface == TYPES_INTERFACE {
+        return Ok(None);
+    }
+    Capability::from_name(interface)
+        .map(Some)
+        .ok_or_else(|| ImportError::UnknownInterface(name.to_string()))
+}
+
+/// What a component really imports, as capabilities, in table order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub imported: Vec<Capability>,
+    /// Declared in the manifest but never imported: harmless, but an auditor
+    /// may ask the publisher to drop them.
+    pub declared_unused: Vec<Capability>,
+}
+
+/// The static check: every import is a contract interface and every
+/// capability imported is declared in the manifest. Returns every problem,
+/// not just the first, so a provider can fix them in one go.
+pub fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    manifest: &Manifest,
+) -> Result<ImportReport, Vec<ImportError>> {
+    let mut errors = Vec::new();
+    let mut imported = Vec::new();
+    for (name, item) in component.component_type().imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            errors.push(ImportError::NotAnInstance(name.to_string()));
+            continue;
+        };
+        match classify(name) {
+            Ok(None) => {
+                let has_funcs = instance
+                    .exports(engine)
+                    .any(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)));
+                if has_funcs {
+                    errors.push(ImportError::TypesWithFunctions(name.to_string()));
+                }
+            }
+            Ok(Some(capability)) => {
+                if !manifest.declares(capability) {
+                    errors.push(ImportError::Undeclared {
+                        interface: name.to_string(),
+                        capability,
+                    });
+                }
+                imported.push(capability);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    imported.sort();
+    imported.dedup();
+    let declared_unused = manifest
+        .capabilities()
+        .filter(|c| !imported.contains(c))
+        .collect();
+    Ok(ImportReport {
+        imported,
+        declared_unused,
+    })
+}
+
+/// One row of what auditors and providers see: a declared capability with
+/// its reason, and whether the component really imports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapabilitySummary {
+    pub name: &'static str,
+    pub consent: ConsentLevel,
+    pub reason: String,
+    pub imported: bool,
+}
+
+/// Declared capabilities side by side with the component's real imports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportSummary {
+    pub capabilities: Vec<CapabilitySummary>,
+}
+
+impl ImportSummary {
+    pub fn of(manifest: &Manifest, report: &ImportReport) -> ImportSummary {
+        let capabilities = manifest
+            .declared
+            .iter()
+            .map(|d| CapabilitySummary {
+                name: d.capability.name(),
+                consent: d.capability.consent(),
+                reason: d.reason.clone(),
+                imported: report.imported.contains(&d.capability),
+            })
+            .collect();
+        ImportSummary { capabilities }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_maps_names_to_capabilities() {
+        use ImportError::*;
+        type Expected = Result<Option<Capability>, fn(String) -> ImportError>;
+        let cases: [(&str, Expected); 8] = [
+            (
+                "superapp:plugin/storage@0.1.0",
+                Ok(Some(Capability::Storage)),
+            ),
+            (
+                "superapp:plugin/shared-storage@0.1.0",
+                Ok(Some(Capability::SharedStorage)),
+            ),
+            ("superapp:plugin/types@0.1.0", Ok(None)),
+            ("wasi:cli/environment@0.2.0", Err(Foreign)),
+            ("superapp:pluginx/log@0.1.0", Err(Foreign)),
+            ("superapp:plugin/log@0.2.0", Err(UnsupportedVersion)),
+            ("superapp:plugin/log", Err(UnsupportedVersion)),
+            ("superapp:plugin/files@0.1.0", Err(UnknownInterface)),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(
+                classify(name),
+                expected.map_err(|make| make(name.to_string())),
+                "{name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Errors of loading and running mini-programs. Every run error names the
+//! app and version, and for a limit, which limit.
+
+use serde::Serialize;
+
+use crate::bindings::superapp::plugin::types::{AppError, Error as CapError};
+use crate::contract::ImportError;
+use crate::view::ViewError;
+use superapp_core::ManifestError;
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("not a valid component: {0}")]
+    Compile(String),
+    #[error("{}", join(.0))]
+    Imports(Vec<ImportError>),
+    #[error("the component cannot be linked: {0}")]
+    Link(String),
+}
+
+fn join(errors: &[ImportError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The limit an event ran into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "limit", rename_all = "kebab-case")]
+pub enum Limit {
+    Memory {
+        limit_bytes: u64,
+        requested_bytes: u64,
+    },
+    Table {
+        limit_elements: u64,
+        requested_elements: u64,
+    },
+    Time {
+        limit_ms: u64,
+    },
+    View {
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Memory {
+                limit_bytes,
+                requested_bytes,
+            } => {
+                write!(
+                    f,
+                    "memory limit of {limit_bytes} bytes exceeded (asked for {requested_bytes})"
+                )
+            }
+            Limit::Table {
+                limit_elements,
+                requested_elements,
+            } => {
+                write!(f, "table limit of {limit_elements} elements exceeded (asked for {requested_elements})")
+            }
+            Limit::Time { limit_ms } => write!(f, "time limit of {limit_ms} ms exceeded"),
+            Limit::View { detail } => write!(f, "view limit exceeded: {detail}"),
+        }
+    }
+}
+
+/// Why an event did not produce a view. The host and other apps carry on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    #[error("{app}: {limit}")]
+    Limit { app: String, limit: Limit },
+    #[error("{app} panicked: {message}")]
+    Panic { app: String, message: String },
+    #[error("{app} trapped: {reason}")]
+    Trap { app: String, reason: String },
+    #[error("{app} returned an error: {}", describe_app_error(.error))]
+    App { app: String, error: AppError },
+    #[error("{app} returned an invalid view: {error}")]
+    InvalidView { app: String, error: ViewError },
+    #[error("{app} could not be started: {reason}")]
+    Instantiate { app: String, reason: String },
+}
+
+impl RunError {
+    /// A stable machine-readable code for APIs and the CLI.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RunError::Limit { .. } => "limit-exceeded",
+            RunError::Panic { .. } => "app-panicked",
+            RunError::Trap { .. } => "app-trapped",
+            RunError::App { .. } => "app-error",
+            RunError::InvalidView { .. } => "invalid-view",
+            RunError::Instantiate { .. } => "instantiate-failed",
+        }
+    }
+
+    /// The limit hit, if this is a limit error.
+    pub fn limit(&self) -> Option<&Limit> {
+        match self {
+            RunError::Limit { limit, .. } => Some(limit),
+            _ => None,
+        }
+    }
+}
+
+pub fn describe_app_error(e: &AppError) -> String {
+    match e {
+        AppError::BadRequest(m) => format!("bad request: {m}"),
+        AppError::Failed(m) => format!("failed: {m}"),
+        AppError::Capability(c) => format!("capability error: {}", describe_cap_error(c)),
+    }
+}
+
+pub fn describe_cap_error(e: &CapError) -> String {
+    match e {
+        CapError::Denied(m) => format!("denied: {m}"),
+        CapError::ConsentRequired(m) => format!("consent required: {m}"),
+        CapError::QuotaExceeded(m) => format!("quota exceeded: {m}"),
+        CapError::Invalid(m) => format!("invalid: {m}"),
+        CapError::NotFound(m) => format!("not found: {m}"),
+        CapError::Unavailable(m) => format!("unavailable: {m}"),
+    }
+}

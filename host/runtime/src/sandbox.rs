@@ -1,0 +1,385 @@
+//! The sandbox: one wasmtime `Engine` per process, components checked and
+//! precompiled once, and a fresh instance for every event under the app's
+//! limits (memory via the limiter, wall time via epoch interruption driven by
+//! one process-wide ticker, view size via validation).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+
+use superapp_core::{Limits, Manifest, PACKAGE, VERSION};
+
+use crate::bindings::superapp::plugin::types::{Context, Event};
+use crate::bindings::MiniProgramPre;
+use crate::cache::{sha256_hex, ComponentCache, Origin};
+use crate::capabilities::{self, HostState, Services};
+use crate::contract::{check_imports, ImportReport};
+use crate::error::{Limit, LoadError, RunError};
+use crate::limits::{self, Breach, Meter};
+use crate::view::{self, ViewError};
+
+/// How long past its time limit an event may take when it is blocked in a
+/// host call rather than running wasm (where the epoch check stops it).
+const BACKSTOP: Duration = Duration::from_millis(50);
+
+/// Host policy for the sandbox.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Use the pooling instance allocator (fast instantiation, memory
+    /// reserved up front). Off: allocate on demand.
+    pub pooling: bool,
+    /// Instances that may be alive at once (pooling slots).
+    pub max_instances: u32,
+    /// The host's caps; every app's limits are capped by these.
+    pub cap: Limits,
+    /// Period of the epoch ticker; time limits are enforced to about one tick.
+    pub epoch_tick: Duration,
+    /// Where precompiled components are kept; `None` compiles every load.
+    pub cache_dir: Option<PathBuf>,
+    /// Pooling only: up to this many bytes of each linear memory are reset
+    /// in place (only the dirtied pages, where the kernel supports
+    /// PAGEMAP_SCAN) rather than returned to the OS when an instance ends,
+    /// so the next instance in that slot takes no page faults.
+    pub keep_resident: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            pooling: true,
+            max_instances: 256,
+            cap: Limits {
+                memory_bytes: 64 << 20,
+                time_ms: 10_000,
+                view_nodes: 2_000,
+                view_bytes: 1 << 20,
+                storage_bytes: 10 << 20,
+            },
+            epoch_tick: Duration::from_millis(1),
+            cache_dir: None,
+            keep_resident: 1 << 20,
+        }
+    }
+}
+
+/// Advances the engine's epoch at a fixed period, for the whole process.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(engine: Engine, tick: Duration) -> std::io::Result<Ticker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("superapp-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Ticker {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A checked, linked mini-program, ready to instantiate.
+pub struct App {
+    manifest: Arc<Manifest>,
+    pre: MiniProgramPre<HostState>,
+    limits: Limits,
+    sha256: String,
+    imports: ImportReport,
+    origin: Origin,
+}
+
+impl App {
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// The app's limits after the host's caps.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+    /// Hex SHA-256 of the component bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    pub fn imports(&self) -> &ImportReport {
+        &self.imports
+    }
+    /// Whether this load compiled the component or found it precompiled.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+}
+
+/// Who an event runs for.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The host's user id; the app only ever sees its pseudonym.
+    pub user: String,
+    pub locale: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl Invocation {
+    pub fn new(user: impl Into<String>) -> Self {
+        Invocation {
+            user: user.into(),
+            locale: "en".into(),
+            params: Vec::new(),
+        }
+    }
+}
+
+/// Which export to call.
+#[derive(Debug, Clone)]
+pub enum Call {
+    Launch,
+    Event(Event),
+}
+
+pub struct Runtime {
+    engine: Engine,
+    config: RuntimeConfig,
+    cache: Option<ComponentCache>,
+    _ticker: Ticker,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true);
+        wasm.max_wasm_stack(512 << 10);
+        if config.pooling {
+            let n = config.max_instances;
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(n)
+                .total_core_instances(n * 4)
+                .total_memories(n)
+                .total_tables(n * 4)
+                .total_stacks(n)
+                .max_core_instances_per_component(limits::MAX_INSTANCES as u32)
+                .max_memories_per_component(limits::MAX_MEMORIES as u32)
+                .max_tables_per_component(limits::MAX_TABLES as u32)
+                .table_elements(limits::MAX_TABLE_ELEMENTS)
+                .max_memory_size(config.cap.memory_bytes as usize)
+                // Where the kernel can say which pages an instance dirtied
+                // (PAGEMAP_SCAN, Linux 6.7+), reset only those, in place.
+                .pagemap_scan(Enabled::Auto)
+                .linear_memory_keep_resident(config.keep_resident)
+                .table_keep_resident(config.keep_resident);
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(ComponentCache::new(dir)?),
+            None => None,
+        };
+        let ticker = Ticker::start(engine.clone(), config.epoch_tick)?;
+        Ok(Runtime {
+            engine,
+            config,
+            cache,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Compile (or load precompiled) without any checks: for tools that
+    /// inspect components.
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, Origin), LoadError> {
+        let sha = sha256_hex(bytes);
+        let result = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, &sha, bytes),
+            None => Component::new(&self.engine, bytes).map(|c| (c, Origin::Compiled)),
+        };
+        result.map_err(|e| LoadError::Compile(format!("{e:#}")))
+    }
+
+    /// Check a component against its manifest and prepare it to run.
+    pub fn load(&self, manifest: Manifest, bytes: &[u8]) -> Result<App, LoadError> {
+        let sha256 = sha256_hex(bytes);
+        let (component, origin) = self.compile(bytes)?;
+        let imports =
+            check_imports(&self.engine, &component, &manifest).map_err(LoadError::Imports)?;
+
+        // The linker holds only what the manifest declares: even if the
+        // static check were wrong, an undeclared import would fail to link.
+        let mut linker: Linker<HostState> = Linker::new(&self.engine);
+        linker
+            .instance(&format!("{PACKAGE}/types@{VERSION}"))
+            .map_err(|e| LoadError::Link(e.to_string()))?;
+        for capability in manifest.capabilities() {
+            capabilities::link(capability, &mut linker)
+                .map_err(|e| LoadError::Link(e.to_string()))?;
+        }
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(MiniProgramPre::new)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let limits = manifest.limits.capped_by(self.config.cap);
+        Ok(App {
+            manifest: Arc::new(manifest),
+            pre,
+            limits,
+            sha256,
+            imports,
+            origin,
+        })
+    }
+
+    /// Read a manifest and a component from disk and load them.
+    pub fn load_files(&self, manifest: &Path, component: &Path) -> Result<App, LoadError> {
+        let manifest = Manifest::load(manifest)?;
+        let bytes = std::fs::read(component).map_err(|source| LoadError::Io {
+            path: component.display().to_string(),
+            source,
+        })?;
+        self.load(manifest, &bytes)
+    }
+
+    /// Run one export in a fresh instance and return the validated view.
+    pub async fn run(
+        &self,
+        app: &App,
+        services: &Arc<Services>,
+        invocation: &Invocation,
+        call: &Call,
+    ) -> Result<view::View, RunError> {
+        let label = app.manifest.label();
+        let limits = app.limits;
+        let state = HostState::new(
+            app.manifest.clone(),
+            invocation.user.clone(),
+            services.clone(),
+            Meter::new(limits.memory_bytes),
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.meter);
+        let budget = Duration::from_millis(limits.time_ms);
+        let deadline = Instant::now() + budget;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            if Instant::now() >= deadline {
+                ctx.data_mut().meter.breach = Some(Breach::Time {
+                    limit_ms: limits.time_ms,
+                });
+                return Err(wasmtime::Error::msg("time limit exceeded"));
+            }
+            // Give the executor a chance to run other tasks every tick.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let ctx = Context {
+            app_id: app.manifest.id.clone(),
+            app_version: app.manifest.version.to_string(),
+            locale: invocation.locale.clone(),
+            params: invocation.params.clone(),
+        };
+
+        let outcome = tokio::time::timeout(budget + BACKSTOP, async {
+            let instance = match app.pre.instantiate_async(&mut store).await {
+                Ok(i) => i,
+                Err(e) => return Err((true, e)),
+            };
+            let result = match call {
+                Call::Launch => instance.call_launch(&mut store, &ctx).await,
+                Call::Event(event) => instance.call_event(&mut store, &ctx, event).await,
+            };
+            result.map_err(|e| (false, e))
+        })
+        .await;
+
+        let state = store.data_mut();
+        match outcome {
+            Err(_elapsed) => Err(RunError::Limit {
+                app: label,
+                limit: Limit::Time {
+                    limit_ms: limits.time_ms,
+                },
+            }),
+            Ok(Err((instantiating, e))) => Err(failure(label, state, instantiating, e)),
+            Ok(Ok(Err(error))) => Err(RunError::App { app: label, error }),
+            Ok(Ok(Ok(raw))) => view::validate(&raw, &limits).map_err(|error| match error {
+                ViewError::TooManyNodes { .. }
+                | ViewError::TooManyBytes { .. }
+                | ViewError::TooDeep
+                | ViewError::StringTooLong(_) => RunError::Limit {
+                    app: label,
+                    limit: Limit::View {
+                        detail: error.to_string(),
+                    },
+                },
+                error => RunError::InvalidView { app: label, error },
+            }),
+        }
+    }
+}
+
+/// Explain a failed instantiation or call: a recorded limit breach first,
+/// then a reported panic, then the trap itself.
+fn failure(
+    app: String,
+    state: &mut HostState,
+    instantiating: bool,
+    error: wasmtime::Error,
+) -> RunError {
+    if let Some(breach) = state.meter.breach {
+        let limit = match breach {
+            Breach::Memory { limit, requested } => Limit::Memory {
+                limit_bytes: limit,
+                requested_bytes: requested,
+            },
+            Breach::Table { limit, requested } => Limit::Table {
+                limit_elements: limit,
+                requested_elements: requested,
+            },
+            Breach::Time { limit_ms } => Limit::Time { limit_ms },
+        };
+        return RunError::Limit { app, limit };
+    }
+    if let Some(message) = state.panic_message.take() {
+        return RunError::Panic { app, message };
+    }
+    if instantiating {
+        return RunError::Instantiate {
+            app,
+            reason: format!("{error:#}"),
+        };
+    }
+    let reason = match error.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => "stack overflow (recursion too deep)".to_string(),
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    RunError::Trap { app, reason }
+}

@@ -1,0 +1,79 @@
+//! Accounts and sessions: register, log in, log out, who am I.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::auth::{Auth, ClientAddr, Json, SESSION_COOKIE};
+use super::error::ApiError;
+use super::AppState;
+use superapp_services::identity::now_secs;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    username: String,
+    display_name: String,
+    password: String,
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<Register>,
+) -> Result<Response, ApiError> {
+    let user = state
+        .identity
+        .register(&body.username, &body.display_name, &body.password)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(user)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    username: String,
+    password: String,
+}
+
+fn cookie(state: &AppState, value: &str, max_age: u64) -> Option<HeaderValue> {
+    let secure = if state.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .ok()
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    Json(body): Json<Login>,
+) -> Result<Response, ApiError> {
+    let session = state
+        .identity
+        .login(&body.username, &body.password, client)
+        .await?;
+    let max_age = session.expires_at.saturating_sub(now_secs());
+    let mut response = (StatusCode::CREATED, axum::Json(&session)).into_response();
+    if let Some(c) = cookie(&state, &session.token, max_age) {
+        response.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    Ok(response)
+}
+
+pub async fn logout(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    state.identity.logout(&auth.token).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(c) = cookie(&state, "", 0) {
+        response.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    Ok(response)
+}
+
+pub async fn me(auth: Auth) -> axum::Json<superapp_services::identity::User> {
+    axum::Json(auth.user)
+}

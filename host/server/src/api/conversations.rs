@@ -1,0 +1,138 @@
+//! Conversations and messages.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{Auth, Json, Params};
+use super::error::ApiError;
+use super::AppState;
+use superapp_services::identity::User;
+use superapp_services::messaging::MessagingError;
+
+/// Most messages one sync page returns.
+pub const MAX_PAGE: usize = 500;
+
+pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    Ok(axum::Json(state.messaging.list(&auth.user)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Create {
+    Direct { with: String },
+    Group { title: String, members: Vec<String> },
+}
+
+fn lookup(state: &AppState, username: &str) -> Result<User, ApiError> {
+    state
+        .identity
+        .find_by_username(username)?
+        .ok_or_else(|| MessagingError::UnknownUser(username.to_string()).into())
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(body): Json<Create>,
+) -> Result<Response, ApiError> {
+    let conversation = match body {
+        Create::Direct { with } => {
+            let other = lookup(&state, &with)?;
+            state.messaging.direct(&auth.user, &other).await?
+        }
+        Create::Group { title, members } => {
+            let others = members
+                .iter()
+                .map(|m| lookup(&state, m))
+                .collect::<Result<Vec<_>, _>>()?;
+            state.messaging.group(&auth.user, &title, &others).await?
+        }
+    };
+    Ok((StatusCode::CREATED, axum::Json(conversation)).into_response())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(state.messaging.get(&auth.user, &id)?).into_response())
+}
+
+pub async fn members(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let conversation = state.messaging.get(&auth.user, &id)?;
+    let mut users = Vec::with_capacity(conversation.members.len());
+    for member in &conversation.members {
+        if let Some(u) = state.identity.user(member)? {
+            users.push(u);
+        }
+    }
+    Ok(axum::Json(users).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Send {
+    client_id: String,
+    text: String,
+}
+
+pub async fn send(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Json(body): Json<Send>,
+) -> Result<Response, ApiError> {
+    let (message, created) = state
+        .messaging
+        .send(&auth.user, &id, &body.client_id, &body.text)
+        .await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(message)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+pub async fn sync(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Params(q): Params<SyncQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let messages = state.messaging.sync(&auth.user, &id, q.after, limit)?;
+    Ok(axum::Json(json!({ "messages": messages })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Read {
+    seq: u64,
+}
+
+pub async fn read(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Json(body): Json<Read>,
+) -> Result<Response, ApiError> {
+    let read_seq = state.messaging.mark_read(&auth.user, &id, body.seq).await?;
+    Ok(axum::Json(json!({ "read_seq": read_seq })).into_response())
+}

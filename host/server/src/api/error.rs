@@ -1,0 +1,284 @@
+//! The API's one error type, and the one mapping from every service error to
+//! an HTTP status and a stable code. Every failure becomes
+//! `{"error":{"code","message"}}`; internal details go to the log, never to
+//! the client. The guest's mapping (`superapp-runtime`'s
+//! `capabilities/errors.rs`) follows the same rule: the caller's mistake is
+//! 400 / `invalid`, a missing thing 404 / `not-found`, somebody else's thing
+//! 403 / `denied`, and a host failure 500 or 503 / `unavailable`.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use superapp_runtime::RunError;
+use superapp_services::consent::ConsentError;
+use superapp_services::documents::DocumentError;
+use superapp_services::identity::IdentityError;
+use superapp_services::ledger::orders::OrderError;
+use superapp_services::ledger::LedgerError;
+use superapp_services::messaging::MessagingError;
+use superapp_store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid-request", message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not-found", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to handle this request",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(&e)
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::InvalidInput(m) => ApiError::bad_request(m),
+            IdentityError::UsernameTaken => {
+                ApiError::new(StatusCode::CONFLICT, "username-taken", e.to_string())
+            }
+            IdentityError::BadCredentials => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "bad-credentials", e.to_string())
+            }
+            IdentityError::Throttled { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-attempts",
+                    e.to_string(),
+                )
+            },
+            IdentityError::Unauthenticated(m) => ApiError::unauthenticated(m),
+            IdentityError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<MessagingError> for ApiError {
+    fn from(e: MessagingError) -> Self {
+        match e {
+            MessagingError::InvalidInput(m) => ApiError::bad_request(m),
+            MessagingError::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string())
+            }
+            MessagingError::NotFound => ApiError::not_found(e.to_string()),
+            MessagingError::UnknownUser(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-user",
+                e.to_string(),
+            ),
+            MessagingError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ConsentError> for ApiError {
+    fn from(e: ConsentError) -> Self {
+        match e {
+            ConsentError::NotFound => ApiError::not_found(e.to_string()),
+            ConsentError::Answered => {
+                ApiError::new(StatusCode::CONFLICT, "already-answered", e.to_string())
+            }
+            ConsentError::WrongKind => ApiError::bad_request(e.to_string()),
+            ConsentError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<DocumentError> for ApiError {
+    fn from(e: DocumentError) -> Self {
+        match e {
+            DocumentError::NotFound
+            | DocumentError::UnknownIssuer(_)
+            | DocumentError::UnknownUser(_) => ApiError::not_found(e.to_string()),
+            DocumentError::NotPending => {
+                ApiError::new(StatusCode::CONFLICT, "already-answered", e.to_string())
+            }
+            DocumentError::IssuerExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "exists", e.to_string())
+            }
+            DocumentError::Verify(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid-credential", e.to_string())
+            }
+            DocumentError::Invalid(m) => ApiError::bad_request(m),
+            DocumentError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Invalid(m) => ApiError::bad_request(m),
+            LedgerError::InsufficientFunds { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "insufficient-funds", e.to_string())
+            }
+            LedgerError::IdempotencyConflict => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency-conflict", e.to_string())
+            }
+            LedgerError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::NotFound => ApiError::not_found(e.to_string()),
+            OrderError::NotPending => {
+                ApiError::new(StatusCode::CONFLICT, "already-answered", e.to_string())
+            }
+            // Another publisher's order: the same refusal the guest gets.
+            OrderError::NotYours => ApiError::forbidden(e.to_string()),
+            OrderError::Ledger(e) => e.into(),
+            OrderError::Store(e) => e.into(),
+            OrderError::Invalid(_)
+            | OrderError::KeyReused
+            | OrderError::NotPaid
+            | OrderError::RefundTooLarge { .. } => ApiError::bad_request(e.to_string()),
+        }
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> Self {
+        // The app failed, not the request or the host: a gateway error,
+        // with the app's error code and a message that names app and limit.
+        ApiError::new(StatusCode::BAD_GATEWAY, e.code(), e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+            _ => "invalid-json",
+        };
+        ApiError::new(status, code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::bad_request(r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::bad_request(r.body_text())
+    }
+}
+
+/// Turn the bodiless or plain-text error responses that middleware produces
+/// (timeouts, method not allowed, payload limits) into JSON errors.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not-found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method-not-allowed",
+            "this route does not accept that method",
+        ),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too-large", "the request body is too large"),
+        s if s.is_client_error() => ("invalid-request", "the request was refused"),
+        _ => ("internal", "the server failed to handle this request"),
+    };
+    let mut out = ApiError::new(status, code, message).into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(v) = response.headers().get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn somebody_elses_order_is_forbidden_not_a_bad_request() {
+        let e = ApiError::from(OrderError::NotYours);
+        assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "forbidden"));
+        let e = ApiError::from(OrderError::NotFound);
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        let e = ApiError::from(OrderError::NotPending);
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::CONFLICT, "already-answered")
+        );
+    }
+
+    #[test]
+    fn a_store_failure_never_shows_its_detail() {
+        let e = ApiError::from(DocumentError::Store(StoreError::Backend(
+            "disk /var/lib/secret is full".into(),
+        )));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.message.contains("secret"), "{}", e.message);
+    }
+}

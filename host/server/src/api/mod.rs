@@ -1,0 +1,231 @@
+//! The HTTP API under `/api/v1`: axum routes, middleware (request ids in
+//! tracing spans, body limits, timeouts, JSON errors) and shared state.
+
+mod accounts;
+mod apps;
+mod auth;
+mod consent;
+mod conversations;
+mod documents;
+mod error;
+mod wallet;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, Request, StatusCode};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use auth::SESSION_COOKIE;
+pub use error::ApiError;
+pub use wallet::expire_orders;
+pub use ws::CLOSE_LAGGING;
+
+use superapp_services::identity::Identity;
+use superapp_services::messaging::Messaging;
+
+/// The OpenAPI document served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub heartbeat: Duration,
+    /// Mark the session cookie `Secure` (set when served over HTTPS).
+    pub cookie_secure: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body_bytes: 64 << 10,
+            request_timeout: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(20),
+            cookie_secure: false,
+        }
+    }
+}
+
+pub struct Inner {
+    pub identity: Arc<Identity>,
+    pub apps: crate::apps::Apps,
+    pub messaging: Arc<Messaging>,
+    pub config: ApiConfig,
+    /// Flips to `true` when the server starts shutting down.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+pub type AppState = Arc<Inner>;
+
+/// Routes are added through this so the list of (method, path) is known:
+/// a test checks it against the OpenAPI document.
+struct Routes {
+    router: Router<AppState>,
+    list: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn add(mut self, method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Self {
+        self.router = self.router.route(&format!("/api/v1{path}"), handler);
+        self.list.push((method, path));
+        self
+    }
+}
+
+fn routes() -> Routes {
+    use axum::routing::{delete, get, post};
+    Routes {
+        router: Router::new(),
+        list: Vec::new(),
+    }
+    .add(Method::POST, "/accounts", post(accounts::register))
+    .add(Method::POST, "/sessions", post(accounts::login))
+    .add(
+        Method::DELETE,
+        "/sessions/current",
+        delete(accounts::logout),
+    )
+    .add(Method::GET, "/me", get(accounts::me))
+    .add(Method::GET, "/conversations", get(conversations::list))
+    .add(Method::POST, "/conversations", post(conversations::create))
+    .add(Method::GET, "/conversations/{id}", get(conversations::get))
+    .add(
+        Method::GET,
+        "/conversations/{id}/members",
+        get(conversations::members),
+    )
+    .add(
+        Method::GET,
+        "/conversations/{id}/messages",
+        get(conversations::sync),
+    )
+    .add(
+        Method::POST,
+        "/conversations/{id}/messages",
+        post(conversations::send),
+    )
+    .add(
+        Method::POST,
+        "/conversations/{id}/read",
+        post(conversations::read),
+    )
+    .add(Method::GET, "/ws", get(ws::upgrade))
+    .add(Method::GET, "/apps", get(apps::list))
+    .add(Method::POST, "/apps/{app}/launch", post(apps::launch))
+    .add(Method::POST, "/apps/{app}/events", post(apps::event))
+    .add(Method::GET, "/prompts", get(consent::prompts))
+    .add(
+        Method::POST,
+        "/prompts/{id}/approve",
+        post(consent::approve),
+    )
+    .add(Method::POST, "/prompts/{id}/deny", post(consent::deny))
+    .add(Method::GET, "/me/grants", get(consent::grants))
+    .add(
+        Method::DELETE,
+        "/me/grants/{app}/{capability}",
+        delete(consent::revoke),
+    )
+    .add(Method::GET, "/me/access-log", get(consent::access_log))
+    .add(Method::GET, "/wallet", get(wallet::balances))
+    .add(
+        Method::GET,
+        "/wallet/transactions",
+        get(wallet::transactions),
+    )
+    .add(Method::POST, "/wallet/transfers", post(wallet::transfer))
+    .add(Method::GET, "/me/documents", get(documents::wallet))
+    .add(
+        Method::POST,
+        "/credentials",
+        post(documents::submit_credential),
+    )
+    .add(
+        Method::POST,
+        "/revocations",
+        post(documents::submit_revocation),
+    )
+    .add(Method::GET, "/issuers", get(documents::issuers))
+    .add(
+        Method::GET,
+        "/issuers/{id}/revoked",
+        get(documents::revoked),
+    )
+    .add(Method::GET, "/host-key", get(documents::host_key))
+    .add(Method::GET, "/openapi.json", on(MethodFilter::GET, openapi))
+}
+
+async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// The whole API with its middleware.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    routes()
+        .router
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or("-")
+                .to_string();
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Every (method, path) the router serves, relative to `/api/v1`.
+pub fn route_list() -> Vec<(Method, &'static str)> {
+    routes().list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_openapi_document_and_nothing_else() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented: Vec<(String, String)> = paths
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let mut served: Vec<(String, String)> = route_list()
+            .into_iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(served, documented);
+    }
+}

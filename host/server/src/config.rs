@@ -1,0 +1,183 @@
+//! Server configuration: defaults, then a TOML file, then `SUPERAPP_*`
+//! environment variables, then command-line flags, each overriding the last.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+
+use crate::api::ApiConfig;
+use crate::apps::AppsConfig;
+use superapp_services::identity::IdentityConfig;
+use superapp_services::messaging::MessagingConfig;
+
+/// The config file's keys. Every key can also be set with an environment
+/// variable: `SUPERAPP_` + the key in upper case with `_` for `-`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub apps_dir: Option<PathBuf>,
+    pub password_iterations: Option<u32>,
+    pub session_ttl_secs: Option<u64>,
+    pub login_max_failures_per_user: Option<u32>,
+    pub login_max_failures_per_client: Option<u32>,
+    pub login_window_secs: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub request_timeout_secs: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+    pub ws_queue: Option<usize>,
+    pub heartbeat_secs: Option<u64>,
+    pub cookie_secure: Option<bool>,
+    pub payment_ttl_secs: Option<u64>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Installed mini-programs: one subdirectory per app.
+    pub apps_dir: Option<PathBuf>,
+    pub identity: IdentityConfig,
+    pub messaging: MessagingConfig,
+    pub api: ApiConfig,
+    pub ws_queue: usize,
+    pub apps: AppsConfig,
+}
+
+fn env_value<T: std::str::FromStr>(key: &str, slot: &mut Option<T>) -> anyhow::Result<()>
+where
+    T::Err: std::fmt::Display,
+{
+    let var = format!("SUPERAPP_{}", key.to_uppercase().replace('-', "_"));
+    if let Ok(raw) = std::env::var(&var) {
+        *slot = Some(
+            raw.parse()
+                .map_err(|e| anyhow::anyhow!("{var}={raw}: {e}"))?,
+        );
+    }
+    Ok(())
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))
+    }
+
+    /// Apply `SUPERAPP_*` environment overrides.
+    pub fn apply_env(&mut self) -> anyhow::Result<()> {
+        env_value("listen", &mut self.listen)?;
+        env_value("data-dir", &mut self.data_dir)?;
+        env_value("apps-dir", &mut self.apps_dir)?;
+        env_value("password-iterations", &mut self.password_iterations)?;
+        env_value("session-ttl-secs", &mut self.session_ttl_secs)?;
+        env_value(
+            "login-max-failures-per-user",
+            &mut self.login_max_failures_per_user,
+        )?;
+        env_value(
+            "login-max-failures-per-client",
+            &mut self.login_max_failures_per_client,
+        )?;
+        env_value("login-window-secs", &mut self.login_window_secs)?;
+        env_value("max-body-bytes", &mut self.max_body_bytes)?;
+        env_value("request-timeout-secs", &mut self.request_timeout_secs)?;
+        env_value("max-message-bytes", &mut self.max_message_bytes)?;
+        env_value("ws-queue", &mut self.ws_queue)?;
+        env_value("heartbeat-secs", &mut self.heartbeat_secs)?;
+        env_value("cookie-secure", &mut self.cookie_secure)?;
+        env_value("payment-ttl-secs", &mut self.payment_ttl_secs)?;
+        Ok(())
+    }
+
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let listen_raw = self.listen.unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let listen: SocketAddr = listen_raw.parse().with_context(|| {
+            format!("listen: `{listen_raw}` is not an address like 127.0.0.1:8080")
+        })?;
+        let identity_defaults = IdentityConfig::default();
+        let password_iterations = match self.password_iterations {
+            Some(n) => NonZeroU32::new(n).context("password-iterations must be greater than 0")?,
+            None => identity_defaults.password_iterations,
+        };
+        let positive = |key: &str, v: Option<u64>| -> anyhow::Result<Option<u64>> {
+            if v == Some(0) {
+                bail!("{key} must be greater than 0");
+            }
+            Ok(v)
+        };
+        let api_defaults = ApiConfig::default();
+        let messaging_defaults = MessagingConfig::default();
+        Ok(ServerConfig {
+            listen,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./superapp-data")),
+            apps_dir: self.apps_dir,
+            identity: IdentityConfig {
+                password_iterations,
+                session_ttl: positive("session-ttl-secs", self.session_ttl_secs)?
+                    .map_or(identity_defaults.session_ttl, Duration::from_secs),
+                max_failures_per_user: self
+                    .login_max_failures_per_user
+                    .unwrap_or(identity_defaults.max_failures_per_user),
+                max_failures_per_client: self
+                    .login_max_failures_per_client
+                    .unwrap_or(identity_defaults.max_failures_per_client),
+                failure_window: positive("login-window-secs", self.login_window_secs)?
+                    .map_or(identity_defaults.failure_window, Duration::from_secs),
+            },
+            messaging: MessagingConfig {
+                max_message_bytes: self
+                    .max_message_bytes
+                    .unwrap_or(messaging_defaults.max_message_bytes),
+                ..messaging_defaults
+            },
+            api: ApiConfig {
+                max_body_bytes: self.max_body_bytes.unwrap_or(api_defaults.max_body_bytes),
+                request_timeout: positive("request-timeout-secs", self.request_timeout_secs)?
+                    .map_or(api_defaults.request_timeout, Duration::from_secs),
+                heartbeat: positive("heartbeat-secs", self.heartbeat_secs)?
+                    .map_or(api_defaults.heartbeat, Duration::from_secs),
+                cookie_secure: self.cookie_secure.unwrap_or(api_defaults.cookie_secure),
+            },
+            ws_queue: self.ws_queue.unwrap_or(256),
+            apps: AppsConfig {
+                order_ttl: positive("payment-ttl-secs", self.payment_ttl_secs)?
+                    .map_or(AppsConfig::default().order_ttl, Duration::from_secs),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_are_strict_and_values_checked() {
+        let bad: Result<FileConfig, _> = toml::from_str("listen = \"127.0.0.1:1\"\nport = 3");
+        assert!(bad.unwrap_err().to_string().contains("port"));
+        let c: FileConfig = toml::from_str("password-iterations = 0").unwrap();
+        assert!(c
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("password-iterations"));
+        let c: FileConfig = toml::from_str("listen = \"localhost\"").unwrap();
+        assert!(c.resolve().unwrap_err().to_string().contains("listen"));
+        let c: FileConfig = toml::from_str("max-message-bytes = 100\nheartbeat-secs = 5").unwrap();
+        let r = c.resolve().unwrap();
+        assert_eq!(r.messaging.max_message_bytes, 100);
+        assert_eq!(r.api.heartbeat, Duration::from_secs(5));
+        assert_eq!(r.listen, "127.0.0.1:8080".parse().unwrap());
+    }
+}

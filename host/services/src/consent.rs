@@ -1,0 +1,431 @@
+//! Consent: the user's decisions per (user, app, capability), and the host
+//! prompts that ask for them. A call to a consent-gated capability without
+//! a decision creates a prompt and answers `consent-required`; the user
+//! approves or denies in the host's own UI, and the app hears the answer as
+//! a `consent` event. A denial is remembered until the user resets it.
+//! Prompts are host data: nothing a mini-program returns can create, alter
+//! or answer one.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{Audit, Event};
+use crate::messaging::Card;
+use crate::prompts::prompt_key;
+pub use crate::prompts::{DocumentSheet, PaymentSheet, Prompt, PromptKind, PromptStatus};
+use superapp_core::Capability;
+use superapp_core::Manifest;
+use superapp_core::{new_id, now_secs};
+use superapp_store::{Store, StoreError, Tree};
+
+/// The answer to "may this app use this capability for this user now?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentState {
+    Granted,
+    Denied,
+    /// Not answered yet: the user has been asked.
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    Granted,
+    Denied,
+}
+
+/// A user's standing decision for one capability of one app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub app: String,
+    pub capability: Capability,
+    pub decision: Decision,
+    /// The app version the user decided for.
+    pub version: String,
+    pub decided_at: u64,
+}
+
+/// An audit event about one user, app and capability.
+fn event(
+    kind: &str,
+    user: &str,
+    app: &str,
+    version: &str,
+    capability: Capability,
+    outcome: &str,
+) -> Event {
+    Event {
+        kind: kind.into(),
+        user: Some(user.into()),
+        app: Some(app.into()),
+        version: Some(version.into()),
+        capability: Some(capability.name().into()),
+        outcome: outcome.into(),
+        ..Event::default()
+    }
+}
+
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    #[error("no such prompt")]
+    NotFound,
+    #[error("this prompt was already answered")]
+    Answered,
+    #[error("payment and document sheets are answered through their own requests")]
+    WrongKind,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Consent {
+    store: Arc<Store>,
+    audit: Arc<Audit>,
+}
+
+impl Consent {
+    pub fn new(store: Arc<Store>, audit: Arc<Audit>) -> Consent {
+        Consent { store, audit }
+    }
+
+    fn record(
+        &self,
+        kind: &str,
+        user: &str,
+        app: &str,
+        version: &str,
+        capability: Capability,
+        outcome: &str,
+    ) {
+        self.audit
+            .record(event(kind, user, app, version, capability, outcome));
+    }
+
+    pub fn grants(&self, user: &str) -> Result<Vec<Grant>, ConsentError> {
+        let prefix = key(&[user, ""]);
+        Ok(self
+            .store
+            .scan(Tree::Grants, &prefix, None, usize::MAX, false)?
+            .iter()
+            .map(|(_, v)| superapp_store::decode(Tree::Grants, v))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// The user changes a decision: a grant becomes a denial (revocation,
+    /// effective on the next call), and deleting a denial forgets it (the
+    /// next call asks again). Returns what happened, or `None` if there was
+    /// no decision.
+    pub fn revoke(
+        &self,
+        user: &str,
+        app: &str,
+        capability: Capability,
+    ) -> Result<Option<Decision>, ConsentError> {
+        let k = key(&[user, app, capability.name()]);
+        let Some(mut grant) = self.store.get::<Grant>(Tree::Grants, &k)? else {
+            return Ok(None);
+        };
+        let was = grant.decision;
+        if was == Decision::Granted {
+            grant.decision = Decision::Denied;
+            grant.decided_at = now_secs();
+            self.store.put(Tree::Grants, &k, &grant)?;
+            self.record(
+                "consent.revoke",
+                user,
+                app,
+                &grant.version,
+                capability,
+                "revoked",
+            );
+        } else {
+            self.store
+                .transact(&[Tree::Grants], |t| {
+                    Ok::<_, superapp_store::Abort<()>>(t.delete(Tree::Grants, &k)?)
+                })
+                .map_err(|e| match e {
+                    superapp_store::Abort::Store(e) => ConsentError::Store(e),
+                    superapp_store::Abort::User(()) => ConsentError::NotFound,
+                })?;
+            self.record(
+                "consent.reset",
+                user,
+                app,
+                &grant.version,
+                capability,
+                "reset",
+            );
+        }
+        Ok(Some(was))
+    }
+
+    /// The user's pending prompts, oldest first.
+    pub fn pending(&self, user: &str) -> Result<Vec<Prompt>, ConsentError> {
+        let prefix = key(&[user, ""]);
+        let mut out: Vec<Prompt> = self
+            .store
+            .scan(Tree::Prompts, &prefix, None, usize::MAX, false)?
+            .iter()
+            .map(|(_, v)| superapp_store::decode::<Prompt>(Tree::Prompts, v))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|p| p.status == PromptStatus::Pending)
+            .collect();
+        out.sort_by_key(|p| p.created_at);
+        Ok(out)
+    }
+
+    /// Answer a prompt: record the decision and return the prompt, whose
+    /// app then receives the answer as a `consent` event.
+    pub fn answer(
+        &self,
+        user: &str,
+        prompt_id: &str,
+        approve: bool,
+    ) -> Result<Prompt, ConsentError> {
+        let pk = prompt_key(user, prompt_id);
+        let mut prompt = self
+            .store
+            .get::<Prompt>(Tree::Prompts, &pk)?
+            .ok_or(ConsentError::NotFound)?;
+        if prompt.status != PromptStatus::Pending {
+            return Err(ConsentError::Answered);
+        }
+        if matches!(prompt.kind, PromptKind::Payment | PromptKind::Document) {
+            return Err(ConsentError::WrongKind);
+        }
+        prompt.status = if approve {
+            PromptStatus::Approved
+        } else {
+            PromptStatus::Denied
+        };
+        if prompt.kind == PromptKind::ShareCard {
+            // A share is a one-off answer, not a standing decision.
+            self.store.put(Tree::Prompts, &pk, &prompt)?;
+            let outcome = if approve { "shared" } else { "declined" };
+            self.record(
+                "card.share",
+                user,
+                &prompt.app,
+                &prompt.version,
+                prompt.capability,
+                outcome,
+            );
+            return Ok(prompt);
+        }
+        let grant = Grant {
+            app: prompt.app.clone(),
+            capability: prompt.capability,
+            decision: if approve {
+                Decision::Granted
+            } else {
+                Decision::Denied
+            },
+            version: prompt.version.clone(),
+            decided_at: now_secs(),
+        };
+        let gk = key(&[user, &prompt.app, prompt.capability.name()]);
+        self.store.put(Tree::Grants, &gk, &grant)?;
+        self.store.put(Tree::Prompts, &pk, &prompt)?;
+        let (kind, outcome) = if approve {
+            ("consent.grant", "granted")
+        } else {
+            ("consent.deny", "denied")
+        };
+        self.record(
+            kind,
+            user,
+            &prompt.app,
+            &prompt.version,
+            prompt.capability,
+            outcome,
+        );
+        Ok(prompt)
+    }
+
+    /// One of the user's prompts.
+    pub fn prompt(&self, user: &str, prompt_id: &str) -> Result<Prompt, ConsentError> {
+        self.store
+            .get::<Prompt>(Tree::Prompts, &prompt_key(user, prompt_id))?
+            .ok_or(ConsentError::NotFound)
+    }
+
+    /// Ask the user to pick a chat for `card`; the answer reaches the app as
+    /// a `card-shared` event.
+    pub fn ask_share(&self, user: &str, app: &Manifest, card: Card) -> Result<(), StoreError> {
+        let reason = app.reason(Capability::Notify);
+        let prompt = Prompt {
+            kind: PromptKind::ShareCard,
+            card: Some(card),
+            payment: None,
+            document: None,
+            id: new_id(),
+            app: app.id.clone(),
+            app_name: app.name.clone(),
+            publisher: app.publisher.clone(),
+            version: app.version.to_string(),
+            capability: Capability::Notify,
+            reason,
+            status: PromptStatus::Pending,
+            created_at: now_secs(),
+        };
+        self.store
+            .put(Tree::Prompts, &prompt_key(user, &prompt.id), &prompt)
+    }
+
+    /// A pending prompt for this (user, app, capability), if one exists.
+    fn pending_for(
+        &self,
+        user: &str,
+        app: &str,
+        capability: Capability,
+    ) -> Result<bool, StoreError> {
+        let prefix = key(&[user, ""]);
+        Ok(self
+            .store
+            .scan(Tree::Prompts, &prefix, None, usize::MAX, false)?
+            .iter()
+            .any(|(_, v)| {
+                superapp_store::decode::<Prompt>(Tree::Prompts, v).is_ok_and(|p| {
+                    p.kind == PromptKind::Consent
+                        && p.status == PromptStatus::Pending
+                        && p.app == app
+                        && p.capability == capability
+                })
+            }))
+    }
+
+    fn ask(&self, user: &str, app: &Manifest, capability: Capability) -> Result<(), StoreError> {
+        if self.pending_for(user, &app.id, capability)? {
+            return Ok(());
+        }
+        let reason = app.reason(capability);
+        let prompt = Prompt {
+            kind: PromptKind::Consent,
+            card: None,
+            payment: None,
+            document: None,
+            id: new_id(),
+            app: app.id.clone(),
+            app_name: app.name.clone(),
+            publisher: app.publisher.clone(),
+            version: app.version.to_string(),
+            capability,
+            reason,
+            status: PromptStatus::Pending,
+            created_at: now_secs(),
+        };
+        self.store
+            .put(Tree::Prompts, &prompt_key(user, &prompt.id), &prompt)
+    }
+
+    /// May this app use `capability` for this user now? Reads the standing
+    /// decision at the moment of the call, asks the user when there is none,
+    /// and records the call (with a digest of `args`) in the audit log.
+    /// Fails closed: without a readable record, nothing is granted.
+    pub fn check(
+        &self,
+        user: &str,
+        app: &Manifest,
+        capability: Capability,
+        args: Option<&[u8]>,
+    ) -> ConsentState {
+        let k = key(&[user, &app.id, capability.name()]);
+        let every_use = capability.consent() == superapp_core::ConsentLevel::EveryUse;
+        let state = match self.store.get::<Grant>(Tree::Grants, &k) {
+            Ok(Some(g)) if g.decision == Decision::Granted => ConsentState::Granted,
+            Ok(Some(_)) => ConsentState::Denied,
+            // Each use is confirmed in its own sheet, so the call itself
+            // needs no standing grant (a recorded denial still blocks it).
+            Ok(None) if every_use => ConsentState::Granted,
+            Ok(None) => match self.ask(user, app, capability) {
+                Ok(()) => ConsentState::Required,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot create a consent prompt");
+                    ConsentState::Denied
+                }
+            },
+            Err(e) => {
+                // Fail closed: without the record, nothing is granted.
+                tracing::error!(error = %e, "cannot read a consent decision");
+                ConsentState::Denied
+            }
+        };
+        let outcome = match state {
+            ConsentState::Granted => "allowed",
+            ConsentState::Denied => "denied",
+            ConsentState::Required => "consent-required",
+        };
+        let version = app.version.to_string();
+        let mut call = event(
+            "capability.call",
+            user,
+            &app.id,
+            &version,
+            capability,
+            outcome,
+        );
+        call.args_sha256 = args.map(crate::audit::digest_hex);
+        self.audit.record(call);
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(version: &str, caps: &[&str]) -> Manifest {
+        let mut text = format!(
+            "id = \"org.example.clinic\"\nname = \"Clinic\"\nversion = \"{version}\"\npublisher = \"Example\"\ndescription = \"d\"\n"
+        );
+        for c in caps {
+            text.push_str(&format!("[capabilities.{c}]\nreason = \"because\"\n"));
+        }
+        Manifest::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn a_new_version_asking_for_more_asks_again_only_for_the_new_capability() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let consent = Consent::new(store.clone(), Arc::new(Audit::open(store).unwrap()));
+        let v1 = manifest("1.0.0", &["profile"]);
+        assert_eq!(
+            consent.check("u", &v1, Capability::Profile, None),
+            ConsentState::Required
+        );
+        let prompt = consent.pending("u").unwrap().remove(0);
+        consent.answer("u", &prompt.id, true).unwrap();
+        assert_eq!(
+            consent.check("u", &v1, Capability::Profile, None),
+            ConsentState::Granted
+        );
+
+        let v2 = manifest("2.0.0", &["profile", "notify"]);
+        assert_eq!(
+            consent.check("u", &v2, Capability::Profile, None),
+            ConsentState::Granted,
+            "kept"
+        );
+        assert_eq!(
+            consent.check("u", &v2, Capability::Notify, None),
+            ConsentState::Required,
+            "never inherited"
+        );
+        let pending = consent.pending("u").unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (pending[0].capability, pending[0].version.as_str()),
+            (Capability::Notify, "2.0.0")
+        );
+        assert!(matches!(
+            consent.answer("other-user", &pending[0].id, true),
+            Err(ConsentError::NotFound)
+        ));
+    }
+}

@@ -1,0 +1,453 @@
+//! The document wallet: issuers (registered by an operator, each with an
+//! Ed25519 key), credentials they issue into users' wallets, revocations,
+//! and the host's own signing key for presentation bindings. The format and
+//! its verification live in `superapp_sdk::credentials`, shared with
+//! mini-programs and providers' backends; this module signs with ring.
+//!
+//! Disclosure requests from the `documents` capability live in [`requests`].
+
+pub mod requests;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+use superapp_sdk::credentials::{self as format, CredentialPayload, Signed, VerifyError, VERSION};
+
+use crate::identity::{now_secs, User};
+use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree};
+
+/// A registered issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issuer {
+    /// e.g. `gov.health-insurance`.
+    pub id: String,
+    /// Shown to users in document sheets.
+    pub name: String,
+    /// Ed25519, base64url.
+    pub public_key: String,
+    pub added_at: u64,
+}
+
+/// What an issuer hands over to put a credential in a wallet: the signed
+/// credential, every disclosure, and the subject binding's opening (the
+/// holder's username and salt), which only the wallet keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issuance {
+    pub credential: Signed,
+    pub disclosures: Vec<String>,
+    pub subject: Subject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    pub username: String,
+    pub salt: String,
+}
+
+/// A revocation, signed by the issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationPayload {
+    pub v: u32,
+    pub iss: String,
+    pub revoke: String,
+    pub iat: u64,
+}
+
+/// A credential in a user's wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub id: String,
+    pub issuer: String,
+    pub credential_type: String,
+    pub credential: Signed,
+    pub disclosures: Vec<String>,
+    pub subject_salt: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub received_at: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no issuer `{0}` is registered")]
+    UnknownIssuer(String),
+    #[error("issuer `{0}` is already registered")]
+    IssuerExists(String),
+    #[error("no user `{0}`")]
+    UnknownUser(String),
+    #[error("the credential does not verify: {0}")]
+    Verify(#[from] VerifyError),
+    #[error("no such request")]
+    NotFound,
+    #[error("the request is no longer pending")]
+    NotPending,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+superapp_store::abort_into!(DocumentError);
+
+fn issuer_key(id: &str) -> Vec<u8> {
+    format!("i\0{id}").into_bytes()
+}
+
+fn revocation_key(issuer: &str, credential: &str) -> Vec<u8> {
+    format!("r\0{issuer}\0{credential}").into_bytes()
+}
+
+fn held_key(user: &str, credential: &str) -> Vec<u8> {
+    format!("{user}\0{credential}").into_bytes()
+}
+
+/// An identifier of ours: 1-64 of `a-z 0-9 . - _`.
+pub fn check_name(what: &str, value: &str) -> Result<(), DocumentError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(DocumentError::Invalid(format!(
+            "{what} `{value}` must be 1-64 of a-z, 0-9, `.`, `-`, `_`"
+        )))
+    }
+}
+
+pub fn random_b64(len: usize) -> String {
+    let mut b = vec![0u8; len];
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("system random number generator");
+    B64.encode(b)
+}
+
+/// Sign `payload` with an Ed25519 key pair.
+pub fn sign<T: Serialize>(key: &Ed25519KeyPair, payload: &T) -> Signed {
+    let payload = format::encode_payload(payload);
+    let signature = B64.encode(key.sign(payload.as_bytes()).as_ref());
+    Signed { payload, signature }
+}
+
+/// An issuer's key file: written by `superapp issuer keygen`, kept by the
+/// issuer, never by the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerKeyFile {
+    pub issuer: String,
+    /// PKCS#8 v2, base64url.
+    pub pkcs8: String,
+    pub public_key: String,
+}
+
+impl IssuerKeyFile {
+    pub fn generate(issuer: &str) -> anyhow::Result<IssuerKeyFile> {
+        check_name("issuer id", issuer)?;
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("cannot generate a key"))?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+            .map_err(|_| anyhow::anyhow!("cannot read the generated key"))?;
+        Ok(IssuerKeyFile {
+            issuer: issuer.to_string(),
+            pkcs8: B64.encode(pkcs8.as_ref()),
+            public_key: B64.encode(pair.public_key().as_ref()),
+        })
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<IssuerKeyFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the key file {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an issuer key file", path.display()))
+    }
+
+    pub fn pair(&self) -> anyhow::Result<Ed25519KeyPair> {
+        let pkcs8 = B64
+            .decode(&self.pkcs8)
+            .context("the key file's pkcs8 is not base64url")?;
+        Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .map_err(|_| anyhow::anyhow!("the key file does not hold an Ed25519 key"))
+    }
+
+    /// Issue a credential of `credential_type` with `claims` to the user
+    /// named `username`, valid for `valid_secs` from now.
+    pub fn issue(
+        &self,
+        username: &str,
+        credential_type: &str,
+        claims: &[(String, String)],
+        valid_secs: u64,
+    ) -> anyhow::Result<Issuance> {
+        check_name("credential type", credential_type)?;
+        if claims.is_empty() {
+            anyhow::bail!("a credential needs at least one claim");
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut disclosures = Vec::new();
+        for (name, value) in claims {
+            check_name("claim name", name)?;
+            if !seen.insert(name) {
+                anyhow::bail!("claim `{name}` appears twice");
+            }
+            disclosures.push(format::disclosure(&random_b64(16), name, value));
+        }
+        let mut digests: Vec<String> = disclosures.iter().map(|d| format::digest(d)).collect();
+        digests.sort();
+        let salt = random_b64(16);
+        let now = now_secs();
+        let payload = CredentialPayload {
+            v: VERSION,
+            id: random_b64(16),
+            iss: self.issuer.clone(),
+            credential_type: credential_type.to_string(),
+            sub: format::subject_binding(username, &salt),
+            iat: now,
+            exp: now.saturating_add(valid_secs),
+            digests,
+        };
+        Ok(Issuance {
+            credential: sign(&self.pair()?, &payload),
+            disclosures,
+            subject: Subject {
+                username: username.to_string(),
+                salt,
+            },
+        })
+    }
+
+    pub fn revoke(&self, credential: &str) -> anyhow::Result<Signed> {
+        let payload = RevocationPayload {
+            v: VERSION,
+            iss: self.issuer.clone(),
+            revoke: credential.to_string(),
+            iat: now_secs(),
+        };
+        Ok(sign(&self.pair()?, &payload))
+    }
+}
+
+/// The host's presentation-signing key: created on first start in the data
+/// directory (mode 0600), its public half served at `/api/v1/host-key`.
+pub struct HostKey {
+    pair: Ed25519KeyPair,
+}
+
+pub const HOST_KEY_FILE: &str = "host-signing-key";
+
+impl HostKey {
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<HostKey> {
+        let path = data_dir.join(HOST_KEY_FILE);
+        let pkcs8 = crate::identity::load_or_create_private(&path, || {
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .map(|k| k.as_ref().to_vec())
+                .map_err(|_| anyhow::anyhow!("cannot generate the host signing key"))
+        })?;
+        HostKey::parse(&path, &pkcs8)
+    }
+
+    /// The existing key of a data directory (for offline tools, which must
+    /// never create one).
+    pub fn load(data_dir: &Path) -> anyhow::Result<HostKey> {
+        let path = data_dir.join(HOST_KEY_FILE);
+        let pkcs8 =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        HostKey::parse(&path, &pkcs8)
+    }
+
+    fn parse(path: &Path, pkcs8: &[u8]) -> anyhow::Result<HostKey> {
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
+            .map_err(|_| anyhow::anyhow!("{} is not an Ed25519 key", path.display()))?;
+        Ok(HostKey { pair })
+    }
+
+    pub fn public_key(&self) -> String {
+        B64.encode(self.pair.public_key().as_ref())
+    }
+
+    pub fn sign<T: Serialize>(&self, payload: &T) -> Signed {
+        sign(&self.pair, payload)
+    }
+}
+
+/// Issuers, revocations and wallets.
+pub struct Documents {
+    store: Arc<Store>,
+}
+
+impl Documents {
+    pub fn new(store: Arc<Store>) -> Documents {
+        Documents { store }
+    }
+
+    pub fn add_issuer(
+        &self,
+        id: &str,
+        name: &str,
+        public_key: &str,
+    ) -> Result<Issuer, DocumentError> {
+        check_name("issuer id", id)?;
+        if name.trim().is_empty() || name.len() > 100 {
+            return Err(DocumentError::Invalid(
+                "an issuer name is 1-100 bytes".into(),
+            ));
+        }
+        format::public_key(public_key)?;
+        let issuer = Issuer {
+            id: id.to_string(),
+            name: name.to_string(),
+            public_key: public_key.trim().to_string(),
+            added_at: now_secs(),
+        };
+        self.store.transact(&[Tree::Issuers], |t| {
+            if t.get(Tree::Issuers, &issuer_key(id))?.is_some() {
+                return Err(Abort::User(DocumentError::IssuerExists(id.to_string())));
+            }
+            txn_put(t, Tree::Issuers, &issuer_key(id), &issuer)?;
+            Ok(())
+        })?;
+        Ok(issuer)
+    }
+
+    pub fn issuer(&self, id: &str) -> Result<Option<Issuer>, DocumentError> {
+        Ok(self.store.get(Tree::Issuers, &issuer_key(id))?)
+    }
+
+    pub fn issuers(&self) -> Result<Vec<Issuer>, DocumentError> {
+        self.store
+            .scan(Tree::Issuers, b"i\0", None, usize::MAX, false)?
+            .iter()
+            .map(|(_, v)| Ok(superapp_store::decode(Tree::Issuers, v)?))
+            .collect()
+    }
+
+    fn issuer_public_key(&self, id: &str) -> Result<[u8; 32], DocumentError> {
+        let issuer = self
+            .issuer(id)?
+            .ok_or_else(|| DocumentError::UnknownIssuer(id.to_string()))?;
+        Ok(format::public_key(&issuer.public_key)?)
+    }
+
+    /// The credential ids `issuer` has revoked: its status list.
+    pub fn revoked(&self, issuer: &str) -> Result<Vec<String>, DocumentError> {
+        let prefix = format!("r\0{issuer}\0").into_bytes();
+        Ok(self
+            .store
+            .scan(Tree::Issuers, &prefix, None, usize::MAX, false)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect())
+    }
+
+    pub fn is_revoked(&self, issuer: &str, credential: &str) -> Result<bool, DocumentError> {
+        Ok(self
+            .store
+            .get_raw(Tree::Issuers, &revocation_key(issuer, credential))?
+            .is_some())
+    }
+
+    /// Accept an issuer-signed revocation.
+    pub fn revoke(&self, signed: &Signed) -> Result<RevocationPayload, DocumentError> {
+        let unverified: RevocationPayload = format::peek(signed)?;
+        let key = self.issuer_public_key(&unverified.iss)?;
+        let payload: RevocationPayload =
+            format::open_signed(signed, &key)?.ok_or(VerifyError::IssuerSignature)?;
+        self.store.transact(&[Tree::Issuers], |t| {
+            txn_put(
+                t,
+                Tree::Issuers,
+                &revocation_key(&payload.iss, &payload.revoke),
+                &payload.iat,
+            )?;
+            Ok::<_, Abort<DocumentError>>(())
+        })?;
+        Ok(payload)
+    }
+
+    /// Put an issued credential into its holder's wallet, after checking
+    /// the issuer is registered, its signature, validity, every disclosure,
+    /// and that the subject binding opens to `holder`.
+    pub fn accept(&self, issuance: &Issuance, holder: &User) -> Result<Held, DocumentError> {
+        let unverified: CredentialPayload = format::peek(&issuance.credential)?;
+        let key = self.issuer_public_key(&unverified.iss)?;
+        let (payload, claims) = format::verify_credential(
+            &issuance.credential,
+            &issuance.disclosures,
+            &key,
+            now_secs(),
+        )?;
+        if claims.len() != payload.digests.len() {
+            return Err(DocumentError::Invalid(
+                "an issuance carries a disclosure for every signed digest".into(),
+            ));
+        }
+        if issuance.subject.username != holder.username
+            || format::subject_binding(&holder.username, &issuance.subject.salt) != payload.sub
+        {
+            return Err(DocumentError::Invalid(
+                "the credential is not bound to this user".into(),
+            ));
+        }
+        if self.is_revoked(&payload.iss, &payload.id)? {
+            return Err(VerifyError::Revoked.into());
+        }
+        let held = Held {
+            id: payload.id.clone(),
+            issuer: payload.iss.clone(),
+            credential_type: payload.credential_type.clone(),
+            credential: issuance.credential.clone(),
+            disclosures: issuance.disclosures.clone(),
+            subject_salt: issuance.subject.salt.clone(),
+            issued_at: payload.iat,
+            expires_at: payload.exp,
+            received_at: now_secs(),
+        };
+        self.store.transact(&[Tree::Credentials], |t| {
+            let k = held_key(&holder.id, &held.id);
+            if txn_get::<Held>(t, Tree::Credentials, &k)?.is_none() {
+                txn_put(t, Tree::Credentials, &k, &held)?;
+            }
+            Ok::<_, Abort<DocumentError>>(())
+        })?;
+        Ok(held)
+    }
+
+    /// The user's credentials, oldest first.
+    pub fn wallet(&self, user: &str) -> Result<Vec<Held>, DocumentError> {
+        let prefix = format!("{user}\0").into_bytes();
+        let mut held: Vec<Held> = self
+            .store
+            .scan(Tree::Credentials, &prefix, None, usize::MAX, false)?
+            .iter()
+            .map(|(_, v)| superapp_store::decode(Tree::Credentials, v))
+            .collect::<Result<_, _>>()?;
+        held.sort_by_key(|h| h.received_at);
+        Ok(held)
+    }
+
+    /// The newest usable credential of a type: not expired, not revoked.
+    pub fn usable(&self, user: &str, credential_type: &str) -> Result<Option<Held>, DocumentError> {
+        let now = now_secs();
+        let mut found = None;
+        for h in self.wallet(user)? {
+            if h.credential_type == credential_type
+                && now < h.expires_at
+                && !self.is_revoked(&h.issuer, &h.id)?
+            {
+                found = Some(h);
+            }
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,322 @@
+//! Disclosure requests: what the `documents` capability creates. A request
+//! names a credential type, fields and a purpose; the host shows them in a
+//! sheet it draws, and the user approves all, unticks some, or declines.
+//! On approval the host builds a presentation holding only the approved
+//! claims, binds it to the app and the user's pseudonym with a fresh nonce,
+//! and signs the binding. Nothing about unapproved fields leaves the host,
+//! and whether the user holds such a credential at all is not revealed to
+//! the app unless the user shares it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use superapp_sdk::credentials::{self as format, Binding, Claim, PresentationEnvelope, VERSION};
+
+use super::{check_name, random_b64, DocumentError, Documents, HostKey};
+use crate::audit::{Audit, Event};
+use crate::prompts::{prompt_key, DocumentSheet, Prompt, PromptKind, PromptStatus};
+use superapp_core::Capability;
+use superapp_core::Manifest;
+use superapp_core::{new_id, now_secs};
+use superapp_store::{txn_get, txn_put, Abort, Store, Tree};
+
+/// Fields one request may name.
+pub const MAX_FIELDS: usize = 32;
+/// Longest purpose, in bytes.
+pub const MAX_PURPOSE: usize = 300;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestState {
+    Pending,
+    Shared,
+    Declined,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocRequest {
+    pub id: String,
+    pub user: String,
+    pub app: String,
+    pub app_version: String,
+    pub credential_type: String,
+    pub fields: Vec<String>,
+    pub purpose: String,
+    pub state: RequestState,
+    /// The fields disclosed, once shared.
+    #[serde(default)]
+    pub shared: Vec<String>,
+    pub created_at: u64,
+}
+
+/// A presentation as the app receives it.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub issuer: String,
+    pub claims: Vec<Claim>,
+    pub envelope: PresentationEnvelope,
+}
+
+pub struct Requests {
+    store: Arc<Store>,
+    audit: Arc<Audit>,
+    documents: Arc<Documents>,
+    host_key: Arc<HostKey>,
+}
+
+fn request_key(id: &str) -> Vec<u8> {
+    id.as_bytes().to_vec()
+}
+
+impl Requests {
+    pub fn new(
+        store: Arc<Store>,
+        audit: Arc<Audit>,
+        documents: Arc<Documents>,
+        host_key: Arc<HostKey>,
+    ) -> Requests {
+        Requests {
+            store,
+            audit,
+            documents,
+            host_key,
+        }
+    }
+
+    /// Audit a step, naming fields but never their values.
+    fn record(&self, kind: &str, req: &DocRequest, outcome: &str, fields: &[String]) {
+        let mut details = BTreeMap::new();
+        details.insert("request".to_string(), req.id.clone());
+        details.insert("type".to_string(), req.credential_type.clone());
+        details.insert("fields".to_string(), fields.join(","));
+        self.audit.record(Event {
+            kind: kind.into(),
+            user: Some(req.user.clone()),
+            app: Some(req.app.clone()),
+            version: Some(req.app_version.clone()),
+            capability: Some(Capability::Documents.name().into()),
+            outcome: outcome.into(),
+            details,
+            ..Event::default()
+        });
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<DocRequest>, DocumentError> {
+        Ok(self.store.get(Tree::DocRequests, &request_key(id))?)
+    }
+
+    /// Create a request and its sheet; returns the request id.
+    pub fn request(
+        &self,
+        user: &str,
+        app: &Manifest,
+        credential_type: &str,
+        fields: &[String],
+        purpose: &str,
+    ) -> Result<String, DocumentError> {
+        check_name("credential type", credential_type)?;
+        if fields.is_empty() || fields.len() > MAX_FIELDS {
+            return Err(DocumentError::Invalid(format!(
+                "a request names 1 to {MAX_FIELDS} fields"
+            )));
+        }
+        let mut unique = std::collections::HashSet::new();
+        for f in fields {
+            check_name("field", f)?;
+            if !unique.insert(f) {
+                return Err(DocumentError::Invalid(format!(
+                    "field `{f}` is named twice"
+                )));
+            }
+        }
+        if purpose.trim().is_empty() || purpose.len() > MAX_PURPOSE {
+            return Err(DocumentError::Invalid(format!(
+                "a purpose is 1 to {MAX_PURPOSE} bytes"
+            )));
+        }
+        // What the sheet can offer: the user's credential of that type.
+        let held = self.documents.usable(user, credential_type)?;
+        let (issuer, available) = match &held {
+            Some(h) => {
+                let names: Vec<String> = h
+                    .disclosures
+                    .iter()
+                    .filter_map(|d| format::open(d).ok().map(|c| c.name))
+                    .collect();
+                let issuer = self
+                    .documents
+                    .issuer(&h.issuer)?
+                    .map_or_else(|| h.issuer.clone(), |i| i.name);
+                let available = fields
+                    .iter()
+                    .filter(|f| names.contains(f))
+                    .cloned()
+                    .collect();
+                (Some(issuer), available)
+            }
+            None => (None, Vec::new()),
+        };
+        let req = DocRequest {
+            id: new_id(),
+            user: user.to_string(),
+            app: app.id.clone(),
+            app_version: app.version.to_string(),
+            credential_type: credential_type.to_string(),
+            fields: fields.to_vec(),
+            purpose: purpose.to_string(),
+            state: RequestState::Pending,
+            shared: Vec::new(),
+            created_at: now_secs(),
+        };
+        let reason = app.reason(Capability::Documents);
+        let prompt = Prompt {
+            kind: PromptKind::Document,
+            card: None,
+            payment: None,
+            document: Some(DocumentSheet {
+                request_id: req.id.clone(),
+                credential_type: req.credential_type.clone(),
+                fields: req.fields.clone(),
+                purpose: req.purpose.clone(),
+                issuer,
+                available,
+            }),
+            id: req.id.clone(),
+            app: app.id.clone(),
+            app_name: app.name.clone(),
+            publisher: app.publisher.clone(),
+            version: app.version.to_string(),
+            capability: Capability::Documents,
+            reason,
+            status: PromptStatus::Pending,
+            created_at: req.created_at,
+        };
+        self.store
+            .transact(&[Tree::DocRequests, Tree::Prompts], |t| {
+                txn_put(t, Tree::DocRequests, &request_key(&req.id), &req)?;
+                txn_put(t, Tree::Prompts, &prompt_key(user, &req.id), &prompt)?;
+                Ok::<_, Abort<DocumentError>>(())
+            })?;
+        self.record("document.request", &req, "pending", &req.fields);
+        Ok(req.id)
+    }
+
+    /// Close a pending request of `user` with its sheet.
+    fn close(
+        &self,
+        user: &str,
+        id: &str,
+        state: RequestState,
+        shared: &[String],
+    ) -> Result<DocRequest, DocumentError> {
+        let status = if state == RequestState::Shared {
+            PromptStatus::Approved
+        } else {
+            PromptStatus::Denied
+        };
+        Ok(self
+            .store
+            .transact(&[Tree::DocRequests, Tree::Prompts], |t| {
+                let mut req = txn_get::<DocRequest>(t, Tree::DocRequests, &request_key(id))?
+                    .filter(|r| r.user == user)
+                    .ok_or(Abort::User(DocumentError::NotFound))?;
+                if req.state != RequestState::Pending {
+                    return Err(Abort::User(DocumentError::NotPending));
+                }
+                req.state = state;
+                req.shared = shared.to_vec();
+                txn_put(t, Tree::DocRequests, &request_key(id), &req)?;
+                let pk = prompt_key(user, id);
+                if let Some(mut prompt) = txn_get::<Prompt>(t, Tree::Prompts, &pk)? {
+                    prompt.status = status;
+                    txn_put(t, Tree::Prompts, &pk, &prompt)?;
+                }
+                Ok(req)
+            })?)
+    }
+
+    /// The user approves `fields` (all requested fields if `None`) of a
+    /// pending request. `pseudonym` is the user's id for the requesting app.
+    pub fn approve(
+        &self,
+        user: &str,
+        id: &str,
+        fields: Option<Vec<String>>,
+        pseudonym: &str,
+    ) -> Result<(DocRequest, Shared), DocumentError> {
+        let pending = self
+            .get(id)?
+            .filter(|r| r.user == user)
+            .ok_or(DocumentError::NotFound)?;
+        if pending.state != RequestState::Pending {
+            return Err(DocumentError::NotPending);
+        }
+        let selected = fields.unwrap_or_else(|| pending.fields.clone());
+        if let Some(extra) = selected.iter().find(|f| !pending.fields.contains(f)) {
+            return Err(DocumentError::Invalid(format!(
+                "field `{extra}` was not requested"
+            )));
+        }
+        let held = self
+            .documents
+            .usable(user, &pending.credential_type)?
+            .ok_or_else(|| {
+                DocumentError::Invalid(format!(
+                    "you hold no valid `{}` credential; decline the request instead",
+                    pending.credential_type
+                ))
+            })?;
+        let mut disclosures = Vec::new();
+        let mut claims = Vec::new();
+        for d in &held.disclosures {
+            let claim = format::open(d)?;
+            if selected.contains(&claim.name) {
+                disclosures.push(d.clone());
+                claims.push(claim);
+            }
+        }
+        if claims.is_empty() {
+            return Err(DocumentError::Invalid(
+                "approve at least one field the credential holds, or decline".into(),
+            ));
+        }
+        let mut disclosed: Vec<String> = disclosures.iter().map(|d| format::digest(d)).collect();
+        disclosed.sort();
+        // The wallet verified this credential when it accepted it.
+        let credential_payload: format::CredentialPayload = format::peek(&held.credential)?;
+        let binding = Binding {
+            v: VERSION,
+            app: pending.app.clone(),
+            user: pseudonym.to_string(),
+            request: pending.id.clone(),
+            nonce: random_b64(16),
+            iat: now_secs(),
+            sub: credential_payload.sub,
+            credential: format::digest(&held.credential.payload),
+            disclosed,
+        };
+        let envelope = PresentationEnvelope {
+            credential: held.credential.clone(),
+            disclosures,
+            binding: self.host_key.sign(&binding),
+        };
+        let names: Vec<String> = claims.iter().map(|c| c.name.clone()).collect();
+        let req = self.close(user, id, RequestState::Shared, &names)?;
+        self.record("document.disclose", &req, "shared", &names);
+        Ok((
+            req,
+            Shared {
+                issuer: held.issuer,
+                claims,
+                envelope,
+            },
+        ))
+    }
+
+    pub fn decline(&self, user: &str, id: &str) -> Result<DocRequest, DocumentError> {
+        let req = self.close(user, id, RequestState::Declined, &[])?;
+        self.record("document.decline", &req, "declined", &req.fields);
+        Ok(req)
+    }
+}

@@ -1,0 +1,375 @@
+//! Accounts and sessions: registration with username rules, PBKDF2 password
+//! hashes, login with throttling, bearer/cookie sessions stored only as
+//! hashes, and the host secret behind per-app pseudonymous ids.
+
+mod password;
+mod pseudonyms;
+mod secret;
+mod throttle;
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use ring::digest::{digest, SHA256};
+use serde::{Deserialize, Serialize};
+
+pub use password::PasswordHash;
+pub use secret::{load_or_create_private, load_or_create_secret};
+pub use throttle::Throttle;
+
+pub use pseudonyms::Pseudonyms;
+use superapp_core::ids::random_bytes;
+pub use superapp_core::{new_id, now_secs};
+use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree};
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub created_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredUser {
+    user: User,
+    password: PasswordHash,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Session {
+    user_id: String,
+    created_at: u64,
+    expires_at: u64,
+    revoked: bool,
+}
+
+/// A session just created: the token is shown once and never stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewSession {
+    pub token: String,
+    pub expires_at: u64,
+    pub user: User,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub password_iterations: NonZeroU32,
+    pub session_ttl: Duration,
+    /// Failed logins allowed per username, and per client address, in `window`.
+    pub max_failures_per_user: u32,
+    pub max_failures_per_client: u32,
+    pub failure_window: Duration,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            password_iterations: NonZeroU32::new(600_000).expect("non-zero"),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_failures_per_user: 5,
+            max_failures_per_client: 20,
+            failure_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("that username is taken")]
+    UsernameTaken,
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("too many failed logins; try again in {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+superapp_store::abort_into!(IdentityError);
+
+pub const MIN_PASSWORD: usize = 8;
+pub const MAX_PASSWORD: usize = 1024;
+
+/// 3–32 characters of lowercase letters, digits, `_` and `.`, starting with
+/// a letter. Input is lowercased first, so names are case-insensitive.
+pub fn normalize_username(raw: &str) -> Result<String, IdentityError> {
+    let name = raw.trim().to_lowercase();
+    let ok = (3..=32).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    if ok {
+        Ok(name)
+    } else {
+        Err(IdentityError::InvalidInput(
+            "a username is 3-32 characters: letters, digits, `_` or `.`, starting with a letter"
+                .into(),
+        ))
+    }
+}
+
+fn check_display_name(name: &str) -> Result<String, IdentityError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(IdentityError::InvalidInput(
+            "a display name is 1-64 characters without control characters".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn token_key(token: &str) -> Vec<u8> {
+    digest(&SHA256, token.as_bytes()).as_ref().to_vec()
+}
+
+pub struct Identity {
+    store: Arc<Store>,
+    config: IdentityConfig,
+    users_throttle: Throttle,
+    clients_throttle: Throttle,
+    /// Verified against when the username is unknown, so a wrong username
+    /// costs the same time as a wrong password.
+    decoy: PasswordHash,
+    /// Sessions checked recently: token digest → (user, expiry). Sessions
+    /// are revoked only through `logout`, which evicts, so a hit is current.
+    live_sessions: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (User, u64)>>,
+}
+
+/// Sessions kept in `live_sessions` before it starts over.
+const SESSION_CACHE: usize = 100_000;
+
+impl Identity {
+    pub fn new(store: Arc<Store>, config: IdentityConfig) -> Identity {
+        Identity {
+            live_sessions: Default::default(),
+            users_throttle: Throttle::new(config.max_failures_per_user, config.failure_window),
+            clients_throttle: Throttle::new(config.max_failures_per_client, config.failure_window),
+            decoy: PasswordHash::new("decoy password", config.password_iterations),
+            store,
+            config,
+        }
+    }
+
+    pub async fn register(
+        &self,
+        username: &str,
+        display_name: &str,
+        password: &str,
+    ) -> Result<User, IdentityError> {
+        let username = normalize_username(username)?;
+        let display_name = check_display_name(display_name)?;
+        if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.len()) {
+            return Err(IdentityError::InvalidInput(format!(
+                "a password is {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
+            )));
+        }
+        if self
+            .store
+            .get_raw(Tree::Usernames, username.as_bytes())?
+            .is_some()
+        {
+            return Err(IdentityError::UsernameTaken);
+        }
+        let iterations = self.config.password_iterations;
+        let password = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || PasswordHash::new(&password, iterations))
+            .await
+            .map_err(|e| StoreError::Backend(format!("hashing task failed: {e}")))?;
+        let user = User {
+            id: new_id(),
+            username: username.clone(),
+            display_name,
+            created_at: now_secs(),
+        };
+        let stored = StoredUser {
+            user: user.clone(),
+            password: hash,
+        };
+        self.store
+            .transact(&[Tree::Usernames, Tree::Users], |txn| {
+                if txn.get(Tree::Usernames, username.as_bytes())?.is_some() {
+                    return Err(Abort::User(IdentityError::UsernameTaken));
+                }
+                txn.put(Tree::Usernames, username.as_bytes(), user.id.as_bytes())?;
+                txn_put(txn, Tree::Users, user.id.as_bytes(), &stored)?;
+                Ok(())
+            })?;
+        self.store.durable().await?;
+        Ok(user)
+    }
+
+    /// Check `password` for `username` under the failed-attempt throttles
+    /// (per username, per client address). Login and step-up confirmation
+    /// share the counters, so a stolen session cannot be used to guess the
+    /// password through a payment sheet.
+    async fn check_password(
+        &self,
+        username: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<User, IdentityError> {
+        let username = normalize_username(username).map_err(|_| IdentityError::BadCredentials)?;
+        let user_key = format!("user:{username}");
+        let client_key = format!("client:{client}");
+        self.users_throttle
+            .check(&user_key)
+            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
+        self.clients_throttle
+            .check(&client_key)
+            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
+        let stored: Option<StoredUser> =
+            match self.store.get_raw(Tree::Usernames, username.as_bytes())? {
+                Some(id) => self.store.get(Tree::Users, &id)?,
+                None => None,
+            };
+        let (hash, user) = match stored {
+            Some(s) => (s.password, Some(s.user)),
+            None => (self.decoy.clone(), None),
+        };
+        let candidate = password.to_string();
+        let matches = tokio::task::spawn_blocking(move || hash.verify(&candidate))
+            .await
+            .map_err(|e| StoreError::Backend(format!("hashing task failed: {e}")))?;
+        let Some(user) = user.filter(|_| matches) else {
+            self.users_throttle.record(&user_key);
+            self.clients_throttle.record(&client_key);
+            return Err(IdentityError::BadCredentials);
+        };
+        self.users_throttle.clear(&user_key);
+        Ok(user)
+    }
+
+    /// Step-up authentication: the signed-in `user` proves presence by
+    /// entering the password again (to confirm a payment, for example).
+    pub async fn confirm_password(
+        &self,
+        user: &User,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<(), IdentityError> {
+        let found = self
+            .check_password(&user.username, password, client)
+            .await?;
+        if found.id != user.id {
+            return Err(IdentityError::BadCredentials);
+        }
+        Ok(())
+    }
+
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<NewSession, IdentityError> {
+        let user = self.check_password(username, password, client).await?;
+
+        let token = B64URL.encode(random_bytes::<32>());
+        let now = now_secs();
+        let session = Session {
+            user_id: user.id.clone(),
+            created_at: now,
+            expires_at: now + self.config.session_ttl.as_secs(),
+            revoked: false,
+        };
+        let key = token_key(&token);
+        self.store.transact(&[Tree::Sessions], |txn| {
+            Ok::<_, Abort<IdentityError>>(txn_put(txn, Tree::Sessions, &key, &session)?)
+        })?;
+        self.store.durable().await?;
+        Ok(NewSession {
+            token,
+            expires_at: session.expires_at,
+            user,
+        })
+    }
+
+    /// The user a session token belongs to, if the session is live.
+    pub fn authenticate(&self, token: &str) -> Result<User, IdentityError> {
+        let key = token_key(token);
+        if let Some((user, expires_at)) = self
+            .live_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if *expires_at > now_secs() {
+                return Ok(user.clone());
+            }
+        }
+        let session: Session = self
+            .store
+            .get(Tree::Sessions, &key)?
+            .ok_or(IdentityError::Unauthenticated("unknown session"))?;
+        if session.revoked {
+            return Err(IdentityError::Unauthenticated("the session was revoked"));
+        }
+        if session.expires_at <= now_secs() {
+            return Err(IdentityError::Unauthenticated("the session has expired"));
+        }
+        let user = self
+            .user(&session.user_id)?
+            .ok_or(IdentityError::Unauthenticated(
+                "the account no longer exists",
+            ))?;
+        let mut cache = self.live_sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= SESSION_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, (user.clone(), session.expires_at));
+        Ok(user)
+    }
+
+    /// Revoke a session. Revoking twice is not an error.
+    pub async fn logout(&self, token: &str) -> Result<(), IdentityError> {
+        let key = token_key(token);
+        self.live_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        self.store.transact(&[Tree::Sessions], |txn| {
+            if let Some(mut s) = txn_get::<Session>(txn, Tree::Sessions, &key)? {
+                s.revoked = true;
+                txn_put(txn, Tree::Sessions, &key, &s)?;
+            }
+            Ok::<_, Abort<IdentityError>>(())
+        })?;
+        self.store.durable().await?;
+        Ok(())
+    }
+
+    pub fn user(&self, id: &str) -> Result<Option<User>, IdentityError> {
+        Ok(self
+            .store
+            .get::<StoredUser>(Tree::Users, id.as_bytes())?
+            .map(|s| s.user))
+    }
+
+    /// The user's pseudonymous id for `app`: what the `identity` capability returns.
+    pub fn find_by_username(&self, username: &str) -> Result<Option<User>, IdentityError> {
+        find_user(&self.store, username)
+    }
+}
+
+/// Look a user up by username in `store`: for offline admin tools, which
+/// have no running identity service.
+pub fn find_user(store: &Store, username: &str) -> Result<Option<User>, IdentityError> {
+    let Ok(name) = normalize_username(username) else {
+        return Ok(None);
+    };
+    let Some(id) = store.get_raw(Tree::Usernames, name.as_bytes())? else {
+        return Ok(None);
+    };
+    Ok(store.get::<StoredUser>(Tree::Users, &id)?.map(|s| s.user))
+}

@@ -1,0 +1,669 @@
+//! The ledger: double-entry accounts in integer minor units. Every transfer
+//! is one store transaction that writes both legs (a posting on each
+//! account), the two balances and the transfer record, so a crash leaves
+//! either all of it or none. User and merchant balances never go negative;
+//! only the mint's does, by exactly what it has issued, so the balances of
+//! each currency always sum to zero. Money enters only through the mint.
+//!
+//! Payment orders, which move money from a user to a publisher's merchant
+//! account after the user confirms, live in [`orders`].
+
+pub mod orders;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use superapp_core::{new_id, now_secs};
+use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
+
+/// The trees one transfer touches.
+pub const TREES: [Tree; 3] = [Tree::Accounts, Tree::Postings, Tree::Transfers];
+
+/// The largest amount one transfer may move, in minor units: far above any
+/// real payment, far below where sums could overflow.
+pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountKind {
+    /// A user's wallet.
+    User,
+    /// A publisher's merchant account: where payments to its apps land.
+    Merchant,
+    /// Where money comes from: the only account whose balance is negative.
+    Mint,
+}
+
+impl AccountKind {
+    fn tag(self) -> &'static str {
+        match self {
+            AccountKind::User => "user",
+            AccountKind::Merchant => "merchant",
+            AccountKind::Mint => "mint",
+        }
+    }
+}
+
+/// Names one account: who holds it and in which currency.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AccountRef {
+    pub kind: AccountKind,
+    /// User id, publisher name, or `mint`.
+    pub owner: String,
+    pub currency: String,
+}
+
+impl AccountRef {
+    pub fn user(user: &str, currency: &str) -> AccountRef {
+        AccountRef {
+            kind: AccountKind::User,
+            owner: user.to_string(),
+            currency: currency.to_string(),
+        }
+    }
+
+    pub fn merchant(publisher: &str, currency: &str) -> AccountRef {
+        AccountRef {
+            kind: AccountKind::Merchant,
+            owner: publisher.to_string(),
+            currency: currency.to_string(),
+        }
+    }
+
+    pub fn mint(currency: &str) -> AccountRef {
+        AccountRef {
+            kind: AccountKind::Mint,
+            owner: "mint".to_string(),
+            currency: currency.to_string(),
+        }
+    }
+
+    /// kind ‖ 0 ‖ owner ‖ 0 ‖ currency: an owner's accounts are one prefix.
+    fn key(&self) -> Vec<u8> {
+        owner_prefix(self.kind, &self.owner)
+            .into_iter()
+            .chain(self.currency.bytes())
+            .collect()
+    }
+}
+
+fn owner_prefix(kind: AccountKind, owner: &str) -> Vec<u8> {
+    format!("{}\0{owner}\0", kind.tag()).into_bytes()
+}
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    #[serde(flatten)]
+    pub id: AccountRef,
+    /// Minor units. Negative only for the mint.
+    pub balance: i64,
+    /// Postings so far; the next posting's seq.
+    pub postings: u64,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransferKind {
+    /// Mint → user: money entering the system.
+    Topup,
+    /// User → merchant, for a confirmed order.
+    Payment,
+    /// Merchant → user, against a paid order.
+    Refund,
+    /// User → user.
+    Transfer,
+}
+
+/// One transfer, both legs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub id: String,
+    pub kind: TransferKind,
+    pub from: AccountRef,
+    pub to: AccountRef,
+    pub amount: u64,
+    pub currency: String,
+    pub memo: String,
+    /// The order a payment or refund belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    pub at: u64,
+}
+
+/// One leg of a transfer, as an account's history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub seq: u64,
+    pub transfer: String,
+    pub kind: TransferKind,
+    /// Positive for money in, negative for money out.
+    pub amount: i64,
+    pub balance_after: i64,
+    pub counterparty: AccountRef,
+    pub memo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    pub at: u64,
+}
+
+/// What a transfer asks for.
+#[derive(Debug, Clone)]
+pub struct TransferRequest {
+    pub kind: TransferKind,
+    pub from: AccountRef,
+    pub to: AccountRef,
+    pub amount: u64,
+    pub memo: String,
+    pub order: Option<String>,
+    /// (scope, key): the same key in the same scope with the same request
+    /// returns the first transfer; with a different request it is an error.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// A stored idempotency key: which request it was used for, and the result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyUse {
+    request_sha256: String,
+    transfer: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("insufficient funds: the balance is {balance} {currency}, {needed} is needed")]
+    InsufficientFunds {
+        balance: i64,
+        needed: u64,
+        currency: String,
+    },
+    #[error("this idempotency key was already used for a different request")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+superapp_store::abort_into!(LedgerError);
+
+/// A currency is an ISO 4217-style code: three upper-case letters.
+pub fn check_currency(code: &str) -> Result<(), LedgerError> {
+    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(LedgerError::Invalid(format!(
+            "`{code}` is not a currency code (three upper-case letters, e.g. EUR)"
+        )))
+    }
+}
+
+pub fn check_amount(amount: u64) -> Result<(), LedgerError> {
+    if (1..=MAX_AMOUNT).contains(&amount) {
+        Ok(())
+    } else {
+        Err(LedgerError::Invalid(format!(
+            "an amount is 1 to {MAX_AMOUNT} minor units"
+        )))
+    }
+}
+
+fn idempotency_key(scope: &str, key: &str) -> Vec<u8> {
+    format!("k\0{scope}\0{key}").into_bytes()
+}
+
+fn transfer_key(id: &str) -> Vec<u8> {
+    format!("t\0{id}").into_bytes()
+}
+
+fn posting_key(account: &AccountRef, seq: u64) -> Vec<u8> {
+    let mut k = account.key();
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The digest an idempotency key is bound to: every field that changes
+/// what the transfer does.
+fn request_digest(req: &TransferRequest) -> String {
+    let canonical =
+        serde_json::json!([req.kind, req.from, req.to, req.amount, req.memo, req.order,]);
+    crate::audit::digest_hex(canonical.to_string().as_bytes())
+}
+
+/// Apply one transfer inside the caller's transaction, which must include
+/// [`TREES`]. Nothing is written unless everything checks out; the caller
+/// commits both legs together with whatever else it writes.
+pub fn apply(txn: &dyn Txn, req: &TransferRequest) -> Result<Transfer, Abort<LedgerError>> {
+    let user = |e: LedgerError| Abort::User(e);
+    check_amount(req.amount).map_err(user)?;
+    check_currency(&req.from.currency).map_err(user)?;
+    if req.from.currency != req.to.currency {
+        return Err(user(LedgerError::Invalid(
+            "both accounts of a transfer hold the same currency".into(),
+        )));
+    }
+    if req.from == req.to {
+        return Err(user(LedgerError::Invalid(
+            "an account cannot pay itself".into(),
+        )));
+    }
+    for owner in [&req.from.owner, &req.to.owner] {
+        if owner.is_empty() || owner.contains('\0') {
+            return Err(user(LedgerError::Invalid("a bad account owner".into())));
+        }
+    }
+    if req.to.kind == AccountKind::Mint {
+        return Err(user(LedgerError::Invalid(
+            "money cannot be sent to the mint".into(),
+        )));
+    }
+    let digest = request_digest(req);
+    if let Some((scope, key)) = &req.idempotency {
+        let k = idempotency_key(scope, key);
+        if let Some(used) = txn_get::<KeyUse>(txn, Tree::Transfers, &k)? {
+            if used.request_sha256 != digest {
+                return Err(user(LedgerError::IdempotencyConflict));
+            }
+            return txn_get::<Transfer>(txn, Tree::Transfers, &transfer_key(&used.transfer))?
+                .ok_or_else(|| {
+                    Abort::Store(StoreError::Corrupt(
+                        "an idempotency key names a missing transfer".into(),
+                    ))
+                });
+        }
+    }
+    let now = now_secs();
+    let amount = req.amount as i64;
+    let load = |id: &AccountRef| -> Result<Account, StoreError> {
+        Ok(
+            txn_get::<Account>(txn, Tree::Accounts, &id.key())?.unwrap_or_else(|| Account {
+                id: id.clone(),
+                balance: 0,
+                postings: 0,
+                created_at: now,
+            }),
+        )
+    };
+    let mut from = load(&req.from)?;
+    let mut to = load(&req.to)?;
+    let from_after = match from.balance.checked_sub(amount) {
+        Some(b) if b >= 0 || from.id.kind == AccountKind::Mint => b,
+        _ => {
+            return Err(user(LedgerError::InsufficientFunds {
+                balance: from.balance,
+                needed: req.amount,
+                currency: req.from.currency.clone(),
+            }))
+        }
+    };
+    let Some(to_after) = to.balance.checked_add(amount) else {
+        return Err(user(LedgerError::Invalid(
+            "the receiving account cannot hold that much".into(),
+        )));
+    };
+    let transfer = Transfer {
+        id: new_id(),
+        kind: req.kind,
+        from: req.from.clone(),
+        to: req.to.clone(),
+        amount: req.amount,
+        currency: req.from.currency.clone(),
+        memo: req.memo.clone(),
+        order: req.order.clone(),
+        at: now,
+    };
+    for (account, delta, after, counterparty) in [
+        (&mut from, -amount, from_after, &req.to),
+        (&mut to, amount, to_after, &req.from),
+    ] {
+        let posting = Posting {
+            seq: account.postings,
+            transfer: transfer.id.clone(),
+            kind: req.kind,
+            amount: delta,
+            balance_after: after,
+            counterparty: counterparty.clone(),
+            memo: req.memo.clone(),
+            order: req.order.clone(),
+            at: now,
+        };
+        txn_put(
+            txn,
+            Tree::Postings,
+            &posting_key(&account.id, posting.seq),
+            &posting,
+        )?;
+        account.balance = after;
+        account.postings += 1;
+        txn_put(txn, Tree::Accounts, &account.id.key(), &*account)?;
+    }
+    txn_put(txn, Tree::Transfers, &transfer_key(&transfer.id), &transfer)?;
+    if let Some((scope, key)) = &req.idempotency {
+        let used = KeyUse {
+            request_sha256: digest,
+            transfer: transfer.id.clone(),
+        };
+        txn_put(txn, Tree::Transfers, &idempotency_key(scope, key), &used)?;
+    }
+    Ok(transfer)
+}
+
+/// Per-currency totals from [`Ledger::check`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CurrencyTotals {
+    /// What the mint has issued: minus its balance.
+    pub issued: i64,
+    /// The sum of every user and merchant balance.
+    pub held: i64,
+    pub accounts: u64,
+}
+
+/// The result of checking the ledger's invariants end to end.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    pub currencies: std::collections::BTreeMap<String, CurrencyTotals>,
+    /// Every broken invariant, in words; empty when the ledger is sound.
+    pub problems: Vec<String>,
+}
+
+pub struct Ledger {
+    store: Arc<Store>,
+}
+
+impl Ledger {
+    pub fn new(store: Arc<Store>) -> Ledger {
+        Ledger { store }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// One transfer, in its own transaction.
+    pub fn transfer(&self, req: &TransferRequest) -> Result<Transfer, LedgerError> {
+        Ok(self.store.transact(&TREES, |t| apply(t, req))?)
+    }
+
+    /// Issue `amount` from the mint to a user: the only way money enters.
+    pub fn topup(
+        &self,
+        user: &str,
+        amount: u64,
+        currency: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<Transfer, LedgerError> {
+        self.transfer(&TransferRequest {
+            kind: TransferKind::Topup,
+            from: AccountRef::mint(currency),
+            to: AccountRef::user(user, currency),
+            amount,
+            memo: "top-up".into(),
+            order: None,
+            idempotency: idempotency_key.map(|k| ("topup".to_string(), k)),
+        })
+    }
+
+    pub fn account(&self, id: &AccountRef) -> Result<Option<Account>, LedgerError> {
+        Ok(self.store.get(Tree::Accounts, &id.key())?)
+    }
+
+    /// Every account of one owner (one per currency), by currency.
+    pub fn accounts_of(&self, kind: AccountKind, owner: &str) -> Result<Vec<Account>, LedgerError> {
+        let prefix = owner_prefix(kind, owner);
+        self.store
+            .scan(Tree::Accounts, &prefix, None, usize::MAX, false)?
+            .iter()
+            .map(|(_, v)| Ok(superapp_store::decode(Tree::Accounts, v)?))
+            .collect()
+    }
+
+    /// An account's postings, newest first, older than `before` (a seq).
+    pub fn history(
+        &self,
+        id: &AccountRef,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Posting>, LedgerError> {
+        let mut prefix = id.key();
+        prefix.push(0);
+        let entries = match before {
+            // A reverse scan starts after the given key; seq `before`'s own
+            // key bounds it, exclusive.
+            Some(seq) => self.store.scan(
+                Tree::Postings,
+                &prefix,
+                Some(&posting_key(id, seq)),
+                limit,
+                true,
+            )?,
+            None => self
+                .store
+                .scan(Tree::Postings, &prefix, None, limit, true)?,
+        };
+        entries
+            .iter()
+            .map(|(_, v)| Ok(superapp_store::decode(Tree::Postings, v)?))
+            .collect()
+    }
+
+    /// Check every invariant: each account's balance is the sum of its
+    /// postings and matches its last posting; no user or merchant balance
+    /// is negative; per currency, what accounts hold equals what the mint
+    /// issued. Reads everything: an operator's tool, not a request path.
+    pub fn check(&self) -> Result<CheckReport, LedgerError> {
+        let mut report = CheckReport::default();
+        for (_, v) in self
+            .store
+            .scan(Tree::Accounts, b"", None, usize::MAX, false)?
+        {
+            let account: Account = superapp_store::decode(Tree::Accounts, &v)?;
+            let name = format!(
+                "{} {} {}",
+                account.id.kind.tag(),
+                account.id.owner,
+                account.id.currency
+            );
+            let mut prefix = account.id.key();
+            prefix.push(0);
+            let postings = self
+                .store
+                .scan(Tree::Postings, &prefix, None, usize::MAX, false)?;
+            let mut sum: i64 = 0;
+            for (i, (_, p)) in postings.iter().enumerate() {
+                let p: Posting = superapp_store::decode(Tree::Postings, p)?;
+                sum += p.amount;
+                if p.seq != i as u64 || p.balance_after != sum {
+                    report.problems.push(format!(
+                        "{name}: posting {i} does not follow from the ones before"
+                    ));
+                    break;
+                }
+            }
+            if postings.len() as u64 != account.postings || sum != account.balance {
+                report.problems.push(format!(
+                    "{name}: the balance {} does not match its {} postings (sum {sum})",
+                    account.balance,
+                    postings.len()
+                ));
+            }
+            let totals = report
+                .currencies
+                .entry(account.id.currency.clone())
+                .or_default();
+            totals.accounts += 1;
+            if account.id.kind == AccountKind::Mint {
+                totals.issued -= account.balance;
+            } else {
+                if account.balance < 0 {
+                    report
+                        .problems
+                        .push(format!("{name}: negative balance {}", account.balance));
+                }
+                totals.held += account.balance;
+            }
+        }
+        for (currency, totals) in &report.currencies {
+            if totals.issued != totals.held {
+                report.problems.push(format!(
+                    "{currency}: accounts hold {} but the mint issued {}",
+                    totals.held, totals.issued
+                ));
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, Ledger::new(store))
+    }
+
+    fn pay(from: &str, to: &str, amount: u64, key: Option<&str>) -> TransferRequest {
+        TransferRequest {
+            kind: TransferKind::Transfer,
+            from: AccountRef::user(from, "EUR"),
+            to: AccountRef::user(to, "EUR"),
+            amount,
+            memo: "lunch".into(),
+            order: None,
+            idempotency: key.map(|k| (from.to_string(), k.to_string())),
+        }
+    }
+
+    fn balance(l: &Ledger, user: &str) -> i64 {
+        l.account(&AccountRef::user(user, "EUR"))
+            .unwrap()
+            .map_or(0, |a| a.balance)
+    }
+
+    #[test]
+    fn a_transfer_writes_both_legs_and_never_overdraws() {
+        let (_d, l) = ledger();
+        l.topup("alice", 1000, "EUR", None).unwrap();
+        l.transfer(&pay("alice", "bob", 300, None)).unwrap();
+        assert_eq!((balance(&l, "alice"), balance(&l, "bob")), (700, 300));
+        let err = l.transfer(&pay("alice", "bob", 701, None)).unwrap_err();
+        assert!(matches!(
+            err,
+            LedgerError::InsufficientFunds { balance: 700, .. }
+        ));
+        assert_eq!((balance(&l, "alice"), balance(&l, "bob")), (700, 300));
+        assert!(matches!(
+            l.transfer(&pay("carol", "bob", 1, None)),
+            Err(LedgerError::InsufficientFunds { balance: 0, .. })
+        ));
+        let history = l
+            .history(&AccountRef::user("alice", "EUR"), None, 10)
+            .unwrap();
+        assert_eq!(
+            history.iter().map(|p| p.amount).collect::<Vec<_>>(),
+            [-300, 1000]
+        );
+        assert_eq!(history[0].counterparty, AccountRef::user("bob", "EUR"));
+        let older = l
+            .history(&AccountRef::user("alice", "EUR"), Some(1), 10)
+            .unwrap();
+        assert_eq!(older.len(), 1);
+        assert_eq!(older[0].seq, 0);
+        let report = l.check().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.currencies["EUR"].issued, 1000);
+        assert_eq!(report.currencies["EUR"].held, 1000);
+    }
+
+    #[test]
+    fn an_idempotency_key_pays_once_and_refuses_a_different_request() {
+        let (_d, l) = ledger();
+        l.topup("alice", 1000, "EUR", Some("t1".into())).unwrap();
+        l.topup("alice", 1000, "EUR", Some("t1".into())).unwrap();
+        assert_eq!(balance(&l, "alice"), 1000, "the retried top-up is one");
+        let first = l.transfer(&pay("alice", "bob", 100, Some("k"))).unwrap();
+        let again = l.transfer(&pay("alice", "bob", 100, Some("k"))).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(balance(&l, "bob"), 100);
+        assert_eq!(
+            l.transfer(&pay("alice", "bob", 200, Some("k"))),
+            Err(LedgerError::IdempotencyConflict)
+        );
+        assert_eq!(balance(&l, "bob"), 100);
+    }
+
+    #[test]
+    fn bad_requests_are_refused_before_anything_is_written() {
+        let (_d, l) = ledger();
+        l.topup("alice", 10, "EUR", None).unwrap();
+        for (req, what) in [
+            (pay("alice", "bob", 0, None), "zero"),
+            (pay("alice", "bob", MAX_AMOUNT + 1, None), "too large"),
+            (pay("alice", "alice", 1, None), "self"),
+            (
+                TransferRequest {
+                    to: AccountRef::user("bob", "USD"),
+                    ..pay("alice", "bob", 1, None)
+                },
+                "currency mismatch",
+            ),
+            (
+                TransferRequest {
+                    to: AccountRef::mint("EUR"),
+                    ..pay("alice", "bob", 1, None)
+                },
+                "to the mint",
+            ),
+            (
+                TransferRequest {
+                    from: AccountRef::user("alice", "eur"),
+                    to: AccountRef::user("bob", "eur"),
+                    ..pay("alice", "bob", 1, None)
+                },
+                "lower-case currency",
+            ),
+        ] {
+            assert!(
+                matches!(l.transfer(&req), Err(LedgerError::Invalid(_))),
+                "{what}"
+            );
+        }
+        assert!(l.check().unwrap().problems.is_empty());
+        assert_eq!(balance(&l, "alice"), 10);
+    }
+
+    #[test]
+    fn concurrent_transfers_keep_the_sum_and_no_balance_goes_negative() {
+        let (_d, l) = ledger();
+        let l = Arc::new(l);
+        let users: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
+        for u in &users {
+            l.topup(u, 500, "EUR", None).unwrap();
+        }
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let (l, users) = (l.clone(), users.clone());
+                std::thread::spawn(move || {
+                    for i in 0..50usize {
+                        let from = &users[(t + i) % users.len()];
+                        let to = &users[(t * 3 + i * 7 + 1) % users.len()];
+                        if from != to {
+                            let _ = l.transfer(&pay(from, to, 1 + (i as u64 * 37) % 300, None));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let report = l.check().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let held: i64 = users.iter().map(|u| balance(&l, u)).sum();
+        assert_eq!(held, 4000);
+    }
+}

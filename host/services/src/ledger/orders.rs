@@ -1,0 +1,451 @@
+//! Payment orders: what the `payments` capability creates. A request makes
+//! a pending order and, in the same transaction, the host-drawn sheet the
+//! user answers (the prompt's id is the order id). Nothing moves until the
+//! user confirms with their password; confirming writes the payment's two
+//! legs, the order and the sheet in one transaction. Unanswered orders
+//! expire. Refunds move money back from the publisher's merchant account,
+//! never more in total than was paid.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    apply, check_amount, check_currency, AccountRef, LedgerError, TransferKind, TransferRequest,
+};
+use crate::audit::{Audit, Event};
+use crate::prompts::{prompt_key, PaymentSheet, Prompt, PromptKind, PromptStatus};
+use superapp_core::now_secs;
+use superapp_core::Capability;
+use superapp_core::Manifest;
+use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
+
+/// How long a user has to answer a payment sheet, unless configured.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
+/// Longest description, in bytes.
+pub const MAX_DESCRIPTION: usize = 200;
+/// Longest idempotency key, in bytes.
+pub const MAX_KEY: usize = 128;
+
+/// The trees confirming an order touches.
+const CONFIRM_TREES: [Tree; 5] = [
+    Tree::Orders,
+    Tree::Prompts,
+    Tree::Accounts,
+    Tree::Postings,
+    Tree::Transfers,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "reason", rename_all = "kebab-case")]
+pub enum OrderState {
+    Pending,
+    Paid,
+    Declined,
+    Expired,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: String,
+    pub app: String,
+    pub app_version: String,
+    /// Whose merchant account is paid.
+    pub publisher: String,
+    pub user: String,
+    pub amount: u64,
+    pub currency: String,
+    pub description: String,
+    pub idempotency_key: String,
+    /// Binds the idempotency key to this request.
+    pub request_sha256: String,
+    #[serde(flatten)]
+    pub state: OrderState,
+    /// Refunded so far, in minor units.
+    pub refunded: u64,
+    pub created_at: u64,
+    pub expires_at: u64,
+    /// The payment transfer, once paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<String>,
+}
+
+/// What a mini-program asks to be paid.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub amount: u64,
+    pub currency: String,
+    pub description: String,
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("this idempotency key was already used for a different payment request")]
+    KeyReused,
+    #[error("no such order")]
+    NotFound,
+    #[error("this order was not paid to your publisher")]
+    NotYours,
+    #[error("the order is no longer pending")]
+    NotPending,
+    #[error("the order has not been paid")]
+    NotPaid,
+    #[error("refunds would exceed the amount paid ({paid}, refunded so far {refunded})")]
+    RefundTooLarge { paid: u64, refunded: u64 },
+    #[error(transparent)]
+    Ledger(LedgerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<LedgerError> for OrderError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Store(e) => OrderError::Store(e),
+            other => OrderError::Ledger(other),
+        }
+    }
+}
+
+impl From<Abort<OrderError>> for OrderError {
+    fn from(e: Abort<OrderError>) -> Self {
+        match e {
+            Abort::User(e) => e,
+            Abort::Store(e) => OrderError::Store(e),
+        }
+    }
+}
+
+fn order_key(id: &str) -> Vec<u8> {
+    format!("o\0{id}").into_bytes()
+}
+
+fn idempotency_key(app: &str, user: &str, key: &str) -> Vec<u8> {
+    format!("k\0{app}\0{user}\0{key}").into_bytes()
+}
+
+/// The expiry index: pending orders by the time they expire.
+fn expiry_key(expires_at: u64, id: &str) -> Vec<u8> {
+    let mut k = b"x\0".to_vec();
+    k.extend_from_slice(&expires_at.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn load(txn: &dyn Txn, id: &str) -> Result<Order, Abort<OrderError>> {
+    txn_get::<Order>(txn, Tree::Orders, &order_key(id))?.ok_or(Abort::User(OrderError::NotFound))
+}
+
+/// Move a pending order to a final state, with its sheet and expiry entry.
+fn close(txn: &dyn Txn, order: &mut Order, state: OrderState) -> Result<(), StoreError> {
+    let status = match state {
+        OrderState::Paid => PromptStatus::Approved,
+        OrderState::Expired => PromptStatus::Expired,
+        _ => PromptStatus::Denied,
+    };
+    order.state = state;
+    txn_put(txn, Tree::Orders, &order_key(&order.id), &*order)?;
+    txn.delete(Tree::Orders, &expiry_key(order.expires_at, &order.id))?;
+    let pk = prompt_key(&order.user, &order.id);
+    if let Some(mut prompt) = txn_get::<Prompt>(txn, Tree::Prompts, &pk)? {
+        prompt.status = status;
+        txn_put(txn, Tree::Prompts, &pk, &prompt)?;
+    }
+    Ok(())
+}
+
+/// [`apply`], with the ledger's refusals as order errors.
+fn transfer(t: &dyn Txn, req: &TransferRequest) -> Result<super::Transfer, Abort<OrderError>> {
+    apply(t, req).map_err(|e| match e {
+        Abort::User(e) => Abort::User(OrderError::from(e)),
+        Abort::Store(e) => Abort::Store(e),
+    })
+}
+
+pub struct Orders {
+    store: Arc<Store>,
+    audit: Arc<Audit>,
+    ttl: Duration,
+}
+
+impl Orders {
+    pub fn new(store: Arc<Store>, audit: Arc<Audit>, ttl: Duration) -> Orders {
+        Orders { store, audit, ttl }
+    }
+
+    fn record(&self, kind: &str, order: &Order, outcome: &str) {
+        self.record_amount(kind, order, outcome, order.amount);
+    }
+
+    /// Audit one step of an order; `amount` is what this step moved.
+    fn record_amount(&self, kind: &str, order: &Order, outcome: &str, amount: u64) {
+        let mut details = std::collections::BTreeMap::new();
+        details.insert("order".to_string(), order.id.clone());
+        details.insert("amount".to_string(), amount.to_string());
+        details.insert("currency".to_string(), order.currency.clone());
+        details.insert("merchant".to_string(), order.publisher.clone());
+        self.audit.record(Event {
+            kind: kind.into(),
+            user: Some(order.user.clone()),
+            app: Some(order.app.clone()),
+            version: Some(order.app_version.clone()),
+            capability: Some(Capability::Payments.name().into()),
+            outcome: outcome.into(),
+            details,
+            ..Event::default()
+        });
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Order>, OrderError> {
+        Ok(self.store.get(Tree::Orders, &order_key(id))?)
+    }
+
+    /// Create a pending order and its payment sheet, or return the order an
+    /// earlier request with the same idempotency key created.
+    pub fn request(&self, user: &str, app: &Manifest, new: &NewOrder) -> Result<Order, OrderError> {
+        check_amount(new.amount)?;
+        check_currency(&new.currency)?;
+        if new.description.trim().is_empty() || new.description.len() > MAX_DESCRIPTION {
+            return Err(OrderError::Invalid(format!(
+                "a description is 1 to {MAX_DESCRIPTION} bytes"
+            )));
+        }
+        if new.idempotency_key.is_empty() || new.idempotency_key.len() > MAX_KEY {
+            return Err(OrderError::Invalid(format!(
+                "an idempotency key is 1 to {MAX_KEY} bytes"
+            )));
+        }
+        let digest = crate::audit::digest_hex(
+            serde_json::json!([new.amount, new.currency, new.description])
+                .to_string()
+                .as_bytes(),
+        );
+        let now = now_secs();
+        let fresh = Order {
+            id: superapp_core::new_id(),
+            app: app.id.clone(),
+            app_version: app.version.to_string(),
+            publisher: app.publisher.clone(),
+            user: user.to_string(),
+            amount: new.amount,
+            currency: new.currency.clone(),
+            description: new.description.clone(),
+            idempotency_key: new.idempotency_key.clone(),
+            request_sha256: digest,
+            state: OrderState::Pending,
+            refunded: 0,
+            created_at: now,
+            expires_at: now + self.ttl.as_secs(),
+            transfer: None,
+        };
+        let reason = app.reason(Capability::Payments);
+        let prompt = Prompt {
+            kind: PromptKind::Payment,
+            card: None,
+            payment: Some(PaymentSheet {
+                order_id: fresh.id.clone(),
+                merchant: fresh.publisher.clone(),
+                amount: fresh.amount,
+                currency: fresh.currency.clone(),
+                description: fresh.description.clone(),
+                expires_at: fresh.expires_at,
+            }),
+            document: None,
+            id: fresh.id.clone(),
+            app: app.id.clone(),
+            app_name: app.name.clone(),
+            publisher: app.publisher.clone(),
+            version: app.version.to_string(),
+            capability: Capability::Payments,
+            reason,
+            status: PromptStatus::Pending,
+            created_at: now,
+        };
+        let ik = idempotency_key(&app.id, user, &new.idempotency_key);
+        let (order, created) = self.store.transact(&[Tree::Orders, Tree::Prompts], |t| {
+            if let Some(id) = t.get(Tree::Orders, &ik)? {
+                let earlier = load(t, &String::from_utf8_lossy(&id))?;
+                if earlier.request_sha256 != fresh.request_sha256 {
+                    return Err(Abort::User(OrderError::KeyReused));
+                }
+                return Ok((earlier, false));
+            }
+            txn_put(t, Tree::Orders, &order_key(&fresh.id), &fresh)?;
+            t.put(Tree::Orders, &ik, fresh.id.as_bytes())?;
+            t.put(Tree::Orders, &expiry_key(fresh.expires_at, &fresh.id), b"")?;
+            txn_put(t, Tree::Prompts, &prompt_key(user, &fresh.id), &prompt)?;
+            Ok((fresh.clone(), true))
+        })?;
+        if created {
+            self.record("payment.request", &order, "pending");
+        }
+        Ok(order)
+    }
+
+    /// The user confirmed (after step-up): pay, or find the order expired.
+    /// Returns the order in its new state, `Paid` or `Expired`. Insufficient
+    /// funds leave the order pending, so the user can top up and retry.
+    pub fn confirm(&self, user: &str, id: &str) -> Result<Order, OrderError> {
+        let now = now_secs();
+        let result = self
+            .store
+            .transact(&CONFIRM_TREES, |t| {
+                let mut order = load(t, id)?;
+                if order.user != user {
+                    return Err(Abort::User(OrderError::NotFound));
+                }
+                if order.state != OrderState::Pending {
+                    return Err(Abort::User(OrderError::NotPending));
+                }
+                if now >= order.expires_at {
+                    close(t, &mut order, OrderState::Expired)?;
+                    return Ok(order);
+                }
+                let paid = transfer(
+                    t,
+                    &TransferRequest {
+                        kind: TransferKind::Payment,
+                        from: AccountRef::user(user, &order.currency),
+                        to: AccountRef::merchant(&order.publisher, &order.currency),
+                        amount: order.amount,
+                        memo: order.description.clone(),
+                        order: Some(order.id.clone()),
+                        idempotency: Some(("order".into(), order.id.clone())),
+                    },
+                )?;
+                order.transfer = Some(paid.id);
+                close(t, &mut order, OrderState::Paid)?;
+                Ok(order)
+            })
+            .map_err(OrderError::from);
+        match &result {
+            Ok(order) if order.state == OrderState::Paid => {
+                self.record("payment.confirm", order, "paid")
+            }
+            Ok(order) => self.record("payment.expire", order, "expired"),
+            Err(OrderError::Ledger(LedgerError::InsufficientFunds { .. })) => {
+                if let Ok(Some(order)) = self.get(id) {
+                    self.record("payment.confirm", &order, "insufficient-funds");
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// The user's step-up failed: recorded, nothing else changes.
+    pub fn record_failed_step_up(&self, order: &Order) {
+        self.record("payment.confirm", order, "wrong-password");
+    }
+
+    /// The user declined the sheet.
+    pub fn decline(&self, user: &str, id: &str) -> Result<Order, OrderError> {
+        let order = self.store.transact(&[Tree::Orders, Tree::Prompts], |t| {
+            let mut order = load(t, id)?;
+            if order.user != user {
+                return Err(Abort::User(OrderError::NotFound));
+            }
+            if order.state != OrderState::Pending {
+                return Err(Abort::User(OrderError::NotPending));
+            }
+            close(t, &mut order, OrderState::Declined)?;
+            Ok(order)
+        })?;
+        self.record("payment.decline", &order, "declined");
+        Ok(order)
+    }
+
+    /// Expire every pending order whose time is up, oldest first; returns
+    /// them so their apps can be told.
+    pub fn expire_due(&self, now: u64) -> Result<Vec<Order>, OrderError> {
+        let mut expired = Vec::new();
+        loop {
+            let due: Vec<(Vec<u8>, String)> = self
+                .store
+                .scan(Tree::Orders, b"x\0", None, 100, false)?
+                .into_iter()
+                .filter_map(|(k, _)| {
+                    let at = u64::from_be_bytes(k.get(2..10)?.try_into().ok()?);
+                    let id = String::from_utf8_lossy(&k[10..]).into_owned();
+                    (at <= now).then_some((k, id))
+                })
+                .collect();
+            if due.is_empty() {
+                return Ok(expired);
+            }
+            for (index, id) in due {
+                let closed = self.store.transact(&[Tree::Orders, Tree::Prompts], |t| {
+                    let order = txn_get::<Order>(t, Tree::Orders, &order_key(&id))?;
+                    match order {
+                        Some(mut order) if order.state == OrderState::Pending => {
+                            close(t, &mut order, OrderState::Expired)?;
+                            Ok(Some(order))
+                        }
+                        // Settled meanwhile, or gone: drop the stale entry.
+                        _ => {
+                            t.delete(Tree::Orders, &index)?;
+                            Ok::<_, Abort<OrderError>>(None)
+                        }
+                    }
+                })?;
+                if let Some(order) = closed {
+                    self.record("payment.expire", &order, "expired");
+                    expired.push(order);
+                }
+            }
+        }
+    }
+
+    /// The status an app sees for one of its publisher's orders.
+    pub fn status_for(&self, publisher: &str, id: &str) -> Result<Order, OrderError> {
+        let order = self.get(id)?.ok_or(OrderError::NotFound)?;
+        if order.publisher != publisher {
+            return Err(OrderError::NotYours);
+        }
+        Ok(order)
+    }
+
+    /// Refund `amount` of a paid order from the publisher's merchant account
+    /// to the user who paid. The total refunded never exceeds the payment.
+    pub fn refund(&self, publisher: &str, id: &str, amount: u64) -> Result<Order, OrderError> {
+        check_amount(amount)?;
+        let order = self.store.transact(&CONFIRM_TREES, |t| {
+            let mut order = load(t, id)?;
+            if order.publisher != publisher {
+                return Err(Abort::User(OrderError::NotYours));
+            }
+            if order.state != OrderState::Paid {
+                return Err(Abort::User(OrderError::NotPaid));
+            }
+            let total = order.refunded.saturating_add(amount);
+            if total > order.amount {
+                return Err(Abort::User(OrderError::RefundTooLarge {
+                    paid: order.amount,
+                    refunded: order.refunded,
+                }));
+            }
+            transfer(
+                t,
+                &TransferRequest {
+                    kind: TransferKind::Refund,
+                    from: AccountRef::merchant(&order.publisher, &order.currency),
+                    to: AccountRef::user(&order.user, &order.currency),
+                    amount,
+                    memo: format!("refund: {}", order.description),
+                    order: Some(order.id.clone()),
+                    idempotency: None,
+                },
+            )?;
+            order.refunded = total;
+            txn_put(t, Tree::Orders, &order_key(&order.id), &order)?;
+            Ok(order)
+        })?;
+        self.record_amount("payment.refund", &order, "refunded", amount);
+        Ok(order)
+    }
+}

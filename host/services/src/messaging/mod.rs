@@ -1,0 +1,642 @@
+//! Direct and group conversations. Each message gets the next
+//! per-conversation sequence number in the same store transaction that
+//! writes it, so seqs are gapless and strictly increasing; a client message
+//! id makes sends idempotent; members sync with "everything after seq N" and
+//! get live pushes through the hub once the message is durable.
+
+mod hub;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use hub::{Frame, Hub, Subscription};
+
+use crate::identity::{new_id, now_secs, User};
+use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Direct,
+    Group,
+    /// An app's service account writing to one user.
+    Service,
+}
+
+/// The sender id of an app's service account.
+pub fn service_account(app_id: &str) -> String {
+    format!("app:{app_id}")
+}
+
+/// A conversation as stored. Its newest seq is not stored here: it is the
+/// highest seq in the messages tree, so appending a message rewrites nothing
+/// but the message itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    id: String,
+    kind: Kind,
+    title: Option<String>,
+    /// User ids, in the order they joined.
+    members: Vec<String>,
+    created_by: String,
+    created_at: u64,
+}
+
+/// A conversation as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conversation {
+    pub id: String,
+    pub kind: Kind,
+    pub title: Option<String>,
+    /// User ids, in the order they joined.
+    pub members: Vec<String>,
+    pub created_by: String,
+    pub created_at: u64,
+    /// Seq of the newest message (0: none yet).
+    pub last_seq: u64,
+}
+
+impl Stored {
+    fn with_last_seq(self, last_seq: u64) -> Conversation {
+        Conversation {
+            id: self.id,
+            kind: self.kind,
+            title: self.title,
+            members: self.members,
+            created_by: self.created_by,
+            created_at: self.created_at,
+            last_seq,
+        }
+    }
+}
+
+/// An app card shared into a chat: opening it launches the app with `params`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Card {
+    pub app_id: String,
+    pub title: String,
+    pub description: String,
+    pub params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub sender: String,
+    pub client_id: String,
+    pub text: String,
+    pub sent_at: u64,
+    /// Set when the message is a shared app card (`text` is its title).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<Card>,
+}
+
+/// A conversation as one member sees it in their list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub last_message: Option<Message>,
+    pub unread: u64,
+    pub read_seq: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessagingConfig {
+    /// Longest message text, in bytes.
+    pub max_message_bytes: usize,
+    pub max_group_members: usize,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        MessagingConfig {
+            max_message_bytes: 16 << 10,
+            max_group_members: 256,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("the message is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    /// Also returned to non-members, so they cannot probe which ids exist.
+    #[error("no such conversation")]
+    NotFound,
+    #[error("no user named `{0}`")]
+    UnknownUser(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+superapp_store::abort_into!(MessagingError);
+
+/// The messages tree holds two kinds of entries, so that a message and its
+/// client-id entry are written in one atomic single-tree batch:
+/// `m\0conversation\0seq` → message and `c\0conversation\0sender\0client id` → seq.
+fn messages_prefix(conversation: &str) -> Vec<u8> {
+    key(&["m", conversation, ""])
+}
+
+fn message_key(conversation: &str, seq: u64) -> Vec<u8> {
+    let mut key = messages_prefix(conversation);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn client_key(conversation: &str, sender: &str, client_id: &str) -> Vec<u8> {
+    key(&["c", conversation, sender, client_id])
+}
+
+/// Join key parts with NUL, which ids and usernames never contain.
+fn key(parts: &[&str]) -> Vec<u8> {
+    parts.join("\0").into_bytes()
+}
+
+fn insert(txn: &dyn Txn, c: &Stored) -> Result<(), StoreError> {
+    txn_put(txn, Tree::Conversations, c.id.as_bytes(), c)?;
+    for member in &c.members {
+        txn.put(Tree::Memberships, &key(&[member, &c.id]), b"")?;
+    }
+    Ok(())
+}
+
+/// Sends to one conversation are serialized by one of these locks (chosen
+/// by hashing the id), which keeps store transactions from conflicting.
+const LOCK_STRIPES: usize = 256;
+
+pub struct Messaging {
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    config: MessagingConfig,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Newest seq per conversation, read from the store on first use and
+    /// kept current by `send` under the conversation's lock stripe.
+    last_seqs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+/// A frame the WebSocket sends for a new message.
+#[derive(Serialize)]
+struct MessageFrame<'a> {
+    r#type: &'static str,
+    message: &'a Message,
+}
+
+impl Messaging {
+    pub fn new(store: Arc<Store>, hub: Arc<Hub>, config: MessagingConfig) -> Messaging {
+        let stripes = (0..LOCK_STRIPES)
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect();
+        Messaging {
+            store,
+            hub,
+            config,
+            stripes,
+            last_seqs: Default::default(),
+        }
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    fn stripe(&self, conversation: &str) -> &tokio::sync::Mutex<()> {
+        let h = conversation
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.stripes[h % LOCK_STRIPES]
+    }
+
+    /// The direct conversation between `me` and `other`, created on first use.
+    pub async fn direct(&self, me: &User, other: &User) -> Result<Conversation, MessagingError> {
+        if me.id == other.id {
+            return Err(MessagingError::InvalidInput(
+                "a direct conversation needs another user".into(),
+            ));
+        }
+        let (a, b) = if me.id < other.id {
+            (&me.id, &other.id)
+        } else {
+            (&other.id, &me.id)
+        };
+        let pair = key(&[a, b]);
+        let fresh = Stored {
+            id: new_id(),
+            kind: Kind::Direct,
+            title: None,
+            members: vec![me.id.clone(), other.id.clone()],
+            created_by: me.id.clone(),
+            created_at: now_secs(),
+        };
+        let stored = self.open_pair(&pair, fresh)?;
+        self.store.durable().await?;
+        let last_seq = self.last_seq(&stored.id)?;
+        Ok(stored.with_last_seq(last_seq))
+    }
+
+    pub async fn group(
+        &self,
+        me: &User,
+        title: &str,
+        others: &[User],
+    ) -> Result<Conversation, MessagingError> {
+        let title = title.trim();
+        if title.is_empty() || title.chars().count() > 100 || title.chars().any(char::is_control) {
+            return Err(MessagingError::InvalidInput(
+                "a group title is 1-100 characters".into(),
+            ));
+        }
+        let mut members = vec![me.id.clone()];
+        for u in others {
+            if !members.contains(&u.id) {
+                members.push(u.id.clone());
+            }
+        }
+        if members.len() > self.config.max_group_members {
+            return Err(MessagingError::InvalidInput(format!(
+                "a group has at most {} members",
+                self.config.max_group_members
+            )));
+        }
+        let stored = Stored {
+            id: new_id(),
+            kind: Kind::Group,
+            title: Some(title.to_string()),
+            members,
+            created_by: me.id.clone(),
+            created_at: now_secs(),
+        };
+        self.store
+            .transact(&[Tree::Conversations, Tree::Memberships], |txn| {
+                Ok::<_, Abort<MessagingError>>(insert(txn, &stored)?)
+            })?;
+        self.store.durable().await?;
+        Ok(stored.with_last_seq(0))
+    }
+
+    /// The stored conversation, if `me` is a member.
+    fn stored(&self, me: &User, id: &str) -> Result<Stored, MessagingError> {
+        self.store
+            .get::<Stored>(Tree::Conversations, id.as_bytes())?
+            .filter(|c| c.members.contains(&me.id))
+            .ok_or(MessagingError::NotFound)
+    }
+
+    /// The stored conversation, if `sender` may append to it: members of
+    /// direct and group conversations; for a service conversation, only the
+    /// app's service account (users read it, they do not write into it).
+    fn stored_for(&self, sender: &str, id: &str) -> Result<Stored, MessagingError> {
+        self.store
+            .get::<Stored>(Tree::Conversations, id.as_bytes())?
+            .filter(|c| match c.kind {
+                Kind::Service => c.created_by == sender,
+                Kind::Direct | Kind::Group => c.members.iter().any(|m| m == sender),
+            })
+            .ok_or(MessagingError::NotFound)
+    }
+
+    /// The highest seq in a conversation (0: no messages).
+    fn last_seq(&self, id: &str) -> Result<u64, MessagingError> {
+        if let Some(seq) = self
+            .last_seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Ok(*seq);
+        }
+        let seq = self.stored_last_seq(id)?;
+        // A concurrent send may have stored a newer seq meanwhile; keep the larger.
+        let mut cache = self.last_seqs.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = cache.entry(id.to_string()).or_insert(seq);
+        *entry = (*entry).max(seq);
+        Ok(*entry)
+    }
+
+    /// The highest seq in the store: the last key of the conversation's messages.
+    fn stored_last_seq(&self, id: &str) -> Result<u64, MessagingError> {
+        let prefix = messages_prefix(id);
+        let last = self.store.scan(Tree::Messages, &prefix, None, 1, true)?;
+        Ok(last
+            .first()
+            .and_then(|(k, _)| k.get(prefix.len()..))
+            .and_then(|seq| <[u8; 8]>::try_from(seq).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// The conversation, if `me` is a member.
+    pub fn get(&self, me: &User, id: &str) -> Result<Conversation, MessagingError> {
+        let stored = self.stored(me, id)?;
+        Ok(stored.with_last_seq(self.last_seq(id)?))
+    }
+
+    /// `me`'s conversations, newest activity first, with last message and
+    /// unread count.
+    pub fn list(&self, me: &User) -> Result<Vec<Summary>, MessagingError> {
+        let prefix = key(&[&me.id, ""]);
+        let mut out = Vec::new();
+        for (k, _) in self
+            .store
+            .scan(Tree::Memberships, &prefix, None, usize::MAX, false)?
+        {
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let Some(stored) = self
+                .store
+                .get::<Stored>(Tree::Conversations, id.as_bytes())?
+            else {
+                continue;
+            };
+            let last_seq = self.last_seq(&id)?;
+            let last_message = match last_seq {
+                0 => None,
+                seq => self
+                    .store
+                    .get::<Message>(Tree::Messages, &message_key(&id, seq))?,
+            };
+            let read_seq = self.read_seq(&id, &me.id)?;
+            out.push(Summary {
+                unread: last_seq.saturating_sub(read_seq),
+                read_seq,
+                last_message,
+                conversation: stored.with_last_seq(last_seq),
+            });
+        }
+        out.sort_by_key(|s| {
+            std::cmp::Reverse(
+                s.last_message
+                    .as_ref()
+                    .map_or(s.conversation.created_at, |m| m.sent_at),
+            )
+        });
+        Ok(out)
+    }
+
+    fn read_seq(&self, conversation: &str, user: &str) -> Result<u64, MessagingError> {
+        Ok(self
+            .store
+            .get::<u64>(Tree::ReadMarks, &key(&[conversation, user]))?
+            .unwrap_or(0))
+    }
+
+    /// Append a message. Returns it and whether it is new: resending the
+    /// same `client_id` returns the first message, never a duplicate.
+    ///
+    /// Appends to one conversation are serialized by its lock stripe, and
+    /// the next seq is the highest stored one plus one. A crash can lose only writes
+    /// that were never flushed, and so never acknowledged: their seqs are
+    /// reused, and the seq sequence stays gapless.
+    pub async fn send(
+        &self,
+        me: &User,
+        id: &str,
+        client_id: &str,
+        text: &str,
+    ) -> Result<(Message, bool), MessagingError> {
+        self.append(&me.id, id, client_id, text, None).await
+    }
+
+    /// Post an app card into one of `me`'s conversations, as `me`.
+    pub async fn share_card(
+        &self,
+        me: &User,
+        id: &str,
+        card: Card,
+    ) -> Result<Message, MessagingError> {
+        let title = card.title.clone();
+        Ok(self
+            .append(&me.id, id, &new_id(), &title, Some(card))
+            .await?
+            .0)
+    }
+
+    /// The conversation registered under `pair` (a direct pair of users, or
+    /// a (user, app) service pair), or `fresh`, created now.
+    fn open_pair(&self, pair: &[u8], fresh: Stored) -> Result<Stored, MessagingError> {
+        let trees = [Tree::DirectPairs, Tree::Conversations, Tree::Memberships];
+        Ok(self.store.transact(&trees, |txn| {
+            if let Some(id) = txn.get(Tree::DirectPairs, pair)? {
+                return txn_get::<Stored>(txn, Tree::Conversations, &id)?.ok_or_else(|| {
+                    Abort::Store(StoreError::Corrupt(
+                        "conversation pair without conversation".into(),
+                    ))
+                });
+            }
+            txn.put(Tree::DirectPairs, pair, fresh.id.as_bytes())?;
+            insert(txn, &fresh)?;
+            Ok::<_, Abort<MessagingError>>(fresh.clone())
+        })?)
+    }
+
+    /// A message from an app's service account into the user's chat list:
+    /// the (user, app) service conversation is created on first use.
+    pub async fn notify(
+        &self,
+        user: &str,
+        app_id: &str,
+        app_name: &str,
+        text: &str,
+    ) -> Result<Message, MessagingError> {
+        let pair = key(&["app", app_id, user]);
+        let fresh = Stored {
+            id: new_id(),
+            kind: Kind::Service,
+            title: Some(app_name.to_string()),
+            members: vec![user.to_string()],
+            created_by: service_account(app_id),
+            created_at: now_secs(),
+        };
+        let conversation = self.open_pair(&pair, fresh)?.id;
+        let (message, _) = self
+            .append(
+                &service_account(app_id),
+                &conversation,
+                &new_id(),
+                text,
+                None,
+            )
+            .await?;
+        Ok(message)
+    }
+
+    async fn append(
+        &self,
+        sender: &str,
+        id: &str,
+        client_id: &str,
+        text: &str,
+        card: Option<Card>,
+    ) -> Result<(Message, bool), MessagingError> {
+        if client_id.is_empty() || client_id.len() > 64 || client_id.contains('\0') {
+            return Err(MessagingError::InvalidInput(
+                "client_id is 1-64 bytes".into(),
+            ));
+        }
+        if text.len() > self.config.max_message_bytes {
+            return Err(MessagingError::TooLarge {
+                size: text.len(),
+                limit: self.config.max_message_bytes,
+            });
+        }
+        if text.trim().is_empty() {
+            return Err(MessagingError::InvalidInput(
+                "a message needs some text".into(),
+            ));
+        }
+        let dedup = client_key(id, sender, client_id);
+        let stripe = self.stripe(id).lock().await;
+        let conversation = self.stored_for(sender, id)?;
+        if let Some(existing) = self.sent_before(id, sender, client_id, &dedup)? {
+            drop(stripe);
+            // The first send may not be flushed yet: answer once it is.
+            self.store.durable().await?;
+            return Ok((existing, false));
+        }
+        let seq = self.last_seq(id)? + 1;
+        let message = Message {
+            conversation_id: id.to_string(),
+            seq,
+            sender: sender.to_string(),
+            client_id: client_id.to_string(),
+            text: text.to_string(),
+            sent_at: now_secs(),
+            card,
+        };
+        // Index first, then the message: recovery keeps a prefix of the
+        // writes, so a message never survives without its index entry (which
+        // would let a retry store it twice). An index entry that survives
+        // without its message is ignored by `sent_before`.
+        self.store.put(Tree::Messages, &dedup, &seq)?;
+        self.store
+            .put(Tree::Messages, &message_key(id, seq), &message)?;
+        self.last_seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), seq);
+        // The sender has read their own message.
+        self.store.put(Tree::ReadMarks, &key(&[id, sender]), &seq)?;
+        // Register for the flush while still holding the conversation's
+        // lock, so pushes go out in seq order; wait for it after releasing.
+        let hub = self.hub.clone();
+        let frame: Frame = Arc::from(
+            serde_json::to_string(&MessageFrame {
+                r#type: "message",
+                message: &message,
+            })
+            .expect("frames serialize"),
+        );
+        let members = conversation.members;
+        let durable = self
+            .store
+            .commit_then(Some(Box::new(move || hub.publish(&members, &frame))));
+        drop(stripe);
+        durable.await?;
+        Ok((message, true))
+    }
+
+    /// The message `sender` already stored under `client_id`, if any. The
+    /// index entry is only a hint: it counts when the message at that seq
+    /// really is this sender's message with this client id.
+    fn sent_before(
+        &self,
+        id: &str,
+        sender: &str,
+        client_id: &str,
+        dedup: &[u8],
+    ) -> Result<Option<Message>, MessagingError> {
+        let Some(seq) = self.store.get::<u64>(Tree::Messages, dedup)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get::<Message>(Tree::Messages, &message_key(id, seq))?
+            .filter(|m| m.sender == sender && m.client_id == client_id))
+    }
+
+    /// Messages with seq > `after`, oldest first, at most `limit`.
+    pub fn sync(
+        &self,
+        me: &User,
+        id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, MessagingError> {
+        self.stored(me, id)?;
+        let prefix = messages_prefix(id);
+        let start = message_key(id, after);
+        self.store
+            .scan(Tree::Messages, &prefix, Some(&start), limit, false)?
+            .into_iter()
+            .map(|(_, v)| superapp_store::decode(Tree::Messages, &v).map_err(MessagingError::from))
+            .collect()
+    }
+
+    /// Record that `me` has read up to `seq` (never moves backwards).
+    pub async fn mark_read(&self, me: &User, id: &str, seq: u64) -> Result<u64, MessagingError> {
+        let conversation = self.get(me, id)?;
+        let seq = seq.min(conversation.last_seq);
+        let mark = key(&[id, &me.id]);
+        let stored = self.store.transact(&[Tree::ReadMarks], |txn| {
+            let current = txn_get::<u64>(txn, Tree::ReadMarks, &mark)?.unwrap_or(0);
+            let next = current.max(seq);
+            txn_put(txn, Tree::ReadMarks, &mark, &next)?;
+            Ok::<_, Abort<MessagingError>>(next)
+        })?;
+        self.store.durable().await?;
+        Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> User {
+        User {
+            id: id.into(),
+            username: id.into(),
+            display_name: id.into(),
+            created_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_index_entry_without_its_message_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let messaging = Messaging::new(
+            store.clone(),
+            Arc::new(Hub::new(8)),
+            MessagingConfig::default(),
+        );
+        let (alice, bob) = (user("alice"), user("bob"));
+        let c = messaging.direct(&alice, &bob).await.unwrap();
+        // What a crash between the two writes of a send can leave behind.
+        store
+            .put(Tree::Messages, &client_key(&c.id, &alice.id, "lost"), &1u64)
+            .unwrap();
+        // Another message takes seq 1; the stale hint must not match it.
+        let (first, created) = messaging.send(&bob, &c.id, "b1", "hello").await.unwrap();
+        assert!(created);
+        assert_eq!(first.seq, 1);
+        let (retried, created) = messaging
+            .send(&alice, &c.id, "lost", "retry")
+            .await
+            .unwrap();
+        assert!(
+            created,
+            "the retry is stored, not answered with bob's message"
+        );
+        assert_eq!((retried.seq, retried.text.as_str()), (2, "retry"));
+        let (again, created) = messaging
+            .send(&alice, &c.id, "lost", "retry")
+            .await
+            .unwrap();
+        assert!(!created);
+        assert_eq!(again, retried);
+    }
+}

@@ -1,5 +1,0 @@
-//! The `superapp` binary: the host and its command-line tools.
-
-fn main() -> std::process::ExitCode {
-    superapp_host::cli::main()
-}

@@ -1,0 +1,202 @@
+//! The contract every storage engine implements: record trees, the
+//! transaction interface and the store's errors. Engines (`sled_backend.rs`)
+//! implement `Backend`; `records.rs` builds the typed store on top.
+
+/// Record kinds, one tree each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Store metadata: the format version.
+    Meta,
+    /// user id → user record.
+    Users,
+    /// lowercase username → user id.
+    Usernames,
+    /// SHA-256 of a session token → session record.
+    Sessions,
+    /// conversation id → conversation record (members, last seq).
+    Conversations,
+    /// user id ‖ conversation id → () : the conversations of a user.
+    Memberships,
+    /// sorted pair of user ids → direct conversation id.
+    DirectPairs,
+    /// Messages (conversation ‖ seq → message), and the client-id index
+    /// (conversation ‖ sender ‖ client id → seq) that makes sends idempotent.
+    Messages,
+    /// conversation id ‖ user id → last read seq.
+    ReadMarks,
+    /// seq (big-endian) → audit entry, hash-chained.
+    Audit,
+    /// The storage capabilities' namespaces (see `app_data.rs`).
+    AppData,
+    /// user ‖ app ‖ capability → the user's consent decision.
+    Grants,
+    /// user ‖ prompt id → a host prompt for that user.
+    Prompts,
+    /// user ‖ audit seq → () : each user's slice of the audit log.
+    AuditByUser,
+    /// Ledger account key → account record (balance, posting count).
+    Accounts,
+    /// Ledger account key ‖ posting seq → one leg of a transfer.
+    Postings,
+    /// Transfers by id, and idempotency keys (scope ‖ key → transfer id).
+    Transfers,
+    /// Payment orders by id, their idempotency keys and expiry index.
+    Orders,
+    /// Document issuers (`i` ‖ id) and their revocations (`r` ‖ issuer ‖ credential).
+    Issuers,
+    /// user ‖ credential id → a credential in the user's document wallet.
+    Credentials,
+    /// Document requests by id.
+    DocRequests,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 21] = [
+        Tree::Meta,
+        Tree::Users,
+        Tree::Usernames,
+        Tree::Sessions,
+        Tree::Conversations,
+        Tree::Memberships,
+        Tree::DirectPairs,
+        Tree::Messages,
+        Tree::ReadMarks,
+        Tree::Audit,
+        Tree::AppData,
+        Tree::Grants,
+        Tree::Prompts,
+        Tree::AuditByUser,
+        Tree::Accounts,
+        Tree::Postings,
+        Tree::Transfers,
+        Tree::Orders,
+        Tree::Issuers,
+        Tree::Credentials,
+        Tree::DocRequests,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Users => "users",
+            Tree::Usernames => "usernames",
+            Tree::Sessions => "sessions",
+            Tree::Conversations => "conversations",
+            Tree::Memberships => "memberships",
+            Tree::DirectPairs => "direct-pairs",
+            Tree::Messages => "messages",
+            Tree::ReadMarks => "read-marks",
+            Tree::Audit => "audit",
+            Tree::AppData => "app-data",
+            Tree::Grants => "grants",
+            Tree::Prompts => "prompts",
+            Tree::AuditByUser => "audit-by-user",
+            Tree::Accounts => "ledger-accounts",
+            Tree::Postings => "ledger-postings",
+            Tree::Transfers => "ledger-transfers",
+            Tree::Orders => "payment-orders",
+            Tree::Issuers => "document-issuers",
+            Tree::Credentials => "document-wallet",
+            Tree::DocRequests => "document-requests",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        Tree::ALL
+            .iter()
+            .position(|t| *t == self)
+            .expect("every tree is in ALL")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failed: {0}")]
+    Backend(String),
+    #[error("the data directory holds format version {found}, but this host supports up to {supported}; upgrade the host")]
+    NewerFormat { found: u32, supported: u32 },
+    #[error("a stored record is unreadable: {0}")]
+    Corrupt(String),
+    /// A concurrent transaction touched the same keys; the engine retries.
+    #[error("transaction conflict")]
+    Conflict,
+}
+
+/// A key-ordered entry.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Operations inside a transaction. Reads see the transaction's own writes.
+pub trait Txn {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
+}
+
+/// Why a transaction body stopped.
+#[derive(Debug)]
+pub enum Abort<E> {
+    /// The caller's own reason; nothing was written.
+    User(E),
+    Store(StoreError),
+}
+
+impl<E> From<StoreError> for Abort<E> {
+    fn from(e: StoreError) -> Self {
+        Abort::Store(e)
+    }
+}
+
+impl<E: From<StoreError>> Abort<E> {
+    /// One error again: the caller's own, or the store's wrapped in it.
+    pub fn flatten(self) -> E {
+        match self {
+            Abort::User(e) => e,
+            Abort::Store(e) => e.into(),
+        }
+    }
+}
+
+/// `impl From<Abort<E>> for E` for a service error that wraps
+/// [`StoreError`], so `?` on [`Store::transact`](crate::Store::transact)
+/// yields the service's own error. Coherence rules out a blanket impl.
+#[macro_export]
+macro_rules! abort_into {
+    ($error:ty) => {
+        impl From<$crate::Abort<$error>> for $error {
+            fn from(abort: $crate::Abort<$error>) -> Self {
+                abort.flatten()
+            }
+        }
+    };
+}
+
+/// What a storage engine provides. Only implementations of this trait touch
+/// the engine; a multi-node deployment swaps in another one.
+pub trait Backend: Send + Sync {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Entries whose key starts with `prefix`, after `after` (exclusive), in
+    /// key order (or reverse order), at most `limit`.
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError>;
+    /// Run `body` atomically across `trees`, the only trees it may touch.
+    /// The engine may run it more than once on conflict, so it must only
+    /// act through the `Txn`. Returns `Ok(false)` if the body aborted.
+    fn transact(
+        &self,
+        trees: &[Tree],
+        body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError>;
+    /// Write one key, outside any transaction: the cheap path. A backend
+    /// must recover writes in the order they were made (after a crash, a
+    /// prefix of them survives), which callers may rely on to order
+    /// dependent single-key writes.
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Make every write so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}

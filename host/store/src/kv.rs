@@ -1,0 +1,139 @@
+//! The storage capabilities' port: key-value namespaces with quotas, the
+//! operations `storage` and `shared-storage` need, and the checks every
+//! implementation shares so they all refuse the same inputs.
+
+/// A key-value namespace. Namespaces are structured values, not string
+/// prefixes, so no key — however crafted — can name another namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Namespace {
+    /// `storage`: one app, one user.
+    User { app: String, user: String },
+    /// `shared-storage`: one app, all its users.
+    App { app: String },
+}
+
+/// Size limits of one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Keys plus values, in bytes.
+    pub total_bytes: u64,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            total_bytes: 10 << 20,
+            max_key_bytes: 1 << 10,
+            max_value_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes: u64,
+    pub keys: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error("{0}")]
+    QuotaExceeded(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+}
+
+/// The operations the storage capabilities need. Every write is atomic:
+/// either it happens whole, within quota, or nothing changes.
+pub trait KvBackend: Send + Sync {
+    fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
+    fn set(&self, ns: &Namespace, key: &[u8], value: &[u8], quota: &Quota) -> Result<(), KvError>;
+    fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, KvError>;
+    /// Keys with `prefix`, in byte order, strictly after `start_after`.
+    fn list_keys(
+        &self,
+        ns: &Namespace,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, KvError>;
+    /// Set (or with `new == None`, delete) only if the current value is `expected`.
+    fn compare_and_swap(
+        &self,
+        ns: &Namespace,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        quota: &Quota,
+    ) -> Result<bool, KvError>;
+    /// Add `delta` to the decimal integer at `key` (absent is 0).
+    fn increment(
+        &self,
+        ns: &Namespace,
+        key: &[u8],
+        delta: i64,
+        quota: &Quota,
+    ) -> Result<i64, KvError>;
+    fn usage(&self, ns: &Namespace) -> Result<Usage, KvError>;
+}
+
+/// Checks shared by every backend, so they all refuse the same inputs.
+pub fn check_write(key: &[u8], value: Option<&[u8]>, quota: &Quota) -> Result<(), KvError> {
+    if key.is_empty() {
+        return Err(KvError::Invalid("keys must not be empty".into()));
+    }
+    if key.len() > quota.max_key_bytes {
+        return Err(KvError::Invalid(format!(
+            "key is {} bytes; the limit is {}",
+            key.len(),
+            quota.max_key_bytes
+        )));
+    }
+    if let Some(v) = value {
+        if v.len() > quota.max_value_bytes {
+            return Err(KvError::QuotaExceeded(format!(
+                "value is {} bytes; the limit is {} per value",
+                v.len(),
+                quota.max_value_bytes
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The usage after replacing `old` with `new` at `key`, or a quota error.
+pub fn usage_after(
+    usage: Usage,
+    key: &[u8],
+    old: Option<&[u8]>,
+    new: Option<&[u8]>,
+    quota: &Quota,
+) -> Result<Usage, KvError> {
+    let entry = |v: Option<&[u8]>| v.map_or(0, |v| (key.len() + v.len()) as u64);
+    let bytes = usage.bytes - entry(old) + entry(new);
+    let keys = usage.keys - u64::from(old.is_some()) + u64::from(new.is_some());
+    if new.is_some() && bytes > usage.bytes && bytes > quota.total_bytes {
+        return Err(KvError::QuotaExceeded(format!(
+            "this write would use {bytes} bytes; the quota is {}",
+            quota.total_bytes
+        )));
+    }
+    Ok(Usage { bytes, keys })
+}
+
+/// Parse a counter value written by `increment`.
+pub fn parse_counter(value: Option<&[u8]>) -> Result<i64, KvError> {
+    match value {
+        None => Ok(0),
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| {
+                KvError::Invalid("the value at this key is not a decimal integer".into())
+            }),
+    }
+}

@@ -1,0 +1,19 @@
+//! Storage behind small traits: the durable record store (`Store`, on sled
+//! by default) and the key-value namespaces of the storage capabilities
+//! (`KvBackend`). Only `sled_backend.rs` touches sled; nothing here knows of
+//! wasm, HTTP or the services built on top.
+
+mod app_data;
+mod backend;
+mod kv;
+mod memory;
+mod records;
+mod sled_backend;
+
+pub use app_data::StoreKv;
+pub use backend::{Abort, Backend, Entry, StoreError, Tree, Txn};
+pub use kv::{
+    check_write, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota, Usage,
+};
+pub use memory::MemoryKv;
+pub use records::{decode, encode, txn_get, txn_put, Store, FORMAT_VERSION};

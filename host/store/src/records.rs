@@ -1,0 +1,349 @@
+//! The durable store: record trees behind the `Backend` trait, typed
+//! transactions, and group commit so every acknowledged write is on disk
+//! without costing one fsync per write.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::{Abort, Backend, Entry, StoreError, Tree, Txn};
+use crate::sled_backend::SledBackend;
+
+/// The on-disk format this host writes. Opening a newer one is refused.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_KEY: &[u8] = b"format-version";
+
+/// A request to be told when everything written before it is on disk.
+struct Waiter {
+    /// Runs after the flush, in the order waiters registered: used to
+    /// publish events in the order their writes were made.
+    after: Option<Box<dyn FnOnce() + Send>>,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The store: typed access over a `Backend` plus group commit.
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    commits: Mutex<Option<mpsc::Sender<Waiter>>>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Store {
+    /// Open (or create) the sled store in `dir` and check its format.
+    pub fn open(dir: &std::path::Path) -> Result<Arc<Store>, StoreError> {
+        let backend = Arc::new(SledBackend::open(dir)?);
+        Store::with_backend(backend)
+    }
+
+    pub fn with_backend(backend: Arc<dyn Backend>) -> Result<Arc<Store>, StoreError> {
+        match backend.get(Tree::Meta, FORMAT_KEY)? {
+            None => {
+                backend.transact(&[Tree::Meta], &|t| {
+                    t.put(Tree::Meta, FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                })?;
+                backend.flush()?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("format-version is not 4 bytes".into()))?;
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::NewerFormat {
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Waiter>();
+        let flusher_backend = backend.clone();
+        let flusher = std::thread::Builder::new()
+            .name("superapp-group-commit".into())
+            .spawn(move || group_commit(flusher_backend, rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the flusher: {e}")))?;
+        Ok(Arc::new(Store {
+            backend,
+            commits: Mutex::new(Some(tx)),
+            flusher: Mutex::new(Some(flusher)),
+        }))
+    }
+
+    pub fn get_raw(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.get(tree, key)
+    }
+
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.backend
+            .get(tree, key)?
+            .map(|v| decode(tree, &v))
+            .transpose()
+    }
+
+    pub fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        self.backend.scan(tree, prefix, after, limit, reverse)
+    }
+
+    /// Run `body` atomically over `trees`; see [`Backend::transact`].
+    /// `Abort::User` rolls back and returns the caller's error.
+    pub fn transact<R, E>(
+        &self,
+        trees: &[Tree],
+        body: impl Fn(&dyn Txn) -> Result<R, Abort<E>>,
+    ) -> Result<R, Abort<E>> {
+        let out: Mutex<Option<Result<R, Abort<E>>>> = Mutex::new(None);
+        let committed = self.backend.transact(trees, &|txn| {
+            let result = body(txn);
+            let failed = match &result {
+                Ok(_) => None,
+                Err(Abort::Store(e)) => Some(e.clone()),
+                Err(Abort::User(_)) => Some(StoreError::Backend("aborted".into())),
+            };
+            *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+            match failed {
+                None => Ok(()),
+                Some(e) => Err(e),
+            }
+        });
+        let result = out.into_inner().unwrap_or_else(|p| p.into_inner());
+        match (committed, result) {
+            (Ok(true), Some(Ok(r))) => Ok(r),
+            (_, Some(Err(e))) => Err(e),
+            (Err(e), _) => Err(Abort::Store(e)),
+            (Ok(_), _) => Err(Abort::Store(StoreError::Backend(
+                "transaction did not run".into(),
+            ))),
+        }
+    }
+
+    /// See [`Backend::put`].
+    pub fn put<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
+        self.backend.put(tree, key, &encode(value))
+    }
+
+    /// Wait until every write made before this call is on disk. Concurrent
+    /// callers share one flush.
+    pub async fn durable(&self) -> Result<(), StoreError> {
+        self.commit_then(None).await
+    }
+
+    /// Register for the next flush now, and run `after` once it is done, in
+    /// registration order relative to other callers (so events can be
+    /// published in the order their writes were made). The returned future
+    /// resolves when the flush is done.
+    pub fn commit_then(
+        &self,
+        after: Option<Box<dyn FnOnce() + Send>>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let sent = {
+            let commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+            match commits.as_ref() {
+                Some(tx) => tx.send(Waiter { after, done }).is_ok(),
+                None => false,
+            }
+        };
+        async move {
+            if !sent {
+                return Err(StoreError::Backend("the store is closed".into()));
+            }
+            wait.await
+                .map_err(|_| StoreError::Backend("the flusher stopped".into()))?
+        }
+    }
+
+    /// Flush and stop the flusher: the last step of a graceful shutdown.
+    pub fn close(&self) -> Result<(), StoreError> {
+        drop(
+            self.commits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        if let Some(handle) = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = handle.join();
+        }
+        self.backend.flush()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// The flusher: take every waiting request, flush once, answer them all.
+fn group_commit(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Waiter>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let result = backend.flush();
+        for waiter in batch {
+            if result.is_ok() {
+                if let Some(after) = waiter.after {
+                    after();
+                }
+            }
+            let _ = waiter.done.send(result.clone());
+        }
+    }
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Records are plain data structs; serializing them cannot fail.
+    serde_json::to_vec(value).expect("records serialize")
+}
+
+pub fn decode<T: DeserializeOwned>(tree: Tree, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{}: {e}", tree.name())))
+}
+
+/// Typed helpers inside a transaction.
+pub fn txn_get<T: DeserializeOwned>(
+    txn: &dyn Txn,
+    tree: Tree,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    txn.get(tree, key)?.map(|v| decode(tree, &v)).transpose()
+}
+
+pub fn txn_put<T: Serialize>(
+    txn: &dyn Txn,
+    tree: Tree,
+    key: &[u8],
+    value: &T,
+) -> Result<(), StoreError> {
+    txn.put(tree, key, &encode(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// The sled backend, counting flushes and making each one slow enough
+    /// that concurrent writers pile up behind it.
+    struct CountingFlushes {
+        inner: SledBackend,
+        flushes: AtomicUsize,
+    }
+
+    impl Backend for CountingFlushes {
+        fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(tree, key)
+        }
+        fn scan(
+            &self,
+            tree: Tree,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+            reverse: bool,
+        ) -> Result<Vec<Entry>, StoreError> {
+            self.inner.scan(tree, prefix, after, limit, reverse)
+        }
+        fn transact(
+            &self,
+            trees: &[Tree],
+            body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
+        ) -> Result<bool, StoreError> {
+            self.inner.transact(trees, body)
+        }
+        fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+            self.inner.put(tree, key, value)
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            self.inner.flush()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(CountingFlushes {
+            inner: SledBackend::open(dir.path()).unwrap(),
+            flushes: AtomicUsize::new(0),
+        });
+        let store = Store::with_backend(backend.clone()).unwrap();
+        let before = backend.flushes.load(Ordering::SeqCst);
+        let mut writers = Vec::new();
+        for i in 0..100u32 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                store
+                    .transact(&[Tree::Users], |t| {
+                        Ok::<_, Abort<()>>(t.put(Tree::Users, &i.to_be_bytes(), b"x")?)
+                    })
+                    .unwrap();
+                store.durable().await.unwrap();
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        let flushes = backend.flushes.load(Ordering::SeqCst) - before;
+        assert!(
+            (1..=10).contains(&flushes),
+            "100 writers took {flushes} flushes"
+        );
+        assert_eq!(
+            store
+                .scan(Tree::Users, b"", None, 1000, false)
+                .unwrap()
+                .len(),
+            100
+        );
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_and_an_aborted_transaction_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let r = store.transact(&[Tree::Users], |t| {
+                t.put(Tree::Users, b"k", b"v")?;
+                Err::<(), _>(Abort::User("changed my mind"))
+            });
+            assert!(matches!(r, Err(Abort::User("changed my mind"))));
+            assert_eq!(store.get_raw(Tree::Users, b"k").unwrap(), None);
+            store
+                .transact(&[Tree::Meta], |t| {
+                    Ok::<_, Abort<()>>(t.put(
+                        Tree::Meta,
+                        FORMAT_KEY,
+                        &(FORMAT_VERSION + 1).to_be_bytes(),
+                    )?)
+                })
+                .unwrap();
+            store.close().unwrap();
+        }
+        match Store::open(dir.path()) {
+            Err(StoreError::NewerFormat { found, supported }) => {
+                assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION));
+            }
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("a newer format was opened"),
+        }
+    }
+}

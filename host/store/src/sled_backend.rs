@@ -1,0 +1,216 @@
+//! The sled engine: the only code in the host that touches sled.
+
+use std::path::Path;
+
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
+
+use crate::backend::{Backend, Entry, StoreError, Tree, Txn};
+
+pub struct SledBackend {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+}
+
+fn backend_error(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SledBackend {
+    pub fn open(dir: &Path) -> Result<SledBackend, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            // Durability comes from explicit group-commit flushes, not a timer.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot open the store in {}: {e}", dir.display()))
+            })?;
+        let trees = Tree::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend_error)?;
+        Ok(SledBackend { db, trees })
+    }
+
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        &self.trees[tree.index()]
+    }
+}
+
+struct SledTxn<'a> {
+    names: &'a [Tree],
+    trees: &'a [TransactionalTree],
+}
+
+impl SledTxn<'_> {
+    fn tree(&self, tree: Tree) -> Result<&TransactionalTree, StoreError> {
+        let i = self.names.iter().position(|t| *t == tree).ok_or_else(|| {
+            StoreError::Backend(format!(
+                "tree `{}` is not part of this transaction",
+                tree.name()
+            ))
+        })?;
+        Ok(&self.trees[i])
+    }
+}
+
+/// Inside sled's closure every error must be a conflictable one; a storage
+/// error is carried out as an abort and turned back into a `StoreError`.
+fn txn_error(e: sled::transaction::UnabortableTransactionError) -> StoreError {
+    match e {
+        sled::transaction::UnabortableTransactionError::Conflict => StoreError::Conflict,
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+impl Txn for SledTxn<'_> {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.tree(tree)?
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(txn_error)
+    }
+
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.tree(tree)?
+            .insert(key, value)
+            .map(|_| ())
+            .map_err(txn_error)
+    }
+
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.tree(tree)?.remove(key).map(|_| ()).map_err(txn_error)
+    }
+}
+
+impl Backend for SledBackend {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.tree(tree)
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(backend_error)
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let iter = self.tree(tree).scan_prefix(prefix);
+        let pick = |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+        };
+        let mut out = Vec::new();
+        let mut push = |entry: Entry| {
+            let past = match after {
+                Some(a) if reverse => entry.0.as_slice() < a,
+                Some(a) => entry.0.as_slice() > a,
+                None => true,
+            };
+            if past {
+                out.push(entry);
+            }
+            out.len() < limit
+        };
+        if reverse {
+            for item in iter.rev() {
+                if !push(pick(item).map_err(backend_error)?) {
+                    break;
+                }
+            }
+        } else {
+            for item in iter {
+                if !push(pick(item).map_err(backend_error)?) {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn transact(
+        &self,
+        names: &[Tree],
+        body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        // Only the named trees take part: sled stages and locks every tree
+        // of a transaction, so fewer trees make a cheaper commit.
+        let selected: Vec<sled::Tree> = names.iter().map(|t| self.tree(*t).clone()).collect();
+        let result = selected
+            .as_slice()
+            .transaction(|trees: &Vec<TransactionalTree>| {
+                body(&SledTxn { names, trees }).map_err(|e| match e {
+                    // A conflict makes sled run the body again.
+                    StoreError::Conflict => ConflictableTransactionError::Conflict,
+                    other => ConflictableTransactionError::Abort(other),
+                })
+            });
+        match result {
+            Ok(()) => Ok(true),
+            Err(TransactionError::Abort(_)) => Ok(false),
+            Err(TransactionError::Storage(e)) => Err(backend_error(e)),
+        }
+    }
+
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        // sled's log is sequential and recovery replays a prefix of it,
+        // which gives the ordering `Backend::put` promises.
+        self.tree(tree)
+            .insert(key, value)
+            .map(|_| ())
+            .map_err(backend_error)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(backend_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The architecture invariant: no other file of the host names sled, and
+    /// no other crate of the host depends on it.
+    #[test]
+    fn only_this_file_touches_sled() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    if !path.ends_with("target") {
+                        walk(&path, out);
+                    }
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    || path.ends_with("Cargo.toml")
+                {
+                    out.push(path);
+                }
+            }
+        }
+        // Every crate of the host: the parent of this crate's folder.
+        let host = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let mut files = Vec::new();
+        walk(host, &mut files);
+        assert!(files.len() > 50, "found only {} files", files.len());
+        let offenders: Vec<_> = files
+            .iter()
+            .filter(|p| !p.ends_with("store/src/sled_backend.rs"))
+            .filter(|p| !p.ends_with("store/Cargo.toml"))
+            .filter(|p| {
+                let text = std::fs::read_to_string(p).unwrap();
+                text.contains("sled::") || text.contains("\nsled")
+            })
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "sled used outside store/sled_backend.rs: {offenders:?}"
+        );
+    }
+}

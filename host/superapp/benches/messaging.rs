@@ -1,0 +1,303 @@
+//! Messaging benchmark against the real server binary on loopback: durable
+//! messages/s, send→WebSocket delivery latency with 100 connected members,
+//! and the memory cost of idle WebSocket connections. Prints a table.
+//!
+//! Run with `cargo bench -p superapp --bench messaging`.
+//! `SUPERAPP_BENCH_SECONDS` (default 5) sets the throughput run length,
+//! `SUPERAPP_BENCH_IDLE` (default 10000) the idle connection count,
+//! `SUPERAPP_BENCH_SENDERS` (default 64) the concurrent senders.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+// The black-box tests' server harness: the real binary on an ephemeral
+// loopback port, with fast password hashing.
+#[allow(dead_code)]
+#[path = "../../../tests/server/common.rs"]
+mod common;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut req = http.post(url).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn user(http: &reqwest::Client, base: &str, name: &str) -> String {
+    let password = format!("{name}-password");
+    post(
+        http,
+        format!("{base}/accounts"),
+        None,
+        json!({"username": name, "display_name": name, "password": password}),
+    )
+    .await;
+    let (_, s) = post(
+        http,
+        format!("{base}/sessions"),
+        None,
+        json!({"username": name, "password": password}),
+    )
+    .await;
+    s["token"].as_str().expect("token").to_string()
+}
+
+async fn ws(
+    base: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut req = format!("{}/ws", base.replacen("http://", "ws://", 1))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket")
+        .0
+}
+
+fn pct(sorted: &[Duration], p: f64) -> String {
+    let d = sorted[((sorted.len() as f64 - 1.0) * p).round() as usize];
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+async fn throughput(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    conversations: &[String],
+    secs: u64,
+    senders: usize,
+) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..senders {
+        let (http, base, token, done) = (
+            http.clone(),
+            base.to_string(),
+            token.to_string(),
+            done.clone(),
+        );
+        let conversation = conversations[t % conversations.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let url = format!("{base}/conversations/{conversation}/messages");
+                let (status, _) = post(
+                    &http,
+                    url,
+                    Some(&token),
+                    json!({"client_id": format!("{t}-{i}"), "text": "throughput"}),
+                )
+                .await;
+                assert_eq!(status, 201);
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: u64 = std::env::var("SUPERAPP_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let idle: usize = std::env::var("SUPERAPP_BENCH_IDLE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let senders: usize = std::env::var("SUPERAPP_BENCH_SENDERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = common::Server::start_in(&tmp.path().join("data"), &[]);
+    let base = server.base.clone();
+    let http = reqwest::Client::new();
+    let mut rows: Vec<(String, String)> = Vec::new();
+
+    // Users: one sender and 100 members.
+    let sender = user(&http, &base, "sender").await;
+    let mut members = Vec::new();
+    for i in 0..100 {
+        members.push((
+            format!("member{i}"),
+            user(&http, &base, &format!("member{i}")).await,
+        ));
+    }
+
+    // Throughput: concurrent senders over 64 direct conversations, then into one group.
+    let mut directs = Vec::new();
+    for (name, _) in members.iter().take(64) {
+        let (_, c) = post(
+            &http,
+            format!("{base}/conversations"),
+            Some(&sender),
+            json!({"kind": "direct", "with": name}),
+        )
+        .await;
+        directs.push(c["id"].as_str().unwrap().to_string());
+    }
+    let spread = throughput(&http, &base, &sender, &directs, secs, senders).await;
+    rows.push((
+        format!("durable messages/s, {senders} senders over 64 conversations"),
+        format!("{spread:.0}"),
+    ));
+    let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+    let (_, group) = post(
+        &http,
+        format!("{base}/conversations"),
+        Some(&sender),
+        json!({"kind": "group", "title": "bench", "members": names}),
+    )
+    .await;
+    let group = group["id"].as_str().unwrap().to_string();
+    let hot = throughput(
+        &http,
+        &base,
+        &sender,
+        std::slice::from_ref(&group),
+        secs,
+        senders,
+    )
+    .await;
+    rows.push((
+        format!("durable messages/s, {senders} senders into one conversation"),
+        format!("{hot:.0}"),
+    ));
+
+    // Delivery latency: every member connected; the send time travels in the text.
+    let origin = Instant::now();
+    let mut receivers = Vec::new();
+    let count = 1_000usize;
+    for (_, token) in &members {
+        let mut socket = ws(&base, token).await;
+        receivers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(count);
+            while latencies.len() < count {
+                match tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
+                    Ok(Some(Ok(WsMessage::Text(t)))) => {
+                        let frame: Value = serde_json::from_str(&t).unwrap();
+                        let Some(sent) = frame["message"]["text"]
+                            .as_str()
+                            .and_then(|s| s.strip_prefix("t="))
+                        else {
+                            continue;
+                        };
+                        let sent: u64 = sent.parse().unwrap();
+                        let now = origin.elapsed().as_nanos() as u64;
+                        latencies.push(Duration::from_nanos(now.saturating_sub(sent)));
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("receiver stopped: {other:?}"),
+                }
+            }
+            latencies
+        }));
+    }
+    for i in 0..count {
+        let sent = origin.elapsed().as_nanos();
+        let url = format!("{base}/conversations/{group}/messages");
+        let (status, _) = post(
+            &http,
+            url,
+            Some(&sender),
+            json!({"client_id": format!("lat-{i}"), "text": format!("t={sent}")}),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let mut all = Vec::new();
+    for r in receivers {
+        all.extend(r.await.unwrap());
+    }
+    all.sort();
+    rows.push((
+        format!("send→push latency p50, 100 members, {count} messages"),
+        pct(&all, 0.50),
+    ));
+    rows.push((
+        format!("send→push latency p99, 100 members, {count} messages"),
+        pct(&all, 0.99),
+    ));
+
+    // Idle connections: server memory per held WebSocket.
+    let pid = server.pid();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid);
+    let mut held = Vec::with_capacity(idle);
+    for _ in 0..idle {
+        held.push(ws(&base, &sender).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    let (status, _) = post(
+        &http,
+        format!("{base}/conversations/{group}/messages"),
+        Some(&sender),
+        json!({"client_id": "after-idle", "text": "still here"}),
+    )
+    .await;
+    assert_eq!(
+        status, 201,
+        "the server still answers with {idle} idle connections"
+    );
+    rows.push((
+        "idle WebSocket connections held".to_string(),
+        format!("{}", held.len()),
+    ));
+    rows.push((
+        "server RSS before / after".into(),
+        format!("{} / {} MiB", before / 1024, after / 1024),
+    ));
+    rows.push((
+        "memory per idle connection".into(),
+        format!(
+            "{:.1} KiB",
+            (after.saturating_sub(before)) as f64 / idle as f64
+        ),
+    ));
+    drop(held);
+
+    println!();
+    println!(
+        "superapp messaging benchmark (release server on loopback; client in the same machine)"
+    );
+    println!("| measure | value |");
+    println!("| --- | --- |");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+}

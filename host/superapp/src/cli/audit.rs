@@ -1,0 +1,39 @@
+//! `superapp audit …`: the auditor's tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use superapp_services::audit::{verify, ChainError};
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of the audit log end to end and name the first
+    /// broken entry. Run it against a stopped server's data directory (the
+    /// store is locked while the server runs).
+    VerifyLog {
+        /// The server's data directory.
+        #[arg(long, env = "SUPERAPP_DATA_DIR", default_value = "./superapp-data")]
+        data_dir: PathBuf,
+    },
+}
+
+pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AuditCommand::VerifyLog { data_dir } => {
+            let store = super::open_store(&data_dir)?;
+            match verify(&store) {
+                Ok(count) => {
+                    println!("ok: the audit log's {count} entries form an unbroken chain");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(ChainError::Broken { seq, reason }) => {
+                    eprintln!("error: the audit log is broken at entry {seq}: {reason}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(ChainError::Store(e)) => Err(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! `superapp issuer …` and `superapp documents …`: tools for document
+//! issuers, operators and providers' backends.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use superapp_sdk::credentials::{self as format, PresentationEnvelope, Trust};
+
+use superapp_services::documents::{Documents, HostKey, IssuerKeyFile};
+use superapp_services::identity::{find_user, now_secs};
+
+#[derive(Debug, Subcommand)]
+pub enum IssuerCommand {
+    /// Create an issuer's Ed25519 key file (mode 0600) and print its public
+    /// key, which an operator registers with `issuer add`.
+    Keygen {
+        /// The issuer's id, e.g. `gov.health-insurance`.
+        #[arg(long)]
+        id: String,
+        /// Where to write the key file; an existing file is never replaced.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Register an issuer (operator). Users see its name in document sheets.
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// The issuer's Ed25519 public key, base64url (from `issuer keygen`).
+        #[arg(long)]
+        public_key: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Issue a credential to a user. With --data-dir it goes straight into
+    /// the user's wallet (server stopped); with --out it is written to a
+    /// file to POST to a running server's /api/v1/credentials.
+    Issue {
+        /// The issuer's key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The holder's username.
+        #[arg(long)]
+        user: String,
+        /// The credential type, e.g. `insurance-card`.
+        #[arg(long = "type")]
+        credential_type: String,
+        /// A JSON object of claims: {"policy-number": "P-123", …}.
+        #[arg(long)]
+        claims: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        valid_days: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke a credential this issuer issued (by credential id).
+    Revoke {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        credential: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DataDir {
+    /// The server's data directory (the server must be stopped).
+    #[arg(long, env = "SUPERAPP_DATA_DIR", default_value = "./superapp-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// Apply it to this data directory (the server must be stopped).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Write it as JSON to this file instead.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DocumentsCommand {
+    /// Verify a presentation offline, as a provider's backend does: the
+    /// issuer's signature and validity, each disclosed claim, the host's
+    /// binding, the app, its age and revocation. Prints the claims; exits 1
+    /// if anything fails.
+    Verify {
+        /// The presentation envelope (JSON) the app received.
+        file: PathBuf,
+        /// The app the presentation must have been made for.
+        #[arg(long)]
+        app: String,
+        /// Take the issuer key, host key and revocations from this data
+        /// directory (server stopped) instead of the flags below.
+        #[arg(long, conflicts_with_all = ["issuer_key", "host_key"])]
+        data_dir: Option<PathBuf>,
+        /// The issuer's Ed25519 public key, base64url.
+        #[arg(long, requires = "host_key")]
+        issuer_key: Option<String>,
+        /// The host's public key (GET /api/v1/host-key).
+        #[arg(long, requires = "issuer_key")]
+        host_key: Option<String>,
+        /// A revoked credential id (GET /api/v1/issuers/{id}/revoked); repeatable.
+        #[arg(long)]
+        revoked: Vec<String>,
+        /// Reject presentations older than this.
+        #[arg(long, default_value_t = 600)]
+        max_age_secs: u64,
+    },
+}
+
+fn write_new(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(path)
+        .with_context(|| format!("cannot create {} (is it there already?)", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+fn read_claims(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the claims file {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let Some(object) = value.as_object() else {
+        bail!("{} must hold a JSON object of claims", path.display());
+    };
+    object
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                Ok((k.clone(), v.to_string()))
+            }
+            _ => bail!("claim `{k}` must be a string, number or boolean"),
+        })
+        .collect()
+}
+
+pub fn run_issuer(cmd: IssuerCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        IssuerCommand::Keygen { id, out } => {
+            let key = IssuerKeyFile::generate(&id)?;
+            write_new(&out, &serde_json::to_string_pretty(&key)?, true)?;
+            println!("{}", key.public_key);
+        }
+        IssuerCommand::Add {
+            id,
+            name,
+            public_key,
+            data,
+        } => {
+            let store = super::open_store(&data.data_dir)?;
+            Documents::new(store.clone()).add_issuer(&id, &name, &public_key)?;
+            store.close()?;
+            println!("registered issuer {id} ({name})");
+        }
+        IssuerCommand::Issue {
+            key,
+            user,
+            credential_type,
+            claims,
+            valid_days,
+            target,
+        } => {
+            let key = IssuerKeyFile::load(&key)?;
+            let claims = read_claims(&claims)?;
+            let issuance = key.issue(
+                &user,
+                &credential_type,
+                &claims,
+                valid_days.saturating_mul(86_400),
+            )?;
+            if let Some(out) = target.out {
+                write_new(&out, &serde_json::to_string_pretty(&issuance)?, false)?;
+                println!("wrote the credential to {}", out.display());
+            } else if let Some(data_dir) = target.data_dir {
+                let store = super::open_store(&data_dir)?;
+                let holder = find_user(&store, &user)?
+                    .with_context(|| format!("no user `{user}` in {}", data_dir.display()))?;
+                let held = Documents::new(store.clone()).accept(&issuance, &holder)?;
+                store.close()?;
+                println!("issued {credential_type} {} to {user}", held.id);
+            }
+        }
+        IssuerCommand::Revoke {
+            key,
+            credential,
+            target,
+        } => {
+            let signed = IssuerKeyFile::load(&key)?.revoke(&credential)?;
+            if let Some(out) = target.out {
+                write_new(&out, &serde_json::to_string_pretty(&signed)?, false)?;
+                println!("wrote the revocation to {}", out.display());
+            } else if let Some(data_dir) = target.data_dir {
+                let store = super::open_store(&data_dir)?;
+                Documents::new(store.clone()).revoke(&signed)?;
+                store.close()?;
+                println!("revoked {credential}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_documents(cmd: DocumentsCommand) -> anyhow::Result<ExitCode> {
+    let DocumentsCommand::Verify {
+        file,
+        app,
+        data_dir,
+        issuer_key,
+        host_key,
+        mut revoked,
+        max_age_secs,
+    } = cmd;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let envelope: PresentationEnvelope = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a presentation envelope", file.display()))?;
+    let (issuer_key, host_key) = match (data_dir, issuer_key, host_key) {
+        (Some(dir), _, _) => {
+            let iss = format::peek::<format::CredentialPayload>(&envelope.credential)?.iss;
+            let store = super::open_store(&dir)?;
+            let host = HostKey::load(&dir)?.public_key();
+            let docs = Documents::new(store.clone());
+            let issuer = docs
+                .issuer(&iss)?
+                .with_context(|| format!("issuer `{iss}` is not registered"))?;
+            revoked.extend(docs.revoked(&iss)?);
+            store.close()?;
+            (issuer.public_key, host)
+        }
+        (None, Some(i), Some(h)) => (i, h),
+        _ => bail!("give --data-dir, or both --issuer-key and --host-key"),
+    };
+    let trust = Trust {
+        issuer_key: format::public_key(&issuer_key)?,
+        host_key: format::public_key(&host_key)?,
+        app,
+        max_age_secs,
+        revoked,
+    };
+    match format::verify_presentation(&envelope, &trust, now_secs()) {
+        Ok(v) => {
+            println!(
+                "ok: {} from {} for app {} (user {}, nonce {})",
+                v.credential.credential_type,
+                v.credential.iss,
+                v.binding.app,
+                v.binding.user,
+                v.binding.nonce
+            );
+            for c in &v.claims {
+                println!("{} = {}", c.name, c.value);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: the presentation does not verify: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

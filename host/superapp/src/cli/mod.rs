@@ -1,0 +1,103 @@
+//! Command-line interface: argument parsing and the commands' output. Errors
+//! end here as a readable message and a non-zero exit code.
+
+mod audit;
+mod documents;
+mod plugin;
+mod serve;
+mod wallet;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// superapp: a super-app host that runs mini-programs in a WebAssembly sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "superapp", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host: HTTP API and WebSocket pushes, all data in one directory.
+    ///
+    /// Every option can also be set in the config file (kebab-case keys) or
+    /// with a `SUPERAPP_*` environment variable (upper case, `_` for `-`);
+    /// flags win over the environment, which wins over the file. Keys only
+    /// the file and environment set: password-iterations,
+    /// session-ttl-secs, login-max-failures-per-user,
+    /// login-max-failures-per-client, login-window-secs, max-body-bytes,
+    /// request-timeout-secs, max-message-bytes, ws-queue, heartbeat-secs,
+    /// cookie-secure, payment-ttl-secs.
+    Serve(serve::ServeArgs),
+    /// Auditors' tools: verify the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Document issuers' tools: keys, registration, issuing, revoking.
+    #[command(subcommand)]
+    Issuer(documents::IssuerCommand),
+    /// Verify document presentations offline.
+    #[command(subcommand)]
+    Documents(documents::DocumentsCommand),
+    /// Operators' ledger tools: top up a wallet, check the ledger.
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
+    /// Write, build, check and try mini-programs.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// Parse arguments, run the command, and turn any error into a message on
+/// stderr and exit code 1 (2 for bad arguments, from clap).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Audit(cmd) => audit::run(cmd),
+        Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Wallet(cmd) => wallet::run(cmd),
+        Command::Issuer(cmd) => documents::run_issuer(cmd),
+        Command::Documents(cmd) => documents::run_documents(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Open the store of a server's data directory, for the offline tools.
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<superapp_store::Store>> {
+    use anyhow::Context as _;
+    let path = data_dir.join("store");
+    if !path.exists() {
+        anyhow::bail!(
+            "{} has no store (is it a superapp data directory?)",
+            data_dir.display()
+        );
+    }
+    superapp_store::Store::open(&path).with_context(|| {
+        format!(
+            "cannot open the store in {} (a running server holds it locked)",
+            data_dir.display()
+        )
+    })
+}
+
+/// Log to stderr; `RUST_LOG` overrides the default (warnings, plus what
+/// mini-programs log at info and above).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,guest=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

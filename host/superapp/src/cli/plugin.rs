@@ -1,0 +1,310 @@
+//! `superapp plugin new|build|check|run`: the service provider's tools.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::plugin_build;
+use crate::scaffold;
+use superapp_core::Capability;
+use superapp_core::Limits;
+use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
+use superapp_runtime::contract::ImportSummary;
+use superapp_runtime::Services;
+use superapp_runtime::{Call, Invocation, LoadError, Runtime, RuntimeConfig};
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a new plugin crate (Cargo.toml, plugin.toml, src/lib.rs) that
+    /// builds and runs as generated.
+    New {
+        /// Crate name: lowercase letters, digits and hyphens.
+        name: String,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Publisher shown to users.
+        #[arg(long, default_value = "Example Publisher")]
+        publisher: String,
+        /// Path to superapp-sdk (default: the SDK next to this host's sources).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin crate into a WebAssembly component. Prints the
+    /// component's path as the last line of stdout.
+    ///
+    /// Uses rustup's wasm32-unknown-unknown target when installed, otherwise
+    /// Debian's rustc-web toolchain (SUPERAPP_WASM_TOOLCHAIN=rustup|debian
+    /// forces one).
+    Build {
+        /// The plugin crate (default: the current directory).
+        dir: Option<PathBuf>,
+        /// Where to write the component (default: next to the core module,
+        /// under the crate's target directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a component against its manifest: every import must be a
+    /// superapp:plugin interface declared under [capabilities.*].
+    Check {
+        component: PathBuf,
+        #[arg(long, default_value = "plugin.toml")]
+        manifest: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run `launch` (and then one event) with in-memory capability backends
+    /// and print the resulting view as JSON.
+    Run {
+        component: PathBuf,
+        #[arg(long, default_value = "plugin.toml")]
+        manifest: PathBuf,
+        /// After launch, send this action (a button or form event name).
+        #[arg(long)]
+        event: Option<String>,
+        /// The action's payload: a JSON string (the button value) or an
+        /// object of form fields.
+        #[arg(long, requires = "event")]
+        payload: Option<String>,
+        /// The user to run as (each user gets their own storage and id).
+        #[arg(long, default_value = "dev-user")]
+        user: String,
+        /// Act as if the user refused this capability (repeatable).
+        #[arg(long, value_name = "CAPABILITY")]
+        deny: Vec<String>,
+        /// Where precompiled components are cached (default: the user cache
+        /// directory).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PluginCommand::New {
+            name,
+            dir,
+            publisher,
+            sdk,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = match sdk.or_else(scaffold::default_sdk_path) {
+                Some(s) => s,
+                None => bail!("cannot find superapp-sdk next to this host; pass --sdk PATH"),
+            };
+            scaffold::new_plugin(&dir, &name, &publisher, &sdk)?;
+            println!("created {}", dir.display());
+            println!("next: superapp plugin build {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Build { dir, out, quiet } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            let built = plugin_build::build(&dir, out.as_deref(), !quiet)?;
+            let size = std::fs::metadata(&built.component)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            eprintln!(
+                "built with {} ({} KiB)",
+                built.toolchain.describe(),
+                size.div_ceil(1024)
+            );
+            println!("{}", built.component.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Check {
+            component,
+            manifest,
+            json,
+        } => check(&component, &manifest, json),
+        PluginCommand::Run {
+            component,
+            manifest,
+            event,
+            payload,
+            user,
+            deny,
+            cache_dir,
+        } => {
+            let denied = deny
+                .iter()
+                .map(|name| {
+                    Capability::from_name(name).with_context(|| {
+                        format!(
+                            "--deny {name}: unknown capability (known: {})",
+                            Capability::known_names()
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<BTreeSet<_>>>()?;
+            let event = match event {
+                Some(name) => Some(action_event(name, payload.as_deref())?),
+                None => None,
+            };
+            let cache_dir = cache_dir.or_else(default_cache_dir);
+            run_plugin(&component, &manifest, event, &user, denied, cache_dir)
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/superapp/components`, else `~/.cache/superapp/components`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("superapp").join("components"))
+}
+
+fn action_event(name: String, payload: Option<&str>) -> anyhow::Result<Event> {
+    let mut action = Action {
+        name,
+        value: None,
+        fields: Vec::new(),
+    };
+    if let Some(text) = payload {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .with_context(|| format!("--payload is not valid JSON: {text}"))?;
+        match value {
+            serde_json::Value::String(s) => action.value = Some(s),
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let v = match v {
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => v.to_string(),
+                        _ => bail!("--payload field `{k}` must be a string, number or boolean"),
+                    };
+                    action.fields.push((k, v));
+                }
+            }
+            _ => bail!("--payload must be a JSON string (button value) or object (form fields)"),
+        }
+    }
+    Ok(Event::Action(action))
+}
+
+#[derive(Serialize)]
+struct CheckReport<'a> {
+    ok: bool,
+    app: Option<&'a str>,
+    version: Option<String>,
+    sha256: Option<&'a str>,
+    imports: Option<ImportSummary>,
+    limits: Option<Limits>,
+    errors: Vec<String>,
+}
+
+fn check(component: &Path, manifest: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeConfig {
+        pooling: false,
+        ..RuntimeConfig::default()
+    })?;
+    let result = runtime.load_files(manifest, component);
+    let report = match &result {
+        Ok(app) => CheckReport {
+            ok: true,
+            app: Some(&app.manifest().id),
+            version: Some(app.manifest().version.to_string()),
+            sha256: Some(app.sha256()),
+            imports: Some(ImportSummary::of(app.manifest(), app.imports())),
+            limits: Some(app.limits()),
+            errors: Vec::new(),
+        },
+        Err(e) => CheckReport {
+            ok: false,
+            app: None,
+            version: None,
+            sha256: None,
+            imports: None,
+            limits: None,
+            errors: match e {
+                LoadError::Imports(list) => list.iter().map(|e| e.to_string()).collect(),
+                other => vec![other.to_string()],
+            },
+        },
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let Ok(app) = &result {
+        let m = app.manifest();
+        let summary = ImportSummary::of(m, app.imports());
+        println!("ok: {} ({}) by {}", m.label(), m.name, m.publisher);
+        println!("sha256: {}", app.sha256());
+        for cap in &summary.capabilities {
+            let used = if cap.imported {
+                "imported"
+            } else {
+                "declared, not imported"
+            };
+            println!("  {:<15} {:<24} {}", cap.name, used, cap.reason);
+        }
+        let l = app.limits();
+        println!(
+            "limits: memory {} MiB, {} ms per event, {} view nodes, {} view bytes, storage {} MiB",
+            l.memory_bytes >> 20,
+            l.time_ms,
+            l.view_nodes,
+            l.view_bytes,
+            l.storage_bytes >> 20
+        );
+    } else {
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn run_plugin(
+    component: &Path,
+    manifest: &Path,
+    event: Option<Event>,
+    user: &str,
+    denied: BTreeSet<Capability>,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let config = RuntimeConfig {
+        pooling: false,
+        cache_dir,
+        ..RuntimeConfig::default()
+    };
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    tokio.block_on(async {
+        let runtime = Runtime::new(config)?;
+        let app = runtime.load_files(manifest, component)?;
+        let services = Arc::new(Services::in_memory(denied));
+        let invocation = Invocation::new(user);
+        let mut view = runtime
+            .run(&app, &services, &invocation, &Call::Launch)
+            .await;
+        if let (Ok(_), Some(event)) = (&view, event) {
+            view = runtime
+                .run(&app, &services, &invocation, &Call::Event(event))
+                .await;
+        }
+        match view {
+            Ok(view) => {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error[{}]: {e}", e.code());
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
+}

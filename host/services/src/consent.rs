@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{Audit, Event};
 use crate::messaging::Card;
 use crate::prompts::prompt_key;
-pub use crate::prompts::{DocumentSheet, PaymentSheet, Prompt, PromptKind, PromptStatus};
+pub use crate::prompts::{
+    DocumentSheet, PaymentSheet, Prompt, PromptBody, PromptKind, PromptStatus,
+};
 use superapp_core::Capability;
 use superapp_core::Manifest;
 use superapp_core::{new_id, now_secs};
@@ -195,7 +197,7 @@ impl Consent {
         if prompt.status != PromptStatus::Pending {
             return Err(ConsentError::Answered);
         }
-        if matches!(prompt.kind, PromptKind::Payment | PromptKind::Document) {
+        if matches!(prompt.kind(), PromptKind::Payment | PromptKind::Document) {
             return Err(ConsentError::WrongKind);
         }
         prompt.status = if approve {
@@ -203,7 +205,7 @@ impl Consent {
         } else {
             PromptStatus::Denied
         };
-        if prompt.kind == PromptKind::ShareCard {
+        if prompt.kind() == PromptKind::ShareCard {
             // A share is a one-off answer, not a standing decision.
             self.store.put(Tree::Prompts, &pk, &prompt)?;
             let outcome = if approve { "shared" } else { "declined" };
@@ -257,22 +259,13 @@ impl Consent {
     /// Ask the user to pick a chat for `card`; the answer reaches the app as
     /// a `card-shared` event.
     pub fn ask_share(&self, user: &str, app: &Manifest, card: Card) -> Result<(), StoreError> {
-        let reason = app.reason(Capability::Notify);
-        let prompt = Prompt {
-            kind: PromptKind::ShareCard,
-            card: Some(card),
-            payment: None,
-            document: None,
-            id: new_id(),
-            app: app.id.clone(),
-            app_name: app.name.clone(),
-            publisher: app.publisher.clone(),
-            version: app.version.to_string(),
-            capability: Capability::Notify,
-            reason,
-            status: PromptStatus::Pending,
-            created_at: now_secs(),
-        };
+        let prompt = Prompt::new(
+            new_id(),
+            app,
+            Capability::Notify,
+            PromptBody::ShareCard(card),
+            now_secs(),
+        );
         self.store
             .put(Tree::Prompts, &prompt_key(user, &prompt.id), &prompt)
     }
@@ -291,7 +284,7 @@ impl Consent {
             .iter()
             .any(|(_, v)| {
                 superapp_store::decode::<Prompt>(Tree::Prompts, v).is_ok_and(|p| {
-                    p.kind == PromptKind::Consent
+                    p.kind() == PromptKind::Consent
                         && p.status == PromptStatus::Pending
                         && p.app == app
                         && p.capability == capability
@@ -303,22 +296,7 @@ impl Consent {
         if self.pending_for(user, &app.id, capability)? {
             return Ok(());
         }
-        let reason = app.reason(capability);
-        let prompt = Prompt {
-            kind: PromptKind::Consent,
-            card: None,
-            payment: None,
-            document: None,
-            id: new_id(),
-            app: app.id.clone(),
-            app_name: app.name.clone(),
-            publisher: app.publisher.clone(),
-            version: app.version.to_string(),
-            capability,
-            reason,
-            status: PromptStatus::Pending,
-            created_at: now_secs(),
-        };
+        let prompt = Prompt::new(new_id(), app, capability, PromptBody::Consent, now_secs());
         self.store
             .put(Tree::Prompts, &prompt_key(user, &prompt.id), &prompt)
     }

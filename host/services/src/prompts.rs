@@ -5,7 +5,7 @@
 //! answer one.
 
 use serde::{Deserialize, Serialize};
-use superapp_core::Capability;
+use superapp_core::{Capability, Manifest};
 
 use crate::messaging::Card;
 
@@ -63,20 +63,38 @@ pub struct PaymentSheet {
     pub expires_at: u64,
 }
 
-/// A question the host puts to the user.
+/// What a prompt asks, by kind: each kind carries exactly its own sheet, so
+/// a payment prompt without a payment sheet cannot be represented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptBody {
+    /// May the app use the prompt's capability?
+    Consent,
+    /// Share this card into a chat the user picks (capability: notify).
+    ShareCard(Card),
+    /// Pay what the sheet shows to the app's publisher (capability: payments).
+    Payment(PaymentSheet),
+    /// Disclose fields of a credential (capability: documents).
+    Document(DocumentSheet),
+}
+
+impl PromptBody {
+    pub fn kind(&self) -> PromptKind {
+        match self {
+            PromptBody::Consent => PromptKind::Consent,
+            PromptBody::ShareCard(_) => PromptKind::ShareCard,
+            PromptBody::Payment(_) => PromptKind::Payment,
+            PromptBody::Document(_) => PromptKind::Document,
+        }
+    }
+}
+
+/// A question the host puts to the user. Stored and served as a flat JSON
+/// object: `kind`, and for the kinds that have one, the sheet under `card`,
+/// `payment` or `document`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "FlatPrompt", try_from = "FlatPrompt")]
 pub struct Prompt {
-    #[serde(default)]
-    pub kind: PromptKind,
-    /// For a share-card prompt: the card the app wants shared.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub card: Option<Card>,
-    /// For a payment prompt: the sheet the user confirms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payment: Option<PaymentSheet>,
-    /// For a document prompt: the fields asked for and why.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub document: Option<DocumentSheet>,
+    pub body: PromptBody,
     pub id: String,
     pub app: String,
     pub app_name: String,
@@ -89,8 +107,175 @@ pub struct Prompt {
     pub created_at: u64,
 }
 
+impl Prompt {
+    /// A pending prompt `id` from `app` about `capability`, with the reason
+    /// its manifest gives for it.
+    pub fn new(
+        id: String,
+        app: &Manifest,
+        capability: Capability,
+        body: PromptBody,
+        created_at: u64,
+    ) -> Prompt {
+        Prompt {
+            body,
+            id,
+            app: app.id.clone(),
+            app_name: app.name.clone(),
+            publisher: app.publisher.clone(),
+            version: app.version.to_string(),
+            capability,
+            reason: app.reason(capability),
+            status: PromptStatus::Pending,
+            created_at,
+        }
+    }
+
+    pub fn kind(&self) -> PromptKind {
+        self.body.kind()
+    }
+}
+
+/// The wire and storage shape of a prompt.
+#[derive(Serialize, Deserialize)]
+struct FlatPrompt {
+    #[serde(default)]
+    kind: PromptKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    card: Option<Card>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payment: Option<PaymentSheet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    document: Option<DocumentSheet>,
+    id: String,
+    app: String,
+    app_name: String,
+    publisher: String,
+    version: String,
+    capability: Capability,
+    reason: String,
+    status: PromptStatus,
+    created_at: u64,
+}
+
+impl From<Prompt> for FlatPrompt {
+    fn from(p: Prompt) -> Self {
+        let kind = p.kind();
+        let (mut card, mut payment, mut document) = (None, None, None);
+        match p.body {
+            PromptBody::Consent => {}
+            PromptBody::ShareCard(c) => card = Some(c),
+            PromptBody::Payment(s) => payment = Some(s),
+            PromptBody::Document(s) => document = Some(s),
+        }
+        FlatPrompt {
+            kind,
+            card,
+            payment,
+            document,
+            id: p.id,
+            app: p.app,
+            app_name: p.app_name,
+            publisher: p.publisher,
+            version: p.version,
+            capability: p.capability,
+            reason: p.reason,
+            status: p.status,
+            created_at: p.created_at,
+        }
+    }
+}
+
+impl TryFrom<FlatPrompt> for Prompt {
+    type Error = String;
+
+    fn try_from(f: FlatPrompt) -> Result<Self, String> {
+        let body = match (f.kind, f.card, f.payment, f.document) {
+            (PromptKind::Consent, None, None, None) => PromptBody::Consent,
+            (PromptKind::ShareCard, Some(c), None, None) => PromptBody::ShareCard(c),
+            (PromptKind::Payment, None, Some(s), None) => PromptBody::Payment(s),
+            (PromptKind::Document, None, None, Some(s)) => PromptBody::Document(s),
+            (kind, ..) => {
+                return Err(format!(
+                    "a {kind:?} prompt must carry exactly its own sheet"
+                ))
+            }
+        };
+        Ok(Prompt {
+            body,
+            id: f.id,
+            app: f.app,
+            app_name: f.app_name,
+            publisher: f.publisher,
+            version: f.version,
+            capability: f.capability,
+            reason: f.reason,
+            status: f.status,
+            created_at: f.created_at,
+        })
+    }
+}
+
 /// Where a user's prompt is stored: for modules that write prompts inside
 /// their own transactions (payment sheets).
 pub fn prompt_key(user: &str, prompt_id: &str) -> Vec<u8> {
     [user.as_bytes(), b"\0", prompt_id.as_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest::parse(
+            "id = \"org.example.shop\"\nname = \"Shop\"\nversion = \"1.0.0\"\npublisher = \"Example\"\ndescription = \"d\"\n[capabilities.payments]\nreason = \"to sell\"\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_prompt_keeps_its_flat_json_shape_and_round_trips() {
+        let sheet = PaymentSheet {
+            order_id: "o1".into(),
+            merchant: "Example".into(),
+            amount: 500,
+            currency: "EUR".into(),
+            description: "a cup".into(),
+            expires_at: 10,
+        };
+        let prompt = Prompt::new(
+            "o1".into(),
+            &manifest(),
+            Capability::Payments,
+            PromptBody::Payment(sheet),
+            1,
+        );
+        let json = serde_json::to_value(&prompt).unwrap();
+        assert_eq!(json["kind"], "payment");
+        assert_eq!(json["payment"]["amount"], 500);
+        assert_eq!(json["reason"], "to sell");
+        assert!(json.get("card").is_none() && json.get("document").is_none());
+        let back: Prompt = serde_json::from_value(json).unwrap();
+        assert_eq!(back, prompt);
+    }
+
+    #[test]
+    fn a_stored_prompt_without_its_sheet_is_refused() {
+        let prompt = Prompt::new(
+            "p1".into(),
+            &manifest(),
+            Capability::Payments,
+            PromptBody::Consent,
+            1,
+        );
+        let mut json = serde_json::to_value(&prompt).unwrap();
+        json["kind"] = "payment".into();
+        let err = serde_json::from_value::<Prompt>(json).unwrap_err();
+        assert!(err.to_string().contains("its own sheet"), "{err}");
+        // Records written before prompts had kinds are consent prompts.
+        let mut old = serde_json::to_value(&prompt).unwrap();
+        old.as_object_mut().unwrap().remove("kind");
+        let back: Prompt = serde_json::from_value(old).unwrap();
+        assert_eq!(back.kind(), PromptKind::Consent);
+    }
 }

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::AppState;
 use superapp_core::Capability;
 use superapp_runtime::bindings::superapp::plugin::types::{ConsentAnswer, Event};
-use superapp_services::consent::PromptKind;
+use superapp_services::consent::{PromptBody, PromptKind};
 
 pub async fn prompts(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
     Ok(axum::Json(state.apps.consent.pending(&auth.user.id)?).into_response())
@@ -36,7 +36,7 @@ async fn answer(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let pending = state.apps.consent.prompt(&auth.user.id, &id)?;
-    match pending.kind {
+    match pending.kind() {
         PromptKind::Payment => {
             return super::wallet::answer_payment(&state, &auth, client, &id, approve, &body).await
         }
@@ -46,7 +46,7 @@ async fn answer(
         PromptKind::Consent | PromptKind::ShareCard => {}
     }
     // Approving a share names the chat, which must be one of the user's.
-    let target = if pending.kind == PromptKind::ShareCard && approve {
+    let target = if pending.kind() == PromptKind::ShareCard && approve {
         let pick: Pick = serde_json::from_slice(&body).map_err(|_| {
             ApiError::bad_request("approving a share needs a body {\"conversation_id\": \"…\"}")
         })?;
@@ -56,15 +56,15 @@ async fn answer(
         None
     };
     let prompt = state.apps.consent.answer(&auth.user.id, &id, approve)?;
-    if let (Some(conversation), Some(card)) = (target, prompt.card.clone()) {
+    if let (Some(conversation), PromptBody::ShareCard(card)) = (target, &prompt.body) {
         state
             .messaging
-            .share_card(&auth.user, &conversation, card)
+            .share_card(&auth.user, &conversation, card.clone())
             .await?;
     }
     state.apps.store.durable().await?;
     // The app hears the answer as an event and draws what follows.
-    let event = match prompt.kind {
+    let event = match prompt.kind() {
         PromptKind::ShareCard => Event::CardShared(approve),
         _ => Event::Consent(ConsentAnswer {
             capability: prompt.capability.name().to_string(),

@@ -15,7 +15,7 @@ use superapp_sdk::credentials::{self as format, Binding, Claim, PresentationEnve
 
 use super::{check_name, random_b64, DocumentError, Documents, HostKey};
 use crate::audit::{Audit, Event};
-use crate::prompts::{prompt_key, DocumentSheet, Prompt, PromptKind, PromptStatus};
+use crate::prompts::{prompt_key, DocumentSheet, Prompt, PromptBody, PromptStatus};
 use superapp_core::Capability;
 use superapp_core::Manifest;
 use superapp_core::{new_id, now_secs};
@@ -169,29 +169,21 @@ impl Requests {
             shared: Vec::new(),
             created_at: now_secs(),
         };
-        let reason = app.reason(Capability::Documents);
-        let prompt = Prompt {
-            kind: PromptKind::Document,
-            card: None,
-            payment: None,
-            document: Some(DocumentSheet {
-                request_id: req.id.clone(),
-                credential_type: req.credential_type.clone(),
-                fields: req.fields.clone(),
-                purpose: req.purpose.clone(),
-                issuer,
-                available,
-            }),
-            id: req.id.clone(),
-            app: app.id.clone(),
-            app_name: app.name.clone(),
-            publisher: app.publisher.clone(),
-            version: app.version.to_string(),
-            capability: Capability::Documents,
-            reason,
-            status: PromptStatus::Pending,
-            created_at: req.created_at,
+        let sheet = DocumentSheet {
+            request_id: req.id.clone(),
+            credential_type: req.credential_type.clone(),
+            fields: req.fields.clone(),
+            purpose: req.purpose.clone(),
+            issuer,
+            available,
         };
+        let prompt = Prompt::new(
+            req.id.clone(),
+            app,
+            Capability::Documents,
+            PromptBody::Document(sheet),
+            req.created_at,
+        );
         self.store
             .transact(&[Tree::DocRequests, Tree::Prompts], |t| {
                 txn_put(t, Tree::DocRequests, &request_key(&req.id), &req)?;

@@ -15,7 +15,7 @@ use super::{
     apply, check_amount, check_currency, AccountRef, LedgerError, TransferKind, TransferRequest,
 };
 use crate::audit::{Audit, Event};
-use crate::prompts::{prompt_key, PaymentSheet, Prompt, PromptKind, PromptStatus};
+use crate::prompts::{prompt_key, PaymentSheet, Prompt, PromptBody, PromptStatus};
 use superapp_core::now_secs;
 use superapp_core::Capability;
 use superapp_core::Manifest;
@@ -243,29 +243,21 @@ impl Orders {
             expires_at: now + self.ttl.as_secs(),
             transfer: None,
         };
-        let reason = app.reason(Capability::Payments);
-        let prompt = Prompt {
-            kind: PromptKind::Payment,
-            card: None,
-            payment: Some(PaymentSheet {
-                order_id: fresh.id.clone(),
-                merchant: fresh.publisher.clone(),
-                amount: fresh.amount,
-                currency: fresh.currency.clone(),
-                description: fresh.description.clone(),
-                expires_at: fresh.expires_at,
-            }),
-            document: None,
-            id: fresh.id.clone(),
-            app: app.id.clone(),
-            app_name: app.name.clone(),
-            publisher: app.publisher.clone(),
-            version: app.version.to_string(),
-            capability: Capability::Payments,
-            reason,
-            status: PromptStatus::Pending,
-            created_at: now,
+        let sheet = PaymentSheet {
+            order_id: fresh.id.clone(),
+            merchant: fresh.publisher.clone(),
+            amount: fresh.amount,
+            currency: fresh.currency.clone(),
+            description: fresh.description.clone(),
+            expires_at: fresh.expires_at,
         };
+        let prompt = Prompt::new(
+            fresh.id.clone(),
+            app,
+            Capability::Payments,
+            PromptBody::Payment(sheet),
+            now,
+        );
         let ik = idempotency_key(&app.id, user, &new.idempotency_key);
         let (order, created) = self.store.transact(&[Tree::Orders, Tree::Prompts], |t| {
             if let Some(id) = t.get(Tree::Orders, &ik)? {

@@ -1,8 +1,10 @@
-//! The host as a network service: the HTTP and WebSocket API, its
-//! configuration, and the one place where the store, the services and the
-//! runtime are built and wired together (`server.rs`, `apps.rs`).
+//! The host as a network service: the use cases that cross services and the
+//! runtime (`host`, which also builds and wires everything, once), the
+//! HTTP and WebSocket API that calls them thinly, the installed apps, the
+//! configuration, and `serve`'s lifecycle.
 
 pub mod api;
 pub mod apps;
 pub mod config;
+pub mod host;
 pub mod server;

@@ -1,4 +1,4 @@
-//! `superapp serve`: open the store, build the services and the API, listen,
+//! `superapp serve`: open the host (store, services, runtime, apps), build the API, listen,
 //! and shut down gracefully on SIGINT/SIGTERM (stop accepting, close live
 //! connections, drain requests, flush the store).
 
@@ -8,39 +8,16 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::api::{self, Inner};
-use crate::apps::Apps;
+use crate::api::{self, ServerState};
 use crate::config::ServerConfig;
-use superapp_services::identity::{load_or_create_secret, Identity};
-use superapp_services::messaging::{Hub, Messaging};
-use superapp_store::Store;
+use crate::host::Host;
 
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    let secret = load_or_create_secret(&config.data_dir)?;
-    let store = Store::open(&config.data_dir.join("store"))?;
-    let hub = Arc::new(Hub::new(config.ws_queue));
-    let identity = Arc::new(Identity::new(store.clone(), config.identity.clone()));
-    let messaging = Arc::new(Messaging::new(store.clone(), hub, config.messaging.clone()));
-    let apps = Apps::load(
-        config.apps_dir.as_deref(),
-        &config.data_dir,
-        store.clone(),
-        identity.clone(),
-        messaging.clone(),
-        &secret,
-        &config.apps,
-    )?;
+    let host = Host::open(&config)?;
+    let store = host.store.clone();
     let (stop, shutdown) = watch::channel(false);
-    let state = Arc::new(Inner {
-        apps,
-        identity,
-        messaging,
+    let state = Arc::new(ServerState {
+        host,
         config: config.api.clone(),
         shutdown,
     });

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
+use superapp_core::Capability;
 
 use superapp_core::now_secs;
 use superapp_store::{decode, Store, StoreError, Tree};
@@ -37,6 +38,33 @@ pub struct Event {
     /// Further non-personal facts (field names, limits, error codes).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<String, String>,
+}
+
+impl Event {
+    /// Something `user` did with (or that happened to) version `version` of
+    /// `app`, with its `outcome`.
+    pub fn for_app(kind: &str, user: &str, app: &str, version: &str, outcome: &str) -> Event {
+        Event {
+            kind: kind.into(),
+            user: Some(user.into()),
+            app: Some(app.into()),
+            version: Some(version.into()),
+            outcome: outcome.into(),
+            ..Event::default()
+        }
+    }
+
+    /// The capability involved.
+    pub fn with_capability(mut self, capability: Capability) -> Event {
+        self.capability = Some(capability.name().into());
+        self
+    }
+
+    /// One more non-personal fact (a field name, an amount, an error code).
+    pub fn with_detail(mut self, key: &str, value: impl Into<String>) -> Event {
+        self.details.insert(key.into(), value.into());
+        self
+    }
 }
 
 /// An entry as stored.

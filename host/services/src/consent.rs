@@ -48,26 +48,6 @@ pub struct Grant {
     pub decided_at: u64,
 }
 
-/// An audit event about one user, app and capability.
-fn event(
-    kind: &str,
-    user: &str,
-    app: &str,
-    version: &str,
-    capability: Capability,
-    outcome: &str,
-) -> Event {
-    Event {
-        kind: kind.into(),
-        user: Some(user.into()),
-        app: Some(app.into()),
-        version: Some(version.into()),
-        capability: Some(capability.name().into()),
-        outcome: outcome.into(),
-        ..Event::default()
-    }
-}
-
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
 }
@@ -104,7 +84,7 @@ impl Consent {
         outcome: &str,
     ) {
         self.audit
-            .record(event(kind, user, app, version, capability, outcome));
+            .record(Event::for_app(kind, user, app, version, outcome).with_capability(capability));
     }
 
     pub fn grants(&self, user: &str) -> Result<Vec<Grant>, ConsentError> {
@@ -339,14 +319,8 @@ impl Consent {
             ConsentState::Required => "consent-required",
         };
         let version = app.version.to_string();
-        let mut call = event(
-            "capability.call",
-            user,
-            &app.id,
-            &version,
-            capability,
-            outcome,
-        );
+        let mut call = Event::for_app("capability.call", user, &app.id, &version, outcome)
+            .with_capability(capability);
         call.args_sha256 = args.map(crate::audit::digest_hex);
         self.audit.record(call);
         state

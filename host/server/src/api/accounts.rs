@@ -23,6 +23,7 @@ pub async fn register(
     Json(body): Json<Register>,
 ) -> Result<Response, ApiError> {
     let user = state
+        .host
         .identity
         .register(&body.username, &body.display_name, &body.password)
         .await?;
@@ -54,6 +55,7 @@ pub async fn login(
     Json(body): Json<Login>,
 ) -> Result<Response, ApiError> {
     let session = state
+        .host
         .identity
         .login(&body.username, &body.password, client)
         .await?;
@@ -66,7 +68,7 @@ pub async fn login(
 }
 
 pub async fn logout(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
-    state.identity.logout(&auth.token).await?;
+    state.host.identity.logout(&auth.token).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(c) = cookie(&state, "", 0) {
         response.headers_mut().insert(header::SET_COOKIE, c);

@@ -50,7 +50,7 @@ impl FromRequestParts<AppState> for Auth {
     ) -> Result<Self, Self::Rejection> {
         let token =
             session_token(parts).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
-        let user = state.identity.authenticate(&token)?;
+        let user = state.host.identity.authenticate(&token)?;
         Ok(Auth { user, token })
     }
 }

@@ -12,21 +12,14 @@ use std::net::IpAddr;
 use super::auth::{Auth, ClientAddr, Params};
 use super::error::ApiError;
 use super::AppState;
+use crate::host::Answer;
 use superapp_core::Capability;
-use superapp_runtime::bindings::superapp::plugin::types::{ConsentAnswer, Event};
-use superapp_services::consent::{PromptBody, PromptKind};
 
 pub async fn prompts(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
-    Ok(axum::Json(state.apps.consent.pending(&auth.user.id)?).into_response())
+    Ok(axum::Json(state.host.consent.pending(&auth.user.id)?).into_response())
 }
 
-/// The chat a share-card prompt is approved into.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Pick {
-    conversation_id: String,
-}
-
+/// Answer a prompt of any kind; the body is an [`Answer`] (may be empty).
 async fn answer(
     state: AppState,
     auth: Auth,
@@ -35,45 +28,18 @@ async fn answer(
     approve: bool,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let pending = state.apps.consent.prompt(&auth.user.id, &id)?;
-    match pending.kind() {
-        PromptKind::Payment => {
-            return super::wallet::answer_payment(&state, &auth, client, &id, approve, &body).await
-        }
-        PromptKind::Document => {
-            return super::documents::answer_document(&state, &auth, &id, approve, &body).await
-        }
-        PromptKind::Consent | PromptKind::ShareCard => {}
-    }
-    // Approving a share names the chat, which must be one of the user's.
-    let target = if pending.kind() == PromptKind::ShareCard && approve {
-        let pick: Pick = serde_json::from_slice(&body).map_err(|_| {
-            ApiError::bad_request("approving a share needs a body {\"conversation_id\": \"…\"}")
-        })?;
-        state.messaging.get(&auth.user, &pick.conversation_id)?;
-        Some(pick.conversation_id)
+    // Declining needs nothing, so whatever came with it is ignored.
+    let answer: Answer = if body.is_empty() || !approve {
+        Answer::default()
     } else {
-        None
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-json", e.to_string()))?
     };
-    let prompt = state.apps.consent.answer(&auth.user.id, &id, approve)?;
-    if let (Some(conversation), PromptBody::ShareCard(card)) = (target, &prompt.body) {
-        state
-            .messaging
-            .share_card(&auth.user, &conversation, card.clone())
-            .await?;
-    }
-    state.apps.store.durable().await?;
-    // The app hears the answer as an event and draws what follows.
-    let event = match prompt.kind() {
-        PromptKind::ShareCard => Event::CardShared(approve),
-        _ => Event::Consent(ConsentAnswer {
-            capability: prompt.capability.name().to_string(),
-            granted: approve,
-        }),
-    };
-    let view = super::apps::deliver(&state, &auth.user.id, &prompt.app, event).await;
-    state.apps.store.durable().await?;
-    Ok(axum::Json(json!({ "prompt": prompt, "view": view })).into_response())
+    let answered = state
+        .host
+        .answer_prompt(&auth.user, client, &id, approve, answer)
+        .await?;
+    Ok(axum::Json(answered).into_response())
 }
 
 pub async fn approve(
@@ -97,7 +63,7 @@ pub async fn deny(
 }
 
 pub async fn grants(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
-    Ok(axum::Json(state.apps.consent.grants(&auth.user.id)?).into_response())
+    Ok(axum::Json(state.host.consent.grants(&auth.user.id)?).into_response())
 }
 
 pub async fn revoke(
@@ -107,15 +73,10 @@ pub async fn revoke(
 ) -> Result<Response, ApiError> {
     let capability = Capability::from_name(&capability)
         .ok_or_else(|| ApiError::not_found(format!("no capability `{capability}`")))?;
-    if state
-        .apps
-        .consent
-        .revoke(&auth.user.id, &app, capability)?
-        .is_none()
-    {
-        return Err(ApiError::not_found("no such grant"));
-    }
-    state.apps.store.durable().await?;
+    state
+        .host
+        .revoke_grant(&auth.user, &app, capability)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -133,7 +94,7 @@ pub async fn access_log(
     Params(q): Params<LogQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(200).clamp(1, 1000);
-    let mut entries = state.apps.audit.for_user(
+    let mut entries = state.host.audit.for_user(
         &auth.user.id,
         if q.app.is_some() { usize::MAX } else { limit },
     )?;

@@ -16,7 +16,7 @@ use superapp_services::messaging::MessagingError;
 pub const MAX_PAGE: usize = 500;
 
 pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
-    Ok(axum::Json(state.messaging.list(&auth.user)?).into_response())
+    Ok(axum::Json(state.host.messaging.list(&auth.user)?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -28,6 +28,7 @@ pub enum Create {
 
 fn lookup(state: &AppState, username: &str) -> Result<User, ApiError> {
     state
+        .host
         .identity
         .find_by_username(username)?
         .ok_or_else(|| MessagingError::UnknownUser(username.to_string()).into())
@@ -41,14 +42,18 @@ pub async fn create(
     let conversation = match body {
         Create::Direct { with } => {
             let other = lookup(&state, &with)?;
-            state.messaging.direct(&auth.user, &other).await?
+            state.host.messaging.direct(&auth.user, &other).await?
         }
         Create::Group { title, members } => {
             let others = members
                 .iter()
                 .map(|m| lookup(&state, m))
                 .collect::<Result<Vec<_>, _>>()?;
-            state.messaging.group(&auth.user, &title, &others).await?
+            state
+                .host
+                .messaging
+                .group(&auth.user, &title, &others)
+                .await?
         }
     };
     Ok((StatusCode::CREATED, axum::Json(conversation)).into_response())
@@ -59,7 +64,7 @@ pub async fn get(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(state.messaging.get(&auth.user, &id)?).into_response())
+    Ok(axum::Json(state.host.messaging.get(&auth.user, &id)?).into_response())
 }
 
 pub async fn members(
@@ -67,10 +72,10 @@ pub async fn members(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let conversation = state.messaging.get(&auth.user, &id)?;
+    let conversation = state.host.messaging.get(&auth.user, &id)?;
     let mut users = Vec::with_capacity(conversation.members.len());
     for member in &conversation.members {
-        if let Some(u) = state.identity.user(member)? {
+        if let Some(u) = state.host.identity.user(member)? {
             users.push(u);
         }
     }
@@ -91,6 +96,7 @@ pub async fn send(
     Json(body): Json<Send>,
 ) -> Result<Response, ApiError> {
     let (message, created) = state
+        .host
         .messaging
         .send(&auth.user, &id, &body.client_id, &body.text)
         .await?;
@@ -117,7 +123,7 @@ pub async fn sync(
     Params(q): Params<SyncQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let messages = state.messaging.sync(&auth.user, &id, q.after, limit)?;
+    let messages = state.host.messaging.sync(&auth.user, &id, q.after, limit)?;
     Ok(axum::Json(json!({ "messages": messages })).into_response())
 }
 
@@ -133,6 +139,10 @@ pub async fn read(
     Path(id): Path<String>,
     Json(body): Json<Read>,
 ) -> Result<Response, ApiError> {
-    let read_seq = state.messaging.mark_read(&auth.user, &id, body.seq).await?;
+    let read_seq = state
+        .host
+        .messaging
+        .mark_read(&auth.user, &id, body.seq)
+        .await?;
     Ok(axum::Json(json!({ "read_seq": read_seq })).into_response())
 }

@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use superapp_runtime::RunError;
+
+use crate::host::HostError;
 use superapp_services::consent::ConsentError;
 use superapp_services::documents::DocumentError;
 use superapp_services::identity::IdentityError;
@@ -198,6 +200,32 @@ impl From<RunError> for ApiError {
         // The app failed, not the request or the host: a gateway error,
         // with the app's error code and a message that names app and limit.
         ApiError::new(StatusCode::BAD_GATEWAY, e.code(), e.to_string())
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(e: HostError) -> Self {
+        match e {
+            HostError::NoApp(_) | HostError::NotFound(_) => ApiError::not_found(e.to_string()),
+            HostError::Invalid(m) => ApiError::bad_request(m),
+            // The app failed, not the request or the host: a gateway error,
+            // with the app's error code and a message that names app and limit.
+            HostError::Run(e) => e.into(),
+            // Not 401: the session is fine, the confirmation is not.
+            HostError::WrongPassword => {
+                ApiError::new(StatusCode::FORBIDDEN, "wrong-password", e.to_string())
+            }
+            HostError::OrderExpired => {
+                ApiError::new(StatusCode::CONFLICT, "order-expired", e.to_string())
+            }
+            HostError::Identity(e) => e.into(),
+            HostError::Messaging(e) => e.into(),
+            HostError::Consent(e) => e.into(),
+            HostError::Ledger(e) => e.into(),
+            HostError::Order(e) => e.into(),
+            HostError::Document(e) => e.into(),
+            HostError::Store(e) => e.into(),
+        }
     }
 }
 

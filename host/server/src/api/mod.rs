@@ -29,8 +29,7 @@ pub use error::ApiError;
 pub use wallet::expire_orders;
 pub use ws::CLOSE_LAGGING;
 
-use superapp_services::identity::Identity;
-use superapp_services::messaging::Messaging;
+use crate::host::Host;
 
 /// The OpenAPI document served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -55,16 +54,15 @@ impl Default for ApiConfig {
     }
 }
 
-pub struct Inner {
-    pub identity: Arc<Identity>,
-    pub apps: crate::apps::Apps,
-    pub messaging: Arc<Messaging>,
+/// What every handler shares: the host and the API's own settings.
+pub struct ServerState {
+    pub host: Host,
     pub config: ApiConfig,
     /// Flips to `true` when the server starts shutting down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
-pub type AppState = Arc<Inner>;
+pub type AppState = Arc<ServerState>;
 
 /// Routes are added through this so the list of (method, path) is known:
 /// a test checks it against the OpenAPI document.

@@ -32,7 +32,7 @@ pub async fn upgrade(State(state): State<AppState>, auth: Auth, ws: WebSocketUpg
 }
 
 async fn session(state: AppState, user: String, socket: WebSocket) {
-    let hub = state.messaging.hub().clone();
+    let hub = state.host.messaging.hub().clone();
     let mut sub = hub.subscribe(&user);
     let (mut sink, mut stream) = socket.split();
     let heartbeat = state.config.heartbeat;

@@ -7,7 +7,6 @@
 //! and whether the user holds such a credential at all is not revealed to
 //! the app unless the user shares it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -86,20 +85,12 @@ impl Requests {
 
     /// Audit a step, naming fields but never their values.
     fn record(&self, kind: &str, req: &DocRequest, outcome: &str, fields: &[String]) {
-        let mut details = BTreeMap::new();
-        details.insert("request".to_string(), req.id.clone());
-        details.insert("type".to_string(), req.credential_type.clone());
-        details.insert("fields".to_string(), fields.join(","));
-        self.audit.record(Event {
-            kind: kind.into(),
-            user: Some(req.user.clone()),
-            app: Some(req.app.clone()),
-            version: Some(req.app_version.clone()),
-            capability: Some(Capability::Documents.name().into()),
-            outcome: outcome.into(),
-            details,
-            ..Event::default()
-        });
+        let event = Event::for_app(kind, &req.user, &req.app, &req.app_version, outcome)
+            .with_capability(Capability::Documents)
+            .with_detail("request", &req.id)
+            .with_detail("type", &req.credential_type)
+            .with_detail("fields", fields.join(","));
+        self.audit.record(event);
     }
 
     pub fn get(&self, id: &str) -> Result<Option<DocRequest>, DocumentError> {

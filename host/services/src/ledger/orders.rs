@@ -184,21 +184,13 @@ impl Orders {
 
     /// Audit one step of an order; `amount` is what this step moved.
     fn record_amount(&self, kind: &str, order: &Order, outcome: &str, amount: u64) {
-        let mut details = std::collections::BTreeMap::new();
-        details.insert("order".to_string(), order.id.clone());
-        details.insert("amount".to_string(), amount.to_string());
-        details.insert("currency".to_string(), order.currency.clone());
-        details.insert("merchant".to_string(), order.publisher.clone());
-        self.audit.record(Event {
-            kind: kind.into(),
-            user: Some(order.user.clone()),
-            app: Some(order.app.clone()),
-            version: Some(order.app_version.clone()),
-            capability: Some(Capability::Payments.name().into()),
-            outcome: outcome.into(),
-            details,
-            ..Event::default()
-        });
+        let event = Event::for_app(kind, &order.user, &order.app, &order.app_version, outcome)
+            .with_capability(Capability::Payments)
+            .with_detail("order", &order.id)
+            .with_detail("amount", amount.to_string())
+            .with_detail("currency", &order.currency)
+            .with_detail("merchant", &order.publisher);
+        self.audit.record(event);
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Order>, OrderError> {

@@ -1,0 +1,89 @@
+//! Running mini-programs for users: launch, user actions, and host events
+//! delivered after a prompt is answered or a sheet expires. Every failure
+//! of an app is recorded in the audit log.
+
+use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
+use superapp_runtime::view::View;
+use superapp_runtime::{App, Call, Invocation, RunError};
+use superapp_services::audit::Event as AuditEvent;
+
+use super::{Host, HostError};
+
+/// Longest action name, in bytes.
+pub const MAX_ACTION_NAME: usize = 64;
+
+impl Host {
+    /// Launch `app` for `invocation.user` and return its first view.
+    pub async fn launch(&self, app: &str, invocation: &Invocation) -> Result<View, HostError> {
+        self.run(app, invocation, Call::Launch).await
+    }
+
+    /// Send `app` a user action, the only event a client may send; host
+    /// events (consent answers, payment results) come from the host itself.
+    pub async fn act(
+        &self,
+        app: &str,
+        invocation: &Invocation,
+        action: Action,
+    ) -> Result<View, HostError> {
+        let ok = !action.name.is_empty()
+            && action.name.len() <= MAX_ACTION_NAME
+            && action
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            return Err(HostError::Invalid(format!(
+                "an action name is 1-{MAX_ACTION_NAME} letters, digits, `-`, `_` or `.`"
+            )));
+        }
+        self.run(app, invocation, Call::Event(Event::Action(action)))
+            .await
+    }
+
+    /// Run one call; what the app stored (and a failure's audit record) is
+    /// durable before this returns.
+    async fn run(&self, app: &str, invocation: &Invocation, call: Call) -> Result<View, HostError> {
+        let app = self.app(app)?;
+        let result = self
+            .runtime
+            .run(app, &self.services, invocation, &call)
+            .await;
+        if let Err(e) = &result {
+            self.record_failure(&invocation.user, app, e);
+        }
+        self.flush().await?;
+        Ok(result?)
+    }
+
+    /// Deliver a host event to `app` for `user` and return the view it
+    /// draws. An app that fails is recorded and yields no view; a removed
+    /// app yields none either. The caller flushes.
+    pub(super) async fn deliver(&self, user: &str, app: &str, event: Event) -> Option<View> {
+        let app = self.apps.get(app)?;
+        let invocation = Invocation::new(user.to_string());
+        match self
+            .runtime
+            .run(app, &self.services, &invocation, &Call::Event(event))
+            .await
+        {
+            Ok(view) => Some(view),
+            Err(e) => {
+                self.record_failure(user, app, &e);
+                None
+            }
+        }
+    }
+
+    /// Traps, timeouts and limit breaches go into the audit log.
+    fn record_failure(&self, user: &str, app: &App, error: &RunError) {
+        let m = app.manifest();
+        let version = m.version.to_string();
+        let mut event = AuditEvent::for_app("app.failed", user, &m.id, &version, "failed")
+            .with_detail("error", error.code());
+        if let Some(limit) = error.limit() {
+            event = event.with_detail("limit", limit.to_string());
+        }
+        self.audit.record(event);
+    }
+}

@@ -1,0 +1,176 @@
+//! The host's use cases, without HTTP: the one place where the store, the
+//! services, the runtime and the installed apps are built (`Host::open`),
+//! and the workflows that cross them — launch an app, send it an action,
+//! answer a prompt and tell the app, expire payment sheets. The HTTP
+//! handlers parse, authorize and call these thinly; tests can call them
+//! directly.
+//!
+//! Durability lives here: a workflow that writes awaits the store's flush
+//! before it returns, so whatever calls it may acknowledge at once.
+//! (Identity and messaging flush inside their own services.)
+
+mod apps;
+mod prompts;
+mod wallet;
+
+use std::sync::Arc;
+
+use superapp_runtime::capabilities::notify::ChatNotifier;
+use superapp_runtime::{App, RunError, Runtime, RuntimeConfig, Services};
+use superapp_services::audit::Audit;
+use superapp_services::consent::{Consent, ConsentError};
+use superapp_services::documents::requests::Requests;
+use superapp_services::documents::{DocumentError, Documents, HostKey};
+use superapp_services::identity::{load_or_create_secret, Identity, IdentityError, Pseudonyms};
+use superapp_services::ledger::orders::{OrderError, Orders};
+use superapp_services::ledger::{Ledger, LedgerError};
+use superapp_services::messaging::{Hub, Messaging, MessagingError};
+use superapp_store::{Quota, Store, StoreError, StoreKv};
+
+pub use prompts::{Answer, Answered};
+pub use wallet::{Transfer, TransferDone};
+
+use crate::apps::Apps;
+use crate::config::ServerConfig;
+
+/// Why a workflow did not complete. Each variant wraps the service error
+/// that stopped it, except the few refusals that only a workflow can make;
+/// `api/error.rs` maps all of them to HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("no app `{0}`")]
+    NoApp(String),
+    /// The app failed (trap, limit, bad view): it was recorded in the audit log.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The step-up password was wrong; nothing moved.
+    #[error("the password is wrong; no money moved")]
+    WrongPassword,
+    /// The payment sheet expired before the user answered.
+    #[error("this payment request expired; nothing was paid")]
+    OrderExpired,
+    #[error(transparent)]
+    Identity(IdentityError),
+    #[error(transparent)]
+    Messaging(#[from] MessagingError),
+    #[error(transparent)]
+    Consent(#[from] ConsentError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Order(#[from] OrderError),
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<IdentityError> for HostError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::BadCredentials => HostError::WrongPassword,
+            other => HostError::Identity(other),
+        }
+    }
+}
+
+/// Everything one host process serves with.
+pub struct Host {
+    pub store: Arc<Store>,
+    pub identity: Arc<Identity>,
+    pub messaging: Arc<Messaging>,
+    pub audit: Arc<Audit>,
+    pub consent: Arc<Consent>,
+    pub ledger: Arc<Ledger>,
+    pub orders: Arc<Orders>,
+    pub documents: Arc<Documents>,
+    pub requests: Arc<Requests>,
+    pub host_key: Arc<HostKey>,
+    pub runtime: Runtime,
+    /// What the capabilities reach, shared by every instance.
+    pub services: Arc<Services>,
+    pub apps: Apps,
+}
+
+impl Host {
+    /// Open the data directory and build every service, then load and
+    /// check every installed app. A broken app stops the start, with its
+    /// name in the message: better than serving half the apps.
+    pub fn open(config: &ServerConfig) -> anyhow::Result<Host> {
+        let data_dir = &config.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the data directory {}: {e}",
+                data_dir.display()
+            )
+        })?;
+        let secret = load_or_create_secret(data_dir)?;
+        let store = Store::open(&data_dir.join("store"))?;
+        let hub = Arc::new(Hub::new(config.ws_queue));
+        let identity = Arc::new(Identity::new(store.clone(), config.identity.clone()));
+        let messaging = Arc::new(Messaging::new(store.clone(), hub, config.messaging.clone()));
+        let audit = Arc::new(Audit::open(store.clone())?);
+        let consent = Arc::new(Consent::new(store.clone(), audit.clone()));
+        let ledger = Arc::new(Ledger::new(store.clone()));
+        let orders = Arc::new(Orders::new(
+            store.clone(),
+            audit.clone(),
+            config.apps.order_ttl,
+        ));
+        let documents = Arc::new(Documents::new(store.clone()));
+        let host_key = Arc::new(HostKey::load_or_create(data_dir)?);
+        let requests = Arc::new(Requests::new(
+            store.clone(),
+            audit.clone(),
+            documents.clone(),
+            host_key.clone(),
+        ));
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(data_dir.join("cache")),
+            ..RuntimeConfig::default()
+        })?;
+        let services = Arc::new(Services {
+            kv: Arc::new(StoreKv::new(store.clone())),
+            quota: Quota::default(),
+            pseudonyms: Pseudonyms::new(&secret),
+            consent: consent.clone(),
+            profiles: identity.clone(),
+            notifier: Arc::new(ChatNotifier::new(messaging.clone(), consent.clone())),
+            payments: orders.clone(),
+            documents: requests.clone(),
+        });
+        let apps = Apps::load(config.apps_dir.as_deref(), &runtime)?;
+        Ok(Host {
+            store,
+            identity,
+            messaging,
+            audit,
+            consent,
+            ledger,
+            orders,
+            documents,
+            requests,
+            host_key,
+            runtime,
+            services,
+            apps,
+        })
+    }
+
+    /// An installed app, or `NoApp`.
+    pub fn app(&self, id: &str) -> Result<&App, HostError> {
+        self.apps.get(id).ok_or_else(|| HostError::NoApp(id.into()))
+    }
+
+    /// Wait until everything written so far is on disk.
+    async fn flush(&self) -> Result<(), HostError> {
+        Ok(self.store.durable().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

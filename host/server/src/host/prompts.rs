@@ -1,0 +1,265 @@
+//! Answering host prompts and telling the app: consent, share-card, payment
+//! and document sheets, answered only by their own user through the host's
+//! UI; and the expiry of payment sheets nobody answered.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use superapp_core::{now_secs, Capability};
+use superapp_runtime::bindings::superapp::plugin::types::{
+    ConsentAnswer, DisclosedClaim, DocumentOutcome, Event, PaymentResult, Presentation,
+};
+use superapp_runtime::capabilities::payments::outcome;
+use superapp_runtime::view::View;
+use superapp_services::consent::{Decision, Prompt, PromptBody, PromptKind};
+use superapp_services::documents::requests::DocRequest;
+use superapp_services::documents::DocumentError;
+use superapp_services::identity::{IdentityError, User};
+use superapp_services::ledger::orders::{Order, OrderError, OrderState};
+
+use super::{Host, HostError};
+
+/// The user's answer to a prompt, as the host's own UI sends it. Which
+/// field counts depends on the prompt's kind; the others are ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    /// Approving a payment sheet: the user's password again (step-up).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Approving a document sheet: the fields the user leaves ticked; all
+    /// requested fields if absent.
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// Approving a share-card prompt: the chat to share into, one of the
+    /// user's own.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+}
+
+/// What answering a prompt did: the prompt as it now stands, the order or
+/// document request it settled, and the view the app drew on hearing it.
+#[derive(Debug, Serialize)]
+pub struct Answered {
+    pub prompt: Prompt,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<Order>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<DocRequest>,
+    pub view: Option<View>,
+}
+
+impl Host {
+    /// Answer one of `user`'s prompts, tell its app, and return what
+    /// happened. `client` is where the answer came from (the step-up of a
+    /// payment shares the login throttles).
+    pub async fn answer_prompt(
+        &self,
+        user: &User,
+        client: IpAddr,
+        prompt_id: &str,
+        approve: bool,
+        answer: Answer,
+    ) -> Result<Answered, HostError> {
+        let pending = self.consent.prompt(&user.id, prompt_id)?;
+        match pending.kind() {
+            PromptKind::Payment => {
+                self.answer_payment(user, client, prompt_id, approve, answer)
+                    .await
+            }
+            PromptKind::Document => self.answer_document(user, prompt_id, approve, answer).await,
+            PromptKind::Consent | PromptKind::ShareCard => {
+                self.answer_consent(user, &pending, approve, answer).await
+            }
+        }
+    }
+
+    async fn answer_consent(
+        &self,
+        user: &User,
+        pending: &Prompt,
+        approve: bool,
+        answer: Answer,
+    ) -> Result<Answered, HostError> {
+        // Approving a share names the chat, which must be one of the user's.
+        let target = if pending.kind() == PromptKind::ShareCard && approve {
+            let chat = answer.conversation_id.ok_or_else(|| {
+                HostError::Invalid(
+                    "approving a share needs a body {\"conversation_id\": \"…\"}".into(),
+                )
+            })?;
+            self.messaging.get(user, &chat)?;
+            Some(chat)
+        } else {
+            None
+        };
+        let prompt = self.consent.answer(&user.id, &pending.id, approve)?;
+        if let (Some(chat), PromptBody::ShareCard(card)) = (target, &prompt.body) {
+            self.messaging.share_card(user, &chat, card.clone()).await?;
+        }
+        self.flush().await?;
+        // The app hears the answer as an event and draws what follows.
+        let event = match prompt.kind() {
+            PromptKind::ShareCard => Event::CardShared(approve),
+            _ => Event::Consent(ConsentAnswer {
+                capability: prompt.capability.name().to_string(),
+                granted: approve,
+            }),
+        };
+        let view = self.deliver(&user.id, &prompt.app, event).await;
+        self.flush().await?;
+        Ok(Answered {
+            prompt,
+            order: None,
+            request: None,
+            view,
+        })
+    }
+
+    async fn answer_payment(
+        &self,
+        user: &User,
+        client: IpAddr,
+        id: &str,
+        approve: bool,
+        answer: Answer,
+    ) -> Result<Answered, HostError> {
+        let order = if approve {
+            let password = answer.password.ok_or_else(|| {
+                HostError::Invalid("confirming a payment needs a body {\"password\": \"…\"}".into())
+            })?;
+            let pending = self
+                .orders
+                .get(id)?
+                .filter(|o| o.user == user.id)
+                .ok_or_else(|| HostError::NotFound("no such order".into()))?;
+            if pending.state != OrderState::Pending {
+                return Err(OrderError::NotPending.into());
+            }
+            let confirmed = self
+                .identity
+                .confirm_password(user, &password, client)
+                .await;
+            if let Err(e) = confirmed {
+                if matches!(e, IdentityError::BadCredentials) {
+                    self.orders.record_failed_step_up(&pending);
+                    self.flush().await?;
+                }
+                return Err(e.into());
+            }
+            self.orders.confirm(&user.id, id)
+        } else {
+            self.orders.decline(&user.id, id)
+        };
+        // A failed confirmation may still have left an audit record.
+        self.flush().await?;
+        let order = order?;
+        let view = self.tell_app(&order).await;
+        self.flush().await?;
+        if order.state == OrderState::Expired {
+            return Err(HostError::OrderExpired);
+        }
+        let prompt = self.consent.prompt(&user.id, id)?;
+        Ok(Answered {
+            prompt,
+            order: Some(order),
+            request: None,
+            view,
+        })
+    }
+
+    async fn answer_document(
+        &self,
+        user: &User,
+        id: &str,
+        approve: bool,
+        answer: Answer,
+    ) -> Result<Answered, HostError> {
+        let (request, outcome) = if approve {
+            let app = self
+                .requests
+                .get(id)?
+                .filter(|r| r.user == user.id)
+                .ok_or(DocumentError::NotFound)?
+                .app;
+            let pseudonym = self.services.pseudonyms.for_app(&user.id, &app);
+            let (request, shared) =
+                self.requests
+                    .approve(&user.id, id, answer.fields, &pseudonym)?;
+            let presentation = Presentation {
+                request_id: request.id.clone(),
+                credential_type: request.credential_type.clone(),
+                issuer_id: shared.issuer,
+                claims: shared
+                    .claims
+                    .into_iter()
+                    .map(|c| DisclosedClaim {
+                        name: c.name,
+                        value: c.value,
+                        salt: c.salt,
+                    })
+                    .collect(),
+                envelope: serde_json::to_string(&shared.envelope).expect("envelopes serialize"),
+            };
+            (request, DocumentOutcome::Shared(presentation))
+        } else {
+            let request = self.requests.decline(&user.id, id)?;
+            let declined = DocumentOutcome::Declined("the user declined".into());
+            (request, declined)
+        };
+        self.flush().await?;
+        let view = self
+            .deliver(&user.id, &request.app, Event::Document(outcome))
+            .await;
+        self.flush().await?;
+        let prompt = self.consent.prompt(&user.id, id)?;
+        Ok(Answered {
+            prompt,
+            order: None,
+            request: Some(request),
+            view,
+        })
+    }
+
+    /// Tell an order's app how it ended, and return the view it draws.
+    async fn tell_app(&self, order: &Order) -> Option<View> {
+        let outcome = outcome(&order.state)?;
+        let event = Event::Payment(PaymentResult {
+            order_id: order.id.clone(),
+            outcome,
+        });
+        self.deliver(&order.user, &order.app, event).await
+    }
+
+    /// Expire the payment sheets whose time is up and tell their apps;
+    /// returns how many expired.
+    pub async fn expire_orders(&self) -> Result<usize, HostError> {
+        let expired = self.orders.expire_due(now_secs())?;
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        self.flush().await?;
+        for order in &expired {
+            self.tell_app(order).await;
+        }
+        self.flush().await?;
+        Ok(expired.len())
+    }
+
+    /// The user changes a decision: a grant becomes a denial (effective on
+    /// the next call), and deleting a denial forgets it (the next call asks
+    /// again). `NotFound` if there was no decision.
+    pub async fn revoke_grant(
+        &self,
+        user: &User,
+        app: &str,
+        capability: Capability,
+    ) -> Result<Decision, HostError> {
+        let was = self
+            .consent
+            .revoke(&user.id, app, capability)?
+            .ok_or_else(|| HostError::NotFound("no such grant".into()))?;
+        self.flush().await?;
+        Ok(was)
+    }
+}

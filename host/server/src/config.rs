@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
-use crate::api::ApiConfig;
 use crate::apps::AppsConfig;
 use superapp_services::identity::IdentityConfig;
 use superapp_services::messaging::MessagingConfig;
@@ -48,6 +47,27 @@ pub struct ServerConfig {
     pub api: ApiConfig,
     pub ws_queue: usize,
     pub apps: AppsConfig,
+}
+
+/// The HTTP API's own settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub heartbeat: Duration,
+    /// Mark the session cookie `Secure` (set when served over HTTPS).
+    pub cookie_secure: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body_bytes: 64 << 10,
+            request_timeout: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(20),
+            cookie_secure: false,
+        }
+    }
 }
 
 fn env_value<T: std::str::FromStr>(key: &str, slot: &mut Option<T>) -> anyhow::Result<()>

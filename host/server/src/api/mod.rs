@@ -12,7 +12,6 @@ mod wallet;
 mod ws;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request, StatusCode};
@@ -29,30 +28,11 @@ pub use error::ApiError;
 pub use wallet::expire_orders;
 pub use ws::CLOSE_LAGGING;
 
+use crate::config::ApiConfig;
 use crate::host::Host;
 
 /// The OpenAPI document served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
-
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    pub max_body_bytes: usize,
-    pub request_timeout: Duration,
-    pub heartbeat: Duration,
-    /// Mark the session cookie `Secure` (set when served over HTTPS).
-    pub cookie_secure: bool,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            max_body_bytes: 64 << 10,
-            request_timeout: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(20),
-            cookie_secure: false,
-        }
-    }
-}
 
 /// What every handler shares: the host and the API's own settings.
 pub struct ServerState {

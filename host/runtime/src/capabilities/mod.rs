@@ -123,3 +123,48 @@ impl HostState {
         }
     }
 }
+
+/// Host functions called directly, without a guest: each folder's tests
+/// build one instance's state for a manifest that declares some
+/// capabilities, over the dev loop's in-memory services.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use superapp_core::{Capability, Manifest};
+
+    use super::{HostState, Services};
+    use crate::limits::Meter;
+
+    /// A manifest of `org.example.test` declaring `caps`.
+    pub(crate) fn manifest(caps: &[Capability]) -> Arc<Manifest> {
+        let mut text = String::from(
+            "id = \"org.example.test\"\nname = \"Test\"\nversion = \"1.0.0\"\npublisher = \"Example\"\ndescription = \"d\"\n",
+        );
+        for c in caps {
+            text.push_str(&format!(
+                "[capabilities.{}]\nreason = \"tests\"\n",
+                c.name()
+            ));
+        }
+        Arc::new(Manifest::parse(&text).unwrap())
+    }
+
+    /// Services where the user has refused `denied`.
+    pub(crate) fn services(denied: &[Capability]) -> Arc<Services> {
+        Arc::new(Services::in_memory(
+            denied.iter().copied().collect::<BTreeSet<_>>(),
+        ))
+    }
+
+    /// One event's state for `user`, declaring `caps`, on `services`.
+    pub(crate) fn state(user: &str, caps: &[Capability], services: &Arc<Services>) -> HostState {
+        HostState::new(
+            manifest(caps),
+            user.to_string(),
+            services.clone(),
+            Meter::new(64 << 20),
+        )
+    }
+}

@@ -89,3 +89,33 @@ impl DocumentDesk for Requests {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{services, state};
+
+    async fn ask(s: &mut HostState) -> Result<String, Error> {
+        let fields = vec!["policy-number".to_string()];
+        wit::Host::request(s, "insurance".into(), fields, "the co-payment".into())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn without_a_wallet_a_request_is_unavailable() {
+        let services = services(&[]);
+        let mut s = state("alice", &[Capability::Documents], &services);
+        let answer = ask(&mut s).await;
+        assert!(matches!(answer, Err(Error::Unavailable(_))), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn documents_are_refused_when_undeclared_or_refused_by_the_user() {
+        let mut s = state("alice", &[], &services(&[]));
+        assert!(matches!(ask(&mut s).await, Err(Error::Denied(_))));
+        let refused = services(&[Capability::Documents]);
+        let mut s = state("alice", &[Capability::Documents], &refused);
+        assert!(matches!(ask(&mut s).await, Err(Error::Denied(_))));
+    }
+}

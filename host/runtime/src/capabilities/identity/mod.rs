@@ -19,3 +19,27 @@ impl wit::Host for HostState {
             .map(|()| self.services.pseudonyms.for_app(&self.user, &self.app.id)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{services, state};
+
+    #[tokio::test]
+    async fn the_pseudonym_is_stable_per_user_and_refused_when_undeclared() {
+        let services = services(&[]);
+        let mut alice = state("alice", &[Capability::Identity], &services);
+        let first = wit::Host::user_id(&mut alice).await.unwrap().unwrap();
+        assert_eq!(
+            first,
+            services.pseudonyms.for_app("alice", "org.example.test")
+        );
+        assert_ne!(first, "alice", "the host's user id never reaches the app");
+        let mut bob = state("bob", &[Capability::Identity], &services);
+        assert_ne!(wit::Host::user_id(&mut bob).await.unwrap().unwrap(), first);
+
+        let mut undeclared = state("alice", &[], &services);
+        let refused = wit::Host::user_id(&mut undeclared).await.unwrap();
+        assert!(matches!(refused, Err(Error::Denied(_))), "{refused:?}");
+    }
+}

@@ -90,3 +90,29 @@ impl wit::Host for HostState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{services, state};
+
+    #[tokio::test]
+    async fn lines_are_counted_only_when_declared_and_a_panic_report_is_always_kept() {
+        let services = services(&[]);
+        let mut s = state("alice", &[Capability::Log], &services);
+        wit::Host::emit(&mut s, Level::Info, "hello".into(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(s.log.lines, 1);
+
+        let mut undeclared = state("alice", &[], &services);
+        let long = "x".repeat(2 * MAX_MESSAGE);
+        let panic = vec![("panic".to_string(), "src/lib.rs:1".to_string())];
+        wit::Host::emit(&mut undeclared, Level::Error, long, panic)
+            .await
+            .unwrap();
+        assert_eq!(undeclared.log.lines, 0, "an undeclared log writes nothing");
+        let report = undeclared.panic_message.unwrap();
+        assert!(report.ends_with(" at src/lib.rs:1") && report.len() < MAX_MESSAGE + 100);
+    }
+}

@@ -195,3 +195,42 @@ impl Notifier for DevNotifier {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{services, state};
+
+    #[tokio::test]
+    async fn sending_is_bounded_per_event_and_checks_its_text() {
+        let services = services(&[]);
+        let mut s = state("alice", &[Capability::Notify], &services);
+        let empty = wit::Host::send(&mut s, "  ".into()).await.unwrap();
+        assert!(matches!(empty, Err(Error::Invalid(_))), "{empty:?}");
+        for _ in 0..MAX_PER_EVENT {
+            wit::Host::send(&mut s, "booked".into())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let over = wit::Host::send(&mut s, "booked".into()).await.unwrap();
+        assert!(matches!(over, Err(Error::QuotaExceeded(_))), "{over:?}");
+        // The next event starts counting again.
+        let mut next = state("alice", &[Capability::Notify], &services);
+        wit::Host::send(&mut next, "booked".into())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn notify_is_refused_without_consent_or_declaration() {
+        let refused = services(&[Capability::Notify]);
+        let mut s = state("alice", &[Capability::Notify], &refused);
+        let answer = wit::Host::send(&mut s, "hi".into()).await.unwrap();
+        assert!(matches!(answer, Err(Error::Denied(_))), "{answer:?}");
+        let mut s = state("alice", &[], &services(&[]));
+        let answer = wit::Host::send(&mut s, "hi".into()).await.unwrap();
+        assert!(matches!(answer, Err(Error::Denied(_))), "{answer:?}");
+    }
+}

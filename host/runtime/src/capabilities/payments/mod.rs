@@ -108,3 +108,37 @@ impl PaymentDesk for Orders {
         Ok(Orders::refund(self, &app.publisher, order_id, amount).map(|_| ())?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{services, state};
+
+    fn cup() -> PaymentRequest {
+        PaymentRequest {
+            amount: 300,
+            currency: "EUR".into(),
+            description: "a cup".into(),
+            idempotency_key: "k1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_ledger_a_payment_is_unavailable_not_faked() {
+        let services = services(&[]);
+        let mut s = state("alice", &[Capability::Payments], &services);
+        let answer = wit::Host::request(&mut s, cup()).await.unwrap();
+        assert!(matches!(answer, Err(Error::Unavailable(_))), "{answer:?}");
+    }
+
+    #[tokio::test]
+    async fn payments_are_refused_when_undeclared_or_refused_by_the_user() {
+        let mut s = state("alice", &[], &services(&[]));
+        let answer = wit::Host::request(&mut s, cup()).await.unwrap();
+        assert!(matches!(answer, Err(Error::Denied(_))), "{answer:?}");
+        let refused = services(&[Capability::Payments]);
+        let mut s = state("alice", &[Capability::Payments], &refused);
+        let answer = wit::Host::refund(&mut s, "o1".into(), 1).await.unwrap();
+        assert!(matches!(answer, Err(Error::Denied(_))), "{answer:?}");
+    }
+}

@@ -65,3 +65,26 @@ impl ProfileDirectory for Identity {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{services, state};
+
+    #[tokio::test]
+    async fn the_profile_needs_the_declaration_and_the_users_consent() {
+        let allowed = services(&[]);
+        let mut s = state("alice", &[Capability::Profile], &allowed);
+        let profile = wit::Host::get(&mut s).await.unwrap().unwrap();
+        assert_eq!(profile.display_name, "alice");
+
+        let refused = services(&[Capability::Profile]);
+        let mut s = state("alice", &[Capability::Profile], &refused);
+        let answer = wit::Host::get(&mut s).await.unwrap();
+        assert!(matches!(answer, Err(Error::Denied(_))), "{answer:?}");
+
+        let mut s = state("alice", &[], &allowed);
+        let answer = wit::Host::get(&mut s).await.unwrap();
+        assert!(matches!(answer, Err(Error::Denied(_))), "{answer:?}");
+    }
+}

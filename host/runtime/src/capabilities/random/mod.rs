@@ -33,3 +33,18 @@ impl wit::Host for HostState {
         Ok(u64::from_le_bytes(buf))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{services, state};
+
+    #[tokio::test]
+    async fn bytes_are_capped_and_fresh() {
+        let mut s = state("alice", &[], &services(&[]));
+        let a = wit::Host::bytes(&mut s, u32::MAX).await.unwrap();
+        let b = wit::Host::bytes(&mut s, 32).await.unwrap();
+        assert_eq!((a.len(), b.len()), (MAX_BYTES as usize, 32));
+        assert_ne!(b, wit::Host::bytes(&mut s, 32).await.unwrap());
+    }
+}

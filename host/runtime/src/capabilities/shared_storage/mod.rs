@@ -69,3 +69,49 @@ impl wit::Host for HostState {
         Ok(self.app_space().and_then(|s| s.increment(&key, delta)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{services, state};
+
+    #[tokio::test]
+    async fn users_share_one_namespace_and_compare_and_swap_takes_a_slot_once() {
+        let services = services(&[]);
+        let mut alice = state("alice", &[Capability::SharedStorage], &services);
+        let mut bob = state("bob", &[Capability::SharedStorage], &services);
+        let slot = b"slot-9:00".to_vec();
+        let took = wit::Host::compare_and_swap(&mut alice, slot.clone(), None, Some(b"a".to_vec()))
+            .await
+            .unwrap()
+            .unwrap();
+        let also = wit::Host::compare_and_swap(&mut bob, slot.clone(), None, Some(b"b".to_vec()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(took && !also, "one patient per slot");
+        assert_eq!(
+            wit::Host::get(&mut bob, slot).await.unwrap().unwrap(),
+            Some(b"a".to_vec())
+        );
+        wit::Host::increment(&mut alice, b"n".to_vec(), 2)
+            .await
+            .unwrap()
+            .unwrap();
+        let n = wit::Host::increment(&mut bob, b"n".to_vec(), 3)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 5);
+    }
+
+    #[tokio::test]
+    async fn shared_storage_is_refused_when_undeclared() {
+        let services = services(&[]);
+        let mut s = state("alice", &[Capability::Storage], &services);
+        let refused = wit::Host::increment(&mut s, b"n".to_vec(), 1)
+            .await
+            .unwrap();
+        assert!(matches!(refused, Err(Error::Denied(_))), "{refused:?}");
+    }
+}

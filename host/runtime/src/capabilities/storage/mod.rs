@@ -129,3 +129,54 @@ impl wit::Host for HostState {
         Ok(self.user_space().and_then(|s| s.usage()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::{services, state};
+
+    #[tokio::test]
+    async fn each_user_has_a_private_namespace_within_quota() {
+        let services = services(&[]);
+        let mut alice = state("alice", &[Capability::Storage], &services);
+        let mut bob = state("bob", &[Capability::Storage], &services);
+        let k = b"slot".to_vec();
+        wit::Host::set(&mut alice, k.clone(), b"alice's".to_vec())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            wit::Host::get(&mut alice, k.clone())
+                .await
+                .unwrap()
+                .unwrap(),
+            Some(b"alice's".to_vec())
+        );
+        assert_eq!(
+            wit::Host::get(&mut bob, k.clone()).await.unwrap().unwrap(),
+            None
+        );
+        let usage = wit::Host::usage(&mut alice).await.unwrap().unwrap();
+        assert_eq!((usage.keys, usage.bytes_used), (1, 11));
+
+        let too_big = vec![0; alice.quota().max_value_bytes + 1];
+        let refused = wit::Host::set(&mut alice, b"big".to_vec(), too_big)
+            .await
+            .unwrap();
+        assert!(
+            matches!(refused, Err(Error::QuotaExceeded(_))),
+            "{refused:?}"
+        );
+        assert_eq!(wit::Host::usage(&mut alice).await.unwrap().unwrap().keys, 1);
+    }
+
+    #[tokio::test]
+    async fn storage_is_refused_when_undeclared() {
+        let services = services(&[]);
+        let mut s = state("alice", &[Capability::SharedStorage], &services);
+        let refused = wit::Host::set(&mut s, b"k".to_vec(), b"v".to_vec())
+            .await
+            .unwrap();
+        assert!(matches!(refused, Err(Error::Denied(_))), "{refused:?}");
+    }
+}

@@ -1,7 +1,7 @@
-//! The capability names: which WIT interface each capability is and how
-//! much consent it needs. Pure data, shared by the manifest, the static
-//! import check, the linker, the consent service and the API, so all of them
-//! agree on what a capability is called and how it is gated.
+//! The capability names: which WIT interface each capability is. Pure data,
+//! shared by the manifest, the static import check, the linker, the consent
+//! service and the API, so all of them agree on what a capability is called.
+//! How much consent each needs is declared by its folder in the runtime.
 
 use std::fmt;
 
@@ -13,8 +13,8 @@ pub const PACKAGE: &str = "superapp:plugin";
 pub const VERSION: &str = "0.1.0";
 
 /// Everything a mini-program may ask the host for, one WIT interface each.
-/// Adding one is a variant here (the compiler then asks for its name and
-/// consent level below, and for its folder in the runtime's linker).
+/// Adding one is a variant here (the compiler then asks for its name below,
+/// and for its folder in the runtime's registry, `capabilities::registration`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
@@ -30,7 +30,8 @@ pub enum Capability {
     Random,
 }
 
-/// What the user must agree to before a capability call succeeds.
+/// What the user must agree to before a capability call succeeds. Each
+/// capability's level is set in its runtime folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConsentLevel {
@@ -75,19 +76,6 @@ impl Capability {
             Capability::Documents => "documents",
             Capability::Clock => "clock",
             Capability::Random => "random",
-        }
-    }
-
-    pub fn consent(self) -> ConsentLevel {
-        match self {
-            Capability::Profile | Capability::Notify => ConsentLevel::OncePerApp,
-            Capability::Payments | Capability::Documents => ConsentLevel::EveryUse,
-            Capability::Log
-            | Capability::Identity
-            | Capability::Storage
-            | Capability::SharedStorage
-            | Capability::Clock
-            | Capability::Random => ConsentLevel::None,
         }
     }
 

@@ -11,6 +11,8 @@ use wasmtime::Engine;
 
 use superapp_core::{Capability, ConsentLevel, Manifest, PACKAGE, VERSION};
 
+use crate::capabilities;
+
 /// The type-only interface; importing it grants nothing.
 const TYPES_INTERFACE: &str = "types";
 
@@ -138,7 +140,7 @@ impl ImportSummary {
             .iter()
             .map(|d| CapabilitySummary {
                 name: d.capability.name(),
-                consent: d.capability.consent(),
+                consent: capabilities::consent_level(d.capability),
                 reason: d.reason.clone(),
                 imported: report.imported.contains(&d.capability),
             })

@@ -16,9 +16,7 @@ use crate::prompts::prompt_key;
 pub use crate::prompts::{
     DocumentSheet, PaymentSheet, Prompt, PromptBody, PromptKind, PromptStatus,
 };
-use superapp_core::Capability;
-use superapp_core::Manifest;
-use superapp_core::{new_id, now_secs};
+use superapp_core::{new_id, now_secs, Capability, ConsentLevel, Manifest};
 use superapp_store::{Store, StoreError, Tree};
 
 /// The answer to "may this app use this capability for this user now?".
@@ -281,7 +279,8 @@ impl Consent {
             .put(Tree::Prompts, &prompt_key(user, &prompt.id), &prompt)
     }
 
-    /// May this app use `capability` for this user now? Reads the standing
+    /// May this app use `capability`, which needs `level` of consent, for
+    /// this user now? Reads the standing
     /// decision at the moment of the call, asks the user when there is none,
     /// and records the call (with a digest of `args`) in the audit log.
     /// Fails closed: without a readable record, nothing is granted.
@@ -290,10 +289,11 @@ impl Consent {
         user: &str,
         app: &Manifest,
         capability: Capability,
+        level: ConsentLevel,
         args: Option<&[u8]>,
     ) -> ConsentState {
         let k = key(&[user, &app.id, capability.name()]);
-        let every_use = capability.consent() == superapp_core::ConsentLevel::EveryUse;
+        let every_use = level == ConsentLevel::EveryUse;
         let state = match self.store.get::<Grant>(Tree::Grants, &k) {
             Ok(Some(g)) if g.decision == Decision::Granted => ConsentState::Granted,
             Ok(Some(_)) => ConsentState::Denied,
@@ -348,24 +348,42 @@ mod tests {
         let consent = Consent::new(store.clone(), Arc::new(Audit::open(store).unwrap()));
         let v1 = manifest("1.0.0", &["profile"]);
         assert_eq!(
-            consent.check("u", &v1, Capability::Profile, None),
+            consent.check(
+                "u",
+                &v1,
+                Capability::Profile,
+                ConsentLevel::OncePerApp,
+                None
+            ),
             ConsentState::Required
         );
         let prompt = consent.pending("u").unwrap().remove(0);
         consent.answer("u", &prompt.id, true).unwrap();
         assert_eq!(
-            consent.check("u", &v1, Capability::Profile, None),
+            consent.check(
+                "u",
+                &v1,
+                Capability::Profile,
+                ConsentLevel::OncePerApp,
+                None
+            ),
             ConsentState::Granted
         );
 
         let v2 = manifest("2.0.0", &["profile", "notify"]);
         assert_eq!(
-            consent.check("u", &v2, Capability::Profile, None),
+            consent.check(
+                "u",
+                &v2,
+                Capability::Profile,
+                ConsentLevel::OncePerApp,
+                None
+            ),
             ConsentState::Granted,
             "kept"
         );
         assert_eq!(
-            consent.check("u", &v2, Capability::Notify, None),
+            consent.check("u", &v2, Capability::Notify, ConsentLevel::OncePerApp, None),
             ConsentState::Required,
             "never inherited"
         );

@@ -5,19 +5,21 @@
 
 use std::collections::BTreeSet;
 
-use superapp_core::{Capability, Manifest};
+use superapp_core::{Capability, ConsentLevel, Manifest};
 use superapp_services::consent::Consent;
 
 pub use superapp_services::consent::ConsentState;
 
 pub trait ConsentGate: Send + Sync {
-    /// `args` is the call's arguments (hashed into the audit record, never
-    /// stored as such), when the call has any.
+    /// `level` is what the capability's folder declares; `args` is the
+    /// call's arguments (hashed into the audit record, never stored as
+    /// such), when the call has any.
     fn check(
         &self,
         user: &str,
         app: &Manifest,
         capability: Capability,
+        level: ConsentLevel,
         args: Option<&[u8]>,
     ) -> ConsentState;
 }
@@ -29,9 +31,10 @@ impl ConsentGate for Consent {
         user: &str,
         app: &Manifest,
         capability: Capability,
+        level: ConsentLevel,
         args: Option<&[u8]>,
     ) -> ConsentState {
-        Consent::check(self, user, app, capability, args)
+        Consent::check(self, user, app, capability, level, args)
     }
 }
 
@@ -47,6 +50,7 @@ impl ConsentGate for DevConsent {
         _user: &str,
         _app: &Manifest,
         capability: Capability,
+        _level: ConsentLevel,
         _args: Option<&[u8]>,
     ) -> ConsentState {
         if self.denied.contains(&capability) {

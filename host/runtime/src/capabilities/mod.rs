@@ -33,22 +33,41 @@ pub use services::{BoxFuture, Services};
 use crate::bindings::superapp::plugin::types::Error;
 use crate::limits::Meter;
 
-/// Add `capability`'s host functions to `linker`. The match is exhaustive,
-/// so a new capability does not compile until it is linked here; the static
-/// import check reads the same enum, so the two cannot disagree.
-pub fn link(capability: Capability, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+/// What a capability's folder declares about it: how much consent a call
+/// needs, and how to add its host functions to an app's linker.
+#[derive(Clone, Copy)]
+pub struct Registration {
+    pub consent: ConsentLevel,
+    pub link: fn(&mut Linker<HostState>) -> wasmtime::Result<()>,
+}
+
+/// The registry: each capability's folder. The match is exhaustive, so a
+/// new capability does not compile until its folder is registered here;
+/// the static import check reads the same enum, so the check and the
+/// linker cannot disagree.
+pub fn registration(capability: Capability) -> Registration {
     match capability {
-        Capability::Log => log::add_to_linker(linker),
-        Capability::Identity => identity::add_to_linker(linker),
-        Capability::Profile => profile::add_to_linker(linker),
-        Capability::Storage => storage::add_to_linker(linker),
-        Capability::SharedStorage => shared_storage::add_to_linker(linker),
-        Capability::Notify => notify::add_to_linker(linker),
-        Capability::Payments => payments::add_to_linker(linker),
-        Capability::Documents => documents::add_to_linker(linker),
-        Capability::Clock => clock::add_to_linker(linker),
-        Capability::Random => random::add_to_linker(linker),
+        Capability::Log => log::REGISTRATION,
+        Capability::Identity => identity::REGISTRATION,
+        Capability::Profile => profile::REGISTRATION,
+        Capability::Storage => storage::REGISTRATION,
+        Capability::SharedStorage => shared_storage::REGISTRATION,
+        Capability::Notify => notify::REGISTRATION,
+        Capability::Payments => payments::REGISTRATION,
+        Capability::Documents => documents::REGISTRATION,
+        Capability::Clock => clock::REGISTRATION,
+        Capability::Random => random::REGISTRATION,
     }
+}
+
+/// How much consent a call of `capability` needs.
+pub fn consent_level(capability: Capability) -> ConsentLevel {
+    registration(capability).consent
+}
+
+/// Add `capability`'s host functions to `linker`.
+pub fn link(capability: Capability, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    (registration(capability).link)(linker)
 }
 
 /// The data of one store: one instance, one user, one event.
@@ -111,15 +130,38 @@ impl HostState {
                 "`{capability}` is not declared in plugin.toml"
             )));
         }
-        if capability.consent() == ConsentLevel::None {
+        let level = consent_level(capability);
+        if level == ConsentLevel::None {
             return Ok(());
         }
-        match self.services.consent.check(&self.user, &self.app, capability, args) {
+        match self
+            .services
+            .consent
+            .check(&self.user, &self.app, capability, level, args)
+        {
             ConsentState::Granted => Ok(()),
             ConsentState::Denied => Err(Error::Denied(format!("the user has not allowed `{capability}`"))),
             ConsentState::Required => Err(Error::ConsentRequired(format!(
                 "the user has been asked to allow `{capability}`; the answer arrives as a consent event"
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The levels users are promised (DESIGN.md's capability table).
+    #[test]
+    fn consent_levels_are_the_ones_users_are_promised() {
+        for capability in Capability::all() {
+            let expected = match capability {
+                Capability::Profile | Capability::Notify => ConsentLevel::OncePerApp,
+                Capability::Payments | Capability::Documents => ConsentLevel::EveryUse,
+                _ => ConsentLevel::None,
+            };
+            assert_eq!(consent_level(capability), expected, "{capability}");
         }
     }
 }

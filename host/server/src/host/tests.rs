@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use superapp_core::{Capability, Manifest};
+use superapp_core::{Capability, ConsentLevel, Manifest};
 use superapp_services::consent::{ConsentState, Decision, PromptKind, PromptStatus};
 use superapp_services::identity::User;
 use superapp_services::ledger::orders::{NewOrder, OrderState};
@@ -12,6 +12,7 @@ use superapp_services::ledger::{AccountKind, AccountRef};
 use super::{Answer, Host, HostError, Transfer};
 use crate::config::FileConfig;
 
+const ONCE: ConsentLevel = ConsentLevel::OncePerApp;
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn host(dir: &std::path::Path) -> Host {
@@ -55,7 +56,7 @@ async fn answering_a_consent_prompt_grants_only_for_its_own_user() {
     let app = shop();
     assert_eq!(
         host.consent
-            .check(&alice.id, &app, Capability::Profile, None),
+            .check(&alice.id, &app, Capability::Profile, ONCE, None),
         ConsentState::Required
     );
     let prompt = host.consent.pending(&alice.id).unwrap().remove(0);
@@ -74,7 +75,7 @@ async fn answering_a_consent_prompt_grants_only_for_its_own_user() {
     assert!(answered.view.is_none());
     assert_eq!(
         host.consent
-            .check(&alice.id, &app, Capability::Profile, None),
+            .check(&alice.id, &app, Capability::Profile, ONCE, None),
         ConsentState::Granted
     );
     assert_eq!(

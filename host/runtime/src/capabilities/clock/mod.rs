@@ -2,10 +2,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use superapp_core::ConsentLevel;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::HostState;
+use super::{HostState, Registration};
 use crate::bindings::superapp::plugin::clock::{self as wit, Instant};
+
+/// Consent: declaring it in the manifest is enough.
+pub const REGISTRATION: Registration = Registration {
+    consent: ConsentLevel::None,
+    link: add_to_linker,
+};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)

@@ -5,12 +5,19 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use superapp_core::{Capability, Manifest};
+use superapp_core::{Capability, ConsentLevel, Manifest};
 use superapp_services::documents::requests::Requests;
 
-use super::HostState;
+use super::{HostState, Registration};
 use crate::bindings::superapp::plugin::documents as wit;
 use crate::bindings::superapp::plugin::types::Error;
+
+/// Consent: every use is confirmed in its own host-drawn sheet, so no
+/// standing grant is needed (a recorded refusal still blocks it).
+pub const REGISTRATION: Registration = Registration {
+    consent: ConsentLevel::EveryUse,
+    link: add_to_linker,
+};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)

@@ -2,11 +2,17 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use superapp_core::Capability;
+use superapp_core::{Capability, ConsentLevel};
 
-use super::HostState;
+use super::{HostState, Registration};
 use crate::bindings::superapp::plugin::identity as wit;
 use crate::bindings::superapp::plugin::types::Error;
+
+/// Consent: declaring it in the manifest is enough.
+pub const REGISTRATION: Registration = Registration {
+    consent: ConsentLevel::None,
+    link: add_to_linker,
+};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)

@@ -3,9 +3,9 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use superapp_core::Capability;
+use superapp_core::{Capability, ConsentLevel};
 
-use super::HostState;
+use super::{HostState, Registration};
 use crate::bindings::superapp::plugin::log::{self as wit, Level};
 
 /// Lines one event may write; later lines are dropped and counted.
@@ -19,6 +19,12 @@ const MAX_FIELDS: usize = 16;
 pub struct State {
     lines: u32,
 }
+
+/// Consent: declaring it in the manifest is enough.
+pub const REGISTRATION: Registration = Registration {
+    consent: ConsentLevel::None,
+    link: add_to_linker,
+};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)

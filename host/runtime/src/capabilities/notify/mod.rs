@@ -6,13 +6,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use superapp_core::{Capability, Manifest};
+use superapp_core::{Capability, ConsentLevel, Manifest};
 use superapp_services::consent::Consent;
 use superapp_services::identity::Throttle;
 use superapp_services::messaging::{Card, Messaging};
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{unavailable, BoxFuture, HostState};
+use super::{unavailable, BoxFuture, HostState, Registration};
 use crate::bindings::superapp::plugin::notify as wit;
 use crate::bindings::superapp::plugin::types::{AppCard, Error};
 
@@ -28,6 +28,13 @@ pub const MAX_PER_HOUR: u32 = 10;
 pub struct State {
     sent: u32,
 }
+
+/// Consent: the user is asked once per app (and again when a version adds
+/// it).
+pub const REGISTRATION: Registration = Registration {
+    consent: ConsentLevel::OncePerApp,
+    link: add_to_linker,
+};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)

@@ -4,12 +4,19 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use superapp_core::{Capability, Manifest};
+use superapp_core::{Capability, ConsentLevel, Manifest};
 use superapp_services::ledger::orders::{NewOrder, OrderState, Orders};
 
-use super::HostState;
+use super::{HostState, Registration};
 use crate::bindings::superapp::plugin::payments::{self as wit, OrderStatus, PaymentRequest};
 use crate::bindings::superapp::plugin::types::{Error, PaymentOutcome};
+
+/// Consent: every use is confirmed in its own host-drawn sheet, so no
+/// standing grant is needed (a recorded refusal still blocks it).
+pub const REGISTRATION: Registration = Registration {
+    consent: ConsentLevel::EveryUse,
+    link: add_to_linker,
+};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)

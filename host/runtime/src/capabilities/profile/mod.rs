@@ -2,12 +2,19 @@
 
 use wasmtime::component::{HasSelf, Linker};
 
-use superapp_core::Capability;
+use superapp_core::{Capability, ConsentLevel};
 use superapp_services::identity::Identity;
 
-use super::HostState;
+use super::{HostState, Registration};
 use crate::bindings::superapp::plugin::profile::{self as wit, UserProfile, VerificationLevel};
 use crate::bindings::superapp::plugin::types::Error;
+
+/// Consent: the user is asked once per app (and again when a version adds
+/// it).
+pub const REGISTRATION: Registration = Registration {
+    consent: ConsentLevel::OncePerApp,
+    link: add_to_linker,
+};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)

@@ -1,13 +1,20 @@
 //! `random`: cryptographically secure random bytes from the OS.
 
 use ring::rand::{SecureRandom, SystemRandom};
+use superapp_core::ConsentLevel;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::HostState;
+use super::{HostState, Registration};
 use crate::bindings::superapp::plugin::random as wit;
 
 /// Most bytes one call returns.
 pub const MAX_BYTES: u32 = 4096;
+
+/// Consent: declaring it in the manifest is enough.
+pub const REGISTRATION: Registration = Registration {
+    consent: ConsentLevel::None,
+    link: add_to_linker,
+};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)

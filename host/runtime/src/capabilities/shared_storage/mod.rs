@@ -2,14 +2,20 @@
 //! compare-and-swap and atomic increment for slots and counters. The
 //! operations are `storage`'s [`Space`] over the app-wide namespace.
 
-use superapp_core::Capability;
+use superapp_core::{Capability, ConsentLevel};
 use superapp_store::Namespace;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::storage::Space;
-use super::HostState;
+use super::{HostState, Registration};
 use crate::bindings::superapp::plugin::shared_storage as wit;
 use crate::bindings::superapp::plugin::types::Error;
+
+/// Consent: declaring it in the manifest is enough.
+pub const REGISTRATION: Registration = Registration {
+    consent: ConsentLevel::None,
+    link: add_to_linker,
+};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)

@@ -2,16 +2,22 @@
 //! [`Space`] holds the operations it shares with `shared-storage`; the two
 //! differ only in which namespace a call reaches.
 
-use superapp_core::Capability;
+use superapp_core::{Capability, ConsentLevel};
 use superapp_store::Namespace;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::HostState;
+use super::{HostState, Registration};
 use crate::bindings::superapp::plugin::storage::{self as wit, QuotaUsage};
 use crate::bindings::superapp::plugin::types::Error;
 
 /// Most keys one `list-keys` call returns.
 pub const MAX_LIST: u32 = 1000;
+
+/// Consent: declaring it in the manifest is enough.
+pub const REGISTRATION: Registration = Registration {
+    consent: ConsentLevel::None,
+    link: add_to_linker,
+};
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)

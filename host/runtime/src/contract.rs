@@ -66,14 +66,23 @@ pub struct ImportReport {
     pub declared_unused: Vec<Capability>,
 }
 
-/// The static check: every import is a contract interface and every
-/// capability imported is declared in the manifest. Returns every problem,
-/// not just the first, so a provider can fix them in one go.
-pub fn check_imports(
+/// Everything the static check found: the capabilities the component
+/// really imports, those declared but never imported, and every problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportAnalysis {
+    pub imported: Vec<Capability>,
+    pub declared_unused: Vec<Capability>,
+    pub errors: Vec<ImportError>,
+}
+
+/// Classify every import of `component` against the contract and
+/// `manifest`, collecting every problem rather than stopping at the first:
+/// what auditors inspect, and what [`check_imports`] decides on.
+pub fn analyze_imports(
     engine: &Engine,
     component: &Component,
     manifest: &Manifest,
-) -> Result<ImportReport, Vec<ImportError>> {
+) -> ImportAnalysis {
     let mut errors = Vec::new();
     let mut imported = Vec::new();
     for (name, item) in component.component_type().imports(engine) {
@@ -102,18 +111,34 @@ pub fn check_imports(
             Err(e) => errors.push(e),
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     imported.sort();
     imported.dedup();
     let declared_unused = manifest
         .capabilities()
         .filter(|c| !imported.contains(c))
         .collect();
-    Ok(ImportReport {
+    ImportAnalysis {
         imported,
         declared_unused,
+        errors,
+    }
+}
+
+/// The static check: every import is a contract interface and every
+/// capability imported is declared in the manifest. Returns every problem,
+/// not just the first, so a provider can fix them in one go.
+pub fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    manifest: &Manifest,
+) -> Result<ImportReport, Vec<ImportError>> {
+    let analysis = analyze_imports(engine, component, manifest);
+    if !analysis.errors.is_empty() {
+        return Err(analysis.errors);
+    }
+    Ok(ImportReport {
+        imported: analysis.imported,
+        declared_unused: analysis.declared_unused,
     })
 }
 

@@ -9,6 +9,18 @@ use superapp_services::audit::{verify, ChainError};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
+    /// Inspect a package: app identity, publisher and signature validity,
+    /// digests, sizes, limits, each declared capability with its reason and
+    /// consent level, the component's real imports, and discrepancies
+    /// (declared but unused: warning; used but undeclared: error). Exits 1
+    /// when it finds an error.
+    Inspect {
+        /// A package file (from `superapp plugin pack`).
+        file: PathBuf,
+        /// Print the report as JSON (stable field names).
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the hash chain of the audit log end to end and name the first
     /// broken entry. Run it against a stopped server's data directory (the
     /// store is locked while the server runs).
@@ -21,6 +33,7 @@ pub enum AuditCommand {
 
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        AuditCommand::Inspect { file, json } => super::package::run_inspect(&file, json),
         AuditCommand::VerifyLog { data_dir } => {
             let store = super::open_store(&data_dir)?;
             match verify(&store) {

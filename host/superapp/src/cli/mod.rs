@@ -3,6 +3,8 @@
 
 mod audit;
 mod documents;
+mod keys;
+mod package;
 mod plugin;
 mod serve;
 mod wallet;
@@ -32,9 +34,12 @@ enum Command {
     /// request-timeout-secs, max-message-bytes, ws-queue, heartbeat-secs,
     /// cookie-secure, payment-ttl-secs.
     Serve(serve::ServeArgs),
-    /// Auditors' tools: verify the audit log.
+    /// Auditors' tools: inspect a package, verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Signing keys of publishers and auditors.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Document issuers' tools: keys, registration, issuing, revoking.
     #[command(subcommand)]
     Issuer(documents::IssuerCommand),
@@ -44,7 +49,7 @@ enum Command {
     /// Operators' ledger tools: top up a wallet, check the ledger.
     #[command(subcommand)]
     Wallet(wallet::WalletCommand),
-    /// Write, build, check and try mini-programs.
+    /// Write, build, check, try, pack and sign mini-programs.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
 }
@@ -57,6 +62,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Keys(cmd) => keys::run(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Wallet(cmd) => wallet::run(cmd),
         Command::Issuer(cmd) => documents::run_issuer(cmd),

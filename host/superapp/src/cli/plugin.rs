@@ -1,4 +1,4 @@
-//! `superapp plugin new|build|check|run`: the service provider's tools.
+//! `superapp plugin new|build|check|run|pack|sign`: the service provider's tools.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -61,6 +61,32 @@ pub enum PluginCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Pack a plugin into one package file: its plugin.toml and its
+    /// component (built first, unless --component is given). The same
+    /// inputs always make the same bytes. Prints the package digest.
+    Pack {
+        /// The plugin crate (default: the current directory).
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Pack this component instead of building one.
+        #[arg(long)]
+        component: Option<PathBuf>,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Sign a package with the publisher's key (from `superapp keys
+    /// generate`): an Ed25519 signature over the digests of its manifest
+    /// and component. Replaces an earlier signature. Prints the digest.
+    Sign {
+        file: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        /// Write the signed package here (default: over FILE).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run `launch` (and then one event) with in-memory capability backends
     /// and print the resulting view as JSON.
@@ -125,6 +151,16 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             manifest,
             json,
         } => check(&component, &manifest, json),
+        PluginCommand::Pack {
+            dir,
+            out,
+            component,
+            quiet,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from("."));
+            super::package::pack(&dir, component.as_deref(), &out, quiet)
+        }
+        PluginCommand::Sign { file, key, out } => super::package::sign(&file, &key, out.as_deref()),
         PluginCommand::Run {
             component,
             manifest,

@@ -1,0 +1,170 @@
+//! Signing keys of publishers and auditors: Ed25519 (ring), kept as PKCS#8
+//! in a PEM file only their owner may read, and named by their public key
+//! (base64url, 43 characters) wherever they appear.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+
+const PEM_TAG: &str = "PRIVATE KEY";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("{0} is not an Ed25519 private key in PKCS#8 PEM")]
+    NotAKey(String),
+    #[error("cannot generate a key: the system random source failed")]
+    Random,
+}
+
+/// An Ed25519 key pair that signs packages or approvals.
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+    pkcs8: Vec<u8>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private half.
+        write!(f, "SigningKey({})", self.public_key())
+    }
+}
+
+impl SigningKey {
+    pub fn generate() -> Result<SigningKey, KeyError> {
+        let pkcs8 =
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Random)?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::Random)?;
+        Ok(SigningKey {
+            pair,
+            pkcs8: pkcs8.as_ref().to_vec(),
+        })
+    }
+
+    /// Read a PEM `PRIVATE KEY` (PKCS#8 v1 or v2, as ring or OpenSSL write it).
+    pub fn from_pem(text: &str, name: &str) -> Result<SigningKey, KeyError> {
+        let block = pem::parse(text).map_err(|_| KeyError::NotAKey(name.into()))?;
+        if block.tag() != PEM_TAG {
+            return Err(KeyError::NotAKey(name.into()));
+        }
+        let pkcs8 = block.contents().to_vec();
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
+            .map_err(|_| KeyError::NotAKey(name.into()))?;
+        Ok(SigningKey { pair, pkcs8 })
+    }
+
+    pub fn to_pem(&self) -> String {
+        pem::encode(&pem::Pem::new(PEM_TAG, self.pkcs8.clone()))
+    }
+
+    /// Load a key file, refusing one that other users can read.
+    pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
+        let file_error = |message: String| KeyError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| file_error(e.to_string()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(file_error(format!(
+                "readable by other users (mode {mode:o}); run `chmod 600` on it"
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        SigningKey::from_pem(&text, &path.display().to_string())
+    }
+
+    /// Write the key to a new file with mode 0600; an existing file is
+    /// never overwritten.
+    pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
+        let file_error = |e: std::io::Error| KeyError::File {
+            path: path.display().to_string(),
+            message: if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "already exists; keys are never overwritten".into()
+            } else {
+                e.to_string()
+            },
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(file_error)?;
+        file.write_all(self.to_pem().as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(file_error)
+    }
+
+    /// The public key, base64url: how this key is named everywhere.
+    pub fn public_key(&self) -> String {
+        B64URL.encode(self.pair.public_key().as_ref())
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+}
+
+/// Whether `signature` (raw bytes) is `public_key`'s signature of `message`.
+pub fn verify(public_key: &str, message: &[u8], signature: &[u8]) -> bool {
+    let Ok(key) = B64URL.decode(public_key) else {
+        return false;
+    };
+    key.len() == 32
+        && UnparsedPublicKey::new(&ED25519, key)
+            .verify(message, signature)
+            .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_round_trips_through_its_file_and_signs_verifiably() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("publisher.pem");
+        let key = SigningKey::generate().unwrap();
+        key.write_new(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = SigningKey::load(&path).unwrap();
+        assert_eq!(again.public_key(), key.public_key());
+        let sig = again.sign(b"message");
+        assert!(verify(&key.public_key(), b"message", &sig));
+        assert!(!verify(&key.public_key(), b"messagE", &sig));
+        let other = SigningKey::generate().unwrap();
+        assert!(!verify(&other.public_key(), b"message", &sig));
+        assert!(!verify("not base64!", b"message", &sig));
+
+        let refused = key.write_new(&path).unwrap_err();
+        assert!(
+            refused.to_string().contains("never overwritten"),
+            "{refused}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = SigningKey::load(&path).unwrap_err();
+        assert!(refused.to_string().contains("chmod 600"), "{refused}");
+    }
+
+    #[test]
+    fn anything_but_a_pkcs8_ed25519_pem_is_refused() {
+        for text in [
+            "",
+            "hello",
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        ] {
+            assert!(matches!(
+                SigningKey::from_pem(text, "k"),
+                Err(KeyError::NotAKey(_))
+            ));
+        }
+    }
+}

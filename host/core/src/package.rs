@@ -1,0 +1,403 @@
+//! Packages: one file holding a mini-program's manifest and component, and
+//! its publisher's signature over their digests. What providers publish,
+//! auditors inspect and approve, and the registry stores.
+//!
+//! A package is a ustar archive written deterministically (fixed order,
+//! times, owners and modes), so the same manifest and component always make
+//! the same bytes: `plugin.toml`, then `component.wasm`, then, once signed,
+//! `signature.json`. Reading is strict: anything else, in any other order,
+//! a cut-off file or bytes after the end are refused with a message that
+//! names the problem.
+
+use std::io::Read as _;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use ring::digest::{digest, SHA256};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{self, SigningKey};
+use crate::manifest::{Manifest, ManifestError};
+
+/// The largest package accepted, in bytes.
+pub const MAX_PACKAGE_BYTES: usize = 32 << 20;
+/// The largest manifest inside a package, in bytes.
+pub const MAX_MANIFEST_BYTES: usize = 64 << 10;
+const MAX_SIGNATURE_BYTES: usize = 4 << 10;
+
+const MANIFEST: &str = "plugin.toml";
+const COMPONENT: &str = "component.wasm";
+const SIGNATURE: &str = "signature.json";
+const BLOCK: usize = 512;
+/// What a package signature signs, before the two digests.
+const SIGNED_CONTEXT: &str = "superapp package signature v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("the package is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("the package is cut off: it ends before its end-of-archive marker")]
+    Truncated,
+    #[error("not a superapp package: {0}")]
+    Malformed(String),
+    #[error("the package has no {0}")]
+    Missing(&'static str),
+    #[error("the package's plugin.toml is invalid: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("the package is not signed (sign it with `superapp plugin sign`)")]
+    Unsigned,
+    #[error("the signature is invalid: {0}")]
+    BadSignature(String),
+}
+
+/// The publisher's signature over the digests of the manifest and the
+/// component, as stored in `signature.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    /// Always `ed25519`.
+    pub algorithm: String,
+    /// The signer's public key, base64url.
+    pub public_key: String,
+    pub manifest_sha256: String,
+    pub component_sha256: String,
+    /// Base64url of the 64-byte signature.
+    pub signature: String,
+}
+
+/// A package in memory: the manifest exactly as written (its bytes are
+/// what is signed), the parsed manifest, the component, the signature.
+#[derive(Debug, Clone)]
+pub struct Package {
+    manifest_bytes: Vec<u8>,
+    manifest: Manifest,
+    component: Vec<u8>,
+    signature: Option<Signature>,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(digest(&SHA256, bytes))
+}
+
+fn signed_message(manifest_sha256: &str, component_sha256: &str) -> Vec<u8> {
+    format!("{SIGNED_CONTEXT}\nmanifest-sha256 {manifest_sha256}\ncomponent-sha256 {component_sha256}\n")
+        .into_bytes()
+}
+
+impl Package {
+    /// An unsigned package of `manifest` (plugin.toml's bytes) and `component`.
+    pub fn new(manifest: Vec<u8>, component: Vec<u8>) -> Result<Package, PackageError> {
+        if manifest.len() > MAX_MANIFEST_BYTES {
+            return Err(PackageError::Malformed(format!(
+                "plugin.toml is {} bytes; the limit is {MAX_MANIFEST_BYTES}",
+                manifest.len()
+            )));
+        }
+        let text = std::str::from_utf8(&manifest)
+            .map_err(|_| PackageError::Malformed("plugin.toml is not UTF-8".into()))?;
+        let parsed = Manifest::parse(text)?;
+        let package = Package {
+            manifest_bytes: manifest,
+            manifest: parsed,
+            component,
+            signature: None,
+        };
+        let size = package.to_bytes().len();
+        if size > MAX_PACKAGE_BYTES {
+            return Err(PackageError::TooLarge {
+                size,
+                limit: MAX_PACKAGE_BYTES,
+            });
+        }
+        Ok(package)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
+    pub fn component(&self) -> &[u8] {
+        &self.component
+    }
+
+    pub fn signature(&self) -> Option<&Signature> {
+        self.signature.as_ref()
+    }
+
+    pub fn manifest_sha256(&self) -> String {
+        sha256_hex(&self.manifest_bytes)
+    }
+
+    pub fn component_sha256(&self) -> String {
+        sha256_hex(&self.component)
+    }
+
+    /// The package's identity, which approvals are bound to: the SHA-256 of
+    /// the two digests the publisher signs (so signing does not change it).
+    pub fn digest(&self) -> String {
+        sha256_hex(&signed_message(
+            &self.manifest_sha256(),
+            &self.component_sha256(),
+        ))
+    }
+
+    /// Sign (or re-sign) the package with the publisher's key.
+    pub fn sign(&mut self, key: &SigningKey) {
+        let (m, c) = (self.manifest_sha256(), self.component_sha256());
+        let signature = key.sign(&signed_message(&m, &c));
+        self.signature = Some(Signature {
+            algorithm: "ed25519".into(),
+            public_key: key.public_key(),
+            manifest_sha256: m,
+            component_sha256: c,
+            signature: B64URL.encode(signature),
+        });
+    }
+
+    /// Check the signature: it names the digests of this manifest and
+    /// component, and it verifies under the key it names. Whether that key
+    /// belongs to the publisher is the registry's question.
+    pub fn verify(&self) -> Result<&Signature, PackageError> {
+        let sig = self.signature.as_ref().ok_or(PackageError::Unsigned)?;
+        if sig.algorithm != "ed25519" {
+            return Err(PackageError::BadSignature(format!(
+                "unknown algorithm `{}`",
+                sig.algorithm
+            )));
+        }
+        if sig.manifest_sha256 != self.manifest_sha256() {
+            return Err(PackageError::BadSignature(
+                "plugin.toml was changed after signing".into(),
+            ));
+        }
+        if sig.component_sha256 != self.component_sha256() {
+            return Err(PackageError::BadSignature(
+                "the component was changed after signing".into(),
+            ));
+        }
+        let raw = B64URL
+            .decode(&sig.signature)
+            .map_err(|_| PackageError::BadSignature("the signature is not base64url".into()))?;
+        let message = signed_message(&sig.manifest_sha256, &sig.component_sha256);
+        if !keys::verify(&sig.public_key, &message, &raw) {
+            return Err(PackageError::BadSignature(format!(
+                "it does not verify under key {}",
+                sig.public_key
+            )));
+        }
+        Ok(sig)
+    }
+
+    /// The package file: the same package always gives the same bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_size(data.len() as u64);
+            // Entry names are short ASCII constants: setting them cannot fail.
+            header.set_path(name).expect("entry name fits");
+            header.set_cksum();
+            builder.append(&header, data).expect("writing to memory");
+        };
+        add(MANIFEST, &self.manifest_bytes);
+        add(COMPONENT, &self.component);
+        if let Some(sig) = &self.signature {
+            let json = serde_json::to_vec_pretty(sig).expect("signatures serialize");
+            add(SIGNATURE, &json);
+        }
+        builder.into_inner().expect("writing to memory")
+    }
+
+    /// Read a package file strictly.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Package, PackageError> {
+        if bytes.len() > MAX_PACKAGE_BYTES {
+            return Err(PackageError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_PACKAGE_BYTES,
+            });
+        }
+        if bytes.len() < BLOCK || bytes[257..262] != *b"ustar" {
+            return Err(PackageError::Malformed(
+                "it does not start with a ustar archive header".into(),
+            ));
+        }
+        let mut archive = tar::Archive::new(bytes);
+        let entries = archive
+            .entries()
+            .map_err(|e| PackageError::Malformed(e.to_string()))?;
+        let mut found: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut expected_len = 2 * BLOCK;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| read_error(e, bytes))?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return Err(PackageError::Malformed(
+                    "it holds something other than plain files".into(),
+                ));
+            }
+            let name = entry
+                .path()
+                .map_err(|e| PackageError::Malformed(e.to_string()))?
+                .to_string_lossy()
+                .into_owned();
+            let order = [MANIFEST, COMPONENT, SIGNATURE];
+            if found.len() >= order.len() || name != order[found.len()] {
+                return Err(PackageError::Malformed(format!(
+                    "unexpected entry `{name}` (a package holds {MANIFEST}, {COMPONENT} and, once signed, {SIGNATURE}, in that order)"
+                )));
+            }
+            let size = entry.size() as usize;
+            let limit = match name.as_str() {
+                MANIFEST => MAX_MANIFEST_BYTES,
+                SIGNATURE => MAX_SIGNATURE_BYTES,
+                _ => MAX_PACKAGE_BYTES,
+            };
+            if size > limit {
+                return Err(PackageError::Malformed(format!(
+                    "{name} is {size} bytes; the limit is {limit}"
+                )));
+            }
+            let mut data = Vec::with_capacity(size);
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| read_error(e, bytes))?;
+            if data.len() != size {
+                return Err(PackageError::Truncated);
+            }
+            expected_len += BLOCK + size.div_ceil(BLOCK) * BLOCK;
+            found.push((name, data));
+        }
+        // The archive must end exactly with its two zero blocks: a file cut
+        // at a block boundary, or one with bytes after the end, is refused.
+        if bytes.len() < expected_len {
+            return Err(PackageError::Truncated);
+        }
+        if bytes.len() > expected_len {
+            return Err(PackageError::Malformed(
+                "there are bytes after the end of the archive".into(),
+            ));
+        }
+        if bytes[expected_len - 2 * BLOCK..].iter().any(|b| *b != 0) {
+            return Err(PackageError::Truncated);
+        }
+        let mut found = found.into_iter();
+        let (_, manifest) = found.next().ok_or(PackageError::Missing(MANIFEST))?;
+        let (_, component) = found.next().ok_or(PackageError::Missing(COMPONENT))?;
+        let signature = match found.next() {
+            Some((_, json)) => Some(serde_json::from_slice(&json).map_err(|e| {
+                PackageError::Malformed(format!("{SIGNATURE} is not a signature: {e}"))
+            })?),
+            None => None,
+        };
+        let mut package = Package::new(manifest, component)?;
+        package.signature = signature;
+        Ok(package)
+    }
+}
+
+/// A read error of the tar reader. A file that does not end in whole
+/// blocks with the end-of-archive marker was cut off; anything else is
+/// malformed.
+fn read_error(e: std::io::Error, bytes: &[u8]) -> PackageError {
+    let ends_whole = bytes.len().is_multiple_of(BLOCK)
+        && bytes.len() >= 2 * BLOCK
+        && bytes[bytes.len() - 2 * BLOCK..].iter().all(|b| *b == 0);
+    if e.kind() == std::io::ErrorKind::UnexpectedEof || !ends_whole {
+        PackageError::Truncated
+    } else {
+        PackageError::Malformed(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST_TEXT: &str = "id = \"org.example.hello\"\nname = \"Hello\"\nversion = \"1.0.0\"\npublisher = \"Example\"\ndescription = \"d\"\n";
+
+    fn package() -> Package {
+        Package::new(
+            MANIFEST_TEXT.as_bytes().to_vec(),
+            b"\0asm component".to_vec(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_same_inputs_make_the_same_bytes_and_read_back() {
+        let a = package().to_bytes();
+        assert_eq!(a, package().to_bytes());
+        let back = Package::from_bytes(&a).unwrap();
+        assert_eq!(back.manifest().id, "org.example.hello");
+        assert_eq!(back.component(), b"\0asm component");
+        assert!(matches!(back.verify(), Err(PackageError::Unsigned)));
+    }
+
+    #[test]
+    fn a_signature_covers_manifest_and_component() {
+        let key = SigningKey::generate().unwrap();
+        let mut p = package();
+        let digest = p.digest();
+        p.sign(&key);
+        assert_eq!(p.digest(), digest, "signing does not change the identity");
+        let bytes = p.to_bytes();
+        let back = Package::from_bytes(&bytes).unwrap();
+        assert_eq!(back.verify().unwrap().public_key, key.public_key());
+        assert_eq!(
+            back.to_bytes(),
+            bytes,
+            "signed packages are reproducible too"
+        );
+
+        let mut tampered = back.clone();
+        tampered.component.push(0);
+        let err = tampered.verify().unwrap_err().to_string();
+        assert!(err.contains("component was changed"), "{err}");
+        let mut tampered = back.clone();
+        tampered.manifest_bytes.push(b'\n');
+        let err = tampered.verify().unwrap_err().to_string();
+        assert!(err.contains("plugin.toml was changed"), "{err}");
+        let mut forged = back;
+        let other = SigningKey::generate().unwrap();
+        forged.signature.as_mut().unwrap().public_key = other.public_key();
+        assert!(matches!(
+            forged.verify(),
+            Err(PackageError::BadSignature(_))
+        ));
+    }
+
+    #[test]
+    fn cut_padded_and_foreign_files_are_refused_with_their_reason() {
+        let bytes = package().to_bytes();
+        for cut in [bytes.len() - 1, bytes.len() - BLOCK, bytes.len() / 2, 700] {
+            let err = Package::from_bytes(&bytes[..cut]).unwrap_err();
+            assert!(
+                matches!(err, PackageError::Truncated),
+                "cut at {cut}: {err}"
+            );
+        }
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0; BLOCK]);
+        assert!(matches!(
+            Package::from_bytes(&padded),
+            Err(PackageError::Malformed(_))
+        ));
+        assert!(matches!(
+            Package::from_bytes(b"hello"),
+            Err(PackageError::Malformed(_))
+        ));
+        let huge = vec![0; MAX_PACKAGE_BYTES + 1];
+        assert!(matches!(
+            Package::from_bytes(&huge),
+            Err(PackageError::TooLarge { .. })
+        ));
+    }
+}

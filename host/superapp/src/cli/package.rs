@@ -1,0 +1,280 @@
+//! `superapp plugin pack|sign`: the provider's package, and `superapp audit
+//! inspect`: what an auditor sees of one before approving it.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use superapp_core::keys::SigningKey;
+use superapp_core::{Limits, Package};
+use superapp_runtime::contract::analyze_imports;
+use superapp_runtime::{Runtime, RuntimeConfig};
+
+use crate::plugin_build;
+
+/// Read a package file, refusing an oversized one before reading it whole.
+pub fn read(path: &Path) -> anyhow::Result<Package> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if size > superapp_core::package::MAX_PACKAGE_BYTES as u64 {
+        anyhow::bail!(
+            "{}: the package is {size} bytes; the limit is {}",
+            path.display(),
+            superapp_core::package::MAX_PACKAGE_BYTES
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Package::from_bytes(&bytes).with_context(|| path.display().to_string())
+}
+
+/// Write `bytes` to `path` whole or not at all (a temporary file renamed
+/// into place), so a failed write never leaves half a package.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// `plugin pack`: build (unless a component is given) and pack.
+pub fn pack(
+    dir: &Path,
+    component: Option<&Path>,
+    out: &Path,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let manifest_path = dir.join("plugin.toml");
+    let manifest = std::fs::read(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let component = match component {
+        Some(path) => path.to_path_buf(),
+        None => plugin_build::build(dir, None, !quiet)?.component,
+    };
+    let bytes = std::fs::read(&component)
+        .with_context(|| format!("cannot read {}", component.display()))?;
+    let package = Package::new(manifest, bytes)?;
+    write_atomically(out, &package.to_bytes())?;
+    let m = package.manifest();
+    eprintln!("packed {} into {} (unsigned)", m.label(), out.display());
+    println!("{}", package.digest());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plugin sign`: add (or replace) the publisher's signature.
+pub fn sign(file: &Path, key: &Path, out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let mut package = read(file)?;
+    let key = SigningKey::load(key)?;
+    package.sign(&key);
+    let out = out.unwrap_or(file);
+    write_atomically(out, &package.to_bytes())?;
+    eprintln!(
+        "signed {} with key {} into {}",
+        package.manifest().label(),
+        key.public_key(),
+        out.display()
+    );
+    println!("{}", package.digest());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `audit inspect --json` prints. Field names are stable.
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub app: String,
+    pub name: String,
+    pub version: String,
+    pub publisher: String,
+    pub description: String,
+    /// The package's identity, which approvals are bound to.
+    pub digest: String,
+    pub manifest_sha256: String,
+    pub component_sha256: String,
+    pub manifest_bytes: usize,
+    pub component_bytes: usize,
+    pub signature: SignatureCheck,
+    pub limits: Limits,
+    pub capabilities: Vec<CapabilityRow>,
+    /// Capabilities the component imports, whether declared or not.
+    pub imports: Vec<String>,
+    pub warnings: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SignatureCheck {
+    /// `valid`, `invalid` or `unsigned`.
+    pub status: &'static str,
+    pub public_key: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CapabilityRow {
+    pub name: &'static str,
+    pub consent: superapp_core::ConsentLevel,
+    pub reason: String,
+    pub imported: bool,
+}
+
+pub fn inspect(package: &Package) -> anyhow::Result<Inspection> {
+    let m = package.manifest();
+    let signature = match package.verify() {
+        Ok(sig) => SignatureCheck {
+            status: "valid",
+            public_key: Some(sig.public_key.clone()),
+            detail: None,
+        },
+        Err(superapp_core::PackageError::Unsigned) => SignatureCheck {
+            status: "unsigned",
+            public_key: None,
+            detail: None,
+        },
+        Err(e) => SignatureCheck {
+            status: "invalid",
+            public_key: package.signature().map(|s| s.public_key.clone()),
+            detail: Some(e.to_string()),
+        },
+    };
+    let runtime = Runtime::new(RuntimeConfig {
+        pooling: false,
+        ..RuntimeConfig::default()
+    })?;
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let analysis = match runtime.compile(package.component()) {
+        Ok((component, _)) => Some(analyze_imports(runtime.engine(), &component, m)),
+        Err(e) => {
+            errors.push(e.to_string());
+            None
+        }
+    };
+    let imported = analysis
+        .as_ref()
+        .map(|a| a.imported.clone())
+        .unwrap_or_default();
+    if let Some(a) = &analysis {
+        errors.extend(a.errors.iter().map(|e| e.to_string()));
+        warnings.extend(a.declared_unused.iter().map(|c| {
+            format!("`{c}` is declared but the component never imports it; it can be dropped")
+        }));
+    }
+    if let Some(detail) = &signature.detail {
+        errors.push(format!("signature: {detail}"));
+    } else if signature.status == "unsigned" {
+        errors.push("the package is not signed".into());
+    }
+    Ok(Inspection {
+        app: m.id.clone(),
+        name: m.name.clone(),
+        version: m.version.to_string(),
+        publisher: m.publisher.clone(),
+        description: m.description.clone(),
+        digest: package.digest(),
+        manifest_sha256: package.manifest_sha256(),
+        component_sha256: package.component_sha256(),
+        manifest_bytes: package.manifest_bytes().len(),
+        component_bytes: package.component().len(),
+        signature,
+        limits: m.limits,
+        capabilities: m
+            .declared
+            .iter()
+            .map(|d| CapabilityRow {
+                name: d.capability.name(),
+                consent: superapp_runtime::capabilities::consent_level(d.capability),
+                reason: d.reason.clone(),
+                imported: imported.contains(&d.capability),
+            })
+            .collect(),
+        imports: imported.iter().map(|c| c.name().to_string()).collect(),
+        warnings,
+        errors,
+    })
+}
+
+/// `audit inspect FILE`: print the inspection; exit 1 if it found errors.
+pub fn run_inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let package = read(file)?;
+    let report = inspect(&package)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_inspection(&report);
+    }
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_inspection(r: &Inspection) {
+    println!("{} {} ({}) by {}", r.app, r.version, r.name, r.publisher);
+    println!("  {}", r.description);
+    println!("digest     {}", r.digest);
+    println!(
+        "manifest   {} bytes, sha256 {}",
+        r.manifest_bytes, r.manifest_sha256
+    );
+    println!(
+        "component  {} bytes, sha256 {}",
+        r.component_bytes, r.component_sha256
+    );
+    match (&r.signature.public_key, r.signature.status) {
+        (Some(key), "valid") => println!("signature  valid, key {key}"),
+        (_, "unsigned") => println!("signature  none"),
+        (key, _) => println!(
+            "signature  INVALID ({}), key {}",
+            r.signature.detail.as_deref().unwrap_or("?"),
+            key.as_deref().unwrap_or("?")
+        ),
+    }
+    let l = &r.limits;
+    println!(
+        "limits     memory {} MiB, time {} ms, view {} nodes / {} KiB, storage {} MiB",
+        l.memory_bytes >> 20,
+        l.time_ms,
+        l.view_nodes,
+        l.view_bytes >> 10,
+        l.storage_bytes >> 20
+    );
+    println!("capabilities (declared, with the reason users see):");
+    if r.capabilities.is_empty() {
+        println!("  none");
+    }
+    for c in &r.capabilities {
+        let used = if c.imported {
+            "imported"
+        } else {
+            "NOT imported"
+        };
+        let consent = serde_json::to_value(c.consent)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        println!("  {:<15} {:<13} {:<12} {}", c.name, consent, used, c.reason);
+    }
+    println!(
+        "imports    {}",
+        if r.imports.is_empty() {
+            "none".to_string()
+        } else {
+            r.imports.join(", ")
+        }
+    );
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    for e in &r.errors {
+        println!("error: {e}");
+    }
+}

@@ -1,0 +1,266 @@
+//! Packages through the real CLI: keys, reproducible packing, signing, and
+//! what `audit inspect` tells an auditor, including after tampering and for
+//! files that are not whole packages.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{component, plugin_dir, stderr, stdout, superapp};
+
+fn generate_key(path: &Path) -> String {
+    let out = superapp()
+        .args(["keys", "generate", "--out"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+/// Pack `dir`'s plugin.toml with hello's component into `out`.
+fn pack(dir: &Path, component: &Path, out: &Path) {
+    let o = superapp()
+        .args(["plugin", "pack"])
+        .arg(dir)
+        .arg("--component")
+        .arg(component)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `audit inspect --json FILE`: whether it passed, and the report.
+fn inspect(file: &Path) -> (bool, Value) {
+    let out = superapp()
+        .args(["audit", "inspect", "--json"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let report = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
+    (out.status.success(), report)
+}
+
+#[test]
+fn keys_generate_writes_a_private_pem_and_never_overwrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("publisher.pem");
+    let public = generate_key(&path);
+    assert_eq!(public.len(), 43, "{public}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----"));
+    let before = std::fs::read(&path).unwrap();
+
+    let again = superapp()
+        .args(["keys", "generate", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("never overwritten"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    let shown = superapp()
+        .args(["keys", "public"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&shown).trim(), public);
+}
+
+#[test]
+fn pack_is_byte_for_byte_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = component("hello");
+    let (a, b, c) = (
+        dir.path().join("a.pkg"),
+        dir.path().join("b.pkg"),
+        dir.path().join("c.pkg"),
+    );
+    pack(&plugin_dir("hello"), &built, &a);
+    pack(&plugin_dir("hello"), &built, &b);
+    // Without --component, pack builds the crate itself (a cached no-op).
+    let o = superapp()
+        .args(["plugin", "pack", "--quiet"])
+        .arg(plugin_dir("hello"))
+        .arg("--out")
+        .arg(&c)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&a).unwrap();
+    assert_eq!(bytes, std::fs::read(&b).unwrap());
+    assert_eq!(bytes, std::fs::read(&c).unwrap());
+    assert!(bytes.len().is_multiple_of(512));
+}
+
+#[test]
+fn a_signed_package_inspects_valid_and_any_tampering_invalidates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("publisher.pem");
+    let public = generate_key(&key);
+    let pkg = dir.path().join("hello.pkg");
+    pack(&plugin_dir("hello"), &component("hello"), &pkg);
+    let (ok, report) = inspect(&pkg);
+    assert!(!ok, "an unsigned package is an error for an auditor");
+    assert_eq!(report["signature"]["status"], "unsigned");
+    let digest = report["digest"].clone();
+
+    let signed = superapp()
+        .args(["plugin", "sign"])
+        .arg(&pkg)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    assert_eq!(stdout(&signed).trim(), digest.as_str().unwrap());
+    let (ok, report) = inspect(&pkg);
+    assert!(ok, "{report}");
+    assert_eq!(report["signature"]["status"], "valid");
+    assert_eq!(report["signature"]["public_key"], public.as_str());
+    assert_eq!(report["digest"], digest, "signing keeps the identity");
+    assert_eq!(report["app"], "dev.superapp.hello");
+    assert_eq!(report["publisher"], "superapp project");
+    assert_eq!(report["limits"]["time_ms"], 500);
+    let storage = report["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "storage")
+        .unwrap();
+    assert_eq!(
+        storage["reason"],
+        "Remembers your name and how often you visited."
+    );
+    assert_eq!(storage["imported"], true);
+    assert_eq!(report["errors"], serde_json::json!([]));
+
+    // Change one byte of the manifest (the app's name), keeping the size.
+    let bytes = std::fs::read(&pkg).unwrap();
+    let at = bytes
+        .windows(14)
+        .position(|w| w == b"name = \"Hello\"")
+        .unwrap();
+    let mut renamed = bytes.clone();
+    renamed[at + 8] = b'J';
+    let tampered = dir.path().join("renamed.pkg");
+    std::fs::write(&tampered, &renamed).unwrap();
+    let (ok, report) = inspect(&tampered);
+    assert!(!ok);
+    assert_eq!(report["name"], "Jello");
+    assert_eq!(report["signature"]["status"], "invalid");
+    let detail = report["signature"]["detail"].as_str().unwrap();
+    assert!(detail.contains("plugin.toml was changed"), "{detail}");
+
+    // Change one byte inside the component.
+    let wasm = bytes.windows(4).position(|w| w == b"\0asm").unwrap();
+    let mut patched = bytes;
+    patched[wasm + 200] ^= 0x01;
+    let tampered = dir.path().join("patched.pkg");
+    std::fs::write(&tampered, &patched).unwrap();
+    let (ok, report) = inspect(&tampered);
+    assert!(!ok);
+    let detail = report["signature"]["detail"].as_str().unwrap();
+    assert!(detail.contains("component was changed"), "{detail}");
+}
+
+#[test]
+fn inspect_names_undeclared_imports_as_errors_and_unused_declarations_as_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    generate_key(&key);
+
+    let pkg = dir.path().join("undeclared.pkg");
+    pack(
+        &plugin_dir("testing/undeclared-payments"),
+        &component("testing/undeclared-payments"),
+        &pkg,
+    );
+    let sign = |file: &Path| {
+        let o = superapp()
+            .args(["plugin", "sign"])
+            .arg(file)
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    sign(&pkg);
+    let (ok, report) = inspect(&pkg);
+    assert!(!ok);
+    assert_eq!(report["signature"]["status"], "valid");
+    assert!(report["imports"]
+        .as_array()
+        .unwrap()
+        .contains(&"payments".into()));
+    let errors = report["errors"].to_string();
+    assert!(errors.contains("[capabilities.payments]"), "{errors}");
+
+    // hello's manifest with one more capability than the component uses.
+    let extra = dir.path().join("extra");
+    std::fs::create_dir(&extra).unwrap();
+    let manifest = std::fs::read_to_string(plugin_dir("hello").join("plugin.toml")).unwrap();
+    std::fs::write(
+        extra.join("plugin.toml"),
+        format!("{manifest}\n[capabilities.notify]\nreason = \"News.\"\n"),
+    )
+    .unwrap();
+    let pkg = dir.path().join("extra.pkg");
+    pack(&extra, &component("hello"), &pkg);
+    sign(&pkg);
+    let (ok, report) = inspect(&pkg);
+    assert!(ok, "an unused declaration is only a warning: {report}");
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("`notify` is declared"), "{warnings}");
+}
+
+#[test]
+fn cut_foreign_and_oversized_files_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    generate_key(&key);
+    let pkg = dir.path().join("hello.pkg");
+    pack(&plugin_dir("hello"), &component("hello"), &pkg);
+    let bytes = std::fs::read(&pkg).unwrap();
+
+    let cut = dir.path().join("cut.pkg");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let foreign = dir.path().join("foreign.pkg");
+    std::fs::write(&foreign, b"PK\x03\x04 this is a zip file").unwrap();
+    let huge = dir.path().join("huge.pkg");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(33 << 20)
+        .unwrap();
+    for (file, says) in [
+        (&cut, "cut off"),
+        (&foreign, "not a superapp package"),
+        (&huge, "the limit is"),
+    ] {
+        let before = std::fs::read(file).unwrap();
+        for args in [vec!["audit", "inspect"], vec!["plugin", "sign"]] {
+            let mut cmd = superapp();
+            cmd.args(&args).arg(file);
+            if args[0] == "plugin" {
+                cmd.arg("--key").arg(&key);
+            }
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(1), "{args:?} {}", file.display());
+            assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        }
+        assert_eq!(std::fs::read(file).unwrap(), before, "left untouched");
+    }
+}

@@ -264,3 +264,92 @@ fn cut_foreign_and_oversized_files_are_refused_and_nothing_is_written() {
         assert_eq!(std::fs::read(file).unwrap(), before, "left untouched");
     }
 }
+
+#[test]
+fn diff_marks_what_a_new_version_asks_for_as_an_escalation() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.pkg");
+    pack(&plugin_dir("hello"), &component("hello"), &old);
+
+    let next = dir.path().join("next");
+    std::fs::create_dir(&next).unwrap();
+    let manifest = std::fs::read_to_string(plugin_dir("hello").join("plugin.toml"))
+        .unwrap()
+        .replace("version = \"0.1.0\"", "version = \"0.2.0\"")
+        .replace("memory-mib = 16", "memory-mib = 32")
+        .replace("Remembers your name", "Keeps your name")
+        .replace(
+            "[limits]",
+            "[capabilities.notify]\nreason = \"News.\"\n\n[limits]",
+        );
+    std::fs::write(next.join("plugin.toml"), manifest).unwrap();
+    let new = dir.path().join("new.pkg");
+    pack(&next, &component("hello"), &new);
+
+    let diff = |a: &Path, b: &Path| {
+        let out = superapp()
+            .args(["audit", "diff", "--json"])
+            .arg(a)
+            .arg(b)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str::<Value>(&stdout(&out)).unwrap()
+    };
+    let up = diff(&old, &new);
+    assert_eq!(up["escalation"], true, "{up}");
+    assert_eq!(
+        (up["old_version"].as_str(), up["new_version"].as_str()),
+        (Some("0.1.0"), Some("0.2.0"))
+    );
+    let caps = up["capabilities"].as_array().unwrap();
+    let notify = caps.iter().find(|c| c["name"] == "notify").unwrap();
+    assert_eq!(notify["change"], "added");
+    assert_eq!(notify["escalation"], true);
+    assert_eq!(notify["consent"], "once-per-app");
+    let storage = caps.iter().find(|c| c["name"] == "storage").unwrap();
+    assert_eq!(storage["change"], "reason-changed");
+    assert_eq!(storage["escalation"], false);
+    assert_eq!(up["limits"][0]["name"], "memory_bytes");
+    assert_eq!(up["limits"][0]["escalation"], true);
+    assert_eq!(up["imports_added"], serde_json::json!([]));
+
+    let down = diff(&new, &old);
+    assert_eq!(down["escalation"], false, "{down}");
+    assert!(down["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "notify" && c["change"] == "removed"));
+
+    let text = superapp()
+        .args(["audit", "diff"])
+        .arg(&old)
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&text).contains("ESCALATION + capability notify"),
+        "{}",
+        stdout(&text)
+    );
+
+    let other = dir.path().join("other.pkg");
+    pack(
+        &plugin_dir("testing/undeclared-payments"),
+        &component("testing/undeclared-payments"),
+        &other,
+    );
+    let out = superapp()
+        .args(["audit", "diff"])
+        .arg(&old)
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("two different apps"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -21,6 +21,16 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two versions of one app: capabilities and limits added or
+    /// removed, changed reasons, changed imports; escalations (anything the
+    /// new version asks for that the old one did not) are marked.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Print the comparison as JSON (stable field names).
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the hash chain of the audit log end to end and name the first
     /// broken entry. Run it against a stopped server's data directory (the
     /// store is locked while the server runs).
@@ -34,6 +44,7 @@ pub enum AuditCommand {
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCommand::Inspect { file, json } => super::package::run_inspect(&file, json),
+        AuditCommand::Diff { old, new, json } => super::package::run_diff(&old, &new, json),
         AuditCommand::VerifyLog { data_dir } => {
             let store = super::open_store(&data_dir)?;
             match verify(&store) {

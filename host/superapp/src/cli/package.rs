@@ -278,3 +278,167 @@ fn print_inspection(r: &Inspection) {
         println!("error: {e}");
     }
 }
+
+/// What `audit diff --json` prints. Field names are stable.
+#[derive(Debug, Serialize)]
+pub struct Diff {
+    pub app: String,
+    pub old_version: String,
+    pub new_version: String,
+    pub old_digest: String,
+    pub new_digest: String,
+    /// Whether the new version asks for anything the old one did not.
+    pub escalation: bool,
+    pub capabilities: Vec<CapabilityChange>,
+    pub limits: Vec<LimitChange>,
+    pub imports_added: Vec<String>,
+    pub imports_removed: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CapabilityChange {
+    pub name: &'static str,
+    /// `added`, `removed` or `reason-changed`.
+    pub change: &'static str,
+    pub consent: superapp_core::ConsentLevel,
+    /// An added capability; users who consented to the old version are
+    /// asked again where the capability needs consent.
+    pub escalation: bool,
+    pub old_reason: Option<String>,
+    pub new_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LimitChange {
+    pub name: &'static str,
+    pub old: u64,
+    pub new: u64,
+    /// The new version may use more.
+    pub escalation: bool,
+}
+
+fn limits_of(l: &Limits) -> [(&'static str, u64); 5] {
+    [
+        ("memory_bytes", l.memory_bytes),
+        ("time_ms", l.time_ms),
+        ("view_nodes", u64::from(l.view_nodes)),
+        ("view_bytes", l.view_bytes),
+        ("storage_bytes", l.storage_bytes),
+    ]
+}
+
+/// Compare two versions of one app as an auditor would.
+pub fn diff(old: &Package, new: &Package) -> anyhow::Result<Diff> {
+    let (o, n) = (old.manifest(), new.manifest());
+    if o.id != n.id {
+        anyhow::bail!(
+            "these are two different apps ({} and {}); diff compares versions of one app",
+            o.id,
+            n.id
+        );
+    }
+    let mut capabilities = Vec::new();
+    for cap in superapp_core::Capability::all() {
+        let change = match (o.declares(cap), n.declares(cap)) {
+            (false, true) => "added",
+            (true, false) => "removed",
+            (true, true) if o.reason(cap) != n.reason(cap) => "reason-changed",
+            _ => continue,
+        };
+        capabilities.push(CapabilityChange {
+            name: cap.name(),
+            change,
+            consent: superapp_runtime::capabilities::consent_level(cap),
+            escalation: change == "added",
+            old_reason: o.declares(cap).then(|| o.reason(cap)),
+            new_reason: n.declares(cap).then(|| n.reason(cap)),
+        });
+    }
+    let limits = limits_of(&o.limits)
+        .into_iter()
+        .zip(limits_of(&n.limits))
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((name, a), (_, b))| LimitChange {
+            name,
+            old: a,
+            new: b,
+            escalation: b > a,
+        })
+        .collect::<Vec<_>>();
+    let (old_imports, new_imports) = (inspect(old)?.imports, inspect(new)?.imports);
+    let escalation =
+        capabilities.iter().any(|c| c.escalation) || limits.iter().any(|l| l.escalation);
+    Ok(Diff {
+        app: n.id.clone(),
+        old_version: o.version.to_string(),
+        new_version: n.version.to_string(),
+        old_digest: old.digest(),
+        new_digest: new.digest(),
+        escalation,
+        capabilities,
+        limits,
+        imports_added: new_imports
+            .iter()
+            .filter(|i| !old_imports.contains(i))
+            .cloned()
+            .collect(),
+        imports_removed: old_imports
+            .iter()
+            .filter(|i| !new_imports.contains(i))
+            .cloned()
+            .collect(),
+    })
+}
+
+/// `audit diff OLD NEW`: print what changed, escalations marked.
+pub fn run_diff(old: &Path, new: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let d = diff(&read(old)?, &read(new)?)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} {} -> {}", d.app, d.old_version, d.new_version);
+    if d.old_digest == d.new_digest {
+        println!("identical packages");
+    }
+    for c in &d.capabilities {
+        let mark = if c.escalation { "ESCALATION " } else { "" };
+        let consent = serde_json::to_value(c.consent)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        match c.change {
+            "added" => println!(
+                "{mark}+ capability {} (consent: {consent}): {}",
+                c.name,
+                c.new_reason.as_deref().unwrap_or("")
+            ),
+            "removed" => println!("- capability {}", c.name),
+            _ => println!(
+                "~ capability {} reason: {:?} -> {:?}",
+                c.name,
+                c.old_reason.as_deref().unwrap_or(""),
+                c.new_reason.as_deref().unwrap_or("")
+            ),
+        }
+    }
+    for l in &d.limits {
+        let mark = if l.escalation { "ESCALATION " } else { "" };
+        println!("{mark}~ limit {}: {} -> {}", l.name, l.old, l.new);
+    }
+    for i in &d.imports_added {
+        println!("+ import {i}");
+    }
+    for i in &d.imports_removed {
+        println!("- import {i}");
+    }
+    println!(
+        "{}",
+        if d.escalation {
+            "the new version asks for more: users are asked again for added consent-gated capabilities"
+        } else {
+            "no escalation"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}

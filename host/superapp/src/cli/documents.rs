@@ -32,7 +32,8 @@ pub enum IssuerCommand {
         #[arg(long)]
         name: String,
         /// The issuer's Ed25519 public key, base64url (from `issuer keygen`).
-        #[arg(long)]
+        /// Base64url may begin with `-`; it is still read as the value.
+        #[arg(long, allow_hyphen_values = true)]
         public_key: String,
         #[command(flatten)]
         data: DataDir,
@@ -63,7 +64,8 @@ pub enum IssuerCommand {
     Revoke {
         #[arg(long)]
         key: PathBuf,
-        #[arg(long)]
+        /// Credential ids are base64url and may begin with `-`.
+        #[arg(long, allow_hyphen_values = true)]
         credential: String,
         #[command(flatten)]
         target: Target,
@@ -105,13 +107,13 @@ pub enum DocumentsCommand {
         #[arg(long, conflicts_with_all = ["issuer_key", "host_key"])]
         data_dir: Option<PathBuf>,
         /// The issuer's Ed25519 public key, base64url.
-        #[arg(long, requires = "host_key")]
+        #[arg(long, requires = "host_key", allow_hyphen_values = true)]
         issuer_key: Option<String>,
         /// The host's public key (GET /api/v1/host-key).
-        #[arg(long, requires = "issuer_key")]
+        #[arg(long, requires = "issuer_key", allow_hyphen_values = true)]
         host_key: Option<String>,
         /// A revoked credential id (GET /api/v1/issuers/{id}/revoked); repeatable.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         revoked: Vec<String>,
         /// Reject presentations older than this.
         #[arg(long, default_value_t = 600)]

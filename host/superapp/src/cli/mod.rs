@@ -107,3 +107,55 @@ fn init_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    /// Base64url keys and ids start with `-` one time in 64; they are values,
+    /// never flags.
+    #[test]
+    fn keys_and_ids_that_begin_with_a_hyphen_are_values() {
+        let key = "-d3a0kDftzYzFbizNAIlzAdHDXHPZCciKw3VpJEZtJQ";
+        for args in [
+            vec![
+                "issuer",
+                "add",
+                "--id",
+                "gov",
+                "--name",
+                "Gov",
+                "--public-key",
+                key,
+            ],
+            vec![
+                "issuer",
+                "revoke",
+                "--key",
+                "k.json",
+                "--credential",
+                key,
+                "--out",
+                "r.json",
+            ],
+            vec![
+                "documents",
+                "verify",
+                "p.json",
+                "--app",
+                "a",
+                "--issuer-key",
+                key,
+                "--host-key",
+                key,
+                "--revoked",
+                key,
+            ],
+        ] {
+            let parsed = Cli::try_parse_from(std::iter::once("superapp").chain(args.clone()));
+            assert!(parsed.is_ok(), "{args:?}: {}", parsed.unwrap_err());
+        }
+    }
+}

@@ -212,12 +212,29 @@ fn build_refuses_an_unknown_toolchain_choice() {
 fn new_plugin_builds_and_runs_as_generated() {
     let dir = tempfile::tempdir().unwrap();
     let crate_dir = dir.path().join("my-clinic");
+    // The SDK comes from the binary, installed per user: nothing of this
+    // checkout's paths ends up in the provider's project.
+    let data = dir.path().join("data");
     let new = superapp()
         .args(["plugin", "new", "my-clinic", "--dir"])
         .arg(&crate_dir)
+        .env("XDG_DATA_HOME", &data)
         .output()
         .unwrap();
     assert!(new.status.success(), "{}", stderr(&new));
+    let sdk = data.join("superapp/sdk").join(superapp_core::VERSION);
+    let cargo_toml = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+    assert!(
+        cargo_toml.contains(&sdk.display().to_string()),
+        "{cargo_toml}"
+    );
+    assert!(
+        !cargo_toml.contains(&repo().display().to_string()),
+        "{cargo_toml}"
+    );
+    for file in ["Cargo.toml", "src/lib.rs", "wit/world.wit"] {
+        assert!(sdk.join(file).exists(), "{file} installed");
+    }
     // Reuse the bundled plugins' target directory so std is built once.
     let build = superapp()
         .args(["plugin", "build", "--quiet"])

@@ -95,3 +95,20 @@ fn a_types_interface_with_functions_is_refused() {
         )]
     );
 }
+
+#[test]
+fn the_contract_version_a_component_speaks_is_read_from_the_component() {
+    let other = component_importing(
+        "package superapp:plugin@0.2.0 { interface log { emit: func(message: string); } }",
+        "superapp:plugin/log@0.2.0",
+    );
+    assert_eq!(
+        superapp_cli::sdk_bundle::contract_version_of(&other).as_deref(),
+        Some("0.2.0")
+    );
+    let hello = std::fs::read(component("hello")).unwrap();
+    assert_eq!(
+        superapp_cli::sdk_bundle::contract_version_of(&hello).as_deref(),
+        Some(superapp_core::VERSION)
+    );
+}

@@ -6,3 +6,4 @@
 pub mod cli;
 pub mod plugin_build;
 pub mod scaffold;
+pub mod sdk_bundle;

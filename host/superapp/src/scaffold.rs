@@ -1,18 +1,8 @@
 //! `superapp plugin new NAME`: a plugin crate that builds and runs as generated.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context as _};
-
-/// The SDK next to the host's sources, when the host runs from a checkout.
-pub fn default_sdk_path() -> Option<PathBuf> {
-    let candidate = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugin-sdk");
-    candidate
-        .join("Cargo.toml")
-        .exists()
-        .then(|| candidate.canonicalize().ok())
-        .flatten()
-}
 
 /// A crate name is also the last label of the default app id.
 fn check_name(name: &str) -> anyhow::Result<()> {

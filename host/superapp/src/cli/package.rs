@@ -57,7 +57,11 @@ pub fn pack(
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
     let component = match component {
         Some(path) => path.to_path_buf(),
-        None => plugin_build::build(dir, None, !quiet)?.component,
+        None => {
+            let built = plugin_build::build(dir, None, !quiet)?.component;
+            super::plugin::warn_on_contract_mismatch(&built);
+            built
+        }
     };
     let bytes = std::fs::read(&component)
         .with_context(|| format!("cannot read {}", component.display()))?;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::plugin_build;
 use crate::scaffold;
+use crate::sdk_bundle;
 use superapp_core::Capability;
 use superapp_core::Limits;
 use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
@@ -31,7 +32,9 @@ pub enum PluginCommand {
         /// Publisher shown to users.
         #[arg(long, default_value = "Example Publisher")]
         publisher: String,
-        /// Path to superapp-sdk (default: the SDK next to this host's sources).
+        /// Path to superapp-sdk (default: the SDK bundled with this binary,
+        /// installed for its contract version under
+        /// $XDG_DATA_HOME/superapp/sdk/VERSION or ~/.local/share/superapp/sdk/VERSION).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -123,9 +126,13 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             sdk,
         } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let sdk = match sdk.or_else(scaffold::default_sdk_path) {
+            let sdk = match sdk {
                 Some(s) => s,
-                None => bail!("cannot find superapp-sdk next to this host; pass --sdk PATH"),
+                None => {
+                    let dir = sdk_bundle::install_dir()?;
+                    sdk_bundle::install(&dir)?;
+                    dir
+                }
             };
             scaffold::new_plugin(&dir, &name, &publisher, &sdk)?;
             println!("created {}", dir.display());
@@ -135,6 +142,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::Build { dir, out, quiet } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
             let built = plugin_build::build(&dir, out.as_deref(), !quiet)?;
+            warn_on_contract_mismatch(&built.component);
             let size = std::fs::metadata(&built.component)
                 .map(|m| m.len())
                 .unwrap_or(0);
@@ -187,6 +195,26 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             };
             let cache_dir = cache_dir.or_else(default_cache_dir);
             run_plugin(&component, &manifest, event, &user, denied, cache_dir)
+        }
+    }
+}
+
+/// Tell the provider when their SDK speaks another contract version than
+/// this host: the component would be refused at load.
+pub fn warn_on_contract_mismatch(component: &Path) {
+    let Ok(bytes) = std::fs::read(component) else {
+        return;
+    };
+    if let Some(theirs) = sdk_bundle::contract_version_of(&bytes) {
+        if theirs != superapp_core::VERSION {
+            eprintln!(
+                "warning: this plugin's superapp-sdk speaks contract superapp:plugin@{theirs}, but this host implements @{}; \
+                 point its Cargo.toml at the SDK `superapp plugin new` installs ({})",
+                superapp_core::VERSION,
+                sdk_bundle::install_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|_| "see --help".into())
+            );
         }
     }
 }

@@ -43,6 +43,17 @@ pub enum ConsentLevel {
     EveryUse,
 }
 
+impl ConsentLevel {
+    /// The level's name, as the API and the auditor's reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsentLevel::None => "none",
+            ConsentLevel::OncePerApp => "once-per-app",
+            ConsentLevel::EveryUse => "every-use",
+        }
+    }
+}
+
 impl Capability {
     /// Every capability, in the order users and auditors see them.
     pub const ALL: [Capability; 10] = [
@@ -115,5 +126,13 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", cap.name()), "serde and WIT agree");
         }
         assert_eq!(Capability::from_name("files"), None);
+        for level in [
+            ConsentLevel::None,
+            ConsentLevel::OncePerApp,
+            ConsentLevel::EveryUse,
+        ] {
+            let json = serde_json::to_string(&level).unwrap();
+            assert_eq!(json, format!("\"{}\"", level.name()));
+        }
     }
 }

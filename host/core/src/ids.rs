@@ -1,10 +1,11 @@
-//! Identifiers and time, shared by every service: random ids and the Unix
-//! clock.
+//! Identifiers and time, shared by every layer: random ids, content
+//! digests and the Unix clock.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
+use ring::digest::{digest, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Seconds since the Unix epoch.
@@ -28,4 +29,10 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 /// A fresh random id: 128 bits, base64url.
 pub fn new_id() -> String {
     B64URL.encode(random_bytes::<16>())
+}
+
+/// Hex SHA-256 of `bytes`: how components, packages and call arguments are
+/// named by content.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(digest(&SHA256, bytes))
 }

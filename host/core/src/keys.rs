@@ -154,6 +154,19 @@ mod tests {
         assert!(refused.to_string().contains("chmod 600"), "{refused}");
     }
 
+    /// OpenSSL writes PKCS#8 v1 (no public key inside); the example key of
+    /// RFC 8410, section 10.3, and its public key from section 10.1.
+    #[test]
+    fn an_openssl_style_pkcs8_v1_key_is_read() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
+        let key = SigningKey::from_pem(pem, "rfc8410").unwrap();
+        let public =
+            hex::decode("19bf44096984cdfe8541bac167dc3b96c85086aa30b6b6cb0c5c38ad703166e1")
+                .unwrap();
+        assert_eq!(key.public_key(), B64URL.encode(public));
+        assert!(verify(&key.public_key(), b"m", &key.sign(b"m")));
+    }
+
     #[test]
     fn anything_but_a_pkcs8_ed25519_pem_is_refused() {
         for text in [

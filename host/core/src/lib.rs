@@ -9,6 +9,6 @@ pub mod manifest;
 pub mod package;
 
 pub use capability::{Capability, ConsentLevel, PACKAGE, VERSION};
-pub use ids::{new_id, now_secs};
+pub use ids::{new_id, now_secs, sha256_hex};
 pub use manifest::{Limits, Manifest, ManifestError};
 pub use package::{Package, PackageError};

@@ -13,9 +13,9 @@ use std::io::Read as _;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
-use ring::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
 
+use crate::ids::sha256_hex;
 use crate::keys::{self, SigningKey};
 use crate::manifest::{Manifest, ManifestError};
 
@@ -75,8 +75,14 @@ pub struct Package {
     signature: Option<Signature>,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(digest(&SHA256, bytes))
+/// The size of an archive of entries of these sizes: each a header block
+/// and its data padded to whole blocks, then the two zero blocks that end it.
+fn archive_len(sizes: impl IntoIterator<Item = usize>) -> usize {
+    sizes
+        .into_iter()
+        .map(|size| BLOCK + size.div_ceil(BLOCK) * BLOCK)
+        .sum::<usize>()
+        + 2 * BLOCK
 }
 
 fn signed_message(manifest_sha256: &str, component_sha256: &str) -> Vec<u8> {
@@ -96,20 +102,19 @@ impl Package {
         let text = std::str::from_utf8(&manifest)
             .map_err(|_| PackageError::Malformed("plugin.toml is not UTF-8".into()))?;
         let parsed = Manifest::parse(text)?;
-        let package = Package {
-            manifest_bytes: manifest,
-            manifest: parsed,
-            component,
-            signature: None,
-        };
-        let size = package.to_bytes().len();
+        let size = archive_len([manifest.len(), component.len()]);
         if size > MAX_PACKAGE_BYTES {
             return Err(PackageError::TooLarge {
                 size,
                 limit: MAX_PACKAGE_BYTES,
             });
         }
-        Ok(package)
+        Ok(Package {
+            manifest_bytes: manifest,
+            manifest: parsed,
+            component,
+            signature: None,
+        })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -235,7 +240,6 @@ impl Package {
             .entries()
             .map_err(|e| PackageError::Malformed(e.to_string()))?;
         let mut found: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut expected_len = 2 * BLOCK;
         for entry in entries {
             let mut entry = entry.map_err(|e| read_error(e, bytes))?;
             if entry.header().entry_type() != tar::EntryType::Regular {
@@ -272,9 +276,9 @@ impl Package {
             if data.len() != size {
                 return Err(PackageError::Truncated);
             }
-            expected_len += BLOCK + size.div_ceil(BLOCK) * BLOCK;
             found.push((name, data));
         }
+        let expected_len = archive_len(found.iter().map(|(_, data)| data.len()));
         // The archive must end exactly with its two zero blocks: a file cut
         // at a block boundary, or one with bytes after the end, is refused.
         if bytes.len() < expected_len {
@@ -334,6 +338,7 @@ mod tests {
     #[test]
     fn the_same_inputs_make_the_same_bytes_and_read_back() {
         let a = package().to_bytes();
+        assert_eq!(a.len(), archive_len([MANIFEST_TEXT.len(), 14]));
         assert_eq!(a, package().to_bytes());
         let back = Package::from_bytes(&a).unwrap();
         assert_eq!(back.manifest().id, "org.example.hello");
@@ -394,6 +399,33 @@ mod tests {
             Package::from_bytes(b"hello"),
             Err(PackageError::Malformed(_))
         ));
+        let big_manifest = format!("{MANIFEST_TEXT}#{}\n", "x".repeat(MAX_MANIFEST_BYTES));
+        assert!(matches!(
+            Package::new(big_manifest.into_bytes(), vec![]),
+            Err(PackageError::Malformed(_))
+        ));
+        assert!(matches!(
+            Package::new(MANIFEST_TEXT.into(), vec![0; MAX_PACKAGE_BYTES]),
+            Err(PackageError::TooLarge { .. })
+        ));
+        // Entries in another order, or of another name, are refused.
+        let mut swapped = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            (COMPONENT, &b"\0asm"[..]),
+            (MANIFEST, MANIFEST_TEXT.as_bytes()),
+        ] {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(data.len() as u64);
+            header.set_path(name).unwrap();
+            header.set_cksum();
+            swapped.append(&header, data).unwrap();
+        }
+        let err = Package::from_bytes(&swapped.into_inner().unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unexpected entry `component.wasm`"),
+            "{err}"
+        );
         let huge = vec![0; MAX_PACKAGE_BYTES + 1];
         assert!(matches!(
             Package::from_bytes(&huge),

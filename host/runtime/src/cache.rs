@@ -5,7 +5,6 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ring::digest::{digest, SHA256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -23,9 +22,7 @@ pub struct ComponentCache {
 }
 
 /// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(digest(&SHA256, bytes))
-}
+pub use superapp_core::sha256_hex;
 
 fn engine_fingerprint(engine: &Engine) -> String {
     // The compatibility hash covers the wasmtime version, target and every

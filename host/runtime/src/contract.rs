@@ -1,8 +1,9 @@
 //! The static check of a component against the contract: every import is a
 //! `superapp:plugin` interface of this version, and every capability it
 //! imports is declared in the manifest. The linker links exactly the
-//! declared capabilities (`capabilities::link`, an exhaustive match over
-//! the same `Capability` enum), so the check and the linker cannot disagree.
+//! declared capabilities (`capabilities::registration`, an exhaustive match
+//! over the same `Capability` enum), so the check and the linker cannot
+//! disagree.
 
 use serde::Serialize;
 use wasmtime::component::types::ComponentItem;

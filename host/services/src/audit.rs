@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
-use superapp_core::Capability;
-
-use superapp_core::now_secs;
+use superapp_core::{now_secs, Capability};
 use superapp_store::{decode, Store, StoreError, Tree};
 
 /// The `prev` of the first entry.
@@ -105,9 +103,7 @@ fn entry_hash(seq: u64, at: u64, prev: &str, event: &Event) -> String {
 }
 
 /// Hex SHA-256 of arbitrary bytes: for `Event::args_sha256`.
-pub fn digest_hex(bytes: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&SHA256, bytes))
-}
+pub use superapp_core::sha256_hex as digest_hex;
 
 /// Why the chain does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -145,7 +145,7 @@ impl Consent {
 
     /// The user's pending prompts, oldest first.
     pub fn pending(&self, user: &str) -> Result<Vec<Prompt>, ConsentError> {
-        let prefix = key(&[user, ""]);
+        let prefix = prompt_key(user, "");
         let mut out: Vec<Prompt> = self
             .store
             .scan(Tree::Prompts, &prefix, None, usize::MAX, false)?
@@ -255,7 +255,7 @@ impl Consent {
         app: &str,
         capability: Capability,
     ) -> Result<bool, StoreError> {
-        let prefix = key(&[user, ""]);
+        let prefix = prompt_key(user, "");
         Ok(self
             .store
             .scan(Tree::Prompts, &prefix, None, usize::MAX, false)?

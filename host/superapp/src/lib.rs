@@ -4,6 +4,7 @@
 //! crates below it: store → core → services → runtime → server.
 
 pub mod cli;
+pub mod files;
 pub mod plugin_build;
 pub mod scaffold;
 pub mod sdk_bundle;

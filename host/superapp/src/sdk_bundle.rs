@@ -53,12 +53,9 @@ const WORKSPACE_MANIFEST: &str = include_str!("../../../Cargo.toml");
 /// `$XDG_DATA_HOME/superapp/sdk/<version>`, else
 /// `~/.local/share/superapp/sdk/<version>`.
 pub fn install_dir() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+    let base = crate::files::user_dir("XDG_DATA_HOME", ".local/share")
         .ok_or_else(|| anyhow!("neither XDG_DATA_HOME nor HOME is set; pass --sdk PATH"))?;
-    Ok(base.join("superapp").join("sdk").join(VERSION))
+    Ok(base.join("sdk").join(VERSION))
 }
 
 /// The SDK's manifest with every `workspace = true` key replaced by the
@@ -130,8 +127,8 @@ pub fn standalone_manifest() -> anyhow::Result<String> {
 }
 
 /// Install (or bring up to date) the bundled SDK in `dir`: each file is
-/// written only if it differs, through a temporary file and a rename, so
-/// a project never sees half a file.
+/// written only if it differs, whole or not at all, so a project never
+/// sees half a file.
 pub fn install(dir: &Path) -> anyhow::Result<()> {
     let manifest = standalone_manifest()?;
     let files = FILES
@@ -146,11 +143,7 @@ pub fn install(dir: &Path) -> anyhow::Result<()> {
         let parent = path.parent().expect("files are inside the SDK folder");
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(parent)
-            .with_context(|| format!("cannot write into {}", parent.display()))?;
-        std::io::Write::write_all(&mut tmp, content.as_bytes())?;
-        tmp.persist(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        crate::files::write_atomically(&path, content.as_bytes())?;
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! WIT interface, checks the call, owns its per-instance state and limits,
 //! and holds the port to the service behind it with that port's dev-loop and
 //! server implementations. This file holds what they share: the state of
-//! one instance, the check every call makes first, and [`link`], the
-//! registry that maps each capability to its folder.
+//! one instance, the check every call makes first, and [`registration`],
+//! the registry that maps each capability to its folder.
 
 pub mod clock;
 pub mod documents;
@@ -23,7 +23,6 @@ mod services;
 use std::sync::Arc;
 
 use superapp_core::{Capability, ConsentLevel, Manifest};
-use superapp_store::Quota;
 use wasmtime::component::Linker;
 
 pub(crate) use errors::unavailable;
@@ -98,15 +97,6 @@ impl HostState {
             panic_message: None,
             log: log::State::default(),
             notify: notify::State::default(),
-        }
-    }
-
-    /// The storage quota of this app: its manifest's, capped by the host's.
-    pub(crate) fn quota(&self) -> Quota {
-        let host = self.services.quota;
-        Quota {
-            total_bytes: self.app.limits.storage_bytes.min(host.total_bytes),
-            ..host
         }
     }
 

@@ -208,8 +208,6 @@ impl From<HostError> for ApiError {
         match e {
             HostError::NoApp(_) | HostError::NotFound(_) => ApiError::not_found(e.to_string()),
             HostError::Invalid(m) => ApiError::bad_request(m),
-            // The app failed, not the request or the host: a gateway error,
-            // with the app's error code and a message that names app and limit.
             HostError::Run(e) => e.into(),
             // Not 401: the session is fine, the confirmation is not.
             HostError::WrongPassword => {

@@ -15,9 +15,7 @@ use superapp_sdk::credentials::{self as format, Binding, Claim, PresentationEnve
 use super::{check_name, random_b64, DocumentError, Documents, HostKey};
 use crate::audit::{Audit, Event};
 use crate::prompts::{prompt_key, DocumentSheet, Prompt, PromptBody, PromptStatus};
-use superapp_core::Capability;
-use superapp_core::Manifest;
-use superapp_core::{new_id, now_secs};
+use superapp_core::{new_id, now_secs, Capability, Manifest};
 use superapp_store::{txn_get, txn_put, Abort, Store, Tree};
 
 /// Fields one request may name.

@@ -16,9 +16,7 @@ use super::{
 };
 use crate::audit::{Audit, Event};
 use crate::prompts::{prompt_key, PaymentSheet, Prompt, PromptBody, PromptStatus};
-use superapp_core::now_secs;
-use superapp_core::Capability;
-use superapp_core::Manifest;
+use superapp_core::{now_secs, Capability, Manifest};
 use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
 /// How long a user has to answer a payment sheet, unless configured.

@@ -34,7 +34,7 @@ enum Command {
     /// request-timeout-secs, max-message-bytes, ws-queue, heartbeat-secs,
     /// cookie-secure, payment-ttl-secs.
     Serve(serve::ServeArgs),
-    /// Auditors' tools: inspect a package, verify the audit log.
+    /// Auditors' tools: inspect and compare packages, verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Signing keys of publishers and auditors.

@@ -8,9 +8,10 @@ use anyhow::Context as _;
 use serde::Serialize;
 use superapp_core::keys::SigningKey;
 use superapp_core::{Limits, Package};
-use superapp_runtime::contract::analyze_imports;
+use superapp_runtime::contract::{analyze_imports, ImportAnalysis};
 use superapp_runtime::{Runtime, RuntimeConfig};
 
+use crate::files::write_atomically;
 use crate::plugin_build;
 
 /// Read a package file, refusing an oversized one before reading it whole.
@@ -27,22 +28,6 @@ pub fn read(path: &Path) -> anyhow::Result<Package> {
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Package::from_bytes(&bytes).with_context(|| path.display().to_string())
-}
-
-/// Write `bytes` to `path` whole or not at all (a temporary file renamed
-/// into place), so a failed write never leaves half a package.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 /// `plugin pack`: build (unless a component is given) and pack.
@@ -129,7 +114,27 @@ pub struct CapabilityRow {
     pub imported: bool,
 }
 
-pub fn inspect(package: &Package) -> anyhow::Result<Inspection> {
+/// A runtime that compiles components to look at them, never runs them.
+fn inspecting_runtime() -> anyhow::Result<Runtime> {
+    Runtime::new(RuntimeConfig {
+        pooling: false,
+        ..RuntimeConfig::default()
+    })
+}
+
+/// The component's imports against its manifest, or why it does not compile.
+fn analyze(runtime: &Runtime, package: &Package) -> Result<ImportAnalysis, String> {
+    let (component, _) = runtime
+        .compile(package.component())
+        .map_err(|e| e.to_string())?;
+    Ok(analyze_imports(
+        runtime.engine(),
+        &component,
+        package.manifest(),
+    ))
+}
+
+pub fn inspect(runtime: &Runtime, package: &Package) -> Inspection {
     let m = package.manifest();
     let signature = match package.verify() {
         Ok(sig) => SignatureCheck {
@@ -148,16 +153,12 @@ pub fn inspect(package: &Package) -> anyhow::Result<Inspection> {
             detail: Some(e.to_string()),
         },
     };
-    let runtime = Runtime::new(RuntimeConfig {
-        pooling: false,
-        ..RuntimeConfig::default()
-    })?;
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    let analysis = match runtime.compile(package.component()) {
-        Ok((component, _)) => Some(analyze_imports(runtime.engine(), &component, m)),
+    let analysis = match analyze(runtime, package) {
+        Ok(analysis) => Some(analysis),
         Err(e) => {
-            errors.push(e.to_string());
+            errors.push(e);
             None
         }
     };
@@ -176,7 +177,7 @@ pub fn inspect(package: &Package) -> anyhow::Result<Inspection> {
     } else if signature.status == "unsigned" {
         errors.push("the package is not signed".into());
     }
-    Ok(Inspection {
+    Inspection {
         app: m.id.clone(),
         name: m.name.clone(),
         version: m.version.to_string(),
@@ -202,13 +203,13 @@ pub fn inspect(package: &Package) -> anyhow::Result<Inspection> {
         imports: imported.iter().map(|c| c.name().to_string()).collect(),
         warnings,
         errors,
-    })
+    }
 }
 
 /// `audit inspect FILE`: print the inspection; exit 1 if it found errors.
 pub fn run_inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let package = read(file)?;
-    let report = inspect(&package)?;
+    let report = inspect(&inspecting_runtime()?, &package);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -261,11 +262,13 @@ fn print_inspection(r: &Inspection) {
         } else {
             "NOT imported"
         };
-        let consent = serde_json::to_value(c.consent)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        println!("  {:<15} {:<13} {:<12} {}", c.name, consent, used, c.reason);
+        println!(
+            "  {:<15} {:<13} {:<12} {}",
+            c.name,
+            c.consent.name(),
+            used,
+            c.reason
+        );
     }
     println!(
         "imports    {}",
@@ -369,7 +372,13 @@ pub fn diff(old: &Package, new: &Package) -> anyhow::Result<Diff> {
             escalation: b > a,
         })
         .collect::<Vec<_>>();
-    let (old_imports, new_imports) = (inspect(old)?.imports, inspect(new)?.imports);
+    let runtime = inspecting_runtime()?;
+    let imports = |p: &Package| -> Vec<String> {
+        analyze(&runtime, p)
+            .map(|a| a.imported.iter().map(|c| c.name().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let (old_imports, new_imports) = (imports(old), imports(new));
     let escalation =
         capabilities.iter().any(|c| c.escalation) || limits.iter().any(|l| l.escalation);
     Ok(Diff {
@@ -407,10 +416,7 @@ pub fn run_diff(old: &Path, new: &Path, json: bool) -> anyhow::Result<ExitCode> 
     }
     for c in &d.capabilities {
         let mark = if c.escalation { "ESCALATION " } else { "" };
-        let consent = serde_json::to_value(c.consent)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let consent = c.consent.name();
         match c.change {
             "added" => println!(
                 "{mark}+ capability {} (consent: {consent}): {}",

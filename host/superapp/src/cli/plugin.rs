@@ -12,12 +12,10 @@ use serde::Serialize;
 use crate::plugin_build;
 use crate::scaffold;
 use crate::sdk_bundle;
-use superapp_core::Capability;
-use superapp_core::Limits;
+use superapp_core::{Capability, Limits};
 use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
 use superapp_runtime::contract::ImportSummary;
-use superapp_runtime::Services;
-use superapp_runtime::{Call, Invocation, LoadError, Runtime, RuntimeConfig};
+use superapp_runtime::{Call, Invocation, LoadError, Runtime, RuntimeConfig, Services};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
@@ -221,11 +219,7 @@ pub fn warn_on_contract_mismatch(component: &Path) {
 
 /// `$XDG_CACHE_HOME/superapp/components`, else `~/.cache/superapp/components`.
 fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("superapp").join("components"))
+    Some(crate::files::user_dir("XDG_CACHE_HOME", ".cache")?.join("components"))
 }
 
 fn action_event(name: String, payload: Option<&str>) -> anyhow::Result<Event> {

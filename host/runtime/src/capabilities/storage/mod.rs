@@ -3,7 +3,7 @@
 //! differ only in which namespace a call reaches.
 
 use superapp_core::{Capability, ConsentLevel};
-use superapp_store::Namespace;
+use superapp_store::{Namespace, Quota};
 use wasmtime::component::{HasSelf, Linker};
 
 use super::{HostState, Registration};
@@ -96,6 +96,15 @@ impl<'a> Space<'a> {
 }
 
 impl HostState {
+    /// The storage quota of this app: its manifest's, capped by the host's.
+    pub(crate) fn quota(&self) -> Quota {
+        let host = self.services.quota;
+        Quota {
+            total_bytes: self.app.limits.storage_bytes.min(host.total_bytes),
+            ..host
+        }
+    }
+
     /// The caller's private namespace; `Err` if storage is not granted.
     fn user_space(&self) -> Result<Space<'_>, Error> {
         self.require(Capability::Storage)?;

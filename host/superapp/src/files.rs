@@ -1,0 +1,32 @@
+//! Files the tools write for the user: whole-or-nothing writes, and the
+//! per-user folders of the XDG base-directory convention.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+/// Write `bytes` to `path` whole or not at all (a synced temporary file
+/// renamed into place), so a failed write never leaves half a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// `$<xdg_var>/superapp` when that variable holds an absolute path, else
+/// `~/<home_fallback>/superapp`.
+pub fn user_dir(xdg_var: &str, home_fallback: &str) -> Option<PathBuf> {
+    let base = std::env::var_os(xdg_var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(home_fallback)))?;
+    Some(base.join("superapp"))
+}

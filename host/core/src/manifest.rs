@@ -61,7 +61,7 @@ struct RawLimits {
 }
 
 /// Limits a manifest asks for. The host caps each by its own policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Linear memory, in bytes.
     pub memory_bytes: u64,
@@ -230,6 +230,11 @@ fn check_text(key: &str, value: &str, max: usize) -> Result<(), ManifestError> {
         return Err(invalid(key, "contains control characters"));
     }
     Ok(())
+}
+
+/// Whether `id` is a well-formed app id (see `check_app_id`).
+pub fn valid_app_id(id: &str) -> bool {
+    check_app_id(id).is_ok()
 }
 
 /// Reverse-DNS: at least two dot-separated labels of lowercase ASCII

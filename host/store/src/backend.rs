@@ -48,10 +48,15 @@ pub enum Tree {
     Credentials,
     /// Document requests by id.
     DocRequests,
+    /// The app registry: publishers (`p` ‖ id), trusted auditor keys
+    /// (`a` ‖ key) and releases (`r` ‖ app ‖ version).
+    Registry,
+    /// Package digest → the package file's bytes (raw, not JSON).
+    Packages,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 21] = [
+    pub const ALL: [Tree; 23] = [
         Tree::Meta,
         Tree::Users,
         Tree::Usernames,
@@ -73,6 +78,8 @@ impl Tree {
         Tree::Issuers,
         Tree::Credentials,
         Tree::DocRequests,
+        Tree::Registry,
+        Tree::Packages,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +105,8 @@ impl Tree {
             Tree::Issuers => "document-issuers",
             Tree::Credentials => "document-wallet",
             Tree::DocRequests => "document-requests",
+            Tree::Registry => "registry",
+            Tree::Packages => "registry-packages",
         }
     }
 

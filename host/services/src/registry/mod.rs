@@ -1,0 +1,482 @@
+//! The app registry: publishers and their keys (registered by the
+//! operator), the auditor keys the host trusts, and every published
+//! package by (app, version) with its review state — submitted, then
+//! approved or rejected by signed decisions — yanking and staged rollout.
+//! Which version a user launches is decided here ([`policy`]); the package
+//! bytes are kept here too, by digest, so a host can load any version.
+//!
+//! Everything that changes the registry is appended to the audit log with
+//! who did it. Checks that need wasm (the component's imports against its
+//! manifest) are the caller's, before [`Registry::submit`].
+
+pub mod policy;
+mod releases;
+pub mod report;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use superapp_core::decision::{DecisionError, SignedDecision, Verdict};
+use superapp_core::{now_secs, Limits, PackageError};
+use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree};
+
+use crate::audit::{Audit, Event};
+pub use policy::{rollout_bucket, AutoApprove, Policy};
+pub use releases::Changed;
+
+/// A publisher: the `publisher` of its manifests, and the keys that may
+/// sign its packages and its requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publisher {
+    /// Exactly the `publisher` field of its apps' manifests.
+    pub id: String,
+    /// Shown to users in the directory.
+    pub name: String,
+    /// Ed25519 public keys, base64url.
+    pub keys: Vec<String>,
+    pub added_at: u64,
+}
+
+/// An auditor key the host trusts to approve packages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auditor {
+    pub key: String,
+    pub name: String,
+    pub added_at: u64,
+}
+
+/// Where a release is in review. The latest decision sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Submitted,
+    Approved,
+    Rejected,
+}
+
+/// A declared capability as users and auditors read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredCapability {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Who decided, and the evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "kebab-case")]
+pub enum DecidedBy {
+    /// A trusted auditor, with the decision they signed.
+    Auditor {
+        name: String,
+        signed: Box<SignedDecision>,
+    },
+    /// The host's auto-approve rule.
+    Policy { rule: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub note: String,
+    pub at: u64,
+    #[serde(flatten)]
+    pub by: DecidedBy,
+}
+
+impl Decision {
+    /// The auditor's key, when an auditor decided.
+    pub fn auditor_key(&self) -> Option<&str> {
+        match &self.by {
+            DecidedBy::Auditor { signed, .. } => Some(&signed.auditor_key),
+            DecidedBy::Policy { .. } => None,
+        }
+    }
+
+    /// Who decided, for people: the auditor's name and key, or the rule.
+    pub fn decider(&self) -> String {
+        match &self.by {
+            DecidedBy::Auditor { name, signed } => format!("{name} ({})", signed.auditor_key),
+            DecidedBy::Policy { rule } => format!("policy: {rule}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Yank {
+    pub at: u64,
+    pub by: String,
+    pub note: String,
+}
+
+/// One published version of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub app: String,
+    pub version: String,
+    /// The package digest decisions are bound to.
+    pub digest: String,
+    pub publisher: String,
+    /// The key that signed the package.
+    pub signed_by: String,
+    pub name: String,
+    pub description: String,
+    pub capabilities: Vec<DeclaredCapability>,
+    pub limits: Limits,
+    /// The package file's size in bytes.
+    pub size: u64,
+    pub state: State,
+    pub submitted_at: u64,
+    /// Oldest first; the last one sets `state`.
+    pub decisions: Vec<Decision>,
+    pub yanked: Option<Yank>,
+    /// Percent of users (by pseudonymous id) who get this version while it
+    /// is the newest launchable one; `None` is everyone.
+    pub rollout: Option<u8>,
+}
+
+impl Release {
+    pub fn semver(&self) -> semver::Version {
+        // Versions come from validated manifests.
+        semver::Version::parse(&self.version).unwrap_or(semver::Version::new(0, 0, 0))
+    }
+
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.app, self.version)
+    }
+
+    pub fn last_decision(&self) -> Option<&Decision> {
+        self.decisions.last()
+    }
+}
+
+/// Who changed the registry: recorded in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The operator, over the API with the operator token or offline.
+    Operator,
+    /// A publisher, by a request signed with one of its keys.
+    Publisher(String),
+    /// A trusted auditor, by key.
+    Auditor(String),
+    /// The host itself publishing a development apps directory.
+    Development,
+}
+
+impl Actor {
+    pub fn name(&self) -> String {
+        match self {
+            Actor::Operator => "operator".into(),
+            Actor::Publisher(id) => format!("publisher:{id}"),
+            Actor::Auditor(key) => format!("auditor:{key}"),
+            Actor::Development => "host:development".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error(transparent)]
+    Decision(#[from] DecisionError),
+    #[error("no publisher `{0}` is registered (the operator registers publishers)")]
+    UnknownPublisher(String),
+    #[error("publisher `{0}` is already registered")]
+    PublisherExists(String),
+    #[error("key {key} is not a key of publisher `{publisher}`")]
+    NotPublisherKey { publisher: String, key: String },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("key {0} is not a trusted auditor key")]
+    UntrustedAuditor(String),
+    #[error("no app `{0}` in the registry")]
+    UnknownApp(String),
+    #[error("no version {version} of `{app}` in the registry")]
+    UnknownVersion { app: String, version: String },
+    #[error("{0}")]
+    Conflict(String),
+    /// No version of the app may be launched; the message says why.
+    #[error("{0}")]
+    NotLaunchable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+superapp_store::abort_into!(RegistryError);
+
+fn publisher_key(id: &str) -> Vec<u8> {
+    format!("p\0{id}").into_bytes()
+}
+
+fn auditor_key(key: &str) -> Vec<u8> {
+    format!("a\0{key}").into_bytes()
+}
+
+fn release_prefix(app: &str) -> Vec<u8> {
+    format!("r\0{app}\0").into_bytes()
+}
+
+fn release_key(app: &str, version: &str) -> Vec<u8> {
+    format!("r\0{app}\0{version}").into_bytes()
+}
+
+/// A public key: base64url of 32 bytes.
+pub fn check_public_key(key: &str) -> Result<(), RegistryError> {
+    use base64::Engine as _;
+    let ok = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(key)
+        .is_ok_and(|k| k.len() == 32);
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid(format!(
+            "`{key}` is not an Ed25519 public key (43 characters of base64url)"
+        )))
+    }
+}
+
+/// Publisher ids and display names: what manifests allow for `publisher`.
+fn check_label(what: &str, value: &str) -> Result<(), RegistryError> {
+    let ok = !value.trim().is_empty()
+        && value.trim() == value
+        && value.chars().count() <= 200
+        && !value.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid(format!(
+            "{what} must be 1-200 characters without control characters or surrounding spaces"
+        )))
+    }
+}
+
+/// The registry service.
+pub struct Registry {
+    store: Arc<Store>,
+    audit: Arc<Audit>,
+    policy: Policy,
+}
+
+impl Registry {
+    pub fn new(store: Arc<Store>, audit: Arc<Audit>, policy: Policy) -> Registry {
+        Registry {
+            store,
+            audit,
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn record(&self, kind: &str, actor: &Actor, app: Option<(&str, &str)>, outcome: &str) -> Event {
+        let mut event = Event {
+            kind: kind.into(),
+            outcome: outcome.into(),
+            ..Event::default()
+        };
+        if let Some((app, version)) = app {
+            event.app = Some(app.into());
+            event.version = Some(version.into());
+        }
+        event.with_detail("actor", actor.name())
+    }
+
+    /// Register a publisher with its first keys. Registering the same
+    /// publisher again with the same name and keys changes nothing.
+    pub fn add_publisher(
+        &self,
+        id: &str,
+        name: &str,
+        keys: &[String],
+        actor: &Actor,
+    ) -> Result<Publisher, RegistryError> {
+        check_label("a publisher id", id)?;
+        check_label("a publisher name", name)?;
+        if keys.is_empty() {
+            return Err(RegistryError::Invalid(
+                "a publisher needs at least one public key".into(),
+            ));
+        }
+        for key in keys {
+            check_public_key(key)?;
+        }
+        let publisher = Publisher {
+            id: id.into(),
+            name: name.into(),
+            keys: keys.to_vec(),
+            added_at: now_secs(),
+        };
+        let (stored, created) = self.store.transact(&[Tree::Registry], |t| {
+            if let Some(existing) = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))? {
+                if existing.name == publisher.name && existing.keys == publisher.keys {
+                    return Ok((existing, false));
+                }
+                return Err(Abort::User(RegistryError::PublisherExists(id.into())));
+            }
+            txn_put(t, Tree::Registry, &publisher_key(id), &publisher)?;
+            Ok((publisher.clone(), true))
+        })?;
+        if created {
+            self.audit.append(
+                self.record("registry.publisher.add", actor, None, "added")
+                    .with_detail("publisher", id)
+                    .with_detail("keys", keys.join(" ")),
+            )?;
+        }
+        Ok(stored)
+    }
+
+    /// Add a key to a registered publisher (key rotation); idempotent.
+    pub fn add_publisher_key(
+        &self,
+        id: &str,
+        key: &str,
+        actor: &Actor,
+    ) -> Result<Publisher, RegistryError> {
+        check_public_key(key)?;
+        let (publisher, added) = self.store.transact(&[Tree::Registry], |t| {
+            let mut p = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))?
+                .ok_or_else(|| Abort::User(RegistryError::UnknownPublisher(id.into())))?;
+            if p.keys.iter().any(|k| k == key) {
+                return Ok((p, false));
+            }
+            p.keys.push(key.into());
+            txn_put(t, Tree::Registry, &publisher_key(id), &p)?;
+            Ok((p, true))
+        })?;
+        if added {
+            self.audit.append(
+                self.record("registry.publisher.key", actor, None, "added")
+                    .with_detail("publisher", id)
+                    .with_detail("key", key),
+            )?;
+        }
+        Ok(publisher)
+    }
+
+    pub fn publisher(&self, id: &str) -> Result<Option<Publisher>, RegistryError> {
+        Ok(self.store.get(Tree::Registry, &publisher_key(id))?)
+    }
+
+    pub fn publishers(&self) -> Result<Vec<Publisher>, RegistryError> {
+        self.list(b"p\0")
+    }
+
+    /// The publisher a key belongs to, if any.
+    pub fn publisher_of_key(&self, key: &str) -> Result<Option<Publisher>, RegistryError> {
+        Ok(self
+            .publishers()?
+            .into_iter()
+            .find(|p| p.keys.iter().any(|k| k == key)))
+    }
+
+    /// Trust an auditor key; idempotent.
+    pub fn trust_auditor(
+        &self,
+        key: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<Auditor, RegistryError> {
+        check_public_key(key)?;
+        check_label("an auditor name", name)?;
+        let auditor = Auditor {
+            key: key.into(),
+            name: name.into(),
+            added_at: now_secs(),
+        };
+        let (stored, created) = self.store.transact(&[Tree::Registry], |t| {
+            if let Some(existing) = txn_get::<Auditor>(t, Tree::Registry, &auditor_key(key))? {
+                return Ok((existing, false));
+            }
+            txn_put(t, Tree::Registry, &auditor_key(key), &auditor)?;
+            Ok((auditor.clone(), true))
+        })?;
+        if created {
+            self.audit.append(
+                self.record("registry.auditor.trust", actor, None, "trusted")
+                    .with_detail("auditor", name)
+                    .with_detail("key", key),
+            )?;
+        }
+        Ok(stored)
+    }
+
+    /// Stop trusting an auditor key. Approvals it signed no longer let
+    /// sensitive versions launch. Returns whether the key was trusted.
+    pub fn distrust_auditor(&self, key: &str, actor: &Actor) -> Result<bool, RegistryError> {
+        let removed = self.store.transact(&[Tree::Registry], |t| {
+            let existed = t.get(Tree::Registry, &auditor_key(key))?.is_some();
+            if existed {
+                t.delete(Tree::Registry, &auditor_key(key))?;
+            }
+            Ok::<_, Abort<RegistryError>>(existed)
+        })?;
+        if removed {
+            self.audit.append(
+                self.record("registry.auditor.distrust", actor, None, "removed")
+                    .with_detail("key", key),
+            )?;
+        }
+        Ok(removed)
+    }
+
+    pub fn auditor(&self, key: &str) -> Result<Option<Auditor>, RegistryError> {
+        Ok(self.store.get(Tree::Registry, &auditor_key(key))?)
+    }
+
+    pub fn auditors(&self) -> Result<Vec<Auditor>, RegistryError> {
+        self.list(b"a\0")
+    }
+
+    fn list<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>, RegistryError> {
+        self.store
+            .scan(Tree::Registry, prefix, None, usize::MAX, false)?
+            .iter()
+            .map(|(_, v)| Ok(superapp_store::decode(Tree::Registry, v)?))
+            .collect()
+    }
+
+    /// Every version of `app`, newest first.
+    pub fn releases(&self, app: &str) -> Result<Vec<Release>, RegistryError> {
+        let mut all: Vec<Release> = self.list(&release_prefix(app))?;
+        all.sort_by_key(|r| std::cmp::Reverse(r.semver()));
+        Ok(all)
+    }
+
+    /// Every app id in the registry, sorted.
+    pub fn apps(&self) -> Result<Vec<String>, RegistryError> {
+        let mut ids: Vec<String> = self
+            .store
+            .scan(Tree::Registry, b"r\0", None, usize::MAX, false)?
+            .iter()
+            .filter_map(|(k, _)| {
+                let rest = k.get(2..)?;
+                let end = rest.iter().position(|b| *b == 0)?;
+                String::from_utf8(rest[..end].to_vec()).ok()
+            })
+            .collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    pub fn release(&self, app: &str, version: &str) -> Result<Release, RegistryError> {
+        self.store
+            .get(Tree::Registry, &release_key(app, version))?
+            .ok_or_else(|| RegistryError::UnknownVersion {
+                app: app.into(),
+                version: version.into(),
+            })
+    }
+
+    /// The package file of a release.
+    pub fn package_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        Ok(self.store.get_raw(Tree::Packages, digest.as_bytes())?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+//! Changing releases: publishing a package, auditors' decisions, yanking
+//! and staged rollout. Each change is one store transaction, then one
+//! audit entry naming who made it.
+
+use superapp_core::decision::{SignedDecision, Verdict};
+use superapp_core::signed_request::MAX_SKEW_SECS;
+use superapp_core::{now_secs, Package};
+use superapp_store::{txn_get, txn_put, Abort, Tree};
+
+use super::{
+    release_key, Actor, DecidedBy, Decision, DeclaredCapability, Registry, RegistryError, Release,
+    State, Yank,
+};
+
+fn owner_key(app: &str) -> Vec<u8> {
+    format!("o\0{app}").into_bytes()
+}
+
+/// The outcome of a change that may already have been made.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub release: Release,
+    /// `false` when the request repeated what was already so.
+    pub changed: bool,
+}
+
+impl Registry {
+    /// Publish a signed package as `actor`. The package's signature must
+    /// verify under a key of the publisher its manifest names, and a
+    /// publisher may only publish its own apps. Publishing the same bytes
+    /// again is a no-op; other bytes under a published version are refused.
+    /// A package the auto-approve rule covers is approved at once.
+    pub fn submit(&self, package: &Package, actor: &Actor) -> Result<Changed, RegistryError> {
+        let signature = package.verify()?;
+        let m = package.manifest();
+        let publisher = self
+            .publisher(&m.publisher)?
+            .ok_or_else(|| RegistryError::UnknownPublisher(m.publisher.clone()))?;
+        if !publisher.keys.contains(&signature.public_key) {
+            return Err(RegistryError::NotPublisherKey {
+                publisher: publisher.id,
+                key: signature.public_key.clone(),
+            });
+        }
+        if let Actor::Publisher(id) = actor {
+            if *id != publisher.id {
+                return Err(RegistryError::Forbidden(format!(
+                    "you publish as `{id}`, but this package is publisher `{}`'s",
+                    publisher.id
+                )));
+            }
+        }
+        let version = m.version.to_string();
+        let digest = package.digest();
+        let now = now_secs();
+        let bytes = package.to_bytes();
+        let mut release = Release {
+            app: m.id.clone(),
+            version: version.clone(),
+            digest: digest.clone(),
+            publisher: publisher.id.clone(),
+            signed_by: signature.public_key.clone(),
+            name: m.name.clone(),
+            description: m.description.clone(),
+            capabilities: m
+                .declared
+                .iter()
+                .map(|d| DeclaredCapability {
+                    name: d.capability.name().into(),
+                    reason: d.reason.clone(),
+                })
+                .collect(),
+            limits: m.limits,
+            size: bytes.len() as u64,
+            state: State::Submitted,
+            submitted_at: now,
+            decisions: Vec::new(),
+            yanked: None,
+            rollout: None,
+        };
+        if let Some(rule) = self.policy.auto_approval(m) {
+            release.decisions.push(Decision {
+                verdict: Verdict::Approve,
+                note: rule.clone(),
+                at: now,
+                by: DecidedBy::Policy { rule },
+            });
+            release.state = State::Approved;
+        }
+        let key = release_key(&m.id, &version);
+        let stored = self
+            .store
+            .transact(&[Tree::Registry, Tree::Packages], |t| {
+                let owner: Option<String> = txn_get(t, Tree::Registry, &owner_key(&m.id))?;
+                if let Some(owner) = owner.filter(|o| *o != publisher.id) {
+                    return Err(Abort::User(RegistryError::Forbidden(format!(
+                        "app `{}` belongs to publisher `{owner}`",
+                        m.id
+                    ))));
+                }
+                if let Some(existing) = txn_get::<Release>(t, Tree::Registry, &key)? {
+                    if existing.digest == digest {
+                        return Ok(Changed {
+                            release: existing,
+                            changed: false,
+                        });
+                    }
+                    return Err(Abort::User(RegistryError::Conflict(format!(
+                        "{} is already published with digest {}; publish a new version",
+                        existing.label(),
+                        existing.digest
+                    ))));
+                }
+                txn_put(t, Tree::Registry, &owner_key(&m.id), &publisher.id)?;
+                txn_put(t, Tree::Registry, &key, &release)?;
+                t.put(Tree::Packages, digest.as_bytes(), &bytes)?;
+                Ok(Changed {
+                    release: release.clone(),
+                    changed: true,
+                })
+            })
+            .map_err(Abort::flatten)?;
+        if stored.changed {
+            let at = Some((m.id.as_str(), version.as_str()));
+            self.audit.append(
+                self.record("registry.publish", actor, at, "submitted")
+                    .with_detail("digest", &digest)
+                    .with_detail("signed-by", &signature.public_key),
+            )?;
+            if let Some(d) = stored.release.last_decision() {
+                self.audit.append(
+                    self.record("registry.decision", actor, at, d.verdict.name())
+                        .with_detail("digest", &digest)
+                        .with_detail("by", d.decider()),
+                )?;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Record an auditor's signed decision. The key must be trusted, the
+    /// signature valid, and the digest the release's own; a decision older
+    /// than the release's latest one is refused (no replaying an old
+    /// approval over a rejection), and the same verdict by the same auditor
+    /// on the same digest again changes nothing.
+    pub fn decide(&self, signed: &SignedDecision) -> Result<Changed, RegistryError> {
+        signed.verify()?;
+        let auditor = self
+            .auditor(&signed.auditor_key)?
+            .ok_or_else(|| RegistryError::UntrustedAuditor(signed.auditor_key.clone()))?;
+        let now = now_secs();
+        if signed.signed_at > now + MAX_SKEW_SECS {
+            return Err(RegistryError::Invalid(
+                "the decision is signed in the future; check the auditor's clock".into(),
+            ));
+        }
+        let key = release_key(&signed.app, &signed.version);
+        let result = self
+            .store
+            .transact(&[Tree::Registry], |t| {
+                let mut release: Release = txn_get(t, Tree::Registry, &key)?.ok_or_else(|| {
+                    Abort::User(RegistryError::UnknownVersion {
+                        app: signed.app.clone(),
+                        version: signed.version.clone(),
+                    })
+                })?;
+                if release.digest != signed.digest {
+                    return Err(Abort::User(RegistryError::Conflict(format!(
+                        "the decision is for digest {}, but {} has digest {}: it is not the package that was reviewed",
+                        signed.digest,
+                        release.label(),
+                        release.digest
+                    ))));
+                }
+                if let Some(last) = release.last_decision() {
+                    if last.verdict == signed.verdict
+                        && last.auditor_key() == Some(signed.auditor_key.as_str())
+                    {
+                        return Ok(Changed {
+                            release,
+                            changed: false,
+                        });
+                    }
+                }
+                let newest_signed = release
+                    .decisions
+                    .iter()
+                    .filter_map(|d| match &d.by {
+                        DecidedBy::Auditor { signed, .. } => Some(signed.signed_at),
+                        DecidedBy::Policy { .. } => None,
+                    })
+                    .max();
+                if newest_signed.is_some_and(|t| signed.signed_at < t) {
+                    return Err(Abort::User(RegistryError::Conflict(format!(
+                        "{} has a newer decision than this one; sign a new one",
+                        release.label()
+                    ))));
+                }
+                release.decisions.push(Decision {
+                    verdict: signed.verdict,
+                    note: signed.note.clone(),
+                    at: now,
+                    by: DecidedBy::Auditor {
+                        name: auditor.name.clone(),
+                        signed: Box::new(signed.clone()),
+                    },
+                });
+                release.state = match signed.verdict {
+                    Verdict::Approve => State::Approved,
+                    Verdict::Reject => State::Rejected,
+                };
+                txn_put(t, Tree::Registry, &key, &release)?;
+                Ok(Changed {
+                    release,
+                    changed: true,
+                })
+            })
+            .map_err(Abort::flatten)?;
+        if result.changed {
+            self.audit.append(
+                self.record(
+                    "registry.decision",
+                    &super::Actor::Auditor(signed.auditor_key.clone()),
+                    Some((&signed.app, &signed.version)),
+                    signed.verdict.name(),
+                )
+                .with_detail("digest", &signed.digest)
+                .with_detail("by", format!("{} ({})", auditor.name, auditor.key))
+                .with_detail(
+                    "note-sha256",
+                    superapp_core::sha256_hex(signed.note.as_bytes()),
+                ),
+            )?;
+        }
+        Ok(result)
+    }
+
+    /// Change one release in a transaction, if `actor` may; `apply`
+    /// returns whether it changed anything.
+    fn update(
+        &self,
+        app: &str,
+        version: &str,
+        actor: &Actor,
+        apply: impl Fn(&mut Release) -> Result<bool, RegistryError>,
+    ) -> Result<Changed, RegistryError> {
+        let key = release_key(app, version);
+        self.store
+            .transact(&[Tree::Registry], |t| {
+                let mut release: Release = txn_get(t, Tree::Registry, &key)?.ok_or_else(|| {
+                    Abort::User(RegistryError::UnknownVersion {
+                        app: app.into(),
+                        version: version.into(),
+                    })
+                })?;
+                match actor {
+                    Actor::Operator | Actor::Development => {}
+                    Actor::Publisher(id) if *id == release.publisher => {}
+                    _ => {
+                        return Err(Abort::User(RegistryError::Forbidden(format!(
+                            "only the operator or publisher `{}` may change {}",
+                            release.publisher,
+                            release.label()
+                        ))))
+                    }
+                }
+                let changed = apply(&mut release).map_err(Abort::User)?;
+                if changed {
+                    txn_put(t, Tree::Registry, &key, &release)?;
+                }
+                Ok(Changed { release, changed })
+            })
+            .map_err(Abort::flatten)
+    }
+
+    /// Yank a version (`yanked`) or restore it: users of a yanked version
+    /// fall back to the newest launchable version before it.
+    pub fn yank(
+        &self,
+        app: &str,
+        version: &str,
+        yanked: bool,
+        note: &str,
+        actor: &Actor,
+    ) -> Result<Changed, RegistryError> {
+        let note = note.trim();
+        if note.len() > superapp_core::decision::MAX_NOTE {
+            return Err(RegistryError::Invalid("the note is too long".into()));
+        }
+        let changed = self.update(app, version, actor, |r| {
+            Ok(match (yanked, r.yanked.is_some()) {
+                (true, false) => {
+                    r.yanked = Some(Yank {
+                        at: now_secs(),
+                        by: actor.name(),
+                        note: note.into(),
+                    });
+                    true
+                }
+                (false, true) => {
+                    r.yanked = None;
+                    true
+                }
+                _ => false,
+            })
+        })?;
+        if changed.changed {
+            let kind = if yanked {
+                "registry.yank"
+            } else {
+                "registry.unyank"
+            };
+            self.audit.append(
+                self.record(kind, actor, Some((app, version)), "done")
+                    .with_detail("note", note),
+            )?;
+        }
+        Ok(changed)
+    }
+
+    /// Let `percent` of users (chosen stably by pseudonymous id) get this
+    /// version while it is the newest launchable one; 100 is everyone.
+    pub fn set_rollout(
+        &self,
+        app: &str,
+        version: &str,
+        percent: u8,
+        actor: &Actor,
+    ) -> Result<Changed, RegistryError> {
+        if percent > 100 {
+            return Err(RegistryError::Invalid(
+                "a rollout is a percentage from 0 to 100".into(),
+            ));
+        }
+        let rollout = (percent < 100).then_some(percent);
+        let changed = self.update(app, version, actor, |r| {
+            let changed = r.rollout != rollout;
+            r.rollout = rollout;
+            Ok(changed)
+        })?;
+        if changed.changed {
+            self.audit.append(
+                self.record("registry.rollout", actor, Some((app, version)), "done")
+                    .with_detail("percent", percent.to_string()),
+            )?;
+        }
+        Ok(changed)
+    }
+}

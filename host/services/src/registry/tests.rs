@@ -1,0 +1,372 @@
+//! The registry's rules, without HTTP: who may publish what, which
+//! decisions count, and which version a user launches.
+
+use std::sync::Arc;
+
+use superapp_core::decision::{SignedDecision, Verdict};
+use superapp_core::keys::SigningKey;
+use superapp_core::{now_secs, Package};
+use superapp_store::Store;
+
+use super::policy::rollout_bucket;
+use super::releases::Changed;
+use super::*;
+use crate::audit::Audit;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    registry: Registry,
+    audit: Arc<Audit>,
+    publisher: SigningKey,
+    auditor: SigningKey,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let audit = Arc::new(Audit::open(store.clone()).unwrap());
+    let registry = Registry::new(store, audit.clone(), Policy::default());
+    let publisher = SigningKey::generate().unwrap();
+    let auditor = SigningKey::generate().unwrap();
+    registry
+        .add_publisher(
+            "Clinic Ltd",
+            "Clinic",
+            &[publisher.public_key()],
+            &Actor::Operator,
+        )
+        .unwrap();
+    registry
+        .trust_auditor(&auditor.public_key(), "Ann Auditor", &Actor::Operator)
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        registry,
+        audit,
+        publisher,
+        auditor,
+    }
+}
+
+fn package(version: &str, caps: &[&str], publisher: &str, key: &SigningKey) -> Package {
+    let mut manifest = format!(
+        "id = \"org.clinic.booking\"\nname = \"Booking\"\nversion = \"{version}\"\npublisher = \"{publisher}\"\ndescription = \"d\"\n"
+    );
+    for cap in caps {
+        manifest.push_str(&format!("[capabilities.{cap}]\nreason = \"because\"\n"));
+    }
+    let mut p = Package::new(
+        manifest.into_bytes(),
+        format!("wasm {version}").into_bytes(),
+    )
+    .unwrap();
+    p.sign(key);
+    p
+}
+
+fn decide(
+    f: &Fixture,
+    key: &SigningKey,
+    p: &Package,
+    verdict: Verdict,
+    at: u64,
+) -> Result<Changed, RegistryError> {
+    let m = p.manifest();
+    let d = SignedDecision::sign(
+        key,
+        &m.id,
+        &m.version.to_string(),
+        &p.digest(),
+        verdict,
+        "reviewed",
+        at,
+    )
+    .unwrap();
+    f.registry.decide(&d)
+}
+
+#[test]
+fn only_a_registered_publisher_with_its_own_key_publishes_its_own_apps() {
+    let f = fixture();
+    let stranger = SigningKey::generate().unwrap();
+    let unknown = package("1.0.0", &[], "Nobody", &stranger);
+    assert!(matches!(
+        f.registry.submit(&unknown, &Actor::Operator),
+        Err(RegistryError::UnknownPublisher(p)) if p == "Nobody"
+    ));
+    let wrong_key = package("1.0.0", &[], "Clinic Ltd", &stranger);
+    assert!(matches!(
+        f.registry.submit(&wrong_key, &Actor::Operator),
+        Err(RegistryError::NotPublisherKey { .. })
+    ));
+    let unsigned = Package::new(wrong_key.manifest_bytes().to_vec(), b"wasm".to_vec()).unwrap();
+    assert!(matches!(
+        f.registry.submit(&unsigned, &Actor::Operator),
+        Err(RegistryError::Package(
+            superapp_core::PackageError::Unsigned
+        ))
+    ));
+    let good = package("1.0.0", &[], "Clinic Ltd", &f.publisher);
+    assert!(matches!(
+        f.registry
+            .submit(&good, &Actor::Publisher("Other Co".into())),
+        Err(RegistryError::Forbidden(_))
+    ));
+    let first = f
+        .registry
+        .submit(&good, &Actor::Publisher("Clinic Ltd".into()))
+        .unwrap();
+    assert!(first.changed);
+    // Another registered publisher cannot take over the app id.
+    let other = SigningKey::generate().unwrap();
+    f.registry
+        .add_publisher("Other Co", "Other", &[other.public_key()], &Actor::Operator)
+        .unwrap();
+    let squat = package("2.0.0", &[], "Other Co", &other);
+    assert!(matches!(
+        f.registry.submit(&squat, &Actor::Publisher("Other Co".into())),
+        Err(RegistryError::Forbidden(m)) if m.contains("belongs to publisher `Clinic Ltd`")
+    ));
+}
+
+#[test]
+fn publishing_is_idempotent_and_a_version_never_changes_its_bytes() {
+    let f = fixture();
+    let p = package("1.0.0", &[], "Clinic Ltd", &f.publisher);
+    assert!(f.registry.submit(&p, &Actor::Operator).unwrap().changed);
+    assert!(!f.registry.submit(&p, &Actor::Operator).unwrap().changed);
+    let mut other = Package::new(p.manifest_bytes().to_vec(), b"other wasm".to_vec()).unwrap();
+    other.sign(&f.publisher);
+    assert!(matches!(
+        f.registry.submit(&other, &Actor::Operator),
+        Err(RegistryError::Conflict(m)) if m.contains("already published")
+    ));
+    let stored = f.registry.package_bytes(&p.digest()).unwrap().unwrap();
+    assert_eq!(stored, p.to_bytes());
+}
+
+#[test]
+fn sensitive_versions_wait_for_a_trusted_auditor_and_the_rest_are_auto_approved() {
+    let f = fixture();
+    let plain = package("1.0.0", &["storage"], "Clinic Ltd", &f.publisher);
+    let released = f.registry.submit(&plain, &Actor::Operator).unwrap().release;
+    assert_eq!(released.state, State::Approved);
+    assert_eq!(
+        f.registry.resolve("org.clinic.booking", 0).unwrap().version,
+        "1.0.0"
+    );
+
+    let paying = package(
+        "1.1.0",
+        &["storage", "payments"],
+        "Clinic Ltd",
+        &f.publisher,
+    );
+    assert_eq!(
+        f.registry
+            .submit(&paying, &Actor::Operator)
+            .unwrap()
+            .release
+            .state,
+        State::Submitted
+    );
+    // Users keep getting 1.0.0; 1.1.0 says what it misses.
+    assert_eq!(
+        f.registry.resolve("org.clinic.booking", 0).unwrap().version,
+        "1.0.0"
+    );
+    let why = f
+        .registry
+        .launchable(&f.registry.release("org.clinic.booking", "1.1.0").unwrap());
+    assert!(why
+        .unwrap_err()
+        .contains("trusted auditor (it declares payments)"));
+
+    let untrusted = SigningKey::generate().unwrap();
+    assert!(matches!(
+        decide(&f, &untrusted, &paying, Verdict::Approve, now_secs()),
+        Err(RegistryError::UntrustedAuditor(_))
+    ));
+    // An approval of other bytes is refused.
+    let d = SignedDecision::sign(
+        &f.auditor,
+        "org.clinic.booking",
+        "1.1.0",
+        &plain.digest(),
+        Verdict::Approve,
+        "ok",
+        now_secs(),
+    )
+    .unwrap();
+    assert!(
+        matches!(f.registry.decide(&d), Err(RegistryError::Conflict(m)) if m.contains("not the package"))
+    );
+
+    let at = now_secs();
+    assert!(
+        decide(&f, &f.auditor, &paying, Verdict::Approve, at)
+            .unwrap()
+            .changed
+    );
+    assert!(
+        !decide(&f, &f.auditor, &paying, Verdict::Approve, at + 1)
+            .unwrap()
+            .changed,
+        "a second approval is a no-op"
+    );
+    assert_eq!(
+        f.registry.resolve("org.clinic.booking", 0).unwrap().version,
+        "1.1.0"
+    );
+
+    // Distrusting the auditor pulls the approval: back to 1.0.0.
+    f.registry
+        .distrust_auditor(&f.auditor.public_key(), &Actor::Operator)
+        .unwrap();
+    assert_eq!(
+        f.registry.resolve("org.clinic.booking", 0).unwrap().version,
+        "1.0.0"
+    );
+}
+
+#[test]
+fn an_old_approval_cannot_be_replayed_over_a_rejection() {
+    let f = fixture();
+    let p = package("1.0.0", &["payments"], "Clinic Ltd", &f.publisher);
+    f.registry.submit(&p, &Actor::Operator).unwrap();
+    let at = now_secs() - 100;
+    let m = p.manifest();
+    let approval = SignedDecision::sign(
+        &f.auditor,
+        &m.id,
+        "1.0.0",
+        &p.digest(),
+        Verdict::Approve,
+        "fine",
+        at,
+    )
+    .unwrap();
+    f.registry.decide(&approval).unwrap();
+    decide(&f, &f.auditor, &p, Verdict::Reject, at + 10).unwrap();
+    assert!(
+        matches!(f.registry.decide(&approval), Err(RegistryError::Conflict(m)) if m.contains("newer decision"))
+    );
+    let err = f.registry.resolve(&m.id, 0).unwrap_err().to_string();
+    assert!(err.contains("rejected by Ann Auditor"), "{err}");
+}
+
+#[test]
+fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
+    let f = fixture();
+    for v in ["1.0.0", "1.1.0"] {
+        f.registry
+            .submit(
+                &package(v, &[], "Clinic Ltd", &f.publisher),
+                &Actor::Operator,
+            )
+            .unwrap();
+    }
+    let app = "org.clinic.booking";
+    assert_eq!(f.registry.resolve(app, 0).unwrap().version, "1.1.0");
+    f.registry
+        .yank(
+            app,
+            "1.1.0",
+            true,
+            "crashes",
+            &Actor::Publisher("Clinic Ltd".into()),
+        )
+        .unwrap();
+    assert_eq!(f.registry.resolve(app, 0).unwrap().version, "1.0.0");
+    assert!(matches!(
+        f.registry.yank(
+            app,
+            "1.1.0",
+            false,
+            "",
+            &Actor::Publisher("Other Co".into())
+        ),
+        Err(RegistryError::Forbidden(_))
+    ));
+    f.registry
+        .yank(app, "1.1.0", false, "fixed", &Actor::Operator)
+        .unwrap();
+
+    f.registry
+        .set_rollout(app, "1.1.0", 50, &Actor::Operator)
+        .unwrap();
+    let users: Vec<String> = (0..400).map(|i| format!("pseudonym-{i}")).collect();
+    let versions = |r: &Registry| -> Vec<String> {
+        users
+            .iter()
+            .map(|u| r.resolve(app, rollout_bucket(u)).unwrap().version)
+            .collect()
+    };
+    let first = versions(&f.registry);
+    assert_eq!(
+        first,
+        versions(&f.registry),
+        "each user keeps their version"
+    );
+    let new = first.iter().filter(|v| *v == "1.1.0").count();
+    assert!(
+        (150..=250).contains(&new),
+        "{new} of 400 got the new version at 50%"
+    );
+    // Widening the rollout only adds users.
+    f.registry
+        .set_rollout(app, "1.1.0", 80, &Actor::Operator)
+        .unwrap();
+    let wider = versions(&f.registry);
+    assert!(first
+        .iter()
+        .zip(&wider)
+        .all(|(a, b)| a != "1.1.0" || b == "1.1.0"));
+    assert!(matches!(
+        f.registry.set_rollout(app, "1.1.0", 101, &Actor::Operator),
+        Err(RegistryError::Invalid(_))
+    ));
+}
+
+#[test]
+fn every_change_is_in_the_audit_log_with_its_actor() {
+    let f = fixture();
+    let p = package("1.0.0", &["payments"], "Clinic Ltd", &f.publisher);
+    f.registry
+        .submit(&p, &Actor::Publisher("Clinic Ltd".into()))
+        .unwrap();
+    decide(&f, &f.auditor, &p, Verdict::Approve, now_secs()).unwrap();
+    f.registry
+        .yank("org.clinic.booking", "1.0.0", true, "bad", &Actor::Operator)
+        .unwrap();
+    let kinds: Vec<(String, String)> = f
+        .audit
+        .entries(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.event.kind,
+                e.event.details.get("actor").cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let auditor = format!("auditor:{}", f.auditor.public_key());
+    for expected in [
+        ("registry.publisher.add", "operator"),
+        ("registry.auditor.trust", "operator"),
+        ("registry.publish", "publisher:Clinic Ltd"),
+        ("registry.decision", auditor.as_str()),
+        ("registry.yank", "operator"),
+    ] {
+        assert!(
+            kinds
+                .iter()
+                .any(|(k, a)| k == expected.0 && a == expected.1),
+            "{expected:?} missing from {kinds:?}"
+        );
+    }
+    let report = f.registry.report("org.clinic.booking", &f.audit).unwrap();
+    assert_eq!(report.versions[0].release.decisions.len(), 1);
+    assert!(!report.versions[0].launchable);
+}

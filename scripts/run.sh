@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: build the host and the bundled mini-programs, install them
-# into an apps directory, and serve them on sled at 127.0.0.1:8080 (stop
+# The main job: build the host and the bundled mini-programs, put them in
+# an apps directory that the host publishes to its registry and approves
+# with its development keys, and serve them on sled at 127.0.0.1:8080 (stop
 # with Ctrl-C). Data lives in ./superapp-data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +17,5 @@ for plugin in hello; do
   cp "plugins/$plugin/plugin.toml" "$apps/$plugin/plugin.toml"
   cp "$component" "$apps/$plugin/$plugin.wasm"
 done
-exec "$superapp" serve --data-dir "${SUPERAPP_DATA_DIR:-./superapp-data}" --apps "$apps" \
+exec "$superapp" serve --data-dir "${SUPERAPP_DATA_DIR:-./superapp-data}" --apps "$apps" --dev-approve \
   --listen "${SUPERAPP_LISTEN:-127.0.0.1:8080}"

@@ -31,6 +31,11 @@ pub fn new_id() -> String {
     B64URL.encode(random_bytes::<16>())
 }
 
+/// A bearer secret: 256 bits, base64url.
+pub fn random_token() -> String {
+    B64URL.encode(random_bytes::<32>())
+}
+
 /// Hex SHA-256 of `bytes`: how components, packages and call arguments are
 /// named by content.
 pub fn sha256_hex(bytes: &[u8]) -> String {

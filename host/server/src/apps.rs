@@ -1,18 +1,19 @@
-//! The installed mini-programs of a server: loaded and checked at startup
-//! from an apps directory (one subdirectory per app with its `plugin.toml`
-//! and its component).
+//! Apps for development: `serve --apps DIR` reads one subdirectory per app
+//! (its `plugin.toml` and one `.wasm` component), and the host packs, signs
+//! with this data directory's development publisher key, and publishes
+//! each to its registry like any provider's package (see
+//! `Host::publish_dev_apps`). The keys live in the data directory, mode 0600.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use superapp_core::keys::SigningKey;
+use superapp_services::identity::load_or_create_private;
 
-use superapp_runtime::{App, Runtime};
-
-/// The installed apps, by id.
-pub struct Apps {
-    apps: BTreeMap<String, App>,
-}
+/// The development publisher's key in the data directory.
+pub const DEV_PUBLISHER_KEY: &str = "dev-publisher.pem";
+/// The development auditor's key, trusted only with `dev-approve`.
+pub const DEV_AUDITOR_KEY: &str = "dev-auditor.pem";
 
 /// What the server configures about apps and their services.
 #[derive(Debug, Clone)]
@@ -29,41 +30,29 @@ impl Default for AppsConfig {
     }
 }
 
-impl Apps {
-    /// Load every app under `dir` (if given). A broken app stops the start,
-    /// with its name in the message: better than serving half the apps.
-    pub fn load(dir: Option<&Path>, runtime: &Runtime) -> anyhow::Result<Apps> {
-        let mut apps = BTreeMap::new();
-        if let Some(dir) = dir {
-            let mut entries: Vec<_> = std::fs::read_dir(dir)
-                .with_context(|| format!("cannot read the apps directory {}", dir.display()))?
-                .collect::<Result<_, _>>()?;
-            entries.sort_by_key(|e| e.path());
-            for entry in entries.into_iter().filter(|e| e.path().is_dir()) {
-                let app_dir = entry.path();
-                let app = load_one(runtime, &app_dir)
-                    .with_context(|| format!("app {}", app_dir.display()))?;
-                let id = app.manifest().id.clone();
-                if apps.insert(id.clone(), app).is_some() {
-                    bail!("two apps in {} have the id {id}", dir.display());
-                }
-                tracing::info!(app = %id, "loaded");
-            }
-        }
-        Ok(Apps { apps })
-    }
+/// One app directory's manifest and component, as read from disk.
+pub struct AppSource {
+    pub dir: PathBuf,
+    pub manifest: Vec<u8>,
+    pub component: Vec<u8>,
+}
 
-    pub fn get(&self, id: &str) -> Option<&App> {
-        self.apps.get(id)
+/// Every app directory under `dir`, in name order.
+pub fn read_apps_dir(dir: &Path) -> anyhow::Result<Vec<AppSource>> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the apps directory {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
+    let mut out = Vec::new();
+    for entry in entries.into_iter().filter(|e| e.path().is_dir()) {
+        let app_dir = entry.path();
+        out.push(read_one(&app_dir).with_context(|| format!("app {}", app_dir.display()))?);
     }
-
-    pub fn all(&self) -> impl Iterator<Item = &App> {
-        self.apps.values()
-    }
+    Ok(out)
 }
 
 /// An app directory holds `plugin.toml` and exactly one `.wasm` component.
-fn load_one(runtime: &Runtime, dir: &Path) -> anyhow::Result<App> {
+fn read_one(dir: &Path) -> anyhow::Result<AppSource> {
     let components: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -75,5 +64,20 @@ fn load_one(runtime: &Runtime, dir: &Path) -> anyhow::Result<App> {
             components.len()
         );
     };
-    Ok(runtime.load_files(&dir.join("plugin.toml"), component)?)
+    let manifest_path = dir.join("plugin.toml");
+    Ok(AppSource {
+        dir: dir.to_path_buf(),
+        manifest: std::fs::read(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?,
+        component: std::fs::read(component)
+            .with_context(|| format!("cannot read {}", component.display()))?,
+    })
+}
+
+/// A development key of this data directory, created on first use.
+pub fn dev_key(data_dir: &Path, file: &str) -> anyhow::Result<SigningKey> {
+    let path = data_dir.join(file);
+    let pem = load_or_create_private(&path, || Ok(SigningKey::generate()?.to_pem().into_bytes()))?;
+    let text = String::from_utf8(pem).with_context(|| format!("{} is not PEM", path.display()))?;
+    Ok(SigningKey::from_pem(&text, &path.display().to_string())?)
 }

@@ -10,8 +10,10 @@ use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
 use crate::apps::AppsConfig;
+use superapp_core::Capability;
 use superapp_services::identity::IdentityConfig;
 use superapp_services::messaging::MessagingConfig;
+use superapp_services::registry::{AutoApprove, Policy};
 
 /// The config file's keys. Every key can also be set with an environment
 /// variable: `SUPERAPP_` + the key in upper case with `_` for `-`.
@@ -33,6 +35,12 @@ pub struct FileConfig {
     pub heartbeat_secs: Option<u64>,
     pub cookie_secure: Option<bool>,
     pub payment_ttl_secs: Option<u64>,
+    /// Capabilities whose packages need a trusted auditor's approval.
+    pub sensitive_capabilities: Option<Vec<String>>,
+    /// `non-sensitive` (default) or `never`.
+    pub auto_approve: Option<String>,
+    /// Approve what `--apps` publishes with a development auditor key.
+    pub dev_approve: Option<bool>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -47,6 +55,16 @@ pub struct ServerConfig {
     pub api: ApiConfig,
     pub ws_queue: usize,
     pub apps: AppsConfig,
+    pub registry: RegistryConfig,
+}
+
+/// The registry's policy, and what `serve --apps DIR` does for development.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    pub policy: Policy,
+    /// Sign approvals of the apps directory's packages with a development
+    /// auditor key that this host trusts. Never in production.
+    pub dev_approve: bool,
 }
 
 /// The HTTP API's own settings.
@@ -115,10 +133,23 @@ impl FileConfig {
         env_value("heartbeat-secs", &mut self.heartbeat_secs)?;
         env_value("cookie-secure", &mut self.cookie_secure)?;
         env_value("payment-ttl-secs", &mut self.payment_ttl_secs)?;
+        env_value("auto-approve", &mut self.auto_approve)?;
+        env_value("dev-approve", &mut self.dev_approve)?;
+        let mut list: Option<String> = None;
+        env_value("sensitive-capabilities", &mut list)?;
+        if let Some(list) = list {
+            self.sensitive_capabilities = Some(
+                list.split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect(),
+            );
+        }
         Ok(())
     }
 
     pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let registry = self.registry_config()?;
         let listen_raw = self.listen.unwrap_or_else(|| "127.0.0.1:8080".to_string());
         let listen: SocketAddr = listen_raw.parse().with_context(|| {
             format!("listen: `{listen_raw}` is not an address like 127.0.0.1:8080")
@@ -174,6 +205,35 @@ impl FileConfig {
                 order_ttl: positive("payment-ttl-secs", self.payment_ttl_secs)?
                     .map_or(AppsConfig::default().order_ttl, Duration::from_secs),
             },
+            registry,
+        })
+    }
+
+    fn registry_config(&self) -> anyhow::Result<RegistryConfig> {
+        let mut policy = Policy::default();
+        if let Some(names) = &self.sensitive_capabilities {
+            policy.sensitive = names
+                .iter()
+                .map(|n| {
+                    Capability::from_name(n).with_context(|| {
+                        format!(
+                            "sensitive-capabilities: unknown capability `{n}` (known: {})",
+                            Capability::known_names()
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        policy.auto_approve = match self.auto_approve.as_deref() {
+            None | Some("non-sensitive") => AutoApprove::NonSensitive,
+            Some("never") => AutoApprove::Never,
+            Some(other) => {
+                bail!("auto-approve: `{other}` is neither `non-sensitive` nor `never`")
+            }
+        };
+        Ok(RegistryConfig {
+            policy,
+            dev_approve: self.dev_approve.unwrap_or(false),
         })
     }
 }
@@ -199,5 +259,21 @@ mod tests {
         assert_eq!(r.messaging.max_message_bytes, 100);
         assert_eq!(r.api.heartbeat, Duration::from_secs(5));
         assert_eq!(r.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(r.registry.policy, Policy::default());
+        let c: FileConfig =
+            toml::from_str("sensitive-capabilities = [\"payments\"]\nauto-approve = \"never\"")
+                .unwrap();
+        let p = c.resolve().unwrap().registry.policy;
+        assert_eq!(
+            (p.sensitive, p.auto_approve),
+            (vec![Capability::Payments], AutoApprove::Never)
+        );
+        for bad in [
+            "sensitive-capabilities = [\"money\"]",
+            "auto-approve = \"always\"",
+        ] {
+            let c: FileConfig = toml::from_str(bad).unwrap();
+            assert!(c.resolve().is_err(), "{bad}");
+        }
     }
 }

@@ -16,11 +16,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let host = Host::open(&config)?;
     let store = host.store.clone();
     let (stop, shutdown) = watch::channel(false);
-    let state = Arc::new(ServerState {
-        host,
-        config: config.api.clone(),
-        shutdown,
-    });
+    let state = Arc::new(ServerState::new(host, config.api.clone(), shutdown));
     let sweeper = tokio::spawn(api::expire_orders(state.clone()));
     let app = api::router(state);
 

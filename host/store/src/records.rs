@@ -164,6 +164,12 @@ impl Store {
         }
     }
 
+    /// Flush now, on this thread: for startup work and offline tools,
+    /// outside the async request path.
+    pub fn flush_now(&self) -> Result<(), StoreError> {
+        self.backend.flush()
+    }
+
     /// Flush and stop the flusher: the last step of a graceful shutdown.
     pub fn close(&self) -> Result<(), StoreError> {
         drop(

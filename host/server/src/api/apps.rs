@@ -1,4 +1,5 @@
-//! Mini-programs for the signed-in user: list, launch, send an action.
+//! Mini-programs for the signed-in user: the directory of approved apps,
+//! launch, send an action.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -7,39 +8,108 @@ use serde::{Deserialize, Serialize};
 use super::auth::{Auth, Json};
 use super::error::ApiError;
 use super::AppState;
+use superapp_core::Capability;
 use superapp_runtime::bindings::superapp::plugin::types::Action;
-use superapp_runtime::contract::ImportSummary;
+use superapp_runtime::capabilities::consent_level;
 use superapp_runtime::view::View;
 use superapp_runtime::Invocation;
+use superapp_services::registry::{rollout_bucket, DecidedBy, Publisher, Release};
 
+/// One app in the directory: the version this user gets, who publishes
+/// it, what it may do and why, and who approved it when. Field names are
+/// stable (the web shell reads them).
 #[derive(Serialize)]
-struct Listing<'a> {
-    id: &'a str,
-    name: &'a str,
+struct Listing {
+    id: String,
+    name: String,
     version: String,
-    publisher: &'a str,
-    description: &'a str,
-    capabilities: ImportSummary,
+    description: String,
+    digest: String,
+    publisher: PublisherRef,
+    capabilities: Vec<CapabilityListing>,
+    approval: Option<Approval>,
 }
 
-pub async fn list(State(state): State<AppState>, _auth: Auth) -> Response {
-    let apps: Vec<Listing> = state
-        .host
-        .apps
-        .all()
-        .map(|app| {
-            let m = app.manifest();
-            Listing {
-                id: &m.id,
-                name: &m.name,
-                version: m.version.to_string(),
-                publisher: &m.publisher,
-                description: &m.description,
-                capabilities: ImportSummary::of(m, app.imports()),
-            }
-        })
-        .collect();
-    axum::Json(apps).into_response()
+#[derive(Serialize)]
+struct PublisherRef {
+    id: String,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct CapabilityListing {
+    name: String,
+    reason: String,
+    /// `none`, `once-per-app` or `every-use`.
+    consent: &'static str,
+}
+
+#[derive(Serialize)]
+struct Approval {
+    /// `auditor` or `policy`.
+    by: &'static str,
+    /// The auditor's name, or the rule that approved it.
+    name: String,
+    /// The auditor's public key.
+    key: Option<String>,
+    at: u64,
+    note: String,
+}
+
+fn listing(release: Release, publisher: Option<Publisher>) -> Listing {
+    let approval = release.last_decision().map(|d| match &d.by {
+        DecidedBy::Auditor { name, signed } => Approval {
+            by: "auditor",
+            name: name.clone(),
+            key: Some(signed.auditor_key.clone()),
+            at: d.at,
+            note: d.note.clone(),
+        },
+        DecidedBy::Policy { rule } => Approval {
+            by: "policy",
+            name: rule.clone(),
+            key: None,
+            at: d.at,
+            note: d.note.clone(),
+        },
+    });
+    Listing {
+        capabilities: release
+            .capabilities
+            .iter()
+            .map(|c| CapabilityListing {
+                name: c.name.clone(),
+                reason: c.reason.clone(),
+                consent: Capability::from_name(&c.name)
+                    .map_or("none", |cap| consent_level(cap).name()),
+            })
+            .collect(),
+        publisher: PublisherRef {
+            name: publisher.map_or_else(|| release.publisher.clone(), |p| p.name),
+            id: release.publisher,
+        },
+        id: release.app,
+        name: release.name,
+        version: release.version,
+        description: release.description,
+        digest: release.digest,
+        approval,
+    }
+}
+
+/// The directory: every app the signed-in user may open, in the version
+/// they would get.
+pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    let host = &state.host;
+    let releases = host
+        .registry
+        .directory(|app| rollout_bucket(&host.services.pseudonyms.for_app(&auth.user.id, app)))?;
+    let mut apps = Vec::with_capacity(releases.len());
+    for release in releases {
+        let publisher = host.registry.publisher(&release.publisher)?;
+        apps.push(listing(release, publisher));
+    }
+    Ok(axum::Json(apps).into_response())
 }
 
 #[derive(Deserialize, Default)]

@@ -20,6 +20,7 @@ use superapp_services::identity::IdentityError;
 use superapp_services::ledger::orders::OrderError;
 use superapp_services::ledger::LedgerError;
 use superapp_services::messaging::MessagingError;
+use superapp_services::registry::RegistryError;
 use superapp_store::StoreError;
 
 #[derive(Debug)]
@@ -203,6 +204,37 @@ impl From<RunError> for ApiError {
     }
 }
 
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let message = e.to_string();
+        match e {
+            RegistryError::Invalid(_) | RegistryError::Decision(_) => {
+                ApiError::bad_request(message)
+            }
+            RegistryError::Package(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid-package", message)
+            }
+            RegistryError::UnknownPublisher(_) | RegistryError::NotPublisherKey { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "unknown-publisher", message)
+            }
+            RegistryError::UntrustedAuditor(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "untrusted-auditor", message)
+            }
+            RegistryError::Forbidden(_) => ApiError::forbidden(message),
+            RegistryError::NotLaunchable(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "not-approved", message)
+            }
+            RegistryError::UnknownApp(_) | RegistryError::UnknownVersion { .. } => {
+                ApiError::not_found(message)
+            }
+            RegistryError::PublisherExists(_) | RegistryError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            RegistryError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<HostError> for ApiError {
     fn from(e: HostError) -> Self {
         match e {
@@ -222,6 +254,7 @@ impl From<HostError> for ApiError {
             HostError::Ledger(e) => e.into(),
             HostError::Order(e) => e.into(),
             HostError::Document(e) => e.into(),
+            HostError::Registry(e) => e.into(),
             HostError::Store(e) => e.into(),
         }
     }

@@ -8,6 +8,8 @@ mod consent;
 mod conversations;
 mod documents;
 mod error;
+mod principal;
+mod registry;
 mod wallet;
 mod ws;
 
@@ -40,6 +42,23 @@ pub struct ServerState {
     pub config: ApiConfig,
     /// Flips to `true` when the server starts shutting down.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Nonces of signed registry requests already served.
+    pub nonces: principal::Nonces,
+}
+
+impl ServerState {
+    pub fn new(
+        host: Host,
+        config: ApiConfig,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> ServerState {
+        ServerState {
+            host,
+            config,
+            shutdown,
+            nonces: principal::Nonces::default(),
+        }
+    }
 }
 
 pub type AppState = Arc<ServerState>;
@@ -60,7 +79,8 @@ impl Routes {
 }
 
 fn routes() -> Routes {
-    use axum::routing::{delete, get, post};
+    use axum::routing::{delete, get, post, put};
+    use superapp_core::package::MAX_PACKAGE_BYTES;
     Routes {
         router: Router::new(),
         list: Vec::new(),
@@ -139,6 +159,70 @@ fn routes() -> Routes {
         get(documents::revoked),
     )
     .add(Method::GET, "/host-key", get(documents::host_key))
+    .add(
+        Method::GET,
+        "/registry/publishers",
+        get(registry::publishers),
+    )
+    .add(
+        Method::POST,
+        "/registry/publishers",
+        post(registry::add_publisher),
+    )
+    .add(
+        Method::POST,
+        "/registry/publishers/{id}/keys",
+        post(registry::add_publisher_key),
+    )
+    .add(Method::GET, "/registry/auditors", get(registry::auditors))
+    .add(
+        Method::POST,
+        "/registry/auditors",
+        post(registry::trust_auditor),
+    )
+    .add(
+        Method::DELETE,
+        "/registry/auditors/{key}",
+        delete(registry::distrust_auditor),
+    )
+    .add(
+        Method::POST,
+        "/registry/packages",
+        post(registry::publish).layer(DefaultBodyLimit::max(MAX_PACKAGE_BYTES)),
+    )
+    .add(Method::GET, "/registry/apps", get(registry::apps))
+    .add(Method::GET, "/registry/apps/{app}", get(registry::app))
+    .add(
+        Method::GET,
+        "/registry/apps/{app}/report",
+        get(registry::report),
+    )
+    .add(
+        Method::GET,
+        "/registry/apps/{app}/versions/{version}",
+        get(registry::release),
+    )
+    .add(
+        Method::GET,
+        "/registry/apps/{app}/versions/{version}/package",
+        get(registry::package),
+    )
+    .add(
+        Method::POST,
+        "/registry/apps/{app}/versions/{version}/decisions",
+        post(registry::decide),
+    )
+    .add(
+        Method::POST,
+        "/registry/apps/{app}/versions/{version}/yank",
+        post(registry::yank),
+    )
+    .add(
+        Method::PUT,
+        "/registry/apps/{app}/versions/{version}/rollout",
+        put(registry::rollout),
+    )
+    .add(Method::GET, "/audit/entries", get(registry::audit_entries))
     .add(Method::GET, "/openapi.json", on(MethodFilter::GET, openapi))
 }
 

@@ -44,13 +44,13 @@ impl Host {
     /// Run one call; what the app stored (and a failure's audit record) is
     /// durable before this returns.
     async fn run(&self, app: &str, invocation: &Invocation, call: Call) -> Result<View, HostError> {
-        let app = self.app(app)?;
+        let app = self.app_for(&invocation.user, app)?;
         let result = self
             .runtime
-            .run(app, &self.services, invocation, &call)
+            .run(&app, &self.services, invocation, &call)
             .await;
         if let Err(e) = &result {
-            self.record_failure(&invocation.user, app, e);
+            self.record_failure(&invocation.user, &app, e);
         }
         self.flush().await?;
         Ok(result?)
@@ -60,16 +60,16 @@ impl Host {
     /// draws. An app that fails is recorded and yields no view; a removed
     /// app yields none either. The caller flushes.
     pub(super) async fn deliver(&self, user: &str, app: &str, event: Event) -> Option<View> {
-        let app = self.apps.get(app)?;
+        let app = self.app_for(user, app).ok()?;
         let invocation = Invocation::new(user.to_string());
         match self
             .runtime
-            .run(app, &self.services, &invocation, &Call::Event(event))
+            .run(&app, &self.services, &invocation, &Call::Event(event))
             .await
         {
             Ok(view) => Some(view),
             Err(e) => {
-                self.record_failure(user, app, &e);
+                self.record_failure(user, &app, &e);
                 None
             }
         }

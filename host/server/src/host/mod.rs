@@ -11,9 +11,11 @@
 
 mod apps;
 mod prompts;
+mod registry;
 mod wallet;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use superapp_runtime::capabilities::notify::ChatNotifier;
 use superapp_runtime::{App, RunError, Runtime, RuntimeConfig, Services};
@@ -21,16 +23,18 @@ use superapp_services::audit::Audit;
 use superapp_services::consent::{Consent, ConsentError};
 use superapp_services::documents::requests::Requests;
 use superapp_services::documents::{DocumentError, Documents, HostKey};
-use superapp_services::identity::{load_or_create_secret, Identity, IdentityError, Pseudonyms};
+use superapp_services::identity::{
+    load_or_create_private, load_or_create_secret, Identity, IdentityError, Pseudonyms,
+};
 use superapp_services::ledger::orders::{OrderError, Orders};
 use superapp_services::ledger::{Ledger, LedgerError};
 use superapp_services::messaging::{Hub, Messaging, MessagingError};
+use superapp_services::registry::{Registry, RegistryError};
 use superapp_store::{Quota, Store, StoreError, StoreKv};
 
 pub use prompts::{Answer, Answered};
 pub use wallet::{Transfer, TransferDone};
 
-use crate::apps::Apps;
 use crate::config::ServerConfig;
 
 /// Why a workflow did not complete. Each variant wraps the service error
@@ -66,6 +70,8 @@ pub enum HostError {
     #[error(transparent)]
     Document(#[from] DocumentError),
     #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -93,13 +99,22 @@ pub struct Host {
     pub runtime: Runtime,
     /// What the capabilities reach, shared by every instance.
     pub services: Arc<Services>,
-    pub apps: Apps,
+    /// Publishers, auditors, every published version and its review.
+    pub registry: Arc<Registry>,
+    /// Prepared apps by package digest.
+    loaded: Mutex<HashMap<String, Arc<App>>>,
+    /// SHA-256 of the operator's token (see [`OPERATOR_TOKEN`]).
+    operator_token_sha256: String,
 }
 
+/// The file in the data directory holding the operator's API token.
+pub const OPERATOR_TOKEN: &str = "operator.token";
+
 impl Host {
-    /// Open the data directory and build every service, then load and
-    /// check every installed app. A broken app stops the start, with its
-    /// name in the message: better than serving half the apps.
+    /// Open the data directory and build every service, publish the
+    /// development apps directory if one is configured, and prepare every
+    /// launchable version. A broken app in the apps directory stops the
+    /// start, with its name in the message: better than serving half the apps.
     pub fn open(config: &ServerConfig) -> anyhow::Result<Host> {
         let data_dir = &config.data_dir;
         std::fs::create_dir_all(data_dir).map_err(|e| {
@@ -143,8 +158,16 @@ impl Host {
             payments: orders.clone(),
             documents: requests.clone(),
         });
-        let apps = Apps::load(config.apps_dir.as_deref(), &runtime)?;
-        Ok(Host {
+        let registry = Arc::new(Registry::new(
+            store.clone(),
+            audit.clone(),
+            config.registry.policy.clone(),
+        ));
+        let token = load_or_create_private(&data_dir.join(OPERATOR_TOKEN), || {
+            Ok(superapp_core::ids::random_token().into_bytes())
+        })?;
+        let token = String::from_utf8_lossy(&token).trim().to_string();
+        let host = Host {
             store,
             identity,
             messaging,
@@ -157,13 +180,22 @@ impl Host {
             host_key,
             runtime,
             services,
-            apps,
-        })
+            registry,
+            loaded: Mutex::new(HashMap::new()),
+            operator_token_sha256: superapp_core::sha256_hex(token.as_bytes()),
+        };
+        if let Some(dir) = &config.apps_dir {
+            host.publish_dev_apps(dir, data_dir, config.registry.dev_approve)?;
+            host.store.flush_now()?;
+        }
+        host.preload();
+        Ok(host)
     }
 
-    /// An installed app, or `NoApp`.
-    pub fn app(&self, id: &str) -> Result<&App, HostError> {
-        self.apps.get(id).ok_or_else(|| HostError::NoApp(id.into()))
+    /// Whether `token` is the operator's.
+    pub fn is_operator_token(&self, token: &str) -> bool {
+        !token.is_empty()
+            && superapp_core::sha256_hex(token.trim().as_bytes()) == self.operator_token_sha256
     }
 
     /// Wait until everything written so far is on disk.

@@ -32,7 +32,10 @@ enum Command {
     /// session-ttl-secs, login-max-failures-per-user,
     /// login-max-failures-per-client, login-window-secs, max-body-bytes,
     /// request-timeout-secs, max-message-bytes, ws-queue, heartbeat-secs,
-    /// cookie-secure, payment-ttl-secs.
+    /// cookie-secure, payment-ttl-secs, sensitive-capabilities (the
+    /// capabilities whose packages need a trusted auditor's approval;
+    /// default payments, documents, profile, notify), auto-approve
+    /// (`non-sensitive`, the default, or `never`).
     Serve(serve::ServeArgs),
     /// Auditors' tools: inspect and compare packages, verify the audit log.
     #[command(subcommand)]

@@ -16,10 +16,16 @@ pub struct ServeArgs {
     /// Address to listen on (default: 127.0.0.1:8080; port 0 picks a free one).
     #[arg(long, env = "SUPERAPP_LISTEN")]
     listen: Option<String>,
-    /// Installed mini-programs: one subdirectory per app, each with its
-    /// plugin.toml and one .wasm component.
+    /// For development: a directory with one subdirectory per app (its
+    /// plugin.toml and one .wasm component). Each is packed, signed with
+    /// the data directory's development publisher key and published to
+    /// the registry at startup; the log says what happened to each.
     #[arg(long = "apps", env = "SUPERAPP_APPS_DIR")]
     apps_dir: Option<PathBuf>,
+    /// For development: approve what --apps publishes with a development
+    /// auditor key that this host then trusts. Never in production.
+    #[arg(long)]
+    dev_approve: bool,
     /// A TOML config file.
     #[arg(long, env = "SUPERAPP_CONFIG")]
     config: Option<PathBuf>,
@@ -36,6 +42,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(a) = args.apps_dir {
         file.apps_dir = Some(a);
+    }
+    if args.dev_approve {
+        file.dev_approve = Some(true);
     }
     if let Some(l) = args.listen {
         file.listen = Some(l);

@@ -1,0 +1,163 @@
+//! Who calls the registry and audit routes, and the request body they
+//! signed: the operator (`Authorization: Bearer` with the token from the
+//! data directory's `operator.token`), or a publisher or auditor by a
+//! request signed with their key (`superapp_core::signed_request`). A
+//! signed request is used once: its nonce is remembered for as long as its
+//! time could pass the freshness check.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use superapp_core::now_secs;
+use superapp_core::signed_request::{RequestSignature, MAX_SKEW_SECS, SCHEME};
+use superapp_services::registry::Actor;
+
+use super::error::ApiError;
+use super::AppState;
+
+/// A caller of the registry routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Operator,
+    /// A registered publisher, by id.
+    Publisher(String),
+    /// A trusted auditor, by key.
+    Auditor(String),
+}
+
+impl Principal {
+    pub fn actor(&self) -> Actor {
+        match self {
+            Principal::Operator => Actor::Operator,
+            Principal::Publisher(id) => Actor::Publisher(id.clone()),
+            Principal::Auditor(key) => Actor::Auditor(key.clone()),
+        }
+    }
+
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Operator => Ok(()),
+            _ => Err(ApiError::forbidden("only the operator may do this")),
+        }
+    }
+
+    /// The operator, an auditor, or the publisher `publisher`.
+    pub fn require_reader_of(&self, publisher: &str) -> Result<(), ApiError> {
+        match self {
+            Principal::Publisher(id) if id != publisher => Err(ApiError::forbidden(
+                "a publisher may only read its own apps",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Nonces of signed requests already served, with when they expire.
+#[derive(Default)]
+pub struct Nonces {
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+/// How many nonces are remembered at most; beyond that signed requests
+/// are refused (503) until old ones expire.
+const MAX_NONCES: usize = 200_000;
+
+impl Nonces {
+    /// Remember `nonce` of `key`; `false` if it was already used.
+    fn first_use(&self, key: &str, nonce: &str, now: u64) -> Result<bool, ApiError> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_NONCES {
+            seen.retain(|_, expires| *expires > now);
+            if seen.len() >= MAX_NONCES {
+                return Err(ApiError {
+                    retry_after: Some(MAX_SKEW_SECS),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        "too many signed requests; try again later",
+                    )
+                });
+            }
+        }
+        let id = format!("{key}\0{nonce}");
+        Ok(seen.insert(id, now + 2 * MAX_SKEW_SECS + 1).is_none())
+    }
+}
+
+/// An authenticated registry request and its raw body.
+pub struct Called {
+    pub principal: Principal,
+    pub body: Bytes,
+}
+
+impl Called {
+    /// The body as JSON of `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-json", e.to_string()))
+    }
+}
+
+impl FromRequest<AppState> for Called {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let method = parts.method.to_string();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::unauthenticated(format!(
+                    "this route needs the operator token (Bearer) or a request signed with a publisher's or auditor's key ({SCHEME})"
+                ))
+            })?;
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), "too-large", e.body_text()))?;
+        let host = &state.host;
+        if let Some(token) = authorization.strip_prefix("Bearer ") {
+            if host.is_operator_token(token) {
+                return Ok(Called {
+                    principal: Principal::Operator,
+                    body,
+                });
+            }
+            return Err(ApiError::unauthenticated("the operator token is wrong"));
+        }
+        let signature = RequestSignature::parse(&authorization)
+            .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+        let now = now_secs();
+        signature
+            .verify(&method, &path, &body, now)
+            .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+        if !state
+            .nonces
+            .first_use(&signature.key, &signature.nonce, now)?
+        {
+            return Err(ApiError::unauthenticated(
+                "this signed request was already used; sign a new one",
+            ));
+        }
+        let principal = if host.registry.auditor(&signature.key)?.is_some() {
+            Principal::Auditor(signature.key)
+        } else if let Some(p) = host.registry.publisher_of_key(&signature.key)? {
+            Principal::Publisher(p.id)
+        } else {
+            return Err(ApiError::forbidden(format!(
+                "key {} is neither a registered publisher's nor a trusted auditor's",
+                signature.key
+            )));
+        };
+        Ok(Called { principal, body })
+    }
+}

@@ -1,0 +1,219 @@
+//! The registry's workflows that need the runtime: publishing (the
+//! component is compiled and its imports checked against its manifest
+//! before the registry takes it), choosing and loading the version a user
+//! launches, and publishing a development apps directory at startup.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use superapp_core::decision::{SignedDecision, Verdict};
+use superapp_core::{now_secs, Package};
+use superapp_runtime::App;
+use superapp_services::registry::{
+    rollout_bucket, Actor, Changed, Registry, RegistryError, Release, State,
+};
+
+use super::{Host, HostError};
+use crate::apps::{dev_key, read_apps_dir, DEV_AUDITOR_KEY, DEV_PUBLISHER_KEY};
+
+impl Host {
+    /// Publish a package file as `actor`: checked, stored, durable.
+    pub async fn publish(&self, bytes: &[u8], actor: &Actor) -> Result<Changed, HostError> {
+        let package = Package::from_bytes(bytes).map_err(RegistryError::Package)?;
+        let changed = self.submit(&package, actor)?;
+        self.flush().await?;
+        Ok(changed)
+    }
+
+    /// Check a package's component against its manifest, then hand it to
+    /// the registry; the prepared app is kept for launches.
+    fn submit(&self, package: &Package, actor: &Actor) -> Result<Changed, HostError> {
+        // Signature and publisher first: no compiling for strangers.
+        package.verify().map_err(RegistryError::Package)?;
+        if self
+            .registry
+            .publisher(&package.manifest().publisher)?
+            .is_none()
+        {
+            return Err(
+                RegistryError::UnknownPublisher(package.manifest().publisher.clone()).into(),
+            );
+        }
+        let app = self
+            .runtime
+            .load(package.manifest().clone(), package.component())
+            .map_err(|e| {
+                HostError::Invalid(format!("the component fails the host's checks: {e}"))
+            })?;
+        let changed = self.registry.submit(package, actor)?;
+        if changed.release.digest == package.digest() {
+            self.loaded_apps()
+                .entry(changed.release.digest.clone())
+                .or_insert_with(|| Arc::new(app));
+        }
+        Ok(changed)
+    }
+
+    /// Run a registry change and make it durable before returning.
+    pub async fn change_registry<T>(
+        &self,
+        change: impl FnOnce(&Registry) -> Result<T, RegistryError>,
+    ) -> Result<T, HostError> {
+        let out = change(&self.registry)?;
+        self.flush().await?;
+        Ok(out)
+    }
+
+    /// The version of `app` that `user` launches (newest approved, not
+    /// yanked, within its rollout), loaded and ready to run.
+    pub fn app_for(&self, user: &str, app: &str) -> Result<Arc<App>, HostError> {
+        let bucket = rollout_bucket(&self.services.pseudonyms.for_app(user, app));
+        let release = self.registry.resolve(app, bucket).map_err(|e| match e {
+            RegistryError::UnknownApp(id) => HostError::NoApp(id),
+            other => other.into(),
+        })?;
+        self.load_release(&release)
+    }
+
+    fn loaded_apps(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<App>>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A release's prepared app: from memory, else from its stored package
+    /// (compiled once per process; the precompile cache makes that quick).
+    pub fn load_release(&self, release: &Release) -> Result<Arc<App>, HostError> {
+        if let Some(app) = self.loaded_apps().get(&release.digest) {
+            return Ok(app.clone());
+        }
+        let bytes = self
+            .registry
+            .package_bytes(&release.digest)?
+            .ok_or_else(|| {
+                HostError::NotFound(format!("the package of {} is missing", release.label()))
+            })?;
+        let package = Package::from_bytes(&bytes).map_err(RegistryError::Package)?;
+        let app = self
+            .runtime
+            .load(package.manifest().clone(), package.component())
+            .map_err(|e| HostError::Invalid(format!("{}: {e}", release.label())))?;
+        let app = Arc::new(app);
+        self.loaded_apps()
+            .insert(release.digest.clone(), app.clone());
+        Ok(app)
+    }
+
+    /// Prepare every launchable version now, so first launches are quick
+    /// and a stored package the runtime no longer accepts shows at start.
+    pub(super) fn preload(&self) {
+        let apps = match self.registry.apps() {
+            Ok(apps) => apps,
+            Err(e) => return tracing::error!(error = %e, "cannot list the registry"),
+        };
+        for app in apps {
+            for release in self.registry.releases(&app).unwrap_or_default() {
+                if self.registry.launchable(&release).is_ok() {
+                    if let Err(e) = self.load_release(&release) {
+                        tracing::error!(release = %release.label(), error = %e, "cannot load");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `serve --apps DIR`: pack each app directory, sign it with the data
+    /// directory's development publisher key, publish it (registering its
+    /// publisher with that key if needed) and, with `dev_approve`, approve
+    /// it with the development auditor key. Says what it did in the log.
+    pub(super) fn publish_dev_apps(
+        &self,
+        dir: &Path,
+        data_dir: &Path,
+        dev_approve: bool,
+    ) -> anyhow::Result<()> {
+        let sources = read_apps_dir(dir)?;
+        if sources.is_empty() {
+            return Ok(());
+        }
+        let publisher_key = dev_key(data_dir, DEV_PUBLISHER_KEY)?;
+        let auditor_key = if dev_approve {
+            let key = dev_key(data_dir, DEV_AUDITOR_KEY)?;
+            self.registry.trust_auditor(
+                &key.public_key(),
+                "development auditor",
+                &Actor::Development,
+            )?;
+            tracing::warn!(key = %key.public_key(), "dev-approve is on: apps from --apps are approved with the development auditor key; never use this in production");
+            Some(key)
+        } else {
+            None
+        };
+        for source in sources {
+            let label = source.dir.display().to_string();
+            let mut package = Package::new(source.manifest, source.component)
+                .map_err(|e| anyhow::anyhow!("app {label}: {e}"))?;
+            package.sign(&publisher_key);
+            let m = package.manifest().clone();
+            let publisher = &m.publisher;
+            match self.registry.publisher(publisher)? {
+                None => {
+                    self.registry.add_publisher(
+                        publisher,
+                        publisher,
+                        &[publisher_key.public_key()],
+                        &Actor::Development,
+                    )?;
+                }
+                Some(p) if !p.keys.contains(&publisher_key.public_key()) => {
+                    self.registry.add_publisher_key(
+                        publisher,
+                        &publisher_key.public_key(),
+                        &Actor::Development,
+                    )?;
+                    tracing::warn!(%publisher, "added the development publisher key to a registered publisher");
+                }
+                Some(_) => {}
+            }
+            let changed = self
+                .submit(&package, &Actor::Development)
+                .map_err(|e| match e {
+                    HostError::Registry(RegistryError::Conflict(m)) => anyhow::anyhow!(
+                        "app {label}: {m} (the registry never changes a published version: raise `version` in plugin.toml)"
+                    ),
+                    other => anyhow::anyhow!("app {label}: {other}"),
+                })?;
+            let release = changed.release;
+            let verb = if changed.changed {
+                "published"
+            } else {
+                "already published"
+            };
+            tracing::info!(app = %release.label(), digest = %release.digest, "{verb} from {label}");
+            let pending =
+                release.state != State::Rejected && self.registry.launchable(&release).is_err();
+            if let (Some(key), true) = (&auditor_key, pending) {
+                let decision = SignedDecision::sign(
+                    key,
+                    &release.app,
+                    &release.version,
+                    &release.digest,
+                    Verdict::Approve,
+                    "approved for development by `serve --apps` with dev-approve",
+                    now_secs(),
+                )?;
+                match self.registry.decide(&decision) {
+                    Ok(_) => {
+                        tracing::info!(app = %release.label(), "approved with the development auditor key")
+                    }
+                    Err(e) => tracing::warn!(app = %release.label(), error = %e, "not approved"),
+                }
+            }
+            let release = self.registry.release(&release.app, &release.version)?;
+            if let Err(why) = self.registry.launchable(&release) {
+                tracing::warn!(app = %release.label(), "users cannot open it yet: {why}");
+            }
+        }
+        Ok(())
+    }
+}

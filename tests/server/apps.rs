@@ -178,7 +178,7 @@ async fn hello_runs_per_user_and_its_storage_survives_a_restart() {
     );
 }
 
-async fn probe(client: &Client, name: &str, value: Option<&str>) -> String {
+pub(crate) async fn probe(client: &Client, name: &str, value: Option<&str>) -> String {
     let (status, v) = client
         .post(
             "/apps/dev.superapp.testing.probe/events",

@@ -10,3 +10,4 @@ mod durability;
 mod live;
 mod messaging;
 mod payments;
+mod registry;

@@ -215,39 +215,76 @@ fn read(store: &Store, after: u64, limit: usize) -> Result<Vec<Entry>, StoreErro
         .collect()
 }
 
-/// Check the whole chain: seqs run 1, 2, 3, … and every entry's `prev` and
-/// `hash` match. Returns the number of entries, or the first broken one.
+/// Checks a chain entry by entry, oldest first: seqs run 1, 2, 3, … and
+/// every entry's `prev` and `hash` match. Used on the store directly and on
+/// pages fetched from a running server's API.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    expected_prev: String,
+    next: u64,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        ChainVerifier {
+            expected_prev: GENESIS.to_string(),
+            next: 1,
+        }
+    }
+}
+
+impl ChainVerifier {
+    /// The seq of the last entry checked (0 before the first).
+    pub fn checked(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// Check the next entry.
+    pub fn push(&mut self, entry: &Entry) -> Result<(), ChainError> {
+        let broken = |reason: String| ChainError::Broken {
+            seq: self.next,
+            reason,
+        };
+        if entry.seq != self.next {
+            return Err(broken(format!("the next entry claims seq {}", entry.seq)));
+        }
+        if entry.prev != self.expected_prev {
+            return Err(broken(
+                "its previous-hash does not match the entry before it".into(),
+            ));
+        }
+        if entry_hash(entry.seq, entry.at, &entry.prev, &entry.event) != entry.hash {
+            return Err(broken("its contents do not match its hash (edited)".into()));
+        }
+        self.expected_prev = entry.hash.clone();
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// Check the whole chain in the store. Returns the number of entries, or
+/// the first broken one.
 pub fn verify(store: &Store) -> Result<u64, ChainError> {
     const PAGE: usize = 1024;
-    let mut expected_prev = GENESIS.to_string();
-    let mut next = 1u64;
+    let mut chain = ChainVerifier::default();
     loop {
-        let raw = store.scan(Tree::Audit, b"", Some(&key(next - 1)), PAGE, false)?;
+        let raw = store.scan(Tree::Audit, b"", Some(&key(chain.checked())), PAGE, false)?;
         if raw.is_empty() {
-            return Ok(next - 1);
+            return Ok(chain.checked());
         }
         for (k, v) in &raw {
-            let broken = |reason: String| ChainError::Broken { seq: next, reason };
-            if k.as_slice() != key(next) {
-                return Err(broken(
-                    "missing: the next stored entry has a later seq".into(),
-                ));
+            let seq = chain.checked() + 1;
+            if k.as_slice() != key(seq) {
+                return Err(ChainError::Broken {
+                    seq,
+                    reason: "missing: the next stored entry has a later seq".into(),
+                });
             }
-            let entry: Entry =
-                serde_json::from_slice(v).map_err(|e| broken(format!("unreadable: {e}")))?;
-            if entry.seq != next {
-                return Err(broken(format!("claims seq {}", entry.seq)));
-            }
-            if entry.prev != expected_prev {
-                return Err(broken(
-                    "its previous-hash does not match the entry before it".into(),
-                ));
-            }
-            if entry_hash(entry.seq, entry.at, &entry.prev, &entry.event) != entry.hash {
-                return Err(broken("its contents do not match its hash (edited)".into()));
-            }
-            expected_prev = entry.hash;
-            next += 1;
+            let entry: Entry = serde_json::from_slice(v).map_err(|e| ChainError::Broken {
+                seq,
+                reason: format!("unreadable: {e}"),
+            })?;
+            chain.push(&entry)?;
         }
     }
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 use superapp_core::decision::SignedDecision;
 use superapp_services::registry::{Changed, Registry};
 
-use super::auth::Params;
+use super::auth::{Json, Params};
 use super::error::ApiError;
 use super::principal::{Called, Principal};
 use super::AppState;
@@ -238,9 +238,8 @@ pub async fn package(
 pub async fn decide(
     State(state): State<AppState>,
     Path((app, version)): Path<(String, String)>,
-    call: Called,
+    Json(decision): Json<SignedDecision>,
 ) -> Result<Response, ApiError> {
-    let decision: SignedDecision = call.json()?;
     if decision.app != app || decision.version != version {
         return Err(ApiError::bad_request(format!(
             "the decision is about {}@{}, not {app}@{version}",

@@ -1,11 +1,40 @@
-//! `superapp audit …`: the auditor's tools.
+//! `superapp audit …`: the auditor's tools — inspect and compare packages,
+//! sign decisions, report on an app, verify the audit log — on package
+//! files, or on versions in a registry (a running server's with `--server`,
+//! or a stopped server's data directory).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use superapp_core::decision::{SignedDecision, Verdict};
+use superapp_core::keys::SigningKey;
+use superapp_core::{now_secs, Package};
+use superapp_services::audit::ChainError;
+use superapp_services::registry::report::Report;
 
-use superapp_services::audit::{verify, ChainError};
+use super::registry::release_line;
+use super::target::{app_at_version, Target, TargetArgs};
+use crate::files::write_atomically;
+
+/// A registry to read from, as an auditor.
+#[derive(Debug, Args)]
+pub struct AuditorTarget {
+    /// With --server: sign requests with this auditor key (or use
+    /// --token-file for the operator's token).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+impl AuditorTarget {
+    fn open(&self) -> anyhow::Result<Target> {
+        self.target
+            .open(self.key.as_deref().map(SigningKey::load).transpose()?)
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -15,49 +44,243 @@ pub enum AuditCommand {
     /// (declared but unused: warning; used but undeclared: error). Exits 1
     /// when it finds an error.
     Inspect {
-        /// A package file (from `superapp plugin pack`).
-        file: PathBuf,
+        /// A package file, or APP@VERSION from the registry.
+        package: String,
         /// Print the report as JSON (stable field names).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        from: AuditorTarget,
     },
     /// Compare two versions of one app: capabilities and limits added or
     /// removed, changed reasons, changed imports; escalations (anything the
     /// new version asks for that the old one did not) are marked.
     Diff {
-        old: PathBuf,
-        new: PathBuf,
+        /// A package file, or APP@VERSION from the registry.
+        old: String,
+        /// A package file, or APP@VERSION from the registry.
+        new: String,
         /// Print the comparison as JSON (stable field names).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        from: AuditorTarget,
+    },
+    /// Approve a package: sign a decision bound to its digest with your
+    /// auditor key and record it in the registry (and its audit log). The
+    /// same approval again changes nothing.
+    Approve(Decide),
+    /// Reject a package: as `approve`, with the opposite verdict. A
+    /// rejected version cannot be launched.
+    Reject(Decide),
+    /// Report on an app: its versions and their states, every decision with
+    /// its auditor and note, and from the audit log the capability calls
+    /// (allowed, denied, waiting for consent) and failures of each version.
+    Report {
+        #[arg(long)]
+        app: String,
+        /// Print the report as JSON (stable field names).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        from: AuditorTarget,
     },
     /// Check the hash chain of the audit log end to end and name the first
-    /// broken entry. Run it against a stopped server's data directory (the
-    /// store is locked while the server runs).
+    /// broken entry. With --server, this tool fetches every entry and
+    /// checks the chain itself; with --data-dir it reads a stopped server's
+    /// store. Exits 1 if the chain is broken.
     VerifyLog {
-        /// The server's data directory.
-        #[arg(long, env = "SUPERAPP_DATA_DIR", default_value = "./superapp-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        from: AuditorTarget,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct Decide {
+    /// A package file, or APP@VERSION from the registry.
+    package: String,
+    /// The auditor's key (from `superapp keys generate`).
+    #[arg(long)]
+    key: PathBuf,
+    /// Why: kept with the decision and shown in reports.
+    #[arg(long)]
+    note: String,
+    /// Write the signed decision here instead of sending it (to deliver
+    /// later, e.g. from an offline machine).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the result as JSON (stable field names).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+/// A package from a file, or from the registry by APP@VERSION.
+fn package(spec: &str, from: &AuditorTarget) -> anyhow::Result<Package> {
+    if Path::new(spec).exists() {
+        return super::package::read(Path::new(spec));
+    }
+    let (app, version) = app_at_version(spec)
+        .ok_or_else(|| anyhow::anyhow!("`{spec}` is neither a package file nor APP@VERSION"))?;
+    let bytes = from.open()?.package(app, version)?;
+    Package::from_bytes(&bytes).with_context(|| format!("{app}@{version} from the registry"))
 }
 
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        AuditCommand::Inspect { file, json } => super::package::run_inspect(&file, json),
-        AuditCommand::Diff { old, new, json } => super::package::run_diff(&old, &new, json),
-        AuditCommand::VerifyLog { data_dir } => {
-            let store = super::open_store(&data_dir)?;
-            match verify(&store) {
-                Ok(count) => {
-                    println!("ok: the audit log's {count} entries form an unbroken chain");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(ChainError::Broken { seq, reason }) => {
-                    eprintln!("error: the audit log is broken at entry {seq}: {reason}");
-                    Ok(ExitCode::FAILURE)
-                }
-                Err(ChainError::Store(e)) => Err(e.into()),
+        AuditCommand::Inspect {
+            package: spec,
+            json,
+            from,
+        } => super::package::run_inspect(&package(&spec, &from)?, json),
+        AuditCommand::Diff {
+            old,
+            new,
+            json,
+            from,
+        } => super::package::run_diff(&package(&old, &from)?, &package(&new, &from)?, json),
+        AuditCommand::Approve(d) => decide(d, Verdict::Approve),
+        AuditCommand::Reject(d) => decide(d, Verdict::Reject),
+        AuditCommand::Report { app, json, from } => {
+            let report = from.open()?.report(&app)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_report(&report);
             }
+            Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::VerifyLog { from } => match from.open()?.verify_log()? {
+            Ok(count) => {
+                println!("ok: the audit log's {count} entries form an unbroken chain");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(ChainError::Broken { seq, reason }) => {
+                eprintln!("error: the audit log is broken at entry {seq}: {reason}");
+                Ok(ExitCode::FAILURE)
+            }
+            Err(ChainError::Store(e)) => Err(e.into()),
+        },
     }
+}
+
+fn decide(d: Decide, verdict: Verdict) -> anyhow::Result<ExitCode> {
+    let key = SigningKey::load(&d.key)?;
+    // The digest comes from the bytes the auditor looked at when a file is
+    // given; otherwise from the registry's record of that version.
+    let from_file = Path::new(&d.package).exists();
+    let target = if from_file && d.out.is_some() {
+        None
+    } else {
+        Some(d.target.open(Some(SigningKey::load(&d.key)?))?)
+    };
+    let (app, version, digest) = if from_file {
+        let p = super::package::read(Path::new(&d.package))?;
+        let m = p.manifest();
+        (m.id.clone(), m.version.to_string(), p.digest())
+    } else {
+        let (app, version) = app_at_version(&d.package).ok_or_else(|| {
+            anyhow::anyhow!("`{}` is neither a package file nor APP@VERSION", d.package)
+        })?;
+        let target = target
+            .as_ref()
+            .context("a registry is needed to look up APP@VERSION")?;
+        let r = target.release(app, version)?;
+        (r.app, r.version, r.digest)
+    };
+    let decision =
+        SignedDecision::sign(&key, &app, &version, &digest, verdict, &d.note, now_secs())?;
+    if let Some(out) = &d.out {
+        write_atomically(out, serde_json::to_string_pretty(&decision)?.as_bytes())?;
+        println!(
+            "signed: {} {app}@{version} (digest {digest}) into {}",
+            verdict.name(),
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let target = target.context("a registry is needed to record the decision")?;
+    let answer = target.decide(&decision)?;
+    target.finish()?;
+    if d.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "changed": answer.changed,
+                "release": answer.release,
+                "decision": decision,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let done = if verdict == Verdict::Approve {
+        "approved"
+    } else {
+        "rejected"
+    };
+    if answer.changed {
+        println!(
+            "{done} {app}@{version} (digest {digest}) as {}",
+            key.public_key()
+        );
+    } else {
+        println!("{app}@{version} was already {done} by this key; nothing changed");
+    }
+    println!("  {}", release_line(&answer.release));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(r: &Report) {
+    match &r.publisher {
+        Some(p) => println!("{} by {} ({})", r.app, p.name, p.id),
+        None => println!("{}", r.app),
+    }
+    for v in &r.versions {
+        println!("{}", release_line(&v.release));
+        match &v.blocked_by {
+            None => println!("  users can open it"),
+            Some(why) => println!("  users cannot open it: {why}"),
+        }
+        for d in &v.release.decisions {
+            println!(
+                "  decision: {} by {} at {}: {}",
+                d.verdict.name(),
+                d.decider(),
+                d.at,
+                d.note
+            );
+        }
+        let caps = v
+            .release
+            .capabilities
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>();
+        println!(
+            "  capabilities: {}",
+            if caps.is_empty() {
+                "none".into()
+            } else {
+                caps.join(", ")
+            }
+        );
+        let counts = |m: &std::collections::BTreeMap<String, u64>| -> String {
+            if m.is_empty() {
+                return "none".into();
+            }
+            m.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("  calls allowed: {}", counts(&v.usage.allowed));
+        println!("  calls denied: {}", counts(&v.usage.denied));
+        println!(
+            "  waiting for consent: {}",
+            counts(&v.usage.consent_required)
+        );
+        println!("  failures: {}", counts(&v.usage.failures));
+    }
+    println!("({} audit log entries read)", r.entries_scanned);
 }

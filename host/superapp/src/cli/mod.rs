@@ -6,7 +6,9 @@ mod documents;
 mod keys;
 mod package;
 mod plugin;
+mod registry;
 mod serve;
+mod target;
 mod wallet;
 
 use std::process::ExitCode;
@@ -37,9 +39,14 @@ enum Command {
     /// default payments, documents, profile, notify), auto-approve
     /// (`non-sensitive`, the default, or `never`).
     Serve(serve::ServeArgs),
-    /// Auditors' tools: inspect and compare packages, verify the audit log.
+    /// Auditors' tools: inspect and compare packages, approve or reject
+    /// them, report on an app, verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Operators' registry tools: publishers, trusted auditor keys,
+    /// versions, yanking and staged rollout.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Signing keys of publishers and auditors.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -52,7 +59,7 @@ enum Command {
     /// Operators' ledger tools: top up a wallet, check the ledger.
     #[command(subcommand)]
     Wallet(wallet::WalletCommand),
-    /// Write, build, check, try, pack and sign mini-programs.
+    /// Write, build, check, try, pack, sign and publish mini-programs.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
 }
@@ -65,6 +72,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Registry(cmd) => registry::run(cmd),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Wallet(cmd) => wallet::run(cmd),

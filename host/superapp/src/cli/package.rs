@@ -58,6 +58,34 @@ pub fn pack(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `plugin publish`: upload a signed package to a running server, signing
+/// the request with the publisher's key.
+pub fn publish(file: &Path, key: &Path, server: &str) -> anyhow::Result<ExitCode> {
+    let package = read(file)?;
+    package
+        .verify()
+        .with_context(|| format!("{} cannot be published", file.display()))?;
+    let key = SigningKey::load(key)?;
+    let target = super::target::TargetArgs {
+        server: Some(server.to_string()),
+        token_file: None,
+        data_dir: None,
+    }
+    .open(Some(key))?;
+    let answer = target.publish(package.to_bytes())?;
+    let label = package.manifest().label();
+    if answer["changed"] == true {
+        println!("published {label} (digest {})", package.digest());
+    } else {
+        println!("{label} was already published with these bytes; nothing changed");
+    }
+    match answer["blocked_by"].as_str() {
+        None => println!("users can open it now"),
+        Some(why) => println!("users cannot open it yet: {why}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `plugin sign`: add (or replace) the publisher's signature.
 pub fn sign(file: &Path, key: &Path, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut package = read(file)?;
@@ -206,10 +234,9 @@ pub fn inspect(runtime: &Runtime, package: &Package) -> Inspection {
     }
 }
 
-/// `audit inspect FILE`: print the inspection; exit 1 if it found errors.
-pub fn run_inspect(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let package = read(file)?;
-    let report = inspect(&inspecting_runtime()?, &package);
+/// `audit inspect`: print the inspection; exit 1 if it found errors.
+pub fn run_inspect(package: &Package, json: bool) -> anyhow::Result<ExitCode> {
+    let report = inspect(&inspecting_runtime()?, package);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -404,8 +431,8 @@ pub fn diff(old: &Package, new: &Package) -> anyhow::Result<Diff> {
 }
 
 /// `audit diff OLD NEW`: print what changed, escalations marked.
-pub fn run_diff(old: &Path, new: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let d = diff(&read(old)?, &read(new)?)?;
+pub fn run_diff(old: &Package, new: &Package, json: bool) -> anyhow::Result<ExitCode> {
+    let d = diff(old, new)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
         return Ok(ExitCode::SUCCESS);

@@ -89,6 +89,22 @@ pub enum PluginCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Publish a signed package to a running server, authenticated as its
+    /// publisher by a request signed with the publisher's key. The server
+    /// checks the package's signature against the publisher's registered
+    /// keys and the component's imports against its manifest; packages
+    /// without sensitive capabilities may be approved at once, the rest wait
+    /// for an auditor.
+    Publish {
+        file: PathBuf,
+        /// The server's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "SUPERAPP_SERVER")]
+        server: String,
+        /// The publisher's key (the one that signed the package, or another
+        /// registered key of the same publisher).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Run `launch` (and then one event) with in-memory capability backends
     /// and print the resulting view as JSON.
     Run {
@@ -167,6 +183,9 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             super::package::pack(&dir, component.as_deref(), &out, quiet)
         }
         PluginCommand::Sign { file, key, out } => super::package::sign(&file, &key, out.as_deref()),
+        PluginCommand::Publish { file, server, key } => {
+            super::package::publish(&file, &key, &server)
+        }
         PluginCommand::Run {
             component,
             manifest,

@@ -1,0 +1,507 @@
+//! The registry end to end, as its three kinds of users drive it: the
+//! operator registers a publisher and trusts an auditor, the publisher
+//! signs and publishes versions, the auditor inspects, approves, reports
+//! and verifies the log — through the real CLI against a running server and
+//! offline against its stopped data directory — while users launch whatever
+//! version the registry gives them.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use superapp_core::decision::{SignedDecision, Verdict};
+use superapp_core::keys::SigningKey;
+use superapp_core::{now_secs, signed_request};
+
+use crate::apps::install;
+use crate::common::*;
+
+const APP: &str = "org.clinic.hello";
+
+fn cli(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn refused(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+struct Files {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Files {
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_string()
+    }
+
+    fn key(&self, name: &str) -> String {
+        let path = self.path(name);
+        ok(&cli(&["keys", "generate", "--out", &path]))
+            .trim()
+            .to_string()
+    }
+
+    /// hello's component with a manifest of this `version`, declaring
+    /// `extra` capabilities too, packed and signed with `key` into `out`.
+    fn package(&self, component: &Path, version: &str, extra: &[&str], key: &str, out: &str) {
+        let dir = self.dir.join(format!("src-{version}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut manifest = format!(
+            "id = \"{APP}\"\nname = \"Clinic hello\"\nversion = \"{version}\"\npublisher = \"clinic\"\ndescription = \"Greets patients.\"\n\
+             [capabilities.log]\nreason = \"Diagnostics.\"\n[capabilities.identity]\nreason = \"To know you.\"\n[capabilities.storage]\nreason = \"To remember your name.\"\n"
+        );
+        for cap in extra {
+            manifest.push_str(&format!(
+                "[capabilities.{cap}]\nreason = \"To take the fee.\"\n"
+            ));
+        }
+        std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+        let (d, c) = (dir.to_str().unwrap(), component.to_str().unwrap());
+        ok(&cli(&["plugin", "pack", d, "--component", c, "--out", out]));
+        ok(&cli(&["plugin", "sign", out, "--key", key]));
+    }
+}
+
+fn files() -> (Files, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    install(&dir.join("apps"), "hello");
+    let component = dir.join("apps/hello/hello.wasm");
+    (Files { _tmp: tmp, dir }, component)
+}
+
+/// The version of the app in a user's directory, if it is there.
+async fn version_for(user: &Client) -> Option<String> {
+    let (status, apps) = user.get("/apps").await;
+    assert_eq!(status, StatusCode::OK, "{apps}");
+    apps.as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == APP)
+        .map(|a| a["version"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn publish_review_yank_and_rollout_through_the_cli_and_the_api() {
+    let (f, component) = files();
+    let server = Server::start_in(&f.dir.join("data"), &[]);
+    let url = server.base.trim_end_matches("/api/v1").to_string();
+    let token = server.data_dir.join("operator.token");
+    let token = token.to_str().unwrap();
+    let publisher = f.key("publisher.pem");
+    let auditor = f.key("auditor.pem");
+    f.key("stranger.pem");
+    let (v1, v2) = (f.path("v1.pkg"), f.path("v2.pkg"));
+    f.package(&component, "1.0.0", &[], &f.path("publisher.pem"), &v1);
+    f.package(
+        &component,
+        "1.1.0",
+        &["payments"],
+        &f.path("publisher.pem"),
+        &v2,
+    );
+    let publish = |file: &str, key: &str| {
+        cli(&[
+            "plugin",
+            "publish",
+            file,
+            "--server",
+            &url,
+            "--key",
+            &f.path(key),
+        ])
+    };
+    let operator = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &url, "--token-file", token]);
+        cli(&all)
+    };
+
+    // An unknown publisher is refused; so is a key that is nobody's.
+    assert!(refused(&publish(&v2, "publisher.pem")).contains("neither a registered publisher"));
+    ok(&operator(&[
+        "registry",
+        "add-publisher",
+        "--id",
+        "clinic",
+        "--name",
+        "City Clinic",
+        "--key",
+        &publisher,
+    ]));
+    assert!(refused(&publish(&v2, "stranger.pem")).contains("neither a registered publisher"));
+
+    // A tampered manifest no longer matches its signature.
+    let mut bytes = std::fs::read(&v2).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"Greets p").unwrap();
+    bytes[at] = b'g';
+    let tampered = f.path("tampered.pkg");
+    std::fs::write(&tampered, &bytes).unwrap();
+    assert!(refused(&publish(&tampered, "publisher.pem"))
+        .contains("plugin.toml was changed after signing"));
+
+    // The sensitive version first: nobody can open it yet, and the error says why.
+    let out = ok(&publish(&v2, "publisher.pem"));
+    assert!(
+        out.contains("users cannot open it yet")
+            && out.contains("trusted auditor (it declares payments)"),
+        "{out}"
+    );
+    let alice = Client::signed_up(&server, "alice").await;
+    let (status, err) = alice.post(&format!("/apps/{APP}/launch"), json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    assert_eq!(err["error"]["code"], "not-approved");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains(
+            "1.1.0 waits for an approval signed by a trusted auditor (it declares payments)"
+        ),
+        "{err}"
+    );
+    assert_eq!(version_for(&alice).await, None);
+
+    // 1.0.0 asks for nothing sensitive: approved on publish; publishing it again changes nothing.
+    assert!(ok(&publish(&v1, "publisher.pem")).contains("users can open it now"));
+    assert!(ok(&publish(&v1, "publisher.pem")).contains("already published"));
+    let (status, view) = alice.post(&format!("/apps/{APP}/launch"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(version_for(&alice).await.as_deref(), Some("1.0.0"));
+
+    // The auditor compares the versions: payments is an escalation.
+    let diff: Value =
+        serde_json::from_str(&ok(&cli(&["audit", "diff", &v1, &v2, "--json"]))).unwrap();
+    assert_eq!(diff["escalation"], true);
+    assert_eq!(diff["capabilities"][0]["name"], "payments");
+
+    // An untrusted key cannot approve; a trusted one cannot approve other bytes.
+    let approve = |spec: &str| {
+        cli(&[
+            "audit",
+            "approve",
+            spec,
+            "--key",
+            &f.path("auditor.pem"),
+            "--note",
+            "fee handling reviewed",
+            "--server",
+            &url,
+        ])
+    };
+    let spec = format!("{APP}@1.1.0");
+    assert!(refused(&approve(&v2)).contains("not a trusted auditor key"));
+    ok(&operator(&[
+        "registry",
+        "trust-auditor",
+        "--key",
+        &auditor,
+        "--name",
+        "Ann Auditor",
+    ]));
+    let key = SigningKey::load(&f.dir.join("auditor.pem")).unwrap();
+    let v1_digest = superapp_core::Package::from_bytes(&std::fs::read(&v1).unwrap())
+        .unwrap()
+        .digest();
+    let wrong = SignedDecision::sign(
+        &key,
+        APP,
+        "1.1.0",
+        &v1_digest,
+        Verdict::Approve,
+        "ok",
+        now_secs(),
+    )
+    .unwrap();
+    let (status, err) = Client::new(&server)
+        .post(
+            &format!("/registry/apps/{APP}/versions/1.1.0/decisions"),
+            serde_json::to_value(&wrong).unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(version_for(&alice).await.as_deref(), Some("1.0.0"));
+
+    // Approved: users get 1.1.0, and the directory says who approved it.
+    assert!(ok(&approve(&spec)).contains("approved org.clinic.hello@1.1.0"));
+    assert!(
+        ok(&approve(&v2)).contains("nothing changed"),
+        "approving the same digest again is a no-op"
+    );
+    let (_, apps) = alice.get("/apps").await;
+    let listing = &apps.as_array().unwrap()[0];
+    assert_eq!(
+        (
+            listing["version"].as_str(),
+            listing["publisher"]["name"].as_str()
+        ),
+        (Some("1.1.0"), Some("City Clinic"))
+    );
+    assert_eq!(listing["approval"]["name"], "Ann Auditor");
+    assert_eq!(listing["approval"]["note"], "fee handling reviewed");
+    assert!(listing["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "payments" && c["reason"] == "To take the fee."));
+
+    // Yanked: back to 1.0.0. Restored and rolled out to half: each user keeps one version.
+    ok(&operator(&[
+        "registry",
+        "yank",
+        &spec,
+        "--note",
+        "double charges",
+    ]));
+    assert_eq!(version_for(&alice).await.as_deref(), Some("1.0.0"));
+    ok(&operator(&["registry", "yank", &spec, "--undo"]));
+    let out = ok(&cli(&[
+        "registry",
+        "rollout",
+        &spec,
+        "--percent",
+        "50",
+        "--server",
+        &url,
+        "--key",
+        &f.path("publisher.pem"),
+    ]));
+    assert!(out.contains("rollout 50%"), "{out}");
+    let mut users = Vec::new();
+    for i in 0..24 {
+        users.push(Client::signed_up(&server, &format!("patient{i}")).await);
+    }
+    let mut seen = Vec::new();
+    for u in &users {
+        let first = version_for(u).await.unwrap();
+        assert_eq!(
+            version_for(u).await.unwrap(),
+            first,
+            "a user's version is stable"
+        );
+        seen.push(first);
+    }
+    assert!(
+        seen.contains(&"1.0.0".to_string()) && seen.contains(&"1.1.0".to_string()),
+        "{seen:?}"
+    );
+
+    // The report: both versions, the decision with its auditor and note, usage from the log.
+    let auditor_args = ["--server", url.as_str(), "--key", &f.path("auditor.pem")];
+    let mut args = vec!["audit", "report", "--app", APP, "--json"];
+    args.extend(auditor_args);
+    let report: Value = serde_json::from_str(&ok(&cli(&args))).unwrap();
+    let versions = report["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0]["version"], "1.1.0");
+    assert_eq!(versions[0]["decisions"][0]["name"], "Ann Auditor");
+    assert_eq!(versions[0]["rollout"], 50);
+    assert_eq!(versions[1]["launchable"], true);
+
+    // The log verifies against the running server; a publisher may not read it.
+    let mut args = vec!["audit", "verify-log"];
+    args.extend(auditor_args);
+    assert!(ok(&cli(&args)).contains("unbroken chain"));
+    let out = cli(&[
+        "audit",
+        "verify-log",
+        "--server",
+        &url,
+        "--key",
+        &f.path("publisher.pem"),
+    ]);
+    assert!(refused(&out).contains("only operators and auditors"));
+
+    // Offline, on the stopped server's data: yank, then the restarted server honours it.
+    let data = server.data_dir.clone();
+    let data_arg = data.to_str().unwrap().to_string();
+    assert!(tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap()
+        .success());
+    ok(&cli(&[
+        "registry",
+        "rollout",
+        &spec,
+        "--percent",
+        "100",
+        "--data-dir",
+        &data_arg,
+    ]));
+    ok(&cli(&[
+        "registry",
+        "yank",
+        &spec,
+        "--note",
+        "offline",
+        "--data-dir",
+        &data_arg,
+    ]));
+    assert!(ok(&cli(&["audit", "verify-log", "--data-dir", &data_arg])).contains("unbroken chain"));
+    let listed = ok(&cli(&["registry", "list", "--data-dir", &data_arg]));
+    assert!(
+        listed.contains("YANKED (offline)") && listed.contains("City Clinic"),
+        "{listed}"
+    );
+    let server = Server::start_in(&data, &[]);
+    let alice = Client {
+        base: server.base.clone(),
+        ..alice
+    };
+    assert_eq!(version_for(&alice).await.as_deref(), Some("1.0.0"));
+}
+
+#[tokio::test]
+async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let (status, _) = alice.get("/registry/apps").await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a user's session is no operator token"
+    );
+    let mut operator = Client::new(&server);
+    operator.token = Some("not-the-token".into());
+    let (status, _) = operator.get("/registry/publishers").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    operator.token = Some(std::fs::read_to_string(server.data_dir.join("operator.token")).unwrap());
+    let key = SigningKey::generate().unwrap();
+    let (status, body) = operator
+        .post(
+            "/registry/auditors",
+            json!({"key": key.public_key(), "name": "Ann"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A signed request is accepted once; replayed, or moved to another route, it is refused.
+    let path = "/api/v1/registry/auditors";
+    let header = signed_request::sign(&key, "GET", path, b"", now_secs());
+    let send = |p: &str| {
+        let header = header.clone();
+        let url = format!("{}{}", server.base.trim_end_matches("/api/v1"), p);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("authorization", header)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        send("/api/v1/registry/publishers").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(send(path).await, StatusCode::OK);
+    assert_eq!(send(path).await, StatusCode::UNAUTHORIZED, "replayed");
+    // An auditor may not register publishers.
+    let body = json!({"id": "x", "name": "X", "keys": [key.public_key()]}).to_string();
+    let header = signed_request::sign(
+        &key,
+        "POST",
+        "/api/v1/registry/publishers",
+        body.as_bytes(),
+        now_secs(),
+    );
+    let resp = operator
+        .http
+        .post(format!("{}/registry/publishers", server.base))
+        .header("authorization", header)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // Bad input: a 4xx JSON error, never a half-written record.
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/registry/publishers",
+            json!({"id": "", "name": "X", "keys": []}),
+        ),
+        (
+            Method::POST,
+            "/registry/auditors",
+            json!({"key": "short", "name": "X"}),
+        ),
+        (
+            Method::PUT,
+            "/registry/apps/a.b/versions/1.0.0/rollout",
+            json!({"percent": 5}),
+        ),
+        (
+            Method::POST,
+            "/registry/apps/a.b/versions/1.0.0/decisions",
+            json!({"app": "a.b"}),
+        ),
+    ] {
+        let (status, err) = operator.call(method, path, Some(body)).await;
+        assert!(status.is_client_error(), "{path}: {status} {err}");
+        assert!(err["error"]["code"].is_string(), "{err}");
+    }
+    let (_, publishers) = operator.get("/registry/publishers").await;
+    assert_eq!(publishers, json!([]));
+}
+
+#[tokio::test]
+async fn the_report_counts_each_versions_calls_from_the_audit_log() {
+    let s = crate::apps::setup(&["testing/probe"]);
+    let server = crate::apps::serve(&s);
+    let alice = Client::signed_up(&server, "alice").await;
+    for _ in 0..2 {
+        crate::apps::probe(&alice, "profile", None).await;
+    }
+    let url = server.base.trim_end_matches("/api/v1").to_string();
+    let token = server.data_dir.join("operator.token");
+    let out = ok(&cli(&[
+        "audit",
+        "report",
+        "--app",
+        "dev.superapp.testing.probe",
+        "--json",
+        "--server",
+        &url,
+        "--token-file",
+        token.to_str().unwrap(),
+    ]));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let v = &report["versions"][0];
+    assert_eq!(v["version"], "0.1.0");
+    // Approved by the development auditor key (`serve --apps` with dev-approve).
+    assert_eq!(v["decisions"][0]["name"], "development auditor");
+    assert_eq!(v["usage"]["consent_required"]["profile"], 2, "{v}");
+    let text = ok(&cli(&[
+        "audit",
+        "report",
+        "--app",
+        "dev.superapp.testing.probe",
+        "--server",
+        &url,
+        "--token-file",
+        token.to_str().unwrap(),
+    ]));
+    assert!(text.contains("waiting for consent: profile 2"), "{text}");
+}

@@ -264,6 +264,22 @@ async fn publish_review_yank_and_rollout_through_the_cli_and_the_api() {
         .iter()
         .any(|c| c["name"] == "payments" && c["reason"] == "To take the fee."));
 
+    // What the auditor inspects from the registry is what was approved.
+    let mut args = vec![
+        "audit",
+        "inspect",
+        spec.as_str(),
+        "--json",
+        "--server",
+        url.as_str(),
+        "--key",
+    ];
+    let auditor_pem = f.path("auditor.pem");
+    args.push(&auditor_pem);
+    let inspected: Value = serde_json::from_str(&ok(&cli(&args))).unwrap();
+    assert_eq!(inspected["digest"], listing["digest"]);
+    assert_eq!(inspected["signature"]["status"], "valid");
+
     // Yanked: back to 1.0.0. Restored and rolled out to half: each user keeps one version.
     ok(&operator(&[
         "registry",

@@ -90,6 +90,9 @@ pub enum AuditCommand {
     /// checks the chain itself; with --data-dir it reads a stopped server's
     /// store. Exits 1 if the chain is broken.
     VerifyLog {
+        /// Print `{"ok", "entries", "broken_at", "reason"}` as JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         from: AuditorTarget,
     },
@@ -151,17 +154,33 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::VerifyLog { from } => match from.open()?.verify_log()? {
-            Ok(count) => {
-                println!("ok: the audit log's {count} entries form an unbroken chain");
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(ChainError::Broken { seq, reason }) => {
+        AuditCommand::VerifyLog { json, from } => {
+            let (ok, entries, broken) = match from.open()?.verify_log()? {
+                Ok(count) => (true, count, None),
+                Err(ChainError::Broken { seq, reason }) => (false, seq - 1, Some((seq, reason))),
+                Err(ChainError::Store(e)) => return Err(e.into()),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "ok": ok,
+                        "entries": entries,
+                        "broken_at": broken.as_ref().map(|b| b.0),
+                        "reason": broken.as_ref().map(|b| &b.1),
+                    })
+                );
+            } else if let Some((seq, reason)) = &broken {
                 eprintln!("error: the audit log is broken at entry {seq}: {reason}");
-                Ok(ExitCode::FAILURE)
+            } else {
+                println!("ok: the audit log's {entries} entries form an unbroken chain");
             }
-            Err(ChainError::Store(e)) => Err(e.into()),
-        },
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
 }
 

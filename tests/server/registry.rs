@@ -521,3 +521,55 @@ async fn the_report_counts_each_versions_calls_from_the_audit_log() {
     ]));
     assert!(text.contains("waiting for consent: profile 2"), "{text}");
 }
+
+#[tokio::test]
+async fn publishing_refuses_malformed_truncated_and_oversized_packages_with_the_reason() {
+    let server = Server::start(&[]);
+    let key = SigningKey::generate().unwrap();
+    let mut operator = Client::new(&server);
+    operator.token = Some(std::fs::read_to_string(server.data_dir.join("operator.token")).unwrap());
+    let (status, _) = operator
+        .post(
+            "/registry/publishers",
+            json!({"id": "clinic", "name": "Clinic", "keys": [key.public_key()]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let publish = |body: Vec<u8>| {
+        let path = "/api/v1/registry/packages";
+        let header = signed_request::sign(&key, "POST", path, &body, now_secs());
+        let url = format!("{}{path}", server.base.trim_end_matches("/api/v1"));
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("authorization", header)
+                .header("content-type", "application/octet-stream")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            (status, resp.text().await.unwrap())
+        }
+    };
+    let mut valid = superapp_core::Package::new(
+        b"id = \"org.clinic.x\"\nname = \"X\"\nversion = \"1.0.0\"\npublisher = \"clinic\"\ndescription = \"d\"\n".to_vec(),
+        b"not wasm".to_vec(),
+    )
+    .unwrap();
+    valid.sign(&key);
+    let bytes = valid.to_bytes();
+    for (body, expected) in [
+        (b"garbage".to_vec(), "not a superapp package"),
+        (bytes[..bytes.len() - 1024].to_vec(), "cut off"),
+        (bytes.clone(), "fails the host's checks"),
+    ] {
+        let (status, text) = publish(body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+    let (status, _) = publish(vec![0; superapp_core::package::MAX_PACKAGE_BYTES + 1]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (_, apps) = operator.get("/registry/apps").await;
+    assert_eq!(apps, json!([]), "nothing half-written");
+}

@@ -121,21 +121,36 @@ impl FromRequest<AppState> for Called {
                     "this route needs the operator token (Bearer) or a request signed with a publisher's or auditor's key ({SCHEME})"
                 ))
             })?;
-        let body = Bytes::from_request(Request::from_parts(parts, body), state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "too-large", e.body_text()))?;
+        // Who is calling is settled before the body is read, so only the
+        // operator and registered keys can make the server read a large one.
         let host = &state.host;
+        let read_body = |parts, body| async move {
+            Bytes::from_request(Request::from_parts(parts, body), state)
+                .await
+                .map_err(|e| ApiError::new(e.status(), "too-large", e.body_text()))
+        };
         if let Some(token) = authorization.strip_prefix("Bearer ") {
-            if host.is_operator_token(token) {
-                return Ok(Called {
-                    principal: Principal::Operator,
-                    body,
-                });
+            if !host.is_operator_token(token) {
+                return Err(ApiError::unauthenticated("the operator token is wrong"));
             }
-            return Err(ApiError::unauthenticated("the operator token is wrong"));
+            return Ok(Called {
+                principal: Principal::Operator,
+                body: read_body(parts, body).await?,
+            });
         }
         let signature = RequestSignature::parse(&authorization)
             .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+        let principal = if host.registry.auditor(&signature.key)?.is_some() {
+            Principal::Auditor(signature.key.clone())
+        } else if let Some(p) = host.registry.publisher_of_key(&signature.key)? {
+            Principal::Publisher(p.id)
+        } else {
+            return Err(ApiError::forbidden(format!(
+                "key {} is neither a registered publisher's nor a trusted auditor's",
+                signature.key
+            )));
+        };
+        let body = read_body(parts, body).await?;
         let now = now_secs();
         signature
             .verify(&method, &path, &body, now)
@@ -148,16 +163,6 @@ impl FromRequest<AppState> for Called {
                 "this signed request was already used; sign a new one",
             ));
         }
-        let principal = if host.registry.auditor(&signature.key)?.is_some() {
-            Principal::Auditor(signature.key)
-        } else if let Some(p) = host.registry.publisher_of_key(&signature.key)? {
-            Principal::Publisher(p.id)
-        } else {
-            return Err(ApiError::forbidden(format!(
-                "key {} is neither a registered publisher's nor a trusted auditor's",
-                signature.key
-            )));
-        };
         Ok(Called { principal, body })
     }
 }

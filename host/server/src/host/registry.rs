@@ -16,11 +16,24 @@ use superapp_services::registry::{
 use super::{Host, HostError};
 use crate::apps::{dev_key, read_apps_dir, DEV_AUDITOR_KEY, DEV_PUBLISHER_KEY};
 
+/// Run CPU-heavy work (compiling a component) off the async worker when
+/// the runtime can spare one; inline elsewhere (single-threaded tests).
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 impl Host {
     /// Publish a package file as `actor`: checked, stored, durable.
     pub async fn publish(&self, bytes: &[u8], actor: &Actor) -> Result<Changed, HostError> {
         let package = Package::from_bytes(bytes).map_err(RegistryError::Package)?;
-        let changed = self.submit(&package, actor)?;
+        // Compiling a large component takes a while: not on a worker that
+        // other requests are waiting for.
+        let changed = blocking(|| self.submit(&package, actor))?;
         self.flush().await?;
         Ok(changed)
     }
@@ -72,7 +85,10 @@ impl Host {
             RegistryError::UnknownApp(id) => HostError::NoApp(id),
             other => other.into(),
         })?;
-        self.load_release(&release)
+        if let Some(app) = self.loaded_apps().get(&release.digest) {
+            return Ok(app.clone());
+        }
+        blocking(|| self.load_release(&release))
     }
 
     fn loaded_apps(

@@ -432,6 +432,28 @@ async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
     );
     assert_eq!(send(path).await, StatusCode::OK);
     assert_eq!(send(path).await, StatusCode::UNAUTHORIZED, "replayed");
+    // A stranger's key is refused before the server reads its body: a
+    // request announcing an oversized upload gets 403, not 413. (Raw TCP:
+    // the headers promise 40 MB, only a few bytes follow.)
+    let stranger = SigningKey::generate().unwrap();
+    let path = "/api/v1/registry/packages";
+    let auth = signed_request::sign(&stranger, "POST", path, b"", now_secs());
+    let addr = server
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/v1")
+        .to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!("POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: {auth}\r\ncontent-length: 40000000\r\n\r\nustar");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut answer)
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     // An auditor may not register publishers.
     let body = json!({"id": "x", "name": "X", "keys": [key.public_key()]}).to_string();
     let header = signed_request::sign(

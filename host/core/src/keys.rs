@@ -36,6 +36,18 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+impl Clone for SigningKey {
+    fn clone(&self) -> Self {
+        // The PKCS#8 bytes were accepted when this key was made.
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&self.pkcs8)
+            .expect("a key's own PKCS#8 parses");
+        SigningKey {
+            pair,
+            pkcs8: self.pkcs8.clone(),
+        }
+    }
+}
+
 impl SigningKey {
     pub fn generate() -> Result<SigningKey, KeyError> {
         let pkcs8 =

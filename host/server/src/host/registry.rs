@@ -59,11 +59,10 @@ impl Host {
                 HostError::Invalid(format!("the component fails the host's checks: {e}"))
             })?;
         let changed = self.registry.submit(package, actor)?;
-        if changed.release.digest == package.digest() {
-            self.loaded_apps()
-                .entry(changed.release.digest.clone())
-                .or_insert_with(|| Arc::new(app));
-        }
+        // The registry keeps a version's first bytes or refuses: these are they.
+        self.loaded_apps()
+            .entry(changed.release.digest.clone())
+            .or_insert_with(|| Arc::new(app));
         Ok(changed)
     }
 

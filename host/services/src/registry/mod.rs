@@ -13,7 +13,8 @@ pub mod policy;
 mod releases;
 pub mod report;
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use superapp_core::decision::{DecisionError, SignedDecision, Verdict};
@@ -257,6 +258,20 @@ pub struct Registry {
     store: Arc<Store>,
     audit: Arc<Audit>,
     policy: Policy,
+    cache: Mutex<Cache>,
+}
+
+/// What every launch reads, kept in memory: each app's releases (newest
+/// first) and the trusted auditor keys. The store is held by one process,
+/// so every registry write passes through this `Registry`, and each write
+/// forgets what it changed once it has committed. A read that raced a
+/// write does not fill the cache (the generation moved on). A store shared
+/// by several hosts would need the same forgetting to cross hosts.
+#[derive(Default)]
+struct Cache {
+    generation: u64,
+    releases: HashMap<String, Arc<Vec<Release>>>,
+    trusted: Option<Arc<HashSet<String>>>,
 }
 
 impl Registry {
@@ -265,7 +280,63 @@ impl Registry {
             store,
             audit,
             policy,
+            cache: Mutex::default(),
         }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forget the cached releases of `app` (or, with `None`, the trusted
+    /// keys) after a committed write.
+    fn forget(&self, app: Option<&str>) {
+        let mut cache = self.cache();
+        cache.generation += 1;
+        match app {
+            Some(app) => {
+                cache.releases.remove(app);
+            }
+            None => cache.trusted = None,
+        }
+    }
+
+    /// `app`'s releases, newest first, from memory when they are there.
+    /// Apps with no release are not remembered (ids come from requests).
+    pub(crate) fn cached_releases(&self, app: &str) -> Result<Arc<Vec<Release>>, RegistryError> {
+        let generation = {
+            let cache = self.cache();
+            if let Some(r) = cache.releases.get(app) {
+                return Ok(r.clone());
+            }
+            cache.generation
+        };
+        let mut all: Vec<Release> = self.list(&release_prefix(app))?;
+        all.sort_by_key(|r| std::cmp::Reverse(r.semver()));
+        let all = Arc::new(all);
+        let mut cache = self.cache();
+        if !all.is_empty() && cache.generation == generation {
+            cache.releases.insert(app.to_string(), all.clone());
+        }
+        Ok(all)
+    }
+
+    /// Whether `key` is a trusted auditor key now.
+    pub(crate) fn is_trusted(&self, key: &str) -> Result<bool, RegistryError> {
+        let generation = {
+            let cache = self.cache();
+            if let Some(t) = &cache.trusted {
+                return Ok(t.contains(key));
+            }
+            cache.generation
+        };
+        let trusted: Arc<HashSet<String>> =
+            Arc::new(self.auditors()?.into_iter().map(|a| a.key).collect());
+        let mut cache = self.cache();
+        if cache.generation == generation {
+            cache.trusted = Some(trusted.clone());
+        }
+        Ok(trusted.contains(key))
     }
 
     pub fn policy(&self) -> &Policy {
@@ -396,6 +467,7 @@ impl Registry {
             Ok((auditor.clone(), true))
         })?;
         if created {
+            self.forget(None);
             self.audit.append(
                 self.record("registry.auditor.trust", actor, None, "trusted")
                     .with_detail("auditor", name)
@@ -416,6 +488,7 @@ impl Registry {
             Ok::<_, Abort<RegistryError>>(existed)
         })?;
         if removed {
+            self.forget(None);
             self.audit.append(
                 self.record("registry.auditor.distrust", actor, None, "removed")
                     .with_detail("key", key),
@@ -442,9 +515,7 @@ impl Registry {
 
     /// Every version of `app`, newest first.
     pub fn releases(&self, app: &str) -> Result<Vec<Release>, RegistryError> {
-        let mut all: Vec<Release> = self.list(&release_prefix(app))?;
-        all.sort_by_key(|r| std::cmp::Reverse(r.semver()));
-        Ok(all)
+        Ok(self.cached_releases(app)?.as_ref().clone())
     }
 
     /// Every app id in the registry, sorted.

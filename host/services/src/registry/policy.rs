@@ -104,9 +104,8 @@ impl Registry {
         }
         let trusted = match &last.by {
             DecidedBy::Auditor { signed, .. } => self
-                .auditor(&signed.auditor_key)
-                .map_err(|e| e.to_string())?
-                .is_some(),
+                .is_trusted(&signed.auditor_key)
+                .map_err(|e| e.to_string())?,
             DecidedBy::Policy { .. } => false,
         };
         if trusted {
@@ -125,14 +124,14 @@ impl Registry {
     /// launchable one whose rollout includes the bucket. When there is
     /// none, the error says what each version is missing.
     pub fn resolve(&self, app: &str, bucket: u8) -> Result<Release, RegistryError> {
-        let releases = self.releases(app)?;
+        let releases = self.cached_releases(app)?;
         if releases.is_empty() {
             return Err(RegistryError::UnknownApp(app.into()));
         }
         let mut reasons = Vec::new();
-        for release in releases {
-            match self.launchable(&release) {
-                Ok(()) if release.rollout.is_none_or(|p| bucket < p) => return Ok(release),
+        for release in releases.iter() {
+            match self.launchable(release) {
+                Ok(()) if release.rollout.is_none_or(|p| bucket < p) => return Ok(release.clone()),
                 Ok(()) => reasons.push(format!(
                     "{} reaches {}% of users so far, not yet this one",
                     release.version,

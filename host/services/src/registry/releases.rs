@@ -121,6 +121,7 @@ impl Registry {
             })
             .map_err(Abort::flatten)?;
         if stored.changed {
+            self.forget(Some(&m.id));
             let at = Some((m.id.as_str(), version.as_str()));
             self.audit.append(
                 self.record("registry.publish", actor, at, "submitted")
@@ -217,6 +218,7 @@ impl Registry {
             })
             .map_err(Abort::flatten)?;
         if result.changed {
+            self.forget(Some(&signed.app));
             self.audit.append(
                 self.record(
                     "registry.decision",
@@ -245,7 +247,8 @@ impl Registry {
         apply: impl Fn(&mut Release) -> Result<bool, RegistryError>,
     ) -> Result<Changed, RegistryError> {
         let key = release_key(app, version);
-        self.store
+        let changed = self
+            .store
             .transact(&[Tree::Registry], |t| {
                 let mut release: Release = txn_get(t, Tree::Registry, &key)?.ok_or_else(|| {
                     Abort::User(RegistryError::UnknownVersion {
@@ -270,7 +273,11 @@ impl Registry {
                 }
                 Ok(Changed { release, changed })
             })
-            .map_err(Abort::flatten)
+            .map_err(Abort::flatten)?;
+        if changed.changed {
+            self.forget(Some(app));
+        }
+        Ok(changed)
     }
 
     /// Yank a version (`yanked`) or restore it: users of a yanked version

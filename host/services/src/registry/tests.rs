@@ -230,6 +230,49 @@ fn sensitive_versions_wait_for_a_trusted_auditor_and_the_rest_are_auto_approved(
 }
 
 #[test]
+fn with_auto_approve_never_everything_waits_and_future_decisions_are_refused() {
+    let f = fixture();
+    let registry = Registry::new(
+        f.registry.store.clone(),
+        f.audit.clone(),
+        Policy {
+            auto_approve: AutoApprove::Never,
+            ..Policy::default()
+        },
+    );
+    let plain = package("1.0.0", &["storage"], "Clinic Ltd", &f.publisher);
+    let submitted = registry.submit(&plain, &Actor::Operator).unwrap().release;
+    assert_eq!(submitted.state, State::Submitted);
+    let err = registry
+        .resolve("org.clinic.booking", 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("1.0.0 waits for an auditor's approval"),
+        "{err}"
+    );
+    let ahead = now_secs() + superapp_core::signed_request::MAX_SKEW_SECS + 60;
+    let d = SignedDecision::sign(
+        &f.auditor,
+        "org.clinic.booking",
+        "1.0.0",
+        &plain.digest(),
+        Verdict::Approve,
+        "ok",
+        ahead,
+    )
+    .unwrap();
+    assert!(matches!(registry.decide(&d), Err(RegistryError::Invalid(m)) if m.contains("future")));
+    assert_eq!(
+        registry
+            .release("org.clinic.booking", "1.0.0")
+            .unwrap()
+            .state,
+        State::Submitted
+    );
+}
+
+#[test]
 fn an_old_approval_cannot_be_replayed_over_a_rejection() {
     let f = fixture();
     let p = package("1.0.0", &["payments"], "Clinic Ltd", &f.publisher);

@@ -192,7 +192,7 @@ fn decide(d: Decide, verdict: Verdict) -> anyhow::Result<ExitCode> {
     let target = if from_file && d.out.is_some() {
         None
     } else {
-        Some(d.target.open(Some(SigningKey::load(&d.key)?))?)
+        Some(d.target.open(Some(key.clone()))?)
     };
     let (app, version, digest) = if from_file {
         let p = super::package::read(Path::new(&d.package))?;

@@ -159,8 +159,15 @@ pub mod notify {
     use crate::bindings::superapp::plugin::notify as raw;
     use crate::{AppCard, Error};
 
+    /// A message in the app's service chat.
     pub fn send(text: &str) -> Result<(), Error> {
-        raw::send(text)
+        raw::send(text, None)
+    }
+
+    /// A message with a card the user can tap to open an app, e.g. this
+    /// one at the appointment just booked.
+    pub fn send_with_card(text: &str, card: AppCard) -> Result<(), Error> {
+        raw::send(text, Some(&card.into_wit()))
     }
 
     /// Ask the user to share `card` into a chat; the answer arrives as
@@ -195,15 +202,41 @@ pub mod payments {
 pub mod documents {
     use crate::bindings::superapp::plugin::documents as raw;
     use crate::Error;
+    pub use raw::{DocumentRequest, HeldDocument, IssuerTrust};
 
-    /// Ask for `fields` of a credential; the answer arrives as
-    /// [`Event::Document`](crate::Event::Document). Returns the request id.
+    /// Ask for `fields` of a credential, for this app (and its backend);
+    /// the answer arrives as [`Event::Document`](crate::Event::Document).
+    /// Returns the request id.
     pub fn request(
         credential_type: &str,
         fields: &[String],
         purpose: &str,
     ) -> Result<String, Error> {
-        raw::request(credential_type, fields, purpose)
+        raw::request(&DocumentRequest {
+            credential_type: credential_type.to_string(),
+            fields: fields.to_vec(),
+            purpose: purpose.to_string(),
+            audience: None,
+            nonce: None,
+        })
+    }
+
+    /// Ask for a presentation for a verifier the user is in front of,
+    /// bound to the verifier's `nonce`. The host prefixes `audience` with
+    /// this app's id and `#`.
+    pub fn present(req: &DocumentRequest) -> Result<String, Error> {
+        raw::request(req)
+    }
+
+    /// The user's credentials, without values (asks the user once).
+    pub fn held() -> Result<Vec<HeldDocument>, Error> {
+        raw::held()
+    }
+
+    /// What a verifier needs to check a presentation of `issuer_id`'s
+    /// credential `credential_id` (see [`crate::credentials`]).
+    pub fn trust(issuer_id: &str, credential_id: &str) -> Result<IssuerTrust, Error> {
+        raw::trust(issuer_id, credential_id)
     }
 }
 

@@ -10,11 +10,15 @@
 //! what it got, finds each digest in the signed list, and learns nothing of
 //! the claims it did not get but that they exist.
 //!
-//! The host adds a *binding* it signs with its own key: which app asked,
-//! the user's pseudonymous id for that app, the request, a fresh nonce, the
-//! time, and digests of the credential and of the disclosed claims. A
-//! presentation is therefore useful only to the app it was made for, and a
-//! replay is recognisable by its nonce ([`ReplayGuard`]).
+//! Presentations are bound to their holder, as SD-JWT's key binding does.
+//! Each user has a *holder key* the host keeps for them; the host certifies
+//! it for the credential's subject ([`HolderCert`], signed with the host's
+//! key), and the holder key signs a [`KeyBinding`] over the audience (who
+//! may accept the presentation), the verifier's nonce, the time and a hash
+//! of exactly the disclosed parts. A copied presentation therefore fails
+//! at any other verifier, with any other nonce, or with one claim more or
+//! less; a verifier that lets the host pick the nonce catches replays with
+//! a [`ReplayGuard`].
 
 use std::collections::HashSet;
 
@@ -56,34 +60,49 @@ pub struct CredentialPayload {
     pub digests: Vec<String>,
 }
 
-/// What the host signs when it presents a credential to an app.
+/// What the host signs: the holder key that speaks for a credential's
+/// subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Binding {
+pub struct HolderCert {
     pub v: u32,
-    /// The app the presentation was made for.
-    pub app: String,
-    /// The user's pseudonymous id for that app.
-    pub user: String,
-    /// The app's request id.
-    pub request: String,
-    /// Fresh per presentation.
-    pub nonce: String,
-    pub iat: u64,
     /// The credential's subject binding.
     pub sub: String,
-    /// SHA-256 (base64url) of the credential's signed payload string.
-    pub credential: String,
-    /// The digests of the disclosed claims, sorted.
-    pub disclosed: Vec<String>,
+    /// The holder's Ed25519 public key, base64url.
+    pub key: String,
+    pub iat: u64,
 }
 
-/// What an app receives and can pass on to its backend.
+/// What the holder key signs for one presentation (SD-JWT's key binding).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBinding {
+    pub v: u32,
+    /// Who may accept it: an app id, or `APP#NAME` for a verifier that an
+    /// app named (the host adds the app's id, so no app can speak for
+    /// another's verifiers).
+    pub aud: String,
+    /// The verifier's challenge, or a fresh one the host picked.
+    pub nonce: String,
+    pub iat: u64,
+    /// [`sd_hash`] of the credential and exactly the disclosed claims.
+    pub sd_hash: String,
+    /// The holder's pseudonymous id for the app, when the audience is the
+    /// app itself (never shown to a third-party verifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// What an app receives and can pass on to a verifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PresentationEnvelope {
     pub credential: Signed,
     /// Only the claims the user approved.
     pub disclosures: Vec<String>,
+    /// Signed by the host: the holder key for this credential.
+    pub holder: Signed,
+    /// Signed by the holder key.
     pub binding: Signed,
 }
 
@@ -100,7 +119,8 @@ pub struct Claim {
 pub struct Verified {
     pub credential: CredentialPayload,
     pub claims: Vec<Claim>,
-    pub binding: Binding,
+    pub holder: HolderCert,
+    pub binding: KeyBinding,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,8 +129,10 @@ pub enum VerifyError {
     Malformed(String),
     #[error("the issuer's signature does not verify")]
     IssuerSignature,
-    #[error("the host's signature on the binding does not verify")]
+    #[error("the host's certificate of the holder key does not verify")]
     HostSignature,
+    #[error("the holder's key binding does not verify")]
+    HolderSignature,
     #[error("the credential is not valid yet")]
     NotYetValid,
     #[error("the credential expired")]
@@ -121,8 +143,10 @@ pub enum VerifyError {
     UnsignedClaim(String),
     #[error("the binding does not match the credential: {0}")]
     BindingMismatch(&'static str),
-    #[error("the presentation was made for app `{0}`")]
-    WrongApp(String),
+    #[error("the presentation was made for `{0}`, not for this verifier")]
+    WrongAudience(String),
+    #[error("the presentation answers another challenge (its nonce is not the one asked for)")]
+    WrongNonce,
     #[error("the presentation is too old")]
     Stale,
     #[error("this presentation was seen before (nonce reused)")]
@@ -201,6 +225,11 @@ pub fn peek<T: serde::de::DeserializeOwned>(signed: &Signed) -> Result<T, Verify
         .map_err(|e| VerifyError::Malformed(format!("a payload does not parse: {e}")))
 }
 
+/// Encode an Ed25519 public key as base64url.
+pub fn encode_key(key: &[u8]) -> String {
+    B64.encode(key)
+}
+
 /// Decode a base64url Ed25519 public key.
 pub fn public_key(b64: &str) -> Result<[u8; 32], VerifyError> {
     B64.decode(b64.trim())
@@ -250,28 +279,59 @@ pub fn verify_credential(
     Ok((payload, claims))
 }
 
-/// Keys and policy for verifying presentations.
+/// The hash a key binding signs: SHA-256 over the credential's signed
+/// payload and the disclosures, sorted, each after a `~`.
+pub fn sd_hash(credential: &Signed, disclosures: &[String]) -> String {
+    let mut sorted: Vec<&str> = disclosures.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    let mut h = Sha256::new();
+    h.update(credential.payload.as_bytes());
+    for d in sorted {
+        h.update(b"~");
+        h.update(d.as_bytes());
+    }
+    B64.encode(h.finalize())
+}
+
+/// The keys a verifier trusts.
 #[derive(Debug, Clone)]
 pub struct Trust {
     /// The issuer's Ed25519 public key.
     pub issuer_key: [u8; 32],
-    /// The host's Ed25519 public key (served at `/api/v1/host-key`).
+    /// The host's Ed25519 public key (served at `/api/v1/host-key`), which
+    /// certifies holder keys.
     pub host_key: [u8; 32],
-    /// The app the presentation must have been made for.
-    pub app: String,
-    /// Reject presentations whose binding is older than this, in seconds.
-    pub max_age_secs: u64,
     /// Credential ids the issuer has revoked (its status list).
     pub revoked: Vec<String>,
 }
 
+/// What one verifier expects of a presentation.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    /// The verifier's own audience: an app id, or `APP#NAME`.
+    pub audience: String,
+    /// The challenge this verifier gave the holder; `None` when the host
+    /// picked it (then catch replays with a [`ReplayGuard`]).
+    pub nonce: Option<String>,
+    /// Reject presentations whose key binding is older than this, in seconds.
+    pub max_age_secs: u64,
+}
+
+/// One check of [`checks`], passed or not, for a verifier screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub failure: Option<VerifyError>,
+}
+
 /// Verify a presentation end to end: the issuer's signature and validity,
-/// each disclosed claim against the signed digests, the host's binding
-/// (signature, credential, subject, disclosed set), the app it was made for
-/// and its age. Replays are the caller's to catch with a [`ReplayGuard`].
+/// each disclosed claim against the signed digests, revocation, the host's
+/// certificate of the holder key, the holder's key binding over exactly
+/// these disclosures, its audience, nonce and age.
 pub fn verify_presentation(
     p: &PresentationEnvelope,
     trust: &Trust,
+    expected: &Expected,
     now: u64,
 ) -> Result<Verified, VerifyError> {
     let (credential, claims) =
@@ -279,31 +339,90 @@ pub fn verify_presentation(
     if trust.revoked.contains(&credential.id) {
         return Err(VerifyError::Revoked);
     }
-    let binding: Binding =
-        open_signed(&p.binding, &trust.host_key)?.ok_or(VerifyError::HostSignature)?;
-    if binding.credential != b64_sha256(p.credential.payload.as_bytes()) {
-        return Err(VerifyError::BindingMismatch("another credential"));
-    }
-    if binding.sub != credential.sub {
-        return Err(VerifyError::BindingMismatch("another subject"));
-    }
-    let mut disclosed: Vec<String> = p.disclosures.iter().map(|d| digest(d)).collect();
-    disclosed.sort();
-    if binding.disclosed != disclosed {
-        return Err(VerifyError::BindingMismatch("other claims"));
-    }
-    if binding.app != trust.app {
-        return Err(VerifyError::WrongApp(binding.app));
-    }
-    if binding.iat > now.saturating_add(60) || now.saturating_sub(binding.iat) > trust.max_age_secs
-    {
-        return Err(VerifyError::Stale);
-    }
+    let (holder, binding) = verify_binding(p, &credential, &trust.host_key)?;
+    check_expected(&binding, expected, now)?;
     Ok(Verified {
         credential,
         claims,
+        holder,
         binding,
     })
+}
+
+/// The host's certificate and the holder's signature over these exact
+/// disclosures.
+fn verify_binding(
+    p: &PresentationEnvelope,
+    credential: &CredentialPayload,
+    host_key: &[u8; 32],
+) -> Result<(HolderCert, KeyBinding), VerifyError> {
+    let holder: HolderCert = open_signed(&p.holder, host_key)?.ok_or(VerifyError::HostSignature)?;
+    if holder.sub != credential.sub {
+        return Err(VerifyError::BindingMismatch("another subject"));
+    }
+    let binding: KeyBinding =
+        open_signed(&p.binding, &public_key(&holder.key)?)?.ok_or(VerifyError::HolderSignature)?;
+    if binding.sd_hash != sd_hash(&p.credential, &p.disclosures) {
+        return Err(VerifyError::BindingMismatch("other claims"));
+    }
+    Ok((holder, binding))
+}
+
+fn check_expected(binding: &KeyBinding, expected: &Expected, now: u64) -> Result<(), VerifyError> {
+    if binding.aud != expected.audience {
+        return Err(VerifyError::WrongAudience(binding.aud.clone()));
+    }
+    if expected.nonce.as_ref().is_some_and(|n| *n != binding.nonce) {
+        return Err(VerifyError::WrongNonce);
+    }
+    if binding.iat > now.saturating_add(60)
+        || now.saturating_sub(binding.iat) > expected.max_age_secs
+    {
+        return Err(VerifyError::Stale);
+    }
+    Ok(())
+}
+
+/// The verifier's checklist: each of the three questions a person at a
+/// counter asks (is the issuer's signature good, is the holder binding
+/// good, is it fresh and for me), answered separately, with the reason
+/// where one fails. A check that cannot be made because an earlier one
+/// failed reports that failure too.
+pub fn checks(
+    p: &PresentationEnvelope,
+    trust: &Trust,
+    expected: &Expected,
+    now: u64,
+) -> Vec<Check> {
+    let issuer = verify_credential(&p.credential, &p.disclosures, &trust.issuer_key, now).and_then(
+        |(c, _)| {
+            if trust.revoked.contains(&c.id) {
+                Err(VerifyError::Revoked)
+            } else {
+                Ok(c)
+            }
+        },
+    );
+    let credential = peek::<CredentialPayload>(&p.credential);
+    let binding = credential.and_then(|c| verify_binding(p, &c, &trust.host_key));
+    let fresh = match &binding {
+        Ok((_, b)) => check_expected(b, expected, now),
+        Err(e) => Err(e.clone()),
+    };
+    vec![
+        Check {
+            name: "issuer signature",
+            failure: issuer.err(),
+        },
+        Check {
+            name: "holder binding",
+            failure: binding.err(),
+        },
+        Check {
+            name: "freshness and audience",
+            failure: fresh.err(),
+        },
+    ]
 }
 
 /// Remembers the nonces of presentations already accepted, so the same

@@ -68,7 +68,9 @@ pub use capabilities::{
     clock, documents, identity, log, notify, payments, profile, random, shared_storage, storage,
 };
 pub use export::App;
-pub use view::{AppCard, Button, ButtonStyle, Element, Form, Input, InputKind, TextStyle, View};
+pub use view::{
+    AppCard, Button, ButtonStyle, Element, Form, Input, InputKind, TextStyle, Tone, View,
+};
 
 /// Why the app could not produce a view.
 pub use bindings::superapp::plugin::types::AppError;
@@ -88,7 +90,7 @@ pub mod prelude {
     pub use crate::{
         clock, documents, identity, log, notify, payments, profile, random, shared_storage,
         storage, Action, App, AppCard, AppError, Button, ButtonStyle, Context, Element, Error,
-        Event, Form, Input, InputKind, TextStyle, View,
+        Event, Form, Input, InputKind, TextStyle, Tone, View,
     };
 }
 

@@ -3,7 +3,7 @@
 
 use crate::bindings::superapp::plugin::types as wit;
 
-pub use wit::{ButtonStyle, InputKind, TextStyle};
+pub use wit::{ButtonStyle, InputKind, TextStyle, Tone};
 
 /// One element of a view.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +27,15 @@ pub enum Element {
     Button(Button),
     AppCard(AppCard),
     Divider,
+    /// Label and value pairs: a receipt, an appointment's details.
+    KeyValues(Vec<(String, String)>),
+    /// A short status label.
+    Badge(String, Tone),
+    /// A QR code the host draws from `text`, with a caption.
+    QrCode {
+        text: String,
+        caption: String,
+    },
 }
 
 /// A screen: a title and a column of elements.
@@ -95,6 +104,34 @@ impl View {
         self.push(Element::Divider)
     }
 
+    /// Append label and value pairs, e.g. a receipt.
+    pub fn details<I, K, V>(self, pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.push(Element::details(pairs))
+    }
+
+    /// Append a status badge.
+    pub fn badge(self, text: impl Into<String>, tone: Tone) -> Self {
+        self.push(Element::Badge(text.into(), tone))
+    }
+
+    /// Append a QR code of `text` with a caption (the host draws it).
+    pub fn qr_code(self, text: impl Into<String>, caption: impl Into<String>) -> Self {
+        self.push(Element::QrCode {
+            text: text.into(),
+            caption: caption.into(),
+        })
+    }
+
+    /// Append monospaced, copyable text.
+    pub fn code(self, text: impl Into<String>) -> Self {
+        self.push(Element::Text(text.into(), TextStyle::Code))
+    }
+
     /// Flatten into the contract's node list: node 0 is a column holding the
     /// body, and every node's children come after it (pre-order).
     pub fn into_wit(self) -> wit::View {
@@ -138,6 +175,12 @@ fn flatten(element: Element, nodes: &mut Vec<wit::Node>) -> u32 {
         ),
         Element::AppCard(c) => (wit::NodeKind::AppCard(c.into_wit()), Vec::new()),
         Element::Divider => (wit::NodeKind::Divider, Vec::new()),
+        Element::KeyValues(pairs) => (wit::NodeKind::KeyValues(pairs), Vec::new()),
+        Element::Badge(text, tone) => (wit::NodeKind::Badge(wit::Badge { text, tone }), Vec::new()),
+        Element::QrCode { text, caption } => (
+            wit::NodeKind::QrCode(wit::QrCode { text, caption }),
+            Vec::new(),
+        ),
     };
     nodes.push(wit::Node {
         kind,
@@ -146,6 +189,28 @@ fn flatten(element: Element, nodes: &mut Vec<wit::Node>) -> u32 {
     let child_indices = children.into_iter().map(|c| flatten(c, nodes)).collect();
     nodes[index].children = child_indices;
     index as u32
+}
+
+impl Element {
+    /// Body text.
+    pub fn text(text: impl Into<String>) -> Self {
+        Element::Text(text.into(), TextStyle::Body)
+    }
+
+    /// Label and value pairs.
+    pub fn details<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Element::KeyValues(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
 }
 
 /// A button that sends `event` (with an optional value) when pressed.
@@ -231,6 +296,8 @@ pub struct Input {
     pub placeholder: String,
     pub required: bool,
     pub options: Vec<(String, String)>,
+    pub min: Option<String>,
+    pub max: Option<String>,
 }
 
 impl Input {
@@ -243,6 +310,8 @@ impl Input {
             placeholder: String::new(),
             required: false,
             options: Vec::new(),
+            min: None,
+            max: None,
         }
     }
 
@@ -280,6 +349,23 @@ impl Input {
         self
     }
 
+    /// A date picker (`YYYY-MM-DD`) offering only `min..=max`.
+    pub fn date_between(
+        name: impl Into<String>,
+        label: impl Into<String>,
+        min: impl Into<String>,
+        max: impl Into<String>,
+    ) -> Self {
+        Input::new(InputKind::Date, name, label).range(min, max)
+    }
+
+    /// The smallest and largest value a date, time or number input offers.
+    pub fn range(mut self, min: impl Into<String>, max: impl Into<String>) -> Self {
+        self.min = Some(min.into());
+        self.max = Some(max.into());
+        self
+    }
+
     fn into_wit(self) -> wit::Input {
         wit::Input {
             name: self.name,
@@ -289,6 +375,8 @@ impl Input {
             placeholder: self.placeholder,
             required: self.required,
             options: self.options,
+            min: self.min,
+            max: self.max,
         }
     }
 }

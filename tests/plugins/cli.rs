@@ -78,7 +78,7 @@ fn undeclared_import_is_rejected_by_check_and_by_run() {
         assert_eq!(out.status.code(), Some(1), "{verb}");
         let err = stderr(&out);
         assert!(
-            err.contains("superapp:plugin/payments@0.1.0")
+            err.contains("superapp:plugin/payments@0.2.0")
                 && err.contains("[capabilities.payments]"),
             "{verb}: {err}"
         );

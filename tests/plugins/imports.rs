@@ -57,13 +57,13 @@ fn wasi_imports_are_refused() {
 #[test]
 fn unknown_contract_interfaces_are_refused() {
     let bytes = component_importing(
-        "package superapp:plugin@0.1.0 { interface files { read: func(path: string) -> list<u8>; } }",
-        "superapp:plugin/files@0.1.0",
+        "package superapp:plugin@0.2.0 { interface files { read: func(path: string) -> list<u8>; } }",
+        "superapp:plugin/files@0.2.0",
     );
     assert_eq!(
         load_errors(&bytes),
         vec![ImportError::UnknownInterface(
-            "superapp:plugin/files@0.1.0".into()
+            "superapp:plugin/files@0.2.0".into()
         )]
     );
 }
@@ -71,13 +71,13 @@ fn unknown_contract_interfaces_are_refused() {
 #[test]
 fn other_contract_versions_are_refused() {
     let bytes = component_importing(
-        "package superapp:plugin@0.2.0 { interface log { emit: func(message: string); } }",
-        "superapp:plugin/log@0.2.0",
+        "package superapp:plugin@0.1.0 { interface log { emit: func(message: string); } }",
+        "superapp:plugin/log@0.1.0",
     );
     assert_eq!(
         load_errors(&bytes),
         vec![ImportError::UnsupportedVersion(
-            "superapp:plugin/log@0.2.0".into()
+            "superapp:plugin/log@0.1.0".into()
         )]
     );
 }
@@ -85,13 +85,13 @@ fn other_contract_versions_are_refused() {
 #[test]
 fn a_types_interface_with_functions_is_refused() {
     let bytes = component_importing(
-        "package superapp:plugin@0.1.0 { interface types { smuggle: func() -> string; } }",
-        "superapp:plugin/types@0.1.0",
+        "package superapp:plugin@0.2.0 { interface types { smuggle: func() -> string; } }",
+        "superapp:plugin/types@0.2.0",
     );
     assert_eq!(
         load_errors(&bytes),
         vec![ImportError::TypesWithFunctions(
-            "superapp:plugin/types@0.1.0".into()
+            "superapp:plugin/types@0.2.0".into()
         )]
     );
 }
@@ -99,12 +99,12 @@ fn a_types_interface_with_functions_is_refused() {
 #[test]
 fn the_contract_version_a_component_speaks_is_read_from_the_component() {
     let other = component_importing(
-        "package superapp:plugin@0.2.0 { interface log { emit: func(message: string); } }",
-        "superapp:plugin/log@0.2.0",
+        "package superapp:plugin@0.1.0 { interface log { emit: func(message: string); } }",
+        "superapp:plugin/log@0.1.0",
     );
     assert_eq!(
         superapp_cli::sdk_bundle::contract_version_of(&other).as_deref(),
-        Some("0.2.0")
+        Some("0.1.0")
     );
     let hello = std::fs::read(component("hello")).unwrap();
     assert_eq!(

@@ -6,7 +6,7 @@ use std::path::Path;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use superapp_sdk::credentials::{
-    self as format, PresentationEnvelope, ReplayGuard, Trust, VerifyError,
+    self as format, Expected, PresentationEnvelope, ReplayGuard, Trust, VerifyError,
 };
 
 use crate::apps::{serve, setup, texts};
@@ -270,15 +270,32 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
     let (good, out) = verify(&file, PROBE, other_pk.trim(), &host_pk);
     assert!(!good && out.contains("issuer's signature"), "{out}");
     let (good, out) = verify(&file, "dev.superapp.hello", issuer_pk, &host_pk);
-    assert!(!good && out.contains("made for app"), "{out}");
+    assert!(
+        !good && out.contains("made for `dev.superapp.testing.probe`"),
+        "{out}"
+    );
+    // The host's key does not sign bindings: a binding re-signed by anyone
+    // but the holder key the host certified is refused.
+    let mut resigned = parsed.clone();
+    resigned.binding.signature = parsed.holder.signature.clone();
+    let resigned_file = tmp.path().join("resigned.json");
+    std::fs::write(&resigned_file, serde_json::to_string(&resigned).unwrap()).unwrap();
+    let (good, out) = verify(&resigned_file, PROBE, issuer_pk, &host_pk);
+    assert!(
+        !good && out.contains("key binding does not verify"),
+        "{out}"
+    );
 
     // A replay is caught by its nonce; a fresh presentation is not.
     let trust = Trust {
         issuer_key: format::public_key(issuer_pk).unwrap(),
         host_key: format::public_key(&host_pk).unwrap(),
-        app: PROBE.into(),
-        max_age_secs: 600,
         revoked: vec![],
+    };
+    let expected = Expected {
+        audience: PROBE.into(),
+        nonce: None,
+        max_age_secs: 600,
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -286,7 +303,7 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
         .as_secs();
     // Expired (a year and a day on) or on the issuer's status list: refused.
     assert_eq!(
-        format::verify_presentation(&parsed, &trust, now + 366 * 86_400),
+        format::verify_presentation(&parsed, &trust, &expected, now + 366 * 86_400),
         Err(VerifyError::Expired)
     );
     let listed = Trust {
@@ -294,11 +311,11 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
         ..trust.clone()
     };
     assert_eq!(
-        format::verify_presentation(&parsed, &listed, now),
+        format::verify_presentation(&parsed, &listed, &expected, now),
         Err(VerifyError::Revoked)
     );
     let mut guard = ReplayGuard::default();
-    let first = format::verify_presentation(&parsed, &trust, now).unwrap();
+    let first = format::verify_presentation(&parsed, &trust, &expected, now).unwrap();
     guard.admit(&first).unwrap();
     assert_eq!(guard.admit(&first), Err(VerifyError::Replayed));
     let second = ask(&alice, "policy-number").await;
@@ -314,7 +331,7 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
     )
     .unwrap();
     guard
-        .admit(&format::verify_presentation(&fresh, &trust, now).unwrap())
+        .admit(&format::verify_presentation(&fresh, &trust, &expected, now).unwrap())
         .unwrap();
 
     // Declining tells the app, and nothing is disclosed.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// The WIT package every mini-program is written against.
 pub const PACKAGE: &str = "superapp:plugin";
 /// The contract version this host implements.
-pub const VERSION: &str = "0.1.0";
+pub const VERSION: &str = "0.2.0";
 
 /// Everything a mini-program may ask the host for, one WIT interface each.
 /// Adding one is a variant here (the compiler then asks for its name below,
@@ -90,7 +90,7 @@ impl Capability {
         }
     }
 
-    /// The full WIT interface name, e.g. `superapp:plugin/storage@0.1.0`.
+    /// The full WIT interface name, e.g. `superapp:plugin/storage@0.2.0`.
     pub fn interface(self) -> String {
         format!("{PACKAGE}/{}@{VERSION}", self.name())
     }

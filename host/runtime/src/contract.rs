@@ -185,19 +185,19 @@ mod tests {
         type Expected = Result<Option<Capability>, fn(String) -> ImportError>;
         let cases: [(&str, Expected); 8] = [
             (
-                "superapp:plugin/storage@0.1.0",
+                "superapp:plugin/storage@0.2.0",
                 Ok(Some(Capability::Storage)),
             ),
             (
-                "superapp:plugin/shared-storage@0.1.0",
+                "superapp:plugin/shared-storage@0.2.0",
                 Ok(Some(Capability::SharedStorage)),
             ),
-            ("superapp:plugin/types@0.1.0", Ok(None)),
+            ("superapp:plugin/types@0.2.0", Ok(None)),
             ("wasi:cli/environment@0.2.0", Err(Foreign)),
-            ("superapp:pluginx/log@0.1.0", Err(Foreign)),
-            ("superapp:plugin/log@0.2.0", Err(UnsupportedVersion)),
+            ("superapp:pluginx/log@0.2.0", Err(Foreign)),
+            ("superapp:plugin/log@0.1.0", Err(UnsupportedVersion)),
             ("superapp:plugin/log", Err(UnsupportedVersion)),
-            ("superapp:plugin/files@0.1.0", Err(UnknownInterface)),
+            ("superapp:plugin/files@0.2.0", Err(UnknownInterface)),
         ];
         for (name, expected) in cases {
             assert_eq!(

@@ -15,6 +15,13 @@ use superapp_core::Limits;
 pub const MAX_DEPTH: usize = 16;
 /// Longest single string (text, label, URL) in bytes.
 pub const MAX_STRING: usize = 64 << 10;
+/// Longest text a QR code may hold, in bytes: what one code can carry
+/// and a phone camera still reads.
+pub const MAX_QR_TEXT: usize = 2048;
+/// Most pairs one key-value list may hold.
+pub const MAX_PAIRS: usize = 64;
+/// Longest badge text, in bytes.
+pub const MAX_BADGE: usize = 40;
 
 /// Why a view was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +90,10 @@ pub enum Node {
         placeholder: String,
         required: bool,
         options: Vec<(String, String)>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        min: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        max: Option<String>,
     },
     Button {
         label: String,
@@ -97,6 +108,17 @@ pub enum Node {
         params: Vec<(String, String)>,
     },
     Divider,
+    KeyValues {
+        pairs: Vec<(String, String)>,
+    },
+    Badge {
+        text: String,
+        tone: &'static str,
+    },
+    QrCode {
+        text: String,
+        caption: String,
+    },
 }
 
 struct Checker<'a> {
@@ -202,6 +224,10 @@ impl Checker<'_> {
             }
             wit::NodeKind::Input(i) => {
                 leaf(&children)?;
+                check_range(i).map_err(|message| ViewError::BadNode {
+                    node: index,
+                    message,
+                })?;
                 Node::Input {
                     name: self.string(&i.name)?,
                     label: self.string(&i.label)?,
@@ -210,6 +236,8 @@ impl Checker<'_> {
                     placeholder: self.string(&i.placeholder)?,
                     required: i.required,
                     options: self.pairs(&i.options)?,
+                    min: i.min.as_deref().map(|m| self.string(m)).transpose()?,
+                    max: i.max.as_deref().map(|m| self.string(m)).transpose()?,
                 }
             }
             wit::NodeKind::Button(b) => {
@@ -241,8 +269,124 @@ impl Checker<'_> {
                 leaf(&children)?;
                 Node::Divider
             }
+            wit::NodeKind::KeyValues(pairs) => {
+                leaf(&children)?;
+                if pairs.len() > MAX_PAIRS {
+                    return Err(bad(
+                        index,
+                        format!("a key-value list holds at most {MAX_PAIRS} pairs"),
+                    ));
+                }
+                Node::KeyValues {
+                    pairs: self.pairs(pairs)?,
+                }
+            }
+            wit::NodeKind::Badge(b) => {
+                leaf(&children)?;
+                if b.text.trim().is_empty() || b.text.len() > MAX_BADGE {
+                    return Err(bad(
+                        index,
+                        format!("a badge's text is 1 to {MAX_BADGE} bytes"),
+                    ));
+                }
+                Node::Badge {
+                    text: self.string(&b.text)?,
+                    tone: tone(b.tone),
+                }
+            }
+            wit::NodeKind::QrCode(q) => {
+                leaf(&children)?;
+                if q.text.is_empty() || q.text.len() > MAX_QR_TEXT {
+                    return Err(bad(
+                        index,
+                        format!("a QR code holds 1 to {MAX_QR_TEXT} bytes of text"),
+                    ));
+                }
+                Node::QrCode {
+                    text: self.string(&q.text)?,
+                    caption: self.string(&q.caption)?,
+                }
+            }
         })
     }
+}
+
+fn bad(node: usize, message: String) -> ViewError {
+    ViewError::BadNode { node, message }
+}
+
+/// A range is allowed on date, time and number inputs only; both bounds
+/// must parse as that kind, `min` not after `max`, and a preset value
+/// inside them.
+fn check_range(input: &wit::Input) -> Result<(), String> {
+    if input.min.is_none() && input.max.is_none() {
+        return Ok(());
+    }
+    type Parse = fn(&str) -> Option<i64>;
+    let parse: Parse = match input.kind {
+        wit::InputKind::Date => parse_date,
+        wit::InputKind::Time => parse_time,
+        wit::InputKind::Number => |s| s.parse::<i64>().ok(),
+        _ => return Err("only date, time and number inputs take a min or max".into()),
+    };
+    let bound = |b: &Option<String>| -> Result<Option<i64>, String> {
+        b.as_deref()
+            .map(|v| {
+                parse(v).ok_or_else(|| {
+                    format!(
+                        "`{}` is not a valid bound for this input",
+                        v.chars().take(40).collect::<String>()
+                    )
+                })
+            })
+            .transpose()
+    };
+    let (min, max) = (bound(&input.min)?, bound(&input.max)?);
+    if let (Some(lo), Some(hi)) = (min, max) {
+        if lo > hi {
+            return Err("the input's min is after its max".into());
+        }
+    }
+    if !input.value.is_empty() {
+        let value = parse(&input.value).ok_or("the input's value does not parse")?;
+        if min.is_some_and(|lo| value < lo) || max.is_some_and(|hi| value > hi) {
+            return Err("the input's value is outside its range".into());
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD` as a comparable number, if it is a real calendar date.
+fn parse_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        s.get(r)?.bytes().try_fold(0i64, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    (1..=days).contains(&d).then_some(y * 10_000 + m * 100 + d)
+}
+
+/// `HH:MM` as minutes since midnight.
+fn parse_time(s: &str) -> Option<i64> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?);
+    ((0..24).contains(&h) && (0..60).contains(&m)).then_some(h * 60 + m)
 }
 
 fn bad_event(node: usize, name: &str) -> ViewError {
@@ -290,6 +434,17 @@ fn text_style(s: wit::TextStyle) -> &'static str {
         wit::TextStyle::Muted => "muted",
         wit::TextStyle::Emphasis => "emphasis",
         wit::TextStyle::Error => "error",
+        wit::TextStyle::Code => "code",
+    }
+}
+
+fn tone(t: wit::Tone) -> &'static str {
+    match t {
+        wit::Tone::Neutral => "neutral",
+        wit::Tone::Info => "info",
+        wit::Tone::Success => "success",
+        wit::Tone::Warning => "warning",
+        wit::Tone::Danger => "danger",
     }
 }
 
@@ -490,5 +645,102 @@ mod tests {
             validate(&text_with_child, &limits),
             Err(ViewError::BadNode { node: 0, .. })
         ));
+    }
+
+    fn input(kind: wit::InputKind, value: &str, min: Option<&str>, max: Option<&str>) -> wit::View {
+        view(vec![node(
+            wit::NodeKind::Input(wit::Input {
+                name: "day".into(),
+                label: "Day".into(),
+                kind,
+                value: value.into(),
+                placeholder: String::new(),
+                required: true,
+                options: vec![],
+                min: min.map(Into::into),
+                max: max.map(Into::into),
+            }),
+            vec![],
+        )])
+    }
+
+    #[test]
+    fn date_ranges_must_parse_be_ordered_and_hold_the_value() {
+        use wit::InputKind::{Date, Number, Text, Time};
+        let limits = Limits::default();
+        let ok = |v: &wit::View| validate(v, &limits).is_ok();
+        assert!(ok(&input(Date, "", Some("2026-11-25"), Some("2026-12-08"))));
+        assert!(ok(&input(
+            Date,
+            "2026-12-01",
+            Some("2026-11-25"),
+            Some("2026-12-08")
+        )));
+        assert!(
+            ok(&input(Date, "2028-02-29", None, None)),
+            "a leap day without a range"
+        );
+        assert!(
+            !ok(&input(Date, "", Some("2026-02-30"), None)),
+            "no such day"
+        );
+        assert!(
+            !ok(&input(Date, "", Some("2026-12-08"), Some("2026-11-25"))),
+            "min after max"
+        );
+        assert!(
+            !ok(&input(
+                Date,
+                "2027-01-01",
+                Some("2026-11-25"),
+                Some("2026-12-08")
+            )),
+            "value outside"
+        );
+        assert!(!ok(&input(Date, "", Some("25.11.2026"), None)));
+        assert!(ok(&input(Time, "09:30", Some("08:00"), Some("17:00"))));
+        assert!(!ok(&input(Time, "", Some("24:00"), None)));
+        assert!(ok(&input(Number, "3", Some("1"), Some("9"))));
+        assert!(
+            !ok(&input(Text, "", Some("a"), None)),
+            "text takes no range"
+        );
+    }
+
+    #[test]
+    fn badges_qr_codes_and_key_values_are_bounded() {
+        let limits = Limits::default();
+        let one = |kind| validate(&view(vec![node(kind, vec![])]), &limits);
+        let badge = |text: &str| {
+            wit::NodeKind::Badge(wit::Badge {
+                text: text.into(),
+                tone: wit::Tone::Success,
+            })
+        };
+        assert!(one(badge("Paid")).is_ok());
+        assert!(one(badge("")).is_err());
+        assert!(one(badge(&"x".repeat(MAX_BADGE + 1))).is_err());
+        let qr = |text: String| {
+            wit::NodeKind::QrCode(wit::QrCode {
+                text,
+                caption: "Show this".into(),
+            })
+        };
+        assert!(one(qr("x".repeat(MAX_QR_TEXT))).is_ok());
+        assert!(one(qr("x".repeat(MAX_QR_TEXT + 1))).is_err());
+        assert!(one(qr(String::new())).is_err());
+        let pairs = |n: usize| {
+            wit::NodeKind::KeyValues((0..n).map(|i| (i.to_string(), "v".into())).collect())
+        };
+        assert!(one(pairs(MAX_PAIRS)).is_ok());
+        assert!(one(pairs(MAX_PAIRS + 1)).is_err());
+        let with_child = view(vec![
+            node(pairs(1), vec![1]),
+            node(wit::NodeKind::Divider, vec![]),
+        ]);
+        assert!(
+            validate(&with_child, &limits).is_err(),
+            "a leaf has no children"
+        );
     }
 }

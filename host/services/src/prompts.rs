@@ -48,6 +48,10 @@ pub struct DocumentSheet {
     pub issuer: Option<String>,
     /// Of `fields`, those the credential holds.
     pub available: Vec<String>,
+    /// Who will be able to check the presentation: the app itself
+    /// (`None`), or a verifier the app named, shown as the app named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<String>,
 }
 
 /// What a payment sheet shows: everything the user agrees to.

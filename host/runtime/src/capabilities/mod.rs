@@ -115,12 +115,24 @@ impl HostState {
         capability: Capability,
         args: Option<&[u8]>,
     ) -> Result<(), Error> {
+        self.require_level(capability, consent_level(capability), args)
+    }
+
+    /// [`require_with`](Self::require_with) at a consent level other than
+    /// the capability's own, for the one call of a capability that needs
+    /// more (listing a user's documents needs a standing grant, while each
+    /// disclosure is confirmed in its own sheet).
+    pub(crate) fn require_level(
+        &self,
+        capability: Capability,
+        level: ConsentLevel,
+        args: Option<&[u8]>,
+    ) -> Result<(), Error> {
         if !self.app.declares(capability) {
             return Err(Error::Denied(format!(
                 "`{capability}` is not declared in plugin.toml"
             )));
         }
-        let level = consent_level(capability);
         if level == ConsentLevel::None {
             return Ok(());
         }

@@ -8,6 +8,7 @@ mod consent;
 mod conversations;
 mod documents;
 mod error;
+mod merchant;
 mod principal;
 mod registry;
 mod wallet;
@@ -159,6 +160,13 @@ fn routes() -> Routes {
         get(documents::revoked),
     )
     .add(Method::GET, "/host-key", get(documents::host_key))
+    .add(Method::GET, "/merchant/accounts", get(merchant::accounts))
+    .add(Method::GET, "/merchant/orders/{id}", get(merchant::order))
+    .add(
+        Method::POST,
+        "/merchant/orders/{id}/refund",
+        post(merchant::refund),
+    )
     .add(
         Method::GET,
         "/registry/publishers",

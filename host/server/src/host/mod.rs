@@ -22,7 +22,7 @@ use superapp_runtime::{App, RunError, Runtime, RuntimeConfig, Services};
 use superapp_services::audit::Audit;
 use superapp_services::consent::{Consent, ConsentError};
 use superapp_services::documents::requests::Requests;
-use superapp_services::documents::{DocumentError, Documents, HostKey};
+use superapp_services::documents::{DocumentError, Documents, HolderKeys, HostKey};
 use superapp_services::identity::{
     load_or_create_private, load_or_create_secret, Identity, IdentityError, Pseudonyms,
 };
@@ -143,6 +143,7 @@ impl Host {
             audit.clone(),
             documents.clone(),
             host_key.clone(),
+            HolderKeys::new(&secret),
         ));
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(data_dir.join("cache")),

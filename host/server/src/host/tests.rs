@@ -101,6 +101,7 @@ async fn a_payment_sheet_moves_money_only_with_the_right_password() {
         currency: "EUR".into(),
         description: "a cup".into(),
         idempotency_key: "k1".into(),
+        expires_in: None,
     };
     let order = host.orders.request(&alice.id, &shop(), &order).unwrap();
     let prompt = host.consent.prompt(&alice.id, &order.id).unwrap();

@@ -99,3 +99,19 @@ impl Host {
         Ok(revoked)
     }
 }
+
+impl Host {
+    /// A publisher refunds `amount` of an order paid to it, from its back
+    /// office: the money goes back to the user who paid, who sees it in
+    /// their wallet, and the app sees it in the order's status.
+    pub async fn refund_order(
+        &self,
+        publisher: &str,
+        order: &str,
+        amount: u64,
+    ) -> Result<superapp_services::ledger::orders::Order, HostError> {
+        let refunded = self.orders.refund(publisher, order, amount);
+        self.flush().await?;
+        Ok(refunded?)
+    }
+}

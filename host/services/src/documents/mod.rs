@@ -281,6 +281,33 @@ impl HostKey {
     }
 }
 
+/// Users' holder keys: the key each user's presentations are signed with,
+/// derived from the host's secret and the user id (HMAC-SHA256 as the
+/// Ed25519 seed), so it needs no record of its own and never leaves the
+/// host. The host certifies it per credential; see
+/// `superapp_sdk::credentials::HolderCert`.
+pub struct HolderKeys {
+    secret: ring::hmac::Key,
+}
+
+impl HolderKeys {
+    /// Keys derived from the host's `secret` (through a subkey of their
+    /// own, so no other use of the secret can produce one).
+    pub fn new(secret: &[u8]) -> HolderKeys {
+        let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        let subkey = ring::hmac::sign(&root, b"superapp holder keys v1");
+        HolderKeys {
+            secret: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, subkey.as_ref()),
+        }
+    }
+
+    /// `user`'s holder key pair.
+    pub fn pair(&self, user: &str) -> Ed25519KeyPair {
+        let seed = ring::hmac::sign(&self.secret, user.as_bytes());
+        Ed25519KeyPair::from_seed_unchecked(seed.as_ref()).expect("a 32-byte seed")
+    }
+}
+
 /// Issuers, revocations and wallets.
 pub struct Documents {
     store: Arc<Store>,

@@ -2,17 +2,22 @@
 //! names a credential type, fields and a purpose; the host shows them in a
 //! sheet it draws, and the user approves all, unticks some, or declines.
 //! On approval the host builds a presentation holding only the approved
-//! claims, binds it to the app and the user's pseudonym with a fresh nonce,
-//! and signs the binding. Nothing about unapproved fields leaves the host,
-//! and whether the user holds such a credential at all is not revealed to
-//! the app unless the user shares it.
+//! claims, certifies the user's holder key for the credential, and signs a
+//! key binding with that holder key over the audience (the app, or a
+//! verifier the app named), the nonce, the time and exactly the disclosed
+//! claims. Nothing about unapproved fields leaves the host, and whether the
+//! user holds such a credential at all is not revealed to the app unless
+//! the user shares it (or lets the app list their documents, see
+//! [`Requests::held`]).
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use superapp_sdk::credentials::{self as format, Binding, Claim, PresentationEnvelope, VERSION};
+use superapp_sdk::credentials::{
+    self as format, Claim, HolderCert, KeyBinding, PresentationEnvelope, VERSION,
+};
 
-use super::{check_name, random_b64, DocumentError, Documents, HostKey};
+use super::{check_name, random_b64, sign, DocumentError, Documents, HolderKeys, HostKey, Issuer};
 use crate::audit::{Audit, Event};
 use crate::prompts::{prompt_key, DocumentSheet, Prompt, PromptBody, PromptStatus};
 use superapp_core::{new_id, now_secs, Capability, Manifest};
@@ -22,6 +27,50 @@ use superapp_store::{txn_get, txn_put, Abort, Store, Tree};
 pub const MAX_FIELDS: usize = 32;
 /// Longest purpose, in bytes.
 pub const MAX_PURPOSE: usize = 300;
+/// Longest verifier name an app may give, in bytes.
+pub const MAX_VERIFIER: usize = 100;
+/// Shortest and longest verifier nonce, in bytes.
+pub const NONCE_BYTES: std::ops::RangeInclusive<usize> = 8..=128;
+
+/// What an app asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Ask {
+    pub credential_type: String,
+    pub fields: Vec<String>,
+    pub purpose: String,
+    /// A verifier the user is showing the presentation to, by the name the
+    /// app gives it; `None`: the app itself.
+    pub verifier: Option<String>,
+    /// The verifier's challenge; `None`: the host picks one.
+    pub nonce: Option<String>,
+}
+
+/// A credential the user holds, as an app may list it: no values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSummary {
+    pub credential_type: String,
+    pub credential_id: String,
+    pub issuer: Issuer,
+    pub fields: Vec<String>,
+    pub expires_at: u64,
+}
+
+/// What a verifier needs to check a presentation offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifierTrust {
+    pub issuer: Issuer,
+    pub host_key: String,
+    pub revoked: bool,
+}
+
+/// The audience of a presentation made for `app`: its id, or, for a
+/// verifier it named, `APP#NAME`.
+pub fn audience(app: &str, verifier: Option<&str>) -> String {
+    match verifier {
+        None => app.to_string(),
+        Some(name) => format!("{app}#{name}"),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -45,6 +94,15 @@ pub struct DocRequest {
     #[serde(default)]
     pub shared: Vec<String>,
     pub created_at: u64,
+    /// Who may accept the presentation (see [`audience`]).
+    #[serde(default)]
+    pub audience: String,
+    /// The verifier's challenge, if the app passed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// The verifier's name, when the app named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<String>,
 }
 
 /// A presentation as the app receives it.
@@ -60,6 +118,7 @@ pub struct Requests {
     audit: Arc<Audit>,
     documents: Arc<Documents>,
     host_key: Arc<HostKey>,
+    holder_keys: HolderKeys,
 }
 
 fn request_key(id: &str) -> Vec<u8> {
@@ -72,12 +131,14 @@ impl Requests {
         audit: Arc<Audit>,
         documents: Arc<Documents>,
         host_key: Arc<HostKey>,
+        holder_keys: HolderKeys,
     ) -> Requests {
         Requests {
             store,
             audit,
             documents,
             host_key,
+            holder_keys,
         }
     }
 
@@ -96,14 +157,13 @@ impl Requests {
     }
 
     /// Create a request and its sheet; returns the request id.
-    pub fn request(
-        &self,
-        user: &str,
-        app: &Manifest,
-        credential_type: &str,
-        fields: &[String],
-        purpose: &str,
-    ) -> Result<String, DocumentError> {
+    pub fn request(&self, user: &str, app: &Manifest, ask: &Ask) -> Result<String, DocumentError> {
+        let Ask {
+            credential_type,
+            fields,
+            purpose,
+            ..
+        } = ask;
         check_name("credential type", credential_type)?;
         if fields.is_empty() || fields.len() > MAX_FIELDS {
             return Err(DocumentError::Invalid(format!(
@@ -123,6 +183,22 @@ impl Requests {
             return Err(DocumentError::Invalid(format!(
                 "a purpose is 1 to {MAX_PURPOSE} bytes"
             )));
+        }
+        if let Some(v) = &ask.verifier {
+            if v.trim().is_empty() || v.len() > MAX_VERIFIER || v.chars().any(char::is_control) {
+                return Err(DocumentError::Invalid(format!(
+                    "a verifier name is 1 to {MAX_VERIFIER} bytes of printable text"
+                )));
+            }
+        }
+        if let Some(n) = &ask.nonce {
+            if !NONCE_BYTES.contains(&n.len()) || !n.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(DocumentError::Invalid(format!(
+                    "a nonce is {} to {} printable ASCII characters",
+                    NONCE_BYTES.start(),
+                    NONCE_BYTES.end()
+                )));
+            }
         }
         // What the sheet can offer: the user's credential of that type.
         let held = self.documents.usable(user, credential_type)?;
@@ -157,6 +233,9 @@ impl Requests {
             state: RequestState::Pending,
             shared: Vec::new(),
             created_at: now_secs(),
+            audience: audience(&app.id, ask.verifier.as_deref()),
+            nonce: ask.nonce.clone(),
+            verifier: ask.verifier.clone(),
         };
         let sheet = DocumentSheet {
             request_id: req.id.clone(),
@@ -165,6 +244,7 @@ impl Requests {
             purpose: req.purpose.clone(),
             issuer,
             available,
+            verifier: req.verifier.clone(),
         };
         let prompt = Prompt::new(
             req.id.clone(),
@@ -262,25 +342,30 @@ impl Requests {
                 "approve at least one field the credential holds, or decline".into(),
             ));
         }
-        let mut disclosed: Vec<String> = disclosures.iter().map(|d| format::digest(d)).collect();
-        disclosed.sort();
         // The wallet verified this credential when it accepted it.
         let credential_payload: format::CredentialPayload = format::peek(&held.credential)?;
-        let binding = Binding {
+        let now = now_secs();
+        let holder_pair = self.holder_keys.pair(user);
+        let holder = self.host_key.sign(&HolderCert {
             v: VERSION,
-            app: pending.app.clone(),
-            user: pseudonym.to_string(),
-            request: pending.id.clone(),
-            nonce: random_b64(16),
-            iat: now_secs(),
             sub: credential_payload.sub,
-            credential: format::digest(&held.credential.payload),
-            disclosed,
+            key: format::encode_key(ring::signature::KeyPair::public_key(&holder_pair).as_ref()),
+            iat: now,
+        });
+        let own_app = pending.verifier.is_none();
+        let binding = KeyBinding {
+            v: VERSION,
+            aud: pending.audience.clone(),
+            nonce: pending.nonce.clone().unwrap_or_else(|| random_b64(16)),
+            iat: now,
+            sd_hash: format::sd_hash(&held.credential, &disclosures),
+            user: own_app.then(|| pseudonym.to_string()),
         };
         let envelope = PresentationEnvelope {
+            binding: sign(&holder_pair, &binding),
             credential: held.credential.clone(),
             disclosures,
-            binding: self.host_key.sign(&binding),
+            holder,
         };
         let names: Vec<String> = claims.iter().map(|c| c.name.clone()).collect();
         let req = self.close(user, id, RequestState::Shared, &names)?;
@@ -293,6 +378,47 @@ impl Requests {
                 envelope,
             },
         ))
+    }
+
+    /// The user's usable credentials (not expired, not revoked), without
+    /// values. The capability asks the user once per app before this.
+    pub fn held(&self, user: &str) -> Result<Vec<HeldSummary>, DocumentError> {
+        let now = now_secs();
+        let mut out = Vec::new();
+        for h in self.documents.wallet(user)? {
+            if now >= h.expires_at || self.documents.is_revoked(&h.issuer, &h.id)? {
+                continue;
+            }
+            let Some(issuer) = self.documents.issuer(&h.issuer)? else {
+                continue;
+            };
+            let fields = h
+                .disclosures
+                .iter()
+                .filter_map(|d| format::open(d).ok().map(|c| c.name))
+                .collect();
+            out.push(HeldSummary {
+                credential_type: h.credential_type,
+                credential_id: h.id,
+                issuer,
+                fields,
+                expires_at: h.expires_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// An issuer's key, the host's key, and whether `credential` is revoked.
+    pub fn trust(&self, issuer: &str, credential: &str) -> Result<VerifierTrust, DocumentError> {
+        let found = self
+            .documents
+            .issuer(issuer)?
+            .ok_or_else(|| DocumentError::UnknownIssuer(issuer.to_string()))?;
+        Ok(VerifierTrust {
+            revoked: self.documents.is_revoked(issuer, credential)?,
+            issuer: found,
+            host_key: self.host_key.public_key(),
+        })
     }
 
     pub fn decline(&self, user: &str, id: &str) -> Result<DocRequest, DocumentError> {

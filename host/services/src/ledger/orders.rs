@@ -21,6 +21,8 @@ use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
 /// How long a user has to answer a payment sheet, unless configured.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
+/// The shortest time an app may give a user to confirm.
+pub const MIN_EXPIRES_IN: Duration = Duration::from_secs(60);
 /// Longest description, in bytes.
 pub const MAX_DESCRIPTION: usize = 200;
 /// Longest idempotency key, in bytes.
@@ -77,6 +79,9 @@ pub struct NewOrder {
     pub currency: String,
     pub description: String,
     pub idempotency_key: String,
+    /// How long the user has to confirm, if the app wants less than the
+    /// host's limit.
+    pub expires_in: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -210,6 +215,12 @@ impl Orders {
                 "an idempotency key is 1 to {MAX_KEY} bytes"
             )));
         }
+        if new.expires_in.is_some_and(|t| t < MIN_EXPIRES_IN) {
+            return Err(OrderError::Invalid(format!(
+                "an order gives the user at least {} seconds to confirm",
+                MIN_EXPIRES_IN.as_secs()
+            )));
+        }
         let digest = crate::audit::digest_hex(
             serde_json::json!([new.amount, new.currency, new.description])
                 .to_string()
@@ -230,7 +241,11 @@ impl Orders {
             state: OrderState::Pending,
             refunded: 0,
             created_at: now,
-            expires_at: now + self.ttl.as_secs(),
+            expires_at: now
+                + new
+                    .expires_in
+                    .map_or(self.ttl, |t| t.min(self.ttl))
+                    .as_secs(),
             transfer: None,
         };
         let sheet = PaymentSheet {

@@ -440,6 +440,7 @@ impl Messaging {
         app_id: &str,
         app_name: &str,
         text: &str,
+        card: Option<Card>,
     ) -> Result<Message, MessagingError> {
         let pair = key(&["app", app_id, user]);
         let fresh = Stored {
@@ -457,7 +458,7 @@ impl Messaging {
                 &conversation,
                 &new_id(),
                 text,
-                None,
+                card,
             )
             .await?;
         Ok(message)

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
-use superapp_sdk::credentials::{self as format, PresentationEnvelope, Trust};
+use superapp_sdk::credentials::{self as format, Expected, PresentationEnvelope, Trust};
 
 use superapp_services::documents::{Documents, HostKey, IssuerKeyFile};
 use superapp_services::identity::{find_user, now_secs};
@@ -92,16 +92,22 @@ pub struct Target {
 
 #[derive(Debug, Subcommand)]
 pub enum DocumentsCommand {
-    /// Verify a presentation offline, as a provider's backend does: the
-    /// issuer's signature and validity, each disclosed claim, the host's
-    /// binding, the app, its age and revocation. Prints the claims; exits 1
-    /// if anything fails.
+    /// Verify a presentation offline, as a provider's backend or a
+    /// verifier does: the issuer's signature and validity, each disclosed
+    /// claim, revocation, the host's certificate of the holder key, the
+    /// holder's key binding over exactly these claims, its audience, nonce
+    /// and age. Prints the claims; exits 1 if anything fails.
     Verify {
         /// The presentation envelope (JSON) the app received.
         file: PathBuf,
-        /// The app the presentation must have been made for.
-        #[arg(long)]
-        app: String,
+        /// Who the presentation must have been made for: an app id, or
+        /// `APP#NAME` for a verifier that app named.
+        #[arg(long, visible_alias = "app")]
+        audience: String,
+        /// The challenge the verifier gave; without it, any nonce is
+        /// accepted (keep a record of nonces seen to refuse replays).
+        #[arg(long, allow_hyphen_values = true)]
+        nonce: Option<String>,
         /// Take the issuer key, host key and revocations from this data
         /// directory (server stopped) instead of the flags below.
         #[arg(long, conflicts_with_all = ["issuer_key", "host_key"])]
@@ -222,7 +228,8 @@ pub fn run_issuer(cmd: IssuerCommand) -> anyhow::Result<ExitCode> {
 pub fn run_documents(cmd: DocumentsCommand) -> anyhow::Result<ExitCode> {
     let DocumentsCommand::Verify {
         file,
-        app,
+        audience,
+        nonce,
         data_dir,
         issuer_key,
         host_key,
@@ -252,19 +259,24 @@ pub fn run_documents(cmd: DocumentsCommand) -> anyhow::Result<ExitCode> {
     let trust = Trust {
         issuer_key: format::public_key(&issuer_key)?,
         host_key: format::public_key(&host_key)?,
-        app,
-        max_age_secs,
         revoked,
     };
-    match format::verify_presentation(&envelope, &trust, now_secs()) {
+    let expected = Expected {
+        audience,
+        nonce,
+        max_age_secs,
+    };
+    match format::verify_presentation(&envelope, &trust, &expected, now_secs()) {
         Ok(v) => {
+            let user = v
+                .binding
+                .user
+                .as_deref()
+                .map(|u| format!("user {u}, "))
+                .unwrap_or_default();
             println!(
-                "ok: {} from {} for app {} (user {}, nonce {})",
-                v.credential.credential_type,
-                v.credential.iss,
-                v.binding.app,
-                v.binding.user,
-                v.binding.nonce
+                "ok: {} from {} for {} ({user}nonce {})",
+                v.credential.credential_type, v.credential.iss, v.binding.aud, v.binding.nonce
             );
             for c in &v.claims {
                 println!("{} = {}", c.name, c.value);

@@ -67,19 +67,34 @@ impl App for Probe {
             "shared-set" => report(shared_storage::set(&key, bytes(&a.value))),
             "shared-cas" => {
                 let expected = a.field("expected").map(|s| s.as_bytes().to_vec());
-                report(shared_storage::compare_and_swap(&key, expected.as_deref(), Some(&bytes(&a.value))))
+                report(shared_storage::compare_and_swap(
+                    &key,
+                    expected.as_deref(),
+                    Some(&bytes(&a.value)),
+                ))
             }
             "shared-increment" => {
                 let delta = a.value.as_deref().unwrap_or("1").parse().unwrap_or(1);
                 report(shared_storage::increment(&key, delta))
             }
             "notify" => report(notify::send(a.value.as_deref().unwrap_or("hello"))),
-            "share-card" => report(notify::share_card(AppCard::new("dev.superapp.hello", "Hello"))),
+            "notify-card" => report(notify::send_with_card(
+                a.value.as_deref().unwrap_or("hello"),
+                AppCard::new("dev.superapp.testing.probe", "Open the probe").param("at", "card"),
+            )),
+            "share-card" => report(notify::share_card(AppCard::new(
+                "dev.superapp.hello",
+                "Hello",
+            ))),
             "payments" => report(payments::request(&payments::PaymentRequest {
-                amount: a.field("amount").and_then(|v| v.parse().ok()).unwrap_or(500),
+                amount: a
+                    .field("amount")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(500),
                 currency: a.field("currency").unwrap_or("EUR").into(),
                 description: a.field("description").unwrap_or("probe").into(),
                 idempotency_key: a.field("idempotency-key").unwrap_or("probe-1").into(),
+                expires_in: a.field("expires-in").and_then(|v| v.parse().ok()),
             })),
             "payment-status" => report(payments::status(a.value.as_deref().unwrap_or(""))),
             "refund" => {
@@ -94,15 +109,47 @@ impl App for Probe {
                     .map(str::to_string)
                     .collect();
                 let kind = a.field("type").unwrap_or("insurance-card");
-                report(documents::request(kind, &fields, a.field("purpose").unwrap_or("probe")))
+                report(documents::request(
+                    kind,
+                    &fields,
+                    a.field("purpose").unwrap_or("probe"),
+                ))
             }
+            "documents-present" => {
+                let fields: Vec<String> = a
+                    .field("fields")
+                    .unwrap_or("policy-number")
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+                report(documents::present(&documents::DocumentRequest {
+                    credential_type: a.field("type").unwrap_or("insurance-card").into(),
+                    fields,
+                    purpose: a.field("purpose").unwrap_or("probe").into(),
+                    audience: a.field("audience").map(Into::into),
+                    nonce: a.field("nonce").map(Into::into),
+                }))
+            }
+            "documents-held" => report(documents::held().map(|held| {
+                held.into_iter()
+                    .map(|h| (h.credential_type, h.issuer_name, h.fields))
+                    .collect::<Vec<_>>()
+            })),
+            "documents-trust" => report(
+                documents::trust(
+                    a.field("issuer").unwrap_or(""),
+                    a.field("credential").unwrap_or(""),
+                )
+                .map(|t| (t.issuer_name, t.revoked)),
+            ),
             // The raw envelope, for a test to verify offline.
             "last-envelope" => match storage::get(b"last-envelope") {
                 Ok(Some(v)) => format!("ok: {}", String::from_utf8_lossy(&v)),
                 other => report(other),
             },
             "last-event" => report(
-                storage::get(b"last-event").map(|v| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned()),
+                storage::get(b"last-event")
+                    .map(|v| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned()),
             ),
             "clock" => format!("ok: {}", clock::unix_seconds()),
             "random" => format!("ok: {}", random::bytes(64).len()),

@@ -11,6 +11,7 @@ impl App for Sneaky {
             currency: "EUR".into(),
             description: "nothing".into(),
             idempotency_key: "k".into(),
+            expires_in: None,
         })?;
         Ok(View::new("paid?").text(order))
     }

@@ -6,10 +6,12 @@
 use wasmtime::component::{HasSelf, Linker};
 
 use superapp_core::{Capability, ConsentLevel, Manifest};
-use superapp_services::documents::requests::Requests;
+use superapp_services::documents::requests::{Ask, Requests};
 
 use super::{HostState, Registration};
-use crate::bindings::superapp::plugin::documents as wit;
+use crate::bindings::superapp::plugin::documents::{
+    self as wit, DocumentRequest, HeldDocument, IssuerTrust,
+};
 use crate::bindings::superapp::plugin::types::Error;
 
 /// Consent: every use is confirmed in its own host-drawn sheet, so no
@@ -24,76 +26,107 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 impl wit::Host for HostState {
-    async fn request(
-        &mut self,
-        credential_type: String,
-        fields: Vec<String>,
-        purpose: String,
-    ) -> wasmtime::Result<Result<String, Error>> {
-        let args = serde_json::json!([credential_type, fields, purpose]).to_string();
+    async fn request(&mut self, req: DocumentRequest) -> wasmtime::Result<Result<String, Error>> {
+        let args = serde_json::json!([
+            req.credential_type,
+            req.fields,
+            req.purpose,
+            req.audience,
+            req.nonce
+        ])
+        .to_string();
         if let Err(e) = self.require_with(Capability::Documents, Some(args.as_bytes())) {
             return Ok(Err(e));
         }
-        Ok(self.services.documents.request(
-            &self.user,
-            &self.app,
-            &credential_type,
-            &fields,
-            &purpose,
-        ))
+        let ask = Ask {
+            credential_type: req.credential_type,
+            fields: req.fields,
+            purpose: req.purpose,
+            verifier: req.audience,
+            nonce: req.nonce,
+        };
+        Ok(self.services.documents.request(&self.user, &self.app, &ask))
+    }
+
+    async fn held(&mut self) -> wasmtime::Result<Result<Vec<HeldDocument>, Error>> {
+        // Which documents a user holds says a lot about them: listing them
+        // takes a standing grant, asked once per app.
+        if let Err(e) = self.require_level(Capability::Documents, ConsentLevel::OncePerApp, None) {
+            return Ok(Err(e));
+        }
+        Ok(self.services.documents.held(&self.user))
+    }
+
+    async fn trust(
+        &mut self,
+        issuer_id: String,
+        credential_id: String,
+    ) -> wasmtime::Result<Result<IssuerTrust, Error>> {
+        if let Err(e) = self.require(Capability::Documents) {
+            return Ok(Err(e));
+        }
+        Ok(self.services.documents.trust(&issuer_id, &credential_id))
     }
 }
 
 /// Takes document disclosure requests for the `documents` capability.
 pub trait DocumentDesk: Send + Sync {
-    /// Put a sheet asking for `fields` of a `credential_type` credential in
-    /// front of the user; returns the request id.
-    fn request(
-        &self,
-        user: &str,
-        app: &Manifest,
-        credential_type: &str,
-        fields: &[String],
-        purpose: &str,
-    ) -> Result<String, Error>;
+    /// Put a sheet asking for fields of a credential in front of the user;
+    /// returns the request id.
+    fn request(&self, user: &str, app: &Manifest, ask: &Ask) -> Result<String, Error>;
+    /// The user's usable credentials, without values.
+    fn held(&self, user: &str) -> Result<Vec<HeldDocument>, Error>;
+    /// What a verifier needs to check a presentation of `issuer`'s `credential`.
+    fn trust(&self, issuer: &str, credential: &str) -> Result<IssuerTrust, Error>;
 }
 
 /// Where no document wallet exists (the provider's dev loop).
 pub struct NoDocuments;
 
+fn no_wallet() -> Error {
+    Error::Unavailable("documents need the host's wallet: try them on `superapp serve`".into())
+}
+
 impl DocumentDesk for NoDocuments {
-    fn request(
-        &self,
-        _: &str,
-        _: &Manifest,
-        _: &str,
-        _: &[String],
-        _: &str,
-    ) -> Result<String, Error> {
-        Err(Error::Unavailable(
-            "documents need the host's wallet: try them on `superapp serve`".into(),
-        ))
+    fn request(&self, _: &str, _: &Manifest, _: &Ask) -> Result<String, Error> {
+        Err(no_wallet())
+    }
+    fn held(&self, _: &str) -> Result<Vec<HeldDocument>, Error> {
+        Err(no_wallet())
+    }
+    fn trust(&self, _: &str, _: &str) -> Result<IssuerTrust, Error> {
+        Err(no_wallet())
     }
 }
 
 /// The server's desk: the wallet's document requests.
 impl DocumentDesk for Requests {
-    fn request(
-        &self,
-        user: &str,
-        app: &Manifest,
-        credential_type: &str,
-        fields: &[String],
-        purpose: &str,
-    ) -> Result<String, Error> {
-        Ok(Requests::request(
-            self,
-            user,
-            app,
-            credential_type,
-            fields,
-            purpose,
-        )?)
+    fn request(&self, user: &str, app: &Manifest, ask: &Ask) -> Result<String, Error> {
+        Ok(Requests::request(self, user, app, ask)?)
+    }
+
+    fn held(&self, user: &str) -> Result<Vec<HeldDocument>, Error> {
+        Ok(Requests::held(self, user)?
+            .into_iter()
+            .map(|h| HeldDocument {
+                credential_type: h.credential_type,
+                credential_id: h.credential_id,
+                issuer_id: h.issuer.id,
+                issuer_name: h.issuer.name,
+                fields: h.fields,
+                expires_at: h.expires_at,
+            })
+            .collect())
+    }
+
+    fn trust(&self, issuer: &str, credential: &str) -> Result<IssuerTrust, Error> {
+        let t = Requests::trust(self, issuer, credential)?;
+        Ok(IssuerTrust {
+            issuer_name: t.issuer.name,
+            issuer_key: t.issuer.public_key,
+            host_key: t.host_key,
+            revoked: t.revoked,
+        })
     }
 }
 
@@ -103,10 +136,14 @@ mod tests {
     use crate::capabilities::testing::{services, state};
 
     async fn ask(s: &mut HostState) -> Result<String, Error> {
-        let fields = vec!["policy-number".to_string()];
-        wit::Host::request(s, "insurance".into(), fields, "the co-payment".into())
-            .await
-            .unwrap()
+        let req = DocumentRequest {
+            credential_type: "insurance".into(),
+            fields: vec!["policy-number".to_string()],
+            purpose: "the co-payment".into(),
+            audience: None,
+            nonce: None,
+        };
+        wit::Host::request(s, req).await.unwrap()
     }
 
     #[tokio::test]
@@ -115,14 +152,24 @@ mod tests {
         let mut s = state("alice", &[Capability::Documents], &services);
         let answer = ask(&mut s).await;
         assert!(matches!(answer, Err(Error::Unavailable(_))), "{answer:?}");
+        let listed = wit::Host::held(&mut s).await.unwrap();
+        assert!(matches!(listed, Err(Error::Unavailable(_))), "{listed:?}");
     }
 
     #[tokio::test]
     async fn documents_are_refused_when_undeclared_or_refused_by_the_user() {
         let mut s = state("alice", &[], &services(&[]));
         assert!(matches!(ask(&mut s).await, Err(Error::Denied(_))));
+        let held = wit::Host::held(&mut s).await.unwrap();
+        assert!(matches!(held, Err(Error::Denied(_))), "{held:?}");
+        let trust = wit::Host::trust(&mut s, "gov".into(), "c1".into())
+            .await
+            .unwrap();
+        assert!(matches!(trust, Err(Error::Denied(_))), "{trust:?}");
         let refused = services(&[Capability::Documents]);
         let mut s = state("alice", &[Capability::Documents], &refused);
         assert!(matches!(ask(&mut s).await, Err(Error::Denied(_))));
+        let held = wit::Host::held(&mut s).await.unwrap();
+        assert!(matches!(held, Err(Error::Denied(_))), "{held:?}");
     }
 }

@@ -41,7 +41,11 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 impl wit::Host for HostState {
-    async fn send(&mut self, text: String) -> wasmtime::Result<Result<(), Error>> {
+    async fn send(
+        &mut self,
+        text: String,
+        card: Option<AppCard>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         if let Err(e) = self.require_with(Capability::Notify, Some(text.as_bytes())) {
             return Ok(Err(e));
         }
@@ -50,6 +54,10 @@ impl wit::Host for HostState {
                 "text must be 1 to {MAX_TEXT} bytes"
             ))));
         }
+        let card = match card.map(checked_card).transpose() {
+            Ok(card) => card,
+            Err(e) => return Ok(Err(e)),
+        };
         self.notify.sent += 1;
         if self.notify.sent > MAX_PER_EVENT {
             return Ok(Err(Error::QuotaExceeded(format!(
@@ -57,27 +65,19 @@ impl wit::Host for HostState {
             ))));
         }
         let services = self.services.clone();
-        Ok(services.notifier.send(&self.user, &self.app, &text).await)
+        Ok(services
+            .notifier
+            .send(&self.user, &self.app, &text, card)
+            .await)
     }
 
     async fn share_card(&mut self, card: AppCard) -> wasmtime::Result<Result<(), Error>> {
         if let Err(e) = self.require(Capability::Notify) {
             return Ok(Err(e));
         }
-        let fields = [&card.app_id, &card.title, &card.description];
-        if card.title.trim().is_empty()
-            || fields.iter().any(|f| f.len() > 200)
-            || card.params.len() > 16
-        {
-            return Ok(Err(Error::Invalid(
-                "a card has a title, fields up to 200 bytes and at most 16 params".into(),
-            )));
-        }
-        let card = Card {
-            app_id: card.app_id,
-            title: card.title,
-            description: card.description,
-            params: card.params,
+        let card = match checked_card(card) {
+            Ok(card) => card,
+            Err(e) => return Ok(Err(e)),
         };
         let services = self.services.clone();
         Ok(services
@@ -85,6 +85,27 @@ impl wit::Host for HostState {
             .share_card(&self.user, &self.app, card)
             .await)
     }
+}
+
+/// A card as the messaging service keeps it, if it is within bounds.
+fn checked_card(card: AppCard) -> Result<Card, Error> {
+    let fields = [&card.app_id, &card.title, &card.description];
+    let params_ok = card.params.len() <= 16
+        && card
+            .params
+            .iter()
+            .all(|(k, v)| !k.is_empty() && k.len() <= 64 && v.len() <= 200);
+    if card.title.trim().is_empty() || fields.iter().any(|f| f.len() > 200) || !params_ok {
+        return Err(Error::Invalid(
+            "a card has a title, fields up to 200 bytes and at most 16 params (names 1-64 bytes, values up to 200)".into(),
+        ));
+    }
+    Ok(Card {
+        app_id: card.app_id,
+        title: card.title,
+        description: card.description,
+        params: card.params,
+    })
 }
 
 /// Delivers service-account messages into a user's chat list. The error is
@@ -95,6 +116,7 @@ pub trait Notifier: Send + Sync {
         user: &'a str,
         app: &'a Manifest,
         text: &'a str,
+        card: Option<Card>,
     ) -> BoxFuture<'a, Result<(), Error>>;
     /// Ask the user, in a host prompt, which chat to share `card` into.
     fn share_card<'a>(
@@ -130,6 +152,7 @@ impl Notifier for ChatNotifier {
         user: &'a str,
         app: &'a Manifest,
         text: &'a str,
+        card: Option<Card>,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let key = format!("{user}\0{}", app.id);
@@ -140,7 +163,7 @@ impl Notifier for ChatNotifier {
             }
             self.window.record(&key);
             self.messaging
-                .notify(user, &app.id, &app.name, text)
+                .notify(user, &app.id, &app.name, text, card)
                 .await
                 .map(|_| ())
                 .map_err(|e| unavailable("notifications", &e))
@@ -173,9 +196,18 @@ impl Notifier for DevNotifier {
         user: &'a str,
         app: &'a Manifest,
         text: &'a str,
+        card: Option<Card>,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            eprintln!("notify [{} -> {user}]: {text}", app.label());
+            match card {
+                Some(card) => eprintln!(
+                    "notify [{} -> {user}]: {text} [card: {} {:?}]",
+                    app.label(),
+                    card.title,
+                    card.params
+                ),
+                None => eprintln!("notify [{} -> {user}]: {text}", app.label()),
+            }
             self.sent.lock().unwrap_or_else(|p| p.into_inner()).push((
                 user.to_string(),
                 app.id.clone(),
@@ -212,19 +244,21 @@ mod tests {
     async fn sending_is_bounded_per_event_and_checks_its_text() {
         let services = services(&[]);
         let mut s = state("alice", &[Capability::Notify], &services);
-        let empty = wit::Host::send(&mut s, "  ".into()).await.unwrap();
+        let empty = wit::Host::send(&mut s, "  ".into(), None).await.unwrap();
         assert!(matches!(empty, Err(Error::Invalid(_))), "{empty:?}");
         for _ in 0..MAX_PER_EVENT {
-            wit::Host::send(&mut s, "booked".into())
+            wit::Host::send(&mut s, "booked".into(), None)
                 .await
                 .unwrap()
                 .unwrap();
         }
-        let over = wit::Host::send(&mut s, "booked".into()).await.unwrap();
+        let over = wit::Host::send(&mut s, "booked".into(), None)
+            .await
+            .unwrap();
         assert!(matches!(over, Err(Error::QuotaExceeded(_))), "{over:?}");
         // The next event starts counting again.
         let mut next = state("alice", &[Capability::Notify], &services);
-        wit::Host::send(&mut next, "booked".into())
+        wit::Host::send(&mut next, "booked".into(), None)
             .await
             .unwrap()
             .unwrap();
@@ -234,10 +268,10 @@ mod tests {
     async fn notify_is_refused_without_consent_or_declaration() {
         let refused = services(&[Capability::Notify]);
         let mut s = state("alice", &[Capability::Notify], &refused);
-        let answer = wit::Host::send(&mut s, "hi".into()).await.unwrap();
+        let answer = wit::Host::send(&mut s, "hi".into(), None).await.unwrap();
         assert!(matches!(answer, Err(Error::Denied(_))), "{answer:?}");
         let mut s = state("alice", &[], &services(&[]));
-        let answer = wit::Host::send(&mut s, "hi".into()).await.unwrap();
+        let answer = wit::Host::send(&mut s, "hi".into(), None).await.unwrap();
         assert!(matches!(answer, Err(Error::Denied(_))), "{answer:?}");
     }
 }

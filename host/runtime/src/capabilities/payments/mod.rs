@@ -33,6 +33,9 @@ impl wit::Host for HostState {
             currency: req.currency,
             description: req.description,
             idempotency_key: req.idempotency_key,
+            expires_in: req
+                .expires_in
+                .map(|s| std::time::Duration::from_secs(u64::from(s))),
         };
         Ok(self.services.payments.request(&self.user, &self.app, order))
     }
@@ -127,6 +130,7 @@ mod tests {
             currency: "EUR".into(),
             description: "a cup".into(),
             idempotency_key: "k1".into(),
+            expires_in: None,
         }
     }
 

@@ -1,0 +1,90 @@
+//! A publisher's back office: the balances of its merchant accounts, the
+//! orders paid to it and refunds. The publisher calls with requests signed
+//! by its key; the operator may act for a publisher it names.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use superapp_services::ledger::AccountKind;
+
+use super::auth::Params;
+use super::error::ApiError;
+use super::principal::{Called, Principal};
+use super::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForPublisher {
+    /// The publisher the operator acts for (publishers act for themselves).
+    publisher: Option<String>,
+}
+
+/// The publisher whose merchant side `call` may see.
+fn merchant(call: &Called, query: &ForPublisher) -> Result<String, ApiError> {
+    match (&call.principal, &query.publisher) {
+        (Principal::Publisher(id), None) => Ok(id.clone()),
+        (Principal::Publisher(id), Some(named)) if named == id => Ok(id.clone()),
+        (Principal::Publisher(_), Some(_)) => Err(ApiError::forbidden(
+            "a publisher sees only its own merchant accounts",
+        )),
+        (Principal::Operator, Some(named)) => Ok(named.clone()),
+        (Principal::Operator, None) => Err(ApiError::bad_request(
+            "the operator names the publisher: ?publisher=ID",
+        )),
+        (Principal::Auditor(_), _) => Err(ApiError::forbidden(
+            "auditors review packages; merchant accounts are the publisher's",
+        )),
+    }
+}
+
+/// The publisher's merchant balances, one per currency.
+pub async fn accounts(
+    State(state): State<AppState>,
+    Params(query): Params<ForPublisher>,
+    call: Called,
+) -> Result<Response, ApiError> {
+    let publisher = merchant(&call, &query)?;
+    let accounts: Vec<_> = state
+        .host
+        .ledger
+        .accounts_of(AccountKind::Merchant, &publisher)?
+        .into_iter()
+        .map(|a| json!({ "currency": a.id.currency, "balance": a.balance }))
+        .collect();
+    Ok(axum::Json(json!({ "publisher": publisher, "accounts": accounts })).into_response())
+}
+
+/// One order paid to the publisher.
+pub async fn order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(query): Params<ForPublisher>,
+    call: Called,
+) -> Result<Response, ApiError> {
+    let publisher = merchant(&call, &query)?;
+    let order = state.host.orders.status_for(&publisher, &id)?;
+    Ok(axum::Json(order).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    amount: u64,
+}
+
+/// Refund part or all of an order paid to the publisher.
+pub async fn refund(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(query): Params<ForPublisher>,
+    call: Called,
+) -> Result<Response, ApiError> {
+    let publisher = merchant(&call, &query)?;
+    let body: RefundBody = call.json()?;
+    let order = state
+        .host
+        .refund_order(&publisher, &id, body.amount)
+        .await?;
+    Ok(axum::Json(order).into_response())
+}

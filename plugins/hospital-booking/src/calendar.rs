@@ -1,0 +1,133 @@
+//! Dates and times without a time-zone database: the hospital runs on one
+//! fixed UTC offset, days are counted from the Unix epoch, and times of day
+//! are minutes after midnight.
+
+/// A calendar day, as days since 1970-01-01.
+pub type Day = i64;
+
+/// Minutes after local midnight.
+pub type Minutes = u32;
+
+const WEEKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Local time now, for a hospital `offset_minutes` east of UTC.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Seconds since the Unix epoch (UTC).
+    pub unix: u64,
+    pub day: Day,
+    pub minutes: Minutes,
+    offset_minutes: i32,
+}
+
+impl Now {
+    pub fn at(unix: u64, offset_minutes: i32) -> Now {
+        let local = unix as i64 + i64::from(offset_minutes) * 60;
+        Now {
+            unix,
+            day: local.div_euclid(86_400),
+            minutes: (local.rem_euclid(86_400) / 60) as Minutes,
+            offset_minutes,
+        }
+    }
+
+    /// Seconds since the epoch at local `day` and `minutes`.
+    pub fn unix_of(&self, day: Day, minutes: Minutes) -> u64 {
+        let local = day * 86_400 + i64::from(minutes) * 60;
+        (local - i64::from(self.offset_minutes) * 60).max(0) as u64
+    }
+}
+
+/// 0 = Monday … 6 = Sunday.
+pub fn weekday(day: Day) -> usize {
+    // 1970-01-01 was a Thursday.
+    (day + 3).rem_euclid(7) as usize
+}
+
+/// (year, month 1-12, day 1-31) of `day` (Howard Hinnant's algorithm).
+pub fn civil(day: Day) -> (i64, u32, u32) {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The day of a civil date.
+pub fn from_civil(y: i64, m: u32, d: u32) -> Day {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD`.
+pub fn iso(day: Day) -> String {
+    let (y, m, d) = civil(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Parse `YYYY-MM-DD`, refusing dates that do not exist.
+pub fn parse_iso(text: &str) -> Option<Day> {
+    let mut parts = text.trim().splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    let day = from_civil(y, m, d);
+    (civil(day) == (y, m, d)).then_some(day)
+}
+
+/// `Fri 27 Nov`.
+pub fn short(day: Day) -> String {
+    let (_, m, d) = civil(day);
+    format!("{} {d} {}", WEEKDAYS[weekday(day)], MONTHS[m as usize - 1])
+}
+
+/// `09:30`.
+pub fn hhmm(minutes: Minutes) -> String {
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+/// `0930`, for keys (sorts like the time).
+pub fn key_time(minutes: Minutes) -> String {
+    format!("{:02}{:02}", minutes / 60, minutes % 60)
+}
+
+/// Parse `0930` or `09:30`.
+pub fn parse_time(text: &str) -> Option<Minutes> {
+    let digits: String = text.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 {
+        return None;
+    }
+    let h: u32 = digits[..2].parse().ok()?;
+    let m: u32 = digits[2..].parse().ok()?;
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+/// A wait in words: `now`, `25 min`, `3 h 10 min`, `2 days`.
+pub fn wait(seconds: u64) -> String {
+    let minutes = seconds.div_ceil(60);
+    match minutes {
+        0 => "now".to_string(),
+        1..=59 => format!("{minutes} min"),
+        60..=1439 => match minutes % 60 {
+            0 => format!("{} h", minutes / 60),
+            m => format!("{} h {m} min", minutes / 60),
+        },
+        _ => match minutes / 1440 {
+            1 => "1 day".to_string(),
+            d => format!("{d} days"),
+        },
+    }
+}

@@ -1,0 +1,569 @@
+//! City Hospital: patients book an appointment (department → doctor → time
+//! → confirm), pay the consultation fee, optionally share their
+//! health-insurance policy to pay only the co-payment, get a confirmation
+//! in their chats, see their place in today's queue, and cancel with a
+//! refund by a stated rule.
+//!
+//! The schedule lives in shared storage ([`catalog`], [`slots`]); each
+//! patient's appointments in their own storage ([`appointments`]). Every
+//! event runs in a fresh instance, so nothing is kept in memory.
+
+mod appointments;
+mod calendar;
+mod catalog;
+mod screens;
+mod slots;
+mod store;
+
+use superapp_sdk::prelude::*;
+use superapp_sdk::{ConsentAnswer, DocumentOutcome, PaymentOutcome, PaymentResult};
+
+use appointments::{Appointment, State};
+use catalog::{Catalog, WINDOW_DAYS};
+
+/// Most upcoming appointments one patient may hold at once, so that no one
+/// can block a doctor's week.
+const MAX_UPCOMING: usize = 5;
+/// The credential type and fields of a health-insurance policy.
+const POLICY_TYPE: &str = "health-insurance";
+const POLICY_FIELDS: [&str; 3] = ["insurer", "policy-number", "valid-until"];
+
+struct Hospital;
+
+impl App for Hospital {
+    fn launch(ctx: &Context) -> Result<View, AppError> {
+        let catalog = catalog::load()?;
+        // App cards and links open an appointment or a department directly.
+        if let Some(id) = ctx.param("appointment") {
+            return show_appointment(&catalog, id, None);
+        }
+        if let Some(id) = ctx.param("department") {
+            return department(&catalog, id);
+        }
+        home(&catalog)
+    }
+
+    fn event(_ctx: &Context, event: Event) -> Result<View, AppError> {
+        let catalog = catalog::load()?;
+        match event {
+            Event::Action(a) => {
+                let value = a.value.as_deref().unwrap_or_default();
+                match a.name.as_str() {
+                    "home" => home(&catalog),
+                    "department" => department(&catalog, value),
+                    "doctor" => doctor(&catalog, value, None, None),
+                    "day" => {
+                        let day = a.field("date").and_then(calendar::parse_iso);
+                        doctor(&catalog, a.field("doctor").unwrap_or_default(), day, None)
+                    }
+                    "take" => take(&catalog, value),
+                    "insurance" => ask_for_policy(&catalog, value),
+                    "pay" => pay(&catalog, value),
+                    "release" => release(&catalog, value),
+                    "mine" => mine(&catalog),
+                    "appointment" => show_appointment(&catalog, value, None),
+                    "cancel" => {
+                        let a = booked_upcoming(&catalog, value)?;
+                        Ok(screens::cancel(&catalog, &a, &catalog.now()))
+                    }
+                    "cancel-confirm" => cancel(&catalog, value),
+                    "about" => about(&catalog),
+                    other => Err(AppError::BadRequest(format!("unknown action `{other}`"))),
+                }
+            }
+            Event::Payment(result) => payment(&catalog, result),
+            Event::Document(outcome) => policy_answer(&catalog, outcome),
+            Event::Consent(answer) => consent(&catalog, answer),
+            other => Err(AppError::unexpected(&other)),
+        }
+    }
+}
+
+superapp_sdk::export_app!(Hospital);
+
+fn home(catalog: &Catalog) -> Result<View, AppError> {
+    let now = catalog.now();
+    let mut today = None;
+    for a in appointments::all()? {
+        if let Some((place, wait)) = appointments::queue(catalog, &a, &now)? {
+            today = Some((a, place, wait));
+            break;
+        }
+    }
+    Ok(screens::home(
+        catalog,
+        today.as_ref().map(|(a, p, w)| (a, *p, *w)),
+    ))
+}
+
+fn department(catalog: &Catalog, id: &str) -> Result<View, AppError> {
+    let Some(dept) = catalog.department(id) else {
+        return Ok(screens::problem(
+            "Not found",
+            "This department does not exist.",
+        ));
+    };
+    let now = catalog.now();
+    let mut doctors = Vec::new();
+    for d in catalog.doctors_in(&dept.id) {
+        let next = appointments::next_free(d, &now)?
+            .map(|(day, at)| (day, at, now.unix_of(day, at).saturating_sub(now.unix)));
+        doctors.push(screens::DoctorSummary { doctor: d, next });
+    }
+    Ok(screens::department(catalog, &dept.name, &doctors))
+}
+
+/// A doctor's free times on `day` (by default the day of their next free slot).
+fn doctor(
+    catalog: &Catalog,
+    id: &str,
+    day: Option<calendar::Day>,
+    note: Option<&str>,
+) -> Result<View, AppError> {
+    let Some(d) = catalog.doctor(id) else {
+        return Ok(screens::problem(
+            "Not found",
+            "This doctor does not work here.",
+        ));
+    };
+    let now = catalog.now();
+    let day = match day {
+        Some(day) => day,
+        None => appointments::next_free(d, &now)?.map_or(now.day, |(day, _)| day),
+    };
+    if day < now.day || day >= now.day + WINDOW_DAYS {
+        return Ok(screens::problem(
+            "Pick another day",
+            &format!("Appointments can be booked from today up to {WINDOW_DAYS} days ahead."),
+        ));
+    }
+    let offered: Vec<_> = catalog::day_slots(day)?
+        .remove(&d.id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&m| day > now.day || m > now.minutes)
+        .collect();
+    let free = slots::free(&d.id, day, &offered, now.unix)?;
+    Ok(screens::doctor(catalog, d, &now, day, &free, note))
+}
+
+/// Hold a slot for this patient: the compare-and-swap that makes sure no
+/// two patients get one time.
+fn take(catalog: &Catalog, value: &str) -> Result<View, AppError> {
+    let mut parts = value.splitn(3, '/');
+    let (Some(doctor_id), Some(date), Some(time)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AppError::BadRequest(
+            "a slot is doctor/YYYY-MM-DD/HHMM".into(),
+        ));
+    };
+    let (Some(d), Some(day), Some(at)) = (
+        catalog.doctor(doctor_id),
+        calendar::parse_iso(date),
+        calendar::parse_time(time),
+    ) else {
+        return Err(AppError::BadRequest(format!("no such slot `{value}`")));
+    };
+    let now = catalog.now();
+    let offered = catalog::day_slots(day)?.remove(&d.id).unwrap_or_default();
+    let ahead = day > now.day || (day == now.day && at > now.minutes);
+    if !offered.contains(&at) || !ahead {
+        return doctor(
+            catalog,
+            &d.id,
+            Some(day).filter(|&x| x >= now.day),
+            Some("That time is not offered. Pick one of these."),
+        );
+    }
+    let mine = appointments::all()?;
+    let upcoming = mine
+        .iter()
+        .filter(|a| a.state == State::Booked && a.upcoming(&now))
+        .count();
+    if upcoming >= MAX_UPCOMING {
+        return Ok(screens::problem(
+            "Too many appointments",
+            &format!("You have {MAX_UPCOMING} upcoming appointments. Cancel one to book another."),
+        ));
+    }
+    // One hold at a time: picking a new time gives up the previous one.
+    for mut old in mine.into_iter().filter(|a| a.state == State::Held) {
+        slots::release(&old.slot_key(), &old.id)?;
+        old.state = State::Released {
+            reason: "You picked another time.".into(),
+        };
+        appointments::save(&old)?;
+    }
+    let me = identity::user_id()?;
+    let id = appointments::new_reference();
+    let key = slots::key(&d.id, day, at);
+    match slots::take(&key, &me, &id, now.unix)? {
+        slots::Take::Held { until } => {
+            let a = Appointment {
+                id,
+                doctor: d.id.clone(),
+                day,
+                at,
+                starts: now.unix_of(day, at),
+                fee: d.fee,
+                insurance: None,
+                state: State::Held,
+                order: None,
+                hold_until: until,
+            };
+            appointments::save(&a)?;
+            Ok(screens::confirm(catalog, &a, &now, None))
+        }
+        slots::Take::JustTaken => doctor(
+            catalog,
+            &d.id,
+            Some(day),
+            Some("That time was just taken by another patient. Pick another one."),
+        ),
+    }
+}
+
+/// The patient's appointment `id` while its slot is still held for them.
+fn held(catalog: &Catalog, id: &str) -> Result<Result<Appointment, View>, AppError> {
+    let now = catalog.now();
+    match appointments::get(id)? {
+        Some(a) if a.state == State::Held && a.hold_until > now.unix => Ok(Ok(a)),
+        Some(a) if a.state == State::Held => Ok(Err(screens::problem(
+            "Hold ran out",
+            "This time was held for 10 minutes and is free again. Please pick a time again.",
+        )))
+        .inspect(|_| release_quietly(a, "Not paid within 10 minutes.")),
+        Some(a) => show_appointment(catalog, &a.id, None).map(Err),
+        None => Ok(Err(screens::problem("Not found", "No such appointment."))),
+    }
+}
+
+fn release_quietly(mut a: Appointment, reason: &str) {
+    if slots::release(&a.slot_key(), &a.id).is_ok() {
+        a.state = State::Released {
+            reason: reason.into(),
+        };
+        let _ = appointments::save(&a);
+    }
+}
+
+fn ask_for_policy(catalog: &Catalog, id: &str) -> Result<View, AppError> {
+    let a = match held(catalog, id)? {
+        Ok(a) => a,
+        Err(view) => return Ok(view),
+    };
+    let fields: Vec<String> = POLICY_FIELDS.iter().map(|f| f.to_string()).collect();
+    match documents::request(
+        POLICY_TYPE,
+        &fields,
+        "To charge you the co-payment instead of the full consultation fee",
+    ) {
+        Ok(request) => {
+            appointments::link_request(&request, &a.id)?;
+            store::set("pending/document", &a.id)?;
+            Ok(screens::waiting(
+                "Share your policy",
+                "Choose what to share in the dialog. The hospital sees only the fields you allow.",
+            ))
+        }
+        Err(e) => Ok(screens::confirm(
+            catalog,
+            &a,
+            &catalog.now(),
+            Some(&format!(
+                "The policy cannot be asked for now ({}). The full fee applies.",
+                describe(&e)
+            )),
+        )),
+    }
+}
+
+fn policy_answer(catalog: &Catalog, outcome: DocumentOutcome) -> Result<View, AppError> {
+    let now = catalog.now();
+    let (a, note) = match outcome {
+        DocumentOutcome::Shared(p) => {
+            let Some(mut a) = appointments::of_request(&p.request_id)? else {
+                return home(catalog);
+            };
+            let note = match appointments::policy(&p.claims, a.day) {
+                Ok(insurance) => {
+                    if let Some(d) = catalog.doctor(&a.doctor) {
+                        a.fee = d.co_payment;
+                    }
+                    let note = format!(
+                        "Insured with {}: you pay the co-payment.",
+                        insurance.insurer
+                    );
+                    a.insurance = Some(insurance);
+                    appointments::save(&a)?;
+                    note
+                }
+                Err(why) => format!("The policy cannot be used: {why}. The full fee applies."),
+            };
+            (a, note)
+        }
+        DocumentOutcome::Declined(_) => {
+            let Some(id) = store::get::<String>("pending/document")? else {
+                return home(catalog);
+            };
+            let Some(a) = appointments::get(&id)? else {
+                return home(catalog);
+            };
+            (
+                a,
+                "You did not share a policy: the full fee applies.".to_string(),
+            )
+        }
+    };
+    if a.state != State::Held {
+        return show_appointment(catalog, &a.id, Some(&note));
+    }
+    Ok(screens::confirm(catalog, &a, &now, Some(&note)))
+}
+
+fn pay(catalog: &Catalog, id: &str) -> Result<View, AppError> {
+    let mut a = match held(catalog, id)? {
+        Ok(a) => a,
+        Err(view) => return Ok(view),
+    };
+    let now = catalog.now();
+    let left = a.hold_until.saturating_sub(now.unix);
+    if left < 60 {
+        return Ok(screens::problem(
+            "Hold about to run out",
+            "Less than a minute is left to pay. Please pick the time again.",
+        ));
+    }
+    let doctor = catalog
+        .doctor(&a.doctor)
+        .map_or(a.doctor.clone(), |d| d.name.clone());
+    let request = payments::PaymentRequest {
+        amount: a.fee,
+        currency: catalog.currency.clone(),
+        description: format!(
+            "Consultation {} · {} {} · {}",
+            doctor,
+            calendar::iso(a.day),
+            calendar::hhmm(a.at),
+            a.id
+        ),
+        // One order per appointment and amount: a retried tap finds it.
+        idempotency_key: format!("{}-{}", a.id, a.fee),
+        // The order expires with the hold, so a late payment is refused.
+        expires_in: Some(left as u32),
+    };
+    match payments::request(&request) {
+        Ok(order) => {
+            appointments::link_order(&order, &a.id, a.fee)?;
+            a.order = Some(order);
+            appointments::save(&a)?;
+            Ok(screens::waiting(
+                "Confirm the payment",
+                &format!(
+                    "Confirm {} to City Hospital in the payment dialog.",
+                    catalog.money(a.fee)
+                ),
+            ))
+        }
+        Err(e) => Ok(screens::confirm(
+            catalog,
+            &a,
+            &now,
+            Some(&format!("The payment could not start: {}.", describe(&e))),
+        )),
+    }
+}
+
+fn release(catalog: &Catalog, id: &str) -> Result<View, AppError> {
+    if let Some(a) = appointments::get(id)? {
+        if a.state == State::Held {
+            let doctor = a.doctor.clone();
+            release_quietly(a, "You picked another time.");
+            return self::doctor(catalog, &doctor, None, None);
+        }
+    }
+    home(catalog)
+}
+
+/// The outcome of a payment: book the held slot, or free it.
+fn payment(catalog: &Catalog, result: PaymentResult) -> Result<View, AppError> {
+    let Some((mut a, amount)) = appointments::of_order(&result.order_id)? else {
+        log::warn("a payment result for an order this app does not know");
+        return home(catalog);
+    };
+    let now = catalog.now();
+    let order = result.order_id;
+    match result.outcome {
+        PaymentOutcome::Paid => {
+            let paid_twice = a.state == State::Booked && a.order.as_deref() != Some(order.as_str());
+            let me = identity::user_id()?;
+            if paid_twice {
+                // A second sheet for the same appointment was paid too.
+                payments::refund(&order, amount)?;
+                return show_appointment(
+                    catalog,
+                    &a.id,
+                    Some("You paid twice; the second payment was refunded."),
+                );
+            }
+            if slots::book(&a.slot_key(), &me, &a.id, now.unix)? {
+                a.state = State::Booked;
+                a.order = Some(order);
+                appointments::save(&a)?;
+                confirm_in_chat(catalog, &a)?;
+                show_appointment(catalog, &a.id, Some("Paid and booked. See you then!"))
+            } else {
+                payments::refund(&order, amount)?;
+                a.state = State::Lost;
+                a.order = Some(order);
+                appointments::save(&a)?;
+                show_appointment(catalog, &a.id, None)
+            }
+        }
+        outcome => {
+            let reason = match outcome {
+                PaymentOutcome::Declined => "You declined the payment.".to_string(),
+                PaymentOutcome::Expired => "The payment was not confirmed in time.".to_string(),
+                PaymentOutcome::Failed(why) => format!("The payment failed: {why}."),
+                PaymentOutcome::Paid => unreachable!("handled above"),
+            };
+            if a.state == State::Held && a.order.as_deref() == Some(order.as_str()) {
+                release_quietly(a.clone(), &format!("{reason} The time is free again."));
+            }
+            Ok(screens::problem(
+                "Not booked",
+                &format!("{reason} The time was freed for other patients."),
+            ))
+        }
+    }
+}
+
+/// A confirmation in the patient's chats, with a card that opens the
+/// appointment. The first time, the super-app asks the patient whether
+/// the hospital may write to them; the message is sent once they agree.
+fn confirm_in_chat(catalog: &Catalog, a: &Appointment) -> Result<(), AppError> {
+    let doctor = catalog
+        .doctor(&a.doctor)
+        .map_or(a.doctor.as_str(), |d| d.name.as_str());
+    let text = format!(
+        "Your appointment with {doctor} on {} at {} is booked (reference {}).",
+        calendar::short(a.day),
+        calendar::hhmm(a.at),
+        a.id
+    );
+    let card = AppCard::new("dev.superapp.hospital-booking", "Your appointment")
+        .description(format!(
+            "{} {} · {doctor}",
+            calendar::short(a.day),
+            calendar::hhmm(a.at)
+        ))
+        .param("appointment", &a.id);
+    match notify::send_with_card(&text, card) {
+        Ok(()) => Ok(()),
+        Err(Error::ConsentRequired(_)) => {
+            let mut pending: Vec<String> = store::get("pending/notices")?.unwrap_or_default();
+            pending.push(a.id.clone());
+            store::set("pending/notices", &pending)
+        }
+        Err(e) => {
+            log::warn(&format!(
+                "cannot send the booking confirmation: {}",
+                describe(&e)
+            ));
+            Ok(())
+        }
+    }
+}
+
+fn consent(catalog: &Catalog, answer: ConsentAnswer) -> Result<View, AppError> {
+    let pending: Vec<String> = store::get("pending/notices")?.unwrap_or_default();
+    if answer.capability == "notify" && !pending.is_empty() {
+        store::set("pending/notices", &Vec::<String>::new())?;
+        if answer.granted {
+            for id in &pending {
+                if let Some(a) = appointments::get(id)? {
+                    confirm_in_chat(catalog, &a)?;
+                }
+            }
+        }
+        if let Some(last) = pending.last() {
+            return show_appointment(catalog, last, None);
+        }
+    }
+    home(catalog)
+}
+
+fn show_appointment(catalog: &Catalog, id: &str, note: Option<&str>) -> Result<View, AppError> {
+    let now = catalog.now();
+    let Some(a) = appointments::get(id)? else {
+        return Ok(screens::problem(
+            "Not found",
+            "No such appointment in your account.",
+        ));
+    };
+    let queue = appointments::queue(catalog, &a, &now)?;
+    Ok(screens::appointment(catalog, &a, &now, queue, note))
+}
+
+fn booked_upcoming(catalog: &Catalog, id: &str) -> Result<Appointment, AppError> {
+    let now = catalog.now();
+    match appointments::get(id)? {
+        Some(a) if a.state == State::Booked && a.upcoming(&now) => Ok(a),
+        Some(_) => Err(AppError::BadRequest(
+            "only an upcoming booked appointment can be cancelled".into(),
+        )),
+        None => Err(AppError::BadRequest("no such appointment".into())),
+    }
+}
+
+/// Cancel: refund by the rule, then free the slot. A retry after a crash
+/// finds the refund already made and does not pay it twice.
+fn cancel(catalog: &Catalog, id: &str) -> Result<View, AppError> {
+    let mut a = booked_upcoming(catalog, id)?;
+    let now = catalog.now();
+    let refund = a.refund_now(&now);
+    let order = a
+        .order
+        .clone()
+        .ok_or_else(|| AppError::Failed("a booked appointment without its order".into()))?;
+    let refunded = match payments::status(&order)? {
+        payments::OrderStatus::Refunded(already) => already,
+        _ => {
+            payments::refund(&order, refund)?;
+            refund
+        }
+    };
+    slots::release(&a.slot_key(), &a.id)?;
+    a.state = State::Cancelled { refunded };
+    appointments::save(&a)?;
+    show_appointment(
+        catalog,
+        &a.id,
+        Some("Cancelled. The time is free for other patients."),
+    )
+}
+
+fn mine(catalog: &Catalog) -> Result<View, AppError> {
+    Ok(screens::mine(
+        catalog,
+        &appointments::all()?,
+        &catalog.now(),
+    ))
+}
+
+fn about(catalog: &Catalog) -> Result<View, AppError> {
+    let seeded = store::shared_get::<i64>("stats/catalog-seeded")?.unwrap_or(0);
+    let days = store::shared_get::<i64>("stats/days-generated")?.unwrap_or(0);
+    Ok(screens::about(catalog, seeded, days))
+}
+
+fn describe(e: &Error) -> String {
+    match e {
+        Error::Denied(m)
+        | Error::ConsentRequired(m)
+        | Error::QuotaExceeded(m)
+        | Error::Invalid(m)
+        | Error::NotFound(m)
+        | Error::Unavailable(m) => m.clone(),
+    }
+}

@@ -14,7 +14,7 @@ use crate::common::*;
 
 const PROBE: &str = "dev.superapp.testing.probe";
 
-fn cli(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn cli(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
         .args(args)
         .output()
@@ -26,7 +26,7 @@ fn cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn ok(args: &[&str]) -> String {
+pub(crate) fn ok(args: &[&str]) -> String {
     let (ok, out, err) = cli(args);
     assert!(ok, "{args:?}: {out}{err}");
     out

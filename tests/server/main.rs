@@ -7,6 +7,7 @@ mod audit;
 mod common;
 mod documents;
 mod durability;
+mod hospital;
 mod live;
 mod messaging;
 mod payments;

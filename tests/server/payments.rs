@@ -16,7 +16,7 @@ use crate::common::*;
 const PROBE: &str = "dev.superapp.testing.probe";
 
 /// `superapp wallet …` against a stopped server's data directory.
-fn wallet_cli(data: &Path, args: &[&str]) -> (bool, String) {
+pub(crate) fn wallet_cli(data: &Path, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
         .arg("wallet")
         .args(args)
@@ -32,14 +32,14 @@ fn wallet_cli(data: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn topup(data: &Path, user: &str, amount: u64) {
+pub(crate) fn topup(data: &Path, user: &str, amount: u64) {
     let (ok, out) = wallet_cli(data, &["topup", user, &amount.to_string()]);
     assert!(ok, "{out}");
 }
 
 /// Stop the server, top every user up through the admin CLI, start again
 /// and sign the users back in.
-async fn with_money(
+pub(crate) async fn with_money(
     s: &Setup,
     server: Server,
     users: &[(&str, u64)],

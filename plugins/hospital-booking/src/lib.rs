@@ -62,10 +62,10 @@ impl App for Hospital {
                     "release" => release(&catalog, value),
                     "mine" => mine(&catalog),
                     "appointment" => show_appointment(&catalog, value, None),
-                    "cancel" => {
-                        let a = booked_upcoming(&catalog, value)?;
-                        Ok(screens::cancel(&catalog, &a, &catalog.now()))
-                    }
+                    "cancel" => Ok(match booked_upcoming(&catalog, value)? {
+                        Ok(a) => screens::cancel(&catalog, &a, &catalog.now()),
+                        Err(view) => view,
+                    }),
                     "cancel-confirm" => cancel(&catalog, value),
                     "about" => about(&catalog),
                     other => Err(AppError::BadRequest(format!("unknown action `{other}`"))),
@@ -505,21 +505,33 @@ fn show_appointment(catalog: &Catalog, id: &str, note: Option<&str>) -> Result<V
     Ok(screens::appointment(catalog, &a, &now, queue, note))
 }
 
-fn booked_upcoming(catalog: &Catalog, id: &str) -> Result<Appointment, AppError> {
+/// The patient's appointment `id` if it can still be cancelled; otherwise
+/// the screen that says why not.
+fn booked_upcoming(catalog: &Catalog, id: &str) -> Result<Result<Appointment, View>, AppError> {
     let now = catalog.now();
     match appointments::get(id)? {
-        Some(a) if a.state == State::Booked && a.upcoming(&now) => Ok(a),
-        Some(_) => Err(AppError::BadRequest(
-            "only an upcoming booked appointment can be cancelled".into(),
-        )),
-        None => Err(AppError::BadRequest("no such appointment".into())),
+        Some(a) if a.state == State::Booked && a.upcoming(&now) => Ok(Ok(a)),
+        Some(a) => {
+            let why = match a.state {
+                State::Cancelled { .. } => "This appointment is already cancelled.",
+                _ => "Only an upcoming booked appointment can be cancelled.",
+            };
+            show_appointment(catalog, &a.id, Some(why)).map(Err)
+        }
+        None => Ok(Err(screens::problem(
+            "Not found",
+            "No such appointment in your account.",
+        ))),
     }
 }
 
 /// Cancel: refund by the rule, then free the slot. A retry after a crash
 /// finds the refund already made and does not pay it twice.
 fn cancel(catalog: &Catalog, id: &str) -> Result<View, AppError> {
-    let mut a = booked_upcoming(catalog, id)?;
+    let mut a = match booked_upcoming(catalog, id)? {
+        Ok(a) => a,
+        Err(view) => return Ok(view),
+    };
     let now = catalog.now();
     let refund = a.refund_now(&now);
     let order = a

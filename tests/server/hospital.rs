@@ -1,0 +1,551 @@
+//! The hospital-booking mini-program end to end, through the host's HTTP
+//! API with real users, the real store and the real payment and document
+//! sheets: the slot race, holds that expire, insurance, cancellations
+//! refunded by the rule, and money that adds up.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::apps::{serve_with, setup, Setup};
+use crate::common::*;
+use crate::documents::ok;
+use crate::payments::{topup, wallet_cli};
+
+const HOSPITAL: &str = "dev.superapp.hospital-booking";
+
+/// Stop the server, give each user money (and `insured` users a
+/// health-insurance policy from a registered issuer), start it again and
+/// sign everyone in.
+async fn restart_with(
+    s: &Setup,
+    server: Server,
+    users: &[&str],
+    insured: &[&str],
+    env: &[(&str, &str)],
+) -> (Server, Vec<Client>) {
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+    for user in users {
+        topup(&s.data, user, 10_000);
+    }
+    if !insured.is_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("issuer.json");
+        let key = key.to_str().unwrap();
+        let public = ok(&["issuer", "keygen", "--id", "gov.health", "--out", key]);
+        let data = s.data.to_str().unwrap();
+        ok(&[
+            "issuer",
+            "add",
+            "--id",
+            "gov.health",
+            "--name",
+            "National Health Insurance",
+            "--public-key",
+            public.trim(),
+            "--data-dir",
+            data,
+        ]);
+        let claims = tmp.path().join("claims.json");
+        std::fs::write(
+            &claims,
+            r#"{"insurer": "AOK Nordwest", "policy-number": "P-4711", "valid-until": "2099-12-31"}"#,
+        )
+        .unwrap();
+        for user in insured {
+            ok(&[
+                "issuer",
+                "issue",
+                "--key",
+                key,
+                "--user",
+                user,
+                "--type",
+                "health-insurance",
+                "--claims",
+                claims.to_str().unwrap(),
+                "--data-dir",
+                data,
+            ]);
+        }
+    }
+    let server = serve_with(s, env);
+    let mut clients = Vec::new();
+    for user in users {
+        let mut c = Client::new(&server);
+        c.token = Some(c.login(user, &format!("{user}-password")).await);
+        clients.push(c);
+    }
+    (server, clients)
+}
+
+/// Patients signed up on a fresh server, with money.
+async fn hospital(
+    users: &[&str],
+    insured: &[&str],
+    env: &[(&str, &str)],
+) -> (Setup, Server, Vec<Client>) {
+    let s = setup(&["hospital-booking"]);
+    let server = serve_with(&s, env);
+    for user in users {
+        Client::signed_up(&server, user).await;
+    }
+    let (server, clients) = restart_with(&s, server, users, insured, env).await;
+    (s, server, clients)
+}
+
+async fn act(c: &Client, name: &str, value: Option<&str>, fields: Value) -> Value {
+    let (status, v) = c
+        .post(
+            &format!("/apps/{HOSPITAL}/events"),
+            json!({"name": name, "value": value, "fields": fields}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{name}: {v}");
+    v
+}
+
+fn walk<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {
+    out.push(node);
+    for child in node["children"].as_array().into_iter().flatten() {
+        walk(child, out);
+    }
+}
+
+fn nodes(view: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    walk(&view["view"]["body"], &mut out);
+    out
+}
+
+/// (label, value) of every button bound to `event`.
+fn buttons(view: &Value, event: &str) -> Vec<(String, String)> {
+    nodes(view)
+        .into_iter()
+        .filter(|n| n["type"] == "button" && n["event"] == event)
+        .map(|n| {
+            (
+                n["label"].as_str().unwrap().to_string(),
+                n["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every label and value of the view's key-value lists.
+fn pairs(view: &Value) -> HashMap<String, String> {
+    nodes(view)
+        .into_iter()
+        .filter(|n| n["type"] == "key-values")
+        .flat_map(|n| n["pairs"].as_array().unwrap().clone())
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn badges(view: &Value) -> Vec<String> {
+    nodes(view)
+        .into_iter()
+        .filter(|n| n["type"] == "badge")
+        .map(|n| n["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn shows(view: &Value, text: &str) -> bool {
+    view["view"].to_string().contains(text)
+}
+
+/// `EUR 40.00` in minor units.
+fn cents(money: &str) -> i64 {
+    let amount = money.rsplit(' ').next().unwrap();
+    let (whole, frac) = amount.split_once('.').unwrap();
+    whole.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap()
+}
+
+async fn balance(c: &Client) -> i64 {
+    let (_, w) = c.get("/wallet").await;
+    w["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["currency"] == "EUR")
+        .map_or(0, |a| a["balance"].as_i64().unwrap())
+}
+
+/// The one prompt of `kind` waiting for `c`.
+async fn prompt(c: &Client, kind: &str) -> Value {
+    let (_, prompts) = c.get("/prompts").await;
+    prompts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} prompt in {prompts}"))
+        .clone()
+}
+
+/// Start paying a held appointment and confirm the sheet with the
+/// password; returns the view the app drew on hearing it was paid.
+async fn pay(c: &Client, user: &str, appointment: &str) -> Value {
+    let waiting = act(c, "pay", Some(appointment), json!({})).await;
+    assert!(shows(&waiting, "Confirm the payment"), "{waiting}");
+    let sheet = prompt(c, "payment").await;
+    let (status, answer) = c
+        .post(
+            &format!("/prompts/{}/approve", sheet["id"].as_str().unwrap()),
+            json!({"password": format!("{user}-password")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    json!({"view": answer["view"]})
+}
+
+/// Take the slot behind a "take" button value; the view it answers.
+async fn take(c: &Client, slot: &str) -> Value {
+    act(c, "take", Some(slot), json!({})).await
+}
+
+#[tokio::test]
+async fn twenty_patients_race_for_one_slot_and_exactly_one_books_it() {
+    let names: Vec<String> = (0..20).map(|i| format!("patient{i}")).collect();
+    let users: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (_s, server, patients) = hospital(&users, &[], &[]).await;
+
+    // Everyone opens the app at once: the schedule is seeded exactly once.
+    let launch = format!("/apps/{HOSPITAL}/launch");
+    let launches = join_all(patients.iter().map(|p| p.post(&launch, json!({})))).await;
+    for (status, view) in &launches {
+        assert_eq!(*status, StatusCode::OK, "{view}");
+        assert!(shows(view, "General medicine"), "{view}");
+    }
+    let about = act(&patients[0], "about", None, json!({})).await;
+    let stats = pairs(&about);
+    assert_eq!(stats["Catalog set up"], "1 time(s)", "{about}");
+    assert_eq!(stats["Days generated"], "14", "{about}");
+
+    let department = act(&patients[0], "department", Some("general"), json!({})).await;
+    let slot = buttons(&department, "take")[0].1.clone();
+    let tries = join_all(patients.iter().map(|p| take(p, &slot))).await;
+    let winners: Vec<usize> = (0..tries.len())
+        .filter(|&i| shows(&tries[i], "Confirm your appointment"))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one patient holds the slot");
+    for (i, view) in tries.iter().enumerate() {
+        if i != winners[0] {
+            assert!(shows(view, "just taken by another patient"), "{view}");
+        }
+    }
+
+    let winner = &patients[winners[0]];
+    let held = &tries[winners[0]];
+    assert_eq!(badges(held), ["Held for you"]);
+    let reference = pairs(held)["Reference"].clone();
+    let paid = pay(winner, users[winners[0]], &reference).await;
+    assert!(shows(&paid, "Paid and booked"), "{paid}");
+    assert_eq!(badges(&paid), ["Booked"]);
+
+    // Booked is booked: nobody else gets it, and it is gone from the list.
+    let loser = &patients[(winners[0] + 1) % patients.len()];
+    assert!(shows(&take(loser, &slot).await, "just taken"));
+    let department = act(loser, "department", Some("general"), json!({})).await;
+    assert!(buttons(&department, "take").iter().all(|(_, v)| *v != slot));
+
+    // The confirmation goes to the patient's chats once they allow it,
+    // with a card that opens the appointment.
+    let consent = prompt(winner, "consent").await;
+    assert_eq!(consent["capability"], "notify");
+    let (status, _) = winner
+        .post(
+            &format!("/prompts/{}/approve", consent["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, chats) = winner.get("/conversations").await;
+    let service = chats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "service")
+        .unwrap_or_else(|| panic!("no service chat in {chats}"));
+    let messages = winner.messages(service["id"].as_str().unwrap(), 0).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0]["text"].as_str().unwrap().contains(&reference));
+    let card = &messages[0]["card"];
+    assert_eq!(card["app_id"], HOSPITAL);
+    assert_eq!(card["params"], json!([["appointment", reference]]));
+    // Opening the card opens the appointment.
+    let (status, opened) = winner
+        .post(
+            &format!("/apps/{HOSPITAL}/launch"),
+            json!({"params": [["appointment", reference]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{opened}");
+    assert_eq!(pairs(&opened)["Reference"], reference);
+    // Nobody else's card opens it.
+    let (_, foreign) = loser
+        .post(
+            &format!("/apps/{HOSPITAL}/launch"),
+            json!({"params": [["appointment", reference]]}),
+        )
+        .await;
+    assert!(shows(&foreign, "No such appointment"), "{foreign}");
+    drop(server);
+}
+
+#[tokio::test]
+async fn an_unpaid_hold_and_a_declined_payment_free_the_slot_again() {
+    // Payment sheets expire after 2 s here, and the order of a hold never
+    // outlives the hold.
+    let env = [("SUPERAPP_PAYMENT_TTL_SECS", "2")];
+    let (_s, server, clients) = hospital(&["alice", "bob"], &[], &env).await;
+    let (alice, bob) = (&clients[0], &clients[1]);
+
+    let department = act(alice, "department", Some("cardiology"), json!({})).await;
+    let slot = buttons(&department, "take")[0].1.clone();
+    let held = take(alice, &slot).await;
+    let reference = pairs(&held)["Reference"].clone();
+    assert!(shows(&take(bob, &slot).await, "just taken"));
+
+    // Alice starts paying and walks away: the sheet expires, the app hears
+    // it and frees the slot, and bob gets it.
+    let waiting = act(alice, "pay", Some(&reference), json!({})).await;
+    assert!(shows(&waiting, "Confirm the payment"));
+    let mut bobs = Value::Null;
+    for _ in 0..100 {
+        bobs = take(bob, &slot).await;
+        if shows(&bobs, "Confirm your appointment") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shows(&bobs, "Confirm your appointment"), "{bobs}");
+    let mine = act(alice, "appointment", Some(&reference), json!({})).await;
+    assert_eq!(badges(&mine), ["Not booked"], "{mine}");
+    assert!(shows(&mine, "not confirmed in time"), "{mine}");
+
+    // Bob declines the payment sheet: the slot is free for alice again.
+    let bobs_ref = pairs(&bobs)["Reference"].clone();
+    act(bob, "pay", Some(&bobs_ref), json!({})).await;
+    let sheet = prompt(bob, "payment").await;
+    let (status, answer) = bob
+        .post(
+            &format!("/prompts/{}/deny", sheet["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        shows(&json!({"view": answer["view"]}), "You declined the payment"),
+        "{answer}"
+    );
+    let again = take(alice, &slot).await;
+    assert!(shows(&again, "Confirm your appointment"), "{again}");
+    // Nobody paid anything.
+    assert_eq!(balance(alice).await, 10_000);
+    assert_eq!(balance(bob).await, 10_000);
+    drop(server);
+}
+
+/// The earliest slot the hospital offers, over every department.
+async fn earliest_slot(c: &Client) -> String {
+    let mut all = Vec::new();
+    for department in ["general", "cardiology", "paediatrics"] {
+        let view = act(c, "department", Some(department), json!({})).await;
+        all.extend(buttons(&view, "take").into_iter().map(|(_, v)| v));
+    }
+    // doctor/YYYY-MM-DD/HHMM: order by date and time.
+    all.into_iter()
+        .min_by_key(|v| v.split_once('/').unwrap().1.to_string())
+        .unwrap()
+}
+
+/// Seconds from now to an appointment's start, from its details (the
+/// hospital's clock runs at UTC+1).
+fn seconds_until(details: &HashMap<String, String>) -> i64 {
+    let date = details["Date"]
+        .rsplit('(')
+        .next()
+        .unwrap()
+        .trim_end_matches(')');
+    let mut parts = date.split('-').map(|p| p.parse::<i64>().unwrap());
+    let (y, m, d) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let (h, min) = details["Time"].split_once(':').unwrap();
+    // Days from civil (Howard Hinnant).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2.rem_euclid(400);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let local = days * 86_400 + h.parse::<i64>().unwrap() * 3600 + min.parse::<i64>().unwrap() * 60;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    local - 3600 - now
+}
+
+#[tokio::test]
+async fn insurance_lowers_the_fee_cancellations_refund_by_the_rule_and_the_money_adds_up() {
+    let (s, server, clients) = hospital(&["alice", "bob"], &["alice"], &[]).await;
+    let (alice, bob) = (&clients[0], &clients[1]);
+
+    // Alice books Dr. Weber three days ahead and shares her policy.
+    let launch = alice
+        .post(&format!("/apps/{HOSPITAL}/launch"), json!({}))
+        .await
+        .1;
+    assert!(shows(&launch, "City Hospital"));
+    let in_three_days = {
+        let doctor = act(alice, "doctor", Some("weber"), json!({})).await;
+        let picker = nodes(&doctor)
+            .into_iter()
+            .find(|n| n["type"] == "input" && n["kind"] == "date")
+            .unwrap()
+            .clone();
+        let min = picker["min"].as_str().unwrap().to_string();
+        assert!(picker["max"].as_str().unwrap() > min.as_str(), "{picker}");
+        min
+    };
+    // The picker's first day is today; book at least three days out.
+    let mut slot = None;
+    for offset in 3..14 {
+        let date = add_days(&in_three_days, offset);
+        let view = act(alice, "day", None, json!({"doctor": "weber", "date": date})).await;
+        if let Some((_, v)) = buttons(&view, "take").first() {
+            slot = Some(v.clone());
+            break;
+        }
+    }
+    let slot = slot.expect("Dr. Weber works some day in the next two weeks");
+    let held = take(alice, &slot).await;
+    let reference = pairs(&held)["Reference"].clone();
+    assert_eq!(pairs(&held)["Fee"], "EUR 40.00");
+    let asked = act(alice, "insurance", Some(&reference), json!({})).await;
+    assert!(shows(&asked, "Share your policy"), "{asked}");
+    let sheet = prompt(alice, "document").await;
+    assert_eq!(
+        sheet["document"]["fields"],
+        json!(["insurer", "policy-number", "valid-until"])
+    );
+    assert_eq!(sheet["document"]["issuer"], "National Health Insurance");
+    let (status, answer) = alice
+        .post(
+            &format!("/prompts/{}/approve", sheet["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let insured = json!({"view": answer["view"]});
+    assert_eq!(pairs(&insured)["Co-payment"], "EUR 10.00", "{insured}");
+    assert_eq!(pairs(&insured)["Insurance"], "AOK Nordwest · P-4711");
+    let paid = pay(alice, "alice", &reference).await;
+    assert!(shows(&paid, "Paid and booked"), "{paid}");
+    assert_eq!(balance(alice).await, 10_000 - 1_000);
+
+    // Bob has no policy: declining the sheet keeps the full fee.
+    let earliest = earliest_slot(bob).await;
+    let held = take(bob, &earliest).await;
+    let bobs_ref = pairs(&held)["Reference"].clone();
+    let fee = cents(&pairs(&held)["Fee"]);
+    act(bob, "insurance", Some(&bobs_ref), json!({})).await;
+    let sheet = prompt(bob, "document").await;
+    assert!(sheet["document"]["issuer"].is_null(), "bob holds no policy");
+    let (_, answer) = bob
+        .post(
+            &format!("/prompts/{}/deny", sheet["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let full = json!({"view": answer["view"]});
+    assert!(shows(&full, "the full fee applies"), "{full}");
+    assert_eq!(cents(&pairs(&full)["Fee"]), fee);
+    let paid = pay(bob, "bob", &bobs_ref).await;
+    assert!(shows(&paid, "Paid and booked"), "{paid}");
+    assert_eq!(balance(bob).await, 10_000 - fee);
+
+    // Cancelling: alice is days ahead and gets everything back; bob's
+    // appointment is the hospital's earliest, always less than a day away
+    // (some doctor starts every morning), and gets half.
+    let offer = act(alice, "cancel", Some(&reference), json!({})).await;
+    assert!(shows(&offer, "Cancel and refund EUR 10.00"), "{offer}");
+    let done = act(alice, "cancel-confirm", Some(&reference), json!({})).await;
+    assert!(shows(&done, "EUR 10.00 was refunded"), "{done}");
+    assert_eq!(badges(&done), ["Cancelled"]);
+    assert_eq!(balance(alice).await, 10_000);
+    let until = seconds_until(&pairs(&held));
+    assert!(until < 86_400, "the earliest slot is {until} s away");
+    let half = fee / 2;
+    let done = act(bob, "cancel-confirm", Some(&bobs_ref), json!({})).await;
+    assert_eq!(badges(&done), ["Cancelled"], "{done}");
+    assert_eq!(balance(bob).await, 10_000 - fee + half);
+    // A second cancel refunds nothing more.
+    let again = act(bob, "cancel-confirm", Some(&bobs_ref), json!({})).await;
+    assert!(shows(&again, "already cancelled"), "{again}");
+    assert_eq!(balance(bob).await, 10_000 - fee + half);
+    // The cancelled slot is free again.
+    assert!(shows(
+        &take(alice, &earliest).await,
+        "Confirm your appointment"
+    ));
+
+    // Fees paid minus refunds is exactly what the hospital holds.
+    let token = std::fs::read_to_string(s.data.join("operator.token")).unwrap();
+    let operator = Client {
+        token: Some(token.trim().to_string()),
+        ..Client::new(&server)
+    };
+    let (status, merchant) = operator
+        .get("/merchant/accounts?publisher=City%20Hospital")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{merchant}");
+    let held_by_hospital = merchant["accounts"][0]["balance"].as_i64().unwrap();
+    assert_eq!(held_by_hospital, (1_000 - 1_000) + (fee - half));
+    assert!(server.terminate().success());
+    let (balanced, out) = wallet_cli(&s.data, &["check"]);
+    assert!(balanced && out.contains("ok: the ledger balances"), "{out}");
+}
+
+/// `YYYY-MM-DD` plus `days`.
+fn add_days(date: &str, days: i64) -> String {
+    let mut parts = date.split('-').map(|p| p.parse::<i64>().unwrap());
+    let (mut y, mut m, mut d) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    for _ in 0..days {
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let len = match m {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap => 29,
+            _ => 28,
+        };
+        d += 1;
+        if d > len {
+            d = 1;
+            m += 1;
+            if m > 12 {
+                m = 1;
+                y += 1;
+            }
+        }
+    }
+    format!("{y:04}-{m:02}-{d:02}")
+}

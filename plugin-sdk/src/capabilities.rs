@@ -240,7 +240,7 @@ pub mod documents {
     }
 }
 
-/// Wall-clock time.
+/// Wall-clock time, and civil dates without a time-zone database.
 pub mod clock {
     use crate::bindings::superapp::plugin::clock as raw;
     pub use raw::Instant;
@@ -252,6 +252,81 @@ pub mod clock {
     /// Seconds since the Unix epoch.
     pub fn unix_seconds() -> u64 {
         raw::now().seconds
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard
+    /// Hinnant's algorithm). The month is 1-12, the day 1-31.
+    pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let m = i64::from(month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// (year, month 1-12, day 1-31) of a day counted from 1970-01-01.
+    pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        (yoe + era * 400 + i64::from(m <= 2), m, d)
+    }
+
+    /// `YYYY-MM-DD` of a day counted from 1970-01-01.
+    pub fn format_date(days: i64) -> String {
+        let (y, m, d) = civil_from_days(days);
+        format!("{y:04}-{m:02}-{d:02}")
+    }
+
+    /// The day of `YYYY-MM-DD`, refusing dates that do not exist.
+    pub fn parse_date(text: &str) -> Option<i64> {
+        let mut parts = text.trim().splitn(3, '-');
+        let y: i64 = parts.next()?.parse().ok()?;
+        let m: u32 = parts.next()?.parse().ok()?;
+        let d: u32 = parts.next()?.parse().ok()?;
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        let days = days_from_civil(y, m, d);
+        (civil_from_days(days) == (y, m, d)).then_some(days)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn dates_round_trip_and_impossible_ones_are_refused() {
+            assert_eq!(days_from_civil(1970, 1, 1), 0);
+            assert_eq!(format_date(0), "1970-01-01");
+            assert_eq!(parse_date("2026-11-25"), Some(20_782));
+            assert_eq!(format_date(20_782), "2026-11-25");
+            assert_eq!(
+                parse_date("2024-02-29").map(format_date).as_deref(),
+                Some("2024-02-29")
+            );
+            for bad in [
+                "2026-02-29",
+                "2026-13-01",
+                "2026-04-31",
+                "25.11.2026",
+                "",
+                "2026-1",
+            ] {
+                assert_eq!(parse_date(bad), None, "{bad}");
+            }
+            for days in [-1_000_000, -1, 0, 59, 60, 20_782, 1_000_000] {
+                let (y, m, d) = civil_from_days(days);
+                assert_eq!(days_from_civil(y, m, d), days);
+            }
+        }
     }
 }
 

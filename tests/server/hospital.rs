@@ -125,7 +125,7 @@ fn nodes(view: &Value) -> Vec<&Value> {
 }
 
 /// (label, value) of every button bound to `event`.
-fn buttons(view: &Value, event: &str) -> Vec<(String, String)> {
+pub(crate) fn buttons(view: &Value, event: &str) -> Vec<(String, String)> {
     nodes(view)
         .into_iter()
         .filter(|n| n["type"] == "button" && n["event"] == event)
@@ -139,7 +139,7 @@ fn buttons(view: &Value, event: &str) -> Vec<(String, String)> {
 }
 
 /// Every label and value of the view's key-value lists.
-fn pairs(view: &Value) -> HashMap<String, String> {
+pub(crate) fn pairs(view: &Value) -> HashMap<String, String> {
     nodes(view)
         .into_iter()
         .filter(|n| n["type"] == "key-values")
@@ -153,7 +153,7 @@ fn pairs(view: &Value) -> HashMap<String, String> {
         .collect()
 }
 
-fn badges(view: &Value) -> Vec<String> {
+pub(crate) fn badges(view: &Value) -> Vec<String> {
     nodes(view)
         .into_iter()
         .filter(|n| n["type"] == "badge")
@@ -161,7 +161,7 @@ fn badges(view: &Value) -> Vec<String> {
         .collect()
 }
 
-fn shows(view: &Value, text: &str) -> bool {
+pub(crate) fn shows(view: &Value, text: &str) -> bool {
     view["view"].to_string().contains(text)
 }
 
@@ -172,7 +172,7 @@ fn cents(money: &str) -> i64 {
     whole.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap()
 }
 
-async fn balance(c: &Client) -> i64 {
+pub(crate) async fn balance(c: &Client) -> i64 {
     let (_, w) = c.get("/wallet").await;
     w["accounts"]
         .as_array()
@@ -183,7 +183,7 @@ async fn balance(c: &Client) -> i64 {
 }
 
 /// The one prompt of `kind` waiting for `c`.
-async fn prompt(c: &Client, kind: &str) -> Value {
+pub(crate) async fn prompt(c: &Client, kind: &str) -> Value {
     let (_, prompts) = c.get("/prompts").await;
     prompts
         .as_array()
@@ -386,12 +386,7 @@ fn seconds_until(details: &HashMap<String, String>) -> i64 {
         parts.next().unwrap(),
     );
     let (h, min) = details["Time"].split_once(':').unwrap();
-    // Days from civil (Howard Hinnant).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2.rem_euclid(400);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let days = superapp_sdk::clock::days_from_civil(y, m as u32, d as u32);
     let local = days * 86_400 + h.parse::<i64>().unwrap() * 3600 + min.parse::<i64>().unwrap() * 60;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -523,29 +518,6 @@ async fn insurance_lowers_the_fee_cancellations_refund_by_the_rule_and_the_money
 
 /// `YYYY-MM-DD` plus `days`.
 fn add_days(date: &str, days: i64) -> String {
-    let mut parts = date.split('-').map(|p| p.parse::<i64>().unwrap());
-    let (mut y, mut m, mut d) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
-    for _ in 0..days {
-        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let len = match m {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if leap => 29,
-            _ => 28,
-        };
-        d += 1;
-        if d > len {
-            d = 1;
-            m += 1;
-            if m > 12 {
-                m = 1;
-                y += 1;
-            }
-        }
-    }
-    format!("{y:04}-{m:02}-{d:02}")
+    use superapp_sdk::clock;
+    clock::format_date(clock::parse_date(date).unwrap() + days)
 }

@@ -4,6 +4,7 @@
 mod accounts;
 mod apps;
 mod audit;
+mod city;
 mod common;
 mod documents;
 mod durability;

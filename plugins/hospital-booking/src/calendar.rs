@@ -2,6 +2,8 @@
 //! fixed UTC offset, days are counted from the Unix epoch, and times of day
 //! are minutes after midnight.
 
+use superapp_sdk::clock;
+
 /// A calendar day, as days since 1970-01-01.
 pub type Day = i64;
 
@@ -47,50 +49,19 @@ pub fn weekday(day: Day) -> usize {
     (day + 3).rem_euclid(7) as usize
 }
 
-/// (year, month 1-12, day 1-31) of `day` (Howard Hinnant's algorithm).
-pub fn civil(day: Day) -> (i64, u32, u32) {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// The day of a civil date.
-pub fn from_civil(y: i64, m: u32, d: u32) -> Day {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// `YYYY-MM-DD`.
 pub fn iso(day: Day) -> String {
-    let (y, m, d) = civil(day);
-    format!("{y:04}-{m:02}-{d:02}")
+    clock::format_date(day)
 }
 
 /// Parse `YYYY-MM-DD`, refusing dates that do not exist.
 pub fn parse_iso(text: &str) -> Option<Day> {
-    let mut parts = text.trim().splitn(3, '-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: u32 = parts.next()?.parse().ok()?;
-    let d: u32 = parts.next()?.parse().ok()?;
-    let day = from_civil(y, m, d);
-    (civil(day) == (y, m, d)).then_some(day)
+    clock::parse_date(text)
 }
 
 /// `Fri 27 Nov`.
 pub fn short(day: Day) -> String {
-    let (_, m, d) = civil(day);
+    let (_, m, d) = clock::civil_from_days(day);
     format!("{} {d} {}", WEEKDAYS[weekday(day)], MONTHS[m as usize - 1])
 }
 

@@ -4,6 +4,7 @@
 mod audit;
 mod documents;
 mod keys;
+mod merchant;
 mod package;
 mod plugin;
 mod registry;
@@ -62,6 +63,10 @@ enum Command {
     /// Write, build, check, try, pack, sign and publish mini-programs.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Publishers' back office on a running server: merchant balances,
+    /// orders and refunds.
+    #[command(subcommand)]
+    Merchant(merchant::MerchantCommand),
 }
 
 /// Parse arguments, run the command, and turn any error into a message on
@@ -76,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Wallet(cmd) => wallet::run(cmd),
+        Command::Merchant(cmd) => merchant::run(cmd),
         Command::Issuer(cmd) => documents::run_issuer(cmd),
         Command::Documents(cmd) => documents::run_documents(cmd),
     };

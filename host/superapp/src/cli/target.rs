@@ -115,7 +115,7 @@ struct ApiErrorBody {
 }
 
 impl Remote {
-    fn new(server: &str, credential: Credential) -> anyhow::Result<Remote> {
+    pub fn new(server: &str, credential: Credential) -> anyhow::Result<Remote> {
         let base = server.trim_end_matches('/');
         if !base.starts_with("http://") && !base.starts_with("https://") {
             bail!("--server must be a URL like http://127.0.0.1:8080, not `{server}`");
@@ -178,7 +178,7 @@ impl Remote {
         }
     }
 
-    fn json<T: DeserializeOwned>(
+    pub fn json<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -1,0 +1,196 @@
+//! The city-payments mini-program end to end: bills created for a new
+//! customer, paying one bill and several at once, receipts, history, and a
+//! refund the utility company makes from its back office showing up for
+//! the citizen.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::apps::{serve, setup};
+use crate::common::*;
+use crate::documents::cli;
+use crate::hospital::{badges, balance, buttons, pairs, prompt, shows};
+use crate::payments::with_money;
+
+const CITY: &str = "dev.superapp.city-payments";
+
+async fn act(c: &Client, name: &str, value: Option<&str>, fields: Value) -> Value {
+    let (status, v) = c
+        .post(
+            &format!("/apps/{CITY}/events"),
+            json!({"name": name, "value": value, "fields": fields}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{name}: {v}");
+    v
+}
+
+/// Confirm the one payment sheet waiting for alice; the app's view after.
+async fn confirm(alice: &Client) -> Value {
+    let sheet = prompt(alice, "payment").await;
+    assert_eq!(sheet["payment"]["merchant"], "City Utilities");
+    let (status, answer) = alice
+        .post(
+            &format!("/prompts/{}/approve", sheet["id"].as_str().unwrap()),
+            json!({"password": "alice-password"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    json!({"view": answer["view"]})
+}
+
+fn euros(cents: i64) -> String {
+    format!("EUR {}.{:02}", cents / 100, cents % 100)
+}
+
+#[tokio::test]
+async fn city_payments_pays_bills_keeps_receipts_and_shows_a_provider_refund() {
+    let s = setup(&["city-payments"]);
+    let server = serve(&s);
+    Client::signed_up(&server, "alice").await;
+    let (server, clients) = with_money(&s, server, &[("alice", 50_000)], &[]).await;
+    let alice = &clients[0];
+
+    // First launch: the customer's bills, one of them overdue.
+    let (status, home) = alice.post(&format!("/apps/{CITY}/launch"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{home}");
+    let bills = buttons(&home, "pay");
+    assert_eq!(bills.len(), 5, "{home}");
+    assert!(badges(&home).contains(&"Overdue".to_string()), "{home}");
+    let amount = |label: &str| -> i64 {
+        let money = label.trim_start_matches("Pay ");
+        let (whole, frac) = money.trim_start_matches("EUR ").split_once('.').unwrap();
+        whole.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap()
+    };
+    // The same bills on the next launch: created once.
+    let (_, again) = alice.post(&format!("/apps/{CITY}/launch"), json!({})).await;
+    assert_eq!(buttons(&again, "pay"), bills);
+
+    // One bill on its own.
+    let (label, first) = bills[0].clone();
+    let waiting = act(alice, "pay", Some(&first), json!({})).await;
+    assert!(shows(&waiting, "Confirm the payment"));
+    let receipt = confirm(alice).await;
+    assert!(shows(&receipt, "Paid. Thank you!"), "{receipt}");
+    assert_eq!(pairs(&receipt)["Total"], euros(amount(&label)));
+    let first_order = pairs(&receipt)["Receipt"].clone();
+
+    // Two more at once: one payment, one receipt naming both.
+    let (label_b, b) = bills[1].clone();
+    let (label_c, c) = bills[2].clone();
+    act(
+        alice,
+        "pay-selected",
+        None,
+        json!({ b.clone(): "true", c.clone(): "true" }),
+    )
+    .await;
+    let sheet = prompt(alice, "payment").await;
+    let both = amount(&label_b) + amount(&label_c);
+    assert_eq!(sheet["payment"]["amount"], both);
+    let receipt = confirm(alice).await;
+    let lines = pairs(&receipt);
+    assert_eq!(lines["Total"], euros(both), "{receipt}");
+    assert_eq!(
+        lines.len(),
+        3 + 2 + 1,
+        "receipt, paid to, paid at, two bills, total: {lines:?}"
+    );
+    let second_order = lines["Receipt"].clone();
+    let paid = amount(&label) + both;
+    assert_eq!(balance(alice).await, 50_000 - paid);
+
+    // Both receipts are kept; paid bills leave the list of bills to pay.
+    let receipts = act(alice, "receipts", None, json!({})).await;
+    let opened: Vec<String> = buttons(&receipts, "receipt")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(opened, [second_order.clone(), first_order.clone()]);
+    let home = act(alice, "home", None, json!({})).await;
+    assert_eq!(buttons(&home, "pay").len(), 2);
+    let history = act(alice, "history", None, json!({})).await;
+    assert_eq!(
+        badges(&history).iter().filter(|b| *b == "Paid").count(),
+        3,
+        "{history}"
+    );
+
+    // A bill cannot be paid twice.
+    let twice = act(alice, "pay", Some(&first), json!({})).await;
+    assert!(shows(&twice, "already paid"), "{twice}");
+
+    // The company refunds part of the second payment from its back office,
+    // signed with its publisher key. A stranger's key cannot.
+    let base = server.base.clone();
+    let key = s.data.join("dev-publisher.pem");
+    let tmp = tempfile::tempdir().unwrap();
+    let stranger = tmp.path().join("stranger.pem");
+    let (made, _, err) = cli(&["keys", "generate", "--out", stranger.to_str().unwrap()]);
+    assert!(made, "{err}");
+    let refund = |key: std::path::PathBuf, order: String| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            cli(&[
+                "merchant",
+                "refund",
+                &order,
+                "--amount",
+                "500",
+                "--server",
+                &base,
+                "--key",
+                key.to_str().unwrap(),
+            ])
+        })
+    };
+    let (refused, _, err) = refund(stranger, second_order.clone()).await.unwrap();
+    assert!(!refused && err.contains("403"), "{err}");
+    let (done, out, err) = refund(key.clone(), second_order.clone()).await.unwrap();
+    assert!(done, "{err}");
+    assert!(out.contains("refunded 5.00"), "{out}");
+    // Alice's session is not the company's back office.
+    let (status, _) = alice
+        .post(
+            &format!("/merchant/orders/{second_order}/refund"),
+            json!({"amount": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Alice sees it the next time she opens the app, and in her wallet.
+    let (_, _) = alice.post(&format!("/apps/{CITY}/launch"), json!({})).await;
+    let receipts = act(alice, "receipts", None, json!({})).await;
+    assert!(
+        badges(&receipts).contains(&"Refunded EUR 5.00".to_string()),
+        "{receipts}"
+    );
+    let receipt = act(alice, "receipt", Some(&second_order), json!({})).await;
+    assert_eq!(pairs(&receipt)["Refunded"], "EUR 5.00");
+    let history = act(alice, "history", None, json!({})).await;
+    assert_eq!(
+        badges(&history).iter().filter(|b| *b == "Refunded").count(),
+        2
+    );
+    assert_eq!(balance(alice).await, 50_000 - paid + 500);
+
+    let base = server.base.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        cli(&[
+            "merchant",
+            "balance",
+            "--server",
+            &base,
+            "--key",
+            key.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("EUR {}", &euros(paid - 500)[4..])),
+        "{out}"
+    );
+    drop(server);
+}

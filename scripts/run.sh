@@ -10,7 +10,7 @@ scripts/wasm-toolchain.sh
 cargo build --release --locked -p superapp
 superapp=target/release/superapp
 apps=target/apps
-for plugin in hello; do
+for plugin in hello hospital-booking city-payments document-wallet; do
   component=$("$superapp" plugin build --quiet "plugins/$plugin" | tail -n 1)
   "$superapp" plugin check "$component" --manifest "plugins/$plugin/plugin.toml" >/dev/null
   mkdir -p "$apps/$plugin"

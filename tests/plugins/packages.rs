@@ -353,3 +353,35 @@ fn diff_marks_what_a_new_version_asks_for_as_an_escalation() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_bundled_apps_ask_for_nothing_they_do_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.pem");
+    generate_key(&key);
+    for app in ["hospital-booking", "city-payments", "document-wallet", "hello"] {
+        let pkg = dir.path().join(format!("{app}.pkg"));
+        pack(&plugin_dir(app), &component(app), &pkg);
+        let signed = superapp()
+            .args(["plugin", "sign"])
+            .arg(&pkg)
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(signed.status.success(), "{}", stderr(&signed));
+        let (ok, report) = inspect(&pkg);
+        assert!(ok, "{app}: {report}");
+        assert_eq!(report["errors"], Value::Array(vec![]), "{app}: {report}");
+        assert_eq!(report["warnings"], Value::Array(vec![]), "{app}: {report}");
+        // Every capability comes with a reason a user can read: a sentence.
+        for capability in report["capabilities"].as_array().unwrap() {
+            let reason = capability["reason"].as_str().unwrap();
+            assert!(
+                reason.len() >= 30 && reason.ends_with('.'),
+                "{app}: `{}` needs a real reason, not {reason:?}",
+                capability["name"]
+            );
+        }
+    }
+}

@@ -359,7 +359,12 @@ fn the_bundled_apps_ask_for_nothing_they_do_not_use() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k.pem");
     generate_key(&key);
-    for app in ["hospital-booking", "city-payments", "document-wallet", "hello"] {
+    for app in [
+        "hospital-booking",
+        "city-payments",
+        "document-wallet",
+        "hello",
+    ] {
         let pkg = dir.path().join(format!("{app}.pkg"));
         pack(&plugin_dir(app), &component(app), &pkg);
         let signed = superapp()

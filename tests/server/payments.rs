@@ -543,3 +543,29 @@ async fn a_stolen_session_cannot_guess_the_password_through_step_up() {
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "login is locked too");
 }
+
+#[tokio::test]
+async fn an_app_may_give_the_user_less_time_to_confirm_but_not_less_than_a_minute() {
+    let s = setup(&["testing/probe"]);
+    let server = serve(&s);
+    let alice = Client::signed_up(&server, "alice").await;
+    let ask = |expires_in: &'static str, key: &'static str| {
+        let alice = alice.clone();
+        async move {
+            let fields = json!({"amount": "100", "idempotency-key": key, "expires-in": expires_in});
+            action(&alice, PROBE, "payments", None, fields).await
+        }
+    };
+    let too_short = ask("10", "short").await;
+    assert!(too_short.starts_with("err: invalid"), "{too_short}");
+    assert!(alice.get("/prompts").await.1.as_array().unwrap().is_empty());
+
+    let quick = ask("120", "quick").await;
+    assert!(quick.starts_with("ok: "), "{quick}");
+    let (_, prompts) = alice.get("/prompts").await;
+    let sheet = &prompts[0]["payment"];
+    let window =
+        sheet["expires_at"].as_u64().unwrap() as i64 - prompts[0]["created_at"].as_i64().unwrap();
+    assert!((119..=121).contains(&window), "{window} s: {sheet}");
+    drop(server);
+}

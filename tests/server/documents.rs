@@ -358,6 +358,67 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
     );
     assert!(!log.to_string().contains("P-4711"));
 
+    // An app names verifiers only under its own id: the probe asking for a
+    // presentation "for" the wallet's verifier gets one for
+    // `PROBE#verifier-abc`, which that verifier refuses.
+    let present = |audience: &'static str, nonce: &'static str| {
+        let alice = alice.clone();
+        async move {
+            let fields = json!({"type": "insurance-card", "fields": "policy-number", "purpose": "Show it",
+                "audience": audience, "nonce": nonce});
+            action(&alice, "documents-present", fields).await
+        }
+    };
+    assert!(present("", "n0nce-1234").await.starts_with("err: invalid"));
+    assert!(present("verifier-abc", "short")
+        .await
+        .starts_with("err: invalid"));
+    assert!(present("verifier-abc", "has space1")
+        .await
+        .starts_with("err: invalid"));
+    let asked = present("verifier-abc", "n0nce-1234").await;
+    let id = asked
+        .strip_prefix("ok: \"")
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap();
+    let (_, prompts) = alice.get("/prompts").await;
+    assert_eq!(prompts[0]["document"]["verifier"], "verifier-abc");
+    let (status, _) = alice
+        .post(&format!("/prompts/{id}/approve"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let relayed = action(&alice, "last-envelope", json!({})).await;
+    let relayed_file = tmp.path().join("relayed.json");
+    std::fs::write(&relayed_file, relayed.strip_prefix("ok: ").unwrap()).unwrap();
+    let check = |audience: &str, nonce: &str| {
+        cli(&[
+            "documents",
+            "verify",
+            relayed_file.to_str().unwrap(),
+            "--audience",
+            audience,
+            "--nonce",
+            nonce,
+            "--issuer-key",
+            issuer_pk,
+            "--host-key",
+            &host_pk,
+        ])
+    };
+    let (good, _, err) = check("dev.superapp.document-wallet#verifier-abc", "n0nce-1234");
+    assert!(
+        !good && err.contains("made for `dev.superapp.testing.probe#verifier-abc`"),
+        "{err}"
+    );
+    let (good, out, err) = check(&format!("{PROBE}#verifier-abc"), "n0nce-1234");
+    assert!(good, "{out}{err}");
+    assert!(
+        !out.contains("user "),
+        "a third-party verifier never learns the pseudonym: {out}"
+    );
+    let (good, _, err) = check(&format!("{PROBE}#verifier-abc"), "another-nonce");
+    assert!(!good && err.contains("answers another challenge"), "{err}");
+
     // The issuer revokes: verification against the status list fails, and
     // the wallet no longer offers the credential.
     assert!(server.terminate().success());

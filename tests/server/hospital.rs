@@ -523,3 +523,91 @@ fn add_days(date: &str, days: i64) -> String {
     use superapp_sdk::clock;
     clock::format_date(clock::parse_date(date).unwrap() + days)
 }
+
+/// Free times of `doctor` on the first day at least `from` days ahead that
+/// has `n` of them.
+async fn free_times(c: &Client, doctor: &str, from: i64, n: usize) -> Vec<String> {
+    let view = act(c, "doctor", Some(doctor), json!({})).await;
+    let today = nodes(&view)
+        .into_iter()
+        .find(|n| n["type"] == "input" && n["kind"] == "date")
+        .unwrap()["min"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for offset in from..14 {
+        let date = add_days(&today, offset);
+        let view = act(c, "day", None, json!({"doctor": doctor, "date": date})).await;
+        let times: Vec<String> = buttons(&view, "take").into_iter().map(|(_, v)| v).collect();
+        if times.len() >= n {
+            return times;
+        }
+    }
+    panic!("{doctor} has no day with {n} free times");
+}
+
+#[tokio::test]
+async fn a_hold_nobody_pays_runs_out_after_ten_minutes_and_the_queue_shows_place_and_wait() {
+    let (s, server, clients) = hospital(&["alice", "bob"], &[], &[]).await;
+    let (alice, bob) = (&clients[0], &clients[1]);
+    let times = free_times(alice, "weber", 2, 3).await;
+    // Alice and bob book two consecutive times; alice then holds a third
+    // and walks away without paying.
+    let first = pairs(&take(alice, &times[0]).await)["Reference"].clone();
+    assert!(shows(&pay(alice, "alice", &first).await, "Paid and booked"));
+    let second = pairs(&take(bob, &times[1]).await)["Reference"].clone();
+    assert!(shows(&pay(bob, "bob", &second).await, "Paid and booked"));
+    let held = pairs(&take(alice, &times[2]).await)["Reference"].clone();
+    assert!(shows(&take(bob, &times[2]).await, "just taken"));
+
+    // Eleven minutes later: the hold ran out, bob gets the time, and alice
+    // can no longer pay for it.
+    let later = [("SUPERAPP_CLOCK_OFFSET_SECS", "660")];
+    let (server, clients) = restart_with(&s, server, &["alice", "bob"], &[], &later).await;
+    let (alice, bob) = (&clients[0], &clients[1]);
+    assert!(shows(
+        &take(bob, &times[2]).await,
+        "Confirm your appointment"
+    ));
+    let late = act(alice, "pay", Some(&held), json!({})).await;
+    assert!(shows(&late, "Hold ran out"), "{late}");
+    let kinds = prompt_kinds(alice).await;
+    assert!(
+        !kinds.contains(&"payment".to_string()),
+        "no payment sheet for a lost hold: {kinds:?}"
+    );
+
+    // On the day, half an hour before alice's time: she is first in the
+    // queue, bob second, and each is told how long until their turn.
+    let mine = act(alice, "appointment", Some(&first), json!({})).await;
+    let until = seconds_until(&pairs(&mine));
+    let on_the_day = [("SUPERAPP_CLOCK_OFFSET_SECS", (until - 1800).to_string())];
+    let env: Vec<(&str, &str)> = on_the_day.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (server, clients) = restart_with(&s, server, &["alice", "bob"], &[], &env).await;
+    let (alice, bob) = (&clients[0], &clients[1]);
+    let (_, home) = alice
+        .post(&format!("/apps/{HOSPITAL}/launch"), json!({}))
+        .await;
+    assert!(
+        shows(
+            &home,
+            "you are number 1 in the queue, estimated wait 30 min"
+        ),
+        "{home}"
+    );
+    let bobs = act(bob, "appointment", Some(&second), json!({})).await;
+    let queue = pairs(&bobs);
+    assert_eq!(queue["Your place"], "2", "{bobs}");
+    assert_eq!(queue["Estimated wait"], "50 min", "{bobs}");
+    drop(server);
+}
+
+async fn prompt_kinds(c: &Client) -> Vec<String> {
+    let (_, prompts) = c.get("/prompts").await;
+    prompts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect()
+}

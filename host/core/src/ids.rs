@@ -1,19 +1,50 @@
 //! Identifiers and time, shared by every layer: random ids, content
 //! digests and the Unix clock.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use ring::digest::{digest, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 
+/// The environment variable that shifts the clock of every superapp
+/// process that reads it (see [`clock_offset_secs`]).
+pub const CLOCK_OFFSET_ENV: &str = "SUPERAPP_CLOCK_OFFSET_SECS";
+
+/// How many seconds this process's clock runs ahead (or, negative, behind)
+/// the system's: `SUPERAPP_CLOCK_OFFSET_SECS`, read once. It exists for
+/// tests and demonstrations of what happens later (an appointment on its
+/// day, a hold that ran out), and moves everything the host dates at once:
+/// sessions, payment sheets, holds, the apps' `clock`. Never set it in
+/// production; `serve` warns when it is set.
+pub fn clock_offset_secs() -> i64 {
+    static OFFSET: OnceLock<i64> = OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var(CLOCK_OFFSET_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+/// Time since the Unix epoch, shifted by [`clock_offset_secs`].
+pub fn now() -> Duration {
+    let real = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let offset = Duration::from_secs(clock_offset_secs().unsigned_abs());
+    if clock_offset_secs() >= 0 {
+        real.saturating_add(offset)
+    } else {
+        real.saturating_sub(offset)
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
+    now().as_secs()
 }
 
 /// `N` bytes from the operating system's secure random source.

@@ -27,6 +27,14 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     // Tests and scripts read this line to find the port.
     println!("listening on http://{addr}");
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
+    let offset = superapp_core::ids::clock_offset_secs();
+    if offset != 0 {
+        tracing::warn!(
+            offset_secs = offset,
+            "{} shifts this host's clock: for tests and demonstrations only",
+            superapp_core::ids::CLOCK_OFFSET_ENV
+        );
+    }
 
     axum::serve(
         listener,

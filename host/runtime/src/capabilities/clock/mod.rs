@@ -1,6 +1,4 @@
-//! `clock`: wall-clock time.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! `clock`: wall-clock time, the host's (see `superapp_core::ids::now`).
 
 use superapp_core::ConsentLevel;
 use wasmtime::component::{HasSelf, Linker};
@@ -20,10 +18,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 impl wit::Host for HostState {
     async fn now(&mut self) -> wasmtime::Result<Instant> {
-        // A clock before 1970 is a broken host; report the epoch, not a trap.
-        let d = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        // A clock before 1970 is a broken host; it reads as the epoch.
+        let d = superapp_core::ids::now();
         Ok(Instant {
             seconds: d.as_secs(),
             nanoseconds: d.subsec_nanos(),

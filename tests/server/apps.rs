@@ -1,54 +1,12 @@
 //! Mini-programs served by `superapp serve --apps DIR` to signed-in users.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
-
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use superapp_services::identity::Pseudonyms;
 
 use crate::common::*;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Build a bundled plugin with the real CLI (once per run) and install it
-/// into `apps` as `apps/<name>/{plugin.toml, <name>.wasm}`.
-pub(crate) fn install(apps: &Path, plugin: &str) {
-    static BUILD: OnceLock<Mutex<()>> = OnceLock::new();
-    let _one_build_at_a_time = BUILD
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let dir = repo().join("plugins").join(plugin);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
-        .args(["plugin", "build", "--quiet"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let component = PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .trim(),
-    );
-    let name = plugin.rsplit('/').next().unwrap();
-    let target = apps.join(name);
-    std::fs::create_dir_all(&target).unwrap();
-    std::fs::copy(dir.join("plugin.toml"), target.join("plugin.toml")).unwrap();
-    std::fs::copy(component, target.join(format!("{name}.wasm"))).unwrap();
-}
+pub(crate) use crate::common::{serve, serve_with, setup, Setup};
 
 pub(crate) fn texts(view: &Value) -> Vec<String> {
     fn walk(node: &Value, out: &mut Vec<String>) {
@@ -67,39 +25,6 @@ pub(crate) fn texts(view: &Value) -> Vec<String> {
     let mut out = Vec::new();
     walk(&view["view"]["body"], &mut out);
     out
-}
-
-pub(crate) struct Setup {
-    _tmp: tempfile::TempDir,
-    pub data: PathBuf,
-    pub apps: PathBuf,
-}
-
-pub(crate) fn setup(plugins: &[&str]) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let (data, apps) = (tmp.path().join("data"), tmp.path().join("apps"));
-    std::fs::create_dir_all(&apps).unwrap();
-    for p in plugins {
-        install(&apps, p);
-    }
-    Setup {
-        _tmp: tmp,
-        data,
-        apps,
-    }
-}
-
-pub(crate) fn serve(s: &Setup) -> Server {
-    serve_with(s, &[])
-}
-
-pub(crate) fn serve_with(s: &Setup, extra: &[(&str, &str)]) -> Server {
-    // Development mode: the apps directory is published and approved with
-    // the data directory's development keys (a caller may turn that off).
-    let mut env = vec![("SUPERAPP_DEV_APPROVE", "true")];
-    env.extend_from_slice(extra);
-    env.push(("SUPERAPP_APPS_DIR", s.apps.to_str().unwrap()));
-    Server::start_in(&s.data, &env)
 }
 
 #[tokio::test]

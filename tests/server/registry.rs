@@ -14,7 +14,7 @@ use superapp_core::decision::{SignedDecision, Verdict};
 use superapp_core::keys::SigningKey;
 use superapp_core::{now_secs, signed_request};
 
-use crate::apps::install;
+use crate::common::install;
 use crate::common::*;
 
 const APP: &str = "org.clinic.hello";

@@ -118,7 +118,28 @@ pub enum Node {
     QrCode {
         text: String,
         caption: String,
+        /// The code the host drew: one string per row, `1` for a dark
+        /// module, without the quiet zone.
+        modules: Vec<String>,
     },
+}
+
+/// The modules of a QR code of `text`, one string per row (`1` dark, `0`
+/// light), or `None` if it does not fit in one code.
+pub fn qr_modules(text: &str) -> Option<Vec<String>> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let width = code.width();
+    let colors = code.to_colors();
+    Some(
+        colors
+            .chunks(width)
+            .map(|row| {
+                row.iter()
+                    .map(|c| if *c == qrcode::Color::Dark { '1' } else { '0' })
+                    .collect()
+            })
+            .collect(),
+    )
 }
 
 struct Checker<'a> {
@@ -302,9 +323,12 @@ impl Checker<'_> {
                         format!("a QR code holds 1 to {MAX_QR_TEXT} bytes of text"),
                     ));
                 }
+                let modules = qr_modules(&q.text)
+                    .ok_or_else(|| bad(index, "the text does not fit in a QR code".into()))?;
                 Node::QrCode {
                     text: self.string(&q.text)?,
                     caption: self.string(&q.caption)?,
+                    modules,
                 }
             }
         })
@@ -729,6 +753,17 @@ mod tests {
         assert!(one(qr("x".repeat(MAX_QR_TEXT))).is_ok());
         assert!(one(qr("x".repeat(MAX_QR_TEXT + 1))).is_err());
         assert!(one(qr(String::new())).is_err());
+        let Ok(View {
+            body: Node::QrCode { modules, .. },
+            ..
+        }) = one(qr("superapp-challenge:v:n".into()))
+        else {
+            panic!("a QR code node");
+        };
+        // A version-2 code is 25 modules square, with its three finders.
+        assert_eq!(modules.len(), 25);
+        assert!(modules.iter().all(|row| row.len() == 25));
+        assert!(modules[0].starts_with("1111111") && modules[0].ends_with("1111111"));
         let pairs = |n: usize| {
             wit::NodeKind::KeyValues((0..n).map(|i| (i.to_string(), "v".into())).collect())
         };

@@ -1,10 +1,12 @@
 //! The host as a network service: the use cases that cross services and the
 //! runtime (`host`, which also builds and wires everything, once), the
-//! HTTP and WebSocket API that calls them thinly, the installed apps, the
-//! configuration, and `serve`'s lifecycle.
+//! HTTP and WebSocket API that calls them thinly, the web shell users open
+//! in a browser, the installed apps, the configuration, and `serve`'s
+//! lifecycle.
 
 pub mod api;
 pub mod apps;
 pub mod config;
 pub mod host;
 pub mod server;
+pub mod shell;

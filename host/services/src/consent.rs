@@ -97,20 +97,22 @@ impl Consent {
 
     /// The user changes a decision: a grant becomes a denial (revocation,
     /// effective on the next call), and deleting a denial forgets it (the
-    /// next call asks again). Returns what happened, or `None` if there was
-    /// no decision.
+    /// next call asks again). With `forget`, any decision is forgotten at
+    /// once: a revoked grant then asks again on the next call. Returns what
+    /// the decision was, or `None` if there was none.
     pub fn revoke(
         &self,
         user: &str,
         app: &str,
         capability: Capability,
+        forget: bool,
     ) -> Result<Option<Decision>, ConsentError> {
         let k = key(&[user, app, capability.name()]);
         let Some(mut grant) = self.store.get::<Grant>(Tree::Grants, &k)? else {
             return Ok(None);
         };
         let was = grant.decision;
-        if was == Decision::Granted {
+        if was == Decision::Granted && !forget {
             grant.decision = Decision::Denied;
             grant.decided_at = now_secs();
             self.store.put(Tree::Grants, &k, &grant)?;
@@ -131,14 +133,12 @@ impl Consent {
                     superapp_store::Abort::Store(e) => ConsentError::Store(e),
                     superapp_store::Abort::User(()) => ConsentError::NotFound,
                 })?;
-            self.record(
-                "consent.reset",
-                user,
-                app,
-                &grant.version,
-                capability,
-                "reset",
-            );
+            let (kind, outcome) = if was == Decision::Granted {
+                ("consent.revoke", "revoked, ask again")
+            } else {
+                ("consent.reset", "reset")
+            };
+            self.record(kind, user, app, &grant.version, capability, outcome);
         }
         Ok(Some(was))
     }

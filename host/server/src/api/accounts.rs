@@ -16,6 +16,10 @@ pub struct Register {
     username: String,
     display_name: String,
     password: String,
+    /// What the host's dialogs will show this user; one is suggested if
+    /// absent.
+    #[serde(default)]
+    security_phrase: Option<String>,
 }
 
 pub async fn register(
@@ -25,7 +29,12 @@ pub async fn register(
     let user = state
         .host
         .identity
-        .register(&body.username, &body.display_name, &body.password)
+        .register(
+            &body.username,
+            &body.display_name,
+            &body.password,
+            body.security_phrase.as_deref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, axum::Json(user)).into_response())
 }
@@ -76,6 +85,12 @@ pub async fn logout(State(state): State<AppState>, auth: Auth) -> Result<Respons
     Ok(response)
 }
 
-pub async fn me(auth: Auth) -> axum::Json<superapp_services::identity::User> {
-    axum::Json(auth.user)
+/// Who is signed in, with the security phrase the host's dialogs show
+/// them (to this user only).
+pub async fn me(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    let phrase = state.host.identity.security_phrase(&auth.user.id)?;
+    let mut body = serde_json::to_value(&auth.user)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    body["security_phrase"] = serde_json::Value::String(phrase);
+    Ok(axum::Json(body).into_response())
 }

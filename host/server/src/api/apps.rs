@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Auth, Json};
+use super::auth::{Auth, Json, Params};
 use super::error::ApiError;
 use super::AppState;
 use superapp_core::Capability;
@@ -170,4 +170,24 @@ pub async fn event(
     };
     let invocation = invocation(&auth, body.locale, Vec::new());
     Ok(view(state.host.act(&id, &invocation, action).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrQuery {
+    text: String,
+}
+
+/// A QR code of `text` (a deep link the shell shows), drawn by the host as
+/// module rows, like the QR codes in app views.
+pub async fn qr(_auth: Auth, Params(q): Params<QrQuery>) -> Result<Response, ApiError> {
+    if q.text.is_empty() || q.text.len() > superapp_runtime::view::MAX_QR_TEXT {
+        return Err(ApiError::bad_request(format!(
+            "a QR code holds 1 to {} bytes",
+            superapp_runtime::view::MAX_QR_TEXT
+        )));
+    }
+    let modules = superapp_runtime::view::qr_modules(&q.text)
+        .ok_or_else(|| ApiError::bad_request("the text does not fit in a QR code"))?;
+    Ok(axum::Json(serde_json::json!({ "modules": modules })).into_response())
 }

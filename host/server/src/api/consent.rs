@@ -66,16 +66,26 @@ pub async fn grants(State(state): State<AppState>, auth: Auth) -> Result<Respons
     Ok(axum::Json(state.host.consent.grants(&auth.user.id)?).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeQuery {
+    /// Forget a grant instead of turning it into a refusal: the next use
+    /// asks again.
+    #[serde(default)]
+    forget: bool,
+}
+
 pub async fn revoke(
     State(state): State<AppState>,
     auth: Auth,
     Path((app, capability)): Path<(String, String)>,
+    Params(q): Params<RevokeQuery>,
 ) -> Result<Response, ApiError> {
     let capability = Capability::from_name(&capability)
         .ok_or_else(|| ApiError::not_found(format!("no capability `{capability}`")))?;
     state
         .host
-        .revoke_grant(&auth.user, &app, capability)
+        .revoke_grant(&auth.user, &app, capability, q.forget)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -121,6 +121,7 @@ fn routes() -> Routes {
     .add(Method::GET, "/apps", get(apps::list))
     .add(Method::POST, "/apps/{app}/launch", post(apps::launch))
     .add(Method::POST, "/apps/{app}/events", post(apps::event))
+    .add(Method::GET, "/qr", get(apps::qr))
     .add(Method::GET, "/prompts", get(consent::prompts))
     .add(
         Method::POST,
@@ -250,7 +251,9 @@ pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     routes()
         .router
+        .merge(crate::shell::router())
         .fallback(not_found)
+        .layer(axum::middleware::map_response(crate::shell::security_headers))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))

@@ -248,16 +248,18 @@ impl Host {
 
     /// The user changes a decision: a grant becomes a denial (effective on
     /// the next call), and deleting a denial forgets it (the next call asks
-    /// again). `NotFound` if there was no decision.
+    /// again); with `forget`, a grant is forgotten at once, so the next call
+    /// asks again. `NotFound` if there was no decision.
     pub async fn revoke_grant(
         &self,
         user: &User,
         app: &str,
         capability: Capability,
+        forget: bool,
     ) -> Result<Decision, HostError> {
         let was = self
             .consent
-            .revoke(&user.id, app, capability)?
+            .revoke(&user.id, app, capability, forget)?
             .ok_or_else(|| HostError::NotFound("no such grant".into()))?;
         self.flush().await?;
         Ok(was)

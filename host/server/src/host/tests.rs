@@ -34,7 +34,7 @@ fn shop() -> Manifest {
 
 async fn user(host: &Host, name: &str) -> User {
     host.identity
-        .register(name, name, "a long password")
+        .register(name, name, "a long password", None)
         .await
         .unwrap()
 }
@@ -79,13 +79,14 @@ async fn answering_a_consent_prompt_grants_only_for_its_own_user() {
         ConsentState::Granted
     );
     assert_eq!(
-        host.revoke_grant(&alice, &app.id, Capability::Profile)
+        host.revoke_grant(&alice, &app.id, Capability::Profile, false)
             .await
             .unwrap(),
         Decision::Granted
     );
     assert!(matches!(
-        host.revoke_grant(&bob, &app.id, Capability::Profile).await,
+        host.revoke_grant(&bob, &app.id, Capability::Profile, false)
+            .await,
         Err(HostError::NotFound(_))
     ));
 }

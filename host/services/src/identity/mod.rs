@@ -39,6 +39,43 @@ pub struct User {
 struct StoredUser {
     user: User,
     password: PasswordHash,
+    /// Shown in the host's own dialogs so the user can tell them from
+    /// anything an app draws. Only the user ever sees it.
+    #[serde(default)]
+    security_phrase: String,
+}
+
+/// Longest security phrase, in bytes.
+pub const MAX_SECURITY_PHRASE: usize = 60;
+
+/// A phrase for users who did not choose one: two words and a number.
+fn suggested_phrase() -> String {
+    const WORDS: [&str; 32] = [
+        "amber", "birch", "cedar", "delta", "ember", "fjord", "glade", "harbor", "iris", "juniper",
+        "kestrel", "lagoon", "maple", "nectar", "orchid", "pebble", "quartz", "raven", "saffron",
+        "tundra", "umber", "violet", "willow", "yarrow", "zephyr", "lantern", "meadow", "comet",
+        "otter", "heron", "cobalt", "thistle",
+    ];
+    let r: [u8; 3] = superapp_core::ids::random_bytes();
+    format!(
+        "{} {} {}",
+        WORDS[usize::from(r[0]) % WORDS.len()],
+        WORDS[usize::from(r[1]) % WORDS.len()],
+        10 + u32::from(r[2]) % 90
+    )
+}
+
+fn check_security_phrase(phrase: &str) -> Result<String, IdentityError> {
+    let phrase = phrase.trim();
+    if phrase.chars().count() < 4
+        || phrase.len() > MAX_SECURITY_PHRASE
+        || phrase.chars().any(char::is_control)
+    {
+        return Err(IdentityError::InvalidInput(format!(
+            "a security phrase is 4 to {MAX_SECURITY_PHRASE} bytes of text"
+        )));
+    }
+    Ok(phrase.to_string())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,14 +198,21 @@ impl Identity {
         }
     }
 
+    /// Create an account. `security_phrase` is what the host's dialogs will
+    /// show the user; one is suggested when they give none.
     pub async fn register(
         &self,
         username: &str,
         display_name: &str,
         password: &str,
+        security_phrase: Option<&str>,
     ) -> Result<User, IdentityError> {
         let username = normalize_username(username)?;
         let display_name = check_display_name(display_name)?;
+        let security_phrase = match security_phrase {
+            Some(p) => check_security_phrase(p)?,
+            None => suggested_phrase(),
+        };
         if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.len()) {
             return Err(IdentityError::InvalidInput(format!(
                 "a password is {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
@@ -195,6 +239,7 @@ impl Identity {
         let stored = StoredUser {
             user: user.clone(),
             password: hash,
+            security_phrase,
         };
         self.store
             .transact(&[Tree::Usernames, Tree::Users], |txn| {
@@ -347,6 +392,12 @@ impl Identity {
         })?;
         self.store.durable().await?;
         Ok(())
+    }
+
+    /// The phrase the host's dialogs show `user` (never anyone else).
+    pub fn security_phrase(&self, user: &str) -> Result<String, IdentityError> {
+        let stored: Option<StoredUser> = self.store.get(Tree::Users, user.as_bytes())?;
+        Ok(stored.map(|s| s.security_phrase).unwrap_or_default())
     }
 
     pub fn user(&self, id: &str) -> Result<Option<User>, IdentityError> {

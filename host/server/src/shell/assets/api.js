@@ -1,0 +1,37 @@
+// The JSON API under /api/v1. The session is an HttpOnly, SameSite=Strict
+// cookie the server sets at sign-in: scripts never see the token.
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export async function api(method, path, body) {
+  const init = { method, credentials: 'same-origin', headers: {} };
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(`/api/v1${path}`, init);
+  const text = await response.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const error = data && data.error ? data.error : {};
+    throw new ApiError(response.status, error.code || 'error', error.message || response.statusText);
+  }
+  return data;
+}
+
+export const get = (path) => api('GET', path);
+export const post = (path, body = {}) => api('POST', path, body);
+export const del = (path) => api('DELETE', path);

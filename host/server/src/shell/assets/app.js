@@ -1,0 +1,207 @@
+// The shell: who is signed in, the router (#/chats, #/apps, #/app/ID?k=v,
+// #/wallet, #/privacy, #/signin, #/signup), the live WebSocket, and the
+// host's prompts. Deep links (#/app/ID?k=v) open after sign-in if needed.
+
+import { get, post, del, ApiError } from './api.js';
+import { el, replace } from './dom.js';
+import { chatList, conversation } from './chats.js';
+import { directory, openApp } from './apps.js';
+import { wallet } from './wallet.js';
+import { privacy } from './privacy.js';
+import { showPrompt } from './dialogs.js';
+
+const main = document.getElementById('main');
+const nav = document.getElementById('nav');
+const who = document.getElementById('who');
+const signOut = document.getElementById('sign-out');
+
+const shell = {
+  me: null,
+  socket: null,
+  onMessage: null,
+  answering: false,
+
+  /** Run `work`, showing an API error in place of a crash. */
+  async guard(work) {
+    try {
+      return await work();
+    } catch (e) {
+      notice(e instanceof ApiError ? e.message : 'Something went wrong. Check your connection and try again.');
+      return undefined;
+    }
+  },
+
+  /** Open the app a card points to, with its parameters. */
+  openCard(card) {
+    const query = new URLSearchParams(card.params).toString();
+    location.hash = `#/app/${encodeURIComponent(card.app_id)}${query ? `?${query}` : ''}`;
+  },
+
+  /** Put every pending host prompt in front of the user, one at a time,
+   *  until none is left (answering one may raise the next) or the user puts
+   *  one off. `onAnswer` sees each answer (with the view its app drew). */
+  async answerPrompts(onAnswer = () => {}) {
+    if (this.answering || !this.me) return [];
+    this.answering = true;
+    const answered = [];
+    try {
+      for (let round = 0; round < 10; round++) {
+        const pending = await get('/prompts');
+        if (!pending.length) break;
+        for (const prompt of pending) {
+          const result = await showPrompt(prompt, this.me);
+          if (result === null) return answered;
+          answered.push(result);
+          onAnswer(result);
+        }
+      }
+    } catch {
+      // The list is fetched again on the next action.
+    } finally {
+      this.answering = false;
+    }
+    return answered;
+  },
+};
+
+function notice(text) {
+  const box = el('p', { class: 'notice', role: 'alert' }, text);
+  main.prepend(box);
+  setTimeout(() => box.remove(), 8000);
+}
+
+function connect() {
+  if (shell.socket) return;
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/v1/ws`;
+  const socket = new WebSocket(url);
+  shell.socket = socket;
+  socket.addEventListener('message', (event) => {
+    let push;
+    try {
+      push = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (push.type === 'message') {
+      if (shell.onMessage) shell.onMessage(push.message);
+      if (location.hash.startsWith('#/chats') && !location.hash.startsWith('#/chats/')) route();
+    }
+  });
+  socket.addEventListener('close', () => {
+    shell.socket = null;
+    if (shell.me) setTimeout(connect, 2000);
+  });
+}
+
+function signedIn(me) {
+  shell.me = me;
+  nav.hidden = false;
+  signOut.hidden = false;
+  who.textContent = me.display_name;
+  connect();
+}
+
+function signedOut() {
+  shell.me = null;
+  nav.hidden = true;
+  signOut.hidden = true;
+  who.textContent = '';
+  if (shell.socket) shell.socket.close();
+}
+
+signOut.addEventListener('click', async () => {
+  await shell.guard(() => del('/sessions/current'));
+  signedOut();
+  location.hash = '#/signin';
+});
+
+function field(id, label, attrs) {
+  return el('div', { class: 'v-field' }, el('label', { for: id }, label), el('input', { id, name: id, required: true, ...attrs }));
+}
+
+function signInPage(next) {
+  const form = el('form', { class: 'auth' },
+    field('username', 'Username', { autocomplete: 'username' }),
+    field('password', 'Password', { type: 'password', autocomplete: 'current-password' }),
+    el('button', { type: 'submit', class: 'primary' }, 'Sign in'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    await shell.guard(async () => {
+      await post('/sessions', { username: form.username.value, password: form.password.value });
+      signedIn(await get('/me'));
+      location.hash = next || '#/chats';
+    });
+  });
+  replace(main, el('h1', {}, 'Sign in'), form, el('p', {}, 'New here? ', el('a', { href: `#/signup${next ? `?next=${encodeURIComponent(next)}` : ''}` }, 'Create an account')));
+  form.username.focus();
+}
+
+function signUpPage(next) {
+  const form = el('form', { class: 'auth' },
+    field('username', 'Username', { autocomplete: 'username' }),
+    field('display_name', 'Your name', { autocomplete: 'name' }),
+    field('password', 'Password (at least 8 characters)', { type: 'password', autocomplete: 'new-password' }),
+    field('security_phrase', 'A security phrase only you know', { autocomplete: 'off', maxlength: 60 }),
+    el('p', { class: 'muted' }, 'The super-app shows this phrase in every dialog it draws (payments, documents, permissions). An app can never show it: a dialog without your phrase is not from the super-app.'),
+    el('button', { type: 'submit', class: 'primary' }, 'Create account'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    await shell.guard(async () => {
+      await post('/accounts', {
+        username: form.username.value,
+        display_name: form.display_name.value,
+        password: form.password.value,
+        security_phrase: form.security_phrase.value,
+      });
+      await post('/sessions', { username: form.username.value, password: form.password.value });
+      signedIn(await get('/me'));
+      location.hash = next || '#/apps';
+    });
+  });
+  replace(main, el('h1', {}, 'Create an account'), form, el('p', {}, 'Have an account? ', el('a', { href: '#/signin' }, 'Sign in')));
+  form.username.focus();
+}
+
+function parse(hash) {
+  const [path, query = ''] = hash.replace(/^#/, '').split('?');
+  return { parts: path.split('/').filter(Boolean).map(decodeURIComponent), query: Object.fromEntries(new URLSearchParams(query)) };
+}
+
+async function route() {
+  const { parts, query } = parse(location.hash || '#/chats');
+  for (const a of nav.querySelectorAll('a')) {
+    if (a.dataset.nav === parts[0]) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  if (!shell.me && parts[0] !== 'signin' && parts[0] !== 'signup') {
+    // Remember where the user was going (a deep link) for after sign-in.
+    location.replace(`#/signin?next=${encodeURIComponent(location.hash || '#/chats')}`);
+    return;
+  }
+  shell.onMessage = null;
+  await shell.guard(async () => {
+    switch (parts[0]) {
+      case 'signin': return signInPage(query.next);
+      case 'signup': return signUpPage(query.next);
+      case 'chats': return parts[1] ? conversation(main, shell, parts[1]) : chatList(main, shell);
+      case 'apps': return directory(main);
+      case 'app': return openApp(main, shell, parts[1], query);
+      case 'wallet': return wallet(main);
+      case 'privacy': return privacy(main, shell, query.app);
+      default: location.replace('#/chats');
+    }
+  });
+  main.focus({ preventScroll: true });
+}
+
+window.addEventListener('hashchange', route);
+
+(async () => {
+  try {
+    signedIn(await get('/me'));
+  } catch {
+    signedOut();
+  }
+  await route();
+  if (shell.me) await shell.answerPrompts();
+})();

@@ -1,0 +1,120 @@
+// Chats: the list with unread counts, a conversation with live updates,
+// new direct and group chats. App cards in messages open their app.
+
+import { get, post } from './api.js';
+import { el, replace, randomId, when } from './dom.js';
+
+/** Display names by user id, learned from member lists. */
+const names = new Map();
+
+function titleOf(c, me) {
+  if (c.title) return c.title;
+  if (c.kind === 'direct') {
+    const other = c.members.find((m) => m !== me.id);
+    return names.get(other) || 'Direct chat';
+  }
+  return 'Chat';
+}
+
+async function learnNames(id) {
+  for (const u of await get(`/conversations/${encodeURIComponent(id)}/members`)) {
+    names.set(u.id, u.display_name);
+  }
+}
+
+export async function chatList(main, shell) {
+  const list = await get('/conversations');
+  await Promise.all(list.filter((c) => c.kind === 'direct' && !c.title).map((c) => learnNames(c.id).catch(() => {})));
+  const items = list.map((c) => el('li', {},
+    el('a', { href: `#/chats/${encodeURIComponent(c.id)}`, class: 'chat-link' },
+      el('span', { class: 'chat-title' }, titleOf(c, shell.me)),
+      c.unread > 0 ? el('span', { class: 'unread', 'aria-label': `${c.unread} unread` }, String(c.unread)) : null,
+      el('span', { class: 'chat-last muted' }, c.last_message ? (c.last_message.card ? `▣ ${c.last_message.text}` : c.last_message.text) : 'No messages yet'))));
+  const direct = el('input', { id: 'new-direct', name: 'username', autocomplete: 'off', required: true });
+  const directForm = el('form', { class: 'inline-form' },
+    el('label', { for: 'new-direct' }, 'Chat with (username)'), direct,
+    el('button', { type: 'submit' }, 'Start chat'));
+  directForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    await shell.guard(async () => {
+      const c = await post('/conversations', { kind: 'direct', with: direct.value.trim() });
+      location.hash = `#/chats/${encodeURIComponent(c.id)}`;
+    });
+  });
+  const groupTitle = el('input', { id: 'group-title', name: 'title', required: true });
+  const groupMembers = el('input', { id: 'group-members', name: 'members', placeholder: 'bob, carol', required: true });
+  const groupForm = el('form', { class: 'inline-form' },
+    el('label', { for: 'group-title' }, 'Group name'), groupTitle,
+    el('label', { for: 'group-members' }, 'Members (usernames, comma separated)'), groupMembers,
+    el('button', { type: 'submit' }, 'Create group'));
+  groupForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    await shell.guard(async () => {
+      const members = groupMembers.value.split(',').map((m) => m.trim()).filter(Boolean);
+      const c = await post('/conversations', { kind: 'group', title: groupTitle.value.trim(), members });
+      location.hash = `#/chats/${encodeURIComponent(c.id)}`;
+    });
+  });
+  replace(main,
+    el('h1', {}, 'Chats'),
+    items.length ? el('ul', { class: 'chat-list' }, items) : el('p', { class: 'muted' }, 'No chats yet.'),
+    el('details', {}, el('summary', {}, 'New chat'), directForm, groupForm));
+}
+
+export async function conversation(main, shell, id) {
+  const c = await get(`/conversations/${encodeURIComponent(id)}`);
+  await learnNames(id).catch(() => {});
+  const log = el('ol', { class: 'messages', 'aria-label': 'Messages', 'aria-live': 'polite' });
+  let lastSeq = 0;
+  const show = (m) => {
+    if (m.seq <= lastSeq) return;
+    lastSeq = m.seq;
+    const mine = m.sender === shell.me.id;
+    const sender = m.sender.startsWith('app:') ? `${c.title || m.sender.slice(4)} (app)` : (names.get(m.sender) || m.sender);
+    const item = el('li', { class: mine ? 'message mine' : 'message' },
+      el('span', { class: 'sender' }, mine ? 'You' : sender),
+      el('span', { class: 'text' }, m.text),
+      el('time', { class: 'muted' }, when(m.sent_at)));
+    if (m.card) {
+      const open = el('button', { type: 'button', class: 'v-card' },
+        el('strong', {}, m.card.title),
+        m.card.description ? el('span', {}, m.card.description) : null,
+        el('span', { class: 'v-card-app' }, `Opens ${m.card.app_id}`));
+      open.addEventListener('click', () => shell.openCard(m.card));
+      item.append(open);
+    }
+    log.append(item);
+  };
+  const sync = async () => {
+    for (;;) {
+      const page = await get(`/conversations/${encodeURIComponent(id)}/messages?after=${lastSeq}&limit=200`);
+      page.messages.forEach(show);
+      if (page.messages.length < 200) break;
+    }
+    if (lastSeq > 0) post(`/conversations/${encodeURIComponent(id)}/read`, { seq: lastSeq }).catch(() => {});
+  };
+  const text = el('input', { id: 'compose', name: 'text', autocomplete: 'off', required: true, maxlength: 4000 });
+  const compose = el('form', { class: 'compose' }, el('label', { for: 'compose' }, 'Message'), text, el('button', { type: 'submit' }, 'Send'));
+  compose.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const body = text.value;
+    if (!body.trim()) return;
+    await shell.guard(async () => {
+      await post(`/conversations/${encodeURIComponent(id)}/messages`, { client_id: randomId(), text: body });
+      text.value = '';
+      await sync();
+    });
+  });
+  const readOnly = c.kind === 'service';
+  replace(main,
+    el('p', {}, el('a', { href: '#/chats' }, '← Chats')),
+    el('h1', {}, titleOf(c, shell.me)),
+    log,
+    readOnly ? el('p', { class: 'muted' }, 'Messages from an app. You cannot reply here.') : compose);
+  await sync();
+  // Live: a push for this chat appends; the store is the record, so a
+  // missed push is caught up by the next sync.
+  shell.onMessage = (m) => {
+    if (m.conversation_id === id) sync().catch(() => {});
+  };
+}

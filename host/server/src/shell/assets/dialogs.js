@@ -1,0 +1,168 @@
+// The host's own dialogs: consent, sharing a card, confirming a payment,
+// disclosing document fields. They are modal <dialog>s hung from the
+// host's header, the app behind them dimmed and inert, and each shows the
+// user's security phrase — something no app can know — so nothing an app
+// draws can pass for one. The confirming button only reacts to a fresh
+// press that starts after the dialog has been visible for a moment, so a
+// click aimed at the app underneath cannot confirm a payment.
+
+import { post, get, ApiError } from './api.js';
+import { el, money, when } from './dom.js';
+
+/** How long a dialog must have been visible before it can be confirmed. */
+const ARM_MS = 800;
+
+let ids = 0;
+
+/** Show `prompt` and answer it; resolves to the answer (or null if put off). */
+export function showPrompt(prompt, me) {
+  return new Promise((resolve) => {
+    const titleId = `dlg-${++ids}`;
+    const error = el('p', { class: 'dialog-error', role: 'alert' });
+    const body = el('div', { class: 'dialog-body' });
+    const approve = el('button', { type: 'button', class: 'primary', disabled: true }, 'Confirm');
+    const deny = el('button', { type: 'button', class: 'secondary' }, 'Decline');
+    const later = el('button', { type: 'button', class: 'quiet' }, 'Not now');
+    const dialog = el('dialog', { class: `host-dialog kind-${prompt.kind}`, 'data-host-dialog': 'true', 'aria-labelledby': titleId },
+      el('div', { class: 'host-mark' },
+        el('span', { class: 'brand' }, 'superapp'),
+        el('span', { class: 'phrase', 'data-testid': 'security-phrase' }, `Your phrase: ${me.security_phrase || '(set one under Privacy)'}`)),
+      el('h2', { id: titleId }, ''),
+      el('p', { class: 'dialog-app' }, `${prompt.app_name} · by ${prompt.publisher}`),
+      body, error,
+      el('div', { class: 'dialog-actions' }, later, deny, approve));
+    const title = dialog.querySelector(`#${titleId}`);
+    const collect = fillBody(prompt, title, body, approve, deny);
+
+    // Armed only after the dialog has been visible for a while, and only a
+    // press that began after arming counts.
+    let armedAt = Infinity;
+    let pressed = false;
+    setTimeout(() => {
+      armedAt = performance.now();
+      approve.disabled = collect.blocked === true;
+    }, ARM_MS);
+    approve.addEventListener('pointerdown', () => { pressed = performance.now() >= armedAt; });
+    approve.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' || e.key === ' ') pressed = performance.now() >= armedAt;
+    });
+
+    const finish = (value) => {
+      dialog.close();
+      dialog.remove();
+      resolve(value);
+    };
+    const answer = async (verb, payload) => {
+      error.textContent = '';
+      approve.disabled = deny.disabled = true;
+      try {
+        finish(await post(`/prompts/${encodeURIComponent(prompt.id)}/${verb}`, payload));
+      } catch (e) {
+        error.textContent = e instanceof ApiError ? e.message : 'Something went wrong; try again.';
+        approve.disabled = collect.blocked === true;
+        deny.disabled = false;
+      }
+    };
+    approve.addEventListener('click', () => {
+      if (!pressed) return;
+      pressed = false;
+      const payload = collect.payload();
+      if (payload) answer('approve', payload);
+    });
+    deny.addEventListener('click', () => answer('deny', {}));
+    later.addEventListener('click', () => finish(null));
+    dialog.addEventListener('cancel', (e) => {
+      e.preventDefault();
+      finish(null);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    (collect.focus || deny).focus();
+  });
+}
+
+/** Fill the dialog for its kind; returns how to read the answer. */
+function fillBody(prompt, title, body, approve, deny) {
+  switch (prompt.kind) {
+    case 'payment':
+      return payment(prompt, title, body, approve);
+    case 'document':
+      return documentSheet(prompt, title, body, approve, deny);
+    case 'share-card':
+      return shareCard(prompt, title, body, approve);
+    default:
+      title.textContent = `Allow ${prompt.app_name} to use ${prompt.capability}?`;
+      body.append(el('p', {}, `The app says why: “${prompt.reason}”`),
+        el('p', { class: 'muted' }, 'You can change this at any time under Privacy.'));
+      approve.textContent = 'Allow';
+      deny.textContent = "Don't allow";
+      return { payload: () => ({}) };
+  }
+}
+
+function payment(prompt, title, body, approve) {
+  const sheet = prompt.payment;
+  title.textContent = 'Confirm payment';
+  const password = el('input', { id: `pw-${ids}`, type: 'password', name: 'password', autocomplete: 'current-password', required: true });
+  body.append(
+    el('p', { class: 'amount' }, money(sheet.amount, sheet.currency)),
+    el('dl', { class: 'sheet' },
+      el('div', {}, el('dt', {}, 'To'), el('dd', {}, sheet.merchant)),
+      el('div', {}, el('dt', {}, 'For'), el('dd', {}, sheet.description)),
+      el('div', {}, el('dt', {}, 'Until'), el('dd', {}, when(sheet.expires_at)))),
+    el('label', { for: password.id }, 'Your password'),
+    password);
+  approve.textContent = `Pay ${money(sheet.amount, sheet.currency)}`;
+  return {
+    focus: password,
+    payload: () => {
+      if (!password.value) {
+        password.focus();
+        return null;
+      }
+      const p = { password: password.value };
+      password.value = '';
+      return p;
+    },
+  };
+}
+
+function documentSheet(prompt, title, body, approve, deny) {
+  const sheet = prompt.document;
+  title.textContent = `Share your ${sheet.credential_type}?`;
+  body.append(el('p', {}, `Purpose: “${sheet.purpose}”`));
+  if (sheet.verifier) {
+    body.append(el('p', { class: 'verifier' }, `Shown to the verifier “${sheet.verifier}”, through ${prompt.app_name}. It will work only for them, once.`));
+  }
+  if (!sheet.issuer) {
+    body.append(el('p', {}, `You hold no ${sheet.credential_type} document, so there is nothing to share.`));
+    return { blocked: true, focus: deny, payload: () => null };
+  }
+  body.append(el('p', { class: 'muted' }, `Issued by ${sheet.issuer}. Untick what you do not want to share.`));
+  const boxes = sheet.fields.map((field) => {
+    const id = `f-${++ids}`;
+    const available = sheet.available.includes(field);
+    const box = el('input', { id, type: 'checkbox', name: field, checked: available, disabled: !available });
+    body.append(el('div', { class: 'check' }, box, el('label', { for: id }, available ? field : `${field} (not in your document)`)));
+    return box;
+  });
+  approve.textContent = 'Share the ticked fields';
+  return {
+    focus: boxes.find((b) => !b.disabled),
+    payload: () => {
+      const fields = boxes.filter((b) => b.checked).map((b) => b.name);
+      return fields.length ? { fields } : null;
+    },
+  };
+}
+
+function shareCard(prompt, title, body, approve) {
+  title.textContent = `Share “${prompt.card.title}” into a chat?`;
+  const select = el('select', { id: `chat-${++ids}`, name: 'conversation' });
+  body.append(el('label', { for: select.id }, 'Chat'), select);
+  get('/conversations').then((list) => {
+    for (const c of list) select.append(el('option', { value: c.id }, c.title || c.id));
+  }).catch(() => {});
+  approve.textContent = 'Share';
+  return { focus: select, payload: () => (select.value ? { conversation_id: select.value } : null) };
+}

@@ -1,0 +1,41 @@
+// Privacy: every decision the user made per app, each with a button to
+// take it back, and the access log of what each app asked for and got.
+
+import { get, del } from './api.js';
+import { el, replace, when } from './dom.js';
+
+export async function privacy(main, shell, app) {
+  const [grants, apps] = await Promise.all([get('/me/grants'), get('/apps')]);
+  const nameOf = (id) => (apps.find((a) => a.id === id) || {}).name || id;
+  const rows = grants.map((g) => {
+    // Revoking forgets the grant: the app has to ask again next time.
+    const revoke = el('button', { type: 'button', class: 'secondary' },
+      g.decision === 'granted' ? `Revoke ${g.capability} for ${nameOf(g.app)}` : `Forget the refusal of ${g.capability} for ${nameOf(g.app)}`);
+    revoke.addEventListener('click', () => shell.guard(async () => {
+      await del(`/me/grants/${encodeURIComponent(g.app)}/${encodeURIComponent(g.capability)}?forget=true`);
+      await privacy(main, shell, app);
+    }));
+    return el('tr', {}, el('td', {}, nameOf(g.app)), el('td', {}, g.capability), el('td', {}, g.decision), el('td', {}, when(g.decided_at)), el('td', {}, revoke));
+  });
+  const select = el('select', { id: 'log-app', name: 'app' },
+    el('option', { value: '' }, 'All apps'),
+    apps.map((a) => el('option', { value: a.id }, a.name)));
+  select.value = app || '';
+  select.addEventListener('change', () => { location.hash = select.value ? `#/privacy?app=${encodeURIComponent(select.value)}` : '#/privacy'; });
+  const log = await get(`/me/access-log${app ? `?app=${encodeURIComponent(app)}` : ''}`);
+  const phrase = shell.me.security_phrase;
+  replace(main,
+    el('h1', {}, 'Privacy'),
+    el('p', {}, 'The super-app’s own dialogs always show your security phrase: ', el('strong', {}, phrase || '(none)'), '. A dialog without it is not from the super-app.'),
+    el('h2', {}, 'Your decisions'),
+    rows.length
+      ? el('table', { class: 'grants' }, el('thead', {}, el('tr', {}, el('th', {}, 'App'), el('th', {}, 'Capability'), el('th', {}, 'Decision'), el('th', {}, 'When'), el('th', {}, el('span', { class: 'visually-hidden' }, 'Change')))), el('tbody', {}, rows))
+      : el('p', { class: 'muted' }, 'No decisions yet.'),
+    el('h2', {}, 'What apps accessed'),
+    el('label', { for: 'log-app' }, 'Show'), select,
+    el('ol', { class: 'access-log' }, log.entries.slice().reverse().map((e) => el('li', {},
+      el('time', {}, when(e.at)), ' ',
+      el('strong', {}, nameOf(e.app || '')), ' ',
+      `${e.kind}${e.capability ? ` (${e.capability})` : ''}: ${e.outcome}`,
+      e.details && e.details.fields ? el('span', { class: 'muted' }, ` — fields: ${e.details.fields}`) : null))));
+}

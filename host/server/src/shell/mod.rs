@@ -1,0 +1,113 @@
+//! The web shell: the end user's super-app in the browser. Plain ES
+//! modules and CSS, embedded in the binary (no build step), served at `/`
+//! under a strict Content-Security-Policy with Trusted Types: no inline
+//! script, no `eval`, and any `innerHTML` assignment throws, so neither an
+//! app's text nor anything else can become markup. The shell renders an
+//! app's view with `createElement`/`textContent` only, and draws the host's
+//! dialogs (consent, payment, documents) itself, marked with the user's
+//! security phrase.
+
+use axum::extract::Path;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+/// The policy of every response: the shell's own files and nothing else;
+/// images may be `data:` URLs (app images are checked to be raster).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'; \
+    trusted-types 'none'";
+
+/// The headers every response carries, unless a handler set its own.
+const SECURITY_HEADERS: [(&str, &str); 7] = [
+    ("content-security-policy", CONTENT_SECURITY_POLICY),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+    (
+        "permissions-policy",
+        "camera=(self), microphone=(), geolocation=(), payment=(), usb=()",
+    ),
+];
+
+/// Add [`SECURITY_HEADERS`] to a response (a `map_response` middleware).
+pub async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        let name = HeaderName::from_static(name);
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
+}
+
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+macro_rules! asset {
+    ($name:literal, $type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $type,
+            body: include_str!(concat!("assets/", $name)),
+        }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file of the shell.
+const ASSETS: [Asset; 10] = [
+    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("dom.js", JS),
+    asset!("render.js", JS),
+    asset!("dialogs.js", JS),
+    asset!("chats.js", JS),
+    asset!("apps.js", JS),
+    asset!("wallet.js", JS),
+    asset!("privacy.js", JS),
+];
+
+const INDEX: &str = include_str!("assets/index.html");
+
+/// `/` and `/shell/{file}`.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(index))
+        .route("/shell/{file}", get(file))
+}
+
+async fn index() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX,
+    )
+        .into_response()
+}
+
+async fn file(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|a| a.name == name) {
+        Some(a) => (
+            [
+                (header::CONTENT_TYPE, a.content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            a.body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such file").into_response(),
+    }
+}

@@ -1,0 +1,223 @@
+//! The shell as users meet it: sign-up, a hospital booking paid in the
+//! host's dialog, the confirmation in chats; hostile app content; revoking
+//! a permission.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::*;
+use crate::harness::Browser;
+
+const HOSPITAL: &str = "dev.superapp.hospital-booking";
+
+/// The shell's address on `server`.
+fn shell_url(server: &Server, fragment: &str) -> String {
+    format!("{}/{fragment}", server.base.trim_end_matches("/api/v1"))
+}
+
+/// Sign up through the shell's form.
+async fn sign_up(b: &mut Browser, server: &Server, name: &str, phrase: &str) {
+    b.goto(&shell_url(server, "#/signup")).await;
+    b.fill("#username", name).await;
+    b.fill("#display_name", &name.to_uppercase()).await;
+    b.fill("#password", &format!("{name}-password")).await;
+    b.fill("#security_phrase", phrase).await;
+    b.shot("sign-up").await;
+    b.click_text("Create account").await;
+    b.wait_text("Apps").await;
+}
+
+/// Stop the server, top `user` up through the operator's CLI, start again.
+fn restart_with_money(s: &Setup, server: Server, user: &str) -> Server {
+    assert!(server.terminate().success());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
+        .args(["wallet", "topup", user, "10000", "--data-dir"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serve(s)
+}
+
+#[tokio::test]
+async fn a_new_user_books_and_pays_in_the_shell_and_another_user_finds_the_slot_taken() {
+    let s = setup(&["hospital-booking"]);
+    let server = serve(&s);
+    let mut b = Browser::start("hospital-booking").await;
+    b.goto(&shell_url(&server, "")).await;
+    b.wait_text("Sign in").await;
+    b.shot("signed-out").await;
+    sign_up(&mut b, &server, "ada", "purple walrus 7").await;
+    // The server comes back on another port; the session cookie stays.
+    let server = restart_with_money(&s, server, "ada");
+
+    b.goto(&shell_url(&server, "#/apps")).await;
+    b.wait_text("City Hospital").await;
+    b.wait_text("Approved by").await;
+    b.shot("directory").await;
+    b.click_text("Open City Hospital").await;
+    b.wait_text("General medicine").await;
+    b.shot("hospital").await;
+    b.click_text("General medicine").await;
+    b.wait_text("Next free").await;
+    b.shot("department").await;
+    b.click_text("Book ").await;
+    b.wait_text("Confirm your appointment").await;
+    b.shot("held").await;
+    let details = b.body_text().await;
+    b.click_text("Pay EUR 40.00").await;
+
+    // The payment dialog is the host's: it carries ada's phrase, and its
+    // confirm button ignores a press made before it has been shown a while.
+    let dialog = b.find("dialog[data-host-dialog] .phrase").await;
+    assert!(dialog.text().await.unwrap().contains("purple walrus 7"));
+    b.shot("payment-dialog").await;
+    b.fill(
+        "dialog[data-host-dialog] input[type=password]",
+        "ada-password",
+    )
+    .await;
+    let early = b
+        .js(
+            "const b = document.querySelector('dialog[data-host-dialog] button.primary'); b.click(); return b.disabled;",
+            vec![],
+        )
+        .await;
+    assert_eq!(early, json!(true), "the confirm button starts disabled");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.click("dialog[data-host-dialog] button.primary").await;
+    // The booking is confirmed; the app then asks to write to ada's chats.
+    b.wait_text("Paid and booked").await;
+    b.wait_text("Allow City Hospital to use notify?").await;
+    b.shot("notify-consent").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.click("dialog[data-host-dialog] button.primary").await;
+    b.wait_text("Your appointment").await;
+    b.wait_text("Booked").await;
+    b.shot("booked").await;
+
+    // The confirmation is in chats, with a card that opens the appointment.
+    b.click("a[data-nav=chats]").await;
+    b.wait_text("is booked").await;
+    b.shot("chats").await;
+    b.click("a.chat-link").await;
+    b.wait_text("Your appointment").await;
+    b.shot("service-chat").await;
+    b.click("button.v-card").await;
+    b.wait_text("Reference").await;
+    b.shot("appointment-from-card").await;
+
+    // Another user finds that time taken.
+    let bob = Client::signed_up(&server, "bob").await;
+    let date = details
+        .lines()
+        .skip_while(|l| !l.starts_with("Date"))
+        .nth(1)
+        .and_then(|l| l.rsplit('(').next())
+        .map(|l| l.trim_end_matches(')').to_string())
+        .unwrap_or_else(|| panic!("no date in {details}"));
+    let time = details
+        .lines()
+        .skip_while(|l| !l.starts_with("Time"))
+        .nth(1)
+        .unwrap()
+        .replace(':', "");
+    let (status, taken) = bob
+        .post(
+            &format!("/apps/{HOSPITAL}/events"),
+            json!({"name": "take", "value": format!("weber/{date}/{time}")}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{taken}");
+    assert!(taken.to_string().contains("just taken"), "{taken}");
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn an_apps_markup_stays_text_and_its_fake_dialog_cannot_show_the_users_phrase() {
+    let s = setup(&["testing/impostor"]);
+    let server = serve(&s);
+    let mut b = Browser::start("hostile-view").await;
+    sign_up(&mut b, &server, "eve", "blue heron 42").await;
+    b.goto(&shell_url(&server, "#/app/dev.superapp.testing.impostor"))
+        .await;
+    b.wait_text("<script>window.__pwned = 'script'</script>")
+        .await;
+    b.shot("hostile-view").await;
+    let text = b.body_text().await;
+    for inert in [
+        "<img src=x onerror=\"window.__pwned = 'onerror'\">",
+        "<b>Your phrase: correct horse</b>",
+        "<i>City Hospital</i>",
+        "<a href=javascript:alert(1)>open</a>",
+    ] {
+        assert!(text.contains(inert), "{inert:?} is shown as text:\n{text}");
+    }
+    // Nothing ran, nothing became an element, and the page still enforces
+    // Trusted Types: any innerHTML throws.
+    let probe = b
+        .js(
+            "let blocked = false; try { document.createElement('div').innerHTML = '<b>x</b>'; } catch (e) { blocked = true; }
+             return {
+               pwned: window.__pwned === undefined ? null : String(window.__pwned),
+               scripts: document.querySelectorAll('.app-frame script, .app-frame iframe, .app-frame svg[onload], .app-frame [onerror]').length,
+               bold: document.querySelectorAll('.app-frame b, .app-frame i, .app-frame a').length,
+               images: Array.from(document.querySelectorAll('.app-frame img')).map((i) => i.getAttribute('src').slice(0, 22)),
+               hostDialogs: document.querySelectorAll('[data-host-dialog]').length,
+               innerHtmlBlocked: blocked,
+             };",
+            vec![],
+        )
+        .await;
+    assert_eq!(probe["pwned"], json!(null), "{probe}");
+    assert_eq!(probe["scripts"], json!(0), "{probe}");
+    assert_eq!(probe["bold"], json!(0), "{probe}");
+    assert_eq!(
+        probe["images"],
+        json!(["data:image/png;base64,"]),
+        "{probe}"
+    );
+    assert_eq!(probe["innerHtmlBlocked"], json!(true), "{probe}");
+    // The imitation is not a host dialog: it lives inside the app's frame,
+    // carries no host mark, and cannot know eve's phrase.
+    assert_eq!(probe["hostDialogs"], json!(0));
+    let frame = b.find(".app-frame").await.text().await.unwrap();
+    assert!(frame.contains("Confirm payment"));
+    assert!(!frame.contains("blue heron 42"), "{frame}");
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again() {
+    let s = setup(&["document-wallet"]);
+    let server = serve(&s);
+    let mut b = Browser::start("privacy-revoke").await;
+    sign_up(&mut b, &server, "ivy", "green comet 5").await;
+    b.goto(&shell_url(&server, "#/app/dev.superapp.document-wallet"))
+        .await;
+    b.wait_text("Allow Document Wallet to use documents?").await;
+    b.shot("asked").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.click("dialog[data-host-dialog] button.primary").await;
+    b.wait_text("You hold no documents yet.").await;
+    b.shot("allowed").await;
+
+    b.click("a[data-nav=privacy]").await;
+    b.wait_text("Your decisions").await;
+    b.wait_text("consent.grant").await;
+    b.shot("privacy").await;
+    b.click_text("Revoke documents for Document Wallet").await;
+    b.wait_text("No decisions yet.").await;
+    b.shot("revoked").await;
+
+    b.goto(&shell_url(&server, "#/apps")).await;
+    b.click_text("Open Document Wallet").await;
+    b.wait_text("Allow Document Wallet to use documents?").await;
+    b.shot("asked-again").await;
+    b.finish().await;
+}

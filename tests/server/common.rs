@@ -14,6 +14,9 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 pub struct Server {
     child: Child,
+    /// The server's stdout, kept open (the server prints more than its
+    /// first line in some modes).
+    stdout: BufReader<std::process::ChildStdout>,
     pub base: String,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -32,9 +35,15 @@ impl Server {
     /// A server on `data_dir` (kept by the caller), with fast password
     /// hashing and any extra `SUPERAPP_*` settings.
     pub fn start_in(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_with(data_dir, &[], env)
+    }
+
+    /// [`Server::start_in`] with more `serve` arguments.
+    pub fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_superapp"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("SUPERAPP_PASSWORD_ITERATIONS", "1000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -43,20 +52,27 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        stdout.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         Server {
             child,
+            stdout,
             base: format!("{addr}/api/v1"),
             data_dir: data_dir.to_path_buf(),
             _tmp: None,
         }
+    }
+
+    /// The next line the server printed after its first.
+    pub fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line
     }
 
     /// The server's process id (the messaging benchmark reads its memory).

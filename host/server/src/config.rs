@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub auto_approve: Option<String>,
     /// Approve what `--apps` publishes with a development auditor key.
     pub dev_approve: Option<bool>,
+    /// Seed demo users, money and documents (`serve --demo`).
+    pub demo: Option<bool>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -50,6 +52,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Installed mini-programs: one subdirectory per app.
     pub apps_dir: Option<PathBuf>,
+    /// Seed the demo's users, money and documents at start.
+    pub demo: bool,
     pub identity: IdentityConfig,
     pub messaging: MessagingConfig,
     pub api: ApiConfig,
@@ -135,6 +139,7 @@ impl FileConfig {
         env_value("payment-ttl-secs", &mut self.payment_ttl_secs)?;
         env_value("auto-approve", &mut self.auto_approve)?;
         env_value("dev-approve", &mut self.dev_approve)?;
+        env_value("demo", &mut self.demo)?;
         let mut list: Option<String> = None;
         env_value("sensitive-capabilities", &mut list)?;
         if let Some(list) = list {
@@ -173,6 +178,7 @@ impl FileConfig {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("./superapp-data")),
             apps_dir: self.apps_dir,
+            demo: self.demo.unwrap_or(false),
             identity: IdentityConfig {
                 password_iterations,
                 session_ttl: positive("session-ttl-secs", self.session_ttl_secs)?

@@ -14,6 +14,11 @@ use crate::host::Host;
 
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let host = Host::open(&config)?;
+    if config.demo {
+        host.seed_demo(&config.data_dir)
+            .await
+            .context("cannot seed the demo")?;
+    }
     let store = host.store.clone();
     let (stop, shutdown) = watch::channel(false);
     let state = Arc::new(ServerState::new(host, config.api.clone(), shutdown));
@@ -26,6 +31,17 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port.
     println!("listening on http://{addr}");
+    if config.demo {
+        println!("demo: open http://{addr}/ in a browser and sign in as");
+        for user in &crate::host::DEMO_USERS {
+            println!(
+                "  {} / {} (security phrase \"{}\")",
+                user.username,
+                crate::host::DEMO_PASSWORD,
+                user.phrase
+            );
+        }
+    }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
     let offset = superapp_core::ids::clock_offset_secs();
     if offset != 0 {

@@ -10,6 +10,7 @@
 //! (Identity and messaging flush inside their own services.)
 
 mod apps;
+mod demo;
 mod prompts;
 mod registry;
 mod wallet;
@@ -32,6 +33,7 @@ use superapp_services::messaging::{Hub, Messaging, MessagingError};
 use superapp_services::registry::{Registry, RegistryError};
 use superapp_store::{Quota, Store, StoreError, StoreKv};
 
+pub use demo::{DemoUser, DEMO_PASSWORD, DEMO_USERS};
 pub use prompts::{Answer, Answered};
 pub use wallet::{Transfer, TransferDone};
 

@@ -1,0 +1,81 @@
+//! `superapp serve --demo`: the bundled apps published and approved, demo
+//! users with money and documents, seeded once.
+
+use reqwest::StatusCode;
+
+use crate::common::*;
+
+fn demo(data: &std::path::Path) -> Server {
+    let plugins = repo().join("plugins");
+    Server::start_with(
+        data,
+        &["--demo", "--plugins", plugins.to_str().unwrap()],
+        &[],
+    )
+}
+
+async fn sign_in_alice(server: &Server) -> Client {
+    let mut c = Client::new(server);
+    c.token = Some(c.login("alice", "demo-password").await);
+    c
+}
+
+#[tokio::test]
+async fn the_demo_serves_three_approved_apps_to_seeded_users_and_seeds_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = demo(&data);
+    let logins = [server.read_line(), server.read_line(), server.read_line()].concat();
+    assert!(logins.contains("demo: open http://127.0.0.1:"), "{logins}");
+    assert!(
+        logins.contains("alice / demo-password (security phrase \"sunny otter\")"),
+        "{logins}"
+    );
+    assert!(logins.contains("bob / demo-password"), "{logins}");
+
+    let alice = sign_in_alice(&server).await;
+    let (status, apps) = alice.get("/apps").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ids: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "dev.superapp.city-payments",
+            "dev.superapp.document-wallet",
+            "dev.superapp.hospital-booking"
+        ]
+    );
+    assert!(apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["approval"]["by"] == "auditor"));
+    let (_, me) = alice.get("/me").await;
+    assert_eq!(me["security_phrase"], "sunny otter");
+    let check = |alice: Client| async move {
+        let (_, wallet) = alice.get("/wallet").await;
+        assert_eq!(wallet["accounts"][0]["balance"], 20_000, "{wallet}");
+        let (_, docs) = alice.get("/me/documents").await;
+        let mut kinds: Vec<String> = docs["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["type"].as_str().unwrap().to_string())
+            .collect();
+        kinds.sort();
+        assert_eq!(kinds, ["health-insurance", "id-card"], "{docs}");
+    };
+    check(alice).await;
+
+    // A second start on the same data seeds nothing twice.
+    assert!(server.terminate().success());
+    let server = demo(&data);
+    check(sign_in_alice(&server).await).await;
+    drop(server);
+}

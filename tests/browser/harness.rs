@@ -184,3 +184,38 @@ impl Drop for Browser {
         let _ = self.driver.wait();
     }
 }
+
+impl Browser {
+    /// Run axe-core on the current page; the serious and critical
+    /// violations, one line each.
+    pub async fn accessibility_problems(&self) -> Vec<String> {
+        let axe = std::fs::read_to_string(crate::common::repo().join("target/axe-core/axe.min.js"))
+            .expect("axe-core is fetched by scripts/browser-deps.sh");
+        self.js(&format!("{axe}\n;return typeof axe;"), vec![])
+            .await;
+        let result = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { resultTypes: ['violations'] })
+                   .then((r) => done(r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+                      nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5) }))))
+                   .catch((e) => done([{ id: 'axe-error', impact: 'critical', help: String(e), nodes: [] }]));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        result
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .map(|v| {
+                format!(
+                    "{} ({}): {} at {}",
+                    v["id"], v["impact"], v["help"], v["nodes"]
+                )
+            })
+            .collect()
+    }
+}

@@ -221,3 +221,142 @@ async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again(
     b.shot("asked-again").await;
     b.finish().await;
 }
+
+/// A demo server: the bundled apps approved, alice and bob seeded.
+fn demo() -> (tempfile::TempDir, Server) {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = repo().join("plugins");
+    let server = Server::start_with(
+        &tmp.path().join("data"),
+        &["--demo", "--plugins", plugins.to_str().unwrap()],
+        &[],
+    );
+    (tmp, server)
+}
+
+async fn sign_in(b: &mut Browser, server: &Server, name: &str) {
+    b.goto(&shell_url(server, "#/signin")).await;
+    b.fill("#username", name).await;
+    b.fill("#password", "demo-password").await;
+    b.click_text("Sign in").await;
+    b.wait_text("Sign out").await;
+}
+
+#[tokio::test]
+async fn the_document_wallet_shares_only_the_fields_left_ticked() {
+    let (_tmp, mut server) = demo();
+    for _ in 0..3 {
+        server.read_line();
+    }
+    // Bob is the verifier: his challenge, from his wallet.
+    let mut bob = Client::new(&server);
+    bob.token = Some(bob.login("bob", "demo-password").await);
+    let wallet = "/apps/dev.superapp.document-wallet";
+    let (_, started) = bob
+        .post(&format!("{wallet}/events"), json!({"name": "verify-start"}))
+        .await;
+    let challenge = started
+        .to_string()
+        .split('"')
+        .find(|s| s.starts_with("superapp-challenge:"))
+        .unwrap()
+        .to_string();
+
+    let mut b = Browser::start("document-wallet").await;
+    sign_in(&mut b, &server, "alice").await;
+    b.goto(&shell_url(&server, "#/app/dev.superapp.document-wallet"))
+        .await;
+    b.wait_text("Allow Document Wallet to use documents?").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.click("dialog[data-host-dialog] button.primary").await;
+    b.wait_text("Civil Registry").await;
+    b.shot("documents").await;
+    b.click_text("Show to a verifier").await;
+    b.wait_text("The verifier's challenge").await;
+    // Alice ticks two fields in the app, then unticks one in the host's dialog.
+    b.click("input[type=checkbox][name=given-name]").await;
+    b.click("input[type=checkbox][name=birth-date]").await;
+    b.fill("input[name=challenge]", &challenge).await;
+    b.shot("chosen").await;
+    b.click_text("Create presentation").await;
+    b.wait_text("Share your id-card?").await;
+    b.click("dialog[data-host-dialog] input[type=checkbox][name=birth-date]")
+        .await;
+    b.shot("disclosure-dialog").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.click("dialog[data-host-dialog] button.primary").await;
+    b.wait_text("Show this to the verifier").await;
+    b.find(".app-frame svg.qr").await;
+    b.shot("presentation").await;
+    let presentation = b.find(".app-frame pre code").await.text().await.unwrap();
+
+    let (_, checked) = bob
+        .post(
+            &format!("{wallet}/events"),
+            json!({"name": "verify", "fields": {"presentation": presentation}}),
+        )
+        .await;
+    let checked = checked.to_string();
+    assert!(checked.contains("\"Valid\""), "{checked}");
+    assert!(
+        checked.contains("given-name") && checked.contains("Alice"),
+        "{checked}"
+    );
+    assert!(
+        !checked.contains("birth-date"),
+        "unticked in the dialog: {checked}"
+    );
+    assert!(!checked.contains("1990-05-04"), "{checked}");
+    b.finish().await;
+}
+
+#[tokio::test]
+async fn the_shells_main_pages_have_no_serious_accessibility_violations() {
+    let (_tmp, mut server) = demo();
+    for _ in 0..3 {
+        server.read_line();
+    }
+    let mut b = Browser::start("accessibility").await;
+    b.goto(&shell_url(&server, "#/signin")).await;
+    b.wait_text("Sign in").await;
+    let mut problems = Vec::new();
+    problems.extend(
+        b.accessibility_problems()
+            .await
+            .into_iter()
+            .map(|p| format!("sign-in: {p}")),
+    );
+    sign_in(&mut b, &server, "alice").await;
+    for (page, wait) in [
+        ("#/apps", "City Hospital"),
+        ("#/wallet", "Documents"),
+        ("#/privacy", "Your decisions"),
+        ("#/chats", "Chats"),
+        ("#/app/dev.superapp.hospital-booking", "General medicine"),
+    ] {
+        b.goto(&shell_url(&server, page)).await;
+        b.wait_text(wait).await;
+        b.shot(page.trim_start_matches("#/").replace('/', "-").as_str())
+            .await;
+        problems.extend(
+            b.accessibility_problems()
+                .await
+                .into_iter()
+                .map(|p| format!("{page}: {p}")),
+        );
+    }
+    // A host dialog too.
+    b.click_text("General medicine").await;
+    b.click_text("Book ").await;
+    b.click_text("Pay EUR").await;
+    b.find("dialog[data-host-dialog]").await;
+    b.shot("dialog").await;
+    problems.extend(
+        b.accessibility_problems()
+            .await
+            .into_iter()
+            .map(|p| format!("payment dialog: {p}")),
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    b.finish().await;
+}

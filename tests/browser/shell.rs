@@ -360,3 +360,97 @@ async fn the_shells_main_pages_have_no_serious_accessibility_violations() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     b.finish().await;
 }
+
+#[tokio::test]
+async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
+    let (_tmp, mut server) = demo();
+    for _ in 0..3 {
+        server.read_line();
+    }
+    let mut alice = Browser::start("chats-alice").await;
+    let mut bob = Browser::start("chats-bob").await;
+    sign_in(&mut alice, &server, "alice").await;
+    sign_in(&mut bob, &server, "bob").await;
+    bob.goto(&shell_url(&server, "#/chats")).await;
+    bob.wait_text("No chats yet.").await;
+
+    // Alice starts a direct chat and writes; bob's list updates live.
+    alice.goto(&shell_url(&server, "#/chats")).await;
+    alice.click("details summary").await;
+    alice.fill("#new-direct", "bob").await;
+    alice.click_text("Start chat").await;
+    alice.wait_text("Message").await;
+    alice.fill("#compose", "Hello Bob").await;
+    alice.click_text("Send").await;
+    alice.wait_text("Hello Bob").await;
+    alice.shot("sent").await;
+    bob.wait_text("Hello Bob").await;
+    assert_eq!(bob.find(".unread").await.text().await.unwrap(), "1");
+    bob.shot("unread").await;
+
+    // Bob answers; alice, in the conversation, sees it arrive.
+    bob.click("a.chat-link").await;
+    bob.wait_text("Alice Martin").await;
+    bob.fill("#compose", "Hi Alice").await;
+    bob.click_text("Send").await;
+    alice.wait_text("Hi Alice").await;
+    alice.shot("reply").await;
+
+    // A group chat.
+    alice.goto(&shell_url(&server, "#/chats")).await;
+    alice.click("details summary").await;
+    alice.fill("#group-title", "Lunch").await;
+    alice.fill("#group-members", "bob").await;
+    alice.click_text("Create group").await;
+    alice.wait_text("Lunch").await;
+    alice.fill("#compose", "Noon?").await;
+    alice.click_text("Send").await;
+    bob.goto(&shell_url(&server, "#/chats")).await;
+    bob.wait_text("Noon?").await;
+    bob.shot("group").await;
+    alice.finish().await;
+    bob.finish().await;
+
+    // A deep link opens its app with its parameters, after sign-in, and
+    // the payment dialog works from the keyboard.
+    let mut carol = Browser::sized("deep-link", 360, 780).await;
+    carol
+        .goto(&shell_url(
+            &server,
+            "#/app/dev.superapp.hospital-booking?department=cardiology",
+        ))
+        .await;
+    carol.wait_text("Sign in").await;
+    carol.fill("#username", "alice").await;
+    carol.fill("#password", "demo-password").await;
+    carol.click_text("Sign in").await;
+    carol.wait_text("Dr. Eva Lindqvist").await;
+    carol.shot("deep-link").await;
+    carol.click_text("Book ").await;
+    carol.click_text("Pay EUR 90.00").await;
+    carol.find("dialog[data-host-dialog]").await;
+    let focused = carol
+        .js("return document.activeElement.getAttribute('type')", vec![])
+        .await;
+    assert_eq!(
+        focused,
+        json!("password"),
+        "the dialog focuses the password first"
+    );
+    carol
+        .fill(
+            "dialog[data-host-dialog] input[type=password]",
+            "demo-password",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    carol
+        .find("dialog[data-host-dialog] button.primary")
+        .await
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    carol.wait_text("Paid and booked").await;
+    carol.shot("paid-by-keyboard").await;
+    carol.finish().await;
+}

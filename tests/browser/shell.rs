@@ -219,6 +219,22 @@ async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again(
     b.click_text("Open Document Wallet").await;
     b.wait_text("Allow Document Wallet to use documents?").await;
     b.shot("asked-again").await;
+
+    // Signing out ends the session: the shell is back at sign-in, and the
+    // API no longer knows the browser.
+    b.click("dialog[data-host-dialog] button.quiet").await;
+    b.click("#sign-out").await;
+    b.wait_text("Sign in").await;
+    let me = b
+        .js(
+            "const r = await fetch('/api/v1/me', { credentials: 'same-origin' }); return r.status;",
+            vec![],
+        )
+        .await;
+    assert_eq!(me, json!(401));
+    b.goto(&shell_url(&server, "#/privacy")).await;
+    b.wait_text("Create an account").await;
+    b.shot("signed-out").await;
     b.finish().await;
 }
 

@@ -15,14 +15,7 @@ use crate::payments::with_money;
 const CITY: &str = "dev.superapp.city-payments";
 
 async fn act(c: &Client, name: &str, value: Option<&str>, fields: Value) -> Value {
-    let (status, v) = c
-        .post(
-            &format!("/apps/{CITY}/events"),
-            json!({"name": name, "value": value, "fields": fields}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{name}: {v}");
-    v
+    c.act(CITY, name, value, fields).await
 }
 
 /// Confirm the one payment sheet waiting for alice; the app's view after.

@@ -164,6 +164,19 @@ impl Client {
         (status, value)
     }
 
+    /// Send `app` a user action and return the view it drew (the action
+    /// must succeed).
+    pub async fn act(&self, app: &str, name: &str, value: Option<&str>, fields: Value) -> Value {
+        let (status, v) = self
+            .post(
+                &format!("/apps/{app}/events"),
+                json!({"name": name, "value": value, "fields": fields}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{app} {name}: {v}");
+        v
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, None).await
     }

@@ -15,14 +15,7 @@ use crate::hospital::{badges, buttons, pairs, prompt, shows};
 const WALLET: &str = "dev.superapp.document-wallet";
 
 async fn act(c: &Client, name: &str, value: Option<&str>, fields: Value) -> Value {
-    let (status, v) = c
-        .post(
-            &format!("/apps/{WALLET}/events"),
-            json!({"name": name, "value": value, "fields": fields}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{name}: {v}");
-    v
+    c.act(WALLET, name, value, fields).await
 }
 
 /// The text of the view's `code` paragraph (what a user copies).

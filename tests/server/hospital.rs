@@ -101,14 +101,7 @@ async fn hospital(
 }
 
 async fn act(c: &Client, name: &str, value: Option<&str>, fields: Value) -> Value {
-    let (status, v) = c
-        .post(
-            &format!("/apps/{HOSPITAL}/events"),
-            json!({"name": name, "value": value, "fields": fields}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{name}: {v}");
-    v
+    c.act(HOSPITAL, name, value, fields).await
 }
 
 fn walk<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {

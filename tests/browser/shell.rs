@@ -442,6 +442,15 @@ async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
     carol.click_text("Sign in").await;
     carol.wait_text("Dr. Eva Lindqvist").await;
     carol.shot("deep-link").await;
+    // The app's page offers its link, with a QR code the host drew.
+    carol.click(".share-link summary").await;
+    carol.find(".share-link svg.qr").await;
+    let link = carol.find(".share-link code").await.text().await.unwrap();
+    assert!(
+        link.ends_with("/#/app/dev.superapp.hospital-booking?department=cardiology"),
+        "{link}"
+    );
+    carol.shot("link-qr").await;
     carol.click_text("Book ").await;
     carol.click_text("Pay EUR 90.00").await;
     carol.find("dialog[data-host-dialog]").await;

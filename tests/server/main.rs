@@ -15,3 +15,4 @@ mod live;
 mod messaging;
 mod payments;
 mod registry;
+mod shell;

@@ -253,7 +253,6 @@ pub fn router(state: AppState) -> Router {
         .router
         .merge(crate::shell::router())
         .fallback(not_found)
-        .layer(axum::middleware::map_response(crate::shell::security_headers))
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
@@ -268,6 +267,8 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // Outermost, so every response gets them, errors and timeouts too.
+        .layer(axum::middleware::map_response(crate::shell::security_headers))
         .with_state(state)
 }
 

@@ -1,0 +1,98 @@
+//! The web shell as served: its files, the security headers on every
+//! response, and the QR codes it asks the host for.
+
+use reqwest::StatusCode;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn every_response_carries_a_strict_csp_and_the_security_headers() {
+    let server = Server::start(&[]);
+    let root = server.base.trim_end_matches("/api/v1").to_string();
+    let http = reqwest::Client::new();
+    for (url, status) in [
+        (format!("{root}/"), StatusCode::OK),
+        (format!("{root}/shell/app.js"), StatusCode::OK),
+        (format!("{root}/shell/style.css"), StatusCode::OK),
+        (format!("{root}/shell/nothing.js"), StatusCode::NOT_FOUND),
+        (format!("{}/me", server.base), StatusCode::UNAUTHORIZED),
+        (
+            format!("{}/no/such/route", server.base),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let response = http.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), status, "{url}");
+        let h = response.headers();
+        let csp = h
+            .get("content-security-policy")
+            .unwrap_or_else(|| panic!("{url}: no CSP"))
+            .to_str()
+            .unwrap();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "require-trusted-types-for 'script'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{url}: {csp}");
+        }
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{url}");
+        assert_eq!(h["x-frame-options"], "DENY", "{url}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{url}");
+    }
+    let index = http
+        .get(format!("{root}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(index.contains(r#"<script type="module" src="/shell/app.js">"#));
+    assert!(!index.contains("<script>"), "no inline script in the page");
+    let js = http
+        .get(format!("{root}/shell/render.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let text = js.text().await.unwrap();
+    assert!(
+        !text.contains("innerHTML") && !text.contains("eval("),
+        "render.js builds DOM nodes only"
+    );
+}
+
+#[tokio::test]
+async fn the_host_draws_qr_codes_for_signed_in_users_and_refuses_what_does_not_fit() {
+    let server = Server::start(&[]);
+    let anon = Client::new(&server);
+    let (status, _) = anon.get("/qr?text=hello").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let alice = Client::signed_up(&server, "alice").await;
+    let (status, qr) = alice
+        .get("/qr?text=http%3A%2F%2F127.0.0.1%2F%23%2Fapp%2Fx")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{qr}");
+    let rows = qr["modules"].as_array().unwrap();
+    assert!(
+        rows.len() >= 21 && rows.len() % 4 == 1,
+        "a QR code is 21, 25, 29… modules wide"
+    );
+    assert!(rows.iter().all(|r| r.as_str().unwrap().len() == rows.len()));
+    let long = "x".repeat(2049);
+    let (status, body) = alice.get(&format!("/qr?text={long}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = alice.get("/qr?text=").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = alice.get("/qr").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

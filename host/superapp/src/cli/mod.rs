@@ -38,7 +38,8 @@ enum Command {
     /// cookie-secure, payment-ttl-secs, sensitive-capabilities (the
     /// capabilities whose packages need a trusted auditor's approval;
     /// default payments, documents, profile, notify), auto-approve
-    /// (`non-sensitive`, the default, or `never`).
+    /// (`non-sensitive`, the default, or `never`). `SUPERAPP_CLOCK_OFFSET_SECS`
+    /// shifts the host's clock, for tests and demonstrations only.
     Serve(serve::ServeArgs),
     /// Auditors' tools: inspect and compare packages, approve or reject
     /// them, report on an app, verify the audit log.

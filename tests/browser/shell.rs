@@ -214,10 +214,22 @@ async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again(
     b.click_text("Revoke documents for Document Wallet").await;
     b.wait_text("No decisions yet.").await;
     b.shot("revoked").await;
+    // A new phrase shows in the next host dialog.
+    b.fill("#new-phrase", "new heron 9").await;
+    b.click_text("Save phrase").await;
+    b.wait_text("always show your security phrase: new heron 9")
+        .await;
 
     b.goto(&shell_url(&server, "#/apps")).await;
     b.click_text("Open Document Wallet").await;
     b.wait_text("Allow Document Wallet to use documents?").await;
+    let mark = b
+        .find("dialog[data-host-dialog] .phrase")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(mark.contains("new heron 9"), "{mark}");
     b.shot("asked-again").await;
 
     // Signing out ends the session: the shell is back at sign-in, and the

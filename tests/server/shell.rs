@@ -96,3 +96,55 @@ async fn the_host_draws_qr_codes_for_signed_in_users_and_refuses_what_does_not_f
     let (status, _) = alice.get("/qr").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn users_change_only_their_own_security_phrase_and_bad_ones_are_refused() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let (_, before) = bob.get("/me").await;
+    assert!(
+        before["security_phrase"].as_str().unwrap().len() >= 4,
+        "one was suggested"
+    );
+    let put = |c: &Client, phrase: serde_json::Value| {
+        let c = c.clone();
+        async move {
+            c.call(
+                reqwest::Method::PUT,
+                "/me/security-phrase",
+                Some(serde_json::json!({"security_phrase": phrase})),
+            )
+            .await
+        }
+    };
+    for bad in [
+        serde_json::json!("ab"),
+        serde_json::json!("x".repeat(61)),
+        serde_json::json!("line\nbreak"),
+        serde_json::json!(7),
+    ] {
+        let (status, body) = put(&alice, bad).await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::UNPROCESSABLE_ENTITY,
+            "{status}: {body}"
+        );
+        assert!(body["error"]["message"].is_string());
+    }
+    let (status, _) = put(&alice, serde_json::json!("amber lagoon 3")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        alice.get("/me").await.1["security_phrase"],
+        "amber lagoon 3"
+    );
+    assert_eq!(
+        bob.get("/me").await.1["security_phrase"],
+        before["security_phrase"]
+    );
+    let (status, _) = put(&Client::new(&server), serde_json::json!("nobody here")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Member lists never carry anyone's phrase.
+    let chat = alice.direct_with("bob").await;
+    let (_, members) = bob.get(&format!("/conversations/{chat}/members")).await;
+    assert!(!members.to_string().contains("amber lagoon"), "{members}");
+}

@@ -94,3 +94,23 @@ pub async fn me(State(state): State<AppState>, auth: Auth) -> Result<Response, A
     body["security_phrase"] = serde_json::Value::String(phrase);
     Ok(axum::Json(body).into_response())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phrase {
+    security_phrase: String,
+}
+
+/// Change the security phrase the host's dialogs show.
+pub async fn set_phrase(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(body): Json<Phrase>,
+) -> Result<Response, ApiError> {
+    state
+        .host
+        .identity
+        .set_security_phrase(&auth.user.id, &body.security_phrase)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -94,6 +94,11 @@ fn routes() -> Routes {
         delete(accounts::logout),
     )
     .add(Method::GET, "/me", get(accounts::me))
+    .add(
+        Method::PUT,
+        "/me/security-phrase",
+        put(accounts::set_phrase),
+    )
     .add(Method::GET, "/conversations", get(conversations::list))
     .add(Method::POST, "/conversations", post(conversations::create))
     .add(Method::GET, "/conversations/{id}", get(conversations::get))

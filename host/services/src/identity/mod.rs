@@ -394,6 +394,21 @@ impl Identity {
         Ok(())
     }
 
+    /// Change the phrase the host's dialogs show `user`.
+    pub async fn set_security_phrase(&self, user: &str, phrase: &str) -> Result<(), IdentityError> {
+        let phrase = check_security_phrase(phrase)?;
+        self.store.transact(&[Tree::Users], |txn| {
+            let mut stored: StoredUser = txn_get(txn, Tree::Users, user.as_bytes())?.ok_or(
+                Abort::User(IdentityError::InvalidInput("no such user".into())),
+            )?;
+            stored.security_phrase = phrase.clone();
+            txn_put(txn, Tree::Users, user.as_bytes(), &stored)?;
+            Ok(())
+        })?;
+        self.store.durable().await?;
+        Ok(())
+    }
+
     /// The phrase the host's dialogs show `user` (never anyone else).
     pub fn security_phrase(&self, user: &str) -> Result<String, IdentityError> {
         let stored: Option<StoredUser> = self.store.get(Tree::Users, user.as_bytes())?;

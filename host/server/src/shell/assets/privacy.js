@@ -1,7 +1,7 @@
 // Privacy: every decision the user made per app, each with a button to
 // take it back, and the access log of what each app asked for and got.
 
-import { get, del } from './api.js';
+import { get, del, api } from './api.js';
 import { el, replace, when } from './dom.js';
 
 export async function privacy(main, shell, app) {
@@ -24,9 +24,22 @@ export async function privacy(main, shell, app) {
   select.addEventListener('change', () => { location.hash = select.value ? `#/privacy?app=${encodeURIComponent(select.value)}` : '#/privacy'; });
   const log = await get(`/me/access-log${app ? `?app=${encodeURIComponent(app)}` : ''}`);
   const phrase = shell.me.security_phrase;
+  const phraseInput = el('input', { id: 'new-phrase', name: 'security_phrase', autocomplete: 'off', maxlength: 60, required: true });
+  const phraseForm = el('form', { class: 'inline-form' },
+    el('label', { for: 'new-phrase' }, 'Choose a new security phrase'), phraseInput,
+    el('button', { type: 'submit' }, 'Save phrase'));
+  phraseForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    shell.guard(async () => {
+      await api('PUT', '/me/security-phrase', { security_phrase: phraseInput.value });
+      shell.me = await get('/me');
+      await privacy(main, shell, app);
+    });
+  });
   replace(main,
     el('h1', {}, 'Privacy'),
-    el('p', {}, 'The super-app’s own dialogs always show your security phrase: ', el('strong', {}, phrase || '(none)'), '. A dialog without it is not from the super-app.'),
+    el('p', {}, 'The super-app’s own dialogs always show your security phrase: ', el('strong', { 'data-testid': 'my-phrase' }, phrase || '(none yet)'), '. A dialog without it is not from the super-app.'),
+    phraseForm,
     el('h2', {}, 'Your decisions'),
     rows.length
       ? el('table', { class: 'grants' }, el('thead', {}, el('tr', {}, el('th', {}, 'App'), el('th', {}, 'Capability'), el('th', {}, 'Decision'), el('th', {}, 'When'), el('th', {}, el('span', { class: 'visually-hidden' }, 'Change')))), el('tbody', {}, rows))

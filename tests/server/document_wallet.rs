@@ -243,6 +243,24 @@ async fn a_presentation_verifies_once_for_its_verifier_and_every_tampering_is_na
         "{tampered}"
     );
     assert!(shows(&tampered, "✗ holder binding"), "{tampered}");
+    // A document from an issuer nobody registered.
+    let mut stranger: Value = serde_json::from_str(&presentation).unwrap();
+    let signed: superapp_sdk::credentials::Signed =
+        serde_json::from_value(stranger["credential"].clone()).unwrap();
+    let mut claims: Value = superapp_sdk::credentials::peek(&signed).unwrap();
+    claims["iss"] = json!("gov.nowhere");
+    stranger["credential"]["payload"] = json!(superapp_sdk::credentials::encode_payload(&claims));
+    let unknown = act(
+        &bob,
+        "verify",
+        None,
+        json!({"presentation": stranger.to_string()}),
+    )
+    .await;
+    assert!(
+        shows(&unknown, "`gov.nowhere` is not a registered issuer"),
+        "{unknown}"
+    );
     // Garbage is named as such.
     let junk = act(&bob, "verify", None, json!({"presentation": "hello"})).await;
     assert!(shows(&junk, "This is not a presentation"), "{junk}");

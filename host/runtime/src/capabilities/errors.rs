@@ -55,6 +55,9 @@ impl From<DocumentError> for Error {
     fn from(e: DocumentError) -> Self {
         match e {
             DocumentError::Store(e) => unavailable("documents", &e),
+            DocumentError::UnknownIssuer(_) | DocumentError::NotFound => {
+                Error::NotFound(e.to_string())
+            }
             other => Error::Invalid(other.to_string()),
         }
     }

@@ -228,11 +228,13 @@ fn held(catalog: &Catalog, id: &str) -> Result<Result<Appointment, View>, AppErr
     let now = catalog.now();
     match appointments::get(id)? {
         Some(a) if a.state == State::Held && a.hold_until > now.unix => Ok(Ok(a)),
-        Some(a) if a.state == State::Held => Ok(Err(screens::problem(
-            "Hold ran out",
-            "This time was held for 10 minutes and is free again. Please pick a time again.",
-        )))
-        .inspect(|_| release_quietly(a, "Not paid within 10 minutes.")),
+        Some(a) if a.state == State::Held => {
+            release_quietly(a, "Not paid within 10 minutes.");
+            Ok(Err(screens::problem(
+                "Hold ran out",
+                "This time was held for 10 minutes and is free again. Please pick a time again.",
+            )))
+        }
         Some(a) => show_appointment(catalog, &a.id, None).map(Err),
         None => Ok(Err(screens::problem("Not found", "No such appointment."))),
     }

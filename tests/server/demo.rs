@@ -77,5 +77,26 @@ async fn the_demo_serves_three_approved_apps_to_seeded_users_and_seeds_once() {
     assert!(server.terminate().success());
     let server = demo(&data);
     check(sign_in_alice(&server).await).await;
+
+    // An app rebuilt with other bytes under the same version does not stop
+    // the demo: the version published first is served, as the registry
+    // never changes a published version.
+    assert!(server.terminate().success());
+    let apps = data.join("demo-apps");
+    std::fs::copy(
+        apps.join("city-payments/city-payments.wasm"),
+        apps.join("hospital-booking/hospital-booking.wasm"),
+    )
+    .unwrap();
+    let server = Server::start_with(&data, &["--demo", "--plugins", "no-such-folder"], &[]);
+    let alice = sign_in_alice(&server).await;
+    let (status, view) = alice
+        .post(
+            "/apps/dev.superapp.hospital-booking/launch",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert!(view.to_string().contains("General medicine"), "{view}");
     drop(server);
 }

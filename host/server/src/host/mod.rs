@@ -188,7 +188,7 @@ impl Host {
             operator_token_sha256: superapp_core::sha256_hex(token.as_bytes()),
         };
         if let Some(dir) = &config.apps_dir {
-            host.publish_dev_apps(dir, data_dir, config.registry.dev_approve)?;
+            host.publish_dev_apps(dir, data_dir, config.registry.dev_approve, config.demo)?;
             host.store.flush_now()?;
         }
         host.preload();

@@ -141,11 +141,15 @@ impl Host {
     /// directory's development publisher key, publish it (registering its
     /// publisher with that key if needed) and, with `dev_approve`, approve
     /// it with the development auditor key. Says what it did in the log.
+    /// An app whose version was published with other bytes stops the start,
+    /// unless `keep_published` (the demo): then the earlier bytes are
+    /// served and the log says so.
     pub(super) fn publish_dev_apps(
         &self,
         dir: &Path,
         data_dir: &Path,
         dev_approve: bool,
+        keep_published: bool,
     ) -> anyhow::Result<()> {
         let sources = read_apps_dir(dir)?;
         if sources.is_empty() {
@@ -190,8 +194,14 @@ impl Host {
                 }
                 Some(_) => {}
             }
-            let changed = self
-                .submit(&package, &Actor::Development)
+            let submitted = self.submit(&package, &Actor::Development);
+            if keep_published {
+                if let Err(HostError::Registry(RegistryError::Conflict(m))) = &submitted {
+                    tracing::warn!(reason = %m, "{label} changed but kept its version: serving the version published earlier (raise `version` in plugin.toml, or start on a fresh data directory, to serve the new code)");
+                    continue;
+                }
+            }
+            let changed = submitted
                 .map_err(|e| match e {
                     HostError::Registry(RegistryError::Conflict(m)) => anyhow::anyhow!(
                         "app {label}: {m} (the registry never changes a published version: raise `version` in plugin.toml)"

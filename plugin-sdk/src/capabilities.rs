@@ -193,8 +193,9 @@ pub mod payments {
         raw::status(order_id)
     }
 
-    pub fn refund(order_id: &str, amount: u64) -> Result<(), Error> {
-        raw::refund(order_id, amount)
+    /// Refund `amount` of an order; a retry with the same key refunds once.
+    pub fn refund(order_id: &str, amount: u64, idempotency_key: &str) -> Result<(), Error> {
+        raw::refund(order_id, amount, idempotency_key)
     }
 }
 

@@ -130,6 +130,8 @@ async fn city_payments_pays_bills_keeps_receipts_and_shows_a_provider_refund() {
                 &order,
                 "--amount",
                 "500",
+                "--idempotency-key",
+                "goodwill-1",
                 "--server",
                 &base,
                 "--key",
@@ -141,7 +143,11 @@ async fn city_payments_pays_bills_keeps_receipts_and_shows_a_provider_refund() {
     assert!(!refused && err.contains("403"), "{err}");
     let (done, out, err) = refund(key.clone(), second_order.clone()).await.unwrap();
     assert!(done, "{err}");
-    assert!(out.contains("refunded 5.00"), "{out}");
+    assert!(out.contains("5.00 refunded in all"), "{out}");
+    // Running the same command again refunds nothing more.
+    let (done, out, err) = refund(key.clone(), second_order.clone()).await.unwrap();
+    assert!(done, "{err}");
+    assert!(out.contains("5.00 refunded in all"), "{out}");
     // Alice's session is not the company's back office.
     let (status, _) = alice
         .post(

@@ -204,6 +204,19 @@ async fn payment_moves_money_only_after_the_user_confirms_with_the_password() {
     assert_eq!(balance(alice).await, 9_500);
     assert_eq!(refund(alice, PROBE, &order, 500).await, "ok: ()");
     assert_eq!(balance(alice).await, 10_000);
+    // A retried refund (same key, same amount) refunds nothing more; the
+    // same key with another amount is refused.
+    assert_eq!(refund(alice, PROBE, &order, 500).await, "ok: ()");
+    assert_eq!(balance(alice).await, 10_000);
+    let reused = action(
+        alice,
+        PROBE,
+        "refund",
+        Some(&order),
+        json!({"amount": "400", "idempotency-key": "refund-500"}),
+    )
+    .await;
+    assert!(reused.starts_with("err: invalid"), "{reused}");
     let unknown = action(
         alice,
         PROBE,

@@ -266,7 +266,7 @@ fn settled(customer: &str, result: PaymentResult) -> Result<View, AppError> {
         return Ok(home(customer, &account, Some(why)));
     }
     if twice > 0 {
-        payments::refund(&order, twice)?;
+        payments::refund(&order, twice, &format!("paid-twice-{order}"))?;
     }
     let account = sync_refunds(customer, account)?;
     let receipt_for = account.receipt(&order).cloned();

@@ -401,7 +401,7 @@ fn payment(catalog: &Catalog, result: PaymentResult) -> Result<View, AppError> {
             let me = identity::user_id()?;
             if paid_twice {
                 // A second sheet for the same appointment was paid too.
-                payments::refund(&order, amount)?;
+                payments::refund(&order, amount, &format!("duplicate-{order}"))?;
                 return show_appointment(
                     catalog,
                     &a.id,
@@ -415,7 +415,7 @@ fn payment(catalog: &Catalog, result: PaymentResult) -> Result<View, AppError> {
                 confirm_in_chat(catalog, &a)?;
                 show_appointment(catalog, &a.id, Some("Paid and booked. See you then!"))
             } else {
-                payments::refund(&order, amount)?;
+                payments::refund(&order, amount, &format!("slot-lost-{order}"))?;
                 a.state = State::Lost;
                 a.order = Some(order);
                 appointments::save(&a)?;
@@ -543,7 +543,7 @@ fn cancel(catalog: &Catalog, id: &str) -> Result<View, AppError> {
     let refunded = match payments::status(&order)? {
         payments::OrderStatus::Refunded(already) => already,
         _ => {
-            payments::refund(&order, refund)?;
+            payments::refund(&order, refund, &format!("cancel-{}", a.id))?;
             refund
         }
     };

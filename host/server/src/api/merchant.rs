@@ -71,6 +71,8 @@ pub async fn order(
 #[serde(deny_unknown_fields)]
 struct RefundBody {
     amount: u64,
+    /// The same key with the same amount refunds once.
+    idempotency_key: String,
 }
 
 /// Refund part or all of an order paid to the publisher.
@@ -84,7 +86,7 @@ pub async fn refund(
     let body: RefundBody = call.json()?;
     let order = state
         .host
-        .refund_order(&publisher, &id, body.amount)
+        .refund_order(&publisher, &id, body.amount, &body.idempotency_key)
         .await?;
     Ok(axum::Json(order).into_response())
 }

@@ -109,8 +109,11 @@ impl Host {
         publisher: &str,
         order: &str,
         amount: u64,
+        idempotency_key: &str,
     ) -> Result<superapp_services::ledger::orders::Order, HostError> {
-        let refunded = self.orders.refund(publisher, order, amount);
+        let refunded = self
+            .orders
+            .refund(publisher, order, amount, idempotency_key);
         self.flush().await?;
         Ok(refunded?)
     }

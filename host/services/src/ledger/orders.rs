@@ -88,7 +88,7 @@ pub struct NewOrder {
 pub enum OrderError {
     #[error("{0}")]
     Invalid(String),
-    #[error("this idempotency key was already used for a different payment request")]
+    #[error("this idempotency key was already used for a different request")]
     KeyReused,
     #[error("no such order")]
     NotFound,
@@ -126,6 +126,11 @@ impl From<Abort<OrderError>> for OrderError {
 
 fn order_key(id: &str) -> Vec<u8> {
     format!("o\0{id}").into_bytes()
+}
+
+/// A refund's idempotency key, per order.
+fn refund_key(order: &str, key: &str) -> Vec<u8> {
+    format!("f\0{order}\0{key}").into_bytes()
 }
 
 fn idempotency_key(app: &str, user: &str, key: &str) -> Vec<u8> {
@@ -409,12 +414,33 @@ impl Orders {
 
     /// Refund `amount` of a paid order from the publisher's merchant account
     /// to the user who paid. The total refunded never exceeds the payment.
-    pub fn refund(&self, publisher: &str, id: &str, amount: u64) -> Result<Order, OrderError> {
+    /// `key` makes a retry harmless: the same key with the same amount
+    /// refunds once (the order comes back as it stands); with another
+    /// amount it is refused.
+    pub fn refund(
+        &self,
+        publisher: &str,
+        id: &str,
+        amount: u64,
+        key: &str,
+    ) -> Result<Order, OrderError> {
         check_amount(amount)?;
-        let order = self.store.transact(&CONFIRM_TREES, |t| {
+        if key.is_empty() || key.len() > MAX_KEY {
+            return Err(OrderError::Invalid(format!(
+                "a refund's idempotency key is 1 to {MAX_KEY} bytes"
+            )));
+        }
+        let used_key = refund_key(id, key);
+        let (order, fresh) = self.store.transact(&CONFIRM_TREES, |t| {
             let mut order = load(t, id)?;
             if order.publisher != publisher {
                 return Err(Abort::User(OrderError::NotYours));
+            }
+            if let Some(earlier) = txn_get::<u64>(t, Tree::Orders, &used_key)? {
+                if earlier != amount {
+                    return Err(Abort::User(OrderError::KeyReused));
+                }
+                return Ok((order, false));
             }
             if order.state != OrderState::Paid {
                 return Err(Abort::User(OrderError::NotPaid));
@@ -435,14 +461,17 @@ impl Orders {
                     amount,
                     memo: format!("refund: {}", order.description),
                     order: Some(order.id.clone()),
-                    idempotency: None,
+                    idempotency: Some(("refund".into(), format!("{}\0{key}", order.id))),
                 },
             )?;
             order.refunded = total;
             txn_put(t, Tree::Orders, &order_key(&order.id), &order)?;
-            Ok(order)
+            txn_put(t, Tree::Orders, &used_key, &amount)?;
+            Ok((order, true))
         })?;
-        self.record_amount("payment.refund", &order, "refunded", amount);
+        if fresh {
+            self.record_amount("payment.refund", &order, "refunded", amount);
+        }
         Ok(order)
     }
 }

@@ -37,6 +37,10 @@ pub enum MerchantCommand {
         /// add up to more than was paid.
         #[arg(long)]
         amount: u64,
+        /// Names this refund: running the command again with the same key
+        /// and amount refunds nothing more.
+        #[arg(long)]
+        idempotency_key: String,
         #[command(flatten)]
         on: MerchantArgs,
     },
@@ -120,15 +124,20 @@ pub fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
             let answer: Value = on.remote()?.json(reqwest::Method::GET, &path, None)?;
             println!("{}", serde_json::to_string_pretty(&answer)?);
         }
-        MerchantCommand::Refund { order, amount, on } => {
+        MerchantCommand::Refund {
+            order,
+            amount,
+            idempotency_key,
+            on,
+        } => {
             let path = on.path(&format!("/merchant/orders/{}/refund", encode(&order)));
             let answer: Value = on.remote()?.json(
                 reqwest::Method::POST,
                 &path,
-                Some(json!({ "amount": amount })),
+                Some(json!({ "amount": amount, "idempotency_key": idempotency_key })),
             )?;
             println!(
-                "refunded {} of order {order}; {} refunded in all",
+                "refund {idempotency_key} of {} on order {order} done; {} refunded in all",
                 money(amount as i64),
                 money(answer["refunded"].as_i64().unwrap_or_default())
             );

@@ -99,7 +99,14 @@ impl App for Probe {
             "payment-status" => report(payments::status(a.value.as_deref().unwrap_or(""))),
             "refund" => {
                 let amount = a.field("amount").and_then(|v| v.parse().ok()).unwrap_or(0);
-                report(payments::refund(a.value.as_deref().unwrap_or(""), amount))
+                let key = a
+                    .field("idempotency-key")
+                    .map_or_else(|| format!("refund-{amount}"), str::to_string);
+                report(payments::refund(
+                    a.value.as_deref().unwrap_or(""),
+                    amount,
+                    &key,
+                ))
             }
             "documents" => {
                 let fields: Vec<String> = a

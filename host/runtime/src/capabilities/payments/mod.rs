@@ -51,11 +51,15 @@ impl wit::Host for HostState {
         &mut self,
         order_id: String,
         amount: u64,
+        idempotency_key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
         if let Err(e) = self.require(Capability::Payments) {
             return Ok(Err(e));
         }
-        Ok(self.services.payments.refund(&self.app, &order_id, amount))
+        Ok(self
+            .services
+            .payments
+            .refund(&self.app, &order_id, amount, &idempotency_key))
     }
 }
 
@@ -76,7 +80,8 @@ pub trait PaymentDesk: Send + Sync {
     /// Create a pending order and its payment sheet; returns the order id.
     fn request(&self, user: &str, app: &Manifest, order: NewOrder) -> Result<String, Error>;
     fn status(&self, app: &Manifest, order_id: &str) -> Result<OrderStatus, Error>;
-    fn refund(&self, app: &Manifest, order_id: &str, amount: u64) -> Result<(), Error>;
+    /// Refund once per idempotency key.
+    fn refund(&self, app: &Manifest, order_id: &str, amount: u64, key: &str) -> Result<(), Error>;
 }
 
 /// Where no ledger exists (the provider's dev loop): every payment call
@@ -90,7 +95,7 @@ impl PaymentDesk for NoPayments {
     fn status(&self, _: &Manifest, _: &str) -> Result<OrderStatus, Error> {
         Err(no_ledger())
     }
-    fn refund(&self, _: &Manifest, _: &str, _: u64) -> Result<(), Error> {
+    fn refund(&self, _: &Manifest, _: &str, _: u64, _: &str) -> Result<(), Error> {
         Err(no_ledger())
     }
 }
@@ -114,8 +119,8 @@ impl PaymentDesk for Orders {
         })
     }
 
-    fn refund(&self, app: &Manifest, order_id: &str, amount: u64) -> Result<(), Error> {
-        Ok(Orders::refund(self, &app.publisher, order_id, amount).map(|_| ())?)
+    fn refund(&self, app: &Manifest, order_id: &str, amount: u64, key: &str) -> Result<(), Error> {
+        Ok(Orders::refund(self, &app.publisher, order_id, amount, key).map(|_| ())?)
     }
 }
 
@@ -149,7 +154,9 @@ mod tests {
         assert!(matches!(answer, Err(Error::Denied(_))), "{answer:?}");
         let refused = services(&[Capability::Payments]);
         let mut s = state("alice", &[Capability::Payments], &refused);
-        let answer = wit::Host::refund(&mut s, "o1".into(), 1).await.unwrap();
+        let answer = wit::Host::refund(&mut s, "o1".into(), 1, "k".into())
+            .await
+            .unwrap();
         assert!(matches!(answer, Err(Error::Denied(_))), "{answer:?}");
     }
 }

@@ -11,8 +11,16 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 
-/// How long a step may take before the test fails.
-const PATIENCE: Duration = Duration::from_secs(15);
+/// How long a step may take before the test fails (generous: CI machines
+/// have two cores and build the apps while the browser runs).
+const PATIENCE: Duration = Duration::from_secs(40);
+
+/// Browser tests run one at a time: several Chromiums on two cores make
+/// every step slow enough to look like a failure.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
 
 pub struct Browser {
     pub client: Client,

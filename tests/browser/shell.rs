@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::common::*;
-use crate::harness::Browser;
+use crate::harness::{self, Browser};
 
 const HOSPITAL: &str = "dev.superapp.hospital-booking";
 
@@ -46,6 +46,7 @@ fn restart_with_money(s: &Setup, server: Server, user: &str) -> Server {
 
 #[tokio::test]
 async fn a_new_user_books_and_pays_in_the_shell_and_another_user_finds_the_slot_taken() {
+    let _one_at_a_time = harness::one_at_a_time().await;
     let s = setup(&["hospital-booking"]);
     let server = serve(&s);
     let mut b = Browser::start("hospital-booking").await;
@@ -140,6 +141,7 @@ async fn a_new_user_books_and_pays_in_the_shell_and_another_user_finds_the_slot_
 
 #[tokio::test]
 async fn an_apps_markup_stays_text_and_its_fake_dialog_cannot_show_the_users_phrase() {
+    let _one_at_a_time = harness::one_at_a_time().await;
     let s = setup(&["testing/impostor"]);
     let server = serve(&s);
     let mut b = Browser::start("hostile-view").await;
@@ -194,6 +196,7 @@ async fn an_apps_markup_stays_text_and_its_fake_dialog_cannot_show_the_users_phr
 
 #[tokio::test]
 async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again() {
+    let _one_at_a_time = harness::one_at_a_time().await;
     let s = setup(&["document-wallet"]);
     let server = serve(&s);
     let mut b = Browser::start("privacy-revoke").await;
@@ -272,6 +275,7 @@ async fn sign_in(b: &mut Browser, server: &Server, name: &str) {
 
 #[tokio::test]
 async fn the_document_wallet_shares_only_the_fields_left_ticked() {
+    let _one_at_a_time = harness::one_at_a_time().await;
     let (_tmp, mut server) = demo();
     for _ in 0..3 {
         server.read_line();
@@ -299,7 +303,7 @@ async fn the_document_wallet_shares_only_the_fields_left_ticked() {
     b.click("dialog[data-host-dialog] button.primary").await;
     b.wait_text("Civil Registry").await;
     b.shot("documents").await;
-    b.click_text("Show to a verifier").await;
+    b.click_text("Show your id card to a verifier").await;
     b.wait_text("The verifier's challenge").await;
     // Alice ticks two fields in the app, then unticks one in the host's dialog.
     b.click("input[type=checkbox][name=given-name]").await;
@@ -340,6 +344,7 @@ async fn the_document_wallet_shares_only_the_fields_left_ticked() {
 
 #[tokio::test]
 async fn the_shells_main_pages_have_no_serious_accessibility_violations() {
+    let _one_at_a_time = harness::one_at_a_time().await;
     let (_tmp, mut server) = demo();
     for _ in 0..3 {
         server.read_line();
@@ -391,6 +396,7 @@ async fn the_shells_main_pages_have_no_serious_accessibility_violations() {
 
 #[tokio::test]
 async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
+    let _one_at_a_time = harness::one_at_a_time().await;
     let (_tmp, mut server) = demo();
     for _ in 0..3 {
         server.read_line();

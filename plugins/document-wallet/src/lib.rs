@@ -94,7 +94,16 @@ fn document_card(h: &HeldDocument) -> Element {
             ),
             ("Fields", h.fields.join(", ")),
         ]),
-        Element::Button(Button::new("Show to a verifier", "present").value(&h.credential_type)),
+        Element::Button(
+            Button::new(
+                format!(
+                    "Show your {} to a verifier",
+                    title(&h.credential_type).to_lowercase()
+                ),
+                "present",
+            )
+            .value(&h.credential_type),
+        ),
     ])
 }
 

@@ -405,6 +405,10 @@ impl Requests {
                 expires_at: h.expires_at,
             });
         }
+        // A stable order, whatever order they arrived in.
+        out.sort_by(|a, b| {
+            (&a.credential_type, &a.issuer.id).cmp(&(&b.credential_type, &b.issuer.id))
+        });
         Ok(out)
     }
 

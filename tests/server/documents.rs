@@ -9,7 +9,7 @@ use superapp_sdk::credentials::{
     self as format, Expected, PresentationEnvelope, ReplayGuard, Trust, VerifyError,
 };
 
-use crate::apps::{serve, setup, texts};
+use crate::apps::{serve, serve_with, setup, texts};
 use crate::common::*;
 
 const PROBE: &str = "dev.superapp.testing.probe";
@@ -454,4 +454,32 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
         .post(&format!("/prompts/{after}/approve"), json!({}))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn an_unanswered_document_sheet_expires_and_the_app_hears_it() {
+    let s = setup(&["testing/probe"]);
+    let server = serve_with(&s, &[("SUPERAPP_DOCUMENT_TTL_SECS", "2")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let request = ask(&alice, "policy-number").await;
+    assert_eq!(alice.get("/prompts").await.1.as_array().unwrap().len(), 1);
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = action(&alice, "last-event", json!({})).await;
+        if seen.contains("expired") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.contains("Declined") && seen.contains("expired"),
+        "{seen}"
+    );
+    assert!(alice.get("/prompts").await.1.as_array().unwrap().is_empty());
+    let (status, body) = alice
+        .post(&format!("/prompts/{request}/approve"), json!({}))
+        .await;
+    assert!(status.is_client_error(), "{status}: {body}");
+    let (_, log) = alice.get(&format!("/me/access-log?app={PROBE}")).await;
+    assert!(log.to_string().contains("document.expire"), "{log}");
 }

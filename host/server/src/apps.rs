@@ -20,12 +20,15 @@ pub const DEV_AUDITOR_KEY: &str = "dev-auditor.pem";
 pub struct AppsConfig {
     /// How long a payment sheet waits for the user.
     pub order_ttl: std::time::Duration,
+    /// How long a document disclosure sheet waits for the user.
+    pub document_ttl: std::time::Duration,
 }
 
 impl Default for AppsConfig {
     fn default() -> Self {
         AppsConfig {
             order_ttl: superapp_services::ledger::orders::DEFAULT_TTL,
+            document_ttl: superapp_services::documents::requests::DEFAULT_TTL,
         }
     }
 }

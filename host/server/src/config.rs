@@ -35,6 +35,7 @@ pub struct FileConfig {
     pub heartbeat_secs: Option<u64>,
     pub cookie_secure: Option<bool>,
     pub payment_ttl_secs: Option<u64>,
+    pub document_ttl_secs: Option<u64>,
     /// Capabilities whose packages need a trusted auditor's approval.
     pub sensitive_capabilities: Option<Vec<String>>,
     /// `non-sensitive` (default) or `never`.
@@ -137,6 +138,7 @@ impl FileConfig {
         env_value("heartbeat-secs", &mut self.heartbeat_secs)?;
         env_value("cookie-secure", &mut self.cookie_secure)?;
         env_value("payment-ttl-secs", &mut self.payment_ttl_secs)?;
+        env_value("document-ttl-secs", &mut self.document_ttl_secs)?;
         env_value("auto-approve", &mut self.auto_approve)?;
         env_value("dev-approve", &mut self.dev_approve)?;
         env_value("demo", &mut self.demo)?;
@@ -210,6 +212,8 @@ impl FileConfig {
             apps: AppsConfig {
                 order_ttl: positive("payment-ttl-secs", self.payment_ttl_secs)?
                     .map_or(AppsConfig::default().order_ttl, Duration::from_secs),
+                document_ttl: positive("document-ttl-secs", self.document_ttl_secs)?
+                    .map_or(AppsConfig::default().document_ttl, Duration::from_secs),
             },
             registry,
         })

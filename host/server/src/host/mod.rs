@@ -146,6 +146,7 @@ impl Host {
             documents.clone(),
             host_key.clone(),
             HolderKeys::new(&secret),
+            config.apps.document_ttl,
         ));
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(data_dir.join("cache")),

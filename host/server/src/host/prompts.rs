@@ -231,19 +231,26 @@ impl Host {
         self.deliver(&order.user, &order.app, event).await
     }
 
-    /// Expire the payment sheets whose time is up and tell their apps;
-    /// returns how many expired.
+    /// Expire the payment and document sheets whose time is up and tell
+    /// their apps; returns how many expired.
     pub async fn expire_orders(&self) -> Result<usize, HostError> {
-        let expired = self.orders.expire_due(now_secs())?;
-        if expired.is_empty() {
+        let now = now_secs();
+        let orders = self.orders.expire_due(now)?;
+        let requests = self.requests.expire_due(now)?;
+        if orders.is_empty() && requests.is_empty() {
             return Ok(0);
         }
         self.flush().await?;
-        for order in &expired {
+        for order in &orders {
             self.tell_app(order).await;
         }
+        for request in &requests {
+            let outcome = DocumentOutcome::Declined("the request expired unanswered".into());
+            self.deliver(&request.user, &request.app, Event::Document(outcome))
+                .await;
+        }
         self.flush().await?;
-        Ok(expired.len())
+        Ok(orders.len() + requests.len())
     }
 
     /// The user changes a decision: a grant becomes a denial (effective on

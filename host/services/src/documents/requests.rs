@@ -27,6 +27,8 @@ use superapp_store::{txn_get, txn_put, Abort, Store, Tree};
 pub const MAX_FIELDS: usize = 32;
 /// Longest purpose, in bytes.
 pub const MAX_PURPOSE: usize = 300;
+/// How long a disclosure sheet waits for the user, unless configured.
+pub const DEFAULT_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// Longest verifier name an app may give, in bytes.
 pub const MAX_VERIFIER: usize = 100;
 /// Shortest and longest verifier nonce, in bytes.
@@ -78,6 +80,8 @@ pub enum RequestState {
     Pending,
     Shared,
     Declined,
+    /// Nobody answered in time.
+    Expired,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +107,10 @@ pub struct DocRequest {
     /// The verifier's name, when the app named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verifier: Option<String>,
+    /// When the sheet stops accepting an answer (0: never, for requests
+    /// stored before requests expired).
+    #[serde(default)]
+    pub expires_at: u64,
 }
 
 /// A presentation as the app receives it.
@@ -119,10 +127,20 @@ pub struct Requests {
     documents: Arc<Documents>,
     host_key: Arc<HostKey>,
     holder_keys: HolderKeys,
+    ttl: std::time::Duration,
 }
 
 fn request_key(id: &str) -> Vec<u8> {
     id.as_bytes().to_vec()
+}
+
+/// The expiry index: pending requests by when they expire. Request ids are
+/// base64url, so no id begins with this prefix.
+fn expiry_key(expires_at: u64, id: &str) -> Vec<u8> {
+    let mut k = b"x\0".to_vec();
+    k.extend_from_slice(&expires_at.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
 }
 
 impl Requests {
@@ -132,6 +150,7 @@ impl Requests {
         documents: Arc<Documents>,
         host_key: Arc<HostKey>,
         holder_keys: HolderKeys,
+        ttl: std::time::Duration,
     ) -> Requests {
         Requests {
             store,
@@ -139,6 +158,7 @@ impl Requests {
             documents,
             host_key,
             holder_keys,
+            ttl,
         }
     }
 
@@ -236,6 +256,7 @@ impl Requests {
             audience: audience(&app.id, ask.verifier.as_deref()),
             nonce: ask.nonce.clone(),
             verifier: ask.verifier.clone(),
+            expires_at: now_secs() + self.ttl.as_secs(),
         };
         let sheet = DocumentSheet {
             request_id: req.id.clone(),
@@ -256,6 +277,7 @@ impl Requests {
         self.store
             .transact(&[Tree::DocRequests, Tree::Prompts], |t| {
                 txn_put(t, Tree::DocRequests, &request_key(&req.id), &req)?;
+                t.put(Tree::DocRequests, &expiry_key(req.expires_at, &req.id), b"")?;
                 txn_put(t, Tree::Prompts, &prompt_key(user, &req.id), &prompt)?;
                 Ok::<_, Abort<DocumentError>>(())
             })?;
@@ -271,11 +293,12 @@ impl Requests {
         state: RequestState,
         shared: &[String],
     ) -> Result<DocRequest, DocumentError> {
-        let status = if state == RequestState::Shared {
-            PromptStatus::Approved
-        } else {
-            PromptStatus::Denied
+        let status = match state {
+            RequestState::Shared => PromptStatus::Approved,
+            RequestState::Expired => PromptStatus::Expired,
+            _ => PromptStatus::Denied,
         };
+        let now = now_secs();
         Ok(self
             .store
             .transact(&[Tree::DocRequests, Tree::Prompts], |t| {
@@ -285,9 +308,14 @@ impl Requests {
                 if req.state != RequestState::Pending {
                     return Err(Abort::User(DocumentError::NotPending));
                 }
+                // An answer after the deadline finds the request expired.
+                if state != RequestState::Expired && req.expires_at != 0 && now >= req.expires_at {
+                    return Err(Abort::User(DocumentError::NotPending));
+                }
                 req.state = state;
                 req.shared = shared.to_vec();
                 txn_put(t, Tree::DocRequests, &request_key(id), &req)?;
+                t.delete(Tree::DocRequests, &expiry_key(req.expires_at, id))?;
                 let pk = prompt_key(user, id);
                 if let Some(mut prompt) = txn_get::<Prompt>(t, Tree::Prompts, &pk)? {
                     prompt.status = status;
@@ -310,7 +338,9 @@ impl Requests {
             .get(id)?
             .filter(|r| r.user == user)
             .ok_or(DocumentError::NotFound)?;
-        if pending.state != RequestState::Pending {
+        if pending.state != RequestState::Pending
+            || (pending.expires_at != 0 && now_secs() >= pending.expires_at)
+        {
             return Err(DocumentError::NotPending);
         }
         let selected = fields.unwrap_or_else(|| pending.fields.clone());
@@ -423,6 +453,49 @@ impl Requests {
             issuer: found,
             host_key: self.host_key.public_key(),
         })
+    }
+
+    /// Expire every pending request whose time is up; returns them so
+    /// their apps can be told.
+    pub fn expire_due(&self, now: u64) -> Result<Vec<DocRequest>, DocumentError> {
+        let mut expired = Vec::new();
+        loop {
+            let due: Vec<(Vec<u8>, String)> = self
+                .store
+                .scan(Tree::DocRequests, b"x\0", None, 100, false)?
+                .into_iter()
+                .filter_map(|(k, _)| {
+                    let at = u64::from_be_bytes(k.get(2..10)?.try_into().ok()?);
+                    let id = String::from_utf8_lossy(&k[10..]).into_owned();
+                    (at <= now).then_some((k, id))
+                })
+                .collect();
+            if due.is_empty() {
+                return Ok(expired);
+            }
+            for (index, id) in due {
+                let pending = self.get(&id)?.filter(|r| r.state == RequestState::Pending);
+                let closed = match pending {
+                    Some(req) => match self.close(&req.user, &id, RequestState::Expired, &[]) {
+                        Ok(req) => Some(req),
+                        Err(DocumentError::NotPending) => None,
+                        Err(e) => return Err(e),
+                    },
+                    None => None,
+                };
+                match closed {
+                    Some(req) => {
+                        self.record("document.expire", &req, "expired", &req.fields);
+                        expired.push(req);
+                    }
+                    // Answered meanwhile, or gone: drop the stale entry.
+                    None => self.store.transact(&[Tree::DocRequests], |t| {
+                        t.delete(Tree::DocRequests, &index)?;
+                        Ok::<_, Abort<DocumentError>>(())
+                    })?,
+                }
+            }
+        }
     }
 
     pub fn decline(&self, user: &str, id: &str) -> Result<DocRequest, DocumentError> {

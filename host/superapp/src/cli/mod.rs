@@ -35,7 +35,7 @@ enum Command {
     /// session-ttl-secs, login-max-failures-per-user,
     /// login-max-failures-per-client, login-window-secs, max-body-bytes,
     /// request-timeout-secs, max-message-bytes, ws-queue, heartbeat-secs,
-    /// cookie-secure, payment-ttl-secs, sensitive-capabilities (the
+    /// cookie-secure, payment-ttl-secs, document-ttl-secs, sensitive-capabilities (the
     /// capabilities whose packages need a trusted auditor's approval;
     /// default payments, documents, profile, notify), auto-approve
     /// (`non-sensitive`, the default, or `never`). `SUPERAPP_CLOCK_OFFSET_SECS`

@@ -100,3 +100,54 @@ async fn the_demo_serves_three_approved_apps_to_seeded_users_and_seeds_once() {
     assert!(view.to_string().contains("General medicine"), "{view}");
     drop(server);
 }
+
+#[tokio::test]
+async fn the_server_keeps_serving_when_whoever_started_it_closed_its_stdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let plugins = repo().join("plugins");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
+        .args([
+            "serve",
+            "--demo",
+            "--plugins",
+            plugins.to_str().unwrap(),
+            "--listen",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .env("SUPERAPP_PASSWORD_ITERATIONS", "1000")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Like `superapp serve --demo | head -0`: nobody reads the banner.
+    drop(child.stdout.take());
+    let url = format!("http://127.0.0.1:{port}/api/v1/openapi.json");
+    let mut up = false;
+    for _ in 0..600 {
+        if reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+        {
+            up = true;
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the server exited");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "the server never answered");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server exited after its banner"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -29,18 +29,26 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    // Tests and scripts read this line to find the port.
-    println!("listening on http://{addr}");
+    // Tests and scripts read this line to find the port. Whoever started
+    // the server may have closed its stdout: that must not stop the server.
+    let mut banner = format!("listening on http://{addr}\n");
     if config.demo {
-        println!("demo: open http://{addr}/ in a browser and sign in as");
+        banner.push_str(&format!(
+            "demo: open http://{addr}/ in a browser and sign in as\n"
+        ));
         for user in &crate::host::DEMO_USERS {
-            println!(
-                "  {} / {} (security phrase \"{}\")",
+            banner.push_str(&format!(
+                "  {} / {} (security phrase \"{}\")\n",
                 user.username,
                 crate::host::DEMO_PASSWORD,
                 user.phrase
-            );
+            ));
         }
+    }
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
     let offset = superapp_core::ids::clock_offset_secs();

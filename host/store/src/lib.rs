@@ -5,6 +5,7 @@
 
 mod app_data;
 mod backend;
+pub mod deadlines;
 mod kv;
 mod memory;
 mod records;

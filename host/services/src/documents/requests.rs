@@ -135,12 +135,9 @@ fn request_key(id: &str) -> Vec<u8> {
 }
 
 /// The expiry index: pending requests by when they expire. Request ids are
-/// base64url, so no id begins with this prefix.
+/// base64url, so no request key begins with the index's prefix.
 fn expiry_key(expires_at: u64, id: &str) -> Vec<u8> {
-    let mut k = b"x\0".to_vec();
-    k.extend_from_slice(&expires_at.to_be_bytes());
-    k.extend_from_slice(id.as_bytes());
-    k
+    superapp_store::deadlines::deadline_key(expires_at, id)
 }
 
 impl Requests {
@@ -460,16 +457,7 @@ impl Requests {
     pub fn expire_due(&self, now: u64) -> Result<Vec<DocRequest>, DocumentError> {
         let mut expired = Vec::new();
         loop {
-            let due: Vec<(Vec<u8>, String)> = self
-                .store
-                .scan(Tree::DocRequests, b"x\0", None, 100, false)?
-                .into_iter()
-                .filter_map(|(k, _)| {
-                    let at = u64::from_be_bytes(k.get(2..10)?.try_into().ok()?);
-                    let id = String::from_utf8_lossy(&k[10..]).into_owned();
-                    (at <= now).then_some((k, id))
-                })
-                .collect();
+            let due = superapp_store::deadlines::due(&self.store, Tree::DocRequests, now, 100)?;
             if due.is_empty() {
                 return Ok(expired);
             }

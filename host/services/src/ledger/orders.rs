@@ -139,10 +139,7 @@ fn idempotency_key(app: &str, user: &str, key: &str) -> Vec<u8> {
 
 /// The expiry index: pending orders by the time they expire.
 fn expiry_key(expires_at: u64, id: &str) -> Vec<u8> {
-    let mut k = b"x\0".to_vec();
-    k.extend_from_slice(&expires_at.to_be_bytes());
-    k.extend_from_slice(id.as_bytes());
-    k
+    superapp_store::deadlines::deadline_key(expires_at, id)
 }
 
 fn load(txn: &dyn Txn, id: &str) -> Result<Order, Abort<OrderError>> {
@@ -367,16 +364,7 @@ impl Orders {
     pub fn expire_due(&self, now: u64) -> Result<Vec<Order>, OrderError> {
         let mut expired = Vec::new();
         loop {
-            let due: Vec<(Vec<u8>, String)> = self
-                .store
-                .scan(Tree::Orders, b"x\0", None, 100, false)?
-                .into_iter()
-                .filter_map(|(k, _)| {
-                    let at = u64::from_be_bytes(k.get(2..10)?.try_into().ok()?);
-                    let id = String::from_utf8_lossy(&k[10..]).into_owned();
-                    (at <= now).then_some((k, id))
-                })
-                .collect();
+            let due = superapp_store::deadlines::due(&self.store, Tree::Orders, now, 100)?;
             if due.is_empty() {
                 return Ok(expired);
             }

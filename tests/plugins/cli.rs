@@ -274,3 +274,24 @@ fn new_plugin_builds_and_runs_as_generated() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("not a valid plugin name"));
 }
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly_not_with_a_panic() {
+    // `superapp plugin check … --json | head -0`: the reader is gone before
+    // the report is written.
+    let mut child = superapp()
+        .args(["plugin", "check"])
+        .arg(component("hello"))
+        .arg("--manifest")
+        .arg(manifest("hello"))
+        .arg("--json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
+}

@@ -73,6 +73,7 @@ enum Command {
 /// Parse arguments, run the command, and turn any error into a message on
 /// stderr and exit code 1 (2 for bad arguments, from clap).
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
@@ -93,6 +94,25 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `superapp … | head` closes our stdout early. Rust ignores SIGPIPE, so
+/// the next `println!` panics; exit quietly instead, with the status a
+/// process killed by SIGPIPE has (128 + 13), as other command-line tools do.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// Open the store of a server's data directory, for the offline tools.

@@ -22,14 +22,9 @@ async fn act(c: &Client, name: &str, value: Option<&str>, fields: Value) -> Valu
 async fn confirm(alice: &Client) -> Value {
     let sheet = prompt(alice, "payment").await;
     assert_eq!(sheet["payment"]["merchant"], "City Utilities");
-    let (status, answer) = alice
-        .post(
-            &format!("/prompts/{}/approve", sheet["id"].as_str().unwrap()),
-            json!({"password": "alice-password"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    json!({"view": answer["view"]})
+    alice
+        .approve(&sheet, json!({"password": "alice-password"}))
+        .await
 }
 
 fn euros(cents: i64) -> String {

@@ -177,6 +177,16 @@ impl Client {
         v
     }
 
+    /// Approve one of this user's host prompts (`body`: a password, the
+    /// fields to share, …); the view its app drew on hearing the answer,
+    /// shaped like an event's answer (`{"view": …}`).
+    pub async fn approve(&self, prompt: &Value, body: Value) -> Value {
+        let id = prompt["id"].as_str().expect("a prompt id");
+        let (status, answer) = self.post(&format!("/prompts/{id}/approve"), body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        json!({ "view": answer["view"] })
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, None).await
     }

@@ -4,7 +4,6 @@
 //! in the app and offline, and tampered, replayed and redirected
 //! presentations are refused with the reason.
 
-use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::apps::{serve, setup};
@@ -126,14 +125,7 @@ async fn a_presentation_verifies_once_for_its_verifier_and_every_tampering_is_na
     assert!(shows(&first, "Allow the wallet to list"), "{first}");
     let consent = prompt(&alice, "consent").await;
     assert_eq!(consent["capability"], "documents");
-    let (status, answer) = alice
-        .post(
-            &format!("/prompts/{}/approve", consent["id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    let home = json!({"view": answer["view"]});
+    let home = alice.approve(&consent, json!({})).await;
     assert_eq!(pairs(&home)["Issued by"], "Civil Registry", "{home}");
     assert_eq!(
         pairs(&home)["Fields"],
@@ -170,14 +162,7 @@ async fn a_presentation_verifies_once_for_its_verifier_and_every_tampering_is_na
         sheet["document"]["verifier"], verifier,
         "the sheet names who will see it"
     );
-    let (status, answer) = alice
-        .post(
-            &format!("/prompts/{}/approve", sheet["id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    let shown = json!({"view": answer["view"]});
+    let shown = alice.approve(&sheet, json!({})).await;
     let presentation = code(&shown);
     assert_eq!(qr(&shown).as_deref(), Some(presentation.as_str()));
     assert!(

@@ -193,14 +193,8 @@ async fn pay(c: &Client, user: &str, appointment: &str) -> Value {
     let waiting = act(c, "pay", Some(appointment), json!({})).await;
     assert!(shows(&waiting, "Confirm the payment"), "{waiting}");
     let sheet = prompt(c, "payment").await;
-    let (status, answer) = c
-        .post(
-            &format!("/prompts/{}/approve", sheet["id"].as_str().unwrap()),
-            json!({"password": format!("{user}-password")}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    json!({"view": answer["view"]})
+    c.approve(&sheet, json!({"password": format!("{user}-password")}))
+        .await
 }
 
 /// Take the slot behind a "take" button value; the view it answers.
@@ -257,13 +251,7 @@ async fn twenty_patients_race_for_one_slot_and_exactly_one_books_it() {
     // with a card that opens the appointment.
     let consent = prompt(winner, "consent").await;
     assert_eq!(consent["capability"], "notify");
-    let (status, _) = winner
-        .post(
-            &format!("/prompts/{}/approve", consent["id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    winner.approve(&consent, json!({})).await;
     let (_, chats) = winner.get("/conversations").await;
     let service = chats
         .as_array()
@@ -432,14 +420,7 @@ async fn insurance_lowers_the_fee_cancellations_refund_by_the_rule_and_the_money
         json!(["insurer", "policy-number", "valid-until"])
     );
     assert_eq!(sheet["document"]["issuer"], "National Health Insurance");
-    let (status, answer) = alice
-        .post(
-            &format!("/prompts/{}/approve", sheet["id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    let insured = json!({"view": answer["view"]});
+    let insured = alice.approve(&sheet, json!({})).await;
     assert_eq!(pairs(&insured)["Co-payment"], "EUR 10.00", "{insured}");
     assert_eq!(pairs(&insured)["Insurance"], "AOK Nordwest · P-4711");
     let paid = pay(alice, "alice", &reference).await;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use superapp_runtime::{Call, Limit, RunError};
+use superapp_runtime::{Call, Limit, RunError, Runtime, RuntimeConfig, SchedulerConfig};
 
 use crate::common::*;
 
@@ -69,6 +69,69 @@ async fn a_spinning_app_does_not_block_others_on_the_same_thread() {
     assert!(
         greeted_at < Duration::from_millis(150),
         "hello waited for the loop: {greeted_at:?}"
+    );
+}
+
+/// Waiting for a core is not running time. With one run slot, four heavy
+/// events that each fit their 500 ms limit alone but not together all
+/// finish, and a light app's event is served between them, not after them.
+#[tokio::test]
+async fn waiting_for_a_core_does_not_count_against_the_time_limit() {
+    let rt = Runtime::new(RuntimeConfig {
+        scheduler: SchedulerConfig {
+            slots: 1,
+            ..SchedulerConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let busy = load(&rt, "testing/busy");
+    assert_eq!(busy.limits().time_ms, 500);
+    let hello = load(&rt, "hello");
+    let svc = services(&[]);
+    // Size the heavy event to about 150 ms alone on this machine.
+    let probe = 200;
+    let started = Instant::now();
+    run(
+        &rt,
+        &busy,
+        &svc,
+        "probe",
+        action("work", Some(&probe.to_string()), &[]),
+    )
+    .await
+    .expect("the probe fits its limit");
+    let per_round = started.elapsed().as_secs_f64() / probe as f64;
+    let rounds = ((0.150 / per_round) as u64).max(1).to_string();
+
+    let started = Instant::now();
+    let heavy = |user: &'static str| {
+        let (rt, busy, svc, rounds) = (&rt, &busy, &svc, rounds.clone());
+        async move {
+            let result = run(rt, busy, svc, user, action("work", Some(&rounds), &[])).await;
+            (result, started.elapsed())
+        }
+    };
+    let light = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let result = run(&rt, &hello, &svc, "light", Call::Launch).await;
+        (result, started.elapsed())
+    };
+    let (a, b, c, d, (greeted, greeted_at)) =
+        tokio::join!(heavy("a"), heavy("b"), heavy("c"), heavy("d"), light);
+    let mut last_heavy = Duration::ZERO;
+    for (result, at) in [a, b, c, d] {
+        assert!(
+            result.is_ok(),
+            "a heavy event failed: {}",
+            result.unwrap_err()
+        );
+        last_heavy = last_heavy.max(at);
+    }
+    assert!(greeted.is_ok(), "{}", greeted.unwrap_err());
+    assert!(
+        greeted_at < last_heavy,
+        "the light event waited for the whole burst: {greeted_at:?} vs {last_heavy:?}"
     );
 }
 

@@ -1,6 +1,6 @@
 //! Mini-programs served by `superapp serve --apps DIR` to signed-in users.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use superapp_services::identity::Pseudonyms;
 
@@ -511,4 +511,86 @@ async fn share_card_goes_through_a_host_prompt_into_a_chat_the_user_picks() {
         .await;
     assert!(texts(&declined)[0].contains("CardShared(false)"));
     assert_eq!(bob.messages(&chat, 0).await.len(), 1);
+}
+
+/// Past an app's share of the queue, a user's event is refused at once with
+/// 503, a JSON error and `Retry-After`, instead of piling up; another app
+/// is served meanwhile, and once the burst is over the app serves again.
+#[tokio::test]
+async fn overload_is_refused_with_503_and_retry_after() {
+    let s = setup(&["hello", "testing/busy"]);
+    let server = serve_with(
+        &s,
+        &[
+            ("SUPERAPP_EVENT_SLOTS", "1"),
+            ("SUPERAPP_MAX_PENDING_EVENTS_PER_APP", "2"),
+        ],
+    );
+    let alice = Client::signed_up(&server, "alice").await;
+    let busy = "dev.superapp.testing.busy";
+    // Size one heavy event to about 150 ms on this machine.
+    let probe = 200u64;
+    let started = std::time::Instant::now();
+    alice
+        .act(busy, "work", Some(&probe.to_string()), json!({}))
+        .await;
+    let per_round = started.elapsed().as_secs_f64() / probe as f64;
+    let rounds = ((0.150 / per_round) as u64).max(1).to_string();
+
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let (alice, rounds) = (alice.clone(), rounds.clone());
+            tokio::spawn(async move {
+                let resp = alice
+                    .raw(
+                        Method::POST,
+                        &format!("/apps/{busy}/events"),
+                        Some(
+                            serde_json::to_vec(&json!({"name": "work", "value": rounds})).unwrap(),
+                        ),
+                        "application/json",
+                    )
+                    .await;
+                let retry = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let status = resp.status();
+                let body: Value = resp.json().await.unwrap();
+                (status, retry, body)
+            })
+        })
+        .collect();
+    let (status, _) = alice
+        .post("/apps/dev.superapp.hello/launch", json!({}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "another app is served during the burst"
+    );
+    let (mut served, mut refused) = (0, 0);
+    for task in burst {
+        let (status, retry, body) = task.await.unwrap();
+        match status {
+            StatusCode::OK => served += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                assert_eq!(retry.as_deref(), Some("1"), "{body}");
+                assert_eq!(body["error"]["code"], "overloaded", "{body}");
+                let message = body["error"]["message"].as_str().unwrap();
+                assert!(
+                    message.contains("busy") && message.contains(busy),
+                    "{message}"
+                );
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        served >= 2 && refused >= 1,
+        "{served} served, {refused} refused"
+    );
+    // Nothing stays counted: the app serves again.
+    alice.act(busy, "work", Some("1"), json!({})).await;
 }

@@ -6,6 +6,7 @@ mod apps;
 mod audit;
 mod city;
 mod common;
+mod connections;
 mod demo;
 mod document_wallet;
 mod documents;

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::bindings::superapp::plugin::types::{AppError, Error as CapError};
 use crate::contract::ImportError;
+use crate::scheduler::Overload;
 use crate::view::ViewError;
 use superapp_core::ManifestError;
 
@@ -93,6 +94,9 @@ pub enum RunError {
     InvalidView { app: String, error: ViewError },
     #[error("{app} could not be started: {reason}")]
     Instantiate { app: String, reason: String },
+    /// Refused before it ran: the host is at capacity. Nothing happened.
+    #[error("{app} is busy ({reason}); nothing ran, try again in a moment")]
+    Overloaded { app: String, reason: Overload },
 }
 
 impl RunError {
@@ -105,6 +109,7 @@ impl RunError {
             RunError::App { .. } => "app-error",
             RunError::InvalidView { .. } => "invalid-view",
             RunError::Instantiate { .. } => "instantiate-failed",
+            RunError::Overloaded { .. } => "overloaded",
         }
     }
 

@@ -15,6 +15,7 @@ pub mod contract;
 mod error;
 mod limits;
 mod sandbox;
+pub mod scheduler;
 pub mod view;
 
 pub use cache::{sha256_hex, ComponentCache, Origin};
@@ -22,3 +23,4 @@ pub use capabilities::{HostState, Services};
 pub use error::{describe_app_error, describe_cap_error, Limit, LoadError, RunError};
 pub use limits::{Breach, Meter};
 pub use sandbox::{App, Call, Invocation, Runtime, RuntimeConfig};
+pub use scheduler::{Load, Overload, Scheduler, SchedulerConfig};

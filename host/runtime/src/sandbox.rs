@@ -1,13 +1,14 @@
 //! The sandbox: one wasmtime `Engine` per process, components checked and
 //! precompiled once, and a fresh instance for every event under the app's
-//! limits (memory via the limiter, wall time via epoch interruption driven by
-//! one process-wide ticker, view size via validation).
+//! limits (memory via the limiter, running time via epoch interruption driven
+//! by one process-wide ticker, view size via validation), scheduled fairly
+//! onto a bounded number of run slots (see [`crate::scheduler`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
@@ -24,9 +25,10 @@ use crate::capabilities::{self, HostState, Services};
 use crate::contract::{check_imports, ImportReport};
 use crate::error::{Limit, LoadError, RunError};
 use crate::limits::{self, Breach, Meter};
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::view::{self, ViewError};
 
-/// How long past its time limit an event may take when it is blocked in a
+/// How long past its time limit an event may run when it is blocked in a
 /// host call rather than running wasm (where the epoch check stops it).
 const BACKSTOP: Duration = Duration::from_millis(50);
 
@@ -49,6 +51,8 @@ pub struct RuntimeConfig {
     /// PAGEMAP_SCAN) rather than returned to the OS when an instance ends,
     /// so the next instance in that slot takes no page faults.
     pub keep_resident: usize,
+    /// How many events run at once and how many may wait.
+    pub scheduler: SchedulerConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +70,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(1),
             cache_dir: None,
             keep_resident: 1 << 20,
+            scheduler: SchedulerConfig::default(),
         }
     }
 }
@@ -165,6 +170,7 @@ pub struct Runtime {
     engine: Engine,
     config: RuntimeConfig,
     cache: Option<ComponentCache>,
+    scheduler: Scheduler,
     _ticker: Ticker,
 }
 
@@ -201,6 +207,7 @@ impl Runtime {
         let ticker = Ticker::start(engine.clone(), config.epoch_tick)?;
         Ok(Runtime {
             engine,
+            scheduler: Scheduler::new(config.scheduler),
             config,
             cache,
             _ticker: ticker,
@@ -213,6 +220,10 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     /// Compile (or load precompiled) without any checks: for tools that
@@ -269,6 +280,11 @@ impl Runtime {
     }
 
     /// Run one export in a fresh instance and return the validated view.
+    ///
+    /// The event first waits for a run slot; a user's launch or action is
+    /// refused as [`RunError::Overloaded`] when the host is at capacity,
+    /// a host event waits as long as it takes. The time limit counts only
+    /// the time the event holds a slot.
     pub async fn run(
         &self,
         app: &App,
@@ -278,6 +294,15 @@ impl Runtime {
     ) -> Result<view::View, RunError> {
         let label = app.manifest.label();
         let limits = app.limits;
+        let patient = matches!(call, Call::Event(e) if !matches!(e, Event::Action(_)));
+        let turn = self
+            .scheduler
+            .start(&app.manifest.id, patient)
+            .await
+            .map_err(|reason| RunError::Overloaded {
+                app: label.clone(),
+                reason,
+            })?;
         let state = HostState::new(
             app.manifest.clone(),
             invocation.user.clone(),
@@ -287,17 +312,29 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.meter);
         let budget = Duration::from_millis(limits.time_ms);
-        let deadline = Instant::now() + budget;
         store.set_epoch_deadline(1);
+        let clock = turn.clone();
         store.epoch_deadline_callback(move |mut ctx| {
-            if Instant::now() >= deadline {
+            if clock.used() >= budget {
                 ctx.data_mut().meter.breach = Some(Breach::Time {
                     limit_ms: limits.time_ms,
                 });
                 return Err(wasmtime::Error::msg("time limit exceeded"));
             }
-            // Give the executor a chance to run other tasks every tick.
-            Ok(UpdateDeadline::Yield(1))
+            if clock.should_yield() {
+                // Another app is waiting for a core: step aside for it.
+                return Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(clock.clone().yield_slot()),
+                ));
+            }
+            // Let the executor run other tasks every tick. Tokio's own yield
+            // also polls its I/O and timer drivers before this task runs
+            // again, so requests and wake-ups are not held up behind wasm.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
         let ctx = Context {
             app_id: app.manifest.id.clone(),
@@ -306,7 +343,7 @@ impl Runtime {
             params: invocation.params.clone(),
         };
 
-        let outcome = tokio::time::timeout(budget + BACKSTOP, async {
+        let running = async {
             let instance = match app.pre.instantiate_async(&mut store).await {
                 Ok(i) => i,
                 Err(e) => return Err((true, e)),
@@ -316,20 +353,35 @@ impl Runtime {
                 Call::Event(event) => instance.call_event(&mut store, &ctx, event).await,
             };
             result.map_err(|e| (false, e))
-        })
-        .await;
+        };
+        // The backstop for an event stuck in a host call, counted in
+        // running time like the limit itself.
+        let outcome = {
+            tokio::pin!(running);
+            loop {
+                let left = (budget + BACKSTOP).saturating_sub(turn.used());
+                if left.is_zero() {
+                    break None;
+                }
+                tokio::select! {
+                    biased;
+                    done = &mut running => break Some(done),
+                    () = tokio::time::sleep(left) => {}
+                }
+            }
+        };
 
         let state = store.data_mut();
         match outcome {
-            Err(_elapsed) => Err(RunError::Limit {
+            None => Err(RunError::Limit {
                 app: label,
                 limit: Limit::Time {
                     limit_ms: limits.time_ms,
                 },
             }),
-            Ok(Err((instantiating, e))) => Err(failure(label, state, instantiating, e)),
-            Ok(Ok(Err(error))) => Err(RunError::App { app: label, error }),
-            Ok(Ok(Ok(raw))) => view::validate(&raw, &limits).map_err(|error| match error {
+            Some(Err((instantiating, e))) => Err(failure(label, state, instantiating, e)),
+            Some(Ok(Err(error))) => Err(RunError::App { app: label, error }),
+            Some(Ok(Ok(raw))) => view::validate(&raw, &limits).map_err(|error| match error {
                 ViewError::TooManyNodes { .. }
                 | ViewError::TooManyBytes { .. }
                 | ViewError::TooDeep

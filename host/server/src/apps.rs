@@ -22,6 +22,8 @@ pub struct AppsConfig {
     pub order_ttl: std::time::Duration,
     /// How long a document disclosure sheet waits for the user.
     pub document_ttl: std::time::Duration,
+    /// How many events run at once, and how many may wait for how long.
+    pub scheduler: superapp_runtime::SchedulerConfig,
 }
 
 impl Default for AppsConfig {
@@ -29,6 +31,7 @@ impl Default for AppsConfig {
         AppsConfig {
             order_ttl: superapp_services::ledger::orders::DEFAULT_TTL,
             document_ttl: superapp_services::documents::requests::DEFAULT_TTL,
+            scheduler: superapp_runtime::SchedulerConfig::default(),
         }
     }
 }

@@ -10,7 +10,9 @@ use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
 use crate::apps::AppsConfig;
+use crate::listener::ConnectionLimits;
 use superapp_core::Capability;
+use superapp_runtime::SchedulerConfig;
 use superapp_services::identity::IdentityConfig;
 use superapp_services::messaging::MessagingConfig;
 use superapp_services::registry::{AutoApprove, Policy};
@@ -30,12 +32,27 @@ pub struct FileConfig {
     pub login_window_secs: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub request_timeout_secs: Option<u64>,
+    /// Open connections over all clients, and from one client address.
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
+    /// Time to send a request's headers (also the keep-alive idle time).
+    pub header_timeout_secs: Option<u64>,
+    /// A connection that moves no byte either way for this long is closed.
+    pub idle_timeout_secs: Option<u64>,
     pub max_message_bytes: Option<usize>,
     pub ws_queue: Option<usize>,
     pub heartbeat_secs: Option<u64>,
     pub cookie_secure: Option<bool>,
     pub payment_ttl_secs: Option<u64>,
     pub document_ttl_secs: Option<u64>,
+    /// Events that execute at once (default: the number of cores).
+    pub event_slots: Option<usize>,
+    /// Events admitted at once (running or waiting), over all apps.
+    pub max_pending_events: Option<usize>,
+    /// Events of one app admitted at once.
+    pub max_pending_events_per_app: Option<usize>,
+    /// Longest wait for a free slot before an event is refused with 503.
+    pub max_event_wait_ms: Option<u64>,
     /// Capabilities whose packages need a trusted auditor's approval.
     pub sensitive_capabilities: Option<Vec<String>>,
     /// `non-sensitive` (default) or `never`.
@@ -59,6 +76,7 @@ pub struct ServerConfig {
     pub messaging: MessagingConfig,
     pub api: ApiConfig,
     pub ws_queue: usize,
+    pub connections: ConnectionLimits,
     pub apps: AppsConfig,
     pub registry: RegistryConfig,
 }
@@ -133,12 +151,26 @@ impl FileConfig {
         env_value("login-window-secs", &mut self.login_window_secs)?;
         env_value("max-body-bytes", &mut self.max_body_bytes)?;
         env_value("request-timeout-secs", &mut self.request_timeout_secs)?;
+        env_value("max-connections", &mut self.max_connections)?;
+        env_value(
+            "max-connections-per-client",
+            &mut self.max_connections_per_client,
+        )?;
+        env_value("header-timeout-secs", &mut self.header_timeout_secs)?;
+        env_value("idle-timeout-secs", &mut self.idle_timeout_secs)?;
         env_value("max-message-bytes", &mut self.max_message_bytes)?;
         env_value("ws-queue", &mut self.ws_queue)?;
         env_value("heartbeat-secs", &mut self.heartbeat_secs)?;
         env_value("cookie-secure", &mut self.cookie_secure)?;
         env_value("payment-ttl-secs", &mut self.payment_ttl_secs)?;
         env_value("document-ttl-secs", &mut self.document_ttl_secs)?;
+        env_value("event-slots", &mut self.event_slots)?;
+        env_value("max-pending-events", &mut self.max_pending_events)?;
+        env_value(
+            "max-pending-events-per-app",
+            &mut self.max_pending_events_per_app,
+        )?;
+        env_value("max-event-wait-ms", &mut self.max_event_wait_ms)?;
         env_value("auto-approve", &mut self.auto_approve)?;
         env_value("dev-approve", &mut self.dev_approve)?;
         env_value("demo", &mut self.demo)?;
@@ -172,7 +204,52 @@ impl FileConfig {
             }
             Ok(v)
         };
+        let count = |key: &str, v: Option<usize>| -> anyhow::Result<Option<usize>> {
+            if v == Some(0) {
+                bail!("{key} must be greater than 0");
+            }
+            Ok(v)
+        };
         let api_defaults = ApiConfig::default();
+        let heartbeat = positive("heartbeat-secs", self.heartbeat_secs)?
+            .map_or(api_defaults.heartbeat, Duration::from_secs);
+        let conn_defaults = ConnectionLimits::default();
+        let connections = ConnectionLimits {
+            max_connections: count("max-connections", self.max_connections)?
+                .unwrap_or(conn_defaults.max_connections),
+            max_per_client: count(
+                "max-connections-per-client",
+                self.max_connections_per_client,
+            )?
+            .unwrap_or(conn_defaults.max_per_client),
+            header_timeout: positive("header-timeout-secs", self.header_timeout_secs)?
+                .map_or(conn_defaults.header_timeout, Duration::from_secs),
+            idle_timeout: positive("idle-timeout-secs", self.idle_timeout_secs)?
+                .map_or(conn_defaults.idle_timeout, Duration::from_secs),
+            ..conn_defaults
+        };
+        if connections.idle_timeout <= heartbeat {
+            bail!(
+                "idle-timeout-secs ({}) must be longer than heartbeat-secs ({}), or idle WebSockets are closed",
+                connections.idle_timeout.as_secs(),
+                heartbeat.as_secs()
+            );
+        }
+        let apps_defaults = AppsConfig::default();
+        let sched = apps_defaults.scheduler;
+        let scheduler = SchedulerConfig {
+            slots: count("event-slots", self.event_slots)?.unwrap_or(sched.slots),
+            max_pending: count("max-pending-events", self.max_pending_events)?
+                .unwrap_or(sched.max_pending),
+            max_pending_per_app: count(
+                "max-pending-events-per-app",
+                self.max_pending_events_per_app,
+            )?
+            .unwrap_or(sched.max_pending_per_app),
+            max_wait: positive("max-event-wait-ms", self.max_event_wait_ms)?
+                .map_or(sched.max_wait, Duration::from_millis),
+            slice: sched.slice,
+        };
         let messaging_defaults = MessagingConfig::default();
         Ok(ServerConfig {
             listen,
@@ -204,16 +281,17 @@ impl FileConfig {
                 max_body_bytes: self.max_body_bytes.unwrap_or(api_defaults.max_body_bytes),
                 request_timeout: positive("request-timeout-secs", self.request_timeout_secs)?
                     .map_or(api_defaults.request_timeout, Duration::from_secs),
-                heartbeat: positive("heartbeat-secs", self.heartbeat_secs)?
-                    .map_or(api_defaults.heartbeat, Duration::from_secs),
+                heartbeat,
                 cookie_secure: self.cookie_secure.unwrap_or(api_defaults.cookie_secure),
             },
             ws_queue: self.ws_queue.unwrap_or(256),
+            connections,
             apps: AppsConfig {
                 order_ttl: positive("payment-ttl-secs", self.payment_ttl_secs)?
-                    .map_or(AppsConfig::default().order_ttl, Duration::from_secs),
+                    .map_or(apps_defaults.order_ttl, Duration::from_secs),
                 document_ttl: positive("document-ttl-secs", self.document_ttl_secs)?
-                    .map_or(AppsConfig::default().document_ttl, Duration::from_secs),
+                    .map_or(apps_defaults.document_ttl, Duration::from_secs),
+                scheduler,
             },
             registry,
         })

@@ -1,12 +1,13 @@
 //! The host as a network service: the use cases that cross services and the
 //! runtime (`host`, which also builds and wires everything, once), the
 //! HTTP and WebSocket API that calls them thinly, the web shell users open
-//! in a browser, the installed apps, the configuration, and `serve`'s
-//! lifecycle.
+//! in a browser, the installed apps, the configuration, the accept loop
+//! with its connection caps and timeouts, and `serve`'s lifecycle.
 
 pub mod api;
 pub mod apps;
 pub mod config;
 pub mod host;
+pub mod listener;
 pub mod server;
 pub mod shell;

@@ -2,7 +2,6 @@
 //! and shut down gracefully on SIGINT/SIGTERM (stop accepting, close live
 //! connections, drain requests, flush the store).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -60,17 +59,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         );
     }
 
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    crate::listener::serve(listener, app, config.connections, async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop.send(true);
     })
-    .await
-    .context("the server failed")?;
+    .await;
     let _ = sweeper.await;
     store.close()?;
     tracing::info!("stopped");

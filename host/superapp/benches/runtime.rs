@@ -15,26 +15,15 @@ use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
 use superapp_runtime::Services;
 use superapp_runtime::{Call, Invocation, Runtime, RuntimeConfig};
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn micros(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-fn millis(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
+mod stats;
+use stats::{median, micros, millis, percentile};
 
 fn main() -> anyhow::Result<()> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // The repository root, two levels above this crate.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap();
     let events: usize = std::env::var("SUPERAPP_BENCH_EVENTS")
         .ok()
         .and_then(|s| s.parse().ok())

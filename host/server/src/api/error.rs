@@ -198,6 +198,14 @@ impl From<OrderError> for ApiError {
 
 impl From<RunError> for ApiError {
     fn from(e: RunError) -> Self {
+        if let RunError::Overloaded { reason, .. } = &e {
+            // The host is at capacity: nothing ran, the client may retry.
+            let retry_after = Some(reason.retry_after_secs());
+            return ApiError {
+                retry_after,
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
+            };
+        }
         // The app failed, not the request or the host: a gateway error,
         // with the app's error code and a message that names app and limit.
         ApiError::new(StatusCode::BAD_GATEWAY, e.code(), e.to_string())

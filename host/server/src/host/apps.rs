@@ -75,8 +75,12 @@ impl Host {
         }
     }
 
-    /// Traps, timeouts and limit breaches go into the audit log.
+    /// Traps, timeouts and limit breaches go into the audit log. A refusal
+    /// for overload is not the app's doing and ran nothing: not recorded.
     fn record_failure(&self, user: &str, app: &App, error: &RunError) {
+        if matches!(error, RunError::Overloaded { .. }) {
+            return;
+        }
         let m = app.manifest();
         let version = m.version.to_string();
         let mut event = AuditEvent::for_app("app.failed", user, &m.id, &version, "failed")

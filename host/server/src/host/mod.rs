@@ -150,6 +150,7 @@ impl Host {
         ));
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(data_dir.join("cache")),
+            scheduler: config.apps.scheduler,
             ..RuntimeConfig::default()
         })?;
         let services = Arc::new(Services {

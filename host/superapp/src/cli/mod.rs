@@ -34,8 +34,13 @@ enum Command {
     /// the file and environment set: password-iterations,
     /// session-ttl-secs, login-max-failures-per-user,
     /// login-max-failures-per-client, login-window-secs, max-body-bytes,
-    /// request-timeout-secs, max-message-bytes, ws-queue, heartbeat-secs,
-    /// cookie-secure, payment-ttl-secs, document-ttl-secs, sensitive-capabilities (the
+    /// request-timeout-secs, max-connections, max-connections-per-client,
+    /// header-timeout-secs, idle-timeout-secs, max-message-bytes, ws-queue,
+    /// heartbeat-secs,
+    /// cookie-secure, payment-ttl-secs, document-ttl-secs, event-slots
+    /// (events that execute at once; default the number of cores),
+    /// max-pending-events, max-pending-events-per-app, max-event-wait-ms
+    /// (past these a user's event gets 503), sensitive-capabilities (the
     /// capabilities whose packages need a trusted auditor's approval;
     /// default payments, documents, profile, notify), auto-approve
     /// (`non-sensitive`, the default, or `never`). `SUPERAPP_CLOCK_OFFSET_SECS`

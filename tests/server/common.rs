@@ -40,6 +40,20 @@ impl Server {
 
     /// [`Server::start_in`] with more `serve` arguments.
     pub fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn(data_dir, args, env, Stdio::inherit())
+    }
+
+    /// A server on a fresh data directory whose log goes to `log`.
+    #[allow(dead_code)]
+    pub fn start_logging_to(log: &Path, env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(log).unwrap();
+        let mut s = Server::spawn(&tmp.path().join("data"), &[], env, Stdio::from(file));
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn spawn(data_dir: &Path, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_superapp"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -47,7 +61,7 @@ impl Server {
             .env("SUPERAPP_PASSWORD_ITERATIONS", "1000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -89,6 +103,15 @@ impl Server {
     pub fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// The operator's bearer token, from the data directory.
+    #[allow(dead_code)]
+    pub fn operator_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("operator.token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// SIGTERM, and wait for a clean exit.

@@ -14,6 +14,7 @@ mod durability;
 mod hospital;
 mod live;
 mod messaging;
+mod ops;
 mod payments;
 mod registry;
 mod shell;

@@ -192,6 +192,15 @@ async fn bad_input_gets_a_json_4xx() {
         );
         let v: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], code, "{v}");
+        // The product's words, not the framework's.
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(!message.is_empty() && !message.contains("Failed to"), "{v}");
+        if body.len() > 4096 {
+            assert_eq!(
+                message, "the request body is larger than this route's limit of 4 KiB",
+                "{v}"
+            );
+        }
     }
     assert!(alice.messages(&c, 0).await.is_empty(), "nothing was stored");
     let (s, v) = alice.get("/conversations/no-such-id").await;

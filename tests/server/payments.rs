@@ -428,13 +428,15 @@ async fn total(users: &[Client]) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transfers_and_a_crash_keep_every_balance_summing_to_what_was_issued() {
     let s = setup(&[]);
-    let server = serve(&s);
+    // A thousand users at once, all from this one loopback address.
+    let env = [("SUPERAPP_MAX_CONNECTIONS_PER_CLIENT", "4096")];
+    let server = serve_with(&s, &env);
     let names: Vec<String> = (0..10).map(|i| format!("user{i}")).collect();
     for n in &names {
         Client::signed_up(&server, n).await;
     }
     let money: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 10_000)).collect();
-    let (server, users) = with_money(&s, server, &money, &[]).await;
+    let (server, users) = with_money(&s, server, &money, &env).await;
     let issued = 100_000;
 
     // An idempotent retry pays once.

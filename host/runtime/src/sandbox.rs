@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
+    CallHook, Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    Trap, UpdateDeadline,
 };
 
 use superapp_core::{Limits, Manifest, PACKAGE, VERSION};
@@ -25,6 +25,7 @@ use crate::capabilities::{self, HostState, Services};
 use crate::contract::{check_imports, ImportReport};
 use crate::error::{Limit, LoadError, RunError};
 use crate::limits::{self, Breach, Meter};
+use crate::metrics::RuntimeMetrics;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::view::{self, ViewError};
 
@@ -171,6 +172,7 @@ pub struct Runtime {
     config: RuntimeConfig,
     cache: Option<ComponentCache>,
     scheduler: Scheduler,
+    metrics: Arc<RuntimeMetrics>,
     _ticker: Ticker,
 }
 
@@ -208,6 +210,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             scheduler: Scheduler::new(config.scheduler),
+            metrics: Arc::new(RuntimeMetrics::default()),
             config,
             cache,
             _ticker: ticker,
@@ -224,6 +227,11 @@ impl Runtime {
 
     pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
+    }
+
+    /// Events, limit breaches, capability-call latency, the queue.
+    pub fn metrics(&self) -> &Arc<RuntimeMetrics> {
+        &self.metrics
     }
 
     /// Compile (or load precompiled) without any checks: for tools that
@@ -292,6 +300,23 @@ impl Runtime {
         invocation: &Invocation,
         call: &Call,
     ) -> Result<view::View, RunError> {
+        let mut running = Duration::ZERO;
+        let result = self
+            .execute(app, services, invocation, call, &mut running)
+            .await;
+        self.metrics
+            .event(&app.manifest.id, &result.as_ref().map(|_| ()), running);
+        result
+    }
+
+    async fn execute(
+        &self,
+        app: &App,
+        services: &Arc<Services>,
+        invocation: &Invocation,
+        call: &Call,
+        running_time: &mut Duration,
+    ) -> Result<view::View, RunError> {
         let label = app.manifest.label();
         let limits = app.limits;
         let patient = matches!(call, Call::Event(e) if !matches!(e, Event::Action(_)));
@@ -311,6 +336,22 @@ impl Runtime {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.meter);
+        let metrics = self.metrics.clone();
+        let mut entered = None;
+        store.call_hook(move |ctx, hook| {
+            match hook {
+                CallHook::CallingHost => entered = Some(Instant::now()),
+                CallHook::ReturningFromHost => {
+                    if let (Some(at), Some(capability)) =
+                        (entered.take(), ctx.data().calling.take())
+                    {
+                        metrics.host_call(capability.name(), at.elapsed());
+                    }
+                }
+                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+            }
+            Ok(())
+        });
         let budget = Duration::from_millis(limits.time_ms);
         store.set_epoch_deadline(1);
         let clock = turn.clone();
@@ -370,6 +411,7 @@ impl Runtime {
                 }
             }
         };
+        *running_time = turn.used();
 
         let state = store.data_mut();
         match outcome {

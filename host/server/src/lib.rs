@@ -9,5 +9,6 @@ pub mod apps;
 pub mod config;
 pub mod host;
 pub mod listener;
+pub mod metrics;
 pub mod server;
 pub mod shell;

@@ -21,6 +21,7 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
@@ -83,9 +84,10 @@ fn open_files_limit() -> Option<usize> {
 }
 
 /// Open connections, in all and per address.
-#[derive(Default)]
 struct Tracker {
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// The same count, for `/metrics`.
+    gauge: Gauge,
 }
 
 impl Tracker {
@@ -101,6 +103,7 @@ impl Tracker {
         }
         open.0 += 1;
         *open.1.entry(ip).or_default() += 1;
+        self.gauge.set(open.0 as i64);
         Some(Admitted {
             tracker: self.clone(),
             ip,
@@ -118,6 +121,7 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         let mut open = self.tracker.open.lock().unwrap_or_else(|p| p.into_inner());
         open.0 -= 1;
+        self.tracker.gauge.set(open.0 as i64);
         if let Some(n) = open.1.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -134,10 +138,14 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    open: Gauge,
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = limits.fit_descriptors();
-    let tracker = Arc::new(Tracker::default());
+    let tracker = Arc::new(Tracker {
+        open: Mutex::default(),
+        gauge: open,
+    });
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())

@@ -22,6 +22,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let (stop, shutdown) = watch::channel(false);
     let state = Arc::new(ServerState::new(host, config.api.clone(), shutdown));
     let sweeper = tokio::spawn(api::expire_orders(state.clone()));
+    let connections = state.host.metrics.connections.clone();
     let app = api::router(state);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -59,7 +60,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         );
     }
 
-    crate::listener::serve(listener, app, config.connections, async move {
+    crate::listener::serve(listener, app, config.connections, connections, async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop.send(true);

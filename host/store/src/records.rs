@@ -5,6 +5,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -28,6 +29,8 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     commits: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// How long each group-commit flush took, for `/metrics`.
+    flush_seconds: Histogram,
 }
 
 impl Store {
@@ -59,15 +62,29 @@ impl Store {
         }
         let (tx, rx) = mpsc::channel::<Waiter>();
         let flusher_backend = backend.clone();
+        // 100 µs to about 1.6 s.
+        let flush_seconds = Histogram::new(exponential_buckets(1e-4, 4.0, 8));
+        let timings = flush_seconds.clone();
         let flusher = std::thread::Builder::new()
             .name("superapp-group-commit".into())
-            .spawn(move || group_commit(flusher_backend, rx))
+            .spawn(move || group_commit(flusher_backend, rx, timings))
             .map_err(|e| StoreError::Backend(format!("cannot start the flusher: {e}")))?;
         Ok(Arc::new(Store {
             backend,
             commits: Mutex::new(Some(tx)),
             flusher: Mutex::new(Some(flusher)),
+            flush_seconds,
         }))
+    }
+
+    /// Group-commit flush latency (a shared handle: register it once).
+    pub fn flush_seconds(&self) -> Histogram {
+        self.flush_seconds.clone()
+    }
+
+    /// Whether the store answers a read (for readiness probes).
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.backend.get(Tree::Meta, FORMAT_KEY).map(|_| ())
     }
 
     pub fn get_raw(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -197,11 +214,13 @@ impl Drop for Store {
 }
 
 /// The flusher: take every waiting request, flush once, answer them all.
-fn group_commit(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Waiter>) {
+fn group_commit(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Waiter>, timings: Histogram) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
+        let started = std::time::Instant::now();
         let result = backend.flush();
+        timings.observe(started.elapsed().as_secs_f64());
         for waiter in batch {
             if result.is_ok() {
                 if let Some(after) = waiter.after {

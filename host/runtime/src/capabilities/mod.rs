@@ -80,6 +80,9 @@ pub struct HostState {
     pub(crate) panic_message: Option<String>,
     pub(crate) log: log::State,
     pub(crate) notify: notify::State,
+    /// The capability the current host call passed its check for: the
+    /// call hook times capability calls, not the runtime's own libcalls.
+    pub(crate) calling: std::cell::Cell<Option<Capability>>,
 }
 
 impl HostState {
@@ -97,6 +100,7 @@ impl HostState {
             panic_message: None,
             log: log::State::default(),
             notify: notify::State::default(),
+            calling: std::cell::Cell::new(None),
         }
     }
 
@@ -128,6 +132,7 @@ impl HostState {
         level: ConsentLevel,
         args: Option<&[u8]>,
     ) -> Result<(), Error> {
+        self.calling.set(Some(capability));
         if !self.app.declares(capability) {
             return Err(Error::Denied(format!(
                 "`{capability}` is not declared in plugin.toml"

@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, BodyLimit};
 use super::AppState;
 use superapp_services::identity::User;
 
@@ -77,7 +77,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        let limit = req.extensions().get::<BodyLimit>().copied();
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state)
+            .await
+            .map_err(|r| ApiError::from_json(r, limit))?;
         Ok(Json(value))
     }
 }

@@ -7,6 +7,7 @@
 //! 403 / `denied`, and a host failure 500 or 503 / `unavailable`.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -268,33 +269,99 @@ impl From<HostError> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        let status = r.status();
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "too-large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
-            _ => "invalid-json",
-        };
-        ApiError::new(status, code, r.body_text())
+/// The body limit of the route a request is for, put into the request's
+/// extensions beside `DefaultBodyLimit`, so a refusal can name it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
     }
+}
+
+impl ApiError {
+    /// A body over the route's limit; nothing of it was used.
+    pub fn too_large(limit: Option<BodyLimit>) -> Self {
+        let message = match limit {
+            Some(BodyLimit(n)) => {
+                format!(
+                    "the request body is larger than this route's limit of {}",
+                    size(n)
+                )
+            }
+            None => "the request body is larger than this route accepts".to_string(),
+        };
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", message)
+    }
+
+    /// A JSON body that could not be used, in the API's words.
+    pub fn from_json(r: JsonRejection, limit: Option<BodyLimit>) -> Self {
+        let status = r.status();
+        match &r {
+            JsonRejection::JsonDataError(e) => ApiError::new(
+                status,
+                "invalid-json",
+                format!("the request body does not fit this route: {}", cause(e)),
+            ),
+            JsonRejection::JsonSyntaxError(e) => ApiError::new(
+                status,
+                "invalid-json",
+                format!("the request body is not valid JSON: {}", cause(e)),
+            ),
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                status,
+                "unsupported-media-type",
+                "send the body as JSON, with `Content-Type: application/json`",
+            ),
+            _ if status == StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
+            _ => ApiError::new(
+                status,
+                "invalid-request",
+                "the request body could not be read",
+            ),
+        }
+    }
+}
+
+/// The underlying reason of a rejection, without the framework's preamble.
+fn cause(e: &dyn std::error::Error) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        reason = s.to_string();
+        source = s.source();
+    }
+    reason
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::bad_request(r.body_text())
+        let detail = match &r {
+            QueryRejection::FailedToDeserializeQueryString(e) => cause(e),
+            other => other.body_text(),
+        };
+        ApiError::bad_request(format!("the query string is invalid: {detail}"))
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        ApiError::bad_request(r.body_text())
+        let detail = match &r {
+            PathRejection::FailedToDeserializePathParams(e) => cause(e),
+            other => other.body_text(),
+        };
+        ApiError::bad_request(format!("a part of the path is invalid: {detail}"))
     }
 }
 
 /// Turn the bodiless or plain-text error responses that middleware produces
 /// (timeouts, method not allowed, payload limits) into JSON errors.
-pub async fn json_errors(response: Response) -> Response {
+pub async fn json_errors(State(limit): State<usize>, response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -310,7 +377,9 @@ pub async fn json_errors(response: Response) -> Response {
             "this route does not accept that method",
         ),
         StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("too-large", "the request body is too large"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::too_large(Some(BodyLimit(limit))).into_response();
+        }
         s if s.is_client_error() => ("invalid-request", "the request was refused"),
         _ => ("internal", "the server failed to handle this request"),
     };

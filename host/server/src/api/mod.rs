@@ -9,6 +9,7 @@ mod conversations;
 mod documents;
 mod error;
 mod merchant;
+mod ops;
 mod principal;
 mod registry;
 mod wallet;
@@ -27,7 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use auth::SESSION_COOKIE;
-pub use error::ApiError;
+pub use error::{ApiError, BodyLimit};
 pub use wallet::expire_orders;
 pub use ws::CLOSE_LAGGING;
 
@@ -202,7 +203,10 @@ fn routes() -> Routes {
     .add(
         Method::POST,
         "/registry/packages",
-        post(registry::publish).layer(DefaultBodyLimit::max(MAX_PACKAGE_BYTES)),
+        post(registry::publish).layer((
+            DefaultBodyLimit::max(MAX_PACKAGE_BYTES),
+            axum::Extension(BodyLimit(MAX_PACKAGE_BYTES)),
+        )),
     )
     .add(Method::GET, "/registry/apps", get(registry::apps))
     .add(Method::GET, "/registry/apps/{app}", get(registry::app))
@@ -257,9 +261,20 @@ pub fn router(state: AppState) -> Router {
     routes()
         .router
         .merge(crate::shell::router())
+        .route("/healthz", axum::routing::get(ops::live))
+        .route("/readyz", axum::routing::get(ops::ready))
+        .route("/metrics", axum::routing::get(ops::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .fallback(not_found)
-        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::middleware::map_response_with_state(
+            config.max_body_bytes,
+            error::json_errors,
+        ))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::Extension(BodyLimit(config.max_body_bytes)))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use superapp_core::now_secs;
 use superapp_core::signed_request::{RequestSignature, MAX_SKEW_SECS, SCHEME};
 use superapp_services::registry::Actor;
 
-use super::error::ApiError;
+use super::error::{ApiError, BodyLimit};
 use super::AppState;
 
 /// A caller of the registry routes.
@@ -124,10 +125,18 @@ impl FromRequest<AppState> for Called {
         // Who is calling is settled before the body is read, so only the
         // operator and registered keys can make the server read a large one.
         let host = &state.host;
-        let read_body = |parts, body| async move {
+        let read_body = |parts: Parts, body| async move {
+            let limit = parts.extensions.get::<BodyLimit>().copied();
             Bytes::from_request(Request::from_parts(parts, body), state)
                 .await
-                .map_err(|e| ApiError::new(e.status(), "too-large", e.body_text()))
+                .map_err(|e| match e.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
+                    status => ApiError::new(
+                        status,
+                        "invalid-request",
+                        "the request body could not be read",
+                    ),
+                })
         };
         if let Some(token) = authorization.strip_prefix("Bearer ") {
             if !host.is_operator_token(token) {
@@ -164,5 +173,27 @@ impl FromRequest<AppState> for Called {
             ));
         }
         Ok(Called { principal, body })
+    }
+}
+
+/// The operator, by bearer token, on a route that reads no body.
+pub struct OperatorToken;
+
+impl FromRequestParts<AppState> for OperatorToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthenticated("this route needs the operator token (Bearer)")
+            })?;
+        if !state.host.is_operator_token(token) {
+            return Err(ApiError::unauthenticated("the operator token is wrong"));
+        }
+        Ok(OperatorToken)
     }
 }

@@ -107,6 +107,8 @@ pub struct Host {
     loaded: Mutex<HashMap<String, Arc<App>>>,
     /// SHA-256 of the operator's token (see [`OPERATOR_TOKEN`]).
     operator_token_sha256: String,
+    /// Everything `/metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The file in the data directory holding the operator's API token.
@@ -172,6 +174,11 @@ impl Host {
             Ok(superapp_core::ids::random_token().into_bytes())
         })?;
         let token = String::from_utf8_lossy(&token).trim().to_string();
+        let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
+            runtime: runtime.metrics().clone(),
+            flush_seconds: store.flush_seconds(),
+            messages: messaging.sent(),
+        });
         let host = Host {
             store,
             identity,
@@ -188,6 +195,7 @@ impl Host {
             registry,
             loaded: Mutex::new(HashMap::new()),
             operator_token_sha256: superapp_core::sha256_hex(token.as_bytes()),
+            metrics,
         };
         if let Some(dir) = &config.apps_dir {
             host.publish_dev_apps(dir, data_dir, config.registry.dev_approve, config.demo)?;

@@ -178,6 +178,8 @@ pub struct Messaging {
     /// Newest seq per conversation, read from the store on first use and
     /// kept current by `send` under the conversation's lock stripe.
     last_seqs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Messages stored (users' and apps'), for `/metrics`.
+    sent: prometheus_client::metrics::counter::Counter,
 }
 
 /// A frame the WebSocket sends for a new message.
@@ -198,7 +200,13 @@ impl Messaging {
             config,
             stripes,
             last_seqs: Default::default(),
+            sent: Default::default(),
         }
+    }
+
+    /// Messages stored since start (a shared handle: register it once).
+    pub fn sent(&self) -> prometheus_client::metrics::counter::Counter {
+        self.sent.clone()
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -536,6 +544,7 @@ impl Messaging {
             .commit_then(Some(Box::new(move || hub.publish(&members, &frame))));
         drop(stripe);
         durable.await?;
+        self.sent.inc();
         Ok((message, true))
     }
 

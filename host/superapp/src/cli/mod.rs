@@ -43,7 +43,8 @@ enum Command {
     /// (past these a user's event gets 503), sensitive-capabilities (the
     /// capabilities whose packages need a trusted auditor's approval;
     /// default payments, documents, profile, notify), auto-approve
-    /// (`non-sensitive`, the default, or `never`). `SUPERAPP_CLOCK_OFFSET_SECS`
+    /// (`non-sensitive`, the default, or `never`). `SUPERAPP_LOG_FORMAT=json`
+    /// logs one JSON object per line. `SUPERAPP_CLOCK_OFFSET_SECS`
     /// shifts the host's clock, for tests and demonstrations only.
     Serve(serve::ServeArgs),
     /// Auditors' tools: inspect and compare packages, approve or reject
@@ -138,17 +139,29 @@ fn open_store(data_dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<super
     })
 }
 
-/// Log to stderr; `RUST_LOG` overrides the default (warnings, plus what
-/// mini-programs log at info and above).
+/// Log to stderr; `RUST_LOG` overrides the default (info, which includes
+/// what mini-programs log at info and above). `SUPERAPP_LOG_FORMAT=json`
+/// writes one JSON object per line, with the fields of the enclosing spans
+/// (a request's method, path and `request_id`), for log collectors.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,guest=info"));
-    let _ = tracing_subscriber::fmt()
+    let json = std::env::var("SUPERAPP_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 #[cfg(test)]

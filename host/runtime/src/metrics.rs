@@ -1,0 +1,148 @@
+//! What the sandbox counts for `/metrics`: events by app and outcome, their
+//! running time, limit breaches by kind, capability-call latency, and the
+//! scheduler's queue. The server registers these beside its own.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::error::{Limit, RunError};
+use crate::scheduler::Load;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub app: String,
+    /// `ok`, or the run error's code (`limit-exceeded`, `overloaded`, …).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreachLabels {
+    pub app: String,
+    /// `memory`, `table`, `time` or `view`.
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub capability: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// `running` or `waiting`.
+    pub state: String,
+}
+
+fn seconds() -> Histogram {
+    // 10 µs to about 10 s.
+    Histogram::new(exponential_buckets(1e-5, 4.0, 11))
+}
+
+#[derive(Debug)]
+pub struct RuntimeMetrics {
+    events: Family<EventLabels, Counter>,
+    event_seconds: Histogram,
+    breaches: Family<BreachLabels, Counter>,
+    calls: Family<CallLabels, Histogram, fn() -> Histogram>,
+    queue: Family<QueueLabels, Gauge>,
+}
+
+impl Default for RuntimeMetrics {
+    fn default() -> Self {
+        RuntimeMetrics {
+            events: Family::default(),
+            event_seconds: seconds(),
+            breaches: Family::default(),
+            calls: Family::new_with_constructor(seconds),
+            queue: Family::default(),
+        }
+    }
+}
+
+impl RuntimeMetrics {
+    /// Add every series to `registry` (names get the registry's prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "events",
+            "Events run, by app and outcome",
+            self.events.clone(),
+        );
+        registry.register_with_unit(
+            "event_running",
+            "Time events held a run slot (what the time limit counts)",
+            Unit::Seconds,
+            self.event_seconds.clone(),
+        );
+        registry.register(
+            "limit_breaches",
+            "Events stopped at a limit, by app and limit",
+            self.breaches.clone(),
+        );
+        registry.register_with_unit(
+            "host_call",
+            "Latency of capability calls, by capability",
+            Unit::Seconds,
+            self.calls.clone(),
+        );
+        registry.register(
+            "event_queue",
+            "Events holding a run slot and waiting for one",
+            self.queue.clone(),
+        );
+    }
+
+    pub(crate) fn event(&self, app: &str, result: &Result<(), &RunError>, running: Duration) {
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(e) => e.code(),
+        };
+        self.events
+            .get_or_create(&EventLabels {
+                app: app.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if let Err(RunError::Limit { limit, .. }) = result {
+            let kind = match limit {
+                Limit::Memory { .. } => "memory",
+                Limit::Table { .. } => "table",
+                Limit::Time { .. } => "time",
+                Limit::View { .. } => "view",
+            };
+            self.breaches
+                .get_or_create(&BreachLabels {
+                    app: app.to_string(),
+                    limit: kind.to_string(),
+                })
+                .inc();
+        }
+        if !matches!(result, Err(RunError::Overloaded { .. })) {
+            self.event_seconds.observe(running.as_secs_f64());
+        }
+    }
+
+    pub(crate) fn host_call(&self, capability: &str, took: Duration) {
+        self.calls
+            .get_or_create(&CallLabels {
+                capability: capability.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Refresh the queue gauges (called when metrics are read).
+    pub fn set_queue(&self, load: Load) {
+        for (state, n) in [("running", load.running), ("waiting", load.waiting)] {
+            self.queue
+                .get_or_create(&QueueLabels {
+                    state: state.to_string(),
+                })
+                .set(n as i64);
+        }
+    }
+}

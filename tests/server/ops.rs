@@ -1,0 +1,218 @@
+//! What an operator runs the host with: liveness and readiness probes,
+//! Prometheus metrics, JSON logs with request ids, and a shutdown that lets
+//! events in flight finish.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+fn root(server: &Server) -> String {
+    server.base.trim_end_matches("/api/v1").to_string()
+}
+
+async fn scrape(server: &Server, token: Option<&str>) -> (StatusCode, String, String) {
+    let mut req = reqwest::Client::new().get(format!("{}/metrics", root(server)));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let kind = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, kind, resp.text().await.unwrap())
+}
+
+/// The value of the series whose line starts with `series` (name and labels).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn probes_and_metrics() {
+    let s = setup(&["hello", "testing/memory-bomb"]);
+    let server = serve(&s);
+    let http = reqwest::Client::new();
+    let live = http
+        .get(format!("{}/healthz", root(&server)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(live.json::<Value>().await.unwrap()["status"], "live");
+    let ready = http
+        .get(format!("{}/readyz", root(&server)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
+
+    // Metrics are the operator's.
+    let (status, _, body) = scrape(&server, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains(r#""code":"unauthenticated""#), "{body}");
+    let alice = Client::signed_up(&server, "alice").await;
+    let (status, _, _) = scrape(&server, alice.token.as_deref()).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a user's token is not the operator's"
+    );
+
+    let token = server.operator_token();
+    let (_, _, before) = scrape(&server, Some(&token)).await;
+    let hello_ok = r#"superapp_events_total{app="dev.superapp.hello",outcome="ok"}"#;
+    let launches = value(&before, hello_ok).unwrap_or(0.0);
+    for _ in 0..3 {
+        let (status, _) = alice
+            .post("/apps/dev.superapp.hello/launch", json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, _) = alice
+        .post("/apps/dev.superapp.testing.memory-bomb/launch", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let bob = Client::signed_up(&server, "bob").await;
+    let chat = alice.direct_with("bob").await;
+    alice.send(&chat, "m-1", "hello bob").await;
+    let token_b = bob.token.clone().unwrap();
+    let _ws = ws_connect(&server, &token_b).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (status, kind, text) = scrape(&server, Some(&token)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert_eq!(value(&text, hello_ok), Some(launches + 3.0), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            r#"superapp_events_total{app="dev.superapp.testing.memory-bomb",outcome="limit-exceeded"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"superapp_limit_breaches_total{app="dev.superapp.testing.memory-bomb",limit="memory"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"superapp_host_call_seconds_count{capability="storage"}"#
+        )
+        .is_some_and(|n| n >= 3.0),
+        "hello's storage calls are timed: {text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"superapp_http_requests_total{method="POST",route="/api/v1/apps/{app}/launch",status="200"}"#
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "superapp_messages_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "superapp_store_flush_seconds_count").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, "superapp_websockets "), Some(1.0), "{text}");
+    assert!(
+        value(&text, "superapp_connections ").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, r#"superapp_event_queue{state="running"}"#),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("superapp_event_running_seconds_bucket"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let server = Server::start_logging_to(
+        &log,
+        &[
+            ("SUPERAPP_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,tower_http=debug"),
+        ],
+    );
+    let resp = reqwest::Client::new()
+        .get(format!("{}/me", server.base))
+        .header("x-request-id", "req-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["x-request-id"], "req-7f3a");
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("req-7f3a"))
+        .unwrap_or_else(|| panic!("no log line names the request: {text}"));
+    let entry: Value = serde_json::from_str(line).expect("each log line is JSON");
+    assert_eq!(entry["span"]["request_id"], "req-7f3a", "{entry}");
+    assert_eq!(entry["span"]["path"], "/api/v1/me", "{entry}");
+}
+
+/// SIGTERM while an event runs: the event finishes and is answered, then
+/// the server exits cleanly.
+#[tokio::test]
+async fn shutdown_lets_an_event_in_flight_finish() {
+    let s = setup(&["testing/busy"]);
+    let server = serve(&s);
+    let alice = Client::signed_up(&server, "alice").await;
+    let busy = "dev.superapp.testing.busy";
+    // Size the event to about 300 ms on this machine.
+    let probe = 200u64;
+    let started = std::time::Instant::now();
+    alice
+        .act(busy, "work", Some(&probe.to_string()), json!({}))
+        .await;
+    let per_round = started.elapsed().as_secs_f64() / probe as f64;
+    let rounds = ((0.300 / per_round) as u64).max(1).to_string();
+    let in_flight = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            alice
+                .post(
+                    &format!("/apps/{busy}/events"),
+                    json!({"name": "work", "value": rounds}),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let exit = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let (status, view) = in_flight.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert!(view["view"].to_string().contains("done"), "{view}");
+    assert!(exit.success(), "{exit:?}");
+}

@@ -528,14 +528,8 @@ async fn overload_is_refused_with_503_and_retry_after() {
     );
     let alice = Client::signed_up(&server, "alice").await;
     let busy = "dev.superapp.testing.busy";
-    // Size one heavy event to about 150 ms on this machine.
-    let probe = 200u64;
-    let started = std::time::Instant::now();
-    alice
-        .act(busy, "work", Some(&probe.to_string()), json!({}))
-        .await;
-    let per_round = started.elapsed().as_secs_f64() / probe as f64;
-    let rounds = ((0.150 / per_round) as u64).max(1).to_string();
+    // One event of about 150 ms on this machine.
+    let rounds = alice.busy_rounds(150).await;
 
     let burst: Vec<_> = (0..6)
         .map(|_| {

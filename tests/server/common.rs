@@ -210,6 +210,23 @@ impl Client {
         json!({ "view": answer["view"] })
     }
 
+    /// How many rounds of the busy fixture's `work` take about `ms` on this
+    /// machine, measured with one event (the busy app must be installed).
+    #[allow(dead_code)]
+    pub async fn busy_rounds(&self, ms: u64) -> String {
+        let probe = 200u64;
+        let started = std::time::Instant::now();
+        self.act(
+            "dev.superapp.testing.busy",
+            "work",
+            Some(&probe.to_string()),
+            json!({}),
+        )
+        .await;
+        let per_round = started.elapsed().as_secs_f64() / probe as f64;
+        ((ms as f64 / 1e3 / per_round) as u64).max(1).to_string()
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::GET, path, None).await
     }

@@ -188,14 +188,8 @@ async fn shutdown_lets_an_event_in_flight_finish() {
     let server = serve(&s);
     let alice = Client::signed_up(&server, "alice").await;
     let busy = "dev.superapp.testing.busy";
-    // Size the event to about 300 ms on this machine.
-    let probe = 200u64;
-    let started = std::time::Instant::now();
-    alice
-        .act(busy, "work", Some(&probe.to_string()), json!({}))
-        .await;
-    let per_round = started.elapsed().as_secs_f64() / probe as f64;
-    let rounds = ((0.300 / per_round) as u64).max(1).to_string();
+    // One event of about 300 ms on this machine.
+    let rounds = alice.busy_rounds(300).await;
     let in_flight = {
         let alice = alice.clone();
         tokio::spawn(async move {

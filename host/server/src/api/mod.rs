@@ -25,7 +25,7 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use auth::SESSION_COOKIE;
 pub use error::{ApiError, BodyLimit};
@@ -277,7 +277,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(BodyLimit(config.max_body_bytes)))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+        // 5xx answers are not logged one by one: an app's failure is in the
+        // audit log, an overload in the metrics, an internal error is logged
+        // where it happens; a line per refusal would flood the log under load.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)).make_span_with(|req: &Request<_>| {
             let id = req
                 .extensions()
                 .get::<RequestId>()

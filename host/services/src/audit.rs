@@ -5,12 +5,12 @@
 //! digest of the arguments), never raw personal data.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 use superapp_core::{now_secs, Capability};
-use superapp_store::{decode, Store, StoreError, Tree};
+use superapp_store::{decode, txn_get, txn_put, Store, StoreError, Tree, Txn};
 
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -125,58 +125,103 @@ fn user_key(user: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-/// Appends to the chain. One per store: appends are serialized here.
+/// The trees an append writes: a transaction that records an action in the
+/// audit log names these beside its own (see [`Audit::append_in`]).
+pub const TREES: [Tree; 3] = [Tree::Meta, Tree::Audit, Tree::AuditByUser];
+
+/// Where the newest entry's seq and hash are kept, read and written in the
+/// appending transaction, so concurrent appends serialize in the store.
+const HEAD_KEY: &[u8] = b"audit-head";
+
+#[derive(Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// Appends to the chain. Every append is part of a store transaction: the
+/// action's own, so an action and its record are written together or not at
+/// all (`append_in`), or one of its own (`append`).
 pub struct Audit {
     store: Arc<Store>,
-    /// Seq and hash of the newest entry.
-    head: Mutex<(u64, String)>,
 }
 
 impl Audit {
-    /// Open the chain, reading its newest entry.
+    /// Open the chain. A store written before the head was kept gets it
+    /// from its newest entry.
     pub fn open(store: Arc<Store>) -> Result<Audit, StoreError> {
-        let head = match store.scan(Tree::Audit, b"", None, 1, true)?.first() {
-            Some((_, v)) => {
-                let e: Entry = decode(Tree::Audit, v)?;
-                (e.seq, e.hash)
-            }
-            None => (0, GENESIS.to_string()),
-        };
-        Ok(Audit {
-            store,
-            head: Mutex::new(head),
-        })
+        if store.get::<Head>(Tree::Meta, HEAD_KEY)?.is_none() {
+            let head = match store.scan(Tree::Audit, b"", None, 1, true)?.first() {
+                Some((_, v)) => {
+                    let e: Entry = decode(Tree::Audit, v)?;
+                    Head {
+                        seq: e.seq,
+                        hash: e.hash,
+                    }
+                }
+                None => Head {
+                    seq: 0,
+                    hash: GENESIS.to_string(),
+                },
+            };
+            store
+                .transact(&[Tree::Meta], |t| {
+                    Ok::<_, superapp_store::Abort<()>>(txn_put(t, Tree::Meta, HEAD_KEY, &head)?)
+                })
+                .map_err(|e| match e {
+                    superapp_store::Abort::Store(e) => e,
+                    superapp_store::Abort::User(()) => StoreError::Backend("aborted".into()),
+                })?;
+        }
+        Ok(Audit { store })
     }
 
-    /// Append an entry. It is durable once the store's next flush is done
-    /// (`Store::durable`), which callers await before they answer.
-    pub fn append(&self, event: Event) -> Result<Entry, StoreError> {
-        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = head.0 + 1;
+    /// Append an entry inside the transaction `t`, which must include
+    /// [`TREES`]. It commits with the rest of `t` or not at all, and is
+    /// durable once the store's next flush is done (`Store::durable`).
+    pub fn append_in(&self, t: &dyn Txn, event: Event) -> Result<Entry, StoreError> {
+        let head: Head = txn_get(t, Tree::Meta, HEAD_KEY)?.unwrap_or(Head {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        });
+        let seq = head.seq + 1;
         let at = now_secs();
-        let hash = entry_hash(seq, at, &head.1, &event);
+        let hash = entry_hash(seq, at, &head.hash, &event);
         let entry = Entry {
             seq,
             at,
-            prev: head.1.clone(),
+            prev: head.hash,
             event,
             hash,
         };
-        self.store.put(Tree::Audit, &key(seq), &entry)?;
+        txn_put(t, Tree::Audit, &key(seq), &entry)?;
         if let Some(user) = &entry.event.user {
-            self.store
-                .put(Tree::AuditByUser, &user_key(user, seq), &())?;
+            txn_put(t, Tree::AuditByUser, &user_key(user, seq), &())?;
         }
-        *head = (seq, entry.hash.clone());
+        txn_put(
+            t,
+            Tree::Meta,
+            HEAD_KEY,
+            &Head {
+                seq,
+                hash: entry.hash.clone(),
+            },
+        )?;
         Ok(entry)
     }
 
-    /// Append where the action being recorded has already happened and must
-    /// not fail because of the log: a failure goes to the host's error log.
-    pub fn record(&self, event: Event) {
-        if let Err(e) = self.append(event) {
-            tracing::error!(error = %e, "cannot append to the audit log");
-        }
+    /// Append an entry in a transaction of its own: for a record whose
+    /// action writes nothing (a capability call, a failed event). The caller
+    /// treats an error as the action's failure.
+    pub fn append(&self, event: Event) -> Result<Entry, StoreError> {
+        self.store
+            .transact(&TREES, |t| {
+                Ok::<_, superapp_store::Abort<()>>(self.append_in(t, event.clone())?)
+            })
+            .map_err(|e| match e {
+                superapp_store::Abort::Store(e) => e,
+                superapp_store::Abort::User(()) => StoreError::Backend("aborted".into()),
+            })
     }
 
     /// Entries with seq > `after`, oldest first, at most `limit`.
@@ -352,5 +397,128 @@ mod tests {
         assert!(
             matches!(verify(&store), Err(ChainError::Broken { seq: 2, ref reason }) if reason.contains("missing"))
         );
+    }
+}
+
+/// Every audited action commits with its audit entry or not at all: with
+/// writes to the audit tree failing, the action fails and leaves nothing.
+#[cfg(test)]
+mod atomicity {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use superapp_core::{Capability, ConsentLevel, Manifest};
+    use superapp_store::faults::FailingWrites;
+    use superapp_store::Tree;
+
+    use super::{verify, Audit};
+    use crate::consent::{Consent, ConsentState, Decision};
+    use crate::ledger::orders::{NewOrder, OrderError, OrderState, Orders};
+    use crate::ledger::{AccountRef, Ledger};
+
+    fn app() -> Manifest {
+        Manifest::parse(
+            "id = \"org.example.shop\"\nname = \"Shop\"\nversion = \"1.0.0\"\npublisher = \"Example\"\ndescription = \"d\"\n[capabilities.profile]\nreason = \"r\"\n[capabilities.payments]\nreason = \"r\"\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn consent_answers_and_revocations_commit_with_their_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = FailingWrites::open(dir.path()).unwrap();
+        let audit = Arc::new(Audit::open(store.clone()).unwrap());
+        let consent = Consent::new(store.clone(), audit.clone());
+        let app = app();
+        // The first call asks; the prompt waits for the user.
+        let state = consent.check(
+            "u1",
+            &app,
+            Capability::Profile,
+            ConsentLevel::OncePerApp,
+            None,
+        );
+        assert_eq!(state, ConsentState::Required);
+        let prompt = consent.pending("u1").unwrap().remove(0);
+
+        faults.fail(&[Tree::Audit]);
+        assert!(consent.answer("u1", &prompt.id, true).is_err());
+        assert!(
+            consent.grants("u1").unwrap().is_empty(),
+            "a grant without its record"
+        );
+        assert_eq!(
+            consent.pending("u1").unwrap().len(),
+            1,
+            "the prompt is still open"
+        );
+        // A capability call that cannot be recorded is refused.
+        assert_eq!(
+            consent.check(
+                "u1",
+                &app,
+                Capability::Payments,
+                ConsentLevel::EveryUse,
+                None
+            ),
+            ConsentState::Denied
+        );
+
+        faults.fail(&[]);
+        consent.answer("u1", &prompt.id, true).unwrap();
+        assert_eq!(consent.grants("u1").unwrap()[0].decision, Decision::Granted);
+
+        faults.fail(&[Tree::AuditByUser]);
+        assert!(consent
+            .revoke("u1", "org.example.shop", Capability::Profile, false)
+            .is_err());
+        assert_eq!(consent.grants("u1").unwrap()[0].decision, Decision::Granted);
+        faults.fail(&[]);
+        assert_eq!(verify(&store), Ok(2), "the request's call and the grant");
+    }
+
+    #[test]
+    fn a_payment_that_cannot_be_recorded_moves_no_money() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = FailingWrites::open(dir.path()).unwrap();
+        let audit = Arc::new(Audit::open(store.clone()).unwrap());
+        let ledger = Ledger::new(store.clone());
+        ledger.topup("u1", 1_000, "EUR", Some("t1".into())).unwrap();
+        let orders = Orders::new(store.clone(), audit, Duration::from_secs(600));
+        let new = NewOrder {
+            amount: 250,
+            currency: "EUR".into(),
+            description: "a visit".into(),
+            idempotency_key: "k1".into(),
+            expires_in: None,
+        };
+        faults.fail(&[Tree::Audit]);
+        assert!(matches!(
+            orders.request("u1", &app(), &new),
+            Err(OrderError::Store(_))
+        ));
+        faults.fail(&[]);
+        let order = orders.request("u1", &app(), &new).unwrap();
+
+        faults.fail(&[Tree::Audit]);
+        assert!(orders.confirm("u1", &order.id).is_err());
+        let balance = |ledger: &Ledger| {
+            ledger
+                .account(&AccountRef::user("u1", "EUR"))
+                .unwrap()
+                .unwrap()
+                .balance
+        };
+        assert_eq!(balance(&ledger), 1_000, "paid without a record");
+        assert_eq!(
+            orders.get(&order.id).unwrap().unwrap().state,
+            OrderState::Pending
+        );
+
+        faults.fail(&[]);
+        let paid = orders.confirm("u1", &order.id).unwrap();
+        assert_eq!(paid.state, OrderState::Paid);
+        assert_eq!(balance(&ledger), 750);
+        assert_eq!(verify(&store), Ok(2), "request and payment, nothing else");
     }
 }

@@ -17,7 +17,7 @@ pub use crate::prompts::{
     DocumentSheet, PaymentSheet, Prompt, PromptBody, PromptKind, PromptStatus,
 };
 use superapp_core::{new_id, now_secs, Capability, ConsentLevel, Manifest};
-use superapp_store::{Store, StoreError, Tree};
+use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree};
 
 /// The answer to "may this app use this capability for this user now?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,19 +72,6 @@ impl Consent {
         Consent { store, audit }
     }
 
-    fn record(
-        &self,
-        kind: &str,
-        user: &str,
-        app: &str,
-        version: &str,
-        capability: Capability,
-        outcome: &str,
-    ) {
-        self.audit
-            .record(Event::for_app(kind, user, app, version, outcome).with_capability(capability));
-    }
-
     pub fn grants(&self, user: &str) -> Result<Vec<Grant>, ConsentError> {
         let prefix = key(&[user, ""]);
         Ok(self
@@ -108,39 +95,33 @@ impl Consent {
         forget: bool,
     ) -> Result<Option<Decision>, ConsentError> {
         let k = key(&[user, app, capability.name()]);
-        let Some(mut grant) = self.store.get::<Grant>(Tree::Grants, &k)? else {
-            return Ok(None);
-        };
-        let was = grant.decision;
-        if was == Decision::Granted && !forget {
-            grant.decision = Decision::Denied;
-            grant.decided_at = now_secs();
-            self.store.put(Tree::Grants, &k, &grant)?;
-            self.record(
-                "consent.revoke",
-                user,
-                app,
-                &grant.version,
-                capability,
-                "revoked",
-            );
-        } else {
-            self.store
-                .transact(&[Tree::Grants], |t| {
-                    Ok::<_, superapp_store::Abort<()>>(t.delete(Tree::Grants, &k)?)
-                })
-                .map_err(|e| match e {
-                    superapp_store::Abort::Store(e) => ConsentError::Store(e),
-                    superapp_store::Abort::User(()) => ConsentError::NotFound,
-                })?;
-            let (kind, outcome) = if was == Decision::Granted {
-                ("consent.revoke", "revoked, ask again")
-            } else {
-                ("consent.reset", "reset")
-            };
-            self.record(kind, user, app, &grant.version, capability, outcome);
-        }
-        Ok(Some(was))
+        // The change and its audit entry are one transaction.
+        let trees = [Tree::Grants, Tree::Meta, Tree::Audit, Tree::AuditByUser];
+        self.store
+            .transact(&trees, |t| {
+                let Some(mut grant) = txn_get::<Grant>(t, Tree::Grants, &k)? else {
+                    return Ok(None);
+                };
+                let was = grant.decision;
+                let (kind, outcome) = if was == Decision::Granted && !forget {
+                    grant.decision = Decision::Denied;
+                    grant.decided_at = now_secs();
+                    txn_put(t, Tree::Grants, &k, &grant)?;
+                    ("consent.revoke", "revoked")
+                } else {
+                    t.delete(Tree::Grants, &k)?;
+                    if was == Decision::Granted {
+                        ("consent.revoke", "revoked, ask again")
+                    } else {
+                        ("consent.reset", "reset")
+                    }
+                };
+                let event = Event::for_app(kind, user, app, &grant.version, outcome)
+                    .with_capability(capability);
+                self.audit.append_in(t, event)?;
+                Ok(Some(was))
+            })
+            .map_err(Abort::flatten)
     }
 
     /// The user's pending prompts, oldest first.
@@ -168,63 +149,60 @@ impl Consent {
         approve: bool,
     ) -> Result<Prompt, ConsentError> {
         let pk = prompt_key(user, prompt_id);
-        let mut prompt = self
-            .store
-            .get::<Prompt>(Tree::Prompts, &pk)?
-            .ok_or(ConsentError::NotFound)?;
-        if prompt.status != PromptStatus::Pending {
-            return Err(ConsentError::Answered);
-        }
-        if matches!(prompt.kind(), PromptKind::Payment | PromptKind::Document) {
-            return Err(ConsentError::WrongKind);
-        }
-        prompt.status = if approve {
-            PromptStatus::Approved
-        } else {
-            PromptStatus::Denied
-        };
-        if prompt.kind() == PromptKind::ShareCard {
-            // A share is a one-off answer, not a standing decision.
-            self.store.put(Tree::Prompts, &pk, &prompt)?;
-            let outcome = if approve { "shared" } else { "declined" };
-            self.record(
-                "card.share",
-                user,
-                &prompt.app,
-                &prompt.version,
-                prompt.capability,
-                outcome,
-            );
-            return Ok(prompt);
-        }
-        let grant = Grant {
-            app: prompt.app.clone(),
-            capability: prompt.capability,
-            decision: if approve {
-                Decision::Granted
-            } else {
-                Decision::Denied
-            },
-            version: prompt.version.clone(),
-            decided_at: now_secs(),
-        };
-        let gk = key(&[user, &prompt.app, prompt.capability.name()]);
-        self.store.put(Tree::Grants, &gk, &grant)?;
-        self.store.put(Tree::Prompts, &pk, &prompt)?;
-        let (kind, outcome) = if approve {
-            ("consent.grant", "granted")
-        } else {
-            ("consent.deny", "denied")
-        };
-        self.record(
-            kind,
-            user,
-            &prompt.app,
-            &prompt.version,
-            prompt.capability,
-            outcome,
-        );
-        Ok(prompt)
+        // The prompt's answer, the standing decision and the audit entry are
+        // one transaction.
+        let trees = [
+            Tree::Prompts,
+            Tree::Grants,
+            Tree::Meta,
+            Tree::Audit,
+            Tree::AuditByUser,
+        ];
+        self.store
+            .transact(&trees, |t| {
+                let mut prompt = txn_get::<Prompt>(t, Tree::Prompts, &pk)?
+                    .ok_or(Abort::User(ConsentError::NotFound))?;
+                if prompt.status != PromptStatus::Pending {
+                    return Err(Abort::User(ConsentError::Answered));
+                }
+                if matches!(prompt.kind(), PromptKind::Payment | PromptKind::Document) {
+                    return Err(Abort::User(ConsentError::WrongKind));
+                }
+                prompt.status = if approve {
+                    PromptStatus::Approved
+                } else {
+                    PromptStatus::Denied
+                };
+                txn_put(t, Tree::Prompts, &pk, &prompt)?;
+                let (kind, outcome) = if prompt.kind() == PromptKind::ShareCard {
+                    // A share is a one-off answer, not a standing decision.
+                    ("card.share", if approve { "shared" } else { "declined" })
+                } else {
+                    let grant = Grant {
+                        app: prompt.app.clone(),
+                        capability: prompt.capability,
+                        decision: if approve {
+                            Decision::Granted
+                        } else {
+                            Decision::Denied
+                        },
+                        version: prompt.version.clone(),
+                        decided_at: now_secs(),
+                    };
+                    let gk = key(&[user, &prompt.app, prompt.capability.name()]);
+                    txn_put(t, Tree::Grants, &gk, &grant)?;
+                    if approve {
+                        ("consent.grant", "granted")
+                    } else {
+                        ("consent.deny", "denied")
+                    }
+                };
+                let event = Event::for_app(kind, user, &prompt.app, &prompt.version, outcome)
+                    .with_capability(prompt.capability);
+                self.audit.append_in(t, event)?;
+                Ok(prompt)
+            })
+            .map_err(Abort::flatten)
     }
 
     /// One of the user's prompts.
@@ -322,7 +300,11 @@ impl Consent {
         let mut call = Event::for_app("capability.call", user, &app.id, &version, outcome)
             .with_capability(capability);
         call.args_sha256 = args.map(crate::audit::digest_hex);
-        self.audit.record(call);
+        // No record, no call: fail closed.
+        if let Err(e) = self.audit.append(call) {
+            tracing::error!(error = %e, "cannot record a capability call in the audit log");
+            return ConsentState::Denied;
+        }
         state
     }
 }

@@ -6,6 +6,7 @@
 mod app_data;
 mod backend;
 pub mod deadlines;
+pub mod faults;
 mod kv;
 mod memory;
 mod records;

@@ -50,7 +50,7 @@ impl Host {
             .run(&app, &self.services, invocation, &call)
             .await;
         if let Err(e) = &result {
-            self.record_failure(&invocation.user, &app, e);
+            self.record_failure(&invocation.user, &app, e)?;
         }
         self.flush().await?;
         Ok(result?)
@@ -69,7 +69,9 @@ impl Host {
         {
             Ok(view) => Some(view),
             Err(e) => {
-                self.record_failure(user, &app, &e);
+                if let Err(audit) = self.record_failure(user, &app, &e) {
+                    tracing::error!(error = %audit, app = %app.manifest().id, "cannot record an app's failure");
+                }
                 None
             }
         }
@@ -77,9 +79,9 @@ impl Host {
 
     /// Traps, timeouts and limit breaches go into the audit log. A refusal
     /// for overload is not the app's doing and ran nothing: not recorded.
-    fn record_failure(&self, user: &str, app: &App, error: &RunError) {
+    fn record_failure(&self, user: &str, app: &App, error: &RunError) -> Result<(), HostError> {
         if matches!(error, RunError::Overloaded { .. }) {
-            return;
+            return Ok(());
         }
         let m = app.manifest();
         let version = m.version.to_string();
@@ -88,6 +90,7 @@ impl Host {
         if let Some(limit) = error.limit() {
             event = event.with_detail("limit", limit.to_string());
         }
-        self.audit.record(event);
+        self.audit.append(event)?;
+        Ok(())
     }
 }

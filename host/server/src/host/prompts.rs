@@ -142,7 +142,7 @@ impl Host {
                 .await;
             if let Err(e) = confirmed {
                 if matches!(e, IdentityError::BadCredentials) {
-                    self.orders.record_failed_step_up(&pending);
+                    self.orders.record_failed_step_up(&pending)?;
                     self.flush().await?;
                 }
                 return Err(e.into());

@@ -21,10 +21,18 @@ use super::{check_name, random_b64, sign, DocumentError, Documents, HolderKeys, 
 use crate::audit::{Audit, Event};
 use crate::prompts::{prompt_key, DocumentSheet, Prompt, PromptBody, PromptStatus};
 use superapp_core::{new_id, now_secs, Capability, Manifest};
-use superapp_store::{txn_get, txn_put, Abort, Store, Tree};
+use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
 /// Fields one request may name.
 pub const MAX_FIELDS: usize = 32;
+/// The trees a step of a request writes, with its audit entry.
+const TREES: [Tree; 5] = [
+    Tree::DocRequests,
+    Tree::Prompts,
+    Tree::Meta,
+    Tree::Audit,
+    Tree::AuditByUser,
+];
 /// Longest purpose, in bytes.
 pub const MAX_PURPOSE: usize = 300;
 /// How long a disclosure sheet waits for the user, unless configured.
@@ -159,14 +167,22 @@ impl Requests {
         }
     }
 
-    /// Audit a step, naming fields but never their values.
-    fn record(&self, kind: &str, req: &DocRequest, outcome: &str, fields: &[String]) {
+    /// Audit a step inside its transaction, naming fields but never their
+    /// values.
+    fn record_in(
+        &self,
+        t: &dyn Txn,
+        kind: &str,
+        req: &DocRequest,
+        outcome: &str,
+        fields: &[String],
+    ) -> Result<(), StoreError> {
         let event = Event::for_app(kind, &req.user, &req.app, &req.app_version, outcome)
             .with_capability(Capability::Documents)
             .with_detail("request", &req.id)
             .with_detail("type", &req.credential_type)
             .with_detail("fields", fields.join(","));
-        self.audit.record(event);
+        self.audit.append_in(t, event).map(|_| ())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<DocRequest>, DocumentError> {
@@ -271,18 +287,18 @@ impl Requests {
             PromptBody::Document(sheet),
             req.created_at,
         );
-        self.store
-            .transact(&[Tree::DocRequests, Tree::Prompts], |t| {
-                txn_put(t, Tree::DocRequests, &request_key(&req.id), &req)?;
-                t.put(Tree::DocRequests, &expiry_key(req.expires_at, &req.id), b"")?;
-                txn_put(t, Tree::Prompts, &prompt_key(user, &req.id), &prompt)?;
-                Ok::<_, Abort<DocumentError>>(())
-            })?;
-        self.record("document.request", &req, "pending", &req.fields);
+        self.store.transact(&TREES, |t| {
+            txn_put(t, Tree::DocRequests, &request_key(&req.id), &req)?;
+            t.put(Tree::DocRequests, &expiry_key(req.expires_at, &req.id), b"")?;
+            txn_put(t, Tree::Prompts, &prompt_key(user, &req.id), &prompt)?;
+            self.record_in(t, "document.request", &req, "pending", &req.fields)?;
+            Ok::<_, Abort<DocumentError>>(())
+        })?;
         Ok(req.id)
     }
 
-    /// Close a pending request of `user` with its sheet.
+    /// Close a pending request of `user` with its sheet, and record it in
+    /// the audit log in the same transaction.
     fn close(
         &self,
         user: &str,
@@ -296,30 +312,37 @@ impl Requests {
             _ => PromptStatus::Denied,
         };
         let now = now_secs();
-        Ok(self
-            .store
-            .transact(&[Tree::DocRequests, Tree::Prompts], |t| {
-                let mut req = txn_get::<DocRequest>(t, Tree::DocRequests, &request_key(id))?
-                    .filter(|r| r.user == user)
-                    .ok_or(Abort::User(DocumentError::NotFound))?;
-                if req.state != RequestState::Pending {
-                    return Err(Abort::User(DocumentError::NotPending));
+        Ok(self.store.transact(&TREES, |t| {
+            let mut req = txn_get::<DocRequest>(t, Tree::DocRequests, &request_key(id))?
+                .filter(|r| r.user == user)
+                .ok_or(Abort::User(DocumentError::NotFound))?;
+            if req.state != RequestState::Pending {
+                return Err(Abort::User(DocumentError::NotPending));
+            }
+            // An answer after the deadline finds the request expired.
+            if state != RequestState::Expired && req.expires_at != 0 && now >= req.expires_at {
+                return Err(Abort::User(DocumentError::NotPending));
+            }
+            req.state = state;
+            req.shared = shared.to_vec();
+            txn_put(t, Tree::DocRequests, &request_key(id), &req)?;
+            t.delete(Tree::DocRequests, &expiry_key(req.expires_at, id))?;
+            let pk = prompt_key(user, id);
+            if let Some(mut prompt) = txn_get::<Prompt>(t, Tree::Prompts, &pk)? {
+                prompt.status = status;
+                txn_put(t, Tree::Prompts, &pk, &prompt)?;
+            }
+            match state {
+                RequestState::Shared => {
+                    self.record_in(t, "document.disclose", &req, "shared", shared)?
                 }
-                // An answer after the deadline finds the request expired.
-                if state != RequestState::Expired && req.expires_at != 0 && now >= req.expires_at {
-                    return Err(Abort::User(DocumentError::NotPending));
+                RequestState::Expired => {
+                    self.record_in(t, "document.expire", &req, "expired", &req.fields)?
                 }
-                req.state = state;
-                req.shared = shared.to_vec();
-                txn_put(t, Tree::DocRequests, &request_key(id), &req)?;
-                t.delete(Tree::DocRequests, &expiry_key(req.expires_at, id))?;
-                let pk = prompt_key(user, id);
-                if let Some(mut prompt) = txn_get::<Prompt>(t, Tree::Prompts, &pk)? {
-                    prompt.status = status;
-                    txn_put(t, Tree::Prompts, &pk, &prompt)?;
-                }
-                Ok(req)
-            })?)
+                _ => self.record_in(t, "document.decline", &req, "declined", &req.fields)?,
+            }
+            Ok(req)
+        })?)
     }
 
     /// The user approves `fields` (all requested fields if `None`) of a
@@ -396,7 +419,6 @@ impl Requests {
         };
         let names: Vec<String> = claims.iter().map(|c| c.name.clone()).collect();
         let req = self.close(user, id, RequestState::Shared, &names)?;
-        self.record("document.disclose", &req, "shared", &names);
         Ok((
             req,
             Shared {
@@ -472,10 +494,7 @@ impl Requests {
                     None => None,
                 };
                 match closed {
-                    Some(req) => {
-                        self.record("document.expire", &req, "expired", &req.fields);
-                        expired.push(req);
-                    }
+                    Some(req) => expired.push(req),
                     // Answered meanwhile, or gone: drop the stale entry.
                     None => self.store.transact(&[Tree::DocRequests], |t| {
                         t.delete(Tree::DocRequests, &index)?;
@@ -487,8 +506,6 @@ impl Requests {
     }
 
     pub fn decline(&self, user: &str, id: &str) -> Result<DocRequest, DocumentError> {
-        let req = self.close(user, id, RequestState::Declined, &[])?;
-        self.record("document.decline", &req, "declined", &req.fields);
-        Ok(req)
+        self.close(user, id, RequestState::Declined, &[])
     }
 }

@@ -28,13 +28,25 @@ pub const MAX_DESCRIPTION: usize = 200;
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY: usize = 128;
 
-/// The trees confirming an order touches.
-const CONFIRM_TREES: [Tree; 5] = [
+/// The trees of a step of an order that moves no money, with its audit entry.
+const ORDER_TREES: [Tree; 5] = [
+    Tree::Orders,
+    Tree::Prompts,
+    Tree::Meta,
+    Tree::Audit,
+    Tree::AuditByUser,
+];
+
+/// The trees confirming or refunding an order touches, with its audit entry.
+const CONFIRM_TREES: [Tree; 8] = [
     Tree::Orders,
     Tree::Prompts,
     Tree::Accounts,
     Tree::Postings,
     Tree::Transfers,
+    Tree::Meta,
+    Tree::Audit,
+    Tree::AuditByUser,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +176,16 @@ fn close(txn: &dyn Txn, order: &mut Order, state: OrderState) -> Result<(), Stor
     Ok(())
 }
 
+/// The audit entry of one step of an order.
+fn event(kind: &str, order: &Order, outcome: &str, amount: u64) -> Event {
+    Event::for_app(kind, &order.user, &order.app, &order.app_version, outcome)
+        .with_capability(Capability::Payments)
+        .with_detail("order", &order.id)
+        .with_detail("amount", amount.to_string())
+        .with_detail("currency", &order.currency)
+        .with_detail("merchant", &order.publisher)
+}
+
 /// [`apply`], with the ledger's refusals as order errors.
 fn transfer(t: &dyn Txn, req: &TransferRequest) -> Result<super::Transfer, Abort<OrderError>> {
     apply(t, req).map_err(|e| match e {
@@ -183,19 +205,19 @@ impl Orders {
         Orders { store, audit, ttl }
     }
 
-    fn record(&self, kind: &str, order: &Order, outcome: &str) {
-        self.record_amount(kind, order, outcome, order.amount);
-    }
-
-    /// Audit one step of an order; `amount` is what this step moved.
-    fn record_amount(&self, kind: &str, order: &Order, outcome: &str, amount: u64) {
-        let event = Event::for_app(kind, &order.user, &order.app, &order.app_version, outcome)
-            .with_capability(Capability::Payments)
-            .with_detail("order", &order.id)
-            .with_detail("amount", amount.to_string())
-            .with_detail("currency", &order.currency)
-            .with_detail("merchant", &order.publisher);
-        self.audit.record(event);
+    /// Audit one step of an order, in the step's own transaction `t`;
+    /// `amount` is what this step moved.
+    fn record_in(
+        &self,
+        t: &dyn Txn,
+        kind: &str,
+        order: &Order,
+        outcome: &str,
+        amount: u64,
+    ) -> Result<(), StoreError> {
+        self.audit
+            .append_in(t, event(kind, order, outcome, amount))
+            .map(|_| ())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Order>, OrderError> {
@@ -266,23 +288,21 @@ impl Orders {
             now,
         );
         let ik = idempotency_key(&app.id, user, &new.idempotency_key);
-        let (order, created) = self.store.transact(&[Tree::Orders, Tree::Prompts], |t| {
+        let order = self.store.transact(&ORDER_TREES, |t| {
             if let Some(id) = t.get(Tree::Orders, &ik)? {
                 let earlier = load(t, &String::from_utf8_lossy(&id))?;
                 if earlier.request_sha256 != fresh.request_sha256 {
                     return Err(Abort::User(OrderError::KeyReused));
                 }
-                return Ok((earlier, false));
+                return Ok(earlier);
             }
             txn_put(t, Tree::Orders, &order_key(&fresh.id), &fresh)?;
             t.put(Tree::Orders, &ik, fresh.id.as_bytes())?;
             t.put(Tree::Orders, &expiry_key(fresh.expires_at, &fresh.id), b"")?;
             txn_put(t, Tree::Prompts, &prompt_key(user, &fresh.id), &prompt)?;
-            Ok((fresh.clone(), true))
+            self.record_in(t, "payment.request", &fresh, "pending", fresh.amount)?;
+            Ok(fresh.clone())
         })?;
-        if created {
-            self.record("payment.request", &order, "pending");
-        }
         Ok(order)
     }
 
@@ -303,6 +323,7 @@ impl Orders {
                 }
                 if now >= order.expires_at {
                     close(t, &mut order, OrderState::Expired)?;
+                    self.record_in(t, "payment.expire", &order, "expired", order.amount)?;
                     return Ok(order);
                 }
                 let paid = transfer(
@@ -319,32 +340,39 @@ impl Orders {
                 )?;
                 order.transfer = Some(paid.id);
                 close(t, &mut order, OrderState::Paid)?;
+                self.record_in(t, "payment.confirm", &order, "paid", order.amount)?;
                 Ok(order)
             })
             .map_err(OrderError::from);
-        match &result {
-            Ok(order) if order.state == OrderState::Paid => {
-                self.record("payment.confirm", order, "paid")
+        if let Err(OrderError::Ledger(LedgerError::InsufficientFunds { .. })) = &result {
+            // Nothing moved; the attempt is recorded.
+            if let Some(order) = self.get(id)? {
+                self.audit.append(event(
+                    "payment.confirm",
+                    &order,
+                    "insufficient-funds",
+                    order.amount,
+                ))?;
             }
-            Ok(order) => self.record("payment.expire", order, "expired"),
-            Err(OrderError::Ledger(LedgerError::InsufficientFunds { .. })) => {
-                if let Ok(Some(order)) = self.get(id) {
-                    self.record("payment.confirm", &order, "insufficient-funds");
-                }
-            }
-            Err(_) => {}
         }
         result
     }
 
-    /// The user's step-up failed: recorded, nothing else changes.
-    pub fn record_failed_step_up(&self, order: &Order) {
-        self.record("payment.confirm", order, "wrong-password");
+    /// The user's step-up failed: recorded, nothing else changes. An error
+    /// means it could not be recorded.
+    pub fn record_failed_step_up(&self, order: &Order) -> Result<(), OrderError> {
+        self.audit.append(event(
+            "payment.confirm",
+            order,
+            "wrong-password",
+            order.amount,
+        ))?;
+        Ok(())
     }
 
     /// The user declined the sheet.
     pub fn decline(&self, user: &str, id: &str) -> Result<Order, OrderError> {
-        let order = self.store.transact(&[Tree::Orders, Tree::Prompts], |t| {
+        let order = self.store.transact(&ORDER_TREES, |t| {
             let mut order = load(t, id)?;
             if order.user != user {
                 return Err(Abort::User(OrderError::NotFound));
@@ -353,9 +381,9 @@ impl Orders {
                 return Err(Abort::User(OrderError::NotPending));
             }
             close(t, &mut order, OrderState::Declined)?;
+            self.record_in(t, "payment.decline", &order, "declined", order.amount)?;
             Ok(order)
         })?;
-        self.record("payment.decline", &order, "declined");
         Ok(order)
     }
 
@@ -369,11 +397,12 @@ impl Orders {
                 return Ok(expired);
             }
             for (index, id) in due {
-                let closed = self.store.transact(&[Tree::Orders, Tree::Prompts], |t| {
+                let closed = self.store.transact(&ORDER_TREES, |t| {
                     let order = txn_get::<Order>(t, Tree::Orders, &order_key(&id))?;
                     match order {
                         Some(mut order) if order.state == OrderState::Pending => {
                             close(t, &mut order, OrderState::Expired)?;
+                            self.record_in(t, "payment.expire", &order, "expired", order.amount)?;
                             Ok(Some(order))
                         }
                         // Settled meanwhile, or gone: drop the stale entry.
@@ -384,7 +413,6 @@ impl Orders {
                     }
                 })?;
                 if let Some(order) = closed {
-                    self.record("payment.expire", &order, "expired");
                     expired.push(order);
                 }
             }
@@ -419,7 +447,7 @@ impl Orders {
             )));
         }
         let used_key = refund_key(id, key);
-        let (order, fresh) = self.store.transact(&CONFIRM_TREES, |t| {
+        let order = self.store.transact(&CONFIRM_TREES, |t| {
             let mut order = load(t, id)?;
             if order.publisher != publisher {
                 return Err(Abort::User(OrderError::NotYours));
@@ -428,7 +456,7 @@ impl Orders {
                 if earlier != amount {
                     return Err(Abort::User(OrderError::KeyReused));
                 }
-                return Ok((order, false));
+                return Ok(order);
             }
             if order.state != OrderState::Paid {
                 return Err(Abort::User(OrderError::NotPaid));
@@ -455,11 +483,9 @@ impl Orders {
             order.refunded = total;
             txn_put(t, Tree::Orders, &order_key(&order.id), &order)?;
             txn_put(t, Tree::Orders, &used_key, &amount)?;
-            Ok((order, true))
+            self.record_in(t, "payment.refund", &order, "refunded", amount)?;
+            Ok(order)
         })?;
-        if fresh {
-            self.record_amount("payment.refund", &order, "refunded", amount);
-        }
         Ok(order)
     }
 }

@@ -22,6 +22,9 @@ use superapp_core::{now_secs, Limits, PackageError};
 use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree};
 
 use crate::audit::{Audit, Event};
+
+/// The trees a registry change writes, with its audit entry.
+const TREES: [Tree; 4] = [Tree::Registry, Tree::Meta, Tree::Audit, Tree::AuditByUser];
 pub use policy::{rollout_bucket, AutoApprove, Policy};
 pub use releases::Changed;
 
@@ -381,23 +384,22 @@ impl Registry {
             keys: keys.to_vec(),
             added_at: now_secs(),
         };
-        let (stored, created) = self.store.transact(&[Tree::Registry], |t| {
+        let stored = self.store.transact(&TREES, |t| {
             if let Some(existing) = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))? {
                 if existing.name == publisher.name && existing.keys == publisher.keys {
-                    return Ok((existing, false));
+                    return Ok(existing);
                 }
                 return Err(Abort::User(RegistryError::PublisherExists(id.into())));
             }
             txn_put(t, Tree::Registry, &publisher_key(id), &publisher)?;
-            Ok((publisher.clone(), true))
-        })?;
-        if created {
-            self.audit.append(
+            self.audit.append_in(
+                t,
                 self.record("registry.publisher.add", actor, None, "added")
                     .with_detail("publisher", id)
                     .with_detail("keys", keys.join(" ")),
             )?;
-        }
+            Ok(publisher.clone())
+        })?;
         Ok(stored)
     }
 
@@ -409,23 +411,22 @@ impl Registry {
         actor: &Actor,
     ) -> Result<Publisher, RegistryError> {
         check_public_key(key)?;
-        let (publisher, added) = self.store.transact(&[Tree::Registry], |t| {
+        let publisher = self.store.transact(&TREES, |t| {
             let mut p = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))?
                 .ok_or_else(|| Abort::User(RegistryError::UnknownPublisher(id.into())))?;
             if p.keys.iter().any(|k| k == key) {
-                return Ok((p, false));
+                return Ok(p);
             }
             p.keys.push(key.into());
             txn_put(t, Tree::Registry, &publisher_key(id), &p)?;
-            Ok((p, true))
-        })?;
-        if added {
-            self.audit.append(
+            self.audit.append_in(
+                t,
                 self.record("registry.publisher.key", actor, None, "added")
                     .with_detail("publisher", id)
                     .with_detail("key", key),
             )?;
-        }
+            Ok(p)
+        })?;
         Ok(publisher)
     }
 
@@ -459,20 +460,21 @@ impl Registry {
             name: name.into(),
             added_at: now_secs(),
         };
-        let (stored, created) = self.store.transact(&[Tree::Registry], |t| {
+        let (stored, created) = self.store.transact(&TREES, |t| {
             if let Some(existing) = txn_get::<Auditor>(t, Tree::Registry, &auditor_key(key))? {
                 return Ok((existing, false));
             }
             txn_put(t, Tree::Registry, &auditor_key(key), &auditor)?;
-            Ok((auditor.clone(), true))
-        })?;
-        if created {
-            self.forget(None);
-            self.audit.append(
+            self.audit.append_in(
+                t,
                 self.record("registry.auditor.trust", actor, None, "trusted")
                     .with_detail("auditor", name)
                     .with_detail("key", key),
             )?;
+            Ok((auditor.clone(), true))
+        })?;
+        if created {
+            self.forget(None);
         }
         Ok(stored)
     }
@@ -480,19 +482,20 @@ impl Registry {
     /// Stop trusting an auditor key. Approvals it signed no longer let
     /// sensitive versions launch. Returns whether the key was trusted.
     pub fn distrust_auditor(&self, key: &str, actor: &Actor) -> Result<bool, RegistryError> {
-        let removed = self.store.transact(&[Tree::Registry], |t| {
+        let removed = self.store.transact(&TREES, |t| {
             let existed = t.get(Tree::Registry, &auditor_key(key))?.is_some();
             if existed {
                 t.delete(Tree::Registry, &auditor_key(key))?;
+                self.audit.append_in(
+                    t,
+                    self.record("registry.auditor.distrust", actor, None, "removed")
+                        .with_detail("key", key),
+                )?;
             }
             Ok::<_, Abort<RegistryError>>(existed)
         })?;
         if removed {
             self.forget(None);
-            self.audit.append(
-                self.record("registry.auditor.distrust", actor, None, "removed")
-                    .with_detail("key", key),
-            )?;
         }
         Ok(removed)
     }

@@ -7,6 +7,17 @@ use superapp_core::signed_request::MAX_SKEW_SECS;
 use superapp_core::{now_secs, Package};
 use superapp_store::{txn_get, txn_put, Abort, Tree};
 
+use crate::audit::Event;
+
+/// The trees publishing writes, with its audit entries.
+const PUBLISH_TREES: [Tree; 5] = [
+    Tree::Registry,
+    Tree::Packages,
+    Tree::Meta,
+    Tree::Audit,
+    Tree::AuditByUser,
+];
+
 use super::{
     release_key, Actor, DecidedBy, Decision, DeclaredCapability, Registry, RegistryError, Release,
     State, Yank,
@@ -90,7 +101,7 @@ impl Registry {
         let key = release_key(&m.id, &version);
         let stored = self
             .store
-            .transact(&[Tree::Registry, Tree::Packages], |t| {
+            .transact(&PUBLISH_TREES, |t| {
                 let owner: Option<String> = txn_get(t, Tree::Registry, &owner_key(&m.id))?;
                 if let Some(owner) = owner.filter(|o| *o != publisher.id) {
                     return Err(Abort::User(RegistryError::Forbidden(format!(
@@ -114,6 +125,21 @@ impl Registry {
                 txn_put(t, Tree::Registry, &owner_key(&m.id), &publisher.id)?;
                 txn_put(t, Tree::Registry, &key, &release)?;
                 t.put(Tree::Packages, digest.as_bytes(), &bytes)?;
+                let at = Some((m.id.as_str(), version.as_str()));
+                self.audit.append_in(
+                    t,
+                    self.record("registry.publish", actor, at, "submitted")
+                        .with_detail("digest", &digest)
+                        .with_detail("signed-by", &signature.public_key),
+                )?;
+                if let Some(d) = release.last_decision() {
+                    self.audit.append_in(
+                        t,
+                        self.record("registry.decision", actor, at, d.verdict.name())
+                            .with_detail("digest", &digest)
+                            .with_detail("by", d.decider()),
+                    )?;
+                }
                 Ok(Changed {
                     release: release.clone(),
                     changed: true,
@@ -122,19 +148,6 @@ impl Registry {
             .map_err(Abort::flatten)?;
         if stored.changed {
             self.forget(Some(&m.id));
-            let at = Some((m.id.as_str(), version.as_str()));
-            self.audit.append(
-                self.record("registry.publish", actor, at, "submitted")
-                    .with_detail("digest", &digest)
-                    .with_detail("signed-by", &signature.public_key),
-            )?;
-            if let Some(d) = stored.release.last_decision() {
-                self.audit.append(
-                    self.record("registry.decision", actor, at, d.verdict.name())
-                        .with_detail("digest", &digest)
-                        .with_detail("by", d.decider()),
-                )?;
-            }
         }
         Ok(stored)
     }
@@ -158,7 +171,7 @@ impl Registry {
         let key = release_key(&signed.app, &signed.version);
         let result = self
             .store
-            .transact(&[Tree::Registry], |t| {
+            .transact(&super::TREES, |t| {
                 let mut release: Release = txn_get(t, Tree::Registry, &key)?.ok_or_else(|| {
                     Abort::User(RegistryError::UnknownVersion {
                         app: signed.app.clone(),
@@ -211,6 +224,21 @@ impl Registry {
                     Verdict::Reject => State::Rejected,
                 };
                 txn_put(t, Tree::Registry, &key, &release)?;
+                self.audit.append_in(
+                    t,
+                    self.record(
+                        "registry.decision",
+                        &super::Actor::Auditor(signed.auditor_key.clone()),
+                        Some((&signed.app, &signed.version)),
+                        signed.verdict.name(),
+                    )
+                    .with_detail("digest", &signed.digest)
+                    .with_detail("by", format!("{} ({})", auditor.name, auditor.key))
+                    .with_detail(
+                        "note-sha256",
+                        superapp_core::sha256_hex(signed.note.as_bytes()),
+                    ),
+                )?;
                 Ok(Changed {
                     release,
                     changed: true,
@@ -219,37 +247,25 @@ impl Registry {
             .map_err(Abort::flatten)?;
         if result.changed {
             self.forget(Some(&signed.app));
-            self.audit.append(
-                self.record(
-                    "registry.decision",
-                    &super::Actor::Auditor(signed.auditor_key.clone()),
-                    Some((&signed.app, &signed.version)),
-                    signed.verdict.name(),
-                )
-                .with_detail("digest", &signed.digest)
-                .with_detail("by", format!("{} ({})", auditor.name, auditor.key))
-                .with_detail(
-                    "note-sha256",
-                    superapp_core::sha256_hex(signed.note.as_bytes()),
-                ),
-            )?;
         }
         Ok(result)
     }
 
     /// Change one release in a transaction, if `actor` may; `apply`
-    /// returns whether it changed anything.
+    /// returns whether it changed anything, and a change is recorded as
+    /// `event` in the same transaction.
     fn update(
         &self,
         app: &str,
         version: &str,
         actor: &Actor,
+        event: Event,
         apply: impl Fn(&mut Release) -> Result<bool, RegistryError>,
     ) -> Result<Changed, RegistryError> {
         let key = release_key(app, version);
         let changed = self
             .store
-            .transact(&[Tree::Registry], |t| {
+            .transact(&super::TREES, |t| {
                 let mut release: Release = txn_get(t, Tree::Registry, &key)?.ok_or_else(|| {
                     Abort::User(RegistryError::UnknownVersion {
                         app: app.into(),
@@ -270,6 +286,7 @@ impl Registry {
                 let changed = apply(&mut release).map_err(Abort::User)?;
                 if changed {
                     txn_put(t, Tree::Registry, &key, &release)?;
+                    self.audit.append_in(t, event.clone())?;
                 }
                 Ok(Changed { release, changed })
             })
@@ -294,7 +311,15 @@ impl Registry {
         if note.len() > superapp_core::decision::MAX_NOTE {
             return Err(RegistryError::Invalid("the note is too long".into()));
         }
-        let changed = self.update(app, version, actor, |r| {
+        let kind = if yanked {
+            "registry.yank"
+        } else {
+            "registry.unyank"
+        };
+        let event = self
+            .record(kind, actor, Some((app, version)), "done")
+            .with_detail("note", note);
+        self.update(app, version, actor, event, |r| {
             Ok(match (yanked, r.yanked.is_some()) {
                 (true, false) => {
                     r.yanked = Some(Yank {
@@ -310,19 +335,7 @@ impl Registry {
                 }
                 _ => false,
             })
-        })?;
-        if changed.changed {
-            let kind = if yanked {
-                "registry.yank"
-            } else {
-                "registry.unyank"
-            };
-            self.audit.append(
-                self.record(kind, actor, Some((app, version)), "done")
-                    .with_detail("note", note),
-            )?;
-        }
-        Ok(changed)
+        })
     }
 
     /// Let `percent` of users (chosen stably by pseudonymous id) get this
@@ -340,17 +353,13 @@ impl Registry {
             ));
         }
         let rollout = (percent < 100).then_some(percent);
-        let changed = self.update(app, version, actor, |r| {
+        let event = self
+            .record("registry.rollout", actor, Some((app, version)), "done")
+            .with_detail("percent", percent.to_string());
+        self.update(app, version, actor, event, |r| {
             let changed = r.rollout != rollout;
             r.rollout = rollout;
             Ok(changed)
-        })?;
-        if changed.changed {
-            self.audit.append(
-                self.record("registry.rollout", actor, Some((app, version)), "done")
-                    .with_detail("percent", percent.to_string()),
-            )?;
-        }
-        Ok(changed)
+        })
     }
 }

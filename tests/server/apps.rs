@@ -588,3 +588,121 @@ async fn overload_is_refused_with_503_and_retry_after() {
     // Nothing stays counted: the app serves again.
     alice.act(busy, "work", Some("1"), json!({})).await;
 }
+
+/// The access log and the prompt history come a page at a time, newest
+/// first, each page continuing exactly where the last one stopped.
+#[tokio::test]
+async fn the_access_log_and_prompt_history_are_paginated() {
+    let s = setup(&["hello", "testing/probe"]);
+    let server = serve(&s);
+    let alice = Client::signed_up(&server, "alice").await;
+    let probe = "dev.superapp.testing.probe";
+    for i in 0..5 {
+        // Each payment request is a recorded capability call, a recorded
+        // order and a pending sheet.
+        alice
+            .act(
+                probe,
+                "payments",
+                None,
+                json!({"idempotency-key": format!("k{i}")}),
+            )
+            .await;
+        let (status, _) = alice
+            .post("/apps/dev.superapp.hello/launch", json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    let (_, all) = alice.get("/me/access-log?limit=1000").await;
+    let all: Vec<u64> = all["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(all.len() >= 10, "{all:?}");
+    assert!(all.windows(2).all(|w| w[0] > w[1]), "newest first: {all:?}");
+    let mut walked = Vec::new();
+    let mut path = "/me/access-log?limit=3".to_string();
+    loop {
+        let (status, page) = alice.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let entries = page["entries"].as_array().unwrap();
+        assert!(entries.len() <= 3);
+        walked.extend(entries.iter().map(|e| e["seq"].as_u64().unwrap()));
+        match page["next_before"].as_u64() {
+            Some(before) => path = format!("/me/access-log?limit=3&before={before}"),
+            None => break,
+        }
+    }
+    assert_eq!(walked, all, "the pages are the log, once each, in order");
+
+    // One app's slice, from its own index.
+    let (_, probes) = alice
+        .get(&format!("/me/access-log?app={probe}&limit=4"))
+        .await;
+    let entries = probes["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4);
+    assert!(entries.iter().all(|e| e["app"] == probe), "{probes}");
+    let before = probes["next_before"].as_u64().expect("more than one page");
+    let (_, older) = alice
+        .get(&format!(
+            "/me/access-log?app={probe}&limit=1000&before={before}"
+        ))
+        .await;
+    assert!(older["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["app"] == probe && e["seq"].as_u64().unwrap() < before));
+    assert!(older["next_before"].is_null());
+
+    // The prompt history: five payment sheets, newest first, two a page.
+    let (_, pending) = alice.get("/prompts").await;
+    assert_eq!(pending.as_array().unwrap().len(), 5);
+    let mut ids = Vec::new();
+    let mut path = "/prompts/history?limit=2".to_string();
+    loop {
+        let (status, page) = alice.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        ids.extend(
+            page["prompts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_before"].as_str() {
+            Some(cursor) => path = format!("/prompts/history?limit=2&before={cursor}"),
+            None => break,
+        }
+    }
+    let mut oldest_first: Vec<String> = pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    oldest_first.reverse();
+    assert_eq!(ids, oldest_first);
+    // Answering one takes it out of the pending list, not the history.
+    let (status, _) = alice
+        .post(&format!("/prompts/{}/deny", ids[0]), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, pending) = alice.get("/prompts").await;
+    assert_eq!(pending.as_array().unwrap().len(), 4);
+    let (_, page) = alice.get("/prompts/history?limit=1").await;
+    assert_eq!(page["prompts"][0]["id"], ids[0].as_str());
+    assert_eq!(page["prompts"][0]["status"], "denied");
+
+    let (status, err) = alice.get("/prompts/history?before=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    let (status, _) = alice.get("/me/access-log?before=-1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Nobody else's pages.
+    let bob = Client::signed_up(&server, "bob").await;
+    let (_, theirs) = bob.get("/prompts/history").await;
+    assert!(theirs["prompts"].as_array().unwrap().is_empty());
+}

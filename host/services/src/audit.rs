@@ -119,19 +119,42 @@ fn key(seq: u64) -> [u8; 8] {
 }
 
 fn user_key(user: &str, seq: u64) -> Vec<u8> {
-    let mut k = user.as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+    [user.as_bytes(), b"\0", &seq.to_be_bytes()].concat()
+}
+
+fn app_prefix(user: &str, app: &str) -> Vec<u8> {
+    [user.as_bytes(), b"\0", app.as_bytes(), b"\0"].concat()
+}
+
+/// One page of a user's access log, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    /// Pass as `before` for the next (older) page; `None` on the last.
+    pub next_before: Option<u64>,
 }
 
 /// The trees an append writes: a transaction that records an action in the
 /// audit log names these beside its own (see [`Audit::append_in`]).
-pub const TREES: [Tree; 3] = [Tree::Meta, Tree::Audit, Tree::AuditByUser];
+pub const TREES: [Tree; 4] = [Tree::Meta, Tree::Audit, Tree::AuditByUser, Tree::AuditByApp];
+
+/// `trees` and the audit log's: what a transaction that records its action
+/// in the log names.
+pub fn with(trees: &[Tree]) -> Vec<Tree> {
+    let mut all = trees.to_vec();
+    all.extend_from_slice(&TREES);
+    all
+}
+
+/// Most entries one page of a user's access log holds.
+pub const MAX_PAGE: usize = 1000;
 
 /// Where the newest entry's seq and hash are kept, read and written in the
 /// appending transaction, so concurrent appends serialize in the store.
 const HEAD_KEY: &[u8] = b"audit-head";
+
+/// Set once the per-app index covers every entry.
+const APP_INDEX_KEY: &[u8] = b"audit-app-index";
 
 #[derive(Serialize, Deserialize)]
 struct Head {
@@ -168,10 +191,34 @@ impl Audit {
                 .transact(&[Tree::Meta], |t| {
                     Ok::<_, superapp_store::Abort<()>>(txn_put(t, Tree::Meta, HEAD_KEY, &head)?)
                 })
-                .map_err(|e| match e {
-                    superapp_store::Abort::Store(e) => e,
-                    superapp_store::Abort::User(()) => StoreError::Backend("aborted".into()),
-                })?;
+                .map_err(superapp_store::Abort::into_store)?;
+        }
+        if store.get::<bool>(Tree::Meta, APP_INDEX_KEY)?.is_none() {
+            // Index the entries written before the per-app index existed.
+            let mut after = 0;
+            loop {
+                let page = read(&store, after, 1024)?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                store
+                    .transact(&TREES, |t| {
+                        for entry in &page {
+                            index(t, entry)?;
+                        }
+                        Ok::<_, superapp_store::Abort<()>>(())
+                    })
+                    .map_err(superapp_store::Abort::into_store)?;
+            }
+            store
+                .transact(&[Tree::Meta], |t| {
+                    Ok::<_, superapp_store::Abort<()>>(txn_put(
+                        t,
+                        Tree::Meta,
+                        APP_INDEX_KEY,
+                        &true,
+                    )?)
+                })
+                .map_err(superapp_store::Abort::into_store)?;
         }
         Ok(Audit { store })
     }
@@ -195,9 +242,7 @@ impl Audit {
             hash,
         };
         txn_put(t, Tree::Audit, &key(seq), &entry)?;
-        if let Some(user) = &entry.event.user {
-            txn_put(t, Tree::AuditByUser, &user_key(user, seq), &())?;
-        }
+        index(t, &entry)?;
         txn_put(
             t,
             Tree::Meta,
@@ -218,10 +263,7 @@ impl Audit {
             .transact(&TREES, |t| {
                 Ok::<_, superapp_store::Abort<()>>(self.append_in(t, event.clone())?)
             })
-            .map_err(|e| match e {
-                superapp_store::Abort::Store(e) => e,
-                superapp_store::Abort::User(()) => StoreError::Backend("aborted".into()),
-            })
+            .map_err(superapp_store::Abort::into_store)
     }
 
     /// Entries with seq > `after`, oldest first, at most `limit`.
@@ -229,15 +271,30 @@ impl Audit {
         read(&self.store, after, limit)
     }
 
-    /// One user's entries, newest first, at most `limit`: their privacy report.
-    pub fn for_user(&self, user: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let mut prefix = user.as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for (k, _) in self
+    /// A page of one user's entries (about one app, if `app` is given),
+    /// newest first, older than seq `before`, at most `limit` (up to
+    /// [`MAX_PAGE`]): their access log. Read from an index, so a page costs
+    /// its own length however long the log is.
+    pub fn for_user(
+        &self,
+        user: &str,
+        app: Option<&str>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let (tree, prefix) = match app {
+            Some(app) => (Tree::AuditByApp, app_prefix(user, app)),
+            None => (Tree::AuditByUser, [user.as_bytes(), b"\0"].concat()),
+        };
+        let cursor = before.map(|seq| [prefix.as_slice(), &seq.to_be_bytes()].concat());
+        // One more than asked for tells whether there is a next page.
+        let keys = self
             .store
-            .scan(Tree::AuditByUser, &prefix, None, limit, true)?
-        {
+            .scan(tree, &prefix, cursor.as_deref(), limit + 1, true)?;
+        let more = keys.len() > limit;
+        let mut entries = Vec::new();
+        for (k, _) in keys.into_iter().take(limit) {
             let Some(seq) = k
                 .get(prefix.len()..)
                 .and_then(|s| <[u8; 8]>::try_from(s).ok())
@@ -245,11 +302,27 @@ impl Audit {
                 continue;
             };
             if let Some(entry) = self.store.get::<Entry>(Tree::Audit, &seq)? {
-                out.push(entry);
+                entries.push(entry);
             }
         }
-        Ok(out)
+        let next_before = more.then(|| entries.last().map(|e| e.seq)).flatten();
+        Ok(Page {
+            entries,
+            next_before,
+        })
     }
+}
+
+/// Index an entry by user, and by user and app.
+fn index(t: &dyn Txn, entry: &Entry) -> Result<(), StoreError> {
+    if let Some(user) = &entry.event.user {
+        txn_put(t, Tree::AuditByUser, &user_key(user, entry.seq), &())?;
+        if let Some(app) = &entry.event.app {
+            let k = [app_prefix(user, app).as_slice(), &entry.seq.to_be_bytes()].concat();
+            txn_put(t, Tree::AuditByApp, &k, &())?;
+        }
+    }
+    Ok(())
 }
 
 fn read(store: &Store, after: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{Audit, Event};
+use crate::audit::{self, Audit, Event};
 use crate::messaging::Card;
-use crate::prompts::prompt_key;
+use crate::prompts::{self, prompt_key};
 pub use crate::prompts::{
     DocumentSheet, PaymentSheet, Prompt, PromptBody, PromptKind, PromptStatus,
 };
@@ -96,7 +96,7 @@ impl Consent {
     ) -> Result<Option<Decision>, ConsentError> {
         let k = key(&[user, app, capability.name()]);
         // The change and its audit entry are one transaction.
-        let trees = [Tree::Grants, Tree::Meta, Tree::Audit, Tree::AuditByUser];
+        let trees = audit::with(&[Tree::Grants]);
         self.store
             .transact(&trees, |t| {
                 let Some(mut grant) = txn_get::<Grant>(t, Tree::Grants, &k)? else {
@@ -124,20 +124,19 @@ impl Consent {
             .map_err(Abort::flatten)
     }
 
-    /// The user's pending prompts, oldest first.
+    /// The user's pending prompts, oldest first (read from their index).
     pub fn pending(&self, user: &str) -> Result<Vec<Prompt>, ConsentError> {
-        let prefix = prompt_key(user, "");
-        let mut out: Vec<Prompt> = self
-            .store
-            .scan(Tree::Prompts, &prefix, None, usize::MAX, false)?
-            .iter()
-            .map(|(_, v)| superapp_store::decode::<Prompt>(Tree::Prompts, v))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|p| p.status == PromptStatus::Pending)
-            .collect();
-        out.sort_by_key(|p| p.created_at);
-        Ok(out)
+        Ok(prompts::pending(&self.store, user)?)
+    }
+
+    /// A page of the user's prompts, answered or not, newest first.
+    pub fn history(
+        &self,
+        user: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<prompts::HistoryPage, ConsentError> {
+        Ok(prompts::history(&self.store, user, before, limit)?)
     }
 
     /// Answer a prompt: record the decision and return the prompt, whose
@@ -151,13 +150,7 @@ impl Consent {
         let pk = prompt_key(user, prompt_id);
         // The prompt's answer, the standing decision and the audit entry are
         // one transaction.
-        let trees = [
-            Tree::Prompts,
-            Tree::Grants,
-            Tree::Meta,
-            Tree::Audit,
-            Tree::AuditByUser,
-        ];
+        let trees = audit::with(&[Tree::Prompts, Tree::PromptIndex, Tree::Grants]);
         self.store
             .transact(&trees, |t| {
                 let mut prompt = txn_get::<Prompt>(t, Tree::Prompts, &pk)?
@@ -173,7 +166,7 @@ impl Consent {
                 } else {
                     PromptStatus::Denied
                 };
-                txn_put(t, Tree::Prompts, &pk, &prompt)?;
+                prompts::save(t, user, &prompt)?;
                 let (kind, outcome) = if prompt.kind() == PromptKind::ShareCard {
                     // A share is a one-off answer, not a standing decision.
                     ("card.share", if approve { "shared" } else { "declined" })
@@ -223,7 +216,10 @@ impl Consent {
             now_secs(),
         );
         self.store
-            .put(Tree::Prompts, &prompt_key(user, &prompt.id), &prompt)
+            .transact(&[Tree::Prompts, Tree::PromptIndex], |t| {
+                Ok::<_, Abort<()>>(prompts::save(t, user, &prompt)?)
+            })
+            .map_err(Abort::into_store)
     }
 
     /// A pending prompt for this (user, app, capability), if one exists.
@@ -233,19 +229,9 @@ impl Consent {
         app: &str,
         capability: Capability,
     ) -> Result<bool, StoreError> {
-        let prefix = prompt_key(user, "");
-        Ok(self
-            .store
-            .scan(Tree::Prompts, &prefix, None, usize::MAX, false)?
+        Ok(prompts::pending(&self.store, user)?
             .iter()
-            .any(|(_, v)| {
-                superapp_store::decode::<Prompt>(Tree::Prompts, v).is_ok_and(|p| {
-                    p.kind() == PromptKind::Consent
-                        && p.status == PromptStatus::Pending
-                        && p.app == app
-                        && p.capability == capability
-                })
-            }))
+            .any(|p| p.kind() == PromptKind::Consent && p.app == app && p.capability == capability))
     }
 
     fn ask(&self, user: &str, app: &Manifest, capability: Capability) -> Result<(), StoreError> {
@@ -254,7 +240,10 @@ impl Consent {
         }
         let prompt = Prompt::new(new_id(), app, capability, PromptBody::Consent, now_secs());
         self.store
-            .put(Tree::Prompts, &prompt_key(user, &prompt.id), &prompt)
+            .transact(&[Tree::Prompts, Tree::PromptIndex], |t| {
+                Ok::<_, Abort<()>>(prompts::save(t, user, &prompt)?)
+            })
+            .map_err(Abort::into_store)
     }
 
     /// May this app use `capability`, which needs `level` of consent, for

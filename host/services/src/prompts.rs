@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use superapp_core::{Capability, Manifest};
+use superapp_store::{decode, txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
 use crate::messaging::Card;
 
@@ -220,10 +221,177 @@ impl TryFrom<FlatPrompt> for Prompt {
     }
 }
 
-/// Where a user's prompt is stored: for modules that write prompts inside
-/// their own transactions (payment sheets).
+/// Where a user's prompt is stored.
 pub fn prompt_key(user: &str, prompt_id: &str) -> Vec<u8> {
     [user.as_bytes(), b"\0", prompt_id.as_bytes()].concat()
+}
+
+/// user ‖ created (big-endian) ‖ id: the order of both indexes.
+fn time_key(user: &str, created_at: u64, id: &str) -> Vec<u8> {
+    [
+        user.as_bytes(),
+        b"\0",
+        &created_at.to_be_bytes(),
+        id.as_bytes(),
+    ]
+    .concat()
+}
+
+const HISTORY: &[u8] = b"h\0";
+const PENDING: &[u8] = b"p\0";
+
+/// Most prompts one page of the history holds, and most pending prompts
+/// listed at once.
+pub const MAX_PAGE: usize = 200;
+
+/// Write a user's prompt inside a transaction that names `Prompts` and
+/// `PromptIndex`, keeping its place in the history and, while it is
+/// pending, in the pending index. Every prompt is written through this.
+pub fn save(t: &dyn Txn, user: &str, prompt: &Prompt) -> Result<(), StoreError> {
+    txn_put(t, Tree::Prompts, &prompt_key(user, &prompt.id), prompt)?;
+    let at = time_key(user, prompt.created_at, &prompt.id);
+    t.put(Tree::PromptIndex, &[HISTORY, &at].concat(), b"")?;
+    let pending = [PENDING, &at].concat();
+    if prompt.status == PromptStatus::Pending {
+        t.put(Tree::PromptIndex, &pending, b"")
+    } else {
+        t.delete(Tree::PromptIndex, &pending)
+    }
+}
+
+/// Change the status of a user's prompt, if it exists.
+pub fn set_status(
+    t: &dyn Txn,
+    user: &str,
+    id: &str,
+    status: PromptStatus,
+) -> Result<(), StoreError> {
+    if let Some(mut prompt) = txn_get::<Prompt>(t, Tree::Prompts, &prompt_key(user, id))? {
+        prompt.status = status;
+        save(t, user, &prompt)?;
+    }
+    Ok(())
+}
+
+/// The prompts an index page names, in its order.
+fn load(
+    store: &Store,
+    user: &str,
+    keys: &[Vec<u8>],
+    skip: usize,
+) -> Result<Vec<Prompt>, StoreError> {
+    let mut out = Vec::new();
+    for k in keys {
+        // family ‖ user ‖ \0 ‖ created (8) ‖ id
+        let Some(id) = k.get(skip + user.len() + 1 + 8..) else {
+            continue;
+        };
+        let id = String::from_utf8_lossy(id);
+        if let Some(p) = store.get::<Prompt>(Tree::Prompts, &prompt_key(user, &id))? {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// A user's pending prompts, oldest first (at most [`MAX_PAGE`]).
+pub fn pending(store: &Store, user: &str) -> Result<Vec<Prompt>, StoreError> {
+    let prefix = [PENDING, user.as_bytes(), b"\0"].concat();
+    let keys: Vec<Vec<u8>> = store
+        .scan(Tree::PromptIndex, &prefix, None, MAX_PAGE, false)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    Ok(load(store, user, &keys, PENDING.len())?
+        .into_iter()
+        .filter(|p| p.status == PromptStatus::Pending)
+        .collect())
+}
+
+/// One page of a user's prompts, answered or not, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryPage {
+    pub prompts: Vec<Prompt>,
+    /// Pass as `before` for the next (older) page; `None` on the last.
+    pub next_before: Option<String>,
+}
+
+/// The cursor of a prompt in the history: `CREATED-ID`.
+fn cursor(p: &Prompt) -> String {
+    format!("{}-{}", p.created_at, p.id)
+}
+
+/// A page of a user's prompt history, older than the `before` cursor.
+pub fn history(
+    store: &Store,
+    user: &str,
+    before: Option<&str>,
+    limit: usize,
+) -> Result<HistoryPage, StoreError> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let prefix = [HISTORY, user.as_bytes(), b"\0"].concat();
+    let after = match before {
+        Some(c) => {
+            let (created, id) = c.split_once('-').unwrap_or((c, ""));
+            let created: u64 = created.parse().unwrap_or(u64::MAX);
+            Some([HISTORY, &time_key(user, created, id)].concat())
+        }
+        None => None,
+    };
+    let keys: Vec<Vec<u8>> = store
+        .scan(
+            Tree::PromptIndex,
+            &prefix,
+            after.as_deref(),
+            limit + 1,
+            true,
+        )?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let more = keys.len() > limit;
+    let prompts = load(store, user, &keys[..keys.len().min(limit)], HISTORY.len())?;
+    let next_before = if more {
+        prompts.last().map(cursor)
+    } else {
+        None
+    };
+    Ok(HistoryPage {
+        prompts,
+        next_before,
+    })
+}
+
+/// Index the prompts written before the indexes existed (once per store).
+pub fn index_existing(store: &Store) -> Result<(), StoreError> {
+    const DONE: &[u8] = b"prompt-index";
+    if store.get::<bool>(Tree::Meta, DONE)?.is_some() {
+        return Ok(());
+    }
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.scan(Tree::Prompts, b"", after.as_deref(), 512, false)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        store
+            .transact(&[Tree::Prompts, Tree::PromptIndex], |t| {
+                for (k, v) in &page {
+                    let Some(split) = k.iter().position(|b| *b == 0) else {
+                        continue;
+                    };
+                    let user = String::from_utf8_lossy(&k[..split]);
+                    let prompt: Prompt = decode(Tree::Prompts, v)?;
+                    save(t, &user, &prompt)?;
+                }
+                Ok::<_, Abort<()>>(())
+            })
+            .map_err(Abort::into_store)?;
+    }
+    store
+        .transact(&[Tree::Meta], |t| {
+            Ok::<_, Abort<()>>(txn_put(t, Tree::Meta, DONE, &true)?)
+        })
+        .map_err(Abort::into_store)
 }
 
 #[cfg(test)]

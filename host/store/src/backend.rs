@@ -53,10 +53,15 @@ pub enum Tree {
     Registry,
     /// Package digest → the package file's bytes (raw, not JSON).
     Packages,
+    /// Prompts by time: `h` ‖ user ‖ created ‖ id for every prompt (the
+    /// history), `p` ‖ user ‖ created ‖ id for the pending ones.
+    PromptIndex,
+    /// user ‖ app ‖ audit seq → () : a user's slice of the log for one app.
+    AuditByApp,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 23] = [
+    pub const ALL: [Tree; 25] = [
         Tree::Meta,
         Tree::Users,
         Tree::Usernames,
@@ -80,6 +85,8 @@ impl Tree {
         Tree::DocRequests,
         Tree::Registry,
         Tree::Packages,
+        Tree::PromptIndex,
+        Tree::AuditByApp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +114,8 @@ impl Tree {
             Tree::DocRequests => "document-requests",
             Tree::Registry => "registry",
             Tree::Packages => "registry-packages",
+            Tree::PromptIndex => "prompt-index",
+            Tree::AuditByApp => "audit-by-app",
         }
     }
 
@@ -152,6 +161,16 @@ pub enum Abort<E> {
 impl<E> From<StoreError> for Abort<E> {
     fn from(e: StoreError) -> Self {
         Abort::Store(e)
+    }
+}
+
+impl Abort<()> {
+    /// The store's error, for a body that never aborts with a reason of its own.
+    pub fn into_store(self) -> StoreError {
+        match self {
+            Abort::Store(e) => e,
+            Abort::User(()) => StoreError::Backend("the transaction was aborted".into()),
+        }
     }
 }
 

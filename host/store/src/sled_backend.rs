@@ -86,6 +86,18 @@ impl Txn for SledTxn<'_> {
     }
 }
 
+/// The first key after every key that starts with `prefix`, if any.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 impl Backend for SledBackend {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.tree(tree)
@@ -102,31 +114,45 @@ impl Backend for SledBackend {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<Entry>, StoreError> {
-        let iter = self.tree(tree).scan_prefix(prefix);
-        let pick = |item: sled::Result<(sled::IVec, sled::IVec)>| {
-            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+        use std::ops::Bound;
+        // Seek straight to the cursor: a page costs its own length, not the
+        // entries before it.
+        let end = prefix_end(prefix);
+        let lower = match after {
+            Some(a) if !reverse && a >= prefix => Bound::Excluded(a.to_vec()),
+            _ => Bound::Included(prefix.to_vec()),
+        };
+        let upper = match (after, &end) {
+            (Some(a), Some(e)) if reverse && a < e.as_slice() => Bound::Excluded(a.to_vec()),
+            (Some(a), None) if reverse => Bound::Excluded(a.to_vec()),
+            (_, Some(e)) => Bound::Excluded(e.clone()),
+            (_, None) => Bound::Unbounded,
+        };
+        let empty = match (&lower, &upper) {
+            (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
+            _ => false,
         };
         let mut out = Vec::new();
-        let mut push = |entry: Entry| {
-            let past = match after {
-                Some(a) if reverse => entry.0.as_slice() < a,
-                Some(a) => entry.0.as_slice() > a,
-                None => true,
-            };
-            if past {
-                out.push(entry);
+        if empty || limit == 0 {
+            return Ok(out);
+        }
+        let iter = self.tree(tree).range::<Vec<u8>, _>((lower, upper));
+        let mut push = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StoreError> {
+            let (k, v) = item.map_err(backend_error)?;
+            if k.starts_with(prefix) {
+                out.push((k.to_vec(), v.to_vec()));
             }
-            out.len() < limit
+            Ok(out.len() < limit)
         };
         if reverse {
             for item in iter.rev() {
-                if !push(pick(item).map_err(backend_error)?) {
+                if !push(item)? {
                     break;
                 }
             }
         } else {
             for item in iter {
-                if !push(pick(item).map_err(backend_error)?) {
+                if !push(item)? {
                     break;
                 }
             }
@@ -174,6 +200,50 @@ impl Backend for SledBackend {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn scans_seek_to_the_cursor_within_the_prefix() {
+        use crate::backend::{Backend, Tree};
+        let dir = tempfile::tempdir().unwrap();
+        let b = super::SledBackend::open(dir.path()).unwrap();
+        for k in [
+            &b"a\x01"[..],
+            b"b\x00",
+            b"b\x01",
+            b"b\x02",
+            b"b\xff",
+            b"c\x00",
+        ] {
+            b.put(Tree::Meta, k, b"").unwrap();
+        }
+        let keys = |after: Option<&[u8]>, limit, reverse| -> Vec<Vec<u8>> {
+            b.scan(Tree::Meta, b"b", after, limit, reverse)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let k = |s: &[u8]| s.to_vec();
+        assert_eq!(
+            keys(None, 10, false),
+            [k(b"b\x00"), k(b"b\x01"), k(b"b\x02"), k(b"b\xff")]
+        );
+        assert_eq!(keys(Some(b"b\x01"), 10, false), [k(b"b\x02"), k(b"b\xff")]);
+        assert_eq!(keys(Some(b"b\x01"), 10, true), [k(b"b\x00")]);
+        assert_eq!(keys(None, 2, true), [k(b"b\xff"), k(b"b\x02")]);
+        // Cursors outside the prefix's range.
+        assert_eq!(keys(Some(b"a"), 1, false), [k(b"b\x00")]);
+        assert!(keys(Some(b"a"), 10, true).is_empty());
+        assert!(keys(Some(b"c"), 10, false).is_empty());
+        assert_eq!(keys(Some(b"c"), 1, true), [k(b"b\xff")]);
+        assert!(keys(None, 0, false).is_empty());
+        // An all-0xff prefix has no end key.
+        b.put(Tree::Meta, b"\xff\xff\x01", b"").unwrap();
+        let top = b
+            .scan(Tree::Meta, b"\xff\xff", Some(b"\xff\xff\x02"), 10, true)
+            .unwrap();
+        assert_eq!(top.len(), 1);
+    }
+
     /// The architecture invariant: no other file of the host names sled, and
     /// no other crate of the host depends on it.
     #[test]

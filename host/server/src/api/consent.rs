@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 
 use std::net::IpAddr;
 
@@ -94,23 +93,53 @@ pub async fn revoke(
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     app: Option<String>,
+    before: Option<u64>,
     limit: Option<usize>,
 }
 
-/// The user's privacy report: what each app asked for, when, and the answer.
+/// The user's access log, newest first, a page at a time: what each app
+/// asked for, when, and the answer. `next_before` continues it.
 pub async fn access_log(
     State(state): State<AppState>,
     auth: Auth,
     Params(q): Params<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(200).clamp(1, 1000);
-    let mut entries = state.host.audit.for_user(
+    let page = state.host.audit.for_user(
         &auth.user.id,
-        if q.app.is_some() { usize::MAX } else { limit },
+        q.app.as_deref(),
+        q.before,
+        q.limit.unwrap_or(200),
     )?;
-    if let Some(app) = &q.app {
-        entries.retain(|e| e.event.app.as_deref() == Some(app.as_str()));
-        entries.truncate(limit);
+    Ok(axum::Json(page).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The user's prompts, answered or not, newest first, a page at a time.
+pub async fn prompt_history(
+    State(state): State<AppState>,
+    auth: Auth,
+    Params(q): Params<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(before) = &q.before {
+        let valid = before
+            .split_once('-')
+            .is_some_and(|(created, id)| created.parse::<u64>().is_ok() && !id.is_empty());
+        if !valid {
+            return Err(ApiError::bad_request(
+                "`before` is a cursor from a page's `next_before`",
+            ));
+        }
     }
-    Ok(axum::Json(json!({ "entries": entries })).into_response())
+    let page =
+        state
+            .host
+            .consent
+            .history(&auth.user.id, q.before.as_deref(), q.limit.unwrap_or(50))?;
+    Ok(axum::Json(page).into_response())
 }

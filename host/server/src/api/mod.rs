@@ -130,6 +130,11 @@ fn routes() -> Routes {
     .add(Method::GET, "/qr", get(apps::qr))
     .add(Method::GET, "/prompts", get(consent::prompts))
     .add(
+        Method::GET,
+        "/prompts/history",
+        get(consent::prompt_history),
+    )
+    .add(
         Method::POST,
         "/prompts/{id}/approve",
         post(consent::approve),

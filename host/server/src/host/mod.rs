@@ -129,6 +129,8 @@ impl Host {
         })?;
         let secret = load_or_create_secret(data_dir)?;
         let store = Store::open(&data_dir.join("store"))?;
+        // Stores written before prompts were indexed get their indexes.
+        superapp_services::prompts::index_existing(&store)?;
         let hub = Arc::new(Hub::new(config.ws_queue));
         let identity = Arc::new(Identity::new(store.clone(), config.identity.clone()));
         let messaging = Arc::new(Messaging::new(store.clone(), hub, config.messaging.clone()));

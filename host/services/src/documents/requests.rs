@@ -19,20 +19,15 @@ use superapp_sdk::credentials::{
 
 use super::{check_name, random_b64, sign, DocumentError, Documents, HolderKeys, HostKey, Issuer};
 use crate::audit::{Audit, Event};
-use crate::prompts::{prompt_key, DocumentSheet, Prompt, PromptBody, PromptStatus};
+use crate::prompts::{self, DocumentSheet, Prompt, PromptBody, PromptStatus};
 use superapp_core::{new_id, now_secs, Capability, Manifest};
 use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
 /// Fields one request may name.
 pub const MAX_FIELDS: usize = 32;
-/// The trees a step of a request writes, with its audit entry.
-const TREES: [Tree; 5] = [
-    Tree::DocRequests,
-    Tree::Prompts,
-    Tree::Meta,
-    Tree::Audit,
-    Tree::AuditByUser,
-];
+/// The trees a step of a request writes (its audit entry's come from
+/// `audit::with`).
+const TREES: [Tree; 3] = [Tree::DocRequests, Tree::Prompts, Tree::PromptIndex];
 /// Longest purpose, in bytes.
 pub const MAX_PURPOSE: usize = 300;
 /// How long a disclosure sheet waits for the user, unless configured.
@@ -287,10 +282,10 @@ impl Requests {
             PromptBody::Document(sheet),
             req.created_at,
         );
-        self.store.transact(&TREES, |t| {
+        self.store.transact(&crate::audit::with(&TREES), |t| {
             txn_put(t, Tree::DocRequests, &request_key(&req.id), &req)?;
             t.put(Tree::DocRequests, &expiry_key(req.expires_at, &req.id), b"")?;
-            txn_put(t, Tree::Prompts, &prompt_key(user, &req.id), &prompt)?;
+            prompts::save(t, user, &prompt)?;
             self.record_in(t, "document.request", &req, "pending", &req.fields)?;
             Ok::<_, Abort<DocumentError>>(())
         })?;
@@ -312,7 +307,7 @@ impl Requests {
             _ => PromptStatus::Denied,
         };
         let now = now_secs();
-        Ok(self.store.transact(&TREES, |t| {
+        Ok(self.store.transact(&crate::audit::with(&TREES), |t| {
             let mut req = txn_get::<DocRequest>(t, Tree::DocRequests, &request_key(id))?
                 .filter(|r| r.user == user)
                 .ok_or(Abort::User(DocumentError::NotFound))?;
@@ -327,11 +322,7 @@ impl Requests {
             req.shared = shared.to_vec();
             txn_put(t, Tree::DocRequests, &request_key(id), &req)?;
             t.delete(Tree::DocRequests, &expiry_key(req.expires_at, id))?;
-            let pk = prompt_key(user, id);
-            if let Some(mut prompt) = txn_get::<Prompt>(t, Tree::Prompts, &pk)? {
-                prompt.status = status;
-                txn_put(t, Tree::Prompts, &pk, &prompt)?;
-            }
+            prompts::set_status(t, user, id, status)?;
             match state {
                 RequestState::Shared => {
                     self.record_in(t, "document.disclose", &req, "shared", shared)?

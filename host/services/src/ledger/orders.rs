@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     apply, check_amount, check_currency, AccountRef, LedgerError, TransferKind, TransferRequest,
 };
-use crate::audit::{Audit, Event};
-use crate::prompts::{prompt_key, PaymentSheet, Prompt, PromptBody, PromptStatus};
+use crate::audit::{self, Audit, Event};
+use crate::prompts::{self, PaymentSheet, Prompt, PromptBody, PromptStatus};
 use superapp_core::{now_secs, Capability, Manifest};
 use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
@@ -28,25 +28,18 @@ pub const MAX_DESCRIPTION: usize = 200;
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY: usize = 128;
 
-/// The trees of a step of an order that moves no money, with its audit entry.
-const ORDER_TREES: [Tree; 5] = [
-    Tree::Orders,
-    Tree::Prompts,
-    Tree::Meta,
-    Tree::Audit,
-    Tree::AuditByUser,
-];
+/// The trees of a step of an order that moves no money (its audit entry's
+/// are added by `audit::with`).
+const ORDER_TREES: [Tree; 3] = [Tree::Orders, Tree::Prompts, Tree::PromptIndex];
 
-/// The trees confirming or refunding an order touches, with its audit entry.
-const CONFIRM_TREES: [Tree; 8] = [
+/// The trees confirming or refunding an order touches.
+const CONFIRM_TREES: [Tree; 6] = [
     Tree::Orders,
     Tree::Prompts,
+    Tree::PromptIndex,
     Tree::Accounts,
     Tree::Postings,
     Tree::Transfers,
-    Tree::Meta,
-    Tree::Audit,
-    Tree::AuditByUser,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,12 +161,7 @@ fn close(txn: &dyn Txn, order: &mut Order, state: OrderState) -> Result<(), Stor
     order.state = state;
     txn_put(txn, Tree::Orders, &order_key(&order.id), &*order)?;
     txn.delete(Tree::Orders, &expiry_key(order.expires_at, &order.id))?;
-    let pk = prompt_key(&order.user, &order.id);
-    if let Some(mut prompt) = txn_get::<Prompt>(txn, Tree::Prompts, &pk)? {
-        prompt.status = status;
-        txn_put(txn, Tree::Prompts, &pk, &prompt)?;
-    }
-    Ok(())
+    prompts::set_status(txn, &order.user, &order.id, status)
 }
 
 /// The audit entry of one step of an order.
@@ -288,7 +276,7 @@ impl Orders {
             now,
         );
         let ik = idempotency_key(&app.id, user, &new.idempotency_key);
-        let order = self.store.transact(&ORDER_TREES, |t| {
+        let order = self.store.transact(&audit::with(&ORDER_TREES), |t| {
             if let Some(id) = t.get(Tree::Orders, &ik)? {
                 let earlier = load(t, &String::from_utf8_lossy(&id))?;
                 if earlier.request_sha256 != fresh.request_sha256 {
@@ -299,7 +287,7 @@ impl Orders {
             txn_put(t, Tree::Orders, &order_key(&fresh.id), &fresh)?;
             t.put(Tree::Orders, &ik, fresh.id.as_bytes())?;
             t.put(Tree::Orders, &expiry_key(fresh.expires_at, &fresh.id), b"")?;
-            txn_put(t, Tree::Prompts, &prompt_key(user, &fresh.id), &prompt)?;
+            prompts::save(t, user, &prompt)?;
             self.record_in(t, "payment.request", &fresh, "pending", fresh.amount)?;
             Ok(fresh.clone())
         })?;
@@ -313,7 +301,7 @@ impl Orders {
         let now = now_secs();
         let result = self
             .store
-            .transact(&CONFIRM_TREES, |t| {
+            .transact(&audit::with(&CONFIRM_TREES), |t| {
                 let mut order = load(t, id)?;
                 if order.user != user {
                     return Err(Abort::User(OrderError::NotFound));
@@ -372,7 +360,7 @@ impl Orders {
 
     /// The user declined the sheet.
     pub fn decline(&self, user: &str, id: &str) -> Result<Order, OrderError> {
-        let order = self.store.transact(&ORDER_TREES, |t| {
+        let order = self.store.transact(&audit::with(&ORDER_TREES), |t| {
             let mut order = load(t, id)?;
             if order.user != user {
                 return Err(Abort::User(OrderError::NotFound));
@@ -397,7 +385,7 @@ impl Orders {
                 return Ok(expired);
             }
             for (index, id) in due {
-                let closed = self.store.transact(&ORDER_TREES, |t| {
+                let closed = self.store.transact(&audit::with(&ORDER_TREES), |t| {
                     let order = txn_get::<Order>(t, Tree::Orders, &order_key(&id))?;
                     match order {
                         Some(mut order) if order.state == OrderState::Pending => {
@@ -447,7 +435,7 @@ impl Orders {
             )));
         }
         let used_key = refund_key(id, key);
-        let order = self.store.transact(&CONFIRM_TREES, |t| {
+        let order = self.store.transact(&audit::with(&CONFIRM_TREES), |t| {
             let mut order = load(t, id)?;
             if order.publisher != publisher {
                 return Err(Abort::User(OrderError::NotYours));

@@ -23,8 +23,10 @@ use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree};
 
 use crate::audit::{Audit, Event};
 
-/// The trees a registry change writes, with its audit entry.
-const TREES: [Tree; 4] = [Tree::Registry, Tree::Meta, Tree::Audit, Tree::AuditByUser];
+/// The trees a registry change writes, with its audit entry's.
+fn trees() -> Vec<Tree> {
+    crate::audit::with(&[Tree::Registry])
+}
 pub use policy::{rollout_bucket, AutoApprove, Policy};
 pub use releases::Changed;
 
@@ -384,7 +386,7 @@ impl Registry {
             keys: keys.to_vec(),
             added_at: now_secs(),
         };
-        let stored = self.store.transact(&TREES, |t| {
+        let stored = self.store.transact(&trees(), |t| {
             if let Some(existing) = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))? {
                 if existing.name == publisher.name && existing.keys == publisher.keys {
                     return Ok(existing);
@@ -411,7 +413,7 @@ impl Registry {
         actor: &Actor,
     ) -> Result<Publisher, RegistryError> {
         check_public_key(key)?;
-        let publisher = self.store.transact(&TREES, |t| {
+        let publisher = self.store.transact(&trees(), |t| {
             let mut p = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))?
                 .ok_or_else(|| Abort::User(RegistryError::UnknownPublisher(id.into())))?;
             if p.keys.iter().any(|k| k == key) {
@@ -460,7 +462,7 @@ impl Registry {
             name: name.into(),
             added_at: now_secs(),
         };
-        let (stored, created) = self.store.transact(&TREES, |t| {
+        let (stored, created) = self.store.transact(&trees(), |t| {
             if let Some(existing) = txn_get::<Auditor>(t, Tree::Registry, &auditor_key(key))? {
                 return Ok((existing, false));
             }
@@ -482,7 +484,7 @@ impl Registry {
     /// Stop trusting an auditor key. Approvals it signed no longer let
     /// sensitive versions launch. Returns whether the key was trusted.
     pub fn distrust_auditor(&self, key: &str, actor: &Actor) -> Result<bool, RegistryError> {
-        let removed = self.store.transact(&TREES, |t| {
+        let removed = self.store.transact(&trees(), |t| {
             let existed = t.get(Tree::Registry, &auditor_key(key))?.is_some();
             if existed {
                 t.delete(Tree::Registry, &auditor_key(key))?;

@@ -9,14 +9,8 @@ use superapp_store::{txn_get, txn_put, Abort, Tree};
 
 use crate::audit::Event;
 
-/// The trees publishing writes, with its audit entries.
-const PUBLISH_TREES: [Tree; 5] = [
-    Tree::Registry,
-    Tree::Packages,
-    Tree::Meta,
-    Tree::Audit,
-    Tree::AuditByUser,
-];
+/// The trees publishing writes (with its audit entries' from `audit::with`).
+const PUBLISH_TREES: [Tree; 2] = [Tree::Registry, Tree::Packages];
 
 use super::{
     release_key, Actor, DecidedBy, Decision, DeclaredCapability, Registry, RegistryError, Release,
@@ -101,7 +95,7 @@ impl Registry {
         let key = release_key(&m.id, &version);
         let stored = self
             .store
-            .transact(&PUBLISH_TREES, |t| {
+            .transact(&crate::audit::with(&PUBLISH_TREES), |t| {
                 let owner: Option<String> = txn_get(t, Tree::Registry, &owner_key(&m.id))?;
                 if let Some(owner) = owner.filter(|o| *o != publisher.id) {
                     return Err(Abort::User(RegistryError::Forbidden(format!(
@@ -171,7 +165,7 @@ impl Registry {
         let key = release_key(&signed.app, &signed.version);
         let result = self
             .store
-            .transact(&super::TREES, |t| {
+            .transact(&super::trees(), |t| {
                 let mut release: Release = txn_get(t, Tree::Registry, &key)?.ok_or_else(|| {
                     Abort::User(RegistryError::UnknownVersion {
                         app: signed.app.clone(),
@@ -265,7 +259,7 @@ impl Registry {
         let key = release_key(app, version);
         let changed = self
             .store
-            .transact(&super::TREES, |t| {
+            .transact(&super::trees(), |t| {
                 let mut release: Release = txn_get(t, Tree::Registry, &key)?.ok_or_else(|| {
                     Abort::User(RegistryError::UnknownVersion {
                         app: app.into(),

@@ -22,7 +22,29 @@ export async function privacy(main, shell, app) {
     apps.map((a) => el('option', { value: a.id }, a.name)));
   select.value = app || '';
   select.addEventListener('change', () => { location.hash = select.value ? `#/privacy?app=${encodeURIComponent(select.value)}` : '#/privacy'; });
-  const log = await get(`/me/access-log${app ? `?app=${encodeURIComponent(app)}` : ''}`);
+  const logPath = (before) => {
+    const q = new URLSearchParams({ limit: '100' });
+    if (app) q.set('app', app);
+    if (before) q.set('before', String(before));
+    return `/me/access-log?${q}`;
+  };
+  const entry = (e) => el('li', {},
+    el('time', {}, when(e.at)), ' ',
+    el('strong', {}, nameOf(e.app || '')), ' ',
+    `${e.kind}${e.capability ? ` (${e.capability})` : ''}: ${e.outcome}`,
+    e.details && e.details.fields ? el('span', { class: 'muted' }, ` — fields: ${e.details.fields}`) : null);
+  // Newest first, a page at a time: older entries load below.
+  const list = el('ol', { class: 'access-log' });
+  const older = el('button', { type: 'button', class: 'secondary', hidden: true }, 'Show older entries');
+  let next = null;
+  const load = async () => {
+    const page = await get(logPath(next));
+    list.append(...page.entries.map(entry));
+    next = page.next_before;
+    older.hidden = next === null || next === undefined;
+  };
+  older.addEventListener('click', () => shell.guard(load));
+  await load();
   const phrase = shell.me.security_phrase;
   const phraseInput = el('input', { id: 'new-phrase', name: 'security_phrase', autocomplete: 'off', maxlength: 60, required: true });
   const phraseForm = el('form', { class: 'inline-form' },
@@ -46,9 +68,5 @@ export async function privacy(main, shell, app) {
       : el('p', { class: 'muted' }, 'No decisions yet.'),
     el('h2', {}, 'What apps accessed'),
     el('label', { for: 'log-app' }, 'Show'), select,
-    el('ol', { class: 'access-log' }, log.entries.slice().reverse().map((e) => el('li', {},
-      el('time', {}, when(e.at)), ' ',
-      el('strong', {}, nameOf(e.app || '')), ' ',
-      `${e.kind}${e.capability ? ` (${e.capability})` : ''}: ${e.outcome}`,
-      e.details && e.details.fields ? el('span', { class: 'muted' }, ` — fields: ${e.details.fields}`) : null))));
+    list, older);
 }

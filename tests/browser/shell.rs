@@ -32,7 +32,9 @@ async fn sign_up(b: &mut Browser, server: &Server, name: &str, phrase: &str) {
 fn restart_with_money(s: &Setup, server: Server, user: &str) -> Server {
     assert!(server.terminate().success());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
-        .args(["wallet", "topup", user, "10000", "--data-dir"])
+        .args(["wallet", "topup", user, "10000", "--idempotency-key"])
+        .arg(format!("browser-{user}"))
+        .arg("--data-dir")
         .arg(&s.data)
         .output()
         .unwrap();

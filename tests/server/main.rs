@@ -14,6 +14,7 @@ mod durability;
 mod hospital;
 mod live;
 mod messaging;
+mod operator;
 mod ops;
 mod payments;
 mod registry;

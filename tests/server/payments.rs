@@ -32,8 +32,28 @@ pub(crate) fn wallet_cli(data: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A fresh idempotency key for each top-up a test makes.
+pub(crate) fn fresh_key() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 pub(crate) fn topup(data: &Path, user: &str, amount: u64) {
-    let (ok, out) = wallet_cli(data, &["topup", user, &amount.to_string()]);
+    let key = fresh_key();
+    let (ok, out) = wallet_cli(
+        data,
+        &[
+            "topup",
+            user,
+            &amount.to_string(),
+            "--idempotency-key",
+            &key,
+        ],
+    );
     assert!(ok, "{out}");
 }
 
@@ -100,7 +120,7 @@ async fn refund(client: &Client, app: &str, order: &str, amount: u64) -> String 
     action(client, app, "refund", Some(order), amount).await
 }
 
-async fn balance(client: &Client) -> i64 {
+pub(crate) async fn balance(client: &Client) -> i64 {
     let (status, w) = client.get("/wallet").await;
     assert_eq!(status, StatusCode::OK, "{w}");
     w["accounts"]
@@ -502,21 +522,40 @@ async fn concurrent_transfers_and_a_crash_keep_every_balance_summing_to_what_was
 fn wallet_topup_refuses_unknown_users_and_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let (ok, out) = wallet_cli(&data, &["topup", "nobody", "100"]);
+    let (ok, out) = wallet_cli(&data, &["topup", "alice", "100"]);
+    assert!(
+        !ok && out.contains("--idempotency-key"),
+        "a top-up without a key is refused: {out}"
+    );
+    let (ok, out) = wallet_cli(&data, &["topup", "nobody", "100", "--idempotency-key", "k"]);
     assert!(!ok && out.contains("no store"), "{out}");
     let server = Server::start_in(&data, &[]);
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(Client::signed_up(&server, "alice"));
     // A running server holds the store: the tool says so.
-    let (ok, out) = wallet_cli(&data, &["topup", "alice", "100"]);
+    let (ok, out) = wallet_cli(&data, &["topup", "alice", "100", "--idempotency-key", "k"]);
     assert!(!ok && out.contains("running server"), "{out}");
     assert!(server.terminate().success());
-    let (ok, out) = wallet_cli(&data, &["topup", "nobody", "100"]);
+    let (ok, out) = wallet_cli(&data, &["topup", "nobody", "100", "--idempotency-key", "k"]);
     assert!(!ok && out.contains("no user `nobody`"), "{out}");
-    let (ok, out) = wallet_cli(&data, &["topup", "alice", "100", "--currency", "eur"]);
+    let (ok, out) = wallet_cli(
+        &data,
+        &[
+            "topup",
+            "alice",
+            "100",
+            "--currency",
+            "eur",
+            "--idempotency-key",
+            "k",
+        ],
+    );
     assert!(!ok && out.contains("not a currency code"), "{out}");
-    let (ok, out) = wallet_cli(&data, &["topup", "alice", "12.50"]);
+    let (ok, out) = wallet_cli(
+        &data,
+        &["topup", "alice", "12.50", "--idempotency-key", "k"],
+    );
     assert!(!ok && out.contains("invalid value"), "{out}");
     let (ok, out) = wallet_cli(
         &data,

@@ -555,8 +555,8 @@ mod atomicity {
         let dir = tempfile::tempdir().unwrap();
         let (store, faults) = FailingWrites::open(dir.path()).unwrap();
         let audit = Arc::new(Audit::open(store.clone()).unwrap());
-        let ledger = Ledger::new(store.clone());
-        ledger.topup("u1", 1_000, "EUR", Some("t1".into())).unwrap();
+        let ledger = Ledger::new(store.clone(), audit.clone());
+        ledger.topup("u1", 1_000, "EUR", "t1", "test").unwrap();
         let orders = Orders::new(store.clone(), audit, Duration::from_secs(600));
         let new = NewOrder {
             amount: 250,
@@ -592,6 +592,10 @@ mod atomicity {
         let paid = orders.confirm("u1", &order.id).unwrap();
         assert_eq!(paid.state, OrderState::Paid);
         assert_eq!(balance(&ledger), 750);
-        assert_eq!(verify(&store), Ok(2), "request and payment, nothing else");
+        assert_eq!(
+            verify(&store),
+            Ok(3),
+            "the top-up, the request and the payment, nothing else"
+        );
     }
 }

@@ -143,6 +143,9 @@ pub enum StoreError {
 /// A key-ordered entry.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// What [`Backend::for_each`] calls with each key and value.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// Operations inside a transaction. Reads see the transaction's own writes.
 pub trait Txn {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -227,4 +230,6 @@ pub trait Backend: Send + Sync {
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     /// Make every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Visit every entry of `tree` in key order, streaming (for backups).
+    fn for_each(&self, tree: Tree, visit: &mut Visit<'_>) -> Result<(), StoreError>;
 }

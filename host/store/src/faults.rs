@@ -96,4 +96,11 @@ impl Backend for FailingWrites {
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }
+    fn for_each(
+        &self,
+        tree: Tree,
+        visit: &mut crate::backend::Visit<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.for_each(tree, visit)
+    }
 }

@@ -11,6 +11,7 @@ mod kv;
 mod memory;
 mod records;
 mod sled_backend;
+mod snapshot;
 
 pub use app_data::StoreKv;
 pub use backend::{Abort, Backend, Entry, StoreError, Tree, Txn};
@@ -19,3 +20,4 @@ pub use kv::{
 };
 pub use memory::MemoryKv;
 pub use records::{decode, encode, txn_get, txn_put, Store, FORMAT_VERSION};
+pub use snapshot::SnapshotInfo;

@@ -26,7 +26,10 @@ struct Waiter {
 
 /// The store: typed access over a `Backend` plus group commit.
 pub struct Store {
-    backend: Arc<dyn Backend>,
+    pub(crate) backend: Arc<dyn Backend>,
+    /// Writes hold it shared; a snapshot holds it alone, so a backup sees
+    /// every tree at one instant.
+    pub(crate) gate: std::sync::RwLock<()>,
     commits: Mutex<Option<mpsc::Sender<Waiter>>>,
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// How long each group-commit flush took, for `/metrics`.
@@ -71,6 +74,7 @@ impl Store {
             .map_err(|e| StoreError::Backend(format!("cannot start the flusher: {e}")))?;
         Ok(Arc::new(Store {
             backend,
+            gate: std::sync::RwLock::new(()),
             commits: Mutex::new(Some(tx)),
             flusher: Mutex::new(Some(flusher)),
             flush_seconds,
@@ -121,6 +125,7 @@ impl Store {
         body: impl Fn(&dyn Txn) -> Result<R, Abort<E>>,
     ) -> Result<R, Abort<E>> {
         let out: Mutex<Option<Result<R, Abort<E>>>> = Mutex::new(None);
+        let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let committed = self.backend.transact(trees, &|txn| {
             let result = body(txn);
             let failed = match &result {
@@ -147,6 +152,7 @@ impl Store {
 
     /// See [`Backend::put`].
     pub fn put<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
+        let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
         self.backend.put(tree, key, &encode(value))
     }
 
@@ -300,6 +306,13 @@ mod tests {
             self.flushes.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(std::time::Duration::from_millis(20));
             self.inner.flush()
+        }
+        fn for_each(
+            &self,
+            tree: Tree,
+            visit: &mut crate::backend::Visit<'_>,
+        ) -> Result<(), StoreError> {
+            self.inner.for_each(tree, visit)
         }
     }
 

@@ -196,6 +196,18 @@ impl Backend for SledBackend {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(backend_error)
     }
+
+    fn for_each(
+        &self,
+        tree: Tree,
+        visit: &mut crate::backend::Visit<'_>,
+    ) -> Result<(), StoreError> {
+        for item in self.tree(tree).iter() {
+            let (k, v) = item.map_err(backend_error)?;
+            visit(&k, &v)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod conversations;
 mod documents;
 mod error;
 mod merchant;
+mod operator;
 mod ops;
 mod principal;
 mod registry;
@@ -246,6 +247,14 @@ fn routes() -> Routes {
         put(registry::rollout),
     )
     .add(Method::GET, "/audit/entries", get(registry::audit_entries))
+    .add(Method::POST, "/operator/topups", post(operator::topup))
+    .add(
+        Method::POST,
+        "/operator/issuers",
+        post(operator::add_issuer),
+    )
+    .add(Method::GET, "/operator/ledger", get(operator::ledger))
+    .add(Method::GET, "/operator/backup", get(operator::backup))
     .add(Method::GET, "/openapi.json", on(MethodFilter::GET, openapi))
 }
 

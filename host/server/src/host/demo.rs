@@ -109,7 +109,10 @@ impl Host {
                 HostError::Invalid(format!("demo issuer key {}: {e:#}", path.display()))
             })?;
             let key = bytes;
-            match self.documents.add_issuer(id, name, &key.public_key) {
+            match self
+                .documents
+                .add_issuer(&self.audit, "demo", id, name, &key.public_key)
+            {
                 Ok(_) | Err(DocumentError::IssuerExists(_)) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -140,7 +143,8 @@ impl Host {
                 &account.id,
                 user.balance,
                 "EUR",
-                Some(format!("demo-seed-{}", user.username)),
+                &format!("demo-seed-{}", user.username),
+                "demo",
             )?;
             let held = self.documents.wallet(&account.id)?;
             for (issuer, credential_type) in user.documents {

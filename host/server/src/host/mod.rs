@@ -10,6 +10,7 @@
 //! (Identity and messaging flush inside their own services.)
 
 mod apps;
+mod backup;
 mod demo;
 mod prompts;
 mod registry;
@@ -33,6 +34,7 @@ use superapp_services::messaging::{Hub, Messaging, MessagingError};
 use superapp_services::registry::{Registry, RegistryError};
 use superapp_store::{Quota, Store, StoreError, StoreKv};
 
+pub use backup::{BackupManifest, BACKUP_FORMAT, FILES, MANIFEST, SNAPSHOT};
 pub use demo::{DemoUser, DEMO_PASSWORD, DEMO_USERS};
 pub use prompts::{Answer, Answered};
 pub use wallet::{Transfer, TransferDone};
@@ -109,6 +111,8 @@ pub struct Host {
     operator_token_sha256: String,
     /// Everything `/metrics` shows.
     pub metrics: crate::metrics::Metrics,
+    /// Where the store and the keys live.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The file in the data directory holding the operator's API token.
@@ -136,7 +140,7 @@ impl Host {
         let messaging = Arc::new(Messaging::new(store.clone(), hub, config.messaging.clone()));
         let audit = Arc::new(Audit::open(store.clone())?);
         let consent = Arc::new(Consent::new(store.clone(), audit.clone()));
-        let ledger = Arc::new(Ledger::new(store.clone()));
+        let ledger = Arc::new(Ledger::new(store.clone(), audit.clone()));
         let orders = Arc::new(Orders::new(
             store.clone(),
             audit.clone(),
@@ -198,6 +202,7 @@ impl Host {
             loaded: Mutex::new(HashMap::new()),
             operator_token_sha256: superapp_core::sha256_hex(token.as_bytes()),
             metrics,
+            data_dir: data_dir.to_path_buf(),
         };
         if let Some(dir) = &config.apps_dir {
             host.publish_dev_apps(dir, data_dir, config.registry.dev_approve, config.demo)?;

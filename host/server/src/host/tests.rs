@@ -96,7 +96,9 @@ async fn a_payment_sheet_moves_money_only_with_the_right_password() {
     let dir = tempfile::tempdir().unwrap();
     let host = host(dir.path());
     let alice = user(&host, "alice").await;
-    host.ledger.topup(&alice.id, 1_000, "EUR", None).unwrap();
+    host.ledger
+        .topup(&alice.id, 1_000, "EUR", "t1", "test")
+        .unwrap();
     let order = NewOrder {
         amount: 300,
         currency: "EUR".into(),
@@ -149,7 +151,9 @@ async fn a_transfer_is_idempotent_and_refuses_bad_input_before_moving_money() {
     let dir = tempfile::tempdir().unwrap();
     let host = host(dir.path());
     let (alice, bob) = (user(&host, "alice").await, user(&host, "bob").await);
-    host.ledger.topup(&alice.id, 500, "EUR", None).unwrap();
+    host.ledger
+        .topup(&alice.id, 500, "EUR", "t1", "test")
+        .unwrap();
     let transfer = |key: &str, to: &str| Transfer {
         to: to.into(),
         amount: 200,

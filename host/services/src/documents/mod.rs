@@ -318,8 +318,12 @@ impl Documents {
         Documents { store }
     }
 
+    /// Register an issuer; `by` names who did, in the audit entry written
+    /// in the same transaction.
     pub fn add_issuer(
         &self,
+        audit: &crate::audit::Audit,
+        by: &str,
         id: &str,
         name: &str,
         public_key: &str,
@@ -337,13 +341,23 @@ impl Documents {
             public_key: public_key.trim().to_string(),
             added_at: now_secs(),
         };
-        self.store.transact(&[Tree::Issuers], |t| {
-            if t.get(Tree::Issuers, &issuer_key(id))?.is_some() {
-                return Err(Abort::User(DocumentError::IssuerExists(id.to_string())));
-            }
-            txn_put(t, Tree::Issuers, &issuer_key(id), &issuer)?;
-            Ok(())
-        })?;
+        self.store
+            .transact(&crate::audit::with(&[Tree::Issuers]), |t| {
+                if t.get(Tree::Issuers, &issuer_key(id))?.is_some() {
+                    return Err(Abort::User(DocumentError::IssuerExists(id.to_string())));
+                }
+                txn_put(t, Tree::Issuers, &issuer_key(id), &issuer)?;
+                let event = crate::audit::Event {
+                    kind: "documents.issuer.add".into(),
+                    outcome: "added".into(),
+                    ..Default::default()
+                }
+                .with_detail("issuer", id)
+                .with_detail("key", issuer.public_key.as_str())
+                .with_detail("by", by);
+                audit.append_in(t, event)?;
+                Ok(())
+            })?;
         Ok(issuer)
     }
 

@@ -370,11 +370,15 @@ pub struct CheckReport {
 
 pub struct Ledger {
     store: Arc<Store>,
+    audit: Arc<crate::audit::Audit>,
 }
 
+/// Longest top-up idempotency key, in bytes.
+pub const MAX_TOPUP_KEY: usize = 128;
+
 impl Ledger {
-    pub fn new(store: Arc<Store>) -> Ledger {
-        Ledger { store }
+    pub fn new(store: Arc<Store>, audit: Arc<crate::audit::Audit>) -> Ledger {
+        Ledger { store, audit }
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -387,22 +391,52 @@ impl Ledger {
     }
 
     /// Issue `amount` from the mint to a user: the only way money enters.
+    /// `key` makes a retry harmless (the same key and request issue once;
+    /// another request under it is refused); `by` names who asked. The
+    /// top-up and its audit entry are one transaction.
     pub fn topup(
         &self,
         user: &str,
         amount: u64,
         currency: &str,
-        idempotency_key: Option<String>,
+        key: &str,
+        by: &str,
     ) -> Result<Transfer, LedgerError> {
-        self.transfer(&TransferRequest {
+        if key.is_empty() || key.len() > MAX_TOPUP_KEY {
+            return Err(LedgerError::Invalid(format!(
+                "a top-up needs an idempotency key of 1 to {MAX_TOPUP_KEY} bytes, so that a retry issues nothing twice"
+            )));
+        }
+        let req = TransferRequest {
             kind: TransferKind::Topup,
             from: AccountRef::mint(currency),
             to: AccountRef::user(user, currency),
             amount,
             memo: "top-up".into(),
             order: None,
-            idempotency: idempotency_key.map(|k| ("topup".to_string(), k)),
-        })
+            idempotency: Some(("topup".to_string(), key.to_string())),
+        };
+        let trees = crate::audit::with(&TREES);
+        Ok(self.store.transact(&trees, |t| {
+            let replay = t
+                .get(Tree::Transfers, &idempotency_key("topup", key))?
+                .is_some();
+            let done = apply(t, &req)?;
+            if !replay {
+                let event = crate::audit::Event {
+                    kind: "ledger.topup".into(),
+                    user: Some(user.to_string()),
+                    outcome: "issued".into(),
+                    ..Default::default()
+                }
+                .with_detail("amount", amount.to_string())
+                .with_detail("currency", currency)
+                .with_detail("transfer", &done.id)
+                .with_detail("by", by);
+                self.audit.append_in(t, event)?;
+            }
+            Ok(done)
+        })?)
     }
 
     pub fn account(&self, id: &AccountRef) -> Result<Option<Account>, LedgerError> {
@@ -523,7 +557,8 @@ mod tests {
     fn ledger() -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        (dir, Ledger::new(store))
+        let audit = Arc::new(crate::audit::Audit::open(store.clone()).unwrap());
+        (dir, Ledger::new(store, audit))
     }
 
     fn pay(from: &str, to: &str, amount: u64, key: Option<&str>) -> TransferRequest {
@@ -547,7 +582,7 @@ mod tests {
     #[test]
     fn a_transfer_writes_both_legs_and_never_overdraws() {
         let (_d, l) = ledger();
-        l.topup("alice", 1000, "EUR", None).unwrap();
+        l.topup("alice", 1000, "EUR", "t-alice", "test").unwrap();
         l.transfer(&pay("alice", "bob", 300, None)).unwrap();
         assert_eq!((balance(&l, "alice"), balance(&l, "bob")), (700, 300));
         let err = l.transfer(&pay("alice", "bob", 701, None)).unwrap_err();
@@ -582,8 +617,8 @@ mod tests {
     #[test]
     fn an_idempotency_key_pays_once_and_refuses_a_different_request() {
         let (_d, l) = ledger();
-        l.topup("alice", 1000, "EUR", Some("t1".into())).unwrap();
-        l.topup("alice", 1000, "EUR", Some("t1".into())).unwrap();
+        l.topup("alice", 1000, "EUR", "t1", "test").unwrap();
+        l.topup("alice", 1000, "EUR", "t1", "test").unwrap();
         assert_eq!(balance(&l, "alice"), 1000, "the retried top-up is one");
         let first = l.transfer(&pay("alice", "bob", 100, Some("k"))).unwrap();
         let again = l.transfer(&pay("alice", "bob", 100, Some("k"))).unwrap();
@@ -599,7 +634,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_before_anything_is_written() {
         let (_d, l) = ledger();
-        l.topup("alice", 10, "EUR", None).unwrap();
+        l.topup("alice", 10, "EUR", "t-alice", "test").unwrap();
         for (req, what) in [
             (pay("alice", "bob", 0, None), "zero"),
             (pay("alice", "bob", MAX_AMOUNT + 1, None), "too large"),
@@ -642,7 +677,7 @@ mod tests {
         let l = Arc::new(l);
         let users: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
         for u in &users {
-            l.topup(u, 500, "EUR", None).unwrap();
+            l.topup(u, 500, "EUR", &format!("t-{u}"), "test").unwrap();
         }
         let threads: Vec<_> = (0..8)
             .map(|t| {

@@ -25,7 +25,8 @@ pub enum IssuerCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Register an issuer (operator). Users see its name in document sheets.
+    /// Register an issuer (operator), on a running server or a stopped
+    /// one's data directory. Users see its name in document sheets.
     Add {
         #[arg(long)]
         id: String,
@@ -36,7 +37,7 @@ pub enum IssuerCommand {
         #[arg(long, allow_hyphen_values = true)]
         public_key: String,
         #[command(flatten)]
-        data: DataDir,
+        target: super::target::TargetArgs,
     },
     /// Issue a credential to a user. With --data-dir it goes straight into
     /// the user's wallet (server stopped); with --out it is written to a
@@ -82,12 +83,22 @@ pub struct DataDir {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct Target {
+    /// Send it to a running server (`POST /api/v1/credentials` or
+    /// `/revocations`: the issuer's signature is the authority).
+    #[arg(long, env = "SUPERAPP_SERVER")]
+    server: Option<String>,
     /// Apply it to this data directory (the server must be stopped).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Write it as JSON to this file instead.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// POST a signed statement to a running server.
+fn post_to(server: &str, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let remote = super::target::Remote::new(server, super::target::Credential::None)?;
+    remote.json(reqwest::Method::POST, path, Some(body))
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,11 +181,27 @@ pub fn run_issuer(cmd: IssuerCommand) -> anyhow::Result<ExitCode> {
             id,
             name,
             public_key,
-            data,
+            target,
         } => {
-            let store = super::open_store(&data.data_dir)?;
-            Documents::new(store.clone()).add_issuer(&id, &name, &public_key)?;
-            store.close()?;
+            match target.open(None)? {
+                super::target::Target::Remote(remote) => {
+                    let _: serde_json::Value = remote.json(
+                        reqwest::Method::POST,
+                        "/operator/issuers",
+                        Some(serde_json::json!({"id": id, "name": name, "public_key": public_key})),
+                    )?;
+                }
+                super::target::Target::Local(local) => {
+                    Documents::new(local.store.clone()).add_issuer(
+                        &local.audit,
+                        "operator",
+                        &id,
+                        &name,
+                        &public_key,
+                    )?;
+                    local.store.close()?;
+                }
+            }
             println!("registered issuer {id} ({name})");
         }
         IssuerCommand::Issue {
@@ -196,6 +223,12 @@ pub fn run_issuer(cmd: IssuerCommand) -> anyhow::Result<ExitCode> {
             if let Some(out) = target.out {
                 write_new(&out, &serde_json::to_string_pretty(&issuance)?, false)?;
                 println!("wrote the credential to {}", out.display());
+            } else if let Some(server) = target.server {
+                let held = post_to(&server, "/credentials", serde_json::to_value(&issuance)?)?;
+                println!(
+                    "issued {credential_type} {} to {user}",
+                    held["id"].as_str().unwrap_or_default()
+                );
             } else if let Some(data_dir) = target.data_dir {
                 let store = super::open_store(&data_dir)?;
                 let holder = find_user(&store, &user)?
@@ -214,6 +247,9 @@ pub fn run_issuer(cmd: IssuerCommand) -> anyhow::Result<ExitCode> {
             if let Some(out) = target.out {
                 write_new(&out, &serde_json::to_string_pretty(&signed)?, false)?;
                 println!("wrote the revocation to {}", out.display());
+            } else if let Some(server) = target.server {
+                post_to(&server, "/revocations", serde_json::to_value(&signed)?)?;
+                println!("revoked {credential}");
             } else if let Some(data_dir) = target.data_dir {
                 let store = super::open_store(&data_dir)?;
                 Documents::new(store.clone()).revoke(&signed)?;

@@ -2,6 +2,7 @@
 //! end here as a readable message and a non-zero exit code.
 
 mod audit;
+mod backup;
 mod documents;
 mod keys;
 mod merchant;
@@ -74,6 +75,12 @@ enum Command {
     /// orders and refunds.
     #[command(subcommand)]
     Merchant(merchant::MerchantCommand),
+    /// Copy a running server's data (its store at one instant, and its
+    /// keys) into one archive, over the operator API.
+    Backup(backup::BackupArgs),
+    /// Bring a backup back into a new data directory, then check its audit
+    /// chain and ledger (exit 1 if either fails).
+    Restore(backup::RestoreArgs),
 }
 
 /// Parse arguments, run the command, and turn any error into a message on
@@ -92,6 +99,8 @@ pub fn main() -> ExitCode {
         Command::Merchant(cmd) => merchant::run(cmd),
         Command::Issuer(cmd) => documents::run_issuer(cmd),
         Command::Documents(cmd) => documents::run_documents(cmd),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     };
     match result {
         Ok(code) => code,

@@ -114,6 +114,18 @@ struct ApiErrorBody {
     message: String,
 }
 
+/// A non-2xx answer as an error, in the server's words when it gave some.
+fn refusal(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(e) => anyhow::anyhow!(
+            "the server refused ({status}, {}): {}",
+            e.error.code,
+            e.error.message
+        ),
+        Err(_) => anyhow::anyhow!("the server answered {status}"),
+    }
+}
+
 impl Remote {
     pub fn new(server: &str, credential: Credential) -> anyhow::Result<Remote> {
         let base = server.trim_end_matches('/');
@@ -168,14 +180,7 @@ impl Remote {
         if status.is_success() {
             return Ok(bytes.to_vec());
         }
-        match serde_json::from_slice::<ApiError>(&bytes) {
-            Ok(e) => bail!(
-                "the server refused ({status}, {}): {}",
-                e.error.code,
-                e.error.message
-            ),
-            Err(_) => bail!("the server answered {status}"),
-        }
+        Err(refusal(status, &bytes))
     }
 
     pub fn json<T: DeserializeOwned>(
@@ -187,6 +192,33 @@ impl Remote {
         let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let bytes = self.send(method, path, body, "application/json")?;
         serde_json::from_slice(&bytes).context("the server's answer is not what this tool expects")
+    }
+
+    /// GET `path` and stream a 2xx body into `out`.
+    pub fn download(&self, path: &str, out: &mut std::fs::File) -> anyhow::Result<u64> {
+        use std::io::Write as _;
+        let url = format!("{}/api/v1{path}", self.base);
+        let mut request = self.client.get(&url);
+        if let Credential::Token(token) = &self.credential {
+            request = request.bearer_auth(token);
+        }
+        self.runtime.block_on(async {
+            let mut response = request
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?;
+            let status = response.status();
+            if !status.is_success() {
+                let bytes = response.bytes().await.unwrap_or_default();
+                return Err(refusal(status, &bytes));
+            }
+            let mut written = 0u64;
+            while let Some(chunk) = response.chunk().await.context("the download was cut off")? {
+                out.write_all(&chunk)?;
+                written += chunk.len() as u64;
+            }
+            Ok(written)
+        })
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {

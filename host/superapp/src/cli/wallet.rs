@@ -1,19 +1,22 @@
-//! `superapp wallet …`: the operator's ledger tools. They open the data
-//! directory of a stopped server (a running server holds the store locked).
+//! `superapp wallet …`: the operator's ledger tools, on a running server
+//! (`--server`, with the operator token) or a stopped server's data
+//! directory (`--data-dir`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
+use serde::Deserialize;
+use serde_json::json;
 
+use super::target::{Target, TargetArgs};
 use superapp_services::identity::find_user;
-use superapp_services::ledger::Ledger;
+use superapp_services::ledger::{AccountRef, Ledger};
 
 #[derive(Debug, Subcommand)]
 pub enum WalletCommand {
     /// Issue money from the mint into a user's wallet: the only way money
-    /// enters the ledger.
+    /// enters the ledger. Recorded in the audit log.
     Topup {
         /// The user's username.
         user: String,
@@ -22,21 +25,45 @@ pub enum WalletCommand {
         /// ISO 4217 currency code.
         #[arg(long, default_value = "EUR")]
         currency: String,
-        /// Makes a retried top-up (same key, same request) issue nothing twice.
+        /// Required: a retried top-up with the same key and request issues
+        /// nothing twice (the same key with another request is refused).
         #[arg(long)]
-        idempotency_key: Option<String>,
-        /// The server's data directory.
-        #[arg(long, env = "SUPERAPP_DATA_DIR", default_value = "./superapp-data")]
-        data_dir: PathBuf,
+        idempotency_key: String,
+        #[command(flatten)]
+        target: TargetArgs,
     },
     /// Check the ledger end to end: every balance equals its postings, no
     /// user or merchant balance is negative, and per currency the balances
     /// sum to what the mint issued. Exits 1 if anything is wrong.
     Check {
-        /// The server's data directory.
-        #[arg(long, env = "SUPERAPP_DATA_DIR", default_value = "./superapp-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
     },
+}
+
+/// What the server answers to a check (`GET /api/v1/operator/ledger`).
+#[derive(Deserialize)]
+struct RemoteCheck {
+    currencies: std::collections::BTreeMap<String, Totals>,
+    problems: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Totals {
+    issued: i64,
+    held: i64,
+    accounts: u64,
+}
+
+#[derive(Deserialize)]
+struct RemoteTopup {
+    transfer: Transfer,
+    balance: i64,
+}
+
+#[derive(Deserialize)]
+struct Transfer {
+    id: String,
 }
 
 pub fn run(cmd: WalletCommand) -> anyhow::Result<ExitCode> {
@@ -46,24 +73,73 @@ pub fn run(cmd: WalletCommand) -> anyhow::Result<ExitCode> {
             amount,
             currency,
             idempotency_key,
-            data_dir,
+            target,
         } => {
-            let store = super::open_store(&data_dir)?;
-            let account = find_user(&store, &user)?
-                .with_context(|| format!("no user `{user}` in {}", data_dir.display()))?;
-            let ledger = Ledger::new(store.clone());
-            let transfer = ledger.topup(&account.id, amount, &currency, idempotency_key)?;
-            let balance = ledger.account(&transfer.to)?.map_or(0, |a| a.balance);
-            store.close()?;
+            let (transfer, balance) = match target.open(None)? {
+                Target::Remote(remote) => {
+                    let done: RemoteTopup = remote.json(
+                        reqwest::Method::POST,
+                        "/operator/topups",
+                        Some(json!({
+                            "user": user,
+                            "amount": amount,
+                            "currency": currency,
+                            "idempotency_key": idempotency_key,
+                        })),
+                    )?;
+                    (done.transfer.id, done.balance)
+                }
+                Target::Local(local) => {
+                    let account = find_user(&local.store, &user)?
+                        .with_context(|| format!("no user `{user}` in this data directory"))?;
+                    let ledger = Ledger::new(local.store.clone(), local.audit.clone());
+                    let transfer = ledger.topup(
+                        &account.id,
+                        amount,
+                        &currency,
+                        &idempotency_key,
+                        "operator",
+                    )?;
+                    let balance = ledger
+                        .account(&AccountRef::user(&account.id, &currency))?
+                        .map_or(0, |a| a.balance);
+                    local.store.close()?;
+                    (transfer.id, balance)
+                }
+            };
             println!(
-                "topped up {user} by {amount} {currency} (transfer {}); balance {balance} {currency}",
-                transfer.id
+                "topped up {user} by {amount} {currency} (transfer {transfer}); balance {balance} {currency}"
             );
             Ok(ExitCode::SUCCESS)
         }
-        WalletCommand::Check { data_dir } => {
-            let store = super::open_store(&data_dir)?;
-            let report = Ledger::new(store).check()?;
+        WalletCommand::Check { target } => {
+            let report = match target.open(None)? {
+                Target::Remote(remote) => {
+                    let r: RemoteCheck =
+                        remote.json(reqwest::Method::GET, "/operator/ledger", None)?;
+                    r
+                }
+                Target::Local(local) => {
+                    let report = Ledger::new(local.store.clone(), local.audit.clone()).check()?;
+                    RemoteCheck {
+                        currencies: report
+                            .currencies
+                            .into_iter()
+                            .map(|(c, t)| {
+                                (
+                                    c,
+                                    Totals {
+                                        issued: t.issued,
+                                        held: t.held,
+                                        accounts: t.accounts,
+                                    },
+                                )
+                            })
+                            .collect(),
+                        problems: report.problems,
+                    }
+                }
+            };
             for (currency, t) in &report.currencies {
                 println!(
                     "{currency}: issued {}, held {} across {} accounts",

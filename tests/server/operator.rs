@@ -1,0 +1,324 @@
+//! The operator's commands on a running server: top-ups, issuers, the
+//! ledger check and backups, over the operator API and the CLI's
+//! `--server` mode; and a backup taken mid-burst restoring into a copy
+//! whose audit chain and ledger check out.
+
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::payments::balance;
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_superapp"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn root(server: &Server) -> String {
+    server.base.trim_end_matches("/api/v1").to_string()
+}
+
+async fn operator_post(
+    server: &Server,
+    token: Option<&str>,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", server.base))
+        .json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_work_while_serving() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let _bob = Client::signed_up(&server, "bob").await;
+    let token = server.operator_token();
+    let token_file = server.data_dir.join("operator.token");
+    let token_file = token_file.to_str().unwrap();
+    let url = root(&server);
+
+    // Only the operator tops up, and only with an idempotency key.
+    let topup = json!({"user": "alice", "amount": 5000, "idempotency_key": "k1"});
+    let (status, _) = operator_post(&server, None, "/operator/topups", topup.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = operator_post(
+        &server,
+        alice.token.as_deref(),
+        "/operator/topups",
+        topup.clone(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a user's token is not the operator's"
+    );
+    let (status, err) = operator_post(
+        &server,
+        Some(&token),
+        "/operator/topups",
+        json!({"user": "alice", "amount": 5000}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("idempotency_key"),
+        "{err}"
+    );
+    for _ in 0..2 {
+        let (status, done) =
+            operator_post(&server, Some(&token), "/operator/topups", topup.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{done}");
+        assert_eq!(done["balance"], 5000, "a retry issues once: {done}");
+    }
+    let (status, err) = operator_post(
+        &server,
+        Some(&token),
+        "/operator/topups",
+        json!({"user": "alice", "amount": 9000, "idempotency_key": "k1"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    let (status, _) = operator_post(
+        &server,
+        Some(&token),
+        "/operator/topups",
+        json!({"user": "nobody", "amount": 1, "idempotency_key": "k2"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(balance(&alice).await, 5000);
+    // The top-up is in alice's access log, in the same transaction.
+    let (_, log) = alice.get("/me/access-log").await;
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "ledger.topup"
+                && e["details"]["amount"] == "5000"
+                && e["details"]["by"] == "operator"),
+        "{log}"
+    );
+
+    // The CLI against the running server.
+    let (ok, out) = cli(&[
+        "wallet",
+        "topup",
+        "bob",
+        "700",
+        "--idempotency-key",
+        "b1",
+        "--server",
+        &url,
+        "--token-file",
+        token_file,
+    ]);
+    assert!(ok && out.contains("balance 700 EUR"), "{out}");
+    let (ok, out) = cli(&[
+        "wallet",
+        "check",
+        "--server",
+        &url,
+        "--token-file",
+        token_file,
+    ]);
+    assert!(ok && out.contains("EUR: issued 5700, held 5700"), "{out}");
+    let (ok, out) = cli(&["wallet", "check", "--server", &url]);
+    assert!(
+        !ok && out.contains("operator token"),
+        "no token, no check: {out}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let key_file = tmp.path().join("issuer.json");
+    let (ok, public_key) = cli(&[
+        "issuer",
+        "keygen",
+        "--id",
+        "gov.example",
+        "--out",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{public_key}");
+    let add = [
+        "issuer",
+        "add",
+        "--id",
+        "gov.example",
+        "--name",
+        "Example Registry",
+        "--public-key",
+        public_key.trim(),
+        "--server",
+        &url,
+        "--token-file",
+        token_file,
+    ];
+    let (ok, out) = cli(&add);
+    assert!(ok && out.contains("registered issuer gov.example"), "{out}");
+    let (ok, out) = cli(&add);
+    assert!(!ok && out.contains("exists"), "{out}");
+    let (_, issuers) = alice.get("/issuers").await;
+    assert!(
+        issuers.to_string().contains("Example Registry"),
+        "{issuers}"
+    );
+}
+
+/// A backup taken while users move money restores into a copy whose audit
+/// chain verifies and whose ledger balances, and a server runs on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_mid_burst_restores_a_consistent_copy() {
+    let server = Server::start(&[]);
+    let token = server.operator_token();
+    let token_file = server.data_dir.join("operator.token");
+    let url = root(&server);
+    let names: Vec<String> = (0..4).map(|i| format!("user{i}")).collect();
+    let mut users = Vec::new();
+    for n in &names {
+        users.push(Client::signed_up(&server, n).await);
+        let (status, done) = operator_post(
+            &server,
+            Some(&token),
+            "/operator/topups",
+            json!({"user": n, "amount": 10_000, "idempotency_key": format!("seed-{n}")}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{done}");
+    }
+    // Transfers in a ring, while the backup is taken.
+    let burst: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, from)| {
+            let from = from.clone();
+            let to = names[(i + 1) % names.len()].clone();
+            let me = names[i].clone();
+            tokio::spawn(async move {
+                for k in 0..40 {
+                    let (status, body) = from
+                        .post(
+                            "/wallet/transfers",
+                            json!({"to": to, "amount": 7 + k, "currency": "EUR",
+                                   "idempotency_key": format!("{me}-{k}"),
+                                   "password": format!("{me}-password")}),
+                        )
+                        .await;
+                    assert_eq!(status, StatusCode::CREATED, "{body}");
+                }
+            })
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("backup.tar");
+    let archive_arg = archive.to_str().unwrap().to_string();
+    let token_arg = token_file.to_str().unwrap().to_string();
+    let url_arg = url.clone();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        cli(&[
+            "backup",
+            "--server",
+            &url_arg,
+            "--token-file",
+            &token_arg,
+            "--out",
+            &archive_arg,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(ok && out.contains("key files"), "{out}");
+    for t in burst {
+        t.await.unwrap();
+    }
+    // Never over an existing file.
+    let (ok, out) = cli(&[
+        "backup",
+        "--server",
+        &url,
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--out",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("exists"), "{out}");
+
+    let copy = tmp.path().join("restored");
+    let (ok, out) = cli(&[
+        "restore",
+        "--from",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("the chain verifies") && out.contains("ledger: ok"),
+        "{out}"
+    );
+    // Not over a directory that holds something.
+    let (ok, out) = cli(&[
+        "restore",
+        "--from",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        copy.to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("not empty"), "{out}");
+
+    // A damaged archive restores nothing.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    let damaged = tmp.path().join("damaged.tar");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let nowhere = tmp.path().join("nowhere");
+    let (ok, out) = cli(&[
+        "restore",
+        "--from",
+        damaged.to_str().unwrap(),
+        "--data-dir",
+        nowhere.to_str().unwrap(),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(!nowhere.exists(), "a failed restore leaves nothing behind");
+
+    // A server runs on the copy: the same users, the same money in total,
+    // the same keys (the copy's operator token is the original's).
+    drop(server);
+    let restored = Server::start_in(&copy, &[]);
+    assert_eq!(restored.operator_token(), token);
+    let mut total = 0;
+    for n in &names {
+        let mut c = Client::new(&restored);
+        c.token = Some(c.login(n, &format!("{n}-password")).await);
+        total += balance(&c).await;
+    }
+    assert_eq!(total, 40_000);
+    assert!(Path::new(&copy.join("host-secret")).exists());
+}

@@ -623,3 +623,219 @@ async fn an_app_may_give_the_user_less_time_to_confirm_but_not_less_than_a_minut
     assert!((119..=121).contains(&window), "{window} s: {sheet}");
     drop(server);
 }
+
+/// A request that may be cut off by a crash: `None` if it was.
+async fn try_post(client: &Client, path: &str, body: Value) -> Option<(StatusCode, Value)> {
+    let resp = client
+        .http
+        .post(format!("{}{path}", client.base))
+        .bearer_auth(client.token.as_deref().unwrap_or_default())
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status();
+    Some((status, resp.json().await.ok()?))
+}
+
+/// Every posting of a user's EUR account, newest first.
+async fn postings(client: &Client) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut path = "/wallet/transactions?currency=EUR&limit=200".to_string();
+    loop {
+        let (status, page) = client.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        all.extend(page["transactions"].as_array().unwrap().iter().cloned());
+        match page["next_before"].as_u64() {
+            Some(before) => {
+                path = format!("/wallet/transactions?currency=EUR&limit=200&before={before}")
+            }
+            None => return all,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Acked {
+    /// A transfer answered 201: (sender, its request body, transfer id).
+    Transfer(usize, Value, String),
+    /// A payment sheet confirmed with 200 and `paid`: (payer, order id).
+    Payment(usize, String),
+}
+
+/// kill -9 in the middle of a burst of payments and transfers from many
+/// users: after a restart the ledger checks out, every acknowledged payment
+/// and transfer is there exactly once, and retrying one applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_mid_burst_loses_no_acknowledged_payment_and_applies_none_twice() {
+    let s = setup(&["testing/probe"]);
+    let env = [("SUPERAPP_MAX_CONNECTIONS_PER_CLIENT", "4096")];
+    let server = serve_with(&s, &env);
+    let operator = server.operator_token();
+    let names: Vec<String> = (0..8).map(|i| format!("payer{i}")).collect();
+    let mut users = Vec::new();
+    for n in &names {
+        users.push(Client::signed_up(&server, n).await);
+        let (status, body) = Client {
+            token: Some(operator.clone()),
+            ..Client::new(&server)
+        }
+        .post(
+            "/operator/topups",
+            json!({"user": n, "amount": 20_000, "idempotency_key": format!("seed-{n}")}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let issued = 20_000 * names.len() as i64;
+
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<Acked>::new()));
+    let tasks: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, me)| {
+            let (me, names, acked) = (me.clone(), names.clone(), acked.clone());
+            tokio::spawn(async move {
+                let password = format!("{}-password", names[i]);
+                for k in 0..40u64 {
+                    if k % 2 == 0 {
+                        let body = json!({
+                            "to": names[(i + 1 + k as usize % 7) % names.len()],
+                            "amount": 10 + k, "currency": "EUR",
+                            "idempotency_key": format!("{}-t{k}", names[i]),
+                            "password": password,
+                        });
+                        let Some((status, done)) =
+                            try_post(&me, "/wallet/transfers", body.clone()).await
+                        else {
+                            return;
+                        };
+                        assert_eq!(status, StatusCode::CREATED, "{done}");
+                        let id = done["transfer"]
+                            .as_str()
+                            .unwrap_or_else(|| panic!("{done}"))
+                            .to_string();
+                        acked.lock().unwrap().push(Acked::Transfer(i, body, id));
+                    } else {
+                        let fields = json!({"amount": (20 + k).to_string(),
+                            "idempotency-key": format!("{}-p{k}", names[i]),
+                            "description": "Consultation"});
+                        let Some((status, view)) = try_post(
+                            &me,
+                            &format!("/apps/{PROBE}/events"),
+                            json!({"name": "payments", "fields": fields}),
+                        )
+                        .await
+                        else {
+                            return;
+                        };
+                        assert_eq!(status, StatusCode::OK, "{view}");
+                        let said = texts(&view)[0].clone();
+                        let order = said
+                            .strip_prefix("ok: \"")
+                            .and_then(|s| s.strip_suffix('"'))
+                            .unwrap_or_else(|| panic!("{said}"))
+                            .to_string();
+                        let Some((status, paid)) = try_post(
+                            &me,
+                            &format!("/prompts/{order}/approve"),
+                            json!({"password": password}),
+                        )
+                        .await
+                        else {
+                            return;
+                        };
+                        assert_eq!(status, StatusCode::OK, "{paid}");
+                        assert_eq!(paid["order"]["state"], "paid", "{paid}");
+                        acked.lock().unwrap().push(Acked::Payment(i, order));
+                    }
+                }
+            })
+        })
+        .collect();
+    while acked.lock().unwrap().len() < 80 {
+        assert!(
+            tasks.iter().any(|t| !t.is_finished()),
+            "the burst ended before the kill: {:?}",
+            acked.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::task::spawn_blocking(move || server.kill9())
+        .await
+        .unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    eprintln!("{} operations acknowledged before the kill", acked.len());
+
+    let server = serve_with(&s, &env);
+    let users: Vec<Client> = users
+        .into_iter()
+        .map(|c| Client {
+            base: server.base.clone(),
+            ..c
+        })
+        .collect();
+    let (status, report) = Client {
+        token: Some(operator.clone()),
+        ..Client::new(&server)
+    }
+    .get("/operator/ledger")
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["currencies"]["EUR"]["issued"], issued, "{report}");
+
+    let mut history = Vec::new();
+    for u in &users {
+        history.push(postings(u).await);
+    }
+    let count = |user: usize, key: &str, value: &str| {
+        history[user]
+            .iter()
+            .filter(|p| p[key].as_str() == Some(value))
+            .count()
+    };
+    for a in &acked {
+        match a {
+            Acked::Transfer(from, _, id) => {
+                assert_eq!(
+                    count(*from, "transfer", id),
+                    1,
+                    "transfer {id} of user {from}"
+                )
+            }
+            Acked::Payment(payer, order) => {
+                assert_eq!(
+                    count(*payer, "order", order),
+                    1,
+                    "payment {order} of user {payer}"
+                )
+            }
+        }
+    }
+    // Retrying what was acknowledged applies nothing again.
+    let before: Vec<i64> = futures_util::future::join_all(users.iter().map(balance)).await;
+    for a in &acked {
+        match a {
+            Acked::Transfer(from, body, id) => {
+                let (status, again) = users[*from].post("/wallet/transfers", body.clone()).await;
+                assert_eq!(status, StatusCode::CREATED, "{again}");
+                assert_eq!(
+                    again["transfer"],
+                    id.as_str(),
+                    "a retry is the same transfer"
+                );
+            }
+            Acked::Payment(payer, order) => {
+                let password = format!("{}-password", names[*payer]);
+                let (status, _) = confirm(&users[*payer], order, &password).await;
+                assert_eq!(status, StatusCode::CONFLICT, "a paid sheet is paid once");
+            }
+        }
+    }
+    let after: Vec<i64> = futures_util::future::join_all(users.iter().map(balance)).await;
+    assert_eq!(before, after);
+}

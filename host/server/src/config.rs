@@ -40,6 +40,8 @@ pub struct FileConfig {
     /// A connection that moves no byte either way for this long is closed.
     pub idle_timeout_secs: Option<u64>,
     pub max_message_bytes: Option<usize>,
+    /// The store's page cache, in MiB (default 128).
+    pub store_cache_mib: Option<u64>,
     pub ws_queue: Option<usize>,
     pub heartbeat_secs: Option<u64>,
     pub cookie_secure: Option<bool>,
@@ -76,6 +78,8 @@ pub struct ServerConfig {
     pub messaging: MessagingConfig,
     pub api: ApiConfig,
     pub ws_queue: usize,
+    /// The store's page cache, in bytes.
+    pub store_cache_bytes: u64,
     pub connections: ConnectionLimits,
     pub apps: AppsConfig,
     pub registry: RegistryConfig,
@@ -159,6 +163,7 @@ impl FileConfig {
         env_value("header-timeout-secs", &mut self.header_timeout_secs)?;
         env_value("idle-timeout-secs", &mut self.idle_timeout_secs)?;
         env_value("max-message-bytes", &mut self.max_message_bytes)?;
+        env_value("store-cache-mib", &mut self.store_cache_mib)?;
         env_value("ws-queue", &mut self.ws_queue)?;
         env_value("heartbeat-secs", &mut self.heartbeat_secs)?;
         env_value("cookie-secure", &mut self.cookie_secure)?;
@@ -285,6 +290,8 @@ impl FileConfig {
                 cookie_secure: self.cookie_secure.unwrap_or(api_defaults.cookie_secure),
             },
             ws_queue: self.ws_queue.unwrap_or(256),
+            store_cache_bytes: positive("store-cache-mib", self.store_cache_mib)?
+                .map_or(superapp_store::DEFAULT_CACHE_BYTES, |mib| mib << 20),
             connections,
             apps: AppsConfig {
                 order_ttl: positive("payment-ttl-secs", self.payment_ttl_secs)?

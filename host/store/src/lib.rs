@@ -21,3 +21,7 @@ pub use kv::{
 pub use memory::MemoryKv;
 pub use records::{decode, encode, txn_get, txn_put, Store, FORMAT_VERSION};
 pub use snapshot::SnapshotInfo;
+
+/// The store's page cache unless configured: enough for a busy host's hot
+/// records, bounded so memory stays flat as data grows.
+pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;

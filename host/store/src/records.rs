@@ -39,7 +39,15 @@ pub struct Store {
 impl Store {
     /// Open (or create) the sled store in `dir` and check its format.
     pub fn open(dir: &std::path::Path) -> Result<Arc<Store>, StoreError> {
-        let backend = Arc::new(SledBackend::open(dir)?);
+        Store::open_with_cache(dir, crate::DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with a page cache of about `cache_bytes`.
+    pub fn open_with_cache(
+        dir: &std::path::Path,
+        cache_bytes: u64,
+    ) -> Result<Arc<Store>, StoreError> {
+        let backend = Arc::new(SledBackend::open_with(dir, cache_bytes)?);
         Store::with_backend(backend)
     }
 

@@ -19,8 +19,15 @@ fn backend_error(e: sled::Error) -> StoreError {
 
 impl SledBackend {
     pub fn open(dir: &Path) -> Result<SledBackend, StoreError> {
+        SledBackend::open_with(dir, crate::DEFAULT_CACHE_BYTES)
+    }
+
+    /// Open with a page cache of about `cache_bytes` (sled's own default is
+    /// 1 GiB, more than a host should hold by default).
+    pub fn open_with(dir: &Path, cache_bytes: u64) -> Result<SledBackend, StoreError> {
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(cache_bytes)
             // Durability comes from explicit group-commit flushes, not a timer.
             .flush_every_ms(None)
             .open()

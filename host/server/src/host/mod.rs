@@ -132,7 +132,7 @@ impl Host {
             )
         })?;
         let secret = load_or_create_secret(data_dir)?;
-        let store = Store::open(&data_dir.join("store"))?;
+        let store = Store::open_with_cache(&data_dir.join("store"), config.store_cache_bytes)?;
         // Stores written before prompts were indexed get their indexes.
         superapp_services::prompts::index_existing(&store)?;
         let hub = Arc::new(Hub::new(config.ws_queue));

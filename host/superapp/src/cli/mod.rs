@@ -36,7 +36,8 @@ enum Command {
     /// session-ttl-secs, login-max-failures-per-user,
     /// login-max-failures-per-client, login-window-secs, max-body-bytes,
     /// request-timeout-secs, max-connections, max-connections-per-client,
-    /// header-timeout-secs, idle-timeout-secs, max-message-bytes, ws-queue,
+    /// header-timeout-secs, idle-timeout-secs, max-message-bytes,
+    /// store-cache-mib (the store's page cache, default 128), ws-queue,
     /// heartbeat-secs,
     /// cookie-secure, payment-ttl-secs, document-ttl-secs, event-slots
     /// (events that execute at once; default the number of cores),

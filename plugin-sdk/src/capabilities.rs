@@ -344,3 +344,87 @@ pub mod random {
         raw::next_u64()
     }
 }
+
+/// Requests to the provider's own backend, to the origins the manifest
+/// lists. The host checks every request (origin, addresses, redirects,
+/// sizes, time) and signs a `superapp-assertion` header naming the app and
+/// the user's pseudonymous id, which the backend verifies with
+/// [`assertion::verify`](crate::assertion::verify).
+pub mod http {
+    use crate::bindings::superapp::plugin::http as raw;
+    use crate::Error;
+    pub use raw::{Method, Request, Response};
+
+    /// Send `req` and wait for the whole response.
+    pub fn fetch(req: &Request) -> Result<Response, Error> {
+        raw::fetch(req)
+    }
+
+    /// `GET url`.
+    pub fn get(url: &str) -> Result<Response, Error> {
+        fetch(&request(Method::Get, url, None))
+    }
+
+    /// `GET url`, the body read as JSON; a status other than 2xx is
+    /// `unavailable` with the status and the start of the body.
+    pub fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, Error> {
+        json(get(url)?)
+    }
+
+    /// `POST url` with `body` as JSON; the answer read as JSON, as
+    /// [`get_json`] does.
+    pub fn post_json<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        url: &str,
+        body: &B,
+    ) -> Result<T, Error> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| Error::Invalid(format!("the request body does not serialize: {e}")))?;
+        json(fetch(&request(Method::Post, url, Some(bytes)))?)
+    }
+
+    fn request(method: Method, url: &str, body: Option<Vec<u8>>) -> Request {
+        let mut headers = vec![("accept".to_string(), "application/json".to_string())];
+        if body.is_some() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        Request {
+            method,
+            url: url.to_string(),
+            headers,
+            body,
+            timeout_ms: None,
+        }
+    }
+
+    impl Response {
+        /// The value of header `name` (lowercase), if present.
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+
+        pub fn is_success(&self) -> bool {
+            (200..300).contains(&self.status)
+        }
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(response: Response) -> Result<T, Error> {
+        if !response.is_success() {
+            let start: String = String::from_utf8_lossy(&response.body)
+                .chars()
+                .take(200)
+                .collect();
+            return Err(Error::Unavailable(format!(
+                "the backend answered {}: {start}",
+                response.status
+            )));
+        }
+        serde_json::from_slice(&response.body).map_err(|e| {
+            Error::Invalid(format!(
+                "the backend's answer is not the JSON expected: {e}"
+            ))
+        })
+    }
+}

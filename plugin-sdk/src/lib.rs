@@ -58,6 +58,7 @@
 
 extern crate self as superapp_sdk;
 
+pub mod assertion;
 pub mod bindings;
 pub mod capabilities;
 pub mod credentials;
@@ -65,7 +66,8 @@ mod export;
 pub mod view;
 
 pub use capabilities::{
-    clock, documents, identity, log, notify, payments, profile, random, shared_storage, storage,
+    clock, documents, http, identity, log, notify, payments, profile, random, shared_storage,
+    storage,
 };
 pub use export::App;
 pub use view::{
@@ -88,7 +90,7 @@ pub use bindings::superapp::plugin::types::{
 /// Everything a typical mini-program needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        clock, documents, identity, log, notify, payments, profile, random, shared_storage,
+        clock, documents, http, identity, log, notify, payments, profile, random, shared_storage,
         storage, Action, App, AppCard, AppError, Button, ButtonStyle, Context, Element, Error,
         Event, Form, Input, InputKind, TextStyle, Tone, View,
     };

@@ -57,7 +57,7 @@ fn check_json_reports_declared_capabilities_against_imports() {
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["ok"], true);
     let caps = report["imports"]["capabilities"].as_array().unwrap();
-    assert_eq!(caps.len(), 10);
+    assert_eq!(caps.len(), 11);
     let payments = caps.iter().find(|c| c["name"] == "payments").unwrap();
     assert_eq!(payments["consent"], "every-use");
     assert_eq!(payments["imported"], true);
@@ -78,12 +78,39 @@ fn undeclared_import_is_rejected_by_check_and_by_run() {
         assert_eq!(out.status.code(), Some(1), "{verb}");
         let err = stderr(&out);
         assert!(
-            err.contains("superapp:plugin/payments@0.2.0")
+            err.contains("superapp:plugin/payments@0.2.1")
                 && err.contains("[capabilities.payments]"),
             "{verb}: {err}"
         );
         assert!(stdout(&out).is_empty(), "{verb} printed a view");
     }
+}
+
+/// A component built against contract 0.2.0, before `http` was added,
+/// still passes the check and runs: 0.2.1 only adds an interface.
+#[test]
+fn a_component_for_the_previous_contract_version_still_runs() {
+    let dir = repo().join("tests/fixtures/contract-0.2.0/hello");
+    let component = dir.join("hello.wasm");
+    let manifest = dir.join("plugin.toml");
+    let out = superapp()
+        .args(["plugin", "check", "--json"])
+        .arg(&component)
+        .arg("--manifest")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = superapp()
+        .args(["plugin", "run"])
+        .arg(&component)
+        .arg("--manifest")
+        .arg(&manifest)
+        .args(["--event", "save-name", "--payload", r#"{"name":"Ada"}"#])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Hello, Ada!"), "{}", stdout(&out));
 }
 
 #[test]

@@ -140,7 +140,7 @@ pub struct Client {
 impl Client {
     pub fn new(server: &Server) -> Client {
         Client {
-            http: reqwest::Client::new(),
+            http: http_client(),
             base: server.base.clone(),
             token: None,
         }
@@ -313,6 +313,13 @@ pub async fn next_message(ws: &mut Ws, wait: Duration) -> Option<Value> {
             Ok(_) => continue,
         }
     }
+}
+
+/// An HTTP client for the tests (reqwest is built with rustls, which needs
+/// the host's TLS provider installed first).
+pub fn http_client() -> reqwest::Client {
+    superapp_services::egress::install_tls();
+    reqwest::Client::new()
 }
 
 pub fn repo() -> PathBuf {

@@ -12,6 +12,7 @@ mod document_wallet;
 mod documents;
 mod durability;
 mod hospital;
+mod http;
 mod live;
 mod messaging;
 mod operator;

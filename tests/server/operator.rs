@@ -37,7 +37,7 @@ async fn operator_post(
     path: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::common::http_client()
         .post(format!("{}{path}", server.base))
         .json(&body);
     if let Some(t) = token {

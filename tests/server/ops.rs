@@ -14,7 +14,7 @@ fn root(server: &Server) -> String {
 }
 
 async fn scrape(server: &Server, token: Option<&str>) -> (StatusCode, String, String) {
-    let mut req = reqwest::Client::new().get(format!("{}/metrics", root(server)));
+    let mut req = crate::common::http_client().get(format!("{}/metrics", root(server)));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -40,7 +40,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 async fn probes_and_metrics() {
     let s = setup(&["hello", "testing/memory-bomb"]);
     let server = serve(&s);
-    let http = reqwest::Client::new();
+    let http = crate::common::http_client();
     let live = http
         .get(format!("{}/healthz", root(&server)))
         .send()
@@ -161,7 +161,7 @@ async fn json_logs_carry_the_request_id() {
             ("RUST_LOG", "info,tower_http=debug"),
         ],
     );
-    let resp = reqwest::Client::new()
+    let resp = crate::common::http_client()
         .get(format!("{}/me", server.base))
         .header("x-request-id", "req-7f3a")
         .send()

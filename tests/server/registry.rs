@@ -417,7 +417,7 @@ async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
         let header = header.clone();
         let url = format!("{}{}", server.base.trim_end_matches("/api/v1"), p);
         async move {
-            reqwest::Client::new()
+            crate::common::http_client()
                 .get(url)
                 .header("authorization", header)
                 .send()
@@ -562,7 +562,7 @@ async fn publishing_refuses_malformed_truncated_and_oversized_packages_with_the_
         let header = signed_request::sign(&key, "POST", path, &body, now_secs());
         let url = format!("{}{path}", server.base.trim_end_matches("/api/v1"));
         async move {
-            let resp = reqwest::Client::new()
+            let resp = crate::common::http_client()
                 .post(url)
                 .header("authorization", header)
                 .header("content-type", "application/octet-stream")

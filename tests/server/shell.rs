@@ -9,7 +9,7 @@ use crate::common::*;
 async fn every_response_carries_a_strict_csp_and_the_security_headers() {
     let server = Server::start(&[]);
     let root = server.base.trim_end_matches("/api/v1").to_string();
-    let http = reqwest::Client::new();
+    let http = crate::common::http_client();
     for (url, status) in [
         (format!("{root}/"), StatusCode::OK),
         (format!("{root}/shell/app.js"), StatusCode::OK),

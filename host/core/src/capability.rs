@@ -10,7 +10,24 @@ use serde::{Deserialize, Serialize};
 /// The WIT package every mini-program is written against.
 pub const PACKAGE: &str = "superapp:plugin";
 /// The contract version this host implements.
-pub const VERSION: &str = "0.2.0";
+pub const VERSION: &str = "0.2.1";
+
+/// Can a component written against contract `version` run on this host?
+/// Versions of the same `0.2` line only add interfaces, so a component for
+/// an older one links unchanged (wasmtime's linker resolves `@0.2.0`
+/// imports to the `@0.2.1` definitions); a newer or another line cannot.
+pub fn compatible(version: &str) -> bool {
+    let (Ok(ours), Ok(theirs)) = (
+        semver::Version::parse(VERSION),
+        semver::Version::parse(version),
+    ) else {
+        return false;
+    };
+    theirs.pre.is_empty()
+        && theirs.major == ours.major
+        && theirs.minor == ours.minor
+        && theirs.patch <= ours.patch
+}
 
 /// Everything a mini-program may ask the host for, one WIT interface each.
 /// Adding one is a variant here (the compiler then asks for its name below,
@@ -28,6 +45,7 @@ pub enum Capability {
     Documents,
     Clock,
     Random,
+    Http,
 }
 
 /// What the user must agree to before a capability call succeeds. Each
@@ -56,7 +74,7 @@ impl ConsentLevel {
 
 impl Capability {
     /// Every capability, in the order users and auditors see them.
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::Log,
         Capability::Identity,
         Capability::Profile,
@@ -67,6 +85,7 @@ impl Capability {
         Capability::Documents,
         Capability::Clock,
         Capability::Random,
+        Capability::Http,
     ];
 
     /// Every capability, in table order.
@@ -87,6 +106,7 @@ impl Capability {
             Capability::Documents => "documents",
             Capability::Clock => "clock",
             Capability::Random => "random",
+            Capability::Http => "http",
         }
     }
 
@@ -126,6 +146,9 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", cap.name()), "serde and WIT agree");
         }
         assert_eq!(Capability::from_name("files"), None);
+        assert!(compatible("0.2.0") && compatible(VERSION));
+        assert!(!compatible("0.2.9") && !compatible("0.3.0") && !compatible("0.1.0"));
+        assert!(!compatible("0.2.1-rc1") && !compatible("latest"));
         for level in [
             ConsentLevel::None,
             ConsentLevel::OncePerApp,

@@ -8,10 +8,12 @@ pub mod decision;
 pub mod ids;
 pub mod keys;
 pub mod manifest;
+pub mod origin;
 pub mod package;
 pub mod signed_request;
 
-pub use capability::{Capability, ConsentLevel, PACKAGE, VERSION};
+pub use capability::{compatible, Capability, ConsentLevel, PACKAGE, VERSION};
 pub use ids::{new_id, now_secs, sha256_hex};
 pub use manifest::{Limits, Manifest, ManifestError};
+pub use origin::{Origin, Scheme, Target};
 pub use package::{Package, PackageError};

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::capability::Capability;
+use crate::origin::Origin;
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ struct RawManifest {
 #[serde(deny_unknown_fields)]
 struct RawCapability {
     reason: String,
+    /// Only for `http`: the origins the app may reach.
+    origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +108,10 @@ impl Limits {
 pub struct Declared {
     pub capability: Capability,
     pub reason: String,
+    /// For `http`, the origins the app may reach (at least one); empty for
+    /// every other capability.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<Origin>,
 }
 
 /// A validated manifest.
@@ -157,9 +164,11 @@ impl Manifest {
                 )
             })?;
             check_text(&format!("{key}.reason"), &cap.reason, MAX_REASON)?;
+            let origins = origins(&key, capability, cap.origins)?;
             declared.push(Declared {
                 capability,
                 reason: cap.reason.trim().to_string(),
+                origins,
             });
         }
         declared.sort_by_key(|d| d.capability);
@@ -202,6 +211,14 @@ impl Manifest {
             .unwrap_or_default()
     }
 
+    /// The origins the `http` capability may reach (none if undeclared).
+    pub fn origins(&self) -> &[Origin] {
+        self.declared
+            .iter()
+            .find(|d| d.capability == Capability::Http)
+            .map_or(&[], |d| d.origins.as_slice())
+    }
+
     pub fn capabilities(&self) -> impl Iterator<Item = Capability> + '_ {
         self.declared.iter().map(|d| d.capability)
     }
@@ -209,6 +226,40 @@ impl Manifest {
     /// `id@version`, the name used in logs and errors.
     pub fn label(&self) -> String {
         format!("{}@{}", self.id, self.version)
+    }
+}
+
+/// Most origins one app may list: a provider's few backends, not a crawler.
+const MAX_ORIGINS: usize = 16;
+
+fn origins(
+    key: &str,
+    capability: Capability,
+    listed: Option<Vec<String>>,
+) -> Result<Vec<Origin>, ManifestError> {
+    let key = format!("{key}.origins");
+    match (capability, listed) {
+        (Capability::Http, None) => Err(invalid(
+            key,
+            "list the origins the app may reach, e.g. [\"https://api.example.org\"]",
+        )),
+        (Capability::Http, Some(list)) => {
+            if list.is_empty() || list.len() > MAX_ORIGINS {
+                return Err(invalid(key, format!("list 1 to {MAX_ORIGINS} origins")));
+            }
+            let mut parsed = Vec::new();
+            for text in &list {
+                let origin = Origin::parse(text).map_err(|e| invalid(&key, e.to_string()))?;
+                if parsed.contains(&origin) {
+                    return Err(invalid(&key, format!("`{origin}` is listed twice")));
+                }
+                parsed.push(origin);
+            }
+            parsed.sort();
+            Ok(parsed)
+        }
+        (_, Some(_)) => Err(invalid(key, "only the `http` capability lists origins")),
+        (_, None) => Ok(Vec::new()),
     }
 }
 
@@ -321,6 +372,35 @@ time-ms = 250
         assert!(error_of(&GOOD.replace("time-ms = 250", "time-ms = 0")).contains("limits.time-ms"));
         assert!(error_of(&GOOD.replace("time-ms = 250", "time-ms = \"fast\"")).contains("time-ms"));
         assert!(error_of(&GOOD.replace("publisher = \"Example Org\"\n", "")).contains("publisher"));
+    }
+
+    #[test]
+    fn http_lists_its_origins_and_only_http_does() {
+        let with = |extra: &str| format!("{GOOD}\n{extra}");
+        let m = Manifest::parse(&with(
+            "[capabilities.http]\nreason = \"Bookings.\"\norigins = [\"https://b.example.org/api/\", \"https://a.example.org\"]",
+        ))
+        .unwrap();
+        let listed: Vec<String> = m.origins().iter().map(|o| o.to_string()).collect();
+        assert_eq!(
+            listed,
+            ["https://a.example.org", "https://b.example.org/api/"]
+        );
+        assert!(Manifest::parse(GOOD).unwrap().origins().is_empty());
+
+        let e = error_of(&with("[capabilities.http]\nreason = \"r\""));
+        assert!(e.contains("capabilities.http.origins"), "{e}");
+        let e = error_of(&with(
+            "[capabilities.http]\nreason = \"r\"\norigins = [\"https://10.0.0.1\"]",
+        ));
+        assert!(e.contains("not an IP address"), "{e}");
+        let e = error_of(&with("[capabilities.http]\nreason = \"r\"\norigins = []"));
+        assert!(e.contains("1 to 16"), "{e}");
+        let e = error_of(&GOOD.replace(
+            "reason = \"Diagnostics.\"",
+            "reason = \"d\"\norigins = [\"https://a.example.org\"]",
+        ));
+        assert!(e.contains("only the `http` capability"), "{e}");
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn classify(name: &str) -> Result<Option<Capability>, ImportError> {
         Some((i, v)) => (i, Some(v)),
         None => (rest, None),
     };
-    if version != Some(VERSION) {
+    if !version.is_some_and(superapp_core::compatible) {
         return Err(ImportError::UnsupportedVersion(name.to_string()));
     }
     if interface == TYPES_INTERFACE {

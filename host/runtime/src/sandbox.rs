@@ -336,6 +336,16 @@ impl Runtime {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.meter);
+        {
+            // A host call that waits (on the network) gets what is left of
+            // the limit but a reserve, a tenth of it up to 100 ms, so the
+            // app still has time to answer with the error.
+            let (turn, budget) = (turn.clone(), Duration::from_millis(limits.time_ms));
+            let reserve = (budget / 10).min(Duration::from_millis(100));
+            store.data_mut().time_left = Some(Box::new(move || {
+                budget.saturating_sub(turn.used()).saturating_sub(reserve)
+            }));
+        }
         let metrics = self.metrics.clone();
         let mut entered = None;
         store.call_hook(move |ctx, hook| {

@@ -13,6 +13,7 @@ use crate::apps::AppsConfig;
 use crate::listener::ConnectionLimits;
 use superapp_core::Capability;
 use superapp_runtime::SchedulerConfig;
+use superapp_services::egress::EgressConfig;
 use superapp_services::identity::IdentityConfig;
 use superapp_services::messaging::MessagingConfig;
 use superapp_services::registry::{AutoApprove, Policy};
@@ -63,6 +64,17 @@ pub struct FileConfig {
     pub dev_approve: Option<bool>,
     /// Seed demo users, money and documents (`serve --demo`).
     pub demo: Option<bool>,
+    /// `host:port` pairs apps may reach over plain http (https otherwise).
+    pub http_plain_origins: Option<Vec<String>>,
+    /// Host names apps' requests may resolve to internal addresses.
+    pub http_private_hosts: Option<Vec<String>>,
+    /// Names resolved from this table instead of DNS, as `/etc/hosts` does.
+    pub http_hosts: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    pub http_max_request_bytes: Option<usize>,
+    pub http_max_response_bytes: Option<usize>,
+    pub http_timeout_ms: Option<u64>,
+    pub http_max_concurrent_per_app: Option<usize>,
+    pub http_rate_per_app: Option<u32>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -83,6 +95,8 @@ pub struct ServerConfig {
     pub connections: ConnectionLimits,
     pub apps: AppsConfig,
     pub registry: RegistryConfig,
+    /// Apps' requests to their backends (the `http` capability).
+    pub egress: EgressConfig,
 }
 
 /// The registry's policy, and what `serve --apps DIR` does for development.
@@ -113,6 +127,21 @@ impl Default for ApiConfig {
             cookie_secure: false,
         }
     }
+}
+
+/// A comma-separated list from `SUPERAPP_*`.
+fn env_list(key: &str, slot: &mut Option<Vec<String>>) -> anyhow::Result<()> {
+    let mut raw: Option<String> = None;
+    env_value(key, &mut raw)?;
+    if let Some(raw) = raw {
+        *slot = Some(
+            raw.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        );
+    }
+    Ok(())
 }
 
 fn env_value<T: std::str::FromStr>(key: &str, slot: &mut Option<T>) -> anyhow::Result<()>
@@ -179,6 +208,31 @@ impl FileConfig {
         env_value("auto-approve", &mut self.auto_approve)?;
         env_value("dev-approve", &mut self.dev_approve)?;
         env_value("demo", &mut self.demo)?;
+        env_value("http-max-request-bytes", &mut self.http_max_request_bytes)?;
+        env_value("http-max-response-bytes", &mut self.http_max_response_bytes)?;
+        env_value("http-timeout-ms", &mut self.http_timeout_ms)?;
+        env_value(
+            "http-max-concurrent-per-app",
+            &mut self.http_max_concurrent_per_app,
+        )?;
+        env_value("http-rate-per-app", &mut self.http_rate_per_app)?;
+        env_list("http-plain-origins", &mut self.http_plain_origins)?;
+        env_list("http-private-hosts", &mut self.http_private_hosts)?;
+        let mut pairs = None;
+        env_list("http-hosts", &mut pairs)?;
+        if let Some(pairs) = pairs {
+            let mut table = std::collections::BTreeMap::<String, Vec<String>>::new();
+            for pair in pairs {
+                let (name, ip) = pair.split_once('=').with_context(|| {
+                    format!("SUPERAPP_HTTP_HOSTS: `{pair}` is not NAME=ADDRESS")
+                })?;
+                table
+                    .entry(name.trim().into())
+                    .or_default()
+                    .push(ip.trim().into());
+            }
+            self.http_hosts = Some(table);
+        }
         let mut list: Option<String> = None;
         env_value("sensitive-capabilities", &mut list)?;
         if let Some(list) = list {
@@ -194,6 +248,7 @@ impl FileConfig {
 
     pub fn resolve(self) -> anyhow::Result<ServerConfig> {
         let registry = self.registry_config()?;
+        let egress = self.egress_config()?;
         let listen_raw = self.listen.unwrap_or_else(|| "127.0.0.1:8080".to_string());
         let listen: SocketAddr = listen_raw.parse().with_context(|| {
             format!("listen: `{listen_raw}` is not an address like 127.0.0.1:8080")
@@ -301,6 +356,76 @@ impl FileConfig {
                 scheduler,
             },
             registry,
+            egress,
+        })
+    }
+
+    fn egress_config(&self) -> anyhow::Result<EgressConfig> {
+        let d = EgressConfig::default();
+        let lower = |v: &Option<Vec<String>>| -> std::collections::BTreeSet<String> {
+            v.iter()
+                .flatten()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect()
+        };
+        let plain_http = lower(&self.http_plain_origins);
+        for pair in &plain_http {
+            let ok = pair
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                bail!("http-plain-origins: `{pair}` is not HOST:PORT");
+            }
+        }
+        let mut hosts = std::collections::BTreeMap::new();
+        for (name, ips) in self.http_hosts.iter().flatten() {
+            let ips = ips
+                .iter()
+                .map(|ip| {
+                    ip.parse().with_context(|| {
+                        format!("http-hosts: `{ip}` (for {name}) is not an IP address")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
+            hosts.insert(name.trim().to_ascii_lowercase(), ips);
+        }
+        let count = |key: &str, v: Option<usize>, default: usize| -> anyhow::Result<usize> {
+            match v {
+                Some(0) => bail!("{key} must be greater than 0"),
+                Some(n) => Ok(n),
+                None => Ok(default),
+            }
+        };
+        Ok(EgressConfig {
+            plain_http,
+            private_hosts: lower(&self.http_private_hosts),
+            hosts,
+            max_request_bytes: count(
+                "http-max-request-bytes",
+                self.http_max_request_bytes,
+                d.max_request_bytes,
+            )?,
+            max_response_bytes: count(
+                "http-max-response-bytes",
+                self.http_max_response_bytes,
+                d.max_response_bytes,
+            )?,
+            timeout: match self.http_timeout_ms {
+                Some(0) => bail!("http-timeout-ms must be greater than 0"),
+                Some(ms) => Duration::from_millis(ms),
+                None => d.timeout,
+            },
+            max_redirects: d.max_redirects,
+            per_app_concurrency: count(
+                "http-max-concurrent-per-app",
+                self.http_max_concurrent_per_app,
+                d.per_app_concurrency,
+            )?,
+            per_app_rate: match self.http_rate_per_app {
+                Some(0) => bail!("http-rate-per-app must be greater than 0"),
+                Some(n) => n,
+                None => d.per_app_rate,
+            },
         })
     }
 

@@ -108,6 +108,8 @@ pub struct Prompt {
     pub capability: Capability,
     /// The manifest's reason, shown to the user.
     pub reason: String,
+    /// For `http`: the origins the app will contact, shown with the reason.
+    pub origins: Vec<String>,
     pub status: PromptStatus,
     pub created_at: u64,
 }
@@ -131,6 +133,10 @@ impl Prompt {
             version: app.version.to_string(),
             capability,
             reason: app.reason(capability),
+            origins: match capability {
+                Capability::Http => app.origins().iter().map(|o| o.to_string()).collect(),
+                _ => Vec::new(),
+            },
             status: PromptStatus::Pending,
             created_at,
         }
@@ -159,6 +165,8 @@ struct FlatPrompt {
     version: String,
     capability: Capability,
     reason: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    origins: Vec<String>,
     status: PromptStatus,
     created_at: u64,
 }
@@ -185,6 +193,7 @@ impl From<Prompt> for FlatPrompt {
             version: p.version,
             capability: p.capability,
             reason: p.reason,
+            origins: p.origins,
             status: p.status,
             created_at: p.created_at,
         }
@@ -215,6 +224,7 @@ impl TryFrom<FlatPrompt> for Prompt {
             version: f.version,
             capability: f.capability,
             reason: f.reason,
+            origins: f.origins,
             status: f.status,
             created_at: f.created_at,
         })

@@ -145,7 +145,7 @@ async fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let server = common::Server::start_in(&tmp.path().join("data"), &[]);
     let base = server.base.clone();
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let mut rows: Vec<(String, String)> = Vec::new();
 
     // Users: one sender and 100 members.

@@ -170,7 +170,7 @@ async fn main() {
     let server = common::serve_with(&s, &[("SUPERAPP_MAX_CONNECTIONS_PER_CLIENT", "4096")]);
     let base = server.base.clone();
     let pid = server.pid();
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let operator = server.operator_token();
 
     // Users in pairs: each chats with and pays its peer.

@@ -8,8 +8,12 @@ use anyhow::{anyhow, Context as _};
 use superapp_core::VERSION;
 
 /// Every file of the SDK crate except its manifest, by path in the crate.
-const FILES: [(&str, &str); 9] = [
+const FILES: [(&str, &str); 10] = [
     ("src/lib.rs", include_str!("../../../plugin-sdk/src/lib.rs")),
+    (
+        "src/assertion.rs",
+        include_str!("../../../plugin-sdk/src/assertion.rs"),
+    ),
     (
         "src/bindings.rs",
         include_str!("../../../plugin-sdk/src/bindings.rs"),

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod documents;
 mod errors;
 pub mod gate;
+pub mod http;
 pub mod identity;
 pub mod log;
 pub mod notify;
@@ -56,6 +57,7 @@ pub fn registration(capability: Capability) -> Registration {
         Capability::Documents => documents::REGISTRATION,
         Capability::Clock => clock::REGISTRATION,
         Capability::Random => random::REGISTRATION,
+        Capability::Http => http::REGISTRATION,
     }
 }
 
@@ -83,6 +85,9 @@ pub struct HostState {
     /// The capability the current host call passed its check for: the
     /// call hook times capability calls, not the runtime's own libcalls.
     pub(crate) calling: std::cell::Cell<Option<Capability>>,
+    /// What is left of the event's time limit; host calls that wait on
+    /// the network wait no longer.
+    pub(crate) time_left: Option<Box<dyn Fn() -> std::time::Duration + Send + Sync>>,
 }
 
 impl HostState {
@@ -101,7 +106,17 @@ impl HostState {
             log: log::State::default(),
             notify: notify::State::default(),
             calling: std::cell::Cell::new(None),
+            time_left: None,
         }
+    }
+
+    /// What is left of this event's time; without a scheduler (host calls
+    /// made directly, in tests), the event's default limit.
+    pub(crate) fn time_left(&self) -> std::time::Duration {
+        self.time_left.as_ref().map_or(
+            std::time::Duration::from_millis(superapp_core::Limits::default().time_ms),
+            |left| left(),
+        )
     }
 
     /// The check every capability call makes first: the manifest declares
@@ -164,7 +179,9 @@ mod tests {
     fn consent_levels_are_the_ones_users_are_promised() {
         for capability in Capability::all() {
             let expected = match capability {
-                Capability::Profile | Capability::Notify => ConsentLevel::OncePerApp,
+                Capability::Profile | Capability::Notify | Capability::Http => {
+                    ConsentLevel::OncePerApp
+                }
                 Capability::Payments | Capability::Documents => ConsentLevel::EveryUse,
                 _ => ConsentLevel::None,
             };

@@ -11,6 +11,7 @@ use superapp_store::{KvBackend, MemoryKv, Quota};
 
 use super::documents::{DocumentDesk, NoDocuments};
 use super::gate::{ConsentGate, DevConsent};
+use super::http::{HttpGateway, NoHttp};
 use super::notify::{DevNotifier, Notifier};
 use super::payments::{NoPayments, PaymentDesk};
 use super::profile::{DevProfiles, ProfileDirectory};
@@ -26,6 +27,7 @@ pub struct Services {
     pub notifier: Arc<dyn Notifier>,
     pub payments: Arc<dyn PaymentDesk>,
     pub documents: Arc<dyn DocumentDesk>,
+    pub http: Arc<dyn HttpGateway>,
 }
 
 impl Services {
@@ -41,6 +43,7 @@ impl Services {
             notifier: Arc::new(DevNotifier::default()),
             payments: Arc::new(NoPayments),
             documents: Arc::new(NoDocuments),
+            http: Arc::new(NoHttp),
         }
     }
 }

@@ -19,12 +19,14 @@ mod wallet;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use superapp_runtime::capabilities::http::Gateway;
 use superapp_runtime::capabilities::notify::ChatNotifier;
 use superapp_runtime::{App, RunError, Runtime, RuntimeConfig, Services};
 use superapp_services::audit::Audit;
 use superapp_services::consent::{Consent, ConsentError};
 use superapp_services::documents::requests::Requests;
 use superapp_services::documents::{DocumentError, Documents, HolderKeys, HostKey};
+use superapp_services::egress::Egress;
 use superapp_services::identity::{
     load_or_create_private, load_or_create_secret, Identity, IdentityError, Pseudonyms,
 };
@@ -170,6 +172,12 @@ impl Host {
             notifier: Arc::new(ChatNotifier::new(messaging.clone(), consent.clone())),
             payments: orders.clone(),
             documents: requests.clone(),
+            http: Arc::new(Gateway {
+                egress: Egress::new(config.egress.clone())?,
+                host_key: host_key.clone(),
+                pseudonyms: Pseudonyms::new(&secret),
+                audit: audit.clone(),
+            }),
         });
         let registry = Arc::new(Registry::new(
             store.clone(),

@@ -35,6 +35,8 @@ impl Default for Policy {
                 Capability::Documents,
                 Capability::Profile,
                 Capability::Notify,
+                // Which origins an app talks to is for an auditor to approve.
+                Capability::Http,
             ],
             auto_approve: AutoApprove::NonSensitive,
         }

@@ -133,6 +133,7 @@ impl Remote {
             bail!("--server must be a URL like http://127.0.0.1:8080, not `{server}`");
         }
         let base = base.trim_end_matches("/api/v1").to_string();
+        superapp_services::egress::install_tls();
         Ok(Remote {
             base,
             credential,

@@ -158,6 +158,31 @@ impl App for Probe {
                 storage::get(b"last-event")
                     .map(|v| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned()),
             ),
+            "http" => {
+                let method = match a.field("method").unwrap_or("GET") {
+                    "POST" => http::Method::Post,
+                    "PUT" => http::Method::Put,
+                    "DELETE" => http::Method::Delete,
+                    "HEAD" => http::Method::Head,
+                    _ => http::Method::Get,
+                };
+                let headers = a
+                    .field("header")
+                    .and_then(|h| h.split_once(':'))
+                    .map(|(n, v)| vec![(n.trim().to_string(), v.trim().to_string())])
+                    .unwrap_or_default();
+                let req = http::Request {
+                    method,
+                    url: a.value.clone().unwrap_or_default(),
+                    headers,
+                    body: a.field("body").map(|b| b.as_bytes().to_vec()),
+                    timeout_ms: a.field("timeout-ms").and_then(|t| t.parse().ok()),
+                };
+                report(
+                    http::fetch(&req)
+                        .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
+                )
+            }
             "clock" => format!("ok: {}", clock::unix_seconds()),
             "random" => format!("ok: {}", random::bytes(64).len()),
             other => return Err(AppError::BadRequest(format!("unknown probe `{other}`"))),

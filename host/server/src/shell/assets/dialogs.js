@@ -92,8 +92,13 @@ function fillBody(prompt, title, body, approve, deny) {
       return shareCard(prompt, title, body, approve);
     default:
       title.textContent = `Allow ${prompt.app_name} to use ${prompt.capability}?`;
-      body.append(el('p', {}, `The app says why: “${prompt.reason}”`),
-        el('p', { class: 'muted' }, 'You can change this at any time under Privacy.'));
+      body.append(el('p', {}, `The app says why: “${prompt.reason}”`));
+      if (prompt.origins && prompt.origins.length) {
+        title.textContent = `Allow ${prompt.app_name} to contact its servers?`;
+        body.append(el('p', {}, 'It will send requests, with your anonymous id for this app, only to:'),
+          el('ul', { class: 'origins' }, prompt.origins.map((o) => el('li', {}, el('code', {}, o)))));
+      }
+      body.append(el('p', { class: 'muted' }, 'You can change this at any time under Privacy.'));
       approve.textContent = 'Allow';
       deny.textContent = "Don't allow";
       return { payload: () => ({}) };

@@ -31,7 +31,9 @@ export async function privacy(main, shell, app) {
   const entry = (e) => el('li', {},
     el('time', {}, when(e.at)), ' ',
     el('strong', {}, nameOf(e.app || '')), ' ',
-    `${e.kind}${e.capability ? ` (${e.capability})` : ''}: ${e.outcome}`,
+    e.kind === 'http.request' && e.details
+      ? `contacted ${e.details.origin} (${e.details.method} ${e.details.path}): ${e.details.status || e.outcome}${e.details.reason ? ` — ${e.details.reason}` : ''}`
+      : `${e.kind}${e.capability ? ` (${e.capability})` : ''}: ${e.outcome}`,
     e.details && e.details.fields ? el('span', { class: 'muted' }, ` — fields: ${e.details.fields}`) : null);
   // Newest first, a page at a time: older entries load below.
   const list = el('ol', { class: 'access-log' });

@@ -354,6 +354,56 @@ fn diff_marks_what_a_new_version_asks_for_as_an_escalation() {
     );
 }
 
+/// The origins `http` may reach are part of what an auditor reads, and a
+/// new origin in a new version is an escalation.
+#[test]
+fn inspect_lists_http_origins_and_diff_marks_a_new_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.pkg");
+    pack(
+        &plugin_dir("testing/probe"),
+        &component("testing/probe"),
+        &old,
+    );
+    let next = dir.path().join("next");
+    std::fs::create_dir(&next).unwrap();
+    let manifest = std::fs::read_to_string(plugin_dir("testing/probe").join("plugin.toml"))
+        .unwrap()
+        .replace("version = \"0.1.0\"", "version = \"0.1.1\"")
+        .replace(
+            "origins = [\"https://backend.probe.test\"]",
+            "origins = [\"https://backend.probe.test\", \"https://tracker.example.net\"]",
+        );
+    std::fs::write(next.join("plugin.toml"), manifest).unwrap();
+    let new = dir.path().join("new.pkg");
+    pack(&next, &component("testing/probe"), &new);
+
+    let out = superapp()
+        .args(["audit", "inspect"])
+        .arg(&new)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("may contact https://backend.probe.test")
+            && text.contains("may contact https://tracker.example.net"),
+        "{text}"
+    );
+    let out = superapp()
+        .args(["audit", "diff", "--json"])
+        .arg(&old)
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let diff: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(diff["escalation"], true, "{diff}");
+    assert_eq!(
+        diff["origins"],
+        serde_json::json!([{"origin": "https://tracker.example.net", "change": "added", "escalation": true}])
+    );
+}
+
 #[test]
 fn the_bundled_apps_ask_for_nothing_they_do_not_use() {
     let dir = tempfile::tempdir().unwrap();

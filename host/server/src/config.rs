@@ -488,9 +488,27 @@ mod tests {
             (p.sensitive, p.auto_approve),
             (vec![Capability::Payments], AutoApprove::Never)
         );
+        let c: FileConfig = toml::from_str(
+            "http-plain-origins = [\"Backend.Example:8080\"]\nhttp-hosts = { \"backend.example\" = [\"10.0.0.5\"] }\nhttp-timeout-ms = 2500",
+        )
+        .unwrap();
+        let e = c.resolve().unwrap().egress;
+        assert!(e.plain_http.contains("backend.example:8080"));
+        assert_eq!(
+            e.hosts["backend.example"],
+            ["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(e.timeout, Duration::from_millis(2500));
+        assert!(
+            e.private_hosts.is_empty(),
+            "no host may be internal unless named"
+        );
         for bad in [
             "sensitive-capabilities = [\"money\"]",
             "auto-approve = \"always\"",
+            "http-plain-origins = [\"backend.example\"]",
+            "http-hosts = { \"a.example\" = [\"not-an-ip\"] }",
+            "http-rate-per-app = 0",
         ] {
             let c: FileConfig = toml::from_str(bad).unwrap();
             assert!(c.resolve().is_err(), "{bad}");

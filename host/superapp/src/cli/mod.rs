@@ -44,8 +44,14 @@ enum Command {
     /// max-pending-events, max-pending-events-per-app, max-event-wait-ms
     /// (past these a user's event gets 503), sensitive-capabilities (the
     /// capabilities whose packages need a trusted auditor's approval;
-    /// default payments, documents, profile, notify), auto-approve
-    /// (`non-sensitive`, the default, or `never`). `SUPERAPP_LOG_FORMAT=json`
+    /// default payments, documents, profile, notify, http), auto-approve
+    /// (`non-sensitive`, the default, or `never`); for apps' requests to
+    /// their backends: http-plain-origins (HOST:PORT pairs reachable over
+    /// plain http), http-private-hosts (hosts that may resolve to internal
+    /// addresses), http-hosts (names resolved from a table, NAME=ADDRESS in
+    /// the environment), http-max-request-bytes, http-max-response-bytes,
+    /// http-timeout-ms, http-max-concurrent-per-app, http-rate-per-app.
+    /// `SUPERAPP_LOG_FORMAT=json`
     /// logs one JSON object per line. `SUPERAPP_CLOCK_OFFSET_SECS`
     /// shifts the host's clock, for tests and demonstrations only.
     Serve(serve::ServeArgs),

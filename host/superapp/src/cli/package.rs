@@ -140,6 +140,9 @@ pub struct CapabilityRow {
     pub consent: superapp_core::ConsentLevel,
     pub reason: String,
     pub imported: bool,
+    /// For `http`: the origins the app may reach.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<String>,
 }
 
 /// A runtime that compiles components to look at them, never runs them.
@@ -226,6 +229,7 @@ pub fn inspect(runtime: &Runtime, package: &Package) -> Inspection {
                 consent: superapp_runtime::capabilities::consent_level(d.capability),
                 reason: d.reason.clone(),
                 imported: imported.contains(&d.capability),
+                origins: d.origins.iter().map(|o| o.to_string()).collect(),
             })
             .collect(),
         imports: imported.iter().map(|c| c.name().to_string()).collect(),
@@ -296,6 +300,9 @@ fn print_inspection(r: &Inspection) {
             used,
             c.reason
         );
+        for origin in &c.origins {
+            println!("  {:<15} may contact {origin}", "");
+        }
     }
     println!(
         "imports    {}",
@@ -324,6 +331,9 @@ pub struct Diff {
     /// Whether the new version asks for anything the old one did not.
     pub escalation: bool,
     pub capabilities: Vec<CapabilityChange>,
+    /// Origins `http` may reach that were added or removed; a new one is an
+    /// escalation.
+    pub origins: Vec<OriginChange>,
     pub limits: Vec<LimitChange>,
     pub imports_added: Vec<String>,
     pub imports_removed: Vec<String>,
@@ -340,6 +350,14 @@ pub struct CapabilityChange {
     pub escalation: bool,
     pub old_reason: Option<String>,
     pub new_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OriginChange {
+    pub origin: String,
+    /// `added` or `removed`.
+    pub change: &'static str,
+    pub escalation: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -406,8 +424,29 @@ pub fn diff(old: &Package, new: &Package) -> anyhow::Result<Diff> {
             .unwrap_or_default()
     };
     let (old_imports, new_imports) = (imports(old), imports(new));
-    let escalation =
-        capabilities.iter().any(|c| c.escalation) || limits.iter().any(|l| l.escalation);
+    let mut origins: Vec<OriginChange> = n
+        .origins()
+        .iter()
+        .filter(|x| !o.origins().contains(x))
+        .map(|x| OriginChange {
+            origin: x.to_string(),
+            change: "added",
+            escalation: true,
+        })
+        .collect();
+    origins.extend(
+        o.origins()
+            .iter()
+            .filter(|x| !n.origins().contains(x))
+            .map(|x| OriginChange {
+                origin: x.to_string(),
+                change: "removed",
+                escalation: false,
+            }),
+    );
+    let escalation = capabilities.iter().any(|c| c.escalation)
+        || origins.iter().any(|c| c.escalation)
+        || limits.iter().any(|l| l.escalation);
     Ok(Diff {
         app: n.id.clone(),
         old_version: o.version.to_string(),
@@ -416,6 +455,7 @@ pub fn diff(old: &Package, new: &Package) -> anyhow::Result<Diff> {
         new_digest: new.digest(),
         escalation,
         capabilities,
+        origins,
         limits,
         imports_added: new_imports
             .iter()
@@ -458,6 +498,11 @@ pub fn run_diff(old: &Package, new: &Package, json: bool) -> anyhow::Result<Exit
                 c.new_reason.as_deref().unwrap_or("")
             ),
         }
+    }
+    for c in &d.origins {
+        let mark = if c.escalation { "ESCALATION " } else { "" };
+        let sign = if c.change == "added" { '+' } else { '-' };
+        println!("{mark}{sign} origin {}", c.origin);
     }
     for l in &d.limits {
         let mark = if l.escalation { "ESCALATION " } else { "" };

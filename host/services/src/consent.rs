@@ -44,6 +44,22 @@ pub struct Grant {
     /// The app version the user decided for.
     pub version: String,
     pub decided_at: u64,
+    /// For `http`: the origins the user agreed the app may contact. A
+    /// version that lists another one asks again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<String>,
+}
+
+impl Grant {
+    /// Does this grant cover everything `app` asks of `capability`? Only
+    /// `http` asks for more within one capability: its origins.
+    fn covers(&self, app: &Manifest, capability: Capability) -> bool {
+        capability != Capability::Http
+            || app
+                .origins()
+                .iter()
+                .all(|o| self.origins.contains(&o.to_string()))
+    }
 }
 
 fn key(parts: &[&str]) -> Vec<u8> {
@@ -181,6 +197,7 @@ impl Consent {
                         },
                         version: prompt.version.clone(),
                         decided_at: now_secs(),
+                        origins: prompt.origins.clone(),
                     };
                     let gk = key(&[user, &prompt.app, prompt.capability.name()]);
                     txn_put(t, Tree::Grants, &gk, &grant)?;
@@ -262,7 +279,19 @@ impl Consent {
         let k = key(&[user, &app.id, capability.name()]);
         let every_use = level == ConsentLevel::EveryUse;
         let state = match self.store.get::<Grant>(Tree::Grants, &k) {
-            Ok(Some(g)) if g.decision == Decision::Granted => ConsentState::Granted,
+            Ok(Some(g)) if g.decision == Decision::Granted && g.covers(app, capability) => {
+                ConsentState::Granted
+            }
+            // Granted for less than this version asks for (a new origin):
+            // ask again, never inherit.
+            Ok(Some(g)) if g.decision == Decision::Granted => match self.ask(user, app, capability)
+            {
+                Ok(()) => ConsentState::Required,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot create a consent prompt");
+                    ConsentState::Denied
+                }
+            },
             Ok(Some(_)) => ConsentState::Denied,
             // Each use is confirmed in its own sheet, so the call itself
             // needs no standing grant (a recorded denial still blocks it).
@@ -368,5 +397,59 @@ mod tests {
             consent.answer("other-user", &pending[0].id, true),
             Err(ConsentError::NotFound)
         ));
+    }
+
+    fn with_origins(version: &str, origins: &[&str]) -> Manifest {
+        let list = origins
+            .iter()
+            .map(|o| format!("\"{o}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Manifest::parse(&format!(
+            "id = \"org.example.clinic\"\nname = \"Clinic\"\nversion = \"{version}\"\npublisher = \"Example\"\ndescription = \"d\"\n[capabilities.http]\nreason = \"Bookings.\"\norigins = [{list}]\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_new_origin_asks_again_and_fewer_origins_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let consent = Consent::new(store.clone(), Arc::new(Audit::open(store).unwrap()));
+        let check =
+            |m: &Manifest| consent.check("u", m, Capability::Http, ConsentLevel::OncePerApp, None);
+        let v1 = with_origins("1.0.0", &["https://a.example.org", "https://b.example.org"]);
+        assert_eq!(check(&v1), ConsentState::Required);
+        let prompt = consent.pending("u").unwrap().remove(0);
+        assert_eq!(
+            prompt.origins,
+            ["https://a.example.org", "https://b.example.org"]
+        );
+        consent.answer("u", &prompt.id, true).unwrap();
+        assert_eq!(check(&v1), ConsentState::Granted);
+        let fewer = with_origins("1.1.0", &["https://a.example.org"]);
+        assert_eq!(check(&fewer), ConsentState::Granted, "a subset is covered");
+
+        let more = with_origins(
+            "2.0.0",
+            &["https://a.example.org", "https://tracker.example.net"],
+        );
+        assert_eq!(
+            check(&more),
+            ConsentState::Required,
+            "a new origin is never inherited"
+        );
+        let prompt = consent.pending("u").unwrap().remove(0);
+        assert_eq!(
+            prompt.origins,
+            ["https://a.example.org", "https://tracker.example.net"]
+        );
+        consent.answer("u", &prompt.id, true).unwrap();
+        assert_eq!(check(&more), ConsentState::Granted);
+        assert_eq!(
+            check(&v1),
+            ConsentState::Required,
+            "the grant now covers what the user last agreed to"
+        );
     }
 }

@@ -86,6 +86,69 @@ fn undeclared_import_is_rejected_by_check_and_by_run() {
     }
 }
 
+/// `plugin run` sends `http` through the same egress as a server: a
+/// backend on loopback over plain http is refused until the provider allows
+/// exactly that, and then answers.
+#[test]
+fn plugin_run_reaches_a_local_backend_only_when_allowed() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let asserted = String::from_utf8_lossy(&buf[..n])
+                .to_ascii_lowercase()
+                .contains("superapp-assertion: ");
+            let body = format!("asserted={asserted}");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("plugin.toml");
+    let text = std::fs::read_to_string(manifest("testing/probe"))
+        .unwrap()
+        .replace(
+            "origins = [\"https://backend.probe.test\"]",
+            &format!("origins = [\"http://localhost:{port}\"]"),
+        );
+    std::fs::write(&local, text).unwrap();
+    let url = format!("\"http://localhost:{port}/slots\"");
+    let run = |flags: &[String]| {
+        let out = superapp()
+            .args(["plugin", "run"])
+            .arg(component("testing/probe"))
+            .arg("--manifest")
+            .arg(&local)
+            .args(["--event", "http", "--payload", &url])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let refused = run(&[]);
+    assert!(
+        refused.contains("err: denied") && refused.contains("plain http"),
+        "{refused}"
+    );
+    let refused = run(&["--http-plain".into(), format!("localhost:{port}")]);
+    assert!(refused.contains("loopback"), "{refused}");
+    let allowed = run(&[
+        "--http-plain".into(),
+        format!("localhost:{port}"),
+        "--http-private-host".into(),
+        "localhost".into(),
+    ]);
+    assert!(allowed.contains("200 asserted=true"), "{allowed}");
+}
+
 /// A component built against contract 0.2.0, before `http` was added,
 /// still passes the check and runs: 0.2.1 only adds an interface.
 #[test]

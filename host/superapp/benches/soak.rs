@@ -5,8 +5,14 @@
 //! expected one, or a failed request), p50 and p99 latency and the
 //! server's resident memory; at the end, the same over the whole run.
 //!
+//! After the mix, a phase of reads only (`SUPERAPP_SOAK_READ_SECS`, default
+//! 60: wallet, access log, directory) shows whether memory is held per
+//! request or follows the data, which the mix keeps growing; at the end the
+//! size of a backup (the live data, taken through the operator API) is
+//! printed beside the data directory's size on disk.
+//!
 //! Run with `cargo bench -p superapp --bench soak`. `SUPERAPP_SOAK_SECS`
-//! (default 600) sets the length, `SUPERAPP_SOAK_WORKERS` (default 32) the
+//! (default 600) sets the length of the mix, `SUPERAPP_SOAK_WORKERS` (default 32) the
 //! concurrent clients, `SUPERAPP_SOAK_INTERVAL` (default 30) the report
 //! period in seconds.
 
@@ -62,16 +68,19 @@ enum Op {
     Event,
     Payment,
     Transfer,
+    /// The read-only phase: bounded reads that write nothing.
+    Read,
 }
 
 impl Op {
-    const ALL: [Op; 4] = [Op::Chat, Op::Event, Op::Payment, Op::Transfer];
+    const ALL: [Op; 5] = [Op::Chat, Op::Event, Op::Payment, Op::Transfer, Op::Read];
     fn name(self) -> &'static str {
         match self {
             Op::Chat => "chat",
             Op::Event => "event",
             Op::Payment => "payment",
             Op::Transfer => "transfer",
+            Op::Read => "read",
         }
     }
 }
@@ -157,6 +166,17 @@ async fn run(http: &reqwest::Client, base: &str, u: &User, op: Op, n: u64) -> Re
             let url = format!("{base}/wallet/transfers");
             expect(call(http, url, t, Some(body)).await, StatusCode::CREATED)?;
         }
+        Op::Read => {
+            let path = match n % 3 {
+                0 => "/wallet".to_string(),
+                1 => "/me/access-log?limit=20".to_string(),
+                _ => "/apps".to_string(),
+            };
+            expect(
+                call(http, format!("{base}{path}"), t, None).await,
+                StatusCode::OK,
+            )?;
+        }
     }
     Ok(())
 }
@@ -164,6 +184,7 @@ async fn run(http: &reqwest::Client, base: &str, u: &User, op: Op, n: u64) -> Re
 #[tokio::main]
 async fn main() {
     let secs = env_num("SUPERAPP_SOAK_SECS", 600);
+    let read_secs = env_num("SUPERAPP_SOAK_READ_SECS", 60);
     let workers = env_num("SUPERAPP_SOAK_WORKERS", 32) as usize;
     let interval = Duration::from_secs(env_num("SUPERAPP_SOAK_INTERVAL", 30));
     let s = common::setup(&["hello", "testing/probe"]);
@@ -227,15 +248,17 @@ async fn main() {
 
     let window = Arc::new(Mutex::new(Window::default()));
     let stop = Arc::new(AtomicBool::new(false));
+    let reading = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (http, base, user, window, stop) = (
+        let (http, base, user, window, stop, reading) = (
             http.clone(),
             base.clone(),
             users[w % count].clone(),
             window.clone(),
             stop.clone(),
+            reading.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -243,6 +266,7 @@ async fn main() {
                 n += 1;
                 // 50 % chat, 30 % events, 10 % payments, 10 % transfers.
                 let op = match (n * 7 + w as u64) % 10 {
+                    _ if reading.load(Ordering::Relaxed) => Op::Read,
                     0..=4 => Op::Chat,
                     5..=7 => Op::Event,
                     8 => Op::Payment,
@@ -262,18 +286,32 @@ async fn main() {
 
     println!();
     println!(
-        "superapp soak ({workers} clients, {secs} s, report every {} s)",
+        "superapp soak ({workers} clients, {secs} s of the mix, then {read_secs} s of reads; report every {} s)",
         interval.as_secs()
     );
-    println!("| t (s) | ops/s | errors | p50 | p99 | server RSS | data on disk |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| t (s) | phase | ops/s | errors | p50 | p99 | server RSS | data on disk |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let data_dir = server.data_dir.clone();
     let mut rows: Vec<(u64, f64, usize, Duration, Duration, f64)> = Vec::new();
     let mut all: Vec<(Op, Duration)> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
-    let end = started + Duration::from_secs(secs);
+    let mix_end = started + Duration::from_secs(secs);
+    let end = mix_end + Duration::from_secs(read_secs);
     while Instant::now() < end {
-        tokio::time::sleep(interval.min(end - Instant::now())).await;
+        let next = if Instant::now() < mix_end {
+            mix_end
+        } else {
+            end
+        };
+        tokio::time::sleep(interval.min(next - Instant::now())).await;
+        let phase = if reading.load(Ordering::Relaxed) {
+            "reads"
+        } else {
+            "mix"
+        };
+        if Instant::now() >= mix_end {
+            reading.store(true, Ordering::Relaxed);
+        }
         let taken = std::mem::take(&mut *window.lock().unwrap());
         let mut lat: Vec<Duration> = taken.samples.iter().map(|(_, d)| *d).collect();
         lat.sort();
@@ -286,7 +324,7 @@ async fn main() {
             rss_mib(pid),
         );
         println!(
-            "| {} | {:.0} | {} | {} | {} | {:.1} MiB | {:.0} MiB |",
+            "| {} | {phase} | {:.0} | {} | {} | {} | {:.1} MiB | {:.0} MiB |",
             row.0,
             row.1,
             row.2,
@@ -345,5 +383,23 @@ async fn main() {
     match check {
         Ok((StatusCode::OK, r)) if r["ok"] == true => println!("ledger check: ok"),
         other => println!("ledger check: FAILED {other:?}"),
+    }
+    // The live data: a backup holds every record once, without the store's
+    // log-structured overhead.
+    let backup = http
+        .get(format!("{base}/operator/backup"))
+        .bearer_auth(&operator)
+        .send()
+        .await;
+    match backup {
+        Ok(r) if r.status() == StatusCode::OK => match r.bytes().await {
+            Ok(b) => println!(
+                "live data (a backup's size): {:.0} MiB; data directory on disk: {:.0} MiB",
+                b.len() as f64 / (1 << 20) as f64,
+                disk_bytes(&data_dir) as f64 / (1 << 20) as f64
+            ),
+            Err(e) => println!("backup: {e}"),
+        },
+        other => println!("backup: FAILED {other:?}"),
     }
 }

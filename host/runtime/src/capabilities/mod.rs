@@ -28,7 +28,7 @@ use wasmtime::component::Linker;
 
 pub(crate) use errors::unavailable;
 pub use gate::{ConsentGate, ConsentState, DevConsent};
-pub use services::{BoxFuture, Services};
+pub use services::{BoxFuture, Services, DEV_PSEUDONYM_SECRET};
 
 use crate::bindings::superapp::plugin::types::Error;
 use crate::limits::Meter;

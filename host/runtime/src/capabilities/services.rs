@@ -30,6 +30,10 @@ pub struct Services {
     pub http: Arc<dyn HttpGateway>,
 }
 
+/// The dev loop's key for per-app pseudonyms (not secret: nothing in the
+/// dev loop is a real user).
+pub const DEV_PSEUDONYM_SECRET: &[u8] = b"superapp dev-loop pseudonym secret";
+
 impl Services {
     /// Everything in memory, every consent granted except `denied`: the
     /// provider's dev loop and tests.
@@ -37,7 +41,7 @@ impl Services {
         Services {
             kv: Arc::new(MemoryKv::new()),
             quota: Quota::default(),
-            pseudonyms: Pseudonyms::new(b"superapp dev-loop pseudonym secret"),
+            pseudonyms: Pseudonyms::new(DEV_PSEUDONYM_SECRET),
             consent: Arc::new(DevConsent { denied }),
             profiles: Arc::new(DevProfiles),
             notifier: Arc::new(DevNotifier::default()),

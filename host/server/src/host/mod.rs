@@ -176,7 +176,7 @@ impl Host {
                 egress: Egress::new(config.egress.clone())?,
                 host_key: host_key.clone(),
                 pseudonyms: Pseudonyms::new(&secret),
-                audit: audit.clone(),
+                audit: Some(audit.clone()),
             }),
         });
         let registry = Arc::new(Registry::new(

@@ -266,6 +266,14 @@ impl HostKey {
         HostKey::parse(&path, &pkcs8)
     }
 
+    /// A key that lives only as long as this process (the provider's dev
+    /// loop signs its requests' assertions with one).
+    pub fn ephemeral() -> anyhow::Result<HostKey> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("cannot generate a signing key"))?;
+        HostKey::parse(Path::new("(in memory)"), pkcs8.as_ref())
+    }
+
     fn parse(path: &Path, pkcs8: &[u8]) -> anyhow::Result<HostKey> {
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
             .map_err(|_| anyhow::anyhow!("{} is not an Ed25519 key", path.display()))?;

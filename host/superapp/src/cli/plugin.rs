@@ -14,8 +14,13 @@ use crate::scaffold;
 use crate::sdk_bundle;
 use superapp_core::{Capability, Limits};
 use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
+use superapp_runtime::capabilities::http::Gateway;
+use superapp_runtime::capabilities::DEV_PSEUDONYM_SECRET;
 use superapp_runtime::contract::ImportSummary;
 use superapp_runtime::{Call, Invocation, LoadError, Runtime, RuntimeConfig, Services};
+use superapp_services::documents::HostKey;
+use superapp_services::egress::{Egress, EgressConfig};
+use superapp_services::identity::Pseudonyms;
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
@@ -124,6 +129,14 @@ pub enum PluginCommand {
         /// Act as if the user refused this capability (repeatable).
         #[arg(long, value_name = "CAPABILITY")]
         deny: Vec<String>,
+        /// Let `http` reach this HOST:PORT over plain http, as a server's
+        /// operator may (repeatable). Otherwise https only.
+        #[arg(long, value_name = "HOST:PORT")]
+        http_plain: Vec<String>,
+        /// Let this host name resolve to an internal address such as
+        /// loopback, for a backend on this machine (repeatable).
+        #[arg(long, value_name = "HOST")]
+        http_private_host: Vec<String>,
         /// Where precompiled components are cached (default: the user cache
         /// directory).
         #[arg(long)]
@@ -193,6 +206,8 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             payload,
             user,
             deny,
+            http_plain,
+            http_private_host,
             cache_dir,
         } => {
             let denied = deny
@@ -211,7 +226,20 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             let cache_dir = cache_dir.or_else(default_cache_dir);
-            run_plugin(&component, &manifest, event, &user, denied, cache_dir)
+            let egress = EgressConfig {
+                plain_http: http_plain.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                private_hosts: http_private_host
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                ..EgressConfig::default()
+            };
+            let dev = DevLoop {
+                user,
+                denied,
+                egress,
+            };
+            run_plugin(&component, &manifest, event, dev, cache_dir)
         }
     }
 }
@@ -344,14 +372,21 @@ fn check(component: &Path, manifest: &Path, json: bool) -> anyhow::Result<ExitCo
     })
 }
 
+/// Who `plugin run` acts as and what it lets the app do.
+struct DevLoop {
+    user: String,
+    denied: BTreeSet<Capability>,
+    egress: EgressConfig,
+}
+
 fn run_plugin(
     component: &Path,
     manifest: &Path,
     event: Option<Event>,
-    user: &str,
-    denied: BTreeSet<Capability>,
+    dev: DevLoop,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    let user = dev.user.as_str();
     let config = RuntimeConfig {
         pooling: false,
         cache_dir,
@@ -363,7 +398,23 @@ fn run_plugin(
     tokio.block_on(async {
         let runtime = Runtime::new(config)?;
         let app = runtime.load_files(manifest, component)?;
-        let services = Arc::new(Services::in_memory(denied));
+        let mut services = Services::in_memory(dev.denied);
+        if app.manifest().declares(Capability::Http) {
+            // The same egress and checks as a server, with a key of this
+            // run's own for the assertions (printed, for the backend).
+            let host_key = Arc::new(HostKey::ephemeral()?);
+            eprintln!(
+                "http: requests carry assertions signed with this run's key {}",
+                host_key.public_key()
+            );
+            services.http = Arc::new(Gateway {
+                egress: Egress::new(dev.egress)?,
+                host_key,
+                pseudonyms: Pseudonyms::new(DEV_PSEUDONYM_SECRET),
+                audit: None,
+            });
+        }
+        let services = Arc::new(services);
         let invocation = Invocation::new(user);
         let mut view = runtime
             .run(&app, &services, &invocation, &Call::Launch)

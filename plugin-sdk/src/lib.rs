@@ -60,6 +60,7 @@ extern crate self as superapp_sdk;
 
 pub mod assertion;
 pub mod bindings;
+pub mod callbacks;
 pub mod capabilities;
 pub mod credentials;
 mod export;

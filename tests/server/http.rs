@@ -75,9 +75,10 @@ async fn backend() -> (u16, Seen) {
     (port, seen)
 }
 
-/// The probe, listing the backend's origins, on a server whose operator
-/// lets `backend.test` (and only it) resolve to loopback.
-async fn start(port: u16) -> (Setup, Server) {
+/// The probe, listing the backend's origins (and its callback URL), on a
+/// server whose operator lets `backend.test` (and only it) resolve to
+/// loopback.
+pub(crate) async fn start(port: u16) -> (Setup, Server) {
     let s = setup(&["testing/probe"]);
     let manifest = s.apps.join("probe/plugin.toml");
     let text = std::fs::read_to_string(&manifest).unwrap().replace(
@@ -85,6 +86,10 @@ async fn start(port: u16) -> (Setup, Server) {
         &format!(
             "origins = [\"http://backend.test:{port}\", \"http://sneaky.test:{port}\", \"http://mixed.test:{port}\", \"http://localhost:{port}\", \"http://noplain.test:{port}\"]"
         ),
+    );
+    let text = text.replace(
+        "https://backend.probe.test/callbacks",
+        &format!("http://backend.test:{port}/callbacks"),
     );
     std::fs::write(&manifest, text).unwrap();
     let plain = [

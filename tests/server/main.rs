@@ -4,6 +4,7 @@
 mod accounts;
 mod apps;
 mod audit;
+mod callbacks;
 mod city;
 mod common;
 mod connections;

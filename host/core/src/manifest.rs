@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::capability::Capability;
-use crate::origin::Origin;
+use crate::origin::{Origin, Target};
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,13 @@ struct RawManifest {
     capabilities: BTreeMap<String, RawCapability>,
     #[serde(default)]
     limits: RawLimits,
+    callbacks: Option<RawCallbacks>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallbacks {
+    url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +132,36 @@ pub struct Manifest {
     /// In table order.
     pub declared: Vec<Declared>,
     pub limits: Limits,
+    /// Where the host notifies the provider's backend of this app's payments
+    /// (`[callbacks] url`), if anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
+}
+
+/// The provider's callback endpoint: an absolute URL under the same rules
+/// as an origin (a DNS name, no IP literal, no user name), and the origin
+/// it belongs to, which deliveries are checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Callback {
+    pub url: String,
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+impl Callback {
+    pub fn parse(text: &str) -> Result<Callback, ManifestError> {
+        let key = "callbacks.url";
+        let target = Target::parse(text).map_err(|e| invalid(key, e.to_string()))?;
+        if target.url.query().is_some() || target.url.fragment().is_some() {
+            return Err(invalid(key, "a callback URL has no query or fragment"));
+        }
+        let origin = Origin::parse(&format!("{}/", target.base()))
+            .map_err(|e| invalid(key, e.to_string()))?;
+        Ok(Callback {
+            url: target.url.to_string(),
+            origin,
+        })
+    }
 }
 
 const MAX_REASON: usize = 500;
@@ -186,7 +223,9 @@ impl Manifest {
                 .map_or(defaults.storage_bytes, |mib| mib.saturating_mul(1 << 20)),
         };
 
+        let callback = raw.callbacks.map(|c| Callback::parse(&c.url)).transpose()?;
         Ok(Manifest {
+            callback,
             id: raw.id,
             name: raw.name.trim().to_string(),
             version,
@@ -401,6 +440,25 @@ time-ms = 250
             "reason = \"d\"\norigins = [\"https://a.example.org\"]",
         ));
         assert!(e.contains("only the `http` capability"), "{e}");
+    }
+
+    #[test]
+    fn a_callback_url_follows_the_origin_rules() {
+        let m = Manifest::parse(&format!(
+            "{GOOD}\n[callbacks]\nurl = \"https://api.example.org:8443/superapp/events\""
+        ))
+        .unwrap();
+        let c = m.callback.unwrap();
+        assert_eq!(c.url, "https://api.example.org:8443/superapp/events");
+        assert_eq!(c.origin.base(), "https://api.example.org:8443");
+        for bad in [
+            "https://10.0.0.1/cb",
+            "ftp://api.example.org/",
+            "https://a.example.org/cb?x=1",
+        ] {
+            let e = error_of(&format!("{GOOD}\n[callbacks]\nurl = \"{bad}\""));
+            assert!(e.contains("callbacks.url"), "{bad}: {e}");
+        }
     }
 
     #[test]

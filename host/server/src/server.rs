@@ -22,6 +22,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let (stop, shutdown) = watch::channel(false);
     let state = Arc::new(ServerState::new(host, config.api.clone(), shutdown));
     let sweeper = tokio::spawn(api::expire_orders(state.clone()));
+    let courier = tokio::spawn(api::deliver_callbacks(state.clone()));
     let connections = state.host.metrics.connections.clone();
     let app = api::router(state);
 
@@ -67,6 +68,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     })
     .await;
     let _ = sweeper.await;
+    let _ = courier.await;
     store.close()?;
     tracing::info!("stopped");
     Ok(())

@@ -5,6 +5,7 @@
 //! the runtime call them, never the other way round.
 
 pub mod audit;
+pub mod callbacks;
 pub mod consent;
 pub mod documents;
 pub mod egress;

@@ -58,10 +58,13 @@ pub enum Tree {
     PromptIndex,
     /// user ‖ app ‖ audit seq → () : a user's slice of the log for one app.
     AuditByApp,
+    /// Provider callbacks waiting to be delivered (`d` ‖ id), and their
+    /// retry index by time.
+    Deliveries,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 25] = [
+    pub const ALL: [Tree; 26] = [
         Tree::Meta,
         Tree::Users,
         Tree::Usernames,
@@ -87,6 +90,7 @@ impl Tree {
         Tree::Packages,
         Tree::PromptIndex,
         Tree::AuditByApp,
+        Tree::Deliveries,
     ];
 
     pub fn name(self) -> &'static str {
@@ -116,6 +120,7 @@ impl Tree {
             Tree::Packages => "registry-packages",
             Tree::PromptIndex => "prompt-index",
             Tree::AuditByApp => "audit-by-app",
+            Tree::Deliveries => "provider-deliveries",
         }
     }
 

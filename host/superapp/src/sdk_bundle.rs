@@ -8,11 +8,15 @@ use anyhow::{anyhow, Context as _};
 use superapp_core::VERSION;
 
 /// Every file of the SDK crate except its manifest, by path in the crate.
-const FILES: [(&str, &str); 10] = [
+const FILES: [(&str, &str); 11] = [
     ("src/lib.rs", include_str!("../../../plugin-sdk/src/lib.rs")),
     (
         "src/assertion.rs",
         include_str!("../../../plugin-sdk/src/assertion.rs"),
+    ),
+    (
+        "src/callbacks.rs",
+        include_str!("../../../plugin-sdk/src/callbacks.rs"),
     ),
     (
         "src/bindings.rs",

@@ -16,9 +16,13 @@ use super::AppState;
 use crate::host::{Transfer, TransferDone};
 use superapp_services::ledger::{AccountKind, AccountRef};
 
-/// Expire unanswered payment sheets every second and tell their apps,
-/// until the server shuts down.
-pub async fn expire_orders(state: AppState) {
+/// Run `work` every second until the server shuts down, logging what
+/// fails (the next second tries again).
+async fn every_second<F, Fut>(state: AppState, what: &str, work: F)
+where
+    F: Fn(AppState) -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::host::HostError>>,
+{
     let mut shutdown = state.shutdown.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -26,10 +30,27 @@ pub async fn expire_orders(state: AppState) {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(e) = state.host.expire_orders().await {
-            tracing::error!(error = %e, "cannot expire payment orders");
+        if let Err(e) = work(state.clone()).await {
+            tracing::error!(error = %e, "cannot {what}");
         }
     }
+}
+
+/// Expire unanswered payment sheets and tell their apps.
+pub async fn expire_orders(state: AppState) {
+    every_second(state, "expire payment orders", |s| async move {
+        s.host.expire_orders().await.map(drop)
+    })
+    .await;
+}
+
+/// Send provider callbacks that are due (a failed one waits for its retry
+/// time in the outbox, not here).
+pub async fn deliver_callbacks(state: AppState) {
+    every_second(state, "send provider callbacks", |s| async move {
+        s.host.deliver_callbacks().await.map(drop)
+    })
+    .await;
 }
 
 /// The user's balances, one per currency they hold.

@@ -11,6 +11,7 @@
 
 mod apps;
 mod backup;
+mod callbacks;
 mod demo;
 mod prompts;
 mod registry;
@@ -23,6 +24,7 @@ use superapp_runtime::capabilities::http::Gateway;
 use superapp_runtime::capabilities::notify::ChatNotifier;
 use superapp_runtime::{App, RunError, Runtime, RuntimeConfig, Services};
 use superapp_services::audit::Audit;
+use superapp_services::callbacks::Callbacks;
 use superapp_services::consent::{Consent, ConsentError};
 use superapp_services::documents::requests::Requests;
 use superapp_services::documents::{DocumentError, Documents, HolderKeys, HostKey};
@@ -102,6 +104,9 @@ pub struct Host {
     pub documents: Arc<Documents>,
     pub requests: Arc<Requests>,
     pub host_key: Arc<HostKey>,
+    /// Provider callbacks waiting to be delivered, and the egress they go out through.
+    pub callbacks: Arc<Callbacks>,
+    egress: Egress,
     pub runtime: Runtime,
     /// What the capabilities reach, shared by every instance.
     pub services: Arc<Services>,
@@ -193,6 +198,7 @@ impl Host {
             flush_seconds: store.flush_seconds(),
             messages: messaging.sent(),
         });
+        let callbacks = Arc::new(Callbacks::new(store.clone(), audit.clone()));
         let host = Host {
             store,
             identity,
@@ -204,6 +210,8 @@ impl Host {
             documents,
             requests,
             host_key,
+            callbacks,
+            egress: Egress::new(config.egress.clone())?,
             runtime,
             services,
             registry,

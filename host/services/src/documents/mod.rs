@@ -287,6 +287,12 @@ impl HostKey {
     pub fn sign<T: Serialize>(&self, payload: &T) -> Signed {
         sign(&self.pair, payload)
     }
+
+    /// An Ed25519 signature over `bytes` (a provider callback's signing
+    /// input, whose format keeps it apart from every signed payload).
+    pub fn sign_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        self.pair.sign(bytes).as_ref().to_vec()
+    }
 }
 
 /// Users' holder keys: the key each user's presentations are signed with,

@@ -160,6 +160,8 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 
 /// The header carrying the host's signed assertion of who is calling.
 pub const ASSERTION_HEADER: &str = "superapp-assertion";
+/// Headers the host adds to a hop, given the origin base it goes to.
+pub type HostHeaders<'a> = dyn Fn(&str) -> Vec<(&'static str, String)> + Sync + 'a;
 const MAX_HEADERS: usize = 64;
 const MAX_HEADER_BYTES: usize = 16 << 10;
 
@@ -342,15 +344,16 @@ impl Egress {
     }
 
     /// Send `req` for `app`, whose manifest lists `origins`, within
-    /// `time_left` of its event. `assertion` signs the header for the
-    /// origin base each hop goes to.
+    /// `time_left` of its event. `host_headers` gives the headers the host
+    /// adds for the origin base each hop goes to (a request's signed
+    /// assertion, a callback's signature).
     pub async fn fetch(
         &self,
         app: &str,
         origins: &[Origin],
         req: Request,
         time_left: Duration,
-        assertion: &(dyn Fn(&str) -> String + Sync),
+        host_headers: &HostHeaders<'_>,
     ) -> Exchange {
         let mut hops = Vec::new();
         let result = match self.admit(app) {
@@ -367,7 +370,7 @@ impl Egress {
                 } else {
                     match tokio::time::timeout(
                         limit,
-                        self.exchange(app, origins, req, assertion, &mut hops),
+                        self.exchange(app, origins, req, host_headers, &mut hops),
                     )
                     .await
                     {
@@ -395,7 +398,7 @@ impl Egress {
         app: &str,
         origins: &[Origin],
         req: Request,
-        assertion: &(dyn Fn(&str) -> String + Sync),
+        host_headers: &HostHeaders<'_>,
         hops: &mut Vec<Hop>,
     ) -> Result<Response, EgressError> {
         let mut target =
@@ -438,8 +441,10 @@ impl Egress {
                 .header(
                     reqwest::header::USER_AGENT,
                     format!("superapp-host ({app})"),
-                )
-                .header(ASSERTION_HEADER, assertion(&target.base()));
+                );
+            for (name, value) in host_headers(&target.base()) {
+                builder = builder.header(name, value);
+            }
             if let Some(b) = &body {
                 builder = builder.body(b.clone());
             }
@@ -553,7 +558,10 @@ impl Egress {
         let mut map = reqwest::header::HeaderMap::new();
         for (name, value) in given {
             let lower = name.to_ascii_lowercase();
-            if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+            if FORBIDDEN_HEADERS.contains(&lower.as_str())
+                || lower.starts_with("proxy-")
+                || lower.starts_with("superapp-")
+            {
                 return Err(EgressError::Invalid(format!(
                     "the header `{lower}` is set by the host, not by apps"
                 )));

@@ -15,6 +15,7 @@ use super::{
     apply, check_amount, check_currency, AccountRef, LedgerError, TransferKind, TransferRequest,
 };
 use crate::audit::{self, Audit, Event};
+use crate::callbacks;
 use crate::prompts::{self, PaymentSheet, Prompt, PromptBody, PromptStatus};
 use superapp_core::{now_secs, Capability, Manifest};
 use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
@@ -33,13 +34,14 @@ pub const MAX_KEY: usize = 128;
 const ORDER_TREES: [Tree; 3] = [Tree::Orders, Tree::Prompts, Tree::PromptIndex];
 
 /// The trees confirming or refunding an order touches.
-const CONFIRM_TREES: [Tree; 6] = [
+const CONFIRM_TREES: [Tree; 7] = [
     Tree::Orders,
     Tree::Prompts,
     Tree::PromptIndex,
     Tree::Accounts,
     Tree::Postings,
     Tree::Transfers,
+    Tree::Deliveries,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +77,10 @@ pub struct Order {
     /// The payment transfer, once paid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<String>,
+    /// The app's callback URL when the payment was requested: settling and
+    /// refunding it notify the provider's backend there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
 }
 
 /// What a mini-program asks to be paid.
@@ -259,6 +265,7 @@ impl Orders {
                     .map_or(self.ttl, |t| t.min(self.ttl))
                     .as_secs(),
             transfer: None,
+            callback: app.callback.as_ref().map(|c| c.url.clone()),
         };
         let sheet = PaymentSheet {
             order_id: fresh.id.clone(),
@@ -329,6 +336,10 @@ impl Orders {
                 order.transfer = Some(paid.id);
                 close(t, &mut order, OrderState::Paid)?;
                 self.record_in(t, "payment.confirm", &order, "paid", order.amount)?;
+                if let Some(url) = &order.callback {
+                    let d = callbacks::new_delivery("payment.settled", url, &order, order.amount);
+                    callbacks::enqueue_in(t, &d)?;
+                }
                 Ok(order)
             })
             .map_err(OrderError::from);
@@ -472,6 +483,10 @@ impl Orders {
             txn_put(t, Tree::Orders, &order_key(&order.id), &order)?;
             txn_put(t, Tree::Orders, &used_key, &amount)?;
             self.record_in(t, "payment.refund", &order, "refunded", amount)?;
+            if let Some(url) = &order.callback {
+                let d = callbacks::new_delivery("payment.refunded", url, &order, amount);
+                callbacks::enqueue_in(t, &d)?;
+            }
             Ok(order)
         })?;
         Ok(order)

@@ -162,7 +162,10 @@ impl HttpGateway for Gateway {
             let sub = self.pseudonyms.for_app(user, &app.id);
             let sign = |audience: &str| {
                 let claim = Assertion::new(&app.id, &sub, audience, superapp_core::now_secs());
-                assertion::encode(&self.host_key.sign(&claim))
+                vec![(
+                    egress::ASSERTION_HEADER,
+                    assertion::encode(&self.host_key.sign(&claim)),
+                )]
             };
             let exchange = self
                 .egress

@@ -87,10 +87,7 @@ pub(crate) async fn start(port: u16) -> (Setup, Server) {
             "origins = [\"http://backend.test:{port}\", \"http://sneaky.test:{port}\", \"http://mixed.test:{port}\", \"http://localhost:{port}\", \"http://noplain.test:{port}\"]"
         ),
     );
-    let text = text.replace(
-        "https://backend.probe.test/callbacks",
-        &format!("http://backend.test:{port}/callbacks"),
-    );
+    let text = format!("{text}\n[callbacks]\nurl = \"http://backend.test:{port}/callbacks\"\n");
     std::fs::write(&manifest, text).unwrap();
     let plain = [
         "backend.test",

@@ -28,7 +28,14 @@ struct Inbox {
 }
 
 async fn backend(refuse: usize) -> (u16, Arc<Mutex<Inbox>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    backend_on(0, refuse).await
+}
+
+/// The backend on `port` (0: any free one).
+async fn backend_on(port: u16, refuse: usize) -> (u16, Arc<Mutex<Inbox>>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     let inbox = Arc::new(Mutex::new(Inbox {
         refuse,
@@ -73,29 +80,27 @@ async fn until(inbox: &Arc<Mutex<Inbox>>, what: &str, done: impl Fn(&Inbox) -> b
     }
 }
 
-#[tokio::test]
-async fn payments_and_refunds_reach_the_backend_signed_retried_and_once_each() {
-    let (port, inbox) = backend(1).await;
-    let (_s, server) = start(port).await;
-    let alice = Client::signed_up(&server, "alice").await;
-    let operator = server.operator_token();
-    let http = http_client();
-    let topup = http
+/// Money for `user`, through the operator API.
+async fn fund(server: &Server, user: &str) {
+    let topup = http_client()
         .post(format!("{}/operator/topups", server.base))
-        .bearer_auth(&operator)
-        .json(&json!({"user": "alice", "amount": 10_000, "idempotency_key": "cb-1"}))
+        .bearer_auth(server.operator_token())
+        .json(&json!({"user": user, "amount": 10_000, "idempotency_key": format!("cb-{user}")}))
         .send()
         .await
         .unwrap();
     assert_eq!(topup.status(), StatusCode::CREATED);
+}
 
-    // Alice pays 1500 through the probe, confirming with her password.
+/// Alice pays `amount` through the probe, confirming with her password;
+/// the order id.
+async fn pay(alice: &Client, amount: &str, key: &str) -> String {
     let v = alice
         .act(
             PROBE,
             "payments",
             None,
-            json!({"amount": "1500", "idempotency-key": "visit-7", "description": "Visit"}),
+            json!({"amount": amount, "idempotency-key": key, "description": "Visit"}),
         )
         .await;
     let said = texts(&v)[0].clone();
@@ -108,6 +113,57 @@ async fn payments_and_refunds_reach_the_backend_signed_retried_and_once_each() {
     alice
         .approve(&prompts[0], json!({"password": "alice-password"}))
         .await;
+    order
+}
+
+#[tokio::test]
+async fn a_backend_that_was_down_gets_the_delivery_when_it_comes_up() {
+    // A port with nothing listening on it yet: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_s, server) = start(port).await;
+    let alice = Client::signed_up(&server, "alice").await;
+    fund(&server, "alice").await;
+    let order = pay(&alice, "700", "while-down").await;
+    // Let at least one attempt fail against the closed port.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (_, inbox) = backend_on(port, 0).await;
+    until(&inbox, "the delivery after the backend came up", |i| {
+        !i.attempts.is_empty()
+    })
+    .await;
+    let (header, body) = inbox.lock().unwrap().attempts[0].clone();
+    let (_, key) = alice.get("/host-key").await;
+    let key = superapp_sdk::credentials::public_key(key["public_key"].as_str().unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let n = superapp_sdk::callbacks::verify(&header, &body, &key, now).unwrap();
+    assert_eq!((n.order.as_str(), n.amount), (order.as_str(), 700));
+    let (_, log) = alice
+        .get(&format!("/me/access-log?app={PROBE}&limit=100"))
+        .await;
+    let failed = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "callback.deliver" && e["outcome"] == "failed, will retry");
+    assert!(failed, "the refused attempt is on record: {log}");
+}
+
+#[tokio::test]
+async fn payments_and_refunds_reach_the_backend_signed_retried_and_once_each() {
+    let (port, inbox) = backend(1).await;
+    let (_s, server) = start(port).await;
+    let alice = Client::signed_up(&server, "alice").await;
+    fund(&server, "alice").await;
+
+    // Alice pays 1500 through the probe, confirming with her password.
+    let order = pay(&alice, "1500", "visit-7").await;
 
     // The backend was down for the first attempt; the retry took it.
     until(&inbox, "a delivered payment", |i| i.attempts.len() >= 2).await;

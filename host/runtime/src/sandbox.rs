@@ -16,7 +16,7 @@ use wasmtime::{
     Trap, UpdateDeadline,
 };
 
-use superapp_core::{Limits, Manifest, PACKAGE, VERSION};
+use superapp_core::{Capability, Limits, Manifest, PACKAGE, VERSION};
 
 use crate::bindings::superapp::plugin::types::{Context, Event};
 use crate::bindings::MiniProgramPre;
@@ -336,15 +336,13 @@ impl Runtime {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.meter);
-        {
+        if app.manifest.declares(Capability::Http) {
             // A host call that waits (on the network) gets what is left of
             // the limit but a reserve, a tenth of it up to 100 ms, so the
             // app still has time to answer with the error.
-            let (turn, budget) = (turn.clone(), Duration::from_millis(limits.time_ms));
+            let budget = Duration::from_millis(limits.time_ms);
             let reserve = (budget / 10).min(Duration::from_millis(100));
-            store.data_mut().time_left = Some(Box::new(move || {
-                budget.saturating_sub(turn.used()).saturating_sub(reserve)
-            }));
+            store.data_mut().deadline = Some((turn.clone(), budget - reserve));
         }
         let metrics = self.metrics.clone();
         let mut entered = None;

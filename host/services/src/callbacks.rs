@@ -195,6 +195,70 @@ impl Callbacks {
 mod tests {
     use super::*;
 
+    fn delivery(at: u64, next_at: u64) -> Delivery {
+        Delivery {
+            id: new_id(),
+            kind: "payment.settled".into(),
+            app: "org.example.app".into(),
+            app_version: "1.0.0".into(),
+            user: "u".into(),
+            order: "o".into(),
+            amount: 100,
+            currency: "EUR".into(),
+            refunded: 0,
+            reference: "r".into(),
+            at,
+            url: "https://api.example.org/cb".into(),
+            attempts: 0,
+            next_at,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_delivery_is_retried_later_and_abandoned_after_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let audit = Arc::new(Audit::open(store.clone()).unwrap());
+        let callbacks = Callbacks::new(store.clone(), audit.clone());
+        let now = now_secs();
+        let fresh = delivery(now, now);
+        let stale = delivery(now - MAX_AGE_SECS - 1, now);
+        store
+            .transact(&[Tree::Deliveries], |t| {
+                enqueue_in(t, &fresh)?;
+                enqueue_in(t, &stale)?;
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        assert_eq!(callbacks.due(now, 10).unwrap().len(), 2);
+        callbacks.failed(&fresh, "503", Some(503)).unwrap();
+        callbacks.failed(&stale, "503", Some(503)).unwrap();
+        // The fresh one waits for its retry; the stale one is gone.
+        assert!(callbacks.due(now, 10).unwrap().is_empty());
+        let later = callbacks.due(now + backoff_secs(0), 10).unwrap();
+        assert_eq!(later.len(), 1);
+        assert_eq!(
+            (later[0].id.as_str(), later[0].attempts),
+            (fresh.id.as_str(), 1)
+        );
+        let outcomes: Vec<String> = audit
+            .for_user("u", None, None, 10)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.event.outcome)
+            .collect();
+        assert!(outcomes.contains(&"abandoned".to_string()), "{outcomes:?}");
+        assert!(
+            outcomes.contains(&"failed, will retry".to_string()),
+            "{outcomes:?}"
+        );
+        // A second sender finishing the same attempt changes nothing.
+        callbacks.delivered(&fresh, 200).unwrap();
+        assert_eq!(callbacks.due(now + 10, 10).unwrap().len(), 1);
+    }
+
     #[test]
     fn waits_double_up_to_an_hour() {
         assert_eq!(

@@ -85,9 +85,10 @@ pub struct HostState {
     /// The capability the current host call passed its check for: the
     /// call hook times capability calls, not the runtime's own libcalls.
     pub(crate) calling: std::cell::Cell<Option<Capability>>,
-    /// What is left of the event's time limit; host calls that wait on
-    /// the network wait no longer.
-    pub(crate) time_left: Option<Box<dyn Fn() -> std::time::Duration + Send + Sync>>,
+    /// The event's running-time clock and how long a host call that waits
+    /// on the network may take in all (the limit less a reserve for the
+    /// app to answer); set only for apps that declare `http`.
+    pub(crate) deadline: Option<(Arc<crate::scheduler::Turn>, std::time::Duration)>,
 }
 
 impl HostState {
@@ -106,16 +107,16 @@ impl HostState {
             log: log::State::default(),
             notify: notify::State::default(),
             calling: std::cell::Cell::new(None),
-            time_left: None,
+            deadline: None,
         }
     }
 
     /// What is left of this event's time; without a scheduler (host calls
     /// made directly, in tests), the event's default limit.
     pub(crate) fn time_left(&self) -> std::time::Duration {
-        self.time_left.as_ref().map_or(
+        self.deadline.as_ref().map_or(
             std::time::Duration::from_millis(superapp_core::Limits::default().time_ms),
-            |left| left(),
+            |(turn, budget)| budget.saturating_sub(turn.used()),
         )
     }
 

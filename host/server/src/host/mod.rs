@@ -106,7 +106,7 @@ pub struct Host {
     pub host_key: Arc<HostKey>,
     /// Provider callbacks waiting to be delivered, and the egress they go out through.
     pub callbacks: Arc<Callbacks>,
-    egress: Egress,
+    egress: Arc<Egress>,
     pub runtime: Runtime,
     /// What the capabilities reach, shared by every instance.
     pub services: Arc<Services>,
@@ -168,6 +168,9 @@ impl Host {
             scheduler: config.apps.scheduler,
             ..RuntimeConfig::default()
         })?;
+        // One egress (one connection pool, one set of per-app budgets) for
+        // apps' requests and the host's callbacks.
+        let egress = Arc::new(Egress::new(config.egress.clone())?);
         let services = Arc::new(Services {
             kv: Arc::new(StoreKv::new(store.clone())),
             quota: Quota::default(),
@@ -178,7 +181,7 @@ impl Host {
             payments: orders.clone(),
             documents: requests.clone(),
             http: Arc::new(Gateway {
-                egress: Egress::new(config.egress.clone())?,
+                egress: egress.clone(),
                 host_key: host_key.clone(),
                 pseudonyms: Pseudonyms::new(&secret),
                 audit: Some(audit.clone()),
@@ -211,7 +214,7 @@ impl Host {
             requests,
             host_key,
             callbacks,
-            egress: Egress::new(config.egress.clone())?,
+            egress,
             runtime,
             services,
             registry,

@@ -662,6 +662,38 @@ mod tests {
             .is_ok());
     }
 
+    #[tokio::test]
+    async fn a_body_over_the_cap_is_refused_before_anything_is_sent() {
+        let egress = Egress::new(EgressConfig {
+            max_request_bytes: 10,
+            ..config()
+        })
+        .unwrap();
+        let origins = [Origin::parse("https://public.test").unwrap()];
+        let request = Request {
+            method: Method::Post,
+            url: "https://public.test/upload".into(),
+            headers: Vec::new(),
+            body: Some(vec![0; 11]),
+            timeout: None,
+        };
+        let exchange = egress
+            .fetch(
+                "app.one",
+                &origins,
+                request,
+                Duration::from_secs(1),
+                &|_| Vec::new(),
+            )
+            .await;
+        let e = exchange.result.unwrap_err();
+        assert!(
+            matches!(&e, EgressError::Invalid(m) if m.contains("10 bytes")),
+            "{e}"
+        );
+        assert!(exchange.hops.is_empty(), "no origin was contacted");
+    }
+
     #[test]
     fn an_apps_rate_and_concurrency_are_bounded() {
         let egress = Egress::new(EgressConfig {

@@ -408,7 +408,7 @@ fn run_plugin(
                 host_key.public_key()
             );
             services.http = Arc::new(Gateway {
-                egress: Egress::new(dev.egress)?,
+                egress: Arc::new(Egress::new(dev.egress)?),
                 host_key,
                 pseudonyms: Pseudonyms::new(DEV_PSEUDONYM_SECRET),
                 audit: None,

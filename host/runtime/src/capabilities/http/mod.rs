@@ -100,7 +100,7 @@ impl HttpGateway for NoHttp {
 /// assertion, and the audit log every hop is written to (the server's), or
 /// none (the provider's dev loop, which logs each hop instead).
 pub struct Gateway {
-    pub egress: Egress,
+    pub egress: Arc<Egress>,
     pub host_key: Arc<HostKey>,
     pub pseudonyms: Pseudonyms,
     pub audit: Option<Arc<Audit>>,
@@ -123,7 +123,7 @@ impl Gateway {
         let version = app.version.to_string();
         for hop in &exchange.hops {
             let outcome = match (&hop.refused, hop.status) {
-                (Some(_), Some(_)) | (Some(_), None) => "refused",
+                (Some(_), _) => "refused",
                 (None, Some(_)) => "allowed",
                 (None, None) => "failed",
             };

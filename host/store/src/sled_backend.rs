@@ -8,9 +8,18 @@ use sled::transaction::{
 
 use crate::backend::{Backend, Entry, StoreError, Tree, Txn};
 
+/// How long an open waits for a lock that a just-closed store in this
+/// process may still hold.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub struct SledBackend {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+}
+
+/// sled reports a held lock as an `Other` I/O error naming it.
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 fn backend_error(e: sled::Error) -> StoreError {
@@ -25,15 +34,37 @@ impl SledBackend {
     /// Open with a page cache of about `cache_bytes` (sled's own default is
     /// 1 GiB, more than a host should hold by default).
     pub fn open_with(dir: &Path, cache_bytes: u64) -> Result<SledBackend, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             // Durability comes from explicit group-commit flushes, not a timer.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| {
-                StoreError::Backend(format!("cannot open the store in {}: {e}", dir.display()))
-            })?;
+            .flush_every_ms(None);
+        // sled's lock on the directory outlives a dropped `Db` for a moment:
+        // its background writer threads still hold the file while they
+        // finish. Reopening right after a close (a restart in-process, a CLI
+        // command right after the server stopped) waits for them; a lock
+        // still held after that belongs to another live process.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_held(&e) && started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) if is_lock_held(&e) => {
+                    return Err(StoreError::Backend(format!(
+                        "cannot open the store in {}: another process holds it (is a server running on this data directory?)",
+                        dir.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(StoreError::Backend(format!(
+                        "cannot open the store in {}: {e}",
+                        dir.display()
+                    )))
+                }
+            }
+        };
         let trees = Tree::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
@@ -219,6 +250,26 @@ impl Backend for SledBackend {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_store_reopens_right_after_a_close_but_not_while_another_holds_it() {
+        use crate::backend::{Backend, Tree};
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0u32..20 {
+            let b = super::SledBackend::open(dir.path()).unwrap();
+            b.put(Tree::Meta, b"round", &i.to_be_bytes()).unwrap();
+            b.flush().unwrap();
+        }
+        let held = super::SledBackend::open(dir.path()).unwrap();
+        assert_eq!(
+            held.get(Tree::Meta, b"round").unwrap(),
+            Some(19u32.to_be_bytes().to_vec())
+        );
+        let Err(e) = super::SledBackend::open(dir.path()) else {
+            panic!("a second open of a held store succeeded");
+        };
+        assert!(e.to_string().contains("another process holds it"), "{e}");
+    }
+
     #[test]
     fn scans_seek_to_the_cursor_within_the_prefix() {
         use crate::backend::{Backend, Tree};

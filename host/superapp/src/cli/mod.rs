@@ -147,12 +147,8 @@ fn open_store(data_dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<super
             data_dir.display()
         );
     }
-    superapp_store::Store::open(&path).with_context(|| {
-        format!(
-            "cannot open the store in {} (a running server holds it locked)",
-            data_dir.display()
-        )
-    })
+    superapp_store::Store::open(&path)
+        .with_context(|| format!("cannot use the data directory {}", data_dir.display()))
 }
 
 /// Log to stderr; `RUST_LOG` overrides the default (info, which includes

@@ -360,6 +360,12 @@ pub mod http {
         raw::fetch(req)
     }
 
+    /// The origins the manifest lists, in order, as written there: where
+    /// this deployment's backend is, so one build serves any deployment.
+    pub fn origins() -> Result<Vec<String>, Error> {
+        raw::origins()
+    }
+
     /// `GET url`.
     pub fn get(url: &str) -> Result<Response, Error> {
         fetch(&request(Method::Get, url, None))

@@ -78,7 +78,7 @@ fn undeclared_import_is_rejected_by_check_and_by_run() {
         assert_eq!(out.status.code(), Some(1), "{verb}");
         let err = stderr(&out);
         assert!(
-            err.contains("superapp:plugin/payments@0.2.1")
+            err.contains("superapp:plugin/payments@0.2.2")
                 && err.contains("[capabilities.payments]"),
             "{verb}: {err}"
         );
@@ -150,7 +150,7 @@ fn plugin_run_reaches_a_local_backend_only_when_allowed() {
 }
 
 /// A component built against contract 0.2.0, before `http` was added,
-/// still passes the check and runs: 0.2.1 only adds an interface.
+/// still passes the check and runs: later 0.2 versions only add.
 #[test]
 fn a_component_for_the_previous_contract_version_still_runs() {
     let dir = repo().join("tests/fixtures/contract-0.2.0/hello");

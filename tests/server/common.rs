@@ -333,17 +333,24 @@ pub fn repo() -> PathBuf {
 /// Build a bundled plugin with the real CLI (once per run) and install it
 /// into `apps` as `apps/<name>/{plugin.toml, <name>.wasm}`.
 pub fn install(apps: &Path, plugin: &str) {
+    install_build(apps, plugin, &[], "plugin.toml");
+}
+
+/// [`install`] built with cargo `features`, with `manifest` (a file in the
+/// plugin's folder) as its plugin.toml.
+pub fn install_build(apps: &Path, plugin: &str, features: &[&str], manifest: &str) {
     static BUILD: OnceLock<Mutex<()>> = OnceLock::new();
     let _one_build_at_a_time = BUILD
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     let dir = repo().join("plugins").join(plugin);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
-        .args(["plugin", "build", "--quiet"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let mut build = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"));
+    build.args(["plugin", "build", "--quiet"]).arg(&dir);
+    if !features.is_empty() {
+        build.arg("--features").arg(features.join(","));
+    }
+    let out = build.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -359,7 +366,7 @@ pub fn install(apps: &Path, plugin: &str) {
     let name = plugin.rsplit('/').next().unwrap();
     let target = apps.join(name);
     std::fs::create_dir_all(&target).unwrap();
-    std::fs::copy(dir.join("plugin.toml"), target.join("plugin.toml")).unwrap();
+    std::fs::copy(dir.join(manifest), target.join("plugin.toml")).unwrap();
     std::fs::copy(component, target.join(format!("{name}.wasm"))).unwrap();
 }
 

@@ -15,12 +15,13 @@ use crate::common::*;
 use crate::documents::ok;
 use crate::payments::{topup, wallet_cli};
 
-const HOSPITAL: &str = "dev.superapp.hospital-booking";
+pub(crate) const HOSPITAL: &str = "dev.superapp.hospital-booking";
 
 /// Stop the server, give each user money (and `insured` users a
-/// health-insurance policy from a registered issuer), start it again and
-/// sign everyone in.
-async fn restart_with(
+/// health-insurance policy from a registered issuer, `gov.health`, whose
+/// public key is then in `issuer.pub` beside the data directory), start it
+/// again and sign everyone in.
+pub(crate) async fn restart_with(
     s: &Setup,
     server: Server,
     users: &[&str],
@@ -39,6 +40,7 @@ async fn restart_with(
         let key = tmp.path().join("issuer.json");
         let key = key.to_str().unwrap();
         let public = ok(&["issuer", "keygen", "--id", "gov.health", "--out", key]);
+        std::fs::write(s.data.with_file_name("issuer.pub"), public.trim()).unwrap();
         let data = s.data.to_str().unwrap();
         ok(&[
             "issuer",
@@ -100,7 +102,7 @@ async fn hospital(
     (s, server, clients)
 }
 
-async fn act(c: &Client, name: &str, value: Option<&str>, fields: Value) -> Value {
+pub(crate) async fn act(c: &Client, name: &str, value: Option<&str>, fields: Value) -> Value {
     c.act(HOSPITAL, name, value, fields).await
 }
 
@@ -111,7 +113,7 @@ fn walk<'a>(node: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-fn nodes(view: &Value) -> Vec<&Value> {
+pub(crate) fn nodes(view: &Value) -> Vec<&Value> {
     let mut out = Vec::new();
     walk(&view["view"]["body"], &mut out);
     out
@@ -159,7 +161,7 @@ pub(crate) fn shows(view: &Value, text: &str) -> bool {
 }
 
 /// `EUR 40.00` in minor units.
-fn cents(money: &str) -> i64 {
+pub(crate) fn cents(money: &str) -> i64 {
     let amount = money.rsplit(' ').next().unwrap();
     let (whole, frac) = amount.split_once('.').unwrap();
     whole.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap()
@@ -189,7 +191,7 @@ pub(crate) async fn prompt(c: &Client, kind: &str) -> Value {
 
 /// Start paying a held appointment and confirm the sheet with the
 /// password; returns the view the app drew on hearing it was paid.
-async fn pay(c: &Client, user: &str, appointment: &str) -> Value {
+pub(crate) async fn pay(c: &Client, user: &str, appointment: &str) -> Value {
     let waiting = act(c, "pay", Some(appointment), json!({})).await;
     assert!(shows(&waiting, "Confirm the payment"), "{waiting}");
     let sheet = prompt(c, "payment").await;
@@ -198,7 +200,7 @@ async fn pay(c: &Client, user: &str, appointment: &str) -> Value {
 }
 
 /// Take the slot behind a "take" button value; the view it answers.
-async fn take(c: &Client, slot: &str) -> Value {
+pub(crate) async fn take(c: &Client, slot: &str) -> Value {
     act(c, "take", Some(slot), json!({})).await
 }
 
@@ -387,28 +389,7 @@ async fn insurance_lowers_the_fee_cancellations_refund_by_the_rule_and_the_money
         .await
         .1;
     assert!(shows(&launch, "City Hospital"));
-    let in_three_days = {
-        let doctor = act(alice, "doctor", Some("weber"), json!({})).await;
-        let picker = nodes(&doctor)
-            .into_iter()
-            .find(|n| n["type"] == "input" && n["kind"] == "date")
-            .unwrap()
-            .clone();
-        let min = picker["min"].as_str().unwrap().to_string();
-        assert!(picker["max"].as_str().unwrap() > min.as_str(), "{picker}");
-        min
-    };
-    // The picker's first day is today; book at least three days out.
-    let mut slot = None;
-    for offset in 3..14 {
-        let date = add_days(&in_three_days, offset);
-        let view = act(alice, "day", None, json!({"doctor": "weber", "date": date})).await;
-        if let Some((_, v)) = buttons(&view, "take").first() {
-            slot = Some(v.clone());
-            break;
-        }
-    }
-    let slot = slot.expect("Dr. Weber works some day in the next two weeks");
+    let slot = weber_slot(alice, 3).await;
     let held = take(alice, &slot).await;
     let reference = pairs(&held)["Reference"].clone();
     assert_eq!(pairs(&held)["Fee"], "EUR 40.00");
@@ -493,6 +474,28 @@ async fn insurance_lowers_the_fee_cancellations_refund_by_the_rule_and_the_money
 }
 
 /// `YYYY-MM-DD` plus `days`.
+/// Dr. Weber's first free time on the first day at least `from` days
+/// ahead that has one (the "take" button's value).
+pub(crate) async fn weber_slot(c: &Client, from: i64) -> String {
+    let doctor = act(c, "doctor", Some("weber"), json!({})).await;
+    let picker = nodes(&doctor)
+        .into_iter()
+        .find(|n| n["type"] == "input" && n["kind"] == "date")
+        .expect("a date picker")
+        .clone();
+    // The picker's first day is today.
+    let today = picker["min"].as_str().unwrap().to_string();
+    assert!(picker["max"].as_str().unwrap() > today.as_str(), "{picker}");
+    for offset in from..14 {
+        let date = add_days(&today, offset);
+        let view = act(c, "day", None, json!({"doctor": "weber", "date": date})).await;
+        if let Some((_, v)) = buttons(&view, "take").first() {
+            return v.clone();
+        }
+    }
+    panic!("Dr. Weber works no day from {from} days ahead in the next two weeks");
+}
+
 fn add_days(date: &str, days: i64) -> String {
     use superapp_sdk::clock;
     clock::format_date(clock::parse_date(date).unwrap() + days)

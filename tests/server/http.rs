@@ -162,6 +162,15 @@ async fn requests_reach_only_listed_public_origins_with_a_signed_assertion() {
         "ok: \"200 hello cookie=false\""
     );
 
+    // The app can read where its backend is: the manifest's origins, in
+    // order, with no prompt.
+    assert_eq!(
+        probe(&alice, "http-origins", None).await,
+        format!(
+            "ok: \"http://backend.test:{port} http://sneaky.test:{port} http://mixed.test:{port} http://localhost:{port} http://noplain.test:{port}\""
+        )
+    );
+
     // The assertion names the app, alice's pseudonym and the origin, and
     // verifies offline with the host's public key.
     let (_, key) = alice.get("/host-key").await;

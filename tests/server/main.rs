@@ -13,6 +13,7 @@ mod document_wallet;
 mod documents;
 mod durability;
 mod hospital;
+mod hospital_backend;
 mod http;
 mod live;
 mod messaging;

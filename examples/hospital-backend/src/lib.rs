@@ -1,31 +1,36 @@
 //! City Hospital's own booking system, as a provider runs it beside its
-//! mini-program: doctors' weekly schedules, slots held while a patient
-//! pays, bookings that become final only when the super-app host's signed
-//! payment callback says the money moved, cancellations, and the insurance
-//! check of a document presentation.
+//! mini-program: the published schedule, slots held while a patient pays,
+//! bookings made final by the super-app host's signed payment callbacks,
+//! cancellations, and the check of a patient's insurance presentation.
 //!
 //! It trusts nothing the mini-program says about who the patient is: every
 //! request must carry the host's `superapp-assertion` for this backend's
 //! origin (`superapp_sdk::assertion`), whose `sub` is the patient's
-//! pseudonymous id, and money is believed only from callbacks signed by the
-//! host (`superapp_sdk::callbacks`), each applied once by delivery id.
+//! pseudonymous id. Money is believed only from callbacks signed by the
+//! host (`superapp_sdk::callbacks`), each applied once by delivery id, and
+//! an insurance policy only from a presentation that verifies against the
+//! insurer's and the host's keys (`superapp_sdk::credentials`), bound to
+//! the asserted patient and accepted once.
 //!
 //! The books live in memory: a real hospital keeps them in its database.
 
-use std::collections::{BTreeMap, HashSet};
+mod books;
+
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use superapp_sdk::{assertion, callbacks, clock};
+use superapp_sdk::{assertion, callbacks, clock, credentials};
 
-/// How long a held slot waits for its payment, in seconds.
-pub const HOLD_SECS: u64 = 600;
+pub use books::{
+    Booking, Catalog, Insurance, Refusal, State as BookingState, CLAIM_SECS, HOLD_SECS,
+};
+use books::{Books, HoldRequest};
 
 /// What the backend is told at start.
 #[derive(Debug, Clone)]
@@ -35,59 +40,17 @@ pub struct Config {
     /// This backend's origin as the app's manifest lists it, e.g.
     /// `https://booking.cityhospital.example`: the assertions' audience.
     pub origin: String,
-    /// The fee of a consultation, in minor units.
-    pub fee: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Doctor {
-    pub id: String,
-    pub name: String,
-    pub department: String,
-    /// Days of the week (0 = Monday) the doctor sees patients.
-    pub weekdays: Vec<u8>,
-    /// Minutes after midnight of the first and after the last slot.
-    pub start: u32,
-    pub end: u32,
-    pub slot_minutes: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    /// Held for its patient until `expires_at`, waiting for the payment.
-    Held,
-    /// The payment settled.
-    Booked,
-    Cancelled,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Appointment {
-    pub id: String,
-    pub patient: String,
-    pub doctor: String,
-    pub day: String,
-    pub time: String,
-    pub fee: u64,
-    pub state: Status,
-    pub expires_at: u64,
-    /// The host's payment order, once the callback named it.
-    pub order: Option<String>,
-    pub refunded: u64,
-}
-
-#[derive(Default)]
-struct Books {
-    appointments: BTreeMap<String, Appointment>,
-    /// Delivery ids of callbacks already applied.
-    applied: HashSet<String>,
-    next: u64,
+    /// The mini-program's id: the audience of the insurance presentations
+    /// its patients share.
+    pub app: String,
+    /// Insurers whose policies the hospital accepts: issuer id and public
+    /// key (as the host's `GET /api/v1/issuers` lists them).
+    pub insurers: Vec<(String, [u8; 32])>,
 }
 
 pub struct Hospital {
     config: Config,
-    doctors: Vec<Doctor>,
+    catalog: Catalog,
     books: Mutex<Books>,
     /// The clock, in seconds since the Unix epoch (tests move it).
     now: Box<dyn Fn() -> u64 + Send + Sync>,
@@ -107,16 +70,34 @@ fn error(status: StatusCode, message: impl Into<String>) -> Refused {
     Refused(status, message.into())
 }
 
+impl From<Refusal> for Refused {
+    fn from(r: Refusal) -> Refused {
+        match r {
+            Refusal::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+            Refusal::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+            Refusal::Conflict(m) => error(StatusCode::CONFLICT, m),
+        }
+    }
+}
+
 type Answer = Result<Response, Refused>;
+
+/// How old an insurance presentation may be when it arrives.
+const PRESENTATION_MAX_AGE_SECS: u64 = 600;
 
 impl Hospital {
     pub fn new(config: Config, now: Box<dyn Fn() -> u64 + Send + Sync>) -> Hospital {
         Hospital {
             config,
-            doctors: demo_doctors(),
+            catalog: Catalog::published().expect("the published schedule reads"),
             books: Mutex::new(Books::default()),
             now,
         }
+    }
+
+    /// Every booking, for the hospital's own staff (and tests).
+    pub fn bookings(&self) -> Vec<Booking> {
+        self.books().all()
     }
 
     /// The patient a request is from: the host's assertion, checked.
@@ -139,53 +120,62 @@ impl Hospital {
         self.books.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Free times of `doctor` on `day` (`YYYY-MM-DD`).
-    fn free(&self, doctor: &Doctor, day: &str) -> Result<Vec<String>, String> {
-        let days = clock::parse_date(day).ok_or("`day` is a date like 2026-12-02")?;
-        // 1970-01-01 was a Thursday (3, with Monday 0).
-        let weekday = (days + 3).rem_euclid(7) as u8;
-        if !doctor.weekdays.contains(&weekday) {
-            return Ok(Vec::new());
-        }
-        let now = (self.now)();
-        let books = self.books();
-        let taken = |time: &str| {
-            books.appointments.values().any(|a| {
-                a.doctor == doctor.id
-                    && a.day == day
-                    && a.time == time
-                    && (a.state == Status::Booked
-                        || (a.state == Status::Held && a.expires_at > now))
-            })
-        };
-        Ok((doctor.start..doctor.end)
-            .step_by(doctor.slot_minutes as usize)
-            .map(|m| format!("{:02}:{:02}", m / 60, m % 60))
-            .filter(|t| !taken(t))
-            .collect())
+    fn doctor(&self, id: &str) -> Result<&hospital_schedule::Doctor, Refused> {
+        self.catalog
+            .doctor(id)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, "no such doctor"))
     }
-}
 
-fn demo_doctors() -> Vec<Doctor> {
-    let doctor = |id: &str, name: &str, department: &str, weekdays: &[u8]| Doctor {
-        id: id.into(),
-        name: name.into(),
-        department: department.into(),
-        weekdays: weekdays.to_vec(),
-        start: 9 * 60,
-        end: 12 * 60,
-        slot_minutes: 30,
-    };
-    vec![
-        doctor(
-            "dr-osei",
-            "Dr. Ama Osei",
-            "Family medicine",
-            &[0, 1, 2, 3, 4],
-        ),
-        doctor("dr-lind", "Dr. Erik Lind", "Cardiology", &[1, 3]),
-        doctor("dr-haddad", "Dr. Rana Haddad", "Dermatology", &[0, 2, 4]),
-    ]
+    /// Check a shared insurance policy for `booking` of `patient`.
+    fn policy(
+        &self,
+        patient: &str,
+        booking: &Booking,
+        envelope: &credentials::PresentationEnvelope,
+        now: u64,
+    ) -> Result<(Insurance, String), String> {
+        let payload: credentials::CredentialPayload =
+            credentials::peek(&envelope.credential).map_err(|e| e.to_string())?;
+        if payload.credential_type != hospital_schedule::POLICY_TYPE {
+            return Err(format!(
+                "a `{}` is not a health-insurance policy",
+                payload.credential_type
+            ));
+        }
+        let Some((_, issuer_key)) = self
+            .config
+            .insurers
+            .iter()
+            .find(|(id, _)| *id == payload.iss)
+        else {
+            return Err(format!(
+                "the hospital does not accept policies of `{}`",
+                payload.iss
+            ));
+        };
+        let trust = credentials::Trust {
+            issuer_key: *issuer_key,
+            host_key: self.config.host_key,
+            revoked: Vec::new(),
+        };
+        let expected = credentials::Expected {
+            audience: self.config.app.clone(),
+            nonce: None,
+            max_age_secs: PRESENTATION_MAX_AGE_SECS,
+        };
+        let verified = credentials::verify_presentation(envelope, &trust, &expected, now)
+            .map_err(|e| e.to_string())?;
+        if verified.binding.user.as_deref() != Some(patient) {
+            return Err("the policy was shared by another patient".into());
+        }
+        let day = clock::parse_date(&booking.day).unwrap_or(i64::MAX);
+        let claims = verified
+            .claims
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_str()));
+        let insurance = Insurance::from_claims(claims, day)?;
+        Ok((insurance, verified.binding.nonce))
+    }
 }
 
 type Shared = Arc<Hospital>;
@@ -194,173 +184,165 @@ type Shared = Arc<Hospital>;
 /// manifest names under `[callbacks]`.
 pub fn router(hospital: Shared) -> Router {
     Router::new()
-        .route("/api/doctors", get(doctors))
-        .route("/api/doctors/{id}/slots", get(slots))
+        .route("/api/catalog", get(catalog))
+        .route("/api/doctors/{id}/days/{day}", get(day))
+        .route("/api/doctors/{id}/next-free", get(next_free))
         .route("/api/holds", post(hold))
+        .route("/api/holds/{reference}/insurance", post(insurance))
+        .route("/api/holds/{reference}/paid", post(paid))
         .route("/api/appointments", get(appointments))
-        .route("/api/appointments/{id}/cancel", post(cancel))
+        .route("/api/appointments/{reference}/release", post(release))
         .route("/superapp/callbacks", post(callback))
         .with_state(hospital)
 }
 
-async fn doctors(State(h): State<Shared>, headers: HeaderMap) -> Answer {
+async fn catalog(State(h): State<Shared>, headers: HeaderMap) -> Answer {
     h.patient(&headers)?;
-    Ok(Json(json!({"doctors": h.doctors, "fee": h.config.fee})).into_response())
+    Ok(Json(&h.catalog).into_response())
 }
 
-#[derive(Deserialize)]
-struct DayQuery {
-    day: String,
-}
-
-async fn slots(
+/// A doctor's free times on a day (from now on) and the booked ones.
+async fn day(
     State(h): State<Shared>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<DayQuery>,
+    Path((id, date)): Path<(String, String)>,
 ) -> Answer {
     h.patient(&headers)?;
-    let doctor = h
-        .doctors
-        .iter()
-        .find(|d| d.id == id)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no such doctor"))?;
-    let times = h
-        .free(doctor, &q.day)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
-    Ok(Json(json!({"doctor": id, "day": q.day, "free": times})).into_response())
+    let doctor = h.doctor(&id)?;
+    let day = clock::parse_date(&date)
+        .ok_or_else(|| error(StatusCode::BAD_REQUEST, "the day is a date like 2026-12-02"))?;
+    let (free, booked) = h.books().day(&h.catalog, doctor, day, (h.now)());
+    Ok(Json(json!({"doctor": id, "day": date, "free": free, "booked": booked})).into_response())
 }
 
-#[derive(Deserialize)]
-struct HoldRequest {
-    doctor: String,
-    day: String,
-    time: String,
+async fn next_free(State(h): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    h.patient(&headers)?;
+    let doctor = h.doctor(&id)?;
+    let next = h.books().next_free(&h.catalog, doctor, (h.now)());
+    Ok(Json(match next {
+        Some((day, at)) => json!({"day": clock::format_date(day), "at": at}),
+        None => json!({"day": null}),
+    })
+    .into_response())
 }
 
 /// Hold a free slot for the asserted patient; the app then asks the host
-/// for the payment with the hold's id as its idempotency key.
+/// for the payment with `REFERENCE-AMOUNT` as its idempotency key.
 async fn hold(State(h): State<Shared>, headers: HeaderMap, Json(req): Json<HoldRequest>) -> Answer {
     let patient = h.patient(&headers)?;
-    let Some(doctor) = h.doctors.iter().find(|d| d.id == req.doctor) else {
-        return Err(error(StatusCode::NOT_FOUND, "no such doctor"));
-    };
-    let free = match h.free(doctor, &req.day) {
-        Ok(f) => f,
-        Err(e) => return Err(error(StatusCode::BAD_REQUEST, e)),
-    };
-    if !free.contains(&req.time) {
-        return Err(error(StatusCode::CONFLICT, "this time was just taken"));
-    }
+    let booking = h.books().hold(&h.catalog, &patient, &req, (h.now)())?;
+    Ok((StatusCode::CREATED, Json(booking)).into_response())
+}
+
+/// The patient shares their policy for a hold: verified, it lowers what
+/// they owe to the doctor's co-payment.
+async fn insurance(
+    State(h): State<Shared>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+    Json(envelope): Json<credentials::PresentationEnvelope>,
+) -> Answer {
+    let patient = h.patient(&headers)?;
     let now = (h.now)();
+    let booking = h.books().mine(&patient, &reference)?.clone();
+    if booking.state != BookingState::Held {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "only a held slot can change its fee",
+        ));
+    }
+    let (insurance, nonce) = h
+        .policy(&patient, &booking, &envelope, now)
+        .map_err(|why| error(StatusCode::UNPROCESSABLE_ENTITY, why))?;
+    let co_payment = h.doctor(&booking.doctor)?.co_payment;
     let mut books = h.books();
-    books.next += 1;
-    let id = format!("hold-{}", books.next);
-    let appointment = Appointment {
-        id: id.clone(),
-        patient,
-        doctor: req.doctor,
-        day: req.day,
-        time: req.time,
-        fee: h.config.fee,
-        state: Status::Held,
-        expires_at: now + HOLD_SECS,
-        order: None,
-        refunded: 0,
-    };
-    books.appointments.insert(id, appointment.clone());
-    Ok((StatusCode::CREATED, Json(appointment)).into_response())
+    if !books.presentations.insert(nonce) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "this presentation was already used",
+        ));
+    }
+    let b = books.mine(&patient, &reference)?;
+    b.fee = co_payment;
+    b.insurance = Some(insurance);
+    Ok(Json(b.clone()).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaidRequest {
+    order: String,
+}
+
+/// The app says the patient paid: the slot stays theirs until the host's
+/// callback confirms it (`paying`), or is `lost` if someone took it after
+/// the hold ran out.
+async fn paid(
+    State(h): State<Shared>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+    Json(req): Json<PaidRequest>,
+) -> Answer {
+    let patient = h.patient(&headers)?;
+    let booking = h
+        .books()
+        .paying(&patient, &reference, &req.order, (h.now)())?;
+    Ok(Json(booking).into_response())
 }
 
 async fn appointments(State(h): State<Shared>, headers: HeaderMap) -> Answer {
     let patient = h.patient(&headers)?;
-    let books = h.books();
-    let mine: Vec<&Appointment> = books
-        .appointments
-        .values()
-        .filter(|a| a.patient == patient && a.state != Status::Held)
-        .collect();
-    Ok(Json(json!({"appointments": mine})).into_response())
+    Ok(Json(json!({"appointments": h.books().all_of(&patient)})).into_response())
 }
 
-/// Cancel a booking: answers what the app should refund (the whole fee a
-/// day or more ahead, half later), which the host's refund callback then
-/// confirms.
-async fn cancel(State(h): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+/// Give up a hold or cancel a booking: the slot is free again. The refund
+/// the app makes is confirmed by the host's callback.
+async fn release(
+    State(h): State<Shared>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+) -> Answer {
     let patient = h.patient(&headers)?;
-    let now = (h.now)();
-    let mut books = h.books();
-    let Some(a) = books
-        .appointments
-        .get_mut(&id)
-        .filter(|a| a.patient == patient)
-    else {
-        return Err(error(StatusCode::NOT_FOUND, "no such appointment"));
-    };
-    if a.state != Status::Booked {
-        return Err(error(
-            StatusCode::CONFLICT,
-            "only a booked appointment can be cancelled",
-        ));
-    }
-    let starts = clock::parse_date(&a.day).map_or(0, |d| d.max(0) as u64 * 86_400)
-        + a.time[..2].parse::<u64>().unwrap_or(0) * 3_600
-        + a.time[3..].parse::<u64>().unwrap_or(0) * 60;
-    let refund = if starts >= now + 86_400 {
-        a.fee
-    } else {
-        a.fee / 2
-    };
-    a.state = Status::Cancelled;
-    Ok(Json(json!({"appointment": a.clone(), "refund": refund})).into_response())
+    Ok(Json(h.books().release(&patient, &reference)?).into_response())
 }
 
-/// The host's signed payment callbacks: a settled payment books its hold
-/// (the app used the hold's id as the payment's idempotency key); a refund
-/// is recorded. Each delivery id is applied once; a retry is acknowledged.
+/// The host's signed payment callbacks: a settled payment makes its
+/// booking final; a refund is recorded. Each delivery id is applied once;
+/// a retry is acknowledged.
 async fn callback(State(h): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> Answer {
     let Some(header) = headers.get(callbacks::HEADER).and_then(|v| v.to_str().ok()) else {
         return Err(error(StatusCode::UNAUTHORIZED, "no superapp-signature"));
     };
-    let n = match callbacks::verify(header, &body, &h.config.host_key, (h.now)()) {
-        Ok(n) => n,
-        Err(e) => return Err(error(StatusCode::UNAUTHORIZED, e.to_string())),
-    };
+    let now = (h.now)();
+    let n = callbacks::verify(header, &body, &h.config.host_key, now)
+        .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))?;
     let mut books = h.books();
     if !books.applied.insert(n.id.clone()) {
         return Ok(Json(json!({"applied": false, "reason": "already applied"})).into_response());
     }
-    let Some(a) = books.appointments.get(&n.reference).cloned() else {
-        // Money for nothing we know: the app must refund it; say so.
-        return Ok(Json(json!({"applied": true, "refund_due": n.amount})).into_response());
+    let refund_due = match n.kind.as_str() {
+        "payment.settled" => books.settled(&n.user, &n.reference, &n.order, n.amount, now),
+        "payment.refunded" => {
+            books.refunded(&n.reference, n.refunded);
+            None
+        }
+        _ => None,
     };
-    // A hold that ran out may have been taken by someone else since.
-    let lost = books.appointments.values().any(|b| {
-        b.id != a.id
-            && b.doctor == a.doctor
-            && b.day == a.day
-            && b.time == a.time
-            && b.state == Status::Booked
-    });
-    let a = books.appointments.get_mut(&n.reference).expect("just read");
-    match n.kind.as_str() {
-        "payment.settled" if a.patient != n.user || n.amount < a.fee => {
-            return Ok(Json(json!({"applied": true, "refund_due": n.amount})).into_response());
-        }
-        "payment.settled" if lost => {
-            a.order = Some(n.order);
-            return Ok(Json(json!({"applied": true, "refund_due": n.amount, "reason": "the slot was taken after the hold ran out"})).into_response());
-        }
-        "payment.settled" => {
-            a.order = Some(n.order);
-            if a.state == Status::Held {
-                a.state = Status::Booked;
-            }
-        }
-        "payment.refunded" => a.refunded = n.refunded,
-        _ => {}
-    }
-    Ok(Json(json!({"applied": true, "appointment": a.clone()})).into_response())
+    Ok(Json(json!({"applied": true, "refund_due": refund_due})).into_response())
+}
+
+/// Seconds since the Unix epoch by the system clock.
+pub fn system_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Serve the backend on `listener` by the system clock until the task is
+/// dropped or the listener fails.
+pub async fn serve(listener: tokio::net::TcpListener, config: Config) -> std::io::Result<()> {
+    let hospital = Arc::new(Hospital::new(config, Box::new(system_now)));
+    axum::serve(listener, router(hospital)).await
 }
 
 #[cfg(test)]

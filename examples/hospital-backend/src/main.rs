@@ -4,10 +4,9 @@
 //! ```text
 //! cargo run -p hospital-backend -- --listen 127.0.0.1:8081 \
 //!     --origin http://localhost:8081 \
-//!     --host-key "$(curl -s http://127.0.0.1:8080/api/v1/host-key | jq -r .public_key)"
+//!     --host-key "$(curl -s http://127.0.0.1:8080/api/v1/host-key | jq -r .public_key)" \
+//!     --insurer gov.health="$(curl -s http://127.0.0.1:8080/api/v1/issuers | jq -r '.issuers[] | select(.id=="gov.health") | .public_key')"
 //! ```
-
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -25,9 +24,13 @@ struct Args {
     /// The super-app host's public key (base64url, from /api/v1/host-key).
     #[arg(long, allow_hyphen_values = true)]
     host_key: String,
-    /// A consultation's fee, in minor units.
-    #[arg(long, default_value_t = 4_500)]
-    fee: u64,
+    /// The mini-program's id, the audience of shared insurance policies.
+    #[arg(long, default_value = "dev.superapp.hospital-booking")]
+    app: String,
+    /// An insurer whose policies are accepted, as ISSUER_ID=PUBLIC_KEY
+    /// (base64url, as /api/v1/issuers lists it); repeat for several.
+    #[arg(long = "insurer", value_name = "ID=KEY", allow_hyphen_values = true)]
+    insurers: Vec<String>,
 }
 
 #[tokio::main]
@@ -35,21 +38,28 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let host_key = superapp_sdk::credentials::public_key(&args.host_key)
         .map_err(|e| anyhow::anyhow!("--host-key: {e}"))?;
+    let insurers = args
+        .insurers
+        .iter()
+        .map(|text| {
+            let (id, key) = text
+                .split_once('=')
+                .with_context(|| format!("--insurer {text}: expected ID=KEY"))?;
+            let key = superapp_sdk::credentials::public_key(key)
+                .map_err(|e| anyhow::anyhow!("--insurer {id}: {e}"))?;
+            Ok((id.to_string(), key))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let config = hospital_backend::Config {
         host_key,
         origin: args.origin.trim_end_matches('/').to_string(),
-        fee: args.fee,
+        app: args.app,
+        insurers,
     };
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    };
-    let hospital = Arc::new(hospital_backend::Hospital::new(config, Box::new(now)));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("hospital backend on http://{}", listener.local_addr()?);
-    axum::serve(listener, hospital_backend::router(hospital)).await?;
+    hospital_backend::serve(listener, config).await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The backend's rules through its router: who the patient is comes only
-//! from the host's assertion, a slot is held once, and money is believed
-//! only from signed callbacks, each applied once.
+//! from the host's assertion, a slot is kept for one patient, money is
+//! believed only from signed callbacks (each applied once), and a policy
+//! only from a presentation that verifies and was shared by that patient.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,26 +10,41 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
+use serde::Serialize;
 use serde_json::{json, Value};
 use superapp_sdk::assertion::{self, Assertion};
 use superapp_sdk::callbacks::{self, Notification};
 use superapp_sdk::clock;
-use superapp_sdk::credentials::{encode_payload, Signed};
+use superapp_sdk::credentials::{
+    self, encode_payload, CredentialPayload, HolderCert, KeyBinding, PresentationEnvelope, Signed,
+};
 use tower::ServiceExt;
 
 use super::*;
 
 const ORIGIN: &str = "https://booking.cityhospital.example";
+const APP: &str = "dev.superapp.hospital-booking";
+/// Dr. Weber sees patients on Monday mornings from 08:00, 20 minutes each.
 const MONDAY: &str = "2026-12-07";
+const EIGHT: u32 = 8 * 60;
 
 struct World {
     host: SigningKey,
+    insurer: SigningKey,
     now: Arc<AtomicU64>,
     app: Router,
 }
 
+fn sign<T: Serialize>(key: &SigningKey, value: &T) -> Signed {
+    let payload = encode_payload(value);
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(key.sign(payload.as_bytes()).to_bytes());
+    Signed { payload, signature }
+}
+
 fn world() -> World {
     let host = SigningKey::from_bytes(&[3; 32]);
+    let insurer = SigningKey::from_bytes(&[5; 32]);
     let start = clock::days_from_civil(2026, 12, 1) as u64 * 86_400 + 10 * 3_600;
     let now = Arc::new(AtomicU64::new(start));
     let clock = now.clone();
@@ -36,29 +52,29 @@ fn world() -> World {
         Config {
             host_key: host.verifying_key().to_bytes(),
             origin: ORIGIN.into(),
-            fee: 4_500,
+            app: APP.into(),
+            insurers: vec![("gov.health".into(), insurer.verifying_key().to_bytes())],
         },
         Box::new(move || clock.load(Ordering::SeqCst)),
     );
     World {
         host,
+        insurer,
         now,
         app: router(Arc::new(hospital)),
     }
 }
 
 impl World {
+    fn now(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
     fn assertion(&self, sub: &str, aud: &str) -> String {
-        let a = Assertion::new(
-            "dev.superapp.hospital-booking",
-            sub,
-            aud,
-            self.now.load(Ordering::SeqCst),
-        );
-        let payload = encode_payload(&a);
-        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(self.host.sign(payload.as_bytes()).to_bytes());
-        assertion::encode(&Signed { payload, signature })
+        assertion::encode(&sign(
+            &self.host,
+            &Assertion::new(APP, sub, aud, self.now()),
+        ))
     }
 
     async fn call(
@@ -91,10 +107,15 @@ impl World {
         )
     }
 
+    async fn hold(&self, patient: &str, reference: &str, at: u32) -> (StatusCode, Value) {
+        let want = json!({"reference": reference, "doctor": "weber", "day": MONDAY, "at": at});
+        self.call("POST", "/api/holds", Some(patient), want).await
+    }
+
     /// A callback as the host sends it, signed with `key`.
     async fn callback(&self, key: &SigningKey, n: &Notification) -> (StatusCode, Value) {
         let body = serde_json::to_vec(n).unwrap();
-        let t = self.now.load(Ordering::SeqCst);
+        let t = self.now();
         let sig = key
             .sign(&callbacks::signing_input(&n.id, t, &body))
             .to_bytes();
@@ -106,19 +127,77 @@ impl World {
             .unwrap();
         self.send(req).await
     }
+
+    /// A health-insurance presentation as the host builds it for `user`
+    /// (the app's pseudonymous id), issued by `issuer` as `issuer_id`.
+    fn policy(&self, issuer: &SigningKey, issuer_id: &str, user: &str, nonce: &str) -> Value {
+        let now = self.now();
+        let disclosures: Vec<String> = [
+            ("s1", "insurer", "AOK Nordwest"),
+            ("s2", "policy-number", "P-4711"),
+            ("s3", "valid-until", "2099-12-31"),
+        ]
+        .iter()
+        .map(|(salt, name, value)| credentials::disclosure(salt, name, value))
+        .collect();
+        let mut digests: Vec<String> = disclosures.iter().map(|d| credentials::digest(d)).collect();
+        digests.sort();
+        let sub = credentials::subject_binding("alice", "wallet-salt");
+        let credential = sign(
+            issuer,
+            &CredentialPayload {
+                v: credentials::VERSION,
+                id: "cred-1".into(),
+                iss: issuer_id.into(),
+                credential_type: "health-insurance".into(),
+                sub: sub.clone(),
+                iat: now - 86_400,
+                exp: now + 365 * 86_400,
+                digests,
+            },
+        );
+        let holder_key = SigningKey::from_bytes(&[9; 32]);
+        let holder = sign(
+            &self.host,
+            &HolderCert {
+                v: credentials::VERSION,
+                sub,
+                key: credentials::encode_key(&holder_key.verifying_key().to_bytes()),
+                iat: now,
+            },
+        );
+        let binding = sign(
+            &holder_key,
+            &KeyBinding {
+                v: credentials::VERSION,
+                aud: APP.into(),
+                nonce: nonce.into(),
+                iat: now,
+                sd_hash: credentials::sd_hash(&credential, &disclosures),
+                user: Some(user.into()),
+            },
+        );
+        serde_json::to_value(PresentationEnvelope {
+            credential,
+            disclosures,
+            holder,
+            binding,
+        })
+        .unwrap()
+    }
 }
 
-fn settled(id: &str, user: &str, hold: &str, amount: u64) -> Notification {
+fn settled(id: &str, user: &str, reference: &str, amount: u64) -> Notification {
     Notification {
         id: id.into(),
         kind: "payment.settled".into(),
-        app: "dev.superapp.hospital-booking".into(),
+        app: APP.into(),
         user: user.into(),
         order: format!("order-{id}"),
         amount,
         currency: "EUR".into(),
         refunded: 0,
-        reference: hold.into(),
+        reference: format!("{reference}-{amount}"),
         at: 0,
     }
 }
@@ -126,11 +205,11 @@ fn settled(id: &str, user: &str, hold: &str, amount: u64) -> Notification {
 #[tokio::test]
 async fn the_patient_is_whoever_the_hosts_assertion_names() {
     let w = world();
-    let (status, _) = w.call("GET", "/api/doctors", None, json!(null)).await;
+    let (status, _) = w.call("GET", "/api/catalog", None, json!(null)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // An assertion for another backend is no good here.
     let req = Request::builder()
-        .uri("/api/doctors")
+        .uri("/api/catalog")
         .header(
             assertion::HEADER,
             w.assertion("p1", "https://other.example"),
@@ -138,97 +217,183 @@ async fn the_patient_is_whoever_the_hosts_assertion_names() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(w.send(req).await.0, StatusCode::UNAUTHORIZED);
-    let (status, doctors) = w.call("GET", "/api/doctors", Some("p1"), json!(null)).await;
+    let (status, catalog) = w.call("GET", "/api/catalog", Some("p1"), json!(null)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(doctors["doctors"].as_array().unwrap().len(), 3);
+    assert_eq!(catalog["doctors"].as_array().unwrap().len(), 5);
+    assert_eq!(catalog["doctors"][0]["id"], "weber");
 }
 
 #[tokio::test]
-async fn a_slot_is_held_once_and_booked_only_by_a_signed_payment() {
+async fn a_slot_is_kept_for_one_patient_and_booked_only_by_a_signed_payment() {
     let w = world();
-    let slots = format!("/api/doctors/dr-osei/slots?day={MONDAY}");
-    let (_, free) = w.call("GET", &slots, Some("p1"), json!(null)).await;
-    assert_eq!(free["free"][0], "09:00");
-    let want = json!({"doctor": "dr-osei", "day": MONDAY, "time": "09:00"});
-    let (status, hold) = w.call("POST", "/api/holds", Some("p1"), want.clone()).await;
+    let day = format!("/api/doctors/weber/days/{MONDAY}");
+    let (_, free) = w.call("GET", &day, Some("p1"), json!(null)).await;
+    assert_eq!(free["free"][0], EIGHT);
+    let (status, hold) = w.hold("p1", "HB-ONE", EIGHT).await;
     assert_eq!(status, StatusCode::CREATED, "{hold}");
-    let hold_id = hold["id"].as_str().unwrap().to_string();
-    let (status, _) = w.call("POST", "/api/holds", Some("p2"), want).await;
+    assert_eq!(hold["state"], "held");
+    assert_eq!(hold["fee"], 4_000);
+    let (status, _) = w.hold("p2", "HB-TWO", EIGHT).await;
     assert_eq!(status, StatusCode::CONFLICT, "held slots are not free");
-    let (_, free) = w.call("GET", &slots, Some("p2"), json!(null)).await;
-    assert_eq!(free["free"][0], "09:30");
+    let (status, _) = w.hold("p2", "HB-ONE", EIGHT + 20).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "nobody takes another's reference"
+    );
+    let (_, free) = w.call("GET", &day, Some("p2"), json!(null)).await;
+    assert_eq!(free["free"][0], EIGHT + 20);
+    let (_, next) = w
+        .call(
+            "GET",
+            "/api/doctors/weber/next-free",
+            Some("p2"),
+            json!(null),
+        )
+        .await;
+    // Tuesday the 1st, 10:00 UTC is 11:00 at the hospital: 11:00 itself
+    // has begun, so 11:20 is the next free time.
+    assert_eq!(next, json!({"day": "2026-12-01", "at": 11 * 60 + 20}));
+
+    // The app says it was paid: the slot stays p1's, even past the hold.
+    let (status, paying) = w
+        .call(
+            "POST",
+            "/api/holds/HB-ONE/paid",
+            Some("p1"),
+            json!({"order": "o1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{paying}");
+    assert_eq!(paying["state"], "paying");
+    w.now.fetch_add(HOLD_SECS + 1, Ordering::SeqCst);
+    let (status, _) = w.hold("p2", "HB-TWO", EIGHT).await;
+    assert_eq!(status, StatusCode::CONFLICT);
 
     // A callback signed by anyone but the host changes nothing.
     let forger = SigningKey::from_bytes(&[4; 32]);
     let (status, _) = w
-        .callback(&forger, &settled("d1", "p1", &hold_id, 4_500))
+        .callback(&forger, &settled("d1", "p1", "HB-ONE", 4_000))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (_, mine) = w
-        .call("GET", "/api/appointments", Some("p1"), json!(null))
-        .await;
-    assert_eq!(mine["appointments"], json!([]));
 
     // The host's callback books it, once however often it is delivered.
     let (status, applied) = w
-        .callback(&w.host, &settled("d1", "p1", &hold_id, 4_500))
+        .callback(&w.host, &settled("d1", "p1", "HB-ONE", 4_000))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(applied["appointment"]["state"], "booked");
+    assert_eq!(applied["refund_due"], Value::Null);
     let (_, again) = w
-        .callback(&w.host, &settled("d1", "p1", &hold_id, 4_500))
+        .callback(&w.host, &settled("d1", "p1", "HB-ONE", 4_000))
         .await;
     assert_eq!(again["applied"], false);
     let (_, mine) = w
         .call("GET", "/api/appointments", Some("p1"), json!(null))
         .await;
-    assert_eq!(mine["appointments"][0]["order"], "order-d1");
+    assert_eq!(mine["appointments"][0]["state"], "booked");
+    assert_eq!(mine["appointments"][0]["paid"], 4_000, "counted once");
+    let (_, booked) = w.call("GET", &day, Some("p2"), json!(null)).await;
+    assert_eq!(booked["booked"], json!([EIGHT]));
     let (_, theirs) = w
         .call("GET", "/api/appointments", Some("p2"), json!(null))
         .await;
-    assert_eq!(
-        theirs["appointments"],
-        json!([]),
-        "only one's own appointments"
-    );
+    assert_eq!(theirs["appointments"], json!([]), "only one's own");
 
-    // Cancelled more than a day ahead: the whole fee back.
-    let cancel = format!("/api/appointments/{hold_id}/cancel");
-    let (status, _) = w.call("POST", &cancel, Some("p2"), json!(null)).await;
+    // Only its patient can cancel it; then the time is free again.
+    let release = "/api/appointments/HB-ONE/release";
+    let (status, _) = w.call("POST", release, Some("p2"), json!(null)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "not p2's to cancel");
-    let (status, cancelled) = w.call("POST", &cancel, Some("p1"), json!(null)).await;
+    let (status, cancelled) = w.call("POST", release, Some("p1"), json!(null)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(cancelled["refund"], 4_500);
+    assert_eq!(cancelled["state"], "cancelled");
+    let (status, _) = w.hold("p2", "HB-TWO", EIGHT).await;
+    assert_eq!(status, StatusCode::CREATED);
 }
 
 #[tokio::test]
 async fn a_payment_for_a_hold_that_ran_out_and_was_taken_is_owed_back() {
     let w = world();
-    let want = json!({"doctor": "dr-osei", "day": MONDAY, "time": "10:00"});
-    let (_, first) = w.call("POST", "/api/holds", Some("p1"), want.clone()).await;
+    w.hold("p1", "HB-ONE", EIGHT).await;
     w.now.fetch_add(HOLD_SECS + 1, Ordering::SeqCst);
-    let (status, second) = w.call("POST", "/api/holds", Some("p2"), want).await;
+    let (status, _) = w.hold("p2", "HB-TWO", EIGHT).await;
     assert_eq!(
         status,
         StatusCode::CREATED,
         "the run-out hold freed the slot"
     );
-    let (_, booked) = w
-        .callback(
-            &w.host,
-            &settled("d2", "p2", second["id"].as_str().unwrap(), 4_500),
+    let (_, lost) = w
+        .call(
+            "POST",
+            "/api/holds/HB-ONE/paid",
+            Some("p1"),
+            json!({"order": "o1"}),
         )
         .await;
-    assert_eq!(booked["appointment"]["state"], "booked");
+    assert_eq!(lost["state"], "lost", "the app is told to refund");
     let (_, late) = w
-        .callback(
-            &w.host,
-            &settled("d3", "p1", first["id"].as_str().unwrap(), 4_500),
-        )
+        .callback(&w.host, &settled("d1", "p1", "HB-ONE", 4_000))
         .await;
-    assert_eq!(late["refund_due"], 4_500, "{late}");
+    assert_eq!(late["refund_due"], 4_000, "{late}");
+    let (_, short) = w
+        .callback(&w.host, &settled("d2", "p2", "HB-TWO", 1_000))
+        .await;
+    assert_eq!(short["refund_due"], 1_000, "too little pays for nothing");
     let (_, mine) = w
+        .call("GET", "/api/appointments", Some("p2"), json!(null))
+        .await;
+    assert_eq!(mine["appointments"][0]["state"], "held");
+}
+
+#[tokio::test]
+async fn a_verified_policy_of_the_patient_lowers_the_fee_once() {
+    let w = world();
+    w.hold("p1", "HB-ONE", EIGHT).await;
+    let path = "/api/holds/HB-ONE/insurance";
+
+    let refusals = [
+        (
+            w.policy(&SigningKey::from_bytes(&[6; 32]), "gov.health", "p1", "n1"),
+            "issuer",
+        ),
+        (
+            w.policy(&w.insurer, "acme.insurance", "p1", "n2"),
+            "does not accept",
+        ),
+        (
+            w.policy(&w.insurer, "gov.health", "p2", "n3"),
+            "another patient",
+        ),
+    ];
+    for (policy, why) in refusals {
+        let (status, answer) = w.call("POST", path, Some("p1"), policy).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{message} should say {why}");
+    }
+    let (_, hold) = w
         .call("GET", "/api/appointments", Some("p1"), json!(null))
         .await;
-    assert_eq!(mine["appointments"], json!([]));
+    assert_eq!(
+        hold["appointments"][0]["fee"], 4_000,
+        "nothing refused lowered it"
+    );
+
+    let good = w.policy(&w.insurer, "gov.health", "p1", "n4");
+    let (status, hold) = w.call("POST", path, Some("p1"), good.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{hold}");
+    assert_eq!(hold["fee"], 1_000, "the co-payment");
+    assert_eq!(hold["insurance"]["policy_number"], "P-4711");
+
+    // The same presentation cannot lower a second patient's or hold's fee.
+    w.hold("p1", "HB-TWO", EIGHT + 20).await;
+    let (status, _) = w
+        .call("POST", "/api/holds/HB-TWO/insurance", Some("p1"), good)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // The co-payment then books it.
+    let (_, applied) = w
+        .callback(&w.host, &settled("d1", "p1", "HB-TWO", 4_000))
+        .await;
+    assert_eq!(applied["refund_due"], Value::Null);
 }

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 /// The WIT package every mini-program is written against.
 pub const PACKAGE: &str = "superapp:plugin";
 /// The contract version this host implements.
-pub const VERSION: &str = "0.2.1";
+pub const VERSION: &str = "0.2.2";
 
 /// Can a component written against contract `version` run on this host?
 /// Versions of the same `0.2` line only add interfaces, so a component for
 /// an older one links unchanged (wasmtime's linker resolves `@0.2.0`
-/// imports to the `@0.2.1` definitions); a newer or another line cannot.
+/// imports to the `@0.2.2` definitions); a newer or another line cannot.
 pub fn compatible(version: &str) -> bool {
     let (Ok(ours), Ok(theirs)) = (
         semver::Version::parse(VERSION),

@@ -294,7 +294,8 @@ fn origins(
                 }
                 parsed.push(origin);
             }
-            parsed.sort();
+            // In the manifest's order: an app may read it (`http.origins`)
+            // to find its backend, the first one first.
             Ok(parsed)
         }
         (_, Some(_)) => Err(invalid(key, "only the `http` capability lists origins")),
@@ -423,7 +424,8 @@ time-ms = 250
         let listed: Vec<String> = m.origins().iter().map(|o| o.to_string()).collect();
         assert_eq!(
             listed,
-            ["https://a.example.org", "https://b.example.org/api/"]
+            ["https://b.example.org/api/", "https://a.example.org"],
+            "in the manifest's order"
         );
         assert!(Manifest::parse(GOOD).unwrap().origins().is_empty());
 

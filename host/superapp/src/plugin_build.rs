@@ -163,6 +163,26 @@ pub struct Built {
 /// Build the plugin crate in `dir`; write the component to `out` (default:
 /// `<name>.component.wasm` next to the core module under `target/`).
 pub fn build(dir: &Path, out: Option<&Path>, progress: bool) -> anyhow::Result<Built> {
+    build_with(dir, out, progress, &[])
+}
+
+/// [`build`] with the crate's cargo `features` on (the default output is
+/// then `<name>+<features>.component.wasm`, so builds of one crate with
+/// different features do not overwrite each other).
+pub fn build_with(
+    dir: &Path,
+    out: Option<&Path>,
+    progress: bool,
+    features: &[String],
+) -> anyhow::Result<Built> {
+    if let Some(bad) = features.iter().find(|f| {
+        f.is_empty()
+            || !f
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    }) {
+        bail!("`{bad}` is not a cargo feature name");
+    }
     let manifest_path = dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest_path).with_context(|| {
         format!(
@@ -198,6 +218,11 @@ pub fn build(dir: &Path, out: Option<&Path>, progress: bool) -> anyhow::Result<B
         .arg("--manifest-path")
         .arg(&manifest_path)
         .arg("--message-format=json-render-diagnostics")
+        .args(if features.is_empty() {
+            Vec::new()
+        } else {
+            vec!["--features".to_string(), features.join(",")]
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -257,7 +282,12 @@ pub fn build(dir: &Path, out: Option<&Path>, progress: bool) -> anyhow::Result<B
     bar.set_message("making a component");
     let component = match out {
         Some(p) => p.to_path_buf(),
-        None => core_module.with_file_name(format!("{lib_name}.component.wasm")),
+        None if features.is_empty() => {
+            core_module.with_file_name(format!("{lib_name}.component.wasm"))
+        }
+        None => {
+            core_module.with_file_name(format!("{lib_name}+{}.component.wasm", features.join("+")))
+        }
     };
     encode_component(&core_module, &component)?;
     bar.finish_and_clear();

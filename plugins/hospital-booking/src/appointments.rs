@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use superapp_sdk::prelude::*;
 
 use crate::calendar::{Day, Minutes, Now};
-use crate::catalog::{Catalog, Doctor};
+use crate::catalog::Catalog;
 use crate::slots;
 use crate::store;
 
@@ -30,12 +30,7 @@ pub enum State {
     Lost,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Insurance {
-    pub insurer: String,
-    pub policy_number: String,
-    pub valid_until: String,
-}
+pub use hospital_schedule::Insurance;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appointment {
@@ -160,44 +155,11 @@ pub fn queue(
     Ok(Some((ahead + 1, by_queue.max(by_clock))))
 }
 
-/// The first slot of `doctor` nobody has, from now on, within the window.
-pub fn next_free(doctor: &Doctor, now: &Now) -> Result<Option<(Day, Minutes)>, AppError> {
-    for day in now.day..now.day + crate::catalog::WINDOW_DAYS {
-        let offered = crate::catalog::day_slots(day)?
-            .remove(&doctor.id)
-            .unwrap_or_default();
-        let ahead: Vec<Minutes> = offered
-            .into_iter()
-            .filter(|&m| day > now.day || m > now.minutes)
-            .collect();
-        if let Some(first) = slots::free(&doctor.id, day, &ahead, now.unix)?.first() {
-            return Ok(Some((day, *first)));
-        }
-    }
-    Ok(None)
-}
-
 /// The claims of an insurance policy the patient shared, if it is valid
 /// on the day of the appointment.
 pub fn policy(claims: &[superapp_sdk::DisclosedClaim], day: Day) -> Result<Insurance, String> {
-    let field = |name: &str| {
-        claims
-            .iter()
-            .find(|c| c.name == name)
-            .map(|c| c.value.clone())
-            .ok_or_else(|| format!("the policy did not include `{name}`"))
-    };
-    let insurance = Insurance {
-        insurer: field("insurer")?,
-        policy_number: field("policy-number")?,
-        valid_until: field("valid-until")?,
-    };
-    match crate::calendar::parse_iso(&insurance.valid_until) {
-        Some(until) if until >= day => Ok(insurance),
-        Some(_) => Err(format!(
-            "the policy is valid until {}, before the appointment",
-            insurance.valid_until
-        )),
-        None => Err("the policy's validity date does not read".into()),
-    }
+    Insurance::from_claims(
+        claims.iter().map(|c| (c.name.as_str(), c.value.as_str())),
+        day,
+    )
 }

@@ -44,10 +44,7 @@ impl Now {
 }
 
 /// 0 = Monday … 6 = Sunday.
-pub fn weekday(day: Day) -> usize {
-    // 1970-01-01 was a Thursday.
-    (day + 3).rem_euclid(7) as usize
-}
+pub use hospital_schedule::weekday;
 
 /// `YYYY-MM-DD`.
 pub fn iso(day: Day) -> String {

@@ -4,35 +4,42 @@
 //! in their chats, see their place in today's queue, and cancel with a
 //! refund by a stated rule.
 //!
-//! The schedule lives in shared storage ([`catalog`], [`slots`]); each
-//! patient's appointments in their own storage ([`appointments`]). Every
-//! event runs in a fresh instance, so nothing is kept in memory.
+//! The schedule lives in shared storage ([`catalog`], `slots`), or, built
+//! with the `backend` feature, in the hospital's own booking system
+//! (`backend`); each patient's appointments in their own storage
+//! ([`appointments`]). Every event runs in a fresh instance, so nothing is
+//! kept in memory.
 
 mod appointments;
+#[cfg(feature = "backend")]
+mod backend;
 mod calendar;
 mod catalog;
 mod screens;
+#[cfg(not(feature = "backend"))]
 mod slots;
 mod store;
 
+// The backend build keeps the schedule and the slots in the hospital's own
+// system, behind the same functions.
+#[cfg(feature = "backend")]
+use backend as slots;
+
+use hospital_schedule::{MAX_UPCOMING, POLICY_FIELDS, POLICY_TYPE};
 use superapp_sdk::prelude::*;
 use superapp_sdk::{ConsentAnswer, DocumentOutcome, PaymentOutcome, PaymentResult};
 
 use appointments::{Appointment, State};
-use catalog::{Catalog, WINDOW_DAYS};
-
-/// Most upcoming appointments one patient may hold at once, so that no one
-/// can block a doctor's week.
-const MAX_UPCOMING: usize = 5;
-/// The credential type and fields of a health-insurance policy.
-const POLICY_TYPE: &str = "health-insurance";
-const POLICY_FIELDS: [&str; 3] = ["insurer", "policy-number", "valid-until"];
+use catalog::{Catalog, Local as _, WINDOW_DAYS};
 
 struct Hospital;
 
 impl App for Hospital {
     fn launch(ctx: &Context) -> Result<View, AppError> {
-        let catalog = catalog::load()?;
+        let catalog = match loaded()? {
+            Ok(c) => c,
+            Err(view) => return Ok(view),
+        };
         // App cards and links open an appointment or a department directly.
         if let Some(id) = ctx.param("appointment") {
             return show_appointment(&catalog, id, None);
@@ -44,7 +51,10 @@ impl App for Hospital {
     }
 
     fn event(_ctx: &Context, event: Event) -> Result<View, AppError> {
-        let catalog = catalog::load()?;
+        let catalog = match loaded()? {
+            Ok(c) => c,
+            Err(view) => return Ok(view),
+        };
         match event {
             Event::Action(a) => {
                 let value = a.value.as_deref().unwrap_or_default();
@@ -81,6 +91,34 @@ impl App for Hospital {
 
 superapp_sdk::export_app!(Hospital);
 
+/// Who holds a slot in shared storage: the patient's pseudonym. The
+/// backend build needs none (and does not import `identity`): the hospital's
+/// system knows the patient from the host's signed assertion.
+fn patient() -> Result<String, AppError> {
+    #[cfg(not(feature = "backend"))]
+    return Ok(identity::user_id()?);
+    #[cfg(feature = "backend")]
+    Ok(String::new())
+}
+
+/// The schedule, or the screen that says why it cannot be had: in the
+/// backend build the first request asks the patient (in a dialog the host
+/// draws) to let the app contact the hospital's booking system.
+fn loaded() -> Result<Result<Catalog, View>, AppError> {
+    match catalog::load() {
+        Ok(c) => Ok(Ok(c)),
+        Err(AppError::Capability(Error::ConsentRequired(_))) => Ok(Err(screens::waiting(
+            "Allow City Hospital",
+            "City Hospital keeps its schedule in its own booking system. Allow the app to contact it in the dialog.",
+        ))),
+        Err(AppError::Capability(Error::Denied(why))) => Ok(Err(screens::problem(
+            "Cannot reach the hospital",
+            &format!("Booking needs the hospital's own system, and {why}."),
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
 fn home(catalog: &Catalog) -> Result<View, AppError> {
     let now = catalog.now();
     let mut today = None;
@@ -106,7 +144,7 @@ fn department(catalog: &Catalog, id: &str) -> Result<View, AppError> {
     let now = catalog.now();
     let mut doctors = Vec::new();
     for d in catalog.doctors_in(&dept.id) {
-        let next = appointments::next_free(d, &now)?
+        let next = slots::next_free(catalog, d, &now)?
             .map(|(day, at)| (day, at, now.unix_of(day, at).saturating_sub(now.unix)));
         doctors.push(screens::DoctorSummary { doctor: d, next });
     }
@@ -129,7 +167,7 @@ fn doctor(
     let now = catalog.now();
     let day = match day {
         Some(day) => day,
-        None => appointments::next_free(d, &now)?.map_or(now.day, |(day, _)| day),
+        None => slots::next_free(catalog, d, &now)?.map_or(now.day, |(day, _)| day),
     };
     if day < now.day || day >= now.day + WINDOW_DAYS {
         return Ok(screens::problem(
@@ -137,7 +175,7 @@ fn doctor(
             &format!("Appointments can be booked from today up to {WINDOW_DAYS} days ahead."),
         ));
     }
-    let offered: Vec<_> = catalog::day_slots(day)?
+    let offered: Vec<_> = catalog::day_slots(catalog, day)?
         .remove(&d.id)
         .unwrap_or_default()
         .into_iter()
@@ -165,7 +203,9 @@ fn take(catalog: &Catalog, value: &str) -> Result<View, AppError> {
         return Err(AppError::BadRequest(format!("no such slot `{value}`")));
     };
     let now = catalog.now();
-    let offered = catalog::day_slots(day)?.remove(&d.id).unwrap_or_default();
+    let offered = catalog::day_slots(catalog, day)?
+        .remove(&d.id)
+        .unwrap_or_default();
     let ahead = day > now.day || (day == now.day && at > now.minutes);
     if !offered.contains(&at) || !ahead {
         return doctor(
@@ -194,7 +234,7 @@ fn take(catalog: &Catalog, value: &str) -> Result<View, AppError> {
         };
         appointments::save(&old)?;
     }
-    let me = identity::user_id()?;
+    let me = patient()?;
     let id = appointments::new_reference();
     let key = slots::key(&d.id, day, at);
     match slots::take(&key, &me, &id, now.unix)? {
@@ -287,11 +327,9 @@ fn policy_answer(catalog: &Catalog, outcome: DocumentOutcome) -> Result<View, Ap
             let Some(mut a) = appointments::of_request(&p.request_id)? else {
                 return home(catalog);
             };
-            let note = match appointments::policy(&p.claims, a.day) {
-                Ok(insurance) => {
-                    if let Some(d) = catalog.doctor(&a.doctor) {
-                        a.fee = d.co_payment;
-                    }
+            let note = match checked_policy(catalog, &a, &p)? {
+                Ok((insurance, fee)) => {
+                    a.fee = fee;
                     let note = format!(
                         "Insured with {}: you pay the co-payment.",
                         insurance.insurer
@@ -321,6 +359,29 @@ fn policy_answer(catalog: &Catalog, outcome: DocumentOutcome) -> Result<View, Ap
         return show_appointment(catalog, &a.id, Some(&note));
     }
     Ok(screens::confirm(catalog, &a, &now, Some(&note)))
+}
+
+/// The policy the patient shared and the fee it brings, or why it cannot
+/// be used. The hospital's own system checks it where there is one.
+fn checked_policy(
+    catalog: &Catalog,
+    a: &Appointment,
+    p: &superapp_sdk::Presentation,
+) -> Result<Result<(appointments::Insurance, u64), String>, AppError> {
+    let insurance = match appointments::policy(&p.claims, a.day) {
+        Ok(insurance) => insurance,
+        Err(why) => return Ok(Err(why)),
+    };
+    #[cfg(feature = "backend")]
+    {
+        let _ = catalog;
+        Ok(slots::insurance(&a.id, &p.envelope)?.map(|fee| (insurance, fee)))
+    }
+    #[cfg(not(feature = "backend"))]
+    {
+        let fee = catalog.doctor(&a.doctor).map_or(a.fee, |d| d.co_payment);
+        Ok(Ok((insurance, fee)))
+    }
 }
 
 fn pay(catalog: &Catalog, id: &str) -> Result<View, AppError> {
@@ -398,7 +459,7 @@ fn payment(catalog: &Catalog, result: PaymentResult) -> Result<View, AppError> {
     match result.outcome {
         PaymentOutcome::Paid => {
             let paid_twice = a.state == State::Booked && a.order.as_deref() != Some(order.as_str());
-            let me = identity::user_id()?;
+            let me = patient()?;
             if paid_twice {
                 // A second sheet for the same appointment was paid too.
                 payments::refund(&order, amount, &format!("duplicate-{order}"))?;
@@ -408,7 +469,7 @@ fn payment(catalog: &Catalog, result: PaymentResult) -> Result<View, AppError> {
                     Some("You paid twice; the second payment was refunded."),
                 );
             }
-            if slots::book(&a.slot_key(), &me, &a.id, now.unix)? {
+            if slots::book(&a.slot_key(), &me, &a.id, &order, now.unix)? {
                 a.state = State::Booked;
                 a.order = Some(order);
                 appointments::save(&a)?;
@@ -566,9 +627,18 @@ fn mine(catalog: &Catalog) -> Result<View, AppError> {
 }
 
 fn about(catalog: &Catalog) -> Result<View, AppError> {
-    let seeded = store::shared_get::<i64>("stats/catalog-seeded")?.unwrap_or(0);
-    let days = store::shared_get::<i64>("stats/days-generated")?.unwrap_or(0);
-    Ok(screens::about(catalog, seeded, days))
+    #[cfg(not(feature = "backend"))]
+    let schedule = {
+        let seeded = store::shared_get::<i64>("stats/catalog-seeded")?.unwrap_or(0);
+        let days = store::shared_get::<i64>("stats/days-generated")?.unwrap_or(0);
+        [
+            ("Catalog set up", format!("{seeded} time(s)")),
+            ("Days generated", days.to_string()),
+        ]
+    };
+    #[cfg(feature = "backend")]
+    let schedule = [("Kept by", format!("{}'s booking system", catalog.hospital))];
+    Ok(screens::about(catalog, &schedule))
 }
 
 fn describe(e: &Error) -> String {

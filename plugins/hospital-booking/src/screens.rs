@@ -342,7 +342,7 @@ pub fn mine(catalog: &Catalog, all: &[Appointment], now: &Now) -> View {
     view.divider().button(back_home())
 }
 
-pub fn about(catalog: &Catalog, seeded: i64, days: i64) -> View {
+pub fn about(catalog: &Catalog, schedule: &[(&str, String)]) -> View {
     let mut fees: Vec<(String, String)> = catalog
         .doctors
         .iter()
@@ -372,10 +372,7 @@ pub fn about(catalog: &Catalog, seeded: i64, days: i64) -> View {
             format!("You can book up to {WINDOW_DAYS} days ahead."),
         ])
         .subheading("Schedule")
-        .push(Element::details([
-            ("Catalog set up", format!("{seeded} time(s)")),
-            ("Days generated", days.to_string()),
-        ]))
+        .push(Element::details(schedule.iter().cloned()))
         .divider()
         .button(back_home())
 }

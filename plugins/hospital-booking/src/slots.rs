@@ -6,11 +6,11 @@
 use serde::{Deserialize, Serialize};
 use superapp_sdk::prelude::*;
 
-use crate::calendar::{self, Day, Minutes};
+use crate::calendar::{self, Day, Minutes, Now};
+use crate::catalog::{self, Catalog, Doctor};
 use crate::store;
 
-/// How long a slot is held while the patient pays, in seconds.
-pub const HOLD_SECS: u64 = 10 * 60;
+pub use hospital_schedule::HOLD_SECS;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
@@ -95,7 +95,13 @@ pub fn take(key: &str, me: &str, appointment: &str, now: u64) -> Result<Take, Ap
 /// Turn `me`'s paid hold into a booking. A hold that ran out still
 /// becomes a booking if nobody took the slot meanwhile; `false` if
 /// someone did.
-pub fn book(key: &str, me: &str, appointment: &str, now: u64) -> Result<bool, AppError> {
+pub fn book(
+    key: &str,
+    me: &str,
+    appointment: &str,
+    _order: &str,
+    now: u64,
+) -> Result<bool, AppError> {
     let booked = Slot::Booked {
         by: me.to_string(),
         appointment: appointment.to_string(),
@@ -161,4 +167,25 @@ pub fn booked(doctor: &str, day: Day) -> Result<Vec<Minutes>, AppError> {
     }
     out.sort_unstable();
     Ok(out)
+}
+
+/// The first slot of `doctor` nobody has, from now on, within the window.
+pub fn next_free(
+    catalog: &Catalog,
+    doctor: &Doctor,
+    now: &Now,
+) -> Result<Option<(Day, Minutes)>, AppError> {
+    for day in now.day..now.day + catalog::WINDOW_DAYS {
+        let offered = catalog::day_slots(catalog, day)?
+            .remove(&doctor.id)
+            .unwrap_or_default();
+        let ahead: Vec<Minutes> = offered
+            .into_iter()
+            .filter(|&m| day > now.day || m > now.minutes)
+            .collect();
+        if let Some(first) = free(&doctor.id, day, &ahead, now.unix)?.first() {
+            return Ok(Some((day, *first)));
+        }
+    }
+    Ok(None)
 }

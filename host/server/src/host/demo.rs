@@ -48,7 +48,7 @@ pub const DEMO_USERS: [DemoUser; 2] = [
 /// The demo's issuers: (id, name).
 const ISSUERS: [(&str, &str); 2] = [
     ("gov.civil-registry", "Civil Registry"),
-    ("ins.national-health", "National Health Insurance"),
+    (DEMO_INSURER, "National Health Insurance"),
 ];
 
 /// The claims of a demo document.
@@ -90,25 +90,30 @@ fn claims(
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+/// The demo's health insurer, whose policies the hospital's own booking
+/// system accepts.
+pub const DEMO_INSURER: &str = "ins.national-health";
+
+/// The key of demo issuer `id`: made once and kept (0600) beside the data,
+/// in `DATA_DIR/demo-issuers/ID.json`.
+pub fn demo_issuer_key(data_dir: &Path, id: &str) -> Result<IssuerKeyFile, HostError> {
+    let issuers_dir = data_dir.join("demo-issuers");
+    std::fs::create_dir_all(&issuers_dir)
+        .map_err(|e| HostError::Invalid(format!("cannot create {}: {e}", issuers_dir.display())))?;
+    let path = issuers_dir.join(format!("{id}.json"));
+    load_or_create_private(&path, || {
+        Ok(serde_json::to_vec_pretty(&IssuerKeyFile::generate(id)?)?)
+    })
+    .and_then(|b| Ok(serde_json::from_slice::<IssuerKeyFile>(&b)?))
+    .map_err(|e| HostError::Invalid(format!("demo issuer key {}: {e:#}", path.display())))
+}
+
 impl Host {
     /// Seed the demo data; what already exists is left as it is.
     pub async fn seed_demo(&self, data_dir: &Path) -> Result<(), HostError> {
-        let issuers_dir = data_dir.join("demo-issuers");
-        std::fs::create_dir_all(&issuers_dir).map_err(|e| {
-            HostError::Invalid(format!("cannot create {}: {e}", issuers_dir.display()))
-        })?;
         let mut keys = Vec::new();
         for (id, name) in ISSUERS {
-            let path = issuers_dir.join(format!("{id}.json"));
-            // The issuer's key is made once and kept (0600) beside the data.
-            let bytes = load_or_create_private(&path, || {
-                Ok(serde_json::to_vec_pretty(&IssuerKeyFile::generate(id)?)?)
-            })
-            .and_then(|b| Ok(serde_json::from_slice::<IssuerKeyFile>(&b)?))
-            .map_err(|e| {
-                HostError::Invalid(format!("demo issuer key {}: {e:#}", path.display()))
-            })?;
-            let key = bytes;
+            let key = demo_issuer_key(data_dir, id)?;
             match self
                 .documents
                 .add_issuer(&self.audit, "demo", id, name, &key.public_key)

@@ -39,7 +39,7 @@ use superapp_services::registry::{Registry, RegistryError};
 use superapp_store::{Quota, Store, StoreError, StoreKv};
 
 pub use backup::{BackupManifest, BACKUP_FORMAT, FILES, MANIFEST, SNAPSHOT};
-pub use demo::{DemoUser, DEMO_PASSWORD, DEMO_USERS};
+pub use demo::{demo_issuer_key, DemoUser, DEMO_INSURER, DEMO_PASSWORD, DEMO_USERS};
 pub use prompts::{Answer, Answered};
 pub use wallet::{Transfer, TransferDone};
 

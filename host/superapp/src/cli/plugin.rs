@@ -57,6 +57,11 @@ pub enum PluginCommand {
         /// No progress display.
         #[arg(long, short)]
         quiet: bool,
+        /// Cargo features of the plugin crate to build with (comma
+        /// separated or repeated), e.g. a build that talks to the
+        /// provider's backend.
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
     },
     /// Check a component against its manifest: every import must be a
     /// superapp:plugin interface declared under [capabilities.*].
@@ -166,9 +171,14 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             println!("next: superapp plugin build {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        PluginCommand::Build { dir, out, quiet } => {
+        PluginCommand::Build {
+            dir,
+            out,
+            quiet,
+            features,
+        } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            let built = plugin_build::build(&dir, out.as_deref(), !quiet)?;
+            let built = plugin_build::build_with(&dir, out.as_deref(), !quiet, &features)?;
             warn_on_contract_mismatch(&built.component);
             let size = std::fs::metadata(&built.component)
                 .map(|m| m.len())

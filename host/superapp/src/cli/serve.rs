@@ -1,6 +1,7 @@
 //! `superapp serve`: run the host.
 
 use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -43,26 +44,62 @@ pub struct ServeArgs {
     /// plugins/ folder).
     #[arg(long, default_value = "plugins", requires = "demo")]
     plugins: PathBuf,
+    /// With --demo: also run City Hospital's own booking system (the
+    /// hospital-backend example) on --hospital-backend-listen, and serve
+    /// the hospital app built to book through it (`--features backend`,
+    /// its plugin.backend.toml, version 1.1.0) instead of the one that
+    /// keeps the schedule in shared storage. The host may reach it over
+    /// plain http on loopback, and nothing else of the kind.
+    #[arg(long, requires = "demo")]
+    hospital_backend: bool,
+    /// Where the demo's hospital backend listens (a loopback address).
+    #[arg(long, default_value = "127.0.0.1:8081", requires = "hospital_backend")]
+    hospital_backend_listen: SocketAddr,
 }
+
+/// The name the demo's hospital app reaches its backend by (`.localhost`
+/// names are loopback by definition); the operator's configuration maps
+/// it to the backend's address.
+const DEMO_BACKEND_HOST: &str = "booking.cityhospital.localhost";
+/// The origin `plugin.backend.toml` lists, which the demo replaces.
+const PUBLISHED_BACKEND_ORIGIN: &str = "https://booking.cityhospital.example";
 
 /// The mini-programs `--demo` serves.
 const DEMO_APPS: [&str; 3] = ["hospital-booking", "city-payments", "document-wallet"];
 
 /// Build the demo's apps into `DATA_DIR/demo-apps` (one folder per app, as
 /// `--apps` reads it). Without sources, apps built by an earlier start are
-/// served again.
-fn demo_apps(plugins: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
+/// served again. With `backend`, the hospital app is its backend build,
+/// listing that origin.
+fn demo_apps(plugins: &Path, data_dir: &Path, backend: Option<&str>) -> anyhow::Result<PathBuf> {
     let apps = data_dir.join("demo-apps");
     for name in DEMO_APPS {
         let source = plugins.join(name);
         let target = apps.join(name);
         if source.join("Cargo.toml").exists() {
+            let (features, manifest) = match backend {
+                Some(_) if name == "hospital-booking" => {
+                    (vec!["backend".to_string()], "plugin.backend.toml")
+                }
+                _ => (Vec::new(), "plugin.toml"),
+            };
             eprintln!("building the demo app {name}");
-            let built = crate::plugin_build::build(&source, None, std::io::stderr().is_terminal())?;
+            let built = crate::plugin_build::build_with(
+                &source,
+                None,
+                std::io::stderr().is_terminal(),
+                &features,
+            )?;
             std::fs::create_dir_all(&target)
                 .with_context(|| format!("cannot create {}", target.display()))?;
-            std::fs::copy(source.join("plugin.toml"), target.join("plugin.toml"))
-                .with_context(|| format!("cannot copy {name}'s plugin.toml"))?;
+            let text = std::fs::read_to_string(source.join(manifest))
+                .with_context(|| format!("cannot read {name}'s {manifest}"))?;
+            let text = match backend {
+                Some(origin) => text.replace(PUBLISHED_BACKEND_ORIGIN, origin),
+                None => text,
+            };
+            std::fs::write(target.join("plugin.toml"), text)
+                .with_context(|| format!("cannot write {name}'s plugin.toml"))?;
             std::fs::copy(&built.component, target.join(format!("{name}.wasm")))
                 .with_context(|| format!("cannot copy {name}'s component"))?;
         } else if !target.join("plugin.toml").exists() {
@@ -93,19 +130,81 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(l) = args.listen {
         file.listen = Some(l);
     }
+    let mut backend = None;
     if args.demo {
         let data_dir = file
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("./superapp-data"));
-        file.apps_dir = Some(demo_apps(&args.plugins, &data_dir)?);
+        let origin = args.hospital_backend.then(|| {
+            let listen = args.hospital_backend_listen;
+            allow_demo_backend(&mut file, listen);
+            format!("http://{DEMO_BACKEND_HOST}:{}", listen.port())
+        });
+        file.apps_dir = Some(demo_apps(&args.plugins, &data_dir, origin.as_deref())?);
         file.dev_approve = Some(true);
         file.demo = Some(true);
+        if let Some(origin) = origin {
+            backend = Some(demo_backend_config(&data_dir, origin)?);
+        }
     }
     let config = file.resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(superapp_server::server::serve(config))?;
+    runtime.block_on(async {
+        if let Some(backend) = backend {
+            let listen = args.hospital_backend_listen;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} for the hospital backend"))?;
+            eprintln!(
+                "demo: City Hospital's booking system on http://{listen} ({})",
+                backend.origin
+            );
+            tokio::spawn(async move {
+                if let Err(e) = hospital_backend::serve(listener, backend).await {
+                    eprintln!("the demo's hospital backend stopped: {e}");
+                }
+            });
+        }
+        superapp_server::server::serve(config).await
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Let the host reach the demo's hospital backend, and only it, on
+/// loopback over plain http.
+fn allow_demo_backend(file: &mut FileConfig, listen: SocketAddr) {
+    let origin = format!("{DEMO_BACKEND_HOST}:{}", listen.port());
+    file.http_plain_origins
+        .get_or_insert_with(Vec::new)
+        .push(origin);
+    file.http_private_hosts
+        .get_or_insert_with(Vec::new)
+        .push(DEMO_BACKEND_HOST.to_string());
+    file.http_hosts
+        .get_or_insert_with(Default::default)
+        .insert(DEMO_BACKEND_HOST.to_string(), vec![listen.ip().to_string()]);
+}
+
+/// The demo hospital backend's trust: this host's key (made now if this is
+/// the data directory's first start) and the demo's health insurer.
+fn demo_backend_config(
+    data_dir: &Path,
+    origin: String,
+) -> anyhow::Result<hospital_backend::Config> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let host_key = superapp_services::documents::HostKey::load_or_create(data_dir)?;
+    let insurer =
+        superapp_server::host::demo_issuer_key(data_dir, superapp_server::host::DEMO_INSURER)?;
+    let key =
+        |b64: &str| superapp_sdk::credentials::public_key(b64).map_err(|e| anyhow::anyhow!("{e}"));
+    Ok(hospital_backend::Config {
+        host_key: key(&host_key.public_key())?,
+        origin,
+        app: "dev.superapp.hospital-booking".into(),
+        insurers: vec![(insurer.issuer.clone(), key(&insurer.public_key)?)],
+    })
 }

@@ -183,6 +183,7 @@ impl App for Probe {
                         .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
                 )
             }
+            "http-origins" => report(http::origins().map(|o| o.join(" "))),
             "clock" => format!("ok: {}", clock::unix_seconds()),
             "random" => format!("ok: {}", random::bytes(64).len()),
             other => return Err(AppError::BadRequest(format!("unknown probe `{other}`"))),

@@ -62,6 +62,20 @@ impl wit::Host for HostState {
             body: r.body,
         }))
     }
+
+    async fn origins(&mut self) -> wasmtime::Result<Result<Vec<String>, Error>> {
+        // The app's own manifest, which its auditors and users already see:
+        // declared is enough, nothing about the user is told.
+        if let Err(e) = self.require_level(Capability::Http, ConsentLevel::None, None) {
+            return Ok(Err(e));
+        }
+        Ok(Ok(self
+            .app
+            .origins()
+            .iter()
+            .map(|o| o.to_string())
+            .collect()))
+    }
 }
 
 /// Sends the `http` capability's requests. The error is what the

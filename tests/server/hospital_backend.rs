@@ -1,0 +1,172 @@
+//! The hospital app's backend build end to end: the real host, the
+//! hospital's own booking system (examples/hospital-backend) on a loopback
+//! port, and patients in the real sheets. The schedule, the holds and the
+//! bookings live in the backend, which knows each patient only by the
+//! host's signed assertion, checks the insurance presentation itself and
+//! makes a booking final on the host's signed payment callback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::apps::{serve_with, setup};
+use crate::common::*;
+use crate::hospital::{
+    act, badges, balance, buttons, pairs, pay, prompt, restart_with, shows, take, weber_slot,
+    HOSPITAL,
+};
+use hospital_backend::{Booking, BookingState, Hospital};
+
+/// Wait (up to 20 s) until the backend's booking `reference` passes `test`.
+async fn booking_when(
+    hospital: &Hospital,
+    reference: &str,
+    test: impl Fn(&Booking) -> bool,
+) -> Booking {
+    for _ in 0..200 {
+        if let Some(b) = hospital
+            .bookings()
+            .into_iter()
+            .find(|b| b.reference == reference)
+        {
+            if test(&b) {
+                return b;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "booking {reference} never got there: {:?}",
+        hospital.bookings()
+    );
+}
+
+#[tokio::test]
+async fn the_backend_build_books_through_the_hospitals_own_system() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = format!("http://booking.test:{port}");
+
+    // The backend build, listing this backend (and its callback URL).
+    let s = setup(&[]);
+    install_build(
+        &s.apps,
+        "hospital-booking",
+        &["backend"],
+        "plugin.backend.toml",
+    );
+    let manifest = s.apps.join("hospital-booking/plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(
+        !text.contains("shared-storage"),
+        "the backend build keeps no schedule of its own"
+    );
+    std::fs::write(
+        &manifest,
+        text.replace("https://booking.cityhospital.example", &origin),
+    )
+    .unwrap();
+    let plain = format!("booking.test:{port}");
+    let env = [
+        ("SUPERAPP_HTTP_PLAIN_ORIGINS", plain.as_str()),
+        ("SUPERAPP_HTTP_PRIVATE_HOSTS", "booking.test"),
+        ("SUPERAPP_HTTP_HOSTS", "booking.test=127.0.0.1"),
+    ];
+    let server = serve_with(&s, &env);
+    for user in ["alice", "bob"] {
+        Client::signed_up(&server, user).await;
+    }
+    let (_server, clients) = restart_with(&s, server, &["alice", "bob"], &["alice"], &env).await;
+    let (alice, bob) = (&clients[0], &clients[1]);
+
+    // The hospital trusts this host's key and the insurer's.
+    let (_, host_key) = alice.get("/host-key").await;
+    let key = |b64: &str| superapp_sdk::credentials::public_key(b64).unwrap();
+    let insurer = std::fs::read_to_string(s.data.with_file_name("issuer.pub")).unwrap();
+    let hospital = Arc::new(Hospital::new(
+        hospital_backend::Config {
+            host_key: key(host_key["public_key"].as_str().unwrap()),
+            origin: origin.clone(),
+            app: HOSPITAL.into(),
+            insurers: vec![("gov.health".into(), key(&insurer))],
+        },
+        Box::new(hospital_backend::system_now),
+    ));
+    let router = hospital_backend::router(hospital.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    // The first launch asks alice, in the host's dialog, to let the app
+    // contact the hospital's system, naming it.
+    let (_, first) = alice
+        .post(&format!("/apps/{HOSPITAL}/launch"), json!({}))
+        .await;
+    assert!(shows(&first, "Allow City Hospital"), "{first}");
+    let consent = prompt(alice, "consent").await;
+    assert_eq!(consent["capability"], "http");
+    assert!(consent.to_string().contains(&origin), "{consent}");
+    let home = alice.approve(&consent, json!({})).await;
+    assert!(shows(&home, "General medicine"), "{home}");
+
+    // She picks Dr. Weber at least two days ahead: the times come from
+    // the backend's schedule.
+    let slot = weber_slot(alice, 2).await;
+    let held = take(alice, &slot).await;
+    assert_eq!(badges(&held), ["Held for you"], "{held}");
+    let reference = pairs(&held)["Reference"].clone();
+    assert_eq!(pairs(&held)["Fee"], "EUR 40.00");
+    let at_backend = booking_when(&hospital, &reference, |_| true).await;
+    assert_eq!(at_backend.state, BookingState::Held);
+    assert!(
+        !at_backend.patient.is_empty() && !at_backend.patient.contains("alice"),
+        "the backend knows a pseudonym, not the name: {}",
+        at_backend.patient
+    );
+
+    // The backend keeps the time for her: bob cannot take it.
+    let launch = bob
+        .post(&format!("/apps/{HOSPITAL}/launch"), json!({}))
+        .await
+        .1;
+    let consent = prompt(bob, "consent").await;
+    assert!(shows(&launch, "Allow City Hospital"));
+    bob.approve(&consent, json!({})).await;
+    assert!(shows(&take(bob, &slot).await, "just taken"));
+
+    // Her policy is checked by the hospital's system, which then asks
+    // only the co-payment.
+    act(alice, "insurance", Some(&reference), json!({})).await;
+    let sheet = prompt(alice, "document").await;
+    let insured = alice.approve(&sheet, json!({})).await;
+    assert_eq!(pairs(&insured)["Co-payment"], "EUR 10.00", "{insured}");
+    let at_backend = booking_when(&hospital, &reference, |_| true).await;
+    assert_eq!(at_backend.fee, 1_000);
+    assert_eq!(
+        at_backend
+            .insurance
+            .as_ref()
+            .map(|i| i.policy_number.as_str()),
+        Some("P-4711")
+    );
+
+    // Paid: booked as before, and final at the backend once the host's
+    // signed callback arrives, counted once.
+    let paid = pay(alice, "alice", &reference).await;
+    assert!(shows(&paid, "Paid and booked"), "{paid}");
+    assert_eq!(balance(alice).await, 10_000 - 1_000);
+    let booked = booking_when(&hospital, &reference, |b| b.state == BookingState::Booked).await;
+    assert_eq!(booked.paid, 1_000);
+    let department = act(bob, "department", Some("general"), json!({})).await;
+    assert!(buttons(&department, "take").iter().all(|(_, v)| *v != slot));
+
+    // Cancelled days ahead: all of it back, the refund on the backend's
+    // books by callback, and the time free for bob.
+    let done = act(alice, "cancel-confirm", Some(&reference), json!({})).await;
+    assert_eq!(badges(&done), ["Cancelled"], "{done}");
+    assert_eq!(balance(alice).await, 10_000);
+    let cancelled = booking_when(&hospital, &reference, |b| b.refunded == 1_000).await;
+    assert_eq!(cancelled.state, BookingState::Cancelled);
+    assert_eq!(cancelled.paid, 1_000, "no delivery was applied twice");
+    let bobs = take(bob, &slot).await;
+    assert_eq!(badges(&bobs), ["Held for you"], "{bobs}");
+}

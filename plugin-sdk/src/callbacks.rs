@@ -1,8 +1,10 @@
 //! Provider callbacks: what the host tells an app's backend directly, so
 //! the provider's books match the ledger without trusting the app.
 //!
-//! When a payment to an app's publisher settles or is refunded, the host
-//! POSTs a JSON [`Notification`] to the callback URL in the app's manifest
+//! When a payment to an app's publisher settles or is refunded, or a user
+//! shares a document with an app whose manifest delivers documents to its
+//! backend, the host POSTs a JSON [`Notification`] to the callback URL in
+//! the app's manifest
 //! (`[callbacks] url = "https://…"`). Each delivery is signed with the
 //! host's Ed25519 key (served at `/api/v1/host-key`) over its id, its time
 //! and the body's SHA-256, in the `superapp-signature` header:
@@ -28,7 +30,7 @@ pub const TOLERANCE_SECS: u64 = 300;
 pub struct Notification {
     /// The delivery id: the same on every retry of one notification.
     pub id: String,
-    /// `payment.settled` or `payment.refunded`.
+    /// `payment.settled`, `payment.refunded` or `document.presented`.
     pub kind: String,
     pub app: String,
     /// The user's pseudonymous id for this app (what `identity` gives it
@@ -40,10 +42,18 @@ pub struct Notification {
     pub currency: String,
     /// Total refunded so far on the order, in minor units.
     pub refunded: u64,
-    /// The idempotency key the app gave its payment request.
+    /// The idempotency key the app gave its payment request; for a
+    /// document, the app's document request id.
     pub reference: String,
     /// When the event happened, seconds since the Unix epoch.
     pub at: u64,
+    /// `document.presented`: what the user shared, for an app whose
+    /// manifest delivers documents to its backend. Verify it as any
+    /// presentation ([`crate::credentials::verify_presentation`]); the app
+    /// got only the request's outcome, never these fields. The payment
+    /// fields are then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presentation: Option<crate::credentials::PresentationEnvelope>,
 }
 
 /// The bytes the host signs for delivery `id` at time `t` of `body`.
@@ -135,6 +145,7 @@ mod tests {
             refunded: 0,
             reference: "booking-1".into(),
             at: 1_000,
+            presentation: None,
         };
         let body = serde_json::to_vec(&n).unwrap();
         let sig = host.sign(&signing_input("d1", 1_000, &body)).to_bytes();

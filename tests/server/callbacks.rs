@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::apps::texts;
 use crate::common::*;
-use crate::http::start;
+use crate::http::{start, start_with};
 
 const PROBE: &str = "dev.superapp.testing.probe";
 
@@ -257,4 +257,149 @@ async fn payments_and_refunds_reach_the_backend_signed_retried_and_once_each() {
         "{outcomes:?}"
     );
     assert!(outcomes.contains(&"failed, will retry"), "{outcomes:?}");
+}
+
+/// An app whose manifest delivers documents to its backend never holds
+/// what a user shares: the sandbox hears only that it was shared, the
+/// user's sheet says where it goes, and the backend gets the presentation,
+/// signed by the host, which verifies with the issuer's and the host's
+/// public keys and names the user by the app's pseudonym.
+#[tokio::test]
+async fn a_document_for_the_backend_reaches_it_signed_and_never_the_app() {
+    let (port, inbox) = backend(0).await;
+    let (_s, server) = start_with(port, |m| {
+        m.replace(
+            "[capabilities.documents]\n",
+            "[capabilities.documents]\ndeliver = \"backend\"\n",
+        )
+    })
+    .await;
+    let mut alice = Client::signed_up(&server, "alice").await;
+    alice.token = Some(alice.login("alice", "alice-password").await);
+
+    // An insurer the operator trusts issues alice a card.
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("issuer.json");
+    let issuer_pk = crate::documents::ok(&[
+        "issuer",
+        "keygen",
+        "--id",
+        "gov.health",
+        "--out",
+        key.to_str().unwrap(),
+    ]);
+    let issuer_pk = issuer_pk.trim();
+    let added = http_client()
+        .post(format!("{}/operator/issuers", server.base))
+        .bearer_auth(server.operator_token())
+        .json(&json!({"id": "gov.health", "name": "Health Insurance Agency", "public_key": issuer_pk}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::CREATED);
+    let claims = tmp.path().join("claims.json");
+    std::fs::write(
+        &claims,
+        r#"{"insurer": "AOK", "policy-number": "P-4711", "birth-date": "1990-01-01"}"#,
+    )
+    .unwrap();
+    let card = tmp.path().join("card.json");
+    crate::documents::ok(&[
+        "issuer",
+        "issue",
+        "--key",
+        key.to_str().unwrap(),
+        "--user",
+        "alice",
+        "--type",
+        "insurance-card",
+        "--claims",
+        claims.to_str().unwrap(),
+        "--out",
+        card.to_str().unwrap(),
+    ]);
+    let issuance: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&card).unwrap()).unwrap();
+    let (status, body) = alice.post("/credentials", issuance).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // The probe asks; the sheet tells alice where it goes.
+    let asked = alice
+        .act(
+            PROBE,
+            "documents",
+            None,
+            json!({"type": "insurance-card", "fields": "policy-number", "purpose": "Book"}),
+        )
+        .await;
+    let request = texts(&asked)[0]
+        .strip_prefix("ok: \"")
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let (_, prompts) = alice.get("/prompts").await;
+    let sheet = prompts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "document")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        sheet["document"]["deliver_to"],
+        format!("http://backend.test:{port}")
+    );
+    let answer = alice.approve(&sheet, json!({})).await;
+
+    // The app heard that it was shared, and nothing of it.
+    let seen = texts(&alice.act(PROBE, "last-event", None, json!({})).await)[0].clone();
+    assert!(seen.contains(&request) && seen.contains("Shared"), "{seen}");
+    assert!(seen.contains("claims: []"), "{seen}");
+    assert!(!seen.contains("P-4711"), "the app saw the field: {seen}");
+    let envelope = texts(&alice.act(PROBE, "last-envelope", None, json!({})).await)[0].clone();
+    assert_eq!(envelope, "ok: ", "no envelope for the app");
+    assert!(!answer.to_string().contains("P-4711"));
+
+    // The backend has it, sent before the app was told.
+    let attempts = inbox.lock().unwrap().attempts.clone();
+    assert_eq!(attempts.len(), 1, "delivered as the sheet was answered");
+    let (_, host) = alice.get("/host-key").await;
+    let host_key =
+        superapp_sdk::credentials::public_key(host["public_key"].as_str().unwrap()).unwrap();
+    let now = superapp_core::now_secs();
+    let n =
+        superapp_sdk::callbacks::verify(&attempts[0].0, &attempts[0].1, &host_key, now).unwrap();
+    assert_eq!(
+        (n.kind.as_str(), n.reference.as_str()),
+        ("document.presented", request.as_str())
+    );
+    assert_eq!(
+        format!("ok: {:?}", n.user),
+        texts(&alice.act(PROBE, "identity", None, json!({})).await)[0]
+    );
+    let presentation = n.presentation.expect("the presentation");
+    let trust = superapp_sdk::credentials::Trust {
+        issuer_key: superapp_sdk::credentials::public_key(issuer_pk).unwrap(),
+        host_key,
+        revoked: Vec::new(),
+    };
+    let expected = superapp_sdk::credentials::Expected {
+        audience: PROBE.into(),
+        nonce: None,
+        max_age_secs: 600,
+    };
+    let verified =
+        superapp_sdk::credentials::verify_presentation(&presentation, &trust, &expected, now)
+            .unwrap();
+    let shared: Vec<(&str, &str)> = verified
+        .claims
+        .iter()
+        .map(|c| (c.name.as_str(), c.value.as_str()))
+        .collect();
+    assert_eq!(
+        shared,
+        [("policy-number", "P-4711")],
+        "only what alice approved"
+    );
+    assert_eq!(verified.binding.user.as_deref(), Some(n.user.as_str()));
 }

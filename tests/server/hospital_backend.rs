@@ -133,10 +133,14 @@ async fn the_backend_build_books_through_the_hospitals_own_system() {
     bob.approve(&consent, json!({})).await;
     assert!(shows(&take(bob, &slot).await, "just taken"));
 
-    // Her policy is checked by the hospital's system, which then asks
-    // only the co-payment.
+    // Her policy goes from the host straight to the hospital's system,
+    // which checks it and then asks only the co-payment.
     act(alice, "insurance", Some(&reference), json!({})).await;
     let sheet = prompt(alice, "document").await;
+    assert_eq!(
+        sheet["document"]["deliver_to"], origin,
+        "the sheet says the policy goes to the hospital's system"
+    );
     let insured = alice.approve(&sheet, json!({})).await;
     assert_eq!(pairs(&insured)["Co-payment"], "EUR 10.00", "{insured}");
     let at_backend = booking_when(&hospital, &reference, |_| true).await;

@@ -79,9 +79,14 @@ async fn backend() -> (u16, Seen) {
 /// server whose operator lets `backend.test` (and only it) resolve to
 /// loopback.
 pub(crate) async fn start(port: u16) -> (Setup, Server) {
+    start_with(port, |m| m).await
+}
+
+/// [`start`] with the probe's manifest changed by `edit` first.
+pub(crate) async fn start_with(port: u16, edit: impl Fn(String) -> String) -> (Setup, Server) {
     let s = setup(&["testing/probe"]);
     let manifest = s.apps.join("probe/plugin.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+    let text = edit(std::fs::read_to_string(&manifest).unwrap()).replace(
         "origins = [\"https://backend.probe.test\"]",
         &format!(
             "origins = [\"http://backend.test:{port}\", \"http://sneaky.test:{port}\", \"http://mixed.test:{port}\", \"http://localhost:{port}\", \"http://noplain.test:{port}\"]"

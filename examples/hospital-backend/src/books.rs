@@ -2,11 +2,12 @@
 //! the rules that keep one patient per slot. Plain data and functions, no
 //! HTTP: the routes in `lib.rs` call these under one lock.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub use hospital_schedule::{Catalog, Doctor, Insurance, HOLD_SECS, MAX_UPCOMING, WINDOW_DAYS};
 use serde::{Deserialize, Serialize};
 use superapp_sdk::clock;
+use superapp_sdk::credentials::PresentationEnvelope;
 
 /// How long a slot stays kept for a patient whose app says they paid,
 /// until the host's signed callback confirms the money (it normally comes
@@ -46,6 +47,10 @@ pub struct Booking {
     /// was verified.
     pub fee: u64,
     pub insurance: Option<Insurance>,
+    /// The host's document request the patient's policy will come under.
+    pub policy_request: Option<String>,
+    /// Why the policy that came could not be used.
+    pub policy_problem: Option<String>,
     pub state: State,
     /// Until when a hold (or a payment on its way) keeps the slot.
     pub until: u64,
@@ -100,6 +105,15 @@ pub struct Books {
     pub applied: HashSet<String>,
     /// Nonces of presentations already accepted.
     pub presentations: HashSet<String>,
+    /// Presentations the host delivered before the app named their hold:
+    /// request id → (patient, presentation).
+    unlinked: HashMap<String, (String, PresentationEnvelope)>,
+}
+
+/// A presentation to check for a booking: the booking as it is now.
+pub struct ToCheck {
+    pub booking: Booking,
+    pub envelope: PresentationEnvelope,
 }
 
 impl Books {
@@ -212,6 +226,8 @@ impl Books {
             starts: catalog.unix_of(day, at),
             fee: d.fee,
             insurance: None,
+            policy_request: None,
+            policy_problem: None,
             state: State::Held,
             until: now + HOLD_SECS,
             order: None,
@@ -273,6 +289,87 @@ impl Books {
         }
         b.order = Some(order.to_string());
         Ok(b.clone())
+    }
+
+    /// The patient's policy for `reference` will arrive under the host's
+    /// document `request`; if it already did, it is to be checked now.
+    pub fn expect_policy(
+        &mut self,
+        patient: &str,
+        reference: &str,
+        request: &str,
+    ) -> Result<Option<ToCheck>, Refusal> {
+        let b = self.mine(patient, reference)?;
+        if b.state != State::Held {
+            return Err(Refusal::Conflict(
+                "only a held time can change its fee".into(),
+            ));
+        }
+        b.policy_request = Some(request.to_string());
+        b.policy_problem = None;
+        let booking = b.clone();
+        Ok(match self.unlinked.remove(request) {
+            Some((user, envelope)) if user == patient => Some(ToCheck { booking, envelope }),
+            Some(other) => {
+                self.unlinked.insert(request.to_string(), other);
+                None
+            }
+            None => None,
+        })
+    }
+
+    /// The host delivered what `user` shared under document `request`: the
+    /// booking it is for, to check, or kept until the app names it.
+    pub fn presented(
+        &mut self,
+        user: &str,
+        request: &str,
+        envelope: PresentationEnvelope,
+    ) -> Option<ToCheck> {
+        let booking = self
+            .bookings
+            .values()
+            .find(|b| b.patient == user && b.policy_request.as_deref() == Some(request));
+        match booking {
+            Some(b) => Some(ToCheck {
+                booking: b.clone(),
+                envelope,
+            }),
+            None => {
+                self.unlinked
+                    .insert(request.to_string(), (user.to_string(), envelope));
+                None
+            }
+        }
+    }
+
+    /// The outcome of checking a policy for `reference`: verified (with its
+    /// nonce, accepted once), it lowers the fee to `co_payment`.
+    pub fn policy_checked(
+        &mut self,
+        reference: &str,
+        outcome: Result<(Insurance, String), String>,
+        co_payment: u64,
+    ) {
+        let outcome = match outcome {
+            Ok((insurance, nonce)) if self.presentations.insert(nonce.clone()) => Ok(insurance),
+            Ok(_) => Err("this presentation was already used".to_string()),
+            Err(why) => Err(why),
+        };
+        let Some(b) = self.bookings.get_mut(reference) else {
+            return;
+        };
+        match outcome {
+            Ok(_) if b.state != State::Held => {
+                b.policy_problem = Some("the time is no longer held".into());
+            }
+            Ok(insurance) => {
+                b.fee = co_payment;
+                b.insurance = Some(insurance);
+                b.policy_problem = None;
+            }
+            Err(why) => b.policy_problem = Some(why),
+        }
     }
 
     /// Give up a hold, or cancel a booking; the slot is free again.

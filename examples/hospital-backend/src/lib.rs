@@ -178,6 +178,18 @@ impl Hospital {
     }
 }
 
+impl Hospital {
+    /// Check a delivered policy for its booking and record the outcome.
+    fn check_policy(&self, books: &mut Books, patient: &str, check: books::ToCheck) {
+        let outcome = self.policy(patient, &check.booking, &check.envelope, (self.now)());
+        let co_payment = self
+            .catalog
+            .doctor(&check.booking.doctor)
+            .map_or(check.booking.fee, |d| d.co_payment);
+        books.policy_checked(&check.booking.reference, outcome, co_payment);
+    }
+}
+
 type Shared = Arc<Hospital>;
 
 /// The backend's routes; `/superapp/callbacks` is the URL the app's
@@ -234,38 +246,28 @@ async fn hold(State(h): State<Shared>, headers: HeaderMap, Json(req): Json<HoldR
     Ok((StatusCode::CREATED, Json(booking)).into_response())
 }
 
-/// The patient shares their policy for a hold: verified, it lowers what
-/// they owe to the doctor's co-payment.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyRequest {
+    /// The host's document request the patient answers.
+    request: String,
+}
+
+/// The app asked the patient for their policy for a hold: it will come
+/// from the host, signed, under this document request (the app never
+/// holds it). Verified, it lowers what they owe to the co-payment.
 async fn insurance(
     State(h): State<Shared>,
     headers: HeaderMap,
     Path(reference): Path<String>,
-    Json(envelope): Json<credentials::PresentationEnvelope>,
+    Json(req): Json<PolicyRequest>,
 ) -> Answer {
     let patient = h.patient(&headers)?;
-    let now = (h.now)();
-    let booking = h.books().mine(&patient, &reference)?.clone();
-    if booking.state != BookingState::Held {
-        return Err(error(
-            StatusCode::CONFLICT,
-            "only a held slot can change its fee",
-        ));
-    }
-    let (insurance, nonce) = h
-        .policy(&patient, &booking, &envelope, now)
-        .map_err(|why| error(StatusCode::UNPROCESSABLE_ENTITY, why))?;
-    let co_payment = h.doctor(&booking.doctor)?.co_payment;
     let mut books = h.books();
-    if !books.presentations.insert(nonce) {
-        return Err(error(
-            StatusCode::CONFLICT,
-            "this presentation was already used",
-        ));
+    if let Some(check) = books.expect_policy(&patient, &reference, &req.request)? {
+        h.check_policy(&mut books, &patient, check);
     }
-    let b = books.mine(&patient, &reference)?;
-    b.fee = co_payment;
-    b.insurance = Some(insurance);
-    Ok(Json(b.clone()).into_response())
+    Ok(Json(books.mine(&patient, &reference)?.clone()).into_response())
 }
 
 #[derive(Deserialize)]
@@ -324,6 +326,18 @@ async fn callback(State(h): State<Shared>, headers: HeaderMap, body: axum::body:
         "payment.settled" => books.settled(&n.user, &n.reference, &n.order, n.amount, now),
         "payment.refunded" => {
             books.refunded(&n.reference, n.refunded);
+            None
+        }
+        "document.presented" => {
+            let Some(envelope) = n.presentation else {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "a presentation without its document",
+                ));
+            };
+            if let Some(check) = books.presented(&n.user, &n.reference, envelope) {
+                h.check_policy(&mut books, &n.user, check);
+            }
             None
         }
         _ => None,

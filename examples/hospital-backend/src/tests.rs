@@ -199,6 +199,7 @@ fn settled(id: &str, user: &str, reference: &str, amount: u64) -> Notification {
         refunded: 0,
         reference: format!("{reference}-{amount}"),
         at: 0,
+        presentation: None,
     }
 }
 
@@ -345,11 +346,35 @@ async fn a_payment_for_a_hold_that_ran_out_and_was_taken_is_owed_back() {
 }
 
 #[tokio::test]
-async fn a_verified_policy_of_the_patient_lowers_the_fee_once() {
+async fn a_policy_the_host_delivers_for_the_patient_lowers_the_fee_once() {
     let w = world();
     w.hold("p1", "HB-ONE", EIGHT).await;
-    let path = "/api/holds/HB-ONE/insurance";
+    let expect = |request: &str| {
+        let request = request.to_string();
+        let w = &w;
+        async move {
+            let (status, hold) = w
+                .call(
+                    "POST",
+                    "/api/holds/HB-ONE/insurance",
+                    Some("p1"),
+                    json!({ "request": request }),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{hold}");
+            hold
+        }
+    };
+    let mine = || async {
+        let (_, all) = w
+            .call("GET", "/api/appointments", Some("p1"), json!(null))
+            .await;
+        all["appointments"][0].clone()
+    };
 
+    // Refused: a policy no accepted insurer signed, one of an insurer the
+    // hospital does not take, one shared by another patient, and one the
+    // host did not sign the delivery of.
     let refusals = [
         (
             w.policy(&SigningKey::from_bytes(&[6; 32]), "gov.health", "p1", "n1"),
@@ -364,36 +389,102 @@ async fn a_verified_policy_of_the_patient_lowers_the_fee_once() {
             "another patient",
         ),
     ];
-    for (policy, why) in refusals {
-        let (status, answer) = w.call("POST", path, Some("p1"), policy).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-        let message = answer["error"]["message"].as_str().unwrap();
-        assert!(message.contains(why), "{message} should say {why}");
+    for (i, (policy, why)) in refusals.into_iter().enumerate() {
+        let request = format!("req-{i}");
+        expect(&request).await;
+        let (status, _) = w
+            .callback(
+                &w.host,
+                &presented(&format!("d{i}"), "p1", &request, policy),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let hold = mine().await;
+        let problem = hold["policy_problem"].as_str().unwrap_or_default();
+        assert!(problem.contains(why), "{problem} should say {why}");
+        assert_eq!(hold["fee"], 4_000, "nothing refused lowered it");
     }
-    let (_, hold) = w
-        .call("GET", "/api/appointments", Some("p1"), json!(null))
-        .await;
-    assert_eq!(
-        hold["appointments"][0]["fee"], 4_000,
-        "nothing refused lowered it"
-    );
-
     let good = w.policy(&w.insurer, "gov.health", "p1", "n4");
-    let (status, hold) = w.call("POST", path, Some("p1"), good.clone()).await;
-    assert_eq!(status, StatusCode::OK, "{hold}");
-    assert_eq!(hold["fee"], 1_000, "the co-payment");
+    let forger = SigningKey::from_bytes(&[4; 32]);
+    expect("req-good").await;
+    let (status, _) = w
+        .callback(
+            &forger,
+            &presented("d-forged", "p1", "req-good", good.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(mine().await["fee"], 4_000);
+
+    // The host's delivery of a good one: the co-payment.
+    w.callback(
+        &w.host,
+        &presented("d-good", "p1", "req-good", good.clone()),
+    )
+    .await;
+    let hold = mine().await;
+    assert_eq!(hold["fee"], 1_000, "the co-payment: {hold}");
     assert_eq!(hold["insurance"]["policy_number"], "P-4711");
 
-    // The same presentation cannot lower a second patient's or hold's fee.
+    // It may come before the app names its hold; it still counts, once.
     w.hold("p1", "HB-TWO", EIGHT + 20).await;
-    let (status, _) = w
-        .call("POST", "/api/holds/HB-TWO/insurance", Some("p1"), good)
+    let fresh = w.policy(&w.insurer, "gov.health", "p1", "n5");
+    w.callback(
+        &w.host,
+        &presented("d-early", "p1", "req-two", fresh.clone()),
+    )
+    .await;
+    let (_, two) = w
+        .call(
+            "POST",
+            "/api/holds/HB-TWO/insurance",
+            Some("p1"),
+            json!({"request": "req-two"}),
+        )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(two["fee"], 1_000, "{two}");
+    // The same presentation again, for another hold: refused.
+    w.hold("p1", "HB-THREE", EIGHT + 40).await;
+    let (_, three) = w
+        .call(
+            "POST",
+            "/api/holds/HB-THREE/insurance",
+            Some("p1"),
+            json!({"request": "req-three"}),
+        )
+        .await;
+    w.callback(&w.host, &presented("d-replay", "p1", "req-three", fresh))
+        .await;
+    let (_, all) = w
+        .call("GET", "/api/appointments", Some("p1"), json!(null))
+        .await;
+    let three_now = all["appointments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["reference"] == "HB-THREE")
+        .unwrap()
+        .clone();
+    assert_eq!(three["fee"], 4_000);
+    assert_eq!(three_now["fee"], 4_000, "{three_now}");
+    assert!(three_now["policy_problem"]
+        .as_str()
+        .unwrap()
+        .contains("already used"));
+}
 
-    // The co-payment then books it.
-    let (_, applied) = w
-        .callback(&w.host, &settled("d1", "p1", "HB-TWO", 4_000))
-        .await;
-    assert_eq!(applied["refund_due"], Value::Null);
+fn presented(id: &str, user: &str, request: &str, envelope: Value) -> Notification {
+    Notification {
+        id: id.into(),
+        kind: "document.presented".into(),
+        app: APP.into(),
+        user: user.into(),
+        order: String::new(),
+        amount: 0,
+        currency: String::new(),
+        refunded: 0,
+        reference: request.into(),
+        at: 0,
+        presentation: Some(serde_json::from_value(envelope).unwrap()),
+    }
 }

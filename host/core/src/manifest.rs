@@ -58,6 +58,9 @@ struct RawCapability {
     reason: String,
     /// Only for `http`: the origins the app may reach.
     origins: Option<Vec<String>>,
+    /// Only for `documents`: who receives what a user shares, `app` (the
+    /// default) or `backend` (the callback URL, never the app).
+    deliver: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +139,11 @@ pub struct Manifest {
     /// (`[callbacks] url`), if anywhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback: Option<Callback>,
+    /// `[capabilities.documents] deliver = "backend"`: what a user shares
+    /// goes to the callback URL, signed by the host, and the app learns
+    /// only that it was shared, never the fields.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub documents_to_backend: bool,
 }
 
 /// The provider's callback endpoint: an absolute URL under the same rules
@@ -192,6 +200,7 @@ impl Manifest {
         check_text("description", &raw.description, MAX_DESCRIPTION)?;
 
         let mut declared = Vec::new();
+        let mut documents_to_backend = false;
         for (name, cap) in raw.capabilities {
             let key = format!("capabilities.{name}");
             let capability = Capability::from_name(&name).ok_or_else(|| {
@@ -202,6 +211,22 @@ impl Manifest {
             })?;
             check_text(&format!("{key}.reason"), &cap.reason, MAX_REASON)?;
             let origins = origins(&key, capability, cap.origins)?;
+            match (capability, cap.deliver.as_deref()) {
+                (_, None) | (Capability::Documents, Some("app")) => {}
+                (Capability::Documents, Some("backend")) => documents_to_backend = true,
+                (Capability::Documents, Some(_)) => {
+                    return Err(invalid(
+                        format!("{key}.deliver"),
+                        "`app` (the default) or `backend`",
+                    ))
+                }
+                (_, Some(_)) => {
+                    return Err(invalid(
+                        format!("{key}.deliver"),
+                        "only the `documents` capability says where shared documents go",
+                    ))
+                }
+            }
             declared.push(Declared {
                 capability,
                 reason: cap.reason.trim().to_string(),
@@ -224,8 +249,15 @@ impl Manifest {
         };
 
         let callback = raw.callbacks.map(|c| Callback::parse(&c.url)).transpose()?;
+        if documents_to_backend && callback.is_none() {
+            return Err(invalid(
+                "capabilities.documents.deliver",
+                "delivering documents to the backend needs its [callbacks] url",
+            ));
+        }
         Ok(Manifest {
             callback,
+            documents_to_backend,
             id: raw.id,
             name: raw.name.trim().to_string(),
             version,
@@ -442,6 +474,22 @@ time-ms = 250
             "reason = \"d\"\norigins = [\"https://a.example.org\"]",
         ));
         assert!(e.contains("only the `http` capability"), "{e}");
+    }
+
+    #[test]
+    fn documents_go_to_the_backend_only_when_asked_and_there_is_one() {
+        let docs = "[capabilities.documents]\nreason = \"Insurance.\"\n";
+        let callbacks = "[callbacks]\nurl = \"https://api.example.org/cb\"\n";
+        let parse = |extra: &str| Manifest::parse(&format!("{GOOD}\n{extra}"));
+        assert!(!parse(docs).unwrap().documents_to_backend);
+        let to_backend = format!("{docs}deliver = \"backend\"\n{callbacks}");
+        assert!(parse(&to_backend).unwrap().documents_to_backend);
+        let e = error_of(&format!("{GOOD}\n{docs}deliver = \"backend\"\n"));
+        assert!(e.contains("needs its [callbacks] url"), "{e}");
+        let e = error_of(&format!("{GOOD}\n{docs}deliver = \"elsewhere\"\n"));
+        assert!(e.contains("capabilities.documents.deliver"), "{e}");
+        let e = error_of(&GOOD.replace("Diagnostics.\"", "Diagnostics.\"\ndeliver = \"backend\""));
+        assert!(e.contains("only the `documents` capability"), "{e}");
     }
 
     #[test]

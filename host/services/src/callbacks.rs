@@ -3,7 +3,9 @@
 //! A payment that settles or is refunded puts a [`Delivery`] in the outbox
 //! in the same transaction that moves the money, so no settled payment can
 //! go unannounced and no notification can announce money that did not
-//! move. A sender (the server's) takes what is due, signs and POSTs it, and
+//! move. A document a user shares with an app whose manifest delivers
+//! documents to its backend goes out the same way, in the transaction that
+//! closes the request, instead of to the app. A sender (the server's) takes what is due, signs and POSTs it, and
 //! removes it only when the backend answered 2xx; a failure is retried with
 //! doubling waits (1 s up to an hour) for a day, then abandoned. Every
 //! attempt is in the audit log. Delivery is at least once: a backend skips
@@ -27,7 +29,7 @@ pub const MAX_BACKOFF_SECS: u64 = 3600;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     pub id: String,
-    /// `payment.settled` or `payment.refunded`.
+    /// `payment.settled`, `payment.refunded` or `document.presented`.
     pub kind: String,
     pub app: String,
     pub app_version: String,
@@ -37,10 +39,15 @@ pub struct Delivery {
     pub amount: u64,
     pub currency: String,
     pub refunded: u64,
+    /// The app's idempotency key of the payment, or its document request id.
     pub reference: String,
     pub at: u64,
-    /// The manifest's callback URL when the payment was requested.
+    /// The manifest's callback URL when the payment (or document) was
+    /// requested.
     pub url: String,
+    /// For `document.presented`: the presentation, as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presentation: Option<String>,
     pub attempts: u32,
     pub next_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,6 +98,35 @@ pub fn new_delivery(
         reference: order.idempotency_key.clone(),
         at: now,
         url: url.into(),
+        presentation: None,
+        attempts: 0,
+        next_at: now,
+        last_error: None,
+    }
+}
+
+/// A `document.presented` delivery of what the user shared for `request`,
+/// due now. The payment fields are empty; `reference` is the request id.
+pub fn document_delivery(
+    url: &str,
+    request: &crate::documents::requests::DocRequest,
+    envelope: &superapp_sdk::credentials::PresentationEnvelope,
+) -> Delivery {
+    let now = now_secs();
+    Delivery {
+        id: new_id(),
+        kind: "document.presented".into(),
+        app: request.app.clone(),
+        app_version: request.app_version.clone(),
+        user: request.user.clone(),
+        order: String::new(),
+        amount: 0,
+        currency: String::new(),
+        refunded: 0,
+        reference: request.id.clone(),
+        at: now,
+        url: url.into(),
+        presentation: Some(serde_json::to_string(envelope).expect("envelopes serialize")),
         attempts: 0,
         next_at: now,
         last_error: None,
@@ -209,6 +245,7 @@ mod tests {
             reference: "r".into(),
             at,
             url: "https://api.example.org/cb".into(),
+            presentation: None,
             attempts: 0,
             next_at,
             last_error: None,

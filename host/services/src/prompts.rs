@@ -53,6 +53,11 @@ pub struct DocumentSheet {
     /// (`None`), or a verifier the app named, shown as the app named it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verifier: Option<String>,
+    /// Where what the user shares goes instead of the app: the provider's
+    /// backend at this origin (`[capabilities.documents] deliver =
+    /// "backend"`). `None`: to the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_to: Option<String>,
 }
 
 /// What a payment sheet shows: everything the user agrees to.

@@ -157,6 +157,7 @@ pub fn queue(
 
 /// The claims of an insurance policy the patient shared, if it is valid
 /// on the day of the appointment.
+#[cfg(not(feature = "backend"))]
 pub fn policy(claims: &[superapp_sdk::DisclosedClaim], day: Day) -> Result<Insurance, String> {
     Insurance::from_claims(
         claims.iter().map(|c| (c.name.as_str(), c.value.as_str())),

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use superapp_sdk::http::{self, Method, Request};
 use superapp_sdk::prelude::*;
 
+use crate::appointments::Insurance;
 use crate::calendar::{self, Day, Minutes, Now};
 use crate::catalog::{Catalog, Doctor};
 
@@ -114,7 +115,6 @@ pub enum Take {
 struct Booking {
     state: String,
     until: u64,
-    fee: u64,
 }
 
 /// Hold the slot at `key` for this patient under `appointment`.
@@ -224,20 +224,50 @@ pub fn next_free(
     )
 }
 
-/// Hand the shared policy to the hospital, which verifies it itself: the
-/// fee it then charges, or why it does not accept the policy.
-pub fn insurance(appointment: &str, envelope: &str) -> Result<Result<u64, String>, AppError> {
-    let body: Value = serde_json::from_str(envelope)
-        .map_err(|e| AppError::Failed(format!("the presentation does not read: {e}")))?;
-    let (status, value) = call(
+/// The patient is asked for their policy under document `request`: the
+/// host hands what they share straight to the hospital, which checks it;
+/// this app never sees it.
+pub fn expect_policy(appointment: &str, request: &str) -> Result<(), AppError> {
+    let _: Value = expect(
         Method::Post,
         &format!("/api/holds/{appointment}/insurance"),
-        Some(&body),
+        Some(&json!({ "request": request })),
     )?;
-    if !(200..300).contains(&status) {
-        return Ok(Err(message(&value, status)));
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Record {
+    reference: String,
+    fee: u64,
+    insurance: Option<Insurance>,
+    policy_problem: Option<String>,
+}
+
+fn record(appointment: &str) -> Result<Record, AppError> {
+    #[derive(Deserialize)]
+    struct All {
+        appointments: Vec<Record>,
     }
-    let b: Booking = serde_json::from_value(value)
-        .map_err(|e| AppError::Failed(format!("the booking system's answer does not read: {e}")))?;
-    Ok(Ok(b.fee))
+    let all: All = expect(Method::Get, "/api/appointments", None)?;
+    all.appointments
+        .into_iter()
+        .find(|r| r.reference == appointment)
+        .ok_or_else(|| AppError::Failed(format!("the hospital does not know {appointment}")))
+}
+
+/// What the hospital made of the policy the patient shared: the policy and
+/// the fee it brings, or why it does not take it.
+pub fn policy_outcome(appointment: &str) -> Result<Result<(Insurance, u64), String>, AppError> {
+    let r = record(appointment)?;
+    Ok(match (r.insurance, r.policy_problem) {
+        (Some(insurance), _) => Ok((insurance, r.fee)),
+        (None, Some(why)) => Err(why),
+        (None, None) => Err("the hospital has not received it yet".into()),
+    })
+}
+
+/// What the hospital charges for `appointment` now.
+pub fn fee(appointment: &str) -> Result<u64, AppError> {
+    Ok(record(appointment)?.fee)
 }

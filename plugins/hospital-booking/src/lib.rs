@@ -302,6 +302,8 @@ fn ask_for_policy(catalog: &Catalog, id: &str) -> Result<View, AppError> {
     ) {
         Ok(request) => {
             appointments::link_request(&request, &a.id)?;
+            #[cfg(feature = "backend")]
+            slots::expect_policy(&a.id, &request)?;
             store::set("pending/document", &a.id)?;
             Ok(screens::waiting(
                 "Share your policy",
@@ -362,25 +364,24 @@ fn policy_answer(catalog: &Catalog, outcome: DocumentOutcome) -> Result<View, Ap
 }
 
 /// The policy the patient shared and the fee it brings, or why it cannot
-/// be used. The hospital's own system checks it where there is one.
+/// be used. In the backend build the host handed it straight to the
+/// hospital's system, which checked it: this app has only its answer.
 fn checked_policy(
     catalog: &Catalog,
     a: &Appointment,
     p: &superapp_sdk::Presentation,
 ) -> Result<Result<(appointments::Insurance, u64), String>, AppError> {
-    let insurance = match appointments::policy(&p.claims, a.day) {
-        Ok(insurance) => insurance,
-        Err(why) => return Ok(Err(why)),
-    };
     #[cfg(feature = "backend")]
     {
-        let _ = catalog;
-        Ok(slots::insurance(&a.id, &p.envelope)?.map(|fee| (insurance, fee)))
+        let _ = (catalog, p);
+        slots::policy_outcome(&a.id)
     }
     #[cfg(not(feature = "backend"))]
     {
-        let fee = catalog.doctor(&a.doctor).map_or(a.fee, |d| d.co_payment);
-        Ok(Ok((insurance, fee)))
+        Ok(appointments::policy(&p.claims, a.day).map(|insurance| {
+            let fee = catalog.doctor(&a.doctor).map_or(a.fee, |d| d.co_payment);
+            (insurance, fee)
+        }))
     }
 }
 
@@ -390,6 +391,11 @@ fn pay(catalog: &Catalog, id: &str) -> Result<View, AppError> {
         Err(view) => return Ok(view),
     };
     let now = catalog.now();
+    // The hospital's system decides what the time costs.
+    #[cfg(feature = "backend")]
+    {
+        a.fee = slots::fee(&a.id)?;
+    }
     let left = a.hold_until.saturating_sub(now.unix);
     if left < 60 {
         return Ok(screens::problem(

@@ -49,6 +49,10 @@ pub struct Answered {
     pub view: Option<View>,
 }
 
+/// How long answering a document sheet waits for the presentation to reach
+/// a backend that receives documents, before the app is told.
+const INLINE_DELIVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Host {
     /// Answer one of `user`'s prompts, tell its app, and return what
     /// happened. `client` is where the answer came from (the step-up of a
@@ -175,6 +179,7 @@ impl Host {
         approve: bool,
         answer: Answer,
     ) -> Result<Answered, HostError> {
+        let mut delivered_to_backend = false;
         let (request, outcome) = if approve {
             let app = self
                 .requests
@@ -186,6 +191,9 @@ impl Host {
             let (request, shared) =
                 self.requests
                     .approve(&user.id, id, answer.fields, &pseudonym)?;
+            // Delivered to the provider's backend instead: the app hears
+            // that it was shared, and nothing of what.
+            let to_app = shared.delivered_to.is_none();
             let presentation = Presentation {
                 request_id: request.id.clone(),
                 credential_type: request.credential_type.clone(),
@@ -193,14 +201,20 @@ impl Host {
                 claims: shared
                     .claims
                     .into_iter()
+                    .filter(|_| to_app)
                     .map(|c| DisclosedClaim {
                         name: c.name,
                         value: c.value,
                         salt: c.salt,
                     })
                     .collect(),
-                envelope: serde_json::to_string(&shared.envelope).expect("envelopes serialize"),
+                envelope: if to_app {
+                    serde_json::to_string(&shared.envelope).expect("envelopes serialize")
+                } else {
+                    String::new()
+                },
             };
+            delivered_to_backend = !to_app;
             (request, DocumentOutcome::Shared(presentation))
         } else {
             let request = self.requests.decline(&user.id, id)?;
@@ -208,6 +222,11 @@ impl Host {
             (request, declined)
         };
         self.flush().await?;
+        if delivered_to_backend {
+            // Send it now, so that the backend has it when the app asks;
+            // whatever does not go out in time is retried as usual.
+            let _ = tokio::time::timeout(INLINE_DELIVERY, self.deliver_callbacks()).await;
+        }
         let view = self
             .deliver(&user.id, &request.app, Event::Document(outcome))
             .await;

@@ -27,7 +27,12 @@ use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 pub const MAX_FIELDS: usize = 32;
 /// The trees a step of a request writes (its audit entry's come from
 /// `audit::with`).
-const TREES: [Tree; 3] = [Tree::DocRequests, Tree::Prompts, Tree::PromptIndex];
+const TREES: [Tree; 4] = [
+    Tree::DocRequests,
+    Tree::Prompts,
+    Tree::PromptIndex,
+    Tree::Deliveries,
+];
 /// Longest purpose, in bytes.
 pub const MAX_PURPOSE: usize = 300;
 /// How long a disclosure sheet waits for the user, unless configured.
@@ -114,6 +119,10 @@ pub struct DocRequest {
     /// stored before requests expired).
     #[serde(default)]
     pub expires_at: u64,
+    /// The provider's callback URL that receives the presentation instead
+    /// of the app, when the manifest said so at the time of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_to: Option<String>,
 }
 
 /// A presentation as the app receives it.
@@ -122,6 +131,8 @@ pub struct Shared {
     pub issuer: String,
     pub claims: Vec<Claim>,
     pub envelope: PresentationEnvelope,
+    /// The callback URL the presentation was handed to instead of the app.
+    pub delivered_to: Option<String>,
 }
 
 pub struct Requests {
@@ -265,6 +276,11 @@ impl Requests {
             nonce: ask.nonce.clone(),
             verifier: ask.verifier.clone(),
             expires_at: now_secs() + self.ttl.as_secs(),
+            deliver_to: app
+                .callback
+                .as_ref()
+                .filter(|_| app.documents_to_backend)
+                .map(|c| c.url.clone()),
         };
         let sheet = DocumentSheet {
             request_id: req.id.clone(),
@@ -274,6 +290,11 @@ impl Requests {
             issuer,
             available,
             verifier: req.verifier.clone(),
+            deliver_to: app
+                .callback
+                .as_ref()
+                .filter(|_| app.documents_to_backend)
+                .map(|c| c.origin.to_string()),
         };
         let prompt = Prompt::new(
             req.id.clone(),
@@ -300,6 +321,7 @@ impl Requests {
         id: &str,
         state: RequestState,
         shared: &[String],
+        delivery: Option<&crate::callbacks::Delivery>,
     ) -> Result<DocRequest, DocumentError> {
         let status = match state {
             RequestState::Shared => PromptStatus::Approved,
@@ -321,6 +343,9 @@ impl Requests {
             req.state = state;
             req.shared = shared.to_vec();
             txn_put(t, Tree::DocRequests, &request_key(id), &req)?;
+            if let Some(d) = delivery {
+                crate::callbacks::enqueue_in(t, d)?;
+            }
             t.delete(Tree::DocRequests, &expiry_key(req.expires_at, id))?;
             prompts::set_status(t, user, id, status)?;
             match state {
@@ -409,13 +434,21 @@ impl Requests {
             holder,
         };
         let names: Vec<String> = claims.iter().map(|c| c.name.clone()).collect();
-        let req = self.close(user, id, RequestState::Shared, &names)?;
+        // For a backend that asked for it, the presentation goes out in the
+        // same transaction that closes the request: shared once, delivered
+        // at least once, never to the app.
+        let delivery = pending
+            .deliver_to
+            .as_deref()
+            .map(|url| crate::callbacks::document_delivery(url, &pending, &envelope));
+        let req = self.close(user, id, RequestState::Shared, &names, delivery.as_ref())?;
         Ok((
             req,
             Shared {
                 issuer: held.issuer,
                 claims,
                 envelope,
+                delivered_to: pending.deliver_to.clone(),
             },
         ))
     }
@@ -477,7 +510,8 @@ impl Requests {
             for (index, id) in due {
                 let pending = self.get(&id)?.filter(|r| r.state == RequestState::Pending);
                 let closed = match pending {
-                    Some(req) => match self.close(&req.user, &id, RequestState::Expired, &[]) {
+                    Some(req) => match self.close(&req.user, &id, RequestState::Expired, &[], None)
+                    {
                         Ok(req) => Some(req),
                         Err(DocumentError::NotPending) => None,
                         Err(e) => return Err(e),
@@ -497,6 +531,6 @@ impl Requests {
     }
 
     pub fn decline(&self, user: &str, id: &str) -> Result<DocRequest, DocumentError> {
-        self.close(user, id, RequestState::Declined, &[])
+        self.close(user, id, RequestState::Declined, &[], None)
     }
 }

@@ -143,6 +143,10 @@ pub struct CapabilityRow {
     /// For `http`: the origins the app may reach.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub origins: Vec<String>,
+    /// For `documents` delivered to the provider's backend: its callback
+    /// URL, which receives what users share instead of the app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_to: Option<String>,
 }
 
 /// A runtime that compiles components to look at them, never runs them.
@@ -230,6 +234,14 @@ pub fn inspect(runtime: &Runtime, package: &Package) -> Inspection {
                 reason: d.reason.clone(),
                 imported: imported.contains(&d.capability),
                 origins: d.origins.iter().map(|o| o.to_string()).collect(),
+                delivered_to: m
+                    .callback
+                    .as_ref()
+                    .filter(|_| {
+                        m.documents_to_backend
+                            && d.capability == superapp_core::Capability::Documents
+                    })
+                    .map(|c| c.url.clone()),
             })
             .collect(),
         imports: imported.iter().map(|c| c.name().to_string()).collect(),
@@ -302,6 +314,9 @@ fn print_inspection(r: &Inspection) {
         );
         for origin in &c.origins {
             println!("  {:<15} may contact {origin}", "");
+        }
+        if let Some(url) = &c.delivered_to {
+            println!("  {:<15} shared documents go to {url}, not to the app", "");
         }
     }
     println!(

@@ -139,6 +139,9 @@ function documentSheet(prompt, title, body, approve, deny) {
   if (sheet.verifier) {
     body.append(el('p', { class: 'verifier' }, `Shown to the verifier “${sheet.verifier}”, through ${prompt.app_name}. It will work only for them, once.`));
   }
+  if (sheet.deliver_to) {
+    body.append(el('p', { class: 'verifier' }, `Sent straight to ${prompt.publisher}'s own system at ${sheet.deliver_to}. The mini-program itself never sees it.`));
+  }
   if (!sheet.issuer) {
     body.append(el('p', {}, `You hold no ${sheet.credential_type} document, so there is nothing to share.`));
     return { blocked: true, focus: deny, payload: () => null };

@@ -89,19 +89,34 @@ async fn waiting_for_a_core_does_not_count_against_the_time_limit() {
     assert_eq!(busy.limits().time_ms, 500);
     let hello = load(&rt, "hello");
     let svc = services(&[]);
-    // Size the heavy event to about 150 ms alone on this machine.
-    let probe = 200;
-    let started = Instant::now();
-    run(
-        &rt,
-        &busy,
-        &svc,
-        "probe",
-        action("work", Some(&probe.to_string()), &[]),
-    )
-    .await
-    .expect("the probe fits its limit");
-    let per_round = started.elapsed().as_secs_f64() / probe as f64;
+    // Size the heavy event to about 150 ms alone on this machine: warm up
+    // first (the first instance pays for more than the work), then grow the
+    // measured run until it is long enough to time.
+    let work = |rounds: u64| {
+        let (rt, busy, svc) = (&rt, &busy, &svc);
+        async move {
+            let started = Instant::now();
+            run(
+                rt,
+                busy,
+                svc,
+                "probe",
+                action("work", Some(&rounds.to_string()), &[]),
+            )
+            .await
+            .expect("the probe fits its limit");
+            started.elapsed()
+        }
+    };
+    work(1).await;
+    let mut probe = 50u64;
+    let per_round = loop {
+        let took = work(probe).await;
+        if took >= Duration::from_millis(30) {
+            break took.as_secs_f64() / probe as f64;
+        }
+        probe *= 4;
+    };
     let rounds = ((0.150 / per_round) as u64).max(1).to_string();
 
     let started = Instant::now();
@@ -113,7 +128,8 @@ async fn waiting_for_a_core_does_not_count_against_the_time_limit() {
         }
     };
     let light = async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Well inside the first heavy event's 150 ms.
+        tokio::time::sleep(Duration::from_millis(20)).await;
         let result = run(&rt, &hello, &svc, "light", Call::Launch).await;
         (result, started.elapsed())
     };

@@ -267,12 +267,16 @@ async fn payments_and_refunds_reach_the_backend_signed_retried_and_once_each() {
 #[tokio::test]
 async fn a_document_for_the_backend_reaches_it_signed_and_never_the_app() {
     let (port, inbox) = backend(0).await;
-    let (_s, server) = start_with(port, |m| {
-        m.replace(
-            "[capabilities.documents]\n",
-            "[capabilities.documents]\ndeliver = \"backend\"\n",
-        )
-    })
+    let (_s, server) = start_with(
+        port,
+        |m| {
+            m.replace(
+                "[capabilities.documents]\n",
+                "[capabilities.documents]\ndeliver = \"backend\"\n",
+            )
+        },
+        &[],
+    )
     .await;
     let mut alice = Client::signed_up(&server, "alice").await;
     alice.token = Some(alice.login("alice", "alice-password").await);

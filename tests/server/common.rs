@@ -214,16 +214,28 @@ impl Client {
     /// machine, measured with one event (the busy app must be installed).
     #[allow(dead_code)]
     pub async fn busy_rounds(&self, ms: u64) -> String {
-        let probe = 200u64;
-        let started = std::time::Instant::now();
-        self.act(
-            "dev.superapp.testing.busy",
-            "work",
-            Some(&probe.to_string()),
-            json!({}),
-        )
-        .await;
-        let per_round = started.elapsed().as_secs_f64() / probe as f64;
+        let work = |rounds: u64| async move {
+            let started = std::time::Instant::now();
+            self.act(
+                "dev.superapp.testing.busy",
+                "work",
+                Some(&rounds.to_string()),
+                json!({}),
+            )
+            .await;
+            started.elapsed()
+        };
+        // Warm up (the first event pays for more than the work), then grow
+        // the measured run until it is long enough to time.
+        work(1).await;
+        let mut probe = 50u64;
+        let per_round = loop {
+            let took = work(probe).await;
+            if took >= std::time::Duration::from_millis(30) {
+                break took.as_secs_f64() / probe as f64;
+            }
+            probe *= 4;
+        };
         ((ms as f64 / 1e3 / per_round) as u64).max(1).to_string()
     }
 

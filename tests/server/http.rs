@@ -79,11 +79,16 @@ async fn backend() -> (u16, Seen) {
 /// server whose operator lets `backend.test` (and only it) resolve to
 /// loopback.
 pub(crate) async fn start(port: u16) -> (Setup, Server) {
-    start_with(port, |m| m).await
+    start_with(port, |m| m, &[]).await
 }
 
-/// [`start`] with the probe's manifest changed by `edit` first.
-pub(crate) async fn start_with(port: u16, edit: impl Fn(String) -> String) -> (Setup, Server) {
+/// [`start`] with the probe's manifest changed by `edit` first, and more
+/// of the server's configuration.
+pub(crate) async fn start_with(
+    port: u16,
+    edit: impl Fn(String) -> String,
+    extra: &[(&str, &str)],
+) -> (Setup, Server) {
     let s = setup(&["testing/probe"]);
     let manifest = s.apps.join("probe/plugin.toml");
     let text = edit(std::fs::read_to_string(&manifest).unwrap()).replace(
@@ -103,18 +108,17 @@ pub(crate) async fn start_with(port: u16, edit: impl Fn(String) -> String) -> (S
     ]
     .map(|h| format!("{h}:{port}"))
     .join(",");
-    let server = serve_with(
-        &s,
-        &[
-            ("SUPERAPP_HTTP_PLAIN_ORIGINS", &plain),
-            ("SUPERAPP_HTTP_PRIVATE_HOSTS", "backend.test,unlisted.test"),
-            (
-                "SUPERAPP_HTTP_HOSTS",
-                "backend.test=127.0.0.1,sneaky.test=127.0.0.1,unlisted.test=127.0.0.1,noplain.test=127.0.0.1,mixed.test=93.184.216.34,mixed.test=127.0.0.1",
-            ),
-            ("SUPERAPP_HTTP_MAX_RESPONSE_BYTES", "65536"),
-        ],
-    );
+    let hosts = [
+        ("SUPERAPP_HTTP_PLAIN_ORIGINS", plain.as_str()),
+        ("SUPERAPP_HTTP_PRIVATE_HOSTS", "backend.test,unlisted.test"),
+        (
+            "SUPERAPP_HTTP_HOSTS",
+            "backend.test=127.0.0.1,sneaky.test=127.0.0.1,unlisted.test=127.0.0.1,noplain.test=127.0.0.1,mixed.test=93.184.216.34,mixed.test=127.0.0.1",
+        ),
+        ("SUPERAPP_HTTP_MAX_RESPONSE_BYTES", "65536"),
+    ];
+    let env: Vec<(&str, &str)> = hosts.iter().chain(extra).copied().collect();
+    let server = serve_with(&s, &env);
     (s, server)
 }
 
@@ -277,6 +281,32 @@ async fn requests_reach_only_listed_public_origins_with_a_signed_assertion() {
         .expect("the oversized response is logged");
     assert_eq!(big["details"]["status"], "200");
     assert!(big["details"]["reason"].as_str().unwrap().contains("limit"));
+}
+
+/// An event waiting on its backend holds no core: on a host with one run
+/// slot, another user's event runs to the end while the request waits.
+#[tokio::test]
+async fn a_request_waiting_on_a_slow_backend_leaves_the_core_to_others() {
+    let (port, _seen) = backend().await;
+    let (_s, server) = start_with(port, |m| m, &[("SUPERAPP_EVENT_SLOTS", "1")]).await;
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let at = |path: &str| format!("http://backend.test:{port}{path}");
+    allow_http(&alice, &at("/hello")).await;
+    let slow = {
+        let url = at("/slow");
+        tokio::spawn(async move { fetch(&alice, &url, json!({})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!slow.is_finished());
+    let quick = probe(&bob, "clock", None).await;
+    assert!(quick.starts_with("ok: "), "{quick}");
+    assert!(
+        !slow.is_finished(),
+        "bob's event ran while alice's request was still waiting"
+    );
+    let got = slow.await.unwrap();
+    assert!(got.contains("did not answer"), "{got}");
 }
 
 #[tokio::test]

@@ -354,6 +354,18 @@ impl Ticket {
         pick(&state, Some((&self.app, self.seq))).is_some_and(|next| next.1 != self.seq)
     }
 
+    /// Queue for a slot again, keeping this event's place (after its slot
+    /// was dropped while it waited on something else).
+    async fn reacquire(&self) -> Slot {
+        let rx = {
+            let mut state = self.inner.lock();
+            let rx = self.enqueue(&mut state);
+            self.inner.grant(&mut state);
+            rx
+        };
+        self.received(rx.await).await
+    }
+
     /// Give `slot` up and queue to resume, keeping this event's place.
     async fn resume(&self, mut slot: Slot) -> Slot {
         let rx = {
@@ -436,6 +448,31 @@ impl Turn {
         held >= self.ticket.inner.config.slice && self.ticket.others_first()
     }
 
+    /// Run `work`, a host call that waits on the network, without holding
+    /// a run slot, so that other events use the core meanwhile: an app
+    /// whose backend is slow cannot take the host's cores by waiting. The
+    /// wait still counts against this event's time limit, as if the slot
+    /// were held; queueing for a slot afterwards (keeping this event's
+    /// place) does not.
+    pub async fn off_slot<T>(self: Arc<Self>, work: impl std::future::Future<Output = T>) -> T {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(slot) = slot else {
+            return work.await;
+        };
+        drop(slot);
+        let out = work.await;
+        {
+            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(since) = clock.since.take() {
+                clock.used += since.elapsed();
+            }
+        }
+        let slot = self.ticket.reacquire().await;
+        self.clock.lock().unwrap_or_else(|p| p.into_inner()).since = Some(Instant::now());
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
+        out
+    }
+
     /// Give the slot up, wait to be scheduled again, and carry on.
     pub async fn yield_slot(self: Arc<Self>) {
         let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -501,6 +538,41 @@ mod tests {
         let load = s.load();
         assert_eq!((load.running, load.waiting, load.pending), (0, 0, 0));
         assert!(s.inner.lock().apps.is_empty());
+    }
+
+    #[tokio::test]
+    async fn waiting_on_the_network_frees_the_slot_but_counts_as_time() {
+        let s = Scheduler::new(config(1));
+        let slow = s.start("slow", false).await.unwrap();
+        let waiting = {
+            let slow = slow.clone();
+            tokio::spawn(async move {
+                slow.off_slot(tokio::time::sleep(Duration::from_millis(150)))
+                    .await
+            })
+        };
+        // Another app runs at once, on the one slot.
+        let started = Instant::now();
+        let other = s.start("other", false).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert_eq!(s.load().running, 1);
+        // The slow event resumes only when the slot is free again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "it waits for the slot");
+        let at_release = slow.used();
+        drop(other);
+        waiting.await.unwrap();
+        assert!(
+            at_release >= Duration::from_millis(150),
+            "the network wait counts: {at_release:?}"
+        );
+        assert!(
+            slow.used() < at_release + Duration::from_millis(100),
+            "waiting for the slot again does not"
+        );
+        assert_eq!(s.load().running, 1, "it holds the slot again");
+        drop(slow);
+        assert_eq!(s.load().running, 0);
     }
 
     #[tokio::test]

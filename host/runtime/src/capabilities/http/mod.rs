@@ -55,7 +55,13 @@ impl wit::Host for HostState {
         };
         let time_left = self.time_left();
         let http = self.services.http.clone();
-        let result = http.fetch(&self.user, &self.app, request, time_left).await;
+        let fetch = http.fetch(&self.user, &self.app, request, time_left);
+        // Waiting on the backend uses no core: give the run slot to others
+        // meanwhile (the wait still counts against the event's time).
+        let result = match self.deadline.as_ref().map(|(turn, _)| turn.clone()) {
+            Some(turn) => turn.off_slot(fetch).await,
+            None => fetch.await,
+        };
         Ok(result.map(|r| Response {
             status: r.status,
             headers: r.headers,

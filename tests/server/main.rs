@@ -15,6 +15,7 @@ mod durability;
 mod hospital;
 mod hospital_backend;
 mod http;
+mod https;
 mod live;
 mod messaging;
 mod operator;

@@ -157,6 +157,12 @@ impl Callbacks {
         Ok(out)
     }
 
+    /// Delivery `id`, while it is in the outbox.
+    pub fn get(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        self.store
+            .get::<Delivery>(Tree::Deliveries, &record_key(id))
+    }
+
     /// The backend took it: out of the outbox, with its audit entry.
     pub fn delivered(&self, d: &Delivery, status: u16) -> Result<(), StoreError> {
         self.finish(d, |t, current| {

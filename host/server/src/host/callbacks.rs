@@ -24,19 +24,41 @@ impl Host {
         let sent = futures_util::future::join_all(due.iter().map(|d| self.send_callback(d))).await;
         let mut delivered = 0;
         for (d, result) in due.iter().zip(sent) {
-            match result {
-                Ok(status) => {
-                    self.callbacks.delivered(d, status)?;
-                    delivered += 1;
-                }
-                Err((error, status)) => {
-                    tracing::warn!(delivery = %d.id, url = %d.url, error = %error, "a provider callback failed; it will be retried");
-                    self.callbacks.failed(d, &error, status)?;
-                }
-            }
+            delivered += usize::from(self.record_attempt(d, result)?);
         }
         self.flush().await?;
         Ok(delivered)
+    }
+
+    /// Send delivery `id` now, if it is still in the outbox; whether the
+    /// backend took it (otherwise it is retried as usual).
+    pub async fn deliver_callback(&self, id: &str) -> Result<bool, HostError> {
+        let Some(d) = self.callbacks.get(id)? else {
+            return Ok(false);
+        };
+        let result = self.send_callback(&d).await;
+        let delivered = self.record_attempt(&d, result)?;
+        self.flush().await?;
+        Ok(delivered)
+    }
+
+    /// Mark an attempt delivered or failed; whether it was delivered.
+    fn record_attempt(
+        &self,
+        d: &Delivery,
+        result: Result<u16, (String, Option<u16>)>,
+    ) -> Result<bool, HostError> {
+        match result {
+            Ok(status) => {
+                self.callbacks.delivered(d, status)?;
+                Ok(true)
+            }
+            Err((error, status)) => {
+                tracing::warn!(delivery = %d.id, url = %d.url, error = %error, "a provider callback failed; it will be retried");
+                self.callbacks.failed(d, &error, status)?;
+                Ok(false)
+            }
+        }
     }
 
     /// One attempt: the backend's status when it took the delivery (2xx).

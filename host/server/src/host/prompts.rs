@@ -179,7 +179,7 @@ impl Host {
         approve: bool,
         answer: Answer,
     ) -> Result<Answered, HostError> {
-        let mut delivered_to_backend = false;
+        let mut to_backend = None;
         let (request, outcome) = if approve {
             let app = self
                 .requests
@@ -193,7 +193,7 @@ impl Host {
                     .approve(&user.id, id, answer.fields, &pseudonym)?;
             // Delivered to the provider's backend instead: the app hears
             // that it was shared, and nothing of what.
-            let to_app = shared.delivered_to.is_none();
+            let to_app = shared.delivery.is_none();
             let presentation = Presentation {
                 request_id: request.id.clone(),
                 credential_type: request.credential_type.clone(),
@@ -214,7 +214,7 @@ impl Host {
                     String::new()
                 },
             };
-            delivered_to_backend = !to_app;
+            to_backend = shared.delivery.clone();
             (request, DocumentOutcome::Shared(presentation))
         } else {
             let request = self.requests.decline(&user.id, id)?;
@@ -222,10 +222,10 @@ impl Host {
             (request, declined)
         };
         self.flush().await?;
-        if delivered_to_backend {
+        if let Some(delivery) = to_backend {
             // Send it now, so that the backend has it when the app asks;
-            // whatever does not go out in time is retried as usual.
-            let _ = tokio::time::timeout(INLINE_DELIVERY, self.deliver_callbacks()).await;
+            // if it does not go out in time it is retried as usual.
+            let _ = tokio::time::timeout(INLINE_DELIVERY, self.deliver_callback(&delivery)).await;
         }
         let view = self
             .deliver(&user.id, &request.app, Event::Document(outcome))

@@ -131,8 +131,9 @@ pub struct Shared {
     pub issuer: String,
     pub claims: Vec<Claim>,
     pub envelope: PresentationEnvelope,
-    /// The callback URL the presentation was handed to instead of the app.
-    pub delivered_to: Option<String>,
+    /// The outbox delivery that hands the presentation to the provider's
+    /// backend instead of the app, if the manifest asked for that.
+    pub delivery: Option<String>,
 }
 
 pub struct Requests {
@@ -448,7 +449,7 @@ impl Requests {
                 issuer: held.issuer,
                 claims,
                 envelope,
-                delivered_to: pending.deliver_to.clone(),
+                delivery: delivery.map(|d| d.id),
             },
         ))
     }

@@ -111,9 +111,9 @@ pub enum Take {
     JustTaken,
 }
 
+/// A hold as the backend answers it: until when it keeps the time.
 #[derive(Deserialize)]
-struct Booking {
-    state: String,
+struct Hold {
     until: u64,
 }
 
@@ -124,7 +124,7 @@ pub fn take(key: &str, _me: &str, appointment: &str, _now: u64) -> Result<Take, 
     let (status, value) = call(Method::Post, "/api/holds", Some(&want))?;
     match status {
         200..=299 => {
-            let b: Booking = serde_json::from_value(value)
+            let b: Hold = serde_json::from_value(value)
                 .map_err(|e| AppError::Failed(format!("a hold does not read: {e}")))?;
             Ok(Take::Held { until: b.until })
         }
@@ -146,22 +146,32 @@ pub fn book(
     order: &str,
     _now: u64,
 ) -> Result<bool, AppError> {
-    let b: Booking = expect(
-        Method::Post,
-        &format!("/api/holds/{appointment}/paid"),
-        Some(&json!({"order": order})),
-    )?;
-    Ok(b.state != "lost")
+    let path = format!("/api/holds/{appointment}/paid");
+    let (status, value) = call(Method::Post, &path, Some(&json!({"order": order})))?;
+    match status {
+        200..=299 => Ok(value["state"] != "lost"),
+        // The hospital no longer knows the hold (its system lost it, or it
+        // was given up): the time is not the patient's, so it is refunded.
+        404 | 409 => Ok(false),
+        _ => Err(AppError::Failed(format!(
+            "the hospital's booking system refused: {}",
+            message(&value, status)
+        ))),
+    }
 }
 
 /// Give up a hold, or cancel a booking.
 pub fn release(_key: &str, appointment: &str) -> Result<(), AppError> {
-    let _: Value = expect(
-        Method::Post,
-        &format!("/api/appointments/{appointment}/release"),
-        None,
-    )?;
-    Ok(())
+    let path = format!("/api/appointments/{appointment}/release");
+    let (status, value) = call(Method::Post, &path, None)?;
+    match status {
+        // Not known there: there is nothing to give up.
+        200..=299 | 404 => Ok(()),
+        _ => Err(AppError::Failed(format!(
+            "the hospital's booking system did not free the time: {}",
+            message(&value, status)
+        ))),
+    }
 }
 
 #[derive(Deserialize)]

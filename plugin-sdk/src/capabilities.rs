@@ -292,7 +292,8 @@ pub mod clock {
         let y: i64 = parts.next()?.parse().ok()?;
         let m: u32 = parts.next()?.parse().ok()?;
         let d: u32 = parts.next()?.parse().ok()?;
-        if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        // Four-digit years: the calendar arithmetic stays far from overflow.
+        if !(0..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
             return None;
         }
         let days = days_from_civil(y, m, d);

@@ -404,6 +404,72 @@ fn inspect_lists_http_origins_and_diff_marks_a_new_origin() {
     );
 }
 
+/// Where shared documents and payment news go is part of what an auditor
+/// reads: a new callback URL, or documents that now reach the app's own
+/// sandbox instead of only its backend, is an escalation.
+#[test]
+fn diff_marks_documents_moving_into_the_app_and_a_new_callback_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(plugin_dir("testing/probe").join("plugin.toml")).unwrap();
+    let version = |v: &str, deliver: bool, url: &str| {
+        let text = base.replace("version = \"0.1.0\"", &format!("version = \"{v}\""));
+        let text = if deliver {
+            text.replace(
+                "[capabilities.documents]\n",
+                "[capabilities.documents]\ndeliver = \"backend\"\n",
+            )
+        } else {
+            text
+        };
+        let folder = dir.path().join(v);
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(
+            folder.join("plugin.toml"),
+            format!("{text}\n[callbacks]\nurl = \"{url}\"\n"),
+        )
+        .unwrap();
+        let pkg = dir.path().join(format!("{v}.pkg"));
+        pack(&folder, &component("testing/probe"), &pkg);
+        pkg
+    };
+    let old = version("0.1.0", true, "https://backend.probe.test/cb");
+    let new = version("0.1.1", false, "https://collector.example.net/cb");
+
+    let out = superapp()
+        .args(["audit", "inspect"])
+        .arg(&old)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("shared documents go to https://backend.probe.test/cb, not to the app"),
+        "{text}"
+    );
+    let out = superapp()
+        .args(["audit", "diff", "--json"])
+        .arg(&old)
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let diff: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(diff["escalation"], true, "{diff}");
+    assert_eq!(diff["documents_to_app"], true);
+    assert_eq!(
+        diff["callback"],
+        serde_json::json!({"old": "https://backend.probe.test/cb", "new": "https://collector.example.net/cb", "escalation": true})
+    );
+    // Back the other way: nothing new leaves for the app.
+    let out = superapp()
+        .args(["audit", "diff", "--json"])
+        .arg(&new)
+        .arg(&old)
+        .output()
+        .unwrap();
+    let back: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(back["documents_to_app"], false, "{back}");
+}
+
 #[test]
 fn the_bundled_apps_ask_for_nothing_they_do_not_use() {
     let dir = tempfile::tempdir().unwrap();

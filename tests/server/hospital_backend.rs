@@ -5,8 +5,11 @@
 //! host's signed assertion, checks the insurance presentation itself and
 //! makes a booking final on the host's signed payment callback.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use axum::response::IntoResponse as _;
 
 use serde_json::json;
 
@@ -42,8 +45,18 @@ async fn booking_when(
     );
 }
 
-#[tokio::test]
-async fn the_backend_build_books_through_the_hospitals_own_system() {
+/// The host with the hospital app's backend build, the hospital's system
+/// on a loopback port (its `/paid` answers 503 once while `fail_paid` is
+/// set), and alice (insured) and bob signed in with money.
+struct World {
+    _s: crate::apps::Setup,
+    _server: Server,
+    clients: Vec<Client>,
+    hospital: Arc<Hospital>,
+    origin: String,
+}
+
+async fn world(fail_paid: Arc<AtomicBool>) -> World {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let origin = format!("http://booking.test:{port}");
@@ -77,11 +90,10 @@ async fn the_backend_build_books_through_the_hospitals_own_system() {
     for user in ["alice", "bob"] {
         Client::signed_up(&server, user).await;
     }
-    let (_server, clients) = restart_with(&s, server, &["alice", "bob"], &["alice"], &env).await;
-    let (alice, bob) = (&clients[0], &clients[1]);
+    let (server, clients) = restart_with(&s, server, &["alice", "bob"], &["alice"], &env).await;
 
     // The hospital trusts this host's key and the insurer's.
-    let (_, host_key) = alice.get("/host-key").await;
+    let (_, host_key) = clients[0].get("/host-key").await;
     let key = |b64: &str| superapp_sdk::credentials::public_key(b64).unwrap();
     let insurer = std::fs::read_to_string(s.data.with_file_name("issuer.pub")).unwrap();
     let hospital = Arc::new(Hospital::new(
@@ -93,8 +105,41 @@ async fn the_backend_build_books_through_the_hospitals_own_system() {
         },
         Box::new(hospital_backend::system_now),
     ));
-    let router = hospital_backend::router(hospital.clone());
+    let router = hospital_backend::router(hospital.clone()).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let fail = fail_paid.clone();
+            async move {
+                if req.uri().path().ends_with("/paid") && fail.swap(false, Ordering::SeqCst) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+                next.run(req).await
+            }
+        },
+    ));
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    World {
+        _s: s,
+        _server: server,
+        clients,
+        hospital,
+        origin,
+    }
+}
+
+/// Open the app for the first time and allow it to reach the hospital.
+async fn allow(c: &Client) {
+    let (_, first) = c.post(&format!("/apps/{HOSPITAL}/launch"), json!({})).await;
+    assert!(shows(&first, "Allow City Hospital"), "{first}");
+    let consent = prompt(c, "consent").await;
+    assert_eq!(consent["capability"], "http");
+    let home = c.approve(&consent, json!({})).await;
+    assert!(shows(&home, "General medicine"), "{home}");
+}
+
+#[tokio::test]
+async fn the_backend_build_books_through_the_hospitals_own_system() {
+    let w = world(Arc::default()).await;
+    let (alice, bob, hospital, origin) = (&w.clients[0], &w.clients[1], &w.hospital, &w.origin);
 
     // The first launch asks alice, in the host's dialog, to let the app
     // contact the hospital's system, naming it.
@@ -104,7 +149,7 @@ async fn the_backend_build_books_through_the_hospitals_own_system() {
     assert!(shows(&first, "Allow City Hospital"), "{first}");
     let consent = prompt(alice, "consent").await;
     assert_eq!(consent["capability"], "http");
-    assert!(consent.to_string().contains(&origin), "{consent}");
+    assert!(consent.to_string().contains(origin.as_str()), "{consent}");
     let home = alice.approve(&consent, json!({})).await;
     assert!(shows(&home, "General medicine"), "{home}");
 
@@ -115,7 +160,7 @@ async fn the_backend_build_books_through_the_hospitals_own_system() {
     assert_eq!(badges(&held), ["Held for you"], "{held}");
     let reference = pairs(&held)["Reference"].clone();
     assert_eq!(pairs(&held)["Fee"], "EUR 40.00");
-    let at_backend = booking_when(&hospital, &reference, |_| true).await;
+    let at_backend = booking_when(hospital, &reference, |_| true).await;
     assert_eq!(at_backend.state, BookingState::Held);
     assert!(
         !at_backend.patient.is_empty() && !at_backend.patient.contains("alice"),
@@ -138,12 +183,13 @@ async fn the_backend_build_books_through_the_hospitals_own_system() {
     act(alice, "insurance", Some(&reference), json!({})).await;
     let sheet = prompt(alice, "document").await;
     assert_eq!(
-        sheet["document"]["deliver_to"], origin,
+        sheet["document"]["deliver_to"],
+        origin.as_str(),
         "the sheet says the policy goes to the hospital's system"
     );
     let insured = alice.approve(&sheet, json!({})).await;
     assert_eq!(pairs(&insured)["Co-payment"], "EUR 10.00", "{insured}");
-    let at_backend = booking_when(&hospital, &reference, |_| true).await;
+    let at_backend = booking_when(hospital, &reference, |_| true).await;
     assert_eq!(at_backend.fee, 1_000);
     assert_eq!(
         at_backend
@@ -158,7 +204,7 @@ async fn the_backend_build_books_through_the_hospitals_own_system() {
     let paid = pay(alice, "alice", &reference).await;
     assert!(shows(&paid, "Paid and booked"), "{paid}");
     assert_eq!(balance(alice).await, 10_000 - 1_000);
-    let booked = booking_when(&hospital, &reference, |b| b.state == BookingState::Booked).await;
+    let booked = booking_when(hospital, &reference, |b| b.state == BookingState::Booked).await;
     assert_eq!(booked.paid, 1_000);
     let department = act(bob, "department", Some("general"), json!({})).await;
     assert!(buttons(&department, "take").iter().all(|(_, v)| *v != slot));
@@ -168,9 +214,46 @@ async fn the_backend_build_books_through_the_hospitals_own_system() {
     let done = act(alice, "cancel-confirm", Some(&reference), json!({})).await;
     assert_eq!(badges(&done), ["Cancelled"], "{done}");
     assert_eq!(balance(alice).await, 10_000);
-    let cancelled = booking_when(&hospital, &reference, |b| b.refunded == 1_000).await;
+    let cancelled = booking_when(hospital, &reference, |b| b.refunded == 1_000).await;
     assert_eq!(cancelled.state, BookingState::Cancelled);
     assert_eq!(cancelled.paid, 1_000, "no delivery was applied twice");
     let bobs = take(bob, &slot).await;
     assert_eq!(badges(&bobs), ["Held for you"], "{bobs}");
+}
+
+/// A payment whose event the app lost after the money moved (the
+/// hospital's system was down for that one request) is not undone later:
+/// when the patient picks another time, the app finds the order paid and
+/// books the first one, and the hospital's system will not release a paid
+/// time as if it were a bare hold.
+#[tokio::test]
+async fn a_paid_time_whose_event_failed_is_booked_not_released() {
+    let fail_paid = Arc::new(AtomicBool::new(false));
+    let w = world(fail_paid.clone()).await;
+    let bob = &w.clients[1];
+    allow(bob).await;
+    let slot = weber_slot(bob, 2).await;
+    let held = take(bob, &slot).await;
+    let reference = pairs(&held)["Reference"].clone();
+    let fee = crate::hospital::cents(&pairs(&held)["Fee"]);
+
+    fail_paid.store(true, Ordering::SeqCst);
+    let paid = pay(bob, "bob", &reference).await;
+    assert!(!shows(&paid, "Paid and booked"), "{paid}");
+    assert_eq!(balance(bob).await, 10_000 - fee, "the money moved");
+    // The host's signed callback still makes it final at the hospital.
+    booking_when(&w.hospital, &reference, |b| b.state == BookingState::Booked).await;
+
+    // Picking another time used to give the paid one up.
+    let other = weber_slot(bob, 3).await;
+    take(bob, &other).await;
+    let first = act(bob, "appointment", Some(&reference), json!({})).await;
+    assert_eq!(badges(&first), ["Booked"], "{first}");
+    let at_backend = booking_when(&w.hospital, &reference, |_| true).await;
+    assert_eq!(at_backend.state, BookingState::Booked);
+    assert_eq!(
+        balance(bob).await,
+        10_000 - fee,
+        "nothing refunded: it is booked"
+    );
 }

@@ -10,9 +10,11 @@ use superapp_sdk::clock;
 use superapp_sdk::credentials::PresentationEnvelope;
 
 /// How long a slot stays kept for a patient whose app says they paid,
-/// until the host's signed callback confirms the money (it normally comes
-/// within seconds; without it the slot goes back).
-pub const CLAIM_SECS: u64 = 15 * 60;
+/// until the host's signed callback confirms the money. It normally comes
+/// within seconds, but the host retries a callback for a day while this
+/// backend is down, so the claim lasts as long; each patient's claims count
+/// against their upcoming appointments, so nobody can hold more that way.
+pub const CLAIM_SECS: u64 = 24 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -205,10 +207,14 @@ impl Books {
         let upcoming = self
             .bookings
             .values()
-            .filter(|b| b.patient == patient && b.state == State::Booked && b.starts > now)
+            .filter(|b| {
+                b.patient == patient
+                    && b.starts > now
+                    && (b.state == State::Booked || (b.state == State::Paying && b.blocks(now)))
+            })
             .count();
         if upcoming >= MAX_UPCOMING {
-            return Err(Refusal::Conflict(format!(
+            return Err(Refusal::Invalid(format!(
                 "at most {MAX_UPCOMING} upcoming appointments per patient"
             )));
         }
@@ -372,14 +378,36 @@ impl Books {
         }
     }
 
-    /// Give up a hold, or cancel a booking; the slot is free again.
+    /// Give up a hold that was not paid; the slot is free again. A paid
+    /// one is not given up this way (a payment event the app lost must not
+    /// cancel a booking the money bought): it is cancelled explicitly.
     pub fn release(&mut self, patient: &str, reference: &str) -> Result<Booking, Refusal> {
         let b = self.mine(patient, reference)?;
-        b.state = match b.state {
-            State::Held | State::Paying => State::Released,
-            State::Booked => State::Cancelled,
-            ref done => done.clone(),
-        };
+        match b.state {
+            State::Held => b.state = State::Released,
+            State::Paying | State::Booked => {
+                return Err(Refusal::Conflict(
+                    "this time is paid for: cancel it instead".into(),
+                ))
+            }
+            State::Released | State::Cancelled | State::Lost => {}
+        }
+        Ok(b.clone())
+    }
+
+    /// Cancel a booking; the slot is free again. The refund the app makes
+    /// is confirmed by the host's callback.
+    pub fn cancel(&mut self, patient: &str, reference: &str) -> Result<Booking, Refusal> {
+        let b = self.mine(patient, reference)?;
+        match b.state {
+            State::Booked | State::Paying => b.state = State::Cancelled,
+            State::Cancelled => {}
+            State::Held | State::Released | State::Lost => {
+                return Err(Refusal::Conflict(
+                    "only a booked time can be cancelled".into(),
+                ))
+            }
+        }
         Ok(b.clone())
     }
 
@@ -424,9 +452,14 @@ impl Books {
         }
     }
 
-    pub fn refunded(&mut self, key: &str, total: u64) {
+    /// A refund of `user`'s payment under `key`, from the host's callback.
+    pub fn refunded(&mut self, user: &str, key: &str, total: u64) {
         let reference = key.rsplit_once('-').map_or(key, |(r, _)| r);
-        if let Some(b) = self.bookings.get_mut(reference) {
+        if let Some(b) = self
+            .bookings
+            .get_mut(reference)
+            .filter(|b| b.patient == user)
+        {
             b.refunded = b.refunded.max(total);
         }
     }

@@ -106,14 +106,22 @@ impl Hospital {
             .get(assertion::HEADER)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "no superapp-assertion"))?;
-        assertion::verify(
+        let a = assertion::verify(
             header,
             &self.config.host_key,
             &self.config.origin,
             (self.now)(),
         )
-        .map(|a| a.sub)
-        .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))
+        .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        // Another app on the same host may list this origin too: its users
+        // are not this hospital's patients.
+        if a.app != self.config.app {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!("`{}` is not the hospital's app", a.app),
+            ));
+        }
+        Ok(a.sub)
     }
 
     fn books(&self) -> std::sync::MutexGuard<'_, Books> {
@@ -203,7 +211,8 @@ pub fn router(hospital: Shared) -> Router {
         .route("/api/holds/{reference}/insurance", post(insurance))
         .route("/api/holds/{reference}/paid", post(paid))
         .route("/api/appointments", get(appointments))
-        .route("/api/appointments/{reference}/release", post(release))
+        .route("/api/holds/{reference}/release", post(release))
+        .route("/api/appointments/{reference}/cancel", post(cancel))
         .route("/superapp/callbacks", post(callback))
         .with_state(hospital)
 }
@@ -297,8 +306,7 @@ async fn appointments(State(h): State<Shared>, headers: HeaderMap) -> Answer {
     Ok(Json(json!({"appointments": h.books().all_of(&patient)})).into_response())
 }
 
-/// Give up a hold or cancel a booking: the slot is free again. The refund
-/// the app makes is confirmed by the host's callback.
+/// Give up an unpaid hold: the slot is free again.
 async fn release(
     State(h): State<Shared>,
     headers: HeaderMap,
@@ -306,6 +314,17 @@ async fn release(
 ) -> Answer {
     let patient = h.patient(&headers)?;
     Ok(Json(h.books().release(&patient, &reference)?).into_response())
+}
+
+/// Cancel a booking: the slot is free again. The refund the app makes is
+/// confirmed by the host's callback.
+async fn cancel(
+    State(h): State<Shared>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+) -> Answer {
+    let patient = h.patient(&headers)?;
+    Ok(Json(h.books().cancel(&patient, &reference)?).into_response())
 }
 
 /// The host's signed payment callbacks: a settled payment makes its
@@ -318,23 +337,29 @@ async fn callback(State(h): State<Shared>, headers: HeaderMap, body: axum::body:
     let now = (h.now)();
     let n = callbacks::verify(header, &body, &h.config.host_key, now)
         .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    if n.app != h.config.app {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!("`{}` is not the hospital's app", n.app),
+        ));
+    }
+    if n.kind == "document.presented" && n.presentation.is_none() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "a presentation without its document",
+        ));
+    }
     let mut books = h.books();
     if !books.applied.insert(n.id.clone()) {
         return Ok(Json(json!({"applied": false, "reason": "already applied"})).into_response());
     }
-    let refund_due = match n.kind.as_str() {
-        "payment.settled" => books.settled(&n.user, &n.reference, &n.order, n.amount, now),
-        "payment.refunded" => {
-            books.refunded(&n.reference, n.refunded);
+    let refund_due = match (n.kind.as_str(), n.presentation) {
+        ("payment.settled", _) => books.settled(&n.user, &n.reference, &n.order, n.amount, now),
+        ("payment.refunded", _) => {
+            books.refunded(&n.user, &n.reference, n.refunded);
             None
         }
-        "document.presented" => {
-            let Some(envelope) = n.presentation else {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "a presentation without its document",
-                ));
-            };
+        ("document.presented", Some(envelope)) => {
             if let Some(check) = books.presented(&n.user, &n.reference, envelope) {
                 h.check_policy(&mut books, &n.user, check);
             }

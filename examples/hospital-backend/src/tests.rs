@@ -218,6 +218,21 @@ async fn the_patient_is_whoever_the_hosts_assertion_names() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(w.send(req).await.0, StatusCode::UNAUTHORIZED);
+    // Another app on the host that lists this origin gets assertions for
+    // it too, naming its own users: they are not the hospital's patients.
+    let other = assertion::encode(&sign(
+        &w.host,
+        &Assertion::new("org.example.squatter", "p9", ORIGIN, w.now()),
+    ));
+    let req = Request::builder()
+        .uri("/api/catalog")
+        .header(assertion::HEADER, other)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(w.send(req).await.0, StatusCode::FORBIDDEN);
+    let mut foreign = settled("d9", "p9", "HB-NONE", 100);
+    foreign.app = "org.example.squatter".into();
+    assert_eq!(w.callback(&w.host, &foreign).await.0, StatusCode::FORBIDDEN);
     let (status, catalog) = w.call("GET", "/api/catalog", Some("p1"), json!(null)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(catalog["doctors"].as_array().unwrap().len(), 5);
@@ -300,13 +315,26 @@ async fn a_slot_is_kept_for_one_patient_and_booked_only_by_a_signed_payment() {
         .await;
     assert_eq!(theirs["appointments"], json!([]), "only one's own");
 
+    // A paid time is not given up as a hold would be (a payment event the
+    // app lost must not undo a booking the money bought).
+    let (status, _) = w
+        .call("POST", "/api/holds/HB-ONE/release", Some("p1"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // A refund callback naming another patient changes nothing.
+    let mut refund = settled("d2", "p2", "HB-ONE", 4_000);
+    refund.kind = "payment.refunded".into();
+    refund.refunded = 4_000;
+    w.callback(&w.host, &refund).await;
+
     // Only its patient can cancel it; then the time is free again.
-    let release = "/api/appointments/HB-ONE/release";
-    let (status, _) = w.call("POST", release, Some("p2"), json!(null)).await;
+    let cancel = "/api/appointments/HB-ONE/cancel";
+    let (status, _) = w.call("POST", cancel, Some("p2"), json!(null)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "not p2's to cancel");
-    let (status, cancelled) = w.call("POST", release, Some("p1"), json!(null)).await;
+    let (status, cancelled) = w.call("POST", cancel, Some("p1"), json!(null)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(cancelled["state"], "cancelled");
+    assert_eq!(cancelled["refunded"], 0, "p2's refund was not applied");
     let (status, _) = w.hold("p2", "HB-TWO", EIGHT).await;
     assert_eq!(status, StatusCode::CREATED);
 }

@@ -105,8 +105,14 @@ pub fn new_delivery(
     }
 }
 
+/// How long after a `document.presented` delivery is queued the periodic
+/// sender may take it: the host sends it itself first, as the sheet is
+/// answered, within this time.
+pub const INLINE_SECS: u64 = 5;
+
 /// A `document.presented` delivery of what the user shared for `request`,
-/// due now. The payment fields are empty; `reference` is the request id.
+/// left to the periodic sender only after [`INLINE_SECS`]. The payment
+/// fields are empty; `reference` is the request id.
 pub fn document_delivery(
     url: &str,
     request: &crate::documents::requests::DocRequest,
@@ -128,7 +134,7 @@ pub fn document_delivery(
         url: url.into(),
         presentation: Some(serde_json::to_string(envelope).expect("envelopes serialize")),
         attempts: 0,
-        next_at: now,
+        next_at: now + INLINE_SECS,
         last_error: None,
     }
 }

@@ -17,9 +17,14 @@ pub struct SledBackend {
     trees: Vec<sled::Tree>,
 }
 
-/// sled reports a held lock as an `Other` I/O error naming it.
+/// sled reports a held lock as an `Other` I/O error naming it, with the
+/// lock call's own error (`WouldBlock` when another holder has it; other
+/// failures, such as a file system without locks, are not waited on).
 fn is_lock_held(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+    matches!(e, sled::Error::Io(io) if {
+        let text = io.to_string();
+        text.contains("could not acquire lock") && text.contains("WouldBlock")
+    })
 }
 
 fn backend_error(e: sled::Error) -> StoreError {
@@ -53,7 +58,7 @@ impl SledBackend {
                 }
                 Err(e) if is_lock_held(&e) => {
                     return Err(StoreError::Backend(format!(
-                        "cannot open the store in {}: another process holds it (is a server running on this data directory?)",
+                        "cannot open the store in {}: another process holds it (is a server running on this data directory?): {e}",
                         dir.display()
                     )));
                 }

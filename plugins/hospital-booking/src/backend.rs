@@ -149,7 +149,12 @@ pub fn book(
     let path = format!("/api/holds/{appointment}/paid");
     let (status, value) = call(Method::Post, &path, Some(&json!({"order": order})))?;
     match status {
-        200..=299 => Ok(value["state"] != "lost"),
+        200..=299 => match value["state"].as_str() {
+            Some(state) => Ok(state != "lost"),
+            None => Err(AppError::Failed(
+                "the hospital's booking system gave no state for the payment".into(),
+            )),
+        },
         // The hospital no longer knows the hold (its system lost it, or it
         // was given up): the time is not the patient's, so it is refunded.
         404 | 409 => Ok(false),
@@ -160,9 +165,9 @@ pub fn book(
     }
 }
 
-/// Give up a hold, or cancel a booking.
+/// Give up a hold (a booked time is not released: it is cancelled).
 pub fn release(_key: &str, appointment: &str) -> Result<(), AppError> {
-    let path = format!("/api/appointments/{appointment}/release");
+    let path = format!("/api/holds/{appointment}/release");
     let (status, value) = call(Method::Post, &path, None)?;
     match status {
         // Not known there: there is nothing to give up.
@@ -172,6 +177,16 @@ pub fn release(_key: &str, appointment: &str) -> Result<(), AppError> {
             message(&value, status)
         ))),
     }
+}
+
+/// Cancel a booking (the app refunded it by the rule first).
+pub fn cancel(_key: &str, appointment: &str) -> Result<(), AppError> {
+    let _: Value = expect(
+        Method::Post,
+        &format!("/api/appointments/{appointment}/cancel"),
+        None,
+    )?;
+    Ok(())
 }
 
 #[derive(Deserialize)]

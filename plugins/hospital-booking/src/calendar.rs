@@ -75,7 +75,7 @@ pub fn key_time(minutes: Minutes) -> String {
 /// Parse `0930` or `09:30`.
 pub fn parse_time(text: &str) -> Option<Minutes> {
     let digits: String = text.chars().filter(|c| *c != ':').collect();
-    if digits.len() != 4 {
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let h: u32 = digits[..2].parse().ok()?;

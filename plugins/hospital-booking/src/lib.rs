@@ -227,12 +227,8 @@ fn take(catalog: &Catalog, value: &str) -> Result<View, AppError> {
         ));
     }
     // One hold at a time: picking a new time gives up the previous one.
-    for mut old in mine.into_iter().filter(|a| a.state == State::Held) {
-        slots::release(&old.slot_key(), &old.id)?;
-        old.state = State::Released {
-            reason: "You picked another time.".into(),
-        };
-        appointments::save(&old)?;
+    for old in mine.into_iter().filter(|a| a.state == State::Held) {
+        release_quietly(catalog, old, "You picked another time.");
     }
     let me = patient()?;
     let id = appointments::new_reference();
@@ -269,7 +265,9 @@ fn held(catalog: &Catalog, id: &str) -> Result<Result<Appointment, View>, AppErr
     match appointments::get(id)? {
         Some(a) if a.state == State::Held && a.hold_until > now.unix => Ok(Ok(a)),
         Some(a) if a.state == State::Held => {
-            release_quietly(a, "Not paid within 10 minutes.");
+            if !release_quietly(catalog, a.clone(), "Not paid within 10 minutes.") {
+                return show_appointment(catalog, &a.id, None).map(Err);
+            }
             Ok(Err(screens::problem(
                 "Hold ran out",
                 "This time was held for 10 minutes and is free again. Please pick a time again.",
@@ -280,13 +278,24 @@ fn held(catalog: &Catalog, id: &str) -> Result<Result<Appointment, View>, AppErr
     }
 }
 
-fn release_quietly(mut a: Appointment, reason: &str) {
+/// Give up a held time, unless its payment went through after all (its
+/// payment event can be lost after the money moved, e.g. when the event ran
+/// out of time): then finish it as that event would have, booked or
+/// refunded. Whether the time was given up.
+fn release_quietly(catalog: &Catalog, mut a: Appointment, reason: &str) -> bool {
+    if let Some(order) = a.order.clone() {
+        if let Ok(payments::OrderStatus::Settled(PaymentOutcome::Paid)) = payments::status(&order) {
+            let _ = finish_paid(catalog, a, &order, None);
+            return false;
+        }
+    }
     if slots::release(&a.slot_key(), &a.id).is_ok() {
         a.state = State::Released {
             reason: reason.into(),
         };
         let _ = appointments::save(&a);
     }
+    true
 }
 
 fn ask_for_policy(catalog: &Catalog, id: &str) -> Result<View, AppError> {
@@ -302,9 +311,9 @@ fn ask_for_policy(catalog: &Catalog, id: &str) -> Result<View, AppError> {
     ) {
         Ok(request) => {
             appointments::link_request(&request, &a.id)?;
+            store::set("pending/document", &a.id)?;
             #[cfg(feature = "backend")]
             slots::expect_policy(&a.id, &request)?;
-            store::set("pending/document", &a.id)?;
             Ok(screens::waiting(
                 "Share your policy",
                 "Choose what to share in the dialog. The hospital sees only the fields you allow.",
@@ -446,8 +455,10 @@ fn pay(catalog: &Catalog, id: &str) -> Result<View, AppError> {
 fn release(catalog: &Catalog, id: &str) -> Result<View, AppError> {
     if let Some(a) = appointments::get(id)? {
         if a.state == State::Held {
-            let doctor = a.doctor.clone();
-            release_quietly(a, "You picked another time.");
+            let (doctor, id) = (a.doctor.clone(), a.id.clone());
+            if !release_quietly(catalog, a, "You picked another time.") {
+                return show_appointment(catalog, &id, None);
+            }
             return self::doctor(catalog, &doctor, None, None);
         }
     }
@@ -456,38 +467,15 @@ fn release(catalog: &Catalog, id: &str) -> Result<View, AppError> {
 
 /// The outcome of a payment: book the held slot, or free it.
 fn payment(catalog: &Catalog, result: PaymentResult) -> Result<View, AppError> {
-    let Some((mut a, amount)) = appointments::of_order(&result.order_id)? else {
+    let Some((a, amount)) = appointments::of_order(&result.order_id)? else {
         log::warn("a payment result for an order this app does not know");
         return home(catalog);
     };
-    let now = catalog.now();
     let order = result.order_id;
     match result.outcome {
         PaymentOutcome::Paid => {
-            let paid_twice = a.state == State::Booked && a.order.as_deref() != Some(order.as_str());
-            let me = patient()?;
-            if paid_twice {
-                // A second sheet for the same appointment was paid too.
-                payments::refund(&order, amount, &format!("duplicate-{order}"))?;
-                return show_appointment(
-                    catalog,
-                    &a.id,
-                    Some("You paid twice; the second payment was refunded."),
-                );
-            }
-            if slots::book(&a.slot_key(), &me, &a.id, &order, now.unix)? {
-                a.state = State::Booked;
-                a.order = Some(order);
-                appointments::save(&a)?;
-                confirm_in_chat(catalog, &a)?;
-                show_appointment(catalog, &a.id, Some("Paid and booked. See you then!"))
-            } else {
-                payments::refund(&order, amount, &format!("slot-lost-{order}"))?;
-                a.state = State::Lost;
-                a.order = Some(order);
-                appointments::save(&a)?;
-                show_appointment(catalog, &a.id, None)
-            }
+            let note = finish_paid(catalog, a.clone(), &order, Some(amount))?;
+            show_appointment(catalog, &a.id, note)
         }
         outcome => {
             let reason = match outcome {
@@ -497,13 +485,55 @@ fn payment(catalog: &Catalog, result: PaymentResult) -> Result<View, AppError> {
                 PaymentOutcome::Paid => unreachable!("handled above"),
             };
             if a.state == State::Held && a.order.as_deref() == Some(order.as_str()) {
-                release_quietly(a.clone(), &format!("{reason} The time is free again."));
+                release_quietly(
+                    catalog,
+                    a.clone(),
+                    &format!("{reason} The time is free again."),
+                );
             }
             Ok(screens::problem(
                 "Not booked",
                 &format!("{reason} The time was freed for other patients."),
             ))
         }
+    }
+}
+
+/// Order `order` of appointment `a` was paid (`amount`, or what was
+/// linked to it): book the held time, or refund if it is gone or was paid
+/// twice. The note the appointment's screen shows.
+fn finish_paid(
+    catalog: &Catalog,
+    mut a: Appointment,
+    order: &str,
+    amount: Option<u64>,
+) -> Result<Option<&'static str>, AppError> {
+    let amount = match amount {
+        Some(amount) => amount,
+        None => appointments::of_order(order)?.map_or(a.fee, |(_, amount)| amount),
+    };
+    let now = catalog.now();
+    if a.state == State::Booked && a.order.as_deref() != Some(order) {
+        // A second sheet for the same appointment was paid too.
+        payments::refund(order, amount, &format!("duplicate-{order}"))?;
+        return Ok(Some("You paid twice; the second payment was refunded."));
+    }
+    if a.state == State::Booked {
+        return Ok(None);
+    }
+    let me = patient()?;
+    if slots::book(&a.slot_key(), &me, &a.id, order, now.unix)? {
+        a.state = State::Booked;
+        a.order = Some(order.to_string());
+        appointments::save(&a)?;
+        confirm_in_chat(catalog, &a)?;
+        Ok(Some("Paid and booked. See you then!"))
+    } else {
+        payments::refund(order, amount, &format!("slot-lost-{order}"))?;
+        a.state = State::Lost;
+        a.order = Some(order.to_string());
+        appointments::save(&a)?;
+        Ok(None)
     }
 }
 
@@ -614,7 +644,7 @@ fn cancel(catalog: &Catalog, id: &str) -> Result<View, AppError> {
             refund
         }
     };
-    slots::release(&a.slot_key(), &a.id)?;
+    slots::cancel(&a.slot_key(), &a.id)?;
     a.state = State::Cancelled { refunded };
     appointments::save(&a)?;
     show_appointment(

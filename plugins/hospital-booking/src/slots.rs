@@ -126,6 +126,11 @@ pub fn release(key: &str, appointment: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Cancel `appointment`'s booking: its time is free again.
+pub fn cancel(key: &str, appointment: &str) -> Result<(), AppError> {
+    release(key, appointment)
+}
+
 /// The start times on `day` that nobody holds or booked at `now`, of
 /// those in `offered`.
 pub fn free(

@@ -21,7 +21,11 @@ impl Host {
         if due.is_empty() {
             return Ok(0);
         }
-        let sent = futures_util::future::join_all(due.iter().map(|d| self.send_callback(d))).await;
+        let sent = futures_util::future::join_all(
+            due.iter()
+                .map(|d| self.send_callback(d, Duration::from_secs(30))),
+        )
+        .await;
         let mut delivered = 0;
         for (d, result) in due.iter().zip(sent) {
             delivered += usize::from(self.record_attempt(d, result)?);
@@ -30,13 +34,14 @@ impl Host {
         Ok(delivered)
     }
 
-    /// Send delivery `id` now, if it is still in the outbox; whether the
-    /// backend took it (otherwise it is retried as usual).
-    pub async fn deliver_callback(&self, id: &str) -> Result<bool, HostError> {
+    /// Send delivery `id` now, if it is still in the outbox, waiting at
+    /// most `timeout`; whether the backend took it (otherwise it is
+    /// retried as usual, the attempt on record).
+    pub async fn deliver_callback(&self, id: &str, timeout: Duration) -> Result<bool, HostError> {
         let Some(d) = self.callbacks.get(id)? else {
             return Ok(false);
         };
-        let result = self.send_callback(&d).await;
+        let result = self.send_callback(&d, timeout).await;
         let delivered = self.record_attempt(&d, result)?;
         self.flush().await?;
         Ok(delivered)
@@ -62,7 +67,11 @@ impl Host {
     }
 
     /// One attempt: the backend's status when it took the delivery (2xx).
-    async fn send_callback(&self, d: &Delivery) -> Result<u16, (String, Option<u16>)> {
+    async fn send_callback(
+        &self,
+        d: &Delivery,
+        timeout: Duration,
+    ) -> Result<u16, (String, Option<u16>)> {
         let callback =
             superapp_core::manifest::Callback::parse(&d.url).map_err(|e| (e.to_string(), None))?;
         let notification = Notification {
@@ -103,7 +112,7 @@ impl Host {
                 &format!("{}#callbacks", d.app),
                 std::slice::from_ref(&callback.origin),
                 request,
-                Duration::from_secs(30),
+                timeout,
                 &sign,
             )
             .await;

@@ -51,7 +51,8 @@ pub struct Answered {
 
 /// How long answering a document sheet waits for the presentation to reach
 /// a backend that receives documents, before the app is told.
-const INLINE_DELIVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const INLINE_DELIVERY: std::time::Duration =
+    std::time::Duration::from_secs(superapp_services::callbacks::INLINE_SECS);
 
 impl Host {
     /// Answer one of `user`'s prompts, tell its app, and return what
@@ -225,7 +226,9 @@ impl Host {
         if let Some(delivery) = to_backend {
             // Send it now, so that the backend has it when the app asks;
             // if it does not go out in time it is retried as usual.
-            let _ = tokio::time::timeout(INLINE_DELIVERY, self.deliver_callback(&delivery)).await;
+            if let Err(e) = self.deliver_callback(&delivery, INLINE_DELIVERY).await {
+                tracing::warn!(error = %e, "cannot send a shared document to the backend now; it will be retried");
+            }
         }
         let view = self
             .deliver(&user.id, &request.app, Event::Document(outcome))

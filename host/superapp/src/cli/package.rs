@@ -30,20 +30,36 @@ pub fn read(path: &Path) -> anyhow::Result<Package> {
     Package::from_bytes(&bytes).with_context(|| path.display().to_string())
 }
 
+/// What `plugin pack` packs.
+pub struct PackArgs<'a> {
+    pub dir: &'a Path,
+    /// A component to pack instead of building one.
+    pub component: Option<&'a Path>,
+    /// The manifest (default: the crate's plugin.toml).
+    pub manifest: Option<&'a Path>,
+    /// Cargo features to build with.
+    pub features: &'a [String],
+    pub out: &'a Path,
+    pub quiet: bool,
+}
+
 /// `plugin pack`: build (unless a component is given) and pack.
-pub fn pack(
-    dir: &Path,
-    component: Option<&Path>,
-    out: &Path,
-    quiet: bool,
-) -> anyhow::Result<ExitCode> {
-    let manifest_path = dir.join("plugin.toml");
+pub fn pack(args: PackArgs<'_>) -> anyhow::Result<ExitCode> {
+    let PackArgs {
+        dir,
+        component,
+        manifest,
+        features,
+        out,
+        quiet,
+    } = args;
+    let manifest_path = manifest.map_or_else(|| dir.join("plugin.toml"), Path::to_path_buf);
     let manifest = std::fs::read(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
     let component = match component {
         Some(path) => path.to_path_buf(),
         None => {
-            let built = plugin_build::build(dir, None, !quiet)?.component;
+            let built = plugin_build::build_with(dir, None, !quiet, features)?.component;
             super::plugin::warn_on_contract_mismatch(&built);
             built
         }
@@ -349,9 +365,24 @@ pub struct Diff {
     /// Origins `http` may reach that were added or removed; a new one is an
     /// escalation.
     pub origins: Vec<OriginChange>,
+    /// Where the backend is told of payments and receives shared documents
+    /// (`[callbacks] url`), when it changed: a new destination for users'
+    /// data is an escalation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackChange>,
+    /// Shared documents now go into the app's sandbox instead of only to
+    /// its backend (`deliver = "backend"` dropped): an escalation.
+    pub documents_to_app: bool,
     pub limits: Vec<LimitChange>,
     pub imports_added: Vec<String>,
     pub imports_removed: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CallbackChange {
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub escalation: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -459,9 +490,21 @@ pub fn diff(old: &Package, new: &Package) -> anyhow::Result<Diff> {
                 escalation: false,
             }),
     );
+    let url = |m: &superapp_core::Manifest| m.callback.as_ref().map(|c| c.url.clone());
+    let callback = (url(o) != url(n)).then(|| CallbackChange {
+        old: url(o),
+        new: url(n),
+        // Removing it sends nothing anywhere; a new URL is a new recipient.
+        escalation: url(n).is_some(),
+    });
+    let documents_to_app = o.documents_to_backend
+        && !n.documents_to_backend
+        && n.declares(superapp_core::Capability::Documents);
     let escalation = capabilities.iter().any(|c| c.escalation)
         || origins.iter().any(|c| c.escalation)
-        || limits.iter().any(|l| l.escalation);
+        || limits.iter().any(|l| l.escalation)
+        || callback.as_ref().is_some_and(|c| c.escalation)
+        || documents_to_app;
     Ok(Diff {
         app: n.id.clone(),
         old_version: o.version.to_string(),
@@ -471,6 +514,8 @@ pub fn diff(old: &Package, new: &Package) -> anyhow::Result<Diff> {
         escalation,
         capabilities,
         origins,
+        callback,
+        documents_to_app,
         limits,
         imports_added: new_imports
             .iter()
@@ -518,6 +563,17 @@ pub fn run_diff(old: &Package, new: &Package, json: bool) -> anyhow::Result<Exit
         let mark = if c.escalation { "ESCALATION " } else { "" };
         let sign = if c.change == "added" { '+' } else { '-' };
         println!("{mark}{sign} origin {}", c.origin);
+    }
+    if let Some(c) = &d.callback {
+        let mark = if c.escalation { "ESCALATION " } else { "" };
+        println!(
+            "{mark}~ callbacks url: {} -> {}",
+            c.old.as_deref().unwrap_or("none"),
+            c.new.as_deref().unwrap_or("none")
+        );
+    }
+    if d.documents_to_app {
+        println!("ESCALATION ~ documents: shared fields now go to the app itself, no longer only to its backend");
     }
     for l in &d.limits {
         let mark = if l.escalation { "ESCALATION " } else { "" };

@@ -84,6 +84,13 @@ pub enum PluginCommand {
         /// Pack this component instead of building one.
         #[arg(long)]
         component: Option<PathBuf>,
+        /// The manifest to pack (default: DIR/plugin.toml), e.g. a build's
+        /// own manifest such as plugin.backend.toml.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Cargo features to build with (comma separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
         /// No progress display.
         #[arg(long, short)]
         quiet: bool,
@@ -200,10 +207,19 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             dir,
             out,
             component,
+            manifest,
+            features,
             quiet,
         } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from("."));
-            super::package::pack(&dir, component.as_deref(), &out, quiet)
+            super::package::pack(super::package::PackArgs {
+                dir: &dir,
+                component: component.as_deref(),
+                manifest: manifest.as_deref(),
+                features: &features,
+                out: &out,
+                quiet,
+            })
         }
         PluginCommand::Sign { file, key, out } => super::package::sign(&file, &key, out.as_deref()),
         PluginCommand::Publish { file, server, key } => {

@@ -52,7 +52,9 @@ pub struct ServeArgs {
     /// plain http on loopback, and nothing else of the kind.
     #[arg(long, requires = "demo")]
     hospital_backend: bool,
-    /// Where the demo's hospital backend listens (a loopback address).
+    /// Where the demo's hospital backend listens: a loopback address with a
+    /// fixed port (the app's manifest names it, so it must not change from
+    /// one start to the next).
     #[arg(long, default_value = "127.0.0.1:8081", requires = "hospital_backend")]
     hospital_backend_listen: SocketAddr,
 }
@@ -136,6 +138,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("./superapp-data"));
+        if args.hospital_backend {
+            let listen = args.hospital_backend_listen;
+            if !listen.ip().is_loopback() || listen.port() == 0 {
+                bail!("--hospital-backend-listen must be a loopback address with a port, like 127.0.0.1:8081, not {listen}");
+            }
+        }
         let origin = args.hospital_backend.then(|| {
             let listen = args.hospital_backend_listen;
             allow_demo_backend(&mut file, listen);

@@ -299,6 +299,56 @@ fn build_refuses_an_unknown_toolchain_choice() {
 }
 
 #[test]
+fn a_feature_name_cargo_would_not_take_is_refused_before_building() {
+    let out = superapp()
+        .args([
+            "plugin",
+            "build",
+            "--quiet",
+            "--features",
+            "backend,--offline",
+        ])
+        .arg(plugin_dir("hello"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("`--offline` is not a cargo feature name"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_demo_backend_must_listen_on_loopback_with_a_port() {
+    let dir = tempfile::tempdir().unwrap();
+    for listen in ["0.0.0.0:8081", "127.0.0.1:0"] {
+        let out = superapp()
+            .args([
+                "serve",
+                "--demo",
+                "--hospital-backend",
+                "--hospital-backend-listen",
+                listen,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{listen}");
+        assert!(
+            stderr(&out).contains("must be a loopback address with a port"),
+            "{listen}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        !dir.path().join("demo-apps").exists(),
+        "refused before anything was built"
+    );
+}
+
+#[test]
 fn new_plugin_builds_and_runs_as_generated() {
     let dir = tempfile::tempdir().unwrap();
     let crate_dir = dir.path().join("my-clinic");

@@ -286,17 +286,7 @@ fn diff_marks_what_a_new_version_asks_for_as_an_escalation() {
     let new = dir.path().join("new.pkg");
     pack(&next, &component("hello"), &new);
 
-    let diff = |a: &Path, b: &Path| {
-        let out = superapp()
-            .args(["audit", "diff", "--json"])
-            .arg(a)
-            .arg(b)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_str::<Value>(&stdout(&out)).unwrap()
-    };
-    let up = diff(&old, &new);
+    let up = audit_diff(&old, &new);
     assert_eq!(up["escalation"], true, "{up}");
     assert_eq!(
         (up["old_version"].as_str(), up["new_version"].as_str()),
@@ -314,7 +304,7 @@ fn diff_marks_what_a_new_version_asks_for_as_an_escalation() {
     assert_eq!(up["limits"][0]["escalation"], true);
     assert_eq!(up["imports_added"], serde_json::json!([]));
 
-    let down = diff(&new, &old);
+    let down = audit_diff(&new, &old);
     assert_eq!(down["escalation"], false, "{down}");
     assert!(down["capabilities"]
         .as_array()
@@ -389,14 +379,7 @@ fn inspect_lists_http_origins_and_diff_marks_a_new_origin() {
             && text.contains("may contact https://tracker.example.net"),
         "{text}"
     );
-    let out = superapp()
-        .args(["audit", "diff", "--json"])
-        .arg(&old)
-        .arg(&new)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let diff: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let diff = audit_diff(&old, &new);
     assert_eq!(diff["escalation"], true, "{diff}");
     assert_eq!(
         diff["origins"],
@@ -445,14 +428,7 @@ fn diff_marks_documents_moving_into_the_app_and_a_new_callback_url() {
         text.contains("shared documents go to https://backend.probe.test/cb, not to the app"),
         "{text}"
     );
-    let out = superapp()
-        .args(["audit", "diff", "--json"])
-        .arg(&old)
-        .arg(&new)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let diff: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let diff = audit_diff(&old, &new);
     assert_eq!(diff["escalation"], true, "{diff}");
     assert_eq!(diff["documents_to_app"], true);
     assert_eq!(
@@ -460,13 +436,7 @@ fn diff_marks_documents_moving_into_the_app_and_a_new_callback_url() {
         serde_json::json!({"old": "https://backend.probe.test/cb", "new": "https://collector.example.net/cb", "escalation": true})
     );
     // Back the other way: nothing new leaves for the app.
-    let out = superapp()
-        .args(["audit", "diff", "--json"])
-        .arg(&new)
-        .arg(&old)
-        .output()
-        .unwrap();
-    let back: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let back = audit_diff(&new, &old);
     assert_eq!(back["documents_to_app"], false, "{back}");
 }
 
@@ -505,4 +475,16 @@ fn the_bundled_apps_ask_for_nothing_they_do_not_use() {
             );
         }
     }
+}
+
+/// `audit diff --json OLD NEW`, which must succeed.
+fn audit_diff(old: &Path, new: &Path) -> Value {
+    let out = superapp()
+        .args(["audit", "diff", "--json"])
+        .arg(old)
+        .arg(new)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
 }

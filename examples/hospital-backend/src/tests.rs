@@ -107,6 +107,13 @@ impl World {
         )
     }
 
+    /// `patient`'s bookings as the backend lists them.
+    async fn appointments(&self, patient: &str) -> Value {
+        self.call("GET", "/api/appointments", Some(patient), json!(null))
+            .await
+            .1
+    }
+
     async fn hold(&self, patient: &str, reference: &str, at: u32) -> (StatusCode, Value) {
         let want = json!({"reference": reference, "doctor": "weber", "day": MONDAY, "at": at});
         self.call("POST", "/api/holds", Some(patient), want).await
@@ -303,16 +310,12 @@ async fn a_slot_is_kept_for_one_patient_and_booked_only_by_a_signed_payment() {
         .callback(&w.host, &settled("d1", "p1", "HB-ONE", 4_000))
         .await;
     assert_eq!(again["applied"], false);
-    let (_, mine) = w
-        .call("GET", "/api/appointments", Some("p1"), json!(null))
-        .await;
+    let mine = w.appointments("p1").await;
     assert_eq!(mine["appointments"][0]["state"], "booked");
     assert_eq!(mine["appointments"][0]["paid"], 4_000, "counted once");
     let (_, booked) = w.call("GET", &day, Some("p2"), json!(null)).await;
     assert_eq!(booked["booked"], json!([EIGHT]));
-    let (_, theirs) = w
-        .call("GET", "/api/appointments", Some("p2"), json!(null))
-        .await;
+    let theirs = w.appointments("p2").await;
     assert_eq!(theirs["appointments"], json!([]), "only one's own");
 
     // A paid time is not given up as a hold would be (a payment event the
@@ -367,9 +370,7 @@ async fn a_payment_for_a_hold_that_ran_out_and_was_taken_is_owed_back() {
         .callback(&w.host, &settled("d2", "p2", "HB-TWO", 1_000))
         .await;
     assert_eq!(short["refund_due"], 1_000, "too little pays for nothing");
-    let (_, mine) = w
-        .call("GET", "/api/appointments", Some("p2"), json!(null))
-        .await;
+    let mine = w.appointments("p2").await;
     assert_eq!(mine["appointments"][0]["state"], "held");
 }
 
@@ -394,9 +395,7 @@ async fn a_policy_the_host_delivers_for_the_patient_lowers_the_fee_once() {
         }
     };
     let mine = || async {
-        let (_, all) = w
-            .call("GET", "/api/appointments", Some("p1"), json!(null))
-            .await;
+        let all = w.appointments("p1").await;
         all["appointments"][0].clone()
     };
 
@@ -483,9 +482,7 @@ async fn a_policy_the_host_delivers_for_the_patient_lowers_the_fee_once() {
         .await;
     w.callback(&w.host, &presented("d-replay", "p1", "req-three", fresh))
         .await;
-    let (_, all) = w
-        .call("GET", "/api/appointments", Some("p1"), json!(null))
-        .await;
+    let all = w.appointments("p1").await;
     let three_now = all["appointments"]
         .as_array()
         .unwrap()

@@ -282,6 +282,12 @@ impl Manifest {
             .unwrap_or_default()
     }
 
+    /// Where shared documents go instead of the app: the callback endpoint,
+    /// when the manifest says `deliver = "backend"`.
+    pub fn documents_callback(&self) -> Option<&Callback> {
+        self.callback.as_ref().filter(|_| self.documents_to_backend)
+    }
+
     /// The origins the `http` capability may reach (none if undeclared).
     pub fn origins(&self) -> &[Origin] {
         self.declared

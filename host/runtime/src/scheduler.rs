@@ -461,15 +461,8 @@ impl Turn {
         };
         drop(slot);
         let out = work.await;
-        {
-            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(since) = clock.since.take() {
-                clock.used += since.elapsed();
-            }
-        }
-        let slot = self.ticket.reacquire().await;
-        self.clock.lock().unwrap_or_else(|p| p.into_inner()).since = Some(Instant::now());
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
+        self.stop_clock();
+        self.hold(self.ticket.reacquire().await);
         out
     }
 
@@ -477,13 +470,20 @@ impl Turn {
     pub async fn yield_slot(self: Arc<Self>) {
         let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(slot) = slot else { return };
-        {
-            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(since) = clock.since.take() {
-                clock.used += since.elapsed();
-            }
+        self.stop_clock();
+        self.hold(self.ticket.resume(slot).await);
+    }
+
+    /// Stop counting running time (while this event waits for a slot).
+    fn stop_clock(&self) {
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(since) = clock.since.take() {
+            clock.used += since.elapsed();
         }
-        let slot = self.ticket.resume(slot).await;
+    }
+
+    /// Hold `slot` again, counting running time from now.
+    fn hold(&self, slot: Slot) {
         self.clock.lock().unwrap_or_else(|p| p.into_inner()).since = Some(Instant::now());
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
     }

@@ -5,10 +5,10 @@
 //! go unannounced and no notification can announce money that did not
 //! move. A document a user shares with an app whose manifest delivers
 //! documents to its backend goes out the same way, in the transaction that
-//! closes the request, instead of to the app. A sender (the server's) takes what is due, signs and POSTs it, and
-//! removes it only when the backend answered 2xx; a failure is retried with
-//! doubling waits (1 s up to an hour) for a day, then abandoned. Every
-//! attempt is in the audit log. Delivery is at least once: a backend skips
+//! closes the request, instead of to the app. A sender (the server's)
+//! takes what is due, signs and POSTs it, and removes it only when the
+//! backend answered 2xx; a failure is retried with doubling waits (1 s up
+//! to an hour) for a day, then abandoned. Every attempt is in the audit log. Delivery is at least once: a backend skips
 //! an id it has already applied (`superapp_sdk::callbacks`).
 
 use std::sync::Arc;
@@ -45,9 +45,9 @@ pub struct Delivery {
     /// The manifest's callback URL when the payment (or document) was
     /// requested.
     pub url: String,
-    /// For `document.presented`: the presentation, as JSON.
+    /// For `document.presented`: the presentation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub presentation: Option<String>,
+    pub presentation: Option<superapp_sdk::credentials::PresentationEnvelope>,
     pub attempts: u32,
     pub next_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,7 +132,7 @@ pub fn document_delivery(
         reference: request.id.clone(),
         at: now,
         url: url.into(),
-        presentation: Some(serde_json::to_string(envelope).expect("envelopes serialize")),
+        presentation: Some(envelope.clone()),
         attempts: 0,
         next_at: now + INLINE_SECS,
         last_error: None,

@@ -175,12 +175,13 @@ pub fn build_with(
     progress: bool,
     features: &[String],
 ) -> anyhow::Result<Built> {
-    if let Some(bad) = features.iter().find(|f| {
-        f.is_empty()
-            || !f
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
-    }) {
+    // Cargo's rule: a letter, digit or `_` first, then those, `-` or `+`.
+    let valid = |f: &str| {
+        f.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && f.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_+".contains(c))
+    };
+    if let Some(bad) = features.iter().find(|f| !valid(f)) {
         bail!("`{bad}` is not a cargo feature name");
     }
     let manifest_path = dir.join("Cargo.toml");

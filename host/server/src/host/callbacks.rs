@@ -85,12 +85,7 @@ impl Host {
             refunded: d.refunded,
             reference: d.reference.clone(),
             at: d.at,
-            presentation: d
-                .presentation
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| (format!("a stored presentation does not read: {e}"), None))?,
+            presentation: d.presentation.clone(),
         };
         let body = serde_json::to_vec(&notification).map_err(|e| (e.to_string(), None))?;
         let t = superapp_core::now_secs();

@@ -277,11 +277,7 @@ impl Requests {
             nonce: ask.nonce.clone(),
             verifier: ask.verifier.clone(),
             expires_at: now_secs() + self.ttl.as_secs(),
-            deliver_to: app
-                .callback
-                .as_ref()
-                .filter(|_| app.documents_to_backend)
-                .map(|c| c.url.clone()),
+            deliver_to: app.documents_callback().map(|c| c.url.clone()),
         };
         let sheet = DocumentSheet {
             request_id: req.id.clone(),
@@ -291,11 +287,7 @@ impl Requests {
             issuer,
             available,
             verifier: req.verifier.clone(),
-            deliver_to: app
-                .callback
-                .as_ref()
-                .filter(|_| app.documents_to_backend)
-                .map(|c| c.origin.to_string()),
+            deliver_to: app.documents_callback().map(|c| c.origin.to_string()),
         };
         let prompt = Prompt::new(
             req.id.clone(),

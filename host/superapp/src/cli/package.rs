@@ -251,12 +251,8 @@ pub fn inspect(runtime: &Runtime, package: &Package) -> Inspection {
                 imported: imported.contains(&d.capability),
                 origins: d.origins.iter().map(|o| o.to_string()).collect(),
                 delivered_to: m
-                    .callback
-                    .as_ref()
-                    .filter(|_| {
-                        m.documents_to_backend
-                            && d.capability == superapp_core::Capability::Documents
-                    })
+                    .documents_callback()
+                    .filter(|_| d.capability == superapp_core::Capability::Documents)
                     .map(|c| c.url.clone()),
             })
             .collect(),

@@ -55,8 +55,30 @@
 //! Every mini-program built with this crate imports `log`: the export macro
 //! installs a panic hook that reports the panic message through it, so a
 //! crash shows up in the host's logs with its cause.
+//!
+//! # Memory
+//!
+//! With the default `allocator` feature the SDK installs the global
+//! allocator: dlmalloc, the allocator std itself uses on wasm32, in a
+//! version that first takes the heap the linker leaves in the initial
+//! memory. `superapp plugin build` links every mini-program with a
+//! [`INITIAL_HEAP`]-byte initial heap, so an event that allocates less never
+//! calls `memory.grow`. That matters for speed, not only for memory: the
+//! host gives every event a fresh instance, and undoing a grown memory
+//! between two instances means changing page protections, which on a
+//! machine with several cores makes the kernel interrupt every core. Turn
+//! the feature off (`default-features = false`) to bring your own allocator.
 
 extern crate self as superapp_sdk;
+
+/// The heap a mini-program built by `superapp plugin build` starts with, in
+/// bytes, on top of its stack and static data. It counts against the app's
+/// memory limit from the start.
+pub const INITIAL_HEAP: usize = 512 << 10;
+
+#[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 pub mod assertion;
 pub mod bindings;

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
 use superapp_runtime::{Call, Limit, RunError, Runtime, RuntimeConfig, SchedulerConfig};
 
 use crate::common::*;
@@ -236,4 +237,39 @@ async fn host_caps_limit_what_a_manifest_asks_for() {
         .await
         .unwrap_err();
     assert_eq!(err.limit(), Some(&Limit::Time { limit_ms: 50 }));
+}
+
+/// What one event writes into its memory (heap and grown pages) is gone in
+/// the next, for the same user and for another; the same scan finds the
+/// marks within one event, so it would see them if they survived.
+#[tokio::test]
+async fn an_event_never_sees_the_memory_of_the_one_before() {
+    let rt = runtime();
+    let app = load(&rt, "testing/static-state");
+    let svc = services(&[]);
+    let secret = "a secret of the event before";
+    let act = |name: &str| {
+        Call::Event(Event::Action(Action {
+            name: name.into(),
+            value: Some(secret.into()),
+            fields: Vec::new(),
+        }))
+    };
+    let view = run(&rt, &app, &svc, "alice", act("mark-and-scan"))
+        .await
+        .unwrap();
+    // Its own copy plus 64 KiB of marks in the heap and one in a new page.
+    let found: usize = texts(&view)[0]
+        .strip_prefix("found: ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(found > 1000, "the scan found {found} marks it just wrote");
+    for _ in 0..3 {
+        run(&rt, &app, &svc, "alice", act("mark")).await.unwrap();
+        for user in ["alice", "bob"] {
+            let view = run(&rt, &app, &svc, user, act("scan")).await.unwrap();
+            assert_eq!(texts(&view), vec!["found: 1"], "{user} saw the marks");
+        }
+    }
 }

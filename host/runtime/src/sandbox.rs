@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Func, Instance, Linker, TypedFunc};
 use wasmtime::{
     CallHook, Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
     Trap, UpdateDeadline,
@@ -18,7 +18,7 @@ use wasmtime::{
 
 use superapp_core::{Capability, Limits, Manifest, PACKAGE, VERSION};
 
-use crate::bindings::superapp::plugin::types::{Context, Event};
+use crate::bindings::superapp::plugin::types::{AppError, Context, Event, View as WitView};
 use crate::bindings::MiniProgramPre;
 use crate::cache::{sha256_hex, ComponentCache, Origin};
 use crate::capabilities::{self, HostState, Services};
@@ -110,10 +110,78 @@ impl Drop for Ticker {
     }
 }
 
+/// What `launch` and `event` return.
+type Answer = (Result<WitView, AppError>,);
+
+/// The component's two exports, found once at load. Their types are
+/// checked against the contract in the first instance (every instance of
+/// one component has the same types); later instances skip that check.
+struct Exports {
+    launch: ComponentExportIndex,
+    event: ComponentExportIndex,
+    checked: AtomicBool,
+}
+
+impl Exports {
+    fn find(component: &Component) -> Result<Exports, LoadError> {
+        let index = |name: &str| {
+            component
+                .get_export_index(None, name)
+                .ok_or_else(|| LoadError::Link(format!("the component exports no `{name}`")))
+        };
+        Ok(Exports {
+            launch: index("launch")?,
+            event: index("event")?,
+            checked: AtomicBool::new(false),
+        })
+    }
+
+    /// The export at `index`, after both exports' types were checked once.
+    fn checked_func(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+        index: &ComponentExportIndex,
+    ) -> wasmtime::Result<Func> {
+        if !self.checked.load(Ordering::Acquire) {
+            instance.get_typed_func::<(&Context,), Answer>(&mut *store, &self.launch)?;
+            instance.get_typed_func::<(&Context, &Event), Answer>(&mut *store, &self.event)?;
+            self.checked.store(true, Ordering::Release);
+        }
+        instance
+            .get_func(&mut *store, index)
+            .ok_or_else(|| wasmtime::Error::msg("an export of the component is not a function"))
+    }
+
+    fn launch<'a>(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<TypedFunc<(&'a Context,), Answer>> {
+        let func = self.checked_func(store, instance, &self.launch)?;
+        // SAFETY: `checked_func` returns only after `launch` of this very
+        // component passed `get_typed_func` with exactly these types.
+        #[allow(unsafe_code)]
+        Ok(unsafe { TypedFunc::new_unchecked(func) })
+    }
+
+    fn event<'a>(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<TypedFunc<(&'a Context, &'a Event), Answer>> {
+        let func = self.checked_func(store, instance, &self.event)?;
+        // SAFETY: as in `launch`, for `event`'s types.
+        #[allow(unsafe_code)]
+        Ok(unsafe { TypedFunc::new_unchecked(func) })
+    }
+}
+
 /// A checked, linked mini-program, ready to instantiate.
 pub struct App {
     manifest: Arc<Manifest>,
     pre: MiniProgramPre<HostState>,
+    exports: Exports,
     limits: Limits,
     sha256: String,
     imports: ImportReport,
@@ -269,6 +337,7 @@ impl Runtime {
         let limits = manifest.limits.capped_by(self.config.cap);
         Ok(App {
             manifest: Arc::new(manifest),
+            exports: Exports::find(&component)?,
             pre,
             limits,
             sha256,
@@ -393,15 +462,21 @@ impl Runtime {
         };
 
         let running = async {
-            let instance = match app.pre.instantiate_async(&mut store).await {
+            let instance = match app.pre.instance_pre().instantiate_async(&mut store).await {
                 Ok(i) => i,
                 Err(e) => return Err((true, e)),
             };
             let result = match call {
-                Call::Launch => instance.call_launch(&mut store, &ctx).await,
-                Call::Event(event) => instance.call_event(&mut store, &ctx, event).await,
+                Call::Launch => match app.exports.launch(&mut store, &instance) {
+                    Ok(f) => f.call_async(&mut store, (&ctx,)).await,
+                    Err(e) => Err(e),
+                },
+                Call::Event(event) => match app.exports.event(&mut store, &instance) {
+                    Ok(f) => f.call_async(&mut store, (&ctx, event)).await,
+                    Err(e) => Err(e),
+                },
             };
-            result.map_err(|e| (false, e))
+            result.map(|(answer,)| answer).map_err(|e| (false, e))
         };
         // The backstop for an event stuck in a host call, counted in
         // running time like the limit itself.

@@ -1,22 +1,140 @@
-//! Runtime benchmark: component compile time, precompiled load time, and the
-//! event round trip (fresh instance + `event` + one host call + teardown)
-//! with and without the pooling allocator. Prints a table.
+//! Runtime benchmark: component compile time, precompiled load time, the
+//! first event of a fresh process, the event round trip (fresh instance +
+//! `event` + one host call + view validation + teardown) with and without
+//! the pooling allocator, and memory: per loaded app, per concurrent event,
+//! and a leak check over 100 000 sequential events. Prints tables.
 //!
 //! Run with `cargo bench -p superapp --bench runtime`. Set
-//! `SUPERAPP_BENCH_EVENTS` to change the number of timed events (default 10000),
-//! `SUPERAPP_BENCH_KEEP_RESIDENT=0,65536,…` to compare pooling reset sizes, and
-//! `SUPERAPP_BENCH_ON_DEMAND=0` to skip the on-demand allocator.
+//! `SUPERAPP_BENCH_EVENTS` to change the number of timed events per round
+//! (default 10000), `SUPERAPP_BENCH_ROUNDS` the rounds whose median is shown
+//! (default 3), `SUPERAPP_BENCH_KEEP_RESIDENT=0,65536,…` to compare pooling
+//! reset sizes, `SUPERAPP_BENCH_ON_DEMAND=0` to skip the on-demand
+//! allocator and `SUPERAPP_BENCH_LEAK_EVENTS` to change the leak check's
+//! length (default 100000).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
-use superapp_runtime::Services;
-use superapp_runtime::{Call, Invocation, Runtime, RuntimeConfig};
+use superapp_runtime::{App, Call, Invocation, Runtime, RuntimeConfig, SchedulerConfig, Services};
 
 mod stats;
 use stats::{median, micros, millis, percentile};
+
+/// Set in a child process: measure one cold start against this cache.
+const COLD_CHILD: &str = "SUPERAPP_BENCH_COLD_CHILD";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// This process's resident set, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn mib(kib: f64) -> String {
+    format!("{:.1} MiB", kib / 1024.0)
+}
+
+fn action(name: &str, value: Option<&str>) -> Call {
+    Call::Event(Event::Action(Action {
+        name: name.into(),
+        value: value.map(str::to_string),
+        fields: Vec::new(),
+    }))
+}
+
+struct Table {
+    title: String,
+    rows: Vec<(String, String)>,
+}
+
+impl Table {
+    fn new(title: impl Into<String>) -> Table {
+        Table {
+            title: title.into(),
+            rows: Vec::new(),
+        }
+    }
+    fn row(&mut self, k: impl Into<String>, v: impl Into<String>) {
+        self.rows.push((k.into(), v.into()));
+    }
+    fn print(&self) {
+        println!();
+        println!("{}", self.title);
+        println!("| measure | value |");
+        println!("| --- | --- |");
+        for (k, v) in &self.rows {
+            println!("| {k} | {v} |");
+        }
+    }
+}
+
+/// The child's side of the cold start: a new runtime (engine, pool,
+/// ticker), the component loaded from the warm cache, one event. Prints
+/// the three phases in nanoseconds.
+fn cold_child(cache: &Path, manifest: superapp_core::Manifest, bytes: &[u8]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.to_path_buf()),
+        ..RuntimeConfig::default()
+    })?;
+    let runtime_ready = started.elapsed();
+    let app = rt.load(manifest, bytes)?;
+    let loaded = started.elapsed();
+    let services = Arc::new(Services::in_memory(Default::default()));
+    let executor = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let view = executor.block_on(rt.run(
+        &app,
+        &services,
+        &Invocation::new("u"),
+        &action("ping", None),
+    ));
+    let done = started.elapsed();
+    anyhow::ensure!(view.is_ok(), "the first event failed: {:?}", view.err());
+    println!(
+        "{} {} {}",
+        runtime_ready.as_nanos(),
+        (loaded - runtime_ready).as_nanos(),
+        (done - loaded).as_nanos()
+    );
+    Ok(())
+}
+
+/// Run `n` events one after another; their round-trip times, sorted.
+fn timed_events(
+    executor: &tokio::runtime::Runtime,
+    rt: &Runtime,
+    app: &App,
+    services: &Arc<Services>,
+    call: &Call,
+    n: usize,
+) -> Vec<Duration> {
+    let invocation = Invocation::new("bench-user");
+    let mut samples = Vec::with_capacity(n);
+    executor.block_on(async {
+        for _ in 0..n {
+            let t = Instant::now();
+            let view = rt.run(app, services, &invocation, call).await;
+            samples.push(t.elapsed());
+            assert!(view.is_ok(), "{:?}", view.err());
+        }
+    });
+    samples.sort();
+    samples
+}
 
 fn main() -> anyhow::Result<()> {
     // The repository root, two levels above this crate.
@@ -24,20 +142,25 @@ fn main() -> anyhow::Result<()> {
         .ancestors()
         .nth(2)
         .unwrap();
-    let events: usize = std::env::var("SUPERAPP_BENCH_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
-    let built = superapp_cli::plugin_build::build(&repo.join("plugins/hello"), None, false)?;
-    let bytes = std::fs::read(&built.component)?;
-    let manifest_path = repo.join("plugins/hello/plugin.toml");
-    let manifest = superapp_core::Manifest::load(&manifest_path)?;
+    let events: usize = env_or("SUPERAPP_BENCH_EVENTS", 10_000);
+    let rounds: usize = env_or("SUPERAPP_BENCH_ROUNDS", 3).max(1);
+    let leak_events: usize = env_or("SUPERAPP_BENCH_LEAK_EVENTS", 100_000);
+    let hello = |name: &str| -> anyhow::Result<(superapp_core::Manifest, Vec<u8>)> {
+        let dir = repo.join("plugins").join(name);
+        let built = superapp_cli::plugin_build::build(&dir, None, false)?;
+        Ok((
+            superapp_core::Manifest::load(&dir.join("plugin.toml"))?,
+            std::fs::read(&built.component)?,
+        ))
+    };
+    let (manifest, bytes) = hello("hello")?;
 
-    let mut rows: Vec<(String, String)> = Vec::new();
-    rows.push((
-        "component size".into(),
-        format!("{} KiB", bytes.len() / 1024),
-    ));
+    if let Ok(cache) = std::env::var(COLD_CHILD) {
+        return cold_child(Path::new(&cache), manifest, &bytes);
+    }
+
+    let mut load_table = Table::new("superapp runtime benchmark: loading (hello)");
+    load_table.row("component size", format!("{} KiB", bytes.len() / 1024));
 
     // Compile from scratch (no cache), median of 5.
     let plain = Runtime::new(RuntimeConfig::default())?;
@@ -50,12 +173,10 @@ fn main() -> anyhow::Result<()> {
             })
             .collect(),
     );
-    rows.push((
-        "compile (Component::new), median of 5".into(),
-        millis(compile),
-    ));
+    load_table.row("compile (Component::new), median of 5", millis(compile));
+    drop(plain);
 
-    // Load precompiled from the on-disk cache (read + verify + deserialize).
+    // Load precompiled from the on-disk cache.
     let cache = tempfile::tempdir()?;
     let cached = Runtime::new(RuntimeConfig {
         cache_dir: Some(cache.path().to_path_buf()),
@@ -71,16 +192,49 @@ fn main() -> anyhow::Result<()> {
             })
             .collect(),
     );
-    rows.push((
-        "load precompiled from cache, median of 50".into(),
-        millis(load),
-    ));
+    load_table.row("load precompiled from cache, median of 50", millis(load));
 
-    let ping = Call::Event(Event::Action(Action {
-        name: "ping".into(),
-        value: None,
-        fields: Vec::new(),
-    }));
+    // The first event of a fresh process, the cache warm: 20 child
+    // processes, each timing its own runtime start, load and first event.
+    let mut phases: [Vec<Duration>; 4] = Default::default();
+    for _ in 0..20 {
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .env(COLD_CHILD, cache.path())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "cold-start child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().last().unwrap_or_default();
+        let ns: Vec<u64> = line.split(' ').filter_map(|v| v.parse().ok()).collect();
+        anyhow::ensure!(ns.len() == 3, "cold-start child printed {line:?}");
+        for (i, v) in ns.iter().enumerate() {
+            phases[i].push(Duration::from_nanos(*v));
+        }
+        phases[3].push(Duration::from_nanos(ns.iter().sum()));
+    }
+    let names = [
+        "runtime start (engine, instance pool, ticker)",
+        "load from the warm cache",
+        "first event",
+        "total: fresh process to first view",
+    ];
+    for (name, mut samples) in names.iter().zip(phases) {
+        samples.sort();
+        load_table.row(
+            format!("cold start, {name}: median / max of 20"),
+            format!(
+                "{} / {}",
+                millis(percentile(&samples, 0.5)),
+                millis(percentile(&samples, 1.0))
+            ),
+        );
+    }
+    drop(cached);
+
+    let ping = action("ping", None);
     let executor = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -89,10 +243,15 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![RuntimeConfig::default().keep_resident]);
     let on_demand = std::env::var("SUPERAPP_BENCH_ON_DEMAND").map_or(true, |v| v != "0");
-    let variants = keep
+    let variants: Vec<(bool, usize)> = keep
         .iter()
         .map(|&k| (true, k))
-        .chain(on_demand.then_some((false, 0)));
+        .chain(on_demand.then_some((false, 0)))
+        .collect();
+    let mut round_trip = Table::new(format!(
+        "superapp runtime benchmark: event round trip (hello `ping`: one identity call; \
+         {events} events per round, median of {rounds} rounds)"
+    ));
     for (pooling, keep_resident) in variants {
         let rt = Runtime::new(RuntimeConfig {
             pooling,
@@ -101,45 +260,200 @@ fn main() -> anyhow::Result<()> {
         })?;
         let app = rt.load(manifest.clone(), &bytes)?;
         let services = Arc::new(Services::in_memory(Default::default()));
-        let invocation = Invocation::new("bench-user");
-        let mut samples = Vec::with_capacity(events);
-        executor.block_on(async {
-            for _ in 0..1_000 {
-                rt.run(&app, &services, &invocation, &ping)
-                    .await
-                    .expect("warm-up event");
-            }
-            for _ in 0..events {
-                let t = Instant::now();
-                let view = rt.run(&app, &services, &invocation, &ping).await;
-                samples.push(t.elapsed());
-                assert!(view.is_ok());
-            }
-        });
-        samples.sort();
-        let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+        timed_events(&executor, &rt, &app, &services, &ping, 1_000);
+        let (mut p50, mut p99, mut mean) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let samples = timed_events(&executor, &rt, &app, &services, &ping, events);
+            p50.push(percentile(&samples, 0.50));
+            p99.push(percentile(&samples, 0.99));
+            mean.push(samples.iter().sum::<Duration>() / samples.len() as u32);
+        }
         let label = if pooling {
             format!("pooling, keep-resident {} KiB", keep_resident >> 10)
         } else {
             "on-demand".to_string()
         };
-        rows.push((
-            format!("event round trip, {label}: p50"),
-            micros(percentile(&samples, 0.50)),
-        ));
-        rows.push((
-            format!("event round trip, {label}: p99"),
-            micros(percentile(&samples, 0.99)),
-        ));
-        rows.push((format!("event round trip, {label}: mean"), micros(mean)));
+        let spread = |mut v: Vec<Duration>| {
+            v.sort();
+            format!(
+                "{} (rounds: {})",
+                micros(median(v.clone())),
+                v.iter().map(|d| micros(*d)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        round_trip.row(format!("{label}: p50"), spread(p50));
+        round_trip.row(format!("{label}: p99"), spread(p99));
+        round_trip.row(format!("{label}: mean"), spread(mean));
     }
 
-    println!();
-    println!("superapp runtime benchmark ({events} events per allocator, hello `ping`: one identity call)");
-    println!("| measure | value |");
-    println!("| --- | --- |");
-    for (k, v) in rows {
-        println!("| {k} | {v} |");
+    let memory = memory_tables(&manifest, &bytes, &executor, leak_events, hello)?;
+
+    load_table.print();
+    round_trip.print();
+    for table in memory {
+        table.print();
     }
     Ok(())
+}
+
+/// Host RSS per loaded app and per concurrent event, and the leak check.
+fn memory_tables(
+    manifest: &superapp_core::Manifest,
+    bytes: &[u8],
+    executor: &tokio::runtime::Runtime,
+    leak_events: usize,
+    build: impl Fn(&str) -> anyhow::Result<(superapp_core::Manifest, Vec<u8>)>,
+) -> anyhow::Result<Vec<Table>> {
+    let cache = tempfile::tempdir()?;
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        scheduler: SchedulerConfig {
+            slots: 64,
+            ..SchedulerConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })?;
+    rt.compile(bytes)?;
+    let services = Arc::new(Services::in_memory(Default::default()));
+
+    // Loaded apps: each load deserializes its own copy of the compiled code
+    // and links it, as the server does for every published app.
+    let mut apps_table = Table::new(
+        "superapp runtime benchmark: memory per loaded app (hello, precompiled; host RSS)",
+    );
+    let base = rss_kib();
+    apps_table.row("runtime started, no app", mib(base as f64));
+    let mut apps = Vec::new();
+    for target in [1usize, 10, 100] {
+        while apps.len() < target {
+            let mut m = manifest.clone();
+            m.id = format!("{}.copy{}", manifest.id, apps.len());
+            apps.push(rt.load(m, bytes)?);
+        }
+        // One event each, so every app's code and first instance are warm.
+        executor.block_on(async {
+            for app in &apps {
+                let ran = rt
+                    .run(app, &services, &Invocation::new("u"), &action("ping", None))
+                    .await;
+                assert!(ran.is_ok(), "{:?}", ran.err());
+            }
+        });
+        let now = rss_kib();
+        apps_table.row(
+            format!("{target} loaded app(s)"),
+            format!(
+                "{} ({:.0} KiB per app)",
+                mib(now as f64),
+                (now.saturating_sub(base)) as f64 / target as f64
+            ),
+        );
+    }
+    drop(apps);
+
+    // Concurrent events: 64 busy events at once, each yielding its core
+    // every tick, so all 64 instances are alive together.
+    let (busy_manifest, busy_bytes) = build("testing/busy")?;
+    let busy = rt.load(busy_manifest, &busy_bytes)?;
+    let threaded = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let concurrent = 64usize;
+    let run_busy = |amount: &'static str| {
+        let rt = &rt;
+        let busy = &busy;
+        let services = &services;
+        async move {
+            let work = action("work", Some(amount));
+            let runs = (0..concurrent).map(|i| {
+                let work = work.clone();
+                async move {
+                    rt.run(busy, services, &Invocation::new(format!("u{i}")), &work)
+                        .await
+                }
+            });
+            futures_util::future::join_all(runs).await
+        }
+    };
+    let before = rss_kib();
+    // Warm-up: every slot and fiber stack touched once.
+    for r in threaded.block_on(run_busy("1")) {
+        assert!(r.is_ok(), "{:?}", r.err());
+    }
+    let idle = rss_kib();
+    let peak = std::sync::atomic::AtomicU64::new(idle);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        for r in threaded.block_on(run_busy("5000")) {
+            assert!(r.is_ok(), "{:?}", r.err());
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let peak = peak.into_inner();
+    let mut events_table = Table::new(format!(
+        "superapp runtime benchmark: memory per concurrent event ({concurrent} busy events alive at once)"
+    ));
+    let per = |kib: u64| format!("{:.0} KiB", kib as f64 / concurrent as f64);
+    events_table.row("host RSS before any busy event", mib(before as f64));
+    events_table.row(
+        format!("host RSS after {concurrent} at once ended (pool slots keep their pages)"),
+        mib(idle as f64),
+    );
+    events_table.row(
+        format!("host RSS, peak with {concurrent} events"),
+        mib(peak as f64),
+    );
+    events_table.row(
+        "per concurrent event, kept resident by its pool slot",
+        per(idle.saturating_sub(before)),
+    );
+    events_table.row(
+        "per concurrent event, peak over that",
+        per(peak.saturating_sub(idle)),
+    );
+
+    // Leak check: sequential events, RSS sampled every tenth of the run.
+    let app = rt.load(manifest.clone(), bytes)?;
+    let ping = action("ping", None);
+    let step = (leak_events / 10).max(1);
+    let mut leak_table = Table::new(format!(
+        "superapp runtime benchmark: leak check ({leak_events} sequential hello events, one process)"
+    ));
+    let mut samples = Vec::new();
+    executor.block_on(async {
+        for i in 1..=leak_events {
+            let ran = rt
+                .run(
+                    &app,
+                    &services,
+                    &Invocation::new(format!("user-{}", i % 1000)),
+                    &ping,
+                )
+                .await;
+            assert!(ran.is_ok(), "{:?}", ran.err());
+            if i % step == 0 {
+                samples.push((i, rss_kib()));
+            }
+        }
+    });
+    for (i, kib) in &samples {
+        leak_table.row(format!("RSS after {i} events"), mib(*kib as f64));
+    }
+    // Warm-up is the first tenth; growth after it, per 10 000 events.
+    if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
+        let grown = last.1 as f64 - first.1 as f64;
+        let per = grown / ((last.0 - first.0).max(1) as f64) * 10_000.0;
+        leak_table.row(
+            format!("growth after the first {} events", first.0),
+            format!("{grown:.0} KiB ({per:.1} KiB per 10 000 events)"),
+        );
+    }
+    Ok(vec![apps_table, events_table, leak_table])
 }

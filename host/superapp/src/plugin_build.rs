@@ -82,7 +82,11 @@ impl Toolchain {
         ] {
             cmd.env_remove(var);
         }
-        cmd.arg("build")
+        // `cargo rustc --lib` so the link flags after `--` reach only the
+        // plugin's own cdylib, never its dependencies (or a std built from
+        // source), and a user's own rustflags still apply.
+        cmd.arg("rustc")
+            .arg("--lib")
             .arg("--release")
             .arg("--target")
             .arg(TARGET);
@@ -224,6 +228,13 @@ pub fn build_with(
         } else {
             vec!["--features".to_string(), features.join(",")]
         })
+        // The initial heap the SDK's allocator takes before it grows memory.
+        .arg("--")
+        .arg("-C")
+        .arg(format!(
+            "link-arg=--initial-heap={}",
+            superapp_sdk::INITIAL_HEAP
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -94,44 +94,72 @@ pub fn standalone_manifest() -> anyhow::Result<String> {
             }
         }
     }
-    if let (Some(deps), Some(from)) = (
-        sdk.get_mut("dependencies").and_then(|d| d.as_table_mut()),
-        ws.get("dependencies").and_then(|d| d.as_table()),
-    ) {
-        for (name, value) in deps.iter_mut() {
-            if !inherits(value) {
-                continue;
-            }
-            let base = from
-                .get(name)
-                .ok_or_else(|| anyhow!("the workspace has no dependency {name}"))?;
-            // A plain version string becomes a table, so local keys (such as
-            // extra features) can be merged in.
-            let mut merged = match base {
-                toml::Value::String(v) => {
-                    let mut t = toml::Table::new();
-                    t.insert("version".into(), toml::Value::String(v.clone()));
-                    t
-                }
-                toml::Value::Table(t) => t.clone(),
-                _ => {
-                    return Err(anyhow!(
-                        "the workspace's {name} is neither a version nor a table"
-                    ))
-                }
-            };
-            for (k, v) in value.as_table().into_iter().flatten() {
-                if k != "workspace" {
-                    merged.insert(k.clone(), v.clone());
-                }
-            }
-            *value = toml::Value::Table(merged);
+    let from = ws
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .ok_or_else(|| anyhow!("the workspace has no [workspace.dependencies]"))?;
+    if let Some(deps) = sdk.get_mut("dependencies").and_then(|d| d.as_table_mut()) {
+        resolve_dependencies(deps, from)?;
+    }
+    // Target-specific dependencies (`[target.'cfg(…)'.dependencies]`).
+    for (_, target) in sdk
+        .get_mut("target")
+        .and_then(|t| t.as_table_mut())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(deps) = target
+            .get_mut("dependencies")
+            .and_then(|d| d.as_table_mut())
+        {
+            resolve_dependencies(deps, from)?;
         }
     }
     Ok(format!(
         "# superapp-sdk for contract superapp:plugin@{VERSION}, installed by `superapp`.\n{}",
         toml::to_string(&sdk)?
     ))
+}
+
+/// Replace each `workspace = true` dependency in `deps` by the workspace's
+/// entry, with the local keys (such as `optional` or extra features) merged
+/// in.
+fn resolve_dependencies(deps: &mut toml::Table, from: &toml::Table) -> anyhow::Result<()> {
+    for (name, value) in deps.iter_mut() {
+        let inherits = value
+            .as_table()
+            .and_then(|t| t.get("workspace"))
+            .and_then(|w| w.as_bool())
+            == Some(true);
+        if !inherits {
+            continue;
+        }
+        let base = from
+            .get(name)
+            .ok_or_else(|| anyhow!("the workspace has no dependency {name}"))?;
+        // A plain version string becomes a table, so local keys can be
+        // merged in.
+        let mut merged = match base {
+            toml::Value::String(v) => {
+                let mut t = toml::Table::new();
+                t.insert("version".into(), toml::Value::String(v.clone()));
+                t
+            }
+            toml::Value::Table(t) => t.clone(),
+            _ => {
+                return Err(anyhow!(
+                    "the workspace's {name} is neither a version nor a table"
+                ))
+            }
+        };
+        for (k, v) in value.as_table().into_iter().flatten() {
+            if k != "workspace" {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        *value = toml::Value::Table(merged);
+    }
+    Ok(())
 }
 
 /// Install (or bring up to date) the bundled SDK in `dir`: each file is
@@ -199,5 +227,9 @@ mod tests {
         assert_eq!(t["package"]["name"].as_str(), Some("superapp-sdk"));
         assert!(t["package"]["version"].is_str());
         assert!(t["dependencies"]["wit-bindgen"]["version"].is_str());
+        // A target-specific dependency keeps its own keys.
+        let alloc = &t["target"]["cfg(target_arch = \"wasm32\")"]["dependencies"]["dlmalloc"];
+        assert!(alloc["version"].is_str(), "{text}");
+        assert_eq!(alloc["optional"].as_bool(), Some(true), "{text}");
     }
 }

@@ -18,7 +18,10 @@ fn greeting() -> Result<View, AppError> {
         Some(name) => view
             .heading(format!("Hello, {name}!"))
             .text(format!("You have opened this app {visits} times."))
-            .styled(format!("This app knows you as {}", identity::user_id()?), TextStyle::Muted)
+            .styled(
+                format!("This app knows you as {}", identity::user_id()?),
+                TextStyle::Muted,
+            )
             .button(Button::new("Forget me", "forget").style(ButtonStyle::Danger)),
         None => view.heading("Hello!").form(
             Form::new("save-name", "Save")
@@ -43,7 +46,9 @@ impl App for Hello {
             "save-name" => {
                 let name = action.field("name").unwrap_or("").trim();
                 if name.is_empty() || name.chars().count() > MAX_NAME {
-                    return Err(AppError::BadRequest(format!("a name is 1 to {MAX_NAME} characters")));
+                    return Err(AppError::BadRequest(format!(
+                        "a name is 1 to {MAX_NAME} characters"
+                    )));
                 }
                 storage::set_json("name", &name)?;
                 log::info("saved a name");

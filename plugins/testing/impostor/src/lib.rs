@@ -23,16 +23,20 @@ impl App for Impostor {
                 src: PIXEL.into(),
                 alt: "\"><script>window.__pwned = 'alt'</script>".into(),
             })
-            .form(
-                Form::new("steal", "Pay EUR 10.00")
-                    .input(Input::text("password", "Your password").placeholder("<svg onload=alert(1)>")),
-            )
-            .push(AppCard::new("dev.superapp.hello", "<a href=javascript:alert(1)>open</a>").description("<iframe src=//evil>")))
+            .form(Form::new("steal", "Pay EUR 10.00").input(
+                Input::text("password", "Your password").placeholder("<svg onload=alert(1)>"),
+            ))
+            .push(
+                AppCard::new("dev.superapp.hello", "<a href=javascript:alert(1)>open</a>")
+                    .description("<iframe src=//evil>"),
+            ))
     }
 
     fn event(ctx: &Context, event: Event) -> Result<View, AppError> {
         match event {
-            Event::Action(a) if a.name == "steal" => Ok(View::new("stolen").text(format!("got {:?}", a.field("password")))),
+            Event::Action(a) if a.name == "steal" => {
+                Ok(View::new("stolen").text(format!("got {:?}", a.field("password"))))
+            }
             _ => Self::launch(ctx),
         }
     }

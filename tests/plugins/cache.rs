@@ -28,7 +28,7 @@ async fn restart_loads_precompiled_and_tampering_forces_a_recompile() {
         .await
         .is_ok());
 
-    // Flip a byte in the artifact: its digest no longer matches.
+    // Flip a byte in the artifact: its checksum no longer matches.
     let artifact = std::fs::read_dir(cache.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -49,4 +49,35 @@ async fn restart_loads_precompiled_and_tampering_forces_a_recompile() {
         Origin::Cache,
         "the recompiled artifact was stored again"
     );
+}
+
+/// An artifact cut short (a full disk, a copy that stopped) is recompiled,
+/// and only the host may write the cache directory.
+#[tokio::test]
+async fn a_truncated_artifact_is_recompiled_and_the_cache_is_private() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("precompiled");
+    let first = runtime_with_cache(&dir);
+    assert_eq!(load(&first, "hello").origin(), Origin::Compiled);
+    drop(first);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "cache directory mode {mode:o}");
+    }
+
+    let artifact = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("a .cwasm artifact");
+    let bytes = std::fs::read(&artifact).unwrap();
+    std::fs::write(&artifact, &bytes[..bytes.len() / 3]).unwrap();
+    let second = runtime_with_cache(&dir);
+    let app = load(&second, "hello");
+    assert_eq!(app.origin(), Origin::Compiled);
+    assert!(run(&second, &app, &services(&[]), "alice", Call::Launch)
+        .await
+        .is_ok());
 }

@@ -1,5 +1,12 @@
 //! Precompiled components on disk, keyed by the SHA-256 of the component and
 //! the engine's compatibility hash, so a restart loads instead of compiling.
+//!
+//! An artifact is mapped from the file, not read into the heap and copied,
+//! and checked against the XXH3-128 checksum stored beside it. The checksum
+//! guards against damage (a flipped bit, a file cut short), not against
+//! someone who can write the cache directory: they could rewrite any digest
+//! beside the artifact as well, so the directory itself is the host's
+//! (mode 0700), and a new artifact is written whole, then renamed.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -37,6 +44,12 @@ impl ComponentCache {
     pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        // Precompiled code runs as the host's own: only the host may write it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         Ok(ComponentCache { dir })
     }
 
@@ -44,7 +57,7 @@ impl ComponentCache {
         let stem = format!("{component_sha}-{}", engine_fingerprint(engine));
         (
             self.dir.join(format!("{stem}.cwasm")),
-            self.dir.join(format!("{stem}.cwasm.sha256")),
+            self.dir.join(format!("{stem}.cwasm.xxh3")),
         )
     }
 
@@ -69,22 +82,34 @@ impl ComponentCache {
     }
 }
 
-/// Load an artifact whose SHA-256 matches its sidecar; anything missing,
-/// torn or tampered with is ignored (and recompiled by the caller).
+/// The checksum of an artifact, as stored beside it.
+fn checksum(bytes: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
+}
+
+/// Load an artifact whose checksum matches its sidecar; anything missing,
+/// torn or damaged is ignored (and recompiled by the caller).
 fn load_verified(engine: &Engine, artifact: &Path, check: &Path) -> Option<Component> {
     let expected = std::fs::read_to_string(check).ok()?;
-    let bytes = std::fs::read(artifact).ok()?;
-    if sha256_hex(&bytes) != expected.trim() {
-        tracing::warn!(path = %artifact.display(), "precompiled component does not match its digest; recompiling");
+    let file = std::fs::File::open(artifact).ok()?;
+    // SAFETY: the mapping is only read, here, to compute the checksum. The
+    // host never changes an artifact in place (a new one is written to a
+    // temporary file and renamed over it), so the mapped file does not
+    // change under the read.
+    #[allow(unsafe_code)]
+    let mapped = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    if checksum(&mapped) != expected.trim() {
+        tracing::warn!(path = %artifact.display(), "precompiled component does not match its checksum; recompiling");
         return None;
     }
-    // SAFETY: `Component::deserialize` trusts its input to be wasmtime's own
-    // output. These bytes are exactly what `Component::serialize` wrote into
-    // the host's private cache directory (written atomically, then verified
-    // against the SHA-256 stored beside them above), and the file name binds
-    // them to this engine's compatibility hash.
+    drop(mapped);
+    // SAFETY: `Component::deserialize_file` trusts its input to be
+    // wasmtime's own output. This file is exactly what `Component::serialize`
+    // wrote into the host's private cache directory (written whole, then
+    // renamed, and checked against the checksum stored beside it above),
+    // and its name binds it to this engine's compatibility hash.
     #[allow(unsafe_code)]
-    let component = unsafe { Component::deserialize(engine, &bytes) };
+    let component = unsafe { Component::deserialize_file(engine, artifact) };
     match component {
         Ok(c) => Some(c),
         Err(e) => {
@@ -94,11 +119,11 @@ fn load_verified(engine: &Engine, artifact: &Path, check: &Path) -> Option<Compo
     }
 }
 
-/// Write the artifact, then its digest, each atomically (temp file + rename),
+/// Write the artifact, then its checksum, each atomically (temp file + rename),
 /// so a crash leaves either a complete pair or nothing usable.
 fn store(dir: &Path, artifact: &Path, check: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic(dir, artifact, bytes)?;
-    write_atomic(dir, check, sha256_hex(bytes).as_bytes())
+    write_atomic(dir, check, checksum(bytes).as_bytes())
 }
 
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -305,9 +305,13 @@ impl Runtime {
     /// Compile (or load precompiled) without any checks: for tools that
     /// inspect components.
     pub fn compile(&self, bytes: &[u8]) -> Result<(Component, Origin), LoadError> {
-        let sha = sha256_hex(bytes);
+        self.compile_digested(&sha256_hex(bytes), bytes)
+    }
+
+    /// [`Runtime::compile`] of bytes whose SHA-256 (hex) is `sha`.
+    fn compile_digested(&self, sha: &str, bytes: &[u8]) -> Result<(Component, Origin), LoadError> {
         let result = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &sha, bytes),
+            Some(cache) => cache.load_or_compile(&self.engine, sha, bytes),
             None => Component::new(&self.engine, bytes).map(|c| (c, Origin::Compiled)),
         };
         result.map_err(|e| LoadError::Compile(format!("{e:#}")))
@@ -316,7 +320,7 @@ impl Runtime {
     /// Check a component against its manifest and prepare it to run.
     pub fn load(&self, manifest: Manifest, bytes: &[u8]) -> Result<App, LoadError> {
         let sha256 = sha256_hex(bytes);
-        let (component, origin) = self.compile(bytes)?;
+        let (component, origin) = self.compile_digested(&sha256, bytes)?;
         let imports =
             check_imports(&self.engine, &component, &manifest).map_err(LoadError::Imports)?;
 

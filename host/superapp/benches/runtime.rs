@@ -87,6 +87,11 @@ fn cold_child(cache: &Path, manifest: superapp_core::Manifest, bytes: &[u8]) -> 
     let started = Instant::now();
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: Some(cache.to_path_buf()),
+        max_instances: env_or(
+            "SUPERAPP_BENCH_POOL",
+            RuntimeConfig::default().max_instances,
+        ),
+        pooling: env_or("SUPERAPP_BENCH_POOLING", true),
         ..RuntimeConfig::default()
     })?;
     let runtime_ready = started.elapsed();

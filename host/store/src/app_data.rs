@@ -1,16 +1,26 @@
 //! The storage capabilities' key-value namespaces on the durable store.
-//! One tree holds every namespace: data entries under `d`, and one usage
-//! record per namespace under `u`, updated in the same transaction as the
-//! data so the quota can never drift.
+//! One tree holds every namespace's entries, each under the namespace's
+//! prefix. A write is one single-key write, no transaction: sled seals its
+//! log on every transaction, which cost an extra disk write per event.
+//!
+//! A namespace's usage (bytes and keys, for its quota) is not stored: it is
+//! counted from the namespace's entries the first time the namespace is
+//! used after start, then kept in memory and updated under the namespace's
+//! lock with every write. So it can never drift from the data, whatever a
+//! crash cut short, and the quota check and the write are one step for
+//! every writer of the namespace (the store belongs to one process).
 
-use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::kv::{
     check_write, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota, Usage,
 };
-use crate::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
+use crate::{Store, StoreError, Tree};
+
+/// Namespaces whose usage is kept in memory; past this many, those no
+/// writer holds are forgotten (and counted again when next used).
+const MAX_COUNTED: usize = 65_536;
 
 /// Length-prefixed namespace encoding: no app id or user id, however
 /// crafted, can produce another namespace's prefix.
@@ -43,104 +53,124 @@ fn data_key(ns: &Namespace, key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn usage_key(ns: &Namespace) -> Vec<u8> {
-    let mut k = vec![b'u'];
-    k.extend(namespace_bytes(ns));
-    k
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredUsage {
-    bytes: u64,
-    keys: u64,
-}
-
 fn store_error(e: StoreError) -> KvError {
     KvError::Backend(e.to_string())
 }
 
-fn abort_error(e: Abort<KvError>) -> KvError {
-    match e {
-        Abort::User(e) => e,
-        Abort::Store(e) => store_error(e),
-    }
-}
+/// A namespace's usage once counted; its mutex is the namespace's lock.
+type Counted = Arc<Mutex<Option<Usage>>>;
 
 /// `KvBackend` on the durable store. Writes are durable once the store's
 /// next flush is done; the caller of a mini-program event awaits it before
 /// answering.
 pub struct StoreKv {
     store: Arc<Store>,
+    usages: Mutex<HashMap<Vec<u8>, Counted>>,
 }
 
 impl StoreKv {
     pub fn new(store: Arc<Store>) -> StoreKv {
-        StoreKv { store }
+        StoreKv {
+            store,
+            usages: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// Replace the value at `key` (or delete it, `new == None`) with usage
-    /// accounting, inside a transaction.
-    fn put(
-        txn: &dyn Txn,
+    /// Run `write` holding `ns`'s lock, with its usage (counted first if
+    /// need be) to update. A store error forgets the usage, so it is
+    /// counted again from what is really there.
+    fn locked<R>(
+        &self,
+        ns: &Namespace,
+        write: impl FnOnce(&Store, &mut Usage) -> Result<R, KvError>,
+    ) -> Result<R, KvError> {
+        let prefix = data_prefix(ns);
+        let slot = {
+            let mut usages = self.usages.lock().unwrap_or_else(|p| p.into_inner());
+            if usages.len() >= MAX_COUNTED && !usages.contains_key(&prefix) {
+                usages.retain(|_, counted| Arc::strong_count(counted) > 1);
+            }
+            usages.entry(prefix.clone()).or_default().clone()
+        };
+        let mut counted = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let before = match *counted {
+            Some(usage) => usage,
+            None => self.count(&prefix)?,
+        };
+        let mut usage = before;
+        let result = write(&self.store, &mut usage);
+        *counted = match &result {
+            Ok(_) => Some(usage),
+            Err(KvError::Backend(_)) => None,
+            Err(_) => Some(before),
+        };
+        result
+    }
+
+    /// A namespace's usage, from its entries.
+    fn count(&self, prefix: &[u8]) -> Result<Usage, KvError> {
+        let entries = self
+            .store
+            .scan(Tree::AppData, prefix, None, usize::MAX, false)
+            .map_err(store_error)?;
+        Ok(entries
+            .iter()
+            .fold(Usage { bytes: 0, keys: 0 }, |u, (k, v)| Usage {
+                bytes: u.bytes + (k.len() - prefix.len() + v.len()) as u64,
+                keys: u.keys + 1,
+            }))
+    }
+
+    /// Replace the value at `key` (or remove it, `new == None`) within the
+    /// quota, updating `usage`.
+    fn replace(
+        store: &Store,
+        usage: &mut Usage,
         ns: &Namespace,
         key: &[u8],
+        old: Option<&[u8]>,
         new: Option<&[u8]>,
         quota: &Quota,
-    ) -> Result<(), Abort<KvError>> {
+    ) -> Result<(), KvError> {
+        let next = usage_after(*usage, key, old, new, quota)?;
         let dk = data_key(ns, key);
-        let uk = usage_key(ns);
-        let old = txn.get(Tree::AppData, &dk)?;
-        let usage = txn_get::<StoredUsage>(txn, Tree::AppData, &uk)?.map_or(
-            Usage { bytes: 0, keys: 0 },
-            |u| Usage {
-                bytes: u.bytes,
-                keys: u.keys,
-            },
-        );
-        let next = usage_after(usage, key, old.as_deref(), new, quota).map_err(Abort::User)?;
         match new {
-            Some(v) => txn.put(Tree::AppData, &dk, v)?,
-            None => txn.delete(Tree::AppData, &dk)?,
+            Some(v) => store.put_raw(Tree::AppData, &dk, v),
+            None => store.remove(Tree::AppData, &dk),
         }
-        txn_put(
-            txn,
-            Tree::AppData,
-            &uk,
-            &StoredUsage {
-                bytes: next.bytes,
-                keys: next.keys,
-            },
-        )?;
+        .map_err(store_error)?;
+        *usage = next;
         Ok(())
+    }
+
+    fn current(store: &Store, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        store
+            .get_raw(Tree::AppData, &data_key(ns, key))
+            .map_err(store_error)
     }
 }
 
 impl KvBackend for StoreKv {
     fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        self.store
-            .get_raw(Tree::AppData, &data_key(ns, key))
-            .map_err(store_error)
+        StoreKv::current(&self.store, ns, key)
     }
 
     fn set(&self, ns: &Namespace, key: &[u8], value: &[u8], quota: &Quota) -> Result<(), KvError> {
         check_write(key, Some(value), quota)?;
-        self.store
-            .transact(&[Tree::AppData], |txn| {
-                StoreKv::put(txn, ns, key, Some(value), quota)
-            })
-            .map_err(abort_error)
+        self.locked(ns, |store, usage| {
+            let old = StoreKv::current(store, ns, key)?;
+            StoreKv::replace(store, usage, ns, key, old.as_deref(), Some(value), quota)
+        })
     }
 
     fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, KvError> {
-        self.store
-            .transact(&[Tree::AppData], |txn| {
-                let existed = txn.get(Tree::AppData, &data_key(ns, key))?.is_some();
-                if existed {
-                    StoreKv::put(txn, ns, key, None, &Quota::default())?;
-                }
-                Ok(existed)
-            })
-            .map_err(abort_error)
+        self.locked(ns, |store, usage| {
+            let Some(old) = StoreKv::current(store, ns, key)? else {
+                return Ok(false);
+            };
+            StoreKv::replace(store, usage, ns, key, Some(&old), None, &Quota::default())?;
+            Ok(true)
+        })
     }
 
     fn list_keys(
@@ -172,16 +202,14 @@ impl KvBackend for StoreKv {
         quota: &Quota,
     ) -> Result<bool, KvError> {
         check_write(key, new, quota)?;
-        self.store
-            .transact(&[Tree::AppData], |txn| {
-                let current = txn.get(Tree::AppData, &data_key(ns, key))?;
-                if current.as_deref() != expected {
-                    return Ok(false);
-                }
-                StoreKv::put(txn, ns, key, new, quota)?;
-                Ok(true)
-            })
-            .map_err(abort_error)
+        self.locked(ns, |store, usage| {
+            let current = StoreKv::current(store, ns, key)?;
+            if current.as_deref() != expected {
+                return Ok(false);
+            }
+            StoreKv::replace(store, usage, ns, key, current.as_deref(), new, quota)?;
+            Ok(true)
+        })
     }
 
     fn increment(
@@ -192,28 +220,27 @@ impl KvBackend for StoreKv {
         quota: &Quota,
     ) -> Result<i64, KvError> {
         check_write(key, None, quota)?;
-        self.store
-            .transact(&[Tree::AppData], |txn| {
-                let current = parse_counter(txn.get(Tree::AppData, &data_key(ns, key))?.as_deref())
-                    .map_err(Abort::User)?;
-                let next = current.checked_add(delta).ok_or_else(|| {
-                    Abort::User(KvError::Invalid("counter would overflow".into()))
-                })?;
-                StoreKv::put(txn, ns, key, Some(next.to_string().as_bytes()), quota)?;
-                Ok(next)
-            })
-            .map_err(abort_error)
+        self.locked(ns, |store, usage| {
+            let current = StoreKv::current(store, ns, key)?;
+            let next = parse_counter(current.as_deref())?
+                .checked_add(delta)
+                .ok_or_else(|| KvError::Invalid("counter would overflow".into()))?;
+            let text = next.to_string();
+            StoreKv::replace(
+                store,
+                usage,
+                ns,
+                key,
+                current.as_deref(),
+                Some(text.as_bytes()),
+                quota,
+            )?;
+            Ok(next)
+        })
     }
 
     fn usage(&self, ns: &Namespace) -> Result<Usage, KvError> {
-        Ok(self
-            .store
-            .get::<StoredUsage>(Tree::AppData, &usage_key(ns))
-            .map_err(store_error)?
-            .map_or(Usage { bytes: 0, keys: 0 }, |u| Usage {
-                bytes: u.bytes,
-                keys: u.keys,
-            }))
+        self.locked(ns, |_, usage| Ok(*usage))
     }
 }
 
@@ -280,5 +307,57 @@ mod tests {
             kv.list_keys(&shared, b"", Some(b"n"), 10).unwrap(),
             vec![b"slot".to_vec()]
         );
+    }
+
+    /// Concurrent writers of one namespace cannot overrun its quota
+    /// together, and the usage a new process counts from the data is the
+    /// usage the writes left.
+    #[test]
+    fn concurrent_writers_share_one_quota_and_usage_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Quota {
+            total_bytes: 100,
+            max_key_bytes: 8,
+            max_value_bytes: 16,
+        };
+        let ns = Namespace::User {
+            app: "app".into(),
+            user: "u".into(),
+        };
+        {
+            let kv = Arc::new(StoreKv::new(Store::open(dir.path()).unwrap()));
+            let written: usize = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..20)
+                    .map(|i| {
+                        let (kv, ns, q) = (kv.clone(), ns.clone(), q);
+                        // Each entry is 2 key bytes + 8 value bytes.
+                        s.spawn(move || {
+                            kv.set(&ns, format!("{i:02}").as_bytes(), &[7; 8], &q)
+                                .is_ok()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| usize::from(h.join().unwrap()))
+                    .sum()
+            });
+            assert_eq!(written, 10, "exactly the quota's worth of writes succeed");
+            assert_eq!(
+                kv.usage(&ns).unwrap(),
+                Usage {
+                    bytes: 100,
+                    keys: 10
+                }
+            );
+            assert!(kv.delete(&ns, b"00").unwrap() || kv.delete(&ns, b"19").unwrap());
+        }
+        let kv = StoreKv::new(Store::open(dir.path()).unwrap());
+        assert_eq!(kv.usage(&ns).unwrap(), Usage { bytes: 90, keys: 9 });
+        kv.set(&ns, b"zz", &[1; 8], &q).unwrap();
+        assert!(matches!(
+            kv.set(&ns, b"yy", &[1; 8], &q),
+            Err(KvError::QuotaExceeded(_))
+        ));
     }
 }

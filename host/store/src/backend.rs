@@ -233,6 +233,8 @@ pub trait Backend: Send + Sync {
     /// prefix of them survives), which callers may rely on to order
     /// dependent single-key writes.
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Remove one key, outside any transaction, ordered like [`Backend::put`].
+    fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
     /// Make every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Visit every entry of `tree` in key order, streaming (for backups).

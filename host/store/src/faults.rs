@@ -93,6 +93,10 @@ impl Backend for FailingWrites {
         self.check(tree)?;
         self.inner.put(tree, key, value)
     }
+    fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.check(tree)?;
+        self.inner.remove(tree, key)
+    }
     fn flush(&self) -> Result<(), StoreError> {
         self.inner.flush()
     }

@@ -2,6 +2,7 @@
 //! transactions, and group commit so every acknowledged write is on disk
 //! without costing one fsync per write.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +35,18 @@ pub struct Store {
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// How long each group-commit flush took, for `/metrics`.
     flush_seconds: Histogram,
+    progress: Arc<Progress>,
+}
+
+/// Writes made and writes known durable, as counts: when every write made
+/// so far is durable, a caller waiting for durability has nothing to wait
+/// for (a request that only read).
+#[derive(Default)]
+struct Progress {
+    /// Bumped after every write call (whether or not it wrote anything).
+    written: AtomicU64,
+    /// `written` as it was when the last successful flush started.
+    durable: AtomicU64,
 }
 
 impl Store {
@@ -73,12 +86,14 @@ impl Store {
         }
         let (tx, rx) = mpsc::channel::<Waiter>();
         let flusher_backend = backend.clone();
+        let progress = Arc::new(Progress::default());
+        let flusher_progress = progress.clone();
         // 100 µs to about 1.6 s.
         let flush_seconds = Histogram::new(exponential_buckets(1e-4, 4.0, 8));
         let timings = flush_seconds.clone();
         let flusher = std::thread::Builder::new()
             .name("superapp-group-commit".into())
-            .spawn(move || group_commit(flusher_backend, rx, timings))
+            .spawn(move || group_commit(flusher_backend, rx, timings, &flusher_progress))
             .map_err(|e| StoreError::Backend(format!("cannot start the flusher: {e}")))?;
         Ok(Arc::new(Store {
             backend,
@@ -86,6 +101,7 @@ impl Store {
             commits: Mutex::new(Some(tx)),
             flusher: Mutex::new(Some(flusher)),
             flush_seconds,
+            progress,
         }))
     }
 
@@ -134,6 +150,7 @@ impl Store {
     ) -> Result<R, Abort<E>> {
         let out: Mutex<Option<Result<R, Abort<E>>>> = Mutex::new(None);
         let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let _bump = self.wrote();
         let committed = self.backend.transact(trees, &|txn| {
             let result = body(txn);
             let failed = match &result {
@@ -161,13 +178,46 @@ impl Store {
     /// See [`Backend::put`].
     pub fn put<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
         let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let _bump = self.wrote();
         self.backend.put(tree, key, &encode(value))
     }
 
+    /// [`Store::put`] of bytes as they are.
+    pub fn put_raw(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let _bump = self.wrote();
+        self.backend.put(tree, key, value)
+    }
+
+    /// See [`Backend::remove`].
+    pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let _bump = self.wrote();
+        self.backend.remove(tree, key)
+    }
+
     /// Wait until every write made before this call is on disk. Concurrent
-    /// callers share one flush.
+    /// callers share one flush; when every write so far is durable already
+    /// (a caller that only read, on a store nobody is writing), there is
+    /// nothing to wait for.
     pub async fn durable(&self) -> Result<(), StoreError> {
+        let p = &self.progress;
+        if p.durable.load(Ordering::SeqCst) >= p.written.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         self.commit_then(None).await
+    }
+
+    /// Counts a write when dropped, that is after the write call returned,
+    /// so a flush that starts after the count moved covers the write.
+    fn wrote(&self) -> impl Drop + '_ {
+        struct Bump<'a>(&'a AtomicU64);
+        impl Drop for Bump<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        Bump(&self.progress.written)
     }
 
     /// Register for the next flush now, and run `after` once it is done, in
@@ -228,12 +278,21 @@ impl Drop for Store {
 }
 
 /// The flusher: take every waiting request, flush once, answer them all.
-fn group_commit(backend: Arc<dyn Backend>, rx: mpsc::Receiver<Waiter>, timings: Histogram) {
+fn group_commit(
+    backend: Arc<dyn Backend>,
+    rx: mpsc::Receiver<Waiter>,
+    timings: Histogram,
+    progress: &Progress,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
         let started = std::time::Instant::now();
+        let covered = progress.written.load(Ordering::SeqCst);
         let result = backend.flush();
+        if result.is_ok() {
+            progress.durable.fetch_max(covered, Ordering::SeqCst);
+        }
         timings.observe(started.elapsed().as_secs_f64());
         for waiter in batch {
             if result.is_ok() {
@@ -310,6 +369,9 @@ mod tests {
         fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
             self.inner.put(tree, key, value)
         }
+        fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+            self.inner.remove(tree, key)
+        }
         fn flush(&self) -> Result<(), StoreError> {
             self.flushes.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -360,6 +422,36 @@ mod tests {
                 .len(),
             100
         );
+    }
+
+    /// A caller that only read waits for no flush once every write is
+    /// durable; after a write, the next caller waits for one, and a reader
+    /// that comes while the write is not yet durable waits for it too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durable_flushes_only_when_something_is_not_yet_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(CountingFlushes {
+            inner: SledBackend::open(dir.path()).unwrap(),
+            flushes: AtomicUsize::new(0),
+        });
+        let store = Store::with_backend(backend.clone()).unwrap();
+        store.durable().await.unwrap();
+        let flushes = || backend.flushes.load(Ordering::SeqCst);
+        let settled = flushes();
+        for _ in 0..5 {
+            store.durable().await.unwrap();
+        }
+        assert_eq!(flushes(), settled, "reads alone flushed");
+
+        store.put(Tree::Users, b"k", &1u32).unwrap();
+        // Someone else's write is not durable yet: this reader waits.
+        store.durable().await.unwrap();
+        assert_eq!(flushes(), settled + 1);
+        store.durable().await.unwrap();
+        assert_eq!(flushes(), settled + 1, "nothing new to flush");
+        store.remove(Tree::Users, b"k").unwrap();
+        store.durable().await.unwrap();
+        assert_eq!(flushes(), settled + 2);
     }
 
     #[test]

@@ -236,6 +236,13 @@ impl Backend for SledBackend {
             .map_err(backend_error)
     }
 
+    fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.tree(tree)
+            .remove(key)
+            .map(|_| ())
+            .map_err(backend_error)
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(backend_error)
     }

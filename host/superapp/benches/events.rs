@@ -1,0 +1,191 @@
+//! Server benchmark for mini-program traffic: app events/s and launches/s
+//! through the real server binary on loopback, and launch latency at 200
+//! connections. Every answer is durable before it is sent (the server
+//! flushes what the event wrote, and the access log, before answering).
+//! Prints a table.
+//!
+//! Run with `cargo bench -p superapp --bench events`.
+//! `SUPERAPP_BENCH_SECONDS` (default 5) sets each run's length,
+//! `SUPERAPP_BENCH_ROUNDS` (default 3) the runs whose median is shown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+// The black-box tests' server harness: the real binary on an ephemeral
+// loopback port, with fast password hashing.
+#[allow(dead_code)]
+#[path = "../../../tests/server/common.rs"]
+mod common;
+
+mod stats;
+use stats::{median, millis, percentile};
+
+const HELLO: &str = "dev.superapp.hello";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn signed_up(http: &reqwest::Client, base: &str, name: &str) -> String {
+    let password = format!("{name}-password");
+    http.post(format!("{base}/accounts"))
+        .json(&json!({"username": name, "display_name": name, "password": password}))
+        .send()
+        .await
+        .expect("sign up");
+    let session: Value = http
+        .post(format!("{base}/sessions"))
+        .json(&json!({"username": name, "password": password}))
+        .send()
+        .await
+        .expect("sign in")
+        .json()
+        .await
+        .expect("session");
+    session["token"].as_str().expect("token").to_string()
+}
+
+/// What one run measured.
+struct Run {
+    per_sec: f64,
+    latencies: Vec<Duration>,
+}
+
+/// `connections` clients, each its own user, send `path` with `body` as
+/// fast as answers come back, for `secs`.
+async fn drive(
+    base: &str,
+    tokens: &[String],
+    connections: usize,
+    path: &str,
+    body: Value,
+    secs: u64,
+) -> Run {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let body = Arc::new(body);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        // One client per connection, as separate users' phones would be.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("client");
+        let (url, token, body) = (
+            format!("{base}{path}"),
+            tokens[c % tokens.len()].clone(),
+            body.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&*body)
+                    .send()
+                    .await
+                    .expect("request");
+                let status = resp.status();
+                let bytes = resp.bytes().await.expect("body");
+                assert!(
+                    status.is_success(),
+                    "{status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("client task"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Run {
+        per_sec: latencies.len() as f64 / elapsed,
+        latencies,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: u64 = env_or("SUPERAPP_BENCH_SECONDS", 5);
+    let rounds: usize = env_or("SUPERAPP_BENCH_ROUNDS", 3).max(1);
+    let setup = common::setup(&["hello"]);
+    // One app takes the whole queue here (the default lets one app fill a
+    // quarter of it, for fairness among many): a single-app load.
+    let server = common::serve_with(&setup, &[("SUPERAPP_MAX_PENDING_EVENTS_PER_APP", "256")]);
+    let base = server.base.clone();
+    let http = common::http_client();
+    let mut tokens = Vec::new();
+    for i in 0..200 {
+        tokens.push(signed_up(&http, &base, &format!("user{i}")).await);
+    }
+    let event = (format!("/apps/{HELLO}/events"), json!({"name": "ping"}));
+    let launch = (format!("/apps/{HELLO}/launch"), json!({}));
+    // Warm-up: every user's session cached, the app's pool slots touched.
+    drive(&base, &tokens, 64, &event.0, event.1.clone(), 1).await;
+    drive(&base, &tokens, 64, &launch.0, launch.1.clone(), 1).await;
+
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for (name, (path, body), connections) in [
+        ("events (hello `ping`: one host call)", &event, 64usize),
+        (
+            "launches (hello: two reads, one durable write)",
+            &launch,
+            64,
+        ),
+        (
+            "launches (hello: two reads, one durable write)",
+            &launch,
+            200,
+        ),
+    ] {
+        let mut rates = Vec::new();
+        let mut p50 = Vec::new();
+        let mut p99 = Vec::new();
+        for _ in 0..rounds {
+            let run = drive(&base, &tokens, connections, path, body.clone(), secs).await;
+            rates.push(run.per_sec);
+            p50.push(percentile(&run.latencies, 0.50));
+            p99.push(percentile(&run.latencies, 0.99));
+        }
+        rates.sort_by(f64::total_cmp);
+        let rate = rates[rates.len() / 2];
+        rows.push((
+            format!("{name}/s, {connections} connections"),
+            format!(
+                "{rate:.0} (runs: {})",
+                rates
+                    .iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+        rows.push((
+            format!("{name}, {connections} connections: p50 / p99"),
+            format!("{} / {}", millis(median(p50)), millis(median(p99))),
+        ));
+    }
+
+    println!();
+    println!(
+        "superapp events benchmark (release server on loopback, {secs} s per run, median of {rounds} runs)"
+    );
+    println!("| measure | value |");
+    println!("| --- | --- |");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+    drop(server);
+}

@@ -273,3 +273,18 @@ async fn an_event_never_sees_the_memory_of_the_one_before() {
         }
     }
 }
+
+/// Where the instance pool cannot be reserved (here: more slots than the
+/// address space holds), the host starts anyway, allocating instances on
+/// demand, and apps run; with room, it pools.
+#[tokio::test]
+async fn without_room_for_the_pool_the_host_allocates_on_demand() {
+    assert!(runtime().pooling());
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: 1 << 22,
+        ..RuntimeConfig::default()
+    })
+    .expect("the host starts without its pool");
+    assert!(!rt.pooling());
+    hello_still_works(&rt).await;
+}

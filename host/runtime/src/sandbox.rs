@@ -245,7 +245,41 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+    pub fn new(mut config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let engine = match Runtime::engine_for(&config) {
+            Ok(engine) => engine,
+            // The pool reserves address space for every slot up front (a
+            // 4 GiB reservation and guard per linear memory): where that is
+            // not allowed (a capped address space, few memory mappings),
+            // run with instances allocated on demand rather than not at all.
+            Err(e) if config.pooling => {
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    slots = config.max_instances,
+                    "cannot reserve the instance pool; allocating instances on demand (events are slower)"
+                );
+                config.pooling = false;
+                Runtime::engine_for(&config)?
+            }
+            Err(e) => return Err(e),
+        };
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(ComponentCache::new(dir)?),
+            None => None,
+        };
+        let ticker = Ticker::start(engine.clone(), config.epoch_tick)?;
+        Ok(Runtime {
+            engine,
+            scheduler: Scheduler::new(config.scheduler),
+            metrics: Arc::new(RuntimeMetrics::default()),
+            config,
+            cache,
+            _ticker: ticker,
+        })
+    }
+
+    /// The engine `config` asks for: its settings and instance allocator.
+    fn engine_for(config: &RuntimeConfig) -> anyhow::Result<Engine> {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
         wasm.max_wasm_stack(512 << 10);
@@ -269,20 +303,13 @@ impl Runtime {
                 .table_keep_resident(config.keep_resident);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
-        let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
-        let cache = match &config.cache_dir {
-            Some(dir) => Some(ComponentCache::new(dir)?),
-            None => None,
-        };
-        let ticker = Ticker::start(engine.clone(), config.epoch_tick)?;
-        Ok(Runtime {
-            engine,
-            scheduler: Scheduler::new(config.scheduler),
-            metrics: Arc::new(RuntimeMetrics::default()),
-            config,
-            cache,
-            _ticker: ticker,
-        })
+        Engine::new(&wasm).map_err(anyhow::Error::from)
+    }
+
+    /// Whether instances come from the pooling allocator (false when the
+    /// host fell back to allocating them on demand).
+    pub fn pooling(&self) -> bool {
+        self.config.pooling
     }
 
     pub fn engine(&self) -> &Engine {

@@ -177,9 +177,7 @@ impl Store {
 
     /// See [`Backend::put`].
     pub fn put<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
-        let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let _bump = self.wrote();
-        self.backend.put(tree, key, &encode(value))
+        self.put_raw(tree, key, &encode(value))
     }
 
     /// [`Store::put`] of bytes as they are.
@@ -386,14 +384,20 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writers_share_flushes() {
+    /// A store on a fresh directory whose flushes `CountingFlushes` counts.
+    fn counting_store() -> (tempfile::TempDir, Arc<CountingFlushes>, Arc<Store>) {
         let dir = tempfile::tempdir().unwrap();
         let backend = Arc::new(CountingFlushes {
             inner: SledBackend::open(dir.path()).unwrap(),
             flushes: AtomicUsize::new(0),
         });
         let store = Store::with_backend(backend.clone()).unwrap();
+        (dir, backend, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_flushes() {
+        let (_dir, backend, store) = counting_store();
         let before = backend.flushes.load(Ordering::SeqCst);
         let mut writers = Vec::new();
         for i in 0..100u32 {
@@ -429,12 +433,7 @@ mod tests {
     /// that comes while the write is not yet durable waits for it too.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn durable_flushes_only_when_something_is_not_yet_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let backend = Arc::new(CountingFlushes {
-            inner: SledBackend::open(dir.path()).unwrap(),
-            flushes: AtomicUsize::new(0),
-        });
-        let store = Store::with_backend(backend.clone()).unwrap();
+        let (_dir, backend, store) = counting_store();
         store.durable().await.unwrap();
         let flushes = || backend.flushes.load(Ordering::SeqCst);
         let settled = flushes();

@@ -20,16 +20,9 @@ use serde_json::{json, Value};
 mod common;
 
 mod stats;
-use stats::{median, millis, percentile};
+use stats::{env_or, median, millis, percentile};
 
 const HELLO: &str = "dev.superapp.hello";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn signed_up(http: &reqwest::Client, base: &str, name: &str) -> String {
     let password = format!("{name}-password");

@@ -20,17 +20,10 @@ use superapp_runtime::bindings::superapp::plugin::types::{Action, Event};
 use superapp_runtime::{App, Call, Invocation, Runtime, RuntimeConfig, SchedulerConfig, Services};
 
 mod stats;
-use stats::{median, micros, millis, percentile};
+use stats::{env_or, median, micros, millis, percentile};
 
 /// Set in a child process: measure one cold start against this cache.
 const COLD_CHILD: &str = "SUPERAPP_BENCH_COLD_CHILD";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 /// This process's resident set, in KiB.
 fn rss_kib() -> u64 {

@@ -75,12 +75,6 @@ pub fn standalone_manifest() -> anyhow::Result<String> {
         .get("workspace")
         .and_then(|w| w.as_table())
         .ok_or_else(|| anyhow!("the workspace manifest has no [workspace]"))?;
-    let inherits = |v: &toml::Value| {
-        v.as_table()
-            .and_then(|t| t.get("workspace"))
-            .and_then(|w| w.as_bool())
-            == Some(true)
-    };
     if let (Some(package), Some(from)) = (
         sdk.get_mut("package").and_then(|p| p.as_table_mut()),
         ws.get("package").and_then(|p| p.as_table()),
@@ -121,17 +115,21 @@ pub fn standalone_manifest() -> anyhow::Result<String> {
     ))
 }
 
+/// Whether a manifest value is `{ workspace = true, … }`.
+fn inherits(value: &toml::Value) -> bool {
+    value
+        .as_table()
+        .and_then(|t| t.get("workspace"))
+        .and_then(|w| w.as_bool())
+        == Some(true)
+}
+
 /// Replace each `workspace = true` dependency in `deps` by the workspace's
 /// entry, with the local keys (such as `optional` or extra features) merged
 /// in.
 fn resolve_dependencies(deps: &mut toml::Table, from: &toml::Table) -> anyhow::Result<()> {
     for (name, value) in deps.iter_mut() {
-        let inherits = value
-            .as_table()
-            .and_then(|t| t.get("workspace"))
-            .and_then(|w| w.as_bool())
-            == Some(true);
-        if !inherits {
+        if !inherits(value) {
             continue;
         }
         let base = from

@@ -3,12 +3,18 @@
 //! prefix. A write is one single-key write, no transaction: sled seals its
 //! log on every transaction, which cost an extra disk write per event.
 //!
-//! A namespace's usage (bytes and keys, for its quota) is not stored: it is
-//! counted from the namespace's entries the first time the namespace is
-//! used after start, then kept in memory and updated under the namespace's
-//! lock with every write. So it can never drift from the data, whatever a
-//! crash cut short, and the quota check and the write are one step for
-//! every writer of the namespace (the store belongs to one process).
+//! On a store this process owns (sled), a namespace's usage (bytes and
+//! keys, for its quota) is not stored: it is counted from the namespace's
+//! entries the first time the namespace is used after start, then kept in
+//! memory and updated under the namespace's lock with every write. So it
+//! can never drift from the data, whatever a crash cut short, and the quota
+//! check and the write are one step for every writer of the namespace.
+//!
+//! On a store several host processes share (PostgreSQL), no process's
+//! memory can order the writers: each write is a transaction that reads and
+//! updates the namespace's usage record beside its entries, so the
+//! database serializes writers of one namespace on every node, and a
+//! compare-and-swap or a quota check is decided by the database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use crate::kv::{
     check_write, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota, Usage,
 };
-use crate::{Store, StoreError, Tree};
+use crate::{Abort, Store, StoreError, Tree, Txn};
 
 /// Namespaces whose usage is kept in memory; past this many, those no
 /// writer holds are forgotten (and counted again when next used).
@@ -53,6 +59,65 @@ fn data_key(ns: &Namespace, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Where a shared store keeps a namespace's usage.
+fn usage_key(ns: &Namespace) -> Vec<u8> {
+    let mut k = vec![b'q'];
+    k.extend(namespace_bytes(ns));
+    k
+}
+
+fn encode_usage(u: Usage) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&u.bytes.to_be_bytes());
+    out[8..].copy_from_slice(&u.keys.to_be_bytes());
+    out
+}
+
+fn decode_usage(bytes: &[u8]) -> Result<Usage, StoreError> {
+    let corrupt = || StoreError::Corrupt("a namespace's usage record is not 16 bytes".into());
+    let bytes: [u8; 16] = bytes.try_into().map_err(|_| corrupt())?;
+    let (b, k) = bytes.split_at(8);
+    Ok(Usage {
+        bytes: u64::from_be_bytes(b.try_into().map_err(|_| corrupt())?),
+        keys: u64::from_be_bytes(k.try_into().map_err(|_| corrupt())?),
+    })
+}
+
+/// A namespace's usage, from its entries.
+fn count(entries: &[(Vec<u8>, Vec<u8>)], prefix: &[u8]) -> Usage {
+    entries
+        .iter()
+        .fold(Usage { bytes: 0, keys: 0 }, |u, (k, v)| Usage {
+            bytes: u.bytes + (k.len() - prefix.len() + v.len()) as u64,
+            keys: u.keys + 1,
+        })
+}
+
+/// What a write goes through: the store itself (single-key writes, on a
+/// store this process owns) or a transaction (on a shared one).
+enum Writer<'a> {
+    Store(&'a Store),
+    Txn(&'a dyn Txn),
+}
+
+impl Writer<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Writer::Store(s) => s.get_raw(Tree::AppData, key),
+            Writer::Txn(t) => t.get(Tree::AppData, key),
+        }
+    }
+
+    fn set(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        match (self, value) {
+            (Writer::Store(s), Some(v)) => s.put_raw(Tree::AppData, key, v),
+            (Writer::Store(s), None) => s.remove(Tree::AppData, key),
+            (Writer::Txn(t), Some(v)) => t.put(Tree::AppData, key, v),
+            (Writer::Txn(t), None) => t.delete(Tree::AppData, key),
+        }
+    }
+}
+
 fn store_error(e: StoreError) -> KvError {
     KvError::Backend(e.to_string())
 }
@@ -76,14 +141,19 @@ impl StoreKv {
         }
     }
 
-    /// Run `write` holding `ns`'s lock, with its usage (counted first if
-    /// need be) to update. A store error forgets the usage, so it is
+    /// Run `write` as the one writer of `ns`, with its usage to update:
+    /// under the namespace's lock (usage counted first if need be) on a
+    /// store this process owns, in a transaction on a shared one (where it
+    /// may run more than once). A store error forgets the usage, so it is
     /// counted again from what is really there.
     fn locked<R>(
         &self,
         ns: &Namespace,
-        write: impl FnOnce(&Store, &mut Usage) -> Result<R, KvError>,
+        write: impl Fn(&Writer, &mut Usage) -> Result<R, KvError>,
     ) -> Result<R, KvError> {
+        if self.store.shared() {
+            return self.transacted(ns, write);
+        }
         let prefix = data_prefix(ns);
         let slot = {
             let mut usages = self.usages.lock().unwrap_or_else(|p| p.into_inner());
@@ -95,10 +165,16 @@ impl StoreKv {
         let mut counted = slot.lock().unwrap_or_else(|p| p.into_inner());
         let before = match *counted {
             Some(usage) => usage,
-            None => self.count(&prefix)?,
+            None => {
+                let entries = self
+                    .store
+                    .scan(Tree::AppData, &prefix, None, usize::MAX, false)
+                    .map_err(store_error)?;
+                count(&entries, &prefix)
+            }
         };
         let mut usage = before;
-        let result = write(&self.store, &mut usage);
+        let result = write(&Writer::Store(&self.store), &mut usage);
         *counted = match &result {
             Ok(_) => Some(usage),
             Err(KvError::Backend(_)) => None,
@@ -107,24 +183,43 @@ impl StoreKv {
         result
     }
 
-    /// A namespace's usage, from its entries.
-    fn count(&self, prefix: &[u8]) -> Result<Usage, KvError> {
-        let entries = self
-            .store
-            .scan(Tree::AppData, prefix, None, usize::MAX, false)
-            .map_err(store_error)?;
-        Ok(entries
-            .iter()
-            .fold(Usage { bytes: 0, keys: 0 }, |u, (k, v)| Usage {
-                bytes: u.bytes + (k.len() - prefix.len() + v.len()) as u64,
-                keys: u.keys + 1,
-            }))
+    /// [`StoreKv::locked`] on a shared store: the usage record and the
+    /// entries change in one transaction, or not at all.
+    fn transacted<R>(
+        &self,
+        ns: &Namespace,
+        write: impl Fn(&Writer, &mut Usage) -> Result<R, KvError>,
+    ) -> Result<R, KvError> {
+        let prefix = data_prefix(ns);
+        let key = usage_key(ns);
+        self.store
+            .transact(&[Tree::AppData], |txn| {
+                let stored = txn.get(Tree::AppData, &key)?;
+                let before = match &stored {
+                    Some(bytes) => decode_usage(bytes)?,
+                    // Entries written before the record (a restored backup).
+                    None => count(
+                        &txn.scan(Tree::AppData, &prefix, None, usize::MAX)?,
+                        &prefix,
+                    ),
+                };
+                let mut usage = before;
+                let result = write(&Writer::Txn(txn), &mut usage).map_err(Abort::User)?;
+                if stored.is_none() || usage != before {
+                    txn.put(Tree::AppData, &key, &encode_usage(usage))?;
+                }
+                Ok(result)
+            })
+            .map_err(|abort| match abort {
+                Abort::User(e) => e,
+                Abort::Store(e) => store_error(e),
+            })
     }
 
     /// Replace the value at `key` (or remove it, `new == None`) within the
     /// quota, updating `usage`.
     fn replace(
-        store: &Store,
+        w: &Writer,
         usage: &mut Usage,
         ns: &Namespace,
         key: &[u8],
@@ -133,42 +228,35 @@ impl StoreKv {
         quota: &Quota,
     ) -> Result<(), KvError> {
         let next = usage_after(*usage, key, old, new, quota)?;
-        let dk = data_key(ns, key);
-        match new {
-            Some(v) => store.put_raw(Tree::AppData, &dk, v),
-            None => store.remove(Tree::AppData, &dk),
-        }
-        .map_err(store_error)?;
+        w.set(&data_key(ns, key), new).map_err(store_error)?;
         *usage = next;
         Ok(())
     }
 
-    fn current(store: &Store, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        store
-            .get_raw(Tree::AppData, &data_key(ns, key))
-            .map_err(store_error)
+    fn current(w: &Writer, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        w.get(&data_key(ns, key)).map_err(store_error)
     }
 }
 
 impl KvBackend for StoreKv {
     fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        StoreKv::current(&self.store, ns, key)
+        StoreKv::current(&Writer::Store(&self.store), ns, key)
     }
 
     fn set(&self, ns: &Namespace, key: &[u8], value: &[u8], quota: &Quota) -> Result<(), KvError> {
         check_write(key, Some(value), quota)?;
-        self.locked(ns, |store, usage| {
-            let old = StoreKv::current(store, ns, key)?;
-            StoreKv::replace(store, usage, ns, key, old.as_deref(), Some(value), quota)
+        self.locked(ns, |w, usage| {
+            let old = StoreKv::current(w, ns, key)?;
+            StoreKv::replace(w, usage, ns, key, old.as_deref(), Some(value), quota)
         })
     }
 
     fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, KvError> {
-        self.locked(ns, |store, usage| {
-            let Some(old) = StoreKv::current(store, ns, key)? else {
+        self.locked(ns, |w, usage| {
+            let Some(old) = StoreKv::current(w, ns, key)? else {
                 return Ok(false);
             };
-            StoreKv::replace(store, usage, ns, key, Some(&old), None, &Quota::default())?;
+            StoreKv::replace(w, usage, ns, key, Some(&old), None, &Quota::default())?;
             Ok(true)
         })
     }
@@ -202,12 +290,12 @@ impl KvBackend for StoreKv {
         quota: &Quota,
     ) -> Result<bool, KvError> {
         check_write(key, new, quota)?;
-        self.locked(ns, |store, usage| {
-            let current = StoreKv::current(store, ns, key)?;
+        self.locked(ns, |w, usage| {
+            let current = StoreKv::current(w, ns, key)?;
             if current.as_deref() != expected {
                 return Ok(false);
             }
-            StoreKv::replace(store, usage, ns, key, current.as_deref(), new, quota)?;
+            StoreKv::replace(w, usage, ns, key, current.as_deref(), new, quota)?;
             Ok(true)
         })
     }
@@ -220,14 +308,14 @@ impl KvBackend for StoreKv {
         quota: &Quota,
     ) -> Result<i64, KvError> {
         check_write(key, None, quota)?;
-        self.locked(ns, |store, usage| {
-            let current = StoreKv::current(store, ns, key)?;
+        self.locked(ns, |w, usage| {
+            let current = StoreKv::current(w, ns, key)?;
             let next = parse_counter(current.as_deref())?
                 .checked_add(delta)
                 .ok_or_else(|| KvError::Invalid("counter would overflow".into()))?;
             let text = next.to_string();
             StoreKv::replace(
-                store,
+                w,
                 usage,
                 ns,
                 key,
@@ -244,121 +332,6 @@ impl KvBackend for StoreKv {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn namespaces_cannot_collide_and_quota_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let kv = StoreKv::new(Store::open(dir.path()).unwrap());
-        let q = Quota {
-            total_bytes: 20,
-            max_key_bytes: 8,
-            max_value_bytes: 16,
-        };
-        // "ab" + user "c" vs "a" + user "bc": different namespaces.
-        let one = Namespace::User {
-            app: "ab".into(),
-            user: "c".into(),
-        };
-        let two = Namespace::User {
-            app: "a".into(),
-            user: "bc".into(),
-        };
-        kv.set(&one, b"k", b"1", &q).unwrap();
-        assert_eq!(kv.get(&two, b"k").unwrap(), None);
-        assert_eq!(
-            kv.list_keys(&two, b"", None, 10).unwrap(),
-            Vec::<Vec<u8>>::new()
-        );
-        assert!(matches!(
-            kv.set(&one, b"big", &[0; 17], &q),
-            Err(KvError::QuotaExceeded(_))
-        ));
-        kv.set(&one, b"k2", &[0; 10], &q).unwrap();
-        assert!(matches!(
-            kv.set(&one, b"k3", &[0; 10], &q),
-            Err(KvError::QuotaExceeded(_))
-        ));
-        assert_eq!(kv.get(&one, b"k3").unwrap(), None);
-        assert_eq!(
-            kv.usage(&one).unwrap(),
-            Usage {
-                bytes: 2 + 12,
-                keys: 2
-            }
-        );
-        assert!(kv.delete(&one, b"k2").unwrap());
-        assert_eq!(kv.usage(&one).unwrap(), Usage { bytes: 2, keys: 1 });
-        let shared = Namespace::App { app: "ab".into() };
-        assert!(kv
-            .compare_and_swap(&shared, b"slot", None, Some(b"me"), &q)
-            .unwrap());
-        assert!(!kv
-            .compare_and_swap(&shared, b"slot", None, Some(b"you"), &q)
-            .unwrap());
-        assert_eq!(kv.increment(&shared, b"n", 3, &q).unwrap(), 3);
-        assert_eq!(
-            kv.list_keys(&shared, b"", None, 10).unwrap(),
-            vec![b"n".to_vec(), b"slot".to_vec()]
-        );
-        assert_eq!(
-            kv.list_keys(&shared, b"", Some(b"n"), 10).unwrap(),
-            vec![b"slot".to_vec()]
-        );
-    }
-
-    /// Concurrent writers of one namespace cannot overrun its quota
-    /// together, and the usage a new process counts from the data is the
-    /// usage the writes left.
-    #[test]
-    fn concurrent_writers_share_one_quota_and_usage_survives_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let q = Quota {
-            total_bytes: 100,
-            max_key_bytes: 8,
-            max_value_bytes: 16,
-        };
-        let ns = Namespace::User {
-            app: "app".into(),
-            user: "u".into(),
-        };
-        {
-            let kv = Arc::new(StoreKv::new(Store::open(dir.path()).unwrap()));
-            let written: usize = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..20)
-                    .map(|i| {
-                        let (kv, ns, q) = (kv.clone(), ns.clone(), q);
-                        // Each entry is 2 key bytes + 8 value bytes.
-                        s.spawn(move || {
-                            kv.set(&ns, format!("{i:02}").as_bytes(), &[7; 8], &q)
-                                .is_ok()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| usize::from(h.join().unwrap()))
-                    .sum()
-            });
-            assert_eq!(written, 10, "exactly the quota's worth of writes succeed");
-            assert_eq!(
-                kv.usage(&ns).unwrap(),
-                Usage {
-                    bytes: 100,
-                    keys: 10
-                }
-            );
-            let first = kv.list_keys(&ns, b"", None, 1).unwrap().remove(0);
-            assert!(kv.delete(&ns, &first).unwrap());
-        }
-        let kv = StoreKv::new(Store::open(dir.path()).unwrap());
-        assert_eq!(kv.usage(&ns).unwrap(), Usage { bytes: 90, keys: 9 });
-        kv.set(&ns, b"zz", &[1; 8], &q).unwrap();
-        assert!(matches!(
-            kv.set(&ns, b"yy", &[1; 8], &q),
-            Err(KvError::QuotaExceeded(_))
-        ));
-    }
-}
+// The namespaces' contract (isolation, quotas, compare-and-swap, concurrent
+// writers, usage after a restart) is tested once per engine in
+// tests/contract.rs.

@@ -136,7 +136,7 @@ impl Tree {
 pub enum StoreError {
     #[error("storage failed: {0}")]
     Backend(String),
-    #[error("the data directory holds format version {found}, but this host supports up to {supported}; upgrade the host")]
+    #[error("the store holds format version {found}, but this host supports up to {supported}; upgrade the host")]
     NewerFormat { found: u32, supported: u32 },
     #[error("a stored record is unreadable: {0}")]
     Corrupt(String),
@@ -156,6 +156,35 @@ pub trait Txn {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
+    /// Entries whose key starts with `prefix`, after `after`, in key order,
+    /// at most `limit`, as this transaction sees them. Engines whose
+    /// transactions cannot range over keys (sled) refuse; only code that
+    /// runs on a [shared](Backend::shared) store needs it.
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let _ = (prefix, after, limit);
+        Err(StoreError::Backend(format!(
+            "this engine cannot scan `{}` inside a transaction",
+            tree.name()
+        )))
+    }
+}
+
+/// The first key after every key that starts with `prefix`, if any.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// Why a transaction body stopped.
@@ -239,4 +268,10 @@ pub trait Backend: Send + Sync {
     fn flush(&self) -> Result<(), StoreError>;
     /// Visit every entry of `tree` in key order, streaming (for backups).
     fn for_each(&self, tree: Tree, visit: &mut Visit<'_>) -> Result<(), StoreError>;
+    /// Whether other processes write this store too (a database several
+    /// host processes share). Then nothing may be decided from what this
+    /// process holds in memory: only transactions order writers.
+    fn shared(&self) -> bool {
+        false
+    }
 }

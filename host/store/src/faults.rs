@@ -107,4 +107,8 @@ impl Backend for FailingWrites {
     ) -> Result<(), StoreError> {
         self.inner.for_each(tree, visit)
     }
+
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
 }

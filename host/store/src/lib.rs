@@ -1,7 +1,9 @@
 //! Storage behind small traits: the durable record store (`Store`, on sled
-//! by default) and the key-value namespaces of the storage capabilities
-//! (`KvBackend`). Only `sled_backend.rs` touches sled; nothing here knows of
-//! wasm, HTTP or the services built on top.
+//! by default, on PostgreSQL for several host processes, in memory for
+//! tests) and the key-value namespaces of the storage capabilities
+//! (`KvBackend`). Only `sled_backend.rs` touches sled and only
+//! `postgres_backend.rs` the database; nothing here knows of wasm, HTTP or
+//! the services built on top.
 
 mod app_data;
 mod backend;
@@ -9,6 +11,8 @@ pub mod deadlines;
 pub mod faults;
 mod kv;
 mod memory;
+mod memory_backend;
+mod postgres_backend;
 mod records;
 mod sled_backend;
 mod snapshot;
@@ -19,6 +23,8 @@ pub use kv::{
     check_write, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota, Usage,
 };
 pub use memory::MemoryKv;
+pub use memory_backend::MemoryBackend;
+pub use postgres_backend::{PostgresBackend, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use records::{decode, encode, txn_get, txn_put, Store, FORMAT_VERSION};
 pub use snapshot::SnapshotInfo;
 

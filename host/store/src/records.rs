@@ -11,6 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{Abort, Backend, Entry, StoreError, Tree, Txn};
+use crate::memory_backend::MemoryBackend;
+use crate::postgres_backend::PostgresBackend;
 use crate::sled_backend::SledBackend;
 
 /// The on-disk format this host writes. Opening a newer one is refused.
@@ -64,6 +66,17 @@ impl Store {
         Store::with_backend(backend)
     }
 
+    /// Connect to the PostgreSQL database at `url` (several host processes
+    /// may share it), keeping up to `pool_size` connections.
+    pub fn connect(url: &str, pool_size: usize) -> Result<Arc<Store>, StoreError> {
+        Store::with_backend(Arc::new(PostgresBackend::connect(url, pool_size)?))
+    }
+
+    /// An empty store in memory (tests, tools that need no disk).
+    pub fn in_memory() -> Result<Arc<Store>, StoreError> {
+        Store::with_backend(Arc::new(MemoryBackend::new()))
+    }
+
     pub fn with_backend(backend: Arc<dyn Backend>) -> Result<Arc<Store>, StoreError> {
         match backend.get(Tree::Meta, FORMAT_KEY)? {
             None => {
@@ -110,6 +123,11 @@ impl Store {
         self.flush_seconds.clone()
     }
 
+    /// Whether other host processes write this store too; see [`Backend::shared`].
+    pub fn shared(&self) -> bool {
+        self.backend.shared()
+    }
+
     /// Whether the store answers a read (for readiness probes).
     pub fn check(&self) -> Result<(), StoreError> {
         self.backend.get(Tree::Meta, FORMAT_KEY).map(|_| ())
@@ -139,6 +157,15 @@ impl Store {
         reverse: bool,
     ) -> Result<Vec<Entry>, StoreError> {
         self.backend.scan(tree, prefix, after, limit, reverse)
+    }
+
+    /// Visit every entry of `tree` in key order; see [`Backend::for_each`].
+    pub fn for_each_entry(
+        &self,
+        tree: Tree,
+        visit: &mut crate::backend::Visit<'_>,
+    ) -> Result<(), StoreError> {
+        self.backend.for_each(tree, visit)
     }
 
     /// Run `body` atomically over `trees`; see [`Backend::transact`].

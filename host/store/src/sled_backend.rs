@@ -6,7 +6,7 @@ use sled::transaction::{
     ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
 };
 
-use crate::backend::{Backend, Entry, StoreError, Tree, Txn};
+use crate::backend::{prefix_end, Backend, Entry, StoreError, Tree, Txn};
 
 /// How long an open waits for a lock that a just-closed store in this
 /// process may still hold.
@@ -127,18 +127,6 @@ impl Txn for SledTxn<'_> {
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
         self.tree(tree)?.remove(key).map(|_| ()).map_err(txn_error)
     }
-}
-
-/// The first key after every key that starts with `prefix`, if any.
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 impl Backend for SledBackend {

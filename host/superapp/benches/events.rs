@@ -8,7 +8,6 @@
 //! `SUPERAPP_BENCH_SECONDS` (default 5) sets each run's length,
 //! `SUPERAPP_BENCH_ROUNDS` (default 3) the runs whose median is shown.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -19,10 +18,13 @@ use serde_json::{json, Value};
 #[path = "../../../tests/server/common.rs"]
 mod common;
 
+mod load;
 mod stats;
 use stats::{env_or, median, millis, percentile};
 
 const HELLO: &str = "dev.superapp.hello";
+/// Where the server's API is (`common::Server::base` ends in it).
+const API: &str = "/api/v1";
 
 async fn signed_up(http: &reqwest::Client, base: &str, name: &str) -> String {
     let password = format!("{name}-password");
@@ -49,28 +51,31 @@ struct Run {
     latencies: Vec<Duration>,
 }
 
-/// `connections` clients, each its own user, send `path` with `body` as
-/// fast as answers come back, for `secs`.
+/// `connections` clients, each its own user on its own connection, send
+/// `method path` with `body` as fast as answers come back, for `secs`.
 async fn drive(
     base: &str,
     tokens: &[String],
     connections: usize,
-    path: &str,
-    body: Value,
+    (method, path, body): &(hyper::Method, String, Value),
     secs: u64,
 ) -> Run {
+    let body = if body.is_null() {
+        bytes::Bytes::new()
+    } else {
+        bytes::Bytes::from(serde_json::to_vec(body).expect("json"))
+    };
+    let mut conns = Vec::new();
+    for _ in 0..connections {
+        conns.push(load::Conn::open(base).await);
+    }
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
-    let body = Arc::new(body);
     let mut tasks = Vec::new();
-    for c in 0..connections {
-        // One client per connection, as separate users' phones would be.
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()
-            .expect("client");
-        let (url, token, body) = (
-            format!("{base}{path}"),
+    for (c, mut conn) in conns.into_iter().enumerate() {
+        let (method, path, token, body) = (
+            method.clone(),
+            path.clone(),
             tokens[c % tokens.len()].clone(),
             body.clone(),
         );
@@ -78,19 +83,13 @@ async fn drive(
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let resp = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&*body)
-                    .send()
-                    .await
-                    .expect("request");
-                let status = resp.status();
-                let bytes = resp.bytes().await.expect("body");
+                let (status, answer) = conn
+                    .send(method.clone(), &path, Some(&token), body.clone())
+                    .await;
                 assert!(
-                    status.is_success(),
+                    (200..300).contains(&status),
                     "{status}: {}",
-                    String::from_utf8_lossy(&bytes)
+                    String::from_utf8_lossy(&answer)
                 );
                 latencies.push(t.elapsed());
             }
@@ -123,15 +122,24 @@ async fn main() {
     for i in 0..200 {
         tokens.push(signed_up(&http, &base, &format!("user{i}")).await);
     }
-    let event = (format!("/apps/{HELLO}/events"), json!({"name": "ping"}));
-    let launch = (format!("/apps/{HELLO}/launch"), json!({}));
+    let post = hyper::Method::POST;
+    let event = (
+        post.clone(),
+        format!("{API}/apps/{HELLO}/events"),
+        json!({"name": "ping"}),
+    );
+    let launch = (post, format!("{API}/apps/{HELLO}/launch"), json!({}));
+    // What the HTTP stack and this client do without any work behind them:
+    // the liveness probe (no session, no store, no sandbox).
+    let probe = (hyper::Method::GET, "/healthz".to_string(), Value::Null);
     // Warm-up: every user's session cached, the app's pool slots touched.
-    drive(&base, &tokens, 64, &event.0, event.1.clone(), 1).await;
-    drive(&base, &tokens, 64, &launch.0, launch.1.clone(), 1).await;
+    drive(&base, &tokens, 64, &event, 1).await;
+    drive(&base, &tokens, 64, &launch, 1).await;
 
     let mut rows: Vec<(String, String)> = Vec::new();
-    for (name, (path, body), connections) in [
-        ("events (hello `ping`: one host call)", &event, 64usize),
+    for (name, request, connections) in [
+        ("liveness probe (the HTTP stack alone)", &probe, 64usize),
+        ("events (hello `ping`: one host call)", &event, 64),
         (
             "launches (hello: two reads, one durable write)",
             &launch,
@@ -147,7 +155,7 @@ async fn main() {
         let mut p50 = Vec::new();
         let mut p99 = Vec::new();
         for _ in 0..rounds {
-            let run = drive(&base, &tokens, connections, path, body.clone(), secs).await;
+            let run = drive(&base, &tokens, connections, request, secs).await;
             rates.push(run.per_sec);
             p50.push(percentile(&run.latencies, 0.50));
             p99.push(percentile(&run.latencies, 0.99));

@@ -1,0 +1,603 @@
+//! The PostgreSQL engine (`--store postgres://…`): the store's trees as
+//! tables of one database that several host processes share. It speaks the
+//! PostgreSQL wire protocol only, so a database that speaks it too
+//! (CockroachDB, YugabyteDB) can stand in.
+//!
+//! The store's interface is synchronous (sled answers from memory), while
+//! the database is across a socket: the connections live on this backend's
+//! own small tokio runtime, and a call waits for its answer there, handing
+//! its worker over to the rest of the caller's runtime while it waits
+//! (`block_in_place`). Every write outside a transaction commits on its own
+//! and is durable when the call returns (PostgreSQL's `synchronous_commit`),
+//! so `flush` has nothing left to do. Transactions run `SERIALIZABLE` and are
+//! retried when the database reports a serialization failure or deadlock.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::backend::{prefix_end, Backend, Entry, StoreError, Tree, Txn, Visit};
+
+/// The schema this host creates and understands; each step of
+/// [`migrations`] brings the database one version further.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Serializes schema changes of host processes starting at once.
+const MIGRATION_LOCK: i64 = 0x7375_7065_7261_7070; // "superapp"
+
+/// How often a transaction that keeps meeting concurrent ones is tried.
+const MAX_ATTEMPTS: u32 = 100;
+
+/// Entries per round trip when a whole tree is read (backups).
+const PAGE: i64 = 1_000;
+
+/// The table holding `tree`'s entries.
+fn table(tree: Tree) -> String {
+    format!("superapp_{}", tree.name().replace('-', "_"))
+}
+
+/// The statements that change the schema from version `i` to `i + 1`.
+fn migrations() -> Vec<String> {
+    // Version 1: one table per tree of the store's first format. A tree
+    // added later needs its own step here, so existing databases get it.
+    let v1 = Tree::ALL
+        .iter()
+        .map(|t| {
+            format!(
+                "CREATE TABLE {} (key bytea PRIMARY KEY, value bytea NOT NULL);",
+                table(*t)
+            )
+        })
+        .collect::<String>();
+    vec![v1]
+}
+
+/// The statements of one tree, built once.
+struct TreeSql {
+    get: String,
+    put: String,
+    delete: String,
+    /// `[reverse][bounded]`: entries from a lower bound, up to an upper
+    /// bound when there is one, in either order.
+    scan: [[String; 2]; 2],
+}
+
+impl TreeSql {
+    fn new(tree: Tree) -> TreeSql {
+        let t = table(tree);
+        let scan = |order: &str, bounded: bool| {
+            let upper = if bounded { " AND key < $2" } else { "" };
+            let limit = if bounded { "$3" } else { "$2" };
+            format!("SELECT key, value FROM {t} WHERE key >= $1{upper} ORDER BY key {order} LIMIT {limit}")
+        };
+        TreeSql {
+            get: format!("SELECT value FROM {t} WHERE key = $1"),
+            put: format!(
+                "INSERT INTO {t} (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ),
+            delete: format!("DELETE FROM {t} WHERE key = $1"),
+            scan: [
+                [scan("ASC", false), scan("ASC", true)],
+                [scan("DESC", false), scan("DESC", true)],
+            ],
+        }
+    }
+}
+
+/// A statement's parameters, owned so the work can move to the runtime.
+enum Params {
+    Key(Vec<u8>),
+    KeyValue(Vec<u8>, Vec<u8>),
+    /// Lower bound, upper bound (exclusive), limit.
+    Range(Vec<u8>, Option<Vec<u8>>, i64),
+}
+
+/// What a statement is run for.
+#[derive(Clone, Copy)]
+enum Want {
+    /// Rows affected.
+    Nothing,
+    /// The first column of at most one row.
+    Value,
+    /// Key and value of every row.
+    Entries,
+}
+
+enum Answer {
+    Nothing,
+    Value(Option<Vec<u8>>),
+    Entries(Vec<Entry>),
+}
+
+pub struct PostgresBackend {
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    sql: Vec<TreeSql>,
+}
+
+/// Wait for `work` (which blocks the thread) without stalling the other
+/// tasks of the caller's runtime, if the caller is on one that can spare
+/// the worker.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+fn db_error(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c)
+            if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                // A statement after a failed one: the transaction is lost,
+                // and trying it again is the way on.
+                || *c == SqlState::IN_FAILED_SQL_TRANSACTION =>
+        {
+            StoreError::Conflict
+        }
+        _ => StoreError::Backend(format!("PostgreSQL: {}", error_text(&e))),
+    }
+}
+
+/// The database's own message where there is one (tokio-postgres's
+/// `Display` of a server error is only "db error").
+fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => {
+            StoreError::Backend(format!("cannot connect to PostgreSQL: {}", error_text(&e)))
+        }
+        other => StoreError::Backend(format!("PostgreSQL connection pool: {other}")),
+    }
+}
+
+impl PostgresBackend {
+    /// Connect to the database at `url` (`postgres://user:password@host:port/db`),
+    /// keeping up to `pool_size` connections, and create or migrate the
+    /// schema. A database whose schema is newer than this host's is refused.
+    pub fn connect(url: &str, pool_size: usize) -> Result<PostgresBackend, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("not a PostgreSQL URL: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("superapp-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("cannot start the database runtime: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(10)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL connection pool: {e}")))?;
+        let backend = PostgresBackend {
+            runtime: Some(runtime),
+            pool,
+            sql: Tree::ALL.iter().map(|t| TreeSql::new(*t)).collect(),
+        };
+        backend.run(migrate(backend.pool.clone()))?;
+        Ok(backend)
+    }
+
+    /// Run `work` on the database runtime and wait for its result.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("the store is closed".into()))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        blocking(|| rx.recv())
+            .map_err(|_| StoreError::Backend("the database task stopped".into()))?
+    }
+
+    /// Run one statement on `client` (a transaction's) or a pooled connection.
+    fn statement(
+        &self,
+        client: Option<Arc<Object>>,
+        sql: &str,
+        params: Params,
+        want: Want,
+    ) -> Result<Answer, StoreError> {
+        let pool = self.pool.clone();
+        let sql = sql.to_string();
+        self.run(async move {
+            let client = match client {
+                Some(c) => c,
+                None => Arc::new(pool.get().await.map_err(pool_error)?),
+            };
+            let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
+            let rows = match &params {
+                Params::Key(k) => client.query(&stmt, &[k]).await,
+                Params::KeyValue(k, v) => client.query(&stmt, &[k, v]).await,
+                Params::Range(lo, Some(hi), limit) => client.query(&stmt, &[lo, hi, limit]).await,
+                Params::Range(lo, None, limit) => client.query(&stmt, &[lo, limit]).await,
+            }
+            .map_err(db_error)?;
+            Ok(match want {
+                Want::Nothing => Answer::Nothing,
+                Want::Value => Answer::Value(rows.first().map(|r| r.get::<_, Vec<u8>>(0))),
+                Want::Entries => Answer::Entries(
+                    rows.iter()
+                        .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, Vec<u8>>(1)))
+                        .collect(),
+                ),
+            })
+        })
+    }
+
+    fn get_with(
+        &self,
+        client: Option<Arc<Object>>,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = &self.sql[tree.index()].get;
+        match self.statement(client, sql, Params::Key(key.to_vec()), Want::Value)? {
+            Answer::Value(v) => Ok(v),
+            _ => unreachable!("a value was asked for"),
+        }
+    }
+
+    fn put_with(
+        &self,
+        client: Option<Arc<Object>>,
+        tree: Tree,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let sql = &self.sql[tree.index()].put;
+        let params = Params::KeyValue(key.to_vec(), value.to_vec());
+        self.statement(client, sql, params, Want::Nothing)
+            .map(|_| ())
+    }
+
+    fn delete_with(
+        &self,
+        client: Option<Arc<Object>>,
+        tree: Tree,
+        key: &[u8],
+    ) -> Result<(), StoreError> {
+        let sql = &self.sql[tree.index()].delete;
+        self.statement(client, sql, Params::Key(key.to_vec()), Want::Nothing)
+            .map(|_| ())
+    }
+
+    /// Entries of `tree` from `lower` (inclusive) to `upper` (exclusive).
+    fn range(
+        &self,
+        client: Option<Arc<Object>>,
+        tree: Tree,
+        lower: Vec<u8>,
+        upper: Option<Vec<u8>>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        if limit == 0 || upper.as_ref().is_some_and(|u| *u <= lower) {
+            return Ok(Vec::new());
+        }
+        let sql = &self.sql[tree.index()].scan[usize::from(reverse)][usize::from(upper.is_some())];
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match self.statement(
+            client,
+            sql,
+            Params::Range(lower, upper, limit),
+            Want::Entries,
+        )? {
+            Answer::Entries(e) => Ok(e),
+            _ => unreachable!("entries were asked for"),
+        }
+    }
+
+    /// Run a command without results (`BEGIN`, `COMMIT`) on a transaction's connection.
+    fn command(&self, client: &Arc<Object>, sql: &'static str) -> Result<(), StoreError> {
+        let client = client.clone();
+        self.run(async move { client.batch_execute(sql).await.map_err(db_error) })
+    }
+
+    /// End a transaction that did not commit. A connection whose state is
+    /// unknown afterwards is closed rather than handed to the next caller.
+    fn abandon(&self, client: Arc<Object>) {
+        if self.command(&client, "ROLLBACK").is_err() {
+            if let Ok(object) = Arc::try_unwrap(client) {
+                drop(Object::take(object));
+            }
+        }
+    }
+
+    /// One attempt of a transaction: `Ok(committed)`, or the error that
+    /// ended it (`Conflict` to try again).
+    fn attempt(
+        &self,
+        client: &Arc<Object>,
+        names: &[Tree],
+        body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        self.command(client, "BEGIN ISOLATION LEVEL SERIALIZABLE")?;
+        let txn = PgTxn {
+            backend: self,
+            names,
+            client: client.clone(),
+            failed: RefCell::new(None),
+        };
+        let result = body(&txn);
+        // The database refused a statement the body went on from: the
+        // transaction is lost whatever the body concluded.
+        if let Some(e) = txn.failed.borrow_mut().take() {
+            return Err(e);
+        }
+        match result {
+            Ok(()) => {
+                self.command(client, "COMMIT")?;
+                Ok(true)
+            }
+            Err(StoreError::Conflict) => Err(StoreError::Conflict),
+            Err(_) => {
+                self.command(client, "ROLLBACK")?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Create the schema, or bring it to [`SCHEMA_VERSION`], holding an
+/// advisory lock so that host processes starting together take turns.
+async fn migrate(pool: Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(db_error)?;
+    let result = async {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS superapp_schema (
+                    id smallint PRIMARY KEY CHECK (id = 1),
+                    version integer NOT NULL
+                )",
+            )
+            .await
+            .map_err(db_error)?;
+        let found: i32 = client
+            .query_opt("SELECT version FROM superapp_schema WHERE id = 1", &[])
+            .await
+            .map_err(db_error)?
+            .map(|row| row.get(0))
+            .unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerFormat {
+                found: found as u32,
+                supported: SCHEMA_VERSION as u32,
+            });
+        }
+        let steps = migrations();
+        for (version, step) in steps.iter().enumerate().skip(found.max(0) as usize) {
+            let next = version as i32 + 1;
+            let tx = client.transaction().await.map_err(db_error)?;
+            tx.batch_execute(step).await.map_err(db_error)?;
+            tx.execute(
+                "INSERT INTO superapp_schema (id, version) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version",
+                &[&next],
+            )
+            .await
+            .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            tracing::info!(version = next, "PostgreSQL schema migrated");
+        }
+        Ok(())
+    }
+    .await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    if unlocked.is_err() {
+        // The lock lives as long as the session: do not pool it.
+        drop(Object::take(client));
+    }
+    result
+}
+
+/// The bounds of a scan of `prefix` after `after`, as a lower bound
+/// (inclusive) and an upper one (exclusive, none for the end of the tree).
+fn bounds(prefix: &[u8], after: Option<&[u8]>, reverse: bool) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut lower = prefix.to_vec();
+    let mut upper = prefix_end(prefix);
+    match after {
+        Some(a) if !reverse => {
+            // The first key after `a` is `a` followed by a zero byte.
+            let mut next = a.to_vec();
+            next.push(0);
+            if next > lower {
+                lower = next;
+            }
+        }
+        Some(a) if upper.as_deref().is_none_or(|u| a < u) => upper = Some(a.to_vec()),
+        _ => {}
+    }
+    (lower, upper)
+}
+
+impl Backend for PostgresBackend {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_with(None, tree, key)
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let (lower, upper) = bounds(prefix, after, reverse);
+        self.range(None, tree, lower, upper, limit, reverse)
+    }
+
+    fn transact(
+        &self,
+        names: &[Tree],
+        body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let pool = self.pool.clone();
+            let client = Arc::new(self.run(async move { pool.get().await.map_err(pool_error) })?);
+            match self.attempt(&client, names, body) {
+                Ok(committed) => return Ok(committed),
+                Err(StoreError::Conflict) => {
+                    self.abandon(client);
+                    // Spread the retries of transactions that met each
+                    // other, so they do not meet again.
+                    if attempt > 1 {
+                        let jitter = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.subsec_nanos() % 1_000)
+                            .unwrap_or(0);
+                        let micros = (50u64 << attempt.min(8)) + u64::from(jitter);
+                        std::thread::sleep(Duration::from_micros(micros));
+                    }
+                }
+                Err(e) => {
+                    self.abandon(client);
+                    return Err(e);
+                }
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "a transaction met concurrent ones {MAX_ATTEMPTS} times in a row; try again"
+        )))
+    }
+
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.put_with(None, tree, key, value)
+    }
+
+    fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.delete_with(None, tree, key)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        // Every write committed before its call returned.
+        Ok(())
+    }
+
+    fn for_each(&self, tree: Tree, visit: &mut Visit<'_>) -> Result<(), StoreError> {
+        let mut lower = Vec::new();
+        loop {
+            let page = self.range(None, tree, lower.clone(), None, PAGE as usize, false)?;
+            for (k, v) in &page {
+                visit(k, v)?;
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == PAGE as usize => {
+                    lower = k.clone();
+                    lower.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        // A runtime may not be dropped where blocking is not allowed (the
+        // store can be dropped inside the server's own runtime).
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A transaction: every statement on its one connection.
+struct PgTxn<'a> {
+    backend: &'a PostgresBackend,
+    /// The trees the transaction said it would touch: the others are
+    /// refused, as the other engines refuse them.
+    names: &'a [Tree],
+    client: Arc<Object>,
+    /// The first error the database reported inside this transaction.
+    failed: RefCell<Option<StoreError>>,
+}
+
+impl PgTxn<'_> {
+    fn client(&self, tree: Tree) -> Result<Option<Arc<Object>>, StoreError> {
+        if self.names.contains(&tree) {
+            Ok(Some(self.client.clone()))
+        } else {
+            Err(StoreError::Backend(format!(
+                "tree `{}` is not part of this transaction",
+                tree.name()
+            )))
+        }
+    }
+
+    fn note<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            self.failed.borrow_mut().get_or_insert_with(|| e.clone());
+        }
+        result
+    }
+}
+
+impl Txn for PgTxn<'_> {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client(tree)?;
+        self.note(self.backend.get_with(client, tree, key))
+    }
+
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let client = self.client(tree)?;
+        self.note(self.backend.put_with(client, tree, key, value))
+    }
+
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        let client = self.client(tree)?;
+        self.note(self.backend.delete_with(client, tree, key))
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let client = self.client(tree)?;
+        let (lower, upper) = bounds(prefix, after, false);
+        self.note(self.backend.range(client, tree, lower, upper, limit, false))
+    }
+}

@@ -1,0 +1,435 @@
+//! The store's contract, run against every engine: in memory, sled, and a
+//! real PostgreSQL server this test starts itself. Each test is written
+//! once and instantiated per engine (the `engines!` list at the end), so
+//! the engines cannot drift apart. The key-value namespaces of the storage
+//! capabilities are tested over each engine too (and `MemoryKv`, the
+//! plain reference).
+
+use std::sync::Arc;
+
+use superapp_store::{
+    Abort, KvBackend, KvError, MemoryBackend, MemoryKv, Namespace, Quota, Store, StoreError,
+    StoreKv, Tree, Usage,
+};
+
+#[path = "../../../tests/support/postgres.rs"]
+mod postgres;
+
+/// One engine under test, able to open a second handle on the same data:
+/// a restart on sled, a second host process on PostgreSQL.
+enum Engine {
+    Memory(Arc<MemoryBackend>),
+    Sled(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Engine {
+    fn memory() -> Engine {
+        Engine::Memory(Arc::new(MemoryBackend::new()))
+    }
+
+    fn sled() -> Engine {
+        Engine::Sled(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> Engine {
+        Engine::Postgres(postgres::shared().database())
+    }
+
+    /// A store on this engine's data. On sled only one may be open at a
+    /// time (the directory is locked), so a test drops one before the next.
+    fn open(&self) -> Arc<Store> {
+        match self {
+            Engine::Memory(backend) => Store::with_backend(backend.clone()).unwrap(),
+            Engine::Sled(dir) => Store::open(dir.path()).unwrap(),
+            Engine::Postgres(url) => Store::connect(url, 8).unwrap(),
+        }
+    }
+
+    /// Whether two stores can be open on the data at once (two nodes).
+    fn shared(&self) -> bool {
+        !matches!(self, Engine::Sled(_))
+    }
+}
+
+fn put(store: &Store, tree: Tree, key: &[u8], value: &[u8]) {
+    store.put_raw(tree, key, value).unwrap();
+}
+
+fn keys(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
+    entries.into_iter().map(|(k, _)| k).collect()
+}
+
+fn every_tree_keeps_what_was_written(engine: Engine) {
+    let store = engine.open();
+    for tree in Tree::ALL {
+        let key = format!("key-of-{}", tree.name());
+        put(&store, tree, key.as_bytes(), tree.name().as_bytes());
+    }
+    drop(store);
+    let store = engine.open();
+    for tree in Tree::ALL {
+        let key = format!("key-of-{}", tree.name());
+        assert_eq!(
+            store.get_raw(tree, key.as_bytes()).unwrap().as_deref(),
+            Some(tree.name().as_bytes()),
+            "tree {}",
+            tree.name()
+        );
+    }
+    store.remove(Tree::Users, b"key-of-users").unwrap();
+    assert_eq!(store.get_raw(Tree::Users, b"key-of-users").unwrap(), None);
+    // Removing what is not there is no error.
+    store.remove(Tree::Users, b"key-of-users").unwrap();
+    // Trees are apart: the same key in another tree is another entry.
+    assert_eq!(
+        store.get_raw(Tree::Sessions, b"key-of-users").unwrap(),
+        None
+    );
+}
+
+fn scans_keep_to_the_prefix_cursor_limit_and_order(engine: Engine) {
+    let store = engine.open();
+    let all: Vec<&[u8]> = vec![
+        b"a",
+        b"b\x00",
+        b"b\x01",
+        b"b\x01\xff",
+        b"b\xff",
+        b"b\xff\xff",
+        b"c",
+        b"\xff",
+        b"\xff\xff",
+    ];
+    // Written out of order.
+    for k in all.iter().rev() {
+        put(&store, Tree::Messages, k, b"v");
+    }
+    let scan = |prefix: &[u8], after: Option<&[u8]>, limit: usize, reverse: bool| {
+        keys(
+            store
+                .scan(Tree::Messages, prefix, after, limit, reverse)
+                .unwrap(),
+        )
+    };
+    let owned = |ks: &[&[u8]]| ks.iter().map(|k| k.to_vec()).collect::<Vec<_>>();
+    assert_eq!(scan(b"", None, 100, false), owned(&all));
+    assert_eq!(
+        scan(b"b", None, 100, false),
+        owned(&[b"b\x00", b"b\x01", b"b\x01\xff", b"b\xff", b"b\xff\xff"])
+    );
+    assert_eq!(
+        scan(b"b", Some(b"b\x01"), 2, false),
+        owned(&[b"b\x01\xff", b"b\xff"])
+    );
+    assert_eq!(scan(b"b", None, 2, true), owned(&[b"b\xff\xff", b"b\xff"]));
+    assert_eq!(
+        scan(b"b", Some(b"b\xff"), 10, true),
+        owned(&[b"b\x01\xff", b"b\x01", b"b\x00"])
+    );
+    // A prefix of 0xff bytes has no end key: the scan runs to the tree's end.
+    assert_eq!(
+        scan(b"\xff", None, 10, false),
+        owned(&[b"\xff", b"\xff\xff"])
+    );
+    assert_eq!(
+        scan(b"\xff", None, 10, true),
+        owned(&[b"\xff\xff", b"\xff"])
+    );
+    // A cursor before the prefix, or past it, and a zero limit.
+    assert_eq!(scan(b"c", Some(b"a"), 10, false), owned(&[b"c"]));
+    assert_eq!(scan(b"b", Some(b"c"), 10, false), Vec::<Vec<u8>>::new());
+    assert_eq!(scan(b"b", Some(b"zz"), 1, true), owned(&[b"b\xff\xff"]));
+    assert_eq!(scan(b"", None, 0, false), Vec::<Vec<u8>>::new());
+    assert_eq!(scan(b"nothing", None, 10, false), Vec::<Vec<u8>>::new());
+    // A backup's walk sees every entry in order.
+    let mut walked = Vec::new();
+    store
+        .for_each_entry(Tree::Messages, &mut |k, _| {
+            walked.push(k.to_vec());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(walked, owned(&all));
+}
+
+fn transactions_are_all_or_nothing(engine: Engine) {
+    let store = engine.open();
+    put(&store, Tree::Accounts, b"alice", b"10");
+    // Reads inside see the transaction's own writes; both trees change.
+    let seen = store
+        .transact::<_, ()>(&[Tree::Accounts, Tree::Postings], |txn| {
+            txn.put(Tree::Accounts, b"alice", b"7")?;
+            txn.put(Tree::Postings, b"alice-1", b"-3")?;
+            txn.delete(Tree::Accounts, b"nobody")?;
+            Ok(txn.get(Tree::Accounts, b"alice")?)
+        })
+        .unwrap();
+    assert_eq!(seen.as_deref(), Some(&b"7"[..]));
+    assert_eq!(
+        store.get_raw(Tree::Accounts, b"alice").unwrap().as_deref(),
+        Some(&b"7"[..])
+    );
+    assert_eq!(
+        store
+            .get_raw(Tree::Postings, b"alice-1")
+            .unwrap()
+            .as_deref(),
+        Some(&b"-3"[..])
+    );
+    // An abort with the caller's reason writes nothing and returns it.
+    let aborted = store.transact::<(), &str>(&[Tree::Accounts, Tree::Postings], |txn| {
+        txn.put(Tree::Accounts, b"alice", b"0")?;
+        txn.put(Tree::Postings, b"alice-2", b"-7")?;
+        Err(Abort::User("insufficient funds"))
+    });
+    assert!(matches!(aborted, Err(Abort::User("insufficient funds"))));
+    assert_eq!(
+        store.get_raw(Tree::Accounts, b"alice").unwrap().as_deref(),
+        Some(&b"7"[..])
+    );
+    assert_eq!(store.get_raw(Tree::Postings, b"alice-2").unwrap(), None);
+    // A tree the transaction did not name is refused, and nothing is written.
+    let stray = store.transact::<(), ()>(&[Tree::Accounts], |txn| {
+        txn.put(Tree::Accounts, b"alice", b"1")?;
+        txn.put(Tree::Users, b"alice", b"x")?;
+        Ok(())
+    });
+    assert!(
+        matches!(stray, Err(Abort::Store(StoreError::Backend(_)))),
+        "{stray:?}"
+    );
+    assert_eq!(
+        store.get_raw(Tree::Accounts, b"alice").unwrap().as_deref(),
+        Some(&b"7"[..])
+    );
+    assert_eq!(store.get_raw(Tree::Users, b"alice").unwrap(), None);
+}
+
+/// Read-modify-write transactions from many threads, and on engines that
+/// allow it from two stores at once (two nodes), lose no update.
+fn concurrent_transactions_lose_no_update(engine: Engine) {
+    let stores: Vec<Arc<Store>> = if engine.shared() {
+        vec![engine.open(), engine.open()]
+    } else {
+        vec![engine.open()]
+    };
+    const THREADS: usize = 8;
+    const EACH: u64 = 25;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let store = stores[t % stores.len()].clone();
+            s.spawn(move || {
+                for _ in 0..EACH {
+                    store
+                        .transact::<_, ()>(&[Tree::Accounts], |txn| {
+                            let n = txn
+                                .get(Tree::Accounts, b"counter")?
+                                .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
+                                .unwrap_or(0);
+                            txn.put(Tree::Accounts, b"counter", &(n + 1).to_be_bytes())?;
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let n = stores[0]
+        .get_raw(Tree::Accounts, b"counter")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        u64::from_be_bytes(n.try_into().unwrap()),
+        THREADS as u64 * EACH
+    );
+}
+
+fn a_store_of_a_newer_format_is_refused(engine: Engine) {
+    let store = engine.open();
+    put(&store, Tree::Meta, b"format-version", &99u32.to_be_bytes());
+    drop(store);
+    let refused = match &engine {
+        Engine::Memory(backend) => Store::with_backend(backend.clone()).map(|_| ()),
+        Engine::Sled(dir) => Store::open(dir.path()).map(|_| ()),
+        Engine::Postgres(url) => Store::connect(url, 2).map(|_| ()),
+    };
+    assert!(
+        matches!(refused, Err(StoreError::NewerFormat { found: 99, .. })),
+        "{refused:?}"
+    );
+}
+
+fn quota() -> Quota {
+    Quota {
+        total_bytes: 20,
+        max_key_bytes: 8,
+        max_value_bytes: 16,
+    }
+}
+
+/// The storage capabilities' contract on one `KvBackend`.
+fn namespaces_are_apart_and_quota_holds(kv: &dyn KvBackend) {
+    let q = quota();
+    // "ab" + user "c" vs "a" + user "bc": different namespaces.
+    let one = Namespace::User {
+        app: "ab".into(),
+        user: "c".into(),
+    };
+    let two = Namespace::User {
+        app: "a".into(),
+        user: "bc".into(),
+    };
+    kv.set(&one, b"k", b"1", &q).unwrap();
+    assert_eq!(kv.get(&two, b"k").unwrap(), None);
+    assert!(kv.list_keys(&two, b"", None, 10).unwrap().is_empty());
+    assert!(matches!(
+        kv.set(&one, b"big", &[0; 17], &q),
+        Err(KvError::QuotaExceeded(_))
+    ));
+    kv.set(&one, b"k2", &[0; 10], &q).unwrap();
+    assert!(matches!(
+        kv.set(&one, b"k3", &[0; 10], &q),
+        Err(KvError::QuotaExceeded(_))
+    ));
+    assert_eq!(kv.get(&one, b"k3").unwrap(), None);
+    assert_eq!(
+        kv.usage(&one).unwrap(),
+        Usage {
+            bytes: 2 + 12,
+            keys: 2
+        }
+    );
+    // Replacing a value counts the difference.
+    kv.set(&one, b"k2", &[0; 4], &q).unwrap();
+    assert_eq!(
+        kv.usage(&one).unwrap(),
+        Usage {
+            bytes: 2 + 6,
+            keys: 2
+        }
+    );
+    assert!(kv.delete(&one, b"k2").unwrap());
+    assert!(!kv.delete(&one, b"k2").unwrap());
+    assert_eq!(kv.usage(&one).unwrap(), Usage { bytes: 2, keys: 1 });
+    let shared = Namespace::App { app: "ab".into() };
+    assert!(kv
+        .compare_and_swap(&shared, b"slot", None, Some(b"me"), &q)
+        .unwrap());
+    assert!(!kv
+        .compare_and_swap(&shared, b"slot", None, Some(b"you"), &q)
+        .unwrap());
+    assert!(!kv
+        .compare_and_swap(&shared, b"slot", Some(b"you"), None, &q)
+        .unwrap());
+    assert_eq!(
+        kv.get(&shared, b"slot").unwrap().as_deref(),
+        Some(&b"me"[..])
+    );
+    assert_eq!(kv.increment(&shared, b"n", 3, &q).unwrap(), 3);
+    assert_eq!(kv.increment(&shared, b"n", -5, &q).unwrap(), -2);
+    assert_eq!(
+        kv.list_keys(&shared, b"", None, 10).unwrap(),
+        vec![b"n".to_vec(), b"slot".to_vec()]
+    );
+    assert_eq!(
+        kv.list_keys(&shared, b"", Some(b"n"), 10).unwrap(),
+        vec![b"slot".to_vec()]
+    );
+    assert!(kv
+        .compare_and_swap(&shared, b"slot", Some(b"me"), None, &q)
+        .unwrap());
+    assert_eq!(kv.get(&shared, b"slot").unwrap(), None);
+}
+
+fn kv_namespaces_are_apart_and_quota_holds(engine: Engine) {
+    namespaces_are_apart_and_quota_holds(&StoreKv::new(engine.open()));
+}
+
+/// Twenty bookers of one slot, spread over every store the engine allows
+/// at once: exactly one compare-and-swap wins, and writers together never
+/// overrun a quota; the usage a fresh handle reads is what the writes left.
+fn kv_one_booker_wins_and_writers_share_the_quota(engine: Engine) {
+    let handles = if engine.shared() { 2 } else { 1 };
+    let kvs: Vec<Arc<StoreKv>> = (0..handles)
+        .map(|_| Arc::new(StoreKv::new(engine.open())))
+        .collect();
+    let slot = Namespace::App {
+        app: "hospital".into(),
+    };
+    let user = Namespace::User {
+        app: "app".into(),
+        user: "u".into(),
+    };
+    let q = Quota {
+        total_bytes: 100,
+        max_key_bytes: 8,
+        max_value_bytes: 16,
+    };
+    let (winners, written) = std::thread::scope(|s| {
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let (kv, slot, user) = (kvs[i % handles].clone(), slot.clone(), user.clone());
+                s.spawn(move || {
+                    let me = format!("patient{i}");
+                    let won = kv
+                        .compare_and_swap(&slot, b"09:00", None, Some(me.as_bytes()), &q)
+                        .unwrap();
+                    // Each entry is 2 key bytes + 8 value bytes.
+                    let wrote = kv.set(&user, format!("{i:02}").as_bytes(), &[7; 8], &q);
+                    assert!(
+                        matches!(wrote, Ok(()) | Err(KvError::QuotaExceeded(_))),
+                        "{wrote:?}"
+                    );
+                    (usize::from(won), usize::from(wrote.is_ok()))
+                })
+            })
+            .collect();
+        tasks
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .fold((0, 0), |(a, b), (w, k)| (a + w, b + k))
+    });
+    assert_eq!(winners, 1, "exactly one booker gets the slot");
+    assert_eq!(written, 10, "exactly the quota's worth of writes succeed");
+    let first = kvs[0].list_keys(&user, b"", None, 1).unwrap().remove(0);
+    assert!(kvs[handles - 1].delete(&user, &first).unwrap());
+    drop(kvs);
+    let kv = StoreKv::new(engine.open());
+    assert_eq!(kv.usage(&user).unwrap(), Usage { bytes: 90, keys: 9 });
+    kv.set(&user, b"zz", &[1; 8], &q).unwrap();
+    assert!(matches!(
+        kv.set(&user, b"yy", &[1; 8], &q),
+        Err(KvError::QuotaExceeded(_))
+    ));
+}
+
+#[test]
+fn memory_kv_namespaces_are_apart_and_quota_holds() {
+    namespaces_are_apart_and_quota_holds(&MemoryKv::new());
+}
+
+/// Each contract test, once per engine.
+macro_rules! engines {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(#[test] fn $test() { super::$test(super::Engine::memory()) })*
+        }
+        mod sled {
+            $(#[test] fn $test() { super::$test(super::Engine::sled()) })*
+        }
+        mod postgres_engine {
+            $(#[test] fn $test() { super::$test(super::Engine::postgres()) })*
+        }
+    };
+}
+
+engines!(
+    every_tree_keeps_what_was_written,
+    scans_keep_to_the_prefix_cursor_limit_and_order,
+    transactions_are_all_or_nothing,
+    concurrent_transactions_lose_no_update,
+    a_store_of_a_newer_format_is_refused,
+    kv_namespaces_are_apart_and_quota_holds,
+    kv_one_booker_wins_and_writers_share_the_quota,
+);

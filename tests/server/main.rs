@@ -21,5 +21,8 @@ mod messaging;
 mod operator;
 mod ops;
 mod payments;
+#[path = "../support/postgres.rs"]
+mod pg_server;
+mod postgres;
 mod registry;
 mod shell;

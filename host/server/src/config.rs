@@ -43,6 +43,12 @@ pub struct FileConfig {
     pub max_message_bytes: Option<usize>,
     /// The store's page cache, in MiB (default 128).
     pub store_cache_mib: Option<u64>,
+    /// Where the records live: unset for the embedded store in the data
+    /// directory, or `postgres://user:password@host:port/database` for a
+    /// database several host processes share.
+    pub store: Option<String>,
+    /// Connections to that database this process keeps (default 16).
+    pub store_connections: Option<usize>,
     pub ws_queue: Option<usize>,
     pub heartbeat_secs: Option<u64>,
     pub cookie_secure: Option<bool>,
@@ -77,6 +83,49 @@ pub struct FileConfig {
     pub http_rate_per_app: Option<u32>,
 }
 
+/// Where the host's records live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded store (sled) in `<data dir>/store`, owned by this process.
+    Embedded,
+    /// A PostgreSQL database (its URL, and the connections to keep).
+    Postgres { url: String, connections: usize },
+}
+
+impl std::fmt::Debug for StoreLocation {
+    // The URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Embedded => f.write_str("Embedded"),
+            StoreLocation::Postgres { connections, .. } => {
+                write!(f, "Postgres {{ connections: {connections}, .. }}")
+            }
+        }
+    }
+}
+
+impl StoreLocation {
+    fn parse(url: Option<String>, connections: Option<usize>) -> anyhow::Result<StoreLocation> {
+        let connections = match connections {
+            Some(0) => bail!("store-connections must be at least 1"),
+            Some(n) => n,
+            None => 16,
+        };
+        match url.as_deref().map(str::trim) {
+            None | Some("") => Ok(StoreLocation::Embedded),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres {
+                    url: u.to_string(),
+                    connections,
+                })
+            }
+            Some(_) => bail!(
+                "store: expected a postgres:// URL, or no setting for the embedded store in the data directory"
+            ),
+        }
+    }
+}
+
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -92,6 +141,8 @@ pub struct ServerConfig {
     pub ws_queue: usize,
     /// The store's page cache, in bytes.
     pub store_cache_bytes: u64,
+    /// Which engine holds the records.
+    pub store: StoreLocation,
     pub connections: ConnectionLimits,
     pub apps: AppsConfig,
     pub registry: RegistryConfig,
@@ -193,6 +244,8 @@ impl FileConfig {
         env_value("idle-timeout-secs", &mut self.idle_timeout_secs)?;
         env_value("max-message-bytes", &mut self.max_message_bytes)?;
         env_value("store-cache-mib", &mut self.store_cache_mib)?;
+        env_value("store", &mut self.store)?;
+        env_value("store-connections", &mut self.store_connections)?;
         env_value("ws-queue", &mut self.ws_queue)?;
         env_value("heartbeat-secs", &mut self.heartbeat_secs)?;
         env_value("cookie-secure", &mut self.cookie_secure)?;
@@ -347,6 +400,7 @@ impl FileConfig {
             ws_queue: self.ws_queue.unwrap_or(256),
             store_cache_bytes: positive("store-cache-mib", self.store_cache_mib)?
                 .map_or(superapp_store::DEFAULT_CACHE_BYTES, |mib| mib << 20),
+            store: StoreLocation::parse(self.store, self.store_connections)?,
             connections,
             apps: AppsConfig {
                 order_ttl: positive("payment-ttl-secs", self.payment_ttl_secs)?

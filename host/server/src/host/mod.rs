@@ -43,7 +43,7 @@ pub use demo::{demo_issuer_key, DemoUser, DEMO_INSURER, DEMO_PASSWORD, DEMO_USER
 pub use prompts::{Answer, Answered};
 pub use wallet::{Transfer, TransferDone};
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, StoreLocation};
 
 /// Why a workflow did not complete. Each variant wraps the service error
 /// that stopped it, except the few refusals that only a workflow can make;
@@ -139,7 +139,13 @@ impl Host {
             )
         })?;
         let secret = load_or_create_secret(data_dir)?;
-        let store = Store::open_with_cache(&data_dir.join("store"), config.store_cache_bytes)?;
+        let store = match &config.store {
+            StoreLocation::Embedded => {
+                Store::open_with_cache(&data_dir.join("store"), config.store_cache_bytes)?
+            }
+            StoreLocation::Postgres { url, connections } => Store::connect(url, *connections)
+                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?,
+        };
         // Stores written before prompts were indexed get their indexes.
         superapp_services::prompts::index_existing(&store)?;
         let hub = Arc::new(Hub::new(config.ws_queue));

@@ -16,6 +16,12 @@ pub struct ServeArgs {
     /// Where all data lives (default: ./superapp-data).
     #[arg(long, env = "SUPERAPP_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the records live: a postgres:// URL for a PostgreSQL database
+    /// that several host processes share (the schema is created or
+    /// migrated at start). Default: the embedded store in the data
+    /// directory.
+    #[arg(long, env = "SUPERAPP_STORE", value_name = "URL")]
+    store: Option<String>,
     /// Address to listen on (default: 127.0.0.1:8080; port 0 picks a free one).
     #[arg(long, env = "SUPERAPP_LISTEN")]
     listen: Option<String>,
@@ -131,6 +137,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(l) = args.listen {
         file.listen = Some(l);
+    }
+    if let Some(s) = args.store {
+        file.store = Some(s);
     }
     let mut backend = None;
     if args.demo {

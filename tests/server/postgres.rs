@@ -83,7 +83,11 @@ async fn on_postgres_kill_9_during_a_burst_loses_no_acknowledged_message() {
         .collect();
     assert_eq!(by_id.len(), stored.len(), "no client id stored twice");
     for (id, seq) in &acked {
-        assert_eq!(by_id.get(id.as_str()), Some(seq), "acknowledged {id} lost or moved");
+        assert_eq!(
+            by_id.get(id.as_str()),
+            Some(seq),
+            "acknowledged {id} lost or moved"
+        );
     }
 }
 

@@ -199,7 +199,7 @@ impl StoreKv {
                     Some(bytes) => decode_usage(bytes)?,
                     // Entries written before the record (a restored backup).
                     None => count(
-                        &txn.scan(Tree::AppData, &prefix, None, usize::MAX)?,
+                        &txn.scan(Tree::AppData, &prefix, None, usize::MAX, false)?,
                         &prefix,
                     ),
                 };

@@ -156,8 +156,10 @@ pub trait Txn {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
-    /// Entries whose key starts with `prefix`, after `after`, in key order,
-    /// at most `limit`, as this transaction sees them. Engines whose
+    /// Entries whose key starts with `prefix`, after `after`, in key order
+    /// (or reverse order), at most `limit`, as this transaction sees them;
+    /// a transaction that writes into what it scanned conflicts with one
+    /// that did the same concurrently. Engines whose
     /// transactions cannot range over keys (sled) refuse; only code that
     /// runs on a [shared](Backend::shared) store needs it.
     fn scan(
@@ -166,8 +168,9 @@ pub trait Txn {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
+        reverse: bool,
     ) -> Result<Vec<Entry>, StoreError> {
-        let _ = (prefix, after, limit);
+        let _ = (prefix, after, limit, reverse);
         Err(StoreError::Backend(format!(
             "this engine cannot scan `{}` inside a transaction",
             tree.name()

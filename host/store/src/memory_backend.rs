@@ -188,15 +188,21 @@ impl Txn for MemoryTxn<'_> {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
+        reverse: bool,
     ) -> Result<Vec<Entry>, StoreError> {
         self.check(tree)?;
         // The tree as this transaction sees it: what was there, with its
         // own writes under the prefix laid over.
-        let mut view: Map = scan_map(self.base.get(&tree), prefix, after, usize::MAX, false)
+        let mut view: Map = scan_map(self.base.get(&tree), prefix, after, usize::MAX, reverse)
             .into_iter()
             .collect();
+        let past = |k: &[u8]| match after {
+            Some(a) if reverse => k >= a,
+            Some(a) => k <= a,
+            None => false,
+        };
         for ((t, k), v) in self.writes.borrow().iter() {
-            if *t != tree || !k.starts_with(prefix) || after.is_some_and(|a| k.as_slice() <= a) {
+            if *t != tree || !k.starts_with(prefix) || past(k) {
                 continue;
             }
             match v {
@@ -204,6 +210,10 @@ impl Txn for MemoryTxn<'_> {
                 None => view.remove(k),
             };
         }
-        Ok(view.into_iter().take(limit).collect())
+        Ok(if reverse {
+            view.into_iter().rev().take(limit).collect()
+        } else {
+            view.into_iter().take(limit).collect()
+        })
     }
 }

@@ -595,9 +595,13 @@ impl Txn for PgTxn<'_> {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
+        reverse: bool,
     ) -> Result<Vec<Entry>, StoreError> {
         let client = self.client(tree)?;
-        let (lower, upper) = bounds(prefix, after, false);
-        self.note(self.backend.range(client, tree, lower, upper, limit, false))
+        let (lower, upper) = bounds(prefix, after, reverse);
+        self.note(
+            self.backend
+                .range(client, tree, lower, upper, limit, reverse),
+        )
     }
 }

@@ -245,6 +245,44 @@ fn concurrent_transactions_lose_no_update(engine: Engine) {
     );
 }
 
+/// Appenders that each read the last key under a prefix and write the one
+/// after it (how a conversation's next seq is assigned on a shared store)
+/// never both commit the same key, from two stores at once where the
+/// engine allows it.
+fn appends_after_the_last_key_never_collide(engine: Engine) {
+    let stores = [engine.open(), engine.open()];
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let store = stores[t % 2].clone();
+            s.spawn(move || {
+                for i in 0..10 {
+                    store
+                        .transact::<_, ()>(&[Tree::Messages], |txn| {
+                            let last = txn.scan(Tree::Messages, b"c1/", None, 1, true)?;
+                            let n = last
+                                .first()
+                                .map(|(k, _)| u32::from_be_bytes(k[3..].try_into().unwrap()))
+                                .unwrap_or(0);
+                            let mut key = b"c1/".to_vec();
+                            key.extend((n + 1).to_be_bytes());
+                            txn.put(Tree::Messages, &key, format!("{t}-{i}").as_bytes())?;
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let all = stores[0]
+        .scan(Tree::Messages, b"c1/", None, 1000, false)
+        .unwrap();
+    let values: std::collections::HashSet<Vec<u8>> = all.iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(all.len(), 80, "every append has its own key");
+    assert_eq!(values.len(), 80, "no append overwrote another");
+    let last = u32::from_be_bytes(all[79].0[3..].try_into().unwrap());
+    assert_eq!(last, 80, "the keys are gapless");
+}
+
 fn a_store_of_a_newer_format_is_refused(engine: Engine) {
     let store = engine.open();
     put(&store, Tree::Meta, b"format-version", &99u32.to_be_bytes());
@@ -407,6 +445,19 @@ fn kv_one_booker_wins_and_writers_share_the_quota(engine: Engine) {
 #[test]
 fn memory_kv_namespaces_are_apart_and_quota_holds() {
     namespaces_are_apart_and_quota_holds(&MemoryKv::new());
+}
+
+// What only stores several processes share must do (sled's transactions
+// cannot scan: its store belongs to one process, which orders appends with
+// its own locks).
+#[test]
+fn memory_appends_after_the_last_key_never_collide() {
+    appends_after_the_last_key_never_collide(Engine::memory());
+}
+
+#[test]
+fn postgres_appends_after_the_last_key_never_collide() {
+    appends_after_the_last_key_never_collide(Engine::postgres());
 }
 
 /// Each contract test, once per engine.

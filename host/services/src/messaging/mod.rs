@@ -153,6 +153,15 @@ fn client_key(conversation: &str, sender: &str, client_id: &str) -> Vec<u8> {
     key(&["c", conversation, sender, client_id])
 }
 
+/// The seq of the first of `entries` (message keys under `prefix`); 0 for none.
+fn seq_of(prefix: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> u64 {
+    entries
+        .first()
+        .and_then(|(k, _)| k.get(prefix.len()..))
+        .and_then(|seq| <[u8; 8]>::try_from(seq).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 /// Join key parts with NUL, which ids and usernames never contain.
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
@@ -310,6 +319,10 @@ impl Messaging {
 
     /// The highest seq in a conversation (0: no messages).
     fn last_seq(&self, id: &str) -> Result<u64, MessagingError> {
+        if self.store.shared() {
+            // Another host process may have appended: only the store knows.
+            return self.stored_last_seq(id);
+        }
         if let Some(seq) = self
             .last_seqs
             .lock()
@@ -330,11 +343,7 @@ impl Messaging {
     fn stored_last_seq(&self, id: &str) -> Result<u64, MessagingError> {
         let prefix = messages_prefix(id);
         let last = self.store.scan(Tree::Messages, &prefix, None, 1, true)?;
-        Ok(last
-            .first()
-            .and_then(|(k, _)| k.get(prefix.len()..))
-            .and_then(|seq| <[u8; 8]>::try_from(seq).ok())
-            .map_or(0, u64::from_be_bytes))
+        Ok(seq_of(&prefix, &last))
     }
 
     /// The conversation, if `me` is a member.
@@ -499,6 +508,24 @@ impl Messaging {
         let dedup = client_key(id, sender, client_id);
         let stripe = self.stripe(id).lock().await;
         let conversation = self.stored_for(sender, id)?;
+        let draft = Message {
+            conversation_id: id.to_string(),
+            seq: 0,
+            sender: sender.to_string(),
+            client_id: client_id.to_string(),
+            text: text.to_string(),
+            sent_at: now_secs(),
+            card,
+        };
+        if self.store.shared() {
+            let (message, fresh) = self.append_shared(draft, &dedup)?;
+            if !fresh {
+                drop(stripe);
+                self.store.durable().await?;
+                return Ok((message, false));
+            }
+            return self.announce(stripe, conversation.members, message).await;
+        }
         if let Some(existing) = self.sent_before(id, sender, client_id, &dedup)? {
             drop(stripe);
             // The first send may not be flushed yet: answer once it is.
@@ -506,15 +533,7 @@ impl Messaging {
             return Ok((existing, false));
         }
         let seq = self.last_seq(id)? + 1;
-        let message = Message {
-            conversation_id: id.to_string(),
-            seq,
-            sender: sender.to_string(),
-            client_id: client_id.to_string(),
-            text: text.to_string(),
-            sent_at: now_secs(),
-            card,
-        };
+        let message = Message { seq, ..draft };
         // Index first, then the message: recovery keeps a prefix of the
         // writes, so a message never survives without its index entry (which
         // would let a retry store it twice). An index entry that survives
@@ -528,8 +547,55 @@ impl Messaging {
             .insert(id.to_string(), seq);
         // The sender has read their own message.
         self.store.put(Tree::ReadMarks, &key(&[id, sender]), &seq)?;
-        // Register for the flush while still holding the conversation's
-        // lock, so pushes go out in seq order; wait for it after releasing.
+        self.announce(stripe, conversation.members, message).await
+    }
+
+    /// Append `draft` on a store other host processes share, in one
+    /// transaction: the client-id check, the next seq (the highest stored
+    /// plus one), the message, its index entry and the sender's read mark.
+    /// Two processes appending at once both read the highest seq and both
+    /// write after it, so the database lets one commit and the other try
+    /// again: seqs stay gapless and unique whichever node assigns them.
+    /// The message as stored, and whether this call stored it.
+    fn append_shared(
+        &self,
+        draft: Message,
+        dedup: &[u8],
+    ) -> Result<(Message, bool), MessagingError> {
+        let id = draft.conversation_id.as_str();
+        let prefix = messages_prefix(id);
+        Ok(self
+            .store
+            .transact(&[Tree::Messages, Tree::ReadMarks], |txn| {
+                if let Some(seq) = txn_get::<u64>(txn, Tree::Messages, dedup)? {
+                    let earlier = txn_get::<Message>(txn, Tree::Messages, &message_key(id, seq))?
+                        .filter(|m| m.sender == draft.sender && m.client_id == draft.client_id);
+                    if let Some(earlier) = earlier {
+                        return Ok((earlier, false));
+                    }
+                }
+                let last = txn.scan(Tree::Messages, &prefix, None, 1, true)?;
+                let seq = seq_of(&prefix, &last) + 1;
+                let message = Message {
+                    seq,
+                    ..draft.clone()
+                };
+                txn_put(txn, Tree::Messages, dedup, &seq)?;
+                txn_put(txn, Tree::Messages, &message_key(id, seq), &message)?;
+                txn_put(txn, Tree::ReadMarks, &key(&[id, &draft.sender]), &seq)?;
+                Ok::<_, Abort<MessagingError>>((message, true))
+            })?)
+    }
+
+    /// A stored message's push to `members`, registered for the flush
+    /// while `stripe` (the conversation's lock) is still held, so pushes go
+    /// out in seq order; the answer waits for the flush after releasing it.
+    async fn announce(
+        &self,
+        stripe: tokio::sync::MutexGuard<'_, ()>,
+        members: Vec<String>,
+        message: Message,
+    ) -> Result<(Message, bool), MessagingError> {
         let hub = self.hub.clone();
         let frame: Frame = Arc::from(
             serde_json::to_string(&MessageFrame {
@@ -538,7 +604,6 @@ impl Messaging {
             })
             .expect("frames serialize"),
         );
-        let members = conversation.members;
         let durable = self
             .store
             .commit_then(Some(Box::new(move || hub.publish(&members, &frame))));
@@ -648,5 +713,53 @@ mod tests {
             .unwrap();
         assert!(!created);
         assert_eq!(again, retried);
+    }
+
+    /// Two host processes on one shared store (two `Store`s on one memory
+    /// engine, which takes the paths PostgreSQL takes) append to one
+    /// conversation at once: seqs stay gapless and unique, and a retried
+    /// send on the other node is answered with the first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_on_a_shared_store_assign_gapless_seqs() {
+        let engine = Arc::new(superapp_store::MemoryBackend::new());
+        let node = || {
+            Arc::new(Messaging::new(
+                Store::with_backend(engine.clone()).unwrap(),
+                Arc::new(Hub::new(8)),
+                MessagingConfig::default(),
+            ))
+        };
+        let (a, b) = (node(), node());
+        let (alice, bob) = (user("alice"), user("bob"));
+        let c = a.direct(&alice, &bob).await.unwrap();
+        assert_eq!(b.direct(&bob, &alice).await.unwrap().id, c.id);
+        let mut sends = Vec::new();
+        for i in 0..40 {
+            let (node, me, c) = (
+                if i % 2 == 0 { a.clone() } else { b.clone() },
+                if i % 3 == 0 {
+                    alice.clone()
+                } else {
+                    bob.clone()
+                },
+                c.id.clone(),
+            );
+            sends.push(tokio::spawn(async move {
+                node.send(&me, &c, &format!("m{i}"), "hi").await.unwrap()
+            }));
+        }
+        let mut seqs = Vec::new();
+        for s in sends {
+            let (message, created) = s.await.unwrap();
+            assert!(created);
+            seqs.push(message.seq);
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+        let (again, created) = b.send(&alice, &c.id, "m0", "hi").await.unwrap();
+        assert!(!created, "the retry on the other node is the first send");
+        assert_eq!(again.client_id, "m0");
+        assert_eq!(a.get(&bob, &c.id).unwrap().last_seq, 40);
+        assert_eq!(b.sync(&alice, &c.id, 0, 100).unwrap().len(), 40);
     }
 }

@@ -22,6 +22,8 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 #[path = "../../../tests/server/common.rs"]
 mod common;
 
+mod load;
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -85,38 +87,38 @@ fn pct(sorted: &[Duration], p: f64) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// Durable messages/s: `senders` clients, each on its own connection,
+/// send into `conversations` (round robin) as fast as answers come back.
 async fn throughput(
-    http: &reqwest::Client,
     base: &str,
     token: &str,
     conversations: &[String],
     secs: u64,
     senders: usize,
 ) -> f64 {
+    let api = &base[base.find("/api/").expect("an /api/ base")..];
+    let mut conns = Vec::new();
+    for _ in 0..senders {
+        conns.push(load::Conn::open(base).await);
+    }
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for t in 0..senders {
-        let (http, base, token, done) = (
-            http.clone(),
-            base.to_string(),
-            token.to_string(),
-            done.clone(),
+    for (t, mut conn) in conns.into_iter().enumerate() {
+        let (token, done) = (token.to_string(), done.clone());
+        let path = format!(
+            "{api}/conversations/{}/messages",
+            conversations[t % conversations.len()]
         );
-        let conversation = conversations[t % conversations.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while Instant::now() < deadline {
-                let url = format!("{base}/conversations/{conversation}/messages");
-                let (status, _) = post(
-                    &http,
-                    url,
-                    Some(&token),
-                    json!({"client_id": format!("{t}-{i}"), "text": "throughput"}),
-                )
-                .await;
-                assert_eq!(status, 201);
+                let body = json!({"client_id": format!("{t}-{i}"), "text": "throughput"});
+                let (status, answer) = conn
+                    .post(&path, &token, serde_json::to_vec(&body).unwrap().into())
+                    .await;
+                assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
                 done.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
@@ -179,7 +181,7 @@ async fn main() {
         .await;
         directs.push(c["id"].as_str().unwrap().to_string());
     }
-    let spread = throughput(&http, &base, &sender, &directs, secs, senders).await;
+    let spread = throughput(&base, &sender, &directs, secs, senders).await;
     rows.push((
         format!("durable messages/s, {senders} senders over 64 conversations"),
         format!("{spread:.0}"),
@@ -193,15 +195,7 @@ async fn main() {
     )
     .await;
     let group = group["id"].as_str().unwrap().to_string();
-    let hot = throughput(
-        &http,
-        &base,
-        &sender,
-        std::slice::from_ref(&group),
-        secs,
-        senders,
-    )
-    .await;
+    let hot = throughput(&base, &sender, std::slice::from_ref(&group), secs, senders).await;
     rows.push((
         format!("durable messages/s, {senders} senders into one conversation"),
         format!("{hot:.0}"),

@@ -10,9 +10,16 @@ use crate::common::*;
 
 #[tokio::test]
 async fn kill_9_during_a_burst_loses_no_acknowledged_message() {
+    burst_kill_9_and_restart(&[]).await;
+}
+
+/// Eight senders burst into one conversation of a server started with
+/// `env`; it is killed mid-flight and started again on the same data:
+/// every acknowledged message is there, at its seq, and seqs are gapless.
+pub(crate) async fn burst_kill_9_and_restart(env: &[(&str, &str)]) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let server = Server::start_in(&dir, &[]);
+    let server = Server::start_in(&dir, env);
     let alice = Client::signed_up(&server, "alice").await;
     let _bob = Client::signed_up(&server, "bob").await;
     let c = alice.direct_with("bob").await;
@@ -56,7 +63,7 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_message() {
     }
     let acked = acked.lock().unwrap().clone();
 
-    let restarted = Server::start_in(&dir, &[]);
+    let restarted = Server::start_in(&dir, env);
     let mut alice = Client::new(&restarted);
     alice.token = Some(alice.login("alice", "alice-password").await);
     let stored = alice.messages(&c, 0).await;

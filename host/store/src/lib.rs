@@ -24,7 +24,7 @@ pub use kv::{
 };
 pub use memory::MemoryKv;
 pub use memory_backend::MemoryBackend;
-pub use postgres_backend::{PostgresBackend, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
+pub use postgres_backend::{blocking, PostgresBackend, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use records::{decode, encode, txn_get, txn_put, Store, FORMAT_VERSION};
 pub use snapshot::SnapshotInfo;
 

@@ -120,10 +120,11 @@ pub struct PostgresBackend {
     sql: Vec<TreeSql>,
 }
 
-/// Wait for `work` (which blocks the thread) without stalling the other
-/// tasks of the caller's runtime, if the caller is on one that can spare
-/// the worker.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
+/// Run `work`, which blocks the thread (a database round trip, compiling
+/// a component), without stalling the other tasks of the caller's tokio
+/// runtime when it is one that can spare the worker; inline elsewhere
+/// (single-threaded runtimes, plain threads).
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(work)

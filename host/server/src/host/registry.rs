@@ -12,20 +12,10 @@ use superapp_runtime::App;
 use superapp_services::registry::{
     rollout_bucket, Actor, Changed, Registry, RegistryError, Release, State,
 };
+use superapp_store::blocking;
 
 use super::{Host, HostError};
 use crate::apps::{dev_key, read_apps_dir, DEV_AUDITOR_KEY, DEV_PUBLISHER_KEY};
-
-/// Run CPU-heavy work (compiling a component) off the async worker when
-/// the runtime can spare one; inline elsewhere (single-threaded tests).
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
-    }
-}
 
 impl Host {
     /// Publish a package file as `actor`: checked, stored, durable.

@@ -403,8 +403,9 @@ impl Messaging {
     /// Append a message. Returns it and whether it is new: resending the
     /// same `client_id` returns the first message, never a duplicate.
     ///
-    /// Appends to one conversation are serialized by its lock stripe, and
-    /// the next seq is the highest stored one plus one. A crash can lose only writes
+    /// Appends to one conversation are serialized by its lock stripe (on a
+    /// shared store, by a transaction), and the next seq is the highest
+    /// stored one plus one. A crash can lose only writes
     /// that were never flushed, and so never acknowledged: their seqs are
     /// reused, and the seq sequence stays gapless.
     pub async fn send(

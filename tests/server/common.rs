@@ -414,3 +414,20 @@ pub fn serve_with(s: &Setup, extra: &[(&str, &str)]) -> Server {
     env.push(("SUPERAPP_APPS_DIR", s.apps.to_str().unwrap()));
     Server::start_in(&s.data, &env)
 }
+
+/// Run the `superapp` CLI with `args`: whether it succeeded, and its
+/// standard output followed by its standard error.
+pub fn superapp_cli<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_superapp"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

@@ -6,6 +6,7 @@ mod apps;
 mod audit;
 mod callbacks;
 mod city;
+mod cluster;
 mod common;
 mod connections;
 mod demo;
@@ -18,6 +19,8 @@ mod http;
 mod https;
 mod live;
 mod messaging;
+#[path = "../support/nats.rs"]
+mod nats_server;
 mod operator;
 mod ops;
 mod payments;

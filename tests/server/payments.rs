@@ -17,19 +17,8 @@ const PROBE: &str = "dev.superapp.testing.probe";
 
 /// `superapp wallet …` against a stopped server's data directory.
 pub(crate) fn wallet_cli(data: &Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
-        .arg("wallet")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let data = data.to_str().unwrap();
+    superapp_cli(["wallet"].iter().chain(args).chain(&["--data-dir", data]))
 }
 
 /// A fresh idempotency key for each top-up a test makes.

@@ -3,7 +3,7 @@
 //! The server runs under a small shell watcher that stops it and removes
 //! its directory once the test process is gone, so a server shared by the
 //! tests of one binary (see [`shared`]) outlives no one. Debian's
-//! `postgresql` package provides the binaries (`scripts/postgres.sh`
+//! `postgresql` package provides the binaries (`scripts/service-deps.sh`
 //! installs it); as root, the server runs as the `postgres` user, since
 //! PostgreSQL refuses to run as root.
 
@@ -51,7 +51,7 @@ fn bin_dir() -> PathBuf {
     match found {
         Some(path) => Path::new(&path).parent().unwrap().to_path_buf(),
         None => panic!(
-            "PostgreSQL's server binaries (initdb, postgres) were not found: run scripts/postgres.sh (Debian's `postgresql` package)"
+            "PostgreSQL's server binaries (initdb, postgres) were not found: run scripts/service-deps.sh (Debian's `postgresql` package)"
         ),
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use superapp_core::keys::SigningKey;
-use superapp_services::identity::load_or_create_private;
+use superapp_services::identity::Secrets;
 
 /// The development publisher's key in the data directory.
 pub const DEV_PUBLISHER_KEY: &str = "dev-publisher.pem";
@@ -80,10 +80,10 @@ fn read_one(dir: &Path) -> anyhow::Result<AppSource> {
     })
 }
 
-/// A development key of this data directory, created on first use.
-pub fn dev_key(data_dir: &Path, file: &str) -> anyhow::Result<SigningKey> {
-    let path = data_dir.join(file);
-    let pem = load_or_create_private(&path, || Ok(SigningKey::generate()?.to_pem().into_bytes()))?;
-    let text = String::from_utf8(pem).with_context(|| format!("{} is not PEM", path.display()))?;
-    Ok(SigningKey::from_pem(&text, &path.display().to_string())?)
+/// A development key of this host, created on first use.
+pub fn dev_key(secrets: &Secrets, file: &str) -> anyhow::Result<SigningKey> {
+    let pem = secrets.load_or_create(file, || Ok(SigningKey::generate()?.to_pem().into_bytes()))?;
+    let name = secrets.describe(file);
+    let text = String::from_utf8(pem).with_context(|| format!("{name} is not PEM"))?;
+    Ok(SigningKey::from_pem(&text, &name)?)
 }

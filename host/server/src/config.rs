@@ -49,6 +49,9 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// Connections to that database this process keeps (default 16).
     pub store_connections: Option<usize>,
+    /// `nats://host:port` (several separated by commas): the bus that
+    /// carries live pushes between host processes sharing one store.
+    pub bus: Option<String>,
     pub ws_queue: Option<usize>,
     pub heartbeat_secs: Option<u64>,
     pub cookie_secure: Option<bool>,
@@ -126,6 +129,44 @@ impl StoreLocation {
     }
 }
 
+/// What carries live pushes to the host's other processes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BusLocation {
+    /// Nothing: one host process.
+    None,
+    /// NATS servers (their URLs; credentials may be in them).
+    Nats { urls: Vec<String> },
+}
+
+impl std::fmt::Debug for BusLocation {
+    // A URL may carry a password or token: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusLocation::None => f.write_str("None"),
+            BusLocation::Nats { urls } => write!(f, "Nats {{ servers: {}, .. }}", urls.len()),
+        }
+    }
+}
+
+impl BusLocation {
+    fn parse(urls: Option<String>, store: &StoreLocation) -> anyhow::Result<BusLocation> {
+        let Some(urls) = urls.filter(|u| !u.trim().is_empty()) else {
+            return Ok(BusLocation::None);
+        };
+        let urls: Vec<String> = urls.split(',').map(|u| u.trim().to_string()).collect();
+        if let Some(bad) = urls.iter().find(|u| !u.starts_with("nats://")) {
+            let shown = bad.split("://").next().unwrap_or_default();
+            bail!("bus: expected nats:// URLs separated by commas, got a `{shown}` one");
+        }
+        if *store == StoreLocation::Embedded {
+            bail!(
+                "bus: host processes that share a bus must share a store too; set store to a postgres:// URL"
+            );
+        }
+        Ok(BusLocation::Nats { urls })
+    }
+}
+
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -143,6 +184,7 @@ pub struct ServerConfig {
     pub store_cache_bytes: u64,
     /// Which engine holds the records.
     pub store: StoreLocation,
+    pub bus: BusLocation,
     pub connections: ConnectionLimits,
     pub apps: AppsConfig,
     pub registry: RegistryConfig,
@@ -246,6 +288,7 @@ impl FileConfig {
         env_value("store-cache-mib", &mut self.store_cache_mib)?;
         env_value("store", &mut self.store)?;
         env_value("store-connections", &mut self.store_connections)?;
+        env_value("bus", &mut self.bus)?;
         env_value("ws-queue", &mut self.ws_queue)?;
         env_value("heartbeat-secs", &mut self.heartbeat_secs)?;
         env_value("cookie-secure", &mut self.cookie_secure)?;
@@ -299,9 +342,10 @@ impl FileConfig {
         Ok(())
     }
 
-    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+    pub fn resolve(mut self) -> anyhow::Result<ServerConfig> {
         let registry = self.registry_config()?;
         let egress = self.egress_config()?;
+        let store = StoreLocation::parse(self.store.take(), self.store_connections)?;
         let listen_raw = self.listen.unwrap_or_else(|| "127.0.0.1:8080".to_string());
         let listen: SocketAddr = listen_raw.parse().with_context(|| {
             format!("listen: `{listen_raw}` is not an address like 127.0.0.1:8080")
@@ -400,7 +444,8 @@ impl FileConfig {
             ws_queue: self.ws_queue.unwrap_or(256),
             store_cache_bytes: positive("store-cache-mib", self.store_cache_mib)?
                 .map_or(superapp_store::DEFAULT_CACHE_BYTES, |mib| mib << 20),
-            store: StoreLocation::parse(self.store, self.store_connections)?,
+            bus: BusLocation::parse(self.bus.take(), &store)?,
+            store,
             connections,
             apps: AppsConfig {
                 order_ttl: positive("payment-ttl-secs", self.payment_ttl_secs)?

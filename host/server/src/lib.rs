@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod bus;
 pub mod config;
 pub mod host;
 pub mod listener;

@@ -13,6 +13,13 @@ use crate::host::Host;
 
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let host = Host::open(&config)?;
+    if let crate::config::BusLocation::Nats { urls } = &config.bus {
+        crate::bus::NatsRelay::connect(urls, host.messaging.hub()).await?;
+        tracing::info!(
+            servers = urls.len(),
+            "live pushes travel between host processes on the bus"
+        );
+    }
     if config.demo {
         host.seed_demo(&config.data_dir)
             .await

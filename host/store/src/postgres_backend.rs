@@ -378,15 +378,24 @@ async fn migrate(pool: Pool) -> Result<(), StoreError> {
         .await
         .map_err(db_error)?;
     let result = async {
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS superapp_schema (
-                    id smallint PRIMARY KEY CHECK (id = 1),
-                    version integer NOT NULL
-                )",
-            )
+        // Created only where missing: `IF NOT EXISTS` alone would have
+        // the server send a notice to every process that starts.
+        let exists: bool = client
+            .query_one("SELECT to_regclass('superapp_schema') IS NOT NULL", &[])
             .await
-            .map_err(db_error)?;
+            .map_err(db_error)?
+            .get(0);
+        if !exists {
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS superapp_schema (
+                        id smallint PRIMARY KEY CHECK (id = 1),
+                        version integer NOT NULL
+                    )",
+                )
+                .await
+                .map_err(db_error)?;
+        }
         let found: i32 = client
             .query_opt("SELECT version FROM superapp_schema WHERE id = 1", &[])
             .await

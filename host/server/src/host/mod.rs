@@ -29,9 +29,7 @@ use superapp_services::consent::{Consent, ConsentError};
 use superapp_services::documents::requests::Requests;
 use superapp_services::documents::{DocumentError, Documents, HolderKeys, HostKey};
 use superapp_services::egress::Egress;
-use superapp_services::identity::{
-    load_or_create_private, load_or_create_secret, Identity, IdentityError, Pseudonyms,
-};
+use superapp_services::identity::{Identity, IdentityError, Pseudonyms, Secrets};
 use superapp_services::ledger::orders::{OrderError, Orders};
 use superapp_services::ledger::{Ledger, LedgerError};
 use superapp_services::messaging::{Hub, Messaging, MessagingError};
@@ -122,7 +120,8 @@ pub struct Host {
     pub data_dir: std::path::PathBuf,
 }
 
-/// The file in the data directory holding the operator's API token.
+/// The host's private file holding the operator's API token (on a shared
+/// store, each node's data directory holds a copy).
 pub const OPERATOR_TOKEN: &str = "operator.token";
 
 impl Host {
@@ -138,7 +137,6 @@ impl Host {
                 data_dir.display()
             )
         })?;
-        let secret = load_or_create_secret(data_dir)?;
         let store = match &config.store {
             StoreLocation::Embedded => {
                 Store::open_with_cache(&data_dir.join("store"), config.store_cache_bytes)?
@@ -146,6 +144,9 @@ impl Host {
             StoreLocation::Postgres { url, connections } => Store::connect(url, *connections)
                 .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?,
         };
+        // Every node on a shared store derives, signs and authorizes alike.
+        let secrets = Secrets::for_store(data_dir, &store);
+        let secret = secrets.host_secret()?;
         // Stores written before prompts were indexed get their indexes.
         superapp_services::prompts::index_existing(&store)?;
         let hub = Arc::new(Hub::new(config.ws_queue));
@@ -160,7 +161,7 @@ impl Host {
             config.apps.order_ttl,
         ));
         let documents = Arc::new(Documents::new(store.clone()));
-        let host_key = Arc::new(HostKey::load_or_create(data_dir)?);
+        let host_key = Arc::new(HostKey::load_or_create(&secrets)?);
         let requests = Arc::new(Requests::new(
             store.clone(),
             audit.clone(),
@@ -198,9 +199,18 @@ impl Host {
             audit.clone(),
             config.registry.policy.clone(),
         ));
-        let token = load_or_create_private(&data_dir.join(OPERATOR_TOKEN), || {
+        let token = secrets.load_or_create(OPERATOR_TOKEN, || {
             Ok(superapp_core::ids::random_token().into_bytes())
         })?;
+        if secrets.shared() {
+            // The operator's CLI reads the token from a data directory:
+            // each node's holds a copy of the one every node accepts.
+            let copy = data_dir.join(OPERATOR_TOKEN);
+            if std::fs::read(&copy).ok().as_deref() != Some(token.as_slice()) {
+                let _ = std::fs::remove_file(&copy);
+                superapp_services::identity::load_or_create_private(&copy, || Ok(token.clone()))?;
+            }
+        }
         let token = String::from_utf8_lossy(&token).trim().to_string();
         let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
             runtime: runtime.metrics().clone(),
@@ -230,7 +240,7 @@ impl Host {
             data_dir: data_dir.to_path_buf(),
         };
         if let Some(dir) = &config.apps_dir {
-            host.publish_dev_apps(dir, data_dir, config.registry.dev_approve, config.demo)?;
+            host.publish_dev_apps(dir, &secrets, config.registry.dev_approve, config.demo)?;
             host.store.flush_now()?;
         }
         host.preload();

@@ -15,6 +15,8 @@ use superapp_services::registry::{
 use superapp_store::blocking;
 
 use super::{Host, HostError};
+use superapp_services::identity::Secrets;
+
 use crate::apps::{dev_key, read_apps_dir, DEV_AUDITOR_KEY, DEV_PUBLISHER_KEY};
 
 impl Host {
@@ -127,8 +129,8 @@ impl Host {
         }
     }
 
-    /// `serve --apps DIR`: pack each app directory, sign it with the data
-    /// directory's development publisher key, publish it (registering its
+    /// `serve --apps DIR`: pack each app directory, sign it with the host's
+    /// development publisher key, publish it (registering its
     /// publisher with that key if needed) and, with `dev_approve`, approve
     /// it with the development auditor key. Says what it did in the log.
     /// An app whose version was published with other bytes stops the start,
@@ -137,7 +139,7 @@ impl Host {
     pub(super) fn publish_dev_apps(
         &self,
         dir: &Path,
-        data_dir: &Path,
+        secrets: &Secrets,
         dev_approve: bool,
         keep_published: bool,
     ) -> anyhow::Result<()> {
@@ -145,9 +147,9 @@ impl Host {
         if sources.is_empty() {
             return Ok(());
         }
-        let publisher_key = dev_key(data_dir, DEV_PUBLISHER_KEY)?;
+        let publisher_key = dev_key(secrets, DEV_PUBLISHER_KEY)?;
         let auditor_key = if dev_approve {
-            let key = dev_key(data_dir, DEV_AUDITOR_KEY)?;
+            let key = dev_key(secrets, DEV_AUDITOR_KEY)?;
             self.registry.trust_auditor(
                 &key.public_key(),
                 "development auditor",

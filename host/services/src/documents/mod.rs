@@ -238,8 +238,9 @@ impl IssuerKeyFile {
     }
 }
 
-/// The host's presentation-signing key: created on first start in the data
-/// directory (mode 0600), its public half served at `/api/v1/host-key`.
+/// The host's presentation-signing key: created on first start among the
+/// host's private files (see [`Secrets`](crate::identity::Secrets)), its
+/// public half served at `/api/v1/host-key`.
 pub struct HostKey {
     pair: Ed25519KeyPair,
 }
@@ -247,14 +248,13 @@ pub struct HostKey {
 pub const HOST_KEY_FILE: &str = "host-signing-key";
 
 impl HostKey {
-    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<HostKey> {
-        let path = data_dir.join(HOST_KEY_FILE);
-        let pkcs8 = crate::identity::load_or_create_private(&path, || {
+    pub fn load_or_create(secrets: &crate::identity::Secrets) -> anyhow::Result<HostKey> {
+        let pkcs8 = secrets.load_or_create(HOST_KEY_FILE, || {
             Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                 .map(|k| k.as_ref().to_vec())
                 .map_err(|_| anyhow::anyhow!("cannot generate the host signing key"))
         })?;
-        HostKey::parse(&path, &pkcs8)
+        HostKey::parse(Path::new(&secrets.describe(HOST_KEY_FILE)), &pkcs8)
     }
 
     /// The existing key of a data directory (for offline tools, which must

@@ -18,7 +18,7 @@ use ring::digest::{digest, SHA256};
 use serde::{Deserialize, Serialize};
 
 pub use password::PasswordHash;
-pub use secret::{load_or_create_private, load_or_create_secret};
+pub use secret::{load_or_create_private, load_or_create_secret, Secrets};
 pub use throttle::Throttle;
 
 pub use pseudonyms::Pseudonyms;
@@ -180,6 +180,7 @@ pub struct Identity {
     decoy: PasswordHash,
     /// Sessions checked recently: token digest → (user, expiry). Sessions
     /// are revoked only through `logout`, which evicts, so a hit is current.
+    /// Not used on a shared store, where another process may log out.
     live_sessions: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (User, u64)>>,
 }
 
@@ -343,14 +344,21 @@ impl Identity {
     /// The user a session token belongs to, if the session is live.
     pub fn authenticate(&self, token: &str) -> Result<User, IdentityError> {
         let key = token_key(token);
-        if let Some((user, expires_at)) = self
-            .live_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+        // On a store shared between host processes a logout may come
+        // through any of them, so every check asks the store.
+        let cached = !self.store.shared();
+        if let Some((user, expires_at)) = cached
+            .then(|| {
+                self.live_sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&key)
+                    .cloned()
+            })
+            .flatten()
         {
-            if *expires_at > now_secs() {
-                return Ok(user.clone());
+            if expires_at > now_secs() {
+                return Ok(user);
             }
         }
         let session: Session = self
@@ -368,11 +376,13 @@ impl Identity {
             .ok_or(IdentityError::Unauthenticated(
                 "the account no longer exists",
             ))?;
-        let mut cache = self.live_sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= SESSION_CACHE {
-            cache.clear();
+        if cached {
+            let mut cache = self.live_sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= SESSION_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, (user.clone(), session.expires_at));
         }
-        cache.insert(key, (user.clone(), session.expires_at));
         Ok(user)
     }
 

@@ -1,28 +1,125 @@
-//! The host secret: 32 random bytes generated on first start and kept in the
-//! data directory, readable only by the host's user (mode 0600). It keys the
-//! per-app pseudonymous user ids, so it must never change or leak.
+//! The host's private files: the host secret (32 random bytes generated on
+//! first start; it keys the per-app pseudonymous user ids, so it must never
+//! change or leak), the host's signing key, the operator's token and the
+//! development keys.
+//!
+//! One host keeps them in its data directory, readable only by the host's
+//! user (mode 0600). Host processes sharing one store keep them in that
+//! store instead ([`Secrets::for_store`]), created once by whichever
+//! process starts first: every node must derive the same pseudonyms, sign
+//! with the same key and accept the same operator token, and a node's data
+//! directory then holds nothing a replacement node would miss.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use ring::rand::{SecureRandom, SystemRandom};
+use superapp_store::{Abort, Store, Tree};
 
 const SECRET_LEN: usize = 32;
 pub const SECRET_FILE: &str = "host-secret";
 
+/// Where the host's private files live; see the module's doc.
+#[derive(Clone)]
+pub struct Secrets {
+    dir: PathBuf,
+    shared: Option<Arc<Store>>,
+}
+
+impl Secrets {
+    /// Files in `dir`, for one host (and for offline tools).
+    pub fn in_dir(dir: &Path) -> Secrets {
+        Secrets {
+            dir: dir.to_path_buf(),
+            shared: None,
+        }
+    }
+
+    /// The files of a host on `store`: in the store when it is shared
+    /// between host processes, in `dir` otherwise.
+    pub fn for_store(dir: &Path, store: &Arc<Store>) -> Secrets {
+        Secrets {
+            dir: dir.to_path_buf(),
+            shared: store.shared().then(|| store.clone()),
+        }
+    }
+
+    /// Whether the files live in a shared store.
+    pub fn shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Where `file` is kept, for messages.
+    pub fn describe(&self, file: &str) -> String {
+        match self.shared {
+            Some(_) => format!("{file} (in the shared store)"),
+            None => self.dir.join(file).display().to_string(),
+        }
+    }
+
+    /// The contents of `file`, created with what `create` returns if
+    /// missing. On a shared store, a host whose data directory already
+    /// holds the file (one moving onto the shared store) contributes it if
+    /// no node has yet; racing first starts keep exactly one value.
+    pub fn load_or_create(
+        &self,
+        file: &str,
+        create: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let path = self.dir.join(file);
+        let Some(store) = &self.shared else {
+            return load_or_create_private(&path, create);
+        };
+        let key = format!("private/{file}");
+        let read = |e: superapp_store::StoreError| {
+            anyhow::anyhow!("cannot read {file} from the store: {e}")
+        };
+        if let Some(kept) = store.get_raw(Tree::Meta, key.as_bytes()).map_err(read)? {
+            return Ok(kept);
+        }
+        let candidate = if path.exists() {
+            read_private(&path)?
+        } else {
+            create()?
+        };
+        store
+            .transact(&[Tree::Meta], |t| {
+                if let Some(kept) = t.get(Tree::Meta, key.as_bytes())? {
+                    return Ok(kept);
+                }
+                t.put(Tree::Meta, key.as_bytes(), &candidate)?;
+                Ok(candidate.clone())
+            })
+            .map_err(|e: Abort<std::convert::Infallible>| match e {
+                Abort::Store(e) => anyhow::anyhow!("cannot keep {file} in the store: {e}"),
+                Abort::User(never) => match never {},
+            })
+    }
+
+    /// The host secret, created on first start.
+    pub fn host_secret(&self) -> anyhow::Result<[u8; SECRET_LEN]> {
+        let bytes = self.load_or_create(SECRET_FILE, || {
+            let mut secret = [0u8; SECRET_LEN];
+            SystemRandom::new()
+                .fill(&mut secret)
+                .map_err(|_| anyhow::anyhow!("system random number generator failed"))?;
+            Ok(secret.to_vec())
+        })?;
+        <[u8; SECRET_LEN]>::try_from(bytes.as_slice()).map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not {SECRET_LEN} bytes long",
+                self.describe(SECRET_FILE)
+            )
+        })
+    }
+}
+
+/// The host secret of a data directory, created on first start.
 pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<[u8; SECRET_LEN]> {
-    let path = data_dir.join(SECRET_FILE);
-    let bytes = load_or_create_private(&path, || {
-        let mut secret = [0u8; SECRET_LEN];
-        SystemRandom::new()
-            .fill(&mut secret)
-            .map_err(|_| anyhow::anyhow!("system random number generator failed"))?;
-        Ok(secret.to_vec())
-    })?;
-    <[u8; SECRET_LEN]>::try_from(bytes.as_slice())
-        .map_err(|_| anyhow::anyhow!("{} is not {SECRET_LEN} bytes long", path.display()))
+    Secrets::in_dir(data_dir).host_secret()
 }
 
 /// A file only the host's user may read (mode 0600): created with what
@@ -44,22 +141,25 @@ pub fn load_or_create_private(
                 .with_context(|| format!("writing {}", path.display()))?;
             Ok(bytes)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let mut file =
-                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            let mode = file.metadata()?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                bail!(
-                    "{} is readable by other users (mode {mode:o}); run `chmod 600` on it",
-                    path.display()
-                );
-            }
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes)?;
-            Ok(bytes)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_private(path),
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
+}
+
+/// An existing private file, refused if others can read it.
+fn read_private(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} is readable by other users (mode {mode:o}); run `chmod 600` on it",
+            path.display()
+        );
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -83,5 +183,43 @@ mod tests {
         )
         .unwrap();
         assert!(load_or_create_secret(dir.path()).is_err());
+    }
+
+    #[test]
+    fn on_a_shared_store_every_node_gets_the_first_nodes_secret() {
+        let store = Store::in_memory().unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = Secrets::for_store(a.path(), &store).host_secret().unwrap();
+        let second = Secrets::for_store(b.path(), &store).host_secret().unwrap();
+        assert_eq!(first, second);
+        // Nothing was written into either node's data directory.
+        assert!(!a.path().join(SECRET_FILE).exists());
+        assert!(!b.path().join(SECRET_FILE).exists());
+        // A different store is a different host.
+        let other = Store::in_memory().unwrap();
+        assert_ne!(
+            Secrets::for_store(a.path(), &other).host_secret().unwrap(),
+            first
+        );
+    }
+
+    #[test]
+    fn a_host_moving_onto_a_shared_store_brings_its_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = load_or_create_secret(dir.path()).unwrap();
+        let store = Store::in_memory().unwrap();
+        assert_eq!(
+            Secrets::for_store(dir.path(), &store)
+                .host_secret()
+                .unwrap(),
+            own
+        );
+        let joining = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Secrets::for_store(joining.path(), &store)
+                .host_secret()
+                .unwrap(),
+            own
+        );
     }
 }

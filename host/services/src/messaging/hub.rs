@@ -2,10 +2,16 @@
 //! messages are pushed to each member's sessions through bounded queues. A
 //! session whose queue is full is dropped (it resyncs by seq on reconnect),
 //! so one slow client never holds up anyone else.
+//!
+//! Host processes sharing one store also share a [`Relay`] (the server's
+//! bus): a frame published here goes to this process's sessions and to the
+//! relay, and what the relay brings from other processes is delivered to
+//! this process's sessions only. The relay is told which users have
+//! sessions here, so it need only bring their frames.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 
@@ -25,10 +31,22 @@ pub struct Subscription {
     pub lagged: Arc<AtomicBool>,
 }
 
+/// Carries frames to and from the host's other processes. Its calls are
+/// made with the hub's lock held, in order, so they must not wait.
+pub trait Relay: Send + Sync {
+    /// `frame` for `users`, published in this process.
+    fn forward(&self, users: &[String], frame: &Frame);
+    /// `user` has a session in this process now (their first).
+    fn watch(&self, user: &str);
+    /// `user`'s last session in this process has ended.
+    fn unwatch(&self, user: &str);
+}
+
 pub struct Hub {
     queue: usize,
     next: AtomicU64,
     conns: Mutex<HashMap<String, Vec<Conn>>>,
+    relay: OnceLock<Arc<dyn Relay>>,
 }
 
 impl Hub {
@@ -38,39 +56,75 @@ impl Hub {
             queue: queue.max(1),
             next: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
+            relay: OnceLock::new(),
         }
+    }
+
+    /// Connect this hub to the host's other processes; once, before any
+    /// session subscribes.
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Conn>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn subscribe(&self, user: &str) -> Subscription {
         let (tx, rx) = mpsc::channel(self.queue);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let lagged = Arc::new(AtomicBool::new(false));
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(user.to_string())
-            .or_default()
-            .push(Conn {
-                id,
-                tx,
-                lagged: lagged.clone(),
-            });
+        let mut conns = self.conns();
+        let list = conns.entry(user.to_string()).or_default();
+        if list.is_empty() {
+            if let Some(relay) = self.relay.get() {
+                relay.watch(user);
+            }
+        }
+        list.push(Conn {
+            id,
+            tx,
+            lagged: lagged.clone(),
+        });
         Subscription { id, rx, lagged }
     }
 
     pub fn unsubscribe(&self, user: &str, id: u64) {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conns = self.conns();
         if let Some(list) = conns.get_mut(user) {
             list.retain(|c| c.id != id);
             if list.is_empty() {
                 conns.remove(user);
+                if let Some(relay) = self.relay.get() {
+                    relay.unwatch(user);
+                }
             }
         }
     }
 
-    /// Queue `frame` for every session of every user in `users`, never waiting.
+    /// Queue `frame` for every session of every user in `users`, here and
+    /// (through the relay) in the host's other processes, never waiting.
     pub fn publish(&self, users: &[String], frame: &Frame) {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conns = self.conns();
+        if let Some(relay) = self.relay.get() {
+            relay.forward(users, frame);
+        }
+        self.deliver_locked(&mut conns, users, frame);
+    }
+
+    /// Queue `frame` for this process's sessions of `users` only: what the
+    /// relay brings from another process.
+    pub fn deliver(&self, users: &[String], frame: &Frame) {
+        let mut conns = self.conns();
+        self.deliver_locked(&mut conns, users, frame);
+    }
+
+    fn deliver_locked(
+        &self,
+        conns: &mut HashMap<String, Vec<Conn>>,
+        users: &[String],
+        frame: &Frame,
+    ) {
         for user in users {
             let Some(list) = conns.get_mut(user) else {
                 continue;
@@ -86,18 +140,16 @@ impl Hub {
             });
             if list.is_empty() {
                 conns.remove(user);
+                if let Some(relay) = self.relay.get() {
+                    relay.unwatch(user);
+                }
             }
         }
     }
 
     /// Connected sessions, for metrics and tests.
     pub fn sessions(&self) -> usize {
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(Vec::len)
-            .sum()
+        self.conns().values().map(Vec::len).sum()
     }
 }
 
@@ -124,5 +176,62 @@ mod tests {
             "the lagging session's stream ends"
         );
         assert_eq!(hub.sessions(), 1);
+    }
+
+    /// A relay that records what it was told.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Relay for Recorder {
+        fn forward(&self, users: &[String], frame: &Frame) {
+            self.note(format!("forward {} {frame}", users.join(",")));
+        }
+        fn watch(&self, user: &str) {
+            self.note(format!("watch {user}"));
+        }
+        fn unwatch(&self, user: &str) {
+            self.note(format!("unwatch {user}"));
+        }
+    }
+
+    impl Recorder {
+        fn note(&self, what: String) {
+            self.0.lock().unwrap().push(what);
+        }
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_relay_watches_users_with_sessions_and_carries_published_frames_only() {
+        let hub = Hub::new(1);
+        let relay = Arc::new(Recorder::default());
+        hub.set_relay(relay.clone());
+        let a1 = hub.subscribe("a");
+        let mut a2 = hub.subscribe("a");
+        assert_eq!(
+            relay.take(),
+            ["watch a"],
+            "one watch per user, not per session"
+        );
+        let users = vec!["a".to_string(), "b".to_string()];
+        hub.publish(&users, &Arc::from("m1"));
+        assert_eq!(relay.take(), ["forward a,b m1"]);
+        // What the relay brings is delivered here and not sent back out.
+        hub.unsubscribe("a", a1.id);
+        assert!(relay.take().is_empty(), "a still has a session");
+        assert_eq!(&*a2.rx.recv().await.unwrap(), "m1");
+        hub.deliver(&users, &Arc::from("m2"));
+        assert!(
+            relay.take().is_empty(),
+            "delivered frames are not forwarded"
+        );
+        assert_eq!(&*a2.rx.recv().await.unwrap(), "m2");
+        // The last session dropped for lagging ends the watch too.
+        hub.deliver(&users, &Arc::from("m3"));
+        hub.deliver(&users, &Arc::from("m4"));
+        assert_eq!(relay.take(), ["unwatch a"]);
+        assert_eq!(hub.sessions(), 0);
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use hub::{Frame, Hub, Subscription};
+pub use hub::{Frame, Hub, Relay, Subscription};
 
 use crate::identity::{new_id, now_secs, User};
 use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};

@@ -270,8 +270,9 @@ pub struct Registry {
 /// first) and the trusted auditor keys. The store is held by one process,
 /// so every registry write passes through this `Registry`, and each write
 /// forgets what it changed once it has committed. A read that raced a
-/// write does not fill the cache (the generation moved on). A store shared
-/// by several hosts would need the same forgetting to cross hosts.
+/// write does not fill the cache (the generation moved on). On a store
+/// shared by several host processes another process may write, so nothing
+/// is kept: a yank or a rejection holds on every node at once.
 #[derive(Default)]
 struct Cache {
     generation: u64,
@@ -309,9 +310,10 @@ impl Registry {
     /// `app`'s releases, newest first, from memory when they are there.
     /// Apps with no release are not remembered (ids come from requests).
     pub(crate) fn cached_releases(&self, app: &str) -> Result<Arc<Vec<Release>>, RegistryError> {
+        let keep = !self.store.shared();
         let generation = {
             let cache = self.cache();
-            if let Some(r) = cache.releases.get(app) {
+            if let Some(r) = cache.releases.get(app).filter(|_| keep) {
                 return Ok(r.clone());
             }
             cache.generation
@@ -320,7 +322,7 @@ impl Registry {
         all.sort_by_key(|r| std::cmp::Reverse(r.semver()));
         let all = Arc::new(all);
         let mut cache = self.cache();
-        if !all.is_empty() && cache.generation == generation {
+        if keep && !all.is_empty() && cache.generation == generation {
             cache.releases.insert(app.to_string(), all.clone());
         }
         Ok(all)
@@ -328,9 +330,10 @@ impl Registry {
 
     /// Whether `key` is a trusted auditor key now.
     pub(crate) fn is_trusted(&self, key: &str) -> Result<bool, RegistryError> {
+        let keep = !self.store.shared();
         let generation = {
             let cache = self.cache();
-            if let Some(t) = &cache.trusted {
+            if let Some(t) = cache.trusted.as_ref().filter(|_| keep) {
                 return Ok(t.contains(key));
             }
             cache.generation
@@ -338,7 +341,7 @@ impl Registry {
         let trusted: Arc<HashSet<String>> =
             Arc::new(self.auditors()?.into_iter().map(|a| a.key).collect());
         let mut cache = self.cache();
-        if cache.generation == generation {
+        if keep && cache.generation == generation {
             cache.trusted = Some(trusted.clone());
         }
         Ok(trusted.contains(key))

@@ -86,6 +86,7 @@ pub fn publish(file: &Path, key: &Path, server: &str) -> anyhow::Result<ExitCode
         server: Some(server.to_string()),
         token_file: None,
         data_dir: None,
+        store: None,
     }
     .open(Some(key))?;
     let answer = target.publish(package.to_bytes())?;

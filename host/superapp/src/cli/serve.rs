@@ -22,6 +22,12 @@ pub struct ServeArgs {
     /// directory.
     #[arg(long, env = "SUPERAPP_STORE", value_name = "URL")]
     store: Option<String>,
+    /// The bus between host processes that share a store: nats:// URLs of
+    /// NATS servers, separated by commas. Live pushes (a chat message to a
+    /// member connected to another process) travel on it; the records
+    /// stay in the store. Default: none (one host process).
+    #[arg(long, env = "SUPERAPP_BUS", value_name = "URLS")]
+    bus: Option<String>,
     /// Address to listen on (default: 127.0.0.1:8080; port 0 picks a free one).
     #[arg(long, env = "SUPERAPP_LISTEN")]
     listen: Option<String>,
@@ -141,6 +147,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = args.store {
         file.store = Some(s);
     }
+    if let Some(b) = args.bus {
+        file.bus = Some(b);
+    }
     let mut backend = None;
     if args.demo {
         let data_dir = file
@@ -213,7 +222,9 @@ fn demo_backend_config(
 ) -> anyhow::Result<hospital_backend::Config> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let host_key = superapp_services::documents::HostKey::load_or_create(data_dir)?;
+    let host_key = superapp_services::documents::HostKey::load_or_create(
+        &superapp_services::identity::Secrets::in_dir(data_dir),
+    )?;
     let insurer =
         superapp_server::host::demo_issuer_key(data_dir, superapp_server::host::DEMO_INSURER)?;
     let key =

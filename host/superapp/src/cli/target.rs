@@ -35,6 +35,15 @@ pub struct TargetArgs {
     /// Without --server: a stopped server's data directory, opened directly.
     #[arg(long, env = "SUPERAPP_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Without --server: the hosts' shared PostgreSQL store (a postgres://
+    /// URL), opened directly; the hosts may keep running.
+    #[arg(
+        long,
+        env = "SUPERAPP_STORE",
+        value_name = "URL",
+        conflicts_with = "data_dir"
+    )]
+    pub store: Option<String>,
 }
 
 /// What a command runs against.
@@ -80,6 +89,15 @@ impl TargetArgs {
             };
             return Ok(Target::Remote(Remote::new(server, credential)?));
         }
+        if let Some(url) = self.store.as_deref().filter(|u| !u.trim().is_empty()) {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!("--store: expected a postgres:// URL");
+            }
+            // The URL may hold a password: the message never repeats it.
+            let store = Store::connect(url, 2)
+                .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?;
+            return Ok(Target::Local(Local::on(store)?));
+        }
         let data_dir = self
             .data_dir
             .clone()
@@ -92,6 +110,10 @@ impl Local {
     fn open(data_dir: &Path) -> anyhow::Result<Local> {
         let store = super::open_store(data_dir)
             .map_err(|e| anyhow::anyhow!("{e:#}; to act on a running server, pass --server URL"))?;
+        Local::on(store)
+    }
+
+    fn on(store: Arc<Store>) -> anyhow::Result<Local> {
         let audit = Arc::new(Audit::open(store.clone())?);
         let registry = Registry::new(store.clone(), audit.clone(), Policy::default());
         Ok(Local {

@@ -1,0 +1,150 @@
+//! The bus between host processes that share one store (`serve --bus
+//! nats://…`): NATS carries live pushes from the process where a message
+//! was stored to the processes where its members are connected.
+//!
+//! Each user has a subject, `superapp.push.` + the user id in hex. A
+//! process subscribes to the subjects of the users who have a WebSocket
+//! session on it (the hub says when the first opens and the last closes),
+//! and publishes each frame to the subjects of its recipients, so traffic
+//! goes only where someone listens. The connection is made with `no_echo`:
+//! a process never receives its own frames back, it has delivered them
+//! locally already.
+//!
+//! The bus is a hint, never the record: a frame is published only after
+//! the message is durable in the store, a frame lost on the way (the bus
+//! restarting, a full outbox, a subscription not yet registered) costs
+//! only its push, and clients catch up from the store by sequence number.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use superapp_services::messaging::{Frame, Hub, Relay};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Frames waiting to be published before new ones are dropped.
+const OUTBOX: usize = 16 * 1024;
+
+/// The subject that carries `user`'s pushes.
+pub fn subject(user: &str) -> String {
+    format!("superapp.push.{}", hex::encode(user))
+}
+
+/// The hub's relay over NATS.
+pub struct NatsRelay {
+    client: async_nats::Client,
+    runtime: tokio::runtime::Handle,
+    hub: Weak<Hub>,
+    /// One subscription task per user with a session here.
+    watches: Mutex<HashMap<String, JoinHandle<()>>>,
+    outbox: mpsc::Sender<(Vec<String>, Frame)>,
+    /// Frames not published because the outbox was full.
+    dropped: AtomicU64,
+}
+
+impl NatsRelay {
+    /// Connect to the NATS servers at `urls` and attach to `hub`. Fails
+    /// when none answers: a host meant to share a bus must not serve alone.
+    pub async fn connect(urls: &[String], hub: &Arc<Hub>) -> anyhow::Result<Arc<NatsRelay>> {
+        let client = async_nats::ConnectOptions::new()
+            .no_echo()
+            .name(format!("superapp {}", std::process::id()))
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(|event| async move {
+                tracing::info!(%event, "bus");
+            })
+            .connect(urls)
+            .await
+            // The error names the server but not the URL's credentials.
+            .context("cannot connect to the bus")?;
+        let (outbox, pending) = mpsc::channel(OUTBOX);
+        let relay = Arc::new(NatsRelay {
+            runtime: tokio::runtime::Handle::current(),
+            hub: Arc::downgrade(hub),
+            watches: Mutex::default(),
+            outbox,
+            dropped: AtomicU64::new(0),
+            client: client.clone(),
+        });
+        tokio::spawn(publish_all(client, pending));
+        hub.set_relay(relay.clone());
+        Ok(relay)
+    }
+
+    /// Frames dropped because the outbox was full (each cost only its push).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
+        self.watches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Publish what the hub forwards, in order, one subject per recipient.
+async fn publish_all(
+    client: async_nats::Client,
+    mut pending: mpsc::Receiver<(Vec<String>, Frame)>,
+) {
+    while let Some((users, frame)) = pending.recv().await {
+        let payload = bytes::Bytes::copy_from_slice(frame.as_bytes());
+        for user in &users {
+            if let Err(e) = client.publish(subject(user), payload.clone()).await {
+                tracing::warn!(error = %e, "cannot publish a push on the bus; clients catch up from the store");
+            }
+        }
+    }
+}
+
+impl Relay for NatsRelay {
+    fn forward(&self, users: &[String], frame: &Frame) {
+        if self
+            .outbox
+            .try_send((users.to_vec(), frame.clone()))
+            .is_err()
+            && self
+                .dropped
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1024)
+        {
+            tracing::warn!(
+                "the bus's outbox is full; pushes are dropped and clients catch up from the store"
+            );
+        }
+    }
+
+    fn watch(&self, user: &str) {
+        let (client, hub, who) = (self.client.clone(), self.hub.clone(), user.to_string());
+        let task = self.runtime.spawn(async move {
+            let mut frames = match client.subscribe(subject(&who)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe on the bus; this user's pushes from other nodes are missed");
+                    return;
+                }
+            };
+            let to = [who];
+            while let Some(message) = frames.next().await {
+                let (Some(hub), Ok(text)) = (hub.upgrade(), std::str::from_utf8(&message.payload))
+                else {
+                    continue;
+                };
+                hub.deliver(&to, &Frame::from(text));
+            }
+        });
+        if let Some(old) = self.watches().insert(user.to_string(), task) {
+            old.abort();
+        }
+    }
+
+    fn unwatch(&self, user: &str) {
+        // Dropping the subscriber (with its task) unsubscribes.
+        if let Some(task) = self.watches().remove(user) {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Several host processes on one PostgreSQL store and one NATS bus, each
+//! started by the test on loopback: what is sent on one node reaches
+//! WebSockets on the other, gapless; a logout holds everywhere at once;
+//! races decided by the database stay decided whichever node they come
+//! through; a node killed mid-burst loses nothing it acknowledged while
+//! the other keeps serving; one audit chain verifies over all of it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::hospital::{buttons, shows, take, HOSPITAL};
+use crate::payments::balance;
+use crate::{nats_server, pg_server};
+
+/// Host processes sharing a fresh database and the test bus.
+struct Cluster {
+    setup: Setup,
+    store: String,
+    nodes: Vec<Server>,
+    _dirs: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `n` nodes serving `plugins`, started one after another.
+    fn start(n: usize, plugins: &[&str]) -> Cluster {
+        let setup = setup(plugins);
+        let store = pg_server::shared().database();
+        let dirs = tempfile::tempdir().unwrap();
+        let mut cluster = Cluster {
+            setup,
+            store,
+            nodes: Vec::new(),
+            _dirs: dirs,
+        };
+        for i in 0..n {
+            let node = cluster.node(&cluster._dirs.path().join(format!("node{i}")));
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    /// A node on its own data directory (the precompile cache and a copy
+    /// of the operator token are all it keeps there).
+    fn node(&self, data_dir: &Path) -> Server {
+        let bus = nats_server::shared().url();
+        Server::start_in(
+            data_dir,
+            &[
+                ("SUPERAPP_DEV_APPROVE", "true"),
+                ("SUPERAPP_APPS_DIR", self.setup.apps.to_str().unwrap()),
+                ("SUPERAPP_STORE", self.store.as_str()),
+                ("SUPERAPP_BUS", bus.as_str()),
+                // Many clients of this one loopback address at once.
+                ("SUPERAPP_MAX_CONNECTIONS_PER_CLIENT", "4096"),
+            ],
+        )
+    }
+
+    /// `name`'s session on node `i` (signed in there).
+    async fn on(&self, i: usize, name: &str) -> Client {
+        let mut c = Client::new(&self.nodes[i]);
+        c.token = Some(c.login(name, &format!("{name}-password")).await);
+        c
+    }
+
+    /// `superapp ARGS… --store URL`, on the shared store while the nodes run.
+    fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
+            .args(args)
+            .args(["--store", &self.store])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// Every message frame `ws` receives until it has seen `want` distinct
+/// seqs of `conversation` or nothing arrives for two seconds.
+async fn seqs_pushed(ws: &mut Ws, conversation: &str, want: usize) -> BTreeSet<u64> {
+    let mut seen = BTreeSet::new();
+    while seen.len() < want {
+        let Some(frame) = next_message(ws, Duration::from_secs(2)).await else {
+            break;
+        };
+        if frame["type"] == "message" && frame["message"]["conversation_id"] == conversation {
+            seen.insert(frame["message"]["seq"].as_u64().unwrap());
+        }
+    }
+    seen
+}
+
+/// Send from `from` until `ws` (connected to another node) has a push of
+/// it: the bus subscription for `ws`'s user is then in place.
+async fn until_pushed(from: &Client, conversation: &str, ws: &mut Ws) {
+    for attempt in 0..50 {
+        let (s, body) = from
+            .send(conversation, &format!("warm-{attempt}"), "hello")
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        if !seqs_pushed(ws, conversation, 1).await.is_empty() {
+            return;
+        }
+    }
+    panic!("no push crossed the bus");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_burst_from_both_nodes_is_gapless_and_pushed_to_both() {
+    let c = Cluster::start(2, &[]);
+    let alice = Client::signed_up(&c.nodes[0], "alice").await;
+    let bob = Client::signed_up(&c.nodes[1], "bob").await;
+    let chat = alice.direct_with("bob").await;
+    // Each has a WebSocket on the other's node.
+    let mut alice_ws = ws_connect(&c.nodes[1], alice.token.as_deref().unwrap()).await;
+    let mut bob_ws = ws_connect(&c.nodes[0], bob.token.as_deref().unwrap()).await;
+    until_pushed(&alice, &chat, &mut alice_ws).await;
+    until_pushed(&bob, &chat, &mut bob_ws).await;
+    let before = alice.messages(&chat, 0).await.len() as u64;
+    seqs_pushed(&mut alice_ws, &chat, 100).await;
+    seqs_pushed(&mut bob_ws, &chat, 100).await;
+
+    let per_side = 100;
+    let chat_ref = &chat;
+    let sends = (0..per_side).flat_map(|i| {
+        [(&alice, format!("a{i}")), (&bob, format!("b{i}"))]
+            .map(|(who, id)| async move { who.send(chat_ref, &id, &id).await })
+    });
+    for (status, body) in join_all(sends).await {
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let all = 2 * per_side;
+    let stored = bob.messages(&chat, before).await;
+    let seqs: Vec<u64> = stored.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    let expected: Vec<u64> = (before + 1..=before + all as u64).collect();
+    assert_eq!(seqs, expected, "one gapless sequence over both nodes");
+    assert_eq!(
+        alice.messages(&chat, before).await,
+        stored,
+        "both nodes read the same log"
+    );
+    // Every message reached both WebSockets: half of them over the bus.
+    let expected: BTreeSet<u64> = expected.into_iter().collect();
+    assert_eq!(seqs_pushed(&mut alice_ws, &chat, all).await, expected);
+    assert_eq!(seqs_pushed(&mut bob_ws, &chat, all).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_node_holds_on_the_other_at_once() {
+    let c = Cluster::start(2, &[]);
+    let on_a = Client::signed_up(&c.nodes[0], "carol").await;
+    let mut on_b = Client::new(&c.nodes[1]);
+    on_b.token = on_a.token.clone();
+    let (s, me) = on_b.get("/me").await;
+    assert_eq!(s, StatusCode::OK, "a session made on A works on B: {me}");
+    let (s, _) = on_a.call(Method::DELETE, "/sessions/current", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, body) = on_b.get("/me").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    // The operator's token is the same on every node.
+    let tokens: Vec<String> = c.nodes.iter().map(Server::operator_token).collect();
+    assert_eq!(tokens[0], tokens[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_patients_on_two_nodes_race_for_one_slot_and_exactly_one_holds_it() {
+    let c = Cluster::start(2, &["hospital-booking"]);
+    let mut patients = Vec::new();
+    for i in 0..20 {
+        patients.push(Client::signed_up(&c.nodes[i % 2], &format!("patient{i}")).await);
+    }
+    let launch = format!("/apps/{HOSPITAL}/launch");
+    for (status, view) in join_all(patients.iter().map(|p| p.post(&launch, json!({})))).await {
+        assert_eq!(status, StatusCode::OK, "{view}");
+    }
+    let department = patients[1]
+        .act(HOSPITAL, "department", Some("general"), json!({}))
+        .await;
+    let slot = buttons(&department, "take")[0].1.clone();
+    let tries = join_all(patients.iter().map(|p| take(p, &slot))).await;
+    let winners: Vec<usize> = (0..tries.len())
+        .filter(|&i| shows(&tries[i], "Confirm your appointment"))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one patient holds the slot");
+    let losers = tries
+        .iter()
+        .filter(|v| shows(v, "just taken by another patient"))
+        .count();
+    assert_eq!(losers, 19);
+}
+
+/// `wallet ARGS --server NODE --token-file NODE/operator.token`.
+fn wallet_on(node: &Server, args: &[&str]) -> (bool, String) {
+    let token = node.data_dir.join("operator.token");
+    let server = node.base.trim_end_matches("/api/v1");
+    let tail = ["--server", server, "--token-file", token.to_str().unwrap()];
+    superapp_cli(["wallet"].iter().chain(args).chain(&tail))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_from_one_wallet_through_both_nodes_never_overdraw_it() {
+    let c = Cluster::start(2, &[]);
+    let dave = Client::signed_up(&c.nodes[0], "dave").await;
+    Client::signed_up(&c.nodes[1], "erin").await;
+    let (ok, out) = wallet_on(
+        &c.nodes[1],
+        &["topup", "dave", "10000", "--idempotency-key", "cluster-1"],
+    );
+    assert!(ok, "{out}");
+    let erin = c.on(1, "erin").await;
+    let dave_b = c.on(1, "dave").await;
+    // Forty transfers of 500 from a balance of 10 000, half through each node.
+    let transfers = (0..40).map(|i| {
+        let from = if i % 2 == 0 { &dave } else { &dave_b };
+        from.post(
+            "/wallet/transfers",
+            json!({"to": "erin", "amount": 500, "currency": "EUR",
+                   "idempotency_key": format!("t{i}"), "password": "dave-password"}),
+        )
+    });
+    let answers = join_all(transfers).await;
+    let paid = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    for (status, body) in &answers {
+        assert!(
+            *status == StatusCode::CREATED || body["error"]["code"] == "insufficient-funds",
+            "{status} {body}"
+        );
+    }
+    assert_eq!(paid, 20, "exactly the balance was spent");
+    assert_eq!(balance(&dave).await, 0);
+    assert_eq!(balance(&erin).await, 10_000);
+    let (ok, report) = wallet_on(&c.nodes[0], &["check"]);
+    assert!(ok, "{report}");
+    assert!(report.contains("EUR: issued 10000, held 10000"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_one_node_mid_burst_loses_nothing_acknowledged_and_the_other_serves_on() {
+    let mut c = Cluster::start(2, &[]);
+    let frank = Client::signed_up(&c.nodes[0], "frank").await;
+    Client::signed_up(&c.nodes[1], "grace").await;
+    Client::signed_up(&c.nodes[1], "heidi").await;
+    let grace = c.on(1, "grace").await;
+    let chat = frank.direct_with("grace").await;
+    let (ok, out) = wallet_on(
+        &c.nodes[0],
+        &[
+            "topup",
+            "frank",
+            "1000000",
+            "--idempotency-key",
+            "cluster-2",
+        ],
+    );
+    assert!(ok, "{out}");
+
+    // Eight senders per node, each sending until its node stops answering
+    // (or, on the surviving node, for 400 messages); every acknowledged
+    // client id is remembered. Transfers run beside them through node A.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for (node, who) in [(0usize, &frank), (1, &grace)] {
+        for s in 0..8 {
+            let (who, chat, answered) = (who.clone(), chat.clone(), answered.clone());
+            senders.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..50 {
+                    let id = format!("n{node}-s{s}-{i}");
+                    let sent = who
+                        .http
+                        .post(format!("{}/conversations/{chat}/messages", who.base))
+                        .bearer_auth(who.token.as_deref().unwrap())
+                        .json(&json!({"client_id": id, "text": id}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == StatusCode::CREATED => {
+                            acked.push(id);
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Cut off by the kill: node A's senders stop here.
+                        _ => break,
+                    }
+                }
+                acked
+            }));
+        }
+    }
+    let payer = frank.clone();
+    let payments = tokio::spawn(async move {
+        let mut acked = 0u64;
+        for i in 0..200 {
+            let sent = payer
+                .http
+                .post(format!("{}/wallet/transfers", payer.base))
+                .bearer_auth(payer.token.as_deref().unwrap())
+                .json(&json!({"to": "grace", "amount": 10, "currency": "EUR",
+                              "idempotency_key": format!("p{i}"), "password": "frank-password"}))
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status() == StatusCode::CREATED => acked += 10,
+                _ => break,
+            }
+        }
+        acked
+    });
+    // The operator tops heidi up through both nodes at once: audit entries
+    // from both processes interleave on the one chain.
+    let mut toppers = Vec::new();
+    for node in 0..2 {
+        let mut operator = Client::new(&c.nodes[node]);
+        operator.token = Some(
+            std::fs::read_to_string(c.nodes[node].data_dir.join("operator.token"))
+                .unwrap()
+                .trim()
+                .to_string(),
+        );
+        toppers.push(tokio::spawn(async move {
+            let mut acked = 0u64;
+            for i in 0..100 {
+                let sent = operator
+                    .http
+                    .post(format!("{}/operator/topups", operator.base))
+                    .bearer_auth(operator.token.as_deref().unwrap())
+                    .json(&json!({"user": "heidi", "amount": 1, "currency": "EUR",
+                                  "idempotency_key": format!("n{node}-{i}")}))
+                    .send()
+                    .await;
+                // Cut off by the kill: node A's top-ups stop here.
+                if !matches!(sent, Ok(r) if r.status() == StatusCode::CREATED) {
+                    break;
+                }
+                acked += 1;
+            }
+            acked
+        }));
+    }
+    while answered.load(Ordering::SeqCst) < 150 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let killed = c.nodes.remove(0);
+    tokio::task::spawn_blocking(move || killed.kill9())
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for s in senders {
+        acked.extend(s.await.unwrap());
+    }
+    let paid = payments.await.unwrap();
+    let topped_a = toppers.remove(0).await.unwrap();
+    let topped_b = toppers.remove(0).await.unwrap();
+    assert_eq!(topped_b, 100, "the surviving node answered every top-up");
+    let from_b = acked.iter().filter(|id| id.starts_with("n1-")).count();
+    assert_eq!(from_b, 8 * 50, "the surviving node answered every send");
+    assert!(
+        acked.iter().filter(|id| id.starts_with("n0-")).count() < 8 * 50,
+        "node A was killed in the burst, not after it"
+    );
+
+    // Node B holds every acknowledged message, in one gapless sequence.
+    let stored = grace.messages(&chat, 0).await;
+    let seqs: Vec<u64> = stored.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=stored.len() as u64).collect::<Vec<_>>());
+    let ids: BTreeSet<&str> = stored.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    for id in &acked {
+        assert!(ids.contains(id.as_str()), "acknowledged {id} was lost");
+    }
+    // Every acknowledged transfer arrived; the ledger balances.
+    assert!(balance(&grace).await >= paid as i64);
+    let (ok, report) = wallet_on(&c.nodes[0], &["check"]);
+    assert!(ok, "{report}");
+    let issued = 1_000_000 + topped_a + topped_b;
+    assert!(
+        report.contains(&format!("EUR: issued {issued}, held {issued}"))
+            || report.contains(&format!("EUR: issued {}, held {}", issued + 1, issued + 1)),
+        "{report}"
+    );
+
+    // One audit chain, with the entries of both nodes, verifies end to end.
+    let (ok, report, errors) = c.cli(&["audit", "verify-log", "--json"]);
+    assert!(ok, "{report}{errors}");
+    let verdict: Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    // The first top-up, every acknowledged one from either node, and any
+    // node A committed but could not answer.
+    let entries = verdict["entries"].as_u64().unwrap();
+    assert!(entries > 1 + topped_b, "{verdict}");
+    assert!(topped_a > 0 && topped_b > 0, "{topped_a} {topped_b}");
+}

@@ -15,9 +15,10 @@ use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::apps::{probe, texts};
 use crate::common::*;
 use crate::hospital::{buttons, shows, take, HOSPITAL};
-use crate::payments::balance;
+use crate::payments::{action, balance, confirm, request, PROBE};
 use crate::{nats_server, pg_server};
 
 /// Host processes sharing a fresh database and the test bus.
@@ -401,4 +402,116 @@ async fn kill_9_of_one_node_mid_burst_loses_nothing_acknowledged_and_the_other_s
     let entries = verdict["entries"].as_u64().unwrap();
     assert!(entries > 1 + topped_b, "{verdict}");
     assert!(topped_a > 0 && topped_b > 0, "{topped_a} {topped_b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_raised_on_one_node_are_answered_on_the_other_and_revocation_holds_everywhere() {
+    let c = Cluster::start(2, &["testing/probe"]);
+    let on_a = Client::signed_up(&c.nodes[0], "ivan").await;
+    let on_b = c.on(1, "ivan").await;
+
+    // A consent prompt raised by an event on A is listed and answered on B;
+    // the app hears the answer there, and A's next call is allowed.
+    assert!(probe(&on_a, "profile", None)
+        .await
+        .starts_with("err: consent-required"));
+    let (_, prompts) = on_b.get("/prompts").await;
+    let prompts = prompts.as_array().unwrap().clone();
+    assert_eq!(prompts.len(), 1, "{prompts:?}");
+    assert_eq!(prompts[0]["capability"], "profile");
+    let id = prompts[0]["id"].as_str().unwrap();
+    let (status, answered) = on_b
+        .post(&format!("/prompts/{id}/approve"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    assert!(texts(&answered)[0].contains("granted: true"), "{answered}");
+    let (status, _) = on_a.post(&format!("/prompts/{id}/deny"), json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "answered once, on either node"
+    );
+    assert_eq!(probe(&on_a, "profile", None).await, "ok: \"IVAN\"");
+
+    // Revoked on B: the very next call on A is denied, without asking.
+    let grant = format!("/me/grants/{PROBE}/profile");
+    let (status, _) = on_b.call(Method::DELETE, &grant, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(probe(&on_a, "profile", None)
+        .await
+        .starts_with("err: denied"));
+    assert!(on_a.get("/prompts").await.1.as_array().unwrap().is_empty());
+
+    // A payment sheet raised on A is confirmed on B with the password; the
+    // app on A sees the order paid, and the money moved once.
+    let (ok, out) = wallet_on(
+        &c.nodes[1],
+        &["topup", "ivan", "5000", "--idempotency-key", "cluster-3"],
+    );
+    assert!(ok, "{out}");
+    let order = request(&on_a, PROBE, 1_200, "visit-a").await;
+    let (_, sheets) = on_b.get("/prompts").await;
+    assert_eq!(sheets[0]["id"], order.as_str(), "{sheets}");
+    let (status, body) = confirm(&on_b, &order, "ivan-password").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["order"]["state"], "paid");
+    let (status, _) = confirm(&on_a, &order, "ivan-password").await;
+    assert_eq!(status, StatusCode::CONFLICT, "paid once");
+    assert_eq!(
+        action(&on_a, PROBE, "payment-status", Some(&order), json!({})).await,
+        "ok: OrderStatus::Settled(PaymentOutcome::Paid)"
+    );
+    assert_eq!(balance(&on_a).await, 3_800);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_throttles_and_notification_limits_count_on_every_node() {
+    let c = Cluster::start(2, &["testing/probe"]);
+    let judy = Client::signed_up(&c.nodes[0], "judy").await;
+    Client::signed_up(&c.nodes[1], "kim").await;
+
+    // Five wrong passwords for kim, alternating between the nodes, lock
+    // her account on both: even the right password waits.
+    let anon = [Client::new(&c.nodes[0]), Client::new(&c.nodes[1])];
+    for i in 0..5 {
+        let (status, body) = anon[i % 2]
+            .post(
+                "/sessions",
+                json!({"username": "kim", "password": format!("guess-{i}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    for node in &anon {
+        let (status, body) = node
+            .post(
+                "/sessions",
+                json!({"username": "kim", "password": "kim-password"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["error"]["code"], "too-many-attempts");
+    }
+
+    // Ten notifications an hour per user and app, whichever node runs the
+    // event: five through each node, then none more on either.
+    assert!(probe(&judy, "notify", Some("first"))
+        .await
+        .starts_with("err: consent-required"));
+    let (_, prompts) = judy.get("/prompts").await;
+    let id = prompts[0]["id"].as_str().unwrap();
+    let (status, _) = judy.post(&format!("/prompts/{id}/approve"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let judy_b = c.on(1, "judy").await;
+    let sent = join_all((0..10).map(|i| {
+        let who = if i % 2 == 0 { &judy } else { &judy_b };
+        probe(who, "notify", Some("your slot"))
+    }))
+    .await;
+    assert!(sent.iter().all(|r| r == "ok: ()"), "{sent:?}");
+    for who in [&judy, &judy_b] {
+        assert!(probe(who, "notify", Some("one too many"))
+            .await
+            .starts_with("err: quota-exceeded"));
+    }
 }

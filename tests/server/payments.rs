@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::apps::{serve, serve_with, setup, texts, Setup};
 use crate::common::*;
 
-const PROBE: &str = "dev.superapp.testing.probe";
+pub(crate) const PROBE: &str = "dev.superapp.testing.probe";
 
 /// `superapp wallet …` against a stopped server's data directory.
 pub(crate) fn wallet_cli(data: &Path, args: &[&str]) -> (bool, String) {
@@ -71,7 +71,7 @@ pub(crate) async fn with_money(
     (server, clients)
 }
 
-async fn action(
+pub(crate) async fn action(
     client: &Client,
     app: &str,
     name: &str,
@@ -89,7 +89,7 @@ async fn action(
 }
 
 /// Ask for a payment through the probe; returns the order id.
-async fn request(client: &Client, app: &str, amount: u64, key: &str) -> String {
+pub(crate) async fn request(client: &Client, app: &str, amount: u64, key: &str) -> String {
     let out = action(
         client,
         app,
@@ -120,7 +120,7 @@ pub(crate) async fn balance(client: &Client) -> i64 {
         .map_or(0, |a| a["balance"].as_i64().unwrap())
 }
 
-async fn confirm(client: &Client, order: &str, password: &str) -> (StatusCode, Value) {
+pub(crate) async fn confirm(client: &Client, order: &str, password: &str) -> (StatusCode, Value) {
     client
         .post(
             &format!("/prompts/{order}/approve"),

@@ -61,10 +61,13 @@ pub enum Tree {
     /// Provider callbacks waiting to be delivered (`d` ‖ id), and their
     /// retry index by time.
     Deliveries,
+    /// Rate windows shared by host processes on one store: name ‖ 0 ‖ key →
+    /// the recent events' times (failed logins, notifications).
+    Windows,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 26] = [
+    pub const ALL: [Tree; 27] = [
         Tree::Meta,
         Tree::Users,
         Tree::Usernames,
@@ -91,6 +94,7 @@ impl Tree {
         Tree::PromptIndex,
         Tree::AuditByApp,
         Tree::Deliveries,
+        Tree::Windows,
     ];
 
     pub fn name(self) -> &'static str {
@@ -121,6 +125,7 @@ impl Tree {
             Tree::PromptIndex => "prompt-index",
             Tree::AuditByApp => "audit-by-app",
             Tree::Deliveries => "provider-deliveries",
+            Tree::Windows => "rate-windows",
         }
     }
 

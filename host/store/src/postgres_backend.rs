@@ -25,7 +25,7 @@ use crate::backend::{prefix_end, Backend, Entry, StoreError, Tree, Txn, Visit};
 
 /// The schema this host creates and understands; each step of
 /// [`migrations`] brings the database one version further.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Serializes schema changes of host processes starting at once.
 const MIGRATION_LOCK: i64 = 0x7375_7065_7261_7070; // "superapp"
@@ -43,18 +43,24 @@ fn table(tree: Tree) -> String {
 
 /// The statements that change the schema from version `i` to `i + 1`.
 fn migrations() -> Vec<String> {
-    // Version 1: one table per tree of the store's first format. A tree
-    // added later needs its own step here, so existing databases get it.
-    let v1 = Tree::ALL
-        .iter()
-        .map(|t| {
-            format!(
-                "CREATE TABLE {} (key bytea PRIMARY KEY, value bytea NOT NULL);",
-                table(*t)
-            )
-        })
-        .collect::<String>();
-    vec![v1]
+    let create = |trees: &[Tree]| {
+        trees
+            .iter()
+            .map(|t| {
+                format!(
+                    "CREATE TABLE {} (key bytea PRIMARY KEY, value bytea NOT NULL);",
+                    table(*t)
+                )
+            })
+            .collect::<String>()
+    };
+    // Version 1: one table per tree of the store's first format (the first
+    // 26 of `Tree::ALL`). A tree added later gets a step of its own, so
+    // that existing databases get it too.
+    let v1 = create(&Tree::ALL[..26]);
+    // Version 2: the rate windows shared by host processes.
+    let v2 = create(&[Tree::Windows]);
+    vec![v1, v2]
 }
 
 /// The statements of one tree, built once.

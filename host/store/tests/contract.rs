@@ -455,6 +455,52 @@ fn memory_appends_after_the_last_key_never_collide() {
     appends_after_the_last_key_never_collide(Engine::memory());
 }
 
+/// A database left at schema version 1 (before the rate windows) is
+/// brought to the current version by the next host that connects, and
+/// keeps what it held.
+#[test]
+fn postgres_an_older_schema_is_migrated_and_keeps_its_records() {
+    let url = postgres::shared().database();
+    let store = Store::connect(&url, 2).unwrap();
+    put(&store, Tree::Users, b"u1", b"alice");
+    drop(store);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sql = |statement: &'static str| {
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let driver = tokio::spawn(connection);
+            let rows = client.simple_query(statement).await.unwrap();
+            drop(client);
+            let _ = driver.await;
+            rows.iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(String::from),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    sql("DROP TABLE superapp_rate_windows; UPDATE superapp_schema SET version = 1");
+    assert_eq!(sql("SELECT version FROM superapp_schema"), ["1"]);
+
+    let store = Store::connect(&url, 2).unwrap();
+    assert_eq!(
+        sql("SELECT version FROM superapp_schema"),
+        [superapp_store::POSTGRES_SCHEMA_VERSION.to_string()]
+    );
+    put(&store, Tree::Windows, b"w", b"1");
+    assert_eq!(store.get_raw(Tree::Windows, b"w").unwrap().unwrap(), b"1");
+    assert_eq!(
+        store.get_raw(Tree::Users, b"u1").unwrap().unwrap(),
+        b"alice"
+    );
+}
+
 #[test]
 fn postgres_appends_after_the_last_key_never_collide() {
     appends_after_the_last_key_never_collide(Engine::postgres());

@@ -184,7 +184,11 @@ impl Host {
             pseudonyms: Pseudonyms::new(&secret),
             consent: consent.clone(),
             profiles: identity.clone(),
-            notifier: Arc::new(ChatNotifier::new(messaging.clone(), consent.clone())),
+            notifier: Arc::new(ChatNotifier::new(
+                messaging.clone(),
+                consent.clone(),
+                &store,
+            )),
             payments: orders.clone(),
             documents: requests.clone(),
             http: Arc::new(Gateway {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use password::PasswordHash;
 pub use secret::{load_or_create_private, load_or_create_secret, Secrets};
-pub use throttle::Throttle;
+pub use throttle::{Limited, Throttle};
 
 pub use pseudonyms::Pseudonyms;
 use superapp_core::ids::random_bytes;
@@ -187,12 +187,31 @@ pub struct Identity {
 /// Sessions kept in `live_sessions` before it starts over.
 const SESSION_CACHE: usize = 100_000;
 
+impl From<Limited> for IdentityError {
+    fn from(limited: Limited) -> Self {
+        match limited {
+            Limited::Wait(retry_after_secs) => IdentityError::Throttled { retry_after_secs },
+            Limited::Store(e) => IdentityError::Store(e),
+        }
+    }
+}
+
 impl Identity {
     pub fn new(store: Arc<Store>, config: IdentityConfig) -> Identity {
         Identity {
             live_sessions: Default::default(),
-            users_throttle: Throttle::new(config.max_failures_per_user, config.failure_window),
-            clients_throttle: Throttle::new(config.max_failures_per_client, config.failure_window),
+            users_throttle: Throttle::for_store(
+                &store,
+                "login-user",
+                config.max_failures_per_user,
+                config.failure_window,
+            ),
+            clients_throttle: Throttle::for_store(
+                &store,
+                "login-client",
+                config.max_failures_per_client,
+                config.failure_window,
+            ),
             decoy: PasswordHash::new("decoy password", config.password_iterations),
             store,
             config,
@@ -268,12 +287,8 @@ impl Identity {
         let username = normalize_username(username).map_err(|_| IdentityError::BadCredentials)?;
         let user_key = format!("user:{username}");
         let client_key = format!("client:{client}");
-        self.users_throttle
-            .check(&user_key)
-            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
-        self.clients_throttle
-            .check(&client_key)
-            .map_err(|retry_after_secs| IdentityError::Throttled { retry_after_secs })?;
+        self.users_throttle.check(&user_key)?;
+        self.clients_throttle.check(&client_key)?;
         let stored: Option<StoredUser> =
             match self.store.get_raw(Tree::Usernames, username.as_bytes())? {
                 Some(id) => self.store.get(Tree::Users, &id)?,
@@ -288,11 +303,11 @@ impl Identity {
             .await
             .map_err(|e| StoreError::Backend(format!("hashing task failed: {e}")))?;
         let Some(user) = user.filter(|_| matches) else {
-            self.users_throttle.record(&user_key);
-            self.clients_throttle.record(&client_key);
+            self.users_throttle.record(&user_key)?;
+            self.clients_throttle.record(&client_key)?;
             return Err(IdentityError::BadCredentials);
         };
-        self.users_throttle.clear(&user_key);
+        self.users_throttle.clear(&user_key)?;
         Ok(user)
     }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use superapp_core::{Capability, ConsentLevel, Manifest};
 use superapp_services::consent::Consent;
-use superapp_services::identity::Throttle;
+use superapp_services::identity::{Limited, Throttle};
 use superapp_services::messaging::{Card, Messaging};
+use superapp_store::Store;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::{unavailable, BoxFuture, HostState, Registration};
@@ -137,11 +138,12 @@ pub struct ChatNotifier {
 }
 
 impl ChatNotifier {
-    pub fn new(messaging: Arc<Messaging>, consent: Arc<Consent>) -> Self {
+    /// The window lives in `store` when several host processes share it.
+    pub fn new(messaging: Arc<Messaging>, consent: Arc<Consent>, store: &Arc<Store>) -> Self {
         ChatNotifier {
             messaging,
             consent,
-            window: Throttle::new(MAX_PER_HOUR, Duration::from_secs(3600)),
+            window: Throttle::for_store(store, "notify", MAX_PER_HOUR, Duration::from_secs(3600)),
         }
     }
 }
@@ -156,12 +158,15 @@ impl Notifier for ChatNotifier {
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let key = format!("{user}\0{}", app.id);
-            if self.window.check(&key).is_err() {
-                return Err(Error::QuotaExceeded(format!(
-                    "at most {MAX_PER_HOUR} notifications per hour"
-                )));
+            match self.window.take(&key) {
+                Ok(()) => {}
+                Err(Limited::Wait(_)) => {
+                    return Err(Error::QuotaExceeded(format!(
+                        "at most {MAX_PER_HOUR} notifications per hour"
+                    )))
+                }
+                Err(Limited::Store(e)) => return Err(unavailable("notifications", &e)),
             }
-            self.window.record(&key);
             self.messaging
                 .notify(user, &app.id, &app.name, text, card)
                 .await

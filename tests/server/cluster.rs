@@ -25,6 +25,8 @@ use crate::{nats_server, pg_server};
 struct Cluster {
     setup: Setup,
     store: String,
+    /// More settings every node gets.
+    env: Vec<(String, String)>,
     nodes: Vec<Server>,
     _dirs: tempfile::TempDir,
 }
@@ -32,12 +34,21 @@ struct Cluster {
 impl Cluster {
     /// `n` nodes serving `plugins`, started one after another.
     fn start(n: usize, plugins: &[&str]) -> Cluster {
-        let setup = setup(plugins);
+        Cluster::start_with(n, setup(plugins), &[])
+    }
+
+    /// `n` nodes serving the apps of `setup`, each with `env` besides the
+    /// cluster's own settings.
+    fn start_with(n: usize, setup: Setup, env: &[(&str, &str)]) -> Cluster {
         let store = pg_server::shared().database();
         let dirs = tempfile::tempdir().unwrap();
         let mut cluster = Cluster {
             setup,
             store,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             nodes: Vec::new(),
             _dirs: dirs,
         };
@@ -52,17 +63,16 @@ impl Cluster {
     /// of the operator token are all it keeps there).
     fn node(&self, data_dir: &Path) -> Server {
         let bus = nats_server::shared().url();
-        Server::start_in(
-            data_dir,
-            &[
-                ("SUPERAPP_DEV_APPROVE", "true"),
-                ("SUPERAPP_APPS_DIR", self.setup.apps.to_str().unwrap()),
-                ("SUPERAPP_STORE", self.store.as_str()),
-                ("SUPERAPP_BUS", bus.as_str()),
-                // Many clients of this one loopback address at once.
-                ("SUPERAPP_MAX_CONNECTIONS_PER_CLIENT", "4096"),
-            ],
-        )
+        let mut env = vec![
+            ("SUPERAPP_DEV_APPROVE", "true"),
+            ("SUPERAPP_APPS_DIR", self.setup.apps.to_str().unwrap()),
+            ("SUPERAPP_STORE", self.store.as_str()),
+            ("SUPERAPP_BUS", bus.as_str()),
+            // Many clients of this one loopback address at once.
+            ("SUPERAPP_MAX_CONNECTIONS_PER_CLIENT", "4096"),
+        ];
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Server::start_in(data_dir, &env)
     }
 
     /// `name`'s session on node `i` (signed in there).
@@ -500,7 +510,9 @@ async fn login_throttles_and_notification_limits_count_on_every_node() {
         .starts_with("err: consent-required"));
     let (_, prompts) = judy.get("/prompts").await;
     let id = prompts[0]["id"].as_str().unwrap();
-    let (status, _) = judy.post(&format!("/prompts/{id}/approve"), json!({})).await;
+    let (status, _) = judy
+        .post(&format!("/prompts/{id}/approve"), json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let judy_b = c.on(1, "judy").await;
     let sent = join_all((0..10).map(|i| {
@@ -514,4 +526,148 @@ async fn login_throttles_and_notification_limits_count_on_every_node() {
             .await
             .starts_with("err: quota-exceeded"));
     }
+}
+
+/// A provider backend that takes a while over each callback and counts
+/// the attempts per delivery id.
+async fn slow_backend() -> (
+    u16,
+    Arc<std::sync::Mutex<std::collections::BTreeMap<String, usize>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let counted = seen.clone();
+    let app = axum::Router::new().route(
+        "/callbacks",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let counted = counted.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                let n: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let id = n["id"].as_str().unwrap_or("?").to_string();
+                *counted.lock().unwrap().entry(id).or_insert(0) += 1;
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_work_is_done_once_by_one_node_through_the_work_queue() {
+    let (port, seen) = slow_backend().await;
+    let setup = setup(&["testing/probe"]);
+    let manifest = setup.apps.join("probe/plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        format!("{text}\n[callbacks]\nurl = \"http://backend.test:{port}/callbacks\"\n"),
+    )
+    .unwrap();
+    let origin = format!("backend.test:{port}");
+    let c = Cluster::start_with(
+        2,
+        setup,
+        &[
+            ("SUPERAPP_HTTP_PLAIN_ORIGINS", origin.as_str()),
+            ("SUPERAPP_HTTP_PRIVATE_HOSTS", "backend.test"),
+            ("SUPERAPP_HTTP_HOSTS", "backend.test=127.0.0.1"),
+            ("SUPERAPP_PAYMENT_TTL_SECS", "2"),
+        ],
+    );
+    // Six users, three on each node: each pays twice (two callbacks each)
+    // and leaves a third sheet to expire.
+    let mut users = Vec::new();
+    for i in 0..6 {
+        let name = format!("user{i}");
+        let user = Client::signed_up(&c.nodes[i % 2], &name).await;
+        let (ok, out) = wallet_on(
+            &c.nodes[i % 2],
+            &[
+                "topup",
+                &name,
+                "1000",
+                "--idempotency-key",
+                &format!("q{i}"),
+            ],
+        );
+        assert!(ok, "{out}");
+        users.push(user);
+    }
+    let mut expiring = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        for k in 0..2 {
+            let order = request(user, PROBE, 100, &format!("pay-{k}")).await;
+            let (status, body) = confirm(user, &order, &format!("user{i}-password")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+        expiring.push(request(user, PROBE, 100, "let-it-expire").await);
+    }
+
+    // Every callback reaches the backend, each once: no two nodes sent the
+    // same delivery, though both sweep every second and the backend is slow.
+    let started = std::time::Instant::now();
+    while seen.lock().unwrap().len() < 12 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each app hears of its expired sheet; each sheet expired once.
+    for (user, order) in users.iter().zip(&expiring) {
+        let mut last = String::new();
+        for _ in 0..100 {
+            last = action(user, PROBE, "last-event", None, json!({})).await;
+            if last.contains(order.as_str()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            last.contains(order.as_str()) && last.contains("Expired"),
+            "{last}"
+        );
+        let (_, log) = user
+            .get(&format!("/me/access-log?app={PROBE}&limit=100"))
+            .await;
+        let expiries = log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "payment.expire")
+            .count();
+        assert_eq!(expiries, 1, "{log}");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 12, "{seen:?}");
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "a delivery was sent twice: {seen:?}"
+    );
+}
+
+#[test]
+fn a_bus_that_cannot_work_stops_the_start_with_a_readable_message() {
+    let store = pg_server::shared().database();
+    let on_store = |bus: &str| {
+        crate::postgres::refused_start(&[("SUPERAPP_STORE", store.as_str()), ("SUPERAPP_BUS", bus)])
+    };
+    let err =
+        crate::postgres::refused_start(&[("SUPERAPP_BUS", nats_server::shared().url().as_str())]);
+    assert!(err.contains("store"), "a bus needs a shared store: {err}");
+    let err = on_store("redis://127.0.0.1:6379");
+    assert!(err.contains("nats://"), "{err}");
+    // Nothing listens on port 1 of loopback; the credentials are not echoed.
+    let err = on_store("nats://app:s3cret-word@127.0.0.1:1");
+    assert!(err.contains("cannot connect to the bus"), "{err}");
+    assert!(!err.contains("s3cret-word"), "{err}");
+    // A NATS server without JetStream cannot hold the work queue.
+    let plain = nats_server::Nats::start_with(false);
+    let err = on_store(&plain.url());
+    assert!(err.contains("JetStream"), "{err}");
 }

@@ -52,7 +52,7 @@ async fn on_postgres_twenty_patients_race_for_one_slot_and_exactly_one_holds_it(
 }
 
 /// `serve` with `args`, which must fail at start: its stderr.
-fn refused_start(env: &[(&str, &str)]) -> String {
+pub(crate) fn refused_start(env: &[(&str, &str)]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

@@ -38,8 +38,13 @@ fn program() -> PathBuf {
 }
 
 impl Nats {
-    /// A new server, accepting connections.
+    /// A new server with JetStream, accepting connections.
     pub fn start() -> Nats {
+        Nats::start_with(true)
+    }
+
+    /// A new server, with JetStream or without.
+    pub fn start_with(jetstream: bool) -> Nats {
         let dir = tempfile::Builder::new()
             .prefix("superapp-nats-")
             .tempdir()
@@ -55,13 +60,16 @@ impl Nats {
             wait "$nats"
             rm -rf "$DIR"
         "#;
-        let watcher = Command::new("sh")
-            .arg("-c")
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
             .arg(script)
             .arg("watcher")
             .arg(program())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir.join("jetstream"))
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        if jetstream {
+            cmd.arg("-js").arg("-sd").arg(dir.join("jetstream"));
+        }
+        let watcher = cmd
             .env("DIR", &dir)
             .env("PARENT", std::process::id().to_string())
             .stdin(Stdio::null())
@@ -101,7 +109,7 @@ impl Drop for Nats {
 }
 
 /// One server for every test of this process: tests keep apart by using
-/// their own database, and user ids (and so subjects) are random.
+/// their own database, and so their own deployment's namespace on the bus.
 pub fn shared() -> &'static Nats {
     static SERVER: OnceLock<Nats> = OnceLock::new();
     SERVER.get_or_init(Nats::start)

@@ -2,7 +2,10 @@
 //! nats://…`): NATS carries live pushes from the process where a message
 //! was stored to the processes where its members are connected.
 //!
-//! Each user has a subject, `superapp.push.` + the user id in hex. A
+//! Each user has a subject, `superapp.NAMESPACE.push.` + the user id in
+//! hex, where the namespace is the deployment's (every process on one
+//! store has the same, see `Host::bus_namespace`), so that deployments
+//! sharing a NATS server never see each other's traffic. A
 //! process subscribes to the subjects of the users who have a WebSocket
 //! session on it (the hub says when the first opens and the last closes),
 //! and publishes each frame to the subjects of its recipients, so traffic
@@ -29,14 +32,15 @@ use tokio::task::JoinHandle;
 /// Frames waiting to be published before new ones are dropped.
 const OUTBOX: usize = 16 * 1024;
 
-/// The subject that carries `user`'s pushes.
-pub fn subject(user: &str) -> String {
-    format!("superapp.push.{}", hex::encode(user))
+/// The subject that carries `user`'s pushes in deployment `namespace`.
+pub fn subject(namespace: &str, user: &str) -> String {
+    format!("superapp.{namespace}.push.{}", hex::encode(user))
 }
 
 /// The hub's relay over NATS.
 pub struct NatsRelay {
     client: async_nats::Client,
+    namespace: Arc<str>,
     runtime: tokio::runtime::Handle,
     hub: Weak<Hub>,
     /// One subscription task per user with a session here.
@@ -49,7 +53,11 @@ pub struct NatsRelay {
 impl NatsRelay {
     /// Connect to the NATS servers at `urls` and attach to `hub`. Fails
     /// when none answers: a host meant to share a bus must not serve alone.
-    pub async fn connect(urls: &[String], hub: &Arc<Hub>) -> anyhow::Result<Arc<NatsRelay>> {
+    pub async fn connect(
+        urls: &[String],
+        namespace: &str,
+        hub: &Arc<Hub>,
+    ) -> anyhow::Result<Arc<NatsRelay>> {
         let client = async_nats::ConnectOptions::new()
             .no_echo()
             .name(format!("superapp {}", std::process::id()))
@@ -62,7 +70,9 @@ impl NatsRelay {
             // The error names the server but not the URL's credentials.
             .context("cannot connect to the bus")?;
         let (outbox, pending) = mpsc::channel(OUTBOX);
+        let namespace: Arc<str> = Arc::from(namespace);
         let relay = Arc::new(NatsRelay {
+            namespace: namespace.clone(),
             runtime: tokio::runtime::Handle::current(),
             hub: Arc::downgrade(hub),
             watches: Mutex::default(),
@@ -70,9 +80,14 @@ impl NatsRelay {
             dropped: AtomicU64::new(0),
             client: client.clone(),
         });
-        tokio::spawn(publish_all(client, pending));
+        tokio::spawn(publish_all(client, namespace, pending));
         hub.set_relay(relay.clone());
         Ok(relay)
+    }
+
+    /// The connection to the bus, for the work queue (`crate::work`).
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone()
     }
 
     /// Frames dropped because the outbox was full (each cost only its push).
@@ -88,12 +103,16 @@ impl NatsRelay {
 /// Publish what the hub forwards, in order, one subject per recipient.
 async fn publish_all(
     client: async_nats::Client,
+    namespace: Arc<str>,
     mut pending: mpsc::Receiver<(Vec<String>, Frame)>,
 ) {
     while let Some((users, frame)) = pending.recv().await {
         let payload = bytes::Bytes::copy_from_slice(frame.as_bytes());
         for user in &users {
-            if let Err(e) = client.publish(subject(user), payload.clone()).await {
+            if let Err(e) = client
+                .publish(subject(&namespace, user), payload.clone())
+                .await
+            {
                 tracing::warn!(error = %e, "cannot publish a push on the bus; clients catch up from the store");
             }
         }
@@ -119,8 +138,9 @@ impl Relay for NatsRelay {
 
     fn watch(&self, user: &str) {
         let (client, hub, who) = (self.client.clone(), self.hub.clone(), user.to_string());
+        let subject = subject(&self.namespace, user);
         let task = self.runtime.spawn(async move {
-            let mut frames = match client.subscribe(subject(&who)).await {
+            let mut frames = match client.subscribe(subject).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot subscribe on the bus; this user's pushes from other nodes are missed");

@@ -13,3 +13,4 @@ pub mod listener;
 pub mod metrics;
 pub mod server;
 pub mod shell;
+pub mod work;

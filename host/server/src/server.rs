@@ -13,11 +13,14 @@ use crate::host::Host;
 
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let host = Host::open(&config)?;
+    let mut queue = None;
     if let crate::config::BusLocation::Nats { urls } = &config.bus {
-        crate::bus::NatsRelay::connect(urls, host.messaging.hub()).await?;
+        let namespace = &host.bus_namespace;
+        let relay = crate::bus::NatsRelay::connect(urls, namespace, host.messaging.hub()).await?;
+        queue = Some(crate::work::WorkQueue::open(relay.client(), namespace).await?);
         tracing::info!(
             servers = urls.len(),
-            "live pushes travel between host processes on the bus"
+            "live pushes and due work travel between host processes on the bus"
         );
     }
     if config.demo {
@@ -28,8 +31,18 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let store = host.store.clone();
     let (stop, shutdown) = watch::channel(false);
     let state = Arc::new(ServerState::new(host, config.api.clone(), shutdown));
-    let sweeper = tokio::spawn(api::expire_orders(state.clone()));
-    let courier = tokio::spawn(api::deliver_callbacks(state.clone()));
+    // Due work: on the bus's queue when there is one (one process runs
+    // each job), otherwise this process sweeps for itself.
+    let (sweeper, courier) = match queue {
+        Some(queue) => (
+            tokio::spawn(queue.run(state.clone())),
+            tokio::spawn(async {}),
+        ),
+        None => (
+            tokio::spawn(api::expire_orders(state.clone())),
+            tokio::spawn(api::deliver_callbacks(state.clone())),
+        ),
+    };
     let connections = state.host.metrics.connections.clone();
     let app = api::router(state);
 

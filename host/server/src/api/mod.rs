@@ -30,6 +30,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub use auth::SESSION_COOKIE;
 pub use error::{ApiError, BodyLimit};
+pub(crate) use wallet::every_second;
 pub use wallet::{deliver_callbacks, expire_orders};
 pub use ws::CLOSE_LAGGING;
 

@@ -18,7 +18,7 @@ use superapp_services::ledger::{AccountKind, AccountRef};
 
 /// Run `work` every second until the server shuts down, logging what
 /// fails (the next second tries again).
-async fn every_second<F, Fut>(state: AppState, what: &str, work: F)
+pub(crate) async fn every_second<F, Fut>(state: AppState, what: &str, work: F)
 where
     F: Fn(AppState) -> Fut,
     Fut: std::future::Future<Output = Result<(), crate::host::HostError>>,

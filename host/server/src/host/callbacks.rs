@@ -48,7 +48,7 @@ impl Host {
     }
 
     /// Mark an attempt delivered or failed; whether it was delivered.
-    fn record_attempt(
+    pub(super) fn record_attempt(
         &self,
         d: &Delivery,
         result: Result<u16, (String, Option<u16>)>,
@@ -67,7 +67,7 @@ impl Host {
     }
 
     /// One attempt: the backend's status when it took the delivery (2xx).
-    async fn send_callback(
+    pub(super) async fn send_callback(
         &self,
         d: &Delivery,
         timeout: Duration,

@@ -16,6 +16,7 @@ mod demo;
 mod prompts;
 mod registry;
 mod wallet;
+mod work;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,7 @@ pub use backup::{BackupManifest, BACKUP_FORMAT, FILES, MANIFEST, SNAPSHOT};
 pub use demo::{demo_issuer_key, DemoUser, DEMO_INSURER, DEMO_PASSWORD, DEMO_USERS};
 pub use prompts::{Answer, Answered};
 pub use wallet::{Transfer, TransferDone};
+pub use work::Job;
 
 use crate::config::{ServerConfig, StoreLocation};
 
@@ -118,6 +120,17 @@ pub struct Host {
     pub metrics: crate::metrics::Metrics,
     /// Where the store and the keys live.
     pub data_dir: std::path::PathBuf,
+    /// The deployment's name on the bus: the same on every process of one
+    /// store (derived from the host secret they share, which it does not
+    /// reveal), different for another deployment on the same NATS server.
+    pub bus_namespace: String,
+}
+
+/// 16 hex digits naming a deployment on the bus (see [`Host::bus_namespace`]).
+fn bus_namespace(secret: &[u8]) -> String {
+    let mut input = b"superapp bus namespace\0".to_vec();
+    input.extend_from_slice(secret);
+    superapp_services::audit::digest_hex(&input)[..16].to_string()
 }
 
 /// The host's private file holding the operator's API token (on a shared
@@ -242,6 +255,7 @@ impl Host {
             operator_token_sha256: superapp_core::sha256_hex(token.as_bytes()),
             metrics,
             data_dir: data_dir.to_path_buf(),
+            bus_namespace: bus_namespace(&secret),
         };
         if let Some(dir) = &config.apps_dir {
             host.publish_dev_apps(dir, &secrets, config.registry.dev_approve, config.demo)?;

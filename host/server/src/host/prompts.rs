@@ -244,7 +244,7 @@ impl Host {
     }
 
     /// Tell an order's app how it ended, and return the view it draws.
-    async fn tell_app(&self, order: &Order) -> Option<View> {
+    pub(super) async fn tell_app(&self, order: &Order) -> Option<View> {
         let outcome = outcome(&order.state)?;
         let event = Event::Payment(PaymentResult {
             order_id: order.id.clone(),

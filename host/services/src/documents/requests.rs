@@ -496,31 +496,48 @@ impl Requests {
     pub fn expire_due(&self, now: u64) -> Result<Vec<DocRequest>, DocumentError> {
         let mut expired = Vec::new();
         loop {
-            let due = superapp_store::deadlines::due(&self.store, Tree::DocRequests, now, 100)?;
+            let due = self.due(now, 100)?;
             if due.is_empty() {
                 return Ok(expired);
             }
-            for (index, id) in due {
-                let pending = self.get(&id)?.filter(|r| r.state == RequestState::Pending);
-                let closed = match pending {
-                    Some(req) => match self.close(&req.user, &id, RequestState::Expired, &[], None)
-                    {
-                        Ok(req) => Some(req),
-                        Err(DocumentError::NotPending) => None,
-                        Err(e) => return Err(e),
-                    },
-                    None => None,
-                };
-                match closed {
-                    Some(req) => expired.push(req),
-                    // Answered meanwhile, or gone: drop the stale entry.
-                    None => self.store.transact(&[Tree::DocRequests], |t| {
-                        t.delete(Tree::DocRequests, &index)?;
-                        Ok::<_, Abort<DocumentError>>(())
-                    })?,
-                }
+            for (entry, id) in due {
+                expired.extend(self.expire(&entry, &id)?);
             }
         }
+    }
+
+    /// Up to `limit` expiry index entries due at `now`, oldest first, as
+    /// (entry, request id); each is closed by [`Requests::expire`].
+    pub fn due(&self, now: u64, limit: usize) -> Result<Vec<(Vec<u8>, String)>, DocumentError> {
+        Ok(superapp_store::deadlines::due(
+            &self.store,
+            Tree::DocRequests,
+            now,
+            limit,
+        )?)
+    }
+
+    /// Expire request `id`, due under index `entry`, if it is still
+    /// pending; the request when this call closed it, `None` when it was
+    /// answered or gone (the stale entry is dropped).
+    pub fn expire(&self, entry: &[u8], id: &str) -> Result<Option<DocRequest>, DocumentError> {
+        let pending = self.get(id)?.filter(|r| r.state == RequestState::Pending);
+        let closed = match pending {
+            Some(req) => match self.close(&req.user, id, RequestState::Expired, &[], None) {
+                Ok(req) => Some(req),
+                Err(DocumentError::NotPending) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        if closed.is_none() {
+            // Answered meanwhile, or gone: drop the stale entry.
+            self.store.transact(&[Tree::DocRequests], |t| {
+                t.delete(Tree::DocRequests, entry)?;
+                Ok::<_, Abort<DocumentError>>(())
+            })?;
+        }
+        Ok(closed)
     }
 
     pub fn decline(&self, user: &str, id: &str) -> Result<DocRequest, DocumentError> {

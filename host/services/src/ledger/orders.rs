@@ -391,31 +391,47 @@ impl Orders {
     pub fn expire_due(&self, now: u64) -> Result<Vec<Order>, OrderError> {
         let mut expired = Vec::new();
         loop {
-            let due = superapp_store::deadlines::due(&self.store, Tree::Orders, now, 100)?;
+            let due = self.due(now, 100)?;
             if due.is_empty() {
                 return Ok(expired);
             }
-            for (index, id) in due {
-                let closed = self.store.transact(&audit::with(&ORDER_TREES), |t| {
-                    let order = txn_get::<Order>(t, Tree::Orders, &order_key(&id))?;
-                    match order {
-                        Some(mut order) if order.state == OrderState::Pending => {
-                            close(t, &mut order, OrderState::Expired)?;
-                            self.record_in(t, "payment.expire", &order, "expired", order.amount)?;
-                            Ok(Some(order))
-                        }
-                        // Settled meanwhile, or gone: drop the stale entry.
-                        _ => {
-                            t.delete(Tree::Orders, &index)?;
-                            Ok::<_, Abort<OrderError>>(None)
-                        }
-                    }
-                })?;
-                if let Some(order) = closed {
-                    expired.push(order);
-                }
+            for (entry, id) in due {
+                expired.extend(self.expire(&entry, &id)?);
             }
         }
+    }
+
+    /// Up to `limit` expiry index entries due at `now`, oldest first, as
+    /// (entry, order id); each is closed by [`Orders::expire`].
+    pub fn due(&self, now: u64, limit: usize) -> Result<Vec<(Vec<u8>, String)>, OrderError> {
+        Ok(superapp_store::deadlines::due(
+            &self.store,
+            Tree::Orders,
+            now,
+            limit,
+        )?)
+    }
+
+    /// Expire order `id`, due under index `entry`, if it is still pending:
+    /// the order, its sheet and its audit entry in one transaction, so
+    /// however many sweepers race for it, one closes it. The order when this
+    /// call closed it; `None` when it was settled or gone (the stale entry
+    /// is dropped).
+    pub fn expire(&self, entry: &[u8], id: &str) -> Result<Option<Order>, OrderError> {
+        Ok(self.store.transact(&audit::with(&ORDER_TREES), |t| {
+            let order = txn_get::<Order>(t, Tree::Orders, &order_key(id))?;
+            match order {
+                Some(mut order) if order.state == OrderState::Pending => {
+                    close(t, &mut order, OrderState::Expired)?;
+                    self.record_in(t, "payment.expire", &order, "expired", order.amount)?;
+                    Ok(Some(order))
+                }
+                _ => {
+                    t.delete(Tree::Orders, entry)?;
+                    Ok::<_, Abort<OrderError>>(None)
+                }
+            }
+        })?)
     }
 
     /// The status an app sees for one of its publisher's orders.

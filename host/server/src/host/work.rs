@@ -1,0 +1,133 @@
+//! Work that is due at a time rather than asked for by a request: payment
+//! and document sheets that expire unanswered, provider callbacks waiting
+//! in the outbox. Each piece is a [`Job`] with a stable id, so that on
+//! several host processes (see `crate::work`) the processes can offer the
+//! same due work and a queue keeps one copy; one process alone runs the
+//! jobs itself, every second.
+//!
+//! Whoever runs a job, the store decides its effect once: an order or
+//! request is closed in a transaction that finds it still pending, and a
+//! callback attempt is recorded only against the retry slot it was taken
+//! from. A job run twice (a worker that died before it could say it was
+//! done) changes nothing the second time, except that the app may be told
+//! of the expiry again and the backend may get the delivery again — both
+//! are told "at least once" and skip what they have seen.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use superapp_runtime::bindings::superapp::plugin::types::{DocumentOutcome, Event};
+use superapp_services::documents::requests::RequestState;
+use superapp_services::ledger::orders::OrderState;
+
+use super::{Host, HostError};
+
+/// How long one callback attempt may take.
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One piece of due work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Job {
+    /// Close payment order `id` (due under expiry index `entry`, in hex)
+    /// and tell its app.
+    ExpireOrder { id: String, entry: String },
+    /// Close document request `id` (due under `entry`) and tell its app.
+    ExpireRequest { id: String, entry: String },
+    /// Send delivery `id` from the outbox slot it waits in (`next_at`).
+    Callback { id: String, next_at: u64 },
+}
+
+impl Job {
+    /// The job's identity: the same due work has the same id on every
+    /// process; a callback's next attempt (a new slot) is new work.
+    pub fn id(&self) -> String {
+        match self {
+            Job::ExpireOrder { id, .. } => format!("expire-order.{id}"),
+            Job::ExpireRequest { id, .. } => format!("expire-request.{id}"),
+            Job::Callback { id, next_at } => format!("callback.{id}.{next_at}"),
+        }
+    }
+}
+
+impl Host {
+    /// The work due at `now`, oldest first within each kind, at most
+    /// `limit` of each.
+    pub fn due_work(&self, now: u64, limit: usize) -> Result<Vec<Job>, HostError> {
+        let mut jobs = Vec::new();
+        for (entry, id) in self.orders.due(now, limit)? {
+            jobs.push(Job::ExpireOrder {
+                id,
+                entry: hex::encode(entry),
+            });
+        }
+        for (entry, id) in self.requests.due(now, limit)? {
+            jobs.push(Job::ExpireRequest {
+                id,
+                entry: hex::encode(entry),
+            });
+        }
+        for d in self.callbacks.due(now, limit)? {
+            jobs.push(Job::Callback {
+                id: d.id,
+                next_at: d.next_at,
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// Run `job`. `again` says it may have run before (a queue delivering
+    /// it once more): an expiry closed by that earlier run is told to its
+    /// app again, since the earlier run may have died before telling it.
+    pub async fn run_job(&self, job: &Job, again: bool) -> Result<(), HostError> {
+        let entry = |hex_entry: &str| {
+            hex::decode(hex_entry).map_err(|_| HostError::Invalid("a job's index entry".into()))
+        };
+        match job {
+            Job::ExpireOrder { id, entry: e } => {
+                let closed = self.orders.expire(&entry(e)?, id)?;
+                self.flush().await?;
+                let order = match closed {
+                    Some(order) => Some(order),
+                    None if again => self
+                        .orders
+                        .get(id)?
+                        .filter(|o| o.state == OrderState::Expired),
+                    None => None,
+                };
+                if let Some(order) = order {
+                    self.tell_app(&order).await;
+                    self.flush().await?;
+                }
+            }
+            Job::ExpireRequest { id, entry: e } => {
+                let closed = self.requests.expire(&entry(e)?, id)?;
+                self.flush().await?;
+                let request = match closed {
+                    Some(request) => Some(request),
+                    None if again => self
+                        .requests
+                        .get(id)?
+                        .filter(|r| r.state == RequestState::Expired),
+                    None => None,
+                };
+                if let Some(request) = request {
+                    let outcome =
+                        DocumentOutcome::Declined("the request expired unanswered".into());
+                    self.deliver(&request.user, &request.app, Event::Document(outcome))
+                        .await;
+                    self.flush().await?;
+                }
+            }
+            Job::Callback { id, next_at } => {
+                let waiting = self.callbacks.get(id)?.filter(|d| d.next_at == *next_at);
+                if let Some(d) = waiting {
+                    let result = self.send_callback(&d, CALLBACK_TIMEOUT).await;
+                    self.record_attempt(&d, result)?;
+                    self.flush().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

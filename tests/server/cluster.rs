@@ -671,3 +671,65 @@ fn a_bus_that_cannot_work_stops_the_start_with_a_readable_message() {
     let err = on_store(&plain.url());
     assert!(err.contains("JetStream"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_published_through_one_node_opens_on_the_other_and_a_yank_holds_on_both() {
+    use crate::registry::{cli, files, ok, version_for, APP};
+    let (f, component) = files();
+    let c = Cluster::start(2, &[]);
+    let url = |i: usize| c.nodes[i].base.trim_end_matches("/api/v1").to_string();
+    let operator = |i: usize, args: &[&str]| {
+        let token = c.nodes[i].data_dir.join("operator.token");
+        let mut all = args.to_vec();
+        let server = url(i);
+        all.extend(["--server", &server, "--token-file", token.to_str().unwrap()]);
+        cli(&all)
+    };
+    let publisher = f.key("publisher.pem");
+    let package = f.path("v1.pkg");
+    f.package(&component, "1.0.0", &[], &f.path("publisher.pem"), &package);
+    // The publisher is registered through node B and publishes through A.
+    ok(&operator(
+        1,
+        &[
+            "registry",
+            "add-publisher",
+            "--id",
+            "clinic",
+            "--name",
+            "City Clinic",
+            "--key",
+            &publisher,
+        ],
+    ));
+    let out = ok(&cli(&[
+        "plugin",
+        "publish",
+        &package,
+        "--server",
+        &url(0),
+        "--key",
+        &f.path("publisher.pem"),
+    ]));
+    assert!(out.contains("users can open it now"), "{out}");
+
+    // Node B never saw the upload: it compiles the component when a user
+    // first opens it there.
+    let on_b = Client::signed_up(&c.nodes[1], "lena").await;
+    assert_eq!(version_for(&on_b).await.as_deref(), Some("1.0.0"));
+    let (status, view) = on_b.post(&format!("/apps/{APP}/launch"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+
+    // Yanked through A: neither node opens it any more.
+    let spec = format!("{APP}@1.0.0");
+    ok(&operator(
+        0,
+        &["registry", "yank", &spec, "--note", "broken"],
+    ));
+    let on_a = c.on(0, "lena").await;
+    for who in [&on_a, &on_b] {
+        assert_eq!(version_for(who).await, None);
+        let (status, body) = who.post(&format!("/apps/{APP}/launch"), json!({})).await;
+        assert!(status.is_client_error(), "{status} {body}");
+    }
+}

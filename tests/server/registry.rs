@@ -17,9 +17,9 @@ use superapp_core::{now_secs, signed_request};
 use crate::common::install;
 use crate::common::*;
 
-const APP: &str = "org.clinic.hello";
+pub(crate) const APP: &str = "org.clinic.hello";
 
-fn cli(args: &[&str]) -> Output {
+pub(crate) fn cli(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
         .args(args)
         .env("RUST_LOG", "warn")
@@ -27,7 +27,7 @@ fn cli(args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -46,17 +46,17 @@ fn refused(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-struct Files {
+pub(crate) struct Files {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
 }
 
 impl Files {
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_string()
     }
 
-    fn key(&self, name: &str) -> String {
+    pub(crate) fn key(&self, name: &str) -> String {
         let path = self.path(name);
         ok(&cli(&["keys", "generate", "--out", &path]))
             .trim()
@@ -65,7 +65,14 @@ impl Files {
 
     /// hello's component with a manifest of this `version`, declaring
     /// `extra` capabilities too, packed and signed with `key` into `out`.
-    fn package(&self, component: &Path, version: &str, extra: &[&str], key: &str, out: &str) {
+    pub(crate) fn package(
+        &self,
+        component: &Path,
+        version: &str,
+        extra: &[&str],
+        key: &str,
+        out: &str,
+    ) {
         let dir = self.dir.join(format!("src-{version}"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut manifest = format!(
@@ -84,7 +91,7 @@ impl Files {
     }
 }
 
-fn files() -> (Files, PathBuf) {
+pub(crate) fn files() -> (Files, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     install(&dir.join("apps"), "hello");
@@ -93,7 +100,7 @@ fn files() -> (Files, PathBuf) {
 }
 
 /// The version of the app in a user's directory, if it is there.
-async fn version_for(user: &Client) -> Option<String> {
+pub(crate) async fn version_for(user: &Client) -> Option<String> {
     let (status, apps) = user.get("/apps").await;
     assert_eq!(status, StatusCode::OK, "{apps}");
     apps.as_array()

@@ -4,6 +4,8 @@
 //! `target/browser-tests/<test>/`; the folder is kept, so a failing test
 //! leaves the screens that led to it.
 
+#[path = "../support/cable.rs"]
+mod cable;
 #[path = "../server/common.rs"]
 #[allow(dead_code)]
 mod common;

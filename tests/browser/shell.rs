@@ -268,7 +268,12 @@ fn demo() -> (tempfile::TempDir, Server) {
 }
 
 async fn sign_in(b: &mut Browser, server: &Server, name: &str) {
-    b.goto(&shell_url(server, "#/signin")).await;
+    sign_in_at(b, &shell_url(server, ""), name).await;
+}
+
+/// Sign in through the shell at `origin` (`http://host:port/`).
+async fn sign_in_at(b: &mut Browser, origin: &str, name: &str) {
+    b.goto(&format!("{origin}#/signin")).await;
     b.fill("#username", name).await;
     b.fill("#password", "demo-password").await;
     b.click_text("Sign in").await;
@@ -498,4 +503,56 @@ async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
     carol.wait_text("Paid and booked").await;
     carol.shot("paid-by-keyboard").await;
     carol.finish().await;
+}
+
+#[tokio::test]
+async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
+    let _one_at_a_time = harness::one_at_a_time().await;
+    let (_tmp, mut server) = demo();
+    for _ in 0..3 {
+        server.read_line();
+    }
+    // Bob's browser reaches the host through a cable the test can cut, as
+    // a phone loses its network (or its node goes away behind a balancer).
+    let port: u16 = server
+        .base
+        .trim_end_matches("/api/v1")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cable = crate::cable::Cable::to(port).await;
+    let origin = format!("http://127.0.0.1:{}/", cable.port);
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "demo-password").await);
+    let chat = alice.direct_with("bob").await;
+    alice.send(&chat, "r1", "Before the tunnel").await;
+
+    let mut bob = Browser::start("resync").await;
+    sign_in_at(&mut bob, &origin, "bob").await;
+    bob.goto(&format!("{origin}#/chats/{chat}")).await;
+    bob.wait_text("Before the tunnel").await;
+    // A push proves the live connection is open.
+    alice.send(&chat, "r2", "Entering the tunnel").await;
+    bob.wait_text("Entering the tunnel").await;
+
+    cable.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = alice.send(&chat, "r3", "Are you there?").await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !bob.body_text().await.contains("Are you there?"),
+        "nothing can reach bob while the cable is cut"
+    );
+    bob.shot("cut").await;
+
+    // Back: the shell reconnects and reads what it missed from the store.
+    cable.restore();
+    bob.wait_text("Are you there?").await;
+    bob.shot("caught-up").await;
+    let text = bob.body_text().await;
+    assert_eq!(text.matches("Are you there?").count(), 1, "{text}");
+    bob.finish().await;
 }

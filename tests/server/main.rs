@@ -4,6 +4,8 @@
 mod accounts;
 mod apps;
 mod audit;
+#[path = "../support/cable.rs"]
+mod cable;
 mod callbacks;
 mod city;
 mod cluster;

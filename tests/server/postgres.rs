@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::apps::{serve_with, setup};
+use crate::cable::Cable;
 use crate::common::*;
 use crate::durability::burst_kill_9_and_restart;
 use crate::hospital::{buttons, shows, take, HOSPITAL};
@@ -78,4 +79,55 @@ fn a_store_that_cannot_work_stops_the_start_with_a_readable_message() {
     assert!(!err.contains("s3cret-word"), "{err}");
     let err = refused_start(&[("SUPERAPP_STORE", "postgres://")]);
     assert!(err.contains("PostgreSQL"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_away_requests_get_503_and_the_host_recovers_when_it_is_back() {
+    let pg = pg_server::shared();
+    let database = pg.database();
+    let name = database.rsplit('/').next().unwrap().to_string();
+    let cable = Cable::to(pg.port).await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/{name}?connect_timeout=2",
+        cable.port
+    );
+    let s = setup(&[]);
+    let server = serve_with(&s, &[("SUPERAPP_STORE", url.as_str())]);
+    let alice = Client::signed_up(&server, "alice").await;
+    Client::signed_up(&server, "bob").await;
+    let chat = alice.direct_with("bob").await;
+    let (status, _) = alice.send(&chat, "before", "before the outage").await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    cable.cut();
+    let (status, body) = alice.send(&chat, "during", "during the outage").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "store-unavailable", "{body}");
+    let (status, _) = alice.get("/conversations").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let ready = http_client()
+        .get(server.base.replace("/api/v1", "/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Back: the pool reconnects by itself; the retried send lands once.
+    cable.restore();
+    let mut answered = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        answered = alice.send(&chat, "during", "during the outage").await.0;
+        if answered == StatusCode::CREATED {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, StatusCode::CREATED);
+    let texts: Vec<String> = alice
+        .messages(&chat, 0)
+        .await
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, ["before the outage", "during the outage"]);
 }

@@ -148,6 +148,10 @@ pub enum StoreError {
     /// A concurrent transaction touched the same keys; the engine retries.
     #[error("transaction conflict")]
     Conflict,
+    /// The store cannot be reached now (a database that is down, restarting
+    /// or unreachable); nothing was written, and a retry later may succeed.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A key-ordered entry.

@@ -150,6 +150,20 @@ fn db_error(e: tokio_postgres::Error) -> StoreError {
         {
             StoreError::Conflict
         }
+        // The server is shutting down or starting, or the connection is
+        // gone: the database is away, not the request wrong.
+        Some(c)
+            if *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW =>
+        {
+            StoreError::Unavailable(format!("PostgreSQL: {}", error_text(&e)))
+        }
+        None if e.is_closed()
+            || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) =>
+        {
+            StoreError::Unavailable(format!("PostgreSQL: {}", error_text(&e)))
+        }
         _ => StoreError::Backend(format!("PostgreSQL: {}", error_text(&e))),
     }
 }
@@ -166,9 +180,9 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => {
-            StoreError::Backend(format!("cannot connect to PostgreSQL: {}", error_text(&e)))
+            StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", error_text(&e)))
         }
-        other => StoreError::Backend(format!("PostgreSQL connection pool: {other}")),
+        other => StoreError::Unavailable(format!("PostgreSQL connection pool: {other}")),
     }
 }
 

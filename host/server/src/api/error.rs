@@ -83,7 +83,21 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(&e)
+        match e {
+            // The database is away: nothing was written; try again soon.
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "the store is unavailable");
+                ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store-unavailable",
+                        "the service cannot reach its database right now; nothing was changed, try again",
+                    )
+                }
+            }
+            e => ApiError::internal(&e),
+        }
     }
 }
 

@@ -19,6 +19,11 @@ const shell = {
   me: null,
   socket: null,
   onMessage: null,
+  /** Called when the live connection is back after a drop (the server it
+   *  reached may be another node): the view catches up from the store. */
+  onResync: null,
+  /** Whether a live connection was open before: the next one resyncs. */
+  wasLive: false,
   answering: false,
 
   /** Run `work`, showing an API error in place of a crash. */
@@ -75,6 +80,15 @@ function connect() {
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/v1/ws`;
   const socket = new WebSocket(url);
   shell.socket = socket;
+  socket.addEventListener('open', () => {
+    // Pushes sent while no connection was open are lost by design; the
+    // store has every message, so the open view reads what it missed.
+    if (shell.wasLive) {
+      if (shell.onResync) shell.onResync();
+      if (location.hash.startsWith('#/chats') && !location.hash.startsWith('#/chats/')) route();
+    }
+    shell.wasLive = true;
+  });
   socket.addEventListener('message', (event) => {
     let push;
     try {
@@ -179,6 +193,7 @@ async function route() {
     return;
   }
   shell.onMessage = null;
+  shell.onResync = null;
   await shell.guard(async () => {
     switch (parts[0]) {
       case 'signin': return signInPage(query.next);

@@ -117,4 +117,5 @@ export async function conversation(main, shell, id) {
   shell.onMessage = (m) => {
     if (m.conversation_id === id) sync().catch(() => {});
   };
+  shell.onResync = () => sync().catch(() => {});
 }

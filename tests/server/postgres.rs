@@ -100,6 +100,8 @@ async fn while_the_database_is_away_requests_get_503_and_the_host_recovers_when_
     assert_eq!(status, StatusCode::CREATED);
 
     cable.cut();
+    // Connections through the cable end within its 20 ms poll.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let (status, body) = alice.send(&chat, "during", "during the outage").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "store-unavailable", "{body}");

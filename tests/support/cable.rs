@@ -26,10 +26,12 @@ impl Cable {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
                 };
+                // The generation first: a cut between the two reads then
+                // still ends this connection.
+                let born = current.load(Ordering::SeqCst);
                 if !is_up.load(Ordering::SeqCst) {
                     continue; // dropped: the connection is refused
                 }
-                let born = current.load(Ordering::SeqCst);
                 let current = current.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) =

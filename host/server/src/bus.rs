@@ -5,7 +5,8 @@
 //! Each user has a subject, `superapp.NAMESPACE.push.` + the user id in
 //! hex, where the namespace is the deployment's (every process on one
 //! store has the same, see `Host::bus_namespace`), so that deployments
-//! sharing a NATS server never see each other's traffic. A
+//! sharing a NATS server keep apart (the namespace is no access control:
+//! the bus is trusted, each deployment gets its own NATS account). A
 //! process subscribes to the subjects of the users who have a WebSocket
 //! session on it (the hub says when the first opens and the last closes),
 //! and publishes each frame to the subjects of its recipients, so traffic
@@ -67,7 +68,7 @@ impl NatsRelay {
             })
             .connect(urls)
             .await
-            // The error names the server but not the URL's credentials.
+            // The error does not carry the URL, so no credentials leak.
             .context("cannot connect to the bus")?;
         let (outbox, pending) = mpsc::channel(OUTBOX);
         let namespace: Arc<str> = Arc::from(namespace);
@@ -140,11 +141,17 @@ impl Relay for NatsRelay {
         let (client, hub, who) = (self.client.clone(), self.hub.clone(), user.to_string());
         let subject = subject(&self.namespace, user);
         let task = self.runtime.spawn(async move {
-            let mut frames = match client.subscribe(subject).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot subscribe on the bus; this user's pushes from other nodes are missed");
-                    return;
+            // Until it holds (the task ends with the user's last session):
+            // pushes from other nodes meanwhile are missed, not the record.
+            let mut wait = Duration::from_millis(100);
+            let mut frames = loop {
+                match client.subscribe(subject.clone()).await {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot subscribe on the bus; retrying, and this user's pushes from other nodes are missed meanwhile");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
                 }
             };
             let to = [who];

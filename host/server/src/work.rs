@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::api::AppState;
 use crate::host::Job;
@@ -33,9 +33,15 @@ pub const CONSUMER: &str = "workers";
 /// How long the stream remembers an id it has taken. A job is offered again
 /// every second while it is due, and runs long before this passes.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// How long a process may hold a job before it goes to another one (a
-/// callback attempt takes at most 30 s).
+/// How long a process may hold a job without word before it goes to
+/// another one; a running job says it is in progress every third of it.
 const ACK_WAIT: Duration = Duration::from_secs(60);
+/// Deliveries of one job before the queue drops it (it is offered afresh
+/// while it is still due).
+const MAX_DELIVER: i64 = 20;
+/// Jobs older than this leave the stream (ones still due are offered
+/// again), so a stream nobody works on stays bounded.
+const MAX_AGE: Duration = Duration::from_secs(3600);
 /// Jobs one process runs at once.
 const AT_ONCE: usize = 16;
 /// Jobs of each kind offered per sweep.
@@ -62,6 +68,7 @@ impl WorkQueue {
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
                 duplicate_window: DUPLICATE_WINDOW,
+                max_age: MAX_AGE,
                 ..Default::default()
             })
             .await
@@ -73,6 +80,7 @@ impl WorkQueue {
                     durable_name: Some(CONSUMER.into()),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: ACK_WAIT,
+                    max_deliver: MAX_DELIVER,
                     ..Default::default()
                 },
             )
@@ -130,50 +138,94 @@ impl WorkQueue {
         Ok(())
     }
 
-    /// Pull jobs and run them, [`AT_ONCE`] at a time; start again after a
-    /// second when the bus goes away.
+    /// Pull jobs and run them, [`AT_ONCE`] at a time, asking the queue
+    /// only for as many as there are free slots (a job waiting in this
+    /// process's buffer would run down its ack wait and go to another
+    /// process while still here). On shutdown, stop pulling, give back what
+    /// was pulled but not started, and let running jobs finish (up to 10 s).
     async fn work(&self, state: AppState) {
+        let slots = Arc::new(Semaphore::new(AT_ONCE));
         let mut shutdown = state.shutdown.clone();
-        loop {
-            let messages = match self
+        while !*shutdown.borrow() {
+            let first = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit.expect("the slots are never closed"),
+                _ = shutdown.changed() => break,
+            };
+            let free = slots.available_permits() + 1;
+            let pulled = self
                 .consumer
-                .stream()
-                .max_messages_per_batch(AT_ONCE)
+                .fetch()
+                .max_messages(free)
+                .expires(Duration::from_secs(1))
                 .messages()
-                .await
-            {
-                Ok(messages) => messages,
+                .await;
+            let mut batch = match pulled {
+                Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot pull from the work queue");
+                    drop(first);
                     if wait_or_stop(&mut shutdown).await {
-                        return;
+                        break;
                     }
                     continue;
                 }
             };
-            let running = messages.for_each_concurrent(AT_ONCE, |message| {
-                let state = state.clone();
-                async move {
-                    match message {
-                        Ok(message) => run_one(&state, message).await,
-                        Err(e) => tracing::warn!(error = %e, "the work queue failed"),
+            let mut permit = Some(first);
+            loop {
+                let next = tokio::select! {
+                    next = batch.next() => next,
+                    _ = shutdown.changed() => break,
+                };
+                let message = match next {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "the work queue failed");
+                        break;
                     }
+                    None => break,
+                };
+                let slot = match permit.take() {
+                    Some(slot) => slot,
+                    None => slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the slots are never closed"),
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    run_one(&state, message).await;
+                    drop(slot);
+                });
+            }
+            if *shutdown.borrow() {
+                // Pulled, not started: back to the queue at once.
+                while let Ok(Some(Ok(message))) =
+                    tokio::time::timeout(Duration::from_millis(100), batch.next()).await
+                {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
                 }
-            });
-            tokio::select! {
-                _ = running => {}
-                _ = shutdown.changed() => return,
             }
-            if wait_or_stop(&mut shutdown).await {
-                return;
-            }
+        }
+        let running = slots.acquire_many(AT_ONCE as u32);
+        if tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "jobs still running at shutdown go back to the queue after its ack wait"
+            );
         }
     }
 }
 
-/// Run one delivered job and settle it with the queue.
+/// Run one delivered job and settle it with the queue: acknowledged when
+/// it ran, refused with a growing delay when it failed (after
+/// [`MAX_DELIVER`] tries the queue drops it, and the sweepers offer it
+/// afresh while it is still due). While it runs, the queue is told it is
+/// in progress, so a slow job is not given to another process.
 async fn run_one(state: &AppState, message: jetstream::Message) {
-    let again = message.info().map(|i| i.delivered > 1).unwrap_or(true);
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(2);
     let job: Job = match serde_json::from_slice(&message.payload) {
         Ok(job) => job,
         Err(e) => {
@@ -183,13 +235,24 @@ async fn run_one(state: &AppState, message: jetstream::Message) {
             return;
         }
     };
-    let settled = match state.host.run_job(&job, again).await {
+    let in_progress = async {
+        let mut tick = tokio::time::interval(ACK_WAIT / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let _ = message.ack_with(AckKind::Progress).await;
+        }
+    };
+    let ran = tokio::select! {
+        ran = state.host.run_job(&job, delivered > 1) => ran,
+        () = in_progress => unreachable!("the progress loop never ends"),
+    };
+    let settled = match ran {
         Ok(()) => message.ack().await,
         Err(e) => {
             tracing::warn!(error = %e, job = %job.id(), "a job failed; the queue gives it out again");
-            message
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                .await
+            let wait = Duration::from_secs(1u64 << delivered.clamp(1, 6));
+            message.ack_with(AckKind::Nak(Some(wait))).await
         }
     };
     if let Err(e) = settled {

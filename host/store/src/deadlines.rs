@@ -17,20 +17,20 @@ pub fn deadline_key(at: u64, id: &str) -> Vec<u8> {
 }
 
 /// Up to `limit` index entries of `tree` due at `now`, oldest first, as
-/// (entry key, record id).
+/// (deadline, record id); [`deadline_key`] of the two is the entry.
 pub fn due(
     store: &Store,
     tree: Tree,
     now: u64,
     limit: usize,
-) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+) -> Result<Vec<(u64, String)>, StoreError> {
     Ok(store
         .scan(tree, PREFIX, None, limit, false)?
         .into_iter()
         .map_while(|(k, _)| {
             let at = u64::from_be_bytes(k.get(2..10)?.try_into().ok()?);
             let id = String::from_utf8_lossy(&k[10..]).into_owned();
-            (at <= now).then_some((k, id))
+            (at <= now).then_some((at, id))
         })
         .collect())
 }

@@ -179,6 +179,16 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
+        // Refused credentials or a database that does not exist will not
+        // mend by waiting: a configuration error, not an outage.
+        deadpool_postgres::PoolError::Backend(e)
+            if e.code().is_some_and(|c| {
+                let class = &c.code()[..2];
+                class == "28" || class == "3D"
+            }) =>
+        {
+            StoreError::Backend(format!("cannot connect to PostgreSQL: {}", error_text(&e)))
+        }
         deadpool_postgres::PoolError::Backend(e) => {
             StoreError::Unavailable(format!("cannot connect to PostgreSQL: {}", error_text(&e)))
         }

@@ -84,7 +84,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            // The database is away: nothing was written; try again soon.
+            // The database is away. What failed before its commit wrote
+            // nothing; a commit cut off may or may not have landed, so the
+            // client retries with the same idempotency key or client id.
             StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "the store is unavailable");
                 ApiError {
@@ -92,7 +94,7 @@ impl From<StoreError> for ApiError {
                     ..ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "store-unavailable",
-                        "the service cannot reach its database right now; nothing was changed, try again",
+                        "the service cannot reach its database right now; try again (a retry with the same idempotency key or client id is safe)",
                     )
                 }
             }

@@ -29,11 +29,10 @@ const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Job {
-    /// Close payment order `id` (due under expiry index `entry`, in hex)
-    /// and tell its app.
-    ExpireOrder { id: String, entry: String },
-    /// Close document request `id` (due under `entry`) and tell its app.
-    ExpireRequest { id: String, entry: String },
+    /// Close payment order `id` (indexed as due at `at`) and tell its app.
+    ExpireOrder { id: String, at: u64 },
+    /// Close document request `id` (indexed as due at `at`) and tell its app.
+    ExpireRequest { id: String, at: u64 },
     /// Send delivery `id` from the outbox slot it waits in (`next_at`).
     Callback { id: String, next_at: u64 },
 }
@@ -55,17 +54,11 @@ impl Host {
     /// `limit` of each.
     pub fn due_work(&self, now: u64, limit: usize) -> Result<Vec<Job>, HostError> {
         let mut jobs = Vec::new();
-        for (entry, id) in self.orders.due(now, limit)? {
-            jobs.push(Job::ExpireOrder {
-                id,
-                entry: hex::encode(entry),
-            });
+        for (at, id) in self.orders.due(now, limit)? {
+            jobs.push(Job::ExpireOrder { id, at });
         }
-        for (entry, id) in self.requests.due(now, limit)? {
-            jobs.push(Job::ExpireRequest {
-                id,
-                entry: hex::encode(entry),
-            });
+        for (at, id) in self.requests.due(now, limit)? {
+            jobs.push(Job::ExpireRequest { id, at });
         }
         for d in self.callbacks.due(now, limit)? {
             jobs.push(Job::Callback {
@@ -79,13 +72,17 @@ impl Host {
     /// Run `job`. `again` says it may have run before (a queue delivering
     /// it once more): an expiry closed by that earlier run is told to its
     /// app again, since the earlier run may have died before telling it.
+    ///
+    /// A job is a hint, never an authority: what it names is checked
+    /// against the store (an order expires only when pending and past its
+    /// own deadline, a callback is sent only from the slot it waits in), so
+    /// a job forged on the bus can at most make due work happen sooner
+    /// than the next sweep would.
     pub async fn run_job(&self, job: &Job, again: bool) -> Result<(), HostError> {
-        let entry = |hex_entry: &str| {
-            hex::decode(hex_entry).map_err(|_| HostError::Invalid("a job's index entry".into()))
-        };
+        let now = superapp_core::now_secs();
         match job {
-            Job::ExpireOrder { id, entry: e } => {
-                let closed = self.orders.expire(&entry(e)?, id)?;
+            Job::ExpireOrder { id, at } => {
+                let closed = self.orders.expire(*at, id, now)?;
                 self.flush().await?;
                 let order = match closed {
                     Some(order) => Some(order),
@@ -100,8 +97,8 @@ impl Host {
                     self.flush().await?;
                 }
             }
-            Job::ExpireRequest { id, entry: e } => {
-                let closed = self.requests.expire(&entry(e)?, id)?;
+            Job::ExpireRequest { id, at } => {
+                let closed = self.requests.expire(*at, id, now)?;
                 self.flush().await?;
                 let request = match closed {
                     Some(request) => Some(request),

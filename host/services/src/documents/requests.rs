@@ -500,15 +500,15 @@ impl Requests {
             if due.is_empty() {
                 return Ok(expired);
             }
-            for (entry, id) in due {
-                expired.extend(self.expire(&entry, &id)?);
+            for (at, id) in due {
+                expired.extend(self.expire(at, &id, now)?);
             }
         }
     }
 
     /// Up to `limit` expiry index entries due at `now`, oldest first, as
-    /// (entry, request id); each is closed by [`Requests::expire`].
-    pub fn due(&self, now: u64, limit: usize) -> Result<Vec<(Vec<u8>, String)>, DocumentError> {
+    /// (deadline, request id); each is closed by [`Requests::expire`].
+    pub fn due(&self, now: u64, limit: usize) -> Result<Vec<(u64, String)>, DocumentError> {
         Ok(superapp_store::deadlines::due(
             &self.store,
             Tree::DocRequests,
@@ -517,11 +517,15 @@ impl Requests {
         )?)
     }
 
-    /// Expire request `id`, due under index `entry`, if it is still
-    /// pending; the request when this call closed it, `None` when it was
-    /// answered or gone (the stale entry is dropped).
-    pub fn expire(&self, entry: &[u8], id: &str) -> Result<Option<DocRequest>, DocumentError> {
+    /// Expire request `id`, indexed as due at `at`, if it is still pending
+    /// and its time is up at `now`; the request when this call closed it,
+    /// `None` otherwise. One answered or gone has its stale index entry
+    /// dropped; one not yet due is left alone, whatever `at` says.
+    pub fn expire(&self, at: u64, id: &str, now: u64) -> Result<Option<DocRequest>, DocumentError> {
         let pending = self.get(id)?.filter(|r| r.state == RequestState::Pending);
+        if pending.as_ref().is_some_and(|r| r.expires_at > now) {
+            return Ok(None);
+        }
         let closed = match pending {
             Some(req) => match self.close(&req.user, id, RequestState::Expired, &[], None) {
                 Ok(req) => Some(req),
@@ -532,8 +536,9 @@ impl Requests {
         };
         if closed.is_none() {
             // Answered meanwhile, or gone: drop the stale entry.
+            let entry = superapp_store::deadlines::deadline_key(at, id);
             self.store.transact(&[Tree::DocRequests], |t| {
-                t.delete(Tree::DocRequests, entry)?;
+                t.delete(Tree::DocRequests, &entry)?;
                 Ok::<_, Abort<DocumentError>>(())
             })?;
         }

@@ -78,6 +78,7 @@ impl Secrets {
             anyhow::anyhow!("cannot read {file} from the store: {e}")
         };
         if let Some(kept) = store.get_raw(Tree::Meta, key.as_bytes()).map_err(read)? {
+            warn_if_different(&path, &kept, file);
             return Ok(kept);
         }
         let candidate = if path.exists() {
@@ -97,6 +98,7 @@ impl Secrets {
                 Abort::Store(e) => anyhow::anyhow!("cannot keep {file} in the store: {e}"),
                 Abort::User(never) => match never {},
             })
+            .inspect(|kept| warn_if_different(&path, kept, file))
     }
 
     /// The host secret, created on first start.
@@ -120,6 +122,21 @@ impl Secrets {
 /// The host secret of a data directory, created on first start.
 pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<[u8; SECRET_LEN]> {
     Secrets::in_dir(data_dir).host_secret()
+}
+
+/// A data directory's own copy of a secret that the shared store holds
+/// differently is not used: say so, since whatever it signed or derived
+/// (pseudonyms, certificates, a token) no longer matches.
+fn warn_if_different(path: &Path, kept: &[u8], file: &str) {
+    if let Ok(own) = std::fs::read(path) {
+        if own != kept {
+            tracing::warn!(
+                file,
+                path = %path.display(),
+                "this data directory holds its own copy of a secret that the shared store holds differently; the store's is used"
+            );
+        }
+    }
 }
 
 /// A file only the host's user may read (mode 0600): created with what

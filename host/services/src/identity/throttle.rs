@@ -87,9 +87,14 @@ impl Throttle {
                 }
             }
             Place::Store { store, name } => {
-                let raw = store.get_raw(Tree::Windows, &record_key(name, key))?;
+                let k = record_key(name, key);
+                let raw = store.get_raw(Tree::Windows, &k)?;
                 let now = now_ms();
                 let times = self.live(raw.as_deref(), now);
+                if raw.is_some() && times.is_empty() {
+                    // Every event left the window: the record goes too.
+                    store.remove(Tree::Windows, &k)?;
+                }
                 self.room(&times, now)
             }
         }
@@ -152,9 +157,7 @@ impl Throttle {
                     }
                     times.push(now);
                     let keep = times.len().saturating_sub(self.max);
-                    let bytes: Vec<u8> =
-                        times[keep..].iter().flat_map(|t| t.to_be_bytes()).collect();
-                    t.put(Tree::Windows, &k, &bytes)?;
+                    t.put(Tree::Windows, &k, &encode_times(&times[keep..]))?;
                     Ok(())
                 });
                 counted.map_err(|e| match e {
@@ -188,6 +191,10 @@ impl Throttle {
     fn wait(&self, age: Duration) -> Limited {
         Limited::Wait(self.window.saturating_sub(age).as_secs().max(1))
     }
+}
+
+fn encode_times(times: &[u64]) -> Vec<u8> {
+    times.iter().flat_map(|t| t.to_be_bytes()).collect()
 }
 
 fn record_key(name: &str, key: &str) -> Vec<u8> {

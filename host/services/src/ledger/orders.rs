@@ -395,15 +395,15 @@ impl Orders {
             if due.is_empty() {
                 return Ok(expired);
             }
-            for (entry, id) in due {
-                expired.extend(self.expire(&entry, &id)?);
+            for (at, id) in due {
+                expired.extend(self.expire(at, &id, now)?);
             }
         }
     }
 
     /// Up to `limit` expiry index entries due at `now`, oldest first, as
-    /// (entry, order id); each is closed by [`Orders::expire`].
-    pub fn due(&self, now: u64, limit: usize) -> Result<Vec<(Vec<u8>, String)>, OrderError> {
+    /// (deadline, order id); each is closed by [`Orders::expire`].
+    pub fn due(&self, now: u64, limit: usize) -> Result<Vec<(u64, String)>, OrderError> {
         Ok(superapp_store::deadlines::due(
             &self.store,
             Tree::Orders,
@@ -412,22 +412,27 @@ impl Orders {
         )?)
     }
 
-    /// Expire order `id`, due under index `entry`, if it is still pending:
-    /// the order, its sheet and its audit entry in one transaction, so
-    /// however many sweepers race for it, one closes it. The order when this
-    /// call closed it; `None` when it was settled or gone (the stale entry
-    /// is dropped).
-    pub fn expire(&self, entry: &[u8], id: &str) -> Result<Option<Order>, OrderError> {
+    /// Expire order `id`, indexed as due at `at`, if it is still pending
+    /// and its time is up at `now`: the order, its sheet and its audit
+    /// entry in one transaction, so however many sweepers race for it, one
+    /// closes it. The order when this call closed it; `None` otherwise. An
+    /// order settled or gone has its stale index entry dropped; one not yet
+    /// due is left alone, whatever `at` says (a job naming a wrong deadline
+    /// changes nothing).
+    pub fn expire(&self, at: u64, id: &str, now: u64) -> Result<Option<Order>, OrderError> {
         Ok(self.store.transact(&audit::with(&ORDER_TREES), |t| {
             let order = txn_get::<Order>(t, Tree::Orders, &order_key(id))?;
             match order {
                 Some(mut order) if order.state == OrderState::Pending => {
+                    if order.expires_at > now {
+                        return Ok(None);
+                    }
                     close(t, &mut order, OrderState::Expired)?;
                     self.record_in(t, "payment.expire", &order, "expired", order.amount)?;
                     Ok(Some(order))
                 }
                 _ => {
-                    t.delete(Tree::Orders, entry)?;
+                    t.delete(Tree::Orders, &expiry_key(at, id))?;
                     Ok::<_, Abort<OrderError>>(None)
                 }
             }

@@ -23,8 +23,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SUPERAPP_STORE", value_name = "URL")]
     store: Option<String>,
     /// The bus between host processes that share a store: nats:// URLs of
-    /// NATS servers, separated by commas. Live pushes (a chat message to a
-    /// member connected to another process) travel on it; the records
+    /// NATS servers (with JetStream), separated by commas. Live pushes (a
+    /// chat message to a member connected to another process) travel on
+    /// it, and due work (payment-sheet expiry, provider callbacks) goes
+    /// through its work queue so that one process does each; the records
     /// stay in the store. Default: none (one host process).
     #[arg(long, env = "SUPERAPP_BUS", value_name = "URLS")]
     bus: Option<String>,

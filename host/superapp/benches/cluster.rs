@@ -118,13 +118,7 @@ async fn measured(bases: &[String], make: Arc<Request>, secs: u64, rounds: usize
     for _ in 0..rounds {
         rates.push(drive(bases, make.clone(), secs).await);
     }
-    let runs = rates
-        .iter()
-        .map(|r| format!("{r:.0}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    rates.sort_by(f64::total_cmp);
-    format!("{:.0} ({runs})", rates[rates.len() / 2])
+    stats::median_of_runs(rates)
 }
 
 /// The three loads against nodes at `bases` (users made on the first).

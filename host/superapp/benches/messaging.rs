@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 mod common;
 
 mod load;
+mod stats;
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -103,13 +104,7 @@ async fn median_throughput(
     for _ in 0..rounds {
         rates.push(throughput(base, token, conversations, secs, senders).await);
     }
-    let runs = rates
-        .iter()
-        .map(|r| format!("{r:.0}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    rates.sort_by(f64::total_cmp);
-    format!("{:.0} (runs: {runs})", rates[rates.len() / 2])
+    stats::median_of_runs(rates)
 }
 
 /// Durable messages/s: `senders` clients, each on its own connection,

@@ -18,6 +18,17 @@ pub fn median(mut samples: Vec<Duration>) -> Duration {
     percentile(&samples, 0.5)
 }
 
+/// Rates of several runs as "median (runs: a, b, c)", whole numbers.
+pub fn median_of_runs(mut rates: Vec<f64>) -> String {
+    let runs = rates
+        .iter()
+        .map(|r| format!("{r:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    rates.sort_by(f64::total_cmp);
+    format!("{:.0} (runs: {runs})", rates[rates.len() / 2])
+}
+
 pub fn micros(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }

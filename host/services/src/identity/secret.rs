@@ -27,6 +27,9 @@ pub const SECRET_FILE: &str = "host-secret";
 pub struct Secrets {
     dir: PathBuf,
     shared: Option<Arc<Store>>,
+    /// The store of a single host, which may hold the files of a shared
+    /// store it was restored from.
+    own: Option<Arc<Store>>,
 }
 
 impl Secrets {
@@ -35,6 +38,7 @@ impl Secrets {
         Secrets {
             dir: dir.to_path_buf(),
             shared: None,
+            own: None,
         }
     }
 
@@ -44,6 +48,7 @@ impl Secrets {
         Secrets {
             dir: dir.to_path_buf(),
             shared: store.shared().then(|| store.clone()),
+            own: (!store.shared()).then(|| store.clone()),
         }
     }
 
@@ -70,10 +75,17 @@ impl Secrets {
         create: impl FnOnce() -> anyhow::Result<Vec<u8>>,
     ) -> anyhow::Result<Vec<u8>> {
         let path = self.dir.join(file);
+        let key = format!("private/{file}");
         let Some(store) = &self.shared else {
+            // A single host on records restored from a shared store: the
+            // files come along from the store, not made anew.
+            if let (Some(own), false) = (&self.own, path.exists()) {
+                if let Some(kept) = own.get_raw(Tree::Meta, key.as_bytes()).ok().flatten() {
+                    return load_or_create_private(&path, || Ok(kept));
+                }
+            }
             return load_or_create_private(&path, create);
         };
-        let key = format!("private/{file}");
         let read = |e: superapp_store::StoreError| {
             anyhow::anyhow!("cannot read {file} from the store: {e}")
         };
@@ -218,6 +230,34 @@ mod tests {
             Secrets::for_store(a.path(), &other).host_secret().unwrap(),
             first
         );
+    }
+
+    #[test]
+    fn a_single_host_restored_from_a_shared_store_keeps_its_secret() {
+        let backend: Arc<dyn superapp_store::Backend> =
+            Arc::new(superapp_store::MemoryBackend::new());
+        let shared = Store::with_backend(backend).unwrap();
+        let on_shared = Secrets::for_store(tempfile::tempdir().unwrap().path(), &shared)
+            .host_secret()
+            .unwrap();
+        // The shared store's records, restored into a single host's store.
+        let single_dir = tempfile::tempdir().unwrap();
+        let single = Store::open(&single_dir.path().join("store")).unwrap();
+        let kept = shared
+            .get_raw(Tree::Meta, format!("private/{SECRET_FILE}").as_bytes())
+            .unwrap()
+            .unwrap();
+        single
+            .put_raw(
+                Tree::Meta,
+                format!("private/{SECRET_FILE}").as_bytes(),
+                &kept,
+            )
+            .unwrap();
+        let secrets = Secrets::for_store(single_dir.path(), &single);
+        assert!(!secrets.shared());
+        assert_eq!(secrets.host_secret().unwrap(), on_shared);
+        assert!(single_dir.path().join(SECRET_FILE).exists(), "written out");
     }
 
     #[test]

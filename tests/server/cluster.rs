@@ -733,3 +733,63 @@ async fn an_app_published_through_one_node_opens_on_the_other_and_a_yank_holds_o
         assert!(status.is_client_error(), "{status} {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_bus_is_away_nodes_keep_serving_and_pushes_cross_again_when_it_is_back() {
+    // Both nodes reach the bus through a cable the test cuts.
+    let nats = nats_server::shared();
+    let cable = crate::cable::Cable::to(nats.port).await;
+    let bus = format!("nats://127.0.0.1:{}", cable.port);
+    let c = Cluster::start_with(2, setup(&[]), &[("SUPERAPP_BUS", bus.as_str())]);
+    let alice = Client::signed_up(&c.nodes[0], "mia").await;
+    let bob = Client::signed_up(&c.nodes[1], "noah").await;
+    let chat = alice.direct_with("noah").await;
+    let mut bob_ws = ws_connect(&c.nodes[1], bob.token.as_deref().unwrap()).await;
+    until_pushed(&alice, &chat, &mut bob_ws).await;
+
+    cable.cut();
+    // The store is the record: both nodes take messages, and a node still
+    // pushes to its own connections.
+    let mut alice_ws = ws_connect(&c.nodes[0], alice.token.as_deref().unwrap()).await;
+    for i in 0..5 {
+        let (status, body) = alice.send(&chat, &format!("away-a{i}"), "while away").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = bob.send(&chat, &format!("away-b{i}"), "while away").await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    assert!(
+        seqs_pushed(&mut alice_ws, &chat, 5).await.len() >= 5,
+        "alice's own node pushed her own messages"
+    );
+    // Back: the nodes reconnect by themselves and pushes cross again; the
+    // messages sent meanwhile are all in the store, in one sequence.
+    // Bob's own messages were pushed to him by his node: drained first.
+    seqs_pushed(&mut bob_ws, &chat, usize::MAX).await;
+    cable.restore();
+    let started = std::time::Instant::now();
+    loop {
+        let (status, _) = alice
+            .send(
+                &chat,
+                &format!("back-{}", started.elapsed().as_millis()),
+                "back",
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let crossed = next_message(&mut bob_ws, Duration::from_secs(1))
+            .await
+            .is_some_and(|frame| frame["message"]["text"] == "back");
+        if crossed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no push crossed after the bus came back"
+        );
+    }
+    let stored = bob.messages(&chat, 0).await;
+    let seqs: Vec<u64> = stored.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=stored.len() as u64).collect::<Vec<_>>());
+    let away = stored.iter().filter(|m| m["text"] == "while away").count();
+    assert_eq!(away, 10);
+}

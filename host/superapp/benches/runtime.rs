@@ -377,7 +377,7 @@ fn memory_tables(
     let before = rss_kib();
     // Warm-up: the same load once, so every slot and fiber stack it uses
     // has been touched (a pool slot keeps its pages for the next event).
-    for r in threaded.block_on(run_busy("5000")) {
+    for r in threaded.block_on(run_busy("1000")) {
         assert!(r.is_ok(), "{:?}", r.err());
     }
     let idle = rss_kib();
@@ -390,7 +390,7 @@ fn memory_tables(
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
-        for r in threaded.block_on(run_busy("5000")) {
+        for r in threaded.block_on(run_busy("1000")) {
             assert!(r.is_ok(), "{:?}", r.err());
         }
         done.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -287,8 +287,38 @@ impl Identity {
         let username = normalize_username(username).map_err(|_| IdentityError::BadCredentials)?;
         let user_key = format!("user:{username}");
         let client_key = format!("client:{client}");
-        self.users_throttle.check(&user_key)?;
+        // An attempt holds a place in its account's window while the
+        // password is checked: parallel guesses at one account, on however
+        // many nodes, cannot all pass a check made before any is counted.
+        // The client address's window counts failures after the fact:
+        // holding places there would cap the logins of everyone behind one
+        // carrier's NAT, and each account is already held to its own.
         self.clients_throttle.check(&client_key)?;
+        self.users_throttle.begin(&user_key).await?;
+        let outcome = self.verify(&username, password).await;
+        let wrong = matches!(outcome, Ok(None));
+        let ended = self.users_throttle.end(&user_key, wrong).and_then(|()| {
+            if wrong {
+                self.clients_throttle.record(&client_key)
+            } else {
+                Ok(())
+            }
+        });
+        let user = match outcome? {
+            Some(user) => user,
+            None => {
+                ended?;
+                return Err(IdentityError::BadCredentials);
+            }
+        };
+        ended?;
+        self.users_throttle.clear(&user_key)?;
+        Ok(user)
+    }
+
+    /// The user `username` names if `password` is theirs (`None`
+    /// otherwise), taking as long either way.
+    async fn verify(&self, username: &str, password: &str) -> Result<Option<User>, IdentityError> {
         let stored: Option<StoredUser> =
             match self.store.get_raw(Tree::Usernames, username.as_bytes())? {
                 Some(id) => self.store.get(Tree::Users, &id)?,
@@ -302,13 +332,7 @@ impl Identity {
         let matches = tokio::task::spawn_blocking(move || hash.verify(&candidate))
             .await
             .map_err(|e| StoreError::Backend(format!("hashing task failed: {e}")))?;
-        let Some(user) = user.filter(|_| matches) else {
-            self.users_throttle.record(&user_key)?;
-            self.clients_throttle.record(&client_key)?;
-            return Err(IdentityError::BadCredentials);
-        };
-        self.users_throttle.clear(&user_key)?;
-        Ok(user)
+        Ok(user.filter(|_| matches))
     }
 
     /// Step-up authentication: the signed-in `user` proves presence by
@@ -463,4 +487,62 @@ pub fn find_user(store: &Store, username: &str) -> Result<Option<User>, Identity
         return Ok(None);
     };
     Ok(store.get::<StoredUser>(Tree::Users, &id)?.map(|s| s.user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_guesses_on_two_nodes_never_get_past_the_limit() {
+        let backend: Arc<dyn superapp_store::Backend> =
+            Arc::new(superapp_store::MemoryBackend::new());
+        let config = IdentityConfig {
+            password_iterations: NonZeroU32::new(1000).expect("non-zero"),
+            ..Default::default()
+        };
+        let nodes: Vec<Arc<Identity>> = (0..2)
+            .map(|_| {
+                let store = Store::with_backend(backend.clone()).unwrap();
+                Arc::new(Identity::new(store, config.clone()))
+            })
+            .collect();
+        nodes[0]
+            .register("kim", "Kim", "kim-password-long", None)
+            .await
+            .unwrap();
+        // Her own burst of right passwords goes through, though it is
+        // wider than the window.
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let burst: Vec<_> = (0..12)
+            .map(|i| {
+                let node = nodes[i % 2].clone();
+                tokio::spawn(async move { node.login("kim", "kim-password-long", client).await })
+            })
+            .collect();
+        for login in burst {
+            login.await.unwrap().unwrap();
+        }
+        // Thirty wrong guesses at once: five are tried, the rest refused.
+        let guesses: Vec<_> = (0..30)
+            .map(|i| {
+                let node = nodes[i % 2].clone();
+                tokio::spawn(async move { node.login("kim", &format!("guess-{i}"), client).await })
+            })
+            .collect();
+        let mut wrong = 0;
+        for guess in guesses {
+            match guess.await.unwrap() {
+                Err(IdentityError::BadCredentials) => wrong += 1,
+                Err(IdentityError::Throttled { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(wrong, 5, "exactly the allowed failures were tried");
+        let right = nodes[1].login("kim", "kim-password-long", client).await;
+        assert!(
+            matches!(right, Err(IdentityError::Throttled { .. })),
+            "{right:?}"
+        );
+    }
 }

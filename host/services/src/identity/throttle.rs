@@ -6,15 +6,31 @@
 //! processes it lives in the store's rate windows (one record per key, the
 //! times of its last events), read and changed in transactions, so every
 //! node counts the same events and a limit holds whichever node a request
-//! reaches. Times there are wall-clock milliseconds: the nodes' clocks are
+//! reaches. Times are wall-clock milliseconds: the nodes' clocks are
 //! assumed to be kept in step (NTP); a skew only lengthens or shortens a
 //! window by as much.
+//!
+//! An attempt whose outcome is not known yet (a password being checked)
+//! holds a place in the window while it runs ([`Throttle::begin`], then
+//! [`Throttle::end`]): parallel attempts cannot all pass a check made before
+//! any of them is counted. An attempt that finds the window full of others
+//! still running waits for them (briefly) instead of being refused, so a
+//! user's own burst of right passwords goes through; a place whose attempt
+//! never ended (its process died) is freed after [`IN_FLIGHT_MAX`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use superapp_store::{Abort, Store, StoreError, Tree};
+
+/// How long a running attempt may hold its place.
+pub const IN_FLIGHT_MAX: Duration = Duration::from_secs(60);
+/// How long an attempt waits for running ones to finish before it is
+/// refused.
+const WAIT_FOR_RUNNING: Duration = Duration::from_secs(10);
+/// The top bit of a stored time marks an attempt still running.
+const RUNNING: u64 = 1 << 63;
 
 /// Why an event may not happen now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,8 +49,17 @@ pub struct Throttle {
 }
 
 enum Place {
-    Memory(Mutex<HashMap<String, VecDeque<Instant>>>),
+    Memory(Mutex<HashMap<String, Vec<u64>>>),
     Store { store: Arc<Store>, name: String },
+}
+
+/// What a change found and decided.
+enum Room {
+    Free,
+    /// Full of finished events: the wait until one leaves.
+    Full(Limited),
+    /// Full, with attempts still running.
+    Busy,
 }
 
 impl Throttle {
@@ -62,139 +87,177 @@ impl Throttle {
 
     /// `Err(Limited::Wait(seconds))` if `key` has used up its events.
     pub fn check(&self, key: &str) -> Result<(), Limited> {
-        match &self.place {
-            Place::Memory(map) => {
-                let now = Instant::now();
-                let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(list) = map.get_mut(key) else {
-                    return Ok(());
-                };
-                while list
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.window)
-                {
-                    list.pop_front();
-                }
-                if list.is_empty() {
-                    map.remove(key);
-                    return Ok(());
-                }
-                match list.front() {
-                    Some(oldest) if list.len() >= self.max => {
-                        Err(self.wait(now.duration_since(*oldest)))
-                    }
-                    _ => Ok(()),
-                }
-            }
-            Place::Store { store, name } => {
-                let k = record_key(name, key);
-                let raw = store.get_raw(Tree::Windows, &k)?;
-                let now = now_ms();
-                let times = self.live(raw.as_deref(), now);
-                if raw.is_some() && times.is_empty() {
-                    // Every event left the window: the record goes too.
-                    store.remove(Tree::Windows, &k)?;
-                }
-                self.room(&times, now)
-            }
+        let room = self.change(key, |times, now| (self.room(times, now), false))?;
+        match room {
+            Room::Free | Room::Busy => Ok(()),
+            Room::Full(limited) => Err(limited),
         }
     }
 
     /// Count one event for `key`.
     pub fn record(&self, key: &str) -> Result<(), Limited> {
-        self.count(key, false)
+        self.change(key, |times, now| {
+            times.push(now);
+            (Room::Free, true)
+        })?;
+        Ok(())
     }
 
     /// Count one event for `key` if the window has room for it, in one step
     /// (two nodes cannot both take the last place).
     pub fn take(&self, key: &str) -> Result<(), Limited> {
-        self.count(key, true)
+        let room = self.change(key, |times, now| match self.room(times, now) {
+            Room::Free => {
+                times.push(now);
+                (Room::Free, true)
+            }
+            other => (other, false),
+        })?;
+        match room {
+            Room::Free => Ok(()),
+            Room::Busy => Err(Limited::Wait(1)),
+            Room::Full(limited) => Err(limited),
+        }
+    }
+
+    /// Hold a place for an attempt whose outcome comes later; end it with
+    /// [`Throttle::end`]. Waits (up to 10 s) while the window is full of
+    /// attempts still running; refused when it is full of finished ones.
+    pub async fn begin(&self, key: &str) -> Result<(), Limited> {
+        let started = now_ms();
+        loop {
+            let room = self.change(key, |times, now| match self.room(times, now) {
+                Room::Free => {
+                    times.push(now | RUNNING);
+                    (Room::Free, true)
+                }
+                other => (other, false),
+            })?;
+            match room {
+                Room::Free => return Ok(()),
+                Room::Full(limited) => return Err(limited),
+                Room::Busy
+                    if now_ms().saturating_sub(started) >= WAIT_FOR_RUNNING.as_millis() as u64 =>
+                {
+                    return Err(Limited::Wait(1));
+                }
+                Room::Busy => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// End an attempt begun with [`Throttle::begin`]: it counts as an event
+    /// when it `failed`, and frees its place otherwise.
+    pub fn end(&self, key: &str, failed: bool) -> Result<(), Limited> {
+        self.change(key, |times, now| {
+            if let Some(i) = times.iter().position(|t| t & RUNNING != 0) {
+                times.remove(i);
+            }
+            if failed {
+                times.push(now);
+            }
+            (Room::Free, true)
+        })?;
+        Ok(())
     }
 
     /// Forget `key`'s events (a successful login clears its failures).
     pub fn clear(&self, key: &str) -> Result<(), Limited> {
-        match &self.place {
-            Place::Memory(map) => {
-                map.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-                Ok(())
-            }
-            Place::Store { store, name } => {
-                Ok(store.remove(Tree::Windows, &record_key(name, key))?)
-            }
-        }
+        self.change(key, |times, _| {
+            // Attempts of others still running keep their places.
+            times.retain(|t| t & RUNNING != 0);
+            (Room::Free, true)
+        })?;
+        Ok(())
     }
 
-    fn count(&self, key: &str, only_with_room: bool) -> Result<(), Limited> {
+    /// Whether `times` (live ones only) leaves room for another event.
+    fn room(&self, times: &[u64], now: u64) -> Room {
+        if times.len() < self.max {
+            return Room::Free;
+        }
+        if times.iter().any(|t| t & RUNNING != 0) {
+            return Room::Busy;
+        }
+        let oldest = times.iter().min().copied().unwrap_or(now);
+        let age = Duration::from_millis(now.saturating_sub(oldest));
+        Room::Full(Limited::Wait(
+            self.window.saturating_sub(age).as_secs().max(1),
+        ))
+    }
+
+    /// Run `change` on `key`'s live times (expired ones dropped), writing
+    /// them back when it says so, atomically: under the lock in memory, in
+    /// a transaction in the store. A key left without times is removed.
+    fn change<R>(
+        &self,
+        key: &str,
+        change: impl Fn(&mut Vec<u64>, u64) -> (R, bool),
+    ) -> Result<R, Limited> {
         match &self.place {
             Place::Memory(map) => {
                 let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                let list = map.entry(key.to_string()).or_default();
-                while list
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.window)
-                {
-                    list.pop_front();
+                let now = now_ms();
+                let mut times = map.remove(key).unwrap_or_default();
+                self.prune(&mut times, now);
+                let (result, _) = change(&mut times, now);
+                if !times.is_empty() {
+                    map.insert(key.to_string(), times);
                 }
-                if only_with_room && list.len() >= self.max {
-                    let oldest = list.front().map_or(Duration::ZERO, |t| now - *t);
-                    return Err(self.wait(oldest));
-                }
-                list.push_back(now);
-                // Never hold more entries than the limit needs.
-                while list.len() > self.max {
-                    list.pop_front();
-                }
-                Ok(())
+                Ok(result)
             }
             Place::Store { store, name } => {
                 let k = record_key(name, key);
-                let counted = store.transact(&[Tree::Windows], |t| {
+                let changed = store.transact(&[Tree::Windows], |t| {
                     let now = now_ms();
-                    let mut times = self.live(t.get(Tree::Windows, &k)?.as_deref(), now);
-                    if only_with_room {
-                        self.room(&times, now).map_err(Abort::User)?;
+                    let raw = t.get(Tree::Windows, &k)?;
+                    let mut times: Vec<u64> = raw
+                        .as_deref()
+                        .unwrap_or_default()
+                        .chunks_exact(8)
+                        .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+                        .collect();
+                    let before = times.len();
+                    self.prune(&mut times, now);
+                    let (result, write) = change(&mut times, now);
+                    if times.is_empty() {
+                        if raw.is_some() {
+                            t.delete(Tree::Windows, &k)?;
+                        }
+                    } else if write || times.len() != before {
+                        let bytes: Vec<u8> = times.iter().flat_map(|t| t.to_be_bytes()).collect();
+                        t.put(Tree::Windows, &k, &bytes)?;
                     }
-                    times.push(now);
-                    let keep = times.len().saturating_sub(self.max);
-                    t.put(Tree::Windows, &k, &encode_times(&times[keep..]))?;
-                    Ok(())
+                    Ok::<_, Abort<()>>(result)
                 });
-                counted.map_err(|e| match e {
-                    Abort::User(limited) => limited,
-                    Abort::Store(e) => Limited::Store(e),
-                })
+                changed.map_err(|e| Limited::Store(e.into_store()))
             }
         }
     }
 
-    /// The times in a stored record still inside the window.
-    fn live(&self, raw: Option<&[u8]>, now: u64) -> Vec<u64> {
+    /// Drop finished events older than the window, running attempts older
+    /// than [`IN_FLIGHT_MAX`], and finished events beyond what the limit
+    /// needs.
+    fn prune(&self, times: &mut Vec<u64>, now: u64) {
         let window = self.window.as_millis() as u64;
-        raw.unwrap_or_default()
-            .chunks_exact(8)
-            .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
-            .filter(|t| now.saturating_sub(*t) < window)
-            .collect()
-    }
-
-    fn room(&self, times: &[u64], now: u64) -> Result<(), Limited> {
-        match times.first() {
-            Some(oldest) if times.len() >= self.max => {
-                Err(self.wait(Duration::from_millis(now.saturating_sub(*oldest))))
+        let in_flight = IN_FLIGHT_MAX.as_millis() as u64;
+        times.retain(|t| {
+            let (at, running) = (t & !RUNNING, t & RUNNING != 0);
+            let limit = if running { in_flight } else { window };
+            now.saturating_sub(at) < limit
+        });
+        times.sort_unstable_by_key(|t| t & !RUNNING);
+        let finished = times.iter().filter(|t| *t & RUNNING == 0).count();
+        let mut extra = finished.saturating_sub(self.max);
+        times.retain(|t| {
+            if extra > 0 && t & RUNNING == 0 {
+                extra -= 1;
+                false
+            } else {
+                true
             }
-            _ => Ok(()),
-        }
+        });
     }
-
-    /// The wait until an event as old as `age` leaves the window.
-    fn wait(&self, age: Duration) -> Limited {
-        Limited::Wait(self.window.saturating_sub(age).as_secs().max(1))
-    }
-}
-
-fn encode_times(times: &[u64]) -> Vec<u8> {
-    times.iter().flat_map(|t| t.to_be_bytes()).collect()
 }
 
 fn record_key(name: &str, key: &str) -> Vec<u8> {
@@ -233,26 +296,49 @@ mod tests {
         assert!(t.check("u").is_ok());
     }
 
-    #[test]
-    fn in_memory() {
-        let t = Throttle::new(2, Duration::from_millis(200));
-        blocks_after_the_limit_and_recovers_after_the_window(&t, &t);
+    /// Running attempts hold places; ended, they count only when failed.
+    async fn running_attempts_hold_places(t: &Throttle, other: &Throttle) {
+        t.begin("k").await.unwrap();
+        other.begin("k").await.unwrap();
+        // Full of running attempts: a third waits, and is let through as
+        // soon as one ends without failing.
+        let third = async {
+            other.begin("k").await.unwrap();
+        };
+        let ending = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            t.end("k", false).unwrap();
+        };
+        tokio::join!(third, ending);
+        other.end("k", true).unwrap();
+        other.end("k", true).unwrap();
+        // Two failures: full of finished events, refused at once.
+        assert!(matches!(t.begin("k").await, Err(Limited::Wait(_))));
     }
 
-    #[test]
-    fn on_a_shared_store_every_process_counts_the_same_events() {
+    #[tokio::test]
+    async fn in_memory() {
+        let t = Throttle::new(2, Duration::from_millis(200));
+        blocks_after_the_limit_and_recovers_after_the_window(&t, &t);
+        running_attempts_hold_places(&t, &t).await;
+    }
+
+    fn two_nodes(max: u32, window: Duration) -> (Throttle, Throttle) {
         let backend: Arc<dyn superapp_store::Backend> =
             Arc::new(superapp_store::MemoryBackend::new());
         let a = Store::with_backend(backend.clone()).unwrap();
         let b = Store::with_backend(backend).unwrap();
-        let window = Duration::from_millis(200);
-        let on_a = Throttle::for_store(&a, "login", 2, window);
-        let on_b = Throttle::for_store(&b, "login", 2, window);
+        (
+            Throttle::for_store(&a, "login", max, window),
+            Throttle::for_store(&b, "login", max, window),
+        )
+    }
+
+    #[tokio::test]
+    async fn on_a_shared_store_every_process_counts_the_same_events() {
+        let (on_a, on_b) = two_nodes(2, Duration::from_millis(200));
         blocks_after_the_limit_and_recovers_after_the_window(&on_a, &on_b);
-        // Another name is another window.
-        assert!(Throttle::for_store(&a, "notify", 2, window)
-            .check("u")
-            .is_ok());
+        running_attempts_hold_places(&on_a, &on_b).await;
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let state = Arc::new(ServerState::new(host, config.api.clone(), shutdown));
     // Due work: on the bus's queue when there is one (one process runs
     // each job), otherwise this process sweeps for itself.
+    let janitor = tokio::spawn(api::sweep_throttles(state.clone()));
     let (sweeper, courier) = match queue {
         Some(queue) => (
             tokio::spawn(queue.run(state.clone())),
@@ -89,6 +90,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     .await;
     let _ = sweeper.await;
     let _ = courier.await;
+    let _ = janitor.await;
     store.close()?;
     tracing::info!("stopped");
     Ok(())

@@ -31,7 +31,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 pub use auth::SESSION_COOKIE;
 pub use error::{ApiError, BodyLimit};
 pub(crate) use wallet::every_second;
-pub use wallet::{deliver_callbacks, expire_orders};
+pub use wallet::{deliver_callbacks, expire_orders, sweep_throttles};
 pub use ws::CLOSE_LAGGING;
 
 use crate::config::ApiConfig;

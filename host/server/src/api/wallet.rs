@@ -23,8 +23,18 @@ where
     F: Fn(AppState) -> Fut,
     Fut: std::future::Future<Output = Result<(), crate::host::HostError>>,
 {
+    every(state, Duration::from_secs(1), what, work).await;
+}
+
+/// Run `work` every `period` until the server shuts down, logging what
+/// fails (the next period tries again).
+pub(crate) async fn every<F, Fut>(state: AppState, period: Duration, what: &str, work: F)
+where
+    F: Fn(AppState) -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::host::HostError>>,
+{
     let mut shutdown = state.shutdown.clone();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -34,6 +44,23 @@ where
             tracing::error!(error = %e, "cannot {what}");
         }
     }
+}
+
+/// Each minute, forget the login throttles' keys with no recent failures.
+pub async fn sweep_throttles(state: AppState) {
+    every(
+        state,
+        Duration::from_secs(60),
+        "sweep the login throttles",
+        |s| async move {
+            s.host
+                .identity
+                .sweep_throttles()
+                .map(drop)
+                .map_err(crate::host::HostError::Identity)
+        },
+    )
+    .await;
 }
 
 /// Expire unanswered payment sheets and tell their apps.

@@ -335,6 +335,12 @@ impl Identity {
         Ok(user.filter(|_| matches))
     }
 
+    /// Remove the throttles' records of keys with no recent failures (see
+    /// [`Throttle::sweep`]); how many went.
+    pub fn sweep_throttles(&self) -> Result<usize, IdentityError> {
+        Ok(self.users_throttle.sweep()? + self.clients_throttle.sweep()?)
+    }
+
     /// Step-up authentication: the signed-in `user` proves presence by
     /// entering the password again (to confirm a payment, for example).
     pub async fn confirm_password(

@@ -171,6 +171,51 @@ impl Throttle {
         Ok(())
     }
 
+    /// Remove the records of keys whose events all left the window (a key
+    /// is otherwise removed only when it is next used, and keys such as
+    /// guessed usernames may never be); how many went.
+    pub fn sweep(&self) -> Result<usize, Limited> {
+        match &self.place {
+            Place::Memory(map) => {
+                let now = now_ms();
+                let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+                let before = map.len();
+                map.retain(|_, times| {
+                    self.prune(times, now);
+                    !times.is_empty()
+                });
+                Ok(before - map.len())
+            }
+            Place::Store { store, name } => {
+                let prefix = record_key(name, "");
+                let mut after: Option<Vec<u8>> = None;
+                let mut removed = 0;
+                loop {
+                    let page = store.scan(Tree::Windows, &prefix, after.as_deref(), 500, false)?;
+                    let Some((last, _)) = page.last() else {
+                        return Ok(removed);
+                    };
+                    after = Some(last.clone());
+                    let now = now_ms();
+                    for (k, v) in &page {
+                        let mut times: Vec<u64> = v
+                            .chunks_exact(8)
+                            .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+                            .collect();
+                        self.prune(&mut times, now);
+                        if times.is_empty() {
+                            // Through `change`, which removes it only if it
+                            // is still stale inside the transaction.
+                            let key = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                            self.change(&key, |_, _| ((), false))?;
+                            removed += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether `times` (live ones only) leaves room for another event.
     fn room(&self, times: &[u64], now: u64) -> Room {
         if times.len() < self.max {
@@ -339,6 +384,28 @@ mod tests {
         let (on_a, on_b) = two_nodes(2, Duration::from_millis(200));
         blocks_after_the_limit_and_recovers_after_the_window(&on_a, &on_b);
         running_attempts_hold_places(&on_a, &on_b).await;
+    }
+
+    #[tokio::test]
+    async fn a_sweep_removes_only_the_keys_whose_events_all_left_the_window() {
+        let (on_a, on_b) = two_nodes(3, Duration::from_millis(100));
+        let memory = Throttle::new(3, Duration::from_millis(100));
+        for t in [&on_a, &memory] {
+            for i in 0..5 {
+                t.record(&format!("guessed-{i}")).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        for t in [&on_a, &memory] {
+            t.record("recent").unwrap();
+        }
+        assert_eq!(on_b.sweep().unwrap(), 5);
+        assert_eq!(memory.sweep().unwrap(), 5);
+        assert!(
+            matches!(on_a.take("recent"), Ok(())),
+            "the recent key keeps its event"
+        );
+        assert_eq!(on_a.sweep().unwrap(), 0);
     }
 
     #[test]

@@ -523,7 +523,9 @@ impl Backend for PostgresBackend {
                             .map(|d| d.subsec_nanos() % 1_000)
                             .unwrap_or(0);
                         let micros = (50u64 << attempt.min(8)) + u64::from(jitter);
-                        std::thread::sleep(Duration::from_micros(micros));
+                        // Off the caller's async worker, like every wait
+                        // for the database: its other tasks run meanwhile.
+                        blocking(|| std::thread::sleep(Duration::from_micros(micros)));
                     }
                 }
                 Err(e) => {

@@ -194,11 +194,13 @@ fn main() -> anyhow::Result<()> {
 
     // The first event of a fresh process, the cache warm: 20 child
     // processes, each timing its own runtime start, load and first event.
-    let mut phases: [Vec<Duration>; 4] = Default::default();
-    for _ in 0..20 {
-        let out = std::process::Command::new(std::env::current_exe()?)
-            .env(COLD_CHILD, cache.path())
-            .output()?;
+    let cold = |pool: Option<u32>| -> anyhow::Result<[u64; 3]> {
+        let mut child = std::process::Command::new(std::env::current_exe()?);
+        child.env(COLD_CHILD, cache.path());
+        if let Some(pool) = pool {
+            child.env("SUPERAPP_BENCH_POOL", pool.to_string());
+        }
+        let out = child.output()?;
         anyhow::ensure!(
             out.status.success(),
             "cold-start child failed: {}",
@@ -208,10 +210,33 @@ fn main() -> anyhow::Result<()> {
         let line = text.lines().last().unwrap_or_default();
         let ns: Vec<u64> = line.split(' ').filter_map(|v| v.parse().ok()).collect();
         anyhow::ensure!(ns.len() == 3, "cold-start child printed {line:?}");
+        Ok([ns[0], ns[1], ns[2]])
+    };
+    let mut phases: [Vec<Duration>; 4] = Default::default();
+    for _ in 0..20 {
+        let ns = cold(None)?;
         for (i, v) in ns.iter().enumerate() {
             phases[i].push(Duration::from_nanos(*v));
         }
         phases[3].push(Duration::from_nanos(ns.iter().sum()));
+    }
+    // What the pool's size costs at start (each slot reserves a linear
+    // memory, tables and a guarded fiber stack).
+    for pool in [1u32, 64, 256] {
+        // Two children first, not counted: right after processes with
+        // another pool exit, the kernel is still tearing down their
+        // reservations, which the next start would pay for.
+        for _ in 0..2 {
+            cold(Some(pool))?;
+        }
+        let mut starts: Vec<Duration> = (0..10)
+            .map(|_| cold(Some(pool)).map(|ns| Duration::from_nanos(ns[0])))
+            .collect::<anyhow::Result<_>>()?;
+        starts.sort();
+        load_table.row(
+            format!("cold start, runtime start with a pool of {pool}: median of 10"),
+            millis(percentile(&starts, 0.5)),
+        );
     }
     let names = [
         "runtime start (engine, instance pool, ticker)",

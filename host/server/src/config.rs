@@ -108,7 +108,9 @@ impl std::fmt::Debug for StoreLocation {
 }
 
 impl StoreLocation {
-    fn parse(url: Option<String>, connections: Option<usize>) -> anyhow::Result<StoreLocation> {
+    /// The `store` setting (with `store-connections`): no URL is the
+    /// embedded store, a postgres:// URL a database; anything else is refused.
+    pub fn parse(url: Option<String>, connections: Option<usize>) -> anyhow::Result<StoreLocation> {
         let connections = match connections {
             Some(0) => bail!("store-connections must be at least 1"),
             Some(n) => n,

@@ -33,17 +33,14 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let state = Arc::new(ServerState::new(host, config.api.clone(), shutdown));
     // Due work: on the bus's queue when there is one (one process runs
     // each job), otherwise this process sweeps for itself.
-    let janitor = tokio::spawn(api::sweep_throttles(state.clone()));
-    let (sweeper, courier) = match queue {
-        Some(queue) => (
-            tokio::spawn(queue.run(state.clone())),
-            tokio::spawn(async {}),
-        ),
-        None => (
-            tokio::spawn(api::expire_orders(state.clone())),
-            tokio::spawn(api::deliver_callbacks(state.clone())),
-        ),
-    };
+    let mut background = vec![tokio::spawn(api::sweep_throttles(state.clone()))];
+    match queue {
+        Some(queue) => background.push(tokio::spawn(queue.run(state.clone()))),
+        None => {
+            background.push(tokio::spawn(api::expire_orders(state.clone())));
+            background.push(tokio::spawn(api::deliver_callbacks(state.clone())));
+        }
+    }
     let connections = state.host.metrics.connections.clone();
     let app = api::router(state);
 
@@ -88,9 +85,9 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         let _ = stop.send(true);
     })
     .await;
-    let _ = sweeper.await;
-    let _ = courier.await;
-    let _ = janitor.await;
+    for task in background {
+        let _ = task.await;
+    }
     store.close()?;
     tracing::info!("stopped");
     Ok(())

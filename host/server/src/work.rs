@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use tokio::sync::{watch, Semaphore};
 
 use crate::api::AppState;
-use crate::host::Job;
+use crate::host::{Job, AT_ONCE};
 
 /// The streams holding the jobs: this, then the deployment's namespace.
 pub const STREAM: &str = "SUPERAPP_WORK_";
@@ -42,8 +42,6 @@ const MAX_DELIVER: i64 = 20;
 /// Jobs older than this leave the stream (ones still due are offered
 /// again), so a stream nobody works on stays bounded.
 const MAX_AGE: Duration = Duration::from_secs(3600);
-/// Jobs one process runs at once.
-const AT_ONCE: usize = 16;
 /// Jobs of each kind offered per sweep.
 const OFFER: usize = 100;
 

@@ -149,7 +149,9 @@ pub enum StoreError {
     #[error("transaction conflict")]
     Conflict,
     /// The store cannot be reached now (a database that is down, restarting
-    /// or unreachable); nothing was written, and a retry later may succeed.
+    /// or unreachable). A change that failed before its commit wrote
+    /// nothing; one whose commit was cut off may have landed. A retry later
+    /// may succeed.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
 }

@@ -50,25 +50,6 @@ async fn call(http: &reqwest::Client, url: String, token: Option<&str>, body: Va
     resp.json().await.expect("json answer")
 }
 
-async fn signed_up(http: &reqwest::Client, base: &str, name: &str) -> String {
-    let password = format!("{name}-password");
-    call(
-        http,
-        format!("{base}/accounts"),
-        None,
-        json!({"username": name, "display_name": name, "password": password}),
-    )
-    .await;
-    let session = call(
-        http,
-        format!("{base}/sessions"),
-        None,
-        json!({"username": name, "password": password}),
-    )
-    .await;
-    session["token"].as_str().expect("token").to_string()
-}
-
 /// One request of a load: for run `r`, connection `c`'s `i`th request is
 /// `path` with `token` and `body` (the three make ids unique, since a
 /// message with a client id already used would be a cheap replay).
@@ -124,12 +105,12 @@ async fn measured(bases: &[String], make: Arc<Request>, secs: u64, rounds: usize
 /// The three loads against nodes at `bases` (users made on the first).
 async fn row(bases: &[String], secs: u64, rounds: usize) -> [String; 3] {
     let http = common::http_client();
-    let sender = signed_up(&http, &bases[0], "sender").await;
+    let sender = load::signed_up(&http, &bases[0], "sender").await;
     let mut users = Vec::new();
     let mut directs = Vec::new();
     for i in 0..CONNECTIONS {
         let name = format!("member{i}");
-        users.push(signed_up(&http, &bases[0], &name).await);
+        users.push(load::signed_up(&http, &bases[0], &name).await);
         let c = call(
             &http,
             format!("{}/conversations", bases[0]),

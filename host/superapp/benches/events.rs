@@ -26,25 +26,6 @@ const HELLO: &str = "dev.superapp.hello";
 /// Where the server's API is (`common::Server::base` ends in it).
 const API: &str = "/api/v1";
 
-async fn signed_up(http: &reqwest::Client, base: &str, name: &str) -> String {
-    let password = format!("{name}-password");
-    http.post(format!("{base}/accounts"))
-        .json(&json!({"username": name, "display_name": name, "password": password}))
-        .send()
-        .await
-        .expect("sign up");
-    let session: Value = http
-        .post(format!("{base}/sessions"))
-        .json(&json!({"username": name, "password": password}))
-        .send()
-        .await
-        .expect("sign in")
-        .json()
-        .await
-        .expect("session");
-    session["token"].as_str().expect("token").to_string()
-}
-
 /// What one run measured.
 struct Run {
     per_sec: f64,
@@ -120,7 +101,7 @@ async fn main() {
     let http = common::http_client();
     let mut tokens = Vec::new();
     for i in 0..200 {
-        tokens.push(signed_up(&http, &base, &format!("user{i}")).await);
+        tokens.push(load::signed_up(&http, &base, &format!("user{i}")).await);
     }
     let post = hyper::Method::POST;
     let event = (

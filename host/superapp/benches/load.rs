@@ -73,3 +73,31 @@ impl Conn {
             .await
     }
 }
+
+/// Sign up `name` (password `name-password`) at the API at `base` and sign
+/// in: the session token. Setup, not load: a pooled client is fine here.
+pub async fn signed_up(http: &reqwest::Client, base: &str, name: &str) -> String {
+    let password = format!("{name}-password");
+    let account = serde_json::json!({"username": name, "display_name": name, "password": password});
+    let created = http
+        .post(format!("{base}/accounts"))
+        .json(&account)
+        .send()
+        .await
+        .expect("sign up");
+    assert!(
+        created.status().is_success(),
+        "sign up: {}",
+        created.status()
+    );
+    let session: serde_json::Value = http
+        .post(format!("{base}/sessions"))
+        .json(&serde_json::json!({"username": name, "password": password}))
+        .send()
+        .await
+        .expect("sign in")
+        .json()
+        .await
+        .expect("session");
+    session["token"].as_str().expect("token").to_string()
+}

@@ -50,25 +50,6 @@ async fn post(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn user(http: &reqwest::Client, base: &str, name: &str) -> String {
-    let password = format!("{name}-password");
-    post(
-        http,
-        format!("{base}/accounts"),
-        None,
-        json!({"username": name, "display_name": name, "password": password}),
-    )
-    .await;
-    let (_, s) = post(
-        http,
-        format!("{base}/sessions"),
-        None,
-        json!({"username": name, "password": password}),
-    )
-    .await;
-    s["token"].as_str().expect("token").to_string()
-}
-
 async fn ws(
     base: &str,
     token: &str,
@@ -188,12 +169,12 @@ async fn main() {
     let mut rows: Vec<(String, String)> = Vec::new();
 
     // Users: one sender and 100 members.
-    let sender = user(&http, &base, "sender").await;
+    let sender = load::signed_up(&http, &base, "sender").await;
     let mut members = Vec::new();
     for i in 0..100 {
         members.push((
             format!("member{i}"),
-            user(&http, &base, &format!("member{i}")).await,
+            load::signed_up(&http, &base, &format!("member{i}")).await,
         ));
     }
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::auth::{Auth, ClientAddr, Json, Params};
 use super::error::ApiError;
 use super::AppState;
-use crate::host::{Transfer, TransferDone};
+use crate::host::{Transfer, TransferDone, AT_ONCE};
 use superapp_services::ledger::{AccountKind, AccountRef};
 
 /// Run `work` every second until the server shuts down, logging what
@@ -63,10 +63,12 @@ pub async fn sweep_throttles(state: AppState) {
     .await;
 }
 
-/// Expire unanswered payment sheets and tell their apps.
+/// Expire unanswered payment and document sheets and tell their apps
+/// (one host alone; several share the bus's work queue instead).
 pub async fn expire_orders(state: AppState) {
     every_second(state, "expire payment orders", |s| async move {
-        s.host.expire_orders().await.map(drop)
+        let jobs = s.host.due_expiries(superapp_core::now_secs(), 100)?;
+        s.host.run_jobs(&jobs).await
     })
     .await;
 }
@@ -75,7 +77,8 @@ pub async fn expire_orders(state: AppState) {
 /// time in the outbox, not here).
 pub async fn deliver_callbacks(state: AppState) {
     every_second(state, "send provider callbacks", |s| async move {
-        s.host.deliver_callbacks().await.map(drop)
+        let jobs = s.host.due_callbacks(superapp_core::now_secs(), AT_ONCE)?;
+        s.host.run_jobs(&jobs).await
     })
     .await;
 }

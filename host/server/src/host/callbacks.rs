@@ -11,29 +11,7 @@ use superapp_services::egress::{Method, Request};
 
 use super::{Host, HostError};
 
-/// Deliveries sent at once.
-const BATCH: usize = 16;
-
 impl Host {
-    /// Send every callback that is due; returns how many were delivered.
-    pub async fn deliver_callbacks(&self) -> Result<usize, HostError> {
-        let due = self.callbacks.due(superapp_core::now_secs(), BATCH)?;
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let sent = futures_util::future::join_all(
-            due.iter()
-                .map(|d| self.send_callback(d, Duration::from_secs(30))),
-        )
-        .await;
-        let mut delivered = 0;
-        for (d, result) in due.iter().zip(sent) {
-            delivered += usize::from(self.record_attempt(d, result)?);
-        }
-        self.flush().await?;
-        Ok(delivered)
-    }
-
     /// Send delivery `id` now, if it is still in the outbox, waiting at
     /// most `timeout`; whether the backend took it (otherwise it is
     /// retried as usual, the attempt on record).

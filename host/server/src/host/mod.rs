@@ -41,7 +41,7 @@ pub use backup::{BackupManifest, BACKUP_FORMAT, FILES, MANIFEST, SNAPSHOT};
 pub use demo::{demo_issuer_key, DemoUser, DEMO_INSURER, DEMO_PASSWORD, DEMO_USERS};
 pub use prompts::{Answer, Answered};
 pub use wallet::{Transfer, TransferDone};
-pub use work::Job;
+pub use work::{Job, AT_ONCE};
 
 use crate::config::{ServerConfig, StoreLocation};
 

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use superapp_core::{now_secs, Capability};
+use superapp_core::Capability;
 use superapp_runtime::bindings::superapp::plugin::types::{
     ConsentAnswer, DisclosedClaim, DocumentOutcome, Event, PaymentResult, Presentation,
 };
@@ -251,28 +251,6 @@ impl Host {
             outcome,
         });
         self.deliver(&order.user, &order.app, event).await
-    }
-
-    /// Expire the payment and document sheets whose time is up and tell
-    /// their apps; returns how many expired.
-    pub async fn expire_orders(&self) -> Result<usize, HostError> {
-        let now = now_secs();
-        let orders = self.orders.expire_due(now)?;
-        let requests = self.requests.expire_due(now)?;
-        if orders.is_empty() && requests.is_empty() {
-            return Ok(0);
-        }
-        self.flush().await?;
-        for order in &orders {
-            self.tell_app(order).await;
-        }
-        for request in &requests {
-            let outcome = DocumentOutcome::Declined("the request expired unanswered".into());
-            self.deliver(&request.user, &request.app, Event::Document(outcome))
-                .await;
-        }
-        self.flush().await?;
-        Ok(orders.len() + requests.len())
     }
 
     /// The user changes a decision: a grant becomes a denial (effective on

@@ -182,3 +182,38 @@ async fn a_transfer_is_idempotent_and_refuses_bad_input_before_moving_money() {
     assert_eq!(first.transfer.id, second.transfer.id);
     assert_eq!((balance(&host, &alice), balance(&host, &bob)), (300, 200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_naming_a_wrong_deadline_cannot_expire_an_order_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path());
+    let alice = user(&host, "alice").await;
+    let order = NewOrder {
+        amount: 300,
+        currency: "EUR".into(),
+        description: "a cup".into(),
+        idempotency_key: "k1".into(),
+        expires_in: None,
+    };
+    let order = host.orders.request(&alice.id, &shop(), &order).unwrap();
+    // As a job forged on the bus would say: due long ago.
+    let forged = super::Job::ExpireOrder {
+        id: order.id.clone(),
+        at: 0,
+    };
+    host.run_job(&forged, false).await.unwrap();
+    host.run_job(&forged, true).await.unwrap();
+    let kept = host.orders.get(&order.id).unwrap().unwrap();
+    assert_eq!(kept.state, OrderState::Pending, "not due yet: left alone");
+    // Its own deadline still stands: nothing is due before it.
+    let now = superapp_core::now_secs();
+    assert!(host.due_expiries(now, 10).unwrap().is_empty());
+    let due = host.due_expiries(order.expires_at, 10).unwrap();
+    assert_eq!(
+        due,
+        [super::Job::ExpireOrder {
+            id: order.id.clone(),
+            at: order.expires_at
+        }]
+    );
+}

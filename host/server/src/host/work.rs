@@ -3,7 +3,7 @@
 //! in the outbox. Each piece is a [`Job`] with a stable id, so that on
 //! several host processes (see `crate::work`) the processes can offer the
 //! same due work and a queue keeps one copy; one process alone runs the
-//! jobs itself, every second.
+//! jobs itself, every second ([`Host::run_jobs`]).
 //!
 //! Whoever runs a job, the store decides its effect once: an order or
 //! request is closed in a transaction that finds it still pending, and a
@@ -24,6 +24,8 @@ use super::{Host, HostError};
 
 /// How long one callback attempt may take.
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Jobs one process runs at once.
+pub const AT_ONCE: usize = 16;
 
 /// One piece of due work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,20 +55,44 @@ impl Host {
     /// The work due at `now`, oldest first within each kind, at most
     /// `limit` of each.
     pub fn due_work(&self, now: u64, limit: usize) -> Result<Vec<Job>, HostError> {
-        let mut jobs = Vec::new();
-        for (at, id) in self.orders.due(now, limit)? {
-            jobs.push(Job::ExpireOrder { id, at });
-        }
-        for (at, id) in self.requests.due(now, limit)? {
-            jobs.push(Job::ExpireRequest { id, at });
-        }
-        for d in self.callbacks.due(now, limit)? {
-            jobs.push(Job::Callback {
+        let mut jobs = self.due_expiries(now, limit)?;
+        jobs.extend(self.due_callbacks(now, limit)?);
+        Ok(jobs)
+    }
+
+    /// The sheets due to expire at `now`, at most `limit` of each kind.
+    pub fn due_expiries(&self, now: u64, limit: usize) -> Result<Vec<Job>, HostError> {
+        let orders = self.orders.due(now, limit)?.into_iter();
+        let requests = self.requests.due(now, limit)?.into_iter();
+        Ok(orders
+            .map(|(at, id)| Job::ExpireOrder { id, at })
+            .chain(requests.map(|(at, id)| Job::ExpireRequest { id, at }))
+            .collect())
+    }
+
+    /// The callbacks due at `now`, at most `limit`.
+    pub fn due_callbacks(&self, now: u64, limit: usize) -> Result<Vec<Job>, HostError> {
+        Ok(self
+            .callbacks
+            .due(now, limit)?
+            .into_iter()
+            .map(|d| Job::Callback {
                 id: d.id,
                 next_at: d.next_at,
-            });
+            })
+            .collect())
+    }
+
+    /// Run `jobs` in this process, [`AT_ONCE`] at a time (one host alone,
+    /// with no queue between processes). Every job is tried; the first
+    /// failure is returned after the others ran.
+    pub async fn run_jobs(&self, jobs: &[Job]) -> Result<(), HostError> {
+        let mut ran = Vec::with_capacity(jobs.len());
+        for batch in jobs.chunks(AT_ONCE) {
+            let runs = batch.iter().map(|job| self.run_job(job, false));
+            ran.extend(futures_util::future::join_all(runs).await);
         }
-        Ok(jobs)
+        ran.into_iter().collect()
     }
 
     /// Run `job`. `again` says it may have run before (a queue delivering
@@ -117,7 +143,10 @@ impl Host {
                 }
             }
             Job::Callback { id, next_at } => {
-                let waiting = self.callbacks.get(id)?.filter(|d| d.next_at == *next_at);
+                let waiting = self
+                    .callbacks
+                    .get(id)?
+                    .filter(|d| d.next_at == *next_at && d.next_at <= now);
                 if let Some(d) = waiting {
                     let result = self.send_callback(&d, CALLBACK_TIMEOUT).await;
                     self.record_attempt(&d, result)?;

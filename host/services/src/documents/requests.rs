@@ -491,21 +491,6 @@ impl Requests {
         })
     }
 
-    /// Expire every pending request whose time is up; returns them so
-    /// their apps can be told.
-    pub fn expire_due(&self, now: u64) -> Result<Vec<DocRequest>, DocumentError> {
-        let mut expired = Vec::new();
-        loop {
-            let due = self.due(now, 100)?;
-            if due.is_empty() {
-                return Ok(expired);
-            }
-            for (at, id) in due {
-                expired.extend(self.expire(at, &id, now)?);
-            }
-        }
-    }
-
     /// Up to `limit` expiry index entries due at `now`, oldest first, as
     /// (deadline, request id); each is closed by [`Requests::expire`].
     pub fn due(&self, now: u64, limit: usize) -> Result<Vec<(u64, String)>, DocumentError> {
@@ -519,14 +504,19 @@ impl Requests {
 
     /// Expire request `id`, indexed as due at `at`, if it is still pending
     /// and its time is up at `now`; the request when this call closed it,
-    /// `None` otherwise. One answered or gone has its stale index entry
-    /// dropped; one not yet due is left alone, whatever `at` says.
+    /// `None` otherwise. One answered or gone, or indexed at another time
+    /// than its own, has the stale entry dropped; one not yet due is left
+    /// alone.
     pub fn expire(&self, at: u64, id: &str, now: u64) -> Result<Option<DocRequest>, DocumentError> {
         let pending = self.get(id)?.filter(|r| r.state == RequestState::Pending);
-        if pending.as_ref().is_some_and(|r| r.expires_at > now) {
-            return Ok(None);
-        }
         let closed = match pending {
+            Some(req) if req.expires_at > now => {
+                if at == req.expires_at {
+                    return Ok(None);
+                }
+                // Not the request's own entry: a stale one goes.
+                None
+            }
             Some(req) => match self.close(&req.user, id, RequestState::Expired, &[], None) {
                 Ok(req) => Some(req),
                 Err(DocumentError::NotPending) => None,
@@ -535,7 +525,8 @@ impl Requests {
             None => None,
         };
         if closed.is_none() {
-            // Answered meanwhile, or gone: drop the stale entry.
+            // Answered meanwhile, gone, or indexed at another time than its
+            // own: drop the stale entry.
             let entry = superapp_store::deadlines::deadline_key(at, id);
             self.store.transact(&[Tree::DocRequests], |t| {
                 t.delete(Tree::DocRequests, &entry)?;

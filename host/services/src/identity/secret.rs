@@ -26,10 +26,9 @@ pub const SECRET_FILE: &str = "host-secret";
 #[derive(Clone)]
 pub struct Secrets {
     dir: PathBuf,
-    shared: Option<Arc<Store>>,
-    /// The store of a single host, which may hold the files of a shared
-    /// store it was restored from.
-    own: Option<Arc<Store>>,
+    /// The host's store: where the files live when it is shared; a single
+    /// host's may hold those of a shared store it was restored from.
+    store: Option<Arc<Store>>,
 }
 
 impl Secrets {
@@ -37,8 +36,7 @@ impl Secrets {
     pub fn in_dir(dir: &Path) -> Secrets {
         Secrets {
             dir: dir.to_path_buf(),
-            shared: None,
-            own: None,
+            store: None,
         }
     }
 
@@ -47,19 +45,22 @@ impl Secrets {
     pub fn for_store(dir: &Path, store: &Arc<Store>) -> Secrets {
         Secrets {
             dir: dir.to_path_buf(),
-            shared: store.shared().then(|| store.clone()),
-            own: (!store.shared()).then(|| store.clone()),
+            store: Some(store.clone()),
         }
     }
 
     /// Whether the files live in a shared store.
     pub fn shared(&self) -> bool {
-        self.shared.is_some()
+        self.shared_store().is_some()
+    }
+
+    fn shared_store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref().filter(|s| s.shared())
     }
 
     /// Where `file` is kept, for messages.
     pub fn describe(&self, file: &str) -> String {
-        match self.shared {
+        match self.shared_store() {
             Some(_) => format!("{file} (in the shared store)"),
             None => self.dir.join(file).display().to_string(),
         }
@@ -76,10 +77,10 @@ impl Secrets {
     ) -> anyhow::Result<Vec<u8>> {
         let path = self.dir.join(file);
         let key = format!("private/{file}");
-        let Some(store) = &self.shared else {
+        let Some(store) = self.shared_store() else {
             // A single host on records restored from a shared store: the
             // files come along from the store, not made anew.
-            if let (Some(own), false) = (&self.own, path.exists()) {
+            if let (Some(own), false) = (&self.store, path.exists()) {
                 if let Some(kept) = own.get_raw(Tree::Meta, key.as_bytes()).ok().flatten() {
                     return load_or_create_private(&path, || Ok(kept));
                 }

@@ -386,21 +386,6 @@ impl Orders {
         Ok(order)
     }
 
-    /// Expire every pending order whose time is up, oldest first; returns
-    /// them so their apps can be told.
-    pub fn expire_due(&self, now: u64) -> Result<Vec<Order>, OrderError> {
-        let mut expired = Vec::new();
-        loop {
-            let due = self.due(now, 100)?;
-            if due.is_empty() {
-                return Ok(expired);
-            }
-            for (at, id) in due {
-                expired.extend(self.expire(at, &id, now)?);
-            }
-        }
-    }
-
     /// Up to `limit` expiry index entries due at `now`, oldest first, as
     /// (deadline, order id); each is closed by [`Orders::expire`].
     pub fn due(&self, now: u64, limit: usize) -> Result<Vec<(u64, String)>, OrderError> {
@@ -416,15 +401,19 @@ impl Orders {
     /// and its time is up at `now`: the order, its sheet and its audit
     /// entry in one transaction, so however many sweepers race for it, one
     /// closes it. The order when this call closed it; `None` otherwise. An
-    /// order settled or gone has its stale index entry dropped; one not yet
-    /// due is left alone, whatever `at` says (a job naming a wrong deadline
-    /// changes nothing).
+    /// order settled or gone, or indexed at another time than its own, has
+    /// the stale entry dropped; one not yet due is left alone (a job naming
+    /// a wrong deadline changes nothing else).
     pub fn expire(&self, at: u64, id: &str, now: u64) -> Result<Option<Order>, OrderError> {
         Ok(self.store.transact(&audit::with(&ORDER_TREES), |t| {
             let order = txn_get::<Order>(t, Tree::Orders, &order_key(id))?;
             match order {
                 Some(mut order) if order.state == OrderState::Pending => {
                     if order.expires_at > now {
+                        if at != order.expires_at {
+                            // Not the order's own entry: a stale one goes.
+                            t.delete(Tree::Orders, &expiry_key(at, id))?;
+                        }
                         return Ok(None);
                     }
                     close(t, &mut order, OrderState::Expired)?;

@@ -89,12 +89,11 @@ impl TargetArgs {
             };
             return Ok(Target::Remote(Remote::new(server, credential)?));
         }
-        if let Some(url) = self.store.as_deref().filter(|u| !u.trim().is_empty()) {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                bail!("--store: expected a postgres:// URL");
-            }
+        use superapp_server::config::StoreLocation;
+        if let StoreLocation::Postgres { url, .. } = StoreLocation::parse(self.store.clone(), None)?
+        {
             // The URL may hold a password: the message never repeats it.
-            let store = Store::connect(url, 2)
+            let store = Store::connect(&url, 2)
                 .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?;
             return Ok(Target::Local(Local::on(store)?));
         }

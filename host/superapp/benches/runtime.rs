@@ -12,7 +12,7 @@
 //! allocator and `SUPERAPP_BENCH_LEAK_EVENTS` to change the leak check's
 //! length (default 100000).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ use stats::{env_or, median, micros, millis, percentile};
 
 /// Set in a child process: measure one cold start against this cache.
 const COLD_CHILD: &str = "SUPERAPP_BENCH_COLD_CHILD";
+/// The child's component, built by its parent: the child builds nothing.
+const COLD_COMPONENT: &str = "SUPERAPP_BENCH_COLD_COMPONENT";
 
 /// This process's resident set, in KiB.
 fn rss_kib() -> u64 {
@@ -143,19 +145,24 @@ fn main() -> anyhow::Result<()> {
     let events: usize = env_or("SUPERAPP_BENCH_EVENTS", 10_000);
     let rounds: usize = env_or("SUPERAPP_BENCH_ROUNDS", 3).max(1);
     let leak_events: usize = env_or("SUPERAPP_BENCH_LEAK_EVENTS", 100_000);
-    let hello = |name: &str| -> anyhow::Result<(superapp_core::Manifest, Vec<u8>)> {
+    let manifest = superapp_core::Manifest::load(&repo.join("plugins/hello/plugin.toml"))?;
+    if let (Ok(cache), Ok(component)) = (std::env::var(COLD_CHILD), std::env::var(COLD_COMPONENT)) {
+        return cold_child(Path::new(&cache), manifest, &std::fs::read(component)?);
+    }
+    let plugin = |name: &str| -> anyhow::Result<(superapp_core::Manifest, PathBuf)> {
         let dir = repo.join("plugins").join(name);
         let built = superapp_cli::plugin_build::build(&dir, None, false)?;
         Ok((
             superapp_core::Manifest::load(&dir.join("plugin.toml"))?,
-            std::fs::read(&built.component)?,
+            built.component,
         ))
     };
-    let (manifest, bytes) = hello("hello")?;
-
-    if let Ok(cache) = std::env::var(COLD_CHILD) {
-        return cold_child(Path::new(&cache), manifest, &bytes);
-    }
+    let hello = |name: &str| -> anyhow::Result<(superapp_core::Manifest, Vec<u8>)> {
+        let (manifest, component) = plugin(name)?;
+        Ok((manifest, std::fs::read(component)?))
+    };
+    let (_, component) = plugin("hello")?;
+    let bytes = std::fs::read(&component)?;
 
     let mut load_table = Table::new("superapp runtime benchmark: loading (hello)");
     load_table.row("component size", format!("{} KiB", bytes.len() / 1024));
@@ -196,7 +203,9 @@ fn main() -> anyhow::Result<()> {
     // processes, each timing its own runtime start, load and first event.
     let cold = |pool: Option<u32>| -> anyhow::Result<[u64; 3]> {
         let mut child = std::process::Command::new(std::env::current_exe()?);
-        child.env(COLD_CHILD, cache.path());
+        child
+            .env(COLD_CHILD, cache.path())
+            .env(COLD_COMPONENT, &component);
         if let Some(pool) = pool {
             child.env("SUPERAPP_BENCH_POOL", pool.to_string());
         }

@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
+use superapp_core::Capability;
+
 use crate::error::{Limit, RunError};
 use crate::scheduler::Load;
 
@@ -50,16 +52,29 @@ pub struct RuntimeMetrics {
     event_seconds: Histogram,
     breaches: Family<BreachLabels, Counter>,
     calls: Family<CallLabels, Histogram, fn() -> Histogram>,
+    /// Each capability's series of `calls`, looked up once: a host call
+    /// records its latency without building labels or hashing them.
+    call_series: [Histogram; Capability::ALL.len()],
     queue: Family<QueueLabels, Gauge>,
 }
 
 impl Default for RuntimeMetrics {
     fn default() -> Self {
+        let calls: Family<CallLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(seconds);
+        let call_series = Capability::ALL.map(|c| {
+            calls
+                .get_or_create(&CallLabels {
+                    capability: c.name().to_string(),
+                })
+                .clone()
+        });
         RuntimeMetrics {
             events: Family::default(),
             event_seconds: seconds(),
             breaches: Family::default(),
-            calls: Family::new_with_constructor(seconds),
+            calls,
+            call_series,
             queue: Family::default(),
         }
     }
@@ -97,17 +112,39 @@ impl RuntimeMetrics {
         );
     }
 
-    pub(crate) fn event(&self, app: &str, result: &Result<(), &RunError>, running: Duration) {
-        let outcome = match result {
-            Ok(()) => "ok",
-            Err(e) => e.code(),
-        };
+    /// The counter of `app`'s successful events, for [`RuntimeMetrics::event`]:
+    /// looked up once per loaded app rather than once per event.
+    pub(crate) fn ok_events(&self, app: &str) -> Counter {
         self.events
             .get_or_create(&EventLabels {
                 app: app.to_string(),
-                outcome: outcome.to_string(),
+                outcome: "ok".to_string(),
             })
-            .inc();
+            .clone()
+    }
+
+    /// Count an event of `app` (whose [`RuntimeMetrics::ok_events`] counter
+    /// is `ok`) and its running time.
+    pub(crate) fn event(
+        &self,
+        app: &str,
+        ok: &Counter,
+        result: &Result<(), &RunError>,
+        running: Duration,
+    ) {
+        match result {
+            Ok(()) => {
+                ok.inc();
+            }
+            Err(e) => {
+                self.events
+                    .get_or_create(&EventLabels {
+                        app: app.to_string(),
+                        outcome: e.code().to_string(),
+                    })
+                    .inc();
+            }
+        }
         if let Err(RunError::Limit { limit, .. }) = result {
             let kind = match limit {
                 Limit::Memory { .. } => "memory",
@@ -127,12 +164,10 @@ impl RuntimeMetrics {
         }
     }
 
-    pub(crate) fn host_call(&self, capability: &str, took: Duration) {
-        self.calls
-            .get_or_create(&CallLabels {
-                capability: capability.to_string(),
-            })
-            .observe(took.as_secs_f64());
+    pub(crate) fn host_call(&self, capability: Capability, took: Duration) {
+        if let Some(i) = Capability::ALL.iter().position(|c| *c == capability) {
+            self.call_series[i].observe(took.as_secs_f64());
+        }
     }
 
     /// Refresh the queue gauges (called when metrics are read).

@@ -186,6 +186,8 @@ pub struct App {
     sha256: String,
     imports: ImportReport,
     origin: Origin,
+    /// This app's series of successful events in the runtime's metrics.
+    ok_events: prometheus_client::metrics::counter::Counter,
 }
 
 impl App {
@@ -366,6 +368,7 @@ impl Runtime {
             .and_then(MiniProgramPre::new)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let limits = manifest.limits.capped_by(self.config.cap);
+        let ok_events = self.metrics.ok_events(&manifest.id);
         Ok(App {
             manifest: Arc::new(manifest),
             exports: Exports::find(&component)?,
@@ -374,6 +377,7 @@ impl Runtime {
             sha256,
             imports,
             origin,
+            ok_events,
         })
     }
 
@@ -404,8 +408,12 @@ impl Runtime {
         let result = self
             .execute(app, services, invocation, call, &mut running)
             .await;
-        self.metrics
-            .event(&app.manifest.id, &result.as_ref().map(|_| ()), running);
+        self.metrics.event(
+            &app.manifest.id,
+            &app.ok_events,
+            &result.as_ref().map(|_| ()),
+            running,
+        );
         result
     }
 
@@ -417,7 +425,8 @@ impl Runtime {
         call: &Call,
         running_time: &mut Duration,
     ) -> Result<view::View, RunError> {
-        let label = app.manifest.label();
+        // Named in errors only: formatted when one happens.
+        let label = || app.manifest.label();
         let limits = app.limits;
         let patient = matches!(call, Call::Event(e) if !matches!(e, Event::Action(_)));
         let turn = self
@@ -425,7 +434,7 @@ impl Runtime {
             .start(&app.manifest.id, patient)
             .await
             .map_err(|reason| RunError::Overloaded {
-                app: label.clone(),
+                app: label(),
                 reason,
             })?;
         let state = HostState::new(
@@ -453,7 +462,7 @@ impl Runtime {
                     if let (Some(at), Some(capability)) =
                         (entered.take(), ctx.data().calling.take())
                     {
-                        metrics.host_call(capability.name(), at.elapsed());
+                        metrics.host_call(capability, at.elapsed());
                     }
                 }
                 CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
@@ -530,24 +539,30 @@ impl Runtime {
         let state = store.data_mut();
         match outcome {
             None => Err(RunError::Limit {
-                app: label,
+                app: label(),
                 limit: Limit::Time {
                     limit_ms: limits.time_ms,
                 },
             }),
-            Some(Err((instantiating, e))) => Err(failure(label, state, instantiating, e)),
-            Some(Ok(Err(error))) => Err(RunError::App { app: label, error }),
+            Some(Err((instantiating, e))) => Err(failure(label(), state, instantiating, e)),
+            Some(Ok(Err(error))) => Err(RunError::App {
+                app: label(),
+                error,
+            }),
             Some(Ok(Ok(raw))) => view::validate(&raw, &limits).map_err(|error| match error {
                 ViewError::TooManyNodes { .. }
                 | ViewError::TooManyBytes { .. }
                 | ViewError::TooDeep
                 | ViewError::StringTooLong(_) => RunError::Limit {
-                    app: label,
+                    app: label(),
                     limit: Limit::View {
                         detail: error.to_string(),
                     },
                 },
-                error => RunError::InvalidView { app: label, error },
+                error => RunError::InvalidView {
+                    app: label(),
+                    error,
+                },
             }),
         }
     }

@@ -179,6 +179,10 @@ fn insert(txn: &dyn Txn, c: &Stored) -> Result<(), StoreError> {
 /// by hashing the id), which keeps store transactions from conflicting.
 const LOCK_STRIPES: usize = 256;
 
+/// Conversations kept decoded in memory; past this many the cache starts
+/// over (each entry is one conversation's id, title and members).
+const CONVERSATION_CACHE: usize = 100_000;
+
 pub struct Messaging {
     store: Arc<Store>,
     hub: Arc<Hub>,
@@ -187,6 +191,11 @@ pub struct Messaging {
     /// Newest seq per conversation, read from the store on first use and
     /// kept current by `send` under the conversation's lock stripe.
     last_seqs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Stored conversations by id, decoded once: a conversation's record
+    /// never changes after it is created (members are fixed at creation),
+    /// so a send checks membership without reading the store. Whatever
+    /// comes to change a stored conversation must drop its entry here.
+    conversations: std::sync::Mutex<std::collections::HashMap<String, Arc<Stored>>>,
     /// Messages stored (users' and apps'), for `/metrics`.
     sent: prometheus_client::metrics::counter::Counter,
 }
@@ -209,6 +218,7 @@ impl Messaging {
             config,
             stripes,
             last_seqs: Default::default(),
+            conversations: Default::default(),
             sent: Default::default(),
         }
     }
@@ -296,20 +306,40 @@ impl Messaging {
         Ok(stored.with_last_seq(0))
     }
 
+    /// The stored conversation `id`, from memory when it was read before.
+    fn conversation(&self, id: &str) -> Result<Option<Arc<Stored>>, MessagingError> {
+        let cache = || self.conversations.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache().get(id) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(stored) = self
+            .store
+            .get::<Stored>(Tree::Conversations, id.as_bytes())?
+        else {
+            return Ok(None);
+        };
+        let stored = Arc::new(stored);
+        let mut cache = cache();
+        if cache.len() >= CONVERSATION_CACHE {
+            cache.clear();
+        }
+        cache.insert(id.to_string(), stored.clone());
+        Ok(Some(stored))
+    }
+
     /// The stored conversation, if `me` is a member.
     fn stored(&self, me: &User, id: &str) -> Result<Stored, MessagingError> {
-        self.store
-            .get::<Stored>(Tree::Conversations, id.as_bytes())?
+        self.conversation(id)?
             .filter(|c| c.members.contains(&me.id))
+            .map(|c| Stored::clone(&c))
             .ok_or(MessagingError::NotFound)
     }
 
     /// The stored conversation, if `sender` may append to it: members of
     /// direct and group conversations; for a service conversation, only the
     /// app's service account (users read it, they do not write into it).
-    fn stored_for(&self, sender: &str, id: &str) -> Result<Stored, MessagingError> {
-        self.store
-            .get::<Stored>(Tree::Conversations, id.as_bytes())?
+    fn stored_for(&self, sender: &str, id: &str) -> Result<Arc<Stored>, MessagingError> {
+        self.conversation(id)?
             .filter(|c| match c.kind {
                 Kind::Service => c.created_by == sender,
                 Kind::Direct | Kind::Group => c.members.iter().any(|m| m == sender),
@@ -362,12 +392,10 @@ impl Messaging {
             .scan(Tree::Memberships, &prefix, None, usize::MAX, false)?
         {
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let Some(stored) = self
-                .store
-                .get::<Stored>(Tree::Conversations, id.as_bytes())?
-            else {
+            let Some(stored) = self.conversation(&id)? else {
                 continue;
             };
+            let stored = Stored::clone(&stored);
             let last_seq = self.last_seq(&id)?;
             let last_message = match last_seq {
                 0 => None,
@@ -525,7 +553,7 @@ impl Messaging {
                 self.store.durable().await?;
                 return Ok((message, false));
             }
-            return self.announce(stripe, conversation.members, message).await;
+            return self.announce(stripe, conversation, message).await;
         }
         if let Some(existing) = self.sent_before(id, sender, client_id, &dedup)? {
             drop(stripe);
@@ -548,7 +576,7 @@ impl Messaging {
             .insert(id.to_string(), seq);
         // The sender has read their own message.
         self.store.put(Tree::ReadMarks, &key(&[id, sender]), &seq)?;
-        self.announce(stripe, conversation.members, message).await
+        self.announce(stripe, conversation, message).await
     }
 
     /// Append `draft` on a store other host processes share, in one
@@ -594,7 +622,7 @@ impl Messaging {
     async fn announce(
         &self,
         stripe: tokio::sync::MutexGuard<'_, ()>,
-        members: Vec<String>,
+        conversation: Arc<Stored>,
         message: Message,
     ) -> Result<(Message, bool), MessagingError> {
         let hub = self.hub.clone();
@@ -607,7 +635,9 @@ impl Messaging {
         );
         let durable = self
             .store
-            .commit_then(Some(Box::new(move || hub.publish(&members, &frame))));
+            .commit_then(Some(Box::new(move || {
+                hub.publish(&conversation.members, &frame)
+            })));
         drop(stripe);
         durable.await?;
         self.sent.inc();
@@ -678,6 +708,45 @@ mod tests {
             display_name: id.into(),
             created_at: 0,
         }
+    }
+
+    #[tokio::test]
+    async fn a_conversation_read_from_memory_still_refuses_outsiders() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let messaging = Messaging::new(
+            store.clone(),
+            Arc::new(Hub::new(8)),
+            MessagingConfig::default(),
+        );
+        let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+        let direct = messaging.direct(&alice, &bob).await.unwrap();
+        let group = messaging
+            .group(&alice, "trip", std::slice::from_ref(&bob))
+            .await
+            .unwrap();
+        let service = messaging
+            .notify(&alice.id, "org.example.app", "App", "welcome", None)
+            .await
+            .unwrap();
+        for id in [&direct.id, &group.id] {
+            // The members' sends and reads put the conversation in memory.
+            messaging.send(&alice, id, "a1", "hi").await.unwrap();
+            messaging.sync(&bob, id, 0, 10).unwrap();
+            let sent = messaging.send(&carol, id, "c1", "let me in").await;
+            assert!(matches!(sent, Err(MessagingError::NotFound)), "{sent:?}");
+            let read = messaging.sync(&carol, id, 0, 10);
+            assert!(matches!(read, Err(MessagingError::NotFound)), "{read:?}");
+        }
+        // A service conversation is the app's to write into, not the user's.
+        let id = &service.conversation_id;
+        messaging.sync(&alice, id, 0, 10).unwrap();
+        let sent = messaging.send(&alice, id, "a2", "reply").await;
+        assert!(matches!(sent, Err(MessagingError::NotFound)), "{sent:?}");
+        // What the store holds is what memory answers.
+        let stored = messaging.get(&bob, &group.id).unwrap();
+        assert_eq!(stored.members, group.members);
+        assert_eq!(stored.last_seq, 1);
     }
 
     #[tokio::test]

@@ -633,11 +633,9 @@ impl Messaging {
             })
             .expect("frames serialize"),
         );
-        let durable = self
-            .store
-            .commit_then(Some(Box::new(move || {
-                hub.publish(&conversation.members, &frame)
-            })));
+        let durable = self.store.commit_then(Some(Box::new(move || {
+            hub.publish(&conversation.members, &frame)
+        })));
         drop(stripe);
         durable.await?;
         self.sent.inc();

@@ -15,6 +15,84 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 pub struct SledBackend {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    files: Files,
+}
+
+/// What a flush must sync beyond what sled itself does. sled writes its log
+/// buffers with `sync_file_range`, which puts the data on the device but
+/// neither flushes the device's write cache nor records the file's new
+/// length, and it writes a value too large for a log segment (a package, a
+/// document) to a file of its own under `blobs/` without syncing it at all.
+/// Both survive a killed process but not a lost machine, so every flush also
+/// syncs the log file and any blob written since the last flush.
+struct Files {
+    log: std::fs::File,
+    blobs: std::path::PathBuf,
+    /// When the blobs were last synced, and the blob folder's modification
+    /// time then: while that time stays the same, no blob was added.
+    synced: std::sync::Mutex<Option<(std::time::SystemTime, std::time::SystemTime)>>,
+}
+
+/// How far before the last sync a blob's modification time may lie and the
+/// blob still be synced again: covers coarse file-system clocks.
+const BLOB_CLOCK_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Files {
+    fn open(dir: &Path) -> Result<Files, StoreError> {
+        let log = std::fs::File::open(dir.join("db")).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot open the store's log in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Files {
+            log,
+            blobs: dir.join("blobs"),
+            synced: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError::Backend(format!("cannot sync the store: {e}"));
+        self.log.sync_data().map_err(io)?;
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = match std::fs::metadata(&self.blobs) {
+            Ok(meta) => meta.modified().map_err(io)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        if synced.is_some_and(|(_, seen)| seen == changed) {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now();
+        let since = synced.and_then(|(at, _)| at.checked_sub(BLOB_CLOCK_SLACK));
+        sync_files_since(&self.blobs, since).map_err(io)?;
+        *synced = Some((now, changed));
+        Ok(())
+    }
+}
+
+/// Sync every file in `dir` modified at or after `since` (all of them
+/// without it), then the folder itself, so new files keep their names.
+/// Returns how many files were synced. A file removed meanwhile is skipped.
+fn sync_files_since(dir: &Path, since: Option<std::time::SystemTime>) -> std::io::Result<usize> {
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() || since.is_some_and(|t| meta.modified().is_ok_and(|m| m < t)) {
+            continue;
+        }
+        file.sync_all()?;
+        count += 1;
+    }
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(count)
 }
 
 /// sled reports a held lock as an `Other` I/O error naming it, with the
@@ -75,7 +153,8 @@ impl SledBackend {
             .map(|t| db.open_tree(t.name()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(backend_error)?;
-        Ok(SledBackend { db, trees })
+        let files = Files::open(dir)?;
+        Ok(SledBackend { db, trees, files })
     }
 
     fn tree(&self, tree: Tree) -> &sled::Tree {
@@ -232,7 +311,8 @@ impl Backend for SledBackend {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(backend_error)
+        self.db.flush().map_err(backend_error)?;
+        self.files.sync()
     }
 
     fn for_each(
@@ -250,6 +330,45 @@ impl Backend for SledBackend {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_flush_syncs_the_blobs_written_since_the_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        for name in ["old", "new-1", "new-2"] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("folder")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("old"))
+            .unwrap()
+            .set_modified(now - std::time::Duration::from_secs(3600))
+            .unwrap();
+        let since = now - std::time::Duration::from_secs(10);
+        assert_eq!(super::sync_files_since(dir.path(), Some(since)).unwrap(), 2);
+        assert_eq!(super::sync_files_since(dir.path(), None).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_value_too_large_for_the_log_survives_a_flush_and_reopen() {
+        use crate::backend::{Backend, Tree};
+        let dir = tempfile::tempdir().unwrap();
+        // Past a quarter of sled's 512 KiB segment, a node is a blob file.
+        let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        {
+            let b = super::SledBackend::open(dir.path()).unwrap();
+            b.put(Tree::Meta, b"package", &big).unwrap();
+            b.flush().unwrap();
+            let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+            assert!(blobs > 0, "the value went to a blob file");
+            b.put(Tree::Meta, b"small", b"x").unwrap();
+            b.flush().unwrap();
+        }
+        let b = super::SledBackend::open(dir.path()).unwrap();
+        assert_eq!(b.get(Tree::Meta, b"package").unwrap(), Some(big));
+        assert_eq!(b.get(Tree::Meta, b"small").unwrap(), Some(b"x".to_vec()));
+    }
+
     #[test]
     fn a_store_reopens_right_after_a_close_but_not_while_another_holds_it() {
         use crate::backend::{Backend, Tree};

@@ -179,9 +179,18 @@ fn insert(txn: &dyn Txn, c: &Stored) -> Result<(), StoreError> {
 /// by hashing the id), which keeps store transactions from conflicting.
 const LOCK_STRIPES: usize = 256;
 
-/// Conversations kept decoded in memory; past this many the cache starts
-/// over (each entry is one conversation's id, title and members).
-const CONVERSATION_CACHE: usize = 100_000;
+/// Conversations kept decoded in memory, and their members in all; past
+/// either the cache starts over. Members bound its memory (each is an id of
+/// a few dozen bytes) whatever the groups' sizes: about 40 MiB at most.
+const CACHED_CONVERSATIONS: usize = 100_000;
+const CACHED_MEMBERS: usize = 500_000;
+
+/// Stored conversations by id, and how many members they hold in all.
+#[derive(Default)]
+struct ConversationCache {
+    by_id: std::collections::HashMap<String, Arc<Stored>>,
+    members: usize,
+}
 
 pub struct Messaging {
     store: Arc<Store>,
@@ -195,7 +204,7 @@ pub struct Messaging {
     /// never changes after it is created (members are fixed at creation),
     /// so a send checks membership without reading the store. Whatever
     /// comes to change a stored conversation must drop its entry here.
-    conversations: std::sync::Mutex<std::collections::HashMap<String, Arc<Stored>>>,
+    conversations: std::sync::Mutex<ConversationCache>,
     /// Messages stored (users' and apps'), for `/metrics`.
     sent: prometheus_client::metrics::counter::Counter,
 }
@@ -309,7 +318,7 @@ impl Messaging {
     /// The stored conversation `id`, from memory when it was read before.
     fn conversation(&self, id: &str) -> Result<Option<Arc<Stored>>, MessagingError> {
         let cache = || self.conversations.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = cache().get(id) {
+        if let Some(c) = cache().by_id.get(id) {
             return Ok(Some(c.clone()));
         }
         let Some(stored) = self
@@ -320,10 +329,15 @@ impl Messaging {
         };
         let stored = Arc::new(stored);
         let mut cache = cache();
-        if cache.len() >= CONVERSATION_CACHE {
-            cache.clear();
+        if cache.by_id.len() >= CACHED_CONVERSATIONS
+            || cache.members + stored.members.len() > CACHED_MEMBERS
+        {
+            *cache = ConversationCache::default();
         }
-        cache.insert(id.to_string(), stored.clone());
+        if let Some(old) = cache.by_id.insert(id.to_string(), stored.clone()) {
+            cache.members -= old.members.len();
+        }
+        cache.members += stored.members.len();
         Ok(Some(stored))
     }
 

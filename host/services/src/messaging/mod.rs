@@ -186,10 +186,43 @@ const CACHED_CONVERSATIONS: usize = 100_000;
 const CACHED_MEMBERS: usize = 500_000;
 
 /// Stored conversations by id, and how many members they hold in all.
-#[derive(Default)]
 struct ConversationCache {
     by_id: std::collections::HashMap<String, Arc<Stored>>,
     members: usize,
+    max_conversations: usize,
+    max_members: usize,
+}
+
+impl Default for ConversationCache {
+    fn default() -> Self {
+        ConversationCache::with_limits(CACHED_CONVERSATIONS, CACHED_MEMBERS)
+    }
+}
+
+impl ConversationCache {
+    fn with_limits(max_conversations: usize, max_members: usize) -> Self {
+        ConversationCache {
+            by_id: Default::default(),
+            members: 0,
+            max_conversations,
+            max_members,
+        }
+    }
+
+    /// Keep `stored` (in place of an earlier copy), starting over first if
+    /// it would pass either limit.
+    fn insert(&mut self, stored: Arc<Stored>) {
+        let replaced = self.by_id.get(&stored.id).map(|c| c.members.len());
+        let conversations = self.by_id.len() + usize::from(replaced.is_none());
+        let members = self.members - replaced.unwrap_or(0) + stored.members.len();
+        if conversations > self.max_conversations || members > self.max_members {
+            self.by_id.clear();
+            self.members = stored.members.len();
+        } else {
+            self.members = members;
+        }
+        self.by_id.insert(stored.id.clone(), stored);
+    }
 }
 
 pub struct Messaging {
@@ -328,16 +361,7 @@ impl Messaging {
             return Ok(None);
         };
         let stored = Arc::new(stored);
-        let mut cache = cache();
-        if cache.by_id.len() >= CACHED_CONVERSATIONS
-            || cache.members + stored.members.len() > CACHED_MEMBERS
-        {
-            *cache = ConversationCache::default();
-        }
-        if let Some(old) = cache.by_id.insert(id.to_string(), stored.clone()) {
-            cache.members -= old.members.len();
-        }
-        cache.members += stored.members.len();
+        cache().insert(stored.clone());
         Ok(Some(stored))
     }
 
@@ -722,8 +746,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_conversation_read_from_memory_still_refuses_outsiders() {
+    /// Messaging over a fresh store in a temporary folder (kept alive by
+    /// the returned guard).
+    fn messaging() -> (tempfile::TempDir, Arc<Store>, Messaging) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let messaging = Messaging::new(
@@ -731,6 +756,43 @@ mod tests {
             Arc::new(Hub::new(8)),
             MessagingConfig::default(),
         );
+        (dir, store, messaging)
+    }
+
+    #[test]
+    fn the_conversation_cache_stays_within_its_members() {
+        let conversation = |id: &str, members: usize| {
+            Arc::new(Stored {
+                id: id.into(),
+                kind: Kind::Group,
+                title: None,
+                members: (0..members).map(|m| format!("user-{m}")).collect(),
+                created_by: "user-0".into(),
+                created_at: 0,
+            })
+        };
+        let mut cache = ConversationCache::with_limits(3, 10);
+        for (i, size) in [4, 4, 1, 6, 2, 2, 2, 9].into_iter().enumerate() {
+            cache.insert(conversation(&format!("c{i}"), size));
+            assert!(cache.members <= 10 && cache.by_id.len() <= 3);
+            assert_eq!(
+                cache.members,
+                cache.by_id.values().map(|c| c.members.len()).sum::<usize>()
+            );
+            assert!(
+                cache.by_id.contains_key(&format!("c{i}")),
+                "the newest is kept"
+            );
+        }
+        // Reading one again replaces it without counting it twice.
+        cache.insert(conversation("c8", 1));
+        cache.insert(conversation("c7", 9));
+        assert_eq!((cache.by_id.len(), cache.members), (2, 10));
+    }
+
+    #[tokio::test]
+    async fn a_conversation_read_from_memory_still_refuses_outsiders() {
+        let (_dir, _store, messaging) = messaging();
         let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
         let direct = messaging.direct(&alice, &bob).await.unwrap();
         let group = messaging
@@ -763,13 +825,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_index_entry_without_its_message_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let messaging = Messaging::new(
-            store.clone(),
-            Arc::new(Hub::new(8)),
-            MessagingConfig::default(),
-        );
+        let (_dir, store, messaging) = messaging();
         let (alice, bob) = (user("alice"), user("bob"));
         let c = messaging.direct(&alice, &bob).await.unwrap();
         // What a crash between the two writes of a send can leave behind.

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::common::*;
@@ -198,4 +199,227 @@ async fn a_responsive_peer_stays_connected() {
         .await
         .expect("still connected");
     assert_eq!(frame["message"]["text"], "still there?");
+}
+
+/// Send `frame` over `ws` as JSON text.
+async fn ws_send(ws: &mut Ws, frame: serde_json::Value) {
+    ws.send(WsMessage::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next frame of `ws` whose type is `kind` (pushes of other types are
+/// skipped), or a panic after `wait`.
+async fn next_of(ws: &mut Ws, kind: &str, wait: Duration) -> serde_json::Value {
+    loop {
+        let frame = next_message(ws, wait)
+            .await
+            .unwrap_or_else(|| panic!("no {kind} frame"));
+        if frame["type"] == kind || frame["type"] == "error" && kind != "message" {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sends_over_the_websocket_are_stored_in_order_and_acknowledged_once_durable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = Server::start_in(&dir, &[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+    let mut alice_ws = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    let mut bob_ws = ws_connect(&server, bob.token.as_ref().unwrap()).await;
+    let mut alice_laptop = ws_connect(&server, &alice.login("alice", "alice-password").await).await;
+    let alice_id = alice.get("/me").await.1["id"].clone();
+
+    // Pipelined: every send goes out before any acknowledgement is read.
+    let total = 40u64;
+    for i in 0..total {
+        ws_send(
+            &mut alice_ws,
+            json!({"type": "send", "conversation_id": c, "client_id": format!("w{i}"), "text": format!("over the socket {i}")}),
+        )
+        .await;
+    }
+    for i in 0..total {
+        let ack = next_of(&mut alice_ws, "sent", Duration::from_secs(10)).await;
+        assert_eq!(ack["type"], "sent", "{ack}");
+        assert_eq!(ack["client_id"], format!("w{i}"), "acknowledged in order");
+        assert_eq!(ack["created"], true);
+        assert_eq!(
+            ack["message"]["seq"].as_u64(),
+            Some(i + 1),
+            "stored in order"
+        );
+        assert_eq!(ack["message"]["sender"], alice_id);
+    }
+    // Every other session gets the pushes; the sending one got the
+    // acknowledgements instead.
+    for ws in [&mut bob_ws, &mut alice_laptop] {
+        for i in 0..total {
+            let push = next_of(ws, "message", Duration::from_secs(10)).await;
+            assert_eq!(push["message"]["seq"].as_u64(), Some(i + 1));
+            assert_eq!(push["message"]["text"], format!("over the socket {i}"));
+        }
+    }
+    assert!(
+        next_message(&mut alice_ws, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no echo to the sending session"
+    );
+
+    // A repeated client id is stored once, over either path.
+    ws_send(
+        &mut alice_ws,
+        json!({"type": "send", "conversation_id": c, "client_id": "w3", "text": "again"}),
+    )
+    .await;
+    let ack = next_of(&mut alice_ws, "sent", Duration::from_secs(5)).await;
+    assert_eq!(ack["created"], false, "{ack}");
+    assert_eq!(ack["message"]["seq"].as_u64(), Some(4));
+    assert_eq!(ack["message"]["text"], "over the socket 3");
+    let (status, body) = alice.send(&c, "w5", "again over http").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["seq"].as_u64(), Some(6));
+
+    // Acknowledged means durable: all of it is there after kill -9.
+    server.kill9();
+    let restarted = Server::start_in(&dir, &[]);
+    let mut alice = Client::new(&restarted);
+    alice.token = Some(alice.login("alice", "alice-password").await);
+    let stored = alice.messages(&c, 0).await;
+    assert_eq!(stored.len() as u64, total);
+    for (i, m) in stored.iter().enumerate() {
+        assert_eq!(m["client_id"], format!("w{i}"));
+    }
+}
+
+#[tokio::test]
+async fn a_bad_send_over_the_websocket_gets_the_http_routes_error_and_the_connection_stays() {
+    let server = Server::start(&[("SUPERAPP_MAX_MESSAGE_BYTES", "100")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let _bob = Client::signed_up(&server, "bob").await;
+    let carol = Client::signed_up(&server, "carol").await;
+    let c = alice.direct_with("bob").await;
+    let mut carol_ws = ws_connect(&server, carol.token.as_ref().unwrap()).await;
+    let cases = [
+        // Somebody else's conversation: the same answer as over HTTP.
+        (
+            json!({"type": "send", "conversation_id": c, "client_id": "x1", "text": "let me in"}),
+            "x1",
+        ),
+        (
+            json!({"type": "send", "conversation_id": "no-such", "client_id": "x2", "text": "hi"}),
+            "x2",
+        ),
+        (
+            json!({"type": "send", "conversation_id": c, "client_id": "x3", "text": "x".repeat(101)}),
+            "x3",
+        ),
+        (
+            json!({"type": "send", "conversation_id": c, "client_id": "", "text": "hi"}),
+            "",
+        ),
+    ];
+    for (frame, client_id) in cases {
+        let path = format!(
+            "/conversations/{}/messages",
+            frame["conversation_id"].as_str().unwrap()
+        );
+        let (http_status, http_body) = carol
+            .post(
+                &path,
+                json!({"client_id": frame["client_id"], "text": frame["text"]}),
+            )
+            .await;
+        ws_send(&mut carol_ws, frame).await;
+        let answer = next_of(&mut carol_ws, "error", Duration::from_secs(5)).await;
+        assert_eq!(answer["type"], "error", "{answer}");
+        assert_eq!(answer["client_id"], client_id);
+        assert_eq!(
+            answer["status"].as_u64(),
+            Some(http_status.as_u16() as u64),
+            "{answer}"
+        );
+        assert_eq!(
+            answer["error"]["code"], http_body["error"]["code"],
+            "{answer}"
+        );
+    }
+    // Frames that are not sends at all.
+    for bad in [
+        "not json".to_string(),
+        json!({"type": "send", "conversation_id": c}).to_string(),
+        json!({"type": "delete-everything"}).to_string(),
+        json!({"type": "send", "conversation_id": c, "client_id": "y", "text": "t", "sender": "alice"}).to_string(),
+    ] {
+        carol_ws.send(WsMessage::Text(bad.clone().into())).await.unwrap();
+        let answer = next_of(&mut carol_ws, "error", Duration::from_secs(5)).await;
+        assert_eq!(answer["status"].as_u64(), Some(400), "{bad}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid-request");
+        assert!(answer["client_id"].is_null());
+    }
+    carol_ws
+        .send(WsMessage::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    let answer = next_of(&mut carol_ws, "error", Duration::from_secs(5)).await;
+    assert_eq!(answer["status"].as_u64(), Some(400), "{answer}");
+    // Nothing of that was stored, and the connection still works.
+    assert!(alice.messages(&c, 0).await.is_empty());
+    let own = carol.direct_with("alice").await;
+    ws_send(
+        &mut carol_ws,
+        json!({"type": "send", "conversation_id": own, "client_id": "ok", "text": "hello"}),
+    )
+    .await;
+    let ack = next_of(&mut carol_ws, "sent", Duration::from_secs(5)).await;
+    assert_eq!(ack["type"], "sent", "{ack}");
+}
+
+#[tokio::test]
+async fn a_websocket_closes_when_its_session_ends() {
+    let server = Server::start(&[("SUPERAPP_HEARTBEAT_SECS", "1")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let _bob = Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+    let mut sending = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    let mut listening = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    let (s, _) = alice
+        .call(reqwest::Method::DELETE, "/sessions/current", None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    // A send after the logout is refused by closing the connection...
+    ws_send(
+        &mut sending,
+        json!({"type": "send", "conversation_id": c, "client_id": "late", "text": "after logout"}),
+    )
+    .await;
+    assert_eq!(close_code(&mut sending, Duration::from_secs(5)).await, 4001);
+    // ...and a connection that only listens is closed at the next heartbeat.
+    assert_eq!(
+        close_code(&mut listening, Duration::from_secs(5)).await,
+        4001
+    );
+    let mut alice = alice;
+    alice.token = Some(alice.login("alice", "alice-password").await);
+    assert!(alice.messages(&c, 0).await.is_empty(), "nothing was stored");
+}
+
+/// The code of the close frame `ws` gets within `wait`.
+async fn close_code(ws: &mut Ws, wait: Duration) -> u16 {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(WsMessage::Close(frame)))) => {
+                return u16::from(frame.expect("a close frame with a code").code)
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
 }

@@ -224,13 +224,22 @@ impl Store {
     /// Wait until every write made before this call is on disk. Concurrent
     /// callers share one flush; when every write so far is durable already
     /// (a caller that only read, on a store nobody is writing), there is
-    /// nothing to wait for.
-    pub async fn durable(&self) -> Result<(), StoreError> {
+    /// nothing to wait for. The writes counted are those made before this
+    /// call, not before the first poll, so the future borrows nothing and
+    /// can be awaited later (a WebSocket session acknowledges its sends in
+    /// order while it goes on reading).
+    pub fn durable(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let p = &self.progress;
-        if p.durable.load(Ordering::SeqCst) >= p.written.load(Ordering::SeqCst) {
-            return Ok(());
+        let pending = p.durable.load(Ordering::SeqCst) < p.written.load(Ordering::SeqCst);
+        let commit = pending.then(|| self.commit_then(None));
+        async move {
+            match commit {
+                Some(commit) => commit.await,
+                None => Ok(()),
+            }
         }
-        self.commit_then(None).await
     }
 
     /// Counts a write when dropped, that is after the write call returned,

@@ -6,7 +6,9 @@
 //!
 //! Run with `cargo bench -p superapp --bench events`.
 //! `SUPERAPP_BENCH_SECONDS` (default 5) sets each run's length,
-//! `SUPERAPP_BENCH_ROUNDS` (default 3) the runs whose median is shown.
+//! `SUPERAPP_BENCH_ROUNDS` (default 3) the runs whose median is shown,
+//! `SUPERAPP_BENCH_ONLY` (say `events` or `launches`) runs only the measures
+//! whose name contains it (for a profile of one kind of request).
 
 use std::time::{Duration, Instant};
 
@@ -93,6 +95,7 @@ async fn drive(
 async fn main() {
     let secs: u64 = env_or("SUPERAPP_BENCH_SECONDS", 5);
     let rounds: usize = env_or("SUPERAPP_BENCH_ROUNDS", 3).max(1);
+    let only: String = env_or("SUPERAPP_BENCH_ONLY", String::new());
     let setup = common::setup(&["hello"]);
     // One app takes the whole queue here (the default lets one app fill a
     // quarter of it, for fairness among many): a single-app load.
@@ -132,6 +135,9 @@ async fn main() {
             200,
         ),
     ] {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let mut rates = Vec::new();
         let mut p50 = Vec::new();
         let mut p99 = Vec::new();

@@ -1,37 +1,143 @@
-//! `GET /api/v1/ws`: live pushes of new messages. The server pings every
+//! `GET /api/v1/ws`: live pushes of new messages, and sending messages
+//! without a request per message.
+//!
+//! The server pushes `{"type":"message","message":…}`; it pings every
 //! heartbeat interval and closes a connection that stays silent for three;
 //! a connection whose queue overflows is closed with code 4008 and the
 //! client resyncs with `GET …/messages?after=SEQ`.
+//!
+//! A client sends `{"type":"send","conversation_id","client_id","text"}`
+//! and gets `{"type":"sent","client_id","created","message"}` once the
+//! message is durable (instead of the message's push, which goes to every
+//! other session of the conversation's members), or `{"type":"error","client_id","status","error"}`
+//! with the same status and error the HTTP route would answer. Sends are
+//! stored in the order they arrive and acknowledged in that order; a client
+//! may have up to [`MAX_IN_FLIGHT`] unacknowledged (past that the server
+//! stops reading until acknowledgements go out). A send repeated with its
+//! client id is stored once, as over HTTP, so a client that lost its
+//! connection before an acknowledgement sends again. The session is checked
+//! for every send and every heartbeat: after a logout or a revocation the
+//! connection is closed with code 4001.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
 
 use super::auth::Auth;
+use super::error::ApiError;
 use super::AppState;
+use superapp_services::identity::{IdentityError, User};
 
 /// Close code for "you fell behind; resync by seq".
 pub const CLOSE_LAGGING: u16 = 4008;
 
-/// Clients only send pongs and closes; frames this large are refused.
-const MAX_INCOMING: usize = 4 << 10;
+/// Close code for "the session ended (logout, revocation, expiry)".
+pub const CLOSE_SESSION_ENDED: u16 = 4001;
+
+/// Sends one connection may have stored but not yet acknowledged.
+pub const MAX_IN_FLIGHT: usize = 64;
 
 pub async fn upgrade(State(state): State<AppState>, auth: Auth, ws: WebSocketUpgrade) -> Response {
     // Small buffers keep an idle connection cheap; they grow while a large
     // frame passes through. The defaults (128 KiB each way) would make
-    // every idle connection cost a quarter of a megabyte.
+    // every idle connection cost a quarter of a megabyte. A frame may be
+    // as large as a request body.
+    let max_incoming = state.config.max_body_bytes;
     ws.read_buffer_size(4 << 10)
         .write_buffer_size(0)
-        .max_message_size(MAX_INCOMING)
-        .max_frame_size(MAX_INCOMING)
-        .on_upgrade(move |socket| session(state, auth.user.id, socket))
+        .max_message_size(max_incoming)
+        .max_frame_size(max_incoming)
+        .on_upgrade(move |socket| session(state, auth, socket))
 }
 
-async fn session(state: AppState, user: String, socket: WebSocket) {
+/// What a client may send (pongs and closes aside).
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+enum Incoming {
+    Send {
+        conversation_id: String,
+        client_id: String,
+        text: String,
+    },
+}
+
+/// The frame that answers one send, once it is ready to go out.
+type Ack = Pin<Box<dyn Future<Output = String> + Send>>;
+
+fn error_frame(client_id: Option<&str>, e: ApiError) -> String {
+    json!({
+        "type": "error",
+        "client_id": client_id,
+        "status": e.status.as_u16(),
+        "error": { "code": e.code, "message": e.message },
+    })
+    .to_string()
+}
+
+/// The user behind `token` now, or `None` when the session has ended.
+/// A store that cannot answer is not an ended session.
+fn still_signed_in(state: &AppState, token: &str) -> Result<Option<User>, ApiError> {
+    match state.host.identity.authenticate(token) {
+        Ok(user) => Ok(Some(user)),
+        Err(IdentityError::Unauthenticated(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Store one incoming text frame's send and return its acknowledgement,
+/// or `None` when the session has ended.
+async fn receive(state: &AppState, token: &str, origin: u64, text: &str) -> Option<Ack> {
+    let (conversation_id, client_id, text) = match serde_json::from_str::<Incoming>(text) {
+        Ok(Incoming::Send {
+            conversation_id,
+            client_id,
+            text,
+        }) => (conversation_id, client_id, text),
+        Err(e) => {
+            let frame = error_frame(None, ApiError::bad_request(format!("bad frame: {e}")));
+            return Some(Box::pin(std::future::ready(frame)));
+        }
+    };
+    let me = match still_signed_in(state, token) {
+        Ok(Some(me)) => me,
+        Ok(None) => return None,
+        Err(e) => {
+            return Some(Box::pin(std::future::ready(error_frame(
+                Some(&client_id),
+                e,
+            ))))
+        }
+    };
+    let staged = state
+        .host
+        .messaging
+        .stage(&me, &conversation_id, &client_id, &text, Some(origin))
+        .await;
+    Some(Box::pin(async move {
+        match async { staged?.settle().await }.await {
+            Ok((message, created)) => json!({
+                "type": "sent",
+                "client_id": client_id,
+                "created": created,
+                "message": message,
+            })
+            .to_string(),
+            Err(e) => error_frame(Some(&client_id), e.into()),
+        }
+    }))
+}
+
+async fn session(state: AppState, auth: Auth, socket: WebSocket) {
+    let (user, token) = (auth.user.id, auth.token);
     let hub = state.host.messaging.hub().clone();
     let mut sub = hub.subscribe(&user);
     let (mut sink, mut stream) = socket.split();
@@ -39,6 +145,8 @@ async fn session(state: AppState, user: String, socket: WebSocket) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut shutdown = state.shutdown.clone();
     let mut last_heard = Instant::now();
+    let mut acks: FuturesOrdered<Ack> = FuturesOrdered::new();
+    let ended = (CLOSE_SESSION_ENDED, "the session ended; sign in again");
     let close = loop {
         tokio::select! {
             frame = sub.rx.recv() => match frame {
@@ -53,13 +161,33 @@ async fn session(state: AppState, user: String, socket: WebSocket) {
                     (1011, "server closed the stream")
                 }),
             },
-            incoming = stream.next() => match incoming {
+            Some(ack) = acks.next(), if !acks.is_empty() => {
+                if sink.send(Message::Text(ack.into())).await.is_err() {
+                    break None;
+                }
+            },
+            incoming = stream.next(), if acks.len() < MAX_IN_FLIGHT => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                Some(Ok(Message::Text(text))) => {
+                    last_heard = Instant::now();
+                    match receive(&state, &token, sub.id, text.as_str()).await {
+                        Some(ack) => acks.push_back(ack),
+                        None => break Some(ended),
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    last_heard = Instant::now();
+                    let e = ApiError::bad_request("frames are JSON text");
+                    acks.push_back(Box::pin(std::future::ready(error_frame(None, e))));
+                }
                 Some(Ok(_)) => last_heard = Instant::now(),
             },
             _ = ticker.tick() => {
                 if last_heard.elapsed() > heartbeat * 3 {
                     break Some((1001, "no heartbeat"));
+                }
+                if let Ok(None) = still_signed_in(&state, &token) {
+                    break Some(ended);
                 }
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
                     break None;
@@ -70,14 +198,20 @@ async fn session(state: AppState, user: String, socket: WebSocket) {
     };
     hub.unsubscribe(&user, sub.id);
     if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            sink.send(Message::Close(Some(frame))),
-        )
+        // Sends already stored are acknowledged before the close (briefly:
+        // a client that misses one sends it again under its client id).
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(ack) = acks.next().await {
+                if sink.send(Message::Text(ack.into())).await.is_err() {
+                    return;
+                }
+            }
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        })
         .await;
     }
 }

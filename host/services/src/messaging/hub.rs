@@ -105,18 +105,24 @@ impl Hub {
     /// Queue `frame` for every session of every user in `users`, here and
     /// (through the relay) in the host's other processes, never waiting.
     pub fn publish(&self, users: &[String], frame: &Frame) {
+        self.publish_from(users, frame, None);
+    }
+
+    /// [`Hub::publish`], but not to the session `origin` (the one a
+    /// message was sent through, which gets an acknowledgement instead).
+    pub fn publish_from(&self, users: &[String], frame: &Frame, origin: Option<u64>) {
         let mut conns = self.conns();
         if let Some(relay) = self.relay.get() {
             relay.forward(users, frame);
         }
-        self.deliver_locked(&mut conns, users, frame);
+        self.deliver_locked(&mut conns, users, frame, origin);
     }
 
     /// Queue `frame` for this process's sessions of `users` only: what the
     /// relay brings from another process.
     pub fn deliver(&self, users: &[String], frame: &Frame) {
         let mut conns = self.conns();
-        self.deliver_locked(&mut conns, users, frame);
+        self.deliver_locked(&mut conns, users, frame, None);
     }
 
     fn deliver_locked(
@@ -124,19 +130,25 @@ impl Hub {
         conns: &mut HashMap<String, Vec<Conn>>,
         users: &[String],
         frame: &Frame,
+        origin: Option<u64>,
     ) {
         for user in users {
             let Some(list) = conns.get_mut(user) else {
                 continue;
             };
-            list.retain(|c| match c.tx.try_send(frame.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    // Dropping the sender ends the session's stream.
-                    c.lagged.store(true, Ordering::Relaxed);
-                    false
+            list.retain(|c| {
+                if Some(c.id) == origin {
+                    return true;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                match c.tx.try_send(frame.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        // Dropping the sender ends the session's stream.
+                        c.lagged.store(true, Ordering::Relaxed);
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
             });
             if list.is_empty() {
                 conns.remove(user);
@@ -176,6 +188,22 @@ mod tests {
             "the lagging session's stream ends"
         );
         assert_eq!(hub.sessions(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_frame_skips_the_session_it_came_from_only() {
+        let hub = Hub::new(4);
+        let mut phone = hub.subscribe("a");
+        let mut laptop = hub.subscribe("a");
+        let mut other = hub.subscribe("b");
+        let users = vec!["a".to_string(), "b".to_string()];
+        hub.publish_from(&users, &Arc::from("m1"), Some(phone.id));
+        assert_eq!(&*laptop.rx.recv().await.unwrap(), "m1");
+        assert_eq!(&*other.rx.recv().await.unwrap(), "m1");
+        assert!(phone.rx.try_recv().is_err(), "the origin got no echo");
+        hub.publish(&users, &Arc::from("m2"));
+        assert_eq!(&*phone.rx.recv().await.unwrap(), "m2");
+        assert_eq!(hub.sessions(), 3);
     }
 
     /// A relay that records what it was told.

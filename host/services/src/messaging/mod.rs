@@ -12,6 +12,30 @@ use serde::{Deserialize, Serialize};
 
 pub use hub::{Frame, Hub, Relay, Subscription};
 
+/// A message stored (or found stored under its client id) whose flush is
+/// still to come: [`Messaging::stage`]'s answer.
+#[must_use = "a staged message is acknowledged only once settled"]
+pub struct Staged {
+    message: Message,
+    /// Whether this send stored it (not a replay of an earlier one).
+    created: bool,
+    durable: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>,
+    /// Counts the message once durable (none for a replay).
+    sent: Option<prometheus_client::metrics::counter::Counter>,
+}
+
+impl Staged {
+    /// Wait until the message is durable: the message as stored, and
+    /// whether this send stored it.
+    pub async fn settle(self) -> Result<(Message, bool), MessagingError> {
+        self.durable.await?;
+        if let Some(sent) = &self.sent {
+            sent.inc();
+        }
+        Ok((self.message, self.created))
+    }
+}
+
 use crate::identity::{new_id, now_secs, User};
 use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
@@ -481,7 +505,29 @@ impl Messaging {
         client_id: &str,
         text: &str,
     ) -> Result<(Message, bool), MessagingError> {
-        self.append(&me.id, id, client_id, text, None).await
+        self.stage(me, id, client_id, text, None)
+            .await?
+            .settle()
+            .await
+    }
+
+    /// The first half of [`Messaging::send`]: check and write the message
+    /// (or find the one sent before under `client_id`) and register for
+    /// the flush that makes it durable, without waiting for that flush. A
+    /// caller that stages several messages one after another has them
+    /// stored in that order and may wait for them together; each is
+    /// acknowledged by [`Staged::settle`], never before it is durable.
+    /// `origin`, the hub session the send came through, is not pushed the
+    /// message: its acknowledgement carries it.
+    pub async fn stage(
+        &self,
+        me: &User,
+        id: &str,
+        client_id: &str,
+        text: &str,
+        origin: Option<u64>,
+    ) -> Result<Staged, MessagingError> {
+        self.append(&me.id, id, client_id, text, None, origin).await
     }
 
     /// Post an app card into one of `me`'s conversations, as `me`.
@@ -493,7 +539,9 @@ impl Messaging {
     ) -> Result<Message, MessagingError> {
         let title = card.title.clone();
         Ok(self
-            .append(&me.id, id, &new_id(), &title, Some(card))
+            .append(&me.id, id, &new_id(), &title, Some(card), None)
+            .await?
+            .settle()
             .await?
             .0)
     }
@@ -543,7 +591,10 @@ impl Messaging {
                 &new_id(),
                 text,
                 card,
+                None,
             )
+            .await?
+            .settle()
             .await?;
         Ok(message)
     }
@@ -555,7 +606,8 @@ impl Messaging {
         client_id: &str,
         text: &str,
         card: Option<Card>,
-    ) -> Result<(Message, bool), MessagingError> {
+        origin: Option<u64>,
+    ) -> Result<Staged, MessagingError> {
         if client_id.is_empty() || client_id.len() > 64 || client_id.contains('\0') {
             return Err(MessagingError::InvalidInput(
                 "client_id is 1-64 bytes".into(),
@@ -588,16 +640,13 @@ impl Messaging {
             let (message, fresh) = self.append_shared(draft, &dedup)?;
             if !fresh {
                 drop(stripe);
-                self.store.durable().await?;
-                return Ok((message, false));
+                return Ok(self.replayed(message));
             }
-            return self.announce(stripe, conversation, message).await;
+            return Ok(self.announce(stripe, conversation, message, origin));
         }
         if let Some(existing) = self.sent_before(id, sender, client_id, &dedup)? {
             drop(stripe);
-            // The first send may not be flushed yet: answer once it is.
-            self.store.durable().await?;
-            return Ok((existing, false));
+            return Ok(self.replayed(existing));
         }
         let seq = self.last_seq(id)? + 1;
         let message = Message { seq, ..draft };
@@ -614,7 +663,18 @@ impl Messaging {
             .insert(id.to_string(), seq);
         // The sender has read their own message.
         self.store.put(Tree::ReadMarks, &key(&[id, sender]), &seq)?;
-        self.announce(stripe, conversation, message).await
+        Ok(self.announce(stripe, conversation, message, origin))
+    }
+
+    /// A message sent before under the same client id: the first send may
+    /// not be flushed yet, so it is answered once it is.
+    fn replayed(&self, message: Message) -> Staged {
+        Staged {
+            message,
+            created: false,
+            durable: Box::pin(self.store.durable()),
+            sent: None,
+        }
     }
 
     /// Append `draft` on a store other host processes share, in one
@@ -657,12 +717,13 @@ impl Messaging {
     /// A stored message's push to `members`, registered for the flush
     /// while `stripe` (the conversation's lock) is still held, so pushes go
     /// out in seq order; the answer waits for the flush after releasing it.
-    async fn announce(
+    fn announce(
         &self,
         stripe: tokio::sync::MutexGuard<'_, ()>,
         conversation: Arc<Stored>,
         message: Message,
-    ) -> Result<(Message, bool), MessagingError> {
+        origin: Option<u64>,
+    ) -> Staged {
         let hub = self.hub.clone();
         let frame: Frame = Arc::from(
             serde_json::to_string(&MessageFrame {
@@ -672,12 +733,15 @@ impl Messaging {
             .expect("frames serialize"),
         );
         let durable = self.store.commit_then(Some(Box::new(move || {
-            hub.publish(&conversation.members, &frame)
+            hub.publish_from(&conversation.members, &frame, origin)
         })));
         drop(stripe);
-        durable.await?;
-        self.sent.inc();
-        Ok((message, true))
+        Staged {
+            message,
+            created: true,
+            durable: Box::pin(durable),
+            sent: Some(self.sent.clone()),
+        }
     }
 
     /// The message `sender` already stored under `client_id`, if any. The

@@ -1,18 +1,21 @@
 //! Messaging benchmark against the real server binary on loopback: durable
-//! messages/s, send→WebSocket delivery latency with 100 connected members,
-//! and the memory cost of idle WebSocket connections. Prints a table.
+//! messages/s sent by HTTP requests and over WebSockets, send→WebSocket
+//! delivery latency with 100 connected members, and the memory cost of idle
+//! WebSocket connections. Prints a table.
 //!
 //! Run with `cargo bench -p superapp --bench messaging`.
 //! `SUPERAPP_BENCH_SECONDS` (default 5) sets the throughput run length,
 //! `SUPERAPP_BENCH_ROUNDS` (default 3) the runs whose median is shown,
 //! `SUPERAPP_BENCH_IDLE` (default 10000) the idle connection count,
-//! `SUPERAPP_BENCH_SENDERS` (default 64) the concurrent senders.
+//! `SUPERAPP_BENCH_SENDERS` (default 64) the concurrent senders,
+//! `SUPERAPP_BENCH_ONLY` (say `WebSocket`) runs only the throughput
+//! measures whose name contains it (for a profile of one of them).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -134,6 +137,76 @@ async fn throughput(
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Durable messages/s over WebSockets: one connection per `(token,
+/// conversation)` of `senders`, each keeping `window` sends unacknowledged
+/// as long as the run lasts (1: the next send waits for the previous
+/// acknowledgement, as over HTTP).
+async fn ws_throughput(base: &str, senders: &[(String, String)], window: usize, secs: u64) -> f64 {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let mut sockets = Vec::new();
+    for (token, _) in senders {
+        sockets.push(ws(base, token).await);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (t, (socket, (_, conversation))) in sockets.into_iter().zip(senders).enumerate() {
+        let (done, conversation) = (done.clone(), conversation.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = socket.split();
+            let frame = |i: u64| {
+                WsMessage::Text(
+                    json!({"type": "send", "conversation_id": conversation, "client_id": format!("ws{run}-{t}-{i}"), "text": "throughput"})
+                        .to_string()
+                        .into(),
+                )
+            };
+            let (mut sent, mut acked) = (0u64, 0u64);
+            while sent < window as u64 {
+                sink.send(frame(sent)).await.expect("send");
+                sent += 1;
+            }
+            while acked < sent {
+                match stream.next().await {
+                    Some(Ok(WsMessage::Text(t))) => {
+                        assert!(t.contains("\"type\":\"sent\""), "{t}");
+                        acked += 1;
+                        done.fetch_add(1, Ordering::Relaxed);
+                        if Instant::now() < deadline {
+                            sink.send(frame(sent)).await.expect("send");
+                            sent += 1;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("sender stopped: {other:?}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The median of `rounds` [`ws_throughput`] runs, after a one-second warm-up.
+async fn median_ws_throughput(
+    base: &str,
+    senders: &[(String, String)],
+    window: usize,
+    secs: u64,
+    rounds: usize,
+) -> String {
+    ws_throughput(base, senders, window, 1).await;
+    let mut rates = Vec::new();
+    for _ in 0..rounds {
+        rates.push(ws_throughput(base, senders, window, secs).await);
+    }
+    stats::median_of_runs(rates)
+}
+
 #[tokio::main]
 async fn main() {
     let secs: u64 = std::env::var("SUPERAPP_BENCH_SECONDS")
@@ -190,11 +263,13 @@ async fn main() {
         .await;
         directs.push(c["id"].as_str().unwrap().to_string());
     }
-    let spread = median_throughput(&base, &sender, &directs, secs, senders, rounds).await;
-    rows.push((
-        format!("durable messages/s, {senders} senders over 64 conversations"),
-        spread,
-    ));
+    let only = std::env::var("SUPERAPP_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| name.contains(only.as_str());
+    let name = format!("durable messages/s, {senders} senders over 64 conversations");
+    if wanted(&name) {
+        let spread = median_throughput(&base, &sender, &directs, secs, senders, rounds).await;
+        rows.push((name, spread));
+    }
     let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
     let (_, group) = post(
         &http,
@@ -204,19 +279,35 @@ async fn main() {
     )
     .await;
     let group = group["id"].as_str().unwrap().to_string();
-    let hot = median_throughput(
-        &base,
-        &sender,
-        std::slice::from_ref(&group),
-        secs,
-        senders,
-        rounds,
-    )
-    .await;
-    rows.push((
-        format!("durable messages/s, {senders} senders into one conversation"),
-        hot,
-    ));
+    // The same over WebSockets. Over 64 conversations: each member sends
+    // into its direct conversation with the sender from its own connection
+    // (its only session, which gets acknowledgements, not pushes; nobody
+    // else is connected, as in the HTTP runs). Into one conversation: one
+    // connection with 64 sends in flight (64 connected members would turn
+    // this into a fan-out measure).
+    let ws_senders: Vec<(String, String)> = members
+        .iter()
+        .zip(&directs)
+        .map(|((_, token), c)| (token.clone(), c.clone()))
+        .collect();
+    let name =
+        "durable messages/s over WebSockets, 64 senders (one in flight each) over 64 conversations";
+    if wanted(name) {
+        let ws_spread = median_ws_throughput(&base, &ws_senders, 1, secs, rounds).await;
+        rows.push((name.to_string(), ws_spread));
+    }
+    let name = "durable messages/s over a WebSocket, one connection with 64 in flight, into one conversation";
+    if wanted(name) {
+        let one = [(sender.clone(), group.clone())];
+        let ws_hot = median_ws_throughput(&base, &one, 64, secs, rounds).await;
+        rows.push((name.to_string(), ws_hot));
+    }
+    let name = format!("durable messages/s, {senders} senders into one conversation");
+    if wanted(&name) {
+        let group = std::slice::from_ref(&group);
+        let hot = median_throughput(&base, &sender, group, secs, senders, rounds).await;
+        rows.push((name, hot));
+    }
 
     // Delivery latency: every member connected; the send time travels in the text.
     let origin = Instant::now();

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use futures_util::stream::FuturesOrdered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::{FuturesOrdered, SplitSink};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -46,14 +46,23 @@ pub const CLOSE_SESSION_ENDED: u16 = 4001;
 /// Sends one connection may have stored but not yet acknowledged.
 pub const MAX_IN_FLIGHT: usize = 64;
 
+/// Bytes of frames buffered before they are written without a flush.
+const WRITE_BATCH: usize = 16 << 10;
+
+/// Frames of one kind sent in one write: what is ready at once (one flush
+/// settles many sends; one message may be pushed while others queue).
+const BATCH_FRAMES: usize = 64;
+
 pub async fn upgrade(State(state): State<AppState>, auth: Auth, ws: WebSocketUpgrade) -> Response {
     // Small buffers keep an idle connection cheap; they grow while a large
     // frame passes through. The defaults (128 KiB each way) would make
-    // every idle connection cost a quarter of a megabyte. A frame may be
-    // as large as a request body.
+    // every idle connection cost a quarter of a megabyte. Frames are
+    // written when the session flushes (after each batch of what is
+    // ready) or once this much is waiting. A frame may be as large as a
+    // request body.
     let max_incoming = state.config.max_body_bytes;
     ws.read_buffer_size(4 << 10)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BATCH)
         .max_message_size(max_incoming)
         .max_frame_size(max_incoming)
         .on_upgrade(move |socket| session(state, auth, socket))
@@ -136,6 +145,17 @@ async fn receive(state: &AppState, token: &str, origin: u64, text: &str) -> Opti
     }))
 }
 
+/// Write `frames` with one flush.
+async fn send_all(
+    sink: &mut SplitSink<WebSocket, Message>,
+    frames: impl Iterator<Item = Message>,
+) -> Result<(), axum::Error> {
+    for frame in frames {
+        sink.feed(frame).await?;
+    }
+    sink.flush().await
+}
+
 async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let (user, token) = (auth.user.id, auth.token);
     let hub = state.host.messaging.hub().clone();
@@ -151,7 +171,15 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
         tokio::select! {
             frame = sub.rx.recv() => match frame {
                 Some(frame) => {
-                    if sink.send(Message::Text(frame.as_ref().into())).await.is_err() {
+                    let mut batch = vec![frame];
+                    while batch.len() < BATCH_FRAMES {
+                        match sub.rx.try_recv() {
+                            Ok(frame) => batch.push(frame),
+                            Err(_) => break,
+                        }
+                    }
+                    let frames = batch.iter().map(|f| Message::Text(f.as_ref().into()));
+                    if send_all(&mut sink, frames).await.is_err() {
                         break None;
                     }
                 }
@@ -162,7 +190,16 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                 }),
             },
             Some(ack) = acks.next(), if !acks.is_empty() => {
-                if sink.send(Message::Text(ack.into())).await.is_err() {
+                let mut batch = vec![ack];
+                while batch.len() < BATCH_FRAMES {
+                    // Polled without a waker of its own: the loop polls
+                    // `acks` again, with one, before it waits.
+                    match acks.next().now_or_never() {
+                        Some(Some(ack)) => batch.push(ack),
+                        _ => break,
+                    }
+                }
+                if send_all(&mut sink, batch.into_iter().map(|a| Message::Text(a.into()))).await.is_err() {
                     break None;
                 }
             },

@@ -428,6 +428,25 @@ async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
     bob.wait_text("Hello Bob").await;
     assert_eq!(bob.find(".unread").await.text().await.unwrap(), "1");
     bob.shot("unread").await;
+    // The shell sent it over its live connection, not as a request: the
+    // server counted reads of the conversation's messages, no send.
+    let metrics = crate::common::http_client()
+        .get(format!("{}/metrics", server.base.trim_end_matches("/api/v1")))
+        .bearer_auth(server.operator_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let messages_route = |method: &str| {
+        metrics.lines().any(|l| {
+            l.contains(&format!("method=\"{method}\""))
+                && l.contains("route=\"/api/v1/conversations/{id}/messages\"")
+        })
+    };
+    assert!(messages_route("GET"), "{metrics}");
+    assert!(!messages_route("POST"), "{metrics}");
 
     // Bob answers; alice, in the conversation, sees it arrive.
     bob.click("a.chat-link").await;

@@ -25,6 +25,28 @@ const shell = {
   /** Whether a live connection was open before: the next one resyncs. */
   wasLive: false,
   answering: false,
+  /** Sends on the live connection awaiting their answer, by client id. */
+  pending: new Map(),
+
+  /** Send a chat message and return it as stored: over the live connection
+   *  when it is open (answered once durable), else as a request. A send the
+   *  connection loses goes again as a request under the same client id,
+   *  which the server stores once. */
+  async send(conversationId, clientId, text) {
+    const socket = this.socket;
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      try {
+        return await new Promise((resolve, reject) => {
+          const timer = setTimeout(() => settle(clientId, new Error('no answer')), 10000);
+          this.pending.set(clientId, { resolve, reject, timer });
+          socket.send(JSON.stringify({ type: 'send', conversation_id: conversationId, client_id: clientId, text }));
+        });
+      } catch (e) {
+        if (e instanceof ApiError) throw e;
+      }
+    }
+    return post(`/conversations/${encodeURIComponent(conversationId)}/messages`, { client_id: clientId, text });
+  },
 
   /** Run `work`, showing an API error in place of a crash. */
   async guard(work) {
@@ -75,6 +97,16 @@ function notice(text) {
   setTimeout(() => box.remove(), 8000);
 }
 
+/** Answer the send `clientId` waits for: a message, or an error. */
+function settle(clientId, answer) {
+  const waiting = shell.pending.get(clientId);
+  if (!waiting) return;
+  shell.pending.delete(clientId);
+  clearTimeout(waiting.timer);
+  if (answer instanceof Error) waiting.reject(answer);
+  else waiting.resolve(answer);
+}
+
 function connect() {
   if (shell.socket) return;
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/v1/ws`;
@@ -96,6 +128,10 @@ function connect() {
     } catch {
       return;
     }
+    if (push.type === 'sent') settle(push.client_id, push.message);
+    if (push.type === 'error' && push.error) {
+      settle(push.client_id, new ApiError(push.status, push.error.code, push.error.message));
+    }
     if (push.type === 'message') {
       if (shell.onMessage) shell.onMessage(push.message);
       if (location.hash.startsWith('#/chats') && !location.hash.startsWith('#/chats/')) route();
@@ -103,6 +139,7 @@ function connect() {
   });
   socket.addEventListener('close', () => {
     shell.socket = null;
+    for (const clientId of [...shell.pending.keys()]) settle(clientId, new Error('connection closed'));
     if (shell.me) setTimeout(connect, 2000);
   });
 }

@@ -100,7 +100,9 @@ export async function conversation(main, shell, id) {
     const body = text.value;
     if (!body.trim()) return;
     await shell.guard(async () => {
-      await post(`/conversations/${encodeURIComponent(id)}/messages`, { client_id: randomId(), text: body });
+      // Stored once answered; the sync below shows it in its place (this
+      // session gets it as the answer, not as a push).
+      await shell.send(id, randomId(), body);
       text.value = '';
       await sync();
     });

@@ -129,8 +129,15 @@ fn invocation(auth: &Auth, locale: Option<String>, params: Vec<(String, String)>
     }
 }
 
+/// `{"view": …}`, serialized straight from the view (not through a
+/// `serde_json::Value` tree: a view's every node would be a map).
+#[derive(Serialize)]
+struct ViewBody {
+    view: View,
+}
+
 fn view(view: View) -> Response {
-    axum::Json(serde_json::json!({ "view": view })).into_response()
+    axum::Json(ViewBody { view }).into_response()
 }
 
 pub async fn launch(

@@ -29,13 +29,14 @@ use axum::extract::State;
 use axum::response::Response;
 use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::auth::Auth;
 use super::error::ApiError;
 use super::AppState;
 use superapp_services::identity::{IdentityError, User};
+use superapp_services::messaging::Message as ChatMessage;
 
 /// Close code for "you fell behind; resync by seq".
 pub const CLOSE_LAGGING: u16 = 4008;
@@ -77,6 +78,15 @@ enum Incoming {
         client_id: String,
         text: String,
     },
+}
+
+/// A send's acknowledgement.
+#[derive(Serialize)]
+struct Sent<'a> {
+    r#type: &'static str,
+    client_id: &'a str,
+    created: bool,
+    message: &'a ChatMessage,
 }
 
 /// The frame that answers one send, once it is ready to go out.
@@ -133,16 +143,45 @@ async fn receive(state: &AppState, token: &str, origin: u64, text: &str) -> Opti
         .await;
     Some(Box::pin(async move {
         match async { staged?.settle().await }.await {
-            Ok((message, created)) => json!({
-                "type": "sent",
-                "client_id": client_id,
-                "created": created,
-                "message": message,
+            Ok((message, created)) => serde_json::to_string(&Sent {
+                r#type: "sent",
+                client_id: &client_id,
+                created,
+                message: &message,
             })
-            .to_string(),
+            .expect("frames serialize"),
             Err(e) => error_frame(Some(&client_id), e.into()),
         }
     }))
+}
+
+/// A session's acknowledgements still to go out, in the order of their
+/// sends; the queue is made at the first send, so a session that only
+/// listens does not carry one.
+#[derive(Default)]
+struct Acks(Option<FuturesOrdered<Ack>>);
+
+impl Acks {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push_back(&mut self, ack: Ack) {
+        self.0
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(ack);
+    }
+
+    async fn next(&mut self) -> Option<String> {
+        match &mut self.0 {
+            Some(queue) => queue.next().await,
+            None => None,
+        }
+    }
 }
 
 /// Write `frames` with one flush.
@@ -165,7 +204,7 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut shutdown = state.shutdown.clone();
     let mut last_heard = Instant::now();
-    let mut acks: FuturesOrdered<Ack> = FuturesOrdered::new();
+    let mut acks = Acks::default();
     let ended = (CLOSE_SESSION_ENDED, "the session ended; sign in again");
     let close = loop {
         tokio::select! {
@@ -207,7 +246,9 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
-                    match receive(&state, &token, sub.id, text.as_str()).await {
+                    // Boxed: the send's state would otherwise be part of
+                    // every idle session's.
+                    match Box::pin(receive(&state, &token, sub.id, text.as_str())).await {
                         Some(ack) => acks.push_back(ack),
                         None => break Some(ended),
                     }

@@ -68,25 +68,17 @@ async fn ws(
         .0
 }
 
-fn pct(sorted: &[Duration], p: f64) -> String {
-    let d = sorted[((sorted.len() as f64 - 1.0) * p).round() as usize];
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-/// The median of `rounds` [`throughput`] runs, after a one-second
-/// warm-up, and every run.
-async fn median_throughput(
-    base: &str,
-    token: &str,
-    conversations: &[String],
+/// The median of `rounds` runs of `run` (given a run's length in seconds,
+/// the rate it measured), after a one-second warm-up, and every run.
+async fn median_rate<F: std::future::Future<Output = f64>>(
     secs: u64,
-    senders: usize,
     rounds: usize,
+    run: impl Fn(u64) -> F,
 ) -> String {
-    throughput(base, token, conversations, 1, senders).await;
+    run(1).await;
     let mut rates = Vec::new();
     for _ in 0..rounds {
-        rates.push(throughput(base, token, conversations, secs, senders).await);
+        rates.push(run(secs).await);
     }
     stats::median_of_runs(rates)
 }
@@ -191,41 +183,12 @@ async fn ws_throughput(base: &str, senders: &[(String, String)], window: usize, 
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The median of `rounds` [`ws_throughput`] runs, after a one-second warm-up.
-async fn median_ws_throughput(
-    base: &str,
-    senders: &[(String, String)],
-    window: usize,
-    secs: u64,
-    rounds: usize,
-) -> String {
-    ws_throughput(base, senders, window, 1).await;
-    let mut rates = Vec::new();
-    for _ in 0..rounds {
-        rates.push(ws_throughput(base, senders, window, secs).await);
-    }
-    stats::median_of_runs(rates)
-}
-
 #[tokio::main]
 async fn main() {
-    let secs: u64 = std::env::var("SUPERAPP_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let idle: usize = std::env::var("SUPERAPP_BENCH_IDLE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
-    let senders: usize = std::env::var("SUPERAPP_BENCH_SENDERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64);
-    let rounds: usize = std::env::var("SUPERAPP_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let secs: u64 = stats::env_or("SUPERAPP_BENCH_SECONDS", 5);
+    let idle: usize = stats::env_or("SUPERAPP_BENCH_IDLE", 10_000);
+    let senders: usize = stats::env_or("SUPERAPP_BENCH_SENDERS", 64);
+    let rounds: usize = stats::env_or("SUPERAPP_BENCH_ROUNDS", 3).max(1);
     let tmp = tempfile::tempdir().unwrap();
     // Every client here is one loopback address: lift the per-client cap
     // (and the total) above the idle connections this bench holds.
@@ -263,11 +226,14 @@ async fn main() {
         .await;
         directs.push(c["id"].as_str().unwrap().to_string());
     }
-    let only = std::env::var("SUPERAPP_BENCH_ONLY").unwrap_or_default();
+    let only: String = stats::env_or("SUPERAPP_BENCH_ONLY", String::new());
     let wanted = |name: &str| name.contains(only.as_str());
     let name = format!("durable messages/s, {senders} senders over 64 conversations");
     if wanted(&name) {
-        let spread = median_throughput(&base, &sender, &directs, secs, senders, rounds).await;
+        let spread = median_rate(secs, rounds, |secs| {
+            throughput(&base, &sender, &directs, secs, senders)
+        })
+        .await;
         rows.push((name, spread));
     }
     let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
@@ -293,19 +259,25 @@ async fn main() {
     let name =
         "durable messages/s over WebSockets, 64 senders (one in flight each) over 64 conversations";
     if wanted(name) {
-        let ws_spread = median_ws_throughput(&base, &ws_senders, 1, secs, rounds).await;
+        let ws_spread = median_rate(secs, rounds, |secs| {
+            ws_throughput(&base, &ws_senders, 1, secs)
+        })
+        .await;
         rows.push((name.to_string(), ws_spread));
     }
     let name = "durable messages/s over a WebSocket, one connection with 64 in flight, into one conversation";
     if wanted(name) {
         let one = [(sender.clone(), group.clone())];
-        let ws_hot = median_ws_throughput(&base, &one, 64, secs, rounds).await;
+        let ws_hot = median_rate(secs, rounds, |secs| ws_throughput(&base, &one, 64, secs)).await;
         rows.push((name.to_string(), ws_hot));
     }
     let name = format!("durable messages/s, {senders} senders into one conversation");
     if wanted(&name) {
         let group = std::slice::from_ref(&group);
-        let hot = median_throughput(&base, &sender, group, secs, senders, rounds).await;
+        let hot = median_rate(secs, rounds, |secs| {
+            throughput(&base, &sender, group, secs, senders)
+        })
+        .await;
         rows.push((name, hot));
     }
 
@@ -357,11 +329,11 @@ async fn main() {
     all.sort();
     rows.push((
         format!("send→push latency p50, 100 members, {count} messages"),
-        pct(&all, 0.50),
+        stats::millis(stats::percentile(&all, 0.50)),
     ));
     rows.push((
         format!("send→push latency p99, 100 members, {count} messages"),
-        pct(&all, 0.99),
+        stats::millis(stats::percentile(&all, 0.99)),
     ));
 
     // Idle connections: server memory per held WebSocket.

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 pub use hub::{Frame, Hub, Relay, Subscription};
 
+use crate::identity::{new_id, now_secs, User};
+use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
+
 /// A message stored (or found stored under its client id) whose flush is
 /// still to come: [`Messaging::stage`]'s answer.
 #[must_use = "a staged message is acknowledged only once settled"]
@@ -35,9 +38,6 @@ impl Staged {
         Ok((self.message, self.created))
     }
 }
-
-use crate::identity::{new_id, now_secs, User};
-use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

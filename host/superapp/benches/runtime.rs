@@ -251,8 +251,8 @@ fn main() -> anyhow::Result<()> {
     let names = [
         "runtime start (engine, instance pool, ticker)",
         "load from the warm cache",
-        "first event (settings, executor and services made before)",
-        "total: fresh process to first view",
+        "first event",
+        "total in a fresh process (settings, executor, services ready): runtime start to first view",
     ];
     for (name, mut samples) in names.iter().zip(phases) {
         samples.sort();

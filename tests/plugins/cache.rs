@@ -81,3 +81,62 @@ async fn a_truncated_artifact_is_recompiled_and_the_cache_is_private() {
         .await
         .is_ok());
 }
+
+/// A component loaded under a digest its caller already has (a verified
+/// package's signature) is found precompiled by it; a digest that does not
+/// match the bytes, or is not a digest at all, is refused before anything
+/// is compiled or stored under it.
+#[tokio::test]
+async fn a_claimed_digest_finds_the_artifact_and_a_wrong_one_stores_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = runtime_with_cache(cache.path());
+    let manifest = superapp_core::Manifest::load(&manifest("hello")).unwrap();
+    let bytes = std::fs::read(component("hello")).unwrap();
+    let sha = superapp_runtime::sha256_hex(&bytes);
+    let artifacts = || {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "cwasm")
+            })
+            .count()
+    };
+
+    let wrong = "ab".repeat(32);
+    let err = rt
+        .load_digested(manifest.clone(), &bytes, &wrong)
+        .err()
+        .expect("a wrong digest is refused");
+    assert!(
+        matches!(&err, superapp_runtime::LoadError::Digest { claimed, actual }
+            if *claimed == wrong && *actual == sha),
+        "{err}"
+    );
+    for bad in ["../../escape", "", &"g".repeat(64)] {
+        assert!(matches!(
+            rt.load_digested(manifest.clone(), &bytes, bad),
+            Err(superapp_runtime::LoadError::Digest { .. })
+        ));
+    }
+    assert_eq!(artifacts(), 0, "nothing was compiled or stored");
+
+    let app = rt
+        .load_digested(manifest.clone(), &bytes, &sha.to_uppercase())
+        .unwrap();
+    assert_eq!(
+        (app.origin(), app.sha256()),
+        (Origin::Compiled, sha.as_str())
+    );
+    assert_eq!(artifacts(), 1);
+    drop(rt);
+    let restarted = runtime_with_cache(cache.path());
+    let app = restarted.load_digested(manifest, &bytes, &sha).unwrap();
+    assert_eq!(app.origin(), Origin::Cache);
+    assert!(run(&restarted, &app, &services(&[]), "alice", Call::Launch)
+        .await
+        .is_ok());
+}

@@ -152,6 +152,51 @@ async fn waiting_for_a_core_does_not_count_against_the_time_limit() {
     );
 }
 
+/// The pool is never overcommitted: with two instances and one core, six
+/// events of two busy apps that step aside for each other mid-run (each
+/// keeping its instance while it waits to resume) all finish; one that
+/// would start a third instance waits for an event to end instead of
+/// failing to instantiate.
+#[tokio::test]
+async fn more_events_than_instances_wait_for_one_and_all_finish() {
+    let rt = Runtime::new(RuntimeConfig {
+        scheduler: SchedulerConfig {
+            slots: 1,
+            instances: 2,
+            instances_per_app: 2,
+            ..SchedulerConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let a = load(&rt, "testing/busy");
+    let mut other = a.manifest().clone();
+    other.id = "dev.superapp.testing.busy-twin".into();
+    let bytes = std::fs::read(component("testing/busy")).unwrap();
+    let b = rt.load(other, &bytes).unwrap();
+    let svc = services(&[]);
+    // Each event runs for several 2 ms slices, so they take turns.
+    let event = |app, user| {
+        let (rt, svc) = (&rt, &svc);
+        async move { run(rt, app, svc, user, action("work", Some("10000"), &[])).await }
+    };
+    let results = tokio::join!(
+        event(&a, "a1"),
+        event(&b, "b1"),
+        event(&a, "a2"),
+        event(&b, "b2"),
+        event(&a, "a3"),
+        event(&b, "b3"),
+    );
+    for result in [
+        results.0, results.1, results.2, results.3, results.4, results.5,
+    ] {
+        assert!(result.is_ok(), "an event failed: {}", result.unwrap_err());
+    }
+    let load = rt.scheduler().load();
+    assert_eq!((load.alive, load.pending), (0, 0));
+}
+
 #[tokio::test]
 async fn memory_bomb_is_stopped_at_the_memory_limit() {
     let rt = runtime();
@@ -281,7 +326,10 @@ async fn an_event_never_sees_the_memory_of_the_one_before() {
 async fn without_room_for_the_pool_the_host_allocates_on_demand() {
     assert!(runtime().pooling());
     let rt = Runtime::new(RuntimeConfig {
-        max_instances: 1 << 22,
+        scheduler: SchedulerConfig {
+            instances: 1 << 22,
+            ..SchedulerConfig::default()
+        },
         ..RuntimeConfig::default()
     })
     .expect("the host starts without its pool");

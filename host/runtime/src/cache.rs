@@ -61,17 +61,22 @@ impl ComponentCache {
         )
     }
 
-    /// Load the precompiled form of a component, or compile and store it.
-    pub fn load_or_compile(
+    /// The precompiled form of the component whose SHA-256 is
+    /// `component_sha`, if the cache holds it whole.
+    pub fn load(&self, engine: &Engine, component_sha: &str) -> Option<Component> {
+        let (artifact, check) = self.paths(engine, component_sha);
+        load_verified(engine, &artifact, &check)
+    }
+
+    /// Compile `bytes`, whose SHA-256 is `component_sha`, and store the
+    /// result under it.
+    pub fn compile_and_store(
         &self,
         engine: &Engine,
         component_sha: &str,
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, Origin)> {
         let (artifact, check) = self.paths(engine, component_sha);
-        if let Some(component) = load_verified(engine, &artifact, &check) {
-            return Ok((component, Origin::Cache));
-        }
         let component = Component::new(engine, bytes)?;
         let serialized = component.serialize()?;
         if let Err(e) = store(&self.dir, &artifact, &check, &serialized) {

@@ -25,6 +25,8 @@ pub enum LoadError {
     Imports(Vec<ImportError>),
     #[error("the component cannot be linked: {0}")]
     Link(String),
+    #[error("the component's SHA-256 is {actual}, not the {claimed} it was loaded as")]
+    Digest { claimed: String, actual: String },
 }
 
 fn join(errors: &[ImportError]) -> String {

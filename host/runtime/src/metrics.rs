@@ -107,7 +107,7 @@ impl RuntimeMetrics {
         );
         registry.register(
             "event_queue",
-            "Events holding a run slot and waiting for one",
+            "Events holding a run slot, waiting for one, and alive (holding an instance of the pool)",
             self.queue.clone(),
         );
     }
@@ -172,7 +172,11 @@ impl RuntimeMetrics {
 
     /// Refresh the queue gauges (called when metrics are read).
     pub fn set_queue(&self, load: Load) {
-        for (state, n) in [("running", load.running), ("waiting", load.waiting)] {
+        for (state, n) in [
+            ("running", load.running),
+            ("waiting", load.waiting),
+            ("alive", load.alive),
+        ] {
             self.queue
                 .get_or_create(&QueueLabels {
                     state: state.to_string(),

@@ -39,8 +39,6 @@ pub struct RuntimeConfig {
     /// Use the pooling instance allocator (fast instantiation, memory
     /// reserved up front). Off: allocate on demand.
     pub pooling: bool,
-    /// Instances that may be alive at once (pooling slots).
-    pub max_instances: u32,
     /// The host's caps; every app's limits are capped by these.
     pub cap: Limits,
     /// Period of the epoch ticker; time limits are enforced to about one tick.
@@ -52,7 +50,8 @@ pub struct RuntimeConfig {
     /// PAGEMAP_SCAN) rather than returned to the OS when an instance ends,
     /// so the next instance in that slot takes no page faults.
     pub keep_resident: usize,
-    /// How many events run at once and how many may wait.
+    /// How many events run at once, how many are alive at once (the
+    /// pool's size: `scheduler.instances`), and how many may wait.
     pub scheduler: SchedulerConfig,
 }
 
@@ -60,7 +59,6 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             pooling: true,
-            max_instances: 256,
             cap: Limits {
                 memory_bytes: 64 << 20,
                 time_ms: 10_000,
@@ -211,6 +209,15 @@ impl App {
     }
 }
 
+/// Where a component's SHA-256 came from.
+#[derive(Clone, Copy)]
+enum Digest {
+    /// Computed from its bytes just now.
+    Computed,
+    /// Given by the caller: checked before anything is compiled.
+    Claimed,
+}
+
 /// Who an event runs for.
 #[derive(Debug, Clone)]
 pub struct Invocation {
@@ -257,7 +264,7 @@ impl Runtime {
             Err(e) if config.pooling => {
                 tracing::warn!(
                     error = %format!("{e:#}"),
-                    slots = config.max_instances,
+                    slots = config.scheduler.instances,
                     "cannot reserve the instance pool; allocating instances on demand (events are slower)"
                 );
                 config.pooling = false;
@@ -286,7 +293,8 @@ impl Runtime {
         wasm.epoch_interruption(true);
         wasm.max_wasm_stack(512 << 10);
         if config.pooling {
-            let n = config.max_instances;
+            // The scheduler lets no more events be alive at once.
+            let n = u32::try_from(config.scheduler.instances.max(1)).unwrap_or(u32::MAX);
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(n)
                 .total_core_instances(n * 4)
@@ -334,22 +342,83 @@ impl Runtime {
     /// Compile (or load precompiled) without any checks: for tools that
     /// inspect components.
     pub fn compile(&self, bytes: &[u8]) -> Result<(Component, Origin), LoadError> {
-        self.compile_digested(&sha256_hex(bytes), bytes)
+        self.compile_digested(&sha256_hex(bytes), Digest::Computed, bytes)
     }
 
-    /// [`Runtime::compile`] of bytes whose SHA-256 (hex) is `sha`.
-    fn compile_digested(&self, sha: &str, bytes: &[u8]) -> Result<(Component, Origin), LoadError> {
+    /// [`Runtime::compile`] of bytes whose SHA-256 (hex) is `sha`: known
+    /// (computed from them), or claimed and checked before anything is
+    /// compiled from them.
+    fn compile_digested(
+        &self,
+        sha: &str,
+        digest: Digest,
+        bytes: &[u8],
+    ) -> Result<(Component, Origin), LoadError> {
+        let check = || match digest {
+            Digest::Computed => Ok(()),
+            Digest::Claimed => {
+                let actual = sha256_hex(bytes);
+                if actual == sha {
+                    Ok(())
+                } else {
+                    Err(LoadError::Digest {
+                        claimed: sha.to_string(),
+                        actual,
+                    })
+                }
+            }
+        };
         let result = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, sha, bytes),
-            None => Component::new(&self.engine, bytes).map(|c| (c, Origin::Compiled)),
+            Some(cache) => match cache.load(&self.engine, sha) {
+                Some(component) => Ok((component, Origin::Cache)),
+                None => {
+                    check()?;
+                    cache.compile_and_store(&self.engine, sha, bytes)
+                }
+            },
+            None => {
+                check()?;
+                Component::new(&self.engine, bytes).map(|c| (c, Origin::Compiled))
+            }
         };
         result.map_err(|e| LoadError::Compile(format!("{e:#}")))
     }
 
     /// Check a component against its manifest and prepare it to run.
     pub fn load(&self, manifest: Manifest, bytes: &[u8]) -> Result<App, LoadError> {
-        let sha256 = sha256_hex(bytes);
-        let (component, origin) = self.compile_digested(&sha256, bytes)?;
+        self.load_with(manifest, bytes, sha256_hex(bytes), Digest::Computed)
+    }
+
+    /// [`Runtime::load`] of a component whose SHA-256 (hex) the caller
+    /// already has, as a verified package's signature names it: found
+    /// precompiled, the bytes are not hashed again; otherwise they are
+    /// checked against it before they are compiled, so a wrong digest
+    /// never files another component's code under it.
+    pub fn load_digested(
+        &self,
+        manifest: Manifest,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<App, LoadError> {
+        let sha256 = sha256.to_ascii_lowercase();
+        // It names files in the cache: nothing but a digest's 64 hex digits.
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(LoadError::Digest {
+                claimed: sha256,
+                actual: sha256_hex(bytes),
+            });
+        }
+        self.load_with(manifest, bytes, sha256, Digest::Claimed)
+    }
+
+    fn load_with(
+        &self,
+        manifest: Manifest,
+        bytes: &[u8],
+        sha256: String,
+        digest: Digest,
+    ) -> Result<App, LoadError> {
+        let (component, origin) = self.compile_digested(&sha256, digest, bytes)?;
         let imports =
             check_imports(&self.engine, &component, &manifest).map_err(LoadError::Imports)?;
 

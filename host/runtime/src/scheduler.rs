@@ -13,6 +13,15 @@
 //! kept. So one app's burst runs its events oldest first on the cores the
 //! others leave free, and a light app's event waits at most about a slice.
 //!
+//! An event also holds one of [`SchedulerConfig::instances`] instances
+//! (the sandbox's pool slots) from its first slot to its end, also while it
+//! waits for a host call or to resume; an app holds at most
+//! [`SchedulerConfig::instances_per_app`] of them. A first slot goes only to
+//! an event that can have an instance, while an event resuming has its own:
+//! so the pool is never overcommitted, every event holding an instance can
+//! always finish, and one app waiting on a slow backend keeps at most its
+//! share of the instances from the others.
+//!
 //! Admission is bounded: past [`SchedulerConfig::max_pending`] events in
 //! all, or [`SchedulerConfig::max_pending_per_app`] for one app, or after
 //! waiting [`SchedulerConfig::max_wait`] for a first slot, an event is
@@ -32,6 +41,11 @@ use tokio::sync::oneshot;
 pub struct SchedulerConfig {
     /// Events executing at once; about the number of cores.
     pub slots: usize,
+    /// Events alive at once (from their first slot to their end): the
+    /// sandbox's pool size.
+    pub instances: usize,
+    /// Events of one app alive at once.
+    pub instances_per_app: usize,
     /// Events admitted (running or waiting) at once, over all apps.
     pub max_pending: usize,
     /// Events of one app admitted at once: its share of the queue.
@@ -47,6 +61,8 @@ impl Default for SchedulerConfig {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         SchedulerConfig {
             slots: cores,
+            instances: 64,
+            instances_per_app: 16,
             max_pending: 256,
             max_pending_per_app: 64,
             max_wait: Duration::from_secs(2),
@@ -77,6 +93,9 @@ pub struct Load {
     pub running: usize,
     pub waiting: usize,
     pub pending: usize,
+    /// Events holding an instance (running, or waiting on a host call or
+    /// to resume).
+    pub alive: usize,
 }
 
 #[derive(Clone)]
@@ -93,6 +112,8 @@ struct Inner {
 
 struct State {
     free: usize,
+    /// Instances no event holds.
+    instances_free: usize,
     next_seq: u64,
     /// Slots granted so far: orders apps by when they were last served.
     grants: u64,
@@ -104,15 +125,36 @@ struct State {
 struct AppQueue {
     running: usize,
     pending: usize,
+    /// Events of this app holding an instance.
+    instances: usize,
     last_grant: u64,
-    /// By admission order: an event keeps its number when it resumes.
-    waiters: BTreeMap<u64, oneshot::Sender<Slot>>,
+    /// Events waiting for their first slot (and an instance), by admission
+    /// order.
+    fresh: BTreeMap<u64, oneshot::Sender<Grant>>,
+    /// Events that hold an instance and wait to run again; an event keeps
+    /// its number when it resumes.
+    resuming: BTreeMap<u64, oneshot::Sender<Grant>>,
+}
+
+impl AppQueue {
+    fn idle(&self) -> bool {
+        self.pending == 0 && self.running == 0 && self.instances == 0
+    }
+}
+
+/// What a waiter is handed: a slot, and with a first slot its instance.
+struct Grant {
+    slot: Slot,
+    instance: Option<Hold>,
 }
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Scheduler {
+        let instances = config.instances.max(1);
         let config = SchedulerConfig {
             slots: config.slots.max(1),
+            instances,
+            instances_per_app: config.instances_per_app.clamp(1, instances),
             max_pending: config.max_pending.max(1),
             max_pending_per_app: config.max_pending_per_app.max(1),
             ..config
@@ -123,6 +165,7 @@ impl Scheduler {
                 waiting: AtomicUsize::new(0),
                 state: Mutex::new(State {
                     free: config.slots,
+                    instances_free: config.instances,
                     next_seq: 0,
                     grants: 0,
                     pending: 0,
@@ -142,6 +185,7 @@ impl Scheduler {
             running: self.inner.config.slots - state.free,
             waiting: self.inner.waiting.load(Ordering::Relaxed),
             pending: state.pending,
+            alive: self.inner.config.instances - state.instances_free,
         }
     }
 
@@ -151,9 +195,10 @@ impl Scheduler {
     pub async fn start(&self, app: &str, patient: bool) -> Result<Arc<Turn>, Overload> {
         let ticket = self.admit(app, patient)?;
         let max_wait = (!patient).then_some(self.inner.config.max_wait);
-        let slot = ticket.first_slot(max_wait).await?;
+        let grant = ticket.first_slot(max_wait).await?;
         Ok(Arc::new(Turn {
-            slot: Mutex::new(Some(slot)),
+            slot: Mutex::new(Some(grant.slot)),
+            _instance: grant.instance,
             clock: Mutex::new(Clock {
                 used: Duration::ZERO,
                 since: Some(Instant::now()),
@@ -194,21 +239,44 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Give a freed slot back: to the next waiter, or to the free count.
-    fn release(self: &Arc<Self>, app: &Arc<str>) {
-        let mut state = self.lock();
-        if let Some(q) = state.apps.get_mut(app) {
-            q.running -= 1;
+    /// A slot or instance, counted as taken by the caller, held for `app`.
+    fn hold(self: &Arc<Self>, app: &Arc<str>, what: Resource) -> Hold {
+        Hold {
+            inner: self.clone(),
+            app: app.clone(),
+            what,
+            live: true,
         }
-        state.free += 1;
+    }
+
+    /// Give a freed slot or instance back; either may let a waiter run.
+    fn release(self: &Arc<Self>, app: &Arc<str>, what: Resource) {
+        let mut state = self.lock();
+        let q = state.apps.get_mut(app);
+        match what {
+            Resource::Slot => {
+                if let Some(q) = q {
+                    q.running = q.running.saturating_sub(1);
+                }
+                state.free += 1;
+            }
+            Resource::Instance => {
+                if let Some(q) = q {
+                    q.instances = q.instances.saturating_sub(1);
+                }
+                state.instances_free += 1;
+            }
+        }
+        retire_if_idle(&mut state, app);
         self.grant(&mut state);
     }
 
-    /// Hand free slots to waiters: the app holding the fewest slots first,
-    /// then the oldest event.
+    /// Hand free slots to waiters that can run: the app holding the fewest
+    /// slots first, then the oldest event.
     fn grant(self: &Arc<Self>, state: &mut State) {
+        let per_app = self.config.instances_per_app;
         while state.free > 0 {
-            let Some((app, seq)) = pick(state, None) else {
+            let Some((app, seq, fresh)) = pick(state, per_app, None) else {
                 return;
             };
             state.grants += 1;
@@ -216,50 +284,80 @@ impl Inner {
             let Some(q) = state.apps.get_mut(&app) else {
                 return;
             };
-            let Some(tx) = q.waiters.remove(&seq) else {
+            let waiters = if fresh { &mut q.fresh } else { &mut q.resuming };
+            let Some(tx) = waiters.remove(&seq) else {
                 return;
             };
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             q.running += 1;
             q.last_grant = grants;
             state.free -= 1;
-            let slot = Slot {
-                inner: self.clone(),
-                app: app.clone(),
-                live: true,
+            if fresh {
+                q.instances += 1;
+                state.instances_free -= 1;
+            }
+            let grant = Grant {
+                slot: self.hold(&app, Resource::Slot),
+                instance: fresh.then(|| self.hold(&app, Resource::Instance)),
             };
-            if let Err(mut slot) = tx.send(slot) {
-                // The waiter gave up; its slot goes to the next one.
-                slot.live = false;
-                if let Some(q) = state.apps.get_mut(&app) {
-                    q.running -= 1;
-                }
+            if let Err(mut grant) = tx.send(grant) {
+                // The waiter gave up; its slot (and instance) go to the next.
+                grant.slot.live = false;
                 state.free += 1;
+                let q = state.apps.get_mut(&app);
+                if let Some(instance) = &mut grant.instance {
+                    instance.live = false;
+                    state.instances_free += 1;
+                }
+                if let Some(q) = q {
+                    q.running -= 1;
+                    if grant.instance.is_some() {
+                        q.instances -= 1;
+                    }
+                }
             }
         }
     }
 }
 
-/// The waiter that goes next: of the app holding the fewest slots, then
-/// the one served least recently, its oldest event. With `me`, as if that
-/// running event had given its slot up and joined its app's queue.
-fn pick(state: &State, me: Option<(&Arc<str>, u64)>) -> Option<(Arc<str>, u64)> {
+/// Forget an app nothing of which is admitted, running or alive.
+fn retire_if_idle(state: &mut State, app: &Arc<str>) {
+    if state.apps.get(app).is_some_and(AppQueue::idle) {
+        state.apps.remove(app);
+    }
+}
+
+/// The waiter that goes next, of those that can run (one resuming, or one
+/// starting while an instance is free and its app is under its share): of
+/// the app holding the fewest slots, then the one served least recently,
+/// its oldest event. With `me`, as if that running event had given its
+/// slot up and joined its app's queue. The flag: whether it is starting.
+fn pick(
+    state: &State,
+    per_app: usize,
+    me: Option<(&Arc<str>, u64)>,
+) -> Option<(Arc<str>, u64, bool)> {
     state
         .apps
         .iter()
         .filter_map(|(app, q)| {
             let mut running = q.running;
-            let mut first = q.waiters.keys().next().copied();
+            let mut first = q.resuming.keys().next().map(|&seq| (seq, false));
+            if state.instances_free > 0 && q.instances < per_app {
+                if let Some(&seq) = q.fresh.keys().next() {
+                    first = Some(first.map_or((seq, true), |f| f.min((seq, true))));
+                }
+            }
             if let Some((my_app, my_seq)) = me {
                 if my_app == app {
                     running = running.saturating_sub(1);
-                    first = Some(first.map_or(my_seq, |seq| seq.min(my_seq)));
+                    first = Some(first.map_or((my_seq, false), |f| f.min((my_seq, false))));
                 }
             }
-            first.map(|seq| (app, (running, q.last_grant, seq)))
+            first.map(|(seq, fresh)| (app, (running, q.last_grant, seq), fresh))
         })
-        .min_by_key(|(_, key)| *key)
-        .map(|(app, (_, _, seq))| (app.clone(), seq))
+        .min_by_key(|(_, key, _)| *key)
+        .map(|(app, (_, _, seq), fresh)| (app.clone(), seq, fresh))
 }
 
 /// An admitted event: counted against the caps until it ends.
@@ -270,32 +368,38 @@ struct Ticket {
 }
 
 impl Ticket {
-    async fn first_slot(&self, max_wait: Option<Duration>) -> Result<Slot, Overload> {
+    async fn first_slot(&self, max_wait: Option<Duration>) -> Result<Grant, Overload> {
         let mut rx = {
             let mut state = self.inner.lock();
-            if state.free > 0 {
-                // Free slots and waiters never coexist (grant runs whenever
-                // a slot frees), so nobody is passed over here.
+            let app_instances = state.apps.get(&self.app).map_or(0, |q| q.instances);
+            if state.free > 0
+                && state.instances_free > 0
+                && app_instances < self.inner.config.instances_per_app
+            {
+                // A free slot and a waiter that could take it never coexist
+                // (grant runs whenever a slot or an instance frees), so
+                // nobody is passed over here.
                 state.free -= 1;
+                state.instances_free -= 1;
                 state.grants += 1;
                 let grants = state.grants;
                 if let Some(q) = state.apps.get_mut(&self.app) {
                     q.running += 1;
+                    q.instances += 1;
                     q.last_grant = grants;
                 }
-                return Ok(Slot {
-                    inner: self.inner.clone(),
-                    app: self.app.clone(),
-                    live: true,
+                return Ok(Grant {
+                    slot: self.inner.hold(&self.app, Resource::Slot),
+                    instance: Some(self.inner.hold(&self.app, Resource::Instance)),
                 });
             }
-            self.enqueue(&mut state)
+            self.enqueue(&mut state, true)
         };
         let Some(max_wait) = max_wait else {
-            return Ok(self.received(rx.await).await);
+            return Ok(self.received(rx.await, true).await);
         };
         match tokio::time::timeout(max_wait, &mut rx).await {
-            Ok(got) => Ok(self.received(got).await),
+            Ok(got) => Ok(self.received(got, true).await),
             Err(_) => {
                 self.withdraw();
                 // A slot may have been handed over just before withdrawing.
@@ -307,37 +411,45 @@ impl Ticket {
         }
     }
 
-    fn enqueue(&self, state: &mut State) -> oneshot::Receiver<Slot> {
+    /// Wait for a slot: a `fresh` event for its first one (and an
+    /// instance), otherwise to run again.
+    fn enqueue(&self, state: &mut State, fresh: bool) -> oneshot::Receiver<Grant> {
         let (tx, rx) = oneshot::channel();
         if let Some(q) = state.apps.get_mut(&self.app) {
-            q.waiters.insert(self.seq, tx);
+            if fresh {
+                q.fresh.insert(self.seq, tx);
+            } else {
+                q.resuming.insert(self.seq, tx);
+            }
             self.inner.waiting.fetch_add(1, Ordering::Relaxed);
         }
         rx
     }
 
-    /// Take our waiter out of the queue, if it is still there.
+    /// Take our waiter for a first slot out of the queue, if it is still there.
     fn withdraw(&self) {
         let mut state = self.inner.lock();
         if let Some(q) = state.apps.get_mut(&self.app) {
-            if q.waiters.remove(&self.seq).is_some() {
+            if q.fresh.remove(&self.seq).is_some() {
                 self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
 
-    /// The slot a waiter was sent. The sender is only ever dropped after a
+    /// What a waiter was sent. The sender is only ever dropped after a
     /// send or by `withdraw`, which this waiter has not called: should that
     /// change, queue again rather than run without a slot.
-    async fn received(&self, got: Result<Slot, oneshot::error::RecvError>) -> Slot {
+    async fn received(&self, got: Result<Grant, oneshot::error::RecvError>, fresh: bool) -> Grant {
         let mut got = got;
         loop {
             match got {
-                Ok(slot) => return slot,
+                Ok(grant) => return grant,
                 Err(_) => {
                     let rx = {
                         let mut state = self.inner.lock();
-                        self.enqueue(&mut state)
+                        let rx = self.enqueue(&mut state, fresh);
+                        self.inner.grant(&mut state);
+                        rx
                     };
                     got = rx.await;
                 }
@@ -351,7 +463,12 @@ impl Ticket {
             return false;
         }
         let state = self.inner.lock();
-        pick(&state, Some((&self.app, self.seq))).is_some_and(|next| next.1 != self.seq)
+        pick(
+            &state,
+            self.inner.config.instances_per_app,
+            Some((&self.app, self.seq)),
+        )
+        .is_some_and(|next| next.1 != self.seq)
     }
 
     /// Queue for a slot again, keeping this event's place (after its slot
@@ -359,11 +476,11 @@ impl Ticket {
     async fn reacquire(&self) -> Slot {
         let rx = {
             let mut state = self.inner.lock();
-            let rx = self.enqueue(&mut state);
+            let rx = self.enqueue(&mut state, false);
             self.inner.grant(&mut state);
             rx
         };
-        self.received(rx.await).await
+        self.received(rx.await, false).await.slot
     }
 
     /// Give `slot` up and queue to resume, keeping this event's place.
@@ -375,11 +492,11 @@ impl Ticket {
                 q.running -= 1;
             }
             state.free += 1;
-            let rx = self.enqueue(&mut state);
+            let rx = self.enqueue(&mut state, false);
             self.inner.grant(&mut state);
             rx
         };
-        self.received(rx.await).await
+        self.received(rx.await, false).await.slot
     }
 }
 
@@ -387,33 +504,40 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut state = self.inner.lock();
         state.pending -= 1;
-        let idle = match state.apps.get_mut(&self.app) {
-            Some(q) => {
-                if q.waiters.remove(&self.seq).is_some() {
-                    self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
-                }
-                q.pending -= 1;
-                q.pending == 0
+        if let Some(q) = state.apps.get_mut(&self.app) {
+            if q.fresh.remove(&self.seq).is_some() || q.resuming.remove(&self.seq).is_some() {
+                self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
             }
-            None => false,
-        };
-        if idle {
-            state.apps.remove(&self.app);
+            q.pending -= 1;
         }
+        retire_if_idle(&mut state, &self.app);
     }
 }
 
-/// The right to execute: one of the slots. Dropping it frees the slot.
-pub struct Slot {
+/// What an event holds of the host's: a run slot (the right to execute),
+/// or an instance (from its first slot to its end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resource {
+    Slot,
+    Instance,
+}
+
+/// One slot or instance held by an event of `app`. Dropping it gives it
+/// back.
+struct Hold {
     inner: Arc<Inner>,
     app: Arc<str>,
+    what: Resource,
     live: bool,
 }
 
-impl Drop for Slot {
+/// A held run slot.
+type Slot = Hold;
+
+impl Drop for Hold {
     fn drop(&mut self) {
         if self.live {
-            self.inner.release(&self.app);
+            self.inner.release(&self.app, self.what);
         }
     }
 }
@@ -426,8 +550,11 @@ struct Clock {
 
 /// One admitted event's place in the schedule and its running time.
 pub struct Turn {
-    // Declared first so the slot is freed before the ticket is retired.
+    // Declared first so the slot and the instance are freed before the
+    // ticket is retired. The instance is held as long as the turn: the
+    // sandbox drops the event's store before its turn.
     slot: Mutex<Option<Slot>>,
+    _instance: Option<Hold>,
     clock: Mutex<Clock>,
     ticket: Ticket,
 }
@@ -496,6 +623,8 @@ mod tests {
     fn config(slots: usize) -> SchedulerConfig {
         SchedulerConfig {
             slots,
+            instances: 8,
+            instances_per_app: 8,
             max_pending: 8,
             max_pending_per_app: 4,
             max_wait: Duration::from_millis(200),
@@ -602,6 +731,100 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
+    }
+
+    /// Start an event of `app` and park it in a host call until `release`
+    /// fires: it holds an instance but no slot meanwhile.
+    async fn parked(
+        s: &Scheduler,
+        app: &str,
+    ) -> (Arc<Turn>, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let turn = s.start(app, false).await.unwrap();
+        let (release, wait) = oneshot::channel::<()>();
+        let call = tokio::spawn(turn.clone().off_slot(async {
+            let _ = wait.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        (turn, release, call)
+    }
+
+    /// Start an event of `app` in a task that ends once it has a slot.
+    fn starting(
+        s: &Scheduler,
+        app: &'static str,
+        patient: bool,
+    ) -> tokio::task::JoinHandle<Result<(), Overload>> {
+        let s = s.clone();
+        tokio::spawn(async move { s.start(app, patient).await.map(|_| ()) })
+    }
+
+    #[tokio::test]
+    async fn no_more_events_are_alive_than_instances() {
+        let s = Scheduler::new(SchedulerConfig {
+            instances: 2,
+            instances_per_app: 2,
+            ..config(2)
+        });
+        let (a, release_a, call_a) = parked(&s, "a").await;
+        let (b, release_b, call_b) = parked(&s, "b").await;
+        let load = s.load();
+        assert_eq!((load.running, load.alive), (0, 2));
+        // Both slots are free, but no instance is: a new event waits, a
+        // host event too (it is never refused, but it cannot overcommit).
+        let user = starting(&s, "c", false);
+        let host = starting(&s, "c", true);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!user.is_finished() && !host.is_finished());
+        assert_eq!(s.load().alive, 2);
+        // An event that holds an instance still runs again (it is not
+        // stuck behind those that wait for one) and, ending, lets one in.
+        release_a.send(()).unwrap();
+        call_a.await.unwrap();
+        assert_eq!(s.load().running, 1);
+        drop(a);
+        let started = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                r = &mut { user } => r.unwrap(),
+                r = &mut { host } => r.unwrap(),
+            }
+        });
+        started
+            .await
+            .expect("an event starts once an instance frees")
+            .unwrap();
+        release_b.send(()).unwrap();
+        call_b.await.unwrap();
+        drop(b);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let load = s.load();
+        assert_eq!((load.running, load.alive, load.pending), (0, 0, 0));
+        assert!(s.inner.lock().apps.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_app_waiting_on_its_backend_keeps_only_its_share_of_instances() {
+        let s = Scheduler::new(SchedulerConfig {
+            instances: 4,
+            instances_per_app: 2,
+            ..config(1)
+        });
+        let (h1, release_h1, call_h1) = parked(&s, "heavy").await;
+        let (_h2, _release_h2, _call_h2) = parked(&s, "heavy").await;
+        let third = starting(&s, "heavy", false);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!third.is_finished(), "the heavy app is at its share");
+        // Another app starts at once, on the instances left.
+        let light = tokio::time::timeout(Duration::from_millis(100), s.start("light", false))
+            .await
+            .expect("the light app is not held up")
+            .unwrap();
+        assert_eq!(s.load().alive, 3);
+        drop(light);
+        // When one of the heavy app's events ends, its next starts.
+        release_h1.send(()).unwrap();
+        call_h1.await.unwrap();
+        drop(h1);
+        third.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -59,6 +59,11 @@ pub struct FileConfig {
     pub document_ttl_secs: Option<u64>,
     /// Events that execute at once (default: the number of cores).
     pub event_slots: Option<usize>,
+    /// Events alive at once, running or waiting on a host call (default
+    /// 64): the sandbox's instance pool.
+    pub event_instances: Option<usize>,
+    /// Events of one app alive at once (default 16).
+    pub event_instances_per_app: Option<usize>,
     /// Events admitted at once (running or waiting), over all apps.
     pub max_pending_events: Option<usize>,
     /// Events of one app admitted at once.
@@ -297,6 +302,8 @@ impl FileConfig {
         env_value("payment-ttl-secs", &mut self.payment_ttl_secs)?;
         env_value("document-ttl-secs", &mut self.document_ttl_secs)?;
         env_value("event-slots", &mut self.event_slots)?;
+        env_value("event-instances", &mut self.event_instances)?;
+        env_value("event-instances-per-app", &mut self.event_instances_per_app)?;
         env_value("max-pending-events", &mut self.max_pending_events)?;
         env_value(
             "max-pending-events-per-app",
@@ -398,6 +405,9 @@ impl FileConfig {
         let sched = apps_defaults.scheduler;
         let scheduler = SchedulerConfig {
             slots: count("event-slots", self.event_slots)?.unwrap_or(sched.slots),
+            instances: count("event-instances", self.event_instances)?.unwrap_or(sched.instances),
+            instances_per_app: count("event-instances-per-app", self.event_instances_per_app)?
+                .unwrap_or(sched.instances_per_app),
             max_pending: count("max-pending-events", self.max_pending_events)?
                 .unwrap_or(sched.max_pending),
             max_pending_per_app: count(
@@ -409,6 +419,13 @@ impl FileConfig {
                 .map_or(sched.max_wait, Duration::from_millis),
             slice: sched.slice,
         };
+        if scheduler.instances_per_app > scheduler.instances {
+            bail!(
+                "event-instances-per-app ({}) must not exceed event-instances ({})",
+                scheduler.instances_per_app,
+                scheduler.instances
+            );
+        }
         let messaging_defaults = MessagingConfig::default();
         Ok(ServerConfig {
             listen,
@@ -610,9 +627,15 @@ mod tests {
             "http-plain-origins = [\"backend.example\"]",
             "http-hosts = { \"a.example\" = [\"not-an-ip\"] }",
             "http-rate-per-app = 0",
+            "event-instances = 0",
+            "event-instances = 8\nevent-instances-per-app = 9",
         ] {
             let c: FileConfig = toml::from_str(bad).unwrap();
             assert!(c.resolve().is_err(), "{bad}");
         }
+        let c: FileConfig =
+            toml::from_str("event-instances = 200\nevent-instances-per-app = 50").unwrap();
+        let s = c.resolve().unwrap().apps.scheduler;
+        assert_eq!((s.instances, s.instances_per_app), (200, 50));
     }
 }

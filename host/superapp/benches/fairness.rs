@@ -114,6 +114,8 @@ fn main() -> anyhow::Result<()> {
             "all at once",
             SchedulerConfig {
                 slots: 100_000,
+                instances: 1_000,
+                instances_per_app: 1_000,
                 max_pending: 100_000,
                 max_pending_per_app: 100_000,
                 ..SchedulerConfig::default()

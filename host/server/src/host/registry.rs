@@ -34,7 +34,7 @@ impl Host {
     /// the registry; the prepared app is kept for launches.
     fn submit(&self, package: &Package, actor: &Actor) -> Result<Changed, HostError> {
         // Signature and publisher first: no compiling for strangers.
-        package.verify().map_err(RegistryError::Package)?;
+        let signature = package.verify().map_err(RegistryError::Package)?;
         if self
             .registry
             .publisher(&package.manifest().publisher)?
@@ -44,9 +44,14 @@ impl Host {
                 RegistryError::UnknownPublisher(package.manifest().publisher.clone()).into(),
             );
         }
+        // The signature's digest of the component was just checked.
         let app = self
             .runtime
-            .load(package.manifest().clone(), package.component())
+            .load_digested(
+                package.manifest().clone(),
+                package.component(),
+                &signature.component_sha256,
+            )
             .map_err(|e| {
                 HostError::Invalid(format!("the component fails the host's checks: {e}"))
             })?;
@@ -101,10 +106,19 @@ impl Host {
                 HostError::NotFound(format!("the package of {} is missing", release.label()))
             })?;
         let package = Package::from_bytes(&bytes).map_err(RegistryError::Package)?;
-        let app = self
-            .runtime
-            .load(package.manifest().clone(), package.component())
-            .map_err(|e| HostError::Invalid(format!("{}: {e}", release.label())))?;
+        // A stored package was verified when it was published: its
+        // signature's digest finds the precompiled component without hashing
+        // it again (and is checked against the bytes if it must be compiled).
+        let manifest = package.manifest().clone();
+        let loaded = match package.signature() {
+            Some(signature) => self.runtime.load_digested(
+                manifest,
+                package.component(),
+                &signature.component_sha256,
+            ),
+            None => self.runtime.load(manifest, package.component()),
+        };
+        let app = loaded.map_err(|e| HostError::Invalid(format!("{}: {e}", release.label())))?;
         let app = Arc::new(app);
         self.loaded_apps()
             .insert(release.digest.clone(), app.clone());

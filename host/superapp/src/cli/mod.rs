@@ -41,6 +41,9 @@ enum Command {
     /// heartbeat-secs,
     /// cookie-secure, payment-ttl-secs, document-ttl-secs, event-slots
     /// (events that execute at once; default the number of cores),
+    /// event-instances (events alive at once, also while they wait on a
+    /// host call: the sandbox's instance pool; default 64),
+    /// event-instances-per-app (default 16),
     /// max-pending-events, max-pending-events-per-app, max-event-wait-ms
     /// (past these a user's event gets 503), sensitive-capabilities (the
     /// capabilities whose packages need a trusted auditor's approval;

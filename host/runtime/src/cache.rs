@@ -68,22 +68,14 @@ impl ComponentCache {
         load_verified(engine, &artifact, &check)
     }
 
-    /// Compile `bytes`, whose SHA-256 is `component_sha`, and store the
-    /// result under it.
-    pub fn compile_and_store(
-        &self,
-        engine: &Engine,
-        component_sha: &str,
-        bytes: &[u8],
-    ) -> wasmtime::Result<(Component, Origin)> {
+    /// Keep `serialized`, the precompiled form for `engine` of the
+    /// component whose SHA-256 is `component_sha`. A cache that cannot be
+    /// written only costs a recompile next time: logged, not an error.
+    pub fn store(&self, engine: &Engine, component_sha: &str, serialized: &[u8]) {
         let (artifact, check) = self.paths(engine, component_sha);
-        let component = Component::new(engine, bytes)?;
-        let serialized = component.serialize()?;
-        if let Err(e) = store(&self.dir, &artifact, &check, &serialized) {
-            // A cache we cannot write only costs a recompile next time.
+        if let Err(e) = store(&self.dir, &artifact, &check, serialized) {
             tracing::warn!(path = %artifact.display(), error = %e, "cannot store precompiled component");
         }
-        Ok((component, Origin::Compiled))
     }
 }
 

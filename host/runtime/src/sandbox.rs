@@ -245,7 +245,12 @@ pub enum Call {
 }
 
 pub struct Runtime {
+    /// Runs components: it holds the instance pool and cannot compile, so
+    /// a host that finds its apps precompiled never sets a compiler up.
     engine: Engine,
+    /// Compiles for `engine` (the same settings), made at the first
+    /// component that is not precompiled.
+    compiler: std::sync::OnceLock<Engine>,
     config: RuntimeConfig,
     cache: Option<ComponentCache>,
     scheduler: Scheduler,
@@ -279,6 +284,7 @@ impl Runtime {
         let ticker = Ticker::start(engine.clone(), config.epoch_tick)?;
         Ok(Runtime {
             engine,
+            compiler: std::sync::OnceLock::new(),
             scheduler: Scheduler::new(config.scheduler),
             metrics: Arc::new(RuntimeMetrics::default()),
             config,
@@ -287,11 +293,20 @@ impl Runtime {
         })
     }
 
-    /// The engine `config` asks for: its settings and instance allocator.
-    fn engine_for(config: &RuntimeConfig) -> anyhow::Result<Engine> {
+    /// The settings every engine of the host shares: what its compiled
+    /// code depends on.
+    fn wasm_config() -> Config {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
         wasm.max_wasm_stack(512 << 10);
+        wasm
+    }
+
+    /// The engine that runs what `config` asks for: the shared settings,
+    /// no compiler, and the instance allocator.
+    fn engine_for(config: &RuntimeConfig) -> anyhow::Result<Engine> {
+        let mut wasm = Runtime::wasm_config();
+        wasm.enable_compiler(false);
         if config.pooling {
             // The scheduler lets no more events be alive at once.
             let n = u32::try_from(config.scheduler.instances.max(1)).unwrap_or(u32::MAX);
@@ -314,6 +329,28 @@ impl Runtime {
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         Engine::new(&wasm).map_err(anyhow::Error::from)
+    }
+
+    /// Compile `bytes` for the running engine: with the compiler engine
+    /// (made now if this is the first), then moved over in wasmtime's
+    /// serialized form, which is also what the cache keeps.
+    fn compile_new(&self, bytes: &[u8]) -> wasmtime::Result<(Component, Vec<u8>)> {
+        let compiler = match self.compiler.get() {
+            Some(engine) => engine,
+            None => {
+                let engine = Engine::new(&Runtime::wasm_config())?;
+                // Two first compiles at once: one engine is kept.
+                self.compiler.get_or_init(|| engine)
+            }
+        };
+        let serialized = Component::new(compiler, bytes)?.serialize()?;
+        // SAFETY: `Component::deserialize` trusts its input to be wasmtime's
+        // own output for a compatible engine: these bytes are what
+        // `serialize` just returned, compiled with the settings the running
+        // engine shares (and wasmtime checks the two engines agree).
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, &serialized) }?;
+        Ok((component, serialized))
     }
 
     /// Whether instances come from the pooling allocator (false when the
@@ -368,20 +405,17 @@ impl Runtime {
                 }
             }
         };
-        let result = match &self.cache {
-            Some(cache) => match cache.load(&self.engine, sha) {
-                Some(component) => Ok((component, Origin::Cache)),
-                None => {
-                    check()?;
-                    cache.compile_and_store(&self.engine, sha, bytes)
-                }
-            },
-            None => {
-                check()?;
-                Component::new(&self.engine, bytes).map(|c| (c, Origin::Compiled))
-            }
-        };
-        result.map_err(|e| LoadError::Compile(format!("{e:#}")))
+        if let Some(component) = self.cache.as_ref().and_then(|c| c.load(&self.engine, sha)) {
+            return Ok((component, Origin::Cache));
+        }
+        check()?;
+        let (component, serialized) = self
+            .compile_new(bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        if let Some(cache) = &self.cache {
+            cache.store(&self.engine, sha, &serialized);
+        }
+        Ok((component, Origin::Compiled))
     }
 
     /// Check a component against its manifest and prepare it to run.

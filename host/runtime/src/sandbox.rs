@@ -308,13 +308,17 @@ impl Runtime {
         let mut wasm = Runtime::wasm_config();
         wasm.enable_compiler(false);
         if config.pooling {
-            // The scheduler lets no more events be alive at once.
+            // The scheduler lets no more events be alive at once, and each
+            // may use as much as a component is allowed: so no event fails
+            // to instantiate because others took the pool's memories or
+            // tables (they only reserve address space until used).
             let n = u32::try_from(config.scheduler.instances.max(1)).unwrap_or(u32::MAX);
+            let each = |max: usize| n.saturating_mul(max as u32);
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(n)
-                .total_core_instances(n * 4)
-                .total_memories(n)
-                .total_tables(n * 4)
+                .total_core_instances(each(limits::MAX_INSTANCES))
+                .total_memories(each(limits::MAX_MEMORIES))
+                .total_tables(each(limits::MAX_TABLES))
                 .total_stacks(n)
                 .max_core_instances_per_component(limits::MAX_INSTANCES as u32)
                 .max_memories_per_component(limits::MAX_MEMORIES as u32)

@@ -69,6 +69,20 @@ pub async fn upgrade(State(state): State<AppState>, auth: Auth, ws: WebSocketUpg
         .on_upgrade(move |socket| session(state, auth, socket))
 }
 
+/// How a session ends after reading failed: a frame over the limit is
+/// refused with 1009 (message too big), which tells the client not to send
+/// it again; anything else means the connection is gone.
+fn too_large(error: axum::Error, limit: usize) -> Option<(u16, &'static str)> {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => {
+            tracing::debug!(limit, "a WebSocket frame over the limit; closing with 1009");
+            Some((1009, "frame too large: at most max-body-bytes"))
+        }
+        _ => None,
+    }
+}
+
 /// What a client may send (pongs and closes aside).
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
@@ -243,7 +257,8 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                 }
             },
             incoming = stream.next(), if acks.len() < MAX_IN_FLIGHT => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                Some(Ok(Message::Close(_))) | None => break None,
+                Some(Err(e)) => break too_large(e, state.config.max_body_bytes),
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
                     // Boxed: the send's state would otherwise be part of

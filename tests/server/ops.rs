@@ -139,11 +139,17 @@ async fn probes_and_metrics() {
         value(&text, "superapp_connections ").is_some_and(|n| n >= 1.0),
         "{text}"
     );
-    assert_eq!(
-        value(&text, r#"superapp_event_queue{state="running"}"#),
-        Some(0.0),
-        "{text}"
-    );
+    // No event runs or is alive (holds an instance) between requests.
+    for state in ["running", "alive"] {
+        assert_eq!(
+            value(
+                &text,
+                &format!(r#"superapp_event_queue{{state="{state}"}}"#)
+            ),
+            Some(0.0),
+            "{state}: {text}"
+        );
+    }
     assert!(
         text.contains("superapp_event_running_seconds_bucket"),
         "{text}"

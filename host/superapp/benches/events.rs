@@ -9,6 +9,13 @@
 //! `SUPERAPP_BENCH_ROUNDS` (default 3) the runs whose median is shown,
 //! `SUPERAPP_BENCH_ONLY` (say `events` or `launches`) runs only the measures
 //! whose name contains it (for a profile of one kind of request).
+//!
+//! Beside rates and latencies it prints the CPU time the server and this
+//! load generator spent per request, and their ratio: the load generator's
+//! work per request is the same whatever the server does, so the ratio
+//! compares two builds of the server even when this shared machine's speed
+//! drifts between their runs (as it does, by up to a quarter within
+//! minutes, moving rates and CPU times alike).
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +29,7 @@ mod common;
 
 mod load;
 mod stats;
-use stats::{env_or, median, millis, percentile};
+use stats::{cpu_time, env_or, median, micros, millis, percentile};
 
 const HELLO: &str = "dev.superapp.hello";
 /// Where the server's API is (`common::Server::base` ends in it).
@@ -32,11 +39,18 @@ const API: &str = "/api/v1";
 struct Run {
     per_sec: f64,
     latencies: Vec<Duration>,
+    /// The server's CPU time (all its threads) per answered request: less
+    /// noisy than the rate on a shared machine, so it tells a change to the
+    /// server's work per request apart from a change in the machine.
+    server_cpu: Duration,
+    /// This load generator's CPU time per request, on the same cores.
+    client_cpu: Duration,
 }
 
 /// `connections` clients, each its own user on its own connection, send
 /// `method path` with `body` as fast as answers come back, for `secs`.
 async fn drive(
+    server_pid: u32,
     base: &str,
     tokens: &[String],
     connections: usize,
@@ -53,6 +67,7 @@ async fn drive(
         conns.push(load::Conn::open(base).await);
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
+    let cpu_before = (cpu_time(server_pid), cpu_time(std::process::id()));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (c, mut conn) in conns.into_iter().enumerate() {
@@ -84,10 +99,15 @@ async fn drive(
         latencies.extend(t.await.expect("client task"));
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let answered = latencies.len().max(1) as u32;
+    let server_cpu = (cpu_time(server_pid) - cpu_before.0) / answered;
+    let client_cpu = (cpu_time(std::process::id()) - cpu_before.1) / answered;
     latencies.sort();
     Run {
         per_sec: latencies.len() as f64 / elapsed,
         latencies,
+        server_cpu,
+        client_cpu,
     }
 }
 
@@ -101,6 +121,7 @@ async fn main() {
     // quarter of it, for fairness among many): a single-app load.
     let server = common::serve_with(&setup, &[("SUPERAPP_MAX_PENDING_EVENTS_PER_APP", "256")]);
     let base = server.base.clone();
+    let pid = server.pid();
     let http = common::http_client();
     let mut tokens = Vec::new();
     for i in 0..200 {
@@ -117,8 +138,8 @@ async fn main() {
     // the liveness probe (no session, no store, no sandbox).
     let probe = (hyper::Method::GET, "/healthz".to_string(), Value::Null);
     // Warm-up: every user's session cached, the app's pool slots touched.
-    drive(&base, &tokens, 64, &event, 1).await;
-    drive(&base, &tokens, 64, &launch, 1).await;
+    drive(pid, &base, &tokens, 64, &event, 1).await;
+    drive(pid, &base, &tokens, 64, &launch, 1).await;
 
     let mut rows: Vec<(String, String)> = Vec::new();
     for (name, request, connections) in [
@@ -141,11 +162,17 @@ async fn main() {
         let mut rates = Vec::new();
         let mut p50 = Vec::new();
         let mut p99 = Vec::new();
+        let mut cpu = Vec::new();
+        let mut client_cpu = Vec::new();
+        let mut ratios = Vec::new();
         for _ in 0..rounds {
-            let run = drive(&base, &tokens, connections, request, secs).await;
+            let run = drive(pid, &base, &tokens, connections, request, secs).await;
             rates.push(run.per_sec);
             p50.push(percentile(&run.latencies, 0.50));
             p99.push(percentile(&run.latencies, 0.99));
+            cpu.push(run.server_cpu);
+            client_cpu.push(run.client_cpu);
+            ratios.push(run.server_cpu.as_secs_f64() / run.client_cpu.as_secs_f64().max(1e-9));
         }
         rates.sort_by(f64::total_cmp);
         let rate = rates[rates.len() / 2];
@@ -163,6 +190,20 @@ async fn main() {
         rows.push((
             format!("{name}, {connections} connections: p50 / p99"),
             format!("{} / {}", millis(median(p50)), millis(median(p99))),
+        ));
+        // The load generator does the same work per request in every build
+        // of the server, so the ratio cancels this machine's drift in speed
+        // (which moves both CPU times alike) and compares builds run hours
+        // apart.
+        ratios.sort_by(f64::total_cmp);
+        rows.push((
+            format!("{name}, {connections} connections: CPU per request, server / load generator (ratio)"),
+            format!(
+                "{} / {} ({:.2})",
+                micros(median(cpu)),
+                micros(median(client_cpu)),
+                ratios[ratios.len() / 2]
+            ),
         ));
     }
 

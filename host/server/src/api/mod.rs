@@ -300,8 +300,7 @@ pub fn router(state: AppState) -> Router {
                 .extensions()
                 .get::<RequestId>()
                 .and_then(|id| id.header_value().to_str().ok())
-                .unwrap_or("-")
-                .to_string();
+                .unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

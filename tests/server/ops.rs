@@ -157,6 +157,35 @@ async fn probes_and_metrics() {
 }
 
 #[tokio::test]
+async fn made_up_methods_share_one_metrics_series() {
+    let s = setup(&[]);
+    let server = serve(&s);
+    let http = crate::common::http_client();
+    // Each request names a method of its own on a route that exists: were
+    // methods labels by name, every one would add a series for good.
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+        let resp = http
+            .request(method, format!("{}/healthz", root(&server)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let (status, _, text) = scrape(&server, Some(&server.operator_token())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!text.contains("BREW"), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            r#"superapp_http_requests_total{method="other",route="/healthz",status="405"}"#
+        ),
+        Some(20.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn json_logs_carry_the_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");

@@ -27,7 +27,7 @@ use crate::audit::{Audit, Event};
 fn trees() -> Vec<Tree> {
     crate::audit::with(&[Tree::Registry])
 }
-pub use policy::{rollout_bucket, AutoApprove, Policy};
+pub use policy::{rollout_bucket, AutoApprove, Policy, Resolved};
 pub use releases::Changed;
 
 /// A publisher: the `publisher` of its manifests, and the keys that may

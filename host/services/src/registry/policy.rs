@@ -4,6 +4,8 @@
 //! at launch, against the auditor keys trusted now, so distrusting a key
 //! or adding a capability to the sensitive list takes effect at once.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use superapp_core::decision::Verdict;
 use superapp_core::{sha256_hex, Capability, Manifest};
@@ -74,6 +76,23 @@ pub fn rollout_bucket(pseudonym: &str) -> u8 {
     (n % 100) as u8
 }
 
+/// The release [`Registry::resolve`] found, read in place from the
+/// registry's memory: a launch reads its digest without copying the whole
+/// release (its capabilities, reasons and signed decisions).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    releases: Arc<Vec<Release>>,
+    index: usize,
+}
+
+impl std::ops::Deref for Resolved {
+    type Target = Release;
+
+    fn deref(&self) -> &Release {
+        &self.releases[self.index]
+    }
+}
+
 impl Registry {
     /// Why `release` may not be launched by anyone, or `Ok`.
     pub fn launchable(&self, release: &Release) -> Result<(), String> {
@@ -125,15 +144,20 @@ impl Registry {
     /// The version of `app` a user in rollout `bucket` launches: the newest
     /// launchable one whose rollout includes the bucket. When there is
     /// none, the error says what each version is missing.
-    pub fn resolve(&self, app: &str, bucket: u8) -> Result<Release, RegistryError> {
+    pub fn resolve(&self, app: &str, bucket: u8) -> Result<Resolved, RegistryError> {
         let releases = self.cached_releases(app)?;
         if releases.is_empty() {
             return Err(RegistryError::UnknownApp(app.into()));
         }
         let mut reasons = Vec::new();
-        for release in releases.iter() {
+        for (index, release) in releases.iter().enumerate() {
             match self.launchable(release) {
-                Ok(()) if release.rollout.is_none_or(|p| bucket < p) => return Ok(release.clone()),
+                Ok(()) if release.rollout.is_none_or(|p| bucket < p) => {
+                    return Ok(Resolved {
+                        releases: releases.clone(),
+                        index,
+                    })
+                }
                 Ok(()) => reasons.push(format!(
                     "{} reaches {}% of users so far, not yet this one",
                     release.version,
@@ -154,7 +178,7 @@ impl Registry {
         let mut out = Vec::new();
         for app in self.apps()? {
             match self.resolve(&app, bucket_of(&app)) {
-                Ok(release) => out.push(release),
+                Ok(release) => out.push(Release::clone(&release)),
                 Err(RegistryError::NotLaunchable(_) | RegistryError::UnknownApp(_)) => {}
                 Err(e) => return Err(e),
             }

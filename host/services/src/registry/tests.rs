@@ -342,7 +342,7 @@ fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
     let versions = |r: &Registry| -> Vec<String> {
         users
             .iter()
-            .map(|u| r.resolve(app, rollout_bucket(u)).unwrap().version)
+            .map(|u| r.resolve(app, rollout_bucket(u)).unwrap().version.clone())
             .collect()
     };
     let first = versions(&f.registry);

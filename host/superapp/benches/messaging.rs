@@ -69,18 +69,40 @@ async fn ws(
 }
 
 /// The median of `rounds` runs of `run` (given a run's length in seconds,
-/// the rate it measured), after a one-second warm-up, and every run.
+/// the rate it measured), after a one-second warm-up, and every run; then
+/// the median CPU time per message of the server (`pid`) and of this load
+/// generator, and of their ratio (which cancels the machine's drift in
+/// speed, as in the events bench).
 async fn median_rate<F: std::future::Future<Output = f64>>(
+    pid: u32,
     secs: u64,
     rounds: usize,
     run: impl Fn(u64) -> F,
 ) -> String {
     run(1).await;
     let mut rates = Vec::new();
+    let (mut server, mut client, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        rates.push(run(secs).await);
+        let before = (stats::cpu_time(pid), stats::cpu_time(std::process::id()));
+        let rate = run(secs).await;
+        // A run's messages: its rate over its length (connecting is not
+        // timed, and costs little beside it).
+        let messages = (rate * secs as f64).max(1.0);
+        let s = (stats::cpu_time(pid) - before.0).div_f64(messages);
+        let c = (stats::cpu_time(std::process::id()) - before.1).div_f64(messages);
+        ratios.push(s.as_secs_f64() / c.as_secs_f64().max(1e-9));
+        server.push(s);
+        client.push(c);
+        rates.push(rate);
     }
-    stats::median_of_runs(rates)
+    ratios.sort_by(f64::total_cmp);
+    format!(
+        "{}; CPU per message, server / load generator (ratio): {} / {} ({:.2})",
+        stats::median_of_runs(rates),
+        stats::micros(stats::median(server)),
+        stats::micros(stats::median(client)),
+        ratios[ratios.len() / 2]
+    )
 }
 
 /// Durable messages/s: `senders` clients, each on its own connection,
@@ -201,6 +223,7 @@ async fn main() {
         ],
     );
     let base = server.base.clone();
+    let pid = server.pid();
     let http = common::http_client();
     let mut rows: Vec<(String, String)> = Vec::new();
 
@@ -230,7 +253,7 @@ async fn main() {
     let wanted = |name: &str| name.contains(only.as_str());
     let name = format!("durable messages/s, {senders} senders over 64 conversations");
     if wanted(&name) {
-        let spread = median_rate(secs, rounds, |secs| {
+        let spread = median_rate(pid, secs, rounds, |secs| {
             throughput(&base, &sender, &directs, secs, senders)
         })
         .await;
@@ -259,7 +282,7 @@ async fn main() {
     let name =
         "durable messages/s over WebSockets, 64 senders (one in flight each) over 64 conversations";
     if wanted(name) {
-        let ws_spread = median_rate(secs, rounds, |secs| {
+        let ws_spread = median_rate(pid, secs, rounds, |secs| {
             ws_throughput(&base, &ws_senders, 1, secs)
         })
         .await;
@@ -268,13 +291,16 @@ async fn main() {
     let name = "durable messages/s over a WebSocket, one connection with 64 in flight, into one conversation";
     if wanted(name) {
         let one = [(sender.clone(), group.clone())];
-        let ws_hot = median_rate(secs, rounds, |secs| ws_throughput(&base, &one, 64, secs)).await;
+        let ws_hot = median_rate(pid, secs, rounds, |secs| {
+            ws_throughput(&base, &one, 64, secs)
+        })
+        .await;
         rows.push((name.to_string(), ws_hot));
     }
     let name = format!("durable messages/s, {senders} senders into one conversation");
     if wanted(&name) {
         let group = std::slice::from_ref(&group);
-        let hot = median_rate(secs, rounds, |secs| {
+        let hot = median_rate(pid, secs, rounds, |secs| {
             throughput(&base, &sender, group, secs, senders)
         })
         .await;
@@ -337,7 +363,6 @@ async fn main() {
     ));
 
     // Idle connections: server memory per held WebSocket.
-    let pid = server.pid();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid);
     let mut held = Vec::with_capacity(idle);

@@ -29,7 +29,7 @@ mod common;
 
 mod load;
 mod stats;
-use stats::{cpu_time, env_or, median, micros, millis, percentile};
+use stats::{cpu_split, cpu_time, env_or, median, millis, percentile};
 
 const HELLO: &str = "dev.superapp.hello";
 /// Where the server's API is (`common::Server::base` ends in it).
@@ -163,16 +163,12 @@ async fn main() {
         let mut p50 = Vec::new();
         let mut p99 = Vec::new();
         let mut cpu = Vec::new();
-        let mut client_cpu = Vec::new();
-        let mut ratios = Vec::new();
         for _ in 0..rounds {
             let run = drive(pid, &base, &tokens, connections, request, secs).await;
             rates.push(run.per_sec);
             p50.push(percentile(&run.latencies, 0.50));
             p99.push(percentile(&run.latencies, 0.99));
-            cpu.push(run.server_cpu);
-            client_cpu.push(run.client_cpu);
-            ratios.push(run.server_cpu.as_secs_f64() / run.client_cpu.as_secs_f64().max(1e-9));
+            cpu.push((run.server_cpu, run.client_cpu));
         }
         rates.sort_by(f64::total_cmp);
         let rate = rates[rates.len() / 2];
@@ -191,19 +187,9 @@ async fn main() {
             format!("{name}, {connections} connections: p50 / p99"),
             format!("{} / {}", millis(median(p50)), millis(median(p99))),
         ));
-        // The load generator does the same work per request in every build
-        // of the server, so the ratio cancels this machine's drift in speed
-        // (which moves both CPU times alike) and compares builds run hours
-        // apart.
-        ratios.sort_by(f64::total_cmp);
         rows.push((
             format!("{name}, {connections} connections: CPU per request, server / load generator (ratio)"),
-            format!(
-                "{} / {} ({:.2})",
-                micros(median(cpu)),
-                micros(median(client_cpu)),
-                ratios[ratios.len() / 2]
-            ),
+            cpu_split(&cpu),
         ));
     }
 

@@ -70,9 +70,8 @@ async fn ws(
 
 /// The median of `rounds` runs of `run` (given a run's length in seconds,
 /// the rate it measured), after a one-second warm-up, and every run; then
-/// the median CPU time per message of the server (`pid`) and of this load
-/// generator, and of their ratio (which cancels the machine's drift in
-/// speed, as in the events bench).
+/// the CPU time per message of the server (`pid`) and of this load
+/// generator (`stats::cpu_split`).
 async fn median_rate<F: std::future::Future<Output = f64>>(
     pid: u32,
     secs: u64,
@@ -81,27 +80,23 @@ async fn median_rate<F: std::future::Future<Output = f64>>(
 ) -> String {
     run(1).await;
     let mut rates = Vec::new();
-    let (mut server, mut client, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cpu = Vec::new();
     for _ in 0..rounds {
         let before = (stats::cpu_time(pid), stats::cpu_time(std::process::id()));
         let rate = run(secs).await;
         // A run's messages: its rate over its length (connecting is not
         // timed, and costs little beside it).
         let messages = (rate * secs as f64).max(1.0);
-        let s = (stats::cpu_time(pid) - before.0).div_f64(messages);
-        let c = (stats::cpu_time(std::process::id()) - before.1).div_f64(messages);
-        ratios.push(s.as_secs_f64() / c.as_secs_f64().max(1e-9));
-        server.push(s);
-        client.push(c);
+        cpu.push((
+            (stats::cpu_time(pid) - before.0).div_f64(messages),
+            (stats::cpu_time(std::process::id()) - before.1).div_f64(messages),
+        ));
         rates.push(rate);
     }
-    ratios.sort_by(f64::total_cmp);
     format!(
-        "{}; CPU per message, server / load generator (ratio): {} / {} ({:.2})",
+        "{}; CPU per message, server / load generator (ratio): {}",
         stats::median_of_runs(rates),
-        stats::micros(stats::median(server)),
-        stats::micros(stats::median(client)),
-        ratios[ratios.len() / 2]
+        stats::cpu_split(&cpu)
     )
 }
 

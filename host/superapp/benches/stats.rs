@@ -63,3 +63,21 @@ pub fn cpu_time(pid: u32) -> Duration {
         .collect();
     Duration::from_millis(fields.iter().sum::<u64>() * 10)
 }
+
+/// The CPU time per request of the server and of the load generator over
+/// some runs, as "server / load generator (ratio)" medians. The load
+/// generator's work per request is the same whatever the server does, so
+/// the ratio cancels the machine's drift in speed, which moves both alike.
+pub fn cpu_split(runs: &[(Duration, Duration)]) -> String {
+    let mut ratios: Vec<f64> = runs
+        .iter()
+        .map(|(server, client)| server.as_secs_f64() / client.as_secs_f64().max(1e-9))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    format!(
+        "{} / {} ({:.2})",
+        micros(median(runs.iter().map(|r| r.0).collect())),
+        micros(median(runs.iter().map(|r| r.1).collect())),
+        ratios.get(ratios.len() / 2).copied().unwrap_or(0.0)
+    )
+}

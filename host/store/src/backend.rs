@@ -288,4 +288,10 @@ pub trait Backend: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
+    /// How long a group commit that has seen concurrent writers waits for
+    /// more before it flushes (see `records::group_commit`): worth it only
+    /// where a flush costs work of its own, so none by default.
+    fn commit_gather(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }

@@ -312,15 +312,26 @@ impl Drop for Store {
 }
 
 /// The flusher: take every waiting request, flush once, answer them all.
+/// When the last flush answered more than one request, writers are
+/// arriving together, so it first waits the backend's gather time for more
+/// of them to join (as PostgreSQL's `commit_delay` does when other
+/// transactions are active): a lone write after a quiet spell is flushed
+/// at once.
 fn group_commit(
     backend: Arc<dyn Backend>,
     rx: mpsc::Receiver<Waiter>,
     timings: Histogram,
     progress: &Progress,
 ) {
+    let gather = backend.commit_gather();
+    let mut last_batch = 0;
     while let Ok(first) = rx.recv() {
+        if let Some(wait) = gather_before_flush(gather, last_batch) {
+            std::thread::sleep(wait);
+        }
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
+        last_batch = batch.len();
         let started = std::time::Instant::now();
         let covered = progress.written.load(Ordering::SeqCst);
         let result = backend.flush();
@@ -337,6 +348,15 @@ fn group_commit(
             let _ = waiter.done.send(result.clone());
         }
     }
+}
+
+/// How long a group commit waits for more writers, given how many requests
+/// the previous flush answered: only when they came together.
+fn gather_before_flush(
+    gather: std::time::Duration,
+    last_batch: usize,
+) -> Option<std::time::Duration> {
+    (last_batch > 1 && !gather.is_zero()).then_some(gather)
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -487,6 +507,21 @@ mod tests {
         store.remove(Tree::Users, b"k").unwrap();
         store.durable().await.unwrap();
         assert_eq!(flushes(), settled + 2);
+    }
+
+    #[test]
+    fn a_commit_waits_for_more_writers_only_after_concurrent_ones() {
+        let gather = std::time::Duration::from_micros(200);
+        // The first write, and a write after a flush that answered one
+        // request, are flushed at once.
+        assert_eq!(super::gather_before_flush(gather, 0), None);
+        assert_eq!(super::gather_before_flush(gather, 1), None);
+        assert_eq!(super::gather_before_flush(gather, 2), Some(gather));
+        assert_eq!(super::gather_before_flush(gather, 64), Some(gather));
+        // A backend whose flush costs nothing never waits.
+        let none = std::time::Duration::ZERO;
+        assert_eq!(super::gather_before_flush(none, 64), None);
+        assert_eq!(MemoryBackend::new().commit_gather(), none);
     }
 
     #[test]

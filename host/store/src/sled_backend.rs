@@ -12,6 +12,9 @@ use crate::backend::{prefix_end, Backend, Entry, StoreError, Tree, Txn};
 /// process may still hold.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// See [`SledBackend::commit_gather`].
+const COMMIT_GATHER: std::time::Duration = std::time::Duration::from_micros(200);
+
 pub struct SledBackend {
     db: sled::Db,
     trees: Vec<sled::Tree>,
@@ -313,6 +316,17 @@ impl Backend for SledBackend {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(backend_error)?;
         self.files.sync()
+    }
+
+    /// A flush here is a log write by sled's I/O thread pool (which wakes
+    /// all seven of its threads for it), an `fdatasync` and the blob
+    /// folder's check, whatever it covers: under a load of concurrent
+    /// writers, gathering them for 200 µs more makes each flush cover more
+    /// (launches at 64 connections, four alternating pairs of runs: server
+    /// CPU per launch 4–14 % lower against the load generator's, 15 900–22 100
+    /// against 13 600–18 600 launches/s).
+    fn commit_gather(&self) -> std::time::Duration {
+        COMMIT_GATHER
     }
 
     fn for_each(

@@ -312,11 +312,11 @@ impl Drop for Store {
 }
 
 /// The flusher: take every waiting request, flush once, answer them all.
-/// When the last flush answered more than one request, writers are
-/// arriving together, so it first waits the backend's gather time for more
-/// of them to join (as PostgreSQL's `commit_delay` does when other
-/// transactions are active): a lone write after a quiet spell is flushed
-/// at once.
+/// When the last flush answered more than one request and has just ended,
+/// writers are arriving together, so it first waits the backend's gather
+/// time for more of them to join (as PostgreSQL's `commit_delay` does when
+/// other transactions are active): a lone write, or the first after a quiet
+/// spell, is flushed at once.
 fn group_commit(
     backend: Arc<dyn Backend>,
     rx: mpsc::Receiver<Waiter>,
@@ -325,8 +325,9 @@ fn group_commit(
 ) {
     let gather = backend.commit_gather();
     let mut last_batch = 0;
+    let mut last_flushed = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
-        if let Some(wait) = gather_before_flush(gather, last_batch) {
+        if let Some(wait) = gather_before_flush(gather, last_batch, last_flushed.elapsed()) {
             std::thread::sleep(wait);
         }
         let mut batch = vec![first];
@@ -339,6 +340,7 @@ fn group_commit(
             progress.durable.fetch_max(covered, Ordering::SeqCst);
         }
         timings.observe(started.elapsed().as_secs_f64());
+        last_flushed = std::time::Instant::now();
         for waiter in batch {
             if result.is_ok() {
                 if let Some(after) = waiter.after {
@@ -351,12 +353,15 @@ fn group_commit(
 }
 
 /// How long a group commit waits for more writers, given how many requests
-/// the previous flush answered: only when they came together.
+/// the previous flush answered and how long ago it ended: only when they
+/// came together and are still coming (the previous flush ended less than
+/// ten gather times ago).
 fn gather_before_flush(
     gather: std::time::Duration,
     last_batch: usize,
+    since_last_flush: std::time::Duration,
 ) -> Option<std::time::Duration> {
-    (last_batch > 1 && !gather.is_zero()).then_some(gather)
+    (last_batch > 1 && !gather.is_zero() && since_last_flush < gather * 10).then_some(gather)
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -511,16 +516,22 @@ mod tests {
 
     #[test]
     fn a_commit_waits_for_more_writers_only_after_concurrent_ones() {
-        let gather = std::time::Duration::from_micros(200);
+        use std::time::Duration;
+        let gather = Duration::from_micros(200);
+        let just = Duration::from_micros(10);
         // The first write, and a write after a flush that answered one
         // request, are flushed at once.
-        assert_eq!(super::gather_before_flush(gather, 0), None);
-        assert_eq!(super::gather_before_flush(gather, 1), None);
-        assert_eq!(super::gather_before_flush(gather, 2), Some(gather));
-        assert_eq!(super::gather_before_flush(gather, 64), Some(gather));
+        assert_eq!(super::gather_before_flush(gather, 0, just), None);
+        assert_eq!(super::gather_before_flush(gather, 1, just), None);
+        // Writers arriving together, the last flush just ended: wait.
+        assert_eq!(super::gather_before_flush(gather, 2, just), Some(gather));
+        assert_eq!(super::gather_before_flush(gather, 64, just), Some(gather));
+        // The first write after a quiet spell, however busy it was before.
+        let quiet = Duration::from_millis(5);
+        assert_eq!(super::gather_before_flush(gather, 64, quiet), None);
         // A backend whose flush costs nothing never waits.
-        let none = std::time::Duration::ZERO;
-        assert_eq!(super::gather_before_flush(none, 64), None);
+        let none = Duration::ZERO;
+        assert_eq!(super::gather_before_flush(none, 64, just), None);
         assert_eq!(MemoryBackend::new().commit_gather(), none);
     }
 

@@ -322,9 +322,9 @@ impl Backend for SledBackend {
     /// all seven of its threads for it), an `fdatasync` and the blob
     /// folder's check, whatever it covers: under a load of concurrent
     /// writers, gathering them for 200 µs more makes each flush cover more
-    /// (launches at 64 connections, four alternating pairs of runs: server
-    /// CPU per launch 4–14 % lower against the load generator's, 15 900–22 100
-    /// against 13 600–18 600 launches/s).
+    /// (launches at 64 connections, seven alternating pairs of runs: server
+    /// CPU per launch 2–14 % lower against the load generator's in every
+    /// pair, and more launches/s in every pair).
     fn commit_gather(&self) -> std::time::Duration {
         COMMIT_GATHER
     }

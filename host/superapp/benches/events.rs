@@ -29,7 +29,7 @@ mod common;
 
 mod load;
 mod stats;
-use stats::{cpu_split, cpu_time, env_or, median, millis, percentile};
+use stats::{cpu_split, env_or, median, millis, percentile, CpuMeter};
 
 const HELLO: &str = "dev.superapp.hello";
 /// Where the server's API is (`common::Server::base` ends in it).
@@ -67,7 +67,7 @@ async fn drive(
         conns.push(load::Conn::open(base).await);
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let cpu_before = (cpu_time(server_pid), cpu_time(std::process::id()));
+    let cpu = CpuMeter::start(server_pid);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (c, mut conn) in conns.into_iter().enumerate() {
@@ -99,9 +99,7 @@ async fn drive(
         latencies.extend(t.await.expect("client task"));
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let answered = latencies.len().max(1) as u32;
-    let server_cpu = (cpu_time(server_pid) - cpu_before.0) / answered;
-    let client_cpu = (cpu_time(std::process::id()) - cpu_before.1) / answered;
+    let (server_cpu, client_cpu) = cpu.per(latencies.len() as f64);
     latencies.sort();
     Run {
         per_sec: latencies.len() as f64 / elapsed,

@@ -82,15 +82,11 @@ async fn median_rate<F: std::future::Future<Output = f64>>(
     let mut rates = Vec::new();
     let mut cpu = Vec::new();
     for _ in 0..rounds {
-        let before = (stats::cpu_time(pid), stats::cpu_time(std::process::id()));
+        let meter = stats::CpuMeter::start(pid);
         let rate = run(secs).await;
         // A run's messages: its rate over its length (connecting is not
         // timed, and costs little beside it).
-        let messages = (rate * secs as f64).max(1.0);
-        cpu.push((
-            (stats::cpu_time(pid) - before.0).div_f64(messages),
-            (stats::cpu_time(std::process::id()) - before.1).div_f64(messages),
-        ));
+        cpu.push(meter.per(rate * secs as f64));
         rates.push(rate);
     }
     format!(

@@ -64,6 +64,32 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(fields.iter().sum::<u64>() * 10)
 }
 
+/// The CPU time the server (`pid`) and this load generator use from its
+/// start, for a run's cost per request.
+pub struct CpuMeter {
+    server: u32,
+    started: (Duration, Duration),
+}
+
+impl CpuMeter {
+    pub fn start(server: u32) -> CpuMeter {
+        CpuMeter {
+            server,
+            started: (cpu_time(server), cpu_time(std::process::id())),
+        }
+    }
+
+    /// The server's and the load generator's CPU time since the start,
+    /// divided by `requests`.
+    pub fn per(&self, requests: f64) -> (Duration, Duration) {
+        let requests = requests.max(1.0);
+        (
+            (cpu_time(self.server) - self.started.0).div_f64(requests),
+            (cpu_time(std::process::id()) - self.started.1).div_f64(requests),
+        )
+    }
+}
+
 /// The CPU time per request of the server and of the load generator over
 /// some runs, as "server / load generator (ratio)" medians. The load
 /// generator's work per request is the same whatever the server does, so

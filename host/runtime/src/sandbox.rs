@@ -184,6 +184,9 @@ pub struct App {
     sha256: String,
     imports: ImportReport,
     origin: Origin,
+    /// The manifest's version as the app sees it in its context, formatted
+    /// once at load rather than per event.
+    version: String,
     /// This app's series of successful events in the runtime's metrics.
     ok_events: prometheus_client::metrics::counter::Counter,
 }
@@ -477,6 +480,7 @@ impl Runtime {
         let limits = manifest.limits.capped_by(self.config.cap);
         let ok_events = self.metrics.ok_events(&manifest.id);
         Ok(App {
+            version: manifest.version.to_string(),
             manifest: Arc::new(manifest),
             exports: Exports::find(&component)?,
             pre,
@@ -603,7 +607,7 @@ impl Runtime {
         });
         let ctx = Context {
             app_id: app.manifest.id.clone(),
-            app_version: app.manifest.version.to_string(),
+            app_version: app.version.clone(),
             locale: invocation.locale.clone(),
             params: invocation.params.clone(),
         };

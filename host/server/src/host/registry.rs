@@ -76,7 +76,7 @@ impl Host {
     /// The version of `app` that `user` launches (newest approved, not
     /// yanked, within its rollout), loaded and ready to run.
     pub fn app_for(&self, user: &str, app: &str) -> Result<Arc<App>, HostError> {
-        let bucket = rollout_bucket(&self.services.pseudonyms.for_app(user, app));
+        let bucket = || rollout_bucket(&self.services.pseudonyms.for_app(user, app));
         let release = self.registry.resolve(app, bucket).map_err(|e| match e {
             RegistryError::UnknownApp(id) => HostError::NoApp(id),
             other => other.into(),

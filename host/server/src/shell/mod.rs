@@ -35,9 +35,7 @@ const SECURITY_HEADERS: [(&str, &str); 7] = [
 ];
 
 /// Add [`SECURITY_HEADERS`] to a response (a `map_response` middleware).
-pub async fn security_headers<B>(
-    mut response: axum::http::Response<B>,
-) -> axum::http::Response<B> {
+pub async fn security_headers<B>(mut response: axum::http::Response<B>) -> axum::http::Response<B> {
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         let name = HeaderName::from_static(name);

@@ -141,18 +141,25 @@ impl Registry {
         }
     }
 
-    /// The version of `app` a user in rollout `bucket` launches: the newest
-    /// launchable one whose rollout includes the bucket. When there is
-    /// none, the error says what each version is missing.
-    pub fn resolve(&self, app: &str, bucket: u8) -> Result<Resolved, RegistryError> {
+    /// The version of `app` a user in rollout bucket `bucket()` launches:
+    /// the newest launchable one whose rollout includes the bucket. The
+    /// bucket is asked for only when a staged rollout needs it (it costs a
+    /// keyed hash). When there is no such version, the error says what each
+    /// version is missing.
+    pub fn resolve(
+        &self,
+        app: &str,
+        bucket: impl FnOnce() -> u8,
+    ) -> Result<Resolved, RegistryError> {
         let releases = self.cached_releases(app)?;
         if releases.is_empty() {
             return Err(RegistryError::UnknownApp(app.into()));
         }
+        let bucket = std::cell::LazyCell::new(bucket);
         let mut reasons = Vec::new();
         for (index, release) in releases.iter().enumerate() {
             match self.launchable(release) {
-                Ok(()) if release.rollout.is_none_or(|p| bucket < p) => {
+                Ok(()) if release.rollout.is_none_or(|p| *bucket < p) => {
                     return Ok(Resolved {
                         releases: releases.clone(),
                         index,
@@ -177,7 +184,7 @@ impl Registry {
     pub fn directory(&self, bucket_of: impl Fn(&str) -> u8) -> Result<Vec<Release>, RegistryError> {
         let mut out = Vec::new();
         for app in self.apps()? {
-            match self.resolve(&app, bucket_of(&app)) {
+            match self.resolve(&app, || bucket_of(&app)) {
                 Ok(release) => out.push(Release::clone(&release)),
                 Err(RegistryError::NotLaunchable(_) | RegistryError::UnknownApp(_)) => {}
                 Err(e) => return Err(e),

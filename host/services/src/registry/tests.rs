@@ -152,7 +152,10 @@ fn sensitive_versions_wait_for_a_trusted_auditor_and_the_rest_are_auto_approved(
     let released = f.registry.submit(&plain, &Actor::Operator).unwrap().release;
     assert_eq!(released.state, State::Approved);
     assert_eq!(
-        f.registry.resolve("org.clinic.booking", 0).unwrap().version,
+        f.registry
+            .resolve("org.clinic.booking", || 0)
+            .unwrap()
+            .version,
         "1.0.0"
     );
 
@@ -172,7 +175,10 @@ fn sensitive_versions_wait_for_a_trusted_auditor_and_the_rest_are_auto_approved(
     );
     // Users keep getting 1.0.0; 1.1.0 says what it misses.
     assert_eq!(
-        f.registry.resolve("org.clinic.booking", 0).unwrap().version,
+        f.registry
+            .resolve("org.clinic.booking", || 0)
+            .unwrap()
+            .version,
         "1.0.0"
     );
     let why = f
@@ -215,7 +221,10 @@ fn sensitive_versions_wait_for_a_trusted_auditor_and_the_rest_are_auto_approved(
         "a second approval is a no-op"
     );
     assert_eq!(
-        f.registry.resolve("org.clinic.booking", 0).unwrap().version,
+        f.registry
+            .resolve("org.clinic.booking", || 0)
+            .unwrap()
+            .version,
         "1.1.0"
     );
 
@@ -224,7 +233,10 @@ fn sensitive_versions_wait_for_a_trusted_auditor_and_the_rest_are_auto_approved(
         .distrust_auditor(&f.auditor.public_key(), &Actor::Operator)
         .unwrap();
     assert_eq!(
-        f.registry.resolve("org.clinic.booking", 0).unwrap().version,
+        f.registry
+            .resolve("org.clinic.booking", || 0)
+            .unwrap()
+            .version,
         "1.0.0"
     );
 }
@@ -244,7 +256,7 @@ fn with_auto_approve_never_everything_waits_and_future_decisions_are_refused() {
     let submitted = registry.submit(&plain, &Actor::Operator).unwrap().release;
     assert_eq!(submitted.state, State::Submitted);
     let err = registry
-        .resolve("org.clinic.booking", 0)
+        .resolve("org.clinic.booking", || 0)
         .unwrap_err()
         .to_string();
     assert!(
@@ -294,7 +306,7 @@ fn an_old_approval_cannot_be_replayed_over_a_rejection() {
     assert!(
         matches!(f.registry.decide(&approval), Err(RegistryError::Conflict(m)) if m.contains("newer decision"))
     );
-    let err = f.registry.resolve(&m.id, 0).unwrap_err().to_string();
+    let err = f.registry.resolve(&m.id, || 0).unwrap_err().to_string();
     assert!(err.contains("rejected by Ann Auditor"), "{err}");
 }
 
@@ -310,7 +322,7 @@ fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
             .unwrap();
     }
     let app = "org.clinic.booking";
-    assert_eq!(f.registry.resolve(app, 0).unwrap().version, "1.1.0");
+    assert_eq!(f.registry.resolve(app, || 0).unwrap().version, "1.1.0");
     f.registry
         .yank(
             app,
@@ -320,7 +332,7 @@ fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
             &Actor::Publisher("Clinic Ltd".into()),
         )
         .unwrap();
-    assert_eq!(f.registry.resolve(app, 0).unwrap().version, "1.0.0");
+    assert_eq!(f.registry.resolve(app, || 0).unwrap().version, "1.0.0");
     assert!(matches!(
         f.registry.yank(
             app,
@@ -342,7 +354,12 @@ fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
     let versions = |r: &Registry| -> Vec<String> {
         users
             .iter()
-            .map(|u| r.resolve(app, rollout_bucket(u)).unwrap().version.clone())
+            .map(|u| {
+                r.resolve(app, || rollout_bucket(u))
+                    .unwrap()
+                    .version
+                    .clone()
+            })
             .collect()
     };
     let first = versions(&f.registry);

@@ -458,6 +458,10 @@ async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
     bob.click_text("Send").await;
     alice.wait_text("Hi Alice").await;
     alice.shot("reply").await;
+    // Alice's view read the conversation once, when it opened: her own
+    // message came back as the send's answer and bob's as a push, each
+    // shown as it came, with no request to read them again.
+    assert_eq!(message_reads(&alice).await, 1);
 
     // A group chat.
     alice.goto(&shell_url(&server, "#/chats")).await;
@@ -527,6 +531,111 @@ async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
     carol.finish().await;
 }
 
+/// How many times the page fetched a conversation's messages.
+async fn message_reads(b: &Browser) -> u64 {
+    b.js(
+        "return performance.getEntriesByType('resource').filter((e) => e.name.includes('/messages?after=')).length",
+        vec![],
+    )
+    .await
+    .as_u64()
+    .unwrap()
+}
+
+/// The port of the server's own listener, for a cable to it.
+fn server_port(server: &Server) -> u16 {
+    server
+        .base
+        .trim_end_matches("/api/v1")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_send_whose_answer_is_lost_goes_again_as_a_request_and_is_stored_once() {
+    let _one_at_a_time = harness::one_at_a_time().await;
+    let (_tmp, mut server) = demo();
+    for _ in 0..3 {
+        server.read_line();
+    }
+    let cable = crate::cable::Cable::to(server_port(&server)).await;
+    let origin = format!("http://127.0.0.1:{}/", cable.port);
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "demo-password").await);
+    let chat = alice.direct_with("bob").await;
+
+    let mut bob = Browser::start("send-fallback").await;
+    sign_in_at(&mut bob, &origin, "bob").await;
+    bob.goto(&format!("{origin}#/chats/{chat}")).await;
+    bob.wait_text("Message").await;
+    // From its next live connection on, the shell never hears a send's
+    // answer, as when the answer is lost on its way back.
+    bob.js(
+        r#"const add = WebSocket.prototype.addEventListener;
+        window.liveSockets = [];
+        WebSocket.prototype.addEventListener = function (type, listener, options) {
+          if (type !== 'message') return add.call(this, type, listener, options);
+          window.liveSockets.push(this);
+          return add.call(this, type, (event) => {
+            if (!String(event.data).includes('"type":"sent"')) listener(event);
+          }, options);
+        };"#,
+        vec![],
+    )
+    .await;
+    cable.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cable.restore();
+    let mut reconnected = false;
+    for _ in 0..100 {
+        let open = bob
+            .js(
+                "return window.liveSockets.some((s) => s.readyState === WebSocket.OPEN)",
+                vec![],
+            )
+            .await;
+        reconnected = open == json!(true);
+        if reconnected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reconnected, "the shell opened no new live connection");
+
+    bob.fill("#compose", "Loud and clear").await;
+    bob.click_text("Send").await;
+    // The live connection carried it: stored at once, while bob's shell
+    // still waits for the answer it will not get.
+    let mut stored = Vec::new();
+    for _ in 0..50 {
+        stored = alice.messages(&chat, 0).await;
+        if !stored.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["text"], "Loud and clear");
+    assert!(
+        !bob.body_text().await.contains("Loud and clear"),
+        "the shell shows a message once it is answered"
+    );
+    bob.shot("waiting").await;
+    // Ten seconds without an answer: the same send again as a request,
+    // under the same client id, which the server answers with the stored
+    // message instead of storing it twice.
+    bob.wait_text("Loud and clear").await;
+    bob.shot("answered").await;
+    let text = bob.body_text().await;
+    assert_eq!(text.matches("Loud and clear").count(), 1, "{text}");
+    let stored = alice.messages(&chat, 0).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    bob.finish().await;
+}
+
 #[tokio::test]
 async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
     let _one_at_a_time = harness::one_at_a_time().await;
@@ -536,15 +645,7 @@ async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
     }
     // Bob's browser reaches the host through a cable the test can cut, as
     // a phone loses its network (or its node goes away behind a balancer).
-    let port: u16 = server
-        .base
-        .trim_end_matches("/api/v1")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let cable = crate::cable::Cable::to(port).await;
+    let cable = crate::cable::Cable::to(server_port(&server)).await;
     let origin = format!("http://127.0.0.1:{}/", cable.port);
     let mut alice = Client::new(&server);
     alice.token = Some(alice.login("alice", "demo-password").await);

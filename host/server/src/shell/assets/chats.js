@@ -91,7 +91,20 @@ export async function conversation(main, shell, id) {
       page.messages.forEach(show);
       if (page.messages.length < 200) break;
     }
+    markRead();
+  };
+  const markRead = () => {
     if (lastSeq > 0) post(`/conversations/${encodeURIComponent(id)}/read`, { seq: lastSeq }).catch(() => {});
+  };
+  // A message right after the last one shown is shown as it came (a send's
+  // answer, a push); after a gap the view catches up from the store.
+  const take = async (m) => {
+    if (m.seq === lastSeq + 1) {
+      show(m);
+      return true;
+    }
+    if (m.seq > lastSeq) await sync();
+    return false;
   };
   const text = el('input', { id: 'compose', name: 'text', autocomplete: 'off', required: true, maxlength: 4000 });
   const compose = el('form', { class: 'compose' }, el('label', { for: 'compose' }, 'Message'), text, el('button', { type: 'submit' }, 'Send'));
@@ -100,11 +113,11 @@ export async function conversation(main, shell, id) {
     const body = text.value;
     if (!body.trim()) return;
     await shell.guard(async () => {
-      // Stored once answered; the sync below shows it in its place (this
-      // session gets it as the answer, not as a push).
-      await shell.send(id, randomId(), body);
+      // Stored once answered (this session gets it as the answer, not as a
+      // push), and read by its sender on the server.
+      const sent = await shell.send(id, randomId(), body);
       text.value = '';
-      await sync();
+      await take(sent);
     });
   });
   const readOnly = c.kind === 'service';
@@ -117,7 +130,8 @@ export async function conversation(main, shell, id) {
   // Live: a push for this chat appends; the store is the record, so a
   // missed push is caught up by the next sync.
   shell.onMessage = (m) => {
-    if (m.conversation_id === id) sync().catch(() => {});
+    if (m.conversation_id !== id) return;
+    take(m).then((shown) => { if (shown) markRead(); }).catch(() => {});
   };
   shell.onResync = () => sync().catch(() => {});
 }

@@ -542,30 +542,42 @@ async fn message_reads(b: &Browser) -> u64 {
     .unwrap()
 }
 
-/// The port of the server's own listener, for a cable to it.
-fn server_port(server: &Server) -> u16 {
-    server
+/// A demo server (the first value keeps it running); a cable to it the
+/// test can cut, through which bob's browser reaches it (as a phone loses
+/// its network, or its node goes away behind a balancer); the shell's
+/// address through the cable; and alice, signed in over the API, with her
+/// direct chat to bob.
+async fn cabled_chat() -> (
+    (tempfile::TempDir, Server),
+    crate::cable::Cable,
+    String,
+    Client,
+    String,
+) {
+    let (_tmp, mut server) = demo();
+    for _ in 0..3 {
+        server.read_line();
+    }
+    let port: u16 = server
         .base
         .trim_end_matches("/api/v1")
         .rsplit(':')
         .next()
         .unwrap()
         .parse()
-        .unwrap()
+        .unwrap();
+    let cable = crate::cable::Cable::to(port).await;
+    let origin = format!("http://127.0.0.1:{}/", cable.port);
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "demo-password").await);
+    let chat = alice.direct_with("bob").await;
+    ((_tmp, server), cable, origin, alice, chat)
 }
 
 #[tokio::test]
 async fn a_send_whose_answer_is_lost_goes_again_as_a_request_and_is_stored_once() {
     let _one_at_a_time = harness::one_at_a_time().await;
-    let (_tmp, mut server) = demo();
-    for _ in 0..3 {
-        server.read_line();
-    }
-    let cable = crate::cable::Cable::to(server_port(&server)).await;
-    let origin = format!("http://127.0.0.1:{}/", cable.port);
-    let mut alice = Client::new(&server);
-    alice.token = Some(alice.login("alice", "demo-password").await);
-    let chat = alice.direct_with("bob").await;
+    let (_server, cable, origin, alice, chat) = cabled_chat().await;
 
     let mut bob = Browser::start("send-fallback").await;
     sign_in_at(&mut bob, &origin, "bob").await;
@@ -639,17 +651,7 @@ async fn a_send_whose_answer_is_lost_goes_again_as_a_request_and_is_stored_once(
 #[tokio::test]
 async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
     let _one_at_a_time = harness::one_at_a_time().await;
-    let (_tmp, mut server) = demo();
-    for _ in 0..3 {
-        server.read_line();
-    }
-    // Bob's browser reaches the host through a cable the test can cut, as
-    // a phone loses its network (or its node goes away behind a balancer).
-    let cable = crate::cable::Cable::to(server_port(&server)).await;
-    let origin = format!("http://127.0.0.1:{}/", cable.port);
-    let mut alice = Client::new(&server);
-    alice.token = Some(alice.login("alice", "demo-password").await);
-    let chat = alice.direct_with("bob").await;
+    let (_server, cable, origin, alice, chat) = cabled_chat().await;
     alice.send(&chat, "r1", "Before the tunnel").await;
 
     let mut bob = Browser::start("resync").await;

@@ -389,6 +389,50 @@ fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
 }
 
 #[test]
+fn the_rollout_bucket_is_drawn_once_and_only_for_a_staged_rollout() {
+    let f = fixture();
+    for v in ["1.0.0", "1.1.0"] {
+        f.registry
+            .submit(
+                &package(v, &[], "Clinic Ltd", &f.publisher),
+                &Actor::Operator,
+            )
+            .unwrap();
+    }
+    let app = "org.clinic.booking";
+    let drawn = std::cell::Cell::new(0);
+    let drawn = &drawn;
+    let bucket = |b: u8| {
+        move || {
+            drawn.set(drawn.get() + 1);
+            b
+        }
+    };
+    // No rollout: the newest version, without the bucket's keyed hash.
+    assert_eq!(f.registry.resolve(app, bucket(0)).unwrap().version, "1.1.0");
+    assert_eq!(drawn.get(), 0);
+    f.registry
+        .set_rollout(app, "1.1.0", 50, &Actor::Operator)
+        .unwrap();
+    assert_eq!(
+        f.registry.resolve(app, bucket(10)).unwrap().version,
+        "1.1.0"
+    );
+    assert_eq!(
+        f.registry.resolve(app, bucket(90)).unwrap().version,
+        "1.0.0"
+    );
+    assert_eq!(drawn.get(), 2);
+    // Two staged versions, neither reaching this user: one draw for both.
+    f.registry
+        .set_rollout(app, "1.0.0", 95, &Actor::Operator)
+        .unwrap();
+    let err = f.registry.resolve(app, bucket(97)).unwrap_err().to_string();
+    assert!(err.contains("95%"), "{err}");
+    assert_eq!(drawn.get(), 3, "once per resolve");
+}
+
+#[test]
 fn every_change_is_in_the_audit_log_with_its_actor() {
     let f = fixture();
     let p = package("1.0.0", &["payments"], "Clinic Ltd", &f.publisher);

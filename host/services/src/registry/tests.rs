@@ -310,9 +310,9 @@ fn an_old_approval_cannot_be_replayed_over_a_rejection() {
     assert!(err.contains("rejected by Ann Auditor"), "{err}");
 }
 
-#[test]
-fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
-    let f = fixture();
+/// Versions 1.0.0 and 1.1.0 of an app asking for no sensitive capability
+/// (so approved at once); the app's id.
+fn two_plain_versions(f: &Fixture) -> &'static str {
     for v in ["1.0.0", "1.1.0"] {
         f.registry
             .submit(
@@ -321,7 +321,13 @@ fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
             )
             .unwrap();
     }
-    let app = "org.clinic.booking";
+    "org.clinic.booking"
+}
+
+#[test]
+fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
+    let f = fixture();
+    let app = two_plain_versions(&f);
     assert_eq!(f.registry.resolve(app, || 0).unwrap().version, "1.1.0");
     f.registry
         .yank(
@@ -391,15 +397,7 @@ fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
 #[test]
 fn the_rollout_bucket_is_drawn_once_and_only_for_a_staged_rollout() {
     let f = fixture();
-    for v in ["1.0.0", "1.1.0"] {
-        f.registry
-            .submit(
-                &package(v, &[], "Clinic Ltd", &f.publisher),
-                &Actor::Operator,
-            )
-            .unwrap();
-    }
-    let app = "org.clinic.booking";
+    let app = two_plain_versions(&f);
     let drawn = std::cell::Cell::new(0);
     let drawn = &drawn;
     let bucket = |b: u8| {

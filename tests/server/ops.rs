@@ -154,6 +154,16 @@ async fn probes_and_metrics() {
         text.contains("superapp_event_running_seconds_bucket"),
         "{text}"
     );
+    // Request latencies are bucketed finely enough to read a 10 ms
+    // objective: bounds at 6.4 and 12.8 ms, not only 3.2 and 12.8.
+    for le in ["0.0064", "0.0128"] {
+        assert!(
+            text.contains(&format!(
+                r#"superapp_http_request_seconds_bucket{{le="{le}",route="/healthz"}}"#
+            )),
+            "{le}: {text}"
+        );
+    }
 }
 
 #[tokio::test]

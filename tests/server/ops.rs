@@ -154,6 +154,11 @@ async fn probes_and_metrics() {
         text.contains("superapp_event_running_seconds_bucket"),
         "{text}"
     );
+    // Every event that ran waited for its slot, however briefly.
+    assert!(
+        value(&text, "superapp_event_waiting_seconds_count").is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
     // Request latencies are bucketed finely enough to read a 10 ms
     // objective: bounds at 6.4 and 12.8 ms, not only 3.2 and 12.8.
     for le in ["0.0064", "0.0128"] {

@@ -1,6 +1,6 @@
 //! What the sandbox counts for `/metrics`: events by app and outcome, their
-//! running time, limit breaches by kind, capability-call latency, and the
-//! scheduler's queue. The server registers these beside its own.
+//! running time, how long they waited for a first slot, limit breaches by
+//! kind, capability-call latency, and the scheduler's queue. The server registers these beside its own.
 
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ fn seconds() -> Histogram {
 pub struct RuntimeMetrics {
     events: Family<EventLabels, Counter>,
     event_seconds: Histogram,
+    waited: Histogram,
     breaches: Family<BreachLabels, Counter>,
     calls: Family<CallLabels, Histogram, fn() -> Histogram>,
     /// Each capability's series of `calls`, looked up once: a host call
@@ -72,6 +73,9 @@ impl Default for RuntimeMetrics {
         RuntimeMetrics {
             events: Family::default(),
             event_seconds: seconds(),
+            // Doubling from 10 µs to about 10 s: queueing is what a
+            // latency objective of a few milliseconds is lost to.
+            waited: Histogram::new(exponential_buckets(1e-5, 2.0, 21)),
             breaches: Family::default(),
             calls,
             call_series,
@@ -93,6 +97,12 @@ impl RuntimeMetrics {
             "Time events held a run slot (what the time limit counts)",
             Unit::Seconds,
             self.event_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "event_waiting",
+            "Time events waited for their first run slot and instance (refused ones not counted)",
+            Unit::Seconds,
+            self.waited.clone(),
         );
         registry.register(
             "limit_breaches",
@@ -162,6 +172,11 @@ impl RuntimeMetrics {
         if !matches!(result, Err(RunError::Overloaded { .. })) {
             self.event_seconds.observe(running.as_secs_f64());
         }
+    }
+
+    /// An event waited `waited` for its first slot.
+    pub(crate) fn waited(&self, waited: Duration) {
+        self.waited.observe(waited.as_secs_f64());
     }
 
     pub(crate) fn host_call(&self, capability: Capability, took: Duration) {

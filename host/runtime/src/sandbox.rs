@@ -540,6 +540,7 @@ impl Runtime {
         let label = || app.manifest.label();
         let limits = app.limits;
         let patient = matches!(call, Call::Event(e) if !matches!(e, Event::Action(_)));
+        let asked = Instant::now();
         let turn = self
             .scheduler
             .start(&app.manifest.id, patient)
@@ -548,6 +549,7 @@ impl Runtime {
                 app: label(),
                 reason,
             })?;
+        self.metrics.waited(asked.elapsed());
         let state = HostState::new(
             app.manifest.clone(),
             invocation.user.clone(),

@@ -134,12 +134,16 @@ async fn failed_logins_are_throttled_per_client_address() {
 
 #[tokio::test]
 async fn logout_revokes_and_sessions_expire() {
-    let server = Server::start(&[("SUPERAPP_SESSION_TTL_SECS", "1")]);
+    // Long enough for signing up, in and out on a loaded machine (password
+    // hashing runs twice) before the first session could expire.
+    let ttl = std::time::Duration::from_secs(3);
+    let server = Server::start(&[("SUPERAPP_SESSION_TTL_SECS", "3")]);
     let alice = Client::signed_up(&server, "alice").await;
     let second = Client {
         token: Some(alice.login("alice", "alice-password").await),
         ..alice.clone()
     };
+    let second_since = std::time::Instant::now();
     let (s, _) = alice.call(Method::DELETE, "/sessions/current", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, body) = alice.get("/me").await;
@@ -152,7 +156,12 @@ async fn logout_revokes_and_sessions_expire() {
         "{body}"
     );
     // Another session of the same user was not revoked, but it expires.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (s, _) = second.get("/me").await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(
+        (ttl + std::time::Duration::from_millis(1100)).saturating_sub(second_since.elapsed()),
+    )
+    .await;
     let (s, body) = second.get("/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(

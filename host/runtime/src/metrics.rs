@@ -1,6 +1,7 @@
 //! What the sandbox counts for `/metrics`: events by app and outcome, their
 //! running time, how long they waited for a first slot, limit breaches by
-//! kind, capability-call latency, and the scheduler's queue. The server registers these beside its own.
+//! kind, capability-call latency, and the scheduler's queue. The server
+//! registers these beside its own.
 
 use std::time::Duration;
 

@@ -318,13 +318,12 @@ impl Backend for SledBackend {
         self.files.sync()
     }
 
-    /// A flush here is a log write by sled's I/O thread pool (which wakes
-    /// all seven of its threads for it), an `fdatasync` and the blob
-    /// folder's check, whatever it covers: under a load of concurrent
-    /// writers, gathering them for 200 µs more makes each flush cover more
-    /// (launches at 64 connections, seven alternating pairs of runs: server
-    /// CPU per launch 2–14 % lower against the load generator's in every
-    /// pair, and more launches/s in every pair).
+    /// A flush here is a log write handed to sled's I/O thread pool, an
+    /// `fdatasync` and the blob folder's check, whatever it covers: under a
+    /// load of concurrent writers, gathering them for 200 µs more makes each
+    /// flush cover more (launches at 64 connections, seven alternating pairs
+    /// of runs: server CPU per launch 2–14 % lower against the load
+    /// generator's in every pair, and more launches/s in every pair).
     fn commit_gather(&self) -> std::time::Duration {
         COMMIT_GATHER
     }

@@ -437,3 +437,189 @@ async fn close_code(ws: &mut Ws, wait: Duration) -> u16 {
         }
     }
 }
+
+#[tokio::test]
+async fn a_user_sending_past_the_chat_rate_gets_429_with_retry_after_and_nothing_is_stored() {
+    // One message a second, so a burst of five.
+    let server = Server::start(&[("SUPERAPP_CHAT_RATE_PER_USER", "1")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+    let path = format!("/conversations/{c}/messages");
+
+    // Over HTTP until the first refusal: the burst goes through, and no
+    // more than the rate has refilled meanwhile.
+    let started = std::time::Instant::now();
+    let mut stored = 0u64;
+    let refused = loop {
+        let body = json!({"client_id": format!("h{stored}"), "text": "quick"});
+        let resp = alice
+            .raw(
+                reqwest::Method::POST,
+                &path,
+                Some(body.to_string().into_bytes()),
+                "application/json",
+            )
+            .await;
+        if resp.status() != StatusCode::CREATED {
+            break resp;
+        }
+        stored += 1;
+        assert!(stored < 60, "never refused");
+    };
+    let refill = started.elapsed().as_secs();
+    assert!(
+        (5..=6 + refill).contains(&stored),
+        "{stored} sends went through in {refill} s"
+    );
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After: {retry_after}");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate-limited", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 a second"),
+        "{body}"
+    );
+    assert_eq!(
+        alice.messages(&c, 0).await.len() as u64,
+        stored,
+        "the refused send left nothing"
+    );
+
+    // The limit is per user: bob is not held back by alice.
+    assert_eq!(bob.send(&c, "b1", "me too").await.0, StatusCode::CREATED);
+
+    // Over the WebSocket the same refusal comes as an error frame for that
+    // send: of ten pipelined sends, at most what refilled is stored.
+    let mut ws = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    for i in 0..10 {
+        ws_send(
+            &mut ws,
+            json!({"type": "send", "conversation_id": c, "client_id": format!("w{i}"), "text": "socket"}),
+        )
+        .await;
+    }
+    let mut acked = 0u64;
+    for i in 0..10 {
+        let frame = next_of(&mut ws, "sent", Duration::from_secs(10)).await;
+        assert_eq!(frame["client_id"], format!("w{i}"), "answered in order");
+        if frame["type"] == "sent" {
+            acked += 1;
+            continue;
+        }
+        assert_eq!(frame["status"], 429, "{frame}");
+        assert_eq!(frame["error"]["code"], "rate-limited", "{frame}");
+        assert!(frame["retry_after_secs"].as_u64().unwrap() >= 1, "{frame}");
+    }
+    let refill = started.elapsed().as_secs();
+    assert!(acked <= refill + 1, "{acked} of 10 stored after {refill} s");
+    assert_eq!(
+        alice.messages(&c, 0).await.len() as u64,
+        stored + 1 + acked,
+        "only acknowledged sends were stored"
+    );
+
+    // Waiting out Retry-After frees the allowance again; a retry of an
+    // earlier send is answered with what was stored, not a second copy.
+    tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(50)).await;
+    let (status, again) = alice.send(&c, "h0", "quick").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["seq"], 1);
+    assert_eq!(alice.messages(&c, 0).await.len() as u64, stored + 1 + acked);
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_stops_being_read_and_loses_nothing() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let _bob = Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+
+    // A client with a small receive buffer that pipelines sends and reads
+    // nothing back, as a hostile or stuck one would.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let authority = server.base.trim_start_matches("http://");
+    let addr: std::net::SocketAddr = authority[..authority.find('/').unwrap()].parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut req = server.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", alice.token.as_ref().unwrap())
+            .parse()
+            .unwrap(),
+    );
+    let (ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    // Long messages (the default limit is 16 KiB): the few megabytes of
+    // answers the kernel's buffers take fill sooner.
+    let total = 800u64;
+    let text = "x".repeat(16_000);
+    let c2 = c.clone();
+    let writer = tokio::spawn(async move {
+        for i in 0..total {
+            let frame = json!({"type": "send", "conversation_id": c2, "client_id": format!("p{i}"), "text": text});
+            tx.send(WsMessage::Text(frame.to_string().into()))
+                .await
+                .unwrap();
+        }
+        tx
+    });
+
+    // The answers back up, and the server stops reading the connection:
+    // what it stores comes to a stop well short of what was sent.
+    let last_seq = |alice: &Client| {
+        let (alice, path) = (alice.clone(), format!("/conversations/{c}"));
+        async move { alice.get(&path).await.1["last_seq"].as_u64().unwrap() }
+    };
+    let started = std::time::Instant::now();
+    let (mut stored, mut unchanged) = (0, 0);
+    while unchanged < 3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = last_seq(&alice).await;
+        unchanged = if now == stored { unchanged + 1 } else { 0 };
+        stored = now;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still storing: {stored}"
+        );
+    }
+    assert!(
+        stored > 0 && stored < total / 2,
+        "stopped at {stored} of {total}"
+    );
+
+    // Reading again lets it go on: every send is answered, in order, and
+    // stored once.
+    for i in 0..total {
+        let frame = loop {
+            let next = tokio::time::timeout(Duration::from_secs(30), rx.next())
+                .await
+                .expect("an answer within 30 s")
+                .expect("the connection stays open")
+                .unwrap();
+            if let WsMessage::Text(t) = next {
+                break serde_json::from_str::<serde_json::Value>(&t).unwrap();
+            }
+        };
+        assert_eq!(
+            frame["type"],
+            "sent",
+            "{}",
+            &frame.to_string()[..200.min(frame.to_string().len())]
+        );
+        assert_eq!(frame["client_id"], format!("p{i}"));
+        assert_eq!(frame["message"]["seq"].as_u64(), Some(i + 1));
+    }
+    let _sink = writer.await.unwrap();
+    assert_eq!(last_seq(&alice).await, total);
+}

@@ -15,7 +15,7 @@ use superapp_core::Capability;
 use superapp_runtime::SchedulerConfig;
 use superapp_services::egress::EgressConfig;
 use superapp_services::identity::IdentityConfig;
-use superapp_services::messaging::MessagingConfig;
+use superapp_services::messaging::{MessagingConfig, SendRate};
 use superapp_services::registry::{AutoApprove, Policy};
 
 /// The config file's keys. Every key can also be set with an environment
@@ -41,6 +41,9 @@ pub struct FileConfig {
     /// A connection that moves no byte either way for this long is closed.
     pub idle_timeout_secs: Option<u64>,
     pub max_message_bytes: Option<usize>,
+    /// Chat messages one user may send a second (bursts of five seconds'
+    /// worth); default 10.
+    pub chat_rate_per_user: Option<u32>,
     /// The store's page cache, in MiB (default 128).
     pub store_cache_mib: Option<u64>,
     /// Where the records live: unset for the embedded store in the data
@@ -292,6 +295,7 @@ impl FileConfig {
         env_value("header-timeout-secs", &mut self.header_timeout_secs)?;
         env_value("idle-timeout-secs", &mut self.idle_timeout_secs)?;
         env_value("max-message-bytes", &mut self.max_message_bytes)?;
+        env_value("chat-rate-per-user", &mut self.chat_rate_per_user)?;
         env_value("store-cache-mib", &mut self.store_cache_mib)?;
         env_value("store", &mut self.store)?;
         env_value("store-connections", &mut self.store_connections)?;
@@ -451,6 +455,12 @@ impl FileConfig {
                 max_message_bytes: self
                     .max_message_bytes
                     .unwrap_or(messaging_defaults.max_message_bytes),
+                send_rate: match self.chat_rate_per_user {
+                    None => messaging_defaults.send_rate,
+                    Some(n) => SendRate::per_second(NonZeroU32::new(n).ok_or_else(|| {
+                        anyhow::anyhow!("chat-rate-per-user must be greater than 0")
+                    })?),
+                },
                 ..messaging_defaults
             },
             api: ApiConfig {
@@ -592,9 +602,21 @@ mod tests {
             .contains("password-iterations"));
         let c: FileConfig = toml::from_str("listen = \"localhost\"").unwrap();
         assert!(c.resolve().unwrap_err().to_string().contains("listen"));
-        let c: FileConfig = toml::from_str("max-message-bytes = 100\nheartbeat-secs = 5").unwrap();
+        let c: FileConfig =
+            toml::from_str("max-message-bytes = 100\nheartbeat-secs = 5\nchat-rate-per-user = 3")
+                .unwrap();
         let r = c.resolve().unwrap();
         assert_eq!(r.messaging.max_message_bytes, 100);
+        assert_eq!(
+            (
+                r.messaging.send_rate.per_second.get(),
+                r.messaging.send_rate.burst.get()
+            ),
+            (3, 15)
+        );
+        let d = toml::from_str::<FileConfig>("").unwrap().resolve().unwrap();
+        let d = d.messaging.send_rate;
+        assert_eq!((d.per_second.get(), d.burst.get()), (10, 50), "the default");
         assert_eq!(r.api.heartbeat, Duration::from_secs(5));
         assert_eq!(r.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(r.registry.policy, Policy::default());
@@ -627,6 +649,7 @@ mod tests {
             "http-plain-origins = [\"backend.example\"]",
             "http-hosts = { \"a.example\" = [\"not-an-ip\"] }",
             "http-rate-per-app = 0",
+            "chat-rate-per-user = 0",
             "event-instances = 0",
             "event-instances = 8\nevent-instances-per-app = 9",
         ] {

@@ -140,6 +140,14 @@ impl From<MessagingError> for ApiError {
                 "unknown-user",
                 e.to_string(),
             ),
+            MessagingError::Throttled { retry_after, .. } => ApiError {
+                // Whole seconds, rounded up: a client that waits this long
+                // finds its allowance free.
+                retry_after: Some(
+                    retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+                ),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", e.to_string())
+            },
             MessagingError::Store(e) => e.into(),
         }
     }

@@ -46,13 +46,15 @@ where
     }
 }
 
-/// Each minute, forget the login throttles' keys with no recent failures.
+/// Each minute, forget the login throttles' keys with no recent failures
+/// and the send limit's users whose allowance is full again.
 pub async fn sweep_throttles(state: AppState) {
     every(
         state,
         Duration::from_secs(60),
         "sweep the login throttles",
         |s| async move {
+            s.host.messaging.sweep_send_limits();
             s.host
                 .identity
                 .sweep_throttles()

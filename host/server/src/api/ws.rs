@@ -10,7 +10,8 @@
 //! and gets `{"type":"sent","client_id","created","message"}` once the
 //! message is durable (instead of the message's push, which goes to every
 //! other session of the conversation's members), or `{"type":"error","client_id","status","error"}`
-//! with the same status and error the HTTP route would answer. Sends are
+//! with the same status and error the HTTP route would answer (and
+//! `retry_after_secs` where the route sends `Retry-After`). Sends are
 //! stored in the order they arrive and acknowledged in that order; a client
 //! may have up to [`MAX_IN_FLIGHT`] unacknowledged (past that the server
 //! stops reading until acknowledgements go out). A send repeated with its
@@ -107,13 +108,17 @@ struct Sent<'a> {
 type Ack = Pin<Box<dyn Future<Output = String> + Send>>;
 
 fn error_frame(client_id: Option<&str>, e: ApiError) -> String {
-    json!({
+    let mut frame = json!({
         "type": "error",
         "client_id": client_id,
         "status": e.status.as_u16(),
         "error": { "code": e.code, "message": e.message },
-    })
-    .to_string()
+    });
+    // What the route's `Retry-After` header would say.
+    if let Some(secs) = e.retry_after {
+        frame["retry_after_secs"] = secs.into();
+    }
+    frame.to_string()
 }
 
 /// The user behind `token` now, or `None` when the session has ended.

@@ -5,12 +5,14 @@
 //! get live pushes through the hub once the message is durable.
 
 mod hub;
+mod limit;
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use hub::{Frame, Hub, Relay, Subscription};
+pub use limit::SendRate;
 
 use crate::identity::{new_id, now_secs, User};
 use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
@@ -132,6 +134,9 @@ pub struct MessagingConfig {
     /// Longest message text, in bytes.
     pub max_message_bytes: usize,
     pub max_group_members: usize,
+    /// How fast one user may send (apps' notifications have their own
+    /// limit, in the notify capability).
+    pub send_rate: SendRate,
 }
 
 impl Default for MessagingConfig {
@@ -139,6 +144,7 @@ impl Default for MessagingConfig {
         MessagingConfig {
             max_message_bytes: 16 << 10,
             max_group_members: 256,
+            send_rate: SendRate::per_second(std::num::NonZeroU32::new(10).expect("10 is not 0")),
         }
     }
 }
@@ -154,6 +160,12 @@ pub enum MessagingError {
     NotFound,
     #[error("no user named `{0}`")]
     UnknownUser(String),
+    #[error("too many messages: a user may send {per_second} a second (after a pause, {burst} at once); the next may go in {} ms", retry_after.as_millis().max(1))]
+    Throttled {
+        per_second: u32,
+        burst: u32,
+        retry_after: std::time::Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -254,6 +266,7 @@ pub struct Messaging {
     hub: Arc<Hub>,
     config: MessagingConfig,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    sends: limit::SendLimit,
     /// Newest seq per conversation, read from the store on first use and
     /// kept current by `send` under the conversation's lock stripe.
     last_seqs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
@@ -281,6 +294,7 @@ impl Messaging {
         Messaging {
             store,
             hub,
+            sends: limit::SendLimit::new(config.send_rate),
             config,
             stripes,
             last_seqs: Default::default(),
@@ -296,6 +310,26 @@ impl Messaging {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Take one send from `user`'s allowance. A retry under a client id
+    /// counts too: a throttled client waits and sends again, and the retry
+    /// is answered with what was stored.
+    fn admit(&self, user: &str) -> Result<(), MessagingError> {
+        self.sends.take(user).map_err(|retry_after| {
+            let rate = self.sends.rate();
+            MessagingError::Throttled {
+                per_second: rate.per_second.get(),
+                burst: rate.burst.get(),
+                retry_after,
+            }
+        })
+    }
+
+    /// Forget the send limit's users whose allowance is full again (call
+    /// now and then); how many are still tracked.
+    pub fn sweep_send_limits(&self) -> usize {
+        self.sends.sweep()
     }
 
     fn stripe(&self, conversation: &str) -> &tokio::sync::Mutex<()> {
@@ -527,10 +561,13 @@ impl Messaging {
         text: &str,
         origin: Option<u64>,
     ) -> Result<Staged, MessagingError> {
+        self.admit(&me.id)?;
         self.append(&me.id, id, client_id, text, None, origin).await
     }
 
-    /// Post an app card into one of `me`'s conversations, as `me`.
+    /// Post an app card into one of `me`'s conversations, as `me`. Not
+    /// counted against the send limit: each share is a dialog the user
+    /// answered.
     pub async fn share_card(
         &self,
         me: &User,

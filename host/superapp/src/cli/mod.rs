@@ -37,6 +37,8 @@ enum Command {
     /// login-max-failures-per-client, login-window-secs, max-body-bytes,
     /// request-timeout-secs, max-connections, max-connections-per-client,
     /// header-timeout-secs, idle-timeout-secs, max-message-bytes,
+    /// chat-rate-per-user (messages one user may send a second, with
+    /// bursts of five seconds' worth; default 10),
     /// store-cache-mib (the store's page cache, default 128), ws-queue,
     /// heartbeat-secs,
     /// cookie-secure, payment-ttl-secs, document-ttl-secs, event-slots

@@ -1,0 +1,62 @@
+//! How fast one user may send: a GCRA limit per user (governor's keyed
+//! limiter), so a single account cannot flood a group or the store while
+//! everyone else's sends go on.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// A user's sends a second, sustained, and how many may come at once
+/// after a pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl SendRate {
+    /// `per_second` sustained, with a burst of five seconds' worth.
+    pub fn per_second(per_second: NonZeroU32) -> SendRate {
+        SendRate {
+            per_second,
+            burst: per_second.saturating_mul(NonZeroU32::new(5).expect("5 is not 0")),
+        }
+    }
+}
+
+pub(super) struct SendLimit {
+    rate: SendRate,
+    users: DefaultKeyedRateLimiter<String>,
+}
+
+impl SendLimit {
+    pub(super) fn new(rate: SendRate) -> SendLimit {
+        let quota = Quota::per_second(rate.per_second).allow_burst(rate.burst);
+        SendLimit {
+            rate,
+            users: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// Take one send from `user`'s allowance, or say how long until one
+    /// is free.
+    pub(super) fn take(&self, user: &str) -> Result<(), Duration> {
+        self.users
+            .check_key(&user.to_string())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    pub(super) fn rate(&self) -> SendRate {
+        self.rate
+    }
+
+    /// Forget users whose allowance is full again; how many are still
+    /// tracked.
+    pub(super) fn sweep(&self) -> usize {
+        self.users.retain_recent();
+        self.users.shrink_to_fit();
+        self.users.len()
+    }
+}

@@ -631,18 +631,40 @@ async fn a_send_whose_answer_is_lost_goes_again_as_a_request_and_is_stored_once(
     }
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(stored[0]["text"], "Loud and clear");
+    // Until it is answered, the shell shows the message as still sending,
+    // and the compose box is free.
+    let pending =
+        "return [...document.querySelectorAll('.messages .pending')].map((m) => m.innerText)";
+    let waiting = bob.js(pending, vec![]).await;
+    let waiting = waiting.as_array().unwrap();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    let waiting = waiting[0].as_str().unwrap();
     assert!(
-        !bob.body_text().await.contains("Loud and clear"),
-        "the shell shows a message once it is answered"
+        waiting.contains("Loud and clear") && waiting.contains("Sending"),
+        "{waiting}"
+    );
+    assert_eq!(
+        bob.js("return document.querySelector('#compose').value", vec![])
+            .await,
+        json!("")
     );
     bob.shot("waiting").await;
     // Ten seconds without an answer: the same send again as a request,
     // under the same client id, which the server answers with the stored
     // message instead of storing it twice.
-    bob.wait_text("Loud and clear").await;
+    let mut answered = false;
+    for _ in 0..150 {
+        if bob.js(pending, vec![]).await == json!([]) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "still sending after 15 s");
     bob.shot("answered").await;
     let text = bob.body_text().await;
     assert_eq!(text.matches("Loud and clear").count(), 1, "{text}");
+    assert!(!text.contains("Sending"), "{text}");
     let stored = alice.messages(&chat, 0).await;
     assert_eq!(stored.len(), 1, "{stored:?}");
     bob.finish().await;
@@ -671,7 +693,25 @@ async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
         !bob.body_text().await.contains("Are you there?"),
         "nothing can reach bob while the cable is cut"
     );
+    // A send that cannot reach the server says so, and its text stays in
+    // the box to go again.
+    bob.fill("#compose", "Still here").await;
+    bob.click_text("Send").await;
+    bob.wait_text("Something went wrong").await;
     bob.shot("cut").await;
+    assert_eq!(
+        bob.js("return document.querySelector('#compose').value", vec![])
+            .await,
+        json!("Still here")
+    );
+    assert_eq!(
+        bob.js(
+            "return document.querySelectorAll('.messages .pending').length",
+            vec![]
+        )
+        .await,
+        json!(0)
+    );
 
     // Back: the shell reconnects and reads what it missed from the store.
     cable.restore();
@@ -679,5 +719,28 @@ async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
     bob.shot("caught-up").await;
     let text = bob.body_text().await;
     assert_eq!(text.matches("Are you there?").count(), 1, "{text}");
+    // The kept text goes now, once.
+    bob.click_text("Send").await;
+    let mut stored = Vec::new();
+    for _ in 0..100 {
+        stored = alice.messages(&chat, 0).await;
+        if stored.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let texts: Vec<_> = stored.iter().map(|m| m["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        texts,
+        [
+            "Before the tunnel",
+            "Entering the tunnel",
+            "Are you there?",
+            "Still here"
+        ]
+    );
+    bob.wait_text("Still here").await;
+    let text = bob.body_text().await;
+    assert_eq!(text.matches("Still here").count(), 1, "{text}");
     bob.finish().await;
 }

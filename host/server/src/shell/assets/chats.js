@@ -83,7 +83,8 @@ export async function conversation(main, shell, id) {
       open.addEventListener('click', () => shell.openCard(m.card));
       item.append(open);
     }
-    log.append(item);
+    // Stored messages go above the sends still waiting for their answer.
+    log.insertBefore(item, log.querySelector('.pending'));
   };
   const sync = async () => {
     for (;;) {
@@ -112,13 +113,28 @@ export async function conversation(main, shell, id) {
     e.preventDefault();
     const body = text.value;
     if (!body.trim()) return;
-    await shell.guard(async () => {
+    // Shown as sending until the server answers that it is stored (up to
+    // the shell's fallback to a request); the box is free for the next.
+    const waiting = el('li', { class: 'message mine pending' },
+      el('span', { class: 'sender' }, 'You'),
+      el('span', { class: 'text' }, body),
+      el('span', { class: 'muted', role: 'status' }, 'Sending…'));
+    log.append(waiting);
+    text.value = '';
+    const sent = await shell.guard(async () => {
       // Stored once answered (this session gets it as the answer, not as a
       // push), and read by its sender on the server.
-      const sent = await shell.send(id, randomId(), body);
-      text.value = '';
-      await take(sent);
+      const message = await shell.send(id, randomId(), body);
+      waiting.remove();
+      await take(message);
+      return message;
     });
+    if (!sent) {
+      // Not stored: the text goes back into the box unless another was
+      // begun meanwhile, and the error is on screen.
+      waiting.remove();
+      if (!text.value) text.value = body;
+    }
   });
   const readOnly = c.kind === 'service';
   replace(main,

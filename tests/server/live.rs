@@ -623,3 +623,100 @@ async fn a_client_that_never_reads_its_answers_stops_being_read_and_loses_nothin
     let _sink = writer.await.unwrap();
     assert_eq!(last_seq(&alice).await, total);
 }
+
+#[tokio::test]
+async fn a_live_connection_signed_in_by_cookie_from_another_sites_page_is_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let _bob = Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+    let login = Client::new(&server)
+        .raw(
+            reqwest::Method::POST,
+            "/sessions",
+            Some(br#"{"username":"alice","password":"alice-password"}"#.to_vec()),
+            "application/json",
+        )
+        .await;
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let host = server
+        .base
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // The handshake with `headers`: the live connection, or the refusal's
+    // status and error code.
+    let open = |headers: Vec<(&'static str, String)>| {
+        let mut req = server.ws_url().into_client_request().unwrap();
+        for (name, value) in headers {
+            req.headers_mut().insert(name, value.parse().unwrap());
+        }
+        async move {
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((ws, _)) => Ok(ws),
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(r.body().as_deref().unwrap_or_default()).unwrap();
+                    Err((r.status().as_u16(), body["error"]["code"].clone()))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    // A page of another site (or of none) opening it with the user's cookie.
+    for origin in [
+        "http://evil.example",
+        "null",
+        &format!("http://{host}.evil.example"),
+    ] {
+        let refused = open(vec![
+            ("cookie", cookie.clone()),
+            ("origin", origin.to_string()),
+        ])
+        .await;
+        assert_eq!(
+            refused.err(),
+            Some((403, json!("cross-site"))),
+            "Origin: {origin}"
+        );
+    }
+    // The host's own page, a proxy that names the public host, a client
+    // other than a browser (no Origin), and a bearer token all connect.
+    let allowed = [
+        vec![
+            ("cookie", cookie.clone()),
+            ("origin", format!("http://{host}")),
+        ],
+        vec![
+            ("cookie", cookie.clone()),
+            ("origin", "https://chat.example".into()),
+            ("x-forwarded-host", "chat.example".into()),
+        ],
+        vec![("cookie", cookie.clone())],
+        vec![
+            (
+                "authorization",
+                format!("bearer {}", alice.token.as_ref().unwrap()),
+            ),
+            ("origin", "http://evil.example".into()),
+        ],
+    ];
+    for (i, headers) in allowed.into_iter().enumerate() {
+        let mut ws = open(headers)
+            .await
+            .unwrap_or_else(|e| panic!("case {i}: {e:?}"));
+        ws_send(
+            &mut ws,
+            json!({"type": "send", "conversation_id": c, "client_id": format!("o{i}"), "text": "hello"}),
+        )
+        .await;
+        let ack = next_of(&mut ws, "sent", Duration::from_secs(10)).await;
+        assert_eq!(ack["type"], "sent", "case {i}: {ack}");
+    }
+    assert_eq!(alice.messages(&c, 0).await.len(), 4);
+}

@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, BodyLimit};
@@ -22,7 +22,11 @@ pub fn session_token(parts: &Parts) -> Option<String> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        return v.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+        // The scheme's name is case-insensitive (RFC 9110, 11.1).
+        return v
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_string());
     }
     parts
         .headers
@@ -33,6 +37,41 @@ pub fn session_token(parts: &Parts) -> Option<String> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(name, _)| *name == SESSION_COOKIE)
         .map(|(_, value)| value.to_string())
+}
+
+/// Whether a request signed in by the session cookie comes from a page of
+/// another site: its `Origin` names a host other than the one it was sent
+/// to (`Host`, or behind a proxy `X-Forwarded-Host`, which a page cannot
+/// set). A browser sends a site's cookie with a WebSocket handshake whatever
+/// page opens it (the same-origin policy does not cover WebSockets), so a
+/// cookie-authenticated upgrade from such a page is refused. A request with
+/// a bearer token, which no page gets without being given it, or without an
+/// `Origin` (clients other than browsers), is not one.
+pub fn cross_site_cookie(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let Some(origin) = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, authority)| authority.trim_end_matches('/'))
+    else {
+        // `Origin: null` (a sandboxed frame, a file) or not a URL.
+        return true;
+    };
+    let named = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|h| h.trim().eq_ignore_ascii_case(origin))
+    };
+    !(named(header::HOST.as_str()) || named("x-forwarded-host"))
 }
 
 /// A signed-in user.

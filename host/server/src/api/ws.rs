@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,20 @@ const WRITE_BATCH: usize = 16 << 10;
 /// settles many sends; one message may be pushed while others queue).
 const BATCH_FRAMES: usize = 64;
 
-pub async fn upgrade(State(state): State<AppState>, auth: Auth, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    auth: Auth,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if super::auth::cross_site_cookie(&headers) {
+        return ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "cross-site",
+            "a live connection signed in by cookie must come from this site's own pages",
+        )
+        .into_response();
+    }
     // Small buffers keep an idle connection cheap; they grow while a large
     // frame passes through. The defaults (128 KiB each way) would make
     // every idle connection cost a quarter of a megabyte. Frames are

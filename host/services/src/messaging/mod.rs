@@ -647,7 +647,7 @@ impl Messaging {
     ) -> Result<Staged, MessagingError> {
         if client_id.is_empty() || client_id.len() > 64 || client_id.contains('\0') {
             return Err(MessagingError::InvalidInput(
-                "client_id is 1-64 bytes".into(),
+                "client_id is 1-64 bytes, without NUL".into(),
             ));
         }
         if text.len() > self.config.max_message_bytes {

@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub login_max_failures_per_user: Option<u32>,
     pub login_max_failures_per_client: Option<u32>,
     pub login_window_secs: Option<u64>,
+    /// Password hashes that run at once (default: half the cores).
+    pub password_hash_slots: Option<usize>,
     pub max_body_bytes: Option<usize>,
     pub request_timeout_secs: Option<u64>,
     /// Open connections over all clients, and from one client address.
@@ -285,6 +287,7 @@ impl FileConfig {
             &mut self.login_max_failures_per_client,
         )?;
         env_value("login-window-secs", &mut self.login_window_secs)?;
+        env_value("password-hash-slots", &mut self.password_hash_slots)?;
         env_value("max-body-bytes", &mut self.max_body_bytes)?;
         env_value("request-timeout-secs", &mut self.request_timeout_secs)?;
         env_value("max-connections", &mut self.max_connections)?;
@@ -450,6 +453,12 @@ impl FileConfig {
                     .unwrap_or(identity_defaults.max_failures_per_client),
                 failure_window: positive("login-window-secs", self.login_window_secs)?
                     .map_or(identity_defaults.failure_window, Duration::from_secs),
+                hash_slots: match self.password_hash_slots {
+                    None => identity_defaults.hash_slots,
+                    Some(n) => std::num::NonZeroUsize::new(n).ok_or_else(|| {
+                        anyhow::anyhow!("password-hash-slots must be greater than 0")
+                    })?,
+                },
             },
             messaging: MessagingConfig {
                 max_message_bytes: self
@@ -650,6 +659,7 @@ mod tests {
             "http-hosts = { \"a.example\" = [\"not-an-ip\"] }",
             "http-rate-per-app = 0",
             "chat-rate-per-user = 0",
+            "password-hash-slots = 0",
             "event-instances = 0",
             "event-instances = 8\nevent-instances-per-app = 9",
         ] {

@@ -2,6 +2,7 @@
 //! hashes, login with throttling, bearer/cookie sessions stored only as
 //! hashes, and the host secret behind per-app pseudonymous ids.
 
+mod hashing;
 mod password;
 mod pseudonyms;
 mod secret;
@@ -102,6 +103,8 @@ pub struct IdentityConfig {
     pub max_failures_per_user: u32,
     pub max_failures_per_client: u32,
     pub failure_window: Duration,
+    /// Password hashes that run at once (the rest wait their turn).
+    pub hash_slots: std::num::NonZeroUsize,
 }
 
 impl Default for IdentityConfig {
@@ -112,6 +115,7 @@ impl Default for IdentityConfig {
             max_failures_per_user: 5,
             max_failures_per_client: 20,
             failure_window: Duration::from_secs(15 * 60),
+            hash_slots: hashing::default_slots(),
         }
     }
 }
@@ -178,6 +182,7 @@ pub struct Identity {
     /// Verified against when the username is unknown, so a wrong username
     /// costs the same time as a wrong password.
     decoy: PasswordHash,
+    hashing: hashing::Hashing,
     /// Sessions checked recently: token digest → (user, expiry). Sessions
     /// are revoked only through `logout`, which evicts, so a hit is current.
     /// Not used on a shared store, where another process may log out.
@@ -213,6 +218,7 @@ impl Identity {
                 config.failure_window,
             ),
             decoy: PasswordHash::new("decoy password", config.password_iterations),
+            hashing: hashing::Hashing::new(config.hash_slots),
             store,
             config,
         }
@@ -247,9 +253,10 @@ impl Identity {
         }
         let iterations = self.config.password_iterations;
         let password = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || PasswordHash::new(&password, iterations))
-            .await
-            .map_err(|e| StoreError::Backend(format!("hashing task failed: {e}")))?;
+        let hash = self
+            .hashing
+            .run(move || PasswordHash::new(&password, iterations))
+            .await?;
         let user = User {
             id: new_id(),
             username: username.clone(),
@@ -329,9 +336,7 @@ impl Identity {
             None => (self.decoy.clone(), None),
         };
         let candidate = password.to_string();
-        let matches = tokio::task::spawn_blocking(move || hash.verify(&candidate))
-            .await
-            .map_err(|e| StoreError::Backend(format!("hashing task failed: {e}")))?;
+        let matches = self.hashing.run(move || hash.verify(&candidate)).await?;
         Ok(user.filter(|_| matches))
     }
 
@@ -498,6 +503,36 @@ pub fn find_user(store: &Store, username: &str) -> Result<Option<User>, Identity
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_hashes_run_no_more_at_once_than_their_slots() {
+        let backend: Arc<dyn superapp_store::Backend> =
+            Arc::new(superapp_store::MemoryBackend::new());
+        let config = IdentityConfig {
+            // Slow enough that hashes started together overlap.
+            password_iterations: NonZeroU32::new(50_000).expect("non-zero"),
+            hash_slots: std::num::NonZeroUsize::MIN,
+            ..Default::default()
+        };
+        let identity = Arc::new(Identity::new(Store::with_backend(backend).unwrap(), config));
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let storm: Vec<_> = (0..6)
+            .map(|i| {
+                let identity = identity.clone();
+                tokio::spawn(async move {
+                    let name = format!("user{i}");
+                    identity
+                        .register(&name, "U", "a-long-password", None)
+                        .await?;
+                    identity.login(&name, "a-long-password", client).await
+                })
+            })
+            .collect();
+        for one in storm {
+            one.await.unwrap().unwrap();
+        }
+        assert_eq!(identity.hashing.peak(), 1, "twelve hashes, one at a time");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn parallel_guesses_on_two_nodes_never_get_past_the_limit() {

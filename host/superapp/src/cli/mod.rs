@@ -34,7 +34,9 @@ enum Command {
     /// flags win over the environment, which wins over the file. Keys only
     /// the file and environment set: password-iterations,
     /// session-ttl-secs, login-max-failures-per-user,
-    /// login-max-failures-per-client, login-window-secs, max-body-bytes,
+    /// login-max-failures-per-client, login-window-secs,
+    /// password-hash-slots (password hashes that run at once, the rest
+    /// waiting their turn; default half the cores), max-body-bytes,
     /// request-timeout-secs, max-connections, max-connections-per-client,
     /// header-timeout-secs, idle-timeout-secs, max-message-bytes,
     /// chat-rate-per-user (messages one user may send a second, with

@@ -143,3 +143,81 @@ async fn connections_are_capped_per_client_and_in_all() {
     let mut s = connect_from("127.0.0.1", to).await;
     assert!(get_health(&mut s).await.starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn one_user_holds_at_most_the_live_connections_allowed_even_when_racing() {
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::json;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let server = Server::start(&[("SUPERAPP_MAX_LIVE_CONNECTIONS_PER_USER", "3")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let token = alice.token.clone().unwrap();
+
+    // The handshake: the connection, or the refusal's status and code.
+    let open = |token: String| {
+        let mut req = server.ws_url().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        async move {
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((ws, _)) => Ok(ws),
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(r.body().as_deref().unwrap_or_default()).unwrap();
+                    Err((r.status().as_u16(), body["error"]["code"].clone()))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    // Whether `ws` is still open: it answers a ping, or it was closed with
+    // 1008.
+    let alive = |mut ws: Ws| async move {
+        ws.send(WsMessage::Ping(Default::default())).await.ok()?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(WsMessage::Pong(_)))) => return Some(ws),
+                Ok(Some(Ok(WsMessage::Close(Some(f))))) => {
+                    assert_eq!(u16::from(f.code), 1008, "{f:?}");
+                    return None;
+                }
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("neither a pong nor a close: {other:?}"),
+            }
+        }
+    };
+
+    // Twelve handshakes at once: three stay, the rest are refused before
+    // the upgrade or closed right after it.
+    let tries = futures_util::future::join_all((0..12).map(|_| open(token.clone()))).await;
+    let mut held = Vec::new();
+    for t in tries {
+        match t {
+            Ok(ws) => held.extend(alive(ws).await),
+            Err(refused) => assert_eq!(refused, (429, json!("too-many-live-connections"))),
+        }
+    }
+    assert_eq!(held.len(), 3, "live connections kept");
+    assert_eq!(
+        open(token.clone()).await.err(),
+        Some((429, json!("too-many-live-connections")))
+    );
+    // Another user is not held back, and a closed connection gives its
+    // place back.
+    let bobs = open(bob.token.clone().unwrap())
+        .await
+        .expect("bob connects");
+    assert!(alive(bobs).await.is_some());
+    held.pop().unwrap().close(None).await.unwrap();
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(ws) = open(token.clone()).await {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(alive(again.expect("a place came free")).await.is_some());
+}

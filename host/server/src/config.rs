@@ -58,6 +58,8 @@ pub struct FileConfig {
     /// carries live pushes between host processes sharing one store.
     pub bus: Option<String>,
     pub ws_queue: Option<usize>,
+    /// Live connections (WebSockets) one user may hold in this process.
+    pub max_live_connections_per_user: Option<usize>,
     pub heartbeat_secs: Option<u64>,
     pub cookie_secure: Option<bool>,
     pub payment_ttl_secs: Option<u64>,
@@ -221,6 +223,8 @@ pub struct ApiConfig {
     pub heartbeat: Duration,
     /// Mark the session cookie `Secure` (set when served over HTTPS).
     pub cookie_secure: bool,
+    /// Live connections (WebSockets) one user may hold in this process.
+    pub max_live_per_user: usize,
 }
 
 impl Default for ApiConfig {
@@ -230,6 +234,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(20),
             cookie_secure: false,
+            max_live_per_user: 64,
         }
     }
 }
@@ -304,6 +309,10 @@ impl FileConfig {
         env_value("store-connections", &mut self.store_connections)?;
         env_value("bus", &mut self.bus)?;
         env_value("ws-queue", &mut self.ws_queue)?;
+        env_value(
+            "max-live-connections-per-user",
+            &mut self.max_live_connections_per_user,
+        )?;
         env_value("heartbeat-secs", &mut self.heartbeat_secs)?;
         env_value("cookie-secure", &mut self.cookie_secure)?;
         env_value("payment-ttl-secs", &mut self.payment_ttl_secs)?;
@@ -478,6 +487,10 @@ impl FileConfig {
                     .map_or(api_defaults.request_timeout, Duration::from_secs),
                 heartbeat,
                 cookie_secure: self.cookie_secure.unwrap_or(api_defaults.cookie_secure),
+                max_live_per_user: match self.max_live_connections_per_user {
+                    Some(0) => bail!("max-live-connections-per-user must be greater than 0"),
+                    n => n.unwrap_or(api_defaults.max_live_per_user),
+                },
             },
             ws_queue: self.ws_queue.unwrap_or(256),
             store_cache_bytes: positive("store-cache-mib", self.store_cache_mib)?
@@ -660,6 +673,7 @@ mod tests {
             "http-rate-per-app = 0",
             "chat-rate-per-user = 0",
             "password-hash-slots = 0",
+            "max-live-connections-per-user = 0",
             "event-instances = 0",
             "event-instances = 8\nevent-instances-per-app = 9",
         ] {

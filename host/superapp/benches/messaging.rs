@@ -203,14 +203,16 @@ async fn main() {
     let senders: usize = stats::env_or("SUPERAPP_BENCH_SENDERS", 64);
     let rounds: usize = stats::env_or("SUPERAPP_BENCH_ROUNDS", 3).max(1);
     let tmp = tempfile::tempdir().unwrap();
-    // Every client here is one loopback address: lift the per-client cap
-    // (and the total) above the idle connections this bench holds.
+    // Every client here is one loopback address, and the idle connections
+    // are one user's: lift the per-client and per-user caps (and the total)
+    // above the idle connections this bench holds.
     let cap = (idle + 1_000).to_string();
     let server = common::Server::start_in(
         &tmp.path().join("data"),
         &[
             ("SUPERAPP_MAX_CONNECTIONS", cap.as_str()),
             ("SUPERAPP_MAX_CONNECTIONS_PER_CLIENT", cap.as_str()),
+            ("SUPERAPP_MAX_LIVE_CONNECTIONS_PER_USER", cap.as_str()),
         ],
     );
     let base = server.base.clone();

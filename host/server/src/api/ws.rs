@@ -18,7 +18,9 @@
 //! client id is stored once, as over HTTP, so a client that lost its
 //! connection before an acknowledgement sends again. The session is checked
 //! for every send and every heartbeat: after a logout or a revocation the
-//! connection is closed with code 4001.
+//! connection is closed with code 4001. A user holds at most
+//! `max-live-connections-per-user` sessions in this process: past that the
+//! handshake gets `429` (and one that raced past the check, code 1008).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +47,10 @@ pub const CLOSE_LAGGING: u16 = 4008;
 /// Close code for "the session ended (logout, revocation, expiry)".
 pub const CLOSE_SESSION_ENDED: u16 = 4001;
 
+/// Close code for "this user holds too many live connections" (a handshake
+/// that raced past the check; the rest get `429` before upgrading).
+pub const CLOSE_TOO_MANY: u16 = 1008;
+
 /// Sends one connection may have stored but not yet acknowledged.
 pub const MAX_IN_FLIGHT: usize = 64;
 
@@ -68,6 +74,10 @@ pub async fn upgrade(
             "a live connection signed in by cookie must come from this site's own pages",
         )
         .into_response();
+    }
+    let hub = state.host.messaging.hub();
+    if hub.sessions_of(&auth.user.id) >= state.config.max_live_per_user {
+        return too_many_live(state.config.max_live_per_user).into_response();
     }
     // Small buffers keep an idle connection cheap; they grow while a large
     // frame passes through. The defaults (128 KiB each way) would make
@@ -227,11 +237,31 @@ async fn send_all(
     sink.flush().await
 }
 
+fn too_many_live(max: usize) -> ApiError {
+    ApiError {
+        retry_after: Some(1),
+        ..ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too-many-live-connections",
+            format!("a user may hold {max} live connections here; close one first"),
+        )
+    }
+}
+
 async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let (user, token) = (auth.user.id, auth.token);
     let hub = state.host.messaging.hub().clone();
-    let mut sub = hub.subscribe(&user);
     let (mut sink, mut stream) = socket.split();
+    // Checked again where the session registers: handshakes that raced
+    // past the check above are closed here.
+    let Some(mut sub) = hub.subscribe_within(&user, state.config.max_live_per_user) else {
+        let frame = CloseFrame {
+            code: CLOSE_TOO_MANY,
+            reason: "too many live connections for this user".into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        return;
+    };
     let heartbeat = state.config.heartbeat;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut shutdown = state.shutdown.clone();

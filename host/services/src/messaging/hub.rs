@@ -71,10 +71,19 @@ impl Hub {
     }
 
     pub fn subscribe(&self, user: &str) -> Subscription {
+        self.subscribe_within(user, usize::MAX)
+            .expect("no session limit")
+    }
+
+    /// Register a session for `user` unless they have `max` already.
+    pub fn subscribe_within(&self, user: &str, max: usize) -> Option<Subscription> {
+        let mut conns = self.conns();
+        if conns.get(user).map_or(0, Vec::len) >= max {
+            return None;
+        }
         let (tx, rx) = mpsc::channel(self.queue);
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let lagged = Arc::new(AtomicBool::new(false));
-        let mut conns = self.conns();
         let list = conns.entry(user.to_string()).or_default();
         if list.is_empty() {
             if let Some(relay) = self.relay.get() {
@@ -86,7 +95,12 @@ impl Hub {
             tx,
             lagged: lagged.clone(),
         });
-        Subscription { id, rx, lagged }
+        Some(Subscription { id, rx, lagged })
+    }
+
+    /// `user`'s sessions in this process.
+    pub fn sessions_of(&self, user: &str) -> usize {
+        self.conns().get(user).map_or(0, Vec::len)
     }
 
     pub fn unsubscribe(&self, user: &str, id: u64) {

@@ -42,6 +42,8 @@ enum Command {
     /// chat-rate-per-user (messages one user may send a second, with
     /// bursts of five seconds' worth; default 10),
     /// store-cache-mib (the store's page cache, default 128), ws-queue,
+    /// max-live-connections-per-user (WebSockets one user may hold in one
+    /// process; default 64),
     /// heartbeat-secs,
     /// cookie-secure, payment-ttl-secs, document-ttl-secs, event-slots
     /// (events that execute at once; default the number of cores),

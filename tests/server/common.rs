@@ -319,6 +319,27 @@ pub async fn ws_connect(server: &Server, token: &str) -> Ws {
     ws
 }
 
+/// A WebSocket handshake with `headers`: the live connection, or the
+/// refusal's status and error code.
+pub async fn ws_handshake(server: &Server, headers: &[(&str, String)]) -> Result<Ws, (u16, Value)> {
+    let mut req = server.ws_url().into_client_request().unwrap();
+    for (name, value) in headers {
+        req.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            let body: Value =
+                serde_json::from_slice(r.body().as_deref().unwrap_or_default()).unwrap();
+            Err((r.status().as_u16(), body["error"]["code"].clone()))
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// The next pushed message frame (skipping pings), within `wait`.
 pub async fn next_message(ws: &mut Ws, wait: Duration) -> Option<Value> {
     loop {

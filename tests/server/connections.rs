@@ -148,29 +148,15 @@ async fn connections_are_capped_per_client_and_in_all() {
 async fn one_user_holds_at_most_the_live_connections_allowed_even_when_racing() {
     use futures_util::{SinkExt, StreamExt};
     use serde_json::json;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message as WsMessage;
     let server = Server::start(&[("SUPERAPP_MAX_LIVE_CONNECTIONS_PER_USER", "3")]);
     let alice = Client::signed_up(&server, "alice").await;
     let bob = Client::signed_up(&server, "bob").await;
     let token = alice.token.clone().unwrap();
 
-    // The handshake: the connection, or the refusal's status and code.
     let open = |token: String| {
-        let mut req = server.ws_url().into_client_request().unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        async move {
-            match tokio_tungstenite::connect_async(req).await {
-                Ok((ws, _)) => Ok(ws),
-                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
-                    let body: serde_json::Value =
-                        serde_json::from_slice(r.body().as_deref().unwrap_or_default()).unwrap();
-                    Err((r.status().as_u16(), body["error"]["code"].clone()))
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let server = &server;
+        async move { ws_handshake(server, &[("authorization", format!("Bearer {token}"))]).await }
     };
     // Whether `ws` is still open: it answers a ping, or it was closed with
     // 1008.

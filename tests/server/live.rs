@@ -626,7 +626,6 @@ async fn a_client_that_never_reads_its_answers_stops_being_read_and_loses_nothin
 
 #[tokio::test]
 async fn a_live_connection_signed_in_by_cookie_from_another_sites_page_is_refused() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let server = Server::start(&[]);
     let alice = Client::signed_up(&server, "alice").await;
     let _bob = Client::signed_up(&server, "bob").await;
@@ -649,24 +648,9 @@ async fn a_live_connection_signed_in_by_cookie_from_another_sites_page_is_refuse
         .unwrap()
         .to_string();
 
-    // The handshake with `headers`: the live connection, or the refusal's
-    // status and error code.
     let open = |headers: Vec<(&'static str, String)>| {
-        let mut req = server.ws_url().into_client_request().unwrap();
-        for (name, value) in headers {
-            req.headers_mut().insert(name, value.parse().unwrap());
-        }
-        async move {
-            match tokio_tungstenite::connect_async(req).await {
-                Ok((ws, _)) => Ok(ws),
-                Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
-                    let body: serde_json::Value =
-                        serde_json::from_slice(r.body().as_deref().unwrap_or_default()).unwrap();
-                    Err((r.status().as_u16(), body["error"]["code"].clone()))
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let server = &server;
+        async move { ws_handshake(server, &headers).await }
     };
     // A page of another site (or of none) opening it with the user's cookie.
     for origin in [

@@ -121,6 +121,10 @@ impl From<IdentityError> for ApiError {
                     e.to_string(),
                 )
             },
+            IdentityError::Busy => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            },
             IdentityError::Unauthenticated(m) => ApiError::unauthenticated(m),
             IdentityError::Store(e) => e.into(),
         }

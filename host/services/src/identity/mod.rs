@@ -126,6 +126,10 @@ pub enum IdentityError {
     InvalidInput(String),
     #[error("that username is taken")]
     UsernameTaken,
+    /// Every password-hashing slot stayed taken for as long as a hash may
+    /// wait for one.
+    #[error("the host is busy checking passwords; try again in a few seconds")]
+    Busy,
     #[error("wrong username or password")]
     BadCredentials,
     #[error("too many failed logins; try again in {retry_after_secs} s")]
@@ -189,6 +193,22 @@ pub struct Identity {
     live_sessions: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (User, u64)>>,
 }
 
+/// A password check holding its place in an account's throttle window.
+struct Attempt<'a> {
+    throttle: &'a Throttle,
+    key: &'a str,
+    running: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.running {
+            // Not counted as a failure: the password was never checked.
+            let _ = self.throttle.end(self.key, false);
+        }
+    }
+}
+
 /// Sessions kept in `live_sessions` before it starts over.
 const SESSION_CACHE: usize = 100_000;
 
@@ -218,7 +238,7 @@ impl Identity {
                 config.failure_window,
             ),
             decoy: PasswordHash::new("decoy password", config.password_iterations),
-            hashing: hashing::Hashing::new(config.hash_slots),
+            hashing: hashing::Hashing::new(config.hash_slots, hashing::HASH_WAIT),
             store,
             config,
         }
@@ -302,8 +322,17 @@ impl Identity {
         // carrier's NAT, and each account is already held to its own.
         self.clients_throttle.check(&client_key)?;
         self.users_throttle.begin(&user_key).await?;
+        // A request dropped while the password is checked (its client went
+        // away) gives its place back rather than holding it for
+        // `IN_FLIGHT_MAX`.
+        let mut attempt = Attempt {
+            throttle: &self.users_throttle,
+            key: &user_key,
+            running: true,
+        };
         let outcome = self.verify(&username, password).await;
         let wrong = matches!(outcome, Ok(None));
+        attempt.running = false;
         let ended = self.users_throttle.end(&user_key, wrong).and_then(|()| {
             if wrong {
                 self.clients_throttle.record(&client_key)
@@ -503,6 +532,42 @@ pub fn find_user(store: &Store, username: &str) -> Result<Option<User>, Identity
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_login_dropped_while_its_password_is_checked_gives_its_place_back() {
+        let backend: Arc<dyn superapp_store::Backend> =
+            Arc::new(superapp_store::MemoryBackend::new());
+        let config = IdentityConfig {
+            // A check long enough to be dropped in the middle of.
+            password_iterations: NonZeroU32::new(200_000).expect("non-zero"),
+            max_failures_per_user: 2,
+            hash_slots: std::num::NonZeroUsize::new(4).unwrap(),
+            ..Default::default()
+        };
+        let identity = Arc::new(Identity::new(Store::with_backend(backend).unwrap(), config));
+        identity
+            .register("kim", "Kim", "kim-password-long", None)
+            .await
+            .unwrap();
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        // Three logins whose clients go away mid-check: more than the
+        // account's window holds.
+        for _ in 0..3 {
+            let identity = identity.clone();
+            let login =
+                tokio::spawn(
+                    async move { identity.login("kim", "kim-password-long", client).await },
+                );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            login.abort();
+            assert!(login.await.unwrap_err().is_cancelled());
+        }
+        // Kim's own next login is not held back by them.
+        identity
+            .login("kim", "kim-password-long", client)
+            .await
+            .unwrap();
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn password_hashes_run_no_more_at_once_than_their_slots() {

@@ -739,6 +739,21 @@ async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
             "Still here"
         ]
     );
+    // Shown once, as stored (not as the bubble of a send still waiting).
+    let mut sending = json!(1);
+    for _ in 0..100 {
+        sending = bob
+            .js(
+                "return document.querySelectorAll('.messages .pending').length",
+                vec![],
+            )
+            .await;
+        if sending == json!(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sending, json!(0));
     bob.wait_text("Still here").await;
     let text = bob.body_text().await;
     assert_eq!(text.matches("Still here").count(), 1, "{text}");

@@ -332,8 +332,9 @@ pub async fn ws_handshake(server: &Server, headers: &[(&str, String)]) -> Result
     match tokio_tungstenite::connect_async(req).await {
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            // The body is what came with the headers, which may be none.
             let body: Value =
-                serde_json::from_slice(r.body().as_deref().unwrap_or_default()).unwrap();
+                serde_json::from_slice(r.body().as_deref().unwrap_or_default()).unwrap_or_default();
             Err((r.status().as_u16(), body["error"]["code"].clone()))
         }
         Err(e) => panic!("{e}"),

@@ -15,18 +15,20 @@ use superapp_services::identity::User;
 
 pub const SESSION_COOKIE: &str = "superapp_session";
 
-/// The session token of a request, from `Authorization: Bearer` or the cookie.
+/// The token of an `Authorization: Bearer …` value (the scheme's name is
+/// case-insensitive, RFC 9110 11.1).
+pub fn bearer(authorization: &str) -> Option<&str> {
+    authorization
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
+/// The session token of a request: from `Authorization: Bearer` when the
+/// request has that header (whatever it holds), else from the cookie.
 pub fn session_token(parts: &Parts) -> Option<String> {
-    if let Some(v) = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        // The scheme's name is case-insensitive (RFC 9110, 11.1).
-        return v
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim().to_string());
+    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
+        return v.to_str().ok().and_then(bearer).map(str::to_string);
     }
     parts
         .headers
@@ -39,14 +41,30 @@ pub fn session_token(parts: &Parts) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
+/// `host[:port]` as a lower-case host and a port, `default` when none is
+/// written (IPv6 hosts in brackets).
+fn host_port(authority: &str, default: u16) -> Option<(String, u16)> {
+    let authority = authority.trim().trim_end_matches('/');
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => default,
+    };
+    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
+}
+
 /// Whether a request signed in by the session cookie comes from a page of
-/// another site: its `Origin` names a host other than the one it was sent
-/// to (`Host`, or behind a proxy `X-Forwarded-Host`, which a page cannot
-/// set). A browser sends a site's cookie with a WebSocket handshake whatever
-/// page opens it (the same-origin policy does not cover WebSockets), so a
-/// cookie-authenticated upgrade from such a page is refused. A request with
-/// a bearer token, which no page gets without being given it, or without an
-/// `Origin` (clients other than browsers), is not one.
+/// another origin: its `Origin` names a host or port other than the one it
+/// was sent to (`Host`, or behind a proxy `X-Forwarded-Host`, which a page
+/// cannot set; a port left out is the default of the Origin's scheme). The
+/// cookie is `SameSite=Strict`, so a browser does not send it from another
+/// site's page; this keeps out what that leaves: pages of the same site on
+/// another port or a sibling subdomain, and browsers without SameSite. A
+/// request with an `Authorization` header is never signed in by the cookie,
+/// and one without an `Origin` (clients other than browsers) is not checked.
 pub fn cross_site_cookie(headers: &HeaderMap) -> bool {
     if headers.contains_key(header::AUTHORIZATION) {
         return false;
@@ -54,13 +72,17 @@ pub fn cross_site_cookie(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return false;
     };
-    let Some(origin) = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, authority)| authority.trim_end_matches('/'))
-    else {
+    let origin = origin.to_str().ok().and_then(|o| o.split_once("://"));
+    let Some((scheme, authority)) = origin else {
         // `Origin: null` (a sandboxed frame, a file) or not a URL.
+        return true;
+    };
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    let Some(origin) = host_port(authority, default) else {
         return true;
     };
     let named = |name: &str| {
@@ -69,7 +91,7 @@ pub fn cross_site_cookie(headers: &HeaderMap) -> bool {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|h| h.trim().eq_ignore_ascii_case(origin))
+            .any(|h| host_port(h, default).as_ref() == Some(&origin))
     };
     !(named(header::HOST.as_str()) || named("x-forwarded-host"))
 }
@@ -133,5 +155,79 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
         Ok(Params(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, value.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_cookie_handshake_must_come_from_the_host_and_port_it_was_sent_to() {
+        let cross = |pairs: &[(&'static str, &str)]| cross_site_cookie(&headers(pairs));
+        // The host's own pages, however the default port is written.
+        assert!(!cross(&[
+            ("host", "chat.example"),
+            ("origin", "https://chat.example")
+        ]));
+        assert!(!cross(&[
+            ("host", "chat.example:443"),
+            ("origin", "https://chat.example")
+        ]));
+        assert!(!cross(&[
+            ("host", "Chat.Example:80"),
+            ("origin", "http://chat.example")
+        ]));
+        assert!(!cross(&[
+            ("host", "[::1]:8080"),
+            ("origin", "http://[::1]:8080")
+        ]));
+        assert!(!cross(&[
+            ("host", "10.0.0.5:8080"),
+            ("origin", "https://chat.example"),
+            ("x-forwarded-host", "chat.example")
+        ]));
+        // Other origins: another port, scheme's port, subdomain, or none.
+        assert!(cross(&[
+            ("host", "chat.example"),
+            ("origin", "https://chat.example:8443")
+        ]));
+        assert!(cross(&[
+            ("host", "chat.example:443"),
+            ("origin", "http://chat.example")
+        ]));
+        assert!(cross(&[
+            ("host", "chat.example"),
+            ("origin", "https://evil.chat.example")
+        ]));
+        assert!(cross(&[
+            ("host", "[::1]:8080"),
+            ("origin", "http://[::1]:9090")
+        ]));
+        assert!(cross(&[("host", "chat.example"), ("origin", "null")]));
+        // Not signed in by the cookie, or not from a browser: not checked.
+        assert!(!cross(&[
+            ("host", "chat.example"),
+            ("origin", "https://evil.example"),
+            ("authorization", "Bearer t")
+        ]));
+        assert!(!cross(&[("host", "chat.example")]));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("BEARER abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearerabc"), None);
     }
 }

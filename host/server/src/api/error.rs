@@ -54,6 +54,27 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not-found", message)
     }
 
+    /// A live connection signed in by cookie from another origin's page.
+    pub fn cross_site() -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross-site",
+            "a live connection signed in by cookie must come from this host's own pages",
+        )
+    }
+
+    /// A user who holds `max` live connections already.
+    pub fn too_many_live(max: usize) -> Self {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-live-connections",
+                format!("a user may hold {max} live connections here; close one first"),
+            )
+        }
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
@@ -145,10 +166,10 @@ impl From<MessagingError> for ApiError {
                 e.to_string(),
             ),
             MessagingError::Throttled { retry_after, .. } => ApiError {
-                // Whole seconds, rounded up: a client that waits this long
-                // finds its allowance free.
+                // Whole seconds, rounded up and at least one: a client that
+                // waits this long finds its allowance free.
                 retry_after: Some(
-                    retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+                    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1),
                 ),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", e.to_string())
             },

@@ -138,7 +138,7 @@ impl FromRequest<AppState> for Called {
                     ),
                 })
         };
-        if let Some(token) = authorization.strip_prefix("Bearer ") {
+        if let Some(token) = super::auth::bearer(&authorization) {
             if !host.is_operator_token(token) {
                 return Err(ApiError::unauthenticated("the operator token is wrong"));
             }
@@ -187,7 +187,7 @@ impl FromRequestParts<AppState> for OperatorToken {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(super::auth::bearer)
             .ok_or_else(|| {
                 ApiError::unauthenticated("this route needs the operator token (Bearer)")
             })?;

@@ -68,16 +68,17 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     if super::auth::cross_site_cookie(&headers) {
-        return ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "cross-site",
-            "a live connection signed in by cookie must come from this site's own pages",
-        )
-        .into_response();
+        tracing::warn!(
+            origin = ?headers.get(axum::http::header::ORIGIN),
+            host = ?headers.get(axum::http::header::HOST),
+            forwarded_host = ?headers.get("x-forwarded-host"),
+            "a cookie-signed WebSocket handshake from another origin was refused (behind a proxy, pass the public Host with its port, or X-Forwarded-Host)"
+        );
+        return ApiError::cross_site().into_response();
     }
     let hub = state.host.messaging.hub();
     if hub.sessions_of(&auth.user.id) >= state.config.max_live_per_user {
-        return too_many_live(state.config.max_live_per_user).into_response();
+        return ApiError::too_many_live(state.config.max_live_per_user).into_response();
     }
     // Small buffers keep an idle connection cheap; they grow while a large
     // frame passes through. The defaults (128 KiB each way) would make
@@ -237,17 +238,6 @@ async fn send_all(
     sink.flush().await
 }
 
-fn too_many_live(max: usize) -> ApiError {
-    ApiError {
-        retry_after: Some(1),
-        ..ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "too-many-live-connections",
-            format!("a user may hold {max} live connections here; close one first"),
-        )
-    }
-}
-
 async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let (user, token) = (auth.user.id, auth.token);
     let hub = state.host.messaging.hub().clone();
@@ -337,7 +327,9 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
             _ = shutdown.changed() => break Some((1001, "server shutting down")),
         }
     };
-    hub.unsubscribe(&user, sub.id);
+    // Unregistered here, before the close; a session that panics is
+    // unregistered as its subscription drops.
+    drop(sub);
     if let Some((code, reason)) = close {
         // Sends already stored are acknowledged before the close (briefly:
         // a client that misses one sends it again under its client id).

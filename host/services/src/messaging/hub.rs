@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::mpsc;
 
@@ -24,11 +24,22 @@ struct Conn {
     lagged: Arc<AtomicBool>,
 }
 
-/// A registered session: its queue, and whether the hub dropped it for lagging.
+/// A registered session: its queue, and whether the hub dropped it for
+/// lagging. Dropping it unregisters the session, however the session ends.
 pub struct Subscription {
     pub id: u64,
     pub rx: mpsc::Receiver<Frame>,
     pub lagged: Arc<AtomicBool>,
+    user: String,
+    hub: Weak<Hub>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.unsubscribe(&self.user, self.id);
+        }
+    }
 }
 
 /// Carries frames to and from the host's other processes. Its calls are
@@ -70,13 +81,13 @@ impl Hub {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn subscribe(&self, user: &str) -> Subscription {
+    pub fn subscribe(self: &Arc<Self>, user: &str) -> Subscription {
         self.subscribe_within(user, usize::MAX)
             .expect("no session limit")
     }
 
     /// Register a session for `user` unless they have `max` already.
-    pub fn subscribe_within(&self, user: &str, max: usize) -> Option<Subscription> {
+    pub fn subscribe_within(self: &Arc<Self>, user: &str, max: usize) -> Option<Subscription> {
         let mut conns = self.conns();
         if conns.get(user).map_or(0, Vec::len) >= max {
             return None;
@@ -95,7 +106,13 @@ impl Hub {
             tx,
             lagged: lagged.clone(),
         });
-        Some(Subscription { id, rx, lagged })
+        Some(Subscription {
+            id,
+            rx,
+            lagged,
+            user: user.to_string(),
+            hub: Arc::downgrade(self),
+        })
     }
 
     /// `user`'s sessions in this process.
@@ -103,6 +120,7 @@ impl Hub {
         self.conns().get(user).map_or(0, Vec::len)
     }
 
+    /// Unregister session `id` (what dropping its subscription does).
     pub fn unsubscribe(&self, user: &str, id: u64) {
         let mut conns = self.conns();
         if let Some(list) = conns.get_mut(user) {
@@ -185,7 +203,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_drops_only_that_session() {
-        let hub = Hub::new(2);
+        let hub = Arc::new(Hub::new(2));
         let mut slow = hub.subscribe("slow");
         let mut fast = hub.subscribe("fast");
         let users = vec!["slow".to_string(), "fast".to_string()];
@@ -206,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_frame_skips_the_session_it_came_from_only() {
-        let hub = Hub::new(4);
+        let hub = Arc::new(Hub::new(4));
         let mut phone = hub.subscribe("a");
         let mut laptop = hub.subscribe("a");
         let mut other = hub.subscribe("b");
@@ -245,9 +263,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_user_holds_at_most_the_sessions_allowed_and_a_dropped_one_frees_its_place() {
+        let hub = Arc::new(Hub::new(1));
+        let first = hub.subscribe_within("a", 2).unwrap();
+        let second = hub.subscribe_within("a", 2).unwrap();
+        assert!(hub.subscribe_within("a", 2).is_none());
+        assert!(hub.subscribe_within("b", 2).is_some(), "per user");
+        assert_eq!(hub.sessions_of("a"), 2);
+        drop(first);
+        assert_eq!(hub.sessions_of("a"), 1);
+        let third = hub.subscribe_within("a", 2).expect("a place came free");
+        drop((second, third));
+        assert_eq!(hub.sessions(), 0);
+    }
+
     #[tokio::test]
     async fn the_relay_watches_users_with_sessions_and_carries_published_frames_only() {
-        let hub = Hub::new(1);
+        let hub = Arc::new(Hub::new(1));
         let relay = Arc::new(Recorder::default());
         hub.set_relay(relay.clone());
         let a1 = hub.subscribe("a");

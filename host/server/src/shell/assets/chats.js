@@ -109,10 +109,16 @@ export async function conversation(main, shell, id) {
   };
   const text = el('input', { id: 'compose', name: 'text', autocomplete: 'off', required: true, maxlength: 4000 });
   const compose = el('form', { class: 'compose' }, el('label', { for: 'compose' }, 'Message'), text, el('button', { type: 'submit' }, 'Send'));
+  // A send that failed, whose text went back into the box: sent again
+  // unchanged, it keeps its client id, so if the server did store it (its
+  // answer was what got lost) it is not stored twice.
+  let failed = null;
   compose.addEventListener('submit', async (e) => {
     e.preventDefault();
     const body = text.value;
     if (!body.trim()) return;
+    const clientId = failed && failed.body === body ? failed.clientId : randomId();
+    failed = null;
     // Shown as sending until the server answers that it is stored (up to
     // the shell's fallback to a request); the box is free for the next.
     const waiting = el('li', { class: 'message mine pending' },
@@ -121,19 +127,22 @@ export async function conversation(main, shell, id) {
       el('span', { class: 'muted', role: 'status' }, 'Sending…'));
     log.append(waiting);
     text.value = '';
-    const sent = await shell.guard(async () => {
+    let stored = null;
+    await shell.guard(async () => {
       // Stored once answered (this session gets it as the answer, not as a
       // push), and read by its sender on the server.
-      const message = await shell.send(id, randomId(), body);
+      stored = await shell.send(id, clientId, body);
       waiting.remove();
-      await take(message);
-      return message;
+      await take(stored);
     });
-    if (!sent) {
-      // Not stored: the text goes back into the box unless another was
-      // begun meanwhile, and the error is on screen.
+    if (!stored) {
+      // Not known to be stored: the text goes back into the box unless
+      // another was begun meanwhile, and the error is on screen.
       waiting.remove();
-      if (!text.value) text.value = body;
+      if (!text.value) {
+        text.value = body;
+        failed = { body, clientId };
+      }
     }
   });
   const readOnly = c.kind === 'service';

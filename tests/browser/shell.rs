@@ -680,9 +680,22 @@ async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
     sign_in_at(&mut bob, &origin, "bob").await;
     bob.goto(&format!("{origin}#/chats/{chat}")).await;
     bob.wait_text("Before the tunnel").await;
-    // A push proves the live connection is open.
-    alice.send(&chat, "r2", "Entering the tunnel").await;
-    bob.wait_text("Entering the tunnel").await;
+    // A push proves the live connection is open. The shell may still be
+    // opening it: a message sent before it is open is not pushed, and the
+    // next one, pushed after a gap, makes the view catch up; so send until
+    // one shows.
+    let mut shown = false;
+    for i in 0..30 {
+        alice
+            .send(&chat, &format!("r2-{i}"), "Entering the tunnel")
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if bob.body_text().await.contains("Entering the tunnel") {
+            shown = true;
+            break;
+        }
+    }
+    assert!(shown, "no push reached the open chat");
 
     cable.cut();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -724,21 +737,14 @@ async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
     let mut stored = Vec::new();
     for _ in 0..100 {
         stored = alice.messages(&chat, 0).await;
-        if stored.len() == 4 {
+        if stored.last().is_some_and(|m| m["text"] == "Still here") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let texts: Vec<_> = stored.iter().map(|m| m["text"].as_str().unwrap()).collect();
-    assert_eq!(
-        texts,
-        [
-            "Before the tunnel",
-            "Entering the tunnel",
-            "Are you there?",
-            "Still here"
-        ]
-    );
+    assert_eq!(texts.first(), Some(&"Before the tunnel"));
+    assert_eq!(texts[texts.len() - 2..], ["Are you there?", "Still here"]);
     // Shown once, as stored (not as the bubble of a send still waiting).
     let mut sending = json!(1);
     for _ in 0..100 {

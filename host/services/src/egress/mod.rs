@@ -222,18 +222,14 @@ impl reqwest::dns::Resolve for CheckedResolver {
     }
 }
 
-#[derive(Default)]
-struct Budget {
-    in_flight: usize,
-    tokens: f64,
-    refilled: Option<Instant>,
-}
-
 /// The egress service, shared by every instance of every app.
 pub struct Egress {
     config: Arc<EgressConfig>,
     client: reqwest::Client,
-    budgets: Mutex<HashMap<String, Budget>>,
+    /// Requests in flight, per app.
+    in_flight: Mutex<HashMap<String, usize>>,
+    /// Requests started per second, per app (a burst of one second's worth).
+    starts: governor::DefaultKeyedRateLimiter<String>,
 }
 
 /// Releases an app's in-flight slot when its request ends.
@@ -244,13 +240,13 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut budgets = self
+        let mut in_flight = self
             .egress
-            .budgets
+            .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = budgets.get_mut(&self.app) {
-            b.in_flight = b.in_flight.saturating_sub(1);
+        if let Some(n) = in_flight.get_mut(&self.app) {
+            *n = n.saturating_sub(1);
         }
     }
 }
@@ -270,10 +266,13 @@ impl Egress {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build the outbound HTTP client: {e}"))?;
+        let rate =
+            std::num::NonZeroU32::new(config.per_app_rate).unwrap_or(std::num::NonZeroU32::MIN);
         Ok(Egress {
             config,
             client,
-            budgets: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            starts: governor::RateLimiter::keyed(governor::Quota::per_second(rate)),
         })
     }
 
@@ -284,31 +283,21 @@ impl Egress {
     /// Take one request from `app`'s budget: a concurrency slot and a
     /// token of its rate.
     fn admit(&self, app: &str) -> Result<InFlight<'_>, EgressError> {
-        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
-        let rate = f64::from(self.config.per_app_rate.max(1));
-        let b = budgets.entry(app.to_string()).or_insert_with(|| Budget {
-            tokens: rate,
-            ..Budget::default()
-        });
-        let now = Instant::now();
-        if let Some(at) = b.refilled {
-            b.tokens = (b.tokens + now.duration_since(at).as_secs_f64() * rate).min(rate);
-        }
-        b.refilled = Some(now);
-        if b.in_flight >= self.config.per_app_concurrency {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = in_flight.entry(app.to_string()).or_default();
+        if *n >= self.config.per_app_concurrency {
             return Err(EgressError::Limited(format!(
-                "this app already has {} requests in flight (the host's limit)",
-                b.in_flight
+                "this app already has {n} requests in flight (the host's limit)"
             )));
         }
-        if b.tokens < 1.0 {
+        // A start refused for concurrency above takes nothing from the rate.
+        if self.starts.check_key(&app.to_string()).is_err() {
             return Err(EgressError::Limited(format!(
                 "this app may start {} requests a second",
                 self.config.per_app_rate
             )));
         }
-        b.tokens -= 1.0;
-        b.in_flight += 1;
+        *n += 1;
         Ok(InFlight {
             egress: self,
             app: app.to_string(),

@@ -709,3 +709,63 @@ async fn a_live_connection_signed_in_by_cookie_from_another_sites_page_is_refuse
     }
     assert_eq!(alice.messages(&c, 0).await.len(), 4);
 }
+
+#[tokio::test]
+async fn a_frame_that_breaks_the_websocket_protocol_is_answered_with_its_close_code() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let authority = server.base.trim_start_matches("http://");
+    let authority = &authority[..authority.find('/').unwrap()];
+
+    // The close code a raw connection gets after sending `frame`.
+    let close_code_after = |frame: Vec<u8>| {
+        let token = alice.token.clone().unwrap();
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
+            let handshake = format!(
+                "GET /api/v1/ws HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+            );
+            tcp.write_all(handshake.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                assert_eq!(
+                    tcp.read(&mut byte).await.unwrap(),
+                    1,
+                    "closed in the handshake"
+                );
+                answer.push(byte[0]);
+            }
+            assert!(
+                answer.starts_with(b"HTTP/1.1 101"),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+            tcp.write_all(&frame).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+            // The server's close frame: 0x88, a length, then the code.
+            let at = rest
+                .iter()
+                .position(|&b| b == 0x88)
+                .unwrap_or_else(|| panic!("no close frame in {rest:?}"));
+            u16::from_be_bytes([rest[at + 2], rest[at + 3]])
+        }
+    };
+    // A client's frame without a mask.
+    assert_eq!(close_code_after(vec![0x81, 0x02, b'h', b'i']).await, 1002);
+    // A reserved opcode, masked.
+    assert_eq!(close_code_after(vec![0x83, 0x80, 1, 2, 3, 4]).await, 1002);
+    // A masked text frame whose payload is not UTF-8 (0xff, 0xfe).
+    let mask = [1u8, 2, 3, 4];
+    let payload = [0xffu8 ^ mask[0], 0xfe ^ mask[1]];
+    let mut frame = vec![0x81, 0x82];
+    frame.extend_from_slice(&mask);
+    frame.extend_from_slice(&payload);
+    assert_eq!(close_code_after(frame).await, 1007);
+    // The server goes on.
+    assert_eq!(alice.get("/me").await.0, StatusCode::OK);
+}

@@ -96,14 +96,21 @@ pub async fn upgrade(
 
 /// How a session ends after reading failed: a frame over the limit is
 /// refused with 1009 (message too big), which tells the client not to send
-/// it again; anything else means the connection is gone.
-fn too_large(error: axum::Error, limit: usize) -> Option<(u16, &'static str)> {
+/// it again; a frame that breaks the protocol (unmasked, reserved bits or
+/// opcodes, a bad fragment) with 1002, a text frame that is not UTF-8 with
+/// 1007; anything else means the connection is gone.
+fn closing_for(error: axum::Error, limit: usize) -> Option<(u16, &'static str)> {
     let inner = error.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => {
             tracing::debug!(limit, "a WebSocket frame over the limit; closing with 1009");
             Some((1009, "frame too large: at most max-body-bytes"))
         }
+        Some(tungstenite::Error::Protocol(e)) => {
+            tracing::debug!(error = %e, "a WebSocket protocol violation; closing with 1002");
+            Some((1002, "protocol error"))
+        }
+        Some(tungstenite::Error::Utf8(_)) => Some((1007, "text frames must be UTF-8")),
         _ => None,
     }
 }
@@ -296,7 +303,7 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
             },
             incoming = stream.next(), if acks.len() < MAX_IN_FLIGHT => match incoming {
                 Some(Ok(Message::Close(_))) | None => break None,
-                Some(Err(e)) => break too_large(e, state.config.max_body_bytes),
+                Some(Err(e)) => break closing_for(e, state.config.max_body_bytes),
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
                     // Boxed: the send's state would otherwise be part of

@@ -533,18 +533,22 @@ pub fn find_user(store: &Store, username: &str) -> Result<Option<User>, Identity
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_login_dropped_while_its_password_is_checked_gives_its_place_back() {
+    /// An identity service with `config` on a fresh in-memory store.
+    fn in_memory(config: IdentityConfig) -> Arc<Identity> {
         let backend: Arc<dyn superapp_store::Backend> =
             Arc::new(superapp_store::MemoryBackend::new());
-        let config = IdentityConfig {
+        Arc::new(Identity::new(Store::with_backend(backend).unwrap(), config))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_login_dropped_while_its_password_is_checked_gives_its_place_back() {
+        let identity = in_memory(IdentityConfig {
             // A check long enough to be dropped in the middle of.
             password_iterations: NonZeroU32::new(200_000).expect("non-zero"),
             max_failures_per_user: 2,
             hash_slots: std::num::NonZeroUsize::new(4).unwrap(),
             ..Default::default()
-        };
-        let identity = Arc::new(Identity::new(Store::with_backend(backend).unwrap(), config));
+        });
         identity
             .register("kim", "Kim", "kim-password-long", None)
             .await
@@ -571,15 +575,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn password_hashes_run_no_more_at_once_than_their_slots() {
-        let backend: Arc<dyn superapp_store::Backend> =
-            Arc::new(superapp_store::MemoryBackend::new());
-        let config = IdentityConfig {
+        let identity = in_memory(IdentityConfig {
             // Slow enough that hashes started together overlap.
             password_iterations: NonZeroU32::new(50_000).expect("non-zero"),
             hash_slots: std::num::NonZeroUsize::MIN,
             ..Default::default()
-        };
-        let identity = Arc::new(Identity::new(Store::with_backend(backend).unwrap(), config));
+        });
         let client: IpAddr = "192.0.2.1".parse().unwrap();
         let storm: Vec<_> = (0..6)
             .map(|i| {

@@ -81,6 +81,8 @@ impl Hub {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A session with no limit on the user's sessions (the tests' shorthand).
+    #[cfg(test)]
     pub fn subscribe(self: &Arc<Self>, user: &str) -> Subscription {
         self.subscribe_within(user, usize::MAX)
             .expect("no session limit")

@@ -60,3 +60,31 @@ impl SendLimit {
         self.users.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_past_the_burst_waits_and_a_full_allowance_is_forgotten() {
+        // One a second: a burst of five, then a wait of up to a second.
+        let limit = SendLimit::new(SendRate::per_second(NonZeroU32::MIN));
+        for _ in 0..5 {
+            limit.take("a").unwrap();
+        }
+        let wait = limit.take("a").unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        limit
+            .take("b")
+            .expect("another user has their own allowance");
+        assert_eq!(limit.sweep(), 2, "both still have sends to win back");
+        // Once a user's allowance is full again, the sweep forgets them.
+        let quick = SendLimit::new(SendRate::per_second(NonZeroU32::new(1000).unwrap()));
+        quick.take("a").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(quick.sweep(), 0);
+    }
+}

@@ -19,11 +19,9 @@ const shell = {
   me: null,
   socket: null,
   onMessage: null,
-  /** Called when the live connection is back after a drop (the server it
-   *  reached may be another node): the view catches up from the store. */
+  /** Called when a live connection opens (the first, or one after a drop
+   *  that may reach another node): the view catches up from the store. */
   onResync: null,
-  /** Whether a live connection was open before: the next one resyncs. */
-  wasLive: false,
   answering: false,
   /** Sends on the live connection awaiting their answer, by client id. */
   pending: new Map(),
@@ -114,12 +112,11 @@ function connect() {
   shell.socket = socket;
   socket.addEventListener('open', () => {
     // Pushes sent while no connection was open are lost by design; the
-    // store has every message, so the open view reads what it missed.
-    if (shell.wasLive) {
-      if (shell.onResync) shell.onResync();
-      if (location.hash.startsWith('#/chats') && !location.hash.startsWith('#/chats/')) route();
-    }
-    shell.wasLive = true;
+    // store has every message, so the open view reads what it missed. That
+    // holds for the first connection too: the view may have read the store
+    // before it opened.
+    if (shell.onResync) shell.onResync();
+    if (location.hash.startsWith('#/chats') && !location.hash.startsWith('#/chats/')) route();
   });
   socket.addEventListener('message', (event) => {
     let push;

@@ -151,12 +151,13 @@ export async function conversation(main, shell, id) {
     el('h1', {}, titleOf(c, shell.me)),
     log,
     readOnly ? el('p', { class: 'muted' }, 'Messages from an app. You cannot reply here.') : compose);
-  await sync();
   // Live: a push for this chat appends; the store is the record, so a
-  // missed push is caught up by the next sync.
+  // missed push is caught up by the next sync. Set before the first sync,
+  // so a push that comes while it reads is not dropped.
   shell.onMessage = (m) => {
     if (m.conversation_id !== id) return;
     take(m).then((shown) => { if (shown) markRead(); }).catch(() => {});
   };
   shell.onResync = () => sync().catch(() => {});
+  await sync();
 }

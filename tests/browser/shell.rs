@@ -430,18 +430,7 @@ async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
     bob.shot("unread").await;
     // The shell sent it over its live connection, not as a request: the
     // server counted reads of the conversation's messages, no send.
-    let metrics = crate::common::http_client()
-        .get(format!(
-            "{}/metrics",
-            server.base.trim_end_matches("/api/v1")
-        ))
-        .bearer_auth(server.operator_token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     let messages_route = |method: &str| {
         metrics.lines().any(|l| {
             l.contains(&format!("method=\"{method}\""))

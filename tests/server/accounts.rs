@@ -133,6 +133,77 @@ async fn failed_logins_are_throttled_per_client_address() {
 }
 
 #[tokio::test]
+async fn sign_ups_are_limited_per_client_address_even_in_a_burst() {
+    let server = Server::start(&[("SUPERAPP_SIGNUPS_PER_CLIENT", "3")]);
+    let anon = Client::new(&server);
+    let sign_up = |name: String| {
+        let anon = anon.clone();
+        async move {
+            anon.post(
+                "/accounts",
+                json!({"username": name, "display_name": "X", "password": "a long password"}),
+            )
+            .await
+        }
+    };
+    // Bad input is refused before it counts.
+    let (s, body) = anon
+        .post(
+            "/accounts",
+            json!({"username": "shorty", "display_name": "X", "password": "short"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    // Ten at once from one address: the places are held while they run,
+    // so exactly three go through, however they interleave.
+    let outcomes =
+        futures_util::future::join_all((0..10).map(|i| sign_up(format!("burst{i}")))).await;
+    let created: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, (s, _))| *s == StatusCode::CREATED)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(created.len(), 3, "{outcomes:?}");
+    for (s, body) in outcomes.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+        assert_eq!(*s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(body["error"]["code"], "rate-limited", "{body}");
+    }
+    // A refused sign-up made no account: its name is still free to log in
+    // as nobody, and the made ones work.
+    let refused = (0..10).find(|i| !created.contains(i)).unwrap();
+    let (s, _) = anon
+        .post(
+            "/sessions",
+            json!({"username": format!("burst{refused}"), "password": "a long password"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    anon.login(&format!("burst{}", created[0]), "a long password")
+        .await;
+    // The refusal says when to come back.
+    let resp = anon
+        .raw(
+            Method::POST,
+            "/accounts",
+            Some(
+                json!({"username": "later", "display_name": "X", "password": "a long password"})
+                    .to_string()
+                    .into_bytes(),
+            ),
+            "application/json",
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+}
+
+#[tokio::test]
 async fn logout_revokes_and_sessions_expire() {
     // Long enough for signing up, in and out on a loaded machine (password
     // hashing runs twice) before the first session could expire.

@@ -59,9 +59,10 @@ impl Server {
             .arg(data_dir)
             .args(args)
             .env("SUPERAPP_PASSWORD_ITERATIONS", "1000")
-            // Tests and benches send far faster than a person; the send
-            // limit's own test sets it low again.
+            // Tests and benches send (and sign up, all from one address) far
+            // faster than people; each limit's own test sets it low again.
             .env("SUPERAPP_CHAT_RATE_PER_USER", "1000000")
+            .env("SUPERAPP_SIGNUPS_PER_CLIENT", "1000000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -115,6 +116,19 @@ impl Server {
             .unwrap()
             .trim()
             .to_string()
+    }
+
+    /// `/metrics` as the operator reads it.
+    #[allow(dead_code)]
+    pub async fn metrics(&self) -> String {
+        let resp = http_client()
+            .get(format!("{}/metrics", self.base.trim_end_matches("/api/v1")))
+            .bearer_auth(self.operator_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.text().await.unwrap()
     }
 
     /// SIGTERM, and wait for a clean exit.

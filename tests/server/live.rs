@@ -531,6 +531,15 @@ async fn a_user_sending_past_the_chat_rate_gets_429_with_retry_after_and_nothing
         stored + 1 + acked,
         "only acknowledged sends were stored"
     );
+    // Operators see the refusals: one over HTTP, the rest over the socket.
+    let metrics = server.metrics().await;
+    let throttled: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("superapp_chat_sends_throttled_total "))
+        .unwrap_or_else(|| panic!("no throttle counter in {metrics}"))
+        .parse()
+        .unwrap();
+    assert_eq!(throttled, 1 + 10 - acked, "{metrics}");
 
     // Waiting out Retry-After frees the allowance again; a retry of an
     // earlier send is answered with what was stored, not a second copy.

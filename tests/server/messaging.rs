@@ -64,6 +64,20 @@ async fn only_members_can_read_or_write_a_conversation() {
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // A group of one is refused: with no one else in it (or only its
+    // creator named again), it is almost surely a slip.
+    for members in [json!([]), json!(["alice"])] {
+        let (s, body) = alice
+            .post(
+                "/conversations",
+                json!({"kind": "group", "title": "solo", "members": members}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "invalid-request", "{body}");
+    }
+    let (_, list) = alice.get("/conversations").await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
 }
 
 #[tokio::test]
@@ -102,6 +116,28 @@ async fn sync_after_seq_list_unread_and_read_markers() {
         .get(&format!("/conversations/{c}/messages?after=0&limit=2"))
         .await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 2);
+    // A page size out of range is refused, on every paged route, rather
+    // than quietly changed.
+    for path in [
+        format!("/conversations/{c}/messages?after=0&limit=0"),
+        format!("/conversations/{c}/messages?limit=501"),
+        "/wallet/transactions?currency=EUR&limit=0".to_string(),
+        "/wallet/transactions?currency=EUR&limit=201".to_string(),
+        "/me/access-log?limit=0".to_string(),
+        "/me/access-log?limit=1001".to_string(),
+        "/prompts/history?limit=0".to_string(),
+        "/prompts/history?limit=201".to_string(),
+    ] {
+        let (s, body) = bob.get(&path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`limit` is 1 to"),
+            "{path}: {body}"
+        );
+    }
 
     let (_, list) = bob.get("/conversations").await;
     assert_eq!(list[0]["unread"], 5);

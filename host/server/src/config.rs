@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub login_window_secs: Option<u64>,
     /// Password hashes that run at once (default: half the cores).
     pub password_hash_slots: Option<usize>,
+    /// Sign-ups one client address may make an hour (default 100).
+    pub signups_per_client: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub request_timeout_secs: Option<u64>,
     /// Open connections over all clients, and from one client address.
@@ -293,6 +295,7 @@ impl FileConfig {
         )?;
         env_value("login-window-secs", &mut self.login_window_secs)?;
         env_value("password-hash-slots", &mut self.password_hash_slots)?;
+        env_value("signups-per-client", &mut self.signups_per_client)?;
         env_value("max-body-bytes", &mut self.max_body_bytes)?;
         env_value("request-timeout-secs", &mut self.request_timeout_secs)?;
         env_value("max-connections", &mut self.max_connections)?;
@@ -467,6 +470,11 @@ impl FileConfig {
                     Some(n) => std::num::NonZeroUsize::new(n).ok_or_else(|| {
                         anyhow::anyhow!("password-hash-slots must be greater than 0")
                     })?,
+                },
+                max_signups_per_client: match self.signups_per_client {
+                    None => identity_defaults.max_signups_per_client,
+                    Some(0) => anyhow::bail!("signups-per-client must be greater than 0"),
+                    Some(n) => n,
                 },
             },
             messaging: MessagingConfig {

@@ -102,6 +102,7 @@ pub struct Sources {
     pub runtime: std::sync::Arc<RuntimeMetrics>,
     pub flush_seconds: Histogram,
     pub messages: Counter,
+    pub throttled_sends: Counter,
 }
 
 impl Metrics {
@@ -125,6 +126,11 @@ impl Metrics {
             "messages",
             "Chat messages stored, from users and apps",
             sources.messages,
+        );
+        registry.register(
+            "chat_sends_throttled",
+            "Chat sends refused by the per-user send limit",
+            sources.throttled_sends,
         );
         registry.register(
             "http_requests",

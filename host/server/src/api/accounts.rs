@@ -24,16 +24,18 @@ pub struct Register {
 
 pub async fn register(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Json(body): Json<Register>,
 ) -> Result<Response, ApiError> {
     let user = state
         .host
         .identity
-        .register(
+        .sign_up(
             &body.username,
             &body.display_name,
             &body.password,
             body.security_phrase.as_deref(),
+            client,
         )
         .await?;
     Ok((StatusCode::CREATED, axum::Json(user)).into_response())

@@ -158,9 +158,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
     }
 }
 
+/// A page size from the query: `default` when it is absent, else 1 to
+/// `max`; anything else is refused (not quietly clamped), so a client
+/// learns its page is not the size it asked for.
+pub fn page_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "`limit` is 1 to {max}, not {n}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_limit_outside_its_range_is_refused() {
+        assert_eq!(page_limit(None, 50, 200).unwrap(), 50);
+        assert_eq!(page_limit(Some(1), 50, 200).unwrap(), 1);
+        assert_eq!(page_limit(Some(200), 50, 200).unwrap(), 200);
+        for bad in [0, 201, usize::MAX] {
+            let e = page_limit(Some(bad), 50, 200).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

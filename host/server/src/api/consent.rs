@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use std::net::IpAddr;
 
-use super::auth::{Auth, ClientAddr, Params};
+use super::auth::{page_limit, Auth, ClientAddr, Params};
 use super::error::ApiError;
 use super::AppState;
 use crate::host::Answer;
@@ -108,7 +108,7 @@ pub async fn access_log(
         &auth.user.id,
         q.app.as_deref(),
         q.before,
-        q.limit.unwrap_or(200),
+        page_limit(q.limit, 200, superapp_services::audit::MAX_PAGE)?,
     )?;
     Ok(axum::Json(page).into_response())
 }
@@ -136,10 +136,10 @@ pub async fn prompt_history(
             ));
         }
     }
-    let page =
-        state
-            .host
-            .consent
-            .history(&auth.user.id, q.before.as_deref(), q.limit.unwrap_or(50))?;
+    let limit = page_limit(q.limit, 50, superapp_services::prompts::MAX_PAGE)?;
+    let page = state
+        .host
+        .consent
+        .history(&auth.user.id, q.before.as_deref(), limit)?;
     Ok(axum::Json(page).into_response())
 }

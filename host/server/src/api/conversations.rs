@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{Auth, Json, Params};
+use super::auth::{page_limit, Auth, Json, Params};
 use super::error::ApiError;
 use super::AppState;
 use superapp_services::identity::User;
@@ -122,7 +122,7 @@ pub async fn sync(
     Path(id): Path<String>,
     Params(q): Params<SyncQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let limit = page_limit(q.limit, 100, MAX_PAGE)?;
     let messages = state.host.messaging.sync(&auth.user, &id, q.after, limit)?;
     Ok(axum::Json(json!({ "messages": messages })).into_response())
 }

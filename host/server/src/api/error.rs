@@ -134,6 +134,10 @@ impl From<IdentityError> for ApiError {
             IdentityError::BadCredentials => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "bad-credentials", e.to_string())
             }
+            IdentityError::SignUpsThrottled { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", e.to_string())
+            },
             IdentityError::Throttled { retry_after_secs } => ApiError {
                 retry_after: Some(retry_after_secs),
                 ..ApiError::new(

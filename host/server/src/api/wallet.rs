@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{Auth, ClientAddr, Json, Params};
+use super::auth::{page_limit, Auth, ClientAddr, Json, Params};
 use super::error::ApiError;
 use super::AppState;
 use crate::host::{Transfer, TransferDone, AT_ONCE};
@@ -131,7 +131,7 @@ pub async fn transactions(
     Params(q): Params<HistoryQuery>,
 ) -> Result<Response, ApiError> {
     superapp_services::ledger::check_currency(&q.currency)?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let limit = page_limit(q.limit, 50, 200)?;
     let account = AccountRef::user(&auth.user.id, &q.currency);
     let postings = state.host.ledger.history(&account, q.before, limit)?;
     let next = (postings.len() == limit)

@@ -233,6 +233,7 @@ impl Host {
             runtime: runtime.metrics().clone(),
             flush_seconds: store.flush_seconds(),
             messages: messaging.sent(),
+            throttled_sends: messaging.throttled(),
         });
         let callbacks = Arc::new(Callbacks::new(store.clone(), audit.clone()));
         let host = Host {

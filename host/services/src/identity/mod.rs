@@ -105,7 +105,12 @@ pub struct IdentityConfig {
     pub failure_window: Duration,
     /// Password hashes that run at once (the rest wait their turn).
     pub hash_slots: std::num::NonZeroUsize,
+    /// Sign-ups one client address may make in [`SIGNUP_WINDOW`].
+    pub max_signups_per_client: u32,
 }
+
+/// The window of the per-address sign-up limit.
+pub const SIGNUP_WINDOW: Duration = Duration::from_secs(3600);
 
 impl Default for IdentityConfig {
     fn default() -> Self {
@@ -116,6 +121,8 @@ impl Default for IdentityConfig {
             max_failures_per_client: 20,
             failure_window: Duration::from_secs(15 * 60),
             hash_slots: hashing::default_slots(),
+            // Many users may share an address behind a carrier's NAT.
+            max_signups_per_client: 100,
         }
     }
 }
@@ -134,6 +141,8 @@ pub enum IdentityError {
     BadCredentials,
     #[error("too many failed logins; try again in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
+    #[error("too many sign-ups from this address; try again in {retry_after_secs} s")]
+    SignUpsThrottled { retry_after_secs: u64 },
     #[error("{0}")]
     Unauthenticated(&'static str),
     #[error(transparent)]
@@ -183,6 +192,7 @@ pub struct Identity {
     config: IdentityConfig,
     users_throttle: Throttle,
     clients_throttle: Throttle,
+    signups_throttle: Throttle,
     /// Verified against when the username is unknown, so a wrong username
     /// costs the same time as a wrong password.
     decoy: PasswordHash,
@@ -193,7 +203,8 @@ pub struct Identity {
     live_sessions: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (User, u64)>>,
 }
 
-/// A password check holding its place in an account's throttle window.
+/// An attempt (a password check, a sign-up) holding its place in a
+/// throttle window.
 struct Attempt<'a> {
     throttle: &'a Throttle,
     key: &'a str,
@@ -203,7 +214,8 @@ struct Attempt<'a> {
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if self.running {
-            // Not counted as a failure: the password was never checked.
+            // Not counted: the attempt never finished (its request was
+            // dropped mid-way).
             let _ = self.throttle.end(self.key, false);
         }
     }
@@ -236,6 +248,12 @@ impl Identity {
                 "login-client",
                 config.max_failures_per_client,
                 config.failure_window,
+            ),
+            signups_throttle: Throttle::for_store(
+                &store,
+                "signup-client",
+                config.max_signups_per_client,
+                SIGNUP_WINDOW,
             ),
             decoy: PasswordHash::new("decoy password", config.password_iterations),
             hashing: hashing::Hashing::new(config.hash_slots, hashing::HASH_WAIT),
@@ -299,6 +317,47 @@ impl Identity {
             })?;
         self.store.durable().await?;
         Ok(user)
+    }
+
+    /// Create an account for someone at `client`: [`Identity::register`]
+    /// under the per-address sign-up limit, which counts every attempt that
+    /// reached the username (an account made, or a name found taken), so
+    /// one address can neither fill the host with accounts nor probe names
+    /// at will. Attempts running at once hold their places, so a burst
+    /// cannot pass the check before any of it is counted.
+    pub async fn sign_up(
+        &self,
+        username: &str,
+        display_name: &str,
+        password: &str,
+        security_phrase: Option<&str>,
+        client: IpAddr,
+    ) -> Result<User, IdentityError> {
+        let key = format!("client:{client}");
+        self.signups_throttle
+            .begin(&key)
+            .await
+            .map_err(|limited| match limited {
+                Limited::Wait(retry_after_secs) => {
+                    IdentityError::SignUpsThrottled { retry_after_secs }
+                }
+                Limited::Store(e) => IdentityError::Store(e),
+            })?;
+        let mut attempt = Attempt {
+            throttle: &self.signups_throttle,
+            key: &key,
+            running: true,
+        };
+        let outcome = self
+            .register(username, display_name, password, security_phrase)
+            .await;
+        attempt.running = false;
+        let counted = matches!(outcome, Ok(_) | Err(IdentityError::UsernameTaken));
+        if let Err(e) = self.signups_throttle.end(&key, counted) {
+            // The account (if made) stands; only this attempt's count is lost.
+            tracing::warn!(error = %e, "could not count a sign-up");
+        }
+        outcome
     }
 
     /// Check `password` for `username` under the failed-attempt throttles
@@ -372,7 +431,9 @@ impl Identity {
     /// Remove the throttles' records of keys with no recent failures (see
     /// [`Throttle::sweep`]); how many went.
     pub fn sweep_throttles(&self) -> Result<usize, IdentityError> {
-        Ok(self.users_throttle.sweep()? + self.clients_throttle.sweep()?)
+        Ok(self.users_throttle.sweep()?
+            + self.clients_throttle.sweep()?
+            + self.signups_throttle.sweep()?)
     }
 
     /// Step-up authentication: the signed-in `user` proves presence by

@@ -147,13 +147,14 @@ impl Throttle {
     }
 
     /// End an attempt begun with [`Throttle::begin`]: it counts as an event
-    /// when it `failed`, and frees its place otherwise.
-    pub fn end(&self, key: &str, failed: bool) -> Result<(), Limited> {
+    /// when `counted` (a failed login, a sign-up), and frees its place
+    /// otherwise.
+    pub fn end(&self, key: &str, counted: bool) -> Result<(), Limited> {
         self.change(key, |times, now| {
             if let Some(i) = times.iter().position(|t| t & RUNNING != 0) {
                 times.remove(i);
             }
-            if failed {
+            if counted {
                 times.push(now);
             }
             (Room::Free, true)

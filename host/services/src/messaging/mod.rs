@@ -277,6 +277,8 @@ pub struct Messaging {
     conversations: std::sync::Mutex<ConversationCache>,
     /// Messages stored (users' and apps'), for `/metrics`.
     sent: prometheus_client::metrics::counter::Counter,
+    /// Sends refused by the per-user send limit, for `/metrics`.
+    throttled: prometheus_client::metrics::counter::Counter,
 }
 
 /// A frame the WebSocket sends for a new message.
@@ -300,12 +302,18 @@ impl Messaging {
             last_seqs: Default::default(),
             conversations: Default::default(),
             sent: Default::default(),
+            throttled: Default::default(),
         }
     }
 
     /// Messages stored since start (a shared handle: register it once).
     pub fn sent(&self) -> prometheus_client::metrics::counter::Counter {
         self.sent.clone()
+    }
+
+    /// Sends refused by the send limit since start (a shared handle).
+    pub fn throttled(&self) -> prometheus_client::metrics::counter::Counter {
+        self.throttled.clone()
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -317,6 +325,7 @@ impl Messaging {
     /// is answered with what was stored.
     fn admit(&self, user: &str) -> Result<(), MessagingError> {
         self.sends.take(user).map_err(|retry_after| {
+            self.throttled.inc();
             let rate = self.sends.rate();
             MessagingError::Throttled {
                 per_second: rate.per_second.get(),
@@ -383,6 +392,11 @@ impl Messaging {
             if !members.contains(&u.id) {
                 members.push(u.id.clone());
             }
+        }
+        if members.len() < 2 {
+            return Err(MessagingError::InvalidInput(
+                "a group needs at least one member besides you".into(),
+            ));
         }
         if members.len() > self.config.max_group_members {
             return Err(MessagingError::InvalidInput(format!(

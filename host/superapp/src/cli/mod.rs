@@ -36,7 +36,9 @@ enum Command {
     /// session-ttl-secs, login-max-failures-per-user,
     /// login-max-failures-per-client, login-window-secs,
     /// password-hash-slots (password hashes that run at once, the rest
-    /// waiting their turn; default half the cores), max-body-bytes,
+    /// waiting their turn; default half the cores), signups-per-client
+    /// (sign-ups one client address may make an hour; default 100),
+    /// max-body-bytes,
     /// request-timeout-secs, max-connections, max-connections-per-client,
     /// header-timeout-secs, idle-timeout-secs, max-message-bytes,
     /// chat-rate-per-user (messages one user may send a second, with

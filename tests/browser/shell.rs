@@ -257,12 +257,17 @@ async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again(
 
 /// A demo server: the bundled apps approved, alice and bob seeded.
 fn demo() -> (tempfile::TempDir, Server) {
+    demo_with(&[])
+}
+
+/// The same with settings from the environment.
+fn demo_with(env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
     let tmp = tempfile::tempdir().unwrap();
     let plugins = repo().join("plugins");
     let server = Server::start_with(
         &tmp.path().join("data"),
         &["--demo", "--plugins", plugins.to_str().unwrap()],
-        &[],
+        env,
     );
     (tmp, server)
 }
@@ -660,6 +665,44 @@ async fn a_send_whose_answer_is_lost_goes_again_as_a_request_and_is_stored_once(
 }
 
 #[tokio::test]
+async fn a_view_drawn_before_its_first_live_connection_opens_catches_up_when_it_does() {
+    let _one_at_a_time = harness::one_at_a_time().await;
+    // Bob may hold one live connection, and the test holds it: his shell's
+    // own is refused (and tried again every 2 s) until the test lets go.
+    let (_tmp, mut server) = demo_with(&[("SUPERAPP_MAX_LIVE_CONNECTIONS_PER_USER", "1")]);
+    for _ in 0..3 {
+        server.read_line();
+    }
+    let mut bob_api = Client::new(&server);
+    bob_api.token = Some(bob_api.login("bob", "demo-password").await);
+    let held = crate::common::ws_connect(&server, bob_api.token.as_ref().unwrap()).await;
+
+    let mut bob = Browser::start("first-open").await;
+    sign_in(&mut bob, &server, "bob").await;
+    bob.goto(&shell_url(&server, "#/chats")).await;
+    bob.wait_text("No chats yet.").await;
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "demo-password").await);
+    let chat = alice.direct_with("bob").await;
+    let (status, _) = alice
+        .send(&chat, "early", "Sent before you were live")
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !bob.body_text().await.contains("Sent before you were live"),
+        "the list was drawn before the message, and nothing was pushed"
+    );
+
+    // The shell's first live connection opens, and the list reads what it
+    // missed (no push carries it: it was sent before).
+    drop(held);
+    bob.wait_text("Sent before you were live").await;
+    bob.shot("first-open").await;
+    bob.finish().await;
+}
+
+#[tokio::test]
 async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
     let _one_at_a_time = harness::one_at_a_time().await;
     let (_server, cable, origin, alice, chat) = cabled_chat().await;
@@ -670,9 +713,8 @@ async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
     bob.goto(&format!("{origin}#/chats/{chat}")).await;
     bob.wait_text("Before the tunnel").await;
     // A push proves the live connection is open. The shell may still be
-    // opening it: a message sent before it is open is not pushed, and the
-    // next one, pushed after a gap, makes the view catch up; so send until
-    // one shows.
+    // opening it (a message sent before then is read when it opens), so
+    // send until one shows.
     let mut shown = false;
     for i in 0..30 {
         alice

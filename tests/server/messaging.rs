@@ -127,8 +127,19 @@ async fn sync_after_seq_list_unread_and_read_markers() {
         "/me/access-log?limit=1001".to_string(),
         "/prompts/history?limit=0".to_string(),
         "/prompts/history?limit=201".to_string(),
+        "/audit/entries?limit=0".to_string(),
+        "/audit/entries?limit=1001".to_string(),
     ] {
-        let (s, body) = bob.get(&path).await;
+        // The audit log is the operator's to read.
+        let reader = if path.starts_with("/audit") {
+            Client {
+                token: Some(server.operator_token()),
+                ..bob.clone()
+            }
+        } else {
+            bob.clone()
+        };
+        let (s, body) = reader.get(&path).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {body}");
         assert!(
             body["error"]["message"]

@@ -681,6 +681,7 @@ mod tests {
             "http-rate-per-app = 0",
             "chat-rate-per-user = 0",
             "password-hash-slots = 0",
+            "signups-per-client = 0",
             "max-live-connections-per-user = 0",
             "event-instances = 0",
             "event-instances = 8\nevent-instances-per-app = 9",

@@ -298,10 +298,7 @@ pub async fn audit_entries(
             "only operators and auditors read the audit log",
         ));
     }
-    let limit = q
-        .limit
-        .unwrap_or(MAX_ENTRIES_PAGE)
-        .clamp(1, MAX_ENTRIES_PAGE);
+    let limit = super::auth::page_limit(q.limit, MAX_ENTRIES_PAGE, MAX_ENTRIES_PAGE)?;
     let entries = state.host.audit.entries(q.after, limit)?;
     Ok(axum::Json(json!({ "entries": entries })).into_response())
 }

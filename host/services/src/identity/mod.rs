@@ -183,6 +183,57 @@ fn check_display_name(name: &str) -> Result<String, IdentityError> {
     Ok(name.to_string())
 }
 
+/// A sign-up's input, checked.
+struct NewAccount<'a> {
+    username: String,
+    display_name: String,
+    password: &'a str,
+    security_phrase: String,
+}
+
+impl<'a> NewAccount<'a> {
+    fn check(
+        username: &str,
+        display_name: &str,
+        password: &'a str,
+        security_phrase: Option<&str>,
+    ) -> Result<NewAccount<'a>, IdentityError> {
+        let username = normalize_username(username)?;
+        let display_name = check_display_name(display_name)?;
+        let security_phrase = match security_phrase {
+            Some(p) => check_security_phrase(p)?,
+            None => suggested_phrase(),
+        };
+        if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.len()) {
+            return Err(IdentityError::InvalidInput(format!(
+                "a password is {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
+            )));
+        }
+        Ok(NewAccount {
+            username,
+            display_name,
+            password,
+            security_phrase,
+        })
+    }
+}
+
+/// The throttles' key for a client address: the address itself, or for
+/// IPv6 its /64 network, which one subscriber usually holds whole (so
+/// cycling through its addresses gains nothing).
+fn client_key(client: IpAddr) -> String {
+    match client {
+        IpAddr::V4(v4) => format!("client:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("client:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("client:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 fn token_key(token: &str) -> Vec<u8> {
     digest(&SHA256, token.as_bytes()).as_ref().to_vec()
 }
@@ -204,19 +255,44 @@ pub struct Identity {
 }
 
 /// An attempt (a password check, a sign-up) holding its place in a
-/// throttle window.
+/// throttle window from [`Attempt::begin`] to [`Attempt::finish`].
 struct Attempt<'a> {
     throttle: &'a Throttle,
     key: &'a str,
+    /// Whether an attempt dropped before it finished (its request went
+    /// away mid-way) counts: a sign-up may have made its account by then.
+    counted_if_dropped: bool,
     running: bool,
+}
+
+impl<'a> Attempt<'a> {
+    async fn begin(
+        throttle: &'a Throttle,
+        key: &'a str,
+        counted_if_dropped: bool,
+    ) -> Result<Attempt<'a>, Limited> {
+        throttle.begin(key).await?;
+        Ok(Attempt {
+            throttle,
+            key,
+            counted_if_dropped,
+            running: true,
+        })
+    }
+
+    /// End the attempt: an event in the window if `counted`, else its
+    /// place is freed. On an error the place stays held until the
+    /// throttle frees it ([`throttle::IN_FLIGHT_MAX`]).
+    fn finish(mut self, counted: bool) -> Result<(), Limited> {
+        self.running = false;
+        self.throttle.end(self.key, counted)
+    }
 }
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if self.running {
-            // Not counted: the attempt never finished (its request was
-            // dropped mid-way).
-            let _ = self.throttle.end(self.key, false);
+            let _ = self.throttle.end(self.key, self.counted_if_dropped);
         }
     }
 }
@@ -271,17 +347,17 @@ impl Identity {
         password: &str,
         security_phrase: Option<&str>,
     ) -> Result<User, IdentityError> {
-        let username = normalize_username(username)?;
-        let display_name = check_display_name(display_name)?;
-        let security_phrase = match security_phrase {
-            Some(p) => check_security_phrase(p)?,
-            None => suggested_phrase(),
-        };
-        if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.len()) {
-            return Err(IdentityError::InvalidInput(format!(
-                "a password is {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
-            )));
-        }
+        let account = NewAccount::check(username, display_name, password, security_phrase)?;
+        self.create(account).await
+    }
+
+    async fn create(&self, account: NewAccount<'_>) -> Result<User, IdentityError> {
+        let NewAccount {
+            username,
+            display_name,
+            password,
+            security_phrase,
+        } = account;
         if self
             .store
             .get_raw(Tree::Usernames, username.as_bytes())?
@@ -321,10 +397,12 @@ impl Identity {
 
     /// Create an account for someone at `client`: [`Identity::register`]
     /// under the per-address sign-up limit, which counts every attempt that
-    /// reached the username (an account made, or a name found taken), so
-    /// one address can neither fill the host with accounts nor probe names
-    /// at will. Attempts running at once hold their places, so a burst
-    /// cannot pass the check before any of it is counted.
+    /// reached the username (an account made, or a name found taken, or a
+    /// request dropped mid-way, which may have made its account), so one
+    /// address can neither fill the host with accounts nor probe names at
+    /// will. Bad input is refused before it takes a place; attempts running
+    /// at once hold their places, so a burst cannot pass the check before
+    /// any of it is counted.
     pub async fn sign_up(
         &self,
         username: &str,
@@ -333,9 +411,9 @@ impl Identity {
         security_phrase: Option<&str>,
         client: IpAddr,
     ) -> Result<User, IdentityError> {
-        let key = format!("client:{client}");
-        self.signups_throttle
-            .begin(&key)
+        let account = NewAccount::check(username, display_name, password, security_phrase)?;
+        let key = client_key(client);
+        let attempt = Attempt::begin(&self.signups_throttle, &key, true)
             .await
             .map_err(|limited| match limited {
                 Limited::Wait(retry_after_secs) => {
@@ -343,18 +421,11 @@ impl Identity {
                 }
                 Limited::Store(e) => IdentityError::Store(e),
             })?;
-        let mut attempt = Attempt {
-            throttle: &self.signups_throttle,
-            key: &key,
-            running: true,
-        };
-        let outcome = self
-            .register(username, display_name, password, security_phrase)
-            .await;
-        attempt.running = false;
+        let outcome = self.create(account).await;
         let counted = matches!(outcome, Ok(_) | Err(IdentityError::UsernameTaken));
-        if let Err(e) = self.signups_throttle.end(&key, counted) {
-            // The account (if made) stands; only this attempt's count is lost.
+        if let Err(e) = attempt.finish(counted) {
+            // The account (if made) stands. This attempt's count is lost, and
+            // its place stays held until the throttle frees it.
             tracing::warn!(error = %e, "could not count a sign-up");
         }
         outcome
@@ -372,7 +443,7 @@ impl Identity {
     ) -> Result<User, IdentityError> {
         let username = normalize_username(username).map_err(|_| IdentityError::BadCredentials)?;
         let user_key = format!("user:{username}");
-        let client_key = format!("client:{client}");
+        let client_key = client_key(client);
         // An attempt holds a place in its account's window while the
         // password is checked: parallel guesses at one account, on however
         // many nodes, cannot all pass a check made before any is counted.
@@ -380,19 +451,13 @@ impl Identity {
         // holding places there would cap the logins of everyone behind one
         // carrier's NAT, and each account is already held to its own.
         self.clients_throttle.check(&client_key)?;
-        self.users_throttle.begin(&user_key).await?;
         // A request dropped while the password is checked (its client went
         // away) gives its place back rather than holding it for
-        // `IN_FLIGHT_MAX`.
-        let mut attempt = Attempt {
-            throttle: &self.users_throttle,
-            key: &user_key,
-            running: true,
-        };
+        // `IN_FLIGHT_MAX`: the password was never checked.
+        let attempt = Attempt::begin(&self.users_throttle, &user_key, false).await?;
         let outcome = self.verify(&username, password).await;
         let wrong = matches!(outcome, Ok(None));
-        attempt.running = false;
-        let ended = self.users_throttle.end(&user_key, wrong).and_then(|()| {
+        let ended = attempt.finish(wrong).and_then(|()| {
             if wrong {
                 self.clients_throttle.record(&client_key)
             } else {
@@ -632,6 +697,59 @@ mod tests {
             .login("kim", "kim-password-long", client)
             .await
             .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sign_ups_count_made_accounts_taken_names_and_dropped_attempts_not_bad_input() {
+        let identity = in_memory(IdentityConfig {
+            // A hash long enough to be dropped in the middle of.
+            password_iterations: NonZeroU32::new(200_000).expect("non-zero"),
+            max_signups_per_client: 3,
+            ..Default::default()
+        });
+        let here: IpAddr = "192.0.2.1".parse().unwrap();
+        let sign_up = |name: &'static str, password: &'static str, client: IpAddr| {
+            let identity = identity.clone();
+            async move { identity.sign_up(name, "N", password, None, client).await }
+        };
+        // Bad input, however much of it, takes nothing from the window.
+        for _ in 0..5 {
+            let bad = sign_up("kim", "short", here).await;
+            assert!(
+                matches!(bad, Err(IdentityError::InvalidInput(_))),
+                "{bad:?}"
+            );
+        }
+        sign_up("kim", "kim-password-long", here).await.unwrap();
+        let taken = sign_up("kim", "kim-password-long", here).await;
+        assert!(
+            matches!(taken, Err(IdentityError::UsernameTaken)),
+            "{taken:?}"
+        );
+        // One whose client goes away mid-way counts: it may have made its
+        // account by then.
+        let dropped = tokio::spawn(sign_up("lee", "lee-password-long", here));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        dropped.abort();
+        let _ = dropped.await;
+        let over = sign_up("max", "max-password-long", here).await;
+        assert!(
+            matches!(over, Err(IdentityError::SignUpsThrottled { .. })),
+            "{over:?}"
+        );
+        // The window is per address; IPv6 addresses of one /64 share one.
+        sign_up("max", "max-password-long", "192.0.2.2".parse().unwrap())
+            .await
+            .unwrap();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        assert_eq!(
+            client_key("::ffff:192.0.2.1".parse().unwrap()),
+            client_key(here)
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

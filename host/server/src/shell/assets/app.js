@@ -22,6 +22,9 @@ const shell = {
   /** Called when a live connection opens (the first, or one after a drop
    *  that may reach another node): the view catches up from the store. */
   onResync: null,
+  /** Which route() call drew the view on screen: a view whose reads end
+   *  after another began draws nothing. */
+  viewId: 0,
   answering: false,
   /** Sends on the live connection awaiting their answer, by client id. */
   pending: new Map(),
@@ -116,7 +119,6 @@ function connect() {
     // holds for the first connection too: the view may have read the store
     // before it opened.
     if (shell.onResync) shell.onResync();
-    if (location.hash.startsWith('#/chats') && !location.hash.startsWith('#/chats/')) route();
   });
   socket.addEventListener('message', (event) => {
     let push;
@@ -131,7 +133,6 @@ function connect() {
     }
     if (push.type === 'message') {
       if (shell.onMessage) shell.onMessage(push.message);
-      if (location.hash.startsWith('#/chats') && !location.hash.startsWith('#/chats/')) route();
     }
   });
   socket.addEventListener('close', () => {
@@ -226,6 +227,8 @@ async function route() {
     location.replace(`#/signin?next=${encodeURIComponent(location.hash || '#/chats')}`);
     return;
   }
+  // Views that finish after the user moved on leave the page alone.
+  shell.viewId += 1;
   shell.onMessage = null;
   shell.onResync = null;
   await shell.guard(async () => {

@@ -2,7 +2,7 @@
 // new direct and group chats. App cards in messages open their app.
 
 import { get, post } from './api.js';
-import { el, replace, randomId, when } from './dom.js';
+import { el, replace, randomId, when, oneAtATime } from './dom.js';
 
 /** Display names by user id, learned from member lists. */
 const names = new Map();
@@ -23,13 +23,24 @@ async function learnNames(id) {
 }
 
 export async function chatList(main, shell) {
-  const list = await get('/conversations');
-  await Promise.all(list.filter((c) => c.kind === 'direct' && !c.title).map((c) => learnNames(c.id).catch(() => {})));
-  const items = list.map((c) => el('li', {},
-    el('a', { href: `#/chats/${encodeURIComponent(c.id)}`, class: 'chat-link' },
-      el('span', { class: 'chat-title' }, titleOf(c, shell.me)),
-      c.unread > 0 ? el('span', { class: 'unread', 'aria-label': `${c.unread} unread` }, String(c.unread)) : null,
-      el('span', { class: 'chat-last muted' }, c.last_message ? (c.last_message.card ? `▣ ${c.last_message.text}` : c.last_message.text) : 'No messages yet'))));
+  const view = shell.viewId;
+  const chats = el('div');
+  // The list as stored now; a push or a new live connection reads it again
+  // (one read at a time, the last one after the newest push).
+  const refresh = oneAtATime(async () => {
+    const list = await get('/conversations');
+    await Promise.all(list.filter((c) => c.kind === 'direct' && !c.title).map((c) => learnNames(c.id).catch(() => {})));
+    if (shell.viewId !== view) return;
+    const items = list.map((c) => el('li', {},
+      el('a', { href: `#/chats/${encodeURIComponent(c.id)}`, class: 'chat-link' },
+        el('span', { class: 'chat-title' }, titleOf(c, shell.me)),
+        c.unread > 0 ? el('span', { class: 'unread', 'aria-label': `${c.unread} unread` }, String(c.unread)) : null,
+        el('span', { class: 'chat-last muted' }, c.last_message ? (c.last_message.card ? `▣ ${c.last_message.text}` : c.last_message.text) : 'No messages yet'))));
+    replace(chats, items.length ? el('ul', { class: 'chat-list' }, items) : el('p', { class: 'muted' }, 'No chats yet.'));
+  });
+  // Set before the first read, so nothing pushed during it is missed.
+  shell.onMessage = () => refresh().catch(() => {});
+  shell.onResync = () => refresh().catch(() => {});
   const direct = el('input', { id: 'new-direct', name: 'username', autocomplete: 'off', required: true });
   const directForm = el('form', { class: 'inline-form' },
     el('label', { for: 'new-direct' }, 'Chat with (username)'), direct,
@@ -55,15 +66,19 @@ export async function chatList(main, shell) {
       location.hash = `#/chats/${encodeURIComponent(c.id)}`;
     });
   });
+  await refresh();
+  if (shell.viewId !== view) return;
   replace(main,
     el('h1', {}, 'Chats'),
-    items.length ? el('ul', { class: 'chat-list' }, items) : el('p', { class: 'muted' }, 'No chats yet.'),
+    chats,
     el('details', {}, el('summary', {}, 'New chat'), directForm, groupForm));
 }
 
 export async function conversation(main, shell, id) {
+  const view = shell.viewId;
   const c = await get(`/conversations/${encodeURIComponent(id)}`);
   await learnNames(id).catch(() => {});
+  if (shell.viewId !== view) return;
   const log = el('ol', { class: 'messages', 'aria-label': 'Messages', 'aria-live': 'polite' });
   let lastSeq = 0;
   const show = (m) => {
@@ -86,14 +101,16 @@ export async function conversation(main, shell, id) {
     // Stored messages go above the sends still waiting for their answer.
     log.insertBefore(item, log.querySelector('.pending'));
   };
-  const sync = async () => {
+  // One read at a time: a push or a new live connection while one runs
+  // makes it read once more afterwards, from where it got to.
+  const sync = oneAtATime(async () => {
     for (;;) {
       const page = await get(`/conversations/${encodeURIComponent(id)}/messages?after=${lastSeq}&limit=200`);
       page.messages.forEach(show);
       if (page.messages.length < 200) break;
     }
     markRead();
-  };
+  });
   const markRead = () => {
     if (lastSeq > 0) post(`/conversations/${encodeURIComponent(id)}/read`, { seq: lastSeq }).catch(() => {});
   };

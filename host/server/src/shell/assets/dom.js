@@ -54,6 +54,31 @@ export function replace(node, ...children) {
   return append(node, children);
 }
 
+/** `task` made to run one at a time: a call while it runs makes it run once
+ *  more afterwards (however many such calls came), and waits for that. */
+export function oneAtATime(task) {
+  let running = null;
+  let again = false;
+  const run = () => {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      try {
+        do {
+          again = false;
+          await task();
+        } while (again);
+      } finally {
+        running = null;
+      }
+    })();
+    return running;
+  };
+  return run;
+}
+
 /** Minor units as money: `EUR 12.50`. */
 export function money(minor, currency) {
   const sign = minor < 0 ? '-' : '';

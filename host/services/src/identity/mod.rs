@@ -369,7 +369,9 @@ impl Identity {
         let password = password.to_string();
         let hash = self
             .hashing
-            .run(move || PasswordHash::new(&password, iterations))
+            .run(hashing::Turn::NewAccount, move || {
+                PasswordHash::new(&password, iterations)
+            })
             .await?;
         let user = User {
             id: new_id(),
@@ -489,7 +491,10 @@ impl Identity {
             None => (self.decoy.clone(), None),
         };
         let candidate = password.to_string();
-        let matches = self.hashing.run(move || hash.verify(&candidate)).await?;
+        let matches = self
+            .hashing
+            .run(hashing::Turn::Check, move || hash.verify(&candidate))
+            .await?;
         Ok(user.filter(|_| matches))
     }
 

@@ -473,7 +473,58 @@ async fn insurance_lowers_the_fee_cancellations_refund_by_the_rule_and_the_money
     assert!(balanced && out.contains("ok: the ledger balances"), "{out}");
 }
 
-/// `YYYY-MM-DD` plus `days`.
+#[tokio::test]
+async fn a_sheet_paid_after_the_policy_lowered_the_fee_gives_the_difference_back() {
+    let (s, server, clients) = hospital(&["alice"], &["alice"], &[]).await;
+    let alice = &clients[0];
+    let slot = weber_slot(alice, 3).await;
+    let held = take(alice, &slot).await;
+    let reference = pairs(&held)["Reference"].clone();
+    assert_eq!(pairs(&held)["Fee"], "EUR 40.00");
+    // The full-fee sheet is asked for; before it is confirmed, alice
+    // shares her policy, which lowers the fee, and asks to pay again.
+    let waiting = act(alice, "pay", Some(&reference), json!({})).await;
+    assert!(shows(&waiting, "Confirm the payment"), "{waiting}");
+    let full = prompt(alice, "payment").await;
+    assert_eq!(full["payment"]["amount"], 4_000);
+    act(alice, "insurance", Some(&reference), json!({})).await;
+    let insured = alice
+        .approve(&prompt(alice, "document").await, json!({}))
+        .await;
+    assert_eq!(pairs(&insured)["Co-payment"], "EUR 10.00", "{insured}");
+    act(alice, "pay", Some(&reference), json!({})).await;
+    let (_, prompts) = alice.get("/prompts").await;
+    let copay = prompts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "payment" && p["payment"]["amount"] == 1_000)
+        .unwrap_or_else(|| panic!("no co-payment sheet in {prompts}"))
+        .clone();
+
+    // She confirms both: the old sheet books the time and 30.00 of it goes
+    // back; the second is a double payment and goes back whole.
+    let booked = alice
+        .approve(&full, json!({"password": "alice-password"}))
+        .await;
+    assert!(shows(&booked, "the difference was refunded"), "{booked}");
+    assert_eq!(balance(alice).await, 10_000 - 1_000);
+    let twice = alice
+        .approve(&copay, json!({"password": "alice-password"}))
+        .await;
+    assert!(shows(&twice, "You paid twice"), "{twice}");
+    assert_eq!(balance(alice).await, 10_000 - 1_000);
+
+    // Cancelling days ahead gives back everything she paid for it.
+    let offer = act(alice, "cancel", Some(&reference), json!({})).await;
+    assert!(shows(&offer, "Cancel and refund EUR 10.00"), "{offer}");
+    act(alice, "cancel-confirm", Some(&reference), json!({})).await;
+    assert_eq!(balance(alice).await, 10_000);
+    assert!(server.terminate().success());
+    let (balanced, out) = wallet_cli(&s.data, &["check"]);
+    assert!(balanced, "{out}");
+}
+
 /// Dr. Weber's first free time on the first day at least `from` days
 /// ahead that has one (the "take" button's value).
 pub(crate) async fn weber_slot(c: &Client, from: i64) -> String {

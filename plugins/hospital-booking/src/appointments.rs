@@ -48,6 +48,11 @@ pub struct Appointment {
     pub order: Option<String>,
     /// Until when the slot is held, while `Held`.
     pub hold_until: u64,
+    /// What the hospital kept of the payment that booked it: `fee`, or
+    /// less if an older sheet for less was paid. `None` until booked, and
+    /// in records from before it was kept (when it was `fee`).
+    #[serde(default)]
+    pub paid: Option<u64>,
 }
 
 impl Appointment {
@@ -59,9 +64,14 @@ impl Appointment {
         self.starts > now.unix
     }
 
+    /// What the booking cost the patient.
+    pub fn kept(&self) -> u64 {
+        self.paid.unwrap_or(self.fee)
+    }
+
     /// What cancelling now gives back, by the stated rule.
     pub fn refund_now(&self, now: &Now) -> u64 {
-        refund(self.fee, self.starts, now.unix)
+        refund(self.kept(), self.starts, now.unix)
     }
 }
 

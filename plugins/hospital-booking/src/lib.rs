@@ -246,6 +246,7 @@ fn take(catalog: &Catalog, value: &str) -> Result<View, AppError> {
                 state: State::Held,
                 order: None,
                 hold_until: until,
+                paid: None,
             };
             appointments::save(&a)?;
             Ok(screens::confirm(catalog, &a, &now, None))
@@ -523,11 +524,23 @@ fn finish_paid(
     }
     let me = patient()?;
     if slots::book(&a.slot_key(), &me, &a.id, order, now.unix)? {
+        // A sheet made before the fee went down (the patient shared their
+        // policy meanwhile) was paid: the difference goes back at once, so
+        // the booking costs the fee shown and cancelling refunds by it.
+        let over = amount.saturating_sub(a.fee);
+        if over > 0 {
+            payments::refund(order, over, &format!("over-{order}"))?;
+        }
         a.state = State::Booked;
         a.order = Some(order.to_string());
+        a.paid = Some(amount - over);
         appointments::save(&a)?;
         confirm_in_chat(catalog, &a)?;
-        Ok(Some("Paid and booked. See you then!"))
+        Ok(Some(if over > 0 {
+            "Paid and booked. The fee went down after that payment was asked for; the difference was refunded."
+        } else {
+            "Paid and booked. See you then!"
+        }))
     } else {
         payments::refund(order, amount, &format!("slot-lost-{order}"))?;
         a.state = State::Lost;
@@ -637,8 +650,12 @@ fn cancel(catalog: &Catalog, id: &str) -> Result<View, AppError> {
         .order
         .clone()
         .ok_or_else(|| AppError::Failed("a booked appointment without its order".into()))?;
+    // What went back when it was booked (a sheet paid for more than the
+    // fee) is not this cancellation's refund.
+    let over = appointments::of_order(&order)?
+        .map_or(0, |(_, amount)| amount.saturating_sub(a.kept()));
     let refunded = match payments::status(&order)? {
-        payments::OrderStatus::Refunded(already) => already,
+        payments::OrderStatus::Refunded(total) if total > over => total - over,
         _ => {
             payments::refund(&order, refund, &format!("cancel-{}", a.id))?;
             refund

@@ -281,7 +281,7 @@ pub fn appointment(
 
 pub fn cancel(catalog: &Catalog, a: &Appointment, now: &Now) -> View {
     let refund = a.refund_now(now);
-    let rule = if refund == a.fee {
+    let rule = if refund == a.kept() {
         "You cancel more than 24 hours ahead: the whole fee comes back."
     } else {
         "You cancel less than 24 hours ahead: half the fee comes back."

@@ -188,3 +188,81 @@ async fn city_payments_pays_bills_keeps_receipts_and_shows_a_provider_refund() {
     );
     drop(server);
 }
+
+#[tokio::test]
+async fn a_declined_bill_can_be_paid_again_and_a_double_payment_refunds_only_its_own_bill() {
+    let s = setup(&["city-payments"]);
+    let server = serve(&s);
+    Client::signed_up(&server, "alice").await;
+    let (_server, clients) = with_money(&s, server, &[("alice", 50_000)], &[]).await;
+    let alice = &clients[0];
+    let (_, home) = alice.post(&format!("/apps/{CITY}/launch"), json!({})).await;
+    let bills = buttons(&home, "pay");
+    let (_, first) = bills[0].clone();
+    let (_, second) = bills[1].clone();
+
+    // Declined, then tapped again: a new sheet, which pays it.
+    act(alice, "pay", Some(&first), json!({})).await;
+    let sheet = prompt(alice, "payment").await;
+    let (_, answer) = alice
+        .post(
+            &format!("/prompts/{}/deny", sheet["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert!(shows(&answer, "You declined the payment"), "{answer}");
+    let again = act(alice, "pay", Some(&first), json!({})).await;
+    assert!(shows(&again, "Confirm the payment"), "{again}");
+    let retry = prompt(alice, "payment").await;
+    assert_ne!(
+        retry["id"], sheet["id"],
+        "a new sheet, not the declined one"
+    );
+    let paid = confirm(alice).await;
+    assert!(shows(&paid, "Paid. Thank you!"), "{paid}");
+    // A double tap while a sheet waits still finds that one sheet.
+    act(alice, "pay", Some(&second), json!({})).await;
+    act(alice, "pay", Some(&second), json!({})).await;
+    let (_, prompts) = alice.get("/prompts").await;
+    assert_eq!(prompts.as_array().unwrap().len(), 1, "{prompts}");
+    let lone = prompt(alice, "payment").await;
+
+    // The second bill also goes into a payment with a third, and both
+    // sheets are confirmed: the second bill's share of the later one goes
+    // back, and the third bill stays paid, not refunded.
+    let (_, third) = bills[2].clone();
+    act(
+        alice,
+        "pay-selected",
+        None,
+        json!({ second.clone(): "true", third.clone(): "true" }),
+    )
+    .await;
+    let (_, prompts) = alice.get("/prompts").await;
+    let pair = prompts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] != lone["id"])
+        .unwrap()
+        .clone();
+    alice
+        .approve(&lone, json!({"password": "alice-password"}))
+        .await;
+    let receipt = alice
+        .approve(&pair, json!({"password": "alice-password"}))
+        .await;
+    assert!(
+        shows(&receipt, "went back to your wallet at once"),
+        "{receipt}"
+    );
+    assert_eq!(badges(&receipt), ["Paid"], "{receipt}");
+    let history = act(alice, "history", None, json!({})).await;
+    let badges = badges(&history);
+    assert_eq!(
+        badges.iter().filter(|b| *b == "Paid").count(),
+        3,
+        "{history}"
+    );
+    assert!(!badges.contains(&"Refunded".to_string()), "{history}");
+}

@@ -18,6 +18,10 @@ pub struct Account {
     pub receipts: Vec<Receipt>,
     /// Payment orders started and not settled yet.
     pub pending: Vec<Pending>,
+    /// How many payments of each set of bills (ids joined by `+`) ended
+    /// unpaid (declined, expired, failed): the next one is a new order.
+    #[serde(default)]
+    pub unpaid_attempts: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,8 +42,12 @@ pub struct Receipt {
     pub bills: Vec<String>,
     pub amount: u64,
     pub paid_at: u64,
-    /// Refunded by the utility company so far.
+    /// Refunded so far, by the utility company and at once (`returned`).
     pub refunded: u64,
+    /// Given back at once because some of its bills had been paid by
+    /// another payment already.
+    #[serde(default)]
+    pub returned: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,7 +77,9 @@ impl Account {
 
     pub fn standing(&self, bill: &Bill, today: i64) -> Standing {
         match &bill.paid_by {
-            Some(order) if self.receipt(order).is_some_and(|r| r.refunded > 0) => {
+            // The company refunded (some of) the payment that settled it;
+            // a double payment given back is not this bill's refund.
+            Some(order) if self.receipt(order).is_some_and(|r| r.refunded > r.returned) => {
                 Standing::Refunded
             }
             Some(_) => Standing::Paid,
@@ -108,6 +118,7 @@ pub fn open(customer: &str, today: i64) -> Result<Account, AppError> {
         bills: crate::bills::first_bills(customer, today),
         receipts: Vec::new(),
         pending: Vec::new(),
+        unpaid_attempts: Default::default(),
     };
     if shared_storage::compare_and_swap(key(customer), None, Some(&encode(&fresh)?))? {
         log::info("opened a customer account");

@@ -182,11 +182,15 @@ fn pay(customer: &str, account: &Account, mut chosen: Vec<String>) -> Result<Vie
         amount,
         currency: CURRENCY.into(),
         description: description.chars().take(200).collect(),
-        // The same bills again (a double tap, a retry) find the same order.
-        idempotency_key: format!("bills:{}", chosen.join("+"))
-            .chars()
-            .take(128)
-            .collect(),
+        // The same bills again (a double tap, a retry) find the same order,
+        // until one ends unpaid: then the next try is a new order.
+        idempotency_key: {
+            let set = chosen.join("+");
+            let tries = account.unpaid_attempts.get(&set).copied().unwrap_or(0);
+            let key = format!("bills:{set}");
+            // Within the host's 128 bytes, the attempt number kept.
+            format!("{}#{tries}", key.chars().take(116).collect::<String>())
+        },
         expires_in: None,
     };
     let order = match payments::request(&request) {
@@ -233,6 +237,9 @@ fn settled(customer: &str, result: PaymentResult) -> Result<View, AppError> {
         };
         let pending = a.pending.remove(index);
         if !paid {
+            *a.unpaid_attempts
+                .entry(pending.bills.join("+"))
+                .or_default() += 1;
             return Ok(Some((pending, 0)));
         }
         // A bill another payment settled meanwhile is refunded from this one.
@@ -250,6 +257,7 @@ fn settled(customer: &str, result: PaymentResult) -> Result<View, AppError> {
             amount: pending.amount,
             paid_at: now,
             refunded: 0,
+            returned: twice,
         });
         Ok(Some((pending, twice)))
     })?;
@@ -322,15 +330,21 @@ fn receipt(account: &Account, r: &Receipt, note: Option<&str>) -> View {
     if let Some(note) = note {
         view = view.styled(note, TextStyle::Emphasis);
     }
-    if r.refunded > 0 {
+    if r.refunded > r.returned {
         view = view
             .push(Element::Badge("Refunded".into(), Tone::Info))
             .text(format!(
                 "City Utilities refunded {} of this payment to your wallet.",
-                money(r.refunded)
+                money(r.refunded - r.returned)
             ));
     } else {
         view = view.push(Element::Badge("Paid".into(), Tone::Success));
+    }
+    if r.returned > 0 {
+        view = view.text(format!(
+            "{} went back to your wallet at once: some of these bills had been paid by another payment.",
+            money(r.returned)
+        ));
     }
     view.details(pairs)
         .divider()

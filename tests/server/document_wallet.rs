@@ -123,6 +123,10 @@ async fn a_presentation_verifies_once_for_its_verifier_and_every_tampering_is_na
         .post(&format!("/apps/{WALLET}/launch"), json!({}))
         .await;
     assert!(shows(&first, "Allow the wallet to list"), "{first}");
+    // Asking to show a document before that is allowed draws the same
+    // screen, not an error.
+    let early = act(&alice, "present", Some("id-card"), json!({})).await;
+    assert!(shows(&early, "Allow the wallet to list"), "{early}");
     let consent = prompt(&alice, "consent").await;
     assert_eq!(consent["capability"], "documents");
     let home = alice.approve(&consent, json!({})).await;

@@ -119,7 +119,13 @@ fn title(credential_type: &str) -> String {
 
 /// The holder picks fields and pastes the verifier's challenge.
 fn choose_fields(credential_type: &str, note: Option<&str>) -> Result<View, AppError> {
-    let held = documents::held()?;
+    // Not allowed to list them (yet): the home screen says why, and the
+    // host has asked the user where it can.
+    let held = match documents::held() {
+        Ok(held) => held,
+        Err(Error::ConsentRequired(_) | Error::Denied(_)) => return home(None),
+        Err(e) => return Err(e.into()),
+    };
     let Some(h) = held.iter().find(|h| h.credential_type == credential_type) else {
         return home(Some("You do not hold that document."));
     };

@@ -494,6 +494,12 @@ async fn a_user_sending_past_the_chat_rate_gets_429_with_retry_after_and_nothing
         stored,
         "the refused send left nothing"
     );
+    // A malformed send is refused as such even past the limit, and is not
+    // counted against it.
+    let (status, body) = alice
+        .post(&path, json!({"client_id": "blank", "text": "  "}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     // The limit is per user: bob is not held back by alice.
     assert_eq!(bob.send(&c, "b1", "me too").await.0, StatusCode::CREATED);

@@ -289,3 +289,49 @@ async fn openapi_document_lists_the_routes() {
         assert!(doc["paths"].get(path).is_some(), "{path}");
     }
 }
+
+#[tokio::test]
+async fn names_titles_and_memos_refuse_characters_that_change_how_text_reads() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let _bob = Client::signed_up(&server, "bob").await;
+    // A right-to-left override would show `gpj.exe` as `exe.jpg`.
+    let spoof = "Pay \u{202E}gpj.exe";
+    let (s, body) = Client::new(&server)
+        .post(
+            "/accounts",
+            json!({"username": "mallory", "display_name": spoof, "password": "a long password"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": spoof, "members": ["bob"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body) = alice
+        .post(
+            "/wallet/transfers",
+            json!({"to": "bob", "amount": 1, "currency": "EUR", "memo": spoof,
+                   "idempotency_key": "m1", "password": "alice-password"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("text-direction"),
+        "{body}"
+    );
+    // Right-to-left text itself is fine.
+    let (s, body) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": "שלום \u{200F}team", "members": ["bob"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+}

@@ -321,8 +321,9 @@ async fn decline_insufficient_funds_and_expiry_reach_the_app() {
         action(alice, PROBE, "payment-status", Some(&expiring), json!({})).await,
         "ok: OrderStatus::Settled(PaymentOutcome::Expired)"
     );
-    let (status, _) = confirm(alice, &expiring, "alice-password").await;
+    let (status, body) = confirm(alice, &expiring, "alice-password").await;
     assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "order-expired", "{body}");
     assert_eq!(balance(alice).await, 1_000);
     assert!(
         bob.get("/prompts").await.1.as_array().unwrap().is_empty(),

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod origin;
 pub mod package;
 pub mod signed_request;
+pub mod text;
 
 pub use capability::{compatible, Capability, ConsentLevel, PACKAGE, VERSION};
 pub use ids::{new_id, now_secs, sha256_hex};

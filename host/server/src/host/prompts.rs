@@ -138,6 +138,11 @@ impl Host {
                 .get(id)?
                 .filter(|o| o.user == user.id)
                 .ok_or_else(|| HostError::NotFound("no such order".into()))?;
+            // A sheet that ran out before it was confirmed says so, whether
+            // or not the host has marked its order expired yet.
+            if pending.state == OrderState::Expired {
+                return Err(HostError::OrderExpired);
+            }
             if pending.state != OrderState::Pending {
                 return Err(OrderError::NotPending.into());
             }

@@ -54,9 +54,9 @@ impl Host {
                 "an idempotency_key is 1 to {MAX_IDEMPOTENCY_KEY} bytes"
             )));
         }
-        if t.memo.len() > MAX_MEMO {
+        if t.memo.len() > MAX_MEMO || t.memo.chars().any(superapp_core::text::disallowed_in_label) {
             return Err(HostError::Invalid(format!(
-                "a memo is at most {MAX_MEMO} bytes"
+                "a memo is at most {MAX_MEMO} bytes, without control or text-direction characters"
             )));
         }
         let to = self

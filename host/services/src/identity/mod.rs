@@ -175,9 +175,13 @@ pub fn normalize_username(raw: &str) -> Result<String, IdentityError> {
 
 fn check_display_name(name: &str) -> Result<String, IdentityError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > 64
+        || name.chars().any(superapp_core::text::disallowed_in_label)
+    {
         return Err(IdentityError::InvalidInput(
-            "a display name is 1-64 characters without control characters".into(),
+            "a display name is 1-64 characters, without control or text-direction characters"
+                .into(),
         ));
     }
     Ok(name.to_string())

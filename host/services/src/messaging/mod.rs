@@ -382,9 +382,13 @@ impl Messaging {
         others: &[User],
     ) -> Result<Conversation, MessagingError> {
         let title = title.trim();
-        if title.is_empty() || title.chars().count() > 100 || title.chars().any(char::is_control) {
+        if title.is_empty()
+            || title.chars().count() > 100
+            || title.chars().any(superapp_core::text::disallowed_in_label)
+        {
             return Err(MessagingError::InvalidInput(
-                "a group title is 1-100 characters".into(),
+                "a group title is 1-100 characters, without control or text-direction characters"
+                    .into(),
             ));
         }
         let mut members = vec![me.id.clone()];
@@ -575,6 +579,8 @@ impl Messaging {
         text: &str,
         origin: Option<u64>,
     ) -> Result<Staged, MessagingError> {
+        // Malformed sends are refused as such, before they count.
+        self.check_message(client_id, text)?;
         self.admit(&me.id)?;
         self.append(&me.id, id, client_id, text, None, origin).await
     }
@@ -650,15 +656,7 @@ impl Messaging {
         Ok(message)
     }
 
-    async fn append(
-        &self,
-        sender: &str,
-        id: &str,
-        client_id: &str,
-        text: &str,
-        card: Option<Card>,
-        origin: Option<u64>,
-    ) -> Result<Staged, MessagingError> {
+    fn check_message(&self, client_id: &str, text: &str) -> Result<(), MessagingError> {
         if client_id.is_empty() || client_id.len() > 64 || client_id.contains('\0') {
             return Err(MessagingError::InvalidInput(
                 "client_id is 1-64 bytes, without NUL".into(),
@@ -675,6 +673,19 @@ impl Messaging {
                 "a message needs some text".into(),
             ));
         }
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        sender: &str,
+        id: &str,
+        client_id: &str,
+        text: &str,
+        card: Option<Card>,
+        origin: Option<u64>,
+    ) -> Result<Staged, MessagingError> {
+        self.check_message(client_id, text)?;
         let dedup = client_key(id, sender, client_id);
         let stripe = self.stripe(id).lock().await;
         let conversation = self.stored_for(sender, id)?;

@@ -1,0 +1,30 @@
+//! Short labels people read about each other: display names, group
+//! titles, transfer memos. They are shown beside text that matters (who
+//! sent what, who was paid), so characters that change how the text
+//! around them reads are refused.
+
+/// Whether `c` may not appear in a label: control characters, and the
+/// bidirectional embeddings, overrides and isolates (U+202A–U+202E,
+/// U+2066–U+2069), which can make a label display as something else
+/// (U+202E before `gpj.exe` shows it as `exe.jpg`). The implicit marks (U+200E, U+200F)
+/// stay allowed: right-to-left scripts need them.
+pub fn disallowed_in_label(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_refuse_controls_and_bidi_overrides_but_not_rtl_text() {
+        for bad in [
+            '\0', '\n', '\u{7f}', '\u{202E}', '\u{202A}', '\u{2066}', '\u{2069}',
+        ] {
+            assert!(disallowed_in_label(bad), "{:?}", bad);
+        }
+        for good in ['a', 'é', 'ش', 'א', '\u{200F}', '\u{200E}', ' ', '€'] {
+            assert!(!disallowed_in_label(good), "{:?}", good);
+        }
+    }
+}

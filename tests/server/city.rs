@@ -265,4 +265,13 @@ async fn a_declined_bill_can_be_paid_again_and_a_double_payment_refunds_only_its
         "{history}"
     );
     assert!(!badges.contains(&"Refunded".to_string()), "{history}");
+    // The receipts list, too, keeps money given back at once apart from a
+    // refund of the payment.
+    let receipts = act(alice, "receipts", None, json!({})).await;
+    assert!(
+        crate::hospital::badges(&receipts)
+            .iter()
+            .all(|b| b == "Paid"),
+        "{receipts}"
+    );
 }

@@ -253,6 +253,27 @@ async fn a_presentation_verifies_once_for_its_verifier_and_every_tampering_is_na
     // Garbage is named as such.
     let junk = act(&bob, "verify", None, json!({"presentation": "hello"})).await;
     assert!(shows(&junk, "This is not a presentation"), "{junk}");
+    // Carol will not let the wallet use documents: checking one then says
+    // what to allow, where it failed with an app error.
+    carol
+        .post(&format!("/apps/{WALLET}/launch"), json!({}))
+        .await;
+    let asked = prompt(&carol, "consent").await;
+    let (status, _) = carol
+        .post(
+            &format!("/prompts/{}/deny", asked["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    let refused = act(
+        &carol,
+        "verify",
+        None,
+        json!({"presentation": presentation}),
+    )
+    .await;
+    assert!(shows(&refused, "Cannot check yet"), "{refused}");
 
     // The offline verifier agrees: good for bob's audience and nonce, refused
     // for another nonce. The fresh challenge is still open in the app.

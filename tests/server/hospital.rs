@@ -525,6 +525,50 @@ async fn a_sheet_paid_after_the_policy_lowered_the_fee_gives_the_difference_back
     assert!(balanced, "{out}");
 }
 
+#[tokio::test]
+async fn a_sheet_confirmed_after_its_appointment_was_cancelled_books_nothing_and_goes_back() {
+    let (s, server, clients) = hospital(&["alice"], &["alice"], &[]).await;
+    let alice = &clients[0];
+    let slot = weber_slot(alice, 3).await;
+    let held = take(alice, &slot).await;
+    let reference = pairs(&held)["Reference"].clone();
+    // A full-fee sheet is left open; the co-payment books the time.
+    act(alice, "pay", Some(&reference), json!({})).await;
+    let full = prompt(alice, "payment").await;
+    act(alice, "insurance", Some(&reference), json!({})).await;
+    alice
+        .approve(&prompt(alice, "document").await, json!({}))
+        .await;
+    act(alice, "pay", Some(&reference), json!({})).await;
+    let (_, prompts) = alice.get("/prompts").await;
+    let copay = prompts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] != full["id"])
+        .unwrap()
+        .clone();
+    let booked = alice
+        .approve(&copay, json!({"password": "alice-password"}))
+        .await;
+    assert!(shows(&booked, "Paid and booked"), "{booked}");
+    act(alice, "cancel-confirm", Some(&reference), json!({})).await;
+    assert_eq!(balance(alice).await, 10_000);
+
+    // The old sheet, confirmed now, books nothing and goes back whole.
+    let late = alice
+        .approve(&full, json!({"password": "alice-password"}))
+        .await;
+    assert!(shows(&late, "no longer held for you"), "{late}");
+    assert_eq!(badges(&late), ["Cancelled"], "{late}");
+    assert_eq!(balance(alice).await, 10_000);
+    // The time is free for others.
+    assert!(shows(&take(alice, &slot).await, "Confirm your appointment"));
+    assert!(server.terminate().success());
+    let (balanced, out) = wallet_cli(&s.data, &["check"]);
+    assert!(balanced, "{out}");
+}
+
 /// Dr. Weber's first free time on the first day at least `from` days
 /// ahead that has one (the "take" button's value).
 pub(crate) async fn weber_slot(c: &Client, from: i64) -> String {

@@ -22,7 +22,7 @@ struct CityPayments;
 impl App for CityPayments {
     fn launch(_ctx: &Context) -> Result<View, AppError> {
         let customer = identity::user_id()?;
-        let account = sync_refunds(&customer, account::open(&customer, today())?)?;
+        let account = catch_up(&customer, account::open(&customer, today())?)?;
         Ok(home(&customer, &account, None))
     }
 
@@ -31,7 +31,7 @@ impl App for CityPayments {
         let account = account::open(&customer, today())?;
         match event {
             Event::Action(a) => match a.name.as_str() {
-                "home" => Ok(home(&customer, &sync_refunds(&customer, account)?, None)),
+                "home" => Ok(home(&customer, &catch_up(&customer, account)?, None)),
                 "pay" => pay(
                     &customer,
                     &account,
@@ -213,6 +213,12 @@ fn pay(customer: &str, account: &Account, mut chosen: Vec<String>) -> Result<Vie
         }
         Ok(())
     })?;
+    // The key found an order that already ended, whose outcome this app
+    // never heard (its event was lost): settle it now, as the event would
+    // have, rather than ask the user to confirm a sheet that is gone.
+    if let Some(outcome) = ended(&order) {
+        return settled(customer, PaymentResult { order_id: order, outcome });
+    }
     Ok(View::new("Confirm the payment")
         .heading("Confirm the payment")
         .text(format!(
@@ -284,10 +290,52 @@ fn settled(customer: &str, result: PaymentResult) -> Result<View, AppError> {
     })
 }
 
-/// Bring in refunds the company made since the app last looked.
+/// How `order` ended, if it did (a refunded order was paid first).
+fn ended(order: &str) -> Option<PaymentOutcome> {
+    match payments::status(order) {
+        Ok(payments::OrderStatus::Settled(outcome)) => Some(outcome),
+        Ok(payments::OrderStatus::Refunded(_)) => Some(PaymentOutcome::Paid),
+        _ => None,
+    }
+}
+
+/// Settle the pending orders that ended without this app hearing (the host
+/// delivers a payment event once, and it can be lost), then bring in
+/// refunds.
+fn catch_up(customer: &str, account: Account) -> Result<Account, AppError> {
+    let mut caught = false;
+    for p in &account.pending {
+        if let Some(outcome) = ended(&p.order) {
+            settled(
+                customer,
+                PaymentResult {
+                    order_id: p.order.clone(),
+                    outcome,
+                },
+            )?;
+            caught = true;
+        }
+    }
+    let account = if caught {
+        account::open(customer, today())?
+    } else {
+        account
+    };
+    sync_refunds(customer, account)
+}
+
+/// Bring in refunds the company made since the app last looked, and send
+/// again a double payment's refund that did not go through when it was
+/// settled (same key, so it goes once).
 fn sync_refunds(customer: &str, account: Account) -> Result<Account, AppError> {
     let mut refunds = Vec::new();
     for r in account.receipts.iter().filter(|r| r.refunded < r.amount) {
+        if r.returned > r.refunded {
+            let key = format!("paid-twice-{}", r.order);
+            if let Err(e) = payments::refund(&r.order, r.returned, &key) {
+                log::warn(&format!("a double payment's refund failed again: {e:?}"));
+            }
+        }
         if let payments::OrderStatus::Refunded(total) = payments::status(&r.order)? {
             if total != r.refunded {
                 refunds.push((r.order.clone(), total));
@@ -363,8 +411,13 @@ fn receipts(account: &Account) -> View {
             clock::format_date((r.paid_at / 86_400) as i64),
             money(r.amount)
         );
-        let badge = if r.refunded > 0 {
-            Element::Badge(format!("Refunded {}", money(r.refunded)), Tone::Info)
+        // Money given back at once for bills already paid is not a refund
+        // of this payment by the company.
+        let badge = if r.refunded > r.returned {
+            Element::Badge(
+                format!("Refunded {}", money(r.refunded - r.returned)),
+                Tone::Info,
+            )
         } else {
             Element::Badge("Paid".into(), Tone::Success)
         };

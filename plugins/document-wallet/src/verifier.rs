@@ -107,6 +107,15 @@ pub fn check(app: &str, text: &str) -> Result<View, AppError> {
                 credential.iss
             )));
         }
+        // The host reads issuers' keys for the wallet under its documents
+        // permission: without it, the check cannot be made, and the user
+        // is told where to allow it.
+        Err(Error::ConsentRequired(_) | Error::Denied(_)) => {
+            return Ok(View::new("Check result")
+                .heading("Cannot check yet")
+                .text("Allow the wallet to use documents (under Privacy, or in the dialog) to check what others show you.")
+                .button(Button::new("Start another check", "verify-start")));
+        }
         Err(e) => return Err(e.into()),
     };
     let keys = match (

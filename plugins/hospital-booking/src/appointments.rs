@@ -135,6 +135,19 @@ pub fn link_order(order: &str, appointment: &str, amount: u64) -> Result<(), App
     store::set(&format!("order/{order}"), &(appointment, amount))
 }
 
+/// The payment orders made for `appointment`, with their amounts.
+pub fn orders_of(appointment: &str) -> Result<Vec<(String, u64)>, AppError> {
+    let mut out = Vec::new();
+    for k in store::keys("order/")? {
+        if let Some((linked, amount)) = store::get::<(String, u64)>(&k)? {
+            if linked == appointment {
+                out.push((k["order/".len()..].to_string(), amount));
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn of_order(order: &str) -> Result<Option<(Appointment, u64)>, AppError> {
     match store::get::<(String, u64)>(&format!("order/{order}"))? {
         Some((appointment, amount)) => Ok(get(&appointment)?.map(|a| (a, amount))),

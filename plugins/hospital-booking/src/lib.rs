@@ -284,9 +284,16 @@ fn held(catalog: &Catalog, id: &str) -> Result<Result<Appointment, View>, AppErr
 /// out of time): then finish it as that event would have, booked or
 /// refunded. Whether the time was given up.
 fn release_quietly(catalog: &Catalog, mut a: Appointment, reason: &str) -> bool {
-    if let Some(order) = a.order.clone() {
-        if let Ok(payments::OrderStatus::Settled(PaymentOutcome::Paid)) = payments::status(&order) {
-            let _ = finish_paid(catalog, a, &order, None);
+    // Any of its sheets may have been paid (an older one too); one refunded
+    // in part (the difference of a lowered fee) was paid all the same.
+    for (order, amount) in appointments::orders_of(&a.id).unwrap_or_default() {
+        let paid = match payments::status(&order) {
+            Ok(payments::OrderStatus::Settled(PaymentOutcome::Paid)) => true,
+            Ok(payments::OrderStatus::Refunded(back)) => back < amount,
+            _ => false,
+        };
+        if paid {
+            let _ = finish_paid(catalog, a, &order, Some(amount));
             return false;
         }
     }
@@ -340,6 +347,11 @@ fn policy_answer(catalog: &Catalog, outcome: DocumentOutcome) -> Result<View, Ap
                 return home(catalog);
             };
             let note = match checked_policy(catalog, &a, &p)? {
+                // Paid (or given up) already: the fee stays what it was.
+                Ok(_) if a.state != State::Held => {
+                    "This appointment is no longer waiting for its payment; its fee stays as it was."
+                        .to_string()
+                }
                 Ok((insurance, fee)) => {
                     a.fee = fee;
                     let note = format!(
@@ -522,6 +534,18 @@ fn finish_paid(
     if a.state == State::Booked {
         return Ok(None);
     }
+    if a.state != State::Held {
+        if a.order.as_deref() == Some(order) {
+            // This payment was dealt with already (refunded as lost).
+            return Ok(None);
+        }
+        // Cancelled or given up before this older sheet was confirmed: it
+        // books nothing, and goes back whole.
+        payments::refund(order, amount, &format!("not-held-{order}"))?;
+        return Ok(Some(
+            "This time was no longer held for you when the payment came, so it was refunded.",
+        ));
+    }
     let me = patient()?;
     if slots::book(&a.slot_key(), &me, &a.id, order, now.unix)? {
         // A sheet made before the fee went down (the patient shared their
@@ -543,6 +567,11 @@ fn finish_paid(
         }))
     } else {
         payments::refund(order, amount, &format!("slot-lost-{order}"))?;
+        if slots::booked_for(&a.slot_key(), &a.id)? {
+            // Another sheet of this appointment, confirmed at the same
+            // moment, booked it: this one was paid twice.
+            return Ok(Some("You paid twice; the second payment was refunded."));
+        }
         a.state = State::Lost;
         a.order = Some(order.to_string());
         appointments::save(&a)?;

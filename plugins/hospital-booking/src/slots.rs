@@ -24,6 +24,10 @@ pub enum Slot {
     Booked {
         by: String,
         appointment: String,
+        /// The payment that booked it (absent in records from before it
+        /// was kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order: Option<String>,
     },
 }
 
@@ -92,33 +96,50 @@ pub fn take(key: &str, me: &str, appointment: &str, now: u64) -> Result<Take, Ap
     })
 }
 
-/// Turn `me`'s paid hold into a booking. A hold that ran out still
-/// becomes a booking if nobody took the slot meanwhile; `false` if
-/// someone did.
+/// Turn `me`'s hold into a booking paid by `order`. A hold that ran out
+/// still becomes a booking if nobody took the slot meanwhile; `false` if
+/// someone did, or if another payment of the same appointment booked it
+/// first (two sheets confirmed at once: this one is then paid twice).
 pub fn book(
     key: &str,
     me: &str,
     appointment: &str,
-    _order: &str,
+    order: &str,
     now: u64,
 ) -> Result<bool, AppError> {
     let booked = Slot::Booked {
         by: me.to_string(),
         appointment: appointment.to_string(),
+        order: Some(order.to_string()),
     };
-    Ok(match read(key)? {
-        None => store::shared_create(key, &booked)?,
-        Some((_, old)) if old == booked => true,
-        Some((bytes, old)) if old.appointment() == appointment || !old.blocks(now) => {
-            store::shared_swap(key, &bytes, Some(&booked))?
+    // A lost race re-reads: what won decides.
+    for _ in 0..3 {
+        let done = match read(key)? {
+            None => store::shared_create(key, &booked)?,
+            Some((_, old)) if old == booked => return Ok(true),
+            Some((_, Slot::Booked { appointment: a, order: o, .. })) if a == appointment => {
+                return Ok(o.is_none());
+            }
+            Some((bytes, old)) if old.appointment() == appointment || !old.blocks(now) => {
+                store::shared_swap(key, &bytes, Some(&booked))?
+            }
+            Some(_) => return Ok(false),
+        };
+        if done {
+            return Ok(true);
         }
-        Some(_) => false,
-    })
+    }
+    Ok(false)
 }
 
-/// Free the slot if `appointment` holds or booked it.
+/// Whether `appointment` has the slot booked (by any of its payments).
+pub fn booked_for(key: &str, appointment: &str) -> Result<bool, AppError> {
+    Ok(matches!(read(key)?, Some((_, Slot::Booked { appointment: a, .. })) if a == appointment))
+}
+
+/// Free the slot if `appointment` holds it.
 pub fn release(key: &str, appointment: &str) -> Result<(), AppError> {
-    if let Some((bytes, old)) = read(key)? {
+    if let Some((bytes, old @ Slot::Held { .. })) = read(key)? {
         if old.appointment() == appointment {
             store::shared_swap::<Slot>(key, &bytes, None)?;
         }
@@ -128,7 +149,12 @@ pub fn release(key: &str, appointment: &str) -> Result<(), AppError> {
 
 /// Cancel `appointment`'s booking: its time is free again.
 pub fn cancel(key: &str, appointment: &str) -> Result<(), AppError> {
-    release(key, appointment)
+    if let Some((bytes, old)) = read(key)? {
+        if old.appointment() == appointment {
+            store::shared_swap::<Slot>(key, &bytes, None)?;
+        }
+    }
+    Ok(())
 }
 
 /// The start times on `day` that nobody holds or booked at `now`, of

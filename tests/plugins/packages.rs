@@ -174,6 +174,50 @@ fn a_signed_package_inspects_valid_and_any_tampering_invalidates_it() {
     assert!(!ok);
     let detail = report["signature"]["detail"].as_str().unwrap();
     assert!(detail.contains("component was changed"), "{detail}");
+
+    // Comparing against it says the comparison is worthless, and exits 1.
+    let diff = superapp()
+        .args(["audit", "diff"])
+        .arg(&pkg)
+        .arg(&tampered)
+        .output()
+        .unwrap();
+    assert!(!diff.status.success());
+    assert!(stdout(&diff).contains("ERROR new"), "{}", stdout(&diff));
+    // An auditor's tool signs no approval of it, and writes nothing.
+    let decision = dir.path().join("decision.json");
+    let approve = |package: &Path| {
+        superapp()
+            .args(["audit", "approve"])
+            .arg(package)
+            .arg("--key")
+            .arg(&key)
+            .args(["--note", "Looked at it.", "--out"])
+            .arg(&decision)
+            .output()
+            .unwrap()
+    };
+    let refused = approve(&tampered);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not approving"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!decision.exists());
+    // The sound package is approved into the file, which is then never
+    // replaced.
+    let signed = approve(&pkg);
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    let first = std::fs::read(&decision).unwrap();
+    let again = approve(&pkg);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("exists already"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(std::fs::read(&decision).unwrap(), first);
 }
 
 #[test]

@@ -159,6 +159,34 @@ async fn publish_review_yank_and_rollout_through_the_cli_and_the_api() {
         &publisher,
     ]));
     assert!(refused(&publish(&v2, "stranger.pem")).contains("neither a registered publisher"));
+    // One key is one party: clinic's key can be nobody else's, publisher
+    // or auditor.
+    let taken = refused(&operator(&[
+        "registry",
+        "add-publisher",
+        "--id",
+        "copycat",
+        "--name",
+        "Copycat",
+        "--key",
+        &publisher,
+    ]));
+    assert!(
+        taken.contains("already a key of publisher `clinic`"),
+        "{taken}"
+    );
+    let taken = refused(&operator(&[
+        "registry",
+        "trust-auditor",
+        "--key",
+        &publisher,
+        "--name",
+        "Self Approver",
+    ]));
+    assert!(
+        taken.contains("already a key of publisher `clinic`"),
+        "{taken}"
+    );
 
     // A tampered manifest no longer matches its signature.
     let mut bytes = std::fs::read(&v2).unwrap();
@@ -296,6 +324,27 @@ async fn publish_review_yank_and_rollout_through_the_cli_and_the_api() {
         "double charges",
     ]));
     assert_eq!(version_for(&alice).await.as_deref(), Some("1.0.0"));
+    // The operator's takedown is not the publisher's to undo, and a note
+    // cannot carry terminal escape codes.
+    let undo = refused(&cli(&[
+        "registry",
+        "yank",
+        &spec,
+        "--undo",
+        "--server",
+        &url,
+        "--key",
+        &f.path("publisher.pem"),
+    ]));
+    assert!(undo.contains("only they can restore it"), "{undo}");
+    let escape = refused(&operator(&[
+        "registry",
+        "yank",
+        &spec,
+        "--note",
+        "fine\r\u{1b}[2Kall good",
+    ]));
+    assert!(escape.contains("control"), "{escape}");
     ok(&operator(&["registry", "yank", &spec, "--undo"]));
     let out = ok(&cli(&[
         "registry",

@@ -55,6 +55,8 @@ pub enum DecisionError {
     NoteTooLong(usize),
     #[error("a decision needs a note saying why")]
     NoNote,
+    #[error("the note has control or text-direction characters (only line breaks and tabs)")]
+    NoteCharacters,
     #[error("the decision's signature does not verify under key {0}")]
     BadSignature(String),
 }
@@ -107,6 +109,9 @@ impl SignedDecision {
         }
         if self.note.len() > MAX_NOTE {
             return Err(DecisionError::NoteTooLong(self.note.len()));
+        }
+        if self.note.chars().any(crate::text::disallowed_in_note) {
+            return Err(DecisionError::NoteCharacters);
         }
         Ok(())
     }

@@ -12,6 +12,13 @@ pub fn disallowed_in_label(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Whether `c` may not appear in a note (an auditor's reasons, a yank's):
+/// as for labels, but a note may run over lines. Notes are printed on
+/// operators' terminals, where control characters would be escape codes.
+pub fn disallowed_in_note(c: char) -> bool {
+    c != '\n' && c != '\t' && disallowed_in_label(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,5 +33,7 @@ mod tests {
         for good in ['a', 'é', 'ش', 'א', '\u{200F}', '\u{200E}', ' ', '€'] {
             assert!(!disallowed_in_label(good), "{:?}", good);
         }
+        assert!(disallowed_in_note('\u{1b}') && disallowed_in_note('\r'));
+        assert!(!disallowed_in_note('\n') && !disallowed_in_note('\t'));
     }
 }

@@ -388,6 +388,20 @@ pub fn verify(store: &Store) -> Result<u64, ChainError> {
     loop {
         let raw = store.scan(Tree::Audit, b"", Some(&key(chain.checked())), PAGE, false)?;
         if raw.is_empty() {
+            // The newest entries removed leave a chain that agrees with
+            // itself: the head the store keeps beside it says where it ends.
+            if let Some(head) = store.get::<Head>(Tree::Meta, HEAD_KEY)? {
+                if head.seq != chain.checked() || head.hash != chain.expected_prev {
+                    return Err(ChainError::Broken {
+                        seq: chain.checked() + 1,
+                        reason: format!(
+                            "the chain ends at entry {} but the store's head is entry {} (entries were removed or rewritten)",
+                            chain.checked(),
+                            head.seq
+                        ),
+                    });
+                }
+            }
             return Ok(chain.checked());
         }
         for (k, v) in &raw {
@@ -469,6 +483,27 @@ mod tests {
             .unwrap();
         assert!(
             matches!(verify(&store), Err(ChainError::Broken { seq: 2, ref reason }) if reason.contains("missing"))
+        );
+    }
+
+    #[test]
+    fn removing_the_newest_entries_is_found_against_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let audit = Audit::open(store.clone()).unwrap();
+        for i in 0..5 {
+            audit.append(event(&format!("e{i}"))).unwrap();
+        }
+        assert_eq!(verify(&store), Ok(5));
+        store
+            .transact(&[Tree::Audit], |t| {
+                Ok::<_, superapp_store::Abort<()>>(t.delete(Tree::Audit, &key(5))?)
+            })
+            .unwrap();
+        assert!(
+            matches!(verify(&store), Err(ChainError::Broken { seq: 5, ref reason }) if reason.contains("head is entry 5")),
+            "{:?}",
+            verify(&store)
         );
     }
 }

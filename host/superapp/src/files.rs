@@ -21,6 +21,27 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The same, for a file that must not exist yet: one already there (a
+/// decision signed before, say) is never replaced.
+pub fn create_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write into {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!("{} exists already; it was left as it is", path.display())
+        } else {
+            anyhow::anyhow!("cannot write {}: {}", path.display(), e.error)
+        }
+    })?;
+    Ok(())
+}
+
 /// `$<xdg_var>/superapp` when that variable holds an absolute path, else
 /// `~/<home_fallback>/superapp`.
 pub fn user_dir(xdg_var: &str, home_fallback: &str) -> Option<PathBuf> {

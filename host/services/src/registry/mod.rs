@@ -364,6 +364,28 @@ impl Registry {
         event.with_detail("actor", actor.name())
     }
 
+    /// Refuse `key` if it already has a role other than publisher
+    /// `publisher`'s: one key is one party, so a key can never act for two
+    /// publishers, nor audit what a publisher ships. (These are the
+    /// operator's actions, made one at a time, so the check is a read
+    /// before the change.)
+    fn check_key_free(&self, key: &str, publisher: Option<&str>) -> Result<(), RegistryError> {
+        if let Some(owner) = self.publisher_of_key(key)? {
+            if Some(owner.id.as_str()) != publisher {
+                return Err(RegistryError::Conflict(format!(
+                    "key {key} is already a key of publisher `{}`",
+                    owner.id
+                )));
+            }
+        }
+        if publisher.is_some() && self.auditors()?.iter().any(|a| a.key == key) {
+            return Err(RegistryError::Conflict(format!(
+                "key {key} is a trusted auditor key; a publisher needs a key of its own"
+            )));
+        }
+        Ok(())
+    }
+
     /// Register a publisher with its first keys. Registering the same
     /// publisher again with the same name and keys changes nothing.
     pub fn add_publisher(
@@ -382,6 +404,7 @@ impl Registry {
         }
         for key in keys {
             check_public_key(key)?;
+            self.check_key_free(key, Some(id))?;
         }
         let publisher = Publisher {
             id: id.into(),
@@ -416,6 +439,7 @@ impl Registry {
         actor: &Actor,
     ) -> Result<Publisher, RegistryError> {
         check_public_key(key)?;
+        self.check_key_free(key, Some(id))?;
         let publisher = self.store.transact(&trees(), |t| {
             let mut p = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))?
                 .ok_or_else(|| Abort::User(RegistryError::UnknownPublisher(id.into())))?;
@@ -460,6 +484,7 @@ impl Registry {
     ) -> Result<Auditor, RegistryError> {
         check_public_key(key)?;
         check_label("an auditor name", name)?;
+        self.check_key_free(key, None)?;
         let auditor = Auditor {
             key: key.into(),
             name: name.into(),

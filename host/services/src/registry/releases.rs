@@ -305,6 +305,12 @@ impl Registry {
         if note.len() > superapp_core::decision::MAX_NOTE {
             return Err(RegistryError::Invalid("the note is too long".into()));
         }
+        if note.chars().any(superapp_core::text::disallowed_in_note) {
+            return Err(RegistryError::Invalid(
+                "the note has control or text-direction characters (only line breaks and tabs)"
+                    .into(),
+            ));
+        }
         let kind = if yanked {
             "registry.yank"
         } else {
@@ -324,6 +330,15 @@ impl Registry {
                     true
                 }
                 (false, true) => {
+                    // The operator's takedown is the operator's to undo: a
+                    // publisher restores only a version it yanked itself.
+                    let by = r.yanked.as_ref().map(|y| y.by.as_str());
+                    if matches!(actor, Actor::Publisher(_)) && by != Some(actor.name().as_str()) {
+                        return Err(RegistryError::Forbidden(format!(
+                            "this version was yanked by {}; only they can restore it",
+                            by.unwrap_or("someone else")
+                        )));
+                    }
                     r.yanked = None;
                     true
                 }

@@ -16,7 +16,7 @@ use superapp_services::registry::report::Report;
 
 use super::registry::release_line;
 use super::target::{app_at_version, Target, TargetArgs};
-use crate::files::write_atomically;
+use crate::files::create_atomically;
 
 /// A registry to read from, as an auditor.
 #[derive(Debug, Args)]
@@ -54,7 +54,9 @@ pub enum AuditCommand {
     },
     /// Compare two versions of one app: capabilities and limits added or
     /// removed, changed reasons, changed imports; escalations (anything the
-    /// new version asks for that the old one did not) are marked.
+    /// new version asks for that the old one did not) are marked. Exits 1
+    /// when either package's signature does not verify (an unsigned one is
+    /// compared) or its component does not compile.
     Diff {
         /// A package file, or APP@VERSION from the registry.
         old: String,
@@ -68,7 +70,10 @@ pub enum AuditCommand {
     },
     /// Approve a package: sign a decision bound to its digest with your
     /// auditor key and record it in the registry (and its audit log). The
-    /// same approval again changes nothing.
+    /// same approval again changes nothing. The digest is of the bytes this
+    /// tool read and checked (for APP@VERSION, the package the registry
+    /// sends, which must match its record), and a package `inspect` finds
+    /// an error in is not approved. `--out` never replaces a file.
     Approve(Decide),
     /// Reject a package: as `approve`, with the opposite verdict. A
     /// rejected version cannot be launched.
@@ -194,10 +199,11 @@ fn decide(d: Decide, verdict: Verdict) -> anyhow::Result<ExitCode> {
     } else {
         Some(d.target.open(Some(key.clone()))?)
     };
-    let (app, version, digest) = if from_file {
-        let p = super::package::read(Path::new(&d.package))?;
-        let m = p.manifest();
-        (m.id.clone(), m.version.to_string(), p.digest())
+    // The decision is signed over the digest of bytes this tool read and
+    // checked itself: a registry's record (or a server) that disagrees
+    // with the package it hands out gets no approval.
+    let p = if from_file {
+        super::package::read(Path::new(&d.package))?
     } else {
         let (app, version) = app_at_version(&d.package).ok_or_else(|| {
             anyhow::anyhow!("`{}` is neither a package file nor APP@VERSION", d.package)
@@ -206,12 +212,34 @@ fn decide(d: Decide, verdict: Verdict) -> anyhow::Result<ExitCode> {
             .as_ref()
             .context("a registry is needed to look up APP@VERSION")?;
         let r = target.release(app, version)?;
-        (r.app, r.version, r.digest)
+        let bytes = target.package(app, version)?;
+        let p = Package::from_bytes(&bytes)
+            .with_context(|| format!("{app}@{version} from the registry"))?;
+        if p.digest() != r.digest {
+            anyhow::bail!(
+                "the registry's {app}@{version} has digest {}, but the package it sent has {}: not signing",
+                r.digest,
+                p.digest()
+            );
+        }
+        p
     };
+    let m = p.manifest();
+    let (app, version, digest) = (m.id.clone(), m.version.to_string(), p.digest());
+    if verdict == Verdict::Approve {
+        // What `audit inspect` calls an error is never approved.
+        let found = super::package::inspect(&super::package::inspecting_runtime()?, &p);
+        if !found.errors.is_empty() {
+            anyhow::bail!(
+                "not approving {app}@{version}: {} (`superapp audit inspect` shows the package)",
+                found.errors.join("; ")
+            );
+        }
+    }
     let decision =
         SignedDecision::sign(&key, &app, &version, &digest, verdict, &d.note, now_secs())?;
     if let Some(out) = &d.out {
-        write_atomically(out, serde_json::to_string_pretty(&decision)?.as_bytes())?;
+        create_atomically(out, serde_json::to_string_pretty(&decision)?.as_bytes())?;
         println!(
             "signed: {} {app}@{version} (digest {digest}) into {}",
             verdict.name(),

@@ -216,9 +216,9 @@ fn unpack(archive: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
             eprintln!("error: ledger: {p}");
         }
     }
-    Ok(if good {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if !good {
+        // A copy that does not hold together is not left to be served.
+        bail!("the restored copy does not hold together (see above); it was removed");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -167,7 +167,7 @@ pub struct CapabilityRow {
 }
 
 /// A runtime that compiles components to look at them, never runs them.
-fn inspecting_runtime() -> anyhow::Result<Runtime> {
+pub(crate) fn inspecting_runtime() -> anyhow::Result<Runtime> {
     Runtime::new(RuntimeConfig {
         pooling: false,
         ..RuntimeConfig::default()
@@ -371,6 +371,11 @@ pub struct Diff {
     /// its backend (`deliver = "backend"` dropped): an escalation.
     pub documents_to_app: bool,
     pub limits: Vec<LimitChange>,
+    /// What makes either package unfit to compare at all (a signature that
+    /// does not verify, a component that does not compile): the diff of
+    /// such a package says nothing about what would run. Unsigned packages
+    /// are compared.
+    pub errors: Vec<String>,
     pub imports_added: Vec<String>,
     pub imports_removed: Vec<String>,
 }
@@ -461,12 +466,26 @@ pub fn diff(old: &Package, new: &Package) -> anyhow::Result<Diff> {
         })
         .collect::<Vec<_>>();
     let runtime = inspecting_runtime()?;
-    let imports = |p: &Package| -> Vec<String> {
-        analyze(&runtime, p)
-            .map(|a| a.imported.iter().map(|c| c.name().to_string()).collect())
-            .unwrap_or_default()
+    let mut errors = Vec::new();
+    let mut imports = |which: &str, p: &Package| -> Vec<String> {
+        let version = &p.manifest().version;
+        // An unsigned package (a build being prepared) can be compared; one
+        // whose signature does not verify was changed after signing.
+        match p.verify() {
+            Ok(_) | Err(superapp_core::PackageError::Unsigned) => {}
+            Err(e) => errors.push(format!("{which} ({version}): signature: {e}")),
+        }
+        match analyze(&runtime, p) {
+            Ok(a) => a.imported.iter().map(|c| c.name().to_string()).collect(),
+            Err(e) => {
+                errors.push(format!(
+                    "{which} ({version}): the component does not compile: {e}"
+                ));
+                Vec::new()
+            }
+        }
     };
-    let (old_imports, new_imports) = (imports(old), imports(new));
+    let (old_imports, new_imports) = (imports("old", old), imports("new", new));
     let mut origins: Vec<OriginChange> = n
         .origins()
         .iter()
@@ -524,15 +543,24 @@ pub fn diff(old: &Package, new: &Package) -> anyhow::Result<Diff> {
             .filter(|i| !new_imports.contains(i))
             .cloned()
             .collect(),
+        errors,
     })
 }
 
 /// `audit diff OLD NEW`: print what changed, escalations marked.
 pub fn run_diff(old: &Package, new: &Package, json: bool) -> anyhow::Result<ExitCode> {
     let d = diff(old, new)?;
+    let status = if d.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(status);
+    }
+    for e in &d.errors {
+        println!("ERROR {e}");
     }
     println!("{} {} -> {}", d.app, d.old_version, d.new_version);
     if d.old_digest == d.new_digest {
@@ -590,5 +618,5 @@ pub fn run_diff(old: &Package, new: &Package, json: bool) -> anyhow::Result<Exit
             "no escalation"
         }
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(status)
 }

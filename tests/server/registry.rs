@@ -187,6 +187,16 @@ async fn publish_review_yank_and_rollout_through_the_cli_and_the_api() {
         taken.contains("already a key of publisher `clinic`"),
         "{taken}"
     );
+    // A key file given as the token file is named as the mistake it is.
+    let wrong = refused(&cli(&[
+        "registry",
+        "list",
+        "--server",
+        &url,
+        "--token-file",
+        &f.path("publisher.pem"),
+    ]));
+    assert!(wrong.contains("does not hold an operator token"), "{wrong}");
 
     // A tampered manifest no longer matches its signature.
     let mut bytes = std::fs::read(&v2).unwrap();

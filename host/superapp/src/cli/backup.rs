@@ -74,7 +74,8 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn read_manifest(archive: &Path) -> anyhow::Result<BackupManifest> {
-    let file = std::fs::File::open(archive)?;
+    let file = std::fs::File::open(archive)
+        .with_context(|| format!("cannot read {}", archive.display()))?;
     let mut tar = tar::Archive::new(file);
     let mut entries = tar.entries()?;
     let mut first = entries

@@ -78,12 +78,21 @@ impl TargetArgs {
     pub fn open(&self, key: Option<SigningKey>) -> anyhow::Result<Target> {
         if let Some(server) = &self.server {
             let credential = match (&self.token_file, key) {
-                (Some(path), _) => Credential::Token(
-                    std::fs::read_to_string(path)
+                (Some(path), _) => {
+                    let token = std::fs::read_to_string(path)
                         .with_context(|| format!("cannot read the token file {}", path.display()))?
                         .trim()
-                        .to_string(),
-                ),
+                        .to_string();
+                    // A token is one line of printable ASCII: a key or some
+                    // other file given by mistake is named as such.
+                    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                        anyhow::bail!(
+                            "{} does not hold an operator token (DATA_DIR/operator.token)",
+                            path.display()
+                        );
+                    }
+                    Credential::Token(token)
+                }
                 (None, Some(key)) => Credential::Key(key),
                 (None, None) => Credential::None,
             };

@@ -465,6 +465,9 @@ async fn insurance_lowers_the_fee_cancellations_refund_by_the_rule_and_the_money
         .await;
     assert_eq!(status, StatusCode::OK, "{merchant}");
     let held_by_hospital = merchant["accounts"][0]["balance"].as_i64().unwrap();
+    // A publisher the registry does not know has no merchant side to show.
+    let (status, body) = operator.get("/merchant/accounts?publisher=nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     // Alice paid 10.00 and got all of it back; bob paid the fee and got half.
     let kept: i64 = [1_000 - 1_000, fee - half].iter().sum();
     assert_eq!(held_by_hospital, kept);

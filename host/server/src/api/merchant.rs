@@ -20,15 +20,22 @@ pub struct ForPublisher {
     publisher: Option<String>,
 }
 
-/// The publisher whose merchant side `call` may see.
-fn merchant(call: &Called, query: &ForPublisher) -> Result<String, ApiError> {
+/// The publisher whose merchant side `call` may see (one the registry
+/// knows, when the operator names it).
+fn merchant(state: &AppState, call: &Called, query: &ForPublisher) -> Result<String, ApiError> {
     match (&call.principal, &query.publisher) {
         (Principal::Publisher(id), None) => Ok(id.clone()),
         (Principal::Publisher(id), Some(named)) if named == id => Ok(id.clone()),
         (Principal::Publisher(_), Some(_)) => Err(ApiError::forbidden(
             "a publisher sees only its own merchant accounts",
         )),
-        (Principal::Operator, Some(named)) => Ok(named.clone()),
+        (Principal::Operator, Some(named)) => match state.host.registry.publisher(named) {
+            Ok(Some(_)) => Ok(named.clone()),
+            Ok(None) => Err(ApiError::not_found(format!(
+                "no publisher `{named}` is registered"
+            ))),
+            Err(e) => Err(e.into()),
+        },
         (Principal::Operator, None) => Err(ApiError::bad_request(
             "the operator names the publisher: ?publisher=ID",
         )),
@@ -44,7 +51,7 @@ pub async fn accounts(
     Params(query): Params<ForPublisher>,
     call: Called,
 ) -> Result<Response, ApiError> {
-    let publisher = merchant(&call, &query)?;
+    let publisher = merchant(&state, &call, &query)?;
     let accounts: Vec<_> = state
         .host
         .ledger
@@ -62,7 +69,7 @@ pub async fn order(
     Params(query): Params<ForPublisher>,
     call: Called,
 ) -> Result<Response, ApiError> {
-    let publisher = merchant(&call, &query)?;
+    let publisher = merchant(&state, &call, &query)?;
     let order = state.host.orders.status_for(&publisher, &id)?;
     Ok(axum::Json(order).into_response())
 }
@@ -82,7 +89,7 @@ pub async fn refund(
     Params(query): Params<ForPublisher>,
     call: Called,
 ) -> Result<Response, ApiError> {
-    let publisher = merchant(&call, &query)?;
+    let publisher = merchant(&state, &call, &query)?;
     let body: RefundBody = call.json()?;
     let order = state
         .host

@@ -480,30 +480,7 @@ async fn insurance_lowers_the_fee_cancellations_refund_by_the_rule_and_the_money
 async fn a_sheet_paid_after_the_policy_lowered_the_fee_gives_the_difference_back() {
     let (s, server, clients) = hospital(&["alice"], &["alice"], &[]).await;
     let alice = &clients[0];
-    let slot = weber_slot(alice, 3).await;
-    let held = take(alice, &slot).await;
-    let reference = pairs(&held)["Reference"].clone();
-    assert_eq!(pairs(&held)["Fee"], "EUR 40.00");
-    // The full-fee sheet is asked for; before it is confirmed, alice
-    // shares her policy, which lowers the fee, and asks to pay again.
-    let waiting = act(alice, "pay", Some(&reference), json!({})).await;
-    assert!(shows(&waiting, "Confirm the payment"), "{waiting}");
-    let full = prompt(alice, "payment").await;
-    assert_eq!(full["payment"]["amount"], 4_000);
-    act(alice, "insurance", Some(&reference), json!({})).await;
-    let insured = alice
-        .approve(&prompt(alice, "document").await, json!({}))
-        .await;
-    assert_eq!(pairs(&insured)["Co-payment"], "EUR 10.00", "{insured}");
-    act(alice, "pay", Some(&reference), json!({})).await;
-    let (_, prompts) = alice.get("/prompts").await;
-    let copay = prompts
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["kind"] == "payment" && p["payment"]["amount"] == 1_000)
-        .unwrap_or_else(|| panic!("no co-payment sheet in {prompts}"))
-        .clone();
+    let (_, reference, full, copay) = two_sheets(alice).await;
 
     // She confirms both: the old sheet books the time and 30.00 of it goes
     // back; the second is a double payment and goes back whole.
@@ -532,25 +509,8 @@ async fn a_sheet_paid_after_the_policy_lowered_the_fee_gives_the_difference_back
 async fn a_sheet_confirmed_after_its_appointment_was_cancelled_books_nothing_and_goes_back() {
     let (s, server, clients) = hospital(&["alice"], &["alice"], &[]).await;
     let alice = &clients[0];
-    let slot = weber_slot(alice, 3).await;
-    let held = take(alice, &slot).await;
-    let reference = pairs(&held)["Reference"].clone();
     // A full-fee sheet is left open; the co-payment books the time.
-    act(alice, "pay", Some(&reference), json!({})).await;
-    let full = prompt(alice, "payment").await;
-    act(alice, "insurance", Some(&reference), json!({})).await;
-    alice
-        .approve(&prompt(alice, "document").await, json!({}))
-        .await;
-    act(alice, "pay", Some(&reference), json!({})).await;
-    let (_, prompts) = alice.get("/prompts").await;
-    let copay = prompts
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] != full["id"])
-        .unwrap()
-        .clone();
+    let (slot, reference, full, copay) = two_sheets(alice).await;
     let booked = alice
         .approve(&copay, json!({"password": "alice-password"}))
         .await;
@@ -570,6 +530,33 @@ async fn a_sheet_confirmed_after_its_appointment_was_cancelled_books_nothing_and
     assert!(server.terminate().success());
     let (balanced, out) = wallet_cli(&s.data, &["check"]);
     assert!(balanced, "{out}");
+}
+
+/// A Dr. Weber slot three days ahead held by `c`, with two payment sheets
+/// waiting: the full fee, asked for before `c` shared the policy, and the
+/// co-payment after. (slot, booking reference, full sheet, co-payment sheet)
+async fn two_sheets(c: &Client) -> (String, String, Value, Value) {
+    let slot = weber_slot(c, 3).await;
+    let held = take(c, &slot).await;
+    let reference = pairs(&held)["Reference"].clone();
+    assert_eq!(pairs(&held)["Fee"], "EUR 40.00");
+    let waiting = act(c, "pay", Some(&reference), json!({})).await;
+    assert!(shows(&waiting, "Confirm the payment"), "{waiting}");
+    let full = prompt(c, "payment").await;
+    assert_eq!(full["payment"]["amount"], 4_000);
+    act(c, "insurance", Some(&reference), json!({})).await;
+    let insured = c.approve(&prompt(c, "document").await, json!({})).await;
+    assert_eq!(pairs(&insured)["Co-payment"], "EUR 10.00", "{insured}");
+    act(c, "pay", Some(&reference), json!({})).await;
+    let (_, prompts) = c.get("/prompts").await;
+    let copay = prompts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "payment" && p["payment"]["amount"] == 1_000)
+        .unwrap_or_else(|| panic!("no co-payment sheet in {prompts}"))
+        .clone();
+    (slot, reference, full, copay)
 }
 
 /// Dr. Weber's first free time on the first day at least `from` days

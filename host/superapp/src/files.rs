@@ -8,15 +8,8 @@ use anyhow::Context as _;
 /// Write `bytes` to `path` whole or not at all (a synced temporary file
 /// renamed into place), so a failed write never leaves half a file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write into {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
+    staged(path, bytes)?
+        .persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
@@ -24,6 +17,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// The same, for a file that must not exist yet: one already there (a
 /// decision signed before, say) is never replaced.
 pub fn create_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    staged(path, bytes)?.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!("{} exists already; it was left as it is", path.display())
+        } else {
+            anyhow::anyhow!("cannot write {}: {}", path.display(), e.error)
+        }
+    })?;
+    Ok(())
+}
+
+/// `bytes` in a synced temporary file beside `path`, to be moved there.
+fn staged(path: &Path, bytes: &[u8]) -> anyhow::Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -32,14 +37,7 @@ pub fn create_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write into {}", dir.display()))?;
     std::io::Write::write_all(&mut tmp, bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist_noclobber(path).map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow::anyhow!("{} exists already; it was left as it is", path.display())
-        } else {
-            anyhow::anyhow!("cannot write {}: {}", path.display(), e.error)
-        }
-    })?;
-    Ok(())
+    Ok(tmp)
 }
 
 /// `$<xdg_var>/superapp` when that variable holds an absolute path, else

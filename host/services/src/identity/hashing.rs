@@ -162,25 +162,35 @@ impl Hashing {
 mod tests {
     use super::*;
 
+    /// A hash of `turn` taking the only slot of `hashing` until the test
+    /// sends on the returned channel; once this returns, it runs.
+    async fn hold_the_slot(
+        hashing: &Arc<Hashing>,
+        turn: Turn,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<u32, IdentityError>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let hashing = hashing.clone();
+        let first = tokio::spawn(async move {
+            hashing
+                .run(turn, move || {
+                    started.send(()).unwrap();
+                    held.recv().unwrap();
+                    1
+                })
+                .await
+        });
+        running.await.unwrap();
+        (release, first)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hash_that_cannot_get_a_slot_in_time_is_refused_as_busy() {
         let hashing = Arc::new(Hashing::new(NonZeroUsize::MIN, Duration::from_millis(50)));
-        // The only slot, held until the test lets go.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel();
-        let first = {
-            let hashing = hashing.clone();
-            tokio::spawn(async move {
-                hashing
-                    .run(Turn::Check, move || {
-                        started.send(()).unwrap();
-                        held.recv().unwrap();
-                        1
-                    })
-                    .await
-            })
-        };
-        running.await.unwrap();
+        let (release, first) = hold_the_slot(&hashing, Turn::Check).await;
         assert!(matches!(
             hashing.run(Turn::Check, || 2).await,
             Err(IdentityError::Busy)
@@ -195,20 +205,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_password_check_goes_ahead_of_new_accounts_queued_before_it() {
         let hashing = Arc::new(Hashing::new(NonZeroUsize::MIN, Duration::from_secs(30)));
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel();
-        let first = {
-            let hashing = hashing.clone();
-            tokio::spawn(async move {
-                hashing
-                    .run(Turn::NewAccount, move || {
-                        started.send(()).unwrap();
-                        held.recv().unwrap();
-                    })
-                    .await
-            })
-        };
-        running.await.unwrap();
+        let (release, first) = hold_the_slot(&hashing, Turn::NewAccount).await;
         let order = Arc::new(Mutex::new(Vec::new()));
         let queue = |turn: Turn| {
             let (hashing, order) = (hashing.clone(), order.clone());

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use crate::apps::{serve, setup};
 use crate::common::*;
 use crate::documents::cli;
-use crate::hospital::{badges, balance, buttons, pairs, prompt, shows};
-use crate::payments::with_money;
+use crate::hospital::{badges, buttons, pairs, prompt, shows};
+use crate::payments::{balance, confirm_and_crash, with_money, ONE_INSTANCE};
 
 const CITY: &str = "dev.superapp.city-payments";
 
@@ -274,4 +274,43 @@ async fn a_declined_bill_can_be_paid_again_and_a_double_payment_refunds_only_its
             .all(|b| b == "Paid"),
         "{receipts}"
     );
+}
+
+/// The host tells an app once how a payment ended. When that event is lost
+/// after the money moved (here the server dies while the event waits), the
+/// app settles the payment from the ledger at its next launch: the bill is
+/// paid once, with its receipt, and nothing is charged twice.
+#[tokio::test]
+async fn a_payment_whose_event_was_lost_is_settled_at_the_next_launch() {
+    let s = setup(&["city-payments", "testing/busy"]);
+    let server = serve_with(&s, &ONE_INSTANCE);
+    Client::signed_up(&server, "alice").await;
+    let (server, clients) = with_money(&s, server, &[("alice", 50_000)], &ONE_INSTANCE).await;
+    let alice = &clients[0];
+    let rounds = alice.busy_rounds(300).await;
+    let (_, home) = alice.post(&format!("/apps/{CITY}/launch"), json!({})).await;
+    let bills = buttons(&home, "pay");
+    let (_, first) = bills[0].clone();
+    let waiting = act(alice, "pay", Some(&first), json!({})).await;
+    assert!(shows(&waiting, "Confirm the payment"), "{waiting}");
+    let sheet = prompt(alice, "payment").await;
+    let amount = sheet["payment"]["amount"].as_i64().unwrap();
+    confirm_and_crash(server, alice, "alice", &sheet, &rounds).await;
+
+    let server = serve_with(&s, &ONE_INSTANCE);
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "alice-password").await);
+    assert_eq!(balance(&alice).await, 50_000 - amount, "the money moved");
+    let (status, home) = alice.post(&format!("/apps/{CITY}/launch"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{home}");
+    let left: Vec<String> = buttons(&home, "pay").into_iter().map(|(_, v)| v).collect();
+    assert_eq!(left.len(), bills.len() - 1, "{home}");
+    assert!(!left.contains(&first), "{home}");
+    let receipts = act(&alice, "receipts", None, json!({})).await;
+    assert_eq!(buttons(&receipts, "receipt").len(), 1, "{receipts}");
+    let twice = act(&alice, "pay", Some(&first), json!({})).await;
+    assert!(shows(&twice, "already paid"), "{twice}");
+    let (_, prompts) = alice.get("/prompts").await;
+    assert_eq!(prompts.as_array().unwrap().len(), 0, "{prompts}");
+    assert_eq!(balance(&alice).await, 50_000 - amount, "charged once");
 }

@@ -470,3 +470,13 @@ pub fn superapp_cli<S: AsRef<std::ffi::OsStr>>(
     );
     (out.status.success(), text)
 }
+
+/// The value of the series whose line starts with `series` (name and
+/// labels) in a `/metrics` text.
+#[allow(dead_code)]
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

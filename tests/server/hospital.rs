@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::apps::{serve_with, setup, Setup};
 use crate::common::*;
 use crate::documents::ok;
-use crate::payments::{topup, wallet_cli};
+use crate::payments::{balance, confirm_and_crash, topup, wallet_cli, ONE_INSTANCE};
 
 pub(crate) const HOSPITAL: &str = "dev.superapp.hospital-booking";
 
@@ -93,7 +93,17 @@ async fn hospital(
     insured: &[&str],
     env: &[(&str, &str)],
 ) -> (Setup, Server, Vec<Client>) {
-    let s = setup(&["hospital-booking"]);
+    hospital_beside(&[], users, insured, env).await
+}
+
+/// The same, with `others` of the bundled plugins installed beside it.
+async fn hospital_beside(
+    others: &[&str],
+    users: &[&str],
+    insured: &[&str],
+    env: &[(&str, &str)],
+) -> (Setup, Server, Vec<Client>) {
+    let s = setup(&[&["hospital-booking"], others].concat());
     let server = serve_with(&s, env);
     for user in users {
         Client::signed_up(&server, user).await;
@@ -165,16 +175,6 @@ pub(crate) fn cents(money: &str) -> i64 {
     let amount = money.rsplit(' ').next().unwrap();
     let (whole, frac) = amount.split_once('.').unwrap();
     whole.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap()
-}
-
-pub(crate) async fn balance(c: &Client) -> i64 {
-    let (_, w) = c.get("/wallet").await;
-    w["accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["currency"] == "EUR")
-        .map_or(0, |a| a["balance"].as_i64().unwrap())
 }
 
 /// The one prompt of `kind` waiting for `c`.
@@ -527,6 +527,39 @@ async fn a_sheet_confirmed_after_its_appointment_was_cancelled_books_nothing_and
     assert_eq!(balance(alice).await, 10_000);
     // The time is free for others.
     assert!(shows(&take(alice, &slot).await, "Confirm your appointment"));
+    assert!(server.terminate().success());
+    let (balanced, out) = wallet_cli(&s.data, &["check"]);
+    assert!(balanced, "{out}");
+}
+
+/// The host tells the app once how a payment ended. When that event is lost
+/// after the money moved (here the server dies while the event waits), the
+/// held time is not given up as unpaid: choosing another time finds the
+/// payment and books the appointment, and cancelling it refunds the fee.
+#[tokio::test]
+async fn a_hold_paid_while_its_event_was_lost_is_booked_not_given_up() {
+    let (s, server, clients) =
+        hospital_beside(&["testing/busy"], &["alice"], &[], &ONE_INSTANCE).await;
+    let alice = &clients[0];
+    let rounds = alice.busy_rounds(300).await;
+    let slot = weber_slot(alice, 3).await;
+    let reference = pairs(&take(alice, &slot).await)["Reference"].clone();
+    act(alice, "pay", Some(&reference), json!({})).await;
+    let sheet = prompt(alice, "payment").await;
+    confirm_and_crash(server, alice, "alice", &sheet, &rounds).await;
+
+    let server = serve_with(&s, &ONE_INSTANCE);
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "alice-password").await);
+    assert_eq!(balance(&alice).await, 10_000 - 4_000, "the money moved");
+    let found = act(&alice, "release", Some(&reference), json!({})).await;
+    assert_eq!(badges(&found), ["Booked"], "{found}");
+    assert_eq!(balance(&alice).await, 10_000 - 4_000, "kept, not refunded");
+    let mine = act(&alice, "appointment", Some(&reference), json!({})).await;
+    assert_eq!(badges(&mine), ["Booked"], "{mine}");
+    // Cancelling days ahead refunds what was paid, once.
+    act(&alice, "cancel-confirm", Some(&reference), json!({})).await;
+    assert_eq!(balance(&alice).await, 10_000);
     assert!(server.terminate().success());
     let (balanced, out) = wallet_cli(&s.data, &["check"]);
     assert!(balanced, "{out}");

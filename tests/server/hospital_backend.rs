@@ -16,9 +16,9 @@ use serde_json::json;
 use crate::apps::{serve_with, setup};
 use crate::common::*;
 use crate::hospital::{
-    act, badges, balance, buttons, pairs, pay, prompt, restart_with, shows, take, weber_slot,
-    HOSPITAL,
+    act, badges, buttons, pairs, pay, prompt, restart_with, shows, take, weber_slot, HOSPITAL,
 };
+use crate::payments::balance;
 use hospital_backend::{Booking, BookingState, Hospital};
 
 /// Wait (up to 20 s) until the backend's booking `reference` passes `test`.

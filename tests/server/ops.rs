@@ -28,14 +28,6 @@ async fn scrape(server: &Server, token: Option<&str>) -> (StatusCode, String, St
     (status, kind, resp.text().await.unwrap())
 }
 
-/// The value of the series whose line starts with `series` (name and labels).
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn probes_and_metrics() {
     let s = setup(&["hello", "testing/memory-bomb"]);
@@ -71,7 +63,7 @@ async fn probes_and_metrics() {
     let token = server.operator_token();
     let (_, _, before) = scrape(&server, Some(&token)).await;
     let hello_ok = r#"superapp_events_total{app="dev.superapp.hello",outcome="ok"}"#;
-    let launches = value(&before, hello_ok).unwrap_or(0.0);
+    let launches = metric(&before, hello_ok).unwrap_or(0.0);
     for _ in 0..3 {
         let (status, _) = alice
             .post("/apps/dev.superapp.hello/launch", json!({}))
@@ -93,9 +85,9 @@ async fn probes_and_metrics() {
     assert_eq!(status, StatusCode::OK);
     assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
-    assert_eq!(value(&text, hello_ok), Some(launches + 3.0), "{text}");
+    assert_eq!(metric(&text, hello_ok), Some(launches + 3.0), "{text}");
     assert_eq!(
-        value(
+        metric(
             &text,
             r#"superapp_events_total{app="dev.superapp.testing.memory-bomb",outcome="limit-exceeded"}"#
         ),
@@ -103,7 +95,7 @@ async fn probes_and_metrics() {
         "{text}"
     );
     assert_eq!(
-        value(
+        metric(
             &text,
             r#"superapp_limit_breaches_total{app="dev.superapp.testing.memory-bomb",limit="memory"}"#
         ),
@@ -111,7 +103,7 @@ async fn probes_and_metrics() {
         "{text}"
     );
     assert!(
-        value(
+        metric(
             &text,
             r#"superapp_host_call_seconds_count{capability="storage"}"#
         )
@@ -119,7 +111,7 @@ async fn probes_and_metrics() {
         "hello's storage calls are timed: {text}"
     );
     assert_eq!(
-        value(
+        metric(
             &text,
             r#"superapp_http_requests_total{method="POST",route="/api/v1/apps/{app}/launch",status="200"}"#
         ),
@@ -127,22 +119,22 @@ async fn probes_and_metrics() {
         "{text}"
     );
     assert!(
-        value(&text, "superapp_messages_total").is_some_and(|n| n >= 1.0),
+        metric(&text, "superapp_messages_total").is_some_and(|n| n >= 1.0),
         "{text}"
     );
     assert!(
-        value(&text, "superapp_store_flush_seconds_count").is_some_and(|n| n >= 1.0),
+        metric(&text, "superapp_store_flush_seconds_count").is_some_and(|n| n >= 1.0),
         "{text}"
     );
-    assert_eq!(value(&text, "superapp_websockets "), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "superapp_websockets "), Some(1.0), "{text}");
     assert!(
-        value(&text, "superapp_connections ").is_some_and(|n| n >= 1.0),
+        metric(&text, "superapp_connections ").is_some_and(|n| n >= 1.0),
         "{text}"
     );
     // No event runs or is alive (holds an instance) between requests.
     for state in ["running", "alive"] {
         assert_eq!(
-            value(
+            metric(
                 &text,
                 &format!(r#"superapp_event_queue{{state="{state}"}}"#)
             ),
@@ -156,7 +148,7 @@ async fn probes_and_metrics() {
     );
     // Every event that ran waited for its slot, however briefly.
     assert!(
-        value(&text, "superapp_event_waiting_seconds_count").is_some_and(|n| n >= 3.0),
+        metric(&text, "superapp_event_waiting_seconds_count").is_some_and(|n| n >= 3.0),
         "{text}"
     );
     // Request latencies are bucketed finely enough to read a 10 ms
@@ -191,7 +183,7 @@ async fn made_up_methods_share_one_metrics_series() {
     assert_eq!(status, StatusCode::OK);
     assert!(!text.contains("BREW"), "{text}");
     assert_eq!(
-        value(
+        metric(
             &text,
             r#"superapp_http_requests_total{method="other",route="/healthz",status="405"}"#
         ),

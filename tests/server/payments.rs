@@ -120,6 +120,59 @@ pub(crate) async fn balance(client: &Client) -> i64 {
         .map_or(0, |a| a["balance"].as_i64().unwrap())
 }
 
+/// Settings under which a payment's event can be held back behind the busy
+/// fixture: the server has one instance for events.
+pub(crate) const ONE_INSTANCE: [(&str, &str); 2] = [
+    ("SUPERAPP_EVENT_INSTANCES", "1"),
+    ("SUPERAPP_EVENT_INSTANCES_PER_APP", "1"),
+];
+
+/// Confirm `sheet` as `client` (whose password is `<name>-password`), then
+/// `kill -9` the server after the money moved but before the sheet's app
+/// heard how the payment ended: an event of the busy fixture (`rounds` of
+/// its work, [`Client::busy_rounds`]) holds the server's only instance
+/// ([`ONE_INSTANCE`]), so the payment's event waits behind it when the
+/// server dies, and is never delivered.
+pub(crate) async fn confirm_and_crash(
+    server: Server,
+    client: &Client,
+    name: &str,
+    sheet: &Value,
+    rounds: &str,
+) {
+    let before = balance(client).await;
+    let busy = {
+        let (me, body) = (client.clone(), json!({"name": "work", "value": rounds}));
+        tokio::spawn(async move {
+            me.post("/apps/dev.superapp.testing.busy/events", body)
+                .await
+        })
+    };
+    let alive = r#"superapp_event_queue{state="alive"}"#;
+    let mut waited = 0;
+    while metric(&server.metrics().await, alive) != Some(1.0) {
+        assert!(waited < 5_000, "the busy event never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        waited += 5;
+    }
+    let approve = {
+        let (me, id) = (client.clone(), sheet["id"].as_str().unwrap().to_string());
+        let body = json!({"password": format!("{name}-password")});
+        tokio::spawn(async move { me.post(&format!("/prompts/{id}/approve"), body).await })
+    };
+    while balance(client).await == before {
+        assert!(!approve.is_finished(), "the payment did not go through");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        !approve.is_finished() && !busy.is_finished(),
+        "the busy event ended before the crash: the app may have heard"
+    );
+    server.kill9();
+    approve.abort();
+    busy.abort();
+}
+
 pub(crate) async fn confirm(client: &Client, order: &str, password: &str) -> (StatusCode, Value) {
     client
         .post(

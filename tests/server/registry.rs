@@ -403,6 +403,10 @@ async fn publish_review_yank_and_rollout_through_the_cli_and_the_api() {
     let mut args = vec!["audit", "verify-log"];
     args.extend(auditor_args);
     assert!(ok(&cli(&args)).contains("unbroken chain"));
+    let kept = f.path("checkpoint.json");
+    args.extend(["--checkpoint", &kept]);
+    assert!(ok(&cli(&args)).contains("checkpoint: entry"));
+    assert!(ok(&cli(&args)).contains("extends the checkpoint's entry"));
     let out = cli(&[
         "audit",
         "verify-log",

@@ -156,10 +156,14 @@ const HEAD_KEY: &[u8] = b"audit-head";
 /// Set once the per-app index covers every entry.
 const APP_INDEX_KEY: &[u8] = b"audit-app-index";
 
-#[derive(Serialize, Deserialize)]
-struct Head {
-    seq: u64,
-    hash: String,
+/// The end of a chain: its newest entry's seq and hash (0 and [`GENESIS`]
+/// for an empty one). The store keeps it beside the log; an auditor keeps
+/// one as a checkpoint, to find a history rewritten since
+/// ([`ChainVerifier::extending`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
 }
 
 /// Appends to the chain. Every append is part of a store transaction: the
@@ -336,10 +340,18 @@ fn read(store: &Store, after: u64, limit: usize) -> Result<Vec<Entry>, StoreErro
 /// Checks a chain entry by entry, oldest first: seqs run 1, 2, 3, … and
 /// every entry's `prev` and `hash` match. Used on the store directly and on
 /// pages fetched from a running server's API.
+///
+/// A chain agrees with itself however it was made, so whoever can write the
+/// whole log can also replace it with another history that verifies. A
+/// checkpoint, a head recorded at an earlier check and kept apart from the
+/// log, finds that: the chain must still hold the checkpoint's entry with
+/// the same hash, and, since each hash covers every entry before it, then
+/// everything up to it is as it was.
 #[derive(Debug)]
 pub struct ChainVerifier {
     expected_prev: String,
     next: u64,
+    checkpoint: Option<Head>,
 }
 
 impl Default for ChainVerifier {
@@ -347,14 +359,44 @@ impl Default for ChainVerifier {
         ChainVerifier {
             expected_prev: GENESIS.to_string(),
             next: 1,
+            checkpoint: None,
         }
     }
 }
 
 impl ChainVerifier {
+    /// A verifier that also requires the chain to extend `checkpoint`.
+    pub fn extending(checkpoint: Option<Head>) -> ChainVerifier {
+        ChainVerifier {
+            checkpoint: checkpoint.filter(|c| c.seq > 0),
+            ..ChainVerifier::default()
+        }
+    }
+
     /// The seq of the last entry checked (0 before the first).
     pub fn checked(&self) -> u64 {
         self.next - 1
+    }
+
+    /// The chain's end once every entry was pushed: its head, or an error
+    /// if it ends before the checkpoint's entry.
+    pub fn finish(self) -> Result<Head, ChainError> {
+        if let Some(c) = &self.checkpoint {
+            if self.checked() < c.seq {
+                return Err(ChainError::Broken {
+                    seq: self.next,
+                    reason: format!(
+                        "the log ends at entry {}, before the checkpoint's entry {} (entries were removed or the log rewritten)",
+                        self.checked(),
+                        c.seq
+                    ),
+                });
+            }
+        }
+        Ok(Head {
+            seq: self.checked(),
+            hash: self.expected_prev,
+        })
     }
 
     /// Check the next entry.
@@ -374,17 +416,26 @@ impl ChainVerifier {
         if entry_hash(entry.seq, entry.at, &entry.prev, &entry.event) != entry.hash {
             return Err(broken("its contents do not match its hash (edited)".into()));
         }
+        if let Some(c) = self.checkpoint.as_ref().filter(|c| c.seq == entry.seq) {
+            if c.hash != entry.hash {
+                return Err(broken(
+                    "it differs from the checkpoint's entry: the log was rewritten up to here"
+                        .into(),
+                ));
+            }
+        }
         self.expected_prev = entry.hash.clone();
         self.next += 1;
         Ok(())
     }
 }
 
-/// Check the whole chain in the store. Returns the number of entries, or
-/// the first broken one.
-pub fn verify(store: &Store) -> Result<u64, ChainError> {
+/// Check the whole chain in the store, and that it extends `checkpoint`
+/// if one is given. Returns its head (whose seq is the number of entries),
+/// or the first broken entry.
+pub fn verify(store: &Store, checkpoint: Option<Head>) -> Result<Head, ChainError> {
     const PAGE: usize = 1024;
-    let mut chain = ChainVerifier::default();
+    let mut chain = ChainVerifier::extending(checkpoint);
     loop {
         let raw = store.scan(Tree::Audit, b"", Some(&key(chain.checked())), PAGE, false)?;
         if raw.is_empty() {
@@ -402,7 +453,7 @@ pub fn verify(store: &Store) -> Result<u64, ChainError> {
                     });
                 }
             }
-            return Ok(chain.checked());
+            return chain.finish();
         }
         for (k, v) in &raw {
             let seq = chain.checked() + 1;
@@ -446,7 +497,7 @@ mod tests {
         let reopened = Audit::open(store.clone()).unwrap();
         let c = reopened.append(event("three")).unwrap();
         assert_eq!((c.seq, c.prev), (3, b.hash));
-        assert_eq!(verify(&store), Ok(3));
+        assert_eq!(verify(&store, None).map(|h| h.seq), Ok(3));
         assert_eq!(reopened.entries(1, 10).unwrap().len(), 2);
     }
 
@@ -464,25 +515,63 @@ mod tests {
         third.event.outcome = "denied".into();
         store.put(Tree::Audit, &key(3), &third).unwrap();
         assert!(
-            matches!(verify(&store), Err(ChainError::Broken { seq: 3, ref reason }) if reason.contains("edited"))
+            matches!(verify(&store, None), Err(ChainError::Broken { seq: 3, ref reason }) if reason.contains("edited"))
         );
 
         // Rewriting the entry's own hash just moves the break to the next one.
         third.hash = entry_hash(third.seq, third.at, &third.prev, &third.event);
         store.put(Tree::Audit, &key(3), &third).unwrap();
         assert!(
-            matches!(verify(&store), Err(ChainError::Broken { seq: 4, ref reason }) if reason.contains("previous-hash"))
+            matches!(verify(&store, None), Err(ChainError::Broken { seq: 4, ref reason }) if reason.contains("previous-hash"))
         );
 
         store.put(Tree::Audit, &key(3), &original).unwrap();
-        assert_eq!(verify(&store), Ok(5));
+        assert_eq!(verify(&store, None).map(|h| h.seq), Ok(5));
         store
             .transact(&[Tree::Audit], |t| {
                 Ok::<_, superapp_store::Abort<()>>(t.delete(Tree::Audit, &key(2))?)
             })
             .unwrap();
         assert!(
-            matches!(verify(&store), Err(ChainError::Broken { seq: 2, ref reason }) if reason.contains("missing"))
+            matches!(verify(&store, None), Err(ChainError::Broken { seq: 2, ref reason }) if reason.contains("missing"))
+        );
+    }
+
+    #[test]
+    fn a_history_rewritten_or_shortened_since_a_checkpoint_is_found() {
+        let chain = |events: &[&str]| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let audit = Audit::open(store.clone()).unwrap();
+            for e in events {
+                audit.append(event(e)).unwrap();
+            }
+            (dir, store)
+        };
+        let (_a, first) = chain(&["e0", "e1", "e2"]);
+        let checkpoint = verify(&first, None).unwrap();
+        assert_eq!(checkpoint.seq, 3);
+        // The same log grown since: it extends the checkpoint.
+        Audit::open(first.clone())
+            .unwrap()
+            .append(event("e3"))
+            .unwrap();
+        let grown = verify(&first, Some(checkpoint.clone())).unwrap();
+        assert_eq!(grown.seq, 4);
+        // Another history, consistent with itself and its own head: only the
+        // checkpoint tells it apart.
+        let (_b, other) = chain(&["e0", "e1", "forged", "e3"]);
+        assert_eq!(verify(&other, None).map(|h| h.seq), Ok(4));
+        assert!(
+            matches!(verify(&other, Some(checkpoint.clone())), Err(ChainError::Broken { seq: 3, ref reason }) if reason.contains("rewritten")),
+            "{:?}",
+            verify(&other, Some(checkpoint.clone()))
+        );
+        let (_c, shorter) = chain(&["e0", "e1"]);
+        assert!(
+            matches!(verify(&shorter, Some(checkpoint.clone())), Err(ChainError::Broken { seq: 3, ref reason }) if reason.contains("before the checkpoint's entry 3")),
+            "{:?}",
+            verify(&shorter, Some(checkpoint))
         );
     }
 
@@ -494,16 +583,16 @@ mod tests {
         for i in 0..5 {
             audit.append(event(&format!("e{i}"))).unwrap();
         }
-        assert_eq!(verify(&store), Ok(5));
+        assert_eq!(verify(&store, None).map(|h| h.seq), Ok(5));
         store
             .transact(&[Tree::Audit], |t| {
                 Ok::<_, superapp_store::Abort<()>>(t.delete(Tree::Audit, &key(5))?)
             })
             .unwrap();
         assert!(
-            matches!(verify(&store), Err(ChainError::Broken { seq: 5, ref reason }) if reason.contains("head is entry 5")),
+            matches!(verify(&store, None), Err(ChainError::Broken { seq: 5, ref reason }) if reason.contains("head is entry 5")),
             "{:?}",
-            verify(&store)
+            verify(&store, None)
         );
     }
 }
@@ -582,7 +671,11 @@ mod atomicity {
             .is_err());
         assert_eq!(consent.grants("u1").unwrap()[0].decision, Decision::Granted);
         faults.fail(&[]);
-        assert_eq!(verify(&store), Ok(2), "the request's call and the grant");
+        assert_eq!(
+            verify(&store, None).map(|h| h.seq),
+            Ok(2),
+            "the request's call and the grant"
+        );
     }
 
     #[test]
@@ -628,7 +721,7 @@ mod atomicity {
         assert_eq!(paid.state, OrderState::Paid);
         assert_eq!(balance(&ledger), 750);
         assert_eq!(
-            verify(&store),
+            verify(&store, None).map(|h| h.seq),
             Ok(3),
             "the top-up, the request and the payment, nothing else"
         );

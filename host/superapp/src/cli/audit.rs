@@ -11,12 +11,12 @@ use clap::{Args, Subcommand};
 use superapp_core::decision::{SignedDecision, Verdict};
 use superapp_core::keys::SigningKey;
 use superapp_core::{now_secs, Package};
-use superapp_services::audit::ChainError;
+use superapp_services::audit::{ChainError, Head};
 use superapp_services::registry::report::Report;
 
 use super::registry::release_line;
 use super::target::{app_at_version, Target, TargetArgs};
-use crate::files::create_atomically;
+use crate::files::{create_atomically, write_atomically};
 
 /// A registry to read from, as an auditor.
 #[derive(Debug, Args)]
@@ -95,9 +95,17 @@ pub enum AuditCommand {
     /// checks the chain itself; with --data-dir it reads a stopped server's
     /// store. Exits 1 if the chain is broken.
     VerifyLog {
-        /// Print `{"ok", "entries", "broken_at", "reason"}` as JSON.
+        /// Print `{"ok", "entries", "head", "checkpoint", "broken_at",
+        /// "reason"}` as JSON.
         #[arg(long)]
         json: bool,
+        /// A file where this tool keeps the log's head between runs (kept
+        /// apart from the server). If it exists, the log must still hold
+        /// its entry unchanged, so a history rewritten or cut short since,
+        /// even one consistent with itself, is found; a log that verifies
+        /// records its new head there.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
         #[command(flatten)]
         from: AuditorTarget,
     },
@@ -159,34 +167,80 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::VerifyLog { json, from } => {
-            let (ok, entries, broken) = match from.open()?.verify_log()? {
-                Ok(count) => (true, count, None),
-                Err(ChainError::Broken { seq, reason }) => (false, seq - 1, Some((seq, reason))),
+        AuditCommand::VerifyLog {
+            json,
+            checkpoint,
+            from,
+        } => {
+            let kept = checkpoint
+                .as_deref()
+                .map(read_checkpoint)
+                .transpose()?
+                .flatten();
+            let since = kept.as_ref().map(|h| h.seq);
+            let (head, broken) = match from.open()?.verify_log(kept)? {
+                Ok(head) => (Some(head), None),
+                Err(ChainError::Broken { seq, reason }) => (None, Some((seq, reason))),
                 Err(ChainError::Store(e)) => return Err(e.into()),
             };
+            if let (Some(path), Some(head)) = (&checkpoint, &head) {
+                write_atomically(path, &serde_json::to_vec_pretty(head)?).with_context(|| {
+                    format!("cannot record the checkpoint in {}", path.display())
+                })?;
+            }
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
-                        "ok": ok,
-                        "entries": entries,
+                        "ok": head.is_some(),
+                        "entries": head.as_ref().map_or_else(|| broken.as_ref().map_or(0, |b| b.0 - 1), |h| h.seq),
+                        "head": head,
+                        "checkpoint": since,
                         "broken_at": broken.as_ref().map(|b| b.0),
                         "reason": broken.as_ref().map(|b| &b.1),
                     })
                 );
             } else if let Some((seq, reason)) = &broken {
                 eprintln!("error: the audit log is broken at entry {seq}: {reason}");
-            } else {
-                println!("ok: the audit log's {entries} entries form an unbroken chain");
+            } else if let Some(head) = &head {
+                let extends = since.map_or(String::new(), |seq| {
+                    format!(" and extends the checkpoint's entry {seq}")
+                });
+                println!(
+                    "ok: the audit log's {} entries form an unbroken chain{extends}",
+                    head.seq
+                );
+                if let Some(path) = &checkpoint {
+                    println!(
+                        "checkpoint: entry {} recorded in {}",
+                        head.seq,
+                        path.display()
+                    );
+                }
             }
-            Ok(if ok {
+            Ok(if head.is_some() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
     }
+}
+
+/// The head an earlier `verify-log --checkpoint` recorded in `path`; none
+/// if the file does not exist yet.
+fn read_checkpoint(path: &Path) -> anyhow::Result<Option<Head>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    serde_json::from_slice(&bytes).map(Some).with_context(|| {
+        format!(
+            "{} holds no checkpoint of `superapp audit verify-log`",
+            path.display()
+        )
+    })
 }
 
 fn decide(d: Decide, verdict: Verdict) -> anyhow::Result<ExitCode> {

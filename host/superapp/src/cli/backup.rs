@@ -191,7 +191,7 @@ fn unpack(archive: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
     }
     let info = restored.context("the archive holds no store snapshot")?;
     // The restored copy must hold together before it is declared good.
-    let chain = audit::verify(&store);
+    let chain = audit::verify(&store, None);
     let audit = std::sync::Arc::new(Audit::open(store.clone())?);
     let ledger = Ledger::new(store.clone(), audit).check()?;
     store.close()?;
@@ -203,7 +203,7 @@ fn unpack(archive: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
     );
     let mut good = true;
     match chain {
-        Ok(n) => println!("audit log: {n} entries, the chain verifies"),
+        Ok(head) => println!("audit log: {} entries, the chain verifies", head.seq),
         Err(e) => {
             good = false;
             eprintln!("error: the audit chain does not verify: {e}");

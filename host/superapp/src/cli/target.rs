@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use superapp_core::decision::SignedDecision;
 use superapp_core::keys::SigningKey;
 use superapp_core::{now_secs, signed_request};
-use superapp_services::audit::{Audit, ChainError, ChainVerifier, Entry};
+use superapp_services::audit::{Audit, ChainError, ChainVerifier, Entry, Head};
 use superapp_services::registry::report::Report;
 use superapp_services::registry::{Actor, Auditor, Changed, Policy, Publisher, Registry, Release};
 use superapp_store::Store;
@@ -499,16 +499,17 @@ impl Target {
 
     /// Check the audit log's chain end to end, here: a remote server's
     /// entries are fetched page by page and verified by this tool, so the
-    /// answer does not rest on the server's word.
-    pub fn verify_log(&self) -> anyhow::Result<Result<u64, ChainError>> {
+    /// answer does not rest on the server's word. With a `checkpoint`, the
+    /// chain must also extend it. The chain's head, or its first break.
+    pub fn verify_log(&self, checkpoint: Option<Head>) -> anyhow::Result<Result<Head, ChainError>> {
         match self {
             Target::Remote(r) => {
-                let mut chain = ChainVerifier::default();
+                let mut chain = ChainVerifier::extending(checkpoint);
                 loop {
                     let page: Entries =
                         r.get(&format!("/audit/entries?after={}", chain.checked()))?;
                     if page.entries.is_empty() {
-                        return Ok(Ok(chain.checked()));
+                        return Ok(chain.finish());
                     }
                     for entry in &page.entries {
                         if let Err(e) = chain.push(entry) {
@@ -517,7 +518,7 @@ impl Target {
                     }
                 }
             }
-            Target::Local(l) => Ok(superapp_services::audit::verify(&l.store)),
+            Target::Local(l) => Ok(superapp_services::audit::verify(&l.store, checkpoint)),
         }
     }
 

@@ -77,6 +77,56 @@ fn keys_generate_writes_a_private_pem_and_never_overwrites_it() {
         .output()
         .unwrap();
     assert_eq!(stdout(&shown).trim(), public);
+    let folder = superapp()
+        .args(["keys", "public"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(folder.status.code(), Some(1));
+    assert!(
+        stderr(&folder).contains("a directory, not a key file"),
+        "{}",
+        stderr(&folder)
+    );
+}
+
+/// `plugin pack` packs only a WebAssembly component, and says once why it
+/// cannot write where it was told to.
+#[test]
+fn pack_refuses_what_is_not_a_component_and_names_a_write_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let random = dir.path().join("random.wasm");
+    std::fs::write(&random, [7u8; 3000]).unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let out = dir.path().join("out.pkg");
+    for (file, says) in [
+        (&random, "is not a WebAssembly component"),
+        (&core, "a core WebAssembly module, not a component"),
+    ] {
+        let packed = superapp()
+            .args(["plugin", "pack", "--quiet", "--out"])
+            .arg(&out)
+            .arg("--component")
+            .arg(file)
+            .arg(plugin_dir("hello"))
+            .output()
+            .unwrap();
+        assert_eq!(packed.status.code(), Some(1));
+        assert!(stderr(&packed).contains(says), "{}", stderr(&packed));
+        assert!(!out.exists(), "nothing is written");
+    }
+    let into_folder = superapp()
+        .args(["plugin", "pack", "--quiet", "--out"])
+        .arg(dir.path())
+        .arg("--component")
+        .arg(component("hello"))
+        .arg(plugin_dir("hello"))
+        .output()
+        .unwrap();
+    assert_eq!(into_folder.status.code(), Some(1));
+    let err = stderr(&into_folder);
+    assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
 }
 
 #[test]

@@ -104,18 +104,28 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
         !again && err.contains("cannot create"),
         "a key file is never replaced: {err}"
     );
-    ok(&[
-        "issuer",
-        "add",
-        "--id",
-        "gov.health",
-        "--name",
-        "Health Insurance Agency",
-        "--public-key",
-        issuer_pk,
-        "--data-dir",
-        data,
-    ]);
+    let add = |public_key: &str| {
+        cli(&[
+            "issuer",
+            "add",
+            "--id",
+            "gov.health",
+            "--name",
+            "Health Insurance Agency",
+            "--public-key",
+            public_key,
+            "--data-dir",
+            data,
+        ])
+    };
+    let (added, _, err) = add("notakey");
+    assert!(!added, "{err}");
+    assert!(
+        err.contains("not an Ed25519 public key") && err.matches("base64url").count() == 1,
+        "{err}"
+    );
+    let (added, _, err) = add(issuer_pk);
+    assert!(added, "{err}");
     let claims = tmp.path().join("claims.json");
     std::fs::write(
         &claims,

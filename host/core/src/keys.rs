@@ -82,6 +82,9 @@ impl SigningKey {
             message,
         };
         let meta = std::fs::metadata(path).map_err(|e| file_error(e.to_string()))?;
+        if meta.is_dir() {
+            return Err(file_error("a directory, not a key file".into()));
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(file_error(format!(

@@ -42,12 +42,20 @@ pub enum PackageError {
     Malformed(String),
     #[error("the package has no {0}")]
     Missing(&'static str),
+    /// Its text includes the cause, so the cause is not also its source
+    /// (which would print it twice in an error chain).
     #[error("the package's plugin.toml is invalid: {0}")]
-    Manifest(#[from] ManifestError),
+    Manifest(ManifestError),
     #[error("the package is not signed (sign it with `superapp plugin sign`)")]
     Unsigned,
     #[error("the signature is invalid: {0}")]
     BadSignature(String),
+}
+
+impl From<ManifestError> for PackageError {
+    fn from(e: ManifestError) -> Self {
+        PackageError::Manifest(e)
+    }
 }
 
 /// The publisher's signature over the digests of the manifest and the

@@ -8,9 +8,10 @@ use anyhow::Context as _;
 /// Write `bytes` to `path` whole or not at all (a synced temporary file
 /// renamed into place), so a failed write never leaves half a file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    // The error's own text and its source are the same: name it once.
     staged(path, bytes)?
         .persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
     Ok(())
 }
 

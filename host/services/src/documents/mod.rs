@@ -86,8 +86,10 @@ pub enum DocumentError {
     IssuerExists(String),
     #[error("no user `{0}`")]
     UnknownUser(String),
+    /// Its text includes the cause, so the cause is not also its source
+    /// (which would print it twice in an error chain).
     #[error("the credential does not verify: {0}")]
-    Verify(#[from] VerifyError),
+    Verify(VerifyError),
     #[error("no such request")]
     NotFound,
     #[error("the request is no longer pending")]
@@ -97,6 +99,12 @@ pub enum DocumentError {
 }
 
 superapp_store::abort_into!(DocumentError);
+
+impl From<VerifyError> for DocumentError {
+    fn from(e: VerifyError) -> Self {
+        DocumentError::Verify(e)
+    }
+}
 
 fn issuer_key(id: &str) -> Vec<u8> {
     format!("i\0{id}").into_bytes()
@@ -348,7 +356,11 @@ impl Documents {
                 "an issuer name is 1-100 bytes".into(),
             ));
         }
-        format::public_key(public_key)?;
+        format::public_key(public_key).map_err(|_| {
+            DocumentError::Invalid(
+                "the public key is not an Ed25519 public key (32 bytes of base64url, as `superapp issuer keygen` prints)".into(),
+            )
+        })?;
         let issuer = Issuer {
             id: id.to_string(),
             name: name.to_string(),

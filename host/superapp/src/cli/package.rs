@@ -66,12 +66,27 @@ pub fn pack(args: PackArgs<'_>) -> anyhow::Result<ExitCode> {
     };
     let bytes = std::fs::read(&component)
         .with_context(|| format!("cannot read {}", component.display()))?;
+    check_preamble(&component, &bytes)?;
     let package = Package::new(manifest, bytes)?;
     write_atomically(out, &package.to_bytes())?;
     let m = package.manifest();
     eprintln!("packed {} into {} (unsigned)", m.label(), out.display());
     println!("{}", package.digest());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuse to pack what is not a WebAssembly component: its first 8 bytes
+/// are the `\0asm` magic, a version, and the component layer (1; a core
+/// module's is 0). The rest is checked where the component is compiled.
+fn check_preamble(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', _, _, 0, 0]) => anyhow::bail!(
+            "{} is a core WebAssembly module, not a component: `superapp plugin build` makes the component",
+            path.display()
+        ),
+        _ => anyhow::bail!("{} is not a WebAssembly component", path.display()),
+    }
 }
 
 /// `plugin publish`: upload a signed package to a running server, signing

@@ -96,7 +96,8 @@ async fn a_new_user_books_and_pays_in_the_shell_and_another_user_finds_the_slot_
     b.click("dialog[data-host-dialog] button.primary").await;
     // The booking is confirmed; the app then asks to write to ada's chats.
     b.wait_text("Paid and booked").await;
-    b.wait_text("Allow City Hospital to use notify?").await;
+    b.wait_text("Allow City Hospital to send you messages in Chats?")
+        .await;
     b.shot("notify-consent").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     b.click("dialog[data-host-dialog] button.primary").await;
@@ -108,6 +109,9 @@ async fn a_new_user_books_and_pays_in_the_shell_and_another_user_finds_the_slot_
     b.click("a[data-nav=chats]").await;
     b.wait_text("is booked").await;
     b.shot("chats").await;
+    // The app's chat carries the host's mark, which no person's name can.
+    let mark = b.find("a.chat-link.kind-service .host-badge").await;
+    assert_eq!(mark.text().await.unwrap(), "App");
     b.click("a.chat-link").await;
     b.wait_text("Your appointment").await;
     b.shot("service-chat").await;
@@ -205,7 +209,8 @@ async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again(
     sign_up(&mut b, &server, "ivy", "green comet 5").await;
     b.goto(&shell_url(&server, "#/app/dev.superapp.document-wallet"))
         .await;
-    b.wait_text("Allow Document Wallet to use documents?").await;
+    b.wait_text("Allow Document Wallet to ask to see your documents?")
+        .await;
     b.shot("asked").await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     b.click("dialog[data-host-dialog] button.primary").await;
@@ -214,9 +219,11 @@ async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again(
 
     b.click("a[data-nav=privacy]").await;
     b.wait_text("Your decisions").await;
-    b.wait_text("consent.grant").await;
+    b.wait_text("you allowed it to ask to see your documents")
+        .await;
     b.shot("privacy").await;
-    b.click_text("Revoke documents for Document Wallet").await;
+    b.click("button[aria-label='Revoke: Document Wallet may ask to see your documents']")
+        .await;
     b.wait_text("No decisions yet.").await;
     b.shot("revoked").await;
     // A new phrase shows in the next host dialog.
@@ -227,7 +234,8 @@ async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again(
 
     b.goto(&shell_url(&server, "#/apps")).await;
     b.click_text("Open Document Wallet").await;
-    b.wait_text("Allow Document Wallet to use documents?").await;
+    b.wait_text("Allow Document Wallet to ask to see your documents?")
+        .await;
     let mark = b
         .find("dialog[data-host-dialog] .phrase")
         .await
@@ -260,6 +268,16 @@ fn demo() -> (tempfile::TempDir, Server) {
     demo_with(&[])
 }
 
+/// A demo server past the lines it prints before it serves (the URL and
+/// the two logins).
+fn demo_ready() -> (tempfile::TempDir, Server) {
+    let (tmp, mut server) = demo();
+    for _ in 0..3 {
+        server.read_line();
+    }
+    (tmp, server)
+}
+
 /// The same with settings from the environment.
 fn demo_with(env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
     let tmp = tempfile::tempdir().unwrap();
@@ -288,10 +306,7 @@ async fn sign_in_at(b: &mut Browser, origin: &str, name: &str) {
 #[tokio::test]
 async fn the_document_wallet_shares_only_the_fields_left_ticked() {
     let _one_at_a_time = harness::one_at_a_time().await;
-    let (_tmp, mut server) = demo();
-    for _ in 0..3 {
-        server.read_line();
-    }
+    let (_tmp, server) = demo_ready();
     // Bob is the verifier: his challenge, from his wallet.
     let mut bob = Client::new(&server);
     bob.token = Some(bob.login("bob", "demo-password").await);
@@ -310,7 +325,8 @@ async fn the_document_wallet_shares_only_the_fields_left_ticked() {
     sign_in(&mut b, &server, "alice").await;
     b.goto(&shell_url(&server, "#/app/dev.superapp.document-wallet"))
         .await;
-    b.wait_text("Allow Document Wallet to use documents?").await;
+    b.wait_text("Allow Document Wallet to ask to see your documents?")
+        .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     b.click("dialog[data-host-dialog] button.primary").await;
     b.wait_text("Civil Registry").await;
@@ -323,7 +339,7 @@ async fn the_document_wallet_shares_only_the_fields_left_ticked() {
     b.fill("input[name=challenge]", &challenge).await;
     b.shot("chosen").await;
     b.click_text("Create presentation").await;
-    b.wait_text("Share your id-card?").await;
+    b.wait_text("Share your ID card?").await;
     b.click("dialog[data-host-dialog] input[type=checkbox][name=birth-date]")
         .await;
     b.shot("disclosure-dialog").await;
@@ -357,10 +373,7 @@ async fn the_document_wallet_shares_only_the_fields_left_ticked() {
 #[tokio::test]
 async fn the_shells_main_pages_have_no_serious_accessibility_violations() {
     let _one_at_a_time = harness::one_at_a_time().await;
-    let (_tmp, mut server) = demo();
-    for _ in 0..3 {
-        server.read_line();
-    }
+    let (_tmp, server) = demo_ready();
     let mut b = Browser::start("accessibility").await;
     b.goto(&shell_url(&server, "#/signin")).await;
     b.wait_text("Sign in").await;
@@ -409,10 +422,7 @@ async fn the_shells_main_pages_have_no_serious_accessibility_violations() {
 #[tokio::test]
 async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
     let _one_at_a_time = harness::one_at_a_time().await;
-    let (_tmp, mut server) = demo();
-    for _ in 0..3 {
-        server.read_line();
-    }
+    let (_tmp, server) = demo_ready();
     let mut alice = Browser::start("chats-alice").await;
     let mut bob = Browser::start("chats-bob").await;
     sign_in(&mut alice, &server, "alice").await;
@@ -548,10 +558,7 @@ async fn cabled_chat() -> (
     Client,
     String,
 ) {
-    let (_tmp, mut server) = demo();
-    for _ in 0..3 {
-        server.read_line();
-    }
+    let (_tmp, server) = demo_ready();
     let port: u16 = server
         .base
         .trim_end_matches("/api/v1")
@@ -795,4 +802,148 @@ async fn an_open_chat_shows_what_was_sent_while_its_connection_was_down() {
     let text = bob.body_text().await;
     assert_eq!(text.matches("Still here").count(), 1, "{text}");
     bob.finish().await;
+}
+
+/// Someone who names themselves after a service cannot pass for its chat:
+/// a person's chat shows their username and never the host's app mark. A
+/// word longer than the screen stays inside its bubble, and a conversation
+/// opens at its newest message.
+#[tokio::test]
+async fn a_person_named_like_a_service_shows_their_username_and_long_words_stay_in_the_bubble() {
+    let _one_at_a_time = harness::one_at_a_time().await;
+    let (_tmp, server) = demo_ready();
+    let mut eve = Client::new(&server);
+    let (status, body) = eve
+        .post(
+            "/accounts",
+            json!({"username": "eve", "display_name": "City Hospital", "password": "eve-password"}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    eve.token = Some(eve.login("eve", "eve-password").await);
+    let chat = eve.direct_with("alice").await;
+    for i in 0..30 {
+        eve.send(&chat, &format!("m{i}"), &format!("Reminder {i}"))
+            .await;
+    }
+    let long = format!("nospaces:{}", "x".repeat(600));
+    eve.send(&chat, "long", &long).await;
+
+    let mut b = Browser::sized("impersonation", 390, 844).await;
+    sign_in(&mut b, &server, "alice").await;
+    b.goto(&shell_url(&server, "#/chats")).await;
+    b.wait_text("@eve").await;
+    b.shot("list").await;
+    let marks = b
+        .js(
+            "const a = [...document.querySelectorAll('a.chat-link')].find((l) => l.textContent.includes('@eve'));\n\
+             return [a.classList.contains('kind-direct'), a.querySelectorAll('.host-badge').length];",
+            vec![],
+        )
+        .await;
+    assert_eq!(marks, json!([true, 0]), "a person's chat has no app mark");
+
+    b.goto(&shell_url(&server, &format!("#/chats/{chat}")))
+        .await;
+    b.wait_text("nospaces:").await;
+    b.wait_text("City Hospital @eve").await;
+    b.shot("conversation").await;
+    let layout = b
+        .js(
+            "const d = document.documentElement;\n\
+             return [d.scrollWidth <= window.innerWidth, window.scrollY + window.innerHeight >= d.scrollHeight - 80, window.scrollY > 0];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        layout,
+        json!([true, true, true]),
+        "no sideways scrolling; opened at the newest message"
+    );
+    b.finish().await;
+}
+
+/// A dialog the user puts off waits in the host bar instead of coming back
+/// at every tap, and never stands in front of the dialog of the app on
+/// screen; Enter in the payment's password field pays.
+#[tokio::test]
+async fn a_put_off_dialog_waits_in_the_host_bar_and_the_open_apps_payment_comes_first() {
+    let _one_at_a_time = harness::one_at_a_time().await;
+    let (_tmp, server) = demo_ready();
+    let mut b = Browser::start("put-off").await;
+    sign_in(&mut b, &server, "alice").await;
+    b.goto(&shell_url(&server, "#/app/dev.superapp.document-wallet"))
+        .await;
+    b.wait_text("Allow Document Wallet to ask to see your documents?")
+        .await;
+    b.click("dialog[data-host-dialog] button.quiet").await;
+    b.wait_text("Waiting for you (1)").await;
+
+    b.goto(&shell_url(&server, "#/app/dev.superapp.city-payments"))
+        .await;
+    b.wait_text("Your bills").await;
+    b.click_text("Pay EUR").await;
+    // The city's sheet, not the wallet's put-off question.
+    b.wait_text("Confirm payment").await;
+    let kinds = b
+        .js(
+            "return [...document.querySelectorAll('dialog[data-host-dialog]')].map((d) => d.className);",
+            vec![],
+        )
+        .await;
+    assert_eq!(kinds, json!(["host-dialog kind-payment"]));
+    b.shot("payment-first").await;
+    // Put off too: both wait in the host bar, and come back from it.
+    b.click("dialog[data-host-dialog] button.quiet").await;
+    b.wait_text("Waiting for you (2)").await;
+    b.click("#waiting").await;
+    // Both come back, one at a time: the wallet's is put off again, and
+    // the payment confirmed with Enter.
+    let mut seen = Vec::new();
+    for round in 0.. {
+        assert!(round < 300, "the dialogs never came back: {seen:?}");
+        if seen.len() == 2 {
+            break;
+        }
+        let open = b
+            .js(
+                "const d = document.querySelector('dialog[data-host-dialog][open]'); return d ? d.className : '';",
+                vec![],
+            )
+            .await;
+        let kind = open.as_str().unwrap_or_default().to_string();
+        if kind.is_empty() || seen.last() == Some(&kind) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if kind.contains("kind-payment") {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            b.fill(
+                "dialog[data-host-dialog] input[type=password]",
+                "demo-password\n",
+            )
+            .await;
+        } else {
+            b.click("dialog[data-host-dialog] button.quiet").await;
+        }
+        seen.push(kind);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["host-dialog kind-consent", "host-dialog kind-payment"]
+    );
+    // The app on screen draws its answer.
+    b.wait_text("Paid. Thank you!").await;
+    b.wait_text("Waiting for you (1)").await;
+    b.shot("paid").await;
+    let (_, waiting) = {
+        let mut alice = Client::new(&server);
+        alice.token = Some(alice.login("alice", "demo-password").await);
+        alice.get("/prompts").await
+    };
+    let waiting = waiting.as_array().unwrap().clone();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0]["app"], "dev.superapp.document-wallet");
+    b.finish().await;
 }

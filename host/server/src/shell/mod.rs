@@ -65,7 +65,7 @@ macro_rules! asset {
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// Every file of the shell.
-const ASSETS: [Asset; 10] = [
+const ASSETS: [Asset; 11] = [
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("app.js", JS),
     asset!("api.js", JS),
@@ -76,6 +76,7 @@ const ASSETS: [Asset; 10] = [
     asset!("apps.js", JS),
     asset!("wallet.js", JS),
     asset!("privacy.js", JS),
+    asset!("labels.js", JS),
 ];
 
 const INDEX: &str = include_str!("assets/index.html");

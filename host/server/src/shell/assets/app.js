@@ -9,11 +9,13 @@ import { directory, openApp } from './apps.js';
 import { wallet } from './wallet.js';
 import { privacy } from './privacy.js';
 import { showPrompt } from './dialogs.js';
+import { readable } from './labels.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 const who = document.getElementById('who');
 const signOut = document.getElementById('sign-out');
+const waiting = document.getElementById('waiting');
 
 const shell = {
   me: null,
@@ -22,10 +24,13 @@ const shell = {
   /** Called when a live connection opens (the first, or one after a drop
    *  that may reach another node): the view catches up from the store. */
   onResync: null,
+  /** The app on screen draws the view its app answered a prompt with. */
+  drawAnswer: null,
   /** Which route() call drew the view on screen: a view whose reads end
    *  after another began draws nothing. */
   viewId: 0,
   answering: false,
+  again: null,
   /** Sends on the live connection awaiting their answer, by client id. */
   pending: new Map(),
 
@@ -54,7 +59,7 @@ const shell = {
     try {
       return await work();
     } catch (e) {
-      notice(e instanceof ApiError ? e.message : 'Something went wrong. Check your connection and try again.');
+      notice(e instanceof ApiError ? readable(e.message) : 'Something went wrong. Check your connection and try again.');
       return undefined;
     }
   },
@@ -65,34 +70,70 @@ const shell = {
     location.hash = `#/app/${encodeURIComponent(card.app_id)}${query ? `?${query}` : ''}`;
   },
 
-  /** Put every pending host prompt in front of the user, one at a time,
-   *  until none is left (answering one may raise the next) or the user puts
-   *  one off. `onAnswer` sees each answer (with the view its app drew). */
-  async answerPrompts(onAnswer = () => {}) {
-    if (this.answering || !this.me) return [];
+  /** Prompts the user put off in this page (Not now, Escape, leaving the
+   *  page): not shown again by themselves, but counted under "Waiting for
+   *  you", which brings them back. */
+  putOff: new Set(),
+
+  /** Put the pending host prompts in front of the user, one at a time,
+   *  until none is left (answering one may raise the next): those of
+   *  `onlyApp` when given (the app on screen), else all. A prompt the user
+   *  puts off is skipped, and the next one shown. `onAnswer` sees each
+   *  answer (with the view its app drew). */
+  async answerPrompts(onAnswer = () => {}, onlyApp = null) {
+    if (!this.me) return [];
+    if (this.answering) {
+      // Asked for while a round runs: the next round, once it ends.
+      this.again = { onAnswer, onlyApp };
+      return [];
+    }
     this.answering = true;
     const answered = [];
     try {
       for (let round = 0; round < 10; round++) {
-        const pending = await get('/prompts');
+        const all = await get('/prompts');
+        showWaiting(all);
+        const pending = all.filter((p) => !this.putOff.has(p.id) && (!onlyApp || p.app === onlyApp));
         if (!pending.length) break;
         for (const prompt of pending) {
           const result = await showPrompt(prompt, this.me);
-          if (result === null) return answered;
+          if (result === null) {
+            this.putOff.add(prompt.id);
+            continue;
+          }
           answered.push(result);
           onAnswer(result);
         }
       }
+      showWaiting(await get('/prompts'));
     } catch {
       // The list is fetched again on the next action.
     } finally {
       this.answering = false;
     }
+    const next = this.again;
+    this.again = null;
+    if (next) answered.push(...await this.answerPrompts(next.onAnswer, next.onlyApp));
     return answered;
   },
 };
 
+/** The host bar's count of prompts waiting for the user that no dialog
+ *  shows now (put off, or another app's). */
+function showWaiting(all) {
+  const n = all.length;
+  waiting.hidden = n === 0;
+  waiting.textContent = `Waiting for you (${n})`;
+}
+
+waiting.addEventListener('click', () => {
+  shell.putOff.clear();
+  shell.answerPrompts((answered) => { if (shell.drawAnswer) shell.drawAnswer(answered); });
+});
+
+/** One notice at a time: a newer one replaces the last. */
 function notice(text) {
+  for (const old of main.querySelectorAll('.notice')) old.remove();
   const box = el('p', { class: 'notice', role: 'alert' }, text);
   main.prepend(box);
   setTimeout(() => box.remove(), 8000);
@@ -152,6 +193,8 @@ function signedIn(me) {
 
 function signedOut() {
   shell.me = null;
+  shell.putOff.clear();
+  waiting.hidden = true;
   nav.hidden = true;
   signOut.hidden = true;
   who.textContent = '';
@@ -231,6 +274,7 @@ async function route() {
   shell.viewId += 1;
   shell.onMessage = null;
   shell.onResync = null;
+  shell.drawAnswer = null;
   await shell.guard(async () => {
     switch (parts[0]) {
       case 'signin': return signInPage(query.next);

@@ -5,6 +5,7 @@
 import { get, post, ApiError } from './api.js';
 import { el, replace, qrSvg } from './dom.js';
 import { renderView } from './render.js';
+import { capabilityLabel, readable } from './labels.js';
 
 const CONSENT = { 'once-per-app': 'asks you once', 'every-use': 'asks you every time' };
 
@@ -27,7 +28,7 @@ export async function directory(main) {
       el('details', {},
         el('summary', {}, `What it may do (${a.capabilities.length})`),
         el('ul', {}, a.capabilities.map((c) => el('li', {},
-          el('strong', {}, c.name), ` — ${c.reason}`,
+          el('strong', {}, capabilityLabel(c.name)), ` (${c.name}) — ${c.reason}`,
           CONSENT[c.consent] ? el('span', { class: 'muted' }, ` (${CONSENT[c.consent]})`) : null)))),
       el('p', { class: 'muted' }, approval(a)),
       el('a', { href: `#/app/${encodeURIComponent(a.id)}`, class: 'button' }, `Open ${a.name}`)))));
@@ -69,21 +70,23 @@ export async function openApp(main, shell, id, params) {
       status.textContent = '';
     }
   };
+  const drawAnswer = (answered) => {
+    if (answered && answered.prompt && answered.prompt.app === id) draw(answered);
+  };
+  shell.drawAnswer = drawAnswer;
   const run = async (path, body) => {
     status.textContent = 'Working…';
     stage.setAttribute('aria-busy', 'true');
     try {
       draw(await post(path, body));
     } catch (e) {
-      status.textContent = e instanceof ApiError ? `${listing.name} could not answer: ${e.message}` : 'Network error.';
+      status.textContent = e instanceof ApiError ? `${listing.name} could not answer: ${readable(e.message)}` : 'Network error.';
     } finally {
       stage.removeAttribute('aria-busy');
     }
     // The app may have asked for something only the host can ask the user;
     // the app's answer to each is drawn as it comes.
-    await shell.answerPrompts((answered) => {
-      if (answered && answered.prompt && answered.prompt.app === id) draw(answered);
-    });
+    await shell.answerPrompts(drawAnswer, id);
   };
   const handlers = {
     action: (name, value, fields) => run(`/apps/${encodeURIComponent(id)}/events`, { name, value, fields }),

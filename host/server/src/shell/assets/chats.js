@@ -4,22 +4,55 @@
 import { get, post } from './api.js';
 import { el, replace, randomId, when, oneAtATime } from './dom.js';
 
-/** Display names by user id, learned from member lists. */
-const names = new Map();
+/** Members by user id (display name and username), learned from member
+ *  lists. */
+const people = new Map();
+
+/** App names by id, from the directory (read once). */
+let appNames = null;
+async function learnApps() {
+  if (appNames) return;
+  appNames = new Map((await get('/apps')).map((a) => [a.id, a.name]));
+}
+const appName = (id) => (appNames && appNames.get(id)) || id;
+
+/** The other member of a direct chat. */
+function otherOf(c, me) {
+  return people.get(c.members.find((m) => m !== me.id));
+}
 
 function titleOf(c, me) {
   if (c.title) return c.title;
   if (c.kind === 'direct') {
-    const other = c.members.find((m) => m !== me.id);
-    return names.get(other) || 'Direct chat';
+    const other = otherOf(c, me);
+    return other ? other.display_name : 'Direct chat';
   }
   return 'Chat';
 }
 
+/** What kind of chat this is, drawn by the host next to its title: an
+ *  app's chat carries a mark no person's name can copy, a person's their
+ *  username, a group its size. */
+function markOf(c, me) {
+  if (c.kind === 'service') return el('span', { class: 'host-badge', title: 'Messages from an app you use, sent through superapp' }, 'App');
+  if (c.kind === 'direct') {
+    const other = otherOf(c, me);
+    return other ? el('span', { class: 'username muted' }, `@${other.username}`) : null;
+  }
+  return el('span', { class: 'muted' }, `Group · ${c.members.length} members`);
+}
+
 async function learnNames(id) {
   for (const u of await get(`/conversations/${encodeURIComponent(id)}/members`)) {
-    names.set(u.id, u.display_name);
+    people.set(u.id, u);
   }
+}
+
+/** Who sent `m`, for a message not the user's own. */
+function senderOf(m) {
+  if (m.sender.startsWith('app:')) return `${appName(m.sender.slice(4))} (app)`;
+  const u = people.get(m.sender);
+  return u ? `${u.display_name} @${u.username}` : m.sender;
 }
 
 export async function chatList(main, shell) {
@@ -32,10 +65,10 @@ export async function chatList(main, shell) {
     await Promise.all(list.filter((c) => c.kind === 'direct' && !c.title).map((c) => learnNames(c.id).catch(() => {})));
     if (shell.viewId !== view) return;
     const items = list.map((c) => el('li', {},
-      el('a', { href: `#/chats/${encodeURIComponent(c.id)}`, class: 'chat-link' },
-        el('span', { class: 'chat-title' }, titleOf(c, shell.me)),
+      el('a', { href: `#/chats/${encodeURIComponent(c.id)}`, class: `chat-link kind-${c.kind}` },
+        el('span', { class: 'chat-title' }, el('span', { dir: 'auto' }, titleOf(c, shell.me)), ' ', markOf(c, shell.me)),
         c.unread > 0 ? el('span', { class: 'unread', 'aria-label': `${c.unread} unread` }, String(c.unread)) : null,
-        el('span', { class: 'chat-last muted' }, c.last_message ? (c.last_message.card ? `▣ ${c.last_message.text}` : c.last_message.text) : 'No messages yet'))));
+        el('span', { class: 'chat-last muted', dir: 'auto' }, c.last_message ? (c.last_message.card ? `▣ ${c.last_message.text}` : c.last_message.text) : 'No messages yet'))));
     replace(chats, items.length ? el('ul', { class: 'chat-list' }, items) : el('p', { class: 'muted' }, 'No chats yet.'));
   });
   // Set before the first read, so nothing pushed during it is missed.
@@ -77,7 +110,7 @@ export async function chatList(main, shell) {
 export async function conversation(main, shell, id) {
   const view = shell.viewId;
   const c = await get(`/conversations/${encodeURIComponent(id)}`);
-  await learnNames(id).catch(() => {});
+  await Promise.all([learnNames(id).catch(() => {}), learnApps().catch(() => {})]);
   if (shell.viewId !== view) return;
   const log = el('ol', { class: 'messages', 'aria-label': 'Messages', 'aria-live': 'polite' });
   let lastSeq = 0;
@@ -85,16 +118,15 @@ export async function conversation(main, shell, id) {
     if (m.seq <= lastSeq) return;
     lastSeq = m.seq;
     const mine = m.sender === shell.me.id;
-    const sender = m.sender.startsWith('app:') ? `${c.title || m.sender.slice(4)} (app)` : (names.get(m.sender) || m.sender);
     const item = el('li', { class: mine ? 'message mine' : 'message' },
-      el('span', { class: 'sender' }, mine ? 'You' : sender),
-      el('span', { class: 'text' }, m.text),
+      el('span', { class: 'sender', dir: 'auto' }, mine ? 'You' : senderOf(m)),
+      el('span', { class: 'text', dir: 'auto' }, m.text),
       el('time', { class: 'muted' }, when(m.sent_at)));
     if (m.card) {
       const open = el('button', { type: 'button', class: 'v-card' },
-        el('strong', {}, m.card.title),
-        m.card.description ? el('span', {}, m.card.description) : null,
-        el('span', { class: 'v-card-app' }, `Opens ${m.card.app_id}`));
+        el('strong', { dir: 'auto' }, m.card.title),
+        m.card.description ? el('span', { dir: 'auto' }, m.card.description) : null,
+        el('span', { class: 'v-card-app' }, `Opens ${appName(m.card.app_id)}`));
       open.addEventListener('click', () => shell.openCard(m.card));
       item.append(open);
     }
@@ -104,13 +136,24 @@ export async function conversation(main, shell, id) {
   // One read at a time: a push or a new live connection while one runs
   // makes it read once more afterwards, from where it got to.
   const sync = oneAtATime(async () => {
+    const follow = nearBottom();
     for (;;) {
       const page = await get(`/conversations/${encodeURIComponent(id)}/messages?after=${lastSeq}&limit=200`);
       page.messages.forEach(show);
       if (page.messages.length < 200) break;
     }
+    if (follow) toBottom();
     markRead();
   });
+  // The conversation opens at its newest message, and follows new ones
+  // while the user is reading the end (not while they scroll back).
+  let opened = false;
+  const nearBottom = () => !opened || window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80;
+  const toBottom = () => {
+    if (shell.viewId !== view) return;
+    opened = true;
+    window.scrollTo(0, document.documentElement.scrollHeight);
+  };
   const markRead = () => {
     if (lastSeq > 0) post(`/conversations/${encodeURIComponent(id)}/read`, { seq: lastSeq }).catch(() => {});
   };
@@ -118,7 +161,9 @@ export async function conversation(main, shell, id) {
   // answer, a push); after a gap the view catches up from the store.
   const take = async (m) => {
     if (m.seq === lastSeq + 1) {
+      const follow = nearBottom() || m.sender === shell.me.id;
       show(m);
+      if (follow) toBottom();
       return true;
     }
     if (m.seq > lastSeq) await sync();
@@ -165,7 +210,7 @@ export async function conversation(main, shell, id) {
   const readOnly = c.kind === 'service';
   replace(main,
     el('p', {}, el('a', { href: '#/chats' }, '← Chats')),
-    el('h1', {}, titleOf(c, shell.me)),
+    el('h1', {}, el('span', { dir: 'auto' }, titleOf(c, shell.me)), ' ', markOf(c, shell.me)),
     log,
     readOnly ? el('p', { class: 'muted' }, 'Messages from an app. You cannot reply here.') : compose);
   // Live: a push for this chat appends; the store is the record, so a

@@ -8,13 +8,19 @@
 
 import { post, get, ApiError } from './api.js';
 import { el, money, when } from './dom.js';
+import { capabilityLabel, humanize, readable } from './labels.js';
 
 /** How long a dialog must have been visible before it can be confirmed. */
 const ARM_MS = 800;
 
+/** Answers that mean the prompt was settled elsewhere (another tab or
+ *  device, or it ran out of time): the dialog can only be closed. */
+const SETTLED = new Set(['already-answered', 'order-expired', 'not-found']);
+
 let ids = 0;
 
-/** Show `prompt` and answer it; resolves to the answer (or null if put off). */
+/** Show `prompt` and answer it; resolves to the answer, or null if put off
+ *  (Not now, Escape, leaving the page) or settled elsewhere. */
 export function showPrompt(prompt, me) {
   return new Promise((resolve) => {
     const titleId = `dlg-${++ids}`;
@@ -33,6 +39,8 @@ export function showPrompt(prompt, me) {
       el('div', { class: 'dialog-actions' }, later, deny, approve));
     const title = dialog.querySelector(`#${titleId}`);
     const collect = fillBody(prompt, title, body, approve, deny);
+    // Focus goes back where it was when the dialog closes.
+    const before = document.activeElement;
 
     // Armed only after the dialog has been visible for a while, and only a
     // press that began after arming counts.
@@ -46,21 +54,44 @@ export function showPrompt(prompt, me) {
     approve.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' || e.key === ' ') pressed = performance.now() >= armedAt;
     });
+    // Enter in the dialog's field (the payment password) confirms, once armed.
+    if (collect.enter) {
+      collect.enter.addEventListener('keydown', (e) => {
+        if (e.key !== 'Enter') return;
+        e.preventDefault();
+        if (performance.now() < armedAt || approve.disabled) return;
+        pressed = true;
+        approve.click();
+      });
+    }
 
+    const onNavigate = () => finish(null);
     const finish = (value) => {
+      window.removeEventListener('hashchange', onNavigate);
       dialog.close();
       dialog.remove();
+      if (before && before.isConnected && typeof before.focus === 'function') before.focus();
       resolve(value);
     };
+    // Leaving the page puts the dialog off: it waits under "Waiting for you".
+    window.addEventListener('hashchange', onNavigate);
     const answer = async (verb, payload) => {
       error.textContent = '';
       approve.disabled = deny.disabled = true;
       try {
         finish(await post(`/prompts/${encodeURIComponent(prompt.id)}/${verb}`, payload));
       } catch (e) {
-        error.textContent = e instanceof ApiError ? e.message : 'Something went wrong; try again.';
+        if (e instanceof ApiError && SETTLED.has(e.code)) {
+          error.textContent = `${readable(e.message)} It was settled elsewhere or ran out of time; nothing more happens here.`;
+          approve.hidden = deny.hidden = true;
+          later.textContent = 'Close';
+          later.focus();
+          return;
+        }
+        error.textContent = e instanceof ApiError ? readable(e.message) : 'Something went wrong; try again.';
         approve.disabled = collect.blocked === true;
         deny.disabled = false;
+        (collect.focus || deny).focus();
       }
     };
     approve.addEventListener('click', () => {
@@ -68,6 +99,7 @@ export function showPrompt(prompt, me) {
       pressed = false;
       const payload = collect.payload();
       if (payload) answer('approve', payload);
+      else if (collect.missing) error.textContent = collect.missing;
     });
     deny.addEventListener('click', () => answer('deny', {}));
     later.addEventListener('click', () => finish(null));
@@ -91,7 +123,7 @@ function fillBody(prompt, title, body, approve, deny) {
     case 'share-card':
       return shareCard(prompt, title, body, approve);
     default:
-      title.textContent = `Allow ${prompt.app_name} to use ${prompt.capability}?`;
+      title.textContent = `Allow ${prompt.app_name} to ${capabilityLabel(prompt.capability)}?`;
       body.append(el('p', {}, `The app says why: “${prompt.reason}”`));
       if (prompt.origins && prompt.origins.length) {
         title.textContent = `Allow ${prompt.app_name} to contact its servers?`;
@@ -120,6 +152,8 @@ function payment(prompt, title, body, approve) {
   approve.textContent = `Pay ${money(sheet.amount, sheet.currency)}`;
   return {
     focus: password,
+    enter: password,
+    missing: 'Enter your password to pay.',
     payload: () => {
       if (!password.value) {
         password.focus();
@@ -134,7 +168,7 @@ function payment(prompt, title, body, approve) {
 
 function documentSheet(prompt, title, body, approve, deny) {
   const sheet = prompt.document;
-  title.textContent = `Share your ${sheet.credential_type}?`;
+  title.textContent = `Share your ${humanize(sheet.credential_type)}?`;
   body.append(el('p', {}, `Purpose: “${sheet.purpose}”`));
   if (sheet.verifier) {
     body.append(el('p', { class: 'verifier' }, `Shown to the verifier “${sheet.verifier}”, through ${prompt.app_name}. It will work only for them, once.`));
@@ -143,7 +177,7 @@ function documentSheet(prompt, title, body, approve, deny) {
     body.append(el('p', { class: 'verifier' }, `Sent straight to ${prompt.publisher}'s own system at ${sheet.deliver_to}. The mini-program itself never sees it.`));
   }
   if (!sheet.issuer) {
-    body.append(el('p', {}, `You hold no ${sheet.credential_type} document, so there is nothing to share.`));
+    body.append(el('p', {}, `You hold no ${humanize(sheet.credential_type)} document, so there is nothing to share.`));
     return { blocked: true, focus: deny, payload: () => null };
   }
   body.append(el('p', { class: 'muted' }, `Issued by ${sheet.issuer}. Untick what you do not want to share.`));
@@ -151,12 +185,13 @@ function documentSheet(prompt, title, body, approve, deny) {
     const id = `f-${++ids}`;
     const available = sheet.available.includes(field);
     const box = el('input', { id, type: 'checkbox', name: field, checked: available, disabled: !available });
-    body.append(el('div', { class: 'check' }, box, el('label', { for: id }, available ? field : `${field} (not in your document)`)));
+    body.append(el('div', { class: 'check' }, box, el('label', { for: id }, available ? humanize(field) : `${humanize(field)} (not in your document)`)));
     return box;
   });
   approve.textContent = 'Share the ticked fields';
   return {
     focus: boxes.find((b) => !b.disabled),
+    missing: 'Tick at least one field to share, or choose Decline.',
     payload: () => {
       const fields = boxes.filter((b) => b.checked).map((b) => b.name);
       return fields.length ? { fields } : null;

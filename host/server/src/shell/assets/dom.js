@@ -9,7 +9,7 @@ const ATTRIBUTES = new Set([
   'aria-label', 'aria-live', 'aria-describedby', 'aria-labelledby', 'aria-current',
   'aria-modal', 'data-host-dialog', 'data-nav', 'data-event', 'data-kind', 'inputmode',
   'rows', 'lang', 'maxlength', 'viewBox', 'd', 'fill', 'width', 'height',
-  'shape-rendering', 'focusable', 'aria-hidden', 'data-testid',
+  'shape-rendering', 'focusable', 'aria-hidden', 'data-testid', 'dir',
 ]);
 
 /** `el('p', {class: 'x'}, 'text', child)`: an element with attributes and children. */

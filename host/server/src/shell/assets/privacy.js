@@ -3,19 +3,26 @@
 
 import { get, del, api } from './api.js';
 import { el, replace, when } from './dom.js';
+import { capabilityLabel, describeEntry } from './labels.js';
 
 export async function privacy(main, shell, app) {
   const [grants, apps] = await Promise.all([get('/me/grants'), get('/apps')]);
   const nameOf = (id) => (apps.find((a) => a.id === id) || {}).name || id;
   const rows = grants.map((g) => {
     // Revoking forgets the grant: the app has to ask again next time.
-    const revoke = el('button', { type: 'button', class: 'secondary' },
-      g.decision === 'granted' ? `Revoke ${g.capability} for ${nameOf(g.app)}` : `Forget the refusal of ${g.capability} for ${nameOf(g.app)}`);
+    const granted = g.decision === 'granted';
+    const revoke = el('button', {
+      type: 'button',
+      class: 'secondary',
+      'aria-label': granted
+        ? `Revoke: ${nameOf(g.app)} may ${capabilityLabel(g.capability)}`
+        : `Forget the refusal: ${nameOf(g.app)} may not ${capabilityLabel(g.capability)}`,
+    }, granted ? 'Revoke' : 'Forget');
     revoke.addEventListener('click', () => shell.guard(async () => {
       await del(`/me/grants/${encodeURIComponent(g.app)}/${encodeURIComponent(g.capability)}?forget=true`);
       await privacy(main, shell, app);
     }));
-    return el('tr', {}, el('td', {}, nameOf(g.app)), el('td', {}, g.capability), el('td', {}, g.decision), el('td', {}, when(g.decided_at)), el('td', {}, revoke));
+    return el('tr', {}, el('td', {}, nameOf(g.app)), el('td', {}, capabilityLabel(g.capability)), el('td', {}, g.decision === 'granted' ? 'allowed' : 'not allowed'), el('td', {}, when(g.decided_at)), el('td', {}, revoke));
   });
   const select = el('select', { id: 'log-app', name: 'app' },
     el('option', { value: '' }, 'All apps'),
@@ -30,10 +37,8 @@ export async function privacy(main, shell, app) {
   };
   const entry = (e) => el('li', {},
     el('time', {}, when(e.at)), ' ',
-    el('strong', {}, nameOf(e.app || '')), ' ',
-    e.kind === 'http.request' && e.details
-      ? `contacted ${e.details.origin} (${e.details.method} ${e.details.path}): ${e.details.status || e.outcome}${e.details.reason ? ` — ${e.details.reason}` : ''}`
-      : `${e.kind}${e.capability ? ` (${e.capability})` : ''}: ${e.outcome}`,
+    e.app ? el('strong', {}, nameOf(e.app)) : null, ' ',
+    describeEntry(e),
     e.details && e.details.fields ? el('span', { class: 'muted' }, ` — fields: ${e.details.fields}`) : null);
   // Newest first, a page at a time: older entries load below.
   const list = el('ol', { class: 'access-log' });
@@ -66,7 +71,7 @@ export async function privacy(main, shell, app) {
     phraseForm,
     el('h2', {}, 'Your decisions'),
     rows.length
-      ? el('table', { class: 'grants' }, el('thead', {}, el('tr', {}, el('th', {}, 'App'), el('th', {}, 'Capability'), el('th', {}, 'Decision'), el('th', {}, 'When'), el('th', {}, el('span', { class: 'visually-hidden' }, 'Change')))), el('tbody', {}, rows))
+      ? el('div', { class: 'table-wrap' }, el('table', { class: 'grants' }, el('thead', {}, el('tr', {}, el('th', {}, 'App'), el('th', {}, 'May it…'), el('th', {}, 'Decision'), el('th', {}, 'When'), el('th', {}, el('span', { class: 'visually-hidden' }, 'Change')))), el('tbody', {}, rows)))
       : el('p', { class: 'muted' }, 'No decisions yet.'),
     el('h2', {}, 'What apps accessed'),
     el('label', { for: 'log-app' }, 'Show'), select,

@@ -396,16 +396,20 @@ async fn a_bad_send_over_the_websocket_gets_the_http_routes_error_and_the_connec
 
 #[tokio::test]
 async fn a_websocket_closes_when_its_session_ends() {
-    let server = Server::start(&[("SUPERAPP_HEARTBEAT_SECS", "1")]);
+    // Heartbeats far apart: only the logout itself can close in time.
+    let server = Server::start(&[("SUPERAPP_HEARTBEAT_SECS", "30")]);
     let alice = Client::signed_up(&server, "alice").await;
-    let _bob = Client::signed_up(&server, "bob").await;
+    let bob = Client::signed_up(&server, "bob").await;
     let c = alice.direct_with("bob").await;
     let mut sending = ws_connect(&server, alice.token.as_ref().unwrap()).await;
     let mut listening = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    let mut bobs = ws_connect(&server, bob.token.as_ref().unwrap()).await;
     let (s, _) = alice
         .call(reqwest::Method::DELETE, "/sessions/current", None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
+    // Bob writes right after: alice's ended session must not hear it.
+    bob.send(&c, "after", "are you there?").await;
 
     // A send after the logout is refused by closing the connection...
     ws_send(
@@ -414,14 +418,32 @@ async fn a_websocket_closes_when_its_session_ends() {
     )
     .await;
     assert_eq!(close_code(&mut sending, Duration::from_secs(5)).await, 4001);
-    // ...and a connection that only listens is closed at the next heartbeat.
-    assert_eq!(
-        close_code(&mut listening, Duration::from_secs(5)).await,
-        4001
-    );
+    // ...and a connection that only listens is closed at once, with no
+    // message pushed after the logout.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let code = loop {
+        match tokio::time::timeout_at(deadline, listening.next()).await {
+            Ok(Some(Ok(WsMessage::Close(frame)))) => {
+                break u16::from(frame.expect("a close frame with a code").code)
+            }
+            Ok(Some(Ok(WsMessage::Text(text)))) => {
+                assert!(
+                    !text.contains("are you there"),
+                    "pushed after the logout: {text}"
+                )
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 4001);
+    // Bob's own session goes on.
+    let pushed = next_of(&mut bobs, "message", Duration::from_secs(5)).await;
+    assert_eq!(pushed["message"]["text"], "are you there?", "{pushed}");
     let mut alice = alice;
     alice.token = Some(alice.login("alice", "alice-password").await);
-    assert!(alice.messages(&c, 0).await.is_empty(), "nothing was stored");
+    let stored = alice.messages(&c, 0).await;
+    assert_eq!(stored.len(), 1, "only bob's, not the late send: {stored:?}");
 }
 
 /// The code of the close frame `ws` gets within `wait`.

@@ -349,6 +349,11 @@ async fn decline_insufficient_funds_and_expiry_reach_the_app() {
     let (status, body) = confirm(bob, &broke, "bob-password").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "insufficient-funds");
+    let told = body["error"]["message"].as_str().unwrap();
+    assert!(
+        told.contains("EUR 0.00") && told.contains("EUR 3.00 is needed"),
+        "amounts as people read them: {told}"
+    );
     assert_eq!(bob.get("/prompts").await.1.as_array().unwrap().len(), 1);
     // Another user cannot answer bob's sheet.
     let (status, _) = confirm(alice, &broke, "alice-password").await;

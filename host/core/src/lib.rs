@@ -8,6 +8,7 @@ pub mod decision;
 pub mod ids;
 pub mod keys;
 pub mod manifest;
+pub mod money;
 pub mod origin;
 pub mod package;
 pub mod signed_request;

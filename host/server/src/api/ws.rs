@@ -17,8 +17,9 @@
 //! stops reading until acknowledgements go out). A send repeated with its
 //! client id is stored once, as over HTTP, so a client that lost its
 //! connection before an acknowledgement sends again. The session is checked
-//! for every send and every heartbeat: after a logout or a revocation the
-//! connection is closed with code 4001. A user holds at most
+//! for every send and every heartbeat, and a logout in this process
+//! closes the session's connections at once: after a logout or a
+//! revocation the connection is closed with code 4001. A user holds at most
 //! `max-live-connections-per-user` sessions in this process: past that the
 //! handshake gets `429` (and one that raced past the check, code 1008).
 
@@ -264,6 +265,7 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let mut shutdown = state.shutdown.clone();
     let mut last_heard = Instant::now();
     let mut acks = Acks::default();
+    let mut session_end = state.host.identity.watch_session(&token);
     let ended = (CLOSE_SESSION_ENDED, "the session ended; sign in again");
     let close = loop {
         tokio::select! {
@@ -329,6 +331,13 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                 }
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
                     break None;
+                }
+            },
+            // A logout of this session here closes it now, not at the
+            // next heartbeat: it hears nothing pushed after.
+            _ = session_end.ended() => {
+                if let Ok(None) = still_signed_in(&state, &token) {
+                    break Some(ended);
                 }
             },
             _ = shutdown.changed() => break Some((1001, "server shutting down")),

@@ -46,7 +46,7 @@ struct StoredUser {
     security_phrase: String,
 }
 
-/// Longest security phrase, in bytes.
+/// Longest security phrase, in characters (as the shell's form counts).
 pub const MAX_SECURITY_PHRASE: usize = 60;
 
 /// A phrase for users who did not choose one: two words and a number.
@@ -68,12 +68,10 @@ fn suggested_phrase() -> String {
 
 fn check_security_phrase(phrase: &str) -> Result<String, IdentityError> {
     let phrase = phrase.trim();
-    if phrase.chars().count() < 4
-        || phrase.len() > MAX_SECURITY_PHRASE
-        || phrase.chars().any(char::is_control)
-    {
+    let chars = phrase.chars().count();
+    if !(4..=MAX_SECURITY_PHRASE).contains(&chars) || phrase.chars().any(char::is_control) {
         return Err(IdentityError::InvalidInput(format!(
-            "a security phrase is 4 to {MAX_SECURITY_PHRASE} bytes of text"
+            "a security phrase is 4 to {MAX_SECURITY_PHRASE} characters"
         )));
     }
     Ok(phrase.to_string())
@@ -256,6 +254,33 @@ pub struct Identity {
     /// are revoked only through `logout`, which evicts, so a hit is current.
     /// Not used on a shared store, where another process may log out.
     live_sessions: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (User, u64)>>,
+    /// The digest of each session logged out in this process, for the live
+    /// connections of that session ([`Identity::watch_session`]).
+    ended: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+}
+
+/// Notices of a session's end in this process: a logout of the session
+/// it watches, or notices it missed (it fell behind), after which its
+/// holder asks [`Identity::authenticate`] whether the session still holds.
+pub struct SessionWatch {
+    rx: tokio::sync::broadcast::Receiver<Arc<[u8]>>,
+    key: Vec<u8>,
+}
+
+impl SessionWatch {
+    /// Resolves when the session may have ended; never if this process
+    /// stops sending notices.
+    pub async fn ended(&mut self) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.rx.recv().await {
+                Ok(key) if *key == *self.key => return,
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => return,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    }
 }
 
 /// An attempt (a password check, a sign-up) holding its place in a
@@ -317,6 +342,7 @@ impl Identity {
     pub fn new(store: Arc<Store>, config: IdentityConfig) -> Identity {
         Identity {
             live_sessions: Default::default(),
+            ended: tokio::sync::broadcast::channel(256).0,
             users_throttle: Throttle::for_store(
                 &store,
                 "login-user",
@@ -615,7 +641,19 @@ impl Identity {
             Ok::<_, Abort<IdentityError>>(())
         })?;
         self.store.durable().await?;
+        // No live connection of this session: none of them is notified.
+        let _ = self.ended.send(key.into());
         Ok(())
+    }
+
+    /// Watch for the end of `token`'s session in this process (its live
+    /// connections close at once on a logout here; on other nodes, at
+    /// their next check).
+    pub fn watch_session(&self, token: &str) -> SessionWatch {
+        SessionWatch {
+            rx: self.ended.subscribe(),
+            key: token_key(token),
+        }
     }
 
     /// Change the phrase the host's dialogs show `user`.

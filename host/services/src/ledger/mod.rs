@@ -174,7 +174,11 @@ struct KeyUse {
 pub enum LedgerError {
     #[error("{0}")]
     Invalid(String),
-    #[error("insufficient funds: the balance is {balance} {currency}, {needed} is needed")]
+    #[error(
+        "insufficient funds: the balance is {}, {} is needed",
+        superapp_core::money::format(*balance, currency),
+        superapp_core::money::format(*needed as i64, currency)
+    )]
     InsufficientFunds {
         balance: i64,
         needed: u64,

@@ -100,10 +100,6 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-fn money(minor: i64) -> String {
-    format!("{}.{:02}", minor / 100, (minor % 100).abs())
-}
-
 pub fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         MerchantCommand::Balance { on } => {
@@ -115,7 +111,7 @@ pub fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "{} {}",
                     a["currency"].as_str().unwrap_or_default(),
-                    money(a["balance"].as_i64().unwrap_or_default())
+                    superapp_core::money::amount(a["balance"].as_i64().unwrap_or_default())
                 );
             }
         }
@@ -138,8 +134,8 @@ pub fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
             )?;
             println!(
                 "refund {idempotency_key} of {} on order {order} done; {} refunded in all",
-                money(amount as i64),
-                money(answer["refunded"].as_i64().unwrap_or_default())
+                superapp_core::money::amount(amount as i64),
+                superapp_core::money::amount(answer["refunded"].as_i64().unwrap_or_default())
             );
         }
     }

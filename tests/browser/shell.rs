@@ -231,6 +231,11 @@ async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again(
     b.click_text("Save phrase").await;
     b.wait_text("always show your security phrase: new heron 9")
         .await;
+    // The password changes on the same page, proven by the current one.
+    b.fill("#current-password", "ivy-password").await;
+    b.fill("#new-password", "ivy-new-password").await;
+    b.click_text("Change password").await;
+    b.wait_text("Password changed.").await;
 
     b.goto(&shell_url(&server, "#/apps")).await;
     b.click_text("Open Document Wallet").await;

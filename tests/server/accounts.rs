@@ -296,3 +296,78 @@ async fn the_host_secret_is_created_with_mode_0600() {
         32
     );
 }
+
+/// Changing the password takes the current one; it ends every other
+/// session of the account at once (a live connection too), keeps the one
+/// that asked, and the old password no longer signs in.
+#[tokio::test]
+async fn changing_the_password_ends_the_other_sessions_and_keeps_this_one() {
+    let server = Server::start(&[("SUPERAPP_HEARTBEAT_SECS", "30")]);
+    let here = Client::signed_up(&server, "alice").await;
+    let mut there = Client::new(&server);
+    there.token = Some(there.login("alice", "alice-password").await);
+    let mut live = ws_connect(&server, there.token.as_ref().unwrap()).await;
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+
+    let (status, body) = here
+        .call(
+            Method::PUT,
+            "/me/password",
+            Some(change("not-it-at-all", "a-new-password")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "wrong-password");
+    let (status, body) = here
+        .call(
+            Method::PUT,
+            "/me/password",
+            Some(change("alice-password", "short")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        there.get("/me").await.0,
+        StatusCode::OK,
+        "nothing changed yet"
+    );
+
+    let (status, body) = here
+        .call(
+            Method::PUT,
+            "/me/password",
+            Some(change("alice-password", "a-new-password")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(
+        here.get("/me").await.0,
+        StatusCode::OK,
+        "this session goes on"
+    );
+    let (status, body) = there.get("/me").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("password was changed"),
+        "{body}"
+    );
+    assert_eq!(
+        crate::live::close_code(&mut live, std::time::Duration::from_secs(5)).await,
+        4001,
+        "its live connection closes at once"
+    );
+    let (status, _) = here
+        .post(
+            "/sessions",
+            json!({"username": "alice", "password": "alice-password"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old password is gone");
+    let mut again = Client::new(&server);
+    again.token = Some(again.login("alice", "a-new-password").await);
+    assert_eq!(again.get("/me").await.0, StatusCode::OK);
+}

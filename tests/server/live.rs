@@ -447,7 +447,7 @@ async fn a_websocket_closes_when_its_session_ends() {
 }
 
 /// The code of the close frame `ws` gets within `wait`.
-async fn close_code(ws: &mut Ws, wait: Duration) -> u16 {
+pub(crate) async fn close_code(ws: &mut Ws, wait: Duration) -> u16 {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, ws.next()).await {

@@ -116,3 +116,41 @@ pub async fn set_phrase(
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// Change the password, proven by the current one: every other session of
+/// the account ends (its live connections close); this one goes on.
+pub async fn set_password(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientAddr(client): ClientAddr,
+    Json(body): Json<NewPassword>,
+) -> Result<Response, ApiError> {
+    let changed = state
+        .host
+        .identity
+        .change_password(
+            &auth.user,
+            &auth.token,
+            &body.current_password,
+            &body.new_password,
+            client,
+        )
+        .await;
+    match changed {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        // Not 401: the session is fine, the password given is not.
+        Err(superapp_services::identity::IdentityError::BadCredentials) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong-password",
+            "the current password is wrong; nothing changed",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -102,6 +102,7 @@ fn routes() -> Routes {
         "/me/security-phrase",
         put(accounts::set_phrase),
     )
+    .add(Method::PUT, "/me/password", put(accounts::set_password))
     .add(Method::GET, "/conversations", get(conversations::list))
     .add(Method::POST, "/conversations", post(conversations::create))
     .add(Method::GET, "/conversations/{id}", get(conversations::get))

@@ -265,7 +265,7 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let mut shutdown = state.shutdown.clone();
     let mut last_heard = Instant::now();
     let mut acks = Acks::default();
-    let mut session_end = state.host.identity.watch_session(&token);
+    let mut session_end = state.host.identity.watch_session(&token, &user);
     let ended = (CLOSE_SESSION_ENDED, "the session ended; sign in again");
     let close = loop {
         tokio::select! {

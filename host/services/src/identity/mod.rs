@@ -44,6 +44,9 @@ struct StoredUser {
     /// anything an app draws. Only the user ever sees it.
     #[serde(default)]
     security_phrase: String,
+    /// Raised by a password change: sessions begun before it end.
+    #[serde(default)]
+    sessions: u32,
 }
 
 /// Longest security phrase, in characters (as the shell's form counts).
@@ -83,6 +86,10 @@ struct Session {
     created_at: u64,
     expires_at: u64,
     revoked: bool,
+    /// The account's [`StoredUser::sessions`] when the session began (or
+    /// was kept through a password change); any other value ends it.
+    #[serde(default)]
+    generation: u32,
 }
 
 /// A session just created: the token is shown once and never stored.
@@ -206,11 +213,7 @@ impl<'a> NewAccount<'a> {
             Some(p) => check_security_phrase(p)?,
             None => suggested_phrase(),
         };
-        if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.len()) {
-            return Err(IdentityError::InvalidInput(format!(
-                "a password is {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
-            )));
-        }
+        check_new_password(password)?;
         Ok(NewAccount {
             username,
             display_name,
@@ -218,6 +221,15 @@ impl<'a> NewAccount<'a> {
             security_phrase,
         })
     }
+}
+
+fn check_new_password(password: &str) -> Result<(), IdentityError> {
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.len()) {
+        return Err(IdentityError::InvalidInput(format!(
+            "a password is {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// The throttles' key for a client address: the address itself, or for
@@ -260,11 +272,18 @@ pub struct Identity {
 }
 
 /// Notices of a session's end in this process: a logout of the session
-/// it watches, or notices it missed (it fell behind), after which its
+/// it watches, a password change of its account, or notices it missed (it fell behind), after which its
 /// holder asks [`Identity::authenticate`] whether the session still holds.
 pub struct SessionWatch {
     rx: tokio::sync::broadcast::Receiver<Arc<[u8]>>,
     key: Vec<u8>,
+    user: Arc<[u8]>,
+}
+
+/// The notice that some of `user`'s sessions ended (a password change).
+/// Session notices are 32-byte digests; this one is longer.
+fn user_notice(user: &str) -> Arc<[u8]> {
+    [b"user\0".as_slice(), user.as_bytes()].concat().into()
 }
 
 impl SessionWatch {
@@ -274,7 +293,7 @@ impl SessionWatch {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match self.rx.recv().await {
-                Ok(key) if *key == *self.key => return,
+                Ok(key) if *key == *self.key || key == self.user => return,
                 Ok(_) => continue,
                 Err(RecvError::Lagged(_)) => return,
                 Err(RecvError::Closed) => std::future::pending::<()>().await,
@@ -381,6 +400,19 @@ impl Identity {
         self.create(account).await
     }
 
+    /// The hash of a password being set (a new account's, a changed one),
+    /// in its turn after the checks of existing ones.
+    async fn hash_new(&self, password: &str) -> Result<PasswordHash, IdentityError> {
+        let iterations = self.config.password_iterations;
+        let password = password.to_string();
+        Ok(self
+            .hashing
+            .run(hashing::Turn::NewAccount, move || {
+                PasswordHash::new(&password, iterations)
+            })
+            .await?)
+    }
+
     async fn create(&self, account: NewAccount<'_>) -> Result<User, IdentityError> {
         let NewAccount {
             username,
@@ -395,14 +427,7 @@ impl Identity {
         {
             return Err(IdentityError::UsernameTaken);
         }
-        let iterations = self.config.password_iterations;
-        let password = password.to_string();
-        let hash = self
-            .hashing
-            .run(hashing::Turn::NewAccount, move || {
-                PasswordHash::new(&password, iterations)
-            })
-            .await?;
+        let hash = self.hash_new(password).await?;
         let user = User {
             id: new_id(),
             username: username.clone(),
@@ -413,6 +438,7 @@ impl Identity {
             user: user.clone(),
             password: hash,
             security_phrase,
+            sessions: 0,
         };
         self.store
             .transact(&[Tree::Usernames, Tree::Users], |txn| {
@@ -563,15 +589,22 @@ impl Identity {
 
         let token = B64URL.encode(random_bytes::<32>());
         let now = now_secs();
-        let session = Session {
-            user_id: user.id.clone(),
-            created_at: now,
-            expires_at: now + self.config.session_ttl.as_secs(),
-            revoked: false,
-        };
         let key = token_key(&token);
-        self.store.transact(&[Tree::Sessions], |txn| {
-            Ok::<_, Abort<IdentityError>>(txn_put(txn, Tree::Sessions, &key, &session)?)
+        // Begun in the account's current generation, read in the same
+        // transaction, so a password change at the same moment either
+        // comes first or ends this session too.
+        let session = self.store.transact(&[Tree::Users, Tree::Sessions], |txn| {
+            let stored: StoredUser = txn_get(txn, Tree::Users, user.id.as_bytes())?
+                .ok_or(Abort::User(IdentityError::BadCredentials))?;
+            let session = Session {
+                user_id: user.id.clone(),
+                created_at: now,
+                expires_at: now + self.config.session_ttl.as_secs(),
+                revoked: false,
+                generation: stored.sessions,
+            };
+            txn_put(txn, Tree::Sessions, &key, &session)?;
+            Ok::<_, Abort<IdentityError>>(session)
         })?;
         self.store.durable().await?;
         Ok(NewSession {
@@ -611,11 +644,18 @@ impl Identity {
         if session.expires_at <= now_secs() {
             return Err(IdentityError::Unauthenticated("the session has expired"));
         }
-        let user = self
-            .user(&session.user_id)?
+        let stored: StoredUser = self
+            .store
+            .get(Tree::Users, session.user_id.as_bytes())?
             .ok_or(IdentityError::Unauthenticated(
                 "the account no longer exists",
             ))?;
+        if stored.sessions != session.generation {
+            return Err(IdentityError::Unauthenticated(
+                "signed out: the account's password was changed",
+            ));
+        }
+        let user = stored.user;
         if cached {
             let mut cache = self.live_sessions.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() >= SESSION_CACHE {
@@ -646,13 +686,56 @@ impl Identity {
         Ok(())
     }
 
+    /// Change `user`'s password, proven by the `current` one (throttled as
+    /// a login is): every other session of the account ends, here at once
+    /// (with its live connections) and on other nodes at their next check;
+    /// the session of `token`, the one asking, goes on.
+    pub async fn change_password(
+        &self,
+        user: &User,
+        token: &str,
+        current: &str,
+        new: &str,
+        client: IpAddr,
+    ) -> Result<(), IdentityError> {
+        check_new_password(new)?;
+        self.confirm_password(user, current, client).await?;
+        let hash = self.hash_new(new).await?;
+        let key = token_key(token);
+        self.store.transact(&[Tree::Users, Tree::Sessions], |txn| {
+            let mut stored: StoredUser =
+                txn_get(txn, Tree::Users, user.id.as_bytes())?.ok_or(Abort::User(
+                    IdentityError::Unauthenticated("the account no longer exists"),
+                ))?;
+            let mut session: Session = txn_get(txn, Tree::Sessions, &key)?
+                .filter(|s: &Session| !s.revoked && s.generation == stored.sessions)
+                .ok_or(Abort::User(IdentityError::Unauthenticated(
+                    "the session has ended",
+                )))?;
+            stored.password = hash.clone();
+            stored.sessions = stored.sessions.wrapping_add(1);
+            session.generation = stored.sessions;
+            txn_put(txn, Tree::Users, user.id.as_bytes(), &stored)?;
+            txn_put(txn, Tree::Sessions, &key, &session)?;
+            Ok::<_, Abort<IdentityError>>(())
+        })?;
+        self.store.durable().await?;
+        self.live_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (u, _)| u.id != user.id);
+        let _ = self.ended.send(user_notice(&user.id));
+        Ok(())
+    }
+
     /// Watch for the end of `token`'s session in this process (its live
     /// connections close at once on a logout here; on other nodes, at
     /// their next check).
-    pub fn watch_session(&self, token: &str) -> SessionWatch {
+    pub fn watch_session(&self, token: &str, user: &str) -> SessionWatch {
         SessionWatch {
             rx: self.ended.subscribe(),
             key: token_key(token),
+            user: user_notice(user),
         }
     }
 

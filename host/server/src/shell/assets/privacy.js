@@ -1,5 +1,6 @@
 // Privacy: every decision the user made per app, each with a button to
-// take it back, and the access log of what each app asked for and got.
+// take it back, the access log of what each app asked for and got, the
+// security phrase and the password.
 
 import { get, del, api } from './api.js';
 import { el, replace, when } from './dom.js';
@@ -65,10 +66,30 @@ export async function privacy(main, shell, app) {
       await privacy(main, shell, app);
     });
   });
+  const current = el('input', { id: 'current-password', name: 'current_password', type: 'password', autocomplete: 'current-password', required: true });
+  const fresh = el('input', { id: 'new-password', name: 'new_password', type: 'password', autocomplete: 'new-password', required: true });
+  const passwordDone = el('p', { class: 'muted', role: 'status' });
+  const passwordForm = el('form', { class: 'inline-form' },
+    el('label', { for: 'current-password' }, 'Current password'), current,
+    el('label', { for: 'new-password' }, 'New password (at least 8 characters)'), fresh,
+    el('button', { type: 'submit' }, 'Change password'),
+    passwordDone);
+  passwordForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    passwordDone.textContent = '';
+    shell.guard(async () => {
+      await api('PUT', '/me/password', { current_password: current.value, new_password: fresh.value });
+      current.value = '';
+      fresh.value = '';
+      passwordDone.textContent = 'Password changed. Every other place you were signed in is signed out.';
+    });
+  });
   replace(main,
     el('h1', {}, 'Privacy'),
     el('p', {}, 'The super-app’s own dialogs always show your security phrase: ', el('strong', { 'data-testid': 'my-phrase' }, phrase || '(none yet)'), '. A dialog without it is not from the super-app.'),
     phraseForm,
+    el('h2', {}, 'Password'),
+    passwordForm,
     el('h2', {}, 'Your decisions'),
     rows.length
       ? el('div', { class: 'table-wrap' }, el('table', { class: 'grants' }, el('thead', {}, el('tr', {}, el('th', {}, 'App'), el('th', {}, 'May it…'), el('th', {}, 'Decision'), el('th', {}, 'When'), el('th', {}, el('span', { class: 'visually-hidden' }, 'Change')))), el('tbody', {}, rows)))

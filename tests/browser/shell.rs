@@ -865,6 +865,30 @@ async fn a_person_named_like_a_service_shows_their_username_and_long_words_stay_
         json!([true, true, true]),
         "no sideways scrolling; opened at the newest message"
     );
+
+    // A group's members: alice adds eve, then leaves; it is gone from her list.
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "demo-password").await);
+    let (_, group) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": "Book club", "members": ["bob"]}),
+        )
+        .await;
+    let group = group["id"].as_str().unwrap().to_string();
+    b.goto(&shell_url(&server, &format!("#/chats/{group}")))
+        .await;
+    b.click("details.members summary").await;
+    b.fill("#add-member", "eve").await;
+    b.click_text("Add").await;
+    b.wait_text("Members (3)").await;
+    b.click("details.members summary").await;
+    b.wait_text("City Hospital @eve").await;
+    b.shot("members").await;
+    b.click_text("Leave group").await;
+    b.wait_text("New chat").await;
+    let (_, listed) = alice.get("/conversations").await;
+    assert!(!listed.to_string().contains("Book club"), "{listed}");
     b.finish().await;
 }
 

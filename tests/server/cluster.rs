@@ -184,6 +184,51 @@ async fn a_logout_on_one_node_holds_on_the_other_at_once() {
     assert_eq!(tokens[0], tokens[1]);
 }
 
+/// What one node changes about who may do what holds on the other at once:
+/// a member who left a group on A (whose node B had read the group before)
+/// is refused there, and a password changed on A ends the other sessions
+/// on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_a_group_and_a_password_change_on_one_node_hold_on_the_other() {
+    let c = Cluster::start(2, &[]);
+    let alice = Client::signed_up(&c.nodes[0], "alice").await;
+    let bob_a = Client::signed_up(&c.nodes[0], "bob").await;
+    let mut bob_b = Client::new(&c.nodes[1]);
+    bob_b.token = Some(bob_b.login("bob", "bob-password").await);
+    let (s, group) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": "Team", "members": ["bob"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{group}");
+    let g = group["id"].as_str().unwrap().to_string();
+    let (s, _) = bob_b.send(&g, "b1", "hello from B").await;
+    assert_eq!(s, StatusCode::CREATED, "B knows the group now");
+    let bob_id = bob_a.get("/me").await.1["id"].as_str().unwrap().to_string();
+    let (s, _) = bob_a
+        .call(
+            Method::DELETE,
+            &format!("/conversations/{g}/members/{bob_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = bob_b.send(&g, "b2", "still here?").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "B sees that bob left");
+
+    let (s, body) = bob_a
+        .call(
+            Method::PUT,
+            "/me/password",
+            Some(json!({"current_password": "bob-password", "new_password": "bob-new-password"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(bob_a.get("/me").await.0, StatusCode::OK);
+    assert_eq!(bob_b.get("/me").await.0, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_patients_on_two_nodes_race_for_one_slot_and_exactly_one_holds_it() {
     let c = Cluster::start(2, &["hospital-booking"]);

@@ -1,6 +1,8 @@
 //! Conversations and messages over HTTP: membership, idempotency, sync,
 //! read markers, and bad input.
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -334,4 +336,105 @@ async fn names_titles_and_memos_refuse_characters_that_change_how_text_reads() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
+}
+
+/// A group's members change: any member adds people, the creator removes
+/// anyone, everyone may leave. Whoever is out no longer reads, sends to or
+/// gets pushes from the group, and it leaves their list; one direct chat
+/// never changes its two.
+#[tokio::test]
+async fn group_members_are_added_removed_and_leave_and_whoever_is_out_hears_nothing() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let carol = Client::signed_up(&server, "carol").await;
+    let id_of = |c: &Client| {
+        let c = c.clone();
+        async move { c.get("/me").await.1["id"].as_str().unwrap().to_string() }
+    };
+    let (bob_id, carol_id) = (id_of(&bob).await, id_of(&carol).await);
+    let (s, group) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": "Trip", "members": ["bob"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{group}");
+    let g = group["id"].as_str().unwrap().to_string();
+    alice.send(&g, "a1", "before carol").await;
+    let members = format!("/conversations/{g}/members");
+
+    // Bob, a member, adds carol; she reads what was said before her.
+    let (s, now) = bob.post(&members, json!({"username": "carol"})).await;
+    assert_eq!(s, StatusCode::OK, "{now}");
+    assert_eq!(now["members"].as_array().unwrap().len(), 3);
+    let (s, again) = bob.post(&members, json!({"username": "carol"})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["members"].as_array().unwrap().len(), 3, "once");
+    assert_eq!(carol.messages(&g, 0).await.len(), 1);
+    let (_, listed) = carol.get("/conversations").await;
+    assert!(listed.to_string().contains("Trip"), "{listed}");
+
+    // Refusals: a stranger, a direct chat, an unknown name, a non-creator
+    // removing someone else.
+    let dave = Client::signed_up(&server, "dave").await;
+    let (s, _) = dave.post(&members, json!({"username": "dave"})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "not his group");
+    let direct = alice.direct_with("bob").await;
+    let (s, body) = alice
+        .post(
+            &format!("/conversations/{direct}/members"),
+            json!({"username": "carol"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, _) = alice.post(&members, json!({"username": "nobody"})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "as when creating one");
+    let (s, body) = bob
+        .call(Method::DELETE, &format!("{members}/{carol_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+
+    // Bob leaves, live: the next message reaches carol's connection, not his.
+    let mut bobs = ws_connect(&server, bob.token.as_ref().unwrap()).await;
+    let mut carols = ws_connect(&server, carol.token.as_ref().unwrap()).await;
+    let (s, _) = bob
+        .call(Method::DELETE, &format!("{members}/{bob_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    alice.send(&g, "a2", "after bob left").await;
+    let pushed = next_message(&mut carols, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(pushed["message"]["text"], "after bob left", "{pushed}");
+    assert!(
+        next_message(&mut bobs, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "nothing pushed to whoever left"
+    );
+    assert_eq!(
+        bob.get(&format!("/conversations/{g}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        bob.get(&format!("/conversations/{g}/messages")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, _) = bob.send(&g, "b1", "still here?").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, listed) = bob.get("/conversations").await;
+    assert!(!listed.to_string().contains("Trip"), "{listed}");
+
+    // The creator removes carol.
+    let (s, _) = alice
+        .call(Method::DELETE, &format!("{members}/{carol_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        carol.get(&format!("/conversations/{g}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, left) = alice.get(&members).await;
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
 }

@@ -84,6 +84,43 @@ pub async fn members(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct NewMember {
+    username: String,
+}
+
+/// Add someone to a group the caller is in; the group as it is now.
+pub async fn add_member(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Json(body): Json<NewMember>,
+) -> Result<Response, ApiError> {
+    let user = lookup(&state, &body.username)?;
+    let conversation = state
+        .host
+        .messaging
+        .add_member(&auth.user, &id, &user)
+        .await?;
+    Ok(axum::Json(conversation).into_response())
+}
+
+/// Take a member out of a group: its creator may remove anyone, a member
+/// themselves (leaving).
+pub async fn remove_member(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((id, user)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    state
+        .host
+        .messaging
+        .remove_member(&auth.user, &id, &user)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Send {
     client_id: String,
     text: String,

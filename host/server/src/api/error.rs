@@ -164,6 +164,7 @@ impl From<MessagingError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", e.to_string())
             }
             MessagingError::NotFound => ApiError::not_found(e.to_string()),
+            MessagingError::Forbidden(m) => ApiError::forbidden(m),
             MessagingError::UnknownUser(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown-user",

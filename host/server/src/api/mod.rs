@@ -112,6 +112,16 @@ fn routes() -> Routes {
         get(conversations::members),
     )
     .add(
+        Method::POST,
+        "/conversations/{id}/members",
+        post(conversations::add_member),
+    )
+    .add(
+        Method::DELETE,
+        "/conversations/{id}/members/{user}",
+        delete(conversations::remove_member),
+    )
+    .add(
         Method::GET,
         "/conversations/{id}/messages",
         get(conversations::sync),

@@ -405,12 +405,11 @@ impl Identity {
     async fn hash_new(&self, password: &str) -> Result<PasswordHash, IdentityError> {
         let iterations = self.config.password_iterations;
         let password = password.to_string();
-        Ok(self
-            .hashing
+        self.hashing
             .run(hashing::Turn::NewAccount, move || {
                 PasswordHash::new(&password, iterations)
             })
-            .await?)
+            .await
     }
 
     async fn create(&self, account: NewAccount<'_>) -> Result<User, IdentityError> {

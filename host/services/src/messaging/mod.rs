@@ -160,6 +160,8 @@ pub enum MessagingError {
     NotFound,
     #[error("no user named `{0}`")]
     UnknownUser(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("too many messages: a user may send {per_second} a second (after a pause, {burst} at once); the next may go in {} ms", retry_after.as_millis().max(1))]
     Throttled {
         per_second: u32,
@@ -270,10 +272,11 @@ pub struct Messaging {
     /// Newest seq per conversation, read from the store on first use and
     /// kept current by `send` under the conversation's lock stripe.
     last_seqs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
-    /// Stored conversations by id, decoded once: a conversation's record
-    /// never changes after it is created (members are fixed at creation),
-    /// so a send checks membership without reading the store. Whatever
-    /// comes to change a stored conversation must drop its entry here.
+    /// Stored conversations by id, decoded once, so a send checks
+    /// membership without reading the store. Only a group's members change
+    /// (`add_member`, `remove_member`, which replace its entry here under
+    /// the conversation's lock stripe); on a shared store another process
+    /// may change them, so a group is read from the store there.
     conversations: std::sync::Mutex<ConversationCache>,
     /// Messages stored (users' and apps'), for `/metrics`.
     sent: prometheus_client::metrics::counter::Counter,
@@ -428,7 +431,9 @@ impl Messaging {
     fn conversation(&self, id: &str) -> Result<Option<Arc<Stored>>, MessagingError> {
         let cache = || self.conversations.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cache().by_id.get(id) {
-            return Ok(Some(c.clone()));
+            if c.kind != Kind::Group || !self.store.shared() {
+                return Ok(Some(c.clone()));
+            }
         }
         let Some(stored) = self
             .store
@@ -459,6 +464,98 @@ impl Messaging {
                 Kind::Direct | Kind::Group => c.members.iter().any(|m| m == sender),
             })
             .ok_or(MessagingError::NotFound)
+    }
+
+    /// Add `user` to the group `id`, at the request of `me`, a member. Adding
+    /// a member again changes nothing. The group as it is now.
+    pub async fn add_member(
+        &self,
+        me: &User,
+        id: &str,
+        user: &User,
+    ) -> Result<Conversation, MessagingError> {
+        let max = self.config.max_group_members;
+        let stored = self
+            .change_members(me, id, |c| {
+                if !c.members.contains(&user.id) {
+                    if c.members.len() >= max {
+                        return Err(MessagingError::InvalidInput(format!(
+                            "a group has at most {max} members"
+                        )));
+                    }
+                    c.members.push(user.id.clone());
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(stored.with_last_seq(self.last_seq(id)?))
+    }
+
+    /// Take `user` out of the group `id`: the group's creator may remove
+    /// anyone, every member themselves (leaving). From then on the group is
+    /// gone from their list, and they neither read nor get its messages.
+    pub async fn remove_member(
+        &self,
+        me: &User,
+        id: &str,
+        user: &str,
+    ) -> Result<(), MessagingError> {
+        self.change_members(me, id, |c| {
+            if user != me.id && c.created_by != me.id {
+                return Err(MessagingError::Forbidden(
+                    "only the group's creator may remove others; anyone may leave".into(),
+                ));
+            }
+            let before = c.members.len();
+            c.members.retain(|m| m != user);
+            if c.members.len() == before {
+                return Err(MessagingError::NotFound);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Change the members of group `id`, of which `me` is one, with
+    /// `change`, under the conversation's lock stripe (so a send sees the
+    /// members before or after, and pushes only to those), in one
+    /// transaction with the membership index; durable before it returns.
+    async fn change_members(
+        &self,
+        me: &User,
+        id: &str,
+        change: impl Fn(&mut Stored) -> Result<(), MessagingError>,
+    ) -> Result<Stored, MessagingError> {
+        let _stripe = self.stripe(id).lock().await;
+        let stored = self
+            .store
+            .transact(&[Tree::Conversations, Tree::Memberships], |txn| {
+                let mut c: Stored = txn_get(txn, Tree::Conversations, id.as_bytes())?
+                    .filter(|c: &Stored| c.members.contains(&me.id))
+                    .ok_or(Abort::User(MessagingError::NotFound))?;
+                if c.kind != Kind::Group {
+                    return Err(Abort::User(MessagingError::InvalidInput(
+                        "only a group's members change".into(),
+                    )));
+                }
+                let before = c.members.clone();
+                change(&mut c).map_err(Abort::User)?;
+                for gone in before.iter().filter(|m| !c.members.contains(m)) {
+                    txn.delete(Tree::Memberships, &key(&[gone, id]))?;
+                }
+                for new in c.members.iter().filter(|m| !before.contains(m)) {
+                    txn.put(Tree::Memberships, &key(&[new, id]), b"")?;
+                }
+                txn_put(txn, Tree::Conversations, id.as_bytes(), &c)?;
+                Ok(c)
+            })?;
+        self.conversations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(Arc::new(stored.clone()));
+        self.store.durable().await?;
+        Ok(stored)
     }
 
     /// The highest seq in a conversation (0: no messages).

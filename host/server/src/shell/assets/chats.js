@@ -1,7 +1,7 @@
 // Chats: the list with unread counts, a conversation with live updates,
 // new direct and group chats. App cards in messages open their app.
 
-import { get, post } from './api.js';
+import { get, post, del } from './api.js';
 import { el, replace, randomId, when, oneAtATime } from './dom.js';
 
 /** Members by user id (display name and username), learned from member
@@ -39,7 +39,7 @@ function markOf(c, me) {
     const other = otherOf(c, me);
     return other ? el('span', { class: 'username muted' }, `@${other.username}`) : null;
   }
-  return el('span', { class: 'muted' }, `Group · ${c.members.length} members`);
+  return el('span', { class: 'muted chat-kind' }, `Group · ${c.members.length} members`);
 }
 
 async function learnNames(id) {
@@ -211,6 +211,7 @@ export async function conversation(main, shell, id) {
   replace(main,
     el('p', {}, el('a', { href: '#/chats' }, '← Chats')),
     el('h1', {}, el('span', { dir: 'auto' }, titleOf(c, shell.me)), ' ', markOf(c, shell.me)),
+    c.kind === 'group' ? groupMembers(c, shell) : null,
     log,
     readOnly ? el('p', { class: 'muted' }, 'Messages from an app. You cannot reply here.') : compose);
   // Live: a push for this chat appends; the store is the record, so a
@@ -222,4 +223,38 @@ export async function conversation(main, shell, id) {
   };
   shell.onResync = () => sync().catch(() => {});
   await sync();
+}
+
+/** A group's members: add someone (any member), remove someone (its
+ *  creator), leave (anyone). */
+function groupMembers(c, shell) {
+  const me = shell.me.id;
+  const items = c.members.map((id) => {
+    const u = people.get(id);
+    const name = u ? `${u.display_name} @${u.username}` : id;
+    let action = null;
+    if (id === me || c.created_by === me) {
+      action = el('button', { type: 'button', class: 'quiet' }, id === me ? 'Leave group' : 'Remove');
+      action.addEventListener('click', () => shell.guard(async () => {
+        await del(`/conversations/${encodeURIComponent(c.id)}/members/${encodeURIComponent(id)}`);
+        location.hash = id === me ? '#/chats' : `#/chats/${encodeURIComponent(c.id)}?changed=${Date.now()}`;
+      }));
+    }
+    return el('li', {}, el('span', { dir: 'auto' }, id === me ? `${name} (you)` : name), ' ', action);
+  });
+  const username = el('input', { id: 'add-member', name: 'username', autocomplete: 'off', required: true });
+  const add = el('form', { class: 'inline-form' },
+    el('label', { for: 'add-member' }, 'Add someone (username)'), username,
+    el('button', { type: 'submit' }, 'Add'));
+  add.addEventListener('submit', (e) => {
+    e.preventDefault();
+    shell.guard(async () => {
+      await post(`/conversations/${encodeURIComponent(c.id)}/members`, { username: username.value.trim() });
+      location.hash = `#/chats/${encodeURIComponent(c.id)}?changed=${Date.now()}`;
+    });
+  });
+  return el('details', { class: 'members' },
+    el('summary', {}, `Members (${c.members.length})`),
+    el('ul', {}, items),
+    add);
 }

@@ -234,6 +234,7 @@ async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again(
     // The password changes on the same page, proven by the current one.
     b.fill("#current-password", "ivy-password").await;
     b.fill("#new-password", "ivy-new-password").await;
+    b.fill("#repeat-password", "ivy-new-password").await;
     b.click_text("Change password").await;
     b.wait_text("Password changed.").await;
 

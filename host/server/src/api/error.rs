@@ -165,6 +165,7 @@ impl From<MessagingError> for ApiError {
             }
             MessagingError::NotFound => ApiError::not_found(e.to_string()),
             MessagingError::Forbidden(m) => ApiError::forbidden(m),
+            MessagingError::NotAMember => ApiError::not_found(e.to_string()),
             MessagingError::UnknownUser(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown-user",

@@ -250,6 +250,9 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let (user, token) = (auth.user.id, auth.token);
     let hub = state.host.messaging.hub().clone();
     let (mut sink, mut stream) = socket.split();
+    // Watching for the session's end from before it registers, and checked
+    // once after: a logout during the handshake is not missed.
+    let mut session_end = state.host.identity.watch_session(&token, &user);
     // Checked again where the session registers: handshakes that raced
     // past the check above are closed here.
     let Some(mut sub) = hub.subscribe_within(&user, state.config.max_live_per_user) else {
@@ -265,12 +268,27 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let mut shutdown = state.shutdown.clone();
     let mut last_heard = Instant::now();
     let mut acks = Acks::default();
-    let mut session_end = state.host.identity.watch_session(&token, &user);
     let ended = (CLOSE_SESSION_ENDED, "the session ended; sign in again");
+    let signed_out = matches!(still_signed_in(&state, &token), Ok(None));
     let close = loop {
+        if signed_out {
+            break Some(ended);
+        }
         tokio::select! {
+            // A logout of this session here closes it now, not at the
+            // next heartbeat.
+            _ = session_end.ended() => {
+                if let Ok(None) = still_signed_in(&state, &token) {
+                    break Some(ended);
+                }
+            },
             frame = sub.rx.recv() => match frame {
                 Some(frame) => {
+                    // Nothing pushed after a logout that came first, even
+                    // when both were ready at once.
+                    if session_end.noticed() && matches!(still_signed_in(&state, &token), Ok(None)) {
+                        break Some(ended);
+                    }
                     let mut batch = vec![frame];
                     while batch.len() < BATCH_FRAMES {
                         match sub.rx.try_recv() {
@@ -322,6 +340,7 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                 }
                 Some(Ok(_)) => last_heard = Instant::now(),
             },
+            _ = shutdown.changed() => break Some((1001, "server shutting down")),
             _ = ticker.tick() => {
                 if last_heard.elapsed() > heartbeat * 3 {
                     break Some((1001, "no heartbeat"));
@@ -333,14 +352,7 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                     break None;
                 }
             },
-            // A logout of this session here closes it now, not at the
-            // next heartbeat: it hears nothing pushed after.
-            _ = session_end.ended() => {
-                if let Ok(None) = still_signed_in(&state, &token) {
-                    break Some(ended);
-                }
-            },
-            _ = shutdown.changed() => break Some((1001, "server shutting down")),
+
         }
     };
     // Unregistered here, before the close; a session that panics is

@@ -263,9 +263,14 @@ pub struct Identity {
     decoy: PasswordHash,
     hashing: hashing::Hashing,
     /// Sessions checked recently: token digest → (user, expiry). Sessions
-    /// are revoked only through `logout`, which evicts, so a hit is current.
+    /// end only through `logout` and `change_password`, which evict, so a
+    /// hit is current.
     /// Not used on a shared store, where another process may log out.
     live_sessions: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (User, u64)>>,
+    /// Raised at every eviction from `live_sessions`: a check that read the
+    /// store before one caches nothing, so a session that ended cannot be
+    /// put back by a check that raced its end.
+    evictions: std::sync::atomic::AtomicU64,
     /// The digest of each session logged out in this process, for the live
     /// connections of that session ([`Identity::watch_session`]).
     ended: tokio::sync::broadcast::Sender<Arc<[u8]>>,
@@ -287,6 +292,20 @@ fn user_notice(user: &str) -> Arc<[u8]> {
 }
 
 impl SessionWatch {
+    /// Whether a notice that the session may have ended is waiting now
+    /// (without waiting for one).
+    pub fn noticed(&mut self) -> bool {
+        use tokio::sync::broadcast::error::TryRecvError;
+        loop {
+            match self.rx.try_recv() {
+                Ok(key) if *key == *self.key || key == self.user => return true,
+                Ok(_) => continue,
+                Err(TryRecvError::Lagged(_)) => return true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return false,
+            }
+        }
+    }
+
     /// Resolves when the session may have ended; never if this process
     /// stops sending notices.
     pub async fn ended(&mut self) {
@@ -361,6 +380,7 @@ impl Identity {
     pub fn new(store: Arc<Store>, config: IdentityConfig) -> Identity {
         Identity {
             live_sessions: Default::default(),
+            evictions: Default::default(),
             ended: tokio::sync::broadcast::channel(256).0,
             users_throttle: Throttle::for_store(
                 &store,
@@ -497,7 +517,7 @@ impl Identity {
         username: &str,
         password: &str,
         client: IpAddr,
-    ) -> Result<User, IdentityError> {
+    ) -> Result<(User, u32), IdentityError> {
         let username = normalize_username(username).map_err(|_| IdentityError::BadCredentials)?;
         let user_key = format!("user:{username}");
         let client_key = client_key(client);
@@ -521,8 +541,8 @@ impl Identity {
                 Ok(())
             }
         });
-        let user = match outcome? {
-            Some(user) => user,
+        let found = match outcome? {
+            Some(found) => found,
             None => {
                 ended?;
                 return Err(IdentityError::BadCredentials);
@@ -530,19 +550,24 @@ impl Identity {
         };
         ended?;
         self.users_throttle.clear(&user_key)?;
-        Ok(user)
+        Ok(found)
     }
 
     /// The user `username` names if `password` is theirs (`None`
-    /// otherwise), taking as long either way.
-    async fn verify(&self, username: &str, password: &str) -> Result<Option<User>, IdentityError> {
+    /// otherwise), taking as long either way, with the account's session
+    /// generation that password belongs to.
+    async fn verify(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<(User, u32)>, IdentityError> {
         let stored: Option<StoredUser> =
             match self.store.get_raw(Tree::Usernames, username.as_bytes())? {
                 Some(id) => self.store.get(Tree::Users, &id)?,
                 None => None,
             };
         let (hash, user) = match stored {
-            Some(s) => (s.password, Some(s.user)),
+            Some(s) => (s.password, Some((s.user, s.sessions))),
             None => (self.decoy.clone(), None),
         };
         let candidate = password.to_string();
@@ -569,13 +594,24 @@ impl Identity {
         password: &str,
         client: IpAddr,
     ) -> Result<(), IdentityError> {
-        let found = self
+        self.confirm(user, password, client).await.map(|_| ())
+    }
+
+    /// [`Identity::confirm_password`], and the session generation the
+    /// password belongs to.
+    async fn confirm(
+        &self,
+        user: &User,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<u32, IdentityError> {
+        let (found, generation) = self
             .check_password(&user.username, password, client)
             .await?;
         if found.id != user.id {
             return Err(IdentityError::BadCredentials);
         }
-        Ok(())
+        Ok(generation)
     }
 
     pub async fn login(
@@ -584,16 +620,27 @@ impl Identity {
         password: &str,
         client: IpAddr,
     ) -> Result<NewSession, IdentityError> {
-        let user = self.check_password(username, password, client).await?;
+        let (user, generation) = self.check_password(username, password, client).await?;
+        self.begin_session(user, generation).await
+    }
 
+    /// A session for `user`, whose password was found right for their
+    /// session `generation`.
+    async fn begin_session(
+        &self,
+        user: User,
+        generation: u32,
+    ) -> Result<NewSession, IdentityError> {
         let token = B64URL.encode(random_bytes::<32>());
         let now = now_secs();
         let key = token_key(&token);
-        // Begun in the account's current generation, read in the same
-        // transaction, so a password change at the same moment either
-        // comes first or ends this session too.
+        // Begun in the generation the password was checked against, if it
+        // is still the account's: a password change that came in between
+        // (the check takes a while) means the password given is the old
+        // one, and no session begins.
         let session = self.store.transact(&[Tree::Users, Tree::Sessions], |txn| {
             let stored: StoredUser = txn_get(txn, Tree::Users, user.id.as_bytes())?
+                .filter(|s: &StoredUser| s.sessions == generation)
                 .ok_or(Abort::User(IdentityError::BadCredentials))?;
             let session = Session {
                 user_id: user.id.clone(),
@@ -633,6 +680,7 @@ impl Identity {
                 return Ok(user);
             }
         }
+        let epoch = self.evictions.load(std::sync::atomic::Ordering::SeqCst);
         let session: Session = self
             .store
             .get(Tree::Sessions, &key)?
@@ -657,6 +705,10 @@ impl Identity {
         let user = stored.user;
         if cached {
             let mut cache = self.live_sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if self.evictions.load(std::sync::atomic::Ordering::SeqCst) != epoch {
+                // A session ended while this one was read: maybe this one.
+                return Ok(user);
+            }
             if cache.len() >= SESSION_CACHE {
                 cache.clear();
             }
@@ -668,10 +720,6 @@ impl Identity {
     /// Revoke a session. Revoking twice is not an error.
     pub async fn logout(&self, token: &str) -> Result<(), IdentityError> {
         let key = token_key(token);
-        self.live_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
         self.store.transact(&[Tree::Sessions], |txn| {
             if let Some(mut s) = txn_get::<Session>(txn, Tree::Sessions, &key)? {
                 s.revoked = true;
@@ -679,6 +727,7 @@ impl Identity {
             }
             Ok::<_, Abort<IdentityError>>(())
         })?;
+        self.evict(|k, _| *k == key);
         self.store.durable().await?;
         // No live connection of this session: none of them is notified.
         let _ = self.ended.send(key.into());
@@ -698,14 +747,15 @@ impl Identity {
         client: IpAddr,
     ) -> Result<(), IdentityError> {
         check_new_password(new)?;
-        self.confirm_password(user, current, client).await?;
+        let generation = self.confirm(user, current, client).await?;
         let hash = self.hash_new(new).await?;
         let key = token_key(token);
         self.store.transact(&[Tree::Users, Tree::Sessions], |txn| {
-            let mut stored: StoredUser =
-                txn_get(txn, Tree::Users, user.id.as_bytes())?.ok_or(Abort::User(
-                    IdentityError::Unauthenticated("the account no longer exists"),
-                ))?;
+            // The password proven must still be the account's: another
+            // change in between makes this one's proof stale.
+            let mut stored: StoredUser = txn_get(txn, Tree::Users, user.id.as_bytes())?
+                .filter(|s: &StoredUser| s.sessions == generation)
+                .ok_or(Abort::User(IdentityError::BadCredentials))?;
             let mut session: Session = txn_get(txn, Tree::Sessions, &key)?
                 .filter(|s: &Session| !s.revoked && s.generation == stored.sessions)
                 .ok_or(Abort::User(IdentityError::Unauthenticated(
@@ -718,13 +768,19 @@ impl Identity {
             txn_put(txn, Tree::Sessions, &key, &session)?;
             Ok::<_, Abort<IdentityError>>(())
         })?;
+        self.evict(|_, u| u.id == user.id);
         self.store.durable().await?;
-        self.live_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (u, _)| u.id != user.id);
         let _ = self.ended.send(user_notice(&user.id));
         Ok(())
+    }
+
+    /// Drop the cached sessions `gone` picks, once their end is written: a
+    /// check that read the store meanwhile caches nothing.
+    fn evict(&self, gone: impl Fn(&Vec<u8>, &User) -> bool) {
+        let mut cache = self.live_sessions.lock().unwrap_or_else(|p| p.into_inner());
+        self.evictions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.retain(|k, (u, _)| !gone(k, u));
     }
 
     /// Watch for the end of `token`'s session in this process (its live
@@ -793,6 +849,64 @@ mod tests {
         let backend: Arc<dyn superapp_store::Backend> =
             Arc::new(superapp_store::MemoryBackend::new());
         Arc::new(Identity::new(Store::with_backend(backend).unwrap(), config))
+    }
+
+    /// A login whose password check began before a password change and
+    /// ends after it proved the old password: it gets no session. A
+    /// session begun before the change ends with it, the asking one stays.
+    #[tokio::test]
+    async fn a_password_change_ends_other_sessions_and_a_login_that_spanned_it() {
+        let identity = in_memory(IdentityConfig {
+            password_iterations: NonZeroU32::new(1_000).expect("non-zero"),
+            ..Default::default()
+        });
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        identity
+            .register("kim", "Kim", "old-password", None)
+            .await
+            .unwrap();
+        let here = identity.login("kim", "old-password", client).await.unwrap();
+        let there = identity.login("kim", "old-password", client).await.unwrap();
+        assert!(identity.authenticate(&there.token).is_ok(), "cached now");
+        // The slow part of a login, done before the change...
+        let (user, generation) = identity
+            .check_password("kim", "old-password", client)
+            .await
+            .unwrap();
+        identity
+            .change_password(
+                &here.user,
+                &here.token,
+                "old-password",
+                "new-password",
+                client,
+            )
+            .await
+            .unwrap();
+        // ...and its session, after.
+        assert!(matches!(
+            identity.begin_session(user, generation).await,
+            Err(IdentityError::BadCredentials)
+        ));
+        assert!(identity.authenticate(&here.token).is_ok());
+        assert!(matches!(
+            identity.authenticate(&there.token),
+            Err(IdentityError::Unauthenticated(_))
+        ));
+        // A change proven by a password that is no longer the account's.
+        assert!(matches!(
+            identity
+                .change_password(
+                    &here.user,
+                    &here.token,
+                    "old-password",
+                    "third-password",
+                    client
+                )
+                .await,
+            Err(IdentityError::BadCredentials)
+        ));
+        identity.login("kim", "new-password", client).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,10 @@ struct Stored {
     members: Vec<String>,
     created_by: String,
     created_at: u64,
+    /// Raised by every change of the members: of two copies, the cache
+    /// keeps the newer.
+    #[serde(default)]
+    version: u64,
 }
 
 /// A conversation as the API shows it.
@@ -162,6 +166,8 @@ pub enum MessagingError {
     UnknownUser(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("no such member of this group")]
+    NotAMember,
     #[error("too many messages: a user may send {per_second} a second (after a pause, {burst} at once); the next may go in {} ms", retry_after.as_millis().max(1))]
     Throttled {
         per_second: u32,
@@ -198,6 +204,16 @@ fn seq_of(prefix: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) -> u64 {
         .and_then(|(k, _)| k.get(prefix.len()..))
         .and_then(|seq| <[u8; 8]>::try_from(seq).ok())
         .map_or(0, u64::from_be_bytes)
+}
+
+/// Whether `sender` may append to `c`: members of direct and group
+/// conversations; for a service conversation, only the app's service
+/// account (users read it, they do not write into it).
+fn may_append(c: &Stored, sender: &str) -> bool {
+    match c.kind {
+        Kind::Service => c.created_by == sender,
+        Kind::Direct | Kind::Group => c.members.iter().any(|m| m == sender),
+    }
 }
 
 /// Join key parts with NUL, which ids and usernames never contain.
@@ -250,6 +266,14 @@ impl ConversationCache {
     /// Keep `stored` (in place of an earlier copy), starting over first if
     /// it would pass either limit.
     fn insert(&mut self, stored: Arc<Stored>) {
+        if self
+            .by_id
+            .get(&stored.id)
+            .is_some_and(|c| c.version > stored.version)
+        {
+            // Read before a change of its members that is cached already.
+            return;
+        }
         let replaced = self.by_id.get(&stored.id).map(|c| c.members.len());
         let conversations = self.by_id.len() + usize::from(replaced.is_none());
         let members = self.members - replaced.unwrap_or(0) + stored.members.len();
@@ -371,6 +395,7 @@ impl Messaging {
             members: vec![me.id.clone(), other.id.clone()],
             created_by: me.id.clone(),
             created_at: now_secs(),
+            version: 0,
         };
         let stored = self.open_pair(&pair, fresh)?;
         self.store.durable().await?;
@@ -418,6 +443,7 @@ impl Messaging {
             members,
             created_by: me.id.clone(),
             created_at: now_secs(),
+            version: 0,
         };
         self.store
             .transact(&[Tree::Conversations, Tree::Memberships], |txn| {
@@ -459,10 +485,7 @@ impl Messaging {
     /// app's service account (users read it, they do not write into it).
     fn stored_for(&self, sender: &str, id: &str) -> Result<Arc<Stored>, MessagingError> {
         self.conversation(id)?
-            .filter(|c| match c.kind {
-                Kind::Service => c.created_by == sender,
-                Kind::Direct | Kind::Group => c.members.iter().any(|m| m == sender),
-            })
+            .filter(|c| may_append(c, sender))
             .ok_or(MessagingError::NotFound)
     }
 
@@ -509,7 +532,7 @@ impl Messaging {
             let before = c.members.len();
             c.members.retain(|m| m != user);
             if c.members.len() == before {
-                return Err(MessagingError::NotFound);
+                return Err(MessagingError::NotAMember);
             }
             Ok(())
         })
@@ -541,6 +564,7 @@ impl Messaging {
                 }
                 let before = c.members.clone();
                 change(&mut c).map_err(Abort::User)?;
+                c.version += 1;
                 for gone in before.iter().filter(|m| !c.members.contains(m)) {
                     txn.delete(Tree::Memberships, &key(&[gone, id]))?;
                 }
@@ -736,6 +760,7 @@ impl Messaging {
             members: vec![user.to_string()],
             created_by: service_account(app_id),
             created_at: now_secs(),
+            version: 0,
         };
         let conversation = self.open_pair(&pair, fresh)?.id;
         let (message, _) = self
@@ -796,12 +821,12 @@ impl Messaging {
             card,
         };
         if self.store.shared() {
-            let (message, fresh) = self.append_shared(draft, &dedup)?;
+            let (message, fresh, conversation) = self.append_shared(draft, &dedup)?;
             if !fresh {
                 drop(stripe);
                 return Ok(self.replayed(message));
             }
-            return Ok(self.announce(stripe, conversation, message, origin));
+            return Ok(self.announce(stripe, Arc::new(conversation), message, origin));
         }
         if let Some(existing) = self.sent_before(id, sender, client_id, &dedup)? {
             drop(stripe);
@@ -847,17 +872,23 @@ impl Messaging {
         &self,
         draft: Message,
         dedup: &[u8],
-    ) -> Result<(Message, bool), MessagingError> {
+    ) -> Result<(Message, bool, Stored), MessagingError> {
         let id = draft.conversation_id.as_str();
         let prefix = messages_prefix(id);
-        Ok(self
-            .store
-            .transact(&[Tree::Messages, Tree::ReadMarks], |txn| {
+        Ok(self.store.transact(
+            &[Tree::Conversations, Tree::Messages, Tree::ReadMarks],
+            |txn| {
+                // Who may write, read in the transaction that writes: a
+                // member removed through another node meanwhile may not,
+                // and the push goes to the members as they are.
+                let conversation: Stored = txn_get(txn, Tree::Conversations, id.as_bytes())?
+                    .filter(|c: &Stored| may_append(c, &draft.sender))
+                    .ok_or(Abort::User(MessagingError::NotFound))?;
                 if let Some(seq) = txn_get::<u64>(txn, Tree::Messages, dedup)? {
                     let earlier = txn_get::<Message>(txn, Tree::Messages, &message_key(id, seq))?
                         .filter(|m| m.sender == draft.sender && m.client_id == draft.client_id);
                     if let Some(earlier) = earlier {
-                        return Ok((earlier, false));
+                        return Ok((earlier, false, conversation));
                     }
                 }
                 let last = txn.scan(Tree::Messages, &prefix, None, 1, true)?;
@@ -869,8 +900,9 @@ impl Messaging {
                 txn_put(txn, Tree::Messages, dedup, &seq)?;
                 txn_put(txn, Tree::Messages, &message_key(id, seq), &message)?;
                 txn_put(txn, Tree::ReadMarks, &key(&[id, &draft.sender]), &seq)?;
-                Ok::<_, Abort<MessagingError>>((message, true))
-            })?)
+                Ok::<_, Abort<MessagingError>>((message, true, conversation))
+            },
+        )?)
     }
 
     /// A stored message's push to `members`, registered for the flush
@@ -982,6 +1014,34 @@ mod tests {
         (dir, store, messaging)
     }
 
+    /// A copy read before a change of the members, cached after it, does
+    /// not replace the changed one.
+    #[test]
+    fn the_conversation_cache_keeps_the_newer_copy_of_a_group() {
+        let copy = |version: u64, members: &[&str]| {
+            Arc::new(Stored {
+                id: "g".into(),
+                kind: Kind::Group,
+                title: None,
+                members: members.iter().map(|m| m.to_string()).collect(),
+                created_by: "a".into(),
+                created_at: 0,
+                version,
+            })
+        };
+        let mut cache = ConversationCache::default();
+        cache.insert(copy(1, &["a"]));
+        cache.insert(copy(0, &["a", "b"]));
+        assert_eq!(
+            cache.by_id["g"].members,
+            ["a"],
+            "b left; the stale copy lost"
+        );
+        assert_eq!(cache.members, 1);
+        cache.insert(copy(2, &["a", "c"]));
+        assert_eq!(cache.by_id["g"].members, ["a", "c"]);
+    }
+
     #[test]
     fn the_conversation_cache_stays_within_its_members() {
         let conversation = |id: &str, members: usize| {
@@ -992,6 +1052,7 @@ mod tests {
                 members: (0..members).map(|m| format!("user-{m}")).collect(),
                 created_by: "user-0".into(),
                 created_at: 0,
+                version: 0,
             })
         };
         let mut cache = ConversationCache::with_limits(3, 10);

@@ -83,19 +83,24 @@ const shell = {
   async answerPrompts(onAnswer = () => {}, onlyApp = null) {
     if (!this.me) return [];
     if (this.answering) {
-      // Asked for while a round runs: the next round, once it ends.
-      this.again = { onAnswer, onlyApp };
+      // Asked for while a round runs: the next round, once it ends (for
+      // all apps if either asked for all).
+      const wider = this.again && !this.again.onlyApp ? null : onlyApp;
+      this.again = { onAnswer, onlyApp: this.again ? wider : onlyApp };
       return [];
     }
     this.answering = true;
     const answered = [];
+    // A round belongs to the page it began on: leaving it ends the round.
+    const view = this.viewId;
     try {
-      for (let round = 0; round < 10; round++) {
+      for (let round = 0; round < 10 && this.viewId === view; round++) {
         const all = await get('/prompts');
         showWaiting(all);
         const pending = all.filter((p) => !this.putOff.has(p.id) && (!onlyApp || p.app === onlyApp));
         if (!pending.length) break;
         for (const prompt of pending) {
+          if (this.viewId !== view) break;
           const result = await showPrompt(prompt, this.me);
           if (result === null) {
             this.putOff.add(prompt.id);
@@ -118,8 +123,8 @@ const shell = {
   },
 };
 
-/** The host bar's count of prompts waiting for the user that no dialog
- *  shows now (put off, or another app's). */
+/** The host bar's count of the prompts waiting for the user (put off,
+ *  another app's, or the one on screen). */
 function showWaiting(all) {
   const n = all.length;
   waiting.hidden = n === 0;

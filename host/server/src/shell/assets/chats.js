@@ -52,7 +52,7 @@ async function learnNames(id) {
 function senderOf(m) {
   if (m.sender.startsWith('app:')) return `${appName(m.sender.slice(4))} (app)`;
   const u = people.get(m.sender);
-  return u ? `${u.display_name} @${u.username}` : m.sender;
+  return u ? `${u.display_name} @${u.username}` : 'A former member';
 }
 
 export async function chatList(main, shell) {
@@ -237,7 +237,7 @@ function groupMembers(c, shell) {
       action = el('button', { type: 'button', class: 'quiet' }, id === me ? 'Leave group' : 'Remove');
       action.addEventListener('click', () => shell.guard(async () => {
         await del(`/conversations/${encodeURIComponent(c.id)}/members/${encodeURIComponent(id)}`);
-        location.hash = id === me ? '#/chats' : `#/chats/${encodeURIComponent(c.id)}?changed=${Date.now()}`;
+        location.replace(id === me ? '#/chats' : `#/chats/${encodeURIComponent(c.id)}?changed=${Date.now()}`);
       }));
     }
     return el('li', {}, el('span', { dir: 'auto' }, id === me ? `${name} (you)` : name), ' ', action);
@@ -250,7 +250,7 @@ function groupMembers(c, shell) {
     e.preventDefault();
     shell.guard(async () => {
       await post(`/conversations/${encodeURIComponent(c.id)}/members`, { username: username.value.trim() });
-      location.hash = `#/chats/${encodeURIComponent(c.id)}?changed=${Date.now()}`;
+      location.replace(`#/chats/${encodeURIComponent(c.id)}?changed=${Date.now()}`);
     });
   });
   return el('details', { class: 'members' },

@@ -19,7 +19,7 @@ const CAPABILITIES = {
 
 /** `profile` → "see your name" (an unknown name stays as it is). */
 export function capabilityLabel(name) {
-  return CAPABILITIES[name] || name;
+  return Object.hasOwn(CAPABILITIES, name) ? CAPABILITIES[name] : name;
 }
 
 /** `health-insurance` → "health insurance", `id-card` → "ID card". */
@@ -48,7 +48,7 @@ export function describeEntry(e) {
   const d = e.details || {};
   switch (e.kind) {
     case 'capability.call':
-      return `used its permission to ${cap}: ${OUTCOMES[e.outcome] || e.outcome}`;
+      return `used its permission to ${cap}: ${Object.hasOwn(OUTCOMES, e.outcome) ? OUTCOMES[e.outcome] : e.outcome}`;
     case 'consent.grant': return `you allowed it to ${cap}`;
     case 'consent.deny': return `you did not allow it to ${cap}`;
     case 'consent.revoke': return `you took back its permission to ${cap}`;

@@ -68,19 +68,27 @@ export async function privacy(main, shell, app) {
   });
   const current = el('input', { id: 'current-password', name: 'current_password', type: 'password', autocomplete: 'current-password', required: true });
   const fresh = el('input', { id: 'new-password', name: 'new_password', type: 'password', autocomplete: 'new-password', required: true });
+  const repeat = el('input', { id: 'repeat-password', name: 'repeat_password', type: 'password', autocomplete: 'new-password', required: true });
   const passwordDone = el('p', { class: 'muted', role: 'status' });
   const passwordForm = el('form', { class: 'inline-form' },
     el('label', { for: 'current-password' }, 'Current password'), current,
     el('label', { for: 'new-password' }, 'New password (at least 8 characters)'), fresh,
+    el('label', { for: 'repeat-password' }, 'The new password again'), repeat,
     el('button', { type: 'submit' }, 'Change password'),
     passwordDone);
   passwordForm.addEventListener('submit', (e) => {
     e.preventDefault();
     passwordDone.textContent = '';
+    if (fresh.value !== repeat.value) {
+      passwordDone.textContent = 'The two new passwords differ; nothing changed.';
+      repeat.focus();
+      return;
+    }
     shell.guard(async () => {
       await api('PUT', '/me/password', { current_password: current.value, new_password: fresh.value });
       current.value = '';
       fresh.value = '';
+      repeat.value = '';
       passwordDone.textContent = 'Password changed. Every other place you were signed in is signed out.';
     });
   });

@@ -128,8 +128,8 @@ pub(crate) const ONE_INSTANCE: [(&str, &str); 2] = [
 ];
 
 /// Confirm `sheet` as `client` (whose password is `<name>-password`), then
-/// `kill -9` the server after the money moved but before the sheet's app
-/// heard how the payment ended: an event of the busy fixture (`rounds` of
+/// `kill -9` the server after the money moved durably but before the
+/// sheet's app heard how the payment ended: an event of the busy fixture (`rounds` of
 /// its work, [`Client::busy_rounds`]) holds the server's only instance
 /// ([`ONE_INSTANCE`]), so the payment's event waits behind it when the
 /// server dies, and is never delivered.
@@ -162,6 +162,13 @@ pub(crate) async fn confirm_and_crash(
     };
     while balance(client).await == before {
         assert!(!approve.is_finished(), "the payment did not go through");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The money moved in memory; the app's event is asked for only once it
+    // is durable too, and then waits behind the busy one.
+    let waiting = r#"superapp_event_queue{state="waiting"}"#;
+    while metric(&server.metrics().await, waiting).unwrap_or(0.0) < 1.0 {
+        assert!(!approve.is_finished(), "the app heard before the crash");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert!(

@@ -112,7 +112,7 @@ export async function conversation(main, shell, id) {
   const c = await get(`/conversations/${encodeURIComponent(id)}`);
   await Promise.all([learnNames(id).catch(() => {}), learnApps().catch(() => {})]);
   if (shell.viewId !== view) return;
-  const log = el('ol', { class: 'messages', 'aria-label': 'Messages', 'aria-live': 'polite' });
+  const log = el('ol', { class: 'messages', 'aria-label': 'Messages' });
   let lastSeq = 0;
   const show = (m) => {
     if (m.seq <= lastSeq) return;
@@ -223,6 +223,8 @@ export async function conversation(main, shell, id) {
   };
   shell.onResync = () => sync().catch(() => {});
   await sync();
+  // Announced from here on: new messages, not the history just drawn.
+  log.setAttribute('aria-live', 'polite');
 }
 
 /** A group's members: add someone (any member), remove someone (its

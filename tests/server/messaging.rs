@@ -437,4 +437,32 @@ async fn group_members_are_added_removed_and_leave_and_whoever_is_out_hears_noth
     );
     let (_, left) = alice.get(&members).await;
     assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+
+    // The creator leaves: the member longest in the group may remove
+    // others from then on, and the creator, added back, may not.
+    let (_, group) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": "Club", "members": ["bob", "carol"]}),
+        )
+        .await;
+    let club = group["id"].as_str().unwrap().to_string();
+    let alice_id = id_of(&alice).await;
+    let club_members = format!("/conversations/{club}/members");
+    let (s, _) = alice
+        .call(Method::DELETE, &format!("{club_members}/{alice_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, now) = bob.get(&format!("/conversations/{club}")).await;
+    assert_eq!(now["owner"], bob_id.as_str(), "{now}");
+    let (s, _) = bob.post(&club_members, json!({"username": "alice"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = alice
+        .call(Method::DELETE, &format!("{club_members}/{carol_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = bob
+        .call(Method::DELETE, &format!("{club_members}/{carol_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
 }

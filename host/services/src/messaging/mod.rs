@@ -71,6 +71,10 @@ struct Stored {
     /// keeps the newer.
     #[serde(default)]
     version: u64,
+    /// Who may remove others from a group, once its creator has left (the
+    /// member longest in it then); `None` while the creator is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// A conversation as the API shows it.
@@ -82,6 +86,10 @@ pub struct Conversation {
     /// User ids, in the order they joined.
     pub members: Vec<String>,
     pub created_by: String,
+    /// For a group: who may remove others (its creator, or after the
+    /// creator left, the member longest in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub created_at: u64,
     /// Seq of the newest message (0: none yet).
     pub last_seq: u64,
@@ -94,6 +102,11 @@ impl Stored {
             kind: self.kind,
             title: self.title,
             members: self.members,
+            owner: (self.kind == Kind::Group).then(|| {
+                self.owner
+                    .clone()
+                    .unwrap_or_else(|| self.created_by.clone())
+            }),
             created_by: self.created_by,
             created_at: self.created_at,
             last_seq,
@@ -396,6 +409,7 @@ impl Messaging {
             created_by: me.id.clone(),
             created_at: now_secs(),
             version: 0,
+            owner: None,
         };
         let stored = self.open_pair(&pair, fresh)?;
         self.store.durable().await?;
@@ -444,6 +458,7 @@ impl Messaging {
             created_by: me.id.clone(),
             created_at: now_secs(),
             version: 0,
+            owner: None,
         };
         self.store
             .transact(&[Tree::Conversations, Tree::Memberships], |txn| {
@@ -514,7 +529,8 @@ impl Messaging {
         Ok(stored.with_last_seq(self.last_seq(id)?))
     }
 
-    /// Take `user` out of the group `id`: the group's creator may remove
+    /// Take `user` out of the group `id`: the group's owner (its creator,
+    /// and once the creator has left, the member longest in it) may remove
     /// anyone, every member themselves (leaving). From then on the group is
     /// gone from their list, and they neither read nor get its messages.
     pub async fn remove_member(
@@ -524,15 +540,20 @@ impl Messaging {
         user: &str,
     ) -> Result<(), MessagingError> {
         self.change_members(me, id, |c| {
-            if user != me.id && c.created_by != me.id {
+            let owner = c.owner.clone().unwrap_or_else(|| c.created_by.clone());
+            if user != me.id && owner != me.id {
                 return Err(MessagingError::Forbidden(
-                    "only the group's creator may remove others; anyone may leave".into(),
+                    "only the group's owner (its creator, or after the creator left the member longest in it) may remove others; anyone may leave".into(),
                 ));
             }
             let before = c.members.len();
             c.members.retain(|m| m != user);
             if c.members.len() == before {
                 return Err(MessagingError::NotAMember);
+            }
+            if user == owner {
+                // The owner left: the member longest in the group is next.
+                c.owner = Some(c.members.first().cloned().unwrap_or_default());
             }
             Ok(())
         })
@@ -761,6 +782,7 @@ impl Messaging {
             created_by: service_account(app_id),
             created_at: now_secs(),
             version: 0,
+            owner: None,
         };
         let conversation = self.open_pair(&pair, fresh)?.id;
         let (message, _) = self
@@ -1027,6 +1049,7 @@ mod tests {
                 created_by: "a".into(),
                 created_at: 0,
                 version,
+                owner: None,
             })
         };
         let mut cache = ConversationCache::default();
@@ -1053,6 +1076,7 @@ mod tests {
                 created_by: "user-0".into(),
                 created_at: 0,
                 version: 0,
+                owner: None,
             })
         };
         let mut cache = ConversationCache::with_limits(3, 10);

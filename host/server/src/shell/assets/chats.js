@@ -228,14 +228,14 @@ export async function conversation(main, shell, id) {
 }
 
 /** A group's members: add someone (any member), remove someone (its
- *  creator), leave (anyone). */
+ *  owner), leave (anyone). */
 function groupMembers(c, shell) {
   const me = shell.me.id;
   const items = c.members.map((id) => {
     const u = people.get(id);
     const name = u ? `${u.display_name} @${u.username}` : id;
     let action = null;
-    if (id === me || c.created_by === me) {
+    if (id === me || c.owner === me) {
       action = el('button', { type: 'button', class: 'quiet' }, id === me ? 'Leave group' : 'Remove');
       action.addEventListener('click', () => shell.guard(async () => {
         await del(`/conversations/${encodeURIComponent(c.id)}/members/${encodeURIComponent(id)}`);

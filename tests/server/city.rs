@@ -161,11 +161,16 @@ async fn city_payments_pays_bills_keeps_receipts_and_shows_a_provider_refund() {
     );
     let receipt = act(alice, "receipt", Some(&second_order), json!({})).await;
     assert_eq!(pairs(&receipt)["Refunded"], "EUR 5.00");
+    // The refund is of the payment, not of one of its two bills: both say
+    // so, neither claims to be refunded whole.
     let history = act(alice, "history", None, json!({})).await;
+    let badges = badges(&history);
     assert_eq!(
-        badges(&history).iter().filter(|b| *b == "Refunded").count(),
-        2
+        badges.iter().filter(|b| *b == "Partly refunded").count(),
+        2,
+        "{history}"
     );
+    assert!(!badges.contains(&"Refunded".to_string()), "{history}");
     assert_eq!(balance(alice).await, 50_000 - paid + 500);
 
     let base = server.base.clone();

@@ -63,6 +63,9 @@ pub enum Standing {
     Due,
     Overdue,
     Paid,
+    /// The company gave back some of the payment that settled it (a
+    /// refund is of a payment, which may have settled several bills).
+    PartlyRefunded,
     Refunded,
 }
 
@@ -79,10 +82,11 @@ impl Account {
         match &bill.paid_by {
             // The company refunded (some of) the payment that settled it;
             // a double payment given back is not this bill's refund.
-            Some(order) if self.receipt(order).is_some_and(|r| r.refunded > r.returned) => {
-                Standing::Refunded
-            }
-            Some(_) => Standing::Paid,
+            Some(order) => match self.receipt(order) {
+                Some(r) if r.refunded >= r.amount => Standing::Refunded,
+                Some(r) if r.refunded > r.returned => Standing::PartlyRefunded,
+                _ => Standing::Paid,
+            },
             None if today > bill.due => Standing::Overdue,
             None => Standing::Due,
         }

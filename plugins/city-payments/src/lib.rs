@@ -77,6 +77,7 @@ fn money(minor: u64) -> String {
 fn standing_badge(standing: Standing, due: i64, today: i64) -> Element {
     match standing {
         Standing::Paid => Element::Badge("Paid".into(), Tone::Success),
+        Standing::PartlyRefunded => Element::Badge("Partly refunded".into(), Tone::Info),
         Standing::Refunded => Element::Badge("Refunded".into(), Tone::Info),
         Standing::Overdue => Element::Badge("Overdue".into(), Tone::Danger),
         Standing::Due if due - today <= 7 => {
@@ -217,7 +218,13 @@ fn pay(customer: &str, account: &Account, mut chosen: Vec<String>) -> Result<Vie
     // never heard (its event was lost): settle it now, as the event would
     // have, rather than ask the user to confirm a sheet that is gone.
     if let Some(outcome) = ended(&order) {
-        return settled(customer, PaymentResult { order_id: order, outcome });
+        return settled(
+            customer,
+            PaymentResult {
+                order_id: order,
+                outcome,
+            },
+        );
     }
     Ok(View::new("Confirm the payment")
         .heading("Confirm the payment")

@@ -681,8 +681,8 @@ fn cancel(catalog: &Catalog, id: &str) -> Result<View, AppError> {
         .ok_or_else(|| AppError::Failed("a booked appointment without its order".into()))?;
     // What went back when it was booked (a sheet paid for more than the
     // fee) is not this cancellation's refund.
-    let over = appointments::of_order(&order)?
-        .map_or(0, |(_, amount)| amount.saturating_sub(a.kept()));
+    let over =
+        appointments::of_order(&order)?.map_or(0, |(_, amount)| amount.saturating_sub(a.kept()));
     let refunded = match payments::status(&order)? {
         payments::OrderStatus::Refunded(total) if total > over => total - over,
         _ => {

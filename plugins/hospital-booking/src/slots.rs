@@ -117,7 +117,14 @@ pub fn book(
         let done = match read(key)? {
             None => store::shared_create(key, &booked)?,
             Some((_, old)) if old == booked => return Ok(true),
-            Some((_, Slot::Booked { appointment: a, order: o, .. })) if a == appointment => {
+            Some((
+                _,
+                Slot::Booked {
+                    appointment: a,
+                    order: o,
+                    ..
+                },
+            )) if a == appointment => {
                 return Ok(o.is_none());
             }
             Some((bytes, old)) if old.appointment() == appointment || !old.blocks(now) => {

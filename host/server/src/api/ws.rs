@@ -17,9 +17,10 @@
 //! stops reading until acknowledgements go out). A send repeated with its
 //! client id is stored once, as over HTTP, so a client that lost its
 //! connection before an acknowledgement sends again. The session is checked
-//! for every send and every heartbeat, and a logout in this process
-//! closes the session's connections at once: after a logout or a
-//! revocation the connection is closed with code 4001. A user holds at most
+//! for every send and every heartbeat, and a logout or password change in
+//! this process closes the session's connections at once: after a logout,
+//! a password change or a revocation the connection is closed with code
+//! 4001. A user holds at most
 //! `max-live-connections-per-user` sessions in this process: past that the
 //! handshake gets `429` (and one that raced past the check, code 1008).
 
@@ -269,90 +270,89 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let mut last_heard = Instant::now();
     let mut acks = Acks::default();
     let ended = (CLOSE_SESSION_ENDED, "the session ended; sign in again");
-    let signed_out = matches!(still_signed_in(&state, &token), Ok(None));
-    let close = loop {
-        if signed_out {
-            break Some(ended);
-        }
-        tokio::select! {
-            // A logout of this session here closes it now, not at the
-            // next heartbeat.
-            _ = session_end.ended() => {
-                if let Ok(None) = still_signed_in(&state, &token) {
-                    break Some(ended);
-                }
-            },
-            frame = sub.rx.recv() => match frame {
-                Some(frame) => {
-                    // Nothing pushed after a logout that came first, even
-                    // when both were ready at once.
-                    if session_end.noticed() && matches!(still_signed_in(&state, &token), Ok(None)) {
+    let close = if matches!(still_signed_in(&state, &token), Ok(None)) {
+        Some(ended)
+    } else {
+        loop {
+            tokio::select! {
+                // A logout of this session here closes it now, not at the
+                // next heartbeat.
+                _ = session_end.ended() => {
+                    if let Ok(None) = still_signed_in(&state, &token) {
                         break Some(ended);
                     }
-                    let mut batch = vec![frame];
-                    while batch.len() < BATCH_FRAMES {
-                        match sub.rx.try_recv() {
-                            Ok(frame) => batch.push(frame),
-                            Err(_) => break,
+                },
+                frame = sub.rx.recv() => match frame {
+                    Some(frame) => {
+                        // Nothing pushed after a logout that came first, even
+                        // when both were ready at once.
+                        if session_end.noticed() && matches!(still_signed_in(&state, &token), Ok(None)) {
+                            break Some(ended);
+                        }
+                        let mut batch = vec![frame];
+                        while batch.len() < BATCH_FRAMES {
+                            match sub.rx.try_recv() {
+                                Ok(frame) => batch.push(frame),
+                                Err(_) => break,
+                            }
+                        }
+                        let frames = batch.iter().map(|f| Message::Text(f.as_ref().into()));
+                        if send_all(&mut sink, frames).await.is_err() {
+                            break None;
                         }
                     }
-                    let frames = batch.iter().map(|f| Message::Text(f.as_ref().into()));
-                    if send_all(&mut sink, frames).await.is_err() {
+                    None => break Some(if sub.lagged.load(Ordering::Relaxed) {
+                        (CLOSE_LAGGING, "too far behind; resync by seq")
+                    } else {
+                        (1011, "server closed the stream")
+                    }),
+                },
+                Some(ack) = acks.next(), if !acks.is_empty() => {
+                    let mut batch = vec![ack];
+                    while batch.len() < BATCH_FRAMES {
+                        // Polled without a waker of its own: the loop polls
+                        // `acks` again, with one, before it waits.
+                        match acks.next().now_or_never() {
+                            Some(Some(ack)) => batch.push(ack),
+                            _ => break,
+                        }
+                    }
+                    if send_all(&mut sink, batch.into_iter().map(|a| Message::Text(a.into()))).await.is_err() {
                         break None;
                     }
-                }
-                None => break Some(if sub.lagged.load(Ordering::Relaxed) {
-                    (CLOSE_LAGGING, "too far behind; resync by seq")
-                } else {
-                    (1011, "server closed the stream")
-                }),
-            },
-            Some(ack) = acks.next(), if !acks.is_empty() => {
-                let mut batch = vec![ack];
-                while batch.len() < BATCH_FRAMES {
-                    // Polled without a waker of its own: the loop polls
-                    // `acks` again, with one, before it waits.
-                    match acks.next().now_or_never() {
-                        Some(Some(ack)) => batch.push(ack),
-                        _ => break,
+                },
+                incoming = stream.next(), if acks.len() < MAX_IN_FLIGHT => match incoming {
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(e)) => break closing_for(e, state.config.max_body_bytes),
+                    Some(Ok(Message::Text(text))) => {
+                        last_heard = Instant::now();
+                        // Boxed: the send's state would otherwise be part of
+                        // every idle session's.
+                        match Box::pin(receive(&state, &token, sub.id, text.as_str())).await {
+                            Some(ack) => acks.push_back(ack),
+                            None => break Some(ended),
+                        }
                     }
-                }
-                if send_all(&mut sink, batch.into_iter().map(|a| Message::Text(a.into()))).await.is_err() {
-                    break None;
-                }
-            },
-            incoming = stream.next(), if acks.len() < MAX_IN_FLIGHT => match incoming {
-                Some(Ok(Message::Close(_))) | None => break None,
-                Some(Err(e)) => break closing_for(e, state.config.max_body_bytes),
-                Some(Ok(Message::Text(text))) => {
-                    last_heard = Instant::now();
-                    // Boxed: the send's state would otherwise be part of
-                    // every idle session's.
-                    match Box::pin(receive(&state, &token, sub.id, text.as_str())).await {
-                        Some(ack) => acks.push_back(ack),
-                        None => break Some(ended),
+                    Some(Ok(Message::Binary(_))) => {
+                        last_heard = Instant::now();
+                        let e = ApiError::bad_request("frames are JSON text");
+                        acks.push_back(Box::pin(std::future::ready(error_frame(None, e))));
                     }
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    last_heard = Instant::now();
-                    let e = ApiError::bad_request("frames are JSON text");
-                    acks.push_back(Box::pin(std::future::ready(error_frame(None, e))));
-                }
-                Some(Ok(_)) => last_heard = Instant::now(),
-            },
-            _ = shutdown.changed() => break Some((1001, "server shutting down")),
-            _ = ticker.tick() => {
-                if last_heard.elapsed() > heartbeat * 3 {
-                    break Some((1001, "no heartbeat"));
-                }
-                if let Ok(None) = still_signed_in(&state, &token) {
-                    break Some(ended);
-                }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break None;
-                }
-            },
-
+                    Some(Ok(_)) => last_heard = Instant::now(),
+                },
+                _ = ticker.tick() => {
+                    if last_heard.elapsed() > heartbeat * 3 {
+                        break Some((1001, "no heartbeat"));
+                    }
+                    if let Ok(None) = still_signed_in(&state, &token) {
+                        break Some(ended);
+                    }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                },
+                _ = shutdown.changed() => break Some((1001, "server shutting down")),
+            }
         }
     };
     // Unregistered here, before the close; a session that panics is

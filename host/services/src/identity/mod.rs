@@ -292,13 +292,18 @@ fn user_notice(user: &str) -> Arc<[u8]> {
 }
 
 impl SessionWatch {
+    /// Whether `notice` names the watched session or its account.
+    fn is_mine(&self, notice: &[u8]) -> bool {
+        *notice == *self.key || *notice == *self.user
+    }
+
     /// Whether a notice that the session may have ended is waiting now
     /// (without waiting for one).
     pub fn noticed(&mut self) -> bool {
         use tokio::sync::broadcast::error::TryRecvError;
         loop {
             match self.rx.try_recv() {
-                Ok(key) if *key == *self.key || key == self.user => return true,
+                Ok(key) if self.is_mine(&key) => return true,
                 Ok(_) => continue,
                 Err(TryRecvError::Lagged(_)) => return true,
                 Err(TryRecvError::Empty | TryRecvError::Closed) => return false,
@@ -312,7 +317,7 @@ impl SessionWatch {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match self.rx.recv().await {
-                Ok(key) if *key == *self.key || key == self.user => return,
+                Ok(key) if self.is_mine(&key) => return,
                 Ok(_) => continue,
                 Err(RecvError::Lagged(_)) => return,
                 Err(RecvError::Closed) => std::future::pending::<()>().await,

@@ -96,17 +96,19 @@ pub struct Conversation {
 }
 
 impl Stored {
+    /// Who may remove others from the group: its creator, until they left.
+    fn owner(&self) -> &str {
+        self.owner.as_deref().unwrap_or(&self.created_by)
+    }
+
     fn with_last_seq(self, last_seq: u64) -> Conversation {
+        let owner = (self.kind == Kind::Group).then(|| self.owner().to_string());
         Conversation {
             id: self.id,
             kind: self.kind,
             title: self.title,
             members: self.members,
-            owner: (self.kind == Kind::Group).then(|| {
-                self.owner
-                    .clone()
-                    .unwrap_or_else(|| self.created_by.clone())
-            }),
+            owner,
             created_by: self.created_by,
             created_at: self.created_at,
             last_seq,
@@ -540,7 +542,7 @@ impl Messaging {
         user: &str,
     ) -> Result<(), MessagingError> {
         self.change_members(me, id, |c| {
-            let owner = c.owner.clone().unwrap_or_else(|| c.created_by.clone());
+            let owner = c.owner().to_string();
             if user != me.id && owner != me.id {
                 return Err(MessagingError::Forbidden(
                     "only the group's owner (its creator, or after the creator left the member longest in it) may remove others; anyone may leave".into(),

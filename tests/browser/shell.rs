@@ -867,7 +867,9 @@ async fn a_person_named_like_a_service_shows_their_username_and_long_words_stay_
         "no sideways scrolling; opened at the newest message"
     );
 
-    // A group's members: alice adds eve, then leaves; it is gone from her list.
+    // A group's members: alice adds eve, which the group records; eve's
+    // leaving shows live; alice leaving in another tab ends her sending
+    // here, and the group is gone from her list.
     let mut alice = Client::new(&server);
     alice.token = Some(alice.login("alice", "demo-password").await);
     let (_, group) = alice
@@ -885,7 +887,54 @@ async fn a_person_named_like_a_service_shows_their_username_and_long_words_stay_
     b.wait_text("Members (3)").await;
     b.click("details.members summary").await;
     b.wait_text("City Hospital @eve").await;
+    b.wait_text("added City Hospital (@eve)").await;
     b.shot("members").await;
+    let eve_id = eve.get("/me").await.1["id"].as_str().unwrap().to_string();
+    let (s, _) = eve
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/conversations/{group}/members/{eve_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::NO_CONTENT);
+    b.wait_text("City Hospital (@eve) left").await;
+    b.wait_text("Group · 2 members").await;
+    let alice_id = alice.get("/me").await.1["id"].as_str().unwrap().to_string();
+    let (s, _) = alice
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/conversations/{group}/members/{alice_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::NO_CONTENT);
+    b.wait_text("You are no longer in this group.").await;
+    let drawn = b
+        .js(
+            "return [document.querySelectorAll('form.compose').length, document.querySelectorAll('details.members').length, document.querySelectorAll('.member-change').length];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        drawn,
+        json!([0, 0, 3]),
+        "no sending, no members; three changes shown"
+    );
+    b.shot("left").await;
+    // Added back by bob, she sees the group again, and leaves it here.
+    let mut bob = Client::new(&server);
+    bob.token = Some(bob.login("bob", "demo-password").await);
+    let (s, _) = bob
+        .post(
+            &format!("/conversations/{group}/members"),
+            json!({"username": "alice"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK);
+    b.wait_text("Bob Okoye (@bob) added Alice Martin (@alice)")
+        .await;
+    b.click("details.members summary").await;
     b.click_text("Leave group").await;
     b.wait_text("New chat").await;
     let (_, listed) = alice.get("/conversations").await;

@@ -216,6 +216,13 @@ async fn leaving_a_group_and_a_password_change_on_one_node_hold_on_the_other() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = bob_b.send(&g, "b2", "still here?").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "B sees that bob left");
+    // The record of his leaving takes the next seq after what B stored.
+    let (s, _) = alice.send(&g, "a1", "bye bob").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let history = alice.messages(&g, 0).await;
+    let seqs: Vec<_> = history.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3], "{history:?}");
+    assert_eq!(history[1]["notice"]["kind"], "left", "{history:?}");
 
     let (s, body) = bob_a
         .call(

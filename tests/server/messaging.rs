@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::*;
 
@@ -371,7 +371,17 @@ async fn group_members_are_added_removed_and_leave_and_whoever_is_out_hears_noth
     let (s, again) = bob.post(&members, json!({"username": "carol"})).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(again["members"].as_array().unwrap().len(), 3, "once");
-    assert_eq!(carol.messages(&g, 0).await.len(), 1);
+    // She reads what was said before her, and the host's record of who
+    // added her: one, for the two adds.
+    let history = carol.messages(&g, 0).await;
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!(history[0]["text"], "before carol");
+    assert_eq!(history[1]["sender"], bob_id.as_str());
+    assert_eq!(
+        history[1]["notice"],
+        json!({"kind": "added", "member": carol_id})
+    );
+    assert_eq!(history[1]["text"], "BOB (@bob) added CAROL (@carol)");
     let (_, listed) = carol.get("/conversations").await;
     assert!(listed.to_string().contains("Trip"), "{listed}");
 
@@ -395,7 +405,8 @@ async fn group_members_are_added_removed_and_leave_and_whoever_is_out_hears_noth
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
 
-    // Bob leaves, live: the next message reaches carol's connection, not his.
+    // Bob leaves, live: both hear that he left; the next message reaches
+    // carol's connection, not his.
     let mut bobs = ws_connect(&server, bob.token.as_ref().unwrap()).await;
     let mut carols = ws_connect(&server, carol.token.as_ref().unwrap()).await;
     let (s, _) = bob
@@ -403,6 +414,11 @@ async fn group_members_are_added_removed_and_leave_and_whoever_is_out_hears_noth
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     alice.send(&g, "a2", "after bob left").await;
+    for ws in [&mut carols, &mut bobs] {
+        let told = next_message(ws, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(told["message"]["notice"], json!({"kind": "left"}), "{told}");
+        assert_eq!(told["message"]["text"], "BOB (@bob) left");
+    }
     let pushed = next_message(&mut carols, Duration::from_secs(5))
         .await
         .unwrap();
@@ -411,7 +427,7 @@ async fn group_members_are_added_removed_and_leave_and_whoever_is_out_hears_noth
         next_message(&mut bobs, Duration::from_millis(500))
             .await
             .is_none(),
-        "nothing pushed to whoever left"
+        "nothing pushed to whoever left after his leaving"
     );
     assert_eq!(
         bob.get(&format!("/conversations/{g}")).await.0,
@@ -426,17 +442,63 @@ async fn group_members_are_added_removed_and_leave_and_whoever_is_out_hears_noth
     let (_, listed) = bob.get("/conversations").await;
     assert!(!listed.to_string().contains("Trip"), "{listed}");
 
-    // The creator removes carol.
+    // The creator removes carol, who hears it.
     let (s, _) = alice
         .call(Method::DELETE, &format!("{members}/{carol_id}"), None)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
+    let told = next_message(&mut carols, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        told["message"]["notice"],
+        json!({"kind": "removed", "member": carol_id}),
+        "{told}"
+    );
+    assert_eq!(
+        told["message"]["text"],
+        "ALICE (@alice) removed CAROL (@carol)"
+    );
     assert_eq!(
         carol.get(&format!("/conversations/{g}")).await.0,
         StatusCode::NOT_FOUND
     );
     let (_, left) = alice.get(&members).await;
     assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+    // Who is not a member is told so only by a member's request: an
+    // outsider learns nothing of which user ids exist.
+    let (s, body) = alice
+        .call(Method::DELETE, &format!("{members}/{carol_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.to_string().contains("no such member"), "{body}");
+    let (s, body) = alice
+        .call(Method::DELETE, &format!("{members}/no-such-user"), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.to_string().contains("no such member"), "{body}");
+    for who in [carol_id.as_str(), "no-such-user"] {
+        let (s, body) = dave
+            .call(Method::DELETE, &format!("{members}/{who}"), None)
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+        assert!(body.to_string().contains("no such conversation"), "{body}");
+    }
+    // The group's history records each change, in order.
+    let notices: Vec<Value> = alice
+        .messages(&g, 0)
+        .await
+        .into_iter()
+        .filter_map(|m| m.get("notice").cloned())
+        .collect();
+    assert_eq!(
+        notices,
+        [
+            json!({"kind": "added", "member": carol_id}),
+            json!({"kind": "left"}),
+            json!({"kind": "removed", "member": carol_id}),
+        ]
+    );
 
     // The creator leaves: the member longest in the group may remove
     // others from then on, and the creator, added back, may not.
@@ -455,6 +517,12 @@ async fn group_members_are_added_removed_and_leave_and_whoever_is_out_hears_noth
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, now) = bob.get(&format!("/conversations/{club}")).await;
     assert_eq!(now["owner"], bob_id.as_str(), "{now}");
+    let history = bob.messages(&club, 0).await;
+    assert_eq!(
+        history.last().unwrap()["notice"],
+        json!({"kind": "left", "owner": bob_id}),
+        "the notice names the new owner: {history:?}"
+    );
     let (s, _) = bob.post(&club_members, json!({"username": "alice"})).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = alice

@@ -104,13 +104,18 @@ pub async fn add_member(
     Ok(axum::Json(conversation).into_response())
 }
 
-/// Take a member out of a group: its creator may remove anyone, a member
+/// Take a member out of a group: its owner may remove anyone, a member
 /// themselves (leaving).
 pub async fn remove_member(
     State(state): State<AppState>,
     auth: Auth,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    let Some(user) = state.host.identity.user(&user)? else {
+        // Only a member of the group learns that this is none of them.
+        state.host.messaging.get(&auth.user, &id)?;
+        return Err(MessagingError::NotAMember.into());
+    };
     state
         .host
         .messaging

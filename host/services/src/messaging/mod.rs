@@ -136,6 +136,32 @@ pub struct Message {
     /// Set when the message is a shared app card (`text` is its title).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<Card>,
+    /// Set when the host wrote the message about a change of the group's
+    /// members (`sender` made it; `text` says it in words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<Notice>,
+}
+
+/// A change of a group's members, as its message records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Notice {
+    /// The sender added `member`.
+    Added { member: String },
+    /// The sender, the group's owner, removed `member`.
+    Removed { member: String },
+    /// The sender left; `owner` is who may remove others from then on,
+    /// when it was the sender.
+    Left {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
+}
+
+/// How a notice names a user: their display name and their username,
+/// which no one else can take.
+fn named(user: &User) -> String {
+    format!("{} (@{})", user.display_name, user.username)
 }
 
 /// A conversation as one member sees it in their list.
@@ -517,15 +543,22 @@ impl Messaging {
         let max = self.config.max_group_members;
         let stored = self
             .change_members(me, id, |c| {
-                if !c.members.contains(&user.id) {
-                    if c.members.len() >= max {
-                        return Err(MessagingError::InvalidInput(format!(
-                            "a group has at most {max} members"
-                        )));
-                    }
-                    c.members.push(user.id.clone());
+                if c.members.contains(&user.id) {
+                    return Ok(None);
                 }
-                Ok(())
+                if c.members.len() >= max {
+                    return Err(MessagingError::InvalidInput(format!(
+                        "a group has at most {max} members"
+                    )));
+                }
+                c.members.push(user.id.clone());
+                let notice = Notice::Added {
+                    member: user.id.clone(),
+                };
+                Ok(Some((
+                    notice,
+                    format!("{} added {}", named(me), named(user)),
+                )))
             })
             .await?;
         Ok(stored.with_last_seq(self.last_seq(id)?))
@@ -539,25 +572,34 @@ impl Messaging {
         &self,
         me: &User,
         id: &str,
-        user: &str,
+        user: &User,
     ) -> Result<(), MessagingError> {
         self.change_members(me, id, |c| {
             let owner = c.owner().to_string();
-            if user != me.id && owner != me.id {
+            if user.id != me.id && owner != me.id {
                 return Err(MessagingError::Forbidden(
                     "only the group's owner (its creator, or after the creator left the member longest in it) may remove others; anyone may leave".into(),
                 ));
             }
             let before = c.members.len();
-            c.members.retain(|m| m != user);
+            c.members.retain(|m| *m != user.id);
             if c.members.len() == before {
                 return Err(MessagingError::NotAMember);
             }
-            if user == owner {
-                // The owner left: the member longest in the group is next.
-                c.owner = Some(c.members.first().cloned().unwrap_or_default());
+            if user.id != me.id {
+                let notice = Notice::Removed {
+                    member: user.id.clone(),
+                };
+                return Ok(Some((notice, format!("{} removed {}", named(me), named(user)))));
             }
-            Ok(())
+            let mut next = None;
+            if user.id == owner {
+                // The owner left: the member longest in the group is next.
+                next = c.members.first().cloned();
+                c.owner = Some(next.clone().unwrap_or_default());
+            }
+            let notice = Notice::Left { owner: next };
+            Ok(Some((notice, format!("{} left", named(me)))))
         })
         .await?;
         Ok(())
@@ -565,43 +607,96 @@ impl Messaging {
 
     /// Change the members of group `id`, of which `me` is one, with
     /// `change`, under the conversation's lock stripe (so a send sees the
-    /// members before or after, and pushes only to those), in one
-    /// transaction with the membership index; durable before it returns.
+    /// members before or after, and pushes only to those). A change that
+    /// changes something (`change` names it with a notice and its words)
+    /// is written in one transaction with the membership index and a
+    /// message from `me` that records it; the message is pushed, once
+    /// durable, to the members before and after the change, so whoever was
+    /// removed hears it too. Durable before it returns.
     async fn change_members(
         &self,
         me: &User,
         id: &str,
-        change: impl Fn(&mut Stored) -> Result<(), MessagingError>,
+        change: impl Fn(&mut Stored) -> Result<Option<(Notice, String)>, MessagingError>,
     ) -> Result<Stored, MessagingError> {
-        let _stripe = self.stripe(id).lock().await;
-        let stored = self
-            .store
-            .transact(&[Tree::Conversations, Tree::Memberships], |txn| {
-                let mut c: Stored = txn_get(txn, Tree::Conversations, id.as_bytes())?
-                    .filter(|c: &Stored| c.members.contains(&me.id))
-                    .ok_or(Abort::User(MessagingError::NotFound))?;
-                if c.kind != Kind::Group {
-                    return Err(Abort::User(MessagingError::InvalidInput(
-                        "only a group's members change".into(),
-                    )));
-                }
-                let before = c.members.clone();
-                change(&mut c).map_err(Abort::User)?;
-                c.version += 1;
-                for gone in before.iter().filter(|m| !c.members.contains(m)) {
-                    txn.delete(Tree::Memberships, &key(&[gone, id]))?;
-                }
-                for new in c.members.iter().filter(|m| !before.contains(m)) {
-                    txn.put(Tree::Memberships, &key(&[new, id]), b"")?;
-                }
-                txn_put(txn, Tree::Conversations, id.as_bytes(), &c)?;
-                Ok(c)
-            })?;
+        let stripe = self.stripe(id).lock().await;
+        // On a store of its own the next seq is known under the stripe; on a
+        // shared one, the transaction reads it.
+        let next_seq = match self.store.shared() {
+            true => None,
+            false => Some(self.last_seq(id)? + 1),
+        };
+        let prefix = messages_prefix(id);
+        let trees = [
+            Tree::Conversations,
+            Tree::Memberships,
+            Tree::Messages,
+            Tree::ReadMarks,
+        ];
+        let (stored, changed) = self.store.transact(&trees, |txn| {
+            let mut c: Stored = txn_get(txn, Tree::Conversations, id.as_bytes())?
+                .filter(|c: &Stored| c.members.contains(&me.id))
+                .ok_or(Abort::User(MessagingError::NotFound))?;
+            if c.kind != Kind::Group {
+                return Err(Abort::User(MessagingError::InvalidInput(
+                    "only a group's members change".into(),
+                )));
+            }
+            let before = c.clone();
+            let Some((notice, text)) = change(&mut c).map_err(Abort::User)? else {
+                return Ok((c, None));
+            };
+            c.version += 1;
+            for gone in before.members.iter().filter(|m| !c.members.contains(m)) {
+                txn.delete(Tree::Memberships, &key(&[gone, id]))?;
+            }
+            for new in c.members.iter().filter(|m| !before.members.contains(m)) {
+                txn.put(Tree::Memberships, &key(&[new, id]), b"")?;
+            }
+            txn_put(txn, Tree::Conversations, id.as_bytes(), &c)?;
+            let seq = match next_seq {
+                Some(seq) => seq,
+                None => seq_of(&prefix, &txn.scan(Tree::Messages, &prefix, None, 1, true)?) + 1,
+            };
+            let message = Message {
+                conversation_id: id.to_string(),
+                seq,
+                sender: me.id.clone(),
+                client_id: new_id(),
+                text,
+                sent_at: now_secs(),
+                card: None,
+                notice: Some(notice),
+            };
+            txn_put(txn, Tree::Messages, &message_key(id, seq), &message)?;
+            txn_put(txn, Tree::ReadMarks, &key(&[id, &me.id]), &seq)?;
+            // Told to everyone in the group before or after.
+            let joined: Vec<String> = c
+                .members
+                .iter()
+                .filter(|m| !before.members.contains(m))
+                .cloned()
+                .collect();
+            let mut told = before;
+            told.members.extend(joined);
+            Ok::<_, Abort<MessagingError>>((c, Some((message, told))))
+        })?;
+        let Some((message, told)) = changed else {
+            drop(stripe);
+            return Ok(stored);
+        };
+        if next_seq.is_some() {
+            self.last_seqs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string(), message.seq);
+        }
         self.conversations
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(Arc::new(stored.clone()));
-        self.store.durable().await?;
+        let Staged { durable, .. } = self.announce(stripe, Arc::new(told), message, None);
+        durable.await?;
         Ok(stored)
     }
 
@@ -843,6 +938,7 @@ impl Messaging {
             text: text.to_string(),
             sent_at: now_secs(),
             card,
+            notice: None,
         };
         if self.store.shared() {
             let (message, fresh, conversation) = self.append_shared(draft, &dedup)?;

@@ -117,6 +117,13 @@ export async function conversation(main, shell, id) {
   const show = (m) => {
     if (m.seq <= lastSeq) return;
     lastSeq = m.seq;
+    if (m.notice) {
+      // The host's record of a change of members, in its words.
+      log.insertBefore(el('li', { class: 'member-change' },
+        el('span', { class: 'text', dir: 'auto' }, m.text), ' ',
+        el('time', { class: 'muted' }, when(m.sent_at))), log.querySelector('.pending'));
+      return;
+    }
     const mine = m.sender === shell.me.id;
     const item = el('li', { class: mine ? 'message mine' : 'message' },
       el('span', { class: 'sender', dir: 'auto' }, mine ? 'You' : senderOf(m)),
@@ -208,17 +215,52 @@ export async function conversation(main, shell, id) {
     }
   });
   const readOnly = c.kind === 'service';
+  const heading = (c) => el('h1', {}, el('span', { dir: 'auto' }, titleOf(c, shell.me)), ' ', markOf(c, shell.me));
+  let top = heading(c);
+  let members = c.kind === 'group' ? groupMembers(c, shell) : null;
+  const footer = readOnly ? el('p', { class: 'muted' }, 'Messages from an app. You cannot reply here.') : compose;
   replace(main,
     el('p', {}, el('a', { href: '#/chats' }, '← Chats')),
-    el('h1', {}, el('span', { dir: 'auto' }, titleOf(c, shell.me)), ' ', markOf(c, shell.me)),
-    c.kind === 'group' ? groupMembers(c, shell) : null,
+    top,
+    members,
     log,
-    readOnly ? el('p', { class: 'muted' }, 'Messages from an app. You cannot reply here.') : compose);
+    footer);
+  // A change of the group's members, told live: the heading and the
+  // members drawn anew, or, for whoever is out, no more sending.
+  const redraw = oneAtATime(async () => {
+    const now = await get(`/conversations/${encodeURIComponent(id)}`);
+    await learnNames(id).catch(() => {});
+    if (shell.viewId !== view || !members) return;
+    const redrawn = groupMembers(now, shell);
+    redrawn.open = members.open;
+    members.replaceWith(redrawn);
+    members = redrawn;
+    const newTop = heading(now);
+    top.replaceWith(newTop);
+    top = newTop;
+  });
+  const changed = (m) => {
+    const me = shell.me.id;
+    const out = (m.notice.kind === 'removed' && m.notice.member === me) || (m.notice.kind === 'left' && m.sender === me);
+    if (!members && m.notice.kind === 'added' && m.notice.member === me) {
+      // Back in the group: drawn anew, with what was said meanwhile.
+      location.replace(`#/chats/${encodeURIComponent(id)}?changed=${Date.now()}`);
+      return;
+    }
+    if (!out) {
+      redraw().catch(() => {});
+      return;
+    }
+    footer.replaceWith(el('p', { class: 'muted', role: 'status' }, 'You are no longer in this group.'));
+    if (members) members.remove();
+    members = null;
+  };
   // Live: a push for this chat appends; the store is the record, so a
   // missed push is caught up by the next sync. Set before the first sync,
   // so a push that comes while it reads is not dropped.
   shell.onMessage = (m) => {
     if (m.conversation_id !== id) return;
+    if (m.notice) changed(m);
     take(m).then((shown) => { if (shown) markRead(); }).catch(() => {});
   };
   shell.onResync = () => sync().catch(() => {});

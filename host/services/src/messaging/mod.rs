@@ -270,6 +270,16 @@ fn insert(txn: &dyn Txn, c: &Stored) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What a change of a group's members did.
+enum Changed {
+    /// Nothing (the member was added before).
+    Nothing,
+    /// Changed them, recorded by this message, told to these members.
+    Members(Box<(Message, Stored)>),
+    /// Its last member left: the group is deleted.
+    Emptied,
+}
+
 /// Sends to one conversation are serialized by one of these locks (chosen
 /// by hashing the id), which keeps store transactions from conflicting.
 const LOCK_STRIPES: usize = 256;
@@ -644,11 +654,16 @@ impl Messaging {
             }
             let before = c.clone();
             let Some((notice, text)) = change(&mut c).map_err(Abort::User)? else {
-                return Ok((c, None));
+                return Ok((c, Changed::Nothing));
             };
             c.version += 1;
             for gone in before.members.iter().filter(|m| !c.members.contains(m)) {
                 txn.delete(Tree::Memberships, &key(&[gone, id]))?;
+            }
+            if c.members.is_empty() {
+                // The last member left: the group is gone, its messages next.
+                txn.delete(Tree::Conversations, id.as_bytes())?;
+                return Ok((c, Changed::Emptied));
             }
             for new in c.members.iter().filter(|m| !before.members.contains(m)) {
                 txn.put(Tree::Memberships, &key(&[new, id]), b"")?;
@@ -679,11 +694,17 @@ impl Messaging {
                 .collect();
             let mut told = before;
             told.members.extend(joined);
-            Ok::<_, Abort<MessagingError>>((c, Some((message, told))))
+            Ok::<_, Abort<MessagingError>>((c, Changed::Members(Box::new((message, told)))))
         })?;
-        let Some((message, told)) = changed else {
-            drop(stripe);
-            return Ok(stored);
+        let (message, told) = match changed {
+            Changed::Nothing => return Ok(stored),
+            Changed::Emptied => {
+                self.forget(&stored);
+                self.store.durable().await?;
+                drop(stripe);
+                return Ok(stored);
+            }
+            Changed::Members(change) => *change,
         };
         if next_seq.is_some() {
             self.last_seqs
@@ -698,6 +719,50 @@ impl Messaging {
         let Staged { durable, .. } = self.announce(stripe, Arc::new(told), message, None);
         durable.await?;
         Ok(stored)
+    }
+
+    /// Forget the group `emptied`, whose last member left: its copy in
+    /// memory becomes the empty one (newer than any copy a reader may still
+    /// bring back from before, so nobody is let in by one), and its
+    /// messages, their client-id entries and its read marks are deleted
+    /// from the store in the background, a page at a time: nobody can reach
+    /// them any more. A crash meanwhile leaves the rest unreachable.
+    fn forget(&self, emptied: &Stored) {
+        let id = emptied.id.as_str();
+        self.conversations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(Arc::new(emptied.clone()));
+        self.last_seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        let store = self.store.clone();
+        let prefixes = [
+            (Tree::Messages, messages_prefix(id)),
+            (Tree::Messages, key(&["c", id, ""])),
+            (Tree::ReadMarks, key(&[id, ""])),
+        ];
+        tokio::task::spawn_blocking(move || {
+            for (tree, prefix) in prefixes {
+                loop {
+                    let page = match store.scan(tree, &prefix, None, 512, false) {
+                        Ok(page) if page.is_empty() => break,
+                        Ok(page) => page,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "deleting an emptied group's messages");
+                            return;
+                        }
+                    };
+                    for (k, _) in page {
+                        if let Err(e) = store.remove(tree, &k) {
+                            tracing::warn!(error = %e, "deleting an emptied group's messages");
+                            return;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// The highest seq in a conversation (0: no messages).
@@ -1194,6 +1259,76 @@ mod tests {
         cache.insert(conversation("c8", 1));
         cache.insert(conversation("c7", 9));
         assert_eq!((cache.by_id.len(), cache.members), (2, 10));
+    }
+
+    /// When the last member leaves, the group and everything said in it
+    /// leave the store (more than a page of it), and the one who left
+    /// last is not let back in by the copy in memory.
+    #[tokio::test]
+    async fn a_group_whose_last_member_left_is_deleted_with_its_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let config = MessagingConfig {
+            send_rate: SendRate::per_second(std::num::NonZeroU32::new(100_000).unwrap()),
+            ..MessagingConfig::default()
+        };
+        let messaging = Messaging::new(store.clone(), Arc::new(Hub::new(8)), config);
+        let (alice, bob) = (user("alice"), user("bob"));
+        let id = messaging
+            .group(&alice, "trip", std::slice::from_ref(&bob))
+            .await
+            .unwrap()
+            .id;
+        for i in 0..600 {
+            let who = if i % 2 == 0 { &alice } else { &bob };
+            messaging
+                .send(who, &id, &format!("m{i}"), "hi")
+                .await
+                .unwrap();
+        }
+        messaging.mark_read(&bob, &id, 600).await.unwrap();
+        messaging.remove_member(&alice, &id, &alice).await.unwrap();
+        assert_eq!(
+            messaging.sync(&bob, &id, 600, 10).unwrap().len(),
+            1,
+            "told bob"
+        );
+        messaging.remove_member(&bob, &id, &bob).await.unwrap();
+
+        let sent = messaging.send(&bob, &id, "b-again", "back?").await;
+        assert!(matches!(sent, Err(MessagingError::NotFound)), "{sent:?}");
+        assert!(matches!(
+            messaging.sync(&bob, &id, 0, 10),
+            Err(MessagingError::NotFound)
+        ));
+        assert!(store
+            .get::<Stored>(Tree::Conversations, id.as_bytes())
+            .unwrap()
+            .is_none());
+        let left = || {
+            [
+                (Tree::Messages, messages_prefix(&id)),
+                (Tree::Messages, key(&["c", &id, ""])),
+                (Tree::ReadMarks, key(&[&id, ""])),
+                (Tree::Memberships, key(&[&alice.id, &id])),
+                (Tree::Memberships, key(&[&bob.id, &id])),
+            ]
+            .iter()
+            .map(|(tree, prefix)| {
+                store
+                    .scan(*tree, prefix, None, usize::MAX, false)
+                    .unwrap()
+                    .len()
+            })
+            .sum::<usize>()
+        };
+        for _ in 0..500 {
+            if left() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(left(), 0, "nothing of the group is left");
     }
 
     #[tokio::test]

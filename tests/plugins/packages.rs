@@ -129,6 +129,54 @@ fn pack_refuses_what_is_not_a_component_and_names_a_write_error_once() {
     assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
 }
 
+/// `plugin pack` and `plugin sign` replace a package, never another file:
+/// a key given as `--out` by mistake stays as it was.
+#[test]
+fn pack_and_sign_replace_a_package_but_never_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("publisher.pem");
+    generate_key(&key);
+    let key_before = std::fs::read(&key).unwrap();
+    let pkg = dir.path().join("hello.pkg");
+    pack(&plugin_dir("hello"), &component("hello"), &pkg);
+    pack(&plugin_dir("hello"), &component("hello"), &pkg);
+    let packed = superapp()
+        .args(["plugin", "pack", "--quiet", "--out"])
+        .arg(&key)
+        .arg("--component")
+        .arg(component("hello"))
+        .arg(plugin_dir("hello"))
+        .output()
+        .unwrap();
+    let signed = superapp()
+        .args(["plugin", "sign"])
+        .arg(&pkg)
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(&key)
+        .output()
+        .unwrap();
+    for refused in [packed, signed] {
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(
+            stderr(&refused).contains("is not a superapp package; it was left as it is"),
+            "{}",
+            stderr(&refused)
+        );
+    }
+    assert_eq!(std::fs::read(&key).unwrap(), key_before);
+    // Over the package itself (the default), it signs.
+    let signed = superapp()
+        .args(["plugin", "sign"])
+        .arg(&pkg)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(signed.status.success(), "{}", stderr(&signed));
+}
+
 #[test]
 fn pack_is_byte_for_byte_reproducible() {
     let dir = tempfile::tempdir().unwrap();

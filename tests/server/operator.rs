@@ -308,6 +308,37 @@ async fn a_backup_mid_burst_restores_a_consistent_copy() {
     assert!(!ok, "{out}");
     assert!(!nowhere.exists(), "a failed restore leaves nothing behind");
 
+    // An archive whose keys are missing or not the store's restores
+    // nothing: a server on it would make new ones and change every
+    // user's ids.
+    let without = rewrite(&archive, &tmp.path().join("no-secret.tar"), |path| {
+        (path != "files/host-secret").then_some(None)
+    });
+    let short = rewrite(&archive, &tmp.path().join("short-secret.tar"), |path| {
+        Some((path == "files/host-secret").then(|| b"short".to_vec()))
+    });
+    for (bad, says) in [(&without, "lacks"), (&short, "is not the file")] {
+        let (ok, out) = cli(&[
+            "restore",
+            "--from",
+            bad.to_str().unwrap(),
+            "--data-dir",
+            nowhere.to_str().unwrap(),
+        ]);
+        assert!(!ok && out.contains(says), "{out}");
+        assert!(!nowhere.exists(), "{out}");
+    }
+    let staged: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".superapp-restore")
+        })
+        .collect();
+    assert!(staged.is_empty(), "no unpacked copy is left beside it");
+
     // A server runs on the copy: the same users, the same money in total,
     // the same keys (the copy's operator token is the original's).
     drop(server);
@@ -321,4 +352,53 @@ async fn a_backup_mid_burst_restores_a_consistent_copy() {
     }
     assert_eq!(total, 40_000);
     assert!(Path::new(&copy.join("host-secret")).exists());
+
+    // Without its secret, the copy's server does not start (made anew, it
+    // would change every user's ids in every app).
+    drop(restored);
+    std::fs::remove_file(copy.join("host-secret")).unwrap();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_superapp"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&copy)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!ok && out.contains("host-secret is missing"), "{out}");
+}
+
+/// A copy of the archive `from` at `to`, each entry kept as it is
+/// (`Some(None)`), with other bytes (`Some(Some(bytes))`) or left out
+/// (`None`), by its path.
+fn rewrite(
+    from: &Path,
+    to: &Path,
+    change: impl Fn(&str) -> Option<Option<Vec<u8>>>,
+) -> std::path::PathBuf {
+    use std::io::Read as _;
+    let mut input = tar::Archive::new(std::fs::File::open(from).unwrap());
+    let mut output = tar::Builder::new(std::fs::File::create(to).unwrap());
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let Some(replaced) = change(&path) else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        let bytes = replaced.unwrap_or(bytes);
+        let mut header = entry.header().clone();
+        header.set_size(bytes.len() as u64);
+        header.set_cksum();
+        output.append(&header, bytes.as_slice()).unwrap();
+    }
+    output.into_inner().unwrap();
+    to.to_path_buf()
 }

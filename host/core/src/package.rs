@@ -230,6 +230,15 @@ impl Package {
         builder.into_inner().expect("writing to memory")
     }
 
+    /// Whether `head`, the first block of a file, is that of a package
+    /// file: a ustar header naming the manifest, as [`Package::to_bytes`]
+    /// begins. A tool that writes packages replaces only such a file.
+    pub fn looks_like_one(head: &[u8]) -> bool {
+        head.len() >= BLOCK
+            && head[257..262] == *b"ustar"
+            && head[..100].split(|b| *b == 0).next() == Some(MANIFEST.as_bytes())
+    }
+
     /// Read a package file strictly.
     pub fn from_bytes(bytes: &[u8]) -> Result<Package, PackageError> {
         if bytes.len() > MAX_PACKAGE_BYTES {

@@ -229,6 +229,12 @@ impl Host {
             }
         }
         let token = String::from_utf8_lossy(&token).trim().to_string();
+        if token.is_empty() {
+            anyhow::bail!(
+                "{} is empty: no one could use the operator API; remove it, and the host makes a new token at start",
+                secrets.describe(OPERATOR_TOKEN)
+            );
+        }
         let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
             runtime: runtime.metrics().clone(),
             flush_seconds: store.flush_seconds(),

@@ -257,7 +257,7 @@ pub const HOST_KEY_FILE: &str = "host-signing-key";
 
 impl HostKey {
     pub fn load_or_create(secrets: &crate::identity::Secrets) -> anyhow::Result<HostKey> {
-        let pkcs8 = secrets.load_or_create(HOST_KEY_FILE, || {
+        let pkcs8 = secrets.load_or_create_kept(HOST_KEY_FILE, || {
             Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                 .map(|k| k.as_ref().to_vec())
                 .map_err(|_| anyhow::anyhow!("cannot generate the host signing key"))

@@ -114,9 +114,61 @@ impl Secrets {
             .inspect(|kept| warn_if_different(&path, kept, file))
     }
 
+    /// [`Secrets::load_or_create`] for a file the host's records depend on
+    /// (the host secret, the host signing key): a single host's store keeps
+    /// the file's SHA-256 from its first start on, and a host whose file is
+    /// missing, or is another than that, does not start. Made anew, it
+    /// would silently change every user's ids in every app (or the key
+    /// providers and holders check), which no later fix could undo. A store
+    /// from before the fingerprints holding any user counts as made with
+    /// the file too.
+    pub fn load_or_create_kept(
+        &self,
+        file: &str,
+        create: impl FnOnce() -> anyhow::Result<Vec<u8>>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let Some(store) = self.store.as_ref().filter(|s| !s.shared()) else {
+            return self.load_or_create(file, create);
+        };
+        let path = self.dir.join(file);
+        let key = format!("fingerprint/{file}");
+        let read = |e: superapp_store::StoreError| anyhow::anyhow!("cannot read the store: {e}");
+        let recorded = store.get_raw(Tree::Meta, key.as_bytes()).map_err(read)?;
+        let restored = store
+            .get_raw(Tree::Meta, format!("private/{file}").as_bytes())
+            .map_err(read)?
+            .is_some();
+        if !path.exists() && !restored {
+            let used = recorded.is_some()
+                || !store
+                    .scan(Tree::Users, b"", None, 1, false)
+                    .map_err(read)?
+                    .is_empty();
+            if used {
+                bail!(
+                    "{} is missing, but this data directory's store was made with it: made anew, it would change every user's ids in every app (or the host's signing key). Bring it back from a backup (`superapp restore` restores a whole data directory), or start over in a new data directory",
+                    path.display()
+                );
+            }
+        }
+        let bytes = self.load_or_create(file, create)?;
+        let fingerprint = ring::digest::digest(&ring::digest::SHA256, &bytes);
+        match recorded {
+            Some(recorded) if recorded != fingerprint.as_ref() => bail!(
+                "{} is not the file this data directory's store was made with: with it, every user's ids in every app (or the host's signing key) would change. Put the original back (`superapp restore` restores a whole data directory)",
+                path.display()
+            ),
+            Some(_) => {}
+            None => store
+                .put_raw(Tree::Meta, key.as_bytes(), fingerprint.as_ref())
+                .map_err(|e| anyhow::anyhow!("cannot write the store: {e}"))?,
+        }
+        Ok(bytes)
+    }
+
     /// The host secret, created on first start.
     pub fn host_secret(&self) -> anyhow::Result<[u8; SECRET_LEN]> {
-        let bytes = self.load_or_create(SECRET_FILE, || {
+        let bytes = self.load_or_create_kept(SECRET_FILE, || {
             let mut secret = [0u8; SECRET_LEN];
             SystemRandom::new()
                 .fill(&mut secret)
@@ -213,6 +265,44 @@ mod tests {
         )
         .unwrap();
         assert!(load_or_create_secret(dir.path()).is_err());
+    }
+
+    /// A host whose secret went missing, or was swapped, does not start on
+    /// the store made with the original; the original back, it does.
+    #[test]
+    fn a_lost_or_swapped_secret_is_refused_not_made_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let secrets = Secrets::for_store(dir.path(), &store);
+        let first = secrets.host_secret().unwrap();
+        let path = dir.path().join(SECRET_FILE);
+        let original = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let lost = secrets.host_secret().unwrap_err().to_string();
+        assert!(lost.contains("is missing"), "{lost}");
+        assert!(!path.exists(), "nothing made anew");
+        let other = tempfile::tempdir().unwrap();
+        load_or_create_secret(other.path()).unwrap();
+        std::fs::copy(other.path().join(SECRET_FILE), &path).unwrap();
+        let swapped = secrets.host_secret().unwrap_err().to_string();
+        assert!(swapped.contains("is not the file"), "{swapped}");
+        std::fs::write(&path, &original).unwrap();
+        assert_eq!(secrets.host_secret().unwrap(), first);
+
+        // A store from before the fingerprints, holding a user.
+        let old = tempfile::tempdir().unwrap();
+        let store = Store::open(&old.path().join("store")).unwrap();
+        store.put_raw(Tree::Users, b"u1", b"{}").unwrap();
+        let err = Secrets::for_store(old.path(), &store)
+            .host_secret()
+            .unwrap_err();
+        assert!(err.to_string().contains("is missing"), "{err}");
+        // A fresh one starts.
+        let fresh = tempfile::tempdir().unwrap();
+        let store = Store::open(&fresh.path().join("store")).unwrap();
+        Secrets::for_store(fresh.path(), &store)
+            .host_secret()
+            .unwrap();
     }
 
     #[test]

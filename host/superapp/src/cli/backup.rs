@@ -100,7 +100,7 @@ fn read_manifest(archive: &Path) -> anyhow::Result<BackupManifest> {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.data_dir;
-    let created = match std::fs::read_dir(dir) {
+    match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 bail!(
@@ -108,33 +108,52 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
                     dir.display()
                 );
             }
-            false
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            true
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
-    };
-    match unpack(&args.from, dir) {
-        Ok(report) => Ok(report),
-        Err(e) => {
-            // Nothing half-restored is left behind.
-            if created {
-                let _ = std::fs::remove_dir_all(dir);
-            } else if let Ok(entries) = std::fs::read_dir(dir) {
-                for entry in entries.flatten() {
-                    let _ = std::fs::remove_dir_all(entry.path())
-                        .or_else(|_| std::fs::remove_file(entry.path()));
-                }
-            }
-            Err(e)
-        }
     }
+    // Unpacked and checked beside the target, then renamed into place in
+    // one step: an interrupted or refused restore leaves no data directory
+    // a server could start on (with keys missing, it would make new ones).
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".superapp-restore-")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot write in {}", parent.display()))?;
+    let report = unpack(&args.from, staging.path())?;
+    let staged = staging.keep();
+    if let Err(e) = std::fs::rename(&staged, dir) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e)
+            .with_context(|| format!("cannot move the restored copy to {}", dir.display()));
+    }
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", parent.display()))?;
+    println!(
+        "restored {} records and {} key files into {}",
+        report.records,
+        report.files,
+        dir.display()
+    );
+    println!(
+        "audit log: {} entries, the chain verifies",
+        report.audit_entries
+    );
+    println!("ledger: ok, it balances");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a restore brought back, once it holds together.
+struct Restored {
+    records: u64,
+    files: usize,
+    audit_entries: u64,
 }
 
 /// A path inside the archive that stays inside the data directory.
@@ -148,13 +167,14 @@ fn safe(rel: &Path) -> anyhow::Result<&Path> {
     Ok(rel)
 }
 
-fn unpack(archive: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
+fn unpack(archive: &Path, dir: &Path) -> anyhow::Result<Restored> {
     let manifest = read_manifest(archive)?;
     let file = std::fs::File::open(archive)
         .with_context(|| format!("cannot read {}", archive.display()))?;
     let mut tar = tar::Archive::new(file);
     let store = Store::open(&dir.join("store"))?;
     let mut restored = None;
+    let mut files = std::collections::BTreeSet::new();
     for entry in tar.entries()? {
         let mut entry = entry.context("the archive is damaged")?;
         let path = entry.path()?.into_owned();
@@ -162,6 +182,9 @@ fn unpack(archive: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
             continue;
         }
         if path == Path::new(SNAPSHOT) {
+            if restored.is_some() {
+                bail!("the archive holds two store snapshots");
+            }
             let info = store.restore(&mut entry)?;
             if info.sha256 != manifest.store_sha256 {
                 bail!("the store snapshot does not match the archive's manifest");
@@ -169,10 +192,18 @@ fn unpack(archive: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
             restored = Some(info);
             continue;
         }
-        let rel = safe(
-            path.strip_prefix(FILES)
-                .with_context(|| format!("unexpected entry {} in the archive", path.display()))?,
-        )?;
+        let rel = safe(path.strip_prefix(FILES).with_context(|| {
+            format!(
+                "unexpected entry {:?} in the archive",
+                path.display().to_string()
+            )
+        })?)?;
+        if !manifest.files.iter().any(|f| Path::new(f) == rel) {
+            bail!(
+                "the archive holds {:?}, which its manifest does not list",
+                rel.display().to_string()
+            );
+        }
         let target = dir.join(rel);
         if let Some(parent) = target.parent() {
             std::fs::DirBuilder::new()
@@ -188,38 +219,52 @@ fn unpack(archive: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write {}", target.display()))?;
         std::io::copy(&mut entry, &mut out)?;
         out.flush()?;
+        out.sync_all()?;
+        files.insert(rel.to_path_buf());
     }
     let info = restored.context("the archive holds no store snapshot")?;
+    if let Some(missing) = manifest
+        .files
+        .iter()
+        .find(|f| !files.contains(Path::new(f.as_str())))
+    {
+        bail!("the archive lacks {missing:?}, which its manifest lists");
+    }
+    // The host's keys are whole and the ones its records were made with.
+    let secrets = superapp_services::identity::Secrets::for_store(dir, &store);
+    secrets.host_secret()?;
+    superapp_services::documents::HostKey::load_or_create(&secrets)?;
+    let token = dir.join(superapp_server::host::OPERATOR_TOKEN);
+    if std::fs::read_to_string(&token).is_ok_and(|t| t.trim().is_empty()) {
+        bail!(
+            "the archive's {} is empty",
+            superapp_server::host::OPERATOR_TOKEN
+        );
+    }
     // The restored copy must hold together before it is declared good.
     let chain = audit::verify(&store, None);
     let audit = std::sync::Arc::new(Audit::open(store.clone())?);
     let ledger = Ledger::new(store.clone(), audit).check()?;
     store.close()?;
-    let records: u64 = info.entries.values().sum();
-    println!(
-        "restored {records} records and {} key files into {}",
-        manifest.files.len(),
-        dir.display()
-    );
-    let mut good = true;
-    match chain {
-        Ok(head) => println!("audit log: {} entries, the chain verifies", head.seq),
+    let mut problems = Vec::new();
+    let audit_entries = match chain {
+        Ok(head) => head.seq,
         Err(e) => {
-            good = false;
-            eprintln!("error: the audit chain does not verify: {e}");
+            problems.push(format!("the audit chain does not verify: {e}"));
+            0
         }
-    }
-    if ledger.problems.is_empty() {
-        println!("ledger: ok, it balances");
-    } else {
-        good = false;
-        for p in &ledger.problems {
-            eprintln!("error: ledger: {p}");
+    };
+    problems.extend(ledger.problems.iter().map(|p| format!("ledger: {p}")));
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("error: {p}");
         }
-    }
-    if !good {
         // A copy that does not hold together is not left to be served.
-        bail!("the restored copy does not hold together (see above); it was removed");
+        bail!("the restored copy does not hold together (see above); nothing was restored");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Restored {
+        records: info.entries.values().sum(),
+        files: files.len(),
+        audit_entries,
+    })
 }

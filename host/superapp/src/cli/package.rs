@@ -68,11 +68,34 @@ pub fn pack(args: PackArgs<'_>) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", component.display()))?;
     check_preamble(&component, &bytes)?;
     let package = Package::new(manifest, bytes)?;
-    write_atomically(out, &package.to_bytes())?;
+    write_package(out, &package.to_bytes())?;
     let m = package.manifest();
     eprintln!("packed {} into {} (unsigned)", m.label(), out.display());
     println!("{}", package.digest());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write a package to `out`, replacing nothing but a package: a key, or
+/// any other file given as `--out` by mistake, is left as it is.
+fn write_package(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    match std::fs::File::open(out) {
+        Ok(file) => {
+            let mut head = Vec::with_capacity(512);
+            file.take(512)
+                .read_to_end(&mut head)
+                .with_context(|| format!("cannot read {}", out.display()))?;
+            if !head.is_empty() && !Package::looks_like_one(&head) {
+                anyhow::bail!(
+                    "{} exists and is not a superapp package; it was left as it is (choose another --out, or remove it first)",
+                    out.display()
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", out.display())),
+    }
+    write_atomically(out, bytes)
 }
 
 /// Refuse to pack what is not a WebAssembly component: its first 8 bytes
@@ -124,7 +147,7 @@ pub fn sign(file: &Path, key: &Path, out: Option<&Path>) -> anyhow::Result<ExitC
     let key = SigningKey::load(key)?;
     package.sign(&key);
     let out = out.unwrap_or(file);
-    write_atomically(out, &package.to_bytes())?;
+    write_package(out, &package.to_bytes())?;
     eprintln!(
         "signed {} with key {} into {}",
         package.manifest().label(),

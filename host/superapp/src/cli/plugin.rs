@@ -79,6 +79,8 @@ pub enum PluginCommand {
     Pack {
         /// The plugin crate (default: the current directory).
         dir: Option<PathBuf>,
+        /// Where to write the package. A file there that is not a package
+        /// is never replaced.
         #[arg(long)]
         out: PathBuf,
         /// Pack this component instead of building one.
@@ -102,7 +104,8 @@ pub enum PluginCommand {
         file: PathBuf,
         #[arg(long)]
         key: PathBuf,
-        /// Write the signed package here (default: over FILE).
+        /// Write the signed package here (default: over FILE). A file
+        /// there that is not a package is never replaced.
         #[arg(long)]
         out: Option<PathBuf>,
     },

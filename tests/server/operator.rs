@@ -308,6 +308,51 @@ async fn a_backup_mid_burst_restores_a_consistent_copy() {
     assert!(!ok, "{out}");
     assert!(!nowhere.exists(), "a failed restore leaves nothing behind");
 
+    // A download cut short is no backup: a server whose answer ends
+    // halfway through, with a length that says so, leaves no file.
+    let half = std::fs::read(&archive).unwrap()[..middle].to_vec();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cutting = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-tar\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                half.len()
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket.write_all(&half).await;
+        }
+    });
+    let cut = tmp.path().join("cut.tar");
+    let (cut_arg, token_arg) = (
+        cut.to_str().unwrap().to_string(),
+        token_file.to_str().unwrap().to_string(),
+    );
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        cli(&[
+            "backup",
+            "--server",
+            &cutting,
+            "--token-file",
+            &token_arg,
+            "--out",
+            &cut_arg,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!ok && out.contains("damaged or cut short"), "{out}");
+    assert!(!cut.exists(), "{out}");
+
     // An archive whose keys are missing or not the store's restores
     // nothing: a server on it would make new ones and change every
     // user's ids.

@@ -26,7 +26,7 @@ pub use memory::MemoryKv;
 pub use memory_backend::MemoryBackend;
 pub use postgres_backend::{blocking, PostgresBackend, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use records::{decode, encode, txn_get, txn_put, Store, FORMAT_VERSION};
-pub use snapshot::SnapshotInfo;
+pub use snapshot::{check as check_snapshot, SnapshotInfo};
 
 /// The store's page cache unless configured: enough for a busy host's hot
 /// records, bounded so memory stays flat as data grows.

@@ -103,67 +103,13 @@ impl Store {
             ));
         }
         // Read and check the whole stream first; write only a good one.
-        let mut r = Reader {
-            inner: input,
-            ctx: Context::new(&SHA256),
-            bytes: 0,
-        };
-        let mut magic = vec![0; MAGIC.len()];
-        r.take(&mut magic)?;
-        if magic != MAGIC {
-            return Err(corrupt("not a superapp store snapshot"));
-        }
-        let version = u32::from_be_bytes(r.array()?);
-        if version > FORMAT_VERSION {
-            return Err(StoreError::NewerFormat {
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
         let mut batches: Vec<(Tree, Vec<crate::backend::Entry>)> = Vec::new();
-        loop {
-            match r.array::<1>()?[0] {
-                END => break,
-                TREE => {
-                    let len = u16::from_be_bytes(r.array()?) as usize;
-                    let name = String::from_utf8(r.vec(len)?)
-                        .map_err(|_| corrupt("a tree name is not UTF-8"))?;
-                    let tree = Tree::ALL
-                        .into_iter()
-                        .find(|t| t.name() == name)
-                        .ok_or_else(|| corrupt(&format!("unknown tree `{name}`")))?;
-                    batches.push((tree, Vec::new()));
-                }
-                ENTRY => {
-                    let Some((_, entries)) = batches.last_mut() else {
-                        return Err(corrupt("an entry before any tree"));
-                    };
-                    let klen = u32::from_be_bytes(r.array()?) as usize;
-                    let key = r.vec(klen)?;
-                    let vlen = u32::from_be_bytes(r.array()?) as usize;
-                    let value = r.vec(vlen)?;
-                    entries.push((key, value));
-                }
-                other => return Err(corrupt(&format!("unexpected record type {other}"))),
-            }
-        }
-        let digest = r.ctx.clone().finish();
-        let mut stated = [0u8; 32];
-        r.inner
-            .read_exact(&mut stated)
-            .map_err(|_| corrupt("truncated"))?;
-        if stated != digest.as_ref() {
-            return Err(corrupt("its checksum does not match (damaged or edited)"));
-        }
-        let mut info = SnapshotInfo {
-            bytes: r.bytes + 32,
-            sha256: hex::encode(digest.as_ref()),
-            ..SnapshotInfo::default()
-        };
+        let info = read(input, &mut |tree, key, value| match batches.last_mut() {
+            Some((t, entries)) if *t == tree => entries.push((key, value)),
+            _ => batches.push((tree, vec![(key, value)])),
+        })?;
         let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
         for (tree, entries) in batches {
-            info.entries
-                .insert(tree.name().to_string(), entries.len() as u64);
             for (k, v) in entries {
                 self.backend.put(tree, &k, &v)?;
             }
@@ -171,6 +117,80 @@ impl Store {
         self.backend.flush()?;
         Ok(info)
     }
+}
+
+/// Check a snapshot stream whole (its framing and its checksum) without
+/// writing it anywhere: what it holds, as [`Store::restore`] would report.
+pub fn check(input: impl Read) -> Result<SnapshotInfo, StoreError> {
+    read(input, &mut |_, _, _| {})
+}
+
+/// Read a snapshot stream, handing each entry to `entry`, and check its
+/// checksum at the end; entries are counted per tree.
+fn read(
+    input: impl Read,
+    entry: &mut dyn FnMut(Tree, Vec<u8>, Vec<u8>),
+) -> Result<SnapshotInfo, StoreError> {
+    let mut r = Reader {
+        inner: input,
+        ctx: Context::new(&SHA256),
+        bytes: 0,
+    };
+    let mut magic = vec![0; MAGIC.len()];
+    r.take(&mut magic)?;
+    if magic != MAGIC {
+        return Err(corrupt("not a superapp store snapshot"));
+    }
+    let version = u32::from_be_bytes(r.array()?);
+    if version > FORMAT_VERSION {
+        return Err(StoreError::NewerFormat {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let mut entries = BTreeMap::new();
+    let mut current = None;
+    loop {
+        match r.array::<1>()?[0] {
+            END => break,
+            TREE => {
+                let len = u16::from_be_bytes(r.array()?) as usize;
+                let name = String::from_utf8(r.vec(len)?)
+                    .map_err(|_| corrupt("a tree name is not UTF-8"))?;
+                let tree = Tree::ALL
+                    .into_iter()
+                    .find(|t| t.name() == name)
+                    .ok_or_else(|| corrupt(&format!("unknown tree `{name}`")))?;
+                entries.entry(name).or_insert(0u64);
+                current = Some(tree);
+            }
+            ENTRY => {
+                let Some(tree) = current else {
+                    return Err(corrupt("an entry before any tree"));
+                };
+                let klen = u32::from_be_bytes(r.array()?) as usize;
+                let key = r.vec(klen)?;
+                let vlen = u32::from_be_bytes(r.array()?) as usize;
+                let value = r.vec(vlen)?;
+                *entries.entry(tree.name().to_string()).or_insert(0) += 1;
+                entry(tree, key, value);
+            }
+            other => return Err(corrupt(&format!("unexpected record type {other}"))),
+        }
+    }
+    let digest = r.ctx.clone().finish();
+    let mut stated = [0u8; 32];
+    r.inner
+        .read_exact(&mut stated)
+        .map_err(|_| corrupt("truncated"))?;
+    if stated != digest.as_ref() {
+        return Err(corrupt("its checksum does not match (damaged or edited)"));
+    }
+    Ok(SnapshotInfo {
+        entries,
+        bytes: r.bytes + 32,
+        sha256: hex::encode(digest.as_ref()),
+    })
 }
 
 fn corrupt(why: &str) -> StoreError {

@@ -59,6 +59,7 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     remote.download("/operator/backup", partial.as_file_mut())?;
     partial.as_file_mut().sync_all()?;
     let manifest = read_manifest(partial.path())?;
+    check_whole(partial.path(), &manifest)?;
     partial
         .persist_noclobber(&args.out)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {}", args.out.display(), e.error))?;
@@ -71,6 +72,35 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         manifest.files.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the downloaded `archive` is whole: its store snapshot of the
+/// size and SHA-256 its manifest names, and every file the manifest lists.
+/// A download cut short is never reported as a backup.
+fn check_whole(archive: &Path, manifest: &BackupManifest) -> anyhow::Result<()> {
+    let file = std::fs::File::open(archive)
+        .with_context(|| format!("cannot read {}", archive.display()))?;
+    let mut tar = tar::Archive::new(file);
+    let mut snapshot = None;
+    let mut files = std::collections::BTreeSet::new();
+    let damaged = "the downloaded backup is damaged or cut short; nothing was written";
+    for entry in tar.entries().context(damaged)? {
+        let mut entry = entry.context(damaged)?;
+        let path = entry.path().context(damaged)?.into_owned();
+        if path == Path::new(SNAPSHOT) {
+            snapshot = Some(superapp_store::check_snapshot(&mut entry).context(damaged)?);
+        } else if let Ok(rel) = path.strip_prefix(FILES) {
+            files.insert(rel.to_string_lossy().into_owned());
+        }
+    }
+    match snapshot {
+        Some(s) if s.bytes == manifest.store_bytes && s.sha256 == manifest.store_sha256 => {}
+        _ => bail!("{damaged} (the store snapshot is not the one its manifest names)"),
+    }
+    if let Some(missing) = manifest.files.iter().find(|f| !files.contains(*f)) {
+        bail!("{damaged} (it lacks {missing:?})");
+    }
+    Ok(())
 }
 
 fn read_manifest(archive: &Path) -> anyhow::Result<BackupManifest> {

@@ -116,8 +116,22 @@ fn verify_log_with_a_checkpoint_finds_a_history_rewritten_since() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("before the checkpoint's entry 4"), "{out}");
 
-    std::fs::write(&kept, "not a checkpoint").unwrap();
+    for bad in [
+        "not a checkpoint",
+        r#"{"seq": 0, "hash": "x"}"#,
+        r#"{"seq": 2, "hash": "x"}"#,
+    ] {
+        std::fs::write(&kept, bad).unwrap();
+        let (code, out) = verify(true);
+        assert_eq!(code, Some(1), "{bad}: {out}");
+        assert!(out.contains("holds no checkpoint"), "{bad}: {out}");
+    }
+    // An empty log's head is a checkpoint every log extends.
+    let genesis = format!(
+        r#"{{"seq": 0, "hash": "{}"}}"#,
+        superapp_services::audit::GENESIS
+    );
+    std::fs::write(&kept, genesis).unwrap();
     let (code, out) = verify(true);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("holds no checkpoint"), "{out}");
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -149,8 +149,9 @@ impl Registry {
     /// Record an auditor's signed decision. The key must be trusted, the
     /// signature valid, and the digest the release's own; a decision older
     /// than the release's latest one is refused (no replaying an old
-    /// approval over a rejection), and the same verdict by the same auditor
-    /// on the same digest again changes nothing.
+    /// approval over a rejection), as is an approval signed in the same
+    /// second as a rejection, and the same verdict by the same auditor on
+    /// the same digest again changes nothing.
     pub fn decide(&self, signed: &SignedDecision) -> Result<Changed, RegistryError> {
         signed.verify()?;
         let auditor = self
@@ -190,17 +191,22 @@ impl Registry {
                         });
                     }
                 }
-                let newest_signed = release
-                    .decisions
-                    .iter()
-                    .filter_map(|d| match &d.by {
-                        DecidedBy::Auditor { signed, .. } => Some(signed.signed_at),
+                let signed_before = || {
+                    release.decisions.iter().filter_map(|d| match &d.by {
+                        DecidedBy::Auditor { signed, .. } => Some(signed),
                         DecidedBy::Policy { .. } => None,
                     })
-                    .max();
-                if newest_signed.is_some_and(|t| signed.signed_at < t) {
+                };
+                let newest_signed = signed_before().map(|d| d.signed_at).max();
+                // Signed in the same second as a rejection, an approval
+                // cannot say which came last: the rejection stands.
+                let tied_with_rejection = signed.verdict == Verdict::Approve
+                    && signed_before().any(|d| {
+                        d.signed_at == signed.signed_at && d.verdict == Verdict::Reject
+                    });
+                if newest_signed.is_some_and(|t| signed.signed_at < t) || tied_with_rejection {
                     return Err(Abort::User(RegistryError::Conflict(format!(
-                        "{} has a newer decision than this one; sign a new one",
+                        "{} has a newer decision than this one (or a rejection signed in the same second); sign a new one",
                         release.label()
                     ))));
                 }

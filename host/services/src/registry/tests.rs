@@ -308,6 +308,25 @@ fn an_old_approval_cannot_be_replayed_over_a_rejection() {
     );
     let err = f.registry.resolve(&m.id, || 0).unwrap_err().to_string();
     assert!(err.contains("rejected by Ann Auditor"), "{err}");
+
+    // An approval signed in the same second as the rejection, sent after
+    // it, does not override it either; one signed later does.
+    let tied = SignedDecision::sign(
+        &f.auditor,
+        &m.id,
+        "1.0.0",
+        &p.digest(),
+        Verdict::Approve,
+        "fine after all",
+        at + 10,
+    )
+    .unwrap();
+    assert!(
+        matches!(f.registry.decide(&tied), Err(RegistryError::Conflict(m)) if m.contains("newer decision"))
+    );
+    assert!(f.registry.resolve(&m.id, || 0).is_err());
+    decide(&f, &f.auditor, &p, Verdict::Approve, at + 11).unwrap();
+    assert!(f.registry.resolve(&m.id, || 0).is_ok());
 }
 
 /// Versions 1.0.0 and 1.1.0 of an app asking for no sensitive capability

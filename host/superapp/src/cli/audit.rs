@@ -235,12 +235,20 @@ fn read_checkpoint(path: &Path) -> anyhow::Result<Option<Head>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    serde_json::from_slice(&bytes).map(Some).with_context(|| {
+    let not_one = || {
         format!(
             "{} holds no checkpoint of `superapp audit verify-log`",
             path.display()
         )
-    })
+    };
+    let head: Head = serde_json::from_slice(&bytes).with_context(not_one)?;
+    // An entry's hash is 64 hex digits; an empty log's head is entry 0
+    // with the genesis hash, and nothing else.
+    let hex = head.hash.len() == 64 && head.hash.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex || (head.seq == 0 && head.hash != superapp_services::audit::GENESIS) {
+        anyhow::bail!("{}: its hash is not that of entry {}", not_one(), head.seq);
+    }
+    Ok(Some(head))
 }
 
 fn decide(d: Decide, verdict: Verdict) -> anyhow::Result<ExitCode> {

@@ -129,13 +129,15 @@ pub enum VerifyError {
     Malformed(String),
     #[error("the issuer's signature does not verify")]
     IssuerSignature,
-    #[error("the host's certificate of the holder key does not verify")]
+    /// The host's signature (on a holder key's certificate, an assertion or
+    /// a callback) does not verify under the host key given.
+    #[error("the host's signature does not verify")]
     HostSignature,
     #[error("the holder's key binding does not verify")]
     HolderSignature,
-    #[error("the credential is not valid yet")]
+    #[error("it is not valid yet")]
     NotYetValid,
-    #[error("the credential expired")]
+    #[error("it has expired")]
     Expired,
     #[error("the credential was revoked by its issuer")]
     Revoked,

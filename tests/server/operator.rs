@@ -138,7 +138,10 @@ async fn operator_commands_work_while_serving() {
         "--token-file",
         token_file,
     ]);
-    assert!(ok && out.contains("balance 700 EUR"), "{out}");
+    assert!(
+        ok && out.contains("by EUR 7.00") && out.contains("balance EUR 7.00"),
+        "{out}"
+    );
     let (ok, out) = cli(&[
         "wallet",
         "check",

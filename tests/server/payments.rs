@@ -616,13 +616,13 @@ fn wallet_topup_refuses_unknown_users_and_bad_input() {
         &data,
         &["topup", "alice", "1250", "--idempotency-key", "t1"],
     );
-    assert!(ok && out.contains("balance 1250 EUR"), "{out}");
+    assert!(ok && out.contains("balance EUR 12.50"), "{out}");
     let (ok, out) = wallet_cli(
         &data,
         &["topup", "alice", "1250", "--idempotency-key", "t1"],
     );
     assert!(
-        ok && out.contains("balance 1250 EUR"),
+        ok && out.contains("balance EUR 12.50"),
         "a retried top-up issues once: {out}"
     );
     let (ok, out) = wallet_cli(&data, &["check"]);

@@ -570,6 +570,35 @@ async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
         assert!(status.is_client_error(), "{path}: {status} {err}");
         assert!(err["error"]["code"].is_string(), "{err}");
     }
+    // Answered as every JSON route answers: a body not sent as JSON 415,
+    // one that is not JSON 400, JSON that does not fit 422.
+    let good = json!({"id": "x", "name": "X", "keys": [key.public_key()]}).to_string();
+    for (content_type, body, expected) in [
+        (
+            "text/plain",
+            good.as_str(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        ("application/json", "{not json", StatusCode::BAD_REQUEST),
+        (
+            "application/json",
+            r#"{"id": 7}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let resp = operator
+            .http
+            .post(format!("{}/registry/publishers", server.base))
+            .bearer_auth(operator.token.as_ref().unwrap())
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), expected, "{content_type} {body}");
+        let err: Value = resp.json().await.unwrap();
+        assert!(err["error"]["code"].is_string(), "{err}");
+    }
     let (_, publishers) = operator.get("/registry/publishers").await;
     assert_eq!(publishers, json!([]));
 }

@@ -195,6 +195,20 @@ impl Manifest {
                 format!("`{}` is not a semantic version: {e}", raw.version),
             )
         })?;
+        if !version.build.is_empty() {
+            // `1.0.0+b1` and `1.0.0` are equal in precedence: another build
+            // under either could stand for a version already published.
+            return Err(invalid(
+                "version",
+                format!(
+                    "`{}` carries build metadata (after `+`), which no version is ordered by; a new build is a new version, e.g. {}.{}.{}",
+                    raw.version,
+                    version.major,
+                    version.minor,
+                    version.patch + 1
+                ),
+            ));
+        }
         check_text("name", &raw.name, MAX_TEXT)?;
         check_text("publisher", &raw.publisher, MAX_TEXT)?;
         check_text("description", &raw.description, MAX_DESCRIPTION)?;
@@ -441,6 +455,13 @@ time-ms = 250
     #[test]
     fn bad_values_are_named() {
         assert!(error_of(&GOOD.replace("1.2.3", "1.2")).contains("`version`"));
+        let e = error_of(&GOOD.replace("1.2.3", "1.2.3+build1"));
+        assert!(
+            e.contains("`version`") && e.contains("build metadata"),
+            "{e}"
+        );
+        // A pre-release is a version of its own, before the release.
+        assert!(Manifest::parse(&GOOD.replace("1.2.3", "1.2.3-rc.1")).is_ok());
         assert!(error_of(&GOOD.replace("org.example.hello", "Hello")).contains("`id`"));
         assert!(
             error_of(&GOOD.replace("[capabilities.log]", "[capabilities.files]"))

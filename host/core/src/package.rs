@@ -272,7 +272,7 @@ impl Package {
             let order = [MANIFEST, COMPONENT, SIGNATURE];
             if found.len() >= order.len() || name != order[found.len()] {
                 return Err(PackageError::Malformed(format!(
-                    "unexpected entry `{name}` (a package holds {MANIFEST}, {COMPONENT} and, once signed, {SIGNATURE}, in that order)"
+                    "unexpected entry {name:?} (a package holds {MANIFEST}, {COMPONENT} and, once signed, {SIGNATURE}, in that order)"
                 )));
             }
             let size = entry.size() as usize;
@@ -440,7 +440,7 @@ mod tests {
         let err = Package::from_bytes(&swapped.into_inner().unwrap()).unwrap_err();
         assert!(
             err.to_string()
-                .contains("unexpected entry `component.wasm`"),
+                .contains("unexpected entry \"component.wasm\""),
             "{err}"
         );
         let huge = vec![0; MAX_PACKAGE_BYTES + 1];

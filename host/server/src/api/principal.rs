@@ -92,14 +92,46 @@ impl Nonces {
 pub struct Called {
     pub principal: Principal,
     pub body: Bytes,
+    /// Whether the body was sent as JSON (`application/json`, or
+    /// `application/…+json`).
+    json_content: bool,
 }
 
 impl Called {
-    /// The body as JSON of `T`.
+    /// The body as JSON of `T`, answered as every other JSON route
+    /// answers: 415 for a body not sent as JSON, 400 for one that is not
+    /// JSON, 422 for JSON that does not fit.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-json", e.to_string()))
+        if !self.json_content {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "send the body as JSON, with `Content-Type: application/json`",
+            ));
+        }
+        axum::Json::<T>::from_bytes(&self.body)
+            .map(|axum::Json(value)| value)
+            .map_err(|r| ApiError::from_json(r, None))
     }
+}
+
+/// Whether `headers` say the body is JSON, by the rule axum's `Json` uses.
+fn sent_as_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
 }
 
 impl FromRequest<AppState> for Called {
@@ -107,6 +139,7 @@ impl FromRequest<AppState> for Called {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
+        let json_content = sent_as_json(&parts.headers);
         let method = parts.method.to_string();
         let path = parts
             .uri
@@ -145,6 +178,7 @@ impl FromRequest<AppState> for Called {
             return Ok(Called {
                 principal: Principal::Operator,
                 body: read_body(parts, body).await?,
+                json_content,
             });
         }
         let signature = RequestSignature::parse(&authorization)
@@ -172,7 +206,11 @@ impl FromRequest<AppState> for Called {
                 "this signed request was already used; sign a new one",
             ));
         }
-        Ok(Called { principal, body })
+        Ok(Called {
+            principal,
+            body,
+            json_content,
+        })
     }
 }
 

@@ -97,7 +97,10 @@ impl Registry {
     /// Why `release` may not be launched by anyone, or `Ok`.
     pub fn launchable(&self, release: &Release) -> Result<(), String> {
         if let Some(y) = &release.yanked {
-            return Err(format!("{} was yanked ({})", release.version, y.note));
+            return Err(match y.note.as_str() {
+                "" => format!("{} was yanked", release.version),
+                note => format!("{} was yanked ({note})", release.version),
+            });
         }
         let Some(last) = release.last_decision() else {
             let sensitive = self.policy.sensitive_in(release);

@@ -123,10 +123,23 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `text` with control characters (but line breaks and tabs) escaped: an
+/// error may quote what a hostile package or archive holds, and a
+/// terminal must not take that as commands.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// `superapp … | head` closes our stdout early. Rust ignores SIGPIPE, so

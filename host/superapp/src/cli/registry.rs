@@ -109,18 +109,21 @@ pub fn release_line(r: &Release) -> String {
         format!("{:?}", r.state).to_lowercase()
     );
     if let Some(y) = &r.yanked {
-        line.push_str(&format!(" YANKED ({})", y.note));
+        line.push_str(" YANKED");
+        if !y.note.is_empty() {
+            line.push_str(&format!(" ({})", y.note));
+        }
     }
     if let Some(p) = r.rollout {
         line.push_str(&format!(" rollout {p}%"));
     }
     if let Some(d) = r.last_decision() {
-        line.push_str(&format!(
-            " — {} by {}: {}",
-            d.verdict.name(),
-            d.decider(),
-            d.note
-        ));
+        let decider = d.decider();
+        line.push_str(&format!(" — {} by {decider}", d.verdict.name()));
+        // A policy's note is its rule, named already.
+        if !d.note.is_empty() && !decider.ends_with(&d.note) {
+            line.push_str(&format!(": {}", d.note));
+        }
     }
     line.push_str(&format!("  digest {}", r.digest));
     line

@@ -107,8 +107,11 @@ pub fn run(cmd: WalletCommand) -> anyhow::Result<ExitCode> {
                     (transfer.id, balance)
                 }
             };
+            let money = |minor: i64| superapp_core::money::format(minor, &currency);
             println!(
-                "topped up {user} by {amount} {currency} (transfer {transfer}); balance {balance} {currency}"
+                "topped up {user} by {} (transfer {transfer}); balance {}",
+                money(amount as i64),
+                money(balance)
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -271,10 +271,22 @@ pub struct Identity {
     /// store before one caches nothing, so a session that ended cannot be
     /// put back by a check that raced its end.
     evictions: std::sync::atomic::AtomicU64,
-    /// The digest of each session logged out in this process, for the live
-    /// connections of that session ([`Identity::watch_session`]).
-    ended: tokio::sync::broadcast::Sender<Arc<[u8]>>,
+    /// Notices of sessions ended in this process, per user with live
+    /// connections ([`Identity::watch_session`]): a logout wakes only the
+    /// connections of its own user.
+    watchers: Watchers,
 }
+
+/// A channel per user whose sessions are watched: the digest of each of
+/// their sessions logged out, or their [`user_notice`]. A user's entry
+/// goes with their last watch.
+type Watchers = Arc<
+    std::sync::Mutex<std::collections::HashMap<String, tokio::sync::broadcast::Sender<Arc<[u8]>>>>,
+>;
+
+/// How many notices a user's watches may fall behind by before they ask
+/// whether their session still holds.
+const WATCH_BACKLOG: usize = 16;
 
 /// Notices of a session's end in this process: a logout of the session
 /// it watches, a password change of its account, or notices it missed (it fell behind), after which its
@@ -282,7 +294,22 @@ pub struct Identity {
 pub struct SessionWatch {
     rx: tokio::sync::broadcast::Receiver<Arc<[u8]>>,
     key: Vec<u8>,
-    user: Arc<[u8]>,
+    notice: Arc<[u8]>,
+    user: String,
+    watchers: Watchers,
+}
+
+impl Drop for SessionWatch {
+    fn drop(&mut self) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        // Subscribing takes this lock too: a count of one is this watch's.
+        if watchers
+            .get(&self.user)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            watchers.remove(&self.user);
+        }
+    }
 }
 
 /// The notice that some of `user`'s sessions ended (a password change).
@@ -294,7 +321,7 @@ fn user_notice(user: &str) -> Arc<[u8]> {
 impl SessionWatch {
     /// Whether `notice` names the watched session or its account.
     fn is_mine(&self, notice: &[u8]) -> bool {
-        *notice == *self.key || *notice == *self.user
+        *notice == *self.key || *notice == *self.notice
     }
 
     /// Whether a notice that the session may have ended is waiting now
@@ -386,7 +413,7 @@ impl Identity {
         Identity {
             live_sessions: Default::default(),
             evictions: Default::default(),
-            ended: tokio::sync::broadcast::channel(256).0,
+            watchers: Default::default(),
             users_throttle: Throttle::for_store(
                 &store,
                 "login-user",
@@ -725,18 +752,29 @@ impl Identity {
     /// Revoke a session. Revoking twice is not an error.
     pub async fn logout(&self, token: &str) -> Result<(), IdentityError> {
         let key = token_key(token);
-        self.store.transact(&[Tree::Sessions], |txn| {
-            if let Some(mut s) = txn_get::<Session>(txn, Tree::Sessions, &key)? {
-                s.revoked = true;
-                txn_put(txn, Tree::Sessions, &key, &s)?;
-            }
-            Ok::<_, Abort<IdentityError>>(())
+        let user = self.store.transact(&[Tree::Sessions], |txn| {
+            let Some(mut s) = txn_get::<Session>(txn, Tree::Sessions, &key)? else {
+                return Ok::<_, Abort<IdentityError>>(None);
+            };
+            s.revoked = true;
+            txn_put(txn, Tree::Sessions, &key, &s)?;
+            Ok(Some(s.user_id))
         })?;
         self.evict(|k, _| *k == key);
         self.store.durable().await?;
-        // No live connection of this session: none of them is notified.
-        let _ = self.ended.send(key.into());
+        if let Some(user) = user {
+            self.tell_watches(&user, key.into());
+        }
         Ok(())
+    }
+
+    /// Tell `user`'s session watches in this process that `notice` (a
+    /// session's digest, or their [`user_notice`]) may have ended theirs.
+    fn tell_watches(&self, user: &str, notice: Arc<[u8]>) {
+        let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = watchers.get(user) {
+            let _ = tx.send(notice);
+        }
     }
 
     /// Change `user`'s password, proven by the `current` one (throttled as
@@ -775,7 +813,7 @@ impl Identity {
         })?;
         self.evict(|_, u| u.id == user.id);
         self.store.durable().await?;
-        let _ = self.ended.send(user_notice(&user.id));
+        self.tell_watches(&user.id, user_notice(&user.id));
         Ok(())
     }
 
@@ -792,10 +830,19 @@ impl Identity {
     /// connections close at once on a logout here; on other nodes, at
     /// their next check).
     pub fn watch_session(&self, token: &str, user: &str) -> SessionWatch {
+        let rx = self
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(user.to_string())
+            .or_insert_with(|| tokio::sync::broadcast::channel(WATCH_BACKLOG).0)
+            .subscribe();
         SessionWatch {
-            rx: self.ended.subscribe(),
+            rx,
             key: token_key(token),
-            user: user_notice(user),
+            notice: user_notice(user),
+            user: user.to_string(),
+            watchers: self.watchers.clone(),
         }
     }
 
@@ -854,6 +901,62 @@ mod tests {
         let backend: Arc<dyn superapp_store::Backend> =
             Arc::new(superapp_store::MemoryBackend::new());
         Arc::new(Identity::new(Store::with_backend(backend).unwrap(), config))
+    }
+
+    /// A logout reaches the watches of its own user only: another user's
+    /// connections are not woken by it. A user's channel goes with their
+    /// last watch.
+    #[tokio::test]
+    async fn a_logout_wakes_only_its_own_users_watches() {
+        let identity = in_memory(IdentityConfig {
+            password_iterations: NonZeroU32::new(1_000).expect("non-zero"),
+            ..Default::default()
+        });
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut sessions = Vec::new();
+        for name in ["kim", "lee"] {
+            identity
+                .register(name, name, "a-password", None)
+                .await
+                .unwrap();
+            for _ in 0..2 {
+                sessions.push(identity.login(name, "a-password", client).await.unwrap());
+            }
+        }
+        let mut watches: Vec<SessionWatch> = sessions
+            .iter()
+            .map(|s| identity.watch_session(&s.token, &s.user.id))
+            .collect();
+        identity.logout(&sessions[0].token).await.unwrap();
+        let queued: Vec<usize> = watches.iter().map(|w| w.rx.len()).collect();
+        assert_eq!(queued, [1, 1, 0, 0], "kim's watches hear of it, lee's not");
+        let noticed: Vec<bool> = watches.iter_mut().map(|w| w.noticed()).collect();
+        assert_eq!(noticed, [true, false, false, false], "the session's own");
+        let kim = sessions[0].user.id.clone();
+        identity
+            .change_password(
+                &sessions[1].user,
+                &sessions[1].token,
+                "a-password",
+                "new-password",
+                client,
+            )
+            .await
+            .unwrap();
+        let noticed: Vec<bool> = watches.iter_mut().map(|w| w.noticed()).collect();
+        assert_eq!(noticed, [true, true, false, false], "all of kim's");
+        let users = |identity: &Identity| {
+            let mut users: Vec<String> =
+                identity.watchers.lock().unwrap().keys().cloned().collect();
+            users.sort();
+            users
+        };
+        watches.truncate(3);
+        assert_eq!(users(&identity).len(), 2, "one of lee's watches is left");
+        watches.truncate(1);
+        assert_eq!(users(&identity), [kim]);
+        watches.clear();
+        assert!(users(&identity).is_empty(), "nothing kept for no watch");
     }
 
     /// A login whose password check began before a password change and

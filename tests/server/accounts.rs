@@ -132,6 +132,69 @@ async fn failed_logins_are_throttled_per_client_address() {
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
 }
 
+/// Behind a trusted reverse proxy, the client named in `X-Forwarded-For`
+/// counts, not the proxy: two clients each get their own sign-ups, and a
+/// client writing the header itself cannot pass for another. Without the
+/// setting, the header is ignored.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_counts_on_its_own() {
+    let sign_up = |server: &Server, name: &str, forwarded: &str| {
+        let request = http_client()
+            .post(format!("{}/accounts", server.base))
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"username": name, "display_name": "X", "password": "a long password"}));
+        async move { request.send().await.unwrap().status() }
+    };
+    let proxied = Server::start(&[
+        ("SUPERAPP_SIGNUPS_PER_CLIENT", "2"),
+        ("SUPERAPP_TRUSTED_PROXIES", "127.0.0.0/8,::1"),
+    ]);
+    for (name, client) in [
+        ("ann1", "203.0.113.5"),
+        ("ann2", "203.0.113.5"),
+        ("bea1", "203.0.113.6"),
+    ] {
+        assert_eq!(
+            sign_up(&proxied, name, client).await,
+            StatusCode::CREATED,
+            "{name}"
+        );
+    }
+    for (name, forwarded) in [
+        ("ann3", "203.0.113.5"),
+        // What the client wrote before its own address is not believed.
+        ("ann4", "198.51.100.1, 203.0.113.5"),
+    ] {
+        assert_eq!(
+            sign_up(&proxied, name, forwarded).await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        sign_up(&proxied, "bea2", "203.0.113.6").await,
+        StatusCode::CREATED
+    );
+
+    let direct = Server::start(&[("SUPERAPP_SIGNUPS_PER_CLIENT", "2")]);
+    let mut statuses = Vec::new();
+    for (i, client) in ["203.0.113.7", "203.0.113.8", "203.0.113.9"]
+        .iter()
+        .enumerate()
+    {
+        statuses.push(sign_up(&direct, &format!("dan{i}"), client).await);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::CREATED,
+            StatusCode::CREATED,
+            StatusCode::TOO_MANY_REQUESTS
+        ],
+        "the header of a client that is no trusted proxy counts for nothing"
+    );
+}
+
 #[tokio::test]
 async fn sign_ups_are_limited_per_client_address_even_in_a_burst() {
     let server = Server::start(&[("SUPERAPP_SIGNUPS_PER_CLIENT", "3")]);

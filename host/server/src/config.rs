@@ -91,6 +91,9 @@ pub struct FileConfig {
     pub http_plain_origins: Option<Vec<String>>,
     /// Host names apps' requests may resolve to internal addresses.
     pub http_private_hosts: Option<Vec<String>>,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For`
+    /// names the client; every other peer is the client itself.
+    pub trusted_proxies: Option<Vec<String>>,
     /// Names resolved from this table instead of DNS, as `/etc/hosts` does.
     pub http_hosts: Option<std::collections::BTreeMap<String, Vec<String>>>,
     pub http_max_request_bytes: Option<usize>,
@@ -206,6 +209,8 @@ pub struct ServerConfig {
     pub registry: RegistryConfig,
     /// Apps' requests to their backends (the `http` capability).
     pub egress: EgressConfig,
+    /// Reverse proxies trusted to name their clients.
+    pub trusted_proxies: crate::proxies::TrustedProxies,
 }
 
 /// The registry's policy, and what `serve --apps DIR` does for development.
@@ -342,6 +347,7 @@ impl FileConfig {
         env_value("http-rate-per-app", &mut self.http_rate_per_app)?;
         env_list("http-plain-origins", &mut self.http_plain_origins)?;
         env_list("http-private-hosts", &mut self.http_private_hosts)?;
+        env_list("trusted-proxies", &mut self.trusted_proxies)?;
         let mut pairs = None;
         env_list("http-hosts", &mut pairs)?;
         if let Some(pairs) = pairs {
@@ -515,6 +521,9 @@ impl FileConfig {
             },
             registry,
             egress,
+            trusted_proxies: crate::proxies::TrustedProxies::parse(
+                self.trusted_proxies.as_deref().unwrap_or_default(),
+            )?,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod host;
 pub mod listener;
 pub mod metrics;
+pub mod proxies;
 pub mod server;
 pub mod shell;
 pub mod work;

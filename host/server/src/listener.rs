@@ -26,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 
+use crate::proxies::{ClientIp, TrustedProxies};
+
 /// How many connections, and how long they may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -95,10 +97,17 @@ impl Tracker {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
-    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &ConnectionLimits) -> Option<Admitted> {
+    /// Count a connection from `ip`, if it fits under the caps; a trusted
+    /// proxy (`proxy`) carries many clients, so only the total caps it.
+    fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        proxy: bool,
+        limits: &ConnectionLimits,
+    ) -> Option<Admitted> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let from_ip = open.1.get(&ip).copied().unwrap_or(0);
-        if open.0 >= limits.max_connections || from_ip >= limits.max_per_client {
+        if open.0 >= limits.max_connections || (!proxy && from_ip >= limits.max_per_client) {
             return None;
         }
         open.0 += 1;
@@ -138,6 +147,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    proxies: TrustedProxies,
     open: Gauge,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -166,14 +176,17 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(admitted) = tracker.admit(peer.ip(), &limits) else {
+        let Some(admitted) = tracker.admit(peer.ip(), proxies.trusts(peer.ip()), &limits) else {
             refuse(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let proxies = proxies.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let client = ClientIp(proxies.client(peer.ip(), req.headers()));
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(client);
             app.clone().oneshot(req)
         });
         // The count lives with the socket, so an upgraded connection (a

@@ -79,11 +79,18 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         );
     }
 
-    crate::listener::serve(listener, app, config.connections, connections, async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-        let _ = stop.send(true);
-    })
+    crate::listener::serve(
+        listener,
+        app,
+        config.connections,
+        config.trusted_proxies.clone(),
+        connections,
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        },
+    )
     .await;
     for task in background {
         let _ = task.await;

@@ -116,17 +116,22 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// The client's address (unspecified when the server runs without one).
+/// The client's address: the peer's, or behind a trusted proxy the one it
+/// names (see [`crate::proxies`]); unspecified when the server runs
+/// without either.
 pub struct ClientAddr(pub IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let ip = match parts.extensions.get::<crate::proxies::ClientIp>() {
+            Some(client) => client.0,
+            None => parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
+        };
         Ok(ClientAddr(ip))
     }
 }

@@ -507,13 +507,19 @@ impl Messaging {
     }
 
     /// The stored conversation `id`, from memory when it was read before.
+    /// On a store of its own, a copy is read and kept under the cache's
+    /// lock, so no change of its members (kept under that lock once
+    /// written) falls between them, and an older copy never replaces it.
     fn conversation(&self, id: &str) -> Result<Option<Arc<Stored>>, MessagingError> {
         let cache = || self.conversations.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = cache().by_id.get(id) {
-            if c.kind != Kind::Group || !self.store.shared() {
+        let shared = self.store.shared();
+        let held = cache();
+        if let Some(c) = held.by_id.get(id) {
+            if c.kind != Kind::Group || !shared {
                 return Ok(Some(c.clone()));
             }
         }
+        let mut held = (!shared).then_some(held);
         let Some(stored) = self
             .store
             .get::<Stored>(Tree::Conversations, id.as_bytes())?
@@ -521,7 +527,10 @@ impl Messaging {
             return Ok(None);
         };
         let stored = Arc::new(stored);
-        cache().insert(stored.clone());
+        match held.as_mut() {
+            Some(held) => held.insert(stored.clone()),
+            None => cache().insert(stored.clone()),
+        }
         Ok(Some(stored))
     }
 
@@ -634,7 +643,9 @@ impl Messaging {
         // shared one, the transaction reads it.
         let next_seq = match self.store.shared() {
             true => None,
-            false => Some(self.last_seq(id)? + 1),
+            // Read, not cached: `id` may be no conversation of `me`'s (the
+            // transaction checks), and nothing is kept for one.
+            false => Some(self.peek_last_seq(id)? + 1),
         };
         let prefix = messages_prefix(id);
         let trees = [
@@ -785,6 +796,21 @@ impl Messaging {
         let entry = cache.entry(id.to_string()).or_insert(seq);
         *entry = (*entry).max(seq);
         Ok(*entry)
+    }
+
+    /// [`Messaging::last_seq`] on a store of its own, without keeping
+    /// what it read.
+    fn peek_last_seq(&self, id: &str) -> Result<u64, MessagingError> {
+        let cached = self
+            .last_seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied();
+        match cached {
+            Some(seq) => Ok(seq),
+            None => self.stored_last_seq(id),
+        }
     }
 
     /// The highest seq in the store: the last key of the conversation's messages.
@@ -1162,7 +1188,13 @@ impl Messaging {
         let conversation = self.get(me, id)?;
         let seq = seq.min(conversation.last_seq);
         let mark = key(&[id, &me.id]);
-        let stored = self.store.transact(&[Tree::ReadMarks], |txn| {
+        let trees = [Tree::Conversations, Tree::ReadMarks];
+        let stored = self.store.transact(&trees, |txn| {
+            // Still a member as the mark is written: none is left behind
+            // in a group its last member just left (and deleted).
+            txn_get::<Stored>(txn, Tree::Conversations, id.as_bytes())?
+                .filter(|c| c.members.contains(&me.id))
+                .ok_or(Abort::User(MessagingError::NotFound))?;
             let current = txn_get::<u64>(txn, Tree::ReadMarks, &mark)?.unwrap_or(0);
             let next = current.max(seq);
             txn_put(txn, Tree::ReadMarks, &mark, &next)?;
@@ -1297,6 +1329,17 @@ mod tests {
 
         let sent = messaging.send(&bob, &id, "b-again", "back?").await;
         assert!(matches!(sent, Err(MessagingError::NotFound)), "{sent:?}");
+        let read = messaging.mark_read(&bob, &id, 1).await;
+        assert!(matches!(read, Err(MessagingError::NotFound)), "{read:?}");
+        // Changes asked of groups that are none keep nothing in memory.
+        let kept = messaging.last_seqs.lock().unwrap().len();
+        for i in 0..50 {
+            let gone = messaging
+                .remove_member(&bob, &format!("no-group-{i}"), &bob)
+                .await;
+            assert!(matches!(gone, Err(MessagingError::NotFound)), "{gone:?}");
+        }
+        assert_eq!(messaging.last_seqs.lock().unwrap().len(), kept);
         assert!(matches!(
             messaging.sync(&bob, &id, 0, 10),
             Err(MessagingError::NotFound)

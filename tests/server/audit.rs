@@ -120,6 +120,8 @@ fn verify_log_with_a_checkpoint_finds_a_history_rewritten_since() {
         "not a checkpoint",
         r#"{"seq": 0, "hash": "x"}"#,
         r#"{"seq": 2, "hash": "x"}"#,
+        r#"{"seq": 2, "hash": "0000000000000000000000000000000000000000000000000000000000000000"}"#,
+        r#"{"seq": 2, "hash": "ABCDEF0000000000000000000000000000000000000000000000000000000000"}"#,
     ] {
         std::fs::write(&kept, bad).unwrap();
         let (code, out) = verify(true);

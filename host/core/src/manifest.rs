@@ -185,6 +185,27 @@ impl Manifest {
         Manifest::parse(&text)
     }
 
+    /// Whether a package of this manifest may be made or published now:
+    /// its version carries no build metadata. `1.0.0+b1` and `1.0.0` are
+    /// equal in precedence, so another build under either could stand for
+    /// a version already published. (Checked where packages are made and
+    /// published, not where stored ones are read back.)
+    pub fn check_publishable(&self) -> Result<(), ManifestError> {
+        let v = &self.version;
+        if v.build.is_empty() {
+            return Ok(());
+        }
+        Err(invalid(
+            "version",
+            format!(
+                "`{v}` carries build metadata (after `+`), which no version is ordered by; a new build is a new version, e.g. {}.{}.{}",
+                v.major,
+                v.minor,
+                v.patch + 1
+            ),
+        ))
+    }
+
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         let raw: RawManifest = toml::from_str(text)
             .map_err(|e| ManifestError::Syntax(e.to_string().trim_end().to_string()))?;
@@ -195,20 +216,6 @@ impl Manifest {
                 format!("`{}` is not a semantic version: {e}", raw.version),
             )
         })?;
-        if !version.build.is_empty() {
-            // `1.0.0+b1` and `1.0.0` are equal in precedence: another build
-            // under either could stand for a version already published.
-            return Err(invalid(
-                "version",
-                format!(
-                    "`{}` carries build metadata (after `+`), which no version is ordered by; a new build is a new version, e.g. {}.{}.{}",
-                    raw.version,
-                    version.major,
-                    version.minor,
-                    version.patch + 1
-                ),
-            ));
-        }
         check_text("name", &raw.name, MAX_TEXT)?;
         check_text("publisher", &raw.publisher, MAX_TEXT)?;
         check_text("description", &raw.description, MAX_DESCRIPTION)?;
@@ -455,11 +462,13 @@ time-ms = 250
     #[test]
     fn bad_values_are_named() {
         assert!(error_of(&GOOD.replace("1.2.3", "1.2")).contains("`version`"));
-        let e = error_of(&GOOD.replace("1.2.3", "1.2.3+build1"));
+        let built = Manifest::parse(&GOOD.replace("1.2.3", "1.2.3+build1")).unwrap();
+        let e = built.check_publishable().unwrap_err().to_string();
         assert!(
             e.contains("`version`") && e.contains("build metadata"),
             "{e}"
         );
+        assert!(Manifest::parse(GOOD).unwrap().check_publishable().is_ok());
         // A pre-release is a version of its own, before the release.
         assert!(Manifest::parse(&GOOD.replace("1.2.3", "1.2.3-rc.1")).is_ok());
         assert!(error_of(&GOOD.replace("org.example.hello", "Hello")).contains("`id`"));

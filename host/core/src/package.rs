@@ -110,6 +110,7 @@ impl Package {
         let text = std::str::from_utf8(&manifest)
             .map_err(|_| PackageError::Malformed("plugin.toml is not UTF-8".into()))?;
         let parsed = Manifest::parse(text)?;
+        parsed.check_publishable()?;
         let size = archive_len([manifest.len(), component.len()]);
         if size > MAX_PACKAGE_BYTES {
             return Err(PackageError::TooLarge {

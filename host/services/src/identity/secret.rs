@@ -134,10 +134,20 @@ impl Secrets {
         let key = format!("fingerprint/{file}");
         let read = |e: superapp_store::StoreError| anyhow::anyhow!("cannot read the store: {e}");
         let recorded = store.get_raw(Tree::Meta, key.as_bytes()).map_err(read)?;
-        let restored = store
+        let kept = store
             .get_raw(Tree::Meta, format!("private/{file}").as_bytes())
-            .map_err(read)?
-            .is_some();
+            .map_err(read)?;
+        let restored = kept.is_some();
+        if let (Some(kept), true) = (&kept, path.exists()) {
+            // Records restored from a shared store hold the file its nodes
+            // used; a data directory's own copy that differs is another.
+            if read_private(&path)? != *kept {
+                bail!(
+                    "{} is not the one this store's records were made with (the store holds its own copy, from the shared store it was restored from): remove the file, and the host writes the store's copy in its place",
+                    path.display()
+                );
+            }
+        }
         if !path.exists() && !restored {
             let used = recorded.is_some()
                 || !store
@@ -221,6 +231,14 @@ pub fn load_or_create_private(
             file.write_all(&bytes)
                 .and_then(|()| file.sync_all())
                 .with_context(|| format!("writing {}", path.display()))?;
+            // The file's name, too, is on disk before anything relies on it.
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing {}", dir.display()))?;
             Ok(bytes)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_private(path),
@@ -348,7 +366,15 @@ mod tests {
         let secrets = Secrets::for_store(single_dir.path(), &single);
         assert!(!secrets.shared());
         assert_eq!(secrets.host_secret().unwrap(), on_shared);
-        assert!(single_dir.path().join(SECRET_FILE).exists(), "written out");
+        let path = single_dir.path().join(SECRET_FILE);
+        assert!(path.exists(), "written out");
+        // A copy of the data directory's own that is not the store's is
+        // refused; without it, the store's is written out again.
+        std::fs::write(&path, [7u8; SECRET_LEN]).unwrap();
+        let err = secrets.host_secret().unwrap_err().to_string();
+        assert!(err.contains("is not the one this store's records"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(secrets.host_secret().unwrap(), on_shared);
     }
 
     #[test]

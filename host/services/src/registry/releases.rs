@@ -38,6 +38,8 @@ impl Registry {
     pub fn submit(&self, package: &Package, actor: &Actor) -> Result<Changed, RegistryError> {
         let signature = package.verify()?;
         let m = package.manifest();
+        m.check_publishable()
+            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let publisher = self
             .publisher(&m.publisher)?
             .ok_or_else(|| RegistryError::UnknownPublisher(m.publisher.clone()))?;

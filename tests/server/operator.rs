@@ -401,25 +401,62 @@ async fn a_backup_mid_burst_restores_a_consistent_copy() {
     assert_eq!(total, 40_000);
     assert!(Path::new(&copy.join("host-secret")).exists());
 
-    // Without its secret, the copy's server does not start (made anew, it
-    // would change every user's ids in every app).
+    // A restore that did not finish leaves its mark, and without its
+    // secret the copy's server does not start either (made anew, it would
+    // change every user's ids in every app).
     drop(restored);
+    let serve = |dir: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_superapp"))
+                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(&dir)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let marker = copy.join(".restore-incomplete");
+    std::fs::write(&marker, b"").unwrap();
+    let (ok, out) = serve(copy.clone()).await.unwrap();
+    assert!(
+        !ok && out.contains("a restore that did not finish"),
+        "{out}"
+    );
+    std::fs::remove_file(&marker).unwrap();
     std::fs::remove_file(copy.join("host-secret")).unwrap();
-    let (ok, out) = tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_superapp"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&copy)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap();
+    let (ok, out) = serve(copy.clone()).await.unwrap();
     assert!(!ok && out.contains("host-secret is missing"), "{out}");
+
+    // Into an empty directory that exists already (a mounted volume, say),
+    // as into a new one.
+    let mounted = tmp.path().join("volume");
+    std::fs::create_dir(&mounted).unwrap();
+    let (ok, out) = cli(&[
+        "restore",
+        "--from",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        mounted.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let mut names: Vec<String> = std::fs::read_dir(&mounted)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(
+        names.contains(&"host-secret".to_string()) && names.contains(&"store".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with('.')),
+        "neither the marker nor the unpacking folder is left: {names:?}"
+    );
 }
 
 /// A copy of the archive `from` at `to`, each entry kept as it is

@@ -32,6 +32,9 @@ pub const MANIFEST: &str = "backup.json";
 pub const SNAPSHOT: &str = "store.snapshot";
 /// Where the data directory's files go inside the archive.
 pub const FILES: &str = "files";
+/// In a data directory while a restore fills it: a host does not start on
+/// one (with some key files still missing, it would make new ones).
+pub const RESTORING: &str = ".restore-incomplete";
 
 /// What a backup leaves out: the store (it is in the snapshot), and what
 /// the host rebuilds by itself (precompiled components, built demo apps).

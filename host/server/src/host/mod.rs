@@ -37,7 +37,7 @@ use superapp_services::messaging::{Hub, Messaging, MessagingError};
 use superapp_services::registry::{Registry, RegistryError};
 use superapp_store::{Quota, Store, StoreError, StoreKv};
 
-pub use backup::{BackupManifest, BACKUP_FORMAT, FILES, MANIFEST, SNAPSHOT};
+pub use backup::{BackupManifest, BACKUP_FORMAT, FILES, MANIFEST, RESTORING, SNAPSHOT};
 pub use demo::{demo_issuer_key, DemoUser, DEMO_INSURER, DEMO_PASSWORD, DEMO_USERS};
 pub use prompts::{Answer, Answered};
 pub use wallet::{Transfer, TransferDone};
@@ -144,6 +144,12 @@ impl Host {
     /// start, with its name in the message: better than serving half the apps.
     pub fn open(config: &ServerConfig) -> anyhow::Result<Host> {
         let data_dir = &config.data_dir;
+        if data_dir.join(RESTORING).exists() {
+            anyhow::bail!(
+                "{} holds a restore that did not finish ({RESTORING} is there): empty it and restore again",
+                data_dir.display()
+            );
+        }
         std::fs::create_dir_all(data_dir).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the data directory {}: {e}",

@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 
 use super::target::{Credential, Remote};
-use superapp_server::host::{BackupManifest, BACKUP_FORMAT, FILES, MANIFEST, SNAPSHOT};
+use superapp_server::host::{BackupManifest, BACKUP_FORMAT, FILES, MANIFEST, RESTORING, SNAPSHOT};
 use superapp_services::audit::{self, Audit};
 use superapp_services::ledger::Ledger;
 use superapp_store::Store;
@@ -130,7 +130,7 @@ fn read_manifest(archive: &Path) -> anyhow::Result<BackupManifest> {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.data_dir;
-    match std::fs::read_dir(dir) {
+    let created = match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 bail!(
@@ -138,33 +138,51 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
                     dir.display()
                 );
             }
+            false
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            true
+        }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
-    }
-    // Unpacked and checked beside the target, then renamed into place in
-    // one step: an interrupted or refused restore leaves no data directory
-    // a server could start on (with keys missing, it would make new ones).
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".superapp-restore-")
-        .tempdir_in(parent)
-        .with_context(|| format!("cannot write in {}", parent.display()))?;
-    let report = unpack(&args.from, staging.path())?;
-    let staged = staging.keep();
-    if let Err(e) = std::fs::rename(&staged, dir) {
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(e)
-            .with_context(|| format!("cannot move the restored copy to {}", dir.display()));
-    }
-    std::fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", parent.display()))?;
+    };
+    // Until the marker goes, last, no host starts on the directory: an
+    // interrupted restore leaves nothing a server would run on (with key
+    // files missing, it would make new ones). The copy is unpacked and
+    // checked in a folder inside it (the directory may be a mount point,
+    // its parent not writable), then moved up.
+    let marker = dir.join(RESTORING);
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&marker)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| sync_dir(dir))
+        .with_context(|| format!("cannot write in {}", dir.display()))
+        .and_then(|()| unpack_into(&args.from, dir));
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            // Nothing half-restored is left behind.
+            if created {
+                let _ = std::fs::remove_dir_all(dir);
+            } else if let Ok(entries) = std::fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    let _ = std::fs::remove_dir_all(entry.path())
+                        .or_else(|_| std::fs::remove_file(entry.path()));
+                }
+            }
+            return Err(e);
+        }
+    };
+    std::fs::remove_file(&marker)
+        .and_then(|()| sync_dir(dir))
+        .with_context(|| format!("cannot finish the restore in {}", dir.display()))?;
     println!(
         "restored {} records and {} key files into {}",
         report.records,
@@ -177,6 +195,29 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     );
     println!("ledger: ok, it balances");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Unpack and check `archive` in a folder inside `dir`, then move what it
+/// holds up into `dir`.
+fn unpack_into(archive: &Path, dir: &Path) -> anyhow::Result<Restored> {
+    let staging = tempfile::Builder::new()
+        .prefix(".superapp-restore-")
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let report = unpack(archive, staging.path())?;
+    sync_dir(staging.path())?;
+    for entry in std::fs::read_dir(staging.path())? {
+        let entry = entry?;
+        let target = dir.join(entry.file_name());
+        std::fs::rename(entry.path(), &target)
+            .with_context(|| format!("cannot move the restored copy to {}", target.display()))?;
+    }
+    sync_dir(dir)?;
+    Ok(report)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// What a restore brought back, once it holds together.

@@ -581,6 +581,69 @@ async fn cabled_chat() -> (
     ((_tmp, server), cable, origin, alice, chat)
 }
 
+/// Taken out of a group while their connection was down, a member whose
+/// group is open on screen is told so when it comes back: no sending into
+/// a group they are no longer in.
+#[tokio::test]
+async fn an_open_group_says_so_when_its_member_was_removed_while_offline() {
+    let _one_at_a_time = harness::one_at_a_time().await;
+    let (_server, cable, origin, alice, _) = cabled_chat().await;
+    let (_, group) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": "Trip", "members": ["bob"]}),
+        )
+        .await;
+    let group = group["id"].as_str().unwrap().to_string();
+    alice.send(&group, "g1", "Welcome aboard").await;
+
+    let mut bob = Browser::start("removed-offline").await;
+    sign_in_at(&mut bob, &origin, "bob").await;
+    bob.goto(&format!("{origin}#/chats/{group}")).await;
+    bob.wait_text("Welcome aboard").await;
+    let mut live = false;
+    for i in 0..30 {
+        alice
+            .send(&group, &format!("g2-{i}"), "Are you live?")
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if bob.body_text().await.contains("Are you live?") {
+            live = true;
+            break;
+        }
+    }
+    assert!(live, "no push reached the open group");
+
+    cable.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut bob_api = Client::new(&_server.1);
+    bob_api.token = Some(bob_api.login("bob", "demo-password").await);
+    let bob_id = bob_api.get("/me").await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = alice
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/conversations/{group}/members/{bob_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT);
+    cable.restore();
+    bob.wait_text("You are no longer in this group.").await;
+    bob.shot("told").await;
+    assert_eq!(
+        bob.js(
+            "return document.querySelectorAll('form.compose').length",
+            vec![]
+        )
+        .await,
+        json!(0)
+    );
+    bob.finish().await;
+}
+
 #[tokio::test]
 async fn a_send_whose_answer_is_lost_goes_again_as_a_request_and_is_stored_once() {
     let _one_at_a_time = harness::one_at_a_time().await;

@@ -1,7 +1,7 @@
 // Chats: the list with unread counts, a conversation with live updates,
 // new direct and group chats. App cards in messages open their app.
 
-import { get, post, del } from './api.js';
+import { get, post, del, ApiError } from './api.js';
 import { el, replace, randomId, when, oneAtATime } from './dom.js';
 
 /** Members by user id (display name and username), learned from member
@@ -114,14 +114,19 @@ export async function conversation(main, shell, id) {
   if (shell.viewId !== view) return;
   const log = el('ol', { class: 'messages', 'aria-label': 'Messages' });
   let lastSeq = 0;
+  // Whether the history is drawn: what comes after it is news.
+  let drawn = false;
   const show = (m) => {
     if (m.seq <= lastSeq) return;
     lastSeq = m.seq;
     if (m.notice) {
-      // The host's record of a change of members, in its words.
+      // The host's record of a change of members, in its words; one that
+      // comes after the history was drawn (live, or caught up after a
+      // lost connection) changes the view too.
       log.insertBefore(el('li', { class: 'member-change' },
         el('span', { class: 'text', dir: 'auto' }, m.text), ' ',
         el('time', { class: 'muted' }, when(m.sent_at))), log.querySelector('.pending'));
+      if (drawn) changed(m);
       return;
     }
     const mine = m.sender === shell.me.id;
@@ -145,7 +150,14 @@ export async function conversation(main, shell, id) {
   const sync = oneAtATime(async () => {
     const follow = nearBottom();
     for (;;) {
-      const page = await get(`/conversations/${encodeURIComponent(id)}/messages?after=${lastSeq}&limit=200`);
+      let page;
+      try {
+        page = await get(`/conversations/${encodeURIComponent(id)}/messages?after=${lastSeq}&limit=200`);
+      } catch (e) {
+        // Taken out while away (the notice is no longer ours to read).
+        if (drawn && e instanceof ApiError && e.status === 404) out();
+        throw e;
+      }
       page.messages.forEach(show);
       if (page.messages.length < 200) break;
     }
@@ -239,32 +251,38 @@ export async function conversation(main, shell, id) {
     top.replaceWith(newTop);
     top = newTop;
   });
+  // No sending or members for whoever is out of the group.
+  let isOut = false;
+  const out = () => {
+    if (isOut || shell.viewId !== view) return;
+    isOut = true;
+    footer.replaceWith(el('p', { class: 'muted', role: 'status' }, 'You are no longer in this group.'));
+    if (members) members.remove();
+    members = null;
+  };
   const changed = (m) => {
     const me = shell.me.id;
-    const out = (m.notice.kind === 'removed' && m.notice.member === me) || (m.notice.kind === 'left' && m.sender === me);
-    if (!members && m.notice.kind === 'added' && m.notice.member === me) {
+    if (isOut && m.notice.kind === 'added' && m.notice.member === me) {
       // Back in the group: drawn anew, with what was said meanwhile.
       location.replace(`#/chats/${encodeURIComponent(id)}?changed=${Date.now()}`);
       return;
     }
-    if (!out) {
-      redraw().catch(() => {});
+    if ((m.notice.kind === 'removed' && m.notice.member === me) || (m.notice.kind === 'left' && m.sender === me)) {
+      out();
       return;
     }
-    footer.replaceWith(el('p', { class: 'muted', role: 'status' }, 'You are no longer in this group.'));
-    if (members) members.remove();
-    members = null;
+    redraw().catch(() => {});
   };
   // Live: a push for this chat appends; the store is the record, so a
   // missed push is caught up by the next sync. Set before the first sync,
   // so a push that comes while it reads is not dropped.
   shell.onMessage = (m) => {
     if (m.conversation_id !== id) return;
-    if (m.notice) changed(m);
     take(m).then((shown) => { if (shown) markRead(); }).catch(() => {});
   };
   shell.onResync = () => sync().catch(() => {});
   await sync();
+  drawn = true;
   // Announced from here on: new messages, not the history just drawn.
   log.setAttribute('aria-live', 'polite');
 }

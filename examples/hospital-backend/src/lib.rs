@@ -70,6 +70,21 @@ fn error(status: StatusCode, message: impl Into<String>) -> Refused {
     Refused(status, message.into())
 }
 
+/// A JSON request body, refused (a body not sent as JSON, not JSON, or
+/// not of this route) with the same JSON error body as every refusal.
+struct Body<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = Refused;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Refused> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(value)| Body(value))
+            .map_err(|r| error(r.status(), r.body_text()))
+    }
+}
+
 impl From<Refusal> for Refused {
     fn from(r: Refusal) -> Refused {
         match r {
@@ -249,7 +264,7 @@ async fn next_free(State(h): State<Shared>, headers: HeaderMap, Path(id): Path<S
 
 /// Hold a free slot for the asserted patient; the app then asks the host
 /// for the payment with `REFERENCE-AMOUNT` as its idempotency key.
-async fn hold(State(h): State<Shared>, headers: HeaderMap, Json(req): Json<HoldRequest>) -> Answer {
+async fn hold(State(h): State<Shared>, headers: HeaderMap, Body(req): Body<HoldRequest>) -> Answer {
     let patient = h.patient(&headers)?;
     let booking = h.books().hold(&h.catalog, &patient, &req, (h.now)())?;
     Ok((StatusCode::CREATED, Json(booking)).into_response())
@@ -269,7 +284,7 @@ async fn insurance(
     State(h): State<Shared>,
     headers: HeaderMap,
     Path(reference): Path<String>,
-    Json(req): Json<PolicyRequest>,
+    Body(req): Body<PolicyRequest>,
 ) -> Answer {
     let patient = h.patient(&headers)?;
     let mut books = h.books();
@@ -292,7 +307,7 @@ async fn paid(
     State(h): State<Shared>,
     headers: HeaderMap,
     Path(reference): Path<String>,
-    Json(req): Json<PaidRequest>,
+    Body(req): Body<PaidRequest>,
 ) -> Answer {
     let patient = h.patient(&headers)?;
     let booking = h

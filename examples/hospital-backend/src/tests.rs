@@ -246,6 +246,34 @@ async fn the_patient_is_whoever_the_hosts_assertion_names() {
     assert_eq!(catalog["doctors"][0]["id"], "weber");
 }
 
+/// A body that is not JSON, or not of the route, is refused with the JSON
+/// error body every refusal has.
+#[tokio::test]
+async fn a_bad_body_is_refused_with_a_json_error() {
+    let w = world();
+    let with = |content_type: &str, body: &str| {
+        Request::builder()
+            .method("POST")
+            .uri("/api/holds")
+            .header("content-type", content_type)
+            .header(assertion::HEADER, w.assertion("p1", ORIGIN))
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    for (req, expected) in [
+        (with("text/plain", "{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        (with("application/json", "{nope"), StatusCode::BAD_REQUEST),
+        (
+            with("application/json", r#"{"at": "x"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (status, body) = w.send(req).await;
+        assert_eq!(status, expected, "{body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+}
+
 #[tokio::test]
 async fn a_slot_is_kept_for_one_patient_and_booked_only_by_a_signed_payment() {
     let w = world();

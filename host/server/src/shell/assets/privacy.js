@@ -97,6 +97,7 @@ export async function privacy(main, shell, app) {
     el('p', {}, 'The super-app’s own dialogs always show your security phrase: ', el('strong', { 'data-testid': 'my-phrase' }, phrase || '(none yet)'), '. A dialog without it is not from the super-app.'),
     phraseForm,
     el('h2', {}, 'Password'),
+    el('p', { class: 'muted' }, 'Changing it signs you out everywhere else. Wrong current passwords count as failed sign-ins: after too many, both wait a while.'),
     passwordForm,
     el('h2', {}, 'Your decisions'),
     rows.length

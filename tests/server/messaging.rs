@@ -192,6 +192,13 @@ async fn bad_input_gets_a_json_4xx() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-json",
         ),
+        // Broken after an unknown field: broken is what it is.
+        (
+            b"{\"zz\": garbage".to_vec(),
+            "application/json",
+            StatusCode::BAD_REQUEST,
+            "invalid-json",
+        ),
         (
             b"{\"client_id\":\"x\",\"text\":\"\xff\xfe\"}".to_vec(),
             "application/json",

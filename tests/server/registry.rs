@@ -582,6 +582,11 @@ async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
         ("application/json", "{not json", StatusCode::BAD_REQUEST),
         (
             "application/json",
+            r#"{"zz": garbage"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "application/json",
             r#"{"id": 7}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
         ),

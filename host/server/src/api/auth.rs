@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, BodyLimit};
@@ -144,11 +144,75 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let limit = req.extensions().get::<BodyLimit>().copied();
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state)
+        if !sent_as_json(req.headers()) {
+            return Err(not_sent_as_json());
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|r| ApiError::from_json(r, limit))?;
-        Ok(Json(value))
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
+                status => ApiError::new(
+                    status,
+                    "invalid-request",
+                    "the request body could not be read",
+                ),
+            })?;
+        json_body(&bytes).map(Json)
     }
+}
+
+/// A request body as JSON of `T`: 400 for one that is not JSON, 422 for
+/// JSON that does not fit. (serde stops at the first unknown field, so a
+/// body broken after one is checked as JSON alone before it is called
+/// one that does not fit.)
+pub fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    use axum::extract::rejection::JsonRejection;
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(value)) => Ok(value),
+        Err(JsonRejection::JsonDataError(data)) => {
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Err(syntax) => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-json",
+                    format!("the request body is not valid JSON: {syntax}"),
+                )),
+                Ok(_) => Err(ApiError::from_json(
+                    JsonRejection::JsonDataError(data),
+                    None,
+                )),
+            }
+        }
+        Err(other) => Err(ApiError::from_json(other, None)),
+    }
+}
+
+/// The answer to a body not sent as JSON.
+pub fn not_sent_as_json() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "send the body as JSON, with `Content-Type: application/json`",
+    )
+}
+
+/// Whether `headers` say the body is JSON (`application/json`, or
+/// `application/…+json`), by the rule axum's `Json` uses.
+pub fn sent_as_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
 }
 
 /// `axum::extract::Query` with API-error rejections.

@@ -103,35 +103,10 @@ impl Called {
     /// JSON, 422 for JSON that does not fit.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
         if !self.json_content {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "send the body as JSON, with `Content-Type: application/json`",
-            ));
+            return Err(super::auth::not_sent_as_json());
         }
-        axum::Json::<T>::from_bytes(&self.body)
-            .map(|axum::Json(value)| value)
-            .map_err(|r| ApiError::from_json(r, None))
+        super::auth::json_body(&self.body)
     }
-}
-
-/// Whether `headers` say the body is JSON, by the rule axum's `Json` uses.
-fn sent_as_json(headers: &axum::http::HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence
-        .strip_prefix("application/")
-        .is_some_and(|sub| sub == "json" || sub.ends_with("+json"))
 }
 
 impl FromRequest<AppState> for Called {
@@ -139,7 +114,7 @@ impl FromRequest<AppState> for Called {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
-        let json_content = sent_as_json(&parts.headers);
+        let json_content = super::auth::sent_as_json(&parts.headers);
         let method = parts.method.to_string();
         let path = parts
             .uri

@@ -342,10 +342,18 @@ async fn the_session_cookie_is_httponly_and_authenticates() {
     assert_eq!(me.status(), StatusCode::OK);
 }
 
+/// The host secret is its user's alone, and so is the data directory the
+/// host makes (other users cannot read its messages or ledger).
 #[tokio::test]
 async fn the_host_secret_is_created_with_mode_0600() {
     use std::os::unix::fs::PermissionsExt;
     let server = Server::start(&[]);
+    let dir_mode = std::fs::metadata(&server.data_dir)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dir_mode, 0o700);
     let mode = std::fs::metadata(server.data_dir.join("host-secret"))
         .unwrap()
         .permissions()

@@ -365,7 +365,45 @@ async fn a_backup_mid_burst_restores_a_consistent_copy() {
     let short = rewrite(&archive, &tmp.path().join("short-secret.tar"), |path| {
         Some((path == "files/host-secret").then(|| b"short".to_vec()))
     });
-    for (bad, says) in [(&without, "lacks"), (&short, "is not the file")] {
+    // Nor does it bring what the host makes itself: precompiled native
+    // code in its cache, above all, which it would load.
+    let planted = tmp.path().join("planted.tar");
+    {
+        use std::io::Read as _;
+        let mut input = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+        let mut output = tar::Builder::new(std::fs::File::create(&planted).unwrap());
+        for entry in input.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            if path == "backup.json" {
+                let mut manifest: Value = serde_json::from_slice(&bytes).unwrap();
+                manifest["files"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("cache/x"));
+                bytes = serde_json::to_vec(&manifest).unwrap();
+            }
+            let mut header = entry.header().clone();
+            header.set_size(bytes.len() as u64);
+            header.set_cksum();
+            output.append(&header, bytes.as_slice()).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(4);
+        header.set_mode(0o600);
+        header.set_cksum();
+        output
+            .append_data(&mut header, "files/cache/x", &b"code"[..])
+            .unwrap();
+        output.into_inner().unwrap();
+    }
+    for (bad, says) in [
+        (&without, "lacks"),
+        (&short, "is not the file"),
+        (&planted, "which no backup carries"),
+    ] {
         let (ok, out) = cli(&[
             "restore",
             "--from",

@@ -29,6 +29,7 @@ impl TrustedProxies {
                 let e = e.trim();
                 e.parse::<IpNet>()
                     .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
+                    .map(canonical_net)
                     .map_err(|_| {
                         anyhow::anyhow!(
                             "trusted-proxies: `{e}` is neither an address nor a network (such as 10.0.0.0/8)"
@@ -78,6 +79,18 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse::<IpAddr>()
         .ok()
         .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// A network of IPv4 addresses written as IPv6 (`::ffff:10.0.0.0/104`) is
+/// that IPv4 network, as peers and forwarded addresses are compared.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
+    }
 }
 
 /// An IPv4 address written as IPv6 (`::ffff:10.0.0.1`) is that IPv4 address.
@@ -147,6 +160,17 @@ mod tests {
             TrustedProxies::default().client(proxy, &headers(&["203.0.113.5"])),
             proxy
         );
+        // Proxies listed as IPv4-mapped IPv6 are the IPv4 ones.
+        let mapped =
+            TrustedProxies::parse(&["::ffff:127.0.0.1".into(), "::ffff:10.0.0.0/104".into()])
+                .unwrap();
+        for peer in ["127.0.0.1", "10.9.8.7", "::ffff:10.9.8.7"] {
+            assert_eq!(
+                mapped.client(ip(peer), &headers(&["203.0.113.5"])),
+                ip("203.0.113.5"),
+                "{peer}"
+            );
+        }
         assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
         assert!(TrustedProxies::parse(&["proxy.example".into()]).is_err());
     }

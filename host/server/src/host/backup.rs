@@ -40,6 +40,14 @@ pub const RESTORING: &str = ".restore-incomplete";
 /// the host rebuilds by itself (precompiled components, built demo apps).
 const SKIP: [&str; 3] = ["store", "cache", "demo-apps"];
 
+/// Whether `rel`, a file an archive lists, is one a backup carries: never
+/// what the host rebuilds or keeps itself (above all its precompiled native
+/// code, which it would load), nor the restore's own marker.
+pub fn restorable(rel: &Path) -> bool {
+    let top = rel.components().next().map(|c| c.as_os_str());
+    !top.is_some_and(|top| SKIP.iter().any(|s| top == *s) || top == RESTORING)
+}
+
 /// Regular files under `dir`, relative, skipping [`SKIP`] at the top.
 fn data_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();

@@ -37,7 +37,7 @@ use superapp_services::messaging::{Hub, Messaging, MessagingError};
 use superapp_services::registry::{Registry, RegistryError};
 use superapp_store::{Quota, Store, StoreError, StoreKv};
 
-pub use backup::{BackupManifest, BACKUP_FORMAT, FILES, MANIFEST, RESTORING, SNAPSHOT};
+pub use backup::{restorable, BackupManifest, BACKUP_FORMAT, FILES, MANIFEST, RESTORING, SNAPSHOT};
 pub use demo::{demo_issuer_key, DemoUser, DEMO_INSURER, DEMO_PASSWORD, DEMO_USERS};
 pub use prompts::{Answer, Answered};
 pub use wallet::{Transfer, TransferDone};
@@ -150,12 +150,29 @@ impl Host {
                 data_dir.display()
             );
         }
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the data directory {}: {e}",
-                data_dir.display()
-            )
-        })?;
+        // Only the host's user may read what it holds (messages, ledger,
+        // keys): made so, and said so when it is not.
+        {
+            use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot create the data directory {}: {e}",
+                        data_dir.display()
+                    )
+                })?;
+            let mode = std::fs::metadata(data_dir)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    data_dir = %data_dir.display(),
+                    mode = format!("{mode:o}"),
+                    "other users may read the data directory (its messages, ledger and records); `chmod 700` it"
+                );
+            }
+        }
         let store = match &config.store {
             StoreLocation::Embedded => {
                 Store::open_with_cache(&data_dir.join("store"), config.store_cache_bytes)?

@@ -269,6 +269,12 @@ fn unpack(archive: &Path, dir: &Path) -> anyhow::Result<Restored> {
                 path.display().to_string()
             )
         })?)?;
+        if !superapp_server::host::restorable(rel) {
+            bail!(
+                "the archive holds {:?}, which no backup carries (the host makes it itself)",
+                rel.display().to_string()
+            );
+        }
         if !manifest.files.iter().any(|f| Path::new(f) == rel) {
             bail!(
                 "the archive holds {:?}, which its manifest does not list",

@@ -188,6 +188,13 @@ impl Host {
         let hub = Arc::new(Hub::new(config.ws_queue));
         let identity = Arc::new(Identity::new(store.clone(), config.identity.clone()));
         let messaging = Arc::new(Messaging::new(store.clone(), hub, config.messaging.clone()));
+        let purging = messaging.resume_purges()?;
+        if purging > 0 {
+            tracing::info!(
+                groups = purging,
+                "deleting what groups emptied before the last stop still hold"
+            );
+        }
         let audit = Arc::new(Audit::open(store.clone())?);
         let consent = Arc::new(Consent::new(store.clone(), audit.clone()));
         let ledger = Arc::new(Ledger::new(store.clone(), audit.clone()));

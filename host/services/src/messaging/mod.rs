@@ -653,6 +653,7 @@ impl Messaging {
             Tree::Memberships,
             Tree::Messages,
             Tree::ReadMarks,
+            Tree::Meta,
         ];
         let (stored, changed) = self.store.transact(&trees, |txn| {
             let mut c: Stored = txn_get(txn, Tree::Conversations, id.as_bytes())?
@@ -672,8 +673,10 @@ impl Messaging {
                 txn.delete(Tree::Memberships, &key(&[gone, id]))?;
             }
             if c.members.is_empty() {
-                // The last member left: the group is gone, its messages next.
+                // The last member left: the group is gone, its messages next
+                // (listed to be deleted, so a crash meanwhile does not keep them).
                 txn.delete(Tree::Conversations, id.as_bytes())?;
+                txn.put(Tree::Meta, &purge_key(id), b"")?;
                 return Ok((c, Changed::Emptied));
             }
             for new in c.members.iter().filter(|m| !before.members.contains(m)) {
@@ -737,7 +740,8 @@ impl Messaging {
     /// bring back from before, so nobody is let in by one), and its
     /// messages, their client-id entries and its read marks are deleted
     /// from the store in the background, a page at a time: nobody can reach
-    /// them any more. A crash meanwhile leaves the rest unreachable.
+    /// them any more. After a crash meanwhile, the next start goes on
+    /// ([`Messaging::resume_purges`]).
     fn forget(&self, emptied: &Stored) {
         let id = emptied.id.as_str();
         self.conversations
@@ -749,33 +753,75 @@ impl Messaging {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
         let store = self.store.clone();
-        let prefixes = [
-            (Tree::Messages, messages_prefix(id)),
-            (Tree::Messages, key(&["c", id, ""])),
-            (Tree::ReadMarks, key(&[id, ""])),
-        ];
-        tokio::task::spawn_blocking(move || {
-            for (tree, prefix) in prefixes {
-                loop {
-                    let page = match store.scan(tree, &prefix, None, 512, false) {
-                        Ok(page) if page.is_empty() => break,
-                        Ok(page) => page,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "deleting an emptied group's messages");
-                            return;
-                        }
-                    };
-                    for (k, _) in page {
-                        if let Err(e) = store.remove(tree, &k) {
-                            tracing::warn!(error = %e, "deleting an emptied group's messages");
-                            return;
-                        }
-                    }
-                }
-            }
-        });
+        let id = id.to_string();
+        in_background(move || purge(&store, &id));
     }
 
+    /// Finish deleting what groups emptied before a crash still hold (each
+    /// is listed until its deletion ends). The number of groups.
+    pub fn resume_purges(&self) -> Result<usize, MessagingError> {
+        let pending = self
+            .store
+            .scan(Tree::Meta, PURGE, None, usize::MAX, false)?;
+        for (k, _) in &pending {
+            let id = String::from_utf8_lossy(&k[PURGE.len()..]).into_owned();
+            let store = self.store.clone();
+            in_background(move || purge(&store, &id));
+        }
+        Ok(pending.len())
+    }
+}
+
+/// Where an emptied group waits for its messages to be deleted:
+/// `purge\0` ‖ conversation id in the meta tree, written in the transaction
+/// that empties it.
+const PURGE: &[u8] = b"purge\0";
+
+fn purge_key(id: &str) -> Vec<u8> {
+    [PURGE, id.as_bytes()].concat()
+}
+
+/// Run `work` off the async executor: on its blocking pool when there is
+/// one, else on a thread of its own.
+fn in_background(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn_blocking(work);
+        }
+        Err(_) => {
+            std::thread::spawn(work);
+        }
+    }
+}
+
+/// Delete emptied group `id`'s messages, their client-id entries and its
+/// read marks, a page at a time, then its place in the purge list.
+fn purge(store: &Store, id: &str) {
+    let prefixes = [
+        (Tree::Messages, messages_prefix(id)),
+        (Tree::Messages, key(&["c", id, ""])),
+        (Tree::ReadMarks, key(&[id, ""])),
+    ];
+    let deleted = || -> Result<(), StoreError> {
+        for (tree, prefix) in &prefixes {
+            loop {
+                let page = store.scan(*tree, prefix, None, 512, false)?;
+                if page.is_empty() {
+                    break;
+                }
+                for (k, _) in page {
+                    store.remove(*tree, &k)?;
+                }
+            }
+        }
+        store.remove(Tree::Meta, &purge_key(id))
+    };
+    if let Err(e) = deleted() {
+        tracing::warn!(error = %e, conversation = id, "deleting an emptied group's messages; the next start goes on");
+    }
+}
+
+impl Messaging {
     /// The highest seq in a conversation (0: no messages).
     fn last_seq(&self, id: &str) -> Result<u64, MessagingError> {
         if self.store.shared() {
@@ -1372,6 +1418,46 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(left(), 0, "nothing of the group is left");
+        let listed = || {
+            store
+                .scan(Tree::Meta, PURGE, None, 10, false)
+                .unwrap()
+                .len()
+        };
+        for _ in 0..500 {
+            if listed() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(listed(), 0, "done, so no longer listed");
+
+        // What a crash left of a group being deleted goes at the next start.
+        store.put_raw(Tree::Meta, &purge_key(&id), b"").unwrap();
+        let message = Message {
+            conversation_id: id.clone(),
+            seq: 1,
+            sender: alice.id.clone(),
+            client_id: "left".into(),
+            text: "left over".into(),
+            sent_at: 0,
+            card: None,
+            notice: None,
+        };
+        store
+            .put(Tree::Messages, &message_key(&id, 1), &message)
+            .unwrap();
+        store
+            .put(Tree::ReadMarks, &key(&[&id, &bob.id]), &1u64)
+            .unwrap();
+        assert_eq!(messaging.resume_purges().unwrap(), 1);
+        for _ in 0..500 {
+            if left() == 0 && listed() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!((left(), listed()), (0, 0));
     }
 
     #[tokio::test]

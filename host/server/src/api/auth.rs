@@ -143,22 +143,29 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = req.extensions().get::<BodyLimit>().copied();
         if !sent_as_json(req.headers()) {
             return Err(not_sent_as_json());
         }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| match e.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
-                status => ApiError::new(
-                    status,
-                    "invalid-request",
-                    "the request body could not be read",
-                ),
-            })?;
-        json_body(&bytes).map(Json)
+        json_body(&read_body(req, state).await?).map(Json)
     }
+}
+
+/// A request's whole body, within the route's limit (413 past it).
+pub async fn read_body<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<axum::body::Bytes, ApiError> {
+    let limit = req.extensions().get::<BodyLimit>().copied();
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
+            status => ApiError::new(
+                status,
+                "invalid-request",
+                "the request body could not be read",
+            ),
+        })
 }
 
 /// A request body as JSON of `T`: 400 for one that is not JSON, 422 for

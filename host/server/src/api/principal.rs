@@ -16,7 +16,7 @@ use superapp_core::now_secs;
 use superapp_core::signed_request::{RequestSignature, MAX_SKEW_SECS, SCHEME};
 use superapp_services::registry::Actor;
 
-use super::error::{ApiError, BodyLimit};
+use super::error::ApiError;
 use super::AppState;
 
 /// A caller of the registry routes.
@@ -133,19 +133,8 @@ impl FromRequest<AppState> for Called {
         // Who is calling is settled before the body is read, so only the
         // operator and registered keys can make the server read a large one.
         let host = &state.host;
-        let read_body = |parts: Parts, body| async move {
-            let limit = parts.extensions.get::<BodyLimit>().copied();
-            Bytes::from_request(Request::from_parts(parts, body), state)
-                .await
-                .map_err(|e| match e.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(limit),
-                    status => ApiError::new(
-                        status,
-                        "invalid-request",
-                        "the request body could not be read",
-                    ),
-                })
-        };
+        let read_body =
+            |parts: Parts, body| super::auth::read_body(Request::from_parts(parts, body), state);
         if let Some(token) = super::auth::bearer(&authorization) {
             if !host.is_operator_token(token) {
                 return Err(ApiError::unauthenticated("the operator token is wrong"));

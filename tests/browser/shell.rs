@@ -633,6 +633,10 @@ async fn an_open_group_says_so_when_its_member_was_removed_while_offline() {
     cable.restore();
     bob.wait_text("You are no longer in this group.").await;
     bob.shot("told").await;
+    assert!(
+        !bob.body_text().await.contains("members"),
+        "no member count for whoever is out"
+    );
     assert_eq!(
         bob.js(
             "return document.querySelectorAll('form.compose').length",

@@ -259,6 +259,10 @@ export async function conversation(main, shell, id) {
     footer.replaceWith(el('p', { class: 'muted', role: 'status' }, 'You are no longer in this group.'));
     if (members) members.remove();
     members = null;
+    // Its members are no longer the user's to see, nor how many they are.
+    const plain = el('h1', {}, el('span', { dir: 'auto' }, titleOf(c, shell.me)));
+    top.replaceWith(plain);
+    top = plain;
   };
   const changed = (m) => {
     const me = shell.me.id;

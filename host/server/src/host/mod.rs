@@ -137,6 +137,17 @@ fn bus_namespace(secret: &[u8]) -> String {
 /// store, each node's data directory holds a copy).
 pub const OPERATOR_TOKEN: &str = "operator.token";
 
+/// Make the data directory `dir` (and any folder above it that is missing)
+/// readable by the host's user only.
+pub fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", dir.display()))
+}
+
 impl Host {
     /// Open the data directory and build every service, publish the
     /// development apps directory if one is configured, and prepare every
@@ -153,17 +164,8 @@ impl Host {
         // Only the host's user may read what it holds (messages, ledger,
         // keys): made so, and said so when it is not.
         {
-            use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(data_dir)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot create the data directory {}: {e}",
-                        data_dir.display()
-                    )
-                })?;
+            use std::os::unix::fs::PermissionsExt as _;
+            create_data_dir(data_dir)?;
             let mode = std::fs::metadata(data_dir)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 tracing::warn!(

@@ -158,6 +158,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("./superapp-data"));
+        // Made as the host makes it, before the demo puts anything in it.
+        superapp_server::host::create_data_dir(&data_dir)?;
         if args.hospital_backend {
             let listen = args.hospital_backend_listen;
             if !listen.ip().is_loopback() || listen.port() == 0 {
@@ -222,8 +224,6 @@ fn demo_backend_config(
     data_dir: &Path,
     origin: String,
 ) -> anyhow::Result<hospital_backend::Config> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let host_key = superapp_services::documents::HostKey::load_or_create(
         &superapp_services::identity::Secrets::in_dir(data_dir),
     )?;

@@ -903,15 +903,20 @@ mod tests {
         Arc::new(Identity::new(Store::with_backend(backend).unwrap(), config))
     }
 
+    /// An identity service whose password hashes are quick to make.
+    fn fast_hashing() -> Arc<Identity> {
+        in_memory(IdentityConfig {
+            password_iterations: NonZeroU32::new(1_000).expect("non-zero"),
+            ..Default::default()
+        })
+    }
+
     /// A logout reaches the watches of its own user only: another user's
     /// connections are not woken by it. A user's channel goes with their
     /// last watch.
     #[tokio::test]
     async fn a_logout_wakes_only_its_own_users_watches() {
-        let identity = in_memory(IdentityConfig {
-            password_iterations: NonZeroU32::new(1_000).expect("non-zero"),
-            ..Default::default()
-        });
+        let identity = fast_hashing();
         let client: IpAddr = "192.0.2.1".parse().unwrap();
         let mut sessions = Vec::new();
         for name in ["kim", "lee"] {
@@ -964,10 +969,7 @@ mod tests {
     /// session begun before the change ends with it, the asking one stays.
     #[tokio::test]
     async fn a_password_change_ends_other_sessions_and_a_login_that_spanned_it() {
-        let identity = in_memory(IdentityConfig {
-            password_iterations: NonZeroU32::new(1_000).expect("non-zero"),
-            ..Default::default()
-        });
+        let identity = fast_hashing();
         let client: IpAddr = "192.0.2.1".parse().unwrap();
         identity
             .register("kim", "Kim", "old-password", None)

@@ -4,6 +4,7 @@
 use reqwest::StatusCode;
 
 use crate::common::*;
+use crate::documents::cli;
 
 fn demo(data: &std::path::Path) -> Server {
     let plugins = repo().join("plugins");
@@ -73,6 +74,14 @@ async fn the_demo_serves_three_approved_apps_to_seeded_users_and_seeds_once() {
     };
     check(alice).await;
 
+    // The development key stands for all three demo publishers: a request
+    // signed with it acts as the publisher concerned, whichever comes first.
+    let base = server.base.clone();
+    let (data_dir, work) = (data.clone(), tmp.path().to_path_buf());
+    tokio::task::spawn_blocking(move || dev_key_acts_for_each_publisher(&base, &data_dir, &work))
+        .await
+        .unwrap();
+
     // A second start on the same data seeds nothing twice.
     assert!(server.terminate().success());
     let server = demo(&data);
@@ -99,6 +108,57 @@ async fn the_demo_serves_three_approved_apps_to_seeded_users_and_seeds_once() {
     assert_eq!(status, StatusCode::OK, "{view}");
     assert!(view.to_string().contains("General medicine"), "{view}");
     drop(server);
+}
+
+/// Republish each demo app's package and read each publisher's merchant
+/// balance with the demo's development key.
+fn dev_key_acts_for_each_publisher(base: &str, data: &std::path::Path, work: &std::path::Path) {
+    let key = data.join("dev-publisher.pem");
+    let key = key.to_str().unwrap();
+    for app in ["city-payments", "document-wallet", "hospital-booking"] {
+        let package = work.join(format!("{app}.pkg"));
+        let package = package.to_str().unwrap();
+        let dir = data.join("demo-apps").join(app);
+        let component = dir.join(format!("{app}.wasm"));
+        let (ok, _, err) = cli(&[
+            "plugin",
+            "pack",
+            dir.to_str().unwrap(),
+            "--component",
+            component.to_str().unwrap(),
+            "--out",
+            package,
+        ]);
+        assert!(ok, "{err}");
+        let (ok, _, err) = cli(&["plugin", "sign", package, "--key", key]);
+        assert!(ok, "{err}");
+        // The same bytes as the demo published: accepted, nothing changed.
+        let (ok, out, err) = cli(&["plugin", "publish", package, "--server", base, "--key", key]);
+        assert!(ok, "{app}: {err}");
+        assert!(out.contains("already published with these bytes"), "{out}");
+        // Undoing a yank that was never made: allowed, nothing changes.
+        let manifest = std::fs::read_to_string(dir.join("plugin.toml")).unwrap();
+        let manifest = superapp_core::Manifest::parse(&manifest).unwrap();
+        let spec = format!("{}@{}", manifest.id, manifest.version);
+        let (ok, _, err) = cli(&[
+            "registry", "yank", &spec, "--undo", "--server", base, "--key", key,
+        ]);
+        assert!(ok, "{spec}: {err}");
+    }
+    let balance = |publisher: Option<&str>| {
+        let mut args = vec!["merchant", "balance", "--server", base, "--key", key];
+        args.extend(publisher.iter().flat_map(|p| ["--publisher", p]));
+        cli(&args)
+    };
+    let (ok, _, err) = balance(None);
+    assert!(!ok && err.contains("several publishers"), "{err}");
+    assert!(err.contains("City Utilities"), "{err}");
+    for publisher in ["City Hospital", "City Utilities", "superapp project"] {
+        let (ok, _, err) = balance(Some(publisher));
+        assert!(ok, "{publisher}: {err}");
+    }
+    let (ok, _, err) = balance(Some("Another Company"));
+    assert!(!ok && err.contains("403"), "{err}");
 }
 
 #[tokio::test]
@@ -132,7 +192,9 @@ async fn the_server_keeps_serving_when_whoever_started_it_closed_its_stdout() {
     let url = format!("http://127.0.0.1:{port}/api/v1/openapi.json");
     let mut up = false;
     for _ in 0..600 {
-        if reqwest::get(&url)
+        if http_client()
+            .get(&url)
+            .send()
             .await
             .is_ok_and(|r| r.status() == StatusCode::OK)
         {

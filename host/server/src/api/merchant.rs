@@ -24,8 +24,14 @@ pub struct ForPublisher {
 /// knows, when the operator names it).
 fn merchant(state: &AppState, call: &Called, query: &ForPublisher) -> Result<String, ApiError> {
     match (&call.principal, &query.publisher) {
-        (Principal::Publisher(id), None) => Ok(id.clone()),
-        (Principal::Publisher(id), Some(named)) if named == id => Ok(id.clone()),
+        (Principal::Publisher(ids), None) => match ids.as_slice() {
+            [id] => Ok(id.clone()),
+            _ => Err(ApiError::bad_request(format!(
+                "this key belongs to several publishers ({}); name the one to act as: ?publisher=ID",
+                ids.join(", ")
+            ))),
+        },
+        (p @ Principal::Publisher(_), Some(named)) if p.is_publisher(named) => Ok(named.clone()),
         (Principal::Publisher(_), Some(_)) => Err(ApiError::forbidden(
             "a publisher sees only its own merchant accounts",
         )),

@@ -23,8 +23,11 @@ use super::AppState;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Operator,
-    /// A registered publisher, by id.
-    Publisher(String),
+    /// A registered publisher, by id: the publishers the request's key
+    /// belongs to. That is one, except for the host's development key
+    /// (`--apps`, `--demo`), which stands for every publisher whose apps it
+    /// published; a request with it acts as the publisher concerned.
+    Publisher(Vec<String>),
     /// A trusted auditor, by key.
     Auditor(String),
 }
@@ -33,8 +36,24 @@ impl Principal {
     pub fn actor(&self) -> Actor {
         match self {
             Principal::Operator => Actor::Operator,
-            Principal::Publisher(id) => Actor::Publisher(id.clone()),
+            Principal::Publisher(ids) => Actor::Publisher(ids[0].clone()),
             Principal::Auditor(key) => Actor::Auditor(key.clone()),
+        }
+    }
+
+    /// Whether this caller is publisher `publisher`.
+    pub fn is_publisher(&self, publisher: &str) -> bool {
+        matches!(self, Principal::Publisher(ids) if ids.iter().any(|id| id == publisher))
+    }
+
+    /// The actor of a change to publisher `publisher`'s things: that
+    /// publisher when the caller's key is one of its keys. (Otherwise the
+    /// caller's own, which the registry then refuses with the reason.)
+    pub fn actor_for(&self, publisher: &str) -> Actor {
+        if self.is_publisher(publisher) {
+            Actor::Publisher(publisher.into())
+        } else {
+            self.actor()
         }
     }
 
@@ -48,7 +67,7 @@ impl Principal {
     /// The operator, an auditor, or the publisher `publisher`.
     pub fn require_reader_of(&self, publisher: &str) -> Result<(), ApiError> {
         match self {
-            Principal::Publisher(id) if id != publisher => Err(ApiError::forbidden(
+            Principal::Publisher(_) if !self.is_publisher(publisher) => Err(ApiError::forbidden(
                 "a publisher may only read its own apps",
             )),
             _ => Ok(()),
@@ -149,8 +168,8 @@ impl FromRequest<AppState> for Called {
             .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
         let principal = if host.registry.auditor(&signature.key)?.is_some() {
             Principal::Auditor(signature.key.clone())
-        } else if let Some(p) = host.registry.publisher_of_key(&signature.key)? {
-            Principal::Publisher(p.id)
+        } else if let Some(ids) = host.registry.publishers_of_key(&signature.key)? {
+            Principal::Publisher(ids)
         } else {
             return Err(ApiError::forbidden(format!(
                 "key {} is neither a registered publisher's nor a trusted auditor's",

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use superapp_core::decision::SignedDecision;
-use superapp_services::registry::{Changed, Registry};
+use superapp_services::registry::{Actor, Changed, Registry};
 
 use super::auth::{Json, Params};
 use super::error::ApiError;
@@ -141,7 +141,7 @@ pub async fn publish(State(state): State<AppState>, call: Called) -> Result<Resp
     }
     let c = state
         .host
-        .publish(&call.body, &call.principal.actor())
+        .publish(&call.body, |publisher| call.principal.actor_for(publisher))
         .await?;
     let status = if c.changed {
         StatusCode::CREATED
@@ -250,13 +250,29 @@ pub async fn decide(
     Ok(changed(c))
 }
 
+/// The actor of a change to version `version` of `app`: the publisher of
+/// that release, when the caller's key is one of its keys.
+fn acting_on(
+    state: &AppState,
+    principal: &Principal,
+    app: &str,
+    version: &str,
+) -> Result<Actor, ApiError> {
+    Ok(match principal {
+        Principal::Publisher(_) => {
+            principal.actor_for(&state.host.registry.release(app, version)?.publisher)
+        }
+        _ => principal.actor(),
+    })
+}
+
 pub async fn yank(
     State(state): State<AppState>,
     Path((app, version)): Path<(String, String)>,
     call: Called,
 ) -> Result<Response, ApiError> {
     let body: YankBody = call.json()?;
-    let actor = call.principal.actor();
+    let actor = acting_on(&state, &call.principal, &app, &version)?;
     let c = state
         .host
         .change_registry(|r| r.yank(&app, &version, body.yanked, &body.note, &actor))
@@ -270,7 +286,7 @@ pub async fn rollout(
     call: Called,
 ) -> Result<Response, ApiError> {
     let body: RolloutBody = call.json()?;
-    let actor = call.principal.actor();
+    let actor = acting_on(&state, &call.principal, &app, &version)?;
     let c = state
         .host
         .change_registry(|r| r.set_rollout(&app, &version, body.percent, &actor))

@@ -21,8 +21,15 @@ use crate::apps::{dev_key, read_apps_dir, DEV_AUDITOR_KEY, DEV_PUBLISHER_KEY};
 
 impl Host {
     /// Publish a package file as `actor`: checked, stored, durable.
-    pub async fn publish(&self, bytes: &[u8], actor: &Actor) -> Result<Changed, HostError> {
+    /// Publish a package as the actor `actor_for` names for the package's
+    /// publisher.
+    pub async fn publish(
+        &self,
+        bytes: &[u8],
+        actor_for: impl FnOnce(&str) -> Actor,
+    ) -> Result<Changed, HostError> {
         let package = Package::from_bytes(bytes).map_err(RegistryError::Package)?;
+        let actor = &actor_for(&package.manifest().publisher);
         // Compiling a large component takes a while: not on a worker that
         // other requests are waiting for.
         let changed = blocking(|| self.submit(&package, actor))?;

@@ -485,6 +485,18 @@ impl Registry {
             .find(|p| p.keys.iter().any(|k| k == key)))
     }
 
+    /// The ids of the publishers a key belongs to, in id order, if any:
+    /// one, but for the development key (see `check_key_free`).
+    pub fn publishers_of_key(&self, key: &str) -> Result<Option<Vec<String>>, RegistryError> {
+        let ids: Vec<String> = self
+            .publishers()?
+            .into_iter()
+            .filter(|p| p.keys.iter().any(|k| k == key))
+            .map(|p| p.id)
+            .collect();
+        Ok((!ids.is_empty()).then_some(ids))
+    }
+
     /// Trust an auditor key; idempotent.
     pub fn trust_auditor(
         &self,

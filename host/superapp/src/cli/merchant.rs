@@ -58,7 +58,8 @@ pub struct MerchantArgs {
     /// Act as the operator with this token file instead (needs --publisher).
     #[arg(long, conflicts_with = "key", requires = "publisher")]
     token_file: Option<PathBuf>,
-    /// The publisher the operator acts for.
+    /// The publisher the operator acts for; with a key that several
+    /// publishers share (a demo's development key), the one to act as.
     #[arg(long)]
     publisher: Option<String>,
 }

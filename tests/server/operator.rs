@@ -13,16 +13,26 @@ use crate::common::*;
 use crate::payments::balance;
 
 fn cli(args: &[&str]) -> (bool, String) {
+    cli_with(args, &[]).1
+}
+
+/// The CLI's exit code, and whether it succeeded with its output, run
+/// with `env` set.
+fn cli_with(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, (bool, String)) {
     let out = Command::new(env!("CARGO_BIN_EXE_superapp"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        out.status.code(),
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         ),
     )
 }
@@ -57,6 +67,26 @@ async fn operator_commands_work_while_serving() {
     let token_file = server.data_dir.join("operator.token");
     let token_file = token_file.to_str().unwrap();
     let url = root(&server);
+
+    // A typed --server wins over SUPERAPP_DATA_DIR, serve's setting; typed
+    // beside --data-dir, or a typed --data-dir beside SUPERAPP_SERVER, it
+    // is a conflict the CLI names instead of picking one.
+    let list = ["registry", "list", "--token-file", token_file];
+    let elsewhere = [("SUPERAPP_DATA_DIR", "no-such-data-dir")];
+    let (_, (ok, out)) = cli_with(&[&list[..], &["--server", &url]].concat(), &elsewhere);
+    assert!(ok && out.contains("publishers"), "{out}");
+    let both = [
+        &list[..],
+        &["--server", &url, "--data-dir", "no-such-data-dir"],
+    ]
+    .concat();
+    let (code, (_, out)) = cli_with(&both, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("give one of them"), "{out}");
+    let typed_dir = [&list[..], &["--data-dir", "no-such-data-dir"]].concat();
+    let (code, (_, out)) = cli_with(&typed_dir, &[("SUPERAPP_SERVER", &url)]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("SUPERAPP_SERVER is set"), "{out}");
 
     // Only the operator tops up, and only with an idempotency key.
     let topup = json!({"user": "alice", "amount": 5000, "idempotency_key": "k1"});

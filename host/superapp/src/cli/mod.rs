@@ -15,7 +15,8 @@ mod wallet;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// superapp: a super-app host that runs mini-programs in a WebAssembly sandbox.
 #[derive(Debug, Parser)]
@@ -105,7 +106,10 @@ enum Command {
 /// stderr and exit code 1 (2 for bad arguments, from clap).
 pub fn main() -> ExitCode {
     quiet_on_closed_stdout();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)
+        .and_then(|cli| one_target(&matches).map(|()| cli))
+        .unwrap_or_else(|e| e.exit());
     init_tracing();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
@@ -127,6 +131,41 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command given both `--server` and `--data-dir` (or `--store`) on its
+/// command line is refused: which did its user mean? So is `--data-dir`
+/// typed while `SUPERAPP_SERVER` is set, which would otherwise win. A
+/// `--server` typed while `SUPERAPP_DATA_DIR` or `SUPERAPP_STORE` is set
+/// wins without a word: those are also `serve`'s settings and may well be
+/// set where the CLI runs.
+fn one_target(matches: &ArgMatches) -> Result<(), clap::Error> {
+    let mut command = matches;
+    while let Some((_, sub)) = command.subcommand() {
+        command = sub;
+    }
+    let source = |id: &str| match command.try_contains_id(id) {
+        Ok(true) => command.value_source(id),
+        _ => None,
+    };
+    let typed = Some(ValueSource::CommandLine);
+    let server = source("server");
+    for (id, flag) in [("data_dir", "--data-dir"), ("store", "--store")] {
+        if source(id) != typed {
+            continue;
+        }
+        let why = match server {
+            Some(ValueSource::CommandLine) => format!(
+                "--server works on a running server and {flag} on a store opened directly; give one of them"
+            ),
+            Some(ValueSource::EnvVariable) => format!(
+                "SUPERAPP_SERVER is set, which sends this command to a running server; unset it to use {flag}"
+            ),
+            _ => continue,
+        };
+        return Err(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, why));
+    }
+    Ok(())
 }
 
 /// `text` with control characters (but line breaks and tabs) escaped: an

@@ -555,3 +555,73 @@ fn rewrite(
     output.into_inner().unwrap();
     to.to_path_buf()
 }
+
+/// The operator rotates the host's signing key on a stopped host: the
+/// restarted host serves the new key with the old one listed as retired,
+/// and the rotation is in the audit log, whose chain still verifies. A
+/// running host's data directory is refused.
+#[tokio::test]
+async fn the_host_key_rotates_on_a_stopped_host_and_stays_rotated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start_in(&data, &[]);
+    let client = Client::new(&server);
+    let (_, key) = client.get("/host-key").await;
+    let first = key["public_key"].as_str().unwrap().to_string();
+    assert_eq!(key["retired"], json!([]), "{key}");
+
+    let dir = data.to_str().unwrap();
+    let rotate = |reason: &str| {
+        cli(&[
+            "keys",
+            "rotate-host-key",
+            "--data-dir",
+            dir,
+            "--reason",
+            reason,
+        ])
+    };
+    let (ok, out) = rotate("the laptop was lost");
+    assert!(!ok, "a running host's data directory: {out}");
+    let (ok, out) = rotate("");
+    assert!(!ok && out.contains("--reason"), "{out}");
+    assert!(server.terminate().success());
+
+    let (ok, out) = rotate("the laptop was lost");
+    assert!(ok, "{out}");
+    let new = out.lines().next().unwrap().trim().to_string();
+    assert!(
+        out.contains(&format!("retired the host signing key {first}")),
+        "{out}"
+    );
+    assert_ne!(new, first);
+
+    let server = Server::start_in(&data, &[]);
+    let client = Client::new(&server);
+    let (_, key) = client.get("/host-key").await;
+    assert_eq!(key["public_key"], new, "{key}");
+    assert_eq!(key["retired"][0]["public_key"], first, "{key}");
+    let mut operator = Client::new(&server);
+    operator.token = Some(server.operator_token());
+    let (status, page) = operator.get("/audit/entries?limit=1000").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let rotation = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "host.key.rotate")
+        .unwrap_or_else(|| panic!("no rotation in {page}"));
+    assert_eq!(rotation["details"]["old_key"], first);
+    assert_eq!(rotation["details"]["new_key"], new);
+    assert_eq!(rotation["details"]["reason"], "the laptop was lost");
+    let token_file = server.data_dir.join("operator.token");
+    let (ok, out) = cli(&[
+        "audit",
+        "verify-log",
+        "--server",
+        &root(&server),
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+}

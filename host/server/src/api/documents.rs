@@ -79,6 +79,11 @@ pub async fn revoked(
 
 /// The public key presentations' bindings are signed with.
 pub async fn host_key(State(state): State<AppState>) -> Response {
-    axum::Json(json!({ "algorithm": "Ed25519", "public_key": state.host.host_key.public_key() }))
-        .into_response()
+    let key = &state.host.host_key;
+    axum::Json(json!({
+        "algorithm": "Ed25519",
+        "public_key": key.public_key(),
+        "retired": key.retired(),
+    }))
+    .into_response()
 }

@@ -251,18 +251,84 @@ impl IssuerKeyFile {
 /// public half served at `/api/v1/host-key`.
 pub struct HostKey {
     pair: Ed25519KeyPair,
+    /// The keys this one replaced, oldest first.
+    retired: Vec<RetiredKey>,
 }
 
 pub const HOST_KEY_FILE: &str = "host-signing-key";
 
+/// A key the host signed with until a rotation replaced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredKey {
+    pub public_key: String,
+    pub retired_at: u64,
+}
+
+/// The store's list of retired host keys (`Tree::Meta`).
+const RETIRED_KEYS: &[u8] = b"host-key/retired";
+
+fn generate_host_key() -> anyhow::Result<Vec<u8>> {
+    Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+        .map(|k| k.as_ref().to_vec())
+        .map_err(|_| anyhow::anyhow!("cannot generate the host signing key"))
+}
+
 impl HostKey {
     pub fn load_or_create(secrets: &crate::identity::Secrets) -> anyhow::Result<HostKey> {
-        let pkcs8 = secrets.load_or_create_kept(HOST_KEY_FILE, || {
-            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                .map(|k| k.as_ref().to_vec())
-                .map_err(|_| anyhow::anyhow!("cannot generate the host signing key"))
+        let pkcs8 = secrets.load_or_create_kept(HOST_KEY_FILE, generate_host_key)?;
+        let mut key = HostKey::parse(Path::new(&secrets.describe(HOST_KEY_FILE)), &pkcs8)?;
+        if let Some(store) = secrets.store() {
+            key.retired = store
+                .get(Tree::Meta, RETIRED_KEYS)
+                .map_err(|e| anyhow::anyhow!("cannot read the store: {e}"))?
+                .unwrap_or_default();
+        }
+        Ok(key)
+    }
+
+    /// Replace the host's signing key with a new one, for a key that may
+    /// have leaked or has served its time. The old public key is listed as
+    /// retired and the change is in the audit log with `reason`; a host
+    /// signs with the new key from its next start. Returns the old and the
+    /// new public key.
+    pub fn rotate(
+        secrets: &crate::identity::Secrets,
+        audit: &crate::audit::Audit,
+        reason: &str,
+    ) -> anyhow::Result<(String, String)> {
+        let old = secrets.load_kept(HOST_KEY_FILE)?;
+        let old = HostKey::parse(Path::new(&secrets.describe(HOST_KEY_FILE)), &old)?;
+        let pkcs8 = generate_host_key()?;
+        let new = HostKey::parse(Path::new("(new)"), &pkcs8)?;
+        let (old_key, new_key) = (old.public_key(), new.public_key());
+        let retired_at = now_secs();
+        let trees = crate::audit::with(&[Tree::Meta]);
+        secrets.replace_kept(HOST_KEY_FILE, &pkcs8, &trees, |t| {
+            let mut retired: Vec<RetiredKey> =
+                txn_get(t, Tree::Meta, RETIRED_KEYS)?.unwrap_or_default();
+            retired.push(RetiredKey {
+                public_key: old_key.clone(),
+                retired_at,
+            });
+            txn_put(t, Tree::Meta, RETIRED_KEYS, &retired)?;
+            let event = crate::audit::Event {
+                kind: "host.key.rotate".into(),
+                outcome: "rotated".into(),
+                ..Default::default()
+            }
+            .with_detail("actor", "operator")
+            .with_detail("old_key", old_key.clone())
+            .with_detail("new_key", new_key.clone())
+            .with_detail("reason", reason);
+            audit.append_in(t, event)?;
+            Ok(())
         })?;
-        HostKey::parse(Path::new(&secrets.describe(HOST_KEY_FILE)), &pkcs8)
+        Ok((old_key, new_key))
+    }
+
+    /// The keys this one replaced, oldest first.
+    pub fn retired(&self) -> &[RetiredKey] {
+        &self.retired
     }
 
     /// The existing key of a data directory (for offline tools, which must
@@ -285,7 +351,10 @@ impl HostKey {
     fn parse(path: &Path, pkcs8: &[u8]) -> anyhow::Result<HostKey> {
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
             .map_err(|_| anyhow::anyhow!("{} is not an Ed25519 key", path.display()))?;
-        Ok(HostKey { pair })
+        Ok(HostKey {
+            pair,
+            retired: Vec::new(),
+        })
     }
 
     pub fn public_key(&self) -> String {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use ring::rand::{SecureRandom, SystemRandom};
-use superapp_store::{Abort, Store, Tree};
+use superapp_store::{Abort, Store, StoreError, Tree, Txn};
 
 const SECRET_LEN: usize = 32;
 pub const SECRET_FILE: &str = "host-secret";
@@ -47,6 +47,11 @@ impl Secrets {
             dir: dir.to_path_buf(),
             store: Some(store.clone()),
         }
+    }
+
+    /// The host's store, when these are a host's files.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
     }
 
     /// Whether the files live in a shared store.
@@ -137,6 +142,7 @@ impl Secrets {
         let kept = store
             .get_raw(Tree::Meta, format!("private/{file}").as_bytes())
             .map_err(read)?;
+        finish_replacement(&path, recorded.as_deref())?;
         let restored = kept.is_some();
         if let (Some(kept), true) = (&kept, path.exists()) {
             // Records restored from a shared store hold the file its nodes
@@ -176,6 +182,88 @@ impl Secrets {
         Ok(bytes)
     }
 
+    /// The kept `file` as a host would load it, for offline tools: never
+    /// made anew.
+    pub fn load_kept(&self, file: &str) -> anyhow::Result<Vec<u8>> {
+        let missing =
+            || anyhow::anyhow!("there is no {file} yet: a host makes it at its first start");
+        if let Some(store) = self.shared_store() {
+            let key = format!("private/{file}");
+            return store
+                .get_raw(Tree::Meta, key.as_bytes())
+                .map_err(|e| anyhow::anyhow!("cannot read the store: {e}"))?
+                .ok_or_else(missing);
+        }
+        self.load_or_create_kept(file, || Err(missing()))
+    }
+
+    /// Replace the kept `file` (the host signing key, rotated) with `new`,
+    /// and write what `record` adds over `trees` in the same transaction.
+    /// A shared store keeps the new file in place of the old one (each
+    /// node uses it from its next start on). A single host's store records
+    /// the new file's fingerprint; the file is written beside the old one
+    /// first (`FILE.next`) and renamed over it once the store has
+    /// committed, and a start in between finishes the rename, or drops a
+    /// `FILE.next` the store never recorded.
+    pub fn replace_kept(
+        &self,
+        file: &str,
+        new: &[u8],
+        trees: &[Tree],
+        record: impl Fn(&dyn Txn) -> Result<(), StoreError>,
+    ) -> anyhow::Result<()> {
+        let Some(store) = &self.store else {
+            bail!("replacing {file} needs the host's store");
+        };
+        let private = format!("private/{file}");
+        let mut trees = trees.to_vec();
+        if !trees.contains(&Tree::Meta) {
+            trees.push(Tree::Meta);
+        }
+        let commit = |body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>| {
+            store
+                .transact(&trees, |t| {
+                    Ok::<_, Abort<std::convert::Infallible>>(body(t)?)
+                })
+                .map_err(|e| match e {
+                    Abort::Store(e) => anyhow::anyhow!("cannot write the store: {e}"),
+                    Abort::User(never) => match never {},
+                })?;
+            store
+                .flush_now()
+                .map_err(|e| anyhow::anyhow!("cannot write the store: {e}"))
+        };
+        if store.shared() {
+            return commit(&|t| {
+                t.put(Tree::Meta, private.as_bytes(), new)?;
+                record(t)
+            });
+        }
+        let path = self.dir.join(file);
+        let next = pending(&path);
+        match std::fs::remove_file(&next) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", next.display()))
+            }
+            _ => {}
+        }
+        load_or_create_private(&next, || Ok(new.to_vec()))?;
+        let fingerprint = ring::digest::digest(&ring::digest::SHA256, new);
+        let restored = store
+            .get_raw(Tree::Meta, private.as_bytes())
+            .map_err(|e| anyhow::anyhow!("cannot read the store: {e}"))?
+            .is_some();
+        commit(&|t| {
+            let key = format!("fingerprint/{file}");
+            t.put(Tree::Meta, key.as_bytes(), fingerprint.as_ref())?;
+            if restored {
+                t.put(Tree::Meta, private.as_bytes(), new)?;
+            }
+            record(t)
+        })?;
+        finish_replacement(&path, Some(fingerprint.as_ref()))
+    }
+
     /// The host secret, created on first start.
     pub fn host_secret(&self) -> anyhow::Result<[u8; SECRET_LEN]> {
         let bytes = self.load_or_create_kept(SECRET_FILE, || {
@@ -197,6 +285,44 @@ impl Secrets {
 /// The host secret of a data directory, created on first start.
 pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<[u8; SECRET_LEN]> {
     Secrets::in_dir(data_dir).host_secret()
+}
+
+/// Where [`Secrets::replace_kept`] writes the new copy of a file until
+/// the store has recorded it.
+fn pending(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".next");
+    path.with_file_name(name)
+}
+
+/// Finish or drop a replacement of the file at `path` that a crash cut
+/// short: its new copy takes the old one's place if the store recorded
+/// its fingerprint, and goes otherwise.
+fn finish_replacement(path: &Path, recorded: Option<&[u8]>) -> anyhow::Result<()> {
+    let next = pending(path);
+    if !next.exists() {
+        return Ok(());
+    }
+    let candidate = read_private(&next)?;
+    let fingerprint = ring::digest::digest(&ring::digest::SHA256, &candidate);
+    if recorded != Some(fingerprint.as_ref()) {
+        tracing::warn!(path = %next.display(), "dropping a replacement the store never recorded");
+        return std::fs::remove_file(&next).with_context(|| format!("removing {}", next.display()));
+    }
+    std::fs::rename(&next, path)
+        .with_context(|| format!("moving {} into place", next.display()))?;
+    sync_parent(path)
+}
+
+/// Sync the directory holding `path`, so the file's name is on disk.
+fn sync_parent(path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))
 }
 
 /// A data directory's own copy of a secret that the shared store holds
@@ -227,18 +353,19 @@ pub fn load_or_create_private(
         .open(path)
     {
         Ok(mut file) => {
-            let bytes = create()?;
-            file.write_all(&bytes)
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
+            // Whatever fails from here leaves no empty or partial file
+            // that a later start would take for the real one.
+            let written = create().and_then(|bytes| {
+                file.write_all(&bytes)
+                    .and_then(|()| file.sync_all())
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Ok(bytes)
+            });
+            let bytes = written.inspect_err(|_| {
+                let _ = std::fs::remove_file(path);
+            })?;
             // The file's name, too, is on disk before anything relies on it.
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("syncing {}", dir.display()))?;
+            sync_parent(path)?;
             Ok(bytes)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_private(path),
@@ -283,6 +410,85 @@ mod tests {
         )
         .unwrap();
         assert!(load_or_create_secret(dir.path()).is_err());
+    }
+
+    /// A rotated host key is the one the next start loads, the old one is
+    /// listed as retired and the rotation is in the audit log; a crash
+    /// between the store's commit and the file's rename is finished at the
+    /// next start, and a new copy the store never recorded is dropped.
+    #[test]
+    fn a_rotated_host_key_replaces_the_old_one_even_across_a_crash() {
+        use crate::audit::Audit;
+        use crate::documents::{HostKey, HOST_KEY_FILE};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let secrets = Secrets::for_store(dir.path(), &store);
+        let audit = Audit::open(store.clone()).unwrap();
+        let none = HostKey::rotate(&secrets, &audit, "early").unwrap_err();
+        assert!(
+            none.to_string().contains("no host-signing-key yet"),
+            "{none}"
+        );
+        assert!(!dir.path().join(HOST_KEY_FILE).exists(), "nothing made");
+        let first = HostKey::load_or_create(&secrets).unwrap().public_key();
+
+        let (old, new) = HostKey::rotate(&secrets, &audit, "the laptop was lost").unwrap();
+        assert_eq!(old, first);
+        let loaded = HostKey::load_or_create(&secrets).unwrap();
+        assert_eq!(loaded.public_key(), new);
+        assert_eq!(loaded.retired().len(), 1);
+        assert_eq!(loaded.retired()[0].public_key, first);
+        let entries = audit.entries(0, 10).unwrap();
+        let logged = &entries.last().unwrap().event;
+        assert_eq!(logged.kind, "host.key.rotate");
+        assert_eq!(logged.details["old_key"], first);
+        assert_eq!(logged.details["new_key"], new);
+        assert_eq!(logged.details["reason"], "the laptop was lost");
+        crate::audit::verify(&store, None).unwrap();
+
+        // A crash after the commit, before the rename: the old file is in
+        // place and the new one beside it. The next start finishes it.
+        let path = dir.path().join(HOST_KEY_FILE);
+        let next = pending(&path);
+        let before = std::fs::read(&path).unwrap();
+        let (_, newer) = HostKey::rotate(&secrets, &audit, "again").unwrap();
+        std::fs::rename(&path, &next).unwrap();
+        std::fs::write(&path, &before).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            HostKey::load_or_create(&secrets).unwrap().public_key(),
+            newer
+        );
+        assert!(!next.exists());
+
+        // A crash before the commit: the new copy was never recorded.
+        let current = std::fs::read(&path).unwrap();
+        std::fs::write(&next, b"not recorded").unwrap();
+        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let loaded = HostKey::load_or_create(&secrets).unwrap();
+        assert_eq!(loaded.public_key(), newer);
+        assert_eq!(std::fs::read(&path).unwrap(), current);
+        assert!(!next.exists());
+        assert_eq!(loaded.retired().len(), 2);
+    }
+
+    /// On a shared store the rotated key replaces the store's copy, which
+    /// every node loads, whatever its own data directory holds.
+    #[test]
+    fn a_rotated_key_on_a_shared_store_is_the_store_copy() {
+        use crate::audit::Audit;
+        use crate::documents::HostKey;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::in_memory().unwrap();
+        let node = Secrets::for_store(dir.path(), &store);
+        let first = HostKey::load_or_create(&node).unwrap().public_key();
+        let tool = Secrets::for_store(Path::new(""), &store);
+        let audit = Audit::open(store.clone()).unwrap();
+        let (old, new) = HostKey::rotate(&tool, &audit, "scheduled").unwrap();
+        assert_eq!(old, first);
+        let loaded = HostKey::load_or_create(&node).unwrap();
+        assert_eq!(loaded.public_key(), new);
+        assert_eq!(loaded.retired()[0].public_key, first);
     }
 
     /// A host whose secret went missing, or was swapped, does not start on

@@ -75,7 +75,7 @@ enum Command {
     /// versions, yanking and staged rollout.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
-    /// Signing keys of publishers and auditors.
+    /// Signing keys of publishers and auditors; the host's own, rotated.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// Document issuers' tools: keys, registration, issuing, revoking.

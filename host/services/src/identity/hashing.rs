@@ -5,9 +5,11 @@
 //! turn, for at most [`HASH_WAIT`] (a request that gives up waiting costs
 //! nothing), and a request that would wait longer is told the host is busy.
 //!
-//! Checks of existing passwords (logins, confirmations) go ahead of new
-//! accounts' hashes: a free slot goes to a waiting check first, so a storm of
-//! sign-ups (from however many addresses) cannot keep users from signing in.
+//! Existing accounts' hashes (logins, confirmations, a changed password) go
+//! ahead of new accounts' hashes: a free slot goes to a waiting one of them
+//! first, so a storm of sign-ups (from however many addresses) cannot keep
+//! users from signing in, nor a storm of logins (whoever knows a password
+//! can make one) keep a user from changing theirs.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,8 +34,9 @@ pub fn default_slots() -> NonZeroUsize {
 /// Which hashes go first when slots are scarce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Turn {
-    /// Checking an existing password: a user signing in or confirming.
-    Check,
+    /// An existing account's: checking its password (a user signing in or
+    /// confirming) or hashing the new one it changes to.
+    Existing,
     /// Hashing a new account's password.
     NewAccount,
 }
@@ -47,7 +50,7 @@ struct Slots {
 
 struct SlotState {
     free: usize,
-    checks_waiting: usize,
+    existing_waiting: usize,
 }
 
 /// A slot taken; freed on drop.
@@ -66,7 +69,7 @@ struct Waiting<'a>(Option<&'a Arc<Slots>>);
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         if let Some(slots) = self.0 {
-            slots.lock().checks_waiting -= 1;
+            slots.lock().existing_waiting -= 1;
             slots.changed.notify_waiters();
         }
     }
@@ -79,8 +82,8 @@ impl Slots {
 
     async fn take(self: &Arc<Self>, turn: Turn) -> Slot {
         let mut waiting = Waiting(None);
-        if turn == Turn::Check {
-            self.lock().checks_waiting += 1;
+        if turn == Turn::Existing {
+            self.lock().existing_waiting += 1;
             waiting.0 = Some(self);
         }
         loop {
@@ -91,10 +94,10 @@ impl Slots {
             changed.as_mut().enable();
             {
                 let mut state = self.lock();
-                if state.free > 0 && (turn == Turn::Check || state.checks_waiting == 0) {
+                if state.free > 0 && (turn == Turn::Existing || state.existing_waiting == 0) {
                     state.free -= 1;
                     if waiting.0.take().is_some() {
-                        state.checks_waiting -= 1;
+                        state.existing_waiting -= 1;
                     }
                     return Slot(self.clone());
                 }
@@ -118,7 +121,7 @@ impl Hashing {
             slots: Arc::new(Slots {
                 state: Mutex::new(SlotState {
                     free: slots.get(),
-                    checks_waiting: 0,
+                    existing_waiting: 0,
                 }),
                 changed: Notify::new(),
             }),
@@ -190,9 +193,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hash_that_cannot_get_a_slot_in_time_is_refused_as_busy() {
         let hashing = Arc::new(Hashing::new(NonZeroUsize::MIN, Duration::from_millis(50)));
-        let (release, first) = hold_the_slot(&hashing, Turn::Check).await;
+        let (release, first) = hold_the_slot(&hashing, Turn::Existing).await;
         assert!(matches!(
-            hashing.run(Turn::Check, || 2).await,
+            hashing.run(Turn::Existing, || 2).await,
             Err(IdentityError::Busy)
         ));
         release.send(()).unwrap();
@@ -221,8 +224,8 @@ mod tests {
             waiting.push(queue(Turn::NewAccount));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        waiting.push(queue(Turn::Check));
-        while hashing.slots.lock().checks_waiting == 0 {
+        waiting.push(queue(Turn::Existing));
+        while hashing.slots.lock().existing_waiting == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         release.send(()).unwrap();
@@ -234,7 +237,7 @@ mod tests {
         assert_eq!(
             order,
             [
-                Turn::Check,
+                Turn::Existing,
                 Turn::NewAccount,
                 Turn::NewAccount,
                 Turn::NewAccount

@@ -452,15 +452,17 @@ impl Identity {
         self.create(account).await
     }
 
-    /// The hash of a password being set (a new account's, a changed one),
-    /// in its turn after the checks of existing ones.
-    async fn hash_new(&self, password: &str) -> Result<PasswordHash, IdentityError> {
+    /// The hash of a password being set: a new account's (in its turn
+    /// after existing accounts' hashes) or a changed one (`turn` says which).
+    async fn hash_new(
+        &self,
+        password: &str,
+        turn: hashing::Turn,
+    ) -> Result<PasswordHash, IdentityError> {
         let iterations = self.config.password_iterations;
         let password = password.to_string();
         self.hashing
-            .run(hashing::Turn::NewAccount, move || {
-                PasswordHash::new(&password, iterations)
-            })
+            .run(turn, move || PasswordHash::new(&password, iterations))
             .await
     }
 
@@ -478,7 +480,7 @@ impl Identity {
         {
             return Err(IdentityError::UsernameTaken);
         }
-        let hash = self.hash_new(password).await?;
+        let hash = self.hash_new(password, hashing::Turn::NewAccount).await?;
         let user = User {
             id: new_id(),
             username: username.clone(),
@@ -605,7 +607,7 @@ impl Identity {
         let candidate = password.to_string();
         let matches = self
             .hashing
-            .run(hashing::Turn::Check, move || hash.verify(&candidate))
+            .run(hashing::Turn::Existing, move || hash.verify(&candidate))
             .await?;
         Ok(user.filter(|_| matches))
     }
@@ -791,7 +793,7 @@ impl Identity {
     ) -> Result<(), IdentityError> {
         check_new_password(new)?;
         let generation = self.confirm(user, current, client).await?;
-        let hash = self.hash_new(new).await?;
+        let hash = self.hash_new(new, hashing::Turn::Existing).await?;
         let key = token_key(token);
         self.store.transact(&[Tree::Users, Tree::Sessions], |txn| {
             // The password proven must still be the account's: another
@@ -909,6 +911,59 @@ mod tests {
             password_iterations: NonZeroU32::new(1_000).expect("non-zero"),
             ..Default::default()
         })
+    }
+
+    /// A storm of logins (anyone who knows a password can make one) does
+    /// not keep a user from changing their password: the new password's
+    /// hash takes its turn among the logins' checks, not after them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_password_change_is_not_starved_by_a_storm_of_logins() {
+        // One slot, and hashes slow enough that the logins always queue.
+        let identity = in_memory(IdentityConfig {
+            password_iterations: NonZeroU32::new(20_000).expect("non-zero"),
+            hash_slots: std::num::NonZeroUsize::MIN,
+            ..Default::default()
+        });
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        for name in ["ann", "tom"] {
+            identity
+                .register(name, name, "a-password", None)
+                .await
+                .unwrap();
+        }
+        let ann = identity.login("ann", "a-password", client).await.unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let storm: Vec<_> = (0..8)
+            .map(|_| {
+                let (identity, done) = (identity.clone(), done.clone());
+                tokio::spawn(async move {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        match identity.login("tom", "a-password", client).await {
+                            Ok(_) | Err(IdentityError::Busy) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let changed = identity
+            .change_password(
+                &ann.user,
+                &ann.token,
+                "a-password",
+                "another-password",
+                client,
+            )
+            .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for task in storm {
+            task.await.unwrap();
+        }
+        changed.unwrap();
+        identity
+            .login("ann", "another-password", client)
+            .await
+            .unwrap();
     }
 
     /// A logout reaches the watches of its own user only: another user's

@@ -493,3 +493,59 @@ async fn an_unanswered_document_sheet_expires_and_the_app_hears_it() {
     let (_, log) = alice.get(&format!("/me/access-log?app={PROBE}")).await;
     assert!(log.to_string().contains("document.expire"), "{log}");
 }
+
+/// Revoking an app's `documents` permission declines its document sheets
+/// still open: the refusal now stops new ones, and a sheet drawn before it
+/// can no longer disclose anything. The app hears why.
+#[tokio::test]
+async fn revoking_the_permission_declines_the_apps_open_document_sheets() {
+    let s = setup(&["testing/probe"]);
+    let server = serve(&s);
+    let alice = Client::signed_up(&server, "alice").await;
+    // Listing documents takes a standing grant; alice gives it.
+    let asked = action(&alice, "documents-held", json!({})).await;
+    assert!(asked.contains("consent-required"), "{asked}");
+    let consent = crate::hospital::prompt(&alice, "consent").await;
+    alice.approve(&consent, json!({})).await;
+    let request = ask(&alice, "policy-number").await;
+    let other = ask(&alice, "insurer").await;
+    // One sheet answered before the revocation stays answered.
+    let (status, body) = alice
+        .post(&format!("/prompts/{other}/deny"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = alice
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/me/grants/{PROBE}/documents"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(alice.get("/prompts").await.1, json!([]));
+    let (status, body) = alice
+        .post(&format!("/prompts/{request}/approve"), json!({}))
+        .await;
+    assert!(status.is_client_error(), "{status}: {body}");
+    let seen = action(&alice, "last-event", json!({})).await;
+    assert!(seen.contains("withdrew the permission"), "{seen}");
+    // New sheets are refused outright.
+    let again = action(
+        &alice,
+        "documents",
+        json!({"type": "insurance-card", "fields": "policy-number", "purpose": "again"}),
+    )
+    .await;
+    assert!(again.contains("denied"), "{again}");
+    let (_, log) = alice.get(&format!("/me/access-log?app={PROBE}")).await;
+    let kinds: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{log}"))
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    let revoked = kinds.iter().position(|k| *k == "consent.revoke").unwrap();
+    let declined = kinds.iter().rposition(|k| *k == "document.decline");
+    assert!(declined.is_some_and(|d| d > revoked), "{kinds:?}");
+}

@@ -11,7 +11,7 @@ use superapp_runtime::bindings::superapp::plugin::types::{
 };
 use superapp_runtime::capabilities::payments::outcome;
 use superapp_runtime::view::View;
-use superapp_services::consent::{Decision, Prompt, PromptBody, PromptKind};
+use superapp_services::consent::{ConsentError, Decision, Prompt, PromptBody, PromptKind};
 use superapp_services::documents::requests::DocRequest;
 use superapp_services::documents::DocumentError;
 use superapp_services::identity::{IdentityError, User};
@@ -274,6 +274,53 @@ impl Host {
             .revoke(&user.id, app, capability, forget)?
             .ok_or_else(|| HostError::NotFound("no such grant".into()))?;
         self.flush().await?;
+        if was == Decision::Granted && !forget {
+            self.withdraw_pending(user, app, capability).await?;
+        }
         Ok(was)
+    }
+
+    /// Decline the sheets `app` put before `user` under `capability` that
+    /// are still unanswered, and tell the app: a refusal recorded now stops
+    /// new ones, and covers those already drawn too. (One answered in the
+    /// meantime stays as answered.)
+    async fn withdraw_pending(
+        &self,
+        user: &User,
+        app: &str,
+        capability: Capability,
+    ) -> Result<(), HostError> {
+        for prompt in self.consent.pending(&user.id)? {
+            if prompt.app != app || prompt.capability != capability {
+                continue;
+            }
+            let event = match prompt.kind() {
+                PromptKind::Document => match self.requests.decline(&user.id, &prompt.id) {
+                    Ok(_) => Event::Document(DocumentOutcome::Declined(
+                        "the user withdrew the permission".into(),
+                    )),
+                    Err(DocumentError::Store(e)) => return Err(e.into()),
+                    Err(_) => continue,
+                },
+                PromptKind::Payment => match self.orders.decline(&user.id, &prompt.id) {
+                    Ok(order) => {
+                        self.flush().await?;
+                        self.tell_app(&order).await;
+                        continue;
+                    }
+                    Err(OrderError::Store(e)) => return Err(e.into()),
+                    Err(_) => continue,
+                },
+                PromptKind::ShareCard => match self.consent.answer(&user.id, &prompt.id, false) {
+                    Ok(_) => Event::CardShared(false),
+                    Err(ConsentError::Store(e)) => return Err(e.into()),
+                    Err(_) => continue,
+                },
+                PromptKind::Consent => continue,
+            };
+            self.flush().await?;
+            self.deliver(&user.id, app, event).await;
+        }
+        self.flush().await
     }
 }

@@ -803,6 +803,19 @@ async fn a_frame_that_breaks_the_websocket_protocol_is_answered_with_its_close_c
     frame.extend_from_slice(&mask);
     frame.extend_from_slice(&payload);
     assert_eq!(close_code_after(frame).await, 1007);
+    // The client's own close is answered, completing the closing
+    // handshake: with its code, or 1002 for a code no one may send.
+    let close = |code: u16| {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"bye");
+        let mut frame = vec![0x88, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        frame
+    };
+    assert_eq!(close_code_after(close(1000)).await, 1000);
+    assert_eq!(close_code_after(close(4000)).await, 4000);
+    assert_eq!(close_code_after(close(999)).await, 1002);
     // The server goes on.
     assert_eq!(alice.get("/me").await.0, StatusCode::OK);
 }

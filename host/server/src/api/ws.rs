@@ -270,6 +270,7 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let mut last_heard = Instant::now();
     let mut acks = Acks::default();
     let ended = (CLOSE_SESSION_ENDED, "the session ended; sign in again");
+    let mut closed_by_client = false;
     let close = if matches!(still_signed_in(&state, &token), Ok(None)) {
         Some(ended)
     } else {
@@ -322,7 +323,11 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                     }
                 },
                 incoming = stream.next(), if acks.len() < MAX_IN_FLIGHT => match incoming {
-                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Ok(Message::Close(_))) => {
+                        closed_by_client = true;
+                        break None;
+                    }
+                    None => break None,
                     Some(Err(e)) => break closing_for(e, state.config.max_body_bytes),
                     Some(Ok(Message::Text(text))) => {
                         last_heard = Instant::now();
@@ -358,6 +363,12 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     // Unregistered here, before the close; a session that panics is
     // unregistered as its subscription drops.
     drop(sub);
+    if closed_by_client {
+        // The reply to the client's close (its code echoed, or 1002 for a
+        // code it may not send) is queued as the close is read; flushing
+        // sends it, completing the closing handshake.
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    }
     if let Some((code, reason)) = close {
         // Sends already stored are acknowledged before the close (briefly:
         // a client that misses one sends it again under its client id).

@@ -320,6 +320,22 @@ async fn names_titles_and_memos_refuse_characters_that_change_how_text_reads() {
         )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    // Nor may a name or title show as blank.
+    let blank = "\u{200B}\u{2060}\u{FEFF}";
+    let (s, body) = Client::new(&server)
+        .post(
+            "/accounts",
+            json!({"username": "nobody", "display_name": blank, "password": "a long password"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": blank, "members": ["bob"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     let (s, body) = alice
         .post(
             "/wallet/transfers",

@@ -123,6 +123,10 @@ async fn users_change_only_their_own_security_phrase_and_bad_ones_are_refused() 
         serde_json::json!("x".repeat(61)),
         serde_json::json!("line\nbreak"),
         serde_json::json!(7),
+        // Text that reads backwards, and a phrase that shows as blank.
+        serde_json::json!("\u{202E}evil phrase"),
+        serde_json::json!("\u{200B}\u{200B}\u{200B}\u{200B}"),
+        serde_json::json!("ab\u{FEFF}\u{2060}  "),
     ] {
         let (status, body) = put(&alice, bad).await;
         assert!(

@@ -12,6 +12,23 @@ pub fn disallowed_in_label(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// How many characters of `text` show as something: not spaces, nor the
+/// invisible format characters (zero-width spaces and joiners, the
+/// direction marks, the word joiner and invisible operators, the byte
+/// order mark, the soft hyphen). A label of only those would read as
+/// blank, or as whatever stands next to it.
+pub fn visible_chars(text: &str) -> usize {
+    text.chars()
+        .filter(|&c| {
+            !c.is_whitespace()
+                && !matches!(
+                    c,
+                    '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}'
+                )
+        })
+        .count()
+}
+
 /// Whether `c` may not appear in a note (an auditor's reasons, a yank's):
 /// as for labels, but a note may run over lines. Notes are printed on
 /// operators' terminals, where control characters would be escape codes.
@@ -34,6 +51,9 @@ mod tests {
             assert!(!disallowed_in_label(good), "{:?}", good);
         }
         assert!(disallowed_in_note('\u{1b}') && disallowed_in_note('\r'));
+        assert_eq!(visible_chars("\u{200B}\u{200B} \u{FEFF}\u{2060}"), 0);
+        assert_eq!(visible_chars("sunny otter\u{200F}"), 10);
+        assert_eq!(visible_chars("שלום"), 4);
         assert!(!disallowed_in_note('\n') && !disallowed_in_note('\t'));
     }
 }

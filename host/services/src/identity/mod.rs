@@ -69,12 +69,18 @@ fn suggested_phrase() -> String {
     )
 }
 
+/// The phrase the host's dialogs show, so a user can tell them from an
+/// app's imitation: it must read as what the user chose, so it has at
+/// least four characters that show and nothing that turns text around.
 fn check_security_phrase(phrase: &str) -> Result<String, IdentityError> {
+    use superapp_core::text::{disallowed_in_label, visible_chars};
     let phrase = phrase.trim();
-    let chars = phrase.chars().count();
-    if !(4..=MAX_SECURITY_PHRASE).contains(&chars) || phrase.chars().any(char::is_control) {
+    if phrase.chars().count() > MAX_SECURITY_PHRASE
+        || visible_chars(phrase) < 4
+        || phrase.chars().any(disallowed_in_label)
+    {
         return Err(IdentityError::InvalidInput(format!(
-            "a security phrase is 4 to {MAX_SECURITY_PHRASE} characters"
+            "a security phrase is 4 to {MAX_SECURITY_PHRASE} characters, at least 4 of them visible, without control or text-direction characters"
         )));
     }
     Ok(phrase.to_string())
@@ -180,12 +186,12 @@ pub fn normalize_username(raw: &str) -> Result<String, IdentityError> {
 
 fn check_display_name(name: &str) -> Result<String, IdentityError> {
     let name = name.trim();
-    if name.is_empty()
+    if superapp_core::text::visible_chars(name) == 0
         || name.chars().count() > 64
         || name.chars().any(superapp_core::text::disallowed_in_label)
     {
         return Err(IdentityError::InvalidInput(
-            "a display name is 1-64 characters, without control or text-direction characters"
+            "a display name is 1-64 characters, some visible, without control or text-direction characters"
                 .into(),
         ));
     }

@@ -462,12 +462,12 @@ impl Messaging {
         others: &[User],
     ) -> Result<Conversation, MessagingError> {
         let title = title.trim();
-        if title.is_empty()
+        if superapp_core::text::visible_chars(title) == 0
             || title.chars().count() > 100
             || title.chars().any(superapp_core::text::disallowed_in_label)
         {
             return Err(MessagingError::InvalidInput(
-                "a group title is 1-100 characters, without control or text-direction characters"
+                "a group title is 1-100 characters, some visible, without control or text-direction characters"
                     .into(),
             ));
         }

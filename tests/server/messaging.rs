@@ -92,6 +92,10 @@ async fn resending_a_client_id_returns_the_same_message() {
     let (s2, again) = alice.send(&c, "same-id", "hello").await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
     assert_eq!(first, again);
+    // The same id with other text is not a retry: refused, nothing stored.
+    let (s3, refused) = alice.send(&c, "same-id", "hello again").await;
+    assert_eq!(s3, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "idempotency-conflict");
     let (_, next) = alice.send(&c, "other-id", "second").await;
     assert_eq!(next["seq"], 2);
     assert_eq!(alice.messages(&c, 0).await.len(), 2);

@@ -166,6 +166,9 @@ impl From<MessagingError> for ApiError {
             MessagingError::NotFound => ApiError::not_found(e.to_string()),
             MessagingError::Forbidden(m) => ApiError::forbidden(m),
             MessagingError::NotAMember => ApiError::not_found(e.to_string()),
+            MessagingError::ClientIdReused => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency-conflict", e.to_string())
+            }
             MessagingError::UnknownUser(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown-user",

@@ -209,6 +209,10 @@ pub enum MessagingError {
     Forbidden(String),
     #[error("no such member of this group")]
     NotAMember,
+    /// A retry must repeat its message: the same client id with other text
+    /// is another message, which a new client id sends.
+    #[error("this client_id was already used for another message in this conversation")]
+    ClientIdReused,
     #[error("too many messages: a user may send {per_second} a second (after a pause, {burst} at once); the next may go in {} ms", retry_after.as_millis().max(1))]
     Throttled {
         per_second: u32,
@@ -220,6 +224,11 @@ pub enum MessagingError {
 }
 
 superapp_store::abort_into!(MessagingError);
+
+/// Whether `retry` says what `earlier`, sent under the same client id, said.
+fn same_message(earlier: &Message, retry: &Message) -> bool {
+    earlier.text == retry.text && earlier.card == retry.card
+}
 
 /// The messages tree holds two kinds of entries, so that a message and its
 /// client-id entry are written in one atomic single-tree batch:
@@ -1087,6 +1096,9 @@ impl Messaging {
         }
         if let Some(existing) = self.sent_before(id, sender, client_id, &dedup)? {
             drop(stripe);
+            if !same_message(&existing, &draft) {
+                return Err(MessagingError::ClientIdReused);
+            }
             return Ok(self.replayed(existing));
         }
         let seq = self.last_seq(id)? + 1;
@@ -1145,6 +1157,9 @@ impl Messaging {
                     let earlier = txn_get::<Message>(txn, Tree::Messages, &message_key(id, seq))?
                         .filter(|m| m.sender == draft.sender && m.client_id == draft.client_id);
                     if let Some(earlier) = earlier {
+                        if !same_message(&earlier, &draft) {
+                            return Err(Abort::User(MessagingError::ClientIdReused));
+                        }
                         return Ok((earlier, false, conversation));
                     }
                 }
@@ -1567,6 +1582,10 @@ mod tests {
         let (again, created) = b.send(&alice, &c.id, "m0", "hi").await.unwrap();
         assert!(!created, "the retry on the other node is the first send");
         assert_eq!(again.client_id, "m0");
+        assert!(matches!(
+            b.send(&alice, &c.id, "m0", "changed").await,
+            Err(MessagingError::ClientIdReused)
+        ));
         assert_eq!(a.get(&bob, &c.id).unwrap().last_seq, 40);
         assert_eq!(b.sync(&alice, &c.id, 0, 100).unwrap().len(), 40);
     }

@@ -402,12 +402,23 @@ async fn notify_writes_from_the_service_account_and_is_rate_limited() {
     assert_eq!(list[0]["title"], "Capability probe");
     assert_eq!(list[0]["unread"], 1);
     let c = list[0]["id"].as_str().unwrap().to_string();
-    let (status, _) = alice.send(&c, "reply", "can I write here?").await;
+    let (status, body) = alice.send(&c, "reply", "can I write here?").await;
     assert_eq!(
         status,
-        StatusCode::NOT_FOUND,
-        "users read service conversations, they do not write into them"
+        StatusCode::FORBIDDEN,
+        "users read service conversations, they do not write into them: {body}"
     );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only its app writes"),
+        "{body}"
+    );
+    // Someone who cannot read it learns nothing of it.
+    let bob = Client::signed_up(&server, "bob").await;
+    let (status, _) = bob.send(&c, "reply", "and I?").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     for i in 2..=10 {
         assert_eq!(

@@ -266,6 +266,19 @@ fn may_append(c: &Stored, sender: &str) -> bool {
     }
 }
 
+/// Whether `sender` may write into `c`: a member of an app's channel, who
+/// reads it, is told that only the app writes there; anyone else, that
+/// there is no such conversation.
+fn check_append(c: Option<&Stored>, sender: &str) -> Result<(), MessagingError> {
+    match c {
+        Some(c) if may_append(c, sender) => Ok(()),
+        Some(c) if c.members.iter().any(|m| m == sender) => Err(MessagingError::Forbidden(
+            "only its app writes in an app's channel".into(),
+        )),
+        _ => Err(MessagingError::NotFound),
+    }
+}
+
 /// Join key parts with NUL, which ids and usernames never contain.
 fn key(parts: &[&str]) -> Vec<u8> {
     parts.join("\0").into_bytes()
@@ -555,9 +568,9 @@ impl Messaging {
     /// direct and group conversations; for a service conversation, only the
     /// app's service account (users read it, they do not write into it).
     fn stored_for(&self, sender: &str, id: &str) -> Result<Arc<Stored>, MessagingError> {
-        self.conversation(id)?
-            .filter(|c| may_append(c, sender))
-            .ok_or(MessagingError::NotFound)
+        let c = self.conversation(id)?;
+        check_append(c.as_deref(), sender)?;
+        c.ok_or(MessagingError::NotFound)
     }
 
     /// Add `user` to the group `id`, at the request of `me`, a member. Adding
@@ -1150,9 +1163,10 @@ impl Messaging {
                 // Who may write, read in the transaction that writes: a
                 // member removed through another node meanwhile may not,
                 // and the push goes to the members as they are.
-                let conversation: Stored = txn_get(txn, Tree::Conversations, id.as_bytes())?
-                    .filter(|c: &Stored| may_append(c, &draft.sender))
-                    .ok_or(Abort::User(MessagingError::NotFound))?;
+                let conversation: Option<Stored> =
+                    txn_get(txn, Tree::Conversations, id.as_bytes())?;
+                check_append(conversation.as_ref(), &draft.sender).map_err(Abort::User)?;
+                let conversation = conversation.ok_or(Abort::User(MessagingError::NotFound))?;
                 if let Some(seq) = txn_get::<u64>(txn, Tree::Messages, dedup)? {
                     let earlier = txn_get::<Message>(txn, Tree::Messages, &message_key(id, seq))?
                         .filter(|m| m.sender == draft.sender && m.client_id == draft.client_id);

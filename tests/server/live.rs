@@ -266,17 +266,26 @@ async fn sends_over_the_websocket_are_stored_in_order_and_acknowledged_once_dura
         "no echo to the sending session"
     );
 
-    // A repeated client id is stored once, over either path.
+    // A repeated client id is stored once, over either path; with other
+    // text it is not a retry, and is refused.
     ws_send(
         &mut alice_ws,
-        json!({"type": "send", "conversation_id": c, "client_id": "w3", "text": "again"}),
+        json!({"type": "send", "conversation_id": c, "client_id": "w3", "text": "over the socket 3"}),
     )
     .await;
     let ack = next_of(&mut alice_ws, "sent", Duration::from_secs(5)).await;
     assert_eq!(ack["created"], false, "{ack}");
     assert_eq!(ack["message"]["seq"].as_u64(), Some(4));
     assert_eq!(ack["message"]["text"], "over the socket 3");
-    let (status, body) = alice.send(&c, "w5", "again over http").await;
+    ws_send(
+        &mut alice_ws,
+        json!({"type": "send", "conversation_id": c, "client_id": "w3", "text": "again"}),
+    )
+    .await;
+    let refused = next_of(&mut alice_ws, "error", Duration::from_secs(5)).await;
+    assert_eq!(refused["status"], 409, "{refused}");
+    assert_eq!(refused["client_id"], "w3", "{refused}");
+    let (status, body) = alice.send(&c, "w5", "over the socket 5").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["seq"].as_u64(), Some(6));
 

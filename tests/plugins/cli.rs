@@ -435,3 +435,47 @@ fn a_closed_stdout_ends_a_command_quietly_not_with_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");
 }
+
+/// A component that would take the compiler minutes (or hours) is refused
+/// once it runs past the compile budget, in time or in memory, with the
+/// reason: the tools compile in a worker process that stops itself.
+#[test]
+fn a_component_past_the_compile_budget_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("bomb.wasm");
+    std::fs::write(&bomb, crate::bombs::nested_loops(300)).unwrap();
+    let check = |env: &[(&str, &str)]| {
+        superapp()
+            .args(["plugin", "check"])
+            .arg(&bomb)
+            .arg("--manifest")
+            .arg(manifest("hello"))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let slow = check(&[("SUPERAPP_COMPILE_TIMEOUT_SECS", "1")]);
+    assert!(!slow.status.success());
+    let report = format!("{}{}", stdout(&slow), stderr(&slow));
+    assert!(
+        report.contains("compiling took longer than the host allows (1 s)"),
+        "{report}"
+    );
+    let big = check(&[
+        ("SUPERAPP_COMPILE_TIMEOUT_SECS", "600"),
+        ("SUPERAPP_COMPILE_MEMORY_MIB", "64"),
+    ]);
+    assert!(!big.status.success());
+    let report = format!("{}{}", stdout(&big), stderr(&big));
+    assert!(
+        report.contains("more memory than the host allows (64 MiB)"),
+        "{report}"
+    );
+    let bad = check(&[("SUPERAPP_COMPILE_TIMEOUT_SECS", "soon")]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("SUPERAPP_COMPILE_TIMEOUT_SECS"),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -2,6 +2,8 @@
 //! provider's commands, and the host library's public API for the sandbox.
 //! Plugins are built from source once per run (cached under plugins/target).
 
+#[path = "../support/bombs.rs"]
+mod bombs;
 mod cache;
 mod capabilities;
 mod cli;

@@ -4,6 +4,8 @@
 mod accounts;
 mod apps;
 mod audit;
+#[path = "../support/bombs.rs"]
+mod bombs;
 #[path = "../support/cable.rs"]
 mod cable;
 mod callbacks;

@@ -648,12 +648,11 @@ async fn the_report_counts_each_versions_calls_from_the_audit_log() {
     assert!(text.contains("waiting for consent: profile 2"), "{text}");
 }
 
-#[tokio::test]
-async fn publishing_refuses_malformed_truncated_and_oversized_packages_with_the_reason() {
-    let server = Server::start(&[]);
+/// The operator, and the key of publisher `clinic`, registered by them.
+async fn clinic_publisher(server: &Server) -> (Client, SigningKey) {
     let key = SigningKey::generate().unwrap();
-    let mut operator = Client::new(&server);
-    operator.token = Some(std::fs::read_to_string(server.data_dir.join("operator.token")).unwrap());
+    let mut operator = Client::new(server);
+    operator.token = Some(server.operator_token());
     let (status, _) = operator
         .post(
             "/registry/publishers",
@@ -661,23 +660,37 @@ async fn publishing_refuses_malformed_truncated_and_oversized_packages_with_the_
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let publish = |body: Vec<u8>| {
-        let path = "/api/v1/registry/packages";
-        let header = signed_request::sign(&key, "POST", path, &body, now_secs());
-        let url = format!("{}{path}", server.base.trim_end_matches("/api/v1"));
-        async move {
-            let resp = crate::common::http_client()
-                .post(url)
-                .header("authorization", header)
-                .header("content-type", "application/octet-stream")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status();
-            (status, resp.text().await.unwrap())
-        }
-    };
+    (operator, key)
+}
+
+/// Publish `body` with a request signed by `key`: the answer's status and text.
+fn publish_signed(
+    server: &Server,
+    key: &SigningKey,
+    body: Vec<u8>,
+) -> impl std::future::Future<Output = (StatusCode, String)> {
+    let path = "/api/v1/registry/packages";
+    let header = signed_request::sign(key, "POST", path, &body, now_secs());
+    let url = format!("{}{path}", server.base.trim_end_matches("/api/v1"));
+    async move {
+        let resp = crate::common::http_client()
+            .post(url)
+            .header("authorization", header)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.text().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn publishing_refuses_malformed_truncated_and_oversized_packages_with_the_reason() {
+    let server = Server::start(&[]);
+    let (operator, key) = clinic_publisher(&server).await;
+    let publish = |body: Vec<u8>| publish_signed(&server, &key, body);
     let mut valid = superapp_core::Package::new(
         b"id = \"org.clinic.x\"\nname = \"X\"\nversion = \"1.0.0\"\npublisher = \"clinic\"\ndescription = \"d\"\n".to_vec(),
         b"not wasm".to_vec(),
@@ -698,4 +711,29 @@ async fn publishing_refuses_malformed_truncated_and_oversized_packages_with_the_
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (_, apps) = operator.get("/registry/apps").await;
     assert_eq!(apps, json!([]), "nothing half-written");
+}
+
+/// A package whose component would take the compiler minutes is refused
+/// once compiling it runs past the host's budget, with the reason; the
+/// host answers others meanwhile and keeps nothing of it.
+#[tokio::test]
+async fn a_component_past_the_compile_budget_is_refused_and_the_host_carries_on() {
+    let server = Server::start(&[("SUPERAPP_COMPILE_TIMEOUT_SECS", "2")]);
+    let (operator, key) = clinic_publisher(&server).await;
+    let mut package = superapp_core::Package::new(
+        b"id = \"org.clinic.bomb\"\nname = \"Bomb\"\nversion = \"1.0.0\"\npublisher = \"clinic\"\ndescription = \"d\"\n".to_vec(),
+        crate::bombs::nested_loops(400),
+    )
+    .unwrap();
+    package.sign(&key);
+    let publishing = tokio::spawn(publish_signed(&server, &key, package.to_bytes()));
+    // While it compiles, the host answers.
+    let alice = Client::signed_up(&server, "alice").await;
+    assert_eq!(alice.get("/me").await.0, StatusCode::OK);
+    let (status, text) = publishing.await.unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("longer than the host allows (2 s)"), "{text}");
+    let (_, apps) = operator.get("/registry/apps").await;
+    assert_eq!(apps, json!([]), "nothing kept");
+    assert_eq!(alice.get("/me").await.0, StatusCode::OK);
 }

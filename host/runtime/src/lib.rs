@@ -11,6 +11,7 @@
 pub mod bindings;
 mod cache;
 pub mod capabilities;
+mod compile;
 pub mod contract;
 mod error;
 mod limits;
@@ -21,6 +22,7 @@ pub mod view;
 
 pub use cache::{sha256_hex, ComponentCache, Origin};
 pub use capabilities::{HostState, Services};
+pub use compile::{run_compile_worker, CompileBudget, CompileWorker};
 pub use error::{describe_app_error, describe_cap_error, Limit, LoadError, RunError};
 pub use limits::{Breach, Meter};
 pub use metrics::RuntimeMetrics;

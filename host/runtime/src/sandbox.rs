@@ -22,6 +22,7 @@ use crate::bindings::superapp::plugin::types::{AppError, Context, Event, View as
 use crate::bindings::MiniProgramPre;
 use crate::cache::{sha256_hex, ComponentCache, Origin};
 use crate::capabilities::{self, HostState, Services};
+use crate::compile::CompileWorker;
 use crate::contract::{check_imports, ImportReport};
 use crate::error::{Limit, LoadError, RunError};
 use crate::limits::{self, Breach, Meter};
@@ -53,6 +54,9 @@ pub struct RuntimeConfig {
     /// How many events run at once, how many are alive at once (the
     /// pool's size: `scheduler.instances`), and how many may wait.
     pub scheduler: SchedulerConfig,
+    /// Compile in a child process under a budget (what a host does);
+    /// `None` compiles in this process, unbounded (tests, benches).
+    pub compile_worker: Option<CompileWorker>,
 }
 
 impl Default for RuntimeConfig {
@@ -70,6 +74,7 @@ impl Default for RuntimeConfig {
             cache_dir: None,
             keep_resident: 1 << 20,
             scheduler: SchedulerConfig::default(),
+            compile_worker: None,
         }
     }
 }
@@ -254,6 +259,8 @@ pub struct Runtime {
     /// Compiles for `engine` (the same settings), made at the first
     /// component that is not precompiled.
     compiler: std::sync::OnceLock<Engine>,
+    /// Held while a component compiles.
+    compiling: std::sync::Mutex<()>,
     config: RuntimeConfig,
     cache: Option<ComponentCache>,
     scheduler: Scheduler,
@@ -288,6 +295,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             compiler: std::sync::OnceLock::new(),
+            compiling: std::sync::Mutex::new(()),
             scheduler: Scheduler::new(config.scheduler),
             metrics: Arc::new(RuntimeMetrics::default()),
             config,
@@ -298,7 +306,7 @@ impl Runtime {
 
     /// The settings every engine of the host shares: what its compiled
     /// code depends on.
-    fn wasm_config() -> Config {
+    pub(crate) fn wasm_config() -> Config {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
         wasm.max_wasm_stack(512 << 10);
@@ -342,19 +350,26 @@ impl Runtime {
     /// (made now if this is the first), then moved over in wasmtime's
     /// serialized form, which is also what the cache keeps.
     fn compile_new(&self, bytes: &[u8]) -> wasmtime::Result<(Component, Vec<u8>)> {
-        let compiler = match self.compiler.get() {
-            Some(engine) => engine,
+        let serialized = match &self.config.compile_worker {
+            Some(worker) => worker.compile(bytes).map_err(wasmtime::Error::msg)?,
             None => {
-                let engine = Engine::new(&Runtime::wasm_config())?;
-                // Two first compiles at once: one engine is kept.
-                self.compiler.get_or_init(|| engine)
+                let compiler = match self.compiler.get() {
+                    Some(engine) => engine,
+                    None => {
+                        let engine = Engine::new(&Runtime::wasm_config())?;
+                        // Two first compiles at once: one engine is kept.
+                        self.compiler.get_or_init(|| engine)
+                    }
+                };
+                Component::new(compiler, bytes)?.serialize()?
             }
         };
-        let serialized = Component::new(compiler, bytes)?.serialize()?;
         // SAFETY: `Component::deserialize` trusts its input to be wasmtime's
         // own output for a compatible engine: these bytes are what
-        // `serialize` just returned, compiled with the settings the running
-        // engine shares (and wasmtime checks the two engines agree).
+        // `serialize` just returned, here or in the compile worker (this
+        // same binary, reached through a pipe only the two processes hold),
+        // compiled with the settings the running engine shares (and
+        // wasmtime checks the two engines agree).
         #[allow(unsafe_code)]
         let component = unsafe { Component::deserialize(&self.engine, &serialized) }?;
         Ok((component, serialized))
@@ -412,10 +427,17 @@ impl Runtime {
                 }
             }
         };
-        if let Some(component) = self.cache.as_ref().and_then(|c| c.load(&self.engine, sha)) {
+        let cached = || self.cache.as_ref().and_then(|c| c.load(&self.engine, sha));
+        if let Some(component) = cached() {
             return Ok((component, Origin::Cache));
         }
         check()?;
+        // One compile at a time: each may take its whole budget of memory,
+        // and two loads of one component compile it once.
+        let _compiling = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(component) = cached() {
+            return Ok((component, Origin::Cache));
+        }
         let (component, serialized) = self
             .compile_new(bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;

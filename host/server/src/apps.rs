@@ -24,6 +24,12 @@ pub struct AppsConfig {
     pub document_ttl: std::time::Duration,
     /// How many events run at once, and how many may wait for how long.
     pub scheduler: superapp_runtime::SchedulerConfig,
+    /// What compiling one component may take.
+    pub compile_budget: superapp_runtime::CompileBudget,
+    /// The process components compile in, under `compile_budget`: the
+    /// `superapp` binary sets its own; `None` compiles in this process,
+    /// unbounded (tests that embed the host).
+    pub compile_worker: Option<superapp_runtime::CompileWorker>,
 }
 
 impl Default for AppsConfig {
@@ -32,6 +38,8 @@ impl Default for AppsConfig {
             order_ttl: superapp_services::ledger::orders::DEFAULT_TTL,
             document_ttl: superapp_services::documents::requests::DEFAULT_TTL,
             scheduler: superapp_runtime::SchedulerConfig::default(),
+            compile_budget: superapp_runtime::CompileBudget::default(),
+            compile_worker: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::apps::AppsConfig;
 use crate::listener::ConnectionLimits;
 use superapp_core::Capability;
-use superapp_runtime::SchedulerConfig;
+use superapp_runtime::{CompileBudget, SchedulerConfig};
 use superapp_services::egress::EgressConfig;
 use superapp_services::identity::IdentityConfig;
 use superapp_services::messaging::{MessagingConfig, SendRate};
@@ -79,6 +79,11 @@ pub struct FileConfig {
     pub max_pending_events_per_app: Option<usize>,
     /// Longest wait for a free slot before an event is refused with 503.
     pub max_event_wait_ms: Option<u64>,
+    /// Longest a component may take to compile (default 25 s); one that
+    /// takes longer is refused.
+    pub compile_timeout_secs: Option<u64>,
+    /// Most memory compiling a component may take, in MiB (default 2048).
+    pub compile_memory_mib: Option<u64>,
     /// Capabilities whose packages need a trusted auditor's approval.
     pub sensitive_capabilities: Option<Vec<String>>,
     /// `non-sensitive` (default) or `never`.
@@ -334,6 +339,8 @@ impl FileConfig {
             &mut self.max_pending_events_per_app,
         )?;
         env_value("max-event-wait-ms", &mut self.max_event_wait_ms)?;
+        env_value("compile-timeout-secs", &mut self.compile_timeout_secs)?;
+        env_value("compile-memory-mib", &mut self.compile_memory_mib)?;
         env_value("auto-approve", &mut self.auto_approve)?;
         env_value("dev-approve", &mut self.dev_approve)?;
         env_value("demo", &mut self.demo)?;
@@ -518,6 +525,15 @@ impl FileConfig {
                 document_ttl: positive("document-ttl-secs", self.document_ttl_secs)?
                     .map_or(apps_defaults.document_ttl, Duration::from_secs),
                 scheduler,
+                compile_budget: CompileBudget {
+                    time: positive("compile-timeout-secs", self.compile_timeout_secs)?
+                        .map_or(apps_defaults.compile_budget.time, Duration::from_secs),
+                    memory_bytes: positive("compile-memory-mib", self.compile_memory_mib)?
+                        .map_or(apps_defaults.compile_budget.memory_bytes, |mib| {
+                            mib.saturating_mul(1 << 20)
+                        }),
+                },
+                compile_worker: None,
             },
             registry,
             egress,

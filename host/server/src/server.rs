@@ -41,6 +41,11 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             background.push(tokio::spawn(api::deliver_callbacks(state.clone())));
         }
     }
+    // Apps are prepared beside serving: compiling them (after an upgrade,
+    // or with the precompile cache gone) must not keep the host from
+    // answering, nor its health probes from saying it is up.
+    let preloading = state.clone();
+    tokio::task::spawn_blocking(move || preloading.host.preload());
     let connections = state.host.metrics.connections.clone();
     let app = api::router(state);
 

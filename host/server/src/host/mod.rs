@@ -218,6 +218,7 @@ impl Host {
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(data_dir.join("cache")),
             scheduler: config.apps.scheduler,
+            compile_worker: config.apps.compile_worker.clone(),
             ..RuntimeConfig::default()
         })?;
         // One egress (one connection pool, one set of per-app budgets) for
@@ -300,7 +301,6 @@ impl Host {
             host.publish_dev_apps(dir, &secrets, config.registry.dev_approve, config.demo)?;
             host.store.flush_now()?;
         }
-        host.preload();
         Ok(host)
     }
 

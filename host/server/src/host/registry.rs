@@ -134,7 +134,9 @@ impl Host {
 
     /// Prepare every launchable version now, so first launches are quick
     /// and a stored package the runtime no longer accepts shows at start.
-    pub(super) fn preload(&self) {
+    /// A server does this beside serving: a launch that comes first
+    /// prepares its app itself (a component is compiled once either way).
+    pub fn preload(&self) {
         let apps = match self.registry.apps() {
             Ok(apps) => apps,
             Err(e) => return tracing::error!(error = %e, "cannot list the registry"),

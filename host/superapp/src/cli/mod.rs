@@ -54,7 +54,9 @@ enum Command {
     /// host call: the sandbox's instance pool; default 64),
     /// event-instances-per-app (default 16),
     /// max-pending-events, max-pending-events-per-app, max-event-wait-ms
-    /// (past these a user's event gets 503), sensitive-capabilities (the
+    /// (past these a user's event gets 503), compile-timeout-secs and
+    /// compile-memory-mib (what compiling one component may take; default
+    /// 25 s and 2048 MiB), sensitive-capabilities (the
     /// capabilities whose packages need a trusted auditor's approval;
     /// default payments, documents, profile, notify, http), auto-approve
     /// (`non-sensitive`, the default, or `never`); for apps' requests to
@@ -100,6 +102,15 @@ enum Command {
     /// Bring a backup back into a new data directory, then check its audit
     /// chain and ledger (exit 1 if either fails).
     Restore(backup::RestoreArgs),
+    /// The host's compile worker: a component on stdin, its compiled form
+    /// on stdout, within a budget (run by the host itself).
+    #[command(hide = true)]
+    CompileComponent {
+        #[arg(long)]
+        time_ms: u64,
+        #[arg(long)]
+        memory_mib: u64,
+    },
 }
 
 /// Parse arguments, run the command, and turn any error into a message on
@@ -123,6 +134,17 @@ pub fn main() -> ExitCode {
         Command::Documents(cmd) => documents::run_documents(cmd),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+        Command::CompileComponent {
+            time_ms,
+            memory_mib,
+        } => {
+            let budget = superapp_runtime::CompileBudget {
+                time: std::time::Duration::from_millis(time_ms),
+                memory_bytes: memory_mib.saturating_mul(1 << 20),
+            };
+            let code = superapp_runtime::run_compile_worker(budget);
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
     };
     match result {
         Ok(code) => code,
@@ -198,6 +220,38 @@ fn quiet_on_closed_stdout() {
         }
         default(info);
     }));
+}
+
+/// How this binary compiles components under `budget`: in a child
+/// process of its own (`superapp compile-component`).
+fn compile_worker(
+    budget: superapp_runtime::CompileBudget,
+) -> anyhow::Result<superapp_runtime::CompileWorker> {
+    superapp_runtime::CompileWorker::this_program(&["compile-component"], budget)
+        .map_err(|e| anyhow::anyhow!("cannot find this program to compile components with: {e}"))
+}
+
+/// The tools' compile budget: the host's default, or what
+/// `SUPERAPP_COMPILE_TIMEOUT_SECS` and `SUPERAPP_COMPILE_MEMORY_MIB` say,
+/// as for `serve`.
+fn tools_compile_worker() -> anyhow::Result<superapp_runtime::CompileWorker> {
+    let mut budget = superapp_runtime::CompileBudget::default();
+    let setting = |key: &str| -> anyhow::Result<Option<u64>> {
+        match std::env::var(key) {
+            Ok(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => anyhow::bail!("{key} must be a positive whole number, not `{v}`"),
+            },
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(secs) = setting("SUPERAPP_COMPILE_TIMEOUT_SECS")? {
+        budget.time = std::time::Duration::from_secs(secs);
+    }
+    if let Some(mib) = setting("SUPERAPP_COMPILE_MEMORY_MIB")? {
+        budget.memory_bytes = mib.saturating_mul(1 << 20);
+    }
+    compile_worker(budget)
 }
 
 /// Open the store of a server's data directory, for the offline tools.

@@ -204,10 +204,12 @@ pub struct CapabilityRow {
     pub delivered_to: Option<String>,
 }
 
-/// A runtime that compiles components to look at them, never runs them.
+/// A runtime that compiles components to look at them (in a compile
+/// worker, under the host's default budget), never runs them.
 pub(crate) fn inspecting_runtime() -> anyhow::Result<Runtime> {
     Runtime::new(RuntimeConfig {
         pooling: false,
+        compile_worker: Some(super::tools_compile_worker()?),
         ..RuntimeConfig::default()
     })
 }

@@ -337,10 +337,7 @@ struct CheckReport<'a> {
 }
 
 fn check(component: &Path, manifest: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new(RuntimeConfig {
-        pooling: false,
-        ..RuntimeConfig::default()
-    })?;
+    let runtime = super::package::inspecting_runtime()?;
     let result = runtime.load_files(manifest, component);
     let report = match &result {
         Ok(app) => CheckReport {
@@ -419,6 +416,7 @@ fn run_plugin(
     let config = RuntimeConfig {
         pooling: false,
         cache_dir,
+        compile_worker: Some(super::tools_compile_worker()?),
         ..RuntimeConfig::default()
     };
     let tokio = tokio::runtime::Builder::new_current_thread()

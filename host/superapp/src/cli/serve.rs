@@ -178,11 +178,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             backend = Some(demo_backend_config(&data_dir, origin)?);
         }
     }
-    let config = file.resolve()?;
+    let mut config = file.resolve()?;
+    config.apps.compile_worker = Some(super::compile_worker(config.apps.compile_budget)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         if let Some(backend) = backend {
             let listen = args.hospital_backend_listen;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -199,7 +200,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             });
         }
         superapp_server::server::serve(config).await
-    })?;
+    });
+    // The host has stopped and closed its store: blocking work still
+    // running (a component compiling, which its worker bounds anyway) does
+    // not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

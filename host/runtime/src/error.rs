@@ -124,6 +124,39 @@ impl RunError {
     }
 }
 
+/// The longest message of an app's error the host passes on, in bytes:
+/// it is shown to the user (as the view limits bound what an app shows),
+/// and answered to their client.
+pub const MAX_APP_ERROR_MESSAGE: usize = 1024;
+
+/// `e` with its message cut to [`MAX_APP_ERROR_MESSAGE`] (at a character
+/// boundary, marked with an ellipsis).
+pub(crate) fn bounded_app_error(e: AppError) -> AppError {
+    fn cut(mut m: String) -> String {
+        if m.len() > MAX_APP_ERROR_MESSAGE {
+            let mut end = MAX_APP_ERROR_MESSAGE;
+            while !m.is_char_boundary(end) {
+                end -= 1;
+            }
+            m.truncate(end);
+            m.push('…');
+        }
+        m
+    }
+    match e {
+        AppError::BadRequest(m) => AppError::BadRequest(cut(m)),
+        AppError::Failed(m) => AppError::Failed(cut(m)),
+        AppError::Capability(c) => AppError::Capability(match c {
+            CapError::Denied(m) => CapError::Denied(cut(m)),
+            CapError::ConsentRequired(m) => CapError::ConsentRequired(cut(m)),
+            CapError::QuotaExceeded(m) => CapError::QuotaExceeded(cut(m)),
+            CapError::Invalid(m) => CapError::Invalid(cut(m)),
+            CapError::NotFound(m) => CapError::NotFound(cut(m)),
+            CapError::Unavailable(m) => CapError::Unavailable(cut(m)),
+        }),
+    }
+}
+
 pub fn describe_app_error(e: &AppError) -> String {
     match e {
         AppError::BadRequest(m) => format!("bad request: {m}"),
@@ -140,5 +173,29 @@ pub fn describe_cap_error(e: &CapError) -> String {
         CapError::Invalid(m) => format!("invalid: {m}"),
         CapError::NotFound(m) => format!("not found: {m}"),
         CapError::Unavailable(m) => format!("unavailable: {m}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However long an app's error message, what the host passes on is
+    /// bounded, cut between characters; a short one is kept whole.
+    #[test]
+    fn an_apps_error_message_is_bounded() {
+        let long = "é".repeat(10 * MAX_APP_ERROR_MESSAGE);
+        let AppError::Failed(cut) = bounded_app_error(AppError::Failed(long)) else {
+            panic!("the kind changed");
+        };
+        assert!(cut.len() <= MAX_APP_ERROR_MESSAGE + '…'.len_utf8());
+        assert!(cut.ends_with('…') && cut.starts_with("éé"));
+        let inner = AppError::Capability(CapError::Denied("x".repeat(5000)));
+        let AppError::Capability(CapError::Denied(cut)) = bounded_app_error(inner) else {
+            panic!("the kind changed");
+        };
+        assert_eq!(cut.len(), MAX_APP_ERROR_MESSAGE + '…'.len_utf8());
+        let short = AppError::BadRequest("no such slot".into());
+        assert!(matches!(bounded_app_error(short), AppError::BadRequest(m) if m == "no such slot"));
     }
 }

@@ -691,7 +691,7 @@ impl Runtime {
             Some(Err((instantiating, e))) => Err(failure(label(), state, instantiating, e)),
             Some(Ok(Err(error))) => Err(RunError::App {
                 app: label(),
-                error,
+                error: crate::error::bounded_app_error(error),
             }),
             Some(Ok(Ok(raw))) => view::validate(&raw, &limits).map_err(|error| match error {
                 ViewError::TooManyNodes { .. }

@@ -28,6 +28,8 @@ pub struct Services {
     pub payments: Arc<dyn PaymentDesk>,
     pub documents: Arc<dyn DocumentDesk>,
     pub http: Arc<dyn HttpGateway>,
+    /// Each app's budget for the host's log.
+    pub logs: super::log::LogBudgets,
 }
 
 /// The dev loop's key for per-app pseudonyms (not secret: nothing in the
@@ -48,6 +50,7 @@ impl Services {
             payments: Arc::new(NoPayments),
             documents: Arc::new(NoDocuments),
             http: Arc::new(NoHttp),
+            logs: Default::default(),
         }
     }
 }

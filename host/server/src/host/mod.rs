@@ -243,6 +243,7 @@ impl Host {
                 pseudonyms: Pseudonyms::new(&secret),
                 audit: Some(audit.clone()),
             }),
+            logs: Default::default(),
         });
         let registry = Arc::new(Registry::new(
             store.clone(),

@@ -388,7 +388,7 @@ fn check(component: &Path, manifest: &Path, json: bool) -> anyhow::Result<ExitCo
         );
     } else {
         for e in &report.errors {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", super::printable(e));
         }
     }
     Ok(if report.ok {
@@ -457,7 +457,8 @@ fn run_plugin(
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
-                eprintln!("error[{}]: {e}", e.code());
+                // The message may be the app's own words.
+                eprintln!("error[{}]: {}", e.code(), super::printable(&e.to_string()));
                 Ok(ExitCode::FAILURE)
             }
         }

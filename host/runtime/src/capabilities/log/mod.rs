@@ -1,5 +1,13 @@
 //! `log`: structured lines into the host's tracing, tagged with app and
-//! version. Bounded per event so a chatty guest cannot flood the host log.
+//! version. Bounded per event, and per app over time (all its users'
+//! events together), so a chatty guest cannot flood the host's log or its
+//! disk; control characters are escaped, so a line cannot forge others or
+//! steer the terminal it is read on.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -13,6 +21,73 @@ pub const MAX_LINES_PER_EVENT: u32 = 100;
 /// Longest message kept, in bytes; longer ones are cut.
 pub const MAX_MESSAGE: usize = 4096;
 const MAX_FIELDS: usize = 16;
+/// What one app may write to the host's log, in bytes (a line counts its
+/// message and fields), over a minute: the budget refills at this rate and
+/// holds at most this much.
+pub const BYTES_PER_APP_MINUTE: f64 = (1 << 20) as f64;
+
+/// Each app's log budget, shared by all its events in the process.
+#[derive(Default)]
+pub struct LogBudgets {
+    apps: Mutex<HashMap<String, Budget>>,
+}
+
+struct Budget {
+    left: f64,
+    at: Instant,
+    /// Lines dropped since the last warning about them, and when that was.
+    dropped: u64,
+    warned: Option<Instant>,
+}
+
+impl LogBudgets {
+    /// Take `bytes` from `app`'s budget at `now`: `Ok` if the line may be
+    /// written, `Err(dropped)` if not, with the lines dropped since the last
+    /// warning when it is time to warn again (once a minute), else `Err(0)`.
+    fn take(&self, app: &str, bytes: usize, now: Instant) -> Result<(), u64> {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let budget = apps.entry(app.to_string()).or_insert(Budget {
+            left: BYTES_PER_APP_MINUTE,
+            at: now,
+            dropped: 0,
+            warned: None,
+        });
+        let refill = now.duration_since(budget.at).as_secs_f64() / 60.0 * BYTES_PER_APP_MINUTE;
+        budget.left = (budget.left + refill).min(BYTES_PER_APP_MINUTE);
+        budget.at = now;
+        if budget.left >= bytes as f64 {
+            budget.left -= bytes as f64;
+            return Ok(());
+        }
+        budget.dropped += 1;
+        if budget
+            .warned
+            .is_some_and(|w| now.duration_since(w) < Duration::from_secs(60))
+        {
+            return Err(0);
+        }
+        budget.warned = Some(now);
+        Err(std::mem::take(&mut budget.dropped))
+    }
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`, …).
+fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
 
 /// What `log` counts during one event.
 #[derive(Debug, Default)]
@@ -67,15 +142,24 @@ impl wit::Host for HostState {
             }
             return Ok(());
         }
-        let message = cut(&message, MAX_MESSAGE);
+        let message = printable(cut(&message, MAX_MESSAGE));
         let fields: Vec<String> = fields
             .iter()
             .take(MAX_FIELDS)
-            .map(|(k, v)| format!("{}={}", cut(k, 64), cut(v, 256)))
+            .map(|(k, v)| format!("{}={}", printable(cut(k, 64)), printable(cut(v, 256))))
             .collect();
+        let size = message.len() + fields.iter().map(String::len).sum::<usize>();
+        let (app, version) = (&self.app.id, &self.app.version);
+        match self.services.logs.take(app, size, Instant::now()) {
+            Ok(()) => {}
+            Err(0) => return Ok(()),
+            Err(dropped) => {
+                tracing::warn!(%app, %version, dropped, "this app's log budget for the minute is used up; dropping its lines");
+                return Ok(());
+            }
+        }
         // An empty field list is left out of the line rather than shown as "".
         let fields = (!fields.is_empty()).then(|| fields.join(" "));
-        let (app, version) = (&self.app.id, &self.app.version);
         match level {
             Level::Trace => {
                 tracing::trace!(target: "guest", %app, %version, fields = fields.as_deref(), "{message}")
@@ -120,5 +204,50 @@ mod tests {
         assert_eq!(undeclared.log.lines, 0, "an undeclared log writes nothing");
         let report = undeclared.panic_message.unwrap();
         assert!(report.ends_with(" at src/lib.rs:1") && report.len() < MAX_MESSAGE + 100);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            printable("ok\n2026-12-06 ERROR host compromised\r\u{1b}[2J"),
+            "ok\\n2026-12-06 ERROR host compromised\\r\\u{1b}[2J"
+        );
+        assert!(matches!(printable("plain text: é"), Cow::Borrowed(_)));
+    }
+
+    /// An app's lines over all its events stop at its budget for the
+    /// minute, which refills with time; the warning about dropped lines
+    /// comes once a minute, counting them; other apps are not affected.
+    #[test]
+    fn each_app_logs_within_its_budget_per_minute() {
+        let budgets = LogBudgets::default();
+        let start = Instant::now();
+        let line = 4096;
+        let fit = (BYTES_PER_APP_MINUTE as usize) / line;
+        for _ in 0..fit {
+            assert_eq!(budgets.take("chatty", line, start), Ok(()));
+        }
+        assert_eq!(
+            budgets.take("chatty", line, start),
+            Err(1),
+            "the first drop warns"
+        );
+        assert_eq!(budgets.take("chatty", line, start), Err(0));
+        assert_eq!(budgets.take("quiet", line, start), Ok(()));
+        // Ten seconds refill a sixth of the budget.
+        let later = start + Duration::from_secs(10);
+        for _ in 0..fit / 6 {
+            assert_eq!(budgets.take("chatty", line, later), Ok(()));
+        }
+        assert_eq!(
+            budgets.take("chatty", line, later),
+            Err(0),
+            "warned under a minute ago"
+        );
+        // A minute after the warning, the next one counts every line
+        // dropped since (a line larger than the whole budget among them).
+        let next_minute = start + Duration::from_secs(61);
+        let too_large = 2 * BYTES_PER_APP_MINUTE as usize;
+        assert_eq!(budgets.take("chatty", too_large, next_minute), Err(3));
     }
 }

@@ -20,7 +20,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::kv::{
-    check_write, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota, Usage,
+    check_write, entry_bytes, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota,
+    Usage,
 };
 use crate::{Abort, Store, StoreError, Tree, Txn};
 
@@ -88,7 +89,7 @@ fn count(entries: &[(Vec<u8>, Vec<u8>)], prefix: &[u8]) -> Usage {
     entries
         .iter()
         .fold(Usage { bytes: 0, keys: 0 }, |u, (k, v)| Usage {
-            bytes: u.bytes + (k.len() - prefix.len() + v.len()) as u64,
+            bytes: u.bytes + entry_bytes(&k[prefix.len()..], v),
             keys: u.keys + 1,
         })
 }

@@ -12,10 +12,21 @@ pub enum Namespace {
     App { app: String },
 }
 
+/// What each entry counts against a quota beyond its key and value: the
+/// store's own bookkeeping of it (its full key, index and log records),
+/// so a namespace of many empty values is bounded on disk as much as one
+/// of a few large ones.
+pub const ENTRY_OVERHEAD: u64 = 128;
+
+/// The bytes one entry counts against its namespace's quota.
+pub fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64 + ENTRY_OVERHEAD
+}
+
 /// Size limits of one namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
-    /// Keys plus values, in bytes.
+    /// Keys plus values, plus [`ENTRY_OVERHEAD`] per entry, in bytes.
     pub total_bytes: u64,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
@@ -113,7 +124,7 @@ pub fn usage_after(
     new: Option<&[u8]>,
     quota: &Quota,
 ) -> Result<Usage, KvError> {
-    let entry = |v: Option<&[u8]>| v.map_or(0, |v| (key.len() + v.len()) as u64);
+    let entry = |v: Option<&[u8]>| v.map_or(0, |v| entry_bytes(key, v));
     let bytes = usage.bytes - entry(old) + entry(new);
     let keys = usage.keys - u64::from(old.is_some()) + u64::from(new.is_some());
     if new.is_some() && bytes > usage.bytes && bytes > quota.total_bytes {

@@ -20,7 +20,8 @@ mod snapshot;
 pub use app_data::StoreKv;
 pub use backend::{Abort, Backend, Entry, StoreError, Tree, Txn};
 pub use kv::{
-    check_write, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota, Usage,
+    check_write, entry_bytes, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota,
+    Usage, ENTRY_OVERHEAD,
 };
 pub use memory::MemoryKv;
 pub use memory_backend::MemoryBackend;

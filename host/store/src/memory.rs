@@ -136,6 +136,7 @@ impl KvBackend for MemoryKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::ENTRY_OVERHEAD;
 
     fn user(app: &str, user: &str) -> Namespace {
         Namespace::User {
@@ -162,12 +163,12 @@ mod tests {
     fn quota_refuses_and_writes_nothing() {
         let kv = MemoryKv::new();
         let q = Quota {
-            total_bytes: 10,
+            total_bytes: ENTRY_OVERHEAD + 10,
             max_key_bytes: 4,
             max_value_bytes: 8,
         };
         let ns = user("a", "u");
-        kv.set(&ns, b"k", b"12345", &q).unwrap(); // 6 bytes
+        kv.set(&ns, b"k", b"12345", &q).unwrap(); // 6 bytes and the overhead
         assert!(matches!(
             kv.set(&ns, b"j", b"12345", &q),
             Err(KvError::QuotaExceeded(_))
@@ -175,7 +176,13 @@ mod tests {
         assert_eq!(kv.get(&ns, b"j").unwrap(), None);
         // Replacing a value with a smaller one is always allowed.
         kv.set(&ns, b"k", b"1", &q).unwrap();
-        assert_eq!(kv.usage(&ns).unwrap(), Usage { bytes: 2, keys: 1 });
+        assert_eq!(
+            kv.usage(&ns).unwrap(),
+            Usage {
+                bytes: 2 + ENTRY_OVERHEAD,
+                keys: 1
+            }
+        );
         assert!(matches!(
             kv.set(&ns, b"k", b"123456789", &q),
             Err(KvError::QuotaExceeded(_))
@@ -188,6 +195,26 @@ mod tests {
             kv.set(&ns, b"", b"1", &q),
             Err(KvError::Invalid(_))
         ));
+    }
+
+    /// Entries count their bookkeeping too: many keys with empty values
+    /// fill a quota as surely as a few large values.
+    #[test]
+    fn empty_values_still_count_against_the_quota() {
+        let kv = MemoryKv::new();
+        let q = Quota {
+            total_bytes: 10 * (ENTRY_OVERHEAD + 2),
+            ..Quota::default()
+        };
+        let ns = user("a", "u");
+        for i in 0..10 {
+            kv.set(&ns, format!("k{i}").as_bytes(), b"", &q).unwrap();
+        }
+        assert!(matches!(
+            kv.set(&ns, b"k10", b"", &q),
+            Err(KvError::QuotaExceeded(_))
+        ));
+        assert_eq!(kv.usage(&ns).unwrap().keys, 10);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use superapp_store::{
     Abort, KvBackend, KvError, MemoryBackend, MemoryKv, Namespace, Quota, Store, StoreError,
-    StoreKv, Tree, Usage,
+    StoreKv, Tree, Usage, ENTRY_OVERHEAD,
 };
 
 #[path = "../../../tests/support/postgres.rs"]
@@ -300,7 +300,8 @@ fn a_store_of_a_newer_format_is_refused(engine: Engine) {
 
 fn quota() -> Quota {
     Quota {
-        total_bytes: 20,
+        // Room for two entries of these tests' sizes.
+        total_bytes: 20 + 2 * ENTRY_OVERHEAD,
         max_key_bytes: 8,
         max_value_bytes: 16,
     }
@@ -334,7 +335,7 @@ fn namespaces_are_apart_and_quota_holds(kv: &dyn KvBackend) {
     assert_eq!(
         kv.usage(&one).unwrap(),
         Usage {
-            bytes: 2 + 12,
+            bytes: 2 + 12 + 2 * ENTRY_OVERHEAD,
             keys: 2
         }
     );
@@ -343,13 +344,19 @@ fn namespaces_are_apart_and_quota_holds(kv: &dyn KvBackend) {
     assert_eq!(
         kv.usage(&one).unwrap(),
         Usage {
-            bytes: 2 + 6,
+            bytes: 2 + 6 + 2 * ENTRY_OVERHEAD,
             keys: 2
         }
     );
     assert!(kv.delete(&one, b"k2").unwrap());
     assert!(!kv.delete(&one, b"k2").unwrap());
-    assert_eq!(kv.usage(&one).unwrap(), Usage { bytes: 2, keys: 1 });
+    assert_eq!(
+        kv.usage(&one).unwrap(),
+        Usage {
+            bytes: 2 + ENTRY_OVERHEAD,
+            keys: 1
+        }
+    );
     let shared = Namespace::App { app: "ab".into() };
     assert!(kv
         .compare_and_swap(&shared, b"slot", None, Some(b"me"), &q)
@@ -400,7 +407,7 @@ fn kv_one_booker_wins_and_writers_share_the_quota(engine: Engine) {
         user: "u".into(),
     };
     let q = Quota {
-        total_bytes: 100,
+        total_bytes: 10 * (10 + ENTRY_OVERHEAD),
         max_key_bytes: 8,
         max_value_bytes: 16,
     };
@@ -413,7 +420,8 @@ fn kv_one_booker_wins_and_writers_share_the_quota(engine: Engine) {
                     let won = kv
                         .compare_and_swap(&slot, b"09:00", None, Some(me.as_bytes()), &q)
                         .unwrap();
-                    // Each entry is 2 key bytes + 8 value bytes.
+                    // Each entry is 2 key bytes + 8 value bytes (and the
+                    // overhead every entry counts).
                     let wrote = kv.set(&user, format!("{i:02}").as_bytes(), &[7; 8], &q);
                     assert!(
                         matches!(wrote, Ok(()) | Err(KvError::QuotaExceeded(_))),
@@ -434,7 +442,13 @@ fn kv_one_booker_wins_and_writers_share_the_quota(engine: Engine) {
     assert!(kvs[handles - 1].delete(&user, &first).unwrap());
     drop(kvs);
     let kv = StoreKv::new(engine.open());
-    assert_eq!(kv.usage(&user).unwrap(), Usage { bytes: 90, keys: 9 });
+    assert_eq!(
+        kv.usage(&user).unwrap(),
+        Usage {
+            bytes: 9 * (10 + ENTRY_OVERHEAD),
+            keys: 9
+        }
+    );
     kv.set(&user, b"zz", &[1; 8], &q).unwrap();
     assert!(matches!(
         kv.set(&user, b"yy", &[1; 8], &q),

@@ -172,7 +172,8 @@ mod tests {
             None
         );
         let usage = wit::Host::usage(&mut alice).await.unwrap().unwrap();
-        assert_eq!((usage.keys, usage.bytes_used), (1, 11));
+        let entry = 11 + superapp_store::ENTRY_OVERHEAD;
+        assert_eq!((usage.keys, usage.bytes_used), (1, entry));
 
         let too_big = vec![0; alice.quota().max_value_bytes + 1];
         let refused = wit::Host::set(&mut alice, b"big".to_vec(), too_big)

@@ -251,6 +251,22 @@ fn run_reports_limits_and_bad_input_with_nonzero_exit() {
         stderr(&bad)
     );
 
+    // Only what users are asked about can be refused.
+    let unaskable = superapp()
+        .args(["plugin", "run"])
+        .arg(component("hello"))
+        .arg("--manifest")
+        .arg(manifest("hello"))
+        .args(["--deny", "storage"])
+        .output()
+        .unwrap();
+    assert_eq!(unaskable.status.code(), Some(1));
+    assert!(
+        stderr(&unaskable).contains("users are not asked about storage"),
+        "{}",
+        stderr(&unaskable)
+    );
+
     let missing = superapp()
         .args(["plugin", "run", "/nonexistent.wasm", "--manifest"])
         .arg(manifest("hello"))

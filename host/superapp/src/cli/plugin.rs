@@ -141,7 +141,8 @@ pub enum PluginCommand {
         /// The user to run as (each user gets their own storage and id).
         #[arg(long, default_value = "dev-user")]
         user: String,
-        /// Act as if the user refused this capability (repeatable).
+        /// Act as if the user refused this capability (repeatable; one
+        /// users are asked about: profile, notify, payments, documents, http).
         #[arg(long, value_name = "CAPABILITY")]
         deny: Vec<String>,
         /// Let `http` reach this HOST:PORT over plain http, as a server's
@@ -242,12 +243,21 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             let denied = deny
                 .iter()
                 .map(|name| {
-                    Capability::from_name(name).with_context(|| {
+                    let capability = Capability::from_name(name).with_context(|| {
                         format!(
                             "--deny {name}: unknown capability (known: {})",
                             Capability::known_names()
                         )
-                    })
+                    })?;
+                    // What a user is never asked about, a user cannot refuse.
+                    if superapp_runtime::capabilities::consent_level(capability)
+                        == superapp_core::ConsentLevel::None
+                    {
+                        anyhow::bail!(
+                            "--deny {name}: users are not asked about {name}, so they cannot refuse it; a manifest that declares it has it"
+                        );
+                    }
+                    Ok(capability)
                 })
                 .collect::<anyhow::Result<BTreeSet<_>>>()?;
             let event = match event {

@@ -178,21 +178,111 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// Names looked up with the system's resolver, which blocks a thread per
+/// lookup until it answers (seconds, when a name's DNS servers are slow on
+/// purpose) and cannot be called off. So one lookup of a name runs at a
+/// time, whose answer every request waiting for that name shares, and at
+/// most [`MAX_LOOKUPS`] names resolve at once: a name whose servers stall
+/// ties up one thread, not the pool that also hashes passwords and
+/// compiles. A request that stops waiting leaves its lookup to finish.
+pub(crate) struct Lookups {
+    resolve: Resolve,
+    inflight: Mutex<HashMap<String, LookupAnswer>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+type LookupAnswer = tokio::sync::watch::Receiver<Option<Result<Vec<SocketAddr>, String>>>;
+
+/// A blocking lookup of a name's addresses.
+type Resolve = Arc<dyn Fn(&str) -> std::io::Result<Vec<SocketAddr>> + Send + Sync>;
+
+/// Names resolving at once.
+pub(crate) const MAX_LOOKUPS: usize = 16;
+
+impl Lookups {
+    fn new(resolve: Resolve) -> Arc<Lookups> {
+        Arc::new(Lookups {
+            resolve,
+            inflight: Mutex::new(HashMap::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
+        })
+    }
+
+    /// The system resolver's.
+    fn system() -> Arc<Lookups> {
+        Lookups::new(Arc::new(|host: &str| {
+            use std::net::ToSocketAddrs;
+            Ok((host, 0).to_socket_addrs()?.collect())
+        }))
+    }
+
+    /// `host`'s addresses: the answer of the lookup of it under way, or of
+    /// one started now.
+    async fn addresses(self: &Arc<Self>, host: &str) -> Result<Vec<SocketAddr>, String> {
+        let mut answer = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            match inflight.get(host) {
+                Some(answer) => answer.clone(),
+                None => {
+                    let (tell, answer) = tokio::sync::watch::channel(None);
+                    inflight.insert(host.to_string(), answer.clone());
+                    let (lookups, host) = (self.clone(), host.to_string());
+                    tokio::spawn(async move {
+                        let result = match lookups.slots.clone().acquire_owned().await {
+                            Ok(slot) => {
+                                let (resolve, name) = (lookups.resolve.clone(), host.clone());
+                                // The slot is the thread's until the
+                                // resolver returns, whoever still waits.
+                                tokio::task::spawn_blocking(move || {
+                                    let _slot = slot;
+                                    resolve(&name).map_err(|e| e.to_string())
+                                })
+                                .await
+                                .unwrap_or_else(|e| Err(format!("the lookup failed: {e}")))
+                            }
+                            Err(_) => Err("the resolver is shut down".into()),
+                        };
+                        let _ = tell.send(Some(result));
+                        lookups
+                            .inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&host);
+                    });
+                    answer
+                }
+            }
+        };
+        loop {
+            if let Some(result) = answer.borrow_and_update().clone() {
+                return result;
+            }
+            if answer.changed().await.is_err() {
+                return Err("the lookup was lost".into());
+            }
+        }
+    }
+}
+
 /// The resolver every connection goes through: it looks the name up once,
 /// refuses it if any address is internal (unless the operator allows the
 /// host), and hands reqwest only the addresses it checked.
+#[derive(Clone)]
 struct CheckedResolver {
     config: Arc<EgressConfig>,
+    lookups: Arc<Lookups>,
 }
 
 impl CheckedResolver {
-    async fn lookup(config: &EgressConfig, host: &str) -> Result<Vec<SocketAddr>, Refused> {
+    async fn lookup(&self, host: &str) -> Result<Vec<SocketAddr>, Refused> {
+        let config = &self.config;
         let addrs: Vec<SocketAddr> = match config.hosts.get(host) {
             Some(ips) => ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect(),
-            None => tokio::net::lookup_host((host, 0))
+            None => self
+                .lookups
+                .addresses(host)
                 .await
-                .map_err(|e| Refused(format!("cannot resolve {host}: {e}")))?
-                .collect(),
+                .map_err(|e| Refused(format!("cannot resolve {host}: {e}")))?,
         };
         if addrs.is_empty() {
             return Err(Refused(format!("{host} has no address")));
@@ -213,10 +303,10 @@ impl CheckedResolver {
 
 impl reqwest::dns::Resolve for CheckedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let config = self.config.clone();
+        let resolver = self.clone();
         let host = name.as_str().to_ascii_lowercase();
         Box::pin(async move {
-            let addrs = CheckedResolver::lookup(&config, &host).await?;
+            let addrs = resolver.lookup(&host).await?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
@@ -258,6 +348,7 @@ impl Egress {
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(CheckedResolver {
                 config: config.clone(),
+                lookups: Lookups::system(),
             }))
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -621,14 +712,86 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_is_refused_when_any_address_is_internal() {
-        let c = config();
-        assert!(CheckedResolver::lookup(&c, "public.test").await.is_ok());
-        let e = CheckedResolver::lookup(&c, "mixed.test").await.unwrap_err();
+        let r = CheckedResolver {
+            config: Arc::new(config()),
+            lookups: Lookups::system(),
+        };
+        assert!(r.lookup("public.test").await.is_ok());
+        let e = r.lookup("mixed.test").await.unwrap_err();
         assert!(e.0.contains("10.0.0.7") && e.0.contains("private"), "{e}");
         // Only the exact host the operator named may be internal.
-        assert!(CheckedResolver::lookup(&c, "inside.test").await.is_ok());
-        let e = CheckedResolver::lookup(&c, "localhost").await.unwrap_err();
+        assert!(r.lookup("inside.test").await.is_ok());
+        let e = r.lookup("localhost").await.unwrap_err();
         assert!(e.0.contains("loopback"), "{e}");
+    }
+
+    /// Names whose DNS stalls hold one thread each however many requests
+    /// wait for them, at most `MAX_LOOKUPS` at once; a request that gives
+    /// up does not free its lookup's thread; the answer is shared.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_lookups_hold_a_bounded_number_of_threads() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (started, running) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let lookups = {
+            let (started, running, peak, release) = (
+                started.clone(),
+                running.clone(),
+                peak.clone(),
+                release.clone(),
+            );
+            Lookups::new(Arc::new(move |_host: &str| {
+                started.fetch_add(1, Ordering::SeqCst);
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let (lock, go) = &*release;
+                let mut released = lock.lock().unwrap();
+                while !*released {
+                    released = go.wait(released).unwrap();
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(vec!["93.184.216.34:0".parse().unwrap()])
+            }))
+        };
+        // Fifty requests for one stalled name, and one for each of forty
+        // others, all giving up after a moment.
+        let mut waits = Vec::new();
+        for i in 0..90 {
+            let lookups = lookups.clone();
+            let host = if i < 50 {
+                "slow.test".to_string()
+            } else {
+                format!("slow{i}.test")
+            };
+            waits.push(tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_millis(300), lookups.addresses(&host)).await
+            }));
+        }
+        for w in waits {
+            assert!(w.await.unwrap().is_err(), "nothing answered yet");
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), MAX_LOOKUPS);
+        assert_eq!(running.load(Ordering::SeqCst), MAX_LOOKUPS, "still held");
+        // Released, every name is resolved once, and a request gets the answer.
+        let waiting = {
+            let lookups = lookups.clone();
+            tokio::spawn(async move { lookups.addresses("slow.test").await })
+        };
+        {
+            let (lock, go) = &*release;
+            *lock.lock().unwrap() = true;
+            go.notify_all();
+        }
+        assert!(waiting.await.unwrap().is_ok());
+        for _ in 0..100 {
+            if started.load(Ordering::SeqCst) == 41 && running.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 41, "one lookup per name");
+        assert!(peak.load(Ordering::SeqCst) <= MAX_LOOKUPS);
     }
 
     #[test]

@@ -60,9 +60,12 @@ fn data_key(ns: &Namespace, key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// Where a shared store keeps a namespace's usage.
+/// Where a shared store keeps a namespace's usage. The records under
+/// `q` counted only keys and values; those under `Q` count each entry's
+/// overhead too ([`crate::ENTRY_OVERHEAD`]), so a store written before is
+/// counted anew from its entries at first use rather than trusted.
 fn usage_key(ns: &Namespace) -> Vec<u8> {
-    let mut k = vec![b'q'];
+    let mut k = vec![b'Q'];
     k.extend(namespace_bytes(ns));
     k
 }
@@ -336,3 +339,45 @@ impl KvBackend for StoreKv {
 // The namespaces' contract (isolation, quotas, compare-and-swap, concurrent
 // writers, usage after a restart) is tested once per engine in
 // tests/contract.rs.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemoryBackend, ENTRY_OVERHEAD};
+
+    /// A shared store written before entries counted their overhead holds
+    /// usage records under the old key: they are not trusted, the usage is
+    /// counted anew from the entries, and deleting what was there never
+    /// wraps the count around.
+    #[test]
+    fn usage_recorded_before_the_entry_overhead_is_counted_anew() {
+        let store = Store::with_backend(Arc::new(MemoryBackend::new())).unwrap();
+        assert!(store.shared());
+        let ns = Namespace::User {
+            app: "a".into(),
+            user: "u".into(),
+        };
+        // Two entries and the old record of them: 2 × (1 + 3) bytes.
+        for key in [b"k", b"j"] {
+            store
+                .put_raw(Tree::AppData, &data_key(&ns, key), b"abc")
+                .unwrap();
+        }
+        let mut old = vec![b'q'];
+        old.extend(namespace_bytes(&ns));
+        let record = encode_usage(Usage { bytes: 8, keys: 2 });
+        store.put_raw(Tree::AppData, &old, &record).unwrap();
+
+        let kv = StoreKv::new(store);
+        let counted = Usage {
+            bytes: 2 * (4 + ENTRY_OVERHEAD),
+            keys: 2,
+        };
+        assert_eq!(kv.usage(&ns).unwrap(), counted);
+        assert!(kv.delete(&ns, b"k").unwrap());
+        assert!(kv.delete(&ns, b"j").unwrap());
+        assert_eq!(kv.usage(&ns).unwrap(), Usage { bytes: 0, keys: 0 });
+        kv.set(&ns, b"n", b"new", &Quota::default()).unwrap();
+        assert_eq!(kv.usage(&ns).unwrap().bytes, 4 + ENTRY_OVERHEAD);
+    }
+}

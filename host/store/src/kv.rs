@@ -125,8 +125,10 @@ pub fn usage_after(
     quota: &Quota,
 ) -> Result<Usage, KvError> {
     let entry = |v: Option<&[u8]>| v.map_or(0, |v| entry_bytes(key, v));
-    let bytes = usage.bytes - entry(old) + entry(new);
-    let keys = usage.keys - u64::from(old.is_some()) + u64::from(new.is_some());
+    // Saturating: a usage counted some other way (an older record) never
+    // wraps around into a namespace that refuses every write.
+    let bytes = usage.bytes.saturating_sub(entry(old)) + entry(new);
+    let keys = usage.keys.saturating_sub(u64::from(old.is_some())) + u64::from(new.is_some());
     if new.is_some() && bytes > usage.bytes && bytes > quota.total_bytes {
         return Err(KvError::QuotaExceeded(format!(
             "this write would use {bytes} bytes; the quota is {}",

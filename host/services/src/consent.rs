@@ -140,6 +140,21 @@ impl Consent {
             .map_err(Abort::flatten)
     }
 
+    /// Whether `user` refused `app` the use of `capability` (a recorded
+    /// denial, as a revoked grant leaves).
+    pub fn refused(
+        &self,
+        user: &str,
+        app: &str,
+        capability: Capability,
+    ) -> Result<bool, ConsentError> {
+        let k = key(&[user, app, capability.name()]);
+        Ok(self
+            .store
+            .get::<Grant>(Tree::Grants, &k)?
+            .is_some_and(|g| g.decision == Decision::Denied))
+    }
+
     /// The user's pending prompts, oldest first (read from their index).
     pub fn pending(&self, user: &str) -> Result<Vec<Prompt>, ConsentError> {
         Ok(prompts::pending(&self.store, user)?)

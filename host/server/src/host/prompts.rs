@@ -67,6 +67,19 @@ impl Host {
         answer: Answer,
     ) -> Result<Answered, HostError> {
         let pending = self.consent.prompt(&user.id, prompt_id)?;
+        // A sheet the app drew before the user refused it the capability
+        // cannot be approved after: it is declined now if a crash kept the
+        // revocation from declining it then.
+        if approve
+            && pending.kind() != PromptKind::Consent
+            && self
+                .consent
+                .refused(&user.id, &pending.app, pending.capability)?
+        {
+            self.withdraw_pending(user, &pending.app, pending.capability)
+                .await?;
+            return Err(ConsentError::Answered.into());
+        }
         match pending.kind() {
             PromptKind::Payment => {
                 self.answer_payment(user, client, prompt_id, approve, answer)
@@ -274,7 +287,7 @@ impl Host {
             .revoke(&user.id, app, capability, forget)?
             .ok_or_else(|| HostError::NotFound("no such grant".into()))?;
         self.flush().await?;
-        if was == Decision::Granted && !forget {
+        if was == Decision::Granted {
             self.withdraw_pending(user, app, capability).await?;
         }
         Ok(was)

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use superapp_core::{Capability, ConsentLevel, Manifest};
-use superapp_services::consent::{ConsentState, Decision, PromptKind, PromptStatus};
+use superapp_services::consent::{ConsentError, ConsentState, Decision, PromptKind, PromptStatus};
 use superapp_services::identity::User;
 use superapp_services::ledger::orders::{NewOrder, OrderState};
 use superapp_services::ledger::{AccountKind, AccountRef};
@@ -216,4 +216,57 @@ async fn a_job_naming_a_wrong_deadline_cannot_expire_an_order_early() {
             at: order.expires_at
         }]
     );
+}
+
+/// A share sheet the app drew before the user revoked its `notify` grant
+/// cannot be approved after, even where a crash kept the revocation from
+/// declining it: it is declined then, and answered as such.
+#[tokio::test]
+async fn a_sheet_drawn_before_a_revocation_cannot_be_approved_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path());
+    let alice = user(&host, "alice").await;
+    let bob = user(&host, "bob").await;
+    let app = Manifest::parse(
+        "id = \"org.example.news\"\nname = \"News\"\nversion = \"1.0.0\"\npublisher = \"Example\"\ndescription = \"d\"\n\
+         [capabilities.notify]\nreason = \"to tell you\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        host.consent
+            .check(&alice.id, &app, Capability::Notify, ONCE, None),
+        ConsentState::Required
+    );
+    let consent = host.consent.pending(&alice.id).unwrap().remove(0);
+    host.answer_prompt(&alice, CLIENT, &consent.id, true, Answer::default())
+        .await
+        .unwrap();
+    let card = superapp_services::messaging::Card {
+        app_id: app.id.clone(),
+        title: "Read this".into(),
+        description: "d".into(),
+        params: vec![],
+    };
+    host.consent.ask_share(&alice.id, &app, card).unwrap();
+    let share = host.consent.pending(&alice.id).unwrap().remove(0);
+    assert_eq!(share.kind(), PromptKind::ShareCard);
+    // The revocation recorded, and nothing after it (a crash).
+    host.consent
+        .revoke(&alice.id, &app.id, Capability::Notify, false)
+        .unwrap();
+    let chat = host.messaging.direct(&alice, &bob).await.unwrap().id;
+    let approve = Answer {
+        conversation_id: Some(chat),
+        ..Answer::default()
+    };
+    let refused = host
+        .answer_prompt(&alice, CLIENT, &share.id, true, approve)
+        .await;
+    assert!(
+        matches!(refused, Err(HostError::Consent(ConsentError::Answered))),
+        "{refused:?}"
+    );
+    let declined = host.consent.prompt(&alice.id, &share.id).unwrap();
+    assert_eq!(declined.status, PromptStatus::Denied);
+    assert!(host.consent.pending(&alice.id).unwrap().is_empty());
 }

@@ -40,13 +40,25 @@ async fn probes_and_metrics() {
         .unwrap();
     assert_eq!(live.status(), StatusCode::OK);
     assert_eq!(live.json::<Value>().await.unwrap()["status"], "live");
-    let ready = http
-        .get(format!("{}/readyz", root(&server)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
-    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
+    // Ready once the stored apps are prepared, which happens beside
+    // serving (here quickly: they were compiled when published).
+    let mut ready = Value::Null;
+    for _ in 0..200 {
+        let answer = http
+            .get(format!("{}/readyz", root(&server)))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        ready = answer.json::<Value>().await.unwrap();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+        assert_eq!(ready["error"]["code"], "not-ready", "{ready}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready["status"], "ready", "{ready}");
 
     // Metrics are the operator's.
     let (status, _, body) = scrape(&server, None).await;

@@ -726,13 +726,18 @@ async fn a_component_past_the_compile_budget_is_refused_and_the_host_carries_on(
     )
     .unwrap();
     package.sign(&key);
-    let publishing = tokio::spawn(publish_signed(&server, &key, package.to_bytes()));
+    let bytes = package.to_bytes();
+    let publishing = tokio::spawn(publish_signed(&server, &key, bytes.clone()));
     // While it compiles, the host answers.
     let alice = Client::signed_up(&server, "alice").await;
     assert_eq!(alice.get("/me").await.0, StatusCode::OK);
     let (status, text) = publishing.await.unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains("longer than the host allows (2 s)"), "{text}");
+    // Sent again, it is refused for the same reason (the host remembers
+    // it rather than compiling it again).
+    let (status, again) = publish_signed(&server, &key, bytes).await;
+    assert_eq!((status, &again), (StatusCode::BAD_REQUEST, &text));
     let (_, apps) = operator.get("/registry/apps").await;
     assert_eq!(apps, json!([]), "nothing kept");
     assert_eq!(alice.get("/me").await.0, StatusCode::OK);

@@ -24,6 +24,29 @@ const MAX_INPUT: u64 = 2 * superapp_core::package::MAX_PACKAGE_BYTES as u64;
 const OUT_OF_TIME: i32 = 3;
 const OUT_OF_MEMORY: i32 = 4;
 
+/// Why a component was not compiled, and whether that would be so again:
+/// the component's own doing (it does not compile, or not within the
+/// budget), or a passing failure of the machinery (a process that could
+/// not start).
+#[derive(Debug)]
+pub(crate) struct Uncompiled {
+    pub why: String,
+    pub lasting: bool,
+}
+
+impl Uncompiled {
+    pub fn lasting(why: String) -> Uncompiled {
+        Uncompiled { why, lasting: true }
+    }
+
+    pub fn passing(why: String) -> Uncompiled {
+        Uncompiled {
+            why,
+            lasting: false,
+        }
+    }
+}
+
 /// What one compile may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompileBudget {
@@ -74,8 +97,10 @@ impl CompileWorker {
     }
 
     /// Compile `bytes` in a child: wasmtime's serialized form of the
-    /// component, or why there is none.
-    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    /// component, or why there is none. The child stops itself at its
+    /// budget; one that does not (stopped, stuck in the kernel) is killed
+    /// a little after.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Vec<u8>, Uncompiled> {
         let mut child = Command::new(&self.program)
             .args(&self.args)
             .arg("--time-ms")
@@ -86,40 +111,83 @@ impl CompileWorker {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start the compiler process: {e}"))?;
+            .map_err(|e| Uncompiled::passing(format!("cannot start the compiler process: {e}")))?;
         let (Some(mut stdin), Some(mut stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err("the compiler process has no pipes".into());
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Uncompiled::passing(
+                "the compiler process has no pipes".into(),
+            ));
         };
-        let (output, message) = std::thread::scope(|s| {
-            // Written while the output is read: neither pipe fills up
-            // waiting for the other.
+        let deadline = Instant::now() + self.budget.time + KILL_GRACE;
+        let (status, output, message) = std::thread::scope(|s| {
+            // Each pipe on its own thread: none fills up waiting for another.
             s.spawn(move || stdin.write_all(bytes));
             let message = s.spawn(move || {
-                let mut text = String::new();
-                let _ = stderr.take(4096).read_to_string(&mut text);
-                text
+                let mut text = Vec::new();
+                let _ = stderr.take(4096).read_to_end(&mut text);
+                String::from_utf8_lossy(&text).into_owned()
             });
-            let mut output = Vec::new();
-            let read = stdout.read_to_end(&mut output);
-            (read.map(|_| output), message.join().unwrap_or_default())
+            let output = s.spawn(move || {
+                let mut output = Vec::new();
+                stdout.read_to_end(&mut output).map(|_| output)
+            });
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break Ok(status),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break Err(Uncompiled::lasting(format!(
+                            "compiling took longer than the host allows ({} s)",
+                            self.budget.time.as_secs_f64()
+                        )));
+                    }
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break Err(Uncompiled::passing(format!(
+                            "the compiler process was lost: {e}"
+                        )));
+                    }
+                }
+            };
+            let output = output.join().unwrap_or_else(|_| Ok(Vec::new()));
+            (status, output, message.join().unwrap_or_default())
         });
-        let status = child
-            .wait()
-            .map_err(|e| format!("the compiler process was lost: {e}"))?;
-        let output = output.map_err(|e| format!("cannot read the compiled component: {e}"))?;
+        let status = status?;
+        let output = output
+            .map_err(|e| Uncompiled::passing(format!("cannot read the compiled component: {e}")))?;
         if status.success() {
             return Ok(output);
         }
         let message = message.trim();
-        Err(match status.code() {
-            Some(OUT_OF_TIME) | Some(OUT_OF_MEMORY) => message.to_string(),
+        // Killed by a signal (no code): the machine's doing, not the
+        // component's, as far as the host can tell.
+        let lasting = status.code().is_some();
+        let why = match status.code() {
             _ if !message.is_empty() => message.to_string(),
+            Some(OUT_OF_TIME) => format!(
+                "compiling took longer than the host allows ({} s)",
+                self.budget.time.as_secs_f64()
+            ),
+            Some(OUT_OF_MEMORY) => format!(
+                "compiling needed more memory than the host allows ({} MiB)",
+                self.budget.memory_bytes >> 20
+            ),
             _ => format!("the compiler process failed ({status})"),
-        })
+        };
+        Err(Uncompiled { why, lasting })
     }
 }
+
+/// How long past its budget a child that has not stopped itself is killed.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// The child's side: read a component from standard input, compile it
 /// with the host's engine settings, and write wasmtime's serialized form to
@@ -127,8 +195,14 @@ impl CompileWorker {
 /// standard error (and code 3 for time, 4 for memory, 1 otherwise).
 pub fn run_compile_worker(budget: CompileBudget) -> i32 {
     let started = Instant::now();
+    // A host that is gone wants nothing compiled: its child is handed to
+    // another parent, and stops.
+    let parent = std::os::unix::process::parent_id();
     std::thread::spawn(move || loop {
         std::thread::sleep(Duration::from_millis(10));
+        if std::os::unix::process::parent_id() != parent {
+            std::process::exit(1);
+        }
         if started.elapsed() > budget.time {
             eprintln!(
                 "compiling took longer than the host allows ({} s)",

@@ -22,7 +22,7 @@ use crate::bindings::superapp::plugin::types::{AppError, Context, Event, View as
 use crate::bindings::MiniProgramPre;
 use crate::cache::{sha256_hex, ComponentCache, Origin};
 use crate::capabilities::{self, HostState, Services};
-use crate::compile::CompileWorker;
+use crate::compile::{CompileWorker, Uncompiled};
 use crate::contract::{check_imports, ImportReport};
 use crate::error::{Limit, LoadError, RunError};
 use crate::limits::{self, Breach, Meter};
@@ -252,6 +252,9 @@ pub enum Call {
     Event(Event),
 }
 
+/// Compile failures a runtime remembers at most.
+const MAX_REMEMBERED_FAILURES: usize = 1024;
+
 pub struct Runtime {
     /// Runs components: it holds the instance pool and cannot compile, so
     /// a host that finds its apps precompiled never sets a compiler up.
@@ -261,6 +264,10 @@ pub struct Runtime {
     compiler: std::sync::OnceLock<Engine>,
     /// Held while a component compiles.
     compiling: std::sync::Mutex<()>,
+    /// Components (by SHA-256) that did not compile, and why: not tried
+    /// again in this process, so a component past the compile budget takes
+    /// it once, not at every launch.
+    failed: std::sync::Mutex<std::collections::HashMap<String, String>>,
     config: RuntimeConfig,
     cache: Option<ComponentCache>,
     scheduler: Scheduler,
@@ -296,6 +303,7 @@ impl Runtime {
             engine,
             compiler: std::sync::OnceLock::new(),
             compiling: std::sync::Mutex::new(()),
+            failed: std::sync::Mutex::new(std::collections::HashMap::new()),
             scheduler: Scheduler::new(config.scheduler),
             metrics: Arc::new(RuntimeMetrics::default()),
             config,
@@ -349,19 +357,22 @@ impl Runtime {
     /// Compile `bytes` for the running engine: with the compiler engine
     /// (made now if this is the first), then moved over in wasmtime's
     /// serialized form, which is also what the cache keeps.
-    fn compile_new(&self, bytes: &[u8]) -> wasmtime::Result<(Component, Vec<u8>)> {
+    fn compile_new(&self, bytes: &[u8]) -> Result<(Component, Vec<u8>), Uncompiled> {
         let serialized = match &self.config.compile_worker {
-            Some(worker) => worker.compile(bytes).map_err(wasmtime::Error::msg)?,
+            Some(worker) => worker.compile(bytes)?,
             None => {
                 let compiler = match self.compiler.get() {
                     Some(engine) => engine,
                     None => {
-                        let engine = Engine::new(&Runtime::wasm_config())?;
+                        let engine = Engine::new(&Runtime::wasm_config())
+                            .map_err(|e| Uncompiled::passing(format!("{e:#}")))?;
                         // Two first compiles at once: one engine is kept.
                         self.compiler.get_or_init(|| engine)
                     }
                 };
-                Component::new(compiler, bytes)?.serialize()?
+                Component::new(compiler, bytes)
+                    .and_then(|c| c.serialize())
+                    .map_err(|e| Uncompiled::lasting(format!("{e:#}")))?
             }
         };
         // SAFETY: `Component::deserialize` trusts its input to be wasmtime's
@@ -371,7 +382,8 @@ impl Runtime {
         // compiled with the settings the running engine shares (and
         // wasmtime checks the two engines agree).
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&self.engine, &serialized) }?;
+        let component = unsafe { Component::deserialize(&self.engine, &serialized) }
+            .map_err(|e| Uncompiled::passing(format!("{e:#}")))?;
         Ok((component, serialized))
     }
 
@@ -438,9 +450,21 @@ impl Runtime {
         if let Some(component) = cached() {
             return Ok((component, Origin::Cache));
         }
-        let (component, serialized) = self
-            .compile_new(bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let failed = || self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = failed().get(sha) {
+            return Err(LoadError::Compile(why.clone()));
+        }
+        let (component, serialized) = self.compile_new(bytes).map_err(|e| {
+            if e.lasting {
+                let mut failed = failed();
+                // Bounded: a host that sees this many failures forgets them.
+                if failed.len() >= MAX_REMEMBERED_FAILURES {
+                    failed.clear();
+                }
+                failed.insert(sha.to_string(), e.why.clone());
+            }
+            LoadError::Compile(e.why)
+        })?;
         if let Some(cache) = &self.cache {
             cache.store(&self.engine, sha, &serialized);
         }

@@ -41,17 +41,22 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             background.push(tokio::spawn(api::deliver_callbacks(state.clone())));
         }
     }
-    // Apps are prepared beside serving: compiling them (after an upgrade,
-    // or with the precompile cache gone) must not keep the host from
-    // answering, nor its health probes from saying it is up.
-    let preloading = state.clone();
-    tokio::task::spawn_blocking(move || preloading.host.preload());
     let connections = state.host.metrics.connections.clone();
+    let preloading = state.clone();
     let app = api::router(state);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    // Apps are prepared beside serving: compiling them (after an upgrade,
+    // or with the precompile cache gone) must not keep the host from
+    // answering. It is live meanwhile, and ready (`/readyz`) once done.
+    tokio::task::spawn_blocking(move || {
+        preloading.host.preload();
+        preloading
+            .apps_prepared
+            .store(true, std::sync::atomic::Ordering::Release);
+    });
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port. Whoever started
     // the server may have closed its stdout: that must not stop the server.

@@ -48,6 +48,9 @@ pub struct ServerState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Nonces of signed registry requests already served.
     pub nonces: principal::Nonces,
+    /// Set once the stored apps are prepared (compiled or found
+    /// precompiled): until then the host is live but not ready.
+    pub apps_prepared: std::sync::atomic::AtomicBool,
 }
 
 impl ServerState {
@@ -61,6 +64,7 @@ impl ServerState {
             config,
             shutdown,
             nonces: principal::Nonces::default(),
+            apps_prepared: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

@@ -24,6 +24,16 @@ pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> 
             "the server is shutting down",
         ));
     }
+    if !state
+        .apps_prepared
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "the stored apps are still being prepared",
+        ));
+    }
     if let Err(e) = state.host.store.check() {
         tracing::error!(error = %e, "readiness: the store does not answer");
         return Err(ApiError::new(

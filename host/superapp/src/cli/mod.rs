@@ -121,7 +121,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches)
         .and_then(|cli| one_target(&matches).map(|()| cli))
         .unwrap_or_else(|e| e.exit());
-    init_tracing();
+    // The compile worker's standard error is its answer's reason: no log
+    // lines there.
+    if !matches!(cli.command, Command::CompileComponent { .. }) {
+        init_tracing();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Audit(cmd) => audit::run(cmd),

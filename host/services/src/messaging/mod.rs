@@ -1511,10 +1511,16 @@ mod tests {
             let read = messaging.sync(&carol, id, 0, 10);
             assert!(matches!(read, Err(MessagingError::NotFound)), "{read:?}");
         }
-        // A service conversation is the app's to write into, not the user's.
+        // A service conversation is the app's to write into, not the user's
+        // (who is told so), and nobody else's (who learns nothing of it).
         let id = &service.conversation_id;
         messaging.sync(&alice, id, 0, 10).unwrap();
         let sent = messaging.send(&alice, id, "a2", "reply").await;
+        assert!(
+            matches!(sent, Err(MessagingError::Forbidden(_))),
+            "{sent:?}"
+        );
+        let sent = messaging.send(&carol, id, "c2", "reply").await;
         assert!(matches!(sent, Err(MessagingError::NotFound)), "{sent:?}");
         // What the store holds is what memory answers.
         let stored = messaging.get(&bob, &group.id).unwrap();

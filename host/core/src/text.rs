@@ -15,15 +15,32 @@ pub fn disallowed_in_label(c: char) -> bool {
 /// How many characters of `text` show as something: not spaces, nor the
 /// invisible format characters (zero-width spaces and joiners, the
 /// direction marks, the word joiner and invisible operators, the byte
-/// order mark, the soft hyphen). A label of only those would read as
-/// blank, or as whatever stands next to it.
+/// order mark, the soft hyphen, variation selectors and tags), combining
+/// marks, or the fillers that draw as blank (Hangul, braille). A label of
+/// only those would read as blank, or as whatever stands next to it.
 pub fn visible_chars(text: &str) -> usize {
     text.chars()
         .filter(|&c| {
             !c.is_whitespace()
                 && !matches!(
                     c,
-                    '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}'
+                    '\u{200B}'..='\u{200F}'
+                        | '\u{2060}'..='\u{2064}'
+                        | '\u{FEFF}'
+                        | '\u{00AD}'
+                        // Combining marks on nothing, the grapheme joiner.
+                        | '\u{0300}'..='\u{036F}'
+                        // Fillers that draw as blank: Hangul, braille,
+                        // Mongolian vowel separator.
+                        | '\u{115F}'
+                        | '\u{1160}'
+                        | '\u{3164}'
+                        | '\u{FFA0}'
+                        | '\u{2800}'
+                        | '\u{180E}'
+                        // Variation selectors and tags.
+                        | '\u{FE00}'..='\u{FE0F}'
+                        | '\u{E0000}'..='\u{E007F}'
                 )
         })
         .count()
@@ -52,6 +69,10 @@ mod tests {
         }
         assert!(disallowed_in_note('\u{1b}') && disallowed_in_note('\r'));
         assert_eq!(visible_chars("\u{200B}\u{200B} \u{FEFF}\u{2060}"), 0);
+        assert_eq!(
+            visible_chars("\u{3164}\u{3164}\u{2800}\u{FE0F}\u{E0041}\u{0301}"),
+            0
+        );
         assert_eq!(visible_chars("sunny otter\u{200F}"), 10);
         assert_eq!(visible_chars("שלום"), 4);
         assert!(!disallowed_in_note('\n') && !disallowed_in_note('\t'));

@@ -331,13 +331,12 @@ impl HostKey {
         &self.retired
     }
 
-    /// The existing key of a data directory (for offline tools, which must
-    /// never create one).
-    pub fn load(data_dir: &Path) -> anyhow::Result<HostKey> {
-        let path = data_dir.join(HOST_KEY_FILE);
-        let pkcs8 =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        HostKey::parse(&path, &pkcs8)
+    /// The existing key of a stopped host (for offline tools, which must
+    /// never create one): as its next start would load it, a rotation a
+    /// crash cut short finished first.
+    pub fn load(secrets: &crate::identity::Secrets) -> anyhow::Result<HostKey> {
+        let pkcs8 = secrets.load_kept(HOST_KEY_FILE)?;
+        HostKey::parse(Path::new(&secrets.describe(HOST_KEY_FILE)), &pkcs8)
     }
 
     /// A key that lives only as long as this process (the provider's dev

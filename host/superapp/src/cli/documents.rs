@@ -280,7 +280,8 @@ pub fn run_documents(cmd: DocumentsCommand) -> anyhow::Result<ExitCode> {
         (Some(dir), _, _) => {
             let iss = format::peek::<format::CredentialPayload>(&envelope.credential)?.iss;
             let store = super::open_store(&dir)?;
-            let host = HostKey::load(&dir)?.public_key();
+            let secrets = superapp_services::identity::Secrets::for_store(&dir, &store);
+            let host = HostKey::load(&secrets)?.public_key();
             let docs = Documents::new(store.clone());
             let issuer = docs
                 .issuer(&iss)?

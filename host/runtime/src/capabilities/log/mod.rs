@@ -26,6 +26,10 @@ const MAX_FIELDS: usize = 16;
 /// holds at most this much.
 pub const BYTES_PER_APP_MINUTE: f64 = (1 << 20) as f64;
 
+/// What a line costs beside its text, app and version: its time, level
+/// and the rest of its frame.
+const LINE_COST: usize = 64;
+
 /// Each app's log budget, shared by all its events in the process.
 #[derive(Default)]
 pub struct LogBudgets {
@@ -148,8 +152,24 @@ impl wit::Host for HostState {
             .take(MAX_FIELDS)
             .map(|(k, v)| format!("{}={}", printable(cut(k, 64)), printable(cut(v, 256))))
             .collect();
-        let size = message.len() + fields.iter().map(String::len).sum::<usize>();
         let (app, version) = (&self.app.id, &self.app.version);
+        // A line the log would not keep costs nothing; one it keeps costs
+        // what it writes: its text, and its time, level, app and version.
+        let kept = match level {
+            Level::Trace => tracing::enabled!(target: "guest", tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(target: "guest", tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(target: "guest", tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(target: "guest", tracing::Level::WARN),
+            Level::Error => tracing::enabled!(target: "guest", tracing::Level::ERROR),
+        };
+        if !kept {
+            return Ok(());
+        }
+        let size = LINE_COST
+            + app.len()
+            + version.to_string().len()
+            + message.len()
+            + fields.iter().map(String::len).sum::<usize>();
         match self.services.logs.take(app, size, Instant::now()) {
             Ok(()) => {}
             Err(0) => return Ok(()),

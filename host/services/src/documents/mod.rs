@@ -296,14 +296,14 @@ impl HostKey {
         audit: &crate::audit::Audit,
         reason: &str,
     ) -> anyhow::Result<(String, String)> {
-        let old = secrets.load_kept(HOST_KEY_FILE)?;
-        let old = HostKey::parse(Path::new(&secrets.describe(HOST_KEY_FILE)), &old)?;
+        let old_pkcs8 = secrets.load_kept(HOST_KEY_FILE)?;
+        let old = HostKey::parse(Path::new(&secrets.describe(HOST_KEY_FILE)), &old_pkcs8)?;
         let pkcs8 = generate_host_key()?;
         let new = HostKey::parse(Path::new("(new)"), &pkcs8)?;
         let (old_key, new_key) = (old.public_key(), new.public_key());
         let retired_at = now_secs();
         let trees = crate::audit::with(&[Tree::Meta]);
-        secrets.replace_kept(HOST_KEY_FILE, &pkcs8, &trees, |t| {
+        secrets.replace_kept(HOST_KEY_FILE, &old_pkcs8, &pkcs8, &trees, |t| {
             let mut retired: Vec<RetiredKey> =
                 txn_get(t, Tree::Meta, RETIRED_KEYS)?.unwrap_or_default();
             retired.push(RetiredKey {

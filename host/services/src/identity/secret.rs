@@ -197,8 +197,9 @@ impl Secrets {
         self.load_or_create_kept(file, || Err(missing()))
     }
 
-    /// Replace the kept `file` (the host signing key, rotated) with `new`,
-    /// and write what `record` adds over `trees` in the same transaction.
+    /// Replace the kept `file` (the host signing key, rotated), which holds
+    /// `old`, with `new`, and write what `record` adds over `trees` in the
+    /// same transaction.
     /// A shared store keeps the new file in place of the old one (each
     /// node uses it from its next start on). A single host's store records
     /// the new file's fingerprint; the file is written beside the old one
@@ -208,6 +209,7 @@ impl Secrets {
     pub fn replace_kept(
         &self,
         file: &str,
+        old: &[u8],
         new: &[u8],
         trees: &[Tree],
         record: impl Fn(&dyn Txn) -> Result<(), StoreError>,
@@ -235,6 +237,12 @@ impl Secrets {
         };
         if store.shared() {
             return commit(&|t| {
+                // Two rotations at once: the second finds the first's key.
+                if t.get(Tree::Meta, private.as_bytes())?.as_deref() != Some(old) {
+                    return Err(StoreError::Backend(format!(
+                        "{file} changed meanwhile (another rotation?); nothing was changed"
+                    )));
+                }
                 t.put(Tree::Meta, private.as_bytes(), new)?;
                 record(t)
             });
@@ -477,7 +485,7 @@ mod tests {
     #[test]
     fn a_rotated_key_on_a_shared_store_is_the_store_copy() {
         use crate::audit::Audit;
-        use crate::documents::HostKey;
+        use crate::documents::{HostKey, HOST_KEY_FILE};
         let dir = tempfile::tempdir().unwrap();
         let store = Store::in_memory().unwrap();
         let node = Secrets::for_store(dir.path(), &store);
@@ -489,6 +497,11 @@ mod tests {
         let loaded = HostKey::load_or_create(&node).unwrap();
         assert_eq!(loaded.public_key(), new);
         assert_eq!(loaded.retired()[0].public_key, first);
+        // A rotation from a key that is no longer the store's (two at
+        // once) changes nothing.
+        let stale = tool.replace_kept(HOST_KEY_FILE, b"stale", b"other", &[], |_| Ok(()));
+        assert!(stale.unwrap_err().to_string().contains("changed meanwhile"));
+        assert_eq!(HostKey::load_or_create(&node).unwrap().public_key(), new);
     }
 
     /// A host whose secret went missing, or was swapped, does not start on

@@ -46,6 +46,28 @@ pub fn visible_chars(text: &str) -> usize {
         .count()
 }
 
+/// `text` with control characters escaped (`\n`, `\u{1b}`, …), but those
+/// in `keep` (a terminal's line breaks and tabs, where lines are wanted):
+/// for text others wrote that goes to a log or a terminal, where control
+/// characters would forge lines or be taken as commands.
+pub fn escape_controls<'a>(text: &'a str, keep: &[char]) -> std::borrow::Cow<'a, str> {
+    let escaped = |c: char| c.is_control() && !keep.contains(&c);
+    if !text.chars().any(escaped) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if escaped(c) {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Whether `c` may not appear in a note (an auditor's reasons, a yank's):
 /// as for labels, but a note may run over lines. Notes are printed on
 /// operators' terminals, where control characters would be escape codes.
@@ -75,6 +97,18 @@ mod tests {
         );
         assert_eq!(visible_chars("sunny otter\u{200F}"), 10);
         assert_eq!(visible_chars("שלום"), 4);
+        assert_eq!(
+            escape_controls("a\nb\u{1b}[2J\tc", &[]),
+            "a\\nb\\u{1b}[2J\\tc"
+        );
+        assert_eq!(
+            escape_controls("a\nb\u{1b}[2J\tc", &['\n', '\t']),
+            "a\nb\\u{1b}[2J\tc"
+        );
+        assert!(matches!(
+            escape_controls("plain: é", &[]),
+            std::borrow::Cow::Borrowed(_)
+        ));
         assert!(!disallowed_in_note('\n') && !disallowed_in_note('\t'));
     }
 }

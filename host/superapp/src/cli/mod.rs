@@ -198,13 +198,7 @@ fn one_target(matches: &ArgMatches) -> Result<(), clap::Error> {
 /// error may quote what a hostile package or archive holds, and a
 /// terminal must not take that as commands.
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\n' | '\t' => c.to_string(),
-            c if c.is_control() => c.escape_default().to_string(),
-            c => c.to_string(),
-        })
-        .collect()
+    superapp_core::text::escape_controls(text, &['\n', '\t']).into_owned()
 }
 
 /// `superapp … | head` closes our stdout early. Rust ignores SIGPIPE, so

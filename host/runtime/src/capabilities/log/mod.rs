@@ -22,8 +22,8 @@ pub const MAX_LINES_PER_EVENT: u32 = 100;
 pub const MAX_MESSAGE: usize = 4096;
 const MAX_FIELDS: usize = 16;
 /// What one app may write to the host's log, in bytes (a line counts its
-/// message and fields), over a minute: the budget refills at this rate and
-/// holds at most this much.
+/// message, fields, app, version and [`LINE_COST`]), over a minute: the
+/// budget refills at this rate and holds at most this much.
 pub const BYTES_PER_APP_MINUTE: f64 = (1 << 20) as f64;
 
 /// What a line costs beside its text, app and version: its time, level
@@ -75,22 +75,9 @@ impl LogBudgets {
     }
 }
 
-/// `text` with control characters escaped (`\n`, `\u{1b}`, …).
+/// `text` with every control character escaped.
 fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return Cow::Borrowed(text);
-    }
-    Cow::Owned(
-        text.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-    )
+    superapp_core::text::escape_controls(text, &[])
 }
 
 /// What `log` counts during one event.

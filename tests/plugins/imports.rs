@@ -2,7 +2,7 @@
 //! outside the contract, unknown interfaces, other contract versions.
 
 use superapp_core::Manifest;
-use superapp_runtime::contract::ImportError;
+use superapp_runtime::contract::{analyze_imports, ImportError};
 use superapp_runtime::LoadError;
 use wit_component::{ComponentEncoder, StringEncoding};
 use wit_parser::{ManglingAndAbi, Resolve};
@@ -14,6 +14,24 @@ fn component_importing(packages: &str, import: &str) -> Vec<u8> {
     let mut resolve = Resolve::default();
     let source = format!("package test:fixture;\n{packages}\nworld w {{ import {import}; }}\n");
     let package = resolve.push_str("fixture.wit", &source).unwrap();
+    encode(resolve, package)
+}
+
+/// A component of the contract's own types whose world is `world w {
+/// <body> }`: what an SDK would make of a world it does not ship.
+fn component_of_world(body: &str) -> Vec<u8> {
+    let mut resolve = Resolve::default();
+    resolve
+        .push_dir(repo().join("plugin-sdk").join("wit"))
+        .unwrap();
+    let source = format!("package test:fixture;\nworld w {{ {body} }}\n");
+    let package = resolve.push_str("fixture.wit", &source).unwrap();
+    encode(resolve, package)
+}
+
+/// The world `w` of `package`, as a component of a module that does
+/// nothing.
+fn encode(resolve: Resolve, package: wit_parser::PackageId) -> Vec<u8> {
     let world = resolve.select_world(&[package], Some("w")).unwrap();
     let mut module = wit_component::dummy_module(&resolve, world, ManglingAndAbi::Standard32);
     wit_component::embed_component_metadata(
@@ -111,4 +129,107 @@ fn the_contract_version_a_component_speaks_is_read_from_the_component() {
         superapp_cli::sdk_bundle::contract_version_of(&hello).as_deref(),
         Some(superapp_core::VERSION)
     );
+}
+
+/// Exports beside the world's are never called, but auditors see them;
+/// a component without the world's exports cannot load, and inspecting it
+/// says so.
+#[test]
+fn extra_exports_are_reported_and_missing_ones_refused() {
+    let types = format!(
+        "use superapp:plugin/types@{}.{{context, view, event, app-error}};",
+        superapp_core::VERSION
+    );
+    let with_extra = component_of_world(&format!(
+        "{types}
+         export launch: func(ctx: context) -> result<view, app-error>;
+         export event: func(ctx: context, event: event) -> result<view, app-error>;
+         export backdoor: func(code: string) -> u32;"
+    ));
+    let manifest =
+        Manifest::parse(&std::fs::read_to_string(manifest("testing/probe")).unwrap()).unwrap();
+    let rt = runtime();
+    let app = rt.load(manifest.clone(), &with_extra).unwrap();
+    assert_eq!(app.imports().extra_exports, vec!["backdoor".to_string()]);
+    let hello = load(&rt, "hello");
+    assert!(hello.imports().extra_exports.is_empty());
+
+    let (component, _) = rt.compile(&with_extra).unwrap();
+    let analysis = analyze_imports(rt.engine(), &component, &manifest);
+    assert!(analysis.missing_exports.is_empty(), "{analysis:?}");
+    let only_launch = component_of_world(&format!(
+        "{types} export launch: func(ctx: context) -> result<view, app-error>;"
+    ));
+    let (component, _) = rt.compile(&only_launch).unwrap();
+    let analysis = analyze_imports(rt.engine(), &component, &manifest);
+    assert_eq!(analysis.missing_exports, vec!["event"]);
+    assert!(analysis.extra_exports.is_empty(), "{analysis:?}");
+    assert!(
+        matches!(rt.load(manifest, &only_launch), Err(LoadError::Link(ref why)) if why.contains("`event`")),
+        "a component without `event` does not load"
+    );
+
+    // What `plugin check` and `audit inspect` tell a provider and an auditor.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("extra.wasm");
+    std::fs::write(&file, &with_extra).unwrap();
+    let check = superapp()
+        .args(["plugin", "check"])
+        .arg(&file)
+        .arg("--manifest")
+        .arg(crate::common::manifest("testing/probe"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(
+        stdout(&check).contains("exports `backdoor` beside `launch` and `event`"),
+        "{}",
+        stdout(&check)
+    );
+    for (name, bytes, errors) in [("extra", &with_extra, 0), ("half", &only_launch, 1)] {
+        let folder = dir.path().join(name);
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::copy(
+            crate::common::manifest("testing/probe"),
+            folder.join("plugin.toml"),
+        )
+        .unwrap();
+        let wasm = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&wasm, bytes).unwrap();
+        let pkg = dir.path().join(format!("{name}.pkg"));
+        let packed = superapp()
+            .args(["plugin", "pack"])
+            .arg(&folder)
+            .arg("--component")
+            .arg(&wasm)
+            .arg("--out")
+            .arg(&pkg)
+            .output()
+            .unwrap();
+        assert!(packed.status.success(), "{}", stderr(&packed));
+        let out = superapp()
+            .args(["audit", "inspect", "--json"])
+            .arg(&pkg)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let said = |field: &str, what: &str| {
+            report[field]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e.as_str().unwrap().contains(what))
+                .count()
+        };
+        assert_eq!(
+            said("warnings", "exports `backdoor`"),
+            1 - errors,
+            "{report}"
+        );
+        assert_eq!(
+            said("errors", "does not export `event`"),
+            errors,
+            "{report}"
+        );
+    }
 }

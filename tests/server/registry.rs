@@ -734,10 +734,22 @@ async fn a_component_past_the_compile_budget_is_refused_and_the_host_carries_on(
     let (status, text) = publishing.await.unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains("longer than the host allows (2 s)"), "{text}");
-    // Sent again, it is refused for the same reason (the host remembers
-    // it rather than compiling it again).
+    let refused = r#"superapp_components_prepared_total{outcome="refused"}"#;
+    let remembered = r#"superapp_components_prepared_total{outcome="remembered"}"#;
+    let metrics = server.metrics().await;
+    assert_eq!(metric(&metrics, refused), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, remembered), Some(0.0), "{metrics}");
+    // Sent again, it is refused for the same reason: the host remembers
+    // it rather than compiling it again.
     let (status, again) = publish_signed(&server, &key, bytes).await;
     assert_eq!((status, &again), (StatusCode::BAD_REQUEST, &text));
+    let metrics = server.metrics().await;
+    assert_eq!(metric(&metrics, refused), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, remembered), Some(1.0), "{metrics}");
+    assert!(
+        metric(&metrics, "superapp_compile_seconds_sum").is_some_and(|s| s >= 2.0),
+        "the refused compile's time is counted: {metrics}"
+    );
     let (_, apps) = operator.get("/registry/apps").await;
     assert_eq!(apps, json!([]), "nothing kept");
     assert_eq!(alice.get("/me").await.0, StatusCode::OK);

@@ -17,6 +17,9 @@ use crate::capabilities;
 /// The type-only interface; importing it grants nothing.
 const TYPES_INTERFACE: &str = "types";
 
+/// What the world has a mini-program export, and all the host ever calls.
+pub const WORLD_EXPORTS: [&str; 2] = ["launch", "event"];
+
 /// Why a component's imports are not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportError {
@@ -65,6 +68,9 @@ pub struct ImportReport {
     /// Declared in the manifest but never imported: harmless, but an auditor
     /// may ask the publisher to drop them.
     pub declared_unused: Vec<Capability>,
+    /// Exported beside the world's `launch` and `event`: never called by
+    /// the host, but an auditor may ask what they are for.
+    pub extra_exports: Vec<String>,
 }
 
 /// Everything the static check found: the capabilities the component
@@ -73,12 +79,16 @@ pub struct ImportReport {
 pub struct ImportAnalysis {
     pub imported: Vec<Capability>,
     pub declared_unused: Vec<Capability>,
+    pub extra_exports: Vec<String>,
+    /// The world's exports the component lacks: it cannot be loaded.
+    pub missing_exports: Vec<&'static str>,
     pub errors: Vec<ImportError>,
 }
 
 /// Classify every import of `component` against the contract and
-/// `manifest`, collecting every problem rather than stopping at the first:
-/// what auditors inspect, and what [`check_imports`] decides on.
+/// `manifest`, collecting every problem rather than stopping at the first,
+/// and compare its exports with the world's: what auditors inspect, and
+/// what [`check_imports`] decides on.
 pub fn analyze_imports(
     engine: &Engine,
     component: &Component,
@@ -118,9 +128,25 @@ pub fn analyze_imports(
         .capabilities()
         .filter(|c| !imported.contains(c))
         .collect();
+    let mut exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    exports.sort();
+    let missing_exports = WORLD_EXPORTS
+        .into_iter()
+        .filter(|name| !exports.iter().any(|e| e == name))
+        .collect();
+    let extra_exports = exports
+        .into_iter()
+        .filter(|name| !WORLD_EXPORTS.contains(&name.as_str()))
+        .collect();
     ImportAnalysis {
         imported,
         declared_unused,
+        extra_exports,
+        missing_exports,
         errors,
     }
 }
@@ -140,6 +166,7 @@ pub fn check_imports(
     Ok(ImportReport {
         imported: analysis.imported,
         declared_unused: analysis.declared_unused,
+        extra_exports: analysis.extra_exports,
     })
 }
 
@@ -153,10 +180,12 @@ pub struct CapabilitySummary {
     pub imported: bool,
 }
 
-/// Declared capabilities side by side with the component's real imports.
+/// Declared capabilities side by side with the component's real imports,
+/// and what it exports beyond the world.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportSummary {
     pub capabilities: Vec<CapabilitySummary>,
+    pub extra_exports: Vec<String>,
 }
 
 impl ImportSummary {
@@ -171,7 +200,10 @@ impl ImportSummary {
                 imported: report.imported.contains(&d.capability),
             })
             .collect();
-        ImportSummary { capabilities }
+        ImportSummary {
+            capabilities,
+            extra_exports: report.extra_exports.clone(),
+        }
     }
 }
 

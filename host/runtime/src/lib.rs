@@ -25,6 +25,6 @@ pub use capabilities::{HostState, Services};
 pub use compile::{run_compile_worker, CompileBudget, CompileWorker};
 pub use error::{describe_app_error, describe_cap_error, Limit, LoadError, RunError};
 pub use limits::{Breach, Meter};
-pub use metrics::RuntimeMetrics;
+pub use metrics::{Prepared, RuntimeMetrics};
 pub use sandbox::{App, Call, Invocation, Runtime, RuntimeConfig};
 pub use scheduler::{Load, Overload, Scheduler, SchedulerConfig};

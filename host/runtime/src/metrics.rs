@@ -1,7 +1,8 @@
 //! What the sandbox counts for `/metrics`: events by app and outcome, their
 //! running time, how long they waited for a first slot, limit breaches by
-//! kind, capability-call latency, and the scheduler's queue. The server
-//! registers these beside its own.
+//! kind, capability-call latency, the scheduler's queue, and components
+//! prepared by outcome with their compile time. The server registers these
+//! beside its own.
 
 use std::time::Duration;
 
@@ -37,6 +38,47 @@ pub struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CompileLabels {
+    /// A [`Prepared`]'s name.
+    pub outcome: String,
+}
+
+/// How a component was prepared to run, or why it was not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// Its precompiled code was found in the cache.
+    Cached,
+    /// It was compiled.
+    Compiled,
+    /// It does not compile, or not within the compile budget.
+    Refused,
+    /// It was refused earlier in this process, and not tried again.
+    Remembered,
+    /// The compiler could not be run (it is tried again next time).
+    Failed,
+}
+
+impl Prepared {
+    pub const ALL: [Prepared; 5] = [
+        Prepared::Cached,
+        Prepared::Compiled,
+        Prepared::Refused,
+        Prepared::Remembered,
+        Prepared::Failed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Prepared::Cached => "cached",
+            Prepared::Compiled => "compiled",
+            Prepared::Refused => "refused",
+            Prepared::Remembered => "remembered",
+            Prepared::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
     /// `running` or `waiting`.
     pub state: String,
@@ -58,6 +100,8 @@ pub struct RuntimeMetrics {
     /// records its latency without building labels or hashing them.
     call_series: [Histogram; Capability::ALL.len()],
     queue: Family<QueueLabels, Gauge>,
+    prepared: Family<CompileLabels, Counter>,
+    compiling: Histogram,
 }
 
 impl Default for RuntimeMetrics {
@@ -71,6 +115,13 @@ impl Default for RuntimeMetrics {
                 })
                 .clone()
         });
+        // Every outcome shows from the start, at zero until it happens.
+        let prepared: Family<CompileLabels, Counter> = Family::default();
+        for outcome in Prepared::ALL {
+            let _ = prepared.get_or_create(&CompileLabels {
+                outcome: outcome.name().to_string(),
+            });
+        }
         RuntimeMetrics {
             events: Family::default(),
             event_seconds: seconds(),
@@ -81,6 +132,9 @@ impl Default for RuntimeMetrics {
             calls,
             call_series,
             queue: Family::default(),
+            prepared,
+            // 1 ms to about 4 minutes: past the longest compile budget.
+            compiling: Histogram::new(exponential_buckets(1e-3, 4.0, 10)),
         }
     }
 }
@@ -121,6 +175,30 @@ impl RuntimeMetrics {
             "Events holding a run slot, waiting for one, and alive (holding an instance of the pool)",
             self.queue.clone(),
         );
+        registry.register(
+            "components_prepared",
+            "Components prepared to run, by outcome (cached, compiled, refused, remembered: refused again without compiling, failed: the compiler could not run)",
+            self.prepared.clone(),
+        );
+        registry.register_with_unit(
+            "compile",
+            "Time compiling a component took, whatever its outcome (a refused one counts up to the compile budget)",
+            Unit::Seconds,
+            self.compiling.clone(),
+        );
+    }
+
+    /// A component was prepared (or not) as `outcome` says; `compiling`
+    /// is the compile's time, where there was one.
+    pub(crate) fn prepared(&self, outcome: Prepared, compiling: Option<Duration>) {
+        self.prepared
+            .get_or_create(&CompileLabels {
+                outcome: outcome.name().to_string(),
+            })
+            .inc();
+        if let Some(took) = compiling {
+            self.compiling.observe(took.as_secs_f64());
+        }
     }
 
     /// The counter of `app`'s successful events, for [`RuntimeMetrics::event`]:

@@ -26,7 +26,7 @@ use crate::compile::{CompileWorker, Uncompiled};
 use crate::contract::{check_imports, ImportReport};
 use crate::error::{Limit, LoadError, RunError};
 use crate::limits::{self, Breach, Meter};
-use crate::metrics::RuntimeMetrics;
+use crate::metrics::{Prepared, RuntimeMetrics};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::view::{self, ViewError};
 
@@ -133,8 +133,8 @@ impl Exports {
                 .ok_or_else(|| LoadError::Link(format!("the component exports no `{name}`")))
         };
         Ok(Exports {
-            launch: index("launch")?,
-            event: index("event")?,
+            launch: index(crate::contract::WORLD_EXPORTS[0])?,
+            event: index(crate::contract::WORLD_EXPORTS[1])?,
             checked: AtomicBool::new(false),
         })
     }
@@ -439,32 +439,44 @@ impl Runtime {
                 }
             }
         };
-        let cached = || self.cache.as_ref().and_then(|c| c.load(&self.engine, sha));
-        if let Some(component) = cached() {
-            return Ok((component, Origin::Cache));
+        let cached = || {
+            let component = self.cache.as_ref()?.load(&self.engine, sha)?;
+            self.metrics.prepared(Prepared::Cached, None);
+            Some((component, Origin::Cache))
+        };
+        if let Some(found) = cached() {
+            return Ok(found);
         }
         check()?;
         // One compile at a time: each may take its whole budget of memory,
         // and two loads of one component compile it once.
         let _compiling = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(component) = cached() {
-            return Ok((component, Origin::Cache));
+        if let Some(found) = cached() {
+            return Ok(found);
         }
         let failed = || self.failed.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(why) = failed().get(sha) {
+            self.metrics.prepared(Prepared::Remembered, None);
             return Err(LoadError::Compile(why.clone()));
         }
-        let (component, serialized) = self.compile_new(bytes).map_err(|e| {
+        let started = Instant::now();
+        let compiled = self.compile_new(bytes);
+        let took = Some(started.elapsed());
+        let (component, serialized) = compiled.map_err(|e| {
             if e.lasting {
+                self.metrics.prepared(Prepared::Refused, took);
                 let mut failed = failed();
                 // Bounded: a host that sees this many failures forgets them.
                 if failed.len() >= MAX_REMEMBERED_FAILURES {
                     failed.clear();
                 }
                 failed.insert(sha.to_string(), e.why.clone());
+            } else {
+                self.metrics.prepared(Prepared::Failed, took);
             }
             LoadError::Compile(e.why)
         })?;
+        self.metrics.prepared(Prepared::Compiled, took);
         if let Some(cache) = &self.cache {
             cache.store(&self.engine, sha, &serialized);
         }

@@ -260,8 +260,14 @@ pub fn inspect(runtime: &Runtime, package: &Package) -> Inspection {
         .unwrap_or_default();
     if let Some(a) = &analysis {
         errors.extend(a.errors.iter().map(|e| e.to_string()));
+        errors.extend(a.missing_exports.iter().map(|name| {
+            format!("the component does not export `{name}`, which every mini-program must")
+        }));
         warnings.extend(a.declared_unused.iter().map(|c| {
             format!("`{c}` is declared but the component never imports it; it can be dropped")
+        }));
+        warnings.extend(a.extra_exports.iter().map(|name| {
+            format!("the component exports `{name}` beside `launch` and `event`; the host never calls it")
         }));
     }
     if let Some(detail) = &signature.detail {

@@ -387,6 +387,9 @@ fn check(component: &Path, manifest: &Path, json: bool) -> anyhow::Result<ExitCo
             };
             println!("  {:<15} {:<24} {}", cap.name, used, cap.reason);
         }
+        for name in &summary.extra_exports {
+            println!("warning: the component exports `{name}` beside `launch` and `event`; the host never calls it");
+        }
         let l = app.limits();
         println!(
             "limits: memory {} MiB, {} ms per event, {} view nodes, {} view bytes, storage {} MiB",

@@ -13,6 +13,7 @@
 //! and a per-app limit on concurrent requests and their rate.
 
 pub mod addr;
+mod dns;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use superapp_core::{Origin, Scheme, Target};
+
+use dns::Lookups;
 
 /// What the operator decides about outbound requests.
 #[derive(Debug, Clone)]
@@ -177,101 +180,6 @@ impl std::fmt::Display for Refused {
 }
 
 impl std::error::Error for Refused {}
-
-/// Names looked up with the system's resolver, which blocks a thread per
-/// lookup until it answers (seconds, when a name's DNS servers are slow on
-/// purpose) and cannot be called off. So one lookup of a name runs at a
-/// time, whose answer every request waiting for that name shares; at most
-/// [`MAX_LOOKUPS`] run at once, so names whose servers stall tie up that
-/// many threads at most, not the pool that also hashes passwords and
-/// compiles; and a lookup nobody waits for any more by the time a thread
-/// is free for it is not started. (A lookup already running finishes.)
-pub(crate) struct Lookups {
-    resolve: Resolve,
-    inflight: Mutex<HashMap<String, LookupAnswer>>,
-    slots: Arc<tokio::sync::Semaphore>,
-}
-
-/// Why a lookup was not started: whoever asked for it stopped waiting.
-const ABANDONED: &str = "no request waits for this lookup any more";
-
-type LookupAnswer = tokio::sync::watch::Receiver<Option<Result<Vec<SocketAddr>, String>>>;
-
-/// A blocking lookup of a name's addresses.
-type Resolve = Arc<dyn Fn(&str) -> std::io::Result<Vec<SocketAddr>> + Send + Sync>;
-
-/// Names resolving at once: well above what one app may have in flight
-/// (`per_app_concurrency`), so one app's stalled names leave room for
-/// the others'.
-pub(crate) const MAX_LOOKUPS: usize = 64;
-
-impl Lookups {
-    fn new(resolve: Resolve, max: usize) -> Arc<Lookups> {
-        Arc::new(Lookups {
-            resolve,
-            inflight: Mutex::new(HashMap::new()),
-            slots: Arc::new(tokio::sync::Semaphore::new(max)),
-        })
-    }
-
-    /// The system resolver's.
-    fn system() -> Arc<Lookups> {
-        let resolve: Resolve = Arc::new(|host: &str| {
-            use std::net::ToSocketAddrs;
-            Ok((host, 0).to_socket_addrs()?.collect())
-        });
-        Lookups::new(resolve, MAX_LOOKUPS)
-    }
-
-    /// `host`'s addresses: the answer of the lookup of it under way, or of
-    /// one started now.
-    async fn addresses(self: &Arc<Self>, host: &str) -> Result<Vec<SocketAddr>, String> {
-        let mut answer = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match inflight.get(host) {
-                Some(answer) => answer.clone(),
-                None => {
-                    let (tell, answer) = tokio::sync::watch::channel(None);
-                    inflight.insert(host.to_string(), answer.clone());
-                    let (lookups, host) = (self.clone(), host.to_string());
-                    tokio::spawn(async move {
-                        let result = match lookups.slots.clone().acquire_owned().await {
-                            // Only the map's own copy of the answer is left.
-                            Ok(_) if tell.receiver_count() <= 1 => Err(ABANDONED.to_string()),
-                            Ok(slot) => {
-                                let (resolve, name) = (lookups.resolve.clone(), host.clone());
-                                // The slot is the thread's until the
-                                // resolver returns, whoever still waits.
-                                tokio::task::spawn_blocking(move || {
-                                    let _slot = slot;
-                                    resolve(&name).map_err(|e| e.to_string())
-                                })
-                                .await
-                                .unwrap_or_else(|e| Err(format!("the lookup failed: {e}")))
-                            }
-                            Err(_) => Err("the resolver is shut down".into()),
-                        };
-                        let _ = tell.send(Some(result));
-                        lookups
-                            .inflight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&host);
-                    });
-                    answer
-                }
-            }
-        };
-        loop {
-            if let Some(result) = answer.borrow_and_update().clone() {
-                return result;
-            }
-            if answer.changed().await.is_err() {
-                return Err("the lookup was lost".into());
-            }
-        }
-    }
-}
 
 /// The resolver every connection goes through: it looks the name up once,
 /// refuses it if any address is internal (unless the operator allows the
@@ -732,89 +640,6 @@ mod tests {
         assert!(r.lookup("inside.test").await.is_ok());
         let e = r.lookup("localhost").await.unwrap_err();
         assert!(e.0.contains("loopback"), "{e}");
-    }
-
-    /// Names whose DNS stalls hold one thread each however many requests
-    /// wait for them, and no more threads than the limit in all; a request
-    /// that gives up does not free its lookup's thread, but a lookup still
-    /// queued when everyone gave up on it never starts; the answer is shared.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn stalled_lookups_hold_a_bounded_number_of_threads() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        const MAX: usize = 8;
-        let (started, running) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let peak = Arc::new(AtomicUsize::new(0));
-        let release = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-        let lookups = {
-            let (started, running, peak, release) = (
-                started.clone(),
-                running.clone(),
-                peak.clone(),
-                release.clone(),
-            );
-            let stalled: Resolve = Arc::new(move |_host: &str| {
-                started.fetch_add(1, Ordering::SeqCst);
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                peak.fetch_max(now, Ordering::SeqCst);
-                let (lock, go) = &*release;
-                let mut released = lock.lock().unwrap();
-                while !*released {
-                    released = go.wait(released).unwrap();
-                }
-                running.fetch_sub(1, Ordering::SeqCst);
-                Ok(vec!["93.184.216.34:0".parse().unwrap()])
-            });
-            Lookups::new(stalled, MAX)
-        };
-        let give_up = |host: String| {
-            let lookups = lookups.clone();
-            tokio::spawn(async move {
-                tokio::time::timeout(Duration::from_millis(300), lookups.addresses(&host)).await
-            })
-        };
-        // One name's lookup is under way; fifty more requests for it, and
-        // one for each of forty other names, all give up after a moment.
-        let mut waits = vec![give_up("slow.test".into())];
-        while started.load(Ordering::SeqCst) == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        for i in 0..90 {
-            let host = if i < 50 {
-                "slow.test".into()
-            } else {
-                format!("slow{i}.test")
-            };
-            waits.push(give_up(host));
-        }
-        for w in waits {
-            assert!(w.await.unwrap().is_err(), "nothing answered yet");
-        }
-        assert_eq!(peak.load(Ordering::SeqCst), MAX);
-        assert_eq!(running.load(Ordering::SeqCst), MAX, "still held");
-        // Released: the name still under way answers a new request, and
-        // the lookups queued for no one never start.
-        let waiting = {
-            let lookups = lookups.clone();
-            tokio::spawn(async move { lookups.addresses("slow.test").await })
-        };
-        {
-            let (lock, go) = &*release;
-            *lock.lock().unwrap() = true;
-            go.notify_all();
-        }
-        assert!(waiting.await.unwrap().is_ok());
-        for _ in 0..100 {
-            if running.load(Ordering::SeqCst) == 0 && lookups.inflight.lock().unwrap().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(lookups.inflight.lock().unwrap().is_empty());
-        assert_eq!(
-            started.load(Ordering::SeqCst),
-            MAX,
-            "only the ones that ran"
-        );
     }
 
     #[test]

@@ -393,14 +393,40 @@ impl FileConfig {
         })?;
         let identity_defaults = IdentityConfig::default();
         let password_iterations = match self.password_iterations {
-            Some(n) => NonZeroU32::new(n).context("password-iterations must be greater than 0")?,
+            // Past about 17 times the default a login takes seconds of a core.
+            Some(n) => NonZeroU32::new(n)
+                .filter(|n| n.get() <= 10_000_000)
+                .with_context(|| {
+                    format!("password-iterations must be between 1 and 10000000, not {n}")
+                })?,
             None => identity_defaults.password_iterations,
         };
-        let positive = |key: &str, v: Option<u64>| -> anyhow::Result<Option<u64>> {
-            if v == Some(0) {
-                bail!("{key} must be greater than 0");
+        // Times and sizes within what makes sense for each, so none can
+        // overflow the arithmetic it ends up in (an instant plus u64::MAX
+        // seconds) or lock everyone out by wrapping around.
+        let within = |key: &str, v: Option<u64>, max: u64| -> anyhow::Result<Option<u64>> {
+            match v {
+                Some(n) if n == 0 || n > max => {
+                    bail!("{key} must be between 1 and {max}, not {n}")
+                }
+                v => Ok(v),
             }
-            Ok(v)
+        };
+        const HOUR: u64 = 3600;
+        const DAY: u64 = 24 * HOUR;
+        const MAX_MIB: u64 = 1 << 20;
+        let sized = |key: &str,
+                     v: Option<usize>,
+                     range: std::ops::RangeInclusive<usize>|
+         -> anyhow::Result<Option<usize>> {
+            match v {
+                Some(n) if !range.contains(&n) => bail!(
+                    "{key} must be between {} and {}, not {n}",
+                    range.start(),
+                    range.end()
+                ),
+                v => Ok(v),
+            }
         };
         let count = |key: &str, v: Option<usize>| -> anyhow::Result<Option<usize>> {
             if v == Some(0) {
@@ -409,7 +435,7 @@ impl FileConfig {
             Ok(v)
         };
         let api_defaults = ApiConfig::default();
-        let heartbeat = positive("heartbeat-secs", self.heartbeat_secs)?
+        let heartbeat = within("heartbeat-secs", self.heartbeat_secs, HOUR)?
             .map_or(api_defaults.heartbeat, Duration::from_secs);
         let conn_defaults = ConnectionLimits::default();
         let connections = ConnectionLimits {
@@ -420,9 +446,9 @@ impl FileConfig {
                 self.max_connections_per_client,
             )?
             .unwrap_or(conn_defaults.max_per_client),
-            header_timeout: positive("header-timeout-secs", self.header_timeout_secs)?
+            header_timeout: within("header-timeout-secs", self.header_timeout_secs, HOUR)?
                 .map_or(conn_defaults.header_timeout, Duration::from_secs),
-            idle_timeout: positive("idle-timeout-secs", self.idle_timeout_secs)?
+            idle_timeout: within("idle-timeout-secs", self.idle_timeout_secs, DAY)?
                 .map_or(conn_defaults.idle_timeout, Duration::from_secs),
             ..conn_defaults
         };
@@ -447,7 +473,7 @@ impl FileConfig {
                 self.max_pending_events_per_app,
             )?
             .unwrap_or(sched.max_pending_per_app),
-            max_wait: positive("max-event-wait-ms", self.max_event_wait_ms)?
+            max_wait: within("max-event-wait-ms", self.max_event_wait_ms, 600_000)?
                 .map_or(sched.max_wait, Duration::from_millis),
             slice: sched.slice,
         };
@@ -468,7 +494,7 @@ impl FileConfig {
             demo: self.demo.unwrap_or(false),
             identity: IdentityConfig {
                 password_iterations,
-                session_ttl: positive("session-ttl-secs", self.session_ttl_secs)?
+                session_ttl: within("session-ttl-secs", self.session_ttl_secs, 400 * DAY)?
                     .map_or(identity_defaults.session_ttl, Duration::from_secs),
                 max_failures_per_user: self
                     .login_max_failures_per_user
@@ -476,7 +502,7 @@ impl FileConfig {
                 max_failures_per_client: self
                     .login_max_failures_per_client
                     .unwrap_or(identity_defaults.max_failures_per_client),
-                failure_window: positive("login-window-secs", self.login_window_secs)?
+                failure_window: within("login-window-secs", self.login_window_secs, 30 * DAY)?
                     .map_or(identity_defaults.failure_window, Duration::from_secs),
                 hash_slots: match self.password_hash_slots {
                     None => identity_defaults.hash_slots,
@@ -491,9 +517,12 @@ impl FileConfig {
                 },
             },
             messaging: MessagingConfig {
-                max_message_bytes: self
-                    .max_message_bytes
-                    .unwrap_or(messaging_defaults.max_message_bytes),
+                max_message_bytes: sized(
+                    "max-message-bytes",
+                    self.max_message_bytes,
+                    1..=1 << 20,
+                )?
+                .unwrap_or(messaging_defaults.max_message_bytes),
                 send_rate: match self.chat_rate_per_user {
                     None => messaging_defaults.send_rate,
                     Some(n) => SendRate::per_second(NonZeroU32::new(n).ok_or_else(|| {
@@ -503,8 +532,9 @@ impl FileConfig {
                 ..messaging_defaults
             },
             api: ApiConfig {
-                max_body_bytes: self.max_body_bytes.unwrap_or(api_defaults.max_body_bytes),
-                request_timeout: positive("request-timeout-secs", self.request_timeout_secs)?
+                max_body_bytes: sized("max-body-bytes", self.max_body_bytes, 1 << 10..=1 << 30)?
+                    .unwrap_or(api_defaults.max_body_bytes),
+                request_timeout: within("request-timeout-secs", self.request_timeout_secs, HOUR)?
                     .map_or(api_defaults.request_timeout, Duration::from_secs),
                 heartbeat,
                 cookie_secure: self.cookie_secure.unwrap_or(api_defaults.cookie_secure),
@@ -513,25 +543,23 @@ impl FileConfig {
                     n => n.unwrap_or(api_defaults.max_live_per_user),
                 },
             },
-            ws_queue: self.ws_queue.unwrap_or(256),
-            store_cache_bytes: positive("store-cache-mib", self.store_cache_mib)?
+            ws_queue: sized("ws-queue", self.ws_queue, 1..=1 << 20)?.unwrap_or(256),
+            store_cache_bytes: within("store-cache-mib", self.store_cache_mib, MAX_MIB)?
                 .map_or(superapp_store::DEFAULT_CACHE_BYTES, |mib| mib << 20),
             bus: BusLocation::parse(self.bus.take(), &store)?,
             store,
             connections,
             apps: AppsConfig {
-                order_ttl: positive("payment-ttl-secs", self.payment_ttl_secs)?
+                order_ttl: within("payment-ttl-secs", self.payment_ttl_secs, 30 * DAY)?
                     .map_or(apps_defaults.order_ttl, Duration::from_secs),
-                document_ttl: positive("document-ttl-secs", self.document_ttl_secs)?
+                document_ttl: within("document-ttl-secs", self.document_ttl_secs, 30 * DAY)?
                     .map_or(apps_defaults.document_ttl, Duration::from_secs),
                 scheduler,
                 compile_budget: CompileBudget {
-                    time: positive("compile-timeout-secs", self.compile_timeout_secs)?
+                    time: within("compile-timeout-secs", self.compile_timeout_secs, HOUR)?
                         .map_or(apps_defaults.compile_budget.time, Duration::from_secs),
-                    memory_bytes: positive("compile-memory-mib", self.compile_memory_mib)?
-                        .map_or(apps_defaults.compile_budget.memory_bytes, |mib| {
-                            mib.saturating_mul(1 << 20)
-                        }),
+                    memory_bytes: within("compile-memory-mib", self.compile_memory_mib, MAX_MIB)?
+                        .map_or(apps_defaults.compile_budget.memory_bytes, |mib| mib << 20),
                 },
                 compile_worker: None,
             },
@@ -574,7 +602,9 @@ impl FileConfig {
         }
         let count = |key: &str, v: Option<usize>, default: usize| -> anyhow::Result<usize> {
             match v {
-                Some(0) => bail!("{key} must be greater than 0"),
+                Some(n) if n == 0 || n > 1 << 30 => {
+                    bail!("{key} must be between 1 and {}, not {n}", 1 << 30)
+                }
                 Some(n) => Ok(n),
                 None => Ok(default),
             }
@@ -594,7 +624,9 @@ impl FileConfig {
                 d.max_response_bytes,
             )?,
             timeout: match self.http_timeout_ms {
-                Some(0) => bail!("http-timeout-ms must be greater than 0"),
+                Some(ms) if ms == 0 || ms > 600_000 => {
+                    bail!("http-timeout-ms must be between 1 and 600000, not {ms}")
+                }
                 Some(ms) => Duration::from_millis(ms),
                 None => d.timeout,
             },
@@ -714,6 +746,49 @@ mod tests {
             let c: FileConfig = toml::from_str(bad).unwrap();
             assert!(c.resolve().is_err(), "{bad}");
         }
+        // Past its range, a time or size stops the start with its name,
+        // rather than overflowing an instant or wrapping an expiry.
+        let huge = u64::MAX;
+        for key in [
+            "idle-timeout-secs",
+            "header-timeout-secs",
+            "heartbeat-secs",
+            "session-ttl-secs",
+            "login-window-secs",
+            "request-timeout-secs",
+            "payment-ttl-secs",
+            "document-ttl-secs",
+            "max-event-wait-ms",
+            "compile-timeout-secs",
+            "compile-memory-mib",
+            "store-cache-mib",
+            "http-timeout-ms",
+            "max-body-bytes",
+            "max-message-bytes",
+            "ws-queue",
+            "http-max-response-bytes",
+            "password-iterations",
+        ] {
+            let huge = if key == "password-iterations" {
+                u64::from(u32::MAX)
+            } else {
+                huge
+            };
+            for value in [huge, 0] {
+                let c: FileConfig = toml::from_str(&format!("{key} = {value}")).unwrap();
+                let e = c.resolve().unwrap_err().to_string();
+                assert!(
+                    e.starts_with(&format!("{key} must be between")),
+                    "{key} = {value}: {e}"
+                );
+            }
+        }
+        let c: FileConfig = toml::from_str("max-body-bytes = 100").unwrap();
+        assert!(c.resolve().is_err(), "too small for any request");
+        let c: FileConfig =
+            toml::from_str("session-ttl-secs = 34560000\nidle-timeout-secs = 86400").unwrap();
+        let r = c.resolve().unwrap();
+        assert_eq!(r.identity.session_ttl, Duration::from_secs(400 * 86_400));
         let c: FileConfig =
             toml::from_str("event-instances = 200\nevent-instances-per-app = 50").unwrap();
         let s = c.resolve().unwrap().apps.scheduler;

@@ -65,6 +65,9 @@ enum Command {
     /// addresses), http-hosts (names resolved from a table, NAME=ADDRESS in
     /// the environment), http-max-request-bytes, http-max-response-bytes,
     /// http-timeout-ms, http-max-concurrent-per-app, http-rate-per-app.
+    /// Each time and size has a range (session-ttl-secs up to 400 days,
+    /// idle-timeout-secs up to a day, …); a value outside it stops the
+    /// start with a message naming the key.
     /// `SUPERAPP_LOG_FORMAT=json`
     /// logs one JSON object per line. `SUPERAPP_CLOCK_OFFSET_SECS`
     /// shifts the host's clock, for tests and demonstrations only.

@@ -405,6 +405,20 @@ fn cut_foreign_and_oversized_files_are_refused_and_nothing_is_written() {
         }
         assert_eq!(std::fs::read(file).unwrap(), before, "left untouched");
     }
+    // A file without end (a device, a pipe from a download) is read up to
+    // the limit, not until memory runs out.
+    for args in [
+        vec!["audit", "inspect", "/dev/zero"],
+        vec!["plugin", "check", "/dev/zero", "--manifest", "/dev/zero"],
+    ] {
+        let out = superapp().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("more than") && stderr(&out).contains("the limit"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

@@ -91,7 +91,9 @@ impl SigningKey {
                 "readable by other users (mode {mode:o}); run `chmod 600` on it"
             )));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        // A PEM key is a few hundred bytes.
+        let text = crate::files::read_text_at_most(path, 64 << 10)
+            .map_err(|e| file_error(e.to_string()))?;
         SigningKey::from_pem(&text, &path.display().to_string())
     }
 

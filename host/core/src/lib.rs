@@ -5,6 +5,7 @@
 
 pub mod capability;
 pub mod decision;
+pub mod files;
 pub mod ids;
 pub mod keys;
 pub mod manifest;

@@ -178,10 +178,12 @@ const MAX_DESCRIPTION: usize = 2_000;
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let limit = crate::package::MAX_MANIFEST_BYTES as u64;
+        let text =
+            crate::files::read_text_at_most(path, limit).map_err(|source| ManifestError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         Manifest::parse(&text)
     }
 

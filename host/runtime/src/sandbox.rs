@@ -553,9 +553,12 @@ impl Runtime {
     /// Read a manifest and a component from disk and load them.
     pub fn load_files(&self, manifest: &Path, component: &Path) -> Result<App, LoadError> {
         let manifest = Manifest::load(manifest)?;
-        let bytes = std::fs::read(component).map_err(|source| LoadError::Io {
-            path: component.display().to_string(),
-            source,
+        let limit = superapp_core::package::MAX_PACKAGE_BYTES as u64;
+        let bytes = superapp_core::files::read_at_most(component, limit).map_err(|source| {
+            LoadError::Io {
+                path: component.display().to_string(),
+                source,
+            }
         })?;
         self.load(manifest, &bytes)
     }

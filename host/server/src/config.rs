@@ -517,12 +517,8 @@ impl FileConfig {
                 },
             },
             messaging: MessagingConfig {
-                max_message_bytes: sized(
-                    "max-message-bytes",
-                    self.max_message_bytes,
-                    1..=1 << 20,
-                )?
-                .unwrap_or(messaging_defaults.max_message_bytes),
+                max_message_bytes: sized("max-message-bytes", self.max_message_bytes, 1..=1 << 20)?
+                    .unwrap_or(messaging_defaults.max_message_bytes),
                 send_rate: match self.chat_rate_per_user {
                     None => messaging_defaults.send_rate,
                     Some(n) => SendRate::per_second(NonZeroU32::new(n).ok_or_else(|| {

@@ -230,7 +230,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
 /// The head an earlier `verify-log --checkpoint` recorded in `path`; none
 /// if the file does not exist yet.
 fn read_checkpoint(path: &Path) -> anyhow::Result<Option<Head>> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match superapp_core::files::read_at_most(path, 64 << 10) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),

@@ -44,7 +44,7 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
     if args.out.exists() {
         bail!("{} exists; choose a new file", args.out.display());
     }
-    let token = std::fs::read_to_string(&args.token_file)
+    let token = superapp_core::files::read_text_at_most(&args.token_file, super::TOKEN_LIMIT)
         .with_context(|| format!("cannot read the token file {}", args.token_file.display()))?;
     let remote = Remote::new(&args.server, Credential::Token(token.trim().to_string()))?;
     // Written beside the target and renamed when complete: never a

@@ -151,7 +151,7 @@ fn write_new(path: &Path, text: &str, private: bool) -> anyhow::Result<()> {
 }
 
 fn read_claims(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path)
+    let text = superapp_core::files::read_text_at_most(path, 1 << 20)
         .with_context(|| format!("cannot read the claims file {}", path.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
@@ -272,8 +272,7 @@ pub fn run_documents(cmd: DocumentsCommand) -> anyhow::Result<ExitCode> {
         mut revoked,
         max_age_secs,
     } = cmd;
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text = super::package::read_text(&file, 1 << 20)?;
     let envelope: PresentationEnvelope = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a presentation envelope", file.display()))?;
     let (issuer_key, host_key) = match (data_dir, issuer_key, host_key) {

@@ -69,7 +69,7 @@ impl MerchantArgs {
         let credential = match (&self.key, &self.token_file) {
             (Some(key), _) => Credential::Key(SigningKey::load(key)?),
             (None, Some(file)) => Credential::Token(
-                std::fs::read_to_string(file)
+                superapp_core::files::read_text_at_most(file, super::TOKEN_LIMIT)
                     .with_context(|| format!("cannot read the token file {}", file.display()))?
                     .trim()
                     .to_string(),

@@ -26,6 +26,9 @@ pub struct Cli {
     command: Command,
 }
 
+/// The most a token file may hold: a token is one short line.
+pub(crate) const TOKEN_LIMIT: u64 = 4 << 10;
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the host: HTTP API and WebSocket pushes, all data in one directory.

@@ -14,20 +14,26 @@ use superapp_runtime::{Runtime, RuntimeConfig};
 use crate::files::write_atomically;
 use crate::plugin_build;
 
-/// Read a package file, refusing an oversized one before reading it whole.
+/// The most a package file may be.
+const PACKAGE_LIMIT: u64 = superapp_core::package::MAX_PACKAGE_BYTES as u64;
+
+/// Read a package file, refusing an oversized one (also one that is a
+/// pipe or a device) without reading past the limit.
 pub fn read(path: &Path) -> anyhow::Result<Package> {
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .len();
-    if size > superapp_core::package::MAX_PACKAGE_BYTES as u64 {
-        anyhow::bail!(
-            "{}: the package is {size} bytes; the limit is {}",
-            path.display(),
-            superapp_core::package::MAX_PACKAGE_BYTES
-        );
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_file(path, PACKAGE_LIMIT)?;
     Package::from_bytes(&bytes).with_context(|| path.display().to_string())
+}
+
+/// The bytes of a file the user named, at most `limit` of them.
+pub fn read_file(path: &Path, limit: u64) -> anyhow::Result<Vec<u8>> {
+    superapp_core::files::read_at_most(path, limit)
+        .with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The text of a file the user named, at most `limit` bytes of it.
+pub fn read_text(path: &Path, limit: u64) -> anyhow::Result<String> {
+    superapp_core::files::read_text_at_most(path, limit)
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// What `plugin pack` packs.
@@ -54,8 +60,7 @@ pub fn pack(args: PackArgs<'_>) -> anyhow::Result<ExitCode> {
         quiet,
     } = args;
     let manifest_path = manifest.map_or_else(|| dir.join("plugin.toml"), Path::to_path_buf);
-    let manifest = std::fs::read(&manifest_path)
-        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let manifest = read_file(&manifest_path, PACKAGE_LIMIT)?;
     let component = match component {
         Some(path) => path.to_path_buf(),
         None => {
@@ -64,8 +69,7 @@ pub fn pack(args: PackArgs<'_>) -> anyhow::Result<ExitCode> {
             built
         }
     };
-    let bytes = std::fs::read(&component)
-        .with_context(|| format!("cannot read {}", component.display()))?;
+    let bytes = read_file(&component, PACKAGE_LIMIT)?;
     check_preamble(&component, &bytes)?;
     let package = Package::new(manifest, bytes)?;
     write_package(out, &package.to_bytes())?;

@@ -286,7 +286,8 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
 /// Tell the provider when their SDK speaks another contract version than
 /// this host: the component would be refused at load.
 pub fn warn_on_contract_mismatch(component: &Path) {
-    let Ok(bytes) = std::fs::read(component) else {
+    let limit = superapp_core::package::MAX_PACKAGE_BYTES as u64;
+    let Ok(bytes) = superapp_core::files::read_at_most(component, limit) else {
         return;
     };
     if let Some(theirs) = sdk_bundle::contract_version_of(&bytes) {

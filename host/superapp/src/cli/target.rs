@@ -79,7 +79,7 @@ impl TargetArgs {
         if let Some(server) = &self.server {
             let credential = match (&self.token_file, key) {
                 (Some(path), _) => {
-                    let token = std::fs::read_to_string(path)
+                    let token = superapp_core::files::read_text_at_most(path, super::TOKEN_LIMIT)
                         .with_context(|| format!("cannot read the token file {}", path.display()))?
                         .trim()
                         .to_string();

@@ -456,9 +456,21 @@ async fn publish_review_yank_and_rollout_through_the_cli_and_the_api() {
     assert_eq!(version_for(&alice).await.as_deref(), Some("1.0.0"));
 }
 
+/// GET `url` with a signed request's `authorization` header.
+async fn send_signed(url: String, header: String) -> StatusCode {
+    crate::common::http_client()
+        .get(url)
+        .header("authorization", header)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 #[tokio::test]
 async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
-    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(&dir.path().join("data"), &[]);
     let alice = Client::signed_up(&server, "alice").await;
     let (status, _) = alice.get("/registry/apps").await;
     assert_eq!(
@@ -486,15 +498,7 @@ async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
     let send = |p: &str| {
         let header = header.clone();
         let url = format!("{}{}", server.base.trim_end_matches("/api/v1"), p);
-        async move {
-            crate::common::http_client()
-                .get(url)
-                .header("authorization", header)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        send_signed(url, header)
     };
     assert_eq!(
         send("/api/v1/registry/publishers").await,
@@ -502,6 +506,22 @@ async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
     );
     assert_eq!(send(path).await, StatusCode::OK);
     assert_eq!(send(path).await, StatusCode::UNAUTHORIZED, "replayed");
+    // The store remembers it: replayed after a restart, it is refused too.
+    let data = server.data_dir.clone();
+    assert!(tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap()
+        .success());
+    let server = Server::start_in(&data, &[]);
+    operator.base = server.base.clone();
+    let url = format!("{}{path}", server.base.trim_end_matches("/api/v1"));
+    assert_eq!(
+        send_signed(url.clone(), header).await,
+        StatusCode::UNAUTHORIZED,
+        "replayed after a restart"
+    );
+    let fresh = signed_request::sign(&key, "GET", path, b"", now_secs());
+    assert_eq!(send_signed(url, fresh).await, StatusCode::OK);
     // A stranger's key is refused before the server reads its body: a
     // request announcing an oversized upload gets 403, not 413. (Raw TCP:
     // the headers promise 40 MB, only a few bytes follow.)

@@ -61,8 +61,10 @@ pub enum Tree {
     /// Provider callbacks waiting to be delivered (`d` ‖ id), and their
     /// retry index by time.
     Deliveries,
-    /// Rate windows shared by host processes on one store: name ‖ 0 ‖ key →
-    /// the recent events' times (failed logins, notifications).
+    /// Short-lived records: rate windows shared by host processes on one
+    /// store (name ‖ 0 ‖ key → the recent events' times: failed logins,
+    /// notifications), and the nonces of signed requests already served
+    /// (`nonce` ‖ 0 ‖ key ‖ 0 ‖ nonce → when it may be forgotten).
     Windows,
 }
 

@@ -60,10 +60,10 @@ impl ServerState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> ServerState {
         ServerState {
+            nonces: principal::Nonces::new(host.store.clone()),
             host,
             config,
             shutdown,
-            nonces: principal::Nonces::default(),
             apps_prepared: std::sync::atomic::AtomicBool::new(false),
         }
     }

@@ -2,11 +2,11 @@
 //! signed: the operator (`Authorization: Bearer` with the token from the
 //! data directory's `operator.token`), or a publisher or auditor by a
 //! request signed with their key (`superapp_core::signed_request`). A
-//! signed request is used once: its nonce is remembered for as long as its
-//! time could pass the freshness check.
+//! signed request is used once: its nonce is remembered, in the store, for
+//! as long as its time could pass the freshness check.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -15,6 +15,7 @@ use axum::http::{header, StatusCode};
 use superapp_core::now_secs;
 use superapp_core::signed_request::{RequestSignature, MAX_SKEW_SECS, SCHEME};
 use superapp_services::registry::Actor;
+use superapp_store::{Abort, Store, StoreError, Tree};
 
 use super::error::ApiError;
 use super::AppState;
@@ -75,35 +76,117 @@ impl Principal {
     }
 }
 
-/// Nonces of signed requests already served, with when they expire.
-#[derive(Default)]
+/// Nonces of signed requests already served, with when they expire: in
+/// the store (its short-lived records, under `nonce`), so a request
+/// replayed after a restart, or at another host process on the same
+/// store, is refused too; and counted here, which bounds how many one
+/// process adds before old ones expire.
 pub struct Nonces {
-    seen: Mutex<HashMap<String, u64>>,
+    store: Arc<Store>,
+    recent: Mutex<HashMap<String, u64>>,
 }
 
-/// How many nonces are remembered at most; beyond that signed requests
-/// are refused (503) until old ones expire.
+/// How many nonces one process takes at most within their lifetime;
+/// beyond that signed requests are refused (503) until old ones expire.
 const MAX_NONCES: usize = 200_000;
 
+/// The short-lived records' name for nonces (the rate windows' tree).
+const NONCE_RECORDS: &[u8] = b"nonce\0";
+
+/// How long a nonce is remembered: past that, its request's time fails
+/// the freshness check whatever the nonce.
+const NONCE_LIFETIME: u64 = 2 * MAX_SKEW_SECS + 1;
+
 impl Nonces {
+    pub fn new(store: Arc<Store>) -> Nonces {
+        Nonces {
+            store,
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Remember `nonce` of `key`; `false` if it was already used.
     fn first_use(&self, key: &str, nonce: &str, now: u64) -> Result<bool, ApiError> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_NONCES {
-            seen.retain(|_, expires| *expires > now);
-            if seen.len() >= MAX_NONCES {
-                return Err(ApiError {
-                    retry_after: Some(MAX_SKEW_SECS),
-                    ..ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "busy",
-                        "too many signed requests; try again later",
-                    )
-                });
+        let id = format!("{key}\0{nonce}");
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() >= MAX_NONCES {
+                recent.retain(|_, expires| *expires > now);
+                if recent.len() >= MAX_NONCES {
+                    return Err(ApiError {
+                        retry_after: Some(MAX_SKEW_SECS),
+                        ..ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "busy",
+                            "too many signed requests; try again later",
+                        )
+                    });
+                }
+            }
+            if recent.get(&id).is_some_and(|expires| *expires > now) {
+                return Ok(false);
             }
         }
-        let id = format!("{key}\0{nonce}");
-        Ok(seen.insert(id, now + 2 * MAX_SKEW_SECS + 1).is_none())
+        let record = [NONCE_RECORDS, id.as_bytes()].concat();
+        let expires = now + NONCE_LIFETIME;
+        let first = self
+            .store
+            .transact(&[Tree::Windows], |t| {
+                let used = t
+                    .get(Tree::Windows, &record)?
+                    .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+                    .is_some_and(|until| until > now);
+                if !used {
+                    t.put(Tree::Windows, &record, &expires.to_be_bytes())?;
+                }
+                Ok::<_, Abort<()>>(!used)
+            })
+            .map_err(Abort::into_store)?;
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, expires);
+        Ok(first)
+    }
+
+    /// Forget nonces whose requests can no longer pass the freshness check.
+    pub fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, expires| *expires > now);
+        let mut after: Option<Vec<u8>> = None;
+        let mut removed = 0;
+        loop {
+            let page =
+                self.store
+                    .scan(Tree::Windows, NONCE_RECORDS, after.as_deref(), 500, false)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(removed);
+            };
+            after = Some(last.clone());
+            let expired: Vec<&Vec<u8>> = page
+                .iter()
+                .filter(|(_, v)| {
+                    v.as_slice()
+                        .try_into()
+                        .map_or(true, |b| u64::from_be_bytes(b) <= now)
+                })
+                .map(|(k, _)| k)
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            self.store
+                .transact(&[Tree::Windows], |t| {
+                    for k in &expired {
+                        t.delete(Tree::Windows, k)?;
+                    }
+                    Ok::<_, Abort<()>>(())
+                })
+                .map_err(Abort::into_store)?;
+            removed += expired.len();
+        }
     }
 }
 
@@ -216,5 +299,28 @@ impl FromRequestParts<AppState> for OperatorToken {
             return Err(ApiError::unauthenticated("the operator token is wrong"));
         }
         Ok(OperatorToken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two host processes on one store: a nonce one served, the other
+    /// refuses; forgotten only once its request could no longer be fresh.
+    #[test]
+    fn a_nonce_is_used_once_across_processes_until_it_expires() {
+        let backend: Arc<dyn superapp_store::Backend> =
+            Arc::new(superapp_store::MemoryBackend::new());
+        let a = Nonces::new(Store::with_backend(backend.clone()).unwrap());
+        let b = Nonces::new(Store::with_backend(backend).unwrap());
+        let now = 1_000_000;
+        assert!(a.first_use("k", "n1", now).unwrap());
+        assert!(!a.first_use("k", "n1", now).unwrap(), "replayed");
+        assert!(!b.first_use("k", "n1", now + 1).unwrap(), "at the other");
+        assert!(b.first_use("k2", "n1", now).unwrap(), "another key's");
+        assert_eq!(a.sweep(now + NONCE_LIFETIME - 1).unwrap(), 0, "still fresh");
+        assert_eq!(b.sweep(now + NONCE_LIFETIME).unwrap(), 2);
+        assert_eq!(b.sweep(now + NONCE_LIFETIME).unwrap(), 0);
     }
 }

@@ -55,6 +55,9 @@ pub async fn sweep_throttles(state: AppState) {
         "sweep the login throttles",
         |s| async move {
             s.host.messaging.sweep_send_limits();
+            s.nonces
+                .sweep(superapp_core::now_secs())
+                .map_err(crate::host::HostError::from)?;
             s.host
                 .identity
                 .sweep_throttles()

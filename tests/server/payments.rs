@@ -224,6 +224,15 @@ async fn payment_moves_money_only_after_the_user_confirms_with_the_password() {
     )
     .await;
     assert!(reused.starts_with("err: invalid"), "{reused}");
+    let control = action(
+        alice,
+        PROBE,
+        "refund",
+        Some(&order),
+        json!({"amount": "1", "idempotency-key": "a\u{0}b"}),
+    )
+    .await;
+    assert!(control.starts_with("err: invalid"), "{control}");
     assert_eq!(alice.get("/prompts").await.1.as_array().unwrap().len(), 1);
 
     // Step-up: no password, or the wrong one, pays nothing.

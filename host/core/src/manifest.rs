@@ -218,8 +218,8 @@ impl Manifest {
                 format!("`{}` is not a semantic version: {e}", raw.version),
             )
         })?;
-        check_text("name", &raw.name, MAX_TEXT)?;
-        check_text("publisher", &raw.publisher, MAX_TEXT)?;
+        check_name("name", &raw.name)?;
+        check_name("publisher", &raw.publisher)?;
         check_text("description", &raw.description, MAX_DESCRIPTION)?;
 
         let mut declared = Vec::new();
@@ -378,10 +378,23 @@ fn check_text(key: &str, value: &str, max: usize) -> Result<(), ManifestError> {
     if value.chars().count() > max {
         return Err(invalid(key, format!("longer than {max} characters")));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(invalid(key, "contains control characters"));
+    if value.chars().any(crate::text::disallowed_in_note) {
+        return Err(invalid(
+            key,
+            "contains control or text-direction characters",
+        ));
     }
     Ok(())
+}
+
+/// The app's name and its publisher's, which users read in the host's
+/// dialogs: one line, nothing that draws as something else
+/// (`crate::text::name_problem`).
+fn check_name(key: &str, value: &str) -> Result<(), ManifestError> {
+    match crate::text::name_problem(value.trim(), MAX_TEXT) {
+        None => Ok(()),
+        Some(problem) => Err(invalid(key, problem)),
+    }
 }
 
 /// Whether `id` is a well-formed app id (see `check_app_id`).
@@ -448,6 +461,30 @@ time-ms = 250
 
     fn error_of(text: &str) -> String {
         Manifest::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names_users_read_in_dialogs_refuse_what_draws_as_something_else() {
+        // TOML escapes, so the file holds the characters themselves.
+        for (from, to, key) in [
+            ("name = \"Hello\"", r#"name = "Bank\u202e evil""#, "name"),
+            (
+                "publisher = \"Example Org\"",
+                r#"publisher = "Example\u200bOrg""#,
+                "publisher",
+            ),
+            ("name = \"Hello\"", r#"name = "Two\nlines""#, "name"),
+        ] {
+            assert!(GOOD.contains(from), "{from}");
+            let e = error_of(&GOOD.replace(from, to));
+            assert!(
+                e.contains(key) && e.contains("must not contain"),
+                "{to}: {e}"
+            );
+        }
+        let e =
+            error_of(&GOOD.replace("description = \"", r#"description = "\u2066hidden\u2069 "#));
+        assert!(e.contains("text-direction"), "{e}");
     }
 
     #[test]

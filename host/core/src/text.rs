@@ -3,13 +3,61 @@
 //! sent what, who was paid), so characters that change how the text
 //! around them reads are refused.
 
-/// Whether `c` may not appear in a label: control characters, and the
-/// bidirectional embeddings, overrides and isolates (U+202A–U+202E,
+/// Whether `c` may not appear in a label: control characters, the line
+/// and paragraph separators (U+2028, U+2029: line breaks by another name),
+/// and the bidirectional embeddings, overrides and isolates (U+202A–U+202E,
 /// U+2066–U+2069), which can make a label display as something else
 /// (U+202E before `gpj.exe` shows it as `exe.jpg`). The implicit marks (U+200E, U+200F)
 /// stay allowed: right-to-left scripts need them.
 pub fn disallowed_in_label(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// Whether `c` may not appear in the name of a party others trust (a
+/// publisher, an auditor, a document issuer, an app): as for labels, and
+/// also the characters that draw as nothing inside a word (the zero-width
+/// space, the word joiner and invisible operators, the byte order mark,
+/// the soft hyphen, the Mongolian vowel separator, tags) or as blank
+/// (Hangul fillers), with which `Pub\u{200B}A` reads as `PubA` but is
+/// another name. The zero-width joiner and non-joiner stay allowed:
+/// scripts and emoji need them.
+pub fn disallowed_in_name(c: char) -> bool {
+    disallowed_in_label(c)
+        || matches!(
+            c,
+            '\u{200B}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{FEFF}'
+                | '\u{00AD}'
+                | '\u{180E}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{3164}'
+                | '\u{FFA0}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+}
+
+/// Why `name` cannot name a party others trust, if it cannot: empty or
+/// blank, longer than `max` characters, spaces around it, or a character
+/// [`disallowed_in_name`] refuses.
+pub fn name_problem(name: &str, max: usize) -> Option<String> {
+    if visible_chars(name) == 0 {
+        return Some("must show at least one character".into());
+    }
+    if name.trim() != name {
+        return Some("must not start or end with spaces".into());
+    }
+    if name.chars().count() > max {
+        return Some(format!("must be at most {max} characters"));
+    }
+    name.chars()
+        .find(|c| disallowed_in_name(*c))
+        .map(|c| format!("must not contain {}", c.escape_unicode()))
 }
 
 /// How many characters of `text` show as something: not spaces, nor the
@@ -110,5 +158,34 @@ mod tests {
             std::borrow::Cow::Borrowed(_)
         ));
         assert!(!disallowed_in_note('\n') && !disallowed_in_note('\t'));
+        assert!(disallowed_in_note('\u{2028}'));
+    }
+
+    #[test]
+    fn names_refuse_what_draws_as_nothing_inside_a_word() {
+        for bad in [
+            "Pub\u{200B}A",
+            "Bank\u{202E}evil",
+            "line\u{2028}sep",
+            "A\u{00AD}B",
+            "X\u{E0041}",
+        ] {
+            assert!(name_problem(bad, 100).is_some(), "{bad:?}");
+        }
+        assert_eq!(
+            name_problem("Pub\u{200B}A", 100).as_deref(),
+            Some("must not contain \\u{200b}")
+        );
+        assert!(name_problem(" City", 100).is_some());
+        assert!(name_problem("\u{3164}", 100).is_some());
+        assert!(name_problem("Clinic", 5).is_some());
+        for good in [
+            "City Hospital",
+            "مستشفى المدينة",
+            "क्\u{200D}ष Clinic",
+            "Café ☕",
+        ] {
+            assert_eq!(name_problem(good, 100), None, "{good:?}");
+        }
     }
 }

@@ -419,10 +419,8 @@ impl Documents {
         public_key: &str,
     ) -> Result<Issuer, DocumentError> {
         check_name("issuer id", id)?;
-        if name.trim().is_empty() || name.len() > 100 {
-            return Err(DocumentError::Invalid(
-                "an issuer name is 1-100 bytes".into(),
-            ));
+        if let Some(problem) = superapp_core::text::name_problem(name, 100) {
+            return Err(DocumentError::Invalid(format!("an issuer name {problem}")));
         }
         format::public_key(public_key).map_err(|_| {
             DocumentError::Invalid(

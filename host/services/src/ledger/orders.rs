@@ -140,6 +140,12 @@ fn order_key(id: &str) -> Vec<u8> {
 }
 
 /// A refund's idempotency key, per order.
+/// An idempotency key: what a client names a request by, not text, but
+/// shown in the audit log and kept beside separators of its own.
+fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY && !key.chars().any(char::is_control)
+}
+
 fn refund_key(order: &str, key: &str) -> Vec<u8> {
     format!("f\0{order}\0{key}").into_bytes()
 }
@@ -228,9 +234,9 @@ impl Orders {
                 "a description is 1 to {MAX_DESCRIPTION} bytes"
             )));
         }
-        if new.idempotency_key.is_empty() || new.idempotency_key.len() > MAX_KEY {
+        if !valid_key(&new.idempotency_key) {
             return Err(OrderError::Invalid(format!(
-                "an idempotency key is 1 to {MAX_KEY} bytes"
+                "an idempotency key is 1 to {MAX_KEY} bytes without control characters"
             )));
         }
         if new.expires_in.is_some_and(|t| t < MIN_EXPIRES_IN) {
@@ -450,9 +456,9 @@ impl Orders {
         key: &str,
     ) -> Result<Order, OrderError> {
         check_amount(amount)?;
-        if key.is_empty() || key.len() > MAX_KEY {
+        if !valid_key(key) {
             return Err(OrderError::Invalid(format!(
-                "a refund's idempotency key is 1 to {MAX_KEY} bytes"
+                "a refund's idempotency key is 1 to {MAX_KEY} bytes without control characters"
             )));
         }
         let used_key = refund_key(id, key);

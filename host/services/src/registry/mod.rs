@@ -244,18 +244,28 @@ pub fn check_public_key(key: &str) -> Result<(), RegistryError> {
 }
 
 /// Publisher ids and display names: what manifests allow for `publisher`.
+/// A party's name or id as people read it beside what it signs: see
+/// `superapp_core::text::name_problem`.
 fn check_label(what: &str, value: &str) -> Result<(), RegistryError> {
-    let ok = !value.trim().is_empty()
-        && value.trim() == value
-        && value.chars().count() <= 200
-        && !value.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(RegistryError::Invalid(format!(
-            "{what} must be 1-200 characters without control characters or surrounding spaces"
-        )))
+    match superapp_core::text::name_problem(value, 200) {
+        None => Ok(()),
+        Some(problem) => Err(RegistryError::Invalid(format!("{what} {problem}"))),
     }
+}
+
+/// A publisher id is also a path segment of the registry's routes and
+/// must not pass for another one by case alone.
+fn check_publisher_id(id: &str) -> Result<(), RegistryError> {
+    check_label("a publisher id", id)?;
+    if let Some(c) = id
+        .chars()
+        .find(|c| matches!(c, '/' | '\\' | '?' | '#' | '%'))
+    {
+        return Err(RegistryError::Invalid(format!(
+            "a publisher id must not contain `{c}`: it is part of the registry's addresses"
+        )));
+    }
+    Ok(())
 }
 
 /// The registry service.
@@ -405,8 +415,19 @@ impl Registry {
         keys: &[String],
         actor: &Actor,
     ) -> Result<Publisher, RegistryError> {
-        check_label("a publisher id", id)?;
+        check_publisher_id(id)?;
         check_label("a publisher name", name)?;
+        let folded = id.to_lowercase();
+        if let Some(other) = self
+            .publishers()?
+            .into_iter()
+            .find(|p| p.id != id && p.id.to_lowercase() == folded)
+        {
+            return Err(RegistryError::Invalid(format!(
+                "a publisher id must differ from the others in more than case; `{}` is taken",
+                other.id
+            )));
+        }
         if keys.is_empty() {
             return Err(RegistryError::Invalid(
                 "a publisher needs at least one public key".into(),
@@ -497,7 +518,8 @@ impl Registry {
         Ok((!ids.is_empty()).then_some(ids))
     }
 
-    /// Trust an auditor key; idempotent.
+    /// Trust an auditor key; idempotent, and refused (conflict) for a key
+    /// trusted already under another name.
     pub fn trust_auditor(
         &self,
         key: &str,
@@ -514,6 +536,12 @@ impl Registry {
         };
         let (stored, created) = self.store.transact(&trees(), |t| {
             if let Some(existing) = txn_get::<Auditor>(t, Tree::Registry, &auditor_key(key))? {
+                if existing.name != auditor.name {
+                    return Err(Abort::User(RegistryError::Conflict(format!(
+                        "key {key} is trusted already, as `{}`; distrust it first to trust it under another name",
+                        existing.name
+                    ))));
+                }
                 return Ok((existing, false));
             }
             txn_put(t, Tree::Registry, &auditor_key(key), &auditor)?;

@@ -491,3 +491,51 @@ fn every_change_is_in_the_audit_log_with_its_actor() {
     assert_eq!(report.versions[0].release.decisions.len(), 1);
     assert!(!report.versions[0].launchable);
 }
+
+/// Publisher and auditor names and ids are read beside what they sign:
+/// nothing that draws as something else, and no id that passes for
+/// another by case or reads as a path.
+#[test]
+fn party_names_that_draw_as_something_else_are_refused() {
+    let f = fixture();
+    let fresh = || SigningKey::generate().unwrap().public_key();
+    for (id, name) in [
+        ("Bank\u{202E}evil", "Bank"),
+        ("Pub\u{200B}A", "PubA"),
+        ("../../etc", "Etc"),
+        ("slash/x", "Slash"),
+        ("what?", "What"),
+        ("CLINIC LTD", "Clinic"),
+        ("Fine Co", "line\u{2028}sep"),
+        ("Fine Co", " Fine"),
+    ] {
+        let e = f
+            .registry
+            .add_publisher(id, name, &[fresh()], &Actor::Operator)
+            .unwrap_err();
+        assert!(
+            matches!(e, RegistryError::Invalid(_)),
+            "{id:?} {name:?}: {e}"
+        );
+    }
+    let e = f
+        .registry
+        .trust_auditor(&fresh(), "Ann\u{202E}Trusted\u{2066}", &Actor::Operator)
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::Invalid(_)), "{e}");
+    // A trusted key keeps its name: trusting it again under another is
+    // refused, under the same one changes nothing.
+    let ann = f.auditor.public_key();
+    assert!(matches!(
+        f.registry.trust_auditor(&ann, "Someone Else", &Actor::Operator),
+        Err(RegistryError::Conflict(m)) if m.contains("as `Ann Auditor`")
+    ));
+    f.registry
+        .trust_auditor(&ann, "Ann Auditor", &Actor::Operator)
+        .unwrap();
+    // Names in other scripts, with the joiners they need, are fine.
+    f.registry
+        .add_publisher("مستشفى", "مستشفى المدينة", &[fresh()], &Actor::Operator)
+        .unwrap();
+    assert_eq!(f.registry.publishers().unwrap().len(), 2);
+}

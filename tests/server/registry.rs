@@ -774,3 +774,97 @@ async fn a_component_past_the_compile_budget_is_refused_and_the_host_carries_on(
     assert_eq!(apps, json!([]), "nothing kept");
     assert_eq!(alice.get("/me").await.0, StatusCode::OK);
 }
+
+/// A leaked publisher key is taken away by the operator: requests signed
+/// with it are refused from then on, the publisher's other key still
+/// works, the last key stays, and nobody but the operator removes keys.
+#[tokio::test]
+async fn the_operator_removes_a_leaked_publisher_key() {
+    let server = Server::start(&[]);
+    let (operator, leaked) = clinic_publisher(&server).await;
+    let kept = SigningKey::generate().unwrap();
+    let (status, body) = operator
+        .post(
+            "/registry/publishers/clinic/keys",
+            json!({"key": kept.public_key()}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let root = server.base.trim_end_matches("/api/v1").to_string();
+    let signed_get = |key: &SigningKey| {
+        let path = "/api/v1/registry/apps";
+        let header = signed_request::sign(key, "GET", path, b"", now_secs());
+        send_signed(format!("{root}{path}"), header)
+    };
+    assert_eq!(signed_get(&leaked).await, StatusCode::OK);
+    // The publisher cannot remove keys, not even with its other key.
+    let path = format!(
+        "/api/v1/registry/publishers/clinic/keys/{}",
+        leaked.public_key()
+    );
+    let header = signed_request::sign(&kept, "DELETE", &path, b"", now_secs());
+    let status = crate::common::http_client()
+        .delete(format!("{root}{path}"))
+        .header("authorization", header)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let token_file = server.data_dir.join("operator.token");
+    let removed = ok(&cli(&[
+        "registry",
+        "remove-publisher-key",
+        "clinic",
+        &leaked.public_key(),
+        "--server",
+        &root,
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]));
+    assert!(
+        removed.contains(&format!("now has keys {}", kept.public_key())),
+        "{removed}"
+    );
+    assert_eq!(
+        signed_get(&leaked).await,
+        StatusCode::FORBIDDEN,
+        "the leaked key"
+    );
+    assert_eq!(signed_get(&kept).await, StatusCode::OK, "the kept key");
+
+    let delete = |key: String| {
+        let operator = &operator;
+        async move {
+            operator
+                .call(
+                    Method::DELETE,
+                    &format!("/registry/publishers/clinic/keys/{key}"),
+                    None,
+                )
+                .await
+        }
+    };
+    let (status, body) = delete(leaked.public_key()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = delete(kept.public_key()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only key"),
+        "{body}"
+    );
+    let (status, log) = operator.get("/audit/entries?limit=1000").await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let removals: Vec<&Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "registry.publisher.key" && e["outcome"] == "removed")
+        .collect();
+    assert_eq!(removals.len(), 1, "{log}");
+    assert_eq!(removals[0]["details"]["key"], leaked.public_key());
+}

@@ -211,6 +211,11 @@ fn routes() -> Routes {
         "/registry/publishers/{id}/keys",
         post(registry::add_publisher_key),
     )
+    .add(
+        Method::DELETE,
+        "/registry/publishers/{id}/keys/{key}",
+        delete(registry::remove_publisher_key),
+    )
     .add(Method::GET, "/registry/auditors", get(registry::auditors))
     .add(
         Method::POST,

@@ -97,6 +97,28 @@ pub async fn add_publisher_key(
     Ok(axum::Json(p).into_response())
 }
 
+/// Take a key from a publisher: the operator's, as adding one is. Not
+/// the publisher's own keys': whoever holds a leaked one could remove the
+/// others with it.
+pub async fn remove_publisher_key(
+    State(state): State<AppState>,
+    Path((id, key)): Path<(String, String)>,
+    call: Called,
+) -> Result<Response, ApiError> {
+    call.principal.require_operator()?;
+    let actor = call.principal.actor();
+    let removed = state
+        .host
+        .change_registry(|r| r.remove_publisher_key(&id, &key, &actor))
+        .await?;
+    match removed {
+        Some(p) => Ok(axum::Json(p).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "{key} is not a key of publisher `{id}`"
+        ))),
+    }
+}
+
 pub async fn auditors(State(state): State<AppState>, _call: Called) -> Result<Response, ApiError> {
     Ok(axum::Json(state.host.registry.auditors()?).into_response())
 }

@@ -490,6 +490,40 @@ impl Registry {
         Ok(publisher)
     }
 
+    /// Take a key from a publisher (a key leaked or retired): requests
+    /// signed with it are refused from now on. Versions it signed stay as
+    /// they are (yank those that must go). A publisher keeps at least one
+    /// key: add the new one first. `Ok(None)` if the key was not its.
+    pub fn remove_publisher_key(
+        &self,
+        id: &str,
+        key: &str,
+        actor: &Actor,
+    ) -> Result<Option<Publisher>, RegistryError> {
+        let publisher = self.store.transact(&trees(), |t| {
+            let mut p = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))?
+                .ok_or_else(|| Abort::User(RegistryError::UnknownPublisher(id.into())))?;
+            if !p.keys.iter().any(|k| k == key) {
+                return Ok(None);
+            }
+            if p.keys.len() == 1 {
+                return Err(Abort::User(RegistryError::Conflict(format!(
+                    "{key} is the only key of publisher `{id}`; add its new key first"
+                ))));
+            }
+            p.keys.retain(|k| k != key);
+            txn_put(t, Tree::Registry, &publisher_key(id), &p)?;
+            self.audit.append_in(
+                t,
+                self.record("registry.publisher.key", actor, None, "removed")
+                    .with_detail("publisher", id)
+                    .with_detail("key", key),
+            )?;
+            Ok(Some(p))
+        })?;
+        Ok(publisher)
+    }
+
     pub fn publisher(&self, id: &str) -> Result<Option<Publisher>, RegistryError> {
         Ok(self.store.get(Tree::Registry, &publisher_key(id))?)
     }

@@ -36,6 +36,16 @@ pub enum RegistryCommand {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Take a key from a publisher (leaked or retired): requests signed
+    /// with it are refused from now on; versions it signed stay (yank
+    /// those that must go). A publisher keeps at least one key.
+    RemovePublisherKey {
+        id: String,
+        #[arg(allow_hyphen_values = true)]
+        key: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Trust an auditor's public key to approve packages.
     TrustAuditor {
         #[arg(long, allow_hyphen_values = true)]
@@ -159,6 +169,12 @@ pub fn run(cmd: RegistryCommand) -> anyhow::Result<ExitCode> {
         RegistryCommand::AddPublisherKey { id, key, target } => {
             let t = target.open(None)?;
             let p = t.add_publisher_key(&id, &key)?;
+            t.finish()?;
+            println!("publisher {} now has keys {}", p.id, p.keys.join(", "));
+        }
+        RegistryCommand::RemovePublisherKey { id, key, target } => {
+            let t = target.open(None)?;
+            let p = t.remove_publisher_key(&id, &key)?;
             t.finish()?;
             println!("publisher {} now has keys {}", p.id, p.keys.join(", "));
         }

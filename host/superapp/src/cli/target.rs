@@ -338,6 +338,20 @@ impl Target {
         }
     }
 
+    pub fn remove_publisher_key(&self, id: &str, key: &str) -> anyhow::Result<Publisher> {
+        match self {
+            Target::Remote(r) => r.json(
+                reqwest::Method::DELETE,
+                &format!("/registry/publishers/{}/keys/{}", seg(id), seg(key)),
+                None,
+            ),
+            Target::Local(l) => l
+                .registry
+                .remove_publisher_key(id, key, &Actor::Operator)?
+                .ok_or_else(|| anyhow::anyhow!("{key} is not a key of publisher `{id}`")),
+        }
+    }
+
     pub fn publishers(&self) -> anyhow::Result<Vec<Publisher>> {
         match self {
             Target::Remote(r) => r.get("/registry/publishers"),

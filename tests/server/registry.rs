@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use axum::response::IntoResponse as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use superapp_core::decision::{SignedDecision, Verdict};
@@ -867,4 +868,109 @@ async fn the_operator_removes_a_leaked_publisher_key() {
         .collect();
     assert_eq!(removals.len(), 1, "{log}");
     assert_eq!(removals[0]["details"]["key"], leaked.public_key());
+}
+
+/// A registry (or a proxy in front of it) that hands an auditor another
+/// version's package than the one asked for is caught by the auditor's
+/// tool before it shows, compares or signs anything.
+#[tokio::test]
+async fn an_auditor_tool_refuses_a_package_that_is_not_the_version_it_asked_for() {
+    let (f, component) = files();
+    let server = Server::start_in(&f.dir.join("data"), &[]);
+    let url = server.base.trim_end_matches("/api/v1").to_string();
+    let token = server.data_dir.join("operator.token");
+    let token = token.to_str().unwrap().to_string();
+    let publisher = f.key("publisher.pem");
+    let auditor = f.key("auditor.pem");
+    let operator = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &url, "--token-file", &token]);
+        cli(&all)
+    };
+    ok(&operator(&[
+        "registry",
+        "add-publisher",
+        "--id",
+        "clinic",
+        "--name",
+        "City Clinic",
+        "--key",
+        &publisher,
+    ]));
+    ok(&operator(&[
+        "registry",
+        "trust-auditor",
+        "--key",
+        &auditor,
+        "--name",
+        "Ann",
+    ]));
+    let (v1, v2) = (f.path("v1.pkg"), f.path("v2.pkg"));
+    for (version, file) in [("1.0.0", &v1), ("1.0.1", &v2)] {
+        f.package(&component, version, &[], &f.path("publisher.pem"), file);
+        ok(&cli(&[
+            "plugin",
+            "publish",
+            file,
+            "--server",
+            &url,
+            "--key",
+            &f.path("publisher.pem"),
+        ]));
+    }
+
+    // Passes everything through, but answers 1.0.1's package with 1.0.0's.
+    let swapped = std::fs::read(&v1).unwrap();
+    let upstream = url.clone();
+    let proxy = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (swapped, upstream) = (swapped.clone(), upstream.clone());
+        async move {
+            let path = req.uri().path_and_query().unwrap().to_string();
+            if path.ends_with("/versions/1.0.1/package") {
+                return (axum::http::StatusCode::OK, swapped).into_response();
+            }
+            let mut forward = crate::common::http_client()
+                .request(req.method().clone(), format!("{upstream}{path}"));
+            for (name, value) in req.headers() {
+                if name != "host" {
+                    forward = forward.header(name, value);
+                }
+            }
+            let body = axum::body::to_bytes(req.into_body(), 1 << 26)
+                .await
+                .unwrap();
+            let answer = forward.body(body).send().await.unwrap();
+            let status = axum::http::StatusCode::from_u16(answer.status().as_u16()).unwrap();
+            (status, answer.bytes().await.unwrap().to_vec()).into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, proxy).await.unwrap() });
+
+    let auditor_key = f.path("auditor.pem");
+    let through = |verb: &str, via: &str| {
+        let (auditor_key, via) = (auditor_key.clone(), via.to_string());
+        let verb = verb.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["audit", verb.as_str(), "org.clinic.hello@1.0.1"];
+            if verb == "approve" {
+                args.extend(["--note", "reviewed"]);
+            }
+            args.extend(["--key", &auditor_key, "--server", &via]);
+            cli(&args)
+        })
+    };
+    let inspected = through("inspect", &proxy_url).await.unwrap();
+    let said = refused(&inspected);
+    assert!(
+        said.contains("the package it sent is org.clinic.hello@1.0.0")
+            && said.contains("not what the registry records"),
+        "{said}"
+    );
+    let approved = through("approve", &proxy_url).await.unwrap();
+    assert!(refused(&approved).contains("not signing"));
+    // Straight from the registry, the same commands work.
+    assert!(ok(&through("inspect", &url).await.unwrap()).contains("org.clinic.hello 1.0.1"));
+    ok(&through("approve", &url).await.unwrap());
 }

@@ -139,8 +139,28 @@ fn package(spec: &str, from: &AuditorTarget) -> anyhow::Result<Package> {
     }
     let (app, version) = app_at_version(spec)
         .ok_or_else(|| anyhow::anyhow!("`{spec}` is neither a package file nor APP@VERSION"))?;
-    let bytes = from.open()?.package(app, version)?;
-    Package::from_bytes(&bytes).with_context(|| format!("{app}@{version} from the registry"))
+    registry_package(&from.open()?, app, version)
+}
+
+/// APP@VERSION's package from the registry, checked against the
+/// registry's record of that version: a server (or a proxy in between)
+/// that hands out other bytes than it records, or another version's, is
+/// caught here, before anyone reads, compares or signs them.
+fn registry_package(target: &Target, app: &str, version: &str) -> anyhow::Result<Package> {
+    let record = target.release(app, version)?;
+    let bytes = target.package(app, version)?;
+    let p = Package::from_bytes(&bytes)
+        .with_context(|| format!("{app}@{version} from the registry"))?;
+    let m = p.manifest();
+    if p.digest() != record.digest || m.id != app || m.version.to_string() != version {
+        anyhow::bail!(
+            "the registry's {app}@{version} has digest {}, but the package it sent is {} with digest {}: not what the registry records",
+            record.digest,
+            m.label(),
+            p.digest()
+        );
+    }
+    Ok(p)
 }
 
 pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -278,18 +298,7 @@ fn decide(d: Decide, verdict: Verdict) -> anyhow::Result<ExitCode> {
         let target = target
             .as_ref()
             .context("a registry is needed to look up APP@VERSION")?;
-        let r = target.release(app, version)?;
-        let bytes = target.package(app, version)?;
-        let p = Package::from_bytes(&bytes)
-            .with_context(|| format!("{app}@{version} from the registry"))?;
-        if p.digest() != r.digest {
-            anyhow::bail!(
-                "the registry's {app}@{version} has digest {}, but the package it sent has {}: not signing",
-                r.digest,
-                p.digest()
-            );
-        }
-        p
+        registry_package(target, app, version).context("not signing")?
     };
     let m = p.manifest();
     let (app, version, digest) = (m.id.clone(), m.version.to_string(), p.digest());

@@ -644,3 +644,55 @@ fn audit_diff(old: &Path, new: &Path) -> Value {
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_str(&stdout(&out)).unwrap()
 }
+
+/// Limits past what the host allows are shown as the host applies them,
+/// with a warning naming what the manifest asked for.
+#[test]
+fn inspect_shows_the_limits_the_host_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let greedy = dir.path().join("greedy");
+    std::fs::create_dir(&greedy).unwrap();
+    let manifest = std::fs::read_to_string(plugin_dir("hello").join("plugin.toml"))
+        .unwrap()
+        .replace("memory-mib = 16", "memory-mib = 99999999")
+        .replace("time-ms = 500", "time-ms = 999999999999");
+    std::fs::write(greedy.join("plugin.toml"), manifest).unwrap();
+    let pkg = dir.path().join("greedy.pkg");
+    pack(&greedy, &component("hello"), &pkg);
+    let (_, report) = inspect(&pkg);
+    assert_eq!(
+        report["limits"]["memory_bytes"],
+        99_999_999u64 << 20,
+        "{report}"
+    );
+    assert_eq!(
+        report["applied_limits"]["memory_bytes"],
+        64u64 << 20,
+        "{report}"
+    );
+    assert_eq!(report["applied_limits"]["time_ms"], 10_000, "{report}");
+    let warnings: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w.as_str().filter(|w| w.starts_with("limits:")))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            format!(
+                "limits: memory_bytes asks for {}; the host runs it with at most {}",
+                99_999_999u64 << 20,
+                64u64 << 20
+            ),
+            "limits: time_ms asks for 999999999999; the host runs it with at most 10000".into(),
+        ],
+        "{report}"
+    );
+    let (_, hello) = inspect(&{
+        let pkg = dir.path().join("hello.pkg");
+        pack(&plugin_dir("hello"), &component("hello"), &pkg);
+        pkg
+    });
+    assert_eq!(hello["applied_limits"], hello["limits"], "within the caps");
+}

@@ -178,6 +178,9 @@ pub struct Inspection {
     pub component_bytes: usize,
     pub signature: SignatureCheck,
     pub limits: Limits,
+    /// What the host runs it with: the declared limits within the host's
+    /// caps.
+    pub applied_limits: Limits,
     pub capabilities: Vec<CapabilityRow>,
     /// Capabilities the component imports, whether declared or not.
     pub imports: Vec<String>,
@@ -274,6 +277,14 @@ pub fn inspect(runtime: &Runtime, package: &Package) -> Inspection {
             format!("the component exports `{name}` beside `launch` and `event`; the host never calls it")
         }));
     }
+    let applied = m.limits.capped_by(RuntimeConfig::default().cap);
+    for ((name, asked), (_, runs)) in limits_of(&m.limits).into_iter().zip(limits_of(&applied)) {
+        if asked > runs {
+            warnings.push(format!(
+                "limits: {name} asks for {asked}; the host runs it with at most {runs}"
+            ));
+        }
+    }
     if let Some(detail) = &signature.detail {
         errors.push(format!("signature: {detail}"));
     } else if signature.status == "unsigned" {
@@ -292,6 +303,7 @@ pub fn inspect(runtime: &Runtime, package: &Package) -> Inspection {
         component_bytes: package.component().len(),
         signature,
         limits: m.limits,
+        applied_limits: applied,
         capabilities: m
             .declared
             .iter()
@@ -349,14 +361,19 @@ fn print_inspection(r: &Inspection) {
             key.as_deref().unwrap_or("?")
         ),
     }
-    let l = &r.limits;
+    let l = &r.applied_limits;
     println!(
-        "limits     memory {} MiB, time {} ms, view {} nodes / {} KiB, storage {} MiB",
+        "limits     memory {} MiB, time {} ms, view {} nodes / {} KiB, storage {} MiB{}",
         l.memory_bytes >> 20,
         l.time_ms,
         l.view_nodes,
         l.view_bytes >> 10,
-        l.storage_bytes >> 20
+        l.storage_bytes >> 20,
+        if r.applied_limits == r.limits {
+            ""
+        } else {
+            " (within the host's caps: the manifest asks for more)"
+        }
     );
     println!("capabilities (declared, with the reason users see):");
     if r.capabilities.is_empty() {

@@ -171,7 +171,7 @@ impl Callbacks {
 
     /// The backend took it: out of the outbox, with its audit entry.
     pub fn delivered(&self, d: &Delivery, status: u16) -> Result<(), StoreError> {
-        self.finish(d, |t, current| {
+        self.finish(d, None, |t, current| {
             t.delete(Tree::Deliveries, &record_key(&current.id))?;
             Ok(("delivered", Some(status)))
         })
@@ -180,10 +180,15 @@ impl Callbacks {
     /// The attempt failed: retried later, or abandoned after a day.
     pub fn failed(&self, d: &Delivery, error: &str, status: Option<u16>) -> Result<(), StoreError> {
         let now = now_secs();
-        self.finish(d, |t, current| {
+        // Why, in the audit entry too: bounded, one line.
+        let why: String = superapp_core::text::escape_controls(error, &[])
+            .chars()
+            .take(300)
+            .collect();
+        self.finish(d, Some(&why), |t, current| {
             let mut next = current.clone();
             next.attempts += 1;
-            next.last_error = Some(error.chars().take(300).collect());
+            next.last_error = Some(why.clone());
             if now.saturating_sub(current.at) >= MAX_AGE_SECS {
                 t.delete(Tree::Deliveries, &record_key(&current.id))?;
                 return Ok(("abandoned", status));
@@ -195,11 +200,13 @@ impl Callbacks {
     }
 
     /// Take `d` off its current index slot and apply `change`, with the
-    /// attempt's audit entry, in one transaction. A delivery another sender
+    /// attempt's audit entry (and the `error` that failed it), in one
+    /// transaction. A delivery another sender
     /// already finished is left alone.
     fn finish(
         &self,
         d: &Delivery,
+        error: Option<&str>,
         change: impl Fn(&dyn Txn, &Delivery) -> Result<(&'static str, Option<u16>), StoreError>,
     ) -> Result<(), StoreError> {
         let trees = audit::with(&[Tree::Deliveries]);
@@ -231,6 +238,9 @@ impl Callbacks {
                 .with_detail("attempt", (current.attempts + 1).to_string());
                 if let Some(status) = status {
                     event = event.with_detail("status", status.to_string());
+                }
+                if let Some(error) = error {
+                    event = event.with_detail("error", error);
                 }
                 self.audit.append_in(t, event)?;
                 Ok::<_, Abort<()>>(())
@@ -299,6 +309,14 @@ mod tests {
             .map(|e| e.event.outcome)
             .collect();
         assert!(outcomes.contains(&"abandoned".to_string()), "{outcomes:?}");
+        let errors: Vec<Option<String>> = audit
+            .for_user("u", None, None, 10)
+            .unwrap()
+            .entries
+            .into_iter()
+            .map(|e| e.event.details.get("error").cloned())
+            .collect();
+        assert_eq!(errors, [Some("503".to_string()), Some("503".to_string())]);
         assert!(
             outcomes.contains(&"failed, will retry".to_string()),
             "{outcomes:?}"

@@ -254,3 +254,108 @@ fn resident_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib << 10)
 }
+
+/// Who waits for a compile: a user launching an app that is approved
+/// already, or a provider publishing (or a tool checking) a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    Launch,
+    Publish,
+}
+
+/// One compile at a time (each may take its whole budget of memory), and
+/// launches before publishes: a publisher sending one package after
+/// another keeps users waiting for at most the compile under way, not for
+/// every package queued before theirs.
+#[derive(Debug, Default)]
+pub(crate) struct CompileQueue {
+    state: std::sync::Mutex<QueueState>,
+    turn: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    busy: bool,
+    /// Launches waiting for their turn.
+    launches: usize,
+    /// Everyone waiting for their turn.
+    waiting: usize,
+}
+
+/// A compile's turn; the next one's begins when it is dropped.
+pub(crate) struct Turn<'a>(&'a CompileQueue);
+
+impl CompileQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait for this compile's turn.
+    pub fn enter(&self, urgency: Urgency) -> Turn<'_> {
+        let mut state = self.state();
+        let launch = urgency == Urgency::Launch;
+        state.waiting += 1;
+        if launch {
+            state.launches += 1;
+        }
+        while state.busy || (!launch && state.launches > 0) {
+            state = self.turn.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.waiting -= 1;
+        if launch {
+            state.launches -= 1;
+        }
+        state.busy = true;
+        Turn(self)
+    }
+
+    /// How many wait for their turn, and how many of them are launches.
+    #[cfg(test)]
+    fn waiting(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.waiting, state.launches)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.state().busy = false;
+        self.0.turn.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A launch that comes after a queued publish still goes before it,
+    /// once the compile under way is done; no two compiles run at once.
+    #[test]
+    fn launches_go_before_queued_publishes() {
+        let queue = std::sync::Arc::new(CompileQueue::default());
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let first = queue.enter(Urgency::Publish);
+        let wait_for = |want: (usize, usize)| {
+            while queue.waiting() != want {
+                std::thread::yield_now();
+            }
+        };
+        let spawn = |name: &'static str, urgency: Urgency| {
+            let (queue, order) = (queue.clone(), order.clone());
+            std::thread::spawn(move || {
+                let _turn = queue.enter(urgency);
+                order.lock().unwrap().push(name);
+            })
+        };
+        let publish = spawn("publish", Urgency::Publish);
+        wait_for((1, 0));
+        let launch = spawn("launch", Urgency::Launch);
+        wait_for((2, 1));
+        drop(first);
+        publish.join().unwrap();
+        launch.join().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["launch", "publish"]);
+        assert_eq!(queue.waiting(), (0, 0));
+        drop(queue.enter(Urgency::Publish));
+    }
+}

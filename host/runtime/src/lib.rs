@@ -22,7 +22,7 @@ pub mod view;
 
 pub use cache::{sha256_hex, ComponentCache, Origin};
 pub use capabilities::{HostState, Services};
-pub use compile::{run_compile_worker, CompileBudget, CompileWorker};
+pub use compile::{run_compile_worker, CompileBudget, CompileWorker, Urgency};
 pub use error::{describe_app_error, describe_cap_error, Limit, LoadError, RunError};
 pub use limits::{Breach, Meter};
 pub use metrics::{Prepared, RuntimeMetrics};

@@ -22,7 +22,7 @@ use crate::bindings::superapp::plugin::types::{AppError, Context, Event, View as
 use crate::bindings::MiniProgramPre;
 use crate::cache::{sha256_hex, ComponentCache, Origin};
 use crate::capabilities::{self, HostState, Services};
-use crate::compile::{CompileWorker, Uncompiled};
+use crate::compile::{CompileQueue, CompileWorker, Uncompiled, Urgency};
 use crate::contract::{check_imports, ImportReport};
 use crate::error::{Limit, LoadError, RunError};
 use crate::limits::{self, Breach, Meter};
@@ -262,8 +262,8 @@ pub struct Runtime {
     /// Compiles for `engine` (the same settings), made at the first
     /// component that is not precompiled.
     compiler: std::sync::OnceLock<Engine>,
-    /// Held while a component compiles.
-    compiling: std::sync::Mutex<()>,
+    /// One compile at a time, launches first.
+    compiling: CompileQueue,
     /// Components (by SHA-256) that did not compile, and why: not tried
     /// again in this process, so a component past the compile budget takes
     /// it once, not at every launch.
@@ -302,7 +302,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             compiler: std::sync::OnceLock::new(),
-            compiling: std::sync::Mutex::new(()),
+            compiling: CompileQueue::default(),
             failed: std::sync::Mutex::new(std::collections::HashMap::new()),
             scheduler: Scheduler::new(config.scheduler),
             metrics: Arc::new(RuntimeMetrics::default()),
@@ -413,7 +413,12 @@ impl Runtime {
     /// Compile (or load precompiled) without any checks: for tools that
     /// inspect components.
     pub fn compile(&self, bytes: &[u8]) -> Result<(Component, Origin), LoadError> {
-        self.compile_digested(&sha256_hex(bytes), Digest::Computed, bytes)
+        self.compile_digested(
+            &sha256_hex(bytes),
+            Digest::Computed,
+            bytes,
+            Urgency::Publish,
+        )
     }
 
     /// [`Runtime::compile`] of bytes whose SHA-256 (hex) is `sha`: known
@@ -424,6 +429,7 @@ impl Runtime {
         sha: &str,
         digest: Digest,
         bytes: &[u8],
+        urgency: Urgency,
     ) -> Result<(Component, Origin), LoadError> {
         let check = || match digest {
             Digest::Computed => Ok(()),
@@ -448,9 +454,9 @@ impl Runtime {
             return Ok(found);
         }
         check()?;
-        // One compile at a time: each may take its whole budget of memory,
-        // and two loads of one component compile it once.
-        let _compiling = self.compiling.lock().unwrap_or_else(|p| p.into_inner());
+        // One compile at a time, launches first: each may take its whole
+        // budget of memory, and two loads of one component compile it once.
+        let _turn = self.compiling.enter(urgency);
         if let Some(found) = cached() {
             return Ok(found);
         }
@@ -485,7 +491,13 @@ impl Runtime {
 
     /// Check a component against its manifest and prepare it to run.
     pub fn load(&self, manifest: Manifest, bytes: &[u8]) -> Result<App, LoadError> {
-        self.load_with(manifest, bytes, sha256_hex(bytes), Digest::Computed)
+        self.load_with(
+            manifest,
+            bytes,
+            sha256_hex(bytes),
+            Digest::Computed,
+            Urgency::Launch,
+        )
     }
 
     /// [`Runtime::load`] of a component whose SHA-256 (hex) the caller
@@ -499,6 +511,18 @@ impl Runtime {
         bytes: &[u8],
         sha256: &str,
     ) -> Result<App, LoadError> {
+        self.load_digested_as(manifest, bytes, sha256, Urgency::Launch)
+    }
+
+    /// [`Runtime::load_digested`] for whoever waits as `urgency` says: a
+    /// compile for a launch goes before queued compiles for publishes.
+    pub fn load_digested_as(
+        &self,
+        manifest: Manifest,
+        bytes: &[u8],
+        sha256: &str,
+        urgency: Urgency,
+    ) -> Result<App, LoadError> {
         let sha256 = sha256.to_ascii_lowercase();
         // It names files in the cache: nothing but a digest's 64 hex digits.
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -507,7 +531,7 @@ impl Runtime {
                 actual: sha256_hex(bytes),
             });
         }
-        self.load_with(manifest, bytes, sha256, Digest::Claimed)
+        self.load_with(manifest, bytes, sha256, Digest::Claimed, urgency)
     }
 
     fn load_with(
@@ -516,8 +540,9 @@ impl Runtime {
         bytes: &[u8],
         sha256: String,
         digest: Digest,
+        urgency: Urgency,
     ) -> Result<App, LoadError> {
-        let (component, origin) = self.compile_digested(&sha256, digest, bytes)?;
+        let (component, origin) = self.compile_digested(&sha256, digest, bytes, urgency)?;
         let imports =
             check_imports(&self.engine, &component, &manifest).map_err(LoadError::Imports)?;
 

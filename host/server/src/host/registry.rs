@@ -54,10 +54,11 @@ impl Host {
         // The signature's digest of the component was just checked.
         let app = self
             .runtime
-            .load_digested(
+            .load_digested_as(
                 package.manifest().clone(),
                 package.component(),
                 &signature.component_sha256,
+                superapp_runtime::Urgency::Publish,
             )
             .map_err(|e| {
                 HostError::Invalid(format!("the component fails the host's checks: {e}"))

@@ -407,9 +407,12 @@ fn cut_foreign_and_oversized_files_are_refused_and_nothing_is_written() {
     }
     // A file without end (a device, a pipe from a download) is read up to
     // the limit, not until memory runs out.
+    let hello = plugin_dir("hello").join("plugin.toml");
+    let hello = hello.to_str().unwrap();
     for args in [
         vec!["audit", "inspect", "/dev/zero"],
-        vec!["plugin", "check", "/dev/zero", "--manifest", "/dev/zero"],
+        vec!["plugin", "check", "/dev/zero", "--manifest", hello],
+        vec!["plugin", "check", hello, "--manifest", "/dev/zero"],
     ] {
         let out = superapp().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");

@@ -187,12 +187,40 @@ impl Manifest {
         Manifest::parse(&text)
     }
 
-    /// Whether a package of this manifest may be made or published now:
-    /// its version carries no build metadata. `1.0.0+b1` and `1.0.0` are
-    /// equal in precedence, so another build under either could stand for
-    /// a version already published. (Checked where packages are made and
-    /// published, not where stored ones are read back.)
+    /// Whether a package of this manifest may be made or published now,
+    /// by rules stricter than those of a stored one read back (which a
+    /// host that tightened them must still run):
+    /// - its version carries no build metadata: `1.0.0+b1` and `1.0.0` are
+    ///   equal in precedence, so another build under either could stand
+    ///   for a version already published;
+    /// - its name and its publisher's, which users read in the host's
+    ///   dialogs, are one line with nothing that draws as something else
+    ///   (`crate::text::name_problem`; the publisher as an id,
+    ///   `crate::text::id_problem`), and its description and reasons hold
+    ///   no text-direction controls.
     pub fn check_publishable(&self) -> Result<(), ManifestError> {
+        if let Some(problem) = crate::text::name_problem(&self.name, MAX_TEXT) {
+            return Err(invalid("name", problem));
+        }
+        if let Some(problem) = crate::text::id_problem(&self.publisher) {
+            return Err(invalid("publisher", problem));
+        }
+        let texts = std::iter::once(("description".to_string(), &self.description)).chain(
+            self.declared.iter().map(|d| {
+                (
+                    format!("capabilities.{}.reason", d.capability.name()),
+                    &d.reason,
+                )
+            }),
+        );
+        for (key, text) in texts {
+            if text.chars().any(crate::text::disallowed_in_note) {
+                return Err(invalid(
+                    &key,
+                    "contains control or text-direction characters",
+                ));
+            }
+        }
         let v = &self.version;
         if v.build.is_empty() {
             return Ok(());
@@ -218,8 +246,8 @@ impl Manifest {
                 format!("`{}` is not a semantic version: {e}", raw.version),
             )
         })?;
-        check_name("name", &raw.name)?;
-        check_name("publisher", &raw.publisher)?;
+        check_text("name", &raw.name, MAX_TEXT)?;
+        check_text("publisher", &raw.publisher, MAX_TEXT)?;
         check_text("description", &raw.description, MAX_DESCRIPTION)?;
 
         let mut declared = Vec::new();
@@ -378,23 +406,10 @@ fn check_text(key: &str, value: &str, max: usize) -> Result<(), ManifestError> {
     if value.chars().count() > max {
         return Err(invalid(key, format!("longer than {max} characters")));
     }
-    if value.chars().any(crate::text::disallowed_in_note) {
-        return Err(invalid(
-            key,
-            "contains control or text-direction characters",
-        ));
+    if value.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(invalid(key, "contains control characters"));
     }
     Ok(())
-}
-
-/// The app's name and its publisher's, which users read in the host's
-/// dialogs: one line, nothing that draws as something else
-/// (`crate::text::name_problem`).
-fn check_name(key: &str, value: &str) -> Result<(), ManifestError> {
-    match crate::text::name_problem(value.trim(), MAX_TEXT) {
-        None => Ok(()),
-        Some(problem) => Err(invalid(key, problem)),
-    }
 }
 
 /// Whether `id` is a well-formed app id (see `check_app_id`).
@@ -476,15 +491,31 @@ time-ms = 250
             ("name = \"Hello\"", r#"name = "Two\nlines""#, "name"),
         ] {
             assert!(GOOD.contains(from), "{from}");
-            let e = error_of(&GOOD.replace(from, to));
+            let e = publishable_error(&GOOD.replace(from, to));
             assert!(
                 e.contains(key) && e.contains("must not contain"),
                 "{to}: {e}"
             );
         }
-        let e =
-            error_of(&GOOD.replace("description = \"", r#"description = "\u2066hidden\u2069 "#));
+        let e = publishable_error(
+            &GOOD.replace("description = \"", r#"description = "\u2066hidden\u2069 "#),
+        );
         assert!(e.contains("text-direction"), "{e}");
+        let e = publishable_error(&GOOD.replace("Example Org", "Example/Org"));
+        assert!(e.contains("publisher") && e.contains("`/`"), "{e}");
+        // Read back, a stored package's manifest is held to the rules it
+        // was published under, which did not refuse these.
+        let stored = Manifest::parse(&GOOD.replace(r#"name = "Hello""#, r#"name = "Two\nlines""#));
+        assert_eq!(stored.unwrap().name, "Two\nlines");
+    }
+
+    /// Why a manifest that parses may not be published.
+    fn publishable_error(text: &str) -> String {
+        Manifest::parse(text)
+            .unwrap()
+            .check_publishable()
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]

@@ -99,8 +99,18 @@ fn signed_message(manifest_sha256: &str, component_sha256: &str) -> Vec<u8> {
 }
 
 impl Package {
-    /// An unsigned package of `manifest` (plugin.toml's bytes) and `component`.
+    /// An unsigned package of `manifest` (plugin.toml's bytes) and
+    /// `component`, made now: its manifest must be publishable
+    /// ([`Manifest::check_publishable`]).
     pub fn new(manifest: Vec<u8>, component: Vec<u8>) -> Result<Package, PackageError> {
+        let package = Package::assemble(manifest, component)?;
+        package.manifest.check_publishable()?;
+        Ok(package)
+    }
+
+    /// A package of these parts, its manifest held to the rules every
+    /// stored one was (not to those a host tightened since).
+    fn assemble(manifest: Vec<u8>, component: Vec<u8>) -> Result<Package, PackageError> {
         if manifest.len() > MAX_MANIFEST_BYTES {
             return Err(PackageError::Malformed(format!(
                 "plugin.toml is {} bytes; the limit is {MAX_MANIFEST_BYTES}",
@@ -110,7 +120,6 @@ impl Package {
         let text = std::str::from_utf8(&manifest)
             .map_err(|_| PackageError::Malformed("plugin.toml is not UTF-8".into()))?;
         let parsed = Manifest::parse(text)?;
-        parsed.check_publishable()?;
         let size = archive_len([manifest.len(), component.len()]);
         if size > MAX_PACKAGE_BYTES {
             return Err(PackageError::TooLarge {
@@ -319,7 +328,9 @@ impl Package {
             })?),
             None => None,
         };
-        let mut package = Package::new(manifest, component)?;
+        // Read back as it was stored or sent: whether it may be published
+        // is for the registry to say (`Manifest::check_publishable`).
+        let mut package = Package::assemble(manifest, component)?;
         package.signature = signature;
         Ok(package)
     }
@@ -351,6 +362,21 @@ mod tests {
             b"\0asm component".to_vec(),
         )
         .unwrap()
+    }
+
+    /// A package stored under rules a host tightened since still reads
+    /// back (its app keeps running); a new one is held to the new rules.
+    #[test]
+    fn stored_packages_read_back_under_the_rules_they_were_made_with() {
+        let manifest = MANIFEST_TEXT.replace("name = \"Hello\"", "name = \"Hel\u{200B}lo\"");
+        let made = || Package::new(manifest.as_bytes().to_vec(), b"\0asm component".to_vec());
+        assert!(matches!(made(), Err(PackageError::Manifest(_))));
+        let stored = Package::assemble(manifest.as_bytes().to_vec(), b"\0asm component".to_vec())
+            .unwrap()
+            .to_bytes();
+        let read = Package::from_bytes(&stored).unwrap();
+        assert_eq!(read.manifest().name, "Hel\u{200B}lo");
+        assert!(read.manifest().check_publishable().is_err());
     }
 
     #[test]

@@ -19,32 +19,44 @@ pub fn disallowed_in_label(c: char) -> bool {
 
 /// Whether `c` may not appear in the name of a party others trust (a
 /// publisher, an auditor, a document issuer, an app): as for labels, and
-/// also the characters that draw as nothing inside a word (the zero-width
-/// space, the word joiner and invisible operators, the byte order mark,
-/// the soft hyphen, the Mongolian vowel separator, tags) or as blank
-/// (Hangul fillers), with which `Pub\u{200B}A` reads as `PubA` but is
-/// another name. The zero-width joiner and non-joiner stay allowed:
-/// scripts and emoji need them.
+/// every character Unicode says to draw as nothing when it is not
+/// supported (Default_Ignorable_Code_Point: zero-width spaces, direction
+/// marks, the word joiner and invisible operators, the byte order mark,
+/// the soft hyphen, variation selectors, tags, Hangul fillers, …), with
+/// which `Pub\u{200B}A` reads as `PubA` but is another name; and the
+/// braille blank and the interlinear annotation marks. The zero-width
+/// joiner and non-joiner are refused here too: [`name_problem`] lets them
+/// stand between two letters of a script that needs them.
 pub fn disallowed_in_name(c: char) -> bool {
     disallowed_in_label(c)
         || matches!(
             c,
-            '\u{200B}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{FEFF}'
-                | '\u{00AD}'
-                | '\u{180E}'
-                | '\u{115F}'
-                | '\u{1160}'
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{2800}'
                 | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
                 | '\u{FFA0}'
-                | '\u{E0000}'..='\u{E007F}'
+                | '\u{FFF0}'..='\u{FFFB}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
         )
 }
 
 /// Why `name` cannot name a party others trust, if it cannot: empty or
 /// blank, longer than `max` characters, spaces around it, or a character
-/// [`disallowed_in_name`] refuses.
+/// [`disallowed_in_name`] refuses, but for a zero-width joiner or
+/// non-joiner between two characters outside ASCII that show (Persian and
+/// Indic scripts, emoji sequences need them; beside ASCII letters they
+/// only hide).
 pub fn name_problem(name: &str, max: usize) -> Option<String> {
     if visible_chars(name) == 0 {
         return Some("must show at least one character".into());
@@ -55,9 +67,55 @@ pub fn name_problem(name: &str, max: usize) -> Option<String> {
     if name.chars().count() > max {
         return Some(format!("must be at most {max} characters"));
     }
+    let chars: Vec<char> = name.chars().collect();
+    // A letter, mark or symbol outside ASCII that shows (a virama, an emoji).
+    let script_letter = |c: Option<&char>| {
+        c.is_some_and(|c| !c.is_ascii() && !c.is_whitespace() && !disallowed_in_name(*c))
+    };
+    chars
+        .iter()
+        .enumerate()
+        .find(|(i, c)| {
+            let joiner = matches!(c, '\u{200C}' | '\u{200D}');
+            let joins_script = joiner
+                && i.checked_sub(1)
+                    .is_some_and(|p| script_letter(chars.get(p)))
+                && script_letter(chars.get(i + 1));
+            disallowed_in_name(**c) && !joins_script
+        })
+        .map(|(_, c)| format!("must not contain {}", c.escape_unicode()))
+}
+
+/// Why `id` cannot identify a party (a publisher), if it cannot: as for
+/// its name ([`name_problem`], at most 200 characters), and since it is
+/// also a path segment of the registry's addresses, no `/ \ ? # %` and not
+/// only dots.
+pub fn id_problem(id: &str) -> Option<String> {
+    if let Some(problem) = name_problem(id, 200) {
+        return Some(problem);
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| matches!(c, '/' | '\\' | '?' | '#' | '%'))
+    {
+        return Some(format!(
+            "must not contain `{c}`: it is part of the registry's addresses"
+        ));
+    }
+    if id.chars().all(|c| c == '.') {
+        return Some("must not be only dots: it is part of the registry's addresses".into());
+    }
+    None
+}
+
+/// What two party ids or names come to when case, spacing, punctuation
+/// and invisible characters are set aside: two that come to the same
+/// would pass for each other.
+pub fn skeleton(name: &str) -> String {
     name.chars()
-        .find(|c| disallowed_in_name(*c))
-        .map(|c| format!("must not contain {}", c.escape_unicode()))
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// How many characters of `text` show as something: not spaces, nor the
@@ -179,6 +237,25 @@ mod tests {
         assert!(name_problem(" City", 100).is_some());
         assert!(name_problem("\u{3164}", 100).is_some());
         assert!(name_problem("Clinic", 5).is_some());
+        for bad in [
+            "Acme\u{200E}",
+            "Pub\u{200D}A",
+            "Pub\u{200C}A",
+            "A\u{034F}B",
+            "A\u{FE0F}",
+            "A\u{E0100}",
+            "A\u{2800}B",
+            "A\u{061C}B",
+        ] {
+            assert!(name_problem(bad, 100).is_some(), "{bad:?}");
+        }
+        assert_eq!(name_problem("می\u{200C}خواهم", 100), None);
+        for bad in ["..", ".", "a/b", "a%2f", "x?y", "x#y", "back\\slash"] {
+            assert!(id_problem(bad).is_some(), "{bad:?}");
+        }
+        assert_eq!(id_problem("City Hospital"), None);
+        assert_eq!(skeleton("City-Hospital"), skeleton("city hospital"));
+        assert_ne!(skeleton("City Hospital"), skeleton("City Hospitals"));
         for good in [
             "City Hospital",
             "مستشفى المدينة",

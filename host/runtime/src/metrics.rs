@@ -133,8 +133,9 @@ impl Default for RuntimeMetrics {
             call_series,
             queue: Family::default(),
             prepared,
-            // 1 ms to about 4 minutes: past the longest compile budget.
-            compiling: Histogram::new(exponential_buckets(1e-3, 4.0, 10)),
+            // 1 ms to about 70 minutes: past the longest compile budget
+            // (`compile-timeout-secs` at most an hour).
+            compiling: Histogram::new(exponential_buckets(1e-3, 4.0, 12)),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use superapp_core::keys::SigningKey;
+use superapp_core::package::{MAX_MANIFEST_BYTES, MAX_PACKAGE_BYTES};
 use superapp_services::identity::Secrets;
 
 /// The development publisher's key in the data directory.
@@ -81,9 +82,9 @@ fn read_one(dir: &Path) -> anyhow::Result<AppSource> {
     let manifest_path = dir.join("plugin.toml");
     Ok(AppSource {
         dir: dir.to_path_buf(),
-        manifest: std::fs::read(&manifest_path)
+        manifest: superapp_core::files::read_at_most(&manifest_path, MAX_MANIFEST_BYTES as u64)
             .with_context(|| format!("cannot read {}", manifest_path.display()))?,
-        component: std::fs::read(component)
+        component: superapp_core::files::read_at_most(component, MAX_PACKAGE_BYTES as u64)
             .with_context(|| format!("cannot read {}", component.display()))?,
     })
 }

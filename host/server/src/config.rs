@@ -282,7 +282,8 @@ where
 
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path)
+        // A config file is a few kilobytes; a megabyte is plenty.
+        let text = superapp_core::files::read_text_at_most(path, 1 << 20)
             .with_context(|| format!("cannot read {}", path.display()))?;
         toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))

@@ -180,11 +180,9 @@ impl Callbacks {
     /// The attempt failed: retried later, or abandoned after a day.
     pub fn failed(&self, d: &Delivery, error: &str, status: Option<u16>) -> Result<(), StoreError> {
         let now = now_secs();
-        // Why, in the audit entry too: bounded, one line.
-        let why: String = superapp_core::text::escape_controls(error, &[])
-            .chars()
-            .take(300)
-            .collect();
+        // Why, in the audit entry too: bounded, then one line.
+        let cut: String = error.chars().take(300).collect();
+        let why = superapp_core::text::escape_controls(&cut, &[]).into_owned();
         self.finish(d, Some(&why), |t, current| {
             let mut next = current.clone();
             next.attempts += 1;

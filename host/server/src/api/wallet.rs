@@ -55,9 +55,10 @@ pub async fn sweep_throttles(state: AppState) {
         "sweep the login throttles",
         |s| async move {
             s.host.messaging.sweep_send_limits();
-            s.nonces
-                .sweep(superapp_core::now_secs())
-                .map_err(crate::host::HostError::from)?;
+            // Each sweep on its own: one failing leaves the others to run.
+            if let Err(e) = s.nonces.sweep(superapp_core::now_secs()) {
+                tracing::warn!(error = %e, "cannot sweep the used nonces of signed requests");
+            }
             s.host
                 .identity
                 .sweep_throttles()

@@ -40,8 +40,13 @@ impl Host {
     /// Check a package's component against its manifest, then hand it to
     /// the registry; the prepared app is kept for launches.
     fn submit(&self, package: &Package, actor: &Actor) -> Result<Changed, HostError> {
-        // Signature and publisher first: no compiling for strangers.
+        // Signature, publisher and manifest first: no compiling for
+        // strangers, nor for what the registry would refuse anyway.
         let signature = package.verify().map_err(RegistryError::Package)?;
+        package
+            .manifest()
+            .check_publishable()
+            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
         if self
             .registry
             .publisher(&package.manifest().publisher)?

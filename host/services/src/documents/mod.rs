@@ -175,7 +175,7 @@ impl IssuerKeyFile {
     }
 
     pub fn load(path: &Path) -> anyhow::Result<IssuerKeyFile> {
-        let text = std::fs::read_to_string(path)
+        let text = superapp_core::files::read_text_at_most(path, 64 << 10)
             .with_context(|| format!("cannot read the key file {}", path.display()))?;
         serde_json::from_str(&text)
             .with_context(|| format!("{} is not an issuer key file", path.display()))

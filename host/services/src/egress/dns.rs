@@ -11,8 +11,9 @@
 //!
 //! Where the system's configuration cannot be read, the host falls back to
 //! the C library's resolver (and says so in its log), whose lookups each
-//! hold a blocking thread until they return and cannot be called off; the
-//! same bounds apply.
+//! hold a blocking thread until they return and cannot be called off: a
+//! lookup's slot stays with its thread, so at most [`MAX_LOOKUPS`] threads
+//! are ever held, also after their requests stopped waiting.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,9 +38,13 @@ const ABANDONED: &str = "no request waits for this lookup any more";
 
 type Addresses = Result<Vec<SocketAddr>, String>;
 
-/// A lookup of a name's addresses.
+/// One of the [`MAX_LOOKUPS`] places: held by a lookup until it is done
+/// (by the blocking thread, where the lookup is one).
+pub(crate) type Slot = tokio::sync::OwnedSemaphorePermit;
+
+/// A lookup of a name's addresses, holding its slot.
 pub(crate) type Resolve =
-    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Addresses> + Send>> + Send + Sync>;
+    Arc<dyn Fn(String, Slot) -> Pin<Box<dyn Future<Output = Addresses> + Send>> + Send + Sync>;
 
 /// Lookups under way, each shared by the requests that wait for it.
 pub(crate) struct Lookups {
@@ -47,7 +52,7 @@ pub(crate) struct Lookups {
     /// By name: the lookup's answer, once there is one. Requests subscribe
     /// to it; the lookup is called off when none is left.
     inflight: Mutex<HashMap<String, Arc<watch::Sender<Option<Addresses>>>>>,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
 }
 
 impl Lookups {
@@ -55,7 +60,7 @@ impl Lookups {
         Arc::new(Lookups {
             resolve,
             inflight: Mutex::new(HashMap::new()),
-            slots: Semaphore::new(max),
+            slots: Arc::new(Semaphore::new(max)),
         })
     }
 
@@ -63,9 +68,9 @@ impl Lookups {
     /// configuration read).
     pub(crate) fn system() -> Arc<Lookups> {
         let system: Arc<OnceLock<System>> = Arc::new(OnceLock::new());
-        let resolve: Resolve = Arc::new(move |host: String| {
+        let resolve: Resolve = Arc::new(move |host: String, slot: Slot| {
             let system = system.clone();
-            Box::pin(async move { system.get_or_init(System::new).lookup(host).await })
+            Box::pin(async move { system.get_or_init(System::new).lookup(host, slot).await })
         });
         Lookups::new(resolve, MAX_LOOKUPS)
     }
@@ -105,13 +110,21 @@ impl Lookups {
     /// Look `host` up when a slot is free, and tell whoever still waits;
     /// called off as soon as no one does.
     async fn look_up(self: Arc<Self>, host: String, tell: Arc<watch::Sender<Option<Addresses>>>) {
+        // Whatever ends this task (a panic too), its entry goes with it,
+        // so later requests for the name start a lookup of their own.
+        let _entry = Entry {
+            lookups: &self,
+            host: &host,
+            tell: &tell,
+        };
         let lookup = async {
-            let _slot = self
+            let slot = self
                 .slots
-                .acquire()
+                .clone()
+                .acquire_owned()
                 .await
                 .map_err(|_| "the resolver is shut down".to_string())?;
-            tokio::time::timeout(LOOKUP_TIMEOUT, (self.resolve)(host.clone()))
+            tokio::time::timeout(LOOKUP_TIMEOUT, (self.resolve)(host.clone(), slot))
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer within {} s", LOOKUP_TIMEOUT.as_secs())))
         };
@@ -138,6 +151,26 @@ impl Lookups {
     }
 }
 
+/// A lookup's place in the map, given up when the lookup ends however it
+/// ends, unless a newer lookup of the name took it since.
+struct Entry<'a> {
+    lookups: &'a Lookups,
+    host: &'a str,
+    tell: &'a Arc<watch::Sender<Option<Addresses>>>,
+}
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self.lookups.inflight();
+        if inflight
+            .get(self.host)
+            .is_some_and(|t| Arc::ptr_eq(t, self.tell))
+        {
+            inflight.remove(self.host);
+        }
+    }
+}
+
 /// The system's resolver: hickory's with the system's configuration, or
 /// the C library's where that cannot be read.
 enum System {
@@ -149,9 +182,12 @@ impl System {
     fn new() -> System {
         let built = hickory_resolver::TokioResolver::builder_tokio().and_then(|mut builder| {
             let options = builder.options_mut();
-            // Every address of a name is checked before one is connected to:
-            // the cache is hickory's, bounded by the names' TTLs.
-            options.timeout = options.timeout.min(LOOKUP_TIMEOUT);
+            // Both families, as the C library answers: every address of a
+            // name is checked before one is connected to.
+            options.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
+            // Short enough per query that a retry, or the next server, fits
+            // in the lookup's own bound.
+            options.timeout = options.timeout.min(LOOKUP_TIMEOUT / 3);
             builder.build()
         });
         match built {
@@ -163,16 +199,20 @@ impl System {
         }
     }
 
-    async fn lookup(&self, host: String) -> Addresses {
+    async fn lookup(&self, host: String, slot: Slot) -> Addresses {
         match self {
             System::Hickory(resolver) => {
+                let _slot = slot;
                 let found = resolver
                     .lookup_ip(host.as_str())
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(found.iter().map(|ip| SocketAddr::new(ip, 0)).collect())
             }
+            // The thread keeps the slot until the C library returns, even
+            // after the lookup was called off or timed out.
             System::Libc => tokio::task::spawn_blocking(move || {
+                let _slot = slot;
                 use std::net::ToSocketAddrs;
                 (host.as_str(), 0)
                     .to_socket_addrs()
@@ -211,11 +251,11 @@ mod tests {
         let release = Arc::new(tokio::sync::Notify::new());
         let lookups = {
             let (started, ended, release) = (started.clone(), ended.clone(), release.clone());
-            let stalled: Resolve = Arc::new(move |_host: String| {
+            let stalled: Resolve = Arc::new(move |_host: String, slot: Slot| {
                 started.fetch_add(1, Ordering::SeqCst);
                 let (ended, release) = (Ended(ended.clone()), release.clone());
                 Box::pin(async move {
-                    let _ended = ended;
+                    let (_ended, _slot) = (ended, slot);
                     release.notified().await;
                     Ok(vec!["93.184.216.34:0".parse().unwrap()])
                 })

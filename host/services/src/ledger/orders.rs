@@ -139,13 +139,13 @@ fn order_key(id: &str) -> Vec<u8> {
     format!("o\0{id}").into_bytes()
 }
 
-/// A refund's idempotency key, per order.
 /// An idempotency key: what a client names a request by, not text, but
 /// shown in the audit log and kept beside separators of its own.
 fn valid_key(key: &str) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY && !key.chars().any(char::is_control)
 }
 
+/// A refund's idempotency key, per order.
 fn refund_key(order: &str, key: &str) -> Vec<u8> {
     format!("f\0{order}\0{key}").into_bytes()
 }

@@ -253,19 +253,20 @@ fn check_label(what: &str, value: &str) -> Result<(), RegistryError> {
     }
 }
 
-/// A publisher id is also a path segment of the registry's routes and
-/// must not pass for another one by case alone.
+/// A publisher id is also a path segment of the registry's routes: see
+/// `superapp_core::text::id_problem`.
 fn check_publisher_id(id: &str) -> Result<(), RegistryError> {
-    check_label("a publisher id", id)?;
-    if let Some(c) = id
-        .chars()
-        .find(|c| matches!(c, '/' | '\\' | '?' | '#' | '%'))
-    {
-        return Err(RegistryError::Invalid(format!(
-            "a publisher id must not contain `{c}`: it is part of the registry's addresses"
-        )));
+    match superapp_core::text::id_problem(id) {
+        None => Ok(()),
+        Some(problem) => Err(RegistryError::Invalid(format!("a publisher id {problem}"))),
     }
-    Ok(())
+}
+
+/// The index of publisher ids by their skeleton
+/// (`superapp_core::text::skeleton`): two that come to the same would pass
+/// for each other.
+fn twin_key(id: &str) -> Vec<u8> {
+    format!("P\0{}", superapp_core::text::skeleton(id)).into_bytes()
 }
 
 /// The registry service.
@@ -415,18 +416,29 @@ impl Registry {
         keys: &[String],
         actor: &Actor,
     ) -> Result<Publisher, RegistryError> {
+        // The same registration again changes nothing, whatever rules
+        // were in force when it was first made.
+        if let Some(existing) = self.publisher(id)? {
+            if existing.name == name && existing.keys == keys {
+                return Ok(existing);
+            }
+            return Err(RegistryError::PublisherExists(id.into()));
+        }
         check_publisher_id(id)?;
         check_label("a publisher name", name)?;
-        let folded = id.to_lowercase();
+        let twin = |other: &str| {
+            RegistryError::Conflict(format!(
+                "publisher `{other}` is registered already, and `{id}` differs from it only in case, spacing or punctuation"
+            ))
+        };
+        // Publishers registered before the index was kept.
+        let skeleton = superapp_core::text::skeleton(id);
         if let Some(other) = self
             .publishers()?
             .into_iter()
-            .find(|p| p.id != id && p.id.to_lowercase() == folded)
+            .find(|p| superapp_core::text::skeleton(&p.id) == skeleton)
         {
-            return Err(RegistryError::Invalid(format!(
-                "a publisher id must differ from the others in more than case; `{}` is taken",
-                other.id
-            )));
+            return Err(twin(&other.id));
         }
         if keys.is_empty() {
             return Err(RegistryError::Invalid(
@@ -450,7 +462,11 @@ impl Registry {
                 }
                 return Err(Abort::User(RegistryError::PublisherExists(id.into())));
             }
+            if let Some(other) = txn_get::<String>(t, Tree::Registry, &twin_key(id))? {
+                return Err(Abort::User(twin(&other)));
+            }
             txn_put(t, Tree::Registry, &publisher_key(id), &publisher)?;
+            txn_put(t, Tree::Registry, &twin_key(id), &id)?;
             self.audit.append_in(
                 t,
                 self.record("registry.publisher.add", actor, None, "added")
@@ -561,7 +577,15 @@ impl Registry {
         actor: &Actor,
     ) -> Result<Auditor, RegistryError> {
         check_public_key(key)?;
-        check_label("an auditor name", name)?;
+        // Trusting a key again under its name changes nothing, whatever
+        // rules were in force when it was first trusted.
+        if !self
+            .auditors()?
+            .iter()
+            .any(|a| a.key == key && a.name == name)
+        {
+            check_label("an auditor name", name)?;
+        }
         self.check_key_free(key, None, actor)?;
         let auditor = Auditor {
             key: key.into(),

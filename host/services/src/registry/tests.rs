@@ -499,23 +499,55 @@ fn every_change_is_in_the_audit_log_with_its_actor() {
 fn party_names_that_draw_as_something_else_are_refused() {
     let f = fixture();
     let fresh = || SigningKey::generate().unwrap().public_key();
-    for (id, name) in [
-        ("Bank\u{202E}evil", "Bank"),
-        ("Pub\u{200B}A", "PubA"),
-        ("../../etc", "Etc"),
-        ("slash/x", "Slash"),
-        ("what?", "What"),
-        ("CLINIC LTD", "Clinic"),
-        ("Fine Co", "line\u{2028}sep"),
-        ("Fine Co", " Fine"),
+    for (id, name, why) in [
+        (
+            "Bank\u{202E}evil",
+            "Bank",
+            "a publisher id must not contain \\u{202e}",
+        ),
+        (
+            "Pub\u{200B}A",
+            "PubA",
+            "a publisher id must not contain \\u{200b}",
+        ),
+        (
+            "Pub\u{200D}A",
+            "PubA",
+            "a publisher id must not contain \\u{200d}",
+        ),
+        ("../../etc", "Etc", "must not contain `/`"),
+        ("..", "Dots", "must not be only dots"),
+        ("what?", "What", "must not contain `?`"),
+        (
+            "Fine Co",
+            "line\u{2028}sep",
+            "a publisher name must not contain \\u{2028}",
+        ),
+        (
+            "Fine Co",
+            " Fine",
+            "a publisher name must not start or end with spaces",
+        ),
     ] {
         let e = f
             .registry
             .add_publisher(id, name, &[fresh()], &Actor::Operator)
             .unwrap_err();
         assert!(
-            matches!(e, RegistryError::Invalid(_)),
+            matches!(&e, RegistryError::Invalid(m) if m.contains(why)),
             "{id:?} {name:?}: {e}"
+        );
+    }
+    // Ids that differ only in case, spacing or punctuation pass for each
+    // other: a conflict with the one registered first.
+    for twin in ["CLINIC LTD", "clinic-ltd", "Clinic.Ltd"] {
+        let e = f
+            .registry
+            .add_publisher(twin, "Clinic", &[fresh()], &Actor::Operator)
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Conflict(m) if m.contains("`Clinic Ltd` is registered already")),
+            "{twin}: {e}"
         );
     }
     let e = f

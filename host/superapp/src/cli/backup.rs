@@ -115,8 +115,9 @@ fn read_manifest(archive: &Path) -> anyhow::Result<BackupManifest> {
     if first.path()?.as_ref() != Path::new(MANIFEST) {
         bail!("not a superapp backup: it does not start with {MANIFEST}");
     }
+    // The manifest is a few hundred bytes; read no more than a megabyte.
     let mut text = String::new();
-    first.read_to_string(&mut text)?;
+    (&mut first).take(1 << 20).read_to_string(&mut text)?;
     let manifest: BackupManifest =
         serde_json::from_str(&text).with_context(|| format!("{MANIFEST} is unreadable"))?;
     if manifest.format > BACKUP_FORMAT {

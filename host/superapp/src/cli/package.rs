@@ -277,6 +277,9 @@ pub fn inspect(runtime: &Runtime, package: &Package) -> Inspection {
             format!("the component exports `{name}` beside `launch` and `event`; the host never calls it")
         }));
     }
+    if let Err(e) = m.check_publishable() {
+        errors.push(e.to_string());
+    }
     let applied = m.limits.capped_by(RuntimeConfig::default().cap);
     for ((name, asked), (_, runs)) in limits_of(&m.limits).into_iter().zip(limits_of(&applied)) {
         if asked > runs {

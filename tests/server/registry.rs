@@ -522,7 +522,20 @@ async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
         "replayed after a restart"
     );
     let fresh = signed_request::sign(&key, "GET", path, b"", now_secs());
-    assert_eq!(send_signed(url, fresh).await, StatusCode::OK);
+    assert_eq!(send_signed(url, fresh.clone()).await, StatusCode::OK);
+    // Nor after a crash right after the answer: a request that only read
+    // has its nonce on disk before it is answered.
+    tokio::task::spawn_blocking(move || server.kill9())
+        .await
+        .unwrap();
+    let server = Server::start_in(&data, &[]);
+    operator.base = server.base.clone();
+    let url = format!("{}{path}", server.base.trim_end_matches("/api/v1"));
+    assert_eq!(
+        send_signed(url, fresh).await,
+        StatusCode::UNAUTHORIZED,
+        "replayed after kill -9"
+    );
     // A stranger's key is refused before the server reads its body: a
     // request announcing an oversized upload gets 403, not 413. (Raw TCP:
     // the headers promise 40 MB, only a few bytes follow.)

@@ -413,6 +413,14 @@ impl FileConfig {
                 v => Ok(v),
             }
         };
+        let failures = |key: &str, v: Option<u32>| -> anyhow::Result<Option<u32>> {
+            match v {
+                Some(n) if n == 0 || n > 10_000 => {
+                    bail!("{key} must be between 1 and 10000, not {n}")
+                }
+                v => Ok(v),
+            }
+        };
         const HOUR: u64 = 3600;
         const DAY: u64 = 24 * HOUR;
         const MAX_MIB: u64 = 1 << 20;
@@ -429,12 +437,11 @@ impl FileConfig {
                 v => Ok(v),
             }
         };
-        let count = |key: &str, v: Option<usize>| -> anyhow::Result<Option<usize>> {
-            if v == Some(0) {
-                bail!("{key} must be greater than 0");
-            }
-            Ok(v)
-        };
+        // Counts: at least one, and at most a million (the sandbox's
+        // instances and the event slots far fewer, since each is reserved
+        // or made at start).
+        const MAX_COUNT: usize = 1 << 20;
+        let count = |key: &str, v: Option<usize>| sized(key, v, 1..=MAX_COUNT);
         let api_defaults = ApiConfig::default();
         let heartbeat = within("heartbeat-secs", self.heartbeat_secs, HOUR)?
             .map_or(api_defaults.heartbeat, Duration::from_secs);
@@ -463,8 +470,9 @@ impl FileConfig {
         let apps_defaults = AppsConfig::default();
         let sched = apps_defaults.scheduler;
         let scheduler = SchedulerConfig {
-            slots: count("event-slots", self.event_slots)?.unwrap_or(sched.slots),
-            instances: count("event-instances", self.event_instances)?.unwrap_or(sched.instances),
+            slots: sized("event-slots", self.event_slots, 1..=4096)?.unwrap_or(sched.slots),
+            instances: sized("event-instances", self.event_instances, 1..=1 << 16)?
+                .unwrap_or(sched.instances),
             instances_per_app: count("event-instances-per-app", self.event_instances_per_app)?
                 .unwrap_or(sched.instances_per_app),
             max_pending: count("max-pending-events", self.max_pending_events)?
@@ -478,6 +486,13 @@ impl FileConfig {
                 .map_or(sched.max_wait, Duration::from_millis),
             slice: sched.slice,
         };
+        if scheduler.max_pending_per_app > scheduler.max_pending {
+            bail!(
+                "max-pending-events-per-app ({}) must not exceed max-pending-events ({})",
+                scheduler.max_pending_per_app,
+                scheduler.max_pending
+            );
+        }
         if scheduler.instances_per_app > scheduler.instances {
             bail!(
                 "event-instances-per-app ({}) must not exceed event-instances ({})",
@@ -497,23 +512,35 @@ impl FileConfig {
                 password_iterations,
                 session_ttl: within("session-ttl-secs", self.session_ttl_secs, 400 * DAY)?
                     .map_or(identity_defaults.session_ttl, Duration::from_secs),
-                max_failures_per_user: self
-                    .login_max_failures_per_user
-                    .unwrap_or(identity_defaults.max_failures_per_user),
-                max_failures_per_client: self
-                    .login_max_failures_per_client
-                    .unwrap_or(identity_defaults.max_failures_per_client),
+                // Zero would lock an account (or everyone behind an
+                // address) out at the first wrong password.
+                max_failures_per_user: failures(
+                    "login-max-failures-per-user",
+                    self.login_max_failures_per_user,
+                )?
+                .unwrap_or(identity_defaults.max_failures_per_user),
+                max_failures_per_client: failures(
+                    "login-max-failures-per-client",
+                    self.login_max_failures_per_client,
+                )?
+                .unwrap_or(identity_defaults.max_failures_per_client),
                 failure_window: within("login-window-secs", self.login_window_secs, 30 * DAY)?
                     .map_or(identity_defaults.failure_window, Duration::from_secs),
-                hash_slots: match self.password_hash_slots {
+                hash_slots: match sized("password-hash-slots", self.password_hash_slots, 1..=1024)?
+                {
                     None => identity_defaults.hash_slots,
-                    Some(n) => std::num::NonZeroUsize::new(n).ok_or_else(|| {
-                        anyhow::anyhow!("password-hash-slots must be greater than 0")
-                    })?,
+                    Some(n) => {
+                        std::num::NonZeroUsize::new(n).unwrap_or(std::num::NonZeroUsize::MIN)
+                    }
                 },
                 max_signups_per_client: match self.signups_per_client {
                     None => identity_defaults.max_signups_per_client,
-                    Some(0) => anyhow::bail!("signups-per-client must be greater than 0"),
+                    Some(n) if n == 0 || n > 1 << 20 => {
+                        bail!(
+                            "signups-per-client must be between 1 and {}, not {n}",
+                            1 << 20
+                        )
+                    }
                     Some(n) => n,
                 },
             },
@@ -535,10 +562,12 @@ impl FileConfig {
                     .map_or(api_defaults.request_timeout, Duration::from_secs),
                 heartbeat,
                 cookie_secure: self.cookie_secure.unwrap_or(api_defaults.cookie_secure),
-                max_live_per_user: match self.max_live_connections_per_user {
-                    Some(0) => bail!("max-live-connections-per-user must be greater than 0"),
-                    n => n.unwrap_or(api_defaults.max_live_per_user),
-                },
+                max_live_per_user: sized(
+                    "max-live-connections-per-user",
+                    self.max_live_connections_per_user,
+                    1..=1 << 16,
+                )?
+                .unwrap_or(api_defaults.max_live_per_user),
             },
             ws_queue: sized("ws-queue", self.ws_queue, 1..=1 << 20)?.unwrap_or(256),
             store_cache_bytes: within("store-cache-mib", self.store_cache_mib, MAX_MIB)?
@@ -739,6 +768,13 @@ mod tests {
             "max-live-connections-per-user = 0",
             "event-instances = 0",
             "event-instances = 8\nevent-instances-per-app = 9",
+            "login-max-failures-per-user = 0",
+            "login-max-failures-per-client = 0",
+            "event-instances = 18446744073709551615",
+            "event-slots = 18446744073709551615",
+            "max-connections = 18446744073709551615",
+            "max-pending-events = 100\nmax-pending-events-per-app = 101",
+            "password-hash-slots = 18446744073709551615",
         ] {
             let c: FileConfig = toml::from_str(bad).unwrap();
             assert!(c.resolve().is_err(), "{bad}");

@@ -285,6 +285,9 @@ impl FromRequest<AppState> for Called {
                 "this signed request was already used; sign a new one",
             ));
         }
+        // Its nonce is on disk before anything is answered, so a request
+        // that only reads cannot be replayed after a crash either.
+        state.host.store.durable().await?;
         Ok(Called {
             principal,
             body,

@@ -301,6 +301,21 @@ async fn a_document_for_the_backend_reaches_it_signed_and_never_the_app() {
         .await
         .unwrap();
     assert_eq!(added.status(), StatusCode::CREATED);
+    // Ids that would vanish from a path, or pass for this one, are refused.
+    for (id, status) in [
+        (".", StatusCode::BAD_REQUEST),
+        ("..", StatusCode::BAD_REQUEST),
+        ("gov-health", StatusCode::CONFLICT),
+    ] {
+        let refused = http_client()
+            .post(format!("{}/operator/issuers", server.base))
+            .bearer_auth(server.operator_token())
+            .json(&json!({"id": id, "name": "Twin", "public_key": issuer_pk}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), status, "{id}");
+    }
     let claims = tmp.path().join("claims.json");
     std::fs::write(
         &claims,

@@ -864,6 +864,14 @@ async fn the_operator_removes_a_leaked_publisher_key() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = delete(kept.public_key()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (nobody, answer) = operator
+        .call(
+            Method::DELETE,
+            &format!("/registry/publishers/nobody/keys/{}", kept.public_key()),
+            None,
+        )
+        .await;
+    assert_eq!(nobody, StatusCode::NOT_FOUND, "{answer}");
     assert!(
         body["error"]["message"]
             .as_str()

@@ -108,11 +108,23 @@ pub fn id_problem(id: &str) -> Option<String> {
     None
 }
 
-/// What two party ids or names come to when case, spacing, punctuation
-/// and invisible characters are set aside: two that come to the same
-/// would pass for each other.
+/// Whether `key` may name a request for idempotency (a transfer's, an
+/// order's, a refund's, a top-up's): 1 to `max` bytes, and since it is
+/// shown in the audit log and sent on to providers, no control character
+/// nor any that [`disallowed_in_name`] refuses (bidi controls, zero-width
+/// characters, line separators).
+pub fn valid_key(key: &str, max: usize) -> bool {
+    !key.is_empty() && key.len() <= max && !key.chars().any(disallowed_in_name)
+}
+
+/// What two party ids or names come to when compatibility forms (NFKC:
+/// fullwidth letters, ligatures, Roman numerals, composed or decomposed
+/// accents), case, spacing, punctuation and invisible characters are set
+/// aside: two that come to the same would pass for each other. (Letters
+/// of other scripts that look alike, such as Cyrillic `а`, are not.)
 pub fn skeleton(name: &str) -> String {
-    name.chars()
+    use unicode_normalization::UnicodeNormalization as _;
+    name.nfkc()
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
         .collect()
@@ -152,12 +164,14 @@ pub fn visible_chars(text: &str) -> usize {
         .count()
 }
 
-/// `text` with control characters escaped (`\n`, `\u{1b}`, …), but those
-/// in `keep` (a terminal's line breaks and tabs, where lines are wanted):
-/// for text others wrote that goes to a log or a terminal, where control
+/// `text` with control characters escaped (`\n`, `\u{1b}`, …), and those
+/// that make text display as something else ([`disallowed_in_name`]: bidi
+/// controls, zero-width and other invisible characters), but those in
+/// `keep` (a terminal's line breaks and tabs, where lines are wanted): for
+/// text others wrote that goes to a log or a terminal, where control
 /// characters would forge lines or be taken as commands.
 pub fn escape_controls<'a>(text: &'a str, keep: &[char]) -> std::borrow::Cow<'a, str> {
-    let escaped = |c: char| c.is_control() && !keep.contains(&c);
+    let escaped = |c: char| disallowed_in_name(c) && !keep.contains(&c);
     if !text.chars().any(escaped) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -211,6 +225,7 @@ mod tests {
             escape_controls("a\nb\u{1b}[2J\tc", &['\n', '\t']),
             "a\nb\\u{1b}[2J\tc"
         );
+        assert_eq!(escape_controls("Hel\u{202E}lo", &[]), "Hel\\u{202e}lo");
         assert!(matches!(
             escape_controls("plain: é", &[]),
             std::borrow::Cow::Borrowed(_)
@@ -254,8 +269,28 @@ mod tests {
             assert!(id_problem(bad).is_some(), "{bad:?}");
         }
         assert_eq!(id_problem("City Hospital"), None);
+        assert!(valid_key("order-42_ä", 64));
+        for bad in [
+            "",
+            "a\u{0}b",
+            "a\u{202E}b",
+            "a\u{200B}b",
+            "a\u{2028}b",
+            "a\u{85}b",
+        ] {
+            assert!(!valid_key(bad, 64), "{bad:?}");
+        }
+        assert!(!valid_key(&"k".repeat(65), 64));
         assert_eq!(skeleton("City-Hospital"), skeleton("city hospital"));
         assert_ne!(skeleton("City Hospital"), skeleton("City Hospitals"));
+        for (a, b) in [
+            ("pub", "\u{FF50}\u{FF55}\u{FF42}"),
+            ("\u{E9}", "e\u{301}"),
+            ("ff", "\u{FB00}"),
+            ("I", "\u{2160}"),
+        ] {
+            assert_eq!(skeleton(a), skeleton(b), "{a:?} {b:?}");
+        }
         for good in [
             "City Hospital",
             "مستشفى المدينة",

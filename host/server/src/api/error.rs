@@ -209,7 +209,7 @@ impl From<DocumentError> for ApiError {
             DocumentError::NotPending => {
                 ApiError::new(StatusCode::CONFLICT, "already-answered", e.to_string())
             }
-            DocumentError::IssuerExists(_) => {
+            DocumentError::IssuerExists(_) | DocumentError::IssuerTwin { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "exists", e.to_string())
             }
             DocumentError::Verify(_) => {

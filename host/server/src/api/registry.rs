@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use superapp_core::decision::SignedDecision;
-use superapp_services::registry::{Actor, Changed, Registry};
+use superapp_services::registry::{Actor, Changed, Registry, RegistryError};
 
 use super::auth::{Json, Params};
 use super::error::ApiError;
@@ -93,7 +93,8 @@ pub async fn add_publisher_key(
     let p = state
         .host
         .change_registry(|r| r.add_publisher_key(&id, &body.key, &actor))
-        .await?;
+        .await
+        .map_err(no_such_publisher)?;
     Ok(axum::Json(p).into_response())
 }
 
@@ -110,12 +111,24 @@ pub async fn remove_publisher_key(
     let removed = state
         .host
         .change_registry(|r| r.remove_publisher_key(&id, &key, &actor))
-        .await?;
+        .await
+        .map_err(no_such_publisher)?;
     match removed {
         Some(p) => Ok(axum::Json(p).into_response()),
         None => Err(ApiError::not_found(format!(
             "{key} is not a key of publisher `{id}`"
         ))),
+    }
+}
+
+/// On a publisher's own route, a publisher that is not registered is not
+/// found (elsewhere, a package naming one is refused: 403).
+fn no_such_publisher(e: crate::host::HostError) -> ApiError {
+    match e {
+        crate::host::HostError::Registry(RegistryError::UnknownPublisher(id)) => {
+            ApiError::not_found(format!("no publisher `{id}` is registered"))
+        }
+        other => other.into(),
     }
 }
 

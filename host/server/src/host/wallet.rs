@@ -49,12 +49,9 @@ impl Host {
         client: IpAddr,
         t: Transfer,
     ) -> Result<TransferDone, HostError> {
-        if t.idempotency_key.is_empty()
-            || t.idempotency_key.len() > MAX_IDEMPOTENCY_KEY
-            || t.idempotency_key.chars().any(char::is_control)
-        {
+        if !superapp_core::text::valid_key(&t.idempotency_key, MAX_IDEMPOTENCY_KEY) {
             return Err(HostError::Invalid(format!(
-                "an idempotency_key is 1 to {MAX_IDEMPOTENCY_KEY} bytes without control characters"
+                "an idempotency_key is 1 to {MAX_IDEMPOTENCY_KEY} bytes without control or invisible characters"
             )));
         }
         if t.memo.len() > MAX_MEMO || t.memo.chars().any(superapp_core::text::disallowed_in_label) {

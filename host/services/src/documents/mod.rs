@@ -84,6 +84,10 @@ pub enum DocumentError {
     UnknownIssuer(String),
     #[error("issuer `{0}` is already registered")]
     IssuerExists(String),
+    #[error(
+        "issuer `{other}` is registered already, and `{id}` differs from it only in punctuation"
+    )]
+    IssuerTwin { id: String, other: String },
     #[error("no user `{0}`")]
     UnknownUser(String),
     /// Its text includes the cause, so the cause is not also its source
@@ -120,8 +124,10 @@ fn held_key(user: &str, credential: &str) -> Vec<u8> {
 
 /// An identifier of ours: 1-64 of `a-z 0-9 . - _`.
 pub fn check_name(what: &str, value: &str) -> Result<(), DocumentError> {
-    let ok = !value.is_empty()
-        && value.len() <= 64
+    // Not only punctuation: `.` and `..` would be path segments that
+    // clients tidy away.
+    let ok = value.len() <= 64
+        && value.bytes().any(|b| b.is_ascii_alphanumeric())
         && value
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
@@ -129,7 +135,7 @@ pub fn check_name(what: &str, value: &str) -> Result<(), DocumentError> {
         Ok(())
     } else {
         Err(DocumentError::Invalid(format!(
-            "{what} `{value}` must be 1-64 of a-z, 0-9, `.`, `-`, `_`"
+            "{what} `{value}` must be 1-64 of a-z, 0-9, `.`, `-`, `_`, with a letter or digit"
         )))
     }
 }
@@ -421,6 +427,18 @@ impl Documents {
         check_name("issuer id", id)?;
         if let Some(problem) = superapp_core::text::name_problem(name, 100) {
             return Err(DocumentError::Invalid(format!("an issuer name {problem}")));
+        }
+        // `gov.test` and `gov-test` would pass for each other.
+        let skeleton = superapp_core::text::skeleton(id);
+        if let Some(other) = self
+            .issuers()?
+            .into_iter()
+            .find(|i| i.id != id && superapp_core::text::skeleton(&i.id) == skeleton)
+        {
+            return Err(DocumentError::IssuerTwin {
+                id: id.to_string(),
+                other: other.id,
+            });
         }
         format::public_key(public_key).map_err(|_| {
             DocumentError::Invalid(

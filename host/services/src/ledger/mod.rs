@@ -406,9 +406,9 @@ impl Ledger {
         key: &str,
         by: &str,
     ) -> Result<Transfer, LedgerError> {
-        if key.is_empty() || key.len() > MAX_TOPUP_KEY {
+        if !superapp_core::text::valid_key(key, MAX_TOPUP_KEY) {
             return Err(LedgerError::Invalid(format!(
-                "a top-up needs an idempotency key of 1 to {MAX_TOPUP_KEY} bytes, so that a retry issues nothing twice"
+                "a top-up needs an idempotency key of 1 to {MAX_TOPUP_KEY} bytes without control or invisible characters, so that a retry issues nothing twice"
             )));
         }
         let req = TransferRequest {

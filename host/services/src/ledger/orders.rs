@@ -140,9 +140,9 @@ fn order_key(id: &str) -> Vec<u8> {
 }
 
 /// An idempotency key: what a client names a request by, not text, but
-/// shown in the audit log and kept beside separators of its own.
+/// shown in the audit log and sent on to the provider.
 fn valid_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY && !key.chars().any(char::is_control)
+    superapp_core::text::valid_key(key, MAX_KEY)
 }
 
 /// A refund's idempotency key, per order.
@@ -236,7 +236,7 @@ impl Orders {
         }
         if !valid_key(&new.idempotency_key) {
             return Err(OrderError::Invalid(format!(
-                "an idempotency key is 1 to {MAX_KEY} bytes without control characters"
+                "an idempotency key is 1 to {MAX_KEY} bytes without control or invisible characters"
             )));
         }
         if new.expires_in.is_some_and(|t| t < MIN_EXPIRES_IN) {
@@ -458,7 +458,7 @@ impl Orders {
         check_amount(amount)?;
         if !valid_key(key) {
             return Err(OrderError::Invalid(format!(
-                "a refund's idempotency key is 1 to {MAX_KEY} bytes without control characters"
+                "a refund's idempotency key is 1 to {MAX_KEY} bytes without control or invisible characters"
             )));
         }
         let used_key = refund_key(id, key);

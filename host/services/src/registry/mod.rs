@@ -418,8 +418,11 @@ impl Registry {
     ) -> Result<Publisher, RegistryError> {
         // The same registration again changes nothing, whatever rules
         // were in force when it was first made.
+        let same_keys = |stored: &[String]| {
+            stored.len() == keys.len() && keys.iter().all(|k| stored.contains(k))
+        };
         if let Some(existing) = self.publisher(id)? {
-            if existing.name == name && existing.keys == keys {
+            if existing.name == name && same_keys(&existing.keys) {
                 return Ok(existing);
             }
             return Err(RegistryError::PublisherExists(id.into()));
@@ -457,7 +460,7 @@ impl Registry {
         };
         let stored = self.store.transact(&trees(), |t| {
             if let Some(existing) = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))? {
-                if existing.name == publisher.name && existing.keys == publisher.keys {
+                if existing.name == publisher.name && same_keys(&existing.keys) {
                     return Ok(existing);
                 }
                 return Err(Abort::User(RegistryError::PublisherExists(id.into())));

@@ -344,8 +344,16 @@ pub fn run_inspect(package: &Package, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn print_inspection(r: &Inspection) {
-    println!("{} {} ({}) by {}", r.app, r.version, r.name, r.publisher);
-    println!("  {}", r.description);
+    // What the publisher wrote, as text: nothing in it acts on the terminal.
+    let text = |s: &str| super::printable(s);
+    println!(
+        "{} {} ({}) by {}",
+        r.app,
+        r.version,
+        text(&r.name),
+        text(&r.publisher)
+    );
+    println!("  {}", text(&r.description));
     println!("digest     {}", r.digest);
     println!(
         "manifest   {} bytes, sha256 {}",
@@ -393,7 +401,7 @@ fn print_inspection(r: &Inspection) {
             c.name,
             c.consent.name(),
             used,
-            c.reason
+            text(&c.reason)
         );
         for origin in &c.origins {
             println!("  {:<15} may contact {origin}", "");
@@ -411,10 +419,10 @@ fn print_inspection(r: &Inspection) {
         }
     );
     for w in &r.warnings {
-        println!("warning: {w}");
+        println!("warning: {}", text(w));
     }
     for e in &r.errors {
-        println!("error: {e}");
+        println!("error: {}", text(e));
     }
 }
 

@@ -146,7 +146,7 @@ impl Lookups {
                 result = &mut lookup => break result,
             }
         };
-        self.inflight().remove(&host);
+        // Whoever waits gets the answer; the entry goes with `_entry`.
         let _ = tell.send(Some(result));
     }
 }

@@ -25,13 +25,13 @@ pub fn read(path: &Path) -> anyhow::Result<Package> {
 }
 
 /// The bytes of a file the user named, at most `limit` of them.
-pub fn read_file(path: &Path, limit: u64) -> anyhow::Result<Vec<u8>> {
+fn read_file(path: &Path, limit: u64) -> anyhow::Result<Vec<u8>> {
     superapp_core::files::read_at_most(path, limit)
         .with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// The text of a file the user named, at most `limit` bytes of it.
-pub fn read_text(path: &Path, limit: u64) -> anyhow::Result<String> {
+pub(crate) fn read_text(path: &Path, limit: u64) -> anyhow::Result<String> {
     superapp_core::files::read_text_at_most(path, limit)
         .with_context(|| format!("cannot read {}", path.display()))
 }

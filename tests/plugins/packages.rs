@@ -422,6 +422,34 @@ fn cut_foreign_and_oversized_files_are_refused_and_nothing_is_written() {
             stderr(&out)
         );
     }
+    // An error that quotes the file quotes a bounded part of it.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("plugin.toml");
+    let text = std::fs::read_to_string(hello).unwrap();
+    let long = format!("description = [\"{}\"]", "x".repeat(50_000));
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "description = \"Greets you by name and counts your visits.\"",
+            &long,
+        ),
+    )
+    .unwrap();
+    let out = superapp()
+        .args(["plugin", "check"])
+        .arg(component("hello"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("xxxx"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("expected a string"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).len() < 8192, "{} bytes", stderr(&out).len());
 }
 
 #[test]

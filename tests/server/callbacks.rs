@@ -306,6 +306,7 @@ async fn a_document_for_the_backend_reaches_it_signed_and_never_the_app() {
         (".", StatusCode::BAD_REQUEST),
         ("..", StatusCode::BAD_REQUEST),
         ("gov-health", StatusCode::CONFLICT),
+        ("gov.hea1th", StatusCode::CONFLICT),
     ] {
         let refused = http_client()
             .post(format!("{}/operator/issuers", server.base))

@@ -604,6 +604,19 @@ async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
         assert!(status.is_client_error(), "{path}: {status} {err}");
         assert!(err["error"]["code"].is_string(), "{err}");
     }
+    // An error that quotes its input quotes a bounded part of it.
+    let long = format!("a.{}", "x".repeat(6000));
+    let (status, err) = operator
+        .call(
+            Method::PUT,
+            &format!("/registry/apps/{long}/versions/1.0.0/rollout"),
+            Some(json!({"percent": 5})),
+        )
+        .await;
+    assert!(status.is_client_error(), "{status} {err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("a.xxxx"), "{message}");
+    assert!(message.len() < 4096, "{} bytes", message.len());
     // Answered as every JSON route answers: a body not sent as JSON 415,
     // one that is not JSON 400, JSON that does not fit 422.
     let good = json!({"id": "x", "name": "X", "keys": [key.public_key()]}).to_string();
@@ -889,6 +902,36 @@ async fn the_operator_removes_a_leaked_publisher_key() {
         .collect();
     assert_eq!(removals.len(), 1, "{log}");
     assert_eq!(removals[0]["details"]["key"], leaked.public_key());
+
+    // A removed key never comes back: not to its publisher, not for a new
+    // one, not as an auditor's.
+    for (path, body) in [
+        (
+            "/registry/publishers/clinic/keys",
+            json!({"key": leaked.public_key()}),
+        ),
+        (
+            "/registry/publishers",
+            json!({"id": "fresh", "name": "Fresh", "keys": [leaked.public_key()]}),
+        ),
+        (
+            "/registry/auditors",
+            json!({"key": leaked.public_key(), "name": "Eve"}),
+        ),
+    ] {
+        let (status, body) = operator.post(path, body).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("never taken back"),
+            "{body}"
+        );
+    }
+    assert_eq!(signed_get(&leaked).await, StatusCode::FORBIDDEN);
+    let (_, publishers) = operator.get("/registry/publishers").await;
+    assert_eq!(publishers.as_array().unwrap().len(), 1, "{publishers}");
 }
 
 /// A registry (or a proxy in front of it) that hands an auditor another

@@ -119,15 +119,62 @@ pub fn valid_key(key: &str, max: usize) -> bool {
 
 /// What two party ids or names come to when compatibility forms (NFKC:
 /// fullwidth letters, ligatures, Roman numerals, composed or decomposed
-/// accents), case, spacing, punctuation and invisible characters are set
-/// aside: two that come to the same would pass for each other. (Letters
-/// of other scripts that look alike, such as Cyrillic `а`, are not.)
+/// accents), case, spacing, punctuation, invisible characters and letters
+/// that draw alike (Unicode's confusables, UTS #39: Cyrillic `а` and Latin
+/// `a`, `1` and `l`, `rn` and `m`) are set aside: two that come to the same
+/// would pass for each other.
 pub fn skeleton(name: &str) -> String {
     use unicode_normalization::UnicodeNormalization as _;
-    name.nfkc()
+    use unicode_security::confusable_detection::skeleton as confusable;
+    let folded: String = name
+        .nfkc()
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
+        .collect();
+    // Case is folded first, so `i` stands where `I` stood, which draws as
+    // `l`: the two are one letter here. The confusables' representative may
+    // be a capital (`0` maps to `O`) and comes decomposed, so it is folded
+    // again and put back together.
+    confusable(&folded)
+        .flat_map(char::to_lowercase)
+        .map(|c| if c == 'i' { 'l' } else { c })
+        .nfc()
+        .filter(|c| c.is_alphanumeric() || is_mark(*c))
         .collect()
+}
+
+/// Whether `c` is a combining mark, as an accent left over from a
+/// decomposed letter would be.
+fn is_mark(c: char) -> bool {
+    use unicode_normalization::char::is_combining_mark;
+    is_combining_mark(c)
+}
+
+/// The longest start of `text` of at most `max` bytes that ends between
+/// two characters.
+pub fn prefix(text: &str, max: usize) -> &str {
+    &text[..text.floor_char_boundary(max)]
+}
+
+/// `text` cut to at most `max` bytes, and an ellipsis where it was cut:
+/// what a message that quotes its caller's input passes on of it, so a
+/// megabyte sent is not a megabyte answered or logged.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    format!("{}…", prefix(text, max)).into()
+}
+
+/// `text` with each of its lines cut as [`clip`] cuts: a message that
+/// quotes a long line of its input (a parser's excerpt with its caret
+/// under it) keeps its shape and the reason that follows.
+pub fn clip_lines(text: &str, max_line: usize) -> std::borrow::Cow<'_, str> {
+    if text.lines().all(|line| line.len() <= max_line) {
+        return text.into();
+    }
+    let lines: Vec<_> = text.lines().map(|line| clip(line, max_line)).collect();
+    lines.join("\n").into()
 }
 
 /// How many characters of `text` show as something: not spaces, nor the
@@ -281,6 +328,12 @@ mod tests {
             assert!(!valid_key(bad, 64), "{bad:?}");
         }
         assert!(!valid_key(&"k".repeat(65), 64));
+        assert_eq!(clip("héllo", 2), "h…");
+        assert_eq!(clip("héllo", 3), "hé…");
+        assert_eq!(clip("héllo", 6), "héllo");
+        assert_eq!(prefix("héllo", 0), "");
+        assert_eq!(clip_lines("abc\nde\nf", 3), "abc\nde\nf");
+        assert_eq!(clip_lines("abcd\nde\nfghij", 3), "abc…\nde\nfgh…");
         assert_eq!(skeleton("City-Hospital"), skeleton("city hospital"));
         assert_ne!(skeleton("City Hospital"), skeleton("City Hospitals"));
         for (a, b) in [
@@ -288,8 +341,19 @@ mod tests {
             ("\u{E9}", "e\u{301}"),
             ("ff", "\u{FB00}"),
             ("I", "\u{2160}"),
+            ("acme", "\u{430}cme"),
+            ("paypal", "paypa1"),
+            ("paypal", "PAYPAL"),
+            ("modern", "rnodern"),
+            ("bigcorp", "b\u{131}gcorp"),
+            ("google", "g00gle"),
+            ("Clinic", "CIinic"),
+            ("Clinic", "CLINIC"),
         ] {
             assert_eq!(skeleton(a), skeleton(b), "{a:?} {b:?}");
+        }
+        for (a, b) in [("caf\u{E9}", "cafe"), ("acme", "acne"), ("city", "cite")] {
+            assert_ne!(skeleton(a), skeleton(b), "{a:?} {b:?}");
         }
         for good in [
             "City Hospital",

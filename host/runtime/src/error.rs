@@ -132,16 +132,11 @@ pub const MAX_APP_ERROR_MESSAGE: usize = 1024;
 /// `e` with its message cut to [`MAX_APP_ERROR_MESSAGE`] (at a character
 /// boundary, marked with an ellipsis).
 pub(crate) fn bounded_app_error(e: AppError) -> AppError {
-    fn cut(mut m: String) -> String {
-        if m.len() > MAX_APP_ERROR_MESSAGE {
-            let mut end = MAX_APP_ERROR_MESSAGE;
-            while !m.is_char_boundary(end) {
-                end -= 1;
-            }
-            m.truncate(end);
-            m.push('…');
+    fn cut(m: String) -> String {
+        match superapp_core::text::clip(&m, MAX_APP_ERROR_MESSAGE) {
+            std::borrow::Cow::Borrowed(_) => m,
+            std::borrow::Cow::Owned(cut) => cut,
         }
-        m
     }
     match e {
         AppError::BadRequest(m) => AppError::BadRequest(cut(m)),

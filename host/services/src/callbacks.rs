@@ -181,7 +181,7 @@ impl Callbacks {
     pub fn failed(&self, d: &Delivery, error: &str, status: Option<u16>) -> Result<(), StoreError> {
         let now = now_secs();
         // Why, in the audit entry too: bounded, then one line.
-        let cut: String = error.chars().take(300).collect();
+        let cut = superapp_core::text::clip(error, 600);
         let why = superapp_core::text::escape_controls(&cut, &[]).into_owned();
         self.finish(d, Some(&why), |t, current| {
             let mut next = current.clone();

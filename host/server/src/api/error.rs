@@ -89,9 +89,16 @@ impl ApiError {
     }
 }
 
+/// The most of each line of an error's message an answer carries, in
+/// bytes.
+const MAX_MESSAGE_LINE: usize = 2048;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        // A message may quote the request (an id, a field's value): enough
+        // of it to see, not the megabyte it may be.
+        let message = superapp_core::text::clip_lines(&self.message, MAX_MESSAGE_LINE);
+        let body = json!({ "error": { "code": self.code, "message": message } });
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -85,7 +85,7 @@ pub enum DocumentError {
     #[error("issuer `{0}` is already registered")]
     IssuerExists(String),
     #[error(
-        "issuer `{other}` is registered already, and `{id}` differs from it only in punctuation"
+        "issuer `{other}` is registered already, and `{id}` differs from it only in case, punctuation or letters that look alike"
     )]
     IssuerTwin { id: String, other: String },
     #[error("no user `{0}`")]

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use superapp_core::decision::{DecisionError, SignedDecision, Verdict};
 use superapp_core::{now_secs, Limits, PackageError};
-use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree};
+use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
 use crate::audit::{Audit, Event};
 
@@ -218,6 +218,30 @@ fn publisher_key(id: &str) -> Vec<u8> {
 
 fn auditor_key(key: &str) -> Vec<u8> {
     format!("a\0{key}").into_bytes()
+}
+
+/// A key taken from a publisher (leaked or retired): it is never given a
+/// role again, so neither a slip of the operator's nor a start with
+/// `--apps` that would add the development key back brings it back.
+#[derive(Serialize, Deserialize)]
+struct RemovedKey {
+    publisher: String,
+    removed_at: u64,
+}
+
+fn removed_key(key: &str) -> Vec<u8> {
+    format!("k\0{key}").into_bytes()
+}
+
+/// Refuse `key` if it was ever taken from a publisher.
+fn check_not_removed(t: &dyn Txn, key: &str) -> Result<(), Abort<RegistryError>> {
+    match txn_get::<RemovedKey>(t, Tree::Registry, &removed_key(key))? {
+        None => Ok(()),
+        Some(removed) => Err(Abort::User(RegistryError::Conflict(format!(
+            "key {key} was removed from publisher `{}`, and a removed key is never taken back: make a new one (`superapp keys generate`)",
+            removed.publisher
+        )))),
+    }
 }
 
 fn release_prefix(app: &str) -> Vec<u8> {
@@ -431,7 +455,7 @@ impl Registry {
         check_label("a publisher name", name)?;
         let twin = |other: &str| {
             RegistryError::Conflict(format!(
-                "publisher `{other}` is registered already, and `{id}` differs from it only in case, spacing or punctuation"
+                "publisher `{other}` is registered already, and `{id}` differs from it only in case, spacing, punctuation or letters that look alike"
             ))
         };
         // Publishers registered before the index was kept.
@@ -468,6 +492,9 @@ impl Registry {
             if let Some(other) = txn_get::<String>(t, Tree::Registry, &twin_key(id))? {
                 return Err(Abort::User(twin(&other)));
             }
+            for key in keys {
+                check_not_removed(t, key)?;
+            }
             txn_put(t, Tree::Registry, &publisher_key(id), &publisher)?;
             txn_put(t, Tree::Registry, &twin_key(id), &id)?;
             self.audit.append_in(
@@ -496,6 +523,7 @@ impl Registry {
             if p.keys.iter().any(|k| k == key) {
                 return Ok(p);
             }
+            check_not_removed(t, key)?;
             p.keys.push(key.into());
             txn_put(t, Tree::Registry, &publisher_key(id), &p)?;
             self.audit.append_in(
@@ -532,6 +560,11 @@ impl Registry {
             }
             p.keys.retain(|k| k != key);
             txn_put(t, Tree::Registry, &publisher_key(id), &p)?;
+            let removed = RemovedKey {
+                publisher: id.into(),
+                removed_at: now_secs(),
+            };
+            txn_put(t, Tree::Registry, &removed_key(key), &removed)?;
             self.audit.append_in(
                 t,
                 self.record("registry.publisher.key", actor, None, "removed")
@@ -605,6 +638,7 @@ impl Registry {
                 }
                 return Ok((existing, false));
             }
+            check_not_removed(t, key)?;
             txn_put(t, Tree::Registry, &auditor_key(key), &auditor)?;
             self.audit.append_in(
                 t,

@@ -538,9 +538,17 @@ fn party_names_that_draw_as_something_else_are_refused() {
             "{id:?} {name:?}: {e}"
         );
     }
-    // Ids that differ only in case, spacing or punctuation pass for each
-    // other: a conflict with the one registered first.
-    for twin in ["CLINIC LTD", "clinic-ltd", "Clinic.Ltd"] {
+    // Ids that differ only in case, spacing, punctuation or letters that
+    // look alike pass for each other: a conflict with the one registered
+    // first.
+    for twin in [
+        "CLINIC LTD",
+        "clinic-ltd",
+        "Clinic.Ltd",
+        "\u{421}linic Ltd",
+        "CIinic Ltd",
+        "C1inic 1td",
+    ] {
         let e = f
             .registry
             .add_publisher(twin, "Clinic", &[fresh()], &Actor::Operator)

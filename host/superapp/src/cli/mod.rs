@@ -159,7 +159,11 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", printable(&format!("{e:#}")));
+            // A message may quote what it was given (a file's line, a
+            // server's answer): enough of it to see, not a megabyte.
+            let message = format!("{e:#}");
+            let message = superapp_core::text::clip_lines(&message, MAX_ERROR_LINE);
+            eprintln!("error: {}", printable(&message));
             ExitCode::FAILURE
         }
     }
@@ -203,6 +207,9 @@ fn one_target(matches: &ArgMatches) -> Result<(), clap::Error> {
 /// `text` with control characters (but line breaks and tabs) escaped: an
 /// error may quote what a hostile package or archive holds, and a
 /// terminal must not take that as commands.
+/// The most of each line of an error message the CLI prints, in bytes.
+const MAX_ERROR_LINE: usize = 1024;
+
 fn printable(text: &str) -> String {
     superapp_core::text::escape_controls(text, &['\n', '\t']).into_owned()
 }

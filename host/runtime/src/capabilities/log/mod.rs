@@ -96,17 +96,6 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
-fn cut(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 impl wit::Host for HostState {
     async fn emit(
         &mut self,
@@ -119,8 +108,8 @@ impl wit::Host for HostState {
         if let Some((_, location)) = fields.iter().find(|(k, _)| k == "panic") {
             self.panic_message = Some(format!(
                 "{} at {}",
-                cut(&message, MAX_MESSAGE),
-                cut(location, 200)
+                superapp_core::text::prefix(&message, MAX_MESSAGE),
+                superapp_core::text::prefix(location, 200)
             ));
         }
         if self.require(Capability::Log).is_err() {
@@ -133,11 +122,17 @@ impl wit::Host for HostState {
             }
             return Ok(());
         }
-        let message = printable(cut(&message, MAX_MESSAGE));
+        let message = printable(superapp_core::text::prefix(&message, MAX_MESSAGE));
         let fields: Vec<String> = fields
             .iter()
             .take(MAX_FIELDS)
-            .map(|(k, v)| format!("{}={}", printable(cut(k, 64)), printable(cut(v, 256))))
+            .map(|(k, v)| {
+                format!(
+                    "{}={}",
+                    printable(superapp_core::text::prefix(k, 64)),
+                    printable(superapp_core::text::prefix(v, 256))
+                )
+            })
             .collect();
         let (app, version) = (&self.app.id, &self.app.version);
         // A line the log would not keep costs nothing; one it keeps costs

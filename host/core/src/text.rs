@@ -51,6 +51,11 @@ pub fn disallowed_in_name(c: char) -> bool {
         )
 }
 
+/// The most combining marks a name may stack on one character: enough
+/// for the scripts that stack them (Vietnamese, Hebrew with its points,
+/// Indic vowel signs), not for text drawn over its neighbours.
+const MAX_STACKED_MARKS: usize = 4;
+
 /// Why `name` cannot name a party others trust, if it cannot: empty or
 /// blank, longer than `max` characters, spaces around it, or a character
 /// [`disallowed_in_name`] refuses, but for a zero-width joiner or
@@ -68,6 +73,16 @@ pub fn name_problem(name: &str, max: usize) -> Option<String> {
         return Some(format!("must be at most {max} characters"));
     }
     let chars: Vec<char> = name.chars().collect();
+    // Marks stacked past what any script writes spill over the lines
+    // around the name and hide what is there.
+    let stacked = chars
+        .split(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .any(|marks| marks.len() > MAX_STACKED_MARKS);
+    if stacked {
+        return Some(format!(
+            "must not stack more than {MAX_STACKED_MARKS} marks on one character"
+        ));
+    }
     // A letter, mark or symbol outside ASCII that shows (a virama, an emoji).
     let script_letter = |c: Option<&char>| {
         c.is_some_and(|c| !c.is_ascii() && !c.is_whitespace() && !disallowed_in_name(*c))
@@ -312,6 +327,13 @@ mod tests {
             assert!(name_problem(bad, 100).is_some(), "{bad:?}");
         }
         assert_eq!(name_problem("می\u{200C}خواهم", 100), None);
+        // Marks stacked as scripts stack them, not as a pile.
+        assert_eq!(name_problem("Vie\u{302}\u{301}t Clinic", 100), None);
+        assert_eq!(name_problem("בְּרֵאשִׁית", 100), None);
+        assert_eq!(
+            name_problem(&format!("Cli{}nic", "\u{33F}".repeat(5)), 100).as_deref(),
+            Some("must not stack more than 4 marks on one character")
+        );
         for bad in ["..", ".", "a/b", "a%2f", "x?y", "x#y", "back\\slash"] {
             assert!(id_problem(bad).is_some(), "{bad:?}");
         }

@@ -460,12 +460,25 @@ impl Registry {
         };
         // Publishers registered before the index was kept.
         let skeleton = superapp_core::text::skeleton(id);
-        if let Some(other) = self
-            .publishers()?
-            .into_iter()
+        let publishers = self.publishers()?;
+        if let Some(other) = publishers
+            .iter()
             .find(|p| superapp_core::text::skeleton(&p.id) == skeleton)
         {
             return Err(twin(&other.id));
+        }
+        // Users see the name beside each app: two that read alike would
+        // let one publisher pass for another. (The operator registers
+        // publishers one at a time, so this is a read before the change.)
+        let named = superapp_core::text::skeleton(name);
+        if let Some(other) = publishers
+            .iter()
+            .find(|p| superapp_core::text::skeleton(&p.name) == named)
+        {
+            return Err(RegistryError::Conflict(format!(
+                "publisher `{}` is registered already under the name `{}`, which `{name}` would pass for: users could not tell the two apart",
+                other.id, other.name
+            )));
         }
         if keys.is_empty() {
             return Err(RegistryError::Invalid(

@@ -573,6 +573,17 @@ fn party_names_that_draw_as_something_else_are_refused() {
     f.registry
         .trust_auditor(&ann, "Ann Auditor", &Actor::Operator)
         .unwrap();
+    // A name users would take for another publisher's is refused.
+    for twin in ["Clinic", "CLINIC", "C1inic"] {
+        let e = f
+            .registry
+            .add_publisher("impostor", twin, &[fresh()], &Actor::Operator)
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Conflict(m) if m.contains("under the name `Clinic`")),
+            "{twin}: {e}"
+        );
+    }
     // Names in other scripts, with the joiners they need, are fine.
     f.registry
         .add_publisher("مستشفى", "مستشفى المدينة", &[fresh()], &Actor::Operator)

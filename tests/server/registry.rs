@@ -934,6 +934,39 @@ async fn the_operator_removes_a_leaked_publisher_key() {
     assert_eq!(publishers.as_array().unwrap().len(), 1, "{publishers}");
 }
 
+/// An operator who takes the development key from a publisher whose apps
+/// `--apps` publishes keeps it taken: the next start serves what was
+/// published, does not add the key back, and does not fail.
+#[tokio::test]
+async fn a_removed_development_key_stays_removed_across_starts_with_apps() {
+    let s = crate::apps::setup(&["hello"]);
+    let server = crate::apps::serve(&s);
+    let mut operator = Client::new(&server);
+    operator.token = Some(server.operator_token());
+    let path = "/registry/publishers/superapp%20project/keys";
+    let (_, publishers) = operator.get("/registry/publishers").await;
+    let dev_key = publishers[0]["keys"][0].as_str().unwrap().to_string();
+    let own = SigningKey::generate().unwrap().public_key();
+    let (status, body) = operator.post(path, json!({"key": own})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = operator
+        .call(Method::DELETE, &format!("{path}/{dev_key}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    drop(server);
+
+    let server = crate::apps::serve(&s);
+    let mut operator = Client::new(&server);
+    operator.token = Some(server.operator_token());
+    let (_, publishers) = operator.get("/registry/publishers").await;
+    assert_eq!(publishers[0]["keys"], json!([own]), "{publishers}");
+    let alice = Client::signed_up(&server, "alice").await;
+    let (status, view) = alice
+        .post("/apps/dev.superapp.hello/launch", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+}
+
 /// A registry (or a proxy in front of it) that hands an auditor another
 /// version's package than the one asked for is caught by the auditor's
 /// tool before it shows, compares or signs anything.

@@ -132,37 +132,45 @@ pub fn valid_key(key: &str, max: usize) -> bool {
     !key.is_empty() && key.len() <= max && !key.chars().any(disallowed_in_name)
 }
 
-/// What two party ids or names come to when compatibility forms (NFKC:
+/// What a party's id or name comes to when compatibility forms (NFKC:
 /// fullwidth letters, ligatures, Roman numerals, composed or decomposed
 /// accents), case, spacing, punctuation, invisible characters and letters
 /// that draw alike (Unicode's confusables, UTS #39: Cyrillic `а` and Latin
-/// `a`, `1` and `l`, `rn` and `m`) are set aside: two that come to the same
-/// would pass for each other.
-pub fn skeleton(name: &str) -> String {
+/// `a`, `1` and `l`, `rn` and `m`) are set aside. It is read two ways, as
+/// written and in lower case, since some letters draw alike only in one
+/// (`I` and `l`, Cyrillic `В` and Latin `B`; `CLINIC` and `clinic`): one
+/// or two skeletons. Two names that share one would pass for each other
+/// ([`look_alike`]).
+pub fn skeletons(name: &str) -> Vec<String> {
     use unicode_normalization::UnicodeNormalization as _;
-    use unicode_security::confusable_detection::skeleton as confusable;
-    let folded: String = name
-        .nfkc()
-        .filter(|c| c.is_alphanumeric())
+    let letters: String = name.nfkc().filter(|c| c.is_alphanumeric()).collect();
+    let lower: String = letters.chars().flat_map(char::to_lowercase).collect();
+    let mut skeletons = vec![confusable_folded(&letters)];
+    let in_lower_case = confusable_folded(&lower);
+    if in_lower_case != skeletons[0] {
+        skeletons.push(in_lower_case);
+    }
+    skeletons
+}
+
+/// `text` with each character mapped to the confusables' representative,
+/// which may be a capital (`0` maps to `O`) and comes decomposed: folded to
+/// lower case and put back together. What the map gives is kept, letter or
+/// not (Arabic-Indic zero maps to `.`).
+fn confusable_folded(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    unicode_security::confusable_detection::skeleton(text)
         .flat_map(char::to_lowercase)
-        .collect();
-    // Case is folded first, so `i` stands where `I` stood, which draws as
-    // `l`: the two are one letter here. The confusables' representative may
-    // be a capital (`0` maps to `O`) and comes decomposed, so it is folded
-    // again and put back together.
-    confusable(&folded)
-        .flat_map(char::to_lowercase)
-        .map(|c| if c == 'i' { 'l' } else { c })
         .nfc()
-        .filter(|c| c.is_alphanumeric() || is_mark(*c))
+        .filter(|c| !c.is_whitespace())
         .collect()
 }
 
-/// Whether `c` is a combining mark, as an accent left over from a
-/// decomposed letter would be.
-fn is_mark(c: char) -> bool {
-    use unicode_normalization::char::is_combining_mark;
-    is_combining_mark(c)
+/// Whether two ids or names would pass for each other: they share a
+/// skeleton ([`skeletons`]).
+pub fn look_alike(a: &str, b: &str) -> bool {
+    let theirs = skeletons(b);
+    skeletons(a).iter().any(|s| theirs.contains(s))
 }
 
 /// The longest start of `text` of at most `max` bytes that ends between
@@ -181,16 +189,28 @@ pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     format!("{}…", prefix(text, max)).into()
 }
 
-/// `text` with each of its lines cut as [`clip`] cuts: a message that
-/// quotes a long line of its input (a parser's excerpt with its caret
-/// under it) keeps its shape and the reason that follows.
+/// `text` with each of its lines cut as [`clip`] cuts, and at most
+/// [`MAX_LINES`] of them: a message that quotes a long line of its input
+/// (a parser's excerpt with its caret under it) keeps its shape and the
+/// reason that follows, and one of a million short lines stays short.
 pub fn clip_lines(text: &str, max_line: usize) -> std::borrow::Cow<'_, str> {
-    if text.lines().all(|line| line.len() <= max_line) {
+    let count = text.lines().count();
+    if count <= MAX_LINES && text.lines().all(|line| line.len() <= max_line) {
         return text.into();
     }
-    let lines: Vec<_> = text.lines().map(|line| clip(line, max_line)).collect();
+    let mut lines: Vec<_> = text
+        .lines()
+        .take(MAX_LINES)
+        .map(|line| clip(line, max_line))
+        .collect();
+    if count > MAX_LINES {
+        lines.push(format!("… ({} more lines)", count - MAX_LINES).into());
+    }
     lines.join("\n").into()
 }
+
+/// The most lines [`clip_lines`] keeps.
+pub const MAX_LINES: usize = 64;
 
 /// How many characters of `text` show as something: not spaces, nor the
 /// invisible format characters (zero-width spaces and joiners, the
@@ -356,8 +376,12 @@ mod tests {
         assert_eq!(prefix("héllo", 0), "");
         assert_eq!(clip_lines("abc\nde\nf", 3), "abc\nde\nf");
         assert_eq!(clip_lines("abcd\nde\nfghij", 3), "abc…\nde\nfgh…");
-        assert_eq!(skeleton("City-Hospital"), skeleton("city hospital"));
-        assert_ne!(skeleton("City Hospital"), skeleton("City Hospitals"));
+        let many = "a\n".repeat(MAX_LINES + 10);
+        let kept = clip_lines(&many, 3);
+        assert_eq!(kept.lines().count(), MAX_LINES + 1);
+        assert!(kept.ends_with("… (10 more lines)"), "{kept}");
+        assert!(look_alike("City-Hospital", "city hospital"));
+        assert!(!look_alike("City Hospital", "City Hospitals"));
         for (a, b) in [
             ("pub", "\u{FF50}\u{FF55}\u{FF42}"),
             ("\u{E9}", "e\u{301}"),
@@ -370,12 +394,26 @@ mod tests {
             ("bigcorp", "b\u{131}gcorp"),
             ("google", "g00gle"),
             ("Clinic", "CIinic"),
+            ("Clinic", "cIinic"),
             ("Clinic", "CLINIC"),
+            // Capitals that draw as Latin ones, whose small letters do not.
+            ("BANK", "\u{412}\u{410}N\u{41A}"),
+            ("HOTEL", "\u{41D}\u{41E}\u{422}\u{415}L"),
+            ("MTN", "\u{39C}\u{3A4}\u{39D}"),
         ] {
-            assert_eq!(skeleton(a), skeleton(b), "{a:?} {b:?}");
+            assert!(look_alike(a, b), "{a:?} {b:?}");
+            assert!(look_alike(b, a), "{b:?} {a:?}");
         }
-        for (a, b) in [("caf\u{E9}", "cafe"), ("acme", "acne"), ("city", "cite")] {
-            assert_ne!(skeleton(a), skeleton(b), "{a:?} {b:?}");
+        for (a, b) in [
+            ("caf\u{E9}", "cafe"),
+            ("acme", "acne"),
+            ("city", "cite"),
+            ("mail", "mall"),
+            ("Ali", "All"),
+            ("Lima", "Ilma"),
+            ("فرع ١٠", "فرع ١"),
+        ] {
+            assert!(!look_alike(a, b), "{a:?} {b:?}");
         }
         for good in [
             "City Hospital",

@@ -301,7 +301,9 @@ impl From<RegistryError> for ApiError {
             RegistryError::UnknownApp(_) | RegistryError::UnknownVersion { .. } => {
                 ApiError::not_found(message)
             }
-            RegistryError::PublisherExists(_) | RegistryError::Conflict(_) => {
+            RegistryError::PublisherExists(_)
+            | RegistryError::Conflict(_)
+            | RegistryError::RemovedKey { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
             RegistryError::Store(e) => e.into(),

@@ -245,11 +245,11 @@ impl Host {
             }),
             logs: Default::default(),
         });
-        let registry = Arc::new(Registry::new(
+        let registry = Arc::new(Registry::open(
             store.clone(),
             audit.clone(),
             config.registry.policy.clone(),
-        ));
+        )?);
         let token = secrets.load_or_create(OPERATOR_TOKEN, || {
             Ok(superapp_core::ids::random_token().into_bytes())
         })?;

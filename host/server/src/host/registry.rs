@@ -196,24 +196,51 @@ impl Host {
             package.sign(&publisher_key);
             let m = package.manifest().clone();
             let publisher = &m.publisher;
-            match self.registry.publisher(publisher)? {
-                None => {
-                    self.registry.add_publisher(
+            let registered = match self.registry.publisher(publisher)? {
+                None => self
+                    .registry
+                    .add_publisher(
                         publisher,
                         publisher,
                         &[publisher_key.public_key()],
                         &Actor::Development,
-                    )?;
-                }
+                    )
+                    .map(|_| ()),
                 Some(p) if !p.keys.contains(&publisher_key.public_key()) => {
-                    self.registry.add_publisher_key(
+                    let added = self.registry.add_publisher_key(
                         publisher,
                         &publisher_key.public_key(),
                         &Actor::Development,
-                    )?;
-                    tracing::warn!(%publisher, "added the development publisher key to a registered publisher");
+                    );
+                    if added.is_ok() {
+                        tracing::warn!(%publisher, "added the development publisher key to a registered publisher");
+                    }
+                    added.map(|_| ())
                 }
-                Some(_) => {}
+                Some(_) => Ok(()),
+            };
+            match registered {
+                Ok(()) => {}
+                // The operator took the development key away: the apps it
+                // would sign are not published from the directory.
+                Err(RegistryError::RemovedKey {
+                    publisher: from, ..
+                }) => {
+                    let fresh = if secrets.shared() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", or delete {} for a new development key",
+                            secrets.describe(DEV_PUBLISHER_KEY)
+                        )
+                    };
+                    tracing::warn!(
+                        %publisher,
+                        "{label} is not published: the operator removed the development publisher key (from publisher `{from}`), and a removed key is never taken back; publish it signed with the publisher's own key{fresh}"
+                    );
+                    continue;
+                }
+                Err(e) => anyhow::bail!("app {label}: {e}"),
             }
             let submitted = self.submit(&package, &Actor::Development);
             if keep_published {

@@ -428,12 +428,16 @@ impl Documents {
         if let Some(problem) = superapp_core::text::name_problem(name, 100) {
             return Err(DocumentError::Invalid(format!("an issuer name {problem}")));
         }
-        // `gov.test` and `gov-test` would pass for each other.
-        let skeleton = superapp_core::text::skeleton(id);
-        if let Some(other) = self
-            .issuers()?
+        // `gov.test` and `gov-test` would pass for each other. An issuer
+        // registered again is told so first, whatever look-alikes earlier
+        // rules let in beside it.
+        let issuers = self.issuers()?;
+        if issuers.iter().any(|i| i.id == id) {
+            return Err(DocumentError::IssuerExists(id.to_string()));
+        }
+        if let Some(other) = issuers
             .into_iter()
-            .find(|i| i.id != id && superapp_core::text::skeleton(&i.id) == skeleton)
+            .find(|i| superapp_core::text::look_alike(&i.id, id))
         {
             return Err(DocumentError::IssuerTwin {
                 id: id.to_string(),

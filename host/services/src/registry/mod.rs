@@ -203,6 +203,10 @@ pub enum RegistryError {
     UnknownVersion { app: String, version: String },
     #[error("{0}")]
     Conflict(String),
+    #[error(
+        "key {key} was removed from publisher `{publisher}`, and a removed key is never taken back: make a new one (`superapp keys generate`)"
+    )]
+    RemovedKey { key: String, publisher: String },
     /// No version of the app may be launched; the message says why.
     #[error("{0}")]
     NotLaunchable(String),
@@ -237,10 +241,10 @@ fn removed_key(key: &str) -> Vec<u8> {
 fn check_not_removed(t: &dyn Txn, key: &str) -> Result<(), Abort<RegistryError>> {
     match txn_get::<RemovedKey>(t, Tree::Registry, &removed_key(key))? {
         None => Ok(()),
-        Some(removed) => Err(Abort::User(RegistryError::Conflict(format!(
-            "key {key} was removed from publisher `{}`, and a removed key is never taken back: make a new one (`superapp keys generate`)",
-            removed.publisher
-        )))),
+        Some(removed) => Err(Abort::User(RegistryError::RemovedKey {
+            key: key.into(),
+            publisher: removed.publisher,
+        })),
     }
 }
 
@@ -286,11 +290,25 @@ fn check_publisher_id(id: &str) -> Result<(), RegistryError> {
     }
 }
 
-/// The index of publisher ids by their skeleton
-/// (`superapp_core::text::skeleton`): two that come to the same would pass
-/// for each other.
-fn twin_key(id: &str) -> Vec<u8> {
-    format!("P\0{}", superapp_core::text::skeleton(id)).into_bytes()
+/// The indexes of publisher ids (`P`) and names (`N`) by their skeletons
+/// (`superapp_core::text::skeletons`): two that share one would pass for
+/// each other. Each entry holds the publisher's id.
+fn twin_keys(index: char, text: &str) -> Vec<Vec<u8>> {
+    superapp_core::text::skeletons(text)
+        .into_iter()
+        .map(|s| format!("{index}\0{s}").into_bytes())
+        .collect()
+}
+
+/// The first publisher already in `index` (see [`twin_keys`]) under one of
+/// `text`'s skeletons.
+fn indexed_twin(t: &dyn Txn, index: char, text: &str) -> Result<Option<String>, StoreError> {
+    for key in twin_keys(index, text) {
+        if let Some(other) = txn_get::<String>(t, Tree::Registry, &key)? {
+            return Ok(Some(other));
+        }
+    }
+    Ok(None)
 }
 
 /// The registry service.
@@ -323,6 +341,72 @@ impl Registry {
             policy,
             cache: Mutex::default(),
         }
+    }
+
+    /// [`Registry::new`] on a store that may have been written by an
+    /// earlier version: keys removed before removals were remembered are
+    /// found in the audit log, once, and remembered as removed (unless a
+    /// publisher holds one again).
+    pub fn open(
+        store: Arc<Store>,
+        audit: Arc<Audit>,
+        policy: Policy,
+    ) -> Result<Registry, RegistryError> {
+        let registry = Registry::new(store, audit, policy);
+        registry.remember_earlier_removals()?;
+        Ok(registry)
+    }
+
+    fn remember_earlier_removals(&self) -> Result<(), RegistryError> {
+        const DONE: &[u8] = b"m\0removed-keys-remembered";
+        if self.store.get_raw(Tree::Registry, DONE)?.is_some() {
+            return Ok(());
+        }
+        let mut removed = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.audit.entries(after, crate::audit::MAX_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for entry in &page {
+                let e = &entry.event;
+                if e.kind == "registry.publisher.key" && e.outcome == "removed" {
+                    if let (Some(key), Some(publisher)) =
+                        (e.details.get("key"), e.details.get("publisher"))
+                    {
+                        removed.push((key.clone(), publisher.clone(), entry.at));
+                    }
+                }
+            }
+        }
+        let held: HashSet<String> = self
+            .publishers()?
+            .into_iter()
+            .flat_map(|p| p.keys)
+            .collect();
+        let count = self.store.transact(&[Tree::Registry], |t| {
+            let mut count = 0;
+            for (key, publisher, at) in &removed {
+                if held.contains(key) {
+                    continue;
+                }
+                let record = RemovedKey {
+                    publisher: publisher.clone(),
+                    removed_at: *at,
+                };
+                txn_put(t, Tree::Registry, &removed_key(key), &record)?;
+                count += 1;
+            }
+            t.put(Tree::Registry, DONE, b"1")?;
+            Ok::<_, Abort<RegistryError>>(count)
+        })?;
+        if count > 0 {
+            tracing::info!(
+                count,
+                "remembered publisher keys removed before this version"
+            );
+        }
+        Ok(())
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -458,27 +542,23 @@ impl Registry {
                 "publisher `{other}` is registered already, and `{id}` differs from it only in case, spacing, punctuation or letters that look alike"
             ))
         };
-        // Publishers registered before the index was kept.
-        let skeleton = superapp_core::text::skeleton(id);
-        let publishers = self.publishers()?;
-        if let Some(other) = publishers
-            .iter()
-            .find(|p| superapp_core::text::skeleton(&p.id) == skeleton)
-        {
-            return Err(twin(&other.id));
-        }
         // Users see the name beside each app: two that read alike would
-        // let one publisher pass for another. (The operator registers
-        // publishers one at a time, so this is a read before the change.)
-        let named = superapp_core::text::skeleton(name);
-        if let Some(other) = publishers
-            .iter()
-            .find(|p| superapp_core::text::skeleton(&p.name) == named)
-        {
-            return Err(RegistryError::Conflict(format!(
+        // let one publisher pass for another.
+        let twin_name = |other: &Publisher| {
+            RegistryError::Conflict(format!(
                 "publisher `{}` is registered already under the name `{}`, which `{name}` would pass for: users could not tell the two apart",
                 other.id, other.name
-            )));
+            ))
+        };
+        // Publishers registered before the indexes were kept, or kept with
+        // the skeletons of an earlier version.
+        let publishers = self.publishers()?;
+        let look_alike = superapp_core::text::look_alike;
+        if let Some(other) = publishers.iter().find(|p| look_alike(&p.id, id)) {
+            return Err(twin(&other.id));
+        }
+        if let Some(other) = publishers.iter().find(|p| look_alike(&p.name, name)) {
+            return Err(twin_name(other));
         }
         if keys.is_empty() {
             return Err(RegistryError::Invalid(
@@ -502,14 +582,27 @@ impl Registry {
                 }
                 return Err(Abort::User(RegistryError::PublisherExists(id.into())));
             }
-            if let Some(other) = txn_get::<String>(t, Tree::Registry, &twin_key(id))? {
+            if let Some(other) = indexed_twin(t, 'P', id)? {
                 return Err(Abort::User(twin(&other)));
+            }
+            if let Some(other) = indexed_twin(t, 'N', name)? {
+                let other = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(&other))?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "the name index names a missing publisher `{other}`"
+                        ))
+                    })?;
+                return Err(Abort::User(twin_name(&other)));
             }
             for key in keys {
                 check_not_removed(t, key)?;
             }
             txn_put(t, Tree::Registry, &publisher_key(id), &publisher)?;
-            txn_put(t, Tree::Registry, &twin_key(id), &id)?;
+            for (index, text) in [('P', id), ('N', name)] {
+                for key in twin_keys(index, text) {
+                    txn_put(t, Tree::Registry, &key, &id)?;
+                }
+            }
             self.audit.append_in(
                 t,
                 self.record("registry.publisher.add", actor, None, "added")

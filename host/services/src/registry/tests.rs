@@ -548,6 +548,7 @@ fn party_names_that_draw_as_something_else_are_refused() {
         "\u{421}linic Ltd",
         "CIinic Ltd",
         "C1inic 1td",
+        "\u{421}LINIC \u{4C0}TD",
     ] {
         let e = f
             .registry
@@ -588,5 +589,139 @@ fn party_names_that_draw_as_something_else_are_refused() {
     f.registry
         .add_publisher("مستشفى", "مستشفى المدينة", &[fresh()], &Actor::Operator)
         .unwrap();
-    assert_eq!(f.registry.publishers().unwrap().len(), 2);
+    // Capitals of other scripts that draw as Latin ones are caught; words
+    // that only share their letters' shapes loosely are not.
+    f.registry
+        .add_publisher("BANK", "Bank", &[fresh()], &Actor::Operator)
+        .unwrap();
+    let e = f
+        .registry
+        .add_publisher(
+            "\u{412}\u{410}N\u{41A}",
+            "Vank",
+            &[fresh()],
+            &Actor::Operator,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::Conflict(m) if m.contains("`BANK`")),
+        "{e}"
+    );
+    for (id, name) in [("mail", "Mail"), ("mall", "Mall")] {
+        f.registry
+            .add_publisher(id, name, &[fresh()], &Actor::Operator)
+            .unwrap();
+    }
+    assert_eq!(f.registry.publishers().unwrap().len(), 5);
+}
+
+/// A store written by an earlier version indexed ids by the skeletons of
+/// its day, or not at all: a look-alike of such a publisher is still
+/// refused. And twin names raced in at once: one is registered.
+#[test]
+fn look_alikes_are_refused_against_old_records_and_in_a_race() {
+    let f = fixture();
+    let old = Publisher {
+        id: "Metro Pay".into(),
+        name: "Metro Payments".into(),
+        keys: vec![SigningKey::generate().unwrap().public_key()],
+        added_at: now_secs(),
+    };
+    f.registry
+        .store
+        .put(Tree::Registry, &publisher_key(&old.id), &old)
+        .unwrap();
+    let fresh = || SigningKey::generate().unwrap().public_key();
+    let e = f
+        .registry
+        .add_publisher("MetroPay", "Other", &[fresh()], &Actor::Operator)
+        .unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::Conflict(m) if m.contains("`Metro Pay`")),
+        "{e}"
+    );
+    let e = f
+        .registry
+        .add_publisher("other", "METRO PAYMENTS", &[fresh()], &Actor::Operator)
+        .unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::Conflict(m) if m.contains("`Metro Payments`")),
+        "{e}"
+    );
+
+    let registry = &f.registry;
+    let outcomes: Vec<bool> = std::thread::scope(|scope| {
+        let racers: Vec<_> = ["Sun Clinic", "SUN CLINIC", "Sun-Clinic", "Sun.Clinic"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let key = fresh();
+                scope.spawn(move || {
+                    registry
+                        .add_publisher(&format!("racer-{i}"), name, &[key], &Actor::Operator)
+                        .is_ok()
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 1, "{outcomes:?}");
+}
+
+/// A removed key is remembered, and so is one removed by a version that
+/// did not remember removals yet: its removal is in the audit log.
+#[test]
+fn removed_keys_stay_removed_across_versions() {
+    let f = fixture();
+    let spare = SigningKey::generate().unwrap().public_key();
+    f.registry
+        .add_publisher_key("Clinic Ltd", &spare, &Actor::Operator)
+        .unwrap();
+    f.registry
+        .remove_publisher_key("Clinic Ltd", &spare, &Actor::Operator)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        f.registry.add_publisher_key("Clinic Ltd", &spare, &Actor::Operator),
+        Err(RegistryError::RemovedKey { publisher, .. }) if publisher == "Clinic Ltd"
+    ));
+
+    // As an earlier version left it: the removal in the log only.
+    let earlier = SigningKey::generate().unwrap().public_key();
+    f.audit
+        .append(
+            Event {
+                kind: "registry.publisher.key".into(),
+                outcome: "removed".into(),
+                ..Default::default()
+            }
+            .with_detail("publisher", "Clinic Ltd")
+            .with_detail("key", earlier.as_str()),
+        )
+        .unwrap();
+    let store = f.registry.store.clone();
+    let reopened = Registry::open(store.clone(), f.audit.clone(), Policy::default()).unwrap();
+    assert!(matches!(
+        reopened.add_publisher(
+            "New Co",
+            "New Co",
+            std::slice::from_ref(&earlier),
+            &Actor::Operator
+        ),
+        Err(RegistryError::RemovedKey { .. })
+    ));
+    assert!(matches!(
+        reopened.trust_auditor(&earlier, "Eve", &Actor::Operator),
+        Err(RegistryError::RemovedKey { .. })
+    ));
+    // The key removed from now on and the publisher's own stay as they are.
+    assert!(matches!(
+        reopened.add_publisher_key("Clinic Ltd", &spare, &Actor::Operator),
+        Err(RegistryError::RemovedKey { .. })
+    ));
+    let opened_again = Registry::open(store, f.audit.clone(), Policy::default()).unwrap();
+    assert_eq!(
+        opened_again.publisher("Clinic Ltd").unwrap().unwrap().keys,
+        vec![f.publisher.public_key()]
+    );
 }

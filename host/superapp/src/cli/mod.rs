@@ -204,12 +204,12 @@ fn one_target(matches: &ArgMatches) -> Result<(), clap::Error> {
     Ok(())
 }
 
-/// `text` with control characters (but line breaks and tabs) escaped: an
-/// error may quote what a hostile package or archive holds, and a
-/// terminal must not take that as commands.
 /// The most of each line of an error message the CLI prints, in bytes.
 const MAX_ERROR_LINE: usize = 1024;
 
+/// `text` with control characters (but line breaks and tabs) escaped: an
+/// error may quote what a hostile package or archive holds, and a
+/// terminal must not take that as commands.
 fn printable(text: &str) -> String {
     superapp_core::text::escape_controls(text, &['\n', '\t']).into_owned()
 }

@@ -38,7 +38,8 @@ pub enum RegistryCommand {
     },
     /// Take a key from a publisher (leaked or retired): requests signed
     /// with it are refused from now on; versions it signed stay (yank
-    /// those that must go). A publisher keeps at least one key.
+    /// those that must go). A publisher keeps at least one key. This is
+    /// for good: a removed key is never given a role again.
     RemovePublisherKey {
         id: String,
         #[arg(allow_hyphen_values = true)]

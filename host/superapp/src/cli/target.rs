@@ -123,7 +123,7 @@ impl Local {
 
     fn on(store: Arc<Store>) -> anyhow::Result<Local> {
         let audit = Arc::new(Audit::open(store.clone())?);
-        let registry = Registry::new(store.clone(), audit.clone(), Policy::default());
+        let registry = Registry::open(store.clone(), audit.clone(), Policy::default())?;
         Ok(Local {
             store,
             audit,

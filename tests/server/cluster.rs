@@ -175,10 +175,37 @@ async fn a_logout_on_one_node_holds_on_the_other_at_once() {
     on_b.token = on_a.token.clone();
     let (s, me) = on_b.get("/me").await;
     assert_eq!(s, StatusCode::OK, "a session made on A works on B: {me}");
+    // Its WebSocket on B closes at once (the heartbeat, 20 s, would close
+    // it only later), as does another session's on a password change.
+    let mut live_b = ws_connect(&c.nodes[1], on_a.token.as_deref().unwrap()).await;
+    let other = c.on(1, "carol").await;
+    let mut other_b = ws_connect(&c.nodes[1], other.token.as_deref().unwrap()).await;
+    // Subscriptions on the bus are made as sockets open; one sent push
+    // through A shows they hold.
+    let dave = Client::signed_up(&c.nodes[0], "dave").await;
+    let chat = dave.direct_with("carol").await;
+    dave.send(&chat, "m1", "hello").await;
+    for ws in [&mut live_b, &mut other_b] {
+        assert!(next_message(ws, Duration::from_secs(10)).await.is_some());
+    }
+    let soon = Duration::from_secs(5);
     let (s, _) = on_a.call(Method::DELETE, "/sessions/current", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(crate::live::close_code(&mut live_b, soon).await, 4001);
     let (s, body) = on_b.get("/me").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    let third = c.on(0, "carol").await;
+    let (s, body) = third
+        .call(
+            Method::PUT,
+            "/me/password",
+            Some(
+                json!({"current_password": "carol-password", "new_password": "carol-new-password"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(crate::live::close_code(&mut other_b, soon).await, 4001);
     // The operator's token is the same on every node.
     let tokens: Vec<String> = c.nodes.iter().map(Server::operator_token).collect();
     assert_eq!(tokens[0], tokens[1]);
@@ -844,4 +871,56 @@ async fn while_the_bus_is_away_nodes_keep_serving_and_pushes_cross_again_when_it
     assert_eq!(seqs, (1..=stored.len() as u64).collect::<Vec<_>>());
     let away = stored.iter().filter(|m| m["text"] == "while away").count();
     assert_eq!(away, 10);
+}
+
+/// `--demo` on every node of one store: the demo's issuers have one key,
+/// made by the first node, and each node's data directory holds a copy
+/// (in a folder only the host's user opens) that works against any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_on_several_nodes_shares_one_key_per_issuer() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let store = pg_server::shared().database();
+    let bus = nats_server::shared().url();
+    let plugins = repo().join("plugins");
+    let dirs = tempfile::tempdir().unwrap();
+    let env = [
+        ("SUPERAPP_STORE", store.as_str()),
+        ("SUPERAPP_BUS", bus.as_str()),
+    ];
+    let args = ["--demo", "--plugins", plugins.to_str().unwrap()];
+    let nodes: Vec<(std::path::PathBuf, Server)> = (0..2)
+        .map(|i| {
+            let dir = dirs.path().join(format!("node{i}"));
+            let server = Server::start_with(&dir, &args, &env);
+            (dir, server)
+        })
+        .collect();
+    let file = "demo-issuers/gov.civil-registry.json";
+    let keys: Vec<Vec<u8>> = nodes
+        .iter()
+        .map(|(dir, _)| std::fs::read(dir.join(file)).unwrap())
+        .collect();
+    assert_eq!(keys[0], keys[1], "one key per issuer");
+    for (dir, _) in &nodes {
+        let folder = std::fs::metadata(dir.join("demo-issuers")).unwrap();
+        assert_eq!(folder.permissions().mode() & 0o777, 0o700);
+        // Signed with this node's copy, a revocation is taken by the
+        // other node as by this one.
+        for (_, target) in &nodes {
+            let url = target.base.trim_end_matches("/api/v1").to_string();
+            let key = dir.join(file);
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
+                .args(["issuer", "revoke", "--credential", "some-credential"])
+                .arg("--key")
+                .arg(&key)
+                .args(["--server", &url])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }

@@ -81,8 +81,9 @@ fn a_store_that_cannot_work_stops_the_start_with_a_readable_message() {
     assert!(err.contains("PostgreSQL"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_the_database_is_away_requests_get_503_and_the_host_recovers_when_it_is_back() {
+/// A host on a fresh database reached through a cable the test controls,
+/// and alice's chat with bob on it.
+async fn behind_a_cable() -> (Cable, Setup, Server, Client, String) {
     let pg = pg_server::shared();
     let database = pg.database();
     let name = database.rsplit('/').next().unwrap().to_string();
@@ -96,6 +97,12 @@ async fn while_the_database_is_away_requests_get_503_and_the_host_recovers_when_
     let alice = Client::signed_up(&server, "alice").await;
     Client::signed_up(&server, "bob").await;
     let chat = alice.direct_with("bob").await;
+    (cable, s, server, alice, chat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_away_requests_get_503_and_the_host_recovers_when_it_is_back() {
+    let (cable, _s, server, alice, chat) = behind_a_cable().await;
     let (status, _) = alice.send(&chat, "before", "before the outage").await;
     assert_eq!(status, StatusCode::CREATED);
 
@@ -132,4 +139,51 @@ async fn while_the_database_is_away_requests_get_503_and_the_host_recovers_when_
         .map(|m| m["text"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(texts, ["before the outage", "during the outage"]);
+}
+
+/// A database that hangs (a frozen server, a partition that drops packets
+/// without a reset) is answered as one that is away: each request gets
+/// `503` within the store's wait, not never, and the host recovers when
+/// the database answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_hangs_requests_get_503_in_bounded_time() {
+    let (cable, _s, server, alice, chat) = behind_a_cable().await;
+
+    cable.stall();
+    // Bounded by the test too, so a hang fails it rather than holding it.
+    let bound = std::time::Duration::from_secs(60);
+    let (status, body) =
+        tokio::time::timeout(bound, alice.send(&chat, "stalled", "while it hangs"))
+            .await
+            .expect("a request waited for the hung database for good");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "store-unavailable", "{body}");
+    let ready = tokio::time::timeout(
+        bound,
+        http_client()
+            .get(server.base.replace("/api/v1", "/readyz"))
+            .send(),
+    )
+    .await
+    .expect("the readiness probe waited for good")
+    .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    cable.resume();
+    let mut answered = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        answered = alice.send(&chat, "stalled", "while it hangs").await.0;
+        if answered.is_success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(answered.is_success(), "{answered}");
+    let texts: Vec<String> = alice
+        .messages(&chat, 0)
+        .await
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, ["while it hangs"], "stored once");
 }

@@ -14,6 +14,11 @@
 //! a process never receives its own frames back, it has delivered them
 //! locally already.
 //!
+//! The same subject carries notices that some of the user's sessions
+//! ended (a logout, a password change), marked by a header, so that their
+//! live connections on other processes close at once; each process checks
+//! the store before it closes anything.
+//!
 //! The bus is a hint, never the record: a frame is published only after
 //! the message is durable in the store, a frame lost on the way (the bus
 //! restarting, a full outbox, a subscription not yet registered) costs
@@ -26,12 +31,25 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
+use superapp_services::identity::{Identity, SessionRelay};
 use superapp_services::messaging::{Frame, Hub, Relay};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Frames waiting to be published before new ones are dropped.
 const OUTBOX: usize = 16 * 1024;
+
+/// The header that marks a message on a user's subject as a notice that
+/// some of their sessions ended (its payload the notice), not a push.
+const SESSION_ENDED: &str = "Superapp-Session-Ended";
+
+/// What waits in the outbox.
+enum Outgoing {
+    /// A frame for each of these users' live connections.
+    Push(Vec<String>, Frame),
+    /// A notice that some of this user's sessions ended.
+    Ended(String, bytes::Bytes),
+}
 
 /// The subject that carries `user`'s pushes in deployment `namespace`.
 pub fn subject(namespace: &str, user: &str) -> String {
@@ -44,20 +62,23 @@ pub struct NatsRelay {
     namespace: Arc<str>,
     runtime: tokio::runtime::Handle,
     hub: Weak<Hub>,
+    identity: Weak<Identity>,
     /// One subscription task per user with a session here.
     watches: Mutex<HashMap<String, JoinHandle<()>>>,
-    outbox: mpsc::Sender<(Vec<String>, Frame)>,
+    outbox: mpsc::Sender<Outgoing>,
     /// Frames not published because the outbox was full.
     dropped: AtomicU64,
 }
 
 impl NatsRelay {
-    /// Connect to the NATS servers at `urls` and attach to `hub`. Fails
-    /// when none answers: a host meant to share a bus must not serve alone.
+    /// Connect to the NATS servers at `urls` and attach to `hub` and to
+    /// `identity`'s notices of ended sessions. Fails when none answers: a
+    /// host meant to share a bus must not serve alone.
     pub async fn connect(
         urls: &[String],
         namespace: &str,
         hub: &Arc<Hub>,
+        identity: &Arc<Identity>,
     ) -> anyhow::Result<Arc<NatsRelay>> {
         let client = async_nats::ConnectOptions::new()
             .no_echo()
@@ -76,6 +97,7 @@ impl NatsRelay {
             namespace: namespace.clone(),
             runtime: tokio::runtime::Handle::current(),
             hub: Arc::downgrade(hub),
+            identity: Arc::downgrade(identity),
             watches: Mutex::default(),
             outbox,
             dropped: AtomicU64::new(0),
@@ -83,6 +105,7 @@ impl NatsRelay {
         });
         tokio::spawn(publish_all(client, namespace, pending));
         hub.set_relay(relay.clone());
+        identity.set_session_relay(relay.clone());
         Ok(relay)
     }
 
@@ -99,33 +122,9 @@ impl NatsRelay {
     fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
         self.watches.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-/// Publish what the hub forwards, in order, one subject per recipient.
-async fn publish_all(
-    client: async_nats::Client,
-    namespace: Arc<str>,
-    mut pending: mpsc::Receiver<(Vec<String>, Frame)>,
-) {
-    while let Some((users, frame)) = pending.recv().await {
-        let payload = bytes::Bytes::copy_from_slice(frame.as_bytes());
-        for user in &users {
-            if let Err(e) = client
-                .publish(subject(&namespace, user), payload.clone())
-                .await
-            {
-                tracing::warn!(error = %e, "cannot publish a push on the bus; clients catch up from the store");
-            }
-        }
-    }
-}
-
-impl Relay for NatsRelay {
-    fn forward(&self, users: &[String], frame: &Frame) {
-        if self
-            .outbox
-            .try_send((users.to_vec(), frame.clone()))
-            .is_err()
+    fn send(&self, outgoing: Outgoing) {
+        if self.outbox.try_send(outgoing).is_err()
             && self
                 .dropped
                 .fetch_add(1, Ordering::Relaxed)
@@ -136,9 +135,59 @@ impl Relay for NatsRelay {
             );
         }
     }
+}
+
+/// Publish what the hub and the identity service forward, in order, one
+/// subject per recipient.
+async fn publish_all(
+    client: async_nats::Client,
+    namespace: Arc<str>,
+    mut pending: mpsc::Receiver<Outgoing>,
+) {
+    while let Some(outgoing) = pending.recv().await {
+        let sent = match outgoing {
+            Outgoing::Push(users, frame) => {
+                let payload = bytes::Bytes::copy_from_slice(frame.as_bytes());
+                let mut sent = Ok(());
+                for user in &users {
+                    let published = client
+                        .publish(subject(&namespace, user), payload.clone())
+                        .await;
+                    sent = sent.and(published);
+                }
+                sent
+            }
+            Outgoing::Ended(user, notice) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(SESSION_ENDED, "1");
+                client
+                    .publish_with_headers(subject(&namespace, &user), headers, notice)
+                    .await
+            }
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cannot publish on the bus; clients catch up from the store");
+        }
+    }
+}
+
+impl SessionRelay for NatsRelay {
+    fn ended(&self, user: &str, notice: &[u8]) {
+        self.send(Outgoing::Ended(
+            user.to_string(),
+            bytes::Bytes::copy_from_slice(notice),
+        ));
+    }
+}
+
+impl Relay for NatsRelay {
+    fn forward(&self, users: &[String], frame: &Frame) {
+        self.send(Outgoing::Push(users.to_vec(), frame.clone()));
+    }
 
     fn watch(&self, user: &str) {
         let (client, hub, who) = (self.client.clone(), self.hub.clone(), user.to_string());
+        let identity = self.identity.clone();
         let subject = subject(&self.namespace, user);
         let task = self.runtime.spawn(async move {
             // Until it holds (the task ends with the user's last session):
@@ -156,6 +205,16 @@ impl Relay for NatsRelay {
             };
             let to = [who];
             while let Some(message) = frames.next().await {
+                let ended = message
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(SESSION_ENDED).is_some());
+                if ended {
+                    if let Some(identity) = identity.upgrade() {
+                        identity.ended_elsewhere(&to[0], Arc::from(&message.payload[..]));
+                    }
+                    continue;
+                }
                 let (Some(hub), Ok(text)) = (hub.upgrade(), std::str::from_utf8(&message.payload))
                 else {
                     continue;

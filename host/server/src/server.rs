@@ -16,11 +16,20 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let mut queue = None;
     if let crate::config::BusLocation::Nats { urls } = &config.bus {
         let namespace = &host.bus_namespace;
-        let relay = crate::bus::NatsRelay::connect(urls, namespace, host.messaging.hub()).await?;
+        let relay =
+            crate::bus::NatsRelay::connect(urls, namespace, host.messaging.hub(), &host.identity)
+                .await?;
         queue = Some(crate::work::WorkQueue::open(relay.client(), namespace).await?);
         tracing::info!(
             servers = urls.len(),
             "live pushes and due work travel between host processes on the bus"
+        );
+    } else if host.store.shared() {
+        // Right for one process on a database; a node meant to join others
+        // whose bus setting went missing (an empty variable) would serve
+        // without their pushes, so say so.
+        tracing::warn!(
+            "the store is shared but no bus is set (`--bus`): run this host alone on it; beside other host processes, its users would get no live pushes from theirs, nor theirs from it, and due work would be done by each on its own"
         );
     }
     if config.demo {

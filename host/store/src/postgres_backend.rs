@@ -36,6 +36,12 @@ const MAX_ATTEMPTS: u32 = 100;
 /// Entries per round trip when a whole tree is read (backups).
 const PAGE: i64 = 1_000;
 
+/// How long a call waits for the database (a connection, a statement, a
+/// commit) before it is answered `Unavailable`: a database that hangs
+/// (a partition, a stalled disk, a frozen server) is told from one that
+/// is slow, and a request is answered `503` rather than held for good.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
 /// The table holding `tree`'s entries.
 fn table(tree: Tree) -> String {
     format!("superapp_{}", tree.name().replace('-', "_"))
@@ -177,6 +183,14 @@ fn error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// The database did not answer within [`ANSWER_WITHIN`].
+fn no_answer() -> StoreError {
+    StoreError::Unavailable(format!(
+        "PostgreSQL did not answer within {} s",
+        ANSWER_WITHIN.as_secs()
+    ))
+}
+
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         // Refused credentials or a database that does not exist will not
@@ -201,9 +215,14 @@ impl PostgresBackend {
     /// keeping up to `pool_size` connections, and create or migrate the
     /// schema. A database whose schema is newer than this host's is refused.
     pub fn connect(url: &str, pool_size: usize) -> Result<PostgresBackend, StoreError> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Backend(format!("not a PostgreSQL URL: {e}")))?;
+        // A connection whose bytes go unacknowledged (a partition) is
+        // closed by the kernel rather than kept, unless the URL says.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(ANSWER_WITHIN);
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("superapp-postgres")
@@ -229,12 +248,27 @@ impl PostgresBackend {
             pool,
             sql: Tree::ALL.iter().map(|t| TreeSql::new(*t)).collect(),
         };
-        backend.run(migrate(backend.pool.clone()))?;
+        // Unbounded: a host starting beside another waits for that one's
+        // migration, however long it takes.
+        backend.run_unbounded(migrate(backend.pool.clone()))?;
         Ok(backend)
     }
 
-    /// Run `work` on the database runtime and wait for its result.
+    /// Run `work` on the database runtime and wait for its result, at most
+    /// [`ANSWER_WITHIN`].
     fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run_unbounded(async move {
+            tokio::time::timeout(ANSWER_WITHIN, work)
+                .await
+                .unwrap_or_else(|_| Err(no_answer()))
+        })
+    }
+
+    /// [`PostgresBackend::run`] without a time limit.
+    fn run_unbounded<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -260,19 +294,41 @@ impl PostgresBackend {
     ) -> Result<Answer, StoreError> {
         let pool = self.pool.clone();
         let sql = sql.to_string();
-        self.run(async move {
+        // Bounded here rather than by `run`, so that a pooled connection
+        // whose statement got no answer is closed, not handed on with the
+        // statement still in it (a transaction's is closed by `transact`).
+        self.run_unbounded(async move {
+            let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+            let pooled = client.is_none();
             let client = match client {
                 Some(c) => c,
-                None => Arc::new(pool.get().await.map_err(pool_error)?),
+                None => Arc::new(
+                    tokio::time::timeout_at(deadline, pool.get())
+                        .await
+                        .map_err(|_| no_answer())?
+                        .map_err(pool_error)?,
+                ),
             };
-            let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
-            let rows = match &params {
-                Params::Key(k) => client.query(&stmt, &[k]).await,
-                Params::KeyValue(k, v) => client.query(&stmt, &[k, v]).await,
-                Params::Range(lo, Some(hi), limit) => client.query(&stmt, &[lo, hi, limit]).await,
-                Params::Range(lo, None, limit) => client.query(&stmt, &[lo, limit]).await,
-            }
-            .map_err(db_error)?;
+            let query = async {
+                let stmt = client.prepare_cached(&sql).await?;
+                match &params {
+                    Params::Key(k) => client.query(&stmt, &[k]).await,
+                    Params::KeyValue(k, v) => client.query(&stmt, &[k, v]).await,
+                    Params::Range(lo, Some(hi), limit) => {
+                        client.query(&stmt, &[lo, hi, limit]).await
+                    }
+                    Params::Range(lo, None, limit) => client.query(&stmt, &[lo, limit]).await,
+                }
+            };
+            let rows = match tokio::time::timeout_at(deadline, query).await {
+                Ok(rows) => rows.map_err(db_error)?,
+                Err(_) => {
+                    if pooled {
+                        Self::discard(client);
+                    }
+                    return Err(no_answer());
+                }
+            };
             Ok(match want {
                 Want::Nothing => Answer::Nothing,
                 Want::Value => Answer::Value(rows.first().map(|r| r.get::<_, Vec<u8>>(0))),
@@ -358,9 +414,16 @@ impl PostgresBackend {
     /// unknown afterwards is closed rather than handed to the next caller.
     fn abandon(&self, client: Arc<Object>) {
         if self.command(&client, "ROLLBACK").is_err() {
-            if let Ok(object) = Arc::try_unwrap(client) {
-                drop(Object::take(object));
-            }
+            Self::discard(client);
+        }
+    }
+
+    /// Close a transaction's connection without a word to the database
+    /// (which did not answer): it ends the transaction when it sees the
+    /// connection go, and no later caller waits behind the lost statement.
+    fn discard(client: Arc<Object>) {
+        if let Ok(object) = Arc::try_unwrap(client) {
+            drop(Object::take(object));
         }
     }
 
@@ -527,6 +590,10 @@ impl Backend for PostgresBackend {
                         // for the database: its other tasks run meanwhile.
                         blocking(|| std::thread::sleep(Duration::from_micros(micros)));
                     }
+                }
+                Err(e @ StoreError::Unavailable(_)) => {
+                    Self::discard(client);
+                    return Err(e);
                 }
                 Err(e) => {
                     self.abandon(client);

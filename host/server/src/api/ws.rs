@@ -18,7 +18,8 @@
 //! client id is stored once, as over HTTP, so a client that lost its
 //! connection before an acknowledgement sends again. The session is checked
 //! for every send and every heartbeat, and a logout or password change in
-//! this process closes the session's connections at once: after a logout,
+//! this process, or in another on the bus, closes the session's connections
+//! at once: after a logout,
 //! a password change or a revocation the connection is closed with code
 //! 4001. A user holds at most
 //! `max-live-connections-per-user` sessions in this process: past that the

@@ -4,10 +4,11 @@
 //! second start on the same data directory seeds nothing twice and a start
 //! interrupted half-way finishes the job.
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::Path;
 
 use superapp_services::documents::{DocumentError, IssuerKeyFile};
-use superapp_services::identity::{load_or_create_private, IdentityError};
+use superapp_services::identity::{load_or_create_private, IdentityError, Secrets};
 
 use super::{Host, HostError};
 
@@ -95,25 +96,43 @@ fn claims(
 pub const DEMO_INSURER: &str = "ins.national-health";
 
 /// The key of demo issuer `id`: made once and kept (0600) beside the data,
-/// in `DATA_DIR/demo-issuers/ID.json`.
-pub fn demo_issuer_key(data_dir: &Path, id: &str) -> Result<IssuerKeyFile, HostError> {
-    let issuers_dir = data_dir.join("demo-issuers");
-    std::fs::create_dir_all(&issuers_dir)
+/// in `DATA_DIR/demo-issuers/ID.json` (a folder only the host's user may
+/// open), where `superapp issuer issue --key` finds it. Host processes on
+/// a shared store keep one key in the store, made by whichever starts
+/// first, and each writes a copy of it there.
+pub fn demo_issuer_key(secrets: &Secrets, id: &str) -> Result<IssuerKeyFile, HostError> {
+    let issuers_dir = secrets.dir().join(DEMO_ISSUERS);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&issuers_dir)
         .map_err(|e| HostError::Invalid(format!("cannot create {}: {e}", issuers_dir.display())))?;
-    let path = issuers_dir.join(format!("{id}.json"));
-    load_or_create_private(&path, || {
-        Ok(serde_json::to_vec_pretty(&IssuerKeyFile::generate(id)?)?)
-    })
-    .and_then(|b| Ok(serde_json::from_slice::<IssuerKeyFile>(&b)?))
-    .map_err(|e| HostError::Invalid(format!("demo issuer key {}: {e:#}", path.display())))
+    let file = format!("{DEMO_ISSUERS}/{id}.json");
+    let path = secrets.dir().join(&file);
+    let invalid =
+        |e: anyhow::Error| HostError::Invalid(format!("demo issuer key {}: {e:#}", path.display()));
+    let bytes = secrets
+        .load_or_create(&file, || {
+            Ok(serde_json::to_vec_pretty(&IssuerKeyFile::generate(id)?)?)
+        })
+        .map_err(invalid)?;
+    if secrets.shared() && std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+        let _ = std::fs::remove_file(&path);
+        load_or_create_private(&path, || Ok(bytes.clone())).map_err(invalid)?;
+    }
+    serde_json::from_slice(&bytes).map_err(|e| invalid(e.into()))
 }
+
+/// The folder of the demo issuers' keys in the data directory.
+const DEMO_ISSUERS: &str = "demo-issuers";
 
 impl Host {
     /// Seed the demo data; what already exists is left as it is.
     pub async fn seed_demo(&self, data_dir: &Path) -> Result<(), HostError> {
+        let secrets = Secrets::for_store(data_dir, &self.store);
         let mut keys = Vec::new();
         for (id, name) in ISSUERS {
-            let key = demo_issuer_key(data_dir, id)?;
+            let key = demo_issuer_key(&secrets, id)?;
             match self
                 .documents
                 .add_issuer(&self.audit, "demo", id, name, &key.public_key)

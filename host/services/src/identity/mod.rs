@@ -281,6 +281,17 @@ pub struct Identity {
     /// connections ([`Identity::watch_session`]): a logout wakes only the
     /// connections of its own user.
     watchers: Watchers,
+    /// Where notices also go to the other processes on a shared store.
+    relay: std::sync::OnceLock<Arc<dyn SessionRelay>>,
+}
+
+/// Carries notices that sessions ended to the other host processes on one
+/// store (the bus), whose live connections of those sessions then close
+/// at once rather than at their next check. A notice lost on the way
+/// costs only that wait: the store is the record.
+pub trait SessionRelay: Send + Sync {
+    /// `notice` (opaque) may have ended some of `user`'s sessions.
+    fn ended(&self, user: &str, notice: &[u8]);
 }
 
 /// A channel per user whose sessions are watched: the digest of each of
@@ -420,6 +431,7 @@ impl Identity {
             live_sessions: Default::default(),
             evictions: Default::default(),
             watchers: Default::default(),
+            relay: Default::default(),
             users_throttle: Throttle::for_store(
                 &store,
                 "login-user",
@@ -776,18 +788,36 @@ impl Identity {
         Ok(())
     }
 
-    /// Tell `user`'s session watches in this process that `notice` (a
-    /// session's digest, or their [`user_notice`]) may have ended theirs.
+    /// Tell `user`'s session watches, in this process and through the
+    /// relay in the others, that `notice` (a session's digest, or their
+    /// [`user_notice`]) may have ended theirs.
     fn tell_watches(&self, user: &str, notice: Arc<[u8]>) {
+        if let Some(relay) = self.relay.get() {
+            relay.ended(user, &notice);
+        }
+        self.ended_elsewhere(user, notice);
+    }
+
+    /// A notice from another process (see [`SessionRelay`]) for `user`'s
+    /// session watches in this one. Each watch checks the store before it
+    /// closes anything, so a notice is a hint, never a verdict.
+    pub fn ended_elsewhere(&self, user: &str, notice: Arc<[u8]>) {
         let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = watchers.get(user) {
             let _ = tx.send(notice);
         }
     }
 
+    /// Send notices of sessions ended here to the other processes through
+    /// `relay` too (set once, when the bus is joined).
+    pub fn set_session_relay(&self, relay: Arc<dyn SessionRelay>) {
+        let _ = self.relay.set(relay);
+    }
+
     /// Change `user`'s password, proven by the `current` one (throttled as
     /// a login is): every other session of the account ends, here at once
-    /// (with its live connections) and on other nodes at their next check;
+    /// (with its live connections, on other nodes too where a relay is
+    /// set, else at their next check);
     /// the session of `token`, the one asking, goes on.
     pub async fn change_password(
         &self,
@@ -834,9 +864,9 @@ impl Identity {
         cache.retain(|k, (u, _)| !gone(k, u));
     }
 
-    /// Watch for the end of `token`'s session in this process (its live
-    /// connections close at once on a logout here; on other nodes, at
-    /// their next check).
+    /// Watch for the end of `token`'s session (its live connections close
+    /// at once on a logout here, or on another node through the relay;
+    /// else at their next check).
     pub fn watch_session(&self, token: &str, user: &str) -> SessionWatch {
         let rx = self
             .watchers

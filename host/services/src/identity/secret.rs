@@ -49,6 +49,11 @@ impl Secrets {
         }
     }
 
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The host's store, when these are a host's files.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()

@@ -159,11 +159,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // A message may quote what it was given (a file's line, a
-            // server's answer): enough of it to see, not a megabyte.
-            let message = format!("{e:#}");
-            let message = superapp_core::text::clip_lines(&message, MAX_ERROR_LINE);
-            eprintln!("error: {}", printable(&message));
+            eprintln!("error: {}", error_text(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -212,6 +208,13 @@ const MAX_ERROR_LINE: usize = 1024;
 /// terminal must not take that as commands.
 fn printable(text: &str) -> String {
     superapp_core::text::escape_controls(text, &['\n', '\t']).into_owned()
+}
+
+/// An error message, [`printable`]: it may quote what it was given (a
+/// file's line, a server's answer), so enough of each line to see is
+/// printed, not a megabyte.
+fn error_text(text: &str) -> String {
+    printable(&superapp_core::text::clip_lines(text, MAX_ERROR_LINE))
 }
 
 /// `superapp … | head` closes our stdout early. Rust ignores SIGPIPE, so

@@ -402,7 +402,7 @@ fn check(component: &Path, manifest: &Path, json: bool) -> anyhow::Result<ExitCo
         );
     } else {
         for e in &report.errors {
-            eprintln!("error: {}", super::printable(e));
+            eprintln!("error: {}", super::error_text(e));
         }
     }
     Ok(if report.ok {
@@ -472,7 +472,7 @@ fn run_plugin(
             }
             Err(e) => {
                 // The message may be the app's own words.
-                eprintln!("error[{}]: {}", e.code(), super::printable(&e.to_string()));
+                eprintln!("error[{}]: {}", e.code(), super::error_text(&e.to_string()));
                 Ok(ExitCode::FAILURE)
             }
         }

@@ -63,7 +63,8 @@ pub struct ServeArgs {
     /// the hospital app built to book through it (`--features backend`,
     /// its plugin.backend.toml, version 1.1.0) instead of the one that
     /// keeps the schedule in shared storage. The host may reach it over
-    /// plain http on loopback, and nothing else of the kind.
+    /// plain http on loopback, and nothing else of the kind. On the
+    /// embedded store only: it trusts this data directory's keys.
     #[arg(long, requires = "demo")]
     hospital_backend: bool,
     /// Where the demo's hospital backend listens: a loopback address with a
@@ -179,6 +180,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut config = file.resolve()?;
+    if backend.is_some()
+        && !matches!(
+            config.store,
+            superapp_server::config::StoreLocation::Embedded
+        )
+    {
+        // It trusts the keys of this data directory, which a shared store
+        // may not use.
+        bail!("--hospital-backend runs beside one host on its own data directory: start it without --store");
+    }
     config.apps.compile_worker = Some(super::compile_worker(config.apps.compile_budget)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -233,8 +244,10 @@ fn demo_backend_config(
     let host_key = superapp_services::documents::HostKey::load_or_create(
         &superapp_services::identity::Secrets::in_dir(data_dir),
     )?;
-    let insurer =
-        superapp_server::host::demo_issuer_key(data_dir, superapp_server::host::DEMO_INSURER)?;
+    let insurer = superapp_server::host::demo_issuer_key(
+        &superapp_services::identity::Secrets::in_dir(data_dir),
+        superapp_server::host::DEMO_INSURER,
+    )?;
     let key =
         |b64: &str| superapp_sdk::credentials::public_key(b64).map_err(|e| anyhow::anyhow!("{e}"));
     Ok(hospital_backend::Config {

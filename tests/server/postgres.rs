@@ -76,6 +76,7 @@ fn a_store_that_cannot_work_stops_the_start_with_a_readable_message() {
         "postgres://app:s3cret-word@127.0.0.1:1/superapp?connect_timeout=2",
     )]);
     assert!(err.contains("cannot open the PostgreSQL store"), "{err}");
+    assert!(err.contains("refused"), "the cause is named: {err}");
     assert!(!err.contains("s3cret-word"), "{err}");
     let err = refused_start(&[("SUPERAPP_STORE", "postgres://")]);
     assert!(err.contains("PostgreSQL"), "{err}");

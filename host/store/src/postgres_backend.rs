@@ -175,11 +175,14 @@ fn db_error(e: tokio_postgres::Error) -> StoreError {
 }
 
 /// The database's own message where there is one (tokio-postgres's
-/// `Display` of a server error is only "db error").
+/// `Display` of a server error is only "db error"), else the error with
+/// its cause ("error connecting to server" says nothing of why). Neither
+/// carries the URL, so no password.
 fn error_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
     }
 }
 

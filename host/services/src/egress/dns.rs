@@ -329,13 +329,17 @@ mod tests {
         assert_eq!(running(), 0);
     }
 
-    /// The system's resolver answers `localhost` without asking a server.
+    /// The system's resolver answers `localhost` without asking a server,
+    /// with the addresses of both families (which the host then checks
+    /// one by one), as the C library does.
     #[tokio::test]
-    async fn the_system_resolver_knows_localhost() {
+    async fn the_system_resolver_knows_localhost_in_both_families() {
         let found = Lookups::system().addresses("localhost").await.unwrap();
         assert!(
             !found.is_empty() && found.iter().all(|a| a.ip().is_loopback()),
             "{found:?}"
         );
+        assert!(found.iter().any(SocketAddr::is_ipv4), "{found:?}");
+        assert!(found.iter().any(SocketAddr::is_ipv6), "{found:?}");
     }
 }

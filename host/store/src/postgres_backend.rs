@@ -431,14 +431,17 @@ impl PostgresBackend {
     }
 
     /// One attempt of a transaction: `Ok(committed)`, or the error that
-    /// ended it (`Conflict` to try again).
+    /// ended it (`Conflict` to try again) and whether the transaction may
+    /// still be open on the connection.
     fn attempt(
         &self,
         client: &Arc<Object>,
         names: &[Tree],
         body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
-    ) -> Result<bool, StoreError> {
-        self.command(client, "BEGIN ISOLATION LEVEL SERIALIZABLE")?;
+    ) -> Result<bool, Failed> {
+        let open = |error| Failed { error, open: true };
+        self.command(client, "BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .map_err(open)?;
         let txn = PgTxn {
             backend: self,
             names,
@@ -449,20 +452,31 @@ impl PostgresBackend {
         // The database refused a statement the body went on from: the
         // transaction is lost whatever the body concluded.
         if let Some(e) = txn.failed.borrow_mut().take() {
-            return Err(e);
+            return Err(open(e));
         }
         match result {
-            Ok(()) => {
-                self.command(client, "COMMIT")?;
-                Ok(true)
-            }
-            Err(StoreError::Conflict) => Err(StoreError::Conflict),
+            // A COMMIT that fails ends the transaction (a serialization
+            // failure rolls it back): no ROLLBACK follows, which the
+            // database would answer with a warning.
+            Ok(()) => match self.command(client, "COMMIT") {
+                Ok(()) => Ok(true),
+                Err(error) => Err(Failed { error, open: false }),
+            },
+            Err(StoreError::Conflict) => Err(open(StoreError::Conflict)),
             Err(_) => {
-                self.command(client, "ROLLBACK")?;
+                self.command(client, "ROLLBACK").map_err(open)?;
                 Ok(false)
             }
         }
     }
+}
+
+/// How an attempt of a transaction failed.
+struct Failed {
+    error: StoreError,
+    /// Whether the transaction may still be open on its connection (and
+    /// wants a ROLLBACK before the connection is used again).
+    open: bool,
 }
 
 /// Create the schema, or bring it to [`SCHEMA_VERSION`], holding an
@@ -579,8 +593,13 @@ impl Backend for PostgresBackend {
             let client = Arc::new(self.run(async move { pool.get().await.map_err(pool_error) })?);
             match self.attempt(&client, names, body) {
                 Ok(committed) => return Ok(committed),
-                Err(StoreError::Conflict) => {
-                    self.abandon(client);
+                Err(Failed {
+                    error: StoreError::Conflict,
+                    open,
+                }) => {
+                    if open {
+                        self.abandon(client);
+                    }
                     // Spread the retries of transactions that met each
                     // other, so they do not meet again.
                     if attempt > 1 {
@@ -594,13 +613,18 @@ impl Backend for PostgresBackend {
                         blocking(|| std::thread::sleep(Duration::from_micros(micros)));
                     }
                 }
-                Err(e @ StoreError::Unavailable(_)) => {
+                Err(Failed {
+                    error: e @ StoreError::Unavailable(_),
+                    ..
+                }) => {
                     Self::discard(client);
                     return Err(e);
                 }
-                Err(e) => {
-                    self.abandon(client);
-                    return Err(e);
+                Err(Failed { error, open }) => {
+                    if open {
+                        self.abandon(client);
+                    }
+                    return Err(error);
                 }
             }
         }

@@ -18,8 +18,27 @@ pub fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     if let Some(size) = known.filter(|size| *size > limit) {
         return Err(too_big(Some(size), limit));
     }
+    // One past the limit tells a file of exactly the limit from a longer
+    // one. Of unknown size (a pipe, a device), the buffer grows by doubling
+    // but never past that, so a read to the limit holds at most about one
+    // and a half times it while the buffer moves, not three.
+    let most = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
     let mut bytes = Vec::with_capacity(known.unwrap_or(0).min(limit) as usize);
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    let mut reader = file.take(limit.saturating_add(1));
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if bytes.capacity() - bytes.len() < n {
+            let grown = bytes.capacity().saturating_mul(2).max(bytes.len() + n);
+            bytes.reserve_exact(grown.min(most).max(bytes.len() + n) - bytes.len());
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
     if bytes.len() as u64 > limit {
         return Err(too_big(None, limit));
     }
@@ -63,5 +82,30 @@ mod tests {
                 .kind(),
             std::io::ErrorKind::NotFound
         );
+    }
+
+    /// From a pipe, whose size is unknown, the bytes come whole up to the
+    /// limit, in a buffer that never grew past it.
+    #[test]
+    fn a_pipe_is_read_to_its_end_in_a_buffer_bounded_by_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let limit = 300_000u64;
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let data: Vec<u8> = (0..limit).map(|i| (i % 251) as u8).collect();
+                std::fs::write(fifo, &data).unwrap();
+                data
+            })
+        };
+        let read = read_at_most(&fifo, limit).unwrap();
+        assert_eq!(read, writer.join().unwrap());
+        assert!(read.capacity() as u64 <= limit + 1, "{}", read.capacity());
     }
 }

@@ -143,9 +143,9 @@ async fn while_the_database_is_away_requests_get_503_and_the_host_recovers_when_
 }
 
 /// A database that hangs (a frozen server, a partition that drops packets
-/// without a reset) is answered as one that is away: each request gets
-/// `503` within the store's wait, not never, and the host recovers when
-/// the database answers again.
+/// without a reset) is answered as one that is away: a request gets `503`
+/// within the store's wait, not never, and those after it at once; and
+/// the host recovers when the database answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_database_hangs_requests_get_503_in_bounded_time() {
     let (cable, _s, server, alice, chat) = behind_a_cable().await;
@@ -159,6 +159,17 @@ async fn while_the_database_hangs_requests_get_503_in_bounded_time() {
             .expect("a request waited for the hung database for good");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "store-unavailable", "{body}");
+    // While nothing is answered, the next requests are answered at once
+    // rather than each waiting its whole wait (10 s) behind the last.
+    for _ in 0..3 {
+        let (status, _) = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            alice.get("/conversations"),
+        )
+        .await
+        .expect("the next request waited as long as the first");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
     let ready = tokio::time::timeout(
         bound,
         http_client()
@@ -187,4 +198,81 @@ async fn while_the_database_hangs_requests_get_503_in_bounded_time() {
         .map(|m| m["text"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(texts, ["while it hangs"], "stored once");
+}
+
+/// A statement stuck behind a lock another client of the database holds
+/// is answered `503` within the store's wait and leaves nothing waiting
+/// in the database (it is cancelled there), so such requests cannot fill
+/// the database's connection slots; and the host serves again when the
+/// lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_stuck_behind_a_lock_is_cancelled_in_the_database_and_answered_503() {
+    let pg = pg_server::shared();
+    let url = pg.database();
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let s = setup(&[]);
+    let server = serve_with(&s, &[("SUPERAPP_STORE", url.as_str())]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let count = |sql: &str| {
+        let out = pg.psql(&name).args(["-c", sql]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let mut holder = pg
+        .psql(&name)
+        .args([
+            "-c",
+            "BEGIN; LOCK TABLE superapp_sessions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(300);",
+        ])
+        .spawn()
+        .unwrap();
+    let held = "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'superapp_sessions'::regclass";
+    while count(held) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let bound = std::time::Duration::from_secs(60);
+    let (status, body) = tokio::time::timeout(bound, alice.get("/me"))
+        .await
+        .expect("a request waited for the lock for good");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "store-unavailable", "{body}");
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND wait_event_type = 'Lock'"
+    );
+    let mut left = count(&waiting);
+    for _ in 0..100 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        left = count(&waiting);
+    }
+    assert_eq!(
+        left, 0,
+        "statements the host gave up on still wait for the lock"
+    );
+
+    // Its client gone, the holder's session would sleep on with the lock.
+    count(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid() AND query LIKE '%pg_sleep%'"
+    ));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let mut answered = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        answered = alice.get("/me").await.0;
+        if answered == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, StatusCode::OK);
 }

@@ -200,6 +200,21 @@ impl Postgres {
         self.url(&name)
     }
 
+    /// `psql` on `database`, quiet, as the superuser.
+    #[allow(dead_code)]
+    pub fn psql(&self, database: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join("psql"));
+        cmd.args(["-X", "-q", "-t", "-A", "-h", "127.0.0.1"]).args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+        ]);
+        cmd
+    }
+
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }

@@ -130,6 +130,83 @@ pub struct PostgresBackend {
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     sql: Vec<TreeSql>,
+    breaker: Arc<Breaker>,
+}
+
+/// After the database answered nothing at all for [`ANSWER_WITHIN`] (a
+/// call waited that long and no other call was answered meanwhile: a
+/// frozen server, a partition), calls are answered `Unavailable` at once
+/// rather than each waiting its whole wait behind the last (a WebSocket's
+/// queued sends, every request of a busy node), except one call at a time
+/// every [`PROBE_EVERY`], which tries; any call that is answered closes
+/// it. A call stuck behind a lock while others are answered trips nothing.
+#[derive(Default)]
+struct Breaker {
+    /// Milliseconds since `epoch` when the database last failed to answer;
+    /// 0 while it answers.
+    stalled: std::sync::atomic::AtomicU64,
+    /// When the last probe was let through.
+    probed: std::sync::atomic::AtomicU64,
+    /// When a call was last answered.
+    answered: std::sync::atomic::AtomicU64,
+    epoch: std::sync::OnceLock<std::time::Instant>,
+}
+
+/// How much longer than the host's wait the server lets a statement run:
+/// the host's wait ends first and cancels it; the server's own limit
+/// catches what a cancel did not reach.
+const SERVER_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a call is let through to try a database that did not answer.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+impl Breaker {
+    fn now(&self) -> u64 {
+        let epoch = self.epoch.get_or_init(std::time::Instant::now);
+        u64::try_from(epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Whether a call may go to the database now.
+    fn admit(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.stalled.load(SeqCst) == 0 {
+            return Ok(());
+        }
+        let (now, last) = (self.now(), self.probed.load(SeqCst));
+        let due = now.saturating_sub(last) >= PROBE_EVERY.as_millis() as u64;
+        if due
+            && self
+                .probed
+                .compare_exchange(last, now, SeqCst, SeqCst)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!(
+            "PostgreSQL did not answer within {} s a moment ago; it is tried again once a second",
+            ANSWER_WITHIN.as_secs()
+        )))
+    }
+
+    /// A call that began at `started` got no answer in time: the breaker
+    /// opens if no other call was answered since.
+    fn unanswered(&self, started: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.answered.load(SeqCst) > started {
+            return;
+        }
+        let now = self.now();
+        self.stalled.store(now, SeqCst);
+        self.probed.store(now, SeqCst);
+    }
+
+    fn answered(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.answered.store(self.now(), SeqCst);
+        self.stalled.store(0, SeqCst);
+    }
 }
 
 /// Run `work`, which blocks the thread (a database round trip, compiling
@@ -157,11 +234,15 @@ fn db_error(e: tokio_postgres::Error) -> StoreError {
             StoreError::Conflict
         }
         // The server is shutting down or starting, or the connection is
-        // gone: the database is away, not the request wrong.
+        // gone: the database is away, not the request wrong. So is one
+        // that held a statement, or a lock it waited for, past the host's
+        // wait (`statement_timeout`, `lock_timeout`).
         Some(c)
             if *c == SqlState::ADMIN_SHUTDOWN
                 || *c == SqlState::CRASH_SHUTDOWN
-                || *c == SqlState::CANNOT_CONNECT_NOW =>
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::QUERY_CANCELED
+                || *c == SqlState::LOCK_NOT_AVAILABLE =>
         {
             StoreError::Unavailable(format!("PostgreSQL: {}", error_text(&e)))
         }
@@ -226,6 +307,19 @@ impl PostgresBackend {
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(ANSWER_WITHIN);
         }
+        // The server ends a statement, or a wait for a lock, that outlasts
+        // the host's wait for it, so what a timed-out call left running
+        // does not hold a connection slot of the database's (options in
+        // the URL come after, and win).
+        let bound = format!(
+            "-c statement_timeout={ms} -c lock_timeout={ms}",
+            ms = (ANSWER_WITHIN + SERVER_GRACE).as_millis()
+        );
+        let options = match config.get_options() {
+            Some(own) => format!("{bound} {own}"),
+            None => bound,
+        };
+        config.options(&options);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("superapp-postgres")
@@ -250,6 +344,7 @@ impl PostgresBackend {
             runtime: Some(runtime),
             pool,
             sql: Tree::ALL.iter().map(|t| TreeSql::new(*t)).collect(),
+            breaker: Arc::default(),
         };
         // Unbounded: a host starting beside another waits for that one's
         // migration, however long it takes.
@@ -263,11 +358,30 @@ impl PostgresBackend {
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.run_unbounded(async move {
+        let breaker = self.breaker.clone();
+        let started = breaker.now();
+        self.guarded(async move {
             tokio::time::timeout(ANSWER_WITHIN, work)
                 .await
-                .unwrap_or_else(|_| Err(no_answer()))
+                .unwrap_or_else(|_| {
+                    breaker.unanswered(started);
+                    Err(no_answer())
+                })
         })
+    }
+
+    /// [`PostgresBackend::run_unbounded`] of a call the [`Breaker`] lets
+    /// through; an answer (an error from the database too) closes it.
+    fn guarded<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.breaker.admit()?;
+        let result = self.run_unbounded(work);
+        if !matches!(result, Err(StoreError::Unavailable(_))) {
+            self.breaker.answered();
+        }
+        result
     }
 
     /// [`PostgresBackend::run`] without a time limit.
@@ -300,7 +414,9 @@ impl PostgresBackend {
         // Bounded here rather than by `run`, so that a pooled connection
         // whose statement got no answer is closed, not handed on with the
         // statement still in it (a transaction's is closed by `transact`).
-        self.run_unbounded(async move {
+        let breaker = self.breaker.clone();
+        let started = breaker.now();
+        self.guarded(async move {
             let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
             let pooled = client.is_none();
             let client = match client {
@@ -308,7 +424,10 @@ impl PostgresBackend {
                 None => Arc::new(
                     tokio::time::timeout_at(deadline, pool.get())
                         .await
-                        .map_err(|_| no_answer())?
+                        .map_err(|_| {
+                            breaker.unanswered(started);
+                            no_answer()
+                        })?
                         .map_err(pool_error)?,
                 ),
             };
@@ -326,6 +445,13 @@ impl PostgresBackend {
             let rows = match tokio::time::timeout_at(deadline, query).await {
                 Ok(rows) => rows.map_err(db_error)?,
                 Err(_) => {
+                    breaker.unanswered(started);
+                    // Asked to stop, the server frees what the statement
+                    // holds now rather than at its own timeout.
+                    let cancel = client.cancel_token();
+                    tokio::spawn(tokio::time::timeout(ANSWER_WITHIN, async move {
+                        let _ = cancel.cancel_query(NoTls).await;
+                    }));
                     if pooled {
                         Self::discard(client);
                     }
@@ -483,6 +609,12 @@ struct Failed {
 /// advisory lock so that host processes starting together take turns.
 async fn migrate(pool: Pool) -> Result<(), StoreError> {
     let mut client = pool.get().await.map_err(pool_error)?;
+    // A host starting beside another waits for its migration, however
+    // long.
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .await
+        .map_err(db_error)?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -536,13 +668,12 @@ async fn migrate(pool: Pool) -> Result<(), StoreError> {
         Ok(())
     }
     .await;
-    let unlocked = client
+    let _ = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await;
-    if unlocked.is_err() {
-        // The lock lives as long as the session: do not pool it.
-        drop(Object::take(client));
-    }
+    // Not pooled: its statements are unbounded, and a lock it failed to
+    // give back lives as long as its session.
+    drop(Object::take(client));
     result
 }
 

@@ -82,10 +82,18 @@ async fn the_demo_serves_three_approved_apps_to_seeded_users_and_seeds_once() {
         .await
         .unwrap();
 
-    // A second start on the same data seeds nothing twice.
+    // A second start on the same data seeds nothing twice, and closes the
+    // issuers' key folder that an earlier version left open to others.
     assert!(server.terminate().success());
+    use std::os::unix::fs::PermissionsExt as _;
+    let keys = data.join("demo-issuers");
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&keys), 0o700);
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
     let server = demo(&data);
     check(sign_in_alice(&server).await).await;
+    assert_eq!(mode(&keys), 0o700);
 
     // An app rebuilt with other bytes under the same version does not stop
     // the demo: the version published first is served, as the registry

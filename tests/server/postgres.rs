@@ -80,6 +80,20 @@ fn a_store_that_cannot_work_stops_the_start_with_a_readable_message() {
     assert!(!err.contains("s3cret-word"), "{err}");
     let err = refused_start(&[("SUPERAPP_STORE", "postgres://")]);
     assert!(err.contains("PostgreSQL"), "{err}");
+    // The demo's hospital backend trusts a data directory's keys: refused
+    // on a shared store before anything is built or written.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
+        .args(["serve", "--demo", "--hospital-backend", "--data-dir"])
+        .arg(&data)
+        .args(["--store", "postgres://app@127.0.0.1:1/superapp"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("start it without --store"), "{err}");
+    assert!(!data.exists(), "nothing written");
 }
 
 /// A host on a fresh database reached through a cable the test controls,

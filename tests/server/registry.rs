@@ -967,6 +967,41 @@ async fn a_removed_development_key_stays_removed_across_starts_with_apps() {
     assert_eq!(status, StatusCode::OK, "{view}");
 }
 
+/// A publisher the operator registered keeps the keys the operator gave
+/// it: `--apps` with an app naming it publishes nothing for it and adds
+/// no development key to it, and the host starts.
+#[tokio::test]
+async fn apps_from_a_directory_never_add_the_development_key_to_an_operators_publisher() {
+    let s = crate::apps::setup(&["hello"]);
+    let manifest = s.apps.join("hello/plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace("publisher = \"superapp project\"", "publisher = \"bank\""),
+    )
+    .unwrap();
+    let own = SigningKey::generate().unwrap().public_key();
+    {
+        let server = Server::start_in(&s.data, &[]);
+        let mut operator = Client::new(&server);
+        operator.token = Some(server.operator_token());
+        let (status, body) = operator
+            .post(
+                "/registry/publishers",
+                json!({"id": "bank", "name": "Bank", "keys": [own]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let server = crate::apps::serve(&s);
+    let mut operator = Client::new(&server);
+    operator.token = Some(server.operator_token());
+    let (_, publishers) = operator.get("/registry/publishers").await;
+    assert_eq!(publishers[0]["keys"], json!([own]), "{publishers}");
+    let (_, apps) = operator.get("/registry/apps").await;
+    assert_eq!(apps, json!([]), "nothing published under bank");
+}
+
 /// A registry (or a proxy in front of it) that hands an auditor another
 /// version's package than the one asked for is caught by the auditor's
 /// tool before it shows, compares or signs anything.

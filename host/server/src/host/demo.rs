@@ -4,7 +4,7 @@
 //! second start on the same data directory seeds nothing twice and a start
 //! interrupted half-way finishes the job.
 
-use std::os::unix::fs::DirBuilderExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use superapp_services::documents::{DocumentError, IssuerKeyFile};
@@ -106,6 +106,10 @@ pub fn demo_issuer_key(secrets: &Secrets, id: &str) -> Result<IssuerKeyFile, Hos
         .recursive(true)
         .mode(0o700)
         .create(&issuers_dir)
+        .and_then(|()| {
+            // One made by an earlier version may be open to others.
+            std::fs::set_permissions(&issuers_dir, std::fs::Permissions::from_mode(0o700))
+        })
         .map_err(|e| HostError::Invalid(format!("cannot create {}: {e}", issuers_dir.display())))?;
     let file = format!("{DEMO_ISSUERS}/{id}.json");
     let path = secrets.dir().join(&file);

@@ -206,6 +206,15 @@ impl Host {
                         &Actor::Development,
                     )
                     .map(|_| ()),
+                // One the operator registered keeps the keys the operator
+                // gave it: the development key never joins them.
+                Some(p) if !p.keys.contains(&publisher_key.public_key()) && !p.development => {
+                    tracing::warn!(
+                        %publisher,
+                        "{label} is not published from the directory (versions published before stay as they are): its publisher was registered by the operator, and the development key is never added to such a publisher; publish it signed with the publisher's own key"
+                    );
+                    continue;
+                }
                 Some(p) if !p.keys.contains(&publisher_key.public_key()) => {
                     let added = self.registry.add_publisher_key(
                         publisher,
@@ -236,7 +245,7 @@ impl Host {
                     };
                     tracing::warn!(
                         %publisher,
-                        "{label} is not published: the operator removed the development publisher key (from publisher `{from}`), and a removed key is never taken back; publish it signed with the publisher's own key{fresh}"
+                        "{label} is not published from the directory (versions published before stay as they are): the operator removed the development publisher key (from publisher `{from}`), and a removed key is never taken back; publish it signed with the publisher's own key{fresh}"
                     );
                     continue;
                 }

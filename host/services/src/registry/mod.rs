@@ -41,6 +41,11 @@ pub struct Publisher {
     /// Ed25519 public keys, base64url.
     pub keys: Vec<String>,
     pub added_at: u64,
+    /// Registered by `serve --apps` for the apps of a directory, with the
+    /// host's development key: the one kind of publisher that key is ever
+    /// added to later.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub development: bool,
 }
 
 /// An auditor key the host trusts to approve packages.
@@ -574,6 +579,7 @@ impl Registry {
             name: name.into(),
             keys: keys.to_vec(),
             added_at: now_secs(),
+            development: matches!(actor, Actor::Development),
         };
         let stored = self.store.transact(&trees(), |t| {
             if let Some(existing) = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))? {

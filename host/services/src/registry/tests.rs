@@ -626,6 +626,7 @@ fn look_alikes_are_refused_against_old_records_and_in_a_race() {
         name: "Metro Payments".into(),
         keys: vec![SigningKey::generate().unwrap().public_key()],
         added_at: now_secs(),
+        development: false,
     };
     f.registry
         .store

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use superapp_server::config::FileConfig;
+use superapp_server::config::{FileConfig, StoreLocation};
 
 /// Options of `superapp serve`.
 #[derive(Debug, Args)]
@@ -154,6 +154,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         file.bus = Some(b);
     }
     let mut backend = None;
+    let shared = !matches!(
+        StoreLocation::parse(file.store.clone(), None)?,
+        StoreLocation::Embedded
+    );
+    if args.hospital_backend && shared {
+        // It trusts the keys of this data directory, which a shared store
+        // does not use; refused before anything is built or written.
+        bail!("--hospital-backend runs beside one host on its own data directory: start it without --store");
+    }
     if args.demo {
         let data_dir = file
             .data_dir
@@ -180,16 +189,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut config = file.resolve()?;
-    if backend.is_some()
-        && !matches!(
-            config.store,
-            superapp_server::config::StoreLocation::Embedded
-        )
-    {
-        // It trusts the keys of this data directory, which a shared store
-        // may not use.
-        bail!("--hospital-backend runs beside one host on its own data directory: start it without --store");
-    }
     config.apps.compile_worker = Some(super::compile_worker(config.apps.compile_budget)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -43,6 +43,9 @@ const OUTBOX: usize = 16 * 1024;
 /// some of their sessions ended (its payload the notice), not a push.
 const SESSION_ENDED: &str = "Superapp-Session-Ended";
 
+/// The first byte of a notice's payload (see [`publish_all`]).
+const NOT_TEXT: u8 = 0xFF;
+
 /// What waits in the outbox.
 enum Outgoing {
     /// A frame for each of these users' live connections.
@@ -160,8 +163,12 @@ async fn publish_all(
             Outgoing::Ended(user, notice) => {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(SESSION_ENDED, "1");
+                // A first byte no UTF-8 text has: a process of an earlier
+                // version, which knows no such header, drops it rather than
+                // pushing it to the user as a frame.
+                let payload = [&[NOT_TEXT][..], &notice].concat();
                 client
-                    .publish_with_headers(subject(&namespace, &user), headers, notice)
+                    .publish_with_headers(subject(&namespace, &user), headers, payload.into())
                     .await
             }
         };
@@ -210,8 +217,9 @@ impl Relay for NatsRelay {
                     .as_ref()
                     .is_some_and(|h| h.get(SESSION_ENDED).is_some());
                 if ended {
-                    if let Some(identity) = identity.upgrade() {
-                        identity.ended_elsewhere(&to[0], Arc::from(&message.payload[..]));
+                    let notice = message.payload.strip_prefix(&[NOT_TEXT]);
+                    if let (Some(identity), Some(notice)) = (identity.upgrade(), notice) {
+                        identity.ended_elsewhere(&to[0], Arc::from(notice));
                     }
                     continue;
                 }

@@ -152,11 +152,6 @@ struct Breaker {
     epoch: std::sync::OnceLock<std::time::Instant>,
 }
 
-/// How much longer than the host's wait the server lets a statement run:
-/// the host's wait ends first and cancels it; the server's own limit
-/// catches what a cancel did not reach.
-const SERVER_GRACE: Duration = Duration::from_secs(2);
-
 /// How often a call is let through to try a database that did not answer.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -206,6 +201,21 @@ impl Breaker {
         use std::sync::atomic::Ordering::SeqCst;
         self.answered.store(self.now(), SeqCst);
         self.stalled.store(0, SeqCst);
+    }
+
+    /// What came back from a round trip that began at `started`: the
+    /// database answered (rows, or an error of its own), or the connection
+    /// failed on the way, which counts as no answer.
+    fn heard<T>(
+        &self,
+        started: u64,
+        back: Result<T, tokio_postgres::Error>,
+    ) -> Result<T, tokio_postgres::Error> {
+        match &back {
+            Err(e) if e.as_db_error().is_none() => self.unanswered(started),
+            _ => self.answered(),
+        }
+        back
     }
 }
 
@@ -267,12 +277,24 @@ fn error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// The database did not answer within [`ANSWER_WITHIN`].
+/// How long a multi-row read may take (a backup reads a thousand
+/// packages of up to 32 MiB at a time) before it counts as unanswered.
+const READ_WITHIN: Duration = Duration::from_secs(120);
+
+/// Ask the server to stop the statement running on `client`, which the
+/// host stopped waiting for: it then frees what the statement holds (a
+/// lock waited for, a connection slot) at once, and its answer, an error,
+/// lets the connection close. Bounded, in the background.
+fn cancel(client: &Object) {
+    let token = client.cancel_token();
+    tokio::spawn(tokio::time::timeout(ANSWER_WITHIN, async move {
+        let _ = token.cancel_query(NoTls).await;
+    }));
+}
+
+/// The database did not answer in time.
 fn no_answer() -> StoreError {
-    StoreError::Unavailable(format!(
-        "PostgreSQL did not answer within {} s",
-        ANSWER_WITHIN.as_secs()
-    ))
+    StoreError::Unavailable("PostgreSQL did not answer in time".into())
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
@@ -307,19 +329,7 @@ impl PostgresBackend {
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(ANSWER_WITHIN);
         }
-        // The server ends a statement, or a wait for a lock, that outlasts
-        // the host's wait for it, so what a timed-out call left running
-        // does not hold a connection slot of the database's (options in
-        // the URL come after, and win).
-        let bound = format!(
-            "-c statement_timeout={ms} -c lock_timeout={ms}",
-            ms = (ANSWER_WITHIN + SERVER_GRACE).as_millis()
-        );
-        let options = match config.get_options() {
-            Some(own) => format!("{bound} {own}"),
-            None => bound,
-        };
-        config.options(&options);
+
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("superapp-postgres")
@@ -337,7 +347,7 @@ impl PostgresBackend {
             .max_size(pool_size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .create_timeout(Some(Duration::from_secs(10)))
-            .wait_timeout(Some(Duration::from_secs(30)))
+            .wait_timeout(Some(ANSWER_WITHIN))
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL connection pool: {e}")))?;
         let backend = PostgresBackend {
@@ -352,39 +362,19 @@ impl PostgresBackend {
         Ok(backend)
     }
 
-    /// Run `work` on the database runtime and wait for its result, at most
-    /// [`ANSWER_WITHIN`].
-    fn run<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let breaker = self.breaker.clone();
-        let started = breaker.now();
-        self.guarded(async move {
-            tokio::time::timeout(ANSWER_WITHIN, work)
-                .await
-                .unwrap_or_else(|_| {
-                    breaker.unanswered(started);
-                    Err(no_answer())
-                })
-        })
-    }
-
     /// [`PostgresBackend::run_unbounded`] of a call the [`Breaker`] lets
-    /// through; an answer (an error from the database too) closes it.
-    fn guarded<T: Send + 'static>(
+    /// through. The call bounds its own wait, and tells the breaker what
+    /// came of each round trip to the database (taking a pooled connection
+    /// is none).
+    fn admitted<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.breaker.admit()?;
-        let result = self.run_unbounded(work);
-        if !matches!(result, Err(StoreError::Unavailable(_))) {
-            self.breaker.answered();
-        }
-        result
+        self.run_unbounded(work)
     }
 
-    /// [`PostgresBackend::run`] without a time limit.
+    /// Run `work` on the database runtime and wait for its result.
     fn run_unbounded<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
@@ -411,13 +401,19 @@ impl PostgresBackend {
     ) -> Result<Answer, StoreError> {
         let pool = self.pool.clone();
         let sql = sql.to_string();
-        // Bounded here rather than by `run`, so that a pooled connection
-        // whose statement got no answer is closed, not handed on with the
-        // statement still in it (a transaction's is closed by `transact`).
+        // A multi-row read may carry much (a backup's page of packages):
+        // it gets longer before it counts as unanswered.
+        let within = match &params {
+            Params::Range(..) => READ_WITHIN,
+            _ => ANSWER_WITHIN,
+        };
+        // A pooled connection whose statement got no answer is closed, not
+        // handed on with the statement still in it (a transaction's is
+        // closed by `transact`).
         let breaker = self.breaker.clone();
         let started = breaker.now();
-        self.guarded(async move {
-            let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+        self.admitted(async move {
+            let deadline = tokio::time::Instant::now() + within;
             let pooled = client.is_none();
             let client = match client {
                 Some(c) => c,
@@ -443,15 +439,10 @@ impl PostgresBackend {
                 }
             };
             let rows = match tokio::time::timeout_at(deadline, query).await {
-                Ok(rows) => rows.map_err(db_error)?,
+                Ok(rows) => breaker.heard(started, rows).map_err(db_error)?,
                 Err(_) => {
                     breaker.unanswered(started);
-                    // Asked to stop, the server frees what the statement
-                    // holds now rather than at its own timeout.
-                    let cancel = client.cancel_token();
-                    tokio::spawn(tokio::time::timeout(ANSWER_WITHIN, async move {
-                        let _ = cancel.cancel_query(NoTls).await;
-                    }));
+                    cancel(&client);
                     if pooled {
                         Self::discard(client);
                     }
@@ -536,7 +527,18 @@ impl PostgresBackend {
     /// Run a command without results (`BEGIN`, `COMMIT`) on a transaction's connection.
     fn command(&self, client: &Arc<Object>, sql: &'static str) -> Result<(), StoreError> {
         let client = client.clone();
-        self.run(async move { client.batch_execute(sql).await.map_err(db_error) })
+        let breaker = self.breaker.clone();
+        let started = breaker.now();
+        self.admitted(async move {
+            match tokio::time::timeout(ANSWER_WITHIN, client.batch_execute(sql)).await {
+                Ok(done) => breaker.heard(started, done).map_err(db_error),
+                Err(_) => {
+                    breaker.unanswered(started);
+                    cancel(&client);
+                    Err(no_answer())
+                }
+            }
+        })
     }
 
     /// End a transaction that did not commit. A connection whose state is
@@ -547,12 +549,17 @@ impl PostgresBackend {
         }
     }
 
-    /// Close a transaction's connection without a word to the database
-    /// (which did not answer): it ends the transaction when it sees the
-    /// connection go, and no later caller waits behind the lost statement.
+    /// Take a connection whose statement got no answer out of the pool,
+    /// so no later caller waits behind it: it closes once the statement's
+    /// answer (the cancel's error, or whatever a thawed server sends)
+    /// arrives, and the server then ends its session and any transaction.
     fn discard(client: Arc<Object>) {
-        if let Ok(object) = Arc::try_unwrap(client) {
-            drop(Object::take(object));
+        match Arc::into_inner(client) {
+            Some(object) => drop(Object::take(object)),
+            // Never so: a statement's hold on its connection ends with it.
+            None => tracing::warn!(
+                "a PostgreSQL connection without an answer is still in use; it goes back to the pool"
+            ),
         }
     }
 
@@ -721,7 +728,17 @@ impl Backend for PostgresBackend {
     ) -> Result<bool, StoreError> {
         for attempt in 1..=MAX_ATTEMPTS {
             let pool = self.pool.clone();
-            let client = Arc::new(self.run(async move { pool.get().await.map_err(pool_error) })?);
+            let breaker = self.breaker.clone();
+            let started = breaker.now();
+            let client = Arc::new(self.admitted(async move {
+                match tokio::time::timeout(ANSWER_WITHIN, pool.get()).await {
+                    Ok(got) => got.map_err(pool_error),
+                    Err(_) => {
+                        breaker.unanswered(started);
+                        Err(no_answer())
+                    }
+                }
+            })?);
             match self.attempt(&client, names, body) {
                 Ok(committed) => return Ok(committed),
                 Err(Failed {

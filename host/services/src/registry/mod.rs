@@ -349,25 +349,28 @@ impl Registry {
     }
 
     /// [`Registry::new`] on a store that may have been written by an
-    /// earlier version: keys removed before removals were remembered are
-    /// found in the audit log, once, and remembered as removed (unless a
-    /// publisher holds one again).
+    /// earlier version: what it did not record yet is found in the audit
+    /// log, once ([`Registry::backfill`]).
     pub fn open(
         store: Arc<Store>,
         audit: Arc<Audit>,
         policy: Policy,
     ) -> Result<Registry, RegistryError> {
         let registry = Registry::new(store, audit, policy);
-        registry.remember_earlier_removals()?;
+        registry.backfill()?;
         Ok(registry)
     }
 
-    fn remember_earlier_removals(&self) -> Result<(), RegistryError> {
-        const DONE: &[u8] = b"m\0removed-keys-remembered";
+    /// Keys removed before removals were remembered are remembered as
+    /// removed (unless a publisher holds one again), and publishers that
+    /// `serve --apps` registered are marked as its own.
+    fn backfill(&self) -> Result<(), RegistryError> {
+        const DONE: &[u8] = b"m\0backfilled-from-audit-log";
         if self.store.get_raw(Tree::Registry, DONE)?.is_some() {
             return Ok(());
         }
         let mut removed = Vec::new();
+        let mut development = HashSet::new();
         let mut after = 0;
         loop {
             let page = self.audit.entries(after, crate::audit::MAX_PAGE)?;
@@ -375,12 +378,15 @@ impl Registry {
             after = last.seq;
             for entry in &page {
                 let e = &entry.event;
+                let detail = |name: &str| e.details.get(name).cloned();
                 if e.kind == "registry.publisher.key" && e.outcome == "removed" {
-                    if let (Some(key), Some(publisher)) =
-                        (e.details.get("key"), e.details.get("publisher"))
-                    {
-                        removed.push((key.clone(), publisher.clone(), entry.at));
+                    if let (Some(key), Some(publisher)) = (detail("key"), detail("publisher")) {
+                        removed.push((key, publisher, entry.at));
                     }
+                }
+                let by_development = detail("actor").as_deref() == Some("host:development");
+                if e.kind == "registry.publisher.add" && by_development {
+                    development.extend(detail("publisher"));
                 }
             }
         }
@@ -401,6 +407,15 @@ impl Registry {
                 };
                 txn_put(t, Tree::Registry, &removed_key(key), &record)?;
                 count += 1;
+            }
+            for id in &development {
+                let key = publisher_key(id);
+                if let Some(mut p) = txn_get::<Publisher>(t, Tree::Registry, &key)? {
+                    if !p.development {
+                        p.development = true;
+                        txn_put(t, Tree::Registry, &key, &p)?;
+                    }
+                }
             }
             t.put(Tree::Registry, DONE, b"1")?;
             Ok::<_, Abort<RegistryError>>(count)

@@ -670,7 +670,8 @@ fn look_alikes_are_refused_against_old_records_and_in_a_race() {
 }
 
 /// A removed key is remembered, and so is one removed by a version that
-/// did not remember removals yet: its removal is in the audit log.
+/// did not remember removals yet: its removal is in the audit log. So is
+/// which publishers `serve --apps` registered.
 #[test]
 fn removed_keys_stay_removed_across_versions() {
     let f = fixture();
@@ -700,8 +701,38 @@ fn removed_keys_stay_removed_across_versions() {
             .with_detail("key", earlier.as_str()),
         )
         .unwrap();
+    // A publisher `serve --apps` registered, as an earlier version kept it.
+    let dev = Publisher {
+        id: "Dev Co".into(),
+        name: "Dev Co".into(),
+        keys: vec![SigningKey::generate().unwrap().public_key()],
+        added_at: now_secs(),
+        development: false,
+    };
     let store = f.registry.store.clone();
+    store
+        .put(Tree::Registry, &publisher_key(&dev.id), &dev)
+        .unwrap();
+    f.audit
+        .append(
+            Event {
+                kind: "registry.publisher.add".into(),
+                outcome: "added".into(),
+                ..Default::default()
+            }
+            .with_detail("publisher", "Dev Co")
+            .with_detail("actor", "host:development"),
+        )
+        .unwrap();
     let reopened = Registry::open(store.clone(), f.audit.clone(), Policy::default()).unwrap();
+    assert!(reopened.publisher("Dev Co").unwrap().unwrap().development);
+    assert!(
+        !reopened
+            .publisher("Clinic Ltd")
+            .unwrap()
+            .unwrap()
+            .development
+    );
     assert!(matches!(
         reopened.add_publisher(
             "New Co",

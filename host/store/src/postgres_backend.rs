@@ -277,8 +277,9 @@ fn error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// How long a multi-row read may take (a backup reads a thousand
-/// packages of up to 32 MiB at a time) before it counts as unanswered.
+/// How long a read of [`PAGE`] rows or more may take (a backup reads a
+/// thousand packages of up to 32 MiB at a time) before it counts as
+/// unanswered.
 const READ_WITHIN: Duration = Duration::from_secs(120);
 
 /// Ask the server to stop the statement running on `client`, which the
@@ -401,10 +402,11 @@ impl PostgresBackend {
     ) -> Result<Answer, StoreError> {
         let pool = self.pool.clone();
         let sql = sql.to_string();
-        // A multi-row read may carry much (a backup's page of packages):
-        // it gets longer before it counts as unanswered.
+        // A long read may carry much (a backup's page of packages, a whole
+        // ledger): it gets longer before it counts as unanswered. A
+        // request's page of a list waits as any statement does.
         let within = match &params {
-            Params::Range(..) => READ_WITHIN,
+            Params::Range(_, _, limit) if *limit >= PAGE => READ_WITHIN,
             _ => ANSWER_WITHIN,
         };
         // A pooled connection whose statement got no answer is closed, not

@@ -214,8 +214,8 @@ async fn while_the_database_hangs_requests_get_503_in_bounded_time() {
     assert_eq!(texts, ["while it hangs"], "stored once");
 }
 
-/// A statement stuck behind a lock another client of the database holds
-/// is answered `503` within the store's wait and leaves nothing waiting
+/// A read stuck behind a lock another client of the database holds (a
+/// wallet's accounts, a scan) is answered `503` within the store's wait and leaves nothing waiting
 /// in the database (it is cancelled there), so such requests cannot fill
 /// the database's connection slots; and the host serves again when the
 /// lock goes.
@@ -243,17 +243,17 @@ async fn a_request_stuck_behind_a_lock_is_cancelled_in_the_database_and_answered
         .psql(&name)
         .args([
             "-c",
-            "BEGIN; LOCK TABLE superapp_sessions IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(300);",
+            "BEGIN; LOCK TABLE superapp_ledger_accounts IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(300);",
         ])
         .spawn()
         .unwrap();
-    let held = "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'superapp_sessions'::regclass";
+    let held = "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'superapp_ledger_accounts'::regclass";
     while count(held) == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
     let bound = std::time::Duration::from_secs(60);
-    let (status, body) = tokio::time::timeout(bound, alice.get("/me"))
+    let (status, body) = tokio::time::timeout(bound, alice.get("/wallet"))
         .await
         .expect("a request waited for the lock for good");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -282,7 +282,7 @@ async fn a_request_stuck_behind_a_lock_is_cancelled_in_the_database_and_answered
     holder.wait().unwrap();
     let mut answered = StatusCode::SERVICE_UNAVAILABLE;
     for _ in 0..100 {
-        answered = alice.get("/me").await.0;
+        answered = alice.get("/wallet").await.0;
         if answered == StatusCode::OK {
             break;
         }

@@ -137,77 +137,101 @@ pub struct PostgresBackend {
 /// call waited that long and no other call was answered meanwhile: a
 /// frozen server, a partition), calls are answered `Unavailable` at once
 /// rather than each waiting its whole wait behind the last (a WebSocket's
-/// queued sends, every request of a busy node), except one call at a time
-/// every [`PROBE_EVERY`], which tries; any call that is answered closes
-/// it. A call stuck behind a lock while others are answered trips nothing.
-#[derive(Default)]
+/// queued sends, every request of a busy node), while a probe of its own
+/// asks the database every [`PROBE_EVERY`]; its answer, or any call's,
+/// closes it. A call stuck behind a lock while others are answered trips
+/// nothing.
 struct Breaker {
-    /// Milliseconds since `epoch` when the database last failed to answer;
-    /// 0 while it answers.
-    stalled: std::sync::atomic::AtomicU64,
-    /// When the last probe was let through.
-    probed: std::sync::atomic::AtomicU64,
-    /// When a call was last answered.
+    /// Whether the database answered nothing for a whole wait, and has not
+    /// answered since.
+    open: std::sync::atomic::AtomicBool,
+    /// When a call was last answered, in milliseconds since `epoch`.
     answered: std::sync::atomic::AtomicU64,
-    epoch: std::sync::OnceLock<std::time::Instant>,
+    epoch: std::time::Instant,
+    /// What the probe asks through.
+    pool: Pool,
 }
 
-/// How often a call is let through to try a database that did not answer.
+/// How often the probe asks a database that did not answer, and how long
+/// it waits for each answer.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_WITHIN: Duration = Duration::from_secs(2);
 
 impl Breaker {
+    fn new(pool: Pool) -> Breaker {
+        Breaker {
+            open: Default::default(),
+            answered: Default::default(),
+            epoch: std::time::Instant::now(),
+            pool,
+        }
+    }
+
     fn now(&self) -> u64 {
-        let epoch = self.epoch.get_or_init(std::time::Instant::now);
-        u64::try_from(epoch.elapsed().as_millis())
+        u64::try_from(self.epoch.elapsed().as_millis())
             .unwrap_or(u64::MAX)
             .max(1)
     }
 
     /// Whether a call may go to the database now.
     fn admit(&self) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.stalled.load(SeqCst) == 0 {
-            return Ok(());
-        }
-        let (now, last) = (self.now(), self.probed.load(SeqCst));
-        let due = now.saturating_sub(last) >= PROBE_EVERY.as_millis() as u64;
-        if due
-            && self
-                .probed
-                .compare_exchange(last, now, SeqCst, SeqCst)
-                .is_ok()
-        {
+        if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
         Err(StoreError::Unavailable(format!(
-            "PostgreSQL did not answer within {} s a moment ago; it is tried again once a second",
+            "PostgreSQL answered nothing for {} s; it is asked again every second",
             ANSWER_WITHIN.as_secs()
         )))
     }
 
     /// A call that began at `started` got no answer in time: the breaker
-    /// opens if no other call was answered since.
-    fn unanswered(&self, started: u64) {
+    /// opens, and its probe starts, if no other call was answered since.
+    /// (Called on the database's runtime.)
+    fn unanswered(self: &Arc<Self>, started: u64) {
         use std::sync::atomic::Ordering::SeqCst;
-        if self.answered.load(SeqCst) > started {
+        if self.answered.load(SeqCst) > started || self.open.swap(true, SeqCst) {
             return;
         }
-        let now = self.now();
-        self.stalled.store(now, SeqCst);
-        self.probed.store(now, SeqCst);
+        tracing::warn!(
+            "PostgreSQL answered nothing for {} s: requests are answered 503 at once until it answers again",
+            ANSWER_WITHIN.as_secs()
+        );
+        let breaker = self.clone();
+        tokio::spawn(async move {
+            while breaker.open.load(SeqCst) {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let probe = async {
+                    let client = breaker.pool.get().await.ok()?;
+                    let asked = tokio::time::timeout(PROBE_WITHIN, client.simple_query("SELECT 1"));
+                    match asked.await {
+                        Ok(answer) => answer.ok(),
+                        // Its question still in it: not for the pool.
+                        Err(_) => {
+                            drop(Object::take(client));
+                            None
+                        }
+                    }
+                };
+                if let Ok(Some(_)) = tokio::time::timeout(PROBE_WITHIN, probe).await {
+                    breaker.answered();
+                }
+            }
+        });
     }
 
     fn answered(&self) {
         use std::sync::atomic::Ordering::SeqCst;
         self.answered.store(self.now(), SeqCst);
-        self.stalled.store(0, SeqCst);
+        if self.open.swap(false, SeqCst) {
+            tracing::info!("PostgreSQL answers again");
+        }
     }
 
     /// What came back from a round trip that began at `started`: the
     /// database answered (rows, or an error of its own), or the connection
     /// failed on the way, which counts as no answer.
     fn heard<T>(
-        &self,
+        self: &Arc<Self>,
         started: u64,
         back: Result<T, tokio_postgres::Error>,
     ) -> Result<T, tokio_postgres::Error> {
@@ -277,9 +301,8 @@ fn error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// How long a read of [`PAGE`] rows or more may take (a backup reads a
-/// thousand packages of up to 32 MiB at a time) before it counts as
-/// unanswered.
+/// How long a read of packages may take (a backup reads a thousand of up
+/// to 32 MiB at a time) before it counts as unanswered.
 const READ_WITHIN: Duration = Duration::from_secs(120);
 
 /// Ask the server to stop the statement running on `client`, which the
@@ -351,11 +374,12 @@ impl PostgresBackend {
             .wait_timeout(Some(ANSWER_WITHIN))
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL connection pool: {e}")))?;
+        let breaker = Arc::new(Breaker::new(pool.clone()));
         let backend = PostgresBackend {
             runtime: Some(runtime),
             pool,
             sql: Tree::ALL.iter().map(|t| TreeSql::new(*t)).collect(),
-            breaker: Arc::default(),
+            breaker,
         };
         // Unbounded: a host starting beside another waits for that one's
         // migration, however long it takes.
@@ -399,16 +423,11 @@ impl PostgresBackend {
         sql: &str,
         params: Params,
         want: Want,
+        long: bool,
     ) -> Result<Answer, StoreError> {
         let pool = self.pool.clone();
         let sql = sql.to_string();
-        // A long read may carry much (a backup's page of packages, a whole
-        // ledger): it gets longer before it counts as unanswered. A
-        // request's page of a list waits as any statement does.
-        let within = match &params {
-            Params::Range(_, _, limit) if *limit >= PAGE => READ_WITHIN,
-            _ => ANSWER_WITHIN,
-        };
+        let within = if long { READ_WITHIN } else { ANSWER_WITHIN };
         // A pooled connection whose statement got no answer is closed, not
         // handed on with the statement still in it (a transaction's is
         // closed by `transact`).
@@ -470,7 +489,7 @@ impl PostgresBackend {
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let sql = &self.sql[tree.index()].get;
-        match self.statement(client, sql, Params::Key(key.to_vec()), Want::Value)? {
+        match self.statement(client, sql, Params::Key(key.to_vec()), Want::Value, false)? {
             Answer::Value(v) => Ok(v),
             _ => unreachable!("a value was asked for"),
         }
@@ -485,7 +504,7 @@ impl PostgresBackend {
     ) -> Result<(), StoreError> {
         let sql = &self.sql[tree.index()].put;
         let params = Params::KeyValue(key.to_vec(), value.to_vec());
-        self.statement(client, sql, params, Want::Nothing)
+        self.statement(client, sql, params, Want::Nothing, false)
             .map(|_| ())
     }
 
@@ -496,7 +515,7 @@ impl PostgresBackend {
         key: &[u8],
     ) -> Result<(), StoreError> {
         let sql = &self.sql[tree.index()].delete;
-        self.statement(client, sql, Params::Key(key.to_vec()), Want::Nothing)
+        self.statement(client, sql, Params::Key(key.to_vec()), Want::Nothing, false)
             .map(|_| ())
     }
 
@@ -515,11 +534,14 @@ impl PostgresBackend {
         }
         let sql = &self.sql[tree.index()].scan[usize::from(reverse)][usize::from(upper.is_some())];
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // A page of packages (a backup's) may carry gigabytes.
+        let long = tree == Tree::Packages;
         match self.statement(
             client,
             sql,
             Params::Range(lower, upper, limit),
             Want::Entries,
+            long,
         )? {
             Answer::Entries(e) => Ok(e),
             _ => unreachable!("entries were asked for"),

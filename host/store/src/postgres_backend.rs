@@ -268,9 +268,10 @@ fn db_error(e: tokio_postgres::Error) -> StoreError {
             StoreError::Conflict
         }
         // The server is shutting down or starting, or the connection is
-        // gone: the database is away, not the request wrong. So is one
-        // that held a statement, or a lock it waited for, past the host's
-        // wait (`statement_timeout`, `lock_timeout`).
+        // gone: the database is away, not the request wrong. So is a
+        // statement cancelled (the host's cancel of one it gave up on, or
+        // the database's own `statement_timeout`) or a lock not had in
+        // time (its `lock_timeout`).
         Some(c)
             if *c == SqlState::ADMIN_SHUTDOWN
                 || *c == SqlState::CRASH_SHUTDOWN

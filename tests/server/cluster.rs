@@ -909,18 +909,17 @@ async fn the_demo_on_several_nodes_shares_one_key_per_issuer() {
         for (_, target) in &nodes {
             let url = target.base.trim_end_matches("/api/v1").to_string();
             let key = dir.join(file);
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
-                .args(["issuer", "revoke", "--credential", "some-credential"])
-                .arg("--key")
-                .arg(&key)
-                .args(["--server", &url])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let (ok, out) = superapp_cli([
+                "issuer",
+                "revoke",
+                "--credential",
+                "some-credential",
+                "--key",
+                key.to_str().unwrap(),
+                "--server",
+                &url,
+            ]);
+            assert!(ok, "{out}");
         }
     }
 }

@@ -96,6 +96,24 @@ fn a_store_that_cannot_work_stops_the_start_with_a_readable_message() {
     assert!(!data.exists(), "nothing written");
 }
 
+/// The status of `call`, tried every 100 ms until it succeeds (for at most
+/// 10 s): a host coming back after its database was away.
+async fn until_answered<F, Fut>(mut call: F) -> StatusCode
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (StatusCode, serde_json::Value)>,
+{
+    let mut answered = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        answered = call().await.0;
+        if answered.is_success() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    answered
+}
+
 /// A host on a fresh database reached through a cable the test controls,
 /// and alice's chat with bob on it.
 async fn behind_a_cable() -> (Cable, Setup, Server, Client, String) {
@@ -138,14 +156,7 @@ async fn while_the_database_is_away_requests_get_503_and_the_host_recovers_when_
 
     // Back: the pool reconnects by itself; the retried send lands once.
     cable.restore();
-    let mut answered = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..50 {
-        answered = alice.send(&chat, "during", "during the outage").await.0;
-        if answered == StatusCode::CREATED {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let answered = until_answered(|| alice.send(&chat, "during", "during the outage")).await;
     assert_eq!(answered, StatusCode::CREATED);
     let texts: Vec<String> = alice
         .messages(&chat, 0)
@@ -196,14 +207,7 @@ async fn while_the_database_hangs_requests_get_503_in_bounded_time() {
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     cable.resume();
-    let mut answered = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..100 {
-        answered = alice.send(&chat, "stalled", "while it hangs").await.0;
-        if answered.is_success() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let answered = until_answered(|| alice.send(&chat, "stalled", "while it hangs")).await;
     assert!(answered.is_success(), "{answered}");
     let texts: Vec<String> = alice
         .messages(&chat, 0)
@@ -280,13 +284,20 @@ async fn a_request_stuck_behind_a_lock_is_cancelled_in_the_database_and_answered
     ));
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let mut answered = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..100 {
-        answered = alice.get("/wallet").await.0;
-        if answered == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let answered = until_answered(|| alice.get("/wallet")).await;
     assert_eq!(answered, StatusCode::OK);
+}
+
+/// A host on a shared store without a bus serves, and says at start that
+/// it must then run alone (a node whose bus setting went missing would
+/// serve without the others' pushes).
+#[tokio::test]
+async fn a_shared_store_without_a_bus_warns_at_start() {
+    let url = pg_server::shared().database();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let server = Server::start_logging_to(&log, &[("SUPERAPP_STORE", url.as_str())]);
+    Client::signed_up(&server, "alice").await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("no bus is set"), "{text}");
 }

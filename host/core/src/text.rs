@@ -210,7 +210,7 @@ pub fn clip_lines(text: &str, max_line: usize) -> std::borrow::Cow<'_, str> {
 }
 
 /// The most lines [`clip_lines`] keeps.
-pub const MAX_LINES: usize = 64;
+const MAX_LINES: usize = 64;
 
 /// How many characters of `text` show as something: not spaces, nor the
 /// invisible format characters (zero-width spaces and joiners, the

@@ -78,10 +78,24 @@ impl Table {
 /// The child's side of the cold start: a new runtime (engine, pool,
 /// ticker), the component loaded from the warm cache by its digest (as the
 /// server loads a stored package), one event. Prints the three phases in
-/// nanoseconds. The settings, the async executor, the services and the
-/// component's bytes and digest are had before the clock starts: a host
-/// has them all before it runs apps.
+/// nanoseconds, then what the CPU's feature detection and one query of the
+/// CPU count took. The settings, the async executor, the services, the
+/// component's bytes and digest and the CPU's features are had before the
+/// clock starts: a host has them all before it runs apps (its store's
+/// checksums detect the CPU's features when it opens).
 fn cold_child(cache: &Path, manifest: superapp_core::Manifest, bytes: &[u8]) -> anyhow::Result<()> {
+    // The first question std answers about the CPU's features runs its
+    // whole detection, a dozen CPUID instructions: under a hypervisor that
+    // traps each one, tens of microseconds. Loading a precompiled component
+    // asks (wasmtime checks the code was built for features this CPU has).
+    let started = Instant::now();
+    #[cfg(target_arch = "x86_64")]
+    std::hint::black_box(std::arch::is_x86_feature_detected!("avx2"));
+    let detect = started.elapsed();
+    // wasmtime's pool asks this once per sharded structure when it starts.
+    let started = Instant::now();
+    std::hint::black_box(std::thread::available_parallelism().ok());
+    let cpus = started.elapsed();
     let services = Arc::new(Services::in_memory(Default::default()));
     let executor = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -113,10 +127,12 @@ fn cold_child(cache: &Path, manifest: superapp_core::Manifest, bytes: &[u8]) -> 
     let done = started.elapsed();
     anyhow::ensure!(view.is_ok(), "the first event failed: {:?}", view.err());
     println!(
-        "{} {} {}",
+        "{} {} {} {} {}",
         runtime_ready.as_nanos(),
         (loaded - runtime_ready).as_nanos(),
-        (done - loaded).as_nanos()
+        (done - loaded).as_nanos(),
+        detect.as_nanos(),
+        cpus.as_nanos()
     );
     Ok(())
 }
@@ -209,7 +225,9 @@ fn main() -> anyhow::Result<()> {
 
     // The first event of a fresh process, the cache warm: 20 child
     // processes, each timing its own runtime start, load and first event.
-    let cold = |pool: Option<u32>| -> anyhow::Result<[u64; 3]> {
+    // Each child's three phases, then its CPU feature detection and one
+    // query of the CPU count (both outside the phases).
+    let cold = |pool: Option<u32>| -> anyhow::Result<[u64; 5]> {
         let mut child = std::process::Command::new(std::env::current_exe()?);
         child
             .env(COLD_CHILD, cache.path())
@@ -226,16 +244,21 @@ fn main() -> anyhow::Result<()> {
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().last().unwrap_or_default();
         let ns: Vec<u64> = line.split(' ').filter_map(|v| v.parse().ok()).collect();
-        anyhow::ensure!(ns.len() == 3, "cold-start child printed {line:?}");
-        Ok([ns[0], ns[1], ns[2]])
+        let ns: [u64; 5] = ns
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("cold-start child printed {line:?}"))?;
+        Ok(ns)
     };
     let mut phases: [Vec<Duration>; 4] = Default::default();
+    let (mut detect, mut cpus) = (Vec::new(), Vec::new());
     for _ in 0..20 {
         let ns = cold(None)?;
-        for (i, v) in ns.iter().enumerate() {
+        for (i, v) in ns[..3].iter().enumerate() {
             phases[i].push(Duration::from_nanos(*v));
         }
-        phases[3].push(Duration::from_nanos(ns.iter().sum()));
+        phases[3].push(Duration::from_nanos(ns[..3].iter().sum()));
+        detect.push(Duration::from_nanos(ns[3]));
+        cpus.push(Duration::from_nanos(ns[4]));
     }
     // What the pool's size costs at start (each slot reserves a linear
     // memory, tables and a guarded fiber stack).
@@ -261,7 +284,15 @@ fn main() -> anyhow::Result<()> {
         "first event",
         "total in a fresh process (settings, executor, services, package ready): runtime start to first view",
     ];
-    for (name, mut samples) in names.iter().zip(phases) {
+    let machine = [
+        "before the clock, the CPU's feature detection (std's, a dozen CPUID instructions), which a host has done when it opened its store",
+        "before the clock, one query of the CPU count (std's available_parallelism), which wasmtime's pool makes four times in its runtime start",
+    ];
+    for (name, mut samples) in names
+        .iter()
+        .chain(&machine)
+        .zip(phases.into_iter().chain([detect, cpus]))
+    {
         samples.sort();
         load_table.row(
             format!("cold start, {name}: median / max of 20"),

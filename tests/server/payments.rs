@@ -129,20 +129,19 @@ pub(crate) const ONE_INSTANCE: [(&str, &str); 2] = [
 
 /// Confirm `sheet` as `client` (whose password is `<name>-password`), then
 /// `kill -9` the server after the money moved durably but before the
-/// sheet's app heard how the payment ended: an event of the busy fixture (`rounds` of
-/// its work, [`Client::busy_rounds`]) holds the server's only instance
-/// ([`ONE_INSTANCE`]), so the payment's event waits behind it when the
-/// server dies, and is never delivered.
-pub(crate) async fn confirm_and_crash(
-    server: Server,
-    client: &Client,
-    name: &str,
-    sheet: &Value,
-    rounds: &str,
-) {
+/// sheet's app heard how the payment ended: an event of the busy fixture
+/// holds the server's only instance ([`ONE_INSTANCE`]), so the payment's
+/// event waits behind it when the server dies, and is never delivered. The
+/// busy event is given far more work than its time limit (500 ms) lets it
+/// do, so it holds the instance for that whole limit however fast the
+/// machine runs it: the steps before the kill have that long.
+pub(crate) async fn confirm_and_crash(server: Server, client: &Client, name: &str, sheet: &Value) {
     let before = balance(client).await;
     let busy = {
-        let (me, body) = (client.clone(), json!({"name": "work", "value": rounds}));
+        let (me, body) = (
+            client.clone(),
+            json!({"name": "work", "value": "1000000000"}),
+        );
         tokio::spawn(async move {
             me.post("/apps/dev.superapp.testing.busy/events", body)
                 .await

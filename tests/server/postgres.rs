@@ -80,6 +80,34 @@ fn a_store_that_cannot_work_stops_the_start_with_a_readable_message() {
     assert!(!err.contains("s3cret-word"), "{err}");
     let err = refused_start(&[("SUPERAPP_STORE", "postgres://")]);
     assert!(err.contains("PostgreSQL"), "{err}");
+    // A URL that does not parse names the option at fault, never the URL.
+    for (url, named) in [
+        (
+            "postgres://app:s3cret-word@127.0.0.1:notaport/superapp",
+            "`port`",
+        ),
+        (
+            "postgres://app:s3cret-word@127.0.0.1/superapp?sslmode=maybe",
+            "`sslmode`",
+        ),
+        (
+            "postgres://app:s3cret-word@127.0.0.1/superapp?colour=blue",
+            "unknown option `colour`",
+        ),
+        (
+            "postgres://app:s3cret-word@[::1/superapp",
+            "`host`",
+        ),
+        (
+            "postgres://app%ff:s3cret-word@127.0.0.1:1/superapp",
+            "expected postgres://user:password@host",
+        ),
+    ] {
+        let err = refused_start(&[("SUPERAPP_STORE", url)]);
+        assert!(err.contains("not a PostgreSQL URL"), "{err}");
+        assert!(err.contains(named), "{url}: {err}");
+        assert!(!err.contains("s3cret-word"), "{err}");
+    }
     // The demo's hospital backend trusts a data directory's keys: refused
     // on a shared store before anything is built or written.
     let tmp = tempfile::tempdir().unwrap();

@@ -302,6 +302,25 @@ fn error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Why a connection string did not parse, without repeating any of it (it
+/// may hold a password): tokio-postgres names the option whose value is
+/// wrong or unknown, which is shown; its other reasons quote a character
+/// of the string and its position, and are left out.
+fn url_error_text(e: &tokio_postgres::Error) -> String {
+    let cause = std::error::Error::source(e).map(|c| c.to_string());
+    match cause {
+        Some(c)
+            if c.starts_with("invalid value for option `")
+                || c.starts_with("unknown option `")
+                || c == "unexpected EOF"
+                || c == "unterminated parameter" =>
+        {
+            format!("{e}: {c}")
+        }
+        _ => format!("{e} (expected postgres://user:password@host:port/database?option=value)"),
+    }
+}
+
 /// How long a read of packages may take (a backup reads a thousand of up
 /// to 32 MiB at a time) before it counts as unanswered.
 const READ_WITHIN: Duration = Duration::from_secs(120);
@@ -346,9 +365,9 @@ impl PostgresBackend {
     /// keeping up to `pool_size` connections, and create or migrate the
     /// schema. A database whose schema is newer than this host's is refused.
     pub fn connect(url: &str, pool_size: usize) -> Result<PostgresBackend, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Backend(format!("not a PostgreSQL URL: {e}")))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Backend(format!("not a PostgreSQL URL: {}", url_error_text(&e)))
+        })?;
         // A connection whose bytes go unacknowledged (a partition) is
         // closed by the kernel rather than kept, unless the URL says.
         if config.get_tcp_user_timeout().is_none() {

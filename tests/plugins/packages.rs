@@ -92,6 +92,37 @@ fn keys_generate_writes_a_private_pem_and_never_overwrites_it() {
 
 /// `plugin pack` packs only a WebAssembly component, and says once why it
 /// cannot write where it was told to.
+/// `--out` naming a pipe (or `/dev/stdout`, `/dev/null`) writes into it:
+/// the package is streamed, and the pipe is still a pipe afterwards, not
+/// replaced by a file (as root, renaming over `/dev/null` would replace
+/// the device for the whole machine).
+#[test]
+fn pack_into_a_pipe_writes_through_it_and_leaves_it_a_pipe() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    pack(&plugin_dir("hello"), &component("hello"), &fifo);
+    let still = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(still.is_fifo(), "the pipe was replaced: {still:?}");
+    let streamed = reader.join().unwrap();
+    let file = dir.path().join("hello.pkg");
+    pack(&plugin_dir("hello"), &component("hello"), &file);
+    assert_eq!(
+        streamed,
+        std::fs::read(&file).unwrap(),
+        "packing is reproducible"
+    );
+}
+
 #[test]
 fn pack_refuses_what_is_not_a_component_and_names_a_write_error_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,8 +6,18 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 /// Write `bytes` to `path` whole or not at all (a synced temporary file
-/// renamed into place), so a failed write never leaves half a file.
+/// renamed into place), so a failed write never leaves half a file. A path
+/// that is no regular file (`/dev/stdout`, `/dev/null`, a pipe) is written
+/// into: a rename would put a file in the device's or pipe's place.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        return std::io::Write::write_all(&mut file, bytes)
+            .with_context(|| format!("cannot write {}", path.display()));
+    }
     // The error's own text and its source are the same: name it once.
     staged(path, bytes)?
         .persist(path)

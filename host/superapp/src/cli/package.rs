@@ -83,6 +83,12 @@ pub fn pack(args: PackArgs<'_>) -> anyhow::Result<ExitCode> {
 /// any other file given as `--out` by mistake, is left as it is.
 fn write_package(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Read as _;
+    // A pipe or a device (`/dev/stdout`) is written into, not read first:
+    // opening a pipe to read would wait for a writer.
+    let special = std::fs::metadata(out).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    if special {
+        return write_atomically(out, bytes);
+    }
     match std::fs::File::open(out) {
         Ok(file) => {
             let mut head = Vec::with_capacity(512);

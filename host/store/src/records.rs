@@ -15,8 +15,17 @@ use crate::memory_backend::MemoryBackend;
 use crate::postgres_backend::PostgresBackend;
 use crate::sled_backend::SledBackend;
 
-/// The on-disk format this host writes. Opening a newer one is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this host writes. Opening a newer one is refused,
+/// and opening an older one upgrades it, so that a host of the earlier
+/// version refuses it from then on (its own check of this number).
+///
+/// 1. The first.
+/// 2. The registry remembers removed keys and which publishers `serve
+///    --apps` registered, and a session is valid only under its user's
+///    current generation. A host of format 1 would ignore all three and
+///    bring back what was revoked (a removed key added again, a session
+///    ended by a password change answering again).
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_KEY: &[u8] = b"format-version";
 
 /// A request to be told when everything written before it is on disk.
@@ -94,6 +103,20 @@ impl Store {
                         found,
                         supported: FORMAT_VERSION,
                     });
+                }
+                if found < FORMAT_VERSION {
+                    // What the earlier version did not record, the
+                    // services find where it is kept (the registry in the
+                    // audit log) as they open.
+                    backend.transact(&[Tree::Meta], &|t| {
+                        t.put(Tree::Meta, FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                    })?;
+                    backend.flush()?;
+                    tracing::info!(
+                        from = found,
+                        to = FORMAT_VERSION,
+                        "upgraded the store's format: hosts of earlier versions refuse it now"
+                    );
                 }
             }
         }
@@ -533,6 +556,32 @@ mod tests {
         let none = Duration::ZERO;
         assert_eq!(super::gather_before_flush(none, 64, just), None);
         assert_eq!(MemoryBackend::new().commit_gather(), none);
+    }
+
+    #[test]
+    fn an_earlier_format_is_upgraded_so_that_earlier_hosts_refuse_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let format = |store: &Store| store.get_raw(Tree::Meta, FORMAT_KEY).unwrap().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(format(&store), FORMAT_VERSION.to_be_bytes());
+            store
+                .transact(&[Tree::Meta], |t| {
+                    Ok::<_, Abort<()>>(t.put(Tree::Meta, FORMAT_KEY, &1u32.to_be_bytes())?)
+                })
+                .unwrap();
+            store.put(Tree::Users, b"kept", &"as it was").unwrap();
+            store.close().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(format(&store), FORMAT_VERSION.to_be_bytes());
+        assert_eq!(
+            store
+                .get::<String>(Tree::Users, b"kept")
+                .unwrap()
+                .as_deref(),
+            Some("as it was")
+        );
     }
 
     #[test]

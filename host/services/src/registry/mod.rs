@@ -171,6 +171,9 @@ pub enum Actor {
     Auditor(String),
     /// The host itself publishing a development apps directory.
     Development,
+    /// The host itself, correcting what an earlier version left in the
+    /// registry as it opens a store that version wrote.
+    Upgrade,
 }
 
 impl Actor {
@@ -180,6 +183,7 @@ impl Actor {
             Actor::Publisher(id) => format!("publisher:{id}"),
             Actor::Auditor(key) => format!("auditor:{key}"),
             Actor::Development => "host:development".into(),
+            Actor::Upgrade => "host:upgrade".into(),
         }
     }
 }
@@ -361,35 +365,55 @@ impl Registry {
         Ok(registry)
     }
 
+    /// What an earlier version did not record, found in the audit log,
+    /// each step once: [`Registry::remember_removals`], then
+    /// [`Registry::take_back_development_keys`].
+    fn backfill(&self) -> Result<(), RegistryError> {
+        self.remember_removals()?;
+        self.take_back_development_keys()
+    }
+
+    /// Every page of the audit log, oldest first, to `visit`.
+    fn each_audit_entry(
+        &self,
+        visit: &mut dyn FnMut(&crate::audit::Entry),
+    ) -> Result<(), RegistryError> {
+        let mut after = 0;
+        loop {
+            let page = self.audit.entries(after, crate::audit::MAX_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            page.iter().for_each(&mut *visit);
+        }
+        Ok(())
+    }
+
     /// Keys removed before removals were remembered are remembered as
     /// removed (unless a publisher holds one again), and publishers that
     /// `serve --apps` registered are marked as its own.
-    fn backfill(&self) -> Result<(), RegistryError> {
+    fn remember_removals(&self) -> Result<(), RegistryError> {
         const DONE: &[u8] = b"m\0backfilled-from-audit-log";
         if self.store.get_raw(Tree::Registry, DONE)?.is_some() {
             return Ok(());
         }
         let mut removed = Vec::new();
         let mut development = HashSet::new();
-        let mut after = 0;
-        loop {
-            let page = self.audit.entries(after, crate::audit::MAX_PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for entry in &page {
-                let e = &entry.event;
-                let detail = |name: &str| e.details.get(name).cloned();
-                if e.kind == "registry.publisher.key" && e.outcome == "removed" {
-                    if let (Some(key), Some(publisher)) = (detail("key"), detail("publisher")) {
-                        removed.push((key, publisher, entry.at));
-                    }
-                }
-                let by_development = detail("actor").as_deref() == Some("host:development");
-                if e.kind == "registry.publisher.add" && by_development {
-                    development.extend(detail("publisher"));
+        self.each_audit_entry(&mut |entry| {
+            let e = &entry.event;
+            let detail = |name: &str| e.details.get(name).cloned();
+            let actor = detail("actor");
+            // The development key taken back below is no removed key:
+            // the publishers `serve --apps` registered keep using it.
+            let upgrade = actor.as_deref() == Some("host:upgrade");
+            if e.kind == "registry.publisher.key" && e.outcome == "removed" && !upgrade {
+                if let (Some(key), Some(publisher)) = (detail("key"), detail("publisher")) {
+                    removed.push((key, publisher, entry.at));
                 }
             }
-        }
+            if e.kind == "registry.publisher.add" && actor.as_deref() == Some("host:development") {
+                development.extend(detail("publisher"));
+            }
+        })?;
         let held: HashSet<String> = self
             .publishers()?
             .into_iter()
@@ -427,6 +451,78 @@ impl Registry {
             );
         }
         Ok(())
+    }
+
+    /// An earlier `serve --apps` added the development key (a file in the
+    /// data directory) to publishers the operator registered, when an app
+    /// in its directory named one; this version never does. Such a key is
+    /// taken off the publisher again (unless it is the publisher's only
+    /// key), recorded in the audit log, and a warning names the publisher.
+    fn take_back_development_keys(&self) -> Result<(), RegistryError> {
+        const DONE: &[u8] = b"m\0development-keys-taken-back";
+        if self.store.get_raw(Tree::Registry, DONE)?.is_some() {
+            return Ok(());
+        }
+        let mut added = Vec::new();
+        self.each_audit_entry(&mut |entry| {
+            let e = &entry.event;
+            let detail = |name: &str| e.details.get(name).cloned();
+            if e.kind == "registry.publisher.key"
+                && e.outcome == "added"
+                && detail("actor").as_deref() == Some("host:development")
+            {
+                if let (Some(publisher), Some(key)) = (detail("publisher"), detail("key")) {
+                    added.push((publisher, key));
+                }
+            }
+        })?;
+        let taken = self.store.transact(&trees(), |t| {
+            let mut taken = Vec::new();
+            for (id, key) in &added {
+                let Some(mut p) = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))? else {
+                    continue;
+                };
+                if p.development || !p.keys.contains(key) {
+                    continue;
+                }
+                if p.keys.len() == 1 {
+                    tracing::warn!(publisher = %id, %key, "the development key is the only key of a publisher the operator registered; add its own key, then remove this one");
+                    continue;
+                }
+                p.keys.retain(|k| k != key);
+                txn_put(t, Tree::Registry, &publisher_key(id), &p)?;
+                self.audit.append_in(
+                    t,
+                    self.record("registry.publisher.key", &Actor::Upgrade, None, "removed")
+                        .with_detail("publisher", id)
+                        .with_detail("key", key)
+                        .with_detail(
+                            "reason",
+                            "the development key, added by an earlier `serve --apps` to a publisher the operator registered",
+                        ),
+                )?;
+                taken.push(id.clone());
+            }
+            t.put(Tree::Registry, DONE, b"1")?;
+            Ok::<_, Abort<RegistryError>>(taken)
+        })?;
+        for id in taken {
+            tracing::warn!(
+                publisher = %id,
+                "took the development key off a publisher the operator registered (an earlier `serve --apps` had added it); its apps are published with its own keys"
+            );
+        }
+        Ok(())
+    }
+
+    /// The publisher `key` was taken from, if it ever was. A host of an
+    /// earlier format could have given a removed key a role again (it did
+    /// not know the removal): such a key verifies nothing, whoever holds it.
+    fn removed_from(&self, key: &str) -> Result<Option<String>, RegistryError> {
+        Ok(self
+            .store
+            .get::<RemovedKey>(Tree::Registry, &removed_key(key))?
+            .map(|r| r.publisher))
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -477,8 +573,13 @@ impl Registry {
             }
             cache.generation
         };
-        let trusted: Arc<HashSet<String>> =
-            Arc::new(self.auditors()?.into_iter().map(|a| a.key).collect());
+        let mut trusted = HashSet::new();
+        for auditor in self.auditors()? {
+            if self.removed_from(&auditor.key)?.is_none() {
+                trusted.insert(auditor.key);
+            }
+        }
+        let trusted = Arc::new(trusted);
         let mut cache = self.cache();
         if keep && cache.generation == generation {
             cache.trusted = Some(trusted.clone());
@@ -722,6 +823,10 @@ impl Registry {
     /// The ids of the publishers a key belongs to, in id order, if any:
     /// one, but for the development key (see `check_key_free`).
     pub fn publishers_of_key(&self, key: &str) -> Result<Option<Vec<String>>, RegistryError> {
+        if let Some(from) = self.removed_from(key)? {
+            tracing::warn!(%key, publisher = %from, "a request is signed with a key removed from a publisher; refused");
+            return Ok(None);
+        }
         let ids: Vec<String> = self
             .publishers()?
             .into_iter()

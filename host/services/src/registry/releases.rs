@@ -49,6 +49,12 @@ impl Registry {
                 key: signature.public_key.clone(),
             });
         }
+        if let Some(from) = self.removed_from(&signature.public_key)? {
+            return Err(RegistryError::RemovedKey {
+                key: signature.public_key.clone(),
+                publisher: from,
+            });
+        }
         if let Actor::Publisher(id) = actor {
             if *id != publisher.id {
                 return Err(RegistryError::Forbidden(format!(
@@ -156,9 +162,12 @@ impl Registry {
     /// the same digest again changes nothing.
     pub fn decide(&self, signed: &SignedDecision) -> Result<Changed, RegistryError> {
         signed.verify()?;
-        let auditor = self
-            .auditor(&signed.auditor_key)?
-            .ok_or_else(|| RegistryError::UntrustedAuditor(signed.auditor_key.clone()))?;
+        let untrusted = || RegistryError::UntrustedAuditor(signed.auditor_key.clone());
+        let auditor = self.auditor(&signed.auditor_key)?.ok_or_else(untrusted)?;
+        // A removed key is trusted for nothing, whatever holds it.
+        if !self.is_trusted(&signed.auditor_key)? {
+            return Err(untrusted());
+        }
         let now = now_secs();
         if signed.signed_at > now + MAX_SKEW_SECS {
             return Err(RegistryError::Invalid(

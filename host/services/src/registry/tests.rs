@@ -757,3 +757,116 @@ fn removed_keys_stay_removed_across_versions() {
         vec![f.publisher.public_key()]
     );
 }
+
+/// A host of an earlier format did not know which keys were removed and
+/// could give one a role again (a downgrade): such a key verifies nothing,
+/// as publisher key or auditor key, whoever holds it.
+#[test]
+fn a_removed_key_an_earlier_version_gave_back_verifies_nothing() {
+    let f = fixture();
+    let spare = SigningKey::generate().unwrap();
+    let registry = &f.registry;
+    registry
+        .add_publisher_key("Clinic Ltd", &spare.public_key(), &Actor::Operator)
+        .unwrap();
+    let before = package("1.0.0", &[], "Clinic Ltd", &spare);
+    registry.submit(&before, &Actor::Operator).unwrap();
+    registry
+        .remove_publisher_key("Clinic Ltd", &spare.public_key(), &Actor::Operator)
+        .unwrap()
+        .unwrap();
+    // As the earlier host wrote it: the key back on the publisher, and
+    // trusted as an auditor's.
+    let store = registry.store.clone();
+    let mut clinic = registry.publisher("Clinic Ltd").unwrap().unwrap();
+    clinic.keys.push(spare.public_key());
+    store
+        .put(Tree::Registry, &publisher_key("Clinic Ltd"), &clinic)
+        .unwrap();
+    let auditor = Auditor {
+        key: spare.public_key(),
+        name: "Mallory".into(),
+        added_at: now_secs(),
+    };
+    store
+        .put(Tree::Registry, &auditor_key(&auditor.key), &auditor)
+        .unwrap();
+    let registry = Registry::open(store, f.audit.clone(), Policy::default()).unwrap();
+
+    assert_eq!(
+        registry.publishers_of_key(&spare.public_key()).unwrap(),
+        None
+    );
+    let after = package("1.1.0", &[], "Clinic Ltd", &spare);
+    assert!(matches!(
+        registry.submit(&after, &Actor::Operator),
+        Err(RegistryError::RemovedKey { publisher, .. }) if publisher == "Clinic Ltd"
+    ));
+    let f = Fixture { registry, ..f };
+    assert!(matches!(
+        decide(&f, &spare, &before, Verdict::Approve, now_secs()),
+        Err(RegistryError::UntrustedAuditor(_))
+    ));
+    // The publisher's own key and the trusted auditor still work.
+    assert_eq!(
+        f.registry
+            .publishers_of_key(&f.publisher.public_key())
+            .unwrap(),
+        Some(vec!["Clinic Ltd".to_string()])
+    );
+    decide(&f, &f.auditor, &before, Verdict::Approve, now_secs()).unwrap();
+}
+
+/// An earlier `serve --apps` added the development key to a publisher the
+/// operator registered when an app named it: opening the store with this
+/// version takes it off again, once, and says so in the audit log; the
+/// development key stays with the publishers `--apps` registered itself.
+#[test]
+fn the_development_key_an_earlier_version_gave_an_operators_publisher_is_taken_back() {
+    let f = fixture();
+    let dev = SigningKey::generate().unwrap().public_key();
+    // As the earlier version did it, and a publisher `--apps` registered.
+    f.registry
+        .add_publisher_key("Clinic Ltd", &dev, &Actor::Development)
+        .unwrap();
+    f.registry
+        .add_publisher(
+            "Dev Co",
+            "Dev Co",
+            std::slice::from_ref(&dev),
+            &Actor::Development,
+        )
+        .unwrap();
+    let store = f.registry.store.clone();
+    let registry = Registry::open(store.clone(), f.audit.clone(), Policy::default()).unwrap();
+    let clinic = registry.publisher("Clinic Ltd").unwrap().unwrap();
+    assert_eq!(clinic.keys, vec![f.publisher.public_key()]);
+    assert_eq!(
+        registry.publisher("Dev Co").unwrap().unwrap().keys,
+        vec![dev.clone()]
+    );
+    let taken: Vec<_> = f
+        .audit
+        .entries(0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.kind == "registry.publisher.key" && e.event.outcome == "removed")
+        .collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(
+        taken[0].event.details.get("actor").map(String::as_str),
+        Some("host:upgrade")
+    );
+    // Not a removed key: `--apps` keeps using it for its own publishers.
+    // And the step runs once: a key added after it is left alone.
+    registry
+        .add_publisher_key("Clinic Ltd", &dev, &Actor::Development)
+        .unwrap();
+    let again = Registry::open(store, f.audit.clone(), Policy::default()).unwrap();
+    assert!(again
+        .publisher("Clinic Ltd")
+        .unwrap()
+        .unwrap()
+        .keys
+        .contains(&dev));
+}

@@ -94,10 +94,7 @@ fn a_store_that_cannot_work_stops_the_start_with_a_readable_message() {
             "postgres://app:s3cret-word@127.0.0.1/superapp?colour=blue",
             "unknown option `colour`",
         ),
-        (
-            "postgres://app:s3cret-word@[::1/superapp",
-            "`host`",
-        ),
+        ("postgres://app:s3cret-word@[::1/superapp", "`host`"),
         (
             "postgres://app%ff:s3cret-word@127.0.0.1:1/superapp",
             "expected postgres://user:password@host",

@@ -43,12 +43,22 @@ fn engine_fingerprint(engine: &Engine) -> String {
 impl ComponentCache {
     pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        let at = |e: std::io::Error, what: &str| {
+            std::io::Error::new(e.kind(), format!("cannot {what} {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| at(e, "create the precompile cache"))?;
         // Precompiled code runs as the host's own: only the host may write it.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+            let mode = std::fs::metadata(&dir)
+                .map_err(|e| at(e, "read the precompile cache"))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| at(e, "make private (chmod 700) the precompile cache"))?;
+            }
         }
         Ok(ComponentCache { dir })
     }

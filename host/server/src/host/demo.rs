@@ -106,11 +106,20 @@ pub fn demo_issuer_key(secrets: &Secrets, id: &str) -> Result<IssuerKeyFile, Hos
         .recursive(true)
         .mode(0o700)
         .create(&issuers_dir)
-        .and_then(|()| {
-            // One made by an earlier version may be open to others.
-            std::fs::set_permissions(&issuers_dir, std::fs::Permissions::from_mode(0o700))
-        })
         .map_err(|e| HostError::Invalid(format!("cannot create {}: {e}", issuers_dir.display())))?;
+    // One made by an earlier version may be open to others (0755): closed
+    // where the host's user may. Where it may not (another user owns the
+    // folder) that is said, not fatal: the keys in it are 0600 each.
+    let open_to_others = std::fs::metadata(&issuers_dir)
+        .map(|m| m.permissions().mode() & 0o077 != 0)
+        .unwrap_or(false);
+    if open_to_others {
+        if let Err(e) =
+            std::fs::set_permissions(&issuers_dir, std::fs::Permissions::from_mode(0o700))
+        {
+            tracing::warn!(path = %issuers_dir.display(), error = %e, "other users may list the demo issuers' key folder; `chmod 700` it");
+        }
+    }
     let file = format!("{DEMO_ISSUERS}/{id}.json");
     let path = secrets.dir().join(&file);
     let invalid =

@@ -155,3 +155,38 @@ async fn a_claimed_digest_finds_the_artifact_and_a_wrong_one_stores_nothing() {
         .await
         .is_ok());
 }
+
+/// Artifacts an earlier version compiled (another wasmtime, other settings:
+/// another engine fingerprint in the name) are removed by a sweep; the
+/// current ones and files the cache did not name stay.
+#[tokio::test]
+async fn a_sweep_removes_what_an_earlier_version_compiled_and_nothing_else() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = runtime_with_cache(cache.path());
+    assert_eq!(load(&rt, "hello").origin(), Origin::Compiled);
+    let names = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
+    let current = names();
+    let earlier = format!("{}-0123456789abcdef", "ab".repeat(32));
+    for name in [
+        format!("{earlier}.cwasm"),
+        format!("{earlier}.cwasm.xxh3"),
+        "notes.txt".to_string(),
+        "short-0123456789abcdef.cwasm".to_string(),
+    ] {
+        std::fs::write(cache.path().join(name), b"x").unwrap();
+    }
+    assert_eq!(rt.sweep_cache(), 2);
+    let mut expected = current.clone();
+    expected.extend([
+        "notes.txt".to_string(),
+        "short-0123456789abcdef.cwasm".to_string(),
+    ]);
+    assert_eq!(names(), expected);
+    assert_eq!(rt.sweep_cache(), 0);
+    assert_eq!(load(&rt, "hello").origin(), Origin::Cache);
+}

@@ -78,6 +78,35 @@ impl ComponentCache {
         load_verified(engine, &artifact, &check)
     }
 
+    /// Remove the artifacts no engine of this build loads: those compiled
+    /// by another wasmtime or with other settings (an earlier version of
+    /// the host), which would otherwise stay forever beside the current
+    /// ones. Files the cache did not name are left alone. How many went.
+    pub fn sweep(&self, engine: &Engine) -> usize {
+        let current = engine_fingerprint(engine);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let stem = name
+                .strip_suffix(".cwasm.xxh3")
+                .or_else(|| name.strip_suffix(".cwasm"));
+            let Some((sha, fingerprint)) = stem.and_then(|s| s.split_once('-')) else {
+                continue;
+            };
+            let ours = sha.len() == 64
+                && fingerprint.len() == 16
+                && (sha.bytes().chain(fingerprint.bytes())).all(|b| b.is_ascii_hexdigit());
+            if ours && fingerprint != current && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Keep `serialized`, the precompiled form for `engine` of the
     /// component whose SHA-256 is `component_sha`. A cache that cannot be
     /// written only costs a recompile next time: logged, not an error.

@@ -387,6 +387,12 @@ impl Runtime {
         Ok((component, serialized))
     }
 
+    /// Remove from the precompile cache what this build cannot load
+    /// (see [`ComponentCache::sweep`]); how many files went.
+    pub fn sweep_cache(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.sweep(&self.engine))
+    }
+
     /// Whether instances come from the pooling allocator (false when the
     /// host fell back to allocating them on demand).
     pub fn pooling(&self) -> bool {

@@ -156,6 +156,13 @@ impl Host {
                 }
             }
         }
+        let removed = self.runtime.sweep_cache();
+        if removed > 0 {
+            tracing::info!(
+                files = removed,
+                "removed precompiled code an earlier version left in the cache"
+            );
+        }
     }
 
     /// `serve --apps DIR`: pack each app directory, sign it with the host's

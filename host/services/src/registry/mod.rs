@@ -564,7 +564,7 @@ impl Registry {
     }
 
     /// Whether `key` is a trusted auditor key now.
-    pub(crate) fn is_trusted(&self, key: &str) -> Result<bool, RegistryError> {
+    pub fn is_trusted(&self, key: &str) -> Result<bool, RegistryError> {
         let keep = !self.store.shared();
         let generation = {
             let cache = self.cache();

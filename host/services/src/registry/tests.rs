@@ -802,6 +802,8 @@ fn a_removed_key_an_earlier_version_gave_back_verifies_nothing() {
         registry.submit(&after, &Actor::Operator),
         Err(RegistryError::RemovedKey { publisher, .. }) if publisher == "Clinic Ltd"
     ));
+    // What the API asks to let a signed request act as an auditor.
+    assert!(!registry.is_trusted(&spare.public_key()).unwrap());
     let f = Fixture { registry, ..f };
     assert!(matches!(
         decide(&f, &spare, &before, Verdict::Approve, now_secs()),

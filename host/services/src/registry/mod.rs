@@ -257,6 +257,16 @@ fn check_not_removed(t: &dyn Txn, key: &str) -> Result<(), Abort<RegistryError>>
     }
 }
 
+/// What [`Registry::backfill`] finds in the audit log of an earlier
+/// version: removed keys (key, publisher, when), publishers `serve --apps`
+/// registered, and keys it added to publishers (publisher, key).
+#[derive(Default)]
+struct Earlier {
+    removed: Vec<(String, String, u64)>,
+    development: HashSet<String>,
+    development_keys: Vec<(String, String)>,
+}
+
 fn release_prefix(app: &str) -> Vec<u8> {
     format!("r\0{app}\0").into_bytes()
 }
@@ -365,55 +375,70 @@ impl Registry {
         Ok(registry)
     }
 
-    /// What an earlier version did not record, found in the audit log,
-    /// each step once: [`Registry::remember_removals`], then
+    /// What an earlier version did not record, found in the audit log
+    /// (read once, whatever is left to do), each step once:
+    /// [`Registry::remember_removals`], then
     /// [`Registry::take_back_development_keys`].
     fn backfill(&self) -> Result<(), RegistryError> {
-        self.remember_removals()?;
-        self.take_back_development_keys()
+        const REMEMBERED: &[u8] = b"m\0backfilled-from-audit-log";
+        const TAKEN_BACK: &[u8] = b"m\0development-keys-taken-back";
+        let pending = |marker| -> Result<bool, RegistryError> {
+            Ok(self.store.get_raw(Tree::Registry, marker)?.is_none())
+        };
+        let (removals, development_keys) = (pending(REMEMBERED)?, pending(TAKEN_BACK)?);
+        if !removals && !development_keys {
+            return Ok(());
+        }
+        let earlier = self.read_audit_log()?;
+        if removals {
+            self.remember_removals(&earlier, REMEMBERED)?;
+        }
+        if development_keys {
+            self.take_back_development_keys(&earlier.development_keys, TAKEN_BACK)?;
+        }
+        Ok(())
     }
 
-    /// Every page of the audit log, oldest first, to `visit`.
-    fn each_audit_entry(
-        &self,
-        visit: &mut dyn FnMut(&crate::audit::Entry),
-    ) -> Result<(), RegistryError> {
+    /// One pass over the audit log for what [`Registry::backfill`] needs.
+    fn read_audit_log(&self) -> Result<Earlier, RegistryError> {
+        let mut earlier = Earlier::default();
         let mut after = 0;
         loop {
             let page = self.audit.entries(after, crate::audit::MAX_PAGE)?;
             let Some(last) = page.last() else { break };
             after = last.seq;
-            page.iter().for_each(&mut *visit);
+            for entry in &page {
+                let e = &entry.event;
+                let detail = |name: &str| e.details.get(name).cloned();
+                let actor = detail("actor");
+                let by = |who: &str| actor.as_deref() == Some(who);
+                match (e.kind.as_str(), e.outcome.as_str()) {
+                    // The development key taken back below is no removed
+                    // key: the publishers `serve --apps` registered keep it.
+                    ("registry.publisher.key", "removed") if !by("host:upgrade") => {
+                        if let (Some(key), Some(publisher)) = (detail("key"), detail("publisher")) {
+                            earlier.removed.push((key, publisher, entry.at));
+                        }
+                    }
+                    ("registry.publisher.key", "added") if by("host:development") => {
+                        if let (Some(publisher), Some(key)) = (detail("publisher"), detail("key")) {
+                            earlier.development_keys.push((publisher, key));
+                        }
+                    }
+                    ("registry.publisher.add", _) if by("host:development") => {
+                        earlier.development.extend(detail("publisher"));
+                    }
+                    _ => {}
+                }
+            }
         }
-        Ok(())
+        Ok(earlier)
     }
 
     /// Keys removed before removals were remembered are remembered as
     /// removed (unless a publisher holds one again), and publishers that
     /// `serve --apps` registered are marked as its own.
-    fn remember_removals(&self) -> Result<(), RegistryError> {
-        const DONE: &[u8] = b"m\0backfilled-from-audit-log";
-        if self.store.get_raw(Tree::Registry, DONE)?.is_some() {
-            return Ok(());
-        }
-        let mut removed = Vec::new();
-        let mut development = HashSet::new();
-        self.each_audit_entry(&mut |entry| {
-            let e = &entry.event;
-            let detail = |name: &str| e.details.get(name).cloned();
-            let actor = detail("actor");
-            // The development key taken back below is no removed key:
-            // the publishers `serve --apps` registered keep using it.
-            let upgrade = actor.as_deref() == Some("host:upgrade");
-            if e.kind == "registry.publisher.key" && e.outcome == "removed" && !upgrade {
-                if let (Some(key), Some(publisher)) = (detail("key"), detail("publisher")) {
-                    removed.push((key, publisher, entry.at));
-                }
-            }
-            if e.kind == "registry.publisher.add" && actor.as_deref() == Some("host:development") {
-                development.extend(detail("publisher"));
-            }
-        })?;
+    fn remember_removals(&self, earlier: &Earlier, done: &[u8]) -> Result<(), RegistryError> {
         let held: HashSet<String> = self
             .publishers()?
             .into_iter()
@@ -421,7 +446,7 @@ impl Registry {
             .collect();
         let count = self.store.transact(&[Tree::Registry], |t| {
             let mut count = 0;
-            for (key, publisher, at) in &removed {
+            for (key, publisher, at) in &earlier.removed {
                 if held.contains(key) {
                     continue;
                 }
@@ -432,7 +457,7 @@ impl Registry {
                 txn_put(t, Tree::Registry, &removed_key(key), &record)?;
                 count += 1;
             }
-            for id in &development {
+            for id in &earlier.development {
                 let key = publisher_key(id);
                 if let Some(mut p) = txn_get::<Publisher>(t, Tree::Registry, &key)? {
                     if !p.development {
@@ -441,7 +466,7 @@ impl Registry {
                     }
                 }
             }
-            t.put(Tree::Registry, DONE, b"1")?;
+            t.put(Tree::Registry, done, b"1")?;
             Ok::<_, Abort<RegistryError>>(count)
         })?;
         if count > 0 {
@@ -458,27 +483,14 @@ impl Registry {
     /// in its directory named one; this version never does. Such a key is
     /// taken off the publisher again (unless it is the publisher's only
     /// key), recorded in the audit log, and a warning names the publisher.
-    fn take_back_development_keys(&self) -> Result<(), RegistryError> {
-        const DONE: &[u8] = b"m\0development-keys-taken-back";
-        if self.store.get_raw(Tree::Registry, DONE)?.is_some() {
-            return Ok(());
-        }
-        let mut added = Vec::new();
-        self.each_audit_entry(&mut |entry| {
-            let e = &entry.event;
-            let detail = |name: &str| e.details.get(name).cloned();
-            if e.kind == "registry.publisher.key"
-                && e.outcome == "added"
-                && detail("actor").as_deref() == Some("host:development")
-            {
-                if let (Some(publisher), Some(key)) = (detail("publisher"), detail("key")) {
-                    added.push((publisher, key));
-                }
-            }
-        })?;
-        let taken = self.store.transact(&trees(), |t| {
-            let mut taken = Vec::new();
-            for (id, key) in &added {
+    fn take_back_development_keys(
+        &self,
+        added: &[(String, String)],
+        done: &[u8],
+    ) -> Result<(), RegistryError> {
+        let (taken, only) = self.store.transact(&trees(), |t| {
+            let (mut taken, mut only) = (Vec::new(), Vec::new());
+            for (id, key) in added {
                 let Some(mut p) = txn_get::<Publisher>(t, Tree::Registry, &publisher_key(id))? else {
                     continue;
                 };
@@ -486,7 +498,7 @@ impl Registry {
                     continue;
                 }
                 if p.keys.len() == 1 {
-                    tracing::warn!(publisher = %id, %key, "the development key is the only key of a publisher the operator registered; add its own key, then remove this one");
+                    only.push(id.clone());
                     continue;
                 }
                 p.keys.retain(|k| k != key);
@@ -503,14 +515,17 @@ impl Registry {
                 )?;
                 taken.push(id.clone());
             }
-            t.put(Tree::Registry, DONE, b"1")?;
-            Ok::<_, Abort<RegistryError>>(taken)
+            t.put(Tree::Registry, done, b"1")?;
+            Ok::<_, Abort<RegistryError>>((taken, only))
         })?;
         for id in taken {
             tracing::warn!(
                 publisher = %id,
                 "took the development key off a publisher the operator registered (an earlier `serve --apps` had added it); its apps are published with its own keys"
             );
+        }
+        for id in only {
+            tracing::warn!(publisher = %id, "the development key is the only key of a publisher the operator registered (an earlier `serve --apps` added it); add the publisher's own key, then remove this one");
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 /// that is no regular file (`/dev/stdout`, `/dev/null`, a pipe) is written
 /// into: a rename would put a file in the device's or pipe's place.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+    if is_pipe_or_device(path) {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .open(path)
@@ -36,6 +36,12 @@ pub fn create_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         }
     })?;
     Ok(())
+}
+
+/// Whether `path` is there and is neither a regular file nor a folder: a
+/// pipe, a socket or a device such as `/dev/stdout`.
+pub fn is_pipe_or_device(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 /// `bytes` in a synced temporary file beside `path`, to be moved there.

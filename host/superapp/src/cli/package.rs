@@ -85,8 +85,7 @@ fn write_package(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Read as _;
     // A pipe or a device (`/dev/stdout`) is written into, not read first:
     // opening a pipe to read would wait for a writer.
-    let special = std::fs::metadata(out).is_ok_and(|m| !m.is_file() && !m.is_dir());
-    if special {
+    if crate::files::is_pipe_or_device(out) {
         return write_atomically(out, bytes);
     }
     match std::fs::File::open(out) {

@@ -254,6 +254,29 @@ mod tests {
         store.put(Tree::Packages, b"digest", &"bytes").unwrap();
     }
 
+    /// A snapshot carries the format of the store it came from: a host of
+    /// an earlier format refuses it, as it refuses the store itself.
+    #[test]
+    fn a_snapshot_of_a_newer_format_is_refused() {
+        let store = Store::in_memory().unwrap();
+        fill(&store);
+        let mut bytes = Vec::new();
+        store.snapshot(&mut bytes).unwrap();
+        let at = MAGIC.len();
+        assert_eq!(bytes[at..at + 4], FORMAT_VERSION.to_be_bytes());
+        bytes[at..at + 4].copy_from_slice(&(FORMAT_VERSION + 1).to_be_bytes());
+        assert!(matches!(
+            check(bytes.as_slice()),
+            Err(StoreError::NewerFormat { found, supported })
+                if (found, supported) == (FORMAT_VERSION + 1, FORMAT_VERSION)
+        ));
+        let empty = Store::in_memory().unwrap();
+        assert!(matches!(
+            empty.restore(bytes.as_slice()),
+            Err(StoreError::NewerFormat { .. })
+        ));
+    }
+
     #[test]
     fn a_snapshot_restores_into_an_empty_store_and_nothing_else() {
         let a = tempfile::tempdir().unwrap();

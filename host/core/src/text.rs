@@ -133,9 +133,9 @@ pub fn valid_key(key: &str, max: usize) -> bool {
 }
 
 /// What a party's id or name comes to when compatibility forms (NFKC:
-/// fullwidth letters, ligatures, Roman numerals, composed or decomposed
-/// accents), case, spacing, punctuation, invisible characters and letters
-/// that draw alike (Unicode's confusables, UTS #39: Cyrillic `а` and Latin
+/// fullwidth letters, ligatures, Roman numerals), the accents of Latin,
+/// Greek and Cyrillic letters (`Bánk` passes for `Bank` at a glance), case,
+/// spacing, punctuation, invisible characters and letters that draw alike (Unicode's confusables, UTS #39: Cyrillic `а` and Latin
 /// `a`, `1` and `l`, `rn` and `m`) are set aside. It is read two ways, as
 /// written and in lower case, since some letters draw alike only in one
 /// (`I` and `l`, Cyrillic `В` and Latin `B`; `CLINIC` and `clinic`): one
@@ -155,12 +155,15 @@ pub fn skeletons(name: &str) -> Vec<String> {
 
 /// `text` with each character mapped to the confusables' representative,
 /// which may be a capital (`0` maps to `O`) and comes decomposed: folded to
-/// lower case and put back together. What the map gives is kept, letter or
-/// not (Arabic-Indic zero maps to `.`).
+/// lower case, rid of the combining accents of Latin, Greek and Cyrillic
+/// (U+0300 to U+036F; other scripts' marks change a word more than its
+/// look, and stay) and put back together. What the map gives is kept,
+/// letter or not (Arabic-Indic zero maps to `.`).
 fn confusable_folded(text: &str) -> String {
     use unicode_normalization::UnicodeNormalization as _;
     unicode_security::confusable_detection::skeleton(text)
         .flat_map(char::to_lowercase)
+        .filter(|c| !('\u{300}'..='\u{36F}').contains(c))
         .nfc()
         .filter(|c| !c.is_whitespace())
         .collect()
@@ -400,18 +403,25 @@ mod tests {
             ("BANK", "\u{412}\u{410}N\u{41A}"),
             ("HOTEL", "\u{41D}\u{41E}\u{422}\u{415}L"),
             ("MTN", "\u{39C}\u{3A4}\u{39D}"),
+            // Accents, composed or not, in either name.
+            ("caf\u{E9}", "cafe"),
+            ("B\u{E1}nk", "Bank"),
+            ("M\u{FC}ller", "Mu\u{308}ller"),
+            ("Muller", "M\u{DC}LLER"),
+            ("\u{439}\u{43E}\u{434}", "\u{438}\u{43E}\u{434}"),
         ] {
             assert!(look_alike(a, b), "{a:?} {b:?}");
             assert!(look_alike(b, a), "{b:?} {a:?}");
         }
         for (a, b) in [
-            ("caf\u{E9}", "cafe"),
             ("acme", "acne"),
             ("city", "cite"),
             ("mail", "mall"),
             ("Ali", "All"),
             ("Lima", "Ilma"),
             ("فرع ١٠", "فرع ١"),
+            // Other scripts' marks make another word: they stay.
+            ("\u{915}\u{92E}\u{932}", "\u{915}\u{941}\u{92E}\u{932}"),
         ] {
             assert!(!look_alike(a, b), "{a:?} {b:?}");
         }

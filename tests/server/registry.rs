@@ -1106,3 +1106,44 @@ async fn an_auditor_tool_refuses_a_package_that_is_not_the_version_it_asked_for(
     assert!(ok(&through("inspect", &url).await.unwrap()).contains("org.clinic.hello 1.0.1"));
     ok(&through("approve", &url).await.unwrap());
 }
+
+/// A command that uses a route its server does not have (an earlier
+/// version's host, stood in for by a server that knows no route) says so,
+/// and one pointed at something that is no superapp host says that.
+#[tokio::test]
+async fn a_command_newer_than_its_server_or_pointed_elsewhere_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp
+        .path()
+        .join("publisher.pem")
+        .to_str()
+        .unwrap()
+        .to_string();
+    ok(&cli(&["keys", "generate", "--out", &key]));
+    for (answer, expected) in [
+        (
+            json!({"error": {"code": "not-found", "message": "no such route"}}).to_string(),
+            "it runs an earlier version of superapp than this command",
+        ),
+        (
+            "<h1>Not Found</h1>".to_string(),
+            "is --server the address of a superapp host?",
+        ),
+    ] {
+        let stand_in = axum::Router::new().fallback(move || {
+            let answer = answer.clone();
+            async move { (axum::http::StatusCode::NOT_FOUND, answer).into_response() }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, stand_in).await.unwrap() });
+        let key = key.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            cli(&["merchant", "balance", "--server", &url, "--key", &key])
+        })
+        .await
+        .unwrap();
+        let err = refused(&out);
+        assert!(err.contains(expected), "{err}");
+    }
+}

@@ -145,12 +145,25 @@ struct ApiErrorBody {
 }
 
 /// A non-2xx answer as an error, in the server's words when it gave some.
+/// A route the server does not have is one this command knows: the server
+/// runs an earlier version, which is said, as is an answer that is no
+/// superapp host's.
 fn refusal(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
+    let not_found = status == reqwest::StatusCode::NOT_FOUND;
     match serde_json::from_slice::<ApiError>(body) {
+        Ok(e) if not_found && e.error.message == "no such route" => anyhow::anyhow!(
+            "the server refused ({status}, {}): {}: it runs an earlier version of superapp than this command ({}); upgrade the server, or use the command of its version",
+            e.error.code,
+            e.error.message,
+            env!("CARGO_PKG_VERSION"),
+        ),
         Ok(e) => anyhow::anyhow!(
             "the server refused ({status}, {}): {}",
             e.error.code,
             e.error.message
+        ),
+        Err(_) if not_found => anyhow::anyhow!(
+            "the server answered {status} without a superapp error: is --server the address of a superapp host?"
         ),
         Err(_) => anyhow::anyhow!("the server answered {status}"),
     }

@@ -54,7 +54,24 @@ impl Server {
     }
 
     fn spawn(data_dir: &Path, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_superapp"));
+        Server::spawn_binary(
+            Path::new(env!("CARGO_BIN_EXE_superapp")),
+            data_dir,
+            args,
+            env,
+            stderr,
+        )
+    }
+
+    /// `binary serve` (this build's or another release's) on `data_dir`.
+    pub fn spawn_binary(
+        binary: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Server {
+        let mut cmd = Command::new(binary);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(args)

@@ -33,3 +33,4 @@ mod pg_server;
 mod postgres;
 mod registry;
 mod shell;
+mod upgrade;

@@ -507,6 +507,21 @@ async fn registry_routes_refuse_users_wrong_tokens_and_replayed_signatures() {
     );
     assert_eq!(send(path).await, StatusCode::OK);
     assert_eq!(send(path).await, StatusCode::UNAUTHORIZED, "replayed");
+    // Signed a minute before the host first started (so within the clock
+    // skew allowed): whether an earlier version answered it is not known.
+    let before = signed_request::sign(&key, "GET", path, b"", now_secs() - 60);
+    let refused = crate::common::http_client()
+        .get(format!("{}{path}", server.base.trim_end_matches("/api/v1")))
+        .header("authorization", before)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let refused = refused.text().await.unwrap();
+    assert!(
+        refused.contains("signed before this host began remembering"),
+        "{refused}"
+    );
     // The store remembers it: replayed after a restart, it is refused too.
     let data = server.data_dir.clone();
     assert!(tokio::task::spawn_blocking(move || server.terminate())

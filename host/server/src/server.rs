@@ -39,7 +39,10 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     }
     let store = host.store.clone();
     let (stop, shutdown) = watch::channel(false);
-    let state = Arc::new(ServerState::new(host, config.api.clone(), shutdown));
+    let state = Arc::new(
+        ServerState::new(host, config.api.clone(), shutdown)
+            .context("cannot read when signed requests began to be remembered")?,
+    );
     // Due work: on the bus's queue when there is one (one process runs
     // each job), otherwise this process sweeps for itself.
     let mut background = vec![tokio::spawn(api::sweep_throttles(state.clone()))];

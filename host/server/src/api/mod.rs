@@ -58,14 +58,14 @@ impl ServerState {
         host: Host,
         config: ApiConfig,
         shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> ServerState {
-        ServerState {
-            nonces: principal::Nonces::new(host.store.clone()),
+    ) -> Result<ServerState, superapp_store::StoreError> {
+        Ok(ServerState {
+            nonces: principal::Nonces::open(host.store.clone(), superapp_core::now_secs())?,
             host,
             config,
             shutdown,
             apps_prepared: std::sync::atomic::AtomicBool::new(false),
-        }
+        })
     }
 }
 

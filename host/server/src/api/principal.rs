@@ -84,7 +84,16 @@ impl Principal {
 pub struct Nonces {
     store: Arc<Store>,
     recent: Mutex<HashMap<String, u64>>,
+    /// When host processes on this store began remembering nonces
+    /// ([`KEPT_SINCE`]).
+    kept_since: u64,
 }
+
+/// The store's record (in its meta records) of the first start of a host
+/// that remembers nonces there. An earlier version kept them in memory
+/// only, so a request it answered in its last minutes could be played
+/// again after the upgrade; requests signed before this time are refused.
+const KEPT_SINCE: &[u8] = b"signed-request-nonces-kept-since";
 
 /// How many nonces one process takes at most within their lifetime;
 /// beyond that signed requests are refused (503) until old ones expire.
@@ -102,11 +111,37 @@ const NONCE_LIFETIME: u64 = 2 * MAX_SKEW_SECS + 1;
 const NONCE_GRACE: u64 = 60;
 
 impl Nonces {
-    pub fn new(store: Arc<Store>) -> Nonces {
-        Nonces {
+    /// The nonces of `store`; the first host to open them records `now`
+    /// as the time from which signed requests are remembered.
+    pub fn open(store: Arc<Store>, now: u64) -> Result<Nonces, StoreError> {
+        let kept_since = store
+            .transact(&[Tree::Meta], |t| {
+                let kept = t.get(Tree::Meta, KEPT_SINCE)?;
+                // A record that does not read as a time is written again:
+                // refusing what was signed before now is the safe side.
+                if let Some(since) = kept.and_then(|v| v.try_into().ok().map(u64::from_be_bytes)) {
+                    return Ok(since);
+                }
+                t.put(Tree::Meta, KEPT_SINCE, &now.to_be_bytes())?;
+                Ok::<_, Abort<()>>(now)
+            })
+            .map_err(Abort::into_store)?;
+        Ok(Nonces {
             store,
             recent: Mutex::new(HashMap::new()),
+            kept_since,
+        })
+    }
+
+    /// Refuse a request signed at `ts`, before nonces were kept: whether
+    /// an earlier version answered it is not known.
+    fn signed_while_kept(&self, ts: u64) -> Result<(), ApiError> {
+        if ts < self.kept_since {
+            return Err(ApiError::unauthenticated(
+                "this request was signed before this host began remembering used requests (at its first start or upgrade); sign a new one",
+            ));
         }
+        Ok(())
     }
 
     /// Remember `nonce` of `key`; `false` if it was already used.
@@ -278,6 +313,7 @@ impl FromRequest<AppState> for Called {
         signature
             .verify(&method, &path, &body, now)
             .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+        state.nonces.signed_while_kept(signature.ts)?;
         if !state
             .nonces
             .first_use(&signature.key, &signature.nonce, now)?
@@ -329,9 +365,9 @@ mod tests {
     fn a_nonce_is_used_once_across_processes_until_it_expires() {
         let backend: Arc<dyn superapp_store::Backend> =
             Arc::new(superapp_store::MemoryBackend::new());
-        let a = Nonces::new(Store::with_backend(backend.clone()).unwrap());
-        let b = Nonces::new(Store::with_backend(backend).unwrap());
         let now = 1_000_000;
+        let a = Nonces::open(Store::with_backend(backend.clone()).unwrap(), now).unwrap();
+        let b = Nonces::open(Store::with_backend(backend).unwrap(), now).unwrap();
         assert!(a.first_use("k", "n1", now).unwrap());
         assert!(!a.first_use("k", "n1", now).unwrap(), "replayed");
         assert!(!b.first_use("k", "n1", now + 1).unwrap(), "at the other");
@@ -340,5 +376,34 @@ mod tests {
         assert_eq!(a.sweep(gone - 1).unwrap(), 0, "kept for slower clocks");
         assert_eq!(b.sweep(gone).unwrap(), 2);
         assert_eq!(b.sweep(gone).unwrap(), 0);
+    }
+
+    /// Requests signed before the first host on a store remembered nonces
+    /// are refused, at that host and at every later one, while those
+    /// signed since pass; a record that does not read as a time is
+    /// replaced by the opening host's.
+    #[test]
+    fn requests_signed_before_nonces_were_kept_are_refused() {
+        let backend: Arc<dyn superapp_store::Backend> =
+            Arc::new(superapp_store::MemoryBackend::new());
+        let store = || Store::with_backend(backend.clone()).unwrap();
+        let first = Nonces::open(store(), 5_000).unwrap();
+        let later = Nonces::open(store(), 9_000).unwrap();
+        for nonces in [&first, &later] {
+            let refused = nonces.signed_while_kept(4_999).unwrap_err();
+            assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+            assert!(
+                refused.message.contains("sign a new one"),
+                "{}",
+                refused.message
+            );
+            assert!(nonces.signed_while_kept(5_000).is_ok());
+        }
+        store()
+            .put_raw(Tree::Meta, KEPT_SINCE, b"not a time")
+            .unwrap();
+        let reopened = Nonces::open(store(), 7_000).unwrap();
+        assert!(reopened.signed_while_kept(6_999).is_err());
+        assert!(reopened.signed_while_kept(7_000).is_ok());
     }
 }

@@ -1,9 +1,10 @@
 //! A data directory an earlier release wrote opens with this host and reads
 //! the same. Each recording under `tests/fixtures/upgrade` holds such a
 //! directory (made by `scripts/upgrade-fixture.sh` with that release's own
-//! build, driven by the recorder below) and what each user read from it
-//! before the stop; the test serves it with this build, reads it again,
-//! keeps using it, and checks the ledger and the audit log offline.
+//! build, driven by the recorder below), what each user and the operator
+//! read from it before the stop, and the keys the recorder made; the test
+//! serves it with this build, reads it again, signs with those keys, keeps
+//! using it, and checks the ledger and the audit log offline.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,26 @@ async fn opens_and_reads_the_same(recording: &Path) {
         let (status, body) = stale.get("/me").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{release}: {body}");
     }
+
+    // Keys keep their roles: the publisher's signs for it, the distrusted
+    // auditor's for nobody.
+    let key = |role: &str| {
+        let path = tmp.path().join(expected["keys"][role].as_str().unwrap());
+        path.to_str().unwrap().to_string()
+    };
+    let balance_with = |key: String| {
+        let base = server.base.clone();
+        tokio::task::spawn_blocking(move || {
+            superapp_cli(["merchant", "balance", "--server", &base, "--key", &key])
+        })
+    };
+    let (ok, out) = balance_with(key("publisher")).await.unwrap();
+    assert!(ok, "{release}: the publisher's key: {out}");
+    let (ok, out) = balance_with(key("distrusted_auditor")).await.unwrap();
+    assert!(
+        !ok && out.contains("neither a registered publisher's nor a trusted auditor's"),
+        "{release}: the distrusted auditor's key: {out}"
+    );
 
     // Kept in use: each conversation numbers on from where it stopped, and
     // the app that release published takes the next payment.
@@ -221,9 +242,57 @@ async fn record_a_data_directory_of_this_release() {
             json!({"password": DEMO_PASSWORD, "reads": reads(client, &paths).await}),
         );
     }
+    // The registry: a publisher of the operator's, and an auditor trusted
+    // then distrusted; their keys go into the recording.
     let mut operator = Client::new(&server);
     operator.token = Some(server.operator_token());
-    let operator = reads(&operator, &["/operator/ledger".to_string()]).await;
+    let keys = tmp.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let generate = |name: &str| {
+        let out = std::process::Command::new(&binary)
+            .args(["keys", "generate", "--out"])
+            .arg(keys.join(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (publisher, auditor) = (
+        generate("publisher.pem"),
+        generate("distrusted-auditor.pem"),
+    );
+    let (status, body) = operator
+        .post(
+            "/registry/publishers",
+            json!({"id": "acme", "name": "Acme Clinics", "keys": [publisher]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = operator
+        .post(
+            "/registry/auditors",
+            json!({"key": auditor, "name": "Former auditor"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = operator
+        .call(
+            Method::DELETE,
+            &format!("/registry/auditors/{auditor}"),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let operator = reads(
+        &operator,
+        &[
+            "/operator/ledger".to_string(),
+            "/registry/publishers".to_string(),
+            "/registry/auditors".to_string(),
+            "/registry/apps".to_string(),
+        ],
+    )
+    .await;
     assert!(server.terminate().success());
 
     let expected = json!({
@@ -232,8 +301,12 @@ async fn record_a_data_directory_of_this_release() {
         "operator": operator,
         "ended_sessions": [ended],
         "conversations": conversations,
+        "keys": {
+            "publisher": "keys/publisher.pem",
+            "distrusted_auditor": "keys/distrusted-auditor.pem",
+        },
     });
-    write_recording(&out, &data, &expected);
+    write_recording(&out, &data, &keys, &expected);
 }
 
 /// Answers of `paths` (each must be 200), by path.
@@ -247,10 +320,10 @@ async fn reads(client: &Client, paths: &[String]) -> Value {
     Value::Object(answers)
 }
 
-/// The data directory as `data/` and the expectations as `expect.json`;
-/// what the host rebuilds (the demo's built apps, precompiled code) is left
-/// out.
-fn write_recording(out: &Path, data: &Path, expected: &Value) {
+/// The data directory as `data/` (less what the host rebuilds: the demo's
+/// built apps, precompiled code), the keys the recorder made as `keys/` and
+/// the expectations as `expect.json`.
+fn write_recording(out: &Path, data: &Path, keys: &Path, expected: &Value) {
     let mut tar = tar::Builder::new(std::fs::File::create(out).unwrap());
     // As they are: a key file keeps its 0600.
     tar.mode(tar::HeaderMode::Complete);
@@ -272,6 +345,7 @@ fn write_recording(out: &Path, data: &Path, expected: &Value) {
             tar.append_path_with_name(&entry, &inside).unwrap();
         }
     }
+    tar.append_dir_all("keys", keys).unwrap();
     let json = serde_json::to_vec_pretty(expected).unwrap();
     let mut header = tar::Header::new_gnu();
     header.set_size(json.len() as u64);

@@ -77,35 +77,72 @@ async fn register_login_me_and_wrong_password() {
 }
 
 #[tokio::test]
-async fn failed_logins_are_throttled_per_username() {
-    let server = Server::start(&[("SUPERAPP_LOGIN_MAX_FAILURES_PER_USER", "3")]);
-    let _alice = Client::signed_up(&server, "alice").await;
-    let anon = Client::new(&server);
+async fn failed_logins_lock_out_their_address_and_never_the_user_where_they_sign_in() {
+    let server = Server::start(&[
+        ("SUPERAPP_LOGIN_MAX_FAILURES_PER_USER", "3"),
+        ("SUPERAPP_LOGIN_MAX_FAILURES_PER_ACCOUNT", "5"),
+        ("SUPERAPP_TRUSTED_PROXIES", "127.0.0.0/8,::1"),
+    ]);
+    let alice = Client::signed_up(&server, "alice").await;
+    // Clients at addresses of their own, as a trusted proxy names them.
+    let login = |from: &'static str, password: &'static str| {
+        let request = http_client()
+            .post(format!("{}/sessions", server.base))
+            .header("x-forwarded-for", from)
+            .json(&json!({"username": "alice", "password": password}));
+        async move {
+            let resp = request.send().await.unwrap();
+            let status = resp.status();
+            let retry = resp.headers().get("retry-after").is_some();
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (status, retry, body)
+        }
+    };
+    let (home, attacker, helper, elsewhere) =
+        ("203.0.113.1", "198.51.100.7", "198.51.100.8", "192.0.2.50");
+    assert_eq!(login(home, "alice-password").await.0, StatusCode::CREATED);
     for _ in 0..3 {
-        let (s, _) = anon
-            .post(
-                "/sessions",
-                json!({"username": "alice", "password": "guess-guess"}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            login(attacker, "guess-guess").await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
-    let resp = anon
-        .raw(
-            Method::POST,
-            "/sessions",
-            Some(br#"{"username":"alice","password":"alice-password"}"#.to_vec()),
-            "application/json",
+    let (status, retry, body) = login(attacker, "alice-password").await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "from the guessing address even the right password waits"
+    );
+    assert!(retry);
+    assert_eq!(body["error"]["code"], "too-many-attempts");
+    assert_eq!(
+        login(elsewhere, "alice-password").await.0,
+        StatusCode::CREATED
+    );
+    // Past the account's own limit, guesses from several addresses lock
+    // out every address new to it, but not where alice signs in, nor her
+    // session's password change.
+    for _ in 0..2 {
+        assert_eq!(
+            login(helper, "guess-guess").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        login("192.0.2.99", "alice-password").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(login(home, "alice-password").await.0, StatusCode::CREATED);
+    let (status, body) = alice
+        .call(
+            Method::PUT,
+            "/me/password",
+            Some(
+                json!({"current_password": "alice-password", "new_password": "alice-new-password"}),
+            ),
         )
         .await;
-    assert_eq!(
-        resp.status(),
-        StatusCode::TOO_MANY_REQUESTS,
-        "even the right password waits"
-    );
-    assert!(resp.headers().get("retry-after").is_some());
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "too-many-attempts");
+    assert!(status.is_success(), "{status} {body}");
     // Other accounts are unaffected.
     let _bob = Client::signed_up(&server, "bob").await;
 }

@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub password_iterations: Option<u32>,
     pub session_ttl_secs: Option<u64>,
     pub login_max_failures_per_user: Option<u32>,
+    pub login_max_failures_per_account: Option<u32>,
     pub login_max_failures_per_client: Option<u32>,
     pub login_window_secs: Option<u64>,
     /// Password hashes that run at once (default: half the cores).
@@ -301,6 +302,10 @@ impl FileConfig {
             &mut self.login_max_failures_per_user,
         )?;
         env_value(
+            "login-max-failures-per-account",
+            &mut self.login_max_failures_per_account,
+        )?;
+        env_value(
             "login-max-failures-per-client",
             &mut self.login_max_failures_per_client,
         )?;
@@ -519,6 +524,11 @@ impl FileConfig {
                     self.login_max_failures_per_user,
                 )?
                 .unwrap_or(identity_defaults.max_failures_per_user),
+                max_failures_per_account: failures(
+                    "login-max-failures-per-account",
+                    self.login_max_failures_per_account,
+                )?
+                .unwrap_or(identity_defaults.max_failures_per_account),
                 max_failures_per_client: failures(
                     "login-max-failures-per-client",
                     self.login_max_failures_per_client,

@@ -182,6 +182,47 @@ impl Store {
         self.backend.scan(tree, prefix, after, limit, reverse)
     }
 
+    /// Remove the entries of `tree` under `prefix` whose value `stale`
+    /// picks (short-lived records past their time), page by page; each is
+    /// read again in the transaction that removes it, so one written anew
+    /// since its page was read stays. How many went.
+    pub fn remove_stale(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        stale: impl Fn(&[u8]) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut after: Option<Vec<u8>> = None;
+        let mut removed = 0;
+        loop {
+            let page = self.scan(tree, prefix, after.as_deref(), 500, false)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(removed);
+            };
+            after = Some(last.clone());
+            let picked: Vec<&Vec<u8>> = page
+                .iter()
+                .filter(|(_, v)| stale(v))
+                .map(|(k, _)| k)
+                .collect();
+            if picked.is_empty() {
+                continue;
+            }
+            removed += self
+                .transact(&[tree], |t| {
+                    let mut gone = 0;
+                    for k in &picked {
+                        if t.get(tree, k)?.is_some_and(|v| stale(&v)) {
+                            t.delete(tree, k)?;
+                            gone += 1;
+                        }
+                    }
+                    Ok::<_, Abort<()>>(gone)
+                })
+                .map_err(Abort::into_store)?;
+        }
+    }
+
     /// Visit every entry of `tree` in key order; see [`Backend::for_each`].
     pub fn for_each_entry(
         &self,

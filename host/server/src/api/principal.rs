@@ -201,40 +201,8 @@ impl Nonces {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, expires| *expires > now);
-        let mut after: Option<Vec<u8>> = None;
-        let mut removed = 0;
-        loop {
-            let page =
-                self.store
-                    .scan(Tree::Windows, NONCE_RECORDS, after.as_deref(), 500, false)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(removed);
-            };
-            after = Some(last.clone());
-            let stale: Vec<&Vec<u8>> = page
-                .iter()
-                .filter(|(_, v)| expired(v))
-                .map(|(k, _)| k)
-                .collect();
-            if stale.is_empty() {
-                continue;
-            }
-            // Read again in the transaction: a record written since the
-            // page was read stays.
-            removed += self
-                .store
-                .transact(&[Tree::Windows], |t| {
-                    let mut gone = 0;
-                    for k in &stale {
-                        if t.get(Tree::Windows, k)?.is_some_and(|v| expired(&v)) {
-                            t.delete(Tree::Windows, k)?;
-                            gone += 1;
-                        }
-                    }
-                    Ok::<_, Abort<()>>(gone)
-                })
-                .map_err(Abort::into_store)?;
-        }
+        self.store
+            .remove_stale(Tree::Windows, NONCE_RECORDS, expired)
     }
 }
 

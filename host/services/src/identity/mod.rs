@@ -2,6 +2,7 @@
 //! hashes, login with throttling, bearer/cookie sessions stored only as
 //! hashes, and the host secret behind per-app pseudonymous ids.
 
+mod familiar;
 mod hashing;
 mod password;
 mod pseudonyms;
@@ -110,8 +111,12 @@ pub struct NewSession {
 pub struct IdentityConfig {
     pub password_iterations: NonZeroU32,
     pub session_ttl: Duration,
-    /// Failed logins allowed per username, and per client address, in `window`.
+    /// Failed logins allowed in `window`: per account from one client
+    /// address; per account from everywhere, past which only addresses it
+    /// signed in from lately ([`familiar::KEPT`]) and its sessions'
+    /// confirmations may still try; per client address over all accounts.
     pub max_failures_per_user: u32,
+    pub max_failures_per_account: u32,
     pub max_failures_per_client: u32,
     pub failure_window: Duration,
     /// Password hashes that run at once (the rest wait their turn).
@@ -129,6 +134,7 @@ impl Default for IdentityConfig {
             password_iterations: NonZeroU32::new(600_000).expect("non-zero"),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             max_failures_per_user: 5,
+            max_failures_per_account: 50,
             max_failures_per_client: 20,
             failure_window: Duration::from_secs(15 * 60),
             hash_slots: hashing::default_slots(),
@@ -261,9 +267,13 @@ fn token_key(token: &str) -> Vec<u8> {
 pub struct Identity {
     store: Arc<Store>,
     config: IdentityConfig,
+    /// Failed logins per account and client address.
     users_throttle: Throttle,
+    /// Failed logins per account from everywhere.
+    accounts_throttle: Throttle,
     clients_throttle: Throttle,
     signups_throttle: Throttle,
+    familiar: familiar::Familiar,
     /// Verified against when the username is unknown, so a wrong username
     /// costs the same time as a wrong password.
     decoy: PasswordHash,
@@ -438,6 +448,13 @@ impl Identity {
                 config.max_failures_per_user,
                 config.failure_window,
             ),
+            accounts_throttle: Throttle::for_store(
+                &store,
+                "login-account",
+                config.max_failures_per_account,
+                config.failure_window,
+            ),
+            familiar: familiar::Familiar::new(store.clone()),
             clients_throttle: Throttle::for_store(
                 &store,
                 "login-client",
@@ -561,34 +578,45 @@ impl Identity {
     }
 
     /// Check `password` for `username` under the failed-attempt throttles
-    /// (per username, per client address). Login and step-up confirmation
-    /// share the counters, so a stolen session cannot be used to guess the
-    /// password through a payment sheet.
+    /// (per account and client address, per account, per client address).
+    /// Login and step-up confirmation (`in_session`) share the counters, so
+    /// a stolen session cannot be used to guess the password through a
+    /// payment sheet; but the account-wide limit, which guesses from many
+    /// addresses can fill, stops neither a confirmation in a session nor a
+    /// login from an address the account signed in from lately: others'
+    /// guesses cannot lock a user out.
     async fn check_password(
         &self,
         username: &str,
         password: &str,
         client: IpAddr,
+        in_session: bool,
     ) -> Result<(User, u32), IdentityError> {
         let username = normalize_username(username).map_err(|_| IdentityError::BadCredentials)?;
-        let user_key = format!("user:{username}");
+        let account_key = format!("user:{username}");
         let client_key = client_key(client);
-        // An attempt holds a place in its account's window while the
-        // password is checked: parallel guesses at one account, on however
-        // many nodes, cannot all pass a check made before any is counted.
-        // The client address's window counts failures after the fact:
-        // holding places there would cap the logins of everyone behind one
-        // carrier's NAT, and each account is already held to its own.
+        let pair_key = format!("user:{username}@{client_key}");
+        // The client address's and the account's windows count failures
+        // after the fact: holding places there would cap the logins of
+        // everyone behind one carrier's NAT, and of a user whom others are
+        // guessing at.
         self.clients_throttle.check(&client_key)?;
-        // A request dropped while the password is checked (its client went
-        // away) gives its place back rather than holding it for
-        // `IN_FLIGHT_MAX`: the password was never checked.
-        let attempt = Attempt::begin(&self.users_throttle, &user_key, false).await?;
+        if !in_session && !self.familiar.contains(&username, &client_key, now_secs())? {
+            self.accounts_throttle.check(&account_key)?;
+        }
+        // An attempt holds a place in its account and address's window
+        // while the password is checked: parallel guesses, on however many
+        // nodes, cannot all pass a check made before any is counted. A
+        // request dropped meanwhile (its client went away) gives its place
+        // back rather than holding it for `IN_FLIGHT_MAX`: the password was
+        // never checked.
+        let attempt = Attempt::begin(&self.users_throttle, &pair_key, false).await?;
         let outcome = self.verify(&username, password).await;
         let wrong = matches!(outcome, Ok(None));
         let ended = attempt.finish(wrong).and_then(|()| {
             if wrong {
-                self.clients_throttle.record(&client_key)
+                self.clients_throttle.record(&client_key)?;
+                self.accounts_throttle.record(&account_key)
             } else {
                 Ok(())
             }
@@ -601,7 +629,12 @@ impl Identity {
             }
         };
         ended?;
-        self.users_throttle.clear(&user_key)?;
+        // The account's window is left as it is: a guesser elsewhere gains
+        // nothing from its user signing in.
+        self.users_throttle.clear(&pair_key)?;
+        if !in_session {
+            self.familiar.remember(&username, &client_key, now_secs())?;
+        }
         Ok(found)
     }
 
@@ -634,8 +667,10 @@ impl Identity {
     /// [`Throttle::sweep`]); how many went.
     pub fn sweep_throttles(&self) -> Result<usize, IdentityError> {
         Ok(self.users_throttle.sweep()?
+            + self.accounts_throttle.sweep()?
             + self.clients_throttle.sweep()?
-            + self.signups_throttle.sweep()?)
+            + self.signups_throttle.sweep()?
+            + self.familiar.sweep(now_secs())?)
     }
 
     /// Step-up authentication: the signed-in `user` proves presence by
@@ -658,7 +693,7 @@ impl Identity {
         client: IpAddr,
     ) -> Result<u32, IdentityError> {
         let (found, generation) = self
-            .check_password(&user.username, password, client)
+            .check_password(&user.username, password, client, true)
             .await?;
         if found.id != user.id {
             return Err(IdentityError::BadCredentials);
@@ -672,7 +707,9 @@ impl Identity {
         password: &str,
         client: IpAddr,
     ) -> Result<NewSession, IdentityError> {
-        let (user, generation) = self.check_password(username, password, client).await?;
+        let (user, generation) = self
+            .check_password(username, password, client, false)
+            .await?;
         self.begin_session(user, generation).await
     }
 
@@ -1071,7 +1108,7 @@ mod tests {
         assert!(identity.authenticate(&there.token).is_ok(), "cached now");
         // The slow part of a login, done before the change...
         let (user, generation) = identity
-            .check_password("kim", "old-password", client)
+            .check_password("kim", "old-password", client, false)
             .await
             .unwrap();
         identity
@@ -1108,6 +1145,82 @@ mod tests {
             Err(IdentityError::BadCredentials)
         ));
         identity.login("kim", "new-password", client).await.unwrap();
+    }
+
+    /// Guesses at an account lock out the address they come from, and
+    /// past the account-wide limit every address new to it; never its
+    /// user where they signed in lately, nor their session's confirmations.
+    #[tokio::test]
+    async fn guesses_at_an_account_do_not_lock_its_user_out() {
+        let identity = in_memory(IdentityConfig {
+            password_iterations: NonZeroU32::new(1_000).expect("non-zero"),
+            max_failures_per_user: 2,
+            max_failures_per_account: 6,
+            ..Default::default()
+        });
+        identity
+            .register("kim", "Kim", "kim-password-long", None)
+            .await
+            .unwrap();
+        let address = |i: u8| -> IpAddr { format!("198.51.100.{i}").parse().unwrap() };
+        let (home, travel) = (address(200), address(201));
+        let session = identity
+            .login("kim", "kim-password-long", home)
+            .await
+            .unwrap();
+        let throttled = |r: &Result<NewSession, IdentityError>| {
+            matches!(r, Err(IdentityError::Throttled { .. }))
+        };
+        // Two wrong guesses from one address: it is refused, even the
+        // right password; kim at home is not.
+        for _ in 0..2 {
+            let guess = identity.login("kim", "guess-guess", address(1)).await;
+            assert!(
+                matches!(guess, Err(IdentityError::BadCredentials)),
+                "{guess:?}"
+            );
+        }
+        assert!(throttled(
+            &identity.login("kim", "kim-password-long", address(1)).await
+        ));
+        identity
+            .login("kim", "kim-password-long", home)
+            .await
+            .unwrap();
+        // Four more addresses, six guesses in all: every address new to
+        // the account is refused now, the right password too.
+        for i in 2..=3 {
+            for _ in 0..2 {
+                let _ = identity.login("kim", "guess-guess", address(i)).await;
+            }
+        }
+        assert!(throttled(
+            &identity.login("kim", "another-guess", address(9)).await
+        ));
+        assert!(throttled(
+            &identity.login("kim", "kim-password-long", travel).await
+        ));
+        // Where kim signed in lately she still can, and her session
+        // confirms a payment from anywhere.
+        identity
+            .login("kim", "kim-password-long", home)
+            .await
+            .unwrap();
+        identity
+            .confirm_password(&session.user, "kim-password-long", travel)
+            .await
+            .unwrap();
+        // Addresses are remembered for a while, then swept.
+        let far = now_secs() + familiar::KEPT.as_secs() + 1;
+        assert!(identity
+            .familiar
+            .contains("kim", &client_key(home), now_secs())
+            .unwrap());
+        assert_eq!(identity.familiar.sweep(far).unwrap(), 1);
+        assert!(!identity
+            .familiar
+            .contains("kim", &client_key(home), now_secs())
+            .unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

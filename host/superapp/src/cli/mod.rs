@@ -37,8 +37,12 @@ enum Command {
     /// with a `SUPERAPP_*` environment variable (upper case, `_` for `-`);
     /// flags win over the environment, which wins over the file. Keys only
     /// the file and environment set: password-iterations,
-    /// session-ttl-secs, login-max-failures-per-user,
-    /// login-max-failures-per-client, login-window-secs,
+    /// session-ttl-secs, login-max-failures-per-user (failed logins one
+    /// client address may make at one account in login-window-secs;
+    /// default 5), login-max-failures-per-account (from all addresses,
+    /// past which only those the account signed in from in the last 30
+    /// days may try; default 50), login-max-failures-per-client (over all
+    /// accounts; default 20), login-window-secs (default 900),
     /// password-hash-slots (password hashes that run at once, the rest
     /// waiting their turn; default half the cores), signups-per-client
     /// (sign-ups one client address may make an hour; default 100),

@@ -828,3 +828,94 @@ async fn a_frame_that_breaks_the_websocket_protocol_is_answered_with_its_close_c
     // The server goes on.
     assert_eq!(alice.get("/me").await.0, StatusCode::OK);
 }
+
+/// Changing a group's members posts a notice to every member: it counts as
+/// a send, so adding and removing someone in a loop is held to the chat
+/// rate; and a user may create only so many groups (20 at once, then 60 an
+/// hour), whatever the rate.
+#[tokio::test]
+async fn group_changes_count_as_sends_and_group_creation_has_a_limit_of_its_own() {
+    // One message a second, so a burst of five.
+    let server = Server::start(&[("SUPERAPP_CHAT_RATE_PER_USER", "1")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let bob_id = bob.get("/me").await.1["id"].as_str().unwrap().to_string();
+    let (status, group) = alice
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": "Loop", "members": ["bob"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let id = group["id"].as_str().unwrap().to_string();
+    let mut changes = 0;
+    let refused = loop {
+        let (status, body) = if changes % 2 == 0 {
+            alice
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/conversations/{id}/members/{bob_id}"),
+                    None,
+                )
+                .await
+        } else {
+            alice
+                .post(
+                    &format!("/conversations/{id}/members"),
+                    json!({"username": "bob"}),
+                )
+                .await
+        };
+        if !status.is_success() {
+            break (status, body);
+        }
+        changes += 1;
+        assert!(changes < 30, "never refused");
+    };
+    assert_eq!(refused.0, StatusCode::TOO_MANY_REQUESTS, "{}", refused.1);
+    assert_eq!(refused.1["error"]["code"], "rate-limited");
+    assert!((3..=6).contains(&changes), "{changes} changes went through");
+    let notices = alice.messages(&id, 0).await.len();
+    assert_eq!(
+        notices, changes,
+        "one notice per change, none for the refused"
+    );
+
+    // Group creation, with a chat rate that never binds.
+    let server = Server::start(&[]);
+    let carol = Client::signed_up(&server, "carol").await;
+    let _dan = Client::signed_up(&server, "dan").await;
+    let create = |i: usize| {
+        let carol = carol.clone();
+        async move {
+            carol
+                .post(
+                    "/conversations",
+                    json!({"kind": "group", "title": format!("g{i}"), "members": ["dan"]}),
+                )
+                .await
+        }
+    };
+    for i in 0..20 {
+        let (status, body) = create(i).await;
+        assert_eq!(status, StatusCode::CREATED, "{i}: {body}");
+    }
+    let (status, body) = create(20).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("20 at once and 60 an hour"),
+        "{body}"
+    );
+    // Another user's groups are their own.
+    let erin = Client::signed_up(&server, "erin").await;
+    let (status, body) = erin
+        .post(
+            "/conversations",
+            json!({"kind": "group", "title": "mine", "members": ["dan"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}

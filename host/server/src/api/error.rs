@@ -181,7 +181,8 @@ impl From<MessagingError> for ApiError {
                 "unknown-user",
                 e.to_string(),
             ),
-            MessagingError::Throttled { retry_after, .. } => ApiError {
+            MessagingError::Throttled { retry_after, .. }
+            | MessagingError::GroupsThrottled { retry_after } => ApiError {
                 // Whole seconds, rounded up and at least one: a client that
                 // waits this long finds its allowance free.
                 retry_after: Some(

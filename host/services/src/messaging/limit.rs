@@ -61,6 +61,43 @@ impl SendLimit {
     }
 }
 
+/// Groups one user may create at once after a pause, and then an hour:
+/// each notifies every member, so a flood of groups would fill others'
+/// lists faster than messages fill a conversation.
+pub const GROUPS_AT_ONCE: u32 = 20;
+pub const GROUPS_PER_HOUR: u32 = 60;
+
+/// How many groups each user may still create ([`GROUPS_AT_ONCE`],
+/// [`GROUPS_PER_HOUR`]).
+pub(super) struct GroupLimit {
+    users: DefaultKeyedRateLimiter<String>,
+}
+
+impl GroupLimit {
+    pub(super) fn new() -> GroupLimit {
+        let per_hour = NonZeroU32::new(GROUPS_PER_HOUR).expect("not 0");
+        let at_once = NonZeroU32::new(GROUPS_AT_ONCE).expect("not 0");
+        GroupLimit {
+            users: RateLimiter::keyed(Quota::per_hour(per_hour).allow_burst(at_once)),
+        }
+    }
+
+    /// Take one group from `user`'s allowance, or say how long until one
+    /// is free.
+    pub(super) fn take(&self, user: &str) -> Result<(), Duration> {
+        self.users
+            .check_key(&user.to_string())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    /// As [`SendLimit::sweep`].
+    pub(super) fn sweep(&self) -> usize {
+        self.users.retain_recent();
+        self.users.shrink_to_fit();
+        self.users.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

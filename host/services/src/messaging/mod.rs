@@ -219,6 +219,8 @@ pub enum MessagingError {
         burst: u32,
         retry_after: std::time::Duration,
     },
+    #[error("too many new groups: a user may create {} at once and {} an hour; the next may be created in {} s", limit::GROUPS_AT_ONCE, limit::GROUPS_PER_HOUR, retry_after.as_secs().max(1))]
+    GroupsThrottled { retry_after: std::time::Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -366,6 +368,7 @@ pub struct Messaging {
     config: MessagingConfig,
     stripes: Vec<tokio::sync::Mutex<()>>,
     sends: limit::SendLimit,
+    groups: limit::GroupLimit,
     /// Newest seq per conversation, read from the store on first use and
     /// kept current by `send` under the conversation's lock stripe.
     last_seqs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
@@ -397,6 +400,7 @@ impl Messaging {
             store,
             hub,
             sends: limit::SendLimit::new(config.send_rate),
+            groups: limit::GroupLimit::new(),
             config,
             stripes,
             last_seqs: Default::default(),
@@ -438,7 +442,7 @@ impl Messaging {
     /// Forget the send limit's users whose allowance is full again (call
     /// now and then); how many are still tracked.
     pub fn sweep_send_limits(&self) -> usize {
-        self.sends.sweep()
+        self.sends.sweep() + self.groups.sweep()
     }
 
     fn stripe(&self, conversation: &str) -> &tokio::sync::Mutex<()> {
@@ -510,6 +514,13 @@ impl Messaging {
                 self.config.max_group_members
             )));
         }
+        // A new group counts as a send, and against the groups a user may
+        // create.
+        self.admit(&me.id)?;
+        self.groups.take(&me.id).map_err(|retry_after| {
+            self.throttled.inc();
+            MessagingError::GroupsThrottled { retry_after }
+        })?;
         let stored = Stored {
             id: new_id(),
             kind: Kind::Group,
@@ -660,6 +671,9 @@ impl Messaging {
         id: &str,
         change: impl Fn(&mut Stored) -> Result<Option<(Notice, String)>, MessagingError>,
     ) -> Result<Stored, MessagingError> {
+        // Its notice is a message from `me`: it counts as a send, so adding
+        // and removing someone in a loop floods nobody.
+        self.admit(&me.id)?;
         let stripe = self.stripe(id).lock().await;
         // On a store of its own the next seq is known under the stripe; on a
         // shared one, the transaction reads it.

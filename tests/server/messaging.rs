@@ -355,7 +355,19 @@ async fn names_titles_and_memos_refuse_characters_that_change_how_text_reads() {
             .contains("text-direction"),
         "{body}"
     );
-    // Right-to-left text itself is fine.
+    // Nor a message: an override, NUL or a terminal escape is refused
+    // and nothing is stored.
+    let direct = alice.direct_with("bob").await;
+    for (i, bad) in [spoof, "a\u{0}b", "\u{1b}[31mred", "\u{202D}forced"]
+        .into_iter()
+        .enumerate()
+    {
+        let (s, body) = alice.send(&direct, &format!("bad{i}"), bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+    }
+    assert!(alice.messages(&direct, 0).await.is_empty());
+    // Right-to-left text itself is fine, with its marks and isolates, as
+    // are line breaks, tabs and emoji joined into one.
     let (s, body) = alice
         .post(
             "/conversations",
@@ -363,6 +375,10 @@ async fn names_titles_and_memos_refuse_characters_that_change_how_text_reads() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
+    let fine = "שלום \u{2067}team\u{2069}\r\n\tfamily: \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}";
+    let (s, body) = alice.send(&direct, "fine", fine).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(alice.messages(&direct, 0).await[0]["text"], fine);
 }
 
 /// A group's members change: any member adds people, the creator removes

@@ -17,6 +17,16 @@ pub fn disallowed_in_label(c: char) -> bool {
         )
 }
 
+/// Whether `c` may not appear in a chat message: control characters other
+/// than line breaks and tabs (NUL, the terminal escape, …), and the
+/// direction overrides (U+202D, U+202E), which show the text after them in
+/// an order it was not written in (`invoice_\u{202E}fdp.exe` reads as
+/// `invoice_exe.pdf`). Embeddings, isolates and marks stay allowed: text
+/// mixing right-to-left and left-to-right scripts needs them.
+pub fn disallowed_in_message(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\n' | '\r' | '\t')) || matches!(c, '\u{202D}' | '\u{202E}')
+}
+
 /// Whether `c` may not appear in the name of a party others trust (a
 /// publisher, an auditor, a document issuer, an app): as for labels, and
 /// every character Unicode says to draw as nothing when it is not

@@ -1087,6 +1087,15 @@ impl Messaging {
                 "a message needs some text".into(),
             ));
         }
+        if let Some(c) = text
+            .chars()
+            .find(|&c| superapp_core::text::disallowed_in_message(c))
+        {
+            return Err(MessagingError::InvalidInput(format!(
+                "a message may not contain {}: control characters other than line breaks and tabs, and the direction overrides U+202D and U+202E (which show text in another order than it was written), are refused",
+                c.escape_unicode()
+            )));
+        }
         Ok(())
     }
 

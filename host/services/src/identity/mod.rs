@@ -656,11 +656,42 @@ impl Identity {
             None => (self.decoy.clone(), None),
         };
         let candidate = password.to_string();
+        let cost = self.config.password_iterations;
+        let checked = hash.clone();
         let matches = self
             .hashing
-            .run(hashing::Turn::Existing, move || hash.verify(&candidate))
+            .run(hashing::Turn::Existing, move || {
+                checked.verify_at_cost(&candidate, cost)
+            })
             .await?;
-        Ok(user.filter(|_| matches))
+        let user = user.filter(|_| matches);
+        if let Some((found, _)) = &user {
+            if hash.cheaper_than(cost) {
+                self.rehash(&found.id, &hash, password).await?;
+            }
+        }
+        Ok(user)
+    }
+
+    /// Hash `password`, found right against `old` (made at an earlier,
+    /// lower cost), again at today's cost, unless the account's password
+    /// changed meanwhile.
+    async fn rehash(
+        &self,
+        user_id: &str,
+        old: &PasswordHash,
+        password: &str,
+    ) -> Result<(), IdentityError> {
+        let new = self.hash_new(password, hashing::Turn::Existing).await?;
+        self.store.transact(&[Tree::Users], |txn| {
+            let stored: Option<StoredUser> = txn_get(txn, Tree::Users, user_id.as_bytes())?;
+            if let Some(mut stored) = stored.filter(|s| s.password == *old) {
+                stored.password = new.clone();
+                txn_put(txn, Tree::Users, user_id.as_bytes(), &stored)?;
+            }
+            Ok::<_, Abort<IdentityError>>(())
+        })?;
+        Ok(())
     }
 
     /// Remove the throttles' records of keys with no recent failures (see
@@ -1145,6 +1176,52 @@ mod tests {
             Err(IdentityError::BadCredentials)
         ));
         identity.login("kim", "new-password", client).await.unwrap();
+    }
+
+    /// A password hashed at an earlier, lower cost is hashed again at
+    /// today's when its user signs in, and still works after.
+    #[tokio::test]
+    async fn a_password_of_an_earlier_cost_is_hashed_again_at_sign_in() {
+        let backend: Arc<dyn superapp_store::Backend> =
+            Arc::new(superapp_store::MemoryBackend::new());
+        let with_cost = |iterations: u32| {
+            Identity::new(
+                Store::with_backend(backend.clone()).unwrap(),
+                IdentityConfig {
+                    password_iterations: NonZeroU32::new(iterations).expect("non-zero"),
+                    ..Default::default()
+                },
+            )
+        };
+        let cost = |identity: &Identity| {
+            let id = identity
+                .store
+                .get_raw(Tree::Usernames, b"kim")
+                .unwrap()
+                .unwrap();
+            let stored: StoredUser = identity.store.get(Tree::Users, &id).unwrap().unwrap();
+            stored.password
+        };
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let earlier = with_cost(1_000);
+        earlier
+            .register("kim", "Kim", "kim-password-long", None)
+            .await
+            .unwrap();
+        let now = with_cost(3_000);
+        let today = NonZeroU32::new(3_000).unwrap();
+        assert!(cost(&now).cheaper_than(today));
+        assert!(matches!(
+            now.login("kim", "guess-guess", client).await,
+            Err(IdentityError::BadCredentials)
+        ));
+        assert!(
+            cost(&now).cheaper_than(today),
+            "a wrong password changes nothing"
+        );
+        now.login("kim", "kim-password-long", client).await.unwrap();
+        assert!(!cost(&now).cheaper_than(today));
+        now.login("kim", "kim-password-long", client).await.unwrap();
     }
 
     /// Guesses at an account lock out the address they come from, and

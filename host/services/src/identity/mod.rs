@@ -112,9 +112,10 @@ pub struct IdentityConfig {
     pub password_iterations: NonZeroU32,
     pub session_ttl: Duration,
     /// Failed logins allowed in `window`: per account from one client
-    /// address; per account from everywhere, past which only addresses it
-    /// signed in from lately ([`familiar::KEPT`]) and its sessions'
-    /// confirmations may still try; per client address over all accounts.
+    /// address; per account from everywhere; per client address over all
+    /// accounts. The last two stop neither an account's logins from an
+    /// address it signed in from lately ([`familiar::KEPT`]) nor its
+    /// sessions' confirmations.
     pub max_failures_per_user: u32,
     pub max_failures_per_account: u32,
     pub max_failures_per_client: u32,
@@ -599,9 +600,13 @@ impl Identity {
         // The client address's and the account's windows count failures
         // after the fact: holding places there would cap the logins of
         // everyone behind one carrier's NAT, and of a user whom others are
-        // guessing at.
-        self.clients_throttle.check(&client_key)?;
-        if !in_session && !self.familiar.contains(&username, &client_key, now_secs())? {
+        // guessing at. Neither stops a user where they signed in lately, nor
+        // their session: guesses from their network (another subscriber
+        // behind the same NAT) or at their account cannot lock them out,
+        // and the window of their account at that address still holds.
+        let known = in_session || self.familiar.contains(&username, &client_key, now_secs())?;
+        if !known {
+            self.clients_throttle.check(&client_key)?;
             self.accounts_throttle.check(&account_key)?;
         }
         // An attempt holds a place in its account and address's window
@@ -1233,6 +1238,7 @@ mod tests {
             password_iterations: NonZeroU32::new(1_000).expect("non-zero"),
             max_failures_per_user: 2,
             max_failures_per_account: 6,
+            max_failures_per_client: 8,
             ..Default::default()
         });
         identity
@@ -1285,6 +1291,21 @@ mod tests {
             .unwrap();
         identity
             .confirm_password(&session.user, "kim-password-long", travel)
+            .await
+            .unwrap();
+        // Guesses at other accounts from kim's home network lock it out
+        // for everyone but her.
+        for i in 0..8 {
+            let _ = identity
+                .login(&format!("other{i}"), "guess-guess", home)
+                .await;
+        }
+        assert!(matches!(
+            identity.login("nobody", "guess-guess", home).await,
+            Err(IdentityError::Throttled { .. })
+        ));
+        identity
+            .login("kim", "kim-password-long", home)
             .await
             .unwrap();
         // Addresses are remembered for a while, then swept.

@@ -39,10 +39,11 @@ enum Command {
     /// the file and environment set: password-iterations,
     /// session-ttl-secs, login-max-failures-per-user (failed logins one
     /// client address may make at one account in login-window-secs;
-    /// default 5), login-max-failures-per-account (from all addresses,
-    /// past which only those the account signed in from in the last 30
-    /// days may try; default 50), login-max-failures-per-client (over all
-    /// accounts; default 20), login-window-secs (default 900),
+    /// default 5), login-max-failures-per-account (from all addresses;
+    /// default 50), login-max-failures-per-client (over all accounts;
+    /// default 20; neither of the last two stops an account at an address
+    /// it signed in from in the last 30 days), login-window-secs (default
+    /// 900),
     /// password-hash-slots (password hashes that run at once, the rest
     /// waiting their turn; default half the cores), signups-per-client
     /// (sign-ups one client address may make an hour; default 100),

@@ -133,6 +133,17 @@ async fn failed_logins_lock_out_their_address_and_never_the_user_where_they_sign
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(login(home, "alice-password").await.0, StatusCode::CREATED);
+    // Nor do guesses from alice's own network stop her session.
+    let neighbour = Client::new(&server);
+    for _ in 0..3 {
+        let (status, _) = neighbour
+            .post(
+                "/sessions",
+                json!({"username": "alice", "password": "guess-guess"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
     let (status, body) = alice
         .call(
             Method::PUT,

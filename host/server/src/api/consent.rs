@@ -36,7 +36,7 @@ async fn answer(
     };
     let answered = state
         .host
-        .answer_prompt(&auth.user, client, &id, approve, answer)
+        .answer_prompt(&auth.user, &auth.token, client, &id, approve, answer)
         .await?;
     Ok(axum::Json(answered).into_response())
 }

@@ -167,7 +167,10 @@ pub async fn transfer(
     ClientAddr(client): ClientAddr,
     Json(body): Json<Transfer>,
 ) -> Result<Response, ApiError> {
-    let TransferDone { transfer, to } = state.host.transfer(&auth.user, client, body).await?;
+    let TransferDone { transfer, to } = state
+        .host
+        .transfer(&auth.user, &auth.token, client, body)
+        .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({

@@ -55,12 +55,13 @@ const INLINE_DELIVERY: std::time::Duration =
     std::time::Duration::from_secs(superapp_services::callbacks::INLINE_SECS);
 
 impl Host {
-    /// Answer one of `user`'s prompts, tell its app, and return what
-    /// happened. `client` is where the answer came from (the step-up of a
-    /// payment shares the login throttles).
+    /// Answer one of `user`'s prompts in their `session` (its token), tell
+    /// its app, and return what happened. `client` is where the answer came
+    /// from (the step-up of a payment is counted against the session).
     pub async fn answer_prompt(
         &self,
         user: &User,
+        session: &str,
         client: IpAddr,
         prompt_id: &str,
         approve: bool,
@@ -82,7 +83,7 @@ impl Host {
         }
         match pending.kind() {
             PromptKind::Payment => {
-                self.answer_payment(user, client, prompt_id, approve, answer)
+                self.answer_payment(user, session, client, prompt_id, approve, answer)
                     .await
             }
             PromptKind::Document => self.answer_document(user, prompt_id, approve, answer).await,
@@ -137,6 +138,7 @@ impl Host {
     async fn answer_payment(
         &self,
         user: &User,
+        session: &str,
         client: IpAddr,
         id: &str,
         approve: bool,
@@ -161,7 +163,7 @@ impl Host {
             }
             let confirmed = self
                 .identity
-                .confirm_password(user, &password, client)
+                .confirm_password(user, session, &password, client)
                 .await;
             if let Err(e) = confirmed {
                 if matches!(e, IdentityError::BadCredentials) {

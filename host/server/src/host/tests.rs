@@ -14,6 +14,8 @@ use crate::config::FileConfig;
 
 const ONCE: ConsentLevel = ConsentLevel::OncePerApp;
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// The session the tests' answers come from (its throttle window).
+const SESSION: &str = "session-of-the-test";
 
 fn host(dir: &std::path::Path) -> Host {
     let text = format!(
@@ -62,12 +64,12 @@ async fn answering_a_consent_prompt_grants_only_for_its_own_user() {
     let prompt = host.consent.pending(&alice.id).unwrap().remove(0);
 
     let stolen = host
-        .answer_prompt(&bob, CLIENT, &prompt.id, true, Answer::default())
+        .answer_prompt(&bob, SESSION, CLIENT, &prompt.id, true, Answer::default())
         .await;
     assert!(matches!(stolen, Err(HostError::Consent(_))), "{stolen:?}");
 
     let answered = host
-        .answer_prompt(&alice, CLIENT, &prompt.id, true, Answer::default())
+        .answer_prompt(&alice, SESSION, CLIENT, &prompt.id, true, Answer::default())
         .await
         .unwrap();
     assert_eq!(answered.prompt.status, PromptStatus::Approved);
@@ -111,7 +113,7 @@ async fn a_payment_sheet_moves_money_only_with_the_right_password() {
     assert_eq!(prompt.kind(), PromptKind::Payment);
 
     let no_password = host
-        .answer_prompt(&alice, CLIENT, &order.id, true, Answer::default())
+        .answer_prompt(&alice, SESSION, CLIENT, &order.id, true, Answer::default())
         .await;
     assert!(matches!(no_password, Err(HostError::Invalid(_))));
     let wrong = Answer {
@@ -119,7 +121,7 @@ async fn a_payment_sheet_moves_money_only_with_the_right_password() {
         ..Answer::default()
     };
     let wrong = host
-        .answer_prompt(&alice, CLIENT, &order.id, true, wrong)
+        .answer_prompt(&alice, SESSION, CLIENT, &order.id, true, wrong)
         .await;
     assert!(matches!(wrong, Err(HostError::WrongPassword)), "{wrong:?}");
     assert_eq!(balance(&host, &alice), 1_000);
@@ -129,7 +131,7 @@ async fn a_payment_sheet_moves_money_only_with_the_right_password() {
         ..Answer::default()
     };
     let answered = host
-        .answer_prompt(&alice, CLIENT, &order.id, true, right)
+        .answer_prompt(&alice, SESSION, CLIENT, &order.id, true, right)
         .await
         .unwrap();
     assert_eq!(answered.order.unwrap().state, OrderState::Paid);
@@ -140,7 +142,7 @@ async fn a_payment_sheet_moves_money_only_with_the_right_password() {
         ..Answer::default()
     };
     assert!(host
-        .answer_prompt(&alice, CLIENT, &order.id, true, again)
+        .answer_prompt(&alice, SESSION, CLIENT, &order.id, true, again)
         .await
         .is_err());
     assert_eq!(balance(&host, &alice), 700);
@@ -163,20 +165,21 @@ async fn a_transfer_is_idempotent_and_refuses_bad_input_before_moving_money() {
         password: "a long password".into(),
     };
     assert!(matches!(
-        host.transfer(&alice, CLIENT, transfer("", "bob")).await,
+        host.transfer(&alice, SESSION, CLIENT, transfer("", "bob"))
+            .await,
         Err(HostError::Invalid(_))
     ));
     assert!(matches!(
-        host.transfer(&alice, CLIENT, transfer("t1", "nobody"))
+        host.transfer(&alice, SESSION, CLIENT, transfer("t1", "nobody"))
             .await,
         Err(HostError::NotFound(_))
     ));
     let first = host
-        .transfer(&alice, CLIENT, transfer("t1", "bob"))
+        .transfer(&alice, SESSION, CLIENT, transfer("t1", "bob"))
         .await
         .unwrap();
     let second = host
-        .transfer(&alice, CLIENT, transfer("t1", "bob"))
+        .transfer(&alice, SESSION, CLIENT, transfer("t1", "bob"))
         .await
         .unwrap();
     assert_eq!(first.transfer.id, second.transfer.id);
@@ -238,9 +241,16 @@ async fn a_sheet_drawn_before_a_revocation_cannot_be_approved_after_it() {
         ConsentState::Required
     );
     let consent = host.consent.pending(&alice.id).unwrap().remove(0);
-    host.answer_prompt(&alice, CLIENT, &consent.id, true, Answer::default())
-        .await
-        .unwrap();
+    host.answer_prompt(
+        &alice,
+        SESSION,
+        CLIENT,
+        &consent.id,
+        true,
+        Answer::default(),
+    )
+    .await
+    .unwrap();
     let card = superapp_services::messaging::Card {
         app_id: app.id.clone(),
         title: "Read this".into(),
@@ -260,7 +270,7 @@ async fn a_sheet_drawn_before_a_revocation_cannot_be_approved_after_it() {
         ..Answer::default()
     };
     let refused = host
-        .answer_prompt(&alice, CLIENT, &share.id, true, approve)
+        .answer_prompt(&alice, SESSION, CLIENT, &share.id, true, approve)
         .await;
     assert!(
         matches!(refused, Err(HostError::Consent(ConsentError::Answered))),

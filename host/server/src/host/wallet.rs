@@ -46,6 +46,7 @@ impl Host {
     pub async fn transfer(
         &self,
         user: &User,
+        session: &str,
         client: IpAddr,
         t: Transfer,
     ) -> Result<TransferDone, HostError> {
@@ -64,7 +65,7 @@ impl Host {
             .find_by_username(&t.to)?
             .ok_or_else(|| HostError::NotFound(format!("no user `{}`", t.to)))?;
         self.identity
-            .confirm_password(user, &t.password, client)
+            .confirm_password(user, session, &t.password, client)
             .await?;
         let transfer = self.ledger.transfer(&TransferRequest {
             kind: TransferKind::Transfer,

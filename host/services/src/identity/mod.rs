@@ -591,12 +591,20 @@ impl Identity {
         username: &str,
         password: &str,
         client: IpAddr,
-        in_session: bool,
+        session: Option<&str>,
     ) -> Result<(User, u32), IdentityError> {
         let username = normalize_username(username).map_err(|_| IdentityError::BadCredentials)?;
         let account_key = format!("user:{username}");
         let client_key = client_key(client);
-        let pair_key = format!("user:{username}@{client_key}");
+        let in_session = session.is_some();
+        // A confirmation is counted against its session, wherever it comes
+        // from (a stolen session gains nothing by changing address, nor do
+        // guesses at the login from the user's network stop it); a login
+        // against its account at its address.
+        let attempt_key = match session {
+            Some(token) => format!("session:{}", B64URL.encode(token_key(token))),
+            None => format!("user:{username}@{client_key}"),
+        };
         // The client address's and the account's windows count failures
         // after the fact: holding places there would cap the logins of
         // everyone behind one carrier's NAT, and of a user whom others are
@@ -615,7 +623,7 @@ impl Identity {
         // request dropped meanwhile (its client went away) gives its place
         // back rather than holding it for `IN_FLIGHT_MAX`: the password was
         // never checked.
-        let attempt = Attempt::begin(&self.users_throttle, &pair_key, false).await?;
+        let attempt = Attempt::begin(&self.users_throttle, &attempt_key, false).await?;
         let outcome = self.verify(&username, password).await;
         let wrong = matches!(outcome, Ok(None));
         let ended = attempt.finish(wrong).and_then(|()| {
@@ -636,7 +644,7 @@ impl Identity {
         ended?;
         // The account's window is left as it is: a guesser elsewhere gains
         // nothing from its user signing in.
-        self.users_throttle.clear(&pair_key)?;
+        self.users_throttle.clear(&attempt_key)?;
         if !in_session {
             self.familiar.remember(&username, &client_key, now_secs())?;
         }
@@ -710,14 +718,18 @@ impl Identity {
     }
 
     /// Step-up authentication: the signed-in `user` proves presence by
-    /// entering the password again (to confirm a payment, for example).
+    /// entering the password again in their session `token` (to confirm a
+    /// payment, for example).
     pub async fn confirm_password(
         &self,
         user: &User,
+        token: &str,
         password: &str,
         client: IpAddr,
     ) -> Result<(), IdentityError> {
-        self.confirm(user, password, client).await.map(|_| ())
+        self.confirm(user, token, password, client)
+            .await
+            .map(|_| ())
     }
 
     /// [`Identity::confirm_password`], and the session generation the
@@ -725,11 +737,12 @@ impl Identity {
     async fn confirm(
         &self,
         user: &User,
+        token: &str,
         password: &str,
         client: IpAddr,
     ) -> Result<u32, IdentityError> {
         let (found, generation) = self
-            .check_password(&user.username, password, client, true)
+            .check_password(&user.username, password, client, Some(token))
             .await?;
         if found.id != user.id {
             return Err(IdentityError::BadCredentials);
@@ -744,7 +757,7 @@ impl Identity {
         client: IpAddr,
     ) -> Result<NewSession, IdentityError> {
         let (user, generation) = self
-            .check_password(username, password, client, false)
+            .check_password(username, password, client, None)
             .await?;
         self.begin_session(user, generation).await
     }
@@ -901,7 +914,7 @@ impl Identity {
         client: IpAddr,
     ) -> Result<(), IdentityError> {
         check_new_password(new)?;
-        let generation = self.confirm(user, current, client).await?;
+        let generation = self.confirm(user, token, current, client).await?;
         let hash = self.hash_new(new, hashing::Turn::Existing).await?;
         let key = token_key(token);
         self.store.transact(&[Tree::Users, Tree::Sessions], |txn| {
@@ -1144,7 +1157,7 @@ mod tests {
         assert!(identity.authenticate(&there.token).is_ok(), "cached now");
         // The slow part of a login, done before the change...
         let (user, generation) = identity
-            .check_password("kim", "old-password", client, false)
+            .check_password("kim", "old-password", client, None)
             .await
             .unwrap();
         identity
@@ -1284,15 +1297,44 @@ mod tests {
             &identity.login("kim", "kim-password-long", travel).await
         ));
         // Where kim signed in lately she still can, and her session
-        // confirms a payment from anywhere.
+        // confirms a payment from anywhere, the guessing address too.
         identity
             .login("kim", "kim-password-long", home)
             .await
             .unwrap();
-        identity
-            .confirm_password(&session.user, "kim-password-long", travel)
+        for from in [travel, address(1)] {
+            identity
+                .confirm_password(&session.user, &session.token, "kim-password-long", from)
+                .await
+                .unwrap();
+        }
+        // A session guessing through payment sheets is held to its own
+        // window, however it changes address.
+        let stolen = identity
+            .login("kim", "kim-password-long", home)
             .await
             .unwrap();
+        for i in 0..2 {
+            let guess = identity
+                .confirm_password(&stolen.user, &stolen.token, "guess-guess", address(100 + i))
+                .await;
+            assert!(
+                matches!(guess, Err(IdentityError::BadCredentials)),
+                "{guess:?}"
+            );
+        }
+        let next = identity
+            .confirm_password(
+                &stolen.user,
+                &stolen.token,
+                "kim-password-long",
+                address(120),
+            )
+            .await;
+        assert!(
+            matches!(next, Err(IdentityError::Throttled { .. })),
+            "{next:?}"
+        );
         // Guesses at other accounts from kim's home network lock it out
         // for everyone but her.
         for i in 0..8 {

@@ -96,15 +96,19 @@ async fn world(fail_paid: Arc<AtomicBool>) -> World {
     let (_, host_key) = clients[0].get("/host-key").await;
     let key = |b64: &str| superapp_sdk::credentials::public_key(b64).unwrap();
     let insurer = std::fs::read_to_string(s.data.with_file_name("issuer.pub")).unwrap();
-    let hospital = Arc::new(Hospital::new(
-        hospital_backend::Config {
-            host_key: key(host_key["public_key"].as_str().unwrap()),
-            origin: origin.clone(),
-            app: HOSPITAL.into(),
-            insurers: vec![("gov.health".into(), key(&insurer))],
-        },
-        Box::new(hospital_backend::system_now),
-    ));
+    let hospital = Arc::new(
+        Hospital::open(
+            hospital_backend::Config {
+                host_key: key(host_key["public_key"].as_str().unwrap()),
+                origin: origin.clone(),
+                app: HOSPITAL.into(),
+                insurers: vec![("gov.health".into(), key(&insurer))],
+                books: Some(s.data.with_file_name("hospital-books.json")),
+            },
+            Box::new(hospital_backend::system_now),
+        )
+        .unwrap(),
+    );
     let router = hospital_backend::router(hospital.clone()).layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             let fail = fail_paid.clone();

@@ -16,7 +16,7 @@ use superapp_sdk::credentials::PresentationEnvelope;
 /// against their upcoming appointments, so nobody can hold more that way.
 pub const CLAIM_SECS: u64 = 24 * 3600;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     /// Held for its patient until `until`, waiting for the payment.
@@ -34,7 +34,7 @@ pub enum State {
     Lost,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Booking {
     /// The booking reference the app made and patients quote.
     pub reference: String,
@@ -100,7 +100,9 @@ pub enum Refusal {
     Conflict(String),
 }
 
-#[derive(Default)]
+/// Everything the backend knows, written whole to its books file after
+/// every change.
+#[derive(Default, Clone, Serialize, Deserialize)]
 pub struct Books {
     bookings: BTreeMap<String, Booking>,
     /// Delivery ids of callbacks already applied.

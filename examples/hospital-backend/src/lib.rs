@@ -12,12 +12,16 @@
 //! insurer's and the host's keys (`superapp_sdk::credentials`), bound to
 //! the asserted patient and accepted once.
 //!
-//! The books live in memory: a real hospital keeps them in its database.
+//! The books are kept in one JSON file (`Config::books`), written whole
+//! and synced after every change before the answer, so a restart or a
+//! crash keeps every hold, booking and applied callback: a real hospital
+//! keeps them in its database.
 
 mod books;
 
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -46,6 +50,9 @@ pub struct Config {
     /// Insurers whose policies the hospital accepts: issuer id and public
     /// key (as the host's `GET /api/v1/issuers` lists them).
     pub insurers: Vec<(String, [u8; 32])>,
+    /// The file the books are kept in (read at start, written after every
+    /// change); `None` keeps them in memory only, as tests do.
+    pub books: Option<std::path::PathBuf>,
 }
 
 pub struct Hospital {
@@ -101,13 +108,50 @@ type Answer = Result<Response, Refused>;
 const PRESENTATION_MAX_AGE_SECS: u64 = 600;
 
 impl Hospital {
-    pub fn new(config: Config, now: Box<dyn Fn() -> u64 + Send + Sync>) -> Hospital {
-        Hospital {
+    /// The hospital with the books of `config.books` (none yet: empty).
+    pub fn open(
+        config: Config,
+        now: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> anyhow::Result<Hospital> {
+        let books = match &config.books {
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) => serde_json::from_slice(&bytes)
+                    .with_context(|| format!("cannot read the books in {}", path.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Books::default(),
+                Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+            },
+            None => Books::default(),
+        };
+        Ok(Hospital {
             config,
-            catalog: Catalog::published().expect("the published schedule reads"),
-            books: Mutex::new(Books::default()),
+            catalog: Catalog::published().context("the published schedule does not read")?,
+            books: Mutex::new(books),
             now,
+        })
+    }
+
+    /// Change the books with `change` and keep them: written and synced
+    /// before the answer. Where they cannot be written the change is
+    /// undone and the caller told to try again (`503`): nothing is
+    /// answered that a restart would forget.
+    fn change<R>(
+        &self,
+        change: impl FnOnce(&mut Books) -> Result<R, Refused>,
+    ) -> Result<R, Refused> {
+        let mut books = self.books();
+        let Some(path) = &self.config.books else {
+            return change(&mut books);
+        };
+        let before = books.clone();
+        let answer = change(&mut books)?;
+        if let Err(e) = write_whole(path, &serde_json::to_vec(&*books).unwrap_or_default()) {
+            *books = before;
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the books cannot be kept right now ({e}); try again"),
+            ));
         }
+        Ok(answer)
     }
 
     /// Every booking, for the hospital's own staff (and tests).
@@ -266,7 +310,8 @@ async fn next_free(State(h): State<Shared>, headers: HeaderMap, Path(id): Path<S
 /// for the payment with `REFERENCE-AMOUNT` as its idempotency key.
 async fn hold(State(h): State<Shared>, headers: HeaderMap, Body(req): Body<HoldRequest>) -> Answer {
     let patient = h.patient(&headers)?;
-    let booking = h.books().hold(&h.catalog, &patient, &req, (h.now)())?;
+    let now = (h.now)();
+    let booking = h.change(|books| Ok(books.hold(&h.catalog, &patient, &req, now)?))?;
     Ok((StatusCode::CREATED, Json(booking)).into_response())
 }
 
@@ -287,11 +332,13 @@ async fn insurance(
     Body(req): Body<PolicyRequest>,
 ) -> Answer {
     let patient = h.patient(&headers)?;
-    let mut books = h.books();
-    if let Some(check) = books.expect_policy(&patient, &reference, &req.request)? {
-        h.check_policy(&mut books, &patient, check);
-    }
-    Ok(Json(books.mine(&patient, &reference)?.clone()).into_response())
+    let booking = h.change(|books| {
+        if let Some(check) = books.expect_policy(&patient, &reference, &req.request)? {
+            h.check_policy(books, &patient, check);
+        }
+        Ok(books.mine(&patient, &reference)?.clone())
+    })?;
+    Ok(Json(booking).into_response())
 }
 
 #[derive(Deserialize)]
@@ -310,9 +357,8 @@ async fn paid(
     Body(req): Body<PaidRequest>,
 ) -> Answer {
     let patient = h.patient(&headers)?;
-    let booking = h
-        .books()
-        .paying(&patient, &reference, &req.order, (h.now)())?;
+    let now = (h.now)();
+    let booking = h.change(|books| Ok(books.paying(&patient, &reference, &req.order, now)?))?;
     Ok(Json(booking).into_response())
 }
 
@@ -328,7 +374,8 @@ async fn release(
     Path(reference): Path<String>,
 ) -> Answer {
     let patient = h.patient(&headers)?;
-    Ok(Json(h.books().release(&patient, &reference)?).into_response())
+    let booking = h.change(|books| Ok(books.release(&patient, &reference)?))?;
+    Ok(Json(booking).into_response())
 }
 
 /// Cancel a booking: the slot is free again. The refund the app makes is
@@ -339,7 +386,8 @@ async fn cancel(
     Path(reference): Path<String>,
 ) -> Answer {
     let patient = h.patient(&headers)?;
-    Ok(Json(h.books().cancel(&patient, &reference)?).into_response())
+    let booking = h.change(|books| Ok(books.cancel(&patient, &reference)?))?;
+    Ok(Json(booking).into_response())
 }
 
 /// The host's signed payment callbacks: a settled payment makes its
@@ -364,25 +412,27 @@ async fn callback(State(h): State<Shared>, headers: HeaderMap, body: axum::body:
             "a presentation without its document",
         ));
     }
-    let mut books = h.books();
-    if !books.applied.insert(n.id.clone()) {
-        return Ok(Json(json!({"applied": false, "reason": "already applied"})).into_response());
-    }
-    let refund_due = match (n.kind.as_str(), n.presentation) {
-        ("payment.settled", _) => books.settled(&n.user, &n.reference, &n.order, n.amount, now),
-        ("payment.refunded", _) => {
-            books.refunded(&n.user, &n.reference, n.refunded);
-            None
+    let answer = h.change(|books| {
+        if !books.applied.insert(n.id.clone()) {
+            return Ok(json!({"applied": false, "reason": "already applied"}));
         }
-        ("document.presented", Some(envelope)) => {
-            if let Some(check) = books.presented(&n.user, &n.reference, envelope) {
-                h.check_policy(&mut books, &n.user, check);
+        let refund_due = match (n.kind.as_str(), n.presentation) {
+            ("payment.settled", _) => books.settled(&n.user, &n.reference, &n.order, n.amount, now),
+            ("payment.refunded", _) => {
+                books.refunded(&n.user, &n.reference, n.refunded);
+                None
             }
-            None
-        }
-        _ => None,
-    };
-    Ok(Json(json!({"applied": true, "refund_due": refund_due})).into_response())
+            ("document.presented", Some(envelope)) => {
+                if let Some(check) = books.presented(&n.user, &n.reference, envelope) {
+                    h.check_policy(books, &n.user, check);
+                }
+                None
+            }
+            _ => None,
+        };
+        Ok(json!({"applied": true, "refund_due": refund_due}))
+    })?;
+    Ok(Json(answer).into_response())
 }
 
 /// Seconds since the Unix epoch by the system clock.
@@ -394,9 +444,29 @@ pub fn system_now() -> u64 {
 
 /// Serve the backend on `listener` by the system clock until the task is
 /// dropped or the listener fails.
-pub async fn serve(listener: tokio::net::TcpListener, config: Config) -> std::io::Result<()> {
-    let hospital = Arc::new(Hospital::new(config, Box::new(system_now)));
-    axum::serve(listener, router(hospital)).await
+pub async fn serve(listener: tokio::net::TcpListener, config: Config) -> anyhow::Result<()> {
+    let hospital = Arc::new(Hospital::open(config, Box::new(system_now))?);
+    axum::serve(listener, router(hospital)).await?;
+    Ok(())
+}
+
+/// Replace `path` with `bytes` whole: written beside it, synced, renamed
+/// over it, and the rename synced, so a crash leaves the old books or the
+/// new ones.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    let fresh = dir.join(name);
+    let mut file = std::fs::File::create(&fresh)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&fresh, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

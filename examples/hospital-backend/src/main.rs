@@ -31,6 +31,10 @@ struct Args {
     /// (base64url, as /api/v1/issuers lists it); repeat for several.
     #[arg(long = "insurer", value_name = "ID=KEY", allow_hyphen_values = true)]
     insurers: Vec<String>,
+    /// The file the books are kept in: read at start (if it is there),
+    /// written and synced after every change.
+    #[arg(long, default_value = "hospital-books.json")]
+    books: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -55,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         origin: args.origin.trim_end_matches('/').to_string(),
         app: args.app,
         insurers,
+        books: Some(args.books),
     };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -43,20 +43,27 @@ fn sign<T: Serialize>(key: &SigningKey, value: &T) -> Signed {
 }
 
 fn world() -> World {
+    world_keeping(None)
+}
+
+/// A world whose books are kept in `books` (read from it if it is there).
+fn world_keeping(books: Option<std::path::PathBuf>) -> World {
     let host = SigningKey::from_bytes(&[3; 32]);
     let insurer = SigningKey::from_bytes(&[5; 32]);
     let start = clock::days_from_civil(2026, 12, 1) as u64 * 86_400 + 10 * 3_600;
     let now = Arc::new(AtomicU64::new(start));
     let clock = now.clone();
-    let hospital = Hospital::new(
+    let hospital = Hospital::open(
         Config {
             host_key: host.verifying_key().to_bytes(),
             origin: ORIGIN.into(),
             app: APP.into(),
             insurers: vec![("gov.health".into(), insurer.verifying_key().to_bytes())],
+            books,
         },
         Box::new(move || clock.load(Ordering::SeqCst)),
-    );
+    )
+    .unwrap();
     World {
         host,
         insurer,
@@ -368,6 +375,62 @@ async fn a_slot_is_kept_for_one_patient_and_booked_only_by_a_signed_payment() {
     assert_eq!(cancelled["refunded"], 0, "p2's refund was not applied");
     let (status, _) = w.hold("p2", "HB-TWO", EIGHT).await;
     assert_eq!(status, StatusCode::CREATED);
+}
+
+/// Restarted on its books file, the backend still knows every booking,
+/// hold and applied callback: a booked slot is not offered again, a
+/// callback delivered again is not applied twice; and books that do not
+/// read stop the start rather than begin empty.
+#[tokio::test]
+async fn the_books_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("hospital-books-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("books.json");
+    let _ = std::fs::remove_file(&path);
+    let w = world_keeping(Some(path.clone()));
+    assert_eq!(w.hold("p1", "HB-ONE", EIGHT).await.0, StatusCode::CREATED);
+    assert_eq!(
+        w.hold("p2", "HB-TWO", EIGHT + 20).await.0,
+        StatusCode::CREATED
+    );
+    let paid = settled("d1", "p1", "HB-ONE", 4_000);
+    let (status, answer) = w.callback(&w.host, &paid).await;
+    assert_eq!((status, &answer["applied"]), (StatusCode::OK, &json!(true)));
+
+    let again = world_keeping(Some(path.clone()));
+    assert_eq!(
+        again.appointments("p1").await["appointments"][0]["state"],
+        "booked"
+    );
+    assert_eq!(
+        again.appointments("p2").await["appointments"][0]["state"],
+        "held"
+    );
+    assert_eq!(
+        again.hold("p3", "HB-THREE", EIGHT).await.0,
+        StatusCode::CONFLICT,
+        "a booked time stays taken"
+    );
+    let (status, answer) = again.callback(&again.host, &paid).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["applied"], false, "{answer}");
+
+    std::fs::write(&path, b"{ not the books").unwrap();
+    let broken = Hospital::open(
+        Config {
+            host_key: [0; 32],
+            origin: ORIGIN.into(),
+            app: APP.into(),
+            insurers: Vec::new(),
+            books: Some(path.clone()),
+        },
+        Box::new(|| 0),
+    );
+    let Err(e) = broken else {
+        panic!("books that do not read were taken for empty ones")
+    };
+    assert!(format!("{e:#}").contains("cannot read the books"), "{e:#}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]

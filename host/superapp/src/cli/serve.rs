@@ -254,5 +254,7 @@ fn demo_backend_config(
         origin,
         app: "dev.superapp.hospital-booking".into(),
         insurers: vec![(insurer.issuer.clone(), key(&insurer.public_key)?)],
+        // Beside the host's own records: kept across restarts as they are.
+        books: Some(data_dir.join("hospital-backend-books.json")),
     })
 }

@@ -287,6 +287,37 @@ async fn twenty_patients_race_for_one_slot_and_exactly_one_books_it() {
     drop(server);
 }
 
+/// A payment sheet left open on a time the patient gave up ("Choose
+/// another time", or taking another time) still takes the money when
+/// confirmed: it books nothing and goes back whole, at once.
+#[tokio::test]
+async fn a_sheet_confirmed_after_its_hold_was_given_up_is_refunded_whole() {
+    let (_s, server, clients) = hospital(&["alice"], &[], &[]).await;
+    let alice = &clients[0];
+    alice
+        .post(&format!("/apps/{HOSPITAL}/launch"), json!({}))
+        .await;
+    let before = balance(alice).await;
+    let slot = weber_slot(alice, 3).await;
+    let reference = pairs(&take(alice, &slot).await)["Reference"].clone();
+    let waiting = act(alice, "pay", Some(&reference), json!({})).await;
+    assert!(shows(&waiting, "Confirm the payment"), "{waiting}");
+    let sheet = prompt(alice, "payment").await;
+    act(alice, "release", Some(&reference), json!({})).await;
+    let after = alice
+        .approve(&sheet, json!({"password": "alice-password"}))
+        .await;
+    assert!(
+        shows(
+            &after,
+            "no longer held for you when the payment came, so it was refunded"
+        ),
+        "{after}"
+    );
+    assert_eq!(balance(alice).await, before, "the fee went back whole");
+    drop(server);
+}
+
 #[tokio::test]
 async fn an_unpaid_hold_and_a_declined_payment_free_the_slot_again() {
     // Payment sheets expire after 2 s here, and the order of a hold never

@@ -535,12 +535,17 @@ fn finish_paid(
         return Ok(None);
     }
     if a.state != State::Held {
-        if a.order.as_deref() == Some(order) {
-            // This payment was dealt with already (refunded as lost).
+        // A hold given up keeps the order of the sheet it had open, which
+        // was not paid then (a paid one is finished instead of given up):
+        // paid now, it books nothing and goes back whole, like any other.
+        let released = matches!(a.state, State::Released { .. });
+        if a.order.as_deref() == Some(order) && !released {
+            // This payment was dealt with already (booked and cancelled by
+            // the rule, or refunded as lost).
             return Ok(None);
         }
-        // Cancelled or given up before this older sheet was confirmed: it
-        // books nothing, and goes back whole.
+        // Cancelled or given up before this sheet was confirmed: it books
+        // nothing, and goes back whole (once, by its key).
         payments::refund(order, amount, &format!("not-held-{order}"))?;
         return Ok(Some(
             "This time was no longer held for you when the payment came, so it was refunded.",

@@ -276,6 +276,28 @@ async fn a_hostile_app_fails_alone_and_bad_requests_are_refused() {
         .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(err["error"]["code"], "limit-exceeded");
+    // An event the app finds makes no sense is the request's fault: a
+    // 400 with the app's words, not a gateway error.
+    for (name, fields) in [
+        ("no-such-action", json!({})),
+        ("save-name", json!({"name": "x".repeat(500)})),
+    ] {
+        let (status, err) = alice
+            .post(
+                "/apps/dev.superapp.hello/events",
+                json!({"name": name, "fields": fields}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {err}");
+        assert_eq!(err["error"]["code"], "app-error");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("bad request"),
+            "{err}"
+        );
+    }
     assert!(
         err["error"]["message"]
             .as_str()

@@ -115,6 +115,18 @@ impl RunError {
         }
     }
 
+    /// Whether the app refused the event as making no sense to it (its
+    /// `bad-request`): the request's fault, not the app's nor the host's.
+    pub fn is_bad_request(&self) -> bool {
+        matches!(
+            self,
+            RunError::App {
+                error: AppError::BadRequest(_),
+                ..
+            }
+        )
+    }
+
     /// The limit hit, if this is a limit error.
     pub fn limit(&self) -> Option<&Limit> {
         match self {

@@ -273,6 +273,11 @@ impl From<RunError> for ApiError {
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
             };
         }
+        // The app found the event made no sense (an unknown action, a
+        // value it cannot read): the request's fault.
+        if e.is_bad_request() {
+            return ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string());
+        }
         // The app failed, not the request or the host: a gateway error,
         // with the app's error code and a message that names app and limit.
         ApiError::new(StatusCode::BAD_GATEWAY, e.code(), e.to_string())

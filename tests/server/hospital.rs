@@ -595,6 +595,31 @@ async fn a_hold_paid_while_its_event_was_lost_is_booked_not_given_up() {
     assert!(balanced, "{out}");
 }
 
+/// The same crash, and the patient only looks: the appointment shows
+/// booked, in the list and on its own, not a hold that runs out with the
+/// money gone.
+#[tokio::test]
+async fn a_hold_paid_while_its_event_was_lost_shows_booked_when_looked_at() {
+    let (s, server, clients) =
+        hospital_beside(&["testing/busy"], &["alice"], &[], &ONE_INSTANCE).await;
+    let alice = &clients[0];
+    let slot = weber_slot(alice, 3).await;
+    let reference = pairs(&take(alice, &slot).await)["Reference"].clone();
+    act(alice, "pay", Some(&reference), json!({})).await;
+    let sheet = prompt(alice, "payment").await;
+    confirm_and_crash(server, alice, "alice", &sheet).await;
+
+    let server = serve_with(&s, &ONE_INSTANCE);
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "alice-password").await);
+    let list = act(&alice, "mine", None, json!({})).await;
+    assert_eq!(badges(&list), ["Booked"], "{list}");
+    let mine = act(&alice, "appointment", Some(&reference), json!({})).await;
+    assert_eq!(badges(&mine), ["Booked"], "{mine}");
+    assert_eq!(balance(&alice).await, 10_000 - 4_000, "paid once, kept");
+    drop(server);
+}
+
 /// A Dr. Weber slot three days ahead held by `c`, with two payment sheets
 /// waiting: the full fee, asked for before `c` shared the policy, and the
 /// co-payment after. (slot, booking reference, full sheet, co-payment sheet)

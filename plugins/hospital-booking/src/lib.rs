@@ -284,18 +284,9 @@ fn held(catalog: &Catalog, id: &str) -> Result<Result<Appointment, View>, AppErr
 /// out of time): then finish it as that event would have, booked or
 /// refunded. Whether the time was given up.
 fn release_quietly(catalog: &Catalog, mut a: Appointment, reason: &str) -> bool {
-    // Any of its sheets may have been paid (an older one too); one refunded
-    // in part (the difference of a lowered fee) was paid all the same.
-    for (order, amount) in appointments::orders_of(&a.id).unwrap_or_default() {
-        let paid = match payments::status(&order) {
-            Ok(payments::OrderStatus::Settled(PaymentOutcome::Paid)) => true,
-            Ok(payments::OrderStatus::Refunded(back)) => back < amount,
-            _ => false,
-        };
-        if paid {
-            let _ = finish_paid(catalog, a, &order, Some(amount));
-            return false;
-        }
+    if let Some((order, amount)) = paid_sheet(&a) {
+        let _ = finish_paid(catalog, a, &order, Some(amount));
+        return false;
     }
     if slots::release(&a.slot_key(), &a.id).is_ok() {
         a.state = State::Released {
@@ -304,6 +295,34 @@ fn release_quietly(catalog: &Catalog, mut a: Appointment, reason: &str) -> bool 
         let _ = appointments::save(&a);
     }
     true
+}
+
+/// A sheet of held appointment `a` that was paid (an older one too; one
+/// refunded in part, the difference of a lowered fee, was paid all the
+/// same), with its amount.
+fn paid_sheet(a: &Appointment) -> Option<(String, u64)> {
+    appointments::orders_of(&a.id)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(order, amount)| match payments::status(order) {
+            Ok(payments::OrderStatus::Settled(PaymentOutcome::Paid)) => true,
+            Ok(payments::OrderStatus::Refunded(back)) => back < *amount,
+            _ => false,
+        })
+}
+
+/// A held appointment one of whose sheets was paid though the app never
+/// heard (its payment event was lost, in a crash of the host right after
+/// the confirmation): finished as that event would have, booked or
+/// refunded, before the patient is shown it. The note to show.
+fn settle_held(catalog: &Catalog, a: &Appointment) -> Result<Option<&'static str>, AppError> {
+    if a.state != State::Held {
+        return Ok(None);
+    }
+    match paid_sheet(a) {
+        Some((order, amount)) => finish_paid(catalog, a.clone(), &order, Some(amount)),
+        None => Ok(None),
+    }
 }
 
 fn ask_for_policy(catalog: &Catalog, id: &str) -> Result<View, AppError> {
@@ -641,12 +660,17 @@ fn consent(catalog: &Catalog, answer: ConsentAnswer) -> Result<View, AppError> {
 
 fn show_appointment(catalog: &Catalog, id: &str, note: Option<&str>) -> Result<View, AppError> {
     let now = catalog.now();
-    let Some(a) = appointments::get(id)? else {
+    let Some(mut a) = appointments::get(id)? else {
         return Ok(screens::problem(
             "Not found",
             "No such appointment in your account.",
         ));
     };
+    let mut note = note;
+    if let Some(settled) = settle_held(catalog, &a)? {
+        note = note.or(Some(settled));
+        a = appointments::get(id)?.unwrap_or(a);
+    }
     let queue = appointments::queue(catalog, &a, &now)?;
     Ok(screens::appointment(catalog, &a, &now, queue, note))
 }
@@ -706,11 +730,14 @@ fn cancel(catalog: &Catalog, id: &str) -> Result<View, AppError> {
 }
 
 fn mine(catalog: &Catalog) -> Result<View, AppError> {
-    Ok(screens::mine(
-        catalog,
-        &appointments::all()?,
-        &catalog.now(),
-    ))
+    let mut all = appointments::all()?;
+    if all.iter().any(|a| a.state == State::Held) {
+        for a in &all {
+            settle_held(catalog, a)?;
+        }
+        all = appointments::all()?;
+    }
+    Ok(screens::mine(catalog, &all, &catalog.now()))
 }
 
 fn about(catalog: &Catalog) -> Result<View, AppError> {

@@ -397,6 +397,16 @@ async fn the_books_survive_a_restart() {
     let (status, answer) = w.callback(&w.host, &paid).await;
     assert_eq!((status, &answer["applied"]), (StatusCode::OK, &json!(true)));
 
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "patients' records are the hospital's alone"
+        );
+    }
     let again = world_keeping(Some(path.clone()));
     assert_eq!(
         again.appointments("p1").await["appointments"][0]["state"],

@@ -157,7 +157,7 @@ pub enum IdentityError {
     Busy,
     #[error("wrong username or password")]
     BadCredentials,
-    #[error("too many failed logins; try again in {retry_after_secs} s")]
+    #[error("too many wrong passwords; try again in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
     #[error("too many sign-ups from this address; try again in {retry_after_secs} s")]
     SignUpsThrottled { retry_after_secs: u64 },

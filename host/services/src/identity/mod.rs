@@ -111,11 +111,11 @@ pub struct NewSession {
 pub struct IdentityConfig {
     pub password_iterations: NonZeroU32,
     pub session_ttl: Duration,
-    /// Failed logins allowed in `window`: per account from one client
-    /// address; per account from everywhere; per client address over all
-    /// accounts. The last two stop neither an account's logins from an
-    /// address it signed in from lately ([`familiar::KEPT`]) nor its
-    /// sessions' confirmations.
+    /// Wrong passwords allowed in `window`: per account from one client
+    /// address (a login) or per session (a confirmation); per account from
+    /// everywhere; per client address over all accounts. The last two stop
+    /// neither an account's logins from an address it signed in from
+    /// lately ([`familiar::KEPT`]) nor its sessions' confirmations.
     pub max_failures_per_user: u32,
     pub max_failures_per_account: u32,
     pub max_failures_per_client: u32,
@@ -578,14 +578,13 @@ impl Identity {
         outcome
     }
 
-    /// Check `password` for `username` under the failed-attempt throttles
-    /// (per account and client address, per account, per client address).
-    /// Login and step-up confirmation (`in_session`) share the counters, so
-    /// a stolen session cannot be used to guess the password through a
-    /// payment sheet; but the account-wide limit, which guesses from many
-    /// addresses can fill, stops neither a confirmation in a session nor a
-    /// login from an address the account signed in from lately: others'
-    /// guesses cannot lock a user out.
+    /// Check `password` for `username` under the failed-attempt throttles:
+    /// a login's attempt window is its account at its client address, a
+    /// step-up confirmation's its `session` (so a stolen session cannot
+    /// guess through payment sheets more than that, wherever it sends them
+    /// from); both count in the account's and the address's windows, which
+    /// stop neither a confirmation nor a login from an address the account
+    /// signed in from lately: others' guesses cannot lock a user out.
     async fn check_password(
         &self,
         username: &str,

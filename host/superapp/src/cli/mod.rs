@@ -38,8 +38,8 @@ enum Command {
     /// flags win over the environment, which wins over the file. Keys only
     /// the file and environment set: password-iterations,
     /// session-ttl-secs, login-max-failures-per-user (failed logins one
-    /// client address may make at one account in login-window-secs;
-    /// default 5), login-max-failures-per-account (from all addresses;
+    /// client address may make at one account in login-window-secs, and
+    /// wrong password confirmations one session may make; default 5), login-max-failures-per-account (from all addresses;
     /// default 50), login-max-failures-per-client (over all accounts;
     /// default 20; neither of the last two stops an account at an address
     /// it signed in from in the last 30 days), login-window-secs (default

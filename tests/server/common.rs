@@ -308,6 +308,16 @@ impl Client {
         body["id"].as_str().unwrap().to_string()
     }
 
+    /// Ask for a group titled `title` with `members` (usernames): the
+    /// answer's status and body.
+    pub async fn group(&self, title: &str, members: &[&str]) -> (StatusCode, Value) {
+        self.post(
+            "/conversations",
+            json!({"kind": "group", "title": title, "members": members}),
+        )
+        .await
+    }
+
     pub async fn send(
         &self,
         conversation: &str,

@@ -840,12 +840,7 @@ async fn group_changes_count_as_sends_and_group_creation_has_a_limit_of_its_own(
     let alice = Client::signed_up(&server, "alice").await;
     let bob = Client::signed_up(&server, "bob").await;
     let bob_id = bob.get("/me").await.1["id"].as_str().unwrap().to_string();
-    let (status, group) = alice
-        .post(
-            "/conversations",
-            json!({"kind": "group", "title": "Loop", "members": ["bob"]}),
-        )
-        .await;
+    let (status, group) = alice.group("Loop", &["bob"]).await;
     assert_eq!(status, StatusCode::CREATED, "{group}");
     let id = group["id"].as_str().unwrap().to_string();
     let mut changes = 0;
@@ -887,14 +882,7 @@ async fn group_changes_count_as_sends_and_group_creation_has_a_limit_of_its_own(
     let _dan = Client::signed_up(&server, "dan").await;
     let create = |i: usize| {
         let carol = carol.clone();
-        async move {
-            carol
-                .post(
-                    "/conversations",
-                    json!({"kind": "group", "title": format!("g{i}"), "members": ["dan"]}),
-                )
-                .await
-        }
+        async move { carol.group(&format!("g{i}"), &["dan"]).await }
     };
     for i in 0..20 {
         let (status, body) = create(i).await;
@@ -911,11 +899,6 @@ async fn group_changes_count_as_sends_and_group_creation_has_a_limit_of_its_own(
     );
     // Another user's groups are their own.
     let erin = Client::signed_up(&server, "erin").await;
-    let (status, body) = erin
-        .post(
-            "/conversations",
-            json!({"kind": "group", "title": "mine", "members": ["dan"]}),
-        )
-        .await;
+    let (status, body) = erin.group("mine", &["dan"]).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }

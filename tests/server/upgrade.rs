@@ -184,12 +184,7 @@ async fn record_a_data_directory_of_this_release() {
 
     // Chat: a direct conversation and a group, partly read.
     let direct = alice.direct_with("bob").await;
-    let (status, group) = alice
-        .post(
-            "/conversations",
-            json!({"kind": "group", "title": "Before the upgrade", "members": ["bob"]}),
-        )
-        .await;
+    let (status, group) = alice.group("Before the upgrade", &["bob"]).await;
     assert_eq!(status, StatusCode::CREATED, "{group}");
     let group = group["id"].as_str().unwrap().to_string();
     let mut conversations = BTreeMap::new();

@@ -127,6 +127,8 @@ async fn sync_after_seq_list_unread_and_read_markers() {
     for path in [
         format!("/conversations/{c}/messages?after=0&limit=0"),
         format!("/conversations/{c}/messages?limit=501"),
+        "/conversations?limit=0".to_string(),
+        "/conversations?limit=501".to_string(),
         "/wallet/transactions?currency=EUR&limit=0".to_string(),
         "/wallet/transactions?currency=EUR&limit=201".to_string(),
         "/me/access-log?limit=0".to_string(),
@@ -171,6 +173,103 @@ async fn sync_after_seq_list_unread_and_read_markers() {
     assert_eq!(read["read_seq"], 3, "markers never move back");
     let (_, list) = bob.get("/conversations").await;
     assert_eq!(list[0]["unread"], 2);
+}
+
+/// One page of `me`'s conversation list at `path`, and the path of the
+/// next page its `Link` header names.
+async fn list_page(me: &Client, path: &str) -> (Vec<Value>, Option<String>) {
+    let resp = me.raw(Method::GET, path, None, "").await;
+    assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    let next = resp.headers().get("link").map(|link| {
+        let link = link.to_str().unwrap();
+        let (target, rel) = link.split_once(';').unwrap();
+        assert_eq!(rel.trim(), "rel=\"next\"", "{link}");
+        let target = target.trim_matches(|c| c == '<' || c == '>');
+        target.strip_prefix("/api/v1").unwrap().to_string()
+    });
+    (resp.json().await.unwrap(), next)
+}
+
+fn ids(list: &[Value]) -> Vec<String> {
+    list.iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_conversation_list_comes_a_page_at_a_time_newest_activity_first() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    for name in ["bob", "carol", "dave"] {
+        if name != "bob" {
+            Client::signed_up(&server, name).await;
+        }
+        alice.direct_with(name).await;
+    }
+    for title in ["One", "Two"] {
+        let (s, _) = alice.group(title, &["bob", "carol"]).await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let (all, next) = list_page(&alice, "/conversations").await;
+    assert_eq!((all.len(), next), (5, None), "one page holds all five");
+
+    // Two at a time: the same five in the same order, each once, and no
+    // link after the last page.
+    let mut paged = Vec::new();
+    let mut path = Some("/conversations?limit=2".to_string());
+    let mut pages = 0;
+    while let Some(p) = path {
+        let (page, next) = list_page(&alice, &p).await;
+        assert!(page.len() <= 2, "{page:?}");
+        paged.extend(page);
+        path = next;
+        pages += 1;
+    }
+    assert_eq!((pages, ids(&paged)), (3, ids(&all)));
+
+    // A direct chat says with whom; a group does not.
+    for c in &all {
+        match c["kind"].as_str().unwrap() {
+            "direct" => {
+                let with = &c["with"];
+                assert!(["bob", "carol", "dave"].contains(&with["username"].as_str().unwrap()));
+                assert!(c["members"].as_array().unwrap().contains(&with["id"]));
+                assert!(with.get("password").is_none() && with.get("security_phrase").is_none());
+            }
+            _ => assert!(c.get("with").is_none(), "{c}"),
+        }
+    }
+
+    // A message a second later moves the last conversation to the top.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let oldest = all[4]["id"].as_str().unwrap();
+    let (s, _) = alice.send(oldest, "late", "back on top").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (first, next) = list_page(&alice, "/conversations?limit=1").await;
+    assert_eq!(ids(&first), [oldest]);
+    assert_eq!(first[0]["last_message"]["text"], "back on top");
+    assert!(next.is_some());
+
+    // A cursor that is none is refused, not read as the start.
+    for bad in ["abc", "12-", "-x", "1.5-x"] {
+        let (s, body) = alice.get(&format!("/conversations?before={bad}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cursor"),
+            "{body}"
+        );
+    }
+    // Bob sees only the three he is in.
+    let (bobs, _) = list_page(&bob, "/conversations").await;
+    assert_eq!(
+        bobs.len(),
+        3,
+        "his direct chat with alice and the two groups"
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Conversations and messages.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -10,13 +10,51 @@ use super::auth::{page_limit, Auth, Json, Params};
 use super::error::ApiError;
 use super::AppState;
 use superapp_services::identity::User;
-use superapp_services::messaging::MessagingError;
+use superapp_services::messaging::{Cursor, Kind, MessagingError, MAX_LIST_PAGE};
 
 /// Most messages one sync page returns.
 pub const MAX_PAGE: usize = 500;
 
-pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
-    Ok(axum::Json(state.host.messaging.list(&auth.user)?).into_response())
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Conversations in one page of the list when the request names no `limit`.
+const DEFAULT_LIST_PAGE: usize = 100;
+
+/// The caller's conversations, newest activity first, a page at a time (an
+/// array; a `Link` header with `rel="next"` continues it). A direct
+/// conversation says `with` whom.
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Params(q): Params<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = page_limit(q.limit, DEFAULT_LIST_PAGE, MAX_LIST_PAGE)?;
+    let before = q.before.as_deref().map(str::parse::<Cursor>).transpose()?;
+    let mut page = state
+        .host
+        .messaging
+        .list(&auth.user, before.as_ref(), limit)?;
+    for summary in &mut page.conversations {
+        let c = &summary.conversation;
+        if c.kind == Kind::Direct {
+            if let Some(other) = c.members.iter().find(|m| **m != auth.user.id) {
+                summary.with = state.host.identity.user(other)?;
+            }
+        }
+    }
+    let mut response = axum::Json(page.conversations).into_response();
+    if let Some(next) = page.next_before {
+        let link = format!("</api/v1/conversations?limit={limit}&before={next}>; rel=\"next\"");
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]

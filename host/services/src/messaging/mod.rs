@@ -172,7 +172,67 @@ pub struct Summary {
     pub last_message: Option<Message>,
     pub unread: u64,
     pub read_seq: u64,
+    /// For a direct conversation, the other member as the API shows users
+    /// (the API fills it in; the list reads no accounts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with: Option<User>,
 }
+
+/// One page of a user's conversation list.
+#[derive(Debug)]
+pub struct ListPage {
+    pub conversations: Vec<Summary>,
+    /// Where the next page starts, when there is one.
+    pub next_before: Option<Cursor>,
+}
+
+/// A place in a conversation list, written `activity-id`: the activity
+/// (seconds) of the last conversation of a page, and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub activity: u64,
+    pub id: String,
+}
+
+impl Cursor {
+    fn key(&self) -> (u64, &str) {
+        (self.activity, &self.id)
+    }
+
+    /// Whether `self` is listed after `other` (newest first).
+    fn comes_after(&self, other: &Cursor) -> bool {
+        self.key() < other.key()
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.activity, self.id)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = MessagingError;
+
+    fn from_str(s: &str) -> Result<Cursor, MessagingError> {
+        s.split_once('-')
+            .and_then(|(activity, id)| {
+                let activity = activity.parse().ok()?;
+                (!id.is_empty()).then(|| Cursor {
+                    activity,
+                    id: id.to_string(),
+                })
+            })
+            .ok_or_else(|| {
+                MessagingError::InvalidInput(
+                    "`before` is a cursor from a page's Link header (rel=\"next\")".into(),
+                )
+            })
+    }
+}
+
+/// Most conversations in one page of the list.
+pub const MAX_LIST_PAGE: usize = 500;
 
 #[derive(Debug, Clone)]
 pub struct MessagingConfig {
@@ -908,43 +968,73 @@ impl Messaging {
         Ok(stored.with_last_seq(self.last_seq(id)?))
     }
 
-    /// `me`'s conversations, newest activity first, with last message and
-    /// unread count.
-    pub fn list(&self, me: &User) -> Result<Vec<Summary>, MessagingError> {
+    /// A page of `me`'s conversations, newest activity first (a conversation's
+    /// activity: its last message, or its creation while it has none; ties
+    /// by id), each with its last message and unread count; `before` is the
+    /// cursor of the previous page's last one.
+    ///
+    /// Ordering needs every conversation's activity, one read each (the
+    /// seq is cached); only the page's are read in full.
+    pub fn list(
+        &self,
+        me: &User,
+        before: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<ListPage, MessagingError> {
         let prefix = key(&[&me.id, ""]);
-        let mut out = Vec::new();
+        let mut order: Vec<Cursor> = Vec::new();
         for (k, _) in self
             .store
             .scan(Tree::Memberships, &prefix, None, usize::MAX, false)?
         {
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let Some(stored) = self.conversation(&id)? else {
-                continue;
-            };
-            let stored = Stored::clone(&stored);
-            let last_seq = self.last_seq(&id)?;
-            let last_message = match last_seq {
+            let last = match self.last_seq(&id)? {
                 0 => None,
                 seq => self
                     .store
                     .get::<Message>(Tree::Messages, &message_key(&id, seq))?,
             };
-            let read_seq = self.read_seq(&id, &me.id)?;
-            out.push(Summary {
+            let activity = match last {
+                Some(m) => m.sent_at,
+                None => match self.conversation(&id)? {
+                    Some(stored) => stored.created_at,
+                    None => continue,
+                },
+            };
+            let cursor = Cursor { activity, id };
+            if before.is_none_or(|b| cursor.comes_after(b)) {
+                order.push(cursor);
+            }
+        }
+        order.sort_unstable_by(|a, b| b.key().cmp(&a.key()));
+        let more = order.len() > limit;
+        order.truncate(limit);
+        let mut conversations = Vec::with_capacity(order.len());
+        for Cursor { id, .. } in &order {
+            let Some(stored) = self.conversation(id)? else {
+                continue;
+            };
+            let stored = Stored::clone(&stored);
+            let last_seq = self.last_seq(id)?;
+            let last_message = match last_seq {
+                0 => None,
+                seq => self
+                    .store
+                    .get::<Message>(Tree::Messages, &message_key(id, seq))?,
+            };
+            let read_seq = self.read_seq(id, &me.id)?;
+            conversations.push(Summary {
                 unread: last_seq.saturating_sub(read_seq),
                 read_seq,
                 last_message,
+                with: None,
                 conversation: stored.with_last_seq(last_seq),
             });
         }
-        out.sort_by_key(|s| {
-            std::cmp::Reverse(
-                s.last_message
-                    .as_ref()
-                    .map_or(s.conversation.created_at, |m| m.sent_at),
-            )
-        });
-        Ok(out)
+        Ok(ListPage {
+            conversations,
+            next_before: if more { order.pop() } else { None },
+        })
     }
 
     fn read_seq(&self, conversation: &str, user: &str) -> Result<u64, MessagingError> {

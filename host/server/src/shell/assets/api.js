@@ -9,7 +9,9 @@ export class ApiError extends Error {
   }
 }
 
-export async function api(method, path, body) {
+/** The body of an answer, and its `Link` header's `rel="next"` path under
+ *  /api/v1 (where a list continues), if any. */
+async function request(method, path, body) {
   const init = { method, credentials: 'same-origin', headers: {} };
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
@@ -29,8 +31,16 @@ export async function api(method, path, body) {
     const error = data && data.error ? data.error : {};
     throw new ApiError(response.status, error.code || 'error', error.message || response.statusText);
   }
-  return data;
+  const link = /<\/api\/v1([^>]*)>;\s*rel="next"/.exec(response.headers.get('link') || '');
+  return { data, next: link ? link[1] : null };
 }
+
+export async function api(method, path, body) {
+  return (await request(method, path, body)).data;
+}
+
+/** One page of a list: `{ data, next }`, `next` the path of the page after. */
+export const getPage = (path) => request('GET', path);
 
 export const get = (path) => api('GET', path);
 export const post = (path, body = {}) => api('POST', path, body);

@@ -1,11 +1,11 @@
 // Chats: the list with unread counts, a conversation with live updates,
 // new direct and group chats. App cards in messages open their app.
 
-import { get, post, del, ApiError } from './api.js';
+import { get, getPage, post, del, ApiError } from './api.js';
 import { el, replace, randomId, when, oneAtATime } from './dom.js';
 
 /** Members by user id (display name and username), learned from member
- *  lists. */
+ *  lists and from the list's direct chats. */
 const people = new Map();
 
 /** App names by id, from the directory (read once). */
@@ -58,18 +58,30 @@ function senderOf(m) {
 export async function chatList(main, shell) {
   const view = shell.viewId;
   const chats = el('div');
+  // How many pages of the list the user has asked to see.
+  let pages = 1;
   // The list as stored now; a push or a new live connection reads it again
   // (one read at a time, the last one after the newest push).
   const refresh = oneAtATime(async () => {
-    const list = await get('/conversations');
-    await Promise.all(list.filter((c) => c.kind === 'direct' && !c.title).map((c) => learnNames(c.id).catch(() => {})));
+    const seen = new Set();
+    const list = [];
+    let next = '/conversations';
+    for (let page = 0; page < pages && next; page++) {
+      const read = await getPage(next);
+      // A chat that moved up between two pages is listed once.
+      for (const c of read.data) if (!seen.has(c.id)) { seen.add(c.id); list.push(c); }
+      next = read.next;
+    }
+    for (const c of list) if (c.with) people.set(c.with.id, c.with);
     if (shell.viewId !== view) return;
     const items = list.map((c) => el('li', {},
       el('a', { href: `#/chats/${encodeURIComponent(c.id)}`, class: `chat-link kind-${c.kind}` },
         el('span', { class: 'chat-title' }, el('span', { dir: 'auto' }, titleOf(c, shell.me)), ' ', markOf(c, shell.me)),
         c.unread > 0 ? el('span', { class: 'unread', 'aria-label': `${c.unread} unread` }, String(c.unread)) : null,
         el('span', { class: 'chat-last muted', dir: 'auto' }, c.last_message ? (c.last_message.card ? `▣ ${c.last_message.text}` : c.last_message.text) : 'No messages yet'))));
-    replace(chats, items.length ? el('ul', { class: 'chat-list' }, items) : el('p', { class: 'muted' }, 'No chats yet.'));
+    const older = next ? el('button', { type: 'button', class: 'secondary', id: 'older-chats' }, 'Show older chats') : null;
+    if (older) older.addEventListener('click', () => { pages += 1; refresh().catch(() => {}); });
+    replace(chats, items.length ? el('ul', { class: 'chat-list' }, items) : el('p', { class: 'muted' }, 'No chats yet.'), older);
   });
   // Set before the first read, so nothing pushed during it is missed.
   shell.onMessage = () => refresh().catch(() => {});

@@ -204,7 +204,7 @@ function shareCard(prompt, title, body, approve) {
   const select = el('select', { id: `chat-${++ids}`, name: 'conversation' });
   body.append(el('label', { for: select.id }, 'Chat'), select);
   get('/conversations').then((list) => {
-    for (const c of list) select.append(el('option', { value: c.id }, c.title || c.id));
+    for (const c of list) select.append(el('option', { value: c.id }, c.title || (c.with ? `${c.with.display_name} @${c.with.username}` : 'Direct chat')));
   }).catch(() => {});
   approve.textContent = 'Share';
   return { focus: select, payload: () => (select.value ? { conversation_id: select.value } : null) };

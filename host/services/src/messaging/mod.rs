@@ -195,13 +195,14 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    fn key(&self) -> (u64, &str) {
-        (self.activity, &self.id)
+    /// Where the list puts it: newest activity first, ties by id.
+    fn key(&self) -> (std::cmp::Reverse<u64>, &str) {
+        (std::cmp::Reverse(self.activity), &self.id)
     }
 
-    /// Whether `self` is listed after `other` (newest first).
+    /// Whether `self` is listed after `other`.
     fn comes_after(&self, other: &Cursor) -> bool {
-        self.key() < other.key()
+        self.key() > other.key()
     }
 }
 
@@ -970,7 +971,7 @@ impl Messaging {
 
     /// A page of `me`'s conversations, newest activity first (a conversation's
     /// activity: its last message, or its creation while it has none; ties
-    /// by id), each with its last message and unread count; `before` is the
+    /// by id, in the order of the store), each with its last message and unread count; `before` is the
     /// cursor of the previous page's last one.
     ///
     /// Ordering needs every conversation's activity, one read each (the
@@ -1006,7 +1007,7 @@ impl Messaging {
                 order.push(cursor);
             }
         }
-        order.sort_unstable_by(|a, b| b.key().cmp(&a.key()));
+        order.sort_unstable_by(|a, b| a.key().cmp(&b.key()));
         let more = order.len() > limit;
         order.truncate(limit);
         let mut conversations = Vec::with_capacity(order.len());

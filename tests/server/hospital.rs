@@ -563,6 +563,78 @@ async fn a_sheet_confirmed_after_its_appointment_was_cancelled_books_nothing_and
     assert!(balanced, "{out}");
 }
 
+/// City Hospital refunds a booked appointment in full from its back office
+/// (signed with its publisher key): the app shows it cancelled by the
+/// hospital with the money back, frees the time for others, and offers no
+/// cancellation that would claim a refund it never made.
+#[tokio::test]
+async fn an_appointment_the_hospital_refunds_in_full_is_cancelled_and_its_time_freed() {
+    let (s, server, clients) = hospital(&["alice", "bob"], &[], &[]).await;
+    let (alice, bob) = (&clients[0], &clients[1]);
+    let slot = weber_slot(alice, 3).await;
+    let held = take(alice, &slot).await;
+    let reference = pairs(&held)["Reference"].clone();
+    let paid = pay(alice, "alice", &reference).await;
+    assert!(shows(&paid, "Paid and booked"), "{paid}");
+    assert_eq!(balance(alice).await, 10_000 - 4_000);
+    let (_, history) = alice.get("/wallet/transactions?currency=EUR").await;
+    let order = history["transactions"][0]["order"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Part of the fee back is a gesture, not a cancellation.
+    let key = s.data.join("dev-publisher.pem");
+    let refund = |amount: &str, idempotency: &str| {
+        let args: Vec<String> = [
+            "merchant",
+            "refund",
+            &order,
+            "--amount",
+            amount,
+            "--idempotency-key",
+            idempotency,
+            "--server",
+            &server.base,
+            "--key",
+            key.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ok(&args)
+        })
+    };
+    refund("1000", "goodwill").await.unwrap();
+    let shown = act(alice, "appointment", Some(&reference), json!({})).await;
+    assert_eq!(badges(&shown), ["Booked"], "{shown}");
+
+    // The rest: the whole fee is back, and the app says who cancelled.
+    refund("3000", "cancelled-by-the-hospital").await.unwrap();
+    assert_eq!(balance(alice).await, 10_000);
+    let shown = act(alice, "appointment", Some(&reference), json!({})).await;
+    assert_eq!(badges(&shown), ["Cancelled"], "{shown}");
+    assert!(
+        shows(&shown, "City Hospital cancelled this appointment"),
+        "{shown}"
+    );
+    assert!(shows(&shown, "EUR 40.00 was refunded"), "{shown}");
+    assert!(buttons(&shown, "cancel").is_empty(), "{shown}");
+    let list = act(alice, "mine", None, json!({})).await;
+    assert_eq!(badges(&list), ["Cancelled"], "{list}");
+    // A cancel sent anyway (an old screen) refunds nothing and says so.
+    let late = act(alice, "cancel-confirm", Some(&reference), json!({})).await;
+    assert!(shows(&late, "already cancelled"), "{late}");
+    assert_eq!(balance(alice).await, 10_000);
+    // The time is free for others.
+    assert!(shows(&take(bob, &slot).await, "Confirm your appointment"));
+    assert!(server.terminate().success());
+    let (balanced, out) = wallet_cli(&s.data, &["check"]);
+    assert!(balanced, "{out}");
+}
+
 /// The host tells the app once how a payment ended. When that event is lost
 /// after the money moved (here the server dies while the event waits), the
 /// held time is not given up as unpaid: choosing another time finds the

@@ -21,8 +21,14 @@ pub enum State {
     Held,
     /// Paid and in the doctor's list.
     Booked,
-    /// Cancelled by the patient; `refunded` went back.
-    Cancelled { refunded: u64 },
+    /// Cancelled; `refunded` went back. By the patient, or by the
+    /// hospital (`by_hospital`), which refunded the whole fee from its back
+    /// office.
+    Cancelled {
+        refunded: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_hospital: bool,
+    },
     /// Never paid: declined, expired, or the hold ran out.
     Released { reason: String },
     /// Paid after the hold ran out and someone else had the slot: the fee

@@ -671,15 +671,49 @@ fn show_appointment(catalog: &Catalog, id: &str, note: Option<&str>) -> Result<V
         note = note.or(Some(settled));
         a = appointments::get(id)?.unwrap_or(a);
     }
+    a = refunded_by_hospital(a)?;
     let queue = appointments::queue(catalog, &a, &now)?;
     Ok(screens::appointment(catalog, &a, &now, queue, note))
+}
+
+/// What went back when `a`'s order booked it (a sheet paid for more than
+/// the fee): not a refund of the booking.
+fn over_paid(a: &Appointment, order: &str) -> Result<u64, AppError> {
+    Ok(appointments::of_order(order)?.map_or(0, |(_, amount)| amount.saturating_sub(a.kept())))
+}
+
+/// Booked appointment `a` as it stands after the hospital refunded its
+/// whole fee from its back office: cancelled by the hospital, the time
+/// given back. Any other appointment as it is.
+fn refunded_by_hospital(mut a: Appointment) -> Result<Appointment, AppError> {
+    let Some(order) = a.order.clone().filter(|_| a.state == State::Booked) else {
+        return Ok(a);
+    };
+    let over = over_paid(&a, &order)?;
+    let payments::OrderStatus::Refunded(total) = payments::status(&order)? else {
+        return Ok(a);
+    };
+    let refunded = total.saturating_sub(over);
+    if refunded < a.kept() {
+        return Ok(a);
+    }
+    // The hospital's own system may have freed the time already.
+    if let Err(e) = slots::cancel(&a.slot_key(), &a.id) {
+        log::warn(&format!("the time of {} refunded by the hospital: {e:?}", a.id));
+    }
+    a.state = State::Cancelled {
+        refunded,
+        by_hospital: true,
+    };
+    appointments::save(&a)?;
+    Ok(a)
 }
 
 /// The patient's appointment `id` if it can still be cancelled; otherwise
 /// the screen that says why not.
 fn booked_upcoming(catalog: &Catalog, id: &str) -> Result<Result<Appointment, View>, AppError> {
     let now = catalog.now();
-    match appointments::get(id)? {
+    match appointments::get(id)?.map(refunded_by_hospital).transpose()? {
         Some(a) if a.state == State::Booked && a.upcoming(&now) => Ok(Ok(a)),
         Some(a) => {
             let why = match a.state {
@@ -708,10 +742,7 @@ fn cancel(catalog: &Catalog, id: &str) -> Result<View, AppError> {
         .order
         .clone()
         .ok_or_else(|| AppError::Failed("a booked appointment without its order".into()))?;
-    // What went back when it was booked (a sheet paid for more than the
-    // fee) is not this cancellation's refund.
-    let over =
-        appointments::of_order(&order)?.map_or(0, |(_, amount)| amount.saturating_sub(a.kept()));
+    let over = over_paid(&a, &order)?;
     let refunded = match payments::status(&order)? {
         payments::OrderStatus::Refunded(total) if total > over => total - over,
         _ => {
@@ -720,7 +751,10 @@ fn cancel(catalog: &Catalog, id: &str) -> Result<View, AppError> {
         }
     };
     slots::cancel(&a.slot_key(), &a.id)?;
-    a.state = State::Cancelled { refunded };
+    a.state = State::Cancelled {
+        refunded,
+        by_hospital: false,
+    };
     appointments::save(&a)?;
     show_appointment(
         catalog,
@@ -737,6 +771,14 @@ fn mine(catalog: &Catalog) -> Result<View, AppError> {
         }
         all = appointments::all()?;
     }
+    let now = catalog.now();
+    let all = all
+        .into_iter()
+        .map(|a| match a.upcoming(&now) {
+            true => refunded_by_hospital(a),
+            false => Ok(a),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(screens::mine(catalog, &all, &catalog.now()))
 }
 

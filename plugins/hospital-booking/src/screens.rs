@@ -266,7 +266,13 @@ pub fn appointment(
                     .style(ButtonStyle::Danger),
             );
         }
-        State::Cancelled { refunded } => {
+        State::Cancelled {
+            refunded,
+            by_hospital,
+        } => {
+            if *by_hospital {
+                view = view.text(format!("{} cancelled this appointment.", catalog.hospital));
+            }
             view = view.text(format!("{} was refunded to your wallet.", catalog.money(*refunded)));
         }
         State::Released { reason } => view = view.styled(reason, TextStyle::Muted),

@@ -61,7 +61,7 @@ pub struct ServeArgs {
     /// With --demo: also run City Hospital's own booking system (the
     /// hospital-backend example) on --hospital-backend-listen, and serve
     /// the hospital app built to book through it (`--features backend`,
-    /// its plugin.backend.toml, version 1.1.1) instead of the one that
+    /// its plugin.backend.toml, version 1.1.2) instead of the one that
     /// keeps the schedule in shared storage. The host may reach it over
     /// plain http on loopback, and nothing else of the kind. On the
     /// embedded store only: it trusts this data directory's keys.

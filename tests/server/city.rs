@@ -116,7 +116,7 @@ async fn city_payments_pays_bills_keeps_receipts_and_shows_a_provider_refund() {
     let stranger = tmp.path().join("stranger.pem");
     let (made, _, err) = cli(&["keys", "generate", "--out", stranger.to_str().unwrap()]);
     assert!(made, "{err}");
-    let refund = |key: std::path::PathBuf, order: String| {
+    let refund_of = |amount: &'static str, key: std::path::PathBuf, order: String| {
         let base = base.clone();
         tokio::task::spawn_blocking(move || {
             cli(&[
@@ -124,7 +124,7 @@ async fn city_payments_pays_bills_keeps_receipts_and_shows_a_provider_refund() {
                 "refund",
                 &order,
                 "--amount",
-                "500",
+                amount,
                 "--idempotency-key",
                 "goodwill-1",
                 "--server",
@@ -134,15 +134,24 @@ async fn city_payments_pays_bills_keeps_receipts_and_shows_a_provider_refund() {
             ])
         })
     };
+    let refund = |key, order| refund_of("500", key, order);
     let (refused, _, err) = refund(stranger, second_order.clone()).await.unwrap();
     assert!(!refused && err.contains("403"), "{err}");
     let (done, out, err) = refund(key.clone(), second_order.clone()).await.unwrap();
     assert!(done, "{err}");
     assert!(out.contains("5.00 refunded in all"), "{out}");
-    // Running the same command again refunds nothing more.
+    // Running the same command again refunds nothing more; the same key
+    // for another amount is a conflict, and refunds nothing either.
     let (done, out, err) = refund(key.clone(), second_order.clone()).await.unwrap();
     assert!(done, "{err}");
     assert!(out.contains("5.00 refunded in all"), "{out}");
+    let (done, _, err) = refund_of("300", key.clone(), second_order.clone())
+        .await
+        .unwrap();
+    assert!(
+        !done && err.contains("409") && err.contains("already used"),
+        "{err}"
+    );
     // Alice's session is not the company's back office.
     let (status, _) = alice
         .post(

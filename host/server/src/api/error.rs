@@ -255,10 +255,12 @@ impl From<OrderError> for ApiError {
             OrderError::NotYours => ApiError::forbidden(e.to_string()),
             OrderError::Ledger(e) => e.into(),
             OrderError::Store(e) => e.into(),
-            OrderError::Invalid(_)
-            | OrderError::KeyReused
-            | OrderError::NotPaid
-            | OrderError::RefundTooLarge { .. } => ApiError::bad_request(e.to_string()),
+            OrderError::KeyReused => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency-conflict", e.to_string())
+            }
+            OrderError::Invalid(_) | OrderError::NotPaid | OrderError::RefundTooLarge { .. } => {
+                ApiError::bad_request(e.to_string())
+            }
         }
     }
 }

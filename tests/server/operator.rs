@@ -286,6 +286,14 @@ async fn a_backup_mid_burst_restores_a_consistent_copy() {
     .await
     .unwrap();
     assert!(ok && out.contains("key files"), "{out}");
+    // The archive names the build of the server that wrote it.
+    assert!(
+        out.contains(&format!(
+            "from a server of superapp {}",
+            env!("CARGO_PKG_VERSION")
+        )) && out.contains(&crate::ops::build_of_checkout()),
+        "{out}"
+    );
     for t in burst {
         t.await.unwrap();
     }

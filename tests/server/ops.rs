@@ -28,6 +28,38 @@ async fn scrape(server: &Server, token: Option<&str>) -> (StatusCode, String, St
     (status, kind, resp.text().await.unwrap())
 }
 
+/// The commit of the checkout the tests run in, as a build names it
+/// (`86d43c0 2026-12-04`), or `unknown` outside a git checkout.
+pub(crate) fn build_of_checkout() -> String {
+    std::process::Command::new("git")
+        .args(["log", "-1", "--format=%h %cs"])
+        .current_dir(repo())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8(out.stdout).unwrap().trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `--version` names the build, so two builds of one version tell
+/// themselves apart (so do `/metrics` and a backup's manifest).
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_superapp"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!(
+            "superapp {} ({})",
+            env!("CARGO_PKG_VERSION"),
+            build_of_checkout()
+        )
+    );
+}
+
 #[tokio::test]
 async fn probes_and_metrics() {
     let s = setup(&["hello", "testing/memory-bomb"]);
@@ -98,6 +130,18 @@ async fn probes_and_metrics() {
     assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     assert_eq!(metric(&text, hello_ok), Some(launches + 3.0), "{text}");
+    let build = build_of_checkout();
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                r#"superapp_build_info{{version="{}",commit="{build}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         metric(
             &text,

@@ -16,6 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use superapp_runtime::{Load, RuntimeMetrics};
@@ -116,6 +117,14 @@ impl Metrics {
         let websockets = Gauge::default();
         let mut registry = Registry::with_prefix("superapp");
         sources.runtime.register(&mut registry);
+        registry.register(
+            "build",
+            "This build: its version and the commit it was built from",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("SUPERAPP_BUILD")),
+            ]),
+        );
         registry.register_with_unit(
             "store_flush",
             "Latency of the store's group-commit flushes",

@@ -91,7 +91,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), version = crate::VERSION, "serving");
     let offset = superapp_core::ids::clock_offset_secs();
     if offset != 0 {
         tracing::warn!(

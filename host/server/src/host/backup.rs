@@ -84,7 +84,7 @@ impl Host {
         let manifest = BackupManifest {
             format: BACKUP_FORMAT,
             created_at: superapp_core::now_secs(),
-            host_version: env!("CARGO_PKG_VERSION").to_string(),
+            host_version: crate::VERSION.to_string(),
             entries: info.entries,
             store_sha256: info.sha256,
             store_bytes: info.bytes,

@@ -65,11 +65,12 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("cannot write {}: {}", args.out.display(), e.error))?;
     let entries: u64 = manifest.entries.values().sum();
     println!(
-        "wrote {}: {entries} records ({} bytes, sha256 {}) and {} key files",
+        "wrote {}: {entries} records ({} bytes, sha256 {}) and {} key files, from a server of superapp {}",
         args.out.display(),
         manifest.store_bytes,
         manifest.store_sha256,
-        manifest.files.len()
+        manifest.files.len(),
+        manifest.host_version
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -20,7 +20,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// superapp: a super-app host that runs mini-programs in a WebAssembly sandbox.
 #[derive(Debug, Parser)]
-#[command(name = "superapp", version, about, long_about = None)]
+#[command(name = "superapp", version = superapp_server::VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -155,7 +155,7 @@ fn refusal(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
             "the server refused ({status}, {}): {}: it runs an earlier version of superapp than this command ({}); upgrade the server, or use the command of its version",
             e.error.code,
             e.error.message,
-            env!("CARGO_PKG_VERSION"),
+            superapp_server::VERSION,
         ),
         Ok(e) => anyhow::anyhow!(
             "the server refused ({status}, {}): {}",

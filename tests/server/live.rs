@@ -894,9 +894,21 @@ async fn group_changes_count_as_sends_and_group_creation_has_a_limit_of_its_own(
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("20 at once and 60 an hour"),
+            .contains("20 at once and 60 in any hour"),
         "{body}"
     );
+    // The allowance refills one every 90 s: with the 20 at once, 60 in any
+    // hour.
+    let wait: u64 = body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .rsplit("created in ")
+        .next()
+        .unwrap()
+        .trim_end_matches(" s")
+        .parse()
+        .unwrap();
+    assert!((85..=90).contains(&wait), "{body}");
     // Another user's groups are their own.
     let erin = Client::signed_up(&server, "erin").await;
     let (status, body) = erin.group("mine", &["dan"]).await;

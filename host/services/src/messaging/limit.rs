@@ -61,9 +61,11 @@ impl SendLimit {
     }
 }
 
-/// Groups one user may create at once after a pause, and then an hour:
+/// Groups one user may create at once after a pause, and in any hour:
 /// each notifies every member, so a flood of groups would fill others'
-/// lists faster than messages fill a conversation.
+/// lists faster than messages fill a conversation. After the burst the
+/// allowance refills by the rest of the hour's (40 an hour, one every 90
+/// s), so a burst and an hour's refill together stay within the hour's.
 pub const GROUPS_AT_ONCE: u32 = 20;
 pub const GROUPS_PER_HOUR: u32 = 60;
 
@@ -75,7 +77,7 @@ pub(super) struct GroupLimit {
 
 impl GroupLimit {
     pub(super) fn new() -> GroupLimit {
-        let per_hour = NonZeroU32::new(GROUPS_PER_HOUR).expect("not 0");
+        let per_hour = NonZeroU32::new(GROUPS_PER_HOUR - GROUPS_AT_ONCE).expect("not 0");
         let at_once = NonZeroU32::new(GROUPS_AT_ONCE).expect("not 0");
         GroupLimit {
             users: RateLimiter::keyed(Quota::per_hour(per_hour).allow_burst(at_once)),

@@ -280,7 +280,7 @@ pub enum MessagingError {
         burst: u32,
         retry_after: std::time::Duration,
     },
-    #[error("too many new groups: a user may create {} at once and {} an hour; the next may be created in {} s", limit::GROUPS_AT_ONCE, limit::GROUPS_PER_HOUR, retry_after.as_secs().max(1))]
+    #[error("too many new groups: a user may create {} at once and {} in any hour; the next may be created in {} s", limit::GROUPS_AT_ONCE, limit::GROUPS_PER_HOUR, retry_after.as_secs().max(1))]
     GroupsThrottled { retry_after: std::time::Duration },
     #[error(transparent)]
     Store(#[from] StoreError),

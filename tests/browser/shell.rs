@@ -1093,3 +1093,98 @@ async fn a_put_off_dialog_waits_in_the_host_bar_and_the_open_apps_payment_comes_
     assert_eq!(waiting[0]["app"], "dev.superapp.document-wallet");
     b.finish().await;
 }
+
+/// The number of chats the list shows, once it has settled on `n`.
+async fn chats_listed(b: &Browser, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = b
+            .js(
+                "return document.querySelectorAll('a.chat-link').length",
+                vec![],
+            )
+            .await
+            .as_u64()
+            .unwrap();
+        if shown == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{shown} chats listed, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_long_chat_list_comes_a_page_at_a_time_and_names_each_direct_chat() {
+    let _one_at_a_time = harness::one_at_a_time().await;
+    // Cheap password hashing and room for many sign-ups: 101 people write
+    // to zoe.
+    let server = Server::start(&[
+        ("SUPERAPP_PASSWORD_ITERATIONS", "1"),
+        ("SUPERAPP_SIGNUPS_PER_CLIENT", "1000"),
+    ]);
+    let zoe = Client::signed_up(&server, "zoe").await;
+    for i in 0..101 {
+        let name = format!("friend{i:03}");
+        let friend = Client::signed_up(&server, &name).await;
+        let chat = friend.direct_with("zoe").await;
+        let (status, body) = friend
+            .send(&chat, "hi", &format!("hello from {name}"))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    }
+    let (_, first) = zoe.get("/conversations").await;
+    let first = first.as_array().unwrap().clone();
+    assert_eq!(first.len(), 100);
+    // Who is on the second page: the one friend not on the first.
+    let listed: Vec<&str> = first
+        .iter()
+        .map(|c| c["with"]["username"].as_str().unwrap())
+        .collect();
+    let older = (0..101)
+        .map(|i| format!("friend{i:03}"))
+        .find(|name| !listed.contains(&name.as_str()))
+        .unwrap();
+    let newest = listed[0];
+
+    let mut b = Browser::start("long-chat-list").await;
+    b.goto(&shell_url(&server, "#/signin")).await;
+    b.fill("#username", "zoe").await;
+    b.fill("#password", "zoe-password").await;
+    b.click_text("Sign in").await;
+    b.wait_text("Sign out").await;
+    b.goto(&shell_url(&server, "#/chats")).await;
+    // The newest hundred, each direct chat under its person's name, and the
+    // oldest behind "Show older chats".
+    b.wait_text(&format!("hello from {newest}")).await;
+    chats_listed(&b, 100).await;
+    let text = b.body_text().await;
+    assert!(
+        text.contains(&newest.to_uppercase()) && text.contains(&format!("@{newest}")),
+        "{text}"
+    );
+    assert!(!text.contains(&older), "{text}");
+    b.shot("first-page").await;
+    b.click("#older-chats").await;
+    b.wait_text(&format!("hello from {older}")).await;
+    chats_listed(&b, 101).await;
+    assert!(b.body_text().await.contains(&older.to_uppercase()));
+    let more = b
+        .js(
+            "return document.querySelector('#older-chats') !== null",
+            vec![],
+        )
+        .await;
+    assert_eq!(more, json!(false), "nothing older is left");
+    b.shot("all").await;
+    // A new message moves its chat to the top without losing the older page.
+    let (_, chats) = zoe.get("/conversations?limit=1").await;
+    let newest = chats[0]["id"].as_str().unwrap().to_string();
+    zoe.send(&newest, "back", "zoe writes back").await;
+    b.wait_text("zoe writes back").await;
+    chats_listed(&b, 101).await;
+    b.finish().await;
+}

@@ -870,6 +870,17 @@ impl Registry {
             check_label("an auditor name", name)?;
         }
         self.check_key_free(key, None, actor)?;
+        // Users and auditors read "approved by" a name: a key may go by an
+        // auditor's name itself (their next key, as rotating needs) but not
+        // by one that only passes for it.
+        if let Some(other) = self.auditors()?.into_iter().find(|a| {
+            a.key != key && a.name != name && superapp_core::text::look_alike(&a.name, name)
+        }) {
+            return Err(RegistryError::Conflict(format!(
+                "another trusted auditor key is named `{}`, which `{name}` passes for; trust their next key under that name itself",
+                other.name
+            )));
+        }
         let auditor = Auditor {
             key: key.into(),
             name: name.into(),

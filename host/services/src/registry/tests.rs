@@ -574,6 +574,35 @@ fn party_names_that_draw_as_something_else_are_refused() {
     f.registry
         .trust_auditor(&ann, "Ann Auditor", &Actor::Operator)
         .unwrap();
+    // Her next key may go by her name, as rotating needs; no key may go by
+    // a name that only passes for it.
+    f.registry
+        .trust_auditor(&fresh(), "Ann Auditor", &Actor::Operator)
+        .unwrap();
+    for namesake in [
+        "ANN AUDITOR",
+        "\u{410}nn Auditor",
+        "Ann Audítor",
+        "Ann  Auditor",
+    ] {
+        let e = f
+            .registry
+            .trust_auditor(&fresh(), namesake, &Actor::Operator)
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Conflict(m) if m.contains("named `Ann Auditor`")),
+            "{namesake}: {e}"
+        );
+    }
+    // Once her keys are distrusted, such a name is free for another.
+    let bea = fresh();
+    f.registry
+        .trust_auditor(&bea, "Bea Auditor", &Actor::Operator)
+        .unwrap();
+    assert!(f.registry.distrust_auditor(&bea, &Actor::Operator).unwrap());
+    f.registry
+        .trust_auditor(&fresh(), "BEA AUDITOR", &Actor::Operator)
+        .unwrap();
     // A name users would take for another publisher's is refused.
     for twin in ["Clinic", "CLINIC", "C1inic"] {
         let e = f

@@ -969,10 +969,11 @@ impl Messaging {
         Ok(stored.with_last_seq(self.last_seq(id)?))
     }
 
-    /// A page of `me`'s conversations, newest activity first (a conversation's
-    /// activity: its last message, or its creation while it has none; ties
-    /// by id, in the order of the store), each with its last message and unread count; `before` is the
-    /// cursor of the previous page's last one.
+    /// A page of `me`'s conversations, newest activity first (a
+    /// conversation's activity: its last message, or its creation while it
+    /// has none, in seconds; ties by id, in the order of the store), each
+    /// with its last message and unread count; `before` is the cursor of
+    /// the previous page's last one.
     ///
     /// Ordering needs every conversation's activity, one read each (the
     /// seq is cached); only the page's are read in full.

@@ -337,7 +337,12 @@ impl Registry {
             .record(kind, actor, Some((app, version)), "done")
             .with_detail("note", note);
         self.update(app, version, actor, event, |r| {
-            Ok(match (yanked, r.yanked.is_some()) {
+            // The operator's yank takes over a publisher's, so that only the
+            // operator can undo the takedown.
+            let taken_over = yanked
+                && matches!(actor, Actor::Operator)
+                && r.yanked.as_ref().is_some_and(|y| y.by != actor.name());
+            Ok(match (yanked, r.yanked.is_some() && !taken_over) {
                 (true, false) => {
                     r.yanked = Some(Yank {
                         at: now_secs(),

@@ -368,6 +368,30 @@ fn yanking_rolls_users_back_and_rollout_picks_a_stable_share() {
         ),
         Err(RegistryError::Forbidden(_))
     ));
+    // The operator's takedown of a version its publisher yanked takes the
+    // yank over: the publisher can no longer restore it.
+    let clinic = Actor::Publisher("Clinic Ltd".into());
+    let taken = f
+        .registry
+        .yank(app, "1.1.0", true, "malware", &Actor::Operator)
+        .unwrap();
+    assert!(taken.changed);
+    let yank = taken.release.yanked.unwrap();
+    assert_eq!(
+        (yank.by.as_str(), yank.note.as_str()),
+        ("operator", "malware")
+    );
+    assert!(matches!(
+        f.registry.yank(app, "1.1.0", false, "", &clinic),
+        Err(RegistryError::Forbidden(m)) if m.contains("yanked by operator")
+    ));
+    assert!(
+        !f.registry
+            .yank(app, "1.1.0", true, "again", &Actor::Operator)
+            .unwrap()
+            .changed,
+        "the operator's own yank stays as it was"
+    );
     f.registry
         .yank(app, "1.1.0", false, "fixed", &Actor::Operator)
         .unwrap();

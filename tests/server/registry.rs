@@ -1162,3 +1162,86 @@ async fn a_command_newer_than_its_server_or_pointed_elsewhere_says_so() {
         assert!(err.contains(expected), "{err}");
     }
 }
+
+/// Something that is not a superapp host answering 2xx proves nothing: a
+/// distrust or a publish it "accepts" is reported as not done, and an
+/// answer without end is cut off rather than read into memory.
+#[tokio::test]
+async fn a_command_does_not_take_another_servers_success_or_endless_answer_for_its_own() {
+    let (f, component) = files();
+    let key = f.key("publisher.pem");
+    let token = f.path("operator.token");
+    std::fs::write(&token, "not-a-real-token").unwrap();
+    let package = f.path("hello.pkg");
+    f.package(&component, "1.0.0", &[], &f.path("publisher.pem"), &package);
+    let stand_in = |answer: &'static str| async move {
+        let router = axum::Router::new().fallback(move || async move {
+            match answer {
+                // About 100 MiB, a chunk at a time.
+                "endless" => {
+                    let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+                    let body = futures_util::stream::iter(
+                        (0..100).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+                    );
+                    axum::body::Body::from_stream(body).into_response()
+                }
+                page => (axum::http::StatusCode::OK, page).into_response(),
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        url
+    };
+    let run = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli(&args)
+        })
+        .await
+        .unwrap()
+    };
+    let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+
+    let html = stand_in("<html><body>Welcome</body></html>").await;
+    let out = run(strings(&[
+        "registry",
+        "distrust-auditor",
+        &key,
+        "--server",
+        &html,
+        "--token-file",
+        &token,
+    ]))
+    .await;
+    let err = refused(&out);
+    assert!(err.contains("not what this tool expects"), "{err}");
+
+    let json = stand_in(r#"{"hello":"world","changed":false}"#).await;
+    let out = run(strings(&[
+        "plugin",
+        "publish",
+        &package,
+        "--server",
+        &json,
+        "--key",
+        &f.path("publisher.pem"),
+    ]))
+    .await;
+    let err = refused(&out);
+    assert!(err.contains("not what this tool expects"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("users can open it"));
+
+    let endless = stand_in("endless").await;
+    let out = run(strings(&[
+        "registry",
+        "list",
+        "--server",
+        &endless,
+        "--token-file",
+        &token,
+    ]))
+    .await;
+    let err = refused(&out);
+    assert!(err.contains("larger than any answer"), "{err}");
+}

@@ -138,12 +138,21 @@ pub fn publish(file: &Path, key: &Path, server: &str) -> anyhow::Result<ExitCode
     .open(Some(key))?;
     let answer = target.publish(package.to_bytes())?;
     let label = package.manifest().label();
-    if answer["changed"] == true {
+    let stored = &answer.release;
+    if stored.digest != package.digest() || stored.label() != label {
+        anyhow::bail!(
+            "the server answered for {} (digest {}), not for {label} (digest {}): is --server the address of a superapp host?",
+            stored.label(),
+            stored.digest,
+            package.digest()
+        );
+    }
+    if answer.changed {
         println!("published {label} (digest {})", package.digest());
     } else {
         println!("{label} was already published with these bytes; nothing changed");
     }
-    match answer["blocked_by"].as_str() {
+    match answer.blocked_by.as_deref() {
         None => println!("users can open it now"),
         Some(why) => println!("users cannot open it yet: {why}"),
     }

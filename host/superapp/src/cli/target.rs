@@ -169,6 +169,37 @@ fn refusal(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
     }
 }
 
+/// Longest wait for a connection to the server.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest wait for the next bytes of an answer.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest wait for a whole answer, but a download's.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// The largest answer read into memory: a package (at most 32 MiB) with
+/// room to spare.
+const MAX_ANSWER: usize = 64 << 20;
+
+/// Why `url` gave no answer, in words.
+fn unreachable(url: &str, e: reqwest::Error) -> anyhow::Error {
+    if e.is_timeout() {
+        anyhow::anyhow!(
+            "{url} did not answer in time: is the server running and is --server its address?"
+        )
+    } else {
+        anyhow::Error::new(e).context(format!("cannot reach {url}"))
+    }
+}
+
+/// A publish as the server answered it.
+#[derive(Debug, Deserialize)]
+pub struct Published {
+    /// Whether the package was new (`false`: published before, the same bytes).
+    pub changed: bool,
+    pub release: Release,
+    /// Why users cannot open it yet, if they cannot.
+    pub blocked_by: Option<String>,
+}
+
 impl Remote {
     pub fn new(server: &str, credential: Credential) -> anyhow::Result<Remote> {
         let base = server.trim_end_matches('/');
@@ -180,8 +211,12 @@ impl Remote {
         Ok(Remote {
             base,
             credential,
+            // A server that stops answering is given up on, not waited for:
+            // each read waits at most READ_TIMEOUT; a request other than a
+            // download also has ANSWER_TIMEOUT in all.
             client: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(120))
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_TIMEOUT)
                 .build()?,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -215,14 +250,32 @@ impl Remote {
             Credential::None => {}
         }
         let response = self.runtime.block_on(async {
-            let response = request.body(body).send().await?;
+            let mut response = request
+                .timeout(ANSWER_TIMEOUT)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| unreachable(&url, e))?;
             let status = response.status();
-            let bytes = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, bytes))
+            // Read no more than an answer of this API can be: a server that
+            // streams without end gets an error, not all of this machine's
+            // memory.
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| unreachable(&url, e))?
+            {
+                if bytes.len() + chunk.len() > MAX_ANSWER {
+                    bail!("the answer of {url} is larger than any answer of a superapp host ({} MiB): is --server the address of a superapp host?", MAX_ANSWER >> 20);
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok((status, bytes))
         });
-        let (status, bytes) = response.with_context(|| format!("cannot reach {url}"))?;
+        let (status, bytes) = response?;
         if status.is_success() {
-            return Ok(bytes.to_vec());
+            return Ok(bytes);
         }
         Err(refusal(status, &bytes))
     }
@@ -247,10 +300,7 @@ impl Remote {
             request = request.bearer_auth(token);
         }
         self.runtime.block_on(async {
-            let mut response = request
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {url}"))?;
+            let mut response = request.send().await.map_err(|e| unreachable(&url, e))?;
             let status = response.status();
             if !status.is_success() {
                 let bytes = response.bytes().await.unwrap_or_default();
@@ -386,12 +436,17 @@ impl Target {
     pub fn distrust_auditor(&self, key: &str) -> anyhow::Result<()> {
         match self {
             Target::Remote(r) => {
-                r.send(
+                let answer = r.send(
                     reqwest::Method::DELETE,
                     &format!("/registry/auditors/{}", seg(key)),
                     Vec::new(),
                     "application/json",
                 )?;
+                // A superapp host answers 204 with nothing: a page or other
+                // JSON is something else answering, and proves nothing.
+                if !answer.is_empty() {
+                    bail!("the server's answer is not what this tool expects: is --server the address of a superapp host? Nothing is known to have changed");
+                }
                 Ok(())
             }
             Target::Local(l) => {
@@ -551,7 +606,7 @@ impl Target {
 
     /// Publish a package file (remote only: a publisher publishes to a
     /// running server).
-    pub fn publish(&self, bytes: Vec<u8>) -> anyhow::Result<Value> {
+    pub fn publish(&self, bytes: Vec<u8>) -> anyhow::Result<Published> {
         match self {
             Target::Remote(r) => {
                 let answer = r.send(
@@ -560,7 +615,8 @@ impl Target {
                     bytes,
                     "application/octet-stream",
                 )?;
-                Ok(serde_json::from_slice(&answer)?)
+                serde_json::from_slice(&answer)
+                    .context("the server's answer is not what this tool expects")
             }
             Target::Local(_) => bail!("publish to a running server: pass --server URL"),
         }

@@ -739,3 +739,80 @@ async fn the_access_log_and_prompt_history_are_paginated() {
     let (_, theirs) = bob.get("/prompts/history").await;
     assert!(theirs["prompts"].as_array().unwrap().is_empty());
 }
+
+/// What an app asks for with a field of its own.
+async fn probe_with(client: &Client, name: &str, value: Option<&str>, fields: Value) -> String {
+    let (status, v) = client
+        .post(
+            "/apps/dev.superapp.testing.probe/events",
+            json!({"name": name, "value": value, "fields": fields}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    texts(&v)[0].clone()
+}
+
+/// Words an app puts into the host's own dialogs and chats (a payment's
+/// description, a document request's purpose and verifier, a card's title,
+/// a notification) cannot carry a direction override that would turn the
+/// host's sentence around them: each is refused as `invalid`, and nothing
+/// is asked of the user.
+#[tokio::test]
+async fn an_app_cannot_turn_the_hosts_dialogs_around_with_direction_overrides() {
+    let s = setup(&["testing/probe"]);
+    let server = serve(&s);
+    let alice = Client::signed_up(&server, "alice").await;
+    // Consent to notify first, so the text itself is what is judged.
+    assert!(probe(&alice, "notify", Some("first"))
+        .await
+        .starts_with("err: consent-required"));
+    let (_, prompts) = alice.get("/prompts").await;
+    let id = prompts[0]["id"].as_str().unwrap().to_string();
+    alice
+        .post(&format!("/prompts/{id}/approve"), json!({}))
+        .await;
+    let turned = "Refund \u{202E}21.36 RUE uoy ot";
+    let answers = [
+        probe_with(
+            &alice,
+            "payments",
+            None,
+            json!({"description": turned, "idempotency-key": "bidi"}),
+        )
+        .await,
+        probe_with(&alice, "documents", None, json!({"purpose": turned})).await,
+        probe_with(
+            &alice,
+            "documents-present",
+            None,
+            json!({"audience": format!("City {turned}")}),
+        )
+        .await,
+        probe_with(&alice, "share-card", None, json!({"title": turned})).await,
+        probe_with(&alice, "notify", Some(turned), json!({})).await,
+    ];
+    for answer in &answers {
+        assert!(answer.starts_with("err: invalid"), "{answer}");
+    }
+    let (_, prompts) = alice.get("/prompts").await;
+    assert_eq!(prompts, json!([]), "nothing was put before the user");
+    // The same words without the override go through.
+    let plain = probe_with(
+        &alice,
+        "payments",
+        None,
+        json!({"description": "Refund to you", "idempotency-key": "plain"}),
+    )
+    .await;
+    assert!(plain.starts_with("ok: "), "{plain}");
+    assert_eq!(
+        probe(
+            &alice,
+            "notify",
+            Some("\u{05E9}\u{05DC}\u{05D5}\u{05DD} \u{2067}world\u{2069}")
+        )
+        .await,
+        "ok: ()",
+        "right-to-left text and isolates are welcome"
+    );
+}

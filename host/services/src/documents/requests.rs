@@ -219,15 +219,25 @@ impl Requests {
                 )));
             }
         }
-        if purpose.trim().is_empty() || purpose.len() > MAX_PURPOSE {
+        // The host's sheet shows both in sentences of its own: neither may
+        // change how those read.
+        if purpose.trim().is_empty()
+            || purpose.len() > MAX_PURPOSE
+            || purpose
+                .chars()
+                .any(superapp_core::text::disallowed_in_message)
+        {
             return Err(DocumentError::Invalid(format!(
-                "a purpose is 1 to {MAX_PURPOSE} bytes"
+                "a purpose is 1 to {MAX_PURPOSE} bytes without control characters or direction overrides"
             )));
         }
         if let Some(v) = &ask.verifier {
-            if v.trim().is_empty() || v.len() > MAX_VERIFIER || v.chars().any(char::is_control) {
+            if v.trim().is_empty()
+                || v.len() > MAX_VERIFIER
+                || v.chars().any(superapp_core::text::disallowed_in_label)
+            {
                 return Err(DocumentError::Invalid(format!(
-                    "a verifier name is 1 to {MAX_VERIFIER} bytes of printable text"
+                    "a verifier name is 1 to {MAX_VERIFIER} bytes of one line, without control or text-direction characters"
                 )));
             }
         }

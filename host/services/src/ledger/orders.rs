@@ -234,6 +234,17 @@ impl Orders {
                 "a description is 1 to {MAX_DESCRIPTION} bytes"
             )));
         }
+        // The host's payment sheet shows it in a sentence of its own: it
+        // may not change how that sentence reads.
+        if new
+            .description
+            .chars()
+            .any(superapp_core::text::disallowed_in_label)
+        {
+            return Err(OrderError::Invalid(
+                "a description is one line without control or text-direction characters".into(),
+            ));
+        }
         if !valid_key(&new.idempotency_key) {
             return Err(OrderError::Invalid(format!(
                 "an idempotency key is 1 to {MAX_KEY} bytes without control or invisible characters"

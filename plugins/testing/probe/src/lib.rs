@@ -84,7 +84,7 @@ impl App for Probe {
             )),
             "share-card" => report(notify::share_card(AppCard::new(
                 "dev.superapp.hello",
-                "Hello",
+                a.field("title").unwrap_or("Hello"),
             ))),
             "payments" => report(payments::request(&payments::PaymentRequest {
                 amount: a

@@ -55,6 +55,13 @@ impl wit::Host for HostState {
                 "text must be 1 to {MAX_TEXT} bytes"
             ))));
         }
+        // As any chat message.
+        if text.chars().any(superapp_core::text::disallowed_in_message) {
+            return Ok(Err(Error::Invalid(
+                "text has control characters (but line breaks and tabs) or direction overrides"
+                    .into(),
+            )));
+        }
         let card = match card.map(checked_card).transpose() {
             Ok(card) => card,
             Err(e) => return Ok(Err(e)),
@@ -99,6 +106,15 @@ fn checked_card(card: AppCard) -> Result<Card, Error> {
     if card.title.trim().is_empty() || fields.iter().any(|f| f.len() > 200) || !params_ok {
         return Err(Error::Invalid(
             "a card has a title, fields up to 200 bytes and at most 16 params (names 1-64 bytes, values up to 200)".into(),
+        ));
+    }
+    // The host draws the card, and its share sheet names it in a sentence.
+    if fields
+        .iter()
+        .any(|f| f.chars().any(superapp_core::text::disallowed_in_label))
+    {
+        return Err(Error::Invalid(
+            "a card's app id, title and description are one line each, without control or text-direction characters".into(),
         ));
     }
     Ok(Card {

@@ -145,7 +145,7 @@ function payment(prompt, title, body, approve) {
     el('p', { class: 'amount' }, money(sheet.amount, sheet.currency)),
     el('dl', { class: 'sheet' },
       el('div', {}, el('dt', {}, 'To'), el('dd', {}, sheet.merchant)),
-      el('div', {}, el('dt', {}, 'For'), el('dd', {}, sheet.description)),
+      el('div', {}, el('dt', {}, 'For'), el('dd', { dir: 'auto' }, sheet.description)),
       el('div', {}, el('dt', {}, 'Until'), el('dd', {}, when(sheet.expires_at)))),
     el('label', { for: password.id }, 'Your password'),
     password);
@@ -169,9 +169,10 @@ function payment(prompt, title, body, approve) {
 function documentSheet(prompt, title, body, approve, deny) {
   const sheet = prompt.document;
   title.textContent = `Share your ${humanize(sheet.credential_type)}?`;
-  body.append(el('p', {}, `Purpose: “${sheet.purpose}”`));
+  // An app's words are isolated (bdi), so none can turn the host's around.
+  body.append(el('p', {}, 'Purpose: “', el('bdi', {}, sheet.purpose), '”'));
   if (sheet.verifier) {
-    body.append(el('p', { class: 'verifier' }, `Shown to the verifier “${sheet.verifier}”, through ${prompt.app_name}. It will work only for them, once.`));
+    body.append(el('p', { class: 'verifier' }, 'Shown to the verifier “', el('bdi', {}, sheet.verifier), '”, through ', el('bdi', {}, prompt.app_name), '. It will work only for them, once.'));
   }
   if (sheet.deliver_to) {
     body.append(el('p', { class: 'verifier' }, `Sent straight to ${prompt.publisher}'s own system at ${sheet.deliver_to}. The mini-program itself never sees it.`));
@@ -200,7 +201,7 @@ function documentSheet(prompt, title, body, approve, deny) {
 }
 
 function shareCard(prompt, title, body, approve) {
-  title.textContent = `Share “${prompt.card.title}” into a chat?`;
+  title.replaceChildren('Share “', el('bdi', {}, prompt.card.title), '” into a chat?');
   const select = el('select', { id: `chat-${++ids}`, name: 'conversation' });
   body.append(el('label', { for: select.id }, 'Chat'), select);
   get('/conversations').then((list) => {

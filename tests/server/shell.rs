@@ -44,7 +44,17 @@ async fn every_response_carries_a_strict_csp_and_the_security_headers() {
         assert_eq!(h["x-content-type-options"], "nosniff", "{url}");
         assert_eq!(h["x-frame-options"], "DENY", "{url}");
         assert_eq!(h["referrer-policy"], "no-referrer", "{url}");
+        // No cache keeps an API answer; the shell's files are checked
+        // again before each use.
+        let shell_file = status == StatusCode::OK && !url.contains("/api/v1");
+        let cache = if shell_file { "no-cache" } else { "no-store" };
+        assert_eq!(h["cache-control"], cache, "{url}");
     }
+    // A signed-in user's data too.
+    let alice = Client::signed_up(&server, "alice").await;
+    let me = alice.raw(reqwest::Method::GET, "/me", None, "").await;
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(me.headers()["cache-control"], "no-store");
     let index = http
         .get(format!("{root}/"))
         .send()

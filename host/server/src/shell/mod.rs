@@ -20,8 +20,11 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
     form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'; \
     trusted-types 'none'";
 
-/// The headers every response carries, unless a handler set its own.
-const SECURITY_HEADERS: [(&str, &str); 7] = [
+/// The headers every response carries, unless a handler set its own. API
+/// answers hold a user's data (their phrase, documents, money, chats): no
+/// cache keeps them (the shell's own files say `no-cache` instead).
+const SECURITY_HEADERS: [(&str, &str); 8] = [
+    ("cache-control", "no-store"),
     ("content-security-policy", CONTENT_SECURITY_POLICY),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),

@@ -1188,3 +1188,70 @@ async fn a_long_chat_list_comes_a_page_at_a_time_and_names_each_direct_chat() {
     chats_listed(&b, 101).await;
     b.finish().await;
 }
+
+/// The first button value for `event` in an app's answered view.
+fn button_value(view: &serde_json::Value, event: &str) -> Option<String> {
+    fn walk(node: &serde_json::Value, event: &str) -> Option<String> {
+        if node["type"] == "button" && node["event"] == event {
+            return node["value"].as_str().map(str::to_string);
+        }
+        node["children"]
+            .as_array()?
+            .iter()
+            .find_map(|child| walk(child, event))
+    }
+    walk(&view["view"]["body"], event)
+}
+
+#[tokio::test]
+async fn a_session_ended_elsewhere_leaves_the_page_and_what_waited_comes_up_after_sign_in() {
+    let _one_at_a_time = harness::one_at_a_time().await;
+    let (_tmp, server) = demo_ready();
+    let mut b = Browser::start("session-ended").await;
+    sign_in(&mut b, &server, "alice").await;
+    b.goto(&shell_url(&server, "#/wallet")).await;
+    b.wait_text("EUR 200.00").await;
+    b.shot("wallet").await;
+
+    // Alice changes her password on another device: every other session
+    // ends, this page's with it.
+    let mut phone = Client::new(&server);
+    phone.token = Some(phone.login("alice", "demo-password").await);
+    let (status, body) = phone
+        .call(
+            reqwest::Method::PUT,
+            "/me/password",
+            Some(json!({"current_password": "demo-password", "new_password": "a new password 2"})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "{body}");
+    b.wait_text("Your session ended: sign in again.").await;
+    let text = b.body_text().await;
+    assert!(
+        !text.contains("EUR 200.00") && !text.contains("Sign out"),
+        "{text}"
+    );
+    b.shot("ended").await;
+
+    // While she is away, City Payments asks her to pay a bill.
+    let city = "dev.superapp.city-payments";
+    let (status, home) = phone.post(&format!("/apps/{city}/launch"), json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{home}");
+    let bill = button_value(&home, "pay").expect("a bill to pay");
+    let (status, asked) = phone
+        .post(
+            &format!("/apps/{city}/events"),
+            json!({"name": "pay", "value": bill, "fields": {}}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{asked}");
+
+    // Signed in again, she is back on her wallet and the payment sheet is
+    // in front of her.
+    b.fill("#username", "alice").await;
+    b.fill("#password", "a new password 2").await;
+    b.click_text("Sign in").await;
+    b.wait_text("Confirm payment").await;
+    b.shot("waiting-payment").await;
+    b.finish().await;
+}

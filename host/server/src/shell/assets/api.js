@@ -29,6 +29,10 @@ async function request(method, path, body) {
   }
   if (!response.ok) {
     const error = data && data.error ? data.error : {};
+    // The session ended (signed out in another tab, expired, the password
+    // changed): the shell leaves the signed-in pages. A failed sign-in is
+    // the sign-in form's to report.
+    if (response.status === 401 && path !== '/sessions') window.dispatchEvent(new Event('superapp:session-ended'));
     throw new ApiError(response.status, error.code || 'error', error.message || response.statusText);
   }
   const link = /<\/api\/v1([^>]*)>;\s*rel="next"/.exec(response.headers.get('link') || '');

@@ -181,12 +181,45 @@ function connect() {
       if (shell.onMessage) shell.onMessage(push.message);
     }
   });
-  socket.addEventListener('close', () => {
-    shell.socket = null;
+  socket.addEventListener('close', (event) => {
+    if (shell.socket === socket) shell.socket = null;
     for (const clientId of [...shell.pending.keys()]) settle(clientId, new Error('connection closed'));
-    if (shell.me) setTimeout(connect, 2000);
+    if (!shell.me) return;
+    // 4001: the server ended this session's connections (signed out
+    // elsewhere, the password changed).
+    if (event.code === 4001) {
+      sessionEnded();
+      return;
+    }
+    // Otherwise try again, once the session is known to stand (a refused
+    // check ends it, through the API's 401 event).
+    setTimeout(async () => {
+      if (!shell.me) return;
+      try {
+        await get('/me');
+      } catch {
+        // Unreachable or ended: the next round tells.
+      }
+      if (shell.me) connect();
+    }, 2000);
   });
 }
+
+/** The session ended elsewhere: nothing of the user stays on screen, and
+ *  the sign-in page brings them back where they were. */
+function sessionEnded() {
+  if (!shell.me) return;
+  const where = location.hash && !location.hash.startsWith('#/signin') ? location.hash : '#/chats';
+  signedOut();
+  replace(main);
+  sessionEndedNotice = true;
+  location.hash = `#/signin?next=${encodeURIComponent(where)}`;
+}
+
+/** Whether the sign-in page says the session ended (once). */
+let sessionEndedNotice = false;
+
+window.addEventListener('superapp:session-ended', sessionEnded);
 
 function signedIn(me) {
   shell.me = me;
@@ -194,6 +227,12 @@ function signedIn(me) {
   signOut.hidden = false;
   who.textContent = me.display_name;
   connect();
+}
+
+/** After signing in: what waits for the user (payments, documents,
+ *  permissions asked while they were away) comes up. */
+function afterSignIn() {
+  setTimeout(() => shell.answerPrompts().catch(() => {}), 0);
 }
 
 function signedOut() {
@@ -227,9 +266,14 @@ function signInPage(next) {
       await post('/sessions', { username: form.username.value, password: form.password.value });
       signedIn(await get('/me'));
       location.hash = next || '#/chats';
+      afterSignIn();
     });
   });
   replace(main, el('h1', {}, 'Sign in'), form, el('p', {}, 'New here? ', el('a', { href: `#/signup${next ? `?next=${encodeURIComponent(next)}` : ''}` }, 'Create an account')));
+  if (sessionEndedNotice) {
+    sessionEndedNotice = false;
+    notice('Your session ended: sign in again.');
+  }
   form.username.focus();
 }
 

@@ -1253,5 +1253,47 @@ async fn a_session_ended_elsewhere_leaves_the_page_and_what_waited_comes_up_afte
     b.click_text("Sign in").await;
     b.wait_text("Confirm payment").await;
     b.shot("waiting-payment").await;
+
+    // A wrong password first, then hers: the privacy page tells the two
+    // apart, with the amount.
+    let password = "dialog[data-host-dialog] input[type=password]";
+    let confirm = "dialog[data-host-dialog] button.primary";
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.fill(password, "not her password").await;
+    b.click(confirm).await;
+    b.wait_text("wrong").await;
+    b.shot("wrong-password").await;
+    b.fill(password, "a new password 2").await;
+    b.click(confirm).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b
+        .js(
+            "return document.querySelector('dialog[data-host-dialog][open]') !== null",
+            vec![],
+        )
+        .await
+        == json!(true)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dialog stays open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The wallet on screen shows the payment: the balance is no longer
+    // the top-up's.
+    b.wait_text("Electricity").await;
+    let wallet = b.body_text().await;
+    assert_eq!(wallet.matches("EUR 200.00").count(), 1, "{wallet}");
+    b.goto(&shell_url(&server, "#/privacy")).await;
+    b.wait_text("you confirmed a payment of EUR").await;
+    let text = b.body_text().await;
+    assert!(text.contains("was not confirmed: wrong password"), "{text}");
+    assert_eq!(
+        text.matches("you confirmed a payment").count(),
+        1,
+        "one payment, one confirmation: {text}"
+    );
+    b.shot("privacy").await;
     b.finish().await;
 }

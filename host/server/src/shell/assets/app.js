@@ -119,6 +119,9 @@ const shell = {
     const next = this.again;
     this.again = null;
     if (next) answered.push(...await this.answerPrompts(next.onAnswer, next.onlyApp));
+    // A page that is no app's (the wallet, the privacy report) is drawn
+    // again: what was just answered changed what it shows.
+    else if (answered.length && !this.drawAnswer && this.viewId === view) route();
     return answered;
   },
 };

@@ -2,6 +2,8 @@
 // and fields without their hyphens, API messages as sentences, and the
 // access log's entries as what happened.
 
+import { money } from './dom.js';
+
 /** What an app may do with each capability, completing "Allow X to …". */
 const CAPABILITIES = {
   log: 'write crash reports',
@@ -42,6 +44,12 @@ const OUTCOMES = {
   failed: 'failed',
 };
 
+/** ` of EUR 12.00`, when an entry's details name the amount. */
+function sum(d) {
+  const amount = Number(d.amount);
+  return d.amount !== undefined && d.currency && Number.isFinite(amount) ? ` of ${money(amount, d.currency)}` : '';
+}
+
 /** An access-log entry (`{kind, capability, outcome, details}`) in words. */
 export function describeEntry(e) {
   const cap = e.capability ? capabilityLabel(e.capability) : '';
@@ -53,12 +61,18 @@ export function describeEntry(e) {
     case 'consent.deny': return `you did not allow it to ${cap}`;
     case 'consent.revoke': return `you took back its permission to ${cap}`;
     case 'consent.reset': return `you forgot your decision on whether it may ${cap}`;
-    case 'payment.request': return 'asked you for a payment';
-    case 'payment.confirm': return 'you confirmed a payment';
-    case 'payment.decline': return 'you declined a payment';
-    case 'payment.expire': return 'a payment request ran out of time';
+    case 'payment.request': return `asked you for a payment${sum(d)}`;
+    case 'payment.confirm':
+      switch (e.outcome) {
+        case 'paid': return `you confirmed a payment${sum(d)}`;
+        case 'wrong-password': return `a payment${sum(d)} was not confirmed: wrong password`;
+        case 'insufficient-funds': return `a payment${sum(d)} was not made: not enough money`;
+        default: return `a payment${sum(d)} was not confirmed (${e.outcome})`;
+      }
+    case 'payment.decline': return `you declined a payment${sum(d)}`;
+    case 'payment.expire': return `a payment request${sum(d)} ran out of time`;
     case 'payment.refund':
-    case 'payment.refunded': return 'refunded a payment';
+    case 'payment.refunded': return `refunded${sum(d)}`;
     case 'payment.settled': return 'was told a payment went through';
     case 'document.request': return `asked to see your ${humanize(d.type || 'document')}`;
     case 'document.disclose':

@@ -1042,6 +1042,13 @@ async fn a_put_off_dialog_waits_in_the_host_bar_and_the_open_apps_payment_comes_
     // Put off too: both wait in the host bar, and come back from it.
     b.click("dialog[data-host-dialog] button.quiet").await;
     b.wait_text("Waiting for you (2)").await;
+    // Pressing Pay in the app again brings its sheet back (the same order,
+    // put off a moment ago); put off once more, it waits with the other.
+    b.click_text("Pay EUR").await;
+    b.find("dialog[data-host-dialog][open].kind-payment").await;
+    b.shot("payment-again").await;
+    b.click("dialog[data-host-dialog] button.quiet").await;
+    b.wait_text("Waiting for you (2)").await;
     b.click("#waiting").await;
     // Both come back, one at a time: the wallet's is put off again, and
     // the payment confirmed with Enter.

@@ -376,6 +376,11 @@ async fn decline_insufficient_funds_and_expiry_reach_the_app() {
 
     // Unanswered sheets expire and the app is told. The sweeper closes the
     // sheet first and tells the app after the flush, so wait for the event.
+    // Told so, the app may not ask again by itself (it tries).
+    assert_eq!(
+        action(alice, PROBE, "ask-again-on", None, json!({})).await,
+        "ok: ()"
+    );
     let expiring = request(alice, PROBE, 200, "c").await;
     let mut last = String::new();
     for _ in 0..100 {
@@ -389,6 +394,8 @@ async fn decline_insufficient_funds_and_expiry_reach_the_app() {
         last.contains(&expiring) && last.contains("Expired"),
         "{last}"
     );
+    let again = action(alice, PROBE, "asked-again", None, json!({})).await;
+    assert!(again.contains("err: denied"), "{again}");
     assert!(alice.get("/prompts").await.1.as_array().unwrap().is_empty());
     assert_eq!(
         action(alice, PROBE, "payment-status", Some(&expiring), json!({})).await,
@@ -904,4 +911,57 @@ async fn a_kill_mid_burst_loses_no_acknowledged_payment_and_applies_none_twice()
     }
     let after: Vec<i64> = futures_util::future::join_all(users.iter().map(balance)).await;
     assert_eq!(before, after);
+}
+
+/// No app buries its user in payment sheets: three per event, five of an
+/// app's waiting at once, and none asked again in the event that tells it
+/// of a refusal (a payment made, it may ask for the next).
+#[tokio::test]
+async fn an_app_asks_for_a_few_payments_at_a_time_and_not_again_after_a_no() {
+    let s = setup(&["testing/probe"]);
+    let server = serve(&s);
+    Client::signed_up(&server, "alice").await;
+    let (_server, clients) = with_money(&s, server, &[("alice", 1_000)], &[]).await;
+    let alice = &clients[0];
+    let many = action(alice, PROBE, "payments-many", Some("4"), json!({})).await;
+    assert!(
+        many.starts_with("made 3, then err: quota-exceeded") && many.contains("per event"),
+        "{many}"
+    );
+    let more = action(
+        alice,
+        PROBE,
+        "payments-many",
+        Some("3"),
+        json!({"prefix": "more"}),
+    )
+    .await;
+    assert!(
+        more.starts_with("made 2, then err: quota-exceeded") && more.contains("already wait"),
+        "{more}"
+    );
+    let (_, waiting) = alice.get("/prompts").await;
+    let waiting: Vec<String> = waiting
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(waiting.len(), 5);
+
+    // A no is not met with the same question again.
+    action(alice, PROBE, "ask-again-on", None, json!({})).await;
+    let (status, body) = alice
+        .post(&format!("/prompts/{}/deny", waiting[0]), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let again = action(alice, PROBE, "asked-again", None, json!({})).await;
+    assert!(again.contains("err: denied"), "{again}");
+    assert_eq!(alice.get("/prompts").await.1.as_array().unwrap().len(), 4);
+    // A payment made, the app may ask for the next at once.
+    let (status, body) = confirm(alice, &waiting[1], "alice-password").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let again = action(alice, PROBE, "asked-again", None, json!({})).await;
+    assert!(again.starts_with("ok: \"ok: "), "{again}");
+    assert_eq!(alice.get("/prompts").await.1.as_array().unwrap().len(), 4);
 }

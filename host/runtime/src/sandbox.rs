@@ -233,6 +233,12 @@ pub struct Invocation {
     pub user: String,
     pub locale: String,
     pub params: Vec<(String, String)>,
+    /// Whether the app may put something new before the user in this event
+    /// (a payment sheet, a document request, a card to share): while the
+    /// user uses it, not in an event the host sends on its own (an expiry)
+    /// or to tell it of a refusal, so no app can ask again and again by
+    /// itself.
+    pub may_ask: bool,
 }
 
 impl Invocation {
@@ -241,6 +247,15 @@ impl Invocation {
             user: user.into(),
             locale: "en".into(),
             params: Vec::new(),
+            may_ask: true,
+        }
+    }
+
+    /// An event in which the app may not ask the user for anything new.
+    pub fn without_asking(user: impl Into<String>) -> Self {
+        Invocation {
+            may_ask: false,
+            ..Invocation::new(user)
         }
     }
 }
@@ -642,12 +657,13 @@ impl Runtime {
                 reason,
             })?;
         self.metrics.waited(asked.elapsed());
-        let state = HostState::new(
+        let mut state = HostState::new(
             app.manifest.clone(),
             invocation.user.clone(),
             services.clone(),
             Meter::new(limits.memory_bytes),
         );
+        state.may_ask = invocation.may_ask;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.meter);
         if app.manifest.declares(Capability::Http) {

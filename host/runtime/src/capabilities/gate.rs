@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use superapp_core::{Capability, ConsentLevel, Manifest};
 use superapp_services::consent::Consent;
+use superapp_services::prompts::PromptKind;
 
 pub use superapp_services::consent::ConsentState;
 
@@ -22,6 +23,12 @@ pub trait ConsentGate: Send + Sync {
         level: ConsentLevel,
         args: Option<&[u8]>,
     ) -> ConsentState;
+
+    /// How many of `app`'s sheets (payments, document requests, cards to
+    /// share) wait for `user`'s answer.
+    fn open_sheets(&self, _user: &str, _app: &str) -> usize {
+        0
+    }
 }
 
 /// The server's gate: the user's recorded decisions, prompts and audit.
@@ -35,6 +42,17 @@ impl ConsentGate for Consent {
         args: Option<&[u8]>,
     ) -> ConsentState {
         Consent::check(self, user, app, capability, level, args)
+    }
+
+    fn open_sheets(&self, user: &str, app: &str) -> usize {
+        // Unknown when the store cannot say: the sheet's own write fails
+        // then too.
+        self.pending(user).map_or(0, |pending| {
+            pending
+                .iter()
+                .filter(|p| p.app == app && p.kind() != PromptKind::Consent)
+                .count()
+        })
     }
 }
 

@@ -89,7 +89,17 @@ pub struct HostState {
     /// on the network may take in all (the limit less a reserve for the
     /// app to answer); set only for apps that declare `http`.
     pub(crate) deadline: Option<(Arc<crate::scheduler::Turn>, std::time::Duration)>,
+    /// See [`Invocation::may_ask`](crate::Invocation::may_ask).
+    pub(crate) may_ask: bool,
+    /// Sheets (payments, document requests, cards to share) this event put
+    /// before the user.
+    pub(crate) asked: u32,
 }
+
+/// Most sheets one event may put before the user.
+pub const MAX_ASKS_PER_EVENT: u32 = 3;
+/// Most sheets of one app that may wait for one user at once.
+pub const MAX_OPEN_SHEETS: usize = 5;
 
 impl HostState {
     pub(crate) fn new(
@@ -108,7 +118,32 @@ impl HostState {
             notify: notify::State::default(),
             calling: std::cell::Cell::new(None),
             deadline: None,
+            may_ask: true,
+            asked: 0,
         }
+    }
+
+    /// Whether this event may put one more sheet before the user: only
+    /// while they use the app, a few per event, and a few of the app's
+    /// waiting at once, so that no app buries the user in dialogs.
+    pub(crate) fn may_ask(&mut self) -> Result<(), Error> {
+        if !self.may_ask {
+            return Err(Error::Denied(
+                "an app asks the user for a payment, a document or a share only while they use it, not in an event the host sends on its own or about a refusal".into(),
+            ));
+        }
+        if self.asked >= MAX_ASKS_PER_EVENT {
+            return Err(Error::QuotaExceeded(format!(
+                "at most {MAX_ASKS_PER_EVENT} payment, document or share sheets per event"
+            )));
+        }
+        if self.services.consent.open_sheets(&self.user, &self.app.id) >= MAX_OPEN_SHEETS {
+            return Err(Error::QuotaExceeded(format!(
+                "{MAX_OPEN_SHEETS} of this app's sheets already wait for the user's answer"
+            )));
+        }
+        self.asked += 1;
+        Ok(())
     }
 
     /// What is left of this event's time; without a scheduler (host calls

@@ -126,6 +126,7 @@ fn invocation(auth: &Auth, locale: Option<String>, params: Vec<(String, String)>
         user: auth.user.id.clone(),
         locale: locale.unwrap_or_else(|| "en".into()),
         params,
+        may_ask: true,
     }
 }
 

@@ -59,9 +59,18 @@ impl Host {
     /// Deliver a host event to `app` for `user` and return the view it
     /// draws. An app that fails is recorded and yields no view; a removed
     /// app yields none either. The caller flushes.
-    pub(super) async fn deliver(&self, user: &str, app: &str, event: Event) -> Option<View> {
+    pub(super) async fn deliver(
+        &self,
+        user: &str,
+        app: &str,
+        event: Event,
+        may_ask: bool,
+    ) -> Option<View> {
         let app = self.app_for(user, app).ok()?;
-        let invocation = Invocation::new(user.to_string());
+        let invocation = Invocation {
+            may_ask,
+            ..Invocation::new(user.to_string())
+        };
         match self
             .runtime
             .run(&app, &self.services, &invocation, &Call::Event(event))

@@ -125,7 +125,8 @@ impl Host {
                 granted: approve,
             }),
         };
-        let view = self.deliver(&user.id, &prompt.app, event).await;
+        // Told of a refusal, an app may not ask again at once.
+        let view = self.deliver(&user.id, &prompt.app, event, approve).await;
         self.flush().await?;
         Ok(Answered {
             prompt,
@@ -250,8 +251,9 @@ impl Host {
                 tracing::warn!(error = %e, "cannot send a shared document to the backend now; it will be retried");
             }
         }
+        let shared = matches!(outcome, DocumentOutcome::Shared(_));
         let view = self
-            .deliver(&user.id, &request.app, Event::Document(outcome))
+            .deliver(&user.id, &request.app, Event::Document(outcome), shared)
             .await;
         self.flush().await?;
         let prompt = self.consent.prompt(&user.id, id)?;
@@ -270,7 +272,11 @@ impl Host {
             order_id: order.id.clone(),
             outcome,
         });
-        self.deliver(&order.user, &order.app, event).await
+        // Only a payment made lets the app ask for something new in its
+        // answer: told of a decline, an expiry or a failure, it may not ask
+        // again by itself.
+        let paid = order.state == OrderState::Paid;
+        self.deliver(&order.user, &order.app, event, paid).await
     }
 
     /// The user changes a decision: a grant becomes a denial (effective on
@@ -334,7 +340,7 @@ impl Host {
                 PromptKind::Consent => continue,
             };
             self.flush().await?;
-            self.deliver(&user.id, app, event).await;
+            self.deliver(&user.id, app, event, false).await;
         }
         self.flush().await
     }

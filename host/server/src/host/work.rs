@@ -137,7 +137,7 @@ impl Host {
                 if let Some(request) = request {
                     let outcome =
                         DocumentOutcome::Declined("the request expired unanswered".into());
-                    self.deliver(&request.user, &request.app, Event::Document(outcome))
+                    self.deliver(&request.user, &request.app, Event::Document(outcome), false)
                         .await;
                     self.flush().await?;
                 }

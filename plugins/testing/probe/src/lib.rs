@@ -42,6 +42,19 @@ impl App for Probe {
             if let Event::Document(DocumentOutcome::Shared(p)) = &event {
                 let _ = storage::set(b"last-envelope", p.envelope.as_bytes());
             }
+            // Asked to, it asks for a payment again in the host's event
+            // (as an app that will not take no for an answer), and keeps
+            // what the host said.
+            if let (Event::Payment(result), Ok(Some(_))) = (&event, storage::get(b"ask-again")) {
+                let again = payments::request(&payments::PaymentRequest {
+                    amount: 100,
+                    currency: "EUR".into(),
+                    description: "again".into(),
+                    idempotency_key: format!("again-{}", result.order_id),
+                    expires_in: None,
+                });
+                let _ = storage::set(b"asked-again", report(again).as_bytes());
+            }
             let text = format!("event: {event:?}");
             let _ = storage::set(b"last-event", text.as_bytes());
             return Ok(View::new("probe").text(text));
@@ -78,6 +91,38 @@ impl App for Probe {
                 report(shared_storage::increment(&key, delta))
             }
             "notify" => report(notify::send(a.value.as_deref().unwrap_or("hello"))),
+            "ask-again-on" => report(storage::set(b"ask-again", b"1")),
+            "asked-again" => report(
+                storage::get(b"asked-again")
+                    .map(|v| String::from_utf8_lossy(&v.unwrap_or_default()).into_owned()),
+            ),
+            // `n` payment sheets in one event: how many were made, or the
+            // first refusal.
+            "payments-many" => {
+                let n: u32 = a.value.as_deref().unwrap_or("1").parse().unwrap_or(1);
+                let mut made = 0;
+                let mut refused = None;
+                for i in 0..n {
+                    let asked = payments::request(&payments::PaymentRequest {
+                        amount: 100,
+                        currency: "EUR".into(),
+                        description: format!("sheet {i}"),
+                        idempotency_key: format!("{}-{i}", a.field("prefix").unwrap_or("many")),
+                        expires_in: None,
+                    });
+                    match asked {
+                        Ok(_) => made += 1,
+                        Err(e) => {
+                            refused = Some(report::<()>(Err(e)));
+                            break;
+                        }
+                    }
+                }
+                match refused {
+                    None => format!("ok: {made}"),
+                    Some(e) => format!("made {made}, then {e}"),
+                }
+            }
             "notify-card" => report(notify::send_with_card(
                 a.value.as_deref().unwrap_or("hello"),
                 AppCard::new("dev.superapp.testing.probe", "Open the probe").param("at", "card"),

@@ -38,6 +38,9 @@ impl wit::Host for HostState {
         if let Err(e) = self.require_with(Capability::Documents, Some(args.as_bytes())) {
             return Ok(Err(e));
         }
+        if let Err(e) = self.may_ask() {
+            return Ok(Err(e));
+        }
         let ask = Ask {
             credential_type: req.credential_type,
             fields: req.fields,

@@ -87,6 +87,9 @@ impl wit::Host for HostState {
             Ok(card) => card,
             Err(e) => return Ok(Err(e)),
         };
+        if let Err(e) = self.may_ask() {
+            return Ok(Err(e));
+        }
         let services = self.services.clone();
         Ok(services
             .notifier

@@ -28,6 +28,9 @@ impl wit::Host for HostState {
         if let Err(e) = self.require_with(Capability::Payments, Some(args.as_bytes())) {
             return Ok(Err(e));
         }
+        if let Err(e) = self.may_ask() {
+            return Ok(Err(e));
+        }
         let order = NewOrder {
             amount: req.amount,
             currency: req.currency,

@@ -73,7 +73,13 @@ const shell = {
   /** Prompts the user put off in this page (Not now, Escape, leaving the
    *  page): not shown again by themselves, but counted under "Waiting for
    *  you", which brings them back. */
-  putOff: new Set(),
+  putOff: new Map(),
+
+  /** The user acted in `app` again: what they put off of its asks comes
+   *  back (an app asking again for the same payment gets the same sheet). */
+  bringBack(app) {
+    for (const [id, of] of this.putOff) if (of === app) this.putOff.delete(id);
+  },
 
   /** Put the pending host prompts in front of the user, one at a time,
    *  until none is left (answering one may raise the next): those of
@@ -103,7 +109,7 @@ const shell = {
           if (this.viewId !== view) break;
           const result = await showPrompt(prompt, this.me);
           if (result === null) {
-            this.putOff.add(prompt.id);
+            this.putOff.set(prompt.id, prompt.app);
             continue;
           }
           answered.push(result);

@@ -74,7 +74,7 @@ export async function openApp(main, shell, id, params) {
     if (answered && answered.prompt && answered.prompt.app === id) draw(answered);
   };
   shell.drawAnswer = drawAnswer;
-  const run = async (path, body) => {
+  const run = async (path, body, byUser = false) => {
     status.textContent = 'Working…';
     stage.setAttribute('aria-busy', 'true');
     try {
@@ -85,11 +85,13 @@ export async function openApp(main, shell, id, params) {
       stage.removeAttribute('aria-busy');
     }
     // The app may have asked for something only the host can ask the user;
-    // the app's answer to each is drawn as it comes.
+    // the app's answer to each is drawn as it comes. A press in the app
+    // brings back what the user put off of it (Pay again after Not now).
+    if (byUser) shell.bringBack(id);
     await shell.answerPrompts(drawAnswer, id);
   };
   const handlers = {
-    action: (name, value, fields) => run(`/apps/${encodeURIComponent(id)}/events`, { name, value, fields }),
+    action: (name, value, fields) => run(`/apps/${encodeURIComponent(id)}/events`, { name, value, fields }, true),
     openCard: (card) => shell.openCard(card),
   };
   await run(`/apps/${encodeURIComponent(id)}/launch`, { params: Object.entries(params) });

@@ -1044,6 +1044,10 @@ async fn a_put_off_dialog_waits_in_the_host_bar_and_the_open_apps_payment_comes_
     b.wait_text("Waiting for you (2)").await;
     // Pressing Pay in the app again brings its sheet back (the same order,
     // put off a moment ago); put off once more, it waits with the other.
+    b.goto(&shell_url(&server, "#/chats")).await;
+    b.goto(&shell_url(&server, "#/app/dev.superapp.city-payments"))
+        .await;
+    b.wait_text("Your bills").await;
     b.click_text("Pay EUR").await;
     b.find("dialog[data-host-dialog][open].kind-payment").await;
     b.shot("payment-again").await;

@@ -779,7 +779,25 @@ impl Runtime {
                 app: label(),
                 error: crate::error::bounded_app_error(error),
             }),
-            Some(Ok(Ok(raw))) => view::validate(&raw, &limits).map_err(|error| match error {
+            Some(Ok(Ok(raw))) => {
+                let checked = if view::draws_qr_codes(&raw) {
+                    // Drawing codes takes milliseconds: not on a thread
+                    // that serves requests.
+                    let limits = limits.clone();
+                    tokio::task::spawn_blocking(move || view::validate(&raw, &limits))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ViewError::BadNode {
+                                node: 0,
+                                message: "the view could not be checked".into(),
+                            })
+                        })
+                } else {
+                    view::validate(&raw, &limits)
+                };
+                checked
+            }
+            .map_err(|error| match error {
                 ViewError::TooManyNodes { .. }
                 | ViewError::TooManyBytes { .. }
                 | ViewError::TooDeep

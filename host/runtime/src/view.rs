@@ -18,6 +18,9 @@ pub const MAX_STRING: usize = 64 << 10;
 /// Longest text a QR code may hold, in bytes: what one code can carry
 /// and a phone camera still reads.
 pub const MAX_QR_TEXT: usize = 2048;
+/// Most QR codes one view may hold: the host draws each (tens of
+/// milliseconds for a full one), and a screen shows one or two.
+pub const MAX_QR_CODES: usize = 2;
 /// Most pairs one key-value list may hold.
 pub const MAX_PAIRS: usize = 64;
 /// Longest badge text, in bytes.
@@ -146,6 +149,7 @@ struct Checker<'a> {
     nodes: &'a [wit::Node],
     bytes: u64,
     limits: &'a Limits,
+    qr_codes: usize,
 }
 
 impl Checker<'_> {
@@ -153,14 +157,20 @@ impl Checker<'_> {
         if s.len() > MAX_STRING {
             return Err(ViewError::StringTooLong(s.len()));
         }
-        self.bytes += s.len() as u64;
+        self.count(s.len())?;
+        Ok(s.to_string())
+    }
+
+    /// Count `bytes` more of the view against its limit.
+    fn count(&mut self, bytes: usize) -> Result<(), ViewError> {
+        self.bytes += bytes as u64;
         if self.bytes > self.limits.view_bytes {
             return Err(ViewError::TooManyBytes {
                 bytes: self.bytes,
                 limit: self.limits.view_bytes,
             });
         }
-        Ok(s.to_string())
+        Ok(())
     }
 
     fn pairs(&mut self, pairs: &[(String, String)]) -> Result<Vec<(String, String)>, ViewError> {
@@ -323,11 +333,22 @@ impl Checker<'_> {
                         format!("a QR code holds 1 to {MAX_QR_TEXT} bytes of text"),
                     ));
                 }
+                self.qr_codes += 1;
+                if self.qr_codes > MAX_QR_CODES {
+                    return Err(bad(
+                        index,
+                        format!("a view holds at most {MAX_QR_CODES} QR codes"),
+                    ));
+                }
+                let text = self.string(&q.text)?;
+                let caption = self.string(&q.caption)?;
                 let modules = qr_modules(&q.text)
                     .ok_or_else(|| bad(index, "the text does not fit in a QR code".into()))?;
+                // What the host drew goes out with the view, and counts.
+                self.count(modules.iter().map(String::len).sum())?;
                 Node::QrCode {
-                    text: self.string(&q.text)?,
-                    caption: self.string(&q.caption)?,
+                    text,
+                    caption,
                     modules,
                 }
             }
@@ -495,6 +516,14 @@ fn input_kind(k: wit::InputKind) -> &'static str {
 }
 
 /// Validate a guest view against `limits` and build the tree.
+/// Whether checking `view` draws QR codes (work to keep off the threads
+/// that serve requests).
+pub fn draws_qr_codes(view: &wit::View) -> bool {
+    view.nodes
+        .iter()
+        .any(|n| matches!(n.kind, wit::NodeKind::QrCode(_)))
+}
+
 pub fn validate(view: &wit::View, limits: &Limits) -> Result<View, ViewError> {
     if view.nodes.is_empty() {
         return Err(ViewError::Empty);
@@ -509,6 +538,7 @@ pub fn validate(view: &wit::View, limits: &Limits) -> Result<View, ViewError> {
         nodes: &view.nodes,
         bytes: 0,
         limits,
+        qr_codes: 0,
     };
     let title = checker.string(&view.title)?;
     let mut seen = vec![false; view.nodes.len()];
@@ -760,6 +790,29 @@ mod tests {
         else {
             panic!("a QR code node");
         };
+        // Two codes on a screen, not more: the host draws each.
+        let codes = |n: u32| {
+            let mut nodes = vec![node(wit::NodeKind::Column, (1..=n).collect())];
+            nodes.extend((0..n).map(|i| node(qr(format!("code {i}")), vec![])));
+            validate(&view(nodes), &limits)
+        };
+        assert!(codes(MAX_QR_CODES as u32).is_ok());
+        assert!(
+            matches!(codes(MAX_QR_CODES as u32 + 1), Err(ViewError::BadNode { message, .. }) if message.contains("at most"))
+        );
+        // What the host drew counts against the view's bytes: a full code
+        // is about 31 000 modules.
+        let tight = Limits {
+            view_bytes: 20_000,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            validate(
+                &view(vec![node(qr("x".repeat(MAX_QR_TEXT)), vec![])]),
+                &tight
+            ),
+            Err(ViewError::TooManyBytes { .. })
+        ));
         // A version-2 code is 25 modules square, with its three finders.
         assert_eq!(modules.len(), 25);
         assert!(modules.iter().all(|row| row.len() == 25));

@@ -783,7 +783,6 @@ impl Runtime {
                 let checked = if view::draws_qr_codes(&raw) {
                     // Drawing codes takes milliseconds: not on a thread
                     // that serves requests.
-                    let limits = limits.clone();
                     tokio::task::spawn_blocking(move || view::validate(&raw, &limits))
                         .await
                         .unwrap_or_else(|_| {

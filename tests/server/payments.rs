@@ -421,6 +421,7 @@ async fn a_plugin_cannot_refund_or_read_another_publishers_order() {
     let manifest = std::fs::read_to_string(s.apps.join("probe/plugin.toml"))
         .unwrap()
         .replace(PROBE, "dev.superapp.testing.other")
+        .replace("name = \"Capability probe\"", "name = \"Another probe\"")
         .replace(
             "publisher = \"superapp tests\"",
             "publisher = \"another publisher\"",

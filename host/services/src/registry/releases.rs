@@ -63,6 +63,7 @@ impl Registry {
                 )));
             }
         }
+        self.check_name_free(&m.id, &m.name)?;
         let version = m.version.to_string();
         let digest = package.digest();
         let now = now_secs();
@@ -152,6 +153,35 @@ impl Registry {
             self.forget(Some(&m.id));
         }
         Ok(stored)
+    }
+
+    /// Users know an app by its name: a new app, or one taking a new
+    /// name, may not go by a name that passes for another app's (case,
+    /// accents, look-alike letters; `superapp_core::text::look_alike`). An
+    /// app keeping its name is never refused, whatever was published
+    /// before the rule.
+    fn check_name_free(&self, app: &str, name: &str) -> Result<(), RegistryError> {
+        if self
+            .releases(app)?
+            .first()
+            .is_some_and(|newest| newest.name == name)
+        {
+            return Ok(());
+        }
+        for other in self.apps()? {
+            if other == app {
+                continue;
+            }
+            if let Some(newest) = self.releases(&other)?.first() {
+                if superapp_core::text::look_alike(&newest.name, name) {
+                    return Err(RegistryError::Conflict(format!(
+                        "app `{other}` of publisher `{}` is named `{}`, which users would take `{name}` for; choose another name",
+                        newest.publisher, newest.name
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Record an auditor's signed decision. The key must be trusted, the

@@ -127,6 +127,38 @@ fn only_a_registered_publisher_with_its_own_key_publishes_its_own_apps() {
         f.registry.submit(&squat, &Actor::Publisher("Other Co".into())),
         Err(RegistryError::Forbidden(m)) if m.contains("belongs to publisher `Clinic Ltd`")
     ));
+    // Nor can it publish an app of its own under a name users would take
+    // for the clinic's; under a name of its own it can.
+    let named = |id: &str, name: &str| {
+        let manifest = format!(
+            "id = \"{id}\"\nname = \"{name}\"\nversion = \"1.0.0\"\npublisher = \"Other Co\"\ndescription = \"d\"\n"
+        );
+        let mut p = Package::new(manifest.into_bytes(), b"wasm".to_vec()).unwrap();
+        p.sign(&other);
+        p
+    };
+    for twin in ["Booking", "BOOKING", "Bookíng", "B\u{43E}oking"] {
+        assert!(
+            matches!(
+                f.registry.submit(&named("org.other.booking", twin), &Actor::Operator),
+                Err(RegistryError::Conflict(m)) if m.contains("app `org.clinic.booking` of publisher `Clinic Ltd` is named `Booking`")
+            ),
+            "{twin}"
+        );
+    }
+    f.registry
+        .submit(
+            &named("org.other.booking", "Other Booking"),
+            &Actor::Operator,
+        )
+        .unwrap();
+    // The clinic's next version keeps its name.
+    f.registry
+        .submit(
+            &package("1.1.0", &[], "Clinic Ltd", &f.publisher),
+            &Actor::Operator,
+        )
+        .unwrap();
 }
 
 #[test]

@@ -47,6 +47,36 @@ async fn register_login_me_and_wrong_password() {
         StatusCode::CONFLICT,
         "usernames are case-insensitive: {body}"
     );
+    // Nor may another read like it, since people tell each other apart by
+    // username; and a display name may not hide or draw over its
+    // neighbours.
+    let (s, body) = anon
+        .post(
+            "/accounts",
+            json!({"username": "alice.", "display_name": "ALICE", "password": "password9"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("reads like `alice`"));
+    for (name, why) in [
+        ("\u{200B}Alice", "shows as nothing"),
+        ("Al\u{0301}\u{0302}\u{0303}\u{0304}\u{0305}ice", "stack"),
+    ] {
+        let (s, body) = anon
+            .post(
+                "/accounts",
+                json!({"username": "mallory", "display_name": name, "password": "password9"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(why),
+            "{body}"
+        );
+    }
     for bad in ["al", "9lives", "has space", "a".repeat(33).as_str()] {
         let (s, body) = anon
             .post(

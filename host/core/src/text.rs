@@ -66,6 +66,41 @@ pub fn disallowed_in_name(c: char) -> bool {
 /// Indic vowel signs), not for text drawn over its neighbours.
 const MAX_STACKED_MARKS: usize = 4;
 
+/// Marks stacked past what any script writes spill over the lines around
+/// the text and hide what is there.
+fn stacked_marks(chars: &[char]) -> Option<String> {
+    let stacked = chars
+        .split(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .any(|marks| marks.len() > MAX_STACKED_MARKS);
+    stacked.then(|| format!("must not stack more than {MAX_STACKED_MARKS} marks on one character"))
+}
+
+/// Why `label` cannot be a label people read about each other (a display
+/// name, a group title), if it cannot: nothing that shows, longer than
+/// `max` characters, a character [`disallowed_in_label`] refuses, marks
+/// stacked past what any script writes, or a character drawn as nothing
+/// at either end (where it joins nothing and only hides).
+pub fn label_problem(label: &str, max: usize) -> Option<String> {
+    if visible_chars(label) == 0 {
+        return Some("must show at least one character".into());
+    }
+    if label.chars().count() > max {
+        return Some(format!("must be at most {max} characters"));
+    }
+    if label.chars().any(disallowed_in_label) {
+        return Some("must not hold control or text-direction characters".into());
+    }
+    let chars: Vec<char> = label.chars().collect();
+    if let Some(problem) = stacked_marks(&chars) {
+        return Some(problem);
+    }
+    let invisible = |c: Option<&char>| c.is_some_and(|c| disallowed_in_name(*c));
+    if invisible(chars.first()) || invisible(chars.last()) {
+        return Some("must not start or end with a character that shows as nothing".into());
+    }
+    None
+}
+
 /// Why `name` cannot name a party others trust, if it cannot: empty or
 /// blank, longer than `max` characters, spaces around it, or a character
 /// [`disallowed_in_name`] refuses, but for a zero-width joiner or
@@ -83,15 +118,8 @@ pub fn name_problem(name: &str, max: usize) -> Option<String> {
         return Some(format!("must be at most {max} characters"));
     }
     let chars: Vec<char> = name.chars().collect();
-    // Marks stacked past what any script writes spill over the lines
-    // around the name and hide what is there.
-    let stacked = chars
-        .split(|c| !unicode_normalization::char::is_combining_mark(*c))
-        .any(|marks| marks.len() > MAX_STACKED_MARKS);
-    if stacked {
-        return Some(format!(
-            "must not stack more than {MAX_STACKED_MARKS} marks on one character"
-        ));
+    if let Some(problem) = stacked_marks(&chars) {
+        return Some(problem);
     }
     // A letter, mark or symbol outside ASCII that shows (a virama, an emoji).
     let script_letter = |c: Option<&char>| {
@@ -293,6 +321,31 @@ pub fn disallowed_in_note(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_label_shows_what_it_says_and_draws_over_nothing() {
+        for fine in [
+            "Alice Martin",
+            "שלום",
+            "Nguyễn Văn A",
+            "👩\u{200D}💻 dev",
+            "Müller",
+        ] {
+            assert_eq!(label_problem(fine, 64), None, "{fine}");
+        }
+        for (bad, why) in [
+            ("", "show"),
+            ("\u{200B}", "show"),
+            ("a\u{202E}b", "text-direction"),
+            ("Z\u{0301}\u{0302}\u{0303}\u{0304}\u{0305}", "stack"),
+            ("\u{200B}bob", "shows as nothing"),
+            ("bob\u{2060}", "shows as nothing"),
+        ] {
+            let problem = label_problem(bad, 64).unwrap_or_default();
+            assert!(problem.contains(why), "{bad:?}: {problem}");
+        }
+        assert!(label_problem(&"x".repeat(65), 64).is_some());
+    }
 
     #[test]
     fn labels_refuse_controls_and_bidi_overrides_but_not_rtl_text() {

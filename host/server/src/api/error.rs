@@ -135,7 +135,7 @@ impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {
         match e {
             IdentityError::InvalidInput(m) => ApiError::bad_request(m),
-            IdentityError::UsernameTaken => {
+            IdentityError::UsernameTaken | IdentityError::UsernameLookAlike(_) => {
                 ApiError::new(StatusCode::CONFLICT, "username-taken", e.to_string())
             }
             IdentityError::BadCredentials => {

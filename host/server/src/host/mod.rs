@@ -187,6 +187,8 @@ impl Host {
         let secret = secrets.host_secret()?;
         // Stores written before prompts were indexed get their indexes.
         superapp_services::prompts::index_existing(&store)?;
+        // And usernames, what they read as.
+        Identity::index_existing_usernames(&store)?;
         let hub = Arc::new(Hub::new(config.ws_queue));
         let identity = Arc::new(Identity::new(store.clone(), config.identity.clone()));
         let messaging = Arc::new(Messaging::new(store.clone(), hub, config.messaging.clone()));

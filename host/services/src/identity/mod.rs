@@ -151,6 +151,10 @@ pub enum IdentityError {
     InvalidInput(String),
     #[error("that username is taken")]
     UsernameTaken,
+    /// Another username reads the same (`bob.` beside `bob`, `rn` for `m`):
+    /// people tell each other apart by username.
+    #[error("that username reads like `{0}`, which is taken; choose one that reads differently")]
+    UsernameLookAlike(String),
     /// Every password-hashing slot stayed taken for as long as a hash may
     /// wait for one.
     #[error("the host is busy checking passwords; try again in a few seconds")]
@@ -191,18 +195,28 @@ pub fn normalize_username(raw: &str) -> Result<String, IdentityError> {
     }
 }
 
+/// Where the usernames tree keeps each username's skeletons
+/// (`superapp_core::text::skeletons`: what it reads as, with case,
+/// punctuation and look-alike letters set aside), each naming the username
+/// that holds it. A username starts with a letter, so the prefix is no
+/// username's.
+const LOOKS: &[u8] = b"\0looks\0";
+
+fn username_looks(username: &str) -> Vec<Vec<u8>> {
+    superapp_core::text::skeletons(username)
+        .into_iter()
+        .map(|s| [LOOKS, s.as_bytes()].concat())
+        .collect()
+}
+
 fn check_display_name(name: &str) -> Result<String, IdentityError> {
     let name = name.trim();
-    if superapp_core::text::visible_chars(name) == 0
-        || name.chars().count() > 64
-        || name.chars().any(superapp_core::text::disallowed_in_label)
-    {
-        return Err(IdentityError::InvalidInput(
-            "a display name is 1-64 characters, some visible, without control or text-direction characters"
-                .into(),
-        ));
+    match superapp_core::text::label_problem(name, 64) {
+        None => Ok(name.to_string()),
+        Some(problem) => Err(IdentityError::InvalidInput(format!(
+            "a display name is 1-64 characters, some visible: it {problem}"
+        ))),
     }
-    Ok(name.to_string())
 }
 
 /// A sign-up's input, checked.
@@ -437,6 +451,44 @@ impl From<Limited> for IdentityError {
 }
 
 impl Identity {
+    /// Index the skeletons of usernames made before they were indexed
+    /// (once per store; the first of two that read alike keeps its).
+    pub fn index_existing_usernames(store: &Store) -> Result<usize, IdentityError> {
+        const DONE: &[u8] = b"usernames-looks-indexed";
+        if store.get_raw(Tree::Meta, DONE)?.is_some() {
+            return Ok(0);
+        }
+        let mut indexed = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store.scan(Tree::Usernames, b"", after.as_deref(), 1000, false)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let names: Vec<String> = page
+                .iter()
+                .filter(|(k, _)| !k.starts_with(b"\0"))
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            indexed += store.transact(&[Tree::Usernames], |t| {
+                let mut n = 0;
+                for name in &names {
+                    for look in username_looks(name) {
+                        if t.get(Tree::Usernames, &look)?.is_none() {
+                            txn_put(t, Tree::Usernames, &look, name)?;
+                            n += 1;
+                        }
+                    }
+                }
+                Ok::<_, Abort<IdentityError>>(n)
+            })?;
+        }
+        store.transact(&[Tree::Meta], |t| {
+            t.put(Tree::Meta, DONE, b"1")?;
+            Ok::<_, Abort<IdentityError>>(())
+        })?;
+        Ok(indexed)
+    }
+
     pub fn new(store: Arc<Store>, config: IdentityConfig) -> Identity {
         Identity {
             live_sessions: Default::default(),
@@ -516,6 +568,12 @@ impl Identity {
         {
             return Err(IdentityError::UsernameTaken);
         }
+        let looks = username_looks(&username);
+        for look in &looks {
+            if let Some(other) = self.store.get::<String>(Tree::Usernames, look)? {
+                return Err(IdentityError::UsernameLookAlike(other));
+            }
+        }
         let hash = self.hash_new(password, hashing::Turn::NewAccount).await?;
         let user = User {
             id: new_id(),
@@ -533,6 +591,12 @@ impl Identity {
             .transact(&[Tree::Usernames, Tree::Users], |txn| {
                 if txn.get(Tree::Usernames, username.as_bytes())?.is_some() {
                     return Err(Abort::User(IdentityError::UsernameTaken));
+                }
+                for look in &looks {
+                    if let Some(other) = txn_get::<String>(txn, Tree::Usernames, look)? {
+                        return Err(Abort::User(IdentityError::UsernameLookAlike(other)));
+                    }
+                    txn_put(txn, Tree::Usernames, look, &username)?;
                 }
                 txn.put(Tree::Usernames, username.as_bytes(), user.id.as_bytes())?;
                 txn_put(txn, Tree::Users, user.id.as_bytes(), &stored)?;
@@ -1090,6 +1154,66 @@ mod tests {
     /// A logout reaches the watches of its own user only: another user's
     /// connections are not woken by it. A user's channel goes with their
     /// last watch.
+    #[tokio::test]
+    async fn a_username_that_reads_like_another_is_refused_and_earlier_ones_are_indexed() {
+        let identity = fast_hashing();
+        identity
+            .register("bob", "Bob", "a-password", None)
+            .await
+            .unwrap();
+        for twin in ["bob.", "bob_", "b.o.b"] {
+            assert!(
+                matches!(
+                    identity.register(twin, "Not Bob", "a-password", None).await,
+                    Err(IdentityError::UsernameLookAlike(ref o)) if o == "bob"
+                ),
+                "{twin}"
+            );
+        }
+        identity
+            .register("mary", "Mary", "a-password", None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            identity
+                .register("rnary", "Not Mary", "a-password", None)
+                .await,
+            Err(IdentityError::UsernameLookAlike(_))
+        ));
+        identity
+            .register("bobby", "Bobby", "a-password", None)
+            .await
+            .unwrap();
+
+        // A store whose usernames were never indexed (an earlier version)
+        // gets them indexed once; the next look-alike is refused.
+        for look in username_looks("bob") {
+            identity
+                .store
+                .transact(&[Tree::Usernames], |t| {
+                    t.delete(Tree::Usernames, &look)?;
+                    Ok::<_, Abort<IdentityError>>(())
+                })
+                .unwrap();
+        }
+        identity
+            .store
+            .transact(&[Tree::Meta], |t| {
+                t.delete(Tree::Meta, b"usernames-looks-indexed")?;
+                Ok::<_, Abort<IdentityError>>(())
+            })
+            .unwrap();
+        assert!(Identity::index_existing_usernames(&identity.store).unwrap() > 0);
+        assert_eq!(
+            Identity::index_existing_usernames(&identity.store).unwrap(),
+            0
+        );
+        assert!(matches!(
+            identity.register("bob.", "Not Bob", "a-password", None).await,
+            Err(IdentityError::UsernameLookAlike(ref o)) if o == "bob"
+        ));
+    }
+
     #[tokio::test]
     async fn a_logout_wakes_only_its_own_users_watches() {
         let identity = fast_hashing();

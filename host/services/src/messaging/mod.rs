@@ -549,14 +549,10 @@ impl Messaging {
         others: &[User],
     ) -> Result<Conversation, MessagingError> {
         let title = title.trim();
-        if superapp_core::text::visible_chars(title) == 0
-            || title.chars().count() > 100
-            || title.chars().any(superapp_core::text::disallowed_in_label)
-        {
-            return Err(MessagingError::InvalidInput(
-                "a group title is 1-100 characters, some visible, without control or text-direction characters"
-                    .into(),
-            ));
+        if let Some(problem) = superapp_core::text::label_problem(title, 100) {
+            return Err(MessagingError::InvalidInput(format!(
+                "a group title is 1-100 characters, some visible: it {problem}"
+            )));
         }
         let mut members = vec![me.id.clone()];
         for u in others {

@@ -207,6 +207,9 @@ async fn payment_moves_money_only_after_the_user_confirms_with_the_password() {
     assert_eq!(sheet["kind"], "payment");
     assert_eq!(sheet["id"], order.as_str());
     assert_eq!(sheet["payment"]["merchant"], "superapp tests");
+    // The payee as the directory names it (this publisher registered
+    // itself under its id).
+    assert_eq!(sheet["publisher_name"], "superapp tests");
     assert_eq!(sheet["payment"]["amount"], 1_500);
     assert_eq!(sheet["payment"]["currency"], "EUR");
     assert_eq!(sheet["payment"]["description"], "Consultation");

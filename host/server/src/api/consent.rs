@@ -14,8 +14,26 @@ use super::AppState;
 use crate::host::Answer;
 use superapp_core::Capability;
 
+/// The user's pending prompts, each with `publisher_name`: the name its
+/// publisher is registered under, which the directory shows too (the
+/// prompt keeps the publisher's id).
 pub async fn prompts(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
-    Ok(axum::Json(state.host.consent.pending(&auth.user.id)?).into_response())
+    let mut names = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for prompt in state.host.consent.pending(&auth.user.id)? {
+        if !names.contains_key(&prompt.publisher) {
+            let name = state
+                .host
+                .registry
+                .publisher(&prompt.publisher)?
+                .map_or_else(|| prompt.publisher.clone(), |p| p.name);
+            names.insert(prompt.publisher.clone(), name);
+        }
+        let mut value = serde_json::to_value(&prompt).map_err(|e| ApiError::internal(&e))?;
+        value["publisher_name"] = names[&prompt.publisher].clone().into();
+        out.push(value);
+    }
+    Ok(axum::Json(out).into_response())
 }
 
 /// Answer a prompt of any kind; the body is an [`Answer`] (may be empty).

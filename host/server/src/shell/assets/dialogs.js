@@ -34,7 +34,7 @@ export function showPrompt(prompt, me) {
         el('span', { class: 'brand' }, 'superapp'),
         el('span', { class: 'phrase', 'data-testid': 'security-phrase' }, `Your phrase: ${me.security_phrase || '(set one under Privacy)'}`)),
       el('h2', { id: titleId }, ''),
-      el('p', { class: 'dialog-app' }, `${prompt.app_name} · by ${prompt.publisher}`),
+      el('p', { class: 'dialog-app' }, `${prompt.app_name} · by ${publisherOf(prompt)}`),
       body, error,
       el('div', { class: 'dialog-actions' }, later, deny, approve));
     const title = dialog.querySelector(`#${titleId}`);
@@ -137,6 +137,12 @@ function fillBody(prompt, title, body, approve, deny) {
   }
 }
 
+/** Who stands behind a prompt, by the name the directory shows (the
+ *  payee of a payment). */
+function publisherOf(prompt) {
+  return prompt.publisher_name || prompt.publisher;
+}
+
 function payment(prompt, title, body, approve) {
   const sheet = prompt.payment;
   title.textContent = 'Confirm payment';
@@ -144,7 +150,7 @@ function payment(prompt, title, body, approve) {
   body.append(
     el('p', { class: 'amount' }, money(sheet.amount, sheet.currency)),
     el('dl', { class: 'sheet' },
-      el('div', {}, el('dt', {}, 'To'), el('dd', {}, sheet.merchant)),
+      el('div', {}, el('dt', {}, 'To'), el('dd', {}, publisherOf(prompt))),
       el('div', {}, el('dt', {}, 'For'), el('dd', { dir: 'auto' }, sheet.description)),
       el('div', {}, el('dt', {}, 'Until'), el('dd', {}, when(sheet.expires_at)))),
     el('label', { for: password.id }, 'Your password'),
@@ -175,7 +181,7 @@ function documentSheet(prompt, title, body, approve, deny) {
     body.append(el('p', { class: 'verifier' }, 'Shown to the verifier “', el('bdi', {}, sheet.verifier), '”, through ', el('bdi', {}, prompt.app_name), '. It will work only for them, once.'));
   }
   if (sheet.deliver_to) {
-    body.append(el('p', { class: 'verifier' }, `Sent straight to ${prompt.publisher}'s own system at ${sheet.deliver_to}. The mini-program itself never sees it.`));
+    body.append(el('p', { class: 'verifier' }, `Sent straight to ${publisherOf(prompt)}'s own system at ${sheet.deliver_to}. The mini-program itself never sees it.`));
   }
   if (!sheet.issuer) {
     body.append(el('p', {}, `You hold no ${humanize(sheet.credential_type)} document, so there is nothing to share.`));

@@ -816,3 +816,57 @@ async fn an_app_cannot_turn_the_hosts_dialogs_around_with_direction_overrides() 
         "right-to-left text and isolates are welcome"
     );
 }
+
+/// A stored package damaged offline is the host's fault, not the user's:
+/// launching its app answers 503 `app-unavailable` (no hashes or paths),
+/// and every other app goes on.
+#[tokio::test]
+async fn a_stored_package_that_no_longer_loads_answers_503_and_others_go_on() {
+    use superapp_store::{Abort, Store, Tree};
+    let s = setup(&["hello", "testing/probe"]);
+    let server = serve(&s);
+    let alice = Client::signed_up(&server, "alice").await;
+    let (status, _) = alice
+        .post("/apps/dev.superapp.hello/launch", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(server.terminate().success());
+    {
+        let store = Store::open(&s.data.join("store")).unwrap();
+        let hello: Vec<Vec<u8>> = store
+            .scan(Tree::Packages, b"", None, usize::MAX, false)
+            .unwrap()
+            .into_iter()
+            .filter(|(_, v)| {
+                let id = b"id = \"dev.superapp.hello\"";
+                v.windows(id.len()).any(|w| w == id)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(hello.len(), 1);
+        store
+            .transact(&[Tree::Packages], |t| {
+                t.put(Tree::Packages, &hello[0], b"not a package")?;
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        store.close().unwrap();
+    }
+    // Nothing precompiled to fall back on, and served from the registry
+    // alone (not published again from the apps directory).
+    std::fs::remove_dir_all(s.data.join("cache")).unwrap();
+    let server = Server::start_in(&s.data, &[]);
+    let mut alice = Client::new(&server);
+    alice.token = Some(alice.login("alice", "alice-password").await);
+    let (status, body) = alice
+        .post("/apps/dev.superapp.hello/launch", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "app-unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("dev.superapp.hello") && !message.contains("sha256"),
+        "{message}"
+    );
+    assert_eq!(probe(&alice, "clock", None).await.get(..3), Some("ok:"));
+}

@@ -324,6 +324,11 @@ impl From<HostError> for ApiError {
         match e {
             HostError::NoApp(_) | HostError::NotFound(_) => ApiError::not_found(e.to_string()),
             HostError::Invalid(m) => ApiError::bad_request(m),
+            HostError::AppUnavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "app-unavailable",
+                e.to_string(),
+            ),
             HostError::Run(e) => e.into(),
             // Not 401: the session is fine, the confirmation is not.
             HostError::WrongPassword => {

@@ -59,6 +59,11 @@ pub enum HostError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// A stored release the registry offers does not load (its package
+    /// missing, damaged or no longer accepted): the host's fault, told in
+    /// its log, not the caller's.
+    #[error("{0} cannot be opened now: its stored package does not load (the operator is told)")]
+    AppUnavailable(String),
     /// The step-up password was wrong; nothing moved.
     #[error("the password is wrong; no money moved")]
     WrongPassword,

@@ -112,6 +112,16 @@ impl Host {
         if let Some(app) = self.loaded_apps().get(&release.digest) {
             return Ok(app.clone());
         }
+        self.load_stored(release).map_err(|e| match e {
+            HostError::Store(e) => HostError::Store(e),
+            e => {
+                tracing::error!(release = %release.label(), error = %e, "cannot load a stored release");
+                HostError::AppUnavailable(release.label())
+            }
+        })
+    }
+
+    fn load_stored(&self, release: &Release) -> Result<Arc<App>, HostError> {
         let bytes = self
             .registry
             .package_bytes(&release.digest)?
@@ -150,9 +160,8 @@ impl Host {
         for app in apps {
             for release in self.registry.releases(&app).unwrap_or_default() {
                 if self.registry.launchable(&release).is_ok() {
-                    if let Err(e) = self.load_release(&release) {
-                        tracing::error!(release = %release.label(), error = %e, "cannot load");
-                    }
+                    // One that does not load is in the log already.
+                    let _ = self.load_release(&release);
                 }
             }
         }

@@ -232,20 +232,25 @@ impl Registry {
                         });
                     }
                 }
+                // When a decision was made: as signed, but never later
+                // than the host received it, so that one dated ahead (as
+                // far as the allowed clock skew) cannot stand against a
+                // colleague's later answer until the clock catches up.
+                let made = signed.signed_at.min(now);
                 let signed_before = || {
                     release.decisions.iter().filter_map(|d| match &d.by {
-                        DecidedBy::Auditor { signed, .. } => Some(signed),
+                        DecidedBy::Auditor { signed, .. } => {
+                            Some((signed.signed_at.min(d.at), signed.verdict))
+                        }
                         DecidedBy::Policy { .. } => None,
                     })
                 };
-                let newest_signed = signed_before().map(|d| d.signed_at).max();
-                // Signed in the same second as a rejection, an approval
+                let newest_signed = signed_before().map(|(at, _)| at).max();
+                // Made in the same second as a rejection, an approval
                 // cannot say which came last: the rejection stands.
                 let tied_with_rejection = signed.verdict == Verdict::Approve
-                    && signed_before().any(|d| {
-                        d.signed_at == signed.signed_at && d.verdict == Verdict::Reject
-                    });
-                if newest_signed.is_some_and(|t| signed.signed_at < t) || tied_with_rejection {
+                    && signed_before().any(|(at, verdict)| at == made && verdict == Verdict::Reject);
+                if newest_signed.is_some_and(|t| made < t) || tied_with_rejection {
                     return Err(Abort::User(RegistryError::Conflict(format!(
                         "{} has a newer decision than this one (or a rejection signed in the same second); sign a new one",
                         release.label()

@@ -359,6 +359,24 @@ fn an_old_approval_cannot_be_replayed_over_a_rejection() {
     assert!(f.registry.resolve(&m.id, || 0).is_err());
     decide(&f, &f.auditor, &p, Verdict::Approve, at + 11).unwrap();
     assert!(f.registry.resolve(&m.id, || 0).is_ok());
+
+    // An approval dated ahead (within the allowed clock skew) stands as
+    // made when the host got it: a colleague's rejection made after that
+    // overrides it at once, and it cannot be sent again over the rejection.
+    let colleague = SigningKey::generate().unwrap();
+    f.registry
+        .trust_auditor(&colleague.public_key(), "Cem Auditor", &Actor::Operator)
+        .unwrap();
+    let second = || std::thread::sleep(std::time::Duration::from_millis(1100));
+    second();
+    decide(&f, &colleague, &p, Verdict::Reject, now_secs()).unwrap();
+    second();
+    let ahead = decide(&f, &f.auditor, &p, Verdict::Approve, now_secs() + 250);
+    assert!(matches!(ahead, Ok(c) if c.changed));
+    second();
+    decide(&f, &colleague, &p, Verdict::Reject, now_secs()).unwrap();
+    let err = f.registry.resolve(&m.id, || 0).unwrap_err().to_string();
+    assert!(err.contains("rejected by Cem Auditor"), "{err}");
 }
 
 /// Versions 1.0.0 and 1.1.0 of an app asking for no sensitive capability

@@ -259,12 +259,20 @@ fn check_not_removed(t: &dyn Txn, key: &str) -> Result<(), Abort<RegistryError>>
 
 /// What [`Registry::backfill`] finds in the audit log of an earlier
 /// version: removed keys (key, publisher, when), publishers `serve --apps`
-/// registered, and keys it added to publishers (publisher, key).
+/// registered, keys it added to publishers (publisher, key), and auditor
+/// keys distrusted (key, when).
 #[derive(Default)]
 struct Earlier {
     removed: Vec<(String, String, u64)>,
     development: HashSet<String>,
     development_keys: Vec<(String, String)>,
+    distrusted: Vec<(String, u64)>,
+}
+
+/// Where an auditor key that was distrusted is remembered (when): it
+/// never becomes a publisher's key, as a trusted one cannot.
+fn distrusted_key(key: &str) -> Vec<u8> {
+    format!("d\0{key}").into_bytes()
 }
 
 fn release_prefix(app: &str) -> Vec<u8> {
@@ -382,11 +390,16 @@ impl Registry {
     fn backfill(&self) -> Result<(), RegistryError> {
         const REMEMBERED: &[u8] = b"m\0backfilled-from-audit-log";
         const TAKEN_BACK: &[u8] = b"m\0development-keys-taken-back";
+        const DISTRUSTED: &[u8] = b"m\0distrusted-auditors-remembered";
         let pending = |marker| -> Result<bool, RegistryError> {
             Ok(self.store.get_raw(Tree::Registry, marker)?.is_none())
         };
-        let (removals, development_keys) = (pending(REMEMBERED)?, pending(TAKEN_BACK)?);
-        if !removals && !development_keys {
+        let (removals, development_keys, distrusted) = (
+            pending(REMEMBERED)?,
+            pending(TAKEN_BACK)?,
+            pending(DISTRUSTED)?,
+        );
+        if !removals && !development_keys && !distrusted {
             return Ok(());
         }
         let earlier = self.read_audit_log()?;
@@ -395,6 +408,15 @@ impl Registry {
         }
         if development_keys {
             self.take_back_development_keys(&earlier.development_keys, TAKEN_BACK)?;
+        }
+        if distrusted {
+            self.store.transact(&[Tree::Registry], |t| {
+                for (key, at) in &earlier.distrusted {
+                    txn_put(t, Tree::Registry, &distrusted_key(key), at)?;
+                }
+                t.put(Tree::Registry, DISTRUSTED, b"1")?;
+                Ok::<_, Abort<RegistryError>>(())
+            })?;
         }
         Ok(())
     }
@@ -427,6 +449,11 @@ impl Registry {
                     }
                     ("registry.publisher.add", _) if by("host:development") => {
                         earlier.development.extend(detail("publisher"));
+                    }
+                    ("registry.auditor.distrust", "removed") => {
+                        earlier
+                            .distrusted
+                            .extend(detail("key").map(|k| (k, entry.at)));
                     }
                     _ => {}
                 }
@@ -646,6 +673,16 @@ impl Registry {
         if publisher.is_some() && self.auditors()?.iter().any(|a| a.key == key) {
             return Err(RegistryError::Conflict(format!(
                 "key {key} is a trusted auditor key; a publisher needs a key of its own"
+            )));
+        }
+        if publisher.is_some()
+            && self
+                .store
+                .get_raw(Tree::Registry, &distrusted_key(key))?
+                .is_some()
+        {
+            return Err(RegistryError::Conflict(format!(
+                "key {key} was a trusted auditor key; a publisher needs a key of its own"
             )));
         }
         Ok(())
@@ -919,6 +956,7 @@ impl Registry {
             let existed = t.get(Tree::Registry, &auditor_key(key))?.is_some();
             if existed {
                 t.delete(Tree::Registry, &auditor_key(key))?;
+                txn_put(t, Tree::Registry, &distrusted_key(key), &now_secs())?;
                 self.audit.append_in(
                     t,
                     self.record("registry.auditor.distrust", actor, None, "removed")

@@ -975,3 +975,47 @@ fn the_development_key_an_earlier_version_gave_an_operators_publisher_is_taken_b
         .keys
         .contains(&dev));
 }
+
+/// An auditor key the operator stopped trusting never becomes a
+/// publisher's, as a trusted one cannot; nor does one distrusted by a
+/// version that did not remember it (the log has it).
+#[test]
+fn a_distrusted_auditor_key_never_becomes_a_publishers() {
+    let f = fixture();
+    let ann = f.auditor.public_key();
+    assert!(f.registry.distrust_auditor(&ann, &Actor::Operator).unwrap());
+    assert!(matches!(
+        f.registry.add_publisher_key("Clinic Ltd", &ann, &Actor::Operator),
+        Err(RegistryError::Conflict(m)) if m.contains("was a trusted auditor key")
+    ));
+    assert!(matches!(
+        f.registry
+            .add_publisher("New Co", "New Co", &[ann.clone()], &Actor::Operator),
+        Err(RegistryError::Conflict(_))
+    ));
+
+    // As an earlier version left it: the distrust in the log only.
+    let store = f.registry.store.clone();
+    let earlier = SigningKey::generate().unwrap().public_key();
+    f.audit
+        .append(
+            Event {
+                kind: "registry.auditor.distrust".into(),
+                outcome: "removed".into(),
+                ..Default::default()
+            }
+            .with_detail("key", earlier.as_str()),
+        )
+        .unwrap();
+    store
+        .transact(&[Tree::Registry], |t| {
+            t.delete(Tree::Registry, b"m\0distrusted-auditors-remembered")?;
+            Ok::<_, Abort<RegistryError>>(())
+        })
+        .unwrap();
+    let reopened = Registry::open(store, f.audit.clone(), Policy::default()).unwrap();
+    assert!(matches!(
+        reopened.add_publisher_key("Clinic Ltd", &earlier, &Actor::Operator),
+        Err(RegistryError::Conflict(m)) if m.contains("was a trusted auditor key")
+    ));
+}

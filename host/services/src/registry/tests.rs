@@ -989,8 +989,12 @@ fn a_distrusted_auditor_key_never_becomes_a_publishers() {
         Err(RegistryError::Conflict(m)) if m.contains("was a trusted auditor key")
     ));
     assert!(matches!(
-        f.registry
-            .add_publisher("New Co", "New Co", &[ann.clone()], &Actor::Operator),
+        f.registry.add_publisher(
+            "New Co",
+            "New Co",
+            std::slice::from_ref(&ann),
+            &Actor::Operator
+        ),
         Err(RegistryError::Conflict(_))
     ));
 

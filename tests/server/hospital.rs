@@ -331,6 +331,11 @@ async fn an_unpaid_hold_and_a_declined_payment_free_the_slot_again() {
     let held = take(alice, &slot).await;
     let reference = pairs(&held)["Reference"].clone();
     assert!(shows(&take(bob, &slot).await, "just taken"));
+    // Opened again from her appointments, the held time can be paid or
+    // given up there.
+    let again = act(alice, "appointment", Some(&reference), json!({})).await;
+    assert_eq!(buttons(&again, "pay")[0].1, reference, "{again}");
+    assert_eq!(buttons(&again, "release").len(), 1, "{again}");
 
     // Alice starts paying and walks away: the sheet expires, the app hears
     // it and frees the slot, and bob gets it.

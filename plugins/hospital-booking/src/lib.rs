@@ -672,6 +672,10 @@ fn show_appointment(catalog: &Catalog, id: &str, note: Option<&str>) -> Result<V
         a = appointments::get(id)?.unwrap_or(a);
     }
     a = refunded_by_hospital(a)?;
+    // A time still held is paid (or given up) from its own screen.
+    if a.state == State::Held && a.hold_until > now.unix {
+        return Ok(screens::confirm(catalog, &a, &now, note));
+    }
     let queue = appointments::queue(catalog, &a, &now)?;
     Ok(screens::appointment(catalog, &a, &now, queue, note))
 }
@@ -699,7 +703,10 @@ fn refunded_by_hospital(mut a: Appointment) -> Result<Appointment, AppError> {
     }
     // The hospital's own system may have freed the time already.
     if let Err(e) = slots::cancel(&a.slot_key(), &a.id) {
-        log::warn(&format!("the time of {} refunded by the hospital: {e:?}", a.id));
+        log::warn(&format!(
+            "the time of {} refunded by the hospital: {e:?}",
+            a.id
+        ));
     }
     a.state = State::Cancelled {
         refunded,
@@ -713,7 +720,10 @@ fn refunded_by_hospital(mut a: Appointment) -> Result<Appointment, AppError> {
 /// the screen that says why not.
 fn booked_upcoming(catalog: &Catalog, id: &str) -> Result<Result<Appointment, View>, AppError> {
     let now = catalog.now();
-    match appointments::get(id)?.map(refunded_by_hospital).transpose()? {
+    match appointments::get(id)?
+        .map(refunded_by_hospital)
+        .transpose()?
+    {
         Some(a) if a.state == State::Booked && a.upcoming(&now) => Ok(Ok(a)),
         Some(a) => {
             let why = match a.state {

@@ -231,10 +231,14 @@ pub fn confirm(catalog: &Catalog, a: &Appointment, now: &Now, note: Option<&str>
 }
 
 pub fn waiting(title: &str, text: &str) -> View {
-    View::new(title).heading(title).text(text).styled(
-        "The dialog is drawn by the super-app, not by the hospital.",
-        TextStyle::Muted,
-    )
+    View::new(title)
+        .heading(title)
+        .text(text)
+        .styled(
+            "The dialog is drawn by the super-app, not by the hospital.",
+            TextStyle::Muted,
+        )
+        .button(Button::new("My appointments", "mine").style(ButtonStyle::Secondary))
 }
 
 /// One appointment, with the queue for today and what cancelling gives back.

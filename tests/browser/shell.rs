@@ -480,10 +480,27 @@ async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
     alice.fill("#group-members", "bob").await;
     alice.click_text("Create group").await;
     alice.wait_text("Lunch").await;
-    alice.fill("#compose", "Noon?").await;
-    alice.click_text("Send").await;
+    // Enter sends; a message may hold line breaks (typed as Shift+Enter,
+    // set here directly).
+    alice
+        .js(
+            "document.querySelector('#compose').value = arguments[0];",
+            vec![json!("Noon?\nOr one?")],
+        )
+        .await;
+    alice.find("#compose").await.send_keys("\n").await.unwrap();
+    alice.wait_text("Or one?").await;
     bob.goto(&shell_url(&server, "#/chats")).await;
     bob.wait_text("Noon?").await;
+    bob.click_text("Lunch").await;
+    bob.wait_text("Or one?").await;
+    let lines = bob
+        .js(
+            "return [...document.querySelectorAll('.message .text')].map((t) => t.innerText).find((t) => t.startsWith('Noon?'));",
+            vec![],
+        )
+        .await;
+    assert_eq!(lines, json!("Noon?\nOr one?"), "one message, two lines");
     bob.shot("group").await;
     alice.finish().await;
     bob.finish().await;

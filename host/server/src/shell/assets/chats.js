@@ -200,8 +200,17 @@ export async function conversation(main, shell, id) {
     if (m.seq > lastSeq) await sync();
     return false;
   };
-  const text = el('input', { id: 'compose', name: 'text', autocomplete: 'off', required: true, maxlength: 4000 });
-  const compose = el('form', { class: 'compose' }, el('label', { for: 'compose' }, 'Message'), text, el('button', { type: 'submit' }, 'Send'));
+  // Enter sends, Shift+Enter starts a new line; as long as the server
+  // takes (16 KiB: it answers a longer one with an error, and the text
+  // comes back into the box).
+  const text = el('textarea', { id: 'compose', name: 'text', autocomplete: 'off', required: true, rows: 2, maxlength: 16384 });
+  const compose = el('form', { class: 'compose' }, el('label', { for: 'compose' }, 'Message (Shift+Enter for a new line)'), text, el('button', { type: 'submit' }, 'Send'));
+  text.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      compose.requestSubmit();
+    }
+  });
   // A send that failed, whose text went back into the box: sent again
   // unchanged, it keeps its client id, so if the server did store it (its
   // answer was what got lost) it is not stored twice.

@@ -197,6 +197,13 @@ async fn an_apps_markup_stays_text_and_its_fake_dialog_cannot_show_the_users_phr
     let frame = b.find(".app-frame").await.text().await.unwrap();
     assert!(frame.contains("Confirm payment"));
     assert!(!frame.contains("blue heron 42"), "{frame}");
+    // Its field asking for a password carries the host's warning.
+    let warning = b.find(".app-frame .v-field .host-warning").await;
+    assert!(warning
+        .text()
+        .await
+        .unwrap()
+        .contains("never asks for your password"));
     b.finish().await;
 }
 

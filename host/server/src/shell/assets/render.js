@@ -112,8 +112,18 @@ function input(node, readOnly = false) {
     control.value = node.value;
   }
   if (readOnly) control.disabled = true;
-  return el('div', { class: 'v-field' }, label, control);
+  // An app field that asks for what only the host's own dialogs ask for
+  // (a password, a PIN, the security phrase) gets the host's warning under
+  // it, in the host's style, which no app can draw.
+  const asks = `${node.label || ''} ${node.name || ''} ${node.placeholder || ''}`;
+  const warning = PHISHING.test(asks)
+    ? el('p', { class: 'host-warning', role: 'note' }, 'superapp never asks for your password, PIN or security phrase inside an app. Type it only in superapp’s own dialogs, which show your security phrase.')
+    : null;
+  return el('div', { class: 'v-field' }, label, control, warning);
 }
+
+/** What an app field must not ask for, in the languages of the demo. */
+const PHISHING = /pass\s*(word|phrase|code)|\bpin\b|security\s*phrase|kennwort|passwort|mot de passe|contraseña|пароль/i;
 
 function form(node, on, depth) {
   const f = el('form', { class: 'v-form' },

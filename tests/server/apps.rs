@@ -271,6 +271,15 @@ async fn a_hostile_app_fails_alone_and_bad_requests_are_refused() {
     let s = setup(&["hello", "testing/memory-bomb"]);
     let server = serve(&s);
     let alice = Client::signed_up(&server, "alice").await;
+    // An error that quotes the request shows a direction override as an
+    // escape, so it cannot turn the message around.
+    let (status, err) = alice.post("/apps/%E2%80%AEevil/launch", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\\u{202e}evil") && !message.contains('\u{202E}'),
+        "{message}"
+    );
     let (status, err) = alice
         .post("/apps/dev.superapp.testing.memory-bomb/launch", json!({}))
         .await;

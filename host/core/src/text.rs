@@ -250,6 +250,28 @@ pub fn clip_lines(text: &str, max_line: usize) -> std::borrow::Cow<'_, str> {
     lines.join("\n").into()
 }
 
+/// `text` with the characters that would turn it around or act on a
+/// terminal (controls but line breaks and tabs, the line and paragraph
+/// separators, direction embeddings, overrides and isolates) written as
+/// `\u{202e}`: for quoting untrusted input in a message read beside other
+/// text.
+pub fn escape_turning(text: &str) -> std::borrow::Cow<'_, str> {
+    let turns = |c: char| disallowed_in_label(c) && !matches!(c, '\n' | '\t');
+    if !text.chars().any(turns) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if turns(c) {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// The most lines [`clip_lines`] keeps.
 const MAX_LINES: usize = 64;
 
@@ -321,6 +343,15 @@ pub fn disallowed_in_note(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_input_cannot_turn_a_message_around() {
+        assert_eq!(escape_turning("no app `x`"), "no app `x`");
+        assert_eq!(
+            escape_turning("no app `\u{202E}lave`\n\u{1b}[2J"),
+            "no app `\\u{202e}lave`\n\\u{1b}[2J"
+        );
+    }
 
     #[test]
     fn a_label_shows_what_it_says_and_draws_over_nothing() {

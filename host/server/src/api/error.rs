@@ -98,6 +98,8 @@ impl IntoResponse for ApiError {
         // A message may quote the request (an id, a field's value): enough
         // of it to see, not the megabyte it may be.
         let message = superapp_core::text::clip_lines(&self.message, MAX_MESSAGE_LINE);
+        // Nor may what it quotes turn the message around.
+        let message = superapp_core::text::escape_turning(&message);
         let body = json!({ "error": { "code": self.code, "message": message } });
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {

@@ -1,5 +1,6 @@
 // The JSON API under /api/v1. The session is an HttpOnly, SameSite=Strict
-// cookie the server sets at sign-in: scripts never see the token.
+// cookie the server sets at sign-in; the shell keeps no token of its own
+// (the sign-in answer also carries it, for API clients: the shell drops it).
 
 export class ApiError extends Error {
   constructor(status, code, message) {

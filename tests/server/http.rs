@@ -242,6 +242,7 @@ async fn requests_reach_only_listed_public_origins_with_a_signed_assertion() {
         "cookie: session=stolen",
         "superapp-assertion: forged",
         "host: evil.test",
+        "user-agent: superapp-host (another.app)",
     ] {
         let got = fetch(
             &alice,

@@ -152,6 +152,8 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "trailer",
     "expect",
     "cookie",
+    // The host names the app itself: an app may not claim to be another.
+    "user-agent",
     "proxy-authorization",
     "proxy-connection",
     "forwarded",
@@ -493,7 +495,9 @@ impl Egress {
             let headers = response
                 .headers()
                 .iter()
-                .filter(|(name, _)| *name != reqwest::header::SET_COOKIE)
+                .filter(|(name, _)| {
+                    *name != reqwest::header::SET_COOKIE && name.as_str() != "set-cookie2"
+                })
                 .filter_map(|(name, value)| {
                     Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
                 })
@@ -651,6 +655,7 @@ mod tests {
             "Superapp-Assertion",
             "proxy-foo",
             "X-Forwarded-For",
+            "User-Agent",
         ] {
             let e = egress.headers(&[(name.into(), "x".into())]).unwrap_err();
             assert!(matches!(e, EgressError::Invalid(_)), "{name}: {e}");

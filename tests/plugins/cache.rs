@@ -27,6 +27,12 @@ async fn restart_loads_precompiled_and_tampering_forces_a_recompile() {
     assert!(run(&second, &app, &services(&[]), "alice", Call::Launch)
         .await
         .is_ok());
+    // Stopped before the artifact is changed in place: a live runtime maps
+    // it, and a mapped file cut short (as a rewrite does for a moment)
+    // faults whatever reads it then (the unwinder reads every loaded
+    // component's frame tables when any thread captures a backtrace).
+    drop(app);
+    drop(second);
 
     // Flip a byte in the artifact: its checksum no longer matches.
     let artifact = std::fs::read_dir(cache.path())

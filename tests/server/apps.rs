@@ -803,6 +803,24 @@ async fn an_app_cannot_turn_the_hosts_dialogs_around_with_direction_overrides() 
     for answer in &answers {
         assert!(answer.starts_with("err: invalid"), "{answer}");
     }
+    // Nor words that show as nothing: the sheet would read "For" and then
+    // nothing at all.
+    let blank = "\u{200B}\u{200E}";
+    let answers = [
+        probe_with(
+            &alice,
+            "payments",
+            None,
+            json!({"description": blank, "idempotency-key": "blank"}),
+        )
+        .await,
+        probe_with(&alice, "documents", None, json!({"purpose": blank})).await,
+        probe_with(&alice, "share-card", None, json!({"title": blank})).await,
+        probe_with(&alice, "notify", Some(blank), json!({})).await,
+    ];
+    for answer in &answers {
+        assert!(answer.starts_with("err: invalid"), "{answer}");
+    }
     let (_, prompts) = alice.get("/prompts").await;
     assert_eq!(prompts, json!([]), "nothing was put before the user");
     // The same words without the override go through.
@@ -878,4 +896,21 @@ async fn a_stored_package_that_no_longer_loads_answers_503_and_others_go_on() {
         "{message}"
     );
     assert_eq!(probe(&alice, "clock", None).await.get(..3), Some("ok:"));
+    // The node stays ready for everything else, and says what does not load.
+    let ready: Value = crate::common::http_client()
+        .get(format!(
+            "{}/readyz",
+            server.base.trim_end_matches("/api/v1")
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(
+        ready["apps_unavailable"],
+        json!(["dev.superapp.hello@0.1.0"])
+    );
 }

@@ -42,7 +42,13 @@ pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> 
             "the store does not answer",
         ));
     }
-    Ok(axum::Json(json!({ "status": "ready" })).into_response())
+    // One app that does not load keeps the rest serving: the node stays
+    // ready, and says which.
+    let unloadable = state.host.unloadable();
+    if unloadable.is_empty() {
+        return Ok(axum::Json(json!({ "status": "ready" })).into_response());
+    }
+    Ok(axum::Json(json!({ "status": "ready", "apps_unavailable": unloadable })).into_response())
 }
 
 /// Prometheus metrics, for the operator (`Authorization: Bearer` with the

@@ -119,6 +119,9 @@ pub struct Host {
     pub registry: Arc<Registry>,
     /// Prepared apps by package digest.
     loaded: Mutex<HashMap<String, Arc<App>>>,
+    /// Releases whose stored package did not load the last time it was
+    /// tried (`readyz` names them).
+    unloadable: Mutex<std::collections::BTreeSet<String>>,
     /// SHA-256 of the operator's token (see [`OPERATOR_TOKEN`]).
     operator_token_sha256: String,
     /// Everything `/metrics` shows.
@@ -300,6 +303,7 @@ impl Host {
             services,
             registry,
             loaded: Mutex::new(HashMap::new()),
+            unloadable: Mutex::default(),
             operator_token_sha256: superapp_core::sha256_hex(token.as_bytes()),
             metrics,
             data_dir: data_dir.to_path_buf(),

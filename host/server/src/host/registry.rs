@@ -112,13 +112,29 @@ impl Host {
         if let Some(app) = self.loaded_apps().get(&release.digest) {
             return Ok(app.clone());
         }
-        self.load_stored(release).map_err(|e| match e {
-            HostError::Store(e) => HostError::Store(e),
-            e => {
-                tracing::error!(release = %release.label(), error = %e, "cannot load a stored release");
-                HostError::AppUnavailable(release.label())
+        let unloadable = || self.unloadable.lock().unwrap_or_else(|p| p.into_inner());
+        match self.load_stored(release) {
+            Ok(app) => {
+                unloadable().remove(&release.label());
+                Ok(app)
             }
-        })
+            Err(HostError::Store(e)) => Err(HostError::Store(e)),
+            Err(e) => {
+                tracing::error!(release = %release.label(), error = %e, "cannot load a stored release");
+                unloadable().insert(release.label());
+                Err(HostError::AppUnavailable(release.label()))
+            }
+        }
+    }
+
+    /// The releases whose stored package did not load when last tried.
+    pub fn unloadable(&self) -> Vec<String> {
+        self.unloadable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn load_stored(&self, release: &Release) -> Result<Arc<App>, HostError> {

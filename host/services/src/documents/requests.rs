@@ -221,18 +221,18 @@ impl Requests {
         }
         // The host's sheet shows both in sentences of its own: neither may
         // change how those read.
-        if purpose.trim().is_empty()
+        if superapp_core::text::visible_chars(purpose) == 0
             || purpose.len() > MAX_PURPOSE
             || purpose
                 .chars()
                 .any(superapp_core::text::disallowed_in_message)
         {
             return Err(DocumentError::Invalid(format!(
-                "a purpose is 1 to {MAX_PURPOSE} bytes without control characters or direction overrides"
+                "a purpose is 1 to {MAX_PURPOSE} bytes, some of it visible, without control characters or direction overrides"
             )));
         }
         if let Some(v) = &ask.verifier {
-            if v.trim().is_empty()
+            if superapp_core::text::visible_chars(v) == 0
                 || v.len() > MAX_VERIFIER
                 || v.chars().any(superapp_core::text::disallowed_in_label)
             {

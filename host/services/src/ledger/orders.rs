@@ -229,9 +229,11 @@ impl Orders {
     pub fn request(&self, user: &str, app: &Manifest, new: &NewOrder) -> Result<Order, OrderError> {
         check_amount(new.amount)?;
         check_currency(&new.currency)?;
-        if new.description.trim().is_empty() || new.description.len() > MAX_DESCRIPTION {
+        if superapp_core::text::visible_chars(&new.description) == 0
+            || new.description.len() > MAX_DESCRIPTION
+        {
             return Err(OrderError::Invalid(format!(
-                "a description is 1 to {MAX_DESCRIPTION} bytes"
+                "a description is 1 to {MAX_DESCRIPTION} bytes, some of it visible"
             )));
         }
         // The host's payment sheet shows it in a sentence of its own: it

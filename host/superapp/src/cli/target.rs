@@ -259,7 +259,16 @@ impl Remote {
             let status = response.status();
             // Read no more than an answer of this API can be: a server that
             // streams without end gets an error, not all of this machine's
-            // memory.
+            // memory; one that says it will send more is not read at all.
+            let too_large = || {
+                anyhow::anyhow!("the answer of {url} is larger than any answer of a superapp host ({} MiB): is --server the address of a superapp host?", MAX_ANSWER >> 20)
+            };
+            if response
+                .content_length()
+                .is_some_and(|n| n > MAX_ANSWER as u64)
+            {
+                return Err(too_large());
+            }
             let mut bytes = Vec::new();
             while let Some(chunk) = response
                 .chunk()
@@ -267,7 +276,7 @@ impl Remote {
                 .map_err(|e| unreachable(&url, e))?
             {
                 if bytes.len() + chunk.len() > MAX_ANSWER {
-                    bail!("the answer of {url} is larger than any answer of a superapp host ({} MiB): is --server the address of a superapp host?", MAX_ANSWER >> 20);
+                    return Err(too_large());
                 }
                 bytes.extend_from_slice(&chunk);
             }

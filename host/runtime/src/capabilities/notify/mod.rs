@@ -50,9 +50,9 @@ impl wit::Host for HostState {
         if let Err(e) = self.require_with(Capability::Notify, Some(text.as_bytes())) {
             return Ok(Err(e));
         }
-        if text.trim().is_empty() || text.len() > MAX_TEXT {
+        if superapp_core::text::visible_chars(&text) == 0 || text.len() > MAX_TEXT {
             return Ok(Err(Error::Invalid(format!(
-                "text must be 1 to {MAX_TEXT} bytes"
+                "text must be 1 to {MAX_TEXT} bytes, some of it visible"
             ))));
         }
         // As any chat message.
@@ -106,9 +106,12 @@ fn checked_card(card: AppCard) -> Result<Card, Error> {
             .params
             .iter()
             .all(|(k, v)| !k.is_empty() && k.len() <= 64 && v.len() <= 200);
-    if card.title.trim().is_empty() || fields.iter().any(|f| f.len() > 200) || !params_ok {
+    if superapp_core::text::visible_chars(&card.title) == 0
+        || fields.iter().any(|f| f.len() > 200)
+        || !params_ok
+    {
         return Err(Error::Invalid(
-            "a card has a title, fields up to 200 bytes and at most 16 params (names 1-64 bytes, values up to 200)".into(),
+            "a card has a visible title, fields up to 200 bytes and at most 16 params (names 1-64 bytes, values up to 200)".into(),
         ));
     }
     // The host draws the card, and its share sheet names it in a sentence.

@@ -250,14 +250,6 @@ impl Invocation {
             may_ask: true,
         }
     }
-
-    /// An event in which the app may not ask the user for anything new.
-    pub fn without_asking(user: impl Into<String>) -> Self {
-        Invocation {
-            may_ask: false,
-            ..Invocation::new(user)
-        }
-    }
 }
 
 /// Which export to call.

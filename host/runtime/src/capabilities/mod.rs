@@ -126,7 +126,7 @@ impl HostState {
     /// Whether this event may put one more sheet before the user: only
     /// while they use the app, a few per event, and a few of the app's
     /// waiting at once, so that no app buries the user in dialogs.
-    pub(crate) fn may_ask(&mut self) -> Result<(), Error> {
+    pub(crate) fn take_ask(&mut self) -> Result<(), Error> {
         if !self.may_ask {
             return Err(Error::Denied(
                 "an app asks the user for a payment, a document or a share only while they use it, not in an event the host sends on its own or about a refusal".into(),

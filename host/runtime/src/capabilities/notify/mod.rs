@@ -87,7 +87,7 @@ impl wit::Host for HostState {
             Ok(card) => card,
             Err(e) => return Ok(Err(e)),
         };
-        if let Err(e) = self.may_ask() {
+        if let Err(e) = self.take_ask() {
             return Ok(Err(e));
         }
         let services = self.services.clone();

@@ -28,7 +28,7 @@ impl wit::Host for HostState {
         if let Err(e) = self.require_with(Capability::Payments, Some(args.as_bytes())) {
             return Ok(Err(e));
         }
-        if let Err(e) = self.may_ask() {
+        if let Err(e) = self.take_ask() {
             return Ok(Err(e));
         }
         let order = NewOrder {

@@ -1184,6 +1184,9 @@ async fn a_long_chat_list_comes_a_page_at_a_time_and_names_each_direct_chat() {
         .find(|name| !listed.contains(&name.as_str()))
         .unwrap();
     let newest = listed[0];
+    // Messages keep milliseconds: the last to write is first, the first
+    // to write is the one left for the next page.
+    assert_eq!((newest, older.as_str()), ("friend100", "friend000"));
 
     let mut b = Browser::start("long-chat-list").await;
     b.goto(&shell_url(&server, "#/signin")).await;

@@ -133,6 +133,10 @@ pub struct Message {
     pub client_id: String,
     pub text: String,
     pub sent_at: u64,
+    /// The same in milliseconds, which orders conversations active in one
+    /// second; 0 in messages stored before it was kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sent_at_ms: u64,
     /// Set when the message is a shared app card (`text` is its title).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<Card>,
@@ -160,6 +164,17 @@ pub enum Notice {
 
 /// How a notice names a user: their display name and their username,
 /// which no one else can take.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Now as a message records it: seconds, and the same to the millisecond
+/// (one reading of the host's clock, so the two agree).
+fn sent_now() -> (u64, u64) {
+    let now = superapp_core::ids::now();
+    (now.as_secs(), now.as_millis() as u64)
+}
+
 fn named(user: &User) -> String {
     format!("{} (@{})", user.display_name, user.username)
 }
@@ -187,7 +202,7 @@ pub struct ListPage {
 }
 
 /// A place in a conversation list, written `activity-id`: the activity
-/// (seconds) of the last conversation of a page, and its id.
+/// (milliseconds) of the last conversation of a page, and its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     pub activity: u64,
@@ -780,13 +795,15 @@ impl Messaging {
                 Some(seq) => seq,
                 None => seq_of(&prefix, &txn.scan(Tree::Messages, &prefix, None, 1, true)?) + 1,
             };
+            let (sent_at, sent_at_ms) = sent_now();
             let message = Message {
                 conversation_id: id.to_string(),
                 seq,
                 sender: me.id.clone(),
                 client_id: new_id(),
                 text,
-                sent_at: now_secs(),
+                sent_at,
+                sent_at_ms,
                 card: None,
                 notice: Some(notice),
             };
@@ -967,7 +984,8 @@ impl Messaging {
 
     /// A page of `me`'s conversations, newest activity first (a
     /// conversation's activity: its last message, or its creation while it
-    /// has none, in seconds; ties by id, in the order of the store), each
+    /// has none, to the millisecond where the message says, else the second;
+    /// ties by id, in the order of the store), each
     /// with its last message and unread count; `before` is the cursor of
     /// the previous page's last one.
     ///
@@ -993,9 +1011,10 @@ impl Messaging {
                     .get::<Message>(Tree::Messages, &message_key(&id, seq))?,
             };
             let activity = match last {
-                Some(m) => m.sent_at,
+                Some(m) if m.sent_at_ms > 0 => m.sent_at_ms,
+                Some(m) => m.sent_at * 1000,
                 None => match self.conversation(&id)? {
-                    Some(stored) => stored.created_at,
+                    Some(stored) => stored.created_at * 1000,
                     None => continue,
                 },
             };
@@ -1200,13 +1219,15 @@ impl Messaging {
         let dedup = client_key(id, sender, client_id);
         let stripe = self.stripe(id).lock().await;
         let conversation = self.stored_for(sender, id)?;
+        let (sent_at, sent_at_ms) = sent_now();
         let draft = Message {
             conversation_id: id.to_string(),
             seq: 0,
             sender: sender.to_string(),
             client_id: client_id.to_string(),
             text: text.to_string(),
-            sent_at: now_secs(),
+            sent_at,
+            sent_at_ms,
             card,
             notice: None,
         };
@@ -1581,6 +1602,7 @@ mod tests {
             client_id: "left".into(),
             text: "left over".into(),
             sent_at: 0,
+            sent_at_ms: 0,
             card: None,
             notice: None,
         };

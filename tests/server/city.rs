@@ -116,38 +116,18 @@ async fn city_payments_pays_bills_keeps_receipts_and_shows_a_provider_refund() {
     let stranger = tmp.path().join("stranger.pem");
     let (made, _, err) = cli(&["keys", "generate", "--out", stranger.to_str().unwrap()]);
     assert!(made, "{err}");
-    let refund_of = |amount: &'static str, key: std::path::PathBuf, order: String| {
-        let base = base.clone();
-        tokio::task::spawn_blocking(move || {
-            cli(&[
-                "merchant",
-                "refund",
-                &order,
-                "--amount",
-                amount,
-                "--idempotency-key",
-                "goodwill-1",
-                "--server",
-                &base,
-                "--key",
-                key.to_str().unwrap(),
-            ])
-        })
-    };
-    let refund = |key, order| refund_of("500", key, order);
-    let (refused, _, err) = refund(stranger, second_order.clone()).await.unwrap();
+    let refund_of = |amount, key| merchant_refund(&base, key, &second_order, amount, "goodwill-1");
+    let (refused, _, err) = refund_of("500", &stranger).await;
     assert!(!refused && err.contains("403"), "{err}");
-    let (done, out, err) = refund(key.clone(), second_order.clone()).await.unwrap();
+    let (done, out, err) = refund_of("500", &key).await;
     assert!(done, "{err}");
     assert!(out.contains("5.00 refunded in all"), "{out}");
     // Running the same command again refunds nothing more; the same key
     // for another amount is a conflict, and refunds nothing either.
-    let (done, out, err) = refund(key.clone(), second_order.clone()).await.unwrap();
+    let (done, out, err) = refund_of("500", &key).await;
     assert!(done, "{err}");
     assert!(out.contains("5.00 refunded in all"), "{out}");
-    let (done, _, err) = refund_of("300", key.clone(), second_order.clone())
-        .await
-        .unwrap();
+    let (done, _, err) = refund_of("300", &key).await;
     assert!(
         !done && err.contains("409") && err.contains("already used"),
         "{err}"
@@ -326,4 +306,37 @@ async fn a_payment_whose_event_was_lost_is_settled_at_the_next_launch() {
     let (_, prompts) = alice.get("/prompts").await;
     assert_eq!(prompts.as_array().unwrap().len(), 0, "{prompts}");
     assert_eq!(balance(&alice).await, 50_000 - amount, "charged once");
+}
+
+/// `superapp merchant refund ORDER` against `base`, signed with `key`: whether
+/// it succeeded, its output and its errors.
+pub(crate) async fn merchant_refund(
+    base: &str,
+    key: &std::path::Path,
+    order: &str,
+    amount: &str,
+    idempotency_key: &str,
+) -> (bool, String, String) {
+    let args: Vec<String> = [
+        "merchant",
+        "refund",
+        order,
+        "--amount",
+        amount,
+        "--idempotency-key",
+        idempotency_key,
+        "--server",
+        base,
+        "--key",
+        key.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&args)
+    })
+    .await
+    .unwrap()
 }

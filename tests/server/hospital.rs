@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::apps::{serve_with, setup, Setup};
+use crate::city::merchant_refund;
 use crate::common::*;
 use crate::documents::ok;
 use crate::payments::{balance, confirm_and_crash, topup, wallet_cli, ONE_INSTANCE};
@@ -590,34 +591,17 @@ async fn an_appointment_the_hospital_refunds_in_full_is_cancelled_and_its_time_f
 
     // Part of the fee back is a gesture, not a cancellation.
     let key = s.data.join("dev-publisher.pem");
-    let refund = |amount: &str, idempotency: &str| {
-        let args: Vec<String> = [
-            "merchant",
-            "refund",
-            &order,
-            "--amount",
-            amount,
-            "--idempotency-key",
-            idempotency,
-            "--server",
-            &server.base,
-            "--key",
-            key.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ok(&args)
-        })
+    let (base, key, order) = (&server.base, &key, &order);
+    let refund = move |amount, idempotency| async move {
+        let (done, _, err) = merchant_refund(base, key, order, amount, idempotency).await;
+        assert!(done, "{err}");
     };
-    refund("1000", "goodwill").await.unwrap();
+    refund("1000", "goodwill").await;
     let shown = act(alice, "appointment", Some(&reference), json!({})).await;
     assert_eq!(badges(&shown), ["Booked"], "{shown}");
 
     // The rest: the whole fee is back, and the app says who cancelled.
-    refund("3000", "cancelled-by-the-hospital").await.unwrap();
+    refund("3000", "cancelled-by-the-hospital").await;
     assert_eq!(balance(alice).await, 10_000);
     let shown = act(alice, "appointment", Some(&reference), json!({})).await;
     assert_eq!(badges(&shown), ["Cancelled"], "{shown}");

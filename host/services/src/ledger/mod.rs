@@ -192,13 +192,28 @@ pub enum LedgerError {
 
 superapp_store::abort_into!(LedgerError);
 
-/// A currency is an ISO 4217-style code: three upper-case letters.
+/// A currency the ledger holds: an ISO 4217 code in use today, with two
+/// decimals (amounts are counted in hundredths and shown so). Funds (BOV),
+/// metals, test and "no currency" codes (XAU, XTS, XXX), superseded codes
+/// (VES) and currencies with other minor units (JPY, KWD) are refused, as is
+/// anything else of three letters (BTC).
 pub fn check_currency(code: &str) -> Result<(), LedgerError> {
-    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+    use iso_currency::Currency;
+    let Some(currency) = Currency::from_code(code) else {
+        return Err(LedgerError::Invalid(format!(
+            "`{code}` is not a currency code (an ISO 4217 code in upper case, e.g. EUR)"
+        )));
+    };
+    let held = currency.exponent() == Some(2)
+        && !currency.is_fund()
+        && !currency.is_special()
+        && currency.is_superseded().is_none();
+    if held {
         Ok(())
     } else {
         Err(LedgerError::Invalid(format!(
-            "`{code}` is not a currency code (three upper-case letters, e.g. EUR)"
+            "`{code}` is not a currency the wallet holds: it holds currencies \
+             in use with two decimals (cents), e.g. EUR, USD, GBP"
         )))
     }
 }
@@ -665,6 +680,14 @@ mod tests {
                 },
                 "lower-case currency",
             ),
+            (
+                TransferRequest {
+                    from: AccountRef::user("alice", "JPY"),
+                    to: AccountRef::user("bob", "JPY"),
+                    ..pay("alice", "bob", 1, None)
+                },
+                "no decimals",
+            ),
         ] {
             assert!(
                 matches!(l.transfer(&req), Err(LedgerError::Invalid(_))),
@@ -673,6 +696,33 @@ mod tests {
         }
         assert!(l.check().unwrap().problems.is_empty());
         assert_eq!(balance(&l, "alice"), 10);
+    }
+
+    #[test]
+    fn the_ledger_holds_iso_currencies_with_two_decimals() {
+        for held in ["EUR", "USD", "GBP", "CHF", "SEK", "VED"] {
+            assert_eq!(check_currency(held), Ok(()), "{held}");
+        }
+        for (refused, why) in [
+            ("eur", "not a currency code"),
+            ("EU", "not a currency code"),
+            ("EURO", "not a currency code"),
+            ("BTC", "not a currency code"),
+            ("XXX", "not a currency the wallet holds"),
+            ("XAU", "not a currency the wallet holds"),
+            ("XTS", "not a currency the wallet holds"),
+            ("BOV", "not a currency the wallet holds"),
+            ("VES", "not a currency the wallet holds"),
+            ("JPY", "not a currency the wallet holds"),
+            ("KWD", "not a currency the wallet holds"),
+        ] {
+            match check_currency(refused) {
+                Err(LedgerError::Invalid(message)) => {
+                    assert!(message.contains(why), "{refused}: {message}")
+                }
+                other => panic!("{refused}: {other:?}"),
+            }
+        }
     }
 
     #[test]

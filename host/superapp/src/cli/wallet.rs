@@ -22,7 +22,7 @@ pub enum WalletCommand {
         user: String,
         /// The amount in minor units (cents): 1250 is 12.50.
         amount: u64,
-        /// ISO 4217 currency code.
+        /// ISO 4217 code of a currency with two decimals (EUR, USD, GBP, …).
         #[arg(long, default_value = "EUR")]
         currency: String,
         /// Required: a retried top-up with the same key and request issues

@@ -850,14 +850,7 @@ async fn an_app_cannot_turn_the_hosts_dialogs_around_with_direction_overrides() 
 #[tokio::test]
 async fn a_stored_package_that_no_longer_loads_answers_503_and_others_go_on() {
     use superapp_store::{Abort, Store, Tree};
-    let s = setup(&["hello", "testing/probe"]);
-    let server = serve(&s);
-    let alice = Client::signed_up(&server, "alice").await;
-    let (status, _) = alice
-        .post("/apps/dev.superapp.hello/launch", json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(server.terminate().success());
+    let s = hello_and_probe_opened_then_stopped().await;
     {
         let store = Store::open(&s.data.join("store")).unwrap();
         let hello: Vec<Vec<u8>> = store
@@ -883,13 +876,7 @@ async fn a_stored_package_that_no_longer_loads_answers_503_and_others_go_on() {
     // alone (not published again from the apps directory).
     std::fs::remove_dir_all(s.data.join("cache")).unwrap();
     let server = Server::start_in(&s.data, &[]);
-    let mut alice = Client::new(&server);
-    alice.token = Some(alice.login("alice", "alice-password").await);
-    let (status, body) = alice
-        .post("/apps/dev.superapp.hello/launch", json!({}))
-        .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(body["error"]["code"], "app-unavailable");
+    let (alice, body) = hello_is_unavailable_to_alice(&server).await;
     let message = body["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("dev.superapp.hello") && !message.contains("sha256"),
@@ -913,4 +900,84 @@ async fn a_stored_package_that_no_longer_loads_answers_503_and_others_go_on() {
         ready["apps_unavailable"],
         json!(["dev.superapp.hello@0.1.0"])
     );
+}
+
+/// Users read an app's name and reasons from its registry record; a record
+/// changed offline apart from its signed package (a reason rewritten) is
+/// caught when the package is loaded, though its precompiled code is still
+/// in the cache: the app answers 503 `app-unavailable` and leaves the
+/// directory; the others go on.
+#[tokio::test]
+async fn a_release_record_changed_apart_from_its_signed_package_is_not_served() {
+    use superapp_store::{Abort, Store, Tree};
+    let s = hello_and_probe_opened_then_stopped().await;
+    {
+        let store = Store::open(&s.data.join("store")).unwrap();
+        let key = b"r\0dev.superapp.hello\x000.1.0";
+        let record = store.get_raw(Tree::Registry, key).unwrap().unwrap();
+        let honest = "Remembers your name and how often you visited.";
+        let text = String::from_utf8(record).unwrap();
+        assert!(text.contains(honest), "{text}");
+        let edited = text.replace(honest, "Never stores anything about you.");
+        store
+            .transact(&[Tree::Registry], |t| {
+                t.put(Tree::Registry, key, edited.as_bytes())?;
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        store.close().unwrap();
+    }
+    let log = s.data.with_file_name("served.log");
+    let server = Server::spawn_binary(
+        std::path::Path::new(env!("CARGO_BIN_EXE_superapp")),
+        &s.data,
+        &[],
+        &[],
+        std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let (alice, _) = hello_is_unavailable_to_alice(&server).await;
+    let (_, apps) = alice.get("/apps").await;
+    let ids: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.len() == 1 && ids[0].contains("probe"), "{apps}");
+    assert_eq!(probe(&alice, "clock", None).await.get(..3), Some("ok:"));
+    assert!(server.terminate().success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("differs from its signed package in: capabilities"),
+        "{log}"
+    );
+}
+
+/// A stopped server's data directory with hello and the probe published
+/// and listed, hello opened once by alice (password `alice-password`).
+async fn hello_and_probe_opened_then_stopped() -> Setup {
+    let s = setup(&["hello", "testing/probe"]);
+    let server = serve(&s);
+    let alice = Client::signed_up(&server, "alice").await;
+    let (status, _) = alice
+        .post("/apps/dev.superapp.hello/launch", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, apps) = alice.get("/apps").await;
+    assert_eq!(apps.as_array().unwrap().len(), 2, "{apps}");
+    assert!(server.terminate().success());
+    s
+}
+
+/// alice, signed in again, and the 503 `app-unavailable` her launch of
+/// hello answers.
+async fn hello_is_unavailable_to_alice(server: &Server) -> (Client, Value) {
+    let mut alice = Client::new(server);
+    alice.token = Some(alice.login("alice", "alice-password").await);
+    let (status, body) = alice
+        .post("/apps/dev.superapp.hello/launch", json!({}))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "app-unavailable");
+    (alice, body)
 }

@@ -98,14 +98,19 @@ fn listing(release: Release, publisher: Option<Publisher>) -> Listing {
 }
 
 /// The directory: every app the signed-in user may open, in the version
-/// they would get.
+/// they would get (not one whose stored package did not load: its record
+/// may say what its package does not).
 pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
     let host = &state.host;
     let releases = host
         .registry
         .directory(|app| rollout_bucket(&host.services.pseudonyms.for_app(&auth.user.id, app)))?;
+    let unavailable = host.unloadable();
     let mut apps = Vec::with_capacity(releases.len());
     for release in releases {
+        if unavailable.contains(&release.label()) {
+            continue;
+        }
         let publisher = host.registry.publisher(&release.publisher)?;
         apps.push(listing(release, publisher));
     }

@@ -145,18 +145,23 @@ impl Host {
                 HostError::NotFound(format!("the package of {} is missing", release.label()))
             })?;
         let package = Package::from_bytes(&bytes).map_err(RegistryError::Package)?;
-        // A stored package was verified when it was published: its
+        release
+            .check_package(&package)
+            .map_err(|e| HostError::Invalid(format!("{}: {e}", release.label())))?;
+        // A stored package was verified whole when it was published: its
         // signature's digest finds the precompiled component without hashing
         // it again (and is checked against the bytes if it must be compiled).
-        let manifest = package.manifest().clone();
-        let loaded = match package.signature() {
-            Some(signature) => self.runtime.load_digested(
-                manifest,
-                package.component(),
-                &signature.component_sha256,
-            ),
-            None => self.runtime.load(manifest, package.component()),
-        };
+        let signature = package.signature().ok_or_else(|| {
+            HostError::Invalid(format!(
+                "{}: its stored package is unsigned",
+                release.label()
+            ))
+        })?;
+        let loaded = self.runtime.load_digested(
+            package.manifest().clone(),
+            package.component(),
+            &signature.component_sha256,
+        );
         let app = loaded.map_err(|e| HostError::Invalid(format!("{}: {e}", release.label())))?;
         let app = Arc::new(app);
         self.loaded_apps()

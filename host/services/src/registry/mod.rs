@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use superapp_core::decision::{DecisionError, SignedDecision, Verdict};
-use superapp_core::{now_secs, Limits, PackageError};
+use superapp_core::{now_secs, Limits, Manifest, Package, PackageError};
 use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
 use crate::audit::{Audit, Event};
@@ -158,6 +158,63 @@ impl Release {
     pub fn last_decision(&self) -> Option<&Decision> {
         self.decisions.last()
     }
+
+    /// Whether this record is what its stored package says: that package,
+    /// signed by `signed_by`, with the app, version, publisher, name,
+    /// description, capabilities (and their reasons) and limits of its
+    /// signed manifest. Users and auditors read the record, so a record
+    /// changed apart from its package (the store edited offline) shows
+    /// here, when the package is loaded. The component is not hashed: its
+    /// digest is the signature's, which the precompile cache and the
+    /// compiler check it by.
+    pub fn check_package(&self, package: &Package) -> Result<(), String> {
+        let signature = package
+            .verify_but_component()
+            .map_err(|e| format!("its stored package fails its signature: {e}"))?;
+        if signature.package_digest() != self.digest {
+            return Err(format!(
+                "its stored package has digest {}, its record {}",
+                signature.package_digest(),
+                self.digest
+            ));
+        }
+        let m = package.manifest();
+        let differs: Vec<&str> = [
+            ("signing key", signature.public_key != self.signed_by),
+            ("app", m.id != self.app),
+            ("version", m.version.to_string() != self.version),
+            ("publisher", m.publisher != self.publisher),
+            ("name", m.name != self.name),
+            ("description", m.description != self.description),
+            (
+                "capabilities",
+                declared_capabilities(m) != self.capabilities,
+            ),
+            ("limits", m.limits != self.limits),
+        ]
+        .into_iter()
+        .filter_map(|(field, differs)| differs.then_some(field))
+        .collect();
+        if differs.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "its record differs from its signed package in: {}",
+                differs.join(", ")
+            ))
+        }
+    }
+}
+
+/// A manifest's capabilities as its release records them, in its order.
+fn declared_capabilities(m: &Manifest) -> Vec<DeclaredCapability> {
+    m.declared
+        .iter()
+        .map(|d| DeclaredCapability {
+            name: d.capability.name().into(),
+            reason: d.reason.clone(),
+        })
+        .collect()
 }
 
 /// Who changed the registry: recorded in the audit log.

@@ -13,8 +13,8 @@ use crate::audit::Event;
 const PUBLISH_TREES: [Tree; 2] = [Tree::Registry, Tree::Packages];
 
 use super::{
-    release_key, Actor, DecidedBy, Decision, DeclaredCapability, Registry, RegistryError, Release,
-    State, Yank,
+    declared_capabilities, release_key, Actor, DecidedBy, Decision, Registry, RegistryError,
+    Release, State, Yank,
 };
 
 fn owner_key(app: &str) -> Vec<u8> {
@@ -76,14 +76,7 @@ impl Registry {
             signed_by: signature.public_key.clone(),
             name: m.name.clone(),
             description: m.description.clone(),
-            capabilities: m
-                .declared
-                .iter()
-                .map(|d| DeclaredCapability {
-                    name: d.capability.name().into(),
-                    reason: d.reason.clone(),
-                })
-                .collect(),
+            capabilities: declared_capabilities(m),
             limits: m.limits,
             size: bytes.len() as u64,
             state: State::Submitted,

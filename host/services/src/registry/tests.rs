@@ -1023,3 +1023,64 @@ fn a_distrusted_auditor_key_never_becomes_a_publishers() {
         Err(RegistryError::Conflict(m)) if m.contains("was a trusted auditor key")
     ));
 }
+
+#[test]
+fn a_release_record_is_checked_against_its_signed_package() {
+    let f = fixture();
+    let p = package(
+        "1.0.0",
+        &["storage", "payments"],
+        "Clinic Ltd",
+        &f.publisher,
+    );
+    let release = f.registry.submit(&p, &Actor::Operator).unwrap().release;
+    assert_eq!(release.check_package(&p), Ok(()));
+    let stored =
+        Package::from_bytes(&f.registry.package_bytes(&release.digest).unwrap().unwrap()).unwrap();
+    assert_eq!(release.check_package(&stored), Ok(()));
+
+    type Edit = fn(&mut Release);
+    let edits: [(&str, Edit); 8] = [
+        ("name", |r| r.name = "Bank".into()),
+        ("description", |r| r.description.push('!')),
+        ("capabilities", |r| {
+            r.capabilities[1].reason = "never".into()
+        }),
+        ("capabilities", |r| {
+            r.capabilities.pop();
+        }),
+        ("limits", |r| r.limits.memory_bytes += 1),
+        ("publisher", |r| r.publisher = "Other Ltd".into()),
+        ("version", |r| r.version = "1.0.1".into()),
+        ("signing key", |r| {
+            r.signed_by = SigningKey::generate().unwrap().public_key()
+        }),
+    ];
+    for (field, edit) in edits {
+        let mut edited = release.clone();
+        edit(&mut edited);
+        let problem = edited.check_package(&p).unwrap_err();
+        assert!(problem.ends_with(&format!("in: {field}")), "{problem}");
+    }
+
+    // Another version's package is not this record's, and a package whose
+    // signature is gone fails, whatever its digest.
+    let other = package(
+        "1.0.1",
+        &["storage", "payments"],
+        "Clinic Ltd",
+        &f.publisher,
+    );
+    assert!(release
+        .check_package(&other)
+        .unwrap_err()
+        .contains("digest"));
+    let mut unsigned = release.clone();
+    unsigned.digest = other.digest();
+    let unsigned_package =
+        Package::new(other.manifest_bytes().to_vec(), b"wasm 1.0.1".to_vec()).unwrap();
+    assert!(unsigned
+        .check_package(&unsigned_package)
+        .unwrap_err()
+        .contains("signature"));
+}

@@ -919,7 +919,8 @@ async fn a_kill_mid_burst_loses_no_acknowledged_payment_and_applies_none_twice()
 
 /// No app buries its user in payment sheets: three per event, five of an
 /// app's waiting at once, and none asked again in the event that tells it
-/// of a refusal (a payment made, it may ask for the next).
+/// of a refusal (a payment made, it may ask for the next); an order asked
+/// for again is no new sheet.
 #[tokio::test]
 async fn an_app_asks_for_a_few_payments_at_a_time_and_not_again_after_a_no() {
     let s = setup(&["testing/probe"]);
@@ -952,6 +953,18 @@ async fn an_app_asks_for_a_few_payments_at_a_time_and_not_again_after_a_no() {
         .map(|p| p["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(waiting.len(), 5);
+    // Asking again for orders made already opens no sheet: not refused,
+    // and nothing more waits.
+    let repeat = action(
+        alice,
+        PROBE,
+        "payments-many",
+        Some("3"),
+        json!({"prefix": "many"}),
+    )
+    .await;
+    assert_eq!(repeat, "ok: 3");
+    assert_eq!(alice.get("/prompts").await.1.as_array().unwrap().len(), 5);
 
     // A no is not met with the same question again.
     action(alice, PROBE, "ask-again-on", None, json!({})).await;

@@ -320,6 +320,14 @@ impl Orders {
         Ok(order)
     }
 
+    /// Whether `app` made an order for `user` under this idempotency key.
+    pub fn has_key(&self, user: &str, app: &str, key: &str) -> Result<bool, OrderError> {
+        Ok(self
+            .store
+            .get_raw(Tree::Orders, &idempotency_key(app, user, key))?
+            .is_some())
+    }
+
     /// The user confirmed (after step-up): pay, or find the order expired.
     /// Returns the order in its new state, `Paid` or `Expired`. Insufficient
     /// funds leave the order pending, so the user can top up and retry.

@@ -28,8 +28,17 @@ impl wit::Host for HostState {
         if let Err(e) = self.require_with(Capability::Payments, Some(args.as_bytes())) {
             return Ok(Err(e));
         }
-        if let Err(e) = self.take_ask() {
-            return Ok(Err(e));
+        // Asking again for an order made already (its idempotency key)
+        // opens no new sheet, so it takes none of the event's or the
+        // user's room for them.
+        let again = self
+            .services
+            .payments
+            .has_order(&self.user, &self.app, &req.idempotency_key);
+        if !again {
+            if let Err(e) = self.take_ask() {
+                return Ok(Err(e));
+            }
         }
         let order = NewOrder {
             amount: req.amount,
@@ -80,8 +89,14 @@ pub fn outcome(state: &OrderState) -> Option<PaymentOutcome> {
 /// Takes payment orders for the `payments` capability. The error is what
 /// the mini-program sees.
 pub trait PaymentDesk: Send + Sync {
-    /// Create a pending order and its payment sheet; returns the order id.
+    /// Create a pending order and its payment sheet; returns the order id
+    /// (of the order made earlier, with no new sheet, for a repeated
+    /// request under the same idempotency key).
     fn request(&self, user: &str, app: &Manifest, order: NewOrder) -> Result<String, Error>;
+    /// Whether `app` made an order for `user` under this idempotency key.
+    fn has_order(&self, _user: &str, _app: &Manifest, _key: &str) -> bool {
+        false
+    }
     fn status(&self, app: &Manifest, order_id: &str) -> Result<OrderStatus, Error>;
     /// Refund once per idempotency key.
     fn refund(&self, app: &Manifest, order_id: &str, amount: u64, key: &str) -> Result<(), Error>;
@@ -111,6 +126,11 @@ fn no_ledger() -> Error {
 impl PaymentDesk for Orders {
     fn request(&self, user: &str, app: &Manifest, order: NewOrder) -> Result<String, Error> {
         Ok(Orders::request(self, user, app, &order)?.id)
+    }
+
+    fn has_order(&self, user: &str, app: &Manifest, key: &str) -> bool {
+        // A store error here is met again, and answered, by the request.
+        self.has_key(user, &app.id, key).unwrap_or(false)
     }
 
     fn status(&self, app: &Manifest, order_id: &str) -> Result<OrderStatus, Error> {

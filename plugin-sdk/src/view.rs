@@ -17,7 +17,9 @@ pub enum Element {
     Text(String, TextStyle),
     /// Level 1 to 3.
     Heading(u8, String),
-    /// A `data:` URL or `asset:<name>`, with alt text.
+    /// A `data:image/(png|jpeg|gif|webp);base64,` URL or one of the host's
+    /// own images, `asset:<name>` (calendar, check, clock, document,
+    /// hospital, info, person, receipt, wallet, warning), with alt text.
     Image {
         src: String,
         alt: String,

@@ -176,6 +176,7 @@ async fn an_apps_markup_stays_text_and_its_fake_dialog_cannot_show_the_users_phr
                scripts: document.querySelectorAll('.app-frame script, .app-frame iframe, .app-frame svg[onload], .app-frame [onerror]').length,
                bold: document.querySelectorAll('.app-frame b, .app-frame i, .app-frame a').length,
                images: Array.from(document.querySelectorAll('.app-frame img')).map((i) => i.getAttribute('src').slice(0, 22)),
+               drawn: Array.from(document.querySelectorAll('.app-frame img')).map((i) => i.complete && i.naturalWidth > 0),
                hostDialogs: document.querySelectorAll('[data-host-dialog]').length,
                innerHtmlBlocked: blocked,
              };",
@@ -187,9 +188,11 @@ async fn an_apps_markup_stays_text_and_its_fake_dialog_cannot_show_the_users_phr
     assert_eq!(probe["bold"], json!(0), "{probe}");
     assert_eq!(
         probe["images"],
-        json!(["data:image/png;base64,"]),
+        json!(["data:image/png;base64,", "/shell/images/hospital"]),
         "{probe}"
     );
+    // The host's own image is drawn (served under the page's policy).
+    assert_eq!(probe["drawn"], json!([true, true]), "{probe}");
     assert_eq!(probe["innerHtmlBlocked"], json!(true), "{probe}");
     // The imitation is not a host dialog: it lives inside the app's frame,
     // carries no host mark, and cannot know eve's phrase.

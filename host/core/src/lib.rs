@@ -7,6 +7,7 @@ pub mod capability;
 pub mod decision;
 pub mod files;
 pub mod ids;
+pub mod images;
 pub mod keys;
 pub mod manifest;
 pub mod money;

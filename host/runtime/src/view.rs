@@ -4,7 +4,9 @@
 //! becomes a nested tree only if it is well formed: every child index points
 //! forward, every node but the root has exactly one parent, and node count,
 //! depth, string lengths and total text stay within the app's limits.
-//! Images must be inline `data:` URLs or host assets, never network URLs.
+//! Images must be inline `data:` URLs or the host's own images
+//! (`asset:<name>`, [`superapp_core::images::HOST_IMAGES`]), never network
+//! URLs.
 
 use serde::Serialize;
 
@@ -235,7 +237,10 @@ impl Checker<'_> {
                 if !image_source_allowed(&img.src) {
                     return Err(ViewError::BadNode {
                         node: index,
-                        message: "images must be data:image/(png|jpeg|gif|webp);base64 URLs or asset: names".into(),
+                        message: format!(
+                            "images must be data:image/(png|jpeg|gif|webp);base64 URLs or one of the host's images: {}",
+                            superapp_core::images::HOST_IMAGES.map(|n| format!("asset:{n}")).join(", ")
+                        ),
                     });
                 }
                 Node::Image {
@@ -460,10 +465,7 @@ fn image_source_allowed(src: &str) -> bool {
         "data:image/webp;base64,",
     ];
     if let Some(name) = src.strip_prefix("asset:") {
-        return !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        return superapp_core::images::is_host_image(name);
     }
     PREFIXES.iter().any(|p| {
         src.strip_prefix(p).is_some_and(|b64| {
@@ -678,6 +680,17 @@ mod tests {
         assert!(validate(&img("data:image/svg+xml;base64,PHN2Zz4="), &limits).is_err());
         assert!(validate(&img("data:image/png;base64,\"><script>"), &limits).is_err());
         assert!(validate(&img("data:image/png;base64,iVBORw0KGgo="), &limits).is_ok());
+        // The host's own images by name, and nothing else under `asset:`.
+        for name in superapp_core::images::HOST_IMAGES {
+            assert!(validate(&img(&format!("asset:{name}")), &limits).is_ok());
+        }
+        for bad in ["asset:", "asset:logo", "asset:../api", "asset:Calendar"] {
+            let refused = validate(&img(bad), &limits).unwrap_err().to_string();
+            assert!(
+                refused.contains("asset:calendar, asset:check"),
+                "{bad}: {refused}"
+            );
+        }
         let button = |event: &str| {
             view(vec![node(
                 wit::NodeKind::Button(wit::Button {

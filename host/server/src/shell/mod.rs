@@ -84,11 +84,54 @@ const ASSETS: [Asset; 11] = [
 
 const INDEX: &str = include_str!("assets/index.html");
 
-/// `/` and `/shell/{file}`.
+macro_rules! image {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("assets/images/", $name, ".svg")),
+        )
+    };
+}
+
+/// The host's images apps name as `asset:<name>`
+/// ([`superapp_core::images::HOST_IMAGES`]), drawn by the host: plain
+/// SVG paths, no script, no text, nothing fetched.
+const IMAGES: [(&str, &str); 10] = [
+    image!("calendar"),
+    image!("check"),
+    image!("clock"),
+    image!("document"),
+    image!("hospital"),
+    image!("info"),
+    image!("person"),
+    image!("receipt"),
+    image!("wallet"),
+    image!("warning"),
+];
+
+/// `/`, `/shell/{file}` and `/shell/images/{name}.svg`.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
         .route("/shell/{file}", get(file))
+        .route("/shell/images/{file}", get(host_image))
+}
+
+async fn host_image(Path(file): Path<String>) -> Response {
+    let found = file
+        .strip_suffix(".svg")
+        .and_then(|name| IMAGES.iter().find(|(n, _)| *n == name));
+    match found {
+        Some((_, svg)) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *svg,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such image").into_response(),
+    }
 }
 
 async fn index() -> Response {
@@ -113,5 +156,31 @@ async fn file(Path(name): Path<String>) -> Response {
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no such file").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shell_has_every_host_image_each_plain_shapes() {
+        let names: Vec<&str> = super::IMAGES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, superapp_core::images::HOST_IMAGES);
+        for (name, svg) in super::IMAGES {
+            assert!(
+                svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+                "{name}"
+            );
+            // Only shapes: no script, link, text, embedded image or style.
+            for tag in svg.split('<').skip(1) {
+                let element = tag.split([' ', '>', '/']).next().unwrap_or_default();
+                assert!(
+                    ["svg", "path", "rect", "circle", ""].contains(&element),
+                    "{name}: <{element}"
+                );
+            }
+            for attribute in [" on", "href", "style", "url("] {
+                assert!(!svg.contains(attribute), "{name}: {attribute}");
+            }
+        }
     }
 }

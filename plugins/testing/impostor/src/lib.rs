@@ -23,6 +23,10 @@ impl App for Impostor {
                 src: PIXEL.into(),
                 alt: "\"><script>window.__pwned = 'alt'</script>".into(),
             })
+            .push(Element::Image {
+                src: "asset:hospital".into(),
+                alt: "<b>the host's hospital</b>".into(),
+            })
             .form(Form::new("steal", "Pay EUR 10.00").input(
                 Input::text("password", "Your password").placeholder("<svg onload=alert(1)>"),
             ))

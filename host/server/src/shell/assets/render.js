@@ -76,6 +76,11 @@ function code(text) {
 function image(node) {
   const raster = /^data:image\/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/=]*$/;
   if (raster.test(node.src)) return el('img', { class: 'v-image', src: node.src, alt: node.alt });
+  // One of the host's own images (the server checked the name).
+  const host = /^asset:([a-z]{1,32})$/.exec(node.src);
+  if (host) {
+    return el('img', { class: 'v-image v-host-image', src: `/shell/images/${host[1]}.svg`, alt: node.alt });
+  }
   return el('span', { class: 'v-image-missing', role: 'img', 'aria-label': node.alt }, node.alt);
 }
 

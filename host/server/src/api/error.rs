@@ -219,7 +219,9 @@ impl From<DocumentError> for ApiError {
             DocumentError::NotPending => {
                 ApiError::new(StatusCode::CONFLICT, "already-answered", e.to_string())
             }
-            DocumentError::IssuerExists(_) | DocumentError::IssuerTwin { .. } => {
+            DocumentError::IssuerExists(_)
+            | DocumentError::IssuerTwin { .. }
+            | DocumentError::HeldAlready(_) => {
                 ApiError::new(StatusCode::CONFLICT, "exists", e.to_string())
             }
             DocumentError::Verify(_) => {

@@ -94,6 +94,10 @@ pub enum DocumentError {
     /// (which would print it twice in an error chain).
     #[error("the credential does not verify: {0}")]
     Verify(VerifyError),
+    #[error(
+        "this user holds another credential with id `{0}`: an issuer gives each credential an id of its own"
+    )]
+    HeldAlready(String),
     #[error("no such request")]
     NotFound,
     #[error("the request is no longer pending")]
@@ -138,6 +142,54 @@ pub fn check_name(what: &str, value: &str) -> Result<(), DocumentError> {
             "{what} `{value}` must be 1-64 of a-z, 0-9, `.`, `-`, `_`, with a letter or digit"
         )))
     }
+}
+
+/// A credential's id: 1-128 of base64url's characters and `.` (issuers
+/// draw it at random; `superapp issuer issue` writes 22). Users and
+/// verifiers read it, and it names a revocation.
+pub fn check_credential_id(id: &str) -> Result<(), DocumentError> {
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(DocumentError::Invalid(
+            "a credential id is 1-128 of A-Z, a-z, 0-9, `-`, `_`, `.`".into(),
+        ))
+    }
+}
+
+/// Longest claim value, in characters.
+pub const MAX_CLAIM_VALUE: usize = 500;
+
+/// What a credential's claims must be: at least one, each name an
+/// identifier of ours (once), each value text people read in a document
+/// sheet: something that shows, one line, no direction override.
+pub fn check_claims<'a>(
+    claims: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), DocumentError> {
+    let mut seen = std::collections::HashSet::new();
+    for (name, value) in claims {
+        check_name("claim name", name)?;
+        if !seen.insert(name) {
+            return Err(DocumentError::Invalid(format!(
+                "claim `{name}` appears twice"
+            )));
+        }
+        if let Some(problem) = superapp_core::text::label_problem(value, MAX_CLAIM_VALUE) {
+            return Err(DocumentError::Invalid(format!(
+                "claim `{name}`'s value {problem}"
+            )));
+        }
+    }
+    if seen.is_empty() {
+        return Err(DocumentError::Invalid(
+            "a credential needs at least one claim".into(),
+        ));
+    }
+    Ok(())
 }
 
 pub fn random_b64(len: usize) -> String {
@@ -205,18 +257,11 @@ impl IssuerKeyFile {
         valid_secs: u64,
     ) -> anyhow::Result<Issuance> {
         check_name("credential type", credential_type)?;
-        if claims.is_empty() {
-            anyhow::bail!("a credential needs at least one claim");
-        }
-        let mut seen = std::collections::HashSet::new();
-        let mut disclosures = Vec::new();
-        for (name, value) in claims {
-            check_name("claim name", name)?;
-            if !seen.insert(name) {
-                anyhow::bail!("claim `{name}` appears twice");
-            }
-            disclosures.push(format::disclosure(&random_b64(16), name, value));
-        }
+        check_claims(claims.iter().map(|(n, v)| (n.as_str(), v.as_str())))?;
+        let disclosures: Vec<String> = claims
+            .iter()
+            .map(|(name, value)| format::disclosure(&random_b64(16), name, value))
+            .collect();
         let mut digests: Vec<String> = disclosures.iter().map(|d| format::digest(d)).collect();
         digests.sort();
         let salt = random_b64(16);
@@ -444,11 +489,37 @@ impl Documents {
                 other: other.id,
             });
         }
-        format::public_key(public_key).map_err(|_| {
+        let raw = format::public_key(public_key).map_err(|_| {
             DocumentError::Invalid(
                 "the public key is not an Ed25519 public key (32 bytes of base64url, as `superapp issuer keygen` prints)".into(),
             )
         })?;
+        if superapp_core::keys::weak_public_key(&raw) {
+            return Err(DocumentError::Invalid(
+                "the public key is a weak Ed25519 key, which anyone could sign under: generate one with `superapp issuer keygen`".into(),
+            ));
+        }
+        // Users tell issuers apart by name in document sheets, and a key
+        // names one issuer: credentials it signs say which.
+        let issuers = self.issuers()?;
+        if let Some(other) = issuers
+            .iter()
+            .find(|i| superapp_core::text::look_alike(&i.name, name))
+        {
+            return Err(DocumentError::Invalid(format!(
+                "issuer `{}` goes by the name `{}` already, which `{name}` would pass for",
+                other.id, other.name
+            )));
+        }
+        if let Some(other) = issuers
+            .iter()
+            .find(|i| format::public_key(&i.public_key).is_ok_and(|k| k == raw))
+        {
+            return Err(DocumentError::Invalid(format!(
+                "this key is issuer `{}`'s: each issuer has a key of its own",
+                other.id
+            )));
+        }
         let issuer = Issuer {
             id: id.to_string(),
             name: name.to_string(),
@@ -515,9 +586,31 @@ impl Documents {
     /// Accept an issuer-signed revocation.
     pub fn revoke(&self, signed: &Signed) -> Result<RevocationPayload, DocumentError> {
         let unverified: RevocationPayload = format::peek(signed)?;
-        let key = self.issuer_public_key(&unverified.iss)?;
-        let payload: RevocationPayload =
-            format::open_signed(signed, &key)?.ok_or(VerifyError::IssuerSignature)?;
+        let issuer = self
+            .issuer(&unverified.iss)?
+            .ok_or_else(|| DocumentError::UnknownIssuer(unverified.iss.clone()))?;
+        let key = format::public_key(&issuer.public_key)?;
+        let payload: RevocationPayload = format::open_signed(signed, &key)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                DocumentError::Invalid(format!(
+                    "the revocation does not verify under issuer `{}`'s key",
+                    issuer.id
+                ))
+            })?;
+        check_credential_id(&payload.revoke)?;
+        let skew = superapp_core::signed_request::MAX_SKEW_SECS;
+        if payload.iat > now_secs().saturating_add(skew) {
+            return Err(DocumentError::Invalid(
+                "the revocation is dated in the future: check the issuer's clock".into(),
+            ));
+        }
+        if payload.iat.saturating_add(skew) < issuer.added_at {
+            return Err(DocumentError::Invalid(
+                "the revocation is dated before its issuer was registered".into(),
+            ));
+        }
         self.store.transact(&[Tree::Issuers], |t| {
             txn_put(
                 t,
@@ -547,6 +640,11 @@ impl Documents {
                 "an issuance carries a disclosure for every signed digest".into(),
             ));
         }
+        // What `superapp issuer issue` holds an issuer to, for a credential
+        // made with any tool: the wallet and the host's sheets show it.
+        check_credential_id(&payload.id)?;
+        check_name("credential type", &payload.credential_type)?;
+        check_claims(claims.iter().map(|c| (c.name.as_str(), c.value.as_str())))?;
         if issuance.subject.username != holder.username
             || format::subject_binding(&holder.username, &issuance.subject.salt) != payload.sub
         {
@@ -568,12 +666,17 @@ impl Documents {
             expires_at: payload.exp,
             received_at: now_secs(),
         };
-        self.store.transact(&[Tree::Credentials], |t| {
+        let held = self.store.transact(&[Tree::Credentials], |t| {
             let k = held_key(&holder.id, &held.id);
-            if txn_get::<Held>(t, Tree::Credentials, &k)?.is_none() {
-                txn_put(t, Tree::Credentials, &k, &held)?;
+            match txn_get::<Held>(t, Tree::Credentials, &k)? {
+                None => {
+                    txn_put(t, Tree::Credentials, &k, &held)?;
+                    Ok(held.clone())
+                }
+                // The same credential handed over again.
+                Some(earlier) if earlier.credential == held.credential => Ok(earlier),
+                Some(_) => Err(Abort::User(DocumentError::HeldAlready(held.id.clone()))),
             }
-            Ok::<_, Abort<DocumentError>>(())
         })?;
         Ok(held)
     }
@@ -606,3 +709,6 @@ impl Documents {
         Ok(found)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -343,15 +343,18 @@ fn release_key(app: &str, version: &str) -> Vec<u8> {
 /// A public key: base64url of 32 bytes.
 pub fn check_public_key(key: &str) -> Result<(), RegistryError> {
     use base64::Engine as _;
-    let ok = base64::engine::general_purpose::URL_SAFE_NO_PAD
+    let raw: Option<[u8; 32]> = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(key)
-        .is_ok_and(|k| k.len() == 32);
-    if ok {
-        Ok(())
-    } else {
-        Err(RegistryError::Invalid(format!(
+        .ok()
+        .and_then(|k| k.try_into().ok());
+    match raw {
+        Some(raw) if superapp_core::keys::weak_public_key(&raw) => Err(RegistryError::Invalid(
+            format!("`{key}` is a weak Ed25519 public key, which anyone could sign under: generate a key pair"),
+        )),
+        Some(_) => Ok(()),
+        None => Err(RegistryError::Invalid(format!(
             "`{key}` is not an Ed25519 public key (43 characters of base64url)"
-        )))
+        ))),
     }
 }
 

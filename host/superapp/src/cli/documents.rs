@@ -55,8 +55,8 @@ pub enum IssuerCommand {
         /// A JSON object of claims: {"policy-number": "P-123", …}.
         #[arg(long)]
         claims: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 365)]
+        /// Validity in days, up to 36 500 (a hundred years).
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(0..=36_500))]
         valid_days: u64,
         #[command(flatten)]
         target: Target,

@@ -1084,3 +1084,28 @@ fn a_release_record_is_checked_against_its_signed_package() {
         .unwrap_err()
         .contains("signature"));
 }
+
+#[test]
+fn a_weak_key_is_no_publishers_or_auditors() {
+    let f = fixture();
+    for weak in [
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "7P_______________________________________38",
+    ] {
+        let publisher =
+            f.registry
+                .add_publisher("Weak Ltd", "Weak", &[weak.to_string()], &Actor::Operator);
+        assert!(
+            matches!(&publisher, Err(RegistryError::Invalid(m)) if m.contains("weak")),
+            "{weak}: {publisher:?}"
+        );
+        let auditor = f
+            .registry
+            .trust_auditor(weak, "Wanda Weak", &Actor::Operator);
+        assert!(
+            matches!(&auditor, Err(RegistryError::Invalid(m)) if m.contains("weak")),
+            "{weak}: {auditor:?}"
+        );
+    }
+}

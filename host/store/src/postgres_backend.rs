@@ -13,6 +13,7 @@
 //! retried when the database reports a serialization failure or deadlock.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -624,8 +625,9 @@ impl PostgresBackend {
             names,
             client: client.clone(),
             failed: RefCell::new(None),
+            writes: RefCell::new(BTreeMap::new()),
         };
-        let result = body(&txn);
+        let result = body(&txn).and_then(|()| txn.apply());
         // The database refused a statement the body went on from: the
         // transaction is lost whatever the body concluded.
         if let Some(e) = txn.failed.borrow_mut().take() {
@@ -879,6 +881,13 @@ struct PgTxn<'a> {
     client: Arc<Object>,
     /// The first error the database reported inside this transaction.
     failed: RefCell<Option<StoreError>>,
+    /// The transaction's writes (`None` deletes), by tree and key: sent at
+    /// its end in that order, so that transactions writing the same rows
+    /// lock them in one order and one waits for the other, never each for
+    /// the other (a deadlock PostgreSQL finds only after `deadlock_timeout`,
+    /// a second, with both holding their rows meanwhile), and hold their
+    /// row locks only for the last round trips. Reads see them first.
+    writes: RefCell<BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>>,
 }
 
 impl PgTxn<'_> {
@@ -899,22 +908,45 @@ impl PgTxn<'_> {
         }
         result
     }
+
+    fn write(&self, tree: Tree, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        self.client(tree)?;
+        self.writes
+            .borrow_mut()
+            .insert((tree.index(), key.to_vec()), value.map(<[u8]>::to_vec));
+        Ok(())
+    }
+
+    /// Send the writes, in tree and key order.
+    fn apply(&self) -> Result<(), StoreError> {
+        let writes = std::mem::take(&mut *self.writes.borrow_mut());
+        for ((tree, key), value) in writes {
+            let (tree, client) = (Tree::ALL[tree], Some(self.client.clone()));
+            let sent = match value {
+                Some(value) => self.backend.put_with(client, tree, &key, &value),
+                None => self.backend.delete_with(client, tree, &key),
+            };
+            self.note(sent)?;
+        }
+        Ok(())
+    }
 }
 
 impl Txn for PgTxn<'_> {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.client(tree)?;
+        if let Some(written) = self.writes.borrow().get(&(tree.index(), key.to_vec())) {
+            return Ok(written.clone());
+        }
         self.note(self.backend.get_with(client, tree, key))
     }
 
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        let client = self.client(tree)?;
-        self.note(self.backend.put_with(client, tree, key, value))
+        self.write(tree, key, Some(value))
     }
 
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
-        let client = self.client(tree)?;
-        self.note(self.backend.delete_with(client, tree, key))
+        self.write(tree, key, None)
     }
 
     fn scan(
@@ -927,9 +959,39 @@ impl Txn for PgTxn<'_> {
     ) -> Result<Vec<Entry>, StoreError> {
         let client = self.client(tree)?;
         let (lower, upper) = bounds(prefix, after, reverse);
-        self.note(
-            self.backend
-                .range(client, tree, lower, upper, limit, reverse),
-        )
+        // This transaction's writes in the range, over the stored entries:
+        // as many more of those as it deleted there make up for them.
+        let writes = self.writes.borrow();
+        let within = |key: &[u8]| key >= &lower[..] && upper.as_deref().is_none_or(|u| key < u);
+        let mine: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = writes
+            .range((tree.index(), lower.clone())..)
+            .take_while(|((t, key), _)| *t == tree.index() && within(key))
+            .map(|((_, key), value)| (key, value))
+            .collect();
+        let deleted = mine.iter().filter(|(_, v)| v.is_none()).count();
+        let stored = self.note(self.backend.range(
+            client,
+            tree,
+            lower.clone(),
+            upper.clone(),
+            limit.saturating_add(deleted),
+            reverse,
+        ))?;
+        if mine.is_empty() {
+            return Ok(stored);
+        }
+        let mut seen: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (key, value) in mine {
+            match value {
+                Some(v) => seen.insert(key.clone(), v.clone()),
+                None => seen.remove(key),
+            };
+        }
+        let entries: Box<dyn Iterator<Item = Entry>> = if reverse {
+            Box::new(seen.into_iter().rev())
+        } else {
+            Box::new(seen.into_iter())
+        };
+        Ok(entries.take(limit).collect())
     }
 }

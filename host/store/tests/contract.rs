@@ -245,6 +245,98 @@ fn concurrent_transactions_lose_no_update(engine: Engine) {
     );
 }
 
+/// A transaction's scans see its own writes over the stored entries: what
+/// it put in the range, not what it deleted, still at most `limit` and in
+/// order either way (on engines whose transactions scan).
+fn scans_inside_a_transaction_see_its_writes(engine: Engine) {
+    if !engine.shared() {
+        return;
+    }
+    let store = engine.open();
+    for k in ["m/1", "m/2", "m/3", "m/4", "n/1"] {
+        put(&store, Tree::Messages, k.as_bytes(), b"stored");
+    }
+    let seen = store
+        .transact::<_, ()>(&[Tree::Messages], |txn| {
+            txn.delete(Tree::Messages, b"m/1")?;
+            txn.delete(Tree::Messages, b"m/2")?;
+            txn.put(Tree::Messages, b"m/3", b"mine")?;
+            txn.put(Tree::Messages, b"m/5", b"mine")?;
+            txn.put(Tree::Messages, b"n/0", b"mine")?;
+            let first_two = txn.scan(Tree::Messages, b"m/", None, 2, false)?;
+            let all = txn.scan(Tree::Messages, b"m/", None, 10, false)?;
+            let last_two = txn.scan(Tree::Messages, b"m/", None, 2, true)?;
+            let after_three = txn.scan(Tree::Messages, b"m/", Some(b"m/3"), 10, false)?;
+            Ok([first_two, all, last_two, after_three])
+        })
+        .unwrap();
+    let [first_two, all, last_two, after_three] = seen;
+    assert_eq!(
+        first_two,
+        [
+            (b"m/3".to_vec(), b"mine".to_vec()),
+            (b"m/4".to_vec(), b"stored".to_vec())
+        ]
+    );
+    assert_eq!(
+        keys(all),
+        [b"m/3".to_vec(), b"m/4".to_vec(), b"m/5".to_vec()]
+    );
+    assert_eq!(keys(last_two), [b"m/5".to_vec(), b"m/4".to_vec()]);
+    assert_eq!(keys(after_three), [b"m/4".to_vec(), b"m/5".to_vec()]);
+    let stored = store.scan(Tree::Messages, b"", None, 10, false).unwrap();
+    assert_eq!(
+        keys(stored),
+        ["m/3", "m/4", "m/5", "n/0", "n/1"].map(|k| k.as_bytes().to_vec())
+    );
+}
+
+/// Transactions that write the same rows in opposite orders (a transfer
+/// from A to B beside one from B to A), from two stores where the engine
+/// allows it, all commit and lose no update.
+fn transactions_writing_the_same_rows_in_opposite_orders_all_commit(engine: Engine) {
+    let stores: Vec<Arc<Store>> = if engine.shared() {
+        vec![engine.open(), engine.open()]
+    } else {
+        vec![engine.open()]
+    };
+    const EACH: u64 = 20;
+    let add = |txn: &dyn superapp_store::Txn, key: &[u8], by: i64| {
+        let n = txn
+            .get(Tree::Accounts, key)?
+            .map(|v| i64::from_be_bytes(v.try_into().unwrap()))
+            .unwrap_or(0);
+        txn.put(Tree::Accounts, key, &(n + by).to_be_bytes())
+    };
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let store = stores[t % stores.len()].clone();
+            s.spawn(move || {
+                let (from, to): (&[u8], &[u8]) = if t % 2 == 0 {
+                    (b"a", b"b")
+                } else {
+                    (b"b", b"a")
+                };
+                for _ in 0..EACH {
+                    store
+                        .transact::<_, ()>(&[Tree::Accounts], |txn| {
+                            add(txn, from, -1)?;
+                            add(txn, to, 1)?;
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let balance = |key: &[u8]| {
+        let v = stores[0].get_raw(Tree::Accounts, key).unwrap().unwrap();
+        i64::from_be_bytes(v.try_into().unwrap())
+    };
+    // Three threads each way: every move undone by one the other way.
+    assert_eq!((balance(b"a"), balance(b"b")), (0, 0));
+}
+
 /// Appenders that each read the last key under a prefix and write the one
 /// after it (how a conversation's next seq is assigned on a shared store)
 /// never both commit the same key, from two stores at once where the
@@ -537,6 +629,8 @@ macro_rules! engines {
 
 engines!(
     every_tree_keeps_what_was_written,
+    scans_inside_a_transaction_see_its_writes,
+    transactions_writing_the_same_rows_in_opposite_orders_all_commit,
     scans_keep_to_the_prefix_cursor_limit_and_order,
     transactions_are_all_or_nothing,
     concurrent_transactions_lose_no_update,

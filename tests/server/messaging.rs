@@ -455,11 +455,22 @@ async fn names_titles_and_memos_refuse_characters_that_change_how_text_reads() {
         "{body}"
     );
     // Nor a message: an override, NUL or a terminal escape is refused
-    // and nothing is stored.
+    // and nothing is stored; nor one that shows nothing (invisible
+    // characters, marks on nothing), nor text hidden in tag characters.
     let direct = alice.direct_with("bob").await;
-    for (i, bad) in [spoof, "a\u{0}b", "\u{1b}[31mred", "\u{202D}forced"]
-        .into_iter()
-        .enumerate()
+    let marks = "\u{0301}".repeat(200);
+    for (i, bad) in [
+        spoof,
+        "a\u{0}b",
+        "\u{1b}[31mred",
+        "\u{202D}forced",
+        "\u{200B}\u{FEFF}\u{200D}",
+        &marks,
+        "\u{E0041}\u{E0042}",
+        "hello\u{E0070}\u{E0061}\u{E0079}",
+    ]
+    .into_iter()
+    .enumerate()
     {
         let (s, body) = alice.send(&direct, &format!("bad{i}"), bad).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
@@ -474,7 +485,7 @@ async fn names_titles_and_memos_refuse_characters_that_change_how_text_reads() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
-    let fine = "שלום \u{2067}team\u{2069}\r\n\tfamily: \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}";
+    let fine = "שלום \u{2067}team\u{2069}\r\n\tfamily: \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467} \u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}";
     let (s, body) = alice.send(&direct, "fine", fine).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(alice.messages(&direct, 0).await[0]["text"], fine);

@@ -309,6 +309,31 @@ pub fn visible_chars(text: &str) -> usize {
         .count()
 }
 
+/// Whether `text` has tag characters (U+E0000–U+E007F) outside an emoji
+/// tag sequence (a black flag U+1F3F4, tags, the cancel tag U+E007F, as
+/// in the flags of England or Scotland): they draw as nothing, so text
+/// written in them hides inside a message that reads as something else.
+pub fn stray_tags(text: &str) -> bool {
+    let mut in_sequence = false;
+    let mut previous = None;
+    for c in text.chars() {
+        match c {
+            '\u{E0020}'..='\u{E007E}' => {
+                in_sequence |= previous == Some('\u{1F3F4}');
+                if !in_sequence {
+                    return true;
+                }
+            }
+            '\u{E007F}' if in_sequence => in_sequence = false,
+            '\u{E0000}'..='\u{E007F}' => return true,
+            _ if in_sequence => return true,
+            _ => {}
+        }
+        previous = Some(c);
+    }
+    in_sequence
+}
+
 /// `text` with control characters escaped (`\n`, `\u{1b}`, …), and those
 /// that make text display as something else ([`disallowed_in_name`]: bidi
 /// controls, zero-width and other invisible characters), but those in
@@ -526,6 +551,24 @@ mod tests {
             "Café ☕",
         ] {
             assert_eq!(name_problem(good, 100), None, "{good:?}");
+        }
+    }
+
+    #[test]
+    fn tags_are_refused_outside_an_emoji_tag_sequence() {
+        let england = "\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}";
+        assert!(!stray_tags(england));
+        assert!(!stray_tags(&format!("go {england} go {england}")));
+        assert!(!stray_tags("plain text"));
+        for hidden in [
+            "hi\u{E0041}\u{E0042}",
+            "\u{E0001}",
+            "\u{E007F}",
+            "\u{1F3F4}\u{E0067}\u{E0062}",
+            "\u{1F3F4}\u{E0067}x\u{E007F}",
+            "x\u{E0067}\u{E007F}",
+        ] {
+            assert!(stray_tags(hidden), "{hidden:?}");
         }
     }
 }

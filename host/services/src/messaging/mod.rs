@@ -1189,9 +1189,14 @@ impl Messaging {
                 limit: self.config.max_message_bytes,
             });
         }
-        if text.trim().is_empty() {
+        if superapp_core::text::visible_chars(text) == 0 {
             return Err(MessagingError::InvalidInput(
-                "a message needs some text".into(),
+                "a message needs some text that shows".into(),
+            ));
+        }
+        if superapp_core::text::stray_tags(text) {
+            return Err(MessagingError::InvalidInput(
+                "a message may not contain tag characters (U+E0000–U+E007F) but in an emoji flag: they draw as nothing".into(),
             ));
         }
         if let Some(c) = text

@@ -887,8 +887,11 @@ struct PgTxn<'a> {
     /// the other (a deadlock PostgreSQL finds only after `deadlock_timeout`,
     /// a second, with both holding their rows meanwhile), and hold their
     /// row locks only for the last round trips. Reads see them first.
-    writes: RefCell<BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>>,
+    writes: RefCell<Writes>,
 }
+
+/// Values (`None`: deleted) by tree index and key.
+type Writes = BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>;
 
 impl PgTxn<'_> {
     fn client(&self, tree: Tree) -> Result<Option<Arc<Object>>, StoreError> {

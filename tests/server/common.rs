@@ -364,8 +364,9 @@ pub async fn ws_connect(server: &Server, token: &str) -> Ws {
 /// refusal's status and error code.
 pub async fn ws_handshake(server: &Server, headers: &[(&str, String)]) -> Result<Ws, (u16, Value)> {
     let mut req = server.ws_url().into_client_request().unwrap();
+    // Appended: a header named twice is sent twice.
     for (name, value) in headers {
-        req.headers_mut().insert(
+        req.headers_mut().append(
             reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
             value.parse().unwrap(),
         );

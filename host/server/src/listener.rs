@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt as _;
 
-use crate::proxies::{ClientIp, TrustedProxies};
+use crate::proxies::{ClientIp, FromTrustedProxy, TrustedProxies};
 
 /// How many connections, and how long they may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,8 +185,10 @@ pub async fn serve(
         let proxies = proxies.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let client = ClientIp(proxies.client(peer.ip(), req.headers()));
+            let proxied = FromTrustedProxy(proxies.trusts(peer.ip()));
             req.extensions_mut().insert(ConnectInfo(peer));
             req.extensions_mut().insert(client);
+            req.extensions_mut().insert(proxied);
             app.clone().oneshot(req)
         });
         // The count lives with the socket, so an upgraded connection (a

@@ -20,6 +20,12 @@ pub struct TrustedProxies(Arc<[IpNet]>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
+/// Whether a request came straight from a trusted proxy, whose forwarding
+/// headers (`X-Forwarded-For`, `X-Forwarded-Host`) are believed; anyone
+/// else's are the client's own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FromTrustedProxy(pub bool);
+
 impl TrustedProxies {
     /// Parse addresses (`10.0.0.7`) and networks (`10.0.0.0/8`).
     pub fn parse(entries: &[String]) -> anyhow::Result<TrustedProxies> {

@@ -58,20 +58,24 @@ fn host_port(authority: &str, default: u16) -> Option<(String, u16)> {
 
 /// Whether a request signed in by the session cookie comes from a page of
 /// another origin: its `Origin` names a host or port other than the one it
-/// was sent to (`Host`, or behind a proxy `X-Forwarded-Host`, which a page
-/// cannot set; a port left out is the default of the Origin's scheme). The
+/// was sent to (`Host`, or, when the request came `from_proxy`, a trusted
+/// one, its `X-Forwarded-Host`; a port left out is the default of the
+/// Origin's scheme), or it carries more than one `Origin`. The
 /// cookie is `SameSite=Strict`, so a browser does not send it from another
 /// site's page; this keeps out what that leaves: pages of the same site on
 /// another port or a sibling subdomain, and browsers without SameSite. A
 /// request with an `Authorization` header is never signed in by the cookie,
 /// and one without an `Origin` (clients other than browsers) is not checked.
-pub fn cross_site_cookie(headers: &HeaderMap) -> bool {
+pub fn cross_site_cookie(headers: &HeaderMap, from_proxy: bool) -> bool {
     if headers.contains_key(header::AUTHORIZATION) {
         return false;
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return false;
     };
+    if headers.get_all(header::ORIGIN).iter().count() > 1 {
+        return true;
+    }
     let origin = origin.to_str().ok().and_then(|o| o.split_once("://"));
     let Some((scheme, authority)) = origin else {
         // `Origin: null` (a sandboxed frame, a file) or not a URL.
@@ -93,7 +97,7 @@ pub fn cross_site_cookie(headers: &HeaderMap) -> bool {
             .flat_map(|v| v.split(','))
             .any(|h| host_port(h, default).as_ref() == Some(&origin))
     };
-    !(named(header::HOST.as_str()) || named("x-forwarded-host"))
+    !(named(header::HOST.as_str()) || (from_proxy && named("x-forwarded-host")))
 }
 
 /// A signed-in user.
@@ -272,7 +276,7 @@ mod tests {
 
     #[test]
     fn a_cookie_handshake_must_come_from_the_host_and_port_it_was_sent_to() {
-        let cross = |pairs: &[(&'static str, &str)]| cross_site_cookie(&headers(pairs));
+        let cross = |pairs: &[(&'static str, &str)]| cross_site_cookie(&headers(pairs), true);
         // The host's own pages, however the default port is written.
         assert!(!cross(&[
             ("host", "chat.example"),
@@ -320,6 +324,23 @@ mod tests {
             ("authorization", "Bearer t")
         ]));
         assert!(!cross(&[("host", "chat.example")]));
+        // Not from a trusted proxy, X-Forwarded-Host is the client's word.
+        let direct = |pairs: &[(&'static str, &str)]| cross_site_cookie(&headers(pairs), false);
+        assert!(direct(&[
+            ("host", "10.0.0.5:8080"),
+            ("origin", "https://evil.example"),
+            ("x-forwarded-host", "evil.example")
+        ]));
+        assert!(!direct(&[
+            ("host", "chat.example"),
+            ("origin", "https://chat.example")
+        ]));
+        // Two Origins: which page sent it cannot be told.
+        assert!(cross(&[
+            ("host", "chat.example"),
+            ("origin", "https://chat.example"),
+            ("origin", "https://evil.example")
+        ]));
     }
 
     #[test]

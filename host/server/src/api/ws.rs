@@ -67,15 +67,17 @@ const BATCH_FRAMES: usize = 64;
 pub async fn upgrade(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
+    from_proxy: Option<axum::Extension<crate::proxies::FromTrustedProxy>>,
     auth: Auth,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if super::auth::cross_site_cookie(&headers) {
+    let from_proxy = from_proxy.is_some_and(|p| p.0 .0);
+    if super::auth::cross_site_cookie(&headers, from_proxy) {
         tracing::warn!(
             origin = ?headers.get(axum::http::header::ORIGIN),
             host = ?headers.get(axum::http::header::HOST),
             forwarded_host = ?headers.get("x-forwarded-host"),
-            "a cookie-signed WebSocket handshake from another origin was refused (behind a proxy, pass the public Host with its port, or X-Forwarded-Host)"
+            "a cookie-signed WebSocket handshake from another origin was refused (behind a proxy, pass the public Host with its port, or X-Forwarded-Host from a proxy in trusted-proxies)"
         );
         return ApiError::cross_site().into_response();
     }

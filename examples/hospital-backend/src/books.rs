@@ -61,6 +61,10 @@ pub struct Booking {
     /// Minor units the host's callbacks confirmed paid and refunded.
     pub paid: u64,
     pub refunded: u64,
+    /// What the order that bought the time paid (an order asked for before
+    /// the fee went down pays more, the difference refunded).
+    #[serde(default)]
+    pub bought_with: u64,
 }
 
 impl Booking {
@@ -241,6 +245,7 @@ impl Books {
             order: None,
             paid: 0,
             refunded: 0,
+            bought_with: 0,
         };
         self.bookings
             .insert(booking.reference.clone(), booking.clone());
@@ -437,10 +442,12 @@ impl Books {
                 .is_some();
         let b = self.bookings.get_mut(&reference).expect("just read");
         b.paid += amount;
-        b.order = Some(order.to_string());
+        b.order.get_or_insert_with(|| order.to_string());
         match b.state {
             State::Held | State::Paying if !taken => {
                 b.state = State::Booked;
+                b.order = Some(order.to_string());
+                b.bought_with = amount;
                 None
             }
             State::Booked if b.paid > amount => Some(amount),
@@ -454,8 +461,11 @@ impl Books {
         }
     }
 
-    /// A refund of `user`'s payment under `key`, from the host's callback.
-    pub fn refunded(&mut self, user: &str, key: &str, total: u64) {
+    /// A refund of `user`'s payment `order` under `key`, `total` refunded
+    /// of it so far, from the host's callback. The whole of what bought a
+    /// booked time given back (from the hospital's back office) cancels
+    /// the booking and frees the time.
+    pub fn refunded(&mut self, user: &str, key: &str, order: &str, total: u64) {
         let reference = key.rsplit_once('-').map_or(key, |(r, _)| r);
         if let Some(b) = self
             .bookings
@@ -463,6 +473,10 @@ impl Books {
             .filter(|b| b.patient == user)
         {
             b.refunded = b.refunded.max(total);
+            let bought_it = b.order.as_deref() == Some(order) && b.bought_with > 0;
+            if b.state == State::Booked && bought_it && total >= b.bought_with {
+                b.state = State::Cancelled;
+            }
         }
     }
 }

@@ -417,9 +417,11 @@ async fn callback(State(h): State<Shared>, headers: HeaderMap, body: axum::body:
             return Ok(json!({"applied": false, "reason": "already applied"}));
         }
         let refund_due = match (n.kind.as_str(), n.presentation) {
+            // Fees are in the catalog's currency: other money buys nothing.
+            ("payment.settled", _) if n.currency != h.catalog.currency => Some(n.amount),
             ("payment.settled", _) => books.settled(&n.user, &n.reference, &n.order, n.amount, now),
             ("payment.refunded", _) => {
-                books.refunded(&n.user, &n.reference, n.refunded);
+                books.refunded(&n.user, &n.reference, &n.order, n.refunded);
                 None
             }
             ("document.presented", Some(envelope)) => {

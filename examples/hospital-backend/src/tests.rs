@@ -471,8 +471,50 @@ async fn a_payment_for_a_hold_that_ran_out_and_was_taken_is_owed_back() {
         .callback(&w.host, &settled("d2", "p2", "HB-TWO", 1_000))
         .await;
     assert_eq!(short["refund_due"], 1_000, "too little pays for nothing");
+    let mut dollars = settled("d3", "p2", "HB-TWO", 4_000);
+    dollars.currency = "USD".into();
+    let (_, foreign) = w.callback(&w.host, &dollars).await;
+    assert_eq!(foreign["refund_due"], 4_000, "other money buys nothing");
     let mine = w.appointments("p2").await;
     assert_eq!(mine["appointments"][0]["state"], "held");
+}
+
+/// The hospital's back office refunds a booked time: in part, the booking
+/// stands; in whole, the signed callback cancels it and frees the time at
+/// once, without waiting for the patient to open the app.
+#[tokio::test]
+async fn a_booking_the_hospital_refunds_in_full_is_cancelled_and_its_time_freed() {
+    let w = world();
+    w.hold("p1", "HB-ONE", EIGHT).await;
+    let paid = settled("d1", "p1", "HB-ONE", 4_000);
+    w.callback(&w.host, &paid).await;
+    let refund = |id: &str, total: u64| Notification {
+        id: id.into(),
+        kind: "payment.refunded".into(),
+        amount: 1_000,
+        refunded: total,
+        ..paid.clone()
+    };
+    w.callback(&w.host, &refund("r1", 1_000)).await;
+    let mine = w.appointments("p1").await;
+    assert_eq!(mine["appointments"][0]["state"], "booked", "{mine}");
+    assert_eq!(w.hold("p2", "HB-TWO", EIGHT).await.0, StatusCode::CONFLICT);
+    // The refund of another order of the booking (a second payment) does
+    // not cancel it.
+    let other = Notification {
+        order: "order-elsewhere".into(),
+        ..refund("r2", 4_000)
+    };
+    w.callback(&w.host, &other).await;
+    assert_eq!(
+        w.appointments("p1").await["appointments"][0]["state"],
+        "booked"
+    );
+    w.callback(&w.host, &refund("r3", 4_000)).await;
+    let mine = w.appointments("p1").await;
+    assert_eq!(mine["appointments"][0]["state"], "cancelled", "{mine}");
+    assert_eq!(mine["appointments"][0]["refunded"], 4_000);
+    assert_eq!(w.hold("p2", "HB-TWO", EIGHT).await.0, StatusCode::CREATED);
 }
 
 #[tokio::test]

@@ -469,6 +469,7 @@ struct MessageFrame<'a> {
 
 impl Messaging {
     pub fn new(store: Arc<Store>, hub: Arc<Hub>, config: MessagingConfig) -> Messaging {
+        let groups_store = store.clone();
         let stripes = (0..LOCK_STRIPES)
             .map(|_| tokio::sync::Mutex::new(()))
             .collect();
@@ -476,7 +477,7 @@ impl Messaging {
             store,
             hub,
             sends: limit::SendLimit::new(config.send_rate),
-            groups: limit::GroupLimit::new(),
+            groups: limit::GroupLimit::new(&groups_store),
             config,
             stripes,
             last_seqs: Default::default(),
@@ -589,7 +590,7 @@ impl Messaging {
         // A new group counts as a send, and against the groups a user may
         // create.
         self.admit(&me.id)?;
-        self.groups.take(&me.id).map_err(|retry_after| {
+        self.groups.take(&me.id)?.map_err(|retry_after| {
             self.throttled.inc();
             MessagingError::GroupsThrottled { retry_after }
         })?;

@@ -884,17 +884,7 @@ async fn a_stored_package_that_no_longer_loads_answers_503_and_others_go_on() {
     );
     assert_eq!(probe(&alice, "clock", None).await.get(..3), Some("ok:"));
     // The node stays ready for everything else, and says what does not load.
-    let ready: Value = crate::common::http_client()
-        .get(format!(
-            "{}/readyz",
-            server.base.trim_end_matches("/api/v1")
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = readyz(&server).await;
     assert_eq!(ready["status"], "ready");
     assert_eq!(
         ready["apps_unavailable"],

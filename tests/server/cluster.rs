@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::apps::{probe, texts};
 use crate::common::*;
@@ -871,6 +873,66 @@ async fn while_the_bus_is_away_nodes_keep_serving_and_pushes_cross_again_when_it
     assert_eq!(seqs, (1..=stored.len() as u64).collect::<Vec<_>>());
     let away = stored.iter().filter(|m| m["text"] == "while away").count();
     assert_eq!(away, 10);
+}
+
+/// With the bus away, a node cannot hear of a logout on another: it checks
+/// the session before every push instead, so a session ended on node A
+/// gets nothing more on node B and its socket there closes with 4001 at
+/// the next push, not at the heartbeat. `/readyz` says the bus is away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_bus_is_away_a_session_ended_on_one_node_gets_no_push_on_the_other() {
+    let nats = nats_server::shared();
+    let cable = crate::cable::Cable::to(nats.port).await;
+    let bus = format!("nats://127.0.0.1:{}", cable.port);
+    let c = Cluster::start_with(2, setup(&[]), &[("SUPERAPP_BUS", bus.as_str())]);
+    let mia = Client::signed_up(&c.nodes[0], "mia").await;
+    let noah = Client::signed_up(&c.nodes[1], "noah").await;
+    let chat = noah.direct_with("mia").await;
+    let stolen = c.on(1, "mia").await;
+    let mut stolen_ws = ws_connect(&c.nodes[1], stolen.token.as_deref().unwrap()).await;
+    let ready = |node: usize| {
+        let node = &c.nodes[node];
+        async move {
+            readyz(node).await["bus"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    assert_eq!(ready(1).await, "connected");
+
+    cable.cut();
+    let started = std::time::Instant::now();
+    while ready(1).await != "away" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the bus never went away"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Mia ends the stolen session from node A; node B hears nothing of it.
+    let mut by_a = Client::new(&c.nodes[0]);
+    by_a.token = stolen.token.clone();
+    let (s, _) = by_a.call(Method::DELETE, "/sessions/current", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = noah.send(&chat, "after-logout", "private").await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Closed, with nothing of the message before the close.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let code = loop {
+        match tokio::time::timeout_at(deadline, stolen_ws.next()).await {
+            Ok(Some(Ok(WsMessage::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(WsMessage::Text(text)))) => {
+                assert!(!text.contains("private"), "pushed after the logout: {text}")
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(4001));
+    // Mia's own session, on node A, is untouched.
+    assert_eq!(mia.get("/me").await.0, StatusCode::OK);
+    cable.restore();
 }
 
 /// `--demo` on every node of one store: the demo's issuers have one key,

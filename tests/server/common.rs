@@ -508,3 +508,18 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// What `GET /readyz` of `server` answers (its body, whatever the status).
+pub async fn readyz(server: &Server) -> Value {
+    http_client()
+        .get(format!(
+            "{}/readyz",
+            server.base.trim_end_matches("/api/v1")
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

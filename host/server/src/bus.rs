@@ -192,6 +192,10 @@ impl Relay for NatsRelay {
         self.send(Outgoing::Push(users.to_vec(), frame.clone()));
     }
 
+    fn hears_other_processes(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     fn watch(&self, user: &str) {
         let (client, hub, who) = (self.client.clone(), self.hub.clone(), user.to_string());
         let identity = self.identity.clone();

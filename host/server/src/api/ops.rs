@@ -43,12 +43,22 @@ pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> 
         ));
     }
     // One app that does not load keeps the rest serving: the node stays
-    // ready, and says which.
+    // ready, and says which. So does a bus that is away (the store is the
+    // record; pushes to other nodes wait for it).
+    let mut ready = json!({ "status": "ready" });
     let unloadable = state.host.unloadable();
-    if unloadable.is_empty() {
-        return Ok(axum::Json(json!({ "status": "ready" })).into_response());
+    if !unloadable.is_empty() {
+        ready["apps_unavailable"] = json!(unloadable);
     }
-    Ok(axum::Json(json!({ "status": "ready", "apps_unavailable": unloadable })).into_response())
+    let hub = state.host.messaging.hub();
+    if hub.relayed() {
+        ready["bus"] = json!(if hub.hears_ended_sessions() {
+            "connected"
+        } else {
+            "away"
+        });
+    }
+    Ok(axum::Json(ready).into_response())
 }
 
 /// Prometheus metrics, for the operator (`Authorization: Bearer` with the

@@ -289,8 +289,11 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                 frame = sub.rx.recv() => match frame {
                     Some(frame) => {
                         // Nothing pushed after a logout that came first, even
-                        // when both were ready at once.
-                        if session_end.noticed() && matches!(still_signed_in(&state, &token), Ok(None)) {
+                        // when both were ready at once; and while the bus is
+                        // down, which would carry the news of a logout in
+                        // another process, nothing pushed unchecked.
+                        let unheard = !hub.hears_ended_sessions();
+                        if (session_end.noticed() || unheard) && matches!(still_signed_in(&state, &token), Ok(None)) {
                             break Some(ended);
                         }
                         let mut batch = vec![frame];

@@ -51,6 +51,11 @@ pub trait Relay: Send + Sync {
     fn watch(&self, user: &str);
     /// `user`'s last session in this process has ended.
     fn unwatch(&self, user: &str);
+    /// Whether notices of sessions ended in other processes reach this one
+    /// now (the bus is connected).
+    fn hears_other_processes(&self) -> bool {
+        true
+    }
 }
 
 pub struct Hub {
@@ -75,6 +80,18 @@ impl Hub {
     /// session subscribes.
     pub fn set_relay(&self, relay: Arc<dyn Relay>) {
         let _ = self.relay.set(relay);
+    }
+
+    /// Whether this hub is connected to other processes (has a relay).
+    pub fn relayed(&self) -> bool {
+        self.relay.get().is_some()
+    }
+
+    /// Whether a session ended in another process would be heard of here
+    /// now: always with no other process; with a bus, while it is up. When
+    /// not, a live connection checks its session before each push.
+    pub fn hears_ended_sessions(&self) -> bool {
+        self.relay.get().is_none_or(|r| r.hears_other_processes())
     }
 
     fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Conn>>> {

@@ -468,6 +468,9 @@ async fn names_titles_and_memos_refuse_characters_that_change_how_text_reads() {
         &marks,
         "\u{E0041}\u{E0042}",
         "hello\u{E0070}\u{E0061}\u{E0079}",
+        "\u{2066}\u{2069}\u{061C}\u{FFF9}",
+        "\u{20E3}",
+        "\u{1F3F4}\u{E0070}\u{E0061}\u{E0079}\u{E0020}\u{E0062}\u{E006F}\u{E0062}\u{E007F}",
     ]
     .into_iter()
     .enumerate()

@@ -275,63 +275,70 @@ pub fn escape_turning(text: &str) -> std::borrow::Cow<'_, str> {
 /// The most lines [`clip_lines`] keeps.
 const MAX_LINES: usize = 64;
 
-/// How many characters of `text` show as something: not spaces, nor the
-/// invisible format characters (zero-width spaces and joiners, the
-/// direction marks, the word joiner and invisible operators, the byte
-/// order mark, the soft hyphen, variation selectors and tags), combining
-/// marks, or the fillers that draw as blank (Hangul, braille). A label of
-/// only those would read as blank, or as whatever stands next to it.
+/// How many characters of `text` show as something: not spaces, nor
+/// format characters (zero-width spaces and joiners, direction marks and
+/// isolates, the word joiner and invisible operators, the byte order mark,
+/// the soft hyphen, tags, interlinear annotation and shorthand format
+/// controls), nor marks (combining marks, variation selectors, enclosing
+/// keycaps), which draw on another character or as nothing, nor
+/// unassigned code points, nor the fillers that draw as blank (Hangul,
+/// braille). A label of only those would read as blank, or as whatever
+/// stands next to it.
 pub fn visible_chars(text: &str) -> usize {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory as _};
     text.chars()
         .filter(|&c| {
             !c.is_whitespace()
                 && !matches!(
+                    c.general_category(),
+                    G::NonspacingMark
+                        | G::EnclosingMark
+                        | G::Format
+                        | G::Control
+                        | G::Unassigned
+                        | G::SpaceSeparator
+                        | G::LineSeparator
+                        | G::ParagraphSeparator
+                )
+                && !matches!(
                     c,
-                    '\u{200B}'..='\u{200F}'
-                        | '\u{2060}'..='\u{2064}'
-                        | '\u{FEFF}'
-                        | '\u{00AD}'
-                        // Combining marks on nothing, the grapheme joiner.
-                        | '\u{0300}'..='\u{036F}'
-                        // Fillers that draw as blank: Hangul, braille,
-                        // Mongolian vowel separator.
-                        | '\u{115F}'
-                        | '\u{1160}'
-                        | '\u{3164}'
-                        | '\u{FFA0}'
-                        | '\u{2800}'
-                        | '\u{180E}'
-                        // Variation selectors and tags.
-                        | '\u{FE00}'..='\u{FE0F}'
-                        | '\u{E0000}'..='\u{E007F}'
+                    // Fillers that draw as blank: Hangul, braille,
+                    // Mongolian vowel separator.
+                    '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}' | '\u{180E}'
                 )
         })
         .count()
 }
 
 /// Whether `text` has tag characters (U+E0000–U+E007F) outside an emoji
-/// tag sequence (a black flag U+1F3F4, tags, the cancel tag U+E007F, as
-/// in the flags of England or Scotland): they draw as nothing, so text
-/// written in them hides inside a message that reads as something else.
+/// tag sequence (a black flag U+1F3F4, then two to six tag letters or
+/// digits, then the cancel tag U+E007F, as in the flags of England or
+/// Scotland): they draw as nothing, so text written in them hides inside
+/// a message that reads as something else.
 pub fn stray_tags(text: &str) -> bool {
-    let mut in_sequence = false;
-    let mut previous = None;
-    for c in text.chars() {
-        match c {
-            '\u{E0020}'..='\u{E007E}' => {
-                in_sequence |= previous == Some('\u{1F3F4}');
-                if !in_sequence {
-                    return true;
-                }
-            }
-            '\u{E007F}' if in_sequence => in_sequence = false,
-            '\u{E0000}'..='\u{E007F}' => return true,
-            _ if in_sequence => return true,
-            _ => {}
+    let tag = |c: char| ('\u{E0000}'..='\u{E007F}').contains(&c);
+    let spec = |c: char| matches!(c, '\u{E0030}'..='\u{E0039}' | '\u{E0061}'..='\u{E007A}');
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if !tag(chars[i]) {
+            i += 1;
+            continue;
         }
-        previous = Some(c);
+        // A run of tags: a sequence only right after a black flag, of
+        // letters and digits, ended by the cancel tag.
+        let start = i;
+        while i < chars.len() && spec(chars[i]) {
+            i += 1;
+        }
+        let letters = i - start;
+        let flagged = start > 0 && chars[start - 1] == '\u{1F3F4}';
+        if !(flagged && (2..=6).contains(&letters) && chars.get(i) == Some(&'\u{E007F}')) {
+            return true;
+        }
+        i += 1;
     }
-    in_sequence
+    false
 }
 
 /// `text` with control characters escaped (`\n`, `\u{1b}`, …), and those
@@ -567,8 +574,38 @@ mod tests {
             "\u{1F3F4}\u{E0067}\u{E0062}",
             "\u{1F3F4}\u{E0067}x\u{E007F}",
             "x\u{E0067}\u{E007F}",
+            // Words in tags behind a black flag: spaces and capitals are
+            // no flag's, nor is a run longer than one.
+            "\u{1F3F4}\u{E0070}\u{E0061}\u{E0079}\u{E0020}\u{E0062}\u{E006F}\u{E0062}\u{E007F}",
+            "\u{1F3F4}\u{E0050}\u{E0041}\u{E007F}",
+            "\u{1F3F4}\u{E0061}\u{E0062}\u{E0063}\u{E0064}\u{E0065}\u{E0066}\u{E0067}\u{E007F}",
         ] {
             assert!(stray_tags(hidden), "{hidden:?}");
         }
+    }
+
+    #[test]
+    fn format_characters_marks_and_fillers_show_nothing() {
+        for blank in [
+            "\u{2066}\u{2069}",
+            "\u{061C}",
+            "\u{FFF9}\u{FFFA}\u{FFFB}",
+            "\u{17B4}\u{17B5}",
+            "\u{1BCA0}\u{1BCA3}",
+            "\u{1D173}\u{1D17A}",
+            "\u{E0100}",
+            "\u{20E3}",
+            "\u{200E}\u{2060}\u{FE0F}",
+            "\u{0301}\u{0301}",
+            "\u{3164}\u{2800} \u{00A0}\u{3000}",
+            "\u{2065}",
+        ] {
+            assert_eq!(visible_chars(blank), 0, "{blank:?}");
+        }
+        assert_eq!(visible_chars("e\u{0301}"), 1);
+        assert_eq!(visible_chars("\u{2764}\u{FE0F}"), 1);
+        assert_eq!(visible_chars("1\u{FE0F}\u{20E3}"), 1);
+        assert_eq!(visible_chars("\u{05E9}\u{05DC}\u{05D5}\u{05DD}"), 4);
+        assert_eq!(visible_chars("\u{1F468}\u{200D}\u{1F469}"), 2);
     }
 }

@@ -89,13 +89,16 @@ pub fn cross_site_cookie(headers: &HeaderMap, from_proxy: bool) -> bool {
     let Some(origin) = host_port(authority, default) else {
         return true;
     };
+    // The last host named: the one the nearest hop set (a proxy that
+    // appends to what its client sent puts its own last).
     let named = |name: &str| {
         headers
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|h| host_port(h, default).as_ref() == Some(&origin))
+            .next_back()
+            .is_some_and(|h| host_port(h, default).as_ref() == Some(&origin))
     };
     !(named(header::HOST.as_str()) || (from_proxy && named("x-forwarded-host")))
 }
@@ -334,6 +337,18 @@ mod tests {
         assert!(!direct(&[
             ("host", "chat.example"),
             ("origin", "https://chat.example")
+        ]));
+        // Behind a proxy that appends, what the client put first is its own.
+        assert!(cross(&[
+            ("host", "10.0.0.5:8080"),
+            ("origin", "https://evil.example"),
+            ("x-forwarded-host", "evil.example, chat.example")
+        ]));
+        assert!(cross(&[
+            ("host", "10.0.0.5:8080"),
+            ("origin", "https://evil.example"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-host", "chat.example")
         ]));
         // Two Origins: which page sent it cannot be told.
         assert!(cross(&[

@@ -134,7 +134,7 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
     .unwrap();
     let key_s = key.to_str().unwrap();
     let claims_s = claims.to_str().unwrap();
-    ok(&[
+    let to_alice = [
         "issuer",
         "issue",
         "--key",
@@ -145,27 +145,16 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
         "insurance-card",
         "--claims",
         claims_s,
-        "--data-dir",
-        data,
-    ]);
-    // An already expired credential is refused at issuance.
-    let (issued, _, err) = cli(&[
-        "issuer",
-        "issue",
-        "--key",
-        key_s,
-        "--user",
-        "alice",
-        "--type",
-        "insurance-card",
-        "--claims",
-        claims_s,
-        "--valid-days",
-        "0",
-        "--data-dir",
-        data,
-    ]);
-    assert!(!issued && err.contains("expired"), "{err}");
+    ];
+    ok(&[&to_alice[..], &["--data-dir", data]].concat());
+    // An already expired credential is refused at issuance, nor written
+    // to a file for later.
+    let stillborn = tmp.path().join("expired.json");
+    for target in [["--data-dir", data], ["--out", stillborn.to_str().unwrap()]] {
+        let (issued, _, err) = cli(&[&to_alice[..], &["--valid-days", "0"], &target].concat());
+        assert!(!issued && err.contains("expired"), "{err}");
+    }
+    assert!(!stillborn.exists());
     // Bob's credential goes through the API, signed by the issuer.
     let bobs = tmp.path().join("bob.json");
     ok(&[

@@ -130,64 +130,40 @@ impl SigningKey {
 }
 
 /// Whether `signature` (raw bytes) is `public_key`'s signature of `message`.
+/// A weak key ([`weak_public_key`]) verifies nothing.
 pub fn verify(public_key: &str, message: &[u8], signature: &[u8]) -> bool {
     let Ok(key) = B64URL.decode(public_key) else {
         return false;
     };
-    key.len() == 32
-        && UnparsedPublicKey::new(&ED25519, key)
+    let Ok(raw) = <[u8; 32]>::try_from(key.as_slice()) else {
+        return false;
+    };
+    !weak_public_key(&raw)
+        && UnparsedPublicKey::new(&ED25519, raw)
             .verify(message, signature)
             .is_ok()
 }
 
-/// The y coordinates of the Ed25519 points of small order (1, 2, 4 and
-/// 8), little-endian: under such a public key, signatures can be made
-/// without any secret.
-const SMALL_ORDER_Y: [[u8; 32]; 5] = [
-    // 1, the neutral point.
-    hex32("0100000000000000000000000000000000000000000000000000000000000000"),
-    // p - 1, of order 2.
-    hex32("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
-    // 0, the two points of order 4.
-    hex32("0000000000000000000000000000000000000000000000000000000000000000"),
-    // The four points of order 8.
-    hex32("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
-    hex32("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
-];
-
-const fn hex32(hex: &str) -> [u8; 32] {
-    let hex = hex.as_bytes();
-    let mut out = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        out[i] = nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]);
-        i += 1;
-    }
-    out
-}
-
-const fn nibble(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        _ => c - b'a' + 10,
-    }
-}
-
-/// Whether a 32-byte Ed25519 public key is one no key pair should have:
-/// a point of small order, whatever its sign bit (anyone can sign under
-/// it), or a coordinate written past the field's modulus (no key pair
-/// encodes one so). Such a key is refused wherever one is registered.
+/// Whether a 32-byte Ed25519 public key is one no key pair has: not a
+/// point of the curve, a point of small order (anyone can make signatures
+/// that verify under it, whatever the message), or a coordinate written
+/// past the field's modulus (no key pair encodes one so). Such a key is
+/// refused wherever one is registered, and nothing verifies under it.
 pub fn weak_public_key(key: &[u8; 32]) -> bool {
     let mut y = *key;
     y[31] &= 0x7f;
     // y ≥ p = 2^255 - 19: all ones above the lowest byte, which is ≥ 0xed.
     let past_modulus = y[0] >= 0xed && y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f;
-    past_modulus || SMALL_ORDER_Y.contains(&y)
+    past_modulus || ed25519_dalek::VerifyingKey::from_bytes(key).map_or(true, |k| k.is_weak())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hex32(hex: &str) -> [u8; 32] {
+        hex::decode(hex).unwrap().try_into().unwrap()
+    }
 
     #[test]
     fn small_order_and_past_modulus_keys_are_weak_and_real_ones_are_not() {
@@ -201,9 +177,21 @@ mod tests {
             "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
             "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
             "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            // y = 2 is on no point of the curve.
+            "0200000000000000000000000000000000000000000000000000000000000000",
         ] {
             assert!(weak_public_key(&hex32(hex)), "{hex}");
         }
+        // Under the neutral point, the neutral point and s = 0 make a
+        // signature of any message: verify refuses the key, whatever ring
+        // would say.
+        let neutral = B64URL.encode(hex32(
+            "0100000000000000000000000000000000000000000000000000000000000000",
+        ));
+        let mut forged =
+            hex32("0100000000000000000000000000000000000000000000000000000000000000").to_vec();
+        forged.extend([0u8; 32]);
+        assert!(!verify(&neutral, b"approve com.evil 1.0.0", &forged));
         for _ in 0..32 {
             let key = SigningKey::generate().unwrap();
             let raw: [u8; 32] = B64URL.decode(key.public_key()).unwrap().try_into().unwrap();

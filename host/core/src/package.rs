@@ -388,6 +388,34 @@ mod tests {
         .unwrap()
     }
 
+    /// A signature anyone can make (under the neutral point, with the
+    /// neutral point and s = 0) does not verify: an auditor's `inspect`
+    /// says so, and nothing approves it.
+    #[test]
+    fn a_signature_under_a_weak_key_does_not_verify() {
+        let mut p = package();
+        let neutral = {
+            let mut k = [0u8; 32];
+            k[0] = 1;
+            k
+        };
+        let mut forged = neutral.to_vec();
+        forged.extend([0u8; 32]);
+        p.signature = Some(Signature {
+            algorithm: "ed25519".into(),
+            public_key: B64URL.encode(neutral),
+            manifest_sha256: p.manifest_sha256(),
+            component_sha256: p.component_sha256(),
+            signature: B64URL.encode(forged),
+        });
+        let read = Package::from_bytes(&p.to_bytes()).unwrap();
+        assert!(matches!(read.verify(), Err(PackageError::BadSignature(_))));
+        assert!(matches!(
+            read.verify_but_component(),
+            Err(PackageError::BadSignature(_))
+        ));
+    }
+
     /// A package stored under rules a host tightened since still reads
     /// back (its app keeps running); a new one is held to the new rules.
     #[test]

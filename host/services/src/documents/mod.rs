@@ -257,6 +257,9 @@ impl IssuerKeyFile {
         valid_secs: u64,
     ) -> anyhow::Result<Issuance> {
         check_name("credential type", credential_type)?;
+        if valid_secs == 0 {
+            anyhow::bail!("a credential valid for no time is expired when issued");
+        }
         check_claims(claims.iter().map(|(n, v)| (n.as_str(), v.as_str())))?;
         let disclosures: Vec<String> = claims
             .iter()
@@ -496,7 +499,7 @@ impl Documents {
         })?;
         if superapp_core::keys::weak_public_key(&raw) {
             return Err(DocumentError::Invalid(
-                "the public key is a weak Ed25519 key, which anyone could sign under: generate one with `superapp issuer keygen`".into(),
+                "the public key is a weak or invalid Ed25519 key (off the curve, or one anyone could sign under): generate one with `superapp issuer keygen`".into(),
             ));
         }
         // Users tell issuers apart by name in document sheets, and a key

@@ -349,7 +349,7 @@ pub fn check_public_key(key: &str) -> Result<(), RegistryError> {
         .and_then(|k| k.try_into().ok());
     match raw {
         Some(raw) if superapp_core::keys::weak_public_key(&raw) => Err(RegistryError::Invalid(
-            format!("`{key}` is a weak Ed25519 public key, which anyone could sign under: generate a key pair"),
+            format!("`{key}` is a weak or invalid Ed25519 public key (off the curve, or one anyone could sign under): generate a key pair"),
         )),
         Some(_) => Ok(()),
         None => Err(RegistryError::Invalid(format!(
@@ -798,8 +798,13 @@ impl Registry {
                 "a publisher needs at least one public key".into(),
             ));
         }
-        for key in keys {
+        for (i, key) in keys.iter().enumerate() {
             check_public_key(key)?;
+            if keys[..i].contains(key) {
+                return Err(RegistryError::Invalid(format!(
+                    "key `{key}` is given twice"
+                )));
+            }
             self.check_key_free(key, Some(id), actor)?;
         }
         let publisher = Publisher {

@@ -1092,6 +1092,8 @@ fn a_weak_key_is_no_publishers_or_auditors() {
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         "7P_______________________________________38",
+        // y = 2: no point of the curve.
+        "AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
     ] {
         let publisher =
             f.registry
@@ -1108,4 +1110,13 @@ fn a_weak_key_is_no_publishers_or_auditors() {
             "{weak}: {auditor:?}"
         );
     }
+    // Nor a key given twice.
+    let key = SigningKey::generate().unwrap().public_key();
+    let twice =
+        f.registry
+            .add_publisher("Twice Ltd", "Twice", &[key.clone(), key], &Actor::Operator);
+    assert!(
+        matches!(&twice, Err(RegistryError::Invalid(m)) if m.contains("twice")),
+        "{twice:?}"
+    );
 }

@@ -125,3 +125,33 @@ pub fn texts(view: &View) -> Vec<String> {
     walk(&view.body, &mut out);
     out
 }
+
+/// `superapp plugin check` of hello's component with the manifest at `path`.
+pub fn check_hello_with(path: &Path) -> Output {
+    superapp()
+        .args(["plugin", "check"])
+        .arg(component("hello"))
+        .arg("--manifest")
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+/// What a publisher's own tools might make where `pack` and `sign` refuse
+/// to (a component no host would load): the manifest at `manifest` with
+/// `component`, signed with the key file `key` when given, written to `out`.
+pub fn made_elsewhere(
+    manifest: &Path,
+    component: &[u8],
+    out: &Path,
+    key: Option<&Path>,
+) -> Vec<u8> {
+    let mut package =
+        superapp_core::Package::new(std::fs::read(manifest).unwrap(), component.to_vec()).unwrap();
+    if let Some(key) = key {
+        package.sign(&superapp_core::keys::SigningKey::load(key).unwrap());
+    }
+    let bytes = package.to_bytes();
+    std::fs::write(out, &bytes).unwrap();
+    bytes
+}

@@ -206,7 +206,20 @@ fn extra_exports_are_reported_and_missing_ones_refused() {
             .arg(&pkg)
             .output()
             .unwrap();
-        assert!(packed.status.success(), "{}", stderr(&packed));
+        if errors > 0 {
+            // No host would load it, so the provider's tool packs nothing;
+            // an auditor may still be sent one made by other means.
+            assert!(!packed.status.success());
+            assert!(
+                stderr(&packed).contains("does not export `event`"),
+                "{}",
+                stderr(&packed)
+            );
+            assert!(!pkg.exists());
+            made_elsewhere(&folder.join("plugin.toml"), bytes, &pkg, None);
+        } else {
+            assert!(packed.status.success(), "{}", stderr(&packed));
+        }
         let out = superapp()
             .args(["audit", "inspect", "--json"])
             .arg(&pkg)
@@ -232,4 +245,77 @@ fn extra_exports_are_reported_and_missing_ones_refused() {
             "{report}"
         );
     }
+}
+
+/// The provider's tools hold a package to what the host and the registry
+/// will: `pack` and `sign` refuse a component that imports what its
+/// manifest does not offer (here WASI), `check` a manifest the registry
+/// would refuse (a direction override in the name).
+#[test]
+fn the_provider_tools_refuse_what_no_host_would_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasi = dir.path().join("wasi.wasm");
+    std::fs::write(
+        &wasi,
+        component_importing(
+            "package wasi:cli@0.2.0 { interface environment { get-arguments: func() -> list<string>; } }",
+            "wasi:cli/environment@0.2.0",
+        ),
+    )
+    .unwrap();
+    let pkg = dir.path().join("wasi.pkg");
+    let packed = superapp()
+        .args(["plugin", "pack", "--quiet", "--component"])
+        .arg(&wasi)
+        .arg("--out")
+        .arg(&pkg)
+        .arg(plugin_dir("hello"))
+        .output()
+        .unwrap();
+    assert_eq!(packed.status.code(), Some(1));
+    assert!(
+        stderr(&packed).contains("wasi:cli/environment"),
+        "{}",
+        stderr(&packed)
+    );
+    assert!(!pkg.exists());
+
+    // One made by other means is not signed either.
+    let made = made_elsewhere(
+        &manifest("hello"),
+        &std::fs::read(&wasi).unwrap(),
+        &pkg,
+        None,
+    );
+    let key = dir.path().join("key.pem");
+    let generated = superapp()
+        .args(["keys", "generate", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let signed = superapp()
+        .args(["plugin", "sign"])
+        .arg(&pkg)
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(signed.status.code(), Some(1));
+    assert!(
+        stderr(&signed).contains("wasi:cli/environment"),
+        "{}",
+        stderr(&signed)
+    );
+    assert_eq!(std::fs::read(&pkg).unwrap(), made, "left as it was");
+
+    let turned = dir.path().join("plugin.toml");
+    let text = std::fs::read_to_string(manifest("hello")).unwrap();
+    std::fs::write(
+        &turned,
+        text.replacen("name = \"Hello\"", "name = \"Hel\u{202E}lo\"", 1),
+    )
+    .unwrap();
+    let checked = check_hello_with(&turned);
+    assert_eq!(checked.status.code(), Some(1), "{}", stdout(&checked));
 }

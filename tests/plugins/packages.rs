@@ -356,10 +356,11 @@ fn inspect_names_undeclared_imports_as_errors_and_unused_declarations_as_warning
     generate_key(&key);
 
     let pkg = dir.path().join("undeclared.pkg");
-    pack(
-        &plugin_dir("testing/undeclared-payments"),
-        &component("testing/undeclared-payments"),
+    crate::common::made_elsewhere(
+        &plugin_dir("testing/undeclared-payments").join("plugin.toml"),
+        &std::fs::read(component("testing/undeclared-payments")).unwrap(),
         &pkg,
+        Some(&key),
     );
     let sign = |file: &Path| {
         let o = superapp()
@@ -371,7 +372,6 @@ fn inspect_names_undeclared_imports_as_errors_and_unused_declarations_as_warning
             .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
     };
-    sign(&pkg);
     let (ok, report) = inspect(&pkg);
     assert!(!ok);
     assert_eq!(report["signature"]["status"], "valid");
@@ -466,13 +466,7 @@ fn cut_foreign_and_oversized_files_are_refused_and_nothing_is_written() {
         ),
     )
     .unwrap();
-    let out = superapp()
-        .args(["plugin", "check"])
-        .arg(component("hello"))
-        .arg("--manifest")
-        .arg(&manifest)
-        .output()
-        .unwrap();
+    let out = crate::common::check_hello_with(&manifest);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("xxxx"), "{}", stderr(&out));
     assert!(
@@ -543,10 +537,11 @@ fn diff_marks_what_a_new_version_asks_for_as_an_escalation() {
     );
 
     let other = dir.path().join("other.pkg");
-    pack(
-        &plugin_dir("testing/undeclared-payments"),
-        &component("testing/undeclared-payments"),
+    crate::common::made_elsewhere(
+        &plugin_dir("testing/undeclared-payments").join("plugin.toml"),
+        &std::fs::read(component("testing/undeclared-payments")).unwrap(),
         &other,
+        None,
     );
     let out = superapp()
         .args(["audit", "diff"])

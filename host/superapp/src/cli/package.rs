@@ -72,6 +72,7 @@ pub fn pack(args: PackArgs<'_>) -> anyhow::Result<ExitCode> {
     let bytes = read_file(&component, PACKAGE_LIMIT)?;
     check_preamble(&component, &bytes)?;
     let package = Package::new(manifest, bytes)?;
+    refuse_unloadable(&package)?;
     write_package(out, &package.to_bytes())?;
     let m = package.manifest();
     eprintln!("packed {} into {} (unsigned)", m.label(), out.display());
@@ -162,6 +163,8 @@ pub fn publish(file: &Path, key: &Path, server: &str) -> anyhow::Result<ExitCode
 /// `plugin sign`: add (or replace) the publisher's signature.
 pub fn sign(file: &Path, key: &Path, out: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut package = read(file)?;
+    check_preamble(file, package.component())?;
+    refuse_unloadable(&package)?;
     let key = SigningKey::load(key)?;
     package.sign(&key);
     let out = out.unwrap_or(file);
@@ -245,6 +248,27 @@ fn analyze(runtime: &Runtime, package: &Package) -> Result<ImportAnalysis, Strin
         &component,
         package.manifest(),
     ))
+}
+
+/// Refuse to pack or sign what no host would load: a component that
+/// does not compile, imports what its manifest does not declare (or what
+/// the contract does not offer), or lacks an export every mini-program
+/// has. Every problem is named at once.
+fn refuse_unloadable(package: &Package) -> anyhow::Result<()> {
+    let runtime = inspecting_runtime()?;
+    let analysis = analyze(&runtime, package).map_err(|e| anyhow::anyhow!(e))?;
+    let mut problems: Vec<String> = analysis.errors.iter().map(|e| e.to_string()).collect();
+    problems.extend(analysis.missing_exports.iter().map(|name| {
+        format!("the component does not export `{name}`, which every mini-program must")
+    }));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no host would load {}: {}",
+        package.manifest().label(),
+        problems.join("; ")
+    )
 }
 
 pub fn inspect(runtime: &Runtime, package: &Package) -> Inspection {

@@ -75,7 +75,9 @@ pub enum PluginCommand {
     },
     /// Pack a plugin into one package file: its plugin.toml and its
     /// component (built first, unless --component is given). The same
-    /// inputs always make the same bytes. Prints the package digest.
+    /// inputs always make the same bytes. Refuses a component no host
+    /// would load (an import its manifest does not declare, a missing
+    /// export). Prints the package digest.
     Pack {
         /// The plugin crate (default: the current directory).
         dir: Option<PathBuf>,
@@ -99,7 +101,8 @@ pub enum PluginCommand {
     },
     /// Sign a package with the publisher's key (from `superapp keys
     /// generate`): an Ed25519 signature over the digests of its manifest
-    /// and component. Replaces an earlier signature. Prints the digest.
+    /// and component. Replaces an earlier signature. Refuses, as pack does,
+    /// a package no host would load. Prints the digest.
     Sign {
         file: PathBuf,
         #[arg(long)]
@@ -349,7 +352,14 @@ struct CheckReport<'a> {
 
 fn check(component: &Path, manifest: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let runtime = super::package::inspecting_runtime()?;
-    let result = runtime.load_files(manifest, component);
+    // What `plugin pack` and the registry hold a new package to, besides
+    // what the host loads.
+    let result = runtime.load_files(manifest, component).and_then(|app| {
+        match app.manifest().check_publishable() {
+            Ok(()) => Ok(app),
+            Err(e) => Err(LoadError::Manifest(e)),
+        }
+    });
     let report = match &result {
         Ok(app) => CheckReport {
             ok: true,

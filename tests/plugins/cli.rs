@@ -236,20 +236,31 @@ fn run_reports_limits_and_bad_input_with_nonzero_exit() {
         stderr(&out)
     );
 
-    let bad = superapp()
-        .args(["plugin", "run"])
-        .arg(component("hello"))
-        .arg("--manifest")
-        .arg(manifest("hello"))
-        .args(["--event", "save-name", "--payload", "{not json"])
-        .output()
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(
-        stderr(&bad).contains("--payload is not valid JSON"),
-        "{}",
-        stderr(&bad)
-    );
+    // Bad input is named, briefly: a long payload is not echoed whole.
+    let long = format!("{{not json {}", "x".repeat(60_000));
+    for (args, says) in [
+        (
+            vec!["--event", "save-name", "--payload", long.as_str()],
+            "--payload is not valid JSON",
+        ),
+        (
+            vec!["--http-plain", "http://localhost:8081"],
+            "is not HOST:PORT",
+        ),
+        (vec!["--http-plain", "localhost"], "is not HOST:PORT"),
+    ] {
+        let bad = superapp()
+            .args(["plugin", "run"])
+            .arg(component("hello"))
+            .arg("--manifest")
+            .arg(manifest("hello"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(1), "{args:?}");
+        let err = stderr(&bad);
+        assert!(err.contains(says) && err.len() < 2_000, "{args:?}: {err}");
+    }
 
     // Only what users are asked about can be refused.
     let unaskable = superapp()
@@ -429,6 +440,32 @@ fn new_plugin_builds_and_runs_as_generated() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("not a valid plugin name"));
+    // Nor a crate Cargo could not tell from the SDK's, nor a publisher the
+    // registry would refuse; nothing is made for either.
+    for (args, says) in [
+        (&["superapp-sdk"][..], "crate every plugin builds with"),
+        (&["serde-json"][..], "crate every plugin builds with"),
+        (
+            &["clinic", "--publisher", "City\u{202E}Hospital"][..],
+            "--publisher",
+        ),
+        (&["clinic", "--publisher", ""][..], "--publisher"),
+    ] {
+        let refused = superapp()
+            .args(["plugin", "new"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("XDG_DATA_HOME", &data)
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&refused).contains(says),
+            "{args:?}: {}",
+            stderr(&refused)
+        );
+        assert!(!dir.path().join(args[0]).exists(), "{args:?}");
+    }
 }
 
 #[test]

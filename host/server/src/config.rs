@@ -616,13 +616,11 @@ impl FileConfig {
                 .collect()
         };
         let plain_http = lower(&self.http_plain_origins);
-        for pair in &plain_http {
-            let ok = pair
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !ok {
-                bail!("http-plain-origins: `{pair}` is not HOST:PORT");
-            }
+        if let Some(pair) = plain_http
+            .iter()
+            .find(|p| !superapp_services::egress::is_host_port(p))
+        {
+            bail!("http-plain-origins: `{pair}` is not HOST:PORT");
         }
         let mut hosts = std::collections::BTreeMap::new();
         for (name, ips) in self.http_hosts.iter().flatten() {

@@ -19,6 +19,30 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A crate may not be named as the SDK or one of its dependencies: Cargo
+/// could not tell the two apart.
+fn refuse_sdk_names(name: &str, sdk_manifest: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(sdk_manifest)
+        .with_context(|| format!("cannot read {}", sdk_manifest.display()))?;
+    let sdk: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not a Cargo manifest", sdk_manifest.display()))?;
+    let package = sdk
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str());
+    let dependencies = sdk
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .into_iter()
+        .flat_map(|d| d.keys().map(String::as_str));
+    let same = |taken: &str| taken.replace('_', "-") == name.replace('_', "-");
+    if let Some(taken) = package.into_iter().chain(dependencies).find(|t| same(t)) {
+        bail!("`{name}` is the name of a crate every plugin builds with (`{taken}`): choose another name");
+    }
+    Ok(())
+}
+
 fn toml_string(s: &str) -> String {
     // A TOML basic string; serde's JSON escaping is a valid subset.
     serde_json::to_string(s).expect("strings always serialize")
@@ -39,6 +63,7 @@ pub fn new_plugin(dir: &Path, name: &str, publisher: &str, sdk: &Path) -> anyhow
             sdk.display()
         );
     }
+    refuse_sdk_names(name, &sdk.join("Cargo.toml"))?;
     let cargo_toml = format!(
         r#"[package]
 name = "{name}"
@@ -87,6 +112,13 @@ time-ms = 500
         title = toml_string(name),
         publisher = toml_string(publisher),
     );
+    // What `plugin pack` and the registry will hold it to, said now.
+    superapp_core::Manifest::parse(&plugin_toml)
+        .map_err(anyhow::Error::from)
+        .and_then(|m| m.check_publishable().map_err(anyhow::Error::from))
+        .context(
+            "the plugin.toml this would write is not one the registry takes (check --publisher)",
+        )?;
     let lib_rs = r#"//! A superapp mini-program. Build it with `superapp plugin build`, try it
 //! with `superapp plugin run`.
 

@@ -46,6 +46,14 @@ pub struct EgressConfig {
     pub per_app_rate: u32,
 }
 
+/// Whether `pair` is a `host:port` pair as [`EgressConfig::plain_http`]
+/// lists them: a host, a colon, a port number.
+pub fn is_host_port(pair: &str) -> bool {
+    pair.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(['/', '@', ' ']) && port.parse::<u16>().is_ok()
+    })
+}
+
 impl Default for EgressConfig {
     fn default() -> Self {
         EgressConfig {

@@ -268,6 +268,12 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             let cache_dir = cache_dir.or_else(default_cache_dir);
+            if let Some(pair) = http_plain
+                .iter()
+                .find(|p| !superapp_services::egress::is_host_port(p))
+            {
+                bail!("--http-plain `{pair}` is not HOST:PORT (such as localhost:8081)");
+            }
             let egress = EgressConfig {
                 plain_http: http_plain.iter().map(|h| h.to_ascii_lowercase()).collect(),
                 private_hosts: http_private_host
@@ -319,8 +325,11 @@ fn action_event(name: String, payload: Option<&str>) -> anyhow::Result<Event> {
         fields: Vec::new(),
     };
     if let Some(text) = payload {
-        let value: serde_json::Value = serde_json::from_str(text)
-            .with_context(|| format!("--payload is not valid JSON: {text}"))?;
+        let value: serde_json::Value = serde_json::from_str(text).with_context(|| {
+            let shown: String = text.chars().take(200).collect();
+            let more = if shown.len() < text.len() { "…" } else { "" };
+            format!("--payload is not valid JSON: {shown}{more}")
+        })?;
         match value {
             serde_json::Value::String(s) => action.value = Some(s),
             serde_json::Value::Object(map) => {

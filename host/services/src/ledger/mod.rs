@@ -10,6 +10,7 @@
 
 pub mod orders;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,11 @@ impl AccountRef {
             owner: "mint".to_string(),
             currency: currency.to_string(),
         }
+    }
+
+    /// `user alice EUR`: how a check names the account.
+    fn label(&self) -> String {
+        format!("{} {} {}", self.kind.tag(), self.owner, self.currency)
     }
 
     /// kind ‖ 0 ‖ owner ‖ 0 ‖ currency: an owner's accounts are one prefix.
@@ -507,17 +513,15 @@ impl Ledger {
     /// issued. Reads everything: an operator's tool, not a request path.
     pub fn check(&self) -> Result<CheckReport, LedgerError> {
         let mut report = CheckReport::default();
+        // Each posting's transfer, account, amount and counterparty: every
+        // transfer must have its two, and every posting its transfer.
+        let mut legs: HashMap<String, Vec<(AccountRef, i64, AccountRef)>> = HashMap::new();
         for (_, v) in self
             .store
             .scan(Tree::Accounts, b"", None, usize::MAX, false)?
         {
             let account: Account = superapp_store::decode(Tree::Accounts, &v)?;
-            let name = format!(
-                "{} {} {}",
-                account.id.kind.tag(),
-                account.id.owner,
-                account.id.currency
-            );
+            let name = account.id.label();
             let mut prefix = account.id.key();
             prefix.push(0);
             let postings = self
@@ -526,6 +530,11 @@ impl Ledger {
             let mut sum: i64 = 0;
             for (i, (_, p)) in postings.iter().enumerate() {
                 let p: Posting = superapp_store::decode(Tree::Postings, p)?;
+                legs.entry(p.transfer.clone()).or_default().push((
+                    account.id.clone(),
+                    p.amount,
+                    p.counterparty.clone(),
+                ));
                 sum += p.amount;
                 if p.seq != i as u64 || p.balance_after != sum {
                     report.problems.push(format!(
@@ -565,7 +574,73 @@ impl Ledger {
                 ));
             }
         }
+        self.check_records(legs, &mut report)?;
         Ok(report)
+    }
+
+    /// The records beside the postings: each transfer has exactly its two
+    /// legs (out of the payer, into the payee, for its amount), each
+    /// posting a transfer, each idempotency key a transfer, and each
+    /// top-up its key (without it, a retry would issue the money again).
+    fn check_records(
+        &self,
+        mut legs: HashMap<String, Vec<(AccountRef, i64, AccountRef)>>,
+        report: &mut CheckReport,
+    ) -> Result<(), LedgerError> {
+        let mut topups = std::collections::BTreeSet::new();
+        let mut recorded = std::collections::HashSet::new();
+        for (_, v) in self
+            .store
+            .scan(Tree::Transfers, b"t\0", None, usize::MAX, false)?
+        {
+            let t: Transfer = superapp_store::decode(Tree::Transfers, &v)?;
+            let amount = t.amount as i64;
+            let mut expected = vec![
+                (t.from.clone(), -amount, t.to.clone()),
+                (t.to.clone(), amount, t.from.clone()),
+            ];
+            let mut found = legs.remove(&t.id).unwrap_or_default();
+            expected.sort();
+            found.sort();
+            if found != expected {
+                report.problems.push(format!(
+                    "transfer {}: its postings are not one out of {} and one into {} for {}",
+                    t.id,
+                    t.from.label(),
+                    t.to.label(),
+                    t.amount
+                ));
+            }
+            if t.kind == TransferKind::Topup {
+                topups.insert(t.id.clone());
+            }
+            recorded.insert(t.id);
+        }
+        for id in legs.keys() {
+            report.problems.push(format!(
+                "postings name transfer {id}, which is not recorded"
+            ));
+        }
+        for (k, v) in self
+            .store
+            .scan(Tree::Transfers, b"k\0", None, usize::MAX, false)?
+        {
+            let used: KeyUse = superapp_store::decode(Tree::Transfers, &v)?;
+            if !recorded.contains(&used.transfer) {
+                report.problems.push(format!(
+                    "idempotency key {} names transfer {}, which is not recorded",
+                    String::from_utf8_lossy(&k[2..]).replace('\0', "/"),
+                    used.transfer
+                ));
+            }
+            topups.remove(&used.transfer);
+        }
+        for id in topups {
+            report.problems.push(format!(
+                "top-up {id} has no idempotency key: a retry of it would issue the money again"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -723,6 +798,54 @@ mod tests {
                 other => panic!("{refused}: {other:?}"),
             }
         }
+    }
+
+    /// Records removed offline while every sum still agrees are found: a
+    /// transfer's record, a top-up's idempotency key (a retry would issue
+    /// the money again), a key whose transfer is gone.
+    #[test]
+    fn the_check_finds_records_removed_while_the_sums_agree() {
+        let tampered = |remove: &dyn Fn(&Ledger, &Transfer, &Transfer), says: &str| {
+            let (_d, l) = ledger();
+            let topup = l.topup("alice", 100, "EUR", "t-alice", "test").unwrap();
+            let lunch = l.transfer(&pay("alice", "bob", 30, Some("k1"))).unwrap();
+            assert!(l.check().unwrap().problems.is_empty());
+            remove(&l, &topup, &lunch);
+            let problems = l.check().unwrap().problems;
+            assert!(
+                problems.iter().any(|p| p.contains(says)),
+                "{says}: {problems:?}"
+            );
+        };
+        let delete = |l: &Ledger, key: Vec<u8>| {
+            l.store
+                .transact(&[Tree::Transfers], |t| {
+                    t.delete(Tree::Transfers, &key)?;
+                    Ok::<_, Abort<()>>(())
+                })
+                .unwrap();
+        };
+        tampered(
+            &|l, _, lunch| delete(l, transfer_key(&lunch.id)),
+            "which is not recorded",
+        );
+        tampered(
+            &|l, _, _| delete(l, idempotency_key("topup", "t-alice")),
+            "has no idempotency key",
+        );
+        tampered(
+            &|l, topup, _| {
+                let mut changed = topup.clone();
+                changed.amount = 1;
+                l.store
+                    .transact(&[Tree::Transfers], |t| {
+                        txn_put(t, Tree::Transfers, &transfer_key(&topup.id), &changed)?;
+                        Ok::<_, Abort<()>>(())
+                    })
+                    .unwrap();
+            },
+            "its postings are not one out of mint mint EUR and one into user alice EUR for 1",
+        );
     }
 
     #[test]

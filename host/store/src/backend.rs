@@ -44,7 +44,8 @@ pub enum Tree {
     Orders,
     /// Document issuers (`i` ‖ id) and their revocations (`r` ‖ issuer ‖ credential).
     Issuers,
-    /// user ‖ credential id → a credential in the user's document wallet.
+    /// user ‖ issuer ‖ credential id → a credential in the user's document
+    /// wallet (user ‖ credential id for ones kept before the issuer was in the key).
     Credentials,
     /// Document requests by id.
     DocRequests,

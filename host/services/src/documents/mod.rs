@@ -95,7 +95,7 @@ pub enum DocumentError {
     #[error("the credential does not verify: {0}")]
     Verify(VerifyError),
     #[error(
-        "this user holds another credential with id `{0}`: an issuer gives each credential an id of its own"
+        "this user holds another credential of this issuer with id `{0}`: an issuer gives each credential an id of its own"
     )]
     HeldAlready(String),
     #[error("no such request")]
@@ -122,7 +122,16 @@ fn revocation_key(issuer: &str, credential: &str) -> Vec<u8> {
     format!("r\0{issuer}\0{credential}").into_bytes()
 }
 
-fn held_key(user: &str, credential: &str) -> Vec<u8> {
+/// A credential in `user`'s wallet, by its issuer and the id that issuer
+/// gave it: ids are each issuer's own, so another's id tells nothing about
+/// what a wallet holds.
+fn held_key(user: &str, issuer: &str, credential: &str) -> Vec<u8> {
+    format!("{user}\0{issuer}\0{credential}").into_bytes()
+}
+
+/// Where wallets kept a credential before its issuer was part of the key
+/// (read, never written; a wallet's scan finds both).
+fn legacy_held_key(user: &str, credential: &str) -> Vec<u8> {
     format!("{user}\0{credential}").into_bytes()
 }
 
@@ -670,8 +679,15 @@ impl Documents {
             received_at: now_secs(),
         };
         let held = self.store.transact(&[Tree::Credentials], |t| {
-            let k = held_key(&holder.id, &held.id);
-            match txn_get::<Held>(t, Tree::Credentials, &k)? {
+            let k = held_key(&holder.id, &held.issuer, &held.id);
+            let earlier = match txn_get::<Held>(t, Tree::Credentials, &k)? {
+                Some(earlier) => Some(earlier),
+                None => {
+                    txn_get::<Held>(t, Tree::Credentials, &legacy_held_key(&holder.id, &held.id))?
+                        .filter(|earlier| earlier.issuer == held.issuer)
+                }
+            };
+            match earlier {
                 None => {
                     txn_put(t, Tree::Credentials, &k, &held)?;
                     Ok(held.clone())

@@ -117,19 +117,21 @@ fn a_credential_made_by_hand_is_held_to_what_the_issuer_tool_makes() {
 }
 
 #[test]
-fn a_credential_id_names_one_credential_in_a_wallet() {
+fn an_issuers_credential_id_names_one_credential_in_a_wallet() {
     let f = fixture();
     let first = by_hand(&f.key, "c1", "id-card", &[("name", "bob-1")]);
     let held = f.documents.accept(&first, &f.bob).unwrap();
     // The same credential again is no change.
     assert_eq!(f.documents.accept(&first, &f.bob).unwrap(), held);
-    // Another credential under its id is refused, by its issuer or another.
+    // Another credential of its issuer under its id is refused.
     let again = by_hand(&f.key, "c1", "id-card", &[("name", "bob-2")]);
     let refused = f.documents.accept(&again, &f.bob);
     assert!(
         matches!(refused, Err(DocumentError::HeldAlready(ref id)) if id == "c1"),
         "{refused:?}"
     );
+    // Another issuer's ids are its own: its `c1` is another credential,
+    // and its answer says nothing of what the wallet holds of others.
     let other = IssuerKeyFile::generate("gov.other").unwrap();
     f.documents
         .add_issuer(
@@ -140,13 +142,41 @@ fn a_credential_id_names_one_credential_in_a_wallet() {
             &other.public_key,
         )
         .unwrap();
-    let taken = by_hand(&other, "c1", "tax-card", &[("number", "7")]);
+    let theirs = by_hand(&other, "c1", "tax-card", &[("number", "7")]);
+    let theirs = f.documents.accept(&theirs, &f.bob).unwrap();
+    let mut wallet = f.documents.wallet(&f.bob.id).unwrap();
+    wallet.sort_by(|a, b| a.issuer.cmp(&b.issuer));
+    assert_eq!(wallet, [theirs, held]);
+}
+
+/// A wallet written when credentials were keyed by id alone still reads,
+/// and its credentials still count for their issuer's ids.
+#[test]
+fn credentials_kept_under_the_earlier_key_still_count() {
+    let f = fixture();
+    let first = by_hand(&f.key, "c1", "id-card", &[("name", "bob-1")]);
+    let held = f.documents.accept(&first, &f.bob).unwrap();
+    let store = &f.documents.store;
+    store
+        .transact(&[Tree::Credentials], |t| {
+            t.delete(Tree::Credentials, &held_key(&f.bob.id, "gov.test", "c1"))?;
+            txn_put(
+                t,
+                Tree::Credentials,
+                &legacy_held_key(&f.bob.id, "c1"),
+                &held,
+            )?;
+            Ok::<_, Abort<()>>(())
+        })
+        .unwrap();
+    assert_eq!(f.documents.wallet(&f.bob.id).unwrap(), [held.clone()]);
+    assert_eq!(f.documents.accept(&first, &f.bob).unwrap(), held);
+    let again = by_hand(&f.key, "c1", "id-card", &[("name", "bob-2")]);
     assert!(matches!(
-        f.documents.accept(&taken, &f.bob),
+        f.documents.accept(&again, &f.bob),
         Err(DocumentError::HeldAlready(_))
     ));
-    let wallet = f.documents.wallet(&f.bob.id).unwrap();
-    assert_eq!(wallet, [held]);
+    assert_eq!(f.documents.wallet(&f.bob.id).unwrap(), [held]);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::keys::{self, SigningKey};
 pub const MAX_NOTE: usize = 2_000;
 const CONTEXT: &str = "superapp audit decision v1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Approve,
@@ -32,7 +32,7 @@ impl Verdict {
 }
 
 /// A decision as the auditor signs it and the registry stores it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedDecision {
     pub app: String,
@@ -116,14 +116,19 @@ impl SignedDecision {
         Ok(())
     }
 
+    /// Whether the signature is the named key's over this decision as it
+    /// reads (a stored decision is not held to the note rules of today).
+    pub fn signed_by_its_key(&self) -> bool {
+        B64URL
+            .decode(&self.signature)
+            .is_ok_and(|sig| keys::verify(&self.auditor_key, &self.message(), &sig))
+    }
+
     /// Check the note and that the signature is the named key's. Whether
     /// that key is a trusted auditor's is the registry's question.
     pub fn verify(&self) -> Result<(), DecisionError> {
         self.check_note()?;
-        let ok = B64URL
-            .decode(&self.signature)
-            .is_ok_and(|sig| keys::verify(&self.auditor_key, &self.message(), &sig));
-        if ok {
+        if self.signed_by_its_key() {
             Ok(())
         } else {
             Err(DecisionError::BadSignature(self.auditor_key.clone()))

@@ -159,10 +159,20 @@ impl Release {
         self.decisions.last()
     }
 
+    /// Whether `signed` is about this release (app, version, package
+    /// digest) with `verdict`; its signature is checked apart.
+    fn decided_by(&self, verdict: Verdict, signed: &SignedDecision) -> bool {
+        signed.app == self.app
+            && signed.version == self.version
+            && signed.digest == self.digest
+            && signed.verdict == verdict
+    }
+
     /// Whether this record is what its stored package says: that package,
     /// signed by `signed_by`, with the app, version, publisher, name,
     /// description, capabilities (and their reasons) and limits of its
-    /// signed manifest. Users and auditors read the record, so a record
+    /// signed manifest, each auditor's decision signed and about it, and a
+    /// state its last decision gives. Users and auditors read the record, so a record
     /// changed apart from its package (the store edited offline) shows
     /// here, when the package is loaded. The component is not hashed: its
     /// digest is the signature's, which the precompile cache and the
@@ -191,6 +201,24 @@ impl Release {
                 declared_capabilities(m) != self.capabilities,
             ),
             ("limits", m.limits != self.limits),
+            (
+                "decisions",
+                self.decisions.iter().any(|d| match &d.by {
+                    DecidedBy::Auditor { signed, .. } => {
+                        !(self.decided_by(d.verdict, signed) && signed.signed_by_its_key())
+                    }
+                    DecidedBy::Policy { .. } => false,
+                }),
+            ),
+            (
+                "state",
+                self.state
+                    != match self.last_decision().map(|d| d.verdict) {
+                        None => State::Submitted,
+                        Some(Verdict::Approve) => State::Approved,
+                        Some(Verdict::Reject) => State::Rejected,
+                    },
+            ),
         ]
         .into_iter()
         .filter_map(|(field, differs)| differs.then_some(field))
@@ -404,6 +432,9 @@ pub struct Registry {
     audit: Arc<Audit>,
     policy: Policy,
     cache: Mutex<Cache>,
+    /// Auditors' decisions whose signatures were found to hold (checked
+    /// once per process; see [`Registry::decision_holds`]).
+    verified: Mutex<HashSet<SignedDecision>>,
 }
 
 /// What every launch reads, kept in memory: each app's releases (newest
@@ -427,7 +458,33 @@ impl Registry {
             audit,
             policy,
             cache: Mutex::default(),
+            verified: Mutex::default(),
         }
+    }
+
+    /// Whether `signed` is an auditor's decision about `release` as its
+    /// record has it: the same app, version and package digest, the
+    /// recorded `verdict`, and signed by the key it names. A decision
+    /// planted in the store (a made-up signature, another app's) does not
+    /// hold.
+    pub fn decision_holds(
+        &self,
+        release: &Release,
+        verdict: Verdict,
+        signed: &SignedDecision,
+    ) -> bool {
+        if !release.decided_by(verdict, signed) {
+            return false;
+        }
+        let verified = || self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified().contains(signed) {
+            return true;
+        }
+        let holds = signed.signed_by_its_key();
+        if holds {
+            verified().insert(signed.clone());
+        }
+        holds
     }
 
     /// [`Registry::new`] on a store that may have been written by an

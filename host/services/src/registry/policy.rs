@@ -127,9 +127,19 @@ impl Registry {
             return Ok(());
         }
         let trusted = match &last.by {
-            DecidedBy::Auditor { signed, .. } => self
-                .is_trusted(&signed.auditor_key)
-                .map_err(|e| e.to_string())?,
+            DecidedBy::Auditor { signed, .. } => {
+                let trusted = self
+                    .is_trusted(&signed.auditor_key)
+                    .map_err(|e| e.to_string())?;
+                if trusted && !self.decision_holds(release, last.verdict, signed) {
+                    return Err(format!(
+                        "{}'s approval by {} does not verify: it is not that auditor's signed approval of this package",
+                        release.version,
+                        last.decider()
+                    ));
+                }
+                trusted
+            }
             DecidedBy::Policy { .. } => false,
         };
         if trusted {

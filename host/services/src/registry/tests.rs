@@ -1120,3 +1120,66 @@ fn a_weak_key_is_no_publishers_or_auditors() {
         "{twice:?}"
     );
 }
+
+/// An approval planted in the store (another release's signed decision, or
+/// one with a made-up signature, under a trusted auditor's key) launches
+/// nothing, and the record check names it.
+#[test]
+fn an_approval_planted_in_the_store_does_not_hold() {
+    let f = fixture();
+    let sensitive = package("1.0.0", &["payments"], "Clinic Ltd", &f.publisher);
+    let approved = f
+        .registry
+        .submit(&sensitive, &Actor::Operator)
+        .unwrap()
+        .release;
+    let approved_at = decide(&f, &f.auditor, &sensitive, Verdict::Approve, now_secs())
+        .unwrap()
+        .release;
+    assert_eq!(f.registry.launchable(&approved_at), Ok(()));
+    assert_eq!(approved_at.check_package(&sensitive), Ok(()));
+
+    let next = package("1.0.1", &["payments"], "Clinic Ltd", &f.publisher);
+    let waiting = f.registry.submit(&next, &Actor::Operator).unwrap().release;
+    assert!(f.registry.launchable(&waiting).is_err());
+    let planted = |edit: &dyn Fn(&mut SignedDecision)| {
+        let mut forged = approved_at.clone();
+        forged.version = waiting.version.clone();
+        forged.digest = waiting.digest.clone();
+        forged.size = waiting.size;
+        forged.submitted_at = waiting.submitted_at;
+        if let DecidedBy::Auditor { signed, .. } = &mut forged.decisions[0].by {
+            edit(signed);
+        }
+        forged
+    };
+    type Edit<'a> = Box<dyn Fn(&mut SignedDecision) + 'a>;
+    let cases: [(&str, Edit); 3] = [
+        ("another release's decision", Box::new(|_| {})),
+        (
+            "a made-up signature",
+            Box::new(|s| {
+                s.version = "1.0.1".into();
+                s.digest = next.digest();
+                s.signature = "A".repeat(86);
+            }),
+        ),
+        (
+            "a signature of another decision",
+            Box::new(|s| {
+                s.version = "1.0.1".into();
+                s.digest = next.digest();
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        let forged = planted(edit.as_ref());
+        let refused = f.registry.launchable(&forged).unwrap_err();
+        assert!(refused.contains("does not verify"), "{what}: {refused}");
+        let problem = forged.check_package(&next).unwrap_err();
+        assert!(problem.contains("decisions"), "{what}: {problem}");
+    }
+    // The genuine approval still holds (and is not held up by the others).
+    assert_eq!(f.registry.launchable(&approved_at), Ok(()));
+    let _ = approved;
+}

@@ -926,15 +926,7 @@ async fn a_release_record_changed_apart_from_its_signed_package_is_not_served() 
         std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
     );
     let (alice, _) = hello_is_unavailable_to_alice(&server).await;
-    let (_, apps) = alice.get("/apps").await;
-    let ids: Vec<&str> = apps
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["id"].as_str().unwrap())
-        .collect();
-    assert!(ids.len() == 1 && ids[0].contains("probe"), "{apps}");
-    assert_eq!(probe(&alice, "clock", None).await.get(..3), Some("ok:"));
+    only_the_probe_is_listed_and_opens(&alice).await;
     assert!(server.terminate().success());
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(
@@ -970,4 +962,43 @@ async fn hello_is_unavailable_to_alice(server: &Server) -> (Client, Value) {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "app-unavailable");
     (alice, body)
+}
+
+/// A release record that no longer reads keeps its own app out, not the
+/// directory: the others are listed and open, the app answers 503
+/// `app-unavailable`, and `/readyz` names it.
+#[tokio::test]
+async fn an_unreadable_release_record_keeps_only_its_own_app_out() {
+    use superapp_store::{Abort, Store, Tree};
+    let s = hello_and_probe_opened_then_stopped().await;
+    {
+        let store = Store::open(&s.data.join("store")).unwrap();
+        store
+            .transact(&[Tree::Registry], |t| {
+                t.put(Tree::Registry, b"r\0dev.superapp.hello\x000.1.0", b"{junk")?;
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        store.close().unwrap();
+    }
+    let server = Server::start_in(&s.data, &[]);
+    let (alice, _) = hello_is_unavailable_to_alice(&server).await;
+    only_the_probe_is_listed_and_opens(&alice).await;
+    let ready = readyz(&server).await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["apps_unavailable"], json!(["dev.superapp.hello"]));
+}
+
+/// The directory lists the probe alone (hello is out), and it opens.
+async fn only_the_probe_is_listed_and_opens(alice: &Client) {
+    let (status, apps) = alice.get("/apps").await;
+    assert_eq!(status, StatusCode::OK, "{apps}");
+    let ids: Vec<&str> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.len() == 1 && ids[0].contains("probe"), "{apps}");
+    assert_eq!(probe(alice, "clock", None).await.get(..3), Some("ok:"));
 }

@@ -92,6 +92,15 @@ impl Host {
         let bucket = || rollout_bucket(&self.services.pseudonyms.for_app(user, app));
         let release = self.registry.resolve(app, bucket).map_err(|e| match e {
             RegistryError::UnknownApp(id) => HostError::NoApp(id),
+            // The host's fault, as a package that does not load.
+            RegistryError::Store(superapp_store::StoreError::Corrupt(why)) => {
+                tracing::error!(app, error = %why, "a release record does not read");
+                self.unloadable
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(app.to_string());
+                HostError::AppUnavailable(app.to_string())
+            }
             other => other.into(),
         })?;
         if let Some(app) = self.loaded_apps().get(&release.digest) {

@@ -602,6 +602,12 @@ impl Ledger {
             let mut found = legs.remove(&t.id).unwrap_or_default();
             expected.sort();
             found.sort();
+            if t.currency != t.from.currency || t.currency != t.to.currency {
+                report.problems.push(format!(
+                    "transfer {}: in {} between accounts of {} and {}",
+                    t.id, t.currency, t.from.currency, t.to.currency
+                ));
+            }
             if found != expected {
                 report.problems.push(format!(
                     "transfer {}: its postings are not one out of {} and one into {} for {}",
@@ -833,18 +839,37 @@ mod tests {
             &|l, _, _| delete(l, idempotency_key("topup", "t-alice")),
             "has no idempotency key",
         );
+        let rewrite = |l: &Ledger, changed: &Transfer| {
+            l.store
+                .transact(&[Tree::Transfers], |t| {
+                    txn_put(t, Tree::Transfers, &transfer_key(&changed.id), changed)?;
+                    Ok::<_, Abort<()>>(())
+                })
+                .unwrap();
+        };
         tampered(
             &|l, topup, _| {
-                let mut changed = topup.clone();
-                changed.amount = 1;
-                l.store
-                    .transact(&[Tree::Transfers], |t| {
-                        txn_put(t, Tree::Transfers, &transfer_key(&topup.id), &changed)?;
-                        Ok::<_, Abort<()>>(())
-                    })
-                    .unwrap();
+                rewrite(
+                    l,
+                    &Transfer {
+                        amount: 1,
+                        ..topup.clone()
+                    },
+                )
             },
             "its postings are not one out of mint mint EUR and one into user alice EUR for 1",
+        );
+        tampered(
+            &|l, _, lunch| {
+                rewrite(
+                    l,
+                    &Transfer {
+                        currency: "USD".into(),
+                        ..lunch.clone()
+                    },
+                )
+            },
+            "in USD between accounts of EUR and EUR",
         );
     }
 

@@ -200,6 +200,10 @@ impl Registry {
             match self.resolve(&app, || bucket_of(&app)) {
                 Ok(release) => out.push(Release::clone(&release)),
                 Err(RegistryError::NotLaunchable(_) | RegistryError::UnknownApp(_)) => {}
+                // One unreadable record keeps its app out, not the others.
+                Err(RegistryError::Store(superapp_store::StoreError::Corrupt(why))) => {
+                    tracing::error!(app = %app, error = %why, "a release record does not read")
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -540,6 +540,25 @@ async fn concurrent_transfers_and_a_crash_keep_every_balance_summing_to_what_was
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     assert_eq!(balance(&users[0]).await, 9_995);
+    // It is in the sender's access log once, in the same transaction
+    // (`wallet check` below holds every transfer to its entry); not in the
+    // recipient's.
+    let sent = |log: &Value| {
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "ledger.transfer")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (_, log) = users[0].get("/me/access-log").await;
+    let entries = sent(&log);
+    assert_eq!(entries.len(), 1, "{log}");
+    assert_eq!(entries[0]["outcome"], "sent");
+    assert_eq!(entries[0]["details"]["amount"], "5");
+    let (_, theirs) = users[1].get("/me/access-log").await;
+    assert!(sent(&theirs).is_empty(), "{theirs}");
     // A wrong password moves nothing.
     let (status, _) = users[0]
         .post("/wallet/transfers", json!({"to": "user1", "amount": 5, "currency": "EUR", "idempotency_key": "x", "password": "wrong-password"}))

@@ -39,6 +39,15 @@ use tokio::task::JoinHandle;
 /// Frames waiting to be published before new ones are dropped.
 const OUTBOX: usize = 16 * 1024;
 
+/// How long the connection may be silent before the client pings the
+/// server. The client gives a connection up after three unanswered pings,
+/// so a bus that hangs (its process stopped, a partition that drops rather
+/// than refuses) is "away" within about three of these, and live
+/// connections check their sessions in the store until it is back. Any
+/// traffic from the server counts as an answer, so a busy bus sends no
+/// pings; an idle one sends one small frame per interval.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The header that marks a message on a user's subject as a notice that
 /// some of their sessions ended (its payload the notice), not a push.
 const SESSION_ENDED: &str = "Superapp-Session-Ended";
@@ -87,6 +96,7 @@ impl NatsRelay {
             .no_echo()
             .name(format!("superapp {}", std::process::id()))
             .connection_timeout(Duration::from_secs(5))
+            .ping_interval(PING_INTERVAL)
             .event_callback(|event| async move {
                 tracing::info!(%event, "bus");
             })

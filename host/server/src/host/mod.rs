@@ -210,6 +210,13 @@ impl Host {
         let audit = Arc::new(Audit::open(store.clone())?);
         let consent = Arc::new(Consent::new(store.clone(), audit.clone()));
         let ledger = Arc::new(Ledger::new(store.clone(), audit.clone()));
+        let recorded = ledger.audit_earlier_transfers()?;
+        if recorded > 0 {
+            tracing::info!(
+                transfers = recorded,
+                "recorded in the audit log the top-ups and transfers made before it covered them"
+            );
+        }
         let orders = Arc::new(Orders::new(
             store.clone(),
             audit.clone(),

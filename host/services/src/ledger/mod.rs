@@ -123,6 +123,18 @@ pub enum TransferKind {
     Transfer,
 }
 
+impl TransferKind {
+    /// The kind in words.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransferKind::Topup => "top-up",
+            TransferKind::Payment => "payment",
+            TransferKind::Refund => "refund",
+            TransferKind::Transfer => "transfer",
+        }
+    }
+}
+
 /// One transfer, both legs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
@@ -393,6 +405,45 @@ pub struct CheckReport {
     pub problems: Vec<String>,
 }
 
+/// The audit entry of a top-up.
+const TOPUP_EVENT: &str = "ledger.topup";
+
+/// The audit entry of a transfer between users.
+const TRANSFER_EVENT: &str = "ledger.transfer";
+
+/// Set once the audit log names every top-up and transfer between users
+/// (see [`Ledger::audit_earlier_transfers`]).
+const AUDITED_KEY: &[u8] = b"ledger-audited";
+
+/// Whether a transfer of this kind has an audit entry of its own
+/// ([`TOPUP_EVENT`], [`TRANSFER_EVENT`]); payments and refunds are
+/// recorded by their orders' entries.
+fn is_audited(kind: TransferKind) -> bool {
+    matches!(kind, TransferKind::Topup | TransferKind::Transfer)
+}
+
+/// The audit entry of a top-up or a transfer between users, under the user
+/// whose money it is: who received a top-up, who sent a transfer.
+fn audited(t: &Transfer, outcome: &str) -> crate::audit::Event {
+    let (kind, user) = match t.kind {
+        TransferKind::Topup => (TOPUP_EVENT, &t.to.owner),
+        _ => (TRANSFER_EVENT, &t.from.owner),
+    };
+    let event = crate::audit::Event {
+        kind: kind.into(),
+        user: Some(user.clone()),
+        outcome: outcome.into(),
+        ..Default::default()
+    }
+    .with_detail("amount", t.amount.to_string())
+    .with_detail("currency", &t.currency)
+    .with_detail("transfer", &t.id);
+    match t.kind {
+        TransferKind::Topup => event,
+        _ => event.with_detail("to", &t.to.owner),
+    }
+}
+
 pub struct Ledger {
     store: Arc<Store>,
     audit: Arc<crate::audit::Audit>,
@@ -411,8 +462,88 @@ impl Ledger {
     }
 
     /// One transfer, in its own transaction.
+    ///
+    /// A transfer between users is recorded in the audit log in the same
+    /// transaction (a repeat records nothing again), as a top-up is: the
+    /// chain covers every movement of money, and [`Ledger::check`] holds
+    /// the ledger's records to it.
     pub fn transfer(&self, req: &TransferRequest) -> Result<Transfer, LedgerError> {
-        Ok(self.store.transact(&TREES, |t| apply(t, req))?)
+        let trees = crate::audit::with(&TREES);
+        Ok(self.store.transact(&trees, |t| {
+            let replay = match &req.idempotency {
+                Some((scope, key)) => t
+                    .get(Tree::Transfers, &idempotency_key(scope, key))?
+                    .is_some(),
+                None => false,
+            };
+            let done = apply(t, req)?;
+            if !replay && req.kind == TransferKind::Transfer {
+                self.audit.append_in(t, audited(&done, "sent"))?;
+            }
+            Ok(done)
+        })?)
+    }
+
+    /// Record in the audit log the top-ups and transfers between users made
+    /// before the log covered them (by an earlier version), once per store:
+    /// after this, [`Ledger::check`] finds any such transfer the log does
+    /// not name. Their entries say `recorded` and carry the transfer's own
+    /// time. Returns how many were recorded.
+    pub fn audit_earlier_transfers(&self) -> Result<usize, LedgerError> {
+        if self.store.get::<bool>(Tree::Meta, AUDITED_KEY)?.is_some() {
+            return Ok(0);
+        }
+        let named = self.audited_transfers()?;
+        let mut earlier = Vec::new();
+        for (_, v) in self
+            .store
+            .scan(Tree::Transfers, b"t\0", None, usize::MAX, false)?
+        {
+            let t: Transfer = superapp_store::decode(Tree::Transfers, &v)?;
+            if is_audited(t.kind) && !named.contains_key(&t.id) {
+                earlier.push(t);
+            }
+        }
+        earlier.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        let trees = crate::audit::with(&[]);
+        Ok(self.store.transact(&trees, |t| {
+            // Another process of this store did it first.
+            if txn_get::<bool>(t, Tree::Meta, AUDITED_KEY)?.is_some() {
+                return Ok::<_, Abort<LedgerError>>(0);
+            }
+            for transfer in &earlier {
+                let event =
+                    audited(transfer, "recorded").with_detail("made_at", transfer.at.to_string());
+                self.audit.append_in(t, event)?;
+            }
+            txn_put(t, Tree::Meta, AUDITED_KEY, &true)?;
+            Ok(earlier.len())
+        })?)
+    }
+
+    /// The transfers the audit log's ledger entries name, with each
+    /// naming entry's seq and event.
+    fn audited_transfers(
+        &self,
+    ) -> Result<HashMap<String, Vec<(u64, crate::audit::Event)>>, LedgerError> {
+        let mut named: HashMap<String, Vec<(u64, crate::audit::Event)>> = HashMap::new();
+        let mut after = 0;
+        loop {
+            let page = self.audit.entries(after, 1024)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for entry in page {
+                if !matches!(entry.event.kind.as_str(), TOPUP_EVENT | TRANSFER_EVENT) {
+                    continue;
+                }
+                let id = entry.event.details.get("transfer").cloned();
+                named
+                    .entry(id.unwrap_or_default())
+                    .or_default()
+                    .push((entry.seq, entry.event));
+            }
+        }
+        Ok(named)
     }
 
     /// Issue `amount` from the mint to a user: the only way money enters.
@@ -448,17 +579,8 @@ impl Ledger {
                 .is_some();
             let done = apply(t, &req)?;
             if !replay {
-                let event = crate::audit::Event {
-                    kind: "ledger.topup".into(),
-                    user: Some(user.to_string()),
-                    outcome: "issued".into(),
-                    ..Default::default()
-                }
-                .with_detail("amount", amount.to_string())
-                .with_detail("currency", currency)
-                .with_detail("transfer", &done.id)
-                .with_detail("by", by);
-                self.audit.append_in(t, event)?;
+                self.audit
+                    .append_in(t, audited(&done, "issued").with_detail("by", by))?;
             }
             Ok(done)
         })?)
@@ -588,7 +710,7 @@ impl Ledger {
         report: &mut CheckReport,
     ) -> Result<(), LedgerError> {
         let mut topups = std::collections::BTreeSet::new();
-        let mut recorded = std::collections::HashSet::new();
+        let mut recorded = HashMap::new();
         for (_, v) in self
             .store
             .scan(Tree::Transfers, b"t\0", None, usize::MAX, false)?
@@ -620,7 +742,7 @@ impl Ledger {
             if t.kind == TransferKind::Topup {
                 topups.insert(t.id.clone());
             }
-            recorded.insert(t.id);
+            recorded.insert(t.id.clone(), t);
         }
         for id in legs.keys() {
             report.problems.push(format!(
@@ -632,7 +754,7 @@ impl Ledger {
             .scan(Tree::Transfers, b"k\0", None, usize::MAX, false)?
         {
             let used: KeyUse = superapp_store::decode(Tree::Transfers, &v)?;
-            if !recorded.contains(&used.transfer) {
+            if !recorded.contains_key(&used.transfer) {
                 report.problems.push(format!(
                     "idempotency key {} names transfer {}, which is not recorded",
                     String::from_utf8_lossy(&k[2..]).replace('\0', "/"),
@@ -645,6 +767,74 @@ impl Ledger {
             report.problems.push(format!(
                 "top-up {id} has no idempotency key: a retry of it would issue the money again"
             ));
+        }
+        self.check_audited(&recorded, report)
+    }
+
+    /// Top-ups and transfers between users against the audit log: each
+    /// named by exactly one entry that says what it moved, and each such
+    /// entry naming one (a transfer erased whole, its postings and balances
+    /// too, leaves its entry, which the chain keeps).
+    fn check_audited(
+        &self,
+        recorded: &HashMap<String, Transfer>,
+        report: &mut CheckReport,
+    ) -> Result<(), LedgerError> {
+        // Transfers made before the log covered them are named once the
+        // store has been opened by a host that records them.
+        let covered = self.store.get::<bool>(Tree::Meta, AUDITED_KEY)?.is_some();
+        let mut named = self.audited_transfers()?;
+        let mut ids: Vec<&String> = recorded.keys().collect();
+        ids.sort();
+        for id in ids {
+            let t = &recorded[id];
+            if !is_audited(t.kind) {
+                continue;
+            }
+            let Some(entries) = named.remove(id) else {
+                if covered {
+                    report
+                        .problems
+                        .push(format!("transfer {id} is not in the audit log"));
+                }
+                continue;
+            };
+            if entries.len() > 1 {
+                let seqs: Vec<String> = entries.iter().map(|(seq, _)| seq.to_string()).collect();
+                report.problems.push(format!(
+                    "transfer {id} is named by {} audit entries ({})",
+                    entries.len(),
+                    seqs.join(", ")
+                ));
+            }
+            let want = audited(t, "");
+            for (seq, event) in &entries {
+                let same = event.kind == want.kind
+                    && event.user == want.user
+                    && want
+                        .details
+                        .iter()
+                        .all(|(k, v)| event.details.get(k) == Some(v));
+                if !same {
+                    report.problems.push(format!(
+                        "audit entry {seq} does not say what transfer {id} moved"
+                    ));
+                }
+            }
+        }
+        let mut left: Vec<(u64, String)> = named
+            .into_iter()
+            .flat_map(|(id, entries)| entries.into_iter().map(move |(seq, _)| (seq, id.clone())))
+            .collect();
+        left.sort();
+        for (seq, id) in left {
+            report.problems.push(match recorded.get(&id) {
+                Some(t) => format!(
+                    "audit entry {seq} names transfer {id}, which is a {}",
+                    t.kind.name()
+                ),
+                None => format!("audit entry {seq} names transfer {id}, which is not recorded"),
+            });
         }
         Ok(())
     }
@@ -870,6 +1060,142 @@ mod tests {
                 )
             },
             "in USD between accounts of EUR and EUR",
+        );
+    }
+
+    /// The ledger entries of the audit log, as (kind, user, outcome, details).
+    fn ledger_entries(l: &Ledger) -> Vec<crate::audit::Event> {
+        l.audit
+            .entries(0, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .filter(|e| e.kind.starts_with("ledger."))
+            .collect()
+    }
+
+    /// A transfer written straight into the store, as an earlier version
+    /// (or someone editing the store offline) would: no audit entry.
+    fn unaudited(l: &Ledger, req: &TransferRequest) -> Transfer {
+        l.store.transact(&TREES, |t| apply(t, req)).unwrap()
+    }
+
+    #[test]
+    fn a_transfer_between_users_is_in_the_audit_log_once() {
+        let (_d, l) = ledger();
+        l.topup("alice", 100, "EUR", "t-alice", "test").unwrap();
+        let lunch = l.transfer(&pay("alice", "bob", 30, Some("k1"))).unwrap();
+        assert_eq!(
+            l.transfer(&pay("alice", "bob", 30, Some("k1"))).unwrap(),
+            lunch
+        );
+        let entries = ledger_entries(&l);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        let sent = &entries[1];
+        assert_eq!(
+            (
+                sent.kind.as_str(),
+                sent.user.as_deref(),
+                sent.outcome.as_str()
+            ),
+            ("ledger.transfer", Some("alice"), "sent")
+        );
+        for (k, v) in [("amount", "30"), ("currency", "EUR"), ("to", "bob")] {
+            assert_eq!(sent.details.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        assert_eq!(sent.details["transfer"], lunch.id);
+        // A refused transfer records nothing.
+        assert!(l.transfer(&pay("alice", "bob", 500, None)).is_err());
+        assert_eq!(ledger_entries(&l).len(), 2);
+    }
+
+    #[test]
+    fn the_check_finds_a_transfer_erased_whole_or_made_beside_the_log() {
+        let setup = || {
+            let (d, l) = ledger();
+            l.audit_earlier_transfers().unwrap();
+            l.topup("alice", 100, "EUR", "t-alice", "test").unwrap();
+            let lunch = l.transfer(&pay("alice", "bob", 30, Some("k1"))).unwrap();
+            assert_eq!(l.check().unwrap().problems, Vec::<String>::new());
+            (d, l, lunch)
+        };
+        // Erased with everything it wrote: its record, its key, both
+        // postings, and both balances and posting counts put back.
+        let (_d, l, lunch) = setup();
+        l.store
+            .transact(&TREES, |t| {
+                t.delete(Tree::Transfers, &transfer_key(&lunch.id))?;
+                t.delete(Tree::Transfers, &idempotency_key("alice", "k1"))?;
+                for (who, balance) in [("alice", 100), ("bob", 0)] {
+                    let id = AccountRef::user(who, "EUR");
+                    let mut account: Account = txn_get(t, Tree::Accounts, &id.key())?.unwrap();
+                    account.postings -= 1;
+                    t.delete(Tree::Postings, &posting_key(&id, account.postings))?;
+                    account.balance = balance;
+                    if account.postings == 0 {
+                        t.delete(Tree::Accounts, &id.key())?;
+                    } else {
+                        txn_put(t, Tree::Accounts, &id.key(), &account)?;
+                    }
+                }
+                Ok::<_, Abort<()>>(())
+            })
+            .unwrap();
+        let problems = l.check().unwrap().problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].ends_with(&format!(
+                "names transfer {}, which is not recorded",
+                lunch.id
+            )),
+            "{problems:?}"
+        );
+        // Made beside the log: balances and postings agree, no entry.
+        let (_d, l, _) = setup();
+        let forged = unaudited(&l, &pay("alice", "mallory", 70, None));
+        let problems = l.check().unwrap().problems;
+        assert_eq!(
+            problems,
+            vec![format!("transfer {} is not in the audit log", forged.id)]
+        );
+    }
+
+    #[test]
+    fn transfers_made_before_the_log_covered_them_are_recorded_once() {
+        let (_d, l) = ledger();
+        let mint = |amount| TransferRequest {
+            kind: TransferKind::Topup,
+            from: AccountRef::mint("EUR"),
+            to: AccountRef::user("alice", "EUR"),
+            amount,
+            memo: "top-up".into(),
+            order: None,
+            idempotency: Some(("topup".into(), format!("old-{amount}"))),
+        };
+        let earlier = [
+            unaudited(&l, &mint(100)),
+            unaudited(&l, &pay("alice", "bob", 40, None)),
+        ];
+        // Not yet covered: nothing to hold them to.
+        assert_eq!(l.check().unwrap().problems, Vec::<String>::new());
+        assert_eq!(l.audit_earlier_transfers().unwrap(), 2);
+        assert_eq!(l.audit_earlier_transfers().unwrap(), 0);
+        let entries = ledger_entries(&l);
+        assert_eq!(entries.len(), 2);
+        for t in &earlier {
+            let entry = entries
+                .iter()
+                .find(|e| e.details["transfer"] == t.id)
+                .unwrap();
+            assert_eq!(entry.outcome, "recorded");
+            assert_eq!(entry.details["made_at"], t.at.to_string());
+        }
+        assert_eq!(l.check().unwrap().problems, Vec::<String>::new());
+        // From now on one made beside the log is found.
+        let forged = unaudited(&l, &pay("alice", "bob", 1, None));
+        assert_eq!(
+            l.check().unwrap().problems,
+            vec![format!("transfer {} is not in the audit log", forged.id)]
         );
     }
 

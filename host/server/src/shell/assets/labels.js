@@ -81,6 +81,7 @@ export function describeEntry(e) {
     case 'document.expire': return 'a document request ran out of time';
     case 'card.share': return 'shared a card into a chat';
     case 'ledger.topup': return 'money was added to your wallet';
+    case 'ledger.transfer': return `you sent a transfer${sum(d)}`;
     case 'app.failed': return `stopped with an error (${d.error || e.outcome})`;
     case 'http.request':
       return `contacted ${d.origin} (${d.method} ${d.path}): ${d.status || e.outcome}${d.reason ? ` — ${d.reason}` : ''}`;

@@ -248,6 +248,7 @@ fn run_reports_limits_and_bad_input_with_nonzero_exit() {
             "is not HOST:PORT",
         ),
         (vec!["--http-plain", "localhost"], "is not HOST:PORT"),
+        (vec!["--http-plain", "localhost:0"], "is not HOST:PORT"),
     ] {
         let bad = superapp()
             .args(["plugin", "run"])

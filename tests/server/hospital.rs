@@ -20,8 +20,8 @@ pub(crate) const HOSPITAL: &str = "dev.superapp.hospital-booking";
 
 /// Stop the server, give each user money (and `insured` users a
 /// health-insurance policy from a registered issuer, `gov.health`, whose
-/// public key is then in `issuer.pub` beside the data directory), start it
-/// again and sign everyone in.
+/// public key is then in `issuer.pub` beside the data directory and its
+/// key in `issuer.json`), start it again and sign everyone in.
 pub(crate) async fn restart_with(
     s: &Setup,
     server: Server,
@@ -38,7 +38,7 @@ pub(crate) async fn restart_with(
     }
     if !insured.is_empty() {
         let tmp = tempfile::tempdir().unwrap();
-        let key = tmp.path().join("issuer.json");
+        let key = s.data.with_file_name("issuer.json");
         let key = key.to_str().unwrap();
         let public = ok(&["issuer", "keygen", "--id", "gov.health", "--out", key]);
         std::fs::write(s.data.with_file_name("issuer.pub"), public.trim()).unwrap();

@@ -49,8 +49,8 @@ async fn booking_when(
 /// on a loopback port (its `/paid` answers 503 once while `fail_paid` is
 /// set), and alice (insured) and bob signed in with money.
 struct World {
-    _s: crate::apps::Setup,
-    _server: Server,
+    s: crate::apps::Setup,
+    server: Server,
     clients: Vec<Client>,
     hospital: Arc<Hospital>,
     origin: String,
@@ -122,8 +122,8 @@ async fn world(fail_paid: Arc<AtomicBool>) -> World {
     ));
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     World {
-        _s: s,
-        _server: server,
+        s,
+        server,
         clients,
         hospital,
         origin,
@@ -223,6 +223,29 @@ async fn the_backend_build_books_through_the_hospitals_own_system() {
     assert_eq!(cancelled.paid, 1_000, "no delivery was applied twice");
     let bobs = take(bob, &slot).await;
     assert_eq!(badges(&bobs), ["Held for you"], "{bobs}");
+
+    // The hospital reads its insurer's revocations from the host: none,
+    // then alice's policy once the insurer revokes it.
+    let host = w.server.base.trim_end_matches("/api/v1");
+    let client = hospital_backend::http_client().unwrap();
+    hospital.read_revocations(&client, host).await.unwrap();
+    assert!(hospital.revoked("gov.health").is_empty());
+    let (_, wallet) = alice.get("/me/documents").await;
+    let policy = wallet["documents"][0]["id"].as_str().unwrap().to_string();
+    let key = w.s.data.with_file_name("issuer.json");
+    let revoke = [
+        "issuer",
+        "revoke",
+        "--key",
+        key.to_str().unwrap(),
+        "--credential",
+        &policy,
+        "--server",
+        host,
+    ];
+    crate::documents::ok(&revoke);
+    hospital.read_revocations(&client, host).await.unwrap();
+    assert_eq!(hospital.revoked("gov.health"), [policy]);
 }
 
 /// A payment whose event the app lost after the money moved (the

@@ -10,7 +10,8 @@
 //! host (`superapp_sdk::callbacks`), each applied once by delivery id, and
 //! an insurance policy only from a presentation that verifies against the
 //! insurer's and the host's keys (`superapp_sdk::credentials`), bound to
-//! the asserted patient and accepted once.
+//! the asserted patient, accepted once and not on its insurer's status list
+//! (read from the host, [`Hospital::read_revocations`]).
 //!
 //! The books are kept in one JSON file (`Config::books`), written whole
 //! and synced after every change before the answer, so a restart or a
@@ -19,7 +20,9 @@
 
 mod books;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::extract::{Path, State};
@@ -59,6 +62,9 @@ pub struct Hospital {
     config: Config,
     catalog: Catalog,
     books: Mutex<Books>,
+    /// Each accepted insurer's revoked credential ids, as last read from
+    /// the host ([`Hospital::read_revocations`]).
+    revoked: RwLock<HashMap<String, Vec<String>>>,
     /// The clock, in seconds since the Unix epoch (tests move it).
     now: Box<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -126,8 +132,48 @@ impl Hospital {
             config,
             catalog: Catalog::published().context("the published schedule does not read")?,
             books: Mutex::new(books),
+            revoked: RwLock::default(),
             now,
         })
+    }
+
+    /// Read each accepted insurer's status list, the ids of the
+    /// credentials it revoked, from the host at `host` (its base URL, e.g.
+    /// `https://superapp.example`; `GET /api/v1/issuers/{id}/revoked`), and
+    /// check policies against it from now on. An insurer whose list cannot
+    /// be read keeps the list read before; the error names it.
+    pub async fn read_revocations(
+        &self,
+        client: &reqwest::Client,
+        host: &str,
+    ) -> anyhow::Result<()> {
+        let mut failed = Vec::new();
+        for (id, _) in &self.config.insurers {
+            let url = format!("{}/api/v1/issuers/{id}/revoked", host.trim_end_matches('/'));
+            let read = async {
+                let answer = client.get(&url).send().await?.error_for_status()?;
+                anyhow::Ok(answer.json::<StatusList>().await?)
+            };
+            match read.await {
+                Ok(list) if list.issuer == *id => {
+                    let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+                    revoked.insert(id.clone(), list.revoked);
+                }
+                Ok(list) => failed.push(format!("{id}: the host answered for `{}`", list.issuer)),
+                Err(e) => failed.push(format!("{id}: {e:#}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("cannot read revocations from {host}: {}", failed.join("; "))
+        }
+    }
+
+    /// The ids `issuer` has revoked, as last read.
+    pub fn revoked(&self, issuer: &str) -> Vec<String> {
+        let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+        revoked.get(issuer).cloned().unwrap_or_default()
     }
 
     /// Change the books with `change` and keep them: written and synced
@@ -223,7 +269,7 @@ impl Hospital {
         let trust = credentials::Trust {
             issuer_key: *issuer_key,
             host_key: self.config.host_key,
-            revoked: Vec::new(),
+            revoked: self.revoked(&payload.iss),
         };
         let expected = credentials::Expected {
             audience: self.config.app.clone(),
@@ -446,8 +492,67 @@ pub fn system_now() -> u64 {
 
 /// Serve the backend on `listener` by the system clock until the task is
 /// dropped or the listener fails.
-pub async fn serve(listener: tokio::net::TcpListener, config: Config) -> anyhow::Result<()> {
+/// An issuer's status list as the host serves it.
+#[derive(Deserialize)]
+struct StatusList {
+    issuer: String,
+    revoked: Vec<String>,
+}
+
+/// The client the hospital reads the host with: TLS by ring (the host's
+/// crypto too), ten seconds for a whole request.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot make an HTTP client")
+}
+
+/// Where and how often the hospital reads its insurers' revocations.
+#[derive(Debug, Clone)]
+pub struct Revocations {
+    /// The host's base URL.
+    pub host: String,
+    pub every: Duration,
+    /// Serve at once and read the lists as soon as the host answers (a
+    /// host started beside the backend, as the demo's), rather than read
+    /// them before serving.
+    pub host_starting: bool,
+}
+
+/// Serve the hospital on `listener`. With `revocations`, the insurers'
+/// status lists are read from the host before the first request (a host
+/// that cannot be read stops the start: a policy its insurer revoked must
+/// not lower a fee; with `host_starting`, tried every second until the
+/// host answers) and again every `every`, a failed read logged and the
+/// lists read before kept.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    revocations: Option<Revocations>,
+) -> anyhow::Result<()> {
     let hospital = Arc::new(Hospital::open(config, Box::new(system_now))?);
+    if let Some(r) = revocations {
+        let client = http_client()?;
+        if !r.host_starting {
+            hospital.read_revocations(&client, &r.host).await?;
+        }
+        let following = hospital.clone();
+        tokio::spawn(async move {
+            if r.host_starting {
+                while following.read_revocations(&client, &r.host).await.is_err() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            loop {
+                tokio::time::sleep(r.every).await;
+                if let Err(e) = following.read_revocations(&client, &r.host).await {
+                    eprintln!("{e:#}; the lists read before still hold");
+                }
+            }
+        });
+    }
     axum::serve(listener, router(hospital)).await?;
     Ok(())
 }

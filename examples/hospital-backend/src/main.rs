@@ -5,7 +5,8 @@
 //! cargo run -p hospital-backend -- --listen 127.0.0.1:8081 \
 //!     --origin http://localhost:8081 \
 //!     --host-key "$(curl -s http://127.0.0.1:8080/api/v1/host-key | jq -r .public_key)" \
-//!     --insurer gov.health="$(curl -s http://127.0.0.1:8080/api/v1/issuers | jq -r '.issuers[] | select(.id=="gov.health") | .public_key')"
+//!     --insurer gov.health="$(curl -s http://127.0.0.1:8080/api/v1/issuers | jq -r '.issuers[] | select(.id=="gov.health") | .public_key')" \
+//!     --host http://127.0.0.1:8080
 //! ```
 
 use anyhow::Context as _;
@@ -35,6 +36,15 @@ struct Args {
     /// written and synced after every change.
     #[arg(long, default_value = "hospital-books.json")]
     books: std::path::PathBuf,
+    /// The super-app host's base URL, where the insurers' revocations are
+    /// read (`/api/v1/issuers/{id}/revoked`): at start, which fails if the
+    /// host cannot be read, and every --revocations-every seconds. Without
+    /// it, a policy its insurer revoked still lowers a fee.
+    #[arg(long, value_name = "URL")]
+    host: Option<String>,
+    /// Seconds between two reads of the revocations.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    revocations_every: u64,
 }
 
 #[tokio::main]
@@ -64,7 +74,26 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let revocations = match args.host {
+        Some(host) => {
+            let url = reqwest::Url::parse(&host)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .with_context(|| {
+                    format!("--host {host}: expected the host's URL, e.g. https://superapp.example")
+                })?;
+            Some(hospital_backend::Revocations {
+                host: url.as_str().trim_end_matches('/').to_string(),
+                every: std::time::Duration::from_secs(args.revocations_every),
+                host_starting: false,
+            })
+        }
+        None => {
+            eprintln!("no --host: policies are checked without their insurers' revocations");
+            None
+        }
+    };
     println!("hospital backend on http://{}", listener.local_addr()?);
-    hospital_backend::serve(listener, config).await?;
+    hospital_backend::serve(listener, config, revocations).await?;
     Ok(())
 }

@@ -32,6 +32,7 @@ struct World {
     host: SigningKey,
     insurer: SigningKey,
     now: Arc<AtomicU64>,
+    hospital: Arc<Hospital>,
     app: Router,
 }
 
@@ -64,11 +65,13 @@ fn world_keeping(books: Option<std::path::PathBuf>) -> World {
         Box::new(move || clock.load(Ordering::SeqCst)),
     )
     .unwrap();
+    let hospital = Arc::new(hospital);
     World {
         host,
         insurer,
         now,
-        app: router(Arc::new(hospital)),
+        app: router(hospital.clone()),
+        hospital,
     }
 }
 
@@ -639,6 +642,82 @@ async fn a_policy_the_host_delivers_for_the_patient_lowers_the_fee_once() {
         .as_str()
         .unwrap()
         .contains("already used"));
+}
+
+/// The host's status list of `gov.health`, served on loopback as the host
+/// serves it, with what it says changed by the test.
+async fn status_list(says: Arc<std::sync::Mutex<Value>>) -> String {
+    let host = Router::new().route(
+        "/api/v1/issuers/gov.health/revoked",
+        axum::routing::get(move || {
+            let list = says.lock().unwrap().clone();
+            async move { axum::Json(list) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, host).await.unwrap() });
+    format!("http://{at}/")
+}
+
+#[tokio::test]
+async fn a_policy_its_insurer_revoked_lowers_no_fee() {
+    let w = world();
+    let says = Arc::new(std::sync::Mutex::new(
+        json!({"issuer": "gov.health", "revoked": []}),
+    ));
+    let host = status_list(says.clone()).await;
+    let client = http_client().unwrap();
+    w.hospital.read_revocations(&client, &host).await.unwrap();
+    assert!(w.hospital.revoked("gov.health").is_empty());
+    // The insurer revokes the policy after the patient shared it, before
+    // the host delivered it.
+    *says.lock().unwrap() = json!({"issuer": "gov.health", "revoked": ["cred-1"]});
+    w.hospital.read_revocations(&client, &host).await.unwrap();
+    assert_eq!(w.hospital.revoked("gov.health"), ["cred-1"]);
+    w.hold("p1", "HB-ONE", EIGHT).await;
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/holds/HB-ONE/insurance",
+            Some("p1"),
+            json!({"request": "req-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let policy = w.policy(&w.insurer, "gov.health", "p1", "n1");
+    let (status, _) = w
+        .callback(&w.host, &presented("d1", "p1", "req-1", policy))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let hold = w.appointments("p1").await["appointments"][0].clone();
+    assert!(
+        hold["policy_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("revoked")),
+        "{hold}"
+    );
+    assert_eq!(hold["fee"], 4_000);
+
+    // A list for another issuer, or no host at all: an error that says
+    // so, and the list read before still holds.
+    *says.lock().unwrap() = json!({"issuer": "acme.insurance", "revoked": []});
+    let err = w
+        .hospital
+        .read_revocations(&client, &host)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("answered for `acme.insurance`"),
+        "{err}"
+    );
+    let err = w
+        .hospital
+        .read_revocations(&client, "http://127.0.0.1:1")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("gov.health"), "{err}");
+    assert_eq!(w.hospital.revoked("gov.health"), ["cred-1"]);
 }
 
 fn presented(id: &str, user: &str, request: &str, envelope: Value) -> Notification {

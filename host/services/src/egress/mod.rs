@@ -47,10 +47,13 @@ pub struct EgressConfig {
 }
 
 /// Whether `pair` is a `host:port` pair as [`EgressConfig::plain_http`]
-/// lists them: a host, a colon, a port number.
+/// lists them: a host, a colon, a port number (1 to 65535: no request
+/// goes to port 0).
 pub fn is_host_port(pair: &str) -> bool {
     pair.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && !host.contains(['/', '@', ' ']) && port.parse::<u16>().is_ok()
+        !host.is_empty()
+            && !host.contains(['/', '@', ' '])
+            && port.parse::<u16>().is_ok_and(|p| p != 0)
     })
 }
 

@@ -203,8 +203,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 "demo: City Hospital's booking system on http://{listen} ({})",
                 backend.origin
             );
+            // It reads the insurers' revocations from this host once it
+            // answers.
+            let host = match config.listen {
+                a if a.ip().is_unspecified() && a.is_ipv6() => format!("http://[::1]:{}", a.port()),
+                a if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
+                a => format!("http://{a}"),
+            };
+            let revocations = hospital_backend::Revocations {
+                host,
+                every: std::time::Duration::from_secs(60),
+                host_starting: true,
+            };
             tokio::spawn(async move {
-                if let Err(e) = hospital_backend::serve(listener, backend).await {
+                if let Err(e) = hospital_backend::serve(listener, backend, Some(revocations)).await
+                {
                     eprintln!("the demo's hospital backend stopped: {e}");
                 }
             });

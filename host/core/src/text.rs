@@ -310,14 +310,18 @@ pub fn visible_chars(text: &str) -> usize {
         .count()
 }
 
+/// The subdivision flags Unicode recommends for general use (RGI): the
+/// only emoji tag sequences there are (England, Scotland, Wales).
+const FLAG_TAGS: [&str; 3] = ["gbeng", "gbsct", "gbwls"];
+
 /// Whether `text` has tag characters (U+E0000–U+E007F) outside an emoji
-/// tag sequence (a black flag U+1F3F4, then two to six tag letters or
-/// digits, then the cancel tag U+E007F, as in the flags of England or
-/// Scotland): they draw as nothing, so text written in them hides inside
-/// a message that reads as something else.
+/// tag sequence Unicode recommends (a black flag U+1F3F4, then the tags of
+/// `gbeng`, `gbsct` or `gbwls`, then the cancel tag U+E007F: the flags of
+/// England, Scotland and Wales): tags draw as nothing, so text written in
+/// them hides inside a message that reads as something else, even behind
+/// a row of black flags.
 pub fn stray_tags(text: &str) -> bool {
     let tag = |c: char| ('\u{E0000}'..='\u{E007F}').contains(&c);
-    let spec = |c: char| matches!(c, '\u{E0030}'..='\u{E0039}' | '\u{E0061}'..='\u{E007A}');
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
     while i < chars.len() {
@@ -325,15 +329,19 @@ pub fn stray_tags(text: &str) -> bool {
             i += 1;
             continue;
         }
-        // A run of tags: a sequence only right after a black flag, of
-        // letters and digits, ended by the cancel tag.
+        // A run of tags: a sequence only right after a black flag, spelling
+        // one of the recommended flags in tag letters, ended by the cancel tag.
         let start = i;
-        while i < chars.len() && spec(chars[i]) {
+        while i < chars.len() && tag(chars[i]) && chars[i] != '\u{E007F}' {
             i += 1;
         }
-        let letters = i - start;
+        let spelled: Option<String> = chars[start..i]
+            .iter()
+            .map(|&c| char::from_u32(c as u32 - 0xE0000))
+            .collect();
         let flagged = start > 0 && chars[start - 1] == '\u{1F3F4}';
-        if !(flagged && (2..=6).contains(&letters) && chars.get(i) == Some(&'\u{E007F}')) {
+        let known = spelled.is_some_and(|s| FLAG_TAGS.contains(&s.as_str()));
+        if !(flagged && known && chars.get(i) == Some(&'\u{E007F}')) {
             return true;
         }
         i += 1;
@@ -566,6 +574,11 @@ mod tests {
         let england = "\u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F}";
         assert!(!stray_tags(england));
         assert!(!stray_tags(&format!("go {england} go {england}")));
+        let (scotland, wales) = (
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0077}\u{E006C}\u{E0073}\u{E007F}",
+        );
+        assert!(!stray_tags(&format!("{scotland}{wales}{england}")));
         assert!(!stray_tags("plain text"));
         for hidden in [
             "hi\u{E0041}\u{E0042}",
@@ -579,6 +592,10 @@ mod tests {
             "\u{1F3F4}\u{E0070}\u{E0061}\u{E0079}\u{E0020}\u{E0062}\u{E006F}\u{E0062}\u{E007F}",
             "\u{1F3F4}\u{E0050}\u{E0041}\u{E007F}",
             "\u{1F3F4}\u{E0061}\u{E0062}\u{E0063}\u{E0064}\u{E0065}\u{E0066}\u{E0067}\u{E007F}",
+            // Flag-shaped, but no flag Unicode recommends: a word in tags
+            // behind each of a row of black flags.
+            "\u{1F3F4}\u{E0070}\u{E0061}\u{E0073}\u{E0073}\u{E007F}\u{1F3F4}\u{E0031}\u{E0032}\u{E0033}\u{E007F}",
+            "\u{1F3F4}\u{E0075}\u{E0073}\u{E0063}\u{E0061}\u{E007F}",
         ] {
             assert!(stray_tags(hidden), "{hidden:?}");
         }

@@ -1197,7 +1197,7 @@ impl Messaging {
         }
         if superapp_core::text::stray_tags(text) {
             return Err(MessagingError::InvalidInput(
-                "a message may not contain tag characters (U+E0000–U+E007F) but in an emoji flag: they draw as nothing".into(),
+                "a message may not contain tag characters (U+E0000–U+E007F) but in the flags of England, Scotland and Wales: they draw as nothing".into(),
             ));
         }
         if let Some(c) = text

@@ -1,5 +1,6 @@
 //! `superapp serve`: open the host (store, services, runtime, apps), build the API, listen,
-//! and shut down gracefully on SIGINT/SIGTERM (stop accepting, close live
+//! and shut down gracefully on SIGINT/SIGTERM or when the store stops
+//! taking writes (stop accepting, close live
 //! connections, drain requests, flush the store).
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             .context("cannot seed the demo")?;
     }
     let store = host.store.clone();
+    let mut failures = store.failures();
     let (stop, shutdown) = watch::channel(false);
     let state = Arc::new(
         ServerState::new(host, config.api.clone(), shutdown)
@@ -108,8 +110,13 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         config.trusted_proxies.clone(),
         connections,
         async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
+            tokio::select! {
+                () = shutdown_signal() => tracing::info!("shutting down"),
+                why = store_failed(&mut failures) => tracing::error!(
+                    error = %why,
+                    "shutting down: the store takes no more writes, and a restart goes on from what is on disk"
+                ),
+            }
             let _ = stop.send(true);
         },
     )
@@ -117,9 +124,27 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     for task in background {
         let _ = task.await;
     }
+    if let Some(why) = store.failure() {
+        anyhow::bail!(
+            "the store could not write to disk ({why}); the host stopped so that a restart goes on from what is on disk (free space or fix the disk, then start it again)"
+        );
+    }
     store.close()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves with the reason once the store has stopped taking writes (a
+/// flush failed: see `Store::failure`).
+async fn store_failed(failures: &mut watch::Receiver<Option<String>>) -> String {
+    loop {
+        if let Some(why) = failures.borrow_and_update().clone() {
+            return why;
+        }
+        if failures.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,6 @@
 //! Fault injection for tests: a backend whose writes to chosen trees fail,
-//! to show that an action and its records commit together or not at all.
+//! to show that an action and its records commit together or not at all,
+//! and whose flushes fail, as on a full disk.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +13,7 @@ use crate::sled_backend::SledBackend;
 pub struct FailingWrites {
     inner: SledBackend,
     failing: Mutex<Vec<Tree>>,
+    flushes_fail: std::sync::atomic::AtomicBool,
 }
 
 impl FailingWrites {
@@ -19,6 +21,7 @@ impl FailingWrites {
         let backend = Arc::new(FailingWrites {
             inner: SledBackend::open(dir)?,
             failing: Mutex::new(Vec::new()),
+            flushes_fail: Default::default(),
         });
         Ok((Store::with_backend(backend.clone())?, backend))
     }
@@ -26,6 +29,12 @@ impl FailingWrites {
     /// Make writes to `trees` fail from now on (empty: none fail).
     pub fn fail(&self, trees: &[Tree]) {
         *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = trees.to_vec();
+    }
+
+    /// Make flushes fail from now on, as a full disk makes them.
+    pub fn fail_flushes(&self) {
+        self.flushes_fail
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn check(&self, tree: Tree) -> Result<(), StoreError> {
@@ -98,6 +107,11 @@ impl Backend for FailingWrites {
         self.inner.remove(tree, key)
     }
     fn flush(&self) -> Result<(), StoreError> {
+        if self.flushes_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "disk I/O failed: no space left on device (injected)".into(),
+            ));
+        }
         self.inner.flush()
     }
     fn for_each(

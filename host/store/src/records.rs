@@ -47,6 +47,45 @@ pub struct Store {
     /// How long each group-commit flush took, for `/metrics`.
     flush_seconds: Histogram,
     progress: Arc<Progress>,
+    /// Set for good when a flush fails (see [`Store::failure`]).
+    failed: Arc<Failure>,
+}
+
+/// Why the store stopped taking writes: a flush that failed (a full disk,
+/// an I/O error). What it had taken in memory may not be on disk, and an
+/// embedded engine cannot tell what is, so the store takes no more writes
+/// and the process must open it again (restart) to go on from what is on
+/// disk, as PostgreSQL stops after a failed `fsync`.
+#[derive(Default)]
+struct Failure {
+    set: std::sync::atomic::AtomicBool,
+    why: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Failure {
+    fn record(&self, why: &StoreError) {
+        let first = self.why.send_if_modified(|w| {
+            let first = w.is_none();
+            if first {
+                *w = Some(why.to_string());
+            }
+            first
+        });
+        self.set.store(true, Ordering::SeqCst);
+        if first {
+            tracing::error!(error = %why, "the store could not flush its writes to disk: it takes no more, and the host must restart to go on from what is on disk");
+        }
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if !self.set.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let why = self.why.borrow().clone().unwrap_or_default();
+        Err(StoreError::Unavailable(format!(
+            "the store stopped taking writes after a failed flush ({why})"
+        )))
+    }
 }
 
 /// Writes made and writes known durable, as counts: when every write made
@@ -124,12 +163,22 @@ impl Store {
         let flusher_backend = backend.clone();
         let progress = Arc::new(Progress::default());
         let flusher_progress = progress.clone();
+        let failed = Arc::new(Failure::default());
+        let flusher_failed = failed.clone();
         // 100 µs to about 1.6 s.
         let flush_seconds = Histogram::new(exponential_buckets(1e-4, 4.0, 8));
         let timings = flush_seconds.clone();
         let flusher = std::thread::Builder::new()
             .name("superapp-group-commit".into())
-            .spawn(move || group_commit(flusher_backend, rx, timings, &flusher_progress))
+            .spawn(move || {
+                group_commit(
+                    flusher_backend,
+                    rx,
+                    timings,
+                    &flusher_progress,
+                    &flusher_failed,
+                )
+            })
             .map_err(|e| StoreError::Backend(format!("cannot start the flusher: {e}")))?;
         Ok(Arc::new(Store {
             backend,
@@ -138,6 +187,7 @@ impl Store {
             flusher: Mutex::new(Some(flusher)),
             flush_seconds,
             progress,
+            failed,
         }))
     }
 
@@ -151,9 +201,24 @@ impl Store {
         self.backend.shared()
     }
 
-    /// Whether the store answers a read (for readiness probes).
+    /// Whether the store answers a read and takes writes (for readiness
+    /// probes).
     pub fn check(&self) -> Result<(), StoreError> {
+        self.failed.check()?;
         self.backend.get(Tree::Meta, FORMAT_KEY).map(|_| ())
+    }
+
+    /// Why the store takes no more writes, once a flush has failed: from
+    /// then on every write and every wait for durability fails
+    /// (`StoreError::Unavailable`), and the process must open the store
+    /// again to go on.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.why.borrow().clone()
+    }
+
+    /// Told the failure when it happens (see [`Store::failure`]).
+    pub fn failures(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.failed.why.subscribe()
     }
 
     pub fn get_raw(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -239,6 +304,7 @@ impl Store {
         trees: &[Tree],
         body: impl Fn(&dyn Txn) -> Result<R, Abort<E>>,
     ) -> Result<R, Abort<E>> {
+        self.failed.check()?;
         let out: Mutex<Option<Result<R, Abort<E>>>> = Mutex::new(None);
         let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let _bump = self.wrote();
@@ -273,6 +339,7 @@ impl Store {
 
     /// [`Store::put`] of bytes as they are.
     pub fn put_raw(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.failed.check()?;
         let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let _bump = self.wrote();
         self.backend.put(tree, key, value)
@@ -280,6 +347,7 @@ impl Store {
 
     /// See [`Backend::remove`].
     pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.failed.check()?;
         let _writing = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let _bump = self.wrote();
         self.backend.remove(tree, key)
@@ -386,6 +454,7 @@ fn group_commit(
     rx: mpsc::Receiver<Waiter>,
     timings: Histogram,
     progress: &Progress,
+    failed: &Failure,
 ) {
     let gather = backend.commit_gather();
     let mut last_batch = 0;
@@ -399,9 +468,14 @@ fn group_commit(
         last_batch = batch.len();
         let started = std::time::Instant::now();
         let covered = progress.written.load(Ordering::SeqCst);
-        let result = backend.flush();
-        if result.is_ok() {
-            progress.durable.fetch_max(covered, Ordering::SeqCst);
+        // Once one has failed, none counts: what it did not write may be
+        // gone while later ones seem to succeed.
+        let result = failed.check().and_then(|()| backend.flush());
+        match &result {
+            Ok(()) => {
+                progress.durable.fetch_max(covered, Ordering::SeqCst);
+            }
+            Err(e) => failed.record(e),
         }
         timings.observe(started.elapsed().as_secs_f64());
         last_flushed = std::time::Instant::now();
@@ -654,5 +728,43 @@ mod tests {
             Err(other) => panic!("unexpected error {other}"),
             Ok(_) => panic!("a newer format was opened"),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failed_flush_the_store_takes_no_more_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = crate::faults::FailingWrites::open(dir.path()).unwrap();
+        let mut failures = store.failures();
+        store.put(Tree::Users, b"a", &1).unwrap();
+        store.durable().await.unwrap();
+        assert_eq!(store.failure(), None);
+        assert!(store.check().is_ok());
+
+        faults.fail_flushes();
+        store.put(Tree::Users, b"b", &2).unwrap();
+        let failed = store.durable().await.unwrap_err();
+        assert!(matches!(failed, StoreError::Unavailable(_)), "{failed}");
+        failures.changed().await.unwrap();
+        let why = failures.borrow().clone().unwrap();
+        assert!(why.contains("no space left"), "{why}");
+        // Every write and every readiness check is refused from now on,
+        // each kind of write; reads still answer.
+        for refused in [
+            store.put(Tree::Users, b"c", &3),
+            store.remove(Tree::Users, b"a"),
+            store
+                .transact(&[Tree::Users], |t| {
+                    Ok::<_, Abort<()>>(t.put(Tree::Users, b"d", b"4")?)
+                })
+                .map_err(Abort::into_store),
+            store.check(),
+        ] {
+            assert!(
+                matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("failed flush")),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(store.get::<i32>(Tree::Users, b"a").unwrap(), Some(1));
+        assert_eq!(store.get::<i32>(Tree::Users, b"c").unwrap(), None);
     }
 }

@@ -108,8 +108,14 @@ fn is_lock_held(e: &sled::Error) -> bool {
     })
 }
 
+/// sled's errors as the store's: an I/O error (a full disk, a failing
+/// device) is the store being unavailable, which a retry later may get
+/// past (a write that failed wrote nothing durable); the rest are faults.
 fn backend_error(e: sled::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    match e {
+        sled::Error::Io(io) => StoreError::Unavailable(format!("disk I/O failed: {io}")),
+        e => StoreError::Backend(e.to_string()),
+    }
 }
 
 impl SledBackend {

@@ -124,7 +124,7 @@ impl From<StoreError> for ApiError {
                     ..ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "store-unavailable",
-                        "the service cannot reach its database right now; try again (a retry with the same idempotency key or client id is safe)",
+                        "the service cannot reach or write its store right now; try again (a retry with the same idempotency key or client id is safe)",
                     )
                 }
             }

@@ -36,10 +36,16 @@ pub async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> 
     }
     if let Err(e) = state.host.store.check() {
         tracing::error!(error = %e, "readiness: the store does not answer");
+        let why = match state.host.store.failure() {
+            Some(_) => {
+                "the store takes no more writes (a flush to disk failed): the host is stopping"
+            }
+            None => "the store does not answer",
+        };
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-ready",
-            "the store does not answer",
+            why,
         ));
     }
     // One app that does not load keeps the rest serving: the node stays

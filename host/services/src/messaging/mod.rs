@@ -448,6 +448,12 @@ pub struct Messaging {
     /// Newest seq per conversation, read from the store on first use and
     /// kept current by `send` under the conversation's lock stripe.
     last_seqs: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// On a store of its own, the first seq of each conversation not yet
+    /// known to be on disk: a message is written before the group commit
+    /// that makes it durable, and until then readers do not see it (nor
+    /// count it), so none reads a message a failed flush then loses and
+    /// whose seq the next start gives to another.
+    staged: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
     /// Stored conversations by id, decoded once, so a send checks
     /// membership without reading the store. Only a group's members change
     /// (`add_member`, `remove_member`, which replace its entry here under
@@ -481,6 +487,7 @@ impl Messaging {
             config,
             stripes,
             last_seqs: Default::default(),
+            staged: Default::default(),
             conversations: Default::default(),
             sent: Default::default(),
             throttled: Default::default(),
@@ -554,7 +561,7 @@ impl Messaging {
         };
         let stored = self.open_pair(&pair, fresh)?;
         self.store.durable().await?;
-        let last_seq = self.last_seq(&stored.id)?;
+        let last_seq = self.visible_seq(&stored.id)?;
         Ok(stored.with_last_seq(last_seq))
     }
 
@@ -686,7 +693,7 @@ impl Messaging {
                 )))
             })
             .await?;
-        Ok(stored.with_last_seq(self.last_seq(id)?))
+        Ok(stored.with_last_seq(self.visible_seq(id)?))
     }
 
     /// Take `user` out of the group `id`: the group's owner (its creator,
@@ -832,6 +839,7 @@ impl Messaging {
             Changed::Members(change) => *change,
         };
         if next_seq.is_some() {
+            self.not_yet_durable(id, message.seq);
             self.last_seqs
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -860,6 +868,10 @@ impl Messaging {
             .unwrap_or_else(|p| p.into_inner())
             .insert(Arc::new(emptied.clone()));
         self.last_seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.staged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
@@ -955,6 +967,33 @@ impl Messaging {
         Ok(*entry)
     }
 
+    /// The highest seq readers see: [`Messaging::last_seq`] but for
+    /// messages not yet on disk.
+    fn visible_seq(&self, id: &str) -> Result<u64, MessagingError> {
+        let last = self.last_seq(id)?;
+        Ok(self
+            .durable_below(id)
+            .map_or(last, |first| last.min(first - 1)))
+    }
+
+    /// The first seq of `id` not yet known to be on disk, if any.
+    fn durable_below(&self, id: &str) -> Option<u64> {
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
+    }
+
+    /// Note that message `seq` of `id` is written but not yet on disk.
+    fn not_yet_durable(&self, id: &str, seq: u64) {
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_insert(seq);
+    }
+
     /// [`Messaging::last_seq`] on a store of its own, without keeping
     /// what it read.
     fn peek_last_seq(&self, id: &str) -> Result<u64, MessagingError> {
@@ -980,7 +1019,7 @@ impl Messaging {
     /// The conversation, if `me` is a member.
     pub fn get(&self, me: &User, id: &str) -> Result<Conversation, MessagingError> {
         let stored = self.stored(me, id)?;
-        Ok(stored.with_last_seq(self.last_seq(id)?))
+        Ok(stored.with_last_seq(self.visible_seq(id)?))
     }
 
     /// A page of `me`'s conversations, newest activity first (a
@@ -1005,7 +1044,7 @@ impl Messaging {
             .scan(Tree::Memberships, &prefix, None, usize::MAX, false)?
         {
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let last = match self.last_seq(&id)? {
+            let last = match self.visible_seq(&id)? {
                 0 => None,
                 seq => self
                     .store
@@ -1033,7 +1072,7 @@ impl Messaging {
                 continue;
             };
             let stored = Stored::clone(&stored);
-            let last_seq = self.last_seq(id)?;
+            let last_seq = self.visible_seq(id)?;
             let last_message = match last_seq {
                 0 => None,
                 seq => self
@@ -1254,6 +1293,7 @@ impl Messaging {
         }
         let seq = self.last_seq(id)? + 1;
         let message = Message { seq, ..draft };
+        self.not_yet_durable(id, seq);
         // Index first, then the message: recovery keeps a prefix of the
         // writes, so a message never survives without its index entry (which
         // would let a retry store it twice). An index entry that survives
@@ -1347,7 +1387,14 @@ impl Messaging {
             })
             .expect("frames serialize"),
         );
+        let (staged, seq) = (self.staged.clone(), message.seq);
         let durable = self.store.commit_then(Some(Box::new(move || {
+            // On disk: readers see it from now on.
+            let mut staged = staged.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(first) = staged.get_mut(&conversation.id) {
+                *first = (*first).max(seq + 1);
+            }
+            drop(staged);
             hub.publish_from(&conversation.members, &frame, origin)
         })));
         drop(stripe);
@@ -1389,10 +1436,15 @@ impl Messaging {
         self.stored(me, id)?;
         let prefix = messages_prefix(id);
         let start = message_key(id, after);
+        // Only what is on disk (see `staged`).
+        let below = self.durable_below(id).unwrap_or(u64::MAX);
         self.store
             .scan(Tree::Messages, &prefix, Some(&start), limit, false)?
             .into_iter()
-            .map(|(_, v)| superapp_store::decode(Tree::Messages, &v).map_err(MessagingError::from))
+            .map(|(_, v)| {
+                superapp_store::decode::<Message>(Tree::Messages, &v).map_err(MessagingError::from)
+            })
+            .filter(|m| !matches!(m, Ok(m) if m.seq >= below))
             .collect()
     }
 
@@ -1442,6 +1494,37 @@ mod tests {
             MessagingConfig::default(),
         );
         (dir, store, messaging)
+    }
+
+    /// A message written but never made durable (its flush failed, as on
+    /// a full disk) is never read: a restart would lose it and give its
+    /// seq to another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_whose_flush_failed_is_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = superapp_store::faults::FailingWrites::open(dir.path()).unwrap();
+        let messaging = Messaging::new(store, Arc::new(Hub::new(8)), MessagingConfig::default());
+        let (ann, ben) = (user("ann"), user("ben"));
+        let chat = messaging.direct(&ann, &ben).await.unwrap().id;
+        messaging.send(&ann, &chat, "c1", "on disk").await.unwrap();
+        faults.fail_flushes();
+        assert!(messaging.send(&ann, &chat, "c2", "lost").await.is_err());
+        for reader in [&ann, &ben] {
+            let seen = messaging.sync(reader, &chat, 0, 100).unwrap();
+            let texts: Vec<&str> = seen.iter().map(|m| m.text.as_str()).collect();
+            assert_eq!(texts, ["on disk"]);
+            assert_eq!(messaging.get(reader, &chat).unwrap().last_seq, 1);
+            let page = messaging.list(reader, None, 10).unwrap();
+            let listed = &page.conversations[0];
+            assert_eq!(
+                listed.last_message.as_ref().map(|m| m.text.as_str()),
+                Some("on disk")
+            );
+        }
+        assert_eq!(
+            messaging.list(&ben, None, 10).unwrap().conversations[0].unread,
+            1
+        );
     }
 
     /// A copy read before a change of the members, cached after it, does

@@ -1338,3 +1338,115 @@ async fn a_session_ended_elsewhere_leaves_the_page_and_what_waited_comes_up_afte
     b.shot("privacy").await;
     b.finish().await;
 }
+
+/// Where the keyboard is and which account a tab acts for hold: "Skip to
+/// content" stays on the page and focuses it; a host dialog arms only
+/// while in sight (leaving the window or hiding the tab starts its wait
+/// again, for both answers); after the app draws its answer, focus is on
+/// its new view's heading, not lost on the page; and a tab whose browser
+/// signed another account in elsewhere starts over as that account rather
+/// than go on showing the one before.
+#[tokio::test]
+async fn keyboard_focus_dialog_arming_and_tabs_follow_the_user() {
+    let _one_at_a_time = harness::one_at_a_time().await;
+    let (_tmp, server) = demo_ready();
+    let mut b = Browser::start("keyboard-and-tabs").await;
+    sign_in(&mut b, &server, "alice").await;
+
+    b.goto(&shell_url(&server, "#/wallet")).await;
+    b.wait_text("Wallet").await;
+    let skipped = b
+        .js(
+            "document.querySelector('a.skip').click(); return [location.hash, document.activeElement.id];",
+            vec![],
+        )
+        .await;
+    assert_eq!(skipped, json!(["#/wallet", "main"]));
+
+    b.goto(&shell_url(&server, "#/app/dev.superapp.city-payments"))
+        .await;
+    b.wait_text("Your bills").await;
+    b.click_text("Pay EUR").await;
+    b.find("dialog[data-host-dialog][open].kind-payment").await;
+    let buttons = "return [...document.querySelectorAll('dialog[data-host-dialog] .dialog-actions button')].map((b) => b.disabled);";
+    // The window loses focus before the dialog has been in sight long
+    // enough: nothing arms, however long it waits.
+    b.js(
+        "window.dispatchEvent(new Event('blur')); return null;",
+        vec![],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(b.js(buttons, vec![]).await, json!([false, true, true]));
+    // Back in the window: armed after the wait, from then on.
+    b.js(
+        "window.dispatchEvent(new Event('focus')); return null;",
+        vec![],
+    )
+    .await;
+    assert_eq!(b.js(buttons, vec![]).await, json!([false, true, true]));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(b.js(buttons, vec![]).await, json!([false, false, false]));
+    // The tab hidden: disarmed again; shown: armed after the wait.
+    let hide = "Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => arguments[0] }); document.dispatchEvent(new Event('visibilitychange')); return null;";
+    b.js(hide, vec![json!("hidden")]).await;
+    assert_eq!(b.js(buttons, vec![]).await, json!([false, true, true]));
+    b.js(hide, vec![json!("visible")]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(b.js(buttons, vec![]).await, json!([false, false, false]));
+    // The described dialog: the amount and payee are read with it.
+    let described = b
+        .js(
+            "const d = document.querySelector('dialog[data-host-dialog][open]'); return document.getElementById(d.getAttribute('aria-describedby')).textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        described.as_str().unwrap_or_default().contains("EUR"),
+        "{described}"
+    );
+    b.fill(
+        "dialog[data-host-dialog] input[type=password]",
+        "demo-password\n",
+    )
+    .await;
+    b.wait_text("Paid. Thank you!").await;
+    let focus = "const a = document.activeElement; return a && a.closest('.app-view') !== null && /^H[1-6]$/.test(a.tagName);";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while b.js(focus, vec![]).await != json!(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "focus is not on the new view's heading: {}",
+            b.js(
+                "return document.activeElement.outerHTML.slice(0, 200);",
+                vec![]
+            )
+            .await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A second tab of the same browser signs bob in: the first one starts
+    // over as bob, never showing alice's name (or phrase) over his session.
+    let first = b.client.window().await.unwrap();
+    let second = b.client.new_window(true).await.unwrap().handle;
+    b.client.switch_to_window(second).await.unwrap();
+    sign_in(&mut b, &server, "bob").await;
+    b.client.switch_to_window(first).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let who = b
+            .js("return document.getElementById('who').textContent;", vec![])
+            .await;
+        if who == json!("Bob Okoye") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first tab still shows {who}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.shot("first-tab-as-bob").await;
+    b.finish().await;
+}

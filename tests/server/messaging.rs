@@ -459,8 +459,10 @@ async fn names_titles_and_memos_refuse_characters_that_change_how_text_reads() {
     // characters, marks on nothing), nor text hidden in tag characters.
     let direct = alice.direct_with("bob").await;
     let marks = "\u{0301}".repeat(200);
+    let zalgo = format!("Z{}algo", "\u{0336}\u{0334}\u{0301}\u{0308}\u{0327}");
     for (i, bad) in [
         spoof,
+        &zalgo,
         "a\u{0}b",
         "\u{1b}[31mred",
         "\u{202D}forced",
@@ -488,7 +490,7 @@ async fn names_titles_and_memos_refuse_characters_that_change_how_text_reads() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
-    let fine = "שלום \u{2067}team\u{2069}\r\n\tfamily: \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467} \u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}";
+    let fine = "שָׁלוֹם \u{2067}team\u{2069}\r\n\tfamily: \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467} \u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}";
     let (s, body) = alice.send(&direct, "fine", fine).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(alice.messages(&direct, 0).await[0]["text"], fine);

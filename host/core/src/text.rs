@@ -69,10 +69,20 @@ const MAX_STACKED_MARKS: usize = 4;
 /// Marks stacked past what any script writes spill over the lines around
 /// the text and hide what is there.
 fn stacked_marks(chars: &[char]) -> Option<String> {
-    let stacked = chars
+    overstacked(chars)
+        .then(|| format!("must not stack more than {MAX_STACKED_MARKS} marks on one character"))
+}
+
+fn overstacked(chars: &[char]) -> bool {
+    chars
         .split(|c| !unicode_normalization::char::is_combining_mark(*c))
-        .any(|marks| marks.len() > MAX_STACKED_MARKS);
-    stacked.then(|| format!("must not stack more than {MAX_STACKED_MARKS} marks on one character"))
+        .any(|marks| marks.len() > MAX_STACKED_MARKS)
+}
+
+/// Whether `text` stacks more combining marks on one character than any
+/// script writes (more than four): text drawn over the lines around it.
+pub fn stacks_marks(text: &str) -> bool {
+    overstacked(&text.chars().collect::<Vec<_>>())
 }
 
 /// Why `label` cannot be a label people read about each other (a display

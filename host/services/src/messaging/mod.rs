@@ -1239,6 +1239,11 @@ impl Messaging {
                 "a message may not contain tag characters (U+E0000–U+E007F) but in the flags of England, Scotland and Wales: they draw as nothing".into(),
             ));
         }
+        if superapp_core::text::stacks_marks(text) {
+            return Err(MessagingError::InvalidInput(
+                "a message may not stack more than 4 marks on one character: they draw over the lines around it".into(),
+            ));
+        }
         if let Some(c) = text
             .chars()
             .find(|&c| superapp_core::text::disallowed_in_message(c))

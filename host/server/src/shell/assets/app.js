@@ -75,10 +75,20 @@ const shell = {
    *  you", which brings them back. */
   putOff: new Map(),
 
+  /** Prompts put off and brought back by a press in their app: shown after
+   *  whatever that press asked for, so the sheet the user meets first is
+   *  the one they just asked for. */
+  broughtBack: new Set(),
+
   /** The user acted in `app` again: what they put off of its asks comes
-   *  back (an app asking again for the same payment gets the same sheet). */
+   *  back (an app asking again for the same payment gets the same sheet),
+   *  after what the press itself asks. */
   bringBack(app) {
-    for (const [id, of] of this.putOff) if (of === app) this.putOff.delete(id);
+    for (const [id, of] of this.putOff) {
+      if (of !== app) continue;
+      this.putOff.delete(id);
+      this.broughtBack.add(id);
+    }
   },
 
   /** Put the pending host prompts in front of the user, one at a time,
@@ -101,12 +111,18 @@ const shell = {
     const view = this.viewId;
     try {
       for (let round = 0; round < 10 && this.viewId === view; round++) {
+        // Another tab may have signed another account in: no dialog shows
+        // one account's phrase over another's prompt.
+        if (await sessionChanged()) return answered;
         const all = await get('/prompts');
         showWaiting(all);
         const pending = all.filter((p) => !this.putOff.has(p.id) && (!onlyApp || p.app === onlyApp));
         if (!pending.length) break;
+        const later = (p) => Number(this.broughtBack.has(p.id));
+        pending.sort((a, b) => later(a) - later(b));
         for (const prompt of pending) {
           if (this.viewId !== view) break;
+          this.broughtBack.delete(prompt.id);
           const result = await showPrompt(prompt, this.me);
           if (result === null) {
             this.putOff.set(prompt.id, prompt.app);
@@ -131,6 +147,43 @@ const shell = {
     return answered;
   },
 };
+
+/** Tabs of this browser share one session (its cookie): one that signs in
+ *  or out tells the others, which start over as whoever is signed in now,
+ *  so none goes on showing (and acting as) the account before. */
+const sessions = 'BroadcastChannel' in window ? new BroadcastChannel('superapp-session') : null;
+
+function tellOtherTabs() {
+  if (sessions) sessions.postMessage(shell.me ? shell.me.id : null);
+}
+
+if (sessions) {
+  sessions.addEventListener('message', (event) => {
+    if ((shell.me ? shell.me.id : null) !== event.data) location.reload();
+  });
+}
+
+/** Whether the session now belongs to another account than the one on
+ *  screen (signed in elsewhere in this browser): then the page starts over. */
+async function sessionChanged() {
+  if (!shell.me) return false;
+  let now;
+  try {
+    now = await get('/me');
+  } catch {
+    return false; // Signed out or unreachable: the API's handling tells.
+  }
+  if (shell.me && now.id !== shell.me.id) {
+    location.reload();
+    return true;
+  }
+  return false;
+}
+
+// Coming back to the tab: still the same account?
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible') sessionChanged();
+});
 
 /** The host bar's count of the prompts waiting for the user (put off,
  *  another app's, or the one on screen). */
@@ -247,6 +300,7 @@ function afterSignIn() {
 function signedOut() {
   shell.me = null;
   shell.putOff.clear();
+  shell.broughtBack.clear();
   waiting.hidden = true;
   nav.hidden = true;
   signOut.hidden = true;
@@ -257,7 +311,14 @@ function signedOut() {
 signOut.addEventListener('click', async () => {
   await shell.guard(() => del('/sessions/current'));
   signedOut();
+  tellOtherTabs();
   location.hash = '#/signin';
+});
+
+// "Skip to content" moves focus to the page's content; it is no route.
+document.querySelector('a.skip').addEventListener('click', (event) => {
+  event.preventDefault();
+  main.focus();
 });
 
 function field(id, label, attrs) {
@@ -274,6 +335,7 @@ function signInPage(next) {
     await shell.guard(async () => {
       await post('/sessions', { username: form.username.value, password: form.password.value });
       signedIn(await get('/me'));
+      tellOtherTabs();
       location.hash = next || '#/chats';
       afterSignIn();
     });
@@ -305,6 +367,7 @@ function signUpPage(next) {
       });
       await post('/sessions', { username: form.username.value, password: form.password.value });
       signedIn(await get('/me'));
+      tellOtherTabs();
       location.hash = next || '#/apps';
     });
   });
@@ -345,7 +408,10 @@ async function route() {
       default: location.replace('#/chats');
     }
   });
-  main.focus({ preventScroll: true });
+  // The page's content, unless the page put focus in it (its first field,
+  // an app's heading).
+  const focused = document.activeElement;
+  if (!focused || focused === document.body || !main.contains(focused)) main.focus({ preventScroll: true });
 }
 
 window.addEventListener('hashchange', route);

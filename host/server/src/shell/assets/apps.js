@@ -6,6 +6,7 @@ import { get, post, ApiError } from './api.js';
 import { el, replace, qrSvg } from './dom.js';
 import { renderView } from './render.js';
 import { capabilityLabel, readable } from './labels.js';
+import { focusView } from './dialogs.js';
 
 const CONSENT = { 'once-per-app': 'asks you once', 'every-use': 'asks you every time' };
 
@@ -66,8 +67,13 @@ export async function openApp(main, shell, id, params) {
 
   const draw = (result) => {
     if (result && result.view) {
+      // Focus on what the app replaces (the button just pressed) moves to
+      // the new view's heading, which a screen reader then reads.
+      const focused = document.activeElement;
+      const lost = !focused || focused === document.body || stage.contains(focused);
       replace(stage, renderView(result.view, handlers));
       status.textContent = '';
+      if (lost && !document.querySelector('dialog[open]')) focusView();
     }
   };
   const drawAnswer = (answered) => {

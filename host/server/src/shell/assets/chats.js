@@ -48,11 +48,17 @@ async function learnNames(id) {
   }
 }
 
+/** A person as the shell names them: their name in its own direction,
+ *  kept apart (bdi) from the @username beside it. */
+function personName(u) {
+  return [el('bdi', {}, u.display_name), ` @${u.username}`];
+}
+
 /** Who sent `m`, for a message not the user's own. */
 function senderOf(m) {
-  if (m.sender.startsWith('app:')) return `${appName(m.sender.slice(4))} (app)`;
+  if (m.sender.startsWith('app:')) return [el('bdi', {}, appName(m.sender.slice(4))), ' (app)'];
   const u = people.get(m.sender);
-  return u ? `${u.display_name} @${u.username}` : 'A former member';
+  return u ? personName(u) : 'A former member';
 }
 
 export async function chatList(main, shell) {
@@ -143,7 +149,7 @@ export async function conversation(main, shell, id) {
     }
     const mine = m.sender === shell.me.id;
     const item = el('li', { class: mine ? 'message mine' : 'message' },
-      el('span', { class: 'sender', dir: 'auto' }, mine ? 'You' : senderOf(m)),
+      el('span', { class: 'sender' }, mine ? 'You' : senderOf(m)),
       el('span', { class: 'text', dir: 'auto' }, m.text),
       el('time', { class: 'muted' }, when(m.sent_at)));
     if (m.card) {
@@ -318,7 +324,7 @@ function groupMembers(c, shell) {
   const me = shell.me.id;
   const items = c.members.map((id) => {
     const u = people.get(id);
-    const name = u ? `${u.display_name} @${u.username}` : id;
+    const name = u ? personName(u) : id;
     let action = null;
     if (id === me || c.owner === me) {
       action = el('button', { type: 'button', class: 'quiet' }, id === me ? 'Leave group' : 'Remove');
@@ -327,7 +333,7 @@ function groupMembers(c, shell) {
         location.replace(id === me ? '#/chats' : `#/chats/${encodeURIComponent(c.id)}?changed=${Date.now()}`);
       }));
     }
-    return el('li', {}, el('span', { dir: 'auto' }, id === me ? `${name} (you)` : name), ' ', action);
+    return el('li', {}, el('span', {}, name, id === me ? ' (you)' : null), ' ', action);
   });
   const username = el('input', { id: 'add-member', name: 'username', autocomplete: 'off', required: true });
   const add = el('form', { class: 'inline-form' },

@@ -2,15 +2,16 @@
 // disclosing document fields. They are modal <dialog>s hung from the
 // host's header, the app behind them dimmed and inert, and each shows the
 // user's security phrase — something no app can know — so nothing an app
-// draws can pass for one. The confirming button only reacts to a fresh
-// press that starts after the dialog has been visible for a moment, so a
-// click aimed at the app underneath cannot confirm a payment.
+// draws can pass for one. The answering buttons only react to a fresh
+// press that starts after the dialog has been in sight for a moment (its
+// tab shown and its window focused the whole time), so a click aimed at the
+// app underneath, or at another window, cannot answer it.
 
 import { post, get, ApiError } from './api.js';
 import { el, money, when } from './dom.js';
 import { capabilityLabel, humanize, readable } from './labels.js';
 
-/** How long a dialog must have been visible before it can be confirmed. */
+/** How long a dialog must have been in sight before it can be answered. */
 const ARM_MS = 800;
 
 /** Answers that mean the prompt was settled elsewhere (another tab or
@@ -24,17 +25,21 @@ let ids = 0;
 export function showPrompt(prompt, me) {
   return new Promise((resolve) => {
     const titleId = `dlg-${++ids}`;
+    const bodyId = `dlg-body-${ids}`;
     const error = el('p', { class: 'dialog-error', role: 'alert' });
-    const body = el('div', { class: 'dialog-body' });
+    // What the dialog asks (the amount, the payee, what for) is its
+    // description, read out when it opens.
+    const body = el('div', { class: 'dialog-body', id: bodyId });
     const approve = el('button', { type: 'button', class: 'primary', disabled: true }, 'Confirm');
-    const deny = el('button', { type: 'button', class: 'secondary' }, 'Decline');
+    const deny = el('button', { type: 'button', class: 'secondary', disabled: true }, 'Decline');
     const later = el('button', { type: 'button', class: 'quiet' }, 'Not now');
-    const dialog = el('dialog', { class: `host-dialog kind-${prompt.kind}`, 'data-host-dialog': 'true', 'aria-labelledby': titleId },
+    const dialog = el('dialog', { class: `host-dialog kind-${prompt.kind}`, 'data-host-dialog': 'true', 'aria-labelledby': titleId, 'aria-describedby': bodyId },
       el('div', { class: 'host-mark' },
         el('span', { class: 'brand' }, 'superapp'),
         el('span', { class: 'phrase', 'data-testid': 'security-phrase' }, `Your phrase: ${me.security_phrase || '(set one under Privacy)'}`)),
       el('h2', { id: titleId }, ''),
-      el('p', { class: 'dialog-app' }, `${prompt.app_name} · by ${publisherOf(prompt)}`),
+      // Names in their own direction, kept apart from the host's words.
+      el('p', { class: 'dialog-app' }, el('bdi', {}, prompt.app_name), ' · by ', el('bdi', {}, publisherOf(prompt))),
       body, error,
       el('div', { class: 'dialog-actions' }, later, deny, approve));
     const title = dialog.querySelector(`#${titleId}`);
@@ -42,18 +47,38 @@ export function showPrompt(prompt, me) {
     // Focus goes back where it was when the dialog closes.
     const before = document.activeElement;
 
-    // Armed only after the dialog has been visible for a while, and only a
-    // press that began after arming counts.
+    // Armed only after the dialog has been in sight for a while: its tab
+    // shown and its window focused the whole time (hiding the tab or
+    // leaving the window starts the wait again). Only a press that began
+    // after arming counts, on either answer: a "Don't allow" is remembered.
     let armedAt = Infinity;
     let pressed = false;
-    setTimeout(() => {
-      armedAt = performance.now();
-      approve.disabled = collect.blocked === true;
-    }, ARM_MS);
-    approve.addEventListener('pointerdown', () => { pressed = performance.now() >= armedAt; });
-    approve.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter' || e.key === ' ') pressed = performance.now() >= armedAt;
-    });
+    let arming = null;
+    const disarm = () => {
+      clearTimeout(arming);
+      armedAt = Infinity;
+      pressed = false;
+      approve.disabled = deny.disabled = true;
+    };
+    const arm = () => {
+      disarm();
+      if (document.visibilityState !== 'visible') return;
+      arming = setTimeout(() => {
+        armedAt = performance.now();
+        approve.disabled = collect.blocked === true;
+        deny.disabled = false;
+      }, ARM_MS);
+    };
+    const onVisibility = () => (document.visibilityState === 'visible' ? arm() : disarm());
+    document.addEventListener('visibilitychange', onVisibility);
+    window.addEventListener('blur', disarm);
+    window.addEventListener('focus', arm);
+    for (const button of [approve, deny]) {
+      button.addEventListener('pointerdown', () => { pressed = performance.now() >= armedAt; });
+      button.addEventListener('keydown', (e) => {
+        if (e.key === 'Enter' || e.key === ' ') pressed = performance.now() >= armedAt;
+      });
+    }
     // Enter in the dialog's field (the payment password) confirms, once armed.
     if (collect.enter) {
       collect.enter.addEventListener('keydown', (e) => {
@@ -68,9 +93,15 @@ export function showPrompt(prompt, me) {
     const onNavigate = () => finish(null);
     const finish = (value) => {
       window.removeEventListener('hashchange', onNavigate);
+      document.removeEventListener('visibilitychange', onVisibility);
+      window.removeEventListener('blur', disarm);
+      window.removeEventListener('focus', arm);
+      clearTimeout(arming);
       dialog.close();
       dialog.remove();
+      // Where it was, or, if the app drew anew meanwhile, its new view.
       if (before && before.isConnected && typeof before.focus === 'function') before.focus();
+      else focusView();
       resolve(value);
     };
     // Leaving the page puts the dialog off: it waits under "Waiting for you".
@@ -91,7 +122,7 @@ export function showPrompt(prompt, me) {
         error.textContent = e instanceof ApiError ? readable(e.message) : 'Something went wrong; try again.';
         approve.disabled = collect.blocked === true;
         deny.disabled = false;
-        (collect.focus || deny).focus();
+        (collect.focus || later).focus();
       }
     };
     approve.addEventListener('click', () => {
@@ -101,7 +132,11 @@ export function showPrompt(prompt, me) {
       if (payload) answer('approve', payload);
       else if (collect.missing) error.textContent = collect.missing;
     });
-    deny.addEventListener('click', () => answer('deny', {}));
+    deny.addEventListener('click', () => {
+      if (!pressed) return;
+      pressed = false;
+      answer('deny', {});
+    });
     later.addEventListener('click', () => finish(null));
     dialog.addEventListener('cancel', (e) => {
       e.preventDefault();
@@ -109,8 +144,24 @@ export function showPrompt(prompt, me) {
     });
     document.body.append(dialog);
     dialog.showModal();
-    (collect.focus || deny).focus();
+    arm();
+    // The field the dialog asks for, else "Not now", which answers nothing.
+    (collect.focus || later).focus();
   });
+}
+
+/** Focus the view on screen after it was drawn anew (the element that had
+ *  focus is gone): the app's first heading, else the page's main region. */
+export function focusView() {
+  const main = document.getElementById('main');
+  if (!main) return;
+  const heading = main.querySelector('.app-view h1, .app-view h2, .app-view h3, .app-view .v-heading');
+  if (heading) {
+    heading.setAttribute('tabindex', '-1');
+    heading.focus({ preventScroll: true });
+  } else {
+    main.focus({ preventScroll: true });
+  }
 }
 
 /** Fill the dialog for its kind; returns how to read the answer. */
@@ -185,7 +236,7 @@ function documentSheet(prompt, title, body, approve, deny) {
   }
   if (!sheet.issuer) {
     body.append(el('p', {}, `You hold no ${humanize(sheet.credential_type)} document, so there is nothing to share.`));
-    return { blocked: true, focus: deny, payload: () => null };
+    return { blocked: true, payload: () => null };
   }
   body.append(el('p', { class: 'muted' }, `Issued by ${sheet.issuer}. Untick what you do not want to share.`));
   const boxes = sheet.fields.map((field) => {

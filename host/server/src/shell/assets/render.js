@@ -121,14 +121,30 @@ function input(node, readOnly = false) {
   // (a password, a PIN, the security phrase) gets the host's warning under
   // it, in the host's style, which no app can draw.
   const asks = `${node.label || ''} ${node.name || ''} ${node.placeholder || ''}`;
-  const warning = PHISHING.test(asks)
+  const warning = asksForSecret(asks)
     ? el('p', { class: 'host-warning', role: 'note' }, 'superapp never asks for your password, PIN or security phrase inside an app. Type it only in superapp’s own dialogs, which show your security phrase.')
     : null;
   return el('div', { class: 'v-field' }, label, control, warning);
 }
 
-/** What an app field must not ask for, in the languages of the demo. */
-const PHISHING = /pass\s*(word|phrase|code)|\bpin\b|security\s*phrase|kennwort|passwort|mot de passe|contraseña|пароль/i;
+/** What an app field must not ask for, in the languages people write
+ *  labels in; matched on the label as written and folded (see below). */
+const PHISHING = /pass\s*(word|phrase|code)|\bpin\b|security\s*phrase|secret\s*phrase|kennwort|passwort|mot de passe|contraseña|contrasena|senha|parola d'ordine|wachtwoord|hasło|haslo|heslo|lösenord|losenord|adgangskode|passord|salasana|jelszó|jelszo|şifre|sifre|mật khẩu|mat khau|пароль|пин-код|пин код|密码|密碼|口令|暗証番号|パスワード|비밀번호|كلمة المرور|كلمة السر|סיסמה|סיסמא|पासवर्ड|รหัสผ่าน/i;
+
+/** Latin letters other scripts draw the same (Cyrillic, Greek). */
+const LOOKALIKES = new Map(Object.entries({
+  а: 'a', е: 'e', о: 'o', р: 'p', с: 'c', у: 'y', х: 'x', ѕ: 's', і: 'i', ј: 'j', ԁ: 'd', ԝ: 'w', һ: 'h', ԛ: 'q', ν: 'v', ο: 'o', α: 'a', ρ: 'p', τ: 't', κ: 'k', ι: 'i',
+}));
+
+/** Whether a field's words ask for a secret only the host's dialogs ask
+ *  for: as written, and folded (compatibility forms, look-alike letters
+ *  made Latin, anything between letters dropped: "P-a-s-s-w-o-r-d",
+ *  "Pаssword" with a Cyrillic а). */
+function asksForSecret(words) {
+  const folded = [...words.normalize('NFKC').toLowerCase()].map((c) => LOOKALIKES.get(c) || c).join('');
+  const squashed = folded.replace(/[^\p{L}\p{N}]+/gu, '');
+  return PHISHING.test(words) || PHISHING.test(folded) || /password|passphrase|passcode|securityphrase|secretphrase|passwort|kennwort/.test(squashed);
+}
 
 function form(node, on, depth) {
   const f = el('form', { class: 'v-form' },

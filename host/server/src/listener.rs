@@ -60,29 +60,66 @@ impl Default for ConnectionLimits {
 impl ConnectionLimits {
     /// Keep `max_connections` under the process's file-descriptor limit
     /// (less a reserve for the store, logs and outgoing sockets), so the cap
-    /// refuses connections before `accept` starts failing.
+    /// refuses connections before `accept` starts failing, after raising
+    /// the limit to what the system allows this process (the soft limit is
+    /// often 1024 while the hard one is far higher). Where the cap must
+    /// still come down, one address may hold at most a quarter of it, so
+    /// no one client takes every place.
     pub fn fit_descriptors(mut self) -> Self {
         const RESERVE: usize = 256;
+        raise_open_files_limit();
         if let Some(limit) = open_files_limit() {
             let room = limit.saturating_sub(RESERVE).max(16);
             if self.max_connections > room {
+                let share = (room / 4).max(1).min(self.max_per_client);
                 tracing::warn!(
                     max_connections = self.max_connections,
+                    max_connections_per_client = self.max_per_client,
                     open_files_limit = limit,
-                    "lowering max-connections to {room} to fit the file-descriptor limit"
+                    "lowering max-connections to {room} and max-connections-per-client to {share} to fit the file-descriptor limit (raise the hard limit on open files, e.g. systemd's LimitNOFILE, for more)"
                 );
                 self.max_connections = room;
+                self.max_per_client = share;
             }
         }
         self
     }
 }
 
+/// Most open files this process asks for: far more than it holds.
+const WANTED_OPEN_FILES: u64 = 1 << 20;
+
+/// Raise the soft limit on open files to the hard one (up to
+/// [`WANTED_OPEN_FILES`]), as servers do: the soft limit exists for
+/// programs that use `select`, which this one does not.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let wanted = now
+        .maximum
+        .unwrap_or(WANTED_OPEN_FILES)
+        .min(WANTED_OPEN_FILES);
+    if now.current.is_some_and(|current| current >= wanted) {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(wanted),
+        maximum: now.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::debug!(from = ?now.current, to = wanted, "raised the limit on open files")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the limit on open files"),
+    }
+}
+
 /// The soft limit on open files, where the system says (Linux).
 fn open_files_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+    use rustix::process::{getrlimit, Resource};
+    getrlimit(Resource::Nofile)
+        .current
+        .and_then(|n| usize::try_from(n).ok())
 }
 
 /// Open connections, in all and per address.
@@ -359,5 +396,26 @@ mod tests {
             Some(limit) => assert!(huge.max_connections < limit),
             None => assert_eq!(huge.max_connections, usize::MAX / 2),
         }
+        if open_files_limit().is_some() {
+            assert!(huge.max_per_client <= huge.max_connections / 4);
+        }
+        // The soft limit is raised to the hard one (as far as wanted).
+        let now = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        let hard = now
+            .maximum
+            .unwrap_or(WANTED_OPEN_FILES)
+            .min(WANTED_OPEN_FILES);
+        assert_eq!(now.current, Some(hard));
+    }
+
+    #[test]
+    fn caps_that_fit_are_kept_as_set() {
+        let set = ConnectionLimits {
+            max_connections: 12,
+            max_per_client: 8,
+            ..ConnectionLimits::default()
+        }
+        .fit_descriptors();
+        assert_eq!((set.max_connections, set.max_per_client), (12, 8));
     }
 }

@@ -631,6 +631,55 @@ async fn overload_is_refused_with_503_and_retry_after() {
     alice.act(busy, "work", Some("1"), json!({})).await;
 }
 
+/// One user's launches and actions are limited (`app-events-per-user`,
+/// here 1 a second with a burst of 5): past it, 429 `rate-limited` with
+/// Retry-After and nothing run, while another user is served as before.
+#[tokio::test]
+async fn one_users_launches_and_actions_are_rate_limited_and_others_go_on() {
+    let s = setup(&["hello"]);
+    let server = serve_with(&s, &[("SUPERAPP_APP_EVENTS_PER_USER", "1")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let hello = "/apps/dev.superapp.hello/launch";
+    let mut served = 0;
+    let refused = loop {
+        let resp = alice
+            .raw(
+                Method::POST,
+                hello,
+                Some(b"{}".to_vec()),
+                "application/json",
+            )
+            .await;
+        if resp.status() != StatusCode::OK {
+            break resp;
+        }
+        served += 1;
+        assert!(served <= 5, "the burst is 5");
+    };
+    assert_eq!(served, 5);
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry = refused.headers().get("retry-after").cloned();
+    assert_eq!(retry.as_ref().and_then(|v| v.to_str().ok()), Some("1"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate-limited", "{body}");
+    // An action counts too.
+    let (status, body) = alice
+        .post(
+            "/apps/dev.superapp.hello/events",
+            json!({"name": "save-name", "fields": {"name": "Ada"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // Bob has his own allowance.
+    for _ in 0..5 {
+        assert_eq!(bob.post(hello, json!({})).await.0, StatusCode::OK);
+    }
+    // After the wait, alice is served again.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(alice.post(hello, json!({})).await.0, StatusCode::OK);
+}
+
 /// The access log and the prompt history come a page at a time, newest
 /// first, each page continuing exactly where the last one stopped.
 #[tokio::test]

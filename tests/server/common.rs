@@ -80,6 +80,7 @@ impl Server {
             // faster than people; each limit's own test sets it low again.
             .env("SUPERAPP_CHAT_RATE_PER_USER", "1000000")
             .env("SUPERAPP_SIGNUPS_PER_CLIENT", "1000000")
+            .env("SUPERAPP_APP_EVENTS_PER_USER", "1000000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(stderr);

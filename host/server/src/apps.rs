@@ -31,7 +31,14 @@ pub struct AppsConfig {
     /// `superapp` binary sets its own; `None` compiles in this process,
     /// unbounded (tests that embed the host).
     pub compile_worker: Option<superapp_runtime::CompileWorker>,
+    /// Launches and actions one user may start a second, sustained (a
+    /// burst of five seconds' worth after a pause).
+    pub events_per_user: std::num::NonZeroU32,
 }
+
+/// The default of [`AppsConfig::events_per_user`]: far above what a person
+/// presses, far below what one account's script could make the host run.
+pub const EVENTS_PER_USER: u32 = 20;
 
 impl Default for AppsConfig {
     fn default() -> Self {
@@ -41,6 +48,7 @@ impl Default for AppsConfig {
             scheduler: superapp_runtime::SchedulerConfig::default(),
             compile_budget: superapp_runtime::CompileBudget::default(),
             compile_worker: None,
+            events_per_user: std::num::NonZeroU32::new(EVENTS_PER_USER).expect("not 0"),
         }
     }
 }

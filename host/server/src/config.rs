@@ -49,6 +49,9 @@ pub struct FileConfig {
     /// Chat messages one user may send a second (bursts of five seconds'
     /// worth); default 10.
     pub chat_rate_per_user: Option<u32>,
+    /// App launches and actions one user may start a second (bursts of
+    /// five seconds' worth); default 20.
+    pub app_events_per_user: Option<u32>,
     /// The store's page cache, in MiB (default 128).
     pub store_cache_mib: Option<u64>,
     /// Where the records live: unset for the embedded store in the data
@@ -323,6 +326,7 @@ impl FileConfig {
         env_value("idle-timeout-secs", &mut self.idle_timeout_secs)?;
         env_value("max-message-bytes", &mut self.max_message_bytes)?;
         env_value("chat-rate-per-user", &mut self.chat_rate_per_user)?;
+        env_value("app-events-per-user", &mut self.app_events_per_user)?;
         env_value("store-cache-mib", &mut self.store_cache_mib)?;
         env_value("store", &mut self.store)?;
         env_value("store-connections", &mut self.store_connections)?;
@@ -598,6 +602,12 @@ impl FileConfig {
                         .map_or(apps_defaults.compile_budget.memory_bytes, |mib| mib << 20),
                 },
                 compile_worker: None,
+                events_per_user: match self.app_events_per_user {
+                    None => apps_defaults.events_per_user,
+                    Some(n) => NonZeroU32::new(n).ok_or_else(|| {
+                        anyhow::anyhow!("app-events-per-user must be greater than 0")
+                    })?,
+                },
             },
             registry,
             egress,

@@ -165,6 +165,12 @@ impl From<IdentityError> for ApiError {
     }
 }
 
+/// A wait as `Retry-After` says it: whole seconds, rounded up and at least
+/// one, so a client that waits this long finds its allowance free.
+fn whole_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 impl From<MessagingError> for ApiError {
     fn from(e: MessagingError) -> Self {
         match e {
@@ -185,11 +191,7 @@ impl From<MessagingError> for ApiError {
             ),
             MessagingError::Throttled { retry_after, .. }
             | MessagingError::GroupsThrottled { retry_after } => ApiError {
-                // Whole seconds, rounded up and at least one: a client that
-                // waits this long finds its allowance free.
-                retry_after: Some(
-                    (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1),
-                ),
+                retry_after: Some(whole_seconds(retry_after)),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", e.to_string())
             },
             MessagingError::Store(e) => e.into(),
@@ -334,6 +336,10 @@ impl From<HostError> for ApiError {
                 e.to_string(),
             ),
             HostError::Run(e) => e.into(),
+            HostError::Throttled { retry_after, .. } => ApiError {
+                retry_after: Some(whole_seconds(retry_after)),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", e.to_string())
+            },
             // Not 401: the session is fine, the confirmation is not.
             HostError::WrongPassword => {
                 ApiError::new(StatusCode::FORBIDDEN, "wrong-password", e.to_string())

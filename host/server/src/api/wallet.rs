@@ -55,6 +55,7 @@ pub async fn sweep_throttles(state: AppState) {
         "sweep the login throttles",
         |s| async move {
             s.host.messaging.sweep_send_limits();
+            s.host.sweep_event_limits();
             // Each sweep on its own: one failing leaves the others to run.
             if let Err(e) = s.nonces.sweep(superapp_core::now_secs()) {
                 tracing::warn!(error = %e, "cannot sweep the used nonces of signed requests");

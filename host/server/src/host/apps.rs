@@ -15,7 +15,33 @@ pub const MAX_ACTION_NAME: usize = 64;
 impl Host {
     /// Launch `app` for `invocation.user` and return its first view.
     pub async fn launch(&self, app: &str, invocation: &Invocation) -> Result<View, HostError> {
+        self.take_event(&invocation.user)?;
         self.run(app, invocation, Call::Launch).await
+    }
+
+    /// Take one launch or action from `user`'s allowance
+    /// (`app-events-per-user`): one account's script cannot make the host
+    /// run its apps (and write their records) for everyone's share.
+    fn take_event(&self, user: &str) -> Result<(), HostError> {
+        use governor::clock::{Clock as _, DefaultClock};
+        self.events
+            .check_key(&user.to_string())
+            .map_err(|not_until| {
+                let retry_after = not_until.wait_time_from(DefaultClock::default().now());
+                let quota = not_until.quota();
+                HostError::Throttled {
+                    per_second: (1_000_000_000 / quota.replenish_interval().as_nanos().max(1))
+                        as u32,
+                    burst: quota.burst_size().get(),
+                    retry_after,
+                }
+            })
+    }
+
+    /// Forget users whose allowance is full again.
+    pub fn sweep_event_limits(&self) {
+        self.events.retain_recent();
+        self.events.shrink_to_fit();
     }
 
     /// Send `app` a user action, the only event a client may send; host
@@ -37,6 +63,7 @@ impl Host {
                 "an action name is 1-{MAX_ACTION_NAME} letters, digits, `-`, `_` or `.`"
             )));
         }
+        self.take_event(&invocation.user)?;
         self.run(app, invocation, Call::Event(Event::Action(action)))
             .await
     }

@@ -64,6 +64,14 @@ pub enum HostError {
     /// its log, not the caller's.
     #[error("{0} cannot be opened now: its stored package does not load (the operator is told)")]
     AppUnavailable(String),
+    /// The user starts app events faster than `app-events-per-user`
+    /// allows; nothing ran.
+    #[error("too many app launches and actions: a user may start {per_second} a second (after a pause, {burst} at once); the next may go in {} ms", retry_after.as_millis())]
+    Throttled {
+        per_second: u32,
+        burst: u32,
+        retry_after: std::time::Duration,
+    },
     /// The step-up password was wrong; nothing moved.
     #[error("the password is wrong; no money moved")]
     WrongPassword,
@@ -132,6 +140,8 @@ pub struct Host {
     /// store (derived from the host secret they share, which it does not
     /// reveal), different for another deployment on the same NATS server.
     pub bus_namespace: String,
+    /// How fast each user may launch apps and act in them (per process).
+    events: governor::DefaultKeyedRateLimiter<String>,
 }
 
 /// 16 hex digits naming a deployment on the bus (see [`Host::bus_namespace`]).
@@ -315,6 +325,14 @@ impl Host {
             metrics,
             data_dir: data_dir.to_path_buf(),
             bus_namespace: bus_namespace(&secret),
+            events: governor::RateLimiter::keyed(
+                governor::Quota::per_second(config.apps.events_per_user).allow_burst(
+                    config
+                        .apps
+                        .events_per_user
+                        .saturating_mul(std::num::NonZeroU32::new(5).expect("not 0")),
+                ),
+            ),
         };
         if let Some(dir) = &config.apps_dir {
             host.publish_dev_apps(dir, &secrets, config.registry.dev_approve, config.demo)?;

@@ -51,7 +51,9 @@ enum Command {
     /// request-timeout-secs, max-connections, max-connections-per-client,
     /// header-timeout-secs, idle-timeout-secs, max-message-bytes,
     /// chat-rate-per-user (messages one user may send a second, with
-    /// bursts of five seconds' worth; default 10),
+    /// bursts of five seconds' worth; default 10), app-events-per-user
+    /// (app launches and actions one user may start a second, the same
+    /// way; default 20),
     /// store-cache-mib (the store's page cache, default 128), ws-queue,
     /// max-live-connections-per-user (WebSockets one user may hold in one
     /// process; default 64),

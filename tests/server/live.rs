@@ -587,6 +587,68 @@ async fn a_user_sending_past_the_chat_rate_gets_429_with_retry_after_and_nothing
     assert_eq!(alice.messages(&c, 0).await.len() as u64, stored + 1 + acked);
 }
 
+/// A socket that goes on sending far past the limit, ignoring every
+/// refusal, is closed with 1008 after `MAX_REFUSED_IN_A_ROW` (200) refused
+/// frames in a row; one stored send in between starts the count again, so
+/// a client that waits as told is never closed.
+#[tokio::test]
+async fn a_socket_that_floods_past_the_limit_is_closed_and_one_that_waits_is_not() {
+    let server = Server::start(&[("SUPERAPP_CHAT_RATE_PER_USER", "1")]);
+    let alice = Client::signed_up(&server, "alice").await;
+    Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+    let send = |i: usize| json!({"type": "send", "conversation_id": c, "client_id": format!("f{i}"), "text": "flood"});
+
+    // 150 refusals, a wait, a stored send, 150 more: still open.
+    let mut ws = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    for i in 0..155 {
+        ws_send(&mut ws, send(i)).await;
+    }
+    for _ in 0..155 {
+        next_of(&mut ws, "sent", Duration::from_secs(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ws_send(&mut ws, send(1000)).await;
+    let stored = next_of(&mut ws, "sent", Duration::from_secs(10)).await;
+    assert_eq!(stored["type"], "sent", "{stored}");
+    for i in 0..150 {
+        ws_send(&mut ws, send(2000 + i)).await;
+    }
+    for _ in 0..150 {
+        let frame = next_of(&mut ws, "sent", Duration::from_secs(10)).await;
+        assert_eq!(frame["type"], "error", "{frame}");
+    }
+    ws_send(&mut ws, send(3000)).await;
+    let frame = next_of(&mut ws, "sent", Duration::from_secs(10)).await;
+    assert_eq!(frame["type"], "error", "still open: {frame}");
+
+    // 200 in a row: closed with 1008, after the answers it owed.
+    let mut flood = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    for i in 0..260 {
+        if flood
+            .send(WsMessage::Text(send(5000 + i).to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut errors = 0;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), flood.next()).await {
+            Ok(Some(Ok(WsMessage::Text(_)))) => errors += 1,
+            Ok(Some(Ok(WsMessage::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1008));
+    assert!(
+        (200..=260).contains(&errors),
+        "{errors} answers before the close"
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_never_reads_its_answers_stops_being_read_and_loses_nothing() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;

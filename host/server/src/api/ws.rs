@@ -23,7 +23,11 @@
 //! a password change or a revocation the connection is closed with code
 //! 4001. A user holds at most
 //! `max-live-connections-per-user` sessions in this process: past that the
-//! handshake gets `429` (and one that raced past the check, code 1008).
+//! handshake gets `429` (and one that raced past the check, code 1008). A
+//! connection whose last [`MAX_REFUSED_IN_A_ROW`] frames were all refused
+//! (over the send limit, or not a send at all) is closed with code 1008:
+//! a client that heeds `retry_after_secs` never comes near it, one that
+//! floods gets no more answers to ignore.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,7 +46,7 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::AppState;
 use superapp_services::identity::{IdentityError, User};
-use superapp_services::messaging::Message as ChatMessage;
+use superapp_services::messaging::{Message as ChatMessage, MessagingError};
 
 /// Close code for "you fell behind; resync by seq".
 pub const CLOSE_LAGGING: u16 = 4008;
@@ -53,6 +57,10 @@ pub const CLOSE_SESSION_ENDED: u16 = 4001;
 /// Close code for "this user holds too many live connections" (a handshake
 /// that raced past the check; the rest get `429` before upgrading).
 pub const CLOSE_TOO_MANY: u16 = 1008;
+
+/// Frames refused one after another (throttled or malformed) before the
+/// connection is closed with code 1008.
+pub const MAX_REFUSED_IN_A_ROW: usize = 200;
 
 /// Sends one connection may have stored but not yet acknowledged.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -167,9 +175,18 @@ fn still_signed_in(state: &AppState, token: &str) -> Result<Option<User>, ApiErr
     }
 }
 
-/// Store one incoming text frame's send and return its acknowledgement,
-/// or `None` when the session has ended.
-async fn receive(state: &AppState, token: &str, origin: u64, text: &str) -> Option<Ack> {
+/// What became of one incoming frame.
+enum Received {
+    /// Taken: its acknowledgement, to go out in order.
+    Taken(Ack),
+    /// Refused at once (over the send limit, or not a send): the error frame.
+    Refused(Ack),
+    /// The session has ended.
+    Ended,
+}
+
+/// Store one incoming text frame's send and return its acknowledgement.
+async fn receive(state: &AppState, token: &str, origin: u64, text: &str) -> Received {
     let (conversation_id, client_id, text) = match serde_json::from_str::<Incoming>(text) {
         Ok(Incoming::Send {
             conversation_id,
@@ -178,14 +195,14 @@ async fn receive(state: &AppState, token: &str, origin: u64, text: &str) -> Opti
         }) => (conversation_id, client_id, text),
         Err(e) => {
             let frame = error_frame(None, ApiError::bad_request(format!("bad frame: {e}")));
-            return Some(Box::pin(std::future::ready(frame)));
+            return Received::Refused(Box::pin(std::future::ready(frame)));
         }
     };
     let me = match still_signed_in(state, token) {
         Ok(Some(me)) => me,
-        Ok(None) => return None,
+        Ok(None) => return Received::Ended,
         Err(e) => {
-            return Some(Box::pin(std::future::ready(error_frame(
+            return Received::Taken(Box::pin(std::future::ready(error_frame(
                 Some(&client_id),
                 e,
             ))))
@@ -196,7 +213,11 @@ async fn receive(state: &AppState, token: &str, origin: u64, text: &str) -> Opti
         .messaging
         .stage(&me, &conversation_id, &client_id, &text, Some(origin))
         .await;
-    Some(Box::pin(async move {
+    if let Err(e @ MessagingError::Throttled { .. }) = staged {
+        let frame = error_frame(Some(&client_id), e.into());
+        return Received::Refused(Box::pin(std::future::ready(frame)));
+    }
+    Received::Taken(Box::pin(async move {
         match async { staged?.settle().await }.await {
             Ok((message, created)) => serde_json::to_string(&Sent {
                 r#type: "sent",
@@ -272,6 +293,11 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let mut shutdown = state.shutdown.clone();
     let mut last_heard = Instant::now();
     let mut acks = Acks::default();
+    let mut refused_in_a_row = 0;
+    let flooding = (
+        1008,
+        "too many refused frames in a row; heed retry_after_secs",
+    );
     let ended = (CLOSE_SESSION_ENDED, "the session ended; sign in again");
     let mut closed_by_client = false;
     let close = if matches!(still_signed_in(&state, &token), Ok(None)) {
@@ -340,14 +366,28 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                         // Boxed: the send's state would otherwise be part of
                         // every idle session's.
                         match Box::pin(receive(&state, &token, sub.id, text.as_str())).await {
-                            Some(ack) => acks.push_back(ack),
-                            None => break Some(ended),
+                            Received::Taken(ack) => {
+                                refused_in_a_row = 0;
+                                acks.push_back(ack);
+                            }
+                            Received::Refused(ack) => {
+                                refused_in_a_row += 1;
+                                acks.push_back(ack);
+                                if refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+                                    break Some(flooding);
+                                }
+                            }
+                            Received::Ended => break Some(ended),
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         last_heard = Instant::now();
                         let e = ApiError::bad_request("frames are JSON text");
                         acks.push_back(Box::pin(std::future::ready(error_frame(None, e))));
+                        refused_in_a_row += 1;
+                        if refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+                            break Some(flooding);
+                        }
                     }
                     Some(Ok(_)) => last_heard = Instant::now(),
                 },

@@ -47,13 +47,15 @@ async fn booking_when(
 
 /// The host with the hospital app's backend build, the hospital's system
 /// on a loopback port (its `/paid` answers 503 once while `fail_paid` is
-/// set), and alice (insured) and bob signed in with money.
+/// set, and every request 503 while `down` is), and alice (insured) and bob
+/// signed in with money.
 struct World {
     s: crate::apps::Setup,
     server: Server,
     clients: Vec<Client>,
     hospital: Arc<Hospital>,
     origin: String,
+    down: Arc<AtomicBool>,
 }
 
 async fn world(fail_paid: Arc<AtomicBool>) -> World {
@@ -109,10 +111,15 @@ async fn world(fail_paid: Arc<AtomicBool>) -> World {
         )
         .unwrap(),
     );
+    let down = Arc::new(AtomicBool::new(false));
+    let is_down = down.clone();
     let router = hospital_backend::router(hospital.clone()).layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let fail = fail_paid.clone();
+            let (fail, is_down) = (fail_paid.clone(), is_down.clone());
             async move {
+                if is_down.load(Ordering::SeqCst) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
                 if req.uri().path().ends_with("/paid") && fail.swap(false, Ordering::SeqCst) {
                     return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
                 }
@@ -127,6 +134,7 @@ async fn world(fail_paid: Arc<AtomicBool>) -> World {
         clients,
         hospital,
         origin,
+        down,
     }
 }
 
@@ -283,4 +291,30 @@ async fn a_paid_time_whose_event_failed_is_booked_not_released() {
         10_000 - fee,
         "nothing refunded: it is booked"
     );
+}
+
+/// The hospital's system down: what the patient presses shows that it does
+/// not answer and that nothing changed, never the capability's error; back
+/// up, the same press works.
+#[tokio::test]
+async fn a_hospital_system_that_does_not_answer_is_a_screen_not_an_error() {
+    let w = world(Arc::default()).await;
+    let bob = &w.clients[1];
+    allow(bob).await;
+    w.down.store(true, Ordering::SeqCst);
+    for view in [
+        act(bob, "department", Some("general"), json!({})).await,
+        act(bob, "mine", None, json!({})).await,
+    ] {
+        assert!(shows(&view, "The hospital is not answering"), "{view}");
+        assert!(shows(&view, "Nothing was changed"), "{view}");
+    }
+    let (status, launched) = bob
+        .post(&format!("/apps/{HOSPITAL}/launch"), json!({}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{launched}");
+    assert!(shows(&launched, "The hospital is not answering"), "{launched}");
+    w.down.store(false, Ordering::SeqCst);
+    let department = act(bob, "department", Some("general"), json!({})).await;
+    assert!(!buttons(&department, "take").is_empty(), "{department}");
 }

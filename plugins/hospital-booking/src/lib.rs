@@ -36,56 +36,86 @@ struct Hospital;
 
 impl App for Hospital {
     fn launch(ctx: &Context) -> Result<View, AppError> {
-        let catalog = match loaded()? {
-            Ok(c) => c,
-            Err(view) => return Ok(view),
-        };
-        // App cards and links open an appointment or a department directly.
-        if let Some(id) = ctx.param("appointment") {
-            return show_appointment(&catalog, id, None);
-        }
-        if let Some(id) = ctx.param("department") {
-            return department(&catalog, id);
-        }
-        home(&catalog)
+        not_answering(opened(ctx))
     }
 
-    fn event(_ctx: &Context, event: Event) -> Result<View, AppError> {
-        let catalog = match loaded()? {
-            Ok(c) => c,
-            Err(view) => return Ok(view),
-        };
+    fn event(ctx: &Context, event: Event) -> Result<View, AppError> {
+        // What the patient pressed: a system that does not answer is a
+        // screen that says so. A host event (a payment's, a document's or
+        // a permission's answer) still fails as such, so the host records
+        // it and the app finds what happened on the next screen.
         match event {
-            Event::Action(a) => {
-                let value = a.value.as_deref().unwrap_or_default();
-                match a.name.as_str() {
-                    "home" => home(&catalog),
-                    "department" => department(&catalog, value),
-                    "doctor" => doctor(&catalog, value, None, None),
-                    "day" => {
-                        let day = a.field("date").and_then(calendar::parse_iso);
-                        doctor(&catalog, a.field("doctor").unwrap_or_default(), day, None)
-                    }
-                    "take" => take(&catalog, value),
-                    "insurance" => ask_for_policy(&catalog, value),
-                    "pay" => pay(&catalog, value),
-                    "release" => release(&catalog, value),
-                    "mine" => mine(&catalog),
-                    "appointment" => show_appointment(&catalog, value, None),
-                    "cancel" => Ok(match booked_upcoming(&catalog, value)? {
-                        Ok(a) => screens::cancel(&catalog, &a, &catalog.now()),
-                        Err(view) => view,
-                    }),
-                    "cancel-confirm" => cancel(&catalog, value),
-                    "about" => about(&catalog),
-                    other => Err(AppError::BadRequest(format!("unknown action `{other}`"))),
-                }
-            }
-            Event::Payment(result) => payment(&catalog, result),
-            Event::Document(outcome) => policy_answer(&catalog, outcome),
-            Event::Consent(answer) => consent(&catalog, answer),
-            other => Err(AppError::unexpected(&other)),
+            Event::Action(_) => not_answering(acted(ctx, event)),
+            other => acted(ctx, other),
         }
+    }
+}
+
+/// The hospital's system did not answer (or answered with a server
+/// error): the patient sees that, and that nothing changed, not the
+/// capability's error.
+fn not_answering(result: Result<View, AppError>) -> Result<View, AppError> {
+    match result {
+        Err(AppError::Capability(Error::Unavailable(why))) => Ok(screens::problem(
+            "The hospital is not answering",
+            &format!(
+                "City Hospital's booking system did not answer ({why}). Nothing was changed by this; try again in a minute."
+            ),
+        )),
+        other => other,
+    }
+}
+
+fn opened(ctx: &Context) -> Result<View, AppError> {
+    let catalog = match loaded()? {
+        Ok(c) => c,
+        Err(view) => return Ok(view),
+    };
+    // App cards and links open an appointment or a department directly.
+    if let Some(id) = ctx.param("appointment") {
+        return show_appointment(&catalog, id, None);
+    }
+    if let Some(id) = ctx.param("department") {
+        return department(&catalog, id);
+    }
+    home(&catalog)
+}
+
+fn acted(_ctx: &Context, event: Event) -> Result<View, AppError> {
+    let catalog = match loaded()? {
+        Ok(c) => c,
+        Err(view) => return Ok(view),
+    };
+    match event {
+        Event::Action(a) => {
+            let value = a.value.as_deref().unwrap_or_default();
+            match a.name.as_str() {
+                "home" => home(&catalog),
+                "department" => department(&catalog, value),
+                "doctor" => doctor(&catalog, value, None, None),
+                "day" => {
+                    let day = a.field("date").and_then(calendar::parse_iso);
+                    doctor(&catalog, a.field("doctor").unwrap_or_default(), day, None)
+                }
+                "take" => take(&catalog, value),
+                "insurance" => ask_for_policy(&catalog, value),
+                "pay" => pay(&catalog, value),
+                "release" => release(&catalog, value),
+                "mine" => mine(&catalog),
+                "appointment" => show_appointment(&catalog, value, None),
+                "cancel" => Ok(match booked_upcoming(&catalog, value)? {
+                    Ok(a) => screens::cancel(&catalog, &a, &catalog.now()),
+                    Err(view) => view,
+                }),
+                "cancel-confirm" => cancel(&catalog, value),
+                "about" => about(&catalog),
+                other => Err(AppError::BadRequest(format!("unknown action `{other}`"))),
+            }
+        }
+        Event::Payment(result) => payment(&catalog, result),
+        Event::Document(outcome) => policy_answer(&catalog, outcome),
+        Event::Consent(answer) => consent(&catalog, answer),
+        other => Err(AppError::unexpected(&other)),
     }
 }
 

@@ -313,7 +313,10 @@ async fn a_hospital_system_that_does_not_answer_is_a_screen_not_an_error() {
         .post(&format!("/apps/{HOSPITAL}/launch"), json!({}))
         .await;
     assert_eq!(status, reqwest::StatusCode::OK, "{launched}");
-    assert!(shows(&launched, "The hospital is not answering"), "{launched}");
+    assert!(
+        shows(&launched, "The hospital is not answering"),
+        "{launched}"
+    );
     w.down.store(false, Ordering::SeqCst);
     let department = act(bob, "department", Some("general"), json!({})).await;
     assert!(!buttons(&department, "take").is_empty(), "{department}");

@@ -198,12 +198,18 @@ waiting.addEventListener('click', () => {
   shell.answerPrompts((answered) => { if (shell.drawAnswer) shell.drawAnswer(answered); });
 });
 
-/** One notice at a time: a newer one replaces the last. */
+/** One notice at a time: a newer one replaces the last. It stays until
+ *  the user dismisses it or the page changes (a notice that went away by
+ *  itself could be gone before it was read). */
 function notice(text) {
   for (const old of main.querySelectorAll('.notice')) old.remove();
-  const box = el('p', { class: 'notice', role: 'alert' }, text);
+  const dismiss = el('button', { type: 'button', class: 'quiet' }, 'Dismiss');
+  const box = el('p', { class: 'notice', role: 'alert' }, text, ' ', dismiss);
+  dismiss.addEventListener('click', () => {
+    box.remove();
+    main.focus({ preventScroll: true });
+  });
   main.prepend(box);
-  setTimeout(() => box.remove(), 8000);
 }
 
 /** Answer the send `clientId` waits for: a message, or an error. */

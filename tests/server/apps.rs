@@ -870,6 +870,29 @@ async fn an_app_cannot_turn_the_hosts_dialogs_around_with_direction_overrides() 
     for answer in &answers {
         assert!(answer.starts_with("err: invalid"), "{answer}");
     }
+    // Nor marks stacked over the sheet's other lines (joiners between them
+    // do not start a new stack).
+    let stacked = format!("Bill{}", "\u{0336}\u{200D}".repeat(40));
+    let answers = [
+        probe_with(
+            &alice,
+            "payments",
+            None,
+            json!({"description": stacked, "idempotency-key": "marks"}),
+        )
+        .await,
+        probe_with(&alice, "documents", None, json!({"purpose": stacked})).await,
+        probe_with(
+            &alice,
+            "documents-present",
+            None,
+            json!({"audience": stacked}),
+        )
+        .await,
+    ];
+    for answer in &answers {
+        assert!(answer.starts_with("err: invalid"), "{answer}");
+    }
     let (_, prompts) = alice.get("/prompts").await;
     assert_eq!(prompts, json!([]), "nothing was put before the user");
     // The same words without the override go through.

@@ -307,7 +307,8 @@ async fn a_hospital_system_that_does_not_answer_is_a_screen_not_an_error() {
         act(bob, "mine", None, json!({})).await,
     ] {
         assert!(shows(&view, "The hospital is not answering"), "{view}");
-        assert!(shows(&view, "Nothing was changed"), "{view}");
+        assert!(shows(&view, "look under My appointments"), "{view}");
+        assert!(!shows(&view, "503"), "no transport's words: {view}");
     }
     let (status, launched) = bob
         .post(&format!("/apps/{HOSPITAL}/launch"), json!({}))

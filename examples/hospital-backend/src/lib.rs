@@ -65,6 +65,10 @@ pub struct Hospital {
     /// Each accepted insurer's revoked credential ids, as last read from
     /// the host ([`Hospital::read_revocations`]).
     revoked: RwLock<HashMap<String, Vec<String>>>,
+    /// When every list was last read whole (the clock's seconds), and how
+    /// old that may be for a policy to count
+    /// ([`Hospital::require_fresh_revocations`]).
+    revocations_read: Mutex<(Option<u64>, Option<u64>)>,
     /// The clock, in seconds since the Unix epoch (tests move it).
     now: Box<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -133,6 +137,7 @@ impl Hospital {
             catalog: Catalog::published().context("the published schedule does not read")?,
             books: Mutex::new(books),
             revoked: RwLock::default(),
+            revocations_read: Mutex::default(),
             now,
         })
     }
@@ -164,10 +169,38 @@ impl Hospital {
             }
         }
         if failed.is_empty() {
+            self.revocations_read
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .0 = Some((self.now)());
             Ok(())
         } else {
             anyhow::bail!("cannot read revocations from {host}: {}", failed.join("; "))
         }
+    }
+
+    /// From now on a policy counts only while the lists were read whole at
+    /// most `max_age_secs` ago: a host that stops answering (or a path that
+    /// keeps its answers away) cannot keep a revoked policy counting.
+    pub fn require_fresh_revocations(&self, max_age_secs: u64) {
+        self.revocations_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1 = Some(max_age_secs);
+    }
+
+    /// Why a policy cannot be checked against its insurer's revocations
+    /// now, if it cannot.
+    fn revocations_stale(&self) -> Option<String> {
+        let (read, max_age) = *self
+            .revocations_read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let max_age = max_age?;
+        let fresh = read.is_some_and(|at| (self.now)().saturating_sub(at) <= max_age);
+        (!fresh).then(|| {
+            "the hospital cannot check its insurers' revocations right now (the host has not answered); the full fee stands".to_string()
+        })
     }
 
     /// The ids `issuer` has revoked, as last read.
@@ -266,6 +299,9 @@ impl Hospital {
                 payload.iss
             ));
         };
+        if let Some(stale) = self.revocations_stale() {
+            return Err(stale);
+        }
         let trust = credentials::Trust {
             issuer_key: *issuer_key,
             host_key: self.config.host_key,
@@ -509,7 +545,9 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .context("cannot make an HTTP client")
 }
 
-/// Where and how often the hospital reads its insurers' revocations.
+/// Where and how often the hospital reads its insurers' revocations. A
+/// policy counts only while the lists were read whole within five reads'
+/// time (at least five minutes).
 #[derive(Debug, Clone)]
 pub struct Revocations {
     /// The host's base URL.
@@ -534,6 +572,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let hospital = Arc::new(Hospital::open(config, Box::new(system_now))?);
     if let Some(r) = revocations {
+        hospital.require_fresh_revocations((r.every.as_secs() * 5).max(300));
         let client = http_client()?;
         if !r.host_starting {
             hospital.read_revocations(&client, &r.host).await?;

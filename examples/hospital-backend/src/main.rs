@@ -82,6 +82,17 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| {
                     format!("--host {host}: expected the host's URL, e.g. https://superapp.example")
                 })?;
+            // The lists are the host's word: over plain http anyone on the
+            // way could leave a revocation out.
+            let name = url.host_str().unwrap_or_default();
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            let loopback = name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if url.scheme() == "http" && !loopback {
+                anyhow::bail!("--host {host}: the revocations must come over https (plain http only from this machine)");
+            }
             Some(hospital_backend::Revocations {
                 host: url.as_str().trim_end_matches('/').to_string(),
                 every: std::time::Duration::from_secs(args.revocations_every),

@@ -718,6 +718,41 @@ async fn a_policy_its_insurer_revoked_lowers_no_fee() {
         .unwrap_err();
     assert!(err.to_string().contains("gov.health"), "{err}");
     assert_eq!(w.hospital.revoked("gov.health"), ["cred-1"]);
+
+    // Lists older than allowed count for nothing: a host that stops
+    // answering cannot keep a revoked policy counting.
+    *says.lock().unwrap() = json!({"issuer": "gov.health", "revoked": []});
+    w.hospital.read_revocations(&client, &host).await.unwrap();
+    w.hospital.require_fresh_revocations(300);
+    w.now.fetch_add(301, Ordering::SeqCst);
+    w.hold("p1", "HB-TWO", EIGHT + 20).await;
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/holds/HB-TWO/insurance",
+            Some("p1"),
+            json!({"request": "req-2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let policy = w.policy(&w.insurer, "gov.health", "p1", "n2");
+    w.callback(&w.host, &presented("d2", "p1", "req-2", policy))
+        .await;
+    let all = w.appointments("p1").await;
+    let two = all["appointments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["reference"] == "HB-TWO")
+        .unwrap()
+        .clone();
+    assert!(
+        two["policy_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("cannot check its insurers' revocations")),
+        "{two}"
+    );
+    assert_eq!(two["fee"], 4_000);
 }
 
 fn presented(id: &str, user: &str, request: &str, envelope: Value) -> Notification {

@@ -73,10 +73,22 @@ fn stacked_marks(chars: &[char]) -> Option<String> {
         .then(|| format!("must not stack more than {MAX_STACKED_MARKS} marks on one character"))
 }
 
+/// Whether more than [`MAX_STACKED_MARKS`] marks follow one character:
+/// joiners between them (U+200C, U+200D), which draw nothing, do not end
+/// the stack.
 fn overstacked(chars: &[char]) -> bool {
-    chars
-        .split(|c| !unicode_normalization::char::is_combining_mark(*c))
-        .any(|marks| marks.len() > MAX_STACKED_MARKS)
+    let mut stacked = 0;
+    for &c in chars {
+        if unicode_normalization::char::is_combining_mark(c) {
+            stacked += 1;
+            if stacked > MAX_STACKED_MARKS {
+                return true;
+            }
+        } else if !matches!(c, '\u{200C}' | '\u{200D}') {
+            stacked = 0;
+        }
+    }
+    false
 }
 
 /// Whether `text` stacks more combining marks on one character than any
@@ -577,6 +589,24 @@ mod tests {
         ] {
             assert_eq!(name_problem(good, 100), None, "{good:?}");
         }
+    }
+
+    #[test]
+    fn marks_stack_through_joiners_but_not_past_a_character() {
+        assert!(!stacks_marks("e\u{0301}\u{0308}"));
+        assert!(!stacks_marks("שָׁלוֹם"));
+        // Emoji with their selectors and keycaps, and joined emoji.
+        assert!(!stacks_marks(
+            "1\u{FE0F}\u{20E3} \u{2764}\u{FE0F} \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}"
+        ));
+        assert!(!stacks_marks(&"a\u{0301}\u{0301}".repeat(50)));
+        assert!(stacks_marks(&format!("Z{}", "\u{0301}".repeat(5))));
+        // Joiners between the marks do not start a new stack.
+        assert!(stacks_marks(&format!("Z{}", "\u{0301}\u{200D}".repeat(5))));
+        assert!(stacks_marks(&format!(
+            "Z{}",
+            "\u{0301}\u{200C}".repeat(200)
+        )));
     }
 
     #[test]

@@ -52,15 +52,15 @@ impl App for Hospital {
 }
 
 /// The hospital's system did not answer (or answered with a server
-/// error): the patient sees that, and that nothing changed, not the
-/// capability's error.
+/// error): the patient sees that, in words, not the capability's error
+/// (nor the transport's). What they asked may have reached it before the
+/// answer was lost, so they are sent to look rather than told nothing
+/// changed.
 fn not_answering(result: Result<View, AppError>) -> Result<View, AppError> {
     match result {
-        Err(AppError::Capability(Error::Unavailable(why))) => Ok(screens::problem(
+        Err(AppError::Capability(Error::Unavailable(_))) => Ok(screens::problem(
             "The hospital is not answering",
-            &format!(
-                "City Hospital's booking system did not answer ({why}). Nothing was changed by this; try again in a minute."
-            ),
+            "City Hospital's booking system is not answering right now. What you asked may not have gone through: look under My appointments before you try again in a minute.",
         )),
         other => other,
     }

@@ -24,10 +24,11 @@
 //! 4001. A user holds at most
 //! `max-live-connections-per-user` sessions in this process: past that the
 //! handshake gets `429` (and one that raced past the check, code 1008). A
-//! connection whose last [`MAX_REFUSED_IN_A_ROW`] frames were all refused
-//! (over the send limit, or not a send at all) is closed with code 1008:
-//! a client that heeds `retry_after_secs` never comes near it, one that
-//! floods gets no more answers to ignore.
+//! connection that has [`MAX_REFUSED`] frames refused at once (over the
+//! send limit, for a conversation it is not in, or no send at all) within
+//! [`REFUSED_WINDOW`] is closed with code 1008: a client that heeds
+//! `retry_after_secs` never comes near it, one that floods gets no more
+//! answers to ignore.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,9 +59,36 @@ pub const CLOSE_SESSION_ENDED: u16 = 4001;
 /// that raced past the check; the rest get `429` before upgrading).
 pub const CLOSE_TOO_MANY: u16 = 1008;
 
-/// Frames refused one after another (throttled or malformed) before the
-/// connection is closed with code 1008.
-pub const MAX_REFUSED_IN_A_ROW: usize = 200;
+/// Frames refused at once (throttled, refused as a send, or malformed)
+/// within [`REFUSED_WINDOW`] before the connection is closed with 1008.
+pub const MAX_REFUSED: usize = 200;
+
+/// The window [`MAX_REFUSED`] counts in.
+pub const REFUSED_WINDOW: Duration = Duration::from_secs(10);
+
+/// Refusals of one connection in the current window.
+struct Refusals {
+    since: Instant,
+    count: usize,
+}
+
+impl Refusals {
+    fn new() -> Refusals {
+        Refusals {
+            since: Instant::now(),
+            count: 0,
+        }
+    }
+
+    /// Count one; whether the connection has now had too many.
+    fn too_many(&mut self) -> bool {
+        if self.since.elapsed() > REFUSED_WINDOW {
+            *self = Refusals::new();
+        }
+        self.count += 1;
+        self.count >= MAX_REFUSED
+    }
+}
 
 /// Sends one connection may have stored but not yet acknowledged.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -179,7 +207,8 @@ fn still_signed_in(state: &AppState, token: &str) -> Result<Option<User>, ApiErr
 enum Received {
     /// Taken: its acknowledgement, to go out in order.
     Taken(Ack),
-    /// Refused at once (over the send limit, or not a send): the error frame.
+    /// Refused at once (over the send limit, not the sender's to make, or
+    /// not a send): the error frame.
     Refused(Ack),
     /// The session has ended.
     Ended,
@@ -213,10 +242,16 @@ async fn receive(state: &AppState, token: &str, origin: u64, text: &str) -> Rece
         .messaging
         .stage(&me, &conversation_id, &client_id, &text, Some(origin))
         .await;
-    if let Err(e @ MessagingError::Throttled { .. }) = staged {
-        let frame = error_frame(Some(&client_id), e.into());
-        return Received::Refused(Box::pin(std::future::ready(frame)));
-    }
+    // Refused before anything was stored: the sender's doing (a store
+    // that fails is not, and is answered as taken).
+    let staged = match staged {
+        Err(MessagingError::Store(e)) => Err(MessagingError::Store(e)),
+        Err(e) => {
+            let frame = error_frame(Some(&client_id), e.into());
+            return Received::Refused(Box::pin(std::future::ready(frame)));
+        }
+        ok => ok,
+    };
     Received::Taken(Box::pin(async move {
         match async { staged?.settle().await }.await {
             Ok((message, created)) => serde_json::to_string(&Sent {
@@ -293,11 +328,8 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
     let mut shutdown = state.shutdown.clone();
     let mut last_heard = Instant::now();
     let mut acks = Acks::default();
-    let mut refused_in_a_row = 0;
-    let flooding = (
-        1008,
-        "too many refused frames in a row; heed retry_after_secs",
-    );
+    let mut refusals = Refusals::new();
+    let flooding = (1008, "too many refused frames; heed retry_after_secs");
     let ended = (CLOSE_SESSION_ENDED, "the session ended; sign in again");
     let mut closed_by_client = false;
     let close = if matches!(still_signed_in(&state, &token), Ok(None)) {
@@ -366,14 +398,10 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                         // Boxed: the send's state would otherwise be part of
                         // every idle session's.
                         match Box::pin(receive(&state, &token, sub.id, text.as_str())).await {
-                            Received::Taken(ack) => {
-                                refused_in_a_row = 0;
-                                acks.push_back(ack);
-                            }
+                            Received::Taken(ack) => acks.push_back(ack),
                             Received::Refused(ack) => {
-                                refused_in_a_row += 1;
                                 acks.push_back(ack);
-                                if refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+                                if refusals.too_many() {
                                     break Some(flooding);
                                 }
                             }
@@ -384,8 +412,7 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                         last_heard = Instant::now();
                         let e = ApiError::bad_request("frames are JSON text");
                         acks.push_back(Box::pin(std::future::ready(error_frame(None, e))));
-                        refused_in_a_row += 1;
-                        if refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+                        if refusals.too_many() {
                             break Some(flooding);
                         }
                     }

@@ -226,18 +226,20 @@ impl Requests {
             || purpose
                 .chars()
                 .any(superapp_core::text::disallowed_in_message)
+            || superapp_core::text::stacks_marks(purpose)
         {
             return Err(DocumentError::Invalid(format!(
-                "a purpose is 1 to {MAX_PURPOSE} bytes, some of it visible, without control characters or direction overrides"
+                "a purpose is 1 to {MAX_PURPOSE} bytes, some of it visible, without control characters or direction overrides, and stacks at most 4 marks on a character"
             )));
         }
         if let Some(v) = &ask.verifier {
             if superapp_core::text::visible_chars(v) == 0
                 || v.len() > MAX_VERIFIER
                 || v.chars().any(superapp_core::text::disallowed_in_label)
+                || superapp_core::text::stacks_marks(v)
             {
                 return Err(DocumentError::Invalid(format!(
-                    "a verifier name is 1 to {MAX_VERIFIER} bytes of one line, without control or text-direction characters"
+                    "a verifier name is 1 to {MAX_VERIFIER} bytes of one line, without control or text-direction characters, stacking at most 4 marks on a character"
                 )));
             }
         }

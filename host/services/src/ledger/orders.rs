@@ -242,9 +242,10 @@ impl Orders {
             .description
             .chars()
             .any(superapp_core::text::disallowed_in_label)
+            || superapp_core::text::stacks_marks(&new.description)
         {
             return Err(OrderError::Invalid(
-                "a description is one line without control or text-direction characters".into(),
+                "a description is one line without control or text-direction characters, and stacks at most 4 marks on a character (more draw over the sheet's other lines)".into(),
             ));
         }
         if !valid_key(&new.idempotency_key) {

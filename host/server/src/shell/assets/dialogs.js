@@ -99,8 +99,10 @@ export function showPrompt(prompt, me) {
       clearTimeout(arming);
       dialog.close();
       dialog.remove();
-      // Where it was, or, if the app drew anew meanwhile, its new view.
-      if (before && before.isConnected && typeof before.focus === 'function') before.focus();
+      // Where it was, or, if that is gone or hidden (the app drew anew, the
+      // host bar's "Waiting for you" went away), the view on screen.
+      const there = before && before.isConnected && typeof before.focus === 'function' && before.getClientRects().length > 0;
+      if (there) before.focus();
       else focusView();
       resolve(value);
     };
@@ -174,10 +176,12 @@ function fillBody(prompt, title, body, approve, deny) {
     case 'share-card':
       return shareCard(prompt, title, body, approve);
     default:
-      title.textContent = `Allow ${prompt.app_name} to ${capabilityLabel(prompt.capability)}?`;
-      body.append(el('p', {}, `The app says why: “${prompt.reason}”`));
+      // The app's name and words in their own direction (bdi), apart from
+      // the host's.
+      title.replaceChildren('Allow ', el('bdi', {}, prompt.app_name), ` to ${capabilityLabel(prompt.capability)}?`);
+      body.append(el('p', {}, 'The app says why: “', el('bdi', {}, prompt.reason), '”'));
       if (prompt.origins && prompt.origins.length) {
-        title.textContent = `Allow ${prompt.app_name} to contact its servers?`;
+        title.replaceChildren('Allow ', el('bdi', {}, prompt.app_name), ' to contact its servers?');
         body.append(el('p', {}, 'It will send requests, with your anonymous id for this app, only to:'),
           el('ul', { class: 'origins' }, prompt.origins.map((o) => el('li', {}, el('code', {}, o)))));
       }

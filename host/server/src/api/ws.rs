@@ -458,5 +458,17 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
             let _ = sink.send(Message::Close(Some(frame))).await;
         })
         .await;
+        // The closing handshake: what the client sent meanwhile is read and
+        // dropped until its close comes (briefly). A socket closed with
+        // unread bytes is reset, and a reset can take the close frame, and
+        // the answers before it, from the client before it reads them.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }

@@ -1447,6 +1447,9 @@ async fn keyboard_focus_dialog_arming_and_tabs_follow_the_user() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // From the chat list: the page it was on was alice's.
+    let hash = b.js("return location.hash;", vec![]).await;
+    assert_eq!(hash, json!("#/chats"));
     b.shot("first-tab-as-bob").await;
     b.finish().await;
 }

@@ -157,9 +157,16 @@ function tellOtherTabs() {
   if (sessions) sessions.postMessage(shell.me ? shell.me.id : null);
 }
 
+/** Start over as whoever is signed in now, from the chat list: the page
+ *  on screen (a chat, an app's deep link) was the account before's. */
+function startOver() {
+  location.replace('#/chats');
+  location.reload();
+}
+
 if (sessions) {
   sessions.addEventListener('message', (event) => {
-    if ((shell.me ? shell.me.id : null) !== event.data) location.reload();
+    if ((shell.me ? shell.me.id : null) !== event.data) startOver();
   });
 }
 
@@ -174,7 +181,7 @@ async function sessionChanged() {
     return false; // Signed out or unreachable: the API's handling tells.
   }
   if (shell.me && now.id !== shell.me.id) {
-    location.reload();
+    startOver();
     return true;
   }
   return false;

@@ -9,5 +9,6 @@ mod capabilities;
 mod cli;
 mod common;
 mod containment;
+mod host_delay;
 mod imports;
 mod packages;

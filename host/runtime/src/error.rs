@@ -99,6 +99,15 @@ pub enum RunError {
     /// Refused before it ran: the host is at capacity. Nothing happened.
     #[error("{app} is busy ({reason}); nothing ran, try again in a moment")]
     Overloaded { app: String, reason: Overload },
+    /// Stopped because the host's own calls (its store, under load) kept
+    /// it waiting longer than [`RuntimeConfig::host_delay`](crate::RuntimeConfig::host_delay):
+    /// the host's fault, not the app's. What its host calls did before
+    /// stands, as after any failed event.
+    #[error("{app} was stopped after the host kept it waiting {} ms (the host's storage is slow); try again in a moment", .waited.as_millis())]
+    HostDelayed {
+        app: String,
+        waited: std::time::Duration,
+    },
 }
 
 impl RunError {
@@ -112,6 +121,7 @@ impl RunError {
             RunError::InvalidView { .. } => "invalid-view",
             RunError::Instantiate { .. } => "instantiate-failed",
             RunError::Overloaded { .. } => "overloaded",
+            RunError::HostDelayed { .. } => "host-delayed",
         }
     }
 

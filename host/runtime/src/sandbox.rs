@@ -34,6 +34,13 @@ use crate::view::{self, ViewError};
 /// host call rather than running wasm (where the epoch check stops it).
 const BACKSTOP: Duration = Duration::from_millis(50);
 
+/// The most one host call (other than `http`, whose waits are the app's
+/// own backend's) counts against the app's time limit. A store call takes
+/// microseconds on the embedded store and a round trip on PostgreSQL; one
+/// that takes longer waited on the host, whose load is not the app's
+/// fault. An app that loops on host calls still pays this much for each.
+pub const HOST_CALL_CHARGE: Duration = Duration::from_millis(2);
+
 /// Host policy for the sandbox.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -57,6 +64,12 @@ pub struct RuntimeConfig {
     /// Compile in a child process under a budget (what a host does);
     /// `None` compiles in this process, unbounded (tests, benches).
     pub compile_worker: Option<CompileWorker>,
+    /// How long the host's own delays may keep one event waiting. A host
+    /// call other than `http` counts against the app's time limit up to
+    /// [`HOST_CALL_CHARGE`]; what it takes beyond that (a loaded database,
+    /// a store flushing) is the host's, off the app's clock, until it adds
+    /// up to this, when the event ends as [`RunError::HostDelayed`].
+    pub host_delay: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -75,6 +88,7 @@ impl Default for RuntimeConfig {
             keep_resident: 1 << 20,
             scheduler: SchedulerConfig::default(),
             compile_worker: None,
+            host_delay: Duration::from_secs(10),
         }
     }
 }
@@ -606,7 +620,8 @@ impl Runtime {
     /// The event first waits for a run slot; a user's launch or action is
     /// refused as [`RunError::Overloaded`] when the host is at capacity,
     /// a host event waits as long as it takes. The time limit counts only
-    /// the time the event holds a slot.
+    /// the time the event holds a slot, less the host's own delays in host
+    /// calls (see [`RuntimeConfig::host_delay`]).
     pub async fn run(
         &self,
         app: &App,
@@ -668,14 +683,29 @@ impl Runtime {
         }
         let metrics = self.metrics.clone();
         let mut entered = None;
-        store.call_hook(move |ctx, hook| {
+        let mut delayed = Duration::ZERO;
+        let host_delay = self.config.host_delay;
+        let excusing = turn.clone();
+        store.call_hook(move |mut ctx, hook| {
             match hook {
                 CallHook::CallingHost => entered = Some(Instant::now()),
                 CallHook::ReturningFromHost => {
                     if let (Some(at), Some(capability)) =
                         (entered.take(), ctx.data().calling.take())
                     {
-                        metrics.host_call(capability, at.elapsed());
+                        let took = at.elapsed();
+                        metrics.host_call(capability, took);
+                        if capability != Capability::Http && took > HOST_CALL_CHARGE {
+                            let delay = took - HOST_CALL_CHARGE;
+                            excusing.excuse(delay);
+                            delayed += delay;
+                            if delayed > host_delay {
+                                ctx.data_mut().host_delayed = Some(delayed);
+                                return Err(wasmtime::Error::msg(
+                                    "the host kept the event waiting",
+                                ));
+                            }
+                        }
                     }
                 }
                 CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
@@ -815,6 +845,9 @@ fn failure(
     instantiating: bool,
     error: wasmtime::Error,
 ) -> RunError {
+    if let Some(waited) = state.host_delayed {
+        return RunError::HostDelayed { app, waited };
+    }
     if let Some(breach) = state.meter.breach {
         let limit = match breach {
             Breach::Memory { limit, requested } => Limit::Memory {

@@ -3,7 +3,8 @@
 //! At most [`SchedulerConfig::slots`] events execute at once (about one per
 //! core). An event holds a slot while it instantiates, runs wasm and makes
 //! host calls, and only that time counts against its time limit: waiting for
-//! a core is not the app's fault.
+//! a core is not the app's fault (nor is the host's own delay in a host
+//! call, which the sandbox takes off with [`Turn::excuse`]).
 //!
 //! A freed slot goes to the waiting app that holds the fewest slots (on a
 //! tie, the one served least recently), and within an app to its oldest
@@ -202,6 +203,7 @@ impl Scheduler {
             clock: Mutex::new(Clock {
                 used: Duration::ZERO,
                 since: Some(Instant::now()),
+                excused: Duration::ZERO,
             }),
             ticket,
         }))
@@ -546,6 +548,8 @@ struct Clock {
     used: Duration,
     /// When the current slot was granted; `None` while waiting to resume.
     since: Option<Instant>,
+    /// Slot time that was the host's, not the app's: see [`Turn::excuse`].
+    excused: Duration,
 }
 
 /// One admitted event's place in the schedule and its running time.
@@ -563,7 +567,15 @@ impl Turn {
     /// Time spent holding a slot: what the time limit counts.
     pub fn used(&self) -> Duration {
         let clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-        clock.used + clock.since.map_or(Duration::ZERO, |s| s.elapsed())
+        (clock.used + clock.since.map_or(Duration::ZERO, |s| s.elapsed()))
+            .saturating_sub(clock.excused)
+    }
+
+    /// Take `time` of the slot time counted so far off the time limit's
+    /// count: the part of a host call that was the host's own delay (a
+    /// loaded database), not work the app asked for.
+    pub fn excuse(&self, time: Duration) {
+        self.clock.lock().unwrap_or_else(|p| p.into_inner()).excused += time;
     }
 
     /// Has this event run for a slice while another should go first?

@@ -94,6 +94,9 @@ pub struct HostState {
     /// Sheets (payments, document requests, cards to share) this event put
     /// before the user.
     pub(crate) asked: u32,
+    /// Set when the host's own delays in host calls added up past the
+    /// runtime's bound: the event is stopped as the host's failure.
+    pub(crate) host_delayed: Option<std::time::Duration>,
 }
 
 /// Most sheets one event may put before the user.
@@ -120,6 +123,7 @@ impl HostState {
             deadline: None,
             may_ask: true,
             asked: 0,
+            host_delayed: None,
         }
     }
 

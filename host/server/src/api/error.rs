@@ -273,9 +273,14 @@ impl From<OrderError> for ApiError {
 
 impl From<RunError> for ApiError {
     fn from(e: RunError) -> Self {
-        if let RunError::Overloaded { reason, .. } = &e {
+        let retry_after = match &e {
             // The host is at capacity: nothing ran, the client may retry.
-            let retry_after = Some(reason.retry_after_secs());
+            RunError::Overloaded { reason, .. } => Some(reason.retry_after_secs()),
+            // The host's storage kept the event waiting: the host's fault.
+            RunError::HostDelayed { .. } => Some(1),
+            _ => None,
+        };
+        if retry_after.is_some() {
             return ApiError {
                 retry_after,
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
@@ -506,5 +511,22 @@ mod tests {
         )));
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!e.message.contains("secret"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_event_the_host_kept_waiting_is_the_hosts_503_not_the_apps_502() {
+        let e = ApiError::from(RunError::HostDelayed {
+            app: "dev.example.app@1.0.0".into(),
+            waited: std::time::Duration::from_secs(11),
+        });
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (StatusCode::SERVICE_UNAVAILABLE, "host-delayed", Some(1))
+        );
+        let e = ApiError::from(RunError::Limit {
+            app: "dev.example.app@1.0.0".into(),
+            limit: superapp_runtime::Limit::Time { limit_ms: 100 },
+        });
+        assert_eq!((e.status, e.retry_after), (StatusCode::BAD_GATEWAY, None));
     }
 }

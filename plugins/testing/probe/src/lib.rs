@@ -68,6 +68,16 @@ impl App for Probe {
             "identity" => report(identity::user_id()),
             "profile" => report(profile::get().map(|p| p.display_name)),
             "storage-get" => report(storage::get(&key)),
+            // `value` reads in a row, stopping at the first error: an app
+            // that makes many host calls in one event.
+            "storage-get-many" => {
+                let n: u32 = a.value.as_deref().unwrap_or("0").parse().unwrap_or(0);
+                report(
+                    (0..n)
+                        .try_for_each(|_| storage::get(&key).map(drop))
+                        .map(|()| n),
+                )
+            }
             "storage-set" => report(storage::set(&key, bytes(&a.value))),
             "storage-set-size" => {
                 let size: usize = a.value.as_deref().unwrap_or("0").parse().unwrap_or(0);

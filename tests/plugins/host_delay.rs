@@ -1,0 +1,147 @@
+//! The host's own delays in host calls (a loaded database) are not the
+//! app's time: a slow store does not make an app breach its time limit,
+//! an app cannot hide its own time in host calls, and a store slow past the
+//! host's bound ends the event as the host's failure.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use superapp_runtime::{Call, Limit, RunError, Runtime, RuntimeConfig, Services};
+use superapp_store::{KvBackend, KvError, MemoryKv, Namespace, Quota, Usage};
+
+use crate::common::*;
+
+/// An app data store whose reads each take `delay`, as a loaded database's
+/// do, and which counts them.
+struct SlowKv {
+    inner: MemoryKv,
+    delay: Duration,
+    reads: AtomicUsize,
+}
+
+impl KvBackend for SlowKv {
+    fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(self.delay);
+        self.inner.get(ns, key)
+    }
+    fn set(&self, ns: &Namespace, key: &[u8], value: &[u8], quota: &Quota) -> Result<(), KvError> {
+        self.inner.set(ns, key, value, quota)
+    }
+    fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, KvError> {
+        self.inner.delete(ns, key)
+    }
+    fn list_keys(
+        &self,
+        ns: &Namespace,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, KvError> {
+        self.inner.list_keys(ns, prefix, start_after, limit)
+    }
+    fn compare_and_swap(
+        &self,
+        ns: &Namespace,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        quota: &Quota,
+    ) -> Result<bool, KvError> {
+        self.inner.compare_and_swap(ns, key, expected, new, quota)
+    }
+    fn increment(
+        &self,
+        ns: &Namespace,
+        key: &[u8],
+        delta: i64,
+        quota: &Quota,
+    ) -> Result<i64, KvError> {
+        self.inner.increment(ns, key, delta, quota)
+    }
+    fn usage(&self, ns: &Namespace) -> Result<Usage, KvError> {
+        self.inner.usage(ns)
+    }
+}
+
+/// A runtime whose apps get at most 100 ms, the host's delays bounded by
+/// `host_delay`, and services whose store reads take `delay` each.
+fn slow_store(delay: Duration, host_delay: Duration) -> (Runtime, Arc<Services>, Arc<SlowKv>) {
+    let mut config = RuntimeConfig {
+        host_delay,
+        ..RuntimeConfig::default()
+    };
+    config.cap.time_ms = 100;
+    let rt = Runtime::new(config).unwrap();
+    let kv = Arc::new(SlowKv {
+        inner: MemoryKv::new(),
+        delay,
+        reads: AtomicUsize::new(0),
+    });
+    let mut services = Services::in_memory(Default::default());
+    services.kv = kv.clone();
+    (rt, Arc::new(services), kv)
+}
+
+fn reads(n: u32) -> Call {
+    let n = n.to_string();
+    action("storage-get-many", Some(&n), &[])
+}
+
+#[tokio::test]
+async fn a_slow_store_does_not_count_against_the_apps_time_limit() {
+    // Eight reads of 30 ms: 240 ms of store time against a 100 ms limit.
+    let (rt, services, kv) = slow_store(Duration::from_millis(30), Duration::from_secs(10));
+    let probe = load(&rt, "testing/probe");
+    assert_eq!(probe.limits().time_ms, 100);
+    let view = run(&rt, &probe, &services, "alice", reads(8))
+        .await
+        .expect("the host's slowness is not the app's time");
+    assert_eq!(texts(&view), ["ok: 8"]);
+    assert_eq!(kv.reads.load(Ordering::SeqCst), 8);
+}
+
+#[tokio::test]
+async fn an_app_cannot_hide_its_time_in_host_calls() {
+    // Each read takes 4 ms, of which the app pays 2: a loop of a thousand
+    // reads (4 s) is stopped near its 100 ms limit, after about 50.
+    let (rt, services, kv) = slow_store(Duration::from_millis(4), Duration::from_secs(10));
+    let probe = load(&rt, "testing/probe");
+    let err = run(&rt, &probe, &services, "alice", reads(1000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.limit(), Some(&Limit::Time { limit_ms: 100 }), "{err}");
+    let made = kv.reads.load(Ordering::SeqCst);
+    let most = (100 / superapp_runtime::HOST_CALL_CHARGE.as_millis()) as usize + 1;
+    assert!(
+        (1..=most).contains(&made),
+        "{made} reads ran, at most {most} fit in the limit"
+    );
+}
+
+#[tokio::test]
+async fn a_store_slower_than_the_hosts_bound_ends_the_event_as_the_hosts_failure() {
+    // Reads of 30 ms, of which 28 are the host's delay: past 150 ms of it
+    // (the sixth read at the latest) the event ends, not as the app's
+    // limit, and the host says to try again.
+    let (rt, services, kv) = slow_store(Duration::from_millis(30), Duration::from_millis(150));
+    let probe = load(&rt, "testing/probe");
+    let err = run(&rt, &probe, &services, "alice", reads(20))
+        .await
+        .unwrap_err();
+    let RunError::HostDelayed { waited, .. } = &err else {
+        panic!("expected the host's failure, got {err:?}");
+    };
+    assert!(*waited > Duration::from_millis(150), "{waited:?}");
+    assert_eq!(err.code(), "host-delayed");
+    assert_eq!(err.limit(), None);
+    assert!(err.to_string().contains("try again"), "{err}");
+    let made = kv.reads.load(Ordering::SeqCst);
+    assert!((1..=6).contains(&made), "{made} reads ran");
+    // The runtime carries on.
+    let view = run(&rt, &probe, &services, "alice", reads(1))
+        .await
+        .expect("a short event still runs");
+    assert_eq!(texts(&view), ["ok: 1"]);
+}

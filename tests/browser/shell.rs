@@ -241,6 +241,20 @@ async fn revoking_a_permission_on_the_privacy_page_makes_the_next_use_ask_again(
     b.click_text("Save phrase").await;
     b.wait_text("always show your security phrase: new heron 9")
         .await;
+    // Who may add her to groups: chosen here, kept by the host.
+    let checked = "return document.querySelector('input[name=group_adds]:checked').value;";
+    assert_eq!(b.js(checked, vec![]).await, json!("everyone"));
+    b.click("input[name=group_adds][value=nobody]").await;
+    b.click_text("Save choice").await;
+    b.wait_text("Groups you are in already stay").await;
+    b.shot("group-adds").await;
+    let adds = b
+        .js(
+            "const r = await fetch('/api/v1/me', { credentials: 'same-origin' }); return (await r.json()).group_adds;",
+            vec![],
+        )
+        .await;
+    assert_eq!(adds, json!("nobody"));
     // The password changes on the same page, proven by the current one.
     b.fill("#current-password", "ivy-password").await;
     b.fill("#new-password", "ivy-new-password").await;

@@ -692,3 +692,123 @@ async fn group_members_are_added_removed_and_leave_and_whoever_is_out_hears_noth
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn who_may_add_me_to_groups_is_mine_to_choose() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let carol = Client::signed_up(&server, "carol").await;
+    let mallory = Client::signed_up(&server, "mallory").await;
+    let adds = |c: &Client, to: &str| {
+        let (c, to) = (c.clone(), to.to_string());
+        async move {
+            c.call(
+                Method::PUT,
+                "/me/group-adds",
+                Some(json!({ "group_adds": to })),
+            )
+            .await
+        }
+    };
+    let conversations = |c: &Client| {
+        let c = c.clone();
+        async move { c.get("/conversations").await.1.as_array().unwrap().len() }
+    };
+    assert_eq!(carol.get("/me").await.1["group_adds"], "everyone");
+
+    // Carol lets in only people she has written to.
+    let (s, body) = adds(&carol, "contacts").await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(carol.get("/me").await.1["group_adds"], "contacts");
+
+    // Mallory opens a chat with her and writes: that is not enough.
+    let to_carol = mallory.direct_with("carol").await;
+    mallory.send(&to_carol, "m1", "hi carol").await;
+    let (s, body) = mallory.group("Deals", &["bob", "carol"]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("written to"), "{message}");
+    assert_eq!(conversations(&mallory).await, 1, "no group was made");
+    assert_eq!(conversations(&carol).await, 1);
+
+    // Nor is a group made without her and grown to hold her.
+    let (s, deals) = mallory.group("Deals", &["bob"]).await;
+    assert_eq!(s, StatusCode::CREATED, "{deals}");
+    let deals = deals["id"].as_str().unwrap().to_string();
+    let deal_members = format!("/conversations/{deals}/members");
+    for member in [&mallory, &bob] {
+        let (s, body) = member
+            .post(&deal_members, json!({"username": "carol"}))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    }
+    // Somebody outside the group learns nothing of her setting.
+    let (s, body) = alice
+        .post(&deal_members, json!({"username": "carol"}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(conversations(&carol).await, 1);
+    assert!(carol.get(&format!("/conversations/{deals}")).await.0 == StatusCode::NOT_FOUND);
+
+    // Once she writes to alice, alice may add her.
+    let to_alice = carol.direct_with("alice").await;
+    carol.send(&to_alice, "c1", "hi alice").await;
+    let (s, trip) = alice.group("Trip", &["carol"]).await;
+    assert_eq!(s, StatusCode::CREATED, "{trip}");
+    let trip = trip["id"].as_str().unwrap().to_string();
+    let (s, body) = mallory.group("Deals again", &["carol"]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+
+    // Nobody: not even alice, and a group she is in stays.
+    let (s, _) = adds(&carol, "nobody").await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, body) = alice.group("Trip 2", &["carol"]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("CAROL (@carol)"), "{message}");
+    let trip_members = format!("/conversations/{trip}/members");
+    let (s, body) = alice
+        .post(&trip_members, json!({"username": "carol"}))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "adding a member again changes nothing: {body}"
+    );
+    assert_eq!(
+        carol.get(&format!("/conversations/{trip}")).await.0,
+        StatusCode::OK
+    );
+    // She still makes groups of her own.
+    let (s, body) = carol.group("Mine", &["alice"]).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+
+    // Bad values and strangers change nothing.
+    for bad in [
+        json!({"group_adds": "friends"}),
+        json!({}),
+        json!({"group_adds": "everyone", "x": 1}),
+    ] {
+        let (s, body) = carol.call(Method::PUT, "/me/group-adds", Some(bad)).await;
+        assert!(s.is_client_error(), "{s} {body}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+    let (s, _) = Client::new(&server)
+        .call(
+            Method::PUT,
+            "/me/group-adds",
+            Some(json!({"group_adds": "everyone"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(carol.get("/me").await.1["group_adds"], "nobody");
+
+    // Back to everyone: mallory may add her.
+    adds(&carol, "everyone").await;
+    let (s, body) = mallory
+        .post(&deal_members, json!({"username": "carol"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+}

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::auth::{Auth, ClientAddr, Json, SESSION_COOKIE};
 use super::error::ApiError;
 use super::AppState;
-use superapp_services::identity::now_secs;
+use superapp_services::identity::{now_secs, GroupAdds};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +94,29 @@ pub async fn me(State(state): State<AppState>, auth: Auth) -> Result<Response, A
     let mut body = serde_json::to_value(&auth.user)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     body["security_phrase"] = serde_json::Value::String(phrase);
+    body["group_adds"] = serde_json::json!(state.host.identity.group_adds(&auth.user.id)?);
     Ok(axum::Json(body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupAddsBody {
+    group_adds: GroupAdds,
+}
+
+/// Choose who may add you to groups: `everyone`, `contacts` (people you
+/// have written to in a direct conversation) or `nobody`.
+pub async fn set_group_adds(
+    State(state): State<AppState>,
+    auth: Auth,
+    Json(body): Json<GroupAddsBody>,
+) -> Result<Response, ApiError> {
+    state
+        .host
+        .identity
+        .set_group_adds(&auth.user.id, body.group_adds)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]

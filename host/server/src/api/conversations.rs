@@ -87,6 +87,9 @@ pub async fn create(
                 .iter()
                 .map(|m| lookup(&state, m))
                 .collect::<Result<Vec<_>, _>>()?;
+            for other in &others {
+                may_add(&state, &auth.user, other)?;
+            }
             state
                 .host
                 .messaging
@@ -95,6 +98,12 @@ pub async fn create(
         }
     };
     Ok((StatusCode::CREATED, axum::Json(conversation)).into_response())
+}
+
+/// Refused when `user` does not accept being added to groups by `me`.
+fn may_add(state: &AppState, me: &User, user: &User) -> Result<(), ApiError> {
+    let adds = state.host.identity.group_adds(&user.id)?;
+    Ok(state.host.messaging.may_add(me, user, adds)?)
 }
 
 pub async fn get(
@@ -134,6 +143,11 @@ pub async fn add_member(
     Json(body): Json<NewMember>,
 ) -> Result<Response, ApiError> {
     let user = lookup(&state, &body.username)?;
+    // Only a member learns whether somebody accepts being added.
+    let group = state.host.messaging.get(&auth.user, &id)?;
+    if !group.members.contains(&user.id) {
+        may_add(&state, &auth.user, &user)?;
+    }
     let conversation = state
         .host
         .messaging

@@ -107,6 +107,7 @@ fn routes() -> Routes {
         put(accounts::set_phrase),
     )
     .add(Method::PUT, "/me/password", put(accounts::set_password))
+    .add(Method::PUT, "/me/group-adds", put(accounts::set_group_adds))
     .add(Method::GET, "/conversations", get(conversations::list))
     .add(Method::POST, "/conversations", post(conversations::create))
     .add(Method::GET, "/conversations/{id}", get(conversations::get))

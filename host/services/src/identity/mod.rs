@@ -48,6 +48,24 @@ struct StoredUser {
     /// Raised by a password change: sessions begun before it end.
     #[serde(default)]
     sessions: u32,
+    /// Who may add this user to groups.
+    #[serde(default)]
+    group_adds: GroupAdds,
+}
+
+/// Who may add a user to groups: a privacy setting of theirs, since a
+/// group anyone can put you in is a way to reach you with what you did not
+/// ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupAdds {
+    /// Anyone with an account (the default).
+    #[default]
+    Everyone,
+    /// Only people the user has written to in a direct conversation.
+    Contacts,
+    /// Nobody: the user is only in groups they created.
+    Nobody,
 }
 
 /// Longest security phrase, in characters (as the shell's form counts).
@@ -586,6 +604,7 @@ impl Identity {
             password: hash,
             security_phrase,
             sessions: 0,
+            group_adds: GroupAdds::default(),
         };
         self.store
             .transact(&[Tree::Usernames, Tree::Users], |txn| {
@@ -1036,11 +1055,21 @@ impl Identity {
     /// Change the phrase the host's dialogs show `user`.
     pub async fn set_security_phrase(&self, user: &str, phrase: &str) -> Result<(), IdentityError> {
         let phrase = check_security_phrase(phrase)?;
+        self.change_user(user, |stored| stored.security_phrase = phrase.clone())
+            .await
+    }
+
+    /// Change `user`'s stored record with `change`, durably.
+    async fn change_user(
+        &self,
+        user: &str,
+        change: impl Fn(&mut StoredUser),
+    ) -> Result<(), IdentityError> {
         self.store.transact(&[Tree::Users], |txn| {
             let mut stored: StoredUser = txn_get(txn, Tree::Users, user.as_bytes())?.ok_or(
                 Abort::User(IdentityError::InvalidInput("no such user".into())),
             )?;
-            stored.security_phrase = phrase.clone();
+            change(&mut stored);
             txn_put(txn, Tree::Users, user.as_bytes(), &stored)?;
             Ok(())
         })?;
@@ -1052,6 +1081,18 @@ impl Identity {
     pub fn security_phrase(&self, user: &str) -> Result<String, IdentityError> {
         let stored: Option<StoredUser> = self.store.get(Tree::Users, user.as_bytes())?;
         Ok(stored.map(|s| s.security_phrase).unwrap_or_default())
+    }
+
+    /// Set who may add `user` to groups. Groups they are in already stay.
+    pub async fn set_group_adds(&self, user: &str, adds: GroupAdds) -> Result<(), IdentityError> {
+        self.change_user(user, |stored| stored.group_adds = adds)
+            .await
+    }
+
+    /// Who may add `user` to groups.
+    pub fn group_adds(&self, user: &str) -> Result<GroupAdds, IdentityError> {
+        let stored: Option<StoredUser> = self.store.get(Tree::Users, user.as_bytes())?;
+        Ok(stored.map(|s| s.group_adds).unwrap_or_default())
     }
 
     pub fn user(&self, id: &str) -> Result<Option<User>, IdentityError> {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use hub::{Frame, Hub, Relay, Subscription};
 pub use limit::SendRate;
 
-use crate::identity::{new_id, now_secs, User};
+use crate::identity::{new_id, now_secs, GroupAdds, User};
 use superapp_store::{txn_get, txn_put, Abort, Store, StoreError, Tree, Txn};
 
 /// A message stored (or found stored under its client id) whose flush is
@@ -617,6 +617,51 @@ impl Messaging {
             })?;
         self.store.durable().await?;
         Ok(stored.with_last_seq(0))
+    }
+
+    /// Whether `me` may add `user` to a group, by `user`'s setting `adds`:
+    /// [`GroupAdds::Contacts`] lets in only people `user` has written to in
+    /// their direct conversation (opening one is not enough: anyone can).
+    /// Adding oneself is always allowed.
+    pub fn may_add(&self, me: &User, user: &User, adds: GroupAdds) -> Result<(), MessagingError> {
+        if me.id == user.id {
+            return Ok(());
+        }
+        let allowed = match adds {
+            GroupAdds::Everyone => true,
+            GroupAdds::Nobody => false,
+            GroupAdds::Contacts => self.has_written_to(&user.id, &me.id)?,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let who = named(user);
+        Err(MessagingError::Forbidden(match adds {
+            GroupAdds::Contacts => format!(
+                "{who} may be added to groups only by people they have written to; ask them to write to you first"
+            ),
+            _ => format!("{who} does not accept being added to groups by others"),
+        }))
+    }
+
+    /// Whether `writer` has sent a message in their direct conversation
+    /// with `other`: every message is indexed by its sender's client id.
+    fn has_written_to(&self, writer: &str, other: &str) -> Result<bool, MessagingError> {
+        let pair = if writer < other {
+            key(&[writer, other])
+        } else {
+            key(&[other, writer])
+        };
+        let Some(id) = self.store.get_raw(Tree::DirectPairs, &pair)? else {
+            return Ok(false);
+        };
+        let id = String::from_utf8_lossy(&id);
+        let mut sent = key(&["c", &id, writer]);
+        sent.push(0);
+        Ok(!self
+            .store
+            .scan(Tree::Messages, &sent, None, 1, false)?
+            .is_empty())
     }
 
     /// The stored conversation `id`, from memory when it was read before.

@@ -1,6 +1,6 @@
 // Privacy: every decision the user made per app, each with a button to
 // take it back, the access log of what each app asked for and got, the
-// security phrase and the password.
+// security phrase, who may add the user to groups, and the password.
 
 import { get, del, api } from './api.js';
 import { el, replace, when } from './dom.js';
@@ -66,6 +66,31 @@ export async function privacy(main, shell, app) {
       await privacy(main, shell, app);
     });
   });
+  // Who may put the user in a group: a group is a way to reach them.
+  const addsChoices = [
+    ['everyone', 'Everyone'],
+    ['contacts', 'Only people I have written to in a direct chat'],
+    ['nobody', 'Nobody'],
+  ];
+  const addsNow = shell.me.group_adds || 'everyone';
+  const addsDone = el('p', { class: 'muted', role: 'status' });
+  const addsForm = el('form', { class: 'inline-form' },
+    el('fieldset', {},
+      el('legend', {}, 'Who may add you to groups'),
+      addsChoices.map(([value, label]) => el('label', { class: 'choice' },
+        el('input', { type: 'radio', name: 'group_adds', value, checked: value === addsNow }), ' ', label))),
+    el('button', { type: 'submit' }, 'Save choice'),
+    addsDone);
+  addsForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    addsDone.textContent = '';
+    const chosen = addsForm.group_adds.value;
+    shell.guard(async () => {
+      await api('PUT', '/me/group-adds', { group_adds: chosen });
+      shell.me = await get('/me');
+      addsDone.textContent = 'Saved. Groups you are in already stay; leave one from its chat.';
+    });
+  });
   const current = el('input', { id: 'current-password', name: 'current_password', type: 'password', autocomplete: 'current-password', required: true });
   const fresh = el('input', { id: 'new-password', name: 'new_password', type: 'password', autocomplete: 'new-password', required: true });
   const repeat = el('input', { id: 'repeat-password', name: 'repeat_password', type: 'password', autocomplete: 'new-password', required: true });
@@ -96,6 +121,8 @@ export async function privacy(main, shell, app) {
     el('h1', {}, 'Privacy'),
     el('p', {}, 'The super-app’s own dialogs always show your security phrase: ', el('strong', { 'data-testid': 'my-phrase' }, phrase || '(none yet)'), '. A dialog without it is not from the super-app.'),
     phraseForm,
+    el('h2', {}, 'Groups'),
+    addsForm,
     el('h2', {}, 'Password'),
     el('p', { class: 'muted' }, 'Changing it signs you out everywhere else. Wrong current passwords count as failed sign-ins: after too many, both wait a while.'),
     passwordForm,

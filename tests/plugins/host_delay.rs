@@ -1,6 +1,7 @@
-//! The host's own delays in host calls (a loaded database) are not the
-//! app's time: a slow store does not make an app breach its time limit,
-//! an app cannot hide its own time in host calls, and a store slow past the
+//! The host's own delays in host calls (waits on a loaded database) are
+//! not the app's time: a slow store does not make an app breach its time
+//! limit, an app cannot hide its own time in host calls (neither by making
+//! many nor by making the host work for it), and a store slow past the
 //! host's bound ends the event as the host's failure.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,22 +9,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use superapp_runtime::{Call, Limit, RunError, Runtime, RuntimeConfig, Services};
-use superapp_store::{KvBackend, KvError, MemoryKv, Namespace, Quota, Usage};
+use superapp_store::{waits, KvBackend, KvError, MemoryKv, Namespace, Quota, Usage};
 
 use crate::common::*;
 
-/// An app data store whose reads each take `delay`, as a loaded database's
-/// do, and which counts them.
+/// An app data store whose reads each take `delay`, and which counts them:
+/// waiting, as on a loaded database, or (`busy`) working, as the host does
+/// for a costly call.
 struct SlowKv {
     inner: MemoryKv,
     delay: Duration,
+    busy: bool,
     reads: AtomicUsize,
 }
 
 impl KvBackend for SlowKv {
     fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(self.delay);
+        if self.busy {
+            let until = std::time::Instant::now() + self.delay;
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        } else {
+            waits::waiting(|| std::thread::sleep(self.delay));
+        }
         self.inner.get(ns, key)
     }
     fn set(&self, ns: &Namespace, key: &[u8], value: &[u8], quota: &Quota) -> Result<(), KvError> {
@@ -66,8 +76,16 @@ impl KvBackend for SlowKv {
 }
 
 /// A runtime whose apps get at most 100 ms, the host's delays bounded by
-/// `host_delay`, and services whose store reads take `delay` each.
+/// `host_delay`, and services whose store reads wait `delay` each.
 fn slow_store(delay: Duration, host_delay: Duration) -> (Runtime, Arc<Services>, Arc<SlowKv>) {
+    store_taking(delay, false, host_delay)
+}
+
+fn store_taking(
+    delay: Duration,
+    busy: bool,
+    host_delay: Duration,
+) -> (Runtime, Arc<Services>, Arc<SlowKv>) {
     let mut config = RuntimeConfig {
         host_delay,
         ..RuntimeConfig::default()
@@ -77,6 +95,7 @@ fn slow_store(delay: Duration, host_delay: Duration) -> (Runtime, Arc<Services>,
     let kv = Arc::new(SlowKv {
         inner: MemoryKv::new(),
         delay,
+        busy,
         reads: AtomicUsize::new(0),
     });
     let mut services = Services::in_memory(Default::default());
@@ -118,6 +137,20 @@ async fn an_app_cannot_hide_its_time_in_host_calls() {
         (1..=most).contains(&made),
         "{made} reads ran, at most {most} fit in the limit"
     );
+}
+
+#[tokio::test]
+async fn work_the_host_does_for_an_app_is_the_apps_time() {
+    // Reads that keep the host busy 30 ms each (not waiting): the fourth
+    // passes the 100 ms limit, so a loop of twenty is stopped there.
+    let (rt, services, kv) = store_taking(Duration::from_millis(30), true, Duration::from_secs(10));
+    let probe = load(&rt, "testing/probe");
+    let err = run(&rt, &probe, &services, "alice", reads(20))
+        .await
+        .unwrap_err();
+    assert_eq!(err.limit(), Some(&Limit::Time { limit_ms: 100 }), "{err}");
+    let made = kv.reads.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&made), "{made} reads ran");
 }
 
 #[tokio::test]

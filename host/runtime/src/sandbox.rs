@@ -17,6 +17,7 @@ use wasmtime::{
 };
 
 use superapp_core::{Capability, Limits, Manifest, PACKAGE, VERSION};
+use superapp_store::waits;
 
 use crate::bindings::superapp::plugin::types::{AppError, Context, Event, View as WitView};
 use crate::bindings::MiniProgramPre;
@@ -34,11 +35,13 @@ use crate::view::{self, ViewError};
 /// host call rather than running wasm (where the epoch check stops it).
 const BACKSTOP: Duration = Duration::from_millis(50);
 
-/// The most one host call (other than `http`, whose waits are the app's
-/// own backend's) counts against the app's time limit. A store call takes
-/// microseconds on the embedded store and a round trip on PostgreSQL; one
-/// that takes longer waited on the host, whose load is not the app's
-/// fault. An app that loops on host calls still pays this much for each.
+/// The most of its waits on the store (`superapp_store::waits`: database
+/// round trips, group commits) one host call counts against the app's time
+/// limit; the rest is the host's delay (a loaded database), not the app's
+/// fault. A round trip takes well under this on a healthy store, so an app
+/// that loops on host calls pays for each; and work a call does for the
+/// app (copying a large value, hashing) always counts in full, as do the
+/// waits of `http`, on the app's own backend.
 pub const HOST_CALL_CHARGE: Duration = Duration::from_millis(2);
 
 /// Host policy for the sandbox.
@@ -65,10 +68,10 @@ pub struct RuntimeConfig {
     /// `None` compiles in this process, unbounded (tests, benches).
     pub compile_worker: Option<CompileWorker>,
     /// How long the host's own delays may keep one event waiting. A host
-    /// call other than `http` counts against the app's time limit up to
-    /// [`HOST_CALL_CHARGE`]; what it takes beyond that (a loaded database,
-    /// a store flushing) is the host's, off the app's clock, until it adds
-    /// up to this, when the event ends as [`RunError::HostDelayed`].
+    /// call's waits on the store count against the app's time limit up to
+    /// [`HOST_CALL_CHARGE`]; beyond that (a loaded database, a slow disk)
+    /// they are the host's, off the app's clock, until they add up to
+    /// this, when the event ends as [`RunError::HostDelayed`].
     pub host_delay: Duration,
 }
 
@@ -688,15 +691,18 @@ impl Runtime {
         let excusing = turn.clone();
         store.call_hook(move |mut ctx, hook| {
             match hook {
-                CallHook::CallingHost => entered = Some(Instant::now()),
+                CallHook::CallingHost => entered = Some((Instant::now(), waits::waited())),
                 CallHook::ReturningFromHost => {
-                    if let (Some(at), Some(capability)) =
+                    if let (Some((at, waited_before)), Some(capability)) =
                         (entered.take(), ctx.data().calling.take())
                     {
                         let took = at.elapsed();
                         metrics.host_call(capability, took);
-                        if capability != Capability::Http && took > HOST_CALL_CHARGE {
-                            let delay = took - HOST_CALL_CHARGE;
+                        // Only waiting on the store is excused, past the
+                        // charge: work done for the app is the app's time.
+                        let waited = waits::waited().saturating_sub(waited_before).min(took);
+                        if capability != Capability::Http && waited > HOST_CALL_CHARGE {
+                            let delay = waited - HOST_CALL_CHARGE;
                             excusing.excuse(delay);
                             delayed += delay;
                             if delayed > host_delay {
@@ -753,7 +759,7 @@ impl Runtime {
             params: invocation.params.clone(),
         };
 
-        let running = async {
+        let running = waits::counted(async {
             let instance = match app.pre.instance_pre().instantiate_async(&mut store).await {
                 Ok(i) => i,
                 Err(e) => return Err((true, e)),
@@ -769,7 +775,7 @@ impl Runtime {
                 },
             };
             result.map(|(answer,)| answer).map_err(|e| (false, e))
-        };
+        });
         // The backstop for an event stuck in a host call, counted in
         // running time like the limit itself.
         let outcome = {

@@ -16,6 +16,7 @@ mod postgres_backend;
 mod records;
 mod sled_backend;
 mod snapshot;
+pub mod waits;
 
 pub use app_data::StoreKv;
 pub use backend::{Abort, Backend, Entry, StoreError, Tree, Txn};

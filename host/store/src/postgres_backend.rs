@@ -433,7 +433,7 @@ impl PostgresBackend {
         runtime.spawn(async move {
             let _ = tx.send(work.await);
         });
-        blocking(|| rx.recv())
+        crate::waits::waiting(|| rx.recv())
             .map_err(|_| StoreError::Backend("the database task stopped".into()))?
     }
 
@@ -804,7 +804,7 @@ impl Backend for PostgresBackend {
                         let micros = (50u64 << attempt.min(8)) + u64::from(jitter);
                         // Off the caller's async worker, like every wait
                         // for the database: its other tasks run meanwhile.
-                        blocking(|| std::thread::sleep(Duration::from_micros(micros)));
+                        crate::waits::waiting(|| std::thread::sleep(Duration::from_micros(micros)));
                     }
                 }
                 Err(Failed {

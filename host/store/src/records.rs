@@ -368,7 +368,12 @@ impl Store {
         let commit = pending.then(|| self.commit_then(None));
         async move {
             match commit {
-                Some(commit) => commit.await,
+                Some(commit) => {
+                    let started = std::time::Instant::now();
+                    let done = commit.await;
+                    crate::waits::record(started.elapsed());
+                    done
+                }
                 None => Ok(()),
             }
         }

@@ -178,3 +178,22 @@ async fn a_store_slower_than_the_hosts_bound_ends_the_event_as_the_hosts_failure
         .expect("a short event still runs");
     assert_eq!(texts(&view), ["ok: 1"]);
 }
+
+#[tokio::test]
+async fn the_hosts_delays_an_event_may_have_are_bounded_by_its_limit_too() {
+    // A round trip also holds work the app asked of the database, so the
+    // excuse is at most four times the limit (400 ms here), whatever the
+    // host's own bound (10 s): reads waiting 30 ms stop by the fifteenth.
+    let (rt, services, kv) = slow_store(Duration::from_millis(30), Duration::from_secs(10));
+    let probe = load(&rt, "testing/probe");
+    let err = run(&rt, &probe, &services, "alice", reads(40))
+        .await
+        .unwrap_err();
+    let RunError::HostDelayed { waited, .. } = &err else {
+        panic!("expected the host's failure, got {err:?}");
+    };
+    let bound = Duration::from_millis(100) * superapp_runtime::HOST_DELAY_PER_LIMIT;
+    assert!(*waited > bound, "{waited:?}");
+    let made = kv.reads.load(Ordering::SeqCst);
+    assert!((1..=15).contains(&made), "{made} reads ran");
+}

@@ -26,5 +26,7 @@ pub use compile::{run_compile_worker, CompileBudget, CompileWorker, Urgency};
 pub use error::{describe_app_error, describe_cap_error, Limit, LoadError, RunError};
 pub use limits::{Breach, Meter};
 pub use metrics::{Prepared, RuntimeMetrics};
-pub use sandbox::{App, Call, Invocation, Runtime, RuntimeConfig, HOST_CALL_CHARGE};
+pub use sandbox::{
+    App, Call, Invocation, Runtime, RuntimeConfig, HOST_CALL_CHARGE, HOST_DELAY_PER_LIMIT,
+};
 pub use scheduler::{Load, Overload, Scheduler, SchedulerConfig};

@@ -44,6 +44,17 @@ const BACKSTOP: Duration = Duration::from_millis(50);
 /// waits of `http`, on the app's own backend.
 pub const HOST_CALL_CHARGE: Duration = Duration::from_millis(2);
 
+/// The host's delays excused in one event are at most this many times its
+/// time limit (and at most [`RuntimeConfig::host_delay`]): a round trip
+/// also holds work the app asked of the database (a large value, a long
+/// list, a contended key), so an app can stretch its own waits, but no
+/// further than this.
+pub const HOST_DELAY_PER_LIMIT: u32 = 4;
+
+fn budget_of(limits: &Limits) -> Duration {
+    Duration::from_millis(limits.time_ms)
+}
+
 /// Host policy for the sandbox.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -71,7 +82,8 @@ pub struct RuntimeConfig {
     /// call's waits on the store count against the app's time limit up to
     /// [`HOST_CALL_CHARGE`]; beyond that (a loaded database, a slow disk)
     /// they are the host's, off the app's clock, until they add up to
-    /// this, when the event ends as [`RunError::HostDelayed`].
+    /// this or [`HOST_DELAY_PER_LIMIT`] times the app's limit, when the
+    /// event ends as [`RunError::HostDelayed`].
     pub host_delay: Duration,
 }
 
@@ -687,7 +699,10 @@ impl Runtime {
         let metrics = self.metrics.clone();
         let mut entered = None;
         let mut delayed = Duration::ZERO;
-        let host_delay = self.config.host_delay;
+        let host_delay = self
+            .config
+            .host_delay
+            .min(budget_of(&limits) * HOST_DELAY_PER_LIMIT);
         let excusing = turn.clone();
         store.call_hook(move |mut ctx, hook| {
             match hook {
@@ -781,7 +796,8 @@ impl Runtime {
         let outcome = {
             tokio::pin!(running);
             loop {
-                let left = (budget + BACKSTOP).saturating_sub(turn.used());
+                // Waits being excused count until their host call returns.
+                let left = (budget + host_delay + BACKSTOP).saturating_sub(turn.used());
                 if left.is_zero() {
                     break None;
                 }

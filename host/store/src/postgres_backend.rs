@@ -804,7 +804,9 @@ impl Backend for PostgresBackend {
                         let micros = (50u64 << attempt.min(8)) + u64::from(jitter);
                         // Off the caller's async worker, like every wait
                         // for the database: its other tasks run meanwhile.
-                        crate::waits::waiting(|| std::thread::sleep(Duration::from_micros(micros)));
+                        // Not counted as a wait on the store: a conflict
+                        // may be of the caller's own making (a hot key).
+                        blocking(|| std::thread::sleep(Duration::from_micros(micros)));
                     }
                 }
                 Err(Failed {

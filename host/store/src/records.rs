@@ -368,12 +368,7 @@ impl Store {
         let commit = pending.then(|| self.commit_then(None));
         async move {
             match commit {
-                Some(commit) => {
-                    let started = std::time::Instant::now();
-                    let done = commit.await;
-                    crate::waits::record(started.elapsed());
-                    done
-                }
+                Some(commit) => commit.await,
                 None => Ok(()),
             }
         }
@@ -411,8 +406,10 @@ impl Store {
             if !sent {
                 return Err(StoreError::Backend("the store is closed".into()));
             }
-            wait.await
-                .map_err(|_| StoreError::Backend("the flusher stopped".into()))?
+            let started = std::time::Instant::now();
+            let done = wait.await;
+            crate::waits::record(started.elapsed());
+            done.map_err(|_| StoreError::Backend("the flusher stopped".into()))?
         }
     }
 

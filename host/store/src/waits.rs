@@ -1,5 +1,7 @@
 //! Time spent waiting on the store (a database round trip, a group commit
-//! to disk) by the task that asked, counted inside [`counted`]: the
+//! to disk; not the pauses between retries of conflicting transactions,
+//! which the caller may have caused) by the task that asked, counted
+//! inside [`counted`]: the
 //! sandbox runs each event in one, so that it can tell the host's waits in
 //! a host call from work the app asked for. Outside a counted scope
 //! nothing is counted.

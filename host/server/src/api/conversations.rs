@@ -85,11 +85,12 @@ pub async fn create(
         Create::Group { title, members } => {
             let others = members
                 .iter()
-                .map(|m| lookup(&state, m))
-                .collect::<Result<Vec<_>, _>>()?;
-            for other in &others {
-                may_add(&state, &auth.user, other)?;
-            }
+                .map(|m| {
+                    let user = lookup(&state, m)?;
+                    let adds = state.host.identity.group_adds(&user.id)?;
+                    Ok((user, adds))
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
             state
                 .host
                 .messaging
@@ -98,12 +99,6 @@ pub async fn create(
         }
     };
     Ok((StatusCode::CREATED, axum::Json(conversation)).into_response())
-}
-
-/// Refused when `user` does not accept being added to groups by `me`.
-fn may_add(state: &AppState, me: &User, user: &User) -> Result<(), ApiError> {
-    let adds = state.host.identity.group_adds(&user.id)?;
-    Ok(state.host.messaging.may_add(me, user, adds)?)
 }
 
 pub async fn get(
@@ -143,15 +138,11 @@ pub async fn add_member(
     Json(body): Json<NewMember>,
 ) -> Result<Response, ApiError> {
     let user = lookup(&state, &body.username)?;
-    // Only a member learns whether somebody accepts being added.
-    let group = state.host.messaging.get(&auth.user, &id)?;
-    if !group.members.contains(&user.id) {
-        may_add(&state, &auth.user, &user)?;
-    }
+    let adds = state.host.identity.group_adds(&user.id)?;
     let conversation = state
         .host
         .messaging
-        .add_member(&auth.user, &id, &user)
+        .add_member(&auth.user, &id, &user, adds)
         .await?;
     Ok(axum::Json(conversation).into_response())
 }

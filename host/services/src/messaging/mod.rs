@@ -565,11 +565,15 @@ impl Messaging {
         Ok(stored.with_last_seq(last_seq))
     }
 
+    /// A new group of `me` and `others`, each with their setting of who
+    /// may add them ([`GroupAdds`]): refused whole if one of them does not
+    /// accept `me`. A refused group still counts against `me`'s sends and
+    /// groups, so asking is no free way to learn who accepts whom.
     pub async fn group(
         &self,
         me: &User,
         title: &str,
-        others: &[User],
+        others: &[(User, GroupAdds)],
     ) -> Result<Conversation, MessagingError> {
         let title = title.trim();
         if let Some(problem) = superapp_core::text::label_problem(title, 100) {
@@ -578,7 +582,7 @@ impl Messaging {
             )));
         }
         let mut members = vec![me.id.clone()];
-        for u in others {
+        for (u, _) in others {
             if !members.contains(&u.id) {
                 members.push(u.id.clone());
             }
@@ -601,6 +605,9 @@ impl Messaging {
             self.throttled.inc();
             MessagingError::GroupsThrottled { retry_after }
         })?;
+        for (user, adds) in others {
+            self.may_add(me, user, *adds)?;
+        }
         let stored = Stored {
             id: new_id(),
             kind: Kind::Group,
@@ -622,8 +629,9 @@ impl Messaging {
     /// Whether `me` may add `user` to a group, by `user`'s setting `adds`:
     /// [`GroupAdds::Contacts`] lets in only people `user` has written to in
     /// their direct conversation (opening one is not enough: anyone can).
-    /// Adding oneself is always allowed.
-    pub fn may_add(&self, me: &User, user: &User, adds: GroupAdds) -> Result<(), MessagingError> {
+    /// Adding oneself is always allowed. The refusal says the same whatever
+    /// the setting, so that it tells nobody more than that they may not.
+    fn may_add(&self, me: &User, user: &User, adds: GroupAdds) -> Result<(), MessagingError> {
         if me.id == user.id {
             return Ok(());
         }
@@ -635,13 +643,10 @@ impl Messaging {
         if allowed {
             return Ok(());
         }
-        let who = named(user);
-        Err(MessagingError::Forbidden(match adds {
-            GroupAdds::Contacts => format!(
-                "{who} may be added to groups only by people they have written to; ask them to write to you first"
-            ),
-            _ => format!("{who} does not accept being added to groups by others"),
-        }))
+        Err(MessagingError::Forbidden(format!(
+            "{} does not accept being added to groups by you",
+            named(user)
+        )))
     }
 
     /// Whether `writer` has sent a message in their direct conversation
@@ -709,19 +714,31 @@ impl Messaging {
         c.ok_or(MessagingError::NotFound)
     }
 
-    /// Add `user` to the group `id`, at the request of `me`, a member. Adding
-    /// a member again changes nothing. The group as it is now.
+    /// Add `user` to the group `id`, at the request of `me`, a member, if
+    /// `user`'s setting `adds` accepts `me` ([`GroupAdds`]). Adding a member
+    /// again changes nothing. The group as it is now.
     pub async fn add_member(
         &self,
         me: &User,
         id: &str,
         user: &User,
+        adds: GroupAdds,
     ) -> Result<Conversation, MessagingError> {
         let max = self.config.max_group_members;
+        // Read before the transaction; held against the members it reads,
+        // so somebody who left meanwhile is not added back unasked.
+        let refusal = match self.may_add(me, user, adds) {
+            Ok(()) => None,
+            Err(MessagingError::Forbidden(why)) => Some(why),
+            Err(e) => return Err(e),
+        };
         let stored = self
             .change_members(me, id, |c| {
                 if c.members.contains(&user.id) {
                     return Ok(None);
+                }
+                if let Some(why) = &refusal {
+                    return Err(MessagingError::Forbidden(why.clone()));
                 }
                 if c.members.len() >= max {
                     return Err(MessagingError::InvalidInput(format!(
@@ -1653,7 +1670,7 @@ mod tests {
         let messaging = Messaging::new(store.clone(), Arc::new(Hub::new(8)), config);
         let (alice, bob) = (user("alice"), user("bob"));
         let id = messaging
-            .group(&alice, "trip", std::slice::from_ref(&bob))
+            .group(&alice, "trip", &[(bob.clone(), GroupAdds::Everyone)])
             .await
             .unwrap()
             .id;
@@ -1767,7 +1784,7 @@ mod tests {
         let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
         let direct = messaging.direct(&alice, &bob).await.unwrap();
         let group = messaging
-            .group(&alice, "trip", std::slice::from_ref(&bob))
+            .group(&alice, "trip", &[(bob.clone(), GroupAdds::Everyone)])
             .await
             .unwrap();
         let service = messaging

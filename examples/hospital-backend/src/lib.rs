@@ -58,6 +58,16 @@ pub struct Config {
     pub books: Option<std::path::PathBuf>,
 }
 
+/// How fresh the insurers' revocation lists are, in the clock's seconds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Freshness {
+    /// When every list was last read whole.
+    read_at: Option<u64>,
+    /// How long ago that may be for a policy to count
+    /// ([`Hospital::require_fresh_revocations`]); `None`: no bound.
+    max_age: Option<u64>,
+}
+
 pub struct Hospital {
     config: Config,
     catalog: Catalog,
@@ -65,10 +75,8 @@ pub struct Hospital {
     /// Each accepted insurer's revoked credential ids, as last read from
     /// the host ([`Hospital::read_revocations`]).
     revoked: RwLock<HashMap<String, Vec<String>>>,
-    /// When every list was last read whole (the clock's seconds), and how
-    /// old that may be for a policy to count
-    /// ([`Hospital::require_fresh_revocations`]).
-    revocations_read: Mutex<(Option<u64>, Option<u64>)>,
+    /// When every list was last read whole, and how old that may be.
+    revocations_read: Mutex<Freshness>,
     /// The clock, in seconds since the Unix epoch (tests move it).
     now: Box<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -172,7 +180,7 @@ impl Hospital {
             self.revocations_read
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .0 = Some((self.now)());
+                .read_at = Some((self.now)());
             Ok(())
         } else {
             anyhow::bail!("cannot read revocations from {host}: {}", failed.join("; "))
@@ -186,18 +194,18 @@ impl Hospital {
         self.revocations_read
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .1 = Some(max_age_secs);
+            .max_age = Some(max_age_secs);
     }
 
     /// Why a policy cannot be checked against its insurer's revocations
     /// now, if it cannot.
     fn revocations_stale(&self) -> Option<String> {
-        let (read, max_age) = *self
+        let Freshness { read_at, max_age } = *self
             .revocations_read
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let max_age = max_age?;
-        let fresh = read.is_some_and(|at| (self.now)().saturating_sub(at) <= max_age);
+        let fresh = read_at.is_some_and(|at| (self.now)().saturating_sub(at) <= max_age);
         (!fresh).then(|| {
             "the hospital cannot check its insurers' revocations right now (the host has not answered); the full fee stands".to_string()
         })

@@ -28,11 +28,9 @@ impl Host {
             .check_key(&user.to_string())
             .map_err(|not_until| {
                 let retry_after = not_until.wait_time_from(DefaultClock::default().now());
-                let quota = not_until.quota();
                 HostError::Throttled {
-                    per_second: (1_000_000_000 / quota.replenish_interval().as_nanos().max(1))
-                        as u32,
-                    burst: quota.burst_size().get(),
+                    per_second: self.events_per_second.get(),
+                    burst: not_until.quota().burst_size().get(),
                     retry_after,
                 }
             })

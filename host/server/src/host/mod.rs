@@ -142,6 +142,8 @@ pub struct Host {
     pub bus_namespace: String,
     /// How fast each user may launch apps and act in them (per process).
     events: governor::DefaultKeyedRateLimiter<String>,
+    /// The rate `events` was made with, as a refusal states it.
+    events_per_second: std::num::NonZeroU32,
 }
 
 /// 16 hex digits naming a deployment on the bus (see [`Host::bus_namespace`]).
@@ -333,6 +335,7 @@ impl Host {
                         .saturating_mul(std::num::NonZeroU32::new(5).expect("not 0")),
                 ),
             ),
+            events_per_second: config.apps.events_per_user,
         };
         if let Some(dir) = &config.apps_dir {
             host.publish_dev_apps(dir, &secrets, config.registry.dev_approve, config.demo)?;

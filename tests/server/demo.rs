@@ -221,3 +221,106 @@ async fn the_server_keeps_serving_when_whoever_started_it_closed_its_stdout() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The demo's hospital system (`--hospital-backend`) reads the insurers'
+/// revocations from the host it was started beside, once that answers; a
+/// policy the insurer revoked is not handed over (the host's own check),
+/// so it lowers no fee.
+#[tokio::test]
+async fn the_demos_hospital_system_follows_its_hosts_revocations() {
+    use crate::hospital::{act, pairs, prompt, take, weber_slot, HOSPITAL};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let plugins = repo().join("plugins");
+    let args = [
+        "--demo",
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "--hospital-backend",
+        "--hospital-backend-listen",
+        &listen,
+    ];
+
+    // Alice's health insurance, revoked by its insurer while the host is
+    // down, with the demo's insurer key.
+    let server = Server::start_with(&data, &args, &[]);
+    let alice = sign_in_alice(&server).await;
+    let (_, docs) = alice.get("/me/documents").await;
+    let policy = docs["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["type"] == "health-insurance")
+        .expect("alice is insured")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(server.terminate().success());
+    let key = data.join("demo-issuers/ins.national-health.json");
+    let (ok, out, err) = cli(&[
+        "issuer",
+        "revoke",
+        "--key",
+        key.to_str().unwrap(),
+        "--credential",
+        &policy,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+
+    // Back up: the hospital's system reads the insurer's list from this
+    // host once it answers.
+    let server = Server::start_with(&data, &args, &[]);
+    let read = |text: &str| {
+        text.lines().any(|l| {
+            l.starts_with("superapp_http_requests_total{")
+                && l.contains(r#"route="/api/v1/issuers/{id}/revoked""#)
+                && l.contains(r#"status="200""#)
+        })
+    };
+    let mut metrics = String::new();
+    for _ in 0..40 {
+        metrics = server.metrics().await;
+        if read(&metrics) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(
+        read(&metrics),
+        "the hospital never read the list:\n{metrics}"
+    );
+
+    // She holds a time; asked for her policy, the host will not hand over
+    // a revoked one, and the full fee stands.
+    let alice = sign_in_alice(&server).await;
+    alice
+        .post(&format!("/apps/{HOSPITAL}/launch"), serde_json::json!({}))
+        .await;
+    let consent = prompt(&alice, "consent").await;
+    alice.approve(&consent, serde_json::json!({})).await;
+    let slot = weber_slot(&alice, 2).await;
+    let held = take(&alice, &slot).await;
+    let reference = pairs(&held)["Reference"].clone();
+    assert_eq!(pairs(&held)["Fee"], "EUR 40.00", "{held}");
+    act(&alice, "insurance", Some(&reference), serde_json::json!({})).await;
+    let sheet = prompt(&alice, "document").await;
+    let id = sheet["id"].as_str().unwrap();
+    let (status, body) = alice
+        .post(&format!("/prompts/{id}/approve"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no valid `health-insurance`")),
+        "{body}"
+    );
+}

@@ -13,6 +13,24 @@ use crate::config::ServerConfig;
 use crate::host::Host;
 
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let listener = bind(&config).await?;
+    serve_on(listener, config).await
+}
+
+/// The listening socket `config` asks for: bound before the host opens, for
+/// a caller that must know the address it serves on (a port of 0 is one
+/// the system picks).
+pub async fn bind(config: &ServerConfig) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+/// [`serve`] on a socket already bound ([`bind`]).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+) -> anyhow::Result<()> {
     let host = Host::open(&config)?;
     let mut queue = None;
     if let crate::config::BusLocation::Nats { urls } = &config.bus {
@@ -59,9 +77,6 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let preloading = state.clone();
     let app = api::router(state);
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
     // Apps are prepared beside serving: compiling them (after an upgrade,
     // or with the precompile cache gone) must not keep the host from
     // answering. It is live meanwhile, and ready (`/readyz`) once done.

@@ -194,6 +194,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let served = runtime.block_on(async {
+        let serving = superapp_server::server::bind(&config).await?;
         if let Some(backend) = backend {
             let listen = args.hospital_backend_listen;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -204,8 +205,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 backend.origin
             );
             // It reads the insurers' revocations from this host once it
-            // answers.
-            let host = match config.listen {
+            // answers, at the address it really listens on (`:0` is a port
+            // the system picked).
+            let host = match serving.local_addr()? {
                 a if a.ip().is_unspecified() && a.is_ipv6() => format!("http://[::1]:{}", a.port()),
                 a if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
                 a => format!("http://{a}"),
@@ -222,7 +224,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 }
             });
         }
-        superapp_server::server::serve(config).await
+        superapp_server::server::serve_on(serving, config).await
     });
     // The host has stopped and closed its store: blocking work still
     // running (a component compiling, which its worker bounds anyway) does

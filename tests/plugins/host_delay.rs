@@ -8,7 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use superapp_core::Manifest;
+use superapp_runtime::bindings::superapp::plugin::types::Error;
+use superapp_runtime::capabilities::notify::Notifier;
+use superapp_runtime::capabilities::BoxFuture;
 use superapp_runtime::{Call, Limit, RunError, Runtime, RuntimeConfig, Services};
+use superapp_services::messaging::Card;
 use superapp_store::{waits, KvBackend, KvError, MemoryKv, Namespace, Quota, Usage};
 
 use crate::common::*;
@@ -196,4 +201,114 @@ async fn the_hosts_delays_an_event_may_have_are_bounded_by_its_limit_too() {
     assert!(*waited > bound, "{waited:?}");
     let made = kv.reads.load(Ordering::SeqCst);
     assert!((1..=15).contains(&made), "{made} reads ran");
+}
+
+#[tokio::test]
+async fn waits_in_a_call_that_moves_much_data_are_the_apps_own() {
+    // A 100 KiB value read back with waits of 30 ms: a large value is work
+    // the app asked of the store, so the fourth read passes the limit.
+    let (rt, services, kv) = slow_store(Duration::from_millis(30), Duration::from_secs(10));
+    let probe = load(&rt, "testing/probe");
+    let stored = run(
+        &rt,
+        &probe,
+        &services,
+        "alice",
+        action("storage-set-size", Some("100000"), &[]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&stored), ["ok: ()"]);
+    let err = run(&rt, &probe, &services, "alice", reads(20))
+        .await
+        .unwrap_err();
+    assert_eq!(err.limit(), Some(&Limit::Time { limit_ms: 100 }), "{err}");
+    let made = kv.reads.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&made), "{made} reads ran");
+}
+
+/// A notifier whose deliveries never finish, as a store that stopped
+/// answering inside an awaited commit.
+struct StalledNotifier;
+
+impl Notifier for StalledNotifier {
+    fn send<'a>(
+        &'a self,
+        _user: &'a str,
+        _app: &'a Manifest,
+        _text: &'a str,
+        _card: Option<Card>,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        })
+    }
+    fn share_card<'a>(
+        &'a self,
+        _user: &'a str,
+        _app: &'a Manifest,
+        _card: Card,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn an_event_stuck_waiting_on_the_host_ends_as_the_hosts_failure() {
+    // The backstop ends an event held in a host call past its limit and
+    // the host's bound (100 + 400 ms here): the host's delay, not the
+    // app's time.
+    let (rt, _, _) = slow_store(Duration::ZERO, Duration::from_secs(10));
+    let mut services = Services::in_memory(Default::default());
+    services.notifier = Arc::new(StalledNotifier);
+    let services = Arc::new(services);
+    let probe = load(&rt, "testing/probe");
+    let started = std::time::Instant::now();
+    let err = run(&rt, &probe, &services, "alice", action("notify", None, &[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RunError::HostDelayed { .. }),
+        "expected the host's failure, got {err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn calls_that_need_the_users_agreement_are_bounded_per_event() {
+    // Each is checked and recorded: a loop of them stops at the cap with a
+    // typed error the app sees, not a full audit log.
+    let rt = runtime();
+    let probe = load(&rt, "testing/probe");
+    let view = run(
+        &rt,
+        &probe,
+        &services(&[]),
+        "alice",
+        action("profile-many", Some("1000"), &[]),
+    )
+    .await
+    .unwrap();
+    let text = texts(&view).join(" ");
+    let cap = superapp_runtime::capabilities::MAX_GATED_CALLS_PER_EVENT;
+    assert!(
+        text.starts_with(&format!("{cap} then err: quota-exceeded")),
+        "{text}"
+    );
+    // The next event has its own allowance.
+    let view = run(
+        &rt,
+        &probe,
+        &services(&[]),
+        "alice",
+        action("profile-many", Some("3"), &[]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(texts(&view), ["3 then ok: ()"]);
 }

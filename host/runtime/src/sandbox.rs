@@ -704,19 +704,29 @@ impl Runtime {
             .host_delay
             .min(budget_of(&limits) * HOST_DELAY_PER_LIMIT);
         let excusing = turn.clone();
+        // When the host call under way began, for the backstop.
+        let in_host: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+        let in_host_now = in_host.clone();
         store.call_hook(move |mut ctx, hook| {
             match hook {
-                CallHook::CallingHost => entered = Some((Instant::now(), waits::waited())),
+                CallHook::CallingHost => {
+                    let now = Instant::now();
+                    entered = Some((now, waits::waited()));
+                    *in_host_now.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                }
                 CallHook::ReturningFromHost => {
+                    *in_host_now.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    let heavy = ctx.data().heavy.replace(false);
                     if let (Some((at, waited_before)), Some(capability)) =
                         (entered.take(), ctx.data().calling.take())
                     {
                         let took = at.elapsed();
                         metrics.host_call(capability, took);
                         // Only waiting on the store is excused, past the
-                        // charge: work done for the app is the app's time.
+                        // charge, and not for a call that moved much data:
+                        // work done for the app is the app's time.
                         let waited = waits::waited().saturating_sub(waited_before).min(took);
-                        if capability != Capability::Http && waited > HOST_CALL_CHARGE {
+                        if capability != Capability::Http && !heavy && waited > HOST_CALL_CHARGE {
                             let delay = waited - HOST_CALL_CHARGE;
                             excusing.excuse(delay);
                             delayed += delay;
@@ -793,12 +803,15 @@ impl Runtime {
         });
         // The backstop for an event stuck in a host call, counted in
         // running time like the limit itself.
+        // Read before the event is dropped: dropping it ends the host call.
+        let mut stuck_in_host = None;
         let outcome = {
             tokio::pin!(running);
             loop {
                 // Waits being excused count until their host call returns.
                 let left = (budget + host_delay + BACKSTOP).saturating_sub(turn.used());
                 if left.is_zero() {
+                    stuck_in_host = *in_host.lock().unwrap_or_else(|p| p.into_inner());
                     break None;
                 }
                 tokio::select! {
@@ -812,6 +825,12 @@ impl Runtime {
 
         let state = store.data_mut();
         match outcome {
+            // The backstop ended it while a host call kept it waiting: the
+            // host's delay (its own calls bound their waits), not the app's.
+            None if stuck_in_host.is_some() => Err(RunError::HostDelayed {
+                app: label(),
+                waited: stuck_in_host.map_or(Duration::ZERO, |at| at.elapsed()),
+            }),
             None => Err(RunError::Limit {
                 app: label(),
                 limit: Limit::Time {

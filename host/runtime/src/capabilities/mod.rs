@@ -85,6 +85,12 @@ pub struct HostState {
     /// The capability the current host call passed its check for: the
     /// call hook times capability calls, not the runtime's own libcalls.
     pub(crate) calling: std::cell::Cell<Option<Capability>>,
+    /// Set by a call that moved much data through the store (a large value
+    /// or listing): its waits are the app's own, never excused.
+    pub(crate) heavy: std::cell::Cell<bool>,
+    /// Calls this event made of capabilities that need the user's
+    /// agreement: each is checked and recorded in the audit log.
+    pub(crate) gated_calls: std::cell::Cell<u32>,
     /// The event's running-time clock and how long a host call that waits
     /// on the network may take in all (the limit less a reserve for the
     /// app to answer); set only for apps that declare `http`.
@@ -101,6 +107,13 @@ pub struct HostState {
 
 /// Most sheets one event may put before the user.
 pub const MAX_ASKS_PER_EVENT: u32 = 3;
+/// Most calls of capabilities that need the user's agreement one event may
+/// make: each is checked and recorded in the audit log, so a loop of them
+/// would fill the log and take the host's time past the app's limit.
+pub const MAX_GATED_CALLS_PER_EVENT: u32 = 64;
+/// A store call that moves more than this (a value written or read, a
+/// listing) is heavy: its waits count against the app in full.
+pub const HEAVY_BYTES: usize = 64 << 10;
 /// Most sheets of one app that may wait for one user at once.
 pub const MAX_OPEN_SHEETS: usize = 5;
 
@@ -120,6 +133,8 @@ impl HostState {
             log: log::State::default(),
             notify: notify::State::default(),
             calling: std::cell::Cell::new(None),
+            heavy: std::cell::Cell::new(false),
+            gated_calls: std::cell::Cell::new(0),
             deadline: None,
             may_ask: true,
             asked: 0,
@@ -196,6 +211,13 @@ impl HostState {
         if level == ConsentLevel::None {
             return Ok(());
         }
+        let made = self.gated_calls.get() + 1;
+        if made > MAX_GATED_CALLS_PER_EVENT {
+            return Err(Error::QuotaExceeded(format!(
+                "at most {MAX_GATED_CALLS_PER_EVENT} calls of capabilities that need the user's agreement per event"
+            )));
+        }
+        self.gated_calls.set(made);
         match self
             .services
             .consent

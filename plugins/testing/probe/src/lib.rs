@@ -67,6 +67,18 @@ impl App for Probe {
             }
             "identity" => report(identity::user_id()),
             "profile" => report(profile::get().map(|p| p.display_name)),
+            // `value` profile reads in a row, stopping at the first error:
+            // a loop of calls that need the user's agreement.
+            "profile-many" => {
+                let n: u32 = a.value.as_deref().unwrap_or("0").parse().unwrap_or(0);
+                let mut made = 0;
+                let result = (0..n).try_for_each(|_| {
+                    profile::get()?;
+                    made += 1;
+                    Ok(())
+                });
+                format!("{made} then {}", report(result))
+            }
             "storage-get" => report(storage::get(&key)),
             // `value` reads in a row, stopping at the first error: an app
             // that makes many host calls in one event.

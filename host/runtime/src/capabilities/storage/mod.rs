@@ -35,11 +35,22 @@ impl<'a> Space<'a> {
         Space { state, ns }
     }
 
+    /// Mark this call heavy when it moves `bytes` or more (see
+    /// [`HEAVY_BYTES`](super::HEAVY_BYTES)).
+    fn moving(&self, bytes: usize) {
+        if bytes > super::HEAVY_BYTES {
+            self.state.heavy.set(true);
+        }
+    }
+
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.state.services.kv.get(&self.ns, key)?)
+        let value = self.state.services.kv.get(&self.ns, key)?;
+        self.moving(value.as_ref().map_or(0, Vec::len));
+        Ok(value)
     }
 
     pub(crate) fn set(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.moving(value.len());
         let quota = self.state.quota();
         Ok(self.state.services.kv.set(&self.ns, key, value, &quota)?)
     }
@@ -55,11 +66,13 @@ impl<'a> Space<'a> {
         limit: u32,
     ) -> Result<Vec<Vec<u8>>, Error> {
         let limit = limit.min(MAX_LIST) as usize;
-        Ok(self
+        let keys = self
             .state
             .services
             .kv
-            .list_keys(&self.ns, prefix, start_after, limit)?)
+            .list_keys(&self.ns, prefix, start_after, limit)?;
+        self.moving(keys.iter().map(Vec::len).sum());
+        Ok(keys)
     }
 
     pub(crate) fn compare_and_swap(
@@ -68,6 +81,7 @@ impl<'a> Space<'a> {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, Error> {
+        self.moving(expected.map_or(0, <[u8]>::len) + new.map_or(0, <[u8]>::len));
         let quota = self.state.quota();
         Ok(self
             .state

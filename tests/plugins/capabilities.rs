@@ -428,3 +428,44 @@ async fn the_manifest_storage_quota_applies_and_writes_nothing_over_it() {
         "nothing of the refused write was kept"
     );
 }
+
+#[tokio::test]
+async fn how_fast_a_users_apps_write_their_data_is_bounded() {
+    // Rewriting one 1 MB value in a loop: the first 16 MiB go at once,
+    // then writes are refused with a typed error until the allowance
+    // refills (1 MiB a second); another user writes meanwhile.
+    let rt = runtime();
+    let probe = load(&rt, PROBE);
+    let svc = services(&[]);
+    let write = |user: &'static str| {
+        let (rt, probe, svc) = (&rt, &probe, &svc);
+        async move {
+            let view = run(
+                rt,
+                probe,
+                svc,
+                user,
+                action("storage-set-size", Some("1000000"), &[]),
+            )
+            .await
+            .unwrap();
+            texts(&view).join("")
+        }
+    };
+    let burst = superapp_runtime::capabilities::storage::WRITE_BURST_KIB as usize / 977;
+    for i in 0..burst {
+        assert_eq!(write("alice").await, "ok: ()", "write {i}");
+    }
+    let mut refused = None;
+    for _ in 0..4 {
+        let answer = write("alice").await;
+        if answer != "ok: ()" {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.expect("a write past the allowance is refused");
+    assert!(refused.starts_with("err: quota-exceeded"), "{refused}");
+    assert!(refused.contains("KiB a second"), "{refused}");
+    assert_eq!(write("bob").await, "ok: ()");
+}

@@ -30,6 +30,8 @@ pub struct Services {
     pub http: Arc<dyn HttpGateway>,
     /// Each app's budget for the host's log.
     pub logs: super::log::LogBudgets,
+    /// Each user's allowance of app data writes.
+    pub storage_writes: Arc<super::storage::WriteBudgets>,
 }
 
 /// The dev loop's key for per-app pseudonyms (not secret: nothing in the
@@ -51,6 +53,7 @@ impl Services {
             documents: Arc::new(NoDocuments),
             http: Arc::new(NoHttp),
             logs: Default::default(),
+            storage_writes: Default::default(),
         }
     }
 }

@@ -40,6 +40,7 @@ impl Host {
     pub fn sweep_event_limits(&self) {
         self.events.retain_recent();
         self.events.shrink_to_fit();
+        self.services.storage_writes.sweep();
     }
 
     /// Send `app` a user action, the only event a client may send; host

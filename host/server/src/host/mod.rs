@@ -273,6 +273,7 @@ impl Host {
                 audit: Some(audit.clone()),
             }),
             logs: Default::default(),
+            storage_writes: Default::default(),
         });
         let registry = Arc::new(Registry::open(
             store.clone(),

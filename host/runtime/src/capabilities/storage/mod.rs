@@ -23,6 +23,57 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
+/// How fast one user's events may write app data, in KiB a second over
+/// every app and both storage capabilities, and how much at once: the
+/// quota bounds what a user keeps, this how fast they churn the host's
+/// disk (rewriting one large value in a loop wrote tens of MiB a second).
+pub const WRITE_KIB_PER_SECOND: u32 = 1024;
+pub const WRITE_BURST_KIB: u32 = 16 * 1024;
+
+/// Each user's allowance of app data writes ([`WRITE_KIB_PER_SECOND`]),
+/// shared by all events in the process.
+pub struct WriteBudgets {
+    users: governor::DefaultKeyedRateLimiter<String>,
+}
+
+impl Default for WriteBudgets {
+    fn default() -> Self {
+        let per_second = std::num::NonZeroU32::new(WRITE_KIB_PER_SECOND).expect("not 0");
+        let burst = std::num::NonZeroU32::new(WRITE_BURST_KIB).expect("not 0");
+        WriteBudgets {
+            users: governor::RateLimiter::keyed(
+                governor::Quota::per_second(per_second).allow_burst(burst),
+            ),
+        }
+    }
+}
+
+impl std::fmt::Debug for WriteBudgets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBudgets").finish_non_exhaustive()
+    }
+}
+
+impl WriteBudgets {
+    /// Take a write of `bytes` from `user`'s allowance.
+    fn take(&self, user: &str, bytes: usize) -> Result<(), Error> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let kib = std::num::NonZeroU32::new(kib.min(WRITE_BURST_KIB)).expect("not 0");
+        match self.users.check_key_n(&user.to_string(), kib) {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Error::QuotaExceeded(format!(
+                "apps may write at most {WRITE_KIB_PER_SECOND} KiB a second of a user's data (after a pause, {WRITE_BURST_KIB} KiB at once); try again later"
+            ))),
+        }
+    }
+
+    /// Forget users whose allowance is full again.
+    pub fn sweep(&self) {
+        self.users.retain_recent();
+        self.users.shrink_to_fit();
+    }
+}
+
 /// One namespace of the storage capabilities, reached by a call that has
 /// passed its capability check, under this app's quota.
 pub(crate) struct Space<'a> {
@@ -49,8 +100,17 @@ impl<'a> Space<'a> {
         Ok(value)
     }
 
+    /// Take a write of `key` and `value` from the user's allowance.
+    fn writing(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.state
+            .services
+            .storage_writes
+            .take(&self.state.user, key.len() + value.len())
+    }
+
     pub(crate) fn set(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
         self.moving(value.len());
+        self.writing(key, value)?;
         let quota = self.state.quota();
         Ok(self.state.services.kv.set(&self.ns, key, value, &quota)?)
     }
@@ -82,6 +142,7 @@ impl<'a> Space<'a> {
         new: Option<&[u8]>,
     ) -> Result<bool, Error> {
         self.moving(expected.map_or(0, <[u8]>::len) + new.map_or(0, <[u8]>::len));
+        self.writing(key, new.unwrap_or_default())?;
         let quota = self.state.quota();
         Ok(self
             .state
@@ -91,6 +152,7 @@ impl<'a> Space<'a> {
     }
 
     pub(crate) fn increment(&self, key: &[u8], delta: i64) -> Result<i64, Error> {
+        self.writing(key, &[])?;
         let quota = self.state.quota();
         Ok(self
             .state

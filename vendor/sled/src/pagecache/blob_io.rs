@@ -98,6 +98,31 @@ pub(crate) fn write_blob<T: Serialize>(
         .map_err(|e| e.into())
 }
 
+/// superapp: remove the blob files whose names are not in `live`, the
+/// blobs the recovered pages refer to (run at recovery, after `gc_blobs`).
+pub(crate) fn remove_unreferenced_blobs(
+    config: &Config,
+    live: &std::collections::HashSet<Lsn>,
+) -> Result<()> {
+    let mut blob_dir = config.get_path();
+    blob_dir.push("blobs");
+    let mut removed = 0_usize;
+    for blob in std::fs::read_dir(blob_dir)? {
+        let path = blob?.path();
+        let lsn = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<Lsn>().ok());
+        if let Some(lsn) = lsn {
+            if !live.contains(&lsn) {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        debug!("removed {} blob files no page refers to", removed);
+    }
+    Ok(())
+}
+
 pub(crate) fn gc_blobs(config: &Config, stable_lsn: Lsn) -> Result<()> {
     let mut base_dir = config.get_path();
     base_dir.push("blobs");

@@ -22,6 +22,31 @@ pub struct Snapshot {
     pub pt: Vec<PageState>,
 }
 
+impl Snapshot {
+    /// superapp: the blob files the pages refer to.
+    fn live_blobs(&self) -> std::collections::HashSet<Lsn> {
+        let mut live = std::collections::HashSet::new();
+        for state in &self.pt {
+            match state {
+                PageState::Present { base, frags } => {
+                    for (_, ptr, _) in std::iter::once(base).chain(frags) {
+                        if ptr.is_blob() {
+                            live.insert(ptr.blob().1);
+                        }
+                    }
+                }
+                PageState::Free(_, ptr) => {
+                    if ptr.is_blob() {
+                        live.insert(ptr.blob().1);
+                    }
+                }
+                PageState::Uninitialized => {}
+            }
+        }
+        live
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum PageState {
     /// Present signifies a page that has some data.
@@ -429,6 +454,11 @@ fn advance_snapshot(
     // remove all blob files larger than our stable offset
     if let Some(stable_lsn) = snapshot.stable_lsn {
         gc_blobs(config, stable_lsn)?;
+        // superapp: and every blob file no page refers to any more. A blob
+        // replaced while the segment holding its replacement was still
+        // active is removed only once that segment goes inactive, so a
+        // process that stopped before then left it behind for good.
+        super::blob_io::remove_unreferenced_blobs(config, &snapshot.live_blobs())?;
     }
 
     #[cfg(feature = "event_log")]

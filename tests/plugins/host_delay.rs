@@ -11,7 +11,7 @@ use std::time::Duration;
 use superapp_core::Manifest;
 use superapp_runtime::bindings::superapp::plugin::types::Error;
 use superapp_runtime::capabilities::notify::Notifier;
-use superapp_runtime::capabilities::BoxFuture;
+use superapp_runtime::capabilities::{BoxFuture, ConsentGate, ConsentState};
 use superapp_runtime::{Call, Limit, RunError, Runtime, RuntimeConfig, Services};
 use superapp_services::messaging::Card;
 use superapp_store::{waits, KvBackend, KvError, MemoryKv, Namespace, Quota, Usage};
@@ -279,36 +279,61 @@ async fn an_event_stuck_waiting_on_the_host_ends_as_the_hosts_failure() {
     );
 }
 
+/// The dev loop's consent (everything granted), counting its checks: each
+/// is what the host records in the audit log.
+#[derive(Default)]
+struct CountingConsent {
+    checks: AtomicUsize,
+}
+
+impl ConsentGate for CountingConsent {
+    fn check(
+        &self,
+        _user: &str,
+        _app: &Manifest,
+        _capability: superapp_core::Capability,
+        _level: superapp_core::ConsentLevel,
+        _args: Option<&[u8]>,
+    ) -> ConsentState {
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        ConsentState::Granted
+    }
+}
+
 #[tokio::test]
 async fn calls_that_need_the_users_agreement_are_bounded_per_event() {
-    // Each is checked and recorded: a loop of them stops at the cap with a
-    // typed error the app sees, not a full audit log.
+    // Each is checked and recorded: the same call again in one event is
+    // neither, and distinct ones stop at the cap with a typed error the app
+    // sees, not a full audit log.
     let rt = runtime();
     let probe = load(&rt, "testing/probe");
-    let view = run(
-        &rt,
-        &probe,
-        &services(&[]),
-        "alice",
-        action("profile-many", Some("1000"), &[]),
-    )
-    .await
-    .unwrap();
-    let text = texts(&view).join(" ");
-    let cap = superapp_runtime::capabilities::MAX_GATED_CALLS_PER_EVENT;
-    assert!(
-        text.starts_with(&format!("{cap} then err: quota-exceeded")),
-        "{text}"
+    let consent = Arc::new(CountingConsent::default());
+    let mut services = Services::in_memory(Default::default());
+    services.consent = consent.clone();
+    let services = Arc::new(services);
+    let act = |name: &'static str, value: &'static str| {
+        let (rt, probe, services) = (&rt, &probe, &services);
+        async move {
+            let view = run(rt, probe, services, "alice", action(name, Some(value), &[]))
+                .await
+                .unwrap();
+            texts(&view).join(" ")
+        }
+    };
+    assert_eq!(act("profile-many", "1000").await, "1000 then ok: ()");
+    assert_eq!(
+        consent.checks.load(Ordering::SeqCst),
+        1,
+        "one check, one record"
     );
-    // The next event has its own allowance.
-    let view = run(
-        &rt,
-        &probe,
-        &services(&[]),
-        "alice",
-        action("profile-many", Some("3"), &[]),
-    )
-    .await
-    .unwrap();
-    assert_eq!(texts(&view), ["3 then ok: ()"]);
+
+    let cap = superapp_runtime::capabilities::MAX_GATED_CALLS_PER_EVENT;
+    assert_eq!(
+        act("http-many", "1000").await,
+        format!("{cap} then quota-exceeded")
+    );
+    assert_eq!(consent.checks.load(Ordering::SeqCst), 1 + cap as usize);
+    // The next event has its own allowance, and is checked again.
+    assert_eq!(act("profile-many", "3").await, "3 then ok: ()");
+    assert_eq!(consent.checks.load(Ordering::SeqCst), 2 + cap as usize);
 }

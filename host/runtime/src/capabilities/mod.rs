@@ -91,6 +91,10 @@ pub struct HostState {
     /// Calls this event made of capabilities that need the user's
     /// agreement: each is checked and recorded in the audit log.
     pub(crate) gated_calls: std::cell::Cell<u32>,
+    /// The calls (capability and the digest of their arguments) the user's
+    /// standing agreement already allowed in this event: the same call
+    /// again in the same event is neither checked nor recorded again.
+    pub(crate) allowed: std::cell::RefCell<std::collections::HashSet<(Capability, Option<String>)>>,
     /// The event's running-time clock and how long a host call that waits
     /// on the network may take in all (the limit less a reserve for the
     /// app to answer); set only for apps that declare `http`.
@@ -109,7 +113,8 @@ pub struct HostState {
 pub const MAX_ASKS_PER_EVENT: u32 = 3;
 /// Most calls of capabilities that need the user's agreement one event may
 /// make: each is checked and recorded in the audit log, so a loop of them
-/// would fill the log and take the host's time past the app's limit.
+/// would fill the log and take the host's time past the app's limit. (The
+/// same call again in one event, once allowed, counts and records nothing.)
 pub const MAX_GATED_CALLS_PER_EVENT: u32 = 64;
 /// A store call that moves more than this (a value written or read, a
 /// listing) is heavy: its waits count against the app in full.
@@ -135,6 +140,7 @@ impl HostState {
             calling: std::cell::Cell::new(None),
             heavy: std::cell::Cell::new(false),
             gated_calls: std::cell::Cell::new(0),
+            allowed: Default::default(),
             deadline: None,
             may_ask: true,
             asked: 0,
@@ -211,6 +217,13 @@ impl HostState {
         if level == ConsentLevel::None {
             return Ok(());
         }
+        // A standing agreement (not one asked for each use, whose sheet is
+        // the user's answer) allows the same call again in this event.
+        let standing = level == ConsentLevel::OncePerApp;
+        let call = (capability, args.map(superapp_core::sha256_hex));
+        if standing && self.allowed.borrow().contains(&call) {
+            return Ok(());
+        }
         let made = self.gated_calls.get() + 1;
         if made > MAX_GATED_CALLS_PER_EVENT {
             return Err(Error::QuotaExceeded(format!(
@@ -223,7 +236,12 @@ impl HostState {
             .consent
             .check(&self.user, &self.app, capability, level, args)
         {
-            ConsentState::Granted => Ok(()),
+            ConsentState::Granted => {
+                if standing {
+                    self.allowed.borrow_mut().insert(call);
+                }
+                Ok(())
+            }
             ConsentState::Denied => Err(Error::Denied(format!("the user has not allowed `{capability}`"))),
             ConsentState::Required => Err(Error::ConsentRequired(format!(
                 "the user has been asked to allow `{capability}`; the answer arrives as a consent event"

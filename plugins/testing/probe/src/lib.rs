@@ -250,6 +250,25 @@ impl App for Probe {
                         .map(|r| format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
                 )
             }
+            // `value` fetches of distinct paths in a row (whatever each
+            // answers), until the host refuses one as over a quota.
+            "http-many" => {
+                let n: u32 = a.value.as_deref().unwrap_or("0").parse().unwrap_or(0);
+                let over = (0..n).find(|i| {
+                    let req = http::Request {
+                        method: http::Method::Get,
+                        url: format!("https://backend.probe.test/item/{i}"),
+                        headers: Vec::new(),
+                        body: None,
+                        timeout_ms: None,
+                    };
+                    matches!(http::fetch(&req), Err(Error::QuotaExceeded(_)))
+                });
+                match over {
+                    Some(i) => format!("{i} then quota-exceeded"),
+                    None => format!("{n} made"),
+                }
+            }
             "http-origins" => report(http::origins().map(|o| o.join(" "))),
             "clock" => format!("ok: {}", clock::unix_seconds()),
             "random" => format!("ok: {}", random::bytes(64).len()),

@@ -517,13 +517,21 @@ async fn two_users_chat_live_and_a_deep_link_opens_its_app_after_sign_in() {
     bob.goto(&shell_url(&server, "#/chats")).await;
     bob.wait_text("Noon?").await;
     bob.click_text("Lunch").await;
-    bob.wait_text("Or one?").await;
-    let lines = bob
-        .js(
-            "return [...document.querySelectorAll('.message .text')].map((t) => t.innerText).find((t) => t.startsWith('Noon?'));",
-            vec![],
-        )
-        .await;
+    // The chat list's preview says it too: wait for the conversation's own
+    // message to be drawn.
+    let mut lines = json!(null);
+    for _ in 0..100 {
+        lines = bob
+            .js(
+                "return [...document.querySelectorAll('.message .text')].map((t) => t.innerText).find((t) => t.startsWith('Noon?')) || null;",
+                vec![],
+            )
+            .await;
+        if !lines.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(lines, json!("Noon?\nOr one?"), "one message, two lines");
     bob.shot("group").await;
     alice.finish().await;

@@ -1,7 +1,21 @@
 //! The storage capabilities' key-value namespaces on the durable store.
 //! One tree holds every namespace's entries, each under the namespace's
-//! prefix. A write is one single-key write, no transaction: sled seals its
-//! log on every transaction, which cost an extra disk write per event.
+//! prefix. A write of a short value is one single-key write, no
+//! transaction: sled seals its log on every transaction, which cost an
+//! extra disk write per event.
+//!
+//! A value of at most [`CHUNK`] bytes is kept in its entry; a longer one in
+//! chunks of that size under keys of their own, its entry holding only its
+//! length and which chunks are its. sled writes a tree node of more than a
+//! quarter of a log segment (128 KiB) to a file of its own, and removes a
+//! file a rewrite replaced only once the log segment holding the rewrite is
+//! full: one user rewriting a 1 MiB value in a loop grew a store by
+//! gigabytes. A node holds at most 17 entries, so with values of at most
+//! 4 KiB (and keys of at most 1 KiB) no node of app data reaches that size.
+//! Writing a chunked value, or replacing one, is one transaction; chunks
+//! are named by a generation never used before for any value, so a reader
+//! outside the writer's transaction (which reads the entry, then its
+//! chunks) notices a value replaced in between and reads again.
 //!
 //! On a store this process owns (sled), a namespace's usage (bytes and
 //! keys, for its quota) is not stored: it is counted from the namespace's
@@ -17,17 +31,39 @@
 //! compare-and-swap or a quota check is decided by the database.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::kv::{
-    check_write, entry_bytes, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota,
-    Usage,
+    check_write, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota, Usage,
+    ENTRY_OVERHEAD,
 };
-use crate::{Abort, Store, StoreError, Tree, Txn};
+use crate::{Abort, Entry, Store, StoreError, Tree, Txn};
 
 /// Namespaces whose usage is kept in memory; past this many, those no
 /// writer holds are forgotten (and counted again when next used).
 const MAX_COUNTED: usize = 65_536;
+
+/// The longest value kept in its entry, and the size of a longer one's
+/// chunks.
+pub const CHUNK: usize = 4 << 10;
+
+/// Where entries are: `v` ‖ namespace ‖ key. Format 2 kept every value
+/// whole under `d` ‖ namespace ‖ key; [`move_whole_values`] moves them.
+const ENTRY: u8 = b'v';
+const WHOLE: u8 = b'd';
+/// Where chunks are: `c` ‖ length of what follows the entry key's first
+/// byte ‖ that ‖ generation ‖ chunk index.
+const CHUNKS: u8 = b'c';
+
+/// An entry's first byte: the value follows, or a chunked value's length,
+/// chunk count and generation do.
+const INLINE: u8 = 0;
+const CHUNKED: u8 = 1;
+
+/// How often a reader reads a chunked value again that was replaced while
+/// it read it before it gives up.
+const READ_ATTEMPTS: usize = 64;
 
 /// Length-prefixed namespace encoding: no app id or user id, however
 /// crafted, can produce another namespace's prefix.
@@ -49,7 +85,7 @@ fn namespace_bytes(ns: &Namespace) -> Vec<u8> {
 }
 
 fn data_prefix(ns: &Namespace) -> Vec<u8> {
-    let mut k = vec![b'd'];
+    let mut k = vec![ENTRY];
     k.extend(namespace_bytes(ns));
     k
 }
@@ -58,6 +94,92 @@ fn data_key(ns: &Namespace, key: &[u8]) -> Vec<u8> {
     let mut k = data_prefix(ns);
     k.extend_from_slice(key);
     k
+}
+
+/// The prefix of the chunks of one generation of the value at `entry`.
+/// The length prefix keeps one entry's chunks apart from those of an entry
+/// whose key it begins.
+fn chunk_prefix(entry: &[u8], generation: u64) -> Vec<u8> {
+    let named = &entry[1..];
+    let mut k = Vec::with_capacity(named.len() + 13);
+    k.push(CHUNKS);
+    k.extend_from_slice(&(named.len() as u32).to_be_bytes());
+    k.extend_from_slice(named);
+    k.extend_from_slice(&generation.to_be_bytes());
+    k
+}
+
+fn chunk_key(prefix: &[u8], index: u32) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// A generation no chunked value written before has: counted up from the
+/// clock at start, so neither this process nor an earlier one used it.
+fn next_generation() -> u64 {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        AtomicU64::new(now as u64)
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
+
+/// What an entry says of its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Inline,
+    Chunked { chunks: u32, generation: u64 },
+}
+
+/// A value's length and where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    len: usize,
+    layout: Layout,
+}
+
+fn corrupt(why: &str) -> StoreError {
+    StoreError::Corrupt(format!("app data: {why}"))
+}
+
+fn decode_head(entry: &[u8]) -> Result<Head, StoreError> {
+    match entry.split_first() {
+        Some((&INLINE, value)) => Ok(Head {
+            len: value.len(),
+            layout: Layout::Inline,
+        }),
+        Some((&CHUNKED, rest)) => {
+            let parse = || {
+                let (len, rest) = rest.split_first_chunk::<8>()?;
+                let (chunks, rest) = rest.split_first_chunk::<4>()?;
+                let generation: [u8; 8] = rest.try_into().ok()?;
+                let len = usize::try_from(u64::from_be_bytes(*len)).ok()?;
+                let chunks = u32::from_be_bytes(*chunks);
+                (len.div_ceil(CHUNK) == chunks as usize && len > CHUNK).then_some(Head {
+                    len,
+                    layout: Layout::Chunked {
+                        chunks,
+                        generation: u64::from_be_bytes(generation),
+                    },
+                })
+            };
+            parse().ok_or_else(|| corrupt("a chunked value's entry is malformed"))
+        }
+        _ => Err(corrupt("an entry has an unknown layout")),
+    }
+}
+
+fn encode_chunked(len: usize, chunks: u32, generation: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(21);
+    out.push(CHUNKED);
+    out.extend_from_slice(&(len as u64).to_be_bytes());
+    out.extend_from_slice(&chunks.to_be_bytes());
+    out.extend_from_slice(&generation.to_be_bytes());
+    out
 }
 
 /// Where a shared store keeps a namespace's usage. The records under
@@ -88,17 +210,21 @@ fn decode_usage(bytes: &[u8]) -> Result<Usage, StoreError> {
 }
 
 /// A namespace's usage, from its entries.
-fn count(entries: &[(Vec<u8>, Vec<u8>)], prefix: &[u8]) -> Usage {
+fn count(entries: &[Entry], prefix: &[u8]) -> Result<Usage, StoreError> {
     entries
         .iter()
-        .fold(Usage { bytes: 0, keys: 0 }, |u, (k, v)| Usage {
-            bytes: u.bytes + entry_bytes(&k[prefix.len()..], v),
-            keys: u.keys + 1,
+        .try_fold(Usage { bytes: 0, keys: 0 }, |u, (k, v)| {
+            let key = k.len() - prefix.len();
+            Ok(Usage {
+                bytes: u.bytes + (key + decode_head(v)?.len) as u64 + ENTRY_OVERHEAD,
+                keys: u.keys + 1,
+            })
         })
 }
 
 /// What a write goes through: the store itself (single-key writes, on a
-/// store this process owns) or a transaction (on a shared one).
+/// store this process owns) or a transaction (on a shared one, and for
+/// chunked values on any).
 enum Writer<'a> {
     Store(&'a Store),
     Txn(&'a dyn Txn),
@@ -119,6 +245,161 @@ impl Writer<'_> {
             (Writer::Txn(t), Some(v)) => t.put(Tree::AppData, key, v),
             (Writer::Txn(t), None) => t.delete(Tree::AppData, key),
         }
+    }
+
+    /// Every entry under `prefix`, at most `limit`. Only transactions of a
+    /// shared store read chunks (sled's cannot scan): on sled, values are
+    /// read outside the writer's transaction.
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<Entry>, StoreError> {
+        match self {
+            Writer::Store(s) => s.scan(Tree::AppData, prefix, None, limit, false),
+            Writer::Txn(t) => t.scan(Tree::AppData, prefix, None, limit, false),
+        }
+    }
+
+    /// The value at `entry` (an entry's key) and its head.
+    fn read(&self, entry: &[u8]) -> Result<Option<(Vec<u8>, Head)>, StoreError> {
+        let mut before: Option<Vec<u8>> = None;
+        for _ in 0..READ_ATTEMPTS {
+            let Some(mut stored) = self.get(entry)? else {
+                return Ok(None);
+            };
+            let head = decode_head(&stored)?;
+            let Layout::Chunked { chunks, generation } = head.layout else {
+                stored.remove(0);
+                return Ok(Some((stored, head)));
+            };
+            if let Some(value) = self.chunks(entry, head.len, chunks, generation)? {
+                return Ok(Some((value, head)));
+            }
+            // Chunks that do not match an entry read twice alike are lost,
+            // not replaced meanwhile (a generation is never used again).
+            if before.as_deref() == Some(&stored[..]) {
+                return Err(corrupt("a value's chunks are missing"));
+            }
+            before = Some(stored);
+        }
+        Err(StoreError::Backend(
+            "a value kept changing while it was read".into(),
+        ))
+    }
+
+    /// A chunked value, or `None` if its chunks are not all there (being
+    /// removed by the writer that replaced it).
+    fn chunks(
+        &self,
+        entry: &[u8],
+        len: usize,
+        chunks: u32,
+        generation: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let prefix = chunk_prefix(entry, generation);
+        let found = self.scan(&prefix, chunks as usize)?;
+        if found.len() != chunks as usize {
+            return Ok(None);
+        }
+        let mut value = Vec::with_capacity(len);
+        for (index, (key, chunk)) in (0u32..).zip(&found) {
+            if key[prefix.len()..] != index.to_be_bytes() {
+                return Ok(None);
+            }
+            value.extend_from_slice(chunk);
+        }
+        Ok((value.len() == len).then_some(value))
+    }
+
+    /// Put `new` (or nothing) at `entry` in place of the value `old`
+    /// describes: one single-key write for short values, else one
+    /// transaction for the entry and every chunk.
+    fn replace(
+        &self,
+        entry: &[u8],
+        old: Option<Head>,
+        new: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let old_chunks = match old.map(|h| h.layout) {
+            Some(Layout::Chunked { chunks, generation }) => Some((chunks, generation)),
+            _ => None,
+        };
+        match self {
+            Writer::Store(store)
+                if old_chunks.is_some() || new.is_some_and(|v| v.len() > CHUNK) =>
+            {
+                store
+                    .transact(&[Tree::AppData], |t| {
+                        Ok::<_, Abort<()>>(Writer::Txn(t).put_value(entry, old_chunks, new)?)
+                    })
+                    .map_err(Abort::into_store)
+            }
+            _ => self.put_value(entry, old_chunks, new),
+        }
+    }
+
+    fn put_value(
+        &self,
+        entry: &[u8],
+        old_chunks: Option<(u32, u64)>,
+        new: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        if let Some((chunks, generation)) = old_chunks {
+            let prefix = chunk_prefix(entry, generation);
+            for index in 0..chunks {
+                self.set(&chunk_key(&prefix, index), None)?;
+            }
+        }
+        match new {
+            None => self.set(entry, None),
+            Some(value) if value.len() <= CHUNK => {
+                let mut stored = Vec::with_capacity(value.len() + 1);
+                stored.push(INLINE);
+                stored.extend_from_slice(value);
+                self.set(entry, Some(&stored))
+            }
+            Some(value) => {
+                let generation = next_generation();
+                let prefix = chunk_prefix(entry, generation);
+                let mut chunks = 0;
+                for (index, chunk) in (0u32..).zip(value.chunks(CHUNK)) {
+                    self.set(&chunk_key(&prefix, index), Some(chunk))?;
+                    chunks = index + 1;
+                }
+                self.set(
+                    entry,
+                    Some(&encode_chunked(value.len(), chunks, generation)),
+                )
+            }
+        }
+    }
+}
+
+/// Move the values format 2 kept whole in their entries to entries of
+/// format 3 (chunked if long), a few at a time, each few in one
+/// transaction that reads them again: a move cut short is taken up where it
+/// stopped, and hosts opening a shared store at once do not move one twice.
+/// How many moved.
+pub(crate) fn move_whole_values(store: &Store) -> Result<u64, StoreError> {
+    let mut moved = 0;
+    loop {
+        let page = store.scan(Tree::AppData, &[WHOLE], None, 16, false)?;
+        if page.is_empty() {
+            return Ok(moved);
+        }
+        moved += store
+            .transact(&[Tree::AppData], |t| {
+                let mut moved = 0;
+                for (whole, _) in &page {
+                    let Some(value) = t.get(Tree::AppData, whole)? else {
+                        continue;
+                    };
+                    let mut entry = whole.clone();
+                    entry[0] = ENTRY;
+                    Writer::Txn(t).put_value(&entry, None, Some(&value))?;
+                    t.delete(Tree::AppData, whole)?;
+                    moved += 1;
+                }
+                Ok::<_, Abort<()>>(moved)
+            })
+            .map_err(Abort::into_store)?;
     }
 }
 
@@ -174,7 +455,7 @@ impl StoreKv {
                     .store
                     .scan(Tree::AppData, &prefix, None, usize::MAX, false)
                     .map_err(store_error)?;
-                count(&entries, &prefix)
+                count(&entries, &prefix).map_err(store_error)?
             }
         };
         let mut usage = before;
@@ -205,7 +486,7 @@ impl StoreKv {
                     None => count(
                         &txn.scan(Tree::AppData, &prefix, None, usize::MAX, false)?,
                         &prefix,
-                    ),
+                    )?,
                 };
                 let mut usage = before;
                 let result = write(&Writer::Txn(txn), &mut usage).map_err(Abort::User)?;
@@ -220,47 +501,57 @@ impl StoreKv {
             })
     }
 
-    /// Replace the value at `key` (or remove it, `new == None`) within the
-    /// quota, updating `usage`.
+    /// Replace the value `old` describes at `key` with `new` (or remove it,
+    /// `new == None`) within the quota, updating `usage`.
     fn replace(
         w: &Writer,
         usage: &mut Usage,
         ns: &Namespace,
         key: &[u8],
-        old: Option<&[u8]>,
+        old: Option<Head>,
         new: Option<&[u8]>,
         quota: &Quota,
     ) -> Result<(), KvError> {
-        let next = usage_after(*usage, key, old, new, quota)?;
-        w.set(&data_key(ns, key), new).map_err(store_error)?;
+        let next = usage_after(*usage, key, old.map(|h| h.len), new.map(<[u8]>::len), quota)?;
+        w.replace(&data_key(ns, key), old, new)
+            .map_err(store_error)?;
         *usage = next;
         Ok(())
     }
 
-    fn current(w: &Writer, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        w.get(&data_key(ns, key)).map_err(store_error)
+    /// The head of the value at `key`, without reading its chunks.
+    fn head(w: &Writer, ns: &Namespace, key: &[u8]) -> Result<Option<Head>, KvError> {
+        let stored = w.get(&data_key(ns, key)).map_err(store_error)?;
+        stored
+            .map(|s| decode_head(&s))
+            .transpose()
+            .map_err(store_error)
+    }
+
+    fn current(w: &Writer, ns: &Namespace, key: &[u8]) -> Result<Option<(Vec<u8>, Head)>, KvError> {
+        w.read(&data_key(ns, key)).map_err(store_error)
     }
 }
 
 impl KvBackend for StoreKv {
     fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        StoreKv::current(&Writer::Store(&self.store), ns, key)
+        Ok(StoreKv::current(&Writer::Store(&self.store), ns, key)?.map(|(value, _)| value))
     }
 
     fn set(&self, ns: &Namespace, key: &[u8], value: &[u8], quota: &Quota) -> Result<(), KvError> {
         check_write(key, Some(value), quota)?;
         self.locked(ns, |w, usage| {
-            let old = StoreKv::current(w, ns, key)?;
-            StoreKv::replace(w, usage, ns, key, old.as_deref(), Some(value), quota)
+            let old = StoreKv::head(w, ns, key)?;
+            StoreKv::replace(w, usage, ns, key, old, Some(value), quota)
         })
     }
 
     fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, KvError> {
         self.locked(ns, |w, usage| {
-            let Some(old) = StoreKv::current(w, ns, key)? else {
+            let Some(old) = StoreKv::head(w, ns, key)? else {
                 return Ok(false);
             };
-            StoreKv::replace(w, usage, ns, key, Some(&old), None, &Quota::default())?;
+            StoreKv::replace(w, usage, ns, key, Some(old), None, &Quota::default())?;
             Ok(true)
         })
     }
@@ -296,10 +587,11 @@ impl KvBackend for StoreKv {
         check_write(key, new, quota)?;
         self.locked(ns, |w, usage| {
             let current = StoreKv::current(w, ns, key)?;
-            if current.as_deref() != expected {
+            if current.as_ref().map(|(v, _)| v.as_slice()) != expected {
                 return Ok(false);
             }
-            StoreKv::replace(w, usage, ns, key, current.as_deref(), new, quota)?;
+            let old = current.map(|(_, head)| head);
+            StoreKv::replace(w, usage, ns, key, old, new, quota)?;
             Ok(true)
         })
     }
@@ -314,19 +606,12 @@ impl KvBackend for StoreKv {
         check_write(key, None, quota)?;
         self.locked(ns, |w, usage| {
             let current = StoreKv::current(w, ns, key)?;
-            let next = parse_counter(current.as_deref())?
+            let next = parse_counter(current.as_ref().map(|(v, _)| v.as_slice()))?
                 .checked_add(delta)
                 .ok_or_else(|| KvError::Invalid("counter would overflow".into()))?;
             let text = next.to_string();
-            StoreKv::replace(
-                w,
-                usage,
-                ns,
-                key,
-                current.as_deref(),
-                Some(text.as_bytes()),
-                quota,
-            )?;
+            let old = current.map(|(_, head)| head);
+            StoreKv::replace(w, usage, ns, key, old, Some(text.as_bytes()), quota)?;
             Ok(next)
         })
     }
@@ -343,7 +628,222 @@ impl KvBackend for StoreKv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{MemoryBackend, ENTRY_OVERHEAD};
+    use crate::MemoryBackend;
+
+    fn user() -> Namespace {
+        Namespace::User {
+            app: "app".into(),
+            user: "u".into(),
+        }
+    }
+
+    /// `len` bytes no other call with another `seed` returns.
+    fn long(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+    }
+
+    fn chunk_entries(store: &Store) -> usize {
+        store
+            .scan(Tree::AppData, &[CHUNKS], None, usize::MAX, false)
+            .unwrap()
+            .len()
+    }
+
+    /// One user rewriting a 1 MiB value: on sled, no node of app data is
+    /// large enough to become a file of its own, so no file is left
+    /// behind for sled to remove later (it grew a store by gigabytes).
+    #[test]
+    fn rewriting_a_long_value_makes_no_blob_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = || std::fs::read_dir(dir.path().join("blobs")).map_or(0, |d| d.count());
+        let store = Store::open(dir.path()).unwrap();
+        let kv = StoreKv::new(store.clone());
+        let ns = user();
+        for round in 0..40u8 {
+            kv.set(&ns, b"big", &long(1 << 20, round), &Quota::default())
+                .unwrap();
+            store.backend.flush().unwrap();
+        }
+        assert_eq!(blobs(), 0, "blob files for app data");
+        assert_eq!(kv.get(&ns, b"big").unwrap(), Some(long(1 << 20, 39)));
+        assert_eq!(chunk_entries(&store), 256, "one value's chunks, no more");
+        drop((kv, store));
+        let kv = StoreKv::new(Store::open(dir.path()).unwrap());
+        assert_eq!(kv.get(&ns, b"big").unwrap(), Some(long(1 << 20, 39)));
+        assert_eq!(kv.usage(&ns).unwrap().bytes, 3 + (1 << 20) + ENTRY_OVERHEAD);
+    }
+
+    /// Readers of a value a writer keeps replacing (long, longer, short,
+    /// gone) see one whole value each time, never a mix or a gap.
+    #[test]
+    fn readers_see_whole_values_while_a_writer_replaces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = StoreKv::new(Store::open(dir.path()).unwrap());
+        let ns = user();
+        let values = [
+            long(300_000, 1),
+            long(200_000, 2),
+            b"short".to_vec(),
+            long(CHUNK + 1, 3),
+        ];
+        kv.set(&ns, b"k", &values[0], &Quota::default()).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut reads = 0;
+                        while !done.load(Ordering::Relaxed) {
+                            let read = kv.get(&ns, b"k").unwrap();
+                            let whole = read.as_ref().is_none_or(|v| values.contains(v));
+                            assert!(whole, "a read of {:?} bytes", read.map(|v| v.len()));
+                            reads += 1;
+                        }
+                        reads
+                    })
+                })
+                .collect();
+            for round in 0..200 {
+                match round % 5 {
+                    4 => assert!(kv.delete(&ns, b"k").unwrap()),
+                    i => kv.set(&ns, b"k", &values[i], &Quota::default()).unwrap(),
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+            for r in readers {
+                assert!(r.join().unwrap() > 0);
+            }
+        });
+    }
+
+    /// A store of format 2 kept values whole under the old prefix: opening
+    /// it moves each (chunking the long), and a copy of one restored into
+    /// a new store is moved the same way.
+    #[test]
+    fn values_kept_whole_by_format_2_are_moved_at_open_and_restore() {
+        let ns = user();
+        let values = [
+            (b"short".to_vec(), b"abc".to_vec()),
+            (b"long".to_vec(), long(100_000, 7)),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = {
+            let store = Store::open(dir.path()).unwrap();
+            for (key, value) in &values {
+                let mut whole = vec![WHOLE];
+                whole.extend(namespace_bytes(&ns));
+                whole.extend_from_slice(key);
+                store.put_raw(Tree::AppData, &whole, value).unwrap();
+            }
+            store
+                .put_raw(Tree::Meta, crate::records::FORMAT_KEY, &2u32.to_be_bytes())
+                .unwrap();
+            let mut copy = Vec::new();
+            store.snapshot(&mut copy).unwrap();
+            store.backend.flush().unwrap();
+            copy
+        };
+        let check = |store: Arc<Store>| {
+            assert_eq!(
+                store.recorded_format().unwrap(),
+                Some(crate::FORMAT_VERSION)
+            );
+            let whole = store
+                .scan(Tree::AppData, &[WHOLE], None, 10, false)
+                .unwrap();
+            assert!(
+                whole.is_empty(),
+                "{} entries left under the old prefix",
+                whole.len()
+            );
+            let kv = StoreKv::new(store.clone());
+            for (key, value) in &values {
+                assert_eq!(kv.get(&ns, key).unwrap().as_ref(), Some(value));
+            }
+            assert_eq!(chunk_entries(&store), 100_000usize.div_ceil(CHUNK));
+            let mut keys = kv.list_keys(&ns, b"", None, 10).unwrap();
+            keys.sort();
+            assert_eq!(keys, vec![b"long".to_vec(), b"short".to_vec()]);
+            assert_eq!(
+                kv.usage(&ns).unwrap().bytes,
+                (5 + 3 + 4 + 100_000) + 2 * ENTRY_OVERHEAD
+            );
+        };
+        check(Store::open(dir.path()).unwrap());
+        let restored = Store::with_backend(Arc::new(MemoryBackend::new())).unwrap();
+        restored.restore(&snapshot[..]).unwrap();
+        check(restored);
+    }
+
+    /// The stores earlier releases wrote (the upgrade test's recordings),
+    /// of formats that kept values whole: every value their apps kept is
+    /// read back the same after the move, under the same namespace and key.
+    #[test]
+    fn a_recorded_store_of_an_earlier_format_keeps_every_app_data_value() {
+        use crate::backend::Backend;
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/upgrade");
+        let mut recordings: Vec<_> = std::fs::read_dir(fixtures)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "tar"))
+            .collect();
+        recordings.sort();
+        let mut checked = 0;
+        for recording in recordings {
+            let tmp = tempfile::tempdir().unwrap();
+            tar::Archive::new(std::fs::File::open(&recording).unwrap())
+                .unpack(tmp.path())
+                .unwrap();
+            let dir = tmp.path().join("data/store");
+            let backend = crate::sled_backend::SledBackend::open(&dir).unwrap();
+            let format = backend.get(Tree::Meta, crate::records::FORMAT_KEY).unwrap();
+            let format = u32::from_be_bytes(format.unwrap().try_into().unwrap());
+            if format > 2 {
+                continue;
+            }
+            let whole = backend
+                .scan(Tree::AppData, &[WHOLE], None, usize::MAX, false)
+                .unwrap();
+            assert!(!whole.is_empty(), "{recording:?} holds no app data");
+            drop(backend);
+            let store = Store::open(&dir).unwrap();
+            assert!(store
+                .scan(Tree::AppData, &[WHOLE], None, 1, false)
+                .unwrap()
+                .is_empty());
+            for (key, value) in whole {
+                let mut entry = key.clone();
+                entry[0] = ENTRY;
+                let read = Writer::Store(&store).read(&entry).unwrap();
+                assert_eq!(read.map(|(v, _)| v), Some(value), "{recording:?}");
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 0,
+            "no recording of an earlier format with app data"
+        );
+    }
+
+    /// An entry whose chunks are gone is reported as damaged, not read as
+    /// a shorter value or retried for ever.
+    #[test]
+    fn a_value_whose_chunks_are_lost_is_an_error() {
+        let store = Store::in_memory().unwrap();
+        let kv = StoreKv::new(store.clone());
+        let ns = user();
+        kv.set(&ns, b"k", &long(3 * CHUNK, 0), &Quota::default())
+            .unwrap();
+        let (first, _) = store
+            .scan(Tree::AppData, &[CHUNKS], None, 1, false)
+            .unwrap()
+            .remove(0);
+        store.remove(Tree::AppData, &first).unwrap();
+        let Err(KvError::Backend(why)) = kv.get(&ns, b"k") else {
+            panic!("a value with a chunk missing was read");
+        };
+        assert!(why.contains("chunks are missing"), "{why}");
+    }
 
     /// A shared store written before entries counted their overhead holds
     /// usage records under the old key: they are not trusted, the usage is
@@ -360,7 +860,7 @@ mod tests {
         // Two entries and the old record of them: 2 × (1 + 3) bytes.
         for key in [b"k", b"j"] {
             store
-                .put_raw(Tree::AppData, &data_key(&ns, key), b"abc")
+                .put_raw(Tree::AppData, &data_key(&ns, key), b"\0abc")
                 .unwrap();
         }
         let mut old = vec![b'q'];

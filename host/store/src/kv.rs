@@ -116,15 +116,16 @@ pub fn check_write(key: &[u8], value: Option<&[u8]>, quota: &Quota) -> Result<()
     Ok(())
 }
 
-/// The usage after replacing `old` with `new` at `key`, or a quota error.
+/// The usage after replacing a value of `old` bytes with one of `new`
+/// bytes at `key` (`None`: no value), or a quota error.
 pub fn usage_after(
     usage: Usage,
     key: &[u8],
-    old: Option<&[u8]>,
-    new: Option<&[u8]>,
+    old: Option<usize>,
+    new: Option<usize>,
     quota: &Quota,
 ) -> Result<Usage, KvError> {
-    let entry = |v: Option<&[u8]>| v.map_or(0, |v| entry_bytes(key, v));
+    let entry = |v: Option<usize>| v.map_or(0, |v| (key.len() + v) as u64 + ENTRY_OVERHEAD);
     // Saturating: a usage counted some other way (an older record) never
     // wraps around into a namespace that refuses every write.
     let bytes = usage.bytes.saturating_sub(entry(old)) + entry(new);

@@ -22,7 +22,13 @@ impl Space {
 
     fn put(&mut self, key: &[u8], new: Option<&[u8]>, quota: &Quota) -> Result<(), KvError> {
         let old = self.entries.get(key).map(Vec::as_slice);
-        let usage = usage_after(self.usage(), key, old, new, quota)?;
+        let usage = usage_after(
+            self.usage(),
+            key,
+            old.map(<[u8]>::len),
+            new.map(<[u8]>::len),
+            quota,
+        )?;
         match new {
             Some(v) => self.entries.insert(key.to_vec(), v.to_vec()),
             None => self.entries.remove(key),

@@ -25,8 +25,17 @@ use crate::sled_backend::SledBackend;
 ///    current generation. A host of format 1 would ignore all three and
 ///    bring back what was revoked (a removed key added again, a session
 ///    ended by a password change answering again).
-pub const FORMAT_VERSION: u32 = 2;
-const FORMAT_KEY: &[u8] = b"format-version";
+/// 3. App data values longer than 4 KiB are kept in chunks, and every
+///    entry says how its value is kept (`app_data`). A host of format 2
+///    would find none of the apps' data.
+pub const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_KEY: &[u8] = b"format-version";
+
+fn decode_format(v: &[u8]) -> Result<u32, StoreError> {
+    <[u8; 4]>::try_from(v)
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("format-version is not 4 bytes".into()))
+}
 
 /// A request to be told when everything written before it is on disk.
 struct Waiter {
@@ -126,6 +135,7 @@ impl Store {
     }
 
     pub fn with_backend(backend: Arc<dyn Backend>) -> Result<Arc<Store>, StoreError> {
+        let mut older = None;
         match backend.get(Tree::Meta, FORMAT_KEY)? {
             None => {
                 backend.transact(&[Tree::Meta], &|t| {
@@ -134,9 +144,7 @@ impl Store {
                 backend.flush()?;
             }
             Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_slice())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt("format-version is not 4 bytes".into()))?;
+                let found = decode_format(&v)?;
                 if found > FORMAT_VERSION {
                     return Err(StoreError::NewerFormat {
                         found,
@@ -144,18 +152,7 @@ impl Store {
                     });
                 }
                 if found < FORMAT_VERSION {
-                    // What the earlier version did not record, the
-                    // services find where it is kept (the registry in the
-                    // audit log) as they open.
-                    backend.transact(&[Tree::Meta], &|t| {
-                        t.put(Tree::Meta, FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
-                    })?;
-                    backend.flush()?;
-                    tracing::info!(
-                        from = found,
-                        to = FORMAT_VERSION,
-                        "upgraded the store's format: hosts of earlier versions refuse it now"
-                    );
+                    older = Some(found);
                 }
             }
         }
@@ -180,7 +177,7 @@ impl Store {
                 )
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the flusher: {e}")))?;
-        Ok(Arc::new(Store {
+        let store = Arc::new(Store {
             backend,
             gate: std::sync::RwLock::new(()),
             commits: Mutex::new(Some(tx)),
@@ -188,7 +185,39 @@ impl Store {
             flush_seconds,
             progress,
             failed,
-        }))
+        });
+        if let Some(found) = older {
+            store.upgrade(found)?;
+        }
+        Ok(store)
+    }
+
+    /// Bring a store of format `found` to this host's, then record that it
+    /// is: until then, a host of the earlier format would still open it.
+    pub(crate) fn upgrade(&self, found: u32) -> Result<(), StoreError> {
+        // Format 2 kept app data values whole.
+        let moved = crate::app_data::move_whole_values(self)?;
+        // What else the earlier versions did not record, the services find
+        // where it is kept (the registry in the audit log) as they open.
+        self.backend.transact(&[Tree::Meta], &|t| {
+            t.put(Tree::Meta, FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+        })?;
+        self.backend.flush()?;
+        tracing::info!(
+            from = found,
+            to = FORMAT_VERSION,
+            app_data_values_moved = moved,
+            "upgraded the store's format: hosts of earlier versions refuse it now"
+        );
+        Ok(())
+    }
+
+    /// The format version the store records.
+    pub(crate) fn recorded_format(&self) -> Result<Option<u32>, StoreError> {
+        self.backend
+            .get(Tree::Meta, FORMAT_KEY)?
+            .map(|v| decode_format(&v))
+            .transpose()
     }
 
     /// Group-commit flush latency (a shared handle: register it once).

@@ -108,13 +108,19 @@ impl Store {
             Some((t, entries)) if *t == tree => entries.push((key, value)),
             _ => batches.push((tree, vec![(key, value)])),
         })?;
-        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
         for (tree, entries) in batches {
             for (k, v) in entries {
                 self.backend.put(tree, &k, &v)?;
             }
         }
         self.backend.flush()?;
+        drop(alone);
+        // A copy of an earlier format is brought to this host's, as opening
+        // such a store would.
+        if let Some(found) = self.recorded_format()?.filter(|f| *f < FORMAT_VERSION) {
+            self.upgrade(found)?;
+        }
         Ok(info)
     }
 }

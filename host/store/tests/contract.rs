@@ -548,6 +548,68 @@ fn kv_one_booker_wins_and_writers_share_the_quota(engine: Engine) {
     ));
 }
 
+/// Values longer than the store keeps in one entry: whole when read, on
+/// this handle and a fresh one, counted by their length, replaced and
+/// compared whole, and gone with nothing left when deleted.
+fn kv_long_values_are_kept_whole(engine: Engine) {
+    let q = Quota::default();
+    let ns = Namespace::User {
+        app: "wallet".into(),
+        user: "u".into(),
+    };
+    let long =
+        |len: usize, seed: u8| -> Vec<u8> { (0..len).map(|i| (i % 253) as u8 ^ seed).collect() };
+    let (a, b) = (long(q.max_value_bytes, 1), long(70_001, 2));
+    let store = engine.open();
+    let kv = StoreKv::new(store.clone());
+    kv.set(&ns, b"scan", &a, &q).unwrap();
+    assert_eq!(kv.get(&ns, b"scan").unwrap().as_ref(), Some(&a));
+    assert_eq!(
+        kv.list_keys(&ns, b"", None, 10).unwrap(),
+        vec![b"scan".to_vec()]
+    );
+    assert_eq!(
+        kv.usage(&ns).unwrap(),
+        Usage {
+            bytes: 4 + a.len() as u64 + ENTRY_OVERHEAD,
+            keys: 1
+        }
+    );
+    assert!(!kv
+        .compare_and_swap(&ns, b"scan", Some(&b), Some(b"x"), &q)
+        .unwrap());
+    assert!(kv
+        .compare_and_swap(&ns, b"scan", Some(&a), Some(&b), &q)
+        .unwrap());
+    drop(kv);
+    if !engine.shared() {
+        drop(store);
+    }
+    let fresh = engine.open();
+    let kv = StoreKv::new(fresh.clone());
+    assert_eq!(kv.get(&ns, b"scan").unwrap().as_ref(), Some(&b));
+    assert_eq!(
+        kv.usage(&ns).unwrap().bytes,
+        4 + b.len() as u64 + ENTRY_OVERHEAD
+    );
+    kv.set(&ns, b"scan", b"short", &q).unwrap();
+    assert_eq!(
+        kv.get(&ns, b"scan").unwrap().as_deref(),
+        Some(&b"short"[..])
+    );
+    kv.set(&ns, b"scan", &a, &q).unwrap();
+    assert!(kv.delete(&ns, b"scan").unwrap());
+    assert_eq!(kv.get(&ns, b"scan").unwrap(), None);
+    assert_eq!(kv.usage(&ns).unwrap(), Usage { bytes: 0, keys: 0 });
+    let left: Vec<_> = fresh
+        .scan(Tree::AppData, b"", None, usize::MAX, false)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(b"Q"))
+        .collect();
+    assert!(left.is_empty(), "{} entries left", left.len());
+}
+
 #[test]
 fn memory_kv_namespaces_are_apart_and_quota_holds() {
     namespaces_are_apart_and_quota_holds(&MemoryKv::new());
@@ -637,4 +699,5 @@ engines!(
     a_store_of_a_newer_format_is_refused,
     kv_namespaces_are_apart_and_quota_holds,
     kv_one_booker_wins_and_writers_share_the_quota,
+    kv_long_values_are_kept_whole,
 );

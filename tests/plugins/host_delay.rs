@@ -18,9 +18,9 @@ use superapp_store::{waits, KvBackend, KvError, MemoryKv, Namespace, Quota, Usag
 
 use crate::common::*;
 
-/// An app data store whose reads each take `delay`, and which counts them:
-/// waiting, as on a loaded database, or (`busy`) working, as the host does
-/// for a costly call.
+/// An app data store whose reads, listings and compare-and-swaps each take
+/// `delay`, and which counts them: waiting, as on a loaded database, or
+/// (`busy`) working, as the host does for a costly call.
 struct SlowKv {
     inner: MemoryKv,
     delay: Duration,
@@ -28,8 +28,8 @@ struct SlowKv {
     reads: AtomicUsize,
 }
 
-impl KvBackend for SlowKv {
-    fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+impl SlowKv {
+    fn take_time(&self) {
         self.reads.fetch_add(1, Ordering::SeqCst);
         if self.busy {
             let until = std::time::Instant::now() + self.delay;
@@ -39,6 +39,12 @@ impl KvBackend for SlowKv {
         } else {
             waits::waiting(|| std::thread::sleep(self.delay));
         }
+    }
+}
+
+impl KvBackend for SlowKv {
+    fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.take_time();
         self.inner.get(ns, key)
     }
     fn set(&self, ns: &Namespace, key: &[u8], value: &[u8], quota: &Quota) -> Result<(), KvError> {
@@ -54,6 +60,7 @@ impl KvBackend for SlowKv {
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, KvError> {
+        self.take_time();
         self.inner.list_keys(ns, prefix, start_after, limit)
     }
     fn compare_and_swap(
@@ -64,6 +71,7 @@ impl KvBackend for SlowKv {
         new: Option<&[u8]>,
         quota: &Quota,
     ) -> Result<bool, KvError> {
+        self.take_time();
         self.inner.compare_and_swap(ns, key, expected, new, quota)
     }
     fn increment(
@@ -225,6 +233,46 @@ async fn waits_in_a_call_that_moves_much_data_are_the_apps_own() {
     assert_eq!(err.limit(), Some(&Limit::Time { limit_ms: 100 }), "{err}");
     let made = kv.reads.load(Ordering::SeqCst);
     assert!((1..=4).contains(&made), "{made} reads ran");
+}
+
+#[tokio::test]
+async fn listing_many_long_keys_and_swapping_large_values_are_the_apps_time() {
+    // Waits of 30 ms each. Listing two keys of 1000 bytes is light: eight
+    // listings (240 ms of waits) still answer within the 100 ms limit. (The
+    // host hands the app a list through the app's allocator, which grows
+    // its memory: a host call inside the host call, which once took the
+    // listing's waits out of the accounting and blamed them on the app.)
+    let (rt, services, kv) = slow_store(Duration::from_millis(30), Duration::from_secs(10));
+    let probe = load(&rt, "testing/probe");
+    let fill = |n: &'static str| action("storage-fill", Some(n), &[]);
+    let listings = || action("storage-list-many", Some("8"), &[]);
+    let filled = run(&rt, &probe, &services, "bob", fill("2")).await;
+    assert_eq!(texts(&filled.unwrap()), ["ok: ()"]);
+    kv.reads.store(0, Ordering::SeqCst);
+    let listed = run(&rt, &probe, &services, "bob", listings()).await;
+    assert_eq!(texts(&listed.unwrap()), ["ok: 8"]);
+
+    // Seventy such keys are more than 64 KiB a listing: the app's own
+    // work, so the fourth listing passes the limit.
+    let filled = run(&rt, &probe, &services, "alice", fill("70")).await;
+    assert_eq!(texts(&filled.unwrap()), ["ok: ()"]);
+    kv.reads.store(0, Ordering::SeqCst);
+    let err = run(&rt, &probe, &services, "alice", listings())
+        .await
+        .unwrap_err();
+    assert_eq!(err.limit(), Some(&Limit::Time { limit_ms: 100 }), "{err}");
+    let made = kv.reads.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&made), "{made} listings ran");
+
+    // So is a compare-and-swap of a 100 KB value, whether it lands or not.
+    kv.reads.store(0, Ordering::SeqCst);
+    let swaps = action("shared-cas-many", Some("20"), &[("size", "100000")]);
+    let err = run(&rt, &probe, &services, "alice", swaps)
+        .await
+        .unwrap_err();
+    assert_eq!(err.limit(), Some(&Limit::Time { limit_ms: 100 }), "{err}");
+    let made = kv.reads.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&made), "{made} swaps ran");
 }
 
 /// A notifier whose deliveries never finish, as a store that stopped

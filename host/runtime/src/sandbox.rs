@@ -703,19 +703,28 @@ impl Runtime {
             .config
             .host_delay
             .min(budget_of(&limits) * HOST_DELAY_PER_LIMIT);
+        // The turn also keeps when the host call under way began, for the
+        // backstop. Host calls nest: handing a call's result to the app
+        // calls the app's allocator, which may call into the host again
+        // (growing its memory); only the outermost call is accounted.
         let excusing = turn.clone();
-        // When the host call under way began, for the backstop.
-        let in_host: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
-        let in_host_now = in_host.clone();
+        let mut depth = 0u32;
         store.call_hook(move |mut ctx, hook| {
             match hook {
                 CallHook::CallingHost => {
-                    let now = Instant::now();
-                    entered = Some((now, waits::waited()));
-                    *in_host_now.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                    depth += 1;
+                    if depth == 1 {
+                        let now = Instant::now();
+                        entered = Some((now, waits::waited()));
+                        excusing.in_host(Some(now));
+                    }
                 }
                 CallHook::ReturningFromHost => {
-                    *in_host_now.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    depth = depth.saturating_sub(1);
+                    if depth > 0 {
+                        return Ok(());
+                    }
+                    excusing.in_host(None);
                     let heavy = ctx.data().heavy.replace(false);
                     if let (Some((at, waited_before)), Some(capability)) =
                         (entered.take(), ctx.data().calling.take())
@@ -726,6 +735,7 @@ impl Runtime {
                         // charge, and not for a call that moved much data:
                         // work done for the app is the app's time.
                         let waited = waits::waited().saturating_sub(waited_before).min(took);
+
                         if capability != Capability::Http && !heavy && waited > HOST_CALL_CHARGE {
                             let delay = waited - HOST_CALL_CHARGE;
                             excusing.excuse(delay);
@@ -811,7 +821,7 @@ impl Runtime {
                 // Waits being excused count until their host call returns.
                 let left = (budget + host_delay + BACKSTOP).saturating_sub(turn.used());
                 if left.is_zero() {
-                    stuck_in_host = *in_host.lock().unwrap_or_else(|p| p.into_inner());
+                    stuck_in_host = turn.in_host_since();
                     break None;
                 }
                 tokio::select! {

@@ -204,6 +204,7 @@ impl Scheduler {
                 used: Duration::ZERO,
                 since: Some(Instant::now()),
                 excused: Duration::ZERO,
+                in_host: None,
             }),
             ticket,
         }))
@@ -550,6 +551,8 @@ struct Clock {
     since: Option<Instant>,
     /// Slot time that was the host's, not the app's: see [`Turn::excuse`].
     excused: Duration,
+    /// When the host call under way began: see [`Turn::in_host`].
+    in_host: Option<Instant>,
 }
 
 /// One admitted event's place in the schedule and its running time.
@@ -576,6 +579,17 @@ impl Turn {
     /// loaded database), not work the app asked for.
     pub fn excuse(&self, time: Duration) {
         self.clock.lock().unwrap_or_else(|p| p.into_inner()).excused += time;
+    }
+
+    /// Mark the event as in a host call since `since`, or (`None`) back in
+    /// the app.
+    pub fn in_host(&self, since: Option<Instant>) {
+        self.clock.lock().unwrap_or_else(|p| p.into_inner()).in_host = since;
+    }
+
+    /// Since when the event has been in a host call, if it is in one.
+    pub fn in_host_since(&self) -> Option<Instant> {
+        self.clock.lock().unwrap_or_else(|p| p.into_inner()).in_host
     }
 
     /// Has this event run for a slice while another should go first?

@@ -97,6 +97,26 @@ impl App for Probe {
             }
             "storage-delete" => report(storage::delete(&key)),
             "storage-list" => report(storage::list_keys(&key, None, 100)),
+            // `value` keys of 1000 bytes each (all but their last bytes
+            // alike), stopping at the first error.
+            "storage-fill" => {
+                let n: u32 = a.value.as_deref().unwrap_or("0").parse().unwrap_or(0);
+                report((0..n).try_for_each(|i| {
+                    let mut key = vec![b'f'; 996];
+                    key.extend_from_slice(&i.to_be_bytes());
+                    storage::set(&key, b"")
+                }))
+            }
+            // `value` listings of up to 100 keys in a row, stopping at the
+            // first error.
+            "storage-list-many" => {
+                let n: u32 = a.value.as_deref().unwrap_or("0").parse().unwrap_or(0);
+                report(
+                    (0..n)
+                        .try_for_each(|_| storage::list_keys(b"", None, 100).map(drop))
+                        .map(|()| n),
+                )
+            }
             "storage-usage" => report(storage::usage().map(|u| (u.bytes_used, u.keys))),
             "shared-get" => report(shared_storage::get(&key)),
             "shared-set" => report(shared_storage::set(&key, bytes(&a.value))),
@@ -107,6 +127,21 @@ impl App for Probe {
                     expected.as_deref(),
                     Some(&bytes(&a.value)),
                 ))
+            }
+            // `value` compare-and-swaps of a value of `size` bytes in a
+            // row (the first may land; the rest find it there), stopping at
+            // the first error.
+            "shared-cas-many" => {
+                let n: u32 = a.value.as_deref().unwrap_or("0").parse().unwrap_or(0);
+                let size: usize = a.field("size").unwrap_or("0").parse().unwrap_or(0);
+                let value = vec![7u8; size];
+                report(
+                    (0..n)
+                        .try_for_each(|_| {
+                            shared_storage::compare_and_swap(&key, None, Some(&value)).map(drop)
+                        })
+                        .map(|()| n),
+                )
             }
             "shared-increment" => {
                 let delta = a.value.as_deref().unwrap_or("1").parse().unwrap_or(1);

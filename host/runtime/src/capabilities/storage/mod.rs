@@ -262,6 +262,28 @@ mod tests {
         assert_eq!(wit::Host::usage(&mut alice).await.unwrap().unwrap().keys, 1);
     }
 
+    /// Sweeping forgets the users whose allowance has filled up again, and
+    /// only them: a user who spent it is still refused after a sweep.
+    #[test]
+    fn a_sweep_forgets_only_users_whose_allowance_is_full_again() {
+        let budgets = WriteBudgets::default();
+        budgets.take("light", 1024).unwrap();
+        budgets
+            .take("heavy", WRITE_BURST_KIB as usize * 1024)
+            .unwrap();
+        assert_eq!(budgets.users.len(), 2);
+        // 1 KiB comes back in a millisecond; 16 MiB in 16 seconds.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        budgets.sweep();
+        assert_eq!(budgets.users.len(), 1);
+        let refused = budgets.take("heavy", 1 << 20);
+        assert!(
+            matches!(refused, Err(Error::QuotaExceeded(_))),
+            "{refused:?}"
+        );
+        budgets.take("light", 1 << 20).unwrap();
+    }
+
     #[tokio::test]
     async fn storage_is_refused_when_undeclared() {
         let services = services(&[]);

@@ -35,8 +35,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::kv::{
-    check_write, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota, Usage,
-    ENTRY_OVERHEAD,
+    check_write, not_a_counter, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota,
+    Usage, ENTRY_OVERHEAD,
 };
 use crate::{Abort, Entry, Store, StoreError, Tree, Txn};
 
@@ -519,36 +519,52 @@ impl StoreKv {
         Ok(())
     }
 
-    /// The head of the value at `key`, without reading its chunks.
-    fn head(w: &Writer, ns: &Namespace, key: &[u8]) -> Result<Option<Head>, KvError> {
-        let stored = w.get(&data_key(ns, key)).map_err(store_error)?;
-        stored
-            .map(|s| decode_head(&s))
-            .transpose()
-            .map_err(store_error)
+    /// The entry at `key` as stored, and its head, without reading its
+    /// chunks.
+    fn entry(w: &Writer, ns: &Namespace, key: &[u8]) -> Result<Option<(Vec<u8>, Head)>, KvError> {
+        let Some(stored) = w.get(&data_key(ns, key)).map_err(store_error)? else {
+            return Ok(None);
+        };
+        let head = decode_head(&stored).map_err(store_error)?;
+        Ok(Some((stored, head)))
     }
 
-    fn current(w: &Writer, ns: &Namespace, key: &[u8]) -> Result<Option<(Vec<u8>, Head)>, KvError> {
-        w.read(&data_key(ns, key)).map_err(store_error)
+    /// The value of an entry read by a writer of its namespace, whom
+    /// nobody else's write can overtake.
+    fn value(
+        w: &Writer,
+        ns: &Namespace,
+        key: &[u8],
+        mut stored: Vec<u8>,
+        head: Head,
+    ) -> Result<Vec<u8>, KvError> {
+        let Layout::Chunked { chunks, generation } = head.layout else {
+            stored.remove(0);
+            return Ok(stored);
+        };
+        w.chunks(&data_key(ns, key), head.len, chunks, generation)
+            .map_err(store_error)?
+            .ok_or_else(|| store_error(corrupt("a value's chunks are missing")))
     }
 }
 
 impl KvBackend for StoreKv {
     fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        Ok(StoreKv::current(&Writer::Store(&self.store), ns, key)?.map(|(value, _)| value))
+        let value = Writer::Store(&self.store).read(&data_key(ns, key));
+        Ok(value.map_err(store_error)?.map(|(value, _)| value))
     }
 
     fn set(&self, ns: &Namespace, key: &[u8], value: &[u8], quota: &Quota) -> Result<(), KvError> {
         check_write(key, Some(value), quota)?;
         self.locked(ns, |w, usage| {
-            let old = StoreKv::head(w, ns, key)?;
+            let old = StoreKv::entry(w, ns, key)?.map(|(_, head)| head);
             StoreKv::replace(w, usage, ns, key, old, Some(value), quota)
         })
     }
 
     fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, KvError> {
         self.locked(ns, |w, usage| {
-            let Some(old) = StoreKv::head(w, ns, key)? else {
+            let Some((_, old)) = StoreKv::entry(w, ns, key)? else {
                 return Ok(false);
             };
             StoreKv::replace(w, usage, ns, key, Some(old), None, &Quota::default())?;
@@ -586,11 +602,19 @@ impl KvBackend for StoreKv {
     ) -> Result<bool, KvError> {
         check_write(key, new, quota)?;
         self.locked(ns, |w, usage| {
-            let current = StoreKv::current(w, ns, key)?;
-            if current.as_ref().map(|(v, _)| v.as_slice()) != expected {
-                return Ok(false);
-            }
-            let old = current.map(|(_, head)| head);
+            // A value of another length differs without reading it: a
+            // swap expecting nothing or a short value never makes the store
+            // read a long one.
+            let old = match (StoreKv::entry(w, ns, key)?, expected) {
+                (None, None) => None,
+                (Some((stored, head)), Some(expected)) if head.len == expected.len() => {
+                    if StoreKv::value(w, ns, key, stored, head)? != expected {
+                        return Ok(false);
+                    }
+                    Some(head)
+                }
+                _ => return Ok(false),
+            };
             StoreKv::replace(w, usage, ns, key, old, new, quota)?;
             Ok(true)
         })
@@ -605,12 +629,19 @@ impl KvBackend for StoreKv {
     ) -> Result<i64, KvError> {
         check_write(key, None, quota)?;
         self.locked(ns, |w, usage| {
-            let current = StoreKv::current(w, ns, key)?;
-            let next = parse_counter(current.as_ref().map(|(v, _)| v.as_slice()))?
+            // A counter is short: a chunked value is not one, and is not
+            // read to find that out.
+            let (current, old) = match StoreKv::entry(w, ns, key)? {
+                None => (None, None),
+                Some((_, head)) if head.layout != Layout::Inline => return Err(not_a_counter()),
+                Some((stored, head)) => {
+                    (Some(StoreKv::value(w, ns, key, stored, head)?), Some(head))
+                }
+            };
+            let next = parse_counter(current.as_deref())?
                 .checked_add(delta)
                 .ok_or_else(|| KvError::Invalid("counter would overflow".into()))?;
             let text = next.to_string();
-            let old = current.map(|(_, head)| head);
             StoreKv::replace(w, usage, ns, key, old, Some(text.as_bytes()), quota)?;
             Ok(next)
         })
@@ -843,6 +874,25 @@ mod tests {
             panic!("a value with a chunk missing was read");
         };
         assert!(why.contains("chunks are missing"), "{why}");
+        // What a long value's length decides is decided without reading
+        // its chunks: a swap expecting nothing or a shorter value, and an
+        // increment (a counter is never that long).
+        let q = Quota::default();
+        assert_eq!(
+            kv.compare_and_swap(&ns, b"k", None, Some(b"x"), &q),
+            Ok(false)
+        );
+        assert_eq!(
+            kv.compare_and_swap(&ns, b"k", Some(b"y"), None, &q),
+            Ok(false)
+        );
+        assert!(matches!(
+            kv.increment(&ns, b"k", 1, &q),
+            Err(KvError::Invalid(_))
+        ));
+        let same_length = long(3 * CHUNK, 0);
+        let swapped = kv.compare_and_swap(&ns, b"k", Some(&same_length), None, &q);
+        assert!(matches!(swapped, Err(KvError::Backend(_))), "{swapped:?}");
     }
 
     /// A shared store written before entries counted their overhead holds

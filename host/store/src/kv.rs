@@ -146,8 +146,11 @@ pub fn parse_counter(value: Option<&[u8]>) -> Result<i64, KvError> {
         Some(v) => std::str::from_utf8(v)
             .ok()
             .and_then(|s| s.parse::<i64>().ok())
-            .ok_or_else(|| {
-                KvError::Invalid("the value at this key is not a decimal integer".into())
-            }),
+            .ok_or_else(not_a_counter),
     }
+}
+
+/// What `increment` says of a value that is not a counter.
+pub(crate) fn not_a_counter() -> KvError {
+    KvError::Invalid("the value at this key is not a decimal integer".into())
 }

@@ -73,6 +73,57 @@ pub struct HolderCert {
     pub iat: u64,
 }
 
+/// What the host signs for an issuer's status list: the ids of the
+/// credentials it revoked, as the host knew them at `iat`. A verifier that
+/// checks the signature and the time knows the list came from the host and
+/// how old it is: a cache or a path that hands it an old list cannot hide a
+/// revocation for longer than the verifier allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusList {
+    pub v: u32,
+    /// Always [`STATUS_LIST`]: what this signature is of.
+    pub typ: String,
+    /// The issuer's id.
+    pub iss: String,
+    /// Revoked credential ids.
+    pub revoked: Vec<String>,
+    /// When the host listed them, seconds since the Unix epoch.
+    pub iat: u64,
+}
+
+/// [`StatusList::typ`].
+pub const STATUS_LIST: &str = "status-list";
+
+/// Verify a status list the host signed (`signed` of the host's answer at
+/// `/api/v1/issuers/{issuer}/revoked`): the host's signature, the issuer it
+/// is of, and that it was made at most `max_age_secs` before `now` (and not
+/// more than a minute after, for clocks apart).
+pub fn verify_status_list(
+    signed: &Signed,
+    host_key: &[u8; 32],
+    issuer: &str,
+    now: u64,
+    max_age_secs: u64,
+) -> Result<StatusList, VerifyError> {
+    let list: StatusList = open_signed(signed, host_key)?.ok_or(VerifyError::HostSignature)?;
+    if list.v != VERSION || list.typ != STATUS_LIST {
+        return Err(VerifyError::Malformed(format!(
+            "not a status list of format {VERSION}"
+        )));
+    }
+    if list.iss != issuer {
+        return Err(VerifyError::Malformed(format!(
+            "the status list is of `{}`, not of `{issuer}`",
+            list.iss
+        )));
+    }
+    if list.iat > now.saturating_add(60) || now.saturating_sub(list.iat) > max_age_secs {
+        return Err(VerifyError::Stale);
+    }
+    Ok(list)
+}
+
 /// What the holder key signs for one presentation (SD-JWT's key binding).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,7 +200,9 @@ pub enum VerifyError {
     WrongAudience(String),
     #[error("the presentation answers another challenge (its nonce is not the one asked for)")]
     WrongNonce,
-    #[error("the presentation is too old")]
+    /// A presentation, or a status list, made longer ago than the
+    /// verifier allows (or later than its clock, beyond a minute).
+    #[error("it is too old, or dated in the future")]
     Stale,
     #[error("this presentation was seen before (nonce reused)")]
     Replayed,

@@ -446,6 +446,18 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
     alice.token = Some(alice.login("alice", "alice-password").await);
     let (_, revoked) = alice.get("/issuers/gov.health/revoked").await;
     assert_eq!(revoked["revoked"], json!([credential_id]));
+    // The same, signed by the host as listed now: a verifier knows it came
+    // from the host and how old it is; no other issuer's list passes as it.
+    let (_, host) = alice.get("/host-key").await;
+    let host_key = format::public_key(host["public_key"].as_str().unwrap()).unwrap();
+    let signed: format::Signed = serde_json::from_value(revoked["signed"].clone()).unwrap();
+    let now = revoked["at"].as_u64().unwrap();
+    let list = format::verify_status_list(&signed, &host_key, "gov.health", now, 60).unwrap();
+    assert_eq!(list.revoked, std::slice::from_ref(&credential_id));
+    let other = format::verify_status_list(&signed, &host_key, "ins.other", now, 60);
+    assert!(matches!(other, Err(VerifyError::Malformed(_))), "{other:?}");
+    let later = format::verify_status_list(&signed, &host_key, "gov.health", now + 61, 60);
+    assert_eq!(later.unwrap_err(), VerifyError::Stale);
     let after = ask(&alice, "policy-number").await;
     let (_, prompts) = alice.get("/prompts").await;
     assert_eq!(prompts[0]["document"]["issuer"], Value::Null);

@@ -58,25 +58,24 @@ pub struct Config {
     pub books: Option<std::path::PathBuf>,
 }
 
-/// How fresh the insurers' revocation lists are, in the clock's seconds.
-#[derive(Debug, Default, Clone, Copy)]
-struct Freshness {
-    /// When every list was last read whole.
-    read_at: Option<u64>,
-    /// How long ago that may be for a policy to count
-    /// ([`Hospital::require_fresh_revocations`]); `None`: no bound.
-    max_age: Option<u64>,
+/// An insurer's status list as the host signed it.
+#[derive(Debug, Clone)]
+struct Listed {
+    /// When the host listed it, by its signature (the clock's seconds).
+    at: u64,
+    revoked: Vec<String>,
 }
 
 pub struct Hospital {
     config: Config,
     catalog: Catalog,
     books: Mutex<Books>,
-    /// Each accepted insurer's revoked credential ids, as last read from
-    /// the host ([`Hospital::read_revocations`]).
-    revoked: RwLock<HashMap<String, Vec<String>>>,
-    /// When every list was last read whole, and how old that may be.
-    revocations_read: Mutex<Freshness>,
+    /// Each accepted insurer's revoked credential ids, the newest list the
+    /// host signed of those read ([`Hospital::read_revocations`]).
+    revoked: RwLock<HashMap<String, Listed>>,
+    /// How old a list may be for a policy to count
+    /// ([`Hospital::require_fresh_revocations`]); `None`: no bound.
+    revocations_max_age: Mutex<Option<u64>>,
     /// The clock, in seconds since the Unix epoch (tests move it).
     now: Box<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -145,7 +144,7 @@ impl Hospital {
             catalog: Catalog::published().context("the published schedule does not read")?,
             books: Mutex::new(books),
             revoked: RwLock::default(),
-            revocations_read: Mutex::default(),
+            revocations_max_age: Mutex::default(),
             now,
         })
     }
@@ -153,34 +152,67 @@ impl Hospital {
     /// Read each accepted insurer's status list, the ids of the
     /// credentials it revoked, from the host at `host` (its base URL, e.g.
     /// `https://superapp.example`; `GET /api/v1/issuers/{id}/revoked`), and
-    /// check policies against it from now on. An insurer whose list cannot
-    /// be read keeps the list read before; the error names it.
+    /// check policies against it from now on. Only the list the host
+    /// signed counts, and it is as fresh as the time the host signed into
+    /// it, not as the time it arrived: a cache or a path that hands on an
+    /// old list cannot hide a revocation longer than the freshness bound.
+    /// An insurer whose list cannot be read (or verified) keeps the list
+    /// read before; the error names it.
     pub async fn read_revocations(
         &self,
         client: &reqwest::Client,
         host: &str,
     ) -> anyhow::Result<()> {
+        let max_age = self
+            .revocations_max_age
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(u64::MAX);
         let mut failed = Vec::new();
         for (id, _) in &self.config.insurers {
             let url = format!("{}/api/v1/issuers/{id}/revoked", host.trim_end_matches('/'));
             let read = async {
                 let answer = client.get(&url).send().await?.error_for_status()?;
-                anyhow::Ok(answer.json::<StatusList>().await?)
+                let answer = answer.json::<HostStatusList>().await?;
+                let signed = answer
+                    .signed
+                    .context("the host's answer is not signed (an earlier host?)")?;
+                let list = credentials::verify_status_list(
+                    &signed,
+                    &self.config.host_key,
+                    id,
+                    (self.now)(),
+                    max_age,
+                )?;
+                anyhow::Ok(list)
             };
-            match read.await {
-                Ok(list) if list.issuer == *id => {
-                    let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
-                    revoked.insert(id.clone(), list.revoked);
+            let list = match read.await {
+                Ok(list) => list,
+                Err(e) => {
+                    failed.push(format!("{id}: {e:#}"));
+                    continue;
                 }
-                Ok(list) => failed.push(format!("{id}: the host answered for `{}`", list.issuer)),
-                Err(e) => failed.push(format!("{id}: {e:#}")),
+            };
+            let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+            match revoked.get(id) {
+                // An older list handed on again must not undo a revocation
+                // a newer one showed.
+                Some(held) if held.at > list.iat => failed.push(format!(
+                    "{id}: the host's list is older (listed at {}) than the one held (at {})",
+                    list.iat, held.at
+                )),
+                _ => {
+                    revoked.insert(
+                        id.clone(),
+                        Listed {
+                            at: list.iat,
+                            revoked: list.revoked,
+                        },
+                    );
+                }
             }
         }
         if failed.is_empty() {
-            self.revocations_read
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .read_at = Some((self.now)());
             Ok(())
         } else {
             anyhow::bail!("cannot read revocations from {host}: {}", failed.join("; "))
@@ -191,21 +223,27 @@ impl Hospital {
     /// most `max_age_secs` ago: a host that stops answering (or a path that
     /// keeps its answers away) cannot keep a revoked policy counting.
     pub fn require_fresh_revocations(&self, max_age_secs: u64) {
-        self.revocations_read
+        *self
+            .revocations_max_age
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .max_age = Some(max_age_secs);
+            .unwrap_or_else(|p| p.into_inner()) = Some(max_age_secs);
     }
 
     /// Why a policy cannot be checked against its insurer's revocations
-    /// now, if it cannot.
+    /// now, if it cannot: some insurer's list is missing or was listed
+    /// longer ago than allowed.
     fn revocations_stale(&self) -> Option<String> {
-        let Freshness { read_at, max_age } = *self
-            .revocations_read
+        let max_age = (*self
+            .revocations_max_age
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let max_age = max_age?;
-        let fresh = read_at.is_some_and(|at| (self.now)().saturating_sub(at) <= max_age);
+            .unwrap_or_else(|p| p.into_inner()))?;
+        let now = (self.now)();
+        let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+        let fresh = self.config.insurers.iter().all(|(id, _)| {
+            revoked
+                .get(id)
+                .is_some_and(|l| now.saturating_sub(l.at) <= max_age)
+        });
         (!fresh).then(|| {
             "the hospital cannot check its insurers' revocations right now (the host has not answered); the full fee stands".to_string()
         })
@@ -214,7 +252,10 @@ impl Hospital {
     /// The ids `issuer` has revoked, as last read.
     pub fn revoked(&self, issuer: &str) -> Vec<String> {
         let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
-        revoked.get(issuer).cloned().unwrap_or_default()
+        revoked
+            .get(issuer)
+            .map(|l| l.revoked.clone())
+            .unwrap_or_default()
     }
 
     /// Change the books with `change` and keep them: written and synced
@@ -536,11 +577,11 @@ pub fn system_now() -> u64 {
 
 /// Serve the backend on `listener` by the system clock until the task is
 /// dropped or the listener fails.
-/// An issuer's status list as the host serves it.
+/// An issuer's status list as the host serves it: of what it holds, only
+/// the host's signed copy is read.
 #[derive(Deserialize)]
-struct StatusList {
-    issuer: String,
-    revoked: Vec<String>,
+struct HostStatusList {
+    signed: Option<credentials::Signed>,
 }
 
 /// The client the hospital reads the host with: TLS by ring (the host's

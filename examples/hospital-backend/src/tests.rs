@@ -660,19 +660,36 @@ async fn status_list(says: Arc<std::sync::Mutex<Value>>) -> String {
     format!("http://{at}/")
 }
 
+/// The host's answer for `issuer`'s status list, signed by `key` as listed
+/// at `at`.
+fn listed(key: &SigningKey, issuer: &str, revoked: &[&str], at: u64) -> Value {
+    let list = credentials::StatusList {
+        v: credentials::VERSION,
+        typ: credentials::STATUS_LIST.into(),
+        iss: issuer.into(),
+        revoked: revoked.iter().map(|r| r.to_string()).collect(),
+        iat: at,
+    };
+    json!({"issuer": issuer, "revoked": revoked, "at": at, "signed": sign(key, &list)})
+}
+
 #[tokio::test]
 async fn a_policy_its_insurer_revoked_lowers_no_fee() {
     let w = world();
-    let says = Arc::new(std::sync::Mutex::new(
-        json!({"issuer": "gov.health", "revoked": []}),
-    ));
+    let now = || w.now.load(Ordering::SeqCst);
+    let says = Arc::new(std::sync::Mutex::new(listed(
+        &w.host,
+        "gov.health",
+        &[],
+        now(),
+    )));
     let host = status_list(says.clone()).await;
     let client = http_client().unwrap();
     w.hospital.read_revocations(&client, &host).await.unwrap();
     assert!(w.hospital.revoked("gov.health").is_empty());
     // The insurer revokes the policy after the patient shared it, before
     // the host delivered it.
-    *says.lock().unwrap() = json!({"issuer": "gov.health", "revoked": ["cred-1"]});
+    *says.lock().unwrap() = listed(&w.host, "gov.health", &["cred-1"], now());
     w.hospital.read_revocations(&client, &host).await.unwrap();
     assert_eq!(w.hospital.revoked("gov.health"), ["cred-1"]);
     w.hold("p1", "HB-ONE", EIGHT).await;
@@ -699,18 +716,39 @@ async fn a_policy_its_insurer_revoked_lowers_no_fee() {
     );
     assert_eq!(hold["fee"], 4_000);
 
-    // A list for another issuer, or no host at all: an error that says
-    // so, and the list read before still holds.
-    *says.lock().unwrap() = json!({"issuer": "acme.insurance", "revoked": []});
-    let err = w
-        .hospital
-        .read_revocations(&client, &host)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("answered for `acme.insurance`"),
-        "{err}"
-    );
+    // What does not hold: a list of another issuer, one not signed (its
+    // unsigned fields say the revocation is gone), one signed by another
+    // key, an older list handed on again, no host at all. Each is an error
+    // that says so, and the list read before still holds.
+    let someone = SigningKey::from_bytes(&[9; 32]);
+    let mut unsigned = listed(&w.host, "gov.health", &[], now());
+    unsigned.as_object_mut().unwrap().remove("signed");
+    let mut tampered = listed(&w.host, "gov.health", &["cred-1"], now());
+    tampered["signed"]["payload"] =
+        listed(&w.host, "gov.health", &[], now())["signed"]["payload"].clone();
+    let refused = [
+        (
+            listed(&w.host, "acme.insurance", &[], now()),
+            "not of `gov.health`",
+        ),
+        (unsigned, "not signed"),
+        (tampered, "signature does not verify"),
+        (
+            listed(&someone, "gov.health", &[], now()),
+            "signature does not verify",
+        ),
+        (listed(&w.host, "gov.health", &[], now() - 1), "older"),
+    ];
+    for (answer, why) in refused {
+        *says.lock().unwrap() = answer;
+        let err = w
+            .hospital
+            .read_revocations(&client, &host)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains(why), "{why}: {err:#}");
+        assert_eq!(w.hospital.revoked("gov.health"), ["cred-1"]);
+    }
     let err = w
         .hospital
         .read_revocations(&client, "http://127.0.0.1:1")
@@ -720,10 +758,20 @@ async fn a_policy_its_insurer_revoked_lowers_no_fee() {
     assert_eq!(w.hospital.revoked("gov.health"), ["cred-1"]);
 
     // Lists older than allowed count for nothing: a host that stops
-    // answering cannot keep a revoked policy counting.
-    *says.lock().unwrap() = json!({"issuer": "gov.health", "revoked": []});
+    // answering, or a path that keeps handing on the list it once got,
+    // cannot keep a revoked policy counting.
+    let listed_at = now();
+    *says.lock().unwrap() = listed(&w.host, "gov.health", &[], listed_at);
     w.hospital.read_revocations(&client, &host).await.unwrap();
     w.hospital.require_fresh_revocations(300);
+    w.now.fetch_add(301, Ordering::SeqCst);
+    let err = w
+        .hospital
+        .read_revocations(&client, &host)
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("too old"), "{err:#}");
+    w.now.fetch_sub(301, Ordering::SeqCst);
     w.now.fetch_add(301, Ordering::SeqCst);
     w.hold("p1", "HB-TWO", EIGHT + 20).await;
     let (status, _) = w

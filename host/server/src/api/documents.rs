@@ -65,7 +65,10 @@ pub async fn issuers(State(state): State<AppState>) -> Result<Response, ApiError
     Ok(axum::Json(json!({ "issuers": state.host.documents.issuers()? })).into_response())
 }
 
-/// An issuer's status list: the credential ids it revoked.
+/// An issuer's status list: the credential ids it revoked, and the same
+/// signed by the host with the time it was listed, so a verifier can tell
+/// it came from the host and how old it is
+/// (`superapp_sdk::credentials::verify_status_list`).
 pub async fn revoked(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -74,7 +77,22 @@ pub async fn revoked(
         return Err(DocumentError::UnknownIssuer(id).into());
     }
     let revoked = state.host.documents.revoked(&id)?;
-    Ok(axum::Json(json!({ "issuer": id, "revoked": revoked })).into_response())
+    let at = superapp_core::now_secs();
+    let signed = state.host.host_key.sign(&format::StatusList {
+        v: format::VERSION,
+        typ: format::STATUS_LIST.into(),
+        iss: id.clone(),
+        revoked: revoked.clone(),
+        iat: at,
+    });
+    let answer = json!({ "issuer": id, "revoked": revoked, "at": at, "signed": signed });
+    let mut response = axum::Json(answer).into_response();
+    // Each answer says when it was made: a cache must not hand it on.
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 /// The public key presentations' bindings are signed with.

@@ -556,8 +556,12 @@ async fn prompts_raised_on_one_node_are_answered_on_the_other_and_revocation_hol
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_throttles_and_notification_limits_count_on_every_node() {
-    let c = Cluster::start(2, &["testing/probe"]);
+async fn login_throttles_notification_and_chat_limits_count_on_every_node() {
+    let c = Cluster::start_with(
+        2,
+        setup(&["testing/probe"]),
+        &[("SUPERAPP_CHAT_RATE_PER_USER", "10")],
+    );
     let judy = Client::signed_up(&c.nodes[0], "judy").await;
     Client::signed_up(&c.nodes[1], "kim").await;
 
@@ -607,6 +611,28 @@ async fn login_throttles_and_notification_limits_count_on_every_node() {
             .await
             .starts_with("err: quota-exceeded"));
     }
+
+    // Ten chat sends a second, fifty at once: sends alternating between
+    // the nodes share one allowance (each node alone allowed fifty).
+    let chat = judy.direct_with("kim").await;
+    let started = std::time::Instant::now();
+    let mut accepted = 0;
+    for i in 0..70 {
+        let who = if i % 2 == 0 { &judy } else { &judy_b };
+        let (status, body) = who.send(&chat, &format!("burst-{i}"), "hi").await;
+        match status {
+            StatusCode::CREATED => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => assert_eq!(body["error"]["code"], "rate-limited"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    let refilled = (started.elapsed().as_secs_f64() * 10.0).ceil() as usize;
+    assert!(
+        accepted <= 50 + refilled,
+        "{accepted} sends in {:?}",
+        started.elapsed()
+    );
+    assert!(accepted >= 50, "{accepted}");
 }
 
 /// A provider backend that takes a while over each callback and counts

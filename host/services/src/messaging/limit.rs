@@ -3,11 +3,12 @@
 //! everyone else's sends go on.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use superapp_store::{Abort, Store, StoreError, Tree};
+use superapp_store::{Abort, Store, StoreError, Tree, Txn};
 
 /// A user's sends a second, sustained, and how many may come at once
 /// after a pause.
@@ -27,26 +28,40 @@ impl SendRate {
     }
 }
 
+/// The send limit ([`Allowance`]).
 pub(super) struct SendLimit {
     rate: SendRate,
-    users: DefaultKeyedRateLimiter<String>,
+    kept: Allowance,
 }
 
 impl SendLimit {
-    pub(super) fn new(rate: SendRate) -> SendLimit {
-        let quota = Quota::per_second(rate.per_second).allow_burst(rate.burst);
-        SendLimit {
-            rate,
-            users: RateLimiter::keyed(quota),
-        }
+    pub(super) fn new(rate: SendRate, store: &Arc<Store>) -> SendLimit {
+        let interval_ms = (1000 / u64::from(rate.per_second.get())).max(1);
+        let kept = Allowance::new(
+            store,
+            Quota::per_second(rate.per_second).allow_burst(rate.burst),
+            Window {
+                prefix: "sends",
+                interval_ms,
+                tolerance_ms: interval_ms * (u64::from(rate.burst.get()) - 1),
+            },
+        );
+        SendLimit { rate, kept }
     }
 
     /// Take one send from `user`'s allowance, or say how long until one
     /// is free.
-    pub(super) fn take(&self, user: &str) -> Result<(), Duration> {
-        self.users
-            .check_key(&user.to_string())
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    pub(super) fn take(&self, user: &str) -> Result<Result<(), Duration>, StoreError> {
+        self.kept.take(user)
+    }
+
+    /// The rate window a send takes its allowance from inside the
+    /// transaction that stores it, on a shared store.
+    pub(super) fn window(&self) -> Option<&Window> {
+        match &self.kept {
+            Allowance::Memory(_) => None,
+            Allowance::Store(_, window) => Some(window),
+        }
     }
 
     pub(super) fn rate(&self) -> SendRate {
@@ -54,11 +69,122 @@ impl SendLimit {
     }
 
     /// Forget users whose allowance is full again; how many are still
-    /// tracked.
+    /// tracked in this process.
     pub(super) fn sweep(&self) -> usize {
-        self.users.retain_recent();
-        self.users.shrink_to_fit();
-        self.users.len()
+        self.kept.sweep()
+    }
+}
+
+/// A GCRA allowance per user: governor's keyed limiter in this process's
+/// memory, or on a store several host processes share a [`Window`] in the
+/// store, so that it holds over all of them.
+pub(super) enum Allowance {
+    Memory(DefaultKeyedRateLimiter<String>),
+    Store(Arc<Store>, Window),
+}
+
+impl Allowance {
+    /// `quota` in memory, or `window` on a shared store.
+    fn new(store: &Arc<Store>, quota: Quota, window: Window) -> Allowance {
+        if store.shared() {
+            Allowance::Store(store.clone(), window)
+        } else {
+            Allowance::Memory(RateLimiter::keyed(quota))
+        }
+    }
+
+    fn take(&self, user: &str) -> Result<Result<(), Duration>, StoreError> {
+        match self {
+            Allowance::Memory(users) => Ok(users
+                .check_key(&user.to_string())
+                .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))),
+            Allowance::Store(store, window) => window.take(store, user),
+        }
+    }
+
+    /// Forget the users whose allowance is full again; how many this
+    /// process still tracks (none on a store).
+    fn sweep(&self) -> usize {
+        match self {
+            Allowance::Memory(users) => {
+                users.retain_recent();
+                users.shrink_to_fit();
+                users.len()
+            }
+            Allowance::Store(store, window) => {
+                window.sweep(store);
+                0
+            }
+        }
+    }
+}
+
+/// A GCRA allowance per user in the store's rate windows: one time per
+/// user, when the allowance is next full, read and moved on in a
+/// transaction, so every process sharing the store counts the same.
+pub(super) struct Window {
+    /// What the records' keys start with: one window per limit.
+    prefix: &'static str,
+    /// One unit refills every this many milliseconds.
+    interval_ms: u64,
+    /// How far ahead of now a user's allowance may be spent (the burst
+    /// less one, in refill time).
+    tolerance_ms: u64,
+}
+
+impl Window {
+    fn key(&self, user: &str) -> Vec<u8> {
+        format!("{}\0{user}", self.prefix).into_bytes()
+    }
+
+    /// Take one from `user`'s allowance inside `t`, or say how long until
+    /// one is free.
+    pub(super) fn take_in(
+        &self,
+        t: &dyn Txn,
+        user: &str,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        let key = self.key(user);
+        let now = now_ms();
+        let full_at = stored_ms(t.get(Tree::Windows, &key)?)
+            .unwrap_or(now)
+            .max(now);
+        let ahead = full_at - now;
+        if ahead > self.tolerance_ms {
+            return Ok(Err(Duration::from_millis(ahead - self.tolerance_ms)));
+        }
+        let next = full_at + self.interval_ms;
+        t.put(Tree::Windows, &key, &next.to_be_bytes())?;
+        Ok(Ok(()))
+    }
+
+    /// [`Window::take_in`] in a transaction of its own.
+    fn take(&self, store: &Store, user: &str) -> Result<Result<(), Duration>, StoreError> {
+        store
+            .transact(&[Tree::Windows], |t| {
+                Ok::<_, Abort<()>>(self.take_in(t, user)?)
+            })
+            .map_err(Abort::into_store)
+    }
+
+    /// Remove the records of users whose allowance is full again, each
+    /// only if still so inside the transaction that removes it.
+    fn sweep(&self, store: &Store) {
+        let prefix = self.key("");
+        let Ok(records) = store.scan(Tree::Windows, &prefix, None, usize::MAX, false) else {
+            return;
+        };
+        for (key, value) in records {
+            if stored_ms(Some(value)).is_some_and(|at| at > now_ms()) {
+                continue;
+            }
+            let _ = store.transact(&[Tree::Windows], |t| {
+                if stored_ms(t.get(Tree::Windows, &key)?).is_none_or(|at| at <= now_ms()) {
+                    t.delete(Tree::Windows, &key)?;
+                }
+                Ok::<_, Abort<()>>(())
+            });
+        }
     }
 }
 
@@ -71,23 +197,11 @@ pub const GROUPS_AT_ONCE: u32 = 20;
 pub const GROUPS_PER_HOUR: u32 = 60;
 
 /// How many groups each user may still create ([`GROUPS_AT_ONCE`],
-/// [`GROUPS_PER_HOUR`]): in this process's memory, or on a store several
-/// host processes share in the store's rate windows, so that the limit
-/// holds over all of them (as GCRA: one time per user, when the allowance
-/// is next full).
-pub(super) enum GroupLimit {
-    Memory(DefaultKeyedRateLimiter<String>),
-    Store(std::sync::Arc<Store>),
-}
+/// [`GROUPS_PER_HOUR`]), an [`Allowance`].
+pub(super) struct GroupLimit(Allowance);
 
 /// What refills the allowance: one group every this many milliseconds.
 const GROUP_INTERVAL_MS: u64 = 3_600_000 / (GROUPS_PER_HOUR - GROUPS_AT_ONCE) as u64;
-/// How far ahead of now a user's allowance may be spent.
-const GROUP_TOLERANCE_MS: u64 = GROUP_INTERVAL_MS * (GROUPS_AT_ONCE as u64 - 1);
-
-fn group_key(user: &str) -> Vec<u8> {
-    format!("groups\0{user}").into_bytes()
-}
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -102,75 +216,29 @@ fn stored_ms(value: Option<Vec<u8>>) -> Option<u64> {
 }
 
 impl GroupLimit {
-    pub(super) fn new(store: &std::sync::Arc<Store>) -> GroupLimit {
-        if store.shared() {
-            return GroupLimit::Store(store.clone());
-        }
+    pub(super) fn new(store: &Arc<Store>) -> GroupLimit {
         let per_hour = NonZeroU32::new(GROUPS_PER_HOUR - GROUPS_AT_ONCE).expect("not 0");
         let at_once = NonZeroU32::new(GROUPS_AT_ONCE).expect("not 0");
-        GroupLimit::Memory(RateLimiter::keyed(
+        GroupLimit(Allowance::new(
+            store,
             Quota::per_hour(per_hour).allow_burst(at_once),
+            Window {
+                prefix: "groups",
+                interval_ms: GROUP_INTERVAL_MS,
+                tolerance_ms: GROUP_INTERVAL_MS * (GROUPS_AT_ONCE as u64 - 1),
+            },
         ))
     }
 
     /// Take one group from `user`'s allowance, or say how long until one
     /// is free.
     pub(super) fn take(&self, user: &str) -> Result<Result<(), Duration>, StoreError> {
-        match self {
-            GroupLimit::Memory(users) => Ok(users
-                .check_key(&user.to_string())
-                .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))),
-            GroupLimit::Store(store) => {
-                let key = group_key(user);
-                store
-                    .transact(&[Tree::Windows], |t| {
-                        let now = now_ms();
-                        let full_at = stored_ms(t.get(Tree::Windows, &key)?)
-                            .unwrap_or(now)
-                            .max(now);
-                        let ahead = full_at - now;
-                        if ahead > GROUP_TOLERANCE_MS {
-                            return Ok(Err(Duration::from_millis(ahead - GROUP_TOLERANCE_MS)));
-                        }
-                        let next = full_at + GROUP_INTERVAL_MS;
-                        t.put(Tree::Windows, &key, &next.to_be_bytes())?;
-                        Ok::<_, Abort<()>>(Ok(()))
-                    })
-                    .map_err(Abort::into_store)
-            }
-        }
+        self.0.take(user)
     }
 
-    /// As [`SendLimit::sweep`]; on a store, remove the users whose
-    /// allowance is full again, and count none as tracked here.
+    /// As [`SendLimit::sweep`].
     pub(super) fn sweep(&self) -> usize {
-        match self {
-            GroupLimit::Memory(users) => {
-                users.retain_recent();
-                users.shrink_to_fit();
-                users.len()
-            }
-            GroupLimit::Store(store) => {
-                let prefix = group_key("");
-                let Ok(records) = store.scan(Tree::Windows, &prefix, None, usize::MAX, false)
-                else {
-                    return 0;
-                };
-                for (key, value) in records {
-                    if stored_ms(Some(value)).is_some_and(|at| at > now_ms()) {
-                        continue;
-                    }
-                    // Removed only if still spent inside the transaction.
-                    let _ = store.transact(&[Tree::Windows], |t| {
-                        if stored_ms(t.get(Tree::Windows, &key)?).is_none_or(|at| at <= now_ms()) {
-                            t.delete(Tree::Windows, &key)?;
-                        }
-                        Ok::<_, Abort<()>>(())
-                    });
-                }
-                0
-            }
-        }
+        self.0.sweep()
     }
 }
 
@@ -180,37 +248,67 @@ mod tests {
 
     #[test]
     fn a_user_past_the_burst_waits_and_a_full_allowance_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         // One a second: a burst of five, then a wait of up to a second.
-        let limit = SendLimit::new(SendRate::per_second(NonZeroU32::MIN));
+        let limit = SendLimit::new(SendRate::per_second(NonZeroU32::MIN), &store);
         for _ in 0..5 {
-            limit.take("a").unwrap();
+            limit.take("a").unwrap().unwrap();
         }
-        let wait = limit.take("a").unwrap_err();
+        let wait = limit.take("a").unwrap().unwrap_err();
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(1),
             "{wait:?}"
         );
         limit
             .take("b")
+            .unwrap()
             .expect("another user has their own allowance");
         assert_eq!(limit.sweep(), 2, "both still have sends to win back");
         // Once a user's allowance is full again, the sweep forgets them.
-        let quick = SendLimit::new(SendRate::per_second(NonZeroU32::new(1000).unwrap()));
-        quick.take("a").unwrap();
+        let quick = SendLimit::new(SendRate::per_second(NonZeroU32::new(1000).unwrap()), &store);
+        quick.take("a").unwrap().unwrap();
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(quick.sweep(), 0);
+    }
+
+    /// Two stores on one memory engine, as two processes sharing a
+    /// database (the paths PostgreSQL takes).
+    fn two_processes() -> (Arc<Store>, Arc<Store>) {
+        let backend: Arc<dyn superapp_store::Backend> =
+            Arc::new(superapp_store::MemoryBackend::new());
+        (
+            Store::with_backend(backend.clone()).unwrap(),
+            Store::with_backend(backend).unwrap(),
+        )
+    }
+
+    /// Sends over processes that share a store are counted together: the
+    /// burst is the same whichever process each send reaches.
+    #[test]
+    fn sends_are_counted_over_every_process_sharing_the_store() {
+        let (a, b) = two_processes();
+        let rate = SendRate::per_second(NonZeroU32::new(2).unwrap());
+        let (on_a, on_b) = (SendLimit::new(rate, &a), SendLimit::new(rate, &b));
+        for i in 0..10 {
+            let limit = if i % 2 == 0 { &on_a } else { &on_b };
+            assert_eq!(limit.take("carol").unwrap(), Ok(()), "send {i}");
+        }
+        for limit in [&on_a, &on_b] {
+            let wait = limit.take("carol").unwrap().unwrap_err();
+            assert!(
+                wait > Duration::ZERO && wait <= Duration::from_millis(500),
+                "{wait:?}"
+            );
+        }
+        assert_eq!(on_b.take("dan").unwrap(), Ok(()), "their own");
     }
 
     /// The same allowance in one process and over processes that share a
     /// store: 20 at once, then one every 90 s, counted over all of them.
     #[test]
     fn groups_are_counted_over_every_process_sharing_the_store() {
-        let backend: std::sync::Arc<dyn superapp_store::Backend> =
-            std::sync::Arc::new(superapp_store::MemoryBackend::new());
-        let (a, b) = (
-            Store::with_backend(backend.clone()).unwrap(),
-            Store::with_backend(backend).unwrap(),
-        );
+        let (a, b) = two_processes();
         assert!(a.shared());
         let (on_a, on_b) = (GroupLimit::new(&a), GroupLimit::new(&b));
         let dir = tempfile::tempdir().unwrap();

@@ -467,6 +467,14 @@ pub struct Messaging {
 }
 
 /// A frame the WebSocket sends for a new message.
+/// What a message is, for the send limit: a user's own text (counted), or
+/// what the host posts for a user or an app (a card the user confirmed in a
+/// dialog, an app's service message), which is not.
+enum Post {
+    Text,
+    Hosted(Option<Card>),
+}
+
 #[derive(Serialize)]
 struct MessageFrame<'a> {
     r#type: &'static str,
@@ -475,15 +483,14 @@ struct MessageFrame<'a> {
 
 impl Messaging {
     pub fn new(store: Arc<Store>, hub: Arc<Hub>, config: MessagingConfig) -> Messaging {
-        let groups_store = store.clone();
         let stripes = (0..LOCK_STRIPES)
             .map(|_| tokio::sync::Mutex::new(()))
             .collect();
         Messaging {
+            sends: limit::SendLimit::new(config.send_rate, &store),
+            groups: limit::GroupLimit::new(&store),
             store,
             hub,
-            sends: limit::SendLimit::new(config.send_rate),
-            groups: limit::GroupLimit::new(&groups_store),
             config,
             stripes,
             last_seqs: Default::default(),
@@ -512,15 +519,20 @@ impl Messaging {
     /// counts too: a throttled client waits and sends again, and the retry
     /// is answered with what was stored.
     fn admit(&self, user: &str) -> Result<(), MessagingError> {
-        self.sends.take(user).map_err(|retry_after| {
-            self.throttled.inc();
-            let rate = self.sends.rate();
-            MessagingError::Throttled {
-                per_second: rate.per_second.get(),
-                burst: rate.burst.get(),
-                retry_after,
-            }
-        })
+        self.sends
+            .take(user)?
+            .map_err(|retry_after| self.refused_send(retry_after))
+    }
+
+    /// A send refused by the send limit, counted.
+    fn refused_send(&self, retry_after: std::time::Duration) -> MessagingError {
+        self.throttled.inc();
+        let rate = self.sends.rate();
+        MessagingError::Throttled {
+            per_second: rate.per_second.get(),
+            burst: rate.burst.get(),
+            retry_after,
+        }
     }
 
     /// Forget the send limit's users whose allowance is full again (call
@@ -1202,8 +1214,13 @@ impl Messaging {
     ) -> Result<Staged, MessagingError> {
         // Malformed sends are refused as such, before they count.
         self.check_message(client_id, text)?;
-        self.admit(&me.id)?;
-        self.append(&me.id, id, client_id, text, None, origin).await
+        // On a shared store the send is counted in the transaction that
+        // stores it (`append_shared`), so every node counts the same.
+        if !self.store.shared() {
+            self.admit(&me.id)?;
+        }
+        self.append(&me.id, id, client_id, text, Post::Text, origin)
+            .await
     }
 
     /// Post an app card into one of `me`'s conversations, as `me`. Not
@@ -1217,7 +1234,14 @@ impl Messaging {
     ) -> Result<Message, MessagingError> {
         let title = card.title.clone();
         Ok(self
-            .append(&me.id, id, &new_id(), &title, Some(card), None)
+            .append(
+                &me.id,
+                id,
+                &new_id(),
+                &title,
+                Post::Hosted(Some(card)),
+                None,
+            )
             .await?
             .settle()
             .await?
@@ -1270,7 +1294,7 @@ impl Messaging {
                 &conversation,
                 &new_id(),
                 text,
-                card,
+                Post::Hosted(card),
                 None,
             )
             .await?
@@ -1324,9 +1348,13 @@ impl Messaging {
         id: &str,
         client_id: &str,
         text: &str,
-        card: Option<Card>,
+        post: Post,
         origin: Option<u64>,
     ) -> Result<Staged, MessagingError> {
+        let (card, counted) = match post {
+            Post::Text => (None, true),
+            Post::Hosted(card) => (card, false),
+        };
         self.check_message(client_id, text)?;
         let dedup = client_key(id, sender, client_id);
         let stripe = self.stripe(id).lock().await;
@@ -1344,7 +1372,7 @@ impl Messaging {
             notice: None,
         };
         if self.store.shared() {
-            let (message, fresh, conversation) = self.append_shared(draft, &dedup)?;
+            let (message, fresh, conversation) = self.append_shared(draft, &dedup, counted)?;
             if !fresh {
                 drop(stripe);
                 return Ok(self.replayed(message));
@@ -1389,8 +1417,9 @@ impl Messaging {
     }
 
     /// Append `draft` on a store other host processes share, in one
-    /// transaction: the client-id check, the next seq (the highest stored
-    /// plus one), the message, its index entry and the sender's read mark.
+    /// transaction: the sender's send limit (if `counted`), the client-id
+    /// check, the next seq (the highest stored plus one), the message, its
+    /// index entry and the sender's read mark.
     /// Two processes appending at once both read the highest seq and both
     /// write after it, so the database lets one commit and the other try
     /// again: seqs stay gapless and unique whichever node assigns them.
@@ -1399,11 +1428,18 @@ impl Messaging {
         &self,
         draft: Message,
         dedup: &[u8],
+        counted: bool,
     ) -> Result<(Message, bool, Stored), MessagingError> {
         let id = draft.conversation_id.as_str();
         let prefix = messages_prefix(id);
+        let window = self.sends.window().filter(|_| counted);
         Ok(self.store.transact(
-            &[Tree::Conversations, Tree::Messages, Tree::ReadMarks],
+            &[
+                Tree::Conversations,
+                Tree::Messages,
+                Tree::ReadMarks,
+                Tree::Windows,
+            ],
             |txn| {
                 // Who may write, read in the transaction that writes: a
                 // member removed through another node meanwhile may not,
@@ -1412,6 +1448,13 @@ impl Messaging {
                     txn_get(txn, Tree::Conversations, id.as_bytes())?;
                 check_append(conversation.as_ref(), &draft.sender).map_err(Abort::User)?;
                 let conversation = conversation.ok_or(Abort::User(MessagingError::NotFound))?;
+                // The send limit, over every node: a refused send stores
+                // nothing and is not counted.
+                if let Some(window) = window {
+                    if let Err(retry_after) = window.take_in(txn, &draft.sender)? {
+                        return Err(Abort::User(self.refused_send(retry_after)));
+                    }
+                }
                 if let Some(seq) = txn_get::<u64>(txn, Tree::Messages, dedup)? {
                     let earlier = txn_get::<Message>(txn, Tree::Messages, &message_key(id, seq))?
                         .filter(|m| m.sender == draft.sender && m.client_id == draft.client_id);
@@ -1897,5 +1940,44 @@ mod tests {
         ));
         assert_eq!(a.get(&bob, &c.id).unwrap().last_seq, 40);
         assert_eq!(b.sync(&alice, &c.id, 0, 100).unwrap().len(), 40);
+    }
+
+    /// The send limit holds over two nodes of a shared store: sends spread
+    /// over both get one burst between them, a refused send stores nothing,
+    /// and another user's allowance is their own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_send_limit_holds_over_nodes_on_a_shared_store() {
+        let engine = Arc::new(superapp_store::MemoryBackend::new());
+        let config = MessagingConfig {
+            send_rate: limit::SendRate::per_second(std::num::NonZeroU32::new(2).unwrap()),
+            ..MessagingConfig::default()
+        };
+        let node = || {
+            Messaging::new(
+                Store::with_backend(engine.clone()).unwrap(),
+                Arc::new(Hub::new(8)),
+                config.clone(),
+            )
+        };
+        let (a, b) = (node(), node());
+        let (alice, bob) = (user("alice"), user("bob"));
+        let c = a.direct(&alice, &bob).await.unwrap().id;
+        let mut refused = 0;
+        for i in 0..14 {
+            let node = if i % 2 == 0 { &a } else { &b };
+            match node.send(&alice, &c, &format!("m{i}"), "hi").await {
+                Ok((m, created)) => assert!(created && m.seq <= 10, "{m:?}"),
+                Err(MessagingError::Throttled { retry_after, .. }) => {
+                    assert!(retry_after <= std::time::Duration::from_millis(500));
+                    refused += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // A burst of ten (five seconds' worth), perhaps one more refilled.
+        assert!((3..=4).contains(&refused), "{refused} refused");
+        let stored = b.sync(&bob, &c, 0, 100).unwrap().len();
+        assert_eq!(stored, 14 - refused);
+        b.send(&bob, &c, "b0", "mine").await.unwrap();
     }
 }

@@ -12,10 +12,16 @@
 //! full: one user rewriting a 1 MiB value in a loop grew a store by
 //! gigabytes. A node holds at most 17 entries, so with values of at most
 //! 4 KiB (and keys of at most 1 KiB) no node of app data reaches that size.
-//! Writing a chunked value, or replacing one, is one transaction; chunks
-//! are named by a generation never used before for any value, so a reader
-//! outside the writer's transaction (which reads the entry, then its
-//! chunks) notices a value replaced in between and reads again.
+//! Chunks are named by a generation never used before for any value, and
+//! are written before the entry that names them and removed only after it
+//! no longer does: a reader (which reads the entry, then its chunks)
+//! notices a value replaced in between and reads again. On a shared store
+//! the whole write is one transaction. On sled it is not (sled's
+//! transactions hold every other reader and writer of the store while they
+//! write, milliseconds for a megabyte): its single-key writes are recovered
+//! in order, so the entry is never ahead of its chunks, and an intent
+//! written first and removed last tells the next open which chunks a
+//! stopped process may have left behind.
 //!
 //! On a store this process owns (sled), a namespace's usage (bytes and
 //! keys, for its quota) is not stored: it is counted from the namespace's
@@ -55,6 +61,8 @@ const WHOLE: u8 = b'd';
 /// Where chunks are: `c` ‖ length of what follows the entry key's first
 /// byte ‖ that ‖ generation ‖ chunk index.
 const CHUNKS: u8 = b'c';
+/// Where a long value's write outside a transaction keeps its intent.
+const INTENT: u8 = b'i';
 
 /// An entry's first byte: the value follows, or a chunked value's length,
 /// chunk count and generation do.
@@ -321,55 +329,128 @@ impl Writer<'_> {
             Some(Layout::Chunked { chunks, generation }) => Some((chunks, generation)),
             _ => None,
         };
+        let long = new.is_some_and(|v| v.len() > CHUNK);
+        let generation = next_generation();
         match self {
-            Writer::Store(store)
-                if old_chunks.is_some() || new.is_some_and(|v| v.len() > CHUNK) =>
-            {
-                store
-                    .transact(&[Tree::AppData], |t| {
-                        Ok::<_, Abort<()>>(Writer::Txn(t).put_value(entry, old_chunks, new)?)
-                    })
-                    .map_err(Abort::into_store)
+            // Not in a transaction: sled's holds every other reader and
+            // writer of the whole store while it writes (milliseconds for a
+            // megabyte). The writes go in an order safe at every step
+            // (sled recovers a prefix of them), under an intent that a
+            // restart finishes ([`finish_interrupted_writes`]).
+            Writer::Store(store) if old_chunks.is_some() || long => {
+                let intent = intent_key(entry);
+                let generations = [old_chunks.map(|(_, g)| g), long.then_some(generation)];
+                store.put_raw(Tree::AppData, &intent, &encode_intent(generations))?;
+                self.put_value(entry, old_chunks, new, generation)?;
+                store.remove(Tree::AppData, &intent)
             }
-            _ => self.put_value(entry, old_chunks, new),
+            _ => self.put_value(entry, old_chunks, new, generation),
         }
     }
 
+    /// Write `new` at `entry` (long values in chunks of `generation`), then
+    /// remove the old value's chunks: the entry never names chunks that
+    /// are not all written, and chunks go only once no entry names them.
     fn put_value(
         &self,
         entry: &[u8],
         old_chunks: Option<(u32, u64)>,
         new: Option<&[u8]>,
+        generation: u64,
     ) -> Result<(), StoreError> {
-        if let Some((chunks, generation)) = old_chunks {
-            let prefix = chunk_prefix(entry, generation);
-            for index in 0..chunks {
-                self.set(&chunk_key(&prefix, index), None)?;
-            }
-        }
-        match new {
-            None => self.set(entry, None),
+        let stored = match new {
+            None => None,
             Some(value) if value.len() <= CHUNK => {
                 let mut stored = Vec::with_capacity(value.len() + 1);
                 stored.push(INLINE);
                 stored.extend_from_slice(value);
-                self.set(entry, Some(&stored))
+                Some(stored)
             }
             Some(value) => {
-                let generation = next_generation();
                 let prefix = chunk_prefix(entry, generation);
                 let mut chunks = 0;
                 for (index, chunk) in (0u32..).zip(value.chunks(CHUNK)) {
                     self.set(&chunk_key(&prefix, index), Some(chunk))?;
                     chunks = index + 1;
                 }
-                self.set(
-                    entry,
-                    Some(&encode_chunked(value.len(), chunks, generation)),
-                )
+                Some(encode_chunked(value.len(), chunks, generation))
+            }
+        };
+        self.set(entry, stored.as_deref())?;
+        if let Some((chunks, generation)) = old_chunks {
+            let prefix = chunk_prefix(entry, generation);
+            for index in 0..chunks {
+                self.set(&chunk_key(&prefix, index), None)?;
             }
         }
+        Ok(())
     }
+}
+
+/// Where a write of a long value outside a transaction records what it is
+/// doing until it is done: `i` ‖ the entry's key after its first byte.
+fn intent_key(entry: &[u8]) -> Vec<u8> {
+    let mut k = entry.to_vec();
+    k[0] = INTENT;
+    k
+}
+
+/// The chunk generations a write may leave behind: the value's old one and
+/// its new one (a flag byte, then each present one).
+fn encode_intent(generations: [Option<u64>; 2]) -> Vec<u8> {
+    let mut out = vec![0u8];
+    for (bit, generation) in generations.iter().enumerate() {
+        if let Some(g) = generation {
+            out[0] |= 1 << bit;
+            out.extend_from_slice(&g.to_be_bytes());
+        }
+    }
+    out
+}
+
+fn decode_intent(value: &[u8]) -> Result<Vec<u64>, StoreError> {
+    let malformed = || corrupt("a write's intent is malformed");
+    let (&flags, mut rest) = value.split_first().ok_or_else(malformed)?;
+    let mut generations = Vec::new();
+    for bit in 0..2 {
+        if flags & (1 << bit) != 0 {
+            let (g, after) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
+            generations.push(u64::from_be_bytes(*g));
+            rest = after;
+        }
+    }
+    Ok(generations)
+}
+
+/// Finish the writes of long values a stopped process left half done: of
+/// the generations each intent names, remove the chunks of every one its
+/// entry does not name (the new value's, if the entry was not written yet;
+/// the old value's, if it was), then the intent. Run at open, before any
+/// write, on a store this process owns. How many intents there were.
+pub(crate) fn finish_interrupted_writes(store: &Store) -> Result<usize, StoreError> {
+    let intents = store.scan(Tree::AppData, &[INTENT], None, usize::MAX, false)?;
+    for (key, value) in &intents {
+        let mut entry = key.clone();
+        entry[0] = ENTRY;
+        let named = match store.get_raw(Tree::AppData, &entry)? {
+            Some(stored) => match decode_head(&stored)?.layout {
+                Layout::Chunked { generation, .. } => Some(generation),
+                Layout::Inline => None,
+            },
+            None => None,
+        };
+        for generation in decode_intent(value)? {
+            if named == Some(generation) {
+                continue;
+            }
+            let prefix = chunk_prefix(&entry, generation);
+            for (chunk, _) in store.scan(Tree::AppData, &prefix, None, usize::MAX, false)? {
+                store.remove(Tree::AppData, &chunk)?;
+            }
+        }
+        store.remove(Tree::AppData, key)?;
+    }
+    Ok(intents.len())
 }
 
 /// Move the values format 2 kept whole in their entries to entries of
@@ -393,7 +474,7 @@ pub(crate) fn move_whole_values(store: &Store) -> Result<u64, StoreError> {
                     };
                     let mut entry = whole.clone();
                     entry[0] = ENTRY;
-                    Writer::Txn(t).put_value(&entry, None, Some(&value))?;
+                    Writer::Txn(t).put_value(&entry, None, Some(&value), next_generation())?;
                     t.delete(Tree::AppData, whole)?;
                     moved += 1;
                 }
@@ -698,10 +779,73 @@ mod tests {
         assert_eq!(blobs(), 0, "blob files for app data");
         assert_eq!(kv.get(&ns, b"big").unwrap(), Some(long(1 << 20, 39)));
         assert_eq!(chunk_entries(&store), 256, "one value's chunks, no more");
+        let intents = store.scan(Tree::AppData, &[INTENT], None, 10, false);
+        assert!(intents.unwrap().is_empty(), "an intent left behind");
         drop((kv, store));
         let kv = StoreKv::new(Store::open(dir.path()).unwrap());
         assert_eq!(kv.get(&ns, b"big").unwrap(), Some(long(1 << 20, 39)));
         assert_eq!(kv.usage(&ns).unwrap().bytes, 3 + (1 << 20) + ENTRY_OVERHEAD);
+    }
+
+    /// A process stopped in the middle of writing a long value, before or
+    /// after its entry: the next open removes the chunks no entry names and
+    /// the intent, and the value read is whole (the old one, or the new).
+    #[test]
+    fn a_long_write_a_stop_cut_short_is_finished_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = user();
+        let (old, new) = (long(3 * CHUNK, 1), long(2 * CHUNK + 1, 2));
+        let entry = data_key(&ns, b"k");
+        let leftover = |store: &Store, generation: u64, value: &[u8]| {
+            let prefix = chunk_prefix(&entry, generation);
+            for (index, chunk) in (0u32..).zip(value.chunks(CHUNK)) {
+                store
+                    .put_raw(Tree::AppData, &chunk_key(&prefix, index), chunk)
+                    .unwrap();
+            }
+        };
+        let named = |store: &Store| {
+            let stored = store.get_raw(Tree::AppData, &entry).unwrap().unwrap();
+            match decode_head(&stored).unwrap().layout {
+                Layout::Chunked { generation, .. } => generation,
+                Layout::Inline => panic!("not chunked"),
+            }
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            StoreKv::new(store.clone())
+                .set(&ns, b"k", &old, &Quota::default())
+                .unwrap();
+            // Stopped before the entry: the intent and part of the new
+            // value's chunks.
+            let current = named(&store);
+            let intent = encode_intent([Some(current), Some(current + 1_000)]);
+            store
+                .put_raw(Tree::AppData, &intent_key(&entry), &intent)
+                .unwrap();
+            leftover(&store, current + 1_000, &new[..CHUNK + 5]);
+            store.backend.flush().unwrap();
+        }
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let kv = StoreKv::new(store.clone());
+            assert_eq!(kv.get(&ns, b"k").unwrap(), Some(old.clone()));
+            assert_eq!(chunk_entries(&store), 3, "the old value's chunks only");
+            // Stopped after the entry: the old value's chunks still there.
+            kv.set(&ns, b"k", &new, &Quota::default()).unwrap();
+            let intent = encode_intent([Some(7), Some(named(&store))]);
+            store
+                .put_raw(Tree::AppData, &intent_key(&entry), &intent)
+                .unwrap();
+            leftover(&store, 7, &old);
+            store.backend.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let kv = StoreKv::new(store.clone());
+        assert_eq!(kv.get(&ns, b"k").unwrap(), Some(new));
+        assert_eq!(chunk_entries(&store), 3, "the new value's chunks only");
+        let intents = store.scan(Tree::AppData, &[INTENT], None, 10, false);
+        assert!(intents.unwrap().is_empty());
     }
 
     /// Readers of a value a writer keeps replacing (long, longer, short,

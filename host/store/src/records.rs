@@ -189,6 +189,19 @@ impl Store {
         if let Some(found) = older {
             store.upgrade(found)?;
         }
+        if !store.shared() {
+            // A process stopped in the middle of writing a long app data
+            // value left chunks no entry names; failing to remove them
+            // leaves only that garbage.
+            match crate::app_data::finish_interrupted_writes(&store) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(writes = n, "finished app data writes a stop cut short"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot finish the app data writes a stop cut short; their chunks stay as garbage"
+                ),
+            }
+        }
         Ok(store)
     }
 

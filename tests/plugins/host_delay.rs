@@ -237,7 +237,7 @@ async fn waits_in_a_call_that_moves_much_data_are_the_apps_own() {
 
 #[tokio::test]
 async fn listing_many_long_keys_and_swapping_large_values_are_the_apps_time() {
-    // Waits of 30 ms each. Listing two keys of 1000 bytes is light: eight
+    // Waits of 30 ms each. Listing two keys of 256 bytes is light: eight
     // listings (240 ms of waits) still answer within the 100 ms limit. (The
     // host hands the app a list through the app's allocator, which grows
     // its memory: a host call inside the host call, which once took the
@@ -252,9 +252,9 @@ async fn listing_many_long_keys_and_swapping_large_values_are_the_apps_time() {
     let listed = run(&rt, &probe, &services, "bob", listings()).await;
     assert_eq!(texts(&listed.unwrap()), ["ok: 8"]);
 
-    // Seventy such keys are more than 64 KiB a listing: the app's own
-    // work, so the fourth listing passes the limit.
-    let filled = run(&rt, &probe, &services, "alice", fill("70")).await;
+    // Three hundred such keys are more than 64 KiB a listing: the app's
+    // own work, so the fourth listing passes the limit.
+    let filled = run(&rt, &probe, &services, "alice", fill("300")).await;
     assert_eq!(texts(&filled.unwrap()), ["ok: ()"]);
     kv.reads.store(0, Ordering::SeqCst);
     let err = run(&rt, &probe, &services, "alice", listings())

@@ -740,7 +740,7 @@ impl KvBackend for StoreKv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MemoryBackend;
+    use crate::{MemoryBackend, MAX_KEY_BYTES};
 
     fn user() -> Namespace {
         Namespace::User {
@@ -846,6 +846,33 @@ mod tests {
         assert_eq!(chunk_entries(&store), 3, "the new value's chunks only");
         let intents = store.scan(Tree::AppData, &[INTENT], None, 10, false);
         assert!(intents.unwrap().is_empty());
+    }
+
+    /// Namespaces filled with the longest keys allowed: no node of app
+    /// data (an index node holds up to 257 keys) becomes a blob file. With
+    /// keys of 1 KiB, as once allowed, the same made hundreds.
+    #[test]
+    fn filling_namespaces_with_the_longest_keys_makes_no_blob_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kv = StoreKv::new(store.clone());
+        let q = Quota::default();
+        let refused = kv.set(&user(), &[b'k'; MAX_KEY_BYTES + 1], b"", &q);
+        assert!(matches!(refused, Err(KvError::Invalid(_))), "{refused:?}");
+        for u in 0..4 {
+            let ns = Namespace::User {
+                app: "a-rather-long-app-id.example.publisher".into(),
+                user: format!("a-pseudonymous-user-id-of-some-length-{u}"),
+            };
+            for i in 0..1700u32 {
+                let mut key = vec![b'f'; MAX_KEY_BYTES - 4];
+                key.extend_from_slice(&i.to_be_bytes());
+                kv.set(&ns, &key, b"v", &q).unwrap();
+            }
+        }
+        store.backend.flush().unwrap();
+        let blobs = std::fs::read_dir(dir.path().join("blobs")).map_or(0, |d| d.count());
+        assert_eq!(blobs, 0);
     }
 
     /// Readers of a value a writer keeps replacing (long, longer, short,

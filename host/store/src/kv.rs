@@ -32,11 +32,18 @@ pub struct Quota {
     pub max_value_bytes: usize,
 }
 
+/// The longest key an app may write. The embedded store keeps up to 257
+/// keys in one index node, and writes a node of more than 128 KiB to a file
+/// of its own, which it removes late: with 1 KiB keys, an app filling its
+/// namespace made hundreds of such files (a gigabyte in minutes), and with
+/// 256-byte keys (and the namespace before them) no node gets that large.
+pub const MAX_KEY_BYTES: usize = 256;
+
 impl Default for Quota {
     fn default() -> Self {
         Quota {
             total_bytes: 10 << 20,
-            max_key_bytes: 1 << 10,
+            max_key_bytes: MAX_KEY_BYTES,
             max_value_bytes: 1 << 20,
         }
     }

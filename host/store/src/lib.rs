@@ -22,7 +22,7 @@ pub use app_data::StoreKv;
 pub use backend::{Abort, Backend, Entry, StoreError, Tree, Txn};
 pub use kv::{
     check_write, entry_bytes, parse_counter, usage_after, KvBackend, KvError, Namespace, Quota,
-    Usage, ENTRY_OVERHEAD,
+    Usage, ENTRY_OVERHEAD, MAX_KEY_BYTES,
 };
 pub use memory::MemoryKv;
 pub use memory_backend::MemoryBackend;

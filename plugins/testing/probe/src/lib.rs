@@ -97,23 +97,23 @@ impl App for Probe {
             }
             "storage-delete" => report(storage::delete(&key)),
             "storage-list" => report(storage::list_keys(&key, None, 100)),
-            // `value` keys of 1000 bytes each (all but their last bytes
-            // alike), stopping at the first error.
+            // `value` keys of 256 bytes each, the longest allowed (all but
+            // their last bytes alike), stopping at the first error.
             "storage-fill" => {
                 let n: u32 = a.value.as_deref().unwrap_or("0").parse().unwrap_or(0);
                 report((0..n).try_for_each(|i| {
-                    let mut key = vec![b'f'; 996];
+                    let mut key = vec![b'f'; 252];
                     key.extend_from_slice(&i.to_be_bytes());
                     storage::set(&key, b"")
                 }))
             }
-            // `value` listings of up to 100 keys in a row, stopping at the
+            // `value` listings of up to 1000 keys in a row, stopping at the
             // first error.
             "storage-list-many" => {
                 let n: u32 = a.value.as_deref().unwrap_or("0").parse().unwrap_or(0);
                 report(
                     (0..n)
-                        .try_for_each(|_| storage::list_keys(b"", None, 100).map(drop))
+                        .try_for_each(|_| storage::list_keys(b"", None, 1000).map(drop))
                         .map(|()| n),
                 )
             }

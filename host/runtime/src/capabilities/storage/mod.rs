@@ -94,8 +94,17 @@ impl<'a> Space<'a> {
         }
     }
 
+    /// A key that names nothing, refused as a write of it is (a longer key
+    /// than writes allow may name a value stored before the limit).
+    fn named(key: &[u8]) -> Result<&[u8], Error> {
+        if key.is_empty() {
+            return Err(Error::Invalid("keys must not be empty".into()));
+        }
+        Ok(key)
+    }
+
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let value = self.state.services.kv.get(&self.ns, key)?;
+        let value = self.state.services.kv.get(&self.ns, Self::named(key)?)?;
         self.moving(value.as_ref().map_or(0, Vec::len));
         Ok(value)
     }
@@ -116,7 +125,7 @@ impl<'a> Space<'a> {
     }
 
     pub(crate) fn delete(&self, key: &[u8]) -> Result<bool, Error> {
-        Ok(self.state.services.kv.delete(&self.ns, key)?)
+        Ok(self.state.services.kv.delete(&self.ns, Self::named(key)?)?)
     }
 
     pub(crate) fn list_keys(
@@ -250,6 +259,22 @@ mod tests {
         let usage = wit::Host::usage(&mut alice).await.unwrap().unwrap();
         let entry = 11 + superapp_store::ENTRY_OVERHEAD;
         assert_eq!((usage.keys, usage.bytes_used), (1, entry));
+
+        for refused in [
+            wit::Host::get(&mut alice, Vec::new())
+                .await
+                .unwrap()
+                .map(drop),
+            wit::Host::delete(&mut alice, Vec::new())
+                .await
+                .unwrap()
+                .map(drop),
+            wit::Host::set(&mut alice, Vec::new(), b"v".to_vec())
+                .await
+                .unwrap(),
+        ] {
+            assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
+        }
 
         let too_big = vec![0; alice.quota().max_value_bytes + 1];
         let refused = wit::Host::set(&mut alice, b"big".to_vec(), too_big)

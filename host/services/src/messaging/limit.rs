@@ -55,13 +55,16 @@ impl SendLimit {
         self.kept.take(user)
     }
 
+    /// Take one send from this process's count alone (on a shared store,
+    /// before the send's transaction takes it from the store's window).
+    pub(super) fn take_here(&self, user: &str) -> Result<(), Duration> {
+        self.kept.take_here(user)
+    }
+
     /// The rate window a send takes its allowance from inside the
     /// transaction that stores it, on a shared store.
     pub(super) fn window(&self) -> Option<&Window> {
-        match &self.kept {
-            Allowance::Memory(_) => None,
-            Allowance::Store(_, window) => Some(window),
-        }
+        self.kept.shared.as_ref().map(|(_, window)| window)
     }
 
     pub(super) fn rate(&self) -> SendRate {
@@ -75,47 +78,51 @@ impl SendLimit {
     }
 }
 
-/// A GCRA allowance per user: governor's keyed limiter in this process's
-/// memory, or on a store several host processes share a [`Window`] in the
-/// store, so that it holds over all of them.
-pub(super) enum Allowance {
-    Memory(DefaultKeyedRateLimiter<String>),
-    Store(Arc<Store>, Window),
+/// A GCRA allowance per user, counted in this process's memory (governor's
+/// keyed limiter) and, on a store several host processes share, in a
+/// [`Window`] in the store too, so that it holds over all of them. There
+/// the process's own count comes first: what it alone knows is too much
+/// is turned away without asking the store, so a flood of refused
+/// requests costs the database nothing.
+pub(super) struct Allowance {
+    here: DefaultKeyedRateLimiter<String>,
+    shared: Option<(Arc<Store>, Window)>,
 }
 
 impl Allowance {
-    /// `quota` in memory, or `window` on a shared store.
+    /// `quota` in memory, and `window` on a shared store.
     fn new(store: &Arc<Store>, quota: Quota, window: Window) -> Allowance {
-        if store.shared() {
-            Allowance::Store(store.clone(), window)
-        } else {
-            Allowance::Memory(RateLimiter::keyed(quota))
+        Allowance {
+            here: RateLimiter::keyed(quota),
+            shared: store.shared().then(|| (store.clone(), window)),
         }
     }
 
+    fn take_here(&self, user: &str) -> Result<(), Duration> {
+        self.here
+            .check_key(&user.to_string())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
     fn take(&self, user: &str) -> Result<Result<(), Duration>, StoreError> {
-        match self {
-            Allowance::Memory(users) => Ok(users
-                .check_key(&user.to_string())
-                .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))),
-            Allowance::Store(store, window) => window.take(store, user),
+        if let Err(wait) = self.take_here(user) {
+            return Ok(Err(wait));
+        }
+        match &self.shared {
+            Some((store, window)) => window.take(store, user),
+            None => Ok(Ok(())),
         }
     }
 
     /// Forget the users whose allowance is full again; how many this
-    /// process still tracks (none on a store).
+    /// process still tracks.
     fn sweep(&self) -> usize {
-        match self {
-            Allowance::Memory(users) => {
-                users.retain_recent();
-                users.shrink_to_fit();
-                users.len()
-            }
-            Allowance::Store(store, window) => {
-                window.sweep(store);
-                0
-            }
+        if let Some((store, window)) = &self.shared {
+            window.sweep(store);
         }
+        self.here.retain_recent();
+        self.here.shrink_to_fit();
+        self.here.len()
     }
 }
 

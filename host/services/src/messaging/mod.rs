@@ -1214,9 +1214,14 @@ impl Messaging {
     ) -> Result<Staged, MessagingError> {
         // Malformed sends are refused as such, before they count.
         self.check_message(client_id, text)?;
-        // On a shared store the send is counted in the transaction that
-        // stores it (`append_shared`), so every node counts the same.
-        if !self.store.shared() {
+        // On a shared store this process's count comes first, then the send
+        // is counted over every node in the transaction that stores it
+        // (`append_shared`).
+        if self.store.shared() {
+            self.sends
+                .take_here(&me.id)
+                .map_err(|retry_after| self.refused_send(retry_after))?;
+        } else {
             self.admit(&me.id)?;
         }
         self.append(&me.id, id, client_id, text, Post::Text, origin)

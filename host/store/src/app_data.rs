@@ -231,8 +231,8 @@ fn count(entries: &[Entry], prefix: &[u8]) -> Result<Usage, StoreError> {
 }
 
 /// What a write goes through: the store itself (single-key writes, on a
-/// store this process owns) or a transaction (on a shared one, and for
-/// chunked values on any).
+/// store this process owns) or a transaction (on a shared one, and to move
+/// the values of an earlier format).
 enum Writer<'a> {
     Store(&'a Store),
     Txn(&'a dyn Txn),
@@ -317,8 +317,9 @@ impl Writer<'_> {
     }
 
     /// Put `new` (or nothing) at `entry` in place of the value `old`
-    /// describes: one single-key write for short values, else one
-    /// transaction for the entry and every chunk.
+    /// describes: one single-key write for short values; for long ones, on
+    /// the store itself, ordered single-key writes under an intent; in a
+    /// transaction, all of it there.
     fn replace(
         &self,
         entry: &[u8],

@@ -735,7 +735,6 @@ impl Runtime {
                         // charge, and not for a call that moved much data:
                         // work done for the app is the app's time.
                         let waited = waits::waited().saturating_sub(waited_before).min(took);
-
                         if capability != Capability::Http && !heavy && waited > HOST_CALL_CHARGE {
                             let delay = waited - HOST_CALL_CHARGE;
                             excusing.excuse(delay);

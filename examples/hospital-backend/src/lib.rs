@@ -219,9 +219,10 @@ impl Hospital {
         }
     }
 
-    /// From now on a policy counts only while the lists were read whole at
-    /// most `max_age_secs` ago: a host that stops answering (or a path that
-    /// keeps its answers away) cannot keep a revoked policy counting.
+    /// From now on a policy counts only while every insurer's list held was
+    /// listed by the host at most `max_age_secs` ago, and no older list is
+    /// taken: a host that stops answering (or a path that keeps its answers
+    /// away, or hands on an old one) cannot keep a revoked policy counting.
     pub fn require_fresh_revocations(&self, max_age_secs: u64) {
         *self
             .revocations_max_age

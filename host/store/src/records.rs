@@ -575,65 +575,14 @@ pub fn txn_put<T: Serialize>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use super::*;
 
-    /// The sled backend, counting flushes and making each one slow enough
-    /// that concurrent writers pile up behind it.
-    struct CountingFlushes {
-        inner: SledBackend,
-        flushes: AtomicUsize,
-    }
-
-    impl Backend for CountingFlushes {
-        fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(tree, key)
-        }
-        fn scan(
-            &self,
-            tree: Tree,
-            prefix: &[u8],
-            after: Option<&[u8]>,
-            limit: usize,
-            reverse: bool,
-        ) -> Result<Vec<Entry>, StoreError> {
-            self.inner.scan(tree, prefix, after, limit, reverse)
-        }
-        fn transact(
-            &self,
-            trees: &[Tree],
-            body: &dyn Fn(&dyn Txn) -> Result<(), StoreError>,
-        ) -> Result<bool, StoreError> {
-            self.inner.transact(trees, body)
-        }
-        fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-            self.inner.put(tree, key, value)
-        }
-        fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
-            self.inner.remove(tree, key)
-        }
-        fn flush(&self) -> Result<(), StoreError> {
-            self.flushes.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            self.inner.flush()
-        }
-        fn for_each(
-            &self,
-            tree: Tree,
-            visit: &mut crate::backend::Visit<'_>,
-        ) -> Result<(), StoreError> {
-            self.inner.for_each(tree, visit)
-        }
-    }
-
-    /// A store on a fresh directory whose flushes `CountingFlushes` counts.
-    fn counting_store() -> (tempfile::TempDir, Arc<CountingFlushes>, Arc<Store>) {
+    /// A sled store on a fresh directory, counting flushes and making each
+    /// one slow enough that concurrent writers pile up behind it.
+    fn counting_store() -> (tempfile::TempDir, Arc<crate::faults::Counted>, Arc<Store>) {
         let dir = tempfile::tempdir().unwrap();
-        let backend = Arc::new(CountingFlushes {
-            inner: SledBackend::open(dir.path()).unwrap(),
-            flushes: AtomicUsize::new(0),
-        });
+        let backend = crate::faults::Counted::new(Arc::new(SledBackend::open(dir.path()).unwrap()))
+            .with_slow_flushes(std::time::Duration::from_millis(20));
         let store = Store::with_backend(backend.clone()).unwrap();
         (dir, backend, store)
     }
@@ -641,7 +590,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writers_share_flushes() {
         let (_dir, backend, store) = counting_store();
-        let before = backend.flushes.load(Ordering::SeqCst);
+        let before = backend.calls().flushes;
         let mut writers = Vec::new();
         for i in 0..100u32 {
             let store = store.clone();
@@ -657,7 +606,7 @@ mod tests {
         for w in writers {
             w.await.unwrap();
         }
-        let flushes = backend.flushes.load(Ordering::SeqCst) - before;
+        let flushes = backend.calls().flushes - before;
         assert!(
             (1..=10).contains(&flushes),
             "100 writers took {flushes} flushes"
@@ -678,7 +627,7 @@ mod tests {
     async fn durable_flushes_only_when_something_is_not_yet_durable() {
         let (_dir, backend, store) = counting_store();
         store.durable().await.unwrap();
-        let flushes = || backend.flushes.load(Ordering::SeqCst);
+        let flushes = || backend.calls().flushes;
         let settled = flushes();
         for _ in 0..5 {
             store.durable().await.unwrap();

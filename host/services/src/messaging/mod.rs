@@ -1985,4 +1985,42 @@ mod tests {
         assert_eq!(stored, 14 - refused);
         b.send(&bob, &c, "b0", "mine").await.unwrap();
     }
+
+    /// On a shared store, a send this node alone already counts as too
+    /// many is refused before it reaches the database: a flood of refused
+    /// sends costs the shared engine no read, write or transaction.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_past_the_node_count_never_reaches_the_shared_store() {
+        let engine =
+            superapp_store::faults::Counted::new(Arc::new(superapp_store::MemoryBackend::new()));
+        let config = MessagingConfig {
+            send_rate: limit::SendRate::per_second(std::num::NonZeroU32::new(2).unwrap()),
+            ..MessagingConfig::default()
+        };
+        let node = Messaging::new(
+            Store::with_backend(engine.clone()).unwrap(),
+            Arc::new(Hub::new(8)),
+            config,
+        );
+        let (alice, bob) = (user("alice"), user("bob"));
+        let c = node.direct(&alice, &bob).await.unwrap().id;
+        let mut i = 0;
+        // Spend the burst (ten), and whatever refilled meanwhile.
+        while node.send(&alice, &c, &format!("m{i}"), "hi").await.is_ok() {
+            i += 1;
+            assert!(i <= 12, "the limit never refused");
+        }
+        let before = engine.calls();
+        for j in 0..200 {
+            let refused = node.send(&alice, &c, &format!("flood{j}"), "hi").await;
+            assert!(
+                matches!(refused, Err(MessagingError::Throttled { .. })),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(engine.calls(), before, "refused sends reached the engine");
+        // Accepted sends do reach it (the count above could move).
+        node.send(&bob, &c, "b0", "mine").await.unwrap();
+        assert!(engine.calls().transactions > before.transactions);
+    }
 }

@@ -376,6 +376,59 @@ fn the_demo_backend_must_listen_on_loopback_with_a_port() {
     );
 }
 
+/// Where a provider's crate, the SDK and cargo's home sit leaves no trace
+/// in the component, and the same source with the same SDK builds to the
+/// same bytes in another folder (so a component can be rebuilt from its
+/// source and compared).
+#[test]
+fn a_plugin_builds_to_the_same_bytes_wherever_it_sits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut built = Vec::new();
+    for (at, out) in [
+        ("a", "first.wasm"),
+        ("somewhere/much/deeper", "second.wasm"),
+    ] {
+        let root = dir.path().join(at);
+        let crate_dir = root.join("clinic");
+        let new = superapp()
+            .args(["plugin", "new", "clinic", "--dir"])
+            .arg(&crate_dir)
+            .env("XDG_DATA_HOME", &data)
+            .output()
+            .unwrap();
+        assert!(new.status.success(), "{}", stderr(&new));
+        let out = dir.path().join(out);
+        // The bundled plugins' target directory, so std is built once.
+        let build = superapp()
+            .args(["plugin", "build", "--quiet", "--out"])
+            .arg(&out)
+            .arg(&crate_dir)
+            .env("CARGO_TARGET_DIR", repo().join("plugins/target"))
+            .output()
+            .unwrap();
+        assert!(build.status.success(), "{}", stderr(&build));
+        built.push(std::fs::read(&out).unwrap());
+    }
+    let contains = |haystack: &[u8], needle: &str| {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    };
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    for (i, bytes) in built.iter().enumerate() {
+        for path in [dir.path().display().to_string(), home.clone()] {
+            assert!(!contains(bytes, &path), "build {i} names {path}");
+        }
+        // Panic locations are kept, relative to their package.
+        assert!(contains(bytes, "src/"), "build {i} has no source locations");
+    }
+    assert!(
+        built[0] == built[1],
+        "two folders, two different components"
+    );
+}
+
 #[test]
 fn new_plugin_builds_and_runs_as_generated() {
     let dir = tempfile::tempdir().unwrap();

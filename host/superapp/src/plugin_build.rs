@@ -90,10 +90,21 @@ impl Toolchain {
             .arg("--release")
             .arg("--target")
             .arg(TARGET);
+        // Reproducible components: cargo's trim-paths writes every source
+        // path into the binary (panic locations) relative to its package
+        // (`serde_json-1.0.x/src/read.rs`, `src/lib.rs`, `/rustc/<commit>/
+        // library/…`), so where the crate, the SDK, cargo's home or the
+        // toolchain sit on the builder's disk leaves no trace, and the same
+        // source built with the same toolchain gives the same bytes on any
+        // machine. trim-paths is a cargo feature not yet stable; only the
+        // paths differ from a build without it.
+        cmd.env("RUSTC_BOOTSTRAP", "1")
+            .arg("-Ztrim-paths")
+            .arg("--config")
+            .arg("profile.release.trim-paths=\"all\"");
         if *self == Toolchain::Debian {
             cmd.env_remove("RUSTUP_TOOLCHAIN")
                 .env("RUSTC", DEBIAN_RUSTC)
-                .env("RUSTC_BOOTSTRAP", "1")
                 .arg("-Zbuild-std=std,panic_abort");
         }
         cmd

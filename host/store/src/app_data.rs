@@ -123,15 +123,23 @@ fn chunk_key(prefix: &[u8], index: u32) -> Vec<u8> {
     k
 }
 
-/// A generation no chunked value written before has: counted up from the
-/// clock at start, so neither this process nor an earlier one used it.
+/// A chunk generation: counted up from a random start, so that what
+/// another process (earlier, or beside this one on a shared store) counts
+/// from is 2^64 apart on average, and no clock step can bring one back.
+/// [`Writer::replace`] never takes the generation the value it replaces
+/// has, which is the one reuse that would matter.
 fn next_generation() -> u64 {
     static NEXT: OnceLock<AtomicU64> = OnceLock::new();
     NEXT.get_or_init(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        AtomicU64::new(now as u64)
+        let mut seed = [0u8; 8];
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).is_err() {
+            // No system randomness: the clock's nanoseconds, as a start.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            seed = (now as u64).to_be_bytes();
+        }
+        AtomicU64::new(u64::from_be_bytes(seed))
     })
     .fetch_add(1, Ordering::Relaxed)
 }
@@ -331,7 +339,10 @@ impl Writer<'_> {
             _ => None,
         };
         let long = new.is_some_and(|v| v.len() > CHUNK);
-        let generation = next_generation();
+        let mut generation = next_generation();
+        while old_chunks.is_some_and(|(_, old)| old == generation) {
+            generation = next_generation();
+        }
         match self {
             // Not in a transaction: sled's holds every other reader and
             // writer of the whole store while it writes (milliseconds for a
@@ -340,10 +351,21 @@ impl Writer<'_> {
             // restart finishes ([`finish_interrupted_writes`]).
             Writer::Store(store) if old_chunks.is_some() || long => {
                 let intent = intent_key(entry);
+                // A write of this key that failed after its entry left its
+                // intent: finish it first, or its chunks would be named by
+                // nothing once this write's intent takes its place.
+                if let Some(left) = store.get_raw(Tree::AppData, &intent)? {
+                    if let Err(e) = finish_intent(store, &intent, &left) {
+                        tracing::warn!(error = %e, "cannot finish an earlier app data write; its chunks stay as garbage");
+                    }
+                }
                 let generations = [old_chunks.map(|(_, g)| g), long.then_some(generation)];
                 store.put_raw(Tree::AppData, &intent, &encode_intent(generations))?;
                 self.put_value(entry, old_chunks, new, generation)?;
-                store.remove(Tree::AppData, &intent)
+                if let Err(e) = store.remove(Tree::AppData, &intent) {
+                    written_but(e, "its intent");
+                }
+                Ok(())
             }
             _ => self.put_value(entry, old_chunks, new, generation),
         }
@@ -381,11 +403,32 @@ impl Writer<'_> {
         if let Some((chunks, generation)) = old_chunks {
             let prefix = chunk_prefix(entry, generation);
             for index in 0..chunks {
-                self.set(&chunk_key(&prefix, index), None)?;
+                if let Err(e) = self.set(&chunk_key(&prefix, index), None) {
+                    return match self {
+                        // All or nothing: the transaction fails whole.
+                        Writer::Txn(_) => Err(e),
+                        // The new value is in place: the write happened.
+                        // Its intent stays, and what it names is removed
+                        // at the next write of this key or the next open.
+                        Writer::Store(_) => {
+                            written_but(e, "the chunks it replaced");
+                            Ok(())
+                        }
+                    };
+                }
             }
         }
         Ok(())
     }
+}
+
+/// A long value's write outside a transaction failed after its entry was
+/// written: the value is in place, only tidying up is left (to its intent).
+fn written_but(e: StoreError, tidying: &str) {
+    tracing::warn!(
+        error = %e,
+        "an app data value is written; removing {tidying} failed and is left to the next write of its key or the next start"
+    );
 }
 
 /// Where a write of a long value outside a transaction records what it is
@@ -427,31 +470,46 @@ fn decode_intent(value: &[u8]) -> Result<Vec<u64>, StoreError> {
 /// the generations each intent names, remove the chunks of every one its
 /// entry does not name (the new value's, if the entry was not written yet;
 /// the old value's, if it was), then the intent. Run at open, before any
-/// write, on a store this process owns. How many intents there were.
+/// write, on a store this process owns, and after a restore (a backup
+/// taken in the middle of such a write holds its intent). How many were
+/// finished; one that cannot be (damaged) is logged and left.
 pub(crate) fn finish_interrupted_writes(store: &Store) -> Result<usize, StoreError> {
     let intents = store.scan(Tree::AppData, &[INTENT], None, usize::MAX, false)?;
+    let mut finished = 0;
     for (key, value) in &intents {
-        let mut entry = key.clone();
-        entry[0] = ENTRY;
-        let named = match store.get_raw(Tree::AppData, &entry)? {
-            Some(stored) => match decode_head(&stored)?.layout {
-                Layout::Chunked { generation, .. } => Some(generation),
-                Layout::Inline => None,
-            },
-            None => None,
-        };
-        for generation in decode_intent(value)? {
-            if named == Some(generation) {
-                continue;
-            }
-            let prefix = chunk_prefix(&entry, generation);
-            for (chunk, _) in store.scan(Tree::AppData, &prefix, None, usize::MAX, false)? {
-                store.remove(Tree::AppData, &chunk)?;
+        // One that cannot be finished (damaged) stays; the others go on.
+        match finish_intent(store, key, value) {
+            Ok(()) => finished += 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot finish an app data write a stop cut short; its chunks stay as garbage")
             }
         }
-        store.remove(Tree::AppData, key)?;
     }
-    Ok(intents.len())
+    Ok(finished)
+}
+
+/// Finish one write's intent (`key`, `value`): remove the chunks of each
+/// generation it names that its entry does not, then the intent.
+fn finish_intent(store: &Store, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+    let mut entry = key.to_vec();
+    entry[0] = ENTRY;
+    let named = match store.get_raw(Tree::AppData, &entry)? {
+        Some(stored) => match decode_head(&stored)?.layout {
+            Layout::Chunked { generation, .. } => Some(generation),
+            Layout::Inline => None,
+        },
+        None => None,
+    };
+    for generation in decode_intent(value)? {
+        if named == Some(generation) {
+            continue;
+        }
+        let prefix = chunk_prefix(&entry, generation);
+        for (chunk, _) in store.scan(Tree::AppData, &prefix, None, usize::MAX, false)? {
+            store.remove(Tree::AppData, &chunk)?;
+        }
+    }
+    store.remove(Tree::AppData, key)
 }
 
 /// Move the values format 2 kept whole in their entries to entries of
@@ -475,7 +533,12 @@ pub(crate) fn move_whole_values(store: &Store) -> Result<u64, StoreError> {
                     };
                     let mut entry = whole.clone();
                     entry[0] = ENTRY;
-                    Writer::Txn(t).put_value(&entry, None, Some(&value), next_generation())?;
+                    // An entry of this format already there was written
+                    // after the move began (by a node of this version
+                    // beside one of the earlier): it is the newer value.
+                    if t.get(Tree::AppData, &entry)?.is_none() {
+                        Writer::Txn(t).put_value(&entry, None, Some(&value), next_generation())?;
+                    }
                     t.delete(Tree::AppData, whole)?;
                     moved += 1;
                 }
@@ -849,6 +912,89 @@ mod tests {
         assert!(intents.unwrap().is_empty());
     }
 
+    /// A long write whose tidying up fails after its entry is written has
+    /// happened (it says so, and reads back); what it left, its intent
+    /// names, and the next write of the key removes it, with no chunk left
+    /// that nothing names.
+    #[test]
+    fn a_write_that_fails_after_its_entry_is_done_and_tidied_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = crate::faults::FailingWrites::open(dir.path()).unwrap();
+        let kv = StoreKv::new(store.clone());
+        let ns = user();
+        let (first, second) = (long(3 * CHUNK, 1), long(5 * CHUNK, 2));
+        kv.set(&ns, b"k", &first, &Quota::default()).unwrap();
+        faults.fail_removals(true);
+        kv.set(&ns, b"k", &second, &Quota::default())
+            .expect("the value is in place: the write happened");
+        faults.fail_removals(false);
+        assert_eq!(kv.get(&ns, b"k").unwrap(), Some(second.clone()));
+        assert_eq!(chunk_entries(&store), 3 + 5, "the replaced chunks stay");
+        assert_eq!(
+            store
+                .scan(Tree::AppData, &[INTENT], None, 10, false)
+                .unwrap()
+                .len(),
+            1
+        );
+        // The next write of the key (a short value) finishes that intent
+        // before it writes its own.
+        kv.set(&ns, b"k", b"short", &Quota::default()).unwrap();
+        assert_eq!(kv.get(&ns, b"k").unwrap(), Some(b"short".to_vec()));
+        assert_eq!(chunk_entries(&store), 0, "chunks no entry names");
+        assert!(store
+            .scan(Tree::AppData, &[INTENT], None, 10, false)
+            .unwrap()
+            .is_empty());
+        assert_eq!(kv.usage(&ns).unwrap().bytes, 1 + 5 + ENTRY_OVERHEAD);
+    }
+
+    /// A backup taken between the ordered writes of a long value holds
+    /// its intent and chunks nothing names: the restore finishes it.
+    #[test]
+    fn a_backup_caught_in_a_long_write_is_restored_without_its_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kv = StoreKv::new(store.clone());
+        let ns = user();
+        let value = long(2 * CHUNK + 3, 4);
+        kv.set(&ns, b"k", &value, &Quota::default()).unwrap();
+        // As the snapshot would find a write of a new value halfway.
+        let entry = data_key(&ns, b"k");
+        store
+            .put_raw(
+                Tree::AppData,
+                &intent_key(&entry),
+                &encode_intent([None, Some(99)]),
+            )
+            .unwrap();
+        store
+            .put_raw(
+                Tree::AppData,
+                &chunk_key(&chunk_prefix(&entry, 99), 0),
+                &[0; CHUNK],
+            )
+            .unwrap();
+        let mut copy = Vec::new();
+        store.snapshot(&mut copy).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        for target in [
+            Store::open(elsewhere.path()).unwrap(),
+            Store::with_backend(Arc::new(MemoryBackend::new())).unwrap(),
+        ] {
+            target.restore(&copy[..]).unwrap();
+            assert_eq!(
+                StoreKv::new(target.clone()).get(&ns, b"k").unwrap(),
+                Some(value.clone())
+            );
+            assert_eq!(chunk_entries(&target), 3, "only the value's chunks");
+            assert!(target
+                .scan(Tree::AppData, &[INTENT], None, 10, false)
+                .unwrap()
+                .is_empty());
+        }
+    }
+
     /// Namespaces filled with the longest keys allowed: no node of app
     /// data (an index node holds up to 257 keys) becomes a blob file. With
     /// keys of 1 KiB, as once allowed, the same made hundreds.
@@ -929,15 +1075,33 @@ mod tests {
             (b"short".to_vec(), b"abc".to_vec()),
             (b"long".to_vec(), long(100_000, 7)),
         ];
+        // A key a node of format 3 wrote beside the old value of a node
+        // of format 2 still running: the newer entry stays.
+        let (beside, newer) = (
+            Namespace::User {
+                app: "app".into(),
+                user: "v".into(),
+            },
+            b"newer".to_vec(),
+        );
         let dir = tempfile::tempdir().unwrap();
         let snapshot = {
             let store = Store::open(dir.path()).unwrap();
-            for (key, value) in &values {
+            for (ns, key, value) in values.iter().map(|(k, v)| (&ns, k, v)).chain([(
+                &beside,
+                &b"k".to_vec(),
+                &b"older".to_vec(),
+            )]) {
                 let mut whole = vec![WHOLE];
-                whole.extend(namespace_bytes(&ns));
+                whole.extend(namespace_bytes(ns));
                 whole.extend_from_slice(key);
                 store.put_raw(Tree::AppData, &whole, value).unwrap();
             }
+            let mut entry = vec![INLINE];
+            entry.extend_from_slice(&newer);
+            store
+                .put_raw(Tree::AppData, &data_key(&beside, b"k"), &entry)
+                .unwrap();
             store
                 .put_raw(Tree::Meta, crate::records::FORMAT_KEY, &2u32.to_be_bytes())
                 .unwrap();
@@ -963,6 +1127,7 @@ mod tests {
             for (key, value) in &values {
                 assert_eq!(kv.get(&ns, key).unwrap().as_ref(), Some(value));
             }
+            assert_eq!(kv.get(&beside, b"k").unwrap(), Some(newer.clone()));
             assert_eq!(chunk_entries(&store), 100_000usize.div_ceil(CHUNK));
             let mut keys = kv.list_keys(&ns, b"", None, 10).unwrap();
             keys.sort();

@@ -3,7 +3,7 @@
 //! flushes fail, as on a full disk; and one that counts what reaches the
 //! engine, to show what work a path spares it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, Entry, StoreError, Tree, Txn};
@@ -15,7 +15,8 @@ use crate::sled_backend::SledBackend;
 pub struct FailingWrites {
     inner: SledBackend,
     failing: Mutex<Vec<Tree>>,
-    flushes_fail: std::sync::atomic::AtomicBool,
+    flushes_fail: AtomicBool,
+    removals_fail: AtomicBool,
 }
 
 impl FailingWrites {
@@ -24,6 +25,7 @@ impl FailingWrites {
             inner: SledBackend::open(dir)?,
             failing: Mutex::new(Vec::new()),
             flushes_fail: Default::default(),
+            removals_fail: Default::default(),
         });
         Ok((Store::with_backend(backend.clone())?, backend))
     }
@@ -36,6 +38,12 @@ impl FailingWrites {
     /// Make flushes fail from now on, as a full disk makes them.
     pub fn fail_flushes(&self) {
         self.flushes_fail.store(true, Ordering::SeqCst);
+    }
+
+    /// Make removals outside transactions fail (`true`) or not, while
+    /// puts go through: a write that fails halfway.
+    pub fn fail_removals(&self, fail: bool) {
+        self.removals_fail.store(fail, Ordering::SeqCst);
     }
 
     fn check(&self, tree: Tree) -> Result<(), StoreError> {
@@ -105,6 +113,12 @@ impl Backend for FailingWrites {
     }
     fn remove(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
         self.check(tree)?;
+        if self.removals_fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend(format!(
+                "injected failure removing from {}",
+                tree.name()
+            )));
+        }
         self.inner.remove(tree, key)
     }
     fn flush(&self) -> Result<(), StoreError> {

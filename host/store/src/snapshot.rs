@@ -121,6 +121,16 @@ impl Store {
         if let Some(found) = self.recorded_format()?.filter(|f| *f < FORMAT_VERSION) {
             self.upgrade(found)?;
         }
+        // A backup can be taken between the ordered writes of a long app
+        // data value on sled: what its intent names is finished here, on
+        // whichever store it is restored to.
+        let finished = crate::app_data::finish_interrupted_writes(self)?;
+        if finished > 0 {
+            tracing::info!(
+                writes = finished,
+                "finished app data writes the backup caught halfway"
+            );
+        }
         Ok(info)
     }
 }

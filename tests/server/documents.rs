@@ -458,6 +458,40 @@ async fn documents_are_disclosed_field_by_field_and_verify_offline() {
     assert!(matches!(other, Err(VerifyError::Malformed(_))), "{other:?}");
     let later = format::verify_status_list(&signed, &host_key, "gov.health", now + 61, 60);
     assert_eq!(later.unwrap_err(), VerifyError::Stale);
+    // The CLI takes the same list from a file: the presentation that
+    // verified before is refused as revoked; a list someone changed, or
+    // one of another host, is refused as such and nothing is printed ok.
+    let host_pk = host["public_key"].as_str().unwrap();
+    let with_list = |list: &Value, host_pk: &str| {
+        let path = tmp.path().join("status-list.json");
+        std::fs::write(&path, list.to_string()).unwrap();
+        cli(&[
+            "documents",
+            "verify",
+            file.to_str().unwrap(),
+            "--app",
+            PROBE,
+            "--issuer-key",
+            issuer_pk,
+            "--host-key",
+            host_pk,
+            "--status-list",
+            path.to_str().unwrap(),
+        ])
+    };
+    let (good, out, err) = with_list(&revoked, host_pk);
+    assert!(!good && err.contains("revoked"), "{out}{err}");
+    let (good, out, err) = with_list(&revoked["signed"], host_pk);
+    assert!(!good && err.contains("revoked"), "{out}{err}");
+    let mut emptied = revoked.clone();
+    let payload = emptied["signed"]["payload"].as_str().unwrap().to_string();
+    emptied["signed"]["payload"] = json!(payload.replace('A', "B"));
+    let (good, out, err) = with_list(&emptied, host_pk);
+    assert!(!good && err.contains("status list"), "{out}{err}");
+    let (good, out, err) = with_list(&revoked, issuer_pk);
+    assert!(!good && err.contains("status list"), "{out}{err}");
+    let (good, out, err) = with_list(&json!({"revoked": []}), host_pk);
+    assert!(!good && err.contains("is not a status list"), "{out}{err}");
     let after = ask(&alice, "policy-number").await;
     let (_, prompts) = alice.get("/prompts").await;
     assert_eq!(prompts[0]["document"]["issuer"], Value::Null);

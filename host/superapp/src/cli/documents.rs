@@ -132,6 +132,15 @@ pub enum DocumentsCommand {
         /// A revoked credential id (GET /api/v1/issuers/{id}/revoked); repeatable.
         #[arg(long, allow_hyphen_values = true)]
         revoked: Vec<String>,
+        /// The issuer's revocations as the host signed them: a file with
+        /// the answer of GET /api/v1/issuers/{id}/revoked (or its `signed`
+        /// object), checked against --host-key, the credential's issuer
+        /// and --status-list-max-age-secs before its ids count as revoked.
+        #[arg(long, requires = "host_key")]
+        status_list: Option<PathBuf>,
+        /// Refuse a status list the host made longer ago than this.
+        #[arg(long, default_value_t = 3600, requires = "status_list")]
+        status_list_max_age_secs: u64,
         /// Reject presentations older than this.
         #[arg(long, default_value_t = 600)]
         max_age_secs: u64,
@@ -261,6 +270,30 @@ pub fn run_issuer(cmd: IssuerCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The status list in `path` (the host's answer, or its `signed` part),
+/// verified as signed by `host_key` for `issuer` at most `max_age_secs` ago.
+fn read_status_list(
+    path: &Path,
+    host_key: &[u8; 32],
+    issuer: &str,
+    max_age_secs: u64,
+) -> anyhow::Result<format::StatusList> {
+    let text = super::package::read_text(path, 16 << 20)?;
+    let not_one = || {
+        format!(
+            "{} is not a status list: expected the answer of GET /api/v1/issuers/{issuer}/revoked (or its `signed` object)",
+            path.display()
+        )
+    };
+    let mut value: serde_json::Value = serde_json::from_str(&text).with_context(not_one)?;
+    if let Some(signed) = value.get_mut("signed") {
+        value = signed.take();
+    }
+    let signed: format::Signed = serde_json::from_value(value).with_context(not_one)?;
+    format::verify_status_list(&signed, host_key, issuer, now_secs(), max_age_secs)
+        .with_context(|| format!("the status list in {} does not verify", path.display()))
+}
+
 pub fn run_documents(cmd: DocumentsCommand) -> anyhow::Result<ExitCode> {
     let DocumentsCommand::Verify {
         file,
@@ -270,6 +303,8 @@ pub fn run_documents(cmd: DocumentsCommand) -> anyhow::Result<ExitCode> {
         issuer_key,
         host_key,
         mut revoked,
+        status_list,
+        status_list_max_age_secs,
         max_age_secs,
     } = cmd;
     let text = super::package::read_text(&file, 1 << 20)?;
@@ -292,9 +327,15 @@ pub fn run_documents(cmd: DocumentsCommand) -> anyhow::Result<ExitCode> {
         (None, Some(i), Some(h)) => (i, h),
         _ => bail!("give --data-dir, or both --issuer-key and --host-key"),
     };
+    let host_key = format::public_key(&host_key)?;
+    if let Some(path) = status_list {
+        let iss = format::peek::<format::CredentialPayload>(&envelope.credential)?.iss;
+        let list = read_status_list(&path, &host_key, &iss, status_list_max_age_secs)?;
+        revoked.extend(list.revoked);
+    }
     let trust = Trust {
         issuer_key: format::public_key(&issuer_key)?,
-        host_key: format::public_key(&host_key)?,
+        host_key,
         revoked,
     };
     let expected = Expected {

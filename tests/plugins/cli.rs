@@ -1,7 +1,7 @@
 //! The provider's commands, run as a provider would: `superapp plugin
 //! new/build/check/run`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
@@ -426,6 +426,48 @@ fn a_plugin_builds_to_the_same_bytes_wherever_it_sits() {
     assert!(
         built[0] == built[1],
         "two folders, two different components"
+    );
+
+    // `--out` replaces a component (never skipping the write because the
+    // file there is newer), and nothing else: not a source file, not a
+    // directory.
+    let crate_dir = dir.path().join("a/clinic");
+    let build_to = |out: &Path| {
+        superapp()
+            .args(["plugin", "build", "--quiet", "--out"])
+            .arg(out)
+            .arg(&crate_dir)
+            .env("CARGO_TARGET_DIR", repo().join("plugins/target"))
+            .output()
+            .unwrap()
+    };
+    let stale = dir.path().join("stale.wasm");
+    let mut other = built[0][..8].to_vec();
+    other.extend_from_slice(b"another component's bytes");
+    std::fs::write(&stale, &other).unwrap();
+    let out = build_to(&stale);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        std::fs::read(&stale).unwrap() == built[0],
+        "the stale file stayed"
+    );
+    let source = crate_dir.join("src/lib.rs");
+    let before = std::fs::read(&source).unwrap();
+    for (target, says) in [
+        (
+            source.clone(),
+            "is not a WebAssembly component; it was left as it is",
+        ),
+        (dir.path().join("a"), "is a directory"),
+    ] {
+        let out = build_to(&target);
+        assert_eq!(out.status.code(), Some(1), "{}", target.display());
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    assert_eq!(
+        std::fs::read(&source).unwrap(),
+        before,
+        "the source was kept"
     );
 }
 

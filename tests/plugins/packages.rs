@@ -440,10 +440,17 @@ fn cut_foreign_and_oversized_files_are_refused_and_nothing_is_written() {
     // the limit, not until memory runs out.
     let hello = plugin_dir("hello").join("plugin.toml");
     let hello = hello.to_str().unwrap();
+    let hello_component = component("hello");
     for args in [
         vec!["audit", "inspect", "/dev/zero"],
         vec!["plugin", "check", "/dev/zero", "--manifest", hello],
-        vec!["plugin", "check", hello, "--manifest", "/dev/zero"],
+        vec![
+            "plugin",
+            "check",
+            hello_component.to_str().unwrap(),
+            "--manifest",
+            "/dev/zero",
+        ],
     ] {
         let out = superapp().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
@@ -453,8 +460,47 @@ fn cut_foreign_and_oversized_files_are_refused_and_nothing_is_written() {
             stderr(&out)
         );
     }
-    // An error that quotes the file quotes a bounded part of it.
+    // A component that is not there, or is no WebAssembly at all, is
+    // named as such in a line, whatever state the manifest is in.
     let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\x7fELF\x02\x01\x01".repeat(700)).unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let junk = junk.to_str().unwrap();
+    let core = core.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["plugin", "check", "/nonexistent/app.wasm"],
+            "/nonexistent/app.wasm: No such file",
+        ),
+        (
+            vec!["plugin", "check", junk, "--manifest", hello],
+            "junk.wasm is not a WebAssembly component",
+        ),
+        (
+            vec!["plugin", "run", junk, "--manifest", hello],
+            "junk.wasm is not a WebAssembly component",
+        ),
+        (
+            vec!["plugin", "check", core, "--manifest", hello],
+            "core.wasm is a core WebAssembly module",
+        ),
+    ] {
+        let out = superapp()
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).lines().count() <= 2,
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // An error that quotes the file quotes a bounded part of it.
     let manifest = dir.path().join("plugin.toml");
     let text = std::fs::read_to_string(hello).unwrap();
     let long = format!("description = [\"{}\"]", "x".repeat(50_000));

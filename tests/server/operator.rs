@@ -348,6 +348,26 @@ async fn a_backup_mid_burst_restores_a_consistent_copy() {
     ]);
     assert!(!ok, "{out}");
     assert!(!nowhere.exists(), "a failed restore leaves nothing behind");
+    // Nor does a file that is no archive at all; the error names the
+    // file, not the bytes tar could not read.
+    let noise: Vec<u8> = (0..5000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let random = tmp.path().join("random.bin");
+    std::fs::write(&random, &noise).unwrap();
+    let (ok, out) = cli(&[
+        "restore",
+        "--from",
+        random.to_str().unwrap(),
+        "--data-dir",
+        nowhere.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && out.contains("random.bin is not a superapp backup"),
+        "{out}"
+    );
+    assert!(out.len() < 300 && !out.contains('\u{fffd}'), "{out}");
+    assert!(!nowhere.exists());
 
     // A download cut short is no backup: a server whose answer ends
     // halfway through, with a length that says so, leaves no file.

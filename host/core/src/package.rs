@@ -21,6 +21,20 @@ use crate::manifest::{Manifest, ManifestError};
 
 /// The largest package accepted, in bytes.
 pub const MAX_PACKAGE_BYTES: usize = 32 << 20;
+
+/// What is wrong with `bytes` as a WebAssembly component, judged by its
+/// first 8 bytes (the `\0asm` magic, a version, and the component layer:
+/// 1; a core module's is 0), or `None`: the rest is checked where the
+/// component is compiled. Worded to follow a file's name.
+pub fn component_preamble_problem(bytes: &[u8]) -> Option<&'static str> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => None,
+        Some([0, b'a', b's', b'm', _, _, 0, 0]) => Some(
+            "is a core WebAssembly module, not a component: `superapp plugin build` makes the component",
+        ),
+        _ => Some("is not a WebAssembly component"),
+    }
+}
 /// The largest manifest inside a package, in bytes.
 pub const MAX_MANIFEST_BYTES: usize = 64 << 10;
 const MAX_SIGNATURE_BYTES: usize = 4 << 10;

@@ -619,7 +619,8 @@ impl Runtime {
 
     /// Read a manifest and a component from disk and load them.
     pub fn load_files(&self, manifest: &Path, component: &Path) -> Result<App, LoadError> {
-        let manifest = Manifest::load(manifest)?;
+        // The component first: a missing one is named as such, whatever
+        // the manifest's state.
         let limit = superapp_core::package::MAX_PACKAGE_BYTES as u64;
         let bytes = superapp_core::files::read_at_most(component, limit).map_err(|source| {
             LoadError::Io {
@@ -627,6 +628,13 @@ impl Runtime {
                 source,
             }
         })?;
+        if let Some(problem) = superapp_core::package::component_preamble_problem(&bytes) {
+            return Err(LoadError::Compile(format!(
+                "{} {problem}",
+                component.display()
+            )));
+        }
+        let manifest = Manifest::load(manifest)?;
         self.load(manifest, &bytes)
     }
 

@@ -25,6 +25,47 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// [`write_atomically`], replacing nothing but a file of the same kind
+/// (`kind`, which `looks_like` tells from its first 512 bytes) or an empty
+/// one: a key, a source file or anything else given as an output by
+/// mistake is left as it is, and so is a directory.
+pub fn write_replacing_only(
+    path: &Path,
+    bytes: &[u8],
+    kind: &str,
+    looks_like: fn(&[u8]) -> bool,
+) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    // A pipe or a device (`/dev/stdout`) is written into, not read first:
+    // opening a pipe to read would wait for a writer.
+    if is_pipe_or_device(path) {
+        return write_atomically(path, bytes);
+    }
+    if path.is_dir() {
+        anyhow::bail!(
+            "{} is a directory; give the file to write {kind} to",
+            path.display()
+        );
+    }
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            let mut head = Vec::with_capacity(512);
+            file.take(512)
+                .read_to_end(&mut head)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if !head.is_empty() && !looks_like(&head) {
+                anyhow::bail!(
+                    "{} exists and is not {kind}; it was left as it is (choose another --out, or remove it first)",
+                    path.display()
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    write_atomically(path, bytes)
+}
+
 /// The same, for a file that must not exist yet: one already there (a
 /// decision signed before, say) is never replaced.
 pub fn create_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

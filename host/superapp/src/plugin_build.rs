@@ -312,7 +312,22 @@ pub fn build_with(
             core_module.with_file_name(format!("{lib_name}+{}.component.wasm", features.join("+")))
         }
     };
-    encode_component(&core_module, &component)?;
+    let encoded = encode_component(&core_module)?;
+    if let Some(parent) = component.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    if out.is_some() {
+        // A path the user gave: replace a component there, nothing else.
+        crate::files::write_replacing_only(
+            &component,
+            &encoded,
+            "a WebAssembly component",
+            |head| superapp_core::package::component_preamble_problem(head).is_none(),
+        )?;
+    } else {
+        crate::files::write_atomically(&component, &encoded)?;
+    }
     bar.finish_and_clear();
     Ok(Built {
         component,
@@ -322,17 +337,12 @@ pub fn build_with(
 }
 
 /// Wrap a core module (with the component-type section wit-bindgen put in
-/// it) into a component. Skipped when the output is newer than the input.
-pub fn encode_component(core_module: &Path, out: &Path) -> anyhow::Result<()> {
-    let fresh = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(input), Some(output)) = (fresh(core_module), fresh(out)) {
-        if output >= input {
-            return Ok(());
-        }
-    }
+/// it) into a component: made anew each build (a few milliseconds), so
+/// what a build reports is always what it built.
+pub fn encode_component(core_module: &Path) -> anyhow::Result<Vec<u8>> {
     let core = std::fs::read(core_module)
         .with_context(|| format!("cannot read {}", core_module.display()))?;
-    let component = wit_component::ComponentEncoder::default()
+    wit_component::ComponentEncoder::default()
         .module(&core)
         .and_then(|e| e.validate(true).encode())
         .with_context(|| {
@@ -340,11 +350,5 @@ pub fn encode_component(core_module: &Path, out: &Path) -> anyhow::Result<()> {
                 "cannot make a component of {}: was it built with superapp-sdk (which embeds the WIT contract)?",
                 core_module.display()
             )
-        })?;
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    std::fs::write(out, component).with_context(|| format!("cannot write {}", out.display()))?;
-    Ok(())
+        })
 }

@@ -112,7 +112,13 @@ fn read_manifest(archive: &Path) -> anyhow::Result<BackupManifest> {
     let mut first = entries
         .next()
         .context("the archive is empty")?
-        .context("the archive is unreadable")?;
+        // tar's error quotes the bytes it could not read: name the file.
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not a superapp backup: it is not a tar archive",
+                archive.display()
+            )
+        })?;
     if first.path()?.as_ref() != Path::new(MANIFEST) {
         bail!("not a superapp backup: it does not start with {MANIFEST}");
     }

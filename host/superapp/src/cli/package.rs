@@ -11,7 +11,6 @@ use superapp_core::{Limits, Package};
 use superapp_runtime::contract::{analyze_imports, ImportAnalysis};
 use superapp_runtime::{Runtime, RuntimeConfig};
 
-use crate::files::write_atomically;
 use crate::plugin_build;
 
 /// The most a package file may be.
@@ -83,42 +82,15 @@ pub fn pack(args: PackArgs<'_>) -> anyhow::Result<ExitCode> {
 /// Write a package to `out`, replacing nothing but a package: a key, or
 /// any other file given as `--out` by mistake, is left as it is.
 fn write_package(out: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Read as _;
-    // A pipe or a device (`/dev/stdout`) is written into, not read first:
-    // opening a pipe to read would wait for a writer.
-    if crate::files::is_pipe_or_device(out) {
-        return write_atomically(out, bytes);
-    }
-    match std::fs::File::open(out) {
-        Ok(file) => {
-            let mut head = Vec::with_capacity(512);
-            file.take(512)
-                .read_to_end(&mut head)
-                .with_context(|| format!("cannot read {}", out.display()))?;
-            if !head.is_empty() && !Package::looks_like_one(&head) {
-                anyhow::bail!(
-                    "{} exists and is not a superapp package; it was left as it is (choose another --out, or remove it first)",
-                    out.display()
-                );
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", out.display())),
-    }
-    write_atomically(out, bytes)
+    crate::files::write_replacing_only(out, bytes, "a superapp package", Package::looks_like_one)
 }
 
-/// Refuse to pack what is not a WebAssembly component: its first 8 bytes
-/// are the `\0asm` magic, a version, and the component layer (1; a core
-/// module's is 0). The rest is checked where the component is compiled.
+/// Refuse to pack what is not a WebAssembly component
+/// ([`superapp_core::package::component_preamble_problem`]).
 fn check_preamble(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    match bytes.get(..8) {
-        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
-        Some([0, b'a', b's', b'm', _, _, 0, 0]) => anyhow::bail!(
-            "{} is a core WebAssembly module, not a component: `superapp plugin build` makes the component",
-            path.display()
-        ),
-        _ => anyhow::bail!("{} is not a WebAssembly component", path.display()),
+    match superapp_core::package::component_preamble_problem(bytes) {
+        None => Ok(()),
+        Some(problem) => anyhow::bail!("{} {problem}", path.display()),
     }
 }
 

@@ -51,7 +51,8 @@ pub enum PluginCommand {
         /// The plugin crate (default: the current directory).
         dir: Option<PathBuf>,
         /// Where to write the component (default: next to the core module,
-        /// under the crate's target directory).
+        /// under the crate's target directory). A file already there is
+        /// replaced only if it is a component.
         #[arg(long)]
         out: Option<PathBuf>,
         /// No progress display.

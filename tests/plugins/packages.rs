@@ -157,7 +157,7 @@ fn pack_refuses_what_is_not_a_component_and_names_a_write_error_once() {
         .unwrap();
     assert_eq!(into_folder.status.code(), Some(1));
     let err = stderr(&into_folder);
-    assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
+    assert_eq!(err.matches("is a directory").count(), 1, "{err}");
 }
 
 /// `plugin pack` and `plugin sign` replace a package, never another file:

@@ -471,6 +471,55 @@ fn a_plugin_builds_to_the_same_bytes_wherever_it_sits() {
         before,
         "the source was kept"
     );
+
+    // An auditor rebuilds a package from its source: the same source in
+    // another folder reproduces it; a changed line or manifest does not.
+    let package = dir.path().join("clinic.pkg");
+    let packed = superapp()
+        .args(["plugin", "pack", "--quiet", "--out"])
+        .arg(&package)
+        .arg("--component")
+        .arg(dir.path().join("first.wasm"))
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(packed.status.success(), "{}", stderr(&packed));
+    let elsewhere = dir.path().join("somewhere/much/deeper/clinic");
+    let rebuild = |json: bool| {
+        superapp()
+            .args(["audit", "rebuild", "--source"])
+            .arg(&elsewhere)
+            .args(json.then_some("--json"))
+            .arg(&package)
+            .env("CARGO_TARGET_DIR", repo().join("plugins/target"))
+            .output()
+            .unwrap()
+    };
+    let same = rebuild(false);
+    assert!(same.status.success(), "{}", stderr(&same));
+    assert!(
+        stdout(&same).contains("component: the same as what"),
+        "{}",
+        stdout(&same)
+    );
+    let lib = elsewhere.join("src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    assert!(text.contains("pressed"), "{text}");
+    std::fs::write(&lib, text.replace("pressed", "pushed")).unwrap();
+    let manifest = elsewhere.join("plugin.toml");
+    let declared = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{declared}\n")).unwrap();
+    let changed = rebuild(true);
+    assert_eq!(changed.status.code(), Some(1), "{}", stderr(&changed));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&changed)).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["component"]["same"], false, "{report}");
+    assert_eq!(report["manifest"]["same"], false, "{report}");
+    assert_eq!(
+        report["component"]["package_sha256"],
+        superapp_core::sha256_hex(&built[0]).as_str(),
+        "{report}"
+    );
 }
 
 #[test]

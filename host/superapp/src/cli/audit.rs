@@ -68,6 +68,28 @@ pub enum AuditCommand {
         #[command(flatten)]
         from: AuditorTarget,
     },
+    /// Rebuild a package's component from its source and compare: the
+    /// component the source builds (with `superapp plugin build`) must be
+    /// the package's byte for byte, and the source's plugin.toml its
+    /// manifest. A rebuild matches with the same source, Cargo.lock, cargo
+    /// features, toolchain and SDK path (README, Toolchains). Exits 1 when
+    /// either differs.
+    Rebuild {
+        /// A package file, or APP@VERSION from the registry.
+        package: String,
+        /// The plugin crate the package was built from.
+        #[arg(long)]
+        source: PathBuf,
+        /// Cargo features the package was built with (comma separated or
+        /// repeated).
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// Print the comparison as JSON (stable field names).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        from: AuditorTarget,
+    },
     /// Approve a package: sign a decision bound to its digest with your
     /// auditor key and record it in the registry (and its audit log). The
     /// same approval again changes nothing. The digest is of the bytes this
@@ -132,6 +154,104 @@ pub struct Decide {
     target: TargetArgs,
 }
 
+/// What `audit rebuild` found.
+#[derive(serde::Serialize)]
+struct Rebuilt {
+    ok: bool,
+    app: String,
+    version: String,
+    digest: String,
+    toolchain: &'static str,
+    component: Compared,
+    manifest: Compared,
+}
+
+#[derive(serde::Serialize)]
+struct Compared {
+    same: bool,
+    package_sha256: String,
+    source_sha256: String,
+}
+
+impl Compared {
+    fn of(package: &[u8], source: &[u8]) -> Compared {
+        Compared {
+            same: package == source,
+            package_sha256: superapp_core::ids::sha256_hex(package),
+            source_sha256: superapp_core::ids::sha256_hex(source),
+        }
+    }
+}
+
+/// `audit rebuild`: build `source` and compare it with `package`.
+fn rebuild(
+    package: &Package,
+    source: &Path,
+    features: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let manifest_path = source.join("plugin.toml");
+    let manifest = superapp_core::files::read_at_most(
+        &manifest_path,
+        superapp_core::package::MAX_MANIFEST_BYTES as u64,
+    )
+    .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let built = crate::plugin_build::build_with(source, None, !json, features)?;
+    let component = superapp_core::files::read_at_most(
+        &built.component,
+        superapp_core::package::MAX_PACKAGE_BYTES as u64,
+    )
+    .with_context(|| format!("cannot read {}", built.component.display()))?;
+    let m = package.manifest();
+    let component = Compared::of(package.component(), &component);
+    let manifest = Compared::of(package.manifest_bytes(), &manifest);
+    let report = Rebuilt {
+        ok: component.same && manifest.same,
+        app: m.id.clone(),
+        version: m.version.to_string(),
+        digest: package.digest(),
+        toolchain: built.toolchain.describe(),
+        component,
+        manifest,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{} (digest {})", m.label(), report.digest);
+        let line = |what: &str, c: &Compared, source: String| {
+            if c.same {
+                println!("{what}: the same as {source} (sha256 {})", c.package_sha256);
+            } else {
+                println!(
+                    "{what}: differs: the package's sha256 is {}, {source} is {}",
+                    c.package_sha256, c.source_sha256
+                );
+            }
+        };
+        line(
+            "component",
+            &report.component,
+            format!("what {} builds", source.display()),
+        );
+        line(
+            "manifest",
+            &report.manifest,
+            manifest_path.display().to_string(),
+        );
+        if !report.component.same {
+            eprintln!(
+                "a rebuild matches only with the same source, Cargo.lock, cargo features, toolchain ({}) and SDK path",
+                report.toolchain
+            );
+        }
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// A package from a file, or from the registry by APP@VERSION.
 fn package(spec: &str, from: &AuditorTarget) -> anyhow::Result<Package> {
     if Path::new(spec).exists() {
@@ -176,6 +296,13 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             json,
             from,
         } => super::package::run_diff(&package(&old, &from)?, &package(&new, &from)?, json),
+        AuditCommand::Rebuild {
+            package: spec,
+            source,
+            features,
+            json,
+            from,
+        } => rebuild(&package(&spec, &from)?, &source, &features, json),
         AuditCommand::Approve(d) => decide(d, Verdict::Approve),
         AuditCommand::Reject(d) => decide(d, Verdict::Reject),
         AuditCommand::Report { app, json, from } => {

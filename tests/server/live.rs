@@ -301,6 +301,47 @@ async fn sends_over_the_websocket_are_stored_in_order_and_acknowledged_once_dura
     }
 }
 
+/// Two members sending at once over their sockets: each socket gets its
+/// own acknowledgements and the other's messages interleaved in seq order,
+/// every seq once (an acknowledgement waits for its place in the stream of
+/// pushes, rather than racing it).
+#[tokio::test]
+async fn acknowledgements_and_pushes_reach_a_socket_in_seq_order() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let c = alice.direct_with("bob").await;
+    let mut alice_ws = ws_connect(&server, alice.token.as_ref().unwrap()).await;
+    let mut bob_ws = ws_connect(&server, bob.token.as_ref().unwrap()).await;
+    let each = 40u64;
+    for round in 0..4 {
+        for i in 0..each / 4 {
+            for (who, ws) in [("a", &mut alice_ws), ("b", &mut bob_ws)] {
+                ws_send(
+                    ws,
+                    json!({"type": "send", "conversation_id": c, "client_id": format!("{who}{round}-{i}"), "text": "hi"}),
+                )
+                .await;
+            }
+        }
+    }
+    for (who, ws) in [("alice", &mut alice_ws), ("bob", &mut bob_ws)] {
+        let mut seen = Vec::new();
+        while (seen.len() as u64) < 2 * each {
+            let frame = next_message(ws, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("{who}: {} frames, then none", seen.len()));
+            assert!(
+                frame["type"] == "sent" || frame["type"] == "message",
+                "{who}: {frame}"
+            );
+            seen.push(frame["message"]["seq"].as_u64().unwrap());
+        }
+        let expected: Vec<u64> = (1..=2 * each).collect();
+        assert_eq!(seen, expected, "{who}'s socket");
+    }
+}
+
 #[tokio::test]
 async fn a_bad_send_over_the_websocket_gets_the_http_routes_error_and_the_connection_stays() {
     let server = Server::start(&[("SUPERAPP_MAX_MESSAGE_BYTES", "100")]);

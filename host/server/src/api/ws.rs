@@ -9,7 +9,8 @@
 //! A client sends `{"type":"send","conversation_id","client_id","text"}`
 //! and gets `{"type":"sent","client_id","created","message"}` once the
 //! message is durable (instead of the message's push, which goes to every
-//! other session of the conversation's members), or `{"type":"error","client_id","status","error"}`
+//! other session of the conversation's members, and at its place among the
+//! pushes: the hub gives the session its turn there), or `{"type":"error","client_id","status","error"}`
 //! with the same status and error the HTTP route would answer (and
 //! `retry_after_secs` where the route sends `Retry-After`). Sends are
 //! stored in the order they arrive and acknowledged in that order; a client
@@ -30,6 +31,7 @@
 //! `retry_after_secs` never comes near it, one that floods gets no more
 //! answers to ignore.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{FuturesOrdered, SplitSink};
+use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -47,7 +49,7 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::AppState;
 use superapp_services::identity::{IdentityError, User};
-use superapp_services::messaging::{Message as ChatMessage, MessagingError};
+use superapp_services::messaging::{Hub, Message as ChatMessage, MessagingError};
 
 /// Close code for "you fell behind; resync by seq".
 pub const CLOSE_LAGGING: u16 = 4008;
@@ -176,8 +178,13 @@ struct Sent<'a> {
     message: &'a ChatMessage,
 }
 
-/// The frame that answers one send, once it is ready to go out.
-type Ack = Pin<Box<dyn Future<Output = String> + Send>>;
+/// The frame that answers one send, once it is ready to go out: `Ok` the
+/// acknowledgement of a stored message, `Err` an error.
+type Ack = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+
+fn answered(frame: String) -> Ack {
+    Box::pin(std::future::ready(Err(frame)))
+}
 
 fn error_frame(client_id: Option<&str>, e: ApiError) -> String {
     let mut frame = json!({
@@ -205,8 +212,10 @@ fn still_signed_in(state: &AppState, token: &str) -> Result<Option<User>, ApiErr
 
 /// What became of one incoming frame.
 enum Received {
-    /// Taken: its acknowledgement, to go out in order.
-    Taken(Ack),
+    /// Taken: its acknowledgement, to go out in order; `true` when this
+    /// send stored the message, whose acknowledgement then waits for the
+    /// session's turn ([`Hub::is_ack_turn`]).
+    Taken(Ack, bool),
     /// Refused at once (over the send limit, not the sender's to make, or
     /// not a send): the error frame.
     Refused(Ack),
@@ -224,18 +233,13 @@ async fn receive(state: &AppState, token: &str, origin: u64, text: &str) -> Rece
         }) => (conversation_id, client_id, text),
         Err(e) => {
             let frame = error_frame(None, ApiError::bad_request(format!("bad frame: {e}")));
-            return Received::Refused(Box::pin(std::future::ready(frame)));
+            return Received::Refused(answered(frame));
         }
     };
     let me = match still_signed_in(state, token) {
         Ok(Some(me)) => me,
         Ok(None) => return Received::Ended,
-        Err(e) => {
-            return Received::Taken(Box::pin(std::future::ready(error_frame(
-                Some(&client_id),
-                e,
-            ))))
-        }
+        Err(e) => return Received::Taken(answered(error_frame(Some(&client_id), e)), false),
     };
     let staged = state
         .host
@@ -248,49 +252,108 @@ async fn receive(state: &AppState, token: &str, origin: u64, text: &str) -> Rece
         Err(MessagingError::Store(e)) => Err(MessagingError::Store(e)),
         Err(e) => {
             let frame = error_frame(Some(&client_id), e.into());
-            return Received::Refused(Box::pin(std::future::ready(frame)));
+            return Received::Refused(answered(frame));
         }
         ok => ok,
     };
-    Received::Taken(Box::pin(async move {
+    let created = staged.as_ref().is_ok_and(|s| s.created());
+    let answer = Box::pin(async move {
         match async { staged?.settle().await }.await {
-            Ok((message, created)) => serde_json::to_string(&Sent {
+            Ok((message, created)) => Ok(serde_json::to_string(&Sent {
                 r#type: "sent",
                 client_id: &client_id,
                 created,
                 message: &message,
             })
-            .expect("frames serialize"),
-            Err(e) => error_frame(Some(&client_id), e.into()),
+            .expect("frames serialize")),
+            Err(e) => Err(error_frame(Some(&client_id), e.into())),
         }
-    }))
+    });
+    Received::Taken(answer, created)
 }
 
-/// A session's acknowledgements still to go out, in the order of their
-/// sends; the queue is made at the first send, so a session that only
-/// listens does not carry one.
+/// A session's answers still to go out, in the order of their sends (the
+/// queue allocates at the first send, so a session that only listens
+/// carries none). The acknowledgement of a message its send stored goes
+/// out at the session's turn in its stream ([`Hub::is_ack_turn`], counted
+/// in `turns`), which comes where the others are pushed that message: so
+/// acknowledgements and pushed messages reach the client in seq order.
 #[derive(Default)]
-struct Acks(Option<FuturesOrdered<Ack>>);
+struct Acks {
+    queue: VecDeque<Pending>,
+    turns: usize,
+}
+
+struct Pending {
+    answer: Ack,
+    /// A stored message's acknowledgement: goes at its turn.
+    waits_turn: bool,
+    /// The answer, once its future gave it (kept here, so that a
+    /// `next` dropped by `select!` loses nothing).
+    ready: Option<Result<String, String>>,
+}
 
 impl Acks {
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, FuturesOrdered::len)
+        self.queue.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.queue.is_empty()
     }
 
-    fn push_back(&mut self, ack: Ack) {
-        self.0
-            .get_or_insert_with(FuturesOrdered::new)
-            .push_back(ack);
+    fn push_back(&mut self, answer: Ack, waits_turn: bool) {
+        self.queue.push_back(Pending {
+            answer,
+            waits_turn,
+            ready: None,
+        });
     }
 
+    /// The next answer, once it is ready and, for a stored message's
+    /// acknowledgement, its turn has come.
     async fn next(&mut self) -> Option<String> {
-        match &mut self.0 {
-            Some(queue) => queue.next().await,
-            None => None,
+        let head = self.queue.front_mut()?;
+        if head.ready.is_none() {
+            head.ready = Some((&mut head.answer).await);
+        }
+        if head.waits_turn && matches!(head.ready, Some(Ok(_))) {
+            if self.turns == 0 {
+                // Durable, and its turn is on the way to this session.
+                return std::future::pending().await;
+            }
+            self.turns -= 1;
+        }
+        match self.queue.pop_front()?.ready? {
+            Ok(frame) | Err(frame) => Some(frame),
+        }
+    }
+
+    /// A turn came: the answers up to the one it is for (those before it
+    /// are durable by then, or about to be, as is that one).
+    async fn take_turn(&mut self, out: &mut Vec<Message>) {
+        self.turns += 1;
+        while self.turns > 0 {
+            if self.queue.is_empty() {
+                self.turns = 0;
+                break;
+            }
+            if let Some(frame) = self.next().await {
+                out.push(Message::Text(frame.into()));
+            }
+        }
+    }
+
+    /// The next answer whether or not its turn came (the connection is
+    /// closing).
+    async fn next_any(&mut self) -> Option<String> {
+        let head = self.queue.pop_front()?;
+        let ready = match head.ready {
+            Some(ready) => ready,
+            None => head.answer.await,
+        };
+        match ready {
+            Ok(frame) | Err(frame) => Some(frame),
         }
     }
 }
@@ -361,8 +424,15 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                                 Err(_) => break,
                             }
                         }
-                        let frames = batch.iter().map(|f| Message::Text(f.as_ref().into()));
-                        if send_all(&mut sink, frames).await.is_err() {
+                        let mut frames = Vec::with_capacity(batch.len());
+                        for frame in &batch {
+                            if Hub::is_ack_turn(frame) {
+                                acks.take_turn(&mut frames).await;
+                            } else {
+                                frames.push(Message::Text(frame.as_ref().into()));
+                            }
+                        }
+                        if send_all(&mut sink, frames.into_iter()).await.is_err() {
                             break None;
                         }
                     }
@@ -398,9 +468,9 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                         // Boxed: the send's state would otherwise be part of
                         // every idle session's.
                         match Box::pin(receive(&state, &token, sub.id, text.as_str())).await {
-                            Received::Taken(ack) => acks.push_back(ack),
+                            Received::Taken(ack, waits_turn) => acks.push_back(ack, waits_turn),
                             Received::Refused(ack) => {
-                                acks.push_back(ack);
+                                acks.push_back(ack, false);
                                 if refusals.too_many() {
                                     break Some(flooding);
                                 }
@@ -411,7 +481,7 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
                     Some(Ok(Message::Binary(_))) => {
                         last_heard = Instant::now();
                         let e = ApiError::bad_request("frames are JSON text");
-                        acks.push_back(Box::pin(std::future::ready(error_frame(None, e))));
+                        acks.push_back(answered(error_frame(None, e)), false);
                         if refusals.too_many() {
                             break Some(flooding);
                         }
@@ -446,7 +516,7 @@ async fn session(state: AppState, auth: Auth, socket: WebSocket) {
         // Sends already stored are acknowledged before the close (briefly:
         // a client that misses one sends it again under its client id).
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Some(ack) = acks.next().await {
+            while let Some(ack) = acks.next_any().await {
                 if sink.send(Message::Text(ack.into())).await.is_err() {
                     return;
                 }

@@ -159,14 +159,23 @@ impl Hub {
         self.publish_from(users, frame, None);
     }
 
-    /// [`Hub::publish`], but not to the session `origin` (the one a
-    /// message was sent through, which gets an acknowledgement instead).
+    /// [`Hub::publish`], but the session `origin` (the one a message was
+    /// sent through, which answers it with an acknowledgement) gets its
+    /// turn to acknowledge ([`Hub::is_ack_turn`]) in the frame's place: at
+    /// the point of its stream where the others get the message, so its
+    /// acknowledgements and the messages pushed to it stay in seq order.
     pub fn publish_from(&self, users: &[String], frame: &Frame, origin: Option<u64>) {
         let mut conns = self.conns();
         if let Some(relay) = self.relay.get() {
             relay.forward(users, frame);
         }
         self.deliver_locked(&mut conns, users, frame, origin);
+    }
+
+    /// Whether `frame` is a session's turn to acknowledge its own send
+    /// ([`Hub::publish_from`]) rather than a frame to pass on.
+    pub fn is_ack_turn(frame: &Frame) -> bool {
+        frame.is_empty()
     }
 
     /// Queue `frame` for this process's sessions of `users` only: what the
@@ -188,10 +197,12 @@ impl Hub {
                 continue;
             };
             list.retain(|c| {
-                if Some(c.id) == origin {
-                    return true;
-                }
-                match c.tx.try_send(frame.clone()) {
+                let frame = if Some(c.id) == origin {
+                    Frame::from("")
+                } else {
+                    frame.clone()
+                };
+                match c.tx.try_send(frame) {
                     Ok(()) => true,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         // Dropping the sender ends the session's stream.
@@ -242,7 +253,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_frame_skips_the_session_it_came_from_only() {
+    async fn the_session_a_frame_came_from_gets_its_turn_instead() {
         let hub = Arc::new(Hub::new(4));
         let mut phone = hub.subscribe("a");
         let mut laptop = hub.subscribe("a");
@@ -251,6 +262,8 @@ mod tests {
         hub.publish_from(&users, &Arc::from("m1"), Some(phone.id));
         assert_eq!(&*laptop.rx.recv().await.unwrap(), "m1");
         assert_eq!(&*other.rx.recv().await.unwrap(), "m1");
+        let turn = phone.rx.try_recv().unwrap();
+        assert!(Hub::is_ack_turn(&turn), "the origin got {turn:?}");
         assert!(phone.rx.try_recv().is_err(), "the origin got no echo");
         hub.publish(&users, &Arc::from("m2"));
         assert_eq!(&*phone.rx.recv().await.unwrap(), "m2");

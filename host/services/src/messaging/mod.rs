@@ -30,6 +30,12 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Whether this send stored the message (then it is announced, and the
+    /// session it came through gets its turn to acknowledge it).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
     /// Wait until the message is durable: the message as stored, and
     /// whether this send stored it.
     pub async fn settle(self) -> Result<(Message, bool), MessagingError> {

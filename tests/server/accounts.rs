@@ -520,3 +520,50 @@ async fn changing_the_password_ends_the_other_sessions_and_keeps_this_one() {
     again.token = Some(again.login("alice", "a-new-password").await);
     assert_eq!(again.get("/me").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_request_with_two_authorization_headers_is_refused() {
+    let server = Server::start(&[]);
+    let alice = Client::signed_up(&server, "alice").await;
+    let bob = Client::signed_up(&server, "bob").await;
+    let (alice, bob) = (alice.token.unwrap(), bob.token.unwrap());
+    let operator = server.operator_token();
+    let root = server.base.trim_end_matches("/api/v1").to_string();
+    let me = format!("{}/me", server.base);
+    let metrics = format!("{root}/metrics");
+    // One header each: accepted.
+    for (url, token) in [(&me, &alice), (&metrics, &operator)] {
+        let resp = http_client()
+            .get(url.as_str())
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{url}");
+    }
+    // Two: whichever a proxy in front would heed, this server heeds none.
+    for (url, first, second) in [
+        (&me, &alice, &bob),
+        (&me, &alice, &alice),
+        (&metrics, &operator, &alice),
+        (&metrics, &alice, &operator),
+    ] {
+        let resp = http_client()
+            .get(url.as_str())
+            .header("authorization", format!("Bearer {first}"))
+            .header("authorization", format!("Bearer {second}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{url}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid-request", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than one Authorization"),
+            "{body}"
+        );
+    }
+}

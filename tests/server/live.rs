@@ -354,19 +354,24 @@ async fn a_bad_send_over_the_websocket_gets_the_http_routes_error_and_the_connec
         // Somebody else's conversation: the same answer as over HTTP.
         (
             json!({"type": "send", "conversation_id": c, "client_id": "x1", "text": "let me in"}),
-            "x1",
+            json!("x1"),
         ),
         (
             json!({"type": "send", "conversation_id": "no-such", "client_id": "x2", "text": "hi"}),
-            "x2",
+            json!("x2"),
         ),
         (
             json!({"type": "send", "conversation_id": c, "client_id": "x3", "text": "x".repeat(101)}),
-            "x3",
+            json!("x3"),
         ),
         (
             json!({"type": "send", "conversation_id": c, "client_id": "", "text": "hi"}),
-            "",
+            json!(""),
+        ),
+        // A client_id no send may carry is refused, not echoed back.
+        (
+            json!({"type": "send", "conversation_id": c, "client_id": "k".repeat(20_000), "text": "hi"}),
+            json!(null),
         ),
     ];
     for (frame, client_id) in cases {
@@ -384,6 +389,7 @@ async fn a_bad_send_over_the_websocket_gets_the_http_routes_error_and_the_connec
         let answer = next_of(&mut carol_ws, "error", Duration::from_secs(5)).await;
         assert_eq!(answer["type"], "error", "{answer}");
         assert_eq!(answer["client_id"], client_id);
+        assert!(answer.to_string().len() < 1024, "{answer}");
         assert_eq!(
             answer["status"].as_u64(),
             Some(http_status.as_u16() as u64),

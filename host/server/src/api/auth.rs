@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, BodyLimit};
@@ -24,13 +24,27 @@ pub fn bearer(authorization: &str) -> Option<&str> {
         .map(|(_, token)| token.trim())
 }
 
+/// The request's one `Authorization` header, if it has one. Two are
+/// refused: a proxy in front may act on the other one than this server
+/// would.
+pub fn authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, ApiError> {
+    let mut all = headers.get_all(header::AUTHORIZATION).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(ApiError::bad_request(
+            "the request has more than one Authorization header",
+        ));
+    }
+    Ok(first)
+}
+
 /// The session token of a request: from `Authorization: Bearer` when the
 /// request has that header (whatever it holds), else from the cookie.
-pub fn session_token(parts: &Parts) -> Option<String> {
-    if let Some(v) = parts.headers.get(header::AUTHORIZATION) {
-        return v.to_str().ok().and_then(bearer).map(str::to_string);
+pub fn session_token(parts: &Parts) -> Result<Option<String>, ApiError> {
+    if let Some(v) = authorization(&parts.headers)? {
+        return Ok(v.to_str().ok().and_then(bearer).map(str::to_string));
     }
-    parts
+    Ok(parts
         .headers
         .get_all(header::COOKIE)
         .iter()
@@ -38,7 +52,7 @@ pub fn session_token(parts: &Parts) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
         .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_string())
+        .map(|(_, value)| value.to_string()))
 }
 
 /// `host[:port]` as a lower-case host and a port, `default` when none is
@@ -117,7 +131,7 @@ impl FromRequestParts<AppState> for Auth {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token =
-            session_token(parts).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+            session_token(parts)?.ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
         let user = state.host.identity.authenticate(&token)?;
         Ok(Auth { user, token })
     }

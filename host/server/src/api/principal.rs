@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use superapp_core::now_secs;
 use superapp_core::signed_request::{RequestSignature, MAX_SKEW_SECS, SCHEME};
 use superapp_services::registry::Actor;
@@ -238,9 +238,7 @@ impl FromRequest<AppState> for Called {
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
-        let authorization = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let authorization = super::auth::authorization(&parts.headers)?
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .ok_or_else(|| {
@@ -308,9 +306,7 @@ impl FromRequestParts<AppState> for OperatorToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let token = super::auth::authorization(&parts.headers)?
             .and_then(|v| v.to_str().ok())
             .and_then(super::auth::bearer)
             .ok_or_else(|| {

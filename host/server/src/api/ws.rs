@@ -49,7 +49,9 @@ use super::auth::Auth;
 use super::error::ApiError;
 use super::AppState;
 use superapp_services::identity::{IdentityError, User};
-use superapp_services::messaging::{Hub, Message as ChatMessage, MessagingError};
+use superapp_services::messaging::{
+    Hub, Message as ChatMessage, MessagingError, MAX_CLIENT_ID_BYTES,
+};
 
 /// Close code for "you fell behind; resync by seq".
 pub const CLOSE_LAGGING: u16 = 4008;
@@ -187,6 +189,10 @@ fn answered(frame: String) -> Ack {
 }
 
 fn error_frame(client_id: Option<&str>, e: ApiError) -> String {
+    // One the send could not have carried is not echoed (the error says
+    // what is wrong with it): a frame of a megabyte's client_id is not
+    // answered with another.
+    let client_id = client_id.filter(|c| c.len() <= MAX_CLIENT_ID_BYTES);
     let mut frame = json!({
         "type": "error",
         "client_id": client_id,

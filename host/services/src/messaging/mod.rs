@@ -256,6 +256,9 @@ impl std::str::FromStr for Cursor {
 /// Most conversations in one page of the list.
 pub const MAX_LIST_PAGE: usize = 500;
 
+/// The longest `client_id` a send may carry, in bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct MessagingConfig {
     /// Longest message text, in bytes.
@@ -1315,10 +1318,11 @@ impl Messaging {
     }
 
     fn check_message(&self, client_id: &str, text: &str) -> Result<(), MessagingError> {
-        if client_id.is_empty() || client_id.len() > 64 || client_id.contains('\0') {
-            return Err(MessagingError::InvalidInput(
-                "client_id is 1-64 bytes, without NUL".into(),
-            ));
+        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_BYTES || client_id.contains('\0')
+        {
+            return Err(MessagingError::InvalidInput(format!(
+                "client_id is 1-{MAX_CLIENT_ID_BYTES} bytes, without NUL"
+            )));
         }
         if text.len() > self.config.max_message_bytes {
             return Err(MessagingError::TooLarge {

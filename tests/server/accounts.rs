@@ -420,6 +420,105 @@ async fn the_session_cookie_is_httponly_and_authenticates() {
     assert_eq!(me.status(), StatusCode::OK);
 }
 
+/// The `Set-Cookie` a login gets, and the cookie's `name=value`.
+async fn login_cookie(server: &Server, username: &str) -> (String, String) {
+    let body = json!({"username": username, "password": format!("{username}-password")});
+    let resp = Client::new(server)
+        .raw(
+            Method::POST,
+            "/sessions",
+            Some(body.to_string().into_bytes()),
+            "application/json",
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    let pair = set.split(';').next().unwrap().to_string();
+    (set, pair)
+}
+
+/// `GET /me` with these `Cookie` headers: the status.
+async fn me_with_cookies(server: &Server, cookies: &[&str]) -> StatusCode {
+    let mut req = http_client().get(format!("{}/me", server.base));
+    for cookie in cookies {
+        req = req.header("cookie", *cookie);
+    }
+    req.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn a_request_with_two_session_cookies_is_refused_and_a_secure_cookie_is_host_only() {
+    let server = Server::start(&[]);
+    Client::signed_up(&server, "alice").await;
+    Client::signed_up(&server, "bob").await;
+    let (set, alice) = login_cookie(&server, "alice").await;
+    assert!(set.starts_with("superapp_session="), "{set}");
+    let (_, bob) = login_cookie(&server, "bob").await;
+    assert_eq!(me_with_cookies(&server, &[&alice]).await, StatusCode::OK);
+    // A second session cookie (set by a sibling subdomain's page, say):
+    // neither is taken, in one header or in two.
+    let both = format!("{bob}; {alice}");
+    assert_eq!(
+        me_with_cookies(&server, &[&both]).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        me_with_cookies(&server, &[&alice, &bob]).await,
+        StatusCode::BAD_REQUEST
+    );
+    // The other name is not this server's cookie.
+    let prefixed = format!("__Host-{alice}");
+    assert_eq!(
+        me_with_cookies(&server, &[&prefixed]).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Where the cookie is Secure it is `__Host-` prefixed (Path=/, no
+    // Domain), and only that name is read.
+    let secure = Server::start(&[("SUPERAPP_COOKIE_SECURE", "true")]);
+    Client::signed_up(&secure, "alice").await;
+    Client::signed_up(&secure, "bob").await;
+    let (set, alice) = login_cookie(&secure, "alice").await;
+    let (_, bob) = login_cookie(&secure, "bob").await;
+    assert!(set.starts_with("__Host-superapp_session="), "{set}");
+    for attribute in ["Secure", "Path=/", "HttpOnly", "SameSite=Strict"] {
+        assert!(
+            set.split("; ").any(|a| a == attribute),
+            "{attribute}: {set}"
+        );
+    }
+    assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
+    assert_eq!(me_with_cookies(&secure, &[&alice]).await, StatusCode::OK);
+    let unprefixed = alice.strip_prefix("__Host-").unwrap();
+    assert_eq!(
+        me_with_cookies(&secure, &[unprefixed]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let both = format!("{alice}; {bob}");
+    assert_eq!(
+        me_with_cookies(&secure, &[&both]).await,
+        StatusCode::BAD_REQUEST
+    );
+    // Signing out clears the cookie of that name.
+    let resp = http_client()
+        .delete(format!("{}/sessions/current", secure.base))
+        .header("cookie", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let cleared = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.starts_with("__Host-superapp_session=;"),
+        "{cleared}"
+    );
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(
+        me_with_cookies(&secure, &[&alice]).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 /// The host secret is its user's alone, and so is the data directory the
 /// host makes (other users cannot read its messages or ledger).
 #[tokio::test]

@@ -5,7 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::auth::{Auth, ClientAddr, Json, SESSION_COOKIE};
+use super::auth::{session_cookie_name, Auth, ClientAddr, Json};
 use super::error::ApiError;
 use super::AppState;
 use superapp_services::identity::{now_secs, GroupAdds};
@@ -48,14 +48,14 @@ pub struct Login {
     password: String,
 }
 
+/// The session cookie: `__Host-`-prefixed where it is `Secure`
+/// ([`session_cookie_name`]), so always `Path=/` and without a `Domain`.
 fn cookie(state: &AppState, value: &str, max_age: u64) -> Option<HeaderValue> {
-    let secure = if state.config.cookie_secure {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = state.config.cookie_secure;
+    let name = session_cookie_name(secure);
+    let flag = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{flag}"
     ))
     .ok()
 }

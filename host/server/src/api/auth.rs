@@ -15,6 +15,22 @@ use superapp_services::identity::User;
 
 pub const SESSION_COOKIE: &str = "superapp_session";
 
+/// The session cookie's name where it is `Secure` (`cookie-secure`): with
+/// the `__Host-` prefix a browser takes it only from this host, over
+/// HTTPS, for every path and without a `Domain`, so a page of a sibling
+/// subdomain cannot set one of that name for this host ("cookie tossing",
+/// which would sign a user in as somebody else).
+pub const SECURE_SESSION_COOKIE: &str = "__Host-superapp_session";
+
+/// The session cookie's name for a server whose cookie is `secure` or not.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
+
 /// The token of an `Authorization: Bearer …` value (the scheme's name is
 /// case-insensitive, RFC 9110 11.1).
 pub fn bearer(authorization: &str) -> Option<&str> {
@@ -39,20 +55,33 @@ pub fn authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, ApiErr
 }
 
 /// The session token of a request: from `Authorization: Bearer` when the
-/// request has that header (whatever it holds), else from the cookie.
-pub fn session_token(parts: &Parts) -> Result<Option<String>, ApiError> {
+/// request has that header (whatever it holds), else from the session
+/// cookie named for a `secure` server or not ([`session_cookie_name`];
+/// the other name is not read). Two such cookies are refused: one of them
+/// was set by someone else (a sibling subdomain's page can set one for a
+/// server whose cookie has no `__Host-` prefix), and taking either could
+/// sign the user in as another.
+pub fn session_token(parts: &Parts, secure: bool) -> Result<Option<String>, ApiError> {
     if let Some(v) = authorization(&parts.headers)? {
         return Ok(v.to_str().ok().and_then(bearer).map(str::to_string));
     }
-    Ok(parts
+    let name = session_cookie_name(secure);
+    let mut found = parts
         .headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_string()))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value);
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ApiError::bad_request(format!(
+            "the request has more than one {name} cookie; sign out, or clear this site's cookies, and sign in again"
+        )));
+    }
+    Ok(first.map(str::to_string))
 }
 
 /// `host[:port]` as a lower-case host and a port, `default` when none is
@@ -130,8 +159,8 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token =
-            session_token(parts)?.ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+        let token = session_token(parts, state.config.cookie_secure)?
+            .ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
         let user = state.host.identity.authenticate(&token)?;
         Ok(Auth { user, token })
     }

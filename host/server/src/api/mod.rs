@@ -28,7 +28,7 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
-pub use auth::SESSION_COOKIE;
+pub use auth::{SECURE_SESSION_COOKIE, SESSION_COOKIE};
 pub use error::{ApiError, BodyLimit};
 pub(crate) use wallet::every_second;
 pub use wallet::{deliver_callbacks, expire_orders, sweep_throttles};

@@ -58,7 +58,9 @@ enum Command {
     /// max-live-connections-per-user (WebSockets one user may hold in one
     /// process; default 64),
     /// heartbeat-secs,
-    /// cookie-secure, payment-ttl-secs, document-ttl-secs, event-slots
+    /// cookie-secure (served over HTTPS: the session cookie is Secure and
+    /// named __Host-superapp_session), payment-ttl-secs,
+    /// document-ttl-secs, event-slots
     /// (events that execute at once; default the number of cores),
     /// event-instances (events alive at once, also while they wait on a
     /// host call: the sandbox's instance pool; default 64),

@@ -44,6 +44,28 @@ async fn infinite_loop_is_stopped_at_the_time_limit() {
     hello_still_works(&rt).await;
 }
 
+#[tokio::test]
+async fn the_epoch_ticker_sleeps_while_no_event_runs_and_limits_hold_after() {
+    let rt = runtime();
+    hello_still_works(&rt).await;
+    // A tick under way as the event ended may still land; then nothing.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let idle = rt.epoch_ticks();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        rt.epoch_ticks(),
+        idle,
+        "the ticker ticked with no event running"
+    );
+    // An event after the pause wakes it: its time limit still stops it.
+    let app = load(&rt, "testing/infinite-loop");
+    let err = run(&rt, &app, &services(&[]), "alice", Call::Launch)
+        .await
+        .unwrap_err();
+    assert_eq!(err.limit(), Some(&Limit::Time { limit_ms: 200 }), "{err}");
+    assert!(rt.epoch_ticks() > idle);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_spinning_app_does_not_block_others_on_the_same_thread() {
     // One executor thread: the looping guest must yield at epoch ticks so

@@ -5,7 +5,7 @@
 //! onto a bounded number of run slots (see [`crate::scheduler`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -108,34 +108,109 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// Advances the engine's epoch at a fixed period, for the whole process.
+/// Advances the engine's epoch at a fixed period while events run, for the
+/// whole process. With no event running it sleeps until one starts: an idle
+/// host is not woken a thousand times a second, and its epoch stands still
+/// only while no store could see it.
 struct Ticker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<TickerShared>,
     handle: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct TickerShared {
+    /// Events running now (each holds a [`Ticking`]).
+    running: AtomicUsize,
+    /// Whether the ticker is asleep, or about to be (set before it looks
+    /// at `running` a last time): only then does a starting event pay for
+    /// waking it.
+    parked: AtomicBool,
+    /// Ticks made so far.
+    ticks: AtomicU64,
+    stop: AtomicBool,
+    /// Held by the ticker from its last look at `running` until it waits,
+    /// and by whoever wakes it: a wake-up cannot fall in between.
+    idle: std::sync::Mutex<()>,
+    wake: std::sync::Condvar,
+}
+
+impl TickerShared {
+    fn idle(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self) {
+        let _idle = self.idle();
+        self.wake.notify_one();
+    }
+
+    /// Sleep while no event runs. `parked` is written before `running` is
+    /// read here, and `running` before `parked` is read by a starting event
+    /// (all sequentially consistent): one of the two sees the other's
+    /// write, so either this does not wait or the event wakes it.
+    fn sleep_while_idle(&self) {
+        let mut idle = self.idle();
+        self.parked.store(true, Ordering::SeqCst);
+        while self.running.load(Ordering::SeqCst) == 0 && !self.stop.load(Ordering::SeqCst) {
+            idle = self.wake.wait(idle).unwrap_or_else(|p| p.into_inner());
+        }
+        self.parked.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Keeps the ticker ticking while an event runs.
+struct Ticking(Arc<TickerShared>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Ticker {
     fn start(engine: Engine, tick: Duration) -> std::io::Result<Ticker> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let shared = Arc::new(TickerShared::default());
+        let ticker = shared.clone();
         let handle = std::thread::Builder::new()
             .name("superapp-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                while !ticker.stop.load(Ordering::SeqCst) {
+                    if ticker.running.load(Ordering::SeqCst) == 0 {
+                        ticker.sleep_while_idle();
+                        continue;
+                    }
                     std::thread::sleep(tick);
                     engine.increment_epoch();
+                    ticker.ticks.fetch_add(1, Ordering::Relaxed);
                 }
             })?;
         Ok(Ticker {
-            stop,
+            shared,
             handle: Some(handle),
         })
+    }
+
+    /// Tick until the returned guard drops (an event runs meanwhile).
+    fn running(&self) -> Ticking {
+        // Events back to back find it awake (between two of its ticks) and
+        // make no system call here.
+        if self.shared.running.fetch_add(1, Ordering::SeqCst) == 0
+            && self.shared.parked.load(Ordering::SeqCst)
+        {
+            self.shared.wake();
+        }
+        Ticking(self.shared.clone())
+    }
+
+    fn ticks(&self) -> u64 {
+        self.shared.ticks.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -308,7 +383,7 @@ pub struct Runtime {
     cache: Option<ComponentCache>,
     scheduler: Scheduler,
     metrics: Arc<RuntimeMetrics>,
-    _ticker: Ticker,
+    ticker: Ticker,
 }
 
 impl Runtime {
@@ -344,8 +419,14 @@ impl Runtime {
             metrics: Arc::new(RuntimeMetrics::default()),
             config,
             cache,
-            _ticker: ticker,
+            ticker,
         })
+    }
+
+    /// Epoch ticks made so far. They advance only while an event runs:
+    /// an idle runtime's ticker sleeps.
+    pub fn epoch_ticks(&self) -> u64 {
+        self.ticker.ticks()
     }
 
     /// The settings every engine of the host shares: what its compiled
@@ -694,6 +775,8 @@ impl Runtime {
             Meter::new(limits.memory_bytes),
         );
         state.may_ask = invocation.may_ask;
+        // The epoch moves while this event's store lives.
+        let _ticking = self.ticker.running();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.meter);
         if app.manifest.declares(Capability::Http) {

@@ -420,23 +420,6 @@ async fn the_session_cookie_is_httponly_and_authenticates() {
     assert_eq!(me.status(), StatusCode::OK);
 }
 
-/// The `Set-Cookie` a login gets, and the cookie's `name=value`.
-async fn login_cookie(server: &Server, username: &str) -> (String, String) {
-    let body = json!({"username": username, "password": format!("{username}-password")});
-    let resp = Client::new(server)
-        .raw(
-            Method::POST,
-            "/sessions",
-            Some(body.to_string().into_bytes()),
-            "application/json",
-        )
-        .await;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
-    let pair = set.split(';').next().unwrap().to_string();
-    (set, pair)
-}
-
 /// `GET /me` with these `Cookie` headers: the status.
 async fn me_with_cookies(server: &Server, cookies: &[&str]) -> StatusCode {
     let mut req = http_client().get(format!("{}/me", server.base));

@@ -411,6 +411,25 @@ pub async fn next_message(ws: &mut Ws, wait: Duration) -> Option<Value> {
     }
 }
 
+/// The `Set-Cookie` of a login as `username` (password
+/// `USERNAME-password`), and the cookie's `name=value`.
+#[allow(dead_code)]
+pub async fn login_cookie(server: &Server, username: &str) -> (String, String) {
+    let body = json!({"username": username, "password": format!("{username}-password")});
+    let resp = Client::new(server)
+        .raw(
+            Method::POST,
+            "/sessions",
+            Some(body.to_string().into_bytes()),
+            "application/json",
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    let pair = set.split(';').next().unwrap().to_string();
+    (set, pair)
+}
+
 /// An HTTP client for the tests (reqwest is built with rustls, which needs
 /// the host's TLS provider installed first).
 pub fn http_client() -> reqwest::Client {

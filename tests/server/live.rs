@@ -885,20 +885,7 @@ async fn a_live_connection_signed_in_by_cookie_from_another_sites_page_is_refuse
 /// The session cookie `username` (password `USERNAME-password`) signs in
 /// with, as `name=value`.
 async fn session_cookie(server: &Server, username: &str) -> String {
-    let login = Client::new(server)
-        .raw(
-            reqwest::Method::POST,
-            "/sessions",
-            Some(
-                json!({"username": username, "password": format!("{username}-password")})
-                    .to_string()
-                    .into_bytes(),
-            ),
-            "application/json",
-        )
-        .await;
-    let cookie = login.headers()["set-cookie"].to_str().unwrap();
-    cookie.split(';').next().unwrap().to_string()
+    login_cookie(server, username).await.1
 }
 
 #[tokio::test]
